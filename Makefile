@@ -1,0 +1,37 @@
+# mamori: the four commands. `make setup` is idempotent and installs what is missing.
+SHELL := /bin/bash
+GUEST_DIR ?= $(CURDIR)/.cache/guest
+DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux
+
+.PHONY: setup deps npm build guest demo test bench clean
+
+setup: deps npm build guest
+
+# Debian packages: install only what is missing (apt-get update once, when needed).
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+npm:
+	@[ -d node_modules/better-sqlite3/build/Release ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
+
+build: npm
+	npx tsc -p tsconfig.json
+
+guest: build
+	node dist/src/guest/build-test-guest.js $(GUEST_DIR)
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	node --test --test-concurrency=2 dist/test/
+
+bench: setup
+	node dist/bench/vm-start/run.js && node scripts/bench-readme.mjs
+
+clean:
+	rm -rf dist

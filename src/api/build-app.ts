@@ -1,0 +1,89 @@
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import { MamoriError } from '../core/mamori-error.js';
+import type { Logger } from '../core/logger.js';
+import type { TokenRepo } from '../store/repos/token-repo.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { DiskService } from '../disks/disk-service.js';
+import type { JobJournal } from '../jobs/job-journal.js';
+import { diskSchema, errorSchema, jobSchema, vmSchema } from './schemas.js';
+import { vmRoutes } from './routes/vms.js';
+import { diskRoutes } from './routes/disks.js';
+import { hostRoutes, type HostInfoSource } from './routes/host.js';
+import { jobRoutes } from './routes/jobs.js';
+
+export interface AppDeps {
+  siteName: string;
+  tokens: TokenRepo;
+  vms: VmService;
+  disks: DiskService;
+  jobs: JobJournal;
+  host: HostInfoSource;
+  logger: Logger;
+}
+
+const PUBLIC_PATHS = new Set(['/health', '/openapi.json']);
+
+/**
+ * Builds the REST API without listening, so tests drive it with inject() and main.ts
+ * decides where it listens. Requests become typed service calls; nothing here touches
+ * QEMU directly.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: deps.logger as FastifyBaseLogger,
+    disableRequestLogging: true,
+    genReqId: () => `req-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'mamori site API', version: '0.1.0', description: 'One mamori site: VMs, disks, host, jobs.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _base, _frag, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
+  });
+  for (const s of [errorSchema, vmSchema, diskSchema, jobSchema]) app.addSchema(s);
+
+  app.addHook('onRequest', async (req) => {
+    if (PUBLIC_PATHS.has(req.routeOptions.url ?? '')) return;
+    const header = req.headers.authorization;
+    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    if (!token) throw new MamoriError('UNAUTHORIZED', 'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)');
+    const who = await deps.tokens.verify(token);
+    if (!who) throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site');
+  });
+
+  app.setErrorHandler((err: FastifyError | MamoriError | Error, req, reply) => {
+    if (err instanceof MamoriError) {
+      if (err.httpStatus >= 500) req.log.error({ err, reqId: req.id }, 'request failed');
+      return reply.status(err.httpStatus).send({ error: { ...err.toJSON(), requestId: req.id } });
+    }
+    const fe = err as FastifyError;
+    if (fe.validation) {
+      return reply.status(400).send({ error: { code: 'INVALID_INPUT', message: `invalid request: ${fe.message}`, retryable: false, requestId: req.id } });
+    }
+    if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (fe.statusCode === 400 && err instanceof SyntaxError)) {
+      return reply.status(400).send({ error: { code: 'MALFORMED_JSON', message: `the request body is not valid JSON: ${fe.message}`, retryable: false, requestId: req.id } });
+    }
+    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return reply.status(fe.statusCode).send({ error: { code: 'INVALID_INPUT', message: fe.message, retryable: false, requestId: req.id } });
+    }
+    // Not raised on purpose: log it whole, show a generic message with the request id.
+    req.log.error({ err, reqId: req.id }, 'unexpected error');
+    return reply.status(500).send({ error: { code: 'INTERNAL', message: `internal error; see the site server log for request ${req.id}`, retryable: false, requestId: req.id } });
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}`, retryable: false, requestId: req.id } }),
+  );
+
+  app.get('/health', { schema: { hide: true } }, async () => ({ ok: true, site: deps.siteName }));
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.register(hostRoutes(deps));
+  await app.register(vmRoutes(deps));
+  await app.register(diskRoutes(deps));
+  await app.register(jobRoutes(deps));
+  return app;
+}

@@ -1,0 +1,79 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { VmService, CreateVmInput } from '../../vms/vm-service.js';
+import { errorResponses, nameParam } from '../schemas.js';
+
+const vmResponse = { 200: { $ref: 'Vm#' }, ...errorResponses } as const;
+
+const createBody = {
+  type: 'object',
+  required: ['name'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string' },
+    vcpus: { type: 'integer' },
+    memoryMiB: { type: 'integer' },
+    firmware: { type: 'string' },
+    machineType: { type: 'string' },
+    disks: { type: 'array', items: { type: 'string' } },
+    dataDisk: { type: ['string', 'integer'] },
+    testGuest: { type: 'boolean' },
+    writelogRate: { type: 'integer' },
+    acpi: { type: 'boolean' },
+    nics: {
+      type: 'array',
+      items: { type: 'object', additionalProperties: false, properties: { model: { type: 'string' }, network: { type: 'string' }, mac: { type: 'string' } } },
+    },
+    stopTimeoutSec: { type: 'integer' },
+  },
+} as const;
+
+/** HTTP onto VmService: each route parses, calls one typed action, and shapes the answer. */
+export function vmRoutes(deps: { vms: VmService }): FastifyPluginAsync {
+  const { vms } = deps;
+  return async (app) => {
+    app.get('/vms', { schema: { summary: 'List VMs', response: { 200: { type: 'array', items: { $ref: 'Vm#' } }, ...errorResponses } } }, async () => vms.list());
+
+    app.post<{ Body: CreateVmInput }>('/vms', { schema: { summary: 'Create a VM', body: createBody, response: { 201: { $ref: 'Vm#' }, ...errorResponses } } }, async (req, reply) => {
+      const vm = await vms.create(req.body);
+      return reply.status(201).send(await vms.view(vm));
+    });
+
+    app.get<{ Params: { name: string } }>('/vms/:name', { schema: { summary: 'One VM with its state and last heartbeat', params: nameParam, response: vmResponse } }, async (req) =>
+      vms.view(await vms.get(req.params.name)),
+    );
+
+    app.delete<{ Params: { name: string }; Querystring: { force?: 'true' | 'false' } }>('/vms/:name', {
+      schema: { summary: 'Delete a VM and the disks made for it', params: nameParam, querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'string', enum: ['true', 'false'] } } }, response: { 204: { type: 'null' }, ...errorResponses } },
+    }, async (req, reply) => {
+      await vms.delete(req.params.name, { force: req.query.force === 'true' });
+      return reply.status(204).send();
+    });
+
+    for (const action of ['start', 'kill', 'pause', 'resume'] as const) {
+      app.post<{ Params: { name: string } }>(`/vms/:name/${action}`, { schema: { summary: `${action} a VM`, params: nameParam, response: vmResponse } }, async (req) =>
+        vms.view(await vms[action](req.params.name)),
+      );
+    }
+
+    app.post<{ Params: { name: string }; Body: { timeoutSec?: number; force?: boolean } | undefined }>('/vms/:name/stop', {
+      schema: {
+        summary: 'Stop: ACPI power button, forced off after timeoutSec (or at once with force)',
+        params: nameParam,
+        body: { type: ['object', 'null'], additionalProperties: false, properties: { timeoutSec: { type: 'integer' }, force: { type: 'boolean' } } },
+        response: { 200: { type: 'object', properties: { forced: { type: 'boolean' }, vm: { $ref: 'Vm#' } } }, ...errorResponses },
+      },
+    }, async (req) => {
+      const { vm, forced } = await vms.stop(req.params.name, req.body ?? {});
+      return { forced, vm: await vms.view(vm) };
+    });
+
+    app.get<{ Params: { name: string }; Querystring: { lines?: number } }>('/vms/:name/console', {
+      schema: {
+        summary: 'The last lines of the VM serial console',
+        params: nameParam,
+        querystring: { type: 'object', properties: { lines: { type: 'integer', minimum: 1, maximum: 10000 } } },
+        response: { 200: { type: 'object', properties: { lines: { type: 'array', items: { type: 'string' } } } }, ...errorResponses },
+      },
+    }, async (req) => ({ lines: await vms.consoleTail(req.params.name, Number(req.query.lines ?? 20)) }));
+  };
+}

@@ -1,0 +1,115 @@
+/** JSON schemas shared by routes; they feed both validation and the OpenAPI document. */
+export const errorSchema = {
+  $id: 'Error',
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message'],
+      properties: {
+        code: { type: 'string' },
+        message: { type: 'string' },
+        retryable: { type: 'boolean' },
+        requestId: { type: 'string' },
+        details: { type: 'object', additionalProperties: true },
+      },
+    },
+  },
+} as const;
+
+const nullableString = { type: ['string', 'null'] } as const;
+
+export const diskSchema = {
+  $id: 'Disk',
+  type: 'object',
+  required: ['id', 'name', 'kind', 'format', 'path', 'sizeBytes', 'shared'],
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    pool: { type: 'string' },
+    kind: { type: 'string', enum: ['image', 'rdm'] },
+    format: { type: 'string' },
+    path: { type: 'string' },
+    sizeBytes: { type: 'integer' },
+    rdmMode: { type: ['string', 'null'], enum: ['virtual', 'physical', null] },
+    shared: { type: 'boolean' },
+    vmId: nullableString,
+    ownedByVm: { type: 'boolean' },
+    createdAt: { type: 'string' },
+  },
+} as const;
+
+export const vmSchema = {
+  $id: 'Vm',
+  type: 'object',
+  required: ['id', 'name', 'state', 'vcpus', 'memoryMiB', 'firmware', 'machineType', 'disks', 'nics'],
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    state: { type: 'string', enum: ['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed'] },
+    stateReason: nullableString,
+    pid: { type: ['integer', 'null'] },
+    vcpus: { type: 'integer' },
+    memoryMiB: { type: 'integer' },
+    firmware: { type: 'string', enum: ['bios', 'uefi'] },
+    machineType: { type: 'string' },
+    boot: { type: 'object', additionalProperties: true },
+    nics: {
+      type: 'array',
+      items: { type: 'object', properties: { mac: { type: 'string' }, model: { type: 'string' }, network: { type: 'string' } } },
+    },
+    disks: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' }, kind: { type: 'string' }, format: { type: 'string' }, path: { type: 'string' },
+          sizeBytes: { type: 'integer' }, rdmMode: nullableString, shared: { type: 'boolean' },
+        },
+      },
+    },
+    stopTimeoutSec: { type: 'integer' },
+    lastHeartbeatAt: nullableString,
+    lastHeartbeat: nullableString,
+    serialLog: { type: 'string' },
+    createdAt: { type: 'string' },
+  },
+} as const;
+
+export const jobSchema = {
+  $id: 'Job',
+  type: 'object',
+  required: ['id', 'kind', 'state', 'progress', 'steps'],
+  properties: {
+    id: { type: 'string' },
+    kind: { type: 'string' },
+    state: { type: 'string', enum: ['running', 'succeeded', 'failed'] },
+    target: nullableString,
+    progress: { type: 'number' },
+    steps: {
+      type: 'array',
+      items: { type: 'object', properties: { name: { type: 'string' }, state: { type: 'string' }, startedAt: { type: 'string' }, endedAt: { type: 'string' } } },
+    },
+    result: {},
+    error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
+    createdAt: { type: 'string' },
+    updatedAt: { type: 'string' },
+  },
+} as const;
+
+export const nameParam = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { type: 'string', minLength: 1, maxLength: 63 } },
+} as const;
+
+export const errorResponses = {
+  400: { $ref: 'Error#' },
+  401: { $ref: 'Error#' },
+  404: { $ref: 'Error#' },
+  409: { $ref: 'Error#' },
+  422: { $ref: 'Error#' },
+  500: { $ref: 'Error#' },
+  503: { $ref: 'Error#' },
+} as const;

@@ -1,0 +1,70 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MamoriError } from '../core/mamori-error.js';
+import { ERROR_CODES, type ErrorCode } from '../core/error-codes.js';
+
+export interface SiteTarget {
+  url: string;
+  token: string;
+}
+
+/**
+ * Where the CLI's site is: --data DIR (a local site: URL and token read from there), or
+ * MAMORI_URL and MAMORI_TOKEN.
+ */
+export async function resolveSite(opts: { data?: string; url?: string; token?: string }, env = process.env): Promise<SiteTarget> {
+  if (opts.data) {
+    const read = async (f: string, what: string): Promise<string> => {
+      try {
+        return (await readFile(join(opts.data!, f), 'utf8')).trim();
+      } catch {
+        throw new MamoriError('CONFIG_MISSING', `cannot read the ${what} from ${join(opts.data!, f)}: is 'mamori serve --data ${opts.data}' running, and are you allowed to read its folder?`);
+      }
+    };
+    return { url: opts.url ?? (await read('url', 'site URL')), token: opts.token ?? (await read('admin-token', 'admin token')) };
+  }
+  const url = opts.url ?? env['MAMORI_URL'];
+  const token = opts.token ?? env['MAMORI_TOKEN'];
+  if (!url || !token) throw new MamoriError('CONFIG_MISSING', 'no site given: pass --data DIR for a local site, or set MAMORI_URL and MAMORI_TOKEN');
+  return { url, token };
+}
+
+/** A thin typed client of the site API; server errors come back as MamoriError with the server's code. */
+export class ApiClient {
+  #site: SiteTarget;
+  constructor(site: SiteTarget) {
+    this.#site = site;
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+  post<T>(path: string, body?: unknown): Promise<T> {
+    return this.request<T>('POST', path, body ?? {});
+  }
+  delete<T>(path: string): Promise<T> {
+    return this.request<T>('DELETE', path);
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, this.#site.url), {
+        method,
+        headers: { authorization: `Bearer ${this.#site.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(15 * 60_000),
+      });
+    } catch (e) {
+      throw new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${this.#site.url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`);
+    }
+    const text = await res.text();
+    const json = text ? (JSON.parse(text) as unknown) : undefined;
+    if (!res.ok) {
+      const err = (json as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
+      const code = (err?.code && err.code in ERROR_CODES ? err.code : 'INTERNAL') as ErrorCode;
+      throw new MamoriError(code, err?.message ?? `HTTP ${res.status}`, err?.details ? { details: err.details } : {});
+    }
+    return json as T;
+  }
+}

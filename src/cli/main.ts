@@ -1,0 +1,87 @@
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { ApiClient, resolveSite } from './api-client.js';
+import { vmCommand, VM_USAGE } from './vm-commands.js';
+import { diskCommand, DISK_USAGE } from './disk-commands.js';
+import { hostCommand } from './host-commands.js';
+import { verifyWritelogCommand } from './verify-writelog-command.js';
+import { serveCommand } from './serve-command.js';
+import { printJson } from './output.js';
+
+const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
+
+usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
+  serve --data DIR [--listen HOST:PORT] [--name SITE]   run a site server
+  host info                                              accelerator, QEMU version, machine types
+  vm ...                                                 VMs (mamori vm --help)
+  disk ...                                               disks and raw device mappings
+  job show ID                                            a long operation's journal
+  verify-writelog IMAGE                                  check a test-guest data disk (offline)
+
+The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN.
+
+${VM_USAGE}
+
+${DISK_USAGE}
+`;
+
+/** Global flags may stand anywhere; they are taken out before the command parses its own. */
+function takeGlobals(argv: string[]): { rest: string[]; json: boolean; data?: string; url?: string; token?: string; help: boolean } {
+  const rest: string[] = [];
+  const out: { json: boolean; data?: string; url?: string; token?: string; help: boolean } = { json: false, help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new MamoriError('INVALID_INPUT', `${a} needs a value`);
+      return v;
+    };
+    if (a === '--json') out.json = true;
+    else if (a === '--help' || a === '-h') out.help = true;
+    else if (a === '--url') out.url = value();
+    else if (a === '--token') out.token = value();
+    else if (a === '--data' && argv[0] !== 'serve') out.data = value();
+    else if (a.startsWith('--data=') && argv[0] !== 'serve') out.data = a.slice(7);
+    else rest.push(a);
+  }
+  return { rest, ...out };
+}
+
+async function run(argv: string[]): Promise<void> {
+  const g = takeGlobals(argv);
+  const [cmd, ...rest] = g.rest;
+  if (g.help || !cmd || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (cmd === 'serve') return serveCommand(rest);
+  if (cmd === 'verify-writelog') return verifyWritelogCommand(rest, g.json);
+  const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
+  switch (cmd) {
+    case 'vm':
+      return vmCommand(api, rest, g.json);
+    case 'disk':
+      return diskCommand(api, rest, g.json);
+    case 'host':
+      return hostCommand(api, rest, g.json);
+    case 'job': {
+      if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job show ID');
+      return printJson(await api.get(`/jobs/${encodeURIComponent(rest[1])}`));
+    }
+    default:
+      throw new MamoriError('INVALID_INPUT', `unknown command ${JSON.stringify(cmd)}; see 'mamori --help'`);
+  }
+}
+
+run(process.argv.slice(2)).then(
+  () => process.exit(process.exitCode ?? 0),
+  (e: unknown) => {
+    const json = process.argv.includes('--json');
+    if (isMamoriError(e)) {
+      if (json) printJson({ error: e.toJSON() });
+      process.stderr.write(`mamori: ${e.message} [${e.code}]\n`);
+      process.exit(e.code === 'INVALID_INPUT' || e.code === 'CONFIG_MISSING' ? 2 : 1);
+    }
+    process.stderr.write(`mamori: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

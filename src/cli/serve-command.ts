@@ -1,0 +1,29 @@
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { writeFile, rm } from 'node:fs/promises';
+import { openSite, parseListen } from '../main.js';
+import { MamoriError } from '../core/mamori-error.js';
+
+/** `mamori serve`: runs one site until SIGINT/SIGTERM; VMs keep running after it stops. */
+export async function serveCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv, strict: true,
+    options: { data: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' }, 'guest-dir': { type: 'string' } },
+  });
+  if (!values.data) throw new MamoriError('INVALID_INPUT', 'usage: mamori serve --data DIR [--listen HOST:PORT] [--name SITE]');
+  const { host, port } = parseListen(values.listen ?? '127.0.0.1:8443');
+  const site = await openSite({ dataDir: resolve(values.data), name: values.name ?? 'site-a', ...(values['guest-dir'] ? { guestDir: resolve(values['guest-dir']) } : {}) });
+  const url = await site.listen(host, port);
+  await writeFile(site.paths.serverPid, `${process.pid}\n`);
+  process.stderr.write(`mamori site ${values.name ?? 'site-a'} serving ${url} (data ${site.paths.root})\n`);
+  if (site.createdAdminToken) process.stderr.write(`admin token written to ${site.paths.adminToken}\n`);
+  // Probe the accelerator now, so the first VM start does not pay for it.
+  void site.host.probe().catch(() => undefined);
+  await new Promise<void>((done) => {
+    const stop = (): void => {
+      void site.close().then(() => rm(site.paths.serverPid, { force: true })).finally(done);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}

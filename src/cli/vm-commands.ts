@@ -1,0 +1,113 @@
+import { parseArgs } from 'node:util';
+import type { ApiClient } from './api-client.js';
+import { printFields, printJson, printTable } from './output.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { parseSize } from '../core/names.js';
+
+interface Vm {
+  name: string;
+  state: string;
+  stateReason: string | null;
+  vcpus: number;
+  memoryMiB: number;
+  firmware: string;
+  machineType: string;
+  pid: number | null;
+  lastHeartbeatAt: string | null;
+  lastHeartbeat: string | null;
+  disks: { name: string; kind: string; format: string; sizeBytes: number; rdmMode: string | null }[];
+  [k: string]: unknown;
+}
+
+export const VM_USAGE = `mamori vm <command>
+  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N] [--no-acpi]
+              [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
+              [--disk DISK]... [--stop-timeout SEC]
+  list | show NAME | start NAME | stop NAME [--timeout SEC] [--force]
+  kill NAME | pause NAME | resume NAME | delete NAME [--force] | console NAME [--lines N]`;
+
+export async function vmCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
+  const [sub, ...rest] = argv;
+  const enc = (n: string): string => encodeURIComponent(n);
+  switch (sub) {
+    case 'create': {
+      const { values, positionals } = parseArgs({
+        args: rest, allowPositionals: true, strict: true,
+        options: {
+          'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' },
+          'no-acpi': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
+          machine: { type: 'string' }, disk: { type: 'string', multiple: true }, 'stop-timeout': { type: 'string' },
+        },
+      });
+      const name = one(positionals, 'vm create NAME');
+      const body: Record<string, unknown> = { name };
+      if (values['test-guest']) body['testGuest'] = true;
+      if (values['data-disk']) body['dataDisk'] = values['data-disk'];
+      if (values['writelog-rate'] !== undefined) body['writelogRate'] = int(values['writelog-rate'], '--writelog-rate');
+      if (values['no-acpi']) body['acpi'] = false;
+      if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
+      if (values.memory !== undefined) body['memoryMiB'] = memoryMiB(values.memory);
+      if (values.firmware) body['firmware'] = values.firmware;
+      if (values.machine) body['machineType'] = values.machine;
+      if (values.disk) body['disks'] = values.disk;
+      if (values['stop-timeout'] !== undefined) body['stopTimeoutSec'] = int(values['stop-timeout'], '--stop-timeout');
+      const vm = await api.post<Vm>('/vms', body);
+      return json ? printJson(vm) : void process.stdout.write(`created VM ${vm.name} (${vm.machineType}, ${vm.firmware}, ${vm.vcpus} vCPU, ${vm.memoryMiB} MiB)\n`);
+    }
+    case 'list': {
+      const vms = await api.get<Vm[]>('/vms');
+      if (json) return printJson(vms);
+      return printTable(vms.map((v) => ({ ...v, heartbeat: v.lastHeartbeatAt })), ['name', 'state', 'vcpus', 'memoryMiB', 'machineType', 'heartbeat']);
+    }
+    case 'show': {
+      const vm = await api.get<Vm>(`/vms/${enc(one(rest, 'vm show NAME'))}`);
+      if (json) return printJson(vm);
+      return printFields({
+        name: vm.name, state: vm.state, reason: vm.stateReason, pid: vm.pid, vcpus: vm.vcpus, memory: `${vm.memoryMiB} MiB`,
+        firmware: vm.firmware, machine: vm.machineType, heartbeat: vm.lastHeartbeatAt, 'last line': vm.lastHeartbeat,
+        disks: vm.disks.map((d) => `${d.name} (${d.kind}${d.rdmMode ? `/${d.rdmMode}` : ''}, ${d.format})`).join(', ') || '-',
+      });
+    }
+    case 'start': case 'kill': case 'pause': case 'resume': {
+      const vm = await api.post<Vm>(`/vms/${enc(one(rest, `vm ${sub} NAME`))}/${sub}`);
+      return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
+    }
+    case 'stop': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { timeout: { type: 'string' }, force: { type: 'boolean' } } });
+      const body: Record<string, unknown> = {};
+      if (values.timeout !== undefined) body['timeoutSec'] = int(values.timeout, '--timeout');
+      if (values.force) body['force'] = true;
+      const out = await api.post<{ forced: boolean; vm: Vm }>(`/vms/${enc(one(positionals, 'vm stop NAME'))}/stop`, body);
+      return json ? printJson(out) : void process.stdout.write(`VM ${out.vm.name} is ${out.vm.state}${out.forced ? ' (forced off: the guest did not shut down in time)' : ' (guest shut down)'}\n`);
+    }
+    case 'delete': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { force: { type: 'boolean' } } });
+      const name = one(positionals, 'vm delete NAME');
+      await api.delete(`/vms/${enc(name)}${values.force ? '?force=true' : ''}`);
+      return json ? printJson({ deleted: name }) : void process.stdout.write(`deleted VM ${name}\n`);
+    }
+    case 'console': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { lines: { type: 'string' } } });
+      const out = await api.get<{ lines: string[] }>(`/vms/${enc(one(positionals, 'vm console NAME'))}/console?lines=${int(values.lines ?? '20', '--lines')}`);
+      return json ? printJson(out) : void process.stdout.write(out.lines.map((l) => `${l}\n`).join(''));
+    }
+    default:
+      throw new MamoriError('INVALID_INPUT', `unknown vm command ${JSON.stringify(sub ?? '')}\n${VM_USAGE}`);
+  }
+}
+
+export function one(positionals: string[], usage: string): string {
+  if (positionals.length !== 1 || !positionals[0]) throw new MamoriError('INVALID_INPUT', `usage: mamori ${usage}`);
+  return positionals[0];
+}
+
+export function int(text: string, flag: string): number {
+  if (!/^-?\d+$/.test(text)) throw new MamoriError('INVALID_INPUT', `${flag} needs a whole number, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
+/** --memory takes MiB as a plain number, or a size with a unit (512M, 2G). */
+function memoryMiB(text: string): number {
+  if (/^\d+$/.test(text)) return Number(text);
+  return Math.floor(parseSize(text) / (1024 * 1024));
+}

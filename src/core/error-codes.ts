@@ -1,0 +1,52 @@
+/**
+ * The one registry of error codes. Every code here has an entry in docs/errors.md
+ * (test/unit/core/error-docs.test.ts keeps the two in sync).
+ * httpStatus is what the API answers; retryable tells a client whether the same
+ * request may succeed later without a change on its side.
+ */
+export const ERROR_CODES = {
+  // input
+  INVALID_INPUT: { httpStatus: 400, retryable: false },
+  INVALID_NAME: { httpStatus: 400, retryable: false },
+  OUT_OF_RANGE: { httpStatus: 400, retryable: false },
+  PATH_OUTSIDE_POOL: { httpStatus: 400, retryable: false },
+  MALFORMED_JSON: { httpStatus: 400, retryable: false },
+  // auth
+  UNAUTHORIZED: { httpStatus: 401, retryable: false },
+  // lookup
+  NOT_FOUND: { httpStatus: 404, retryable: false },
+  VM_NOT_FOUND: { httpStatus: 404, retryable: false },
+  DISK_NOT_FOUND: { httpStatus: 404, retryable: false },
+  JOB_NOT_FOUND: { httpStatus: 404, retryable: false },
+  IMAGE_NOT_FOUND: { httpStatus: 404, retryable: false },
+  // conflicts and lifecycle
+  VM_EXISTS: { httpStatus: 409, retryable: false },
+  DISK_EXISTS: { httpStatus: 409, retryable: false },
+  DISK_IN_USE: { httpStatus: 409, retryable: false },
+  VM_INVALID_STATE: { httpStatus: 409, retryable: true },
+  VM_RUNNING: { httpStatus: 409, retryable: false },
+  RDM_PHYSICAL_REFUSED: { httpStatus: 409, retryable: false },
+  SHARED_DISK_NOT_RDM: { httpStatus: 400, retryable: false },
+  // images and devices
+  IMAGE_UNREADABLE: { httpStatus: 422, retryable: false },
+  IMAGE_CORRUPT: { httpStatus: 422, retryable: false },
+  IMAGE_FORMAT_UNSUPPORTED: { httpStatus: 422, retryable: false },
+  DEVICE_NOT_BLOCK: { httpStatus: 422, retryable: false },
+  TEST_GUEST_MISSING: { httpStatus: 503, retryable: false },
+  FIRMWARE_MISSING: { httpStatus: 503, retryable: false },
+  // QEMU and processes
+  QEMU_START_FAILED: { httpStatus: 500, retryable: false },
+  QMP_ERROR: { httpStatus: 500, retryable: false },
+  QMP_TIMEOUT: { httpStatus: 504, retryable: true },
+  QMP_DISCONNECTED: { httpStatus: 503, retryable: true },
+  PROCESS_FAILED: { httpStatus: 500, retryable: false },
+  PROCESS_TIMEOUT: { httpStatus: 504, retryable: true },
+  ACCEL_UNAVAILABLE: { httpStatus: 503, retryable: false },
+  // client side
+  SITE_UNREACHABLE: { httpStatus: 503, retryable: true },
+  CONFIG_MISSING: { httpStatus: 400, retryable: false },
+  // catch-all for errors the code did not raise on purpose
+  INTERNAL: { httpStatus: 500, retryable: false },
+} as const satisfies Record<string, { httpStatus: number; retryable: boolean }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;

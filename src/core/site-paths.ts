@@ -1,0 +1,37 @@
+import { join } from 'node:path';
+
+/** Where a site keeps things inside its data folder. One place, so nothing guesses. */
+export class SitePaths {
+  readonly root: string;
+  constructor(root: string) {
+    this.root = root;
+  }
+  get database(): string {
+    return join(this.root, 'mamori.db');
+  }
+  get adminToken(): string {
+    return join(this.root, 'admin-token');
+  }
+  /** The URL the server listens on, for `mamori --data DIR`. */
+  get urlFile(): string {
+    return join(this.root, 'url');
+  }
+  get serverPid(): string {
+    return join(this.root, 'server.pid');
+  }
+  pool(name: string): string {
+    return join(this.root, 'pools', name);
+  }
+  vmDir(vmId: string): string {
+    return join(this.root, 'vms', vmId);
+  }
+  vmRuntime(vmId: string): { qmpSocket: string; pidFile: string; serialLog: string; uefiVars: string } {
+    const dir = this.vmDir(vmId);
+    return {
+      qmpSocket: join(dir, 'qmp.sock'),
+      pidFile: join(dir, 'qemu.pid'),
+      serialLog: join(dir, 'serial.log'),
+      uefiVars: join(dir, 'OVMF_VARS.fd'),
+    };
+  }
+}

@@ -1,0 +1,260 @@
+import { access, constants, mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { DiskRecord, ImageFormat, RdmMode } from './disk-record.js';
+import { IMAGE_FORMATS, RDM_MODES } from './disk-record.js';
+import { resolveInPool } from './pool-path.js';
+import { assertValidName } from '../core/names.js';
+import { newShortId } from '../core/ids.js';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { checkImage, convertImage, createImage, imageInfo } from '../qemu/qemu-img.js';
+import type { Job, JobJournal } from '../jobs/job-journal.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { Logger } from '../core/logger.js';
+
+export const DEFAULT_POOL = 'default';
+
+/** Formats QEMU imports from other hypervisors; the name is qemu-img's. */
+const IMPORT_FORMATS = ['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx'] as const;
+const FORMAT_ALIASES: Record<string, string> = { vhd: 'vpc' };
+const EXTENSION_FORMATS: Record<string, string> = { '.vmdk': 'vmdk', '.vhd': 'vpc', '.vhdx': 'vhdx', '.qcow2': 'qcow2' };
+
+export interface CreateDiskInput {
+  name: string;
+  sizeBytes: number;
+  format?: ImageFormat;
+  /** Relative to the pool, or absolute inside it. Default: NAME.FORMAT in the pool. */
+  path?: string;
+  shared?: boolean;
+}
+
+export interface CreateRdmInput {
+  name: string;
+  device: string;
+  mode: RdmMode;
+  shared?: boolean;
+}
+
+export interface ImportInput {
+  name: string;
+  source: string;
+  format?: string;
+  targetFormat?: ImageFormat;
+}
+
+/** Image disks in storage pools and raw device mappings. */
+export class DiskService {
+  readonly repo: DiskRepo;
+  #db: Kysely<Database>;
+  #paths: SitePaths;
+  #jobs: JobJournal;
+  #log: Logger;
+
+  constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger }) {
+    this.#db = deps.db;
+    this.repo = new DiskRepo(deps.db);
+    this.#paths = deps.paths;
+    this.#jobs = deps.jobs;
+    this.#log = deps.log;
+    this.#jobs.registerRecovery('disk-import', (job) => this.#recoverImport(job));
+  }
+
+  poolDir(pool = DEFAULT_POOL): string {
+    return this.#paths.pool(pool);
+  }
+
+  async get(name: string): Promise<DiskRecord> {
+    const d = await this.repo.findByName(name);
+    if (!d) throw new MamoriError('DISK_NOT_FOUND', `no disk named ${JSON.stringify(name)}; see 'mamori disk list'`, { details: { name } });
+    return d;
+  }
+
+  async list(): Promise<DiskRecord[]> {
+    return this.repo.list();
+  }
+
+  /**
+   * Validates and makes an image file, returning the record without inserting it, so a VM
+   * create can insert disk and VM rows in one transaction. The caller removes the file if
+   * its transaction fails.
+   */
+  async prepareImage(input: CreateDiskInput & { vmId?: string | null; ownedByVm?: boolean }): Promise<DiskRecord> {
+    assertValidName('disk', input.name);
+    const format = input.format ?? 'qcow2';
+    if (!IMAGE_FORMATS.includes(format)) throw new MamoriError('INVALID_INPUT', `disk format must be one of ${IMAGE_FORMATS.join(', ')}`);
+    if (input.shared) throw new MamoriError('SHARED_DISK_NOT_RDM', 'only raw device mappings can be shared between VMs: an image file shared read-write would be corrupted by two writers; use --rdm DEVICE --shared');
+    if (!Number.isSafeInteger(input.sizeBytes) || input.sizeBytes < 1024 * 1024 || input.sizeBytes > 64 * 1024 ** 4) {
+      throw new MamoriError('OUT_OF_RANGE', `disk size ${input.sizeBytes} bytes is out of range: 1 MiB to 64 TiB`);
+    }
+    await this.#assertNameFree(input.name);
+    const pool = this.poolDir();
+    await mkdir(pool, { recursive: true });
+    const path = resolveInPool(pool, input.path ?? `${input.name}.${format}`);
+    await this.#assertParentInsidePool(pool, path);
+    if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name or path`, { details: { path } });
+    if (await this.repo.findByPath(path)) throw new MamoriError('DISK_EXISTS', `another disk already uses ${path}`);
+    await createImage(path, format, input.sizeBytes);
+    return {
+      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format, path, sizeBytes: input.sizeBytes,
+      rdmMode: null, shared: false, vmId: input.vmId ?? null, ownedByVm: input.ownedByVm ?? false, createdAt: new Date().toISOString(),
+    };
+  }
+
+  async create(input: CreateDiskInput): Promise<DiskRecord> {
+    const disk = await this.prepareImage(input);
+    try {
+      await this.repo.insert(disk);
+    } catch (e) {
+      await rm(disk.path, { force: true });
+      throw e;
+    }
+    return disk;
+  }
+
+  async createRdm(input: CreateRdmInput): Promise<DiskRecord> {
+    assertValidName('disk', input.name);
+    if (!RDM_MODES.includes(input.mode)) throw new MamoriError('INVALID_INPUT', `RDM mode must be 'virtual' or 'physical', not ${JSON.stringify(input.mode)}`);
+    if (typeof input.device !== 'string' || !input.device.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'RDM device must be an absolute path to a host block device or raw file');
+    await this.#assertNameFree(input.name);
+    let st;
+    try {
+      st = await stat(input.device);
+      await access(input.device, constants.R_OK | constants.W_OK);
+    } catch {
+      throw new MamoriError('IMAGE_NOT_FOUND', `device ${input.device} does not exist or is not readable and writable by the site server`, { details: { device: input.device } });
+    }
+    if (!st.isBlockDevice() && !st.isFile()) throw new MamoriError('DEVICE_NOT_BLOCK', `${input.device} is neither a block device nor a regular file`);
+    if (await this.repo.findByPath(input.device)) {
+      const other = await this.repo.findByPath(input.device);
+      if (!input.shared || !other?.shared) throw new MamoriError('DISK_EXISTS', `${input.device} is already mapped as disk ${other?.name}; map it twice only with --shared on both`);
+    }
+    const sizeBytes = st.isBlockDevice() ? await blockDeviceSize(input.device) : st.size;
+    const disk: DiskRecord = {
+      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'rdm', format: 'raw', path: input.device, sizeBytes,
+      rdmMode: input.mode, shared: input.shared ?? false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(),
+    };
+    await this.repo.insert(disk);
+    return disk;
+  }
+
+  /**
+   * Checks the source now (so bad input is a 4xx, not a failed job) and converts it into
+   * the pool in the background. The copy goes to a hidden temporary name and is renamed
+   * only when complete, so a crash never leaves a half image under the disk's name.
+   */
+  async startImport(input: ImportInput): Promise<Job> {
+    assertValidName('disk', input.name);
+    await this.#assertNameFree(input.name);
+    const targetFormat = input.targetFormat ?? 'qcow2';
+    if (!IMAGE_FORMATS.includes(targetFormat)) throw new MamoriError('INVALID_INPUT', `target format must be one of ${IMAGE_FORMATS.join(', ')}`);
+    if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host');
+    try {
+      await access(input.source, constants.R_OK);
+    } catch {
+      throw new MamoriError('IMAGE_NOT_FOUND', `source image ${input.source} does not exist or is not readable`, { details: { source: input.source } });
+    }
+    const requested = input.format ? (FORMAT_ALIASES[input.format] ?? input.format) : undefined;
+    if (requested && !(IMPORT_FORMATS as readonly string[]).includes(requested)) {
+      throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${input.format}; supported: qcow2, raw, vmdk, vhd, vhdx`);
+    }
+    const info = await imageInfo(input.source, requested);
+    const expected = EXTENSION_FORMATS[extname(input.source).toLowerCase()];
+    if (!requested && expected && info.format !== expected) {
+      // A .vmdk that QEMU probes as raw is usually a damaged or descriptor-less file: importing
+      // it as raw would silently produce a wrong disk.
+      throw new MamoriError('IMAGE_CORRUPT', `${input.source} is named like ${expected} but QEMU reads it as ${info.format}; it may be damaged. Pass --format ${info.format} if that is intended`);
+    }
+    if (!(IMPORT_FORMATS as readonly string[]).includes(info.format)) throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${info.format}`);
+    await checkImage(input.source, info.format);
+    const pool = this.poolDir();
+    await mkdir(pool, { recursive: true });
+    const finalPath = resolveInPool(pool, `${input.name}.${targetFormat}`);
+    if (await exists(finalPath)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}`);
+    const job = await this.#jobs.create('disk-import', input.name, ['convert', 'register']);
+    void this.#runImport(job.id, input, info.format, info.virtualSize, targetFormat, finalPath);
+    return job;
+  }
+
+  async delete(name: string): Promise<void> {
+    const disk = await this.get(name);
+    if (disk.vmId) {
+      const vm = await this.#db.selectFrom('vms').select('name').where('id', '=', disk.vmId).executeTakeFirst();
+      throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm?.name ?? disk.vmId}; delete or change that VM first`);
+    }
+    await this.repo.delete(disk.id);
+    if (disk.kind === 'image') await rm(disk.path, { force: true });
+  }
+
+  async #runImport(jobId: string, input: ImportInput, srcFormat: string, size: number, targetFormat: ImageFormat, finalPath: string): Promise<void> {
+    const temp = importTempPath(finalPath, jobId);
+    try {
+      await this.#jobs.step(jobId, 'convert', () =>
+        convertImage(input.source, srcFormat, temp, targetFormat, (f) => void this.#jobs.progress(jobId, f * 0.99)),
+      );
+      const disk = await this.#jobs.step(jobId, 'register', async () => {
+        await rename(temp, finalPath);
+        const d: DiskRecord = {
+          id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: targetFormat, path: finalPath,
+          sizeBytes: size, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(),
+        };
+        try {
+          await this.repo.insert(d);
+        } catch (e) {
+          await rm(finalPath, { force: true });
+          throw e;
+        }
+        return d;
+      });
+      await this.#jobs.succeed(jobId, { disk: disk.name, path: disk.path, format: disk.format, sizeBytes: disk.sizeBytes });
+    } catch (e) {
+      await rm(temp, { force: true });
+      const err = isMamoriError(e) ? { code: e.code, message: e.message } : { code: 'INTERNAL', message: String(e) };
+      this.#log.warn({ jobId, err }, 'disk import failed');
+      await this.#jobs.fail(jobId, err);
+    }
+  }
+
+  /** A server that died mid-import leaves at most a temporary file: remove it. */
+  async #recoverImport(job: Job): Promise<void> {
+    if (!job.target) return;
+    for (const fmt of IMAGE_FORMATS) {
+      const finalPath = join(this.poolDir(), `${job.target}.${fmt}`);
+      await rm(importTempPath(finalPath, job.id), { force: true });
+      // 'register' may have renamed the file before the row was written.
+      const registerStep = job.steps.find((s) => s.name === 'register');
+      if (registerStep?.state === 'running' && !(await this.repo.findByPath(finalPath))) await rm(finalPath, { force: true });
+    }
+  }
+
+  async #assertNameFree(name: string): Promise<void> {
+    if (await this.repo.findByName(name)) throw new MamoriError('DISK_EXISTS', `a disk named ${name} already exists; choose another name`, { details: { name } });
+  }
+
+  async #assertParentInsidePool(pool: string, path: string): Promise<void> {
+    // A symlinked folder inside the pool must not lead out of it.
+    await mkdir(dirname(path), { recursive: true });
+    const realParent = await realpath(dirname(path));
+    resolveInPool(await realpath(pool), join(realParent, basename(path)));
+  }
+}
+
+function importTempPath(finalPath: string, jobId: string): string {
+  return join(dirname(finalPath), `.${basename(finalPath)}.${jobId}.importing`);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function blockDeviceSize(device: string): Promise<number> {
+  const { runProcess } = await import('../core/run-process.js');
+  const { stdout } = await runProcess('blockdev', ['--getsize64', device], { timeoutMs: 10_000 });
+  return Number(stdout.trim());
+}

@@ -1,0 +1,23 @@
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { MamoriError } from '../core/mamori-error.js';
+
+/**
+ * Resolves a disk path given relative to (or absolute inside) a storage pool folder and
+ * refuses anything that lands outside it, including through "..". Image-backed disks live
+ * only in pools; host devices are attached as RDM instead.
+ */
+export function resolveInPool(poolDir: string, given: string): string {
+  if (typeof given !== 'string' || given.length === 0 || given.includes('\0')) {
+    throw new MamoriError('INVALID_INPUT', 'disk path is empty or not a string');
+  }
+  const root = resolve(poolDir);
+  if (given.split(/[\\/]/).includes('..')) {
+    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(given)} uses "..": give a path inside the storage pool ${root}`, { details: { path: given, pool: root } });
+  }
+  const full = isAbsolute(given) ? resolve(given) : resolve(root, given);
+  const rel = relative(root, full);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || !full.startsWith(root + sep)) {
+    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(given)} is outside the storage pool ${root}: image disks live in a pool; attach host devices with 'mamori disk create --rdm'`, { details: { path: given, pool: root } });
+  }
+  return full;
+}

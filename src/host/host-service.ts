@@ -1,0 +1,94 @@
+import { access, constants } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MamoriError } from '../core/mamori-error.js';
+import type { Logger } from '../core/logger.js';
+import { probeAccelerator, type AccelProbeResult } from '../qemu/accel-probe.js';
+import { readQemuHostInfo, resolveMachineType, type QemuHostInfo } from '../qemu/qemu-host-info.js';
+import type { HostInfoView } from '../api/routes/host.js';
+import type { HostRuntime } from './host-runtime.js';
+
+/** The checkout's root (dist/src/host/ -> ../../..), where `make setup` builds the test guest. */
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export function defaultGuestDir(env = process.env): string {
+  return env['MAMORI_GUEST_DIR'] ?? join(REPO_ROOT, '.cache', 'guest');
+}
+
+/**
+ * Facts about this host, found once per server process: the accelerator (a functional
+ * probe, since /dev/kvm existing does not mean guests run), QEMU's version and machine
+ * types, firmware, and the test guest.
+ */
+export class HostService implements HostRuntime {
+  #siteName: string;
+  #guestDir: string;
+  #log: Logger;
+  #accel: Promise<AccelProbeResult> | null = null;
+  #info: Promise<QemuHostInfo> | null = null;
+
+  constructor(opts: { siteName: string; guestDir?: string; log: Logger }) {
+    this.#siteName = opts.siteName;
+    this.#guestDir = opts.guestDir ?? defaultGuestDir();
+    this.#log = opts.log;
+  }
+
+  probe(): Promise<AccelProbeResult> {
+    if (this.#accel) return this.#accel;
+    const p = probeAccelerator({ env: process.env }).then((r) => {
+      this.#log.info(r, 'accelerator chosen');
+      return r;
+    });
+    // A failed probe is not cached: the next call tries again.
+    p.catch(() => (this.#accel = null));
+    this.#accel = p;
+    return p;
+  }
+
+  async accel(): Promise<'kvm' | 'tcg'> {
+    return (await this.probe()).accel;
+  }
+
+  qemu(): Promise<QemuHostInfo> {
+    if (this.#info) return this.#info;
+    const p = readQemuHostInfo();
+    p.catch(() => (this.#info = null));
+    this.#info = p;
+    return p;
+  }
+
+  async resolveMachineType(requested: string): Promise<string> {
+    return resolveMachineType(requested, (await this.qemu()).machineTypes);
+  }
+
+  async testGuest(): Promise<{ kernel: string; initrd: string }> {
+    const kernel = join(this.#guestDir, 'vmlinuz');
+    const initrd = join(this.#guestDir, 'initrd.img');
+    try {
+      await access(kernel, constants.R_OK);
+      await access(initrd, constants.R_OK);
+    } catch {
+      throw new MamoriError('TEST_GUEST_MISSING', `the test guest is not built in ${this.#guestDir}; run 'make setup' (or set MAMORI_GUEST_DIR)`);
+    }
+    return { kernel, initrd };
+  }
+
+  async ovmf(): Promise<{ code: string; vars: string }> {
+    const o = (await this.qemu()).ovmf;
+    if (!o) throw new MamoriError('FIRMWARE_MISSING', 'UEFI firmware (OVMF) is not installed; run make setup (Debian package ovmf)');
+    return o;
+  }
+
+  async info(): Promise<HostInfoView> {
+    const [accel, q] = await Promise.all([this.probe(), this.qemu()]);
+    const guestOk = await this.testGuest().then(() => true, () => false);
+    return {
+      site: this.#siteName,
+      accelerator: { accel: accel.accel, reason: accel.reason, probeMs: accel.probeMs },
+      qemu: { version: q.qemuVersion, binary: q.qemuBinary },
+      machineTypes: q.machineTypes.map((m) => ({ name: m.name, isDefault: m.isDefault, ...(m.alias ? { alias: m.alias } : {}) })),
+      ovmf: q.ovmf,
+      testGuest: { available: guestOk, dir: this.#guestDir },
+    };
+  }
+}

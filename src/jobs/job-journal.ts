@@ -1,0 +1,140 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { Database, JobTable } from '../store/schema.js';
+import { newShortId } from '../core/ids.js';
+import { MamoriError } from '../core/mamori-error.js';
+
+export const JOB_STATES = ['running', 'succeeded', 'failed'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+export type StepState = 'pending' | 'running' | 'done' | 'failed';
+
+export interface JobStep {
+  name: string;
+  state: StepState;
+  startedAt?: string;
+  endedAt?: string;
+}
+
+export interface Job {
+  id: string;
+  kind: string;
+  state: JobState;
+  target: string | null;
+  steps: JobStep[];
+  progress: number;
+  result: unknown;
+  error: { code: string; message: string } | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/**
+ * A recovery rule per job kind: what is safe to do with a job the server was running
+ * when it died. It gets the journal as written (the step in flight says where it was)
+ * and must leave no half-made object behind.
+ */
+export type JobRecoveryRule = (job: Job) => Promise<void>;
+
+/**
+ * The journal of long operations: each step is written before and after it runs, so a
+ * restarted server knows exactly where a job stopped. Model: libvirt's persisted
+ * migration phases with one recovery case per phase.
+ */
+export class JobJournal {
+  #db: Kysely<Database>;
+  #rules = new Map<string, JobRecoveryRule>();
+
+  constructor(db: Kysely<Database>) {
+    this.#db = db;
+  }
+
+  registerRecovery(kind: string, rule: JobRecoveryRule): void {
+    this.#rules.set(kind, rule);
+  }
+
+  async create(kind: string, target: string | null, stepNames: string[]): Promise<Job> {
+    const now = new Date().toISOString();
+    const steps: JobStep[] = stepNames.map((name) => ({ name, state: 'pending' }));
+    const id = newShortId('job');
+    await this.#db
+      .insertInto('jobs')
+      .values({ id, kind, state: 'running', target, steps: JSON.stringify(steps), progress: 0, result: null, error: null, created_at: now, updated_at: now })
+      .execute();
+    return this.get(id);
+  }
+
+  async get(id: string): Promise<Job> {
+    const row = await this.#db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!row) throw new MamoriError('JOB_NOT_FOUND', `no job ${id} on this site; list jobs with 'mamori job list'`);
+    return toJob(row);
+  }
+
+  async list(limit = 50): Promise<Job[]> {
+    return (await this.#db.selectFrom('jobs').selectAll().orderBy('created_at', 'desc').limit(limit).execute()).map(toJob);
+  }
+
+  /** Runs one step, journalled before and after. A throw marks the step and the job failed. */
+  async step<T>(jobId: string, name: string, fn: () => Promise<T>): Promise<T> {
+    await this.#markStep(jobId, name, 'running');
+    try {
+      const out = await fn();
+      await this.#markStep(jobId, name, 'done');
+      return out;
+    } catch (e) {
+      await this.#markStep(jobId, name, 'failed');
+      throw e;
+    }
+  }
+
+  async progress(jobId: string, fraction: number): Promise<void> {
+    await this.#db.updateTable('jobs').set({ progress: Math.max(0, Math.min(1, fraction)), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+  }
+
+  async succeed(jobId: string, result: unknown): Promise<void> {
+    await this.#db.updateTable('jobs').set({ state: 'succeeded', progress: 1, result: JSON.stringify(result ?? null), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+  }
+
+  async fail(jobId: string, error: { code: string; message: string }): Promise<void> {
+    await this.#db.updateTable('jobs').set({ state: 'failed', error: JSON.stringify(error), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+  }
+
+  /** At server start: every job still 'running' was cut by a crash; apply its kind's rule. */
+  async recoverInterrupted(log: (msg: string, job: Job, err?: unknown) => void): Promise<number> {
+    const rows = await this.#db.selectFrom('jobs').selectAll().where('state', '=', 'running').execute();
+    for (const row of rows) {
+      const job = toJob(row);
+      const rule = this.#rules.get(job.kind);
+      try {
+        if (rule) await rule(job);
+        await this.fail(job.id, { code: 'INTERNAL', message: 'the site server stopped during this job; its partial work was cleaned up, run it again' });
+        log('recovered interrupted job', job);
+      } catch (e) {
+        log('recovery of interrupted job failed; it stays marked running for the next start', job, e);
+      }
+    }
+    return rows.length;
+  }
+
+  async #markStep(jobId: string, name: string, state: StepState): Promise<void> {
+    const job = await this.get(jobId);
+    const now = new Date().toISOString();
+    const steps = job.steps.map((s) =>
+      s.name === name ? { ...s, state, ...(state === 'running' ? { startedAt: now } : { endedAt: now }) } : s,
+    );
+    await this.#db.updateTable('jobs').set({ steps: JSON.stringify(steps), updated_at: now }).where('id', '=', jobId).execute();
+  }
+}
+
+function toJob(r: Selectable<JobTable>): Job {
+  return {
+    id: r.id,
+    kind: r.kind,
+    state: r.state as JobState,
+    target: r.target,
+    steps: JSON.parse(r.steps) as JobStep[],
+    progress: r.progress,
+    result: r.result === null ? null : (JSON.parse(r.result) as unknown),
+    error: r.error === null ? null : (JSON.parse(r.error) as { code: string; message: string }),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}

@@ -1,0 +1,93 @@
+import { mkdir, open, writeFile, rm } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './api/build-app.js';
+import { createLogger, type Logger } from './core/logger.js';
+import { SitePaths } from './core/site-paths.js';
+import { assertValidName } from './core/names.js';
+import { MamoriError } from './core/mamori-error.js';
+import { openSqliteStore } from './store/sqlite/open-sqlite-store.js';
+import { TokenRepo } from './store/repos/token-repo.js';
+import { VmRepo } from './store/repos/vm-repo.js';
+import { DiskRepo } from './store/repos/disk-repo.js';
+import { JobJournal } from './jobs/job-journal.js';
+import { DiskService } from './disks/disk-service.js';
+import { VmService } from './vms/vm-service.js';
+import { VmSupervisor } from './vms/vm-supervisor.js';
+import { HostService } from './host/host-service.js';
+
+export interface SiteOptions {
+  dataDir: string;
+  name: string;
+  guestDir?: string;
+  logger?: Logger;
+}
+
+export interface Site {
+  app: FastifyInstance;
+  paths: SitePaths;
+  host: HostService;
+  /** Set only at first start: the admin token in clear, also written to DATA/admin-token. */
+  createdAdminToken: string | null;
+  listen(host: string, port: number): Promise<string>;
+  /** Stops serving; VMs keep running and are re-attached by the next start. */
+  close(): Promise<void>;
+}
+
+/** The composition root: one site = data folder + database + API + its QEMU processes. */
+export async function openSite(opts: SiteOptions): Promise<Site> {
+  assertValidName('site', opts.name);
+  const log = opts.logger ?? createLogger({ name: opts.name });
+  const paths = new SitePaths(opts.dataDir);
+  await mkdir(paths.root, { recursive: true, mode: 0o700 });
+  const store = await openSqliteStore(paths.database);
+  const tokens = new TokenRepo(store.db);
+  let createdAdminToken: string | null = null;
+  if (!(await tokens.hasAdmin())) {
+    createdAdminToken = await tokens.create('admin', 'admin');
+    await writeSecret(paths.adminToken, createdAdminToken);
+  }
+  const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
+  const jobs = new JobJournal(store.db);
+  const disks = new DiskService({ db: store.db, paths, jobs, log });
+  const supervisor = new VmSupervisor({ vms: new VmRepo(store.db), disks: new DiskRepo(store.db), paths, host, log });
+  const vms = new VmService({
+    db: store.db, paths, disks, supervisor,
+    resolveMachineType: (t) => host.resolveMachineType(t),
+    testGuestAvailable: async () => void (await host.testGuest()),
+  });
+  await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
+  await supervisor.reattachAll();
+  const app = await buildApp({ siteName: opts.name, tokens, vms, disks, jobs, host, logger: log });
+  return {
+    app, paths, host, createdAdminToken,
+    async listen(hostName, port) {
+      const address = await app.listen({ host: hostName, port });
+      const url = address.replace('0.0.0.0', '127.0.0.1');
+      await writeFile(paths.urlFile, `${url}\n`);
+      return url;
+    },
+    async close() {
+      await app.close();
+      await supervisor.detachAll();
+      await store.close();
+    },
+  };
+}
+
+/** Written once with mode 0600; an existing file is replaced only when the database had no admin. */
+async function writeSecret(path: string, secret: string): Promise<void> {
+  await rm(path, { force: true });
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    await fh.writeFile(`${secret}\n`);
+  } finally {
+    await fh.close();
+  }
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !m[1] || port > 65535) throw new MamoriError('INVALID_INPUT', `--listen must be HOST:PORT (e.g. 127.0.0.1:8443), got ${JSON.stringify(text)}`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}

@@ -1,0 +1,112 @@
+import type { DiskRecord } from '../disks/disk-record.js';
+import type { VmDefinition } from '../vms/vm-definition.js';
+
+export interface VmRuntimePaths {
+  qmpSocket: string;
+  pidFile: string;
+  serialLog: string;
+  /** Per-VM copy of the UEFI variable store (uefi only). */
+  uefiVars: string;
+}
+
+export interface VmArgvInput {
+  def: VmDefinition;
+  /** The VM's disks in def.diskIds order. */
+  disks: DiskRecord[];
+  paths: VmRuntimePaths;
+  accel: 'kvm' | 'tcg';
+  testGuest: { kernel: string; initrd: string } | null;
+  ovmfCode: string | null;
+}
+
+/**
+ * The one place a QEMU command line is made: a pure function of the VM definition,
+ * checked by golden files (test/golden). A diff there is a deliberate change.
+ *
+ * QEMU starts daemonized (VMs outlive the server) and paused (-S), so the supervisor
+ * attaches to QMP before the guest runs and misses no event.
+ */
+export function buildVmArgv(input: VmArgvInput): string[] {
+  const { def, disks, paths } = input;
+  const argv: string[] = [
+    '-name', `guest=${def.name},debug-threads=on`,
+    '-uuid', def.id,
+    '-machine', machineOption(input),
+    '-accel', input.accel,
+    '-smp', String(def.vcpus),
+    '-m', `${def.memoryMiB}M`,
+    '-nodefaults', '-no-user-config',
+    '-display', 'none',
+    '-chardev', `socket,id=qmp,path=${paths.qmpSocket},server=on,wait=off`,
+    '-mon', 'chardev=qmp,mode=control',
+    '-chardev', `file,id=serial0,path=${paths.serialLog}`,
+    '-device', 'isa-serial,chardev=serial0',
+    '-pidfile', paths.pidFile,
+    '-daemonize',
+    '-S',
+    '-msg', 'timestamp=on',
+  ];
+  if (def.firmware === 'uefi') {
+    argv.push(
+      '-blockdev', json({ driver: 'file', filename: input.ovmfCode, 'node-name': 'fw-code-file', 'read-only': true }),
+      '-blockdev', json({ driver: 'raw', file: 'fw-code-file', 'node-name': 'fw-code', 'read-only': true }),
+      '-blockdev', json({ driver: 'file', filename: paths.uefiVars, 'node-name': 'fw-vars-file' }),
+      '-blockdev', json({ driver: 'raw', file: 'fw-vars-file', 'node-name': 'fw-vars' }),
+    );
+  }
+  disks.forEach((disk, i) => argv.push(...diskArgs(disk, i)));
+  def.nics.forEach((nic, i) => {
+    argv.push('-netdev', nic.network === 'user' ? `user,id=net${i},restrict=on` : `hubport,id=net${i},hubid=${i}`);
+    argv.push('-device', `${nic.model},netdev=net${i},mac=${nic.mac},id=nic${i}`);
+  });
+  if (def.boot.kind === 'test-guest') {
+    if (!input.testGuest) throw new Error('buildVmArgv: test-guest boot needs kernel and initrd paths');
+    argv.push('-kernel', input.testGuest.kernel, '-initrd', input.testGuest.initrd, '-append', testGuestCmdline(def, disks));
+  }
+  return argv;
+}
+
+function machineOption(input: VmArgvInput): string {
+  const parts = [input.def.machineType];
+  if (input.def.firmware === 'uefi') parts.push('pflash0=fw-code', 'pflash1=fw-vars');
+  return parts.join(',');
+}
+
+/**
+ * Image disks get a protocol node and a format node; RDM disks only the protocol node,
+ * so the guest sees the device's bytes with no image format in between.
+ * Node names are disk<i> (the node the guest's device sits on), which later block
+ * jobs (replication, migration) address.
+ */
+function diskArgs(disk: DiskRecord, i: number): string[] {
+  const node = `disk${i}`;
+  const isRdm = disk.kind === 'rdm';
+  const protocol = {
+    driver: isRdm && disk.path.startsWith('/dev/') ? 'host_device' : 'file',
+    filename: disk.path,
+    'node-name': isRdm ? node : `${node}-file`,
+    // Physical RDM: the guest owns the device, so bypass the host page cache.
+    cache: { direct: isRdm && disk.rdmMode === 'physical' },
+    'discard': 'unmap',
+  };
+  const args = ['-blockdev', json(protocol)];
+  if (!isRdm) args.push('-blockdev', json({ driver: disk.format, file: `${node}-file`, 'node-name': node, discard: 'unmap' }));
+  const device = [`virtio-blk-pci`, `drive=${node}`, `id=${node}-dev`, `serial=${disk.id.slice(0, 20)}`];
+  // share-rw lets a second VM open the same device for writing (guest clusters).
+  if (disk.shared) device.push('share-rw=on');
+  if (i === 0) device.push('bootindex=1');
+  return [...args, '-device', device.join(',')];
+}
+
+/** The test guest reads its write-log settings from the kernel command line. */
+function testGuestCmdline(def: VmDefinition, disks: DiskRecord[]): string {
+  if (def.boot.kind !== 'test-guest') return '';
+  const parts = ['console=ttyS0', 'panic=-1', 'quiet', `mamori.acpi=${def.boot.acpi ? 1 : 0}`];
+  // virtio-blk devices appear as vda, vdb, ... in attachment order; the data disk is the first one.
+  if (disks.length > 0) parts.push('mamori.wl=/dev/vda', `mamori.wl_rate=${def.boot.writelogRate}`);
+  return parts.join(' ');
+}
+
+function json(v: unknown): string {
+  return JSON.stringify(v);
+}

@@ -1,0 +1,63 @@
+import type { Kysely, Selectable, Transaction } from 'kysely';
+import type { Database, DiskTable } from '../schema.js';
+import type { DiskKind, DiskRecord, ImageFormat, RdmMode } from '../../disks/disk-record.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** The disks table. */
+export class DiskRepo {
+  #db: Kysely<Database>;
+  constructor(db: Kysely<Database>) {
+    this.#db = db;
+  }
+
+  async list(): Promise<DiskRecord[]> {
+    return (await this.#db.selectFrom('disks').selectAll().orderBy('name').execute()).map(toRecord);
+  }
+
+  async findByName(name: string): Promise<DiskRecord | undefined> {
+    const r = await this.#db.selectFrom('disks').selectAll().where('name', '=', name).executeTakeFirst();
+    return r && toRecord(r);
+  }
+
+  async findByPath(path: string): Promise<DiskRecord | undefined> {
+    const r = await this.#db.selectFrom('disks').selectAll().where('path', '=', path).executeTakeFirst();
+    return r && toRecord(r);
+  }
+
+  async byIds(ids: string[]): Promise<DiskRecord[]> {
+    if (ids.length === 0) return [];
+    return (await this.#db.selectFrom('disks').selectAll().where('id', 'in', ids).execute()).map(toRecord);
+  }
+
+  async forVm(vmId: string): Promise<DiskRecord[]> {
+    return (await this.#db.selectFrom('disks').selectAll().where('vm_id', '=', vmId).execute()).map(toRecord);
+  }
+
+  static async insert(db: Db, d: DiskRecord): Promise<void> {
+    await db
+      .insertInto('disks')
+      .values({
+        id: d.id, name: d.name, pool: d.pool, kind: d.kind, format: d.format, path: d.path,
+        size_bytes: d.sizeBytes, rdm_mode: d.rdmMode, shared: d.shared ? 1 : 0, vm_id: d.vmId,
+        owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt,
+      })
+      .execute();
+  }
+
+  async insert(d: DiskRecord): Promise<void> {
+    await DiskRepo.insert(this.#db, d);
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.#db.deleteFrom('disks').where('id', '=', id).execute();
+  }
+}
+
+export function toRecord(r: Selectable<DiskTable>): DiskRecord {
+  return {
+    id: r.id, name: r.name, pool: r.pool, kind: r.kind as DiskKind, format: r.format as ImageFormat,
+    path: r.path, sizeBytes: r.size_bytes, rdmMode: r.rdm_mode as RdmMode | null, shared: r.shared === 1,
+    vmId: r.vm_id, ownedByVm: r.owned_by_vm === 1, createdAt: r.created_at,
+  };
+}

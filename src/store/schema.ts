@@ -1,0 +1,68 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/** Rows as SQLite holds them. JSON columns are TEXT; the repositories parse them. */
+export interface MetaTable {
+  key: string;
+  value: string;
+}
+
+export interface TokenTable {
+  id: string;
+  name: string;
+  /** sha256 of the token, hex: the token itself is never stored. */
+  hash: string;
+  role: string;
+  created_at: string;
+}
+
+export interface VmTable {
+  id: string;
+  name: string;
+  /** JSON of VmDefinition. */
+  definition: string;
+  state: string;
+  state_reason: string | null;
+  pid: number | null;
+  last_heartbeat_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface DiskTable {
+  id: string;
+  name: string;
+  pool: string;
+  kind: string;
+  format: string;
+  path: string;
+  size_bytes: number;
+  rdm_mode: string | null;
+  shared: ColumnType<number, number, number>;
+  vm_id: string | null;
+  /** 1 when the disk was made for its VM and goes with it on delete. */
+  owned_by_vm: ColumnType<number, number, number>;
+  created_at: string;
+}
+
+export interface JobTable {
+  id: string;
+  kind: string;
+  state: string;
+  target: string | null;
+  /** JSON: the journal of steps, each written before and after it runs. */
+  steps: string;
+  progress: number;
+  result: string | null;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface Database {
+  meta: MetaTable;
+  tokens: TokenTable;
+  vms: VmTable;
+  disks: DiskTable;
+  jobs: JobTable;
+  schema_version: { version: Generated<number> };
+}

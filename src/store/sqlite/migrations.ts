@@ -1,0 +1,39 @@
+import type BetterSqlite3 from 'better-sqlite3';
+
+/**
+ * Ordered schema steps. Each runs once, in a transaction with the version bump, so a
+ * crash mid-migration leaves the previous version intact.
+ */
+const STEPS: readonly string[] = [
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+     role TEXT NOT NULL, created_at TEXT NOT NULL);
+   CREATE TABLE vms (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, definition TEXT NOT NULL,
+     state TEXT NOT NULL, state_reason TEXT, pid INTEGER, last_heartbeat_at TEXT,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+   CREATE TABLE disks (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, pool TEXT NOT NULL,
+     kind TEXT NOT NULL, format TEXT NOT NULL, path TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+     rdm_mode TEXT, shared INTEGER NOT NULL DEFAULT 0,
+     vm_id TEXT REFERENCES vms(id) ON DELETE SET NULL, owned_by_vm INTEGER NOT NULL DEFAULT 0,
+     created_at TEXT NOT NULL);
+   CREATE INDEX disks_vm ON disks(vm_id);
+   CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, target TEXT,
+     steps TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0, result TEXT, error TEXT,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+   CREATE INDEX jobs_state ON jobs(state);`,
+];
+
+export function migrateSqlite(db: BetterSqlite3.Database): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+  const row = db.prepare('SELECT version FROM schema_version').get() as { version: number } | undefined;
+  let version = row?.version ?? 0;
+  if (row === undefined) db.prepare('INSERT INTO schema_version (version) VALUES (0)').run();
+  while (version < STEPS.length) {
+    const step = STEPS[version]!;
+    db.transaction(() => {
+      db.exec(step);
+      db.prepare('UPDATE schema_version SET version = ?').run(version + 1);
+    })();
+    version += 1;
+  }
+}

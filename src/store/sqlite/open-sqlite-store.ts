@@ -1,0 +1,29 @@
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, SqliteDialect } from 'kysely';
+import type { Database } from '../schema.js';
+import { migrateSqlite } from './migrations.js';
+
+export interface SqliteStore {
+  db: Kysely<Database>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens (creating if needed) the site's SQLite file in WAL mode and brings its schema
+ * up to date. WAL lets the CLI read while the server writes and survives kill -9.
+ */
+export async function openSqliteStore(file: string): Promise<SqliteStore> {
+  const raw = new BetterSqlite3(file);
+  raw.pragma('journal_mode = WAL');
+  raw.pragma('synchronous = NORMAL');
+  raw.pragma('foreign_keys = ON');
+  raw.pragma('busy_timeout = 5000');
+  migrateSqlite(raw);
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw }) });
+  return {
+    db,
+    async close() {
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * What a VM is, independent of whether it runs. Persisted as JSON in vms.definition.
+ * machineType is pinned at creation (our "virtual hardware version"): a VM keeps the
+ * machine type it was made with across QEMU upgrades, so guests never see new hardware.
+ */
+export interface VmDefinition {
+  id: string;
+  name: string;
+  vcpus: number;
+  memoryMiB: number;
+  firmware: Firmware;
+  machineType: string;
+  /** Disk ids in attachment order: index i becomes node disk<i>. */
+  diskIds: string[];
+  nics: NicDefinition[];
+  boot: BootDefinition;
+  /** Seconds to wait for the guest after the ACPI power button before forcing it off. */
+  stopTimeoutSec: number;
+}
+
+export const FIRMWARES = ['bios', 'uefi'] as const;
+export type Firmware = (typeof FIRMWARES)[number];
+
+export const NIC_MODELS = ['virtio-net-pci', 'e1000'] as const;
+export type NicModel = (typeof NIC_MODELS)[number];
+
+export interface NicDefinition {
+  mac: string;
+  model: NicModel;
+  /** 'user' is QEMU's restricted user-mode network (no route out); 'none' a NIC without link. */
+  network: 'user' | 'none';
+}
+
+export type BootDefinition =
+  | { kind: 'disk' }
+  | { kind: 'test-guest'; writelogRate: number; acpi: boolean };
+
+export const VM_LIMITS = {
+  vcpus: { min: 1, max: 64 },
+  memoryMiB: { min: 32, max: 1024 * 1024 },
+  stopTimeoutSec: { min: 1, max: 3600 },
+  writelogRate: { min: 0, max: 1000 },
+} as const;
+
+export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed'] as const;
+export type VmState = (typeof VM_STATES)[number];

@@ -1,0 +1,239 @@
+import { readFile, rm } from 'node:fs/promises';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { VmRepo, type VmRow } from '../store/repos/vm-repo.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { DiskService } from '../disks/disk-service.js';
+import type { DiskRecord } from '../disks/disk-record.js';
+import { assertValidName, parseSize } from '../core/names.js';
+import { newMacAddress, newUuid } from '../core/ids.js';
+import { MamoriError } from '../core/mamori-error.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { VmSupervisor } from './vm-supervisor.js';
+import { FIRMWARES, NIC_MODELS, VM_LIMITS, type Firmware, type NicDefinition, type NicModel, type VmDefinition } from './vm-definition.js';
+import { KeyedLock } from '../jobs/keyed-lock.js';
+
+export interface CreateVmInput {
+  name: string;
+  vcpus?: number;
+  memoryMiB?: number;
+  firmware?: Firmware;
+  machineType?: string;
+  /** Existing disks, by name, attached in this order (after a data disk made here). */
+  disks?: string[];
+  /** Size of a new qcow2 data disk made for (and deleted with) this VM, e.g. "64M". */
+  dataDisk?: string | number;
+  testGuest?: boolean;
+  writelogRate?: number;
+  acpi?: boolean;
+  nics?: { model?: NicModel; network?: 'user' | 'none'; mac?: string }[];
+  stopTimeoutSec?: number;
+}
+
+export interface VmView {
+  id: string;
+  name: string;
+  state: string;
+  stateReason: string | null;
+  pid: number | null;
+  vcpus: number;
+  memoryMiB: number;
+  firmware: Firmware;
+  machineType: string;
+  boot: VmDefinition['boot'];
+  nics: NicDefinition[];
+  disks: { name: string; kind: string; format: string; path: string; sizeBytes: number; rdmMode: string | null; shared: boolean }[];
+  stopTimeoutSec: number;
+  lastHeartbeatAt: string | null;
+  lastHeartbeat: string | null;
+  serialLog: string;
+  createdAt: string;
+}
+
+export interface VmServiceDeps {
+  db: Kysely<Database>;
+  paths: SitePaths;
+  disks: DiskService;
+  supervisor: VmSupervisor;
+  resolveMachineType(requested: string): Promise<string>;
+  testGuestAvailable(): Promise<void>;
+}
+
+/** VM definitions and their lifecycle as the API sees them; one operation per VM at a time. */
+export class VmService {
+  readonly repo: VmRepo;
+  #deps: VmServiceDeps;
+  #diskRepo: DiskRepo;
+  #lock = new KeyedLock();
+
+  constructor(deps: VmServiceDeps) {
+    this.#deps = deps;
+    this.repo = new VmRepo(deps.db);
+    this.#diskRepo = new DiskRepo(deps.db);
+  }
+
+  async get(name: string): Promise<VmRow> {
+    const vm = await this.repo.findByName(name);
+    if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM named ${JSON.stringify(name)} on this site; see 'mamori vm list'`, { details: { name } });
+    return vm;
+  }
+
+  async list(): Promise<VmView[]> {
+    return Promise.all((await this.repo.list()).map((vm) => this.view(vm)));
+  }
+
+  async view(vm: VmRow): Promise<VmView> {
+    const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
+    const hb = this.#deps.supervisor.lastHeartbeat(vm.id);
+    const d = vm.definition;
+    return {
+      id: vm.id, name: vm.name, state: vm.state, stateReason: vm.stateReason, pid: vm.pid,
+      vcpus: d.vcpus, memoryMiB: d.memoryMiB, firmware: d.firmware, machineType: d.machineType, boot: d.boot, nics: d.nics,
+      disks: d.diskIds.map((id) => disks.find((x) => x.id === id)).filter((x): x is DiskRecord => x !== undefined).map((x) => ({
+        name: x.name, kind: x.kind, format: x.format, path: x.path, sizeBytes: x.sizeBytes, rdmMode: x.rdmMode, shared: x.shared,
+      })),
+      stopTimeoutSec: d.stopTimeoutSec,
+      lastHeartbeatAt: hb?.at ?? vm.lastHeartbeatAt,
+      lastHeartbeat: hb?.line ?? null,
+      serialLog: this.#deps.paths.vmRuntime(vm.id).serialLog,
+      createdAt: vm.createdAt,
+    };
+  }
+
+  async create(input: CreateVmInput): Promise<VmRow> {
+    assertValidName('VM', input.name);
+    return this.#lock.run(`name:${input.name}`, async () => {
+      if (await this.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another name`, { details: { name: input.name } });
+      const vcpus = intInRange('vcpus', input.vcpus ?? 1, VM_LIMITS.vcpus);
+      const memoryMiB = intInRange('memoryMiB', input.memoryMiB ?? 256, VM_LIMITS.memoryMiB);
+      const stopTimeoutSec = intInRange('stopTimeoutSec', input.stopTimeoutSec ?? 60, VM_LIMITS.stopTimeoutSec);
+      const firmware = input.firmware ?? 'bios';
+      if (!FIRMWARES.includes(firmware)) throw new MamoriError('INVALID_INPUT', `firmware must be 'bios' or 'uefi', not ${JSON.stringify(firmware)}`);
+      const machineType = await this.#deps.resolveMachineType(input.machineType ?? 'q35');
+      const writelogRate = intInRange('writelogRate', input.writelogRate ?? 10, VM_LIMITS.writelogRate);
+      if (input.testGuest) await this.#deps.testGuestAvailable();
+      const nics = (input.nics ?? [{}]).map((n, i) => nicDefinition(n, i));
+      const attach = await this.#attachableDisks(input.disks ?? []);
+      const dataSize = input.dataDisk === undefined ? null : parseSize(input.dataDisk);
+      const id = newUuid();
+      const now = new Date().toISOString();
+      // The data disk file is made first and removed again if the rows cannot be written,
+      // so a failed create leaves neither a file nor a row.
+      const dataDisk = dataSize === null ? null : await this.#deps.disks.prepareImage({ name: `${input.name}-data`, sizeBytes: dataSize, vmId: id, ownedByVm: true });
+      const def: VmDefinition = {
+        id, name: input.name, vcpus, memoryMiB, firmware, machineType,
+        diskIds: [...(dataDisk ? [dataDisk.id] : []), ...attach.map((d) => d.id)],
+        nics,
+        boot: input.testGuest ? { kind: 'test-guest', writelogRate, acpi: input.acpi ?? true } : { kind: 'disk' },
+        stopTimeoutSec,
+      };
+      try {
+        await this.#deps.db.transaction().execute(async (tx) => {
+          await tx.insertInto('vms').values({ id, name: def.name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+          if (dataDisk) await DiskRepo.insert(tx, dataDisk);
+          for (const d of attach.filter((x) => !x.shared)) await tx.updateTable('disks').set({ vm_id: id }).where('id', '=', d.id).execute();
+        });
+      } catch (e) {
+        if (dataDisk) await rm(dataDisk.path, { force: true });
+        throw e;
+      }
+      return this.get(def.name);
+    });
+  }
+
+  async start(name: string): Promise<VmRow> {
+    return this.#withVm(name, async (vm) => {
+      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume' if paused`, { details: { state: vm.state } });
+      if (vm.definition.boot.kind === 'test-guest') await this.#deps.testGuestAvailable();
+      await this.#deps.supervisor.start(vm);
+    });
+  }
+
+  async stop(name: string, opts: { timeoutSec?: number; force?: boolean }): Promise<{ vm: VmRow; forced: boolean }> {
+    let forced = false;
+    const vm = await this.#withVm(name, async (vm) => {
+      const timeoutSec = intInRange('timeoutSec', opts.timeoutSec ?? vm.definition.stopTimeoutSec, VM_LIMITS.stopTimeoutSec);
+      forced = (await this.#deps.supervisor.stop(vm, { timeoutSec, force: opts.force ?? false })).forced;
+    });
+    return { vm, forced };
+  }
+
+  async kill(name: string): Promise<VmRow> {
+    return this.#withVm(name, (vm) => this.#deps.supervisor.kill(vm));
+  }
+
+  async pause(name: string): Promise<VmRow> {
+    return this.#withVm(name, async (vm) => {
+      if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a running VM can be paused`);
+      await this.#deps.supervisor.pause(vm);
+    });
+  }
+
+  async resume(name: string): Promise<VmRow> {
+    return this.#withVm(name, async (vm) => {
+      if (vm.state !== 'paused') throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a paused VM can be resumed`);
+      await this.#deps.supervisor.resume(vm);
+    });
+  }
+
+  async delete(name: string, opts: { force?: boolean }): Promise<void> {
+    await this.#withVm(name, async (vm) => {
+      if (!['stopped', 'crashed'].includes(vm.state)) {
+        if (!opts.force) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; stop it first, or delete with --force to power it off`, { details: { state: vm.state } });
+        await this.#deps.supervisor.kill(vm);
+      }
+      const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
+      await this.#deps.db.transaction().execute(async (tx) => {
+        await tx.updateTable('disks').set({ vm_id: null }).where('vm_id', '=', vm.id).where('owned_by_vm', '=', 0).execute();
+        await tx.deleteFrom('disks').where('vm_id', '=', vm.id).where('owned_by_vm', '=', 1).execute();
+        await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
+      });
+      // Files go after the rows: a crash in between leaves an orphan file, never a row without its file.
+      for (const d of disks.filter((x) => x.ownedByVm && x.kind === 'image')) await rm(d.path, { force: true });
+      await rm(this.#deps.paths.vmDir(vm.id), { recursive: true, force: true });
+    });
+  }
+
+  async consoleTail(name: string, lines: number): Promise<string[]> {
+    const vm = await this.get(name);
+    const text = await readFile(this.#deps.paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
+    return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+  }
+
+  async #withVm(name: string, fn: (vm: VmRow) => Promise<unknown>): Promise<VmRow> {
+    const first = await this.get(name);
+    return this.#lock.run(first.id, async () => {
+      const vm = await this.get(name);
+      await fn(vm);
+      return (await this.repo.findById(vm.id)) ?? vm;
+    });
+  }
+
+  async #attachableDisks(names: string[]): Promise<DiskRecord[]> {
+    const out: DiskRecord[] = [];
+    for (const n of names) {
+      const d = await this.#deps.disks.get(n);
+      if (d.vmId && !d.shared) throw new MamoriError('DISK_IN_USE', `disk ${n} is already attached to another VM; only shared RDM disks can be attached twice`);
+      if (out.some((x) => x.id === d.id)) throw new MamoriError('INVALID_INPUT', `disk ${n} is listed twice`);
+      out.push(d);
+    }
+    return out;
+  }
+}
+
+function intInRange(field: string, v: unknown, range: { min: number; max: number }): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < range.min || v > range.max) {
+    throw new MamoriError('OUT_OF_RANGE', `${field} must be a whole number from ${range.min} to ${range.max}, got ${JSON.stringify(v)}`, { details: { field, min: range.min, max: range.max } });
+  }
+  return v;
+}
+
+function nicDefinition(n: { model?: NicModel; network?: 'user' | 'none'; mac?: string }, i: number): NicDefinition {
+  const model = n.model ?? 'virtio-net-pci';
+  if (!NIC_MODELS.includes(model)) throw new MamoriError('INVALID_INPUT', `NIC ${i}: model must be one of ${NIC_MODELS.join(', ')}`);
+  const network = n.network ?? 'user';
+  if (network !== 'user' && network !== 'none') throw new MamoriError('INVALID_INPUT', `NIC ${i}: network must be 'user' or 'none'`);
+  const mac = n.mac ?? newMacAddress();
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) throw new MamoriError('INVALID_INPUT', `NIC ${i}: ${mac} is not a unicast MAC address`);
+  return { model, network, mac: mac.toLowerCase() };
+}

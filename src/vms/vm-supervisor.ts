@@ -1,0 +1,254 @@
+import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import type { Logger } from '../core/logger.js';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import type { SitePaths } from '../core/site-paths.js';
+import { QmpClient } from '../qemu/qmp-client.js';
+import { buildVmArgv } from '../qemu/vm-argv.js';
+import type { DiskRepo } from '../store/repos/disk-repo.js';
+import type { VmRepo, VmRow } from '../store/repos/vm-repo.js';
+import type { HostRuntime } from '../host/host-runtime.js';
+import { isQemuOfVm, launchDaemonizedQemu, readPidFile, waitForExit } from './qemu-process.js';
+import { SerialWatcher } from './serial-watcher.js';
+
+interface LiveVm {
+  vmId: string;
+  pid: number;
+  qmp: QmpClient;
+  watcher: SerialWatcher;
+  /** We asked QEMU to go (stop, kill, quit): its exit is not a crash. */
+  expectExit: boolean;
+  /** The guest powered itself off (SHUTDOWN event): its exit is not a crash either. */
+  sawShutdown: boolean;
+  exited: Promise<void>;
+}
+
+export interface Heartbeat {
+  at: string;
+  line: string;
+}
+
+const QMP_CONNECT_MS = 15_000;
+
+/**
+ * Owns the QEMU processes of this site: starts them detached, keeps a QMP connection to
+ * each, turns QMP events and process exits into VM states, and re-attaches to VMs that
+ * kept running while the server was down.
+ */
+export class VmSupervisor {
+  #live = new Map<string, LiveVm>();
+  #heartbeats = new Map<string, Heartbeat>();
+  #vms: VmRepo;
+  #disks: DiskRepo;
+  #paths: SitePaths;
+  #host: HostRuntime;
+  #log: Logger;
+
+  constructor(deps: { vms: VmRepo; disks: DiskRepo; paths: SitePaths; host: HostRuntime; log: Logger }) {
+    this.#vms = deps.vms;
+    this.#disks = deps.disks;
+    this.#paths = deps.paths;
+    this.#host = deps.host;
+    this.#log = deps.log;
+  }
+
+  lastHeartbeat(vmId: string): Heartbeat | null {
+    return this.#heartbeats.get(vmId) ?? null;
+  }
+
+  qmpOf(vmId: string): QmpClient | null {
+    return this.#live.get(vmId)?.qmp ?? null;
+  }
+
+  async start(vm: VmRow): Promise<void> {
+    const def = vm.definition;
+    const rt = this.#paths.vmRuntime(vm.id);
+    await mkdir(this.#paths.vmDir(vm.id), { recursive: true });
+    await rm(rt.qmpSocket, { force: true });
+    await rm(rt.pidFile, { force: true });
+    // Keep the previous boot's console for post-mortems; this boot starts a fresh log.
+    await rename(rt.serialLog, `${rt.serialLog}.prev`).catch(() => undefined);
+    const disks = await this.#disksInOrder(vm);
+    const ovmf = def.firmware === 'uefi' ? await this.#host.ovmf() : null;
+    // The variable store is the VM's own NVRAM (boot entries): made once, kept across boots.
+    if (ovmf && !(await stat(rt.uefiVars).then(() => true, () => false))) await copyFile(ovmf.vars, rt.uefiVars);
+    const testGuest = def.boot.kind === 'test-guest' ? await this.#host.testGuest() : null;
+    const accel = await this.#host.accel();
+    const argv = buildVmArgv({ def, disks, paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null });
+
+    await this.#vms.setState(vm.id, 'starting', { reason: null });
+    let pid: number | null = null;
+    try {
+      pid = await launchDaemonizedQemu(argv, rt.pidFile);
+      const live = await this.#attach(vm.id, pid, 0);
+      await live.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+      await this.#vms.setState(vm.id, 'running', { pid });
+      this.#log.info({ vm: vm.name, pid, accel }, 'vm started');
+    } catch (e) {
+      const live = this.#live.get(vm.id);
+      if (live) live.expectExit = true;
+      if (pid !== null && (await isQemuOfVm(pid, vm.id))) process.kill(pid, 'SIGKILL');
+      if (live) await live.exited;
+      await this.#vms.setState(vm.id, 'stopped', { reason: `start failed: ${(e as Error).message}`, pid: null });
+      throw e;
+    }
+  }
+
+  /**
+   * ACPI power button, then (after timeoutSec) a forced power-off. A paused guest cannot
+   * see the button, so it is resumed first.
+   */
+  async stop(vm: VmRow, opts: { timeoutSec: number; force: boolean }): Promise<{ forced: boolean }> {
+    const live = this.#requireLive(vm);
+    await this.#vms.setState(vm.id, 'stopping');
+    if (!opts.force) {
+      const status = await live.qmp.execute('query-status', undefined, { timeoutMs: 5_000 });
+      if (!status.running) await live.qmp.execute('cont', undefined, { timeoutMs: 5_000 });
+      await live.qmp.execute('system_powerdown', undefined, { timeoutMs: 5_000 });
+      if (await this.#waitExited(live, opts.timeoutSec * 1000)) return { forced: false };
+      this.#log.warn({ vm: vm.name, timeoutSec: opts.timeoutSec }, 'guest ignored the power button; forcing off');
+    }
+    live.expectExit = true;
+    try {
+      await live.qmp.execute('quit', undefined, { timeoutMs: 5_000 });
+    } catch (e) {
+      // quit closes the socket, which can race the reply; the exit below is what counts.
+      if (!isMamoriError(e, 'QMP_DISCONNECTED') && !isMamoriError(e, 'QMP_TIMEOUT')) throw e;
+    }
+    if (!(await this.#waitExited(live, 10_000))) process.kill(live.pid, 'SIGKILL');
+    await live.exited;
+    return { forced: true };
+  }
+
+  async kill(vm: VmRow): Promise<void> {
+    const live = this.#requireLive(vm);
+    live.expectExit = true;
+    process.kill(live.pid, 'SIGKILL');
+    await live.exited;
+  }
+
+  async pause(vm: VmRow): Promise<void> {
+    const live = this.#requireLive(vm);
+    await live.qmp.execute('stop', undefined, { timeoutMs: 10_000 });
+    await this.#vms.setState(vm.id, 'paused');
+  }
+
+  async resume(vm: VmRow): Promise<void> {
+    const live = this.#requireLive(vm);
+    await live.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+    await this.#vms.setState(vm.id, 'running');
+  }
+
+  /**
+   * At server start: find every VM the database says is up. A live QEMU with our UUID is
+   * re-attached through its QMP socket; a dead one is marked crashed.
+   */
+  async reattachAll(): Promise<void> {
+    for (const vm of await this.#vms.list()) {
+      if (!['starting', 'running', 'paused', 'stopping'].includes(vm.state)) continue;
+      const pid = vm.pid ?? (await readPidFile(this.#paths.vmRuntime(vm.id).pidFile));
+      if (pid === null || !(await isQemuOfVm(pid, vm.id))) {
+        await this.#vms.setState(vm.id, 'crashed', { reason: 'QEMU exited while the site server was not running', pid: null });
+        this.#log.warn({ vm: vm.name }, 'vm found dead at server start; marked crashed');
+        continue;
+      }
+      try {
+        const serialSize = await stat(this.#paths.vmRuntime(vm.id).serialLog).then((s) => s.size, () => 0);
+        const live = await this.#attach(vm.id, pid, serialSize);
+        const status = await live.qmp.execute('query-status', undefined, { timeoutMs: 5_000 });
+        await this.#vms.setState(vm.id, status.running ? 'running' : 'paused', { pid });
+        this.#log.info({ vm: vm.name, pid, status: status.status }, 'vm re-attached');
+      } catch (e) {
+        this.#log.error({ vm: vm.name, pid, err: e }, 'could not re-attach to a running QEMU; it keeps running, state unknown');
+        await this.#vms.setState(vm.id, vm.state, { reason: `re-attach failed: ${(e as Error).message}` });
+      }
+    }
+  }
+
+  /** Server shutdown: drop our connections, leave every VM running. */
+  async detachAll(): Promise<void> {
+    const all = [...this.#live.values()];
+    // Out of the map first: the close events that follow are ours, not QEMU exits.
+    this.#live.clear();
+    for (const live of all) {
+      live.watcher.stop();
+      await live.qmp.close();
+    }
+  }
+
+  async #attach(vmId: string, pid: number, serialOffset: number): Promise<LiveVm> {
+    const rt = this.#paths.vmRuntime(vmId);
+    const qmp = await QmpClient.connect(rt.qmpSocket, { connectTimeoutMs: QMP_CONNECT_MS });
+    let resolveExited!: () => void;
+    const exited = new Promise<void>((r) => (resolveExited = r));
+    const watcher = new SerialWatcher(rt.serialLog, serialOffset, ({ line, at }) => {
+      if (line.startsWith('mamori-hb ')) {
+        const hb = { at: at.toISOString(), line };
+        this.#heartbeats.set(vmId, hb);
+        void this.#vms.setHeartbeat(vmId, hb.at).catch(() => undefined);
+      }
+    });
+    watcher.start();
+    const live: LiveVm = { vmId, pid, qmp, watcher, expectExit: false, sawShutdown: false, exited };
+    this.#live.set(vmId, live);
+    qmp.on('SHUTDOWN', () => {
+      live.sawShutdown = true;
+      void this.#vms.setState(vmId, 'stopping');
+    });
+    qmp.on('STOP', () => {
+      if (!live.sawShutdown && !live.expectExit) void this.#vms.setState(vmId, 'paused');
+    });
+    qmp.on('RESUME', () => void this.#vms.setState(vmId, 'running'));
+    qmp.on('close', () => void this.#onQmpClosed(live).finally(resolveExited));
+    return live;
+  }
+
+  async #onQmpClosed(live: LiveVm): Promise<void> {
+    if (this.#live.get(live.vmId) !== live) return; // detached on purpose
+    const gone = await waitForExit(live.pid, live.vmId, 5_000);
+    if (!gone) {
+      // QEMU lives but dropped the monitor connection: connect again rather than lose it.
+      try {
+        this.#live.delete(live.vmId);
+        live.watcher.stop();
+        const again = await this.#attach(live.vmId, live.pid, 0);
+        again.expectExit = live.expectExit;
+        return;
+      } catch (e) {
+        this.#log.error({ vmId: live.vmId, err: e }, 'QMP connection lost and could not be re-established');
+        return;
+      }
+    }
+    await live.watcher.poll();
+    live.watcher.stop();
+    this.#live.delete(live.vmId);
+    const clean = live.expectExit || live.sawShutdown;
+    await this.#vms.setState(live.vmId, clean ? 'stopped' : 'crashed', {
+      pid: null,
+      reason: clean ? (live.sawShutdown && !live.expectExit ? 'guest powered off' : null) : 'QEMU exited unexpectedly (killed or crashed)',
+    });
+    this.#log[clean ? 'info' : 'warn']({ vmId: live.vmId, pid: live.pid }, clean ? 'vm stopped' : 'vm crashed');
+  }
+
+  async #waitExited(live: LiveVm, ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), ms)));
+    const done = await Promise.race([live.exited.then(() => true as const), timeout]);
+    clearTimeout(timer);
+    return done;
+  }
+
+  #requireLive(vm: VmRow): LiveVm {
+    const live = this.#live.get(vm.id);
+    if (!live) throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} is ${vm.state}, not running; start it with 'mamori vm start ${vm.name}'`, { details: { state: vm.state } });
+    return live;
+  }
+
+  async #disksInOrder(vm: VmRow) {
+    const all = await this.#disks.byIds(vm.definition.diskIds);
+    return vm.definition.diskIds.map((id) => {
+      const d = all.find((x) => x.id === id);
+      if (!d) throw new MamoriError('DISK_NOT_FOUND', `VM ${vm.name} refers to disk ${id}, which no longer exists`);
+      return d;
+    });
+  }
+}

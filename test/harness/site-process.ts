@@ -1,0 +1,158 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from './repo-root.js';
+
+export const MAMORI_BIN = join(repoRoot, 'bin', 'mamori');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * A real `mamori serve` in its own process and data folder, driven through the real CLI.
+ * Tracks every QEMU pid it saw so cleanup kills exactly those, never by pattern.
+ */
+export class SiteProcess {
+  readonly dataDir: string;
+  readonly name: string;
+  #server: ChildProcess | null = null;
+  #serverLog = '';
+  #qemuPids = new Set<number>();
+  url = '';
+
+  private constructor(dataDir: string, name: string) {
+    this.dataDir = dataDir;
+    this.name = name;
+  }
+
+  static async create(name = 'site-a'): Promise<SiteProcess> {
+    const dir = await mkdtemp(join(tmpdir(), 'mamori-it-'));
+    return new SiteProcess(dir, name);
+  }
+
+  get serverLog(): string {
+    return this.#serverLog;
+  }
+
+  get serverPid(): number | undefined {
+    return this.#server?.pid;
+  }
+
+  async start(): Promise<void> {
+    await rm(join(this.dataDir, 'url'), { force: true });
+    const child = spawn(process.execPath, [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', '127.0.0.1:0', '--name', this.name], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, MAMORI_ACCEL: process.env['MAMORI_ACCEL'] ?? 'tcg', MAMORI_LOG_LEVEL: 'info' },
+    });
+    child.stdout!.setEncoding('utf8').on('data', (c: string) => (this.#serverLog += c));
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.#serverLog += c));
+    this.#server = child;
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null) throw new Error(`mamori serve exited ${child.exitCode}:\n${this.#serverLog}`);
+      const url = await readFile(join(this.dataDir, 'url'), 'utf8').catch(() => '');
+      if (url.trim()) {
+        this.url = url.trim();
+        return;
+      }
+      await sleep(100);
+    }
+    throw new Error(`mamori serve did not come up:\n${this.#serverLog}`);
+  }
+
+  /** kill -9 the server: what a crash looks like. VMs must survive it. */
+  async crashServer(): Promise<void> {
+    const child = this.#server;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    this.#server = null;
+  }
+
+  async stopServer(): Promise<void> {
+    const child = this.#server;
+    if (!child || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+    this.#server = null;
+  }
+
+  async cli(...args: string[]): Promise<CliResult> {
+    return runCli(['--data', this.dataDir, ...args]);
+  }
+
+  /** Runs the CLI with --json and parses its output; throws with the CLI's message on failure. */
+  async cliJson<T>(...args: string[]): Promise<T> {
+    const r = await this.cli(...args, '--json');
+    if (r.code !== 0) throw new Error(`mamori ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    const out = JSON.parse(r.stdout) as T;
+    this.#notePids(out);
+    return out;
+  }
+
+  #notePids(out: unknown): void {
+    const list = Array.isArray(out) ? out : [out, (out as { vm?: unknown })?.vm];
+    for (const v of list) {
+      const pid = (v as { pid?: unknown } | undefined)?.pid;
+      if (typeof pid === 'number') this.#qemuPids.add(pid);
+    }
+  }
+
+  trackPid(pid: number): void {
+    this.#qemuPids.add(pid);
+  }
+
+  async waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      try {
+        const v = await fn();
+        if (v) return v;
+      } catch (e) {
+        last = e;
+      }
+      await sleep(250);
+    }
+    throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\nserver log:\n${this.#serverLog.slice(-3000)}`);
+  }
+
+  /** Kills the QEMUs this test saw (by pid), the server, and removes the data folder. */
+  async destroy(): Promise<void> {
+    await this.crashServer();
+    for (const pid of this.#qemuPids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAMORI_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
