@@ -24,7 +24,8 @@ export const VM_USAGE = `mamori vm <command>
               [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
               [--disk DISK]... [--stop-timeout SEC]
   list | show NAME | start NAME | stop NAME [--timeout SEC] [--force]
-  kill NAME | pause NAME | resume NAME | delete NAME [--force] | console NAME [--lines N]`;
+  kill NAME | pause NAME | resume NAME | delete NAME [--force] | console NAME [--lines N]
+  snapshot NAME SNAPSHOT | snapshot list NAME`;
 
 export async function vmCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
@@ -85,6 +86,15 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       const name = one(positionals, 'vm delete NAME');
       await api.delete(`/vms/${enc(name)}${values.force ? '?force=true' : ''}`);
       return json ? printJson({ deleted: name }) : void process.stdout.write(`deleted VM ${name}\n`);
+    }
+    case 'snapshot': {
+      if (rest[0] === 'list') {
+        const snaps = await api.get<{ name: string; createdAt: string; running: boolean }[]>(`/vms/${enc(one(rest.slice(1), 'vm snapshot list NAME'))}/snapshots`);
+        return json ? printJson(snaps) : printTable(snaps, ['name', 'createdAt', 'running']);
+      }
+      if (rest.length !== 2) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot NAME SNAPSHOT');
+      const snap = await api.post<{ name: string; running: boolean }>(`/vms/${enc(rest[0]!)}/snapshots`, { name: rest[1] });
+      return json ? printJson(snap) : void process.stdout.write(`snapshot ${snap.name} of ${rest[0]} taken${snap.running ? ' while running (crash-consistent)' : ''}\n`);
     }
     case 'console': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { lines: { type: 'string' } } });

@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   VM_INVALID_STATE: { httpStatus: 409, retryable: true },
   VM_RUNNING: { httpStatus: 409, retryable: false },
   RDM_PHYSICAL_REFUSED: { httpStatus: 409, retryable: false },
+  DISK_SHARED_REFUSED: { httpStatus: 409, retryable: false },
+  SNAPSHOT_EXISTS: { httpStatus: 409, retryable: false },
   SHARED_DISK_NOT_RDM: { httpStatus: 400, retryable: false },
   // images and devices
   IMAGE_UNREADABLE: { httpStatus: 422, retryable: false },

@@ -13,6 +13,17 @@ export interface DiskRecord {
   vmId: string | null;
   ownedByVm: boolean;
   createdAt: string;
+  /**
+   * qcow2 overlays from external snapshots, oldest first, each backed by the layer before
+   * it (the first by `path`). The guest writes into the last one.
+   */
+  overlays: string[];
+}
+
+/** The file the guest writes to now: the newest overlay, else the image or device itself. */
+export function activeLayer(d: DiskRecord): { path: string; format: string } {
+  const top = d.overlays.at(-1);
+  return top ? { path: top, format: 'qcow2' } : { path: d.path, format: d.format };
 }
 
 export const DISK_KINDS = ['image', 'rdm'] as const;

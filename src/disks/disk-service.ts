@@ -13,6 +13,7 @@ import { checkImage, convertImage, createImage, imageInfo } from '../qemu/qemu-i
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
+import { runProcess } from '../core/run-process.js';
 
 export const DEFAULT_POOL = 'default';
 
@@ -98,7 +99,7 @@ export class DiskService {
     await createImage(path, format, input.sizeBytes);
     return {
       id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format, path, sizeBytes: input.sizeBytes,
-      rdmMode: null, shared: false, vmId: input.vmId ?? null, ownedByVm: input.ownedByVm ?? false, createdAt: new Date().toISOString(),
+      rdmMode: null, shared: false, vmId: input.vmId ?? null, ownedByVm: input.ownedByVm ?? false, createdAt: new Date().toISOString(), overlays: [],
     };
   }
 
@@ -133,7 +134,7 @@ export class DiskService {
     const sizeBytes = st.isBlockDevice() ? await blockDeviceSize(input.device) : st.size;
     const disk: DiskRecord = {
       id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'rdm', format: 'raw', path: input.device, sizeBytes,
-      rdmMode: input.mode, shared: input.shared ?? false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(),
+      rdmMode: input.mode, shared: input.shared ?? false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
     };
     await this.repo.insert(disk);
     return disk;
@@ -179,11 +180,13 @@ export class DiskService {
 
   async delete(name: string): Promise<void> {
     const disk = await this.get(name);
-    if (disk.vmId) {
-      const vm = await this.#db.selectFrom('vms').select('name').where('id', '=', disk.vmId).executeTakeFirst();
-      throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm?.name ?? disk.vmId}; delete or change that VM first`);
-    }
+    // Shared disks are attached without an owner column, so look in the VM definitions too.
+    const vm = await this.#db.selectFrom('vms').select('name')
+      .where((eb) => eb.or([eb('id', '=', disk.vmId ?? ''), eb('definition', 'like', `%"${disk.id}"%`)]))
+      .executeTakeFirst();
+    if (vm) throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm.name}; delete or change that VM first`);
     await this.repo.delete(disk.id);
+    for (const o of disk.overlays) await rm(o, { force: true });
     if (disk.kind === 'image') await rm(disk.path, { force: true });
   }
 
@@ -197,7 +200,7 @@ export class DiskService {
         await rename(temp, finalPath);
         const d: DiskRecord = {
           id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: targetFormat, path: finalPath,
-          sizeBytes: size, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(),
+          sizeBytes: size, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
         };
         try {
           await this.repo.insert(d);
@@ -254,7 +257,6 @@ async function exists(p: string): Promise<boolean> {
 }
 
 async function blockDeviceSize(device: string): Promise<number> {
-  const { runProcess } = await import('../core/run-process.js');
   const { stdout } = await runProcess('blockdev', ['--getsize64', device], { timeoutMs: 10_000 });
   return Number(stdout.trim());
 }

@@ -74,24 +74,36 @@ function machineOption(input: VmArgvInput): string {
 
 /**
  * Image disks get a protocol node and a format node; RDM disks only the protocol node,
- * so the guest sees the device's bytes with no image format in between.
- * Node names are disk<i> (the node the guest's device sits on), which later block
- * jobs (replication, migration) address.
+ * so the guest sees the device's bytes with no image format in between. Snapshot
+ * overlays stack on top as qcow2 nodes with an explicit backing node (as libvirt does),
+ * so nothing depends on backing paths written in image headers.
+ * The node the guest's device sits on is always disk<i>: later block jobs (replication,
+ * migration) address it; lower layers are disk<i>-l<k>.
  */
 function diskArgs(disk: DiskRecord, i: number): string[] {
-  const node = `disk${i}`;
+  const top = `disk${i}`;
+  const layers = 1 + disk.overlays.length;
+  const nodeOf = (k: number): string => (k === layers - 1 ? top : `disk${i}-l${k}`);
   const isRdm = disk.kind === 'rdm';
-  const protocol = {
+  const args: string[] = [];
+  const base = nodeOf(0);
+  args.push('-blockdev', json({
     driver: isRdm && disk.path.startsWith('/dev/') ? 'host_device' : 'file',
     filename: disk.path,
-    'node-name': isRdm ? node : `${node}-file`,
+    'node-name': isRdm ? base : `${base}-file`,
     // Physical RDM: the guest owns the device, so bypass the host page cache.
     cache: { direct: isRdm && disk.rdmMode === 'physical' },
-    'discard': 'unmap',
-  };
-  const args = ['-blockdev', json(protocol)];
-  if (!isRdm) args.push('-blockdev', json({ driver: disk.format, file: `${node}-file`, 'node-name': node, discard: 'unmap' }));
-  const device = [`virtio-blk-pci`, `drive=${node}`, `id=${node}-dev`, `serial=${disk.id.slice(0, 20)}`];
+    discard: 'unmap',
+  }));
+  if (!isRdm) args.push('-blockdev', json({ driver: disk.format, file: `${base}-file`, 'node-name': base, discard: 'unmap' }));
+  disk.overlays.forEach((overlay, j) => {
+    const node = nodeOf(j + 1);
+    args.push(
+      '-blockdev', json({ driver: 'file', filename: overlay, 'node-name': `${node}-file`, discard: 'unmap' }),
+      '-blockdev', json({ driver: 'qcow2', file: `${node}-file`, backing: nodeOf(j), 'node-name': node, discard: 'unmap' }),
+    );
+  });
+  const device = ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${disk.id.slice(0, 20)}`];
   // share-rw lets a second VM open the same device for writing (guest clusters).
   if (disk.shared) device.push('share-rw=on');
   if (i === 0) device.push('bootindex=1');

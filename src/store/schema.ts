@@ -42,6 +42,17 @@ export interface DiskTable {
   /** 1 when the disk was made for its VM and goes with it on delete. */
   owned_by_vm: ColumnType<number, number, number>;
   created_at: string;
+  /** JSON array of qcow2 overlay paths from external snapshots, oldest first. */
+  overlays: ColumnType<string, string | undefined, string>;
+}
+
+export interface SnapshotTable {
+  id: string;
+  vm_id: string;
+  name: string;
+  created_at: string;
+  /** 1 when taken from a running VM (crash-consistent across all its disks). */
+  running: number;
 }
 
 export interface JobTable {
@@ -64,5 +75,6 @@ export interface Database {
   vms: VmTable;
   disks: DiskTable;
   jobs: JobTable;
+  snapshots: SnapshotTable;
   schema_version: { version: Generated<number> };
 }

@@ -12,6 +12,7 @@ import type { SitePaths } from '../core/site-paths.js';
 import type { VmSupervisor } from './vm-supervisor.js';
 import { FIRMWARES, NIC_MODELS, VM_LIMITS, type Firmware, type NicDefinition, type NicModel, type VmDefinition } from './vm-definition.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
+import { VmSnapshots, type SnapshotView } from './vm-snapshots.js';
 
 export interface CreateVmInput {
   name: string;
@@ -64,12 +65,14 @@ export class VmService {
   readonly repo: VmRepo;
   #deps: VmServiceDeps;
   #diskRepo: DiskRepo;
+  #snapshots: VmSnapshots;
   #lock = new KeyedLock();
 
   constructor(deps: VmServiceDeps) {
     this.#deps = deps;
     this.repo = new VmRepo(deps.db);
     this.#diskRepo = new DiskRepo(deps.db);
+    this.#snapshots = new VmSnapshots(deps.db, deps.disks.poolDir());
   }
 
   async get(name: string): Promise<VmRow> {
@@ -189,9 +192,25 @@ export class VmService {
         await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
       });
       // Files go after the rows: a crash in between leaves an orphan file, never a row without its file.
-      for (const d of disks.filter((x) => x.ownedByVm && x.kind === 'image')) await rm(d.path, { force: true });
+      for (const d of disks.filter((x) => x.ownedByVm)) {
+        for (const o of d.overlays) await rm(o, { force: true });
+        if (d.kind === 'image') await rm(d.path, { force: true });
+      }
       await rm(this.#deps.paths.vmDir(vm.id), { recursive: true, force: true });
     });
+  }
+
+  async snapshot(name: string, snapshotName: string): Promise<SnapshotView> {
+    let out: SnapshotView | undefined;
+    await this.#withVm(name, async (vm) => {
+      if (!['stopped', 'crashed', 'running', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; snapshot it when it is running, paused or stopped`);
+      out = await this.#snapshots.create(vm, snapshotName, this.#deps.supervisor.qmpOf(vm.id));
+    });
+    return out!;
+  }
+
+  async snapshots(name: string): Promise<SnapshotView[]> {
+    return this.#snapshots.list(await this.get(name));
   }
 
   async consoleTail(name: string, lines: number): Promise<string[]> {

@@ -67,6 +67,19 @@ export function vmRoutes(deps: { vms: VmService }): FastifyPluginAsync {
       return { forced, vm: await vms.view(vm) };
     });
 
+    const snapshotSchema = { type: 'object', required: ['name', 'createdAt', 'running'], properties: { name: { type: 'string' }, createdAt: { type: 'string' }, running: { type: 'boolean' } } } as const;
+    app.get<{ Params: { name: string } }>('/vms/:name/snapshots', {
+      schema: { summary: "A VM's snapshots, oldest first", params: nameParam, response: { 200: { type: 'array', items: snapshotSchema }, ...errorResponses } },
+    }, async (req) => vms.snapshots(req.params.name));
+    app.post<{ Params: { name: string }; Body: { name: string } }>('/vms/:name/snapshots', {
+      schema: {
+        summary: 'Take an external snapshot of every disk (crash-consistent while running)',
+        params: nameParam,
+        body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: { type: 'string' } } },
+        response: { 201: snapshotSchema, ...errorResponses },
+      },
+    }, async (req, reply) => reply.status(201).send(await vms.snapshot(req.params.name, req.body.name)));
+
     app.get<{ Params: { name: string }; Querystring: { lines?: number } }>('/vms/:name/console', {
       schema: {
         summary: 'The last lines of the VM serial console',

@@ -40,7 +40,7 @@ export class DiskRepo {
       .values({
         id: d.id, name: d.name, pool: d.pool, kind: d.kind, format: d.format, path: d.path,
         size_bytes: d.sizeBytes, rdm_mode: d.rdmMode, shared: d.shared ? 1 : 0, vm_id: d.vmId,
-        owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt,
+        owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt, overlays: JSON.stringify(d.overlays),
       })
       .execute();
   }
@@ -58,6 +58,6 @@ export function toRecord(r: Selectable<DiskTable>): DiskRecord {
   return {
     id: r.id, name: r.name, pool: r.pool, kind: r.kind as DiskKind, format: r.format as ImageFormat,
     path: r.path, sizeBytes: r.size_bytes, rdmMode: r.rdm_mode as RdmMode | null, shared: r.shared === 1,
-    vmId: r.vm_id, ownedByVm: r.owned_by_vm === 1, createdAt: r.created_at,
+    vmId: r.vm_id, ownedByVm: r.owned_by_vm === 1, createdAt: r.created_at, overlays: JSON.parse(r.overlays) as string[],
   };
 }

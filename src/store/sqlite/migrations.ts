@@ -21,6 +21,10 @@ const STEPS: readonly string[] = [
      steps TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0, result TEXT, error TEXT,
      created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
    CREATE INDEX jobs_state ON jobs(state);`,
+  // External snapshots: a disk's qcow2 overlays, oldest first; the last is the active layer.
+  `ALTER TABLE disks ADD COLUMN overlays TEXT NOT NULL DEFAULT '[]';
+   CREATE TABLE snapshots (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+     name TEXT NOT NULL, created_at TEXT NOT NULL, running INTEGER NOT NULL, UNIQUE (vm_id, name));`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

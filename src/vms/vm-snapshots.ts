@@ -1,0 +1,115 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { VmRow } from '../store/repos/vm-repo.js';
+import { activeLayer, type DiskRecord } from '../disks/disk-record.js';
+import { assertValidName } from '../core/names.js';
+import { newShortId } from '../core/ids.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { runProcess } from '../core/run-process.js';
+import type { QmpClient } from '../qemu/qmp-client.js';
+
+export interface SnapshotView {
+  name: string;
+  createdAt: string;
+  /** Taken while the VM ran: crash-consistent across all of its disks (one QMP transaction). */
+  running: boolean;
+}
+
+/**
+ * Refuses what the guest owns. Physical RDM: the guest drives the device directly, so no
+ * layer may sit between them. Shared disks: another VM writes the same device, so an
+ * overlay on one side would split the disk in two.
+ */
+export function assertLayerable(disk: DiskRecord, operation: string): void {
+  if (disk.kind === 'rdm' && disk.rdmMode === 'physical') {
+    throw new MamoriError('RDM_PHYSICAL_REFUSED', `${operation} is refused: disk ${disk.name} is a physical-mode raw device mapping (${disk.path}), which the guest owns. Use a virtual-mode RDM or an image disk`, { details: { disk: disk.name, operation } });
+  }
+  if (disk.shared) {
+    throw new MamoriError('DISK_SHARED_REFUSED', `${operation} is refused: disk ${disk.name} is shared with other VMs; an overlay on one VM would split it`, { details: { disk: disk.name, operation } });
+  }
+}
+
+/**
+ * External snapshots: each disk gets a new qcow2 overlay and the guest writes there from
+ * now on; what lies below is the snapshot. Running VMs switch all disks in one QMP
+ * transaction (crash-consistent); stopped VMs get overlays made with qemu-img.
+ */
+export class VmSnapshots {
+  #db: Kysely<Database>;
+  #disks: DiskRepo;
+  #poolDir: string;
+
+  constructor(db: Kysely<Database>, poolDir: string) {
+    this.#db = db;
+    this.#disks = new DiskRepo(db);
+    this.#poolDir = poolDir;
+  }
+
+  async list(vm: VmRow): Promise<SnapshotView[]> {
+    const rows = await this.#db.selectFrom('snapshots').selectAll().where('vm_id', '=', vm.id).orderBy('created_at').execute();
+    return rows.map((r) => ({ name: r.name, createdAt: r.created_at, running: r.running === 1 }));
+  }
+
+  async create(vm: VmRow, name: string, qmp: QmpClient | null): Promise<SnapshotView> {
+    assertValidName('snapshot', name);
+    const disks = await this.#disks.byIds(vm.definition.diskIds);
+    const ordered = vm.definition.diskIds.map((id) => disks.find((d) => d.id === id)!);
+    for (const d of ordered) assertLayerable(d, 'snapshot');
+    if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vm.name} has no disks to snapshot`);
+    if (await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vm.id).where('name', '=', name).executeTakeFirst()) {
+      throw new MamoriError('SNAPSHOT_EXISTS', `VM ${vm.name} already has a snapshot named ${name}; choose another name`);
+    }
+    const running = qmp !== null;
+    const made: string[] = [];
+    const added: string[] = [];
+    let switched = false;
+    try {
+      const overlays: { disk: DiskRecord; overlay: string; node: string }[] = [];
+      for (const [i, d] of ordered.entries()) {
+        await mkdir(this.#poolDirOf(d), { recursive: true });
+        const overlay = join(this.#poolDirOf(d), `${d.name}.${name}.qcow2`);
+        const below = activeLayer(d);
+        // -u: the backing is opened by the VM, not here (a host device may be in use by it).
+        await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-u', '-b', below.path, '-F', below.format, overlay, String(d.sizeBytes)], { timeoutMs: 30_000 });
+        made.push(overlay);
+        overlays.push({ disk: d, overlay, node: `disk${i}-snap-${name}` });
+      }
+      if (qmp) {
+        const blocks = await qmp.execute('query-block', undefined, { timeoutMs: 10_000 });
+        const actions = [];
+        for (const [i, o] of overlays.entries()) {
+          const top = blocks.find((b) => b.qdev?.includes(`/disk${i}-dev/`) || b.qdev === `disk${i}-dev`)?.inserted?.['node-name'];
+          if (!top) throw new MamoriError('VM_INVALID_STATE', `cannot find the active block node of disk ${o.disk.name} in VM ${vm.name}`);
+          await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': o.node, file: { driver: 'file', filename: o.overlay }, backing: null } as never, { timeoutMs: 10_000 });
+          added.push(o.node);
+          actions.push({ type: 'blockdev-snapshot' as const, data: { node: top, overlay: o.node } });
+        }
+        await qmp.execute('transaction', { actions }, { timeoutMs: 30_000 });
+        switched = true;
+      }
+      const now = new Date().toISOString();
+      await this.#db.transaction().execute(async (tx) => {
+        await tx.insertInto('snapshots').values({ id: newShortId('snap'), vm_id: vm.id, name, created_at: now, running: running ? 1 : 0 }).execute();
+        for (const o of overlays) {
+          await tx.updateTable('disks').set({ overlays: JSON.stringify([...o.disk.overlays, o.overlay]) }).where('id', '=', o.disk.id).execute();
+        }
+      });
+      return { name, createdAt: now, running };
+    } catch (e) {
+      // Once the guest writes into the overlays they hold its newest data: never remove them.
+      if (switched) throw e;
+      // Nothing switched (the transaction is all-or-nothing): drop what was prepared.
+      for (const node of added) await qmp?.execute('blockdev-del', { 'node-name': node }, { timeoutMs: 10_000 }).catch(() => undefined);
+      for (const f of made) await rm(f, { force: true });
+      throw e;
+    }
+  }
+
+  #poolDirOf(d: DiskRecord): string {
+    // Overlays of images sit beside them; overlays of RDM devices go to the storage pool.
+    return d.kind === 'image' ? join(d.path, '..') : this.#poolDir;
+  }
+}
