@@ -9,7 +9,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SiteProcess } from '../../test/harness/site-process.js';
-import { defaultGuestDir } from '../../src/host/host-service.js';
+import { HostService } from '../../src/host/host-service.js';
+import { createLogger } from '../../src/core/logger.js';
 import { runProcess } from '../../src/core/run-process.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 
@@ -30,7 +31,7 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-async function plainQemuRun(dir: string, guest: string, i: number): Promise<number> {
+async function plainQemuRun(dir: string, guest: { kernel: string; initrd: string }, i: number): Promise<number> {
   const disk = join(dir, `plain-${i}.qcow2`);
   const serial = join(dir, `plain-${i}.log`);
   await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', disk, '64M']);
@@ -40,7 +41,7 @@ async function plainQemuRun(dir: string, guest: string, i: number): Promise<numb
     '-chardev', `file,id=serial0,path=${serial}`, '-device', 'isa-serial,chardev=serial0',
     '-drive', `file=${disk},format=qcow2,if=virtio`,
     '-netdev', 'user,id=net0,restrict=on', '-device', 'virtio-net-pci,netdev=net0',
-    '-kernel', join(guest, 'vmlinuz'), '-initrd', join(guest, 'initrd.img'),
+    '-kernel', guest.kernel, '-initrd', guest.initrd,
     '-append', 'console=ttyS0 panic=-1 quiet mamori.acpi=1 mamori.wl=/dev/vda mamori.wl_rate=10',
   ], { stdio: 'ignore' });
   try {
@@ -62,7 +63,8 @@ async function mamoriRun(site: SiteProcess, i: number): Promise<number> {
   return ms;
 }
 
-const guest = defaultGuestDir();
+// The same kernel and initrd the site boots (it prefers the uncompressed PVH kernel).
+const guest = await new HostService({ siteName: 'bench', log: createLogger({ level: 'silent' }) }).testGuest();
 const dir = await mkdtemp(join(tmpdir(), 'mamori-bench-'));
 const site = await SiteProcess.create('bench');
 const ours: number[] = [];

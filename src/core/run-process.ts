@@ -9,6 +9,7 @@ export interface RunOptions {
   onStdout?: (chunk: string) => void;
   input?: string | Buffer;
   env?: NodeJS.ProcessEnv;
+  cwd?: string;
   /** Exit codes that count as success (default [0]). */
   okCodes?: number[];
 }
@@ -27,7 +28,7 @@ export function runProcess(file: string, args: readonly string[], options: RunOp
   const timeoutMs = options.timeoutMs ?? 120_000;
   const okCodes = options.okCodes ?? [0];
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env });
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.cwd ? { cwd: options.cwd } : {}) });
     let stdout = '';
     let stderr = '';
     let timedOut = false;

@@ -103,7 +103,7 @@ function diskArgs(disk: DiskRecord, i: number): string[] {
       '-blockdev', json({ driver: 'qcow2', file: `${node}-file`, backing: nodeOf(j), 'node-name': node, discard: 'unmap' }),
     );
   });
-  const device = ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${disk.id.slice(0, 20)}`];
+  const device = ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`];
   // share-rw lets a second VM open the same device for writing (guest clusters).
   if (disk.shared) device.push('share-rw=on');
   if (i === 0) device.push('bootindex=1');
@@ -114,9 +114,15 @@ function diskArgs(disk: DiskRecord, i: number): string[] {
 function testGuestCmdline(def: VmDefinition, disks: DiskRecord[]): string {
   if (def.boot.kind !== 'test-guest') return '';
   const parts = ['console=ttyS0', 'panic=-1', 'quiet', `mamori.acpi=${def.boot.acpi ? 1 : 0}`];
-  // virtio-blk devices appear as vda, vdb, ... in attachment order; the data disk is the first one.
-  if (disks.length > 0) parts.push('mamori.wl=/dev/vda', `mamori.wl_rate=${def.boot.writelogRate}`);
+  // The write log goes to the first disk, found by its virtio serial rather than a device
+  // name, so the guest never writes the log onto the wrong disk if probing order changes.
+  if (disks[0]) parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);
   return parts.join(' ');
+}
+
+/** virtio-blk serials hold at most 20 bytes. */
+function diskSerial(disk: DiskRecord): string {
+  return disk.id.slice(0, 20);
 }
 
 function json(v: unknown): string {

@@ -1,0 +1,114 @@
+#!/bin/sh
+# /init of the mamori test guest: PID 1, busybox sh. Packed into the initramfs
+# by src/guest/build-test-guest.ts; its serial lines are parsed by
+# src/guest/serial-log.ts.
+#
+# Kernel command line:
+#   mamori.wl=/dev/vdb | mamori.wl=serial:ID   write-log device (absent: no write log)
+#   mamori.wl_rate=N                           records per second (default 10, 0 = flat out)
+#   mamori.acpi=0|1                            1 (default): the ACPI power button stops the
+#                                              writer, syncs and powers off; 0: it is ignored
+#   mamori.ip=...                              reserved
+#
+# Every line goes out with one echo, i.e. one write(): the tty serialises whole
+# writes, so these lines and the writer's never interleave mid-line.
+
+/bin/busybox --install -s
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /run /tmp /var/log
+# Kernel messages go straight to the UART and can split our lines: keep only
+# errors and worse (an I/O error on the log disk is worth a split line).
+echo 4 > /proc/sys/kernel/printk
+
+while read -r mod; do
+  insmod "/lib/modules/$mod" 2>/dev/null || echo "mamori-guest warning insmod $mod failed"
+done < /lib/modules/load-order
+
+WL=
+RATE=10
+ACPI=1
+set -f
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    mamori.wl=*) WL=${arg#mamori.wl=} ;;
+    mamori.wl_rate=*) RATE=${arg#mamori.wl_rate=} ;;
+    mamori.acpi=*) ACPI=${arg#mamori.acpi=} ;;
+  esac
+done
+set +f
+case "$RATE" in
+  '' | *[!0-9]*) echo "mamori-guest warning mamori.wl_rate=$RATE is not a number, using 10"; RATE=10 ;;
+esac
+
+read -r BOOT_ID < /proc/sys/kernel/random/boot_id
+
+# Prints the device node for a mamori.wl value, or fails while it is not there yet.
+wl_device() {
+  case "$1" in
+    serial:*)
+      for s in /sys/block/*/serial; do
+        [ -r "$s" ] || continue
+        if [ "$(cat "$s")" = "${1#serial:}" ]; then
+          d=${s%/serial}
+          [ -b "/dev/${d##*/}" ] && echo "/dev/${d##*/}" && return 0
+        fi
+      done
+      return 1 ;;
+    *) [ -b "$1" ] && echo "$1" ;;
+  esac
+}
+
+last_seq() {
+  s=0
+  [ -r /run/mamori-wl.seq ] && read -r s < /run/mamori-wl.seq
+  echo "${s:-0}"
+}
+
+WL_PID=
+if [ -n "$WL" ]; then
+  # Disks are probed asynchronously after insmod: give them 20 s.
+  i=0
+  until DEV=$(wl_device "$WL") || [ $i -ge 200 ]; do sleep 0.1; i=$((i + 1)); done
+  if [ -n "$DEV" ]; then
+    /bin/mamori-wl --seq-file /run/mamori-wl.seq "$DEV" "$RATE" &
+    WL_PID=$!
+    echo "$WL_PID" > /run/mamori-wl.pid
+  else
+    echo "mamori-guest error write-log device $WL not found"
+  fi
+fi
+
+if [ "$ACPI" = 1 ]; then
+  # acpid opens /dev/input/event* once, at start: wait until the power button's
+  # input device exists or presses would go unseen.
+  i=0
+  until grep -qs 'Power Button' /sys/class/input/input*/name || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
+  i=0
+  until [ -e /dev/input/event0 ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done
+  # Button press -> /etc/acpi/PWRF/00000080 (busybox acpid's built-in map).
+  acpid -f -c /etc/acpi -l /run/acpid.log &
+fi
+
+power_off() {
+  if [ -n "$WL_PID" ]; then
+    kill -TERM "$WL_PID" 2>/dev/null
+    wait "$WL_PID"
+  fi
+  sync
+  echo "mamori-guest poweroff last_seq=$(last_seq)"
+  poweroff -f
+  sleep 30
+}
+
+echo "mamori-guest ready boot_id=$BOOT_ID"
+n=0
+while :; do
+  [ -e /run/mamori-poweroff ] && power_off
+  n=$((n + 1))
+  echo "mamori-hb $n boot_id=$BOOT_ID wl_seq=$(last_seq)"
+  sleep 1
+done
