@@ -19,7 +19,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "starting a site in $DATA"
-"${MAMORI[@]}" serve --data "$DATA" --listen 127.0.0.1:0 --name demo-site 2>"$DATA/server.log" &
+"${MAMORI[@]}" serve --data "$DATA" --listen 127.0.0.1:0 --name demo-site >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do [ -s "$DATA/url" ] && break; sleep 0.1; done
 [ -s "$DATA/url" ] || { cat "$DATA/server.log"; exit 1; }
@@ -44,7 +44,7 @@ echo "first heartbeat after $(( ($(date +%s%N) - start) / 1000000 )) ms"
 
 for i in 1 2 3; do
   sleep 2
-  step "heartbeat and write log, look $i of 3 (mamori vm console demo --lines 3)"
+  step "heartbeat and write log, look $i of 3 (mamori vm console demo)"
   "${MAMORI[@]}" --data "$DATA" vm console demo --lines 40 | grep -E '^mamori-hb' | tail -n 1
   "${MAMORI[@]}" --data "$DATA" vm console demo --lines 40 | grep -E '^mamori-wl ack' | tail -n 1
 done

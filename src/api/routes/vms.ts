@@ -80,11 +80,12 @@ export function vmRoutes(deps: { vms: VmService }): FastifyPluginAsync {
       },
     }, async (req, reply) => reply.status(201).send(await vms.snapshot(req.params.name, req.body.name)));
 
-    app.get<{ Params: { name: string }; Querystring: { lines?: number } }>('/vms/:name/console', {
+    app.get<{ Params: { name: string }; Querystring: { lines?: string } }>('/vms/:name/console', {
       schema: {
         summary: 'The last lines of the VM serial console',
         params: nameParam,
-        querystring: { type: 'object', properties: { lines: { type: 'integer', minimum: 1, maximum: 10000 } } },
+        // Query strings arrive as text and the API does not coerce types, so the number is a pattern.
+        querystring: { type: 'object', additionalProperties: false, properties: { lines: { type: 'string', pattern: '^[1-9][0-9]{0,3}$' } } },
         response: { 200: { type: 'object', properties: { lines: { type: 'array', items: { type: 'string' } } } }, ...errorResponses },
       },
     }, async (req) => ({ lines: await vms.consoleTail(req.params.name, Number(req.query.lines ?? 20)) }));

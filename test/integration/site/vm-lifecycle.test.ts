@@ -34,6 +34,9 @@ test('a test-guest VM boots to heartbeat, pauses, resumes, stops cleanly, and it
 
   const hb = await site.waitFor('first heartbeat', async () => (await show('tg1')).lastHeartbeatAt, 90_000);
   assert.ok(!Number.isNaN(Date.parse(hb)));
+  const tail = await site.cliJson<{ lines: string[] }>('vm', 'console', 'tg1', '--lines', '5');
+  assert.ok(tail.lines.length > 0 && tail.lines.length <= 5);
+  assert.ok(tail.lines.some((l) => l.startsWith('mamori-')), tail.lines.join('\n'));
 
   // Starting a running VM is refused and changes nothing.
   const again = await site.cli('vm', 'start', 'tg1');
