@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { MamoriError } from '../core/mamori-error.js';
 import { ERROR_CODES, type ErrorCode } from '../core/error-codes.js';
 
@@ -46,21 +48,33 @@ export class ApiClient {
     return this.request<T>('DELETE', path);
   }
 
+  /**
+   * node:http rather than fetch: fetch loads undici on first use, which costs a CLI call
+   * about 150 ms on these machines.
+   */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response;
+    const url = new URL(path, this.#site.url);
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    let res: { status: number; text: string };
     try {
-      res = await fetch(new URL(path, this.#site.url), {
-        method,
-        headers: { authorization: `Bearer ${this.#site.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(15 * 60_000),
+      res = await new Promise((resolve, reject) => {
+        const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
+          method,
+          headers: { authorization: `Bearer ${this.#site.token}`, ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }) },
+          timeout: 15 * 60_000,
+        }, (r) => {
+          let text = '';
+          r.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: r.statusCode ?? 0, text })).on('error', reject);
+        });
+        req.on('timeout', () => req.destroy(new Error('no answer within 15 minutes')));
+        req.on('error', reject);
+        req.end(payload);
       });
     } catch (e) {
-      throw new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${this.#site.url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`);
+      throw new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${this.#site.url}: ${(e as Error).message}`);
     }
-    const text = await res.text();
-    const json = text ? (JSON.parse(text) as unknown) : undefined;
-    if (!res.ok) {
+    const json = res.text ? (JSON.parse(res.text) as unknown) : undefined;
+    if (res.status < 200 || res.status >= 300) {
       const err = (json as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
       const code = (err?.code && err.code in ERROR_CODES ? err.code : 'INTERNAL') as ErrorCode;
       throw new MamoriError(code, err?.message ?? `HTTP ${res.status}`, err?.details ? { details: err.details } : {});

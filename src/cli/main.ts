@@ -3,8 +3,6 @@ import { ApiClient, resolveSite } from './api-client.js';
 import { vmCommand, VM_USAGE } from './vm-commands.js';
 import { diskCommand, DISK_USAGE } from './disk-commands.js';
 import { hostCommand } from './host-commands.js';
-import { verifyWritelogCommand } from './verify-writelog-command.js';
-import { serveCommand } from './serve-command.js';
 import { printJson } from './output.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
@@ -53,8 +51,10 @@ async function run(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  if (cmd === 'serve') return serveCommand(rest);
-  if (cmd === 'verify-writelog') return verifyWritelogCommand(rest, g.json);
+  // Loaded only when used: the server pulls in Fastify, SQLite and the rest, which would
+  // otherwise add most of a second to every CLI call.
+  if (cmd === 'serve') return (await import('./serve-command.js')).serveCommand(rest);
+  if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
   const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
   switch (cmd) {
     case 'vm':

@@ -54,7 +54,8 @@ export function buildVmArgv(input: VmArgvInput): string[] {
       '-blockdev', json({ driver: 'raw', file: 'fw-vars-file', 'node-name': 'fw-vars' }),
     );
   }
-  disks.forEach((disk, i) => argv.push(...diskArgs(disk, i)));
+  // A test guest boots its kernel directly; a boot index on a disk would make the BIOS try it first.
+  disks.forEach((disk, i) => argv.push(...diskArgs(disk, i, def.boot.kind === 'disk' && i === 0)));
   def.nics.forEach((nic, i) => {
     argv.push('-netdev', nic.network === 'user' ? `user,id=net${i},restrict=on` : `hubport,id=net${i},hubid=${i}`);
     argv.push('-device', `${nic.model},netdev=net${i},mac=${nic.mac},id=nic${i}`);
@@ -80,7 +81,7 @@ function machineOption(input: VmArgvInput): string {
  * The node the guest's device sits on is always disk<i>: later block jobs (replication,
  * migration) address it; lower layers are disk<i>-l<k>.
  */
-function diskArgs(disk: DiskRecord, i: number): string[] {
+function diskArgs(disk: DiskRecord, i: number, bootable: boolean): string[] {
   const top = `disk${i}`;
   const layers = 1 + disk.overlays.length;
   const nodeOf = (k: number): string => (k === layers - 1 ? top : `disk${i}-l${k}`);
@@ -106,7 +107,7 @@ function diskArgs(disk: DiskRecord, i: number): string[] {
   const device = ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`];
   // share-rw lets a second VM open the same device for writing (guest clusters).
   if (disk.shared) device.push('share-rw=on');
-  if (i === 0) device.push('bootindex=1');
+  if (bootable) device.push('bootindex=1');
   return [...args, '-device', device.join(',')];
 }
 

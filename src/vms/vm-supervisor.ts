@@ -101,9 +101,15 @@ export class VmSupervisor {
     const live = this.#requireLive(vm);
     await this.#vms.setState(vm.id, 'stopping');
     if (!opts.force) {
-      const status = await live.qmp.execute('query-status', undefined, { timeoutMs: 5_000 });
-      if (!status.running) await live.qmp.execute('cont', undefined, { timeoutMs: 5_000 });
-      await live.qmp.execute('system_powerdown', undefined, { timeoutMs: 5_000 });
+      try {
+        const status = await live.qmp.execute('query-status', undefined, { timeoutMs: 5_000 });
+        if (!status.running) await live.qmp.execute('cont', undefined, { timeoutMs: 5_000 });
+        await live.qmp.execute('system_powerdown', undefined, { timeoutMs: 5_000 });
+      } catch (e) {
+        // The button was never pressed: the VM runs on as before.
+        if (this.#live.get(vm.id) === live) await this.#vms.setState(vm.id, vm.state);
+        throw e;
+      }
       if (await this.#waitExited(live, opts.timeoutSec * 1000)) return { forced: false };
       this.#log.warn({ vm: vm.name, timeoutSec: opts.timeoutSec }, 'guest ignored the power button; forcing off');
     }

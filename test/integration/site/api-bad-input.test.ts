@@ -167,6 +167,26 @@ test('a truncated VMDK is refused before anything is written, a whole one import
   assert.deepEqual(await poolFiles(), ['whole.qcow2'], 'no temporary file is left');
   const dup = await call('POST', '/disks/import', '/disks/import', { name: 'whole', source: vmdk });
   assert.equal(dup.status, 409);
+
+  // The other hypervisors' formats: VHD (Hyper-V gen 1, qemu's "vpc"), VHDX, streamOptimized VMDK.
+  const others: [string, string, string[]][] = [
+    ['hv1', 'src.vhd', ['-O', 'vpc', '-o', 'force_size=on']],
+    ['hv2', 'src.vhdx', ['-O', 'vhdx']],
+    ['esx', 'src-stream.vmdk', ['-O', 'vmdk', '-o', 'subformat=streamOptimized']],
+  ];
+  for (const [name, file, opts] of others) {
+    await runProcess('qemu-img', ['convert', '-f', 'raw', ...opts, raw, join(dir, file)]);
+    const started = await call('POST', '/disks/import', '/disks/import', { name, source: join(dir, file) });
+    assert.equal(started.status, 202, `${file}: ${JSON.stringify(started.json)}`);
+    let j = started.json as unknown as { id: string; state: string };
+    while (j.state === 'running') {
+      await new Promise((r) => setTimeout(r, 100));
+      j = (await call('GET', `/jobs/${j.id}`, '/jobs/{id}')).json as unknown as typeof j;
+    }
+    assert.equal(j.state, 'succeeded', file);
+    const d = (await call('GET', `/disks/${name}`, '/disks/{name}')).json as unknown as { path: string };
+    await runProcess('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'qcow2', raw, d.path]);
+  }
 });
 
 test('a shared disk must be an RDM', async () => {

@@ -1,6 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { SiteProcess } from '../../harness/site-process.js';
 import { verifyWriteLog, parseSerialAcks } from '../../../src/guest/writelog-verifier.js';
 
@@ -98,4 +99,15 @@ test('kill -9 of QEMU is detected and the VM is marked crashed', async () => {
   await site.cliJson('vm', 'delete', 'victim', '--force');
   const list = await site.cliJson<Vm[]>('vm', 'list');
   assert.ok(!list.some((v) => v.name === 'victim'));
+});
+
+test('a UEFI VM boots the test guest through OVMF with its own NVRAM', async () => {
+  const vm = await site.cliJson<Vm & { firmware: string; id: string }>('vm', 'create', 'efi', '--test-guest', '--firmware', 'uefi');
+  assert.equal(vm.firmware, 'uefi');
+  await site.cliJson('vm', 'start', 'efi');
+  await site.waitFor('heartbeat under OVMF', async () => (await show('efi')).lastHeartbeatAt, 120_000);
+  const nvram = join(site.dataDir, 'vms', vm.id, 'OVMF_VARS.fd');
+  assert.ok((await stat(nvram)).size > 0, 'the VM has its own copy of the UEFI variable store');
+  await site.cliJson('vm', 'delete', 'efi', '--force');
+  await assert.rejects(stat(nvram), 'deleting the VM removes its NVRAM');
 });
