@@ -12,7 +12,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   host info                                              accelerator, QEMU version, machine types
   vm ...                                                 VMs (mamori vm --help)
   disk ...                                               disks and raw device mappings
-  job show ID                                            a long operation's journal
+  job list | job show ID                                 long operations and their journals
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN.
@@ -64,7 +64,8 @@ async function run(argv: string[]): Promise<void> {
     case 'host':
       return hostCommand(api, rest, g.json);
     case 'job': {
-      if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job show ID');
+      if (rest[0] === 'list') return printJson(await api.get('/jobs'));
+      if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');
       return printJson(await api.get(`/jobs/${encodeURIComponent(rest[1])}`));
     }
     default:

@@ -40,6 +40,16 @@ async function call(method: 'GET' | 'POST' | 'DELETE', path: string, route: stri
   return { status: res.statusCode, json: json as { error: { code: string; message: string } } & Record<string, unknown> };
 }
 
+/** Follows an import job through GET /jobs/{id} until it ends. */
+async function jobEnd(first: unknown): Promise<{ id: string; state: string; progress: number }> {
+  let job = first as { id: string; state: string; progress: number };
+  while (job.state === 'running') {
+    await new Promise((r) => setTimeout(r, 100));
+    job = (await call('GET', `/jobs/${job.id}`, '/jobs/{id}')).json as unknown as typeof job;
+  }
+  return job;
+}
+
 async function vmNames(): Promise<string[]> {
   return ((await call('GET', '/vms', '/vms')).json as unknown as { name: string }[]).map((v) => v.name);
 }
@@ -152,11 +162,7 @@ test('a truncated VMDK is refused before anything is written, a whole one import
 
   const ok = await call('POST', '/disks/import', '/disks/import', { name: 'whole', source: vmdk });
   assert.equal(ok.status, 202);
-  let job = ok.json as unknown as { id: string; state: string; progress: number };
-  while (job.state === 'running') {
-    await new Promise((r) => setTimeout(r, 100));
-    job = (await call('GET', `/jobs/${job.id}`, '/jobs/{id}')).json as unknown as typeof job;
-  }
+  const job = await jobEnd(ok.json);
   assert.equal(job.state, 'succeeded');
   assert.equal(job.progress, 1);
   const disk = (await call('GET', '/disks/whole', '/disks/{name}')).json as unknown as { path: string; format: string; sizeBytes: number };
@@ -178,12 +184,7 @@ test('a truncated VMDK is refused before anything is written, a whole one import
     await runProcess('qemu-img', ['convert', '-f', 'raw', ...opts, raw, join(dir, file)]);
     const started = await call('POST', '/disks/import', '/disks/import', { name, source: join(dir, file) });
     assert.equal(started.status, 202, `${file}: ${JSON.stringify(started.json)}`);
-    let j = started.json as unknown as { id: string; state: string };
-    while (j.state === 'running') {
-      await new Promise((r) => setTimeout(r, 100));
-      j = (await call('GET', `/jobs/${j.id}`, '/jobs/{id}')).json as unknown as typeof j;
-    }
-    assert.equal(j.state, 'succeeded', file);
+    assert.equal((await jobEnd(started.json)).state, 'succeeded', file);
     const d = (await call('GET', `/disks/${name}`, '/disks/{name}')).json as unknown as { path: string };
     await runProcess('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'qcow2', raw, d.path]);
   }
