@@ -66,12 +66,13 @@ export class HostService implements HostRuntime {
   }
 
   /**
-   * Prefers the uncompressed kernel QEMU boots through its PVH entry: decompressing the
-   * xz kernel costs about 4 s of every boot under TCG.
+   * Under BIOS, prefers the uncompressed kernel QEMU boots through its PVH entry:
+   * decompressing the xz kernel costs about 4 s of every boot under TCG.
    */
-  async testGuest(): Promise<{ kernel: string; initrd: string }> {
+  async testGuest(firmware: 'bios' | 'uefi' = 'bios'): Promise<{ kernel: string; initrd: string }> {
     const pvh = join(this.#guestDir, 'vmlinux-pvh');
-    const kernel = (await readable(pvh)) ? pvh : join(this.#guestDir, 'vmlinuz');
+    // OVMF loads kernels through their EFI stub, which only the bzImage has.
+    const kernel = firmware === 'bios' && (await readable(pvh)) ? pvh : join(this.#guestDir, 'vmlinuz');
     const initrd = join(this.#guestDir, 'initrd.img');
     if (!(await readable(kernel)) || !(await readable(initrd))) {
       throw new MamoriError('TEST_GUEST_MISSING', `the test guest is not built in ${this.#guestDir}; run 'make setup' (or set MAMORI_GUEST_DIR)`);

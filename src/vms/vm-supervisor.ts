@@ -71,7 +71,7 @@ export class VmSupervisor {
     const ovmf = def.firmware === 'uefi' ? await this.#host.ovmf() : null;
     // The variable store is the VM's own NVRAM (boot entries): made once, kept across boots.
     if (ovmf && !(await stat(rt.uefiVars).then(() => true, () => false))) await copyFile(ovmf.vars, rt.uefiVars);
-    const testGuest = def.boot.kind === 'test-guest' ? await this.#host.testGuest() : null;
+    const testGuest = def.boot.kind === 'test-guest' ? await this.#host.testGuest(def.firmware) : null;
     const accel = await this.#host.accel();
     const argv = buildVmArgv({ def, disks, paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null });
 
