@@ -1,0 +1,415 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { runProcess } from '../core/run-process.js';
+import type { QmpClient } from '../qemu/qmp-client.js';
+import type { QmpTransactionAction } from '../qemu/qmp-types.js';
+import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';
+import type { PointConsistency } from './replica-chain.js';
+import {
+  DEFAULT_GRANULARITY, bitmapName, canPersistBitmaps, editImageBitmap, fleeceBitmapName, inspectImageBitmaps,
+  judgeBitmaps, queryBlockNodes, readImageBitmaps, type BitmapMode, type ResyncReason,
+} from './dirty-bitmaps.js';
+
+/**
+ * A fleecing point: a frozen, point-in-time view of a running VM's disks, served read-only
+ * over NBD while the guest keeps writing (notes/qemu-7.2.md, "Changed-block tracking").
+ *
+ * Recipe (QEMU 7.2), per disk node `disk<i>`:
+ *   qemu-img create -f qcow2 FLEECE SIZE                     (no backing in the header)
+ *   blockdev-add {driver:qcow2, node-name:F, file:{driver:file,filename:FLEECE}, backing:disk<i>}
+ *   transaction [ block-dirty-bitmap-add {disk<i>, mamori-<g+1>, persistent: qcow2 only},
+ *                 block-dirty-bitmap-add {disk<i>, mamori-<g+1>-fleece, disabled}      (incremental)
+ *                 block-dirty-bitmap-merge {disk<i>, target mamori-<g+1>-fleece, [mamori-<g>]}
+ *                 blockdev-backup {device:disk<i>, target:F, sync:none, job-id} ]
+ *   nbd-server-start {unix socket}; block-export-add {nbd, node-name:F, bitmaps:[fleece bitmap]}
+ * The backup job copies old data into F before the guest overwrites it; reads of F fall
+ * through to disk<i> elsewhere, so F reads as the disk was at the transaction.
+ *
+ * The previous bitmap mamori-<g> keeps recording through the cycle. Complete: it is removed
+ * and mamori-<g+1> (started at the fleecing instant) carries on. Abort: mamori-<g+1> is
+ * removed and mamori-<g> kept: it holds every write since the last good point, including
+ * those the cut cycle was copying, so the next cycle sends them again. (Merging old into new
+ * would give the same bits; keeping the old one is one step fewer and needs no merge.)
+ */
+/** Guest agent hooks, called around the transaction (freeze, then thaw at once). */
+export interface GuestFreezeHooks {
+  freeze: () => Promise<void>;
+  thaw: () => Promise<void>;
+  /** Fail instead of falling back to a crash-consistent point when freeze fails. */
+  required?: boolean;
+}
+
+export interface CreateFleecingPointOptions {
+  qmp: QmpClient;
+  /** Each disk's guest-facing node (`disk<i>` in vm-argv). */
+  nodes: string[];
+  /**
+   * This VM's own folder for the fleece overlays (their names repeat across VMs); they fill
+   * with the old data the guest overwrites during the cycle, up to the disk's size.
+   */
+  workDir: string;
+  /** Unix socket of this VM's NBD server (started here if needed). */
+  nbdSocket: string;
+  /** Generation of the last point the replica holds; null if it holds none. */
+  previousGeneration: number | null;
+  granularity?: number;
+  /** Prefix of export names, node names, job ids and files (default 'mamori-fleece'). */
+  prefix?: string;
+  guest?: GuestFreezeHooks;
+}
+
+export interface FleecedDisk {
+  node: string;
+  driver: string;
+  virtualSize: number;
+  mode: BitmapMode;
+  resyncReason: ResyncReason | null;
+  /** NBD export name (also the export id). */
+  exportName: string;
+  fleeceNode: string;
+  fleeceFile: string;
+  jobId: string;
+  /** The bitmap counting from this point on. */
+  bitmap: string;
+  /** False for raw and virtual-RDM disks: a stop or crash of QEMU loses the bitmap. */
+  persistent: boolean;
+  previousBitmap: string | null;
+  /** Exported disabled copy of previousBitmap (incremental only). */
+  fleeceBitmap: string | null;
+  /** `qemu:dirty-bitmap:<fleeceBitmap>`: the areas to copy (incremental only). */
+  metaContext: string | null;
+}
+
+/** Plain data (JSON-safe): a job journal can store it and tear the point down after a restart. */
+export interface FleecingPoint {
+  kind: 'live';
+  generation: number;
+  previousGeneration: number | null;
+  /** Every write the guest saw acknowledged before this instant is in the point. */
+  at: string;
+  consistency: PointConsistency;
+  freezeError: string | null;
+  thawError: string | null;
+  nbdSocket: string;
+  prefix: string;
+  /** Every disk is a first copy: read allocated extents (`base:allocation`). */
+  full: boolean;
+  /** Some disk's bitmap cannot be trusted: compare checksums for those disks. */
+  needsResync: boolean;
+  disks: FleecedDisk[];
+}
+
+const DEFAULT_PREFIX = 'mamori-fleece';
+const QMP_MS = 10_000;
+
+export async function createFleecingPoint(opts: CreateFleecingPointOptions): Promise<FleecingPoint> {
+  const { qmp } = opts;
+  const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  if (opts.nodes.length === 0 || new Set(opts.nodes).size !== opts.nodes.length) {
+    throw new MamoriError('INVALID_INPUT', 'a fleecing point needs one or more distinct disk nodes', { details: { nodes: opts.nodes } });
+  }
+  const generation = (opts.previousGeneration ?? 0) + 1;
+  const blockNodes = await queryBlockNodes(qmp);
+  const disks: FleecedDisk[] = [];
+  const stale: { node: string; name: string }[] = [];
+  for (const node of opts.nodes) {
+    const info = blockNodes.get(node);
+    if (info === undefined) throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this VM's QEMU`, { details: { node } });
+    const verdict = judgeBitmaps(info.bitmaps, opts.previousGeneration);
+    for (const name of verdict.stale) stale.push({ node, name });
+    const incremental = verdict.mode === 'incremental';
+    const fleeceNode = `${prefix}-${node}`;
+    disks.push({
+      node, driver: info.driver, virtualSize: info.virtualSize, mode: verdict.mode, resyncReason: verdict.reason,
+      exportName: fleeceNode, fleeceNode, fleeceFile: join(opts.workDir, `${fleeceNode}.qcow2`), jobId: `${fleeceNode}-job`,
+      bitmap: bitmapName(generation), persistent: canPersistBitmaps(info.driver),
+      previousBitmap: incremental ? verdict.previous!.name : null,
+      fleeceBitmap: incremental ? fleeceBitmapName(generation) : null,
+      metaContext: incremental ? `qemu:dirty-bitmap:${fleeceBitmapName(generation)}` : null,
+    });
+  }
+  const point: FleecingPoint = {
+    kind: 'live', generation, previousGeneration: opts.previousGeneration, at: '', consistency: 'crash', freezeError: null, thawError: null,
+    nbdSocket: opts.nbdSocket, prefix, full: disks.every((d) => d.mode === 'full'), needsResync: disks.some((d) => d.mode === 'resync'), disks,
+  };
+
+  // Leftovers of a cycle cut by a server crash: its exports, job, nodes, files, bitmaps.
+  await removeMachinery(qmp, disks);
+  for (const s of stale) await qmp.execute('block-dirty-bitmap-remove', s, { timeoutMs: QMP_MS });
+
+  try {
+    for (const d of disks) {
+      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', d.fleeceFile, String(d.virtualSize)], { timeoutMs: 30_000 });
+      await qmp.execute('blockdev-add', {
+        driver: 'qcow2', 'node-name': d.fleeceNode, file: { driver: 'file', filename: d.fleeceFile }, backing: d.node,
+      }, { timeoutMs: QMP_MS });
+    }
+    const actions = fleecingActions(disks, opts.granularity ?? DEFAULT_GRANULARITY, blockNodes);
+    await runFrozen(point, opts.guest, async () => {
+      point.at = new Date().toISOString();
+      await qmp.execute('transaction', { actions }, { timeoutMs: 30_000 });
+    });
+    await startNbdServer(qmp, opts.nbdSocket, prefix);
+    for (const d of disks) {
+      await qmp.execute('block-export-add', {
+        type: 'nbd', id: d.exportName, name: d.exportName, 'node-name': d.fleeceNode, writable: false,
+        ...(d.fleeceBitmap === null ? {} : { bitmaps: [d.fleeceBitmap] }),
+      }, { timeoutMs: QMP_MS });
+    }
+    return point;
+  } catch (e) {
+    await teardown(qmp, point, 'abort').catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * The transaction of a fleecing point (pure, unit-tested). All disks switch at one instant,
+ * so a multi-disk VM gets one crash-consistent point.
+ */
+export function fleecingActions(disks: readonly FleecedDisk[], granularity: number,
+  nodes: ReadonlyMap<string, { bitmaps: { name: string; granularity: number }[] }>): QmpTransactionAction[] {
+  const actions: QmpTransactionAction[] = [];
+  for (const d of disks) {
+    actions.push({ type: 'block-dirty-bitmap-add', data: { node: d.node, name: d.bitmap, persistent: d.persistent, granularity } });
+    if (d.previousBitmap !== null && d.fleeceBitmap !== null) {
+      const prevGranularity = nodes.get(d.node)?.bitmaps.find((b) => b.name === d.previousBitmap)?.granularity ?? granularity;
+      actions.push(
+        // Disabled: an enabled bitmap cannot be exported read-only, and this copy must not grow.
+        { type: 'block-dirty-bitmap-add', data: { node: d.node, name: d.fleeceBitmap, persistent: false, disabled: true, granularity: prevGranularity } },
+        { type: 'block-dirty-bitmap-merge', data: { node: d.node, target: d.fleeceBitmap, bitmaps: [d.previousBitmap] } },
+      );
+    }
+    actions.push({ type: 'blockdev-backup', data: { device: d.node, target: d.fleeceNode, sync: 'none', 'job-id': d.jobId } });
+  }
+  return actions;
+}
+
+/** The cycle succeeded (the replica committed the point): the new bitmap carries on alone. */
+export async function completeFleecingPoint(qmp: QmpClient, point: FleecingPoint): Promise<void> {
+  await teardown(qmp, point, 'complete');
+}
+
+/** The cycle failed: forget the new bitmap, keep the one that covers everything since the last good point. */
+export async function abortFleecingPoint(qmp: QmpClient, point: FleecingPoint): Promise<void> {
+  await teardown(qmp, point, 'abort');
+}
+
+/**
+ * Removes what exists of the point and nothing else, so it can run again after any crash:
+ * exports, then the backup jobs (they hold the fleece nodes), the nodes and their files,
+ * then bitmaps (an exported bitmap is locked until its export is gone).
+ */
+async function teardown(qmp: QmpClient, point: FleecingPoint, outcome: 'complete' | 'abort'): Promise<void> {
+  await removeMachinery(qmp, point.disks);
+  const nodes = await queryBlockNodes(qmp);
+  for (const d of point.disks) {
+    const names = new Set(nodes.get(d.node)?.bitmaps.map((b) => b.name) ?? []);
+    const drop = [d.fleeceBitmap, outcome === 'complete' ? d.previousBitmap : d.bitmap];
+    for (const name of drop) {
+      if (name !== null && names.has(name)) await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name }, { timeoutMs: QMP_MS });
+    }
+  }
+  const exportsLeft = await queryExportIds(qmp);
+  if (exportsLeft.length === 0) {
+    await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS }).catch((e: unknown) => {
+      if (!isQmpClass(e, 'GenericError')) throw e; // GenericError: no server was running
+    });
+    await rm(point.nbdSocket, { force: true });
+  }
+}
+
+async function removeMachinery(qmp: QmpClient, disks: readonly Pick<FleecedDisk, 'exportName' | 'jobId' | 'fleeceNode' | 'fleeceFile'>[]): Promise<void> {
+  const exportIds = new Set(await queryExportIds(qmp));
+  for (const d of disks) {
+    if (exportIds.has(d.exportName)) await qmp.execute('block-export-del', { id: d.exportName, mode: 'hard' }, { timeoutMs: QMP_MS });
+  }
+  await waitUntil(async () => !(await queryExportIds(qmp)).some((id) => disks.some((d) => d.exportName === id)), 'exports to shut down');
+  const jobs = new Set((await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).map((j) => j.device));
+  for (const d of disks) {
+    if (jobs.has(d.jobId)) await qmp.execute('block-job-cancel', { device: d.jobId, force: true }, { timeoutMs: QMP_MS });
+  }
+  await waitUntil(async () => !(await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).some((j) => disks.some((d) => d.jobId === j.device)),
+    'fleecing jobs to end');
+  const nodes = await queryBlockNodes(qmp);
+  for (const d of disks) {
+    if (nodes.has(d.fleeceNode)) await qmp.execute('blockdev-del', { 'node-name': d.fleeceNode }, { timeoutMs: QMP_MS });
+    await rm(d.fleeceFile, { force: true });
+  }
+}
+
+/**
+ * One NBD server per QEMU. If one runs already it is a leftover of ours (a cut cycle) unless
+ * it serves exports that are not ours: then the VM is busy with something else.
+ */
+async function startNbdServer(qmp: QmpClient, socket: string, prefix: string): Promise<void> {
+  const addr = { type: 'unix' as const, data: { path: socket } };
+  try {
+    await qmp.execute('nbd-server-start', { addr }, { timeoutMs: QMP_MS });
+    return;
+  } catch (e) {
+    if (!isQmpClass(e, 'GenericError')) throw e;
+  }
+  const foreign = (await queryExportIds(qmp)).filter((id) => !id.startsWith(`${prefix}-`));
+  if (foreign.length > 0) {
+    throw new MamoriError('VM_INVALID_STATE', `this VM's NBD server serves other exports (${foreign.join(', ')}); finish that operation first`,
+      { details: { exports: foreign, wanted: 'NBD_SERVER_BUSY' } });
+  }
+  await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS });
+  await qmp.execute('nbd-server-start', { addr }, { timeoutMs: QMP_MS });
+}
+
+async function runFrozen(point: FleecingPoint, guest: GuestFreezeHooks | undefined, body: () => Promise<void>): Promise<void> {
+  let frozen = false;
+  if (guest !== undefined) {
+    try {
+      await guest.freeze();
+      frozen = true;
+    } catch (e) {
+      if (guest.required === true) {
+        throw new MamoriError('VM_INVALID_STATE', `the guest could not freeze its filesystems (${(e as Error).message}); ` +
+          'check its guest agent, or allow crash-consistent points', { details: { wanted: 'GUEST_FREEZE_FAILED' }, cause: e });
+      }
+      point.freezeError = (e as Error).message;
+    }
+  }
+  try {
+    await body();
+    point.consistency = frozen ? 'application' : 'crash';
+  } finally {
+    // Thaw at once, success or not: a frozen guest stalls every write.
+    if (frozen) await guest!.thaw().catch((e: unknown) => (point.thawError = (e as Error).message));
+  }
+}
+
+async function queryExportIds(qmp: QmpClient): Promise<string[]> {
+  return ((await qmp.execute('query-block-exports', undefined, { timeoutMs: QMP_MS })) as { id: string }[]).map((e) => e.id);
+}
+
+async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new MamoriError('QMP_TIMEOUT', `gave up waiting for ${what} after ${timeoutMs} ms`, { details: { timeoutMs } });
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function isQmpClass(e: unknown, errorClass: string): boolean {
+  return isMamoriError(e, 'QMP_ERROR') && e.details?.['errorClass'] === errorClass;
+}
+
+// ---- a stopped VM: its images are the point; bitmaps with qemu-img, export by a storage daemon ----
+
+export interface OfflineDisk {
+  /** Names the export and nodes, e.g. `disk0`. */
+  id: string;
+  /** The disk's chain, bottom to top (image, then snapshot overlays); bitmaps live on the top. */
+  layers: DaemonLayer[];
+}
+
+export interface CreateOfflineFleecingPointOptions {
+  disks: OfflineDisk[];
+  /** Holds the daemon's QMP socket, pid file and NBD socket. */
+  runDir: string;
+  previousGeneration: number | null;
+  granularity?: number;
+  prefix?: string;
+  /** A cleanly shut down guest gives an application-consistent image; the caller knows (default 'crash'). */
+  consistency?: PointConsistency;
+}
+
+export interface OfflineFleecedDisk {
+  id: string;
+  topFile: string;
+  format: 'qcow2' | 'raw';
+  mode: BitmapMode;
+  resyncReason: ResyncReason | null;
+  exportName: string;
+  /** Added to the image for the VM's next run; null for raw images (they hold no bitmaps). */
+  bitmap: string | null;
+  persistent: boolean;
+  previousBitmap: string | null;
+  metaContext: string | null;
+}
+
+export interface OfflineFleecingPoint {
+  kind: 'offline';
+  generation: number;
+  previousGeneration: number | null;
+  at: string;
+  consistency: PointConsistency;
+  nbdSocket: string;
+  qmpSocket: string;
+  pidFile: string;
+  full: boolean;
+  needsResync: boolean;
+  disks: OfflineFleecedDisk[];
+}
+
+/**
+ * The images of a stopped VM, exported read-only with the previous bitmap (as `qemu-nbd -r -B`
+ * would, one socket for all disks). The daemon holds the images, so the VM cannot start
+ * (image locking) until the point is completed or aborted.
+ */
+export async function createOfflineFleecingPoint(opts: CreateOfflineFleecingPointOptions): Promise<OfflineFleecingPoint> {
+  const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  const generation = (opts.previousGeneration ?? 0) + 1;
+  const disks: OfflineFleecedDisk[] = [];
+  for (const d of opts.disks) {
+    const top = d.layers.at(-1);
+    if (top === undefined) throw new MamoriError('INVALID_INPUT', `disk ${d.id} has no image`, { details: { disk: d.id } });
+    const verdict = await inspectImageBitmaps(top.file, top.format, opts.previousGeneration);
+    for (const name of verdict.stale) await editImageBitmap(top.file, name, [{ op: 'remove' }]);
+    const qcow2 = top.format === 'qcow2';
+    const bitmap = qcow2 ? bitmapName(generation) : null;
+    if (bitmap !== null) await editImageBitmap(top.file, bitmap, [{ op: 'add', granularity: opts.granularity ?? DEFAULT_GRANULARITY }]);
+    const previousBitmap = verdict.mode === 'incremental' ? verdict.previous!.name : null;
+    disks.push({
+      id: d.id, topFile: top.file, format: top.format, mode: verdict.mode, resyncReason: verdict.reason, exportName: `${prefix}-${d.id}`,
+      bitmap, persistent: qcow2, previousBitmap, metaContext: previousBitmap === null ? null : `qemu:dirty-bitmap:${previousBitmap}`,
+    });
+  }
+  const point: OfflineFleecingPoint = {
+    kind: 'offline', generation, previousGeneration: opts.previousGeneration, at: new Date().toISOString(), consistency: opts.consistency ?? 'crash',
+    nbdSocket: join(opts.runDir, `${prefix}.nbd.sock`), qmpSocket: join(opts.runDir, `${prefix}.qmp.sock`), pidFile: join(opts.runDir, `${prefix}.pid`),
+    full: disks.every((d) => d.mode === 'full'), needsResync: disks.some((d) => d.mode === 'resync'), disks,
+  };
+  try {
+    const daemon = await StorageDaemon.start({
+      qmpSocket: point.qmpSocket, pidFile: point.pidFile,
+      chains: opts.disks.map((d, i) => ({ id: disks[i]!.exportName, layers: d.layers, readOnly: true })),
+      nbd: { listen: { type: 'unix', path: point.nbdSocket } },
+      exports: disks.map((d) => ({ id: d.exportName, node: d.exportName, ...(d.previousBitmap === null ? {} : { bitmaps: [d.previousBitmap] }) })),
+    });
+    await daemon.qmp().close();
+    return point;
+  } catch (e) {
+    await offlineTeardown(point, 'abort').catch(() => undefined);
+    throw e;
+  }
+}
+
+export async function completeOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {
+  await offlineTeardown(point, 'complete');
+}
+
+export async function abortOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {
+  await offlineTeardown(point, 'abort');
+}
+
+async function offlineTeardown(point: OfflineFleecingPoint, outcome: 'complete' | 'abort'): Promise<void> {
+  try {
+    const daemon = await StorageDaemon.attach({ qmpSocket: point.qmpSocket, pidFile: point.pidFile });
+    await daemon.stop();
+  } catch (e) {
+    if (!(isMamoriError(e, 'QMP_DISCONNECTED') && e.details?.['wanted'] === 'STORAGE_DAEMON_NOT_RUNNING')) throw e;
+  }
+  await rm(point.nbdSocket, { force: true });
+  for (const d of point.disks) {
+    if (d.format !== 'qcow2') continue;
+    const drop = outcome === 'complete' ? d.previousBitmap : d.bitmap;
+    if (drop === null) continue;
+    if ((await readImageBitmaps(d.topFile)).some((b) => b.name === drop)) await editImageBitmap(d.topFile, drop, [{ op: 'remove' }]);
+  }
+}

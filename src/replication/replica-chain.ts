@@ -1,0 +1,421 @@
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { runProcess } from '../core/run-process.js';
+
+/**
+ * The replica of one disk on the recovery site: a base qcow2 (the source's virtual size)
+ * and recovery points as a chain of qcow2 overlays, oldest first, one per completed cycle.
+ *
+ *   base.qcow2 <- p000001.qcow2 <- p000002.qcow2 <- ... <- staging-000003.qcow2 (a cycle in flight)
+ *
+ * A cycle writes into a staging overlay on top of the newest point (served writable over NBD
+ * by a storage daemon). It becomes a point only when it completes: the writer closed it
+ * (flushed), then the file is renamed to its final name and recorded in manifest.json, which
+ * is written to a temp file, fsynced and renamed: the manifest is the commit. A cut cycle
+ * leaves a staging file that the next attempt deletes; the points below are never written.
+ *
+ * The base is never a point: it starts empty, and retention merges the oldest point into it.
+ * Layers are opened from the manifest with explicit backing nodes; backing names in headers
+ * are kept relative and correct as well, so `qemu-img` on a point file also works.
+ */
+export type PointConsistency = 'crash' | 'application';
+
+export interface ChainLayer {
+  file: string;
+  format: 'qcow2';
+}
+
+export interface RecoveryPoint {
+  id: string;
+  /** The source-side fleecing instant of the cycle. */
+  time: string;
+  consistency: PointConsistency;
+  committedAt: string;
+  file: string;
+  /** What to open to read this point: base first, this point's overlay last. */
+  layers: ChainLayer[];
+}
+
+export interface StagingCycle {
+  file: string;
+  /** The newest point's layers plus the staging overlay on top: export the top writable. */
+  layers: ChainLayer[];
+  parentPointId: string | null;
+}
+
+/** A point held open for reading (verifier, test recovery): retention waits for its release. */
+export interface PointLease {
+  point: RecoveryPoint;
+  layers: ChainLayer[];
+  /** A `json:` image name for qemu-img (convert, compare, map) with the explicit chain. */
+  imageSpec: string;
+  release(): void;
+}
+
+export interface RetentionResult {
+  merged: string[];
+  /** Nothing merged because a cycle is open or a point is leased. */
+  deferred: boolean;
+}
+
+interface ManifestPoint {
+  id: string;
+  seq: number;
+  file: string;
+  time: string;
+  consistency: PointConsistency;
+  committedAt: string;
+}
+
+export interface ReplicaManifest {
+  format: 'mamori-replica-chain';
+  version: 1;
+  virtualSize: number;
+  base: string;
+  nextSeq: number;
+  points: ManifestPoint[];
+}
+
+const MANIFEST = 'manifest.json';
+const BASE = 'base.qcow2';
+// As createImage: extended L2 subclusters keep small writes into fresh overlays cheap.
+const QCOW2_OPTS = 'cluster_size=131072,extended_l2=on';
+const STAGING_RE = /^staging-\d+\.qcow2$/;
+const POINT_RE = /^p\d+\.qcow2$/;
+
+/** One object per replica folder in the site server: it serializes the operations on it. */
+export class ReplicaChain {
+  readonly #dir: string;
+  #manifest: ReplicaManifest;
+  #staging: StagingCycle | null = null;
+  #leases = new Map<string, number>();
+  #busy = false;
+
+  private constructor(dir: string, manifest: ReplicaManifest) {
+    this.#dir = dir;
+    this.#manifest = manifest;
+  }
+
+  static async create(dir: string, options: { virtualSize: number }): Promise<ReplicaChain> {
+    const abs = resolve(dir);
+    await mkdir(abs, { recursive: true });
+    if (await exists(join(abs, MANIFEST))) {
+      throw new MamoriError('DISK_EXISTS', `a replica already exists in ${abs}; open it or choose another folder`, { details: { dir: abs } });
+    }
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, join(abs, BASE), String(options.virtualSize)], { timeoutMs: 30_000 });
+    const manifest: ReplicaManifest = { format: 'mamori-replica-chain', version: 1, virtualSize: options.virtualSize, base: BASE, nextSeq: 1, points: [] };
+    await writeManifest(abs, manifest);
+    return new ReplicaChain(abs, manifest);
+  }
+
+  static async open(dir: string): Promise<ReplicaChain> {
+    const abs = resolve(dir);
+    let text: string;
+    try {
+      text = await readFile(join(abs, MANIFEST), 'utf8');
+    } catch (e) {
+      throw new MamoriError('IMAGE_NOT_FOUND', `no replica in ${abs} (manifest.json missing)`, { details: { dir: abs }, cause: e });
+    }
+    const manifest = parseManifest(text, abs);
+    for (const f of [manifest.base, ...manifest.points.map((p) => p.file)]) {
+      if (!(await exists(join(abs, f)))) {
+        throw new MamoriError('IMAGE_CORRUPT', `replica ${abs} lists ${f}, which is missing; the chain cannot be read`, { details: { dir: abs, file: f } });
+      }
+    }
+    return new ReplicaChain(abs, manifest);
+  }
+
+  get dir(): string {
+    return this.#dir;
+  }
+
+  get virtualSize(): number {
+    return this.#manifest.virtualSize;
+  }
+
+  get staging(): StagingCycle | null {
+    return this.#staging;
+  }
+
+  /** Oldest first. */
+  points(): RecoveryPoint[] {
+    return this.#manifest.points.map((_, i) => this.#pointAt(i));
+  }
+
+  newestPoint(): RecoveryPoint | null {
+    const n = this.#manifest.points.length;
+    return n === 0 ? null : this.#pointAt(n - 1);
+  }
+
+  point(id: string): RecoveryPoint {
+    const i = this.#manifest.points.findIndex((p) => p.id === id);
+    if (i < 0) throw new MamoriError('NOT_FOUND', `replica ${this.#dir} has no recovery point ${id}`, { details: { dir: this.#dir, pointId: id, wanted: 'POINT_NOT_FOUND' } });
+    return this.#pointAt(i);
+  }
+
+  /**
+   * Starts a cycle: deletes what cut cycles and interrupted merges left (refusing files some
+   * process still holds open), then puts a fresh staging overlay on the newest point.
+   */
+  async beginCycle(): Promise<StagingCycle> {
+    return this.#exclusive('begin a cycle', async () => {
+      if (this.#staging !== null) throw busy(this.#dir, 'a cycle is already open; commit or discard it first');
+      await this.#sweep();
+      const parent = this.newestPoint();
+      const below = parent?.file ?? join(this.#dir, this.#manifest.base);
+      const file = join(this.#dir, `staging-${pad(this.#manifest.nextSeq)}.qcow2`);
+      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, '-b', basename(below), '-F', 'qcow2', file, String(this.virtualSize)],
+        { timeoutMs: 30_000 });
+      await fsyncPath(this.#dir);
+      const layers = [...(parent?.layers ?? [{ file: below, format: 'qcow2' as const }]), { file, format: 'qcow2' as const }];
+      this.#staging = { file, layers, parentPointId: parent?.id ?? null };
+      return this.#staging;
+    });
+  }
+
+  /**
+   * Makes the open cycle a recovery point. The writer must have closed the staging image
+   * (storage daemon stopped with `quit`, which flushes qcow2 metadata): `qemu-img check`
+   * without -U refuses an image still open elsewhere.
+   */
+  async commitCycle(meta: { time: string; consistency: PointConsistency }): Promise<RecoveryPoint> {
+    return this.#exclusive('commit a cycle', async () => {
+      const staging = this.#staging;
+      if (staging === null) throw busy(this.#dir, 'no cycle is open');
+      await assertClosedAndSound(staging.file);
+      await fsyncPath(staging.file);
+      const seq = this.#manifest.nextSeq;
+      const file = `p${pad(seq)}.qcow2`;
+      // Until the manifest names it, the renamed file is an orphan the next sweep deletes.
+      await rename(staging.file, join(this.#dir, file));
+      await fsyncPath(this.#dir);
+      const point: ManifestPoint = { id: `p${pad(seq)}`, seq, file, time: meta.time, consistency: meta.consistency, committedAt: new Date().toISOString() };
+      const next: ReplicaManifest = { ...this.#manifest, nextSeq: seq + 1, points: [...this.#manifest.points, point] };
+      try {
+        await writeManifest(this.#dir, next);
+      } catch (e) {
+        // Not committed (e.g. disk full): put the staging file back so the commit can be retried.
+        await rename(join(this.#dir, file), staging.file).catch(() => undefined);
+        throw e;
+      }
+      this.#manifest = next;
+      this.#staging = null;
+      return this.#pointAt(next.points.length - 1);
+    });
+  }
+
+  /** Drops the open cycle (its writer must be gone). */
+  async discardCycle(): Promise<void> {
+    await this.#exclusive('discard a cycle', async () => {
+      const staging = this.#staging;
+      if (staging === null) return;
+      await assertNotInUse(staging.file);
+      await rm(staging.file, { force: true });
+      await fsyncPath(this.#dir);
+      this.#staging = null;
+    });
+  }
+
+  /** The explicit layer list of a point, held until release(); the chain is not touched. */
+  openPointReadOnly(pointId: string): PointLease {
+    const point = this.point(pointId);
+    this.#leases.set(pointId, (this.#leases.get(pointId) ?? 0) + 1);
+    let released = false;
+    return {
+      point,
+      layers: point.layers,
+      imageSpec: chainImageSpec(point.layers),
+      release: () => {
+        if (released) return;
+        released = true;
+        const n = (this.#leases.get(pointId) ?? 1) - 1;
+        if (n <= 0) this.#leases.delete(pointId);
+        else this.#leases.set(pointId, n);
+      },
+    };
+  }
+
+  /**
+   * Keeps the newest `keep` points by merging the oldest into the base, one at a time.
+   * Offline only: deferred while a cycle is open or a point is leased (and qemu-img's image
+   * locks refuse if another process has a layer open).
+   *
+   * Order, so that a crash at any step loses no listed point:
+   *  1. `qemu-img commit -d` the oldest point P into the base. Only areas P allocates change
+   *     in the base, and P still covers each of them, so P and every later point read the
+   *     same before, during and after; a half-done commit is simply redone. (What the base
+   *     alone read before is lost, but the base is not a point.)
+   *  2. `qemu-img rebase -u` the next point's header onto the base (header only; its data
+   *     is unchanged since base now reads as P did). Reads use the manifest's explicit
+   *     chain, which still includes P until step 3, and give the same bytes either way.
+   *  3. Write the manifest without P (the commit of the merge).
+   *  4. Delete P's file (an orphan if we crash before: the next sweep removes it).
+   */
+  async applyRetention(keep: number): Promise<RetentionResult> {
+    if (!Number.isSafeInteger(keep) || keep < 1) throw new MamoriError('OUT_OF_RANGE', `retention must keep at least 1 point (got ${keep})`, { details: { keep } });
+    return this.#exclusive('apply retention', async () => {
+      if (this.#staging !== null || this.#leases.size > 0) return { merged: [], deferred: this.#manifest.points.length > keep };
+      await this.#sweep();
+      const merged: string[] = [];
+      while (this.#manifest.points.length > keep) {
+        const [oldest, next] = this.#manifest.points;
+        if (oldest === undefined || next === undefined) break;
+        const base = join(this.#dir, this.#manifest.base);
+        const oldestFile = join(this.#dir, oldest.file);
+        await runImg(['commit', '-q', '-d', chainImageSpec([{ file: base, format: 'qcow2' }, { file: oldestFile, format: 'qcow2' }])], oldestFile);
+        await runImg(['rebase', '-q', '-u', '-f', 'qcow2', '-b', this.#manifest.base, '-F', 'qcow2', join(this.#dir, next.file)], next.file);
+        const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(1) };
+        await writeManifest(this.#dir, manifest);
+        this.#manifest = manifest;
+        await rm(oldestFile, { force: true });
+        await fsyncPath(this.#dir);
+        merged.push(oldest.id);
+      }
+      return { merged, deferred: false };
+    });
+  }
+
+  #pointAt(i: number): RecoveryPoint {
+    const m = this.#manifest;
+    const p = m.points[i]!;
+    const layers: ChainLayer[] = [m.base, ...m.points.slice(0, i + 1).map((x) => x.file)].map((f) => ({ file: join(this.#dir, f), format: 'qcow2' }));
+    return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt, file: join(this.#dir, p.file), layers };
+  }
+
+  /** Deletes staging files of cut cycles, point files the manifest does not list, manifest temps. */
+  async #sweep(): Promise<void> {
+    const listed = new Set([this.#manifest.base, ...this.#manifest.points.map((p) => p.file)]);
+    let removed = false;
+    for (const name of await readdir(this.#dir)) {
+      const path = join(this.#dir, name);
+      if (STAGING_RE.test(name) || (POINT_RE.test(name) && !listed.has(name))) {
+        await assertNotInUse(path);
+        await rm(path, { force: true });
+        removed = true;
+      } else if (name.startsWith(`${MANIFEST}.tmp`)) {
+        await rm(path, { force: true });
+        removed = true;
+      }
+    }
+    if (removed) await fsyncPath(this.#dir);
+  }
+
+  async #exclusive<T>(what: string, body: () => Promise<T>): Promise<T> {
+    if (this.#busy) throw busy(this.#dir, `cannot ${what} while another operation on it runs`);
+    this.#busy = true;
+    try {
+      return await body();
+    } finally {
+      this.#busy = false;
+    }
+  }
+}
+
+/**
+ * A `json:` image name opening the layers with explicit backing (bottom first), for
+ * qemu-img convert / compare / map / commit; nothing is taken from image headers.
+ */
+export function chainImageSpec(layers: readonly { file: string; format: 'qcow2' | 'raw' }[]): string {
+  let spec: Record<string, unknown> | null = null;
+  for (const layer of layers) {
+    const node: Record<string, unknown> = { driver: layer.format, file: { driver: 'file', filename: layer.file } };
+    if (layer.format === 'qcow2') node['backing'] = spec;
+    else if (spec !== null) throw new MamoriError('INVALID_INPUT', 'a raw image can only be the bottom layer', { details: { file: layer.file } });
+    spec = node;
+  }
+  if (spec === null) throw new MamoriError('INVALID_INPUT', 'an image chain needs at least one layer');
+  return `json:${JSON.stringify(spec)}`;
+}
+
+export function parseManifest(text: string, dir: string): ReplicaManifest {
+  let m: unknown;
+  try {
+    m = JSON.parse(text);
+  } catch (e) {
+    throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not JSON`, { details: { dir }, cause: e });
+  }
+  const o = m as Partial<ReplicaManifest> | null;
+  const ok = o !== null && typeof o === 'object' && o.format === 'mamori-replica-chain' && o.version === 1
+    && Number.isSafeInteger(o.virtualSize) && typeof o.base === 'string' && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
+    && o.points.every((p) => typeof p?.id === 'string' && typeof p.file === 'string' && POINT_RE.test(p.file) && Number.isSafeInteger(p.seq)
+      && p.seq < o.nextSeq! && typeof p.time === 'string' && (p.consistency === 'crash' || p.consistency === 'application'));
+  if (!ok) throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not a mamori replica chain (version 1)`, { details: { dir } });
+  return o as ReplicaManifest;
+}
+
+async function writeManifest(dir: string, manifest: ReplicaManifest): Promise<void> {
+  const tmp = join(dir, `${MANIFEST}.tmp`);
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dir, MANIFEST));
+  await fsyncPath(dir);
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** qemu-img check without -U: a lock conflict means a writer still has the image open. */
+async function assertClosedAndSound(file: string): Promise<void> {
+  try {
+    // 0 clean, 3 leaked clusters only (harmless).
+    await runProcess('qemu-img', ['check', '-q', '-f', 'qcow2', file], { timeoutMs: 300_000, okCodes: [0, 3] });
+  } catch (e) {
+    if (isLockError(e)) throw inUse(file, e);
+    if (isMamoriError(e, 'PROCESS_FAILED')) {
+      throw new MamoriError('IMAGE_CORRUPT', `staging image ${file} is damaged; the cycle cannot become a point: ${String(e.details?.['stderr'] ?? '').trim()}`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** A file some process holds open must not be deleted under it; unreadable garbage may be. */
+async function assertNotInUse(file: string): Promise<void> {
+  try {
+    await runProcess('qemu-img', ['info', '-f', 'qcow2', file], { timeoutMs: 30_000 });
+  } catch (e) {
+    if (isLockError(e)) throw inUse(file, e);
+    if (!isMamoriError(e, 'PROCESS_FAILED')) throw e;
+  }
+}
+
+async function runImg(args: string[], file: string): Promise<void> {
+  try {
+    await runProcess('qemu-img', args, { timeoutMs: 6 * 3600_000 });
+  } catch (e) {
+    if (isLockError(e)) throw inUse(file, e);
+    throw e;
+  }
+}
+
+/** qemu-img's wording is the only sign of a lock conflict (it has no exit code for it). */
+function isLockError(e: unknown): boolean {
+  return isMamoriError(e, 'PROCESS_FAILED') && /lock/i.test(String(e.details?.['stderr'] ?? ''));
+}
+
+function inUse(file: string, cause: unknown): MamoriError {
+  return new MamoriError('DISK_IN_USE', `${file} is open in another process (a storage daemon or a reader); stop it first`, { details: { file, wanted: 'REPLICA_BUSY' }, cause });
+}
+
+function busy(dir: string, why: string): MamoriError {
+  return new MamoriError('DISK_IN_USE', `replica ${dir}: ${why}`, { details: { dir, wanted: 'REPLICA_BUSY' } });
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+function pad(n: number): string {
+  return String(n).padStart(6, '0');
+}
