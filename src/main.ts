@@ -14,18 +14,30 @@ import { DiskService } from './disks/disk-service.js';
 import { VmService } from './vms/vm-service.js';
 import { VmSupervisor } from './vms/vm-supervisor.js';
 import { HostService } from './host/host-service.js';
+import { PeerRepo } from './store/repos/peer-repo.js';
+import { ensureSiteTls, serverNamesFor, type SiteTls } from './sites/site-tls.js';
+import { SitePairing } from './sites/site-pairing.js';
+import { SitePeers } from './sites/site-peers.js';
 
 export interface SiteOptions {
   dataDir: string;
   name: string;
   guestDir?: string;
   logger?: Logger;
+  /** Names and addresses the server certificate must cover besides loopback (the listen host). */
+  serverNames?: string[];
+  /** Serve plain HTTP (local development only); the CA and certificates are made all the same. */
+  insecureHttp?: boolean;
 }
 
 export interface Site {
   app: FastifyInstance;
   paths: SitePaths;
   host: HostService;
+  /** The site's CA and certificates (DATA/tls/); replication builds QEMU TLS credentials from them. */
+  tls: SiteTls;
+  /** Paired sites and pinned clients to call them. */
+  peers: SitePeers;
   /** Set only at first start: the admin token in clear, also written to DATA/admin-token. */
   createdAdminToken: string | null;
   listen(host: string, port: number): Promise<string>;
@@ -46,6 +58,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     createdAdminToken = await tokens.create('admin', 'admin');
     await writeSecret(paths.adminToken, createdAdminToken);
   }
+  const tls = await ensureSiteTls({ dir: paths.tlsDir, siteName: opts.name, serverNames: serverNamesFor(opts.serverNames ?? []) });
+  if (tls.created.length) log.info({ created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames }, 'site TLS material made');
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
   const jobs = new JobJournal(store.db);
   const disks = new DiskService({ db: store.db, paths, jobs, log });
@@ -57,9 +71,15 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   });
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await supervisor.reattachAll();
-  const app = await buildApp({ siteName: opts.name, tokens, vms, disks, jobs, host, logger: log });
+  const peerRepo = new PeerRepo(store.db);
+  const pairing = new SitePairing({ siteName: opts.name, tls, peers: peerRepo, tokens, log });
+  const peers = new SitePeers({ peers: peerRepo });
+  const app = await buildApp({
+    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, logger: log,
+    ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
+  });
   return {
-    app, paths, host, createdAdminToken,
+    app, paths, host, tls, peers, createdAdminToken,
     async listen(hostName, port) {
       const address = await app.listen({ host: hostName, port });
       const url = address.replace('0.0.0.0', '127.0.0.1');

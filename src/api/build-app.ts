@@ -6,11 +6,15 @@ import type { TokenRepo } from '../store/repos/token-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { JobJournal } from '../jobs/job-journal.js';
-import { diskSchema, errorSchema, jobSchema, vmSchema } from './schemas.js';
+import type { SitePairing } from '../sites/site-pairing.js';
+import type { SitePeers } from '../sites/site-peers.js';
+import { diskSchema, errorSchema, jobSchema, peerSchema, vmSchema } from './schemas.js';
 import { vmRoutes } from './routes/vms.js';
 import { diskRoutes } from './routes/disks.js';
 import { hostRoutes, type HostInfoSource } from './routes/host.js';
 import { jobRoutes } from './routes/jobs.js';
+import { siteRoutes } from './routes/sites.js';
+import './request-caller.js';
 
 export interface AppDeps {
   siteName: string;
@@ -19,10 +23,15 @@ export interface AppDeps {
   disks: DiskService;
   jobs: JobJournal;
   host: HostInfoSource;
+  pairing: SitePairing;
+  peers: SitePeers;
   logger: Logger;
+  /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
+  https?: { key: string; cert: string };
 }
 
-const PUBLIC_PATHS = new Set(['/health', '/openapi.json']);
+/** Routes that need no bearer token ("METHOD /route"); POST /site/pairing carries its own proof. */
+const PUBLIC_ROUTES = new Set(['GET /health', 'HEAD /health', 'GET /openapi.json', 'GET /site/ca', 'POST /site/pairing']);
 
 /**
  * Builds the REST API without listening, so tests drive it with inject() and main.ts
@@ -30,12 +39,14 @@ const PUBLIC_PATHS = new Set(['/health', '/openapi.json']);
  * QEMU directly.
  */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const app = Fastify({
+  const options = {
     logger: deps.logger as FastifyBaseLogger,
     disableRequestLogging: true,
     genReqId: () => `req-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false, allowUnionTypes: true } },
-  });
+  };
+  // Fastify's types follow the server kind; the rest of the code only needs the common surface.
+  const app = (deps.https ? Fastify({ ...options, https: deps.https }) : Fastify(options)) as unknown as FastifyInstance;
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -45,15 +56,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     refResolver: { buildLocalReference: (json, _base, _frag, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
   });
-  for (const s of [errorSchema, vmSchema, diskSchema, jobSchema]) app.addSchema(s);
+  for (const s of [errorSchema, vmSchema, diskSchema, jobSchema, peerSchema]) app.addSchema(s);
 
+  app.decorateRequest('caller', null);
   app.addHook('onRequest', async (req) => {
-    if (PUBLIC_PATHS.has(req.routeOptions.url ?? '')) return;
+    if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ''}`)) return;
     const header = req.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) throw new MamoriError('UNAUTHORIZED', 'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)');
     const who = await deps.tokens.verify(token);
     if (!who) throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site');
+    req.caller = who;
   });
 
   app.setErrorHandler((err: FastifyError | MamoriError | Error, req, reply) => {
@@ -79,11 +92,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}`, retryable: false, requestId: req.id } }),
   );
 
-  app.get('/health', { schema: { hide: true } }, async () => ({ ok: true, site: deps.siteName }));
+  // time: the server's clock (ms since the epoch), for peers' clock offset estimates.
+  app.get('/health', { schema: { hide: true } }, async () => ({ ok: true, site: deps.siteName, time: Date.now() }));
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.register(hostRoutes(deps));
   await app.register(vmRoutes(deps));
   await app.register(diskRoutes(deps));
   await app.register(jobRoutes(deps));
+  await app.register(siteRoutes(deps));
   return app;
 }

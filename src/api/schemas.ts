@@ -113,3 +113,35 @@ export const errorResponses = {
   500: { $ref: 'Error#' },
   503: { $ref: 'Error#' },
 } as const;
+
+export const peerSchema = {
+  $id: 'Peer',
+  type: 'object',
+  required: ['name', 'url', 'fingerprint', 'direction', 'pairedAt', 'status'],
+  properties: {
+    name: { type: 'string' },
+    url: nullableString,
+    fingerprint: { type: 'string', description: 'SHA-256 of the pinned CA certificate of the peer' },
+    direction: { type: 'string', enum: ['both', 'outbound', 'inbound'] },
+    pairedAt: { type: 'string' },
+    updatedAt: { type: 'string' },
+    status: {
+      type: 'object',
+      required: ['state'],
+      properties: {
+        state: { type: 'string', enum: ['reachable', 'unreachable', 'cert-mismatch', 'not-callable', 'not-checked'] },
+        checkedAt: nullableString,
+        rttMs: { type: ['number', 'null'] },
+        clockOffsetMs: { type: ['number', 'null'], description: 'peer clock minus local clock, ms (midpoint estimate)' },
+        error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
+      },
+    },
+  },
+} as const;
+
+/** For routes that call a peer site or need a role: adds FORBIDDEN/PEER_AUTH_FAILED (403) and PEER_CERT_MISMATCH (502). */
+export const peerErrorResponses = {
+  ...errorResponses,
+  403: { $ref: 'Error#' },
+  502: { $ref: 'Error#' },
+} as const;

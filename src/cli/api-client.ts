@@ -8,11 +8,14 @@ import { ERROR_CODES, type ErrorCode } from '../core/error-codes.js';
 export interface SiteTarget {
   url: string;
   token: string;
+  /** PEM of the CA to trust for an https URL; the system store when absent. */
+  ca?: string;
 }
 
 /**
- * Where the CLI's site is: --data DIR (a local site: URL and token read from there), or
- * MAMORI_URL and MAMORI_TOKEN.
+ * Where the CLI's site is: --data DIR (a local site: URL, token and the site's own CA read
+ * from there), or MAMORI_URL and MAMORI_TOKEN, with MAMORI_CA naming the CA certificate
+ * file to trust (a site's DATA/tls/ca-cert.pem; without it, the system's CAs).
  */
 export async function resolveSite(opts: { data?: string; url?: string; token?: string }, env = process.env): Promise<SiteTarget> {
   if (opts.data) {
@@ -23,13 +26,24 @@ export async function resolveSite(opts: { data?: string; url?: string; token?: s
         throw new MamoriError('CONFIG_MISSING', `cannot read the ${what} from ${join(opts.data!, f)}: is 'mamori serve --data ${opts.data}' running, and are you allowed to read its folder?`);
       }
     };
-    return { url: opts.url ?? (await read('url', 'site URL')), token: opts.token ?? (await read('admin-token', 'admin token')) };
+    const url = opts.url ?? (await read('url', 'site URL'));
+    const token = opts.token ?? (await read('admin-token', 'admin token'));
+    return url.startsWith('https:') ? { url, token, ca: await read(join('tls', 'ca-cert.pem'), "site's CA certificate") } : { url, token };
   }
   const url = opts.url ?? env['MAMORI_URL'];
   const token = opts.token ?? env['MAMORI_TOKEN'];
-  if (!url || !token) throw new MamoriError('CONFIG_MISSING', 'no site given: pass --data DIR for a local site, or set MAMORI_URL and MAMORI_TOKEN');
-  return { url, token };
+  if (!url || !token) throw new MamoriError('CONFIG_MISSING', 'no site given: pass --data DIR for a local site, or set MAMORI_URL and MAMORI_TOKEN (and MAMORI_CA for its CA certificate)');
+  const caFile = env['MAMORI_CA'];
+  if (!caFile) return { url, token };
+  try {
+    return { url, token, ca: await readFile(caFile, 'utf8') };
+  } catch (e) {
+    throw new MamoriError('CONFIG_MISSING', `cannot read MAMORI_CA=${caFile}: ${(e as Error).message}`);
+  }
 }
+
+/** OpenSSL's names for "the certificate is not from a CA we trust". */
+const UNTRUSTED_CERT = /CERT|SELF_SIGNED|UNABLE_TO_(GET_ISSUER|VERIFY)|ALTNAME/;
 
 /** A thin typed client of the site API; server errors come back as MamoriError with the server's code. */
 export class ApiClient {
@@ -60,6 +74,7 @@ export class ApiClient {
       res = await new Promise((resolve, reject) => {
         const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
           method,
+          ...(this.#site.ca && url.protocol === 'https:' ? { ca: this.#site.ca } : {}),
           headers: { authorization: `Bearer ${this.#site.token}`, ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }) },
           timeout: 15 * 60_000,
         }, (r) => {
@@ -71,7 +86,11 @@ export class ApiClient {
         req.end(payload);
       });
     } catch (e) {
-      throw new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${this.#site.url}: ${(e as Error).message}`);
+      const code = (e as { code?: string }).code ?? '';
+      const hint = UNTRUSTED_CERT.test(code)
+        ? ` (the site's certificate is not trusted: use --data DIR, or set MAMORI_CA to the site's DATA/tls/ca-cert.pem)`
+        : '';
+      throw new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${this.#site.url}: ${(e as Error).message}${hint}`);
     }
     const json = res.text ? (JSON.parse(res.text) as unknown) : undefined;
     if (res.status < 200 || res.status >= 300) {

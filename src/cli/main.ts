@@ -3,23 +3,29 @@ import { ApiClient, resolveSite } from './api-client.js';
 import { vmCommand, VM_USAGE } from './vm-commands.js';
 import { diskCommand, DISK_USAGE } from './disk-commands.js';
 import { hostCommand } from './host-commands.js';
+import { siteCommand, SITE_USAGE } from './site-commands.js';
 import { printJson } from './output.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
 usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
-  serve --data DIR [--listen HOST:PORT] [--name SITE]   run a site server
+  serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http]
+                                                         run a site server (HTTPS with its own CA)
   host info                                              accelerator, QEMU version, machine types
+  site ...                                               pairing with other sites (mamori site --help)
   vm ...                                                 VMs (mamori vm --help)
   disk ...                                               disks and raw device mappings
   job list | job show ID                                 long operations and their journals
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
 
-The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN.
+The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
+the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
 
 ${VM_USAGE}
 
 ${DISK_USAGE}
+
+${SITE_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -40,6 +46,11 @@ function takeGlobals(argv: string[]): { rest: string[]; json: boolean; data?: st
     else if (a === '--data' && argv[0] !== 'serve') out.data = value();
     else if (a.startsWith('--data=') && argv[0] !== 'serve') out.data = a.slice(7);
     else rest.push(a);
+  }
+  // `site pair URL --token T`: there --token is the peer's admin token, not this CLI's.
+  if (rest[0] === 'site' && rest[1] === 'pair' && out.token !== undefined) {
+    rest.push('--token', out.token);
+    delete out.token;
   }
   return { rest, ...out };
 }
@@ -63,6 +74,8 @@ async function run(argv: string[]): Promise<void> {
       return diskCommand(api, rest, g.json);
     case 'host':
       return hostCommand(api, rest, g.json);
+    case 'site':
+      return siteCommand(api, rest, g.json);
     case 'job': {
       if (rest[0] === 'list') return printJson(await api.get('/jobs'));
       if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');

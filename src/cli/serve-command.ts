@@ -8,14 +8,23 @@ import { MamoriError } from '../core/mamori-error.js';
 export async function serveCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv, strict: true,
-    options: { data: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' }, 'guest-dir': { type: 'string' } },
+    options: {
+      data: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' }, 'guest-dir': { type: 'string' },
+      'insecure-http': { type: 'boolean' },
+    },
   });
-  if (!values.data) throw new MamoriError('INVALID_INPUT', 'usage: mamori serve --data DIR [--listen HOST:PORT] [--name SITE]');
+  if (!values.data) throw new MamoriError('INVALID_INPUT', 'usage: mamori serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http]');
   const { host, port } = parseListen(values.listen ?? '127.0.0.1:8443');
-  const site = await openSite({ dataDir: resolve(values.data), name: values.name ?? 'site-a', ...(values['guest-dir'] ? { guestDir: resolve(values['guest-dir']) } : {}) });
+  const site = await openSite({
+    dataDir: resolve(values.data), name: values.name ?? 'site-a', serverNames: [host],
+    ...(values['guest-dir'] ? { guestDir: resolve(values['guest-dir']) } : {}),
+    ...(values['insecure-http'] ? { insecureHttp: true } : {}),
+  });
   const url = await site.listen(host, port);
   await writeFile(site.paths.serverPid, `${process.pid}\n`);
   process.stderr.write(`mamori site ${values.name ?? 'site-a'} serving ${url} (data ${site.paths.root})\n`);
+  if (values['insecure-http']) process.stderr.write('WARNING: plain HTTP (--insecure-http): tokens cross the network in clear; for local development only\n');
+  process.stderr.write(`site CA SHA256 fingerprint ${site.tls.caFingerprint} (${site.paths.tlsDir}/ca-cert.pem)\n`);
   if (site.createdAdminToken) process.stderr.write(`admin token written to ${site.paths.adminToken}\n`);
   // Probe the accelerator now, so the first VM start does not pay for it.
   void site.host.probe().catch(() => undefined);

@@ -13,12 +13,14 @@ export const ERROR_CODES = {
   MALFORMED_JSON: { httpStatus: 400, retryable: false },
   // auth
   UNAUTHORIZED: { httpStatus: 401, retryable: false },
+  FORBIDDEN: { httpStatus: 403, retryable: false },
   // lookup
   NOT_FOUND: { httpStatus: 404, retryable: false },
   VM_NOT_FOUND: { httpStatus: 404, retryable: false },
   DISK_NOT_FOUND: { httpStatus: 404, retryable: false },
   JOB_NOT_FOUND: { httpStatus: 404, retryable: false },
   IMAGE_NOT_FOUND: { httpStatus: 404, retryable: false },
+  PEER_NOT_FOUND: { httpStatus: 404, retryable: false },
   // conflicts and lifecycle
   VM_EXISTS: { httpStatus: 409, retryable: false },
   DISK_EXISTS: { httpStatus: 409, retryable: false },
@@ -44,6 +46,10 @@ export const ERROR_CODES = {
   PROCESS_FAILED: { httpStatus: 500, retryable: false },
   PROCESS_TIMEOUT: { httpStatus: 504, retryable: true },
   ACCEL_UNAVAILABLE: { httpStatus: 503, retryable: false },
+  // peer sites
+  PEER_UNREACHABLE: { httpStatus: 503, retryable: true },
+  PEER_CERT_MISMATCH: { httpStatus: 502, retryable: false },
+  PEER_AUTH_FAILED: { httpStatus: 403, retryable: false },
   // client side
   SITE_UNREACHABLE: { httpStatus: 503, retryable: true },
   CONFIG_MISSING: { httpStatus: 400, retryable: false },

@@ -19,6 +19,10 @@ export class SitePaths {
   get serverPid(): string {
     return join(this.root, 'server.pid');
   }
+  /** The site's CA, its server and client certificates (src/sites/site-tls.ts). */
+  get tlsDir(): string {
+    return join(this.root, 'tls');
+  }
   pool(name: string): string {
     return join(this.root, 'pools', name);
   }

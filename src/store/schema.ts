@@ -69,6 +69,64 @@ export interface JobTable {
   updated_at: string;
 }
 
+/** A paired site. A row exists once either side has paired (see src/sites/pairing-proof.ts). */
+export interface PeerTable {
+  id: string;
+  name: string;
+  /** The peer's API URL; null until this side has paired too (the peer paired with us first). */
+  url: string | null;
+  /** The peer's CA certificate, pinned: every call to the peer trusts this and nothing else. */
+  ca_cert_pem: string;
+  ca_fingerprint: string;
+  /** The site-to-site token the peer issued to us, in clear (we must send it); null until we paired. */
+  token: string | null;
+  /** The id of the token we issued to the peer (tokens.id, role 'site'), revoked on unpair. */
+  inbound_token_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Source side: a protected VM and where its replica lives. */
+export interface ReplicationTable {
+  vm_id: string;
+  peer: string;
+  replica_id: string;
+  rpo_ms: number;
+  keep_points: number;
+  /** enabled | paused */
+  state: string;
+  /** Generation of the dirty bitmap that counts changes since the newest point. */
+  generation: number | null;
+  last_point_at: string | null;
+  last_point_id: string | null;
+  failures: number;
+  last_error: string | null;
+  /** JSON: the last few cycles' figures (bytes, duration, mode). */
+  stats: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ReplicaTable {
+  id: string;
+  source_site: string;
+  source_vm_id: string;
+  vm_name: string;
+  disks: string;
+  keep_points: number;
+  created_at: string;
+}
+
+export interface ReplicaPointTable {
+  replica_id: string;
+  point_id: string;
+  time: string;
+  consistency: string;
+  committed_at: string;
+  /** JSON: each disk chain's point id, in disk order. */
+  disk_points: string;
+}
+
 export interface Database {
   meta: MetaTable;
   tokens: TokenTable;
@@ -76,5 +134,9 @@ export interface Database {
   disks: DiskTable;
   jobs: JobTable;
   snapshots: SnapshotTable;
+  peers: PeerTable;
+  replications: ReplicationTable;
+  replicas: ReplicaTable;
+  replica_points: ReplicaPointTable;
   schema_version: { version: Generated<number> };
 }

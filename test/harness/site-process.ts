@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './repo-root.js';
+import type { NetNs } from './netns.js';
 
 export const MAMORI_BIN = join(repoRoot, 'bin', 'mamori');
 
@@ -12,6 +13,15 @@ export interface CliResult {
   stderr: string;
 }
 
+export interface SiteProcessOptions {
+  /** Run the server and the CLI inside this network namespace (two-sites.ts). */
+  netns?: NetNs;
+  /** HOST:PORT for `serve --listen` (default 127.0.0.1:0). */
+  listen?: string;
+  /** More `serve` arguments, e.g. ['--insecure-http']. */
+  serveArgs?: string[];
+}
+
 /**
  * A real `mamori serve` in its own process and data folder, driven through the real CLI.
  * Tracks every QEMU pid it saw so cleanup kills exactly those, never by pattern.
@@ -19,19 +29,34 @@ export interface CliResult {
 export class SiteProcess {
   readonly dataDir: string;
   readonly name: string;
+  readonly netns: NetNs | undefined;
+  readonly listen: string;
+  readonly serveArgs: string[];
   #server: ChildProcess | null = null;
   #serverLog = '';
   #qemuPids = new Set<number>();
   url = '';
 
-  private constructor(dataDir: string, name: string) {
+  private constructor(dataDir: string, name: string, opts: SiteProcessOptions) {
     this.dataDir = dataDir;
     this.name = name;
+    this.netns = opts.netns;
+    this.listen = opts.listen ?? '127.0.0.1:0';
+    this.serveArgs = opts.serveArgs ?? [];
   }
 
-  static async create(name = 'site-a'): Promise<SiteProcess> {
+  static async create(name = 'site-a', opts: SiteProcessOptions = {}): Promise<SiteProcess> {
     const dir = await mkdtemp(join(tmpdir(), 'mamori-it-'));
-    return new SiteProcess(dir, name);
+    return new SiteProcess(dir, name, opts);
+  }
+
+  /** The site's CA certificate (PEM), for MAMORI_CA. */
+  get caCertFile(): string {
+    return join(this.dataDir, 'tls', 'ca-cert.pem');
+  }
+
+  async adminToken(): Promise<string> {
+    return (await readFile(join(this.dataDir, 'admin-token'), 'utf8')).trim();
   }
 
   get serverLog(): string {
@@ -44,7 +69,9 @@ export class SiteProcess {
 
   async start(): Promise<void> {
     await rm(join(this.dataDir, 'url'), { force: true });
-    const child = spawn(process.execPath, [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', '127.0.0.1:0', '--name', this.name], {
+    const argv = [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', this.listen, '--name', this.name, ...this.serveArgs];
+    const [file, args] = this.netns ? this.netns.wrap(process.execPath, argv) : [process.execPath, argv];
+    const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, MAMORI_ACCEL: process.env['MAMORI_ACCEL'] ?? 'tcg', MAMORI_LOG_LEVEL: 'info' },
     });
@@ -79,12 +106,26 @@ export class SiteProcess {
     if (!child || child.exitCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
+    // A server that does not stop within 20 s is killed: a test must never hang on cleanup.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     await exited;
+    clearTimeout(timer);
     this.#server = null;
   }
 
+  /** The pids of the QEMUs this site runs, as `vm list --json` tells (empty if the server is down). */
+  async vmPids(): Promise<number[]> {
+    const r = await this.cli('vm', 'list', '--json').catch(() => undefined);
+    if (!r || r.code !== 0) return [];
+    try {
+      return (JSON.parse(r.stdout) as { pid?: unknown }[]).map((v) => v.pid).filter((p): p is number => typeof p === 'number');
+    } catch {
+      return [];
+    }
+  }
+
   async cli(...args: string[]): Promise<CliResult> {
-    return runCli(['--data', this.dataDir, ...args]);
+    return runCli(['--data', this.dataDir, ...args], process.env, this.netns);
   }
 
   /** Runs the CLI with --json and parses its output; throws with the CLI's message on failure. */
@@ -137,9 +178,11 @@ export class SiteProcess {
   }
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
+/** The real CLI in a child process; inside a namespace when given one (the root namespace cannot reach its addresses). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, netns?: NetNs): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAMORI_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const [file, argv] = netns ? netns.wrap(process.execPath, [MAMORI_BIN, ...args]) : [process.execPath, [MAMORI_BIN, ...args]];
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

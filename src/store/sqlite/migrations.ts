@@ -25,6 +25,23 @@ const STEPS: readonly string[] = [
   `ALTER TABLE disks ADD COLUMN overlays TEXT NOT NULL DEFAULT '[]';
    CREATE TABLE snapshots (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
      name TEXT NOT NULL, created_at TEXT NOT NULL, running INTEGER NOT NULL, UNIQUE (vm_id, name));`,
+  // Paired sites: each pins its peer's CA; tokens gain the role 'site' for site-to-site calls.
+  `CREATE TABLE peers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT,
+     ca_cert_pem TEXT NOT NULL, ca_fingerprint TEXT NOT NULL UNIQUE, token TEXT,
+     inbound_token_id TEXT REFERENCES tokens(id) ON DELETE SET NULL,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);`,
+  // Replication. Source side: one row per protected VM. Recovery side: replicas and their
+  // points; a replica_points row is the commit of a point across all of a VM's disks.
+  `CREATE TABLE replications (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     peer TEXT NOT NULL, replica_id TEXT NOT NULL, rpo_ms INTEGER NOT NULL, keep_points INTEGER NOT NULL,
+     state TEXT NOT NULL, generation INTEGER, last_point_at TEXT, last_point_id TEXT, failures INTEGER NOT NULL DEFAULT 0,
+     last_error TEXT, stats TEXT NOT NULL DEFAULT '[]', created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+   CREATE TABLE replicas (id TEXT PRIMARY KEY, source_site TEXT NOT NULL, source_vm_id TEXT NOT NULL,
+     vm_name TEXT NOT NULL, disks TEXT NOT NULL, keep_points INTEGER NOT NULL, created_at TEXT NOT NULL,
+     UNIQUE (source_site, source_vm_id));
+   CREATE TABLE replica_points (replica_id TEXT NOT NULL REFERENCES replicas(id) ON DELETE CASCADE,
+     point_id TEXT NOT NULL, time TEXT NOT NULL, consistency TEXT NOT NULL, committed_at TEXT NOT NULL,
+     disk_points TEXT NOT NULL, PRIMARY KEY (replica_id, point_id));`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

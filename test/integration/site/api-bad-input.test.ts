@@ -197,7 +197,10 @@ test('a shared disk must be an RDM', async () => {
 });
 
 test('the CLI prints one clear line and exits non-zero on errors', async () => {
-  const env = { ...process.env, MAMORI_URL: url, MAMORI_TOKEN: token };
+  const env = { ...process.env, MAMORI_URL: url, MAMORI_TOKEN: token, MAMORI_CA: join(site.paths.tlsDir, 'ca-cert.pem') };
+  const untrusted = await runCli(['vm', 'list'], { ...env, MAMORI_CA: '' });
+  assert.equal(untrusted.code, 1);
+  assert.match(untrusted.stderr, /not trusted: use --data DIR, or set MAMORI_CA.*\[SITE_UNREACHABLE\]/);
   const unknown = await runCli(['vm', 'show', 'ghost'], env);
   assert.equal(unknown.code, 1);
   assert.equal(unknown.stderr.trim().split('\n').length, 1);

@@ -1,0 +1,48 @@
+/** A paired site as this site stores it. */
+export interface PeerRecord {
+  id: string;
+  name: string;
+  /** null until this side has run pair too (the peer paired with us first). */
+  url: string | null;
+  caCertPem: string;
+  caFingerprint: string;
+  /** The token the peer issued to us; null until this side has paired. */
+  token: string | null;
+  /** The token we issued to the peer; null until the peer has paired with us. */
+  inboundTokenId: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/**
+ * Which ways calls can go: 'both' once each side ran pair; 'outbound' when only this side
+ * did (we can call the peer, it cannot call us); 'inbound' when only the peer did.
+ */
+export type PeerDirection = 'both' | 'outbound' | 'inbound';
+
+export type PeerState = 'reachable' | 'unreachable' | 'cert-mismatch' | 'not-callable' | 'not-checked';
+
+export interface PeerStatus {
+  state: PeerState;
+  checkedAt: string | null;
+  rttMs: number | null;
+  clockOffsetMs: number | null;
+  error: { code: string; message: string } | null;
+}
+
+/** What the API shows of a peer: never its token. */
+export interface PeerView {
+  name: string;
+  url: string | null;
+  fingerprint: string;
+  direction: PeerDirection;
+  pairedAt: string;
+  updatedAt: string;
+  status: PeerStatus;
+}
+
+export function peerDirection(p: PeerRecord): PeerDirection {
+  const out = p.url !== null && p.token !== null;
+  const inb = p.inboundTokenId !== null;
+  return out && inb ? 'both' : out ? 'outbound' : 'inbound';
+}

@@ -1,0 +1,108 @@
+import { NetNs, VethLink, runTag, type CutMode } from './netns.js';
+import { SiteProcess, type CliResult } from './site-process.js';
+
+export const SITE_PORT = 8443;
+
+/**
+ * Two real sites, each `mamori serve` in its own network namespace, joined by one veth
+ * link in a /30 (10.213.0.1 for site-a, 10.213.0.2 for site-b; the namespaces are private
+ * to this run, so the same addresses in another run do not clash). The root namespace
+ * cannot reach either, so the CLI runs inside the site's namespace (site.cli()).
+ *
+ * Names carry the test process's pid and a random tag: `mamori-<pid>-<tag>-a` / `-b`, and
+ * veth ends `mm<tag>a` / `mm<tag>b`. destroy() removes exactly those.
+ *
+ *   const sites = await TwoSites.create();
+ *   after(() => sites.destroy());          // also runs when the test failed
+ *   await sites.a.cliJson('site', 'pair', sites.b.url, '--token', await sites.b.adminToken());
+ *   await sites.cutLink(); ... await sites.restoreLink();
+ */
+export class TwoSites {
+  readonly tag: string;
+  readonly a: SiteProcess;
+  readonly b: SiteProcess;
+  readonly link: VethLink;
+  readonly namespaces: NetNs[];
+
+  private constructor(tag: string, a: SiteProcess, b: SiteProcess, link: VethLink, namespaces: NetNs[]) {
+    this.tag = tag;
+    this.a = a;
+    this.b = b;
+    this.link = link;
+    this.namespaces = namespaces;
+  }
+
+  /** Makes the namespaces and link, starts both servers; on any failure undoes what it made. */
+  static async create(opts: { names?: [string, string]; start?: boolean } = {}): Promise<TwoSites> {
+    const tag = runTag();
+    const short = tag.split('-')[1]!;
+    const [nameA, nameB] = opts.names ?? ['site-a', 'site-b'];
+    const made: NetNs[] = [];
+    const sites: SiteProcess[] = [];
+    try {
+      made.push(await NetNs.create(`mamori-${tag}-a`));
+      made.push(await NetNs.create(`mamori-${tag}-b`));
+      const [nsA, nsB] = made as [NetNs, NetNs];
+      const link = await VethLink.create(nsA, nsB, { devA: `mm${short}a`, devB: `mm${short}b`, addresses: ['10.213.0.1', '10.213.0.2'] });
+      sites.push(await SiteProcess.create(nameA, { netns: nsA, listen: `${link.a.address}:${SITE_PORT}` }));
+      sites.push(await SiteProcess.create(nameB, { netns: nsB, listen: `${link.b.address}:${SITE_PORT}` }));
+      const two = new TwoSites(tag, sites[0]!, sites[1]!, link, made);
+      if (opts.start ?? true) await Promise.all([two.a.start(), two.b.start()]);
+      return two;
+    } catch (e) {
+      for (const s of sites) await s.destroy().catch(() => undefined);
+      for (const ns of made) await ns.delete().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  site(which: 'a' | 'b'): SiteProcess {
+    return which === 'a' ? this.a : this.b;
+  }
+
+  cli(which: 'a' | 'b', ...args: string[]): Promise<CliResult> {
+    return this.site(which).cli(...args);
+  }
+
+  cliJson<T>(which: 'a' | 'b', ...args: string[]): Promise<T> {
+    return this.site(which).cliJson<T>(...args);
+  }
+
+  /** Pairs a with b and b with a (each side with the other's admin token). */
+  async pairBothWays(): Promise<void> {
+    await this.a.cliJson('site', 'pair', this.b.url, '--token', await this.b.adminToken());
+    await this.b.cliJson('site', 'pair', this.a.url, '--token', await this.a.adminToken());
+  }
+
+  /** 'blackhole' (default): packets vanish silently both ways; 'down': both veth ends down. */
+  cutLink(mode: CutMode = 'blackhole'): Promise<void> {
+    return this.link.cut(mode);
+  }
+
+  restoreLink(): Promise<void> {
+    return this.link.restore();
+  }
+
+  /**
+   * Stops both servers, kills the QEMUs they reported (vm list --json) and then anything
+   * else still running inside the two namespaces (storage daemons, qemu-nbd), deletes the
+   * namespaces by their own names (the veth pair goes with them) and the data folders.
+   * Every step runs even if an earlier one failed.
+   */
+  async destroy(): Promise<void> {
+    const errors: unknown[] = [];
+    const step = async (fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    };
+    await step(() => this.link.restore());
+    for (const s of [this.a, this.b]) await step(async () => (await s.vmPids()).forEach((p) => s.trackPid(p)));
+    for (const s of [this.a, this.b]) await step(() => s.stopServer());
+    for (const s of [this.a, this.b]) await step(() => s.destroy());
+    for (const ns of this.namespaces) await step(() => ns.delete());
+    if (errors.length) throw new AggregateError(errors, `two-sites cleanup had ${errors.length} error(s)`);
+  }
+}
