@@ -18,6 +18,8 @@ import { PeerRepo } from './store/repos/peer-repo.js';
 import { ensureSiteTls, serverNamesFor, type SiteTls } from './sites/site-tls.js';
 import { SitePairing } from './sites/site-pairing.js';
 import { SitePeers } from './sites/site-peers.js';
+import { ReplicaService } from './replication/replica-service.js';
+import { ReplicationService } from './replication/replication-service.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -74,20 +76,28 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const peerRepo = new PeerRepo(store.db);
   const pairing = new SitePairing({ siteName: opts.name, tls, peers: peerRepo, tokens, log });
   const peers = new SitePeers({ peers: peerRepo });
+  // The replica's NBD server listens where the API does: the one address paired sites reach.
+  let listenHost = '127.0.0.1';
+  const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
+  const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, log });
   const app = await buildApp({
-    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, logger: log,
+    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, logger: log,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
     app, paths, host, tls, peers, createdAdminToken,
     async listen(hostName, port) {
+      listenHost = hostName === '0.0.0.0' || hostName === '::' ? '127.0.0.1' : hostName;
       const address = await app.listen({ host: hostName, port });
+      await replication.start();
       const url = address.replace('0.0.0.0', '127.0.0.1');
       await writeFile(paths.urlFile, `${url}\n`);
       return url;
     },
     async close() {
+      replication.shutdown();
       await app.close();
+      await replicas.shutdown();
       await supervisor.detachAll();
       await store.close();
     },

@@ -2,6 +2,10 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import swagger from '@fastify/swagger';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
+import type { ReplicaService } from '../replication/replica-service.js';
+import type { ReplicationService } from '../replication/replication-service.js';
+import { replicationRoutes } from './routes/replication.js';
+import { replicaRoutes } from './routes/replicas.js';
 import type { TokenRepo } from '../store/repos/token-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from '../disks/disk-service.js';
@@ -25,6 +29,8 @@ export interface AppDeps {
   host: HostInfoSource;
   pairing: SitePairing;
   peers: SitePeers;
+  replicas: ReplicaService;
+  replication: ReplicationService;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -100,5 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(diskRoutes(deps));
   await app.register(jobRoutes(deps));
   await app.register(siteRoutes(deps));
+  await app.register(replicationRoutes(deps));
+  await app.register(replicaRoutes(deps));
   return app;
 }

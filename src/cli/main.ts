@@ -2,6 +2,7 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { ApiClient, resolveSite } from './api-client.js';
 import { vmCommand, VM_USAGE } from './vm-commands.js';
 import { diskCommand, DISK_USAGE } from './disk-commands.js';
+import { replicateCommand, REPLICATE_USAGE } from './replicate-commands.js';
 import { hostCommand } from './host-commands.js';
 import { siteCommand, SITE_USAGE } from './site-commands.js';
 import { printJson } from './output.js';
@@ -24,6 +25,8 @@ the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
 ${VM_USAGE}
 
 ${DISK_USAGE}
+
+${REPLICATE_USAGE}
 
 ${SITE_USAGE}
 `;
@@ -72,6 +75,8 @@ async function run(argv: string[]): Promise<void> {
       return vmCommand(api, rest, g.json);
     case 'disk':
       return diskCommand(api, rest, g.json);
+    case 'replicate':
+      return replicateCommand(api, rest, g.json);
     case 'host':
       return hostCommand(api, rest, g.json);
     case 'site':

@@ -53,6 +53,16 @@ export const ERROR_CODES = {
   // client side
   SITE_UNREACHABLE: { httpStatus: 503, retryable: true },
   CONFIG_MISSING: { httpStatus: 400, retryable: false },
+  // NBD (src/nbd): the block transfer between sites
+  NBD_CONNECT_FAILED: { httpStatus: 503, retryable: true },
+  NBD_PROTOCOL_ERROR: { httpStatus: 502, retryable: false },
+  NBD_NEGOTIATION_FAILED: { httpStatus: 502, retryable: false },
+  NBD_TLS_REQUIRED: { httpStatus: 502, retryable: false },
+  NBD_TLS_FAILED: { httpStatus: 502, retryable: false },
+  NBD_SERVER_ERROR: { httpStatus: 502, retryable: false },
+  NBD_UNSUPPORTED: { httpStatus: 422, retryable: false },
+  NBD_DISCONNECTED: { httpStatus: 503, retryable: true },
+  NBD_TIMEOUT: { httpStatus: 504, retryable: true },
   // catch-all for errors the code did not raise on purpose
   INTERNAL: { httpStatus: 500, retryable: false },
 } as const satisfies Record<string, { httpStatus: number; retryable: boolean }>;

@@ -1,0 +1,53 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { ReplicationService } from '../../replication/replication-service.js';
+import { errorResponses, nameParam } from '../schemas.js';
+import { requireRole } from '../request-caller.js';
+
+const statusSchema = {
+  type: 'object',
+  required: ['vm', 'to', 'state', 'rpoSeconds'],
+  properties: {
+    vm: { type: 'string' }, to: { type: 'string' }, state: { type: 'string' }, rpoSeconds: { type: 'number' }, points: { type: 'integer' },
+    lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' },
+    nextCycleAt: { type: ['string', 'null'] }, failures: { type: 'integer' }, lastError: { type: ['string', 'null'] },
+    lastCycle: { type: ['object', 'null'], additionalProperties: true },
+  },
+} as const;
+
+const pointSchema = { type: 'object', properties: { id: { type: 'string' }, time: { type: 'string' }, consistency: { type: 'string' }, committedAt: { type: 'string' } } } as const;
+
+/** The protected side: replication of this site's VMs to a paired site. */
+export function replicationRoutes(deps: { replication: ReplicationService }): FastifyPluginAsync {
+  const r = deps.replication;
+  const admin = requireRole('admin');
+  return async (app) => {
+    app.get('/replication', { preHandler: admin, schema: { summary: 'Replication status of every protected VM', response: { 200: { type: 'array', items: statusSchema }, ...errorResponses } } }, async () => r.statusAll());
+    app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number } }>('/vms/:name/replication', {
+      preHandler: admin,
+      schema: {
+        summary: 'Enable replication of a VM to a paired site',
+        params: nameParam,
+        body: { type: 'object', required: ['to', 'rpo'], additionalProperties: false, properties: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'integer' } } },
+        response: { 201: statusSchema, ...errorResponses },
+      },
+    }, async (req, reply) => reply.status(201).send(await r.enable(req.params.name, req.body)));
+    app.get<{ Params: { name: string } }>('/vms/:name/replication', { preHandler: admin, schema: { summary: "A VM's replication status", params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => r.status(req.params.name));
+    app.delete<{ Params: { name: string } }>('/vms/:name/replication', { preHandler: admin, schema: { summary: 'Disable replication (the replica stays at the recovery site)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } }, async (req, reply) => {
+      await r.disable(req.params.name);
+      return reply.status(204).send();
+    });
+    for (const [action, fn] of [['pause', (n: string) => r.setPaused(n, true)], ['resume', (n: string) => r.setPaused(n, false)], ['sync', (n: string) => r.syncNow(n)]] as const) {
+      app.post<{ Params: { name: string } }>(`/vms/:name/replication/${action}`, { preHandler: admin, schema: { summary: `${action} replication`, params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => fn(req.params.name));
+    }
+    app.get<{ Params: { name: string } }>('/vms/:name/replication/points', { preHandler: admin, schema: { summary: 'Recovery points at the recovery site', params: nameParam, response: { 200: { type: 'array', items: pointSchema }, ...errorResponses } } }, async (req) => r.points(req.params.name));
+    app.post<{ Params: { name: string }; Body: { pointId?: string } }>('/vms/:name/replication/verify', {
+      preHandler: admin,
+      schema: {
+        summary: 'Run the write-log verifier on a recovery point at the recovery site',
+        params: nameParam,
+        body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } },
+        response: { 200: { type: 'object', properties: { point: pointSchema, report: { type: 'object', additionalProperties: true } } }, ...errorResponses },
+      },
+    }, async (req) => r.verify(req.params.name, req.body?.pointId));
+  };
+}

@@ -1,0 +1,220 @@
+import { rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { ReplicaChain, type PointConsistency } from './replica-chain.js';
+import { StorageDaemon } from '../qemu/storage-daemon.js';
+import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
+import type { SiteTls } from '../sites/site-tls.js';
+import { newShortId } from '../core/ids.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { KeyedLock } from '../jobs/keyed-lock.js';
+import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.js';
+import type { Logger } from '../core/logger.js';
+
+export interface ReplicaDiskSpec {
+  index: number;
+  sizeBytes: number;
+}
+
+export interface ReplicaView {
+  id: string;
+  sourceSite: string;
+  sourceVmId: string;
+  vmName: string;
+  disks: ReplicaDiskSpec[];
+  keepPoints: number;
+  points: ReplicaPointView[];
+}
+
+export interface ReplicaPointView {
+  id: string;
+  time: string;
+  consistency: PointConsistency;
+  committedAt: string;
+}
+
+export interface CycleTarget {
+  cycleId: string;
+  host: string;
+  port: number;
+  /** NBD export name per disk index. */
+  exports: string[];
+}
+
+interface OpenCycle {
+  id: string;
+  daemon: StorageDaemon;
+  chains: ReplicaChain[];
+}
+
+/**
+ * The recovery side of replication: one replica per protected VM, one ReplicaChain per disk.
+ * A cycle opens a staging overlay on every disk and serves them writable over NBD with TLS,
+ * accepting only the source site's client certificate. A point exists once every disk's
+ * chain has committed and the replica_points row is written: that row is the commit of a
+ * multi-disk point, so a crash between two disks' commits never shows a half point.
+ */
+export class ReplicaService {
+  #db: Kysely<Database>;
+  #root: string;
+  #listenHost: () => string;
+  #tls: () => Promise<SiteTls>;
+  #log: Logger;
+  #lock = new KeyedLock();
+  #cycles = new Map<string, OpenCycle>();
+
+  constructor(deps: { db: Kysely<Database>; dataDir: string; listenHost: () => string; tls: () => Promise<SiteTls>; log: Logger }) {
+    this.#db = deps.db;
+    this.#root = join(deps.dataDir, 'replicas');
+    this.#listenHost = deps.listenHost;
+    this.#tls = deps.tls;
+    this.#log = deps.log;
+  }
+
+  async create(input: { sourceSite: string; sourceVmId: string; vmName: string; disks: ReplicaDiskSpec[]; keepPoints: number }): Promise<ReplicaView> {
+    const existing = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', input.sourceSite).where('source_vm_id', '=', input.sourceVmId).executeTakeFirst();
+    if (existing) {
+      // Enabling again after a disable on the source keeps what this site holds.
+      await this.#db.updateTable('replicas').set({ keep_points: input.keepPoints }).where('id', '=', existing.id).execute();
+      return this.get(existing.id);
+    }
+    const id = newShortId('rep');
+    const dir = join(this.#root, id);
+    try {
+      for (const d of input.disks) await ReplicaChain.create(join(dir, `disk${d.index}`), { virtualSize: d.sizeBytes });
+      await this.#db.insertInto('replicas').values({
+        id, source_site: input.sourceSite, source_vm_id: input.sourceVmId, vm_name: input.vmName,
+        disks: JSON.stringify(input.disks), keep_points: input.keepPoints, created_at: new Date().toISOString(),
+      }).execute();
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return this.get(id);
+  }
+
+  async get(id: string): Promise<ReplicaView> {
+    const r = await this.#db.selectFrom('replicas').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!r) throw new MamoriError('NOT_FOUND', `no replica ${id} on this site`);
+    const points = await this.#db.selectFrom('replica_points').selectAll().where('replica_id', '=', id).orderBy('time').execute();
+    return {
+      id: r.id, sourceSite: r.source_site, sourceVmId: r.source_vm_id, vmName: r.vm_name,
+      disks: JSON.parse(r.disks) as ReplicaDiskSpec[], keepPoints: r.keep_points,
+      points: points.map((p) => ({ id: p.point_id, time: p.time, consistency: p.consistency as PointConsistency, committedAt: p.committed_at })),
+    };
+  }
+
+  async list(): Promise<ReplicaView[]> {
+    const ids = await this.#db.selectFrom('replicas').select('id').execute();
+    return Promise.all(ids.map((r) => this.get(r.id)));
+  }
+
+  /** Opens staging on every disk and serves it over NBD+TLS for the source site's client only. */
+  async beginCycle(id: string, peer: { name: string; caPem: string }): Promise<CycleTarget> {
+    return this.#lock.run(id, async () => {
+      const replica = await this.get(id);
+      await this.#closeCycle(id, 'discard');
+      const dir = join(this.#root, id);
+      const chains = await Promise.all(replica.disks.map((d) => ReplicaChain.open(join(dir, `disk${d.index}`))));
+      const staging = [];
+      for (const c of chains) staging.push(await c.beginCycle());
+      const site = await this.#tls();
+      const tlsDir = await writeQemuTlsCreds({ dir: join(dir, 'tls'), site, peerCaPem: peer.caPem, endpoint: 'server' });
+      const host = this.#listenHost();
+      const port = await freePort(host);
+      const cycleId = newShortId('cyc');
+      const exports = replica.disks.map((d) => `disk${d.index}`);
+      try {
+        const daemon = await StorageDaemon.start({
+          qmpSocket: join(dir, 'sd-qmp.sock'), pidFile: join(dir, 'sd.pid'),
+          chains: staging.map((s, i) => ({ id: exports[i]!, layers: s.layers })),
+          // verify-peer with a CA file holding only this peer's CA (and ours, which QEMU needs to
+          // load its own certificate): only the paired site's client certificate gets in.
+          nbd: { listen: { type: 'inet', host, port }, tls: { dir: tlsDir, verifyPeer: true } },
+          exports: exports.map((name) => ({ id: name, node: name, name, writable: true })),
+        });
+        this.#cycles.set(id, { id: cycleId, daemon, chains });
+      } catch (e) {
+        for (const c of chains) await c.discardCycle().catch(() => undefined);
+        throw e;
+      }
+      return { cycleId, host, port, exports };
+    });
+  }
+
+  async commitCycle(id: string, cycleId: string, meta: { time: string; consistency: PointConsistency }): Promise<ReplicaPointView> {
+    return this.#lock.run(id, async () => {
+      const open = this.#cycles.get(id);
+      if (!open || open.id !== cycleId) throw new MamoriError('VM_INVALID_STATE', `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`);
+      this.#cycles.delete(id);
+      // The writer must be gone before a commit: qemu-img check refuses open images.
+      await open.daemon.stop();
+      const perDisk = [];
+      for (const c of open.chains) perDisk.push((await c.commitCycle(meta)).id);
+      const committedAt = new Date().toISOString();
+      const pointId = perDisk[0]!;
+      await this.#db.insertInto('replica_points').values({
+        replica_id: id, point_id: pointId, time: meta.time, consistency: meta.consistency, committed_at: committedAt, disk_points: JSON.stringify(perDisk),
+      }).execute();
+      await this.#retain(id, open.chains);
+      return { id: pointId, time: meta.time, consistency: meta.consistency, committedAt };
+    });
+  }
+
+  async abortCycle(id: string): Promise<void> {
+    await this.#lock.run(id, () => this.#closeCycle(id, 'discard'));
+  }
+
+  /** Runs the write-log verifier on a point, holding it against retention while it reads. */
+  async verify(id: string, pointId?: string): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
+    const replica = await this.get(id);
+    const point = pointId ? replica.points.find((p) => p.id === pointId) : replica.points.at(-1);
+    if (!point) throw new MamoriError('NOT_FOUND', pointId ? `replica ${id} has no point ${pointId}` : `replica ${id} has no recovery point yet`);
+    const row = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).where('point_id', '=', point.id).executeTakeFirstOrThrow();
+    const diskPoint = (JSON.parse(row.disk_points) as string[])[0]!;
+    const chain = await ReplicaChain.open(join(this.#root, id, `disk${replica.disks[0]!.index}`));
+    const lease = chain.openPointReadOnly(diskPoint);
+    try {
+      return { point, disk: replica.disks[0]!.index, report: await verifyWriteLog(lease.point.file, { forceShare: true }) };
+    } finally {
+      lease.release();
+    }
+  }
+
+  async #retain(id: string, chains: ReplicaChain[]): Promise<void> {
+    const replica = await this.get(id);
+    const keep = replica.keepPoints;
+    for (const c of chains) await c.applyRetention(keep);
+    const rows = await this.#db.selectFrom('replica_points').select('point_id').where('replica_id', '=', id).orderBy('time').execute();
+    const drop = rows.slice(0, Math.max(0, rows.length - keep)).map((r) => r.point_id);
+    if (drop.length) await this.#db.deleteFrom('replica_points').where('replica_id', '=', id).where('point_id', 'in', drop).execute();
+  }
+
+  async #closeCycle(id: string, how: 'discard'): Promise<void> {
+    const open = this.#cycles.get(id);
+    this.#cycles.delete(id);
+    if (open) {
+      await open.daemon.kill().catch(() => undefined);
+      for (const c of open.chains) await c.discardCycle().catch((e: unknown) => this.#log.warn({ replica: id, err: e }, `staging ${how} failed`));
+    }
+  }
+
+  /** Server shutdown: a cycle in flight is cut; its staging is discarded at the next attempt. */
+  async shutdown(): Promise<void> {
+    for (const id of [...this.#cycles.keys()]) await this.#closeCycle(id, 'discard');
+  }
+}
+
+/** An ephemeral port on the host: the storage daemon cannot report the one it bound. */
+async function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}

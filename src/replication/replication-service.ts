@@ -1,0 +1,277 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely, Selectable } from 'kysely';
+import type { Database, ReplicationTable } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { VmSupervisor } from '../vms/vm-supervisor.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { SitePeers } from '../sites/site-peers.js';
+import type { SiteTls } from '../sites/site-tls.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { Logger } from '../core/logger.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { KeyedLock } from '../jobs/keyed-lock.js';
+import { assertLayerable } from '../vms/vm-snapshots.js';
+import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
+import { runReplicationCycle, type CycleResult, type CycleSource, type RemoteReplica } from './replication-cycle.js';
+import type { CycleTarget, ReplicaPointView, ReplicaView } from './replica-service.js';
+import type { WriteLogReport } from '../guest/writelog-verifier.js';
+
+export interface CycleStats {
+  at: string;
+  mode: CycleResult['mode'];
+  bytesSent: number;
+  bytesChanged: number;
+  durationMs: number;
+  throughputBps: number;
+}
+
+export interface ReplicationStatus {
+  vm: string;
+  to: string;
+  state: string;
+  rpoSeconds: number;
+  points: number;
+  lastPointAt: string | null;
+  lagSeconds: number | null;
+  rpoViolated: boolean;
+  nextCycleAt: string | null;
+  failures: number;
+  lastError: string | null;
+  lastCycle: CycleStats | null;
+}
+
+const MAX_POINTS = 1000;
+const KEEP_STATS = 10;
+
+/**
+ * The protected side of replication: which VMs go where, with which RPO, and the timer
+ * that runs their cycles. One cycle per VM at a time; the VM's lifecycle lock is not held
+ * during a cycle, so a stop or start waits at most for the QMP steps, not the copy.
+ */
+export class ReplicationService {
+  #db: Kysely<Database>;
+  #vms: VmService;
+  #supervisor: VmSupervisor;
+  #disks: DiskRepo;
+  #peers: SitePeers;
+  #tls: SiteTls;
+  #paths: SitePaths;
+  #log: Logger;
+  #lock = new KeyedLock();
+  #timers = new Map<string, NodeJS.Timeout>();
+  #next = new Map<string, number>();
+  #stopped = false;
+
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; log: Logger }) {
+    this.#db = deps.db;
+    this.#vms = deps.vms;
+    this.#supervisor = deps.supervisor;
+    this.#disks = new DiskRepo(deps.db);
+    this.#peers = deps.peers;
+    this.#tls = deps.tls;
+    this.#paths = deps.paths;
+    this.#log = deps.log;
+  }
+
+  async enable(vmName: string, input: { to: string; rpo: string; points?: number }): Promise<ReplicationStatus> {
+    const vm = await this.#vms.get(vmName);
+    const rpoMs = parseRpo(String(input.rpo));
+    if (rpoMs === null) throw new MamoriError('OUT_OF_RANGE', `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`);
+    const keep = input.points ?? 24;
+    if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS) throw new MamoriError('OUT_OF_RANGE', `points must be 1 to ${MAX_POINTS}`);
+    const disks = await this.#disks.byIds(vm.definition.diskIds);
+    if (disks.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vmName} has no disks to replicate`);
+    for (const d of disks) assertLayerable(d, 'host-based replication');
+    if (await this.#row(vm.id)) throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already replicated; see 'mamori replicate status ${vmName}'`);
+    const peer = await this.#peers.client(input.to);
+    const ordered = vm.definition.diskIds.map((id) => disks.find((d) => d.id === id)!);
+    const replica = await peer.request<ReplicaView>('POST', '/replicas', {
+      sourceVmId: vm.id, vmName, keepPoints: keep, disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
+    });
+    const now = new Date().toISOString();
+    await this.#db.insertInto('replications').values({
+      vm_id: vm.id, peer: input.to, replica_id: replica.id, rpo_ms: rpoMs, keep_points: keep, state: 'enabled',
+      generation: null, last_point_at: null, last_point_id: null, failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
+    }).execute();
+    this.#schedule(vm.id, Date.now());
+    return this.status(vmName);
+  }
+
+  async disable(vmName: string): Promise<void> {
+    const vm = await this.#vms.get(vmName);
+    await this.#require(vm.id, vmName);
+    this.#unschedule(vm.id);
+    await this.#lock.run(vm.id, async () => {
+      await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();
+      await rm(this.#workDir(vm.id), { recursive: true, force: true });
+    });
+  }
+
+  async setPaused(vmName: string, paused: boolean): Promise<ReplicationStatus> {
+    const vm = await this.#vms.get(vmName);
+    await this.#require(vm.id, vmName);
+    await this.#db.updateTable('replications').set({ state: paused ? 'paused' : 'enabled', updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+    if (paused) this.#unschedule(vm.id);
+    else this.#schedule(vm.id, Date.now());
+    return this.status(vmName);
+  }
+
+  /** Runs a cycle now and waits for it (after any cycle already running). */
+  async syncNow(vmName: string): Promise<ReplicationStatus> {
+    const vm = await this.#vms.get(vmName);
+    const row = await this.#require(vm.id, vmName);
+    if (row.state === 'paused') throw new MamoriError('VM_INVALID_STATE', `replication of ${vmName} is paused; resume it first`);
+    await this.#cycle(vm.id, true);
+    return this.status(vmName);
+  }
+
+  async status(vmName?: string): Promise<ReplicationStatus> {
+    const vm = await this.#vms.get(vmName!);
+    return this.#statusOf(await this.#require(vm.id, vmName!), vm.name);
+  }
+
+  async statusAll(): Promise<ReplicationStatus[]> {
+    const rows = await this.#db.selectFrom('replications').innerJoin('vms', 'vms.id', 'replications.vm_id').selectAll('replications').select('vms.name as vm_name').execute();
+    return Promise.all(rows.map((r) => this.#statusOf(r, r.vm_name)));
+  }
+
+  async points(vmName: string): Promise<ReplicaPointView[]> {
+    const vm = await this.#vms.get(vmName);
+    const row = await this.#require(vm.id, vmName);
+    return (await (await this.#peers.client(row.peer)).request<ReplicaView>('GET', `/replicas/${row.replica_id}`)).points;
+  }
+
+  async verify(vmName: string, pointId?: string): Promise<{ point: ReplicaPointView; report: WriteLogReport }> {
+    const vm = await this.#vms.get(vmName);
+    const row = await this.#require(vm.id, vmName);
+    const peer = await this.#peers.client(row.peer, { timeoutMs: 300_000 });
+    return peer.request('POST', `/replicas/${row.replica_id}/verify`, pointId ? { pointId } : {});
+  }
+
+  /** At server start: re-arm the timers of every enabled replication. */
+  async start(): Promise<void> {
+    for (const r of await this.#db.selectFrom('replications').selectAll().where('state', '=', 'enabled').execute()) {
+      // A cycle cut by the server's death left its fleecing state in QEMU; the next cycle's
+      // fleecing point clears leftovers, and the replica discards its staging.
+      this.#schedule(r.vm_id, Date.now());
+    }
+  }
+
+  shutdown(): void {
+    this.#stopped = true;
+    for (const id of [...this.#timers.keys()]) this.#unschedule(id);
+  }
+
+  async #cycle(vmId: string, manual: boolean): Promise<void> {
+    await this.#lock.run(vmId, async () => {
+      const row = await this.#row(vmId);
+      if (!row || (row.state !== 'enabled' && !manual)) return;
+      const vm = await this.#vms.repo.findById(vmId);
+      if (!vm) return;
+      try {
+        const result = await runReplicationCycle({
+          source: await this.#source(vm.id, vm.definition.diskIds),
+          workDir: this.#workDir(vm.id),
+          previousGeneration: row.generation,
+          remote: await this.#remote(row),
+          tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
+        });
+        const stats = [...(JSON.parse(row.stats) as CycleStats[]), {
+          at: result.point.time, mode: result.mode, bytesSent: result.bytesSent, bytesChanged: result.bytesChanged, durationMs: result.durationMs,
+          throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
+        }].slice(-KEEP_STATS);
+        await this.#db.updateTable('replications').set({
+          generation: result.generation, last_point_at: result.point.time, last_point_id: result.point.id, failures: 0, last_error: null,
+          stats: JSON.stringify(stats), updated_at: new Date().toISOString(),
+        }).where('vm_id', '=', vmId).execute();
+        this.#log.info({ vm: vm.name, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
+      } catch (e) {
+        const message = (e as Error).message;
+        await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
+        this.#log.warn({ vm: vm.name, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
+        if (manual) throw e;
+      } finally {
+        if (!this.#stopped) void this.#scheduleFromRow(vmId, Date.now());
+      }
+    });
+  }
+
+  async #source(vmId: string, diskIds: string[]): Promise<CycleSource> {
+    const qmp = this.#supervisor.qmpOf(vmId);
+    if (qmp) return { kind: 'live', qmp, nodes: diskIds.map((_, i) => `disk${i}`) };
+    const disks = await this.#disks.byIds(diskIds);
+    return {
+      kind: 'offline',
+      disks: diskIds.map((id, i) => {
+        const d = disks.find((x) => x.id === id)!;
+        return { id: `disk${i}`, layers: [{ file: d.path, format: d.format }, ...d.overlays.map((file) => ({ file, format: 'qcow2' as const }))] };
+      }),
+    };
+  }
+
+  async #remote(row: Selectable<ReplicationTable>): Promise<RemoteReplica> {
+    const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
+    const base = `/replicas/${row.replica_id}`;
+    return {
+      beginCycle: () => peer.request<CycleTarget>('POST', `${base}/cycles`, {}),
+      commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),
+      abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {})),
+    };
+  }
+
+  async #scheduleFromRow(vmId: string, now: number): Promise<void> {
+    const row = await this.#row(vmId);
+    if (!row || row.state !== 'enabled') return;
+    const stats = JSON.parse(row.stats) as CycleStats[];
+    const at = nextCycleAt({
+      rpoMs: row.rpo_ms, lastPointAt: row.last_point_at ? Date.parse(row.last_point_at) : null,
+      recentCycleMs: stats.map((s) => s.durationMs), failures: row.failures, lastAttemptEndedAt: now,
+    }, now);
+    this.#schedule(vmId, at);
+  }
+
+  #schedule(vmId: string, at: number): void {
+    this.#unschedule(vmId);
+    if (this.#stopped) return;
+    this.#next.set(vmId, at);
+    const t = setTimeout(() => void this.#cycle(vmId, false).catch(() => undefined), Math.max(0, at - Date.now()));
+    t.unref();
+    this.#timers.set(vmId, t);
+  }
+
+  #unschedule(vmId: string): void {
+    const t = this.#timers.get(vmId);
+    if (t) clearTimeout(t);
+    this.#timers.delete(vmId);
+    this.#next.delete(vmId);
+  }
+
+  async #statusOf(r: Selectable<ReplicationTable>, vmName: string): Promise<ReplicationStatus> {
+    const now = Date.now();
+    const lastAt = r.last_point_at ? Date.parse(r.last_point_at) : null;
+    const s = rpoStatus({ rpoMs: r.rpo_ms, lastPointAt: lastAt }, now);
+    const stats = JSON.parse(r.stats) as CycleStats[];
+    const next = this.#next.get(r.vm_id);
+    return {
+      vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpo_ms / 1000, points: r.keep_points,
+      lastPointAt: r.last_point_at, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
+      rpoViolated: s.violated, nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
+      lastError: r.last_error, lastCycle: stats.at(-1) ?? null,
+    };
+  }
+
+  #workDir(vmId: string): string {
+    return join(this.#paths.vmDir(vmId), 'replication');
+  }
+
+  async #row(vmId: string): Promise<Selectable<ReplicationTable> | undefined> {
+    return this.#db.selectFrom('replications').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+  }
+
+  async #require(vmId: string, vmName: string): Promise<Selectable<ReplicationTable>> {
+    const r = await this.#row(vmId);
+    if (!r) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not replicated; enable it with 'mamori replicate enable ${vmName} --to SITE --rpo 30s'`);
+    return r;
+  }
+}
