@@ -1,0 +1,434 @@
+/**
+ * bench/replication: what a replication cycle costs, against the tools people use without
+ * mamori, all measured in one run on this machine. Writes bench/results/replication.json.
+ *
+ * The source is a QEMU process started as mamori starts a VM (paused, no guest: the block
+ * layer is all a cycle touches), its disk a qcow2 node `disk0` under virtio-blk `disk0-dev`.
+ * The recovery side is an in-process stand-in for ReplicaService: a ReplicaChain per disk, a
+ * qemu-storage-daemon serving the staging overlay over NBD with TLS (certificates of two
+ * temp sites), commit = daemon stop + chain.commitCycle + retention. The cycle itself is
+ * src/replication/replication-cycle.ts (`runReplicationCycle`), unchanged.
+ *
+ * Environment: BENCH_RPO_SECONDS (default 120; 0 skips the RPO run).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, stat, writeFile, open } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runProcess } from '../../src/core/run-process.js';
+import { QmpClient } from '../../src/qemu/qmp-client.js';
+import { StorageDaemon } from '../../src/qemu/storage-daemon.js';
+import { ReplicaChain } from '../../src/replication/replica-chain.js';
+import { runReplicationCycle, type CycleResult, type CycleTls, type RemoteReplica } from '../../src/replication/replication-cycle.js';
+import type { CycleTarget, ReplicaPointView } from '../../src/replication/replica-service.js';
+import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/fleecing-point.js';
+import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
+import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';
+import { repoRoot } from '../../test/harness/repo-root.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const RUN = 8 * MiB;
+const QCOW2_OPTS = 'cluster_size=131072,extended_l2=on';
+const RPO_SECONDS = Number(process.env['BENCH_RPO_SECONDS'] ?? 120);
+const KEEP_POINTS = 24; // the default of `mamori replication enable`
+
+interface Figure {
+  metric: string; value: number; unit: string; baseline: number | null; ratio: number; goal: string; met: boolean;
+  [k: string]: unknown;
+}
+const figures: Figure[] = [];
+function figure(f: Figure): void {
+  figures.push(f);
+  process.stdout.write(`${JSON.stringify(f)}\n`);
+}
+const log = (s: string): void => void process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+const r3 = (x: number): number => Number(x.toFixed(3));
+
+/** Deterministic scattered offsets: `count` runs of 8 MiB, one per equal slice of the disk. */
+function scattered(count: number, diskSize: number, seed: number): number[] {
+  const slice = diskSize / count;
+  const slots = Math.floor(slice / RUN) - 1;
+  let x = seed;
+  return Array.from({ length: count }, (_, i) => {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    return i * slice + (x % slots) * RUN;
+  });
+}
+
+async function timed<T>(body: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const v = await body();
+  return [v, performance.now() - t0];
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** The recovery site's side of a cycle, as ReplicaService does it (without the database). */
+class BenchReplica implements RemoteReplica {
+  #daemon: StorageDaemon | null = null;
+  #n = 0;
+  /** performance.now() at begin called/returned and commit called/returned, of the last cycle. */
+  marks = { b0: 0, b1: 0, c0: 0, c1: 0 };
+  constructor(private dir: string, private chain: ReplicaChain, private site: SiteTls, private peerCaPem: string) {}
+
+  async beginCycle(): Promise<CycleTarget> {
+    this.marks.b0 = performance.now();
+    await this.abortCycle();
+    const staging = await this.chain.beginCycle();
+    const tlsDir = await writeQemuTlsCreds({ dir: join(this.dir, 'tls'), site: this.site, peerCaPem: this.peerCaPem, endpoint: 'server' });
+    const port = await freePort();
+    this.#daemon = await StorageDaemon.start({
+      qmpSocket: join(this.dir, 'sd-qmp.sock'), pidFile: join(this.dir, 'sd.pid'),
+      chains: [{ id: 'disk0', layers: staging.layers }],
+      nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: tlsDir, verifyPeer: true } },
+      exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
+    });
+    this.marks.b1 = performance.now();
+    return { cycleId: `cyc${++this.#n}`, host: '127.0.0.1', port, exports: ['disk0'] };
+  }
+
+  async commitCycle(_cycleId: string, meta: { time: string; consistency: 'crash' | 'application' }): Promise<ReplicaPointView> {
+    this.marks.c0 = performance.now();
+    const d = this.#daemon!;
+    this.#daemon = null;
+    await d.stop();
+    const p = await this.chain.commitCycle(meta);
+    await this.chain.applyRetention(KEEP_POINTS);
+    this.marks.c1 = performance.now();
+    return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
+  }
+
+  async abortCycle(): Promise<void> {
+    const d = this.#daemon;
+    this.#daemon = null;
+    if (d) await d.kill().catch(() => undefined);
+    if (this.chain.staging) await this.chain.discardCycle().catch(() => undefined);
+  }
+}
+
+/** A QEMU as mamori starts one (paused, TCG, no guest), with disk0 on `image`. */
+class SourceVm {
+  private constructor(public child: ChildProcess, public qmp: QmpClient, public previousGeneration: number | null = null) {}
+
+  static async start(dir: string, image: string): Promise<SourceVm> {
+    const sock = join(dir, 'qmp.sock');
+    const child = spawn('qemu-system-x86_64', [
+      '-machine', 'q35', '-accel', 'tcg', '-smp', '1', '-m', '128M', '-nodefaults', '-no-user-config', '-display', 'none', '-S',
+      '-chardev', `socket,id=qmp,path=${sock},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control',
+      '-blockdev', JSON.stringify({ driver: 'file', filename: image, 'node-name': 'disk0-file', cache: { direct: false }, discard: 'unmap' }),
+      '-blockdev', JSON.stringify({ driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0', discard: 'unmap' }),
+      '-device', 'virtio-blk-pci,drive=disk0,id=disk0-dev',
+    ], { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.add(child);
+    const qmp = await QmpClient.connect(sock, { connectTimeoutMs: 5_000, retryUntilMs: 15_000 });
+    return new SourceVm(child, qmp);
+  }
+
+  async hmp(cmd: string): Promise<string> {
+    const out = (await this.qmp.execute('human-monitor-command', { 'command-line': cmd }, { timeoutMs: 120_000 })) as string;
+    if (/error|fail|cannot/i.test(out)) throw new Error(`HMP ${cmd}: ${out}`);
+    return out;
+  }
+
+  /** A write into the running QEMU through its block layer (the device's BlockBackend). */
+  async qemuIo(sub: string): Promise<void> {
+    await this.hmp(`qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "${sub}"`);
+  }
+
+  async stop(): Promise<void> {
+    await this.qmp.execute('quit', undefined, { timeoutMs: 10_000 }).catch(() => undefined);
+    await this.qmp.close().catch(() => undefined);
+    await waitExit(this.child, 10_000);
+  }
+}
+
+const children = new Set<ChildProcess>();
+async function waitExit(child: ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return void children.delete(child);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const t = setTimeout(() => child.pid && process.kill(child.pid, 'SIGKILL'), ms);
+  await exited;
+  clearTimeout(t);
+  children.delete(child);
+}
+
+/** Phases of a cycle in ms: fleecing point set up, replica begin, NBD copy, replica commit, fleecing teardown. */
+type Phases = { fleeceSetupMs: number; replicaBeginMs: number; copyMs: number; replicaCommitMs: number; fleeceTeardownMs: number };
+async function cycle(vm: SourceVm, workDir: string, remote: BenchReplica, tls: CycleTls): Promise<CycleResult & { phases: Phases }> {
+  const t0 = performance.now();
+  const res = await runReplicationCycle({
+    source: { kind: 'live', qmp: vm.qmp, nodes: ['disk0'] }, workDir, previousGeneration: vm.previousGeneration, remote, tls,
+  });
+  const t1 = performance.now();
+  vm.previousGeneration = res.generation;
+  const m = remote.marks;
+  const phases: Phases = {
+    fleeceSetupMs: Math.round(m.b0 - t0), replicaBeginMs: Math.round(m.b1 - m.b0), copyMs: Math.round(m.c0 - m.b1),
+    replicaCommitMs: Math.round(m.c1 - m.c0), fleeceTeardownMs: Math.round(t1 - m.c1),
+  };
+  return { ...res, phases };
+}
+
+async function newReplica(dir: string, size: number, siteB: SiteTls, siteA: SiteTls): Promise<BenchReplica> {
+  const chain = await ReplicaChain.create(join(dir, 'disk0'), { virtualSize: size });
+  return new BenchReplica(dir, chain, siteB, siteA.caCertPem);
+}
+
+async function qemuImg(args: string[]): Promise<number> {
+  const [, ms] = await timed(() => runProcess('qemu-img', args, { timeoutMs: 600_000 }));
+  return ms;
+}
+
+// ------------------------------------------------------------------------------------------
+
+const dir = await mkdtemp(join(tmpdir(), 'mamori-bench-repl-'));
+const daemons: BenchReplica[] = [];
+const vms: SourceVm[] = [];
+try {
+  log(`work dir ${dir}`);
+  // Two sites: A (source, NBD client) and B (recovery, NBD server). Each pins the other's CA.
+  const siteA = await ensureSiteTls({ dir: join(dir, 'site-a'), siteName: 'bench-a' });
+  const siteB = await ensureSiteTls({ dir: join(dir, 'site-b'), siteName: 'bench-b' });
+  const tls: CycleTls = { peerCaPem: siteB.caCertPem, clientCertPem: siteA.clientCertPem, clientKeyPem: siteA.clientKeyPem };
+
+  // Random data, so that neither rsync nor anything else can match or compress it.
+  const chunkDir = join(dir, 'chunks');
+  await mkdir(chunkDir);
+  const chunk = (k: string, i: number): string => join(chunkDir, `${k}-${i}.bin`);
+  const changes = join(dir, 'changes.raw');
+  const changesFd = await open(changes, 'w');
+  for (let i = 0; i < 64; i++) {
+    await writeFile(chunk('old', i), randomBytes(RUN));
+    const data = randomBytes(RUN);
+    await writeFile(chunk('new', i), data);
+    await changesFd.write(data);
+  }
+  await changesFd.close();
+
+  // ---- 1. incremental: 8 GiB disk, 512 MiB existing data, full cycle, 512 MiB changed, incremental ----
+  const size8 = 8 * GiB;
+  const img8 = join(dir, 'disk8.qcow2');
+  await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, img8, String(size8)]);
+  const oldOffsets = scattered(64, size8, 7);
+  await runProcess('qemu-io', ['-f', 'qcow2', img8, ...oldOffsets.flatMap((o, i) => ['-c', `write -q -s ${chunk('old', i)} ${o} 8M`])]);
+  const vm8 = await SourceVm.start(await mkdtemp(join(dir, 'vm8-')), img8);
+  vms.push(vm8);
+  const rep8 = await newReplica(join(dir, 'replica8'), size8, siteB, siteA);
+  daemons.push(rep8);
+  const work8 = join(dir, 'vm8-work');
+  const full8 = await cycle(vm8, work8, rep8, tls);
+  log(`8 GiB disk, first (full) cycle: ${full8.bytesSent / MiB} MiB sent in ${full8.durationMs} ms (${full8.mode})`);
+  // The copy rsync brings up to date: the image as the replica got it.
+  await vm8.hmp('qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "flush"');
+  const rsyncCopy = join(dir, 'rsync-copy.qcow2');
+  await runProcess('cp', ['--sparse=always', img8, rsyncCopy]);
+
+  const newOffsets = scattered(64, size8, 991).map((o) => (oldOffsets.includes(o) ? (o + 4 * RUN) % size8 : o));
+  for (const [i, o] of newOffsets.entries()) await vm8.qemuIo(`write -q -s ${chunk('new', i)} ${o} 8M`);
+  await vm8.qemuIo('flush');
+  const changed = 64 * RUN;
+  log(`wrote ${changed / MiB} MiB in 64 runs of 8 MiB through qemu-io (HMP)`);
+  const inc = await cycle(vm8, work8, rep8, tls);
+  log(`incremental cycle: ${inc.bytesSent / MiB} MiB sent (${inc.bytesChanged / MiB} MiB marked dirty) in ${inc.durationMs} ms (${inc.mode}); phases ${JSON.stringify(inc.phases)}`);
+  if (inc.mode !== 'incremental') throw new Error(`expected an incremental cycle, got ${inc.mode}`);
+  const bpc = inc.bytesSent / changed;
+  figure({
+    metric: 'incremental_bytes_per_changed_byte', value: r3(bpc), unit: 'ratio', baseline: null, ratio: r3(bpc), goal: '<= 1.10', met: bpc <= 1.1,
+    bytesSent: inc.bytesSent, bytesChanged: changed, bytesMarkedDirty: inc.bytesChanged,
+  });
+
+  // qemu-img copying the same 512 MiB (a raw file of the same data) into a fresh qcow2.
+  const imgOut = join(dir, 'qemu-img-inc.qcow2');
+  const imgMs = await qemuImg(['convert', '-W', '-f', 'raw', '-O', 'qcow2', '-o', QCOW2_OPTS, changes, imgOut]);
+  await rm(imgOut, { force: true });
+  log(`qemu-img convert of the 512 MiB: ${imgMs.toFixed(0)} ms`);
+  // The same copy over NBD with TLS into a storage daemon (the wire ours uses): informational.
+  let imgTlsMs: number | null = null;
+  try {
+    const tdir = join(dir, 'img-tls');
+    await mkdir(tdir);
+    const target = join(tdir, 'target.qcow2');
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, target, String(size8)]);
+    const srvTls = await writeQemuTlsCreds({ dir: join(tdir, 'srv'), site: siteB, peerCaPem: siteA.caCertPem, endpoint: 'server' });
+    const cliTls = await writeQemuTlsCreds({ dir: join(tdir, 'cli'), site: siteA, peerCaPem: siteB.caCertPem, endpoint: 'client' });
+    const port = await freePort();
+    const sd = await StorageDaemon.start({
+      qmpSocket: join(tdir, 'qmp.sock'), pidFile: join(tdir, 'sd.pid'), chains: [{ id: 'disk0', layers: [{ file: target, format: 'qcow2' }] }],
+      nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
+      exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
+    });
+    try {
+      imgTlsMs = await qemuImg(['convert', '-W', '-n', '-f', 'raw', '--object', `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
+        '--target-image-opts', changes, `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`]);
+    } finally {
+      await sd.stop();
+    }
+    log(`qemu-img convert of the 512 MiB over NBD+TLS into a storage daemon: ${imgTlsMs.toFixed(0)} ms`);
+  } catch (e) {
+    log(`qemu-img over NBD+TLS failed (informational only): ${(e as Error).message}`);
+  }
+  const incRatio = inc.durationMs / imgMs;
+  figure({
+    metric: 'incremental_cycle_time_vs_qemu_img', value: inc.durationMs, unit: 'ms', baseline: Math.round(imgMs), ratio: r3(incRatio),
+    goal: 'ratio <= 1.3', met: incRatio <= 1.3,
+    baselineMethod: 'qemu-img convert -W -f raw -O qcow2 of a 512 MiB raw file of the same data into a fresh local qcow2',
+    phases: inc.phases,
+    ...(imgTlsMs === null ? {} : { qemuImgOverNbdTlsMs: Math.round(imgTlsMs), ratioVsQemuImgOverNbdTls: r3(inc.durationMs / imgTlsMs) }),
+  });
+
+  // rsync of the whole image file onto the copy made after the first cycle.
+  const imgSize = (await stat(img8)).size;
+  const [, rsyncMs] = await timed(() => runProcess('rsync', ['--inplace', '--no-whole-file', img8, rsyncCopy], { timeoutMs: 900_000 }));
+  log(`rsync --inplace --no-whole-file of the ${(imgSize / MiB).toFixed(0)} MiB image file: ${rsyncMs.toFixed(0)} ms`);
+  await rm(rsyncCopy, { force: true });
+  const rsRatio = inc.durationMs / rsyncMs;
+  figure({
+    metric: 'incremental_time_vs_rsync', value: inc.durationMs, unit: 'ms', baseline: Math.round(rsyncMs), ratio: r3(rsRatio),
+    goal: 'ratio < 1 (informational)', met: rsRatio < 1, imageFileBytes: imgSize, virtualSize: size8,
+  });
+
+  // ---- 2. RPO: cycles back to back while 1 MiB/s is written through qemu-io ----
+  if (RPO_SECONDS > 0) {
+    let stop = false;
+    let written = 0;
+    const writer = (async () => {
+      const t0 = Date.now();
+      let k = 0;
+      while (!stop) {
+        const off = ((k * 7919) % (size8 / (256 * 1024))) * 256 * 1024;
+        await vm8.qemuIo(`write -q -P ${(k % 250) + 1} ${off} 256K`);
+        written += 256 * 1024;
+        k++;
+        const due = t0 + k * 250; // 256 KiB every 250 ms = 1 MiB/s
+        await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
+      }
+    })();
+    // One cycle first with the writer running: the point the measurement starts from.
+    let lastPointTime = Date.parse((await cycle(vm8, work8, rep8, tls)).point.time);
+    const started = Date.now();
+    let maxLag = 0;
+    const durations: number[] = [];
+    const sent: number[] = [];
+    try {
+      while (Date.now() - started < RPO_SECONDS * 1000) {
+        const res = await cycle(vm8, work8, rep8, tls);
+        const now = Date.now();
+        // Just before this commit the newest point was the previous one: that is the worst lag.
+        maxLag = Math.max(maxLag, now - lastPointTime);
+        lastPointTime = Date.parse(res.point.time);
+        durations.push(res.durationMs);
+        sent.push(res.bytesSent);
+      }
+    } finally {
+      stop = true;
+      await writer;
+    }
+    const measured = (Date.now() - started) / 1000;
+    const mean = durations.reduce((a, b) => a + b, 0) / durations.length;
+    log(`RPO run: ${durations.length} cycles in ${measured.toFixed(0)} s, mean ${mean.toFixed(0)} ms, max lag ${maxLag} ms, ${(written / MiB).toFixed(0)} MiB written`);
+    const secs = Math.ceil(maxLag / 1000);
+    figure({
+      metric: 'min_rpo_held_seconds', value: secs, unit: 's', baseline: null, ratio: secs, goal: 'informational', met: true,
+      note: `shortened: ${measured.toFixed(0)} s of back-to-back cycles (the issue asks for 10 min) with 1 MiB/s written through qemu-io ` +
+        `(256 KiB every 250 ms); value = largest time between a commit and the fleecing instant of the point before it, rounded up`,
+      cycles: durations.length, meanCycleMs: Math.round(mean), maxCycleMs: Math.max(...durations), maxLagMs: maxLag,
+      meanBytesSentPerCycle: Math.round(sent.reduce((a, b) => a + b, 0) / sent.length), bytesWritten: written, measuredSeconds: Math.round(measured),
+    });
+  }
+  await vm8.stop();
+  vms.splice(vms.indexOf(vm8), 1);
+  await rm(join(dir, 'replica8'), { recursive: true, force: true });
+  await rm(img8, { force: true });
+
+  // ---- 3. initial sync: 20 GiB sparse disk holding 2 GiB of data ----
+  const size20 = 20 * GiB;
+  const img20 = join(dir, 'disk20.qcow2');
+  await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, img20, String(size20)]);
+  const dataOffsets = scattered(256, size20, 31);
+  // 0x5a-style patterns are not zero, so neither side can skip them; both see the same bytes.
+  await runProcess('qemu-io', ['-f', 'qcow2', img20, ...dataOffsets.flatMap((o, i) => ['-c', `write -q -P ${(i % 250) + 1} ${o} 8M`])], { timeoutMs: 600_000 });
+  const data = 256 * RUN;
+  const vm20 = await SourceVm.start(await mkdtemp(join(dir, 'vm20-')), img20);
+  vms.push(vm20);
+  // Baseline: qemu-img reading the same kind of export (a fleecing point of the running VM).
+  const bwork = join(dir, 'vm20-base');
+  await mkdir(bwork);
+  const sock = join(bwork, 'nbd.sock');
+  const fp = await createFleecingPoint({ qmp: vm20.qmp, nodes: ['disk0'], workDir: bwork, nbdSocket: sock, previousGeneration: null, prefix: 'bench-base' });
+  const out20 = join(dir, 'qemu-img-full.qcow2');
+  let fullImgMs: number;
+  let fullImgTlsMs: number | null = null;
+  const srcUri = `nbd+unix:///${fp.disks[0]!.exportName}?socket=${sock}`;
+  try {
+    fullImgMs = await qemuImg(['convert', '-W', '-f', 'raw', '-O', 'qcow2', '-o', QCOW2_OPTS, srcUri, out20]);
+    await rm(out20, { force: true });
+    // Informational: the same read into a storage daemon over NBD+TLS (the wire ours uses).
+    try {
+      const tdir = join(dir, 'img-tls20');
+      await mkdir(tdir);
+      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, out20, String(size20)]);
+      const srvTls = await writeQemuTlsCreds({ dir: join(tdir, 'srv'), site: siteB, peerCaPem: siteA.caCertPem, endpoint: 'server' });
+      const cliTls = await writeQemuTlsCreds({ dir: join(tdir, 'cli'), site: siteA, peerCaPem: siteB.caCertPem, endpoint: 'client' });
+      const port = await freePort();
+      const sd = await StorageDaemon.start({
+        qmpSocket: join(tdir, 'qmp.sock'), pidFile: join(tdir, 'sd.pid'), chains: [{ id: 'disk0', layers: [{ file: out20, format: 'qcow2' }] }],
+        nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
+        exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
+      });
+      try {
+        fullImgTlsMs = await qemuImg(['convert', '-W', '-n', '-f', 'raw', '--object', `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
+          '--target-image-opts', srcUri, `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`]);
+      } finally {
+        await sd.stop();
+      }
+      log(`qemu-img convert of the fleece export over NBD+TLS into a storage daemon: ${fullImgTlsMs.toFixed(0)} ms`);
+    } catch (e) {
+      log(`qemu-img over NBD+TLS failed (informational only): ${(e as Error).message}`);
+    }
+  } finally {
+    await abortFleecingPoint(vm20.qmp, fp);
+  }
+  await rm(out20, { force: true });
+  log(`qemu-img convert of the fleece export (2 GiB data in 20 GiB): ${fullImgMs.toFixed(0)} ms`);
+  const rep20 = await newReplica(join(dir, 'replica20'), size20, siteB, siteA);
+  daemons.push(rep20);
+  const full20 = await cycle(vm20, join(dir, 'vm20-work'), rep20, tls);
+  log(`initial cycle: ${full20.bytesSent / MiB} MiB sent in ${full20.durationMs} ms (${full20.mode}); phases ${JSON.stringify(full20.phases)}`);
+  const oursTp = data / MiB / (full20.durationMs / 1000);
+  const imgTp = data / MiB / (fullImgMs / 1000);
+  figure({
+    metric: 'initial_sync_throughput_vs_qemu_img', value: r3(oursTp), unit: 'MiB/s', baseline: r3(imgTp), ratio: r3(oursTp / imgTp),
+    goal: 'ratio >= 0.9', met: oursTp / imgTp >= 0.9, cycleMs: full20.durationMs, qemuImgMs: Math.round(fullImgMs),
+    baselineMethod: 'qemu-img convert -W -f raw -O qcow2 from the fleecing export (nbd+unix) of the same running QEMU into a fresh local qcow2',
+    phases: full20.phases,
+    ...(fullImgTlsMs === null ? {} : { qemuImgOverNbdTlsMs: Math.round(fullImgTlsMs), ratioVsQemuImgOverNbdTls: r3(fullImgTlsMs / full20.durationMs) }),
+  });
+  const ib = full20.bytesSent / data;
+  figure({
+    metric: 'initial_sync_bytes_per_data_byte', value: r3(ib), unit: 'ratio', baseline: null, ratio: r3(ib), goal: '<= 1.05', met: ib <= 1.05,
+    bytesSent: full20.bytesSent, dataBytes: data,
+  });
+  await vm20.stop();
+  vms.splice(vms.indexOf(vm20), 1);
+} finally {
+  for (const vm of vms) await vm.stop().catch(() => undefined);
+  for (const d of daemons) await d.abortCycle().catch(() => undefined);
+  for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
+  await rm(dir, { recursive: true, force: true });
+}
+
+const result = { name: 'replication', machine: '2 cores, TCG', date: new Date().toISOString(), figures };
+await writeFile(join(repoRoot, 'bench', 'results', 'replication.json'), `${JSON.stringify(result, null, 2)}\n`);
+log('wrote bench/results/replication.json');
