@@ -109,9 +109,13 @@ export const errorResponses = {
   401: { $ref: 'Error#' },
   404: { $ref: 'Error#' },
   409: { $ref: 'Error#' },
+  403: { $ref: 'Error#' },
   422: { $ref: 'Error#' },
   500: { $ref: 'Error#' },
+  502: { $ref: 'Error#' },
   503: { $ref: 'Error#' },
+  504: { $ref: 'Error#' },
+  507: { $ref: 'Error#' },
 } as const;
 
 export const peerSchema = {

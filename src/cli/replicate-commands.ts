@@ -6,7 +6,8 @@ import { int, one } from './vm-commands.js';
 import type { ReplicationStatus } from '../replication/replication-service.js';
 
 export const REPLICATE_USAGE = `mamori replicate <command>
-  enable VM --to SITE --rpo 30s [--points 24]   protect a VM on a paired site (RPO 5s..24h)
+  enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
+                          protect a VM on a paired site (RPO 5s..24h; bandwidth in bytes/s)
   status [VM] | points VM | verify VM [--point ID]
   sync-now VM | pause VM | resume VM | disable VM`;
 
@@ -15,11 +16,12 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
   const base = (vm: string): string => `/vms/${encodeURIComponent(vm)}/replication`;
   switch (sub) {
     case 'enable': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'string' } } });
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'string' }, bandwidth: { type: 'string' } } });
       const vm = one(positionals, 'replicate enable VM --to SITE --rpo 30s');
       if (!values.to || !values.rpo) throw new MamoriError('INVALID_INPUT', 'usage: mamori replicate enable VM --to SITE --rpo 30s [--points 24]');
       const body: Record<string, unknown> = { to: values.to, rpo: values.rpo };
       if (values.points !== undefined) body['points'] = int(values.points, '--points');
+      if (values.bandwidth !== undefined) body['bandwidth'] = values.bandwidth;
       const s = await api.post<ReplicationStatus>(base(vm), body);
       return json ? printJson(s) : void process.stdout.write(`replicating ${vm} to ${s.to} with an RPO of ${s.rpoSeconds}s, keeping ${s.points} points\n`);
     }

@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   IMAGE_CORRUPT: { httpStatus: 422, retryable: false },
   IMAGE_FORMAT_UNSUPPORTED: { httpStatus: 422, retryable: false },
   DEVICE_NOT_BLOCK: { httpStatus: 422, retryable: false },
+  POOL_FULL: { httpStatus: 507, retryable: false },
   TEST_GUEST_MISSING: { httpStatus: 503, retryable: false },
   FIRMWARE_MISSING: { httpStatus: 503, retryable: false },
   // QEMU and processes

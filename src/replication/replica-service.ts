@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { mkdir, rm, statfs } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
@@ -79,6 +79,15 @@ export class ReplicaService {
       // Enabling again after a disable on the source keeps what this site holds.
       await this.#db.updateTable('replicas').set({ keep_points: input.keepPoints }).where('id', '=', existing.id).execute();
       return this.get(existing.id);
+    }
+    // Like a datastore capacity check: room for every disk written in full, so a replica
+    // never stops halfway on a full pool. Nothing is made when it does not fit.
+    await mkdir(this.#root, { recursive: true });
+    const st = await statfs(this.#root);
+    const free = st.bavail * st.bsize;
+    const need = input.disks.reduce((n, d) => n + d.sizeBytes, 0);
+    if (free < need) {
+      throw new MamoriError('POOL_FULL', `the recovery site's storage has ${Math.floor(free / 2 ** 20)} MiB free but the replica of ${input.vmName} needs up to ${Math.ceil(need / 2 ** 20)} MiB; free space or use a larger pool`, { details: { freeBytes: free, neededBytes: need } });
     }
     const id = newShortId('rep');
     const dir = join(this.#root, id);

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
-import { allocatedExtents, copyExtents, dirtyExtents, type ByteRange, type CopyCounters } from '../nbd/extent-copy.js';
+import { allocatedExtents, copyExtents, dirtyExtents, type ByteRange, type CopyCounters, type CopyTarget } from '../nbd/extent-copy.js';
 import {
   abortFleecingPoint, abortOfflineFleecingPoint, completeFleecingPoint, completeOfflineFleecingPoint,
   createFleecingPoint, createOfflineFleecingPoint, type FleecingPoint, type OfflineFleecingPoint,
@@ -54,6 +54,8 @@ export async function runReplicationCycle(opts: {
   previousGeneration: number | null;
   remote: RemoteReplica;
   tls: CycleTls;
+  /** Bytes per second on the link; undefined: unlimited. */
+  bandwidthBps?: number;
 }): Promise<CycleResult> {
   const started = Date.now();
   await mkdir(opts.workDir, { recursive: true });
@@ -70,6 +72,7 @@ export async function runReplicationCycle(opts: {
       const counters = await copyDisk({
         socketPath: point.nbdSocket, exportName: disk.exportName, metaContext: disk.metaContext,
         resync: disk.mode === 'resync', host: target.host, port: target.port, targetExport: target.exports[i]!, tls: opts.tls,
+        ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
       });
       totals.bytesWritten += counters.bytesWritten;
       totals.zeroBytes += counters.zeroBytes;
@@ -91,7 +94,7 @@ export async function runReplicationCycle(opts: {
 
 async function copyDisk(o: {
   socketPath: string; exportName: string; metaContext: string | null; resync: boolean;
-  host: string; port: number; targetExport: string; tls: CycleTls;
+  host: string; port: number; targetExport: string; tls: CycleTls; bandwidthBps?: number;
 }): Promise<CopyCounters & { changed: number }> {
   const context = o.metaContext ?? 'base:allocation';
   const src = await NbdClient.connect({ socketPath: o.socketPath }, { exportName: o.exportName, metaContexts: [context] });
@@ -99,13 +102,19 @@ async function copyDisk(o: {
     const dst = await NbdClient.connect({ host: o.host, port: o.port }, {
       exportName: o.targetExport,
       tls: { ca: o.tls.peerCaPem, cert: o.tls.clientCertPem, key: o.tls.clientKeyPem },
+      // A silent link (cut cable, dead peer) must fail the cycle soon, not after minutes:
+      // requests are at most a few MiB, which take seconds even on a slow link.
+      timeoutMs: 10_000,
+      requestTimeoutMs: 20_000,
     });
     try {
       const extents = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
       const changed = sum(extents);
       if (o.resync) return { ...(await resyncExtents(src, dst, extents)), changed };
       // A full first copy lands on an empty replica: zero areas need no write at all.
-      const counters = await copyExtents({ source: src, target: dst, extents, targetIsZero: !o.metaContext });
+      const target = o.bandwidthBps ? throttled(dst, o.bandwidthBps) : dst;
+      // Throttled copies go in small chunks so the rate holds over short spans too.
+      const counters = await copyExtents({ source: src, target, extents, targetIsZero: !o.metaContext, ...(o.bandwidthBps ? { chunkSize: 256 * 1024, concurrency: 1 } : {}) });
       return { ...counters, changed };
     } finally {
       await dst.disconnect().catch(() => undefined);
@@ -137,6 +146,35 @@ async function resyncExtents(src: NbdClient, dst: NbdClient, extents: ByteRange[
   }
   await dst.flush();
   return out;
+}
+
+/** A target whose writes wait for a token bucket refilled at `bps` bytes per second. */
+function throttled(dst: NbdClient, bps: number): CopyTarget {
+  let available = 0;
+  let last = Date.now();
+  const take = async (n: number): Promise<void> => {
+    for (;;) {
+      const now = Date.now();
+      available = Math.min(bps, available + ((now - last) * bps) / 1000);
+      last = now;
+      if (available >= n || (available >= bps && n > bps)) {
+        available -= n;
+        return;
+      }
+      await new Promise((r) => setTimeout(r, Math.max(5, ((n - available) * 1000) / bps)));
+    }
+  };
+  return {
+    get transmissionFlags() { return dst.transmissionFlags; },
+    get blockSizes() { return dst.blockSizes; },
+    get maxRequestLength() { return dst.maxRequestLength; },
+    write: async (offset, data, options) => {
+      await take(data.length);
+      return dst.write(offset, data, options);
+    },
+    writeZeroes: (offset, length, options) => dst.writeZeroes(offset, length, options),
+    flush: (options) => dst.flush(options),
+  };
 }
 
 function sum(extents: readonly ByteRange[]): number {

@@ -10,6 +10,7 @@ import type { SiteTls } from '../sites/site-tls.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
+import { parseSize } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { assertLayerable } from '../vms/vm-snapshots.js';
 import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
@@ -39,6 +40,7 @@ export interface ReplicationStatus {
   failures: number;
   lastError: string | null;
   lastCycle: CycleStats | null;
+  bandwidthBps: number | null;
 }
 
 const MAX_POINTS = 1000;
@@ -74,12 +76,13 @@ export class ReplicationService {
     this.#log = deps.log;
   }
 
-  async enable(vmName: string, input: { to: string; rpo: string; points?: number }): Promise<ReplicationStatus> {
+  async enable(vmName: string, input: { to: string; rpo: string; points?: number; bandwidth?: string }): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     const rpoMs = parseRpo(String(input.rpo));
     if (rpoMs === null) throw new MamoriError('OUT_OF_RANGE', `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`);
     const keep = input.points ?? 24;
     if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS) throw new MamoriError('OUT_OF_RANGE', `points must be 1 to ${MAX_POINTS}`);
+    const bandwidthBps = input.bandwidth === undefined ? null : parseSize(input.bandwidth);
     const disks = await this.#disks.byIds(vm.definition.diskIds);
     if (disks.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vmName} has no disks to replicate`);
     for (const d of disks) assertLayerable(d, 'host-based replication');
@@ -93,6 +96,7 @@ export class ReplicationService {
     await this.#db.insertInto('replications').values({
       vm_id: vm.id, peer: input.to, replica_id: replica.id, rpo_ms: rpoMs, keep_points: keep, state: 'enabled',
       generation: null, last_point_at: null, last_point_id: null, failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
+      bandwidth_bps: bandwidthBps,
     }).execute();
     this.#schedule(vm.id, Date.now());
     return this.status(vmName);
@@ -176,6 +180,7 @@ export class ReplicationService {
           previousGeneration: row.generation,
           remote: await this.#remote(row),
           tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
+          ...(row.bandwidth_bps ? { bandwidthBps: row.bandwidth_bps } : {}),
         });
         const stats = [...(JSON.parse(row.stats) as CycleStats[]), {
           at: result.point.time, mode: result.mode, bytesSent: result.bytesSent, bytesChanged: result.bytesChanged, durationMs: result.durationMs,
@@ -257,7 +262,7 @@ export class ReplicationService {
       vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpo_ms / 1000, points: r.keep_points,
       lastPointAt: r.last_point_at, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
       rpoViolated: s.violated, nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
-      lastError: r.last_error, lastCycle: stats.at(-1) ?? null,
+      lastError: r.last_error, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidth_bps,
     };
   }
 

@@ -103,6 +103,8 @@ export interface ReplicationTable {
   last_error: string | null;
   /** JSON: the last few cycles' figures (bytes, duration, mode). */
   stats: string;
+  /** Bytes per second the copy may use on the link; null: unlimited. */
+  bandwidth_bps: ColumnType<number | null, number | null | undefined, number | null>;
   created_at: string;
   updated_at: string;
 }

@@ -10,7 +10,7 @@ const statusSchema = {
     vm: { type: 'string' }, to: { type: 'string' }, state: { type: 'string' }, rpoSeconds: { type: 'number' }, points: { type: 'integer' },
     lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' },
     nextCycleAt: { type: ['string', 'null'] }, failures: { type: 'integer' }, lastError: { type: ['string', 'null'] },
-    lastCycle: { type: ['object', 'null'], additionalProperties: true },
+    lastCycle: { type: ['object', 'null'], additionalProperties: true }, bandwidthBps: { type: ['integer', 'null'] },
   },
 } as const;
 
@@ -22,12 +22,12 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
   const admin = requireRole('admin');
   return async (app) => {
     app.get('/replication', { preHandler: admin, schema: { summary: 'Replication status of every protected VM', response: { 200: { type: 'array', items: statusSchema }, ...errorResponses } } }, async () => r.statusAll());
-    app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number } }>('/vms/:name/replication', {
+    app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number; bandwidth?: string } }>('/vms/:name/replication', {
       preHandler: admin,
       schema: {
         summary: 'Enable replication of a VM to a paired site',
         params: nameParam,
-        body: { type: 'object', required: ['to', 'rpo'], additionalProperties: false, properties: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'integer' } } },
+        body: { type: 'object', required: ['to', 'rpo'], additionalProperties: false, properties: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'integer' }, bandwidth: { type: 'string' } } },
         response: { 201: statusSchema, ...errorResponses },
       },
     }, async (req, reply) => reply.status(201).send(await r.enable(req.params.name, req.body)));

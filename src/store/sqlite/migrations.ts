@@ -42,6 +42,8 @@ const STEPS: readonly string[] = [
    CREATE TABLE replica_points (replica_id TEXT NOT NULL REFERENCES replicas(id) ON DELETE CASCADE,
      point_id TEXT NOT NULL, time TEXT NOT NULL, consistency TEXT NOT NULL, committed_at TEXT NOT NULL,
      disk_points TEXT NOT NULL, PRIMARY KEY (replica_id, point_id));`,
+  // Replication network throttling (bytes per second; null: unlimited), as vSphere's.
+  `ALTER TABLE replications ADD COLUMN bandwidth_bps INTEGER;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

@@ -1,0 +1,133 @@
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TwoSites } from '../../harness/two-sites.js';
+import { runProcess } from '../../../src/core/run-process.js';
+import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
+
+/*
+ * Faults injected in the middle of replication cycles. After each one the newest recovery
+ * point still verifies as a gap-free prefix, and the next cycle is incremental again:
+ * it sends about what changed, not the disk.
+ * Cycles are throttled (--bandwidth) so a cycle lasts long enough to be cut.
+ */
+interface Verified {
+  point: { id: string };
+  report: { consistent: boolean; lastSequence: number | null };
+}
+
+let sites: TwoSites;
+let replicasRoot: string;
+before(async () => {
+  sites = await TwoSites.create();
+  await sites.pairBothWays();
+  replicasRoot = join(sites.b.dataDir, 'replicas');
+});
+after(async () => {
+  await sites?.destroy();
+});
+
+const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
+const status = () => a<ReplicationStatus>('replicate', 'status', 'fv');
+
+/** Waits until the recovery site has a cycle open (its storage daemon's pid file exists). */
+async function openCyclePid(): Promise<number> {
+  return sites.a.waitFor('a cycle in flight at the recovery site', async () => {
+    for (const rep of await readdir(replicasRoot).catch(() => [])) {
+      const pid = Number((await readFile(join(replicasRoot, rep, 'sd.pid'), 'utf8').catch(() => '')).trim());
+      // A daemon killed earlier leaves its pid file behind: only a live one is a cycle in flight.
+      if (pid > 0 && (await alive(pid))) return pid;
+    }
+    return undefined;
+  }, 60_000);
+}
+
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
+async function newestVerifies(): Promise<number> {
+  const v = await a<Verified>('replicate', 'verify', 'fv');
+  assert.equal(v.report.consistent, true, JSON.stringify(v.report));
+  return v.report.lastSequence ?? 0;
+}
+
+/** Lets the guest write, runs one cycle in the background and returns it with the open cycle's daemon pid. */
+async function cutCycle(): Promise<{ cycle: Promise<{ code: number; stderr: string }>; daemonPid: number }> {
+  // ~10 s of log at 20 records/s: at 64 KiB/s the cycle takes seconds, long enough to cut.
+  await new Promise((r) => setTimeout(r, 10_000));
+  const cycle = sites.cli('a', 'replicate', 'sync-now', 'fv');
+  return { cycle, daemonPid: await openCyclePid() };
+}
+
+async function nextCycleIsIncremental(): Promise<ReplicationStatus> {
+  const s = await a<ReplicationStatus>('replicate', 'sync-now', 'fv');
+  assert.equal(s.failures, 0, s.lastError ?? '');
+  assert.ok(s.lastCycle!.mode === 'incremental' || s.lastCycle!.mode === 'resync', s.lastCycle!.mode);
+  assert.ok(s.lastCycle!.bytesSent < 8 * 1024 * 1024, `sent ${s.lastCycle!.bytesSent} bytes for a few seconds of writes`);
+  return s;
+}
+
+test('a recovery site without room refuses the replica clearly; nothing is created', async () => {
+  await mkdir(replicasRoot, { recursive: true });
+  // `ip netns exec` gave the server a mount namespace of its own: mount inside it.
+  const inServer = ['-t', String(sites.b.serverPid), '-m'];
+  await runProcess('nsenter', [...inServer, 'mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', replicasRoot]);
+  try {
+    await a('vm', 'create', 'big', '--test-guest', '--data-disk', '64M');
+    const r = await sites.cli('a', 'replicate', 'enable', 'big', '--to', 'site-b', '--rpo', '30s');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /MiB free but the replica of big needs up to 64 MiB.*\[.*POOL_FULL\]/);
+    assert.deepEqual(await readdir(replicasRoot), []);
+    assert.deepEqual(await a('replicate', 'status'), []);
+    // The source is untouched: the VM is there and can still be deleted.
+    await a('vm', 'delete', 'big');
+  } finally {
+    await runProcess('nsenter', [...inServer, 'umount', replicasRoot]);
+  }
+});
+
+test('recovery daemon killed, source QEMU killed mid-cycle: points stay whole, cycles resume', async () => {
+  await a('vm', 'create', 'fv', '--test-guest', '--data-disk', '64M', '--writelog-rate', '20');
+  await a('vm', 'start', 'fv');
+  await sites.a.waitFor('heartbeat', async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt, 120_000);
+  // A long RPO keeps the timer out of the way; cycles here are started by hand.
+  await a('replicate', 'enable', 'fv', '--to', 'site-b', '--rpo', '1h', '--bandwidth', '64K');
+  await sites.a.waitFor('first point', async () => (await status()).lastPointAt, 120_000);
+  let last = await newestVerifies();
+
+  // 1. kill -9 of the recovery site's storage daemon while it receives.
+  {
+    const { cycle, daemonPid } = await cutCycle();
+    process.kill(daemonPid, 'SIGKILL');
+    const r = await cycle;
+    assert.notEqual(r.code, 0, `the cycle survived its receiver: ${r.stderr} ${JSON.stringify(await status())}`);
+    assert.equal(await newestVerifies(), last);
+    await nextCycleIsIncremental();
+    last = await newestVerifies();
+  }
+
+  // 2. kill -9 of the source QEMU mid-cycle: its bitmap is lost, so what follows resyncs by
+  //    comparing with the replica and sending only what differs, never a blind full copy.
+  //    (The cut cycle may fail, or finish offline from the crashed VM's image if QEMU died
+  //    before it froze the point: either way the newest point must be whole.)
+  {
+    const vm = await a<{ pid: number }>('vm', 'show', 'fv');
+    const { cycle } = await cutCycle();
+    process.kill(vm.pid, 'SIGKILL');
+    await cycle;
+    assert.ok((await newestVerifies()) >= last);
+    await sites.a.waitFor('crashed', async () => (await a<{ state: string }>('vm', 'show', 'fv')).state === 'crashed', 30_000);
+    const modes = new Set<string>([(await status()).lastCycle!.mode]);
+    const s = await a<ReplicationStatus>('replicate', 'sync-now', 'fv');
+    assert.equal(s.failures, 0, s.lastError ?? '');
+    modes.add(s.lastCycle!.mode);
+    assert.ok(modes.has('resync'), `a lost bitmap leads to a resync, saw ${[...modes].join(', ')}`);
+    if (s.lastCycle!.mode === 'resync') {
+      assert.ok(s.lastCycle!.bytesSent < s.lastCycle!.bytesChanged / 2, `resync sent ${s.lastCycle!.bytesSent} of ${s.lastCycle!.bytesChanged} compared bytes`);
+    }
+    assert.ok((await newestVerifies()) >= last);
+  }
+});
