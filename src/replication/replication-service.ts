@@ -221,7 +221,8 @@ export class ReplicationService {
     return {
       beginCycle: () => peer.request<CycleTarget>('POST', `${base}/cycles`, {}),
       commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),
-      abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {})),
+      // Best effort and quick: on a cut link the peer discards staging at its next cycle anyway.
+      abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {}, { timeoutMs: 10_000 })),
     };
   }
 
