@@ -19,6 +19,8 @@ npm:
 	@[ -d node_modules/better-sqlite3/build/Release ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
 
 build: npm
+	@# A clean output folder: a moved or deleted test must not keep running from a stale .js.
+	rm -rf dist
 	npx tsc -p tsconfig.json
 
 guest: build

@@ -124,7 +124,7 @@ export class ReplicaService {
   async beginCycle(id: string, peer: { name: string; caPem: string }): Promise<CycleTarget> {
     return this.#lock.run(id, async () => {
       const replica = await this.get(id);
-      await this.#closeCycle(id, 'discard');
+      await this.#closeCycle(id);
       const dir = join(this.#root, id);
       const chains = await Promise.all(replica.disks.map((d) => ReplicaChain.open(join(dir, `disk${d.index}`))));
       const staging = [];
@@ -173,7 +173,7 @@ export class ReplicaService {
   }
 
   async abortCycle(id: string): Promise<void> {
-    await this.#lock.run(id, () => this.#closeCycle(id, 'discard'));
+    await this.#lock.run(id, () => this.#closeCycle(id));
   }
 
   /** Runs the write-log verifier on a point, holding it against retention while it reads. */
@@ -201,18 +201,18 @@ export class ReplicaService {
     if (drop.length) await this.#db.deleteFrom('replica_points').where('replica_id', '=', id).where('point_id', 'in', drop).execute();
   }
 
-  async #closeCycle(id: string, how: 'discard'): Promise<void> {
+  async #closeCycle(id: string): Promise<void> {
     const open = this.#cycles.get(id);
     this.#cycles.delete(id);
     if (open) {
       await open.daemon.kill().catch(() => undefined);
-      for (const c of open.chains) await c.discardCycle().catch((e: unknown) => this.#log.warn({ replica: id, err: e }, `staging ${how} failed`));
+      for (const c of open.chains) await c.discardCycle().catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'discarding staging failed'));
     }
   }
 
   /** Server shutdown: a cycle in flight is cut; its staging is discarded at the next attempt. */
   async shutdown(): Promise<void> {
-    for (const id of [...this.#cycles.keys()]) await this.#closeCycle(id, 'discard');
+    for (const id of [...this.#cycles.keys()]) await this.#closeCycle(id);
   }
 }
 

@@ -130,9 +130,9 @@ export class ReplicationService {
     return this.status(vmName);
   }
 
-  async status(vmName?: string): Promise<ReplicationStatus> {
-    const vm = await this.#vms.get(vmName!);
-    return this.#statusOf(await this.#require(vm.id, vmName!), vm.name);
+  async status(vmName: string): Promise<ReplicationStatus> {
+    const vm = await this.#vms.get(vmName);
+    return this.#statusOf(await this.#require(vm.id, vmName), vm.name);
   }
 
   async statusAll(): Promise<ReplicationStatus[]> {
