@@ -70,6 +70,7 @@ export const vmSchema = {
       },
     },
     stopTimeoutSec: { type: 'integer' },
+    guestAgent: { type: 'boolean' },
     lastHeartbeatAt: nullableString,
     lastHeartbeat: nullableString,
     serialLog: { type: 'string' },

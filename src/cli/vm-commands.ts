@@ -20,7 +20,7 @@ interface Vm {
 }
 
 export const VM_USAGE = `mamori vm <command>
-  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N] [--no-acpi]
+  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N] [--no-acpi] [--guest-agent]
               [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
               [--disk DISK]... [--stop-timeout SEC]
   list | show NAME | start NAME | stop NAME [--timeout SEC] [--force]
@@ -36,7 +36,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         args: rest, allowPositionals: true, strict: true,
         options: {
           'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' },
-          'no-acpi': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
+          'no-acpi': { type: 'boolean' }, 'guest-agent': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
           machine: { type: 'string' }, disk: { type: 'string', multiple: true }, 'stop-timeout': { type: 'string' },
         },
       });
@@ -46,6 +46,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values['data-disk']) body['dataDisk'] = values['data-disk'];
       if (values['writelog-rate'] !== undefined) body['writelogRate'] = int(values['writelog-rate'], '--writelog-rate');
       if (values['no-acpi']) body['acpi'] = false;
+      if (values['guest-agent']) body['guestAgent'] = true;
       if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
       if (values.memory !== undefined) body['memoryMiB'] = memoryMiB(values.memory);
       if (values.firmware) body['firmware'] = values.firmware;

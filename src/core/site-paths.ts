@@ -29,13 +29,14 @@ export class SitePaths {
   vmDir(vmId: string): string {
     return join(this.root, 'vms', vmId);
   }
-  vmRuntime(vmId: string): { qmpSocket: string; pidFile: string; serialLog: string; uefiVars: string } {
+  vmRuntime(vmId: string): { qmpSocket: string; pidFile: string; serialLog: string; uefiVars: string; guestAgentSocket: string } {
     const dir = this.vmDir(vmId);
     return {
       qmpSocket: join(dir, 'qmp.sock'),
       pidFile: join(dir, 'qemu.pid'),
       serialLog: join(dir, 'serial.log'),
       uefiVars: join(dir, 'OVMF_VARS.fd'),
+      guestAgentSocket: join(dir, 'qga.sock'),
     };
   }
 }

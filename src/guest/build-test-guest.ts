@@ -27,7 +27,8 @@ export interface TestGuest {
 }
 
 /** Bump when the build itself changes in a way the input hashes do not show. */
-const BUILDER_VERSION = 2;
+// 3: qemu-guest-agent and its fsfreeze hook.
+const BUILDER_VERSION = 3;
 const STAMP = 'guest.json';
 const LOCK_WAIT_MS = 15 * 60_000;
 
@@ -81,22 +82,70 @@ export function isStaticElf(elf: Buffer): boolean {
   return true;
 }
 
+/** Downloads a Debian package (not installed) and unpacks it under work; returns its root. */
+async function unpackDebianPackage(work: string, name: string): Promise<string> {
+  await runProcess('apt-get', ['-o', 'APT::Sandbox::User=root', '-q', 'download', name], { cwd: work, timeoutMs: 10 * 60_000 });
+  const { stdout } = await runProcess('find', [work, '-maxdepth', '1', '-name', `${name}_*.deb`]);
+  const deb = stdout.trim().split('\n')[0];
+  if (!deb) throw new Error(`apt-get download ${name} gave no .deb`);
+  const root = join(work, `${name}-root`);
+  await runProcess('dpkg', ['-x', deb, root]);
+  return root;
+}
+
 /** The host's busybox-static, or the package's binary when the host has none. */
 async function staticBusybox(work: string): Promise<Buffer> {
   const host = await readFile('/bin/busybox').catch(() => null);
   if (host && isStaticElf(host)) return host;
   try {
-    await runProcess('apt-get', ['-o', 'APT::Sandbox::User=root', '-q', 'download', 'busybox-static'], { cwd: work, timeoutMs: 10 * 60_000 });
-    const { stdout } = await runProcess('find', [work, '-maxdepth', '1', '-name', 'busybox-static_*.deb']);
-    const deb = stdout.trim().split('\n')[0];
-    if (!deb) throw new Error('no .deb downloaded');
-    await runProcess('dpkg', ['-x', deb, join(work, 'busybox-root')]);
-    const bin = await readFile(join(work, 'busybox-root', 'bin', 'busybox'));
+    const bin = await readFile(join(await unpackDebianPackage(work, 'busybox-static'), 'bin', 'busybox'));
     if (isStaticElf(bin)) return bin;
     throw new Error('the packaged busybox is not static');
   } catch (err) {
     throw new MamoriError('TEST_GUEST_MISSING', `no static busybox for the guest: ${(err as Error).message}. Install it with: apt-get install busybox-static`, { cause: err });
   }
+}
+
+/**
+ * qemu-ga from Debian's qemu-guest-agent package, and the shared libraries it loads, taken
+ * from the host (QEMU's own packages put the same glib, udev and numa libraries there).
+ * The initramfs keeps their host paths, so the binary's interpreter and rpath just work.
+ */
+async function guestAgentFiles(work: string): Promise<{ path: string; data: Buffer }[]> {
+  try {
+    const bin = join(await unpackDebianPackage(work, 'qemu-guest-agent'), 'usr', 'sbin', 'qemu-ga');
+    const ldd = await runProcess('ldd', [bin], { timeoutMs: 30_000 });
+    const missing = ldd.stdout.split('\n').filter((l) => l.includes('not found'));
+    if (missing.length > 0) throw new Error(`libraries missing on this host: ${missing.map((l) => l.trim()).join(', ')}`);
+    const libs = [...ldd.stdout.matchAll(/(?:=>\s+|^\s*)(\/\S+)\s+\(0x/gm)].map((m) => m[1]!);
+    const files = [{ path: 'usr/sbin/qemu-ga', data: await readFile(bin) }];
+    for (const lib of new Set(libs)) files.push({ path: lib.replace(/^\/+/, ''), data: await readFile(lib) });
+    return files;
+  } catch (err) {
+    throw new MamoriError('TEST_GUEST_MISSING', `no qemu-guest-agent for the guest: ${(err as Error).message}. It comes from Debian's qemu-guest-agent package (apt-get download must work)`, { cause: err });
+  }
+}
+
+// Run by qemu-ga with "freeze" before it freezes filesystems and "thaw" after (as a
+// database's hook in fsfreeze-hook.d would). The write-log writer is this guest's
+// application: it is stopped between system calls, so no record is half written, and
+// continued at thaw. Each line is one write to the console.
+const FSFREEZE_HOOK = `#!/bin/sh
+WL=
+[ -r /run/mamori-wl.pid ] && read -r WL < /run/mamori-wl.pid
+case "$1" in
+  freeze) [ -n "$WL" ] && kill -STOP "$WL"; echo "mamori-fsfreeze freeze" > /dev/console ;;
+  thaw) [ -n "$WL" ] && kill -CONT "$WL"; echo "mamori-fsfreeze thaw" > /dev/console ;;
+esac
+exit 0
+`;
+
+const BASE_DIRS = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'tmp', 'etc', 'etc/acpi', 'etc/acpi/PWRF', 'etc/qemu', 'lib', 'lib/modules'];
+
+/** 'a/b/c' -> ['a', 'a/b'], parents first. */
+function parentDirs(path: string): string[] {
+  const parts = path.split('/').slice(0, -1);
+  return parts.map((_, i) => parts.slice(0, i + 1).join('/'));
 }
 
 async function compileWriter(source: string, out: string): Promise<void> {
@@ -204,6 +253,7 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
       writerSha256: sha256(writerSource),
       initSha256: sha256(initScript),
       powerButtonSha256: sha256(POWER_BUTTON_HANDLER),
+      fsfreezeHookSha256: sha256(FSFREEZE_HOOK),
     };
     const localHash = sha256(JSON.stringify(local));
     const aptLists = await aptListsFingerprint();
@@ -229,11 +279,11 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
       const kernel = await prepareKernel(pkg, join(outDir, 'kernel-cache'));
       const writer = join(work, 'mamori-wl');
       await compileWriter(join(src, 'writelog-writer.c'), writer);
+      const agent = await guestAgentFiles(work);
+      const agentDirs = [...new Set(agent.flatMap((f) => parentDirs(f.path)))].filter((d) => !BASE_DIRS.includes(d));
 
       const entries: CpioEntry[] = [
-        ...['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'tmp', 'etc', 'etc/acpi', 'etc/acpi/PWRF', 'lib', 'lib/modules'].map(
-          (path): CpioEntry => ({ type: 'dir', path }),
-        ),
+        ...[...BASE_DIRS, ...agentDirs].map((path): CpioEntry => ({ type: 'dir', path })),
         // The kernel opens /dev/console for /init before devtmpfs is mounted.
         { type: 'chardev', path: 'dev/console', major: 5, minor: 1 },
         { type: 'file', path: 'bin/busybox', data: busybox, mode: 0o755 },
@@ -241,6 +291,8 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
         { type: 'file', path: 'bin/mamori-wl', data: await readFile(writer), mode: 0o755 },
         { type: 'file', path: 'init', data: initScript, mode: 0o755 },
         { type: 'file', path: 'etc/acpi/PWRF/00000080', data: Buffer.from(POWER_BUTTON_HANDLER), mode: 0o755 },
+        { type: 'file', path: 'etc/qemu/fsfreeze-hook', data: Buffer.from(FSFREEZE_HOOK), mode: 0o755 },
+        ...agent.map((f): CpioEntry => ({ type: 'file', path: f.path, data: f.data, mode: 0o755 })),
         { type: 'file', path: 'lib/modules/load-order', data: Buffer.from(kernel.modules.map((m) => basename(m) + '\n').join('')) },
       ];
       for (const m of kernel.modules) entries.push({ type: 'file', path: `lib/modules/${basename(m)}`, data: await readFile(m) });

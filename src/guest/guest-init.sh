@@ -82,6 +82,26 @@ if [ -n "$WL" ]; then
   fi
 fi
 
+# qemu-guest-agent, when the VM has its channel (mamori vm create --guest-agent): a
+# virtio console device (id 3) whose port is named org.qemu.guest_agent.0.
+if grep -qs 0x0003 /sys/bus/virtio/devices/*/device; then
+  i=0
+  PORT=
+  while [ -z "$PORT" ] && [ $i -lt 50 ]; do
+    for p in /sys/class/virtio-ports/*; do
+      [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && [ -c "/dev/${p##*/}" ] && PORT=/dev/${p##*/}
+    done
+    [ -n "$PORT" ] || sleep 0.1
+    i=$((i + 1))
+  done
+  if [ -n "$PORT" ]; then
+    qemu-ga -m virtio-serial -p "$PORT" -F/etc/qemu/fsfreeze-hook -t /run -f /run/qemu-ga.pid -l /run/qemu-ga.log &
+    echo "mamori-guest agent on $PORT"
+  else
+    echo "mamori-guest warning no guest agent port"
+  fi
+fi
+
 if [ "$ACPI" = 1 ]; then
   # acpid opens /dev/input/event* once, at start: wait until the power button's
   # input device exists or presses would go unseen.

@@ -7,6 +7,8 @@ export interface VmRuntimePaths {
   serialLog: string;
   /** Per-VM copy of the UEFI variable store (uefi only). */
   uefiVars: string;
+  /** The guest agent channel's socket (guestAgent only). */
+  guestAgentSocket?: string;
 }
 
 export interface VmArgvInput {
@@ -52,6 +54,15 @@ export function buildVmArgv(input: VmArgvInput): string[] {
       '-blockdev', json({ driver: 'raw', file: 'fw-code-file', 'node-name': 'fw-code', 'read-only': true }),
       '-blockdev', json({ driver: 'file', filename: paths.uefiVars, 'node-name': 'fw-vars-file' }),
       '-blockdev', json({ driver: 'raw', file: 'fw-vars-file', 'node-name': 'fw-vars' }),
+    );
+  }
+  if (def.guestAgent === true) {
+    if (!paths.guestAgentSocket) throw new Error('a VM with a guest agent needs guestAgentSocket in its runtime paths');
+    argv.push(
+      '-chardev', `socket,id=qga0,path=${paths.guestAgentSocket},server=on,wait=off`,
+      '-device', 'virtio-serial-pci,id=qga-serial',
+      // The port name is what qemu-guest-agent looks for (/dev/virtio-ports/org.qemu.guest_agent.0).
+      '-device', 'virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0',
     );
   }
   // A test guest boots its kernel directly; a boot index on a disk would make the BIOS try it first.

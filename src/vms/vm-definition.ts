@@ -16,6 +16,11 @@ export interface VmDefinition {
   boot: BootDefinition;
   /** Seconds to wait for the guest after the ACPI power button before forcing it off. */
   stopTimeoutSec: number;
+  /**
+   * A virtio-serial channel for qemu-guest-agent (Proxmox's `agent: 1`): replication then
+   * freezes the guest's filesystems around each point. Absent in VMs made before it existed.
+   */
+  guestAgent?: boolean;
 }
 
 export const FIRMWARES = ['bios', 'uefi'] as const;

@@ -27,6 +27,8 @@ export interface CreateVmInput {
   testGuest?: boolean;
   writelogRate?: number;
   acpi?: boolean;
+  /** Give the VM a qemu-guest-agent channel (application-consistent replication points). */
+  guestAgent?: boolean;
   nics?: { model?: NicModel; network?: 'user' | 'none'; mac?: string }[];
   stopTimeoutSec?: number;
 }
@@ -45,6 +47,7 @@ export interface VmView {
   nics: NicDefinition[];
   disks: { name: string; kind: string; format: string; path: string; sizeBytes: number; rdmMode: string | null; shared: boolean }[];
   stopTimeoutSec: number;
+  guestAgent: boolean;
   lastHeartbeatAt: string | null;
   lastHeartbeat: string | null;
   serialLog: string;
@@ -96,6 +99,7 @@ export class VmService {
         name: x.name, kind: x.kind, format: x.format, path: x.path, sizeBytes: x.sizeBytes, rdmMode: x.rdmMode, shared: x.shared,
       })),
       stopTimeoutSec: d.stopTimeoutSec,
+      guestAgent: d.guestAgent === true,
       lastHeartbeatAt: hb?.at ?? vm.lastHeartbeatAt,
       lastHeartbeat: hb?.line ?? null,
       serialLog: this.#deps.paths.vmRuntime(vm.id).serialLog,
@@ -129,6 +133,7 @@ export class VmService {
         nics,
         boot: input.testGuest ? { kind: 'test-guest', writelogRate, acpi: input.acpi ?? true } : { kind: 'disk' },
         stopTimeoutSec,
+        ...(input.guestAgent === true ? { guestAgent: true } : {}),
       };
       try {
         await this.#deps.db.transaction().execute(async (tx) => {

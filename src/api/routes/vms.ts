@@ -19,6 +19,7 @@ const createBody = {
     testGuest: { type: 'boolean' },
     writelogRate: { type: 'integer' },
     acpi: { type: 'boolean' },
+    guestAgent: { type: 'boolean' },
     nics: {
       type: 'array',
       items: { type: 'object', additionalProperties: false, properties: { model: { type: 'string' }, network: { type: 'string' }, mac: { type: 'string' } } },
