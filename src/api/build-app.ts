@@ -18,6 +18,8 @@ import { diskRoutes } from './routes/disks.js';
 import { hostRoutes, type HostInfoSource } from './routes/host.js';
 import { jobRoutes } from './routes/jobs.js';
 import { siteRoutes } from './routes/sites.js';
+import { eventRoutes } from './routes/events.js';
+import type { IncidentLog } from '../events/incident-log.js';
 import './request-caller.js';
 
 export interface AppDeps {
@@ -31,6 +33,7 @@ export interface AppDeps {
   peers: SitePeers;
   replicas: ReplicaService;
   replication: ReplicationService;
+  incidents: IncidentLog;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -108,5 +111,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(siteRoutes(deps));
   await app.register(replicationRoutes(deps));
   await app.register(replicaRoutes(deps));
+  await app.register(eventRoutes(deps));
   return app;
 }

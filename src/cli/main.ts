@@ -5,7 +5,7 @@ import { diskCommand, DISK_USAGE } from './disk-commands.js';
 import { replicateCommand, REPLICATE_USAGE } from './replicate-commands.js';
 import { hostCommand } from './host-commands.js';
 import { siteCommand, SITE_USAGE } from './site-commands.js';
-import { printJson } from './output.js';
+import { printJson, printTable } from './output.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -16,7 +16,8 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   site ...                                               pairing with other sites (mamori site --help)
   vm ...                                                 VMs (mamori vm --help)
   disk ...                                               disks and raw device mappings
-  job list | job show ID                                 long operations and their journals
+  job list [--kind K] | job show ID                      long operations and their journals
+  events [--open]                                        incidents (violated RPO, ...), open and cleared
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
@@ -82,9 +83,22 @@ async function run(argv: string[]): Promise<void> {
     case 'site':
       return siteCommand(api, rest, g.json);
     case 'job': {
-      if (rest[0] === 'list') return printJson(await api.get('/jobs'));
+      if (rest[0] === 'list') {
+        // `job list [--kind KIND]`: replication cycles are jobs too and would crowd the rest out.
+        const k = rest.indexOf('--kind');
+        if (k >= 0 && !rest[k + 1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list [--kind KIND]');
+        return printJson(await api.get(k >= 0 ? `/jobs?kind=${encodeURIComponent(rest[k + 1]!)}` : '/jobs'));
+      }
       if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');
       return printJson(await api.get(`/jobs/${encodeURIComponent(rest[1])}`));
+    }
+    case 'events': {
+      // `events [--open]`: incidents such as a violated RPO, newest first.
+      const unknown = rest.filter((x) => x !== '--open');
+      if (unknown.length > 0) throw new MamoriError('INVALID_INPUT', `usage: mamori events [--open] [--json] (unknown ${unknown.join(' ')})`);
+      const list = await api.get<Record<string, unknown>[]>(rest.includes('--open') ? '/events?open=true' : '/events');
+      if (g.json) return printJson(list);
+      return printTable(list.map((e) => ({ ...e, state: e['clearedAt'] === null ? 'OPEN' : 'cleared' })), ['openedAt', 'state', 'severity', 'kind', 'message']);
     }
     default:
       throw new MamoriError('INVALID_INPUT', `unknown command ${JSON.stringify(cmd)}; see 'mamori --help'`);

@@ -23,6 +23,8 @@ export interface Job {
   progress: number;
   result: unknown;
   error: { code: string; message: string } | null;
+  /** What the kind's recovery rule needs (written by the job as it goes); null if none. */
+  context: unknown;
   createdAt: string;
   updatedAt: string;
 }
@@ -68,8 +70,11 @@ export class JobJournal {
     return toJob(row);
   }
 
-  async list(limit = 50): Promise<Job[]> {
-    return (await this.#db.selectFrom('jobs').selectAll().orderBy('created_at', 'desc').limit(limit).execute()).map(toJob);
+  async list(filter: { kind?: string; target?: string; limit?: number } = {}): Promise<Job[]> {
+    let q = this.#db.selectFrom('jobs').selectAll();
+    if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
+    if (filter.target !== undefined) q = q.where('target', '=', filter.target);
+    return (await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit ?? 50).execute()).map(toJob);
   }
 
   /** Runs one step, journalled before and after. A throw marks the step and the job failed. */
@@ -83,6 +88,21 @@ export class JobJournal {
       await this.#markStep(jobId, name, 'failed');
       throw e;
     }
+  }
+
+  /** Records what a recovery rule would need to undo the steps that follow. */
+  async setContext(jobId: string, context: unknown): Promise<void> {
+    await this.#db.updateTable('jobs').set({ context: JSON.stringify(context), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+  }
+
+  /**
+   * Keeps the newest `keep` finished jobs of a kind and target: frequent jobs (a replication
+   * cycle every few seconds) would otherwise grow the table without end.
+   */
+  async prune(kind: string, target: string, keep: number): Promise<void> {
+    const old = await this.#db.selectFrom('jobs').select('id').where('kind', '=', kind).where('target', '=', target).where('state', '!=', 'running')
+      .orderBy('created_at', 'desc').offset(keep).limit(1000).execute();
+    if (old.length > 0) await this.#db.deleteFrom('jobs').where('id', 'in', old.map((r) => r.id)).execute();
   }
 
   async progress(jobId: string, fraction: number): Promise<void> {
@@ -134,6 +154,7 @@ function toJob(r: Selectable<JobTable>): Job {
     progress: r.progress,
     result: r.result === null ? null : (JSON.parse(r.result) as unknown),
     error: r.error === null ? null : (JSON.parse(r.error) as { code: string; message: string }),
+    context: r.context === null || r.context === undefined ? null : (JSON.parse(r.context) as unknown),
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };

@@ -65,8 +65,27 @@ export interface JobTable {
   progress: number;
   result: string | null;
   error: string | null;
+  /** JSON: what the kind's recovery rule needs to undo a step cut by a crash. */
+  context: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: string;
   updated_at: string;
+}
+
+/**
+ * An incident (a violated RPO, a failing replication): opened once, cleared when it ends;
+ * a new incident of the same kind and target is a new row.
+ */
+export interface EventTable {
+  id: string;
+  kind: string;
+  /** info | warning | critical */
+  severity: string;
+  /** What it is about, e.g. `vm:<id>`. */
+  target: string;
+  message: string;
+  details: string | null;
+  opened_at: string;
+  cleared_at: string | null;
 }
 
 /** A paired site. A row exists once either side has paired (see src/sites/pairing-proof.ts). */
@@ -140,5 +159,6 @@ export interface Database {
   replications: ReplicationTable;
   replicas: ReplicaTable;
   replica_points: ReplicaPointTable;
+  events: EventTable;
   schema_version: { version: Generated<number> };
 }

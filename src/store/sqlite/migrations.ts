@@ -44,6 +44,13 @@ const STEPS: readonly string[] = [
      disk_points TEXT NOT NULL, PRIMARY KEY (replica_id, point_id));`,
   // Replication network throttling (bytes per second; null: unlimited), as vSphere's.
   `ALTER TABLE replications ADD COLUMN bandwidth_bps INTEGER;`,
+  // A job's recovery context (what its recovery rule needs to undo a cut step), and events:
+  // incidents such as a violated RPO, open until cleared, one row per incident.
+  `ALTER TABLE jobs ADD COLUMN context TEXT;
+   CREATE INDEX jobs_kind_target ON jobs(kind, target);
+   CREATE TABLE events (id TEXT PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL, target TEXT NOT NULL,
+     message TEXT NOT NULL, details TEXT, opened_at TEXT NOT NULL, cleared_at TEXT);
+   CREATE INDEX events_open ON events(kind, target, cleared_at);`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

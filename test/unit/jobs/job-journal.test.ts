@@ -59,6 +59,31 @@ test('a job cut by a crash gets its recovery rule at the next start, with the st
   });
 });
 
+test('a job context reaches its recovery rule; pruning keeps the newest finished jobs of a kind and target', async () => {
+  await withStore(async (file) => {
+    const store = await openSqliteStore(file);
+    const jobs = new JobJournal(store.db);
+    const cut = await jobs.create('cycle', 'vm:1', ['fleece', 'copy']);
+    await jobs.setContext(cut.id, { point: { generation: 7 } });
+    const seen: unknown[] = [];
+    jobs.registerRecovery('cycle', async (j) => void seen.push(j.context));
+    for (let i = 0; i < 5; i++) {
+      const j = await jobs.create('cycle', 'vm:1', ['fleece']);
+      await jobs.succeed(j.id, null);
+    }
+    const other = await jobs.create('cycle', 'vm:2', ['fleece']);
+    await jobs.succeed(other.id, null);
+    await jobs.prune('cycle', 'vm:1', 2);
+    const left = await jobs.list({ kind: 'cycle', target: 'vm:1' });
+    assert.equal(left.filter((j) => j.state === 'succeeded').length, 2);
+    assert.ok(left.some((j) => j.id === cut.id), 'a running job is never pruned');
+    assert.equal((await jobs.list({ target: 'vm:2' })).length, 1, 'other targets untouched');
+    await jobs.recoverInterrupted(() => undefined);
+    assert.deepEqual(seen, [{ point: { generation: 7 } }]);
+    await store.close();
+  });
+});
+
 test('a recovery rule that fails leaves the job for the next start', async () => {
   await withStore(async (file) => {
     const store = await openSqliteStore(file);
