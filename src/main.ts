@@ -20,6 +20,7 @@ import { SitePairing } from './sites/site-pairing.js';
 import { SitePeers } from './sites/site-peers.js';
 import { ReplicaService } from './replication/replica-service.js';
 import { ReplicationService } from './replication/replication-service.js';
+import { IncidentLog } from './events/incident-log.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -71,7 +72,6 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     resolveMachineType: (t) => host.resolveMachineType(t),
     testGuestAvailable: async () => void (await host.testGuest()),
   });
-  await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await supervisor.reattachAll();
   const peerRepo = new PeerRepo(store.db);
   const pairing = new SitePairing({ siteName: opts.name, tls, peers: peerRepo, tokens, log });
@@ -79,9 +79,14 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   // The replica's NBD server listens where the API does: the one address paired sites reach.
   let listenHost = '127.0.0.1';
   const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
-  const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, log });
+  const incidents = new IncidentLog(store.db);
+  const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
+  // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
+  // every service has registered its recovery rules.
+  await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
+  await replicas.repair();
   const app = await buildApp({
-    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, logger: log,
+    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, logger: log,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

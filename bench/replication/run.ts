@@ -110,6 +110,11 @@ class BenchReplica implements RemoteReplica {
     return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
   }
 
+  /** The bench never loses a bitmap, so it never resyncs. */
+  checksums(): Promise<Buffer> {
+    return Promise.reject(new Error('the replication bench does not resync'));
+  }
+
   async abortCycle(): Promise<void> {
     const d = this.#daemon;
     this.#daemon = null;

@@ -35,6 +35,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
       if (json) return printJson(s);
       return printFields({
         vm: s.vm, to: s.to, state: s.state, rpo: `${s.rpoSeconds}s`, lag: s.lagSeconds === null ? 'no point yet' : `${s.lagSeconds}s${s.rpoViolated ? ' (RPO VIOLATED)' : ''}`,
+        'RPO violated since': s.rpoViolatedSince,
         'last point': s.lastPointAt, 'next cycle': s.nextCycleAt, failures: s.failures, 'last error': s.lastError,
         'last cycle': s.lastCycle ? `${s.lastCycle.mode}, ${formatBytes(s.lastCycle.bytesSent)} sent in ${s.lastCycle.durationMs} ms (${formatBytes(s.lastCycle.throughputBps)}/s)` : null,
       });

@@ -272,7 +272,12 @@ export class NbdClient {
         if (last !== undefined && last.flags === e.flags && last.offset + last.length === e.offset) last.length += e.length;
         else out.push({ ...e });
       }
-      const tail = part[part.length - 1]!;
+      const tail = part[part.length - 1];
+      // A reply that describes nothing would loop forever: the spec requires progress.
+      if (tail === undefined || tail.offset + tail.length <= at) {
+        throw new NbdError('NBD_PROTOCOL_ERROR', `${this.#label} answered block status for '${contextName}' at ${at} without describing any of it`,
+          { details: { offset: at, context: contextName } });
+      }
       at = tail.offset + tail.length;
     }
     return out;

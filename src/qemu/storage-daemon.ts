@@ -181,6 +181,25 @@ export class StorageDaemon {
     return new StorageDaemon(where.qmpSocket, where.pidFile, pid, qmp);
   }
 
+  /**
+   * SIGKILLs a daemon left behind by a dead owner (no QMP needed: the pid file and the
+   * daemon's command line identify it). Returns whether one was running.
+   */
+  static async killLeftover(where: { qmpSocket: string; pidFile: string }, timeoutMs = 10_000): Promise<boolean> {
+    const pid = await readPid(where.pidFile);
+    if (pid === null || !(await isStorageDaemon(pid, where.qmpSocket))) return false;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+    if (!(await waitGone(pid, where.qmpSocket, timeoutMs))) {
+      throw new MamoriError('PROCESS_TIMEOUT', `qemu-storage-daemon pid ${pid} did not exit after SIGKILL`, { details: { pid } });
+    }
+    if ((await readPid(where.pidFile)) === pid) await rm(where.pidFile, { force: true });
+    return true;
+  }
+
   get pid(): number {
     return this.#pid;
   }

@@ -119,10 +119,9 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
     const verdict = judgeBitmaps(info.bitmaps, opts.previousGeneration);
     for (const name of verdict.stale) stale.push({ node, name });
     const incremental = verdict.mode === 'incremental';
-    const fleeceNode = `${prefix}-${node}`;
     disks.push({
       node, driver: info.driver, virtualSize: info.virtualSize, mode: verdict.mode, resyncReason: verdict.reason,
-      exportName: fleeceNode, fleeceNode, fleeceFile: join(opts.workDir, `${fleeceNode}.qcow2`), jobId: `${fleeceNode}-job`,
+      ...machineryNames(node, opts.workDir, prefix),
       bitmap: bitmapName(generation), persistent: canPersistBitmaps(info.driver),
       previousBitmap: incremental ? verdict.previous!.name : null,
       fleeceBitmap: incremental ? fleeceBitmapName(generation) : null,
@@ -162,6 +161,39 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
     await teardown(qmp, point, 'abort').catch(() => undefined);
     throw e;
   }
+}
+
+/** The names of one disk's fleecing machinery: fixed per VM, so a restarted server finds leftovers. */
+function machineryNames(node: string, workDir: string, prefix: string): Pick<FleecedDisk, 'exportName' | 'fleeceNode' | 'fleeceFile' | 'jobId'> {
+  const fleeceNode = `${prefix}-${node}`;
+  return { exportName: fleeceNode, fleeceNode, fleeceFile: join(workDir, `${fleeceNode}.qcow2`), jobId: `${fleeceNode}-job` };
+}
+
+/**
+ * After a server died while making a fleecing point (before the point was recorded):
+ * removes whatever of the machinery exists and the disabled fleece copies of bitmaps. The
+ * bitmaps themselves are judged by the next cycle (a new one beyond the recorded
+ * generation is stale and dropped; the recorded one still covers every change).
+ */
+export async function sweepFleecingLeftovers(qmp: QmpClient, opts: { nodes: string[]; workDir: string; nbdSocket: string; prefix?: string }): Promise<void> {
+  const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  const disks = opts.nodes.map((node) => machineryNames(node, opts.workDir, prefix));
+  await removeMachinery(qmp, disks);
+  const nodes = await queryBlockNodes(qmp);
+  for (const node of opts.nodes) {
+    for (const b of nodes.get(node)?.bitmaps ?? []) {
+      if (b.name.endsWith('-fleece')) await qmp.execute('block-dirty-bitmap-remove', { node, name: b.name }, { timeoutMs: QMP_MS });
+    }
+  }
+  await stopNbdServerIfIdle(qmp, opts.nbdSocket);
+}
+
+/** Completes or aborts a point recorded before a server crash: the one place that knows both kinds. */
+export async function settleFleecingPoint(point: FleecingPoint | OfflineFleecingPoint, qmp: QmpClient | null, outcome: 'complete' | 'abort'): Promise<void> {
+  if (point.kind === 'offline') return offlineTeardown(point, outcome);
+  if (qmp !== null) return teardown(qmp, point, outcome);
+  // QEMU is gone: nothing of the point lives but its overlay files.
+  for (const d of point.disks) await rm(d.fleeceFile, { force: true });
 }
 
 /**
@@ -211,13 +243,15 @@ async function teardown(qmp: QmpClient, point: FleecingPoint, outcome: 'complete
       if (name !== null && names.has(name)) await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name }, { timeoutMs: QMP_MS });
     }
   }
-  const exportsLeft = await queryExportIds(qmp);
-  if (exportsLeft.length === 0) {
-    await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS }).catch((e: unknown) => {
-      if (!isQmpClass(e, 'GenericError')) throw e; // GenericError: no server was running
-    });
-    await rm(point.nbdSocket, { force: true });
-  }
+  await stopNbdServerIfIdle(qmp, point.nbdSocket);
+}
+
+async function stopNbdServerIfIdle(qmp: QmpClient, socket: string): Promise<void> {
+  if ((await queryExportIds(qmp)).length > 0) return;
+  await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS }).catch((e: unknown) => {
+    if (!isQmpClass(e, 'GenericError')) throw e; // GenericError: no server was running
+  });
+  await rm(socket, { force: true });
 }
 
 async function removeMachinery(qmp: QmpClient, disks: readonly Pick<FleecedDisk, 'exportName' | 'jobId' | 'fleeceNode' | 'fleeceFile'>[]): Promise<void> {
@@ -372,7 +406,7 @@ export async function createOfflineFleecingPoint(opts: CreateOfflineFleecingPoin
   }
   const point: OfflineFleecingPoint = {
     kind: 'offline', generation, previousGeneration: opts.previousGeneration, at: new Date().toISOString(), consistency: opts.consistency ?? 'crash',
-    nbdSocket: join(opts.runDir, `${prefix}.nbd.sock`), qmpSocket: join(opts.runDir, `${prefix}.qmp.sock`), pidFile: join(opts.runDir, `${prefix}.pid`),
+    nbdSocket: join(opts.runDir, `${prefix}.nbd.sock`), qmpSocket: join(opts.runDir, `${prefix}.qmp.sock`), pidFile: join(opts.runDir, `${prefix}.pid`), // as sweepOfflineFleecingLeftovers
     full: disks.every((d) => d.mode === 'full'), needsResync: disks.some((d) => d.mode === 'resync'), disks,
   };
   try {
@@ -388,6 +422,12 @@ export async function createOfflineFleecingPoint(opts: CreateOfflineFleecingPoin
     await offlineTeardown(point, 'abort').catch(() => undefined);
     throw e;
   }
+}
+
+/** After a server died while exporting a stopped VM's images: the daemon holding them goes. */
+export async function sweepOfflineFleecingLeftovers(runDir: string, prefix = DEFAULT_PREFIX): Promise<void> {
+  await StorageDaemon.killLeftover({ qmpSocket: join(runDir, `${prefix}.qmp.sock`), pidFile: join(runDir, `${prefix}.pid`) });
+  await rm(join(runDir, `${prefix}.nbd.sock`), { force: true });
 }
 
 export async function completeOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {

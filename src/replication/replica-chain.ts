@@ -217,6 +217,30 @@ export class ReplicaChain {
     });
   }
 
+  /**
+   * Takes back the newest point: a multi-disk point is committed disk by disk and becomes a
+   * point only when the replica records all of them, so a crash between two disks leaves
+   * the first disks one point ahead. Nothing is layered on the newest point (no cycle is
+   * open), so dropping it leaves exactly the point below. Manifest first (the commit), then
+   * the file (an orphan the next sweep deletes if we crash in between).
+   */
+  async withdrawNewestPoint(pointId: string): Promise<void> {
+    await this.#exclusive('withdraw a point', async () => {
+      if (this.#staging !== null) throw busy(this.#dir, 'a cycle is open; the newest point cannot be withdrawn under it');
+      const newest = this.#manifest.points.at(-1);
+      if (newest?.id !== pointId) {
+        throw new MamoriError('VM_INVALID_STATE', `replica ${this.#dir}: ${pointId} is not the newest point, only the newest can be withdrawn`,
+          { details: { dir: this.#dir, pointId, newest: newest?.id ?? null } });
+      }
+      if ((this.#leases.get(pointId) ?? 0) > 0) throw busy(this.#dir, `point ${pointId} is being read`);
+      const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(0, -1) };
+      await writeManifest(this.#dir, manifest);
+      this.#manifest = manifest;
+      await rm(join(this.#dir, newest.file), { force: true });
+      await fsyncPath(this.#dir);
+    });
+  }
+
   /** The explicit layer list of a point, held until release(); the chain is not touched. */
   openPointReadOnly(pointId: string): PointLease {
     const point = this.point(pointId);

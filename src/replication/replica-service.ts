@@ -3,7 +3,10 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
-import { ReplicaChain, type PointConsistency } from './replica-chain.js';
+import { ReplicaChain, type ChainLayer, type PointConsistency } from './replica-chain.js';
+import { NbdClient } from '../nbd/nbd-client.js';
+import { chunkDigests } from './block-checksums.js';
+import type { ByteRange } from '../nbd/extent-copy.js';
 import { StorageDaemon } from '../qemu/storage-daemon.js';
 import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
 import type { SiteTls } from '../sites/site-tls.js';
@@ -47,6 +50,10 @@ interface OpenCycle {
   id: string;
   daemon: StorageDaemon;
   chains: ReplicaChain[];
+  /** Each disk's layers below staging (the newest point), for checksums. */
+  parents: ChainLayer[][];
+  /** Read-only daemon over the parents, started by the first checksum request of a resync. */
+  reader: StorageDaemon | null;
 }
 
 /**
@@ -126,7 +133,9 @@ export class ReplicaService {
       const replica = await this.get(id);
       await this.#closeCycle(id);
       const dir = join(this.#root, id);
+      await this.#killLeftoverDaemon(id);
       const chains = await Promise.all(replica.disks.map((d) => ReplicaChain.open(join(dir, `disk${d.index}`))));
+      await this.#withdrawUnrecordedPoints(id, chains);
       const staging = [];
       for (const c of chains) staging.push(await c.beginCycle());
       const site = await this.#tls();
@@ -137,14 +146,14 @@ export class ReplicaService {
       const exports = replica.disks.map((d) => `disk${d.index}`);
       try {
         const daemon = await StorageDaemon.start({
-          qmpSocket: join(dir, 'sd-qmp.sock'), pidFile: join(dir, 'sd.pid'),
+          ...this.#daemonFiles(id),
           chains: staging.map((s, i) => ({ id: exports[i]!, layers: s.layers })),
           // verify-peer with a CA file holding only this peer's CA (and ours, which QEMU needs to
           // load its own certificate): only the paired site's client certificate gets in.
           nbd: { listen: { type: 'inet', host, port }, tls: { dir: tlsDir, verifyPeer: true } },
           exports: exports.map((name) => ({ id: name, node: name, name, writable: true })),
         });
-        this.#cycles.set(id, { id: cycleId, daemon, chains });
+        this.#cycles.set(id, { id: cycleId, daemon, chains, parents: staging.map((st) => st.layers.slice(0, -1)), reader: null });
       } catch (e) {
         for (const c of chains) await c.discardCycle().catch(() => undefined);
         throw e;
@@ -160,6 +169,7 @@ export class ReplicaService {
       this.#cycles.delete(id);
       // The writer must be gone before a commit: qemu-img check refuses open images.
       await open.daemon.stop();
+      if (open.reader) await open.reader.kill();
       const perDisk = [];
       for (const c of open.chains) perDisk.push((await c.commitCycle(meta)).id);
       const committedAt = new Date().toISOString();
@@ -169,6 +179,35 @@ export class ReplicaService {
       }).execute();
       await this.#retain(id, open.chains);
       return { id: pointId, time: meta.time, consistency: meta.consistency, committedAt };
+    });
+  }
+
+  /**
+   * Digests of a span of one disk's newest point (what staging started from), for a source
+   * that lost its dirty bitmap: hashed here, next to the data, so only digests cross the link.
+   */
+  async checksums(id: string, cycleId: string, input: { disk: number; offset: number; length: number; chunkSize: number }): Promise<Buffer> {
+    return this.#lock.run(id, async () => {
+      const open = this.#cycles.get(id);
+      if (!open || open.id !== cycleId) throw new MamoriError('VM_INVALID_STATE', `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`);
+      const layers = open.parents[input.disk];
+      if (layers === undefined) throw new MamoriError('OUT_OF_RANGE', `replica ${id} has no disk ${input.disk}`, { details: { disk: input.disk } });
+      if (open.reader === null) {
+        const dir = join(this.#root, id);
+        open.reader = await StorageDaemon.start({
+          ...this.#readerFiles(id),
+          chains: open.parents.map((l, i) => ({ id: `point${i}`, layers: l, readOnly: true })),
+          nbd: { listen: { type: 'unix', path: join(dir, 'rd-nbd.sock') } },
+          exports: open.parents.map((_, i) => ({ id: `point${i}`, node: `point${i}`, name: `point${i}` })),
+        });
+      }
+      const client = await NbdClient.connect({ socketPath: join(this.#root, id, 'rd-nbd.sock') }, { exportName: `point${input.disk}`, metaContexts: ['base:allocation'] });
+      try {
+        const range: ByteRange = { offset: input.offset, length: input.length };
+        return await chunkDigests(client, range, input.chunkSize);
+      } finally {
+        await client.disconnect().catch(() => undefined);
+      }
     });
   }
 
@@ -192,6 +231,57 @@ export class ReplicaService {
     }
   }
 
+  /**
+   * At start and before each cycle: a commit cut between two disks (crash, full disk) left
+   * the first disks' chains a point ahead of what replica_points records. Those points were
+   * never a recovery point of the VM; take them back so every chain ends at the same point.
+   */
+  async #withdrawUnrecordedPoints(id: string, chains: ReplicaChain[]): Promise<void> {
+    const rows = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).execute();
+    const recorded = rows.map((r) => JSON.parse(r.disk_points) as string[]);
+    for (const [i, chain] of chains.entries()) {
+      const listed = new Set(recorded.map((dp) => dp[i]));
+      for (let newest = chain.newestPoint(); newest !== null && !listed.has(newest.id); newest = chain.newestPoint()) {
+        this.#log.warn({ replica: id, disk: i, point: newest.id }, 'withdrawing a disk point whose multi-disk commit was cut');
+        await chain.withdrawNewestPoint(newest.id);
+      }
+    }
+  }
+
+  #daemonFiles(id: string): { qmpSocket: string; pidFile: string } {
+    const dir = join(this.#root, id);
+    return { qmpSocket: join(dir, 'sd-qmp.sock'), pidFile: join(dir, 'sd.pid') };
+  }
+
+  #readerFiles(id: string): { qmpSocket: string; pidFile: string } {
+    const dir = join(this.#root, id);
+    return { qmpSocket: join(dir, 'rd-qmp.sock'), pidFile: join(dir, 'rd.pid') };
+  }
+
+  /**
+   * A storage daemon outlives a killed site server and keeps the staging image open (and
+   * locked); the cycle it served is dead with the server, so it goes, and staging with it.
+   */
+  async #killLeftoverDaemon(id: string): Promise<void> {
+    if (this.#cycles.has(id)) return;
+    await StorageDaemon.killLeftover(this.#readerFiles(id));
+    if (await StorageDaemon.killLeftover(this.#daemonFiles(id))) {
+      this.#log.warn({ replica: id }, 'killed the storage daemon of a cycle cut by a server restart');
+    }
+  }
+
+  /** At server start: bring every replica's chains back in line with its recorded points. */
+  async repair(): Promise<void> {
+    for (const r of await this.#db.selectFrom('replicas').select(['id', 'disks']).execute()) {
+      await this.#lock.run(r.id, async () => {
+        await this.#killLeftoverDaemon(r.id);
+        const disks = JSON.parse(r.disks) as ReplicaDiskSpec[];
+        const chains = await Promise.all(disks.map((d) => ReplicaChain.open(join(this.#root, r.id, `disk${d.index}`))));
+        await this.#withdrawUnrecordedPoints(r.id, chains);
+      }).catch((e: unknown) => this.#log.error({ replica: r.id, err: e }, 'replica repair failed; the next cycle tries again'));
+    }
+  }
+
   async #retain(id: string, chains: ReplicaChain[]): Promise<void> {
     const replica = await this.get(id);
     const keep = replica.keepPoints;
@@ -206,6 +296,7 @@ export class ReplicaService {
     this.#cycles.delete(id);
     if (open) {
       await open.daemon.kill().catch(() => undefined);
+      await open.reader?.kill().catch(() => undefined);
       for (const c of open.chains) await c.discardCycle().catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'discarding staging failed'));
     }
   }

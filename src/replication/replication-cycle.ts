@@ -3,18 +3,20 @@ import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { allocatedExtents, copyExtents, dirtyExtents, type ByteRange, type CopyCounters, type CopyTarget } from '../nbd/extent-copy.js';
 import {
-  abortFleecingPoint, abortOfflineFleecingPoint, completeFleecingPoint, completeOfflineFleecingPoint,
-  createFleecingPoint, createOfflineFleecingPoint, type FleecingPoint, type OfflineFleecingPoint,
+  createFleecingPoint, createOfflineFleecingPoint, settleFleecingPoint, type FleecingPoint, type GuestFreezeHooks, type OfflineFleecingPoint,
 } from './fleecing-point.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { DaemonLayer } from '../qemu/storage-daemon.js';
 import type { CycleTarget, ReplicaPointView } from './replica-service.js';
+import { chunkDigests, differingChunks, MAX_CHECKSUM_SPAN, RESYNC_CHUNK } from './block-checksums.js';
 
 /** What the source needs of the recovery site for one cycle (the peer's replica API). */
 export interface RemoteReplica {
   beginCycle(): Promise<CycleTarget>;
   commitCycle(cycleId: string, meta: { time: string; consistency: 'crash' | 'application' }): Promise<ReplicaPointView>;
   abortCycle(): Promise<void>;
+  /** Digests of a span of a disk's newest point, hashed at the recovery site (block-checksums.ts). */
+  checksums(cycleId: string, disk: number, range: ByteRange, chunkSize: number): Promise<Buffer>;
 }
 
 export interface CycleTls {
@@ -38,15 +40,35 @@ export interface CycleResult {
 
 /** The VM as a cycle sees it: running (QMP) or stopped (its image chains). */
 export type CycleSource =
-  | { kind: 'live'; qmp: QmpClient; nodes: string[] }
+  | { kind: 'live'; qmp: QmpClient; nodes: string[]; guest?: GuestFreezeHooks }
   | { kind: 'offline'; disks: { id: string; layers: DaemonLayer[] }[] };
+
+/** The steps of a cycle, in order, as its job journal records them. */
+export const CYCLE_STEPS = ['fleece', 'begin', 'copy', 'commit', 'complete'] as const;
+export type CycleStep = (typeof CYCLE_STEPS)[number];
+
+/**
+ * Where a cycle writes down how far it got, so a server killed at any instant can be
+ * repaired: each step is journalled, the fleecing point is recorded as soon as it exists,
+ * and the new generation is recorded the moment the recovery site has committed.
+ */
+export interface CycleJournal {
+  step<T>(name: CycleStep, fn: () => Promise<T>): Promise<T>;
+  pointMade(point: FleecingPoint | OfflineFleecingPoint): Promise<void>;
+  /** Must persist `result.generation` before it returns: the old bitmap is dropped next. */
+  committed(result: CycleResult): Promise<void>;
+}
+
+const UNJOURNALLED: CycleJournal = { step: (_name, fn) => fn(), pointMade: async () => undefined, committed: async () => undefined };
 
 /**
  * One replication cycle, source side: freeze a point in time, ask the recovery site for a
  * staging layer, copy what changed through NBD (TLS between sites), and only then ask it
- * to commit the point. Any failure aborts both sides: the source keeps its old bitmap (so
- * the next cycle still sees every change) and the recovery site discards staging (so its
- * newest point is untouched).
+ * to commit the point. A failure before the commit aborts both sides: the source keeps its
+ * old bitmap (so the next cycle still sees every change) and the recovery site discards
+ * staging (so its newest point is untouched). After the commit the source always moves on
+ * to the new bitmap: the generation on record and the bitmap in QEMU must agree, or the
+ * next cycle would have to resynchronise.
  */
 export async function runReplicationCycle(opts: {
   source: CycleSource;
@@ -56,44 +78,62 @@ export async function runReplicationCycle(opts: {
   tls: CycleTls;
   /** Bytes per second on the link; undefined: unlimited. */
   bandwidthBps?: number;
+  journal?: CycleJournal;
 }): Promise<CycleResult> {
   const started = Date.now();
+  const journal = opts.journal ?? UNJOURNALLED;
   await mkdir(opts.workDir, { recursive: true });
-  const point: FleecingPoint | OfflineFleecingPoint = opts.source.kind === 'live'
-    ? await createFleecingPoint({ qmp: opts.source.qmp, nodes: opts.source.nodes, workDir: opts.workDir, nbdSocket: join(opts.workDir, 'nbd.sock'), previousGeneration: opts.previousGeneration })
-    : await createOfflineFleecingPoint({ disks: opts.source.disks, runDir: opts.workDir, previousGeneration: opts.previousGeneration });
+  const source = opts.source;
+  const point: FleecingPoint | OfflineFleecingPoint = await journal.step<FleecingPoint | OfflineFleecingPoint>('fleece', () => source.kind === 'live'
+    ? createFleecingPoint({
+      qmp: source.qmp, nodes: source.nodes, workDir: opts.workDir, nbdSocket: join(opts.workDir, 'nbd.sock'), previousGeneration: opts.previousGeneration,
+      ...(source.guest ? { guest: source.guest } : {}),
+    })
+    : createOfflineFleecingPoint({ disks: source.disks, runDir: opts.workDir, previousGeneration: opts.previousGeneration }));
+  const qmp = source.kind === 'live' ? source.qmp : null;
   let remoteOpen = false;
+  let committed = false;
   try {
-    const target = await opts.remote.beginCycle();
+    await journal.pointMade(point);
+    const target = await journal.step('begin', () => opts.remote.beginCycle());
     remoteOpen = true;
-    const totals: CopyCounters = { bytesRead: 0, bytesWritten: 0, zeroBytes: 0, requests: 0 };
-    let changed = 0;
-    for (const [i, disk] of point.disks.entries()) {
-      const counters = await copyDisk({
-        socketPath: point.nbdSocket, exportName: disk.exportName, metaContext: disk.metaContext,
-        resync: disk.mode === 'resync', host: target.host, port: target.port, targetExport: target.exports[i]!, tls: opts.tls,
-        ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
-      });
-      totals.bytesWritten += counters.bytesWritten;
-      totals.zeroBytes += counters.zeroBytes;
-      changed += counters.changed;
-    }
-    const committed = await opts.remote.commitCycle(target.cycleId, { time: point.at, consistency: point.consistency });
-    remoteOpen = false;
-    if (point.kind === 'live' && opts.source.kind === 'live') await completeFleecingPoint(opts.source.qmp, point);
-    else if (point.kind === 'offline') await completeOfflineFleecingPoint(point);
-    const mode = point.needsResync ? 'resync' : point.full ? 'full' : 'incremental';
-    return { point: committed, generation: point.generation, mode, bytesSent: totals.bytesWritten, bytesChanged: changed, zeroBytes: totals.zeroBytes, durationMs: Date.now() - started };
+    const { bytesSent, zeroBytes, changed } = await journal.step('copy', async () => {
+      const totals = { bytesSent: 0, zeroBytes: 0, changed: 0 };
+      for (const [i, disk] of point.disks.entries()) {
+        const counters = await copyDisk({
+          socketPath: point.nbdSocket, exportName: disk.exportName, metaContext: disk.metaContext,
+          resync: disk.mode === 'resync' ? (range, chunk) => opts.remote.checksums(target.cycleId, i, range, chunk) : null,
+          host: target.host, port: target.port, targetExport: target.exports[i]!, tls: opts.tls,
+          ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
+        });
+        totals.bytesSent += counters.bytesWritten;
+        totals.zeroBytes += counters.zeroBytes;
+        totals.changed += counters.changed;
+      }
+      return totals;
+    });
+    const result = await journal.step('commit', async () => {
+      const pointView = await opts.remote.commitCycle(target.cycleId, { time: point.at, consistency: point.consistency });
+      remoteOpen = false;
+      const mode: CycleResult['mode'] = point.needsResync ? 'resync' : point.full ? 'full' : 'incremental';
+      const r: CycleResult = { point: pointView, generation: point.generation, mode, bytesSent, bytesChanged: changed, zeroBytes, durationMs: Date.now() - started };
+      await journal.committed(r);
+      committed = true;
+      return r;
+    });
+    await journal.step('complete', () => settleFleecingPoint(point, qmp, 'complete'));
+    return result;
   } catch (e) {
     if (remoteOpen) await opts.remote.abortCycle().catch(() => undefined);
-    if (point.kind === 'live' && opts.source.kind === 'live') await abortFleecingPoint(opts.source.qmp, point).catch(() => undefined);
-    else if (point.kind === 'offline') await abortOfflineFleecingPoint(point).catch(() => undefined);
+    await settleFleecingPoint(point, qmp, committed ? 'complete' : 'abort').catch(() => undefined);
     throw e;
   }
 }
 
 async function copyDisk(o: {
-  socketPath: string; exportName: string; metaContext: string | null; resync: boolean;
+  socketPath: string; exportName: string; metaContext: string | null;
+  /** Set for a disk whose bitmap is lost: the replica's digests of a span. */
+  resync: ((range: ByteRange, chunkSize: number) => Promise<Buffer>) | null;
   host: string; port: number; targetExport: string; tls: CycleTls; bandwidthBps?: number;
 }): Promise<CopyCounters & { changed: number }> {
   const context = o.metaContext ?? 'base:allocation';
@@ -108,11 +148,11 @@ async function copyDisk(o: {
       requestTimeoutMs: 20_000,
     });
     try {
+      const target = o.bandwidthBps ? throttled(dst, o.bandwidthBps) : dst;
+      if (o.resync) return await resyncByChecksums(src, target, o.resync, o.bandwidthBps !== undefined);
       const extents = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
       const changed = sum(extents);
-      if (o.resync) return { ...(await resyncExtents(src, dst, extents)), changed };
       // A full first copy lands on an empty replica: zero areas need no write at all.
-      const target = o.bandwidthBps ? throttled(dst, o.bandwidthBps) : dst;
       // Throttled copies go in small chunks so the rate holds over short spans too.
       const counters = await copyExtents({ source: src, target, extents, targetIsZero: !o.metaContext, ...(o.bandwidthBps ? { chunkSize: 256 * 1024, concurrency: 1 } : {}) });
       return { ...counters, changed };
@@ -125,23 +165,29 @@ async function copyDisk(o: {
 }
 
 /**
- * A lost bitmap: nothing says what changed, so compare chunk by chunk and write only the
- * chunks that differ. The replica's chunks are read through the staging export.
+ * A lost bitmap: nothing says what changed. Both sides hash the whole disk in chunks where
+ * it lies (zero areas without reading); only digests cross the link, then only the chunks
+ * that differ: data where the source has data, WRITE_ZEROES where it now reads zero (the
+ * replica may hold data the source discarded). `changed` is the bytes compared.
  */
-async function resyncExtents(src: NbdClient, dst: NbdClient, extents: ByteRange[]): Promise<CopyCounters> {
-  const chunk = Math.min(1024 * 1024, src.maxRequestLength, dst.maxRequestLength);
-  const out: CopyCounters = { bytesRead: 0, bytesWritten: 0, zeroBytes: 0, requests: 0 };
-  for (const e of extents) {
-    for (let off = e.offset; off < e.offset + e.length; off += chunk) {
-      const len = Math.min(chunk, e.offset + e.length - off);
-      const [a, b] = await Promise.all([src.read(off, len), dst.read(off, len)]);
-      out.bytesRead += len * 2;
-      out.requests += 2;
-      if (!a.equals(b)) {
-        await dst.write(off, a);
-        out.bytesWritten += len;
-        out.requests += 1;
-      }
+async function resyncByChecksums(src: NbdClient, dst: CopyTarget, replicaDigests: (range: ByteRange, chunkSize: number) => Promise<Buffer>,
+  throttledCopy: boolean): Promise<CopyCounters & { changed: number }> {
+  const out = { bytesRead: 0, bytesWritten: 0, zeroBytes: 0, requests: 0, changed: src.size };
+  for (let offset = 0; offset < src.size; offset += MAX_CHECKSUM_SPAN) {
+    const span = { offset, length: Math.min(MAX_CHECKSUM_SPAN, src.size - offset) };
+    const [mine, theirs] = await Promise.all([chunkDigests(src, span, RESYNC_CHUNK), replicaDigests(span, RESYNC_CHUNK)]);
+    const diff = differingChunks(span, RESYNC_CHUNK, mine, theirs);
+    for (const z of diff.zero) {
+      await dst.writeZeroes(z.offset, z.length);
+      out.zeroBytes += z.length;
+      out.requests += 1;
+    }
+    if (diff.data.length > 0) {
+      const c = await copyExtents({ source: src, target: dst, extents: diff.data, targetIsZero: false, ...(throttledCopy ? { chunkSize: 256 * 1024, concurrency: 1 } : {}) });
+      out.bytesRead += c.bytesRead;
+      out.bytesWritten += c.bytesWritten;
+      out.zeroBytes += c.zeroBytes;
+      out.requests += c.requests;
     }
   }
   await dst.flush();

@@ -14,7 +14,11 @@ import { parseSize } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { assertLayerable } from '../vms/vm-snapshots.js';
 import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
-import { runReplicationCycle, type CycleResult, type CycleSource, type RemoteReplica } from './replication-cycle.js';
+import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult, type CycleSource, type RemoteReplica } from './replication-cycle.js';
+import { settleFleecingPoint, sweepFleecingLeftovers, sweepOfflineFleecingLeftovers, type FleecingPoint, type OfflineFleecingPoint } from './fleecing-point.js';
+import type { Job, JobJournal } from '../jobs/job-journal.js';
+import type { IncidentLog } from '../events/incident-log.js';
+import { guestFreezeHooks } from './guest-freeze.js';
 import type { CycleTarget, ReplicaPointView, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 
@@ -36,6 +40,8 @@ export interface ReplicationStatus {
   lastPointAt: string | null;
   lagSeconds: number | null;
   rpoViolated: boolean;
+  /** When the open RPO-violation incident began; null when the RPO holds. */
+  rpoViolatedSince: string | null;
   nextCycleAt: string | null;
   failures: number;
   lastError: string | null;
@@ -45,6 +51,19 @@ export interface ReplicationStatus {
 
 const MAX_POINTS = 1000;
 const KEEP_STATS = 10;
+const CYCLE_JOB = 'replication-cycle';
+export const RPO_VIOLATED = 'replication.rpo-violated';
+/** Finished cycle jobs kept per VM (one cycle every few seconds would fill the table). */
+const KEEP_CYCLE_JOBS = 20;
+
+/** What a cut cycle's recovery rule needs: written before the fleecing step, then with the point. */
+interface CycleJobContext {
+  vmId: string;
+  source: 'live' | 'offline';
+  nodes: string[];
+  workDir: string;
+  point: FleecingPoint | OfflineFleecingPoint | null;
+}
 
 /**
  * The protected side of replication: which VMs go where, with which RPO, and the timer
@@ -60,12 +79,18 @@ export class ReplicationService {
   #tls: SiteTls;
   #paths: SitePaths;
   #log: Logger;
+  #jobs: JobJournal;
+  #incidents: IncidentLog;
   #lock = new KeyedLock();
+  #rpoWatches = new Map<string, NodeJS.Timeout>();
   #timers = new Map<string, NodeJS.Timeout>();
   #next = new Map<string, number>();
   #stopped = false;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; log: Logger }) {
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; incidents: IncidentLog; log: Logger }) {
+    this.#jobs = deps.jobs;
+    this.#incidents = deps.incidents;
+    this.#jobs.registerRecovery(CYCLE_JOB, (job) => this.#recoverCycle(job));
     this.#db = deps.db;
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
@@ -108,6 +133,7 @@ export class ReplicationService {
     this.#unschedule(vm.id);
     await this.#lock.run(vm.id, async () => {
       await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();
+      await this.#checkRpo(vm.id);
       await rm(this.#workDir(vm.id), { recursive: true, force: true });
     });
   }
@@ -118,6 +144,7 @@ export class ReplicationService {
     await this.#db.updateTable('replications').set({ state: paused ? 'paused' : 'enabled', updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
     if (paused) this.#unschedule(vm.id);
     else this.#schedule(vm.id, Date.now());
+    await this.#checkRpo(vm.id);
     return this.status(vmName);
   }
 
@@ -155,16 +182,62 @@ export class ReplicationService {
 
   /** At server start: re-arm the timers of every enabled replication. */
   async start(): Promise<void> {
-    for (const r of await this.#db.selectFrom('replications').selectAll().where('state', '=', 'enabled').execute()) {
-      // A cycle cut by the server's death left its fleecing state in QEMU; the next cycle's
-      // fleecing point clears leftovers, and the replica discards its staging.
-      this.#schedule(r.vm_id, Date.now());
+    for (const r of await this.#db.selectFrom('replications').select('vm_id').where('state', '=', 'enabled').execute()) {
+      // As the RPO asks (at once if the lag is already near it); a cycle cut by the server's
+      // death was undone by its job's recovery rule before this.
+      await this.#scheduleFromRow(r.vm_id, Date.now());
+    }
+    // Incidents left open by the previous run, and the watches of those still running.
+    for (const r of await this.#db.selectFrom('replications').select('vm_id').execute()) await this.#checkRpo(r.vm_id);
+    for (const i of await this.#incidents.list({ open: true })) {
+      if (i.kind === RPO_VIOLATED && !(await this.#row(i.target.slice('vm:'.length)))) await this.#incidents.clear(RPO_VIOLATED, i.target);
     }
   }
 
   shutdown(): void {
     this.#stopped = true;
     for (const id of [...this.#timers.keys()]) this.#unschedule(id);
+    for (const t of this.#rpoWatches.values()) clearTimeout(t);
+    this.#rpoWatches.clear();
+  }
+
+  /**
+   * Opens the VM's RPO incident when its newest point is older than the RPO, clears it when
+   * that is no longer so (or replication is paused or gone), and arms a timer for the instant
+   * the current point would fall out of the RPO. Called at start, after every commit and on
+   * pause/resume/disable, so a violation is noticed on time even while a cycle hangs.
+   */
+  async #checkRpo(vmId: string): Promise<void> {
+    const w = this.#rpoWatches.get(vmId);
+    if (w) clearTimeout(w);
+    this.#rpoWatches.delete(vmId);
+    const target = `vm:${vmId}`;
+    const row = await this.#row(vmId);
+    if (!row || row.state !== 'enabled' || row.last_point_at === null) {
+      if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO incident cleared (replication paused or disabled)');
+      return;
+    }
+    const now = Date.now();
+    const lastAt = Date.parse(row.last_point_at);
+    const st = rpoStatus({ rpoMs: row.rpo_ms, lastPointAt: lastAt }, now);
+    if (st.violated) {
+      const vm = await this.#vms.repo.findById(vmId);
+      const name = vm?.name ?? vmId;
+      const opened = await this.#incidents.raise({
+        kind: RPO_VIOLATED, target, severity: 'warning',
+        message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpo_ms / 1000}s: the newest recovery point is from ${row.last_point_at}` +
+          (row.last_error ? ` (last error: ${row.last_error})` : ''),
+        details: { vm: name, peer: row.peer, rpoSeconds: row.rpo_ms / 1000, lastPointAt: row.last_point_at },
+      });
+      if (Date.parse(opened.openedAt) >= now - 1000) this.#log.warn({ vm: name, incident: opened.id }, 'RPO violated');
+      return;
+    }
+    if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
+    if (this.#stopped) return;
+    const t = setTimeout(() => void this.#checkRpo(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'RPO check failed')),
+      lastAt + row.rpo_ms - now + 50);
+    t.unref();
+    this.#rpoWatches.set(vmId, t);
   }
 
   async #cycle(vmId: string, manual: boolean): Promise<void> {
@@ -173,15 +246,44 @@ export class ReplicationService {
       if (!row || (row.state !== 'enabled' && !manual)) return;
       const vm = await this.#vms.repo.findById(vmId);
       if (!vm) return;
+      const source = await this.#source(vm.id, vm.definition.diskIds, vm.definition.guestAgent === true);
+      const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`, [...CYCLE_STEPS]);
+      const context: CycleJobContext = {
+        vmId, source: source.kind, workDir: this.#workDir(vm.id), point: null,
+        nodes: source.kind === 'live' ? source.nodes : source.disks.map((d) => d.id),
+      };
+      await this.#jobs.setContext(job.id, context);
       try {
         const result = await runReplicationCycle({
-          source: await this.#source(vm.id, vm.definition.diskIds),
+          source,
           workDir: this.#workDir(vm.id),
           previousGeneration: row.generation,
           remote: await this.#remote(row),
           tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
           ...(row.bandwidth_bps ? { bandwidthBps: row.bandwidth_bps } : {}),
+          journal: this.#journalFor(job.id, context, row),
         });
+        await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
+        this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
+      } catch (e) {
+        const message = (e as Error).message;
+        await this.#jobs.fail(job.id, { code: (e as { code?: string }).code ?? 'INTERNAL', message });
+        await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
+        this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
+        if (manual) throw e;
+      } finally {
+        await this.#jobs.prune(CYCLE_JOB, `vm:${vmId}`, KEEP_CYCLE_JOBS).catch(() => undefined);
+        if (!this.#stopped) void this.#scheduleFromRow(vmId, Date.now());
+      }
+    });
+  }
+
+  /** Journals the cycle's steps; records the new generation and figures as soon as the peer committed. */
+  #journalFor(jobId: string, context: CycleJobContext, row: Selectable<ReplicationTable>): CycleJournal {
+    return {
+      step: (name, fn) => this.#jobs.step(jobId, name, fn),
+      pointMade: (point) => this.#jobs.setContext(jobId, { ...context, point }),
+      committed: async (result) => {
         const stats = [...(JSON.parse(row.stats) as CycleStats[]), {
           at: result.point.time, mode: result.mode, bytesSent: result.bytesSent, bytesChanged: result.bytesChanged, durationMs: result.durationMs,
           throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
@@ -189,22 +291,42 @@ export class ReplicationService {
         await this.#db.updateTable('replications').set({
           generation: result.generation, last_point_at: result.point.time, last_point_id: result.point.id, failures: 0, last_error: null,
           stats: JSON.stringify(stats), updated_at: new Date().toISOString(),
-        }).where('vm_id', '=', vmId).execute();
-        this.#log.info({ vm: vm.name, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
-      } catch (e) {
-        const message = (e as Error).message;
-        await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
-        this.#log.warn({ vm: vm.name, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
-        if (manual) throw e;
-      } finally {
-        if (!this.#stopped) void this.#scheduleFromRow(vmId, Date.now());
-      }
-    });
+        }).where('vm_id', '=', row.vm_id).execute();
+        await this.#checkRpo(row.vm_id);
+      },
+    };
   }
 
-  async #source(vmId: string, diskIds: string[]): Promise<CycleSource> {
+  /**
+   * The recovery rule of a cycle the server died in. The generation on record says whether
+   * the recovery site committed the point (it is recorded right after): then the source moves
+   * on to the new bitmap, otherwise it keeps the old one, which covers every change since the
+   * last good point. Either way the fleecing machinery goes, and the peer's staging with it.
+   */
+  async #recoverCycle(job: Job): Promise<void> {
+    const ctx = job.context as CycleJobContext | null;
+    if (ctx === null) return;
+    const row = await this.#row(ctx.vmId);
+    const qmp = this.#supervisor.qmpOf(ctx.vmId);
+    if (ctx.point === null) {
+      if (ctx.source === 'offline') await sweepOfflineFleecingLeftovers(ctx.workDir);
+      else if (qmp) await sweepFleecingLeftovers(qmp, { nodes: ctx.nodes, workDir: ctx.workDir, nbdSocket: join(ctx.workDir, 'nbd.sock') });
+    } else {
+      const outcome = row?.generation === ctx.point.generation ? 'complete' : 'abort';
+      await settleFleecingPoint(ctx.point, ctx.point.kind === 'live' ? qmp : null, outcome);
+      this.#log.warn({ jobId: job.id, vm: ctx.vmId, outcome }, 'settled the fleecing point of a cycle cut by a server restart');
+    }
+    // Best effort and not awaited: an unreachable peer must not hold up the server's start;
+    // the peer discards its staging at the next cycle anyway.
+    if (row) void this.#remote(row).then((r) => r.abortCycle()).catch(() => undefined);
+  }
+
+  async #source(vmId: string, diskIds: string[], guestAgent: boolean): Promise<CycleSource> {
     const qmp = this.#supervisor.qmpOf(vmId);
-    if (qmp) return { kind: 'live', qmp, nodes: diskIds.map((_, i) => `disk${i}`) };
+    if (qmp) {
+      const nodes = diskIds.map((_, i) => `disk${i}`);
+      return guestAgent ? { kind: 'live', qmp, nodes, guest: guestFreezeHooks(this.#paths.vmRuntime(vmId).guestAgentSocket) } : { kind: 'live', qmp, nodes };
+    }
     const disks = await this.#disks.byIds(diskIds);
     return {
       kind: 'offline',
@@ -223,6 +345,8 @@ export class ReplicationService {
       commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),
       // Best effort and quick: on a cut link the peer discards staging at its next cycle anyway.
       abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {}, { timeoutMs: 10_000 })),
+      checksums: async (cycleId, disk, range, chunkSize) => Buffer.from((await peer.request<{ digests: string }>('POST', `${base}/cycles/${cycleId}/checksums`,
+        { disk, offset: range.offset, length: range.length, chunkSize })).digests, 'base64'),
     };
   }
 
@@ -262,7 +386,7 @@ export class ReplicationService {
     return {
       vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpo_ms / 1000, points: r.keep_points,
       lastPointAt: r.last_point_at, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
-      rpoViolated: s.violated, nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
+      rpoViolated: s.violated, rpoViolatedSince: (await this.#incidents.openFor(RPO_VIOLATED, `vm:${r.vm_id}`))?.openedAt ?? null, nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
       lastError: r.last_error, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidth_bps,
     };
   }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './repo-root.js';
@@ -167,6 +167,9 @@ export class SiteProcess {
   /** Kills the QEMUs this test saw (by pid), the server, and removes the data folder. */
   async destroy(): Promise<void> {
     await this.crashServer();
+    // MAMORI_TEST_LOG_DIR keeps each server's log after the test (the data folder goes).
+    const keep = process.env['MAMORI_TEST_LOG_DIR'];
+    if (keep) await writeFile(join(keep, `${this.name}-${process.pid}-${Date.now()}.log`), this.#serverLog).catch(() => undefined);
     for (const pid of this.#qemuPids) {
       try {
         process.kill(pid, 'SIGKILL');

@@ -65,6 +65,21 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       await owned(req, req.params.id);
       return replicas.commitCycle(req.params.id, req.params.cycleId, req.body);
     });
+    app.post<{ Params: { id: string; cycleId: string }; Body: { disk: number; offset: number; length: number; chunkSize: number } }>('/replicas/:id/cycles/:cycleId/checksums', {
+      preHandler: site,
+      schema: {
+        summary: 'SHA-256 digests of a span of a disk\'s newest point, in chunks (a resync after a lost bitmap)',
+        params: { type: 'object', required: ['id', 'cycleId'], properties: { id: { type: 'string' }, cycleId: { type: 'string' } } },
+        body: {
+          type: 'object', required: ['disk', 'offset', 'length', 'chunkSize'], additionalProperties: false,
+          properties: { disk: { type: 'integer', minimum: 0 }, offset: { type: 'integer', minimum: 0 }, length: { type: 'integer', minimum: 1 }, chunkSize: { type: 'integer', minimum: 65536, maximum: 4194304 } },
+        },
+        response: { 200: { type: 'object', required: ['digests'], properties: { digests: { type: 'string', description: 'base64 of the 32-byte digests, in chunk order' } } }, ...errorResponses },
+      },
+    }, async (req) => {
+      await owned(req, req.params.id);
+      return { digests: (await replicas.checksums(req.params.id, req.params.cycleId, req.body)).toString('base64') };
+    });
     app.post<{ Params: { id: string } }>('/replicas/:id/cycles/abort', { preHandler: site, schema: { summary: 'Discard the open staging layer', params: idParam, response: { 200: { type: 'object', properties: { aborted: { type: 'boolean' } } }, ...errorResponses } } }, async (req) => {
       await owned(req, req.params.id);
       await replicas.abortCycle(req.params.id);

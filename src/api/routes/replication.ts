@@ -8,7 +8,7 @@ const statusSchema = {
   required: ['vm', 'to', 'state', 'rpoSeconds'],
   properties: {
     vm: { type: 'string' }, to: { type: 'string' }, state: { type: 'string' }, rpoSeconds: { type: 'number' }, points: { type: 'integer' },
-    lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' },
+    lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' }, rpoViolatedSince: { type: ['string', 'null'] },
     nextCycleAt: { type: ['string', 'null'] }, failures: { type: 'integer' }, lastError: { type: ['string', 'null'] },
     lastCycle: { type: ['object', 'null'], additionalProperties: true }, bandwidthBps: { type: ['integer', 'null'] },
   },

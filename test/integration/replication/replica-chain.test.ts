@@ -234,4 +234,23 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
     await assertReads(reopened.newestPoint()!.layers, expected(3));
     assert.deepEqual((await readdir(replicaDir)).sort(), ['base.qcow2', 'manifest.json', 'p000003.qcow2']);
   });
+
+  it('withdraws the newest point (a multi-disk commit cut halfway) and reads as the point below', async () => {
+    const chain = await ReplicaChain.open(replicaDir);
+    const below = chain.newestPoint()!;
+    const staging = await chain.beginCycle();
+    const sock = join(dir, 'withdraw.nbd');
+    const d = await startDaemon({ chains: [{ id: 'replica', layers: staging.layers }], nbd: { listen: { type: 'unix', path: sock } },
+      exports: [{ id: 'replica', node: 'replica', writable: true }] });
+    assert.equal((await qemuIo(unixTarget(sock, 'replica'), ['write -P 0x77 0 64k', 'flush'])).code, 0);
+    await d.stop();
+    await assert.rejects(chain.withdrawNewestPoint(below.id), (e) => isMamoriError(e, 'DISK_IN_USE'), 'not while a cycle is open');
+    const unrecorded = await chain.commitCycle({ time: '2026-01-01T00:03:00.000Z', consistency: 'crash' });
+    await assert.rejects(chain.withdrawNewestPoint(below.id), (e) => isMamoriError(e, 'VM_INVALID_STATE'), 'only the newest');
+    await chain.withdrawNewestPoint(unrecorded.id);
+    const reopened = await ReplicaChain.open(replicaDir);
+    assert.deepEqual(reopened.points().map((p) => p.id), [below.id]);
+    await assertReads(reopened.newestPoint()!.layers, expected(3));
+    await assert.rejects(access(unrecorded.file), 'the withdrawn point file is deleted');
+  });
 });

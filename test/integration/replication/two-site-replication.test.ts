@@ -20,6 +20,14 @@ interface Verified {
   report: { consistent: boolean; lastSequence: number | null; gapFreePrefix: number; records: number };
 }
 
+interface Incident {
+  id: string;
+  kind: string;
+  message: string;
+  openedAt: string;
+  clearedAt: string | null;
+}
+
 let sites: TwoSites;
 before(async () => {
   sites = await TwoSites.create();
@@ -47,7 +55,8 @@ test('bad replication requests are refused and change nothing', async () => {
 });
 
 test('a running test guest replicates with a 10 s RPO; every point verifies; a clean stop replicates with zero loss', async () => {
-  await a('vm', 'create', 'pg', '--test-guest', '--data-disk', '64M', '--writelog-rate', '20');
+  // With a guest agent: points are application-consistent (the guest's fsfreeze hook stops its writer).
+  await a('vm', 'create', 'pg', '--test-guest', '--data-disk', '64M', '--writelog-rate', '20', '--guest-agent');
   const vm = (await a('vm', 'start', 'pg')) as Vm;
   await sites.a.waitFor('heartbeat', async () => ((await a('vm', 'show', 'pg')) as Vm).lastHeartbeatAt, 120_000);
 
@@ -70,7 +79,7 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   // The newest point is never older than the RPO plus one cycle.
   assert.ok(s.lagSeconds !== null && s.lagSeconds <= 10 + (s.lastCycle!.durationMs / 1000) + 2, `lag ${s.lagSeconds}s`);
 
-  const points = (await a('replicate', 'points', 'pg')) as { id: string; time: string }[];
+  const points = (await a('replicate', 'points', 'pg')) as { id: string; time: string; consistency: string }[];
   assert.ok(points.length >= 2 && points.length <= 3, `retention keeps 3, got ${points.length}`);
   let previous = 0;
   for (const p of points) {
@@ -80,10 +89,48 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
     previous = v.report.lastSequence ?? 0;
   }
   assert.ok(previous > 0, 'the log reached the replica');
+  // The agent starts a second after boot, so the first point may be crash-consistent; the
+  // newest is made with the guest frozen, and every freeze was thawed (the log went on).
+  assert.equal(points.at(-1)!.consistency, 'application', JSON.stringify(points));
+  const serial = await readFile(vm.serialLog, 'utf8');
+  const freezes = serial.split('\n').filter((l) => l.trim() === 'mamori-fsfreeze freeze').length;
+  const thaws = serial.split('\n').filter((l) => l.trim() === 'mamori-fsfreeze thaw').length;
+  assert.ok(freezes >= 3 && thaws >= freezes - 1, `${freezes} freezes, ${thaws} thaws`);
+  assert.ok(serial.lastIndexOf('mamori-wl ack') > serial.lastIndexOf('mamori-fsfreeze thaw'), 'the writer runs again after a thaw');
 
   // Pause and resume.
   assert.equal(((await a('replicate', 'pause', 'pg')) as ReplicationStatus).state, 'paused');
   assert.equal(((await a('replicate', 'resume', 'pg')) as ReplicationStatus).state, 'enabled');
+
+  // The link goes silent past the RPO: one incident opens and status shows it; it clears
+  // once a cycle lands again, and the outage stays a single incident throughout.
+  const before = (await a('events')) as Incident[];
+  await sites.cutLink('blackhole');
+  try {
+    const violated = await sites.a.waitFor('RPO violated', async () => {
+      const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+      return st.rpoViolated && st.rpoViolatedSince ? st : undefined;
+    }, 60_000);
+    const open = (await a('events', '--open')) as Incident[];
+    assert.equal(open.length, 1, JSON.stringify(open));
+    assert.equal(open[0]!.kind, 'replication.rpo-violated');
+    assert.equal(open[0]!.openedAt, violated.rpoViolatedSince);
+    assert.match(open[0]!.message, /replication of pg to site-b is behind its RPO of 10s/);
+    // Still one incident a while later, however many cycles failed meanwhile.
+    await new Promise((r) => setTimeout(r, 5_000));
+    assert.deepEqual(((await a('events', '--open')) as Incident[]).map((i) => i.id), [open[0]!.id]);
+  } finally {
+    await sites.restoreLink();
+  }
+  const met = await sites.a.waitFor('RPO met again', async () => {
+    const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+    return !st.rpoViolated && st.rpoViolatedSince === null ? st : undefined;
+  }, 180_000);
+  assert.equal(met.failures, 0);
+  const after = (await a('events')) as Incident[];
+  assert.equal(after.length, before.length + 1, 'one incident for the whole outage');
+  assert.ok(after[0]!.clearedAt !== null && Date.parse(after[0]!.clearedAt) >= Date.parse(after[0]!.openedAt));
+  assert.deepEqual(await a('events', '--open'), []);
 
   // Stopped cleanly, then synced: the replica holds every acknowledged record.
   await a('vm', 'stop', 'pg');
