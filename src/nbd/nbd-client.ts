@@ -126,26 +126,33 @@ export class NbdClient {
     const timeoutMs = options.timeoutMs ?? 30_000;
     const socket = unix ? createConnection({ path: endpoint.socketPath }) : createConnection({ host: endpoint.host, port: endpoint.port });
     let timedOut = false;
+    let expire: (e: Error) => void = () => undefined;
+    // The deadline rejects by itself, whatever stage the negotiation waits in.
+    const deadline = new Promise<never>((_, reject) => (expire = reject));
+    deadline.catch(() => undefined);
     const timer = setTimeout(() => {
       timedOut = true;
       socket.destroy();
+      expire(new Error('connect deadline passed'));
     }, timeoutMs);
     try {
-      await new Promise<void>((resolve, reject) => {
+      await Promise.race([deadline, new Promise<void>((resolve, reject) => {
         socket.once('connect', resolve);
         socket.once('error', reject);
         socket.once('close', () => reject(new Error('socket closed')));
-      }).catch((err: Error) => {
+      })]).catch((err: Error) => {
         throw new NbdError('NBD_CONNECT_FAILED', `cannot connect to ${label}: ${err.message}. Check that the server runs and the address is right.`,
           { cause: err, details: { endpoint } });
       });
       socket.removeAllListeners('connect').removeAllListeners('error').removeAllListeners('close');
       if (!unix) socket.setNoDelay(true);
-      const negotiated = await new NbdHandshake(socket, {
+      const handshake = new NbdHandshake(socket, {
         exportName: options.exportName, label, defaultServername: unix ? 'localhost' : endpoint.host,
         ...(options.tls === undefined ? {} : { tls: options.tls }),
         ...(options.metaContexts === undefined ? {} : { metaContexts: options.metaContexts }),
       }).run();
+      handshake.catch(() => undefined); // if the deadline wins, the handshake's own end is of no interest
+      const negotiated = await Promise.race([deadline, handshake]);
       // with TLS the plain socket lives on underneath; its errors surface as the TLS socket closing
       if (negotiated.socket !== socket) socket.on('error', () => undefined);
       return new NbdClient(negotiated, label, options.requestTimeoutMs ?? 120_000);

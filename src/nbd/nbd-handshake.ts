@@ -130,9 +130,16 @@ export class NbdHandshake {
           'Check that the server certificate is signed by the given CA and names the server, and that the client certificate is accepted.',
         { cause: err, details: { tlsError: err.code ?? null } }));
       };
+      // A socket destroyed under the handshake (a connect timeout, a cut link) closes without
+      // an error: without this the handshake would wait forever.
+      const onClose = (): void => onError(Object.assign(new Error('the connection closed during the TLS handshake'), { code: 'ECONNRESET' }));
       s.once('error', onError);
+      s.once('close', onClose);
+      plain.once('close', onClose);
       s.once('secureConnect', () => {
         s.off('error', onError);
+        s.off('close', onClose);
+        plain.off('close', onClose);
         resolve(s);
       });
     });

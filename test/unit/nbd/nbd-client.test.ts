@@ -40,6 +40,8 @@ interface FakeOptions {
   handshakeFlags?: number;
   structured?: boolean;
   tlsRequired?: boolean;
+  /** Acknowledge NBD_OPT_STARTTLS, then say nothing more (a link cut mid-handshake). */
+  stallTls?: boolean;
   go?: boolean;
   /** Custom request handling; return true when the request was answered (or will be). */
   onRequest?: (req: FakeRequest, conn: FakeConn) => boolean | void;
@@ -160,6 +162,7 @@ class FakeNbdServer {
       this.options.push(opt);
       if (this.o.tlsRequired && opt !== OPT.STARTTLS && opt !== OPT.ABORT) { c.optReply(opt, REP.ERR_TLS_REQD, Buffer.from('TLS is required here')); continue; }
       if (opt === OPT.ABORT) { c.optReply(opt, REP.ACK); c.socket.end(); return; }
+      if (opt === OPT.STARTTLS && this.o.stallTls) { c.optReply(opt, REP.ACK); return; }
       if (opt === OPT.STRUCTURED_REPLY) {
         if (data.length !== 0) { c.optReply(opt, REP.ERR_INVALID); return c.fail('STRUCTURED_REPLY with data'); }
         if (this.o.structured === false) c.optReply(opt, REP.ERR_UNSUP); else { c.structured = true; c.optReply(opt, REP.ACK); }
@@ -321,6 +324,12 @@ describe('NbdClient against a fake NBD server', () => {
       assert.equal(err.details?.['serverMessage'], 'TLS is required here');
       assert.equal(err.httpStatus, 502);
       assert.deepEqual(s.options, [OPT.STRUCTURED_REPLY, OPT.ABORT]);
+    });
+
+    // (A hang guard, not a speed check: before the fix this connect never settled.)
+    it('gives up on a TLS handshake that never answers at the connect deadline', { timeout: 60_000 }, async () => {
+      const s = await start({ exports: { disk: { data: pattern(4096) } }, stallTls: true });
+      await rejectsWith(NbdClient.connect({ socketPath: s.path }, { exportName: 'disk', tls: { ca: 'unused' }, timeoutMs: 300 }), 'NBD_TIMEOUT');
     });
 
     it('refuses to go on in plain text when TLS was asked for and the server has none', async () => {
