@@ -81,6 +81,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
   const incidents = new IncidentLog(store.db);
   const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
+  vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));

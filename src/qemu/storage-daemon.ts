@@ -197,6 +197,8 @@ export class StorageDaemon {
       throw new MamoriError('PROCESS_TIMEOUT', `qemu-storage-daemon pid ${pid} did not exit after SIGKILL`, { details: { pid } });
     }
     if ((await readPid(where.pidFile)) === pid) await rm(where.pidFile, { force: true });
+    // A killed daemon leaves its QMP socket file too; nothing listens on it any more.
+    await rm(where.qmpSocket, { force: true });
     return true;
   }
 

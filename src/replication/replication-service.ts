@@ -83,6 +83,8 @@ export class ReplicationService {
   #incidents: IncidentLog;
   #lock = new KeyedLock();
   #rpoWatches = new Map<string, NodeJS.Timeout>();
+  /** VMs whose cycle in flight reads their stopped images through a storage daemon. */
+  #offlineInFlight = new Set<string>();
   #timers = new Map<string, NodeJS.Timeout>();
   #next = new Map<string, number>();
   #stopped = false;
@@ -180,6 +182,20 @@ export class ReplicationService {
     return peer.request('POST', `/replicas/${row.replica_id}/verify`, pointId ? { pointId } : {});
   }
 
+  /**
+   * A VM start waits for its replication: a cycle of the stopped VM holds its images (read
+   * through a storage daemon), so it is cut short (its daemon killed: the cycle aborts and
+   * keeps its bitmap, nothing is lost) and the start runs under the cycle lock, so the next
+   * cycle finds the VM running.
+   */
+  async aroundVmStart(vmId: string, start: () => Promise<void>): Promise<void> {
+    if (this.#offlineInFlight.has(vmId)) {
+      this.#log.info({ vm: vmId }, 'cutting short a cycle of the stopped VM: it is being started');
+      await sweepOfflineFleecingLeftovers(this.#workDir(vmId));
+    }
+    await this.#lock.run(vmId, start);
+  }
+
   /** At server start: re-arm the timers of every enabled replication. */
   async start(): Promise<void> {
     for (const r of await this.#db.selectFrom('replications').select('vm_id').where('state', '=', 'enabled').execute()) {
@@ -253,6 +269,7 @@ export class ReplicationService {
         nodes: source.kind === 'live' ? source.nodes : source.disks.map((d) => d.id),
       };
       await this.#jobs.setContext(job.id, context);
+      if (source.kind === 'offline') this.#offlineInFlight.add(vmId);
       try {
         const result = await runReplicationCycle({
           source,
@@ -272,6 +289,7 @@ export class ReplicationService {
         this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
         if (manual) throw e;
       } finally {
+        this.#offlineInFlight.delete(vmId);
         await this.#jobs.prune(CYCLE_JOB, `vm:${vmId}`, KEEP_CYCLE_JOBS).catch(() => undefined);
         if (!this.#stopped) void this.#scheduleFromRow(vmId, Date.now());
       }

@@ -70,6 +70,7 @@ export class VmService {
   #diskRepo: DiskRepo;
   #snapshots: VmSnapshots;
   #lock = new KeyedLock();
+  #startGate: (vmId: string, start: () => Promise<void>) => Promise<void> = (_id, start) => start();
 
   constructor(deps: VmServiceDeps) {
     this.#deps = deps;
@@ -149,11 +150,19 @@ export class VmService {
     });
   }
 
+  /**
+   * Wraps every start: replication uses it so a start never meets a copy of the stopped VM's
+   * images in progress (its reader holds them, and QEMU would be refused the write lock).
+   */
+  setStartGate(gate: (vmId: string, start: () => Promise<void>) => Promise<void>): void {
+    this.#startGate = gate;
+  }
+
   async start(name: string): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
       if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume' if paused`, { details: { state: vm.state } });
       if (vm.definition.boot.kind === 'test-guest') await this.#deps.testGuestAvailable();
-      await this.#deps.supervisor.start(vm);
+      await this.#startGate(vm.id, () => this.#deps.supervisor.start(vm));
     });
   }
 
