@@ -1,7 +1,9 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
+import { LoopDevice } from '../../harness/loop-device.js';
 import { parseSerialAcks } from '../../../src/guest/writelog-verifier.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 
@@ -52,6 +54,24 @@ test('bad replication requests are refused and change nothing', async () => {
     assert.match(r.stderr, new RegExp(`\\[${code}\\]`), r.stderr);
   }
   assert.deepEqual(await a('replicate', 'status'), []);
+});
+
+test('a VM with a physical-mode RDM is refused replication clearly; nothing is made at either site', async () => {
+  const lun = await LoopDevice.create(sites.a.dataDir, 'lun-p', 16);
+  try {
+    await a('disk', 'create', 'lun-p', '--rdm', lun.device, '--mode', 'physical');
+    await a('vm', 'create', 'rdm-p', '--test-guest', '--disk', 'lun-p');
+    const r = await sites.cli('a', 'replicate', 'enable', 'rdm-p', '--to', 'site-b', '--rpo', '30s');
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /host-based replication is refused: disk lun-p is a physical-mode raw device mapping.*\[RDM_PHYSICAL_REFUSED\]/);
+    assert.deepEqual(await a('replicate', 'status'), []);
+    // Refused before the peer was asked: site-b made no replica folder.
+    assert.deepEqual(await readdir(join(sites.b.dataDir, 'replicas')).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? [] : Promise.reject(e))), []);
+    await a('vm', 'delete', 'rdm-p');
+    await a('disk', 'delete', 'lun-p');
+  } finally {
+    await lun.detach();
+  }
 });
 
 test('a running test guest replicates with a 10 s RPO; every point verifies; a clean stop replicates with zero loss', async () => {
