@@ -9,7 +9,7 @@
  * temp sites), commit = daemon stop + chain.commitCycle + retention. The cycle itself is
  * src/replication/replication-cycle.ts (`runReplicationCycle`), unchanged.
  *
- * Environment: BENCH_RPO_SECONDS (default 120; 0 skips the RPO run).
+ * Environment: BENCH_RPO_SECONDS (default 600, the 10 minutes the issue asks for; 0 skips the RPO run).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,7 +32,7 @@ const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const RUN = 8 * MiB;
 const QCOW2_OPTS = 'cluster_size=131072,extended_l2=on';
-const RPO_SECONDS = Number(process.env['BENCH_RPO_SECONDS'] ?? 120);
+const RPO_SECONDS = Number(process.env['BENCH_RPO_SECONDS'] ?? 600);
 const KEEP_POINTS = 24; // the default of `mamori replication enable`
 
 interface Figure {
@@ -346,7 +346,7 @@ try {
     const secs = Math.ceil(maxLag / 1000);
     figure({
       metric: 'min_rpo_held_seconds', value: secs, unit: 's', baseline: null, ratio: secs, goal: 'informational', met: true,
-      note: `shortened: ${measured.toFixed(0)} s of back-to-back cycles (the issue asks for 10 min) with 1 MiB/s written through qemu-io ` +
+      note: `${measured < 600 ? 'shortened: ' : ''}${measured.toFixed(0)} s of back-to-back cycles${measured < 600 ? ' (the issue asks for 10 min)' : ''} with 1 MiB/s written through qemu-io ` +
         `(256 KiB every 250 ms); value = largest time between a commit and the fleecing instant of the point before it, rounded up`,
       cycles: durations.length, meanCycleMs: Math.round(mean), maxCycleMs: Math.max(...durations), maxLagMs: maxLag,
       meanBytesSentPerCycle: Math.round(sent.reduce((a, b) => a + b, 0) / sent.length), bytesWritten: written, measuredSeconds: Math.round(measured),
