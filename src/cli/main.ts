@@ -98,6 +98,7 @@ async function run(argv: string[]): Promise<void> {
       if (unknown.length > 0) throw new MamoriError('INVALID_INPUT', `usage: mamori events [--open] [--json] (unknown ${unknown.join(' ')})`);
       const list = await api.get<Record<string, unknown>[]>(rest.includes('--open') ? '/events?open=true' : '/events');
       if (g.json) return printJson(list);
+      if (list.length === 0) return void process.stdout.write(rest.includes('--open') ? 'no open incidents\n' : 'no incidents\n');
       return printTable(list.map((e) => ({ ...e, state: e['clearedAt'] === null ? 'OPEN' : 'cleared' })), ['openedAt', 'state', 'severity', 'kind', 'message']);
     }
     default:
