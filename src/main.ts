@@ -21,6 +21,7 @@ import { SitePeers } from './sites/site-peers.js';
 import { ReplicaService } from './replication/replica-service.js';
 import { ReplicationService } from './replication/replication-service.js';
 import { IncidentLog } from './events/incident-log.js';
+import { ProtectionGroups } from './plans/protection-groups.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -87,7 +88,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await replicas.repair();
   const app = await buildApp({
-    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, logger: log,
+    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups: new ProtectionGroups(store.db), logger: log,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

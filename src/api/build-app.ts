@@ -19,6 +19,8 @@ import { hostRoutes, type HostInfoSource } from './routes/host.js';
 import { jobRoutes } from './routes/jobs.js';
 import { siteRoutes } from './routes/sites.js';
 import { eventRoutes } from './routes/events.js';
+import { protectionGroupRoutes } from './routes/protection-groups.js';
+import type { ProtectionGroups } from '../plans/protection-groups.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import './request-caller.js';
 
@@ -34,6 +36,7 @@ export interface AppDeps {
   replicas: ReplicaService;
   replication: ReplicationService;
   incidents: IncidentLog;
+  groups: ProtectionGroups;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -112,5 +115,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(replicationRoutes(deps));
   await app.register(replicaRoutes(deps));
   await app.register(eventRoutes(deps));
+  await app.register(protectionGroupRoutes(deps));
   return app;
 }

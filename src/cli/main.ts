@@ -6,6 +6,7 @@ import { replicateCommand, REPLICATE_USAGE } from './replicate-commands.js';
 import { hostCommand } from './host-commands.js';
 import { siteCommand, SITE_USAGE } from './site-commands.js';
 import { printJson, printTable } from './output.js';
+import { groupCommand, GROUP_USAGE } from './group-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -18,6 +19,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   disk ...                                               disks and raw device mappings
   job list [--kind K] | job show ID                      long operations and their journals
   events [--open]                                        incidents (violated RPO, ...), open and cleared
+  group ...                                              protection groups (mamori group --help)
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
@@ -30,6 +32,8 @@ ${DISK_USAGE}
 ${REPLICATE_USAGE}
 
 ${SITE_USAGE}
+
+${GROUP_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -92,6 +96,8 @@ async function run(argv: string[]): Promise<void> {
       if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');
       return printJson(await api.get(`/jobs/${encodeURIComponent(rest[1])}`));
     }
+    case 'group':
+      return groupCommand(api, rest, g.json);
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');

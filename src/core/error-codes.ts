@@ -21,8 +21,11 @@ export const ERROR_CODES = {
   JOB_NOT_FOUND: { httpStatus: 404, retryable: false },
   IMAGE_NOT_FOUND: { httpStatus: 404, retryable: false },
   PEER_NOT_FOUND: { httpStatus: 404, retryable: false },
+  GROUP_NOT_FOUND: { httpStatus: 404, retryable: false },
   // conflicts and lifecycle
   VM_EXISTS: { httpStatus: 409, retryable: false },
+  GROUP_EXISTS: { httpStatus: 409, retryable: false },
+  VM_ALREADY_PROTECTED: { httpStatus: 409, retryable: false },
   DISK_EXISTS: { httpStatus: 409, retryable: false },
   DISK_IN_USE: { httpStatus: 409, retryable: false },
   VM_INVALID_STATE: { httpStatus: 409, retryable: true },

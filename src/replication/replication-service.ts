@@ -132,6 +132,13 @@ export class ReplicationService {
   async disable(vmName: string): Promise<void> {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
+    // A protected VM keeps its replica: a plan counts on it (as SRM, unprotect first).
+    const group = await this.#db.selectFrom('protection_group_vms').innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
+      .select('protection_groups.name as name').where('protection_group_vms.vm_id', '=', vm.id).executeTakeFirst();
+    if (group) {
+      throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${group.name}, whose plans recover it from this replica; ` +
+        `remove it first with 'mamori group remove ${group.name} ${vmName}' (or delete the group)`, { details: { vm: vmName, group: group.name } });
+    }
     this.#unschedule(vm.id);
     await this.#lock.run(vm.id, async () => {
       await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();

@@ -88,6 +88,19 @@ export interface EventTable {
   cleared_at: string | null;
 }
 
+/** A protection group (recovery plans): a named set of replicated VMs. */
+export interface ProtectionGroupTable {
+  id: string;
+  name: string;
+  created_at: string;
+}
+
+/** Membership: a VM is in at most one group (vm_id is unique). */
+export interface ProtectionGroupVmTable {
+  group_id: string;
+  vm_id: string;
+}
+
 /** A paired site. A row exists once either side has paired (see src/sites/pairing-proof.ts). */
 export interface PeerTable {
   id: string;
@@ -160,5 +173,7 @@ export interface Database {
   replicas: ReplicaTable;
   replica_points: ReplicaPointTable;
   events: EventTable;
+  protection_groups: ProtectionGroupTable;
+  protection_group_vms: ProtectionGroupVmTable;
   schema_version: { version: Generated<number> };
 }

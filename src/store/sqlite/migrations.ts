@@ -51,6 +51,10 @@ const STEPS: readonly string[] = [
    CREATE TABLE events (id TEXT PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL, target TEXT NOT NULL,
      message TEXT NOT NULL, details TEXT, opened_at TEXT NOT NULL, cleared_at TEXT);
    CREATE INDEX events_open ON events(kind, target, cleared_at);`,
+  // Protection groups (recovery plans): named sets of replicated VMs, a VM in at most one.
+  `CREATE TABLE protection_groups (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+   CREATE TABLE protection_group_vms (group_id TEXT NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
+     vm_id TEXT NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE, PRIMARY KEY (group_id, vm_id));`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

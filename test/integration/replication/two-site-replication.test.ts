@@ -161,6 +161,22 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   assert.equal(last.report.consistent, true);
   assert.equal(last.report.lastSequence, acks.at(-1), 'zero data loss after a clean stop');
 
+  // Protection groups take replicated VMs only, each in one group; a protected VM keeps its replication.
+  const shop = (await a('group', 'create', 'shop', '--vm', 'pg')) as { name: string; peer: string; vms: string[] };
+  assert.deepEqual([shop.peer, shop.vms], ['site-b', ['pg']]);
+  for (const [args, code] of [
+    [['group', 'create', 'other', '--vm', 'idle'], 'INVALID_INPUT'],
+    [['group', 'create', 'other', '--vm', 'pg'], 'VM_ALREADY_PROTECTED'],
+    [['group', 'create', 'shop', '--vm', 'pg'], 'GROUP_EXISTS'],
+    [['group', 'show', 'nope'], 'GROUP_NOT_FOUND'],
+    [['replicate', 'disable', 'pg'], 'VM_ALREADY_PROTECTED'],
+  ] as const) {
+    const r = await sites.cli('a', ...args);
+    assert.match(r.stderr, new RegExp(`\\[${code}\\]`), `${args.join(' ')}: ${r.stderr}`);
+  }
+  assert.deepEqual(((await a('group', 'list')) as { name: string }[]).map((g) => g.name), ['shop']);
+  await a('group', 'delete', 'shop');
+
   await a('replicate', 'disable', 'pg');
   const gone = await sites.cli('a', 'replicate', 'status', 'pg');
   assert.match(gone.stderr, /not replicated/);

@@ -1,0 +1,115 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { newShortId } from '../core/ids.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { assertValidName } from '../core/names.js';
+
+export interface ProtectionGroupView {
+  name: string;
+  /** The paired site its VMs replicate to (all of them to the same one). */
+  peer: string;
+  vms: string[];
+  createdAt: string;
+}
+
+/**
+ * Protection groups, as in SRM: named sets of replicated VMs that recovery plans recover
+ * together. A VM is in at most one group, and every VM of a group replicates to the same
+ * paired site, so a plan knows where the group recovers. Membership checks read the
+ * replication table: a VM must be replicated before it can be protected.
+ */
+export class ProtectionGroups {
+  #db: Kysely<Database>;
+
+  constructor(db: Kysely<Database>) {
+    this.#db = db;
+  }
+
+  async create(name: string, vmNames: string[]): Promise<ProtectionGroupView> {
+    assertValidName('protection group', name);
+    if (vmNames.length === 0) throw new MamoriError('INVALID_INPUT', `protection group ${name} needs at least one VM (--vm NAME)`);
+    if (await this.#row(name)) throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name or add VMs to it with 'mamori group add ${name} VM'`, { details: { group: name } });
+    const members = await this.#members(vmNames, null);
+    const id = newShortId('pg');
+    await this.#db.transaction().execute(async (tx) => {
+      await tx.insertInto('protection_groups').values({ id, name, created_at: new Date().toISOString() }).execute();
+      await tx.insertInto('protection_group_vms').values(members.map((m) => ({ group_id: id, vm_id: m.id }))).execute();
+    });
+    return this.get(name);
+  }
+
+  async add(name: string, vmName: string): Promise<ProtectionGroupView> {
+    const g = await this.#require(name);
+    const current = await this.get(name);
+    const [m] = await this.#members([vmName], g.id, current.peer);
+    await this.#db.insertInto('protection_group_vms').values({ group_id: g.id, vm_id: m!.id }).onConflict((oc) => oc.doNothing()).execute();
+    return this.get(name);
+  }
+
+  async remove(name: string, vmName: string): Promise<ProtectionGroupView> {
+    const g = await this.#require(name);
+    const view = await this.get(name);
+    if (!view.vms.includes(vmName)) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not in protection group ${name}`, { details: { group: name, vm: vmName } });
+    if (view.vms.length === 1) throw new MamoriError('INVALID_INPUT', `${vmName} is the last VM of protection group ${name}; delete the group instead`, { details: { group: name } });
+    const vm = await this.#db.selectFrom('vms').select('id').where('name', '=', vmName).executeTakeFirstOrThrow();
+    await this.#db.deleteFrom('protection_group_vms').where('group_id', '=', g.id).where('vm_id', '=', vm.id).execute();
+    return this.get(name);
+  }
+
+  async delete(name: string): Promise<void> {
+    const g = await this.#require(name);
+    await this.#db.deleteFrom('protection_groups').where('id', '=', g.id).execute();
+  }
+
+  async get(name: string): Promise<ProtectionGroupView> {
+    const g = await this.#require(name);
+    const rows = await this.#db.selectFrom('protection_group_vms').innerJoin('vms', 'vms.id', 'protection_group_vms.vm_id')
+      .leftJoin('replications', 'replications.vm_id', 'vms.id').select(['vms.name as vm', 'replications.peer as peer'])
+      .where('protection_group_vms.group_id', '=', g.id).orderBy('vms.name').execute();
+    return { name: g.name, peer: rows[0]?.peer ?? '', vms: rows.map((r) => r.vm), createdAt: g.created_at };
+  }
+
+  async list(): Promise<ProtectionGroupView[]> {
+    const names = await this.#db.selectFrom('protection_groups').select('name').orderBy('name').execute();
+    return Promise.all(names.map((n) => this.get(n.name)));
+  }
+
+  /** The VMs, checked: they exist, are replicated (all to one site), and are in no other group. */
+  async #members(vmNames: string[], groupId: string | null, peer?: string): Promise<{ id: string; name: string }[]> {
+    if (new Set(vmNames).size !== vmNames.length) throw new MamoriError('INVALID_INPUT', 'a VM is named twice', { details: { vms: vmNames } });
+    const out: { id: string; name: string }[] = [];
+    let target = peer;
+    for (const vmName of vmNames) {
+      const vm = await this.#db.selectFrom('vms').select(['id', 'name']).where('name', '=', vmName).executeTakeFirst();
+      if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM named ${JSON.stringify(vmName)} on this site; see 'mamori vm list'`, { details: { vm: vmName } });
+      const rep = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
+      if (!rep) {
+        throw new MamoriError('INVALID_INPUT', `VM ${vmName} is not replicated, so it cannot be protected; enable it first with 'mamori replicate enable ${vmName} --to SITE --rpo 5m'`,
+          { details: { vm: vmName } });
+      }
+      if (target !== undefined && target !== '' && rep.peer !== target) {
+        throw new MamoriError('INVALID_INPUT', `VM ${vmName} replicates to ${rep.peer}, the group's other VMs to ${target}: a protection group recovers at one site`,
+          { details: { vm: vmName, peer: rep.peer, groupPeer: target } });
+      }
+      target = rep.peer;
+      const other = await this.#db.selectFrom('protection_group_vms').innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
+        .select(['protection_groups.name as name', 'protection_groups.id as id']).where('protection_group_vms.vm_id', '=', vm.id).executeTakeFirst();
+      if (other && other.id !== groupId) {
+        throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${other.name}; a VM is in at most one group (remove it there with 'mamori group remove ${other.name} ${vmName}')`,
+          { details: { vm: vmName, group: other.name } });
+      }
+      out.push(vm);
+    }
+    return out;
+  }
+
+  async #row(name: string): Promise<{ id: string; name: string; created_at: string } | undefined> {
+    return this.#db.selectFrom('protection_groups').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+
+  async #require(name: string): Promise<{ id: string; name: string; created_at: string }> {
+    const g = await this.#row(name);
+    if (!g) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
+    return g;
+  }
+}
