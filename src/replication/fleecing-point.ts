@@ -406,7 +406,7 @@ export async function createOfflineFleecingPoint(opts: CreateOfflineFleecingPoin
   }
   const point: OfflineFleecingPoint = {
     kind: 'offline', generation, previousGeneration: opts.previousGeneration, at: new Date().toISOString(), consistency: opts.consistency ?? 'crash',
-    nbdSocket: join(opts.runDir, `${prefix}.nbd.sock`), qmpSocket: join(opts.runDir, `${prefix}.qmp.sock`), pidFile: join(opts.runDir, `${prefix}.pid`), // as sweepOfflineFleecingLeftovers
+    ...offlineDaemonFiles(opts.runDir, prefix),
     full: disks.every((d) => d.mode === 'full'), needsResync: disks.some((d) => d.mode === 'resync'), disks,
   };
   try {
@@ -426,8 +426,14 @@ export async function createOfflineFleecingPoint(opts: CreateOfflineFleecingPoin
 
 /** After a server died while exporting a stopped VM's images: the daemon holding them goes. */
 export async function sweepOfflineFleecingLeftovers(runDir: string, prefix = DEFAULT_PREFIX): Promise<void> {
-  await StorageDaemon.killLeftover({ qmpSocket: join(runDir, `${prefix}.qmp.sock`), pidFile: join(runDir, `${prefix}.pid`) });
-  await rm(join(runDir, `${prefix}.nbd.sock`), { force: true });
+  const files = offlineDaemonFiles(runDir, prefix);
+  await StorageDaemon.killLeftover(files);
+  await rm(files.nbdSocket, { force: true });
+}
+
+/** Where a stopped VM's export daemon keeps its sockets and pid: fixed per VM, so a restart finds a leftover. */
+function offlineDaemonFiles(runDir: string, prefix: string): { nbdSocket: string; qmpSocket: string; pidFile: string } {
+  return { nbdSocket: join(runDir, `${prefix}.nbd.sock`), qmpSocket: join(runDir, `${prefix}.qmp.sock`), pidFile: join(runDir, `${prefix}.pid`) };
 }
 
 export async function completeOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {
