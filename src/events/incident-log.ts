@@ -29,16 +29,16 @@ export class IncidentLog {
     this.#db = db;
   }
 
-  /** Opens an incident unless one of this kind is open for the target; returns the open one. */
-  async raise(input: { kind: string; target: string; severity: IncidentSeverity; message: string; details?: Record<string, unknown> }): Promise<Incident> {
+  /** Opens an incident unless one of this kind is open for the target; returns the open one and whether it is new. */
+  async raise(input: { kind: string; target: string; severity: IncidentSeverity; message: string; details?: Record<string, unknown> }): Promise<{ incident: Incident; opened: boolean }> {
     const open = await this.openFor(input.kind, input.target);
-    if (open) return open;
+    if (open) return { incident: open, opened: false };
     const row = {
       id: newShortId('evt'), kind: input.kind, severity: input.severity, target: input.target, message: input.message,
       details: input.details ? JSON.stringify(input.details) : null, opened_at: new Date().toISOString(), cleared_at: null,
     };
     await this.#db.insertInto('events').values(row).execute();
-    return toIncident(row);
+    return { incident: toIncident(row), opened: true };
   }
 
   /** Clears the open incident of this kind for the target, if any; true if one was open. */

@@ -246,13 +246,13 @@ export class ReplicationService {
     if (st.violated) {
       const vm = await this.#vms.repo.findById(vmId);
       const name = vm?.name ?? vmId;
-      const opened = await this.#incidents.raise({
+      const { incident, opened } = await this.#incidents.raise({
         kind: RPO_VIOLATED, target, severity: 'warning',
         message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpo_ms / 1000}s: the newest recovery point is from ${row.last_point_at}` +
           (row.last_error ? ` (last error: ${row.last_error})` : ''),
         details: { vm: name, peer: row.peer, rpoSeconds: row.rpo_ms / 1000, lastPointAt: row.last_point_at },
       });
-      if (Date.parse(opened.openedAt) >= now - 1000) this.#log.warn({ vm: name, incident: opened.id }, 'RPO violated');
+      if (opened) this.#log.warn({ vm: name, incident: incident.id }, 'RPO violated');
       return;
     }
     if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
