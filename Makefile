@@ -1,7 +1,7 @@
 # mamori: the four commands. `make setup` is idempotent and installs what is missing.
 SHELL := /bin/bash
 GUEST_DIR ?= $(CURDIR)/.cache/guest
-DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync
+DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage
 
 .PHONY: setup deps npm build guest demo test bench clean
 
@@ -33,7 +33,7 @@ test: setup
 	node --test --test-concurrency=2 dist/test/
 
 bench: setup
-	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node scripts/bench-readme.mjs
+	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node scripts/bench-readme.mjs
 
 clean:
 	rm -rf dist

@@ -27,8 +27,8 @@ export interface TestGuest {
 }
 
 /** Bump when the build itself changes in a way the input hashes do not show. */
-// 3: qemu-guest-agent and its fsfreeze hook.
-const BUILDER_VERSION = 3;
+// 3: qemu-guest-agent and its fsfreeze hook. 4: NoCloud config drive (isofs, awk, ip).
+const BUILDER_VERSION = 4;
 const STAMP = 'guest.json';
 const LOCK_WAIT_MS = 15 * 60_000;
 

@@ -8,7 +8,10 @@
 #   mamori.wl_rate=N                           records per second (default 10, 0 = flat out)
 #   mamori.acpi=0|1                            1 (default): the ACPI power button stops the
 #                                              writer, syncs and powers off; 0: it is ignored
-#   mamori.ip=...                              reserved
+#
+# A cloud-init NoCloud seed (an ISO 9660 disk labelled cidata, made by mamori's IP
+# customization) sets the hostname and each NIC's address, matched by MAC; the guest
+# prints "mamori-guest ip <nic> <address>" for each address it took.
 #
 # Every line goes out with one echo, i.e. one write(): the tty serialises whole
 # writes, so these lines and the writer's never interleave mid-line.
@@ -81,6 +84,44 @@ if [ -n "$WL" ]; then
     echo "mamori-guest error write-log device $WL not found"
   fi
 fi
+
+# cloud-init NoCloud: only the keys mamori writes, one per line (src/guest/nocloud-drive.ts).
+apply_nocloud() {
+  mkdir -p /run/cidata
+  found=
+  for dev in /dev/vd* /dev/sd* /dev/sr*; do
+    [ -b "$dev" ] || continue
+    mount -t iso9660 -o ro "$dev" /run/cidata 2>/dev/null || continue
+    if [ -r /run/cidata/meta-data ]; then found=$dev; break; fi
+    umount /run/cidata
+  done
+  [ -n "$found" ] || return 0
+  name=$(sed -n 's/^local-hostname: *//p' /run/cidata/meta-data)
+  if [ -n "$name" ]; then hostname "$name"; echo "mamori-guest hostname $name"; fi
+  [ -r /run/cidata/network-config ] || return 0
+  awk '
+    /^  [A-Za-z0-9_-]+:$/ { if (mac != "") print mac, addr, gw; mac = ""; addr = ""; gw = "" }
+    /^      macaddress:/ { v = $2; gsub(/"/, "", v); mac = tolower(v) }
+    /^    addresses:/ { v = $0; sub(/.*\[/, "", v); sub(/[],].*/, "", v); gsub(/ /, "", v); addr = v }
+    /^    gateway4:/ { gw = $2 }
+    END { if (mac != "") print mac, addr, gw }
+  ' /run/cidata/network-config > /run/cidata.nics
+  while read -r mac addr gw; do
+    nic=
+    for n in /sys/class/net/*; do
+      [ "$(cat "$n/address" 2>/dev/null)" = "$mac" ] && nic=${n##*/}
+    done
+    if [ -z "$nic" ]; then echo "mamori-guest warning no NIC with MAC $mac"; continue; fi
+    ip link set "$nic" up
+    if ip addr add "$addr" dev "$nic"; then
+      [ -n "$gw" ] && ip route add default via "$gw" dev "$nic"
+      echo "mamori-guest ip $nic $addr"
+    else
+      echo "mamori-guest warning could not set $addr on $nic"
+    fi
+  done < /run/cidata.nics
+}
+apply_nocloud
 
 # qemu-guest-agent, when the VM has its channel (mamori vm create --guest-agent): a
 # virtio console device (id 3) whose port is named org.qemu.guest_agent.0.

@@ -27,6 +27,8 @@ export const GUEST_MODULES = [
   // The ACPI power button is an input device: acpid reads it through evdev.
   'button',
   'evdev',
+  // The cloud-init NoCloud config drive (IP customization) is an ISO 9660 volume.
+  'isofs',
 ] as const;
 
 export interface KernelPackage {
