@@ -22,9 +22,10 @@ interface Vm {
 export const VM_USAGE = `mamori vm <command>
   create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N] [--no-acpi] [--guest-agent]
               [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
-              [--disk DISK]... [--stop-timeout SEC]
-  list | show NAME | start NAME | stop NAME [--timeout SEC] [--force]
-  kill NAME | pause NAME | resume NAME | delete NAME [--force] | console NAME [--lines N]
+              [--disk DISK]... [--stop-timeout SEC] [--network NET]...
+  list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
+  kill NAME | pause NAME | resume NAME [--force] | delete NAME [--force] | console NAME [--lines N]
+  (--force on start/resume: run a VM that a failover at the peer superseded)
   snapshot NAME SNAPSHOT | snapshot list NAME`;
 
 export async function vmCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
@@ -38,6 +39,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' },
           'no-acpi': { type: 'boolean' }, 'guest-agent': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
           machine: { type: 'string' }, disk: { type: 'string', multiple: true }, 'stop-timeout': { type: 'string' },
+          network: { type: 'string', multiple: true },
         },
       });
       const name = one(positionals, 'vm create NAME');
@@ -52,6 +54,8 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values.firmware) body['firmware'] = values.firmware;
       if (values.machine) body['machineType'] = values.machine;
       if (values.disk) body['disks'] = values.disk;
+      // One NIC per --network, in order: 'user', 'none' or a site network (mamori network list).
+      if (values.network) body['nics'] = values.network.map((network) => ({ network }));
       if (values['stop-timeout'] !== undefined) body['stopTimeoutSec'] = int(values['stop-timeout'], '--stop-timeout');
       const vm = await api.post<Vm>('/vms', body);
       return json ? printJson(vm) : void process.stdout.write(`created VM ${vm.name} (${vm.machineType}, ${vm.firmware}, ${vm.vcpus} vCPU, ${vm.memoryMiB} MiB)\n`);
@@ -70,7 +74,12 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         disks: vm.disks.map((d) => `${d.name} (${d.kind}${d.rdmMode ? `/${d.rdmMode}` : ''}, ${d.format})`).join(', ') || '-',
       });
     }
-    case 'start': case 'kill': case 'pause': case 'resume': {
+    case 'start': case 'resume': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { force: { type: 'boolean' } } });
+      const vm = await api.post<Vm>(`/vms/${enc(one(positionals, `vm ${sub} NAME [--force]`))}/${sub}`, values.force ? { force: true } : {});
+      return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
+    }
+    case 'kill': case 'pause': {
       const vm = await api.post<Vm>(`/vms/${enc(one(rest, `vm ${sub} NAME`))}/${sub}`);
       return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
     }

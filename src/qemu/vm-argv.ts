@@ -1,5 +1,6 @@
 import type { DiskRecord } from '../disks/disk-record.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
+import { tapName } from '../networks/site-networks.js';
 
 export interface VmRuntimePaths {
   qmpSocket: string;
@@ -68,7 +69,7 @@ export function buildVmArgv(input: VmArgvInput): string[] {
   // A test guest boots its kernel directly; a boot index on a disk would make the BIOS try it first.
   disks.forEach((disk, i) => argv.push(...diskArgs(disk, i, def.boot.kind === 'disk' && i === 0)));
   def.nics.forEach((nic, i) => {
-    argv.push('-netdev', nic.network === 'user' ? `user,id=net${i},restrict=on` : `hubport,id=net${i},hubid=${i}`);
+    argv.push('-netdev', netdevOption(def.id, nic.network, i));
     argv.push('-device', `${nic.model},netdev=net${i},mac=${nic.mac},id=nic${i}`);
   });
   if (def.boot.kind === 'test-guest') {
@@ -76,6 +77,16 @@ export function buildVmArgv(input: VmArgvInput): string[] {
     argv.push('-kernel', input.testGuest.kernel, '-initrd', input.testGuest.initrd, '-append', testGuestCmdline(def, disks));
   }
   return argv;
+}
+
+/**
+ * A site network NIC gets a tap QEMU creates (and removes when it exits, so nothing is left
+ * behind by a crash); the supervisor puts it on the network's bridge while QEMU is paused.
+ */
+function netdevOption(vmId: string, network: string, i: number): string {
+  if (network === 'user') return `user,id=net${i},restrict=on`;
+  if (network === 'none') return `hubport,id=net${i},hubid=${i}`;
+  return `tap,id=net${i},ifname=${tapName(vmId, i)},script=no,downscript=no`;
 }
 
 function machineOption(input: VmArgvInput): string {

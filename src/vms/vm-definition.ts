@@ -21,6 +21,16 @@ export interface VmDefinition {
    * freezes the guest's filesystems around each point. Absent in VMs made before it existed.
    */
   guestAgent?: boolean;
+  /**
+   * The cloud-init NoCloud config drive a recovery attached (IP customization), always the
+   * last disk: it belongs to this site's copy of the VM, so replication leaves it out.
+   */
+  configDriveDiskId?: string;
+}
+
+/** The disks replication copies: every disk but a recovery's config drive (which is last, so node indexes hold). */
+export function replicatedDiskIds(def: VmDefinition): string[] {
+  return def.diskIds.filter((id) => id !== def.configDriveDiskId);
 }
 
 export const FIRMWARES = ['bios', 'uefi'] as const;
@@ -32,8 +42,11 @@ export type NicModel = (typeof NIC_MODELS)[number];
 export interface NicDefinition {
   mac: string;
   model: NicModel;
-  /** 'user' is QEMU's restricted user-mode network (no route out); 'none' a NIC without link. */
-  network: 'user' | 'none';
+  /**
+   * 'user' is QEMU's restricted user-mode network (no route out); 'none' a NIC without link;
+   * any other name is a site network (src/networks): a tap on that network's bridge.
+   */
+  network: string;
 }
 
 export type BootDefinition =

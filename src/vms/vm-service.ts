@@ -29,7 +29,7 @@ export interface CreateVmInput {
   acpi?: boolean;
   /** Give the VM a qemu-guest-agent channel (application-consistent replication points). */
   guestAgent?: boolean;
-  nics?: { model?: NicModel; network?: 'user' | 'none'; mac?: string }[];
+  nics?: { model?: NicModel; network?: string; mac?: string }[];
   stopTimeoutSec?: number;
 }
 
@@ -61,6 +61,8 @@ export interface VmServiceDeps {
   supervisor: VmSupervisor;
   resolveMachineType(requested: string): Promise<string>;
   testGuestAvailable(): Promise<void>;
+  /** Throws NETWORK_NOT_FOUND for a network this site does not have. */
+  networkExists(name: string): Promise<void>;
 }
 
 /** VM definitions and their lifecycle as the API sees them; one operation per VM at a time. */
@@ -121,6 +123,7 @@ export class VmService {
       const writelogRate = intInRange('writelogRate', input.writelogRate ?? 10, VM_LIMITS.writelogRate);
       if (input.testGuest) await this.#deps.testGuestAvailable();
       const nics = (input.nics ?? [{}]).map((n, i) => nicDefinition(n, i));
+      for (const n of nics) await this.#deps.networkExists(n.network);
       const attach = await this.#attachableDisks(input.disks ?? []);
       const dataSize = input.dataDisk === undefined ? null : parseSize(input.dataDisk);
       const id = newUuid();
@@ -158,9 +161,10 @@ export class VmService {
     this.#startGate = gate;
   }
 
-  async start(name: string): Promise<VmRow> {
+  async start(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
       if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume' if paused`, { details: { state: vm.state } });
+      await this.#assertNotSuperseded(vm, opts.force === true);
       if (vm.definition.boot.kind === 'test-guest') await this.#deps.testGuestAvailable();
       await this.#startGate(vm.id, () => this.#deps.supervisor.start(vm));
     });
@@ -186,9 +190,10 @@ export class VmService {
     });
   }
 
-  async resume(name: string): Promise<VmRow> {
+  async resume(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
       if (vm.state !== 'paused') throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a paused VM can be resumed`);
+      await this.#assertNotSuperseded(vm, opts.force === true);
       await this.#deps.supervisor.resume(vm);
     });
   }
@@ -204,6 +209,8 @@ export class VmService {
         await tx.updateTable('disks').set({ vm_id: null }).where('vm_id', '=', vm.id).where('owned_by_vm', '=', 0).execute();
         await tx.deleteFrom('disks').where('vm_id', '=', vm.id).where('owned_by_vm', '=', 1).execute();
         await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
+        // A recovered VM's hold on the replica point under its disks goes with it.
+        await tx.deleteFrom('replica_holds').where('holder', '=', `vm:${vm.id}`).execute();
       });
       // Files go after the rows: a crash in between leaves an orphan file, never a row without its file.
       for (const d of disks.filter((x) => x.ownedByVm)) {
@@ -231,6 +238,17 @@ export class VmService {
     const vm = await this.get(name);
     const text = await readFile(this.#deps.paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
     return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+  }
+
+  /**
+   * Split-brain safety: a VM whose replica the peer promoted (failover) runs there now; a
+   * second copy running here would diverge from it. Only --force starts it, and says why not.
+   */
+  async #assertNotSuperseded(vm: VmRow, force: boolean): Promise<void> {
+    const s = await this.#deps.db.selectFrom('superseded_vms').selectAll().where('vm_id', '=', vm.id).executeTakeFirst();
+    if (!s || force) return;
+    throw new MamoriError('VM_SUPERSEDED', `VM ${vm.name} was failed over to site ${s.by_site} (generation ${s.generation}, ${s.at}): it runs there now, and starting this copy ` +
+      `would split it in two. Reprotect from ${s.by_site} to bring it back, or start with --force if the copy at ${s.by_site} is gone`, { details: { generation: s.generation, bySite: s.by_site, at: s.at } });
   }
 
   async #withVm(name: string, fn: (vm: VmRow) => Promise<unknown>): Promise<VmRow> {
@@ -261,11 +279,11 @@ function intInRange(field: string, v: unknown, range: { min: number; max: number
   return v;
 }
 
-function nicDefinition(n: { model?: NicModel; network?: 'user' | 'none'; mac?: string }, i: number): NicDefinition {
+function nicDefinition(n: { model?: NicModel; network?: string; mac?: string }, i: number): NicDefinition {
   const model = n.model ?? 'virtio-net-pci';
   if (!NIC_MODELS.includes(model)) throw new MamoriError('INVALID_INPUT', `NIC ${i}: model must be one of ${NIC_MODELS.join(', ')}`);
   const network = n.network ?? 'user';
-  if (network !== 'user' && network !== 'none') throw new MamoriError('INVALID_INPUT', `NIC ${i}: network must be 'user' or 'none'`);
+  if (typeof network !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(network)) throw new MamoriError('INVALID_INPUT', `NIC ${i}: network must be 'user', 'none' or the name of a site network`);
   const mac = n.mac ?? newMacAddress();
   if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) throw new MamoriError('INVALID_INPUT', `NIC ${i}: ${mac} is not a unicast MAC address`);
   return { model, network, mac: mac.toLowerCase() };

@@ -9,6 +9,7 @@ import type { VmRepo, VmRow } from '../store/repos/vm-repo.js';
 import type { HostRuntime } from '../host/host-runtime.js';
 import { isQemuOfVm, launchDaemonizedQemu, readPidFile, waitForExit } from './qemu-process.js';
 import { SerialWatcher } from './serial-watcher.js';
+import { attachTap, tapName } from '../networks/site-networks.js';
 
 interface LiveVm {
   vmId: string;
@@ -42,8 +43,10 @@ export class VmSupervisor {
   #paths: SitePaths;
   #host: HostRuntime;
   #log: Logger;
+  #bridgeOf: (network: string) => Promise<string | null>;
 
-  constructor(deps: { vms: VmRepo; disks: DiskRepo; paths: SitePaths; host: HostRuntime; log: Logger }) {
+  constructor(deps: { vms: VmRepo; disks: DiskRepo; paths: SitePaths; host: HostRuntime; log: Logger; bridgeOf?: (network: string) => Promise<string | null> }) {
+    this.#bridgeOf = deps.bridgeOf ?? (async () => null);
     this.#vms = deps.vms;
     this.#disks = deps.disks;
     this.#paths = deps.paths;
@@ -75,11 +78,18 @@ export class VmSupervisor {
     const accel = await this.#host.accel();
     const argv = buildVmArgv({ def, disks, paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null });
 
+    // A heartbeat of the previous boot (or of an earlier VM with this id) says nothing about this one.
+    this.#heartbeats.delete(vm.id);
     await this.#vms.setState(vm.id, 'starting', { reason: null });
     let pid: number | null = null;
     try {
       pid = await launchDaemonizedQemu(argv, rt.pidFile);
       const live = await this.#attach(vm.id, pid, 0);
+      // Taps join their bridges while the guest is still paused: it never sees a link without a network.
+      for (const [i, nic] of def.nics.entries()) {
+        const bridge = await this.#bridgeOf(nic.network);
+        if (bridge !== null) await attachTap(tapName(vm.id, i), bridge);
+      }
       await live.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
       await this.#vms.setState(vm.id, 'running', { pid });
       this.#log.info({ vm: vm.name, pid, accel }, 'vm started');

@@ -50,10 +50,16 @@ export function vmRoutes(deps: { vms: VmService }): FastifyPluginAsync {
       return reply.status(204).send();
     });
 
-    for (const action of ['start', 'kill', 'pause', 'resume'] as const) {
+    for (const action of ['kill', 'pause'] as const) {
       app.post<{ Params: { name: string } }>(`/vms/:name/${action}`, { schema: { summary: `${action} a VM`, params: nameParam, response: vmResponse } }, async (req) =>
         vms.view(await vms[action](req.params.name)),
       );
+    }
+    // force: start (or resume) a VM the peer failed over (VM_SUPERSEDED otherwise).
+    for (const action of ['start', 'resume'] as const) {
+      app.post<{ Params: { name: string }; Body: { force?: boolean } | undefined }>(`/vms/:name/${action}`, {
+        schema: { summary: `${action} a VM`, params: nameParam, body: { type: ['object', 'null'], additionalProperties: false, properties: { force: { type: 'boolean' } } }, response: vmResponse },
+      }, async (req) => vms.view(await vms[action](req.params.name, { force: req.body?.force === true })));
     }
 
     app.post<{ Params: { name: string }; Body: { timeoutSec?: number; force?: boolean } | undefined }>('/vms/:name/stop', {
