@@ -23,7 +23,8 @@ export type PointConsistency = 'crash' | 'application';
 
 export interface ChainLayer {
   file: string;
-  format: 'qcow2';
+  /** raw only as the bottom layer (a seed from a raw disk). */
+  format: 'qcow2' | 'raw';
 }
 
 export interface RecoveryPoint {
@@ -72,6 +73,12 @@ export interface ReplicaManifest {
   format: 'mamori-replica-chain';
   version: 1;
   virtualSize: number;
+  /**
+   * Reprotect: the disk the VM had here before it failed over (its layers, bottom first,
+   * absolute paths), under the base. The first cycle then compares checksums against it
+   * and sends only what differs, instead of the whole disk.
+   */
+  seed?: ChainLayer[];
   base: string;
   nextSeq: number;
   points: ManifestPoint[];
@@ -97,14 +104,22 @@ export class ReplicaChain {
     this.#manifest = manifest;
   }
 
-  static async create(dir: string, options: { virtualSize: number }): Promise<ReplicaChain> {
+  static async create(dir: string, options: { virtualSize: number; seed?: ChainLayer[] }): Promise<ReplicaChain> {
     const abs = resolve(dir);
     await mkdir(abs, { recursive: true });
     if (await exists(join(abs, MANIFEST))) {
       throw new MamoriError('DISK_EXISTS', `a replica already exists in ${abs}; open it or choose another folder`, { details: { dir: abs } });
     }
-    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, join(abs, BASE), String(options.virtualSize)], { timeoutMs: 30_000 });
-    const manifest: ReplicaManifest = { format: 'mamori-replica-chain', version: 1, virtualSize: options.virtualSize, base: BASE, nextSeq: 1, points: [] };
+    const seed = options.seed ?? [];
+    if (seed.some((l, i) => i > 0 && l.format !== 'qcow2')) throw new MamoriError('INVALID_INPUT', 'a raw seed layer can only be the bottom one');
+    const top = seed.at(-1);
+    // A seeded base is an empty overlay on the seed: it reads as the old disk until cycles write.
+    const backing = top ? ['-b', top.file, '-F', top.format] : [];
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, ...backing, join(abs, BASE), String(options.virtualSize)], { timeoutMs: 30_000 });
+    const manifest: ReplicaManifest = {
+      format: 'mamori-replica-chain', version: 1, virtualSize: options.virtualSize, ...(seed.length > 0 ? { seed: seed.map((l) => ({ file: resolve(l.file), format: l.format })) } : {}),
+      base: BASE, nextSeq: 1, points: [],
+    };
     await writeManifest(abs, manifest);
     return new ReplicaChain(abs, manifest);
   }
@@ -118,8 +133,8 @@ export class ReplicaChain {
       throw new MamoriError('IMAGE_NOT_FOUND', `no replica in ${abs} (manifest.json missing)`, { details: { dir: abs }, cause: e });
     }
     const manifest = parseManifest(text, abs);
-    for (const f of [manifest.base, ...manifest.points.map((p) => p.file)]) {
-      if (!(await exists(join(abs, f)))) {
+    for (const f of [...(manifest.seed ?? []).map((l) => l.file), manifest.base, ...manifest.points.map((p) => p.file)]) {
+      if (!(await exists(resolve(abs, f)))) {
         throw new MamoriError('IMAGE_CORRUPT', `replica ${abs} lists ${f}, which is missing; the chain cannot be read`, { details: { dir: abs, file: f } });
       }
     }
@@ -168,7 +183,7 @@ export class ReplicaChain {
       await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, '-b', basename(below), '-F', 'qcow2', file, String(this.virtualSize)],
         { timeoutMs: 30_000 });
       await fsyncPath(this.#dir);
-      const layers = [...(parent?.layers ?? [{ file: below, format: 'qcow2' as const }]), { file, format: 'qcow2' as const }];
+      const layers: ChainLayer[] = [...(parent?.layers ?? this.#baseLayers()), { file, format: 'qcow2' }];
       this.#staging = { file, layers, parentPointId: parent?.id ?? null };
       return this.#staging;
     });
@@ -287,7 +302,12 @@ export class ReplicaChain {
         if (oldest === undefined || next === undefined) break;
         const base = join(this.#dir, this.#manifest.base);
         const oldestFile = join(this.#dir, oldest.file);
-        await runImg(['commit', '-q', '-d', chainImageSpec([{ file: base, format: 'qcow2' }, { file: oldestFile, format: 'qcow2' }])], oldestFile);
+        // A seeded base reads through to its seed: the merge must see the seed too (a commit copies
+        // whole clusters, reading what the point leaves unallocated from below), and stop at the
+        // base (-b), so the seed itself is never written.
+        const seed = this.#manifest.seed ?? [];
+        const layers: ChainLayer[] = [...seed, { file: base, format: 'qcow2' }, { file: oldestFile, format: 'qcow2' }];
+        await runImg(['commit', '-q', '-d', ...(seed.length > 0 ? ['-b', base] : []), chainImageSpec(layers)], oldestFile);
         await runImg(['rebase', '-q', '-u', '-f', 'qcow2', '-b', this.#manifest.base, '-F', 'qcow2', join(this.#dir, next.file)], next.file);
         const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(1) };
         await writeManifest(this.#dir, manifest);
@@ -303,8 +323,13 @@ export class ReplicaChain {
   #pointAt(i: number): RecoveryPoint {
     const m = this.#manifest;
     const p = m.points[i]!;
-    const layers: ChainLayer[] = [m.base, ...m.points.slice(0, i + 1).map((x) => x.file)].map((f) => ({ file: join(this.#dir, f), format: 'qcow2' }));
+    const layers: ChainLayer[] = [...(m.seed ?? []), ...[m.base, ...m.points.slice(0, i + 1).map((x) => x.file)].map((f) => ({ file: join(this.#dir, f), format: 'qcow2' as const }))];
     return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt, file: join(this.#dir, p.file), layers };
+  }
+
+  /** The layers under the first point: the seed (if any) and the base. */
+  #baseLayers(): ChainLayer[] {
+    return [...(this.#manifest.seed ?? []), { file: join(this.#dir, this.#manifest.base), format: 'qcow2' }];
   }
 
   /** Deletes staging files of cut cycles, point files the manifest does not list, manifest temps. */
@@ -361,7 +386,8 @@ export function parseManifest(text: string, dir: string): ReplicaManifest {
   }
   const o = m as Partial<ReplicaManifest> | null;
   const ok = o !== null && typeof o === 'object' && o.format === 'mamori-replica-chain' && o.version === 1
-    && Number.isSafeInteger(o.virtualSize) && typeof o.base === 'string' && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
+    && Number.isSafeInteger(o.virtualSize) && typeof o.base === 'string'
+    && (o.seed === undefined || (Array.isArray(o.seed) && o.seed.every((l, i) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || (l.format === 'raw' && i === 0))))) && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
     && o.points.every((p) => typeof p?.id === 'string' && typeof p.file === 'string' && POINT_RE.test(p.file) && Number.isSafeInteger(p.seq)
       && p.seq < o.nextSeq! && typeof p.time === 'string' && (p.consistency === 'crash' || p.consistency === 'application'));
   if (!ok) throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not a mamori replica chain (version 1)`, { details: { dir } });

@@ -29,6 +29,16 @@ export interface ReplicaView {
   disks: ReplicaDiskSpec[];
   keepPoints: number;
   points: ReplicaPointView[];
+  /** Raised at each promotion (failover); the source learns its VM was superseded. */
+  failoverGeneration: number;
+  promotedAt: string | null;
+  lastContactAt: string | null;
+}
+
+/** A point's files, one per disk in disk order: the top layer a recovered VM's overlay is backed by. */
+export interface PointFiles {
+  point: ReplicaPointView;
+  files: string[];
 }
 
 export interface ReplicaPointView {
@@ -80,7 +90,11 @@ export class ReplicaService {
     this.#log = deps.log;
   }
 
-  async create(input: { sourceSite: string; sourceVmId: string; vmName: string; disks: ReplicaDiskSpec[]; keepPoints: number }): Promise<ReplicaView> {
+  /**
+   * The replica of a VM of `sourceSite`. `seeds` (reprotect): per disk, the layers of the disk
+   * this site already holds for the VM, under each chain's base, so only differences are sent.
+   */
+  async create(input: { sourceSite: string; sourceVmId: string; vmName: string; disks: ReplicaDiskSpec[]; keepPoints: number; seeds?: ChainLayer[][] }): Promise<ReplicaView> {
     const existing = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', input.sourceSite).where('source_vm_id', '=', input.sourceVmId).executeTakeFirst();
     if (existing) {
       // Enabling again after a disable on the source keeps what this site holds.
@@ -99,7 +113,10 @@ export class ReplicaService {
     const id = newShortId('rep');
     const dir = join(this.#root, id);
     try {
-      for (const d of input.disks) await ReplicaChain.create(join(dir, `disk${d.index}`), { virtualSize: d.sizeBytes });
+      for (const [i, d] of input.disks.entries()) {
+        const seed = input.seeds?.[i];
+        await ReplicaChain.create(join(dir, `disk${d.index}`), { virtualSize: d.sizeBytes, ...(seed ? { seed } : {}) });
+      }
       await this.#db.insertInto('replicas').values({
         id, source_site: input.sourceSite, source_vm_id: input.sourceVmId, vm_name: input.vmName,
         disks: JSON.stringify(input.disks), keep_points: input.keepPoints, created_at: new Date().toISOString(),
@@ -118,6 +135,7 @@ export class ReplicaService {
     return {
       id: r.id, sourceSite: r.source_site, sourceVmId: r.source_vm_id, vmName: r.vm_name,
       disks: JSON.parse(r.disks) as ReplicaDiskSpec[], keepPoints: r.keep_points,
+      failoverGeneration: r.failover_generation, promotedAt: r.promoted_at, lastContactAt: r.last_contact_at,
       points: points.map((p) => ({ id: p.point_id, time: p.time, consistency: p.consistency as PointConsistency, committedAt: p.committed_at })),
     };
   }
@@ -131,6 +149,11 @@ export class ReplicaService {
   async beginCycle(id: string, peer: { name: string; caPem: string }): Promise<CycleTarget> {
     return this.#lock.run(id, async () => {
       const replica = await this.get(id);
+      if (replica.promotedAt !== null) {
+        throw new MamoriError('REPLICA_PROMOTED', `the replica of ${replica.vmName} was promoted here at ${replica.promotedAt} (failover generation ${replica.failoverGeneration}): ` +
+          'the VM now runs at this site, so the copy at the source is superseded; reprotect to replicate it back', { details: { generation: replica.failoverGeneration, promotedAt: replica.promotedAt } });
+      }
+      await this.#db.updateTable('replicas').set({ last_contact_at: new Date().toISOString() }).where('id', '=', id).execute();
       await this.#closeCycle(id);
       const dir = join(this.#root, id);
       await this.#killLeftoverDaemon(id);
@@ -211,6 +234,38 @@ export class ReplicaService {
     });
   }
 
+  /** The files of a point (the newest when pointId is null), for overlays of recovered VMs. */
+  async pointFiles(id: string, pointId: string | null): Promise<PointFiles> {
+    const replica = await this.get(id);
+    const point = pointId === null ? replica.points.at(-1) : replica.points.find((p) => p.id === pointId);
+    if (!point) throw new MamoriError('NOT_FOUND', pointId === null ? `the replica of ${replica.vmName} has no recovery point yet` : `the replica of ${replica.vmName} has no point ${pointId}`, { details: { replica: id, pointId } });
+    const row = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).where('point_id', '=', point.id).executeTakeFirstOrThrow();
+    const diskPoints = JSON.parse(row.disk_points) as string[];
+    const files: string[] = [];
+    for (const [i, d] of replica.disks.entries()) {
+      const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
+      files.push(chain.point(diskPoints[i]!).file);
+    }
+    return { point, files };
+  }
+
+  /**
+   * Failover: the replica becomes the VM's disks here. Cycles from the source are refused from
+   * now on (the source learns it was superseded from that refusal) and the generation rises.
+   * Idempotent: promoting a promoted replica returns its generation.
+   */
+  async promote(id: string): Promise<{ generation: number; promotedAt: string }> {
+    return this.#lock.run(id, async () => {
+      const r = await this.get(id);
+      if (r.promotedAt !== null) return { generation: r.failoverGeneration, promotedAt: r.promotedAt };
+      await this.#closeCycle(id);
+      await this.#killLeftoverDaemon(id);
+      const promotedAt = new Date().toISOString();
+      await this.#db.updateTable('replicas').set({ promoted_at: promotedAt, failover_generation: r.failoverGeneration + 1 }).where('id', '=', id).execute();
+      return { generation: r.failoverGeneration + 1, promotedAt };
+    });
+  }
+
   async abortCycle(id: string): Promise<void> {
     await this.#lock.run(id, () => this.#closeCycle(id));
   }
@@ -283,6 +338,9 @@ export class ReplicaService {
   }
 
   async #retain(id: string, chains: ReplicaChain[]): Promise<void> {
+    // Recovered VMs run on overlays over a point (test recovery): merging points would
+    // rewrite the layers under them, so points pile up until the hold is released.
+    if (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) return;
     const replica = await this.get(id);
     const keep = replica.keepPoints;
     for (const c of chains) await c.applyRetention(keep);

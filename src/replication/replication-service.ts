@@ -9,10 +9,11 @@ import type { SitePeers } from '../sites/site-peers.js';
 import type { SiteTls } from '../sites/site-tls.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
-import { MamoriError } from '../core/mamori-error.js';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { assertLayerable } from '../vms/vm-snapshots.js';
+import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
 import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult, type CycleSource, type RemoteReplica } from './replication-cycle.js';
 import { settleFleecingPoint, sweepFleecingLeftovers, sweepOfflineFleecingLeftovers, type FleecingPoint, type OfflineFleecingPoint } from './fleecing-point.js';
@@ -103,26 +104,51 @@ export class ReplicationService {
     this.#log = deps.log;
   }
 
-  async enable(vmName: string, input: { to: string; rpo: string; points?: number; bandwidth?: string }): Promise<ReplicationStatus> {
+  /** Set by the composition root: what the site does when a peer says a VM was failed over (ProtectedSite.markSuperseded). */
+  onSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void> = async () => undefined;
+
+  /**
+   * At start: ask each peer whether it promoted a replica of ours while this site was away
+   * (a disaster recovery), so superseded VMs are known before anyone starts them. A peer
+   * that does not answer is asked again by the next cycle, which it refuses the same way.
+   */
+  async learnSupersession(): Promise<void> {
+    for (const r of await this.#db.selectFrom('replications').select(['vm_id', 'peer', 'replica_id']).execute()) {
+      try {
+        const peer = await this.#peers.client(r.peer, { timeoutMs: 5_000 });
+        const replica = await peer.request<ReplicaView>('GET', `/replicas/${r.replica_id}`);
+        if (replica.promotedAt) await this.onSuperseded(r.peer, r.vm_id, replica.failoverGeneration, `${r.peer} promoted the replica at ${replica.promotedAt}`);
+      } catch (e) {
+        this.#log.info({ vm: r.vm_id, peer: r.peer, err: (e as Error).message }, 'could not ask the peer about failovers; the next cycle will');
+      }
+    }
+  }
+
+  /**
+   * seeded (reprotect): the recovery site already holds this VM's old disks under the replica,
+   * so the first cycle compares checksums and sends only what differs (generation 0 has no
+   * bitmap, which makes that cycle a resync), instead of a full copy.
+   */
+  async enable(vmName: string, input: { to: string; rpo: string; points?: number; bandwidth?: string; seeded?: boolean }): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     const rpoMs = parseRpo(String(input.rpo));
     if (rpoMs === null) throw new MamoriError('OUT_OF_RANGE', `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`);
     const keep = input.points ?? 24;
     if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS) throw new MamoriError('OUT_OF_RANGE', `points must be 1 to ${MAX_POINTS}`);
     const bandwidthBps = input.bandwidth === undefined ? null : parseSize(input.bandwidth);
-    const disks = await this.#disks.byIds(vm.definition.diskIds);
+    const disks = await this.#disks.byIds(replicatedDiskIds(vm.definition));
     if (disks.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vmName} has no disks to replicate`);
     for (const d of disks) assertLayerable(d, 'host-based replication');
     if (await this.#row(vm.id)) throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already replicated; see 'mamori replicate status ${vmName}'`);
     const peer = await this.#peers.client(input.to);
-    const ordered = vm.definition.diskIds.map((id) => disks.find((d) => d.id === id)!);
+    const ordered = replicatedDiskIds(vm.definition).map((id) => disks.find((d) => d.id === id)!);
     const replica = await peer.request<ReplicaView>('POST', '/replicas', {
       sourceVmId: vm.id, vmName, keepPoints: keep, disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
     });
     const now = new Date().toISOString();
     await this.#db.insertInto('replications').values({
       vm_id: vm.id, peer: input.to, replica_id: replica.id, rpo_ms: rpoMs, keep_points: keep, state: 'enabled',
-      generation: null, last_point_at: null, last_point_id: null, failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
+      generation: input.seeded === true ? 0 : null, last_point_at: null, last_point_id: null, failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
       bandwidth_bps: bandwidthBps,
     }).execute();
     this.#schedule(vm.id, Date.now());
@@ -269,7 +295,7 @@ export class ReplicationService {
       if (!row || (row.state !== 'enabled' && !manual)) return;
       const vm = await this.#vms.repo.findById(vmId);
       if (!vm) return;
-      const source = await this.#source(vm.id, vm.definition.diskIds, vm.definition.guestAgent === true);
+      const source = await this.#source(vm.id, replicatedDiskIds(vm.definition), vm.definition.guestAgent === true);
       const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`, [...CYCLE_STEPS]);
       const context: CycleJobContext = {
         vmId, source: source.kind, workDir: this.#workDir(vm.id), point: null,
@@ -292,6 +318,11 @@ export class ReplicationService {
       } catch (e) {
         const message = (e as Error).message;
         await this.#jobs.fail(job.id, { code: (e as { code?: string }).code ?? 'INTERNAL', message });
+        if (isMamoriError(e, 'REPLICA_PROMOTED')) {
+          // The recovery site failed this VM over: the copy here is superseded (split-brain safety).
+          const generation = Number((e.details as { generation?: unknown } | undefined)?.generation ?? 1);
+          await this.onSuperseded(row.peer, vmId, generation, message).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'));
+        }
         await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
         this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
         if (manual) throw e;

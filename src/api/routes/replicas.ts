@@ -13,6 +13,7 @@ const replicaSchema = {
     id: { type: 'string' }, sourceSite: { type: 'string' }, sourceVmId: { type: 'string' }, vmName: { type: 'string' }, keepPoints: { type: 'integer' },
     disks: { type: 'array', items: { type: 'object', properties: { index: { type: 'integer' }, sizeBytes: { type: 'integer' } } } },
     points: { type: 'array', items: pointSchema },
+    failoverGeneration: { type: 'integer' }, promotedAt: { type: ['string', 'null'] }, lastContactAt: { type: ['string', 'null'] },
   },
 } as const;
 

@@ -253,4 +253,30 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
     await assertReads(reopened.newestPoint()!.layers, expected(3));
     await assert.rejects(access(unrecorded.file), 'the withdrawn point file is deleted');
   });
+
+  it('a chain seeded from an old disk (reprotect) reads as the seed until cycles write, and retention keeps it so', async () => {
+    const seedDir = join(dir, 'seeded');
+    const seed = join(dir, 'old-disk.raw');
+    const want = join(dir, 'seeded-expected.raw');
+    await runProcess('qemu-img', ['create', '-q', '-f', 'raw', seed, String(SIZE)]);
+    assert.equal((await qemuIo(['-f', 'raw', seed], ['write -P 0x51 0 1M'])).code, 0);
+    await runProcess('cp', [seed, want]);
+    const chain = await ReplicaChain.create(seedDir, { virtualSize: SIZE, seed: [{ file: seed, format: 'raw' }] });
+    // Staging starts from the seed: the first cycle finds the old disk's data already there.
+    const c = await chain.beginCycle();
+    assert.deepEqual(c.layers.map((l) => l.format), ['raw', 'qcow2', 'qcow2']);
+    await assertReads(c.layers, want);
+    assert.equal((await qemuIo([chainImageSpec(c.layers)], ['write -P 0x52 512k 64k'])).code, 0);
+    assert.equal((await qemuIo(['-f', 'raw', want], ['write -P 0x52 512k 64k'])).code, 0);
+    await chain.commitCycle({ time: new Date().toISOString(), consistency: 'crash' });
+    await chain.beginCycle();
+    await chain.commitCycle({ time: new Date().toISOString(), consistency: 'crash' });
+    assert.deepEqual(await chain.applyRetention(1), { merged: ['p000001'], deferred: false });
+    const reopened = await ReplicaChain.open(seedDir);
+    await assertReads(reopened.newestPoint()!.layers, want);
+    assert.equal(reopened.newestPoint()!.layers[0]!.file, seed, 'the seed stays the bottom layer, where it is');
+    // The seed itself is never written.
+    const s2 = await qemuIo(['-f', 'raw', '-r', seed], ['read -P 0x51 512k 64k']);
+    assert.equal(s2.code, 0, s2.stdout);
+  });
 });
