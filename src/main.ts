@@ -22,6 +22,16 @@ import { ReplicaService } from './replication/replica-service.js';
 import { ReplicationService } from './replication/replication-service.js';
 import { IncidentLog } from './events/incident-log.js';
 import { ProtectionGroups } from './plans/protection-groups.js';
+import { SiteNetworks } from './networks/site-networks.js';
+import { InventoryMappings } from './plans/inventory-mappings.js';
+import { ProtectedSite } from './plans/protected-site.js';
+import { PlanService } from './plans/plan-service.js';
+import { PlanRunner } from './plans/plan-runner.js';
+import { RunJournal } from './plans/run-journal.js';
+import { VmRecovery } from './plans/vm-recovery.js';
+import { ReplicaSeeding } from './plans/replica-seeding.js';
+import { PeerRecovery } from './plans/peer-recovery.js';
+import { RunStepActions } from './plans/run-step-actions.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -67,11 +77,14 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
   const jobs = new JobJournal(store.db);
   const disks = new DiskService({ db: store.db, paths, jobs, log });
-  const supervisor = new VmSupervisor({ vms: new VmRepo(store.db), disks: new DiskRepo(store.db), paths, host, log });
+  const networks = new SiteNetworks({ db: store.db, log });
+  await networks.restore();
+  const supervisor = new VmSupervisor({ vms: new VmRepo(store.db), disks: new DiskRepo(store.db), paths, host, log, bridgeOf: (n) => networks.bridgeOf(n) });
   const vms = new VmService({
     db: store.db, paths, disks, supervisor,
     resolveMachineType: (t) => host.resolveMachineType(t),
     testGuestAvailable: async () => void (await host.testGuest()),
+    networkExists: async (n) => void (await networks.get(n)),
   });
   await supervisor.reattachAll();
   const peerRepo = new PeerRepo(store.db);
@@ -87,8 +100,26 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await replicas.repair();
+  const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log });
+  replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);
+  const mappings = new InventoryMappings({ db: store.db, networks, peerExists: async (n) => void (await peers.record(n)) });
+  const plans = new PlanService({ db: store.db, peers, mappings });
+  const runs = new RunJournal(store.db);
+  // A run in flight died with the previous server: it waits for 'mamori plan resume'.
+  const interrupted = await runs.markInterrupted();
+  if (interrupted.length > 0) log.warn({ runs: interrupted }, "plan runs were cut by the server's stop; resume them with 'mamori plan resume RUN'");
+  const recovery = new VmRecovery({ db: store.db, replicas, vms, poolDir: () => disks.poolDir() });
+  const groups = new ProtectionGroups(store.db);
+  const seeding = new ReplicaSeeding({ db: store.db, replicas, vms, dataDir: paths.root, log });
+  const peerRecovery = new PeerRecovery({ db: store.db, replicas, replication, vms, groups, seeding, recovery });
+  const actions = new RunStepActions({
+    vms, replicas, peers, recovery, log, replication, seeding, peerRecovery,
+    markSuperseded: (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
+  });
+  const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
   const app = await buildApp({
-    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups: new ProtectionGroups(store.db), logger: log,
+    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
@@ -97,12 +128,16 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       listenHost = hostName === '0.0.0.0' || hostName === '::' ? '127.0.0.1' : hostName;
       const address = await app.listen({ host: hostName, port });
       await replication.start();
+      // Did a peer fail our VMs over while we were away? Asked in the background: a peer
+      // that is down must not hold up this site's start.
+      void replication.learnSupersession();
       const url = address.replace('0.0.0.0', '127.0.0.1');
       await writeFile(paths.urlFile, `${url}\n`);
       return url;
     },
     async close() {
       replication.shutdown();
+      await runner.shutdown();
       await app.close();
       await replicas.shutdown();
       await supervisor.detachAll();

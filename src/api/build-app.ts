@@ -22,6 +22,16 @@ import { eventRoutes } from './routes/events.js';
 import { protectionGroupRoutes } from './routes/protection-groups.js';
 import type { ProtectionGroups } from '../plans/protection-groups.js';
 import type { IncidentLog } from '../events/incident-log.js';
+import { networkRoutes } from './routes/networks.js';
+import { protectionRoutes } from './routes/protection.js';
+import { planRoutes } from './routes/plans.js';
+import type { SiteNetworks } from '../networks/site-networks.js';
+import type { InventoryMappings } from '../plans/inventory-mappings.js';
+import type { ProtectedSite } from '../plans/protected-site.js';
+import type { PlanService } from '../plans/plan-service.js';
+import type { PlanRunner } from '../plans/plan-runner.js';
+import type { RunJournal } from '../plans/run-journal.js';
+import type { PeerRecovery } from '../plans/peer-recovery.js';
 import './request-caller.js';
 
 export interface AppDeps {
@@ -37,6 +47,13 @@ export interface AppDeps {
   replication: ReplicationService;
   incidents: IncidentLog;
   groups: ProtectionGroups;
+  networks: SiteNetworks;
+  mappings: InventoryMappings;
+  protectedSite: ProtectedSite;
+  plans: PlanService;
+  runner: PlanRunner;
+  runs: RunJournal;
+  peerRecovery: PeerRecovery;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -116,5 +133,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(replicaRoutes(deps));
   await app.register(eventRoutes(deps));
   await app.register(protectionGroupRoutes(deps));
+  await app.register(networkRoutes(deps));
+  await app.register(protectionRoutes(deps));
+  await app.register(planRoutes(deps));
   return app;
 }

@@ -7,6 +7,8 @@ import { hostCommand } from './host-commands.js';
 import { siteCommand, SITE_USAGE } from './site-commands.js';
 import { printJson, printTable } from './output.js';
 import { groupCommand, GROUP_USAGE } from './group-commands.js';
+import { mappingCommand, networkCommand, NETWORK_USAGE } from './network-commands.js';
+import { planCommand, PLAN_USAGE } from './plan-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -20,6 +22,8 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   job list [--kind K] | job show ID                      long operations and their journals
   events [--open]                                        incidents (violated RPO, ...), open and cleared
   group ...                                              protection groups (mamori group --help)
+  network ... | mapping ...                              site networks, inventory mappings for recovery
+  plan ...                                               recovery plans: test, cleanup, planned, disaster
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
@@ -34,6 +38,10 @@ ${REPLICATE_USAGE}
 ${SITE_USAGE}
 
 ${GROUP_USAGE}
+
+${NETWORK_USAGE}
+
+${PLAN_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -98,6 +106,12 @@ async function run(argv: string[]): Promise<void> {
     }
     case 'group':
       return groupCommand(api, rest, g.json);
+    case 'network':
+      return networkCommand(api, rest, g.json);
+    case 'mapping':
+      return mappingCommand(api, rest, g.json);
+    case 'plan':
+      return planCommand(api, rest, g.json);
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');

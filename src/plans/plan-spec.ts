@@ -26,9 +26,23 @@ export interface PlanVmOptions {
   testIp?: IpCustomization;
 }
 
+export const STEP_MODES = ['test', 'planned', 'disaster'] as const;
+export type StepMode = (typeof STEP_MODES)[number];
+
+/** A step the operator adds before or after a priority group or a VM's recovery. */
+export interface PlanStep {
+  at: 'before' | 'after';
+  scope: { kind: 'priority'; priority: number } | { kind: 'vm'; vm: string };
+  action: { kind: 'command'; argv: string[]; timeoutSec: number } | { kind: 'prompt'; message: string };
+  /** Run modes the step runs in (default: all). */
+  modes: StepMode[];
+}
+
 export interface PlanSpec {
   name: string;
   description: string;
+  /** The paired site whose protection groups this plan recovers here (default: the only peer). */
+  protectedSite: string | null;
   protectionGroups: string[];
   /** Guest shutdown of protected VMs before a planned migration, then forced off. */
   shutdownTimeoutSec: number;
@@ -36,6 +50,7 @@ export interface PlanSpec {
   concurrency: number;
   /** Per-VM options; VMs of the groups that are not listed get the defaults. */
   vms: Record<string, PlanVmOptions>;
+  steps: PlanStep[];
 }
 
 export const PLAN_DEFAULTS = { priority: 3, powerOn: true, waitHeartbeatSec: 300, shutdownTimeoutSec: 300, concurrency: 4 } as const;
@@ -49,7 +64,8 @@ export interface PlanProblem {
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const TOP_KEYS = ['name', 'description', 'protectionGroups', 'shutdownTimeout', 'concurrency', 'vms'];
+const TOP_KEYS = ['name', 'description', 'protectedSite', 'protectionGroups', 'shutdownTimeout', 'concurrency', 'vms', 'steps'];
+const STEP_KEYS = ['before', 'after', 'command', 'prompt', 'timeout', 'modes'];
 const VM_KEYS = ['priority', 'powerOn', 'waitHeartbeat', 'dependsOn', 'recoveryIp', 'testIp'];
 const IP_KEYS = ['address', 'gateway', 'dns'];
 
@@ -114,8 +130,57 @@ export function checkPlan(input: unknown, source = 'plan', lineOf: (path: string
     }
     checkDependencies(vms, bad);
   }
+  const protectedSite = input['protectedSite'] ?? null;
+  if (protectedSite !== null && (typeof protectedSite !== 'string' || !NAME_RE.test(protectedSite))) bad('protectedSite', 'protectedSite is the name of a paired site');
+  const steps = planSteps(input['steps'], vms, bad);
   if (problems.length > 0) throw planInvalid(source, problems);
-  return { name: name as string, description: description as string, protectionGroups: groups as string[], shutdownTimeoutSec, concurrency, vms };
+  return {
+    name: name as string, description: description as string, protectedSite: protectedSite as string | null,
+    protectionGroups: groups as string[], shutdownTimeoutSec, concurrency, vms, steps,
+  };
+}
+
+/**
+ * steps: [{ before: "priority 2" | after: "vm db1", command: [argv...] | prompt: "text", timeout: 60s, modes: [test] }]
+ * A command runs on the recovery site's server as an argument array (no shell); a prompt
+ * pauses the run until `mamori plan continue RUN`.
+ */
+function planSteps(raw: unknown, vms: Record<string, PlanVmOptions>, bad: (path: string, message: string) => void): PlanStep[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    bad('steps', 'steps is a list of {before|after, command|prompt} entries');
+    return [];
+  }
+  const out: PlanStep[] = [];
+  raw.forEach((st: unknown, i) => {
+    const p = `steps.${i}`;
+    if (!isRecord(st)) return bad(p, 'a step is a mapping with before or after, and command or prompt');
+    unknownKeys(st, p, STEP_KEYS, bad);
+    const where = st['before'] ?? st['after'];
+    if ((st['before'] === undefined) === (st['after'] === undefined)) return bad(p, 'a step has exactly one of before or after');
+    const at = st['before'] !== undefined ? 'before' : 'after';
+    const m = typeof where === 'string' ? /^(priority)\s+([1-5])$|^(vm)\s+(\S+)$/.exec(where.trim()) : null;
+    if (!m) return bad(`${p}.${at}`, `${at} is "priority N" (1-5) or "vm NAME"`);
+    const scope: PlanStep['scope'] = m[1] ? { kind: 'priority', priority: Number(m[2]) } : { kind: 'vm', vm: m[4]! };
+    if (scope.kind === 'vm' && vms[scope.vm] === undefined) return bad(`${p}.${at}`, `step ${at} vm ${scope.vm}: the plan does not list ${scope.vm} under vms`);
+    const modes = st['modes'] ?? [...STEP_MODES];
+    if (!Array.isArray(modes) || modes.length === 0 || !modes.every((x) => (STEP_MODES as readonly unknown[]).includes(x))) return bad(`${p}.modes`, `modes is a list of ${STEP_MODES.join(', ')}`);
+    if ((st['command'] === undefined) === (st['prompt'] === undefined)) return bad(p, 'a step has exactly one of command or prompt');
+    let action: PlanStep['action'];
+    if (st['command'] !== undefined) {
+      const argv = st['command'];
+      if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string' && a.length > 0) || !String(argv[0]).startsWith('/')) {
+        return bad(`${p}.command`, 'command is a list: an absolute program path and its arguments (no shell), e.g. ["/usr/bin/logger", "db up"]');
+      }
+      action = { kind: 'command', argv: argv as string[], timeoutSec: duration(st['timeout'], `${p}.timeout`, 300, 1, 24 * 3600, bad) };
+    } else {
+      if (typeof st['prompt'] !== 'string' || st['prompt'].trim() === '') return bad(`${p}.prompt`, 'prompt is the text shown while the run waits');
+      if (st['timeout'] !== undefined) return bad(`${p}.timeout`, 'a prompt waits for `mamori plan continue`; it has no timeout');
+      action = { kind: 'prompt', message: st['prompt'] };
+    }
+    out.push({ at, scope, action, modes: modes as StepMode[] });
+  });
+  return out;
 }
 
 /**

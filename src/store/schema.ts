@@ -149,6 +149,12 @@ export interface ReplicaTable {
   disks: string;
   keep_points: number;
   created_at: string;
+  /** Raised at each promotion of this replica (failover); the protected site learns it. */
+  failover_generation: ColumnType<number, number | undefined, number>;
+  /** When a planned or disaster recovery promoted it; replication into it stops. */
+  promoted_at: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When the source last opened a cycle: its VM was up then (the data loss window's end). */
+  last_contact_at: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface ReplicaPointTable {
@@ -159,6 +165,91 @@ export interface ReplicaPointTable {
   committed_at: string;
   /** JSON: each disk chain's point id, in disk order. */
   disk_points: string;
+}
+
+/** A site network VMs attach to besides the built-in 'user' and 'none'. */
+export interface NetworkTable {
+  name: string;
+  /** isolated: a bridge mamori makes with no uplink (test networks); bridge: an existing host bridge. */
+  kind: string;
+  bridge: string;
+  created_at: string;
+}
+
+/** How a paired site's inventory (networks, pools) maps onto this site's, for recovery. */
+export interface InventoryMappingTable {
+  peer: string;
+  /** network | pool */
+  kind: string;
+  source: string;
+  target: string;
+  /** For networks: the isolated network test recoveries use. */
+  test_target: string | null;
+  created_at: string;
+}
+
+export interface PlanTable {
+  name: string;
+  /** The protected site whose groups the plan recovers here. */
+  peer: string;
+  /** JSON of PlanSpec. */
+  spec: string;
+  /** The YAML it was applied from, if any. */
+  source_text: string | null;
+  /** JSON: the protected site's inventory when last seen (a disaster recovery runs from it). */
+  inventory: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PlanRunTable {
+  id: string;
+  plan: string;
+  mode: string;
+  /** running | interrupted | waiting | succeeded | warnings | failed | cancelled */
+  state: string;
+  peer: string;
+  /** JSON: the run's options (point, dry-run, ...). */
+  options: string;
+  /** JSON: the plan and the protected inventory as they were when the run started. */
+  snapshot: string;
+  /** JSON: the journal of steps, each written before and after it runs. */
+  steps: string;
+  /** JSON: per-VM outcome (recovered VM, point, RTO, data loss window). */
+  vms: string;
+  result: string | null;
+  error: string | null;
+  started_at: string;
+  ended_at: string | null;
+  updated_at: string;
+}
+
+/** A replica point in use by recovered VMs: retention keeps the replica's points while held. */
+export interface ReplicaHoldTable {
+  replica_id: string;
+  holder: string;
+  point_id: string;
+  created_at: string;
+}
+
+/** A VM a plan run made from a replica (test VMs are removed by cleanup). */
+export interface RecoveredVmTable {
+  vm_id: string;
+  run_id: string;
+  mode: string;
+  replica_id: string;
+  point_id: string;
+  source_vm_id: string;
+  created_at: string;
+}
+
+/** A protected VM whose replica was promoted at the peer: it stays off unless forced. */
+export interface SupersededVmTable {
+  vm_id: string;
+  generation: number;
+  by_site: string;
+  reason: string;
+  at: string;
 }
 
 export interface Database {
@@ -175,5 +266,12 @@ export interface Database {
   events: EventTable;
   protection_groups: ProtectionGroupTable;
   protection_group_vms: ProtectionGroupVmTable;
+  networks: NetworkTable;
+  inventory_mappings: InventoryMappingTable;
+  plans: PlanTable;
+  plan_runs: PlanRunTable;
+  replica_holds: ReplicaHoldTable;
+  recovered_vms: RecoveredVmTable;
+  superseded_vms: SupersededVmTable;
   schema_version: { version: Generated<number> };
 }

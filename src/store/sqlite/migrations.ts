@@ -55,6 +55,28 @@ const STEPS: readonly string[] = [
   `CREATE TABLE protection_groups (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
    CREATE TABLE protection_group_vms (group_id TEXT NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
      vm_id TEXT NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE, PRIMARY KEY (group_id, vm_id));`,
+  // Recovery plans: site networks (isolated test networks are bridges mamori makes), inventory
+  // mappings from a peer's networks and pools to this site's, plans, their runs with a journal
+  // of steps, holds that keep a replica's points while recovered VMs read them, and the VMs a
+  // run made. Replicas and protected VMs carry the failover generation (split-brain safety).
+  `CREATE TABLE networks (name TEXT PRIMARY KEY, kind TEXT NOT NULL, bridge TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+   CREATE TABLE inventory_mappings (peer TEXT NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+     test_target TEXT, created_at TEXT NOT NULL, PRIMARY KEY (peer, kind, source));
+   CREATE TABLE plans (name TEXT PRIMARY KEY, peer TEXT NOT NULL, spec TEXT NOT NULL, source_text TEXT, inventory TEXT NOT NULL,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+   CREATE TABLE plan_runs (id TEXT PRIMARY KEY, plan TEXT NOT NULL, mode TEXT NOT NULL, state TEXT NOT NULL,
+     peer TEXT NOT NULL, options TEXT NOT NULL, snapshot TEXT NOT NULL, steps TEXT NOT NULL, vms TEXT NOT NULL DEFAULT '{}',
+     result TEXT, error TEXT, started_at TEXT NOT NULL, ended_at TEXT, updated_at TEXT NOT NULL);
+   CREATE INDEX plan_runs_plan ON plan_runs(plan, started_at);
+   CREATE TABLE replica_holds (replica_id TEXT NOT NULL REFERENCES replicas(id) ON DELETE CASCADE, holder TEXT NOT NULL,
+     point_id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (replica_id, holder));
+   CREATE TABLE recovered_vms (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, run_id TEXT NOT NULL,
+     mode TEXT NOT NULL, replica_id TEXT NOT NULL, point_id TEXT NOT NULL, source_vm_id TEXT NOT NULL, created_at TEXT NOT NULL);
+   ALTER TABLE replicas ADD COLUMN failover_generation INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE replicas ADD COLUMN promoted_at TEXT;
+   ALTER TABLE replicas ADD COLUMN last_contact_at TEXT;
+   CREATE TABLE superseded_vms (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, generation INTEGER NOT NULL,
+     by_site TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

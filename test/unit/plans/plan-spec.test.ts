@@ -101,3 +101,52 @@ test('IPv4 interfaces', () => {
   assert.match(parseIpv4Interface('010.1.2.3/24') as string, /not an IPv4 address/);
   assert.equal(typeof parseIpv4Interface('10.1.2.3/32'), 'object', 'a host route is allowed');
 });
+
+test('steps: commands and prompts before or after a priority group or a VM, checked with their lines', () => {
+  const good = parsePlanYaml(`name: p
+protectionGroups: [g]
+vms:
+  db: { priority: 1 }
+steps:
+  - after: priority 1
+    command: ["/usr/bin/logger", "db up"]
+    timeout: 45s
+  - before: vm db
+    prompt: "is the SAN zoned?"
+    modes: [planned, disaster]
+`);
+  assert.deepEqual(good.steps, [
+    { at: 'after', scope: { kind: 'priority', priority: 1 }, action: { kind: 'command', argv: ['/usr/bin/logger', 'db up'], timeoutSec: 45 }, modes: ['test', 'planned', 'disaster'] },
+    { at: 'before', scope: { kind: 'vm', vm: 'db' }, action: { kind: 'prompt', message: 'is the SAN zoned?' }, modes: ['planned', 'disaster'] },
+  ]);
+  assert.equal(good.protectedSite, null);
+  const ps = problems(() => parsePlanYaml(`name: p
+protectionGroups: [g]
+vms:
+  db: {}
+steps:
+  - after: priority 9
+    command: ["/bin/true"]
+  - before: vm ghost
+    prompt: hi
+  - before: priority 1
+    command: "rm -rf /"
+  - after: priority 1
+    before: priority 2
+    prompt: both
+  - after: priority 2
+    prompt: wait
+    timeout: 5s
+  - after: priority 2
+    command: ["/bin/true"]
+    modes: [sometimes]
+`, 'plan.yaml'));
+  const msg = (path: string) => ps.find((p) => p.path === path);
+  assert.match(msg('steps.0.after')!.message, /"priority N" \(1-5\) or "vm NAME"/);
+  assert.equal(msg('steps.0.after')!.line, 6);
+  assert.match(msg('steps.1.before')!.message, /does not list ghost/);
+  assert.match(msg('steps.2.command')!.message, /absolute program path.*no shell/);
+  assert.match(msg('steps.3')!.message, /exactly one of before or after/);
+  assert.match(msg('steps.4.timeout')!.message, /no timeout/);
+  assert.match(msg('steps.5.modes')!.message, /modes is a list of test, planned, disaster/);
+});

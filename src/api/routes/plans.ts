@@ -1,0 +1,70 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { PlanService } from '../../plans/plan-service.js';
+import type { PlanRunner } from '../../plans/plan-runner.js';
+import type { RunJournal, RunMode } from '../../plans/run-journal.js';
+import { renderRunHtml, summarizeRun } from '../../plans/plan-report.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { errorResponses, nameParam } from '../schemas.js';
+import { requireRole } from '../request-caller.js';
+
+// Plans and runs carry nested documents (specs, journals, per-VM figures): passed through whole.
+const free = { type: 'object', additionalProperties: true } as const;
+const runParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^run-[a-z0-9]{1,40}$' } } } as const;
+
+/** Recovery plans (kept at the recovery site) and their runs, journals and reports. */
+export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs: RunJournal }): FastifyPluginAsync {
+  const admin = requireRole('admin');
+  return async (app) => {
+    app.get('/plans', { preHandler: admin, schema: { summary: 'Recovery plans of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => deps.plans.list());
+    app.post<{ Body: { yaml?: string; spec?: unknown } }>('/plans', {
+      preHandler: admin,
+      schema: {
+        summary: 'Create or replace a plan, from YAML text or a JSON spec; checked against both sites first',
+        body: { type: 'object', additionalProperties: false, properties: { yaml: { type: 'string', maxLength: 1_000_000 }, spec: free } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => {
+      const { yaml, spec } = req.body;
+      if ((yaml === undefined) === (spec === undefined)) throw new MamoriError('INVALID_INPUT', 'send exactly one of yaml (the plan as YAML text) or spec (as JSON)');
+      return deps.plans.apply(yaml !== undefined ? { yaml } : { spec });
+    });
+    app.get<{ Params: { name: string } }>('/plans/:name', { preHandler: admin, schema: { summary: 'One plan', params: nameParam, response: { 200: free, ...errorResponses } } },
+      async (req) => deps.plans.get(req.params.name));
+    app.delete<{ Params: { name: string } }>('/plans/:name', { preHandler: admin, schema: { summary: 'Delete a plan (its run history stays)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },
+      async (req, reply) => {
+        await deps.plans.delete(req.params.name);
+        return reply.code(204).send();
+      });
+    app.post<{ Params: { name: string }; Body: { mode: RunMode; pointTime?: string; dryRun?: boolean } }>('/plans/:name/runs', {
+      preHandler: admin,
+      schema: {
+        summary: 'Run a plan (test, cleanup, planned, disaster), or with dryRun show the steps it would take',
+        params: nameParam,
+        body: { type: 'object', required: ['mode'], additionalProperties: false, properties: { mode: { type: 'string' }, pointTime: { type: 'string' }, dryRun: { type: 'boolean' } } },
+        response: { 200: free, 202: free, ...errorResponses },
+      },
+    }, async (req, reply) => {
+      const { mode, pointTime, dryRun } = req.body;
+      if (dryRun) return deps.runner.dryRun(req.params.name, mode);
+      return reply.code(202).send(await deps.runner.start(req.params.name, mode, pointTime !== undefined ? { pointTime } : {}));
+    });
+    app.get<{ Querystring: { plan?: string } }>('/plan-runs', {
+      preHandler: admin,
+      schema: { summary: 'Plan runs, newest first, as summaries', querystring: { type: 'object', additionalProperties: false, properties: { plan: { type: 'string' } } }, response: { 200: { type: 'array', items: free }, ...errorResponses } },
+    }, async (req) => (await deps.runs.list(req.query.plan !== undefined ? { plan: req.query.plan } : {})).map(summarizeRun));
+    app.get<{ Params: { id: string }; Querystring: { format?: 'json' | 'html' } }>('/plan-runs/:id', {
+      preHandler: admin,
+      schema: { summary: 'A run with its journal (format=html: the report as a page)', params: runParam, querystring: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: ['json', 'html'] } } }, response: { 200: free, ...errorResponses } },
+    }, async (req, reply) => {
+      const run = await deps.runner.get(req.params.id);
+      if (req.query.format === 'html') return reply.type('text/html; charset=utf-8').serializer((x: unknown) => String(x)).send(renderRunHtml(run));
+      return { ...run, summary: summarizeRun(run) };
+    });
+    for (const action of ['resume', 'continue', 'cancel'] as const) {
+      app.post<{ Params: { id: string } }>(`/plan-runs/:id/${action}`, {
+        preHandler: admin,
+        schema: { summary: `${action} a run`, params: runParam, response: { 200: free, ...errorResponses } },
+      }, async (req) => deps.runner[action](req.params.id));
+    }
+  };
+}

@@ -1,0 +1,185 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { MamoriError } from '../core/mamori-error.js';
+import type { SitePeers } from '../sites/site-peers.js';
+import { checkPlan, parsePlanYaml, PLAN_DEFAULTS, type PlanProblem, type PlanSpec, type PlanVmOptions } from './plan-spec.js';
+import type { InventoryMappings, MappingView } from './inventory-mappings.js';
+import type { ProtectedInventory, ProtectedVm } from './protected-site.js';
+
+export interface PlanView {
+  name: string;
+  protectedSite: string;
+  spec: PlanSpec;
+  /** The protected VMs the plan recovers, with their options (defaults filled in). */
+  vms: { name: string; group: string; priority: number; powerOn: boolean; dependsOn: string[] }[];
+  inventoryTakenAt: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Everything a run needs, resolved and checked against both sites. */
+export interface ResolvedPlan {
+  spec: PlanSpec;
+  peer: string;
+  inventory: ProtectedInventory;
+  /** Whether the inventory came from the protected site just now (false: the last one seen). */
+  inventoryFresh: boolean;
+  vms: { vm: ProtectedVm; options: PlanVmOptions; networks: string[]; testNetworks: string[]; pool: string }[];
+}
+
+/**
+ * Recovery plans, kept at the recovery site (which must be able to run them with the protected
+ * site gone). Applying a plan checks it against both sites (groups and VMs protected for
+ * this site, a replica here for each, a mapping for every network and pool) and keeps the
+ * protected site's inventory as last seen, for a disaster recovery.
+ */
+export class PlanService {
+  #db: Kysely<Database>;
+  #peers: SitePeers;
+  #mappings: InventoryMappings;
+
+  constructor(deps: { db: Kysely<Database>; peers: SitePeers; mappings: InventoryMappings }) {
+    this.#db = deps.db;
+    this.#peers = deps.peers;
+    this.#mappings = deps.mappings;
+  }
+
+  /** Creates or replaces a plan from YAML or JSON; nothing is stored unless every check passes. */
+  async apply(input: { yaml: string } | { spec: unknown }): Promise<PlanView> {
+    const spec = 'yaml' in input ? parsePlanYaml(input.yaml) : checkPlan(input.spec);
+    const peer = await this.#peerOf(spec);
+    const inventory = await this.fetchInventory(peer);
+    await this.#resolveWith(spec, peer, inventory, true);
+    const now = new Date().toISOString();
+    const row = { peer, spec: JSON.stringify(spec), source_text: 'yaml' in input ? input.yaml : null, inventory: JSON.stringify(inventory), updated_at: now };
+    await this.#db.insertInto('plans').values({ name: spec.name, created_at: now, ...row })
+      .onConflict((oc) => oc.column('name').doUpdateSet(row)).execute();
+    return this.get(spec.name);
+  }
+
+  async get(name: string): Promise<PlanView> {
+    const r = await this.#row(name);
+    const spec = JSON.parse(r.spec) as PlanSpec;
+    const inventory = JSON.parse(r.inventory) as ProtectedInventory;
+    const vms = inventory.vms.filter((v) => spec.protectionGroups.includes(v.group)).map((v) => {
+      const o = spec.vms[v.name];
+      return { name: v.name, group: v.group, priority: o?.priority ?? PLAN_DEFAULTS.priority, powerOn: o?.powerOn ?? PLAN_DEFAULTS.powerOn, dependsOn: o?.dependsOn ?? [] };
+    }).sort((a, b) => a.priority - b.priority || a.name.localeCompare(b.name));
+    return { name: r.name, protectedSite: r.peer, spec, vms, inventoryTakenAt: inventory.takenAt, createdAt: r.created_at, updatedAt: r.updated_at };
+  }
+
+  async list(): Promise<PlanView[]> {
+    const rows = await this.#db.selectFrom('plans').select('name').orderBy('name').execute();
+    return Promise.all(rows.map((r) => this.get(r.name)));
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.#row(name);
+    const active = await this.#db.selectFrom('plan_runs').select('id').where('plan', '=', name).where('state', 'in', ['running', 'waiting', 'interrupted']).executeTakeFirst();
+    if (active) throw new MamoriError('PLAN_BUSY', `plan ${name} has run ${active.id} in progress; let it end (or cancel it) before deleting the plan`, { details: { run: active.id } });
+    await this.#db.deleteFrom('plans').where('name', '=', name).execute();
+  }
+
+  /**
+   * For a run: the plan checked against the sites as they are now. The protected site's
+   * inventory is fetched when it answers (and kept); a disaster run may go on with the last
+   * one seen when it does not (allowStale).
+   */
+  async resolve(name: string, opts: { allowStale: boolean; stored?: boolean }): Promise<ResolvedPlan> {
+    const r = await this.#row(name);
+    const spec = JSON.parse(r.spec) as PlanSpec;
+    let inventory: ProtectedInventory;
+    let fresh = true;
+    if (opts.stored) {
+      inventory = JSON.parse(r.inventory) as ProtectedInventory;
+      return { ...(await this.#resolveWith(spec, r.peer, inventory, false)), inventoryFresh: false };
+    }
+    try {
+      inventory = await this.fetchInventory(r.peer);
+      await this.#db.updateTable('plans').set({ inventory: JSON.stringify(inventory) }).where('name', '=', name).execute();
+    } catch (e) {
+      if (!opts.allowStale) throw e;
+      inventory = JSON.parse(r.inventory) as ProtectedInventory;
+      fresh = false;
+    }
+    return { ...(await this.#resolveWith(spec, r.peer, inventory, fresh)), inventoryFresh: fresh };
+  }
+
+  async fetchInventory(peer: string): Promise<ProtectedInventory> {
+    const client = await this.#peers.client(peer, { timeoutMs: 10_000 });
+    return client.request<ProtectedInventory>('GET', '/protection/inventory');
+  }
+
+  async #resolveWith(spec: PlanSpec, peer: string, inventory: ProtectedInventory, fresh: boolean): Promise<ResolvedPlan> {
+    const problems: PlanProblem[] = [];
+    const bad = (path: string, message: string): void => void problems.push({ path, line: null, message });
+    for (const g of spec.protectionGroups) {
+      if (!inventory.groups.some((x) => x.name === g)) bad('protectionGroups', `${peer} has no protection group ${g} with VMs replicated to this site`);
+    }
+    const members = inventory.vms.filter((v) => spec.protectionGroups.includes(v.group));
+    for (const vm of Object.keys(spec.vms)) {
+      const inv = inventory.vms.find((v) => v.name === vm);
+      if (!inv) bad(`vms.${vm}`, `${vm} is not a VM protected for this site at ${peer} (unknown, or not in a protection group replicated here)`);
+      else if (!spec.protectionGroups.includes(inv.group)) bad(`vms.${vm}`, `${vm} is in protection group ${inv.group}, which the plan does not recover`);
+    }
+    const mappings = await this.#mappings.list({ peer });
+    const vms: ResolvedPlan['vms'] = [];
+    for (const vm of members) {
+      const replica = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vm.id).executeTakeFirst();
+      if (!replica) bad(`vms.${vm.name}`, `this site holds no replica of ${vm.name}`);
+      const networks: string[] = [];
+      const testNetworks: string[] = [];
+      for (const nic of vm.definition.nics) {
+        // A NIC without a link needs no network on either side.
+        if (nic.network === 'none') {
+          networks.push('none');
+          testNetworks.push('none');
+          continue;
+        }
+        const m = find(mappings, 'network', nic.network);
+        if (!m) {
+          bad(`vms.${vm.name}`, `${vm.name} has a NIC on ${peer}'s network ${nic.network}, which has no network mapping here; add one with 'mamori mapping set --peer ${peer} network ${nic.network} RECOVERY_NET --test TEST_NET'`);
+          continue;
+        }
+        networks.push(m.target);
+        testNetworks.push(m.testTarget ?? 'none');
+      }
+      const pools = [...new Set(vm.disks.map((d) => d.pool))];
+      let pool = 'default';
+      for (const p of pools) {
+        const m = find(mappings, 'pool', p);
+        if (!m) bad(`vms.${vm.name}`, `${vm.name} has disks in ${peer}'s pool ${p}, which has no pool mapping here; add one with 'mamori mapping set --peer ${peer} pool ${p} default'`);
+        else pool = m.target;
+      }
+      const options = spec.vms[vm.name] ?? { priority: PLAN_DEFAULTS.priority, powerOn: PLAN_DEFAULTS.powerOn, waitHeartbeatSec: PLAN_DEFAULTS.waitHeartbeatSec, dependsOn: [] };
+      vms.push({ vm, options, networks, testNetworks, pool });
+    }
+    if (problems.length > 0) {
+      const text = problems.map((p) => p.message).join('; ');
+      throw new MamoriError('PLAN_INVALID', `plan ${spec.name} does not fit the sites${fresh ? '' : ` (as last seen at ${inventory.takenAt})`}, nothing was changed: ${text}`, { details: { problems } });
+    }
+    return { spec, peer, inventory, inventoryFresh: fresh, vms };
+  }
+
+  async #peerOf(spec: PlanSpec): Promise<string> {
+    const peers = await this.#peers.list({ check: false });
+    if (spec.protectedSite !== null) {
+      if (!peers.some((p) => p.name === spec.protectedSite)) throw new MamoriError('PLAN_INVALID', `protectedSite ${spec.protectedSite} is not a site paired with this one; see 'mamori site list'`, { details: { problems: [{ path: 'protectedSite', line: null, message: 'unknown site' }] } });
+      return spec.protectedSite;
+    }
+    if (peers.length !== 1) {
+      throw new MamoriError('PLAN_INVALID', `this site has ${peers.length} paired sites: name the one the plan protects with protectedSite`, { details: { problems: [{ path: 'protectedSite', line: null, message: 'protectedSite needed' }] } });
+    }
+    return peers[0]!.name;
+  }
+
+  async #row(name: string) {
+    const r = await this.#db.selectFrom('plans').selectAll().where('name', '=', name).executeTakeFirst();
+    if (!r) throw new MamoriError('PLAN_NOT_FOUND', `no recovery plan named ${JSON.stringify(name)} on this site; see 'mamori plan list'`, { details: { plan: name } });
+    return r;
+  }
+}
+
+function find(mappings: MappingView[], kind: 'network' | 'pool', source: string): MappingView | undefined {
+  return mappings.find((m) => m.kind === kind && m.source === source);
+}

@@ -1,0 +1,138 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { ReplicationService } from '../replication/replication-service.js';
+import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
+import { MamoriError } from '../core/mamori-error.js';
+import type { Logger } from '../core/logger.js';
+
+/** A protected VM as the recovery site needs it to rebuild the VM from its replica. */
+export interface ProtectedVm {
+  id: string;
+  name: string;
+  state: string;
+  group: string;
+  replicaId: string;
+  rpoSeconds: number;
+  keepPoints: number;
+  definition: Omit<VmDefinition, 'diskIds' | 'configDriveDiskId'>;
+  disks: { index: number; sizeBytes: number; pool: string }[];
+  lastHeartbeatAt: string | null;
+}
+
+export interface ProtectedInventory {
+  site: string;
+  takenAt: string;
+  groups: { name: string; vms: string[] }[];
+  vms: ProtectedVm[];
+}
+
+export interface PreparedFailover {
+  vm: string;
+  /** The guest did not shut down within the timeout and was powered off. */
+  forced: boolean;
+  wasRunning: boolean;
+  /** The final point, taken with the VM off: it holds every write the guest made. */
+  point: { id: string; time: string } | null;
+  stoppedAt: string;
+}
+
+/**
+ * The protected side of recovery plans, called by the recovery site with its site token:
+ * what is protected for it (groups, VM definitions, replicas), the shutdown plus final
+ * sync of a planned migration, and learning that a VM was superseded by a failover.
+ */
+export class ProtectedSite {
+  #db: Kysely<Database>;
+  #siteName: string;
+  #vms: VmService;
+  #replication: ReplicationService;
+  #log: Logger;
+
+  constructor(deps: { db: Kysely<Database>; siteName: string; vms: VmService; replication: ReplicationService; log: Logger }) {
+    this.#db = deps.db;
+    this.#siteName = deps.siteName;
+    this.#vms = deps.vms;
+    this.#replication = deps.replication;
+    this.#log = deps.log;
+  }
+
+  /** Groups whose VMs replicate to `peer`, with everything needed to recover them there. */
+  async inventory(peer: string): Promise<ProtectedInventory> {
+    const rows = await this.#db.selectFrom('protection_group_vms')
+      .innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
+      .innerJoin('vms', 'vms.id', 'protection_group_vms.vm_id')
+      .innerJoin('replications', 'replications.vm_id', 'vms.id')
+      .select(['protection_groups.name as group', 'vms.id as id', 'replications.replica_id as replicaId', 'replications.peer as peer', 'replications.rpo_ms as rpoMs', 'replications.keep_points as keepPoints'])
+      .where('replications.peer', '=', peer).orderBy('protection_groups.name').orderBy('vms.name').execute();
+    const groups = new Map<string, string[]>();
+    const vms: ProtectedVm[] = [];
+    for (const r of rows) {
+      const vm = await this.#vms.repo.findById(r.id);
+      if (!vm) continue;
+      const view = await this.#vms.view(vm);
+      const { diskIds: _ids, configDriveDiskId: _cd, ...definition } = vm.definition;
+      const replicated = replicatedDiskIds(vm.definition).length;
+      vms.push({
+        id: vm.id, name: vm.name, state: vm.state, group: r.group, replicaId: r.replicaId, rpoSeconds: Math.round(r.rpoMs / 1000), keepPoints: r.keepPoints, definition,
+        disks: view.disks.slice(0, replicated).map((d, index) => ({ index, sizeBytes: d.sizeBytes, pool: 'default' })),
+        lastHeartbeatAt: view.lastHeartbeatAt,
+      });
+      groups.set(r.group, [...(groups.get(r.group) ?? []), vm.name]);
+    }
+    return { site: this.#siteName, takenAt: new Date().toISOString(), groups: [...groups].map(([name, v]) => ({ name, vms: v })), vms };
+  }
+
+  /**
+   * Planned migration, per VM: guest shutdown (forced off after the timeout), then a final
+   * replication cycle of the stopped VM. Idempotent: a VM already off just gets the sync,
+   * so a resumed run may call it again.
+   */
+  async prepareFailover(peer: string, vmName: string, shutdownTimeoutSec: number): Promise<PreparedFailover> {
+    const vm = await this.#protectedFor(peer, vmName);
+    let forced = false;
+    const wasRunning = ['running', 'paused', 'starting', 'stopping'].includes(vm.state);
+    if (vm.state === 'paused') await this.#vms.resume(vmName).catch(() => undefined);
+    if (wasRunning) forced = (await this.#vms.stop(vmName, { timeoutSec: shutdownTimeoutSec })).forced;
+    const stoppedAt = new Date().toISOString();
+    await this.#replication.setPaused(vmName, false).catch(() => undefined);
+    await this.#replication.syncNow(vmName);
+    // No more cycles: the next writes to this VM's disks are the recovery site's now.
+    await this.#replication.setPaused(vmName, true);
+    const status = await this.#replication.status(vmName);
+    const points = await this.#replication.points(vmName);
+    const last = points.at(-1);
+    this.#log.info({ vm: vmName, forced, point: last?.id }, 'protected VM shut down and synced for a planned migration');
+    return { vm: vmName, forced, wasRunning, point: last ? { id: last.id, time: last.time } : status.lastPointAt ? { id: '', time: status.lastPointAt } : null, stoppedAt };
+  }
+
+  /**
+   * The recovery site promoted this VM's replica: the VM here is superseded and stays off.
+   * A VM still running here (the link was cut, the site kept going) is paused, not killed:
+   * its writes since the point are not lost until someone decides, and none can diverge further.
+   */
+  async markSuperseded(bySite: string, vmId: string, generation: number, reason: string): Promise<void> {
+    const vm = await this.#vms.repo.findById(vmId);
+    if (!vm) return;
+    const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst();
+    if (!row || row.peer !== bySite) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
+    const existing = await this.#db.selectFrom('superseded_vms').select('generation').where('vm_id', '=', vmId).executeTakeFirst();
+    if (existing && existing.generation >= generation) return;
+    await this.#db.insertInto('superseded_vms').values({ vm_id: vmId, generation, by_site: bySite, reason, at: new Date().toISOString() })
+      .onConflict((oc) => oc.column('vm_id').doUpdateSet({ generation, by_site: bySite, reason, at: new Date().toISOString() })).execute();
+    await this.#replication.setPaused(vm.name, true).catch(() => undefined);
+    if (vm.state === 'running') {
+      this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover while running here: pausing it');
+      await this.#vms.pause(vm.name).catch((e: unknown) => this.#log.error({ vm: vm.name, err: e }, 'could not pause a superseded VM'));
+    } else {
+      this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover: it stays off');
+    }
+  }
+
+  async #protectedFor(peer: string, vmName: string): Promise<{ id: string; state: string }> {
+    const vm = await this.#vms.get(vmName);
+    const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
+    if (!row || row.peer !== peer) throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, { details: { vm: vmName } });
+    return vm;
+  }
+}

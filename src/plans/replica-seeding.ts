@@ -1,0 +1,93 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { ReplicaService, ReplicaView } from '../replication/replica-service.js';
+import { ReplicaChain, type ChainLayer } from '../replication/replica-chain.js';
+import type { VmService } from '../vms/vm-service.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { replicatedDiskIds } from '../vms/vm-definition.js';
+import type { Logger } from '../core/logger.js';
+
+/**
+ * Reprotect's first half at the site a VM failed over from: the VM here is superseded (its
+ * copy at the peer runs now), and its disks become the seed of a replica of that copy. Cycles
+ * from the peer then compare checksums against them and send only what differs; nothing the
+ * peer wrote since the failover is discarded, because the peer's disks are the source.
+ *
+ * The VM's row and its disk rows go (in one transaction, after the replica exists); the files
+ * stay where they are, listed in the replica's manifest as its seed, so nothing can attach
+ * and write them any more. Idempotent: a replica already made for the VM is returned.
+ */
+export class ReplicaSeeding {
+  #db: Kysely<Database>;
+  #replicas: ReplicaService;
+  #vms: VmService;
+  #replicasRoot: string;
+  #log: Logger;
+
+  constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; vms: VmService; dataDir: string; log: Logger }) {
+    this.#db = deps.db;
+    this.#replicas = deps.replicas;
+    this.#vms = deps.vms;
+    this.#replicasRoot = join(deps.dataDir, 'replicas');
+    this.#log = deps.log;
+  }
+
+  async seed(peer: string, vmId: string): Promise<ReplicaView> {
+    const existing = await this.#db.selectFrom('replicas').select(['id', 'promoted_at', 'failover_generation']).where('source_site', '=', peer).where('source_vm_id', '=', vmId).executeTakeFirst();
+    if (existing && existing.promoted_at === null) return this.#replicas.get(existing.id);
+    const vm = await this.#vms.repo.findById(vmId);
+    if (!vm) throw new MamoriError('VM_NOT_FOUND', `this site has neither the VM ${vmId} nor a replica of it from ${peer}: nothing to seed from (replicate it afresh instead)`, { details: { vmId, peer } });
+    const sup = await this.#db.selectFrom('superseded_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    if (!sup || sup.by_site !== peer) {
+      throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} was not failed over to ${peer}; only a superseded VM's disks can seed a reverse replica`, { details: { vm: vm.name } });
+    }
+    if (!['stopped', 'crashed'].includes(vm.state)) {
+      throw new MamoriError('VM_RUNNING', `VM ${vm.name} is ${vm.state} here although ${peer} runs it now; stop it (its writes since the failover cannot be kept) before reprotecting`, { details: { vm: vm.name, state: vm.state } });
+    }
+    const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+    const configDrive = disks.find((d) => d.id === vm.definition.configDriveDiskId);
+    const ordered = replicatedDiskIds(vm.definition).map((id) => disks.find((d) => d.id === id)!);
+    const seeds: ChainLayer[][] = [];
+    for (const d of ordered) {
+      if (d.kind !== 'image') throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vm.name} is a device mapping; reprotect seeds from image disks only`);
+      seeds.push(await this.#layersOf(vm.id, d.path, d.format, d.overlays));
+    }
+    if (existing) {
+      // The replica this VM was recovered from (promoted at its failover) is done as a replica;
+      // its files stay, as the lower layers of the seed. It is kept under a retired name so
+      // the new replica can take the VM's place.
+      await this.#db.updateTable('replicas').set({ source_vm_id: `${vmId}~retired-${existing.failover_generation}` }).where('id', '=', existing.id).execute();
+    }
+    const replica = await this.#replicas.create({
+      sourceSite: peer, sourceVmId: vm.id, vmName: vm.name, keepPoints: 24, seeds,
+      disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
+    });
+    await this.#db.transaction().execute(async (tx) => {
+      // A recovered VM's hold on its old replica's point passes to the replica it now seeds.
+      await tx.updateTable('replica_holds').set({ holder: `replica:${replica.id}` }).where('holder', '=', `vm:${vm.id}`).execute();
+      await tx.deleteFrom('disks').where('id', 'in', ordered.map((d) => d.id)).execute();
+      // A config drive is this VM's own and seeds nothing: it goes, file and all, below.
+      await tx.deleteFrom('disks').where('vm_id', '=', vm.id).execute();
+      await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
+    });
+    if (configDrive) await rm(configDrive.path, { force: true });
+    this.#log.info({ vm: vm.name, replica: replica.id, peer }, 'superseded VM turned into the seed of a reverse replica');
+    return replica;
+  }
+
+  /** A disk's layers bottom first: a VM recovered here sits on an overlay over a replica point. */
+  async #layersOf(vmId: string, path: string, format: string, overlays: string[]): Promise<ChainLayer[]> {
+    const own: ChainLayer[] = [{ file: path, format: format === 'raw' ? 'raw' : 'qcow2' }, ...overlays.map((o) => ({ file: o, format: 'qcow2' as const }))];
+    const rec = await this.#db.selectFrom('recovered_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    if (!rec) return own;
+    // The overlay's backing is the point's chain in the old replica (read from its manifest).
+    const row = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', rec.replica_id).where('point_id', '=', rec.point_id).executeTakeFirstOrThrow();
+    const diskPoints = JSON.parse(row.disk_points) as string[];
+    const index = Number(/disk(\d+)\.qcow2$/.exec(path)?.[1] ?? 0);
+    const chain = await ReplicaChain.open(join(this.#replicasRoot, rec.replica_id, `disk${index}`));
+    return [...chain.point(diskPoints[index]!).layers, ...own];
+  }
+}

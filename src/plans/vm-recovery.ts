@@ -1,0 +1,150 @@
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { ReplicaService } from '../replication/replica-service.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { DiskRecord } from '../disks/disk-record.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { VmDefinition } from '../vms/vm-definition.js';
+import { newShortId, newUuid } from '../core/ids.js';
+import { runProcess } from '../core/run-process.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { writeNoCloudDrive, type NoCloudInterface } from '../guest/nocloud-drive.js';
+import type { ProtectedVm } from './protected-site.js';
+import type { IpCustomization } from './plan-spec.js';
+import { SITE_POOLS } from './inventory-mappings.js';
+
+export type RecoveryMode = 'test' | 'planned' | 'disaster';
+
+export interface RecoverVmInput {
+  runId: string;
+  mode: RecoveryMode;
+  vm: ProtectedVm;
+  /** Null: the newest point. */
+  pointId: string | null;
+  /** This site's network for each of the VM's NICs, in order. */
+  networks: string[];
+  pool: string;
+  ip: IpCustomization | undefined;
+}
+
+export interface RecoveredVm {
+  vmId: string;
+  name: string;
+  point: { id: string; time: string };
+  /** False when an earlier attempt of the same run step had already made it. */
+  created: boolean;
+}
+
+/**
+ * Makes a VM at this (the recovery) site from a replica point, as one all-or-nothing step:
+ * a qcow2 overlay per disk backed by that disk's point file (the replica is never written,
+ * so replication into it goes on during a test and the point stays as it was), a NoCloud
+ * config drive when the plan customizes the VM's IP, then the rows (VM, disks, a hold that
+ * keeps retention off the point, the record of which run made it) in one transaction.
+ * Files are made first and removed if the rows cannot be written: a failure leaves nothing.
+ */
+export class VmRecovery {
+  #db: Kysely<Database>;
+  #replicas: ReplicaService;
+  #vms: VmService;
+  #poolDir: (pool: string) => string;
+
+  constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; vms: VmService; poolDir: (pool: string) => string }) {
+    this.#db = deps.db;
+    this.#replicas = deps.replicas;
+    this.#vms = deps.vms;
+    this.#poolDir = deps.poolDir;
+  }
+
+  /** The replica of a protected VM at this site. */
+  async replicaOf(peer: string, vm: ProtectedVm): Promise<string> {
+    const r = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vm.id).executeTakeFirst();
+    if (!r) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${vm.name} from ${peer}`, { details: { vm: vm.name, peer } });
+    return r.id;
+  }
+
+  /** Idempotent: the VM this run already made for this protected VM, if any. */
+  async existing(runId: string, sourceVmId: string): Promise<RecoveredVm | null> {
+    const r = await this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id').innerJoin('replica_points', (j) =>
+      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
+      .select(['vms.id as vmId', 'vms.name as name', 'recovered_vms.point_id as pointId', 'replica_points.time as time'])
+      .where('recovered_vms.run_id', '=', runId).where('recovered_vms.source_vm_id', '=', sourceVmId).executeTakeFirst();
+    return r ? { vmId: r.vmId, name: r.name, point: { id: r.pointId, time: r.time }, created: false } : null;
+  }
+
+  async recover(peer: string, input: RecoverVmInput): Promise<RecoveredVm> {
+    const done = await this.existing(input.runId, input.vm.id);
+    if (done) return done;
+    const replicaId = await this.replicaOf(peer, input.vm);
+    const { point, files } = await this.#replicas.pointFiles(replicaId, input.pointId);
+    if (files.length !== input.vm.disks.length) throw new MamoriError('IMAGE_CORRUPT', `the replica of ${input.vm.name} has ${files.length} disks, the VM ${input.vm.disks.length}`);
+    if (await this.#vms.repo.findByName(input.vm.name)) {
+      throw new MamoriError('VM_EXISTS', `a VM named ${input.vm.name} already exists at this site; delete or rename it (or clean up an earlier test) before recovering`, { details: { vm: input.vm.name } });
+    }
+    // A test copy gets its own identity; a failover keeps the VM's (UUID, MACs) as SRM does.
+    const vmId = input.mode === 'test' ? newUuid() : input.vm.id;
+    const dir = join(this.#poolDir(input.pool), 'recovered', input.runId);
+    await mkdir(dir, { recursive: true });
+    const made: string[] = [];
+    const disks: DiskRecord[] = [];
+    const now = new Date().toISOString();
+    try {
+      for (const [i, file] of files.entries()) {
+        const path = join(dir, `${input.vm.name}-disk${i}.qcow2`);
+        await rm(path, { force: true });
+        made.push(path);
+        await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', file, '-F', 'qcow2', path], { timeoutMs: 30_000 });
+        disks.push({
+          id: newShortId('disk'), name: `${input.vm.name}-${input.mode === 'test' ? 'test-' : ''}disk${i}`, pool: input.pool, kind: 'image', format: 'qcow2', path,
+          sizeBytes: input.vm.disks[i]!.sizeBytes, rdmMode: null, shared: false, vmId, ownedByVm: true, createdAt: now, overlays: [],
+        });
+      }
+      const nics = input.vm.definition.nics.map((n, i) => ({ ...n, network: input.networks[i] ?? 'none' }));
+      if (input.ip) {
+        const path = join(dir, `${input.vm.name}-cidata.iso`);
+        made.push(path);
+        const first = nics[0];
+        if (!first) throw new MamoriError('INVALID_INPUT', `${input.vm.name} has no NIC to put the customized IP on`);
+        const iface: NoCloudInterface = { mac: first.mac, address: input.ip.address, ...(input.ip.gateway ? { gateway: input.ip.gateway } : {}), ...(input.ip.dns ? { dns: input.ip.dns } : {}) };
+        await writeNoCloudDrive(path, { instanceId: `${vmId}-${input.runId}`, hostname: input.vm.name, interfaces: [iface] });
+        const { size } = await stat(path);
+        disks.push({
+          id: newShortId('disk'), name: `${input.vm.name}-${input.mode === 'test' ? 'test-' : ''}cidata`, pool: input.pool, kind: 'image', format: 'raw', path,
+          sizeBytes: size, rdmMode: null, shared: false, vmId, ownedByVm: true, createdAt: now, overlays: [],
+        });
+      }
+      const def: VmDefinition = {
+        ...input.vm.definition, id: vmId, name: input.vm.name, nics, diskIds: disks.map((d) => d.id),
+        ...(input.ip ? { configDriveDiskId: disks.at(-1)!.id } : {}),
+      };
+      await this.#db.transaction().execute(async (tx) => {
+        await tx.insertInto('vms').values({ id: vmId, name: def.name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+        for (const d of disks) await DiskRepo.insert(tx, d);
+        await tx.insertInto('replica_holds').values({ replica_id: replicaId, holder: `vm:${vmId}`, point_id: point.id, created_at: now }).execute();
+        await tx.insertInto('recovered_vms').values({ vm_id: vmId, run_id: input.runId, mode: input.mode, replica_id: replicaId, point_id: point.id, source_vm_id: input.vm.id, created_at: now }).execute();
+      });
+    } catch (e) {
+      for (const f of made) await rm(f, { force: true });
+      throw e;
+    }
+    return { vmId, name: input.vm.name, point: { id: point.id, time: point.time }, created: true };
+  }
+
+  /**
+   * Test cleanup: the VM (powered off), its overlays and config drive, its hold on the point,
+   * and the run's folder once its last VM is gone. Idempotent.
+   */
+  async remove(vmId: string): Promise<void> {
+    const rec = await this.#db.selectFrom('recovered_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    const vm = await this.#vms.repo.findById(vmId);
+    if (vm) await this.#vms.delete(vm.name, { force: true });
+    await this.#db.deleteFrom('replica_holds').where('holder', '=', `vm:${vmId}`).execute();
+    if (!rec) return;
+    await this.#db.deleteFrom('recovered_vms').where('vm_id', '=', vmId).execute();
+    const left = await this.#db.selectFrom('recovered_vms').select('vm_id').where('run_id', '=', rec.run_id).executeTakeFirst();
+    // Files an interrupted recover step left go with the folder.
+    if (!left) for (const pool of SITE_POOLS) await rm(join(this.#poolDir(pool), 'recovered', rec.run_id), { recursive: true, force: true });
+  }
+}
