@@ -95,7 +95,9 @@ export class ProtectedSite {
     if (vm.state === 'paused') await this.#vms.resume(vmName).catch(() => undefined);
     if (wasRunning) forced = (await this.#vms.stop(vmName, { timeoutSec: shutdownTimeoutSec })).forced;
     const stoppedAt = new Date().toISOString();
-    await this.#replication.setPaused(vmName, false).catch(() => undefined);
+    // A paused replication (a resumed run's second call) syncs too; an enabled one is left be,
+    // since un-pausing would also start a scheduled cycle.
+    if ((await this.#replication.status(vmName)).state === 'paused') await this.#replication.setPaused(vmName, false);
     await this.#replication.syncNow(vmName);
     // No more cycles: the next writes to this VM's disks are the recovery site's now.
     await this.#replication.setPaused(vmName, true);

@@ -152,7 +152,7 @@ export class RunStepActions {
     const out = ctx.run.vms[v.vm.name]!;
     out.protectedStoppedAt = new Date().toISOString();
     out.forcedOff = forced;
-    await this.#replication.setPaused(vm.name, false).catch(() => undefined);
+    if ((await this.#replication.status(vm.name)).state === 'paused') await this.#replication.setPaused(vm.name, false);
     const s = await this.#replication.syncNow(vm.name);
     await this.#replication.setPaused(vm.name, true);
     return { message: `${forced ? 'forced off after the shutdown timeout' : 'guest shut down'}; final sync point ${s.lastPointAt}` };
