@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: two sites on this machine (each its own folder, database, API and CA), paired over
-# HTTPS; a test-guest VM on site-a writing its log, replicated to site-b with a 10 s RPO; every
-# recovery point checked record by record at site-b; a clean stop, a last sync, zero data loss.
+# HTTPS; three test-guest VMs on site-a writing their logs, replicated to site-b and protected;
+# a recovery plan at site-b runs a test recovery into an isolated network, cleans it up, then a
+# planned migration with zero data loss (checked record by record), and prints its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAMORI=(node bin/mamori)
@@ -15,6 +16,8 @@ cleanup() {
     for pid in $("${MAMORI[@]}" --data "$d" vm list --json 2>/dev/null | json 'v.filter(x=>x.pid).map(x=>x.pid).join(" ")' 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   done
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  # The isolated test network's bridge, by the name site-b gave it.
+  [ -n "${TESTBR:-}" ] && ip link del dev "$TESTBR" 2>/dev/null || true
   rm -rf "$A" "$B"
 }
 trap cleanup EXIT
@@ -42,56 +45,108 @@ a site pair "$(cat "$B/url")" --token "$(cat "$B/admin-token")"
 b site pair "$(cat "$A/url")" --token "$(cat "$A/admin-token")"
 a site list
 
-step "mamori vm create demo --test-guest --data-disk 64M --writelog-rate 10 --guest-agent"
-a vm create demo --test-guest --data-disk 64M --writelog-rate 10 --guest-agent >/dev/null
-a vm start demo >/dev/null
-printf 'booting the test guest under QEMU'
-for _ in $(seq 1 240); do
-  hb=$(a vm show demo --json | json 'v.lastHeartbeatAt')
-  [ -n "$hb" ] && break; printf '.'; sleep 0.5
+VMS=(db app web)
+step "three test-guest VMs on site-a, each writing its log: mamori vm create NAME --test-guest --data-disk 32M"
+for vm in "${VMS[@]}"; do a vm create "$vm" --test-guest --data-disk 32M --writelog-rate 10 >/dev/null; a vm start "$vm" >/dev/null; done
+printf 'booting the test guests under QEMU'
+for vm in "${VMS[@]}"; do
+  for _ in $(seq 1 360); do
+    hb=$(a vm show "$vm" --json | json 'v.lastHeartbeatAt')
+    [ -n "$hb" ] && break; printf '.'; sleep 0.5
+  done
+  [ -n "$hb" ] || { echo "no heartbeat from $vm"; exit 1; }
 done
-echo; [ -n "$hb" ] || { echo "no heartbeat"; exit 1; }
-a vm console demo --lines 40 | grep -E '^mamori-(hb|wl ack)' | tail -n 2
+echo
+a vm list
 
-step "mamori replicate enable demo --to site-b --rpo 10s --points 6"
-a replicate enable demo --to site-b --rpo 10s --points 6 >/dev/null
-for i in 1 2 3; do
-  sleep 8
-  step "mamori replicate status demo (look $i of 3)"
-  a replicate status demo
+step "replicate them to site-b (RPO 30s) and protect them: mamori group create apps --vm db --vm app --vm web"
+for vm in "${VMS[@]}"; do a replicate enable "$vm" --to site-b --rpo 30s --points 6 >/dev/null; done
+for vm in "${VMS[@]}"; do
+  for _ in $(seq 1 240); do [ -n "$(a replicate status "$vm" --json | json 'v.lastPointAt')" ] && break; sleep 0.5; done
+done
+a replicate status
+a group create apps --vm db --vm app --vm web
+
+step "site-b: an isolated test network and inventory mappings (mamori network create / mamori mapping set)"
+b network create testnet --isolated
+TESTBR=$(b network list --json | json 'v.find(n=>n.name==="testnet").bridge')
+b mapping set --peer site-a network user user --test testnet
+b mapping set --peer site-a pool default default
+b mapping list
+
+step "site-b: mamori plan apply apps-plan.yaml"
+cat >"$B/apps-plan.yaml" <<'YAML'
+name: apps-plan
+description: database first, then the application and the web tier (which needs the application)
+protectionGroups: [apps]
+shutdownTimeout: 60s
+concurrency: 2
+vms:
+  db:
+    priority: 1
+    testIp: { address: 192.168.77.10/24 }
+  app:
+    priority: 2
+    testIp: { address: 192.168.77.11/24 }
+  web:
+    priority: 2
+    dependsOn: [app]
+    testIp: { address: 192.168.77.12/24 }
+steps:
+  - after: priority 1
+    command: ["/bin/echo", "database is up"]
+    timeout: 30s
+YAML
+cat "$B/apps-plan.yaml"
+b plan apply "$B/apps-plan.yaml"
+
+step "mamori plan run apps-plan --mode test --dry-run"
+b plan run apps-plan --mode test --dry-run
+
+step "mamori plan run apps-plan --mode test: copies of the VMs in the isolated network; site-a keeps running"
+b plan run apps-plan --mode test
+b vm list
+for vm in "${VMS[@]}"; do b vm console "$vm" --lines 5000 | grep -E 'mamori-guest ip' | tail -n 1 | sed "s/^/$vm (test copy) console: /" || true; done
+echo "ports on the test network's bridge $TESTBR: $(ip -o link show master "$TESTBR" | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')"
+a vm list
+
+step "mamori plan run apps-plan --mode cleanup"
+b plan run apps-plan --mode cleanup
+b vm list
+
+step "mamori plan run apps-plan --mode planned: shut down at site-a, last sync, recover at site-b"
+b plan run apps-plan --mode planned
+RUN=$(b plan history apps-plan --json | json 'v[0].run')
+b vm list
+
+step "zero data loss: each guest's last acknowledged record is in the point the recovery used"
+for vm in "${VMS[@]}"; do
+  serial=$(a vm show "$vm" --json | json 'v.serialLog')
+  acked=$(grep -E '^mamori-wl ack' "$serial" | tail -n 1 | tr -d '\r' | awk '{print $3}')
+  point=$(b plan report "$RUN" --json | json "v.vms['$vm'].point.id")
+  held=$(a replicate verify "$vm" --point "$point" --json | json 'v.report.lastSequence')
+  echo "$vm: acknowledged $acked, recovered point holds $held"
+  [ "$held" -ge "$acked" ] || { echo "data lost for $vm"; exit 1; }
 done
 
-step "mamori replicate points demo"
-a replicate points demo
+step "split-brain safety: site-a keeps its superseded copies off"
+a vm start db 2>&1 | head -n 1 || true
 
-step "mamori replicate verify demo: the newest point's write log, checked at site-b"
-a replicate verify demo
-
-step "mamori vm stop demo (ACPI power button), then a last cycle: mamori replicate sync-now demo"
-a vm stop demo --timeout 60 >/dev/null
-last_ack=$(grep -E '^mamori-wl ack' "$A"/vms/*/serial.log | tail -n 1 | tr -d '\r' | awk '{print $3}')
-a replicate sync-now demo
-a replicate verify demo
-replica_last=$(a replicate verify demo --json | json 'v.report.lastSequence')
-echo "last record the guest acknowledged: $last_ack; last record in site-b's newest point: $replica_last"
-[ "$last_ack" = "$replica_last" ] || { echo "the replica does not hold every acknowledged record"; exit 1; }
-
-step "mamori job list --kind replication-cycle (the newest cycle's journal)"
-a job list --kind replication-cycle | json 'JSON.stringify(v[0].steps.map(s=>s.name+":"+s.state))'
-step "mamori events (incidents such as a violated RPO)"
-a events
+step "mamori plan history; mamori plan report $RUN --html"
+b plan history
+b plan report "$RUN" --html "$B/report.html" | head -n 8
+echo "(the HTML report was written to $B/report.html; it goes with the demo's folders)"
 
 step "what happened"
 cat <<TXT
-- started two site servers (REST API over HTTPS, SQLite, a CA each) and paired them: each pins
-  the other's CA, the admin tokens were proven with an HMAC, never sent
-- booted the test guest on site-a with a guest agent; it writes a log of checksummed records
-- replicated it to site-b with a 10 s RPO: QEMU dirty bitmaps and a fleecing point per cycle,
-  only changed blocks sent through mamori's NBD client over TLS into a qemu-storage-daemon at site-b,
-  the guest's filesystems frozen through qemu-guest-agent at each point (application-consistent)
-- checked recovery points record by record at site-b; after a clean stop and a last cycle the
-  replica holds every record the guest acknowledged (sequence $last_ack)
+- started two site servers (REST API over HTTPS, SQLite, a CA each) and paired them
+- booted three test guests on site-a, replicated them to site-b (dirty bitmaps + fleecing, NBD over
+  TLS into qemu-storage-daemon) and protected them as one group
+- a recovery plan at site-b (two priority groups, a dependency, test IPs, a command step):
+  test recovery into an isolated bridge on overlays over the replicas, cleanup, then a planned
+  migration: guests shut down, last sync, replicas promoted, VMs recovered and waited for
+- every record the guests acknowledged before shutdown is in the recovered points (zero loss)
 TXT
-a replicate disable demo >/dev/null
-a vm delete demo >/dev/null
+for vm in "${VMS[@]}"; do b vm delete "$vm" --force >/dev/null; done
+b network delete testnet >/dev/null && TESTBR=
 echo "demo finished"
