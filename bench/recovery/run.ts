@@ -28,13 +28,17 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms: number): Promise<T> {
+/**
+ * Polls slowly on purpose: each poll is a CLI process, and CPU taken from the booting guests
+ * would be charged to mamori. The RTO comes from the run's own journal, not from when we look.
+ */
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms: number, everyMs = 5_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 

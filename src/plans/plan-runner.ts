@@ -130,11 +130,6 @@ export class PlanRunner {
     return this.#live.get(runId)?.run ?? this.#journal.get(runId);
   }
 
-  /** Resolves when the run has ended (tests and the CLI's wait use the API instead). */
-  async settled(runId: string): Promise<void> {
-    while (this.#live.has(runId)) await new Promise((r) => setTimeout(r, 100));
-  }
-
   /** Server stop: runs stop starting steps and are left interrupted (resumable); waits briefly for steps in flight. */
   async shutdown(): Promise<void> {
     for (const l of this.#live.values()) {
