@@ -300,11 +300,11 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
   assert.equal(dry.code, 0, dry.stderr);
 });
 
-test('disaster recovery: protected site gone, points are gap-free prefixes, the report states the loss; its return keeps superseded VMs off', async () => {
+test('disaster recovery: protected site gone, per-VM errors carried past, points are gap-free prefixes, the report states the loss; its return keeps superseded VMs off', async () => {
   const yaml = `name: dx-plan
 protectionGroups: [dxg]
 vms:
-  dx1: { priority: 1, waitHeartbeat: 240s }
+  dx1: { priority: 1, waitHeartbeat: 1s }
   dx2: { priority: 2, waitHeartbeat: 240s }
 `;
   await b('plan', 'apply', await planFile('dx.yaml', yaml));
@@ -325,14 +325,19 @@ vms:
   const dry = await sites.cli('b', 'plan', 'run', 'dx-plan', '--mode', 'disaster', '--dry-run');
   assert.match(dry.stdout, /protected site unreachable: its last inventory was used/);
   const r = await sites.cli('b', 'plan', 'run', 'dx-plan', '--mode', 'disaster');
-  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(r.code, 1, `a run with errors exits 1: ${r.stderr}${r.stdout}`);
   const runId = /^run (run-\S+):/m.exec(r.stdout)![1]!;
   const run = await b<PlanRun>('plan', 'report', runId, '--json');
-  assert.equal(run.result, 'warnings', explain(run));
+  // dx1 cannot give a heartbeat within 1 s (a TCG boot takes several): a per-VM error the run
+  // reports and carries on past, recovering priority 2.
+  assert.equal(run.result, 'errors', explain(run));
+  assert.match(run.vms['dx1']!.error ?? '', /no heartbeat within 1 s/);
+  assert.ok(run.vms['dx2']!.rtoSec! > 0, 'priority 2 was recovered after the error in priority 1');
+  assert.equal(run.vms['dx2']!.error, undefined);
   assert.ok(run.steps.filter((s) => s.kind === 'shutdown').every((s) => s.state === 'skipped' && /did not answer/.test(s.message ?? '')));
   for (const vm of ['dx1', 'dx2']) {
     const out = run.vms[vm]!;
-    assert.ok(out.rtoSec! > 0);
+    assert.ok(out.point, `${vm} was recovered from a point`);
     assert.ok(out.dataLossSec !== null && out.dataLossSec !== undefined && out.dataLossSec >= 0, `data loss window stated: ${out.dataLossNote}`);
     // Offline, as the verifier reads: the recovered VM is powered off first.
     await b('vm', 'stop', vm, '--force');
