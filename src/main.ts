@@ -32,6 +32,8 @@ import { VmRecovery } from './plans/vm-recovery.js';
 import { ReplicaSeeding } from './plans/replica-seeding.js';
 import { PeerRecovery } from './plans/peer-recovery.js';
 import { RunStepActions } from './plans/run-step-actions.js';
+import { IncomingMigrations } from './migration/incoming-migration.js';
+import { LiveMigrations } from './migration/live-migration.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -96,6 +98,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const incidents = new IncidentLog(store.db);
   const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
   vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
+  const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log });
+  const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log });
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
@@ -119,7 +123,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

@@ -32,6 +32,9 @@ import type { PlanService } from '../plans/plan-service.js';
 import type { PlanRunner } from '../plans/plan-runner.js';
 import type { RunJournal } from '../plans/run-journal.js';
 import type { PeerRecovery } from '../plans/peer-recovery.js';
+import type { LiveMigrations } from '../migration/live-migration.js';
+import type { IncomingMigrations } from '../migration/incoming-migration.js';
+import { migrationRoutes } from './routes/migrations.js';
 import './request-caller.js';
 
 export interface AppDeps {
@@ -54,6 +57,8 @@ export interface AppDeps {
   runner: PlanRunner;
   runs: RunJournal;
   peerRecovery: PeerRecovery;
+  migrations: LiveMigrations;
+  incoming: IncomingMigrations;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -136,5 +141,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(networkRoutes(deps));
   await app.register(protectionRoutes(deps));
   await app.register(planRoutes(deps));
+  await app.register(migrationRoutes(deps));
   return app;
 }

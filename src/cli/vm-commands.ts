@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { ApiClient } from './api-client.js';
-import { printFields, printJson, printTable } from './output.js';
+import { formatBytes, printFields, printJson, printTable } from './output.js';
+import type { Job } from '../jobs/job-journal.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
 
@@ -26,7 +27,10 @@ export const VM_USAGE = `mamori vm <command>
   list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
   kill NAME | pause NAME | resume NAME [--force] | delete NAME [--force] | console NAME [--lines N]
   (--force on start/resume: run a VM that a failover at the peer superseded)
-  snapshot NAME SNAPSHOT | snapshot list NAME`;
+  snapshot NAME SNAPSHOT | snapshot list NAME
+  migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS] [--no-wait] | migrate-cancel NAME
+      live migration of a running VM to a paired site: no downtime beyond the switchover, both
+      sites up. When the source site is going away, use a recovery plan's planned migration.`;
 
 export async function vmCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
@@ -105,6 +109,36 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (rest.length !== 2) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot NAME SNAPSHOT');
       const snap = await api.post<{ name: string; running: boolean }>(`/vms/${enc(rest[0]!)}/snapshots`, { name: rest[1] });
       return json ? printJson(snap) : void process.stdout.write(`snapshot ${snap.name} of ${rest[0]} taken${snap.running ? ' while running (crash-consistent)' : ''}\n`);
+    }
+    case 'migrate': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, 'downtime-limit': { type: 'string' }, bandwidth: { type: 'string' }, 'no-wait': { type: 'boolean' } } });
+      const name = one(positionals, 'vm migrate NAME --to SITE');
+      if (!values.to) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS]');
+      const body: Record<string, unknown> = { to: values.to };
+      if (values['downtime-limit'] !== undefined) body['downtimeLimitMs'] = int(values['downtime-limit'], '--downtime-limit');
+      if (values.bandwidth !== undefined) body['bandwidthMbps'] = int(values.bandwidth, '--bandwidth');
+      const job = await api.post<Job>(`/vms/${enc(name)}/migrate`, body);
+      if (values['no-wait']) return json ? printJson(job) : void process.stdout.write(`migration job ${job.id} started\n`);
+      for (;;) {
+        const j = await api.get<Job>(`/jobs/${job.id}`);
+        if (j.state !== 'running') {
+          if (json) return printJson(j);
+          if (j.state === 'failed') {
+            process.exitCode = 1;
+            return void process.stdout.write(`migration failed: ${j.error?.message ?? ''}\nthe VM runs on at this site\n`);
+          }
+          const r = j.result as { to: string; downtimeMs: number | null; totalMs: number; ramBytes: number; diskBytes: number };
+          return void process.stdout.write(`${name} now runs at ${r.to}: downtime ${r.downtimeMs ?? '?'} ms, total ${(r.totalMs / 1000).toFixed(1)} s, ` +
+            `RAM ${formatBytes(r.ramBytes)}, disks ${formatBytes(r.diskBytes)}\n`);
+        }
+        if (!json) process.stderr.write(`\r${j.steps.find((s) => s.state === 'running')?.name ?? 'starting'} ${Math.round(j.progress * 100)}%   `);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    case 'migrate-cancel': {
+      const name = one(rest, 'vm migrate-cancel NAME');
+      await api.post(`/vms/${enc(name)}/migrate/cancel`, {});
+      return json ? printJson({ cancelled: name }) : void process.stdout.write(`migration of ${name} cancelled; it runs on here\n`);
     }
     case 'console': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { lines: { type: 'string' } } });

@@ -1,5 +1,4 @@
 import { mkdir, rm, statfs } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -12,6 +11,7 @@ import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
 import type { SiteTls } from '../sites/site-tls.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
+import { freePort } from '../core/free-port.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.js';
 import type { Logger } from '../core/logger.js';
@@ -363,16 +363,4 @@ export class ReplicaService {
   async shutdown(): Promise<void> {
     for (const id of [...this.#cycles.keys()]) await this.#closeCycle(id);
   }
-}
-
-/** An ephemeral port on the host: the storage daemon cannot report the one it bound. */
-async function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }

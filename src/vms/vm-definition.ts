@@ -60,5 +60,6 @@ export const VM_LIMITS = {
   writelogRate: { min: 0, max: 1000 },
 } as const;
 
-export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed'] as const;
+/** incoming: a live migration's destination, QEMU waiting for the migration stream. */
+export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed', 'incoming'] as const;
 export type VmState = (typeof VM_STATES)[number];

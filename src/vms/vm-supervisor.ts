@@ -62,7 +62,12 @@ export class VmSupervisor {
     return this.#live.get(vmId)?.qmp ?? null;
   }
 
-  async start(vm: VmRow): Promise<void> {
+  /**
+   * incoming: the destination of a live migration. QEMU starts with `-incoming defer` and
+   * stays paused (state 'incoming') until the migration completes and activateIncoming()
+   * runs the guest; its taps join their bridges now, as for any start.
+   */
+  async start(vm: VmRow, opts: { incoming?: boolean } = {}): Promise<void> {
     const def = vm.definition;
     const rt = this.#paths.vmRuntime(vm.id);
     await mkdir(this.#paths.vmDir(vm.id), { recursive: true });
@@ -76,7 +81,7 @@ export class VmSupervisor {
     if (ovmf && !(await stat(rt.uefiVars).then(() => true, () => false))) await copyFile(ovmf.vars, rt.uefiVars);
     const testGuest = def.boot.kind === 'test-guest' ? await this.#host.testGuest(def.firmware) : null;
     const accel = await this.#host.accel();
-    const argv = buildVmArgv({ def, disks, paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null });
+    const argv = [...buildVmArgv({ def, disks, paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null }), ...(opts.incoming ? ['-incoming', 'defer'] : [])];
 
     // A heartbeat of the previous boot (or of an earlier VM with this id) says nothing about this one.
     this.#heartbeats.delete(vm.id);
@@ -89,6 +94,11 @@ export class VmSupervisor {
       for (const [i, nic] of def.nics.entries()) {
         const bridge = await this.#bridgeOf(nic.network);
         if (bridge !== null) await attachTap(tapName(vm.id, i), bridge);
+      }
+      if (opts.incoming) {
+        await this.#vms.setState(vm.id, 'incoming', { pid });
+        this.#log.info({ vm: vm.name, pid, accel }, 'vm started, waiting for an incoming migration');
+        return;
       }
       await live.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
       await this.#vms.setState(vm.id, 'running', { pid });
@@ -148,6 +158,13 @@ export class VmSupervisor {
     await this.#vms.setState(vm.id, 'paused');
   }
 
+  /** The migration into this VM completed: run the guest here. */
+  async activateIncoming(vm: VmRow): Promise<void> {
+    const live = this.#requireLive(vm);
+    await live.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+    await this.#vms.setState(vm.id, 'running');
+  }
+
   async resume(vm: VmRow): Promise<void> {
     const live = this.#requireLive(vm);
     await live.qmp.execute('cont', undefined, { timeoutMs: 10_000 });
@@ -160,7 +177,7 @@ export class VmSupervisor {
    */
   async reattachAll(): Promise<void> {
     for (const vm of await this.#vms.list()) {
-      if (!['starting', 'running', 'paused', 'stopping'].includes(vm.state)) continue;
+      if (!['starting', 'running', 'paused', 'stopping', 'incoming'].includes(vm.state)) continue;
       const pid = vm.pid ?? (await readPidFile(this.#paths.vmRuntime(vm.id).pidFile));
       if (pid === null || !(await isQemuOfVm(pid, vm.id))) {
         await this.#vms.setState(vm.id, 'crashed', { reason: 'QEMU exited while the site server was not running', pid: null });

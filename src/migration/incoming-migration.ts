@@ -1,0 +1,133 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { VmSupervisor } from '../vms/vm-supervisor.js';
+import type { DiskService } from '../disks/disk-service.js';
+import type { DiskRecord } from '../disks/disk-record.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { VmDefinition } from '../vms/vm-definition.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { SiteTls } from '../sites/site-tls.js';
+import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { freePort } from '../core/free-port.js';
+import type { Logger } from '../core/logger.js';
+
+export interface IncomingTarget {
+  vmId: string;
+  host: string;
+  /** QEMU's NBD server: the source mirrors each disk into export disk<i>. */
+  nbdPort: number;
+  exports: string[];
+  /** QEMU's migration listener (TLS). */
+  migrationPort: number;
+}
+
+const TLS_ID = 'mig-tls';
+
+/**
+ * The destination of a live migration: the VM as it is at the source (same UUID, name and
+ * MACs), with empty disks of the same sizes, in a QEMU started with `-incoming defer` that
+ * serves those disks over NBD with TLS (only the paired source's certificate gets in) and
+ * listens for the migration stream (TLS too). Nothing runs here until activate(); abort()
+ * removes all of it, files and rows, so a cancelled or failed migration leaves nothing.
+ */
+export class IncomingMigrations {
+  #db: Kysely<Database>;
+  #vms: VmService;
+  #supervisor: VmSupervisor;
+  #disks: DiskService;
+  #paths: SitePaths;
+  #tls: SiteTls;
+  #listenHost: () => string;
+  #log: Logger;
+
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger }) {
+    this.#db = deps.db;
+    this.#vms = deps.vms;
+    this.#supervisor = deps.supervisor;
+    this.#disks = deps.disks;
+    this.#paths = deps.paths;
+    this.#tls = deps.tls;
+    this.#listenHost = deps.listenHost;
+    this.#log = deps.log;
+  }
+
+  async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[] }): Promise<IncomingTarget> {
+    const def = input.definition;
+    if (await this.#vms.repo.findById(def.id)) throw new MamoriError('VM_EXISTS', `a VM with id ${def.id} already exists at this site; replica-aware migration onto it is not built yet`, { details: { vm: def.name } });
+    if (await this.#vms.repo.findByName(def.name)) throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, { details: { vm: def.name } });
+    for (const n of def.nics) {
+      if (n.network === 'user' || n.network === 'none') continue;
+      if (!(await this.#db.selectFrom('networks').select('name').where('name', '=', n.network).executeTakeFirst())) {
+        throw new MamoriError('NETWORK_NOT_FOUND', `${def.name} has a NIC on network ${n.network}, which this site does not have; create it first`, { details: { network: n.network } });
+      }
+    }
+    const made: DiskRecord[] = [];
+    const now = new Date().toISOString();
+    try {
+      for (const [i, d] of input.disks.entries()) {
+        made.push(await this.#disks.prepareImage({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, sizeBytes: d.sizeBytes, vmId: def.id, ownedByVm: true }));
+      }
+      const full: VmDefinition = { ...def, diskIds: made.map((d) => d.id) };
+      await this.#db.transaction().execute(async (tx) => {
+        await tx.insertInto('vms').values({ id: def.id, name: def.name, definition: JSON.stringify(full), state: 'stopped', state_reason: 'incoming migration', pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+        for (const d of made) await DiskRepo.insert(tx, d);
+      });
+    } catch (e) {
+      for (const d of made) await rm(d.path, { force: true });
+      throw e;
+    }
+    try {
+      const vm = (await this.#vms.repo.findById(def.id))!;
+      await this.#supervisor.start(vm, { incoming: true });
+      const qmp = this.#supervisor.qmpOf(def.id)!;
+      const dir = await writeQemuTlsCreds({ dir: join(this.#paths.vmDir(def.id), 'mig-tls'), site: this.#tls, peerCaPem: peer.caPem, endpoint: 'server' });
+      await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: TLS_ID, dir, endpoint: 'server', 'verify-peer': true });
+      const host = this.#listenHost();
+      const nbdPort = await freePort(host);
+      const migrationPort = await freePort(host);
+      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host, port: String(nbdPort) } }, 'tls-creds': TLS_ID });
+      const exports = made.map((_, i) => `disk${i}`);
+      for (const name of exports) await qmp.execute('block-export-add', { type: 'nbd', id: `mig-${name}`, 'node-name': name, name, writable: true });
+      await qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'late-block-activate', 'return-path'].map((capability) => ({ capability, state: true })) });
+      await qmp.execute('migrate-set-parameters', { 'tls-creds': TLS_ID });
+      await qmp.execute('migrate-incoming', { uri: `tcp:${host}:${migrationPort}` });
+      this.#log.info({ vm: def.name, from: peer.name, nbdPort, migrationPort }, 'waiting for an incoming live migration');
+      return { vmId: def.id, host, nbdPort, exports, migrationPort };
+    } catch (e) {
+      await this.abort(def.id).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The migration completed: stop serving the disks and run the guest. */
+  async activate(vmId: string): Promise<void> {
+    const vm = await this.#incoming(vmId);
+    const qmp = this.#supervisor.qmpOf(vmId);
+    if (!qmp) throw new MamoriError('VM_INVALID_STATE', `the incoming QEMU of ${vm.name} is gone`);
+    const status = await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 });
+    if (status.status !== 'completed') throw new MamoriError('VM_INVALID_STATE', `the migration into ${vm.name} is ${status.status ?? 'not started'}, not completed`);
+    for (const i of vm.definition.diskIds.keys()) await qmp.execute('block-export-del', { id: `mig-disk${i}` }).catch(() => undefined);
+    await qmp.execute('nbd-server-stop').catch(() => undefined);
+    await this.#supervisor.activateIncoming(vm);
+    await this.#db.updateTable('vms').set({ state_reason: null }).where('id', '=', vmId).execute();
+  }
+
+  /** Cancel or failure before switchover: the incoming QEMU, its disks and rows go. Idempotent. */
+  async abort(vmId: string): Promise<void> {
+    const vm = await this.#vms.repo.findById(vmId);
+    if (!vm) return;
+    if (vm.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vm.name} already runs here: the migration switched over, it cannot be aborted`);
+    await this.#vms.delete(vm.name, { force: true });
+    this.#log.warn({ vm: vm.name }, 'incoming migration aborted; its VM and disks are removed');
+  }
+
+  async #incoming(vmId: string) {
+    const vm = await this.#vms.repo.findById(vmId);
+    if (!vm || vm.state !== 'incoming') throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
+    return vm;
+  }
+}

@@ -1,0 +1,269 @@
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { VmSupervisor } from '../vms/vm-supervisor.js';
+import type { VmRow } from '../store/repos/vm-repo.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { QmpClient } from '../qemu/qmp-client.js';
+import type { QmpMigrationInfo } from '../qemu/qmp-types.js';
+import type { SitePeers } from '../sites/site-peers.js';
+import type { SiteTls } from '../sites/site-tls.js';
+import type { SitePaths } from '../core/site-paths.js';
+import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
+import type { JobJournal, Job } from '../jobs/job-journal.js';
+import { MamoriError } from '../core/mamori-error.js';
+import type { Logger } from '../core/logger.js';
+import type { IncomingTarget } from './incoming-migration.js';
+
+export const MIGRATION_JOB = 'vm-migration';
+export const MIGRATION_STEPS = ['prepare', 'mirror', 'migrate', 'switchover', 'finish'] as const;
+const TLS_ID = 'mig-tls';
+
+export interface MigrationResult {
+  to: string;
+  downtimeMs: number | null;
+  totalMs: number;
+  ramBytes: number;
+  diskBytes: number;
+}
+
+interface MigrationContext {
+  vmId: string;
+  to: string;
+  disks: number;
+  target: IncomingTarget | null;
+}
+
+/**
+ * Live migration of a running VM to the paired site without shared storage (libvirt's
+ * sequence): the destination starts an empty copy waiting for the stream; each disk is
+ * mirrored into it over NBD with TLS (write-blocking, so the mirror keeps up with the guest);
+ * RAM follows with pre-copy over TLS; at pre-switchover (the guest paused) the mirrors are
+ * cancelled, which leaves their targets consistent, and the migration completes. The source
+ * QEMU is then quit, never continued: after `completed` QEMU would accept a `cont` and run a
+ * second copy on diverging disks.
+ * Any failure before `completed` cancels everything here, resumes the guest if the migration
+ * had paused it, and asks the destination to remove what it made.
+ */
+export class LiveMigrations {
+  #db: Kysely<Database>;
+  #vms: VmService;
+  #supervisor: VmSupervisor;
+  #peers: SitePeers;
+  #tls: SiteTls;
+  #paths: SitePaths;
+  #jobs: JobJournal;
+  #log: Logger;
+  #cancels = new Map<string, () => void>();
+
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger }) {
+    this.#db = deps.db;
+    this.#vms = deps.vms;
+    this.#supervisor = deps.supervisor;
+    this.#peers = deps.peers;
+    this.#tls = deps.tls;
+    this.#paths = deps.paths;
+    this.#jobs = deps.jobs;
+    this.#log = deps.log;
+    deps.jobs.registerRecovery(MIGRATION_JOB, (job) => this.#recover(job));
+  }
+
+  /** Checks, then starts the migration as a journalled job and returns it at once. */
+  async start(vmName: string, input: { to: string; downtimeLimitMs?: number; bandwidthMbps?: number }): Promise<Job> {
+    const vm = await this.#vms.get(vmName);
+    if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is ${vm.state}; live migration moves a running VM (a stopped one can be replicated and recovered instead)`);
+    const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+    for (const d of disks) {
+      if (d.kind === 'rdm' && (d.rdmMode === 'physical' || d.shared)) {
+        throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vmName} is a ${d.shared ? 'shared' : 'physical-mode'} raw device mapping: the device stays with this host, so the VM cannot move; detach it first`, { details: { disk: d.name } });
+      }
+    }
+    const downtime = input.downtimeLimitMs ?? 300;
+    if (!Number.isInteger(downtime) || downtime < 10 || downtime > 60_000) throw new MamoriError('OUT_OF_RANGE', '--downtime-limit is 10 to 60000 ms');
+    const mbps = input.bandwidthMbps;
+    if (mbps !== undefined && (!Number.isInteger(mbps) || mbps < 1 || mbps > 100_000)) throw new MamoriError('OUT_OF_RANGE', '--bandwidth is 1 to 100000 MB/s');
+    await this.#peers.client(input.to);
+    const running = await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vm.id}`, limit: 1 });
+    if (running[0]?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already migrating (job ${running[0].id})`);
+    const job = await this.#jobs.create(MIGRATION_JOB, `vm:${vm.id}`, [...MIGRATION_STEPS]);
+    const ctx: MigrationContext = { vmId: vm.id, to: input.to, disks: vm.definition.diskIds.length, target: null };
+    await this.#jobs.setContext(job.id, ctx);
+    void this.#run(job.id, vm, ctx, downtime, mbps).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'));
+    return job;
+  }
+
+  /** Before switchover: stops it; the VM runs on here and the destination removes its copy. */
+  cancel(vmName: string): Promise<void> {
+    return this.#vms.get(vmName).then((vm) => {
+      const c = this.#cancels.get(vm.id);
+      if (!c) throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is not migrating`);
+      c();
+    });
+  }
+
+  async #run(jobId: string, vm: VmRow, ctx: MigrationContext, downtimeMs: number, mbps: number | undefined): Promise<void> {
+    const qmp = this.#supervisor.qmpOf(vm.id);
+    if (!qmp) throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} has no QMP connection`);
+    const started = Date.now();
+    const stats = { mirrored: 0 };
+    let cancelled = false;
+    let switched = false;
+    const cancelNow: (() => void)[] = [];
+    this.#cancels.set(vm.id, () => {
+      cancelled = true;
+      for (const f of cancelNow) f();
+    });
+    const check = (): void => {
+      if (cancelled) throw new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source');
+    };
+    const peer = await this.#peers.client(ctx.to, { timeoutMs: 120_000 });
+    try {
+      const target = await this.#jobs.step(jobId, 'prepare', async () => {
+        const { diskIds: _d, ...definition } = vm.definition;
+        const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+        const t = await peer.request<IncomingTarget>('POST', '/migrations/incoming', {
+          definition, disks: vm.definition.diskIds.map((id) => ({ sizeBytes: disks.find((d) => d.id === id)!.sizeBytes })),
+        });
+        ctx.target = t;
+        await this.#jobs.setContext(jobId, ctx);
+        const dir = await writeQemuTlsCreds({ dir: join(this.#paths.vmDir(vm.id), 'mig-tls'), site: this.#tls, peerCaPem: (await this.#peers.record(ctx.to)).caCertPem, endpoint: 'client' });
+        await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: TLS_ID, dir, endpoint: 'client', 'verify-peer': true });
+        return t;
+      });
+      check();
+      await this.#jobs.step(jobId, 'mirror', async () => {
+        for (const [i, name] of target.exports.entries()) {
+          await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': `mig-tgt${i}`, server: { type: 'inet', host: target.host, port: String(target.nbdPort) }, export: name, 'tls-creds': TLS_ID });
+          await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: `disk${i}`, target: `mig-tgt${i}`, sync: 'full', 'copy-mode': 'write-blocking' });
+        }
+        await this.#waitMirrorsReady(qmp, jobId, target.exports.length, () => cancelled, stats);
+      });
+      check();
+      const info = await this.#jobs.step(jobId, 'migrate', async () => {
+        await qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'pause-before-switchover', 'return-path'].map((capability) => ({ capability, state: true })) });
+        await qmp.execute('migrate-set-parameters', {
+          'tls-creds': TLS_ID, 'tls-hostname': target.host, 'downtime-limit': downtimeMs,
+          'max-bandwidth': (mbps ?? 10_000) * 1024 * 1024,
+        });
+        const preSwitch = new Promise<void>((resolve, reject) => {
+          const off = qmp.on('MIGRATION', (ev) => {
+            const st = (ev.data as { status: string }).status;
+            if (st === 'pre-switchover') {
+              off();
+              resolve();
+            } else if (st === 'failed' || st === 'cancelled') {
+              off();
+              reject(new MamoriError('QMP_ERROR', `the migration ${st} before switchover`));
+            }
+          });
+          cancelNow.push(() => {
+            off();
+            reject(new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source'));
+          });
+        });
+        await qmp.execute('migrate', { uri: `tcp:${target.host}:${target.migrationPort}` });
+        await preSwitch;
+        check();
+        // The guest is paused now: the mirrors hold every write; cancelling them after READY
+        // leaves the targets consistent.
+        for (const i of target.exports.keys()) await qmp.execute('block-job-cancel', { device: `mig${i}` });
+        await this.#waitJobsGone(qmp, target.exports.length, stats);
+        await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+        return this.#waitMigrationEnd(qmp);
+      });
+      if (info.status !== 'completed') throw new MamoriError('QMP_ERROR', `the migration ended ${info.status}: ${info['error-desc'] ?? ''}`);
+      switched = true;
+      await this.#jobs.step(jobId, 'switchover', async () => {
+        await peer.request('POST', `/migrations/${vm.id}/activate`, {});
+      });
+      await this.#jobs.step(jobId, 'finish', async () => {
+        // Quit, never cont: the copy at the destination is the VM now.
+        await this.#vms.delete(vm.name, { force: true });
+      });
+      const result: MigrationResult = {
+        to: ctx.to, downtimeMs: typeof info.downtime === 'number' ? info.downtime : null, totalMs: Date.now() - started,
+        ramBytes: info.ram?.transferred ?? 0, diskBytes: stats.mirrored,
+      };
+      await this.#jobs.succeed(jobId, result);
+      this.#log.info({ vm: vm.name, ...result }, 'live migration done');
+    } catch (e) {
+      if (!switched) await this.#rollBack(vm, ctx, qmp, peer).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'rolling back a migration failed'));
+      await this.#jobs.fail(jobId, { code: (e as { code?: string }).code ?? 'INTERNAL', message: (e as Error).message });
+      this.#log.warn({ vm: vm.name, err: e }, switched ? 'migration switched over but did not finish' : 'migration failed; the VM runs on at the source');
+    } finally {
+      this.#cancels.delete(vm.id);
+    }
+  }
+
+  async #waitMirrorsReady(qmp: QmpClient, jobId: string, n: number, cancelled: () => boolean, stats: { mirrored: number }): Promise<void> {
+    for (;;) {
+      if (cancelled()) throw new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source');
+      const jobs = (await qmp.execute('query-block-jobs', undefined, { timeoutMs: 10_000 })).filter((j) => j.device.startsWith('mig'));
+      if (jobs.length < n) throw new MamoriError('QMP_ERROR', 'a disk mirror stopped before it was ready (the link or the destination failed)');
+      const len = jobs.reduce((s, j) => s + j.len, 0);
+      const off = jobs.reduce((s, j) => s + j.offset, 0);
+      stats.mirrored = off;
+      await this.#jobs.progress(jobId, len > 0 ? 0.1 + 0.5 * (off / len) : 0.1);
+      if (jobs.every((j) => j.ready)) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  async #waitJobsGone(qmp: QmpClient, n: number, stats: { mirrored: number } = { mirrored: 0 }): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      const jobs = (await qmp.execute('query-block-jobs', undefined, { timeoutMs: 10_000 })).filter((j) => j.device.startsWith('mig'));
+      if (jobs.length === 0) return;
+      stats.mirrored = Math.max(stats.mirrored, jobs.reduce((sum, j) => sum + j.offset, 0));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new MamoriError('QMP_TIMEOUT', `${n} disk mirror(s) did not end after cancel`);
+  }
+
+  async #waitMigrationEnd(qmp: QmpClient): Promise<QmpMigrationInfo> {
+    for (;;) {
+      const info = await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 });
+      if (info.status === 'completed' || info.status === 'failed' || info.status === 'cancelled') return info;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Before switchover: everything made for the migration goes, here and at the destination; the guest runs on. */
+  async #rollBack(vm: VmRow, ctx: MigrationContext, qmp: QmpClient | null, peer: { request: (m: string, p: string, b?: unknown) => Promise<unknown> }): Promise<void> {
+    if (qmp) {
+      const mig = await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null);
+      if (mig?.status === 'completed') {
+        // Too late to roll back: the destination has the whole VM; continuing here would run two.
+        throw new MamoriError('VM_INVALID_STATE', `the migration of ${vm.name} completed; finish it at the destination instead of rolling back`);
+      }
+      await qmp.execute('migrate_cancel').catch(() => undefined);
+      for (let i = 0; i < ctx.disks; i++) await qmp.execute('block-job-cancel', { device: `mig${i}`, force: true }).catch(() => undefined);
+      await this.#waitJobsGone(qmp, ctx.disks).catch(() => undefined);
+      for (let i = 0; i < ctx.disks; i++) await qmp.execute('blockdev-del', { 'node-name': `mig-tgt${i}` }).catch(() => undefined);
+      await qmp.execute('object-del', { id: TLS_ID }).catch(() => undefined);
+      const status = await qmp.execute('query-status', undefined, { timeoutMs: 5_000 }).catch(() => null);
+      // pause-before-switchover paused the guest; nothing switched, so it runs on here.
+      if (status && !status.running) await qmp.execute('cont').catch(() => undefined);
+    }
+    await peer.request('POST', `/migrations/${vm.id}/abort`, {}).catch((e: unknown) => this.#log.warn({ vm: vm.name, err: e }, 'the destination did not confirm the abort; it removes its copy at its next start'));
+  }
+
+  /** A migration the server died in: before switchover it is rolled back (the VM ran on, QEMU outlives the server). */
+  async #recover(job: Job): Promise<void> {
+    const ctx = job.context as MigrationContext | null;
+    if (!ctx) return;
+    const vm = await this.#vms.repo.findById(ctx.vmId);
+    const qmp = this.#supervisor.qmpOf(ctx.vmId);
+    // The journal may lag QEMU: a migration that completed after the last step write switched.
+    const completed = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status === 'completed' : false;
+    const switched = completed || job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
+    const peer = await this.#peers.client(ctx.to, { timeoutMs: 30_000 });
+    if (switched) {
+      // The destination runs the VM (or will, once activated): finish the move.
+      await peer.request('POST', `/migrations/${ctx.vmId}/activate`, {}).catch(() => undefined);
+      if (vm) await this.#vms.delete(vm.name, { force: true });
+      return;
+    }
+    if (vm) await this.#rollBack(vm, ctx, qmp, peer);
+  }
+}

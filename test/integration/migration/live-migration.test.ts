@@ -1,0 +1,98 @@
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TwoSites } from '../../harness/two-sites.js';
+import { parseSerialAcks } from '../../../src/guest/serial-log.js';
+import { readFile } from 'node:fs/promises';
+import type { VmView } from '../../../src/vms/vm-service.js';
+import type { Job } from '../../../src/jobs/job-journal.js';
+
+/*
+ * Live migration between two sites in network namespaces, of a test guest writing its log:
+ * disks mirrored over NBD+TLS, RAM over TLS, switchover, source QEMU gone; and a cancel
+ * before switchover that leaves the VM running at the source and nothing at the destination.
+ */
+let sites: TwoSites;
+const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
+const b = <T>(...args: string[]) => sites.cliJson<T>('b', ...args);
+
+before(async () => {
+  sites = await TwoSites.create();
+  await sites.pairBothWays();
+});
+after(async () => {
+  await sites?.destroy();
+});
+
+/** Running, and not a zombie waiting for its (re)parent to reap it. */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
+async function bootWriting(name: string): Promise<VmView> {
+  await a('vm', 'create', name, '--test-guest', '--data-disk', '32M', '--writelog-rate', '20');
+  await a('vm', 'start', name);
+  await sites.a.waitFor(`${name} heartbeat`, async () => (await a<VmView>('vm', 'show', name)).lastHeartbeatAt, 180_000);
+  return a<VmView>('vm', 'show', name);
+}
+
+test('a stopped VM is refused; a cancel before switchover leaves the VM running at the source and nothing at the destination', async () => {
+  await a('vm', 'create', 'idle', '--test-guest', '--data-disk', '16M');
+  const r = await sites.cli('a', 'vm', 'migrate', 'idle', '--to', 'site-b');
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /is stopped; live migration moves a running VM.*VM_INVALID_STATE/);
+  await a('vm', 'delete', 'idle');
+
+  const vm = await bootWriting('cx');
+  // 1 MB/s: the RAM copy takes minutes, so the cancel lands before switchover.
+  const job = await a<Job>('vm', 'migrate', 'cx', '--to', 'site-b', '--bandwidth', '1', '--no-wait');
+  await sites.a.waitFor('the migration under way', async () => {
+    const j = await a<Job>('job', 'show', job.id);
+    return j.steps.some((s) => s.name === 'migrate' && s.state === 'running') ? j : undefined;
+  }, 180_000);
+  assert.equal((await b<VmView>('vm', 'show', 'cx')).state, 'incoming');
+  await a('vm', 'migrate-cancel', 'cx');
+  const ended = await sites.a.waitFor('the job to end', async () => {
+    const j = await a<Job>('job', 'show', job.id);
+    return j.state !== 'running' ? j : undefined;
+  }, 120_000);
+  assert.equal(ended.state, 'failed');
+  assert.match(ended.error!.message, /cancelled/);
+  const after = await a<VmView>('vm', 'show', 'cx');
+  assert.equal(after.state, 'running');
+  const hb = after.lastHeartbeatAt;
+  await sites.a.waitFor('heartbeats go on at the source', async () => (await a<VmView>('vm', 'show', 'cx')).lastHeartbeatAt !== hb || undefined, 30_000);
+  assert.deepEqual((await b<VmView[]>('vm', 'list')).map((v) => v.name), []);
+  const pool = join(sites.b.dataDir, 'pools', 'default');
+  assert.deepEqual((await readdir(pool).catch(() => [])).filter((f) => f.startsWith('cx-')), [], 'no disk image left at the destination');
+  assert.equal(vm.id, (await a<VmView>('vm', 'show', 'cx')).id);
+  await a('vm', 'delete', 'cx', '--force');
+});
+
+test('a running, writing test guest live-migrates with a gap-free write log; the source QEMU is gone', async () => {
+  const vm = await bootWriting('mv');
+  const sourcePid = vm.pid!;
+  const r = await sites.cli('a', 'vm', 'migrate', 'mv', '--to', 'site-b');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /mv now runs at site-b: downtime \d+ ms/);
+  const there = await b<VmView>('vm', 'show', 'mv');
+  assert.equal(there.state, 'running');
+  assert.equal(there.id, vm.id, 'the VM keeps its identity');
+  assert.deepEqual(there.nics.map((n) => n.mac), vm.nics.map((n) => n.mac));
+  assert.deepEqual((await a<VmView[]>('vm', 'list')).map((v) => v.name), []);
+  assert.equal(await alive(sourcePid), false, 'the source QEMU is gone');
+  // The guest goes on writing at site-b: its acknowledgements continue there.
+  const acksAtB = await sites.b.waitFor('acks at site-b', async () => {
+    const acks = parseSerialAcks(await readFile(there.serialLog, 'utf8'));
+    return acks.length >= 20 ? acks : undefined;
+  }, 60_000);
+  await b('vm', 'stop', 'mv', '--timeout', '60');
+  const finalAcks = parseSerialAcks(await readFile(there.serialLog, 'utf8'));
+  const report = await b<{ consistent: boolean; lastSequence: number; gaps: unknown[]; tornCount: number }>('verify-writelog', there.disks[0]!.path);
+  assert.equal(report.consistent, true, JSON.stringify(report));
+  assert.equal(report.tornCount, 0);
+  assert.ok(report.lastSequence >= Math.max(...finalAcks), `log holds ${report.lastSequence}, guest acknowledged ${Math.max(...finalAcks)}`);
+  assert.ok(acksAtB[0]! > 1, 'the log continued from what was written at site-a');
+});
