@@ -104,6 +104,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await replicas.repair();
+  await incoming.repair();
   const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log });
   replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);
   const mappings = new InventoryMappings({ db: store.db, networks, peerExists: async (n) => void (await peers.record(n)) });

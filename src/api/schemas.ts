@@ -93,6 +93,8 @@ export const jobSchema = {
       items: { type: 'object', properties: { name: { type: 'string' }, state: { type: 'string' }, startedAt: { type: 'string' }, endedAt: { type: 'string' } } },
     },
     result: {},
+    // What the job's recovery rule needs, and live figures some jobs publish (a migration's RAM and disks).
+    context: {},
     error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
     createdAt: { type: 'string' },
     updatedAt: { type: 'string' },

@@ -131,7 +131,13 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           return void process.stdout.write(`${name} now runs at ${r.to}: downtime ${r.downtimeMs ?? '?'} ms, total ${(r.totalMs / 1000).toFixed(1)} s, ` +
             `RAM ${formatBytes(r.ramBytes)}, disks ${formatBytes(r.diskBytes)}\n`);
         }
-        if (!json) process.stderr.write(`\r${j.steps.find((s) => s.state === 'running')?.name ?? 'starting'} ${Math.round(j.progress * 100)}%   `);
+        if (!json) {
+          const live = (j.context as { live?: { ramTransferred: number; ramRemaining: number; dirtyRateBps: number; expectedDowntimeMs: number | null; diskMirrored: number } } | null)?.live;
+          const step = j.steps.find((s) => s.state === 'running')?.name ?? 'starting';
+          const detail = live ? ` RAM ${formatBytes(live.ramTransferred)} sent, ${formatBytes(live.ramRemaining)} left, dirtying ${formatBytes(live.dirtyRateBps)}/s,` +
+            ` expected downtime ${live.expectedDowntimeMs ?? '?'} ms; disks ${formatBytes(live.diskMirrored)}` : '';
+          process.stderr.write(`\r${step} ${Math.round(j.progress * 100)}%${detail}   `);
+        }
         await new Promise((r) => setTimeout(r, 500));
       }
     }

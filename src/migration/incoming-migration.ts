@@ -27,6 +27,7 @@ export interface IncomingTarget {
 
 const TLS_ID = 'mig-tls';
 
+
 /**
  * The destination of a live migration: the VM as it is at the source (same UUID, name and
  * MACs), with empty disks of the same sizes, in a QEMU started with `-incoming defer` that
@@ -67,6 +68,9 @@ export class IncomingMigrations {
     }
     const made: DiskRecord[] = [];
     const now = new Date().toISOString();
+    // Written first: whatever follows, a restart finds the half-made copy and removes it.
+    await this.#db.insertInto('incoming_migrations').values({ vm_id: def.id, source_site: peer.name, created_at: now })
+      .onConflict((oc) => oc.column('vm_id').doNothing()).execute();
     try {
       for (const [i, d] of input.disks.entries()) {
         made.push(await this.#disks.prepareImage({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, sizeBytes: d.sizeBytes, vmId: def.id, ownedByVm: true }));
@@ -78,6 +82,7 @@ export class IncomingMigrations {
       });
     } catch (e) {
       for (const d of made) await rm(d.path, { force: true });
+      await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', def.id).execute();
       throw e;
     }
     try {
@@ -114,20 +119,41 @@ export class IncomingMigrations {
     await qmp.execute('nbd-server-stop').catch(() => undefined);
     await this.#supervisor.activateIncoming(vm);
     await this.#db.updateTable('vms').set({ state_reason: null }).where('id', '=', vmId).execute();
+    await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', vmId).execute();
   }
 
   /** Cancel or failure before switchover: the incoming QEMU, its disks and rows go. Idempotent. */
   async abort(vmId: string): Promise<void> {
+    const pending = await this.#db.selectFrom('incoming_migrations').select('vm_id').where('vm_id', '=', vmId).executeTakeFirst();
+    if (!pending) return;
     const vm = await this.#vms.repo.findById(vmId);
-    if (!vm) return;
-    if (vm.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vm.name} already runs here: the migration switched over, it cannot be aborted`);
-    await this.#vms.delete(vm.name, { force: true });
-    this.#log.warn({ vm: vm.name }, 'incoming migration aborted; its VM and disks are removed');
+    if (vm?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vm.name} already runs here: the migration switched over, it cannot be aborted`);
+    if (vm) await this.#vms.delete(vm.name, { force: true });
+    await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', vmId).execute();
+    this.#log.warn({ vm: vm?.name ?? vmId }, 'incoming migration aborted; its VM and disks are removed');
+  }
+
+  /**
+   * At server start: an incoming migration the server died in. If its QEMU lived on and
+   * received the whole migration, the VM is activated (it is the only copy that may run);
+   * otherwise the copy goes, so a destination crash before switchover leaves nothing behind
+   * (the source rolls back when it sees the migration fail).
+   */
+  async repair(): Promise<void> {
+    for (const r of await this.#db.selectFrom('incoming_migrations').select('vm_id').execute()) {
+      // A copy whose QEMU outlived the server and received the whole migration is the VM now.
+      const qmp = this.#supervisor.qmpOf(r.vm_id);
+      const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
+      const settle = status === 'completed' ? this.activate(r.vm_id) : this.abort(r.vm_id);
+      await settle.catch((e: unknown) => this.#log.error({ vm: r.vm_id, err: e }, 'could not settle an incoming migration cut by a restart'));
+    }
   }
 
   async #incoming(vmId: string) {
     const vm = await this.#vms.repo.findById(vmId);
-    if (!vm || vm.state !== 'incoming') throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
+    const pending = await this.#db.selectFrom('incoming_migrations').select('vm_id').where('vm_id', '=', vmId).executeTakeFirst();
+    // 'paused' when a restarted server re-attached the waiting QEMU.
+    if (!vm || !pending || !['incoming', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
     return vm;
   }
 }

@@ -163,7 +163,12 @@ export class LiveMigrations {
           });
         });
         await qmp.execute('migrate', { uri: `tcp:${target.host}:${target.migrationPort}` });
-        await preSwitch;
+        const watch = this.#watchProgress(qmp, jobId, ctx, stats);
+        try {
+          await preSwitch;
+        } finally {
+          watch.stop();
+        }
         check();
         // The guest is paused now: the mirrors hold every write; cancelling them after READY
         // leaves the targets consistent.
@@ -194,6 +199,31 @@ export class LiveMigrations {
     } finally {
       this.#cancels.delete(vm.id);
     }
+  }
+
+  /**
+   * While RAM is copied: what `vm migrate` shows (RAM transferred and remaining, dirty rate,
+   * expected downtime), in the job's context, twice a second.
+   */
+  #watchProgress(qmp: QmpClient, jobId: string, ctx: MigrationContext, stats: { mirrored: number }): { stop(): void } {
+    let stopped = false;
+    const tick = async (): Promise<void> => {
+      while (!stopped) {
+        const m = await qmp.execute('query-migrate', undefined, { timeoutMs: 5_000 }).catch(() => null);
+        if (m?.ram && !stopped) {
+          const ram = m.ram as { transferred: number; remaining: number; total: number; 'dirty-pages-rate'?: number; 'page-size'?: number };
+          const live = {
+            status: m.status, ramTransferred: ram.transferred, ramRemaining: ram.remaining, ramTotal: ram.total,
+            dirtyRateBps: (ram['dirty-pages-rate'] ?? 0) * (ram['page-size'] ?? 4096), expectedDowntimeMs: m['expected-downtime'] ?? null, diskMirrored: stats.mirrored,
+          };
+          await this.#jobs.setContext(jobId, { ...ctx, live });
+          await this.#jobs.progress(jobId, 0.6 + 0.35 * Math.min(1, ram.total > 0 ? ram.transferred / ram.total : 0));
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    };
+    void tick();
+    return { stop: () => void (stopped = true) };
   }
 
   async #waitMirrorsReady(qmp: QmpClient, jobId: string, n: number, cancelled: () => boolean, stats: { mirrored: number }): Promise<void> {

@@ -252,6 +252,13 @@ export interface SupersededVmTable {
   at: string;
 }
 
+/** A VM made for an incoming live migration, not yet activated (no foreign key: the row outlives a half-made VM). */
+export interface IncomingMigrationTable {
+  vm_id: string;
+  source_site: string;
+  created_at: string;
+}
+
 export interface Database {
   meta: MetaTable;
   tokens: TokenTable;
@@ -273,5 +280,6 @@ export interface Database {
   replica_holds: ReplicaHoldTable;
   recovered_vms: RecoveredVmTable;
   superseded_vms: SupersededVmTable;
+  incoming_migrations: IncomingMigrationTable;
   schema_version: { version: Generated<number> };
 }

@@ -77,6 +77,9 @@ const STEPS: readonly string[] = [
    ALTER TABLE replicas ADD COLUMN last_contact_at TEXT;
    CREATE TABLE superseded_vms (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, generation INTEGER NOT NULL,
      by_site TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);`,
+  // Live migration: a VM made here for an incoming migration, until it is activated; a server
+  // that dies before then removes it at its next start.
+  `CREATE TABLE incoming_migrations (vm_id TEXT PRIMARY KEY, source_site TEXT NOT NULL, created_at TEXT NOT NULL);`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

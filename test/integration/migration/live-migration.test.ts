@@ -96,3 +96,32 @@ test('a running, writing test guest live-migrates with a gap-free write log; the
   assert.ok(report.lastSequence >= Math.max(...finalAcks), `log holds ${report.lastSequence}, guest acknowledged ${Math.max(...finalAcks)}`);
   assert.ok(acksAtB[0]! > 1, 'the log continued from what was written at site-a');
 });
+
+test('the destination killed before switchover: the VM runs on at the source; the restarted destination removes its half-made copy', async () => {
+  await bootWriting('dk');
+  const job = await a<Job>('vm', 'migrate', 'dk', '--to', 'site-b', '--bandwidth', '1', '--no-wait');
+  const live = await sites.a.waitFor('RAM being copied', async () => {
+    const j = await a<Job & { context: { live?: { ramTransferred: number; ramRemaining: number } } }>('job', 'show', job.id);
+    return j.context?.live && j.context.live.ramTransferred > 0 ? j.context.live : undefined;
+  }, 180_000);
+  assert.ok(live.ramRemaining > 0, 'progress shows what is left to copy');
+  const incomingPid = (await b<VmView>('vm', 'show', 'dk')).pid!;
+  await sites.b.crashServer();
+  process.kill(incomingPid, 'SIGKILL');
+  const ended = await sites.a.waitFor('the job to end', async () => {
+    const j = await a<Job>('job', 'show', job.id);
+    return j.state !== 'running' ? j : undefined;
+  }, 180_000);
+  assert.equal(ended.state, 'failed');
+  assert.equal((await a<VmView>('vm', 'show', 'dk')).state, 'running', 'the guest was resumed at the source');
+  const hb = (await a<VmView>('vm', 'show', 'dk')).lastHeartbeatAt;
+  await sites.a.waitFor('heartbeats go on at the source', async () => (await a<VmView>('vm', 'show', 'dk')).lastHeartbeatAt !== hb || undefined, 30_000);
+  await sites.b.start();
+  assert.ok(!(await b<VmView[]>('vm', 'list')).some((v) => v.name === 'dk'), 'the half-made copy is gone');
+  const pool = join(sites.b.dataDir, 'pools', 'default');
+  assert.deepEqual((await readdir(pool).catch(() => [])).filter((f) => f.startsWith('dk-')), [], 'no disk image left at the destination');
+  // The VM still migrates afterwards.
+  const r = await sites.cli('a', 'vm', 'migrate', 'dk', '--to', 'site-b');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal((await b<VmView>('vm', 'show', 'dk')).state, 'running');
+});
