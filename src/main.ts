@@ -98,8 +98,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const incidents = new IncidentLog(store.db);
   const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
   vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
-  const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log });
-  const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log });
+  const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
+  const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
@@ -122,6 +122,13 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     markSuperseded: (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
   });
   const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
+  // After a replica-aware migration the VM here is superseded, its disks seed the reverse replica,
+  // and the destination replicates it back (the plans' reprotect primitives).
+  migrations.reverseReplication = async (peer, vmId, generation, opts) => {
+    await protectedSite.markSuperseded(peer, vmId, generation, 'migrated live onto its replica');
+    await seeding.seed(peer, vmId);
+    await (await peers.client(peer, { timeoutMs: 3_600_000 })).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
+  };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
     networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming,

@@ -122,6 +122,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       for (;;) {
         const j = await api.get<Job>(`/jobs/${job.id}`);
         if (j.state !== 'running') {
+          if (j.state === 'failed') process.exitCode = 1;
           if (json) return printJson(j);
           if (j.state === 'failed') {
             process.exitCode = 1;

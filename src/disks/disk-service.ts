@@ -81,6 +81,24 @@ export class DiskService {
    * create can insert disk and VM rows in one transaction. The caller removes the file if
    * its transaction fails.
    */
+  /**
+   * A qcow2 overlay in the pool on an image outside it (a replica point), owned by its VM:
+   * QEMU follows the backing named in its header. Like prepareImage, the caller writes the row.
+   */
+  async prepareOverlay(input: { name: string; backing: string; sizeBytes: number; vmId: string }): Promise<DiskRecord> {
+    assertValidName('disk', input.name);
+    await this.#assertNameFree(input.name);
+    const pool = this.poolDir();
+    await mkdir(pool, { recursive: true });
+    const path = resolveInPool(pool, `${input.name}.qcow2`);
+    if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name`, { details: { path } });
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', input.backing, '-F', 'qcow2', path], { timeoutMs: 30_000 });
+    return {
+      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: 'qcow2', path, sizeBytes: input.sizeBytes,
+      rdmMode: null, shared: false, vmId: input.vmId, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],
+    };
+  }
+
   async prepareImage(input: CreateDiskInput & { vmId?: string | null; ownedByVm?: boolean }): Promise<DiskRecord> {
     assertValidName('disk', input.name);
     const format = input.format ?? 'qcow2';

@@ -8,6 +8,7 @@ import type { DiskService } from '../disks/disk-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
+import type { ReplicaService } from '../replication/replica-service.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { SiteTls } from '../sites/site-tls.js';
 import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
@@ -44,8 +45,10 @@ export class IncomingMigrations {
   #tls: SiteTls;
   #listenHost: () => string;
   #log: Logger;
+  #replicas: ReplicaService;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger }) {
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService }) {
+    this.#replicas = deps.replicas;
     this.#db = deps.db;
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
@@ -56,9 +59,15 @@ export class IncomingMigrations {
     this.#log = deps.log;
   }
 
-  async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[] }): Promise<IncomingTarget> {
+  /**
+   * replicaPointId (replica-aware): this site holds a replica of the VM whose newest point is
+   * that one; each disk starts as an overlay on it instead of empty, so the source sends only
+   * what changed since. The replica is held (retention keeps the point) and, once the VM runs
+   * here, promoted: its chain is the VM's disks now.
+   */
+  async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string }): Promise<IncomingTarget> {
     const def = input.definition;
-    if (await this.#vms.repo.findById(def.id)) throw new MamoriError('VM_EXISTS', `a VM with id ${def.id} already exists at this site; replica-aware migration onto it is not built yet`, { details: { vm: def.name } });
+    if (await this.#vms.repo.findById(def.id)) throw new MamoriError('VM_EXISTS', `a VM with id ${def.id} already exists at this site`, { details: { vm: def.name } });
     if (await this.#vms.repo.findByName(def.name)) throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, { details: { vm: def.name } });
     for (const n of def.nics) {
       if (n.network === 'user' || n.network === 'none') continue;
@@ -72,13 +81,27 @@ export class IncomingMigrations {
     await this.#db.insertInto('incoming_migrations').values({ vm_id: def.id, source_site: peer.name, created_at: now })
       .onConflict((oc) => oc.column('vm_id').doNothing()).execute();
     try {
-      for (const [i, d] of input.disks.entries()) {
-        made.push(await this.#disks.prepareImage({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, sizeBytes: d.sizeBytes, vmId: def.id, ownedByVm: true }));
+      let replicaId: string | null = null;
+      if (input.replicaPointId === undefined) {
+        for (const [i, d] of input.disks.entries()) {
+          made.push(await this.#disks.prepareImage({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, sizeBytes: d.sizeBytes, vmId: def.id, ownedByVm: true }));
+        }
+      } else {
+        const r = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer.name).where('source_vm_id', '=', def.id).executeTakeFirst();
+        if (!r) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${def.name}; migrate without one`);
+        replicaId = r.id;
+        const { point, files } = await this.#replicas.pointFiles(r.id, null);
+        if (point.id !== input.replicaPointId) throw new MamoriError('VM_INVALID_STATE', `the replica's newest point is ${point.id}, not ${input.replicaPointId}: a cycle ran in between; try again`);
+        if (files.length !== input.disks.length) throw new MamoriError('INVALID_INPUT', `the replica has ${files.length} disks, the VM ${input.disks.length}`);
+        for (const [i, file] of files.entries()) {
+          made.push(await this.#disks.prepareOverlay({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, backing: file, sizeBytes: input.disks[i]!.sizeBytes, vmId: def.id }));
+        }
       }
       const full: VmDefinition = { ...def, diskIds: made.map((d) => d.id) };
       await this.#db.transaction().execute(async (tx) => {
         await tx.insertInto('vms').values({ id: def.id, name: def.name, definition: JSON.stringify(full), state: 'stopped', state_reason: 'incoming migration', pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
         for (const d of made) await DiskRepo.insert(tx, d);
+        if (replicaId !== null) await tx.insertInto('replica_holds').values({ replica_id: replicaId, holder: `vm:${def.id}`, point_id: input.replicaPointId!, created_at: now }).execute();
       });
     } catch (e) {
       for (const d of made) await rm(d.path, { force: true });
@@ -118,6 +141,9 @@ export class IncomingMigrations {
     for (const i of vm.definition.diskIds.keys()) await qmp.execute('block-export-del', { id: `mig-disk${i}` }).catch(() => undefined);
     await qmp.execute('nbd-server-stop').catch(() => undefined);
     await this.#supervisor.activateIncoming(vm);
+    // Replica-aware: the replica under the VM's disks stops taking cycles from the old source.
+    const held = await this.#db.selectFrom('replica_holds').select('replica_id').where('holder', '=', `vm:${vmId}`).executeTakeFirst();
+    if (held) await this.#replicas.promote(held.replica_id);
     await this.#db.updateTable('vms').set({ state_reason: null }).where('id', '=', vmId).execute();
     await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', vmId).execute();
   }

@@ -15,6 +15,8 @@ import type { JobJournal, Job } from '../jobs/job-journal.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { IncomingTarget } from './incoming-migration.js';
+import type { ReplicationService } from '../replication/replication-service.js';
+import { bitmapName } from '../replication/dirty-bitmaps.js';
 
 export const MIGRATION_JOB = 'vm-migration';
 export const MIGRATION_STEPS = ['prepare', 'mirror', 'migrate', 'switchover', 'finish'] as const;
@@ -22,6 +24,10 @@ const TLS_ID = 'mig-tls';
 
 export interface MigrationResult {
   to: string;
+  /** Onto the VM's replica: only what changed since its newest point crossed the link. */
+  replicaAware: boolean;
+  /** Replica-aware: how long the guest was paused while the changes since the point were copied. */
+  deltaPauseMs: number | null;
   downtimeMs: number | null;
   totalMs: number;
   ramBytes: number;
@@ -31,6 +37,8 @@ export interface MigrationResult {
 interface MigrationContext {
   vmId: string;
   to: string;
+  /** Replica-aware: the replication that is reversed afterwards. */
+  replication: { generation: number; pointId: string; rpoSeconds: number; keepPoints: number; group: string | null } | null;
   disks: number;
   target: IncomingTarget | null;
 }
@@ -56,8 +64,16 @@ export class LiveMigrations {
   #jobs: JobJournal;
   #log: Logger;
   #cancels = new Map<string, () => void>();
+  #replication: ReplicationService;
+  /**
+   * Set by the composition root (it lives with recovery plans): after a replica-aware migration,
+   * mark the VM here superseded, seed the reverse replica with its disks, and have the peer
+   * replicate the VM back here.
+   */
+  reverseReplication: (peer: string, vmId: string, generation: number, opts: { rpoSeconds: number; keepPoints: number; group: string }) => Promise<void> = async () => undefined;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger }) {
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger; replication: ReplicationService }) {
+    this.#replication = deps.replication;
     this.#db = deps.db;
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
@@ -87,7 +103,14 @@ export class LiveMigrations {
     const running = await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vm.id}`, limit: 1 });
     if (running[0]?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already migrating (job ${running[0].id})`);
     const job = await this.#jobs.create(MIGRATION_JOB, `vm:${vm.id}`, [...MIGRATION_STEPS]);
-    const ctx: MigrationContext = { vmId: vm.id, to: input.to, disks: vm.definition.diskIds.length, target: null };
+    const rep = await this.#db.selectFrom('replications').selectAll().where('vm_id', '=', vm.id).executeTakeFirst();
+    const group = await this.#db.selectFrom('protection_group_vms').innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
+      .select('protection_groups.name as name').where('protection_group_vms.vm_id', '=', vm.id).executeTakeFirst();
+    const replicaAware = rep !== undefined && rep.peer === input.to;
+    const ctx: MigrationContext = {
+      vmId: vm.id, to: input.to, disks: vm.definition.diskIds.length, target: null,
+      replication: replicaAware ? { generation: 0, pointId: '', rpoSeconds: Math.round(rep.rpo_ms / 1000), keepPoints: rep.keep_points, group: group?.name ?? null } : null,
+    };
     await this.#jobs.setContext(job.id, ctx);
     void this.#run(job.id, vm, ctx, downtime, mbps).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'));
     return job;
@@ -106,7 +129,7 @@ export class LiveMigrations {
     const qmp = this.#supervisor.qmpOf(vm.id);
     if (!qmp) throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} has no QMP connection`);
     const started = Date.now();
-    const stats = { mirrored: 0 };
+    const stats = { mirrored: 0, delta: 0 };
     let cancelled = false;
     let switched = false;
     const cancelNow: (() => void)[] = [];
@@ -122,8 +145,18 @@ export class LiveMigrations {
       const target = await this.#jobs.step(jobId, 'prepare', async () => {
         const { diskIds: _d, ...definition } = vm.definition;
         const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+        if (ctx.replication) {
+          // A fresh point, then no more cycles: the replica must stay at the point the copy starts from.
+          const status = await this.#replication.syncNow(vm.name);
+          await this.#replication.setPaused(vm.name, true);
+          const row = await this.#db.selectFrom('replications').select(['generation', 'last_point_id']).where('vm_id', '=', vm.id).executeTakeFirstOrThrow();
+          if (row.generation === null || row.last_point_id === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vm.name} has no point to migrate onto (${status.lastError ?? 'no cycle yet'})`);
+          ctx.replication.generation = row.generation;
+          ctx.replication.pointId = row.last_point_id;
+        }
         const t = await peer.request<IncomingTarget>('POST', '/migrations/incoming', {
           definition, disks: vm.definition.diskIds.map((id) => ({ sizeBytes: disks.find((d) => d.id === id)!.sizeBytes })),
+          ...(ctx.replication ? { replicaPointId: ctx.replication.pointId } : {}),
         });
         ctx.target = t;
         await this.#jobs.setContext(jobId, ctx);
@@ -132,10 +165,14 @@ export class LiveMigrations {
         return t;
       });
       check();
+      let deltaPauseMs: number | null = null;
       await this.#jobs.step(jobId, 'mirror', async () => {
         for (const [i, name] of target.exports.entries()) {
           await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': `mig-tgt${i}`, server: { type: 'inet', host: target.host, port: String(target.nbdPort) }, export: name, 'tls-creds': TLS_ID });
-          await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: `disk${i}`, target: `mig-tgt${i}`, sync: 'full', 'copy-mode': 'write-blocking' });
+        }
+        if (ctx.replication) deltaPauseMs = await this.#copyDeltaPaused(qmp, target.exports.length, ctx.replication.generation, stats);
+        else {
+          for (const i of target.exports.keys()) await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: `disk${i}`, target: `mig-tgt${i}`, sync: 'full', 'copy-mode': 'write-blocking' });
         }
         await this.#waitMirrorsReady(qmp, jobId, target.exports.length, () => cancelled, stats);
       });
@@ -183,12 +220,19 @@ export class LiveMigrations {
         await peer.request('POST', `/migrations/${vm.id}/activate`, {});
       });
       await this.#jobs.step(jobId, 'finish', async () => {
-        // Quit, never cont: the copy at the destination is the VM now.
-        await this.#vms.delete(vm.name, { force: true });
+        if (ctx.replication) {
+          // Quit, never cont; the disks here become the seed of the reversed replication.
+          await this.#vms.stop(vm.name, { force: true });
+          const r = ctx.replication;
+          await this.reverseReplication(ctx.to, vm.id, 1, { rpoSeconds: r.rpoSeconds, keepPoints: r.keepPoints, group: r.group ?? `migrated-${vm.name}` });
+        } else {
+          // Quit, never cont: the copy at the destination is the VM now.
+          await this.#vms.delete(vm.name, { force: true });
+        }
       });
       const result: MigrationResult = {
-        to: ctx.to, downtimeMs: typeof info.downtime === 'number' ? info.downtime : null, totalMs: Date.now() - started,
-        ramBytes: info.ram?.transferred ?? 0, diskBytes: stats.mirrored,
+        to: ctx.to, replicaAware: ctx.replication !== null, deltaPauseMs, downtimeMs: typeof info.downtime === 'number' ? info.downtime : null, totalMs: Date.now() - started,
+        ramBytes: info.ram?.transferred ?? 0, diskBytes: stats.mirrored + stats.delta,
       };
       await this.#jobs.succeed(jobId, result);
       this.#log.info({ vm: vm.name, ...result }, 'live migration done');
@@ -224,6 +268,37 @@ export class LiveMigrations {
     };
     void tick();
     return { stop: () => void (stopped = true) };
+  }
+
+  /**
+   * Replica-aware: the destination's disks read as the replica's newest point. The blocks the
+   * guest changed since (the replication bitmap of that generation) are copied with a bitmap
+   * backup while the guest is paused, and a write-blocking mirror with sync 'none' is started
+   * before it runs again, so every later write reaches the destination too. Copying while the
+   * guest ran could land an old block over a newer one the mirror had already forwarded.
+   */
+  async #copyDeltaPaused(qmp: QmpClient, disks: number, generation: number, stats: { delta: number }): Promise<number> {
+    const wasRunning = (await qmp.execute('query-status', undefined, { timeoutMs: 5_000 })).running;
+    const t0 = Date.now();
+    if (wasRunning) await qmp.execute('stop', undefined, { timeoutMs: 10_000 });
+    try {
+      for (let i = 0; i < disks; i++) {
+        const node = `disk${i}`;
+        const tmp = `mig-delta${i}`;
+        await qmp.execute('block-dirty-bitmap-add', { node, name: tmp, disabled: true, persistent: false });
+        await qmp.execute('block-dirty-bitmap-merge', { node, target: tmp, bitmaps: [bitmapName(generation)] });
+        const done = qmp.waitForEvent('BLOCK_JOB_COMPLETED', { timeoutMs: 600_000, predicate: (ev) => ev.data.device === `migd${i}` });
+        await qmp.execute('blockdev-backup', { 'job-id': `migd${i}`, device: node, target: `mig-tgt${i}`, sync: 'bitmap', bitmap: tmp, 'bitmap-mode': 'never' });
+        const ev = await done;
+        if (ev.data.error) throw new MamoriError('QMP_ERROR', `copying the changes since the replica's point failed: ${ev.data.error}`);
+        stats.delta += ev.data.offset;
+        await qmp.execute('block-dirty-bitmap-remove', { node, name: tmp });
+        await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: node, target: `mig-tgt${i}`, sync: 'none', 'copy-mode': 'write-blocking' });
+      }
+    } finally {
+      if (wasRunning) await qmp.execute('cont', undefined, { timeoutMs: 10_000 });
+    }
+    return Date.now() - t0;
   }
 
   async #waitMirrorsReady(qmp: QmpClient, jobId: string, n: number, cancelled: () => boolean, stats: { mirrored: number }): Promise<void> {
@@ -276,6 +351,8 @@ export class LiveMigrations {
       if (status && !status.running) await qmp.execute('cont').catch(() => undefined);
     }
     await peer.request('POST', `/migrations/${vm.id}/abort`, {}).catch((e: unknown) => this.#log.warn({ vm: vm.name, err: e }, 'the destination did not confirm the abort; it removes its copy at its next start'));
+    // Replica-aware: replication was paused for the migration; it goes on as before.
+    if (ctx.replication) await this.#replication.setPaused(vm.name, false).catch(() => undefined);
   }
 
   /** A migration the server died in: before switchover it is rolled back (the VM ran on, QEMU outlives the server). */

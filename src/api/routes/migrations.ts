@@ -32,11 +32,11 @@ export function migrationRoutes(deps: { migrations: LiveMigrations; incoming: In
       return reply.code(204).send();
     });
 
-    app.post<{ Body: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[] } }>('/migrations/incoming', {
+    app.post<{ Body: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string } }>('/migrations/incoming', {
       preHandler: site,
       schema: {
         summary: 'Destination: an empty copy of the VM waiting for its disks (NBD+TLS) and its migration stream',
-        body: { type: 'object', required: ['definition', 'disks'], additionalProperties: false, properties: { definition: free, disks: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'object', required: ['sizeBytes'], properties: { sizeBytes: { type: 'integer', minimum: 1 } } } } } },
+        body: { type: 'object', required: ['definition', 'disks'], additionalProperties: false, properties: { definition: free, replicaPointId: { type: 'string', pattern: '^p[0-9]{6}$' }, disks: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'object', required: ['sizeBytes'], properties: { sizeBytes: { type: 'integer', minimum: 1 } } } } } },
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => {

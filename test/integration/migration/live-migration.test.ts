@@ -125,3 +125,31 @@ test('the destination killed before switchover: the VM runs on at the source; th
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.equal((await b<VmView>('vm', 'show', 'dk')).state, 'running');
 });
+
+test('a replicated VM migrates onto its replica sending only what changed, then replication runs the other way', async () => {
+  const vm = await bootWriting('rv');
+  await a('replicate', 'enable', 'rv', '--to', 'site-b', '--rpo', '1h');
+  await sites.a.waitFor('first point', async () => (await a<{ lastPointAt: string | null }>('replicate', 'status', 'rv')).lastPointAt, 180_000);
+  const r = await sites.cli('a', 'vm', 'migrate', 'rv', '--to', 'site-b', '--json');
+  assert.equal(r.code, 0, `${r.stderr}${r.stdout.slice(0, 3000)}`);
+  const job = JSON.parse(r.stdout) as Job & { result: { replicaAware: boolean; diskBytes: number; deltaPauseMs: number } };
+  assert.equal(job.result.replicaAware, true);
+  const diskSize = vm.disks[0]!.sizeBytes;
+  assert.ok(job.result.diskBytes < diskSize / 4, `sent ${job.result.diskBytes} disk bytes of ${diskSize}`);
+  const there = await b<VmView>('vm', 'show', 'rv');
+  assert.equal(there.state, 'running');
+  assert.equal(there.id, vm.id);
+  // The VM replicates back to site-a now, from the old disks as seeds.
+  const back = await b<{ to: string; points: number; lastCycle: { mode: string; bytesSent: number } | null }>('replicate', 'status', 'rv');
+  assert.equal(back.to, 'site-a');
+  assert.ok(back.points >= 1);
+  assert.ok(back.lastCycle!.bytesSent < diskSize / 4, `the reverse cycle sent ${back.lastCycle!.bytesSent} bytes`);
+  assert.ok(!(await a<VmView[]>('vm', 'list')).some((v) => v.name === 'rv'), 'site-a keeps the VM only as a replica');
+  // The write log at site-b is whole.
+  await sites.b.waitFor('acks at site-b', async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined, 60_000);
+  await b('vm', 'stop', 'rv', '--timeout', '60');
+  const acks = parseSerialAcks(await readFile(there.serialLog, 'utf8'));
+  const report = await b<{ consistent: boolean; lastSequence: number; tornCount: number }>('verify-writelog', there.disks[0]!.path);
+  assert.equal(report.consistent, true, JSON.stringify(report));
+  assert.ok(report.lastSequence >= Math.max(...acks));
+});
