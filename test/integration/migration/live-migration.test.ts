@@ -153,3 +153,24 @@ test('a replicated VM migrates onto its replica sending only what changed, then 
   assert.equal(report.consistent, true, JSON.stringify(report));
   assert.ok(report.lastSequence >= Math.max(...acks));
 });
+
+test('the source site server killed mid-migration: its restart rolls the migration back from the journal; the VM runs on at the source', async () => {
+  await bootWriting('sk');
+  const job = await a<Job>('vm', 'migrate', 'sk', '--to', 'site-b', '--bandwidth', '1', '--no-wait');
+  await sites.a.waitFor('the migration under way', async () => {
+    const j = await a<Job>('job', 'show', job.id);
+    return j.steps.some((s) => s.name === 'migrate' && s.state === 'running') ? j : undefined;
+  }, 180_000);
+  await sites.a.crashServer();
+  await sites.a.start();
+  const ended = await a<Job>('job', 'show', job.id);
+  assert.equal(ended.state, 'failed', 'the recovery rule closed the cut migration');
+  const vm = await a<VmView>('vm', 'show', 'sk');
+  assert.equal(vm.state, 'running');
+  await sites.a.waitFor('heartbeats go on at the source', async () => (await a<VmView>('vm', 'show', 'sk')).lastHeartbeatAt !== vm.lastHeartbeatAt || undefined, 30_000);
+  assert.ok(!(await b<VmView[]>('vm', 'list')).some((v) => v.name === 'sk'), 'the destination removed its copy');
+  // Nothing of the migration is left in the source QEMU: it migrates again, to the end.
+  const r = await sites.cli('a', 'vm', 'migrate', 'sk', '--to', 'site-b');
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal((await b<VmView>('vm', 'show', 'sk')).state, 'running');
+});
