@@ -147,12 +147,11 @@ export class LiveMigrations {
         const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
         if (ctx.replication) {
           // A fresh point, then no more cycles: the replica must stay at the point the copy starts from.
-          const status = await this.#replication.syncNow(vm.name);
-          await this.#replication.setPaused(vm.name, true);
-          const row = await this.#db.selectFrom('replications').select(['generation', 'last_point_id']).where('vm_id', '=', vm.id).executeTakeFirstOrThrow();
-          if (row.generation === null || row.last_point_id === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vm.name} has no point to migrate onto (${status.lastError ?? 'no cycle yet'})`);
+          const point = await this.#replication.finalSync(vm.name);
+          const row = await this.#db.selectFrom('replications').select('generation').where('vm_id', '=', vm.id).executeTakeFirstOrThrow();
+          if (row.generation === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vm.name} keeps no bitmap generation to migrate onto`);
           ctx.replication.generation = row.generation;
-          ctx.replication.pointId = row.last_point_id;
+          ctx.replication.pointId = point.id;
         }
         const t = await peer.request<IncomingTarget>('POST', '/migrations/incoming', {
           definition, disks: vm.definition.diskIds.map((id) => ({ sizeBytes: disks.find((d) => d.id === id)!.sizeBytes })),

@@ -95,17 +95,10 @@ export class ProtectedSite {
     if (vm.state === 'paused') await this.#vms.resume(vmName).catch(() => undefined);
     if (wasRunning) forced = (await this.#vms.stop(vmName, { timeoutSec: shutdownTimeoutSec })).forced;
     const stoppedAt = new Date().toISOString();
-    // A paused replication (a resumed run's second call) syncs too; an enabled one is left be,
-    // since un-pausing would also start a scheduled cycle.
-    if ((await this.#replication.status(vmName)).state === 'paused') await this.#replication.setPaused(vmName, false);
-    await this.#replication.syncNow(vmName);
-    // No more cycles: the next writes to this VM's disks are the recovery site's now.
-    await this.#replication.setPaused(vmName, true);
-    const status = await this.#replication.status(vmName);
-    const points = await this.#replication.points(vmName);
-    const last = points.at(-1);
-    this.#log.info({ vm: vmName, forced, point: last?.id }, 'protected VM shut down and synced for a planned migration');
-    return { vm: vmName, forced, wasRunning, point: last ? { id: last.id, time: last.time } : status.lastPointAt ? { id: '', time: status.lastPointAt } : null, stoppedAt };
+    // No more cycles after this one: the next writes to this VM's disks are the recovery site's.
+    const point = await this.#replication.finalSync(vmName);
+    this.#log.info({ vm: vmName, forced, point: point.id }, 'protected VM shut down and synced for a planned migration');
+    return { vm: vmName, forced, wasRunning, point, stoppedAt };
   }
 
   /**

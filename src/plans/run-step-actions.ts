@@ -85,7 +85,7 @@ export class RunStepActions {
       case 'command':
         return this.#command(step, ctx);
       case 'seed-peer':
-        await (await this.#peer(ctx, 30_000)).request('POST', `/protection/vms/${encodeURIComponent(this.#localOf(ctx, step).id)}/seed-replica`, {});
+        await (await this.#peer(ctx, 30_000)).request('POST', `/protection/vms/${encodeURIComponent(vmOf(ctx.plan, step.vm!).vm.id)}/seed-replica`, {});
         return { message: `${ctx.plan.peer} turned its superseded copy into the seed` };
       case 'replicate':
         return this.#replicate(step, ctx);
@@ -118,10 +118,6 @@ export class RunStepActions {
     return (await this.#vms.repo.findById(v.vm.id)) ?? null;
   }
 
-  #localOf(ctx: StepContext, step: PlannedStep): { id: string } {
-    return { id: vmOf(ctx.plan, step.vm!).vm.id };
-  }
-
   async #peer(ctx: StepContext, timeoutMs: number) {
     return this.#peers.client(ctx.plan.peer, { timeoutMs });
   }
@@ -152,10 +148,8 @@ export class RunStepActions {
     const out = ctx.run.vms[v.vm.name]!;
     out.protectedStoppedAt = new Date().toISOString();
     out.forcedOff = forced;
-    if ((await this.#replication.status(vm.name)).state === 'paused') await this.#replication.setPaused(vm.name, false);
-    const s = await this.#replication.syncNow(vm.name);
-    await this.#replication.setPaused(vm.name, true);
-    return { message: `${forced ? 'forced off after the shutdown timeout' : 'guest shut down'}; final sync point ${s.lastPointAt}` };
+    const point = await this.#replication.finalSync(vm.name);
+    return { message: `${forced ? 'forced off after the shutdown timeout' : 'guest shut down'}; final sync point ${point.time}` };
   }
 
   async #promotePeer(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {

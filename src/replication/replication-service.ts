@@ -192,6 +192,20 @@ export class ReplicationService {
     return this.status(vmName);
   }
 
+  /**
+   * The last cycle before the VM's disks change hands (planned migration, failback, live
+   * migration onto the replica): replication is paused first, so no scheduled cycle follows,
+   * then one cycle runs (a paused replication still runs a manual one) and its point is returned.
+   */
+  async finalSync(vmName: string): Promise<{ id: string; time: string }> {
+    await this.setPaused(vmName, true);
+    const vm = await this.#vms.get(vmName);
+    await this.#cycle(vm.id, true);
+    const row = await this.#require(vm.id, vmName);
+    if (row.last_point_id === null || row.last_point_at === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vmName} has no point yet (${row.last_error ?? 'no cycle yet'})`);
+    return { id: row.last_point_id, time: row.last_point_at };
+  }
+
   async status(vmName: string): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     return this.#statusOf(await this.#require(vm.id, vmName), vm.name);
