@@ -7,7 +7,8 @@ import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
-import type { VmDefinition } from '../vms/vm-definition.js';
+import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
+import { bitmapName, ensureBitmap } from '../replication/dirty-bitmaps.js';
 import type { ReplicaService } from '../replication/replica-service.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { SiteTls } from '../sites/site-tls.js';
@@ -46,6 +47,9 @@ export class IncomingMigrations {
   #listenHost: () => string;
   #log: Logger;
   #replicas: ReplicaService;
+  /** vmId → when the source last said it still drives the migration, and how long it may be silent. */
+  #leases = new Map<string, { renewedAt: number; leaseMs: number }>();
+  #leaseTimer: NodeJS.Timeout | null = null;
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService }) {
     this.#replicas = deps.replicas;
@@ -65,7 +69,7 @@ export class IncomingMigrations {
    * what changed since. The replica is held (retention keeps the point) and, once the VM runs
    * here, promoted: its chain is the VM's disks now.
    */
-  async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string }): Promise<IncomingTarget> {
+  async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string; leaseSec?: number }): Promise<IncomingTarget> {
     const def = input.definition;
     if (await this.#vms.repo.findById(def.id)) throw new MamoriError('VM_EXISTS', `a VM with id ${def.id} already exists at this site`, { details: { vm: def.name } });
     if (await this.#vms.repo.findByName(def.name)) throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, { details: { vm: def.name } });
@@ -123,11 +127,48 @@ export class IncomingMigrations {
       await qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'late-block-activate', 'return-path'].map((capability) => ({ capability, state: true })) });
       await qmp.execute('migrate-set-parameters', { 'tls-creds': TLS_ID });
       await qmp.execute('migrate-incoming', { uri: `tcp:${host}:${migrationPort}` });
+      this.#leases.set(def.id, { renewedAt: Date.now(), leaseMs: (input.leaseSec ?? 90) * 1000 });
       this.#log.info({ vm: def.name, from: peer.name, nbdPort, migrationPort }, 'waiting for an incoming live migration');
       return { vmId: def.id, host, nbdPort, exports, migrationPort };
     } catch (e) {
       await this.abort(def.id).catch(() => undefined);
       throw e;
+    }
+  }
+
+  /** The source still drives the migration of vmId: its lease starts again. */
+  async keepalive(vmId: string): Promise<void> {
+    const lease = this.#leases.get(vmId);
+    if (!lease) throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
+    lease.renewedAt = Date.now();
+  }
+
+  /**
+   * A source that went silent (a cut link, a source site that died) cannot call abort, so an
+   * incoming copy whose lease ran out removes itself, unless its QEMU received the whole
+   * migration: then only the source knows whether it switched over, so the copy waits for it
+   * (activate, abort) or for this server's restart (repair).
+   */
+  watchLeases(everyMs = 5_000): void {
+    if (this.#leaseTimer) return;
+    this.#leaseTimer = setInterval(() => void this.#expireLeases(), everyMs);
+    this.#leaseTimer.unref();
+  }
+
+  stopWatchingLeases(): void {
+    if (this.#leaseTimer) clearInterval(this.#leaseTimer);
+    this.#leaseTimer = null;
+  }
+
+  async #expireLeases(now = Date.now()): Promise<void> {
+    for (const [vmId, lease] of this.#leases) {
+      if (now - lease.renewedAt < lease.leaseMs) continue;
+      const qmp = this.#supervisor.qmpOf(vmId);
+      const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
+      if (status === 'completed') continue;
+      this.#leases.delete(vmId);
+      this.#log.warn({ vm: vmId, silentMs: now - lease.renewedAt }, 'the source of an incoming migration went silent: removing the copy');
+      await this.abort(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'could not remove an incoming copy whose source went silent'));
     }
   }
 
@@ -140,17 +181,27 @@ export class IncomingMigrations {
     if (status.status !== 'completed') throw new MamoriError('VM_INVALID_STATE', `the migration into ${vm.name} is ${status.status ?? 'not started'}, not completed`);
     for (const i of vm.definition.diskIds.keys()) await qmp.execute('block-export-del', { id: `mig-disk${i}` }).catch(() => undefined);
     await qmp.execute('nbd-server-stop').catch(() => undefined);
+    const held = await this.#db.selectFrom('replica_holds').select('replica_id').where('holder', '=', `vm:${vmId}`).executeTakeFirst();
+    if (held) {
+      // Replica-aware: replication runs back to the source next, seeded with its disks as they
+      // were at this instant (the source is quit, never continued). A bitmap that starts
+      // recording before the guest runs here holds exactly what changes after that, so the
+      // first reverse cycle (generation 0) is incremental instead of a checksum resync.
+      // Added while the disks are still inactive: no write can slip in before it.
+      for (const i of replicatedDiskIds(vm.definition).keys()) await ensureBitmap(qmp, `disk${i}`, bitmapName(0));
+    }
     await this.#supervisor.activateIncoming(vm);
     // Replica-aware: the replica under the VM's disks stops taking cycles from the old source.
-    const held = await this.#db.selectFrom('replica_holds').select('replica_id').where('holder', '=', `vm:${vmId}`).executeTakeFirst();
     if (held) await this.#replicas.promote(held.replica_id);
     await this.#db.updateTable('vms').set({ state_reason: null }).where('id', '=', vmId).execute();
     await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', vmId).execute();
+    this.#leases.delete(vmId);
   }
 
   /** Cancel or failure before switchover: the incoming QEMU, its disks and rows go. Idempotent. */
   async abort(vmId: string): Promise<void> {
     const pending = await this.#db.selectFrom('incoming_migrations').select('vm_id').where('vm_id', '=', vmId).executeTakeFirst();
+    this.#leases.delete(vmId);
     if (!pending) return;
     const vm = await this.#vms.repo.findById(vmId);
     if (vm?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vm.name} already runs here: the migration switched over, it cannot be aborted`);

@@ -17,10 +17,15 @@ import type { Logger } from '../core/logger.js';
 import type { IncomingTarget } from './incoming-migration.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import { bitmapName } from '../replication/dirty-bitmaps.js';
+import { LinkWatchdog, abortConnections } from './link-watchdog.js';
 
 export const MIGRATION_JOB = 'vm-migration';
 export const MIGRATION_STEPS = ['prepare', 'mirror', 'migrate', 'switchover', 'finish'] as const;
 const TLS_ID = 'mig-tls';
+/** Default time without progress after which the link counts as cut. */
+export const LINK_TIMEOUT_DEFAULT_SEC = 30;
+/** The source renews its claim on the destination's copy this often. */
+const KEEPALIVE_MS = 5_000;
 
 export interface MigrationResult {
   to: string;
@@ -28,6 +33,8 @@ export interface MigrationResult {
   replicaAware: boolean;
   /** Replica-aware: how long the guest was paused while the changes since the point were copied. */
   deltaPauseMs: number | null;
+  /** Replica-aware: what the last replication cycle, run at the start, sent (part of diskBytes). */
+  finalSyncBytes: number;
   downtimeMs: number | null;
   totalMs: number;
   ramBytes: number;
@@ -70,7 +77,7 @@ export class LiveMigrations {
    * mark the VM here superseded, seed the reverse replica with its disks, and have the peer
    * replicate the VM back here.
    */
-  reverseReplication: (peer: string, vmId: string, generation: number, opts: { rpoSeconds: number; keepPoints: number; group: string }) => Promise<void> = async () => undefined;
+  reverseReplication: (peer: string, vmId: string, generation: number, opts: { rpoSeconds: number; keepPoints: number; group?: string }) => Promise<void> = async () => undefined;
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger; replication: ReplicationService }) {
     this.#replication = deps.replication;
@@ -86,7 +93,7 @@ export class LiveMigrations {
   }
 
   /** Checks, then starts the migration as a journalled job and returns it at once. */
-  async start(vmName: string, input: { to: string; downtimeLimitMs?: number; bandwidthMbps?: number }): Promise<Job> {
+  async start(vmName: string, input: { to: string; downtimeLimitMs?: number; bandwidthMbps?: number; linkTimeoutSec?: number }): Promise<Job> {
     const vm = await this.#vms.get(vmName);
     if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is ${vm.state}; live migration moves a running VM (a stopped one can be replicated and recovered instead)`);
     const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
@@ -99,6 +106,8 @@ export class LiveMigrations {
     if (!Number.isInteger(downtime) || downtime < 10 || downtime > 60_000) throw new MamoriError('OUT_OF_RANGE', '--downtime-limit is 10 to 60000 ms');
     const mbps = input.bandwidthMbps;
     if (mbps !== undefined && (!Number.isInteger(mbps) || mbps < 1 || mbps > 100_000)) throw new MamoriError('OUT_OF_RANGE', '--bandwidth is 1 to 100000 MB/s');
+    const linkTimeoutSec = input.linkTimeoutSec ?? LINK_TIMEOUT_DEFAULT_SEC;
+    if (!Number.isInteger(linkTimeoutSec) || linkTimeoutSec < 5 || linkTimeoutSec > 3600) throw new MamoriError('OUT_OF_RANGE', '--link-timeout is 5 to 3600 s');
     await this.#peers.client(input.to);
     const running = await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vm.id}`, limit: 1 });
     if (running[0]?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already migrating (job ${running[0].id})`);
@@ -112,7 +121,7 @@ export class LiveMigrations {
       replication: replicaAware ? { generation: 0, pointId: '', rpoSeconds: Math.round(rep.rpo_ms / 1000), keepPoints: rep.keep_points, group: group?.name ?? null } : null,
     };
     await this.#jobs.setContext(job.id, ctx);
-    void this.#run(job.id, vm, ctx, downtime, mbps).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'));
+    void this.#run(job.id, vm, ctx, { downtimeMs: downtime, mbps, linkTimeoutSec }).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'));
     return job;
   }
 
@@ -125,22 +134,33 @@ export class LiveMigrations {
     });
   }
 
-  async #run(jobId: string, vm: VmRow, ctx: MigrationContext, downtimeMs: number, mbps: number | undefined): Promise<void> {
+  async #run(jobId: string, vm: VmRow, ctx: MigrationContext, opts: { downtimeMs: number; mbps: number | undefined; linkTimeoutSec: number }): Promise<void> {
+    const { downtimeMs, mbps } = opts;
     const qmp = this.#supervisor.qmpOf(vm.id);
     if (!qmp) throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} has no QMP connection`);
     const started = Date.now();
-    const stats = { mirrored: 0, delta: 0 };
-    let cancelled = false;
+    const stats = { mirrored: 0, delta: 0, finalSync: 0 };
+    /** Why the migration stops early (the operator's cancel, a cut link); checked between steps. */
+    let failure: MamoriError | null = null;
+    let stopping = false;
     let switched = false;
-    const cancelNow: (() => void)[] = [];
-    this.#cancels.set(vm.id, () => {
-      cancelled = true;
-      for (const f of cancelNow) f();
-    });
+    const cancelNow: ((why: MamoriError) => void)[] = [];
+    /** note: only record the cause (what fails next is its consequence); then stop with it. */
+    const stopWith = (why: MamoriError, opts: { noteOnly?: boolean } = {}): void => {
+      failure ??= why;
+      if (opts.noteOnly || stopping) return;
+      stopping = true;
+      for (const f of cancelNow) f(failure);
+    };
+    this.#cancels.set(vm.id, () => stopWith(new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source')));
     const check = (): void => {
-      if (cancelled) throw new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source');
+      if (failure) throw failure;
     };
     const peer = await this.#peers.client(ctx.to, { timeoutMs: 120_000 });
+    // Short calls for what must not hang on a cut link: the keepalive and the abort.
+    const quickPeer = await this.#peers.client(ctx.to, { timeoutMs: 10_000 });
+    let keepalive: NodeJS.Timeout | null = null;
+    let watchdog: { stop(): void } | null = null;
     try {
       const target = await this.#jobs.step(jobId, 'prepare', async () => {
         const { diskIds: _d, ...definition } = vm.definition;
@@ -148,6 +168,7 @@ export class LiveMigrations {
         if (ctx.replication) {
           // A fresh point, then no more cycles: the replica must stay at the point the copy starts from.
           const point = await this.#replication.finalSync(vm.name);
+          stats.finalSync = point.bytesSent;
           const row = await this.#db.selectFrom('replications').select('generation').where('vm_id', '=', vm.id).executeTakeFirstOrThrow();
           if (row.generation === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vm.name} keeps no bitmap generation to migrate onto`);
           ctx.replication.generation = row.generation;
@@ -156,14 +177,18 @@ export class LiveMigrations {
         const t = await peer.request<IncomingTarget>('POST', '/migrations/incoming', {
           definition, disks: vm.definition.diskIds.map((id) => ({ sizeBytes: disks.find((d) => d.id === id)!.sizeBytes })),
           ...(ctx.replication ? { replicaPointId: ctx.replication.pointId } : {}),
+          // The destination removes its copy by itself once the source has been silent this long.
+          leaseSec: Math.max(30, opts.linkTimeoutSec * 3),
         });
         ctx.target = t;
+        keepalive = setInterval(() => void quickPeer.request('POST', `/migrations/${vm.id}/keepalive`, {}).catch(() => undefined), KEEPALIVE_MS);
         await this.#jobs.setContext(jobId, ctx);
         const dir = await writeQemuTlsCreds({ dir: join(this.#paths.vmDir(vm.id), 'mig-tls'), site: this.#tls, peerCaPem: (await this.#peers.record(ctx.to)).caCertPem, endpoint: 'client' });
         await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: TLS_ID, dir, endpoint: 'client', 'verify-peer': true });
         return t;
       });
       check();
+      watchdog = this.#watchLink(qmp, target, opts.linkTimeoutSec, stopWith);
       let deltaPauseMs: number | null = null;
       await this.#jobs.step(jobId, 'mirror', async () => {
         for (const [i, name] of target.exports.entries()) {
@@ -173,7 +198,7 @@ export class LiveMigrations {
         else {
           for (const i of target.exports.keys()) await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: `disk${i}`, target: `mig-tgt${i}`, sync: 'full', 'copy-mode': 'write-blocking' });
         }
-        await this.#waitMirrorsReady(qmp, jobId, target.exports.length, () => cancelled, stats);
+        await this.#waitMirrorsReady(qmp, jobId, target.exports.length, check, stats);
       });
       check();
       const info = await this.#jobs.step(jobId, 'migrate', async () => {
@@ -193,9 +218,9 @@ export class LiveMigrations {
               reject(new MamoriError('QMP_ERROR', `the migration ${st} before switchover`));
             }
           });
-          cancelNow.push(() => {
+          cancelNow.push((why) => {
             off();
-            reject(new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source'));
+            reject(why);
           });
         });
         await qmp.execute('migrate', { uri: `tcp:${target.host}:${target.migrationPort}` });
@@ -206,13 +231,21 @@ export class LiveMigrations {
           watch.stop();
         }
         check();
-        // The guest is paused now: the mirrors hold every write; cancelling them after READY
-        // leaves the targets consistent.
+        // The guest is paused now and this is downtime: the mirrors hold every write, and
+        // cancelling them after READY leaves the targets consistent. Their ends are awaited as
+        // events (polling cost tens of milliseconds here).
+        const ended = [...target.exports.keys()].map((i) => qmp.waitForEvent('BLOCK_JOB_COMPLETED', { timeoutMs: 10_000, predicate: (ev) => ev.data.device === `mig${i}` })
+          .then((ev) => ev.data.offset, () => null));
         for (const i of target.exports.keys()) await qmp.execute('block-job-cancel', { device: `mig${i}` });
-        await this.#waitJobsGone(qmp, target.exports.length, stats);
+        const offsets = await Promise.all(ended);
+        if (offsets.some((o) => o === null)) await this.#waitJobsGone(qmp, target.exports.length, stats);
+        else stats.mirrored = Math.max(stats.mirrored, offsets.reduce<number>((sum, o) => sum + (o ?? 0), 0));
         await qmp.execute('migrate-continue', { state: 'pre-switchover' });
         return this.#waitMigrationEnd(qmp);
       });
+      // From here on the destination has the whole VM: nothing may cut the link on purpose.
+      watchdog.stop();
+      check();
       if (info.status !== 'completed') throw new MamoriError('QMP_ERROR', `the migration ended ${info.status}: ${info['error-desc'] ?? ''}`);
       switched = true;
       await this.#jobs.step(jobId, 'switchover', async () => {
@@ -223,7 +256,7 @@ export class LiveMigrations {
           // Quit, never cont; the disks here become the seed of the reversed replication.
           await this.#vms.stop(vm.name, { force: true });
           const r = ctx.replication;
-          await this.reverseReplication(ctx.to, vm.id, 1, { rpoSeconds: r.rpoSeconds, keepPoints: r.keepPoints, group: r.group ?? `migrated-${vm.name}` });
+          await this.reverseReplication(ctx.to, vm.id, 1, { rpoSeconds: r.rpoSeconds, keepPoints: r.keepPoints, ...(r.group !== null ? { group: r.group } : {}) });
         } else {
           // Quit, never cont: the copy at the destination is the VM now.
           await this.#vms.delete(vm.name, { force: true });
@@ -231,17 +264,54 @@ export class LiveMigrations {
       });
       const result: MigrationResult = {
         to: ctx.to, replicaAware: ctx.replication !== null, deltaPauseMs, downtimeMs: typeof info.downtime === 'number' ? info.downtime : null, totalMs: Date.now() - started,
-        ramBytes: info.ram?.transferred ?? 0, diskBytes: stats.mirrored + stats.delta,
+        ramBytes: info.ram?.transferred ?? 0, diskBytes: stats.finalSync + stats.delta + stats.mirrored, finalSyncBytes: stats.finalSync,
       };
       await this.#jobs.succeed(jobId, result);
       this.#log.info({ vm: vm.name, ...result }, 'live migration done');
-    } catch (e) {
-      if (!switched) await this.#rollBack(vm, ctx, qmp, peer).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'rolling back a migration failed'));
+    } catch (thrown) {
+      // The first cause wins: a cut link also makes a mirror fail, which says less.
+      const e: unknown = failure ?? thrown;
+      watchdog?.stop();
+      if (!switched) await this.#rollBack(vm, ctx, qmp, quickPeer).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'rolling back a migration failed'));
       await this.#jobs.fail(jobId, { code: (e as { code?: string }).code ?? 'INTERNAL', message: (e as Error).message });
       this.#log.warn({ vm: vm.name, err: e }, switched ? 'migration switched over but did not finish' : 'migration failed; the VM runs on at the source');
     } finally {
+      if (keepalive) clearInterval(keepalive);
       this.#cancels.delete(vm.id);
     }
+  }
+
+  /**
+   * From the first mirrored block to `completed`: the bytes mirrored, backed up and sent as
+   * RAM, once a second. When none of them has grown for the link timeout the link counts as
+   * cut: our connections to the destination are aborted so QEMU fails now instead of in a
+   * quarter of an hour, and the migration stops with that reason (then rolls back).
+   */
+  #watchLink(qmp: QmpClient, target: IncomingTarget, timeoutSec: number, stopWith: (why: MamoriError, opts?: { noteOnly?: boolean }) => void): { stop(): void } {
+    const dog = new LinkWatchdog(timeoutSec * 1000);
+    let stopped = false;
+    const tick = async (): Promise<void> => {
+      while (!stopped) {
+        const jobs = await qmp.execute('query-block-jobs', undefined, { timeoutMs: 5_000 }).catch(() => null);
+        const mig = await qmp.execute('query-migrate', undefined, { timeoutMs: 5_000 }).catch(() => null);
+        if (stopped) return;
+        if (jobs && mig) dog.observe(jobs.filter((j) => j.device.startsWith('mig')).reduce((s, j) => s + j.offset, 0) + (mig.ram?.transferred ?? 0));
+        const quiet = dog.stalledFor();
+        if (quiet !== null) {
+          stopped = true;
+          this.#log.warn({ vm: target.vmId, quietMs: quiet }, 'nothing moved to the destination for the link timeout: aborting the connections to it');
+          const why = new MamoriError('PEER_UNREACHABLE', `the link to the destination is cut: nothing moved for ${Math.round(quiet / 1000)} s (--link-timeout ${timeoutSec}); the migration is rolled back and the VM runs on at the source`);
+          // Noted first: the aborted connections make QEMU fail at once, and that failure says less.
+          stopWith(why, { noteOnly: true });
+          await abortConnections(target.host, [target.nbdPort, target.migrationPort]).catch((err: unknown) => this.#log.error({ err }, 'could not abort the connections to the destination'));
+          stopWith(why);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    };
+    void tick();
+    return { stop: () => void (stopped = true) };
   }
 
   /**
@@ -300,9 +370,9 @@ export class LiveMigrations {
     return Date.now() - t0;
   }
 
-  async #waitMirrorsReady(qmp: QmpClient, jobId: string, n: number, cancelled: () => boolean, stats: { mirrored: number }): Promise<void> {
+  async #waitMirrorsReady(qmp: QmpClient, jobId: string, n: number, check: () => void, stats: { mirrored: number }): Promise<void> {
     for (;;) {
-      if (cancelled()) throw new MamoriError('VM_INVALID_STATE', 'the migration was cancelled; the VM runs on at the source');
+      check();
       const jobs = (await qmp.execute('query-block-jobs', undefined, { timeoutMs: 10_000 })).filter((j) => j.device.startsWith('mig'));
       if (jobs.length < n) throw new MamoriError('QMP_ERROR', 'a disk mirror stopped before it was ready (the link or the destination failed)');
       const len = jobs.reduce((s, j) => s + j.len, 0);
@@ -342,7 +412,11 @@ export class LiveMigrations {
       }
       await qmp.execute('migrate_cancel').catch(() => undefined);
       for (let i = 0; i < ctx.disks; i++) await qmp.execute('block-job-cancel', { device: `mig${i}`, force: true }).catch(() => undefined);
-      await this.#waitJobsGone(qmp, ctx.disks).catch(() => undefined);
+      await this.#waitJobsGone(qmp, ctx.disks).catch(async () => {
+        // A mirror waiting on a write the destination never acknowledges cannot end: cut its connection.
+        if (ctx.target) await abortConnections(ctx.target.host, [ctx.target.nbdPort]).catch(() => undefined);
+        await this.#waitJobsGone(qmp, ctx.disks).catch(() => undefined);
+      });
       for (let i = 0; i < ctx.disks; i++) await qmp.execute('blockdev-del', { 'node-name': `mig-tgt${i}` }).catch(() => undefined);
       await qmp.execute('object-del', { id: TLS_ID }).catch(() => undefined);
       const status = await qmp.execute('query-status', undefined, { timeoutMs: 5_000 }).catch(() => null);

@@ -197,13 +197,16 @@ export class ReplicationService {
    * migration onto the replica): replication is paused first, so no scheduled cycle follows,
    * then one cycle runs (a paused replication still runs a manual one) and its point is returned.
    */
-  async finalSync(vmName: string): Promise<{ id: string; time: string }> {
+  async finalSync(vmName: string): Promise<{ id: string; time: string; bytesSent: number }> {
     await this.setPaused(vmName, true);
     const vm = await this.#vms.get(vmName);
+    const before = (await this.#require(vm.id, vmName)).last_point_id;
     await this.#cycle(vm.id, true);
     const row = await this.#require(vm.id, vmName);
     if (row.last_point_id === null || row.last_point_at === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vmName} has no point yet (${row.last_error ?? 'no cycle yet'})`);
-    return { id: row.last_point_id, time: row.last_point_at };
+    // What this last cycle sent (none when it failed and the point is the one before).
+    const bytesSent = row.last_point_id !== before ? ((JSON.parse(row.stats) as CycleStats[]).at(-1)?.bytesSent ?? 0) : 0;
+    return { id: row.last_point_id, time: row.last_point_at, bytesSent };
   }
 
   async status(vmName: string): Promise<ReplicationStatus> {

@@ -15,12 +15,12 @@ export function migrationRoutes(deps: { migrations: LiveMigrations; incoming: In
   const site = requireRole('site');
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   return async (app) => {
-    app.post<{ Params: { name: string }; Body: { to: string; downtimeLimitMs?: number; bandwidthMbps?: number } }>('/vms/:name/migrate', {
+    app.post<{ Params: { name: string }; Body: { to: string; downtimeLimitMs?: number; bandwidthMbps?: number; linkTimeoutSec?: number } }>('/vms/:name/migrate', {
       preHandler: admin,
       schema: {
         summary: 'Live-migrate a running VM to a paired site (disks mirrored over NBD+TLS, RAM by pre-copy); returns the job',
         params: nameParam,
-        body: { type: 'object', required: ['to'], additionalProperties: false, properties: { to: { type: 'string' }, downtimeLimitMs: { type: 'integer' }, bandwidthMbps: { type: 'integer' } } },
+        body: { type: 'object', required: ['to'], additionalProperties: false, properties: { to: { type: 'string' }, downtimeLimitMs: { type: 'integer' }, bandwidthMbps: { type: 'integer' }, linkTimeoutSec: { type: 'integer' } } },
         response: { 202: { $ref: 'Job#' }, ...errorResponses },
       },
     }, async (req, reply) => reply.code(202).send(await deps.migrations.start(req.params.name, req.body)));
@@ -32,21 +32,26 @@ export function migrationRoutes(deps: { migrations: LiveMigrations; incoming: In
       return reply.code(204).send();
     });
 
-    app.post<{ Body: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string } }>('/migrations/incoming', {
+    app.post<{ Body: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string; leaseSec?: number } }>('/migrations/incoming', {
       preHandler: site,
       schema: {
         summary: 'Destination: an empty copy of the VM waiting for its disks (NBD+TLS) and its migration stream',
-        body: { type: 'object', required: ['definition', 'disks'], additionalProperties: false, properties: { definition: free, replicaPointId: { type: 'string', pattern: '^p[0-9]{6}$' }, disks: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'object', required: ['sizeBytes'], properties: { sizeBytes: { type: 'integer', minimum: 1 } } } } } },
+        body: { type: 'object', required: ['definition', 'disks'], additionalProperties: false, properties: { definition: free, replicaPointId: { type: 'string', pattern: '^p[0-9]{6}$' }, leaseSec: { type: 'integer', minimum: 10, maximum: 86_400 }, disks: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'object', required: ['sizeBytes'], properties: { sizeBytes: { type: 'integer', minimum: 1 } } } } } },
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => {
       const rec = await deps.peers.record(peerName(req));
       return deps.incoming.prepare({ name: rec.name, caPem: rec.caCertPem }, req.body);
     });
-    for (const action of ['activate', 'abort'] as const) {
+    const summaries = {
+      activate: 'Destination: the migration completed, run the VM here',
+      abort: 'Destination: remove the incoming copy',
+      keepalive: 'Destination: the source still drives the migration (without it the copy removes itself once its lease runs out)',
+    };
+    for (const action of ['activate', 'abort', 'keepalive'] as const) {
       app.post<{ Params: { vmId: string } }>(`/migrations/:vmId/${action}`, {
         preHandler: site,
-        schema: { summary: action === 'activate' ? 'Destination: the migration completed, run the VM here' : 'Destination: remove the incoming copy', params: vmIdParam, response: { 204: { type: 'null' }, ...errorResponses } },
+        schema: { summary: summaries[action], params: vmIdParam, response: { 204: { type: 'null' }, ...errorResponses } },
       }, async (req, reply) => {
         await deps.incoming[action](req.params.vmId);
         return reply.code(204).send();

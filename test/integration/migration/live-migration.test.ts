@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
@@ -29,6 +29,55 @@ after(async () => {
 async function alive(pid: number): Promise<boolean> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
+/**
+ * Watches serial logs from the host (every 50 ms) and notes when each heartbeat line first
+ * appears: the guest prints one a second, so the longest time between two is how long the
+ * guest stopped, as seen from outside, whichever site it ran at.
+ */
+function watchHeartbeats(files: string[]): { stop(): Promise<{ n: number; at: number; file: number }[]> } {
+  const offsets = new Map<string, number>(files.map((f) => [f, 0]));
+  const partial = new Map<string, string>();
+  const seen: { n: number; at: number; file: number }[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      for (const [index, f] of files.entries()) {
+        const fh = await open(f, 'r').catch(() => null);
+        if (!fh) continue;
+        try {
+          const buf = Buffer.alloc(1 << 20);
+          const { bytesRead } = await fh.read(buf, 0, buf.length, offsets.get(f)!);
+          if (bytesRead === 0) continue;
+          offsets.set(f, offsets.get(f)! + bytesRead);
+          const text = (partial.get(f) ?? '') + buf.subarray(0, bytesRead).toString('latin1');
+          const lines = text.split('\n');
+          partial.set(f, lines.pop()!);
+          const at = Date.now();
+          for (const l of lines) {
+            const m = /mamori-hb (\d+) /.exec(l);
+            if (m) seen.push({ n: Number(m[1]), at, file: index });
+          }
+        } finally {
+          await fh.close();
+        }
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return { stop: async () => { stopped = true; await loop; return seen; } };
+}
+
+/** Stops the VM and checks its write log against what the guest acknowledged on its console. */
+async function assertWriteLogWhole(which: 'a' | 'b', name: string): Promise<void> {
+  const vm = await sites.cliJson<VmView>(which, 'vm', 'show', name);
+  await sites.cliJson(which, 'vm', 'stop', name, '--timeout', '60');
+  const acks = parseSerialAcks(await readFile(vm.serialLog, 'utf8'));
+  const report = await sites.cliJson<{ consistent: boolean; lastSequence: number; tornCount: number }>(which, 'verify-writelog', vm.disks[0]!.path);
+  assert.equal(report.consistent, true, JSON.stringify(report));
+  assert.equal(report.tornCount, 0);
+  assert.ok(acks.length > 0 && report.lastSequence >= Math.max(...acks), `log holds ${report.lastSequence}, guest acknowledged ${Math.max(...acks)}`);
 }
 
 async function bootWriting(name: string): Promise<VmView> {
@@ -68,15 +117,30 @@ test('a stopped VM is refused; a cancel before switchover leaves the VM running 
   const pool = join(sites.b.dataDir, 'pools', 'default');
   assert.deepEqual((await readdir(pool).catch(() => [])).filter((f) => f.startsWith('cx-')), [], 'no disk image left at the destination');
   assert.equal(vm.id, (await a<VmView>('vm', 'show', 'cx')).id);
+  await assertWriteLogWhole('a', 'cx');
   await a('vm', 'delete', 'cx', '--force');
 });
 
 test('a running, writing test guest live-migrates with a gap-free write log; the source QEMU is gone', async () => {
   const vm = await bootWriting('mv');
   const sourcePid = vm.pid!;
-  const r = await sites.cli('a', 'vm', 'migrate', 'mv', '--to', 'site-b');
+  const hb = watchHeartbeats([vm.serialLog, join(sites.b.dataDir, 'vms', vm.id, 'serial.log')]);
+  const r = await sites.cli('a', 'vm', 'migrate', 'mv', '--to', 'site-b', '--json');
   assert.equal(r.code, 0, r.stderr + r.stdout);
-  assert.match(r.stdout, /mv now runs at site-b: downtime \d+ ms/);
+  const done = JSON.parse(r.stdout) as Job & { result: { downtimeMs: number; totalMs: number; ramBytes: number; diskBytes: number } };
+  assert.ok(done.result.downtimeMs >= 0 && done.result.ramBytes > 0 && done.result.diskBytes >= vm.disks[0]!.sizeBytes / 2, JSON.stringify(done.result));
+  // A few heartbeats at site-b, then: the longest silence, against the reported downtime.
+  await new Promise((res) => setTimeout(res, 6_000));
+  const beats = await hb.stop();
+  const gaps = beats.slice(1).map((b, i) => ({ from: beats[i]!.n, to: b.n, ms: b.at - beats[i]!.at }));
+  const longest = gaps.reduce((m, g) => (g.ms > m.ms ? g : m));
+  // The guest beats once a second (a little more under TCG): the usual gap is that period,
+  // and what the longest exceeds it by is how long the heartbeat stopped.
+  const period = gaps.map((g) => g.ms).sort((x, y) => x - y)[Math.floor(gaps.length / 2)]!;
+  console.log(`heartbeat: ${beats.length} beats, period ${period} ms, longest gap ${longest.ms} ms (${longest.from}->${longest.to}), downtime ${done.result.downtimeMs} ms`);
+  assert.ok(beats.some((b) => b.file === 0) && beats.filter((b) => b.file === 1).length >= 3, 'heartbeats seen at both sites');
+  assert.ok(beats.every((b, i) => i === 0 || b.n === beats[i - 1]!.n + 1), 'every heartbeat, in order, across both sites (the guest never restarted)');
+  assert.ok(longest.ms - period <= done.result.downtimeMs + 1000, `the heartbeat stopped for ${longest.ms - period} ms beyond its period; the reported downtime was ${done.result.downtimeMs} ms`);
   const there = await b<VmView>('vm', 'show', 'mv');
   assert.equal(there.state, 'running');
   assert.equal(there.id, vm.id, 'the VM keeps its identity');
@@ -124,6 +188,40 @@ test('the destination killed before switchover: the VM runs on at the source; th
   const r = await sites.cli('a', 'vm', 'migrate', 'dk', '--to', 'site-b');
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.equal((await b<VmView>('vm', 'show', 'dk')).state, 'running');
+  // The log the guest wrote through the failed migration and the next one is whole.
+  await assertWriteLogWhole('b', 'dk');
+});
+
+test('the link cut before switchover: nothing moves, the source rolls back and the VM writes on; the destination removes its copy by itself', async () => {
+  await bootWriting('lc');
+  const job = await a<Job>('vm', 'migrate', 'lc', '--to', 'site-b', '--bandwidth', '1', '--link-timeout', '10', '--no-wait');
+  await sites.a.waitFor('RAM being copied', async () => {
+    const j = await a<Job & { context: { live?: { ramTransferred: number } } }>('job', 'show', job.id);
+    return j.context?.live && j.context.live.ramTransferred > 0 ? true : undefined;
+  }, 180_000);
+  await sites.cutLink('blackhole');
+  try {
+    const ended = await sites.a.waitFor('the job to end', async () => {
+      const j = await a<Job>('job', 'show', job.id);
+      return j.state !== 'running' ? j : undefined;
+    }, 180_000);
+    assert.equal(ended.state, 'failed');
+    assert.equal(ended.error!.code, 'PEER_UNREACHABLE', ended.error!.message);
+    assert.match(ended.error!.message, /link to the destination is cut/);
+    const vm = await a<VmView>('vm', 'show', 'lc');
+    assert.equal(vm.state, 'running');
+    // The guest's disk I/O is not stuck behind the cut mirror: it acknowledges new writes.
+    const before = Math.max(0, ...parseSerialAcks(await readFile(vm.serialLog, 'utf8')));
+    await sites.a.waitFor('new writes acknowledged at the source', async () => Math.max(0, ...parseSerialAcks(await readFile(vm.serialLog, 'utf8'))) > before + 20 || undefined, 60_000);
+  } finally {
+    await sites.restoreLink();
+  }
+  // The source could not reach it to abort; the destination's lease ran out instead.
+  await sites.b.waitFor('the destination to remove its copy', async () => !(await b<VmView[]>('vm', 'list')).some((v) => v.name === 'lc') || undefined, 120_000);
+  const pool = join(sites.b.dataDir, 'pools', 'default');
+  assert.deepEqual((await readdir(pool).catch(() => [])).filter((f) => f.startsWith('lc-')), [], 'no disk image left at the destination');
+  await assertWriteLogWhole('a', 'lc');
+  await a('vm', 'delete', 'lc', '--force');
 });
 
 test('a replicated VM migrates onto its replica sending only what changed, then replication runs the other way', async () => {
@@ -144,6 +242,8 @@ test('a replicated VM migrates onto its replica sending only what changed, then 
   assert.equal(back.to, 'site-a');
   assert.ok(back.points >= 1);
   assert.ok(back.lastCycle!.bytesSent < diskSize / 4, `the reverse cycle sent ${back.lastCycle!.bytesSent} bytes`);
+  // No resync: a bitmap started at the destination before the guest ran there knows what changed since.
+  assert.equal(back.lastCycle!.mode, 'incremental');
   assert.ok(!(await a<VmView[]>('vm', 'list')).some((v) => v.name === 'rv'), 'site-a keeps the VM only as a replica');
   // The write log at site-b is whole.
   await sites.b.waitFor('acks at site-b', async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined, 60_000);
