@@ -34,6 +34,7 @@ import { PeerRecovery } from './plans/peer-recovery.js';
 import { RunStepActions } from './plans/run-step-actions.js';
 import { IncomingMigrations } from './migration/incoming-migration.js';
 import { LiveMigrations } from './migration/live-migration.js';
+import { VmFailover } from './plans/vm-failover.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -100,6 +101,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
   const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
   const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
+  const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
@@ -131,7 +133,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
@@ -140,6 +142,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       listenHost = hostName === '0.0.0.0' || hostName === '::' ? '127.0.0.1' : hostName;
       const address = await app.listen({ host: hostName, port });
       await replication.start();
+      incoming.watchLeases();
       // Did a peer fail our VMs over while we were away? Asked in the background: a peer
       // that is down must not hold up this site's start.
       void replication.learnSupersession();
@@ -149,6 +152,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     },
     async close() {
       replication.shutdown();
+      incoming.stopWatchingLeases();
       await runner.shutdown();
       await app.close();
       await replicas.shutdown();

@@ -35,6 +35,7 @@ import type { PeerRecovery } from '../plans/peer-recovery.js';
 import type { LiveMigrations } from '../migration/live-migration.js';
 import type { IncomingMigrations } from '../migration/incoming-migration.js';
 import { migrationRoutes } from './routes/migrations.js';
+import type { VmFailover } from '../plans/vm-failover.js';
 import './request-caller.js';
 
 export interface AppDeps {
@@ -59,6 +60,7 @@ export interface AppDeps {
   peerRecovery: PeerRecovery;
   migrations: LiveMigrations;
   incoming: IncomingMigrations;
+  failover: VmFailover;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };

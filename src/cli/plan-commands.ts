@@ -36,7 +36,7 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
       const all = await api.get<PlanView[]>('/plans');
       if (json) return printJson(all);
       if (all.length === 0) return void process.stdout.write("no recovery plans; 'mamori plan apply plan.yaml' makes one\n");
-      return printTable(all.map((p) => ({ name: p.name, 'protected site': p.protectedSite, groups: p.spec.protectionGroups.join(', '), vms: p.vms.length })), ['name', 'protected site', 'groups', 'vms']);
+      return printTable(all.map((p) => ({ name: p.name, 'protected site': p.protectedSite, groups: scope(p.spec), vms: p.vms.length })), ['name', 'protected site', 'groups', 'vms']);
     }
     case 'show': {
       if (args.length !== 1) throw usage('show PLAN');
@@ -95,8 +95,8 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
 }
 
 function showPlan(p: PlanView): void {
-  printFields({ name: p.name, 'protected site': p.protectedSite, groups: p.spec.protectionGroups.join(', '), 'inventory seen': p.inventoryTakenAt, steps: p.spec.steps.length });
-  printTable(p.vms.map((v) => ({ priority: v.priority, vm: v.name, group: v.group, 'power on': v.powerOn ? 'yes' : 'no', 'depends on': v.dependsOn.join(', ') || '-' })), ['priority', 'vm', 'group', 'power on', 'depends on']);
+  printFields({ name: p.name, 'protected site': p.protectedSite, groups: scope(p.spec), 'inventory seen': p.inventoryTakenAt, steps: p.spec.steps.length });
+  printTable(p.vms.map((v) => ({ priority: v.priority, vm: v.name, group: v.group ?? '-', 'power on': v.powerOn ? 'yes' : 'no', 'depends on': v.dependsOn.join(', ') || '-' })), ['priority', 'vm', 'group', 'power on', 'depends on']);
 }
 
 /** Waits for the run to end (or to wait at a prompt), printing each step as it settles. */
@@ -124,4 +124,9 @@ async function follow(api: ApiClient, id: string, json: boolean): Promise<void> 
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
+}
+
+/** What a plan recovers: its groups, and the VMs it names one by one. */
+function scope(spec: { protectionGroups: string[]; protectedVms?: string[] }): string {
+  return [...spec.protectionGroups, ...(spec.protectedVms ?? []).map((v) => `vm ${v}`)].join(', ');
 }

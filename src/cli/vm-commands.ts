@@ -21,16 +21,29 @@ interface Vm {
 }
 
 export const VM_USAGE = `mamori vm <command>
-  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N] [--no-acpi] [--guest-agent]
+  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--no-acpi] [--guest-agent]
               [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
               [--disk DISK]... [--stop-timeout SEC] [--network NET]...
   list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
   kill NAME | pause NAME | resume NAME [--force] | delete NAME [--force] | console NAME [--lines N]
   (--force on start/resume: run a VM that a failover at the peer superseded)
   snapshot NAME SNAPSHOT | snapshot list NAME
-  migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS] [--no-wait] | migrate-cancel NAME
-      live migration of a running VM to a paired site: no downtime beyond the switchover, both
-      sites up. When the source site is going away, use a recovery plan's planned migration.`;
+  migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS] [--link-timeout SEC] [--no-wait]
+  migrate-cancel NAME
+  failover NAME --planned [--no-reverse] [--no-wait]
+
+  migrate or failover?
+    migrate   moves a running VM live: both sites up, the guest keeps running (downtime is
+              the switchover, milliseconds). Onto the site holding its replica, only what
+              changed since the newest point crosses, and replication then runs back.
+    failover  --planned: the site holding the VM's replica takes over with nothing lost: the
+              guest is shut down here, a last replication cycle sends its final writes, the
+              replica becomes the VM there and boots (downtime: a shutdown and a boot), and
+              replication is reversed (--no-reverse: not). Use it when this site is going
+              away (maintenance, power, a move) or the VM must not run across the switch.
+              It is a one-VM recovery plan run at the other site, in its plan history.
+    When this site is already gone, fail over from the recovery site with a plan:
+    mamori plan run PLAN --mode disaster.`;
 
 export async function vmCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
@@ -40,7 +53,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       const { values, positionals } = parseArgs({
         args: rest, allowPositionals: true, strict: true,
         options: {
-          'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' },
+          'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' }, 'no-writelog': { type: 'boolean' },
           'no-acpi': { type: 'boolean' }, 'guest-agent': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
           machine: { type: 'string' }, disk: { type: 'string', multiple: true }, 'stop-timeout': { type: 'string' },
           network: { type: 'string', multiple: true },
@@ -52,6 +65,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values['data-disk']) body['dataDisk'] = values['data-disk'];
       if (values['writelog-rate'] !== undefined) body['writelogRate'] = int(values['writelog-rate'], '--writelog-rate');
       if (values['no-acpi']) body['acpi'] = false;
+      if (values['no-writelog']) body['writelog'] = false;
       if (values['guest-agent']) body['guestAgent'] = true;
       if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
       if (values.memory !== undefined) body['memoryMiB'] = memoryMiB(values.memory);
@@ -111,12 +125,13 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       return json ? printJson(snap) : void process.stdout.write(`snapshot ${snap.name} of ${rest[0]} taken${snap.running ? ' while running (crash-consistent)' : ''}\n`);
     }
     case 'migrate': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, 'downtime-limit': { type: 'string' }, bandwidth: { type: 'string' }, 'no-wait': { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, 'downtime-limit': { type: 'string' }, bandwidth: { type: 'string' }, 'link-timeout': { type: 'string' }, 'no-wait': { type: 'boolean' } } });
       const name = one(positionals, 'vm migrate NAME --to SITE');
       if (!values.to) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS]');
       const body: Record<string, unknown> = { to: values.to };
       if (values['downtime-limit'] !== undefined) body['downtimeLimitMs'] = int(values['downtime-limit'], '--downtime-limit');
       if (values.bandwidth !== undefined) body['bandwidthMbps'] = int(values.bandwidth, '--bandwidth');
+      if (values['link-timeout'] !== undefined) body['linkTimeoutSec'] = int(values['link-timeout'], '--link-timeout');
       const job = await api.post<Job>(`/vms/${enc(name)}/migrate`, body);
       if (values['no-wait']) return json ? printJson(job) : void process.stdout.write(`migration job ${job.id} started\n`);
       for (;;) {
@@ -140,6 +155,36 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           process.stderr.write(`\r${step} ${Math.round(j.progress * 100)}%${detail}   `);
         }
         await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    case 'failover': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { planned: { type: 'boolean' }, 'no-reverse': { type: 'boolean' }, 'no-wait': { type: 'boolean' } } });
+      const name = one(positionals, 'vm failover NAME --planned [--no-reverse]');
+      const job = await api.post<Job>(`/vms/${enc(name)}/failover`, { planned: values.planned === true, reverse: !values['no-reverse'] });
+      if (values['no-wait']) return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
+      for (;;) {
+        const j = await api.get<Job>(`/jobs/${job.id}`);
+        type Summary = { run: string; state: string; steps: { total: number; done: number }; rtoSec: number | null; vms: { dataLossSec: number | null }[] };
+        const c = j.context as { to?: string; failover?: Summary; reprotect?: Summary } | null;
+        if (j.state !== 'running') {
+          if (json) {
+            if (j.state === 'failed') process.exitCode = 1;
+            return printJson(j);
+          }
+          if (j.state === 'failed') {
+            process.exitCode = 1;
+            return void process.stdout.write(`\nfailover failed: ${j.error?.message ?? ''}\n`);
+          }
+          const f = c?.failover;
+          return void process.stdout.write(`\n${name} now runs at ${c?.to ?? '?'} (plan run ${f?.run ?? '?'}: heartbeat ${f?.rtoSec ?? '?'} s after the start, data lost ${f?.vms[0]?.dataLossSec ?? 0} s)` +
+            `${c?.reprotect ? `; it replicates back here (run ${c.reprotect.run})` : ''}\n`);
+        }
+        if (!json) {
+          const s = c?.reprotect ?? c?.failover;
+          const step = j.steps.find((x) => x.state === 'running')?.name ?? 'starting';
+          process.stderr.write(`\r${step}${s ? `: run ${s.run} at ${c?.to}, ${s.steps.done}/${s.steps.total} steps` : ''}   `);
+        }
+        await new Promise((r) => setTimeout(r, 1000));
       }
     }
     case 'migrate-cancel': {

@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   PLAN_INVALID: { httpStatus: 422, retryable: false },
   PLAN_BUSY: { httpStatus: 409, retryable: true },
   RUN_INVALID_STATE: { httpStatus: 409, retryable: false },
+  RUN_FAILED: { httpStatus: 409, retryable: false },
   VM_SUPERSEDED: { httpStatus: 409, retryable: false },
   REPLICA_PROMOTED: { httpStatus: 409, retryable: false },
   DISK_EXISTS: { httpStatus: 409, retryable: false },

@@ -34,7 +34,8 @@ export interface Job {
  * when it died. It gets the journal as written (the step in flight says where it was)
  * and must leave no half-made object behind.
  */
-export type JobRecoveryRule = (job: Job) => Promise<void>;
+/** Repairs what an interrupted job left; may return the message the failed job is left with. */
+export type JobRecoveryRule = (job: Job) => Promise<void | string>;
 
 /**
  * The journal of long operations: each step is written before and after it runs, so a
@@ -124,8 +125,8 @@ export class JobJournal {
       const job = toJob(row);
       const rule = this.#rules.get(job.kind);
       try {
-        if (rule) await rule(job);
-        await this.fail(job.id, { code: 'INTERNAL', message: 'the site server stopped during this job; its partial work was cleaned up, run it again' });
+        const message = rule ? await rule(job) : undefined;
+        await this.fail(job.id, { code: 'INTERNAL', message: message || 'the site server stopped during this job; its partial work was cleaned up, run it again' });
         log('recovered interrupted job', job);
       } catch (e) {
         log('recovery of interrupted job failed; it stays marked running for the next start', job, e);

@@ -48,15 +48,16 @@ export class PeerRecovery {
   /**
    * Replicates a VM of this site to the peer, whose replica was seeded from the VM's old
    * disks: the first cycle is a checksum resync that sends only the differences. The VM
-   * joins protection group `group` here, so the peer's plans find it again.
+   * joins protection group `group` here (when it was in one), so the peer's plans find it again.
    */
-  async replicateBack(peer: string, vmId: string, input: { rpoSeconds: number; keepPoints: number; group: string }): Promise<ReplicationStatus> {
+  async replicateBack(peer: string, vmId: string, input: { rpoSeconds: number; keepPoints: number; group?: string }): Promise<ReplicationStatus> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM ${vmId} here to replicate back`);
     const existing = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst();
     if (existing && existing.peer !== peer) throw new MamoriError('VM_INVALID_STATE', `${vm.name} already replicates to ${existing.peer}`);
     if (!existing) await this.#replication.enable(vm.name, { to: peer, rpo: `${input.rpoSeconds}s`, points: input.keepPoints, seeded: true });
     const status = await this.#replication.syncNow(vm.name);
+    if (input.group === undefined) return status;
     const group = await this.#db.selectFrom('protection_groups').select('id').where('name', '=', input.group).executeTakeFirst();
     const member = await this.#db.selectFrom('protection_group_vms').select('group_id').where('vm_id', '=', vmId).executeTakeFirst();
     if (!group) await this.#groups.create(input.group, [vm.name]);

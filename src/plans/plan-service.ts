@@ -11,7 +11,7 @@ export interface PlanView {
   protectedSite: string;
   spec: PlanSpec;
   /** The protected VMs the plan recovers, with their options (defaults filled in). */
-  vms: { name: string; group: string; priority: number; powerOn: boolean; dependsOn: string[] }[];
+  vms: { name: string; group: string | null; priority: number; powerOn: boolean; dependsOn: string[] }[];
   inventoryTakenAt: string;
   createdAt: string;
   updatedAt: string;
@@ -61,7 +61,7 @@ export class PlanService {
     const r = await this.#row(name);
     const spec = JSON.parse(r.spec) as PlanSpec;
     const inventory = JSON.parse(r.inventory) as ProtectedInventory;
-    const vms = inventory.vms.filter((v) => spec.protectionGroups.includes(v.group)).map((v) => {
+    const vms = inventory.vms.filter((v) => covers(spec, v)).map((v) => {
       const o = spec.vms[v.name];
       return { name: v.name, group: v.group, priority: o?.priority ?? PLAN_DEFAULTS.priority, powerOn: o?.powerOn ?? PLAN_DEFAULTS.powerOn, dependsOn: o?.dependsOn ?? [] };
     }).sort((a, b) => a.priority - b.priority || a.name.localeCompare(b.name));
@@ -116,11 +116,14 @@ export class PlanService {
     for (const g of spec.protectionGroups) {
       if (!inventory.groups.some((x) => x.name === g)) bad('protectionGroups', `${peer} has no protection group ${g} with VMs replicated to this site`);
     }
-    const members = inventory.vms.filter((v) => spec.protectionGroups.includes(v.group));
+    for (const vm of spec.protectedVms ?? []) {
+      if (!inventory.vms.some((v) => v.name === vm)) bad('protectedVms', `${vm} is not a VM of ${peer} replicated to this site`);
+    }
+    const members = inventory.vms.filter((v) => covers(spec, v));
     for (const vm of Object.keys(spec.vms)) {
       const inv = inventory.vms.find((v) => v.name === vm);
-      if (!inv) bad(`vms.${vm}`, `${vm} is not a VM protected for this site at ${peer} (unknown, or not in a protection group replicated here)`);
-      else if (!spec.protectionGroups.includes(inv.group)) bad(`vms.${vm}`, `${vm} is in protection group ${inv.group}, which the plan does not recover`);
+      if (!inv) bad(`vms.${vm}`, `${vm} is not a VM protected for this site at ${peer} (unknown, or not replicated here)`);
+      else if (!covers(spec, inv)) bad(`vms.${vm}`, `${vm} is in ${inv.group === null ? 'no protection group' : `protection group ${inv.group}`}, and the plan recovers neither it nor its group`);
     }
     const mappings = await this.#mappings.list({ peer });
     const vms: ResolvedPlan['vms'] = [];
@@ -178,6 +181,11 @@ export class PlanService {
     if (!r) throw new MamoriError('PLAN_NOT_FOUND', `no recovery plan named ${JSON.stringify(name)} on this site; see 'mamori plan list'`, { details: { plan: name } });
     return r;
   }
+}
+
+/** Whether the plan recovers this VM: its group is in the plan, or the VM is named itself. */
+function covers(spec: PlanSpec, vm: ProtectedVm): boolean {
+  return (vm.group !== null && spec.protectionGroups.includes(vm.group)) || (spec.protectedVms ?? []).includes(vm.name);
 }
 
 function find(mappings: MappingView[], kind: 'network' | 'pool', source: string): MappingView | undefined {

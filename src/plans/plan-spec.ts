@@ -44,6 +44,12 @@ export interface PlanSpec {
   /** The paired site whose protection groups this plan recovers here (default: the only peer). */
   protectedSite: string | null;
   protectionGroups: string[];
+  /**
+   * Protected VMs recovered one by one, by name, in or outside a protection group (what
+   * `mamori vm failover VM --planned` makes: Hyper-V's per-VM failover). A plan names at
+   * least one group or one VM.
+   */
+  protectedVms: string[];
   /** Guest shutdown of protected VMs before a planned migration, then forced off. */
   shutdownTimeoutSec: number;
   /** VMs of one priority started at once, at most. */
@@ -64,7 +70,7 @@ export interface PlanProblem {
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-const TOP_KEYS = ['name', 'description', 'protectedSite', 'protectionGroups', 'shutdownTimeout', 'concurrency', 'vms', 'steps'];
+const TOP_KEYS = ['name', 'description', 'protectedSite', 'protectionGroups', 'protectedVms', 'shutdownTimeout', 'concurrency', 'vms', 'steps'];
 const STEP_KEYS = ['before', 'after', 'command', 'prompt', 'timeout', 'modes'];
 const VM_KEYS = ['priority', 'powerOn', 'waitHeartbeat', 'dependsOn', 'recoveryIp', 'testIp'];
 const IP_KEYS = ['address', 'gateway', 'dns'];
@@ -93,10 +99,17 @@ export function checkPlan(input: unknown, source = 'plan', lineOf: (path: string
   if (typeof name !== 'string' || !NAME_RE.test(name)) bad('name', 'name is required: 1-63 letters, digits, ".", "_" or "-"');
   const description = input['description'] ?? '';
   if (typeof description !== 'string') bad('description', 'description must be text');
-  const groups = input['protectionGroups'];
-  if (!Array.isArray(groups) || groups.length === 0 || !groups.every((g) => typeof g === 'string' && NAME_RE.test(g))) {
-    bad('protectionGroups', 'protectionGroups is a list of one or more protection group names');
+  const groups = input['protectionGroups'] ?? [];
+  if (!Array.isArray(groups) || !groups.every((g) => typeof g === 'string' && NAME_RE.test(g))) {
+    bad('protectionGroups', 'protectionGroups is a list of protection group names');
   } else if (new Set(groups).size !== groups.length) bad('protectionGroups', 'a protection group is listed twice');
+  const singles = input['protectedVms'] ?? [];
+  if (!Array.isArray(singles) || !singles.every((g) => typeof g === 'string' && NAME_RE.test(g))) {
+    bad('protectedVms', 'protectedVms is a list of VM names');
+  } else if (new Set(singles).size !== singles.length) bad('protectedVms', 'a VM is listed twice');
+  if (Array.isArray(groups) && Array.isArray(singles) && groups.length + singles.length === 0) {
+    bad('protectionGroups', 'a plan recovers one or more protection groups (protectionGroups) or protected VMs (protectedVms)');
+  }
   const shutdownTimeoutSec = duration(input['shutdownTimeout'], 'shutdownTimeout', PLAN_DEFAULTS.shutdownTimeoutSec, 1, 24 * 3600, bad);
   const concurrency = integer(input['concurrency'], 'concurrency', PLAN_DEFAULTS.concurrency, 1, 64, bad);
 
@@ -136,7 +149,7 @@ export function checkPlan(input: unknown, source = 'plan', lineOf: (path: string
   if (problems.length > 0) throw planInvalid(source, problems);
   return {
     name: name as string, description: description as string, protectedSite: protectedSite as string | null,
-    protectionGroups: groups as string[], shutdownTimeoutSec, concurrency, vms, steps,
+    protectionGroups: groups as string[], protectedVms: singles as string[], shutdownTimeoutSec, concurrency, vms, steps,
   };
 }
 

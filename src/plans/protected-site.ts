@@ -11,7 +11,8 @@ export interface ProtectedVm {
   id: string;
   name: string;
   state: string;
-  group: string;
+  /** null: replicated to the peer but in no protection group (a plan can still name it). */
+  group: string | null;
   replicaId: string;
   rpoSeconds: number;
   keepPoints: number;
@@ -57,12 +58,12 @@ export class ProtectedSite {
     this.#log = deps.log;
   }
 
-  /** Groups whose VMs replicate to `peer`, with everything needed to recover them there. */
+  /** VMs replicated to `peer` (with their groups), with everything needed to recover them there. */
   async inventory(peer: string): Promise<ProtectedInventory> {
-    const rows = await this.#db.selectFrom('protection_group_vms')
-      .innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
-      .innerJoin('vms', 'vms.id', 'protection_group_vms.vm_id')
-      .innerJoin('replications', 'replications.vm_id', 'vms.id')
+    const rows = await this.#db.selectFrom('replications')
+      .innerJoin('vms', 'vms.id', 'replications.vm_id')
+      .leftJoin('protection_group_vms', 'protection_group_vms.vm_id', 'vms.id')
+      .leftJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
       .select(['protection_groups.name as group', 'vms.id as id', 'replications.replica_id as replicaId', 'replications.peer as peer', 'replications.rpo_ms as rpoMs', 'replications.keep_points as keepPoints'])
       .where('replications.peer', '=', peer).orderBy('protection_groups.name').orderBy('vms.name').execute();
     const groups = new Map<string, string[]>();
@@ -78,7 +79,7 @@ export class ProtectedSite {
         disks: view.disks.slice(0, replicated).map((d, index) => ({ index, sizeBytes: d.sizeBytes, pool: 'default' })),
         lastHeartbeatAt: view.lastHeartbeatAt,
       });
-      groups.set(r.group, [...(groups.get(r.group) ?? []), vm.name]);
+      if (r.group !== null) groups.set(r.group, [...(groups.get(r.group) ?? []), vm.name]);
     }
     return { site: this.#siteName, takenAt: new Date().toISOString(), groups: [...groups].map(([name, v]) => ({ name, vms: v })), vms };
   }
@@ -96,7 +97,8 @@ export class ProtectedSite {
     if (wasRunning) forced = (await this.#vms.stop(vmName, { timeoutSec: shutdownTimeoutSec })).forced;
     const stoppedAt = new Date().toISOString();
     // No more cycles after this one: the next writes to this VM's disks are the recovery site's.
-    const point = await this.#replication.finalSync(vmName);
+    const { id, time } = await this.#replication.finalSync(vmName);
+    const point = { id, time };
     this.#log.info({ vm: vmName, forced, point: point.id }, 'protected VM shut down and synced for a planned migration');
     return { vm: vmName, forced, wasRunning, point, stoppedAt };
   }

@@ -126,7 +126,7 @@ export class RunStepActions {
     const v = vmOf(ctx.plan, step.vm!);
     const local = await this.#localVm(ctx, v.vm.name);
     if (local === null) throw new MamoriError('VM_NOT_FOUND', `${v.vm.name} was not recovered at this site (run a planned or disaster recovery first)`);
-    const status = await this.#peerRecovery.replicateBack(ctx.plan.peer, local.id, { rpoSeconds: v.vm.rpoSeconds, keepPoints: v.vm.keepPoints, group: v.vm.group });
+    const status = await this.#peerRecovery.replicateBack(ctx.plan.peer, local.id, { rpoSeconds: v.vm.rpoSeconds, keepPoints: v.vm.keepPoints, ...groupOf(v.vm) });
     return this.#reprotected(ctx, v, status);
   }
 
@@ -186,7 +186,7 @@ export class RunStepActions {
   async #replicatePeer(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const v = vmOf(ctx.plan, step.vm!);
     const status = await (await this.#peer(ctx, 3_600_000)).request<ReplicationStatus>('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/replicate-back`, {
-      rpoSeconds: v.vm.rpoSeconds, keepPoints: v.vm.keepPoints, group: v.vm.group,
+      rpoSeconds: v.vm.rpoSeconds, keepPoints: v.vm.keepPoints, ...groupOf(v.vm),
     });
     return this.#reprotected(ctx, v, status);
   }
@@ -310,4 +310,9 @@ function vmOf(plan: ResolvedPlan, name: string): ResolvedPlan['vms'][number] {
   const v = plan.vms.find((x) => x.vm.name === name);
   if (!v) throw new MamoriError('VM_NOT_FOUND', `the plan has no VM ${name}`);
   return v;
+}
+
+/** The protection group a reprotected VM joins at its new site: the one it was in, if any. */
+function groupOf(vm: { group: string | null }): { group?: string } {
+  return vm.group !== null ? { group: vm.group } : {};
 }

@@ -5,16 +5,40 @@ import type { RunJournal, RunMode } from '../../plans/run-journal.js';
 import { renderRunHtml, summarizeRun } from '../../plans/plan-report.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import { errorResponses, nameParam } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
+import { callerOf, requireRole } from '../request-caller.js';
+import { peerFailoverRun, startPeerFailover, type VmFailover } from '../../plans/vm-failover.js';
 
 // Plans and runs carry nested documents (specs, journals, per-VM figures): passed through whole.
 const free = { type: 'object', additionalProperties: true } as const;
 const runParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^run-[a-z0-9]{1,40}$' } } } as const;
 
 /** Recovery plans (kept at the recovery site) and their runs, journals and reports. */
-export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs: RunJournal }): FastifyPluginAsync {
+export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs: RunJournal; failover: VmFailover }): FastifyPluginAsync {
   const admin = requireRole('admin');
+  const site = requireRole('site');
+  const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   return async (app) => {
+    app.post<{ Params: { name: string }; Body: { planned: boolean; reverse?: boolean } }>('/vms/:name/failover', {
+      preHandler: admin,
+      schema: {
+        summary: "Planned failover of one VM to the site holding its replica (a one-VM recovery plan run there in planned mode, then reprotect); returns the job",
+        params: nameParam,
+        body: { type: 'object', required: ['planned'], additionalProperties: false, properties: { planned: { type: 'boolean' }, reverse: { type: 'boolean' } } },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await deps.failover.start(req.params.name, req.body)));
+    app.post<{ Body: { vm: string; mode: 'planned' | 'reprotect' } }>('/recovery/vm-failover', {
+      preHandler: site,
+      schema: {
+        summary: "Recovery site: apply the one-VM plan for the caller's VM and run it (planned, or reprotect after it)",
+        body: { type: 'object', required: ['vm', 'mode'], additionalProperties: false, properties: { vm: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' }, mode: { type: 'string', enum: ['planned', 'reprotect'] } } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => startPeerFailover(deps, peerName(req), req.body));
+    app.get<{ Params: { id: string } }>('/recovery/vm-failover/:id', {
+      preHandler: site,
+      schema: { summary: 'Recovery site: a one-VM failover run of the caller, as a summary', params: runParam, response: { 200: free, ...errorResponses } },
+    }, async (req) => peerFailoverRun(deps, peerName(req), req.params.id));
     app.get('/plans', { preHandler: admin, schema: { summary: 'Recovery plans of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => deps.plans.list());
     app.post<{ Body: { yaml?: string; spec?: unknown } }>('/plans', {
       preHandler: admin,

@@ -44,12 +44,12 @@ export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecov
       preHandler: site,
       schema: { summary: "Turn a VM superseded by the caller's failover into the seed of a replica of the caller's copy", params: vmParam, response: { 200: free, ...errorResponses } },
     }, async (req) => deps.peerRecovery.seed(peerName(req), req.params.vm));
-    app.post<{ Params: { vm: string }; Body: { rpoSeconds: number; keepPoints: number; group: string } }>('/protection/vms/:vm/replicate-back', {
+    app.post<{ Params: { vm: string }; Body: { rpoSeconds: number; keepPoints: number; group?: string } }>('/protection/vms/:vm/replicate-back', {
       preHandler: site,
       schema: {
         summary: 'Replicate a VM of this site to the caller, whose replica is seeded; sync once and protect it in a group',
         params: vmParam,
-        body: { type: 'object', required: ['rpoSeconds', 'keepPoints', 'group'], additionalProperties: false, properties: { rpoSeconds: { type: 'integer', minimum: 1 }, keepPoints: { type: 'integer', minimum: 1, maximum: 1000 }, group: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } } },
+        body: { type: 'object', required: ['rpoSeconds', 'keepPoints'], additionalProperties: false, properties: { rpoSeconds: { type: 'integer', minimum: 1 }, keepPoints: { type: 'integer', minimum: 1, maximum: 1000 }, group: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } } },
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => deps.peerRecovery.replicateBack(peerName(req), req.params.vm, req.body));

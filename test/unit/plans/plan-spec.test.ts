@@ -150,3 +150,15 @@ steps:
   assert.match(msg('steps.4.timeout')!.message, /no timeout/);
   assert.match(msg('steps.5.modes')!.message, /modes is a list of test, planned, disaster/);
 });
+
+test('a plan recovers groups, VMs named one by one, or both; it needs one of them', () => {
+  const single = checkPlan({ name: 'failover-db1', protectedVms: ['db1'] });
+  assert.deepEqual(single.protectionGroups, []);
+  assert.deepEqual(single.protectedVms, ['db1']);
+  assert.deepEqual(checkPlan({ name: 'p', protectionGroups: ['g'], protectedVms: ['x'] }).protectedVms, ['x']);
+  assert.deepEqual(checkPlan({ name: 'p', protectionGroups: ['g'] }).protectedVms, []);
+  const none = problems(() => checkPlan({ name: 'p' }));
+  assert.match(none.map((p) => p.message).join('\n'), /one or more protection groups \(protectionGroups\) or protected VMs \(protectedVms\)/);
+  const twice = problems(() => checkPlan({ name: 'p', protectedVms: ['a', 'a'], protectionGroups: ['bad name'] }));
+  assert.deepEqual(twice.map((p) => p.path).sort(), ['protectedVms', 'protectionGroups']);
+});

@@ -1,0 +1,133 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { SitePeers } from '../sites/site-peers.js';
+import type { JobJournal, Job } from '../jobs/job-journal.js';
+import type { PlanService } from './plan-service.js';
+import type { PlanRunner } from './plan-runner.js';
+import type { PlanRun } from './run-journal.js';
+import { summarizeRun, type RunSummary } from './plan-report.js';
+import { MamoriError } from '../core/mamori-error.js';
+import type { Logger } from '../core/logger.js';
+
+export const FAILOVER_JOB = 'vm-failover';
+const POLL_MS = 2_000;
+
+/** The plan a one-VM failover runs at the recovery site: made (or remade) for it. */
+export function failoverPlanName(vm: string): string {
+  const name = `failover-${vm}`;
+  if (name.length > 63) throw new MamoriError('INVALID_INPUT', `${vm} is too long a name for the one-VM shortcut (plan names are at most 63 characters); write a recovery plan that names it in protectedVms`);
+  return name;
+}
+
+export interface VmFailoverResult {
+  vm: string;
+  to: string;
+  plan: string;
+  failover: RunSummary;
+  reprotect: RunSummary | null;
+}
+
+/**
+ * `mamori vm failover VM --planned`, Hyper-V's planned failover of one VM, as a shortcut to
+ * recovery plans: asked at the site where the VM runs, it has the site holding the VM's
+ * replica apply a plan that recovers just this VM and run it in planned mode (guest shutdown,
+ * final sync, promote, power-on there, no data lost), then, unless told not to, in reprotect
+ * mode (this site's copy seeds the replica that now runs the other way). The runs are the
+ * recovery site's, journalled and resumable there; this side is a job that follows them.
+ */
+export class VmFailover {
+  #db: Kysely<Database>;
+  #vms: VmService;
+  #peers: SitePeers;
+  #jobs: JobJournal;
+  #log: Logger;
+
+  constructor(deps: { db: Kysely<Database>; vms: VmService; peers: SitePeers; jobs: JobJournal; log: Logger }) {
+    this.#db = deps.db;
+    this.#vms = deps.vms;
+    this.#peers = deps.peers;
+    this.#jobs = deps.jobs;
+    this.#log = deps.log;
+    // The runs are the recovery site's and go on without us: say where to follow them.
+    deps.jobs.registerRecovery(FAILOVER_JOB, async (job) => {
+      const c = job.context as { to?: string; failover?: RunSummary; reprotect?: RunSummary } | null;
+      const run = c?.reprotect ?? c?.failover;
+      return run && c?.to
+        ? `the site server stopped while following run ${run.run} at ${c.to}; that run goes on there: see 'mamori plan report ${run.run}' at ${c.to}`
+        : undefined;
+    });
+  }
+
+  async start(vmName: string, input: { planned: boolean; reverse?: boolean }): Promise<Job> {
+    if (!input.planned) {
+      throw new MamoriError('INVALID_INPUT', 'only a planned failover starts here (both sites up: the VM is shut down and synced first). When this site is gone, run the recovery site\'s plan in disaster mode there (mamori plan run PLAN --mode disaster); to move a running VM with no downtime, use mamori vm migrate');
+    }
+    const vm = await this.#vms.get(vmName);
+    const rep = await this.#db.selectFrom('replications').select(['peer']).where('vm_id', '=', vm.id).executeTakeFirst();
+    if (!rep) throw new MamoriError('VM_INVALID_STATE', `${vmName} is not replicated, so no site holds a replica to fail over to; enable it first: mamori replicate enable ${vmName} --to SITE`);
+    const superseded = await this.#db.selectFrom('superseded_vms').select('by_site').where('vm_id', '=', vm.id).executeTakeFirst();
+    if (superseded) throw new MamoriError('VM_SUPERSEDED', `${vmName} was already failed over to ${superseded.by_site}; it runs there now`);
+    const plan = failoverPlanName(vmName);
+    const active = (await this.#jobs.list({ kind: FAILOVER_JOB, target: `vm:${vm.id}`, limit: 1 }))[0];
+    if (active?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vmName} is already failing over (job ${active.id})`);
+    await this.#peers.client(rep.peer);
+    const reverse = input.reverse ?? true;
+    const job = await this.#jobs.create(FAILOVER_JOB, `vm:${vm.id}`, reverse ? ['failover', 'reprotect'] : ['failover']);
+    await this.#jobs.setContext(job.id, { vm: vmName, to: rep.peer, plan });
+    void this.#run(job.id, vmName, rep.peer, plan, reverse).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'failover failed outside its steps'));
+    return job;
+  }
+
+  async #run(jobId: string, vm: string, peer: string, plan: string, reverse: boolean): Promise<void> {
+    const runs: { failover?: RunSummary; reprotect?: RunSummary } = {};
+    try {
+      runs.failover = await this.#jobs.step(jobId, 'failover', () => this.#runAtPeer(jobId, peer, vm, 'planned', runs));
+      if (reverse) runs.reprotect = await this.#jobs.step(jobId, 'reprotect', () => this.#runAtPeer(jobId, peer, vm, 'reprotect', runs));
+      const result: VmFailoverResult = { vm, to: peer, plan, failover: runs.failover, reprotect: runs.reprotect ?? null };
+      await this.#jobs.succeed(jobId, result);
+    } catch (e) {
+      await this.#jobs.fail(jobId, { code: (e as { code?: string }).code ?? 'INTERNAL', message: (e as Error).message });
+    }
+  }
+
+  /** Starts the run at the recovery site and follows it (its summary in the job's context) to its end. */
+  async #runAtPeer(jobId: string, peer: string, vm: string, mode: 'planned' | 'reprotect', runs: object): Promise<RunSummary> {
+    const client = await this.#peers.client(peer, { timeoutMs: 60_000 });
+    const started = await client.request<RunSummary>('POST', '/recovery/vm-failover', { vm, mode });
+    for (;;) {
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      // A peer that does not answer for a moment is asked again: the run goes on there regardless.
+      const s = await client.request<RunSummary>('GET', `/recovery/vm-failover/${started.run}`).catch(() => null);
+      if (!s) continue;
+      await this.#jobs.setContext(jobId, { vm, to: peer, ...runs, [mode === 'planned' ? 'failover' : 'reprotect']: s });
+      if (s.state === 'running') continue;
+      if (s.state === 'done' && (s.result === 'success' || s.result === 'warnings')) return s;
+      const failed = s.vms.find((v) => v.error)?.error;
+      throw new MamoriError('RUN_FAILED', `the ${mode} run ${s.run} at ${peer} ended ${s.result ?? s.state}${failed ? `: ${failed}` : ''}; see 'mamori plan report ${s.run}' there (a cut run resumes with 'mamori plan resume ${s.run}')`, { details: { run: s.run, site: peer } });
+    }
+  }
+}
+
+/**
+ * The recovery site's half, called by the protected site with its site token: the one-VM
+ * plan applied (checked against both sites like any plan) and run.
+ */
+export async function startPeerFailover(deps: { plans: PlanService; runner: PlanRunner }, peer: string, input: { vm: string; mode: 'planned' | 'reprotect' }): Promise<RunSummary> {
+  const name = failoverPlanName(input.vm);
+  if (input.mode === 'planned') {
+    await deps.plans.apply({
+      spec: { name, description: `made by 'mamori vm failover ${input.vm} --planned' at ${peer}`, protectedSite: peer, protectedVms: [input.vm] },
+    });
+  }
+  const plan = await deps.plans.get(name);
+  if (plan.protectedSite !== peer) throw new MamoriError('FORBIDDEN', `plan ${name} protects ${plan.protectedSite}, not ${peer}`);
+  return summarizeRun(await deps.runner.start(name, input.mode));
+}
+
+export async function peerFailoverRun(deps: { runner: PlanRunner; plans: PlanService }, peer: string, runId: string): Promise<RunSummary> {
+  const run: PlanRun = await deps.runner.get(runId);
+  const plan = await deps.plans.get(run.plan).catch(() => null);
+  if (!plan || plan.protectedSite !== peer || !run.plan.startsWith('failover-')) throw new MamoriError('RUN_NOT_FOUND', `no failover run ${runId} for ${peer} here`);
+  return summarizeRun(run);
+}
