@@ -33,7 +33,7 @@ test: setup
 	node --test --test-concurrency=2 dist/test/
 
 bench: setup
-	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node scripts/bench-readme.mjs
+	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node scripts/bench-readme.mjs
 
 clean:
 	rm -rf dist

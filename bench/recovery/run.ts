@@ -15,32 +15,16 @@ import { createLogger } from '../../src/core/logger.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import type { PlanRun } from '../../src/plans/run-journal.js';
 import Database from 'better-sqlite3';
+import { median, waitFor } from '../bench-common.js';
+
+/** Between polls: each is a CLI process, and CPU taken from booting guests is charged to mamori (see bench/README.md). */
+const POLL_MS = 5_000;
 
 const VMS = Number(process.env['BENCH_VMS'] ?? 20);
 const ROUNDS = Number(process.env['BENCH_RUNS'] ?? 2);
 const PARALLEL = Number(process.env['BENCH_PARALLEL'] ?? 4);
 const names = Array.from({ length: VMS }, (_, i) => `r${String(i + 1).padStart(2, '0')}`);
 const groups = [names.slice(0, VMS / 2), names.slice(VMS / 2)];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((x, y) => x - y);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/**
- * Polls slowly on purpose: each poll is a CLI process, and CPU taken from the booting guests
- * would be charged to mamori. The RTO comes from the run's own journal, not from when we look.
- */
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms: number, everyMs = 5_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /** The newest point's image of each VM's replica at site-b, by VM name (from its database and manifests). */
 async function pointFiles(b: SiteProcess): Promise<Map<string, string>> {
@@ -87,7 +71,7 @@ async function mamoriRound(b: SiteProcess): Promise<number> {
   const run = await waitFor('the plan run', async () => {
     const x = await b.cliJson<PlanRun>('plan', 'report', id, '--json');
     return x.state === 'done' || x.state === 'cancelled' ? x : undefined;
-  }, 1_800_000);
+  }, 1_800_000, POLL_MS);
   if (run.result !== 'success') throw new Error(`plan run ${id}: ${run.result}: ${JSON.stringify(run.steps.filter((s) => s.state !== 'done'))}`);
   const rto = Math.max(...Object.values(run.vms).map((v) => v.rtoSec ?? Infinity)) * 1000;
   const clean = await b.cli('plan', 'run', 'bench-plan', '--mode', 'cleanup');
@@ -111,7 +95,7 @@ try {
     await a.cliJson('vm', 'create', n, '--test-guest', '--data-disk', '16M', '--writelog-rate', '1');
     await a.cliJson('replicate', 'enable', n, '--to', 'site-b', '--rpo', '1h');
   }
-  for (const n of names) await waitFor(`${n}'s first point`, async () => (await a.cliJson<{ lastPointAt: string | null }>('replicate', 'status', n)).lastPointAt ?? undefined, 600_000);
+  for (const n of names) await waitFor(`${n}'s first point`, async () => (await a.cliJson<{ lastPointAt: string | null }>('replicate', 'status', n)).lastPointAt ?? undefined, 600_000, POLL_MS);
   await a.cliJson('group', 'create', 'bench', ...names.flatMap((n) => ['--vm', n]));
   await b.cliJson('network', 'create', 'benchtest', '--isolated');
   await b.cliJson('mapping', 'set', '--peer', 'site-a', 'network', 'user', 'user', '--test', 'benchtest');

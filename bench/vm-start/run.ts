@@ -13,6 +13,7 @@ import { HostService } from '../../src/host/host-service.js';
 import { createLogger } from '../../src/core/logger.js';
 import { runProcess } from '../../src/core/run-process.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
+import { median } from '../bench-common.js';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 9);
 
@@ -25,11 +26,6 @@ async function firstHeartbeat(serialLog: string, t0: number, timeoutMs = 120_000
   throw new Error(`no heartbeat in ${serialLog} within ${timeoutMs} ms`);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 async function plainQemuRun(dir: string, guest: { kernel: string; initrd: string }, i: number): Promise<number> {
   const disk = join(dir, `plain-${i}.qcow2`);

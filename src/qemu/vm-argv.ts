@@ -139,7 +139,7 @@ function testGuestCmdline(def: VmDefinition, disks: DiskRecord[]): string {
   const parts = ['console=ttyS0', 'panic=-1', 'quiet', `mamori.acpi=${def.boot.acpi ? 1 : 0}`];
   // The write log goes to the first disk, found by its virtio serial rather than a device
   // name, so the guest never writes the log onto the wrong disk if probing order changes.
-  if (disks[0]) parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);
+  if (disks[0] && def.boot.writelog !== false) parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);
   return parts.join(' ');
 }
 

@@ -26,6 +26,8 @@ export interface CreateVmInput {
   dataDisk?: string | number;
   testGuest?: boolean;
   writelogRate?: number;
+  /** false: the test guest writes no log (it only beats), e.g. an idle guest for a benchmark. */
+  writelog?: boolean;
   acpi?: boolean;
   /** Give the VM a qemu-guest-agent channel (application-consistent replication points). */
   guestAgent?: boolean;
@@ -135,7 +137,7 @@ export class VmService {
         id, name: input.name, vcpus, memoryMiB, firmware, machineType,
         diskIds: [...(dataDisk ? [dataDisk.id] : []), ...attach.map((d) => d.id)],
         nics,
-        boot: input.testGuest ? { kind: 'test-guest', writelogRate, acpi: input.acpi ?? true } : { kind: 'disk' },
+        boot: input.testGuest ? { kind: 'test-guest', writelogRate, acpi: input.acpi ?? true, ...(input.writelog === false ? { writelog: false as const } : {}) } : { kind: 'disk' },
         stopTimeoutSec,
         ...(input.guestAgent === true ? { guestAgent: true } : {}),
       };

@@ -18,6 +18,7 @@ const createBody = {
     dataDisk: { type: ['string', 'integer'] },
     testGuest: { type: 'boolean' },
     writelogRate: { type: 'integer' },
+    writelog: { type: 'boolean' },
     acpi: { type: 'boolean' },
     guestAgent: { type: 'boolean' },
     nics: {
