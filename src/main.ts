@@ -33,7 +33,7 @@ import { ReplicaSeeding } from './plans/replica-seeding.js';
 import { PeerRecovery } from './plans/peer-recovery.js';
 import { RunStepActions } from './plans/run-step-actions.js';
 import { IncomingMigrations } from './migration/incoming-migration.js';
-import { LiveMigrations } from './migration/live-migration.js';
+import { LiveMigrations, type OutgoingState } from './migration/live-migration.js';
 import { VmFailover } from './plans/vm-failover.js';
 
 export interface SiteOptions {
@@ -102,6 +102,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
   const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
+  incoming.askSource = async (site, vmId) =>
+    (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));

@@ -16,6 +16,7 @@ import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { freePort } from '../core/free-port.js';
 import type { Logger } from '../core/logger.js';
+import type { OutgoingState } from './live-migration.js';
 
 export interface IncomingTarget {
   vmId: string;
@@ -50,6 +51,11 @@ export class IncomingMigrations {
   /** vmId → when the source last said it still drives the migration, and how long it may be silent. */
   #leases = new Map<string, { renewedAt: number; leaseMs: number }>();
   #leaseTimer: NodeJS.Timeout | null = null;
+  /**
+   * Set by the composition root: asks the source site whether the migration of vmId switched
+   * over (GET /migrations/outgoing/:vmId there). Only the source can tell.
+   */
+  askSource: (site: string, vmId: string) => Promise<OutgoingState> = async () => 'unknown';
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService }) {
     this.#replicas = deps.replicas;
@@ -146,8 +152,8 @@ export class IncomingMigrations {
   /**
    * A source that went silent (a cut link, a source site that died) cannot call abort, so an
    * incoming copy whose lease ran out removes itself, unless its QEMU received the whole
-   * migration: then only the source knows whether it switched over, so the copy waits for it
-   * (activate, abort) or for this server's restart (repair).
+   * migration: then only the source knows whether it switched over, so it is asked, and
+   * asked again a lease later while it does not answer.
    */
   watchLeases(everyMs = 5_000): void {
     if (this.#leaseTimer) return;
@@ -165,7 +171,11 @@ export class IncomingMigrations {
       if (now - lease.renewedAt < lease.leaseMs) continue;
       const qmp = this.#supervisor.qmpOf(vmId);
       const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
-      if (status === 'completed') continue;
+      if (status === 'completed') {
+        lease.renewedAt = now;
+        await this.#settleCompleted(vmId);
+        continue;
+      }
       this.#leases.delete(vmId);
       this.#log.warn({ vm: vmId, silentMs: now - lease.renewedAt }, 'the source of an incoming migration went silent: removing the copy');
       await this.abort(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'could not remove an incoming copy whose source went silent'));
@@ -218,12 +228,30 @@ export class IncomingMigrations {
    */
   async repair(): Promise<void> {
     for (const r of await this.#db.selectFrom('incoming_migrations').select('vm_id').execute()) {
-      // A copy whose QEMU outlived the server and received the whole migration is the VM now.
       const qmp = this.#supervisor.qmpOf(r.vm_id);
       const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
-      const settle = status === 'completed' ? this.activate(r.vm_id) : this.abort(r.vm_id);
-      await settle.catch((e: unknown) => this.#log.error({ vm: r.vm_id, err: e }, 'could not settle an incoming migration cut by a restart'));
+      if (status !== 'completed') {
+        await this.abort(r.vm_id).catch((e: unknown) => this.#log.error({ vm: r.vm_id, err: e }, 'could not remove an incoming migration cut by a restart'));
+        continue;
+      }
+      // A copy that received the whole migration runs only if the source switched over; until
+      // the source answers it waits, asked again each lease.
+      this.#leases.set(r.vm_id, { renewedAt: Date.now(), leaseMs: 60_000 });
+      await this.#settleCompleted(r.vm_id);
     }
+  }
+
+  /** A copy whose QEMU completed: the source says whether it is the VM now (activate) or not (abort). */
+  async #settleCompleted(vmId: string): Promise<void> {
+    const row = await this.#db.selectFrom('incoming_migrations').select('source_site').where('vm_id', '=', vmId).executeTakeFirst();
+    if (!row) return;
+    const answer = await this.askSource(row.source_site, vmId).catch(() => null);
+    const settle = answer === 'switched' ? this.activate(vmId) : answer === 'rolled-back' ? this.abort(vmId) : null;
+    if (!settle) {
+      this.#log.warn({ vm: vmId, source: row.source_site, answer: answer ?? 'unreachable' }, 'an incoming copy received the whole migration; waiting for the source to say whether it switched over');
+      return;
+    }
+    await settle.catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'could not settle a completed incoming migration'));
   }
 
   async #incoming(vmId: string) {

@@ -44,6 +44,8 @@ export interface MigrationResult {
 interface MigrationContext {
   vmId: string;
   to: string;
+  /** Written the moment QEMU reported `completed`: from then on the destination's copy is the VM. */
+  switched?: boolean;
   /** Replica-aware: the replication that is reversed afterwards. */
   replication: { generation: number; pointId: string; rpoSeconds: number; keepPoints: number; group: string | null } | null;
   disks: number;
@@ -123,6 +125,17 @@ export class LiveMigrations {
     await this.#jobs.setContext(job.id, ctx);
     void this.#run(job.id, vm, ctx, { downtimeMs: downtime, mbps, linkTimeoutSec }).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'));
     return job;
+  }
+
+  /**
+   * For the destination, which cannot tell by itself whether a copy that received the whole
+   * migration may run: only this side knows whether it switched over or rolled back.
+   */
+  async outgoingState(peer: string, vmId: string): Promise<OutgoingState> {
+    const job = (await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vmId}`, limit: 1 }))[0] ?? null;
+    const qmp = this.#supervisor.qmpOf(vmId);
+    const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status ?? null : null;
+    return outgoingStateOf(job, status, peer);
   }
 
   /** Before switchover: stops it; the VM runs on here and the destination removes its copy. */
@@ -248,6 +261,8 @@ export class LiveMigrations {
       check();
       if (info.status !== 'completed') throw new MamoriError('QMP_ERROR', `the migration ended ${info.status}: ${info['error-desc'] ?? ''}`);
       switched = true;
+      ctx.switched = true;
+      await this.#jobs.setContext(jobId, ctx);
       await this.#jobs.step(jobId, 'switchover', async () => {
         await peer.request('POST', `/migrations/${vm.id}/activate`, {});
       });
@@ -439,6 +454,7 @@ export class LiveMigrations {
     const switched = completed || job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
     const peer = await this.#peers.client(ctx.to, { timeoutMs: 30_000 });
     if (switched) {
+      await this.#jobs.setContext(job.id, { ...ctx, switched: true });
       // The destination runs the VM (or will, once activated): finish the move.
       await peer.request('POST', `/migrations/${ctx.vmId}/activate`, {}).catch(() => undefined);
       if (vm) await this.#vms.delete(vm.name, { force: true });
@@ -446,4 +462,23 @@ export class LiveMigrations {
     }
     if (vm) await this.#rollBack(vm, ctx, qmp, peer);
   }
+}
+
+/**
+ * switched: the destination's copy is the VM (run it); rolled-back: the VM ran on here (remove
+ * the copy); in-progress: not decided yet; unknown: no migration of this VM to that site here.
+ */
+export type OutgoingState = 'switched' | 'rolled-back' | 'in-progress' | 'unknown';
+
+/**
+ * The source's answer, from its journal and its QEMU (whose `completed` may be newer than the
+ * journal: once QEMU completed, this side never continues the guest, so the copy must run).
+ */
+export function outgoingStateOf(job: Pick<Job, 'state' | 'steps' | 'context'> | null, qemuStatus: string | null, peer: string): OutgoingState {
+  const ctx = job?.context as Partial<MigrationContext> | null | undefined;
+  if (!job || !ctx || ctx.to !== peer) return 'unknown';
+  const switched = ctx.switched === true || qemuStatus === 'completed' || job.state === 'succeeded'
+    || job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
+  if (switched) return 'switched';
+  return job.state === 'running' ? 'in-progress' : 'rolled-back';
 }

@@ -43,6 +43,14 @@ export function migrationRoutes(deps: { migrations: LiveMigrations; incoming: In
       const rec = await deps.peers.record(peerName(req));
       return deps.incoming.prepare({ name: rec.name, caPem: rec.caCertPem }, req.body);
     });
+    app.get<{ Params: { vmId: string } }>('/migrations/outgoing/:vmId', {
+      preHandler: site,
+      schema: {
+        summary: "Source: whether its migration of the VM to the caller switched over (the caller's copy is the VM), rolled back, or is still running",
+        params: vmIdParam,
+        response: { 200: { type: 'object', required: ['state'], properties: { state: { type: 'string', enum: ['switched', 'rolled-back', 'in-progress', 'unknown'] } } }, ...errorResponses },
+      },
+    }, async (req) => ({ state: await deps.migrations.outgoingState(peerName(req), req.params.vmId) }));
     const summaries = {
       activate: 'Destination: the migration completed, run the VM here',
       abort: 'Destination: remove the incoming copy',
