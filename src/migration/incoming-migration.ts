@@ -77,7 +77,17 @@ export class IncomingMigrations {
    */
   async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string; leaseSec?: number }): Promise<IncomingTarget> {
     const def = input.definition;
-    if (await this.#vms.repo.findById(def.id)) throw new MamoriError('VM_EXISTS', `a VM with id ${def.id} already exists at this site`, { details: { vm: def.name } });
+    const same = await this.#vms.repo.findById(def.id);
+    if (same) {
+      // Hyper-V's "same ID already exists": here only when this site kept an older copy of the VM
+      // off after a failover without reprotect. Its disks may hold writes someone wants, so it
+      // is not removed behind the operator's back.
+      const superseded = await this.#db.selectFrom('superseded_vms').select(['by_site', 'at']).where('vm_id', '=', def.id).executeTakeFirst();
+      throw new MamoriError('VM_EXISTS', superseded
+        ? `this site keeps an older copy of ${def.name} (${same.name}), off since it was failed over to ${superseded.by_site} at ${superseded.at}; ` +
+          `delete it here ('mamori vm delete ${same.name}') or reprotect so it seeds a replica, then migrate`
+        : `a VM with id ${def.id} (${same.name}) already exists at this site`, { details: { vm: def.name } });
+    }
     if (await this.#vms.repo.findByName(def.name)) throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, { details: { vm: def.name } });
     for (const n of def.nics) {
       if (n.network === 'user' || n.network === 'none') continue;

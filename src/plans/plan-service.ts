@@ -123,7 +123,11 @@ export class PlanService {
     for (const vm of Object.keys(spec.vms)) {
       const inv = inventory.vms.find((v) => v.name === vm);
       if (!inv) bad(`vms.${vm}`, `${vm} is not a VM protected for this site at ${peer} (unknown, or not replicated here)`);
-      else if (!covers(spec, inv)) bad(`vms.${vm}`, `${vm} is in ${inv.group === null ? 'no protection group' : `protection group ${inv.group}`}, and the plan recovers neither it nor its group`);
+      else if (!covers(spec, inv)) {
+        bad(`vms.${vm}`, inv.group !== null
+          ? `${vm} is in protection group ${inv.group}, which the plan does not recover`
+          : `${vm} is in no protection group, and the plan does not name it in protectedVms`);
+      }
     }
     const mappings = await this.#mappings.list({ peer });
     const vms: ResolvedPlan['vms'] = [];

@@ -106,4 +106,16 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   // The copy at site-b was failed over: the shortcut says so instead of running it twice.
   const twice = await sites.cli('b', 'vm', 'failover', 'fo', '--planned');
   assert.match(twice.stderr, /already failed over to site-a.*VM_SUPERSEDED/);
+
+  // Hyper-V's "same ID already exists": a live migration onto that old copy's site says what to do.
+  await a('vm', 'start', 'fo');
+  await sites.a.waitFor('fo heartbeat at site-a', async () => (await a<VmView>('vm', 'show', 'fo')).lastHeartbeatAt !== again.lastHeartbeatAt || undefined, 180_000);
+  const blocked = await sites.cli('a', 'vm', 'migrate', 'fo', '--to', 'site-b');
+  assert.notEqual(blocked.code, 0);
+  assert.match(blocked.stdout + blocked.stderr, /keeps an older copy of fo .*failed over to site-a.*mamori vm delete fo/);
+  assert.equal((await a<VmView>('vm', 'show', 'fo')).state, 'running', 'the VM runs on at site-a');
+  await b('vm', 'delete', 'fo', '--force');
+  const moved = await sites.cli('a', 'vm', 'migrate', 'fo', '--to', 'site-b');
+  assert.equal(moved.code, 0, moved.stderr + moved.stdout);
+  assert.equal((await b<VmView>('vm', 'show', 'fo')).id, source.id);
 });
