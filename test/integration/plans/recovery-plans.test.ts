@@ -102,9 +102,11 @@ async function bridgePorts(bridge: string): Promise<string[]> {
 
 /** The write-log writer's start line: it scanned the disk and continues after this record. */
 async function resumedAfter(site: 'a' | 'b', vm: string): Promise<number> {
+  // The whole serial log of this boot: the start line scrolls out of a console tail when
+  // a slow machine gets here a minute after the VM started.
+  const serialLog = (await sites.cliJson<VmView>(site, 'vm', 'show', vm)).serialLog;
   return sites.site(site).waitFor(`${vm}'s writer start at ${site}`, async () => {
-    const c = await sites.cliJson<{ lines: string[] }>(site, 'vm', 'console', vm, '--lines', '400');
-    const m = c.lines.map((l) => /mamori-wl start resume_after=(\d+)/.exec(l)).find((x) => x);
+    const m = /mamori-wl start resume_after=(\d+)/.exec(await readFile(serialLog, 'utf8').catch(() => ''));
     return m ? Number(m[1]) : undefined;
   }, 120_000);
 }
