@@ -25,6 +25,8 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   network ... | mapping ...                              site networks, inventory mappings for recovery
   plan ...                                               recovery plans: test, cleanup, planned, disaster
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
+  inspect SOURCE                                         partition table, filesystems, firmware, boot
+                                                         loader and guest OS of a disk or image (offline)
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
 the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
@@ -81,6 +83,7 @@ async function run(argv: string[]): Promise<void> {
   // Loaded only when used: the server pulls in Fastify, SQLite and the rest, which would
   // otherwise add most of a second to every CLI call.
   if (cmd === 'serve') return (await import('./serve-command.js')).serveCommand(rest);
+  if (cmd === 'inspect') return (await import('./inspect-command.js')).inspectCommand(rest, g.json);
   if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
   const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
   switch (cmd) {

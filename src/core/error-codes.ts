@@ -48,6 +48,7 @@ export const ERROR_CODES = {
   SHARED_DISK_NOT_RDM: { httpStatus: 400, retryable: false },
   // images and devices
   IMAGE_UNREADABLE: { httpStatus: 422, retryable: false },
+  FILESYSTEM_UNREADABLE: { httpStatus: 422, retryable: false },
   IMAGE_CORRUPT: { httpStatus: 422, retryable: false },
   IMAGE_FORMAT_UNSUPPORTED: { httpStatus: 422, retryable: false },
   DEVICE_NOT_BLOCK: { httpStatus: 422, retryable: false },

@@ -1,0 +1,190 @@
+import { sliceReader, type ByteReader } from './byte-reader.js';
+import { BIOS_BOOT_GUID, ESP_GUID, LDM_GUIDS, SECTOR, readPartitionTable, type PartitionEntry } from './partition-table.js';
+import { probeFilesystem, type FilesystemProbe } from './filesystem-probe.js';
+import { Ext4Reader } from './ext4-reader.js';
+import { FatReader } from './fat-reader.js';
+import { linuxHostname, linuxKernels, linuxRelease, looksLikeLinuxRoot } from './linux-release.js';
+import { isMamoriError } from '../core/mamori-error.js';
+
+/**
+ * What a disk is and what it boots, from metadata only: the partition table, each
+ * partition's superblock, the ESP's folders or the MBR's boot code, and a few small files of
+ * the root filesystem. Reads stay in the kilobytes-to-megabytes range whatever the disk size.
+ */
+/** A partition as the table gives it, plus what its superblock says (uuid: the filesystem's). */
+export interface InspectedPartition extends Omit<PartitionEntry, 'uuid'> {
+  /** GPT: the partition's own unique GUID. */
+  partitionUuid?: string;
+  filesystem: FilesystemProbe['type'] | null;
+  label?: string;
+  uuid?: string;
+  features?: string[];
+  encrypted?: boolean;
+}
+
+export interface InspectedOs {
+  type: 'linux' | 'windows' | 'unknown';
+  /** libguestfs' names: rhel, centos, debian, ubuntu, fedora, windows, ... */
+  distro: string | null;
+  product: string | null;
+  major: number | null;
+  minor: number | null;
+  hostname: string | null;
+  /** The partition number of the root filesystem. */
+  root: number | null;
+  kernels: string[];
+}
+
+export interface InspectionReport {
+  size: number;
+  partitionTable: 'gpt' | 'mbr' | 'none';
+  diskId: string | null;
+  /** GPT only: the header the partitions come from. */
+  gptHeader?: 'primary' | 'backup';
+  firmware: 'uefi' | 'bios';
+  /** Why that firmware (virt-v2v's rule). */
+  firmwareReason: string;
+  bootLoader: { kind: 'efi' | 'mbr' | 'bios-boot-partition' | 'none'; detail: string; files: string[] };
+  partitions: InspectedPartition[];
+  os: InspectedOs;
+  /** Things that block or degrade a conversion, or damage found on the way. */
+  warnings: string[];
+}
+
+const NO_OS: InspectedOs = { type: 'unknown', distro: null, product: null, major: null, minor: null, hostname: null, root: null, kernels: [] };
+
+export async function inspectDisk(disk: ByteReader): Promise<InspectionReport> {
+  const table = await readPartitionTable(disk);
+  const warnings = [...table.warnings];
+  const entries: PartitionEntry[] = table.type === 'none'
+    ? [{ number: 0, start: 0, size: disk.size, type: 'whole disk', typeId: '' }]
+    : table.partitions;
+  const partitions: InspectedPartition[] = [];
+  for (const p of entries) {
+    const view = partitionView(disk, p);
+    let fs: FilesystemProbe | null = null;
+    if (view) {
+      fs = await probeFilesystem(view).catch((e: unknown) => {
+        warnings.push(`partition ${p.number}: its superblock could not be read (${(e as Error).message})`);
+        return null;
+      });
+    } else {
+      warnings.push(`partition ${p.number} lies outside the disk (bytes ${p.start}..${p.start + p.size} of ${disk.size}); it was not read`);
+    }
+    if (fs?.encrypted) warnings.push(`partition ${p.number} is encrypted (LUKS ${fs.version ?? ''}); its contents cannot be inspected or checked for a guest OS`.replace(' )', ')'));
+    if (LDM_GUIDS.has(p.typeId) || p.typeId === '0x42') warnings.push(`partition ${p.number} belongs to a Windows dynamic disk (LDM): its volumes are not plain partitions and are not converted`);
+    if (table.type === 'none' && !fs) continue;
+    const { uuid: partitionUuid, ...entry } = p;
+    partitions.push({
+      ...entry, ...(partitionUuid !== undefined ? { partitionUuid } : {}),
+      filesystem: fs?.type ?? null,
+      ...(fs?.label ? { label: fs.label } : {}), ...(fs?.uuid ? { uuid: fs.uuid } : {}),
+      ...(fs?.features ? { features: fs.features } : {}), ...(fs?.encrypted ? { encrypted: true } : {}),
+    });
+  }
+  const firmware = decideFirmware(table.type, entries);
+  const bootLoader = await findBootLoader(disk, firmware.firmware, entries, partitions, warnings);
+  const os = await findOs(disk, entries, partitions, warnings);
+  return {
+    size: disk.size, partitionTable: table.type, diskId: table.diskId, ...(table.gpt ? { gptHeader: table.gpt.header } : {}),
+    firmware: firmware.firmware, firmwareReason: firmware.reason, bootLoader, partitions, os, warnings,
+  };
+}
+
+function partitionView(disk: ByteReader, p: PartitionEntry): ByteReader | null {
+  if (p.start >= disk.size || p.size <= 0) return null;
+  return sliceReader(disk, p.start, Math.min(p.size, disk.size - p.start));
+}
+
+/** virt-v2v's rule: UEFI when the disk has an EFI System Partition and no BIOS boot partition. */
+function decideFirmware(table: 'gpt' | 'mbr' | 'none', parts: PartitionEntry[]): { firmware: 'uefi' | 'bios'; reason: string } {
+  const esp = parts.find((p) => p.typeId === ESP_GUID || p.typeId === '0xef');
+  const biosBoot = parts.find((p) => p.typeId === BIOS_BOOT_GUID);
+  if (esp && !biosBoot) return { firmware: 'uefi', reason: `partition ${esp.number} is an EFI System Partition and there is no BIOS boot partition` };
+  if (esp && biosBoot) return { firmware: 'bios', reason: `an EFI System Partition (${esp.number}) and a BIOS boot partition (${biosBoot.number}): the disk boots BIOS` };
+  return { firmware: 'bios', reason: table === 'none' ? 'no partition table' : 'no EFI System Partition' };
+}
+
+async function findBootLoader(disk: ByteReader, firmware: 'uefi' | 'bios', entries: PartitionEntry[], parts: InspectedPartition[], warnings: string[]): Promise<InspectionReport['bootLoader']> {
+  if (firmware === 'uefi') {
+    const esp = entries.find((p) => p.typeId === ESP_GUID || p.typeId === '0xef')!;
+    const view = partitionView(disk, esp);
+    const files = view ? await efiBinaries(view).catch((e: unknown) => {
+      warnings.push(`the EFI System Partition (${esp.number}) could not be read: ${(e as Error).message}`);
+      return [];
+    }) : [];
+    if (files.length === 0) {
+      warnings.push(`the EFI System Partition (${esp.number}) holds no EFI binaries under /EFI: the disk will not boot under UEFI as it is`);
+      return { kind: 'none', detail: 'no EFI binaries on the ESP', files };
+    }
+    return { kind: 'efi', detail: `EFI binaries on the ESP (partition ${esp.number})`, files };
+  }
+  const biosBoot = entries.find((p) => p.typeId === BIOS_BOOT_GUID);
+  if (biosBoot) {
+    const view = partitionView(disk, biosBoot);
+    const head = view ? await view.read(0, Math.min(SECTOR, view.size)) : Buffer.alloc(0);
+    if (head.some((b) => b !== 0)) return { kind: 'bios-boot-partition', detail: `GRUB's core image in the BIOS boot partition (${biosBoot.number})`, files: [] };
+  }
+  const mbr = disk.size >= SECTOR ? await disk.read(0, SECTOR) : Buffer.alloc(SECTOR);
+  const code = mbr.subarray(0, 440);
+  if (code.every((b) => b === 0)) {
+    if (parts.length > 0) warnings.push('the MBR holds no boot code: the disk will not boot under BIOS as it is');
+    return { kind: 'none', detail: 'no boot code in the MBR', files: [] };
+  }
+  const text = code.toString('latin1');
+  const detail = text.includes('GRUB') ? 'GRUB boot code in the MBR'
+    : /Invalid partition table|Missing operating system|Error loading operating system/.test(text) ? 'Windows boot code in the MBR'
+      : /SYSLINUX|MBR\s?\d/.test(text) ? 'SYSLINUX boot code in the MBR' : 'boot code in the MBR (not recognized)';
+  return { kind: 'mbr', detail, files: [] };
+}
+
+/** *.efi files in /EFI and its folders, as paths on the ESP. */
+async function efiBinaries(esp: ByteReader): Promise<string[]> {
+  const fat = await FatReader.open(esp);
+  const top = (await fat.listDir('/EFI')) ?? [];
+  const out: string[] = [];
+  for (const dir of top.filter((e) => e.type === 'dir')) {
+    for (const f of (await fat.listDir(`/EFI/${dir.name}`)) ?? []) {
+      if (f.type === 'file' && /\.efi$/i.test(f.name)) out.push(`/EFI/${dir.name}/${f.name}`);
+    }
+  }
+  for (const f of top) if (f.type === 'file' && /\.efi$/i.test(f.name)) out.push(`/EFI/${f.name}`);
+  return out.sort();
+}
+
+async function findOs(disk: ByteReader, entries: PartitionEntry[], parts: InspectedPartition[], warnings: string[]): Promise<InspectedOs> {
+  const extParts = parts.filter((p) => p.filesystem === 'ext2' || p.filesystem === 'ext3' || p.filesystem === 'ext4');
+  const opened = new Map<number, Ext4Reader>();
+  const open = async (p: InspectedPartition): Promise<Ext4Reader | null> => {
+    if (opened.has(p.number)) return opened.get(p.number)!;
+    const view = partitionView(disk, entries.find((e) => e.number === p.number)!);
+    const fs = view ? await Ext4Reader.open(view).catch((e: unknown) => {
+      warnings.push(`partition ${p.number} (${p.filesystem}) could not be read: ${isMamoriError(e) ? e.message : String(e)}`);
+      return null;
+    }) : null;
+    if (fs) opened.set(p.number, fs);
+    return fs;
+  };
+  for (const p of extParts) {
+    const fs = await open(p);
+    if (!fs || !(await looksLikeLinuxRoot(fs).catch(() => false))) continue;
+    try {
+      const release = await linuxRelease(fs);
+      const hostname = await linuxHostname(fs);
+      let kernels = await linuxKernels(fs);
+      // A separate /boot: the ext partition whose top folder holds the kernels.
+      for (const other of extParts) {
+        if (kernels.length > 0 || other.number === p.number) continue;
+        const b = await open(other);
+        if (b) kernels = await linuxKernels({ readFile: (x) => b.readFile(x), listDir: (x) => b.listDir(x === '/boot' ? '/' : x) });
+      }
+      return {
+        type: 'linux', distro: release?.distro ?? 'linux', product: release?.product ?? null, major: release?.major ?? null, minor: release?.minor ?? null,
+        hostname, root: p.number, kernels,
+      };
+    } catch (e) {
+      warnings.push(`the Linux root on partition ${p.number} could not be read: ${(e as Error).message}`);
+    }
+  }
+  return NO_OS;
+}

@@ -1,0 +1,181 @@
+import { mkdir, open, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runProcess } from '../../src/core/run-process.js';
+
+/**
+ * Disk fixtures for inspection and conversion, built at test time with Debian's tools as
+ * shared/notes/fixtures.md describes (sfdisk, mkfs.fat + mtools, mkfs.ext4 -d, mkswap,
+ * cryptsetup, qemu-img): plain file operations, no mounts, nothing committed.
+ */
+const MiB = 1024 * 1024;
+const ESP_START = 1 * MiB;
+const ESP_SIZE = 64 * MiB;
+const STUB = '/usr/lib/systemd/boot/efi/linuxx64.efi.stub';
+
+async function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, input?: string): Promise<void> {
+  await runProcess(cmd, args, { timeoutMs: 120_000, ...(env ? { env: { ...process.env, ...env } } : {}), ...(input !== undefined ? { input } : {}) });
+}
+
+/** Writes `src` into `disk` at byte `offset` without touching the rest. */
+async function place(disk: string, offset: number, data: Buffer): Promise<void> {
+  const fh = await open(disk, 'r+');
+  try {
+    await fh.write(data, 0, data.length, offset);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function tree(root: string, files: Record<string, string>, links: Record<string, string> = {}): Promise<void> {
+  for (const [p, text] of Object.entries(files)) {
+    await mkdir(join(root, p, '..'), { recursive: true });
+    await writeFile(join(root, p), text);
+  }
+  for (const [p, target] of Object.entries(links)) {
+    await mkdir(join(root, p, '..'), { recursive: true });
+    await symlink(target, join(root, p));
+  }
+}
+
+/** Fixed UUIDs per label, so reports compare exactly. */
+export const EXT4_UUIDS: Record<string, string> = {
+  root: '0b5e7f4c-1d2e-4f3a-9b8c-7d6e5f4a3b2c', 'rhel6-root': '6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d', data: 'da7a0000-1111-4222-8333-444455556666', boot: 'b0070000-aaaa-4bbb-8ccc-dddddddddddd',
+};
+
+async function ext4At(disk: string, offset: number, sizeBytes: number, root: string, label: string): Promise<void> {
+  await run('mkfs.ext4', ['-q', '-F', '-L', label, '-U', EXT4_UUIDS[label]!, '-d', root, '-E', `offset=${offset}`, disk, `${sizeBytes / 1024}k`]);
+}
+
+/** A unified kernel image of the test guest: the systemd EFI stub with kernel, initrd and command line as sections. */
+export async function buildUki(dir: string, guest: { kernel: string; initrd: string }, cmdline: string): Promise<string> {
+  const osrel = join(dir, 'uki-osrel');
+  const cmd = join(dir, 'uki-cmdline');
+  await writeFile(osrel, 'ID=mamori-test-guest\nNAME="mamori test guest"\n');
+  await writeFile(cmd, cmdline);
+  const out = join(dir, 'BOOTX64.EFI');
+  await run('objcopy', [
+    '--add-section', `.osrel=${osrel}`, '--change-section-vma', '.osrel=0x20000',
+    '--add-section', `.cmdline=${cmd}`, '--change-section-vma', '.cmdline=0x30000',
+    '--add-section', `.linux=${guest.kernel}`, '--change-section-vma', '.linux=0x2000000',
+    '--add-section', `.initrd=${guest.initrd}`, '--change-section-vma', '.initrd=0x3000000',
+    STUB, out,
+  ]);
+  return out;
+}
+
+/**
+ * GPT: an EFI System Partition (FAT32, /EFI/BOOT/BOOTX64.EFI = `efiBinary`) and an ext4 root
+ * holding a Debian 12 (os-release a relative symlink into /usr/lib, as Debian ships it).
+ */
+export async function gptUefiDebian(dir: string, efiBinary: string): Promise<string> {
+  const disk = join(dir, 'gpt-uefi.img');
+  await truncate(await touch(disk), 160 * MiB);
+  await run('sfdisk', ['-q', disk], undefined, `label: gpt\nlabel-id: 8E5A7E1C-4C30-4E7E-9C0B-0123456789AB\nstart=2048, size=${ESP_SIZE / 512}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI System"\ntype=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root"\n`);
+  await run('mkfs.fat', ['-F', '32', '-n', 'ESP', '-i', '1234ABCD', '--offset', String(ESP_START / 512), disk, String(ESP_SIZE / 1024)]);
+  const mt = { MTOOLS_SKIP_CHECK: '1' };
+  await run('mmd', ['-i', `${disk}@@${ESP_START}`, '::/EFI', '::/EFI/BOOT', '::/EFI/debian'], mt);
+  await run('mcopy', ['-i', `${disk}@@${ESP_START}`, efiBinary, '::/EFI/BOOT/BOOTX64.EFI'], mt);
+  // A second loader where distributions put theirs (systemd-boot's binary stands in for GRUB's).
+  await run('mcopy', ['-i', `${disk}@@${ESP_START}`, '/usr/lib/systemd/boot/efi/systemd-bootx64.efi', '::/EFI/debian/grubx64.efi'], mt);
+  const root = join(dir, 'root-debian');
+  await tree(root, {
+    'usr/lib/os-release': 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION="12 (bookworm)"\nID=debian\n',
+    'etc/debian_version': '12.5\n',
+    'etc/hostname': 'uefi-guest\n',
+    'etc/fstab': 'UUID=x / ext4 defaults 0 1\n',
+    'boot/vmlinuz-6.1.0-18-amd64': 'not a kernel',
+    'boot/vmlinuz-6.1.0-17-amd64': 'not a kernel',
+    'boot/config-6.1.0-18-amd64': '#',
+  }, { 'etc/os-release': '../usr/lib/os-release' });
+  const rootStart = ESP_START + ESP_SIZE;
+  await ext4At(disk, rootStart, 160 * MiB - rootStart - MiB, root, 'root');
+  return disk;
+}
+
+/**
+ * MBR: a bootable ext4 root holding RHEL 6.10 (only /etc/redhat-release, no os-release), swap,
+ * and an extended partition with one logical ext4 data partition; GRUB legacy's stage1
+ * strings in the MBR's boot code.
+ */
+export async function mbrRhel6(dir: string): Promise<string> {
+  const disk = join(dir, 'mbr-rhel6.img');
+  await truncate(await touch(disk), 128 * MiB);
+  await run('sfdisk', ['-q', disk], undefined, [
+    'label: dos', 'label-id: 0x31323334',
+    'start=2048, size=131072, type=83, bootable', // 64 MiB root
+    'start=133120, size=16384, type=82', //            8 MiB swap
+    'start=149504, type=5', //                         extended, rest of the disk
+    'start=151552, size=65536, type=83', //            logical 5: 32 MiB data
+  ].join('\n') + '\n');
+  const root = join(dir, 'root-rhel6');
+  await tree(root, {
+    'etc/redhat-release': 'Red Hat Enterprise Linux Server release 6.10 (Santiago)\n',
+    'etc/sysconfig/network': 'NETWORKING=yes\nHOSTNAME=rhel6.example.com\n',
+    'etc/fstab': '/dev/sda1 / ext4 defaults 1 1\n',
+    'boot/vmlinuz-2.6.32-754.el6.x86_64': 'not a kernel',
+    'boot/grub/grub.conf': 'default=0\n',
+  });
+  await ext4At(disk, 2048 * 512, 131072 * 512, root, 'rhel6-root');
+  const swap = join(dir, 'part.swap');
+  await truncate(await touch(swap), 16384 * 512);
+  await run('mkswap', ['-q', '-L', 'SWAP', '-U', '5f1d0a3e-9a7b-4c3d-8e2f-1a2b3c4d5e6f', swap]);
+  await place(disk, 133120 * 512, await readAll(swap));
+  const data = join(dir, 'root-data');
+  await tree(data, { 'README': 'data\n' });
+  await ext4At(disk, 151552 * 512, 65536 * 512, data, 'data');
+  // GRUB legacy's stage1 carries these strings; the inspector names the boot code by them.
+  const code = Buffer.alloc(440);
+  code.set([0xeb, 0x48, 0x90]);
+  code.write('GRUB \u0000Geom\u0000Hard Disk\u0000Read\u0000 Error\r\n', 0x179, 'latin1');
+  await place(disk, 0, code);
+  return disk;
+}
+
+/** A GPT disk whose second partition is LUKS2 (a throwaway passphrase, cheap key derivation). */
+export async function gptLuks(dir: string): Promise<string> {
+  const disk = join(dir, 'gpt-luks.img');
+  await truncate(await touch(disk), 64 * MiB);
+  await run('sfdisk', ['-q', disk], undefined, 'label: gpt\nstart=2048, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="boot"\nstart=18432, type=CA7D7CCB-63ED-4C53-861C-1742536059CC, name="crypt"\n');
+  await ext4At(disk, 2048 * 512, 16384 * 512, await emptyDir(join(dir, 'empty-boot')), 'boot');
+  const part = join(dir, 'part.luks');
+  await truncate(await touch(part), 32 * MiB);
+  await run('cryptsetup', ['luksFormat', '-q', '--type', 'luks2', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', '--label', 'secret', '--key-file', '-', part], undefined, 'fixture-passphrase');
+  await place(disk, 18432 * 512, (await readAll(part)).subarray(0, 32 * MiB));
+  return disk;
+}
+
+/** A copy whose primary GPT header is damaged (one byte of its disk GUID flipped: the CRC no longer matches). */
+export async function corruptPrimaryGpt(src: string, dest: string): Promise<string> {
+  await run('cp', ['--sparse=always', src, dest]);
+  const fh = await open(dest, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, 512 + 56);
+    b[0] = b[0]! ^ 0xff;
+    await fh.write(b, 0, 1, 512 + 56);
+  } finally {
+    await fh.close();
+  }
+  return dest;
+}
+
+/** The same disk in another container (vmdk monolithicSparse or streamOptimized, vhdx, qcow2). */
+export async function convertTo(src: string, dest: string, format: 'vmdk' | 'vhdx' | 'qcow2', subformat?: string): Promise<string> {
+  await run('qemu-img', ['convert', '-f', 'raw', '-O', format, ...(subformat ? ['-o', `subformat=${subformat}`] : []), src, dest]);
+  return dest;
+}
+
+async function touch(p: string): Promise<string> {
+  await writeFile(p, '');
+  return p;
+}
+
+async function emptyDir(p: string): Promise<string> {
+  await rm(p, { recursive: true, force: true });
+  await mkdir(p, { recursive: true });
+  return p;
+}
+
+function readAll(p: string): Promise<Buffer> {
+  return readFile(p);
+}
