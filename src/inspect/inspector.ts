@@ -4,6 +4,8 @@ import { probeFilesystem, type FilesystemProbe } from './filesystem-probe.js';
 import { Ext4Reader } from './ext4-reader.js';
 import { FatReader } from './fat-reader.js';
 import { linuxHostname, linuxKernels, linuxRelease, looksLikeLinuxRoot } from './linux-release.js';
+import { NtfsReader } from './ntfs-reader.js';
+import { windowsRelease } from './windows-release.js';
 import { isMamoriError } from '../core/mamori-error.js';
 
 /**
@@ -33,6 +35,10 @@ export interface InspectedOs {
   /** The partition number of the root filesystem. */
   root: number | null;
   kernels: string[];
+  /** Windows: the build number, "Server" or "Client", and the virtio drivers installed. */
+  build?: string | null;
+  installationType?: string | null;
+  virtioDrivers?: string[];
 }
 
 export interface InspectionReport {
@@ -184,6 +190,24 @@ async function findOs(disk: ByteReader, entries: PartitionEntry[], parts: Inspec
       };
     } catch (e) {
       warnings.push(`the Linux root on partition ${p.number} could not be read: ${(e as Error).message}`);
+    }
+  }
+  for (const p of parts.filter((x) => x.filesystem === 'ntfs')) {
+    const view = partitionView(disk, entries.find((e) => e.number === p.number)!);
+    if (!view) continue;
+    try {
+      const ntfs = await NtfsReader.open(view);
+      // NTFS keeps its label in the $Volume file, not in the boot sector the probe reads.
+      if (ntfs.info.label) p.label = ntfs.info.label;
+      const win = await windowsRelease(ntfs);
+      if (!win) continue;
+      if (win.virtioDrivers.length === 0) warnings.push(`the Windows guest on partition ${p.number} has no virtio drivers installed: it gets SATA disks and an e1000 NIC, which are slower`);
+      return {
+        type: 'windows', distro: 'windows', product: win.product, major: win.major, minor: win.minor, hostname: win.hostname, root: p.number, kernels: [],
+        build: win.build, installationType: win.installationType, virtioDrivers: win.virtioDrivers,
+      };
+    } catch (e) {
+      warnings.push(`partition ${p.number} (NTFS) could not be read for a Windows guest: ${(e as Error).message}`);
     }
   }
   return NO_OS;

@@ -1,6 +1,7 @@
 import { mkdir, open, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runProcess } from '../../src/core/run-process.js';
+import { emptyHive } from './empty-hive.js';
 
 /**
  * Disk fixtures for inspection and conversion, built at test time with Debian's tools as
@@ -127,6 +128,81 @@ export async function mbrRhel6(dir: string): Promise<string> {
   const code = Buffer.alloc(440);
   code.set([0xeb, 0x48, 0x90]);
   code.write('GRUB \u0000Geom\u0000Hard Disk\u0000Read\u0000 Error\r\n', 0x179, 'latin1');
+  await place(disk, 0, code);
+  return disk;
+}
+
+/** A registry hive file: an empty hive with .reg text merged in by hivexregedit (Debian libwin-hivex-perl). */
+async function hive(dir: string, name: 'SOFTWARE' | 'SYSTEM', reg: string): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, emptyHive());
+  const regFile = join(dir, `${name}.reg`);
+  await writeFile(regFile, `Windows Registry Editor Version 5.00\n\n${withParentKeys(reg)}`);
+  await run('hivexregedit', ['--merge', path, '--prefix', `HKEY_LOCAL_MACHINE\\${name}`, regFile]);
+  return path;
+}
+
+/** hivexregedit creates only the keys a section names: give every parent its own (empty) section first. */
+function withParentKeys(reg: string): string {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const line of reg.split('\n')) {
+    const m = /^\[(.+)\]$/.exec(line);
+    if (m) {
+      const parts = m[1]!.split('\\');
+      // HKEY_LOCAL_MACHINE\HIVE is the hive's root: parents start below it.
+      for (let i = 3; i < parts.length; i++) {
+        const parent = parts.slice(0, i).join('\\');
+        if (!seen.has(parent)) out.push(`[${parent}]`, '');
+        seen.add(parent);
+      }
+      seen.add(m[1]!);
+    }
+    out.push(line);
+  }
+  return out.join('\n');
+}
+
+/**
+ * MBR: one bootable NTFS partition holding a Windows Server 2012 R2 system root (SOFTWARE and
+ * SYSTEM hives, as libguestfs requires both) and Windows' MBR boot code strings. NTFS is
+ * populated the way shared/notes/fixtures.md found to work: a WIM of the tree applied by wimlib.
+ */
+export async function mbrWindows2012(dir: string, opts: { virtio?: boolean } = {}): Promise<string> {
+  const disk = join(dir, `mbr-win2012${opts.virtio ? '-virtio' : ''}.img`);
+  const partSectors = 196608; // 96 MiB
+  await truncate(await touch(disk), 100 * MiB);
+  await run('sfdisk', ['-q', disk], undefined, `label: dos\nlabel-id: 0x4e54f5a1\nstart=2048, size=${partSectors}, type=7, bootable\n`);
+  const tree = join(dir, `win-tree${opts.virtio ? '-virtio' : ''}`);
+  const config = join(tree, 'Windows', 'System32', 'config');
+  await mkdir(config, { recursive: true });
+  await mkdir(join(tree, 'Program Files', 'Common Files'), { recursive: true });
+  await writeFile(join(tree, 'Windows', 'System32', 'ntoskrnl.exe'), 'MZ not a kernel');
+  await hive(config, 'SOFTWARE', [
+    '[HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion]',
+    '"ProductName"="Windows Server 2012 R2 Standard"', '"CurrentVersion"="6.3"', '"CurrentBuildNumber"="9600"',
+    '"InstallationType"="Server"', '"EditionID"="ServerStandard"', '',
+  ].join('\n'));
+  const services = ['Tcpip', 'disk', ...(opts.virtio ? ['viostor', 'netkvm'] : [])];
+  await hive(config, 'SYSTEM', [
+    '[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]', '"Current"=dword:00000001', '',
+    '[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control\\ComputerName\\ComputerName]', '"ComputerName"="WIN2012R2"', '',
+    ...services.flatMap((s) => [`[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\${s}]`, '"Start"=dword:00000000', '']),
+  ].join('\n'));
+  // The hive's .reg leftovers are not part of a Windows tree.
+  await rm(join(config, 'SOFTWARE.reg'));
+  await rm(join(config, 'SYSTEM.reg'));
+  const wim = join(dir, `win${opts.virtio ? '-virtio' : ''}.wim`);
+  await run('wimlib-imagex', ['capture', tree, wim, '--no-acls']);
+  const part = join(dir, `part${opts.virtio ? '-virtio' : ''}.ntfs`);
+  await truncate(await touch(part), partSectors * 512);
+  await run('mkntfs', ['-q', '-F', '-Q', '-L', 'Windows', '-p', '2048', part, String(partSectors)]);
+  await run('wimlib-imagex', ['apply', wim, '1', part]);
+  await place(disk, 2048 * 512, await readAll(part));
+  await rm(part);
+  const code = Buffer.alloc(440);
+  code.set([0x33, 0xc0, 0x8e, 0xd0]);
+  code.write('Invalid partition table\u0000Error loading operating system\u0000Missing operating system\u0000', 0x163, 'latin1');
   await place(disk, 0, code);
   return disk;
 }

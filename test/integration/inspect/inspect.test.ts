@@ -7,7 +7,7 @@ import { runProcess } from '../../../src/core/run-process.js';
 import { HostService } from '../../../src/host/host-service.js';
 import { createLogger } from '../../../src/core/logger.js';
 import { MAMORI_BIN } from '../../harness/site-process.js';
-import { buildUki, convertTo, corruptPrimaryGpt, gptLuks, gptUefiDebian, mbrRhel6, EXT4_UUIDS } from '../../harness/disk-fixtures.js';
+import { buildUki, convertTo, corruptPrimaryGpt, gptLuks, gptUefiDebian, mbrRhel6, mbrWindows2012, EXT4_UUIDS } from '../../harness/disk-fixtures.js';
 import type { InspectionReport } from '../../../src/inspect/inspector.js';
 
 /*
@@ -40,8 +40,10 @@ before(async () => {
   disks['gpt'] = await gptUefiDebian(dir, uki);
   disks['mbr'] = await mbrRhel6(dir);
   disks['luks'] = await gptLuks(dir);
+  disks['win'] = await mbrWindows2012(dir);
+  disks['win-virtio'] = await mbrWindows2012(dir, { virtio: true });
   disks['gpt-damaged'] = await corruptPrimaryGpt(disks['gpt'], join(dir, 'gpt-damaged.img'));
-  for (const base of ['gpt', 'mbr'] as const) {
+  for (const base of ['gpt', 'mbr', 'win'] as const) {
     disks[`${base}.sparse.vmdk`] = await convertTo(disks[base]!, join(dir, `${base}.sparse.vmdk`), 'vmdk', 'monolithicSparse');
     disks[`${base}.stream.vmdk`] = await convertTo(disks[base]!, join(dir, `${base}.stream.vmdk`), 'vmdk', 'streamOptimized');
     disks[`${base}.vhdx`] = await convertTo(disks[base]!, join(dir, `${base}.vhdx`), 'vhdx');
@@ -104,14 +106,32 @@ test('MBR RHEL 6: primary, extended and logical partitions, swap, redhat-release
 });
 
 test('the same disks as VMDK (sparse, streamOptimized) and VHDX inspect the same, read through QEMU', async () => {
-  const raw = { gpt: summary(await inspect(disks['gpt']!)), mbr: summary(await inspect(disks['mbr']!)) };
-  for (const base of ['gpt', 'mbr'] as const) {
+  const raw = { gpt: summary(await inspect(disks['gpt']!)), mbr: summary(await inspect(disks['mbr']!)), win: summary(await inspect(disks['win']!)) };
+  for (const base of ['gpt', 'mbr', 'win'] as const) {
     for (const [suffix, format] of [['sparse.vmdk', 'vmdk'], ['stream.vmdk', 'vmdk'], ['vhdx', 'vhdx']] as const) {
       const r = await inspect(disks[`${base}.${suffix}`]!);
       assert.equal(r.format, format);
       assert.deepEqual(summary(r), raw[base], `${base}.${suffix}`);
     }
   }
+});
+
+test('MBR Windows Server 2012 R2: NTFS with SOFTWARE and SYSTEM hives, Windows boot code, virtio drivers or their absence', async () => {
+  const r = await inspect(disks['win']!);
+  assert.deepEqual(summary(r), {
+    partitionTable: 'mbr', firmware: 'bios', bootLoader: { kind: 'mbr', files: [] },
+    partitions: [{ number: 1, start: MiB, size: 196608 * 512, type: 'NTFS/exFAT', filesystem: 'ntfs', label: 'Windows', uuid: r.partitions[0]!.uuid }],
+    os: {
+      type: 'windows', distro: 'windows', product: 'Windows Server 2012 R2 Standard', major: 6, minor: 3, hostname: 'WIN2012R2', root: 1, kernels: [],
+      build: '9600', installationType: 'Server', virtioDrivers: [],
+    },
+  });
+  assert.match(r.partitions[0]!.uuid!, /^[0-9A-F]{16}$/);
+  assert.equal(r.bootLoader.detail, 'Windows boot code in the MBR');
+  assert.deepEqual(r.warnings, ['the Windows guest on partition 1 has no virtio drivers installed: it gets SATA disks and an e1000 NIC, which are slower']);
+  const v = await inspect(disks['win-virtio']!);
+  assert.deepEqual(v.os.virtioDrivers, ['viostor', 'netkvm']);
+  assert.deepEqual(v.warnings, []);
 });
 
 test('a damaged primary GPT header: the backup is used, and the report says so', async () => {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { bufferReader, type ByteReader } from '../../../src/inspect/byte-reader.js';
 import { Ext4Reader, parseExt4Superblock } from '../../../src/inspect/ext4-reader.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
+import { counting, type CountingReader } from '../../harness/counting-reader.js';
 
 // e2fsprogs lives in sbin, which a test runner's PATH may lack.
 const TOOL_ENV = { ...process.env, PATH: `/usr/sbin:/sbin:${process.env['PATH'] ?? '/usr/bin:/bin'}` };
@@ -18,26 +19,6 @@ function run(command: string, args: string[], okStatuses: number[] = [0]): strin
     throw new Error(`${command} ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
   }
   return result.stdout;
-}
-
-/** A ByteReader over an image file that counts what it is asked for. */
-interface CountingReader extends ByteReader {
-  reads: number;
-  bytes: number;
-}
-
-function counting(inner: ByteReader): CountingReader {
-  const counted: CountingReader = {
-    size: inner.size,
-    reads: 0,
-    bytes: 0,
-    read(offset: number, length: number): Promise<Buffer> {
-      counted.reads++;
-      counted.bytes += length;
-      return inner.read(offset, length);
-    },
-  };
-  return counted;
 }
 
 const openHandles: FileHandle[] = [];
