@@ -35,6 +35,7 @@ import { RunStepActions } from './plans/run-step-actions.js';
 import { IncomingMigrations } from './migration/incoming-migration.js';
 import { LiveMigrations, type OutgoingState } from './migration/live-migration.js';
 import { VmFailover } from './plans/vm-failover.js';
+import { ConversionService } from './convert/conversion-service.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -102,6 +103,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
   const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
+  const conversions = new ConversionService({ disks, vms, jobs, log });
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
@@ -135,7 +137,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

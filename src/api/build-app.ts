@@ -35,6 +35,8 @@ import type { PeerRecovery } from '../plans/peer-recovery.js';
 import type { LiveMigrations } from '../migration/live-migration.js';
 import type { IncomingMigrations } from '../migration/incoming-migration.js';
 import { migrationRoutes } from './routes/migrations.js';
+import { conversionRoutes } from './routes/conversions.js';
+import type { ConversionService } from '../convert/conversion-service.js';
 import type { VmFailover } from '../plans/vm-failover.js';
 import './request-caller.js';
 
@@ -61,6 +63,7 @@ export interface AppDeps {
   migrations: LiveMigrations;
   incoming: IncomingMigrations;
   failover: VmFailover;
+  conversions: ConversionService;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -144,5 +147,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(protectionRoutes(deps));
   await app.register(planRoutes(deps));
   await app.register(migrationRoutes(deps));
+  await app.register(conversionRoutes(deps));
   return app;
 }

@@ -27,6 +27,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
   inspect SOURCE                                         partition table, filesystems, firmware, boot
                                                          loader and guest OS of a disk or image (offline)
+  convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
 the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
@@ -91,6 +92,8 @@ async function run(argv: string[]): Promise<void> {
       return vmCommand(api, rest, g.json);
     case 'disk':
       return diskCommand(api, rest, g.json);
+    case 'convert':
+      return (await import('./convert-command.js')).convertCommand(api, rest, g.json);
     case 'replicate':
       return replicateCommand(api, rest, g.json);
     case 'host':

@@ -1,0 +1,34 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { ConversionService, ConvertInput } from '../../convert/conversion-service.js';
+import { inspectSource } from '../../convert/conversion-service.js';
+import { errorResponses } from '../schemas.js';
+import { requireRole } from '../request-caller.js';
+
+const free = { type: 'object', additionalProperties: true } as const;
+const source = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^/' } as const;
+
+/** P2V/V2V at this site: inspect a disk or image on the site's host, and convert it into a VM. */
+export function conversionRoutes(deps: { conversions: ConversionService }): FastifyPluginAsync {
+  const admin = requireRole('admin');
+  return async (app) => {
+    app.post<{ Body: { source: string } }>('/inspections', {
+      preHandler: admin,
+      schema: {
+        summary: "Inspect a block device or image on the site's host: partition table, filesystems, firmware, boot loader, guest OS",
+        body: { type: 'object', required: ['source'], additionalProperties: false, properties: { source } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => inspectSource(req.body.source));
+    app.post<{ Body: ConvertInput }>('/conversions', {
+      preHandler: admin,
+      schema: {
+        summary: 'Convert a physical disk or a VMware/Hyper-V image into a VM that follows its inspection; returns the job',
+        body: {
+          type: 'object', required: ['source', 'name'], additionalProperties: false,
+          properties: { source, name: { type: 'string' }, format: { type: 'string', enum: ['qcow2', 'raw'] }, start: { type: 'boolean' }, memoryMiB: { type: 'integer' }, vcpus: { type: 'integer' } },
+        },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await deps.conversions.start(req.body)));
+  };
+}
