@@ -3,7 +3,8 @@ import { resolve } from 'node:path';
 import type { ApiClient } from './api-client.js';
 import type { Job } from '../jobs/job-journal.js';
 import type { ConvertResult } from '../convert/conversion-service.js';
-import { ProgressBar, printJson } from './output.js';
+import { printJson } from './output.js';
+import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { int } from './vm-commands.js';
 
@@ -24,15 +25,7 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
   if (values.start) body['start'] = true;
   if (values.memory !== undefined) body['memoryMiB'] = int(values.memory, '--memory');
   if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
-  let job = await api.post<Job>('/conversions', body);
-  const bar = json ? null : new ProgressBar(`converting ${positionals[0]} to ${values.name}`);
-  while (job.state === 'running') {
-    bar?.update(job.progress);
-    await new Promise((r) => setTimeout(r, 250));
-    job = await api.get<Job>(`/jobs/${job.id}`);
-  }
-  bar?.update(job.state === 'succeeded' ? 1 : job.progress);
-  bar?.done();
+  const job = await followJob(api, await api.post<Job>('/conversions', body), `converting ${positionals[0]} to ${values.name}`, json);
   if (json) {
     if (job.state !== 'succeeded') process.exitCode = 1;
     return printJson(job);

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { ApiClient } from './api-client.js';
-import { ProgressBar, formatBytes, printJson, printTable } from './output.js';
+import { formatBytes, printJson, printTable } from './output.js';
+import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { one } from './vm-commands.js';
 import type { DiskRecord } from '../disks/disk-record.js';
@@ -40,15 +41,7 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
       const body: Record<string, unknown> = { name, source: source.startsWith('/') ? source : `${process.cwd()}/${source}` };
       if (values.format) body['format'] = values.format;
       if (values.to) body['targetFormat'] = values.to;
-      let job = await api.post<Job>('/disks/import', body);
-      const bar = json ? null : new ProgressBar(`importing ${name}`);
-      while (job.state === 'running') {
-        bar?.update(job.progress);
-        await new Promise((r) => setTimeout(r, 250));
-        job = await api.get<Job>(`/jobs/${job.id}`);
-      }
-      bar?.update(job.state === 'succeeded' ? 1 : job.progress);
-      bar?.done();
+      const job = await followJob(api, await api.post<Job>('/disks/import', body), `importing ${name}`, json);
       if (job.state === 'failed') throw new MamoriError('PROCESS_FAILED', `import of ${name} failed: ${job.error?.message ?? 'unknown error'}`);
       return json ? printJson(job) : void process.stdout.write(`imported ${source} as disk ${name}\n`);
     }

@@ -1,0 +1,17 @@
+import type { ApiClient } from './api-client.js';
+import type { Job } from '../jobs/job-journal.js';
+import { ProgressBar } from './output.js';
+
+/** Polls a job to its end, with a progress bar unless the output is JSON. */
+export async function followJob(api: ApiClient, started: Job, label: string, json: boolean): Promise<Job> {
+  let job = started;
+  const bar = json ? null : new ProgressBar(label);
+  while (job.state === 'running') {
+    bar?.update(job.progress);
+    await new Promise((r) => setTimeout(r, 250));
+    job = await api.get<Job>(`/jobs/${job.id}`);
+  }
+  bar?.update(job.state === 'succeeded' ? 1 : job.progress);
+  bar?.done();
+  return job;
+}
