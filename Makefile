@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GUEST_DIR ?= $(CURDIR)/.cache/guest
 DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl
 
-.PHONY: setup deps npm build guest demo test bench clean
+.PHONY: setup deps npm build guest demo test bench bench-deps clean
 
 setup: deps npm build guest
 
@@ -32,8 +32,14 @@ demo: setup
 test: setup
 	node --test --test-concurrency=2 dist/test/
 
-bench: setup
-	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node scripts/bench-readme.mjs
+# virt-inspector (about 700 MB with its appliance) is only the baseline of bench/convert.
+bench-deps:
+	@command -v virt-inspector >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libguestfs-tools)
+	@# supermin builds libguestfs' appliance from the host's kernel: a container has none.
+	@ls /boot/vmlinuz-* >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-image-amd64
+
+bench: setup bench-deps
+	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node dist/bench/convert/run.js && node scripts/bench-readme.mjs
 
 clean:
 	rm -rf dist

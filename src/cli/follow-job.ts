@@ -8,7 +8,8 @@ export async function followJob(api: ApiClient, started: Job, label: string, jso
   const bar = json ? null : new ProgressBar(label);
   while (job.state === 'running') {
     bar?.update(job.progress);
-    await new Promise((r) => setTimeout(r, 250));
+    // Short: the end of a job is what the caller waits for, and a poll is one small GET.
+    await new Promise((r) => setTimeout(r, 100));
     job = await api.get<Job>(`/jobs/${job.id}`);
   }
   bar?.update(job.state === 'succeeded' ? 1 : job.progress);

@@ -61,7 +61,7 @@ export class ConversionService {
     const blockers = conversionBlockers(report);
     if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
     const diskName = `${input.name}-disk0`;
-    const importJob = await this.#disks.startImport({ name: diskName, source: input.source, ...(input.format ? { targetFormat: input.format } : {}) });
+    const importJob = await this.#disks.startImport({ name: diskName, source: input.source, ...(input.format ? { targetFormat: input.format } : {}) }, { checked: true });
     const job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
     await this.#jobs.setContext(job.id, { source: input.source, inspection: report, importJob: importJob.id });
     void this.#run(job.id, input, report, diskName, importJob.id).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
@@ -93,14 +93,16 @@ export class ConversionService {
     }
   }
 
+  /** Waits for the copy (no polling delay at its end), mirroring its progress meanwhile. */
   async #followImport(jobId: string, importJobId: string): Promise<void> {
-    for (;;) {
-      const j = await this.#jobs.get(importJobId);
-      await this.#jobs.progress(jobId, j.progress * 0.95);
-      if (j.state === 'succeeded') return;
-      if (j.state === 'failed') throw new MamoriError('PROCESS_FAILED', `copying the disk failed: ${j.error?.message ?? 'unknown error'}`);
-      await new Promise((r) => setTimeout(r, 250));
+    let ended = false;
+    const ending = this.#disks.importEnded(importJobId).finally(() => void (ended = true));
+    while (!ended) {
+      await this.#jobs.progress(jobId, (await this.#jobs.get(importJobId)).progress * 0.95);
+      await Promise.race([ending, new Promise((r) => setTimeout(r, 250))]);
     }
+    const j = await this.#jobs.get(importJobId);
+    if (j.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `copying the disk failed: ${j.error?.message ?? 'unknown error'}`);
   }
 }
 

@@ -47,6 +47,8 @@ export interface ImportInput {
 
 /** Image disks in storage pools and raw device mappings. */
 export class DiskService {
+  /** Imports in flight, by job id: a conversion waits on its copy without polling. */
+  #importsRunning = new Map<string, Promise<void>>();
   readonly repo: DiskRepo;
   #db: Kysely<Database>;
   #paths: SitePaths;
@@ -163,7 +165,7 @@ export class DiskService {
    * the pool in the background. The copy goes to a hidden temporary name and is renamed
    * only when complete, so a crash never leaves a half image under the disk's name.
    */
-  async startImport(input: ImportInput): Promise<Job> {
+  async startImport(input: ImportInput, opts: { checked?: boolean } = {}): Promise<Job> {
     assertValidName('disk', input.name);
     await this.#assertNameFree(input.name);
     const targetFormat = input.targetFormat ?? 'qcow2';
@@ -186,14 +188,22 @@ export class DiskService {
       throw new MamoriError('IMAGE_CORRUPT', `${input.source} is named like ${expected} but QEMU reads it as ${info.format}; it may be damaged. Pass --format ${info.format} if that is intended`);
     }
     if (!(IMPORT_FORMATS as readonly string[]).includes(info.format)) throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${info.format}`);
-    await checkImage(input.source, info.format);
+    // A caller that just inspected the source through QEMU has had it checked already.
+    if (!opts.checked) await checkImage(input.source, info.format);
     const pool = this.poolDir();
     await mkdir(pool, { recursive: true });
     const finalPath = resolveInPool(pool, `${input.name}.${targetFormat}`);
     if (await exists(finalPath)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}`);
     const job = await this.#jobs.create('disk-import', input.name, ['convert', 'register']);
-    void this.#runImport(job.id, input, info.format, info.virtualSize, targetFormat, finalPath);
+    const done = this.#runImport(job.id, input, info.format, info.virtualSize, targetFormat, finalPath);
+    this.#importsRunning.set(job.id, done);
+    void done.finally(() => this.#importsRunning.delete(job.id));
     return job;
+  }
+
+  /** Resolves when an import started here ends (its job says how); at once for one not running here. */
+  async importEnded(jobId: string): Promise<void> {
+    await this.#importsRunning.get(jobId);
   }
 
   async delete(name: string): Promise<void> {

@@ -68,16 +68,26 @@ export async function buildUki(dir: string, guest: { kernel: string; initrd: str
  * GPT: an EFI System Partition (FAT32, /EFI/BOOT/BOOTX64.EFI = `efiBinary`) and an ext4 root
  * holding a Debian 12 (os-release a relative symlink into /usr/lib, as Debian ships it).
  */
-export async function gptUefiDebian(dir: string, efiBinary: string): Promise<string> {
-  const disk = join(dir, 'gpt-uefi.img');
-  await truncate(await touch(disk), 160 * MiB);
+export function gptUefiDebian(dir: string, efiBinary: string): Promise<string> {
+  return gptUefiDebianSized(dir, efiBinary, 160 * MiB);
+}
+
+/** The same layout on a disk of any size (the root takes the rest): sparse, so 20 GiB costs little. */
+export async function gptUefiDebianSized(dir: string, efiBinary: string, sizeBytes: number): Promise<string> {
+  const disk = join(dir, sizeBytes === 160 * MiB ? 'gpt-uefi.img' : `gpt-uefi-${sizeBytes}.img`);
+  await truncate(await touch(disk), sizeBytes);
   await run('sfdisk', ['-q', disk], undefined, `label: gpt\nlabel-id: 8E5A7E1C-4C30-4E7E-9C0B-0123456789AB\nstart=2048, size=${ESP_SIZE / 512}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI System"\ntype=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root"\n`);
-  await run('mkfs.fat', ['-F', '32', '-n', 'ESP', '-i', '1234ABCD', '--offset', String(ESP_START / 512), disk, String(ESP_SIZE / 1024)]);
+  // The ESP is made as its own file and placed: mtools' @@offset misreads FATs inside big images.
+  const esp = join(dir, `esp-${sizeBytes}.img`);
+  await truncate(await touch(esp), ESP_SIZE);
+  await run('mkfs.fat', ['-F', '32', '-n', 'ESP', '-i', '1234ABCD', esp]);
   const mt = { MTOOLS_SKIP_CHECK: '1' };
-  await run('mmd', ['-i', `${disk}@@${ESP_START}`, '::/EFI', '::/EFI/BOOT', '::/EFI/debian'], mt);
-  await run('mcopy', ['-i', `${disk}@@${ESP_START}`, efiBinary, '::/EFI/BOOT/BOOTX64.EFI'], mt);
+  await run('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT', '::/EFI/debian'], mt);
+  await run('mcopy', ['-i', esp, efiBinary, '::/EFI/BOOT/BOOTX64.EFI'], mt);
   // A second loader where distributions put theirs (systemd-boot's binary stands in for GRUB's).
-  await run('mcopy', ['-i', `${disk}@@${ESP_START}`, '/usr/lib/systemd/boot/efi/systemd-bootx64.efi', '::/EFI/debian/grubx64.efi'], mt);
+  await run('mcopy', ['-i', esp, '/usr/lib/systemd/boot/efi/systemd-bootx64.efi', '::/EFI/debian/grubx64.efi'], mt);
+  await place(disk, ESP_START, await readAll(esp));
+  await rm(esp);
   const root = join(dir, 'root-debian');
   await tree(root, {
     'usr/lib/os-release': 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nVERSION="12 (bookworm)"\nID=debian\n',
@@ -89,7 +99,7 @@ export async function gptUefiDebian(dir: string, efiBinary: string): Promise<str
     'boot/config-6.1.0-18-amd64': '#',
   }, { 'etc/os-release': '../usr/lib/os-release' });
   const rootStart = ESP_START + ESP_SIZE;
-  await ext4At(disk, rootStart, 160 * MiB - rootStart - MiB, root, 'root');
+  await ext4At(disk, rootStart, sizeBytes - rootStart - MiB, root, 'root');
   return disk;
 }
 
