@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './repo-root.js';
@@ -177,6 +177,16 @@ export class SiteProcess {
         // already gone
       }
     }
+    // Storage daemons (a replication cycle or a replica's NBD server in flight) and QEMUs this
+    // test never listed outlive the server too: stop every process named by a pid file in this
+    // site's folder whose command line points into the folder (so a reused pid is left alone).
+    for (const pid of await pidsOwnedBy(this.dataDir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     await rm(this.dataDir, { recursive: true, force: true });
   }
 }
@@ -201,4 +211,16 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, net
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+async function pidsOwnedBy(dir: string): Promise<number[]> {
+  const out: number[] = [];
+  const files = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  for (const f of files.filter((x) => x.endsWith('.pid'))) {
+    const pid = Number((await readFile(join(dir, f), 'utf8').catch(() => '')).trim());
+    if (!(pid > 0)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(dir)) out.push(pid);
+  }
+  return out;
 }
