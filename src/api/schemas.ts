@@ -71,6 +71,7 @@ export const vmSchema = {
     },
     stopTimeoutSec: { type: 'integer' },
     guestAgent: { type: 'boolean' },
+    diskBus: { type: 'string', enum: ['virtio', 'sata'] },
     lastHeartbeatAt: nullableString,
     lastHeartbeat: nullableString,
     serialLog: { type: 'string' },

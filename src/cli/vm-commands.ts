@@ -23,7 +23,7 @@ interface Vm {
 export const VM_USAGE = `mamori vm <command>
   create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--no-acpi] [--guest-agent]
               [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
-              [--disk DISK]... [--stop-timeout SEC] [--network NET]...
+              [--disk DISK]... [--disk-bus virtio|sata] [--stop-timeout SEC] [--network NET]...
   list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
   kill NAME | pause NAME | resume NAME [--force] | delete NAME [--force] | console NAME [--lines N]
   (--force on start/resume: run a VM that a failover at the peer superseded)
@@ -56,7 +56,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' }, 'no-writelog': { type: 'boolean' },
           'no-acpi': { type: 'boolean' }, 'guest-agent': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
           machine: { type: 'string' }, disk: { type: 'string', multiple: true }, 'stop-timeout': { type: 'string' },
-          network: { type: 'string', multiple: true },
+          network: { type: 'string', multiple: true }, 'disk-bus': { type: 'string' },
         },
       });
       const name = one(positionals, 'vm create NAME');
@@ -72,6 +72,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values.firmware) body['firmware'] = values.firmware;
       if (values.machine) body['machineType'] = values.machine;
       if (values.disk) body['disks'] = values.disk;
+      if (values['disk-bus']) body['diskBus'] = values['disk-bus'];
       // One NIC per --network, in order: 'user', 'none' or a site network (mamori network list).
       if (values.network) body['nics'] = values.network.map((network) => ({ network }));
       if (values['stop-timeout'] !== undefined) body['stopTimeoutSec'] = int(values['stop-timeout'], '--stop-timeout');

@@ -25,6 +25,7 @@ export interface ConvertResult {
   disk: string;
   firmware: 'uefi' | 'bios';
   nicModel: 'virtio-net-pci' | 'e1000';
+  diskBus: 'virtio' | 'sata';
   os: InspectionReport['os'];
   /** What degrades the result (the compatibility report); blockers refuse the conversion instead. */
   warnings: string[];
@@ -73,16 +74,17 @@ export class ConversionService {
     try {
       await this.#jobs.step(jobId, 'copy', () => this.#followImport(jobId, importJobId));
       const nicModel: ConvertResult['nicModel'] = guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000';
+      const diskBus: ConvertResult['diskBus'] = guestHasVirtioBlk(report) ? 'virtio' : 'sata';
       await this.#jobs.step(jobId, 'register', async () => {
         await this.#vms.create({
-          name: input.name, firmware: report.firmware, disks: [diskName], nics: [{ model: nicModel }],
+          name: input.name, firmware: report.firmware, disks: [diskName], nics: [{ model: nicModel }], diskBus,
           ...(input.memoryMiB !== undefined ? { memoryMiB: input.memoryMiB } : {}), ...(input.vcpus !== undefined ? { vcpus: input.vcpus } : {}),
         });
         vmMade = true;
       });
       if (input.start) await this.#jobs.step(jobId, 'start', () => this.#vms.start(input.name));
       const result: ConvertResult = {
-        vm: input.name, disk: diskName, firmware: report.firmware, nicModel, os: report.os, warnings: compatibilityWarnings(report), started: input.start === true,
+        vm: input.name, disk: diskName, firmware: report.firmware, nicModel, diskBus, os: report.os, warnings: compatibilityWarnings(report), started: input.start === true,
       };
       await this.#jobs.succeed(jobId, result);
     } catch (e) {
@@ -126,9 +128,15 @@ export function conversionBlockers(r: InspectionReport): string[] {
 /** What converts but degrades the result: the compatibility report. */
 export function compatibilityWarnings(r: InspectionReport): string[] {
   const out = [...r.warnings];
-  if (r.os.type === 'unknown') out.push('no guest operating system was found (encrypted, or not one the inspector reads): the VM gets defaults (virtio disk, e1000 NIC)');
-  if (r.os.type === 'windows' && (r.os.virtioDrivers ?? []).length === 0) out.push('the disk is attached as virtio-blk, which this Windows guest has no driver for: install virtio-win in the source first (SATA attachment is not built yet)');
+  if (r.os.type === 'unknown') out.push('no guest operating system was found (encrypted, or not one the inspector reads): the VM gets virtio disks and an e1000 NIC');
+  if (r.os.type === 'windows' && !guestHasVirtioBlk(r)) out.push('this Windows guest has no virtio storage driver (viostor): its disk is attached as SATA, which is slower; install virtio-win and switch the VM to virtio (vm create --disk-bus virtio) afterwards');
   return out;
+}
+
+/** virtio-blk needs Linux 2.6.25 or later (or no OS we can tell), or viostor in Windows. */
+function guestHasVirtioBlk(r: InspectionReport): boolean {
+  if (r.os.type === 'windows') return (r.os.virtioDrivers ?? []).includes('viostor');
+  return true;
 }
 
 /** virtio-net needs Linux 2.6.25 or later, or netkvm in Windows. */

@@ -67,7 +67,9 @@ export function buildVmArgv(input: VmArgvInput): string[] {
     );
   }
   // A test guest boots its kernel directly; a boot index on a disk would make the BIOS try it first.
-  disks.forEach((disk, i) => argv.push(...diskArgs(disk, i, def.boot.kind === 'disk' && i === 0)));
+  const sata = def.diskBus === 'sata';
+  if (sata && disks.length > 0) argv.push('-device', 'ahci,id=ahci0');
+  disks.forEach((disk, i) => argv.push(...diskArgs(disk, i, def.boot.kind === 'disk' && i === 0, sata)));
   def.nics.forEach((nic, i) => {
     argv.push('-netdev', netdevOption(def.id, nic.network, i));
     argv.push('-device', `${nic.model},netdev=net${i},mac=${nic.mac},id=nic${i}`);
@@ -103,7 +105,7 @@ function machineOption(input: VmArgvInput): string {
  * The node the guest's device sits on is always disk<i>: later block jobs (replication,
  * migration) address it; lower layers are disk<i>-l<k>.
  */
-function diskArgs(disk: DiskRecord, i: number, bootable: boolean): string[] {
+function diskArgs(disk: DiskRecord, i: number, bootable: boolean, sata = false): string[] {
   const top = `disk${i}`;
   const layers = 1 + disk.overlays.length;
   const nodeOf = (k: number): string => (k === layers - 1 ? top : `disk${i}-l${k}`);
@@ -126,7 +128,9 @@ function diskArgs(disk: DiskRecord, i: number, bootable: boolean): string[] {
       '-blockdev', json({ driver: 'qcow2', file: `${node}-file`, backing: nodeOf(j), 'node-name': node, discard: 'unmap' }),
     );
   });
-  const device = ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`];
+  const device = sata
+    ? ['ide-hd', `drive=${top}`, `bus=ahci0.${i}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`]
+    : ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`];
   // share-rw lets a second VM open the same device for writing (guest clusters).
   if (disk.shared) device.push('share-rw=on');
   if (bootable) device.push('bootindex=1');

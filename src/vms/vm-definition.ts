@@ -22,6 +22,11 @@ export interface VmDefinition {
    */
   guestAgent?: boolean;
   /**
+   * How the disks attach: virtio-blk (absent: the default), or SATA on an AHCI controller for
+   * guests without virtio drivers (a converted Windows that has no viostor). At most 6 on SATA.
+   */
+  diskBus?: DiskBus;
+  /**
    * The cloud-init NoCloud config drive a recovery attached (IP customization), always the
    * last disk: it belongs to this site's copy of the VM, so replication leaves it out.
    */
@@ -32,6 +37,11 @@ export interface VmDefinition {
 export function replicatedDiskIds(def: VmDefinition): string[] {
   return def.diskIds.filter((id) => id !== def.configDriveDiskId);
 }
+
+export const DISK_BUSES = ['virtio', 'sata'] as const;
+export type DiskBus = (typeof DISK_BUSES)[number];
+/** Ports of QEMU's ich9-ahci. */
+export const SATA_PORTS = 6;
 
 export const FIRMWARES = ['bios', 'uefi'] as const;
 export type Firmware = (typeof FIRMWARES)[number];

@@ -10,7 +10,7 @@ import { newMacAddress, newUuid } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmSupervisor } from './vm-supervisor.js';
-import { FIRMWARES, NIC_MODELS, VM_LIMITS, type Firmware, type NicDefinition, type NicModel, type VmDefinition } from './vm-definition.js';
+import { DISK_BUSES, FIRMWARES, NIC_MODELS, SATA_PORTS, VM_LIMITS, type DiskBus, type Firmware, type NicDefinition, type NicModel, type VmDefinition } from './vm-definition.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { VmSnapshots, type SnapshotView } from './vm-snapshots.js';
 
@@ -31,6 +31,8 @@ export interface CreateVmInput {
   acpi?: boolean;
   /** Give the VM a qemu-guest-agent channel (application-consistent replication points). */
   guestAgent?: boolean;
+  /** 'sata' for guests without virtio drivers (at most 6 disks). */
+  diskBus?: DiskBus;
   nics?: { model?: NicModel; network?: string; mac?: string }[];
   stopTimeoutSec?: number;
 }
@@ -50,6 +52,7 @@ export interface VmView {
   disks: { name: string; kind: string; format: string; path: string; sizeBytes: number; rdmMode: string | null; shared: boolean }[];
   stopTimeoutSec: number;
   guestAgent: boolean;
+  diskBus: DiskBus;
   lastHeartbeatAt: string | null;
   lastHeartbeat: string | null;
   serialLog: string;
@@ -105,6 +108,7 @@ export class VmService {
       })),
       stopTimeoutSec: d.stopTimeoutSec,
       guestAgent: d.guestAgent === true,
+      diskBus: d.diskBus ?? 'virtio',
       lastHeartbeatAt: hb?.at ?? vm.lastHeartbeatAt,
       lastHeartbeat: hb?.line ?? null,
       serialLog: this.#deps.paths.vmRuntime(vm.id).serialLog,
@@ -123,11 +127,14 @@ export class VmService {
       if (!FIRMWARES.includes(firmware)) throw new MamoriError('INVALID_INPUT', `firmware must be 'bios' or 'uefi', not ${JSON.stringify(firmware)}`);
       const machineType = await this.#deps.resolveMachineType(input.machineType ?? 'q35');
       const writelogRate = intInRange('writelogRate', input.writelogRate ?? 10, VM_LIMITS.writelogRate);
+      const diskBus = input.diskBus ?? 'virtio';
+      if (!DISK_BUSES.includes(diskBus)) throw new MamoriError('INVALID_INPUT', `diskBus must be one of ${DISK_BUSES.join(', ')}, not ${JSON.stringify(diskBus)}`);
       if (input.testGuest) await this.#deps.testGuestAvailable();
       const nics = (input.nics ?? [{}]).map((n, i) => nicDefinition(n, i));
       for (const n of nics) await this.#deps.networkExists(n.network);
       const attach = await this.#attachableDisks(input.disks ?? []);
       const dataSize = input.dataDisk === undefined ? null : parseSize(input.dataDisk);
+      if (diskBus === 'sata' && attach.length + (dataSize === null ? 0 : 1) > SATA_PORTS) throw new MamoriError('OUT_OF_RANGE', `a SATA controller has ${SATA_PORTS} ports: at most ${SATA_PORTS} disks with diskBus sata`);
       const id = newUuid();
       const now = new Date().toISOString();
       // The data disk file is made first and removed again if the rows cannot be written,
@@ -140,6 +147,7 @@ export class VmService {
         boot: input.testGuest ? { kind: 'test-guest', writelogRate, acpi: input.acpi ?? true, ...(input.writelog === false ? { writelog: false as const } : {}) } : { kind: 'disk' },
         stopTimeoutSec,
         ...(input.guestAgent === true ? { guestAgent: true } : {}),
+        ...(diskBus === 'sata' ? { diskBus } : {}),
       };
       try {
         await this.#deps.db.transaction().execute(async (tx) => {

@@ -21,6 +21,7 @@ const createBody = {
     writelog: { type: 'boolean' },
     acpi: { type: 'boolean' },
     guestAgent: { type: 'boolean' },
+    diskBus: { type: 'string' },
     nics: {
       type: 'array',
       items: { type: 'object', additionalProperties: false, properties: { model: { type: 'string' }, network: { type: 'string' }, mac: { type: 'string' } } },

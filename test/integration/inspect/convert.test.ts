@@ -7,7 +7,7 @@ import { runProcess } from '../../../src/core/run-process.js';
 import { HostService } from '../../../src/host/host-service.js';
 import { createLogger } from '../../../src/core/logger.js';
 import { SiteProcess } from '../../harness/site-process.js';
-import { buildUki, convertTo, gptUefiDebian, mbrRhel6 } from '../../harness/disk-fixtures.js';
+import { buildUki, convertTo, gptUefiDebian, mbrRhel6, mbrWindows2012 } from '../../harness/disk-fixtures.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { ConvertResult } from '../../../src/convert/conversion-service.js';
@@ -28,6 +28,7 @@ before(async () => {
   const uki = await buildUki(dir, { kernel: join(dirname(guest.kernel), 'vmlinuz'), initrd: guest.initrd }, 'console=ttyS0 panic=-1 quiet');
   sources['uefi'] = await convertTo(await gptUefiDebian(dir, uki), join(dir, 'uefi.vmdk'), 'vmdk', 'streamOptimized');
   sources['bios'] = await mbrRhel6(dir);
+  sources['windows'] = await convertTo(await mbrWindows2012(dir), join(dir, 'win.vhdx'), 'vhdx');
   const whole = await readFile(sources['uefi']);
   sources['truncated'] = join(dir, 'truncated.vmdk');
   await writeFile(sources['truncated'], whole.subarray(0, Math.floor(whole.length / 2)));
@@ -81,6 +82,21 @@ test('an MBR/BIOS disk gets SeaBIOS; it can start at once', async () => {
   assert.equal(cmp.code, 0, cmp.stdout);
 });
 
+test('a Windows guest without virtio drivers gets SATA disks and an e1000 NIC, and says so; QEMU runs it', async () => {
+  const job = await convert(sources['windows']!, '--name', 'v2v-win');
+  assert.equal(job.result.os.product, 'Windows Server 2012 R2 Standard');
+  assert.equal(job.result.diskBus, 'sata');
+  assert.equal(job.result.nicModel, 'e1000');
+  assert.ok(job.result.warnings.some((w) => /no virtio storage driver \(viostor\): its disk is attached as SATA/.test(w)), JSON.stringify(job.result.warnings));
+  const vm = await site.cliJson<VmView>('vm', 'show', 'v2v-win');
+  assert.equal(vm.diskBus, 'sata');
+  assert.equal(vm.nics[0]!.model, 'e1000');
+  // The fixture is no real Windows, but QEMU must accept the AHCI controller and its disk.
+  await site.cliJson('vm', 'start', 'v2v-win');
+  assert.equal((await site.cliJson<VmView>('vm', 'show', 'v2v-win')).state, 'running');
+  await site.cliJson('vm', 'kill', 'v2v-win');
+});
+
 test('bad sources are refused with a clear message and leave no VM, disk or file behind', async () => {
   const before = await readdir(join(site.dataDir, 'pools', 'default')).catch(() => []);
   const truncated = await site.cli('convert', sources['truncated']!, '--name', 'broken');
@@ -93,6 +109,6 @@ test('bad sources are refused with a clear message and leave no VM, disk or file
   const relative = await site.cli('convert', 'no-such.vmdk', '--name', 'nope');
   assert.match(relative.stderr, /no disk or image at .*no-such\.vmdk|IMAGE_NOT_FOUND/);
   const names = (await site.cliJson<VmView[]>('vm', 'list')).map((v) => v.name).sort();
-  assert.deepEqual(names, ['p2v-bios', 'p2v-uefi']);
+  assert.deepEqual(names, ['p2v-bios', 'p2v-uefi', 'v2v-win']);
   assert.deepEqual((await readdir(join(site.dataDir, 'pools', 'default')).catch(() => [])).sort(), [...before].sort());
 });
