@@ -46,6 +46,8 @@ interface MigrationContext {
   to: string;
   /** Written the moment QEMU reported `completed`: from then on the destination's copy is the VM. */
   switched?: boolean;
+  /** This migration's TLS credentials object in the source QEMU (one per migration: see #rollBack). */
+  tlsId?: string;
   /** Replica-aware: the replication that is reversed afterwards. */
   replication: { generation: number; pointId: string; rpoSeconds: number; keepPoints: number; group: string | null } | null;
   disks: number;
@@ -197,7 +199,9 @@ export class LiveMigrations {
         keepalive = setInterval(() => void quickPeer.request('POST', `/migrations/${vm.id}/keepalive`, {}).catch(() => undefined), KEEPALIVE_MS);
         await this.#jobs.setContext(jobId, ctx);
         const dir = await writeQemuTlsCreds({ dir: join(this.#paths.vmDir(vm.id), 'mig-tls'), site: this.#tls, peerCaPem: (await this.#peers.record(ctx.to)).caCertPem, endpoint: 'client' });
-        await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: TLS_ID, dir, endpoint: 'client', 'verify-peer': true });
+        ctx.tlsId = `${TLS_ID}-${jobId}`;
+        await this.#jobs.setContext(jobId, ctx);
+        await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: ctx.tlsId, dir, endpoint: 'client', 'verify-peer': true });
         return t;
       });
       check();
@@ -205,7 +209,7 @@ export class LiveMigrations {
       let deltaPauseMs: number | null = null;
       await this.#jobs.step(jobId, 'mirror', async () => {
         for (const [i, name] of target.exports.entries()) {
-          await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': `mig-tgt${i}`, server: { type: 'inet', host: target.host, port: String(target.nbdPort) }, export: name, 'tls-creds': TLS_ID });
+          await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': `mig-tgt${i}`, server: { type: 'inet', host: target.host, port: String(target.nbdPort) }, export: name, 'tls-creds': ctx.tlsId! });
         }
         if (ctx.replication) deltaPauseMs = await this.#copyDeltaPaused(qmp, target.exports.length, ctx.replication.generation, stats);
         else {
@@ -217,7 +221,7 @@ export class LiveMigrations {
       const info = await this.#jobs.step(jobId, 'migrate', async () => {
         await qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'pause-before-switchover', 'return-path'].map((capability) => ({ capability, state: true })) });
         await qmp.execute('migrate-set-parameters', {
-          'tls-creds': TLS_ID, 'tls-hostname': target.host, 'downtime-limit': downtimeMs,
+          'tls-creds': ctx.tlsId!, 'tls-hostname': target.host, 'downtime-limit': downtimeMs,
           'max-bandwidth': (mbps ?? 10_000) * 1024 * 1024,
         });
         const preSwitch = new Promise<void>((resolve, reject) => {
@@ -409,6 +413,18 @@ export class LiveMigrations {
     throw new MamoriError('QMP_TIMEOUT', `${n} disk mirror(s) did not end after cancel`);
   }
 
+  /** After migrate_cancel: the final status, or null when QEMU did not settle within 30 s. */
+  async #waitMigrationSettled(qmp: QmpClient): Promise<string | null> {
+    const end = Date.now() + 30_000;
+    while (Date.now() < end) {
+      const info = await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null);
+      const st = info?.status ?? 'none';
+      if (st === 'cancelled' || st === 'failed' || st === 'completed' || st === 'none') return st;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return null;
+  }
+
   async #waitMigrationEnd(qmp: QmpClient): Promise<QmpMigrationInfo> {
     for (;;) {
       const info = await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 });
@@ -426,14 +442,28 @@ export class LiveMigrations {
         throw new MamoriError('VM_INVALID_STATE', `the migration of ${vm.name} completed; finish it at the destination instead of rolling back`);
       }
       await qmp.execute('migrate_cancel').catch(() => undefined);
+      // The migration thread is still using the stream (and its TLS session) while 'cancelling':
+      // wait for it to settle before anything it uses goes. It may also have completed meanwhile.
+      const settled = await this.#waitMigrationSettled(qmp);
+      if (settled === 'completed') throw new MamoriError('VM_INVALID_STATE', `the migration of ${vm.name} completed while it was being cancelled; finish it at the destination instead of rolling back`);
       for (let i = 0; i < ctx.disks; i++) await qmp.execute('block-job-cancel', { device: `mig${i}`, force: true }).catch(() => undefined);
       await this.#waitJobsGone(qmp, ctx.disks).catch(async () => {
         // A mirror waiting on a write the destination never acknowledges cannot end: cut its connection.
         if (ctx.target) await abortConnections(ctx.target.host, [ctx.target.nbdPort]).catch(() => undefined);
         await this.#waitJobsGone(qmp, ctx.disks).catch(() => undefined);
       });
-      for (let i = 0; i < ctx.disks; i++) await qmp.execute('blockdev-del', { 'node-name': `mig-tgt${i}` }).catch(() => undefined);
-      await qmp.execute('object-del', { id: TLS_ID }).catch(() => undefined);
+      let nodesGone = true;
+      for (let i = 0; i < ctx.disks; i++) {
+        await qmp.execute('blockdev-del', { 'node-name': `mig-tgt${i}` }).catch((e: unknown) => {
+          // Never added (an early failure) is fine; still in use is not.
+          if (!/not found|Cannot find/i.test((e as Error).message)) nodesGone = false;
+        });
+      }
+      // Credentials are freed only when nothing can still use them (a freed TLS object under a
+      // live NBD or migration channel would crash QEMU); otherwise they stay, under this
+      // migration's own id, so the next migration is not blocked by them.
+      if (nodesGone && settled !== null) await qmp.execute('object-del', { id: ctx.tlsId ?? TLS_ID }).catch(() => undefined);
+      else this.#log.warn({ vm: vm.name }, 'the migration TLS credentials stay in QEMU: something may still use them');
       const status = await qmp.execute('query-status', undefined, { timeoutMs: 5_000 }).catch(() => null);
       // pause-before-switchover paused the guest; nothing switched, so it runs on here.
       if (status && !status.running) await qmp.execute('cont').catch(() => undefined);
