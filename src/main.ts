@@ -33,7 +33,8 @@ import { ReplicaSeeding } from './plans/replica-seeding.js';
 import { PeerRecovery } from './plans/peer-recovery.js';
 import { RunStepActions } from './plans/run-step-actions.js';
 import { IncomingMigrations } from './migration/incoming-migration.js';
-import { LiveMigrations, type OutgoingState } from './migration/live-migration.js';
+import { LiveMigrations } from './migration/live-migration.js';
+import type { OutgoingState } from './migration/outgoing-state.js';
 import { VmFailover } from './plans/vm-failover.js';
 import { ConversionService } from './convert/conversion-service.js';
 

@@ -16,7 +16,7 @@ import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { freePort } from '../core/free-port.js';
 import type { Logger } from '../core/logger.js';
-import type { OutgoingState } from './live-migration.js';
+import type { OutgoingState } from './outgoing-state.js';
 
 export interface IncomingTarget {
   vmId: string;

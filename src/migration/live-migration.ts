@@ -18,6 +18,7 @@ import type { IncomingTarget } from './incoming-migration.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import { bitmapName } from '../replication/dirty-bitmaps.js';
 import { LinkWatchdog, abortConnections } from './link-watchdog.js';
+import { outgoingStateOf, type MigrationContext, type OutgoingState } from './outgoing-state.js';
 
 export const MIGRATION_JOB = 'vm-migration';
 export const MIGRATION_STEPS = ['prepare', 'mirror', 'migrate', 'switchover', 'finish'] as const;
@@ -41,18 +42,6 @@ export interface MigrationResult {
   diskBytes: number;
 }
 
-interface MigrationContext {
-  vmId: string;
-  to: string;
-  /** Written the moment QEMU reported `completed`: from then on the destination's copy is the VM. */
-  switched?: boolean;
-  /** This migration's TLS credentials object in the source QEMU (one per migration: see #rollBack). */
-  tlsId?: string;
-  /** Replica-aware: the replication that is reversed afterwards. */
-  replication: { generation: number; pointId: string; rpoSeconds: number; keepPoints: number; group: string | null } | null;
-  disks: number;
-  target: IncomingTarget | null;
-}
 
 /**
  * Live migration of a running VM to the paired site without shared storage (libvirt's
@@ -494,21 +483,3 @@ export class LiveMigrations {
   }
 }
 
-/**
- * switched: the destination's copy is the VM (run it); rolled-back: the VM ran on here (remove
- * the copy); in-progress: not decided yet; unknown: no migration of this VM to that site here.
- */
-export type OutgoingState = 'switched' | 'rolled-back' | 'in-progress' | 'unknown';
-
-/**
- * The source's answer, from its journal and its QEMU (whose `completed` may be newer than the
- * journal: once QEMU completed, this side never continues the guest, so the copy must run).
- */
-export function outgoingStateOf(job: Pick<Job, 'state' | 'steps' | 'context'> | null, qemuStatus: string | null, peer: string): OutgoingState {
-  const ctx = job?.context as Partial<MigrationContext> | null | undefined;
-  if (!job || !ctx || ctx.to !== peer) return 'unknown';
-  const switched = ctx.switched === true || qemuStatus === 'completed' || job.state === 'succeeded'
-    || job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
-  if (switched) return 'switched';
-  return job.state === 'running' ? 'in-progress' : 'rolled-back';
-}

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { outgoingStateOf } from '../../../src/migration/live-migration.js';
+import { outgoingStateOf } from '../../../src/migration/outgoing-state.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 
 type J = Pick<Job, 'state' | 'steps' | 'context'>;
