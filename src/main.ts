@@ -104,7 +104,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
   const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
-  const conversions = new ConversionService({ disks, vms, jobs, log });
+  const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir });
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after

@@ -3,24 +3,37 @@ import { resolve } from 'node:path';
 import type { ApiClient } from './api-client.js';
 import type { Job } from '../jobs/job-journal.js';
 import type { ConvertResult } from '../convert/conversion-service.js';
-import { printJson } from './output.js';
+import { formatBytes, printJson } from './output.js';
 import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { int } from './vm-commands.js';
 
 export const CONVERT_USAGE = `mamori convert SOURCE --name VM [--format qcow2|raw] [--start] [--memory MIB] [--vcpus N]
+       mamori convert nbd://HOST:PORT --agent-key KEY --name VM [--converge-below MIB] [...]
   SOURCE is a block device or an image (raw, qcow2, vmdk, vhd, vhdx) on the site's host. It is
   inspected first (mamori inspect), copied into the site's pool, and registered as a VM with the
-  firmware it boots with (UEFI: OVMF) and a virtio or e1000 NIC by the guest's drivers.`;
+  firmware it boots with (UEFI: OVMF) and a virtio or e1000 NIC by the guest's drivers.
+  nbd://HOST:PORT is a running machine's disk served by \`mamori p2v-agent\` there: it is copied
+  in passes that resend only changed chunks until fewer than --converge-below MiB (default 64)
+  change, then a last pass with the machine's filesystems frozen.`;
 
 /** Converts at the site the CLI talks to (--data DIR or MAMORI_URL), following the job to its end. */
 export async function convertCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { name: { type: 'string' }, format: { type: 'string' }, start: { type: 'boolean' }, memory: { type: 'string' }, vcpus: { type: 'string' } },
+    options: {
+      name: { type: 'string' }, format: { type: 'string' }, start: { type: 'boolean' }, memory: { type: 'string' }, vcpus: { type: 'string' },
+      'agent-key': { type: 'string' }, 'converge-below': { type: 'string' },
+    },
   });
   if (positionals.length !== 1 || !values.name) throw new MamoriError('INVALID_INPUT', `usage: ${CONVERT_USAGE}`);
-  const body: Record<string, unknown> = { source: resolve(positionals[0]!), name: values.name };
+  const source = positionals[0]!;
+  const p2v = source.startsWith('nbd://');
+  if (p2v && !values['agent-key']) throw new MamoriError('INVALID_INPUT', `${source} is a P2V agent: give --agent-key, the key \`mamori p2v-agent\` printed`);
+  if (!p2v && (values['agent-key'] !== undefined || values['converge-below'] !== undefined)) throw new MamoriError('INVALID_INPUT', '--agent-key and --converge-below are for nbd:// sources (a P2V agent)');
+  const body: Record<string, unknown> = { source: p2v ? source : resolve(source), name: values.name };
+  if (values['agent-key']) body['agentKey'] = values['agent-key'];
+  if (values['converge-below'] !== undefined) body['convergeBelowMiB'] = int(values['converge-below'], '--converge-below');
   if (values.format) body['format'] = values.format;
   if (values.start) body['start'] = true;
   if (values.memory !== undefined) body['memoryMiB'] = int(values.memory, '--memory');
@@ -32,6 +45,11 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
   }
   if (job.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `conversion failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`);
   const r = job.result as ConvertResult;
+  for (const p of r.p2v?.passes ?? []) {
+    const rate = p.seconds > 0 ? ` (${formatBytes(p.sentBytes / p.seconds)}/s)` : '';
+    process.stdout.write(`pass ${p.pass}${p.frozen ? ' (frozen)' : ''}: ${formatBytes(p.changedBytes)} changed, ${formatBytes(p.sentBytes)} sent in ${p.seconds.toFixed(1)} s${rate}\n`);
+  }
+  if (r.p2v) process.stdout.write(`copy: ${r.p2v.consistency}: ${r.p2v.note}\n`);
   process.stdout.write(`${r.vm}: ${r.firmware} firmware, disk ${r.disk}, NIC ${r.nicModel}, guest ${r.os.product ?? r.os.type}${r.started ? ', started' : ''}\n`);
   for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
 }

@@ -28,6 +28,8 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   inspect SOURCE                                         partition table, filesystems, firmware, boot
                                                          loader and guest OS of a disk or image (offline)
   convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
+  convert nbd://HOST:PORT --agent-key KEY --name VM      P2V of a running machine through its agent
+  p2v-agent --device /dev/sdX [--listen ADDR]            on the machine to convert: serve its disk
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
 the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
@@ -85,6 +87,7 @@ async function run(argv: string[]): Promise<void> {
   // otherwise add most of a second to every CLI call.
   if (cmd === 'serve') return (await import('./serve-command.js')).serveCommand(rest);
   if (cmd === 'inspect') return (await import('./inspect-command.js')).inspectCommand(rest, g.json);
+  if (cmd === 'p2v-agent') return (await import('./p2v-agent-command.js')).p2vAgentCommand(rest, g.json);
   if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
   const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
   switch (cmd) {

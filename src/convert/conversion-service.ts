@@ -7,12 +7,23 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
 import type { Logger } from '../core/logger.js';
 import type { ImageFormat } from '../disks/disk-record.js';
+import { cachedReader } from '../inspect/image-source.js';
+import { P2vAgentClient } from './p2v-agent-client.js';
+import { parseAgentUrl } from './p2v-protocol.js';
+import { pullFromAgent } from './p2v-pull.js';
+import type { ConvergeResult, ConvergePass } from './p2v-converge.js';
+import { join } from 'node:path';
+import { StorageDaemon } from '../qemu/storage-daemon.js';
 
 export const CONVERT_JOB = 'vm-convert';
 
 export interface ConvertInput {
-  /** Absolute path on the site's host: a block device or an image QEMU reads. */
+  /** Absolute path on the site's host (a block device or an image QEMU reads), or a P2V agent's nbd://HOST:PORT. */
   source: string;
+  /** The key `mamori p2v-agent` printed; needed for nbd:// sources. */
+  agentKey?: string;
+  /** P2V: the remainder below which the passes stop and the frozen last pass runs (default 64 MiB). */
+  convergeBelowMiB?: number;
   name: string;
   format?: ImageFormat;
   start?: boolean;
@@ -30,6 +41,14 @@ export interface ConvertResult {
   /** What degrades the result (the compatibility report); blockers refuse the conversion instead. */
   warnings: string[];
   started: boolean;
+  /** P2V only: the passes, and how consistent the copy is. */
+  p2v?: Omit<ConvergeResult, 'passes'> & { passes: ConvergePass[] };
+}
+
+/** What a P2V conversion keeps in its job context, for progress and for recovery after a crash. */
+interface P2vContext {
+  disk: string;
+  passes: ConvergePass[];
 }
 
 /**
@@ -46,17 +65,39 @@ export class ConversionService {
   #jobs: JobJournal;
   #log: Logger;
 
-  constructor(deps: { disks: DiskService; vms: VmService; jobs: JobJournal; log: Logger }) {
+  #runDir: string;
+
+  /** `runDir`: where conversions keep scratch state (the P2V target's storage daemon). */
+  constructor(deps: { disks: DiskService; vms: VmService; jobs: JobJournal; log: Logger; runDir: string }) {
     this.#disks = deps.disks;
     this.#vms = deps.vms;
     this.#jobs = deps.jobs;
     this.#log = deps.log;
+    this.#runDir = deps.runDir;
+    this.#jobs.registerRecovery(CONVERT_JOB, (job) => this.#recover(job));
+  }
+
+  /**
+   * A conversion cut by a crash never registered its VM (or did, and only the start was
+   * left): the copied disk goes unless a VM holds it, and a P2V's storage daemon is stopped.
+   */
+  async #recover(job: Job): Promise<string> {
+    const registered = job.steps.some((s) => s.name === 'register' && s.state === 'done');
+    const ctx = job.context as { p2v?: P2vContext; disk?: string } | null;
+    const runDir = join(this.#runDir, job.id);
+    await StorageDaemon.killLeftover({ qmpSocket: join(runDir, 'qmp.sock'), pidFile: join(runDir, 'qemu-storage-daemon.pid') }).catch(() => undefined);
+    const disk = ctx?.p2v?.disk ?? ctx?.disk;
+    if (!registered && disk !== undefined) await this.#disks.delete(disk).catch(() => undefined);
+    return registered
+      ? 'the site server stopped after the VM was registered; it is there, start it yourself'
+      : 'the site server stopped during the conversion; the partial copy was removed, run it again';
   }
 
   /** Checks and inspects now (bad input and blockers are answered at once), converts as a job. */
   async start(input: ConvertInput): Promise<Job> {
     assertValidName('VM', input.name);
-    if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image)');
+    if (typeof input.source === 'string' && input.source.startsWith('nbd://')) return this.#startP2v(input);
+    if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or a P2V agent as nbd://HOST:PORT');
     if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
     const report = await inspectSource(input.source);
     const blockers = conversionBlockers(report);
@@ -64,15 +105,68 @@ export class ConversionService {
     const diskName = `${input.name}-disk0`;
     const importJob = await this.#disks.startImport({ name: diskName, source: input.source, ...(input.format ? { targetFormat: input.format } : {}) }, { checked: true });
     const job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
-    await this.#jobs.setContext(job.id, { source: input.source, inspection: report, importJob: importJob.id });
+    await this.#jobs.setContext(job.id, { source: input.source, inspection: report, importJob: importJob.id, disk: diskName });
     void this.#run(job.id, input, report, diskName, importJob.id).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
     return job;
   }
 
-  async #run(jobId: string, input: ConvertInput, report: InspectionReport, diskName: string, importJobId: string): Promise<void> {
-    let vmMade = false;
+  /**
+   * P2V of a running machine: the agent is checked (its key proves its CA), its disk
+   * inspected over TLS NBD like any other source, and copied in converging passes.
+   */
+  async #startP2v(input: ConvertInput): Promise<Job> {
+    const at = parseAgentUrl(input.source);
+    if (at === null) throw new MamoriError('INVALID_INPUT', `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`);
+    const below = input.convergeBelowMiB ?? 64;
+    if (!Number.isInteger(below) || below < 0 || below > 1024 * 1024) throw new MamoriError('OUT_OF_RANGE', 'convergeBelowMiB must be 0 to 1048576');
+    if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
+    const agent = await P2vAgentClient.connect(at.host, at.port, input.agentKey ?? '');
+    const nbd = await agent.openNbd();
+    let report: InspectionReport;
     try {
-      await this.#jobs.step(jobId, 'copy', () => this.#followImport(jobId, importJobId));
+      report = await inspectDisk(cachedReader(nbd));
+    } finally {
+      await nbd.disconnect().catch(() => undefined);
+    }
+    const blockers = conversionBlockers(report);
+    if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
+    const diskName = `${input.name}-disk0`;
+    const disk = await this.#disks.create({ name: diskName, sizeBytes: agent.hello.sizeBytes, format: input.format ?? 'qcow2' });
+    let job: Job;
+    try {
+      job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
+    } catch (e) {
+      await this.#disks.delete(diskName).catch(() => undefined);
+      throw e;
+    }
+    const ctx = { source: input.source, device: agent.hello.device, inspection: report, p2v: { disk: diskName, passes: [] as ConvergePass[] } };
+    await this.#jobs.setContext(job.id, ctx);
+    let progressAt = 0;
+    const copy = async (): Promise<ConvergeResult> => pullFromAgent(agent, disk, {
+      runDir: join(this.#runDir, job.id), convergeBelowBytes: below * 1024 * 1024,
+      onPass: async (p) => {
+        ctx.p2v.passes.push(p);
+        await this.#jobs.setContext(job.id, ctx);
+        this.#log.info({ job: job.id, ...p }, 'p2v pass done');
+      },
+      onProgress: (f) => {
+        if (Date.now() - progressAt < 250) return;
+        progressAt = Date.now();
+        void this.#jobs.progress(job.id, f).catch(() => undefined);
+      },
+    });
+    void this.#run(job.id, input, report, diskName, copy).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    return job;
+  }
+
+  async #run(jobId: string, input: ConvertInput, report: InspectionReport, diskName: string, copy: string | (() => Promise<ConvergeResult>)): Promise<void> {
+    let vmMade = false;
+    let pulled: ConvergeResult | undefined;
+    try {
+      await this.#jobs.step(jobId, 'copy', async () => {
+        if (typeof copy === 'string') await this.#followImport(jobId, copy);
+        else pulled = await copy();
+      });
       const nicModel: ConvertResult['nicModel'] = guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000';
       const diskBus: ConvertResult['diskBus'] = guestHasVirtioBlk(report) ? 'virtio' : 'sata';
       await this.#jobs.step(jobId, 'register', async () => {
@@ -84,7 +178,9 @@ export class ConversionService {
       });
       if (input.start) await this.#jobs.step(jobId, 'start', () => this.#vms.start(input.name));
       const result: ConvertResult = {
-        vm: input.name, disk: diskName, firmware: report.firmware, nicModel, diskBus, os: report.os, warnings: compatibilityWarnings(report), started: input.start === true,
+        vm: input.name, disk: diskName, firmware: report.firmware, nicModel, diskBus, os: report.os, started: input.start === true,
+        warnings: [...compatibilityWarnings(report), ...(pulled !== undefined && pulled.consistency !== 'frozen' ? [pulled.note] : [])],
+        ...(pulled !== undefined ? { p2v: pulled } : {}),
       };
       await this.#jobs.succeed(jobId, result);
     } catch (e) {

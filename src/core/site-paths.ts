@@ -23,6 +23,10 @@ export class SitePaths {
   get tlsDir(): string {
     return join(this.root, 'tls');
   }
+  /** Scratch state of conversions in flight, one folder per job (a P2V target's storage daemon). */
+  get conversionsDir(): string {
+    return join(this.root, 'conversions');
+  }
   pool(name: string): string {
     return join(this.root, 'pools', name);
   }

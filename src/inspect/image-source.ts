@@ -74,7 +74,8 @@ async function stopQemuNbd(pidFile: string): Promise<void> {
   }
 }
 
-function cachedReader(nbd: NbdClient): ByteReader {
+/** Disk bytes through an NBD connection, read in cached 64 KiB chunks (inspection reads small and repeats). */
+export function cachedReader(nbd: Pick<NbdClient, 'size' | 'read'>): ByteReader {
   const size = nbd.size;
   const chunks = new Map<number, Promise<Buffer>>();
   const chunk = (index: number): Promise<Buffer> => {

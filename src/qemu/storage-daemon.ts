@@ -22,6 +22,12 @@ export interface DaemonChain {
   id: string;
   layers: DaemonLayer[];
   readOnly?: boolean;
+  /**
+   * Open with O_DIRECT (cache.direct). Needed to read a block device that a mounted
+   * filesystem writes to: its file data goes to the device past the page cache, so a
+   * buffered reader could be served stale pages.
+   */
+  directIo?: boolean;
 }
 
 export interface DaemonExport {
@@ -93,6 +99,7 @@ export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
       argv.push('--blockdev', json({
         driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
         filename: layer.file, 'node-name': `${node}-file`, 'read-only': readOnly,
+        ...(chain.directIo === true ? { cache: { direct: true } } : {}),
       }));
       const fmt: Record<string, unknown> = { driver: layer.format, file: `${node}-file`, 'node-name': node, 'read-only': readOnly };
       if (layer.format === 'qcow2') fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);

@@ -6,6 +6,8 @@ import { requireRole } from '../request-caller.js';
 
 const free = { type: 'object', additionalProperties: true } as const;
 const source = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^/' } as const;
+/** A path on the site's host, or a P2V agent (`mamori p2v-agent`) as nbd://HOST:PORT. */
+const convertSource = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^(/|nbd://)' } as const;
 
 /** P2V/V2V at this site: inspect a disk or image on the site's host, and convert it into a VM. */
 export function conversionRoutes(deps: { conversions: ConversionService }): FastifyPluginAsync {
@@ -25,7 +27,11 @@ export function conversionRoutes(deps: { conversions: ConversionService }): Fast
         summary: 'Convert a physical disk or a VMware/Hyper-V image into a VM that follows its inspection; returns the job',
         body: {
           type: 'object', required: ['source', 'name'], additionalProperties: false,
-          properties: { source, name: { type: 'string' }, format: { type: 'string', enum: ['qcow2', 'raw'] }, start: { type: 'boolean' }, memoryMiB: { type: 'integer' }, vcpus: { type: 'integer' } },
+          properties: {
+            source: convertSource, name: { type: 'string' }, format: { type: 'string', enum: ['qcow2', 'raw'] }, start: { type: 'boolean' },
+            memoryMiB: { type: 'integer' }, vcpus: { type: 'integer' },
+            agentKey: { type: 'string', minLength: 16, maxLength: 256 }, convergeBelowMiB: { type: 'integer', minimum: 0, maximum: 1048576 },
+          },
         },
         response: { 202: { $ref: 'Job#' }, ...errorResponses },
       },
