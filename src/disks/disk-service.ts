@@ -9,7 +9,8 @@ import { resolveInPool } from './pool-path.js';
 import { assertValidName } from '../core/names.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { checkImage, convertImage, createImage, imageInfo } from '../qemu/qemu-img.js';
+import { syncDirectory } from '../core/sync-directory.js';
+import { checkImage, convertImage, createImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
@@ -41,6 +42,8 @@ export interface CreateRdmInput {
 export interface ImportInput {
   name: string;
   source: string;
+  /** The image is this byte range of `source` (a VMDK inside an OVA), read in place. */
+  member?: { offset: number; size: number };
   format?: string;
   targetFormat?: ImageFormat;
 }
@@ -180,8 +183,9 @@ export class DiskService {
     if (requested && !(IMPORT_FORMATS as readonly string[]).includes(requested)) {
       throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${input.format}; supported: qcow2, raw, vmdk, vhd, vhdx`);
     }
-    const info = await imageInfo(input.source, requested);
-    const expected = EXTENSION_FORMATS[extname(input.source).toLowerCase()];
+    const src = input.member ? tarMemberFilename(input.source, input.member) : input.source;
+    const info = await imageInfo(src, requested);
+    const expected = input.member ? undefined : EXTENSION_FORMATS[extname(input.source).toLowerCase()];
     if (!requested && expected && info.format !== expected) {
       // A .vmdk that QEMU probes as raw is usually a damaged or descriptor-less file: importing
       // it as raw would silently produce a wrong disk.
@@ -189,13 +193,13 @@ export class DiskService {
     }
     if (!(IMPORT_FORMATS as readonly string[]).includes(info.format)) throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${info.format}`);
     // A caller that just inspected the source through QEMU has had it checked already.
-    if (!opts.checked) await checkImage(input.source, info.format);
+    if (!opts.checked) await checkImage(src, info.format);
     const pool = this.poolDir();
     await mkdir(pool, { recursive: true });
     const finalPath = resolveInPool(pool, `${input.name}.${targetFormat}`);
     if (await exists(finalPath)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}`);
     const job = await this.#jobs.create('disk-import', input.name, ['convert', 'register']);
-    const done = this.#runImport(job.id, input, info.format, info.virtualSize, targetFormat, finalPath);
+    const done = this.#runImport(job.id, { ...input, source: src }, info.format, info.virtualSize, targetFormat, finalPath);
     this.#importsRunning.set(job.id, done);
     void done.finally(() => this.#importsRunning.delete(job.id));
     return job;
@@ -226,6 +230,7 @@ export class DiskService {
       );
       const disk = await this.#jobs.step(jobId, 'register', async () => {
         await rename(temp, finalPath);
+        await syncDirectory(dirname(finalPath));
         const d: DiskRecord = {
           id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: targetFormat, path: finalPath,
           sizeBytes: size, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
