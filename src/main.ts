@@ -37,6 +37,7 @@ import { LiveMigrations } from './migration/live-migration.js';
 import type { OutgoingState } from './migration/outgoing-state.js';
 import { VmFailover } from './plans/vm-failover.js';
 import { ConversionService } from './convert/conversion-service.js';
+import { ExportService } from './convert/export-service.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -104,7 +105,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
   const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
-  const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir });
+  const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir, resolveMachineType: (t) => host.resolveMachineType(t) });
+  const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
@@ -138,7 +140,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

@@ -37,6 +37,7 @@ import type { IncomingMigrations } from '../migration/incoming-migration.js';
 import { migrationRoutes } from './routes/migrations.js';
 import { conversionRoutes } from './routes/conversions.js';
 import type { ConversionService } from '../convert/conversion-service.js';
+import type { ExportService } from '../convert/export-service.js';
 import type { VmFailover } from '../plans/vm-failover.js';
 import './request-caller.js';
 
@@ -64,6 +65,7 @@ export interface AppDeps {
   incoming: IncomingMigrations;
   failover: VmFailover;
   conversions: ConversionService;
+  exports: ExportService;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };

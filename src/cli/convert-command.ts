@@ -8,14 +8,16 @@ import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { int } from './vm-commands.js';
 
-export const CONVERT_USAGE = `mamori convert SOURCE --name VM [--format qcow2|raw] [--start] [--memory MIB] [--vcpus N]
+export const CONVERT_USAGE = `mamori convert SOURCE [--site SITE] --name VM [--format qcow2|raw] [--start] [--memory MIB] [--vcpus N] [--machine TYPE]
        mamori convert nbd://HOST:PORT --agent-key KEY --name VM [--converge-below MIB] [...]
-  SOURCE is a block device or an image (raw, qcow2, vmdk, vhd, vhdx) on the site's host. It is
-  inspected first (mamori inspect), copied into the site's pool, and registered as a VM with the
-  firmware it boots with (UEFI: OVMF) and a virtio or e1000 NIC by the guest's drivers.
+  SOURCE is a block device, an image (raw, qcow2, vmdk, vhd, vhdx) or an OVA/OVF on the site's
+  host. It is inspected first (mamori inspect), copied into the site's pool, and registered as a
+  VM with the firmware it boots with (UEFI: OVMF) and a virtio or e1000 NIC by the guest's
+  drivers. An OVA/OVF gives vCPUs, memory and all its disks; --memory and --vcpus override.
   nbd://HOST:PORT is a running machine's disk served by \`mamori p2v-agent\` there: it is copied
   in passes that resend only changed chunks until fewer than --converge-below MiB (default 64)
-  change, then a last pass with the machine's filesystems frozen.`;
+  change, then a last pass with the machine's filesystems frozen.
+  --site names the site that must receive the VM: the command stops if the CLI talks to another.`;
 
 /** Converts at the site the CLI talks to (--data DIR or MAMORI_URL), following the job to its end. */
 export async function convertCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
@@ -23,7 +25,7 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
     args: argv, allowPositionals: true, strict: true,
     options: {
       name: { type: 'string' }, format: { type: 'string' }, start: { type: 'boolean' }, memory: { type: 'string' }, vcpus: { type: 'string' },
-      'agent-key': { type: 'string' }, 'converge-below': { type: 'string' },
+      'agent-key': { type: 'string' }, 'converge-below': { type: 'string' }, site: { type: 'string' }, machine: { type: 'string' },
     },
   });
   if (positionals.length !== 1 || !values.name) throw new MamoriError('INVALID_INPUT', `usage: ${CONVERT_USAGE}`);
@@ -31,8 +33,17 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
   const p2v = source.startsWith('nbd://');
   if (p2v && !values['agent-key']) throw new MamoriError('INVALID_INPUT', `${source} is a P2V agent: give --agent-key, the key \`mamori p2v-agent\` printed`);
   if (!p2v && (values['agent-key'] !== undefined || values['converge-below'] !== undefined)) throw new MamoriError('INVALID_INPUT', '--agent-key and --converge-below are for nbd:// sources (a P2V agent)');
+  if (values.site !== undefined) {
+    // The source is read where the site runs (a path on its host, or an agent it can reach), so the
+    // CLI does not forward: it makes sure it talks to the site the operator meant.
+    const here = (await api.get<{ name: string }>('/site/ca')).name;
+    if (here !== values.site) {
+      throw new MamoriError('INVALID_INPUT', `this CLI talks to site ${here}, not ${values.site}: point it at ${values.site} (--data DIR or MAMORI_URL) and run the conversion there`);
+    }
+  }
   const body: Record<string, unknown> = { source: p2v ? source : resolve(source), name: values.name };
   if (values['agent-key']) body['agentKey'] = values['agent-key'];
+  if (values.machine !== undefined) body['machineType'] = values.machine;
   if (values['converge-below'] !== undefined) body['convergeBelowMiB'] = int(values['converge-below'], '--converge-below');
   if (values.format) body['format'] = values.format;
   if (values.start) body['start'] = true;
@@ -50,6 +61,7 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
     process.stdout.write(`pass ${p.pass}${p.frozen ? ' (frozen)' : ''}: ${formatBytes(p.changedBytes)} changed, ${formatBytes(p.sentBytes)} sent in ${p.seconds.toFixed(1)} s${rate}\n`);
   }
   if (r.p2v) process.stdout.write(`copy: ${r.p2v.consistency}: ${r.p2v.note}\n`);
-  process.stdout.write(`${r.vm}: ${r.firmware} firmware, disk ${r.disk}, NIC ${r.nicModel}, guest ${r.os.product ?? r.os.type}${r.started ? ', started' : ''}\n`);
+  process.stdout.write(`${r.vm}: ${r.firmware} firmware, ${r.vcpus} vCPU, ${r.memoryMiB} MiB, disk${r.disks.length > 1 ? 's' : ''} ${r.disks.join(', ')}, ` +
+    `NIC ${r.nicModel}, guest ${r.os.product ?? r.os.type}${r.started ? ', started' : ''}\n`);
   for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
 }

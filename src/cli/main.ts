@@ -30,6 +30,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
   convert nbd://HOST:PORT --agent-key KEY --name VM      P2V of a running machine through its agent
   p2v-agent --device /dev/sdX [--listen ADDR]            on the machine to convert: serve its disk
+  export VM --format vmdk|vhdx|ova [--output DIR]        a stopped VM for VMware or Hyper-V
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
 the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
@@ -97,6 +98,8 @@ async function run(argv: string[]): Promise<void> {
       return diskCommand(api, rest, g.json);
     case 'convert':
       return (await import('./convert-command.js')).convertCommand(api, rest, g.json);
+    case 'export':
+      return (await import('./export-command.js')).exportCommand(api, rest, g.json);
     case 'replicate':
       return replicateCommand(api, rest, g.json);
     case 'host':

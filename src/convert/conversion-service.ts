@@ -14,6 +14,11 @@ import { pullFromAgent } from './p2v-pull.js';
 import type { ConvergeResult, ConvergePass } from './p2v-converge.js';
 import { join } from 'node:path';
 import { StorageDaemon } from '../qemu/storage-daemon.js';
+import { checkImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
+import { readOvfSource } from './ovf-source.js';
+
+/** Disks a converted VM may have (virtio-blk slots we hand out; SATA takes 6). */
+const MAX_DISKS = 16;
 
 export const CONVERT_JOB = 'vm-convert';
 
@@ -24,6 +29,8 @@ export interface ConvertInput {
   agentKey?: string;
   /** P2V: the remainder below which the passes stop and the frozen last pass runs (default 64 MiB). */
   convergeBelowMiB?: number;
+  /** A QEMU machine type (`pc-q35-7.2`) or alias (`q35`, `pc`); default q35, pinned to its version. */
+  machineType?: string;
   name: string;
   format?: ImageFormat;
   start?: boolean;
@@ -33,7 +40,13 @@ export interface ConvertInput {
 
 export interface ConvertResult {
   vm: string;
+  /** The boot disk (the first of `disks`). */
   disk: string;
+  disks: string[];
+  vcpus: number;
+  memoryMiB: number;
+  /** What an OVF/OVA descriptor said of the hardware, when the source is one. */
+  descriptor?: { vcpus: number; memoryMiB: number; firmware: 'uefi' | 'bios'; warnings: string[] };
   firmware: 'uefi' | 'bios';
   nicModel: 'virtio-net-pci' | 'e1000';
   diskBus: 'virtio' | 'sata';
@@ -43,6 +56,16 @@ export interface ConvertResult {
   started: boolean;
   /** P2V only: the passes, and how consistent the copy is. */
   p2v?: Omit<ConvergeResult, 'passes'> & { passes: ConvergePass[] };
+}
+
+/** What a conversion turns into: disks, firmware and size of the VM, and how its disks are copied. */
+interface ConvertPlan {
+  diskNames: string[];
+  firmware: 'uefi' | 'bios';
+  memoryMiB: number | undefined;
+  vcpus: number | undefined;
+  descriptor?: ConvertResult['descriptor'];
+  copy: () => Promise<ConvergeResult | undefined>;
 }
 
 /** What a P2V conversion keeps in its job context, for progress and for recovery after a crash. */
@@ -66,9 +89,11 @@ export class ConversionService {
   #log: Logger;
 
   #runDir: string;
+  #resolveMachineType: (requested: string) => Promise<string>;
 
   /** `runDir`: where conversions keep scratch state (the P2V target's storage daemon). */
-  constructor(deps: { disks: DiskService; vms: VmService; jobs: JobJournal; log: Logger; runDir: string }) {
+  constructor(deps: { disks: DiskService; vms: VmService; jobs: JobJournal; log: Logger; runDir: string; resolveMachineType: (requested: string) => Promise<string> }) {
+    this.#resolveMachineType = deps.resolveMachineType;
     this.#disks = deps.disks;
     this.#vms = deps.vms;
     this.#jobs = deps.jobs;
@@ -83,11 +108,11 @@ export class ConversionService {
    */
   async #recover(job: Job): Promise<string> {
     const registered = job.steps.some((s) => s.name === 'register' && s.state === 'done');
-    const ctx = job.context as { p2v?: P2vContext; disk?: string } | null;
+    const ctx = job.context as { p2v?: P2vContext; disks?: string[] } | null;
     const runDir = join(this.#runDir, job.id);
     await StorageDaemon.killLeftover({ qmpSocket: join(runDir, 'qmp.sock'), pidFile: join(runDir, 'qemu-storage-daemon.pid') }).catch(() => undefined);
-    const disk = ctx?.p2v?.disk ?? ctx?.disk;
-    if (!registered && disk !== undefined) await this.#disks.delete(disk).catch(() => undefined);
+    const disks = ctx?.p2v ? [ctx.p2v.disk] : (ctx?.disks ?? []);
+    if (!registered) for (const d of disks) await this.#disks.delete(d).catch(() => undefined);
     return registered
       ? 'the site server stopped after the VM was registered; it is there, start it yourself'
       : 'the site server stopped during the conversion; the partial copy was removed, run it again';
@@ -96,18 +121,61 @@ export class ConversionService {
   /** Checks and inspects now (bad input and blockers are answered at once), converts as a job. */
   async start(input: ConvertInput): Promise<Job> {
     assertValidName('VM', input.name);
+    await this.#checkMachineType(input.machineType);
     if (typeof input.source === 'string' && input.source.startsWith('nbd://')) return this.#startP2v(input);
     if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or a P2V agent as nbd://HOST:PORT');
     if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
-    const report = await inspectSource(input.source);
+    // An OVA or OVF brings its own hardware (vCPUs, memory, firmware) and possibly several disks.
+    const ovf = await readOvfSource(input.source);
+    const sources: { file: string; member?: { offset: number; size: number } }[] = ovf ? ovf.disks : [{ file: input.source }];
+    if (sources.length > MAX_DISKS) throw new MamoriError('OUT_OF_RANGE', `${input.source} has ${sources.length} disks; a VM takes at most ${MAX_DISKS}`);
+    // The first disk is the one the VM boots from: inspection decides firmware and drivers by it.
+    const report = await inspectSource(sources[0]!.file, sources[0]!.member);
     const blockers = conversionBlockers(report);
     if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
-    const diskName = `${input.name}-disk0`;
-    const importJob = await this.#disks.startImport({ name: diskName, source: input.source, ...(input.format ? { targetFormat: input.format } : {}) }, { checked: true });
+    // The other disks are checked now too, so a damaged one is refused before anything is made.
+    for (const src of sources.slice(1)) await checkSource(src.file, src.member);
+    const diskNames = sources.map((_, i) => `${input.name}-disk${i}`);
+    for (const d of diskNames) {
+      if (await this.#disks.repo.findByName(d)) throw new MamoriError('DISK_EXISTS', `a disk named ${d} already exists; choose another --name or delete that disk`);
+    }
     const job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
-    await this.#jobs.setContext(job.id, { source: input.source, inspection: report, importJob: importJob.id, disk: diskName });
-    void this.#run(job.id, input, report, diskName, importJob.id).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    const descriptor = ovf ? { vcpus: ovf.system.vcpus, memoryMiB: ovf.system.memoryMiB, firmware: ovf.system.firmware, warnings: ovf.system.warnings ?? [] } : undefined;
+    await this.#jobs.setContext(job.id, { source: input.source, inspection: report, disks: diskNames, ...(descriptor ? { descriptor } : {}) });
+    const copy = async (): Promise<undefined> => {
+      for (const [i, src] of sources.entries()) {
+        const importJob = await this.#disks.startImport({
+          name: diskNames[i]!, source: src.file, ...(src.member ? { member: src.member } : {}), ...(input.format ? { targetFormat: input.format } : {}),
+        }, { checked: true });
+        await this.#followImport(job.id, importJob.id, i / sources.length, (i + 1) / sources.length);
+      }
+      return undefined;
+    };
+    const plan: ConvertPlan = {
+      diskNames, copy,
+      // The descriptor says what the VM booted with; a disk without an ESP still decides by inspection.
+      firmware: descriptor?.firmware === 'uefi' ? 'uefi' : report.firmware,
+      memoryMiB: input.memoryMiB ?? descriptor?.memoryMiB, vcpus: input.vcpus ?? descriptor?.vcpus, descriptor,
+    };
+    void this.#run(job.id, input, report, plan).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
     return job;
+  }
+
+  /**
+   * Part of the compatibility report, answered before anything is copied: a machine type
+   * this site's QEMU lacks (a VM made on a newer QEMU asks for pc-q35-9.0 here) blocks.
+   */
+  async #checkMachineType(requested: string | undefined): Promise<void> {
+    if (requested === undefined) return;
+    try {
+      await this.#resolveMachineType(requested);
+    } catch (e) {
+      if (!isMamoriError(e, 'INVALID_INPUT')) throw e;
+      const valid = (e.details?.['valid'] as string[] | undefined) ?? [];
+      const newest = valid.filter((v) => /^pc-(q35|i440fx)-\d/.test(v)).sort().slice(-2);
+      throw new MamoriError('INVALID_INPUT', `this site's QEMU has no machine type ${requested}: convert with --machine q35 (${newest.join(' or ') || 'what it offers'}), or upgrade QEMU on this site first`,
+        { details: { requested, blockers: [`machine type ${requested} is not available here`], valid } });
+    }
   }
 
   /**
@@ -155,48 +223,51 @@ export class ConversionService {
         void this.#jobs.progress(job.id, f).catch(() => undefined);
       },
     });
-    void this.#run(job.id, input, report, diskName, copy).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    const plan: ConvertPlan = { diskNames: [diskName], copy, firmware: report.firmware, memoryMiB: input.memoryMiB, vcpus: input.vcpus };
+    void this.#run(job.id, input, report, plan).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
     return job;
   }
 
-  async #run(jobId: string, input: ConvertInput, report: InspectionReport, diskName: string, copy: string | (() => Promise<ConvergeResult>)): Promise<void> {
+  async #run(jobId: string, input: ConvertInput, report: InspectionReport, plan: ConvertPlan): Promise<void> {
     let vmMade = false;
     let pulled: ConvergeResult | undefined;
     try {
-      await this.#jobs.step(jobId, 'copy', async () => {
-        if (typeof copy === 'string') await this.#followImport(jobId, copy);
-        else pulled = await copy();
-      });
+      await this.#jobs.step(jobId, 'copy', async () => void (pulled = await plan.copy()));
       const nicModel: ConvertResult['nicModel'] = guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000';
       const diskBus: ConvertResult['diskBus'] = guestHasVirtioBlk(report) ? 'virtio' : 'sata';
+      if (diskBus === 'sata' && plan.diskNames.length > 6) throw new MamoriError('OUT_OF_RANGE', `this guest needs SATA disks (no virtio driver) and SATA takes at most 6; it has ${plan.diskNames.length}`);
       await this.#jobs.step(jobId, 'register', async () => {
         await this.#vms.create({
-          name: input.name, firmware: report.firmware, disks: [diskName], nics: [{ model: nicModel }], diskBus,
-          ...(input.memoryMiB !== undefined ? { memoryMiB: input.memoryMiB } : {}), ...(input.vcpus !== undefined ? { vcpus: input.vcpus } : {}),
+          name: input.name, firmware: plan.firmware, disks: plan.diskNames, nics: [{ model: nicModel }], diskBus,
+          ...(input.machineType !== undefined ? { machineType: input.machineType } : {}),
+          ...(plan.memoryMiB !== undefined ? { memoryMiB: plan.memoryMiB } : {}), ...(plan.vcpus !== undefined ? { vcpus: plan.vcpus } : {}),
         });
         vmMade = true;
       });
       if (input.start) await this.#jobs.step(jobId, 'start', () => this.#vms.start(input.name));
+      const vm = await this.#vms.get(input.name);
       const result: ConvertResult = {
-        vm: input.name, disk: diskName, firmware: report.firmware, nicModel, diskBus, os: report.os, started: input.start === true,
-        warnings: [...compatibilityWarnings(report), ...(pulled !== undefined && pulled.consistency !== 'frozen' ? [pulled.note] : [])],
+        vm: input.name, disk: plan.diskNames[0]!, disks: plan.diskNames, firmware: plan.firmware, nicModel, diskBus, os: report.os, started: input.start === true,
+        vcpus: vm.definition.vcpus, memoryMiB: vm.definition.memoryMiB,
+        warnings: [...compatibilityWarnings(report), ...(plan.descriptor?.warnings ?? []), ...(pulled !== undefined && pulled.consistency !== 'frozen' ? [pulled.note] : [])],
+        ...(plan.descriptor ? { descriptor: plan.descriptor } : {}),
         ...(pulled !== undefined ? { p2v: pulled } : {}),
       };
       await this.#jobs.succeed(jobId, result);
     } catch (e) {
-      // Nothing half-made stays: the VM (if registered) and the copied disk go.
+      // Nothing half-made stays: the VM (if registered) and the copied disks go.
       if (vmMade) await this.#vms.delete(input.name, { force: true }).catch(() => undefined);
-      await this.#disks.delete(diskName).catch(() => undefined);
+      for (const d of plan.diskNames) await this.#disks.delete(d).catch(() => undefined);
       await this.#jobs.fail(jobId, { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message });
     }
   }
 
   /** Waits for the copy (no polling delay at its end), mirroring its progress meanwhile. */
-  async #followImport(jobId: string, importJobId: string): Promise<void> {
+  async #followImport(jobId: string, importJobId: string, from: number, to: number): Promise<void> {
     let ended = false;
     const ending = this.#disks.importEnded(importJobId).finally(() => void (ended = true));
     while (!ended) {
-      await this.#jobs.progress(jobId, (await this.#jobs.get(importJobId)).progress * 0.95);
+      await this.#jobs.progress(jobId, (from + (to - from) * (await this.#jobs.get(importJobId)).progress) * 0.95);
       await Promise.race([ending, new Promise((r) => setTimeout(r, 250))]);
     }
     const j = await this.#jobs.get(importJobId);
@@ -204,13 +275,20 @@ export class ConversionService {
   }
 }
 
-export async function inspectSource(path: string): Promise<InspectionReport> {
-  const source = await openSource(path);
+/** Inspects a disk or image, or the byte range of one that holds an image (a VMDK in an OVA). */
+export async function inspectSource(path: string, member?: { offset: number; size: number }): Promise<InspectionReport> {
+  const source = await openSource(path, member);
   try {
     return await inspectDisk(source.reader);
   } finally {
     await source.close();
   }
+}
+
+/** QEMU reads it and its container is sound (qemu-img info and check), or a clear refusal. */
+async function checkSource(file: string, member?: { offset: number; size: number }): Promise<void> {
+  const name = member ? tarMemberFilename(file, member) : file;
+  await checkImage(name, (await imageInfo(name)).format);
 }
 
 /** What makes a conversion pointless or harmful: refused with the reason. */

@@ -27,6 +27,10 @@ export class SitePaths {
   get conversionsDir(): string {
     return join(this.root, 'conversions');
   }
+  /** Where `mamori export` writes unless told another folder. */
+  get exportsDir(): string {
+    return join(this.root, 'exports');
+  }
   pool(name: string): string {
     return join(this.root, 'pools', name);
   }

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
-import { checkImage, imageInfo } from '../qemu/qemu-img.js';
+import { checkImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { ByteReader } from './byte-reader.js';
@@ -26,12 +26,14 @@ export interface OpenedSource {
 const CHUNK = 64 * 1024;
 const CACHED_CHUNKS = 512;
 
-export async function openSource(path: string): Promise<OpenedSource> {
-  const st = await stat(path).catch((e: unknown) => {
-    throw new MamoriError('IMAGE_NOT_FOUND', `no disk or image at ${path}: check the path`, { cause: e, details: { source: path } });
+/** `member`: the image is that byte range of `file` (a VMDK inside an OVA), read in place. */
+export async function openSource(file: string, member?: { offset: number; size: number }): Promise<OpenedSource> {
+  const st = await stat(file).catch((e: unknown) => {
+    throw new MamoriError('IMAGE_NOT_FOUND', `no disk or image at ${file}: check the path`, { cause: e, details: { source: file } });
   });
   const kind = st.isBlockDevice() ? 'device' : 'image';
-  if (!st.isBlockDevice() && !st.isFile()) throw new MamoriError('INVALID_INPUT', `${path} is neither a block device nor an image file`);
+  if (!st.isBlockDevice() && !st.isFile()) throw new MamoriError('INVALID_INPUT', `${file} is neither a block device nor an image file`);
+  const path = member ? tarMemberFilename(file, member) : file;
   // qemu-img names the format and refuses a damaged container (a truncated VMDK) with its reason.
   const format = kind === 'device' ? 'raw' : (await imageInfo(path)).format;
   // A container damaged or cut short (a truncated VMDK) is refused here with QEMU's reason, not read half.

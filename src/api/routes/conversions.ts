@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ConversionService, ConvertInput } from '../../convert/conversion-service.js';
+import { EXPORT_FORMATS, type ExportService, type VmExportFormat } from '../../convert/export-service.js';
 import { inspectSource } from '../../convert/conversion-service.js';
 import { errorResponses } from '../schemas.js';
 import { requireRole } from '../request-caller.js';
@@ -9,8 +10,8 @@ const source = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^/' } 
 /** A path on the site's host, or a P2V agent (`mamori p2v-agent`) as nbd://HOST:PORT. */
 const convertSource = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^(/|nbd://)' } as const;
 
-/** P2V/V2V at this site: inspect a disk or image on the site's host, and convert it into a VM. */
-export function conversionRoutes(deps: { conversions: ConversionService }): FastifyPluginAsync {
+/** P2V/V2V at this site: inspect a disk or image on the site's host, convert it into a VM, and export VMs back out. */
+export function conversionRoutes(deps: { conversions: ConversionService; exports: ExportService }): FastifyPluginAsync {
   const admin = requireRole('admin');
   return async (app) => {
     app.post<{ Body: { source: string } }>('/inspections', {
@@ -30,11 +31,23 @@ export function conversionRoutes(deps: { conversions: ConversionService }): Fast
           properties: {
             source: convertSource, name: { type: 'string' }, format: { type: 'string', enum: ['qcow2', 'raw'] }, start: { type: 'boolean' },
             memoryMiB: { type: 'integer' }, vcpus: { type: 'integer' },
-            agentKey: { type: 'string', minLength: 16, maxLength: 256 }, convergeBelowMiB: { type: 'integer', minimum: 0, maximum: 1048576 },
+            agentKey: { type: 'string', minLength: 16, maxLength: 256 }, machineType: { type: 'string', minLength: 1, maxLength: 64 }, convergeBelowMiB: { type: 'integer', minimum: 0, maximum: 1048576 },
           },
         },
         response: { 202: { $ref: 'Job#' }, ...errorResponses },
       },
     }, async (req, reply) => reply.code(202).send(await deps.conversions.start(req.body)));
+    app.post<{ Params: { name: string }; Body: { format: VmExportFormat; directory?: string } }>('/vms/:name/export', {
+      preHandler: admin,
+      schema: {
+        summary: 'Export a stopped VM for VMware or Hyper-V: VMDK or VHDX disks, or an OVA (OVF descriptor, manifest, streamOptimized VMDKs); returns the job',
+        params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } },
+        body: {
+          type: 'object', required: ['format'], additionalProperties: false,
+          properties: { format: { type: 'string', enum: [...EXPORT_FORMATS] }, directory: source },
+        },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await deps.exports.start({ vm: req.params.name, format: req.body.format, ...(req.body.directory ? { directory: req.body.directory } : {}) })));
   };
 }
