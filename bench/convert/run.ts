@@ -59,7 +59,7 @@ let virtInspector = false;
 try {
   await site.start();
   const src = await throughputSource(dir);
-  // Both sides are timed to durability: mamori's import flushes its copy (qemu-img -t writeback)
+  // Both sides are timed to durability: mamori's import fsyncs its copy (src/core/durable-sync.ts)
   // before it registers the disk, so the baseline is qemu-img convert followed by fsync of its
   // output (its own default never flushes). The order alternates, so drift in the disk's speed
   // falls on both sides alike.

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { access, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { syncDirectory } from '../core/sync-directory.js';
+import { syncDirectory } from '../core/durable-sync.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';

@@ -9,7 +9,7 @@ import { resolveInPool } from './pool-path.js';
 import { assertValidName } from '../core/names.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { syncDirectory } from '../core/sync-directory.js';
+import { syncDirectory } from '../core/durable-sync.js';
 import { checkImage, convertImage, createImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';

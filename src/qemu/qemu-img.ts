@@ -1,3 +1,4 @@
+import { syncFile } from '../core/durable-sync.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 
@@ -44,9 +45,7 @@ export async function createImage(path: string, format: 'qcow2' | 'raw', sizeByt
 /**
  * Copies an image through QEMU's block layer. -W (out-of-order writes) is what makes
  * it fast here; -n --target-is-zero is not used so the target is created fresh.
- * -t writeback: qemu-img convert's own default for the target is 'unsafe' (never
- * flushed), which would let a power cut after the import lose a disk the site already
- * registered; writeback flushes once, at the end, and costs no more than a sync after.
+ * The target is fsynced once it is complete (durable-sync.ts says why not -t writeback).
  * `onProgress` gets 0..1 from qemu-img's -p output.
  */
 export async function convertImage(
@@ -56,10 +55,11 @@ export async function convertImage(
   dstFormat: 'qcow2' | 'raw',
   onProgress?: (fraction: number) => void,
 ): Promise<void> {
-  const args = ['convert', '-p', '-W', '-m', '8', '-t', 'writeback', '-f', srcFormat, '-O', dstFormat];
+  const args = ['convert', '-p', '-W', '-m', '8', '-f', srcFormat, '-O', dstFormat];
   if (dstFormat === 'qcow2') args.push('-o', 'cluster_size=131072,extended_l2=on');
   args.push(src, dst);
   await runConvert(args, src, onProgress);
+  await syncFile(dst);
 }
 
 /**
@@ -86,7 +86,8 @@ export async function exportImage(src: string, srcFormat: string, dst: string, f
     'vmdk-stream': ['-O', 'vmdk', '-o', 'subformat=streamOptimized,adapter_type=lsilogic'],
     'vhdx': ['-O', 'vhdx', '-o', 'subformat=dynamic'],
   };
-  await runConvert(['convert', '-p', '-t', 'writeback', '-f', srcFormat, ...options[format], src, dst], src, onProgress);
+  await runConvert(['convert', '-p', '-f', srcFormat, ...options[format], src, dst], src, onProgress);
+  await syncFile(dst);
 }
 
 async function runConvert(args: string[], src: string, onProgress?: (fraction: number) => void): Promise<void> {

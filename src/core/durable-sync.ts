@@ -1,0 +1,29 @@
+import { open } from 'node:fs/promises';
+
+/*
+ * fsync(2) for what mamori writes through other programs. qemu-img convert leaves its
+ * output unflushed (its default target cache mode is 'unsafe'); asking it for 'writeback'
+ * instead makes it flush at every qcow2 metadata update, about 25% slower on these
+ * machines than one fsync of the finished file. A file is synced before it is renamed into
+ * place, and the folder after, so a power cut never leaves a registered disk half on disk.
+ */
+
+/** Flushes a file's data and size to stable storage. */
+export async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Flushes a folder's entries: a rename or a new file in it survives a power cut. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
