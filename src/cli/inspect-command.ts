@@ -24,12 +24,17 @@ export async function inspectCommand(argv: string[], json: boolean): Promise<voi
     'partition table': `${report.partitionTable}${report.gptHeader === 'backup' ? ' (from the backup header)' : ''}`,
     firmware: `${report.firmware}: ${report.firmwareReason}`,
     'boot loader': `${report.bootLoader.detail}${report.bootLoader.files.length > 0 ? `: ${report.bootLoader.files.join(', ')}` : ''}`,
-    os: os.type === 'unknown' ? 'not found' : `${os.product ?? os.distro} (${os.distro} ${os.major ?? '?'}.${os.minor ?? '?'}) on partition ${os.root}`,
+    os: os.type === 'unknown' ? 'not found' : `${os.product ?? os.distro} (${os.distro} ${os.major ?? '?'}.${os.minor ?? '?'}) on ${os.rootVolume ? `logical volume ${os.rootVolume} (partition ${os.root})` : `partition ${os.root}`}`,
     hostname: os.hostname ?? '-',
     kernels: os.kernels.join(', ') || '-',
   });
   printTable(report.partitions.map((p) => ({
     '#': p.number, start: p.start, size: formatBytes(p.size), type: p.type, filesystem: p.filesystem ?? '-', label: p.label ?? '', name: p.name ?? '',
   })), ['#', 'start', 'size', 'type', 'filesystem', 'label', 'name']);
+  if (report.logicalVolumes.length > 0) {
+    printTable(report.logicalVolumes.map((v) => ({
+      volume: `${v.vg}/${v.name}`, size: formatBytes(v.size), filesystem: v.filesystem ?? '-', label: v.label ?? '', on: v.partitions.map((n) => `#${n}`).join(' '),
+    })), ['volume', 'size', 'filesystem', 'label', 'on']);
+  }
   for (const w of report.warnings) process.stdout.write(`warning: ${w}\n`);
 }

@@ -7,6 +7,7 @@ import { linuxHostname, linuxKernels, linuxRelease, looksLikeLinuxRoot } from '.
 import { NtfsReader } from './ntfs-reader.js';
 import { windowsRelease } from './windows-release.js';
 import { isMamoriError } from '../core/mamori-error.js';
+import { findLogicalVolumes, type FoundVolume } from './lvm-volumes.js';
 
 /**
  * What a disk is and what it boots, from metadata only: the partition table, each
@@ -32,13 +33,27 @@ export interface InspectedOs {
   major: number | null;
   minor: number | null;
   hostname: string | null;
-  /** The partition number of the root filesystem. */
+  /** The partition number of the root filesystem (for a root on LVM: of its physical volume). */
   root: number | null;
+  /** A root on LVM: its volume as VG/LV. */
+  rootVolume?: string;
   kernels: string[];
   /** Windows: the build number, "Server" or "Client", and the virtio drivers installed. */
   build?: string | null;
   installationType?: string | null;
   virtioDrivers?: string[];
+}
+
+export interface InspectedVolume {
+  vg: string;
+  name: string;
+  size: number;
+  /** The partitions holding its physical volumes. */
+  partitions: number[];
+  filesystem: FilesystemProbe['type'] | null;
+  label?: string;
+  uuid?: string;
+  features?: string[];
 }
 
 export interface InspectionReport {
@@ -52,6 +67,8 @@ export interface InspectionReport {
   firmwareReason: string;
   bootLoader: { kind: 'efi' | 'mbr' | 'bios-boot-partition' | 'none'; detail: string; files: string[] };
   partitions: InspectedPartition[];
+  /** LVM logical volumes of the physical volumes on this disk, with their filesystems. */
+  logicalVolumes: InspectedVolume[];
   os: InspectedOs;
   /** Things that block or degrade a conversion, or damage found on the way. */
   warnings: string[];
@@ -90,10 +107,19 @@ export async function inspectDisk(disk: ByteReader): Promise<InspectionReport> {
   }
   const firmware = decideFirmware(table.type, entries);
   const bootLoader = await findBootLoader(disk, firmware.firmware, entries, partitions, warnings);
-  const os = await findOs(disk, entries, partitions, warnings);
+  const pvs = partitions.filter((p) => p.filesystem === 'lvm2_member').flatMap((p) => {
+    const view = partitionView(disk, entries.find((e) => e.number === p.number)!);
+    return view ? [{ number: p.number, view }] : [];
+  });
+  const volumes = pvs.length > 0 ? await findLogicalVolumes(pvs, warnings) : [];
+  const os = await findOs(disk, entries, partitions, volumes, warnings);
+  const logicalVolumes: InspectedVolume[] = volumes.map((v) => ({
+    vg: v.vg, name: v.name, size: v.size, partitions: v.partitions, filesystem: v.probe?.type ?? null,
+    ...(v.probe?.label ? { label: v.probe.label } : {}), ...(v.probe?.uuid ? { uuid: v.probe.uuid } : {}), ...(v.probe?.features ? { features: v.probe.features } : {}),
+  }));
   return {
     size: disk.size, partitionTable: table.type, diskId: table.diskId, ...(table.gpt ? { gptHeader: table.gpt.header } : {}),
-    firmware: firmware.firmware, firmwareReason: firmware.reason, bootLoader, partitions, os, warnings,
+    firmware: firmware.firmware, firmwareReason: firmware.reason, bootLoader, partitions, logicalVolumes, os, warnings,
   };
 }
 
@@ -158,38 +184,56 @@ async function efiBinaries(esp: ByteReader): Promise<string[]> {
   return out.sort();
 }
 
-async function findOs(disk: ByteReader, entries: PartitionEntry[], parts: InspectedPartition[], warnings: string[]): Promise<InspectedOs> {
-  const extParts = parts.filter((p) => p.filesystem === 'ext2' || p.filesystem === 'ext3' || p.filesystem === 'ext4');
-  const opened = new Map<number, Ext4Reader>();
-  const open = async (p: InspectedPartition): Promise<Ext4Reader | null> => {
-    if (opened.has(p.number)) return opened.get(p.number)!;
-    const view = partitionView(disk, entries.find((e) => e.number === p.number)!);
-    const fs = view ? await Ext4Reader.open(view).catch((e: unknown) => {
-      warnings.push(`partition ${p.number} (${p.filesystem}) could not be read: ${isMamoriError(e) ? e.message : String(e)}`);
+/** An ext2/3/4 filesystem that may hold a Linux root: on a partition, or on an LVM volume. */
+interface ExtCandidate {
+  key: string;
+  partition: number;
+  volume?: string;
+  filesystem: string;
+  view: ByteReader | null;
+}
+
+const EXT = new Set(['ext2', 'ext3', 'ext4']);
+
+async function findOs(disk: ByteReader, entries: PartitionEntry[], parts: InspectedPartition[], volumes: FoundVolume[], warnings: string[]): Promise<InspectedOs> {
+  const candidates: ExtCandidate[] = [
+    ...parts.filter((p) => p.filesystem !== null && EXT.has(p.filesystem)).map((p) => ({
+      key: `partition ${p.number}`, partition: p.number, filesystem: p.filesystem!, view: partitionView(disk, entries.find((e) => e.number === p.number)!),
+    })),
+    // Installers put the root on LVM (RHEL's lv_root, Debian's VG-root); /boot stays a partition.
+    ...volumes.filter((v) => v.probe !== null && EXT.has(v.probe.type)).map((v) => ({
+      key: `logical volume ${v.vg}/${v.name}`, partition: v.partitions[0]!, volume: `${v.vg}/${v.name}`, filesystem: v.probe!.type, view: v.view,
+    })),
+  ];
+  const opened = new Map<string, Ext4Reader>();
+  const open = async (c: ExtCandidate): Promise<Ext4Reader | null> => {
+    if (opened.has(c.key)) return opened.get(c.key)!;
+    const fs = c.view ? await Ext4Reader.open(c.view).catch((e: unknown) => {
+      warnings.push(`${c.key} (${c.filesystem}) could not be read: ${isMamoriError(e) ? e.message : String(e)}`);
       return null;
     }) : null;
-    if (fs) opened.set(p.number, fs);
+    if (fs) opened.set(c.key, fs);
     return fs;
   };
-  for (const p of extParts) {
-    const fs = await open(p);
+  for (const c of candidates) {
+    const fs = await open(c);
     if (!fs || !(await looksLikeLinuxRoot(fs).catch(() => false))) continue;
     try {
       const release = await linuxRelease(fs);
       const hostname = await linuxHostname(fs);
       let kernels = await linuxKernels(fs);
-      // A separate /boot: the ext partition whose top folder holds the kernels.
-      for (const other of extParts) {
-        if (kernels.length > 0 || other.number === p.number) continue;
+      // A separate /boot: the ext filesystem whose top folder holds the kernels.
+      for (const other of candidates) {
+        if (kernels.length > 0 || other.key === c.key) continue;
         const b = await open(other);
         if (b) kernels = await linuxKernels({ readFile: (x) => b.readFile(x), listDir: (x) => b.listDir(x === '/boot' ? '/' : x) });
       }
       return {
         type: 'linux', distro: release?.distro ?? 'linux', product: release?.product ?? null, major: release?.major ?? null, minor: release?.minor ?? null,
-        hostname, root: p.number, kernels,
+        hostname, root: c.partition, ...(c.volume ? { rootVolume: c.volume } : {}), kernels,
       };
     } catch (e) {
-      warnings.push(`the Linux root on partition ${p.number} could not be read: ${(e as Error).message}`);
+      warnings.push(`the Linux root on ${c.key} could not be read: ${(e as Error).message}`);
     }
   }
   for (const p of parts.filter((x) => x.filesystem === 'ntfs')) {

@@ -41,10 +41,70 @@ async function tree(root: string, files: Record<string, string>, links: Record<s
 /** Fixed UUIDs per label, so reports compare exactly. */
 export const EXT4_UUIDS: Record<string, string> = {
   root: '0b5e7f4c-1d2e-4f3a-9b8c-7d6e5f4a3b2c', 'rhel6-root': '6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d', data: 'da7a0000-1111-4222-8333-444455556666', boot: 'b0070000-aaaa-4bbb-8ccc-dddddddddddd',
+  'lvm-boot': 'b0070000-1717-4bbb-8ccc-000000000006', 'lvm-root': '5007f000-1717-4aaa-8bbb-000000000006',
 };
 
 async function ext4At(disk: string, offset: number, sizeBytes: number, root: string, label: string): Promise<void> {
   await run('mkfs.ext4', ['-q', '-F', '-L', label, '-U', EXT4_UUIDS[label]!, '-d', root, '-E', `offset=${offset}`, disk, `${sizeBytes / 1024}k`]);
+}
+
+/**
+ * CentOS 6's default layout: /boot on partition 1, the rest one LVM physical volume holding
+ * vg_centos6 with lv_root (ext4, the root) and lv_swap. LVM's tools refuse plain files, so
+ * they run on a loop device over the image, told to see only that device, to activate
+ * nothing (there is no device-mapper here: --driverloaded n) and to keep no metadata
+ * backups in /etc/lvm. The filesystems are then written where the volumes' extents lie.
+ */
+export async function lvmCentos6(dir: string): Promise<string> {
+  const disk = join(dir, 'lvm-centos6.img');
+  await truncate(await touch(disk), 128 * MiB);
+  await run('sfdisk', ['-q', disk], undefined, ['label: dos', 'label-id: 0x4c564d36', 'start=2048, size=65536, type=83, bootable', 'start=67584, type=8e'].join('\n') + '\n');
+  const pvStart = 67584 * 512;
+  const boot = join(dir, 'boot-lvm');
+  await tree(boot, { 'vmlinuz-2.6.32-754.el6.x86_64': 'not a kernel', 'initramfs-2.6.32-754.el6.x86_64.img': 'not an initramfs', 'grub/grub.conf': 'default=0\n' });
+  await ext4At(disk, 2048 * 512, 65536 * 512, boot, 'lvm-boot');
+  const layout = await lvmVolumes(disk, 'vg_centos6', [['lv_root', 40], ['lv_swap', 8]]);
+  const root = join(dir, 'root-lvm');
+  await tree(root, {
+    'etc/redhat-release': 'CentOS release 6.10 (Final)\n',
+    'etc/sysconfig/network': 'NETWORKING=yes\nHOSTNAME=centos6-lvm.example.com\n',
+    'etc/fstab': '/dev/mapper/vg_centos6-lv_root / ext4 defaults 1 1\nUUID=b0070000-1717-4bbb-8ccc-000000000006 /boot ext4 defaults 1 2\n',
+    'boot/.keep': '',
+  });
+  await ext4At(disk, pvStart + layout['lv_root']!, 40 * MiB, root, 'lvm-root');
+  const swap = join(dir, 'lv.swap');
+  await truncate(await touch(swap), 8 * MiB);
+  await run('mkswap', ['-q', swap]);
+  await place(disk, pvStart + layout['lv_swap']!, await readAll(swap));
+  return disk;
+}
+
+/**
+ * Makes an LVM PV on partition 2 of `disk`, a VG and linear LVs of the given MiB, and returns
+ * each LV's byte offset inside the PV (pe_start plus its first extent).
+ */
+async function lvmVolumes(disk: string, vg: string, lvs: [string, number][]): Promise<Record<string, number>> {
+  const loop = (await runProcess('losetup', ['--find', '--show', '--partscan', disk], { timeoutMs: 10_000 })).stdout.trim();
+  try {
+    const pv = `${loop}p2`;
+    await runProcess('partx', ['-a', loop], { timeoutMs: 10_000 }).catch(() => undefined);
+    const config = `devices { filter=["a|^${pv}$|","r|.*|"] use_devicesfile=0 } backup { backup=0 archive=0 } activation { udev_sync=0 udev_rules=0 }`;
+    const lvm = async (cmd: string, args: string[]): Promise<string> =>
+      (await runProcess(cmd, ['--config', config, ...args], { timeoutMs: 60_000, env: { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1' } })).stdout;
+    await lvm('pvcreate', ['-q', pv]);
+    await lvm('vgcreate', ['-q', vg, pv]);
+    for (const [name, mib] of lvs) await lvm('lvcreate', ['-q', '--driverloaded', 'n', '-an', '-Zn', '-L', `${mib}M`, '-n', name, vg]);
+    const peStart = Number((await lvm('pvs', ['--driverloaded', 'n', '--noheadings', '--nosuffix', '--units', 'b', '-o', 'pe_start', pv])).trim());
+    const extent = Number((await lvm('vgs', ['--driverloaded', 'n', '--noheadings', '--nosuffix', '--units', 'b', '-o', 'vg_extent_size', vg])).trim());
+    const out: Record<string, number> = {};
+    for (const line of (await lvm('lvs', ['--driverloaded', 'n', '--noheadings', '-o', 'lv_name,seg_pe_ranges', vg])).trim().split('\n')) {
+      const m = /^\s*(\S+)\s+\S+:(\d+)-\d+\s*$/.exec(line);
+      if (m) out[m[1]!] = peStart + Number(m[2]) * extent;
+    }
+    return out;
+  } finally {
+    await runProcess('losetup', ['-d', loop], { timeoutMs: 10_000 }).catch(() => undefined);
+  }
 }
 
 /** A unified kernel image of the test guest: the systemd EFI stub with kernel, initrd and command line as sections. */

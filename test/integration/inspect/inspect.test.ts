@@ -7,7 +7,7 @@ import { runProcess } from '../../../src/core/run-process.js';
 import { HostService } from '../../../src/host/host-service.js';
 import { createLogger } from '../../../src/core/logger.js';
 import { MAMORI_BIN } from '../../harness/site-process.js';
-import { buildUki, convertTo, corruptPrimaryGpt, gptLuks, gptUefiDebian, mbrRhel6, mbrWindows2012, EXT4_UUIDS } from '../../harness/disk-fixtures.js';
+import { buildUki, convertTo, corruptPrimaryGpt, gptLuks, gptUefiDebian, lvmCentos6, mbrRhel6, mbrWindows2012, EXT4_UUIDS } from '../../harness/disk-fixtures.js';
 import type { InspectionReport } from '../../../src/inspect/inspector.js';
 
 /*
@@ -40,6 +40,7 @@ before(async () => {
   disks['gpt'] = await gptUefiDebian(dir, uki);
   disks['mbr'] = await mbrRhel6(dir);
   disks['luks'] = await gptLuks(dir);
+  disks['lvm'] = await lvmCentos6(dir);
   disks['win'] = await mbrWindows2012(dir);
   disks['win-virtio'] = await mbrWindows2012(dir, { virtio: true });
   disks['gpt-damaged'] = await corruptPrimaryGpt(disks['gpt'], join(dir, 'gpt-damaged.img'));
@@ -86,6 +87,24 @@ test('GPT/UEFI Debian: partitions, ESP with its EFI binaries, ext4 root with os-
   assert.deepEqual(r.warnings, []);
   assert.ok(r.partitions[1]!.features!.includes('extent') && r.partitions[1]!.features!.includes('has_journal'), JSON.stringify(r.partitions[1]!.features));
   assert.match(r.firmwareReason, /EFI System Partition and there is no BIOS boot partition/);
+});
+
+test('CentOS 6 with its root on LVM: the volumes are listed and the guest is found on lv_root, its kernels on /boot', async () => {
+  const r = await inspect(disks['lvm']!);
+  assert.deepEqual(r.partitions.map((p) => [p.number, p.type, p.filesystem, p.label ?? null]), [[1, 'Linux', 'ext4', 'lvm-boot'], [2, 'Linux LVM', 'lvm2_member', null]]);
+  assert.deepEqual(r.logicalVolumes.map((v) => ({ vg: v.vg, name: v.name, size: v.size, partitions: v.partitions, filesystem: v.filesystem, label: v.label ?? null })), [
+    { vg: 'vg_centos6', name: 'lv_root', size: 40 * MiB, partitions: [2], filesystem: 'ext4', label: 'lvm-root' },
+    { vg: 'vg_centos6', name: 'lv_swap', size: 8 * MiB, partitions: [2], filesystem: 'swap', label: null },
+  ]);
+  assert.equal(r.logicalVolumes[0]!.uuid, EXT4_UUIDS['lvm-root']);
+  assert.deepEqual(r.os, {
+    type: 'linux', distro: 'centos', product: 'CentOS release 6.10 (Final)', major: 6, minor: 10, hostname: 'centos6-lvm.example.com',
+    root: 2, rootVolume: 'vg_centos6/lv_root', kernels: ['2.6.32-754.el6.x86_64'],
+  });
+  assert.deepEqual(r.warnings.filter((w) => !/boot code/.test(w)), []);
+  const text = await runProcess(process.execPath, [MAMORI_BIN, 'inspect', disks['lvm']!], { timeoutMs: 120_000 });
+  assert.match(text.stdout, /on logical volume vg_centos6\/lv_root \(partition 2\)/);
+  assert.match(text.stdout, /vg_centos6\/lv_root\s+40 MiB\s+ext4/);
 });
 
 test('MBR RHEL 6: primary, extended and logical partitions, swap, redhat-release without os-release, GRUB in the MBR', async () => {
