@@ -38,6 +38,7 @@ import type { OutgoingState } from './migration/outgoing-state.js';
 import { VmFailover } from './plans/vm-failover.js';
 import { ConversionService } from './convert/conversion-service.js';
 import { ExportService } from './convert/export-service.js';
+import { PoolService } from './pools/pool-service.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -107,6 +108,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
   const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir, resolveMachineType: (t) => host.resolveMachineType(t) });
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
+  const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
@@ -114,6 +116,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await replicas.repair();
   await incoming.repair();
+  await pools.resumeInterrupted();
   const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log });
   replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);
   const mappings = new InventoryMappings({ db: store.db, networks, peerExists: async (n) => void (await peers.record(n)) });
@@ -140,7 +143,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

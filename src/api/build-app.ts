@@ -20,6 +20,8 @@ import { jobRoutes } from './routes/jobs.js';
 import { siteRoutes } from './routes/sites.js';
 import { eventRoutes } from './routes/events.js';
 import { protectionGroupRoutes } from './routes/protection-groups.js';
+import { desktopPoolRoutes } from './routes/desktop-pools.js';
+import type { PoolService } from '../pools/pool-service.js';
 import type { ProtectionGroups } from '../plans/protection-groups.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { networkRoutes } from './routes/networks.js';
@@ -66,6 +68,7 @@ export interface AppDeps {
   failover: VmFailover;
   conversions: ConversionService;
   exports: ExportService;
+  pools: PoolService;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -150,5 +153,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(planRoutes(deps));
   await app.register(migrationRoutes(deps));
   await app.register(conversionRoutes(deps));
+  await app.register(desktopPoolRoutes(deps));
   return app;
 }

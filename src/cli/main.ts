@@ -31,6 +31,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   convert nbd://HOST:PORT --agent-key KEY --name VM      P2V of a running machine through its agent
   p2v-agent --device /dev/sdX [--listen ADDR]            on the machine to convert: serve its disk
   export VM --format vmdk|vhdx|ova [--output DIR]        a stopped VM for VMware or Hyper-V
+  pool ...                                               desktop pools of linked clones (mamori pool --help)
 
 The site comes from --data DIR (a local site), or MAMORI_URL and MAMORI_TOKEN; MAMORI_CA names
 the CA certificate to trust for it (the site's DATA/tls/ca-cert.pem).
@@ -98,6 +99,8 @@ async function run(argv: string[]): Promise<void> {
       return diskCommand(api, rest, g.json);
     case 'convert':
       return (await import('./convert-command.js')).convertCommand(api, rest, g.json);
+    case 'pool':
+      return (await import('./pool-commands.js')).poolCommand(api, rest, g.json);
     case 'export':
       return (await import('./export-command.js')).exportCommand(api, rest, g.json);
     case 'replicate':

@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   PLAN_NOT_FOUND: { httpStatus: 404, retryable: false },
   RUN_NOT_FOUND: { httpStatus: 404, retryable: false },
   MAPPING_NOT_FOUND: { httpStatus: 404, retryable: false },
+  DESKTOP_POOL_NOT_FOUND: { httpStatus: 404, retryable: false },
+  SNAPSHOT_NOT_FOUND: { httpStatus: 404, retryable: false },
   // conflicts and lifecycle
   VM_EXISTS: { httpStatus: 409, retryable: false },
   GROUP_EXISTS: { httpStatus: 409, retryable: false },
@@ -45,6 +47,9 @@ export const ERROR_CODES = {
   RDM_PHYSICAL_REFUSED: { httpStatus: 409, retryable: false },
   DISK_SHARED_REFUSED: { httpStatus: 409, retryable: false },
   SNAPSHOT_EXISTS: { httpStatus: 409, retryable: false },
+  DESKTOP_POOL_EXISTS: { httpStatus: 409, retryable: false },
+  DESKTOP_POOL_BUSY: { httpStatus: 409, retryable: true },
+  MASTER_IN_USE: { httpStatus: 409, retryable: false },
   SHARED_DISK_NOT_RDM: { httpStatus: 400, retryable: false },
   // images and devices
   IMAGE_UNREADABLE: { httpStatus: 422, retryable: false },

@@ -123,6 +123,12 @@ apply_nocloud() {
 }
 apply_nocloud
 
+# A desktop pool's customization (src/pools/desktop-customization.ts): the script on the
+# seed reports each step as "mamori-guest customize ..." lines, which the site reads back.
+if [ -r /run/cidata/mamori-customize.sh ]; then
+  sh /run/cidata/mamori-customize.sh
+fi
+
 # qemu-guest-agent, when the VM has its channel (mamori vm create --guest-agent): a
 # virtio console device (id 3) whose port is named org.qemu.guest_agent.0.
 if grep -qs 0x0003 /sys/bus/virtio/devices/*/device; then

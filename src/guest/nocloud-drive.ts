@@ -16,6 +16,10 @@ export interface NoCloudConfig {
   instanceId: string;
   hostname: string;
   interfaces: NoCloudInterface[];
+  /** user-data after `#cloud-config` (YAML); default empty. */
+  cloudConfig?: string;
+  /** More files on the drive, by name (e.g. the desktop customization script the test guest runs). */
+  files?: Record<string, string>;
 }
 
 /**
@@ -32,7 +36,7 @@ export function noCloudFiles(c: NoCloudConfig): Record<'meta-data' | 'user-data'
   });
   return {
     'meta-data': `instance-id: ${c.instanceId}\nlocal-hostname: ${c.hostname}\n`,
-    'user-data': '#cloud-config\n',
+    'user-data': `#cloud-config\n${c.cloudConfig ?? ''}`,
     'network-config': `${net.join('\n')}\n`,
   };
 }
@@ -44,7 +48,7 @@ export function noCloudFiles(c: NoCloudConfig): Record<'meta-data' | 'user-data'
 export async function writeNoCloudDrive(path: string, c: NoCloudConfig): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-cidata-'));
   try {
-    for (const [name, text] of Object.entries(noCloudFiles(c))) await writeFile(join(dir, name), text);
+    for (const [name, text] of Object.entries({ ...c.files, ...noCloudFiles(c) })) await writeFile(join(dir, name), text);
     await runProcess('genisoimage', ['-quiet', '-output', path, '-volid', 'cidata', '-joliet', '-rock', dir], { timeoutMs: 30_000 });
   } catch (e) {
     await rm(path, { force: true });

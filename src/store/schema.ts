@@ -259,6 +259,39 @@ export interface IncomingMigrationTable {
   created_at: string;
 }
 
+/** A desktop pool: its spec (JSON, pool-spec.ts) and where its last operation left it. */
+export interface DesktopPoolTable {
+  name: string;
+  spec: string;
+  state: string;
+  message: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A master snapshot flattened into read-only images in one storage pool; files: JSON array, one per master disk. */
+export interface PoolReplicaTable {
+  id: string;
+  pool: string;
+  storage: string;
+  snapshot: string;
+  files: string;
+  size_bytes: number;
+  created_at: string;
+}
+
+/** A desktop of a pool: the VM, its number in the name pattern, the replica its clones sit on. */
+export interface PoolDesktopTable {
+  vm_id: string;
+  pool: string;
+  number: number;
+  replica_id: string;
+  state: string;
+  message: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
 export interface Database {
   meta: MetaTable;
   tokens: TokenTable;
@@ -281,5 +314,8 @@ export interface Database {
   recovered_vms: RecoveredVmTable;
   superseded_vms: SupersededVmTable;
   incoming_migrations: IncomingMigrationTable;
+  desktop_pools: DesktopPoolTable;
+  pool_replicas: PoolReplicaTable;
+  pool_desktops: PoolDesktopTable;
   schema_version: { version: Generated<number> };
 }

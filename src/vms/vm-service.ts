@@ -78,6 +78,7 @@ export class VmService {
   #snapshots: VmSnapshots;
   #lock = new KeyedLock();
   #startGate: (vmId: string, start: () => Promise<void>) => Promise<void> = (_id, start) => start();
+  #deleteGuards: ((vm: VmRow) => Promise<void>)[] = [];
 
   constructor(deps: VmServiceDeps) {
     this.#deps = deps;
@@ -171,6 +172,11 @@ export class VmService {
     this.#startGate = gate;
   }
 
+  /** A check run before a VM is deleted: it throws to refuse (a desktop pool's master, say). */
+  addDeleteGuard(guard: (vm: VmRow) => Promise<void>): void {
+    this.#deleteGuards.push(guard);
+  }
+
   async start(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
       if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume' if paused`, { details: { state: vm.state } });
@@ -210,6 +216,7 @@ export class VmService {
 
   async delete(name: string, opts: { force?: boolean }): Promise<void> {
     await this.#withVm(name, async (vm) => {
+      for (const guard of this.#deleteGuards) await guard(vm);
       if (!['stopped', 'crashed'].includes(vm.state)) {
         if (!opts.force) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; stop it first, or delete with --force to power it off`, { details: { state: vm.state } });
         await this.#deps.supervisor.kill(vm);

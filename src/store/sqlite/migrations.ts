@@ -80,6 +80,16 @@ const STEPS: readonly string[] = [
   // Live migration: a VM made here for an incoming migration, until it is activated; a server
   // that dies before then removes it at its next start.
   `CREATE TABLE incoming_migrations (vm_id TEXT PRIMARY KEY, source_site TEXT NOT NULL, created_at TEXT NOT NULL);`,
+  // Desktop pools (View Composer): a pool's spec, its replicas (a master snapshot flattened,
+  // one per storage pool and snapshot), and its desktops, each a VM of linked clones.
+  `CREATE TABLE desktop_pools (name TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, message TEXT,
+     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+   CREATE TABLE pool_replicas (id TEXT PRIMARY KEY, pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
+     storage TEXT NOT NULL, snapshot TEXT NOT NULL, files TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at TEXT NOT NULL,
+     UNIQUE (pool, storage, snapshot));
+   CREATE TABLE pool_desktops (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE, number INTEGER NOT NULL, replica_id TEXT NOT NULL,
+     state TEXT NOT NULL, message TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (pool, number));`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

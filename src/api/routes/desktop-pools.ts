@@ -1,0 +1,49 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { PoolService } from '../../pools/pool-service.js';
+import type { PoolCreateInput } from '../../pools/pool-spec.js';
+import { errorResponses, nameParam } from '../schemas.js';
+import { requireRole } from '../request-caller.js';
+
+const free = { type: 'object', additionalProperties: true } as const;
+const oneLine = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^[^\\n]*$' } as const;
+const size = { anyOf: [{ type: 'string', maxLength: 32 }, { type: 'integer', minimum: 1 }] } as const;
+
+/** Desktop pools of linked clones (View Composer): provision, show, refresh, delete. */
+export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAsync {
+  const p = deps.pools;
+  const admin = requireRole('admin');
+  return async (app) => {
+    app.get('/pools', { preHandler: admin, schema: { summary: 'Desktop pools of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => p.list());
+    app.post<{ Body: PoolCreateInput }>('/pools', {
+      preHandler: admin,
+      schema: {
+        summary: "Create a desktop pool: a replica of the master's snapshot and linked-clone desktops, customized; returns the provisioning job",
+        body: {
+          type: 'object', required: ['name', 'master', 'snapshot', 'size', 'namePattern'], additionalProperties: false,
+          properties: {
+            name: { type: 'string' }, master: { type: 'string' }, snapshot: { type: 'string' }, size: { type: 'integer' }, namePattern: { type: 'string', maxLength: 63 },
+            spare: { type: 'integer' }, persistentDisk: size, disposableDisk: size, storage: { type: 'array', items: { type: 'string' }, maxItems: 16 },
+            commands: { type: 'array', items: oneLine, maxItems: 50 }, licenseCommand: oneLine, licenseTimeoutSec: { type: 'integer' },
+            skipLicenseActivation: { type: 'boolean' }, concurrency: { type: 'integer' }, maintenanceConcurrency: { type: 'integer' },
+          },
+        },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await p.create(req.body)));
+    app.get<{ Params: { name: string } }>('/pools/:name', {
+      preHandler: admin, schema: { summary: 'One desktop pool: its desktops, their state and own changes, and the storage saved', params: nameParam, response: { 200: free, ...errorResponses } },
+    }, async (req) => p.show(req.params.name));
+    app.post<{ Params: { name: string }; Body: { desktops?: string[]; force?: boolean } | undefined }>('/pools/:name/refresh', {
+      preHandler: admin,
+      schema: {
+        summary: "Refresh desktops: discard their changes (back to the replica); persistent disks stay. Running desktops are skipped unless force",
+        params: nameParam,
+        body: { type: 'object', additionalProperties: false, properties: { desktops: { type: 'array', items: { type: 'string' }, maxItems: 2000 }, force: { type: 'boolean' } } },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await p.refresh(req.params.name, { ...(req.body?.desktops ? { desktops: req.body.desktops } : {}), ...(req.body?.force ? { force: true } : {}) })));
+    app.delete<{ Params: { name: string } }>('/pools/:name', {
+      preHandler: admin, schema: { summary: 'Delete a desktop pool: its desktops (with their persistent disks), then its replicas', params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses } },
+    }, async (req, reply) => reply.code(202).send(await p.delete(req.params.name)));
+  };
+}

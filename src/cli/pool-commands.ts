@@ -1,0 +1,88 @@
+import { parseArgs } from 'node:util';
+import { MamoriError } from '../core/mamori-error.js';
+import type { ApiClient } from './api-client.js';
+import type { Job } from '../jobs/job-journal.js';
+import type { PoolView } from '../pools/pool-service.js';
+import { formatBytes, printFields, printJson, printTable } from './output.js';
+import { followJob } from './follow-job.js';
+import { int } from './vm-commands.js';
+
+export const POOL_USAGE = `mamori pool <command>           desktop pools of linked clones (View Composer)
+  create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'
+         [--spare K] [--persistent-disk SIZE] [--disposable-disk SIZE] [--storage A,B]
+         [--command CMD ...] [--license-command CMD] [--license-timeout SEC] [--skip-license-activation]
+         [--concurrency N]           a replica of SNAP per storage pool; each desktop an overlay on it,
+                                     customized at first boot (hostname, machine-id, SSH keys, commands,
+                                     then licence activation)
+  list | show POOL                   desktops, their state and own changes, storage saved
+  refresh POOL [DESKTOP ...] [--force]   discard desktops' changes; persistent disks stay
+  delete POOL                        desktops (and their persistent disks), then the replicas`;
+
+export async function poolCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
+  const [sub, ...args] = rest;
+  const base = (name: string): string => `/pools/${encodeURIComponent(name)}`;
+  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori pool ${what}\n${POOL_USAGE}`);
+  const follow = async (job: Job, label: string): Promise<void> => {
+    const end = await followJob(api, job, label, json);
+    if (json) {
+      if (end.state !== 'succeeded') process.exitCode = 1;
+      return printJson(end);
+    }
+    if (end.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `${label} failed: ${end.error?.message ?? 'unknown error'}`);
+    process.stdout.write(`${label}: done ${JSON.stringify(end.result)}\n`);
+  };
+  switch (sub) {
+    case 'create': {
+      const { values, positionals } = parseArgs({
+        args, allowPositionals: true, strict: true,
+        options: {
+          master: { type: 'string' }, snapshot: { type: 'string' }, size: { type: 'string' }, name: { type: 'string' }, spare: { type: 'string' },
+          'persistent-disk': { type: 'string' }, 'disposable-disk': { type: 'string' }, storage: { type: 'string' }, command: { type: 'string', multiple: true },
+          'license-command': { type: 'string' }, 'license-timeout': { type: 'string' }, 'skip-license-activation': { type: 'boolean' }, concurrency: { type: 'string' },
+        },
+      });
+      if (positionals.length !== 1 || !values.master || !values.snapshot || !values.size || !values.name) throw usage("create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'");
+      const body: Record<string, unknown> = { name: positionals[0], master: values.master, snapshot: values.snapshot, size: int(values.size, '--size'), namePattern: values.name };
+      if (values.spare !== undefined) body['spare'] = int(values.spare, '--spare');
+      if (values['persistent-disk']) body['persistentDisk'] = values['persistent-disk'];
+      if (values['disposable-disk']) body['disposableDisk'] = values['disposable-disk'];
+      if (values.storage) body['storage'] = values.storage.split(',').map((s) => s.trim()).filter(Boolean);
+      if (values.command?.length) body['commands'] = values.command;
+      if (values['license-command']) body['licenseCommand'] = values['license-command'];
+      if (values['license-timeout'] !== undefined) body['licenseTimeoutSec'] = int(values['license-timeout'], '--license-timeout');
+      if (values['skip-license-activation']) body['skipLicenseActivation'] = true;
+      if (values.concurrency !== undefined) body['concurrency'] = int(values.concurrency, '--concurrency');
+      return follow(await api.post<Job>('/pools', body), `provisioning pool ${positionals[0]}`);
+    }
+    case 'list': {
+      const all = await api.get<Record<string, unknown>[]>('/pools');
+      if (json) return printJson(all);
+      if (all.length === 0) return void process.stdout.write("no desktop pools; 'mamori pool create' makes one\n");
+      return printTable(all, ['name', 'state', 'desktops', 'size', 'master', 'snapshot']);
+    }
+    case 'show': {
+      if (args.length !== 1) throw usage('show POOL');
+      const p = await api.get<PoolView>(base(args[0]!));
+      if (json) return printJson(p);
+      printFields({
+        pool: `${p.name} (${p.state}${p.message ? `: ${p.message}` : ''})`, master: `${p.spec.master.name} @ ${p.spec.snapshot}`,
+        replicas: p.replicas.map((r) => `${r.storage}: ${formatBytes(r.sizeBytes)} (${r.desktops} desktops)`).join('; '),
+        storage: `${formatBytes(p.storage.replicasBytes + p.storage.desktopsBytes)} used, ${formatBytes(p.storage.savedBytes)} saved against ${formatBytes(p.storage.fullCopiesBytes)} of full copies`,
+      });
+      printTable(p.desktops.map((d) => ({ desktop: d.name, vm: d.vmState, state: d.state, own: formatBytes(d.ownBytes), storage: d.storage, message: d.message ?? '' })), ['desktop', 'vm', 'state', 'own', 'storage', 'message']);
+      return;
+    }
+    case 'refresh': {
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { force: { type: 'boolean' } } });
+      if (positionals.length < 1) throw usage('refresh POOL [DESKTOP ...] [--force]');
+      const [pool, ...desktops] = positionals;
+      return follow(await api.post<Job>(`${base(pool!)}/refresh`, { ...(desktops.length ? { desktops } : {}), ...(values.force ? { force: true } : {}) }), `refreshing pool ${pool}`);
+    }
+    case 'delete': {
+      if (args.length !== 1) throw usage('delete POOL');
+      return follow(await api.delete<Job>(base(args[0]!)), `deleting pool ${args[0]}`);
+    }
+    default:
+      throw usage('<command>');
+  }
+}

@@ -1,0 +1,100 @@
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DiskRecord } from '../disks/disk-record.js';
+import type { VmDefinition } from '../vms/vm-definition.js';
+import { newMacAddress, newShortId } from '../core/ids.js';
+import { runProcess } from '../core/run-process.js';
+import { writeNoCloudDrive } from '../guest/nocloud-drive.js';
+import { CUSTOMIZE_SCRIPT, customizationCloudConfig, customizationScript } from './desktop-customization.js';
+import type { PoolSpec } from './pool-spec.js';
+
+/**
+ * The files of one desktop, in its own folder of a storage pool:
+ *   NAME-os<i>.qcow2     an overlay on replica disk i: the desktop's own changes only
+ *   NAME-persistent.qcow2  user data, kept through refresh, recompose and rebalance
+ *   NAME-disposable.qcow2  swap and temp, replaced at each power-off
+ *   NAME-identity.iso    the customization seed: hostname, instance-id, the script
+ * The VM attaches them in that order; the identity disk is last (configDriveDiskId), as a
+ * recovery's config drive is, so the OS disk stays disk 0.
+ */
+export interface DesktopFiles {
+  dir: string;
+  os: string[];
+  persistent: string | null;
+  disposable: string | null;
+  identity: string;
+}
+
+export function desktopFiles(storageDir: string, pool: string, name: string, spec: Pick<PoolSpec, 'persistentDiskBytes' | 'disposableDiskBytes'>, osDisks: number): DesktopFiles {
+  const dir = join(storageDir, 'desktops', pool, name);
+  return {
+    dir,
+    os: Array.from({ length: osDisks }, (_, i) => join(dir, `${name}-os${i}.qcow2`)),
+    persistent: spec.persistentDiskBytes !== null ? join(dir, `${name}-persistent.qcow2`) : null,
+    disposable: spec.disposableDiskBytes !== null ? join(dir, `${name}-disposable.qcow2`) : null,
+    identity: join(dir, `${name}-identity.iso`),
+  };
+}
+
+async function qcow2(path: string, opts: { backing?: string; sizeBytes?: number }): Promise<void> {
+  const tmp = `${path}.new`;
+  const args = ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on'];
+  if (opts.backing) args.push('-b', opts.backing, '-F', 'qcow2');
+  args.push(tmp);
+  if (opts.sizeBytes !== undefined) args.push(String(opts.sizeBytes));
+  await runProcess('qemu-img', args, { timeoutMs: 30_000 });
+  // Made under a temporary name and renamed: a half-made image never has the real name.
+  await rename(tmp, path);
+}
+
+/** New OS overlays on the replica: a fresh desktop, or one refreshed to the replica's state. */
+export async function writeOsDisks(files: DesktopFiles, replica: string[]): Promise<void> {
+  for (const [i, r] of replica.entries()) await qcow2(files.os[i]!, { backing: r });
+}
+
+export async function writeDisposableDisk(files: DesktopFiles, sizeBytes: number): Promise<void> {
+  if (files.disposable) await qcow2(files.disposable, { sizeBytes });
+}
+
+/**
+ * Makes a desktop's files and returns its disk records and VM definition (the master's
+ * hardware, its own id, MACs and name). The caller writes the rows in one transaction and
+ * removes `files.dir` if that fails.
+ */
+export async function buildDesktop(input: {
+  files: DesktopFiles; vmId: string; name: string; pool: string; storage: string; spec: PoolSpec;
+  master: VmDefinition; replica: string[]; replicaSizes: number[];
+}): Promise<{ disks: DiskRecord[]; def: VmDefinition }> {
+  const { files, spec } = input;
+  await mkdir(files.dir, { recursive: true });
+  await writeOsDisks(files, input.replica);
+  if (files.persistent && spec.persistentDiskBytes !== null) await qcow2(files.persistent, { sizeBytes: spec.persistentDiskBytes });
+  if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
+  const script = customizationScript(spec, input.name);
+  await writeNoCloudDrive(files.identity, {
+    // The VM's id: stable through refresh and recompose, so cloud-init does not customize twice.
+    instanceId: input.vmId, hostname: input.name, interfaces: [], cloudConfig: customizationCloudConfig(script), files: { [CUSTOMIZE_SCRIPT]: script },
+  });
+  const now = new Date().toISOString();
+  const disk = (name: string, path: string, format: 'qcow2' | 'raw', sizeBytes: number): DiskRecord => ({
+    id: newShortId('disk'), name, pool: input.storage, kind: 'image', format, path, sizeBytes, rdmMode: null, shared: false,
+    vmId: input.vmId, ownedByVm: true, createdAt: now, overlays: [],
+  });
+  const disks = [
+    ...files.os.map((p, i) => disk(`${input.name}-os${i}`, p, 'qcow2', input.replicaSizes[i]!)),
+    ...(files.persistent ? [disk(`${input.name}-persistent`, files.persistent, 'qcow2', spec.persistentDiskBytes!)] : []),
+    ...(files.disposable ? [disk(`${input.name}-disposable`, files.disposable, 'qcow2', spec.disposableDiskBytes!)] : []),
+    disk(`${input.name}-identity`, files.identity, 'raw', (await stat(files.identity)).size),
+  ];
+  const { configDriveDiskId: _c, ...hardware } = input.master;
+  const def: VmDefinition = {
+    ...hardware, id: input.vmId, name: input.name,
+    nics: input.master.nics.map((n) => ({ ...n, mac: newMacAddress() })),
+    diskIds: disks.map((d) => d.id), configDriveDiskId: disks.at(-1)!.id,
+  };
+  return { disks, def };
+}
+
+export async function removeDesktopFiles(files: DesktopFiles): Promise<void> {
+  await rm(files.dir, { recursive: true, force: true });
+}

@@ -1,0 +1,379 @@
+import { readFile, rm, stat, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { DiskService } from '../disks/disk-service.js';
+import type { JobJournal, Job } from '../jobs/job-journal.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { Logger } from '../core/logger.js';
+import type { VmRow } from '../store/repos/vm-repo.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { assertValidName, parseSize } from '../core/names.js';
+import { newShortId, newUuid } from '../core/ids.js';
+import { KeyedLock } from '../jobs/keyed-lock.js';
+import { POOL_LIMITS, desktopNames, intOption, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
+import { makeReplica, measureReplica, removeReplica, snapshotLayer } from './pool-replica.js';
+import { buildDesktop, desktopFiles, removeDesktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
+import { customizationState, type DesktopState } from './desktop-customization.js';
+import { runWithConcurrency } from './bounded-concurrency.js';
+
+export const PROVISION_JOB = 'pool-provision';
+export const REFRESH_JOB = 'pool-refresh';
+export const DELETE_JOB = 'pool-delete';
+
+/** What a desktop needs beside its persistent and disposable disks: overlay metadata and the identity seed. */
+const DESKTOP_OVERHEAD = 4 * 1024 * 1024;
+
+export interface DesktopView {
+  name: string;
+  number: number;
+  vmState: string;
+  state: DesktopState;
+  message: string | null;
+  storage: string;
+  /** Bytes the desktop's OS overlays hold: its own changes. */
+  ownBytes: number;
+}
+
+export interface PoolView {
+  name: string;
+  state: string;
+  message: string | null;
+  spec: PoolSpec;
+  replicas: { storage: string; snapshot: string; sizeBytes: number; desktops: number }[];
+  desktops: DesktopView[];
+  storage: { replicasBytes: number; desktopsBytes: number; fullCopiesBytes: number; savedBytes: number };
+}
+
+/**
+ * Desktop pools of linked clones (View Composer): a replica of the master's snapshot per
+ * storage pool, and desktops whose OS disks are overlays on it, each with an identity disk
+ * that customizes it. Operations run as jobs, one at a time per pool; provisioning is
+ * idempotent (it makes what is missing), so a server stopped mid-way resumes at its next start.
+ */
+export class PoolService {
+  #db: Kysely<Database>;
+  #vms: VmService;
+  #disks: DiskService;
+  #jobs: JobJournal;
+  #paths: SitePaths;
+  #log: Logger;
+  #lock = new KeyedLock();
+  #busy = new Set<string>();
+
+  constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths; log: Logger }) {
+    this.#db = deps.db;
+    this.#vms = deps.vms;
+    this.#disks = deps.disks;
+    this.#jobs = deps.jobs;
+    this.#paths = deps.paths;
+    this.#log = deps.log;
+    this.#vms.addDeleteGuard(async (vm) => {
+      const pools = (await this.#db.selectFrom('desktop_pools').select(['name', 'spec']).execute()).filter((p) => (JSON.parse(p.spec) as PoolSpec).master.vmId === vm.id);
+      if (pools.length > 0) {
+        throw new MamoriError('MASTER_IN_USE', `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`, { details: { pools: pools.map((p) => p.name) } });
+      }
+    });
+    for (const kind of [PROVISION_JOB, REFRESH_JOB, DELETE_JOB]) {
+      this.#jobs.registerRecovery(kind, async (job) => {
+        if (job.target) await this.#db.updateTable('desktop_pools').set({ state: 'interrupted', message: `${kind} was cut by a server stop; it resumes at start`, updated_at: new Date().toISOString() }).where('name', '=', job.target).execute();
+        return `the site server stopped during ${kind} of ${job.target}; it resumes now`;
+      });
+    }
+  }
+
+  /** At server start: pools an operation left half done are taken up again (the operations are idempotent). */
+  async resumeInterrupted(): Promise<void> {
+    for (const p of await this.#db.selectFrom('desktop_pools').select(['name', 'state']).where('state', 'in', ['interrupted', 'provisioning', 'deleting']).execute()) {
+      this.#log.info({ pool: p.name }, 'resuming an interrupted desktop pool operation');
+      await (p.state === 'deleting' ? this.delete(p.name) : this.#startProvision(p.name)).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
+    }
+  }
+
+  async create(input: PoolCreateInput): Promise<Job> {
+    assertValidName('desktop pool', input.name);
+    return this.#lock.run('create', async () => {
+      if (await this.#db.selectFrom('desktop_pools').select('name').where('name', '=', input.name).executeTakeFirst()) {
+        throw new MamoriError('DESKTOP_POOL_EXISTS', `a desktop pool named ${input.name} exists; pick another name`);
+      }
+      const master = await this.#vms.get(input.master);
+      const spec = this.#specOf(input, master);
+      const snap = await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', spec.snapshot).executeTakeFirst();
+      if (!snap) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${spec.snapshot}; take one with: mamori vm snapshot ${master.name} ${spec.snapshot}`);
+      const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1));
+      for (const n of names) {
+        if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `the name pattern gives ${n}, which an existing VM has; use another pattern`, { details: { name: n } });
+      }
+      const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
+      await this.#assertRoom(spec, await measureReplica(layers), spec.size);
+      const now = new Date().toISOString();
+      await this.#db.insertInto('desktop_pools').values({ name: input.name, spec: JSON.stringify(spec), state: 'provisioning', message: null, created_at: now, updated_at: now }).execute();
+      return this.#startProvision(input.name);
+    });
+  }
+
+  async list(): Promise<{ name: string; state: string; desktops: number; size: number; master: string; snapshot: string }[]> {
+    const pools = await this.#db.selectFrom('desktop_pools').selectAll().orderBy('name').execute();
+    const out = [];
+    for (const p of pools) {
+      const spec = JSON.parse(p.spec) as PoolSpec;
+      const n = await this.#db.selectFrom('pool_desktops').select((eb) => eb.fn.countAll<number>().as('n')).where('pool', '=', p.name).executeTakeFirst();
+      out.push({ name: p.name, state: p.state, desktops: Number(n?.n ?? 0), size: spec.size, master: spec.master.name, snapshot: spec.snapshot });
+    }
+    return out;
+  }
+
+  async show(name: string): Promise<PoolView> {
+    const pool = await this.#pool(name);
+    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const replicas = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute();
+    const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).orderBy('number').execute();
+    const desktops: DesktopView[] = [];
+    for (const r of rows) {
+      const vm = await this.#vms.repo.findById(r.vm_id);
+      if (!vm) continue;
+      const serial = await readFile(this.#paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
+      const derived = customizationState(serial, serial.length > 0, spec);
+      const replica = replicas.find((x) => x.id === r.replica_id);
+      const files = desktopFiles(this.#paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, (JSON.parse(replica?.files ?? '[]') as string[]).length);
+      let ownBytes = 0;
+      for (const f of files.os) ownBytes += await allocated(f);
+      ownBytes += await allocated(files.identity);
+      desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes });
+    }
+    const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
+    const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);
+    // A full clone copies the snapshot's data: what one replica holds.
+    const perCopy = replicas[0]?.size_bytes ?? 0;
+    const fullCopiesBytes = perCopy * desktops.length;
+    return {
+      name, state: pool.state, message: pool.message, spec,
+      replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, desktops: rows.filter((d) => d.replica_id === r.id).length })),
+      desktops, storage: { replicasBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - replicasBytes - desktopsBytes },
+    };
+  }
+
+  /**
+   * Discards each desktop's changes: new OS overlays on the same replica and a new
+   * disposable disk; the identity and persistent disks stay. Running desktops are skipped
+   * unless `force` (then powered off first).
+   */
+  async refresh(name: string, opts: { desktops?: string[]; force?: boolean } = {}): Promise<Job> {
+    const pool = await this.#pool(name);
+    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const targets = await this.#desktopsOf(name, opts.desktops);
+    return this.#runJob(name, REFRESH_JOB, ['refresh'], async (jobId) => {
+      const skipped: string[] = [];
+      let done = 0;
+      await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
+        const vm = await this.#vms.repo.findById(t.vm_id);
+        if (!vm) return;
+        if (!['stopped', 'crashed'].includes(vm.state)) {
+          if (!opts.force) {
+            skipped.push(vm.name);
+            return;
+          }
+          await this.#vms.kill(vm.name);
+        }
+        const replica = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
+        const replicaFiles = JSON.parse(replica.files) as string[];
+        const files = desktopFiles(this.#paths.pool(replica.storage), name, vm.name, spec, replicaFiles.length);
+        await writeOsDisks(files, replicaFiles);
+        if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
+        // The serial log tells the desktop's customization state: a refreshed desktop starts over.
+        await rm(this.#paths.vmRuntime(vm.id).serialLog, { force: true });
+        await this.#db.updateTable('pool_desktops').set({ state: 'provisioned', message: null, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+        await this.#jobs.progress(jobId, ++done / targets.length);
+      });
+      return { refreshed: targets.length - skipped.length, skipped };
+    });
+  }
+
+  /** Deletes every desktop (with its persistent disk), then the replicas, then the pool. */
+  async delete(name: string): Promise<Job> {
+    await this.#pool(name);
+    await this.#db.updateTable('desktop_pools').set({ state: 'deleting', updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+    return this.#runJob(name, DELETE_JOB, ['desktops', 'replicas'], async (jobId) => {
+      const pool = await this.#pool(name);
+      const spec = JSON.parse(pool.spec) as PoolSpec;
+      const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).execute();
+      let done = 0;
+      await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
+        const vm = await this.#vms.repo.findById(r.vm_id);
+        if (vm) await this.#vms.delete(vm.name, { force: true });
+        await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', r.vm_id).execute();
+        await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
+      }));
+      await this.#jobs.step(jobId, 'replicas', async () => {
+        for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
+          await removeReplica(JSON.parse(rep.files) as string[]);
+          await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
+          await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
+        }
+        await this.#db.deleteFrom('desktop_pools').where('name', '=', name).execute();
+      });
+      return { deleted: name, desktops: rows.length };
+    });
+  }
+
+  #specOf(input: PoolCreateInput, master: VmRow): PoolSpec {
+    if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
+    const storage = input.storage ?? ['default'];
+    if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
+    for (const s of storage) assertValidName('storage pool', s);
+    const commands = input.commands ?? [];
+    if (!Array.isArray(commands) || commands.some((c) => typeof c !== 'string' || c.length === 0 || c.includes('\n'))) throw new MamoriError('INVALID_INPUT', 'commands must be one-line strings');
+    if (input.licenseCommand !== undefined && (typeof input.licenseCommand !== 'string' || input.licenseCommand.includes('\n') || input.licenseCommand === '')) {
+      throw new MamoriError('INVALID_INPUT', 'the license command must be a one-line shell command');
+    }
+    return {
+      master: { vmId: master.id, name: master.name }, snapshot: input.snapshot,
+      size: intOption('size', input.size, 1, POOL_LIMITS.size), spare: intOption('spare', input.spare, 0, { min: 0, max: POOL_LIMITS.size.max }),
+      namePattern: input.namePattern, storage: [...new Set(storage)], commands,
+      persistentDiskBytes: input.persistentDisk !== undefined ? parseSize(input.persistentDisk) : null,
+      disposableDiskBytes: input.disposableDisk !== undefined ? parseSize(input.disposableDisk) : null,
+      licenseCommand: input.licenseCommand ?? null, kmsHost: null,
+      licenseTimeoutSec: intOption('license timeout', input.licenseTimeoutSec, 60, POOL_LIMITS.licenseTimeoutSec),
+      skipLicenseActivation: input.skipLicenseActivation === true,
+      concurrency: intOption('concurrency', input.concurrency, 8, POOL_LIMITS.concurrency),
+      maintenanceConcurrency: intOption('maintenance concurrency', input.maintenanceConcurrency, 12, POOL_LIMITS.concurrency),
+    };
+  }
+
+  async #masterDisks(master: VmRow): Promise<Awaited<ReturnType<DiskRepo['byIds']>>> {
+    const ids = replicatedDiskIds(master.definition);
+    const disks = await this.#disks.repo.byIds(ids);
+    const ordered = ids.map((id) => disks.find((d) => d.id === id)!).filter(Boolean);
+    if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${master.name} has no disk to clone`);
+    return ordered;
+  }
+
+  /** Refused before anything is made when a storage pool lacks the room (one replica there, and its share of desktops). */
+  async #assertRoom(spec: PoolSpec, replicaBytes: number, desktops: number): Promise<void> {
+    const per = DESKTOP_OVERHEAD + (spec.persistentDiskBytes ?? 0) + (spec.disposableDiskBytes ?? 0);
+    const share = Math.ceil(desktops / spec.storage.length);
+    for (const s of spec.storage) {
+      const dir = this.#paths.pool(s);
+      const fs = await statfs(await existingParent(dir));
+      const free = Number(fs.bavail) * Number(fs.bsize);
+      const need = replicaBytes + share * per;
+      if (need > free) {
+        throw new MamoriError('POOL_FULL', `storage pool ${s} has ${gib(free)} free but ${desktops} desktops need ${gib(need)} there (replica ${gib(replicaBytes)}, ${share} desktops of ${gib(per)}): ` +
+          'make the pool smaller, the persistent/disposable disks smaller, or add storage (--storage A,B)', { details: { storage: s, free, need } });
+      }
+    }
+  }
+
+  /** Starts (or resumes) provisioning: replicas where missing, then desktops 1..size where missing. */
+  async #startProvision(name: string): Promise<Job> {
+    return this.#runJob(name, PROVISION_JOB, ['replicas', 'desktops'], async (jobId) => {
+      const pool = await this.#pool(name);
+      const spec = JSON.parse(pool.spec) as PoolSpec;
+      const master = await this.#vms.repo.findById(spec.master.vmId);
+      if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
+      const masterDisks = await this.#masterDisks(master);
+      const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
+      const replicas = new Map<string, { id: string; files: string[] }>();
+      await this.#jobs.step(jobId, 'replicas', async () => {
+        for (const s of spec.storage) {
+          const have = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).where('storage', '=', s).where('snapshot', '=', spec.snapshot).executeTakeFirst();
+          if (have) {
+            replicas.set(s, { id: have.id, files: JSON.parse(have.files) as string[] });
+            continue;
+          }
+          const id = newShortId('replica');
+          const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers);
+          await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
+          replicas.set(s, { id, files: made.files });
+        }
+      });
+      const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
+      const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
+      const names = desktopNames(spec.namePattern, missing);
+      let done = 0;
+      await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(missing.map((n, i) => ({ n, name: names[i]! })), spec.concurrency, async ({ n, name: vmName }) => {
+        // Spread over the storage pools in turn (rebalance evens them out by free space later).
+        const storage = spec.storage[(n - 1) % spec.storage.length]!;
+        const replica = replicas.get(storage)!;
+        await this.#makeDesktop(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), storage, replica, n, vmName);
+        await this.#jobs.progress(jobId, ++done / missing.length);
+      }));
+      await this.#db.updateTable('desktop_pools').set({ state: 'ready', message: null, updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+      return { pool: name, made: missing.length, desktops: spec.size };
+    });
+  }
+
+  async #makeDesktop(pool: string, spec: PoolSpec, master: VmDefinition, sizes: number[], storage: string, replica: { id: string; files: string[] }, n: number, name: string): Promise<void> {
+    const files = desktopFiles(this.#paths.pool(storage), pool, name, spec, replica.files.length);
+    // A folder without a row is what a cut provisioning left: start it over.
+    await removeDesktopFiles(files);
+    const vmId = newUuid();
+    try {
+      const { disks, def } = await buildDesktop({ files, vmId, name, pool, storage, spec, master, replica: replica.files, replicaSizes: sizes });
+      const now = new Date().toISOString();
+      await this.#db.transaction().execute(async (tx) => {
+        await tx.insertInto('vms').values({ id: vmId, name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+        for (const d of disks) await DiskRepo.insert(tx, d);
+        await tx.insertInto('pool_desktops').values({ vm_id: vmId, pool, number: n, replica_id: replica.id, state: 'provisioned', message: null, created_at: now, updated_at: now }).execute();
+      });
+    } catch (e) {
+      await removeDesktopFiles(files);
+      throw e;
+    }
+  }
+
+  /** One operation per pool at a time; the job fails with the error and the pool says why. */
+  async #runJob(name: string, kind: string, steps: string[], body: (jobId: string) => Promise<unknown>): Promise<Job> {
+    if (this.#busy.has(name)) throw new MamoriError('DESKTOP_POOL_BUSY', `desktop pool ${name} is busy with another operation; wait for its job to end`);
+    this.#busy.add(name);
+    const job = await this.#jobs.create(kind, name, steps).catch((e: unknown) => {
+      this.#busy.delete(name);
+      throw e;
+    });
+    void (async () => {
+      try {
+        await this.#jobs.succeed(job.id, await body(job.id));
+      } catch (e) {
+        const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };
+        this.#log.warn({ pool: name, job: job.id, err }, `${kind} failed`);
+        await this.#db.updateTable('desktop_pools').set({ state: 'error', message: err.message, updated_at: new Date().toISOString() }).where('name', '=', name).execute().catch(() => undefined);
+        await this.#jobs.fail(job.id, err);
+      } finally {
+        this.#busy.delete(name);
+      }
+    })();
+    return job;
+  }
+
+  async #pool(name: string): Promise<{ name: string; spec: string; state: string; message: string | null }> {
+    const p = await this.#db.selectFrom('desktop_pools').selectAll().where('name', '=', name).executeTakeFirst();
+    if (!p) throw new MamoriError('DESKTOP_POOL_NOT_FOUND', `no desktop pool named ${JSON.stringify(name)}; see 'mamori pool list'`);
+    return p;
+  }
+
+  async #desktopsOf(pool: string, names: string[] | undefined): Promise<{ vm_id: string; replica_id: string; number: number }[]> {
+    const rows = await this.#db.selectFrom('pool_desktops').innerJoin('vms', 'vms.id', 'pool_desktops.vm_id')
+      .select(['pool_desktops.vm_id', 'pool_desktops.replica_id', 'pool_desktops.number', 'vms.name']).where('pool_desktops.pool', '=', pool).orderBy('number').execute();
+    if (!names || names.length === 0) return rows;
+    const unknown = names.filter((n) => !rows.some((r) => r.name === n));
+    if (unknown.length > 0) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);
+    return rows.filter((r) => names.includes(r.name));
+  }
+}
+
+async function allocated(path: string): Promise<number> {
+  return stat(path).then((s) => s.blocks * 512, () => 0);
+}
+
+async function existingParent(dir: string): Promise<string> {
+  let d = dir;
+  while (!(await stat(d).then(() => true, () => false))) d = d.replace(/\/[^/]+\/?$/, '') || '/';
+  return d;
+}
+
+function gib(n: number): string {
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}

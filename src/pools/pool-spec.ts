@@ -1,0 +1,87 @@
+import { MamoriError } from '../core/mamori-error.js';
+import { assertValidName } from '../core/names.js';
+
+/** What an operator asks for (`mamori pool create`), as the API takes it. */
+export interface PoolCreateInput {
+  name: string;
+  master: string;
+  snapshot: string;
+  size: number;
+  /** Name pattern with {n} (or {n:W}, zero-padded to W digits), e.g. `desk-{n}`. */
+  namePattern: string;
+  /** Desktops kept powered on beyond those in use (View Composer's spare desktops). */
+  spare?: number;
+  /** User data disk per desktop ("2G"), kept through refresh, recompose and rebalance. */
+  persistentDisk?: string;
+  /** Swap/temp disk per desktop, replaced by a fresh one at each power-off. */
+  disposableDisk?: string;
+  /** Storage pools (folders of this site's pools) the desktops spread over; default ['default']. */
+  storage?: string[];
+  /** Commands run in each desktop at customization, in order. */
+  commands?: string[];
+  /** Linux: a registration command (subscription-manager register ..., SUSEConnect ...). */
+  licenseCommand?: string;
+  /** Windows: the KMS host (HOST or HOST:PORT) for slmgr. */
+  kmsHost?: string;
+  /** Seconds the activation may take before it counts as failed (default 60). */
+  licenseTimeoutSec?: number;
+  /** View Composer's SkipLicenseActivation: labs without a KMS host. */
+  skipLicenseActivation?: boolean;
+  /** Parallel clone operations: provisioning (default 8) and maintenance (default 12). */
+  concurrency?: number;
+  maintenanceConcurrency?: number;
+}
+
+/** The pool as stored: the input made explicit, and the master by id (names change). */
+export interface PoolSpec {
+  master: { vmId: string; name: string };
+  snapshot: string;
+  size: number;
+  spare: number;
+  namePattern: string;
+  persistentDiskBytes: number | null;
+  disposableDiskBytes: number | null;
+  storage: string[];
+  commands: string[];
+  licenseCommand: string | null;
+  kmsHost: string | null;
+  licenseTimeoutSec: number;
+  skipLicenseActivation: boolean;
+  concurrency: number;
+  maintenanceConcurrency: number;
+}
+
+export const POOL_LIMITS = { size: { min: 1, max: 2000 }, concurrency: { min: 1, max: 64 }, licenseTimeoutSec: { min: 5, max: 3600 } } as const;
+
+const PATTERN = /\{n(?::(\d))?\}/g;
+
+/** The name of desktop n: {n} is the number, {n:W} the number zero-padded to W digits. */
+export function desktopName(pattern: string, n: number): string {
+  return pattern.replace(PATTERN, (_, w: string | undefined) => String(n).padStart(w === undefined ? 0 : Number(w), '0'));
+}
+
+/**
+ * Checks a pattern for `count` desktops numbered from 1: it must hold {n} exactly once,
+ * and every name it produces must be a valid VM name, all distinct. Returns the names.
+ */
+export function desktopNames(pattern: string, numbers: readonly number[]): string[] {
+  const uses = pattern.match(PATTERN)?.length ?? 0;
+  if (uses !== 1) {
+    throw new MamoriError('INVALID_INPUT', `the name pattern ${JSON.stringify(pattern)} must hold {n} exactly once (e.g. desk-{n} or desk-{n:3}); it numbers the desktops`);
+  }
+  const names = numbers.map((n) => desktopName(pattern, n));
+  for (const name of names) assertValidName('desktop', name);
+  const seen = new Set<string>();
+  for (const name of names) {
+    const key = name.toLowerCase();
+    if (seen.has(key)) throw new MamoriError('INVALID_INPUT', `the name pattern ${JSON.stringify(pattern)} gives ${name} twice (names differing only in case count as the same): use another pattern`);
+    seen.add(key);
+  }
+  return names;
+}
+
+export function intOption(what: string, v: number | undefined, def: number, range: { min: number; max: number }): number {
+  const n = v ?? def;
+  if (!Number.isInteger(n) || n < range.min || n > range.max) throw new MamoriError('OUT_OF_RANGE', `${what} must be a whole number from ${range.min} to ${range.max}, not ${JSON.stringify(v)}`);
+  return n;
+}

@@ -1,0 +1,152 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runProcess } from '../../../src/core/run-process.js';
+import { SiteProcess } from '../../harness/site-process.js';
+import type { VmView } from '../../../src/vms/vm-service.js';
+import type { Job } from '../../../src/jobs/job-journal.js';
+import type { PoolView } from '../../../src/pools/pool-service.js';
+
+/*
+ * Desktop pools with real parts: a master test guest whose disk holds 8 MiB, snapshotted;
+ * a pool of 10 linked clones that all boot under TCG and print their own hostnames; a
+ * refresh that drops what a desktop wrote to its OS disk but keeps its persistent disk;
+ * licence activation that fails (with View Composer's message) or is skipped; bad input
+ * refused before anything is made; and the master kept while a pool uses it.
+ */
+const MiB = 1024 * 1024;
+let site: SiteProcess;
+let dir: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mamori-pools-test-'));
+  site = await SiteProcess.create('site-p');
+  await site.start();
+  await site.cliJson('vm', 'create', 'master', '--test-guest', '--data-disk', '64M', '--memory', '96');
+  const master = await site.cliJson<VmView>('vm', 'show', 'master');
+  // 8 MiB of the master's own data: what each full copy would repeat and the replica holds once.
+  await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${16 * MiB} ${8 * MiB}`, master.disks[0]!.path], { timeoutMs: 60_000 });
+  await site.cliJson('vm', 'snapshot', 'master', 'v1');
+});
+
+after(async () => {
+  if (site) {
+    for (const pid of await site.vmPids()) site.trackPid(pid);
+    await site.destroy();
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function createPool(...args: string[]): Promise<Job> {
+  const job = await site.cliJson<Job>('pool', 'create', ...args);
+  assert.equal(job.state, 'succeeded', JSON.stringify(job.error));
+  return job;
+}
+
+async function serialOf(vm: string): Promise<string> {
+  return readFile((await site.cliJson<VmView>('vm', 'show', vm)).serialLog, 'utf8').catch(() => '');
+}
+
+async function desktopState(pool: string, name: string): Promise<PoolView['desktops'][number]> {
+  const d = (await site.cliJson<PoolView>('pool', 'show', pool)).desktops.find((x) => x.name === name);
+  assert.ok(d, `${name} is in ${pool}`);
+  return d;
+}
+
+async function rawBytes(qcow2: string, length: number): Promise<Buffer> {
+  const out = join(dir, `read-${Date.now()}.raw`);
+  await runProcess('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', qcow2, out], { timeoutMs: 60_000 });
+  const b = (await readFile(out)).subarray(0, length);
+  await rm(out, { force: true });
+  return b;
+}
+
+test('bad input is refused before anything is made', async () => {
+  const bad = async (args: string[], re: RegExp): Promise<void> => {
+    const r = await site.cli('pool', 'create', 'bad', '--master', 'master', ...args);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, re);
+  };
+  await bad(['--snapshot', 'nope', '--size', '2', '--name', 'b-{n}'], /has no snapshot nope.*\[SNAPSHOT_NOT_FOUND\]/);
+  await bad(['--snapshot', 'v1', '--size', '2', '--name', 'desk'], /must hold \{n\} exactly once.*\[INVALID_INPUT\]/);
+  await bad(['--snapshot', 'v1', '--size', '2', '--name', '{n}-{n}'], /must hold \{n\} exactly once/);
+  await bad(['--snapshot', 'v1', '--size', '3', '--name', 'b-{n}', '--persistent-disk', '100T'], /has .* free but 3 desktops need .*\[POOL_FULL\]/);
+  await site.cliJson('vm', 'create', 'taken-2', '--memory', '64');
+  await bad(['--snapshot', 'v1', '--size', '3', '--name', 'taken-{n}'], /gives taken-2, which an existing VM has.*\[VM_EXISTS\]/);
+  await site.cliJson('vm', 'delete', 'taken-2');
+  assert.deepEqual(await site.cliJson('pool', 'list'), []);
+  const pools = await readdir(join(site.dataDir, 'pools', 'default'));
+  assert.ok(!pools.includes('replicas') || (await readdir(join(site.dataDir, 'pools', 'default', 'replicas'))).length === 0, 'no replica was made');
+});
+
+test('a 10-desktop pool: small clones, every desktop boots with its own hostname, refresh keeps only the persistent disk', async () => {
+  await createPool('office', '--master', 'master', '--snapshot', 'v1', '--size', '10', '--name', 'desk-{n:2}',
+    '--persistent-disk', '16M', '--disposable-disk', '8M',
+    // Marks the persistent disk (vdb: OS disk, persistent, disposable, identity) with the desktop's name.
+    '--command', 'printf "mamori-persistent %s\\n" "$(hostname)" | dd of=/dev/vdb bs=512 conv=notrunc,fsync 2>/dev/null');
+  const pool = await site.cliJson<PoolView>('pool', 'show', 'office');
+  assert.equal(pool.state, 'ready');
+  assert.equal(pool.desktops.length, 10);
+  assert.deepEqual(pool.desktops.map((d) => d.name), Array.from({ length: 10 }, (_, i) => `desk-${String(i + 1).padStart(2, '0')}`));
+  assert.equal(pool.replicas.length, 1);
+  assert.ok(pool.replicas[0]!.sizeBytes >= 8 * MiB, `the replica holds the master's data: ${pool.replicas[0]!.sizeBytes}`);
+  for (const d of pool.desktops) {
+    assert.equal(d.state, 'provisioned');
+    assert.ok(d.ownBytes < 2 * MiB, `${d.name} holds ${d.ownBytes} bytes of its own before boot`);
+  }
+  assert.ok(pool.storage.savedBytes > 8 * 8 * MiB, `storage saved: ${JSON.stringify(pool.storage)}`);
+
+  for (const d of pool.desktops) await site.cliJson('vm', 'start', d.name);
+  for (const d of pool.desktops) {
+    await site.waitFor(`${d.name} to be customized`, async () => (await desktopState('office', d.name)).state === 'ready', 300_000);
+    assert.match(await serialOf(d.name), new RegExp(`^mamori-guest hostname ${d.name}$`, 'm'));
+  }
+  // desk-01 has written its log to its OS disk and its name to its persistent disk.
+  const vm = await site.cliJson<VmView>('vm', 'show', 'desk-01');
+  await site.waitFor('desk-01 to have written to its OS disk', async () => /wl_seq=([1-9]\d*)/.test(await serialOf('desk-01')), 120_000);
+  await site.cliJson('pool', 'refresh', 'office', '--force');
+  const os = vm.disks.find((x) => x.name === 'desk-01-os0')!.path;
+  const persistent = vm.disks.find((x) => x.name === 'desk-01-persistent')!.path;
+  const replica = (await runProcess('qemu-img', ['info', '--output=json', '-U', os])).stdout;
+  const backing = (JSON.parse(replica) as { 'full-backing-filename': string })['full-backing-filename'];
+  const cmp = await runProcess('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', os, backing], { timeoutMs: 60_000, okCodes: [0, 1] });
+  assert.equal(cmp.code, 0, `after refresh the OS disk reads as the replica: ${cmp.stdout}`);
+  assert.equal((await rawBytes(persistent, 26)).toString('latin1'), 'mamori-persistent desk-01\n', 'the persistent disk kept what the desktop wrote');
+  assert.equal((await desktopState('office', 'desk-01')).state, 'provisioned', 'a refreshed desktop is customized again at its next boot');
+  assert.ok((await desktopState('office', 'desk-01')).ownBytes < 2 * MiB);
+
+  const del = await site.cli('vm', 'delete', 'master');
+  assert.match(del.stderr, /master of desktop pool office: delete the pool first \[MASTER_IN_USE\]/);
+  await site.cliJson('pool', 'delete', 'office');
+  assert.deepEqual(await site.cliJson('pool', 'list'), []);
+  const vms = await site.cliJson<VmView[]>('vm', 'list');
+  assert.deepEqual(vms.map((v) => v.name).filter((n) => n.startsWith('desk-')), []);
+  assert.deepEqual(await readdir(join(site.dataDir, 'pools', 'default', 'desktops')), []);
+  assert.deepEqual(await readdir(join(site.dataDir, 'pools', 'default', 'replicas')), []);
+});
+
+test('a failing licence activation marks the desktop with the cause and the remedy; --skip-license-activation comes up', async () => {
+  await createPool('lic', '--master', 'master', '--snapshot', 'v1', '--size', '2', '--name', 'lic-{n}',
+    '--license-command', 'echo cannot reach rhsm.example.com; exit 70');
+  await createPool('slow', '--master', 'master', '--snapshot', 'v1', '--size', '1', '--name', 'slow-{n}',
+    '--license-command', 'sleep 60', '--license-timeout', '5');
+  await createPool('lab', '--master', 'master', '--snapshot', 'v1', '--size', '1', '--name', 'lab-{n}',
+    '--license-command', 'echo cannot reach rhsm.example.com; exit 70', '--skip-license-activation');
+  for (const vm of ['lic-1', 'slow-1', 'lab-1']) await site.cliJson('vm', 'start', vm);
+  const failed = await site.waitFor('lic-1 to fail activation', async () => {
+    const d = await desktopState('lic', 'lic-1');
+    return d.state === 'customization-failed' ? d : null;
+  }, 240_000);
+  assert.match(failed.message!, /^Failed to activate software license: the registration command failed \(exit-70\) after \d+ s: cannot reach rhsm\.example\.com/);
+  assert.match(failed.message!, /Check that the desktops reach the licensing server, or recreate the pool with --skip-license-activation/);
+  const slow = await site.waitFor('slow-1 to time out', async () => {
+    const d = await desktopState('slow', 'slow-1');
+    return d.state === 'customization-failed' ? d : null;
+  }, 240_000);
+  assert.match(slow.message!, /^Failed to activate software license: the registration command did not finish within 5 s/);
+  await site.waitFor('lab-1 to be customized', async () => (await desktopState('lab', 'lab-1')).state === 'ready', 240_000);
+  assert.doesNotMatch(await serialOf('lab-1'), /license/);
+  for (const p of ['lic', 'slow', 'lab']) await site.cliJson('pool', 'delete', p);
+});
