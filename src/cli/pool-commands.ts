@@ -16,6 +16,9 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
                                      then licence activation)
   list | show POOL                   desktops, their state and own changes, storage saved
   refresh POOL [DESKTOP ...] [--force]   discard desktops' changes; persistent disks stay
+  recompose POOL --snapshot SNAP [--force]   desktops rebuilt on another snapshot of the master
+  rebalance POOL [--storage A,B] [--force]   spread desktops over storage pools by free space
+  resize POOL --size N [--force]     grow, or shrink from the highest numbers
   delete POOL                        desktops (and their persistent disks), then the replicas`;
 
 export async function poolCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
@@ -77,6 +80,22 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       if (positionals.length < 1) throw usage('refresh POOL [DESKTOP ...] [--force]');
       const [pool, ...desktops] = positionals;
       return follow(await api.post<Job>(`${base(pool!)}/refresh`, { ...(desktops.length ? { desktops } : {}), ...(values.force ? { force: true } : {}) }), `refreshing pool ${pool}`);
+    }
+    case 'recompose': {
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { snapshot: { type: 'string' }, force: { type: 'boolean' } } });
+      if (positionals.length !== 1 || !values.snapshot) throw usage('recompose POOL --snapshot SNAP [--force]');
+      return follow(await api.post<Job>(`${base(positionals[0]!)}/recompose`, { snapshot: values.snapshot, ...(values.force ? { force: true } : {}) }), `recomposing pool ${positionals[0]}`);
+    }
+    case 'rebalance': {
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { storage: { type: 'string' }, force: { type: 'boolean' } } });
+      if (positionals.length !== 1) throw usage('rebalance POOL [--storage A,B] [--force]');
+      const body = { ...(values.storage ? { storage: values.storage.split(',').map((x) => x.trim()).filter(Boolean) } : {}), ...(values.force ? { force: true } : {}) };
+      return follow(await api.post<Job>(`${base(positionals[0]!)}/rebalance`, body), `rebalancing pool ${positionals[0]}`);
+    }
+    case 'resize': {
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { size: { type: 'string' }, force: { type: 'boolean' } } });
+      if (positionals.length !== 1 || !values.size) throw usage('resize POOL --size N [--force]');
+      return follow(await api.post<Job>(`${base(positionals[0]!)}/resize`, { size: int(values.size, '--size'), ...(values.force ? { force: true } : {}) }), `resizing pool ${positionals[0]}`);
     }
     case 'delete': {
       if (args.length !== 1) throw usage('delete POOL');

@@ -18,11 +18,15 @@ import { POOL_LIMITS, desktopNames, intOption, type PoolCreateInput, type PoolSp
 import { makeReplica, measureReplica, removeReplica, snapshotLayer } from './pool-replica.js';
 import { buildDesktop, desktopFiles, removeDesktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
 import { customizationState, type DesktopState } from './desktop-customization.js';
+import { moveDesktopFiles } from './desktop-move.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
 
 export const PROVISION_JOB = 'pool-provision';
 export const REFRESH_JOB = 'pool-refresh';
 export const DELETE_JOB = 'pool-delete';
+export const RECOMPOSE_JOB = 'pool-recompose';
+export const RESIZE_JOB = 'pool-resize';
+export const REBALANCE_JOB = 'pool-rebalance';
 
 /** What a desktop needs beside its persistent and disposable disks: overlay metadata and the identity seed. */
 const DESKTOP_OVERHEAD = 4 * 1024 * 1024;
@@ -77,10 +81,13 @@ export class PoolService {
         throw new MamoriError('MASTER_IN_USE', `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`, { details: { pools: pools.map((p) => p.name) } });
       }
     });
-    for (const kind of [PROVISION_JOB, REFRESH_JOB, DELETE_JOB]) {
+    for (const kind of [PROVISION_JOB, REFRESH_JOB, DELETE_JOB, RECOMPOSE_JOB, RESIZE_JOB, REBALANCE_JOB]) {
+      // Provisioning and deletion resume by themselves; the others are idempotent and are run again by hand.
+      const resumes = kind === PROVISION_JOB || kind === DELETE_JOB;
       this.#jobs.registerRecovery(kind, async (job) => {
-        if (job.target) await this.#db.updateTable('desktop_pools').set({ state: 'interrupted', message: `${kind} was cut by a server stop; it resumes at start`, updated_at: new Date().toISOString() }).where('name', '=', job.target).execute();
-        return `the site server stopped during ${kind} of ${job.target}; it resumes now`;
+        const message = resumes ? `${kind} was cut by a server stop; it resumes at start` : `${kind} was cut by a server stop; run it again: it carries on where it stopped`;
+        if (job.target) await this.#db.updateTable('desktop_pools').set({ state: resumes ? (kind === DELETE_JOB ? 'deleting' : 'interrupted') : 'error', message, updated_at: new Date().toISOString() }).where('name', '=', job.target).execute();
+        return `the site server stopped during ${kind} of ${job.target}: ${message}`;
       });
     }
   }
@@ -166,30 +173,207 @@ export class PoolService {
     const spec = JSON.parse(pool.spec) as PoolSpec;
     const targets = await this.#desktopsOf(name, opts.desktops);
     return this.#runJob(name, REFRESH_JOB, ['refresh'], async (jobId) => {
-      const skipped: string[] = [];
-      let done = 0;
-      await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
-        const vm = await this.#vms.repo.findById(t.vm_id);
-        if (!vm) return;
-        if (!['stopped', 'crashed'].includes(vm.state)) {
-          if (!opts.force) {
-            skipped.push(vm.name);
-            return;
-          }
-          await this.#vms.kill(vm.name);
-        }
-        const replica = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
-        const replicaFiles = JSON.parse(replica.files) as string[];
-        const files = desktopFiles(this.#paths.pool(replica.storage), name, vm.name, spec, replicaFiles.length);
-        await writeOsDisks(files, replicaFiles);
-        if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
-        // The serial log tells the desktop's customization state: a refreshed desktop starts over.
-        await rm(this.#paths.vmRuntime(vm.id).serialLog, { force: true });
-        await this.#db.updateTable('pool_desktops').set({ state: 'provisioned', message: null, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
-        await this.#jobs.progress(jobId, ++done / targets.length);
-      });
-      return { refreshed: targets.length - skipped.length, skipped };
+      const r = await this.#rebuild(name, spec, targets, { force: opts.force === true, jobId });
+      return { refreshed: r.rebuilt.length, skipped: r.skipped };
     });
+  }
+
+  /**
+   * Moves the pool to another snapshot of its master (View Composer's recompose): new
+   * replicas, then every desktop rebuilt on them in rolling batches of the maintenance
+   * concurrency, identity and persistent disks kept. Desktops in use are skipped unless
+   * `force`; they stay on the old replica, which goes once no desktop uses it.
+   */
+  async recompose(name: string, snapshot: string, opts: { force?: boolean } = {}): Promise<Job> {
+    const pool = await this.#pool(name);
+    const spec = JSON.parse(pool.spec) as PoolSpec;
+    if (snapshot === spec.snapshot) {
+      // Allowed only to finish a recompose that skipped desktops in use: some still sit on an older replica.
+      const behind = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
+        .select('pool_desktops.vm_id').where('pool_desktops.pool', '=', name).where('pool_replicas.snapshot', '!=', snapshot).executeTakeFirst();
+      if (!behind) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`);
+    }
+    const master = await this.#vms.repo.findById(spec.master.vmId);
+    if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
+    if (!(await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', snapshot).executeTakeFirst())) {
+      throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
+    }
+    const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
+    await this.#assertRoom({ ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 }, await measureReplica(layers), 0);
+    const targets = await this.#desktopsOf(name, undefined);
+    return this.#runJob(name, RECOMPOSE_JOB, ['replicas', 'desktops', 'cleanup'], async (jobId) => {
+      const next = { ...spec, snapshot };
+      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#ensureReplicas(name, next, layers));
+      const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, targets, { force: opts.force === true, jobId, onto: (storage) => replicas.get(storage)! }));
+      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(next), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#removeUnusedReplicas(name, next));
+      return { snapshot, recomposed: r.rebuilt.length, skipped: r.skipped, replicasRemoved: removed };
+    });
+  }
+
+  /** Grows the pool (new desktops, customized as the first) or shrinks it from the highest numbers. */
+  async resize(name: string, size: number, opts: { force?: boolean } = {}): Promise<Job> {
+    const pool = await this.#pool(name);
+    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const newSize = intOption('size', size, spec.size, POOL_LIMITS.size);
+    if (newSize > spec.size) {
+      const names = desktopNames(spec.namePattern, Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1));
+      for (const n of names) {
+        if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, { details: { name: n } });
+      }
+      await this.#assertRoom(spec, 0, newSize - spec.size);
+      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify({ ...spec, size: newSize }), state: 'provisioning', updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+      return this.#startProvision(name);
+    }
+    const going = (await this.#desktopsOf(name, undefined)).filter((d) => d.number > newSize);
+    const running = [];
+    for (const d of going) {
+      const vm = await this.#vms.repo.findById(d.vm_id);
+      if (vm && !['stopped', 'crashed'].includes(vm.state)) running.push(vm.name);
+    }
+    if (running.length > 0 && !opts.force) throw new MamoriError('VM_RUNNING', `shrinking ${name} to ${newSize} removes desktops in use (${running.join(', ')}): stop them, or resize with --force`);
+    return this.#runJob(name, RESIZE_JOB, ['desktops'], async (jobId) => {
+      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify({ ...spec, size: newSize }), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+      await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(going, spec.maintenanceConcurrency, (d) => this.#deleteDesktop(d.vm_id)));
+      return { size: newSize, removed: going.length };
+    });
+  }
+
+  /**
+   * Spreads the desktops over the pool's storage pools (optionally a new list) in
+   * proportion to their free space, View Composer's rebalance: a replica is made where
+   * missing, desktops move from the fullest pools (and from pools no longer listed), and
+   * replicas no desktop uses go. Desktops in use stay unless `force`.
+   */
+  async rebalance(name: string, opts: { storage?: string[]; force?: boolean } = {}): Promise<Job> {
+    const pool = await this.#pool(name);
+    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const storage = opts.storage ?? spec.storage;
+    if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
+    for (const s of storage) assertValidName('storage pool', s);
+    const next: PoolSpec = { ...spec, storage: [...new Set(storage)] };
+    const master = await this.#vms.repo.findById(spec.master.vmId);
+    if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
+    const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
+    return this.#runJob(name, REBALANCE_JOB, ['replicas', 'desktops', 'cleanup'], async (jobId) => {
+      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#ensureReplicas(name, next, layers));
+      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(next), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+      const moves = await this.#jobs.step(jobId, 'desktops', async () => {
+        const rows = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
+          .select(['pool_desktops.vm_id', 'pool_desktops.number', 'pool_replicas.storage']).where('pool_desktops.pool', '=', name).orderBy('number').execute();
+        const free = await Promise.all(next.storage.map(async (s) => {
+          const fs = await statfs(await existingParent(this.#paths.pool(s)));
+          return Number(fs.bavail) * Number(fs.bsize);
+        }));
+        const want = shares(rows.length, free);
+        const count = new Map(next.storage.map((s) => [s, rows.filter((r) => r.storage === s).length]));
+        const moved: string[] = [];
+        const skipped: string[] = [];
+        // Highest numbers move first; a desktop on a pool no longer listed always moves.
+        for (const r of [...rows].reverse()) {
+          const here = next.storage.indexOf(r.storage);
+          if (here >= 0 && count.get(r.storage)! <= want[here]!) continue;
+          const to = next.storage.findIndex((s, i) => count.get(s)! < want[i]!);
+          if (to < 0) continue;
+          const vm = await this.#vms.repo.findById(r.vm_id);
+          if (!vm) continue;
+          if (!['stopped', 'crashed'].includes(vm.state)) {
+            if (!opts.force) {
+              skipped.push(vm.name);
+              continue;
+            }
+            await this.#vms.kill(vm.name);
+          }
+          const target = next.storage[to]!;
+          const replica = replicas.get(target)!;
+          const from = desktopFiles(this.#paths.pool(r.storage), name, vm.name, spec, replica.files.length);
+          const dest = desktopFiles(this.#paths.pool(target), name, vm.name, spec, replica.files.length);
+          const paths = await moveDesktopFiles(from, dest, replica.files);
+          await this.#db.transaction().execute(async (tx) => {
+            for (const [old, now] of paths) await tx.updateTable('disks').set({ path: now, pool: target }).where('path', '=', old).execute();
+            await tx.updateTable('pool_desktops').set({ replica_id: replica.id, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+          });
+          await rm(from.dir, { recursive: true, force: true });
+          if (here >= 0) count.set(r.storage, count.get(r.storage)! - 1);
+          count.set(target, count.get(target)! + 1);
+          moved.push(`${vm.name}: ${r.storage} -> ${target}`);
+          await this.#jobs.progress(jobId, moved.length / rows.length);
+        }
+        return { moved, skipped };
+      });
+      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#removeUnusedReplicas(name, next));
+      return { ...moves, replicasRemoved: removed };
+    });
+  }
+
+  /** New OS overlays (on `onto`'s replica, or the desktop's own), a new disposable disk; identity and persistent disks stay. */
+  async #rebuild(name: string, spec: PoolSpec, targets: { vm_id: string; replica_id: string }[], o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } }): Promise<{ rebuilt: string[]; skipped: string[] }> {
+    const rebuilt: string[] = [];
+    const skipped: string[] = [];
+    await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
+      const vm = await this.#vms.repo.findById(t.vm_id);
+      if (!vm) return;
+      if (!['stopped', 'crashed'].includes(vm.state)) {
+        if (!o.force) {
+          skipped.push(vm.name);
+          return;
+        }
+        await this.#vms.kill(vm.name);
+      }
+      const current = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
+      const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: JSON.parse(current.files) as string[] };
+      const files = desktopFiles(this.#paths.pool(current.storage), name, vm.name, spec, replica.files.length);
+      await writeOsDisks(files, replica.files);
+      if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
+      // The serial log tells the desktop's customization state: a rebuilt desktop starts over.
+      await rm(this.#paths.vmRuntime(vm.id).serialLog, { force: true });
+      await this.#db.updateTable('pool_desktops').set({ replica_id: replica.id, state: 'provisioned', message: null, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+      rebuilt.push(vm.name);
+      await this.#jobs.progress(o.jobId, (rebuilt.length + skipped.length) / targets.length);
+    });
+    return { rebuilt, skipped };
+  }
+
+  /** The replica of the spec's snapshot in each of its storage pools, made where missing. */
+  async #ensureReplicas(name: string, spec: PoolSpec, layers: { path: string; format: string }[]): Promise<Map<string, { id: string; files: string[] }>> {
+    const replicas = new Map<string, { id: string; files: string[] }>();
+    for (const s of spec.storage) {
+      const have = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).where('storage', '=', s).where('snapshot', '=', spec.snapshot).executeTakeFirst();
+      if (have) {
+        replicas.set(s, { id: have.id, files: JSON.parse(have.files) as string[] });
+        continue;
+      }
+      const id = newShortId('replica');
+      const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers);
+      await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
+      replicas.set(s, { id, files: made.files });
+    }
+    return replicas;
+  }
+
+  /** A replica goes only when no desktop uses it and it is not the pool's current one. */
+  async #removeUnusedReplicas(name: string, spec: PoolSpec): Promise<number> {
+    let removed = 0;
+    for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
+      if (rep.snapshot === spec.snapshot && spec.storage.includes(rep.storage)) continue;
+      const user = await this.#db.selectFrom('pool_desktops').select('vm_id').where('replica_id', '=', rep.id).executeTakeFirst();
+      if (user) continue;
+      await this.#db.deleteFrom('pool_replicas').where('id', '=', rep.id).execute();
+      await removeReplica(JSON.parse(rep.files) as string[]);
+      removed++;
+    }
+    return removed;
+  }
+
+  async #deleteDesktop(vmId: string): Promise<void> {
+    const vm = await this.#vms.repo.findById(vmId);
+    const row = await this.#db.selectFrom('pool_desktops').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    if (vm) await this.#vms.delete(vm.name, { force: true });
+    await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', vmId).execute();
+    if (vm && row) {
+      const rep = await this.#db.selectFrom('pool_replicas').select('storage').where('id', '=', row.replica_id).executeTakeFirst();
+      await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), { recursive: true, force: true });
+    }
   }
 
   /** Deletes every desktop (with its persistent disk), then the replicas, then the pool. */
@@ -202,9 +386,7 @@ export class PoolService {
       const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).execute();
       let done = 0;
       await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
-        const vm = await this.#vms.repo.findById(r.vm_id);
-        if (vm) await this.#vms.delete(vm.name, { force: true });
-        await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', r.vm_id).execute();
+        await this.#deleteDesktop(r.vm_id);
         await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
       }));
       await this.#jobs.step(jobId, 'replicas', async () => {
@@ -276,20 +458,7 @@ export class PoolService {
       if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
       const masterDisks = await this.#masterDisks(master);
       const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
-      const replicas = new Map<string, { id: string; files: string[] }>();
-      await this.#jobs.step(jobId, 'replicas', async () => {
-        for (const s of spec.storage) {
-          const have = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).where('storage', '=', s).where('snapshot', '=', spec.snapshot).executeTakeFirst();
-          if (have) {
-            replicas.set(s, { id: have.id, files: JSON.parse(have.files) as string[] });
-            continue;
-          }
-          const id = newShortId('replica');
-          const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers);
-          await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
-          replicas.set(s, { id, files: made.files });
-        }
-      });
+      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#ensureReplicas(name, spec, layers));
       const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
       const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
       const names = desktopNames(spec.namePattern, missing);
@@ -372,6 +541,18 @@ async function existingParent(dir: string): Promise<string> {
   let d = dir;
   while (!(await stat(d).then(() => true, () => false))) d = d.replace(/\/[^/]+\/?$/, '') || '/';
   return d;
+}
+
+/** Desktops per storage pool in proportion to free space, summing to `total` (largest remainders). */
+export function shares(total: number, free: number[]): number[] {
+  const sum = free.reduce((a, b) => a + b, 0);
+  if (sum <= 0) return free.map((_, i) => (i === 0 ? total : 0));
+  const exact = free.map((f) => (total * f) / sum);
+  const out = exact.map(Math.floor);
+  const order = exact.map((e, i) => ({ i, r: e - Math.floor(e) })).sort((a, b) => b.r - a.r || a.i - b.i);
+  const left = total - out.reduce((a, b) => a + b, 0);
+  for (let k = 0; k < left; k++) out[order[k]!.i]!++;
+  return out;
 }
 
 function gib(n: number): string {

@@ -42,6 +42,33 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
         response: { 202: { $ref: 'Job#' }, ...errorResponses },
       },
     }, async (req, reply) => reply.code(202).send(await p.refresh(req.params.name, { ...(req.body?.desktops ? { desktops: req.body.desktops } : {}), ...(req.body?.force ? { force: true } : {}) })));
+    app.post<{ Params: { name: string }; Body: { snapshot: string; force?: boolean } }>('/pools/:name/recompose', {
+      preHandler: admin,
+      schema: {
+        summary: "Recompose: a replica of another snapshot of the master, desktops rebuilt on it in rolling batches (persistent disks kept; desktops in use skipped unless force)",
+        params: nameParam,
+        body: { type: 'object', required: ['snapshot'], additionalProperties: false, properties: { snapshot: { type: 'string', minLength: 1, maxLength: 63 }, force: { type: 'boolean' } } },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await p.recompose(req.params.name, req.body.snapshot, { force: req.body.force === true })));
+    app.post<{ Params: { name: string }; Body: { storage?: string[]; force?: boolean } | undefined }>('/pools/:name/rebalance', {
+      preHandler: admin,
+      schema: {
+        summary: "Rebalance: spread the desktops over the pool's storage pools (or a new list) by free space",
+        params: nameParam,
+        body: { type: 'object', additionalProperties: false, properties: { storage: { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 16 }, force: { type: 'boolean' } } },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await p.rebalance(req.params.name, { ...(req.body?.storage ? { storage: req.body.storage } : {}), force: req.body?.force === true })));
+    app.post<{ Params: { name: string }; Body: { size: number; force?: boolean } }>('/pools/:name/resize', {
+      preHandler: admin,
+      schema: {
+        summary: 'Resize: grow with new desktops, or shrink from the highest numbers (desktops in use only with force)',
+        params: nameParam,
+        body: { type: 'object', required: ['size'], additionalProperties: false, properties: { size: { type: 'integer' }, force: { type: 'boolean' } } },
+        response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await p.resize(req.params.name, req.body.size, { force: req.body.force === true })));
     app.delete<{ Params: { name: string } }>('/pools/:name', {
       preHandler: admin, schema: { summary: 'Delete a desktop pool: its desktops (with their persistent disks), then its replicas', params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses } },
     }, async (req, reply) => reply.code(202).send(await p.delete(req.params.name)));

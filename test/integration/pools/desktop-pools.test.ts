@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -149,4 +149,52 @@ test('a failing licence activation marks the desktop with the cause and the reme
   await site.waitFor('lab-1 to be customized', async () => (await desktopState('lab', 'lab-1')).state === 'ready', 240_000);
   assert.doesNotMatch(await serialOf('lab-1'), /license/);
   for (const p of ['lic', 'slow', 'lab']) await site.cliJson('pool', 'delete', p);
+});
+
+test('recompose moves every desktop to the new snapshot (in-use ones when run again), resize grows and shrinks, rebalance spreads by free space', async () => {
+  await createPool('ops', '--master', 'master', '--snapshot', 'v1', '--size', '3', '--name', 'ops-{n}', '--persistent-disk', '16M');
+  // v2: the master changed after v1 (written into its active layer, the overlay v1 made).
+  const master = await site.cliJson<VmView>('vm', 'show', 'master');
+  const active = join(dirname(master.disks[0]!.path), `${master.disks[0]!.name}.v1.qcow2`);
+  await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x77 0 ${4 * MiB}`, active], { timeoutMs: 60_000 });
+  await site.cliJson('vm', 'snapshot', 'master', 'v2');
+  const same = await site.cli('pool', 'recompose', 'ops', '--snapshot', 'v1');
+  assert.match(same.stderr, /already runs on snapshot v1.*\[INVALID_INPUT\]/);
+
+  const persistent = (await site.cliJson<VmView>('vm', 'show', 'ops-1')).disks.find((d) => d.name === 'ops-1-persistent')!.path;
+  await runProcess('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x42 0 64k', persistent], { timeoutMs: 60_000 });
+  await site.cliJson('vm', 'start', 'ops-1');
+  const first = await site.cliJson<Job & { result: { recomposed: number; skipped: string[]; replicasRemoved: number } }>('pool', 'recompose', 'ops', '--snapshot', 'v2');
+  assert.deepEqual([first.result.recomposed, first.result.skipped, first.result.replicasRemoved], [2, ['ops-1'], 0], 'the desktop in use is skipped and keeps the old replica');
+  assert.equal((await site.cliJson<PoolView>('pool', 'show', 'ops')).replicas.length, 2);
+  await site.cliJson('vm', 'kill', 'ops-1');
+  const second = await site.cliJson<Job & { result: { recomposed: number; replicasRemoved: number } }>('pool', 'recompose', 'ops', '--snapshot', 'v2');
+  assert.deepEqual([second.result.recomposed, second.result.replicasRemoved], [3, 1], 'run again, it finishes and the unused v1 replica goes');
+  const pool = await site.cliJson<PoolView>('pool', 'show', 'ops');
+  assert.deepEqual(pool.replicas.map((r) => r.snapshot), ['v2']);
+  for (const d of pool.desktops) {
+    const os = (await site.cliJson<VmView>('vm', 'show', d.name)).disks.find((x) => x.name === `${d.name}-os0`)!.path;
+    // Every byte of the desktop's OS disk is the master's at v2 (its active layer at v2, with the chain below).
+    const cmp = await runProcess('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', os, active], { timeoutMs: 60_000, okCodes: [0, 1] });
+    assert.equal(cmp.code, 0, `${d.name} reads as v2: ${cmp.stdout}`);
+  }
+  assert.deepEqual([...await rawBytes(persistent, 4)], [0x42, 0x42, 0x42, 0x42], 'the persistent disk went through recompose untouched');
+
+  const grown = await site.cliJson<Job & { result: { made: number } }>('pool', 'resize', 'ops', '--size', '5');
+  assert.equal(grown.result.made, 2);
+  assert.deepEqual((await site.cliJson<PoolView>('pool', 'show', 'ops')).desktops.map((d) => d.name), ['ops-1', 'ops-2', 'ops-3', 'ops-4', 'ops-5']);
+  await site.cliJson('pool', 'resize', 'ops', '--size', '2');
+  assert.deepEqual((await site.cliJson<PoolView>('pool', 'show', 'ops')).desktops.map((d) => d.name), ['ops-1', 'ops-2']);
+  assert.deepEqual((await readdir(join(site.dataDir, 'pools', 'default', 'desktops', 'ops'))).sort(), ['ops-1', 'ops-2']);
+
+  const moved = await site.cliJson<Job & { result: { moved: string[] } }>('pool', 'rebalance', 'ops', '--storage', 'default,second');
+  assert.deepEqual(moved.result.moved, ['ops-2: default -> second'], 'two pools with the same free space take one desktop each');
+  const spread = await site.cliJson<PoolView>('pool', 'show', 'ops');
+  assert.deepEqual(spread.desktops.map((d) => [d.name, d.storage]), [['ops-1', 'default'], ['ops-2', 'second']]);
+  assert.deepEqual(spread.replicas.map((r) => r.storage).sort(), ['default', 'second']);
+  const vm2 = await site.cliJson<VmView>('vm', 'show', 'ops-2');
+  assert.ok(vm2.disks.every((d) => d.path.startsWith(join(site.dataDir, 'pools', 'second'))), JSON.stringify(vm2.disks));
+  await site.cliJson('vm', 'start', 'ops-2');
+  await site.waitFor('the moved desktop to come up customized', async () => (await desktopState('ops', 'ops-2')).state === 'ready', 240_000);
+  await site.cliJson('pool', 'delete', 'ops');
 });
