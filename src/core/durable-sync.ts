@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import { runProcess } from './run-process.js';
 
 /*
  * fsync(2) for what mamori writes through other programs. qemu-img convert leaves its
@@ -26,4 +27,9 @@ export async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** syncfs(2) of the filesystem holding `path` (sync -f): one flush for many files written there. */
+export async function syncFilesystemOf(path: string): Promise<void> {
+  await runProcess('sync', ['-f', path], { timeoutMs: 600_000 });
 }

@@ -1,4 +1,4 @@
-import { readFile, rm, stat, statfs } from 'node:fs/promises';
+import { rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -16,8 +16,10 @@ import { newShortId, newUuid } from '../core/ids.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { POOL_LIMITS, desktopNames, intOption, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
 import { makeReplica, measureReplica, removeReplica, snapshotLayer } from './pool-replica.js';
-import { buildDesktop, desktopFiles, removeDesktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
-import { customizationState, type DesktopState } from './desktop-customization.js';
+import { buildDesktop, desktopFiles, removeDesktopFiles, writeDisposableDisk, writeOsDisks, type DesktopFiles } from './desktop-clone.js';
+import { syncFilesystemOf } from '../core/durable-sync.js';
+import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
+import { existingParent, shares } from './storage-space.js';
 import { moveDesktopFiles } from './desktop-move.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
 
@@ -27,30 +29,10 @@ export const DELETE_JOB = 'pool-delete';
 export const RECOMPOSE_JOB = 'pool-recompose';
 export const RESIZE_JOB = 'pool-resize';
 export const REBALANCE_JOB = 'pool-rebalance';
+export type { PoolView, DesktopView } from './pool-views.js';
 
 /** What a desktop needs beside its persistent and disposable disks: overlay metadata and the identity seed. */
 const DESKTOP_OVERHEAD = 4 * 1024 * 1024;
-
-export interface DesktopView {
-  name: string;
-  number: number;
-  vmState: string;
-  state: DesktopState;
-  message: string | null;
-  storage: string;
-  /** Bytes the desktop's OS overlays hold: its own changes. */
-  ownBytes: number;
-}
-
-export interface PoolView {
-  name: string;
-  state: string;
-  message: string | null;
-  spec: PoolSpec;
-  replicas: { storage: string; snapshot: string; sizeBytes: number; desktops: number }[];
-  desktops: DesktopView[];
-  storage: { replicasBytes: number; desktopsBytes: number; fullCopiesBytes: number; savedBytes: number };
-}
 
 /**
  * Desktop pools of linked clones (View Composer): a replica of the master's snapshot per
@@ -122,45 +104,12 @@ export class PoolService {
     });
   }
 
-  async list(): Promise<{ name: string; state: string; desktops: number; size: number; master: string; snapshot: string }[]> {
-    const pools = await this.#db.selectFrom('desktop_pools').selectAll().orderBy('name').execute();
-    const out = [];
-    for (const p of pools) {
-      const spec = JSON.parse(p.spec) as PoolSpec;
-      const n = await this.#db.selectFrom('pool_desktops').select((eb) => eb.fn.countAll<number>().as('n')).where('pool', '=', p.name).executeTakeFirst();
-      out.push({ name: p.name, state: p.state, desktops: Number(n?.n ?? 0), size: spec.size, master: spec.master.name, snapshot: spec.snapshot });
-    }
-    return out;
+  async list(): Promise<PoolSummary[]> {
+    return listPools(this.#db);
   }
 
   async show(name: string): Promise<PoolView> {
-    const pool = await this.#pool(name);
-    const spec = JSON.parse(pool.spec) as PoolSpec;
-    const replicas = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute();
-    const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).orderBy('number').execute();
-    const desktops: DesktopView[] = [];
-    for (const r of rows) {
-      const vm = await this.#vms.repo.findById(r.vm_id);
-      if (!vm) continue;
-      const serial = await readFile(this.#paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
-      const derived = customizationState(serial, serial.length > 0, spec);
-      const replica = replicas.find((x) => x.id === r.replica_id);
-      const files = desktopFiles(this.#paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, (JSON.parse(replica?.files ?? '[]') as string[]).length);
-      let ownBytes = 0;
-      for (const f of files.os) ownBytes += await allocated(f);
-      ownBytes += await allocated(files.identity);
-      desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes });
-    }
-    const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
-    const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);
-    // A full clone copies the snapshot's data: what one replica holds.
-    const perCopy = replicas[0]?.size_bytes ?? 0;
-    const fullCopiesBytes = perCopy * desktops.length;
-    return {
-      name, state: pool.state, message: pool.message, spec,
-      replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, desktops: rows.filter((d) => d.replica_id === r.id).length })),
-      desktops, storage: { replicasBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - replicasBytes - desktopsBytes },
-    };
+    return poolView(this.#db, this.#vms.repo, this.#paths, await this.#pool(name));
   }
 
   /**
@@ -463,33 +412,50 @@ export class PoolService {
       const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
       const names = desktopNames(spec.namePattern, missing);
       let done = 0;
-      await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(missing.map((n, i) => ({ n, name: names[i]! })), spec.concurrency, async ({ n, name: vmName }) => {
-        // Spread over the storage pools in turn (rebalance evens them out by free space later).
-        const storage = spec.storage[(n - 1) % spec.storage.length]!;
-        const replica = replicas.get(storage)!;
-        await this.#makeDesktop(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), storage, replica, n, vmName);
-        await this.#jobs.progress(jobId, ++done / missing.length);
-      }));
+      const items = missing.map((n, i) => ({ n, name: names[i]!, storage: spec.storage[(n - 1) % spec.storage.length]! }));
+      await this.#jobs.step(jobId, 'desktops', async () => {
+        // In batches: every desktop's files, then one syncfs per storage pool, then the batch's
+        // rows in one transaction. A row never names a file a power cut could lose.
+        const batchSize = spec.concurrency * 4;
+        for (let b = 0; b < items.length; b += batchSize) {
+          const batch = items.slice(b, b + batchSize);
+          // Spread over the storage pools in turn (rebalance evens them out by free space later).
+          await this.#makeDesktops(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), batch, replicas);
+          done += batch.length;
+          await this.#jobs.progress(jobId, done / missing.length);
+        }
+      });
       await this.#db.updateTable('desktop_pools').set({ state: 'ready', message: null, updated_at: new Date().toISOString() }).where('name', '=', name).execute();
       return { pool: name, made: missing.length, desktops: spec.size };
     });
   }
 
-  async #makeDesktop(pool: string, spec: PoolSpec, master: VmDefinition, sizes: number[], storage: string, replica: { id: string; files: string[] }, n: number, name: string): Promise<void> {
-    const files = desktopFiles(this.#paths.pool(storage), pool, name, spec, replica.files.length);
-    // A folder without a row is what a cut provisioning left: start it over.
-    await removeDesktopFiles(files);
-    const vmId = newUuid();
+  async #makeDesktops(pool: string, spec: PoolSpec, master: VmDefinition, sizes: number[], batch: { n: number; name: string; storage: string }[],
+    replicas: Map<string, { id: string; files: string[] }>): Promise<void> {
+    const built: { n: number; vmId: string; replicaId: string; files: DesktopFiles; made: Awaited<ReturnType<typeof buildDesktop>> }[] = [];
+    const folders: DesktopFiles[] = [];
     try {
-      const { disks, def } = await buildDesktop({ files, vmId, name, pool, storage, spec, master, replica: replica.files, replicaSizes: sizes });
+      await runWithConcurrency(batch, spec.concurrency, async (it) => {
+        const replica = replicas.get(it.storage)!;
+        const files = desktopFiles(this.#paths.pool(it.storage), pool, it.name, spec, replica.files.length);
+        folders.push(files);
+        // A folder without a row is what a cut provisioning left: start it over.
+        await removeDesktopFiles(files);
+        const vmId = newUuid();
+        const made = await buildDesktop({ files, vmId, name: it.name, pool, storage: it.storage, spec, master, replica: replica.files, replicaSizes: sizes, durable: false });
+        built.push({ n: it.n, vmId, replicaId: replica.id, files, made });
+      });
+      for (const s of new Set(batch.map((it) => it.storage))) await syncFilesystemOf(this.#paths.pool(s));
       const now = new Date().toISOString();
       await this.#db.transaction().execute(async (tx) => {
-        await tx.insertInto('vms').values({ id: vmId, name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-        for (const d of disks) await DiskRepo.insert(tx, d);
-        await tx.insertInto('pool_desktops').values({ vm_id: vmId, pool, number: n, replica_id: replica.id, state: 'provisioned', message: null, created_at: now, updated_at: now }).execute();
+        for (const b of built) {
+          await tx.insertInto('vms').values({ id: b.vmId, name: b.made.def.name, definition: JSON.stringify(b.made.def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+          for (const d of b.made.disks) await DiskRepo.insert(tx, d);
+          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, created_at: now, updated_at: now }).execute();
+        }
       });
     } catch (e) {
-      await removeDesktopFiles(files);
+      for (const f of folders) await removeDesktopFiles(f);
       throw e;
     }
   }
@@ -531,28 +497,6 @@ export class PoolService {
     if (unknown.length > 0) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);
     return rows.filter((r) => names.includes(r.name));
   }
-}
-
-async function allocated(path: string): Promise<number> {
-  return stat(path).then((s) => s.blocks * 512, () => 0);
-}
-
-async function existingParent(dir: string): Promise<string> {
-  let d = dir;
-  while (!(await stat(d).then(() => true, () => false))) d = d.replace(/\/[^/]+\/?$/, '') || '/';
-  return d;
-}
-
-/** Desktops per storage pool in proportion to free space, summing to `total` (largest remainders). */
-export function shares(total: number, free: number[]): number[] {
-  const sum = free.reduce((a, b) => a + b, 0);
-  if (sum <= 0) return free.map((_, i) => (i === 0 ? total : 0));
-  const exact = free.map((f) => (total * f) / sum);
-  const out = exact.map(Math.floor);
-  const order = exact.map((e, i) => ({ i, r: e - Math.floor(e) })).sort((a, b) => b.r - a.r || a.i - b.i);
-  const left = total - out.reduce((a, b) => a + b, 0);
-  for (let k = 0; k < left; k++) out[order[k]!.i]!++;
-  return out;
 }
 
 function gib(n: number): string {

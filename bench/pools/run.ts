@@ -1,0 +1,86 @@
+/**
+ * bench/pools: provisioning 100 desktops (created and customized, not booted) against 100
+ * full copies of the same master snapshot made with `qemu-img convert`, in the same run:
+ * time, and the storage each takes. Writes bench/results/pools.json.
+ *
+ * The master's disk holds 1 GiB of data. The full copies are made one after another, each
+ * synced, measured (allocated bytes) and removed before the next, so the run needs room for
+ * one. Both sides are timed to durability: mamori fsyncs its replica and every desktop's files.
+ */
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SiteProcess } from '../../test/harness/site-process.js';
+import { runProcess } from '../../src/core/run-process.js';
+import { repoRoot } from '../../test/harness/repo-root.js';
+import type { PoolView } from '../../src/pools/pool-service.js';
+import type { VmView } from '../../src/vms/vm-service.js';
+
+const DESKTOPS = Number(process.env['BENCH_DESKTOPS'] ?? 100);
+const MiB = 1024 * 1024;
+const DATA = 1024 * MiB;
+const dir = await mkdtemp(join(tmpdir(), 'mamori-bench-pools-'));
+const site = await SiteProcess.create('bench-pools');
+let ours = { ms: 0, bytes: 0, replicaBytes: 0, desktopsBytes: 0 };
+const full = { ms: 0, bytes: 0, perCopyMs: [] as number[] };
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  await runProcess('sync', []);
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+try {
+  await site.start();
+  await site.cliJson('vm', 'create', 'master', '--data-disk', '4G', '--memory', '64');
+  const master = await site.cliJson<VmView>('vm', 'show', 'master');
+  const disk = master.disks[0]!.path;
+  // 1 GiB of data in 64 MiB runs with different patterns, spread over the 4 GiB disk.
+  const writes = Array.from({ length: DATA / (64 * MiB) }, (_, i) => `write -P ${(i * 37 + 11) % 251} ${i * 256 * MiB} ${64 * MiB}`);
+  await runProcess('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), disk], { timeoutMs: 600_000 });
+  await site.cliJson('vm', 'snapshot', 'master', 'v1');
+
+  const ms = await timed(() => site.cliJson('pool', 'create', 'bench', '--master', 'master', '--snapshot', 'v1', '--size', String(DESKTOPS), '--name', 'b-{n:3}'));
+  const pool = await site.cliJson<PoolView>('pool', 'show', 'bench');
+  if (pool.desktops.length !== DESKTOPS) throw new Error(`the pool has ${pool.desktops.length} desktops, not ${DESKTOPS}`);
+  ours = { ms, bytes: pool.storage.replicasBytes + pool.storage.desktopsBytes, replicaBytes: pool.storage.replicasBytes, desktopsBytes: pool.storage.desktopsBytes };
+  process.stderr.write(`mamori: ${DESKTOPS} desktops in ${Math.round(ms)} ms, ${ours.bytes} bytes\n`);
+
+  // The snapshot is the master's base image (v1 is its first snapshot): what a full clone copies.
+  for (let i = 0; i < DESKTOPS; i++) {
+    const out = join(dir, 'full.qcow2');
+    // To durability, as mamori's replica and desktops are: a clone is not made until it is on disk.
+    const t = await timed(async () => {
+      await runProcess('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'qcow2', disk, out], { timeoutMs: 600_000 });
+      await runProcess('sync', [out], { timeoutMs: 600_000 });
+    });
+    full.perCopyMs.push(t);
+    full.ms += t;
+    full.bytes += (await stat(out)).blocks * 512;
+    await rm(out);
+  }
+  process.stderr.write(`full copies: ${DESKTOPS} in ${Math.round(full.ms)} ms, ${full.bytes} bytes\n`);
+} finally {
+  for (const pid of await site.vmPids()) site.trackPid(pid);
+  await site.destroy();
+  await rm(dir, { recursive: true, force: true });
+}
+
+const r4 = (x: number): number => Number(x.toFixed(4));
+const timeRatio = ours.ms / full.ms;
+const storageRatio = ours.bytes / full.bytes;
+const result = {
+  name: 'pools', machine: '2 cores', date: new Date().toISOString(), desktops: DESKTOPS,
+  master: { dataBytes: DATA, note: 'a 4 GiB qcow2 disk holding 1 GiB; the snapshot v1 is its base image' },
+  ours, fullCopies: { ms: full.ms, bytes: full.bytes, medianCopyMs: [...full.perCopyMs].sort((a, b) => a - b)[Math.floor(full.perCopyMs.length / 2)] },
+  notes: 'mamori is timed as the whole `mamori pool create` call (replica made and synced, 100 desktops: OS overlay, identity seed, rows); ' +
+    'its storage is the replica plus every desktop\'s own files. One replica is as large as one full copy, so the storage ratio cannot fall below 1/100 ' +
+    'with 100 desktops: the goal of 0.01 is met only to within what the desktops themselves take.',
+  figures: [
+    { metric: 'provision_100_time_vs_full_copies', value: r4(ours.ms / 1000), unit: 's', baseline: r4(full.ms / 1000), ratio: r4(timeRatio), goal: 'ratio <= 0.02', met: timeRatio <= 0.02 },
+    { metric: 'provision_100_storage_vs_full_copies', value: ours.bytes, unit: 'bytes', baseline: full.bytes, ratio: r4(storageRatio), goal: 'ratio <= 0.01', met: storageRatio <= 0.01 },
+  ],
+};
+await writeFile(join(repoRoot, 'bench', 'results', 'pools.json'), `${JSON.stringify(result, null, 2)}\n`);
+for (const f of result.figures) process.stdout.write(`${JSON.stringify(f)}\n`);

@@ -1,0 +1,84 @@
+import { readFile } from 'node:fs/promises';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmRepo } from '../store/repos/vm-repo.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { PoolSpec } from './pool-spec.js';
+import { customizationState, type DesktopState } from './desktop-customization.js';
+import { desktopFiles } from './desktop-clone.js';
+import { allocatedBytes } from './storage-space.js';
+
+export interface DesktopView {
+  name: string;
+  number: number;
+  vmState: string;
+  state: DesktopState;
+  message: string | null;
+  storage: string;
+  /** Bytes the desktop's OS overlays and identity disk take: its own changes. */
+  ownBytes: number;
+}
+
+export interface PoolView {
+  name: string;
+  state: string;
+  message: string | null;
+  spec: PoolSpec;
+  replicas: { storage: string; snapshot: string; sizeBytes: number; desktops: number }[];
+  desktops: DesktopView[];
+  storage: { replicasBytes: number; desktopsBytes: number; fullCopiesBytes: number; savedBytes: number };
+}
+
+export interface PoolSummary {
+  name: string;
+  state: string;
+  desktops: number;
+  size: number;
+  master: string;
+  snapshot: string;
+}
+
+export async function listPools(db: Kysely<Database>): Promise<PoolSummary[]> {
+  const pools = await db.selectFrom('desktop_pools').selectAll().orderBy('name').execute();
+  const out: PoolSummary[] = [];
+  for (const p of pools) {
+    const spec = JSON.parse(p.spec) as PoolSpec;
+    const n = await db.selectFrom('pool_desktops').select((eb) => eb.fn.countAll<number>().as('n')).where('pool', '=', p.name).executeTakeFirst();
+    out.push({ name: p.name, state: p.state, desktops: Number(n?.n ?? 0), size: spec.size, master: spec.master.name, snapshot: spec.snapshot });
+  }
+  return out;
+}
+
+/**
+ * A pool as `pool show` gives it: each desktop's VM state, its customization state (read
+ * back from its serial log: the newest boot's `mamori-guest customize` lines), the bytes of
+ * its own changes, and the storage saved against full copies (one replica's worth each).
+ */
+export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePaths, pool: { name: string; spec: string; state: string; message: string | null }): Promise<PoolView> {
+  const name = pool.name;
+  const spec = JSON.parse(pool.spec) as PoolSpec;
+  const replicas = await db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute();
+  const rows = await db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).orderBy('number').execute();
+  const desktops: DesktopView[] = [];
+  for (const r of rows) {
+    const vm = await vms.findById(r.vm_id);
+    if (!vm) continue;
+    const serial = await readFile(paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
+    const derived = customizationState(serial, serial.length > 0, spec);
+    const replica = replicas.find((x) => x.id === r.replica_id);
+    const files = desktopFiles(paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, (JSON.parse(replica?.files ?? '[]') as string[]).length);
+    let ownBytes = 0;
+    for (const f of files.os) ownBytes += await allocatedBytes(f);
+    ownBytes += await allocatedBytes(files.identity);
+    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes });
+  }
+  const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
+  const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);
+  // A full clone copies the snapshot's data: what one replica holds.
+  const fullCopiesBytes = (replicas[0]?.size_bytes ?? 0) * desktops.length;
+  return {
+    name, state: pool.state, message: pool.message, spec,
+    replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, desktops: rows.filter((d) => d.replica_id === r.id).length })),
+    desktops, storage: { replicasBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - replicasBytes - desktopsBytes },
+  };
+}
