@@ -19,6 +19,7 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
   recompose POOL --snapshot SNAP [--force]   desktops rebuilt on another snapshot of the master
   rebalance POOL [--storage A,B] [--force]   spread desktops over storage pools by free space
   resize POOL --size N [--force]     grow, or shrink from the highest numbers
+  move-persistent POOL --from A --to B   A's user data disk goes to B, B's to A (both stopped)
   delete POOL                        desktops (and their persistent disks), then the replicas`;
 
 export async function poolCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
@@ -96,6 +97,12 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { size: { type: 'string' }, force: { type: 'boolean' } } });
       if (positionals.length !== 1 || !values.size) throw usage('resize POOL --size N [--force]');
       return follow(await api.post<Job>(`${base(positionals[0]!)}/resize`, { size: int(values.size, '--size'), ...(values.force ? { force: true } : {}) }), `resizing pool ${positionals[0]}`);
+    }
+    case 'move-persistent': {
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { from: { type: 'string' }, to: { type: 'string' } } });
+      if (positionals.length !== 1 || !values.from || !values.to) throw usage('move-persistent POOL --from A --to B');
+      const r = await api.post<{ from: string; to: string }>(`${base(positionals[0]!)}/move-persistent`, { from: values.from, to: values.to });
+      return json ? printJson(r) : void process.stdout.write(`${r.from}'s persistent disk is now ${r.to}'s, and ${r.to}'s is ${r.from}'s\n`);
     }
     case 'delete': {
       if (args.length !== 1) throw usage('delete POOL');

@@ -1,4 +1,4 @@
-import { rm, statfs } from 'node:fs/promises';
+import { rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -62,6 +62,17 @@ export class PoolService {
       if (pools.length > 0) {
         throw new MamoriError('MASTER_IN_USE', `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`, { details: { pools: pools.map((p) => p.name) } });
       }
+    });
+    // View Composer's disposable disk: swap and temp files do not outlive a power-off.
+    this.#vms.onPowerOff(async (vmId) => {
+      const row = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
+        .innerJoin('desktop_pools', 'desktop_pools.name', 'pool_desktops.pool')
+        .select(['pool_desktops.pool', 'pool_replicas.storage', 'pool_replicas.files', 'desktop_pools.spec']).where('pool_desktops.vm_id', '=', vmId).executeTakeFirst();
+      if (!row) return;
+      const spec = JSON.parse(row.spec) as PoolSpec;
+      const vm = await this.#vms.repo.findById(vmId);
+      if (spec.disposableDiskBytes === null || !vm || !['stopped', 'crashed'].includes(vm.state)) return;
+      await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, (JSON.parse(row.files) as string[]).length), spec.disposableDiskBytes);
     });
     for (const kind of [PROVISION_JOB, REFRESH_JOB, DELETE_JOB, RECOMPOSE_JOB, RESIZE_JOB, REBALANCE_JOB]) {
       // Provisioning and deletion resume by themselves; the others are idempotent and are run again by hand.
@@ -325,6 +336,29 @@ export class PoolService {
     }
   }
 
+  /**
+   * Moves a desktop's persistent disk (user data) to another desktop of the pool, which
+   * hands its own to the first: the two files trade places, so nothing is lost and each
+   * desktop keeps one. Both must be stopped.
+   */
+  async movePersistentDisk(name: string, from: string, to: string): Promise<{ from: string; to: string }> {
+    const pool = await this.#pool(name);
+    const spec = JSON.parse(pool.spec) as PoolSpec;
+    if (spec.persistentDiskBytes === null) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} has no persistent disks`);
+    if (from === to) throw new MamoriError('INVALID_INPUT', 'give two different desktops');
+    const pair = await this.#desktopsOf(name, [from, to]);
+    const disks: string[] = [];
+    for (const d of [from, to]) {
+      const vm = await this.#vms.get(d);
+      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `desktop ${d} is ${vm.state}: stop it before moving its persistent disk`);
+      const disk = await this.#disks.get(`${d}-persistent`);
+      if (!pair.some((p) => p.vm_id === vm.id)) throw new MamoriError('VM_NOT_FOUND', `${d} is not a desktop of ${name}`);
+      disks.push(disk.path);
+    }
+    await this.#lock.run(`persistent:${name}`, () => swapFiles(disks[0]!, disks[1]!));
+    return { from, to };
+  }
+
   /** Deletes every desktop (with its persistent disk), then the replicas, then the pool. */
   async delete(name: string): Promise<Job> {
     await this.#pool(name);
@@ -497,6 +531,19 @@ export class PoolService {
     if (unknown.length > 0) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);
     return rows.filter((r) => names.includes(r.name));
   }
+}
+
+/** Two files trade places (a rename through a temporary name, in the first file's folder). */
+async function swapFiles(a: string, b: string): Promise<void> {
+  const tmp = `${a}.swap`;
+  await rename(a, tmp);
+  try {
+    await rename(b, a);
+  } catch (e) {
+    await rename(tmp, a);
+    throw e;
+  }
+  await rename(tmp, b);
 }
 
 function gib(n: number): string {

@@ -172,6 +172,11 @@ export class VmService {
     this.#startGate = gate;
   }
 
+  /** Runs `fn` each time a VM's QEMU has gone (VmSupervisor.addPowerOffListener). */
+  onPowerOff(fn: (vmId: string) => Promise<void>): void {
+    this.#deps.supervisor.addPowerOffListener(fn);
+  }
+
   /** A check run before a VM is deleted: it throws to refuse (a desktop pool's master, say). */
   addDeleteGuard(guard: (vm: VmRow) => Promise<void>): void {
     this.#deleteGuards.push(guard);

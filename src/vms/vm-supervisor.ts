@@ -54,6 +54,21 @@ export class VmSupervisor {
     this.#log = deps.log;
   }
 
+  #powerOffListeners: ((vmId: string) => Promise<void>)[] = [];
+
+  /**
+   * Called once a VM's QEMU has gone (stopped, powered off by its guest, killed or crashed,
+   * or found dead at server start), after its state is written: a desktop's disposable disk
+   * is replaced then. A listener that fails is logged, never fatal.
+   */
+  addPowerOffListener(fn: (vmId: string) => Promise<void>): void {
+    this.#powerOffListeners.push(fn);
+  }
+
+  async #poweredOff(vmId: string): Promise<void> {
+    for (const fn of this.#powerOffListeners) await fn(vmId).catch((e: unknown) => this.#log.warn({ vmId, err: e }, 'a power-off listener failed'));
+  }
+
   lastHeartbeat(vmId: string): Heartbeat | null {
     return this.#heartbeats.get(vmId) ?? null;
   }
@@ -182,6 +197,7 @@ export class VmSupervisor {
       if (pid === null || !(await isQemuOfVm(pid, vm.id))) {
         await this.#vms.setState(vm.id, 'crashed', { reason: 'QEMU exited while the site server was not running', pid: null });
         this.#log.warn({ vm: vm.name }, 'vm found dead at server start; marked crashed');
+        await this.#poweredOff(vm.id);
         continue;
       }
       try {
@@ -260,6 +276,7 @@ export class VmSupervisor {
       reason: clean ? (live.sawShutdown && !live.expectExit ? 'guest powered off' : null) : 'QEMU exited unexpectedly (killed or crashed)',
     });
     this.#log[clean ? 'info' : 'warn']({ vmId: live.vmId, pid: live.pid }, clean ? 'vm stopped' : 'vm crashed');
+    await this.#poweredOff(live.vmId);
   }
 
   async #waitExited(live: LiveVm, ms: number): Promise<boolean> {

@@ -69,6 +69,15 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
         response: { 202: { $ref: 'Job#' }, ...errorResponses },
       },
     }, async (req, reply) => reply.code(202).send(await p.resize(req.params.name, req.body.size, { force: req.body.force === true })));
+    app.post<{ Params: { name: string }; Body: { from: string; to: string } }>('/pools/:name/move-persistent', {
+      preHandler: admin,
+      schema: {
+        summary: "Move a stopped desktop's persistent disk to another stopped desktop of the pool (the two trade disks)",
+        params: nameParam,
+        body: { type: 'object', required: ['from', 'to'], additionalProperties: false, properties: { from: { type: 'string', minLength: 1, maxLength: 63 }, to: { type: 'string', minLength: 1, maxLength: 63 } } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => p.movePersistentDisk(req.params.name, req.body.from, req.body.to));
     app.delete<{ Params: { name: string } }>('/pools/:name', {
       preHandler: admin, schema: { summary: 'Delete a desktop pool: its desktops (with their persistent disks), then its replicas', params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses } },
     }, async (req, reply) => reply.code(202).send(await p.delete(req.params.name)));

@@ -85,7 +85,9 @@ test('a 10-desktop pool: small clones, every desktop boots with its own hostname
   await createPool('office', '--master', 'master', '--snapshot', 'v1', '--size', '10', '--name', 'desk-{n:2}',
     '--persistent-disk', '16M', '--disposable-disk', '8M',
     // Marks the persistent disk (vdb: OS disk, persistent, disposable, identity) with the desktop's name.
-    '--command', 'printf "mamori-persistent %s\\n" "$(hostname)" | dd of=/dev/vdb bs=512 conv=notrunc,fsync 2>/dev/null');
+    '--command', 'printf "mamori-persistent %s\\n" "$(hostname)" | dd of=/dev/vdb bs=512 conv=notrunc,fsync 2>/dev/null',
+    // ... and its disposable disk (vdc), which must not survive a power-off.
+    '--command', 'printf "mamori-disposable %s\\n" "$(hostname)" | dd of=/dev/vdc bs=512 conv=notrunc,fsync 2>/dev/null');
   const pool = await site.cliJson<PoolView>('pool', 'show', 'office');
   assert.equal(pool.state, 'ready');
   assert.equal(pool.desktops.length, 10);
@@ -103,6 +105,14 @@ test('a 10-desktop pool: small clones, every desktop boots with its own hostname
     await site.waitFor(`${d.name} to be customized`, async () => (await desktopState('office', d.name)).state === 'ready', 300_000);
     assert.match(await serialOf(d.name), new RegExp(`^mamori-guest hostname ${d.name}$`, 'm'));
   }
+  // A power-off replaces the disposable disk and keeps the persistent one.
+  const vm02 = await site.cliJson<VmView>('vm', 'show', 'desk-02');
+  const disposable02 = vm02.disks.find((x) => x.name === 'desk-02-disposable')!.path;
+  const persistent02 = vm02.disks.find((x) => x.name === 'desk-02-persistent')!.path;
+  assert.equal((await rawBytes(disposable02, 26)).toString('latin1'), 'mamori-disposable desk-02\n', 'the desktop wrote its disposable disk');
+  await site.cliJson('vm', 'kill', 'desk-02');
+  await site.waitFor('the disposable disk to be replaced', async () => (await rawBytes(disposable02, 26)).equals(Buffer.alloc(26)), 30_000);
+  assert.equal((await rawBytes(persistent02, 26)).toString('latin1'), 'mamori-persistent desk-02\n');
   // desk-01 has written its log to its OS disk and its name to its persistent disk.
   const vm = await site.cliJson<VmView>('vm', 'show', 'desk-01');
   await site.waitFor('desk-01 to have written to its OS disk', async () => /wl_seq=([1-9]\d*)/.test(await serialOf('desk-01')), 120_000);
@@ -116,6 +126,12 @@ test('a 10-desktop pool: small clones, every desktop boots with its own hostname
   assert.equal((await rawBytes(persistent, 26)).toString('latin1'), 'mamori-persistent desk-01\n', 'the persistent disk kept what the desktop wrote');
   assert.equal((await desktopState('office', 'desk-01')).state, 'provisioned', 'a refreshed desktop is customized again at its next boot');
   assert.ok((await desktopState('office', 'desk-01')).ownBytes < 2 * MiB);
+  // desk-01's user data moves to desk-02, which hands its own to desk-01.
+  const same = await site.cli('pool', 'move-persistent', 'office', '--from', 'desk-01', '--to', 'desk-01');
+  assert.match(same.stderr, /give two different desktops \[INVALID_INPUT\]/);
+  await site.cliJson('pool', 'move-persistent', 'office', '--from', 'desk-01', '--to', 'desk-02');
+  assert.equal((await rawBytes(persistent02, 26)).toString('latin1'), 'mamori-persistent desk-01\n');
+  assert.equal((await rawBytes(persistent, 26)).toString('latin1'), 'mamori-persistent desk-02\n');
 
   const del = await site.cli('vm', 'delete', 'master');
   assert.match(del.stderr, /master of desktop pool office: delete the pool first \[MASTER_IN_USE\]/);
