@@ -27,7 +27,7 @@ export const VM_USAGE = `mamori vm <command>
   list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
   kill NAME | pause NAME | resume NAME [--force] | delete NAME [--force] | console NAME [--lines N]
   (--force on start/resume: run a VM that a failover at the peer superseded)
-  snapshot NAME SNAPSHOT | snapshot list NAME
+  snapshot NAME SNAPSHOT | snapshot list NAME | snapshot delete NAME SNAPSHOT (stopped VMs)
   migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS] [--link-timeout SEC] [--no-wait]
   migrate-cancel NAME
   failover NAME --planned [--no-reverse] [--no-wait]
@@ -120,6 +120,11 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (rest[0] === 'list') {
         const snaps = await api.get<{ name: string; createdAt: string; running: boolean }[]>(`/vms/${enc(one(rest.slice(1), 'vm snapshot list NAME'))}/snapshots`);
         return json ? printJson(snaps) : printTable(snaps, ['name', 'createdAt', 'running']);
+      }
+      if (rest[0] === 'delete') {
+        if (rest.length !== 3) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot delete NAME SNAPSHOT');
+        await api.delete(`/vms/${enc(rest[1]!)}/snapshots/${enc(rest[2]!)}`);
+        return json ? printJson({ deleted: rest[2] }) : void process.stdout.write(`snapshot ${rest[2]} of ${rest[1]} deleted\n`);
       }
       if (rest.length !== 2) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot NAME SNAPSHOT');
       const snap = await api.post<{ name: string; running: boolean }>(`/vms/${enc(rest[0]!)}/snapshots`, { name: rest[1] });

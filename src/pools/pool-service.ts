@@ -63,6 +63,13 @@ export class PoolService {
         throw new MamoriError('MASTER_IN_USE', `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`, { details: { pools: pools.map((p) => p.name) } });
       }
     });
+    this.#vms.addSnapshotDeleteGuard(async (vm, snapshot) => {
+      const pools = (await this.#db.selectFrom('desktop_pools').select(['name', 'spec']).execute())
+        .filter((p) => { const sp = JSON.parse(p.spec) as PoolSpec; return sp.master.vmId === vm.id && sp.snapshot === snapshot; });
+      if (pools.length > 0) {
+        throw new MamoriError('MASTER_IN_USE', `snapshot ${snapshot} of ${vm.name} backs desktop pool ${pools.map((p) => p.name).join(', ')}: recompose the pool onto another snapshot, or delete it, first`, { details: { pools: pools.map((p) => p.name) } });
+      }
+    });
     // View Composer's disposable disk: swap and temp files do not outlive a power-off.
     this.#vms.onPowerOff(async (vmId) => {
       const row = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')

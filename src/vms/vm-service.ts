@@ -79,6 +79,7 @@ export class VmService {
   #lock = new KeyedLock();
   #startGate: (vmId: string, start: () => Promise<void>) => Promise<void> = (_id, start) => start();
   #deleteGuards: ((vm: VmRow) => Promise<void>)[] = [];
+  #snapshotGuards: ((vm: VmRow, snapshot: string) => Promise<void>)[] = [];
 
   constructor(deps: VmServiceDeps) {
     this.#deps = deps;
@@ -250,6 +251,20 @@ export class VmService {
       out = await this.#snapshots.create(vm, snapshotName, this.#deps.supervisor.qmpOf(vm.id));
     });
     return out!;
+  }
+
+  /** Deletes a snapshot of a stopped VM (its layers merged); guards may refuse (a desktop pool's snapshot). */
+  async deleteSnapshot(name: string, snapshotName: string): Promise<void> {
+    await this.#withVm(name, async (vm) => {
+      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}: stop it to delete a snapshot (its layers are merged offline)`);
+      for (const guard of this.#snapshotGuards) await guard(vm, snapshotName);
+      await this.#snapshots.delete(vm, snapshotName);
+    });
+  }
+
+  /** A check run before a snapshot is deleted: it throws to refuse. */
+  addSnapshotDeleteGuard(guard: (vm: VmRow, snapshot: string) => Promise<void>): void {
+    this.#snapshotGuards.push(guard);
   }
 
   async snapshots(name: string): Promise<SnapshotView[]> {

@@ -108,6 +108,33 @@ export class VmSnapshots {
     }
   }
 
+  /**
+   * Deletes a snapshot of a stopped VM: on each disk, the overlay made when the snapshot
+   * was taken (which holds the changes since) is committed into the layer below it (which
+   * holds the snapshot), the layer above is pointed past it, and it goes. The data the VM
+   * sees is unchanged, and so is every other snapshot. Each step is safe to repeat: a cut
+   * delete leaves the row, and running it again finishes it.
+   */
+  async delete(vm: VmRow, name: string): Promise<void> {
+    const row = await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vm.id).where('name', '=', name).executeTakeFirst();
+    if (!row) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
+    const disks = await this.#disks.byIds(vm.definition.diskIds);
+    for (const d of disks) {
+      const i = d.overlays.findIndex((o) => o.endsWith(`/${d.name}.${name}.qcow2`));
+      if (i < 0) continue;
+      const overlay = d.overlays[i]!;
+      const below = i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
+      // -d: the overlay is dropped right after, so it need not be emptied; -b names the target explicitly.
+      await runProcess('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', '-b', below.path, overlay], { timeoutMs: 6 * 3600_000 });
+      const above = d.overlays[i + 1];
+      if (above) await runProcess('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', below.path, '-F', below.format, above], { timeoutMs: 30_000 });
+      const rest = d.overlays.filter((_, k) => k !== i);
+      await this.#db.updateTable('disks').set({ overlays: JSON.stringify(rest) }).where('id', '=', d.id).execute();
+      await rm(overlay, { force: true });
+    }
+    await this.#db.deleteFrom('snapshots').where('id', '=', row.id).execute();
+  }
+
   #poolDirOf(d: DiskRecord): string {
     // Overlays of images sit beside them; overlays of RDM devices go to the storage pool.
     return d.kind === 'image' ? join(d.path, '..') : this.#poolDir;

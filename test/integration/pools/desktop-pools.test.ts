@@ -133,6 +133,8 @@ test('a 10-desktop pool: small clones, every desktop boots with its own hostname
   assert.equal((await rawBytes(persistent02, 26)).toString('latin1'), 'mamori-persistent desk-01\n');
   assert.equal((await rawBytes(persistent, 26)).toString('latin1'), 'mamori-persistent desk-02\n');
 
+  const snapDel = await site.cli('vm', 'snapshot', 'delete', 'master', 'v1');
+  assert.match(snapDel.stderr, /snapshot v1 of master backs desktop pool office.*\[MASTER_IN_USE\]/);
   const del = await site.cli('vm', 'delete', 'master');
   assert.match(del.stderr, /master of desktop pool office: delete the pool first \[MASTER_IN_USE\]/);
   await site.cliJson('pool', 'delete', 'office');
@@ -213,4 +215,36 @@ test('recompose moves every desktop to the new snapshot (in-use ones when run ag
   await site.cliJson('vm', 'start', 'ops-2');
   await site.waitFor('the moved desktop to come up customized', async () => (await desktopState('ops', 'ops-2')).state === 'ready', 240_000);
   await site.cliJson('pool', 'delete', 'ops');
+});
+
+test('deleting snapshots merges their layers: the data and the other snapshots stay', async () => {
+  await site.cliJson('vm', 'create', 'snapper', '--data-disk', '16M', '--memory', '64');
+  const vm = await site.cliJson<VmView>('vm', 'show', 'snapper');
+  const base = vm.disks[0]!.path;
+  const layer = (snap: string): string => join(dirname(base), `${vm.disks[0]!.name}.${snap}.qcow2`);
+  const io = (file: string, cmd: string): Promise<unknown> => runProcess('qemu-io', ['-f', 'qcow2', '-c', cmd, file], { timeoutMs: 60_000 });
+  await io(base, `write -P 0x11 0 ${MiB}`);
+  await site.cliJson('vm', 'snapshot', 'snapper', 's1');
+  await io(layer('s1'), `write -P 0x22 ${MiB} ${MiB}`);
+  await site.cliJson('vm', 'snapshot', 'snapper', 's2');
+  await io(layer('s2'), `write -P 0x33 ${2 * MiB} ${MiB}`);
+  const before = join(dir, 'snapper-before.raw');
+  await runProcess('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', layer('s2'), before], { timeoutMs: 60_000 });
+
+  await site.cliJson('vm', 'snapshot', 'delete', 'snapper', 's1');
+  assert.deepEqual((await site.cliJson<{ name: string }[]>('vm', 'snapshot', 'list', 'snapper')).map((x) => x.name), ['s2']);
+  assert.ok(!(await readdir(dirname(base))).includes(`${vm.disks[0]!.name}.s1.qcow2`), 'the merged overlay is gone');
+  let cmp = await runProcess('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', layer('s2'), before], { timeoutMs: 60_000, okCodes: [0, 1] });
+  assert.equal(cmp.code, 0, `the VM sees the same data: ${cmp.stdout}`);
+  // s2 (the layer below its overlay: now the base) still holds A and B, not C.
+  const s2 = await rawBytes(base, 3 * MiB);
+  assert.deepEqual([s2[0], s2[MiB], s2[2 * MiB]], [0x11, 0x22, 0]);
+
+  await site.cliJson('vm', 'snapshot', 'delete', 'snapper', 's2');
+  assert.deepEqual(await site.cliJson('vm', 'snapshot', 'list', 'snapper'), []);
+  cmp = await runProcess('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', base, before], { timeoutMs: 60_000, okCodes: [0, 1] });
+  assert.equal(cmp.code, 0, `all merged into the base: ${cmp.stdout}`);
+  const missing = await site.cli('vm', 'snapshot', 'delete', 'snapper', 's9');
+  assert.match(missing.stderr, /has no snapshot s9.*\[SNAPSHOT_NOT_FOUND\]/);
+  await site.cliJson('vm', 'delete', 'snapper');
 });
