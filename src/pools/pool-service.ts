@@ -9,17 +9,16 @@ import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
-import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
+import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { assertValidName, parseSize } from '../core/names.js';
-import { newShortId, newUuid } from '../core/ids.js';
+import { assertValidName } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
-import { POOL_LIMITS, desktopNames, intOption, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
-import { makeReplica, measureReplica, removeReplica, snapshotLayer } from './pool-replica.js';
-import { buildDesktop, desktopFiles, removeDesktopFiles, writeDisposableDisk, writeOsDisks, type DesktopFiles } from './desktop-clone.js';
-import { syncFilesystemOf } from '../core/durable-sync.js';
+import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
+import { measureReplica, removeReplica, snapshotLayer } from './pool-replica.js';
+import { desktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
 import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
-import { existingParent, shares } from './storage-space.js';
+import { assertRoom, existingParent, shares } from './storage-space.js';
+import { PoolStorage } from './pool-storage.js';
 import { moveDesktopFiles } from './desktop-move.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
 
@@ -30,9 +29,6 @@ export const RECOMPOSE_JOB = 'pool-recompose';
 export const RESIZE_JOB = 'pool-resize';
 export const REBALANCE_JOB = 'pool-rebalance';
 export type { PoolView, DesktopView } from './pool-views.js';
-
-/** What a desktop needs beside its persistent and disposable disks: overlay metadata and the identity seed. */
-const DESKTOP_OVERHEAD = 4 * 1024 * 1024;
 
 /**
  * Desktop pools of linked clones (View Composer): a replica of the master's snapshot per
@@ -48,6 +44,7 @@ export class PoolService {
   #paths: SitePaths;
   #log: Logger;
   #lock = new KeyedLock();
+  #storage: PoolStorage;
   #busy = new Set<string>();
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths; log: Logger }) {
@@ -57,6 +54,7 @@ export class PoolService {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
+    this.#storage = new PoolStorage({ db: deps.db, paths: deps.paths });
     this.#vms.addDeleteGuard(async (vm) => {
       const pools = (await this.#db.selectFrom('desktop_pools').select(['name', 'spec']).execute()).filter((p) => (JSON.parse(p.spec) as PoolSpec).master.vmId === vm.id);
       if (pools.length > 0) {
@@ -107,7 +105,7 @@ export class PoolService {
         throw new MamoriError('DESKTOP_POOL_EXISTS', `a desktop pool named ${input.name} exists; pick another name`);
       }
       const master = await this.#vms.get(input.master);
-      const spec = this.#specOf(input, master);
+      const spec = poolSpecOf(input, master);
       const snap = await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', spec.snapshot).executeTakeFirst();
       if (!snap) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${spec.snapshot}; take one with: mamori vm snapshot ${master.name} ${spec.snapshot}`);
       const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1));
@@ -115,7 +113,7 @@ export class PoolService {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `the name pattern gives ${n}, which an existing VM has; use another pattern`, { details: { name: n } });
       }
       const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
-      await this.#assertRoom(spec, await measureReplica(layers), spec.size);
+      await assertRoom((st) => this.#paths.pool(st), spec, await measureReplica(layers), spec.size);
       const now = new Date().toISOString();
       await this.#db.insertInto('desktop_pools').values({ name: input.name, spec: JSON.stringify(spec), state: 'provisioning', message: null, created_at: now, updated_at: now }).execute();
       return this.#startProvision(input.name);
@@ -166,14 +164,14 @@ export class PoolService {
       throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
     }
     const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
-    await this.#assertRoom({ ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 }, await measureReplica(layers), 0);
+    await assertRoom((st) => this.#paths.pool(st), { ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 }, await measureReplica(layers), 0);
     const targets = await this.#desktopsOf(name, undefined);
     return this.#runJob(name, RECOMPOSE_JOB, ['replicas', 'desktops', 'cleanup'], async (jobId) => {
       const next = { ...spec, snapshot };
-      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#ensureReplicas(name, next, layers));
+      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
       const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, targets, { force: opts.force === true, jobId, onto: (storage) => replicas.get(storage)! }));
       await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(next), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#removeUnusedReplicas(name, next));
+      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
       return { snapshot, recomposed: r.rebuilt.length, skipped: r.skipped, replicasRemoved: removed };
     });
   }
@@ -188,7 +186,7 @@ export class PoolService {
       for (const n of names) {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, { details: { name: n } });
       }
-      await this.#assertRoom(spec, 0, newSize - spec.size);
+      await assertRoom((st) => this.#paths.pool(st), spec, 0, newSize - spec.size);
       await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify({ ...spec, size: newSize }), state: 'provisioning', updated_at: new Date().toISOString() }).where('name', '=', name).execute();
       return this.#startProvision(name);
     }
@@ -223,7 +221,7 @@ export class PoolService {
     if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
     const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
     return this.#runJob(name, REBALANCE_JOB, ['replicas', 'desktops', 'cleanup'], async (jobId) => {
-      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#ensureReplicas(name, next, layers));
+      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
       await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(next), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
       const moves = await this.#jobs.step(jobId, 'desktops', async () => {
         const rows = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
@@ -268,7 +266,7 @@ export class PoolService {
         }
         return { moved, skipped };
       });
-      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#removeUnusedReplicas(name, next));
+      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
       return { ...moves, replicasRemoved: removed };
     });
   }
@@ -299,37 +297,6 @@ export class PoolService {
       await this.#jobs.progress(o.jobId, (rebuilt.length + skipped.length) / targets.length);
     });
     return { rebuilt, skipped };
-  }
-
-  /** The replica of the spec's snapshot in each of its storage pools, made where missing. */
-  async #ensureReplicas(name: string, spec: PoolSpec, layers: { path: string; format: string }[]): Promise<Map<string, { id: string; files: string[] }>> {
-    const replicas = new Map<string, { id: string; files: string[] }>();
-    for (const s of spec.storage) {
-      const have = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).where('storage', '=', s).where('snapshot', '=', spec.snapshot).executeTakeFirst();
-      if (have) {
-        replicas.set(s, { id: have.id, files: JSON.parse(have.files) as string[] });
-        continue;
-      }
-      const id = newShortId('replica');
-      const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers);
-      await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
-      replicas.set(s, { id, files: made.files });
-    }
-    return replicas;
-  }
-
-  /** A replica goes only when no desktop uses it and it is not the pool's current one. */
-  async #removeUnusedReplicas(name: string, spec: PoolSpec): Promise<number> {
-    let removed = 0;
-    for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
-      if (rep.snapshot === spec.snapshot && spec.storage.includes(rep.storage)) continue;
-      const user = await this.#db.selectFrom('pool_desktops').select('vm_id').where('replica_id', '=', rep.id).executeTakeFirst();
-      if (user) continue;
-      await this.#db.deleteFrom('pool_replicas').where('id', '=', rep.id).execute();
-      await removeReplica(JSON.parse(rep.files) as string[]);
-      removed++;
-    }
-    return removed;
   }
 
   async #deleteDesktop(vmId: string): Promise<void> {
@@ -391,52 +358,12 @@ export class PoolService {
     });
   }
 
-  #specOf(input: PoolCreateInput, master: VmRow): PoolSpec {
-    if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
-    const storage = input.storage ?? ['default'];
-    if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
-    for (const s of storage) assertValidName('storage pool', s);
-    const commands = input.commands ?? [];
-    if (!Array.isArray(commands) || commands.some((c) => typeof c !== 'string' || c.length === 0 || c.includes('\n'))) throw new MamoriError('INVALID_INPUT', 'commands must be one-line strings');
-    if (input.licenseCommand !== undefined && (typeof input.licenseCommand !== 'string' || input.licenseCommand.includes('\n') || input.licenseCommand === '')) {
-      throw new MamoriError('INVALID_INPUT', 'the license command must be a one-line shell command');
-    }
-    return {
-      master: { vmId: master.id, name: master.name }, snapshot: input.snapshot,
-      size: intOption('size', input.size, 1, POOL_LIMITS.size), spare: intOption('spare', input.spare, 0, { min: 0, max: POOL_LIMITS.size.max }),
-      namePattern: input.namePattern, storage: [...new Set(storage)], commands,
-      persistentDiskBytes: input.persistentDisk !== undefined ? parseSize(input.persistentDisk) : null,
-      disposableDiskBytes: input.disposableDisk !== undefined ? parseSize(input.disposableDisk) : null,
-      licenseCommand: input.licenseCommand ?? null, kmsHost: null,
-      licenseTimeoutSec: intOption('license timeout', input.licenseTimeoutSec, 60, POOL_LIMITS.licenseTimeoutSec),
-      skipLicenseActivation: input.skipLicenseActivation === true,
-      concurrency: intOption('concurrency', input.concurrency, 8, POOL_LIMITS.concurrency),
-      maintenanceConcurrency: intOption('maintenance concurrency', input.maintenanceConcurrency, 12, POOL_LIMITS.concurrency),
-    };
-  }
-
   async #masterDisks(master: VmRow): Promise<Awaited<ReturnType<DiskRepo['byIds']>>> {
     const ids = replicatedDiskIds(master.definition);
     const disks = await this.#disks.repo.byIds(ids);
     const ordered = ids.map((id) => disks.find((d) => d.id === id)!).filter(Boolean);
     if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${master.name} has no disk to clone`);
     return ordered;
-  }
-
-  /** Refused before anything is made when a storage pool lacks the room (one replica there, and its share of desktops). */
-  async #assertRoom(spec: PoolSpec, replicaBytes: number, desktops: number): Promise<void> {
-    const per = DESKTOP_OVERHEAD + (spec.persistentDiskBytes ?? 0) + (spec.disposableDiskBytes ?? 0);
-    const share = Math.ceil(desktops / spec.storage.length);
-    for (const s of spec.storage) {
-      const dir = this.#paths.pool(s);
-      const fs = await statfs(await existingParent(dir));
-      const free = Number(fs.bavail) * Number(fs.bsize);
-      const need = replicaBytes + share * per;
-      if (need > free) {
-        throw new MamoriError('POOL_FULL', `storage pool ${s} has ${gib(free)} free but ${desktops} desktops need ${gib(need)} there (replica ${gib(replicaBytes)}, ${share} desktops of ${gib(per)}): ` +
-          'make the pool smaller, the persistent/disposable disks smaller, or add storage (--storage A,B)', { details: { storage: s, free, need } });
-      }
-    }
   }
 
   /** Starts (or resumes) provisioning: replicas where missing, then desktops 1..size where missing. */
@@ -448,7 +375,7 @@ export class PoolService {
       if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
       const masterDisks = await this.#masterDisks(master);
       const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
-      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#ensureReplicas(name, spec, layers));
+      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers));
       const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
       const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
       const names = desktopNames(spec.namePattern, missing);
@@ -461,7 +388,7 @@ export class PoolService {
         for (let b = 0; b < items.length; b += batchSize) {
           const batch = items.slice(b, b + batchSize);
           // Spread over the storage pools in turn (rebalance evens them out by free space later).
-          await this.#makeDesktops(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), batch, replicas);
+          await this.#storage.makeDesktops(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), batch, replicas);
           done += batch.length;
           await this.#jobs.progress(jobId, done / missing.length);
         }
@@ -469,36 +396,6 @@ export class PoolService {
       await this.#db.updateTable('desktop_pools').set({ state: 'ready', message: null, updated_at: new Date().toISOString() }).where('name', '=', name).execute();
       return { pool: name, made: missing.length, desktops: spec.size };
     });
-  }
-
-  async #makeDesktops(pool: string, spec: PoolSpec, master: VmDefinition, sizes: number[], batch: { n: number; name: string; storage: string }[],
-    replicas: Map<string, { id: string; files: string[] }>): Promise<void> {
-    const built: { n: number; vmId: string; replicaId: string; files: DesktopFiles; made: Awaited<ReturnType<typeof buildDesktop>> }[] = [];
-    const folders: DesktopFiles[] = [];
-    try {
-      await runWithConcurrency(batch, spec.concurrency, async (it) => {
-        const replica = replicas.get(it.storage)!;
-        const files = desktopFiles(this.#paths.pool(it.storage), pool, it.name, spec, replica.files.length);
-        folders.push(files);
-        // A folder without a row is what a cut provisioning left: start it over.
-        await removeDesktopFiles(files);
-        const vmId = newUuid();
-        const made = await buildDesktop({ files, vmId, name: it.name, pool, storage: it.storage, spec, master, replica: replica.files, replicaSizes: sizes, durable: false });
-        built.push({ n: it.n, vmId, replicaId: replica.id, files, made });
-      });
-      for (const s of new Set(batch.map((it) => it.storage))) await syncFilesystemOf(this.#paths.pool(s));
-      const now = new Date().toISOString();
-      await this.#db.transaction().execute(async (tx) => {
-        for (const b of built) {
-          await tx.insertInto('vms').values({ id: b.vmId, name: b.made.def.name, definition: JSON.stringify(b.made.def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-          for (const d of b.made.disks) await DiskRepo.insert(tx, d);
-          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, created_at: now, updated_at: now }).execute();
-        }
-      });
-    } catch (e) {
-      for (const f of folders) await removeDesktopFiles(f);
-      throw e;
-    }
   }
 
   /** One operation per pool at a time; the job fails with the error and the pool says why. */
@@ -553,6 +450,3 @@ async function swapFiles(a: string, b: string): Promise<void> {
   await rename(tmp, b);
 }
 
-function gib(n: number): string {
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
-}

@@ -1,5 +1,5 @@
 import { MamoriError } from '../core/mamori-error.js';
-import { assertValidName } from '../core/names.js';
+import { assertValidName, parseSize } from '../core/names.js';
 
 /** What an operator asks for (`mamori pool create`), as the API takes it. */
 export interface PoolCreateInput {
@@ -84,4 +84,29 @@ export function intOption(what: string, v: number | undefined, def: number, rang
   const n = v ?? def;
   if (!Number.isInteger(n) || n < range.min || n > range.max) throw new MamoriError('OUT_OF_RANGE', `${what} must be a whole number from ${range.min} to ${range.max}, not ${JSON.stringify(v)}`);
   return n;
+}
+
+/** The stored spec from the operator's input, every option checked and made explicit. */
+export function poolSpecOf(input: PoolCreateInput, master: { id: string; name: string }): PoolSpec {
+  if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
+  const storage = input.storage ?? ['default'];
+  if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
+  for (const s of storage) assertValidName('storage pool', s);
+  const commands = input.commands ?? [];
+  if (!Array.isArray(commands) || commands.some((c) => typeof c !== 'string' || c.length === 0 || c.includes('\n'))) throw new MamoriError('INVALID_INPUT', 'commands must be one-line strings');
+  if (input.licenseCommand !== undefined && (typeof input.licenseCommand !== 'string' || input.licenseCommand.includes('\n') || input.licenseCommand === '')) {
+    throw new MamoriError('INVALID_INPUT', 'the license command must be a one-line shell command');
+  }
+  return {
+    master: { vmId: master.id, name: master.name }, snapshot: input.snapshot,
+    size: intOption('size', input.size, 1, POOL_LIMITS.size), spare: intOption('spare', input.spare, 0, { min: 0, max: POOL_LIMITS.size.max }),
+    namePattern: input.namePattern, storage: [...new Set(storage)], commands,
+    persistentDiskBytes: input.persistentDisk !== undefined ? parseSize(input.persistentDisk) : null,
+    disposableDiskBytes: input.disposableDisk !== undefined ? parseSize(input.disposableDisk) : null,
+    licenseCommand: input.licenseCommand ?? null, kmsHost: null,
+    licenseTimeoutSec: intOption('license timeout', input.licenseTimeoutSec, 60, POOL_LIMITS.licenseTimeoutSec),
+    skipLicenseActivation: input.skipLicenseActivation === true,
+    concurrency: intOption('concurrency', input.concurrency, 8, POOL_LIMITS.concurrency),
+    maintenanceConcurrency: intOption('maintenance concurrency', input.maintenanceConcurrency, 12, POOL_LIMITS.concurrency),
+  };
 }
