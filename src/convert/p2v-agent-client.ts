@@ -1,11 +1,12 @@
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { httpsJson, TransportError, type HttpsJsonResponse } from '../sites/https-json.js';
+import { pairingKeyFromToken, proofsEqual } from '../sites/pairing-proof.js';
 import { certFingerprint, parseCert } from '../sites/cert-fingerprint.js';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ByteRange } from '../nbd/extent-copy.js';
 import {
-  P2V_PROTOCOL, agentKeyDigest, helloProof, proofMatches,
+  P2V_PROTOCOL, helloProof,
   type P2vCredentials, type P2vFreezeAnswer, type P2vHello,
 } from './p2v-protocol.js';
 
@@ -44,7 +45,7 @@ export class P2vAgentClient {
     if (!ca.ca || !leaf || !leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) {
       throw new MamoriError('PEER_CERT_MISMATCH', `the agent at ${host} serves a TLS certificate its own CA did not sign; something between may intercept TLS`);
     }
-    if (!proofMatches(helloProof(agentKeyDigest(key), certFingerprint(ca), nonce), hello.proof)) {
+    if (typeof hello.proof !== 'string' || !proofsEqual(helloProof(pairingKeyFromToken(key), certFingerprint(ca), nonce), hello.proof)) {
       throw new MamoriError('PEER_AUTH_FAILED', `the agent at ${host} does not hold this agent key (or something between intercepts TLS): check the key the agent printed`);
     }
     return new P2vAgentClient(host, port, key, hello);

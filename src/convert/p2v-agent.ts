@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isIP } from 'node:net';
 import { createSiteCa, issueSiteCert, TLS_FILES } from '../sites/site-ca.js';
+import { pairingKeyFromToken, proofsEqual } from '../sites/pairing-proof.js';
 import { certFingerprint } from '../sites/cert-fingerprint.js';
 import { StorageDaemon } from '../qemu/storage-daemon.js';
 import { NbdClient } from '../nbd/nbd-client.js';
@@ -13,7 +14,7 @@ import { chunkDigests } from '../replication/block-checksums.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { freezeAll, mountedFilesystems, thawAll } from './p2v-freeze.js';
 import {
-  P2V_EXPORT, P2V_PROTOCOL, P2V_SERVER_NAME, agentKeyDigest, helloProof, proofMatches,
+  P2V_EXPORT, P2V_PROTOCOL, P2V_SERVER_NAME, helloProof,
   type P2vCredentials, type P2vFreezeAnswer, type P2vHello,
 } from './p2v-protocol.js';
 
@@ -54,7 +55,7 @@ export class P2vAgent {
     this.#o = o;
     this.#dir = dir;
     this.key = key;
-    this.#keyDigest = agentKeyDigest(key);
+    this.#keyDigest = pairingKeyFromToken(key);
     this.#caCert = caCert;
     this.caFingerprint = certFingerprint(caCert);
     this.#daemon = daemon;
@@ -131,7 +132,7 @@ export class P2vAgent {
     try {
       const url = new URL(req.url ?? '/', 'https://agent');
       if (req.method === 'GET' && url.pathname === '/p2v/hello') return send(200, await this.#hello(url.searchParams.get('nonce') ?? ''));
-      if (!proofMatches(`Bearer ${this.key}`, req.headers.authorization)) {
+      if (!proofsEqual(`Bearer ${this.key}`, req.headers.authorization ?? '')) {
         return send(401, { code: 'PEER_AUTH_FAILED', message: 'wrong or missing agent key: use the key `mamori p2v-agent` printed' });
       }
       const body = req.method === 'POST' ? await readJson(req) : {};

@@ -1,4 +1,4 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 
 /*
  * What the P2V agent (`mamori p2v-agent`, on the machine being converted) and the site that
@@ -58,17 +58,8 @@ export interface P2vFreezeAnswer {
   thawAfterSeconds: number;
 }
 
-export function agentKeyDigest(key: string): Buffer {
-  return createHash('sha256').update(key, 'utf8').digest();
-}
-
 export function helloProof(key: Buffer, caFingerprint: string, nonce: string): string {
   return createHmac('sha256', key).update(`${P2V_PROTOCOL}\nhello\n${caFingerprint}\n${nonce}`).digest('hex');
-}
-
-export function proofMatches(expected: string, got: unknown): boolean {
-  if (typeof got !== 'string' || got.length !== expected.length) return false;
-  return timingSafeEqual(Buffer.from(expected), Buffer.from(got));
 }
 
 /** `nbd://HOST:PORT` (IPv6 in brackets) as the agent prints it. */

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { convergeCopy, type ConvergeAgent } from '../../../src/convert/p2v-converge.js';
 import { parseMountInfoLine } from '../../../src/convert/p2v-freeze.js';
-import { parseAgentUrl, helloProof, agentKeyDigest } from '../../../src/convert/p2v-protocol.js';
+import { parseAgentUrl, helloProof } from '../../../src/convert/p2v-protocol.js';
+import { pairingKeyFromToken } from '../../../src/sites/pairing-proof.js';
 import type { P2vFreezeAnswer } from '../../../src/convert/p2v-protocol.js';
 
 /*
@@ -130,6 +131,6 @@ test('mountinfo lines, agent URLs and the hello proof', () => {
   assert.equal(parseAgentUrl('nbd://host'), null);
   assert.equal(parseAgentUrl('nbd://host:65535'), null, 'the control channel needs the next port');
   assert.equal(parseAgentUrl('http://host:80'), null);
-  const k = agentKeyDigest('a-key-of-enough-length');
+  const k = pairingKeyFromToken('a-key-of-enough-length');
   assert.notEqual(helloProof(k, 'AA:BB', '00'.repeat(16)), helloProof(k, 'AA:BC', '00'.repeat(16)), 'the proof names the CA');
 });
