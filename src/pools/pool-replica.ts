@@ -1,5 +1,6 @@
 import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { snapshotOverlayIndex } from '../vms/vm-snapshots.js';
 import type { DiskRecord } from '../disks/disk-record.js';
 import { runProcess } from '../core/run-process.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
@@ -11,13 +12,9 @@ import { MamoriError } from '../core/mamori-error.js';
  * on it, so the snapshot's bytes are stored once per storage pool, however many desktops.
  */
 
-/**
- * The image holding disk `d` as it was at `snapshot`: an external snapshot gives each disk
- * an overlay named DISK.SNAPSHOT.qcow2 and the guest writes there from then on, so the
- * snapshot is the layer just below that overlay (with its backing chain).
- */
+/** The image holding disk `d` as it was at `snapshot` (with its backing chain): the layer below the snapshot's overlay. */
 export function snapshotLayer(d: DiskRecord, snapshot: string): { path: string; format: string } {
-  const i = d.overlays.findIndex((o) => basename(o) === `${d.name}.${snapshot}.qcow2`);
+  const i = snapshotOverlayIndex(d, snapshot);
   if (i < 0) throw new MamoriError('INVALID_INPUT', `disk ${d.name} has no layer for snapshot ${snapshot}: it was attached after the snapshot was taken`, { details: { disk: d.name, snapshot } });
   return i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
 }

@@ -1,5 +1,5 @@
 import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
@@ -30,6 +30,15 @@ export function assertLayerable(disk: DiskRecord, operation: string): void {
   if (disk.shared) {
     throw new MamoriError('DISK_SHARED_REFUSED', `${operation} is refused: disk ${disk.name} is shared with other VMs; an overlay on one VM would split it`, { details: { disk: disk.name, operation } });
   }
+}
+
+/**
+ * Where snapshot `name` sits in a disk's chain: the index in `overlays` of the overlay made
+ * when it was taken (DISK.NAME.qcow2), or -1 for a disk attached after it. The snapshot's
+ * content is the layer just below that overlay.
+ */
+export function snapshotOverlayIndex(d: DiskRecord, name: string): number {
+  return d.overlays.findIndex((o) => basename(o) === `${d.name}.${name}.qcow2`);
 }
 
 /**
@@ -120,7 +129,7 @@ export class VmSnapshots {
     if (!row) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
     const disks = await this.#disks.byIds(vm.definition.diskIds);
     for (const d of disks) {
-      const i = d.overlays.findIndex((o) => o.endsWith(`/${d.name}.${name}.qcow2`));
+      const i = snapshotOverlayIndex(d, name);
       if (i < 0) continue;
       const overlay = d.overlays[i]!;
       const below = i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
