@@ -33,6 +33,8 @@ export interface LvmLogicalVolume {
 
 export interface LvmVolumeGroup {
   name: string;
+  /** Bumped at each metadata change: of two copies, the higher is current. */
+  seqno: number;
   /** Bytes per extent. */
   extentBytes: number;
   pvs: { name: string; uuid: string; peStartBytes: number }[];
@@ -117,7 +119,7 @@ export function parseVolumeGroup(text: string): LvmVolumeGroup {
     }).sort((a, b) => a.startExtent - b.startExtent);
     return { name, visible: status.includes('VISIBLE'), segments };
   });
-  return { name: vgName, extentBytes, pvs, lvs };
+  return { name: vgName, seqno: num(vg['seqno'] ?? 0), extentBytes, pvs, lvs };
 }
 
 type LvmValue = string | number | LvmValue[] | LvmSection;

@@ -21,7 +21,7 @@ export interface FoundVolume {
  * wins (a PV left behind by an interrupted change may hold an older one).
  */
 export async function findLogicalVolumes(pvs: { number: number; view: ByteReader }[], warnings: string[]): Promise<FoundVolume[]> {
-  const groups = new Map<string, { vg: LvmVolumeGroup; seqno: number }>();
+  const groups = new Map<string, LvmVolumeGroup>();
   const byUuid = new Map<string, { number: number; view: ByteReader }>();
   for (const p of pvs) {
     try {
@@ -30,15 +30,14 @@ export async function findLogicalVolumes(pvs: { number: number; view: ByteReader
       byUuid.set(pv.uuid, p);
       if (pv.metadata === null) continue;
       const vg = parseVolumeGroup(pv.metadata);
-      const seqno = Number(/\bseqno\s*=\s*(\d+)/.exec(pv.metadata)?.[1] ?? 0);
       const known = groups.get(vg.name);
-      if (!known || known.seqno < seqno) groups.set(vg.name, { vg, seqno });
+      if (!known || known.seqno < vg.seqno) groups.set(vg.name, vg);
     } catch (e) {
       warnings.push(`partition ${p.number} is an LVM physical volume whose metadata could not be read: ${(e as Error).message}`);
     }
   }
   const out: FoundVolume[] = [];
-  for (const { vg } of groups.values()) {
+  for (const vg of groups.values()) {
     const readers = new Map<string, ByteReader>();
     const partitions: number[] = [];
     for (const pv of vg.pvs) {

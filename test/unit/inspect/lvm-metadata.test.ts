@@ -64,6 +64,7 @@ test('the VG text: extents, PVs, and LVs with segments in extent order', () => {
   const vg = parseVolumeGroup(TEXT);
   assert.equal(vg.name, 'vg0');
   assert.equal(vg.extentBytes, MiB);
+  assert.equal(vg.seqno, 4);
   assert.deepEqual(vg.pvs, [{ name: 'pv0', uuid: 'g5q5WA-KQqY-oGOd-0D29-ob2G-ngDL-jQBVcU', peStartBytes: MiB }]);
   assert.deepEqual(vg.lvs.map((l) => [l.name, l.visible, l.segments.map((s) => [s.startExtent, s.extentCount, s.linear?.pvExtent ?? null])]), [
     ['root', true, [[0, 2, 5], [2, 1, 0]]],
