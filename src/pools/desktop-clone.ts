@@ -50,8 +50,8 @@ export async function writeOsDisks(files: DesktopFiles, replica: string[], durab
   for (const [i, r] of replica.entries()) await qcow2(files.os[i]!, { backing: r, durable });
 }
 
-export async function writeDisposableDisk(files: DesktopFiles, sizeBytes: number): Promise<void> {
-  if (files.disposable) await qcow2(files.disposable, { sizeBytes });
+export async function writeDisposableDisk(files: DesktopFiles, sizeBytes: number, durable = true): Promise<void> {
+  if (files.disposable) await qcow2(files.disposable, { sizeBytes, durable });
 }
 
 /**
@@ -70,7 +70,7 @@ export async function buildDesktop(input: {
   await mkdir(files.dir, { recursive: true });
   await writeOsDisks(files, input.replica, durable);
   if (files.persistent && spec.persistentDiskBytes !== null) await qcow2(files.persistent, { sizeBytes: spec.persistentDiskBytes, durable });
-  if (files.disposable && spec.disposableDiskBytes !== null) await qcow2(files.disposable, { sizeBytes: spec.disposableDiskBytes, durable });
+  if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes, durable);
   const script = customizationScript(spec, input.name);
   await writeNoCloudDrive(files.identity, {
     // The VM's id: stable through refresh and recompose, so cloud-init does not customize twice.

@@ -240,15 +240,8 @@ export class PoolService {
           if (here >= 0 && count.get(r.storage)! <= want[here]!) continue;
           const to = next.storage.findIndex((s, i) => count.get(s)! < want[i]!);
           if (to < 0) continue;
-          const vm = await this.#vms.repo.findById(r.vm_id);
+          const vm = await this.#stopped(r.vm_id, opts.force === true, skipped);
           if (!vm) continue;
-          if (!['stopped', 'crashed'].includes(vm.state)) {
-            if (!opts.force) {
-              skipped.push(vm.name);
-              continue;
-            }
-            await this.#vms.kill(vm.name);
-          }
           const target = next.storage[to]!;
           const replica = replicas.get(target)!;
           const from = desktopFiles(this.#paths.pool(r.storage), name, vm.name, spec, replica.files.length);
@@ -271,20 +264,29 @@ export class PoolService {
     });
   }
 
+  /**
+   * A desktop ready to have its disks changed: stopped already, or powered off when `force`.
+   * A desktop in use without `force` is added to `skipped` (null back), as is one gone.
+   */
+  async #stopped(vmId: string, force: boolean, skipped: string[]): Promise<VmRow | null> {
+    const vm = await this.#vms.repo.findById(vmId);
+    if (!vm) return null;
+    if (['stopped', 'crashed'].includes(vm.state)) return vm;
+    if (!force) {
+      skipped.push(vm.name);
+      return null;
+    }
+    await this.#vms.kill(vm.name);
+    return vm;
+  }
+
   /** New OS overlays (on `onto`'s replica, or the desktop's own), a new disposable disk; identity and persistent disks stay. */
   async #rebuild(name: string, spec: PoolSpec, targets: { vm_id: string; replica_id: string }[], o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } }): Promise<{ rebuilt: string[]; skipped: string[] }> {
     const rebuilt: string[] = [];
     const skipped: string[] = [];
     await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
-      const vm = await this.#vms.repo.findById(t.vm_id);
+      const vm = await this.#stopped(t.vm_id, o.force, skipped);
       if (!vm) return;
-      if (!['stopped', 'crashed'].includes(vm.state)) {
-        if (!o.force) {
-          skipped.push(vm.name);
-          return;
-        }
-        await this.#vms.kill(vm.name);
-      }
       const current = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
       const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: JSON.parse(current.files) as string[] };
       const files = desktopFiles(this.#paths.pool(current.storage), name, vm.name, spec, replica.files.length);

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import type { VmRepo } from '../store/repos/vm-repo.js';
@@ -63,7 +63,7 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
   for (const r of rows) {
     const vm = await vms.findById(r.vm_id);
     if (!vm) continue;
-    const serial = await readFile(paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
+    const serial = await serialHead(paths.vmRuntime(vm.id).serialLog);
     const derived = customizationState(serial, serial.length > 0, spec);
     const replica = replicas.find((x) => x.id === r.replica_id);
     const files = desktopFiles(paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, (JSON.parse(replica?.files ?? '[]') as string[]).length);
@@ -81,4 +81,25 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
     replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, desktops: rows.filter((d) => d.replica_id === r.id).length })),
     desktops, storage: { replicasBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - replicasBytes - desktopsBytes },
   };
+}
+
+/**
+ * The start of a desktop's serial log: the guest customizes before its writer starts, so the
+ * `customize` lines are in the first kilobytes, while a running desktop's log grows without
+ * end. `pool show` of a hundred desktops must not read a hundred whole logs.
+ */
+const SERIAL_HEAD = 256 * 1024;
+
+async function serialHead(path: string): Promise<string> {
+  const fh = await open(path, 'r').catch(() => null);
+  if (!fh) return '';
+  try {
+    const buf = Buffer.alloc(SERIAL_HEAD);
+    const { bytesRead } = await fh.read(buf, 0, SERIAL_HEAD, 0);
+    // A line cut at the end of the window is left out, not read half.
+    const text = buf.toString('utf8', 0, bytesRead);
+    return bytesRead === SERIAL_HEAD ? text.slice(0, text.lastIndexOf('\n') + 1) : text;
+  } finally {
+    await fh.close();
+  }
 }
