@@ -10,18 +10,17 @@ import { runProcess } from './run-process.js';
  */
 
 /** Flushes a file's data and size to stable storage. */
-export async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+export function syncFile(path: string): Promise<void> {
+  return fsyncOf(path, 'r+');
 }
 
 /** Flushes a folder's entries: a rename or a new file in it survives a power cut. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+export function syncDirectory(dir: string): Promise<void> {
+  return fsyncOf(dir, 'r');
+}
+
+async function fsyncOf(path: string, flags: 'r' | 'r+'): Promise<void> {
+  const fh = await open(path, flags);
   try {
     await fh.sync();
   } finally {
