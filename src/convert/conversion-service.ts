@@ -134,6 +134,8 @@ export class ConversionService {
     const blockers = conversionBlockers(report);
     if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
     // The other disks are checked now too, so a damaged one is refused before anything is made.
+    // Refused before the copy, not after it: the bus follows from the inspection alone.
+    if (!guestHasVirtioBlk(report) && sources.length > 6) throw new MamoriError('OUT_OF_RANGE', `this guest needs SATA disks (no virtio driver) and SATA takes at most 6; ${input.source} has ${sources.length}`);
     for (const src of sources.slice(1)) await checkSource(src.file, src.member);
     const diskNames = sources.map((_, i) => `${input.name}-disk${i}`);
     for (const d of diskNames) {
@@ -235,7 +237,6 @@ export class ConversionService {
       await this.#jobs.step(jobId, 'copy', async () => void (pulled = await plan.copy()));
       const nicModel: ConvertResult['nicModel'] = guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000';
       const diskBus: ConvertResult['diskBus'] = guestHasVirtioBlk(report) ? 'virtio' : 'sata';
-      if (diskBus === 'sata' && plan.diskNames.length > 6) throw new MamoriError('OUT_OF_RANGE', `this guest needs SATA disks (no virtio driver) and SATA takes at most 6; it has ${plan.diskNames.length}`);
       await this.#jobs.step(jobId, 'register', async () => {
         await this.#vms.create({
           name: input.name, firmware: plan.firmware, disks: plan.diskNames, nics: [{ model: nicModel }], diskBus,
