@@ -20,6 +20,8 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
   rebalance POOL [--storage A,B] [--force]   spread desktops over storage pools by free space
   resize POOL --size N [--force]     grow, or shrink from the highest numbers
   move-persistent POOL --from A --to B   A's user data disk goes to B, B's to A (both stopped)
+  resume POOL                        a failed operation run again from where it stopped
+                                     (one a server stop cut resumes by itself at start)
   delete POOL                        desktops (and their persistent disks), then the replicas`;
 
 export async function poolCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
@@ -103,6 +105,10 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       if (positionals.length !== 1 || !values.from || !values.to) throw usage('move-persistent POOL --from A --to B');
       const r = await api.post<{ from: string; to: string }>(`${base(positionals[0]!)}/move-persistent`, { from: values.from, to: values.to });
       return json ? printJson(r) : void process.stdout.write(`${r.from}'s persistent disk is now ${r.to}'s, and ${r.to}'s is ${r.from}'s\n`);
+    }
+    case 'resume': {
+      if (args.length !== 1) throw usage('resume POOL');
+      return follow(await api.post<Job>(`${base(args[0]!)}/resume`, {}), `resuming pool ${args[0]}`);
     }
     case 'delete': {
       if (args.length !== 1) throw usage('delete POOL');

@@ -1,7 +1,7 @@
-import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
+import { access, copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { runProcess } from '../core/run-process.js';
-import { syncDirectory } from '../core/durable-sync.js';
+import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import type { DesktopFiles } from './desktop-clone.js';
 
 /**
@@ -18,16 +18,24 @@ export async function moveDesktopFiles(from: DesktopFiles, to: DesktopFiles, rep
   const all = [...from.os, from.persistent, from.disposable, from.identity].filter((f): f is string => f !== null);
   for (const f of all) {
     const dest = join(to.dir, basename(f));
+    moved.set(f, dest);
+    // Gone from here and there already: a move cut half-way moved it before it stopped.
+    if (!(await exists(f)) && (await exists(dest))) continue;
     await rename(f, dest).catch(async (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EXDEV') throw e;
+      // A copy cut half-way is made again: the source stays until the copy is whole.
       await copyFile(f, dest);
+      await syncFile(dest);
       await rm(f, { force: true });
     });
-    moved.set(f, dest);
   }
   for (const [i, os] of to.os.entries()) {
     await runProcess('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', replica[i]!, '-F', 'qcow2', os], { timeoutMs: 30_000 });
   }
   await syncDirectory(to.dir);
   return moved;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
 }

@@ -1,5 +1,4 @@
-import { rename, rm, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { rename } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -7,34 +6,24 @@ import type { DiskService } from '../disks/disk-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
-import type { VmRow } from '../store/repos/vm-repo.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
-import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
-import { measureReplica, removeReplica, snapshotLayer } from './pool-replica.js';
-import { desktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
+import { measureReplica, snapshotLayer } from './pool-replica.js';
+import { desktopFiles, writeDisposableDisk } from './desktop-clone.js';
 import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
-import { assertRoom, existingParent, shares } from './storage-space.js';
-import { PoolStorage } from './pool-storage.js';
-import { moveDesktopFiles } from './desktop-move.js';
-import { runWithConcurrency } from './bounded-concurrency.js';
-
-export const PROVISION_JOB = 'pool-provision';
-export const REFRESH_JOB = 'pool-refresh';
-export const DELETE_JOB = 'pool-delete';
-export const RECOMPOSE_JOB = 'pool-recompose';
-export const RESIZE_JOB = 'pool-resize';
-export const REBALANCE_JOB = 'pool-rebalance';
+import { assertRoom } from './storage-space.js';
+import { PoolOperations } from './pool-operations.js';
+import { OPERATION_JOB, OPERATION_STATE, recordedOperation, type PoolOperation } from './pool-operation.js';
 export type { PoolView, DesktopView } from './pool-views.js';
 
 /**
  * Desktop pools of linked clones (View Composer): a replica of the master's snapshot per
  * storage pool, and desktops whose OS disks are overlays on it, each with an identity disk
- * that customizes it. Operations run as jobs, one at a time per pool; provisioning is
- * idempotent (it makes what is missing), so a server stopped mid-way resumes at its next start.
+ * that customizes it. This checks what is asked and records it; PoolOperations does it. Each
+ * operation runs as a job, one at a time per pool, recorded before it starts, so a server
+ * stopped mid-way resumes it at its next start and a failed one resumes with `pool resume`.
  */
 export class PoolService {
   #db: Kysely<Database>;
@@ -44,7 +33,7 @@ export class PoolService {
   #paths: SitePaths;
   #log: Logger;
   #lock = new KeyedLock();
-  #storage: PoolStorage;
+  #ops: PoolOperations;
   #busy = new Set<string>();
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths; log: Logger }) {
@@ -54,7 +43,7 @@ export class PoolService {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#storage = new PoolStorage({ db: deps.db, paths: deps.paths });
+    this.#ops = new PoolOperations(deps);
     this.#vms.addDeleteGuard(async (vm) => {
       const pools = (await this.#db.selectFrom('desktop_pools').select(['name', 'spec']).execute()).filter((p) => (JSON.parse(p.spec) as PoolSpec).master.vmId === vm.id);
       if (pools.length > 0) {
@@ -79,23 +68,31 @@ export class PoolService {
       if (spec.disposableDiskBytes === null || !vm || !['stopped', 'crashed'].includes(vm.state)) return;
       await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, (JSON.parse(row.files) as string[]).length), spec.disposableDiskBytes);
     });
-    for (const kind of [PROVISION_JOB, REFRESH_JOB, DELETE_JOB, RECOMPOSE_JOB, RESIZE_JOB, REBALANCE_JOB]) {
-      // Provisioning and deletion resume by themselves; the others are idempotent and are run again by hand.
-      const resumes = kind === PROVISION_JOB || kind === DELETE_JOB;
+    for (const kind of Object.values(OPERATION_JOB)) {
       this.#jobs.registerRecovery(kind, async (job) => {
-        const message = resumes ? `${kind} was cut by a server stop; it resumes at start` : `${kind} was cut by a server stop; run it again: it carries on where it stopped`;
-        if (job.target) await this.#db.updateTable('desktop_pools').set({ state: resumes ? (kind === DELETE_JOB ? 'deleting' : 'interrupted') : 'error', message, updated_at: new Date().toISOString() }).where('name', '=', job.target).execute();
+        const message = `${kind} was cut by a server stop; it resumes at start, where it stopped`;
+        if (job.target) await this.#db.updateTable('desktop_pools').set({ state: 'interrupted', message, updated_at: new Date().toISOString() }).where('name', '=', job.target).where('state', '!=', 'error').execute();
         return `the site server stopped during ${kind} of ${job.target}: ${message}`;
       });
     }
   }
 
-  /** At server start: pools an operation left half done are taken up again (the operations are idempotent). */
+  /** At server start: every operation a stop cut is taken up again, with its first options, where it stopped. */
   async resumeInterrupted(): Promise<void> {
-    for (const p of await this.#db.selectFrom('desktop_pools').select(['name', 'state']).where('state', 'in', ['interrupted', 'provisioning', 'deleting']).execute()) {
-      this.#log.info({ pool: p.name }, 'resuming an interrupted desktop pool operation');
-      await (p.state === 'deleting' ? this.delete(p.name) : this.#startProvision(p.name)).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
+    for (const p of await this.#db.selectFrom('desktop_pools').select(['name', 'state', 'operation']).where('state', '!=', 'error').execute()) {
+      const op = recordedOperation(p);
+      if (!op) continue;
+      this.#log.info({ pool: p.name, operation: op.kind }, 'resuming a desktop pool operation cut by a server stop');
+      await this.#start(p.name, op).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
     }
+  }
+
+  /** `pool resume`: a failed operation run again (after its cause is mended), with its first options, where it stopped. */
+  async resume(name: string): Promise<Job> {
+    const pool = await this.#pool(name);
+    const op = recordedOperation(pool);
+    if (!op) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} is ${pool.state}: it has no failed or cut operation to resume`);
+    return this.#start(name, op);
   }
 
   async create(input: PoolCreateInput): Promise<Job> {
@@ -112,11 +109,12 @@ export class PoolService {
       for (const n of names) {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `the name pattern gives ${n}, which an existing VM has; use another pattern`, { details: { name: n } });
       }
-      const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
+      const layers = (await this.#ops.masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
       await assertRoom((st) => this.#paths.pool(st), spec, await measureReplica(layers), spec.size);
       const now = new Date().toISOString();
-      await this.#db.insertInto('desktop_pools').values({ name: input.name, spec: JSON.stringify(spec), state: 'provisioning', message: null, created_at: now, updated_at: now }).execute();
-      return this.#startProvision(input.name);
+      const op: PoolOperation = { kind: 'provision' };
+      await this.#db.insertInto('desktop_pools').values({ name: input.name, spec: JSON.stringify(spec), state: OPERATION_STATE.provision, message: null, operation: JSON.stringify(op), created_at: now, updated_at: now }).execute();
+      return this.#start(input.name, op);
     });
   }
 
@@ -134,13 +132,9 @@ export class PoolService {
    * unless `force` (then powered off first).
    */
   async refresh(name: string, opts: { desktops?: string[]; force?: boolean } = {}): Promise<Job> {
-    const pool = await this.#pool(name);
-    const spec = JSON.parse(pool.spec) as PoolSpec;
+    await this.#pool(name);
     const targets = await this.#desktopsOf(name, opts.desktops);
-    return this.#runJob(name, REFRESH_JOB, ['refresh'], async (jobId) => {
-      const r = await this.#rebuild(name, spec, targets, { force: opts.force === true, jobId });
-      return { refreshed: r.rebuilt.length, skipped: r.skipped };
-    });
+    return this.#start(name, { kind: 'refresh', force: opts.force === true }, { pending: targets.map((t) => t.vm_id) });
   }
 
   /**
@@ -150,36 +144,25 @@ export class PoolService {
    * `force`; they stay on the old replica, which goes once no desktop uses it.
    */
   async recompose(name: string, snapshot: string, opts: { force?: boolean } = {}): Promise<Job> {
-    const pool = await this.#pool(name);
-    const spec = JSON.parse(pool.spec) as PoolSpec;
-    if (snapshot === spec.snapshot) {
-      // Allowed only to finish a recompose that skipped desktops in use: some still sit on an older replica.
-      const behind = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
-        .select('pool_desktops.vm_id').where('pool_desktops.pool', '=', name).where('pool_replicas.snapshot', '!=', snapshot).executeTakeFirst();
-      if (!behind) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`);
+    const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
+    // Only desktops not on the snapshot yet: run again, it finishes what in-use desktops left.
+    const behind = (await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
+      .select('pool_desktops.vm_id').where('pool_desktops.pool', '=', name).where('pool_replicas.snapshot', '!=', snapshot).execute()).map((r) => r.vm_id);
+    if (snapshot === spec.snapshot && behind.length === 0) {
+      throw new MamoriError('INVALID_INPUT', `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`);
     }
-    const master = await this.#vms.repo.findById(spec.master.vmId);
-    if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
+    const master = await this.#ops.master(spec);
     if (!(await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', snapshot).executeTakeFirst())) {
       throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
     }
-    const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
+    const layers = (await this.#ops.masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
     await assertRoom((st) => this.#paths.pool(st), { ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 }, await measureReplica(layers), 0);
-    const targets = await this.#desktopsOf(name, undefined);
-    return this.#runJob(name, RECOMPOSE_JOB, ['replicas', 'desktops', 'cleanup'], async (jobId) => {
-      const next = { ...spec, snapshot };
-      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
-      const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, targets, { force: opts.force === true, jobId, onto: (storage) => replicas.get(storage)! }));
-      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(next), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
-      return { snapshot, recomposed: r.rebuilt.length, skipped: r.skipped, replicasRemoved: removed };
-    });
+    return this.#start(name, { kind: 'recompose', snapshot, force: opts.force === true }, { pending: behind });
   }
 
   /** Grows the pool (new desktops, customized as the first) or shrinks it from the highest numbers. */
   async resize(name: string, size: number, opts: { force?: boolean } = {}): Promise<Job> {
-    const pool = await this.#pool(name);
-    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
     const newSize = intOption('size', size, spec.size, POOL_LIMITS.size);
     if (newSize > spec.size) {
       const names = desktopNames(spec.namePattern, Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1));
@@ -187,21 +170,16 @@ export class PoolService {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, { details: { name: n } });
       }
       await assertRoom((st) => this.#paths.pool(st), spec, 0, newSize - spec.size);
-      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify({ ...spec, size: newSize }), state: 'provisioning', updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-      return this.#startProvision(name);
+      // Provisioning makes the desktops the spec's size lacks; the new size is written with its record.
+      return this.#start(name, { kind: 'provision' }, { spec: { ...spec, size: newSize } });
     }
-    const going = (await this.#desktopsOf(name, undefined)).filter((d) => d.number > newSize);
     const running = [];
-    for (const d of going) {
+    for (const d of (await this.#desktopsOf(name, undefined)).filter((x) => x.number > newSize)) {
       const vm = await this.#vms.repo.findById(d.vm_id);
       if (vm && !['stopped', 'crashed'].includes(vm.state)) running.push(vm.name);
     }
     if (running.length > 0 && !opts.force) throw new MamoriError('VM_RUNNING', `shrinking ${name} to ${newSize} removes desktops in use (${running.join(', ')}): stop them, or resize with --force`);
-    return this.#runJob(name, RESIZE_JOB, ['desktops'], async (jobId) => {
-      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify({ ...spec, size: newSize }), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-      await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(going, spec.maintenanceConcurrency, (d) => this.#deleteDesktop(d.vm_id)));
-      return { size: newSize, removed: going.length };
-    });
+    return this.#start(name, { kind: 'resize', size: newSize, force: opts.force === true }, { spec: { ...spec, size: newSize } });
   }
 
   /**
@@ -211,106 +189,20 @@ export class PoolService {
    * replicas no desktop uses go. Desktops in use stay unless `force`.
    */
   async rebalance(name: string, opts: { storage?: string[]; force?: boolean } = {}): Promise<Job> {
-    const pool = await this.#pool(name);
-    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
     const storage = opts.storage ?? spec.storage;
     if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
     for (const s of storage) assertValidName('storage pool', s);
-    const next: PoolSpec = { ...spec, storage: [...new Set(storage)] };
-    const master = await this.#vms.repo.findById(spec.master.vmId);
-    if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
-    const layers = (await this.#masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
-    return this.#runJob(name, REBALANCE_JOB, ['replicas', 'desktops', 'cleanup'], async (jobId) => {
-      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
-      await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(next), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-      const moves = await this.#jobs.step(jobId, 'desktops', async () => {
-        const rows = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
-          .select(['pool_desktops.vm_id', 'pool_desktops.number', 'pool_replicas.storage']).where('pool_desktops.pool', '=', name).orderBy('number').execute();
-        const free = await Promise.all(next.storage.map(async (s) => {
-          const fs = await statfs(await existingParent(this.#paths.pool(s)));
-          return Number(fs.bavail) * Number(fs.bsize);
-        }));
-        const want = shares(rows.length, free);
-        const count = new Map(next.storage.map((s) => [s, rows.filter((r) => r.storage === s).length]));
-        const moved: string[] = [];
-        const skipped: string[] = [];
-        // Highest numbers move first; a desktop on a pool no longer listed always moves.
-        for (const r of [...rows].reverse()) {
-          const here = next.storage.indexOf(r.storage);
-          if (here >= 0 && count.get(r.storage)! <= want[here]!) continue;
-          const to = next.storage.findIndex((s, i) => count.get(s)! < want[i]!);
-          if (to < 0) continue;
-          const vm = await this.#stopped(r.vm_id, opts.force === true, skipped);
-          if (!vm) continue;
-          const target = next.storage[to]!;
-          const replica = replicas.get(target)!;
-          const from = desktopFiles(this.#paths.pool(r.storage), name, vm.name, spec, replica.files.length);
-          const dest = desktopFiles(this.#paths.pool(target), name, vm.name, spec, replica.files.length);
-          const paths = await moveDesktopFiles(from, dest, replica.files);
-          await this.#db.transaction().execute(async (tx) => {
-            for (const [old, now] of paths) await tx.updateTable('disks').set({ path: now, pool: target }).where('path', '=', old).execute();
-            await tx.updateTable('pool_desktops').set({ replica_id: replica.id, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
-          });
-          await rm(from.dir, { recursive: true, force: true });
-          if (here >= 0) count.set(r.storage, count.get(r.storage)! - 1);
-          count.set(target, count.get(target)! + 1);
-          moved.push(`${vm.name}: ${r.storage} -> ${target}`);
-          await this.#jobs.progress(jobId, moved.length / rows.length);
-        }
-        return { moved, skipped };
-      });
-      const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
-      return { ...moves, replicasRemoved: removed };
-    });
+    await this.#ops.master(spec);
+    return this.#start(name, { kind: 'rebalance', storage: [...new Set(storage)], force: opts.force === true });
   }
 
-  /**
-   * A desktop ready to have its disks changed: stopped already, or powered off when `force`.
-   * A desktop in use without `force` is added to `skipped` (null back), as is one gone.
-   */
-  async #stopped(vmId: string, force: boolean, skipped: string[]): Promise<VmRow | null> {
-    const vm = await this.#vms.repo.findById(vmId);
-    if (!vm) return null;
-    if (['stopped', 'crashed'].includes(vm.state)) return vm;
-    if (!force) {
-      skipped.push(vm.name);
-      return null;
-    }
-    await this.#vms.kill(vm.name);
-    return vm;
+  /** Deletes every desktop (with its persistent disk), then the replicas, then the pool. */
+  async delete(name: string): Promise<Job> {
+    await this.#pool(name);
+    return this.#start(name, { kind: 'delete' });
   }
 
-  /** New OS overlays (on `onto`'s replica, or the desktop's own), a new disposable disk; identity and persistent disks stay. */
-  async #rebuild(name: string, spec: PoolSpec, targets: { vm_id: string; replica_id: string }[], o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } }): Promise<{ rebuilt: string[]; skipped: string[] }> {
-    const rebuilt: string[] = [];
-    const skipped: string[] = [];
-    await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
-      const vm = await this.#stopped(t.vm_id, o.force, skipped);
-      if (!vm) return;
-      const current = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
-      const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: JSON.parse(current.files) as string[] };
-      const files = desktopFiles(this.#paths.pool(current.storage), name, vm.name, spec, replica.files.length);
-      await writeOsDisks(files, replica.files);
-      if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
-      // The serial log tells the desktop's customization state: a rebuilt desktop starts over.
-      await rm(this.#paths.vmRuntime(vm.id).serialLog, { force: true });
-      await this.#db.updateTable('pool_desktops').set({ replica_id: replica.id, state: 'provisioned', message: null, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
-      rebuilt.push(vm.name);
-      await this.#jobs.progress(o.jobId, (rebuilt.length + skipped.length) / targets.length);
-    });
-    return { rebuilt, skipped };
-  }
-
-  async #deleteDesktop(vmId: string): Promise<void> {
-    const vm = await this.#vms.repo.findById(vmId);
-    const row = await this.#db.selectFrom('pool_desktops').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
-    if (vm) await this.#vms.delete(vm.name, { force: true });
-    await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', vmId).execute();
-    if (vm && row) {
-      const rep = await this.#db.selectFrom('pool_replicas').select('storage').where('id', '=', row.replica_id).executeTakeFirst();
-      await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), { recursive: true, force: true });
-    }
-  }
 
   /**
    * Moves a desktop's persistent disk (user data) to another desktop of the pool, which
@@ -335,86 +227,47 @@ export class PoolService {
     return { from, to };
   }
 
-  /** Deletes every desktop (with its persistent disk), then the replicas, then the pool. */
-  async delete(name: string): Promise<Job> {
-    await this.#pool(name);
-    await this.#db.updateTable('desktop_pools').set({ state: 'deleting', updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-    return this.#runJob(name, DELETE_JOB, ['desktops', 'replicas'], async (jobId) => {
-      const pool = await this.#pool(name);
-      const spec = JSON.parse(pool.spec) as PoolSpec;
-      const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).execute();
-      let done = 0;
-      await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
-        await this.#deleteDesktop(r.vm_id);
-        await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
-      }));
-      await this.#jobs.step(jobId, 'replicas', async () => {
-        for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
-          await removeReplica(JSON.parse(rep.files) as string[]);
-          await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
-          await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
-        }
-        await this.#db.deleteFrom('desktop_pools').where('name', '=', name).execute();
-      });
-      return { deleted: name, desktops: rows.length };
-    });
-  }
-
-  async #masterDisks(master: VmRow): Promise<Awaited<ReturnType<DiskRepo['byIds']>>> {
-    const ids = replicatedDiskIds(master.definition);
-    const disks = await this.#disks.repo.byIds(ids);
-    const ordered = ids.map((id) => disks.find((d) => d.id === id)!).filter(Boolean);
-    if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${master.name} has no disk to clone`);
-    return ordered;
-  }
-
-  /** Starts (or resumes) provisioning: replicas where missing, then desktops 1..size where missing. */
-  async #startProvision(name: string): Promise<Job> {
-    return this.#runJob(name, PROVISION_JOB, ['replicas', 'desktops'], async (jobId) => {
-      const pool = await this.#pool(name);
-      const spec = JSON.parse(pool.spec) as PoolSpec;
-      const master = await this.#vms.repo.findById(spec.master.vmId);
-      if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
-      const masterDisks = await this.#masterDisks(master);
-      const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
-      const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers));
-      const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
-      const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
-      const names = desktopNames(spec.namePattern, missing);
-      let done = 0;
-      const items = missing.map((n, i) => ({ n, name: names[i]!, storage: spec.storage[(n - 1) % spec.storage.length]! }));
-      await this.#jobs.step(jobId, 'desktops', async () => {
-        // In batches: every desktop's files, then one syncfs per storage pool, then the batch's
-        // rows in one transaction. A row never names a file a power cut could lose.
-        const batchSize = spec.concurrency * 4;
-        for (let b = 0; b < items.length; b += batchSize) {
-          const batch = items.slice(b, b + batchSize);
-          // Spread over the storage pools in turn (rebalance evens them out by free space later).
-          await this.#storage.makeDesktops(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), batch, replicas);
-          done += batch.length;
-          await this.#jobs.progress(jobId, done / missing.length);
-        }
-      });
-      await this.#db.updateTable('desktop_pools').set({ state: 'ready', message: null, updated_at: new Date().toISOString() }).where('name', '=', name).execute();
-      return { pool: name, made: missing.length, desktops: spec.size };
-    });
-  }
-
-  /** One operation per pool at a time; the job fails with the error and the pool says why. */
-  async #runJob(name: string, kind: string, steps: string[], body: (jobId: string) => Promise<unknown>): Promise<Job> {
+  /**
+   * Runs an operation as a job, one per pool at a time. Its record (and the desktops it has
+   * to do, and the spec it changes) is written first, in one transaction; it is cleared when
+   * the operation ends well. A failure leaves it for `pool resume`, and the pool says why.
+   */
+  async #start(name: string, op: PoolOperation, with_: { pending?: string[]; spec?: PoolSpec } = {}): Promise<Job> {
     if (this.#busy.has(name)) throw new MamoriError('DESKTOP_POOL_BUSY', `desktop pool ${name} is busy with another operation; wait for its job to end`);
     this.#busy.add(name);
-    const job = await this.#jobs.create(kind, name, steps).catch((e: unknown) => {
+    const kind = OPERATION_JOB[op.kind];
+    const work = this.#ops.work(name, op);
+    let job: Job;
+    try {
+      await this.#db.transaction().execute(async (tx) => {
+        await tx.updateTable('desktop_pools').set({
+          state: OPERATION_STATE[op.kind], message: null, operation: JSON.stringify(op), updated_at: new Date().toISOString(),
+          ...(with_.spec ? { spec: JSON.stringify(with_.spec) } : {}),
+        }).where('name', '=', name).execute();
+        if (with_.pending) {
+          await tx.updateTable('pool_desktops').set({ pending: null }).where('pool', '=', name).execute();
+          if (with_.pending.length > 0) await tx.updateTable('pool_desktops').set({ pending: op.kind }).where('vm_id', 'in', with_.pending).execute();
+        }
+      });
+      job = await this.#jobs.create(kind, name, work.steps);
+    } catch (e) {
       this.#busy.delete(name);
       throw e;
-    });
+    }
     void (async () => {
       try {
-        await this.#jobs.succeed(job.id, await body(job.id));
+        const result = await work.run(job.id);
+        const skipped = Array.isArray(result['skipped']) ? (result['skipped'] as string[]) : [];
+        await this.#db.updateTable('desktop_pools').set({
+          state: 'ready', operation: null, updated_at: new Date().toISOString(),
+          message: skipped.length > 0 ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force` : null,
+        }).where('name', '=', name).execute();
+        await this.#jobs.succeed(job.id, result);
       } catch (e) {
         const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };
         this.#log.warn({ pool: name, job: job.id, err }, `${kind} failed`);
-        await this.#db.updateTable('desktop_pools').set({ state: 'error', message: err.message, updated_at: new Date().toISOString() }).where('name', '=', name).execute().catch(() => undefined);
+        await this.#db.updateTable('desktop_pools').set({ state: 'error', message: `${err.message} (mend the cause, then: mamori pool resume ${name})`, updated_at: new Date().toISOString() })
+          .where('name', '=', name).execute().catch(() => undefined);
         await this.#jobs.fail(job.id, err);
       } finally {
         this.#busy.delete(name);
@@ -423,7 +276,7 @@ export class PoolService {
     return job;
   }
 
-  async #pool(name: string): Promise<{ name: string; spec: string; state: string; message: string | null }> {
+  async #pool(name: string): Promise<{ name: string; spec: string; state: string; message: string | null; operation: string | null }> {
     const p = await this.#db.selectFrom('desktop_pools').selectAll().where('name', '=', name).executeTakeFirst();
     if (!p) throw new MamoriError('DESKTOP_POOL_NOT_FOUND', `no desktop pool named ${JSON.stringify(name)}; see 'mamori pool list'`);
     return p;

@@ -1,3 +1,4 @@
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -34,12 +35,22 @@ export class PoolStorage {
         replicas.set(s, { id: have.id, files: JSON.parse(have.files) as string[] });
         continue;
       }
+      await this.#removeStrayReplicaFolders(name, s);
       const id = newShortId('replica');
       const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers);
       await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
       replicas.set(s, { id, files: made.files });
     }
     return replicas;
+  }
+
+  /** Replica folders no row names: what a copy cut by a server stop left (rows are written after the copy is whole). */
+  async #removeStrayReplicaFolders(name: string, storage: string): Promise<void> {
+    const dir = join(this.#paths.pool(storage), 'replicas', name);
+    const known = new Set((await this.#db.selectFrom('pool_replicas').select('id').where('pool', '=', name).where('storage', '=', storage).execute()).map((r) => r.id));
+    for (const id of await readdir(dir).catch(() => [] as string[])) {
+      if (!known.has(id)) await rm(join(dir, id), { recursive: true, force: true });
+    }
   }
 
   /** A replica goes only when no desktop uses it and it is not the pool's current one. */
@@ -82,7 +93,7 @@ export class PoolStorage {
         for (const b of built) {
           await tx.insertInto('vms').values({ id: b.vmId, name: b.made.def.name, definition: JSON.stringify(b.made.def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
           for (const d of b.made.disks) await DiskRepo.insert(tx, d);
-          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, created_at: now, updated_at: now }).execute();
+          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, pending: null, created_at: now, updated_at: now }).execute();
         }
       });
     } catch (e) {

@@ -17,6 +17,8 @@ export interface DesktopView {
   storage: string;
   /** Bytes the desktop's OS overlays and identity disk take: its own changes. */
   ownBytes: number;
+  /** The pool operation (refresh, recompose) that still has to do this desktop, if one failed or runs. */
+  pending: string | null;
 }
 
 export interface PoolView {
@@ -70,7 +72,7 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
     let ownBytes = 0;
     for (const f of files.os) ownBytes += await allocatedBytes(f);
     ownBytes += await allocatedBytes(files.identity);
-    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes });
+    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending });
   }
   const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
   const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);

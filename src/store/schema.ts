@@ -265,6 +265,8 @@ export interface DesktopPoolTable {
   spec: string;
   state: string;
   message: string | null;
+  /** The operation under way or cut (JSON PoolOperation); null once it ended well. */
+  operation: string | null;
   created_at: string;
   updated_at: string;
 }
@@ -288,6 +290,8 @@ export interface PoolDesktopTable {
   replica_id: string;
   state: string;
   message: string | null;
+  /** The operation kind that still has to do this desktop (refresh, recompose), else null. */
+  pending: string | null;
   created_at: string;
   updated_at: string;
 }

@@ -67,13 +67,14 @@ export class SiteProcess {
     return this.#server?.pid;
   }
 
-  async start(): Promise<void> {
+  /** Starts `mamori serve`; `env` adds to its environment (MAMORI_FAULT_POINTS for a test that cuts an operation). */
+  async start(env: Record<string, string> = {}): Promise<void> {
     await rm(join(this.dataDir, 'url'), { force: true });
     const argv = [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', this.listen, '--name', this.name, ...this.serveArgs];
     const [file, args] = this.netns ? this.netns.wrap(process.execPath, argv) : [process.execPath, argv];
     const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, MAMORI_ACCEL: process.env['MAMORI_ACCEL'] ?? 'tcg', MAMORI_LOG_LEVEL: 'info' },
+      env: { ...process.env, MAMORI_ACCEL: process.env['MAMORI_ACCEL'] ?? 'tcg', MAMORI_LOG_LEVEL: 'info', ...env },
     });
     child.stdout!.setEncoding('utf8').on('data', (c: string) => (this.#serverLog += c));
     child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.#serverLog += c));
@@ -89,6 +90,19 @@ export class SiteProcess {
       await sleep(100);
     }
     throw new Error(`mamori serve did not come up:\n${this.#serverLog}`);
+  }
+
+  /** Waits for the server to end by itself (a fault point killed it); false if it is still up after `timeoutMs`. */
+  async serverExited(timeoutMs: number): Promise<boolean> {
+    const child = this.#server;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
   }
 
   /** kill -9 the server: what a crash looks like. VMs must survive it. */

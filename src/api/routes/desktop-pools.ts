@@ -8,7 +8,7 @@ const free = { type: 'object', additionalProperties: true } as const;
 const oneLine = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^[^\\n]*$' } as const;
 const size = { anyOf: [{ type: 'string', maxLength: 32 }, { type: 'integer', minimum: 1 }] } as const;
 
-/** Desktop pools of linked clones (View Composer): provision, show, refresh, delete. */
+/** Desktop pools of linked clones (View Composer): provision, show, refresh, recompose, rebalance, resize, resume, delete. */
 export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAsync {
   const p = deps.pools;
   const admin = requireRole('admin');
@@ -78,6 +78,13 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => p.movePersistentDisk(req.params.name, req.body.from, req.body.to));
+    app.post<{ Params: { name: string } }>('/pools/:name/resume', {
+      preHandler: admin,
+      schema: {
+        summary: "Run a pool's failed operation again, with its first options, from where it stopped (a cut one resumes by itself at server start)",
+        params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses },
+      },
+    }, async (req, reply) => reply.code(202).send(await p.resume(req.params.name)));
     app.delete<{ Params: { name: string } }>('/pools/:name', {
       preHandler: admin, schema: { summary: 'Delete a desktop pool: its desktops (with their persistent disks), then its replicas', params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses } },
     }, async (req, reply) => reply.code(202).send(await p.delete(req.params.name)));

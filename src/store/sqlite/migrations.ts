@@ -90,6 +90,10 @@ const STEPS: readonly string[] = [
    CREATE TABLE pool_desktops (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
      pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE, number INTEGER NOT NULL, replica_id TEXT NOT NULL,
      state TEXT NOT NULL, message TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (pool, number));`,
+  // A pool operation is recorded before it starts, and each desktop it still has to do is
+  // marked, so a server stopped mid-way resumes it where it stopped, not from the beginning.
+  `ALTER TABLE desktop_pools ADD COLUMN operation TEXT;
+   ALTER TABLE pool_desktops ADD COLUMN pending TEXT;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

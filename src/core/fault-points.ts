@@ -1,0 +1,28 @@
+/**
+ * Named points where a test can make the server die as a power cut would: SIGKILL, no
+ * cleanup, no flush. Resumable operations are only proven resumable by cutting them at a
+ * known place, and a timed kill from outside lands anywhere or nowhere.
+ *
+ * MAMORI_FAULT_POINTS="pool-desktop-done:3" kills the process the 3rd time that point is
+ * passed. Unset (as it always is outside tests), a point costs a map lookup.
+ */
+const armed = parse(process.env['MAMORI_FAULT_POINTS'] ?? '');
+const hits = new Map<string, number>();
+
+function parse(spec: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [name, count] = part.split(':');
+    const n = Number(count ?? '1');
+    if (name && Number.isInteger(n) && n > 0) m.set(name, n);
+  }
+  return m;
+}
+
+export function faultPoint(name: string): void {
+  const at = armed.get(name);
+  if (at === undefined) return;
+  const n = (hits.get(name) ?? 0) + 1;
+  hits.set(name, n);
+  if (n === at) process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,228 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { VmService } from '../vms/vm-service.js';
+import type { DiskService } from '../disks/disk-service.js';
+import type { JobJournal } from '../jobs/job-journal.js';
+import type { SitePaths } from '../core/site-paths.js';
+import type { VmRow } from '../store/repos/vm-repo.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import { replicatedDiskIds } from '../vms/vm-definition.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { faultPoint } from '../core/fault-points.js';
+import { desktopNames, type PoolSpec } from './pool-spec.js';
+import { removeReplica, snapshotLayer } from './pool-replica.js';
+import { desktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
+import { PoolStorage } from './pool-storage.js';
+import { moveDesktops, removeStrayDesktopFolders } from './desktop-rebalance.js';
+import { runWithConcurrency } from './bounded-concurrency.js';
+import type { PoolOperation } from './pool-operation.js';
+
+/**
+ * The work of each pool operation, on files and rows: the pool service validates what is
+ * asked and records it; this does it. Every step is idempotent and reads what is left to do
+ * from the rows (missing desktops, desktops marked pending, desktops not where their share
+ * is), so the same call after a cut finishes the operation instead of starting it over.
+ */
+export class PoolOperations {
+  #db: Kysely<Database>;
+  #vms: VmService;
+  #disks: DiskService;
+  #jobs: JobJournal;
+  #paths: SitePaths;
+  #storage: PoolStorage;
+
+  constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths }) {
+    this.#db = deps.db;
+    this.#vms = deps.vms;
+    this.#disks = deps.disks;
+    this.#jobs = deps.jobs;
+    this.#paths = deps.paths;
+    this.#storage = new PoolStorage({ db: deps.db, paths: deps.paths });
+  }
+
+  /**
+   * A desktop ready to have its disks changed: stopped already, or powered off when `force`.
+   * A desktop in use without `force` is added to `skipped` (null back), as is one gone.
+   */
+  async #stopped(vmId: string, force: boolean, skipped: string[]): Promise<VmRow | null> {
+    const vm = await this.#vms.repo.findById(vmId);
+    if (!vm) return null;
+    if (['stopped', 'crashed'].includes(vm.state)) return vm;
+    if (!force) {
+      skipped.push(vm.name);
+      return null;
+    }
+    await this.#vms.kill(vm.name);
+    return vm;
+  }
+
+  /**
+   * The desktops `kind` still has to do (marked pending when it started): new OS overlays (on
+   * `onto`'s replica, or the desktop's own) and a new disposable disk; identity and
+   * persistent disks stay. Each desktop's mark goes with its rows, so a cut run resumes
+   * with the desktops it had not done, and one a user started since is not touched again.
+   */
+  async #rebuild(name: string, spec: PoolSpec, kind: PoolOperation['kind'], o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } }): Promise<{ rebuilt: string[]; skipped: string[] }> {
+    const targets = await this.#db.selectFrom('pool_desktops').select(['vm_id', 'replica_id']).where('pool', '=', name).where('pending', '=', kind).orderBy('number').execute();
+    const rebuilt: string[] = [];
+    const skipped: string[] = [];
+    await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
+      const vm = await this.#stopped(t.vm_id, o.force, skipped);
+      if (!vm) {
+        await this.#db.updateTable('pool_desktops').set({ pending: null }).where('vm_id', '=', t.vm_id).execute();
+        return;
+      }
+      const current = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
+      const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: JSON.parse(current.files) as string[] };
+      const files = desktopFiles(this.#paths.pool(current.storage), name, vm.name, spec, replica.files.length);
+      await writeOsDisks(files, replica.files);
+      if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
+      // The serial log tells the desktop's customization state: a rebuilt desktop starts over.
+      await rm(this.#paths.vmRuntime(vm.id).serialLog, { force: true });
+      await this.#db.updateTable('pool_desktops').set({ replica_id: replica.id, state: 'provisioned', message: null, pending: null, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+      faultPoint('pool-desktop-done');
+      rebuilt.push(vm.name);
+      await this.#jobs.progress(o.jobId, (rebuilt.length + skipped.length) / targets.length);
+    });
+    return { rebuilt, skipped };
+  }
+
+
+  async #deleteDesktop(vmId: string): Promise<void> {
+    const vm = await this.#vms.repo.findById(vmId);
+    const row = await this.#db.selectFrom('pool_desktops').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    if (vm) await this.#vms.delete(vm.name, { force: true });
+    await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', vmId).execute();
+    if (vm && row) {
+      const rep = await this.#db.selectFrom('pool_replicas').select('storage').where('id', '=', row.replica_id).executeTakeFirst();
+      await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), { recursive: true, force: true });
+    }
+  }
+
+  async masterDisks(master: VmRow): Promise<Awaited<ReturnType<DiskRepo['byIds']>>> {
+    const ids = replicatedDiskIds(master.definition);
+    const disks = await this.#disks.repo.byIds(ids);
+    const ordered = ids.map((id) => disks.find((d) => d.id === id)!).filter(Boolean);
+    if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${master.name} has no disk to clone`);
+    return ordered;
+  }
+
+  /** The work of each operation; each step is idempotent, so running it again after a cut finishes it. */
+  work(name: string, op: PoolOperation): { steps: string[]; run: (jobId: string) => Promise<Record<string, unknown>> } {
+    switch (op.kind) {
+      case 'provision':
+        return { steps: ['replicas', 'desktops'], run: (jobId) => this.#provision(name, jobId) };
+      case 'refresh':
+        return { steps: ['refresh'], run: async (jobId) => {
+          const r = await this.#rebuild(name, await this.#spec(name), 'refresh', { force: op.force, jobId });
+          return { refreshed: r.rebuilt.length, skipped: r.skipped };
+        } };
+      case 'recompose':
+        return { steps: ['replicas', 'desktops', 'cleanup'], run: async (jobId) => {
+          const spec = await this.#spec(name);
+          const layers = (await this.masterDisks(await this.master(spec))).map((d) => snapshotLayer(d, op.snapshot));
+          const next = { ...spec, snapshot: op.snapshot };
+          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
+          const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, 'recompose', { force: op.force, jobId, onto: (storage) => replicas.get(storage)! }));
+          await this.#setSpec(name, next);
+          const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
+          return { snapshot: op.snapshot, recomposed: r.rebuilt.length, skipped: r.skipped, replicasRemoved: removed };
+        } };
+      case 'rebalance':
+        return { steps: ['replicas', 'desktops', 'cleanup'], run: async (jobId) => {
+          const spec = await this.#spec(name);
+          const used = (await this.#db.selectFrom('pool_replicas').select('storage').where('pool', '=', name).execute()).map((r) => r.storage);
+          const next: PoolSpec = { ...spec, storage: op.storage };
+          const layers = (await this.masterDisks(await this.master(spec))).map((d) => snapshotLayer(d, spec.snapshot));
+          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
+          await this.#setSpec(name, next);
+          const moves = await this.#jobs.step(jobId, 'desktops', () => moveDesktops({
+            db: this.#db, paths: this.#paths, stopped: (vmId, skipped) => this.#stopped(vmId, op.force, skipped), progress: (f) => this.#jobs.progress(jobId, f),
+          }, name, next, replicas));
+          const removed = await this.#jobs.step(jobId, 'cleanup', async () => {
+            await removeStrayDesktopFolders(this.#db, this.#paths, name, [...used, ...next.storage]);
+            return this.#storage.removeUnusedReplicas(name, next);
+          });
+          return { ...moves, replicasRemoved: removed };
+        } };
+      case 'resize':
+        return { steps: ['desktops'], run: async (jobId) => {
+          const spec = await this.#spec(name);
+          const going = await this.#db.selectFrom('pool_desktops').select('vm_id').where('pool', '=', name).where('number', '>', op.size).execute();
+          const skipped: string[] = [];
+          let removed = 0;
+          await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(going, spec.maintenanceConcurrency, async (d) => {
+            if (!(await this.#stopped(d.vm_id, op.force, skipped))) return;
+            await this.#deleteDesktop(d.vm_id);
+            faultPoint('pool-desktop-done');
+            await this.#jobs.progress(jobId, ++removed / going.length);
+          }));
+          return { size: op.size, removed, skipped };
+        } };
+      case 'delete':
+        return { steps: ['desktops', 'replicas'], run: async (jobId) => {
+          const spec = await this.#spec(name);
+          const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).execute();
+          let done = 0;
+          await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
+            await this.#deleteDesktop(r.vm_id);
+            await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
+          }));
+          await this.#jobs.step(jobId, 'replicas', async () => {
+            for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
+              await removeReplica(JSON.parse(rep.files) as string[]);
+              await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
+              await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
+            }
+            await this.#db.deleteFrom('desktop_pools').where('name', '=', name).execute();
+          });
+          return { deleted: name, desktops: rows.length };
+        } };
+    }
+  }
+
+  /** Provisioning: replicas where missing, then desktops 1..size where missing. */
+  async #provision(name: string, jobId: string): Promise<Record<string, unknown>> {
+    const spec = await this.#spec(name);
+    const master = await this.master(spec);
+    const masterDisks = await this.masterDisks(master);
+    const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
+    const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers));
+    const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
+    const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
+    const names = desktopNames(spec.namePattern, missing);
+    let done = 0;
+    // Spread over the storage pools in turn (rebalance evens them out by free space later).
+    const items = missing.map((n, i) => ({ n, name: names[i]!, storage: spec.storage[(n - 1) % spec.storage.length]! }));
+    await this.#jobs.step(jobId, 'desktops', async () => {
+      // In batches: every desktop's files, then one syncfs per storage pool, then the batch's
+      // rows in one transaction. A row never names a file a power cut could lose.
+      const batchSize = spec.concurrency * 4;
+      for (let b = 0; b < items.length; b += batchSize) {
+        const batch = items.slice(b, b + batchSize);
+        await this.#storage.makeDesktops(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), batch, replicas);
+        done += batch.length;
+        await this.#jobs.progress(jobId, done / missing.length);
+      }
+    });
+    return { pool: name, made: missing.length, desktops: spec.size };
+  }
+
+  async #spec(name: string): Promise<PoolSpec> {
+    const p = await this.#db.selectFrom('desktop_pools').select('spec').where('name', '=', name).executeTakeFirst();
+    if (!p) throw new MamoriError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${name} is gone`);
+    return JSON.parse(p.spec) as PoolSpec;
+  }
+
+  async #setSpec(name: string, spec: PoolSpec): Promise<void> {
+    await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(spec), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+  }
+
+  async master(spec: PoolSpec): Promise<VmRow> {
+    const master = await this.#vms.repo.findById(spec.master.vmId);
+    if (!master) throw new MamoriError('VM_NOT_FOUND', `the master VM ${spec.master.name} is gone`);
+    return master;
+  }
+}
