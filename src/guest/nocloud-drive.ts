@@ -1,8 +1,6 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { runProcess } from '../core/run-process.js';
-import { MamoriError } from '../core/mamori-error.js';
+import { rename, rm, writeFile } from 'node:fs/promises';
+import { syncFile } from '../core/durable-sync.js';
+import { buildIso9660 } from './iso9660-writer.js';
 
 export interface NoCloudInterface {
   mac: string;
@@ -18,6 +16,8 @@ export interface NoCloudConfig {
   interfaces: NoCloudInterface[];
   /** user-data after `#cloud-config` (YAML); default empty. */
   cloudConfig?: string;
+  /** The whole user-data instead (a `#ps1_sysnative` script for cloudbase-init); wins over cloudConfig. */
+  userData?: string;
   /** More files on the drive, by name (e.g. the desktop customization script the test guest runs). */
   files?: Record<string, string>;
 }
@@ -36,27 +36,30 @@ export function noCloudFiles(c: NoCloudConfig): Record<'meta-data' | 'user-data'
   });
   return {
     'meta-data': `instance-id: ${c.instanceId}\nlocal-hostname: ${c.hostname}\n`,
-    'user-data': `#cloud-config\n${c.cloudConfig ?? ''}`,
+    'user-data': c.userData ?? `#cloud-config\n${c.cloudConfig ?? ''}`,
     'network-config': `${net.join('\n')}\n`,
   };
 }
 
 /**
- * Writes a NoCloud config drive: an ISO 9660 volume labelled `cidata` (with Joliet and Rock
- * Ridge names), which cloud-init's NoCloud datasource and the test guest both look for.
+ * The config drive's bytes: an ISO 9660 volume labelled `cidata` (Rock Ridge and Joliet
+ * names), which cloud-init's NoCloud datasource, cloudbase-init and the test guest look for.
+ * Made in-process: a desktop pool makes one per desktop, and a genisoimage start cost more
+ * than everything else a desktop needs.
  */
+export function noCloudImage(c: NoCloudConfig): Buffer {
+  return buildIso9660('cidata', Object.entries({ ...c.files, ...noCloudFiles(c) }).map(([name, data]) => ({ name, data })));
+}
+
+/** Writes a config drive under a temporary name, synced, then renamed: never half a drive under the real name. */
 export async function writeNoCloudDrive(path: string, c: NoCloudConfig): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'mamori-cidata-'));
+  const tmp = `${path}.new`;
   try {
-    for (const [name, text] of Object.entries({ ...c.files, ...noCloudFiles(c) })) await writeFile(join(dir, name), text);
-    await runProcess('genisoimage', ['-quiet', '-output', path, '-volid', 'cidata', '-joliet', '-rock', dir], { timeoutMs: 30_000 });
+    await writeFile(tmp, noCloudImage(c));
+    await syncFile(tmp);
+    await rename(tmp, path);
   } catch (e) {
-    await rm(path, { force: true });
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT|not found/.test((e as Error).message)) {
-      throw new MamoriError('PROCESS_FAILED', 'genisoimage is missing: it makes the cloud-init config drive; install it with: apt-get install genisoimage', { cause: e });
-    }
+    await rm(tmp, { force: true });
     throw e;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
   }
 }
