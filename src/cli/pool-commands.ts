@@ -10,16 +10,20 @@ import { int } from './vm-commands.js';
 export const POOL_USAGE = `mamori pool <command>           desktop pools of linked clones (View Composer)
   create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'
          [--spare K] [--persistent-disk SIZE] [--disposable-disk SIZE] [--storage A,B]
-         [--command CMD ...] [--license-command CMD] [--license-timeout SEC] [--skip-license-activation]
-         [--concurrency N]           a replica of SNAP per storage pool; each desktop an overlay on it,
+         [--command CMD ...] [--license-command CMD | --kms-host HOST[:PORT]] [--license-timeout SEC]
+         [--skip-license-activation] [--concurrency N]
+                                     a replica of SNAP per storage pool; each desktop an overlay on it,
                                      customized at first boot (hostname, machine-id, SSH keys, commands,
-                                     then licence activation)
+                                     then licence activation: a Linux registration command, or KMS
+                                     for Windows masters, told from the snapshot's disks)
   list | show POOL                   desktops, their state and own changes, storage saved
   refresh POOL [DESKTOP ...] [--force]   discard desktops' changes; persistent disks stay
   recompose POOL --snapshot SNAP [--force]   desktops rebuilt on another snapshot of the master
   rebalance POOL [--storage A,B] [--force]   spread desktops over storage pools by free space
   resize POOL --size N [--force]     grow, or shrink from the highest numbers
   move-persistent POOL --from A --to B   A's user data disk goes to B, B's to A (both stopped)
+  assign POOL DESKTOP USER | unassign POOL DESKTOP
+                                     a dedicated desktop; --spare K keeps K free ones powered on
   resume POOL                        a failed operation run again from where it stopped
                                      (one a server stop cut resumes by itself at start)
   delete POOL                        desktops (and their persistent disks), then the replicas`;
@@ -44,7 +48,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
         options: {
           master: { type: 'string' }, snapshot: { type: 'string' }, size: { type: 'string' }, name: { type: 'string' }, spare: { type: 'string' },
           'persistent-disk': { type: 'string' }, 'disposable-disk': { type: 'string' }, storage: { type: 'string' }, command: { type: 'string', multiple: true },
-          'license-command': { type: 'string' }, 'license-timeout': { type: 'string' }, 'skip-license-activation': { type: 'boolean' }, concurrency: { type: 'string' },
+          'license-command': { type: 'string' }, 'kms-host': { type: 'string' }, 'license-timeout': { type: 'string' }, 'skip-license-activation': { type: 'boolean' }, concurrency: { type: 'string' },
         },
       });
       if (positionals.length !== 1 || !values.master || !values.snapshot || !values.size || !values.name) throw usage("create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'");
@@ -55,6 +59,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       if (values.storage) body['storage'] = values.storage.split(',').map((s) => s.trim()).filter(Boolean);
       if (values.command?.length) body['commands'] = values.command;
       if (values['license-command']) body['licenseCommand'] = values['license-command'];
+      if (values['kms-host'] !== undefined) body['kmsHost'] = values['kms-host'];
       if (values['license-timeout'] !== undefined) body['licenseTimeoutSec'] = int(values['license-timeout'], '--license-timeout');
       if (values['skip-license-activation']) body['skipLicenseActivation'] = true;
       if (values.concurrency !== undefined) body['concurrency'] = int(values.concurrency, '--concurrency');
@@ -105,6 +110,16 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       if (positionals.length !== 1 || !values.from || !values.to) throw usage('move-persistent POOL --from A --to B');
       const r = await api.post<{ from: string; to: string }>(`${base(positionals[0]!)}/move-persistent`, { from: values.from, to: values.to });
       return json ? printJson(r) : void process.stdout.write(`${r.from}'s persistent disk is now ${r.to}'s, and ${r.to}'s is ${r.from}'s\n`);
+    }
+    case 'assign': {
+      if (args.length !== 3) throw usage('assign POOL DESKTOP USER');
+      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(`${base(args[0]!)}/assign`, { desktop: args[1], user: args[2] });
+      return json ? printJson(r) : void process.stdout.write(`${r.desktop} is ${r.user}'s${r.sparesStarted.length > 0 ? `; spare desktops powering on: ${r.sparesStarted.join(', ')}` : ''}\n`);
+    }
+    case 'unassign': {
+      if (args.length !== 2) throw usage('unassign POOL DESKTOP');
+      const r = await api.post<{ desktop: string }>(`${base(args[0]!)}/unassign`, { desktop: args[1] });
+      return json ? printJson(r) : void process.stdout.write(`${r.desktop} is free\n`);
     }
     case 'resume': {
       if (args.length !== 1) throw usage('resume POOL');

@@ -4,8 +4,9 @@ import type { DiskRecord } from '../disks/disk-record.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import { newMacAddress, newShortId } from '../core/ids.js';
 import { syncDirectory } from '../core/durable-sync.js';
-import { qcow2Template, resparsify, writeSparse } from './sparse-image-writer.js';
-import { writeNoCloudDrive } from '../guest/nocloud-drive.js';
+import { qcow2Template, writeSparse } from './sparse-image-writer.js';
+import { noCloudImage } from '../guest/nocloud-drive.js';
+import { WINDOWS_CUSTOMIZE_SCRIPT, windowsCustomizationScript } from './windows-customization.js';
 import { CUSTOMIZE_SCRIPT, customizationCloudConfig, customizationScript } from './desktop-customization.js';
 import type { PoolSpec } from './pool-spec.js';
 
@@ -37,12 +38,16 @@ export function desktopFiles(storageDir: string, pool: string, name: string, spe
   };
 }
 
-async function qcow2(path: string, opts: { backing?: string; sizeBytes?: number; durable?: boolean }): Promise<void> {
+/** Made under a temporary name and renamed: a half-made image never has the real name. */
+async function placeImage(path: string, bytes: Buffer, durable: boolean): Promise<void> {
   const tmp = `${path}.new`;
   await rm(tmp, { force: true });
-  await writeSparse(tmp, await qcow2Template({ ...(opts.backing ? { backing: opts.backing } : {}), ...(opts.sizeBytes !== undefined ? { sizeBytes: opts.sizeBytes } : {}) }), opts.durable !== false);
-  // Made under a temporary name and renamed: a half-made image never has the real name.
+  await writeSparse(tmp, bytes, durable);
   await rename(tmp, path);
+}
+
+async function qcow2(path: string, opts: { backing?: string; sizeBytes?: number; durable?: boolean }): Promise<void> {
+  await placeImage(path, await qcow2Template({ ...(opts.backing ? { backing: opts.backing } : {}), ...(opts.sizeBytes !== undefined ? { sizeBytes: opts.sizeBytes } : {}) }), opts.durable !== false);
 }
 
 /** New OS overlays on the replica: a fresh desktop, or one refreshed to the replica's state. */
@@ -71,12 +76,17 @@ export async function buildDesktop(input: {
   await writeOsDisks(files, input.replica, durable);
   if (files.persistent && spec.persistentDiskBytes !== null) await qcow2(files.persistent, { sizeBytes: spec.persistentDiskBytes, durable });
   if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes, durable);
-  const script = customizationScript(spec, input.name);
-  await writeNoCloudDrive(files.identity, {
-    // The VM's id: stable through refresh and recompose, so cloud-init does not customize twice.
-    instanceId: input.vmId, hostname: input.name, interfaces: [], cloudConfig: customizationCloudConfig(script), files: { [CUSTOMIZE_SCRIPT]: script },
-  });
-  await resparsify(files.identity, durable);
+  // The VM's id as instance-id: stable through refresh and recompose, so the guest does not customize twice.
+  const seed = { instanceId: input.vmId, hostname: input.name, interfaces: [] };
+  let identity: Buffer;
+  if (spec.guestOs === 'windows') {
+    const script = windowsCustomizationScript(spec, input.name);
+    identity = noCloudImage({ ...seed, userData: script, files: { [WINDOWS_CUSTOMIZE_SCRIPT]: script } });
+  } else {
+    const script = customizationScript(spec, input.name);
+    identity = noCloudImage({ ...seed, cloudConfig: customizationCloudConfig(script), files: { [CUSTOMIZE_SCRIPT]: script } });
+  }
+  await placeImage(files.identity, identity, durable);
   // The rows are written next: the files they name must survive a power cut first.
   if (durable) await syncDirectory(files.dir);
   const now = new Date().toISOString();

@@ -1,4 +1,5 @@
 import type { PoolSpec } from './pool-spec.js';
+import { splitHostPort } from './windows-customization.js';
 
 /**
  * What makes each linked clone its own machine before first use (View Composer's QuickPrep),
@@ -10,9 +11,11 @@ import type { PoolSpec } from './pool-spec.js';
  * The script reports each step on the serial console as `mamori-guest customize ...`; the
  * site reads the desktop's state back from there (customizationState).
  *
- * Licence activation is its own step (a registration command for Linux guests). When it
- * fails the desktop is `customization-failed` with "Failed to activate software license",
- * the cause and the remedy; skipLicenseActivation leaves the step out.
+ * Windows desktops get the same steps as PowerShell for cloudbase-init (windows-customization.ts).
+ *
+ * Licence activation is its own step (a registration command for Linux guests, KMS for
+ * Windows ones). When it fails the desktop is `customization-failed` with "Failed to
+ * activate software license", the cause and the remedy; skipLicenseActivation leaves it out.
  */
 export const CUSTOMIZE_SCRIPT = 'mamori-customize.sh';
 
@@ -80,13 +83,14 @@ export type DesktopState = 'provisioned' | 'customizing' | 'ready' | 'customizat
  * The desktop's customization state from its serial log (the newest boot: the log starts
  * afresh at each start). `booted`: whether the VM ever ran since it was (re)built.
  */
-export function customizationState(serial: string, booted: boolean, spec: Pick<PoolSpec, 'licenseCommand'>): { state: DesktopState; message: string | null } {
+export function customizationState(serial: string, booted: boolean, spec: Pick<PoolSpec, 'licenseCommand' | 'kmsHost'>): { state: DesktopState; message: string | null } {
   const reports = [...serial.matchAll(/mamori-guest customize (\S+)(.*)$/gm)].map((m) => ({ what: m[1]!, rest: m[2]!.trim() }));
   const last = reports.at(-1);
   if (!last) return { state: booted ? 'customizing' : 'provisioned', message: null };
   if (last.what === 'done') return { state: 'ready', message: null };
   if (last.what === 'license-failed') {
     const f = fields(last.rest);
+    if (spec.kmsHost) return { state: 'customization-failed', message: kmsFailure(spec.kmsHost, f) };
     const cause = f['cause'] === 'timeout'
       ? `the registration command did not finish within ${f['timeout']} s`
       : `the registration command failed (${f['cause'] ?? 'unknown'}) after ${f['seconds']} s${f['output'] ? `: ${f['output']}` : ''}`;
@@ -101,6 +105,18 @@ export function customizationState(serial: string, booted: boolean, spec: Pick<P
     return { state: 'customization-failed', message: `customization command ${f['command']} failed${f['output'] ? `: ${f['output']}` : ''}; fix it and refresh the desktop` };
   }
   return { state: 'customizing', message: null };
+}
+
+/** View Composer's words for a failed KMS activation, with the cause the desktop reported and the remedy. */
+function kmsFailure(kmsHost: string, f: Record<string, string>): string {
+  const [, port] = splitHostPort(kmsHost);
+  const cause = f['cause'] === 'kms-unreachable'
+    ? `the KMS host ${kmsHost} is unreachable from the desktop (no TCP connection to port ${port})`
+    : f['cause'] === 'timeout'
+      ? `activation against the KMS host ${kmsHost} did not finish within ${f['timeout']} s`
+      : `slmgr /ato against the KMS host ${kmsHost} failed (${f['cause'] ?? 'unknown'}) after ${f['seconds']} s${f['output'] ? `: ${f['output']}` : ''}`;
+  return `Failed to activate software license: ${cause}. Check that the desktops reach the KMS host on TCP ${port} and that the master holds a KMS client key (GVLK), ` +
+    'or recreate the pool with --skip-license-activation for a lab without a KMS host';
 }
 
 /** `key=value ...` where the last key (output) takes the rest of the line. */

@@ -192,7 +192,7 @@ export class PoolOperations {
     const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers));
     const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
     const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
-    const names = desktopNames(spec.namePattern, missing);
+    const names = desktopNames(spec.namePattern, missing, spec.guestOs);
     let done = 0;
     // Spread over the storage pools in turn (rebalance evens them out by free space later).
     const items = missing.map((n, i) => ({ n, name: names[i]!, storage: spec.storage[(n - 1) % spec.storage.length]! }));

@@ -15,6 +15,8 @@ import { desktopFiles, writeDisposableDisk } from './desktop-clone.js';
 import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
 import { assertRoom } from './storage-space.js';
 import { PoolOperations } from './pool-operations.js';
+import { guestOsOf } from './master-guest.js';
+import { isUserName, keepSpares } from './pool-spares.js';
 import { OPERATION_JOB, OPERATION_STATE, recordedOperation, type PoolOperation } from './pool-operation.js';
 export type { PoolView, DesktopView } from './pool-views.js';
 
@@ -65,8 +67,11 @@ export class PoolService {
       if (!row) return;
       const spec = JSON.parse(row.spec) as PoolSpec;
       const vm = await this.#vms.repo.findById(vmId);
-      if (spec.disposableDiskBytes === null || !vm || !['stopped', 'crashed'].includes(vm.state)) return;
-      await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, (JSON.parse(row.files) as string[]).length), spec.disposableDiskBytes);
+      if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
+        await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, (JSON.parse(row.files) as string[]).length), spec.disposableDiskBytes);
+      }
+      // A spare that went down is replaced (not awaited: the listener must not wait for a boot).
+      void this.#keepSpares(row.pool);
     });
     for (const kind of Object.values(OPERATION_JOB)) {
       this.#jobs.registerRecovery(kind, async (job) => {
@@ -85,6 +90,49 @@ export class PoolService {
       this.#log.info({ pool: p.name, operation: op.kind }, 'resuming a desktop pool operation cut by a server stop');
       await this.#start(p.name, op).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
     }
+    for (const p of await this.#db.selectFrom('desktop_pools').select('name').execute()) await this.#keepSpares(p.name);
+  }
+
+  /** Assigns a desktop to a user (a dedicated desktop): it stops counting as a spare, and another may start. */
+  async assign(name: string, desktop: string, user: string): Promise<{ desktop: string; user: string; sparesStarted: string[] }> {
+    if (!isUserName(user)) throw new MamoriError('INVALID_INPUT', `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`);
+    const [d] = await this.#desktopsOf(name, [desktop]);
+    const row = await this.#db.selectFrom('pool_desktops').select('assigned_user').where('vm_id', '=', d!.vm_id).executeTakeFirstOrThrow();
+    if (row.assigned_user !== null && row.assigned_user !== user) {
+      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assigned_user}: unassign it first (mamori pool unassign ${name} ${desktop})`, { details: { user: row.assigned_user } });
+    }
+    await this.#db.updateTable('pool_desktops').set({ assigned_user: user, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
+    return { desktop, user, sparesStarted: await this.#keepSpares(name) };
+  }
+
+  /** Frees a desktop: it counts as a spare again while powered on. */
+  async unassign(name: string, desktop: string): Promise<{ desktop: string }> {
+    const [d] = await this.#desktopsOf(name, [desktop]);
+    await this.#db.updateTable('pool_desktops').set({ assigned_user: null, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
+    return { desktop };
+  }
+
+  /** Powers on free desktops until the pool has its spares; not while an operation changes its desktops. */
+  async #keepSpares(name: string): Promise<string[]> {
+    if (this.#busy.has(name)) return [];
+    return this.#startSpares(name);
+  }
+
+  /** A spare that fails to start is logged and told on the pool; it never fails the operation that called it. */
+  async #startSpares(name: string): Promise<string[]> {
+    return this.#lock.run(`spares:${name}`, async () => {
+      const pool = await this.#db.selectFrom('desktop_pools').select('spec').where('name', '=', name).executeTakeFirst();
+      if (!pool) return [];
+      try {
+        const started = await keepSpares(this.#db, (vm) => this.#vms.start(vm), name, JSON.parse(pool.spec) as PoolSpec);
+        if (started.length > 0) this.#log.info({ pool: name, started }, 'spare desktops powered on');
+        return started;
+      } catch (e) {
+        this.#log.warn({ pool: name, err: e }, 'a spare desktop did not start');
+        await this.#db.updateTable('desktop_pools').set({ message: `a spare desktop did not start: ${(e as Error).message}` }).where('name', '=', name).execute();
+        return [];
+      }
+    });
   }
 
   /** `pool resume`: a failed operation run again (after its cause is mended), with its first options, where it stopped. */
@@ -102,14 +150,16 @@ export class PoolService {
         throw new MamoriError('DESKTOP_POOL_EXISTS', `a desktop pool named ${input.name} exists; pick another name`);
       }
       const master = await this.#vms.get(input.master);
-      const spec = poolSpecOf(input, master);
-      const snap = await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', spec.snapshot).executeTakeFirst();
-      if (!snap) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${spec.snapshot}; take one with: mamori vm snapshot ${master.name} ${spec.snapshot}`);
-      const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1));
+      if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
+      const snap = await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', input.snapshot).executeTakeFirst();
+      if (!snap) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${input.snapshot}; take one with: mamori vm snapshot ${master.name} ${input.snapshot}`);
+      const layers = (await this.#ops.masterDisks(master)).map((d) => snapshotLayer(d, input.snapshot));
+      // The snapshot's OS decides how desktops customize (and whether KMS applies): read, not asked.
+      const spec = poolSpecOf(input, master, await guestOsOf(layers));
+      const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1), spec.guestOs);
       for (const n of names) {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `the name pattern gives ${n}, which an existing VM has; use another pattern`, { details: { name: n } });
       }
-      const layers = (await this.#ops.masterDisks(master)).map((d) => snapshotLayer(d, spec.snapshot));
       await assertRoom((st) => this.#paths.pool(st), spec, await measureReplica(layers), spec.size);
       const now = new Date().toISOString();
       const op: PoolOperation = { kind: 'provision' };
@@ -165,7 +215,7 @@ export class PoolService {
     const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
     const newSize = intOption('size', size, spec.size, POOL_LIMITS.size);
     if (newSize > spec.size) {
-      const names = desktopNames(spec.namePattern, Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1));
+      const names = desktopNames(spec.namePattern, Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1), spec.guestOs);
       for (const n of names) {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, { details: { name: n } });
       }
@@ -262,7 +312,9 @@ export class PoolService {
           state: 'ready', operation: null, updated_at: new Date().toISOString(),
           message: skipped.length > 0 ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force` : null,
         }).where('name', '=', name).execute();
-        await this.#jobs.succeed(job.id, result);
+        // Before the job ends, so whoever waits for it finds the spares powering on.
+        const sparesStarted = op.kind === 'delete' ? [] : await this.#startSpares(name);
+        await this.#jobs.succeed(job.id, { ...result, ...(sparesStarted.length > 0 ? { sparesStarted } : {}) });
       } catch (e) {
         const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };
         this.#log.warn({ pool: name, job: job.id, err }, `${kind} failed`);

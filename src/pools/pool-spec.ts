@@ -1,5 +1,6 @@
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName, parseSize } from '../core/names.js';
+import type { GuestOs } from './master-guest.js';
 
 /** What an operator asks for (`mamori pool create`), as the API takes it. */
 export interface PoolCreateInput {
@@ -21,7 +22,7 @@ export interface PoolCreateInput {
   commands?: string[];
   /** Linux: a registration command (subscription-manager register ..., SUSEConnect ...). */
   licenseCommand?: string;
-  /** Windows: the KMS host (HOST or HOST:PORT) for slmgr. */
+  /** Windows: the KMS host (HOST, HOST:PORT or [V6]:PORT; port 1688 by default) for slmgr. */
   kmsHost?: string;
   /** Seconds the activation may take before it counts as failed (default 60). */
   licenseTimeoutSec?: number;
@@ -45,6 +46,8 @@ export interface PoolSpec {
   commands: string[];
   licenseCommand: string | null;
   kmsHost: string | null;
+  /** Read from the master's snapshot at creation; absent in pools made before it was ('unknown'). */
+  guestOs?: GuestOs;
   licenseTimeoutSec: number;
   skipLicenseActivation: boolean;
   concurrency: number;
@@ -64,13 +67,16 @@ export function desktopName(pattern: string, n: number): string {
  * Checks a pattern for `count` desktops numbered from 1: it must hold {n} exactly once,
  * and every name it produces must be a valid VM name, all distinct. Returns the names.
  */
-export function desktopNames(pattern: string, numbers: readonly number[]): string[] {
+export function desktopNames(pattern: string, numbers: readonly number[], guestOs: GuestOs = 'unknown'): string[] {
   const uses = pattern.match(PATTERN)?.length ?? 0;
   if (uses !== 1) {
     throw new MamoriError('INVALID_INPUT', `the name pattern ${JSON.stringify(pattern)} must hold {n} exactly once (e.g. desk-{n} or desk-{n:3}); it numbers the desktops`);
   }
   const names = numbers.map((n) => desktopName(pattern, n));
   for (const name of names) assertValidName('desktop', name);
+  // A Windows computer name is a NetBIOS name: 15 characters at most (View Composer's limit too).
+  const long = guestOs === 'windows' ? names.find((n) => n.length > 15) : undefined;
+  if (long) throw new MamoriError('INVALID_INPUT', `the name pattern ${JSON.stringify(pattern)} gives ${long}, longer than the 15 characters a Windows computer name may have: use a shorter pattern`);
   const seen = new Set<string>();
   for (const name of names) {
     const key = name.toLowerCase();
@@ -86,8 +92,24 @@ export function intOption(what: string, v: number | undefined, def: number, rang
   return n;
 }
 
+const KMS_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(\d{1,5}))?$/;
+
+/** The KMS host as given, checked: a Windows master only, a host name or address, a port that exists. */
+function kmsHostOf(input: PoolCreateInput, guestOs: GuestOs): string | null {
+  if (input.kmsHost === undefined) {
+    if (guestOs === 'windows' && input.licenseCommand !== undefined) throw new MamoriError('INVALID_INPUT', "the master's snapshot holds Windows, which activates through KMS: give --kms-host instead of --license-command");
+    return null;
+  }
+  const m = typeof input.kmsHost === 'string' ? KMS_HOST.exec(input.kmsHost) : null;
+  if (!m || (m[1] !== undefined && (Number(m[1]) < 1 || Number(m[1]) > 65535))) {
+    throw new MamoriError('INVALID_INPUT', `the KMS host ${JSON.stringify(input.kmsHost)} is not HOST, HOST:PORT or [IPV6]:PORT (the port defaults to 1688)`);
+  }
+  if (guestOs !== 'windows') throw new MamoriError('INVALID_INPUT', `KMS activation is for Windows desktops, and the master's snapshot holds ${guestOs === 'linux' ? 'Linux' : 'no OS mamori recognizes'}: give a registration command with --license-command instead`);
+  return input.kmsHost;
+}
+
 /** The stored spec from the operator's input, every option checked and made explicit. */
-export function poolSpecOf(input: PoolCreateInput, master: { id: string; name: string }): PoolSpec {
+export function poolSpecOf(input: PoolCreateInput, master: { id: string; name: string }, guestOs: GuestOs = 'unknown'): PoolSpec {
   if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
   const storage = input.storage ?? ['default'];
   if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
@@ -99,11 +121,11 @@ export function poolSpecOf(input: PoolCreateInput, master: { id: string; name: s
   }
   return {
     master: { vmId: master.id, name: master.name }, snapshot: input.snapshot,
-    size: intOption('size', input.size, 1, POOL_LIMITS.size), spare: intOption('spare', input.spare, 0, { min: 0, max: POOL_LIMITS.size.max }),
+    size: intOption('size', input.size, 1, POOL_LIMITS.size), spare: intOption('spare (at most the size)', input.spare, 0, { min: 0, max: intOption('size', input.size, 1, POOL_LIMITS.size) }),
     namePattern: input.namePattern, storage: [...new Set(storage)], commands,
     persistentDiskBytes: input.persistentDisk !== undefined ? parseSize(input.persistentDisk) : null,
     disposableDiskBytes: input.disposableDisk !== undefined ? parseSize(input.disposableDisk) : null,
-    licenseCommand: input.licenseCommand ?? null, kmsHost: null,
+    licenseCommand: input.licenseCommand ?? null, kmsHost: kmsHostOf(input, guestOs), guestOs,
     licenseTimeoutSec: intOption('license timeout', input.licenseTimeoutSec, 60, POOL_LIMITS.licenseTimeoutSec),
     skipLicenseActivation: input.skipLicenseActivation === true,
     concurrency: intOption('concurrency', input.concurrency, 8, POOL_LIMITS.concurrency),

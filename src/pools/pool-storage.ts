@@ -93,7 +93,7 @@ export class PoolStorage {
         for (const b of built) {
           await tx.insertInto('vms').values({ id: b.vmId, name: b.made.def.name, definition: JSON.stringify(b.made.def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
           for (const d of b.made.disks) await DiskRepo.insert(tx, d);
-          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, pending: null, created_at: now, updated_at: now }).execute();
+          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, pending: null, assigned_user: null, created_at: now, updated_at: now }).execute();
         }
       });
     } catch (e) {

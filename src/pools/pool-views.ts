@@ -19,6 +19,8 @@ export interface DesktopView {
   ownBytes: number;
   /** The pool operation (refresh, recompose) that still has to do this desktop, if one failed or runs. */
   pending: string | null;
+  /** The user the desktop is assigned to; null: free (a spare while powered on). */
+  user: string | null;
 }
 
 export interface PoolView {
@@ -72,7 +74,7 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
     let ownBytes = 0;
     for (const f of files.os) ownBytes += await allocatedBytes(f);
     ownBytes += await allocatedBytes(files.identity);
-    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending });
+    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assigned_user });
   }
   const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
   const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);

@@ -1,4 +1,4 @@
-import { mkdtemp, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProcess } from '../core/run-process.js';
@@ -54,13 +54,4 @@ export async function writeSparse(path: string, bytes: Buffer, durable: boolean)
   } finally {
     await fh.close();
   }
-}
-
-/** Rewrites an existing small file (an ISO made by genisoimage) sparse, in place via a temporary copy. */
-export async function resparsify(path: string, durable: boolean): Promise<void> {
-  const bytes = await readFile(path);
-  const tmp = `${path}.sparse`;
-  await rm(tmp, { force: true });
-  await writeSparse(tmp, bytes, durable);
-  await rename(tmp, path);
 }

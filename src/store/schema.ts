@@ -292,6 +292,8 @@ export interface PoolDesktopTable {
   message: string | null;
   /** The operation kind that still has to do this desktop (refresh, recompose), else null. */
   pending: string | null;
+  /** The user the desktop is assigned to; null: free, so it counts as a spare while powered on. */
+  assigned_user: string | null;
   created_at: string;
   updated_at: string;
 }

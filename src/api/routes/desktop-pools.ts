@@ -23,7 +23,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           properties: {
             name: { type: 'string' }, master: { type: 'string' }, snapshot: { type: 'string' }, size: { type: 'integer' }, namePattern: { type: 'string', maxLength: 63 },
             spare: { type: 'integer' }, persistentDisk: size, disposableDisk: size, storage: { type: 'array', items: { type: 'string' }, maxItems: 16 },
-            commands: { type: 'array', items: oneLine, maxItems: 50 }, licenseCommand: oneLine, licenseTimeoutSec: { type: 'integer' },
+            commands: { type: 'array', items: oneLine, maxItems: 50 }, licenseCommand: oneLine, kmsHost: { type: 'string', maxLength: 260 }, licenseTimeoutSec: { type: 'integer' },
             skipLicenseActivation: { type: 'boolean' }, concurrency: { type: 'integer' }, maintenanceConcurrency: { type: 'integer' },
           },
         },
@@ -78,6 +78,24 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => p.movePersistentDisk(req.params.name, req.body.from, req.body.to));
+    app.post<{ Params: { name: string }; Body: { desktop: string; user: string } }>('/pools/:name/assign', {
+      preHandler: admin,
+      schema: {
+        summary: 'Assign a desktop to a user (a dedicated desktop); it stops counting as a spare, so another may power on',
+        params: nameParam,
+        body: { type: 'object', required: ['desktop', 'user'], additionalProperties: false, properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 }, user: { type: 'string', minLength: 1, maxLength: 128 } } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => p.assign(req.params.name, req.body.desktop, req.body.user));
+    app.post<{ Params: { name: string }; Body: { desktop: string } }>('/pools/:name/unassign', {
+      preHandler: admin,
+      schema: {
+        summary: 'Free a desktop of its user; it counts as a spare again while powered on',
+        params: nameParam,
+        body: { type: 'object', required: ['desktop'], additionalProperties: false, properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 } } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => p.unassign(req.params.name, req.body.desktop));
     app.post<{ Params: { name: string } }>('/pools/:name/resume', {
       preHandler: admin,
       schema: {

@@ -94,6 +94,8 @@ const STEPS: readonly string[] = [
   // marked, so a server stopped mid-way resumes it where it stopped, not from the beginning.
   `ALTER TABLE desktop_pools ADD COLUMN operation TEXT;
    ALTER TABLE pool_desktops ADD COLUMN pending TEXT;`,
+  // The user a desktop is assigned to (a dedicated desktop): spare desktops are the unassigned ones.
+  `ALTER TABLE pool_desktops ADD COLUMN assigned_user TEXT;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {
