@@ -76,10 +76,10 @@ const result = {
   ours, fullCopies: { ms: full.ms, bytes: full.bytes, medianCopyMs: [...full.perCopyMs].sort((a, b) => a - b)[Math.floor(full.perCopyMs.length / 2)] },
   notes: 'mamori is timed as the whole `mamori pool create` call (replica made and synced, 100 desktops: OS overlay, identity seed, rows); ' +
     'its storage is the replica plus every desktop\'s own files. One replica is as large as one full copy, so the storage ratio cannot fall below 1/100 ' +
-    'with 100 desktops: the goal of 0.01 is met only to within what the desktops themselves take.',
+    'with 100 desktops: the goal of 0.01 is missed by what the desktops themselves take (shown to 6 places, so a miss does not round to 0.01).',
   figures: [
     { metric: 'provision_100_time_vs_full_copies', value: r4(ours.ms / 1000), unit: 's', baseline: r4(full.ms / 1000), ratio: r4(timeRatio), goal: 'ratio <= 0.02', met: timeRatio <= 0.02 },
-    { metric: 'provision_100_storage_vs_full_copies', value: ours.bytes, unit: 'bytes', baseline: full.bytes, ratio: r4(storageRatio), goal: 'ratio <= 0.01', met: storageRatio <= 0.01 },
+    { metric: 'provision_100_storage_vs_full_copies', value: ours.bytes, unit: 'bytes', baseline: full.bytes, ratio: Number(storageRatio.toFixed(6)), goal: 'ratio <= 0.01', met: storageRatio <= 0.01 },
   ],
 };
 await writeFile(join(repoRoot, 'bench', 'results', 'pools.json'), `${JSON.stringify(result, null, 2)}\n`);
