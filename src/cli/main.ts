@@ -25,6 +25,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   network ... | mapping ...                              site networks, inventory mappings for recovery
   plan ...                                               recovery plans: test, cleanup, planned, disaster
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
+  adapter test PATH|NAME --config FILE | adapter schema  storage adapters: conformance suite, protocol
   inspect SOURCE                                         partition table, filesystems, firmware, boot
                                                          loader and guest OS of a disk or image (offline)
   convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
@@ -90,6 +91,7 @@ async function run(argv: string[]): Promise<void> {
   if (cmd === 'serve') return (await import('./serve-command.js')).serveCommand(rest);
   if (cmd === 'inspect') return (await import('./inspect-command.js')).inspectCommand(rest, g.json);
   if (cmd === 'p2v-agent') return (await import('./p2v-agent-command.js')).p2vAgentCommand(rest, g.json);
+  if (cmd === 'adapter') return (await import('./adapter-command.js')).adapterCommand(rest, g.json);
   if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
   const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
   switch (cmd) {

@@ -88,6 +88,12 @@ export const ERROR_CODES = {
   NBD_DISCONNECTED: { httpStatus: 503, retryable: true },
   NBD_TIMEOUT: { httpStatus: 504, retryable: true },
   // catch-all for errors the code did not raise on purpose
+  // storage adapters
+  ADAPTER_NOT_FOUND: { httpStatus: 400, retryable: false },
+  ADAPTER_UNSUPPORTED: { httpStatus: 409, retryable: false },
+  ADAPTER_ERROR: { httpStatus: 502, retryable: true },
+  ADAPTER_FAILED: { httpStatus: 502, retryable: false },
+  ADAPTER_TIMEOUT: { httpStatus: 504, retryable: true },
   INTERNAL: { httpStatus: 500, retryable: false },
 } as const satisfies Record<string, { httpStatus: number; retryable: boolean }>;
 
