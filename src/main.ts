@@ -39,6 +39,7 @@ import { VmFailover } from './plans/vm-failover.js';
 import { ConversionService } from './convert/conversion-service.js';
 import { ExportService } from './convert/export-service.js';
 import { PoolService } from './pools/pool-service.js';
+import { StorageArrays } from './adapters/storage-arrays.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -109,6 +110,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir, resolveMachineType: (t) => host.resolveMachineType(t) });
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
+  const storageArrays = new StorageArrays(store.db);
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
@@ -143,7 +145,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

@@ -21,6 +21,8 @@ import { siteRoutes } from './routes/sites.js';
 import { eventRoutes } from './routes/events.js';
 import { protectionGroupRoutes } from './routes/protection-groups.js';
 import { desktopPoolRoutes } from './routes/desktop-pools.js';
+import { storageArrayRoutes } from './routes/storage-arrays.js';
+import type { StorageArrays } from '../adapters/storage-arrays.js';
 import type { PoolService } from '../pools/pool-service.js';
 import type { ProtectionGroups } from '../plans/protection-groups.js';
 import type { IncidentLog } from '../events/incident-log.js';
@@ -69,6 +71,7 @@ export interface AppDeps {
   conversions: ConversionService;
   exports: ExportService;
   pools: PoolService;
+  storageArrays: StorageArrays;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -154,5 +157,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(migrationRoutes(deps));
   await app.register(conversionRoutes(deps));
   await app.register(desktopPoolRoutes(deps));
+  await app.register(storageArrayRoutes(deps));
   return app;
 }

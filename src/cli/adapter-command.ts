@@ -1,14 +1,18 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import { printJson } from './output.js';
 import { adapterPath } from '../adapters/bundled-adapters.js';
-import { conformanceTable, runConformance, type ConformanceConfig } from '../adapters/conformance-suite.js';
+import { conformanceTable, runConformance, type ConformanceConfig, type ConformanceRow } from '../adapters/conformance-suite.js';
+import { AdapterClient } from '../adapters/adapter-client.js';
+import { MAMORI_VERSION, readCompatGuide, recordCompat, type CompatGuide } from '../adapters/compat-guide.js';
 import { ADAPTER_COMMANDS, RESPONSE_SCHEMA, RESULT_SCHEMAS, type AdapterCommand } from '../adapters/adapter-protocol.js';
 
 export const ADAPTER_USAGE = `mamori adapter <command>        storage adapters (docs/adapters.md)
-  test PATH|NAME --config FILE        the conformance suite: the whole lifecycle against two scratch
-                                      arrays FILE describes; prints a pass/fail table
+  test PATH|NAME --config FILE [--record GUIDE]
+                                      the conformance suite: the whole lifecycle against two scratch
+                                      arrays FILE describes; prints a pass/fail table; --record
+                                      writes the result into a compatibility guide (compat/guide.json)
   schema [COMMAND]                    the protocol's JSON schemas (all, or one command's result)`;
 
 /** Runs in the CLI itself: an adapter is tested where it runs, no site server needed. */
@@ -17,13 +21,17 @@ export async function adapterCommand(rest: string[], json: boolean): Promise<voi
   const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori adapter ${what}\n${ADAPTER_USAGE}`);
   switch (sub) {
     case 'test': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { config: { type: 'string' } } });
-      if (positionals.length !== 1 || !values.config) throw usage('test PATH|NAME --config FILE');
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { config: { type: 'string' }, record: { type: 'string' } } });
+      if (positionals.length !== 1 || !values.config) throw usage('test PATH|NAME --config FILE [--record GUIDE]');
       const cfg = await readConfig(values.config);
-      const rows = await runConformance(adapterPath(positionals[0]!), cfg, json ? undefined : (r) => process.stderr.write(`${r.result === 'pass' ? 'ok  ' : r.result === 'fail' ? 'FAIL' : 'skip'} ${r.step}\n`));
+      const path = adapterPath(positionals[0]!);
+      // Read first: a guide that does not parse must stop the run, not be overwritten after it.
+      const guide = values.record ? await readCompatGuide(values.record) : null;
+      const rows = await runConformance(path, cfg, json ? undefined : (r) => process.stderr.write(`${r.result === 'pass' ? 'ok  ' : r.result === 'fail' ? 'FAIL' : 'skip'} ${r.step}\n`));
       if (json) printJson(rows);
       else process.stdout.write(conformanceTable(rows));
       if (rows.some((r) => r.result !== 'pass')) process.exitCode = 1;
+      if (guide && values.record) await recordRun(values.record, guide, path, cfg, rows);
       return;
     }
     case 'schema': {
@@ -35,6 +43,24 @@ export async function adapterCommand(rest: string[], json: boolean): Promise<voi
     default:
       throw usage('<command>');
   }
+}
+
+/** The guide's row for this adapter and array model, from the run just made: never written by hand. */
+async function recordRun(file: string, guide: CompatGuide, path: string, cfg: ConformanceConfig, rows: ConformanceRow[]): Promise<void> {
+  const client = new AdapterClient(path, cfg.source.connection);
+  const info = await client.call('queryInfo', {});
+  const array = (await client.call('discoverArrays', {})).arrays.find((a) => a.id === cfg.source.arrayId);
+  if (!array) throw new MamoriError('INVALID_INPUT', `array ${cfg.source.arrayId} is gone; nothing recorded`);
+  const failed = rows.filter((r) => r.result !== 'pass').length;
+  const next = recordCompat(guide, {
+    adapter: info.name, adapterVersion: info.version, vendor: info.vendor, arrayModel: array.model, softwareVersions: [array.softwareVersion],
+    protocol: 1, mamoriVersions: [MAMORI_VERSION],
+    conformance: { result: failed === 0 ? 'pass' : 'fail', date: new Date().toISOString(), passed: rows.length - failed, failed },
+  });
+  const tmp = `${file}.new`;
+  await writeFile(tmp, `${JSON.stringify(next, null, 2)}\n`);
+  await rename(tmp, file);
+  process.stderr.write(`recorded ${info.name} ${info.version} with ${array.model} ${array.softwareVersion}: ${failed === 0 ? 'pass' : 'fail'} in ${file}\n`);
 }
 
 async function readConfig(file: string): Promise<ConformanceConfig> {

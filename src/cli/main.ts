@@ -8,6 +8,7 @@ import { siteCommand, SITE_USAGE } from './site-commands.js';
 import { printJson, printTable } from './output.js';
 import { groupCommand, GROUP_USAGE } from './group-commands.js';
 import { mappingCommand, networkCommand, NETWORK_USAGE } from './network-commands.js';
+import { arrayCommand, compatCheckCommand, ARRAY_USAGE } from './array-commands.js';
 import { planCommand, PLAN_USAGE } from './plan-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
@@ -26,6 +27,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   plan ...                                               recovery plans: test, cleanup, planned, disaster
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
   adapter test PATH|NAME --config FILE | adapter schema  storage adapters: conformance suite, protocol
+  array ... | compat search|check                        storage arrays through adapters, compatibility
   inspect SOURCE                                         partition table, filesystems, firmware, boot
                                                          loader and guest OS of a disk or image (offline)
   convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
@@ -48,6 +50,8 @@ ${SITE_USAGE}
 ${GROUP_USAGE}
 
 ${NETWORK_USAGE}
+
+${ARRAY_USAGE}
 
 ${PLAN_USAGE}
 `;
@@ -92,6 +96,7 @@ async function run(argv: string[]): Promise<void> {
   if (cmd === 'inspect') return (await import('./inspect-command.js')).inspectCommand(rest, g.json);
   if (cmd === 'p2v-agent') return (await import('./p2v-agent-command.js')).p2vAgentCommand(rest, g.json);
   if (cmd === 'adapter') return (await import('./adapter-command.js')).adapterCommand(rest, g.json);
+  if (cmd === 'compat' && rest[0] === 'search') return (await import('./compat-search-command.js')).compatSearchCommand(rest.slice(1), g.json);
   if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
   const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
   switch (cmd) {
@@ -125,6 +130,11 @@ async function run(argv: string[]): Promise<void> {
       return groupCommand(api, rest, g.json);
     case 'network':
       return networkCommand(api, rest, g.json);
+    case 'array':
+      return arrayCommand(api, rest, g.json);
+    case 'compat':
+      if (rest[0] !== 'check' || rest.length !== 1) throw new MamoriError('INVALID_INPUT', `usage: mamori compat search [--adapter A] [--array MODEL] | compat check\n${ARRAY_USAGE}`);
+      return compatCheckCommand(api, g.json);
     case 'mapping':
       return mappingCommand(api, rest, g.json);
     case 'plan':

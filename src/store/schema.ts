@@ -298,6 +298,15 @@ export interface PoolDesktopTable {
   updated_at: string;
 }
 
+/** A storage adapter with its connection: the arrays it discovers are this site's. */
+export interface StorageArrayTable {
+  name: string;
+  adapter: string;
+  /** JSON object of the connection parameters' values. */
+  connection: string;
+  created_at: string;
+}
+
 export interface Database {
   meta: MetaTable;
   tokens: TokenTable;
@@ -323,5 +332,6 @@ export interface Database {
   desktop_pools: DesktopPoolTable;
   pool_replicas: PoolReplicaTable;
   pool_desktops: PoolDesktopTable;
+  storage_arrays: StorageArrayTable;
   schema_version: { version: Generated<number> };
 }

@@ -96,6 +96,9 @@ const STEPS: readonly string[] = [
    ALTER TABLE pool_desktops ADD COLUMN pending TEXT;`,
   // The user a desktop is assigned to (a dedicated desktop): spare desktops are the unassigned ones.
   `ALTER TABLE pool_desktops ADD COLUMN assigned_user TEXT;`,
+  // Storage arrays this site reaches through an adapter (array-based replication): the
+  // adapter (a bundled name or a path) and its connection values, secrets included.
+  `CREATE TABLE storage_arrays (name TEXT PRIMARY KEY, adapter TEXT NOT NULL, connection TEXT NOT NULL, created_at TEXT NOT NULL);`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

@@ -1,0 +1,103 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MamoriError } from '../core/mamori-error.js';
+
+/** The mamori version the guide's rows are matched against. */
+export const MAMORI_VERSION = '0.1.0';
+
+/** The guide shipped with mamori (compat/guide.json at the checkout's root). */
+export const SHIPPED_GUIDE = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..'), 'compat', 'guide.json');
+
+/**
+ * One tested pairing, VMware Compatibility Guide style: an adapter (at a version) with an
+ * array model running given software versions, the protocol, the mamori versions it was
+ * tested with, and the conformance suite's result. Rows are written by `mamori adapter test
+ * --record`, from the run itself, never by hand.
+ */
+export interface CompatEntry {
+  adapter: string;
+  adapterVersion: string;
+  vendor: string;
+  arrayModel: string;
+  softwareVersions: string[];
+  protocol: number;
+  mamoriVersions: string[];
+  conformance: { result: 'pass' | 'fail'; date: string; passed: number; failed: number };
+  notes?: string;
+}
+
+export interface CompatGuide { format: 1; entries: CompatEntry[] }
+
+/** What `compat check` says of one array. */
+export interface CompatVerdict { supported: boolean; reason: string; entry: CompatEntry | null }
+
+const bad = (file: string, why: string): MamoriError => new MamoriError('INVALID_INPUT', `the compatibility guide ${file} does not parse: ${why}`, { details: { file } });
+
+export async function readCompatGuide(file = SHIPPED_GUIDE): Promise<CompatGuide> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new MamoriError('INVALID_INPUT', `cannot read the compatibility guide ${file}: ${(e as Error).message}`, { cause: e, details: { file } });
+  }
+  return parseCompatGuide(text, file);
+}
+
+/** Checks every field: a guide that is wrong must be refused, not half believed. */
+export function parseCompatGuide(text: string, file: string): CompatGuide {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw bad(file, (e as Error).message);
+  }
+  const g = raw as { format?: unknown; entries?: unknown };
+  if (typeof g !== 'object' || g === null || g.format !== 1 || !Array.isArray(g.entries)) throw bad(file, 'it must be {"format":1,"entries":[...]}');
+  const strs = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string' && x !== '');
+  g.entries.forEach((e: unknown, i: number) => {
+    const x = e as Partial<CompatEntry>;
+    const where = `entry ${i + 1}`;
+    for (const k of ['adapter', 'adapterVersion', 'vendor', 'arrayModel'] as const) {
+      if (typeof x?.[k] !== 'string' || x[k] === '') throw bad(file, `${where} has no ${k}`);
+    }
+    if (!strs(x.softwareVersions) || !strs(x.mamoriVersions)) throw bad(file, `${where} must list softwareVersions and mamoriVersions`);
+    if (x.protocol !== 1) throw bad(file, `${where} names protocol ${String(x.protocol)}; this mamori speaks 1`);
+    const c = x.conformance;
+    if (!c || !['pass', 'fail'].includes(c.result) || typeof c.date !== 'string' || !Number.isInteger(c.passed) || !Number.isInteger(c.failed)) throw bad(file, `${where} has no conformance result {result, date, passed, failed}`);
+  });
+  return raw as CompatGuide;
+}
+
+export function searchCompat(guide: CompatGuide, q: { adapter?: string; array?: string }): CompatEntry[] {
+  const like = (v: string, want: string | undefined): boolean => want === undefined || v.toLowerCase().includes(want.toLowerCase());
+  return guide.entries.filter((e) => like(e.adapter, q.adapter) && like(e.arrayModel, q.array));
+}
+
+/**
+ * Is this adapter with this array supported, and if not, why: the first thing that differs
+ * from a tested row, so the person knows what to change (firmware, adapter, mamori).
+ */
+export function checkCompat(guide: CompatGuide, adapter: { name: string; version: string }, array: { model: string; softwareVersion: string }, mamoriVersion = MAMORI_VERSION): CompatVerdict {
+  const rows = guide.entries.filter((e) => e.adapter === adapter.name && e.arrayModel === array.model);
+  if (rows.length === 0) {
+    const models = guide.entries.filter((e) => e.adapter === adapter.name).map((e) => e.arrayModel);
+    return { supported: false, entry: null, reason: `${array.model} with the ${adapter.name} adapter is not in the compatibility guide${models.length ? ` (it lists ${[...new Set(models)].join(', ')})` : ''}` };
+  }
+  const withSoftware = rows.filter((e) => e.softwareVersions.includes(array.softwareVersion));
+  if (withSoftware.length === 0) return { supported: false, entry: rows[0]!, reason: `${array.model} software ${array.softwareVersion} is not listed; tested: ${[...new Set(rows.flatMap((e) => e.softwareVersions))].join(', ')}` };
+  const withAdapter = withSoftware.filter((e) => e.adapterVersion === adapter.version);
+  if (withAdapter.length === 0) return { supported: false, entry: withSoftware[0]!, reason: `adapter ${adapter.name} ${adapter.version} is not listed for it; tested: ${withSoftware.map((e) => e.adapterVersion).join(', ')}` };
+  const withMamori = withAdapter.filter((e) => e.mamoriVersions.includes(mamoriVersion));
+  if (withMamori.length === 0) return { supported: false, entry: withAdapter[0]!, reason: `tested with mamori ${withAdapter.flatMap((e) => e.mamoriVersions).join(', ')}, not ${mamoriVersion}` };
+  const passed = withMamori.find((e) => e.conformance.result === 'pass');
+  if (!passed) return { supported: false, entry: withMamori[0]!, reason: `its conformance run of ${withMamori[0]!.conformance.date} failed` };
+  return { supported: true, entry: passed, reason: `conformance passed on ${passed.conformance.date} (${passed.conformance.passed} steps)` };
+}
+
+/** The guide with `entry` in place of the row for the same adapter, version, model and software. */
+export function recordCompat(guide: CompatGuide, entry: CompatEntry): CompatGuide {
+  const same = (e: CompatEntry): boolean => e.adapter === entry.adapter && e.adapterVersion === entry.adapterVersion && e.arrayModel === entry.arrayModel
+    && e.softwareVersions.join() === entry.softwareVersions.join();
+  return { format: 1, entries: [...guide.entries.filter((e) => !same(e)), entry] };
+}

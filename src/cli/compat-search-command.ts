@@ -1,0 +1,14 @@
+import { parseArgs } from 'node:util';
+import { MamoriError } from '../core/mamori-error.js';
+import { printJson, printTable } from './output.js';
+import { readCompatGuide, searchCompat } from '../adapters/compat-guide.js';
+
+/** `mamori compat search`: the shipped guide (or --guide FILE), filtered; no site needed. */
+export async function compatSearchCommand(args: string[], json: boolean): Promise<void> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { adapter: { type: 'string' }, array: { type: 'string' }, guide: { type: 'string' } } });
+  if (positionals.length > 0) throw new MamoriError('INVALID_INPUT', 'usage: mamori compat search [--adapter A] [--array MODEL] [--guide FILE]');
+  const rows = searchCompat(await readCompatGuide(values.guide), { ...(values.adapter ? { adapter: values.adapter } : {}), ...(values.array ? { array: values.array } : {}) });
+  if (json) return printJson(rows);
+  printTable(rows.map((e) => ({ ...e, software: e.softwareVersions.join(', '), mamori: e.mamoriVersions.join(', '), conformance: `${e.conformance.result} ${e.conformance.date.slice(0, 10)} (${e.conformance.passed} passed)` })),
+    ['adapter', 'adapterVersion', 'vendor', 'arrayModel', 'software', 'mamori', 'conformance']);
+}
