@@ -170,10 +170,19 @@ export async function runConformance(adapterPath: string, cfg: ConformanceConfig
     check(r.peer.arrayId === cfg.source.arrayId && r.peer.deviceId === cfg.source.deviceId, `it replicates to ${r.peer.arrayId}/${r.peer.deviceId}, not back to the old source`);
     const s = (await dst.call('syncOnce', { arrayId: cfg.target.arrayId, deviceIds: [targetId] })).devices[0]!;
     check(s.bytesSent < 3 * MiB, `the sync back sent ${s.bytesSent} bytes for ~1 MiB changed: reverse replication must not resend the device`);
-    // A target may be exposed read-only on its host (ZFS mounts it) or not at all (a LUN).
+    // A target is often not exposed on its host (a LUN, an unmounted dataset): its data is
+    // read through a test copy of it, as an operator would check a replica.
     const old = await device(src, cfg.source.arrayId, cfg.source.deviceId);
     if (old.path !== null) await holds(old.path, 'the old source');
-    return `${s.bytesSent} bytes back, from ${r.commonPoint}${old.path === null ? ' (the old source is not exposed here: data not checked)' : ''}`;
+    else if (caps!.commands.includes('testFailoverStart') && caps!.commands.includes('testFailoverStop')) {
+      const copy = (await src.call('testFailoverStart', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
+      try {
+        await holds(copy.testDevice.path, 'a test copy of the old source');
+      } finally {
+        await src.call('testFailoverStop', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] });
+      }
+    } else throw new Error('the old source is neither exposed here nor can it be test-copied: its data cannot be checked');
+    return `${s.bytesSent} bytes back, from ${r.commonPoint}; the old source holds every file`;
   });
   await step('restoreReplication', async () => {
     need('restoreReplication');
