@@ -28,7 +28,8 @@ export interface TestGuest {
 
 /** Bump when the build itself changes in a way the input hashes do not show. */
 // 3: qemu-guest-agent and its fsfreeze hook. 4: NoCloud config drive (isofs, awk, ip).
-const BUILDER_VERSION = 4;
+// 5: /bin/diskbench (its source is hashed too: diskbenchSha256).
+const BUILDER_VERSION = 5;
 const STAMP = 'guest.json';
 const LOCK_WAIT_MS = 15 * 60_000;
 
@@ -148,11 +149,12 @@ function parentDirs(path: string): string[] {
   return parts.map((_, i) => parts.slice(0, i + 1).join('/'));
 }
 
-async function compileWriter(source: string, out: string): Promise<void> {
+/** Compiles one of the guest's static C programs (what: its name in an error). */
+async function compileStatic(source: string, out: string, what: string): Promise<void> {
   try {
     await runProcess('gcc', ['-static', '-O2', '-s', '-Wall', '-Wextra', '-o', out, source], { timeoutMs: 5 * 60_000 });
   } catch (err) {
-    throw new MamoriError('TEST_GUEST_MISSING', `compiling the write-log writer failed: ${(err as Error).message}. It needs gcc and libc6-dev (apt-get install gcc libc6-dev).`, {
+    throw new MamoriError('TEST_GUEST_MISSING', `compiling ${what} failed: ${(err as Error).message}. It needs gcc and libc6-dev (apt-get install gcc libc6-dev).`, {
       cause: err,
     });
   }
@@ -235,14 +237,19 @@ async function withLock<T>(outDir: string, fn: () => Promise<T>): Promise<T> {
 
 /**
  * Builds the test guest (Debian 12 kernel + busybox initramfs with the
- * write-log writer) into outDir: vmlinuz, initrd.img and guest.json. Does
- * nothing when guest.json already records a build of the same inputs.
+ * write-log writer and the disk benchmark) into outDir: vmlinuz, initrd.img
+ * and guest.json. Does nothing when guest.json already records a build of the
+ * same inputs.
  */
 export async function buildTestGuest(options: BuildTestGuestOptions): Promise<TestGuest> {
   const outDir = resolve(options.outDir);
   await mkdir(outDir, { recursive: true });
   const src = await guestSourceDir();
-  const [writerSource, initScript] = await Promise.all([readFile(join(src, 'writelog-writer.c')), readFile(join(src, 'guest-init.sh'))]);
+  const [writerSource, diskbenchSource, initScript] = await Promise.all([
+    readFile(join(src, 'writelog-writer.c')),
+    readFile(join(src, 'diskbench.c')),
+    readFile(join(src, 'guest-init.sh')),
+  ]);
   const work = await mkdtemp(join(tmpdir(), 'mamori-guest-'));
   try {
     const busybox = await staticBusybox(work);
@@ -251,6 +258,7 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
       modules: GUEST_MODULES,
       busyboxSha256: sha256(busybox),
       writerSha256: sha256(writerSource),
+      diskbenchSha256: sha256(diskbenchSource),
       initSha256: sha256(initScript),
       powerButtonSha256: sha256(POWER_BUTTON_HANDLER),
       fsfreezeHookSha256: sha256(FSFREEZE_HOOK),
@@ -278,7 +286,9 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
       }
       const kernel = await prepareKernel(pkg, join(outDir, 'kernel-cache'));
       const writer = join(work, 'mamori-wl');
-      await compileWriter(join(src, 'writelog-writer.c'), writer);
+      const diskbench = join(work, 'diskbench');
+      await compileStatic(join(src, 'writelog-writer.c'), writer, 'the write-log writer');
+      await compileStatic(join(src, 'diskbench.c'), diskbench, 'the disk benchmark');
       const agent = await guestAgentFiles(work);
       const agentDirs = [...new Set(agent.flatMap((f) => parentDirs(f.path)))].filter((d) => !BASE_DIRS.includes(d));
 
@@ -289,6 +299,7 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
         { type: 'file', path: 'bin/busybox', data: busybox, mode: 0o755 },
         { type: 'symlink', path: 'bin/sh', target: 'busybox' },
         { type: 'file', path: 'bin/mamori-wl', data: await readFile(writer), mode: 0o755 },
+        { type: 'file', path: 'bin/diskbench', data: await readFile(diskbench), mode: 0o755 },
         { type: 'file', path: 'init', data: initScript, mode: 0o755 },
         { type: 'file', path: 'etc/acpi/PWRF/00000080', data: Buffer.from(POWER_BUTTON_HANDLER), mode: 0o755 },
         { type: 'file', path: 'etc/qemu/fsfreeze-hook', data: Buffer.from(FSFREEZE_HOOK), mode: 0o755 },

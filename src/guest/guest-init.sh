@@ -8,6 +8,19 @@
 #   mamori.wl_rate=N                           records per second (default 10, 0 = flat out)
 #   mamori.acpi=0|1                            1 (default): the ACPI power button stops the
 #                                              writer, syncs and powers off; 0: it is ignored
+#   mamori.diskbench=serial:ID1,serial:ID2,... disk benchmark mode (mamori bench storage): no
+#                                              write log; after the setup below, runs
+#                                              /bin/diskbench (src/guest/diskbench.c) on each
+#                                              disk in turn (a /dev/vdX name works too), which
+#                                              OVERWRITES the first diskbench_mib MiB, then
+#                                              prints "mamori-guest diskbench done" and powers off
+#   mamori.diskbench_mib=N                     MiB per disk for the benchmark (default 256)
+#   mamori.diskbench_secs=S                    seconds for each random test (default 5)
+#
+# diskbench prints one line per disk:
+#   mamori-guest diskbench dev=vdX size_mib=N seq_write_mbps=X seq_read_mbps=Y rand_write_iops=Z rand_read_iops=W
+# or "mamori-guest diskbench dev=vdX error=WHAT"; a disk that never appears gives
+# "mamori-guest diskbench dev=serial:ID error=device_not_found".
 #
 # A cloud-init NoCloud seed (an ISO 9660 disk labelled cidata, made by mamori's IP
 # customization) sets the hostname and each NIC's address, matched by MAC; the guest
@@ -34,18 +47,35 @@ done < /lib/modules/load-order
 WL=
 RATE=10
 ACPI=1
+DISKBENCH=
+DB_MIB=256
+DB_SECS=5
 set -f
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     mamori.wl=*) WL=${arg#mamori.wl=} ;;
     mamori.wl_rate=*) RATE=${arg#mamori.wl_rate=} ;;
     mamori.acpi=*) ACPI=${arg#mamori.acpi=} ;;
+    mamori.diskbench=*) DISKBENCH=${arg#mamori.diskbench=} ;;
+    mamori.diskbench_mib=*) DB_MIB=${arg#mamori.diskbench_mib=} ;;
+    mamori.diskbench_secs=*) DB_SECS=${arg#mamori.diskbench_secs=} ;;
   esac
 done
 set +f
 case "$RATE" in
   '' | *[!0-9]*) echo "mamori-guest warning mamori.wl_rate=$RATE is not a number, using 10"; RATE=10 ;;
 esac
+case "$DB_MIB" in
+  '' | 0 | *[!0-9]*) echo "mamori-guest warning mamori.diskbench_mib=$DB_MIB is not a positive number, using 256"; DB_MIB=256 ;;
+esac
+case "$DB_SECS" in
+  '' | 0 | *[!0-9]*) echo "mamori-guest warning mamori.diskbench_secs=$DB_SECS is not a positive number, using 5"; DB_SECS=5 ;;
+esac
+# The benchmark overwrites its disks and measures them alone: no write log.
+if [ -n "$DISKBENCH" ] && [ -n "$WL" ]; then
+  echo "mamori-guest warning mamori.diskbench given: no write log"
+  WL=
+fi
 
 read -r BOOT_ID < /proc/sys/kernel/random/boot_id
 
@@ -172,6 +202,31 @@ power_off() {
 }
 
 echo "mamori-guest ready boot_id=$BOOT_ID"
+
+# Disk benchmark mode: each listed disk in order, then power off.
+if [ -n "$DISKBENCH" ]; then
+  set -f
+  IFS=,
+  # shellcheck disable=SC2086 # split on commas only, no globbing
+  set -- $DISKBENCH
+  unset IFS
+  set +f
+  for disk in "$@"; do
+    [ -n "$disk" ] || continue
+    # Disks are probed asynchronously after insmod: give each 10 s.
+    DEV=
+    i=0
+    until DEV=$(wl_device "$disk") || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
+    if [ -n "$DEV" ]; then
+      /bin/diskbench "$DEV" "$DB_MIB" "$DB_SECS"
+    else
+      echo "mamori-guest diskbench dev=$disk error=device_not_found"
+    fi
+  done
+  echo "mamori-guest diskbench done"
+  power_off
+fi
+
 n=0
 while :; do
   [ -e /run/mamori-poweroff ] && power_off
