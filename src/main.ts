@@ -40,6 +40,7 @@ import { ConversionService } from './convert/conversion-service.js';
 import { ExportService } from './convert/export-service.js';
 import { PoolService } from './pools/pool-service.js';
 import { StorageArrays } from './adapters/storage-arrays.js';
+import { StorageBench } from './disks/storage-bench.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -111,6 +112,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
   const storageArrays = new StorageArrays(store.db);
+  const storageBench = new StorageBench({ vms, disks, jobs, paths, log });
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
@@ -145,7 +147,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays,
+    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

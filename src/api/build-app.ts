@@ -22,6 +22,8 @@ import { eventRoutes } from './routes/events.js';
 import { protectionGroupRoutes } from './routes/protection-groups.js';
 import { desktopPoolRoutes } from './routes/desktop-pools.js';
 import { storageArrayRoutes } from './routes/storage-arrays.js';
+import { storageBenchRoutes } from './routes/storage-bench.js';
+import type { StorageBench } from '../disks/storage-bench.js';
 import type { StorageArrays } from '../adapters/storage-arrays.js';
 import type { PoolService } from '../pools/pool-service.js';
 import type { ProtectionGroups } from '../plans/protection-groups.js';
@@ -72,6 +74,7 @@ export interface AppDeps {
   exports: ExportService;
   pools: PoolService;
   storageArrays: StorageArrays;
+  storageBench: StorageBench;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
@@ -158,5 +161,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(conversionRoutes(deps));
   await app.register(desktopPoolRoutes(deps));
   await app.register(storageArrayRoutes(deps));
+  await app.register(storageBenchRoutes(deps));
   return app;
 }

@@ -9,6 +9,7 @@ import { printJson, printTable } from './output.js';
 import { groupCommand, GROUP_USAGE } from './group-commands.js';
 import { mappingCommand, networkCommand, NETWORK_USAGE } from './network-commands.js';
 import { arrayCommand, compatCheckCommand, ARRAY_USAGE } from './array-commands.js';
+import { benchCommand } from './bench-command.js';
 import { planCommand, PLAN_USAGE } from './plan-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
@@ -28,6 +29,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   verify-writelog IMAGE                                  check a test-guest data disk (offline)
   adapter test PATH|NAME --config FILE | adapter schema  storage adapters: conformance suite, protocol
   array ... | compat search|check                        storage arrays through adapters, compatibility
+  bench storage [--mib N] [--seconds S]                  image disks against RDMs, inside a test guest
   inspect SOURCE                                         partition table, filesystems, firmware, boot
                                                          loader and guest OS of a disk or image (offline)
   convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
@@ -132,6 +134,8 @@ async function run(argv: string[]): Promise<void> {
       return networkCommand(api, rest, g.json);
     case 'array':
       return arrayCommand(api, rest, g.json);
+    case 'bench':
+      return benchCommand(api, rest, g.json);
     case 'compat':
       if (rest[0] !== 'check' || rest.length !== 1) throw new MamoriError('INVALID_INPUT', `usage: mamori compat search [--adapter A] [--array MODEL] | compat check\n${ARRAY_USAGE}`);
       return compatCheckCommand(api, g.json);

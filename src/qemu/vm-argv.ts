@@ -141,6 +141,9 @@ function diskArgs(disk: DiskRecord, i: number, bootable: boolean, sata = false):
 function testGuestCmdline(def: VmDefinition, disks: DiskRecord[]): string {
   if (def.boot.kind !== 'test-guest') return '';
   const parts = ['console=ttyS0', 'panic=-1', 'quiet', `mamori.acpi=${def.boot.acpi ? 1 : 0}`];
+  const bench = def.boot.diskbench;
+  // Disks by serial, in attachment order, as the write log finds its disk.
+  if (bench) return [...parts, `mamori.diskbench=${disks.map((d) => `serial:${diskSerial(d)}`).join(',')}`, `mamori.diskbench_mib=${bench.mib}`, `mamori.diskbench_secs=${bench.seconds}`].join(' ');
   // The write log goes to the first disk, found by its virtio serial rather than a device
   // name, so the guest never writes the log onto the wrong disk if probing order changes.
   if (disks[0] && def.boot.writelog !== false) parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);

@@ -28,6 +28,8 @@ export interface CreateVmInput {
   writelogRate?: number;
   /** false: the test guest writes no log (it only beats), e.g. an idle guest for a benchmark. */
   writelog?: boolean;
+  /** Internal (mamori bench storage; not in the API): the test guest benchmarks its disks. */
+  diskbench?: { mib: number; seconds: number };
   acpi?: boolean;
   /** Give the VM a qemu-guest-agent channel (application-consistent replication points). */
   guestAgent?: boolean;
@@ -146,7 +148,9 @@ export class VmService {
         id, name: input.name, vcpus, memoryMiB, firmware, machineType,
         diskIds: [...(dataDisk ? [dataDisk.id] : []), ...attach.map((d) => d.id)],
         nics,
-        boot: input.testGuest ? { kind: 'test-guest', writelogRate, acpi: input.acpi ?? true, ...(input.writelog === false ? { writelog: false as const } : {}) } : { kind: 'disk' },
+        boot: input.testGuest ? {
+          kind: 'test-guest', writelogRate, acpi: input.acpi ?? true, ...(input.writelog === false ? { writelog: false as const } : {}), ...(input.diskbench ? { diskbench: input.diskbench } : {}),
+        } : { kind: 'disk' },
         stopTimeoutSec,
         ...(input.guestAgent === true ? { guestAgent: true } : {}),
         ...(diskBus === 'sata' ? { diskBus } : {}),
