@@ -5,13 +5,15 @@ import { printJson } from './output.js';
 import { adapterPath } from '../adapters/bundled-adapters.js';
 import { conformanceTable, runConformance, type ConformanceConfig, type ConformanceRow } from '../adapters/conformance-suite.js';
 import { AdapterClient } from '../adapters/adapter-client.js';
+import { withZfsScratchArrays } from '../adapters/zfs/zfs-scratch.js';
 import { MAMORI_VERSION, readCompatGuide, recordCompat, type CompatGuide } from '../adapters/compat-guide.js';
 import { ADAPTER_COMMANDS, RESPONSE_SCHEMA, RESULT_SCHEMAS, type AdapterCommand } from '../adapters/adapter-protocol.js';
 
 export const ADAPTER_USAGE = `mamori adapter <command>        storage adapters (docs/adapters.md)
   test PATH|NAME --config FILE [--record GUIDE]
                                       the conformance suite: the whole lifecycle against two scratch
-                                      arrays FILE describes; prints a pass/fail table; --record
+                                      arrays FILE describes (the bundled zfs makes its own on sparse
+                                      files when --config is left out); prints a pass/fail table; --record
                                       writes the result into a compatibility guide (compat/guide.json)
   schema [COMMAND]                    the protocol's JSON schemas (all, or one command's result)`;
 
@@ -22,17 +24,20 @@ export async function adapterCommand(rest: string[], json: boolean): Promise<voi
   switch (sub) {
     case 'test': {
       const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { config: { type: 'string' }, record: { type: 'string' } } });
-      if (positionals.length !== 1 || !values.config) throw usage('test PATH|NAME --config FILE [--record GUIDE]');
-      const cfg = await readConfig(values.config);
+      // The bundled ZFS adapter brings its own scratch arrays; any other adapter is given them.
+      if (positionals.length !== 1 || (!values.config && positionals[0] !== 'zfs')) throw usage('test PATH|NAME --config FILE [--record GUIDE]  (zfs alone may leave out --config)');
       const path = adapterPath(positionals[0]!);
       // Read first: a guide that does not parse must stop the run, not be overwritten after it.
       const guide = values.record ? await readCompatGuide(values.record) : null;
-      const rows = await runConformance(path, cfg, json ? undefined : (r) => process.stderr.write(`${r.result === 'pass' ? 'ok  ' : r.result === 'fail' ? 'FAIL' : 'skip'} ${r.step}\n`));
-      if (json) printJson(rows);
-      else process.stdout.write(conformanceTable(rows));
-      if (rows.some((r) => r.result !== 'pass')) process.exitCode = 1;
-      if (guide && values.record) await recordRun(values.record, guide, path, cfg, rows);
-      return;
+      const run = async (cfg: ConformanceConfig): Promise<void> => {
+        const rows = await runConformance(path, cfg, json ? undefined : (r) => process.stderr.write(`${r.result === 'pass' ? 'ok  ' : r.result === 'fail' ? 'FAIL' : 'skip'} ${r.step}\n`));
+        if (json) printJson(rows);
+        else process.stdout.write(conformanceTable(rows));
+        if (rows.some((r) => r.result !== 'pass')) process.exitCode = 1;
+        if (guide && values.record) await recordRun(values.record, guide, path, cfg, rows);
+      };
+      if (values.config) return run(await readConfig(values.config));
+      return withZfsScratchArrays(run);
     }
     case 'schema': {
       if (args.length > 1) throw usage('schema [COMMAND]');

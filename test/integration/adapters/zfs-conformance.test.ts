@@ -65,6 +65,14 @@ test('the ZFS adapter passes the conformance suite, and the run records its row 
   assert.match(refused.stderr, /compatibility guide .*broken\.json does not parse/, 'a guide that does not parse stops the run before it starts');
 });
 
+test('`mamori adapter test zfs` alone makes its own scratch pools, passes, and removes them', async () => {
+  const r = await runCli(['adapter', 'test', 'zfs']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /15 passed, 0 failed, 0 skipped/);
+  const pools = (await runProcess('zpool', ['list', '-H', '-o', 'name'], { timeoutMs: 30_000 })).stdout;
+  assert.doesNotMatch(pools, /mamori-scratch-/, `its scratch pools are gone: ${pools}`);
+});
+
 test('compat check: the zfs-fuse arrays are supported by the shipped guide, a model it does not list is not', async () => {
   site = await SiteProcess.create('site-compat');
   await site.start();
