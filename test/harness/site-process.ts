@@ -79,7 +79,9 @@ export class SiteProcess {
     child.stdout!.setEncoding('utf8').on('data', (c: string) => (this.#serverLog += c));
     child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.#serverLog += c));
     this.#server = child;
-    const deadline = Date.now() + 30_000;
+    // A readiness wait, not a timing check: with ten TCG guests of another test file on the
+    // same two cores, a start that takes 2 s alone has been seen to take over 30 s.
+    const deadline = Date.now() + 120_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`mamori serve exited ${child.exitCode}:\n${this.#serverLog}`);
       const url = await readFile(join(this.dataDir, 'url'), 'utf8').catch(() => '');
