@@ -1,12 +1,9 @@
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-/** The checkout's root, from dist/src/adapters/. */
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+import { join, resolve } from 'node:path';
+import { CHECKOUT_ROOT } from '../core/checkout-root.js';
 
 /** Adapters shipped with mamori, by name: their launchers in adapters/NAME/. */
 export const BUNDLED_ADAPTERS: Record<string, string> = {
-  zfs: join(root, 'adapters', 'zfs', 'mamori-adapter-zfs'),
+  zfs: join(CHECKOUT_ROOT, 'adapters', 'zfs', 'mamori-adapter-zfs'),
 };
 
 /** A bundled adapter's name, or a path to any adapter executable. */

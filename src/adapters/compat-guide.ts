@@ -1,13 +1,13 @@
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { CHECKOUT_ROOT } from '../core/checkout-root.js';
 import { MamoriError } from '../core/mamori-error.js';
 
 /** The mamori version the guide's rows are matched against. */
 export const MAMORI_VERSION = '0.1.0';
 
 /** The guide shipped with mamori (compat/guide.json at the checkout's root). */
-export const SHIPPED_GUIDE = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..'), 'compat', 'guide.json');
+export const SHIPPED_GUIDE = join(CHECKOUT_ROOT, 'compat', 'guide.json');
 
 /**
  * One tested pairing, VMware Compatibility Guide style: an adapter (at a version) with an

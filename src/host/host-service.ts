@@ -1,22 +1,19 @@
 import { access, constants } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
+import { CHECKOUT_ROOT } from '../core/checkout-root.js';
 import type { Logger } from '../core/logger.js';
 import { probeAccelerator, type AccelProbeResult } from '../qemu/accel-probe.js';
 import { readQemuHostInfo, resolveMachineType, type QemuHostInfo } from '../qemu/qemu-host-info.js';
 import type { HostInfoView } from '../api/routes/host.js';
 import type { HostRuntime } from './host-runtime.js';
 
-/** The checkout's root (dist/src/host/ -> ../../..), where `make setup` builds the test guest. */
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-
 async function readable(path: string): Promise<boolean> {
   return access(path, constants.R_OK).then(() => true, () => false);
 }
 
 export function defaultGuestDir(env = process.env): string {
-  return env['MAMORI_GUEST_DIR'] ?? join(REPO_ROOT, '.cache', 'guest');
+  return env['MAMORI_GUEST_DIR'] ?? join(CHECKOUT_ROOT, '.cache', 'guest');
 }
 
 /**
