@@ -58,14 +58,16 @@ export class StorageArrays {
     if (arrays.length === 0) throw new MamoriError('INVALID_INPUT', `the ${input.adapter} adapter finds no array with that connection`);
     const now = new Date().toISOString();
     await this.#db.insertInto('storage_arrays').values({ name: input.name, adapter: input.adapter, connection: JSON.stringify(connection), created_at: now }).execute();
-    return { name: input.name, adapter: input.adapter, connection: await this.#masked(client, connection), arrays, createdAt: now };
+    return { name: input.name, adapter: input.adapter, connection: masked(params, connection), arrays, createdAt: now };
   }
 
   async list(): Promise<Omit<StorageArrayView, 'arrays'>[]> {
     const rows = await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute();
     return Promise.all(rows.map(async (r) => {
       const connection = JSON.parse(r.connection) as Record<string, string>;
-      return { name: r.name, adapter: r.adapter, connection: await this.#masked(new AdapterClient(adapterPath(r.adapter), connection), connection).catch(() => maskAll(connection)), createdAt: r.created_at };
+      // Which values are secret is the adapter's to say; one it cannot answer gets all masked.
+      const params = await clientOf(r).call('queryConnectionParameters', {}).then((q) => q.parameters, () => null);
+      return { name: r.name, adapter: r.adapter, connection: params ? masked(params, connection) : maskAll(connection), createdAt: r.created_at };
     }));
   }
 
@@ -78,7 +80,7 @@ export class StorageArrays {
   async client(name: string): Promise<AdapterClient> {
     const r = await this.#db.selectFrom('storage_arrays').selectAll().where('name', '=', name).executeTakeFirst();
     if (!r) throw new MamoriError('NOT_FOUND', `no storage array entry named ${name}; see 'mamori array list'`);
-    return new AdapterClient(adapterPath(r.adapter), JSON.parse(r.connection) as Record<string, string>);
+    return clientOf(r);
   }
 
   async devices(name: string): Promise<{ arrayId: string; devices: AdapterResults['discoverDevices']['devices'] }[]> {
@@ -93,7 +95,7 @@ export class StorageArrays {
     const guide = await readCompatGuide(guideFile);
     const rows: CompatReportRow[] = [];
     for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
-      const client = new AdapterClient(adapterPath(entry.adapter), JSON.parse(entry.connection) as Record<string, string>);
+      const client = clientOf(entry);
       const info = await client.call('queryInfo', {});
       for (const a of (await client.call('discoverArrays', {})).arrays) {
         const v: CompatVerdict = checkCompat(guide, { name: info.name, version: info.version }, { model: a.model, softwareVersion: a.softwareVersion });
@@ -103,10 +105,16 @@ export class StorageArrays {
     return rows;
   }
 
-  async #masked(client: AdapterClient, connection: Record<string, string>): Promise<Record<string, string>> {
-    const secret = new Set((await client.call('queryConnectionParameters', {})).parameters.filter((p) => p.secret).map((p) => p.name));
-    return Object.fromEntries(Object.entries(connection).map(([k, v]) => [k, secret.has(k) ? '***' : v]));
-  }
+}
+
+function clientOf(row: { adapter: string; connection: string }): AdapterClient {
+  return new AdapterClient(adapterPath(row.adapter), JSON.parse(row.connection) as Record<string, string>);
+}
+
+/** The connection as shown: values of parameters the adapter declares secret are `***`. */
+function masked(params: { name: string; secret: boolean }[], connection: Record<string, string>): Record<string, string> {
+  const secret = new Set(params.filter((p) => p.secret).map((p) => p.name));
+  return Object.fromEntries(Object.entries(connection).map(([k, v]) => [k, secret.has(k) ? '***' : v]));
 }
 
 function maskAll(connection: Record<string, string>): Record<string, string> {
