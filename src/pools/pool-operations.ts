@@ -109,6 +109,14 @@ export class PoolOperations {
     return ordered;
   }
 
+  /** The master's layers as they were at `snapshot`, one per disk; a snapshot the master does not have is refused. */
+  async snapshotLayers(master: VmRow, snapshot: string): Promise<{ path: string; format: string }[]> {
+    if (!(await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', snapshot).executeTakeFirst())) {
+      throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
+    }
+    return (await this.masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
+  }
+
   /** The work of each operation; each step is idempotent, so running it again after a cut finishes it. */
   work(name: string, op: PoolOperation): { steps: string[]; run: (jobId: string) => Promise<Record<string, unknown>> } {
     switch (op.kind) {
@@ -122,7 +130,7 @@ export class PoolOperations {
       case 'recompose':
         return { steps: ['replicas', 'desktops', 'cleanup'], run: async (jobId) => {
           const spec = await this.#spec(name);
-          const layers = (await this.masterDisks(await this.master(spec))).map((d) => snapshotLayer(d, op.snapshot));
+          const layers = await this.snapshotLayers(await this.master(spec), op.snapshot);
           const next = { ...spec, snapshot: op.snapshot };
           const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
           const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, 'recompose', { force: op.force, jobId, onto: (storage) => replicas.get(storage)! }));
@@ -135,7 +143,7 @@ export class PoolOperations {
           const spec = await this.#spec(name);
           const used = (await this.#db.selectFrom('pool_replicas').select('storage').where('pool', '=', name).execute()).map((r) => r.storage);
           const next: PoolSpec = { ...spec, storage: op.storage };
-          const layers = (await this.masterDisks(await this.master(spec))).map((d) => snapshotLayer(d, spec.snapshot));
+          const layers = await this.snapshotLayers(await this.master(spec), spec.snapshot);
           const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
           await this.#setSpec(name, next);
           const moves = await this.#jobs.step(jobId, 'desktops', () => moveDesktops({

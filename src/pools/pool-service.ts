@@ -9,8 +9,8 @@ import type { Logger } from '../core/logger.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
-import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
-import { measureReplica, snapshotLayer } from './pool-replica.js';
+import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, snapshotName, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
+import { measureReplica } from './pool-replica.js';
 import { desktopFiles, writeDisposableDisk } from './desktop-clone.js';
 import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
 import { assertRoom } from './storage-space.js';
@@ -90,7 +90,8 @@ export class PoolService {
       this.#log.info({ pool: p.name, operation: op.kind }, 'resuming a desktop pool operation cut by a server stop');
       await this.#start(p.name, op).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
     }
-    for (const p of await this.#db.selectFrom('desktop_pools').select('name').execute()) await this.#keepSpares(p.name);
+    // Not awaited: powering on spares (a VM start each) must not keep the server from listening.
+    for (const p of await this.#db.selectFrom('desktop_pools').select('name').execute()) void this.#keepSpares(p.name);
   }
 
   /** Assigns a desktop to a user (a dedicated desktop): it stops counting as a spare, and another may start. */
@@ -150,10 +151,7 @@ export class PoolService {
         throw new MamoriError('DESKTOP_POOL_EXISTS', `a desktop pool named ${input.name} exists; pick another name`);
       }
       const master = await this.#vms.get(input.master);
-      if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
-      const snap = await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', input.snapshot).executeTakeFirst();
-      if (!snap) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${input.snapshot}; take one with: mamori vm snapshot ${master.name} ${input.snapshot}`);
-      const layers = (await this.#ops.masterDisks(master)).map((d) => snapshotLayer(d, input.snapshot));
+      const layers = await this.#ops.snapshotLayers(master, snapshotName(input.snapshot));
       // The snapshot's OS decides how desktops customize (and whether KMS applies): read, not asked.
       const spec = poolSpecOf(input, master, await guestOsOf(layers));
       const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1), spec.guestOs);
@@ -194,25 +192,21 @@ export class PoolService {
    * `force`; they stay on the old replica, which goes once no desktop uses it.
    */
   async recompose(name: string, snapshot: string, opts: { force?: boolean } = {}): Promise<Job> {
-    const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
+    const spec = await this.#spec(name);
     // Only desktops not on the snapshot yet: run again, it finishes what in-use desktops left.
     const behind = (await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
       .select('pool_desktops.vm_id').where('pool_desktops.pool', '=', name).where('pool_replicas.snapshot', '!=', snapshot).execute()).map((r) => r.vm_id);
     if (snapshot === spec.snapshot && behind.length === 0) {
       throw new MamoriError('INVALID_INPUT', `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`);
     }
-    const master = await this.#ops.master(spec);
-    if (!(await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', snapshot).executeTakeFirst())) {
-      throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
-    }
-    const layers = (await this.#ops.masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
+    const layers = await this.#ops.snapshotLayers(await this.#ops.master(spec), snapshot);
     await assertRoom((st) => this.#paths.pool(st), { ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 }, await measureReplica(layers), 0);
     return this.#start(name, { kind: 'recompose', snapshot, force: opts.force === true }, { pending: behind });
   }
 
   /** Grows the pool (new desktops, customized as the first) or shrinks it from the highest numbers. */
   async resize(name: string, size: number, opts: { force?: boolean } = {}): Promise<Job> {
-    const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
+    const spec = await this.#spec(name);
     const newSize = intOption('size', size, spec.size, POOL_LIMITS.size);
     if (newSize > spec.size) {
       const names = desktopNames(spec.namePattern, Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1), spec.guestOs);
@@ -239,7 +233,7 @@ export class PoolService {
    * replicas no desktop uses go. Desktops in use stay unless `force`.
    */
   async rebalance(name: string, opts: { storage?: string[]; force?: boolean } = {}): Promise<Job> {
-    const spec = JSON.parse((await this.#pool(name)).spec) as PoolSpec;
+    const spec = await this.#spec(name);
     const storage = opts.storage ?? spec.storage;
     if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
     for (const s of storage) assertValidName('storage pool', s);
@@ -326,6 +320,10 @@ export class PoolService {
       }
     })();
     return job;
+  }
+
+  async #spec(name: string): Promise<PoolSpec> {
+    return JSON.parse((await this.#pool(name)).spec) as PoolSpec;
   }
 
   async #pool(name: string): Promise<{ name: string; spec: string; state: string; message: string | null; operation: string | null }> {

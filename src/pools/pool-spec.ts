@@ -108,9 +108,15 @@ function kmsHostOf(input: PoolCreateInput, guestOs: GuestOs): string | null {
   return input.kmsHost;
 }
 
+/** The snapshot the replica is made from, as the operator gave it: a name, not empty. */
+export function snapshotName(snapshot: unknown): string {
+  if (typeof snapshot !== 'string' || snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
+  return snapshot;
+}
+
 /** The stored spec from the operator's input, every option checked and made explicit. */
 export function poolSpecOf(input: PoolCreateInput, master: { id: string; name: string }, guestOs: GuestOs = 'unknown'): PoolSpec {
-  if (typeof input.snapshot !== 'string' || input.snapshot === '') throw new MamoriError('INVALID_INPUT', 'give the master snapshot the replica is made from (--snapshot)');
+  snapshotName(input.snapshot);
   const storage = input.storage ?? ['default'];
   if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
   for (const s of storage) assertValidName('storage pool', s);
