@@ -16,15 +16,6 @@ const ajv = new Ajv({ allErrors: true, strict: false });
 const validateResponse = ajv.compile(RESPONSE_SCHEMA);
 const validators = new Map<AdapterCommand, ValidateFunction>(ADAPTER_COMMANDS.map((c) => [c, ajv.compile(RESULT_SCHEMAS[c])]));
 
-/** The adapter's answer was an error response: its code (declared) and message, as the adapter gave them. */
-export class AdapterAnsweredError extends MamoriError {
-  readonly adapterCode: string;
-  constructor(path: string, command: string, body: AdapterErrorBody, retryable: boolean) {
-    super('ADAPTER_ERROR', `the adapter ${path} refused ${command}: ${body.message} [${body.code}]`, { details: { adapter: path, command, adapterCode: body.code, retryable, ...(body.details ? { adapterDetails: body.details } : {}) } });
-    this.adapterCode = body.code;
-  }
-}
-
 /**
  * One adapter with one connection, as mamori talks to it: every call is a run of the
  * executable, every response is checked against the protocol's schema for its command, an
@@ -93,7 +84,10 @@ export class AdapterClient {
       if (!declared.has(r.error.code) && !(GENERIC_ERROR_CODES as readonly string[]).includes(r.error.code)) {
         throw fail(`it answered with error code ${r.error.code}, which it does not declare in queryErrorDefinitions (${r.error.message})`);
       }
-      throw new AdapterAnsweredError(this.path, command, r.error, declared.get(r.error.code) ?? false);
+      // The adapter's own code and whether it declared it retryable travel in details.
+      throw new MamoriError('ADAPTER_ERROR', `the adapter ${this.path} refused ${command}: ${r.error.message} [${r.error.code}]`, {
+        details: { adapter: this.path, command, adapterCode: r.error.code, retryable: declared.get(r.error.code) ?? false, ...(r.error.details ? { adapterDetails: r.error.details } : {}) },
+      });
     }
     const validate = validators.get(command)!;
     if (!validate(r.result)) throw fail(`its ${command} result breaks the protocol: ${ajv.errorsText(validate.errors, { dataVar: 'result' })}`);

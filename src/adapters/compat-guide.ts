@@ -30,7 +30,7 @@ export interface CompatEntry {
 export interface CompatGuide { format: 1; entries: CompatEntry[] }
 
 /** What `compat check` says of one array. */
-export interface CompatVerdict { supported: boolean; reason: string; entry: CompatEntry | null }
+export interface CompatVerdict { supported: boolean; reason: string }
 
 const bad = (file: string, why: string): MamoriError => new MamoriError('INVALID_INPUT', `the compatibility guide ${file} does not parse: ${why}`, { details: { file } });
 
@@ -82,17 +82,17 @@ export function checkCompat(guide: CompatGuide, adapter: { name: string; version
   const rows = guide.entries.filter((e) => e.adapter === adapter.name && e.arrayModel === array.model);
   if (rows.length === 0) {
     const models = guide.entries.filter((e) => e.adapter === adapter.name).map((e) => e.arrayModel);
-    return { supported: false, entry: null, reason: `${array.model} with the ${adapter.name} adapter is not in the compatibility guide${models.length ? ` (it lists ${[...new Set(models)].join(', ')})` : ''}` };
+    return { supported: false, reason: `${array.model} with the ${adapter.name} adapter is not in the compatibility guide${models.length ? ` (it lists ${[...new Set(models)].join(', ')})` : ''}` };
   }
   const withSoftware = rows.filter((e) => e.softwareVersions.includes(array.softwareVersion));
-  if (withSoftware.length === 0) return { supported: false, entry: rows[0]!, reason: `${array.model} software ${array.softwareVersion} is not listed; tested: ${[...new Set(rows.flatMap((e) => e.softwareVersions))].join(', ')}` };
+  if (withSoftware.length === 0) return { supported: false, reason: `${array.model} software ${array.softwareVersion} is not listed; tested: ${[...new Set(rows.flatMap((e) => e.softwareVersions))].join(', ')}` };
   const withAdapter = withSoftware.filter((e) => e.adapterVersion === adapter.version);
-  if (withAdapter.length === 0) return { supported: false, entry: withSoftware[0]!, reason: `adapter ${adapter.name} ${adapter.version} is not listed for it; tested: ${withSoftware.map((e) => e.adapterVersion).join(', ')}` };
+  if (withAdapter.length === 0) return { supported: false, reason: `adapter ${adapter.name} ${adapter.version} is not listed for it; tested: ${withSoftware.map((e) => e.adapterVersion).join(', ')}` };
   const withMamori = withAdapter.filter((e) => e.mamoriVersions.includes(mamoriVersion));
-  if (withMamori.length === 0) return { supported: false, entry: withAdapter[0]!, reason: `tested with mamori ${withAdapter.flatMap((e) => e.mamoriVersions).join(', ')}, not ${mamoriVersion}` };
+  if (withMamori.length === 0) return { supported: false, reason: `tested with mamori ${withAdapter.flatMap((e) => e.mamoriVersions).join(', ')}, not ${mamoriVersion}` };
   const passed = withMamori.find((e) => e.conformance.result === 'pass');
-  if (!passed) return { supported: false, entry: withMamori[0]!, reason: `its conformance run of ${withMamori[0]!.conformance.date} failed` };
-  return { supported: true, entry: passed, reason: `conformance passed on ${passed.conformance.date} (${passed.conformance.passed} steps)` };
+  if (!passed) return { supported: false, reason: `its conformance run of ${withMamori[0]!.conformance.date} failed` };
+  return { supported: true, reason: `conformance passed on ${passed.conformance.date} (${passed.conformance.passed} steps)` };
 }
 
 /** The guide with `entry` in place of the row for the same adapter, version, model and software. */
