@@ -19,6 +19,13 @@ export function runTag(): string {
  */
 export class NetNs {
   readonly name: string;
+  /**
+   * Run programs in the network namespace only (nsenter --net), sharing the host's mount
+   * namespace: `ip netns exec` gives each a mount namespace of its own, which does not see
+   * mounts made later on the host (this machine's / is a private mount), such as the
+   * datasets the zfs-fuse daemon mounts when an adapter clones or fails one over.
+   */
+  hostMounts = false;
   #deleted = false;
 
   private constructor(name: string) {
@@ -46,6 +53,7 @@ export class NetNs {
 
   /** The argv that runs a program inside this namespace (ip netns exec execs in place: same pid). */
   wrap(file: string, args: readonly string[]): [string, string[]] {
+    if (this.hostMounts) return ['nsenter', [`--net=/var/run/netns/${this.name}`, '--', file, ...args]];
     return ['ip', ['netns', 'exec', this.name, file, ...args]];
   }
 

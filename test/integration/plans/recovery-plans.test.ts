@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { TwoSites } from '../../harness/two-sites.js';
+import { writerResumedAfter } from '../../harness/writer-resume.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
@@ -100,15 +101,8 @@ async function bridgePorts(bridge: string): Promise<string[]> {
   return [...r.stdout.matchAll(/^\d+:\s+([^:@\s]+)/gm)].map((m) => m[1]!);
 }
 
-/** The write-log writer's start line: it scanned the disk and continues after this record. */
 async function resumedAfter(site: 'a' | 'b', vm: string): Promise<number> {
-  // The whole serial log of this boot: the start line scrolls out of a console tail when
-  // a slow machine gets here a minute after the VM started.
-  const serialLog = (await sites.cliJson<VmView>(site, 'vm', 'show', vm)).serialLog;
-  return sites.site(site).waitFor(`${vm}'s writer start at ${site}`, async () => {
-    const m = /mamori-wl start resume_after=(\d+)/.exec(await readFile(serialLog, 'utf8').catch(() => ''));
-    return m ? Number(m[1]) : undefined;
-  }, 120_000);
+  return writerResumedAfter(sites.site(site), vm);
 }
 
 function dbOf(dataDir: string): Database.Database {
