@@ -25,6 +25,8 @@ import { ProtectionGroups } from './plans/protection-groups.js';
 import { SiteNetworks } from './networks/site-networks.js';
 import { InventoryMappings } from './plans/inventory-mappings.js';
 import { ProtectedSite } from './plans/protected-site.js';
+import { ArrayGroups } from './plans/array-groups.js';
+import { ArrayRunActions } from './plans/array-run-actions.js';
 import { PlanService } from './plans/plan-service.js';
 import { PlanRunner } from './plans/plan-runner.js';
 import { RunJournal } from './plans/run-journal.js';
@@ -112,6 +114,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
   const storageArrays = new StorageArrays(store.db);
+  disks.arrayDeviceDir = (storage, deviceId, arrayId) => storageArrays.deviceDir(storage, deviceId, arrayId);
   const storageBench = new StorageBench({ vms, disks, jobs, paths, log });
   incoming.askSource = async (site, vmId) =>
     (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
@@ -121,21 +124,23 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await replicas.repair();
   await incoming.repair();
   await pools.resumeInterrupted();
-  const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log });
+  const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists: async (n) => void (await peers.record(n)) });
+  const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log, arrays: arrayGroups });
   replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);
   const mappings = new InventoryMappings({ db: store.db, networks, peerExists: async (n) => void (await peers.record(n)) });
-  const plans = new PlanService({ db: store.db, peers, mappings });
+  const plans = new PlanService({ db: store.db, peers, mappings, arrays: storageArrays });
   const runs = new RunJournal(store.db);
   // A run in flight died with the previous server: it waits for 'mamori plan resume'.
   const interrupted = await runs.markInterrupted();
   if (interrupted.length > 0) log.warn({ runs: interrupted }, "plan runs were cut by the server's stop; resume them with 'mamori plan resume RUN'");
   const recovery = new VmRecovery({ db: store.db, replicas, vms, poolDir: () => disks.poolDir() });
-  const groups = new ProtectionGroups(store.db);
+  const groups = new ProtectionGroups(store.db, arrayGroups);
   const seeding = new ReplicaSeeding({ db: store.db, replicas, vms, dataDir: paths.root, log });
   const peerRecovery = new PeerRecovery({ db: store.db, replicas, replication, vms, groups, seeding, recovery });
   const actions = new RunStepActions({
     vms, replicas, peers, recovery, log, replication, seeding, peerRecovery,
     markSuperseded: (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
+    arrays: new ArrayRunActions({ db: store.db, arrays: storageArrays, peers, vms, groups, poolDir: () => disks.poolDir(), log }),
   });
   const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
   // After a replica-aware migration the VM here is superseded, its disks seed the reverse replica,
@@ -147,7 +152,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench,
+    networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {

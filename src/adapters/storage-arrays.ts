@@ -90,11 +90,46 @@ export class StorageArrays {
     return out;
   }
 
+  /**
+   * Where VM images can be made on a device: a filesystem device of one of the entry's arrays,
+   * mounted here and writable (a source or an unreplicated device, not a replica).
+   */
+  async deviceDir(name: string, deviceId: string, arrayId?: string): Promise<string> {
+    const found = await this.devices(name);
+    const arrays = arrayId === undefined ? found : found.filter((f) => f.arrayId === arrayId);
+    const hits = arrays.flatMap((a) => a.devices.filter((d) => d.id === deviceId).map((d) => ({ arrayId: a.arrayId, d })));
+    if (hits.length === 0) throw new MamoriError('NOT_FOUND', `storage entry ${name} has no device ${deviceId}${arrayId ? ` on array ${arrayId}` : ''}; see 'mamori array devices ${name}'`, { details: { storage: name, device: deviceId } });
+    if (hits.length > 1) throw new MamoriError('INVALID_INPUT', `arrays ${hits.map((h) => h.arrayId).join(', ')} of entry ${name} each have a device ${deviceId}; name one with --array-id`);
+    const { d } = hits[0]!;
+    if (d.kind !== 'filesystem') throw new MamoriError('INVALID_INPUT', `device ${deviceId} is a ${d.kind}; images are made on filesystem devices (map a volume with 'mamori disk create NAME --rdm PATH')`);
+    if (d.role !== 'source' && d.role !== 'unreplicated') throw new MamoriError('INVALID_INPUT', `device ${deviceId} is a ${d.role === 'target' ? 'replica (read-only target)' : d.role} device; make disks on a source or unreplicated device`, { details: { role: d.role } });
+    if (d.path === null) throw new MamoriError('INVALID_INPUT', `device ${deviceId} is not mounted on this host`);
+    return d.path;
+  }
+
+  /** The entry of this site that reaches array `arrayId` (the recovery site finds its side of a pair so). */
+  async locate(arrayId: string): Promise<{ storage: string; client: AdapterClient }> {
+    for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
+      const client = clientOf(entry);
+      const arrays = await client.call('discoverArrays', {}).then((r) => r.arrays, () => []);
+      if (arrays.some((a) => a.id === arrayId)) return { storage: entry.name, client };
+    }
+    throw new MamoriError('NOT_FOUND', `no storage array entry at this site reaches array ${arrayId}; add one with 'mamori array add NAME --adapter ADAPTER --connection KEY=VALUE'`, { details: { arrayId } });
+  }
+
+  /** The compatibility guide's verdict on one array of one entry. */
+  async compatOf(name: string, arrayId: string, guideFile?: string): Promise<CompatReportRow> {
+    const row = (await this.compatCheck(guideFile, name)).find((r) => r.arrayId === arrayId);
+    if (!row) throw new MamoriError('NOT_FOUND', `storage array entry ${name} does not reach array ${arrayId}; see 'mamori array list'`, { details: { storage: name, arrayId } });
+    return row;
+  }
+
   /** `mamori compat check`: every array of every entry against the compatibility guide. */
-  async compatCheck(guideFile?: string): Promise<CompatReportRow[]> {
+  async compatCheck(guideFile?: string, only?: string): Promise<CompatReportRow[]> {
     const guide = await readCompatGuide(guideFile);
     const rows: CompatReportRow[] = [];
     for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
+      if (only !== undefined && entry.name !== only) continue;
       const client = clientOf(entry);
       const info = await client.call('queryInfo', {});
       for (const a of (await client.call('discoverArrays', {})).arrays) {

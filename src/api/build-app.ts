@@ -34,6 +34,7 @@ import { planRoutes } from './routes/plans.js';
 import type { SiteNetworks } from '../networks/site-networks.js';
 import type { InventoryMappings } from '../plans/inventory-mappings.js';
 import type { ProtectedSite } from '../plans/protected-site.js';
+import type { ArrayGroups } from '../plans/array-groups.js';
 import type { PlanService } from '../plans/plan-service.js';
 import type { PlanRunner } from '../plans/plan-runner.js';
 import type { RunJournal } from '../plans/run-journal.js';
@@ -63,6 +64,7 @@ export interface AppDeps {
   networks: SiteNetworks;
   mappings: InventoryMappings;
   protectedSite: ProtectedSite;
+  arrayGroups: ArrayGroups;
   plans: PlanService;
   runner: PlanRunner;
   runs: RunJournal;

@@ -9,6 +9,8 @@ import type { Job } from '../jobs/job-journal.js';
 
 export const DISK_USAGE = `mamori disk <command>
   create NAME --size SIZE [--format qcow2|raw] [--path PATH-IN-POOL]
+  create NAME --size SIZE --array ENTRY --device ID [--array-id ID]
+                                     on a replicated array device (array-based protection groups)
   create NAME --rdm DEVICE [--mode virtual|physical] [--shared]
   import NAME SOURCE [--format vmdk|vhd|vhdx|qcow2|raw] [--to qcow2|raw]
   list | show NAME | delete NAME`;
@@ -19,7 +21,10 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
     case 'create': {
       const { values, positionals } = parseArgs({
         args: rest, allowPositionals: true, strict: true,
-        options: { size: { type: 'string' }, format: { type: 'string' }, path: { type: 'string' }, rdm: { type: 'string' }, mode: { type: 'string' }, shared: { type: 'boolean' } },
+        options: {
+          size: { type: 'string' }, format: { type: 'string' }, path: { type: 'string' }, rdm: { type: 'string' }, mode: { type: 'string' }, shared: { type: 'boolean' },
+          array: { type: 'string' }, device: { type: 'string' }, 'array-id': { type: 'string' },
+        },
       });
       const name = one(positionals, 'disk create NAME --size SIZE');
       const body: Record<string, unknown> = { name };
@@ -29,6 +34,8 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
         body['size'] = values.size;
         if (values.format) body['format'] = values.format;
         if (values.path) body['path'] = values.path;
+        if ((values.array === undefined) !== (values.device === undefined)) throw new MamoriError('INVALID_INPUT', 'a disk on an array device needs both --array ENTRY and --device ID');
+        if (values.array) body['onArray'] = { storage: values.array, deviceId: values.device, ...(values['array-id'] ? { arrayId: values['array-id'] } : {}) };
       }
       if (values.shared) body['shared'] = true;
       const d = await api.post<DiskRecord>('/disks', body);

@@ -92,6 +92,7 @@ export const ERROR_CODES = {
   ADAPTER_NOT_FOUND: { httpStatus: 400, retryable: false },
   ADAPTER_UNSUPPORTED: { httpStatus: 409, retryable: false },
   ADAPTER_ERROR: { httpStatus: 502, retryable: true },
+  COMPAT_UNSUPPORTED: { httpStatus: 409, retryable: false },
   ADAPTER_FAILED: { httpStatus: 502, retryable: false },
   ADAPTER_TIMEOUT: { httpStatus: 504, retryable: true },
   INTERNAL: { httpStatus: 500, retryable: false },

@@ -30,6 +30,8 @@ export interface CreateDiskInput {
   /** Relative to the pool, or absolute inside it. Default: NAME.FORMAT in the pool. */
   path?: string;
   shared?: boolean;
+  /** Make it on a replicated array device (mounted here) instead of in the pool: array-based protection. */
+  onArray?: { storage: string; deviceId: string; arrayId?: string };
 }
 
 export interface CreateRdmInput {
@@ -66,6 +68,9 @@ export class DiskService {
     this.#log = deps.log;
     this.#jobs.registerRecovery('disk-import', (job) => this.#recoverImport(job));
   }
+
+  /** Where a filesystem device of an array entry is mounted and writable (set by the composition root). */
+  arrayDeviceDir: ((storage: string, deviceId: string, arrayId?: string) => Promise<string>) | null = null;
 
   poolDir(pool = DEFAULT_POOL): string {
     return this.#paths.pool(pool);
@@ -113,7 +118,12 @@ export class DiskService {
       throw new MamoriError('OUT_OF_RANGE', `disk size ${input.sizeBytes} bytes is out of range: 1 MiB to 64 TiB`);
     }
     await this.#assertNameFree(input.name);
-    const pool = this.poolDir();
+    let pool = this.poolDir();
+    if (input.onArray) {
+      if (!this.arrayDeviceDir) throw new MamoriError('INVALID_INPUT', 'this site has no storage arrays');
+      // The device's mount point is the "pool" here: the same path checks apply below it.
+      pool = await this.arrayDeviceDir(input.onArray.storage, input.onArray.deviceId, input.onArray.arrayId);
+    }
     await mkdir(pool, { recursive: true });
     const path = resolveInPool(pool, input.path ?? `${input.name}.${format}`);
     await this.#assertParentInsidePool(pool, path);

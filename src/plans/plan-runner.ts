@@ -74,6 +74,7 @@ export class PlanRunner {
     const run: PlanRun = {
       id: newShortId('run'), plan: planName, mode, state: 'running', peer: plan.peer, options, snapshot: plan, steps,
       vms: Object.fromEntries(mode === 'cleanup' ? [] : plan.vms.map((v) => [v.vm.name, { vm: v.vm.name, priority: v.options.priority } satisfies RunVmOutcome])),
+      arrays: {},
       result: null, error: null, startedAt: now, endedAt: null, updatedAt: now,
     };
     await this.#journal.insert(run);

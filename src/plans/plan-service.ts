@@ -5,6 +5,21 @@ import type { SitePeers } from '../sites/site-peers.js';
 import { checkPlan, parsePlanYaml, PLAN_DEFAULTS, type PlanProblem, type PlanSpec, type PlanVmOptions } from './plan-spec.js';
 import type { InventoryMappings, MappingView } from './inventory-mappings.js';
 import type { ProtectedInventory, ProtectedVm } from './protected-site.js';
+import type { StorageArrays } from '../adapters/storage-arrays.js';
+
+/** An array-based group a plan recovers: the devices this site fails over, through which entry. */
+export interface ResolvedArrayGroup {
+  name: string;
+  /** This site's storage array entry that reaches the peer array. */
+  storage: string;
+  /** This site's array and devices (the replicas), and the protected site's (the sources). */
+  arrayId: string;
+  deviceIds: string[];
+  sourceArrayId: string;
+  sourceDeviceIds: string[];
+  /** The protected site paired it with an array the compatibility guide does not support (--force). */
+  forced: boolean;
+}
 
 export interface PlanView {
   name: string;
@@ -25,6 +40,7 @@ export interface ResolvedPlan {
   /** Whether the inventory came from the protected site just now (false: the last one seen). */
   inventoryFresh: boolean;
   vms: { vm: ProtectedVm; options: PlanVmOptions; networks: string[]; testNetworks: string[]; pool: string }[];
+  arrayGroups: ResolvedArrayGroup[];
 }
 
 /**
@@ -37,9 +53,11 @@ export class PlanService {
   #db: Kysely<Database>;
   #peers: SitePeers;
   #mappings: InventoryMappings;
+  #arrays: StorageArrays;
 
-  constructor(deps: { db: Kysely<Database>; peers: SitePeers; mappings: InventoryMappings }) {
+  constructor(deps: { db: Kysely<Database>; peers: SitePeers; mappings: InventoryMappings; arrays: StorageArrays }) {
     this.#db = deps.db;
+    this.#arrays = deps.arrays;
     this.#peers = deps.peers;
     this.#mappings = deps.mappings;
   }
@@ -117,7 +135,19 @@ export class PlanService {
       if (!inventory.groups.some((x) => x.name === g)) bad('protectionGroups', `${peer} has no protection group ${g} with VMs replicated to this site`);
     }
     for (const vm of spec.protectedVms ?? []) {
-      if (!inventory.vms.some((v) => v.name === vm)) bad('protectedVms', `${vm} is not a VM of ${peer} replicated to this site`);
+      const inv = inventory.vms.find((v) => v.name === vm);
+      if (!inv) bad('protectedVms', `${vm} is not a VM of ${peer} replicated to this site`);
+      else if (inv.arrayDisks) bad('protectedVms', `${vm} lives on the devices of array-based group ${inv.group}: the array fails over whole devices, so a plan recovers it with its group (protectionGroups: [${inv.group}])`);
+    }
+    const arrayGroups: ResolvedArrayGroup[] = [];
+    for (const g of inventory.groups.filter((x) => x.array && spec.protectionGroups.includes(x.name))) {
+      const a = g.array!;
+      try {
+        const { storage } = await this.#arrays.locate(a.peerArrayId);
+        arrayGroups.push({ name: g.name, storage, arrayId: a.peerArrayId, deviceIds: a.peerDeviceIds, sourceArrayId: a.arrayId, sourceDeviceIds: a.deviceIds, forced: a.forced });
+      } catch (e) {
+        bad('protectionGroups', `array-based group ${g.name} replicates to array ${a.peerArrayId}, which no storage array entry of this site reaches; add one with 'mamori array add' (${(e as Error).message})`);
+      }
     }
     const members = inventory.vms.filter((v) => covers(spec, v));
     for (const vm of Object.keys(spec.vms)) {
@@ -132,7 +162,7 @@ export class PlanService {
     const mappings = await this.#mappings.list({ peer });
     const vms: ResolvedPlan['vms'] = [];
     for (const vm of members) {
-      const replica = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vm.id).executeTakeFirst();
+      const replica = vm.arrayDisks ? true : await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vm.id).executeTakeFirst();
       if (!replica) bad(`vms.${vm.name}`, `this site holds no replica of ${vm.name}`);
       const networks: string[] = [];
       const testNetworks: string[] = [];
@@ -151,7 +181,8 @@ export class PlanService {
         networks.push(m.target);
         testNetworks.push(m.testTarget ?? 'none');
       }
-      const pools = [...new Set(vm.disks.map((d) => d.pool))];
+      // An array-based VM's disks stay on the array's devices: no pool to map.
+      const pools = vm.arrayDisks ? [] : [...new Set(vm.disks.map((d) => d.pool))];
       let pool = 'default';
       for (const p of pools) {
         const m = find(mappings, 'pool', p);
@@ -165,7 +196,7 @@ export class PlanService {
       const text = problems.map((p) => p.message).join('; ');
       throw new MamoriError('PLAN_INVALID', `plan ${spec.name} does not fit the sites${fresh ? '' : ` (as last seen at ${inventory.takenAt})`}, nothing was changed: ${text}`, { details: { problems } });
     }
-    return { spec, peer, inventory, inventoryFresh: fresh, vms };
+    return { spec, peer, inventory, inventoryFresh: fresh, vms, arrayGroups };
   }
 
   async #peerOf(spec: PlanSpec): Promise<string> {

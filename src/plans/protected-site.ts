@@ -5,6 +5,8 @@ import type { ReplicationService } from '../replication/replication-service.js';
 import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
+import type { PeerRef } from '../adapters/adapter-protocol.js';
+import type { ArrayDisk, ArrayGroups } from './array-groups.js';
 
 /** A protected VM as the recovery site needs it to rebuild the VM from its replica. */
 export interface ProtectedVm {
@@ -13,18 +15,32 @@ export interface ProtectedVm {
   state: string;
   /** null: replicated to the peer but in no protection group (a plan can still name it). */
   group: string | null;
-  replicaId: string;
+  /** Host-based: the replica at the peer; null for a VM of an array-based group. */
+  replicaId: string | null;
   rpoSeconds: number;
   keepPoints: number;
   definition: Omit<VmDefinition, 'diskIds' | 'configDriveDiskId'>;
   disks: { index: number; sizeBytes: number; pool: string }[];
   lastHeartbeatAt: string | null;
+  /** Array-based: where each disk is on the group's devices (the recovery site finds it on their peers). */
+  arrayDisks?: ArrayDisk[];
+}
+
+/** An array-based group as the recovery site needs it: the peer array and devices it fails over. */
+export interface ProtectedArrayGroup {
+  /** The array at the recovery site holding the devices' peers, and those devices. */
+  peerArrayId: string;
+  peerDeviceIds: string[];
+  /** The protected site's array and devices. */
+  arrayId: string;
+  deviceIds: string[];
+  forced: boolean;
 }
 
 export interface ProtectedInventory {
   site: string;
   takenAt: string;
-  groups: { name: string; vms: string[] }[];
+  groups: { name: string; vms: string[]; array?: ProtectedArrayGroup }[];
   vms: ProtectedVm[];
 }
 
@@ -49,9 +65,11 @@ export class ProtectedSite {
   #vms: VmService;
   #replication: ReplicationService;
   #log: Logger;
+  #arrays: ArrayGroups;
 
-  constructor(deps: { db: Kysely<Database>; siteName: string; vms: VmService; replication: ReplicationService; log: Logger }) {
+  constructor(deps: { db: Kysely<Database>; siteName: string; vms: VmService; replication: ReplicationService; log: Logger; arrays: ArrayGroups }) {
     this.#db = deps.db;
+    this.#arrays = deps.arrays;
     this.#siteName = deps.siteName;
     this.#vms = deps.vms;
     this.#replication = deps.replication;
@@ -81,7 +99,25 @@ export class ProtectedSite {
       });
       if (r.group !== null) groups.set(r.group, [...(groups.get(r.group) ?? []), vm.name]);
     }
-    return { site: this.#siteName, takenAt: new Date().toISOString(), groups: [...groups].map(([name, v]) => ({ name, vms: v })), vms };
+    const arrayGroups: ProtectedInventory['groups'] = [];
+    for (const g of await this.#arrays.bindings()) {
+      if (g.binding.peer !== peer) continue;
+      const m = await this.#arrays.membership(g.binding);
+      const peers: PeerRef[] = m.devices.map((d) => d.peer).filter((p): p is PeerRef => p !== null);
+      for (const { vm, disks } of m.members) {
+        const view = await this.#vms.view(vm);
+        const { diskIds: _ids, configDriveDiskId: _cd, ...definition } = vm.definition;
+        vms.push({
+          id: vm.id, name: vm.name, state: vm.state, group: g.name, replicaId: null, rpoSeconds: 0, keepPoints: 0, definition,
+          disks: disks.map((d) => ({ index: d.index, sizeBytes: d.sizeBytes, pool: 'default' })), lastHeartbeatAt: view.lastHeartbeatAt, arrayDisks: disks,
+        });
+      }
+      arrayGroups.push({
+        name: g.name, vms: m.members.map((x) => x.vm.name).sort(),
+        array: { peerArrayId: peers[0]?.arrayId ?? '', peerDeviceIds: peers.map((p) => p.deviceId), arrayId: g.binding.arrayId, deviceIds: g.binding.deviceIds, forced: g.binding.forced },
+      });
+    }
+    return { site: this.#siteName, takenAt: new Date().toISOString(), groups: [...[...groups].map(([name, v]) => ({ name, vms: v })), ...arrayGroups], vms };
   }
 
   /**
@@ -90,12 +126,14 @@ export class ProtectedSite {
    * so a resumed run may call it again.
    */
   async prepareFailover(peer: string, vmName: string, shutdownTimeoutSec: number): Promise<PreparedFailover> {
-    const vm = await this.#protectedFor(peer, vmName);
+    const { vm, arrayGroup } = await this.#protectedFor(peer, vmName);
     let forced = false;
     const wasRunning = ['running', 'paused', 'starting', 'stopping'].includes(vm.state);
     if (vm.state === 'paused') await this.#vms.resume(vmName).catch(() => undefined);
     if (wasRunning) forced = (await this.#vms.stop(vmName, { timeoutSec: shutdownTimeoutSec })).forced;
     const stoppedAt = new Date().toISOString();
+    // Array-based: the array's last point is the group's own step, once all its VMs are off.
+    if (arrayGroup !== null) return { vm: vmName, forced, wasRunning, point: null, stoppedAt };
     // No more cycles after this one: the next writes to this VM's disks are the recovery site's.
     const { id, time } = await this.#replication.finalSync(vmName);
     const point = { id, time };
@@ -112,12 +150,12 @@ export class ProtectedSite {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) return;
     const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst();
-    if (!row || row.peer !== bySite) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
+    if ((!row || row.peer !== bySite) && (await this.#arrays.groupOfVm(bySite, vmId)) === null) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
     const existing = await this.#db.selectFrom('superseded_vms').select('generation').where('vm_id', '=', vmId).executeTakeFirst();
     if (existing && existing.generation >= generation) return;
     await this.#db.insertInto('superseded_vms').values({ vm_id: vmId, generation, by_site: bySite, reason, at: new Date().toISOString() })
       .onConflict((oc) => oc.column('vm_id').doUpdateSet({ generation, by_site: bySite, reason, at: new Date().toISOString() })).execute();
-    await this.#replication.setPaused(vm.name, true).catch(() => undefined);
+    if (row) await this.#replication.setPaused(vm.name, true).catch(() => undefined);
     if (vm.state === 'running') {
       this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover while running here: pausing it');
       await this.#vms.pause(vm.name).catch((e: unknown) => this.#log.error({ vm: vm.name, err: e }, 'could not pause a superseded VM'));
@@ -126,10 +164,12 @@ export class ProtectedSite {
     }
   }
 
-  async #protectedFor(peer: string, vmName: string): Promise<{ id: string; state: string }> {
+  async #protectedFor(peer: string, vmName: string): Promise<{ vm: { id: string; state: string }; arrayGroup: string | null }> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
-    if (!row || row.peer !== peer) throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, { details: { vm: vmName } });
-    return vm;
+    if (row && row.peer === peer) return { vm, arrayGroup: null };
+    const arrayGroup = await this.#arrays.groupOfVm(peer, vm.id);
+    if (arrayGroup === null) throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, { details: { vm: vmName } });
+    return { vm, arrayGroup };
   }
 }

@@ -3,12 +3,17 @@ import type { Database } from '../store/schema.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
+import type { ArrayBinding, ArrayGroups } from './array-groups.js';
 
 export interface ProtectionGroupView {
   name: string;
+  /** host: mamori replicates its VMs; array: the storage replicates the devices they live on. */
+  kind: 'host' | 'array';
   /** The paired site its VMs replicate to (all of them to the same one). */
   peer: string;
   vms: string[];
+  /** Array-based groups: the binding, and VMs on the devices the group cannot protect. */
+  array?: ArrayBinding & { problems: { vm: string; reason: string }[] };
   createdAt: string;
 }
 
@@ -20,9 +25,29 @@ export interface ProtectionGroupView {
  */
 export class ProtectionGroups {
   #db: Kysely<Database>;
+  #arrays: ArrayGroups | null;
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: Kysely<Database>, arrays: ArrayGroups | null = null) {
     this.#db = db;
+    this.#arrays = arrays;
+  }
+
+  /**
+   * An array-based group: bound to replicated devices of one of this site's arrays, it
+   * protects every VM whose disks live on them (see ArrayGroups). Refused for an array the
+   * compatibility guide does not support, unless forced.
+   */
+  async createArray(name: string, input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean }): Promise<ProtectionGroupView> {
+    assertValidName('protection group', name);
+    if (!this.#arrays) throw new Error('array-based groups are not wired');
+    if (await this.#row(name)) throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name`, { details: { group: name } });
+    const binding = await this.#arrays.checkBinding(input);
+    for (const g of await this.#arrays.bindings()) {
+      const shared = g.binding.storage === binding.storage && g.binding.arrayId === binding.arrayId ? g.binding.deviceIds.filter((d) => binding.deviceIds.includes(d)) : [];
+      if (shared.length > 0) throw new MamoriError('INVALID_INPUT', `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`, { details: { group: g.name } });
+    }
+    await this.#db.insertInto('protection_groups').values({ id: newShortId('pg'), name, created_at: new Date().toISOString(), array_binding: JSON.stringify(binding) }).execute();
+    return this.get(name);
   }
 
   async create(name: string, vmNames: string[]): Promise<ProtectionGroupView> {
@@ -40,6 +65,7 @@ export class ProtectionGroups {
 
   async add(name: string, vmName: string): Promise<ProtectionGroupView> {
     const g = await this.#require(name);
+    assertHostBased(g);
     const current = await this.get(name);
     const [m] = await this.#members([vmName], g.id, current.peer);
     await this.#db.insertInto('protection_group_vms').values({ group_id: g.id, vm_id: m!.id }).onConflict((oc) => oc.doNothing()).execute();
@@ -48,6 +74,7 @@ export class ProtectionGroups {
 
   async remove(name: string, vmName: string): Promise<ProtectionGroupView> {
     const g = await this.#require(name);
+    assertHostBased(g);
     const view = await this.get(name);
     if (!view.vms.includes(vmName)) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not in protection group ${name}`, { details: { group: name, vm: vmName } });
     if (view.vms.length === 1) throw new MamoriError('INVALID_INPUT', `${vmName} is the last VM of protection group ${name}; delete the group instead`, { details: { group: name } });
@@ -63,10 +90,15 @@ export class ProtectionGroups {
 
   async get(name: string): Promise<ProtectionGroupView> {
     const g = await this.#require(name);
+    if (g.array_binding !== null && this.#arrays) {
+      const binding = JSON.parse(g.array_binding) as ArrayBinding;
+      const m = await this.#arrays.membership(binding);
+      return { name: g.name, kind: 'array', peer: binding.peer, vms: m.members.map((x) => x.vm.name).sort(), array: { ...binding, problems: m.problems }, createdAt: g.created_at };
+    }
     const rows = await this.#db.selectFrom('protection_group_vms').innerJoin('vms', 'vms.id', 'protection_group_vms.vm_id')
       .leftJoin('replications', 'replications.vm_id', 'vms.id').select(['vms.name as vm', 'replications.peer as peer'])
       .where('protection_group_vms.group_id', '=', g.id).orderBy('vms.name').execute();
-    return { name: g.name, peer: rows[0]?.peer ?? '', vms: rows.map((r) => r.vm), createdAt: g.created_at };
+    return { name: g.name, kind: 'host', peer: rows[0]?.peer ?? '', vms: rows.map((r) => r.vm), createdAt: g.created_at };
   }
 
   async list(): Promise<ProtectionGroupView[]> {
@@ -103,13 +135,21 @@ export class ProtectionGroups {
     return out;
   }
 
-  async #row(name: string): Promise<{ id: string; name: string; created_at: string } | undefined> {
+  async #row(name: string): Promise<GroupRow | undefined> {
     return this.#db.selectFrom('protection_groups').selectAll().where('name', '=', name).executeTakeFirst();
   }
 
-  async #require(name: string): Promise<{ id: string; name: string; created_at: string }> {
+  async #require(name: string): Promise<GroupRow> {
     const g = await this.#row(name);
     if (!g) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
     return g;
+  }
+}
+
+type GroupRow = { id: string; name: string; created_at: string; array_binding: string | null };
+
+function assertHostBased(g: GroupRow): void {
+  if (g.array_binding !== null) {
+    throw new MamoriError('INVALID_INPUT', `protection group ${g.name} is array-based: it protects the VMs whose disks live on its devices; move a VM's disks onto or off the devices instead`, { details: { group: g.name } });
   }
 }

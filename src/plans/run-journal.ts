@@ -9,7 +9,10 @@ export type RunMode = (typeof RUN_MODES)[number];
 export type RunState = 'running' | 'waiting' | 'interrupted' | 'done' | 'cancelled';
 export type RunResult = 'success' | 'warnings' | 'errors' | 'cancelled';
 
-export type RunStepKind = 'cleanup-vm' | 'shutdown' | 'promote' | 'recover' | 'power-on' | 'command' | 'prompt'
+export type RunStepKind = 'cleanup-vm'
+  // array-based groups: whole devices, through the storage adapters at both sites
+  | 'array-test-start' | 'array-test-stop' | 'array-prepare-failover' | 'array-failover' | 'array-prepare-reverse' | 'array-reverse'
+  | 'shutdown' | 'promote' | 'recover' | 'power-on' | 'command' | 'prompt'
   // reprotect: the old protected site seeds a replica from its superseded VM; this site replicates back.
   | 'seed-peer' | 'replicate'
   // failback: shut down here and sync, the peer promotes and recovers, then reprotect the other way.
@@ -31,6 +34,8 @@ export interface RunStep {
   planStep?: number;
   /** The recovered VM's id, for cleanup steps. */
   vmId?: string;
+  /** The array-based protection group, for array steps. */
+  group?: string;
 }
 
 export interface RunVmOutcome {
@@ -52,6 +57,17 @@ export interface RunVmOutcome {
   error?: string;
 }
 
+/** What a run made of an array-based group's devices at this site. */
+export interface RunArrayState {
+  /** The point (array snapshot) the devices' data is from, and when it was taken. */
+  point: string;
+  pointAt: string | null;
+  /** Device id (the target device) to where its data is mounted here: a test copy or the failed-over device. */
+  paths: Record<string, string>;
+  /** Reprotect: what the first sync the other way sent, per device. */
+  bytesSent?: Record<string, number>;
+}
+
 export interface PlanRun {
   id: string;
   plan: string;
@@ -62,6 +78,8 @@ export interface PlanRun {
   snapshot: unknown;
   steps: RunStep[];
   vms: Record<string, RunVmOutcome>;
+  /** Array-based groups, by name. */
+  arrays: Record<string, RunArrayState>;
   result: RunResult | null;
   error: string | null;
   /** Set while waiting at a prompt. */
@@ -128,7 +146,7 @@ function toRow(run: PlanRun): Selectable<PlanRunTable> {
   return {
     id: run.id, plan: run.plan, mode: run.mode, state: run.state, peer: run.peer,
     options: JSON.stringify({ ...run.options, ...(run.prompt !== undefined ? { prompt: run.prompt } : {}) }),
-    snapshot: JSON.stringify(run.snapshot), steps: JSON.stringify(run.steps), vms: JSON.stringify(run.vms),
+    snapshot: JSON.stringify(run.snapshot), steps: JSON.stringify(run.steps), vms: JSON.stringify(run.vms), arrays: JSON.stringify(run.arrays),
     result: run.result, error: run.error, started_at: run.startedAt, ended_at: run.endedAt, updated_at: run.updatedAt,
   };
 }
@@ -139,7 +157,7 @@ function fromRow(r: Selectable<PlanRunTable>): PlanRun {
   return {
     id: r.id, plan: r.plan, mode: r.mode as RunMode, state: r.state as RunState, peer: r.peer, options: rest,
     snapshot: JSON.parse(r.snapshot) as unknown, steps: JSON.parse(r.steps) as RunStep[], vms: JSON.parse(r.vms) as Record<string, RunVmOutcome>,
-    result: r.result as RunResult | null, error: r.error, ...(prompt !== undefined && r.state === 'waiting' ? { prompt } : {}),
+    arrays: JSON.parse(r.arrays) as Record<string, RunArrayState>, result: r.result as RunResult | null, error: r.error, ...(prompt !== undefined && r.state === 'waiting' ? { prompt } : {}),
     startedAt: r.started_at, endedAt: r.ended_at, updatedAt: r.updated_at,
   };
 }

@@ -1,5 +1,6 @@
 import type { Logger } from '../core/logger.js';
-import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { PEER_PROBE_MS, peerIsGone } from './peer-gone.js';
 import { runProcess } from '../core/run-process.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { ReplicaService } from '../replication/replica-service.js';
@@ -13,6 +14,7 @@ import type { VmRecovery } from './vm-recovery.js';
 import type { ReplicationService, ReplicationStatus } from '../replication/replication-service.js';
 import type { ReplicaSeeding } from './replica-seeding.js';
 import type { PeerRecovery, PeerRecoveredVm } from './peer-recovery.js';
+import type { ArrayRunActions } from './array-run-actions.js';
 
 export interface StepContext {
   run: PlanRun;
@@ -26,11 +28,6 @@ export interface StepOutcome {
   message?: string;
 }
 
-/** How long a disaster run gives the protected site to answer before going on without it. */
-const PEER_PROBE_MS = 3_000;
-
-/** Errors that mean "the protected site is not there", as opposed to it refusing. */
-const UNREACHABLE = ['PEER_UNREACHABLE', 'SITE_UNREACHABLE', 'PEER_CERT_MISMATCH'];
 
 /**
  * What each kind of run step does. Every action is idempotent, which is its recovery rule:
@@ -53,11 +50,14 @@ export class RunStepActions {
   #seeding: ReplicaSeeding;
   #peerRecovery: PeerRecovery;
   #markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>;
+  #arrays: ArrayRunActions;
 
   constructor(deps: {
     vms: VmService; replicas: ReplicaService; peers: SitePeers; recovery: VmRecovery; log: Logger; replication: ReplicationService;
     seeding: ReplicaSeeding; peerRecovery: PeerRecovery; markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>;
+    arrays: ArrayRunActions;
   }) {
+    this.#arrays = deps.arrays;
     this.#replication = deps.replication;
     this.#seeding = deps.seeding;
     this.#peerRecovery = deps.peerRecovery;
@@ -71,6 +71,8 @@ export class RunStepActions {
 
   async run(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     switch (step.kind) {
+      case 'array-test-start': case 'array-test-stop': case 'array-prepare-failover': case 'array-failover': case 'array-prepare-reverse': case 'array-reverse':
+        return this.#arrays.run(step, ctx);
       case 'cleanup-vm':
         await this.#recovery.remove(step.vmId!);
         return {};
@@ -203,8 +205,8 @@ export class RunStepActions {
       return { message: `${r.wasRunning ? (r.forced ? 'forced off after the shutdown timeout' : 'guest shut down') : 'was already off'}; final sync point ${r.point?.time ?? 'none'}` };
     } catch (e) {
       // A disaster recovery goes on without the protected site: it recovers from the last point.
-      if (ctx.run.mode === 'disaster' && isMamoriError(e) && (UNREACHABLE.includes(e.code) || e.code === 'NBD_CONNECT_FAILED' || e.code === 'PEER_AUTH_FAILED' || e.retryable)) {
-        return { skipped: true, message: `warning: ${ctx.plan.peer} did not answer (${e.code}); recovering from the newest point held here` };
+      if (ctx.run.mode === 'disaster' && peerIsGone(e)) {
+        return { skipped: true, message: `warning: ${ctx.plan.peer} did not answer (${(e as MamoriError).code}); recovering from the newest point held here` };
       }
       throw e;
     }
@@ -228,6 +230,7 @@ export class RunStepActions {
 
   async #recover(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const v = vmOf(ctx.plan, step.vm!);
+    if (v.vm.arrayDisks) return this.#recoverFromArray(v, ctx);
     const test = ctx.run.mode === 'test';
     const replicaId = await this.#recovery.replicaOf(ctx.plan.peer, v.vm);
     const pointId = ctx.run.options.pointTime === undefined ? null : await this.#pointAt(replicaId, ctx.run.options.pointTime);
@@ -244,6 +247,27 @@ export class RunStepActions {
     out.dataLossNote = loss.note;
     await ctx.save();
     return { message: `from point ${r.point.time}${r.created ? '' : ' (made before the restart)'}` };
+  }
+
+  /** A VM of an array-based group: registered from the devices' copies this run made. */
+  async #recoverFromArray(v: ResolvedPlan['vms'][number], ctx: StepContext): Promise<StepOutcome> {
+    const r = await this.#arrays.recoverVm(v, ctx);
+    const out = ctx.run.vms[v.vm.name]!;
+    out.recoveredVmId = r.vmId;
+    out.point = r.point;
+    const point = Date.parse(r.point.time);
+    if (out.protectedStoppedAt !== undefined && Date.parse(out.protectedStoppedAt) <= point) {
+      out.dataLossSec = 0;
+      out.dataLossNote = 'the array took the point after the VM was shut down: it holds every write';
+    } else if (v.vm.state === 'running' && v.vm.lastHeartbeatAt !== null) {
+      out.dataLossSec = Math.max(0, Math.round((Date.parse(v.vm.lastHeartbeatAt) - point) / 100) / 10);
+      out.dataLossNote = `at least: writes between the array's point and ${v.vm.lastHeartbeatAt}, when the VM was last known to run, are not in it`;
+    } else {
+      out.dataLossSec = null;
+      out.dataLossNote = 'unknown: the protected VM was not seen running after the point';
+    }
+    await ctx.save();
+    return { message: `from array point ${r.point.id}${r.created ? '' : ' (made before the restart)'}` };
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { ResolvedPlan } from './plan-service.js';
 import type { PlanStep } from './plan-spec.js';
 import type { RunMode, RunStep } from './run-journal.js';
+import { MamoriError } from '../core/mamori-error.js';
 
 /**
  * A step with where it runs: steps of one phase run together, phases one after the other.
@@ -14,8 +15,12 @@ export interface PlannedStep extends RunStep {
 
 export const PHASE = {
   cleanup: 0,
+  /** Array-based groups' test copies go after their test VMs. */
+  cleanupArrays: 1,
   /** Shutdown of protected VMs, last priority first: 10 + (5 - priority). */
   shutdown: 10,
+  /** Array-based groups: the protected array's last point, once every VM on it is off. */
+  arrayPrepare: 15,
   promote: 20,
   /** Recovery of priority p: 30 + 3p (before), +1 (VMs), +2 (after). */
   recover: 30,
@@ -37,8 +42,20 @@ export function buildRunSteps(mode: RunMode, plan: ResolvedPlan, cleanup: Cleanu
   const steps: PlannedStep[] = [];
   let n = 0;
   const add = (s: Omit<PlannedStep, 'id' | 'state'>): void => void steps.push({ id: `s${String(++n).padStart(3, '0')}`, state: 'pending', ...s });
+  const arrays = plan.arrayGroups ?? [];
+  const onArray = (v: ResolvedPlan['vms'][number]): boolean => v.vm.arrayDisks !== undefined;
+  const devices = (g: (typeof arrays)[number]): string => `${g.deviceIds.join(', ')} of array ${g.arrayId}`;
+  if (mode === 'failback' && arrays.length > 0) {
+    throw new MamoriError('INVALID_INPUT', `failback of array-based groups (${arrays.map((g) => g.name).join(', ')}) is a planned migration the other way: after reprotect the group is protected at ${plan.peer}'s side, so run a plan for it there with --mode planned, then --mode reprotect`);
+  }
   for (const t of cleanup) add({ kind: 'cleanup-vm', label: `remove test VM ${t.vm}`, vm: t.vm, vmId: t.vmId, phase: PHASE.cleanup, chain: t.vm });
+  if (mode === 'cleanup' || mode === 'planned' || mode === 'disaster') {
+    for (const g of arrays) add({ kind: 'array-test-stop', label: `remove the test copies of ${devices(g)} (group ${g.name})`, group: g.name, phase: PHASE.cleanupArrays });
+  }
   if (mode === 'cleanup') return steps;
+  if (mode === 'test') {
+    for (const g of arrays) add({ kind: 'array-test-start', label: `test copies of ${devices(g)} from their newest point (group ${g.name}); replication goes on`, group: g.name, phase: PHASE.promote });
+  }
 
   const byPriority = new Map<number, ResolvedPlan['vms']>();
   for (const v of plan.vms) byPriority.set(v.options.priority, [...(byPriority.get(v.options.priority) ?? []), v]);
@@ -50,11 +67,19 @@ export function buildRunSteps(mode: RunMode, plan: ResolvedPlan, cleanup: Cleanu
         add({ kind: 'shutdown', label: `shut down ${v.vm.name} at ${plan.peer} and sync it`, vm: v.vm.name, priority: p, phase: PHASE.shutdown + (5 - p), chain: v.vm.name });
       }
     }
-    for (const v of plan.vms) add({ kind: 'promote', label: `promote the replica of ${v.vm.name}`, vm: v.vm.name, priority: v.options.priority, phase: PHASE.promote, chain: v.vm.name });
+    for (const g of arrays) {
+      add({ kind: 'array-prepare-failover', label: `${plan.peer} makes ${g.sourceDeviceIds.join(', ')} of array ${g.sourceArrayId} read-only and sends a last point (group ${g.name})`, group: g.name, phase: PHASE.arrayPrepare });
+      add({ kind: 'array-failover', label: `fail over ${devices(g)} (group ${g.name})`, group: g.name, phase: PHASE.promote });
+    }
+    for (const v of plan.vms.filter((x) => !onArray(x))) add({ kind: 'promote', label: `promote the replica of ${v.vm.name}`, vm: v.vm.name, priority: v.options.priority, phase: PHASE.promote, chain: v.vm.name });
   }
 
   if (mode === 'reprotect') {
-    for (const v of byPriorityOrder(plan)) {
+    for (const g of arrays) {
+      add({ kind: 'array-prepare-reverse', label: `${plan.peer} turns ${g.sourceDeviceIds.join(', ')} of array ${g.sourceArrayId} into targets at the newest common point (group ${g.name})`, group: g.name, phase: PHASE.reprotect });
+      add({ kind: 'array-reverse', label: `replicate ${devices(g)} to ${plan.peer}, sending only what changed since the common point, and protect group ${g.name} here`, group: g.name, phase: PHASE.reprotect });
+    }
+    for (const v of byPriorityOrder(plan).filter((x) => !onArray(x))) {
       add({ kind: 'seed-peer', label: `${plan.peer} keeps ${v.vm.name}'s old disks as the seed of a replica`, vm: v.vm.name, priority: v.options.priority, phase: PHASE.reprotect, chain: v.vm.name });
       add({ kind: 'replicate', label: `replicate ${v.vm.name} to ${plan.peer}, sending only what differs`, vm: v.vm.name, priority: v.options.priority, phase: PHASE.reprotect, chain: v.vm.name });
     }

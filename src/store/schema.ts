@@ -93,6 +93,8 @@ export interface ProtectionGroupTable {
   id: string;
   name: string;
   created_at: string;
+  /** JSON ArrayBinding for an array-based group (its VMs are those on the devices); null: host-based. */
+  array_binding: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Membership: a VM is in at most one group (vm_id is unique). */
@@ -217,6 +219,8 @@ export interface PlanRunTable {
   steps: string;
   /** JSON: per-VM outcome (recovered VM, point, RTO, data loss window). */
   vms: string;
+  /** JSON: per array-based group, the paths of its devices' test copies or failed-over devices. */
+  arrays: ColumnType<string, string | undefined, string>;
   result: string | null;
   error: string | null;
   started_at: string;

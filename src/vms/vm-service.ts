@@ -248,6 +248,22 @@ export class VmService {
     });
   }
 
+  /**
+   * Unregisters a stopped VM and its disks but leaves every disk file where it is: for a VM
+   * whose disks live on a replicated array device that became the peer's replica (an
+   * array-based reprotect), where the files are the replica's data, not this VM's.
+   */
+  async forget(name: string): Promise<void> {
+    await this.#withVm(name, async (vm) => {
+      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; it is forgotten only when off`, { details: { state: vm.state } });
+      await this.#deps.db.transaction().execute(async (tx) => {
+        await tx.deleteFrom('disks').where('vm_id', '=', vm.id).execute();
+        await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
+      });
+      await rm(this.#deps.paths.vmDir(vm.id), { recursive: true, force: true });
+    });
+  }
+
   async snapshot(name: string, snapshotName: string): Promise<SnapshotView> {
     let out: SnapshotView | undefined;
     await this.#withVm(name, async (vm) => {

@@ -10,6 +10,7 @@ interface CreateBody {
   format?: ImageFormat;
   path?: string;
   shared?: boolean;
+  onArray?: { storage: string; deviceId: string; arrayId?: string };
   rdm?: { device: string; mode?: RdmMode };
 }
 
@@ -30,6 +31,7 @@ export function diskRoutes(deps: { disks: DiskService }): FastifyPluginAsync {
           properties: {
             name: { type: 'string' }, size: { type: ['string', 'integer'] }, format: { type: 'string' }, path: { type: 'string' }, shared: { type: 'boolean' },
             rdm: { type: 'object', required: ['device'], additionalProperties: false, properties: { device: { type: 'string' }, mode: { type: 'string' } } },
+            onArray: { type: 'object', required: ['storage', 'deviceId'], additionalProperties: false, properties: { storage: { type: 'string', minLength: 1, maxLength: 63 }, deviceId: { type: 'string', minLength: 1, maxLength: 255 }, arrayId: { type: 'string', minLength: 1, maxLength: 255 } } },
           },
         },
         response: { 201: { $ref: 'Disk#' }, ...errorResponses },
@@ -38,7 +40,7 @@ export function diskRoutes(deps: { disks: DiskService }): FastifyPluginAsync {
       const b = req.body;
       const disk = b.rdm
         ? await disks.createRdm({ name: b.name, device: b.rdm.device, mode: b.rdm.mode ?? 'virtual', shared: b.shared ?? false })
-        : await disks.create({ name: b.name, sizeBytes: parseSize(b.size ?? ''), format: b.format ?? 'qcow2', shared: b.shared ?? false, ...(b.path ? { path: b.path } : {}) });
+        : await disks.create({ name: b.name, sizeBytes: parseSize(b.size ?? ''), format: b.format ?? 'qcow2', shared: b.shared ?? false, ...(b.path ? { path: b.path } : {}), ...(b.onArray ? { onArray: b.onArray } : {}) });
       return reply.status(201).send(disk);
     });
 

@@ -2,28 +2,59 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { ProtectionGroups } from '../../plans/protection-groups.js';
 import { errorResponses, nameParam } from '../schemas.js';
 import { requireRole } from '../request-caller.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import type { ArrayGroups } from '../../plans/array-groups.js';
 
 const groupSchema = {
   type: 'object',
-  required: ['name', 'peer', 'vms', 'createdAt'],
-  properties: { name: { type: 'string' }, peer: { type: 'string' }, vms: { type: 'array', items: { type: 'string' } }, createdAt: { type: 'string' } },
+  required: ['name', 'kind', 'peer', 'vms', 'createdAt'],
+  properties: {
+    name: { type: 'string' }, kind: { type: 'string', enum: ['host', 'array'] }, peer: { type: 'string' }, vms: { type: 'array', items: { type: 'string' } }, createdAt: { type: 'string' },
+    array: {
+      type: 'object', required: ['storage', 'arrayId', 'deviceIds', 'peer', 'forced', 'compat', 'problems'],
+      properties: {
+        storage: { type: 'string' }, arrayId: { type: 'string' }, deviceIds: { type: 'array', items: { type: 'string' } }, peer: { type: 'string' }, forced: { type: 'boolean' }, compat: { type: 'string' },
+        problems: { type: 'array', items: { type: 'object', required: ['vm', 'reason'], properties: { vm: { type: 'string' }, reason: { type: 'string' } } } },
+      },
+    },
+  },
 } as const;
+const deviceId = { type: 'string', minLength: 1, maxLength: 255 } as const;
 const vmName = { type: 'string', minLength: 1, maxLength: 63 } as const;
 
 /** Protection groups: named sets of replicated VMs that recovery plans recover together. */
-export function protectionGroupRoutes(deps: { groups: ProtectionGroups }): FastifyPluginAsync {
+export function protectionGroupRoutes(deps: { groups: ProtectionGroups; arrayGroups: ArrayGroups }): FastifyPluginAsync {
   const g = deps.groups;
   const admin = requireRole('admin');
   return async (app) => {
     app.get('/protection-groups', { preHandler: admin, schema: { summary: 'Protection groups of this site', response: { 200: { type: 'array', items: groupSchema }, ...errorResponses } } }, async () => g.list());
-    app.post<{ Body: { name: string; vms: string[] } }>('/protection-groups', {
+    type ArrayBody = { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force?: boolean };
+    app.post<{ Body: { name: string; vms?: string[]; array?: ArrayBody } }>('/protection-groups', {
       preHandler: admin,
       schema: {
-        summary: 'Create a protection group of replicated VMs',
-        body: { type: 'object', required: ['name', 'vms'], additionalProperties: false, properties: { name: { type: 'string' }, vms: { type: 'array', items: vmName, minItems: 1, maxItems: 1000 } } },
+        summary: 'Create a protection group: of replicated VMs (vms), or bound to replicated devices of an array (array), protecting the VMs on them',
+        body: {
+          type: 'object', required: ['name'], additionalProperties: false,
+          properties: {
+            name: { type: 'string' }, vms: { type: 'array', items: vmName, minItems: 1, maxItems: 1000 },
+            array: {
+              type: 'object', required: ['storage', 'deviceIds', 'peer'], additionalProperties: false,
+              properties: { storage: vmName, arrayId: deviceId, deviceIds: { type: 'array', items: deviceId, minItems: 1, maxItems: 256 }, peer: vmName, force: { type: 'boolean' } },
+            },
+          },
+        },
         response: { 201: groupSchema, ...errorResponses },
       },
-    }, async (req, reply) => reply.code(201).send(await g.create(req.body.name, req.body.vms)));
+    }, async (req, reply) => {
+      const { name, vms, array } = req.body;
+      if ((vms === undefined) === (array === undefined)) throw new MamoriError('INVALID_INPUT', 'a protection group has either VMs (--vm VM) or array devices (--storage ENTRY --device ID --to SITE), not both');
+      const view = array ? await g.createArray(name, { ...array, force: array.force ?? false }) : await g.create(name, vms!);
+      return reply.code(201).send(view);
+    });
+    app.post<{ Params: { name: string } }>('/protection-groups/:name/sync', {
+      preHandler: admin,
+      schema: { summary: "An array-based group: one point of its devices now, sent to the peer array", params: nameParam, response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
+    }, async (req) => deps.arrayGroups.sync(req.params.name));
     app.get<{ Params: { name: string } }>('/protection-groups/:name', { preHandler: admin, schema: { summary: 'One protection group', params: nameParam, response: { 200: groupSchema, ...errorResponses } } },
       async (req) => g.get(req.params.name));
     app.delete<{ Params: { name: string } }>('/protection-groups/:name', { preHandler: admin, schema: { summary: 'Delete a protection group (its VMs stay replicated)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ProtectedSite, ProtectedVm } from '../../plans/protected-site.js';
 import type { PeerRecovery } from '../../plans/peer-recovery.js';
+import type { ArrayGroups } from '../../plans/array-groups.js';
 import { callerOf, requireRole } from '../request-caller.js';
 import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
@@ -12,7 +13,7 @@ const vmParam = { type: 'object', required: ['vm'], properties: { vm: { type: 's
  * The protected side of recovery plans, called by the recovery site with its site token:
  * the caller is named by its token, and sees only what is protected for it.
  */
-export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecovery: PeerRecovery }): FastifyPluginAsync {
+export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecovery: PeerRecovery; arrayGroups: ArrayGroups }): FastifyPluginAsync {
   const site = requireRole('site');
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   return async (app) => {
@@ -39,6 +40,16 @@ export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecov
       await deps.protectedSite.markSuperseded(peerName(req), req.params.vm, req.body.generation, req.body.reason);
       return reply.code(204).send();
     });
+    // Array-based groups: the protected array's side of a planned migration and of reprotect.
+    const groupParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } } } as const;
+    app.post<{ Params: { name: string } }>('/protection/array-groups/:name/prepare-failover', {
+      preHandler: site,
+      schema: { summary: "Planned migration of an array-based group: its devices made read-only and a last point sent (its VMs must be off)", params: groupParam, response: { 200: free, ...errorResponses } },
+    }, async (req) => deps.arrayGroups.prepareFailover(peerName(req), req.params.name));
+    app.post<{ Params: { name: string } }>('/protection/array-groups/:name/prepare-reverse', {
+      preHandler: site,
+      schema: { summary: "Reprotect of an array-based group the caller failed over: its devices here become targets at the newest common point; its superseded VMs here are unregistered", params: groupParam, response: { 200: free, ...errorResponses } },
+    }, async (req) => deps.arrayGroups.prepareReverse(peerName(req), req.params.name));
     // Reprotect and failback: the caller runs the plan; these are its steps at this site.
     app.post<{ Params: { vm: string } }>('/protection/vms/:vm/seed-replica', {
       preHandler: site,

@@ -99,6 +99,11 @@ const STEPS: readonly string[] = [
   // Storage arrays this site reaches through an adapter (array-based replication): the
   // adapter (a bundled name or a path) and its connection values, secrets included.
   `CREATE TABLE storage_arrays (name TEXT PRIMARY KEY, adapter TEXT NOT NULL, connection TEXT NOT NULL, created_at TEXT NOT NULL);`,
+  // Array-based protection groups: a group bound to replicated devices of an array (JSON:
+  // the array entry, array, devices, the peer site, whether compatibility was forced); and
+  // the array state a plan run keeps (test copies' and failed-over devices' paths).
+  `ALTER TABLE protection_groups ADD COLUMN array_binding TEXT;
+   ALTER TABLE plan_runs ADD COLUMN arrays TEXT NOT NULL DEFAULT '{}';`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

@@ -5,7 +5,7 @@ import { noCloudFiles } from '../../../src/guest/nocloud-drive.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
 
 const RUN: PlanRun = {
-  id: 'run-1', plan: 'shop', mode: 'disaster', state: 'done', peer: 'site-a', options: {}, snapshot: null,
+  id: 'run-1', plan: 'shop', mode: 'disaster', state: 'done', peer: 'site-a', options: {}, snapshot: null, arrays: {},
   steps: [
     { id: 's001', kind: 'shutdown', label: 'shut down db at site-a and sync it', state: 'skipped', message: 'warning: site-a did not answer' },
     { id: 's002', kind: 'recover', label: 'recover <db>', state: 'done', startedAt: '2026-11-27T10:00:01Z', endedAt: '2026-11-27T10:00:02Z' },

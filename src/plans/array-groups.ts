@@ -1,0 +1,252 @@
+import { isAbsolute, relative } from 'node:path';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { MamoriError } from '../core/mamori-error.js';
+import type { Logger } from '../core/logger.js';
+import type { AdapterDevice, PeerRef } from '../adapters/adapter-protocol.js';
+import type { StorageArrays } from '../adapters/storage-arrays.js';
+import type { VmService } from '../vms/vm-service.js';
+import { replicatedDiskIds } from '../vms/vm-definition.js';
+import type { VmRow } from '../store/repos/vm-repo.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+
+/** What binds an array-based protection group to its storage (protection_groups.array_binding). */
+export interface ArrayBinding {
+  /** This site's storage array entry (`mamori array add`). */
+  storage: string;
+  arrayId: string;
+  deviceIds: string[];
+  /** The paired site that holds the devices' peers: where the group recovers. */
+  peer: string;
+  /** The group was paired with an array the compatibility guide does not support (--force). */
+  forced: boolean;
+  /** The compatibility guide's verdict when the group was made. */
+  compat: string;
+}
+
+/** A disk of a VM on an array-based group's devices, as the recovery site finds it on the peer device. */
+export interface ArrayDisk {
+  index: number;
+  /** The device on the protected array, and its peer (what the recovery site fails over). */
+  deviceId: string;
+  peer: PeerRef;
+  /** The image's path inside the device (empty for a volume passed through as a raw device mapping). */
+  relativePath: string;
+  kind: 'image' | 'rdm';
+  format: 'qcow2' | 'raw';
+  sizeBytes: number;
+}
+
+export interface ArrayMember {
+  vm: VmRow;
+  disks: ArrayDisk[];
+}
+
+export interface ArrayMembership {
+  devices: AdapterDevice[];
+  members: ArrayMember[];
+  /** VMs touching the devices that the group cannot protect, and why. */
+  problems: { vm: string; reason: string }[];
+}
+
+/**
+ * The protected side of array-based protection groups (SRM's array-based replication): a
+ * group is bound to replicated devices of one array, and protects every VM whose disks all
+ * live on them. Membership is read from where the disks are, each time, so a VM moved onto
+ * the devices is protected without a second step. The devices must take their points at one
+ * instant (one device, or one consistency group), so the group recovers write-order
+ * consistent across its VMs.
+ */
+export class ArrayGroups {
+  #db: Kysely<Database>;
+  #arrays: StorageArrays;
+  #vms: VmService;
+  #disks: DiskRepo;
+  #log: Logger;
+  #peerExists: (name: string) => Promise<void>;
+
+  constructor(deps: { db: Kysely<Database>; arrays: StorageArrays; vms: VmService; log: Logger; peerExists: (name: string) => Promise<void> }) {
+    this.#db = deps.db;
+    this.#peerExists = deps.peerExists;
+    this.#arrays = deps.arrays;
+    this.#vms = deps.vms;
+    this.#disks = new DiskRepo(deps.db);
+    this.#log = deps.log;
+  }
+
+  /**
+   * Checks a binding before a group is made with it: the entry and its array, each device
+   * replicated from here with its peer on one peer array, one consistency group, and the
+   * compatibility guide's verdict (refused unless forced).
+   */
+  async checkBinding(input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean }): Promise<ArrayBinding> {
+    if (input.deviceIds.length === 0) throw new MamoriError('INVALID_INPUT', 'an array-based group needs one or more devices (--device ID); see \'mamori array devices ENTRY\'');
+    if (new Set(input.deviceIds).size !== input.deviceIds.length) throw new MamoriError('INVALID_INPUT', 'a device is named twice');
+    await this.#peerExists(input.peer);
+    const found = await this.#arrays.devices(input.storage);
+    if (input.arrayId === undefined && found.length !== 1) {
+      throw new MamoriError('INVALID_INPUT', `storage entry ${input.storage} reaches ${found.length} arrays (${found.map((f) => f.arrayId).join(', ')}): name one with --array-id`);
+    }
+    const arrayId = input.arrayId ?? found[0]!.arrayId;
+    const array = found.find((f) => f.arrayId === arrayId);
+    if (!array) throw new MamoriError('NOT_FOUND', `storage entry ${input.storage} does not reach array ${arrayId}; it reaches ${found.map((f) => f.arrayId).join(', ')}`);
+    // Supported first: the answer that matters most, before the details of the devices.
+    const verdict = await this.#arrays.compatOf(input.storage, arrayId);
+    if (!verdict.supported && !input.force) {
+      throw new MamoriError('COMPAT_UNSUPPORTED', `array ${arrayId} (${verdict.model}, ${verdict.softwareVersion}) with adapter ${verdict.adapter} ${verdict.adapterVersion} is not supported: ${verdict.reason}. Run its adapter through 'mamori adapter test' and record the result in the compatibility guide, or pass --force to protect it anyway`,
+        { details: { arrayId, reason: verdict.reason } });
+    }
+    const devices = input.deviceIds.map((id) => {
+      const d = array.devices.find((x) => x.id === id);
+      if (!d) throw new MamoriError('NOT_FOUND', `array ${arrayId} has no device ${id}; its devices: ${array.devices.map((x) => x.id).join(', ') || 'none'}`, { details: { arrayId, device: id } });
+      if (d.role !== 'source' || d.peer === null) {
+        throw new MamoriError('INVALID_INPUT', `device ${id} of array ${arrayId} is ${d.role === 'source' ? 'a source without a peer' : d.role}: a protection group protects devices this array replicates to a peer (role source)`, { details: { device: id, role: d.role } });
+      }
+      return d;
+    });
+    const peerArrays = new Set(devices.map((d) => d.peer!.arrayId));
+    if (peerArrays.size > 1) throw new MamoriError('INVALID_INPUT', `the devices replicate to different arrays (${[...peerArrays].join(', ')}); a group recovers from one peer array`);
+    const groups = new Set(devices.map((d) => d.consistencyGroup));
+    if (devices.length > 1 && (groups.size > 1 || groups.has(null))) {
+      throw new MamoriError('INVALID_INPUT', `devices ${input.deviceIds.join(', ')} are not in one consistency group, so the array cannot take their points at one instant; protect them in separate groups, or put them in one consistency group on the array`,
+        { details: { devices: devices.map((d) => ({ id: d.id, consistencyGroup: d.consistencyGroup })) } });
+    }
+    return { storage: input.storage, arrayId, deviceIds: input.deviceIds, peer: input.peer, forced: !verdict.supported, compat: verdict.reason };
+  }
+
+  /** The group's devices as the array reports them now, and the VMs on them. */
+  async membership(b: ArrayBinding): Promise<ArrayMembership> {
+    const client = await this.#arrays.client(b.storage);
+    const all = (await client.call('discoverDevices', { arrayId: b.arrayId })).devices;
+    const devices = b.deviceIds.map((id) => {
+      const d = all.find((x) => x.id === id);
+      if (!d) throw new MamoriError('NOT_FOUND', `array ${b.arrayId} no longer has device ${id}`, { details: { arrayId: b.arrayId, device: id } });
+      return d;
+    });
+    const members: ArrayMember[] = [];
+    const problems: ArrayMembership['problems'] = [];
+    for (const vm of await this.#vms.repo.list()) {
+      const disks = await this.#disks.byIds(replicatedDiskIds(vm.definition));
+      const placed = disks.map((disk) => ({ disk, on: deviceHolding(devices, disk.path, disk.kind) }));
+      const on = placed.filter((p) => p.on !== null);
+      if (on.length === 0) continue;
+      const off = placed.filter((p) => p.on === null).map((p) => p.disk.name);
+      if (off.length > 0) {
+        problems.push({ vm: vm.name, reason: `disks ${off.join(', ')} are not on the group's devices, so a failover would leave them behind; move them onto the devices` });
+        continue;
+      }
+      // A snapshot overlay names its backing file by this site's path, which the peer's mount does not have.
+      const layered = placed.filter((p) => p.disk.overlays.length > 0).map((p) => p.disk.name);
+      if (layered.length > 0) {
+        problems.push({ vm: vm.name, reason: `disks ${layered.join(', ')} have snapshots (overlays naming this site's paths); delete the VM's snapshots to protect it on the array` });
+        continue;
+      }
+      const replicated = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
+      if (replicated) {
+        problems.push({ vm: vm.name, reason: `it is also replicated by mamori (to ${replicated.peer}); a VM is protected one way: stop that with 'mamori replicate disable ${vm.name}'` });
+        continue;
+      }
+      members.push({
+        vm,
+        disks: placed.map(({ disk, on: dev }, index) => ({
+          index, deviceId: dev!.id, peer: dev!.peer!, relativePath: disk.kind === 'rdm' ? '' : relative(dev!.path!, disk.path),
+          kind: disk.kind, format: disk.format, sizeBytes: disk.sizeBytes,
+        })),
+      });
+    }
+    return { devices, members, problems };
+  }
+
+  /** Every array-based group of this site, with its binding. */
+  async bindings(): Promise<{ id: string; name: string; binding: ArrayBinding }[]> {
+    const rows = await this.#db.selectFrom('protection_groups').select(['id', 'name', 'array_binding']).where('array_binding', 'is not', null).orderBy('name').execute();
+    return rows.map((r) => ({ id: r.id, name: r.name, binding: JSON.parse(r.array_binding!) as ArrayBinding }));
+  }
+
+  async binding(name: string): Promise<ArrayBinding> {
+    const r = await this.#db.selectFrom('protection_groups').select('array_binding').where('name', '=', name).executeTakeFirst();
+    if (!r) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
+    if (r.array_binding === null) throw new MamoriError('INVALID_INPUT', `protection group ${name} is host-based (mamori replicates its VMs); this needs an array-based group`, { details: { group: name } });
+    return JSON.parse(r.array_binding) as ArrayBinding;
+  }
+
+  /** One array point of the group's devices now, sent to the peer array (`mamori group sync`). */
+  async sync(name: string): Promise<{ devices: { id: string; point: string; bytesSent: number }[] }> {
+    const b = await this.binding(name);
+    const client = await this.#arrays.client(b.storage);
+    const r = await client.call('syncOnce', { arrayId: b.arrayId, deviceIds: b.deviceIds });
+    this.#log.info({ group: name, devices: r.devices }, 'array-based group synced');
+    return r;
+  }
+
+  /** The array-based group (bound for `peer`) whose devices hold this VM, if any. */
+  async groupOfVm(peer: string, vmId: string): Promise<string | null> {
+    for (const g of await this.bindings()) {
+      if (g.binding.peer !== peer) continue;
+      const m = await this.membership(g.binding);
+      if (m.members.some((x) => x.vm.id === vmId)) return g.name;
+    }
+    return null;
+  }
+
+  /**
+   * Planned migration, at the protected site: the adapter's prepareFailover (devices made
+   * read-only, a last point sent). The group's VMs were shut down before, one by one.
+   */
+  async prepareFailover(peer: string, name: string): Promise<{ devices: { id: string; point: string }[] }> {
+    const b = await this.#boundFor(peer, name);
+    const running = (await this.membership(b)).members.filter((m) => !['stopped', 'crashed'].includes(m.vm.state));
+    if (running.length > 0) {
+      throw new MamoriError('VM_RUNNING', `VMs ${running.map((m) => m.vm.name).join(', ')} of group ${name} still run here; a device is made read-only only with its VMs off`, { details: { vms: running.map((m) => m.vm.name) } });
+    }
+    const client = await this.#arrays.client(b.storage);
+    return client.call('prepareFailover', { arrayId: b.arrayId, deviceIds: b.deviceIds });
+  }
+
+  /**
+   * Reprotect, at the old protected site: its devices become targets of the failed-over ones
+   * (rolled back to the newest common point, no full copy), and the group's VMs here, which
+   * were superseded by the failover, are forgotten (their disks are the replica's data now).
+   * The group goes: it is the other site's to protect from now on. Idempotent: a group
+   * already gone answers with nothing to do.
+   */
+  async prepareReverse(peer: string, name: string): Promise<{ devices: { id: string; commonPoint: string }[]; forgotten: string[] }> {
+    const row = await this.#db.selectFrom('protection_groups').select(['id', 'array_binding']).where('name', '=', name).executeTakeFirst();
+    if (!row) return { devices: [], forgotten: [] };
+    const b = await this.#boundFor(peer, name);
+    const members = (await this.membership(b)).members;
+    const notSuperseded = [];
+    for (const m of members) {
+      if (!(await this.#db.selectFrom('superseded_vms').select('vm_id').where('vm_id', '=', m.vm.id).executeTakeFirst())) notSuperseded.push(m.vm.name);
+    }
+    if (notSuperseded.length > 0) {
+      throw new MamoriError('INVALID_INPUT', `VMs ${notSuperseded.join(', ')} of group ${name} were not failed over to ${peer}; reprotect follows a planned or disaster recovery there`, { details: { vms: notSuperseded } });
+    }
+    const client = await this.#arrays.client(b.storage);
+    const r = await client.call('prepareReverseReplication', { arrayId: b.arrayId, deviceIds: b.deviceIds });
+    for (const m of members) await this.#vms.forget(m.vm.name);
+    await this.#db.deleteFrom('protection_groups').where('id', '=', row.id).execute();
+    this.#log.info({ group: name, peer, forgotten: members.map((m) => m.vm.name) }, 'array-based group handed to the peer: devices are targets now');
+    return { devices: r.devices, forgotten: members.map((m) => m.vm.name) };
+  }
+
+  async #boundFor(peer: string, name: string): Promise<ArrayBinding> {
+    const b = await this.binding(name);
+    if (b.peer !== peer) throw new MamoriError('GROUP_NOT_FOUND', `protection group ${name} is not protected for site ${peer}`, { details: { group: name } });
+    return b;
+  }
+}
+
+/** The device whose data holds this path: a file below a mounted filesystem, or the volume itself. */
+function deviceHolding(devices: AdapterDevice[], path: string, kind: 'image' | 'rdm'): AdapterDevice | null {
+  for (const d of devices) {
+    if (d.path === null) continue;
+    if (kind === 'rdm' ? d.kind === 'volume' && d.path === path : d.kind === 'filesystem' && inside(d.path, path)) return d;
+  }
+  return null;
+}
+
+function inside(dir: string, path: string): boolean {
+  const r = relative(dir, path);
+  return r !== '' && !r.startsWith('..') && !isAbsolute(r);
+}
