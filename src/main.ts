@@ -165,12 +165,18 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       // Did a peer fail our VMs over while we were away? Asked in the background: a peer
       // that is down must not hold up this site's start.
       void replication.learnSupersession();
+      await arrayGroups.scheduler.start().catch((e: unknown) => log.warn({ err: e }, 'could not schedule the array-based groups'));
+      void arrayGroups.learnFailovers(
+        async (peer) => (await peers.client(peer, { timeoutMs: 5_000 })).request<{ sourceVmId: string; at: string }[]>('GET', '/recovery/array-failovers'),
+        (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
+      ).catch((e: unknown) => log.warn({ err: e }, 'could not learn array failovers'));
       const url = address.replace('0.0.0.0', '127.0.0.1');
       await writeFile(paths.urlFile, `${url}\n`);
       return url;
     },
     async close() {
       replication.shutdown();
+      arrayGroups.scheduler.stop();
       incoming.stopWatchingLeases();
       await runner.shutdown();
       await app.close();

@@ -6,9 +6,10 @@ import type { ProtectionGroupView } from '../plans/protection-groups.js';
 
 export const GROUP_USAGE = `mamori group <command>          protection groups: replicated VMs that recovery plans recover together
   create NAME --vm VM [--vm VM ...]   host-based: mamori replicates the VMs; all to one site
-  create NAME --array ENTRY --device ID [--device ID ...] --to SITE [--array-id ID] [--force]
+  create NAME --array ENTRY --device ID [--device ID ...] --to SITE [--rpo 15m] [--array-id ID] [--force]
                                       array-based: the array replicates the devices; the group
-                                      protects every VM whose disks live on them. Refused for an
+                                      protects every VM whose disks live on them; with --rpo mamori
+                                      asks the array for a point on that RPO. Refused for an
                                       array 'mamori compat check' calls unsupported, unless --force
   list | show NAME
   add NAME VM | remove NAME VM        host-based groups
@@ -23,6 +24,9 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
     ...(g.array ? {
       array: `${g.array.arrayId} (entry ${g.array.storage}), devices ${g.array.deviceIds.join(', ')}`,
       compatibility: `${g.array.forced ? 'UNSUPPORTED, forced: ' : ''}${g.array.compat}`,
+      rpo: g.array.rpoSeconds === null ? 'none (the array\'s schedule, or mamori group sync)' : `${g.array.rpoSeconds} s${g.array.sync.rpoViolated ? ' (VIOLATED)' : ''}`,
+      'last point': g.array.sync.lastPointAt ? `${g.array.sync.lastPoint} at ${g.array.sync.lastPointAt} (lag ${g.array.sync.lagSec} s, ${g.array.sync.lastBytesSent} bytes sent)` : '-',
+      ...(g.array.sync.lastError ? { 'last error': `${g.array.sync.lastError} (${g.array.sync.failures} failures in a row)` } : {}),
       'not protected': g.array.problems.map((p) => `${p.vm}: ${p.reason}`).join('; ') || '-',
     } : {}),
     created: g.createdAt,
@@ -32,7 +36,7 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
     case 'create': {
       const { values, positionals } = parseArgs({
         args, allowPositionals: true, strict: true,
-        options: { vm: { type: 'string', multiple: true }, array: { type: 'string' }, device: { type: 'string', multiple: true }, 'array-id': { type: 'string' }, to: { type: 'string' }, force: { type: 'boolean' } },
+        options: { vm: { type: 'string', multiple: true }, array: { type: 'string' }, device: { type: 'string', multiple: true }, 'array-id': { type: 'string' }, to: { type: 'string' }, force: { type: 'boolean' }, rpo: { type: 'string' } },
       });
       if (positionals.length !== 1) throw usage('create NAME --vm VM [--vm VM ...] | create NAME --array ENTRY --device ID --to SITE');
       if (values.array !== undefined) {
@@ -40,7 +44,7 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
         if (!values.device?.length || !values.to) throw usage('create NAME --array ENTRY --device ID [--device ID ...] --to SITE [--force]');
         return show(await api.post<ProtectionGroupView>('/protection-groups', {
           name: positionals[0],
-          array: { storage: values.array, deviceIds: values.device, peer: values.to, ...(values['array-id'] ? { arrayId: values['array-id'] } : {}), ...(values.force ? { force: true } : {}) },
+          array: { storage: values.array, deviceIds: values.device, peer: values.to, ...(values['array-id'] ? { arrayId: values['array-id'] } : {}), ...(values.force ? { force: true } : {}), ...(values.rpo ? { rpo: values.rpo } : {}) },
         }));
       }
       if (!values.vm?.length) throw usage('create NAME --vm VM [--vm VM ...]');

@@ -9,6 +9,8 @@ import type { VmService } from '../vms/vm-service.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
+import { parseRpo, RPO_LIMITS } from '../replication/rpo-scheduler.js';
+import { ArrayGroupSync } from './array-group-sync.js';
 
 /** What binds an array-based protection group to its storage (protection_groups.array_binding). */
 export interface ArrayBinding {
@@ -22,6 +24,8 @@ export interface ArrayBinding {
   forced: boolean;
   /** The compatibility guide's verdict when the group was made. */
   compat: string;
+  /** mamori asks the array for a point on this RPO; null: the array keeps its own schedule (or `group sync`). */
+  rpoSeconds: number | null;
 }
 
 /** A disk of a VM on an array-based group's devices, as the recovery site finds it on the peer device. */
@@ -64,9 +68,12 @@ export class ArrayGroups {
   #disks: DiskRepo;
   #log: Logger;
   #peerExists: (name: string) => Promise<void>;
+  /** The groups' syncs on their RPO, and the queue every adapter command on a group's devices goes through. */
+  readonly scheduler: ArrayGroupSync;
 
   constructor(deps: { db: Kysely<Database>; arrays: StorageArrays; vms: VmService; log: Logger; peerExists: (name: string) => Promise<void> }) {
     this.#db = deps.db;
+    this.scheduler = new ArrayGroupSync({ db: deps.db, groups: this, log: deps.log });
     this.#peerExists = deps.peerExists;
     this.#arrays = deps.arrays;
     this.#vms = deps.vms;
@@ -79,7 +86,9 @@ export class ArrayGroups {
    * replicated from here with its peer on one peer array, one consistency group, and the
    * compatibility guide's verdict (refused unless forced).
    */
-  async checkBinding(input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean }): Promise<ArrayBinding> {
+  async checkBinding(input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean; rpo?: string | null }): Promise<ArrayBinding> {
+    const rpoMs = input.rpo === undefined || input.rpo === null ? null : parseRpo(input.rpo);
+    if (input.rpo !== undefined && input.rpo !== null && rpoMs === null) throw new MamoriError('OUT_OF_RANGE', `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`);
     if (input.deviceIds.length === 0) throw new MamoriError('INVALID_INPUT', 'an array-based group needs one or more devices (--device ID); see \'mamori array devices ENTRY\'');
     if (new Set(input.deviceIds).size !== input.deviceIds.length) throw new MamoriError('INVALID_INPUT', 'a device is named twice');
     await this.#peerExists(input.peer);
@@ -111,7 +120,7 @@ export class ArrayGroups {
       throw new MamoriError('INVALID_INPUT', `devices ${input.deviceIds.join(', ')} are not in one consistency group, so the array cannot take their points at one instant; protect them in separate groups, or put them in one consistency group on the array`,
         { details: { devices: devices.map((d) => ({ id: d.id, consistencyGroup: d.consistencyGroup })) } });
     }
-    return { storage: input.storage, arrayId, deviceIds: input.deviceIds, peer: input.peer, forced: !verdict.supported, compat: verdict.reason };
+    return { storage: input.storage, arrayId, deviceIds: input.deviceIds, peer: input.peer, forced: !verdict.supported, compat: verdict.reason, rpoSeconds: rpoMs === null ? null : rpoMs / 1000 };
   }
 
   /** The group's devices as the array reports them now, and the VMs on them. */
@@ -170,13 +179,20 @@ export class ArrayGroups {
     return JSON.parse(r.array_binding) as ArrayBinding;
   }
 
-  /** One array point of the group's devices now, sent to the peer array (`mamori group sync`). */
+  /** One array point of the group's devices now, sent to the peer array; callers go through scheduler (syncNow) so syncs never overlap. */
   async sync(name: string): Promise<{ devices: { id: string; point: string; bytesSent: number }[] }> {
     const b = await this.binding(name);
     const client = await this.#arrays.client(b.storage);
     const r = await client.call('syncOnce', { arrayId: b.arrayId, deviceIds: b.deviceIds });
     this.#log.info({ group: name, devices: r.devices }, 'array-based group synced');
     return r;
+  }
+
+  /** Whether the group's VMs here were superseded by a failover at the peer (its devices are the peer's run's now). */
+  async failedOverElsewhere(name: string): Promise<boolean> {
+    const { members } = await this.membership(await this.binding(name));
+    for (const m of members) if (await this.#db.selectFrom('superseded_vms').select('vm_id').where('vm_id', '=', m.vm.id).executeTakeFirst()) return true;
+    return false;
   }
 
   /** The array-based group (bound for `peer`) whose devices hold this VM, if any. */
@@ -200,7 +216,7 @@ export class ArrayGroups {
       throw new MamoriError('VM_RUNNING', `VMs ${running.map((m) => m.vm.name).join(', ')} of group ${name} still run here; a device is made read-only only with its VMs off`, { details: { vms: running.map((m) => m.vm.name) } });
     }
     const client = await this.#arrays.client(b.storage);
-    return client.call('prepareFailover', { arrayId: b.arrayId, deviceIds: b.deviceIds });
+    return this.scheduler.exclusive(name, () => client.call('prepareFailover', { arrayId: b.arrayId, deviceIds: b.deviceIds }));
   }
 
   /**
@@ -223,11 +239,41 @@ export class ArrayGroups {
       throw new MamoriError('INVALID_INPUT', `VMs ${notSuperseded.join(', ')} of group ${name} were not failed over to ${peer}; reprotect follows a planned or disaster recovery there`, { details: { vms: notSuperseded } });
     }
     const client = await this.#arrays.client(b.storage);
-    const r = await client.call('prepareReverseReplication', { arrayId: b.arrayId, deviceIds: b.deviceIds });
+    const r = await this.scheduler.exclusive(name, () => client.call('prepareReverseReplication', { arrayId: b.arrayId, deviceIds: b.deviceIds }));
     for (const m of members) await this.#vms.forget(m.vm.name);
     await this.#db.deleteFrom('protection_groups').where('id', '=', row.id).execute();
     this.#log.info({ group: name, peer, forgotten: members.map((m) => m.vm.name) }, 'array-based group handed to the peer: devices are targets now');
     return { devices: r.devices, forgotten: members.map((m) => m.vm.name) };
+  }
+
+  /**
+   * At the recovery site: the protected VMs of `peer` that this site recovered through array
+   * failovers (planned or disaster), and when. The peer asks when it comes back.
+   */
+  async failoversFor(peer: string): Promise<{ sourceVmId: string; at: string; mode: string }[]> {
+    return this.#db.selectFrom('recovered_vms').innerJoin('plan_runs', 'plan_runs.id', 'recovered_vms.run_id')
+      .select(['recovered_vms.source_vm_id as sourceVmId', 'recovered_vms.created_at as at', 'recovered_vms.mode as mode'])
+      .where('plan_runs.peer', '=', peer).where('recovered_vms.mode', 'in', ['planned', 'disaster']).where('recovered_vms.replica_id', 'like', 'array:%').execute();
+  }
+
+  /**
+   * At start, as host-based replication does: did a peer fail this site's array-based
+   * groups over while this site was away (a disaster recovery with the link cut)? A VM
+   * recovered there after it was made here is superseded: it is paused or kept off, so two
+   * copies never run on. A peer that does not answer is asked at the next start.
+   */
+  async learnFailovers(ask: (peer: string) => Promise<{ sourceVmId: string; at: string }[]>, markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>): Promise<void> {
+    for (const g of await this.bindings()) {
+      try {
+        const recovered = await ask(g.binding.peer);
+        for (const { vm } of (await this.membership(g.binding)).members) {
+          const r = recovered.filter((x) => x.sourceVmId === vm.id && x.at > vm.createdAt).sort((x, y) => x.at.localeCompare(y.at)).at(-1);
+          if (r) await markSuperseded(g.binding.peer, vm.id, Math.floor(Date.parse(r.at) / 1000), `${g.binding.peer} recovered it from array-based group ${g.name} at ${r.at}`);
+        }
+      } catch (e) {
+        this.#log.info({ group: g.name, peer: g.binding.peer, err: (e as Error).message }, 'could not ask the peer about array failovers; asking again at the next start');
+      }
+    }
   }
 
   async #boundFor(peer: string, name: string): Promise<ArrayBinding> {

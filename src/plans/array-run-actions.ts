@@ -149,6 +149,7 @@ export class ArrayRunActions {
     }
     const client = await this.#arrays.client(g.storage);
     const rev = await client.call('reverseReplication', { arrayId: g.arrayId, deviceIds: g.deviceIds });
+    // The first sync the other way, before the group exists here (so no scheduled one overlaps it).
     const sync = await client.call('syncOnce', { arrayId: g.arrayId, deviceIds: g.deviceIds });
     const bytesSent = Object.fromEntries(sync.devices.map((d) => [d.id, d.bytesSent]));
     const state: RunArrayState = ctx.run.arrays[g.name] ?? { point: sync.devices[0]!.point, pointAt: null, paths: {} };
@@ -161,7 +162,7 @@ export class ArrayRunActions {
     await ctx.save();
     const existing = await this.#groups.get(g.name).catch((e: unknown) => (isMamoriError(e) && e.code === 'GROUP_NOT_FOUND' ? null : Promise.reject(e)));
     if (existing === null) {
-      await this.#groups.createArray(g.name, { storage: g.storage, arrayId: g.arrayId, deviceIds: g.deviceIds, peer: ctx.plan.peer, force: g.forced });
+      await this.#groups.createArray(g.name, { storage: g.storage, arrayId: g.arrayId, deviceIds: g.deviceIds, peer: ctx.plan.peer, force: g.forced, rpo: g.rpoSeconds === null ? null : `${g.rpoSeconds}s` });
     } else if (existing.kind !== 'array' || existing.array?.arrayId !== g.arrayId) {
       throw new MamoriError('GROUP_EXISTS', `this site has a protection group ${g.name} of its own; rename it, then run reprotect again`, { details: { group: g.name } });
     }

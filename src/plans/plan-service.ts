@@ -19,6 +19,8 @@ export interface ResolvedArrayGroup {
   sourceDeviceIds: string[];
   /** The protected site paired it with an array the compatibility guide does not support (--force). */
   forced: boolean;
+  /** The group's RPO at the protected site: reprotect keeps it for the way back. */
+  rpoSeconds: number | null;
 }
 
 export interface PlanView {
@@ -144,7 +146,7 @@ export class PlanService {
       const a = g.array!;
       try {
         const { storage } = await this.#arrays.locate(a.peerArrayId);
-        arrayGroups.push({ name: g.name, storage, arrayId: a.peerArrayId, deviceIds: a.peerDeviceIds, sourceArrayId: a.arrayId, sourceDeviceIds: a.deviceIds, forced: a.forced });
+        arrayGroups.push({ name: g.name, storage, arrayId: a.peerArrayId, deviceIds: a.peerDeviceIds, sourceArrayId: a.arrayId, sourceDeviceIds: a.deviceIds, forced: a.forced, rpoSeconds: a.rpoSeconds ?? null });
       } catch (e) {
         bad('protectionGroups', `array-based group ${g.name} replicates to array ${a.peerArrayId}, which no storage array entry of this site reaches; add one with 'mamori array add' (${(e as Error).message})`);
       }

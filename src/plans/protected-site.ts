@@ -35,6 +35,7 @@ export interface ProtectedArrayGroup {
   arrayId: string;
   deviceIds: string[];
   forced: boolean;
+  rpoSeconds: number | null;
 }
 
 export interface ProtectedInventory {
@@ -114,7 +115,7 @@ export class ProtectedSite {
       }
       arrayGroups.push({
         name: g.name, vms: m.members.map((x) => x.vm.name).sort(),
-        array: { peerArrayId: peers[0]?.arrayId ?? '', peerDeviceIds: peers.map((p) => p.deviceId), arrayId: g.binding.arrayId, deviceIds: g.binding.deviceIds, forced: g.binding.forced },
+        array: { peerArrayId: peers[0]?.arrayId ?? '', peerDeviceIds: peers.map((p) => p.deviceId), arrayId: g.binding.arrayId, deviceIds: g.binding.deviceIds, forced: g.binding.forced, rpoSeconds: g.binding.rpoSeconds ?? null },
       });
     }
     return { site: this.#siteName, takenAt: new Date().toISOString(), groups: [...[...groups].map(([name, v]) => ({ name, vms: v })), ...arrayGroups], vms };

@@ -4,6 +4,7 @@ import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
 import type { ArrayBinding, ArrayGroups } from './array-groups.js';
+import type { ArraySyncView } from './array-group-sync.js';
 
 export interface ProtectionGroupView {
   name: string;
@@ -13,7 +14,7 @@ export interface ProtectionGroupView {
   peer: string;
   vms: string[];
   /** Array-based groups: the binding, and VMs on the devices the group cannot protect. */
-  array?: ArrayBinding & { problems: { vm: string; reason: string }[] };
+  array?: ArrayBinding & { problems: { vm: string; reason: string }[]; sync: ArraySyncView };
   createdAt: string;
 }
 
@@ -37,7 +38,7 @@ export class ProtectionGroups {
    * protects every VM whose disks live on them (see ArrayGroups). Refused for an array the
    * compatibility guide does not support, unless forced.
    */
-  async createArray(name: string, input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean }): Promise<ProtectionGroupView> {
+  async createArray(name: string, input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean; rpo?: string | null }): Promise<ProtectionGroupView> {
     assertValidName('protection group', name);
     if (!this.#arrays) throw new Error('array-based groups are not wired');
     if (await this.#row(name)) throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name`, { details: { group: name } });
@@ -47,6 +48,7 @@ export class ProtectionGroups {
       if (shared.length > 0) throw new MamoriError('INVALID_INPUT', `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`, { details: { group: g.name } });
     }
     await this.#db.insertInto('protection_groups').values({ id: newShortId('pg'), name, created_at: new Date().toISOString(), array_binding: JSON.stringify(binding) }).execute();
+    await this.#arrays.scheduler.schedule(name);
     return this.get(name);
   }
 
@@ -93,7 +95,8 @@ export class ProtectionGroups {
     if (g.array_binding !== null && this.#arrays) {
       const binding = JSON.parse(g.array_binding) as ArrayBinding;
       const m = await this.#arrays.membership(binding);
-      return { name: g.name, kind: 'array', peer: binding.peer, vms: m.members.map((x) => x.vm.name).sort(), array: { ...binding, problems: m.problems }, createdAt: g.created_at };
+      const sync = await this.#arrays.scheduler.status(name);
+      return { name: g.name, kind: 'array', peer: binding.peer, vms: m.members.map((x) => x.vm.name).sort(), array: { ...binding, problems: m.problems, sync }, createdAt: g.created_at };
     }
     const rows = await this.#db.selectFrom('protection_group_vms').innerJoin('vms', 'vms.id', 'protection_group_vms.vm_id')
       .leftJoin('replications', 'replications.vm_id', 'vms.id').select(['vms.name as vm', 'replications.peer as peer'])

@@ -95,6 +95,8 @@ export interface ProtectionGroupTable {
   created_at: string;
   /** JSON ArrayBinding for an array-based group (its VMs are those on the devices); null: host-based. */
   array_binding: ColumnType<string | null, string | null | undefined, string | null>;
+  /** JSON ArraySyncState: an array-based group's last syncs. */
+  array_sync: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Membership: a VM is in at most one group (vm_id is unique). */

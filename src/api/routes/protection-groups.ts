@@ -11,10 +11,12 @@ const groupSchema = {
   properties: {
     name: { type: 'string' }, kind: { type: 'string', enum: ['host', 'array'] }, peer: { type: 'string' }, vms: { type: 'array', items: { type: 'string' } }, createdAt: { type: 'string' },
     array: {
-      type: 'object', required: ['storage', 'arrayId', 'deviceIds', 'peer', 'forced', 'compat', 'problems'],
+      type: 'object', required: ['storage', 'arrayId', 'deviceIds', 'peer', 'forced', 'compat', 'problems', 'sync'],
       properties: {
         storage: { type: 'string' }, arrayId: { type: 'string' }, deviceIds: { type: 'array', items: { type: 'string' } }, peer: { type: 'string' }, forced: { type: 'boolean' }, compat: { type: 'string' },
         problems: { type: 'array', items: { type: 'object', required: ['vm', 'reason'], properties: { vm: { type: 'string' }, reason: { type: 'string' } } } },
+        rpoSeconds: { type: ['number', 'null'] },
+        sync: { type: 'object', additionalProperties: true },
       },
     },
   },
@@ -28,7 +30,7 @@ export function protectionGroupRoutes(deps: { groups: ProtectionGroups; arrayGro
   const admin = requireRole('admin');
   return async (app) => {
     app.get('/protection-groups', { preHandler: admin, schema: { summary: 'Protection groups of this site', response: { 200: { type: 'array', items: groupSchema }, ...errorResponses } } }, async () => g.list());
-    type ArrayBody = { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force?: boolean };
+    type ArrayBody = { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force?: boolean; rpo?: string };
     app.post<{ Body: { name: string; vms?: string[]; array?: ArrayBody } }>('/protection-groups', {
       preHandler: admin,
       schema: {
@@ -39,7 +41,7 @@ export function protectionGroupRoutes(deps: { groups: ProtectionGroups; arrayGro
             name: { type: 'string' }, vms: { type: 'array', items: vmName, minItems: 1, maxItems: 1000 },
             array: {
               type: 'object', required: ['storage', 'deviceIds', 'peer'], additionalProperties: false,
-              properties: { storage: vmName, arrayId: deviceId, deviceIds: { type: 'array', items: deviceId, minItems: 1, maxItems: 256 }, peer: vmName, force: { type: 'boolean' } },
+              properties: { storage: vmName, arrayId: deviceId, deviceIds: { type: 'array', items: deviceId, minItems: 1, maxItems: 256 }, peer: vmName, force: { type: 'boolean' }, rpo: { type: 'string', maxLength: 16 } },
             },
           },
         },
@@ -54,7 +56,7 @@ export function protectionGroupRoutes(deps: { groups: ProtectionGroups; arrayGro
     app.post<{ Params: { name: string } }>('/protection-groups/:name/sync', {
       preHandler: admin,
       schema: { summary: "An array-based group: one point of its devices now, sent to the peer array", params: nameParam, response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
-    }, async (req) => deps.arrayGroups.sync(req.params.name));
+    }, async (req) => deps.arrayGroups.scheduler.syncNow(req.params.name));
     app.get<{ Params: { name: string } }>('/protection-groups/:name', { preHandler: admin, schema: { summary: 'One protection group', params: nameParam, response: { 200: groupSchema, ...errorResponses } } },
       async (req) => g.get(req.params.name));
     app.delete<{ Params: { name: string } }>('/protection-groups/:name', { preHandler: admin, schema: { summary: 'Delete a protection group (its VMs stay replicated)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },

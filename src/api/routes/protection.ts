@@ -50,6 +50,10 @@ export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecov
       preHandler: site,
       schema: { summary: "Reprotect of an array-based group the caller failed over: its devices here become targets at the newest common point; its superseded VMs here are unregistered", params: groupParam, response: { 200: free, ...errorResponses } },
     }, async (req) => deps.arrayGroups.prepareReverse(peerName(req), req.params.name));
+    app.get('/recovery/array-failovers', {
+      preHandler: site,
+      schema: { summary: "The caller's VMs this site recovered through array failovers (planned or disaster), and when: the caller keeps those copies off", response: { 200: { type: 'array', items: free }, ...errorResponses } },
+    }, async (req) => deps.arrayGroups.failoversFor(peerName(req)));
     // Reprotect and failback: the caller runs the plan; these are its steps at this site.
     app.post<{ Params: { vm: string } }>('/protection/vms/:vm/seed-replica', {
       preHandler: site,

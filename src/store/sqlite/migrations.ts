@@ -104,6 +104,8 @@ const STEPS: readonly string[] = [
   // the array state a plan run keeps (test copies' and failed-over devices' paths).
   `ALTER TABLE protection_groups ADD COLUMN array_binding TEXT;
    ALTER TABLE plan_runs ADD COLUMN arrays TEXT NOT NULL DEFAULT '{}';`,
+  // The state of an array-based group's syncs on its RPO (JSON: last point, bytes, failures).
+  `ALTER TABLE protection_groups ADD COLUMN array_sync TEXT;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

@@ -127,7 +127,7 @@ test('an array-based group: refused on an unsupported array unless --force; prot
   assert.match(forced.stderr, /device ghost of array arr1 is a source without a peer.*\[INVALID_INPUT\]/s);
   await a('array', 'remove', 'lab');
 
-  const g = await a<ProtectionGroupView>('group', 'create', 'store', '--array', 'store-a', '--device', 'vmstore', '--to', 'site-b');
+  const g = await a<ProtectionGroupView>('group', 'create', 'store', '--array', 'store-a', '--device', 'vmstore', '--to', 'site-b', '--rpo', '1h');
   // db's disk is in the site's pool, not on the dataset: it is not in the group.
   assert.equal(g.kind, 'array');
   assert.deepEqual(g.vms, ['web'], 'the VM whose disk is on the dataset is protected');
@@ -147,9 +147,20 @@ test('an array-based group: refused on an unsupported array unless --force; prot
   await a('disk', 'delete', 'half-a');
   await a('disk', 'delete', 'half-b');
 
-  // The first sync is a full copy; the peer dataset becomes a read-only, unmounted target.
+  // On its RPO the site asks the array for points: the first (a full copy) at once.
+  const synced = await sites.a.waitFor('the first scheduled sync', async () => {
+    const v = await a<ProtectionGroupView>('group', 'show', 'store');
+    return v.array!.sync.lastPointAt !== null || v.array!.sync.failures > 0 ? v.array!.sync : undefined;
+  }, 180_000);
+  assert.equal(synced.failures, 0, synced.lastError ?? '');
+  assert.ok(synced.lastBytesSent! > 0, `the first sync copies the dataset: ${synced.lastBytesSent} bytes`);
+  assert.equal(synced.rpoViolated, false);
+  assert.equal(synced.rpoSeconds, 3600);
+  // A manual sync queues behind any scheduled one and sends only what changed since.
   const first = await a<{ devices: { id: string; point: string; bytesSent: number }[] }>('group', 'sync', 'store');
   assert.ok(first.devices[0]!.bytesSent > 0);
+  assert.notEqual(first.devices[0]!.point, synced.lastPoint, 'a point of its own');
+  // The peer dataset is a read-only, unmounted target.
   assert.equal(await zfsProp(`${poolB.name}/vmstore`, 'mamori:role'), 'target');
   assert.equal(await zfsProp(`${poolB.name}/vmstore`, 'readonly'), 'on');
 });
@@ -249,4 +260,38 @@ test('reprotect reverses the arrays from the common point; the writes at site-b 
   const v = await b<{ consistent: boolean; lastSequence: number | null }>('verify-writelog', disk);
   assert.equal(v.consistent, true);
   assert.ok(v.lastSequence! >= ackedAtB);
+});
+
+test('disaster through the arrays with the link cut: the surviving site fails over from its newest point; the other keeps its copy paused when it learns', async () => {
+  // site-b protects web now (after reprotect), recovering at site-a. A last sync, more writes, then the link is cut.
+  await b('vm', 'start', 'web');
+  await sites.b.waitFor('web writes at site-b', async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 10 ? true : undefined), 120_000);
+  const beforeSync = await acked('b', 'web');
+  await b('group', 'sync', 'store');
+  await sites.cutLink('blackhole');
+  // site-b's server dies; its VM keeps running (QEMU outlives the server): the split brain to guard against.
+  await sites.b.crashServer();
+  const run = await runPlan('a', 'store-back', 'disaster');
+  assert.equal(run.result, 'warnings', explain(run));
+  const step = (kind: string) => run.steps.find((s) => s.kind === kind)!;
+  assert.equal(step('array-prepare-failover').state, 'skipped');
+  assert.match(step('array-prepare-failover').message!, /did not answer/);
+  assert.match(step('array-failover').message!, /did not answer: it keeps its copies of web until told/);
+  assert.equal(await zfsProp(`${poolA.name}/vmstore`, 'mamori:role'), 'failedOver');
+  const resumed = await resumedAfter('a', 'web');
+  assert.ok(resumed >= beforeSync, `site-a continues after ${resumed}; ${beforeSync} were acknowledged before the last sync`);
+  const out = run.vms['web']!;
+  assert.ok(out.dataLossSec !== undefined && (out.dataLossSec === null || out.dataLossSec >= 0), out.dataLossNote);
+
+  // site-b comes back: it asks site-a, learns of the failover and pauses its copy.
+  await sites.restoreLink();
+  await sites.b.start();
+  const paused = await sites.b.waitFor('site-b pauses its superseded web', async () => {
+    const v = await b<VmView>('vm', 'show', 'web');
+    return v.state === 'paused' ? v : undefined;
+  }, 120_000);
+  assert.equal(paused.state, 'paused');
+  const resume = await sites.cli('b', 'vm', 'resume', 'web');
+  assert.match(resume.stderr, /was failed over to site site-a.*VM_SUPERSEDED/s, 'a superseded copy is not resumed without --force');
+  assert.equal((await a<VmView>('vm', 'show', 'web')).state, 'running');
 });

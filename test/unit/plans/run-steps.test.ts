@@ -67,7 +67,7 @@ function mixed(): ResolvedPlan {
     v.vm.replicaId = null;
     v.vm.arrayDisks = [{ index: 0, deviceId: 'vmstore', peer: { arrayId: 'poolb', deviceId: 'vmstore' }, relativePath: `${v.vm.name}.qcow2`, kind: 'image', format: 'qcow2', sizeBytes: 1 << 20 }];
   }
-  p.arrayGroups = [{ name: 'store', storage: 'arr', arrayId: 'poolb', deviceIds: ['vmstore'], sourceArrayId: 'poola', sourceDeviceIds: ['vmstore'], forced: false }];
+  p.arrayGroups = [{ name: 'store', storage: 'arr', arrayId: 'poolb', deviceIds: ['vmstore'], sourceArrayId: 'poola', sourceDeviceIds: ['vmstore'], forced: false, rpoSeconds: null }];
   return p;
 }
 

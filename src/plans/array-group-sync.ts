@@ -1,0 +1,151 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import type { Logger } from '../core/logger.js';
+import { MamoriError } from '../core/mamori-error.js';
+import { nextCycleAt, rpoStatus } from '../replication/rpo-scheduler.js';
+import type { ArrayGroups } from './array-groups.js';
+
+/** The last syncs of an array-based group (protection_groups.array_sync). */
+export interface ArraySyncState {
+  /** When the newest point was taken (its sync started), and its name. */
+  lastPointAt: string | null;
+  lastPoint: string | null;
+  /** What the last sync sent, over all the group's devices. */
+  lastBytesSent: number | null;
+  failures: number;
+  lastError: string | null;
+  lastAttemptEndedAt: string | null;
+  /** Durations of recent successful syncs, newest last (the scheduler starts early by them). */
+  recentMs: number[];
+}
+
+export interface ArraySyncView extends ArraySyncState {
+  rpoSeconds: number | null;
+  lagSec: number | null;
+  rpoViolated: boolean;
+}
+
+const EMPTY: ArraySyncState = { lastPointAt: null, lastPoint: null, lastBytesSent: null, failures: 0, lastError: null, lastAttemptEndedAt: null, recentMs: [] };
+
+/**
+ * Array-based groups replicate on their RPO: the site asks the array for a point and its
+ * transfer (the adapter's syncOnce) early enough that the peer's newest point is never older
+ * than the RPO, as host-based replication schedules its cycles (same scheduler). Arrays with
+ * their own schedule need no RPO (`group sync` or nothing). A group whose VMs were failed
+ * over (superseded here) is not synced: its devices belong to the other site's run now.
+ * One sync of a group at a time; manual and scheduled syncs share the queue.
+ */
+export class ArrayGroupSync {
+  #db: Kysely<Database>;
+  #groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>;
+  #log: Logger;
+  #timers = new Map<string, NodeJS.Timeout>();
+  #queues = new Map<string, Promise<unknown>>();
+  #stopped = false;
+
+  constructor(deps: { db: Kysely<Database>; groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>; log: Logger }) {
+    this.#db = deps.db;
+    this.#groups = deps.groups;
+    this.#log = deps.log;
+  }
+
+  async start(): Promise<void> {
+    this.#stopped = false;
+    for (const g of await this.#groups.bindings()) await this.schedule(g.name);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+  }
+
+  /** (Re)arms the group's timer from its state; a group without an RPO, or gone, has none. */
+  async schedule(name: string): Promise<void> {
+    clearTimeout(this.#timers.get(name));
+    this.#timers.delete(name);
+    if (this.#stopped) return;
+    const row = await this.#row(name);
+    if (!row) return;
+    const rpoMs = row.binding.rpoSeconds === null || row.binding.rpoSeconds === undefined ? null : row.binding.rpoSeconds * 1000;
+    if (rpoMs === null) return;
+    const s = row.state;
+    const at = nextCycleAt({
+      rpoMs, lastPointAt: s.lastPointAt ? Date.parse(s.lastPointAt) : null, recentCycleMs: s.recentMs, failures: s.failures,
+      lastAttemptEndedAt: s.lastAttemptEndedAt ? Date.parse(s.lastAttemptEndedAt) : null,
+    }, Date.now());
+    const timer = setTimeout(() => void this.#scheduled(name), Math.max(0, at - Date.now()));
+    timer.unref();
+    this.#timers.set(name, timer);
+  }
+
+  /** One sync now (`mamori group sync`), queued behind one in flight. */
+  syncNow(name: string): Promise<{ devices: { id: string; point: string; bytesSent: number }[] }> {
+    return this.#queued(name, async () => {
+      await this.#groups.binding(name);
+      return this.#sync(name);
+    });
+  }
+
+  async status(name: string): Promise<ArraySyncView> {
+    const row = await this.#row(name);
+    if (!row) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
+    const rpoSeconds = row.binding.rpoSeconds ?? null;
+    const st = rpoStatus({ rpoMs: (rpoSeconds ?? Infinity) * 1000, lastPointAt: row.state.lastPointAt ? Date.parse(row.state.lastPointAt) : null }, Date.now());
+    return { ...row.state, rpoSeconds, lagSec: st.lagMs === null ? null : Math.round(st.lagMs / 100) / 10, rpoViolated: rpoSeconds !== null && st.violated };
+  }
+
+  async #scheduled(name: string): Promise<void> {
+    this.#timers.delete(name);
+    await this.#queued(name, async () => {
+      const row = await this.#row(name);
+      if (!row || this.#stopped) return;
+      if (await this.#groups.failedOverElsewhere(name)) {
+        this.#log.info({ group: name }, 'array-based group not synced: its VMs were failed over to the peer');
+        return;
+      }
+      await this.#sync(name).catch(() => undefined);
+    }).catch((e: unknown) => this.#log.warn({ group: name, err: e }, 'array-based group sync failed'));
+    await this.schedule(name).catch((e: unknown) => this.#log.error({ group: name, err: e }, 'could not schedule an array-based group'));
+  }
+
+  async #sync(name: string): Promise<{ devices: { id: string; point: string; bytesSent: number }[] }> {
+    const row = await this.#row(name);
+    const state = row?.state ?? EMPTY;
+    const started = Date.now();
+    try {
+      const r = await this.#groups.sync(name);
+      const now = Date.now();
+      await this.#save(name, {
+        lastPointAt: new Date(started).toISOString(), lastPoint: r.devices[0]?.point ?? null, lastBytesSent: r.devices.reduce((n, d) => n + d.bytesSent, 0),
+        failures: 0, lastError: null, lastAttemptEndedAt: new Date(now).toISOString(), recentMs: [...state.recentMs, now - started].slice(-5),
+      });
+      return r;
+    } catch (e) {
+      await this.#save(name, { ...state, failures: state.failures + 1, lastError: (e as Error).message, lastAttemptEndedAt: new Date().toISOString() });
+      throw e;
+    }
+  }
+
+  /** Runs fn with no sync of the group in flight (the adapters' commands on one device do not overlap). */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.#queued(name, fn);
+  }
+
+  #queued<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#queues.get(name) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.#queues.set(name, next);
+    return next;
+  }
+
+  async #save(name: string, state: ArraySyncState): Promise<void> {
+    await this.#db.updateTable('protection_groups').set({ array_sync: JSON.stringify(state) }).where('name', '=', name).execute();
+  }
+
+  async #row(name: string): Promise<{ binding: { rpoSeconds?: number | null }; state: ArraySyncState } | null> {
+    const r = await this.#db.selectFrom('protection_groups').select(['array_binding', 'array_sync']).where('name', '=', name).executeTakeFirst();
+    if (!r || r.array_binding === null) return null;
+    return { binding: JSON.parse(r.array_binding) as { rpoSeconds?: number | null }, state: r.array_sync ? (JSON.parse(r.array_sync) as ArraySyncState) : EMPTY };
+  }
+}
