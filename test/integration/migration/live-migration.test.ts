@@ -36,7 +36,7 @@ async function alive(pid: number): Promise<boolean> {
  * appears: the guest prints one a second, so the longest time between two is how long the
  * guest stopped, as seen from outside, whichever site it ran at.
  */
-function watchHeartbeats(files: string[]): { stop(): Promise<{ n: number; at: number; file: number }[]> } {
+function watchHeartbeats(files: string[]): { seen(file: number): number; stop(): Promise<{ n: number; at: number; file: number }[]> } {
   const offsets = new Map<string, number>(files.map((f) => [f, 0]));
   const partial = new Map<string, string>();
   const seen: { n: number; at: number; file: number }[] = [];
@@ -66,7 +66,7 @@ function watchHeartbeats(files: string[]): { stop(): Promise<{ n: number; at: nu
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
-  return { stop: async () => { stopped = true; await loop; return seen; } };
+  return { seen: (file) => seen.filter((b) => b.file === file).length, stop: async () => { stopped = true; await loop; return seen; } };
 }
 
 /** Stops the VM and checks its write log against what the guest acknowledged on its console. */
@@ -129,8 +129,9 @@ test('a running, writing test guest live-migrates with a gap-free write log; the
   assert.equal(r.code, 0, r.stderr + r.stdout);
   const done = JSON.parse(r.stdout) as Job & { result: { downtimeMs: number; totalMs: number; ramBytes: number; diskBytes: number } };
   assert.ok(done.result.downtimeMs >= 0 && done.result.ramBytes > 0 && done.result.diskBytes >= vm.disks[0]!.sizeBytes / 2, JSON.stringify(done.result));
-  // A few heartbeats at site-b, then: the longest silence, against the reported downtime.
-  await new Promise((res) => setTimeout(res, 6_000));
+  // A few heartbeats at site-b (waited for, not timed: a loaded machine beats slower), then:
+  // the longest silence, against the reported downtime.
+  await sites.b.waitFor('three heartbeats at site-b', async () => hb.seen(1) >= 3 || undefined, 120_000);
   const beats = await hb.stop();
   const gaps = beats.slice(1).map((b, i) => ({ from: beats[i]!.n, to: b.n, ms: b.at - beats[i]!.at }));
   const longest = gaps.reduce((m, g) => (g.ms > m.ms ? g : m));
