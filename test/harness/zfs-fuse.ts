@@ -24,6 +24,12 @@ import { runProcess } from '../../src/core/run-process.js';
  * with it, their dead FUSE mounts unmounted), its files removed. A daemon that was running
  * before the harness came (the system's zfs-fuse service) is used and never stopped. A
  * daemon with pools the harness did not make is left running.
+ *
+ * Each user's folder is a shared bind mount. A mount namespace made while a dataset is
+ * mounted (every `ip netns exec` of the other tests running at the same time) gets a copy of
+ * the mount; on this machine `/` is a private mount, so that copy would hold the dataset
+ * busy (no destroy, no rollback) for as long as the namespace lives. Under a shared mount
+ * the copy is a slave: the daemon's unmount reaches it too.
  */
 const STATE_DIR = '/run/mamori-test-zfs-fuse';
 const LOCK_DIR = join(STATE_DIR, 'lock');
@@ -164,10 +170,29 @@ async function destroyPool(p: PoolRecord): Promise<void> {
   await rm(p.image, { force: true });
 }
 
-/** Removes what a user recorded; its folder only when nothing is mounted in it any more. */
-async function cleanUser(rec: UserRecord): Promise<void> {
-  for (const p of rec.pools) await destroyPool(p).catch((e: unknown) => process.stderr.write(`zfs-fuse harness: could not destroy pool ${p.name}: ${String(e)}\n`));
+/**
+ * Removes what a user recorded: its pools, then its folder's own bind mount and the folder.
+ * False when a pool could not be destroyed: the record stays, so a later user retries it.
+ */
+async function cleanUser(rec: UserRecord): Promise<boolean> {
+  let whole = true;
+  for (const p of rec.pools) {
+    await destroyPool(p).catch((e: unknown) => {
+      whole = false;
+      process.stderr.write(`zfs-fuse harness: could not destroy pool ${p.name}: ${String(e)}\n`);
+    });
+  }
+  if (!whole) return false;
+  const left = await mountsUnder(rec.dir);
+  if (left.length === 1 && left[0] === rec.dir) await runProcess('umount', [rec.dir], { timeoutMs: 30_000 }).catch(() => undefined);
   if ((await mountsUnder(rec.dir)).length === 0) await rm(rec.dir, { recursive: true, force: true });
+  return true;
+}
+
+/** The folder bound onto itself and made shared (see the note at the top). */
+async function makeSharedMount(dir: string): Promise<void> {
+  await runProcess('mount', ['--bind', dir, dir], { timeoutMs: 30_000 });
+  await runProcess('mount', ['--make-shared', dir], { timeoutMs: 30_000 });
 }
 
 async function userFiles(): Promise<string[]> {
@@ -184,7 +209,7 @@ async function pruneDeadUsers(): Promise<number> {
       live++;
       continue;
     }
-    if (rec) await cleanUser(rec);
+    if (rec && !(await cleanUser(rec))) continue;
     await unlink(file).catch(() => undefined);
   }
   return live;
@@ -261,7 +286,9 @@ export class ZfsFuse {
       const record: UserRecord = { ...(await self()), dir, pools: [] };
       const file = join(USERS_DIR, `${process.pid}-${tag}.json`);
       await mkdir(USERS_DIR, { recursive: true });
+      // Recorded before the mount: a crash in between still leaves it findable.
       await writeJsonAtomic(file, record);
+      await makeSharedMount(dir);
       return new ZfsFuse(file, record, tag);
     });
   }
@@ -282,8 +309,8 @@ export class ZfsFuse {
   /** Destroys exactly this test's pools; the last user stops the daemon the harness started. */
   async release(): Promise<void> {
     await withLock(async () => {
-      await cleanUser(this.#record);
-      await unlink(this.#file).catch(() => undefined);
+      // A pool still busy keeps its record: whoever takes the lock after this process is gone retries it.
+      if (await cleanUser(this.#record)) await unlink(this.#file).catch(() => undefined);
       const live = await pruneDeadUsers();
       const daemon = await readJson<ProcessId>(DAEMON_FILE);
       if (live > 0 || !daemon) return;

@@ -225,9 +225,10 @@ test('planned migration through the arrays: every acknowledged write arrives; th
   assert.equal(run.vms['db']!.dataLossSec, 0);
 });
 
-test('reprotect reverses the arrays from the common point; the writes at site-b reach site-a record by record', async () => {
+test('reprotect reverses the arrays from the common point; the writes at site-b reach site-a record by record', async (t) => {
   const run = await runPlan('b', 'store-plan', 'reprotect');
   assert.equal(run.result, 'success', explain(run));
+  t.diagnostic(`reprotect: the first sync back sent ${run.vms['web']!.reprotect!.bytesSent} bytes for web's ${run.vms['web']!.reprotect!.diskBytes}-byte disk; db (host-based) ${JSON.stringify(run.vms['db']!.reprotect)}`);
   assert.deepEqual(kinds(run), ['array-prepare-reverse', 'array-reverse', 'replicate:db', 'seed-peer:db']);
   const r = run.vms['web']!.reprotect!;
   assert.equal(r.mode, 'array-incremental');
