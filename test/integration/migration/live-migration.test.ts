@@ -152,7 +152,7 @@ test('a running, writing test guest live-migrates with a gap-free write log; the
   const acksAtB = await sites.b.waitFor('acks at site-b', async () => {
     const acks = parseSerialAcks(await readFile(there.serialLog, 'utf8'));
     return acks.length >= 20 ? acks : undefined;
-  }, 60_000);
+  }, 180_000);
   await b('vm', 'stop', 'mv', '--timeout', '60');
   const finalAcks = parseSerialAcks(await readFile(there.serialLog, 'utf8'));
   const report = await b<{ consistent: boolean; lastSequence: number; gaps: unknown[]; tornCount: number }>('verify-writelog', there.disks[0]!.path);
@@ -247,7 +247,7 @@ test('a replicated VM migrates onto its replica sending only what changed, then 
   assert.equal(back.lastCycle!.mode, 'incremental');
   assert.ok(!(await a<VmView[]>('vm', 'list')).some((v) => v.name === 'rv'), 'site-a keeps the VM only as a replica');
   // The write log at site-b is whole.
-  await sites.b.waitFor('acks at site-b', async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined, 60_000);
+  await sites.b.waitFor('acks at site-b', async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined, 180_000);
   await b('vm', 'stop', 'rv', '--timeout', '60');
   const acks = parseSerialAcks(await readFile(there.serialLog, 'utf8'));
   const report = await b<{ consistent: boolean; lastSequence: number; tornCount: number }>('verify-writelog', there.disks[0]!.path);
