@@ -22,6 +22,11 @@ build: npm
 	@# A clean output folder: a moved or deleted test must not keep running from a stale .js.
 	rm -rf dist
 	npx tsc -p tsconfig.json
+	@# The web console: API types from the OpenAPI document the server builds, type-checked, bundled to web/dist.
+	node scripts/dump-openapi.mjs web/src/api/openapi.json
+	npx openapi-typescript web/src/api/openapi.json -o web/src/api/schema.d.ts
+	npx tsc -p web/tsconfig.json
+	npx vite build --config web/vite.config.ts
 
 guest: build
 	node dist/src/guest/build-test-guest.js $(GUEST_DIR)
@@ -42,4 +47,4 @@ bench: setup bench-deps
 	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node dist/bench/convert/run.js && node dist/bench/pools/run.js && node dist/bench/storage/run.js && node scripts/bench-readme.mjs
 
 clean:
-	rm -rf dist
+	rm -rf dist web/dist

@@ -21,6 +21,10 @@ import { SitePeers } from './sites/site-peers.js';
 import { ReplicaService } from './replication/replica-service.js';
 import { ReplicationService } from './replication/replication-service.js';
 import { IncidentLog } from './events/incident-log.js';
+import { AlertNotifier } from './events/alert-notifier.js';
+import { PeerWatch, DEFAULT_PEER_CHECK_MS } from './sites/peer-watch.js';
+import { SiteMetrics } from './metrics/site-metrics.js';
+import { siteMetricSources } from './metrics/metric-sources.js';
 import { ProtectionGroups } from './plans/protection-groups.js';
 import { SiteNetworks } from './networks/site-networks.js';
 import { InventoryMappings } from './plans/inventory-mappings.js';
@@ -53,6 +57,8 @@ export interface SiteOptions {
   serverNames?: string[];
   /** Serve plain HTTP (local development only); the CA and certificates are made all the same. */
   insecureHttp?: boolean;
+  /** How often paired sites' health is checked for the site.peer-unreachable alert (default MAMORI_PEER_CHECK_MS, else 30 s). */
+  peerCheckIntervalMs?: number;
 }
 
 export interface Site {
@@ -105,6 +111,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   let listenHost = '127.0.0.1';
   const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
   const incidents = new IncidentLog(store.db);
+  const alerts = new AlertNotifier({ db: store.db, incidents, siteName: opts.name, log });
+  const peerWatch = new PeerWatch({ peers, incidents, log, intervalMs: opts.peerCheckIntervalMs ?? peerCheckFromEnv() });
   const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
   vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
   const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
@@ -125,6 +133,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await incoming.repair();
   await pools.resumeInterrupted();
   const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists: async (n) => void (await peers.record(n)) });
+  const metrics = new SiteMetrics(siteMetricSources({ db: store.db, replication, arrayGroups, incidents }));
+  replication.onCycleEnded = (e) => metrics.cycleEnded(e);
   const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log, arrays: arrayGroups });
   replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);
   const mappings = new InventoryMappings({ db: store.db, networks, peerExists: async (n) => void (await peers.record(n)) });
@@ -152,7 +162,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   };
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench,
+    networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench, metrics, alerts,
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
@@ -161,6 +171,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       listenHost = hostName === '0.0.0.0' || hostName === '::' ? '127.0.0.1' : hostName;
       const address = await app.listen({ host: hostName, port });
       await replication.start();
+      alerts.start();
+      peerWatch.start();
       incoming.watchLeases();
       // Did a peer fail our VMs over while we were away? Asked in the background: a peer
       // that is down must not hold up this site's start.
@@ -177,6 +189,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     async close() {
       replication.shutdown();
       arrayGroups.scheduler.stop();
+      await peerWatch.stop();
+      await alerts.stop();
       incoming.stopWatchingLeases();
       await runner.shutdown();
       await app.close();
@@ -196,6 +210,15 @@ async function writeSecret(path: string, secret: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/** MAMORI_PEER_CHECK_MS: tests check peers every second or two instead of every 30 s. */
+function peerCheckFromEnv(): number {
+  const text = process.env['MAMORI_PEER_CHECK_MS'];
+  if (text === undefined || text === '') return DEFAULT_PEER_CHECK_MS;
+  const ms = Number(text);
+  if (!Number.isInteger(ms) || ms < 100 || ms > 3_600_000) throw new MamoriError('OUT_OF_RANGE', `MAMORI_PEER_CHECK_MS must be a whole number of milliseconds from 100 to 3600000, got ${JSON.stringify(text)}`);
+  return ms;
 }
 
 export function parseListen(text: string): { host: string; port: number } {

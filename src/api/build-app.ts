@@ -31,6 +31,12 @@ import type { IncidentLog } from '../events/incident-log.js';
 import { networkRoutes } from './routes/networks.js';
 import { protectionRoutes } from './routes/protection.js';
 import { planRoutes } from './routes/plans.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { alertRoutes } from './routes/alerts.js';
+import type { SiteMetrics } from '../metrics/site-metrics.js';
+import type { AlertNotifier } from '../events/alert-notifier.js';
+import { planRunEventRoutes } from './routes/plan-run-events.js';
+import { CONSOLE_ROUTES, consoleRoutes } from './routes/console.js';
 import type { SiteNetworks } from '../networks/site-networks.js';
 import type { InventoryMappings } from '../plans/inventory-mappings.js';
 import type { ProtectedSite } from '../plans/protected-site.js';
@@ -77,13 +83,17 @@ export interface AppDeps {
   pools: PoolService;
   storageArrays: StorageArrays;
   storageBench: StorageBench;
+  /** GET /metrics and the API request histogram; absent: no /metrics route. */
+  metrics?: SiteMetrics;
+  /** The alert webhook (/alerts routes); absent: no /alerts routes. */
+  alerts?: AlertNotifier;
   logger: Logger;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
 }
 
 /** Routes that need no bearer token ("METHOD /route"); POST /site/pairing carries its own proof. */
-const PUBLIC_ROUTES = new Set(['GET /health', 'HEAD /health', 'GET /openapi.json', 'GET /site/ca', 'POST /site/pairing']);
+const PUBLIC_ROUTES = new Set<string>(['GET /health', 'HEAD /health', 'GET /openapi.json', 'GET /site/ca', 'POST /site/pairing', ...CONSOLE_ROUTES]);
 
 /**
  * Builds the REST API without listening, so tests drive it with inject() and main.ts
@@ -120,6 +130,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (!who) throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site');
     req.caller = who;
   });
+
+  const metrics = deps.metrics;
+  if (metrics) {
+    // The route's pattern (/vms/:name), never the URL: one series per route, not per VM or id.
+    app.addHook('onResponse', async (req, reply) => {
+      const route = req.routeOptions.url;
+      if (route === '/metrics') return;
+      metrics.requestEnded({ method: req.method, route: route ?? '(no route)', statusCode: reply.statusCode, durationMs: reply.elapsedTime });
+    });
+  }
 
   app.setErrorHandler((err: FastifyError | MamoriError | Error, req, reply) => {
     if (err instanceof MamoriError) {
@@ -159,10 +179,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(networkRoutes(deps));
   await app.register(protectionRoutes(deps));
   await app.register(planRoutes(deps));
+  await app.register(planRunEventRoutes(deps));
   await app.register(migrationRoutes(deps));
   await app.register(conversionRoutes(deps));
   await app.register(desktopPoolRoutes(deps));
   await app.register(storageArrayRoutes(deps));
   await app.register(storageBenchRoutes(deps));
+  if (deps.metrics) await app.register(metricsRoutes({ metrics: deps.metrics }));
+  if (deps.alerts) await app.register(alertRoutes({ incidents: deps.incidents, alerts: deps.alerts }));
+  await app.register(consoleRoutes());
   return app;
 }

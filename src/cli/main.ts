@@ -11,6 +11,7 @@ import { mappingCommand, networkCommand, NETWORK_USAGE } from './network-command
 import { arrayCommand, compatCheckCommand, ARRAY_USAGE } from './array-commands.js';
 import { benchCommand } from './bench-command.js';
 import { planCommand, PLAN_USAGE } from './plan-commands.js';
+import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -23,6 +24,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   disk ...                                               disks and raw device mappings
   job list [--kind K] | job show ID                      long operations and their journals
   events [--open]                                        incidents (violated RPO, ...), open and cleared
+  alerts list | alerts webhook set URL|clear|test        open incidents; the webhook they are posted to
   group ...                                              protection groups (mamori group --help)
   network ... | mapping ...                              site networks, inventory mappings for recovery
   plan ...                                               recovery plans: test, cleanup, planned, disaster
@@ -56,6 +58,8 @@ ${NETWORK_USAGE}
 ${ARRAY_USAGE}
 
 ${PLAN_USAGE}
+
+${ALERTS_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -143,6 +147,8 @@ async function run(argv: string[]): Promise<void> {
       return mappingCommand(api, rest, g.json);
     case 'plan':
       return planCommand(api, rest, g.json);
+    case 'alerts':
+      return alertsCommand(api, rest, g.json);
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');

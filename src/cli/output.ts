@@ -22,16 +22,8 @@ function formatCell(v: unknown): string {
   return String(v);
 }
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v >= 10 || i === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
-}
+// The commands take it from here; the web console imports src/core/format-bytes.ts itself.
+export { formatBytes } from '../core/format-bytes.js';
 
 /** A progress bar on a terminal, a line per 10% otherwise (logs stay readable). */
 export class ProgressBar {

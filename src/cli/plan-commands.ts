@@ -3,8 +3,8 @@ import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printFields, printJson, printTable } from './output.js';
-import type { PlanView } from '../plans/plan-service.js';
-import type { DryRun } from '../plans/plan-runner.js';
+import type { PlanView } from '../plans/plan-view.js';
+import type { DryRun } from '../plans/dry-run.js';
 import type { PlanRun } from '../plans/run-journal.js';
 import { renderRunHtml, summaryText, type RunSummary } from '../plans/plan-report.js';
 

@@ -74,6 +74,10 @@ export const ERROR_CODES = {
   PEER_UNREACHABLE: { httpStatus: 503, retryable: true },
   PEER_CERT_MISMATCH: { httpStatus: 502, retryable: false },
   PEER_AUTH_FAILED: { httpStatus: 403, retryable: false },
+  // alerts (src/events): the webhook incidents are posted to
+  ALERT_WEBHOOK_INVALID: { httpStatus: 400, retryable: false },
+  ALERT_WEBHOOK_FAILED: { httpStatus: 502, retryable: true },
+  ALERT_WEBHOOK_NOT_SET: { httpStatus: 409, retryable: false },
   // client side
   SITE_UNREACHABLE: { httpStatus: 503, retryable: true },
   CONFIG_MISSING: { httpStatus: 400, retryable: false },

@@ -24,9 +24,23 @@ export interface Incident {
  */
 export class IncidentLog {
   #db: Kysely<Database>;
+  #listeners: (() => void)[] = [];
 
   constructor(db: Kysely<Database>) {
     this.#db = db;
+  }
+
+  /**
+   * Called after an incident opened or cleared (already written): the alert notifier wakes
+   * up on it. A nudge only, with no payload: the listener reads what changed from the table,
+   * so a nudge lost to a crash is made up by its next pass.
+   */
+  onTransition(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  #notify(): void {
+    for (const l of this.#listeners) l();
   }
 
   /** Opens an incident unless one of this kind is open for the target; returns the open one and whether it is new. */
@@ -38,6 +52,7 @@ export class IncidentLog {
       details: input.details ? JSON.stringify(input.details) : null, opened_at: new Date().toISOString(), cleared_at: null,
     };
     await this.#db.insertInto('events').values(row).execute();
+    this.#notify();
     return { incident: toIncident(row), opened: true };
   }
 
@@ -45,7 +60,9 @@ export class IncidentLog {
   async clear(kind: string, target: string): Promise<boolean> {
     const r = await this.#db.updateTable('events').set({ cleared_at: new Date().toISOString() })
       .where('kind', '=', kind).where('target', '=', target).where('cleared_at', 'is', null).executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+    const cleared = Number(r.numUpdatedRows) > 0;
+    if (cleared) this.#notify();
+    return cleared;
   }
 
   async openFor(kind: string, target: string): Promise<Incident | null> {
@@ -53,16 +70,23 @@ export class IncidentLog {
     return row ? toIncident(row) : null;
   }
 
+  /** Open incidents per kind (the metrics' gauge). */
+  async openCounts(): Promise<{ kind: string; count: number }[]> {
+    const rows = await this.#db.selectFrom('events').select(['kind', (eb) => eb.fn.countAll<number>().as('count')]).where('cleared_at', 'is', null).groupBy('kind').execute();
+    return rows.map((r) => ({ kind: r.kind, count: Number(r.count) }));
+  }
+
   /** Newest first. */
-  async list(filter: { open?: boolean; target?: string; limit?: number } = {}): Promise<Incident[]> {
+  async list(filter: { open?: boolean; target?: string; kind?: string; limit?: number } = {}): Promise<Incident[]> {
     let q = this.#db.selectFrom('events').selectAll();
     if (filter.open === true) q = q.where('cleared_at', 'is', null);
+    if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
     if (filter.target !== undefined) q = q.where('target', '=', filter.target);
     return (await q.orderBy('opened_at', 'desc').orderBy('id', 'desc').limit(filter.limit ?? 100).execute()).map(toIncident);
   }
 }
 
-function toIncident(r: Selectable<EventTable>): Incident {
+export function toIncident(r: Selectable<EventTable>): Incident {
   return {
     id: r.id, kind: r.kind, severity: r.severity as IncidentSeverity, target: r.target, message: r.message,
     details: r.details === null ? null : (JSON.parse(r.details) as Record<string, unknown>), openedAt: r.opened_at, clearedAt: r.cleared_at,

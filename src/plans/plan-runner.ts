@@ -7,6 +7,7 @@ import type { PlanService, ResolvedPlan } from './plan-service.js';
 import { RUN_MODES, type PlanRun, type RunJournal, type RunMode, type RunVmOutcome } from './run-journal.js';
 import { buildRunSteps, type CleanupTarget, type PlannedStep } from './run-steps.js';
 import type { RunStepActions } from './run-step-actions.js';
+import type { DryRun } from './dry-run.js';
 
 interface LiveRun {
   run: PlanRun;
@@ -14,15 +15,6 @@ interface LiveRun {
   cancelled: boolean;
   /** The server is stopping: no new step starts and the run is left interrupted, to resume. */
   stopping: boolean;
-}
-
-export interface DryRun {
-  plan: string;
-  mode: RunMode;
-  steps: { label: string; kind: string; vm?: string; priority?: number }[];
-  /** Mean over earlier finished runs of this plan and mode of their slowest VM's RTO; null without history. */
-  predictedRtoSec: number | null;
-  inventoryFresh: boolean;
 }
 
 /**

@@ -6,6 +6,7 @@ import { checkPlan, parsePlanYaml, PLAN_DEFAULTS, type PlanProblem, type PlanSpe
 import type { InventoryMappings, MappingView } from './inventory-mappings.js';
 import type { ProtectedInventory, ProtectedVm } from './protected-site.js';
 import type { StorageArrays } from '../adapters/storage-arrays.js';
+import type { PlanView } from './plan-view.js';
 
 /** An array-based group a plan recovers: the devices this site fails over, through which entry. */
 export interface ResolvedArrayGroup {
@@ -21,17 +22,6 @@ export interface ResolvedArrayGroup {
   forced: boolean;
   /** The group's RPO at the protected site: reprotect keeps it for the way back. */
   rpoSeconds: number | null;
-}
-
-export interface PlanView {
-  name: string;
-  protectedSite: string;
-  spec: PlanSpec;
-  /** The protected VMs the plan recovers, with their options (defaults filled in). */
-  vms: { name: string; group: string | null; priority: number; powerOn: boolean; dependsOn: string[] }[];
-  inventoryTakenAt: string;
-  createdAt: string;
-  updatedAt: string;
 }
 
 /** Everything a run needs, resolved and checked against both sites. */

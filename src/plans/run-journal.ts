@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PlanRunTable } from '../store/schema.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -97,6 +98,9 @@ export interface PlanRun {
 export class RunJournal {
   #db: Kysely<Database>;
   #writes = new Map<string, Promise<void>>();
+  /** One event per run id, emitted after each save reached the database (the console's live view). */
+  // Any number of open consoles may follow one run: no leak warning at the default of 10.
+  #saved = new EventEmitter().setMaxListeners(0);
 
   constructor(db: Kysely<Database>) {
     this.#db = db;
@@ -113,9 +117,20 @@ export class RunJournal {
     const prev = this.#writes.get(run.id) ?? Promise.resolve();
     const next = prev.catch(() => undefined).then(async () => {
       await this.#db.updateTable('plan_runs').set(row).where('id', '=', run.id).execute();
+      // The row as written, not the live object: a listener sees what a reader of the journal would.
+      this.#saved.emit(run.id, fromRow(row));
     });
     this.#writes.set(run.id, next);
     return next;
+  }
+
+  /**
+   * Calls `listener` with the run each time a save of it is written, until the returned
+   * function is called. Listeners must not throw: they run inside the journal's write chain.
+   */
+  subscribe(runId: string, listener: (run: PlanRun) => void): () => void {
+    this.#saved.on(runId, listener);
+    return () => void this.#saved.off(runId, listener);
   }
 
   async get(id: string): Promise<PlanRun> {

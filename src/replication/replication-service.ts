@@ -48,12 +48,27 @@ export interface ReplicationStatus {
   lastError: string | null;
   lastCycle: CycleStats | null;
   bandwidthBps: number | null;
+  /** The replication generation: the dirty bitmap's, raised by each committed cycle; null before the first. */
+  generation: number | null;
 }
 
 const MAX_POINTS = 1000;
 const KEEP_STATS = 10;
 const CYCLE_JOB = 'replication-cycle';
 export const RPO_VIOLATED = 'replication.rpo-violated';
+/** Open from a failed cycle until the next cycle of the VM succeeds. */
+export const CYCLE_FAILED = 'replication.cycle-failed';
+/** Open from a verify whose write log is not consistent until a later verify of the VM is. */
+export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
+
+/** What the composition root hears at the end of each cycle (the metrics count them). */
+export interface CycleEnded {
+  vmId: string;
+  vm: string;
+  outcome: 'ok' | 'failed';
+  durationMs: number;
+  bytesSent: number;
+}
 /** Finished cycle jobs kept per VM (one cycle every few seconds would fill the table). */
 const KEEP_CYCLE_JOBS = 20;
 
@@ -106,6 +121,9 @@ export class ReplicationService {
 
   /** Set by the composition root: what the site does when a peer says a VM was failed over (ProtectedSite.markSuperseded). */
   onSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void> = async () => undefined;
+
+  /** Set by the composition root: told of every cycle that ended (must not throw; it is not awaited). */
+  onCycleEnded: (e: CycleEnded) => void = () => undefined;
 
   /**
    * At start: ask each peer whether it promoted a replica of ours while this site was away
@@ -169,6 +187,7 @@ export class ReplicationService {
     await this.#lock.run(vm.id, async () => {
       await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();
       await this.#checkRpo(vm.id);
+      await this.#incidents.clear(CYCLE_FAILED, `vm:${vm.id}`);
       await rm(this.#workDir(vm.id), { recursive: true, force: true });
     });
   }
@@ -229,7 +248,20 @@ export class ReplicationService {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
     const peer = await this.#peers.client(row.peer, { timeoutMs: 300_000 });
-    return peer.request('POST', `/replicas/${row.replica_id}/verify`, pointId ? { pointId } : {});
+    const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>('POST', `/replicas/${row.replica_id}/verify`, pointId ? { pointId } : {});
+    const target = `vm:${vm.id}`;
+    if (verified.report.consistent) {
+      if (await this.#incidents.clear(POINT_VERIFY_FAILED, target)) this.#log.info({ vm: vm.name, point: verified.point.id }, 'a recovery point verified consistent again; incident cleared');
+    } else {
+      const r = verified.report;
+      await this.#incidents.raise({
+        kind: POINT_VERIFY_FAILED, target, severity: 'critical',
+        message: `recovery point ${verified.point.id} of ${vm.name} at ${row.peer} failed verification: ${r.gaps.length} gap(s), ${r.tornCount} torn record(s) after ` +
+          `a gap-free prefix of ${r.gapFreePrefix}; take a new point ('mamori replicate sync ${vm.name}') and verify it`,
+        details: { vm: vm.name, peer: row.peer, point: verified.point.id, gaps: r.gaps.length, torn: r.tornCount, gapFreePrefix: r.gapFreePrefix, lastSequence: r.lastSequence },
+      });
+    }
+    return verified;
   }
 
   /**
@@ -256,7 +288,7 @@ export class ReplicationService {
     // Incidents left open by the previous run, and the watches of those still running.
     for (const r of await this.#db.selectFrom('replications').select('vm_id').execute()) await this.#checkRpo(r.vm_id);
     for (const i of await this.#incidents.list({ open: true })) {
-      if (i.kind === RPO_VIOLATED && !(await this.#row(i.target.slice('vm:'.length)))) await this.#incidents.clear(RPO_VIOLATED, i.target);
+      if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length)))) await this.#incidents.clear(i.kind, i.target);
     }
   }
 
@@ -320,6 +352,7 @@ export class ReplicationService {
       };
       await this.#jobs.setContext(job.id, context);
       if (source.kind === 'offline') this.#offlineInFlight.add(vmId);
+      const started = Date.now();
       try {
         const result = await runReplicationCycle({
           source,
@@ -332,6 +365,8 @@ export class ReplicationService {
         });
         await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
         this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
+        this.onCycleEnded({ vmId, vm: vm.name, outcome: 'ok', durationMs: Date.now() - started, bytesSent: result.bytesSent });
+        if (await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`)) this.#log.info({ vm: vm.name }, 'replication cycle succeeded again; incident cleared');
       } catch (e) {
         const message = (e as Error).message;
         await this.#jobs.fail(job.id, { code: (e as { code?: string }).code ?? 'INTERNAL', message });
@@ -342,6 +377,12 @@ export class ReplicationService {
         }
         await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
         this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
+        this.onCycleEnded({ vmId, vm: vm.name, outcome: 'failed', durationMs: Date.now() - started, bytesSent: 0 });
+        await this.#incidents.raise({
+          kind: CYCLE_FAILED, target: `vm:${vmId}`, severity: 'warning',
+          message: `a replication cycle of ${vm.name} to ${row.peer} failed: ${message}; the last good point is kept and the cycle is retried`,
+          details: { vm: vm.name, peer: row.peer, jobId: job.id, code: (e as { code?: string }).code ?? 'INTERNAL' },
+        }).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record the failed cycle incident'));
         if (manual) throw e;
       } finally {
         this.#offlineInFlight.delete(vmId);
@@ -461,6 +502,7 @@ export class ReplicationService {
       lastPointAt: r.last_point_at, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
       rpoViolated: s.violated, rpoViolatedSince: (await this.#incidents.openFor(RPO_VIOLATED, `vm:${r.vm_id}`))?.openedAt ?? null, nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
       lastError: r.last_error, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidth_bps,
+      generation: r.generation,
     };
   }
 

@@ -313,6 +313,24 @@ export interface StorageArrayTable {
   created_at: string;
 }
 
+/**
+ * One webhook notification of an incident's transition (firing when it opened, resolved when
+ * it cleared). skipped: the transition happened before a webhook was configured.
+ */
+export interface AlertDeliveryTable {
+  incident_id: string;
+  /** firing | resolved */
+  status: string;
+  /** pending | delivered | failed (the receiver refused it for good) | skipped */
+  state: string;
+  attempts: ColumnType<number, number | undefined, number>;
+  last_error: string | null;
+  /** When the next try may start (backoff after a failure). */
+  next_attempt_at: string;
+  created_at: string;
+  delivered_at: string | null;
+}
+
 export interface Database {
   meta: MetaTable;
   tokens: TokenTable;
@@ -339,5 +357,6 @@ export interface Database {
   pool_replicas: PoolReplicaTable;
   pool_desktops: PoolDesktopTable;
   storage_arrays: StorageArrayTable;
+  alert_deliveries: AlertDeliveryTable;
   schema_version: { version: Generated<number> };
 }

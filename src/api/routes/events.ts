@@ -3,7 +3,7 @@ import type { IncidentLog } from '../../events/incident-log.js';
 import { errorResponses } from '../schemas.js';
 import { requireRole } from '../request-caller.js';
 
-const incidentSchema = {
+export const incidentSchema = {
   type: 'object',
   required: ['id', 'kind', 'severity', 'target', 'message', 'openedAt', 'clearedAt'],
   properties: {

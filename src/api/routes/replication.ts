@@ -11,6 +11,7 @@ const statusSchema = {
     lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' }, rpoViolatedSince: { type: ['string', 'null'] },
     nextCycleAt: { type: ['string', 'null'] }, failures: { type: 'integer' }, lastError: { type: ['string', 'null'] },
     lastCycle: { type: ['object', 'null'], additionalProperties: true }, bandwidthBps: { type: ['integer', 'null'] },
+    generation: { type: ['integer', 'null'], description: 'the replication generation: raised by each committed cycle; the source bitmap and the newest point agree on it' },
   },
 } as const;
 

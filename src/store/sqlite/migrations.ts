@@ -106,6 +106,12 @@ const STEPS: readonly string[] = [
    ALTER TABLE plan_runs ADD COLUMN arrays TEXT NOT NULL DEFAULT '{}';`,
   // The state of an array-based group's syncs on its RPO (JSON: last point, bytes, failures).
   `ALTER TABLE protection_groups ADD COLUMN array_sync TEXT;`,
+  // Alert webhook deliveries: one row per incident transition (firing, resolved), written
+  // before the POST and marked after it, so a restart neither loses nor repeats one.
+  `CREATE TABLE alert_deliveries (incident_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+     status TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+     next_attempt_at TEXT NOT NULL, created_at TEXT NOT NULL, delivered_at TEXT, PRIMARY KEY (incident_id, status));
+   CREATE INDEX alert_deliveries_state ON alert_deliveries(state, next_attempt_at);`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

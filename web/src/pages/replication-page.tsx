@@ -1,0 +1,89 @@
+import { useState } from 'react';
+import { api, type ResponseOf } from '../api/client';
+import type { WriteLogReport } from '../api/domain';
+import { ErrorBox } from '../components/error-box';
+import { LagChart, type LagPoint } from '../components/lag-chart';
+import { useAction } from '../components/use-action';
+import { useLoad } from '../components/use-load';
+import { ago, bytes, seconds, time } from '../components/format';
+import { href } from '../router';
+
+type Status = ResponseOf<'/replication', 'get'>[number];
+
+/** Replication of this site's VMs: RPO target, lag, last point, throughput; per VM the lag chart and its points. */
+export function ReplicationPage({ selected }: { selected: string | undefined }) {
+  const all = useLoad(() => api.get('/replication'), [], 5_000);
+  const status = all.data?.find((s) => s.vm === selected);
+  return (
+    <section>
+      <h2>Replication</h2>
+      <ErrorBox error={all.error} />
+      {all.data?.length === 0 ? <p className="muted">No VM of this site is replicated (replication lives at the protected site).</p> : null}
+      <table className="replication">
+        <thead><tr><th>VM</th><th>to</th><th>state</th><th>RPO target</th><th>lag</th><th>last point</th><th>throughput</th><th>generation</th><th>last error</th></tr></thead>
+        <tbody>
+          {all.data?.map((s) => (
+            <tr key={s.vm} data-vm={s.vm} className={s.vm === selected ? 'selected' : ''}>
+              <td><a href={href('replication', s.vm)}>{s.vm}</a></td>
+              <td>{s.to}</td>
+              <td>{s.state}</td>
+              <td>{seconds(s.rpoSeconds)}</td>
+              <td className={s.rpoViolated ? 'bad' : ''}>{seconds(s.lagSeconds)}{s.rpoViolated ? ' (over RPO)' : ''}</td>
+              <td>{ago(s.lastPointAt)}</td>
+              <td>{s.lastCycle ? `${bytes(Number(s.lastCycle['throughputBps'] ?? 0))}/s` : '-'}</td>
+              <td>{s.generation ?? '-'}</td>
+              <td className="muted">{s.lastError ?? ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {status ? <VmReplication key={status.vm} status={status} onChange={all.reload} /> : null}
+    </section>
+  );
+}
+
+function VmReplication({ status, onChange }: { status: Status; onChange: () => void }) {
+  const path = { name: status.vm };
+  const points = useLoad(() => api.get('/vms/{name}/replication/points', { path }), [status.vm, status.lastPointAt]);
+  const action = useAction();
+  const [verified, setVerified] = useState<{ point: string; report: WriteLogReport }>();
+  const lagPoints = (points.data ?? []).filter((p): p is LagPoint & typeof p => !!p.time && !!p.committedAt);
+  const verify = async (pointId: string): Promise<void> => {
+    const r = await action.run(() => api.post('/vms/{name}/replication/verify', { path, body: { pointId } }));
+    if (r) setVerified({ point: r.point?.time ?? pointId, report: r.report as unknown as WriteLogReport });
+  };
+  return (
+    <div className="panel">
+      <h3>{status.vm} → {status.to}</h3>
+      <div className="actions">
+        <button disabled={action.busy} onClick={async () => { await action.run(() => api.post('/vms/{name}/replication/sync', { path })); onChange(); }}>Sync now</button>
+        <button disabled={action.busy} onClick={async () => { await action.run(() => status.state === 'paused' ? api.post('/vms/{name}/replication/resume', { path }) : api.post('/vms/{name}/replication/pause', { path })); onChange(); }}>
+          {status.state === 'paused' ? 'Resume' : 'Pause'}
+        </button>
+      </div>
+      <ErrorBox error={action.error ?? points.error} />
+      <h4>Lag over time</h4>
+      <LagChart points={lagPoints} rpoSeconds={status.rpoSeconds} now={Date.now()} />
+      <h4>Recovery points at {status.to}</h4>
+      <table className="points">
+        <thead><tr><th>point</th><th>consistency</th><th>committed</th><th /></tr></thead>
+        <tbody>
+          {[...lagPoints].reverse().map((p) => (
+            <tr key={p.id}>
+              <td>{time(p.time)}</td>
+              <td>{p.consistency}</td>
+              <td>{time(p.committedAt)}</td>
+              <td><button disabled={action.busy || !p.id} onClick={() => p.id && verify(p.id)}>Verify</button></td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {verified ? (
+        <div className="verify-report">
+          <strong>Write log of the point {time(verified.point)}</strong>: {verified.report.records} records, gap-free up to {verified.report.gapFreePrefix},
+          last {verified.report.lastSequence ?? '-'}, {verified.report.gaps.length} gaps, {verified.report.torn.length} torn.
+        </div>
+      ) : null}
+    </div>
+  );
+}

@@ -1,0 +1,102 @@
+import { useEffect, useState } from 'react';
+import { api, send } from '../api/client';
+import type { RunWithSummary } from '../api/domain';
+import { followRun } from '../api/run-events';
+import { ErrorBox } from '../components/error-box';
+import { RunReport } from '../components/run-report';
+import { useAction } from '../components/use-action';
+import { time } from '../components/format';
+import { href } from '../router';
+
+/** How often a live run is also fetched, besides its event stream. */
+const POLL_MS = 5_000;
+
+const STEP_MARK: Record<string, string> = { pending: '○', running: '◐', done: '●', failed: '✕', skipped: '–' };
+
+/**
+ * A plan run, live: the journal's steps as the server writes them (server-sent events), the
+ * prompt to answer when the run waits, and the report when it ends.
+ */
+export function RunPage({ id }: { id: string }) {
+  const [run, setRun] = useState<RunWithSummary>();
+  const [streamError, setStreamError] = useState<unknown>();
+  const [generation, setGeneration] = useState(0);
+  const action = useAction();
+  useEffect(() => {
+    const abort = new AbortController();
+    let last: RunWithSummary | undefined;
+    const seen = (r: RunWithSummary): void => {
+      // Never step back: a poll answered late must not undo a newer event.
+      if (last && r.updatedAt < last.updatedAt) return;
+      last = r;
+      setRun(r);
+    };
+    setStreamError(undefined);
+    followRun(id, seen, abort.signal).catch((e: unknown) => {
+      if (!abort.signal.aborted) setStreamError(e);
+    });
+    // The stream is the fast path; a poll while the run is live is the safety net, so a
+    // dropped or stalled stream (a proxy, a sleeping laptop) never leaves the page stale.
+    const poll = setInterval(() => {
+      if (last && last.state !== 'running' && last.state !== 'waiting') return;
+      api.get('/plan-runs/{id}', { path: { id } }).then((r) => seen(r as unknown as RunWithSummary), () => undefined);
+    }, POLL_MS);
+    return () => {
+      clearInterval(poll);
+      abort.abort();
+    };
+  }, [id, generation]);
+  const path = { id };
+  const act = async (which: 'continue' | 'cancel' | 'resume'): Promise<void> => {
+    const fn = which === 'continue' ? () => api.post('/plan-runs/{id}/continue', { path })
+      : which === 'cancel' ? () => api.post('/plan-runs/{id}/cancel', { path }) : () => api.post('/plan-runs/{id}/resume', { path });
+    // A resumed run streams again: follow it anew.
+    if ((await action.run(fn)) && which === 'resume') setGeneration((g) => g + 1);
+  };
+  const live = run?.state === 'running' || run?.state === 'waiting';
+  return (
+    <section className="run-page" data-state={run?.state ?? 'loading'}>
+      <h2>Run {id} {run ? <span className="muted">· {run.mode} of plan <a href={href('plans', run.plan)}>{run.plan}</a></span> : null}</h2>
+      <ErrorBox error={streamError} />
+      {run ? (
+        <>
+          <p className="run-state">
+            <span className={`badge result-${run.result ?? run.state}`}>{run.result ?? run.state}</span> started {time(run.startedAt)}
+            {run.endedAt ? `, ended ${time(run.endedAt)}` : ''}
+          </p>
+          {run.state === 'waiting' ? (
+            <div className="prompt" role="alert">
+              <p><strong>The run waits for you:</strong> <span className="prompt-message">{run.prompt}</span></p>
+              <button className="primary continue" disabled={action.busy} onClick={() => act('continue')}>Continue</button>
+            </div>
+          ) : null}
+          <div className="actions">
+            {live ? <button disabled={action.busy} onClick={() => act('cancel')}>Cancel run</button> : null}
+            {run.state === 'interrupted' ? <button className="primary" disabled={action.busy} onClick={() => act('resume')}>Resume run</button> : null}
+          </div>
+          <ErrorBox error={action.error} />
+          <ol className="steps">
+            {run.steps.map((s) => (
+              <li key={s.id} className={`step step-${s.state}`} data-step={s.id} data-state={s.state}>
+                <span className="mark">{STEP_MARK[s.state] ?? '?'}</span> {s.label}
+                {s.message ? <span className="muted"> · {s.message}</span> : null}
+              </li>
+            ))}
+          </ol>
+          {!live ? <RunReport run={run} download={(format) => download(id, format)} /> : null}
+        </>
+      ) : null}
+    </section>
+  );
+}
+
+/** The report through the API (it needs the token), saved by the browser as a file. */
+async function download(id: string, format: 'html' | 'json'): Promise<void> {
+  const res = await send('GET', `/plan-runs/${encodeURIComponent(id)}?format=${format}`);
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = `mamori-${id}.${format}`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
