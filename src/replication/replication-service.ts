@@ -19,6 +19,7 @@ import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult, 
 import { settleFleecingPoint, sweepFleecingLeftovers, sweepOfflineFleecingLeftovers, type FleecingPoint, type OfflineFleecingPoint } from './fleecing-point.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
+import { ReplicationIncidents } from './replication-incidents.js';
 import { guestFreezeHooks } from './guest-freeze.js';
 import type { CycleTarget, ReplicaPointView, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
@@ -55,11 +56,7 @@ export interface ReplicationStatus {
 const MAX_POINTS = 1000;
 const KEEP_STATS = 10;
 const CYCLE_JOB = 'replication-cycle';
-export const RPO_VIOLATED = 'replication.rpo-violated';
-/** Open from a failed cycle until the next cycle of the VM succeeds. */
-export const CYCLE_FAILED = 'replication.cycle-failed';
-/** Open from a verify whose write log is not consistent until a later verify of the VM is. */
-export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
+export { RPO_VIOLATED, CYCLE_FAILED, POINT_VERIFY_FAILED } from './replication-incidents.js';
 
 /** What the composition root hears at the end of each cycle (the metrics count them). */
 export interface CycleEnded {
@@ -96,9 +93,8 @@ export class ReplicationService {
   #paths: SitePaths;
   #log: Logger;
   #jobs: JobJournal;
-  #incidents: IncidentLog;
+  #incidents: ReplicationIncidents;
   #lock = new KeyedLock();
-  #rpoWatches = new Map<string, NodeJS.Timeout>();
   /** VMs whose cycle in flight reads their stopped images through a storage daemon. */
   #offlineInFlight = new Set<string>();
   #timers = new Map<string, NodeJS.Timeout>();
@@ -107,7 +103,10 @@ export class ReplicationService {
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; incidents: IncidentLog; log: Logger }) {
     this.#jobs = deps.jobs;
-    this.#incidents = deps.incidents;
+    this.#incidents = new ReplicationIncidents({
+      incidents: deps.incidents, log: deps.log, row: (vmId) => this.#row(vmId),
+      vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
+    });
     this.#jobs.registerRecovery(CYCLE_JOB, (job) => this.#recoverCycle(job));
     this.#db = deps.db;
     this.#vms = deps.vms;
@@ -186,8 +185,7 @@ export class ReplicationService {
     this.#unschedule(vm.id);
     await this.#lock.run(vm.id, async () => {
       await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();
-      await this.#checkRpo(vm.id);
-      await this.#incidents.clear(CYCLE_FAILED, `vm:${vm.id}`);
+      await this.#incidents.disabled(vm.id);
       await rm(this.#workDir(vm.id), { recursive: true, force: true });
     });
   }
@@ -198,7 +196,7 @@ export class ReplicationService {
     await this.#db.updateTable('replications').set({ state: paused ? 'paused' : 'enabled', updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
     if (paused) this.#unschedule(vm.id);
     else this.#schedule(vm.id, Date.now());
-    await this.#checkRpo(vm.id);
+    await this.#incidents.checkRpo(vm.id);
     return this.status(vmName);
   }
 
@@ -249,18 +247,7 @@ export class ReplicationService {
     const row = await this.#require(vm.id, vmName);
     const peer = await this.#peers.client(row.peer, { timeoutMs: 300_000 });
     const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>('POST', `/replicas/${row.replica_id}/verify`, pointId ? { pointId } : {});
-    const target = `vm:${vm.id}`;
-    if (verified.report.consistent) {
-      if (await this.#incidents.clear(POINT_VERIFY_FAILED, target)) this.#log.info({ vm: vm.name, point: verified.point.id }, 'a recovery point verified consistent again; incident cleared');
-    } else {
-      const r = verified.report;
-      await this.#incidents.raise({
-        kind: POINT_VERIFY_FAILED, target, severity: 'critical',
-        message: `recovery point ${verified.point.id} of ${vm.name} at ${row.peer} failed verification: ${r.gaps.length} gap(s), ${r.tornCount} torn record(s) after ` +
-          `a gap-free prefix of ${r.gapFreePrefix}; take a new point ('mamori replicate sync ${vm.name}') and verify it`,
-        details: { vm: vm.name, peer: row.peer, point: verified.point.id, gaps: r.gaps.length, torn: r.tornCount, gapFreePrefix: r.gapFreePrefix, lastSequence: r.lastSequence },
-      });
-    }
+    await this.#incidents.verified({ vmId: vm.id, vmName: vm.name, peer: row.peer, pointId: verified.point.id, report: verified.report });
     return verified;
   }
 
@@ -286,56 +273,13 @@ export class ReplicationService {
       await this.#scheduleFromRow(r.vm_id, Date.now());
     }
     // Incidents left open by the previous run, and the watches of those still running.
-    for (const r of await this.#db.selectFrom('replications').select('vm_id').execute()) await this.#checkRpo(r.vm_id);
-    for (const i of await this.#incidents.list({ open: true })) {
-      if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length)))) await this.#incidents.clear(i.kind, i.target);
-    }
+    await this.#incidents.start((await this.#db.selectFrom('replications').select('vm_id').execute()).map((r) => r.vm_id));
   }
 
   shutdown(): void {
     this.#stopped = true;
     for (const id of [...this.#timers.keys()]) this.#unschedule(id);
-    for (const t of this.#rpoWatches.values()) clearTimeout(t);
-    this.#rpoWatches.clear();
-  }
-
-  /**
-   * Opens the VM's RPO incident when its newest point is older than the RPO, clears it when
-   * that is no longer so (or replication is paused or gone), and arms a timer for the instant
-   * the current point would fall out of the RPO. Called at start, after every commit and on
-   * pause/resume/disable, so a violation is noticed on time even while a cycle hangs.
-   */
-  async #checkRpo(vmId: string): Promise<void> {
-    const w = this.#rpoWatches.get(vmId);
-    if (w) clearTimeout(w);
-    this.#rpoWatches.delete(vmId);
-    const target = `vm:${vmId}`;
-    const row = await this.#row(vmId);
-    if (!row || row.state !== 'enabled' || row.last_point_at === null) {
-      if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO incident cleared (replication paused or disabled)');
-      return;
-    }
-    const now = Date.now();
-    const lastAt = Date.parse(row.last_point_at);
-    const st = rpoStatus({ rpoMs: row.rpo_ms, lastPointAt: lastAt }, now);
-    if (st.violated) {
-      const vm = await this.#vms.repo.findById(vmId);
-      const name = vm?.name ?? vmId;
-      const { incident, opened } = await this.#incidents.raise({
-        kind: RPO_VIOLATED, target, severity: 'warning',
-        message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpo_ms / 1000}s: the newest recovery point is from ${row.last_point_at}` +
-          (row.last_error ? ` (last error: ${row.last_error})` : ''),
-        details: { vm: name, peer: row.peer, rpoSeconds: row.rpo_ms / 1000, lastPointAt: row.last_point_at },
-      });
-      if (opened) this.#log.warn({ vm: name, incident: incident.id }, 'RPO violated');
-      return;
-    }
-    if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
-    if (this.#stopped) return;
-    const t = setTimeout(() => void this.#checkRpo(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'RPO check failed')),
-      lastAt + row.rpo_ms - now + 50);
-    t.unref();
-    this.#rpoWatches.set(vmId, t);
+    this.#incidents.shutdown();
   }
 
   async #cycle(vmId: string, manual: boolean): Promise<void> {
@@ -366,10 +310,11 @@ export class ReplicationService {
         await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
         this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
         this.onCycleEnded({ vmId, vm: vm.name, outcome: 'ok', durationMs: Date.now() - started, bytesSent: result.bytesSent });
-        if (await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`)) this.#log.info({ vm: vm.name }, 'replication cycle succeeded again; incident cleared');
+        await this.#incidents.cycleSucceeded(vmId, vm.name);
       } catch (e) {
         const message = (e as Error).message;
-        await this.#jobs.fail(job.id, { code: (e as { code?: string }).code ?? 'INTERNAL', message });
+        const code = (e as { code?: string }).code ?? 'INTERNAL';
+        await this.#jobs.fail(job.id, { code, message });
         if (isMamoriError(e, 'REPLICA_PROMOTED')) {
           // The recovery site failed this VM over: the copy here is superseded (split-brain safety).
           const generation = Number((e.details as { generation?: unknown } | undefined)?.generation ?? 1);
@@ -378,11 +323,7 @@ export class ReplicationService {
         await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
         this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
         this.onCycleEnded({ vmId, vm: vm.name, outcome: 'failed', durationMs: Date.now() - started, bytesSent: 0 });
-        await this.#incidents.raise({
-          kind: CYCLE_FAILED, target: `vm:${vmId}`, severity: 'warning',
-          message: `a replication cycle of ${vm.name} to ${row.peer} failed: ${message}; the last good point is kept and the cycle is retried`,
-          details: { vm: vm.name, peer: row.peer, jobId: job.id, code: (e as { code?: string }).code ?? 'INTERNAL' },
-        }).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record the failed cycle incident'));
+        await this.#incidents.cycleFailed({ vmId, vmName: vm.name, peer: row.peer, jobId: job.id, code, message });
         if (manual) throw e;
       } finally {
         this.#offlineInFlight.delete(vmId);
@@ -406,7 +347,7 @@ export class ReplicationService {
           generation: result.generation, last_point_at: result.point.time, last_point_id: result.point.id, failures: 0, last_error: null,
           stats: JSON.stringify(stats), updated_at: new Date().toISOString(),
         }).where('vm_id', '=', row.vm_id).execute();
-        await this.#checkRpo(row.vm_id);
+        await this.#incidents.checkRpo(row.vm_id);
       },
     };
   }
@@ -500,7 +441,7 @@ export class ReplicationService {
     return {
       vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpo_ms / 1000, points: r.keep_points,
       lastPointAt: r.last_point_at, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
-      rpoViolated: s.violated, rpoViolatedSince: (await this.#incidents.openFor(RPO_VIOLATED, `vm:${r.vm_id}`))?.openedAt ?? null, nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
+      rpoViolated: s.violated, rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vm_id), nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
       lastError: r.last_error, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidth_bps,
       generation: r.generation,
     };

@@ -1,0 +1,123 @@
+import type { Selectable } from 'kysely';
+import type { ReplicationTable } from '../store/schema.js';
+import type { Logger } from '../core/logger.js';
+import type { IncidentLog } from '../events/incident-log.js';
+import type { WriteLogReport } from '../guest/writelog-verifier.js';
+import { rpoStatus } from './rpo-scheduler.js';
+
+export const RPO_VIOLATED = 'replication.rpo-violated';
+/** Open from a failed cycle until the next cycle of the VM succeeds. */
+export const CYCLE_FAILED = 'replication.cycle-failed';
+/** Open from a verify whose write log is not consistent until a later verify of the VM is. */
+export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
+
+/**
+ * The incidents of host-based replication, each opened once and cleared when its condition
+ * ends: a violated RPO (watched by a timer armed for the instant the newest point falls out
+ * of the RPO, so it is noticed on time even while a cycle hangs), a failed cycle, and a
+ * recovery point that failed its write-log check. The replication service says what
+ * happened; this decides what is open.
+ */
+export class ReplicationIncidents {
+  #incidents: IncidentLog;
+  #log: Logger;
+  #row: (vmId: string) => Promise<Selectable<ReplicationTable> | undefined>;
+  #vmName: (vmId: string) => Promise<string>;
+  #watches = new Map<string, NodeJS.Timeout>();
+  #stopped = false;
+
+  constructor(deps: { incidents: IncidentLog; log: Logger; row: (vmId: string) => Promise<Selectable<ReplicationTable> | undefined>; vmName: (vmId: string) => Promise<string> }) {
+    this.#incidents = deps.incidents;
+    this.#log = deps.log;
+    this.#row = deps.row;
+    this.#vmName = deps.vmName;
+  }
+
+  /**
+   * Opens the VM's RPO incident when its newest point is older than the RPO, clears it when
+   * that is no longer so (or replication is paused or gone), and arms the watch. Called at
+   * start, after every commit and on pause/resume/disable.
+   */
+  async checkRpo(vmId: string): Promise<void> {
+    const w = this.#watches.get(vmId);
+    if (w) clearTimeout(w);
+    this.#watches.delete(vmId);
+    const target = `vm:${vmId}`;
+    const row = await this.#row(vmId);
+    if (!row || row.state !== 'enabled' || row.last_point_at === null) {
+      if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO incident cleared (replication paused or disabled)');
+      return;
+    }
+    const now = Date.now();
+    const lastAt = Date.parse(row.last_point_at);
+    if (rpoStatus({ rpoMs: row.rpo_ms, lastPointAt: lastAt }, now).violated) {
+      const name = await this.#vmName(vmId);
+      const { incident, opened } = await this.#incidents.raise({
+        kind: RPO_VIOLATED, target, severity: 'warning',
+        message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpo_ms / 1000}s: the newest recovery point is from ${row.last_point_at}` +
+          (row.last_error ? ` (last error: ${row.last_error})` : ''),
+        details: { vm: name, peer: row.peer, rpoSeconds: row.rpo_ms / 1000, lastPointAt: row.last_point_at },
+      });
+      if (opened) this.#log.warn({ vm: name, incident: incident.id }, 'RPO violated');
+      return;
+    }
+    if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
+    if (this.#stopped) return;
+    const t = setTimeout(() => void this.checkRpo(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'RPO check failed')),
+      lastAt + row.rpo_ms - now + 50);
+    t.unref();
+    this.#watches.set(vmId, t);
+  }
+
+  async rpoViolatedSince(vmId: string): Promise<string | null> {
+    return (await this.#incidents.openFor(RPO_VIOLATED, `vm:${vmId}`))?.openedAt ?? null;
+  }
+
+  async cycleSucceeded(vmId: string, vmName: string): Promise<void> {
+    if (await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`)) this.#log.info({ vm: vmName }, 'replication cycle succeeded again; incident cleared');
+  }
+
+  async cycleFailed(input: { vmId: string; vmName: string; peer: string; jobId: string; code: string; message: string }): Promise<void> {
+    await this.#incidents.raise({
+      kind: CYCLE_FAILED, target: `vm:${input.vmId}`, severity: 'warning',
+      message: `a replication cycle of ${input.vmName} to ${input.peer} failed: ${input.message}; the last good point is kept and the cycle is retried`,
+      details: { vm: input.vmName, peer: input.peer, jobId: input.jobId, code: input.code },
+    }).catch((err: unknown) => this.#log.error({ vm: input.vmName, err }, 'could not record the failed cycle incident'));
+  }
+
+  async verified(input: { vmId: string; vmName: string; peer: string; pointId: string; report: WriteLogReport }): Promise<void> {
+    const target = `vm:${input.vmId}`;
+    const r = input.report;
+    if (r.consistent) {
+      if (await this.#incidents.clear(POINT_VERIFY_FAILED, target)) this.#log.info({ vm: input.vmName, point: input.pointId }, 'a recovery point verified consistent again; incident cleared');
+      return;
+    }
+    await this.#incidents.raise({
+      kind: POINT_VERIFY_FAILED, target, severity: 'critical',
+      message: `recovery point ${input.pointId} of ${input.vmName} at ${input.peer} failed verification: ${r.gaps.length} gap(s), ${r.tornCount} torn record(s) after ` +
+        `a gap-free prefix of ${r.gapFreePrefix}; take a new point ('mamori replicate sync ${input.vmName}') and verify it`,
+      details: { vm: input.vmName, peer: input.peer, point: input.pointId, gaps: r.gaps.length, torn: r.tornCount, gapFreePrefix: r.gapFreePrefix, lastSequence: r.lastSequence },
+    });
+  }
+
+  /** Replication of the VM is gone: nothing of it stays open. */
+  async disabled(vmId: string): Promise<void> {
+    await this.checkRpo(vmId);
+    await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`);
+  }
+
+  /** At start: watches for every replication, and incidents of replications that are gone cleared. */
+  async start(vmIds: string[]): Promise<void> {
+    this.#stopped = false;
+    for (const id of vmIds) await this.checkRpo(id);
+    for (const i of await this.#incidents.list({ open: true })) {
+      if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length)))) await this.#incidents.clear(i.kind, i.target);
+    }
+  }
+
+  shutdown(): void {
+    this.#stopped = true;
+    for (const t of this.#watches.values()) clearTimeout(t);
+    this.#watches.clear();
+  }
+}
