@@ -1,4 +1,4 @@
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -11,13 +11,12 @@ import type { DiskRecord } from '../disks/disk-record.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import type { VmService } from '../vms/vm-service.js';
-import { writeNoCloudDrive } from '../guest/nocloud-drive.js';
 import type { ProtectionGroups } from './protection-groups.js';
 import type { ResolvedArrayGroup, ResolvedPlan } from './plan-service.js';
 import type { PlannedStep } from './run-steps.js';
 import type { RunArrayState } from './run-journal.js';
 import type { StepContext, StepOutcome } from './run-step-actions.js';
-import type { RecoveredVm } from './vm-recovery.js';
+import { recoveryConfigDrive, type RecoveredVm } from './vm-recovery.js';
 import { PEER_PROBE_MS, peerIsGone } from './peer-gone.js';
 
 
@@ -214,19 +213,7 @@ export class ArrayRunActions {
     const ip = test ? v.options.testIp : v.options.recoveryIp;
     const made: string[] = [];
     try {
-      if (ip) {
-        const first = nics[0];
-        if (!first) throw new MamoriError('INVALID_INPUT', `${v.vm.name} has no NIC to put the customized IP on`);
-        const dir = join(this.#poolDir(v.pool), 'recovered', ctx.run.id);
-        await mkdir(dir, { recursive: true });
-        const path = join(dir, `${v.vm.name}-cidata.iso`);
-        made.push(path);
-        await writeNoCloudDrive(path, { instanceId: `${vmId}-${ctx.run.id}`, hostname: v.vm.name, interfaces: [{ mac: first.mac, address: ip.address, ...(ip.gateway ? { gateway: ip.gateway } : {}), ...(ip.dns ? { dns: ip.dns } : {}) }] });
-        disks.push({
-          id: newShortId('disk'), name: `${v.vm.name}-${test ? 'test-' : ''}cidata`, pool: v.pool, kind: 'image', format: 'raw', path, sizeBytes: (await stat(path)).size,
-          rdmMode: null, shared: false, vmId, ownedByVm: true, createdAt: now, overlays: [],
-        });
-      }
+      if (ip) disks.push(await recoveryConfigDrive({ dir: join(this.#poolDir(v.pool), 'recovered', ctx.run.id), vmName: v.vm.name, vmId, runId: ctx.run.id, test, nics, ip, pool: v.pool, made }));
       const def: VmDefinition = { ...v.vm.definition, id: vmId, name: v.vm.name, nics, diskIds: disks.map((d) => d.id), ...(ip ? { configDriveDiskId: disks.at(-1)!.id } : {}) };
       await this.#db.transaction().execute(async (tx) => {
         await tx.insertInto('vms').values({ id: vmId, name: def.name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();

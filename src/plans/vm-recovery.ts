@@ -102,19 +102,7 @@ export class VmRecovery {
         });
       }
       const nics = input.vm.definition.nics.map((n, i) => ({ ...n, network: input.networks[i] ?? 'none' }));
-      if (input.ip) {
-        const path = join(dir, `${input.vm.name}-cidata.iso`);
-        made.push(path);
-        const first = nics[0];
-        if (!first) throw new MamoriError('INVALID_INPUT', `${input.vm.name} has no NIC to put the customized IP on`);
-        const iface: NoCloudInterface = { mac: first.mac, address: input.ip.address, ...(input.ip.gateway ? { gateway: input.ip.gateway } : {}), ...(input.ip.dns ? { dns: input.ip.dns } : {}) };
-        await writeNoCloudDrive(path, { instanceId: `${vmId}-${input.runId}`, hostname: input.vm.name, interfaces: [iface] });
-        const { size } = await stat(path);
-        disks.push({
-          id: newShortId('disk'), name: `${input.vm.name}-${input.mode === 'test' ? 'test-' : ''}cidata`, pool: input.pool, kind: 'image', format: 'raw', path,
-          sizeBytes: size, rdmMode: null, shared: false, vmId, ownedByVm: true, createdAt: now, overlays: [],
-        });
-      }
+      if (input.ip) disks.push(await recoveryConfigDrive({ dir, vmName: input.vm.name, vmId, runId: input.runId, test: input.mode === 'test', nics, ip: input.ip, pool: input.pool, made }));
       const def: VmDefinition = {
         ...input.vm.definition, id: vmId, name: input.vm.name, nics, diskIds: disks.map((d) => d.id),
         ...(input.ip ? { configDriveDiskId: disks.at(-1)!.id } : {}),
@@ -147,4 +135,25 @@ export class VmRecovery {
     // Files an interrupted recover step left go with the folder.
     if (!left) for (const pool of SITE_POOLS) await rm(join(this.#poolDir(pool), 'recovered', rec.run_id), { recursive: true, force: true });
   }
+}
+
+/**
+ * The NoCloud config drive that gives a recovered VM its plan's IP (on its first NIC), as
+ * the disk record its VM owns; its path goes into `made` before it is written, so the
+ * caller removes it if the recovery fails.
+ */
+export async function recoveryConfigDrive(input: {
+  dir: string; vmName: string; vmId: string; runId: string; test: boolean; nics: { mac: string }[]; ip: IpCustomization; pool: string; made: string[];
+}): Promise<DiskRecord> {
+  const first = input.nics[0];
+  if (!first) throw new MamoriError('INVALID_INPUT', `${input.vmName} has no NIC to put the customized IP on`);
+  await mkdir(input.dir, { recursive: true });
+  const path = join(input.dir, `${input.vmName}-cidata.iso`);
+  input.made.push(path);
+  const iface: NoCloudInterface = { mac: first.mac, address: input.ip.address, ...(input.ip.gateway ? { gateway: input.ip.gateway } : {}), ...(input.ip.dns ? { dns: input.ip.dns } : {}) };
+  await writeNoCloudDrive(path, { instanceId: `${input.vmId}-${input.runId}`, hostname: input.vmName, interfaces: [iface] });
+  return {
+    id: newShortId('disk'), name: `${input.vmName}-${input.test ? 'test-' : ''}cidata`, pool: input.pool, kind: 'image', format: 'raw', path,
+    sizeBytes: (await stat(path)).size, rdmMode: null, shared: false, vmId: input.vmId, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],
+  };
 }
