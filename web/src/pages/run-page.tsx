@@ -8,8 +8,8 @@ import { useAction } from '../components/use-action';
 import { time } from '../components/format';
 import { href } from '../router';
 
-/** How often a live run is also fetched, besides its event stream. */
-const POLL_MS = 5_000;
+/** The wait before following a live run again after its stream dropped. */
+const RECONNECT_MS = 2_000;
 
 const STEP_MARK: Record<string, string> = { pending: '○', running: '◐', done: '●', failed: '✕', skipped: '–' };
 
@@ -26,25 +26,28 @@ export function RunPage({ id }: { id: string }) {
     const abort = new AbortController();
     let last: RunWithSummary | undefined;
     const seen = (r: RunWithSummary): void => {
-      // Never step back: a poll answered late must not undo a newer event.
-      if (last && r.updatedAt < last.updatedAt) return;
       last = r;
       setRun(r);
     };
-    setStreamError(undefined);
-    followRun(id, seen, abort.signal).catch((e: unknown) => {
-      if (!abort.signal.aborted) setStreamError(e);
-    });
-    // The stream is the fast path; a poll while the run is live is the safety net, so a
-    // dropped or stalled stream (a proxy, a sleeping laptop) never leaves the page stale.
-    const poll = setInterval(() => {
-      if (last && last.state !== 'running' && last.state !== 'waiting') return;
-      api.get('/plan-runs/{id}', { path: { id } }).then((r) => seen(r as unknown as RunWithSummary), () => undefined);
-    }, POLL_MS);
-    return () => {
-      clearInterval(poll);
-      abort.abort();
-    };
+    void (async () => {
+      // The stream ends when the run does. It also ends when the connection drops (Chromium
+      // aborts requests in flight on any network change, a laptop sleeps): then, while the run
+      // is still live, follow it again; the stream starts with the run as it is now.
+      while (!abort.signal.aborted) {
+        try {
+          await followRun(id, seen, abort.signal);
+          setStreamError(undefined);
+        } catch (e) {
+          if (abort.signal.aborted) return;
+          setStreamError(e);
+          // The API refused (no such run, a token gone): following again would not help.
+          if (!(e instanceof TypeError)) return;
+        }
+        if (last && last.state !== 'running' && last.state !== 'waiting') return;
+        await new Promise((r) => setTimeout(r, RECONNECT_MS));
+      }
+    })();
+    return () => abort.abort();
   }, [id, generation]);
   const path = { id };
   const act = async (which: 'continue' | 'cancel' | 'resume'): Promise<void> => {
