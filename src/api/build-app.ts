@@ -36,7 +36,11 @@ import { alertRoutes } from './routes/alerts.js';
 import type { SiteMetrics } from '../metrics/site-metrics.js';
 import type { AlertNotifier } from '../events/alert-notifier.js';
 import { planRunEventRoutes } from './routes/plan-run-events.js';
-import { CONSOLE_ROUTES, consoleRoutes } from './routes/console.js';
+import { consoleRoutes } from './routes/console.js';
+import { installAccessControl } from './access-control.js';
+import { installSecurityHeaders } from './security-headers.js';
+import { tokenRoutes } from './routes/tokens.js';
+import { TokenService } from '../auth/token-service.js';
 import type { SiteNetworks } from '../networks/site-networks.js';
 import type { InventoryMappings } from '../plans/inventory-mappings.js';
 import type { ProtectedSite } from '../plans/protected-site.js';
@@ -92,9 +96,6 @@ export interface AppDeps {
   https?: { key: string; cert: string };
 }
 
-/** Routes that need no bearer token ("METHOD /route"); POST /site/pairing carries its own proof. */
-const PUBLIC_ROUTES = new Set<string>(['GET /health', 'HEAD /health', 'GET /openapi.json', 'GET /site/ca', 'POST /site/pairing', ...CONSOLE_ROUTES]);
-
 /**
  * Builds the REST API without listening, so tests drive it with inject() and main.ts
  * decides where it listens. Requests become typed service calls; nothing here touches
@@ -109,6 +110,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   };
   // Fastify's types follow the server kind; the rest of the code only needs the common surface.
   const app = (deps.https ? Fastify({ ...options, https: deps.https }) : Fastify(options)) as unknown as FastifyInstance;
+  // Before swagger and every route: it refuses routes without declared roles and tags the rest.
+  installAccessControl(app, { tokens: deps.tokens });
+  installSecurityHeaders(app);
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -119,17 +123,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     refResolver: { buildLocalReference: (json, _base, _frag, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
   });
   for (const s of [errorSchema, vmSchema, diskSchema, jobSchema, peerSchema]) app.addSchema(s);
-
-  app.decorateRequest('caller', null);
-  app.addHook('onRequest', async (req) => {
-    if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ''}`)) return;
-    const header = req.headers.authorization;
-    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
-    if (!token) throw new MamoriError('UNAUTHORIZED', 'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)');
-    const who = await deps.tokens.verify(token);
-    if (!who) throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site');
-    req.caller = who;
-  });
 
   const metrics = deps.metrics;
   if (metrics) {
@@ -185,6 +178,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(desktopPoolRoutes(deps));
   await app.register(storageArrayRoutes(deps));
   await app.register(storageBenchRoutes(deps));
+  await app.register(tokenRoutes({ tokenService: new TokenService(deps.tokens) }));
   if (deps.metrics) await app.register(metricsRoutes({ metrics: deps.metrics }));
   if (deps.alerts) await app.register(alertRoutes({ incidents: deps.incidents, alerts: deps.alerts }));
   await app.register(consoleRoutes());

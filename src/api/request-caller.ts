@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { MamoriError } from '../core/mamori-error.js';
-import type { TokenIdentity, TokenRole } from '../store/repos/token-repo.js';
+import type { TokenIdentity } from '../store/repos/token-repo.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -9,17 +9,7 @@ declare module 'fastify' {
   }
 }
 
-/** A preHandler that lets only these token roles through (FORBIDDEN otherwise). */
-export function requireRole(...roles: TokenRole[]): (req: FastifyRequest) => Promise<void> {
-  return async (req) => {
-    const role = req.caller?.role;
-    if (!role || !(roles as string[]).includes(role)) {
-      throw new MamoriError('FORBIDDEN', `this needs a${roles[0] === 'admin' ? 'n' : ''} ${roles.join(' or ')} token; the token sent is ${role ? `a ${role} token` : 'missing'}`);
-    }
-  };
-}
-
-/** The caller of a route guarded by requireRole. */
+/** The caller of a route that takes a token (every route but the public ones of route-roles.ts). */
 export function callerOf(req: FastifyRequest): TokenIdentity {
   if (!req.caller) throw new MamoriError('UNAUTHORIZED', 'missing API token');
   return req.caller;

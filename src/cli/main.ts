@@ -12,12 +12,16 @@ import { arrayCommand, compatCheckCommand, ARRAY_USAGE } from './array-commands.
 import { benchCommand } from './bench-command.js';
 import { planCommand, PLAN_USAGE } from './plan-commands.js';
 import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
+import { tokenCommand, TOKEN_USAGE } from './token-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
 usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http]
-                                                         run a site server (HTTPS with its own CA)
+        [--allow-device GLOB]... [--allow-import DIR]...
+                                                         run a site server (HTTPS with its own CA); host
+                                                         paths callers may name: block devices matching
+                                                         GLOB (default /dev/**), files under DIR
   host info                                              accelerator, QEMU version, machine types
   site ...                                               pairing with other sites (mamori site --help)
   vm ...                                                 VMs (mamori vm --help)
@@ -25,6 +29,8 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   job list [--kind K] | job show ID                      long operations and their journals
   events [--open]                                        incidents (violated RPO, ...), open and cleared
   alerts list | alerts webhook set URL|clear|test        open incidents; the webhook they are posted to
+  token create --role R --name N [--expires 30d] | list | revoke ID
+                                                         API tokens: admin, operator, viewer
   group ...                                              protection groups (mamori group --help)
   network ... | mapping ...                              site networks, inventory mappings for recovery
   plan ...                                               recovery plans: test, cleanup, planned, disaster
@@ -60,6 +66,8 @@ ${ARRAY_USAGE}
 ${PLAN_USAGE}
 
 ${ALERTS_USAGE}
+
+${TOKEN_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -149,6 +157,8 @@ async function run(argv: string[]): Promise<void> {
       return planCommand(api, rest, g.json);
     case 'alerts':
       return alertsCommand(api, rest, g.json);
+    case 'token':
+      return tokenCommand(api, rest, g.json);
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');

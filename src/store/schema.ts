@@ -13,6 +13,10 @@ export interface TokenTable {
   hash: string;
   role: string;
   created_at: string;
+  /** After this time (ISO) the token is refused; null: it does not expire. */
+  expires_at: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When the token last authenticated a request (ISO), at most a minute stale. */
+  last_used_at: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface VmTable {

@@ -2,7 +2,6 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { AlertNotifier } from '../../events/alert-notifier.js';
 import type { IncidentLog } from '../../events/incident-log.js';
 import { errorResponses } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 import { incidentSchema } from './events.js';
 
 const nullableString = { type: ['string', 'null'] } as const;
@@ -42,10 +41,8 @@ const alertsSchema = {
 
 /** Alerts: open incidents, and the webhook their transitions are posted to. */
 export function alertRoutes(deps: { incidents: IncidentLog; alerts: AlertNotifier }): FastifyPluginAsync {
-  const admin = requireRole('admin');
   return async (app) => {
     app.get('/alerts', {
-      preHandler: admin,
       schema: { summary: 'Open incidents, the alert webhook and how its deliveries went', response: { 200: alertsSchema, ...errorResponses } },
     }, async () => ({
       open: await deps.incidents.list({ open: true, limit: 1000 }),
@@ -53,7 +50,6 @@ export function alertRoutes(deps: { incidents: IncidentLog; alerts: AlertNotifie
       deliveries: await deps.alerts.deliveries(),
     }));
     app.put<{ Body: { url: string } }>('/alerts/webhook', {
-      preHandler: admin,
       schema: {
         summary: 'Set the webhook each incident transition (firing, resolved) is posted to',
         // The URL is checked by the notifier (ALERT_WEBHOOK_INVALID names what is wrong).
@@ -62,11 +58,9 @@ export function alertRoutes(deps: { incidents: IncidentLog; alerts: AlertNotifie
       },
     }, async (req) => deps.alerts.setWebhook(req.body.url));
     app.delete('/alerts/webhook', {
-      preHandler: admin,
       schema: { summary: 'Remove the alert webhook (notifications it still owed are dropped)', response: { 200: { type: 'object', required: ['removed'], properties: { removed: { type: 'boolean' } } }, ...errorResponses } },
     }, async () => ({ removed: await deps.alerts.clearWebhook() }));
     app.post('/alerts/webhook/test', {
-      preHandler: admin,
       schema: {
         summary: 'Post a test alert to the webhook now and wait for its answer',
         response: { 200: { type: 'object', required: ['url', 'delivered'], properties: { url: { type: 'string' }, delivered: { type: 'boolean' } } }, ...errorResponses },

@@ -7,18 +7,14 @@ import { CHECKOUT_ROOT } from '../../core/checkout-root.js';
 /** Where `make build` puts the web console (web/dist of the checkout). */
 export const CONSOLE_DIR = join(CHECKOUT_ROOT, 'web', 'dist');
 
-/**
- * The console's routes, public: the page and its scripts hold no data, and every API call
- * the page makes carries the operator's token like any other client's.
- */
-export const CONSOLE_ROUTES = ['GET /', 'HEAD /', 'GET /ui', 'HEAD /ui', 'GET /ui/*', 'HEAD /ui/*'] as const;
-
 const MISSING = `The mamori web console is not built in this checkout (no ${CONSOLE_DIR}/index.html).
 Run 'make build' in the checkout, then reload this page. The REST API works without it.
 `;
 
 /**
  * The web console (web/, a React app built by Vite) at /ui/, from the same origin as the API.
+ * Its routes are public (route-roles.ts): the page and its scripts hold no data, and every
+ * API call the page makes carries the operator's token like any other client's.
  * Paths that are not files of the build are the app's own pages: they get its index.html.
  */
 export function consoleRoutes(opts: { dir?: string } = {}): FastifyPluginAsync {

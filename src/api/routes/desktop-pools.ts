@@ -2,7 +2,6 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { PoolService } from '../../pools/pool-service.js';
 import type { PoolCreateInput } from '../../pools/pool-spec.js';
 import { errorResponses, nameParam } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
 const free = { type: 'object', additionalProperties: true } as const;
 const oneLine = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^[^\\n]*$' } as const;
@@ -11,11 +10,9 @@ const size = { anyOf: [{ type: 'string', maxLength: 32 }, { type: 'integer', min
 /** Desktop pools of linked clones (View Composer): provision, show, refresh, recompose, rebalance, resize, resume, delete. */
 export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAsync {
   const p = deps.pools;
-  const admin = requireRole('admin');
   return async (app) => {
-    app.get('/pools', { preHandler: admin, schema: { summary: 'Desktop pools of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => p.list());
+    app.get('/pools', { schema: { summary: 'Desktop pools of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => p.list());
     app.post<{ Body: PoolCreateInput }>('/pools', {
-      preHandler: admin,
       schema: {
         summary: "Create a desktop pool: a replica of the master's snapshot and linked-clone desktops, customized; returns the provisioning job",
         body: {
@@ -31,10 +28,9 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req, reply) => reply.code(202).send(await p.create(req.body)));
     app.get<{ Params: { name: string } }>('/pools/:name', {
-      preHandler: admin, schema: { summary: 'One desktop pool: its desktops, their state and own changes, and the storage saved', params: nameParam, response: { 200: free, ...errorResponses } },
+      schema: { summary: 'One desktop pool: its desktops, their state and own changes, and the storage saved', params: nameParam, response: { 200: free, ...errorResponses } },
     }, async (req) => p.show(req.params.name));
     app.post<{ Params: { name: string }; Body: { desktops?: string[]; force?: boolean } | undefined }>('/pools/:name/refresh', {
-      preHandler: admin,
       schema: {
         summary: "Refresh desktops: discard their changes (back to the replica); persistent disks stay. Running desktops are skipped unless force",
         params: nameParam,
@@ -43,7 +39,6 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req, reply) => reply.code(202).send(await p.refresh(req.params.name, { ...(req.body?.desktops ? { desktops: req.body.desktops } : {}), ...(req.body?.force ? { force: true } : {}) })));
     app.post<{ Params: { name: string }; Body: { snapshot: string; force?: boolean } }>('/pools/:name/recompose', {
-      preHandler: admin,
       schema: {
         summary: "Recompose: a replica of another snapshot of the master, desktops rebuilt on it in rolling batches (persistent disks kept; desktops in use skipped unless force)",
         params: nameParam,
@@ -52,7 +47,6 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req, reply) => reply.code(202).send(await p.recompose(req.params.name, req.body.snapshot, { force: req.body.force === true })));
     app.post<{ Params: { name: string }; Body: { storage?: string[]; force?: boolean } | undefined }>('/pools/:name/rebalance', {
-      preHandler: admin,
       schema: {
         summary: "Rebalance: spread the desktops over the pool's storage pools (or a new list) by free space",
         params: nameParam,
@@ -61,7 +55,6 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req, reply) => reply.code(202).send(await p.rebalance(req.params.name, { ...(req.body?.storage ? { storage: req.body.storage } : {}), force: req.body?.force === true })));
     app.post<{ Params: { name: string }; Body: { size: number; force?: boolean } }>('/pools/:name/resize', {
-      preHandler: admin,
       schema: {
         summary: 'Resize: grow with new desktops, or shrink from the highest numbers (desktops in use only with force)',
         params: nameParam,
@@ -70,7 +63,6 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req, reply) => reply.code(202).send(await p.resize(req.params.name, req.body.size, { force: req.body.force === true })));
     app.post<{ Params: { name: string }; Body: { from: string; to: string } }>('/pools/:name/move-persistent', {
-      preHandler: admin,
       schema: {
         summary: "Move a stopped desktop's persistent disk to another stopped desktop of the pool (the two trade disks)",
         params: nameParam,
@@ -79,7 +71,6 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req) => p.movePersistentDisk(req.params.name, req.body.from, req.body.to));
     app.post<{ Params: { name: string }; Body: { desktop: string; user: string } }>('/pools/:name/assign', {
-      preHandler: admin,
       schema: {
         summary: 'Assign a desktop to a user (a dedicated desktop); it stops counting as a spare, so another may power on',
         params: nameParam,
@@ -88,7 +79,6 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req) => p.assign(req.params.name, req.body.desktop, req.body.user));
     app.post<{ Params: { name: string }; Body: { desktop: string } }>('/pools/:name/unassign', {
-      preHandler: admin,
       schema: {
         summary: 'Free a desktop of its user; it counts as a spare again while powered on',
         params: nameParam,
@@ -97,14 +87,13 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
       },
     }, async (req) => p.unassign(req.params.name, req.body.desktop));
     app.post<{ Params: { name: string } }>('/pools/:name/resume', {
-      preHandler: admin,
       schema: {
         summary: "Run a pool's failed operation again, with its first options, from where it stopped (a cut one resumes by itself at server start)",
         params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses },
       },
     }, async (req, reply) => reply.code(202).send(await p.resume(req.params.name)));
     app.delete<{ Params: { name: string } }>('/pools/:name', {
-      preHandler: admin, schema: { summary: 'Delete a desktop pool: its desktops (with their persistent disks), then its replicas', params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses } },
+      schema: { summary: 'Delete a desktop pool: its desktops (with their persistent disks), then its replicas', params: nameParam, response: { 202: { $ref: 'Job#' }, ...errorResponses } },
     }, async (req, reply) => reply.code(202).send(await p.delete(req.params.name)));
   };
 }

@@ -1,7 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { IncidentLog } from '../../events/incident-log.js';
 import { errorResponses } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
 export const incidentSchema = {
   type: 'object',
@@ -17,7 +16,6 @@ export const incidentSchema = {
 export function eventRoutes(deps: { incidents: IncidentLog }): FastifyPluginAsync {
   return async (app) => {
     app.get<{ Querystring: { open?: string; target?: string; limit?: string } }>('/events', {
-      preHandler: requireRole('admin'),
       schema: {
         summary: 'Incidents, newest first; open=true for those still open',
         querystring: {

@@ -1,13 +1,11 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { SiteMetrics } from '../../metrics/site-metrics.js';
 import { errorResponses } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
-/** Prometheus scrapes this with the admin token (`authorization: { credentials_file: ... }` in its job). */
+/** Prometheus scrapes this with a viewer token (`authorization: { credentials_file: ... }` in its job). */
 export function metricsRoutes(deps: { metrics: SiteMetrics }): FastifyPluginAsync {
   return async (app) => {
     app.get('/metrics', {
-      preHandler: requireRole('admin'),
       schema: {
         summary: 'Prometheus metrics of the site (text exposition format 0.0.4)',
         produces: ['text/plain'],

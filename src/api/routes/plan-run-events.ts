@@ -4,7 +4,6 @@ import type { PlanRunner } from '../../plans/plan-runner.js';
 import type { PlanRun, RunJournal } from '../../plans/run-journal.js';
 import { summarizeRun } from '../../plans/plan-report.js';
 import { errorResponses } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
 const runParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^run-[a-z0-9]{1,40}$' } } } as const;
 /** A comment line now and then, so proxies and idle timers never take a quiet run for a dead stream. */
@@ -28,7 +27,6 @@ export function planRunEventRoutes(deps: { runner: PlanRunner; runs: RunJournal 
       for (const res of open) res.end();
     });
     app.get<{ Params: { id: string } }>('/plan-runs/:id/events', {
-      preHandler: requireRole('admin'),
       schema: {
         summary: 'A run followed live (text/event-stream): a `run` event with the run and its summary now and at every journal write; ends when the run ends',
         params: runParam,

@@ -5,7 +5,7 @@ import type { RunJournal, RunMode } from '../../plans/run-journal.js';
 import { renderRunHtml, summarizeRun } from '../../plans/plan-report.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import { errorResponses, nameParam } from '../schemas.js';
-import { callerOf, requireRole } from '../request-caller.js';
+import { callerOf } from '../request-caller.js';
 import { peerFailoverRun, startPeerFailover, type VmFailover } from '../../plans/vm-failover.js';
 
 // Plans and runs carry nested documents (specs, journals, per-VM figures): passed through whole.
@@ -14,12 +14,9 @@ const runParam = { type: 'object', required: ['id'], properties: { id: { type: '
 
 /** Recovery plans (kept at the recovery site) and their runs, journals and reports. */
 export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs: RunJournal; failover: VmFailover }): FastifyPluginAsync {
-  const admin = requireRole('admin');
-  const site = requireRole('site');
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   return async (app) => {
     app.post<{ Params: { name: string }; Body: { planned: boolean; reverse?: boolean } }>('/vms/:name/failover', {
-      preHandler: admin,
       schema: {
         summary: "Planned failover of one VM to the site holding its replica (a one-VM recovery plan run there in planned mode, then reprotect); returns the job",
         params: nameParam,
@@ -28,7 +25,6 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
       },
     }, async (req, reply) => reply.code(202).send(await deps.failover.start(req.params.name, req.body)));
     app.post<{ Body: { vm: string; mode: 'planned' | 'reprotect' } }>('/recovery/vm-failover', {
-      preHandler: site,
       schema: {
         summary: "Recovery site: apply the one-VM plan for the caller's VM and run it (planned, or reprotect after it)",
         body: { type: 'object', required: ['vm', 'mode'], additionalProperties: false, properties: { vm: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' }, mode: { type: 'string', enum: ['planned', 'reprotect'] } } },
@@ -36,12 +32,10 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
       },
     }, async (req) => startPeerFailover(deps, peerName(req), req.body));
     app.get<{ Params: { id: string } }>('/recovery/vm-failover/:id', {
-      preHandler: site,
       schema: { summary: 'Recovery site: a one-VM failover run of the caller, as a summary', params: runParam, response: { 200: free, ...errorResponses } },
     }, async (req) => peerFailoverRun(deps, peerName(req), req.params.id));
-    app.get('/plans', { preHandler: admin, schema: { summary: 'Recovery plans of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => deps.plans.list());
+    app.get('/plans', { schema: { summary: 'Recovery plans of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => deps.plans.list());
     app.post<{ Body: { yaml?: string; spec?: unknown } }>('/plans', {
-      preHandler: admin,
       schema: {
         summary: 'Create or replace a plan, from YAML text or a JSON spec; checked against both sites first',
         body: { type: 'object', additionalProperties: false, properties: { yaml: { type: 'string', maxLength: 1_000_000 }, spec: free } },
@@ -52,15 +46,14 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
       if ((yaml === undefined) === (spec === undefined)) throw new MamoriError('INVALID_INPUT', 'send exactly one of yaml (the plan as YAML text) or spec (as JSON)');
       return deps.plans.apply(yaml !== undefined ? { yaml } : { spec });
     });
-    app.get<{ Params: { name: string } }>('/plans/:name', { preHandler: admin, schema: { summary: 'One plan', params: nameParam, response: { 200: free, ...errorResponses } } },
+    app.get<{ Params: { name: string } }>('/plans/:name', { schema: { summary: 'One plan', params: nameParam, response: { 200: free, ...errorResponses } } },
       async (req) => deps.plans.get(req.params.name));
-    app.delete<{ Params: { name: string } }>('/plans/:name', { preHandler: admin, schema: { summary: 'Delete a plan (its run history stays)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },
+    app.delete<{ Params: { name: string } }>('/plans/:name', { schema: { summary: 'Delete a plan (its run history stays)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },
       async (req, reply) => {
         await deps.plans.delete(req.params.name);
         return reply.code(204).send();
       });
     app.post<{ Params: { name: string }; Body: { mode: RunMode; pointTime?: string; dryRun?: boolean } }>('/plans/:name/runs', {
-      preHandler: admin,
       schema: {
         summary: 'Run a plan (test, cleanup, planned, disaster), or with dryRun show the steps it would take',
         params: nameParam,
@@ -73,11 +66,9 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
       return reply.code(202).send(await deps.runner.start(req.params.name, mode, pointTime !== undefined ? { pointTime } : {}));
     });
     app.get<{ Querystring: { plan?: string } }>('/plan-runs', {
-      preHandler: admin,
       schema: { summary: 'Plan runs, newest first, as summaries', querystring: { type: 'object', additionalProperties: false, properties: { plan: { type: 'string' } } }, response: { 200: { type: 'array', items: free }, ...errorResponses } },
     }, async (req) => (await deps.runs.list(req.query.plan !== undefined ? { plan: req.query.plan } : {})).map(summarizeRun));
     app.get<{ Params: { id: string }; Querystring: { format?: 'json' | 'html' } }>('/plan-runs/:id', {
-      preHandler: admin,
       schema: { summary: 'A run with its journal (format=html: the report as a page)', params: runParam, querystring: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: ['json', 'html'] } } }, response: { 200: free, ...errorResponses } },
     }, async (req, reply) => {
       const run = await deps.runner.get(req.params.id);
@@ -86,7 +77,6 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
     });
     for (const action of ['resume', 'continue', 'cancel'] as const) {
       app.post<{ Params: { id: string } }>(`/plan-runs/:id/${action}`, {
-        preHandler: admin,
         schema: { summary: `${action} a run`, params: runParam, response: { 200: free, ...errorResponses } },
       }, async (req) => deps.runner[action](req.params.id));
     }

@@ -1,7 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ProtectionGroups } from '../../plans/protection-groups.js';
 import { errorResponses, nameParam } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import type { ArrayGroups } from '../../plans/array-groups.js';
 
@@ -27,12 +26,10 @@ const vmName = { type: 'string', minLength: 1, maxLength: 63 } as const;
 /** Protection groups: named sets of replicated VMs that recovery plans recover together. */
 export function protectionGroupRoutes(deps: { groups: ProtectionGroups; arrayGroups: ArrayGroups }): FastifyPluginAsync {
   const g = deps.groups;
-  const admin = requireRole('admin');
   return async (app) => {
-    app.get('/protection-groups', { preHandler: admin, schema: { summary: 'Protection groups of this site', response: { 200: { type: 'array', items: groupSchema }, ...errorResponses } } }, async () => g.list());
+    app.get('/protection-groups', { schema: { summary: 'Protection groups of this site', response: { 200: { type: 'array', items: groupSchema }, ...errorResponses } } }, async () => g.list());
     type ArrayBody = { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force?: boolean; rpo?: string };
     app.post<{ Body: { name: string; vms?: string[]; array?: ArrayBody } }>('/protection-groups', {
-      preHandler: admin,
       schema: {
         summary: 'Create a protection group: of replicated VMs (vms), or bound to replicated devices of an array (array), protecting the VMs on them',
         body: {
@@ -54,22 +51,19 @@ export function protectionGroupRoutes(deps: { groups: ProtectionGroups; arrayGro
       return reply.code(201).send(view);
     });
     app.post<{ Params: { name: string } }>('/protection-groups/:name/sync', {
-      preHandler: admin,
       schema: { summary: "An array-based group: one point of its devices now, sent to the peer array", params: nameParam, response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
     }, async (req) => deps.arrayGroups.scheduler.syncNow(req.params.name));
-    app.get<{ Params: { name: string } }>('/protection-groups/:name', { preHandler: admin, schema: { summary: 'One protection group', params: nameParam, response: { 200: groupSchema, ...errorResponses } } },
+    app.get<{ Params: { name: string } }>('/protection-groups/:name', { schema: { summary: 'One protection group', params: nameParam, response: { 200: groupSchema, ...errorResponses } } },
       async (req) => g.get(req.params.name));
-    app.delete<{ Params: { name: string } }>('/protection-groups/:name', { preHandler: admin, schema: { summary: 'Delete a protection group (its VMs stay replicated)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },
+    app.delete<{ Params: { name: string } }>('/protection-groups/:name', { schema: { summary: 'Delete a protection group (its VMs stay replicated)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } },
       async (req, reply) => {
         await g.delete(req.params.name);
         return reply.code(204).send();
       });
     app.post<{ Params: { name: string }; Body: { vm: string } }>('/protection-groups/:name/vms', {
-      preHandler: admin,
       schema: { summary: 'Add a replicated VM to a protection group', params: nameParam, body: { type: 'object', required: ['vm'], additionalProperties: false, properties: { vm: vmName } }, response: { 200: groupSchema, ...errorResponses } },
     }, async (req) => g.add(req.params.name, req.body.vm));
     app.delete<{ Params: { name: string; vm: string } }>('/protection-groups/:name/vms/:vm', {
-      preHandler: admin,
       schema: { summary: 'Remove a VM from a protection group', params: { type: 'object', required: ['name', 'vm'], properties: { name: vmName, vm: vmName } }, response: { 200: groupSchema, ...errorResponses } },
     }, async (req) => g.remove(req.params.name, req.params.vm));
   };

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { ProtectedSite, ProtectedVm } from '../../plans/protected-site.js';
 import type { PeerRecovery } from '../../plans/peer-recovery.js';
 import type { ArrayGroups } from '../../plans/array-groups.js';
-import { callerOf, requireRole } from '../request-caller.js';
+import { callerOf } from '../request-caller.js';
 import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
 
@@ -14,13 +14,11 @@ const vmParam = { type: 'object', required: ['vm'], properties: { vm: { type: 's
  * the caller is named by its token, and sees only what is protected for it.
  */
 export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecovery: PeerRecovery; arrayGroups: ArrayGroups }): FastifyPluginAsync {
-  const site = requireRole('site');
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   return async (app) => {
-    app.get('/protection/inventory', { preHandler: site, schema: { summary: 'Protection groups and VMs replicated to the calling site', response: { 200: free, ...errorResponses } } },
+    app.get('/protection/inventory', { schema: { summary: 'Protection groups and VMs replicated to the calling site', response: { 200: free, ...errorResponses } } },
       async (req) => deps.protectedSite.inventory(peerName(req)));
     app.post<{ Params: { vm: string }; Body: { shutdownTimeoutSec: number } }>('/protection/vms/:vm/prepare-failover', {
-      preHandler: site,
       schema: {
         summary: 'Planned migration: shut the VM down (forced off after the timeout) and run a final sync',
         params: vmParam,
@@ -29,7 +27,6 @@ export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecov
       },
     }, async (req) => deps.protectedSite.prepareFailover(peerName(req), req.params.vm, req.body.shutdownTimeoutSec));
     app.post<{ Params: { vm: string }; Body: { generation: number; reason: string } }>('/protection/vms/:vm/superseded', {
-      preHandler: site,
       schema: {
         summary: "The caller promoted this VM's replica: keep the VM here off (split-brain safety)",
         params: vmParam,
@@ -43,24 +40,19 @@ export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecov
     // Array-based groups: the protected array's side of a planned migration and of reprotect.
     const groupParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } } } as const;
     app.post<{ Params: { name: string } }>('/protection/array-groups/:name/prepare-failover', {
-      preHandler: site,
       schema: { summary: "Planned migration of an array-based group: its devices made read-only and a last point sent (its VMs must be off)", params: groupParam, response: { 200: free, ...errorResponses } },
     }, async (req) => deps.arrayGroups.prepareFailover(peerName(req), req.params.name));
     app.post<{ Params: { name: string } }>('/protection/array-groups/:name/prepare-reverse', {
-      preHandler: site,
       schema: { summary: "Reprotect of an array-based group the caller failed over: its devices here become targets at the newest common point; its superseded VMs here are unregistered", params: groupParam, response: { 200: free, ...errorResponses } },
     }, async (req) => deps.arrayGroups.prepareReverse(peerName(req), req.params.name));
     app.get('/recovery/array-failovers', {
-      preHandler: site,
       schema: { summary: "The caller's VMs this site recovered through array failovers (planned or disaster), and when: the caller keeps those copies off", response: { 200: { type: 'array', items: free }, ...errorResponses } },
     }, async (req) => deps.arrayGroups.failoversFor(peerName(req)));
     // Reprotect and failback: the caller runs the plan; these are its steps at this site.
     app.post<{ Params: { vm: string } }>('/protection/vms/:vm/seed-replica', {
-      preHandler: site,
       schema: { summary: "Turn a VM superseded by the caller's failover into the seed of a replica of the caller's copy", params: vmParam, response: { 200: free, ...errorResponses } },
     }, async (req) => deps.peerRecovery.seed(peerName(req), req.params.vm));
     app.post<{ Params: { vm: string }; Body: { rpoSeconds: number; keepPoints: number; group?: string } }>('/protection/vms/:vm/replicate-back', {
-      preHandler: site,
       schema: {
         summary: 'Replicate a VM of this site to the caller, whose replica is seeded; sync once and protect it in a group',
         params: vmParam,
@@ -69,11 +61,9 @@ export function protectionRoutes(deps: { protectedSite: ProtectedSite; peerRecov
       },
     }, async (req) => deps.peerRecovery.replicateBack(peerName(req), req.params.vm, req.body));
     app.post<{ Params: { vm: string } }>('/recovery/vms/:vm/promote', {
-      preHandler: site,
       schema: { summary: "Failback: promote this site's replica of a VM of the caller", params: vmParam, response: { 200: free, ...errorResponses } },
     }, async (req) => deps.peerRecovery.promote(peerName(req), req.params.vm));
     app.post<{ Params: { vm: string }; Body: { runId: string; runStartedAt: string; vm: ProtectedVm; powerOn: boolean; waitHeartbeatSec: number } }>('/recovery/vms/:vm/recover', {
-      preHandler: site,
       schema: {
         summary: 'Failback: make the VM here from the newest point of its promoted replica, power it on and wait for it',
         params: vmParam,

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ReplicaService } from '../../replication/replica-service.js';
 import type { SitePeers } from '../../sites/site-peers.js';
-import { callerOf, requireRole } from '../request-caller.js';
+import { callerOf } from '../request-caller.js';
 import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
 
@@ -22,7 +22,6 @@ const replicaSchema = {
  * comes from its token, never from the request body, and a site sees only its own replicas.
  */
 export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers }): FastifyPluginAsync {
-  const site = requireRole('site');
   const { replicas, peers } = deps;
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   const owned = async (req: Parameters<typeof callerOf>[0], id: string) => {
@@ -32,7 +31,6 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
   };
   return async (app) => {
     app.post<{ Body: { sourceVmId: string; vmName: string; keepPoints: number; disks: { index: number; sizeBytes: number }[] } }>('/replicas', {
-      preHandler: site,
       schema: {
         summary: 'Create (or find) the replica of a VM of the calling site',
         body: {
@@ -45,9 +43,8 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
         response: { 200: replicaSchema, ...errorResponses },
       },
     }, async (req) => replicas.create({ ...req.body, sourceSite: peerName(req) }));
-    app.get<{ Params: { id: string } }>('/replicas/:id', { preHandler: site, schema: { summary: 'A replica and its recovery points', params: idParam, response: { 200: replicaSchema, ...errorResponses } } }, async (req) => owned(req, req.params.id));
+    app.get<{ Params: { id: string } }>('/replicas/:id', { schema: { summary: 'A replica and its recovery points', params: idParam, response: { 200: replicaSchema, ...errorResponses } } }, async (req) => owned(req, req.params.id));
     app.post<{ Params: { id: string } }>('/replicas/:id/cycles', {
-      preHandler: site,
       schema: { summary: 'Open a staging layer and serve it over NBD with TLS', params: idParam, response: { 200: { type: 'object', properties: { cycleId: { type: 'string' }, host: { type: 'string' }, port: { type: 'integer' }, exports: { type: 'array', items: { type: 'string' } } } }, ...errorResponses } },
     }, async (req) => {
       await owned(req, req.params.id);
@@ -55,7 +52,6 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       return replicas.beginCycle(req.params.id, { name: rec.name, caPem: rec.caCertPem });
     });
     app.post<{ Params: { id: string; cycleId: string }; Body: { time: string; consistency: 'crash' | 'application' } }>('/replicas/:id/cycles/:cycleId/commit', {
-      preHandler: site,
       schema: {
         summary: 'Make the staging layer a recovery point',
         params: { type: 'object', required: ['id', 'cycleId'], properties: { id: { type: 'string' }, cycleId: { type: 'string' } } },
@@ -67,7 +63,6 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       return replicas.commitCycle(req.params.id, req.params.cycleId, req.body);
     });
     app.post<{ Params: { id: string; cycleId: string }; Body: { disk: number; offset: number; length: number; chunkSize: number } }>('/replicas/:id/cycles/:cycleId/checksums', {
-      preHandler: site,
       schema: {
         summary: 'SHA-256 digests of a span of a disk\'s newest point, in chunks (a resync after a lost bitmap)',
         params: { type: 'object', required: ['id', 'cycleId'], properties: { id: { type: 'string' }, cycleId: { type: 'string' } } },
@@ -81,13 +76,12 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       await owned(req, req.params.id);
       return { digests: (await replicas.checksums(req.params.id, req.params.cycleId, req.body)).toString('base64') };
     });
-    app.post<{ Params: { id: string } }>('/replicas/:id/cycles/abort', { preHandler: site, schema: { summary: 'Discard the open staging layer', params: idParam, response: { 200: { type: 'object', properties: { aborted: { type: 'boolean' } } }, ...errorResponses } } }, async (req) => {
+    app.post<{ Params: { id: string } }>('/replicas/:id/cycles/abort', { schema: { summary: 'Discard the open staging layer', params: idParam, response: { 200: { type: 'object', properties: { aborted: { type: 'boolean' } } }, ...errorResponses } } }, async (req) => {
       await owned(req, req.params.id);
       await replicas.abortCycle(req.params.id);
       return { aborted: true };
     });
     app.post<{ Params: { id: string }; Body: { pointId?: string } }>('/replicas/:id/verify', {
-      preHandler: site,
       schema: { summary: 'Verify the write log of a point', params: idParam, body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } }, response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
     }, async (req) => {
       await owned(req, req.params.id);

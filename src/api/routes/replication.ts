@@ -1,7 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ReplicationService } from '../../replication/replication-service.js';
 import { errorResponses, nameParam } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
 const statusSchema = {
   type: 'object',
@@ -20,11 +19,9 @@ const pointSchema = { type: 'object', properties: { id: { type: 'string' }, time
 /** The protected side: replication of this site's VMs to a paired site. */
 export function replicationRoutes(deps: { replication: ReplicationService }): FastifyPluginAsync {
   const r = deps.replication;
-  const admin = requireRole('admin');
   return async (app) => {
-    app.get('/replication', { preHandler: admin, schema: { summary: 'Replication status of every protected VM', response: { 200: { type: 'array', items: statusSchema }, ...errorResponses } } }, async () => r.statusAll());
+    app.get('/replication', { schema: { summary: 'Replication status of every protected VM', response: { 200: { type: 'array', items: statusSchema }, ...errorResponses } } }, async () => r.statusAll());
     app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number; bandwidth?: string } }>('/vms/:name/replication', {
-      preHandler: admin,
       schema: {
         summary: 'Enable replication of a VM to a paired site',
         params: nameParam,
@@ -32,17 +29,16 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
         response: { 201: statusSchema, ...errorResponses },
       },
     }, async (req, reply) => reply.status(201).send(await r.enable(req.params.name, req.body)));
-    app.get<{ Params: { name: string } }>('/vms/:name/replication', { preHandler: admin, schema: { summary: "A VM's replication status", params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => r.status(req.params.name));
-    app.delete<{ Params: { name: string } }>('/vms/:name/replication', { preHandler: admin, schema: { summary: 'Disable replication (the replica stays at the recovery site)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } }, async (req, reply) => {
+    app.get<{ Params: { name: string } }>('/vms/:name/replication', { schema: { summary: "A VM's replication status", params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => r.status(req.params.name));
+    app.delete<{ Params: { name: string } }>('/vms/:name/replication', { schema: { summary: 'Disable replication (the replica stays at the recovery site)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } }, async (req, reply) => {
       await r.disable(req.params.name);
       return reply.status(204).send();
     });
     for (const [action, fn] of [['pause', (n: string) => r.setPaused(n, true)], ['resume', (n: string) => r.setPaused(n, false)], ['sync', (n: string) => r.syncNow(n)]] as const) {
-      app.post<{ Params: { name: string } }>(`/vms/:name/replication/${action}`, { preHandler: admin, schema: { summary: `${action} replication`, params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => fn(req.params.name));
+      app.post<{ Params: { name: string } }>(`/vms/:name/replication/${action}`, { schema: { summary: `${action} replication`, params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => fn(req.params.name));
     }
-    app.get<{ Params: { name: string } }>('/vms/:name/replication/points', { preHandler: admin, schema: { summary: 'Recovery points at the recovery site', params: nameParam, response: { 200: { type: 'array', items: pointSchema }, ...errorResponses } } }, async (req) => r.points(req.params.name));
+    app.get<{ Params: { name: string } }>('/vms/:name/replication/points', { schema: { summary: 'Recovery points at the recovery site', params: nameParam, response: { 200: { type: 'array', items: pointSchema }, ...errorResponses } } }, async (req) => r.points(req.params.name));
     app.post<{ Params: { name: string }; Body: { pointId?: string } }>('/vms/:name/replication/verify', {
-      preHandler: admin,
       schema: {
         summary: 'Run the write-log verifier on a recovery point at the recovery site',
         params: nameParam,

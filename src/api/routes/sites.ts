@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { SitePairing, PairInput, PairingRequestBody } from '../../sites/site-pairing.js';
 import type { SitePeers } from '../../sites/site-peers.js';
-import { callerOf, requireRole } from '../request-caller.js';
+import { callerOf } from '../request-caller.js';
 import { nameParam, peerErrorResponses } from '../schemas.js';
 
 const identitySchema = {
@@ -18,8 +18,6 @@ const fingerprintText = { type: 'string', pattern: '^[0-9A-F]{2}(:[0-9A-F]{2}){3
  */
 export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): FastifyPluginAsync {
   const { pairing, peers } = deps;
-  const admin = requireRole('admin');
-  const site = requireRole('site');
   return async (app) => {
     app.get('/site/ca', {
       schema: { summary: "This site's name and CA certificate (public: what a peer pins when pairing)", security: [], response: { 200: identitySchema, ...peerErrorResponses } },
@@ -44,7 +42,6 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
     }, async (req) => pairing.accept(req.body));
 
     app.get('/site/pairing', {
-      preHandler: site,
       schema: {
         summary: 'For a paired site (site token): how this site knows the caller, and its clock',
         response: { 200: { type: 'object', required: ['site', 'you', 'time'], properties: { site: { type: 'string' }, you: { type: 'string' }, time: { type: 'number' } } }, ...peerErrorResponses },
@@ -52,7 +49,6 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
     }, async (req) => pairing.whoCalls(callerOf(req).id));
 
     app.delete('/site/pairing', {
-      preHandler: site,
       schema: {
         summary: 'For a paired site (site token): it unpaired, so forget it and revoke its token',
         response: { 200: { type: 'object', required: ['forgotten'], properties: { forgotten: { type: 'string' } } }, ...peerErrorResponses },
@@ -60,7 +56,6 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
     }, async (req) => pairing.forget(callerOf(req).id));
 
     app.get<{ Querystring: { check?: 'true' | 'false' } }>('/sites', {
-      preHandler: admin,
       schema: {
         summary: 'Paired sites; with check (default) each is probed: reachability, round trip, clock offset',
         querystring: { type: 'object', additionalProperties: false, properties: { check: { type: 'string', enum: ['true', 'false'] } } },
@@ -69,7 +64,6 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
     }, async (req) => peers.list({ check: req.query.check !== 'false' }));
 
     app.post<{ Body: PairInput }>('/sites', {
-      preHandler: admin,
       schema: {
         summary: "Pair with another site, given its URL and its admin token (proven, never sent nor stored); optionally its CA fingerprint",
         body: {
@@ -84,12 +78,10 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
     });
 
     app.get<{ Params: { name: string } }>('/sites/:name', {
-      preHandler: admin,
       schema: { summary: 'One paired site, probed', params: nameParam, response: { 200: { $ref: 'Peer#' }, ...peerErrorResponses } },
     }, async (req) => peers.view(req.params.name, { check: true }));
 
     app.get<{ Params: { name: string } }>('/sites/:name/ping', {
-      preHandler: admin,
       schema: {
         summary: 'Strict check of a paired site: health and an authenticated call; fails with PEER_UNREACHABLE, PEER_CERT_MISMATCH or PEER_AUTH_FAILED',
         params: nameParam,
@@ -104,7 +96,6 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
     }, async (req) => peers.ping(req.params.name));
 
     app.delete<{ Params: { name: string } }>('/sites/:name', {
-      preHandler: admin,
       schema: {
         summary: 'Unpair: forget the site here, revoke its token, and ask it to do the same',
         params: nameParam,

@@ -1,18 +1,15 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { StorageArrays } from '../../adapters/storage-arrays.js';
 import { errorResponses, nameParam } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
 const free = { type: 'object', additionalProperties: true } as const;
 
 /** Storage arrays reached through adapters (array-based replication), and the compatibility check. */
 export function storageArrayRoutes(deps: { storageArrays: StorageArrays }): FastifyPluginAsync {
   const a = deps.storageArrays;
-  const admin = requireRole('admin');
   return async (app) => {
-    app.get('/arrays', { preHandler: admin, schema: { summary: 'Storage array entries: an adapter and its connection (secrets masked)', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => a.list());
+    app.get('/arrays', { schema: { summary: 'Storage array entries: an adapter and its connection (secrets masked)', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => a.list());
     app.post<{ Body: { name: string; adapter: string; connection?: Record<string, string> } }>('/arrays', {
-      preHandler: admin,
       schema: {
         summary: 'Add a storage array entry: the adapter must answer with this connection and find at least one array',
         body: {
@@ -23,16 +20,16 @@ export function storageArrayRoutes(deps: { storageArrays: StorageArrays }): Fast
       },
     }, async (req, reply) => reply.code(201).send(await a.add({ name: req.body.name, adapter: req.body.adapter, connection: req.body.connection ?? {} })));
     app.get<{ Params: { name: string } }>('/arrays/:name/devices', {
-      preHandler: admin, schema: { summary: "An entry's arrays and their devices: replication peers, roles and consistency groups", params: nameParam, response: { 200: { type: 'array', items: free }, ...errorResponses } },
+      schema: { summary: "An entry's arrays and their devices: replication peers, roles and consistency groups", params: nameParam, response: { 200: { type: 'array', items: free }, ...errorResponses } },
     }, async (req) => a.devices(req.params.name));
     app.delete<{ Params: { name: string } }>('/arrays/:name', {
-      preHandler: admin, schema: { summary: 'Remove a storage array entry (the array itself is not touched)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } },
+      schema: { summary: 'Remove a storage array entry (the array itself is not touched)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } },
     }, async (req, reply) => {
       await a.remove(req.params.name);
       return reply.code(204).send();
     });
     app.get('/compat/check', {
-      preHandler: admin, schema: { summary: "Every configured array against the compatibility guide: supported or not, and why", response: { 200: { type: 'array', items: free }, ...errorResponses } },
+      schema: { summary: "Every configured array against the compatibility guide: supported or not, and why", response: { 200: { type: 'array', items: free }, ...errorResponses } },
     }, async () => a.compatCheck());
   };
 }

@@ -1,14 +1,11 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { StorageBench } from '../../disks/storage-bench.js';
 import { errorResponses } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
 
 /** `mamori bench storage`: image disks against raw device mappings, measured inside a test guest. */
 export function storageBenchRoutes(deps: { storageBench: StorageBench }): FastifyPluginAsync {
-  const admin = requireRole('admin');
   return async (app) => {
     app.post<{ Body: { mib?: number; seconds?: number } | undefined }>('/bench/storage', {
-      preHandler: admin,
       schema: {
         summary: 'Measure a qcow2 image, a raw image and RDMs in virtual and physical mode on the same storage, inside a test guest; returns the job',
         body: { type: 'object', additionalProperties: false, properties: { mib: { type: 'integer' }, seconds: { type: 'integer' } } },

@@ -112,6 +112,11 @@ const STEPS: readonly string[] = [
      status TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
      next_attempt_at TEXT NOT NULL, created_at TEXT NOT NULL, delivered_at TEXT, PRIMARY KEY (incident_id, status));
    CREATE INDEX alert_deliveries_state ON alert_deliveries(state, next_attempt_at);`,
+  // Least privilege: tokens get an expiry and the time of their last use; the old 'user'
+  // role (never issued) becomes 'operator', so no row keeps a role the API does not know.
+  `ALTER TABLE tokens ADD COLUMN expires_at TEXT;
+   ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+   UPDATE tokens SET role = 'operator' WHERE role = 'user';`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {
