@@ -47,6 +47,7 @@ import { ExportService } from './convert/export-service.js';
 import { PoolService } from './pools/pool-service.js';
 import { StorageArrays } from './adapters/storage-arrays.js';
 import { StorageBench } from './disks/storage-bench.js';
+import { HostPathPolicy, type HostPathAllowList } from './host/host-path-policy.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -57,6 +58,8 @@ export interface SiteOptions {
   serverNames?: string[];
   /** Serve plain HTTP (local development only); the CA and certificates are made all the same. */
   insecureHttp?: boolean;
+  /** Host paths API callers may name (--allow-device, --allow-import); default: block devices under /dev, no files. */
+  hostPaths?: HostPathAllowList;
   /** How often paired sites' health is checked for the site.peer-unreachable alert (default MAMORI_PEER_CHECK_MS, else 30 s). */
   peerCheckIntervalMs?: number;
 }
@@ -93,7 +96,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   if (tls.created.length) log.info({ created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames }, 'site TLS material made');
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
   const jobs = new JobJournal(store.db);
-  const disks = new DiskService({ db: store.db, paths, jobs, log });
+  const hostPaths = new HostPathPolicy({ dataDir: paths.root, ...(opts.hostPaths ? { allow: opts.hostPaths } : {}) });
+  const disks = new DiskService({ db: store.db, paths, jobs, log, hostPaths });
   const networks = new SiteNetworks({ db: store.db, log });
   await networks.restore();
   const supervisor = new VmSupervisor({ vms: new VmRepo(store.db), disks: new DiskRepo(store.db), paths, host, log, bridgeOf: (n) => networks.bridgeOf(n) });
@@ -129,6 +133,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
   // every service has registered its recovery rules.
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
+  await disks.repairStaged();
   await replicas.repair();
   await incoming.repair();
   await pools.resumeInterrupted();

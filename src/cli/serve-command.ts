@@ -11,14 +11,17 @@ export async function serveCommand(argv: string[]): Promise<void> {
     options: {
       data: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' }, 'guest-dir': { type: 'string' },
       'insecure-http': { type: 'boolean' },
+      // Host paths API callers (admins) may name: RDM devices, images to import, export folders.
+      'allow-device': { type: 'string', multiple: true }, 'allow-import': { type: 'string', multiple: true },
     },
   });
-  if (!values.data) throw new MamoriError('INVALID_INPUT', 'usage: mamori serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http]');
+  if (!values.data) throw new MamoriError('INVALID_INPUT', 'usage: mamori serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http] [--allow-device GLOB]... [--allow-import DIR]...');
   const { host, port } = parseListen(values.listen ?? '127.0.0.1:8443');
   const site = await openSite({
     dataDir: resolve(values.data), name: values.name ?? 'site-a', serverNames: [host],
     ...(values['guest-dir'] ? { guestDir: resolve(values['guest-dir']) } : {}),
     ...(values['insecure-http'] ? { insecureHttp: true } : {}),
+    hostPaths: { devices: values['allow-device'] ?? [], importDirs: (values['allow-import'] ?? []).map((d) => resolve(d)) },
   });
   const url = await site.listen(host, port);
   await writeFile(site.paths.serverPid, `${process.pid}\n`);

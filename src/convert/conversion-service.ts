@@ -125,6 +125,8 @@ export class ConversionService {
     if (typeof input.source === 'string' && input.source.startsWith('nbd://')) return this.#startP2v(input);
     if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or a P2V agent as nbd://HOST:PORT');
     if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
+    // Judged and used by its canonical path (the site's allow-list; never its data folder).
+    input = { ...input, source: (await this.#disks.hostPaths.image(input.source)).path };
     // An OVA or OVF brings its own hardware (vCPUs, memory, firmware) and possibly several disks.
     const ovf = await readOvfSource(input.source);
     const sources: { file: string; member?: { offset: number; size: number } }[] = ovf ? ovf.disks : [{ file: input.source }];

@@ -63,8 +63,8 @@ export class ExportService {
 
   async start(input: ExportInput): Promise<Job> {
     if (!(EXPORT_FORMATS as readonly string[]).includes(input.format)) throw new MamoriError('INVALID_INPUT', `--format must be one of ${EXPORT_FORMATS.join(', ')}`);
-    const directory = input.directory ?? this.#defaultDir;
-    if (!directory.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'the export folder must be an absolute path on the site host');
+    // A folder the caller names must be an exchange folder of the site (--allow-import), by its canonical path.
+    const directory = input.directory === undefined ? this.#defaultDir : (await this.#disks.hostPaths.exportDir(input.directory)).path;
     const vm = await this.#vms.get(input.vm);
     if (vm.state !== 'stopped') {
       throw new MamoriError('VM_RUNNING', `VM ${vm.name} is ${vm.state}: stop it first (mamori vm stop ${vm.name}); a disk copied while the guest writes is not a consistent export`);

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   // auth
   UNAUTHORIZED: { httpStatus: 401, retryable: false },
   FORBIDDEN: { httpStatus: 403, retryable: false },
+  HOST_PATH_REFUSED: { httpStatus: 403, retryable: false },
   // lookup
   NOT_FOUND: { httpStatus: 404, retryable: false },
   VM_NOT_FOUND: { httpStatus: 404, retryable: false },
@@ -28,8 +29,10 @@ export const ERROR_CODES = {
   MAPPING_NOT_FOUND: { httpStatus: 404, retryable: false },
   DESKTOP_POOL_NOT_FOUND: { httpStatus: 404, retryable: false },
   SNAPSHOT_NOT_FOUND: { httpStatus: 404, retryable: false },
+  TOKEN_NOT_FOUND: { httpStatus: 404, retryable: false },
   // conflicts and lifecycle
   VM_EXISTS: { httpStatus: 409, retryable: false },
+  TOKEN_IN_USE: { httpStatus: 409, retryable: false },
   GROUP_EXISTS: { httpStatus: 409, retryable: false },
   VM_ALREADY_PROTECTED: { httpStatus: 409, retryable: false },
   NETWORK_EXISTS: { httpStatus: 409, retryable: false },

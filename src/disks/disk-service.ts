@@ -1,15 +1,17 @@
-import { access, constants, mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { access, constants, mkdir, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { DiskRecord, ImageFormat, RdmMode } from './disk-record.js';
 import { IMAGE_FORMATS, RDM_MODES } from './disk-record.js';
-import { resolveInPool } from './pool-path.js';
+import { assertUserPoolPath, resolveInPool } from './pool-path.js';
 import { assertValidName } from '../core/names.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { syncDirectory } from '../core/durable-sync.js';
+import type { HostPathPolicy } from '../host/host-path-policy.js';
+import { hostPathIdentity } from '../host/host-path-policy.js';
+import { discardStaged, placeStaged, stagedFilesIn, stagingPath } from './staged-file.js';
 import { checkImage, convertImage, createImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
@@ -59,13 +61,15 @@ export class DiskService {
   #paths: SitePaths;
   #jobs: JobJournal;
   #log: Logger;
+  readonly hostPaths: HostPathPolicy;
 
-  constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger }) {
+  constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger; hostPaths: HostPathPolicy }) {
     this.#db = deps.db;
     this.repo = new DiskRepo(deps.db);
     this.#paths = deps.paths;
     this.#jobs = deps.jobs;
     this.#log = deps.log;
+    this.hostPaths = deps.hostPaths;
     this.#jobs.registerRecovery('disk-import', (job) => this.#recoverImport(job));
   }
 
@@ -87,13 +91,9 @@ export class DiskService {
   }
 
   /**
-   * Validates and makes an image file, returning the record without inserting it, so a VM
-   * create can insert disk and VM rows in one transaction. The caller removes the file if
-   * its transaction fails.
-   */
-  /**
    * A qcow2 overlay in the pool on an image outside it (a replica point), owned by its VM:
-   * QEMU follows the backing named in its header. Like prepareImage, the caller writes the row.
+   * QEMU follows the backing named in its header. Like prepareImage, made at a staging name;
+   * the caller writes the row, then placePrepared (or discardPrepared if the row failed).
    */
   async prepareOverlay(input: { name: string; backing: string; sizeBytes: number; vmId: string }): Promise<DiskRecord> {
     assertValidName('disk', input.name);
@@ -102,13 +102,20 @@ export class DiskService {
     await mkdir(pool, { recursive: true });
     const path = resolveInPool(pool, `${input.name}.qcow2`);
     if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name`, { details: { path } });
-    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', input.backing, '-F', 'qcow2', path], { timeoutMs: 30_000 });
+    const id = newShortId('disk');
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', input.backing, '-F', 'qcow2', stagingPath(path, id)], { timeoutMs: 30_000 });
     return {
-      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: 'qcow2', path, sizeBytes: input.sizeBytes,
+      id, name: input.name, pool: DEFAULT_POOL, kind: 'image', format: 'qcow2', path, sizeBytes: input.sizeBytes,
       rdmMode: null, shared: false, vmId: input.vmId, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],
     };
   }
 
+  /**
+   * Validates and makes an image file at a staging name of its own, returning the record
+   * (with its final path) without inserting it, so a VM create can insert disk and VM rows in
+   * one transaction. After the rows commit the caller calls placePrepared; if they fail,
+   * discardPrepared. A request that loses a race for the name never touches the winner's file.
+   */
   async prepareImage(input: CreateDiskInput & { vmId?: string | null; ownedByVm?: boolean }): Promise<DiskRecord> {
     assertValidName('disk', input.name);
     const format = input.format ?? 'qcow2';
@@ -126,12 +133,14 @@ export class DiskService {
     }
     await mkdir(pool, { recursive: true });
     const path = resolveInPool(pool, input.path ?? `${input.name}.${format}`);
+    if (input.path !== undefined) assertUserPoolPath(pool, path);
     await this.#assertParentInsidePool(pool, path);
     if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name or path`, { details: { path } });
     if (await this.repo.findByPath(path)) throw new MamoriError('DISK_EXISTS', `another disk already uses ${path}`);
-    await createImage(path, format, input.sizeBytes);
+    const id = newShortId('disk');
+    await createImage(stagingPath(path, id), format, input.sizeBytes);
     return {
-      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format, path, sizeBytes: input.sizeBytes,
+      id, name: input.name, pool: DEFAULT_POOL, kind: 'image', format, path, sizeBytes: input.sizeBytes,
       rdmMode: null, shared: false, vmId: input.vmId ?? null, ownedByVm: input.ownedByVm ?? false, createdAt: new Date().toISOString(), overlays: [],
     };
   }
@@ -141,32 +150,70 @@ export class DiskService {
     try {
       await this.repo.insert(disk);
     } catch (e) {
-      await rm(disk.path, { force: true });
+      await this.discardPrepared([disk]);
       throw e;
     }
+    await this.placePrepared([disk]);
     return disk;
+  }
+
+  /** After the rows of prepared disks committed: their files take their final names. */
+  async placePrepared(disks: DiskRecord[]): Promise<void> {
+    for (const d of disks) {
+      try {
+        await placeStaged(stagingPath(d.path, d.id), d.path);
+      } catch (e) {
+        // Something else took the path (a file made outside mamori): the row must not name it.
+        await this.repo.delete(d.id);
+        await this.discardPrepared([d]);
+        throw e;
+      }
+    }
+  }
+
+  /** The rows of prepared disks were not written: remove their staging files, and nothing else. */
+  async discardPrepared(disks: DiskRecord[]): Promise<void> {
+    for (const d of disks) await discardStaged(stagingPath(d.path, d.id));
+  }
+
+  /**
+   * At start: a server killed between a disk's row and its file's placing left the file at
+   * its staging name (place it now); a staging file whose row never committed is removed.
+   */
+  async repairStaged(): Promise<void> {
+    for (const f of await stagedFilesIn(this.poolDir())) {
+      const row = await this.repo.byIds([f.ownerId]);
+      if (row[0] && row[0].path === f.finalPath && !(await exists(f.finalPath))) {
+        await placeStaged(f.path, f.finalPath);
+        this.#log.info({ disk: row[0].name, path: f.finalPath }, 'disk file placed after an interrupted create');
+      } else if (!row[0]) {
+        await discardStaged(f.path);
+      }
+    }
   }
 
   async createRdm(input: CreateRdmInput): Promise<DiskRecord> {
     assertValidName('disk', input.name);
     if (!RDM_MODES.includes(input.mode)) throw new MamoriError('INVALID_INPUT', `RDM mode must be 'virtual' or 'physical', not ${JSON.stringify(input.mode)}`);
-    if (typeof input.device !== 'string' || !input.device.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'RDM device must be an absolute path to a host block device or raw file');
     await this.#assertNameFree(input.name);
+    // The canonical path: /etc/./shadow, //etc/shadow and a symlink to it are one file, and
+    // the policy (allow-list, never the data folder) judges that file.
+    const device = await this.hostPaths.device(input.device);
     let st;
     try {
-      st = await stat(input.device);
-      await access(input.device, constants.R_OK | constants.W_OK);
+      st = await stat(device.path);
+      await access(device.path, constants.R_OK | constants.W_OK);
     } catch {
-      throw new MamoriError('IMAGE_NOT_FOUND', `device ${input.device} does not exist or is not readable and writable by the site server`, { details: { device: input.device } });
+      throw new MamoriError('HOST_PATH_REFUSED', `${JSON.stringify(input.device)} cannot be opened for reading and writing by the site server`);
     }
-    if (!st.isBlockDevice() && !st.isFile()) throw new MamoriError('DEVICE_NOT_BLOCK', `${input.device} is neither a block device nor a regular file`);
-    if (await this.repo.findByPath(input.device)) {
-      const other = await this.repo.findByPath(input.device);
-      if (!input.shared || !other?.shared) throw new MamoriError('DISK_EXISTS', `${input.device} is already mapped as disk ${other?.name}; map it twice only with --shared on both`);
+    // "Already mapped" is the same object (device number or inode), whatever path names it.
+    for (const other of (await this.repo.list()).filter((d) => d.kind === 'rdm')) {
+      if ((await hostPathIdentity(other.path)) !== device.identity) continue;
+      if (!input.shared || !other.shared) throw new MamoriError('DISK_EXISTS', `${input.device} is already mapped as disk ${other.name}; map it twice only with --shared on both`);
     }
-    const sizeBytes = st.isBlockDevice() ? await blockDeviceSize(input.device) : st.size;
+    const sizeBytes = st.isBlockDevice() ? await blockDeviceSize(device.path) : st.size;
     const disk: DiskRecord = {
-      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'rdm', format: 'raw', path: input.device, sizeBytes,
+      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'rdm', format: 'raw', path: device.path, sizeBytes,
       rdmMode: input.mode, shared: input.shared ?? false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
     };
     await this.repo.insert(disk);
@@ -184,10 +231,12 @@ export class DiskService {
     const targetFormat = input.targetFormat ?? 'qcow2';
     if (!IMAGE_FORMATS.includes(targetFormat)) throw new MamoriError('INVALID_INPUT', `target format must be one of ${IMAGE_FORMATS.join(', ')}`);
     if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host');
+    // Judged and used by its canonical path (allow-list, never the data folder).
+    input = { ...input, source: (await this.hostPaths.image(input.source)).path };
     try {
       await access(input.source, constants.R_OK);
     } catch {
-      throw new MamoriError('IMAGE_NOT_FOUND', `source image ${input.source} does not exist or is not readable`, { details: { source: input.source } });
+      throw new MamoriError('HOST_PATH_REFUSED', `source image ${input.source} is not readable by the site server`);
     }
     const requested = input.format ? (FORMAT_ALIASES[input.format] ?? input.format) : undefined;
     if (requested && !(IMPORT_FORMATS as readonly string[]).includes(requested)) {
@@ -227,7 +276,9 @@ export class DiskService {
       .where((eb) => eb.or([eb('id', '=', disk.vmId ?? ''), eb('definition', 'like', `%"${disk.id}"%`)]))
       .executeTakeFirst();
     if (vm) throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm.name}; delete or change that VM first`);
-    await this.repo.delete(disk.id);
+    // Only the request that deleted the row removes the files: a second delete racing it
+    // must not remove a file a new disk of the same name has made meanwhile.
+    if (!(await this.repo.delete(disk.id))) throw new MamoriError('DISK_NOT_FOUND', `disk ${name} was deleted by another request`, { details: { name } });
     for (const o of disk.overlays) await rm(o, { force: true });
     if (disk.kind === 'image') await rm(disk.path, { force: true });
   }
@@ -238,17 +289,18 @@ export class DiskService {
       await this.#jobs.step(jobId, 'convert', () =>
         convertImage(input.source, srcFormat, temp, targetFormat, (f) => void this.#jobs.progress(jobId, f * 0.99)),
       );
+      // The row first (the database picks the one winner of a name), then the file is linked
+      // into place without replacing anything; a loser removes only its own temporary file.
       const disk = await this.#jobs.step(jobId, 'register', async () => {
-        await rename(temp, finalPath);
-        await syncDirectory(dirname(finalPath));
         const d: DiskRecord = {
           id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: targetFormat, path: finalPath,
           sizeBytes: size, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
         };
+        await this.repo.insert(d);
         try {
-          await this.repo.insert(d);
+          await placeStaged(temp, finalPath);
         } catch (e) {
-          await rm(finalPath, { force: true });
+          await this.repo.delete(d.id);
           throw e;
         }
         return d;
@@ -267,10 +319,12 @@ export class DiskService {
     if (!job.target) return;
     for (const fmt of IMAGE_FORMATS) {
       const finalPath = join(this.poolDir(), `${job.target}.${fmt}`);
-      await rm(importTempPath(finalPath, job.id), { force: true });
-      // 'register' may have renamed the file before the row was written.
+      const temp = importTempPath(finalPath, job.id);
+      // 'register' may have written the row and died before linking the file into place.
       const registerStep = job.steps.find((s) => s.name === 'register');
-      if (registerStep?.state === 'running' && !(await this.repo.findByPath(finalPath))) await rm(finalPath, { force: true });
+      const row = registerStep?.state === 'running' ? await this.repo.findByPath(finalPath) : undefined;
+      if (row && !(await exists(finalPath)) && (await exists(temp))) await placeStaged(temp, finalPath);
+      else await rm(temp, { force: true });
     }
   }
 

@@ -21,3 +21,14 @@ export function resolveInPool(poolDir: string, given: string): string {
   }
   return full;
 }
+
+/** Folders of a pool that mamori names by ids (overlays, recovered VMs, desktops, replicas): no user path enters them. */
+export const RESERVED_POOL_FOLDERS = ['.layers', 'recovered', 'desktops', 'replicas'] as const;
+
+/** A disk path an admin chose: inside the pool, and neither hidden nor in a folder mamori owns. */
+export function assertUserPoolPath(poolDir: string, full: string): void {
+  const parts = relative(resolve(poolDir), full).split(sep);
+  if (parts.some((p) => p.startsWith('.')) || (RESERVED_POOL_FOLDERS as readonly string[]).includes(parts[0] ?? '')) {
+    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(relative(resolve(poolDir), full))} is in a hidden folder or one mamori names by ids (${RESERVED_POOL_FOLDERS.join(', ')}); choose another path in the pool`);
+  }
+}

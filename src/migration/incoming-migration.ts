@@ -124,11 +124,13 @@ export class IncomingMigrations {
         if (replicaId !== null) await tx.insertInto('replica_holds').values({ replica_id: replicaId, holder: `vm:${def.id}`, point_id: input.replicaPointId!, created_at: now }).execute();
       });
     } catch (e) {
-      for (const d of made) await rm(d.path, { force: true });
+      await this.#disks.discardPrepared(made);
       await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', def.id).execute();
       throw e;
     }
     try {
+      // The rows committed: the files take their names (a failure here is undone by abort below).
+      await this.#disks.placePrepared(made);
       const vm = (await this.#vms.repo.findById(def.id))!;
       await this.#supervisor.start(vm, { incoming: true });
       const qmp = this.#supervisor.qmpOf(def.id)!;

@@ -1,3 +1,4 @@
+import { uniqueViolation } from '../store/unique-violation.js';
 import { readFile, rm } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -141,8 +142,8 @@ export class VmService {
       if (diskBus === 'sata' && attach.length + (dataSize === null ? 0 : 1) > SATA_PORTS) throw new MamoriError('OUT_OF_RANGE', `a SATA controller has ${SATA_PORTS} ports: at most ${SATA_PORTS} disks with diskBus sata`);
       const id = newUuid();
       const now = new Date().toISOString();
-      // The data disk file is made first and removed again if the rows cannot be written,
-      // so a failed create leaves neither a file nor a row.
+      // The data disk file is made first at a staging name and removed again if the rows cannot
+      // be written, so a failed create leaves neither a file nor a row (src/disks/staged-file.ts).
       const dataDisk = dataSize === null ? null : await this.#deps.disks.prepareImage({ name: `${input.name}-data`, sizeBytes: dataSize, vmId: id, ownedByVm: true });
       const def: VmDefinition = {
         id, name: input.name, vcpus, memoryMiB, firmware, machineType,
@@ -162,9 +163,11 @@ export class VmService {
           for (const d of attach.filter((x) => !x.shared)) await tx.updateTable('disks').set({ vm_id: id }).where('id', '=', d.id).execute();
         });
       } catch (e) {
-        if (dataDisk) await rm(dataDisk.path, { force: true });
+        if (dataDisk) await this.#deps.disks.discardPrepared([dataDisk]);
+        if (uniqueViolation(e) === 'vms.name') throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists; pick another name`, { details: { name: def.name } });
         throw e;
       }
+      if (dataDisk) await this.#deps.disks.placePrepared([dataDisk]);
       return this.get(def.name);
     });
   }

@@ -1,5 +1,5 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
@@ -33,12 +33,22 @@ export function assertLayerable(disk: DiskRecord, operation: string): void {
 }
 
 /**
+ * An overlay's file: in the pool's hidden .layers folder and named by the disk's id, so no
+ * disk name a user chooses (names cannot start with a dot) can be another object's file.
+ */
+export function snapshotOverlayPath(poolDir: string, d: DiskRecord, name: string): string {
+  return join(poolDir, LAYERS_DIR, `${d.id}.${name}.qcow2`);
+}
+
+export const LAYERS_DIR = '.layers';
+
+/**
  * Where snapshot `name` sits in a disk's chain: the index in `overlays` of the overlay made
- * when it was taken (DISK.NAME.qcow2), or -1 for a disk attached after it. The snapshot's
- * content is the layer just below that overlay.
+ * when it was taken, or -1 for a disk attached after it. The snapshot's content is the layer
+ * just below that overlay. (Overlays made before ids named them were DISK.NAME.qcow2.)
  */
 export function snapshotOverlayIndex(d: DiskRecord, name: string): number {
-  return d.overlays.findIndex((o) => basename(o) === `${d.name}.${name}.qcow2`);
+  return d.overlays.findIndex((o) => basename(o) === `${d.id}.${name}.qcow2` || basename(o) === `${d.name}.${name}.qcow2`);
 }
 
 /**
@@ -78,8 +88,10 @@ export class VmSnapshots {
     try {
       const overlays: { disk: DiskRecord; overlay: string; node: string }[] = [];
       for (const [i, d] of ordered.entries()) {
-        await mkdir(this.#poolDirOf(d), { recursive: true });
-        const overlay = join(this.#poolDirOf(d), `${d.name}.${name}.qcow2`);
+        const overlay = snapshotOverlayPath(this.#poolDirOf(d), d, name);
+        await mkdir(dirname(overlay), { recursive: true });
+        // qemu-img create would replace a file there: never let it (a leftover is refused, not reused).
+        if (await stat(overlay).then(() => true, () => false)) throw new MamoriError('SNAPSHOT_EXISTS', `an overlay file for snapshot ${name} of disk ${d.name} already exists (${overlay}); choose another snapshot name`);
         const below = activeLayer(d);
         // -u: the backing is opened by the VM, not here (a host device may be in use by it).
         await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-u', '-b', below.path, '-F', below.format, overlay, String(d.sizeBytes)], { timeoutMs: 30_000 });

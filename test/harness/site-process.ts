@@ -70,7 +70,9 @@ export class SiteProcess {
   /** Starts `mamori serve`; `env` adds to its environment (MAMORI_FAULT_POINTS for a test that cuts an operation). */
   async start(env: Record<string, string> = {}): Promise<void> {
     await rm(join(this.dataDir, 'url'), { force: true });
-    const argv = [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', this.listen, '--name', this.name, ...this.serveArgs];
+    // Tests make their images and fixtures in the system's temporary folder: the site's
+    // exchange folder here (its own data folder, also in there, stays refused).
+    const argv = [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', this.listen, '--name', this.name, '--allow-import', tmpdir(), ...this.serveArgs];
     const [file, args] = this.netns ? this.netns.wrap(process.execPath, argv) : [process.execPath, argv];
     const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -3,7 +3,7 @@ import type { ConversionService, ConvertInput } from '../../convert/conversion-s
 import { EXPORT_FORMATS, type ExportService, type VmExportFormat } from '../../convert/export-service.js';
 import { inspectSource } from '../../convert/conversion-service.js';
 import { errorResponses } from '../schemas.js';
-import { requireRole } from '../request-caller.js';
+import type { HostPathPolicy } from '../../host/host-path-policy.js';
 
 const free = { type: 'object', additionalProperties: true } as const;
 const source = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^/' } as const;
@@ -11,19 +11,16 @@ const source = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^/' } 
 const convertSource = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^(/|nbd://)' } as const;
 
 /** P2V/V2V at this site: inspect a disk or image on the site's host, convert it into a VM, and export VMs back out. */
-export function conversionRoutes(deps: { conversions: ConversionService; exports: ExportService }): FastifyPluginAsync {
-  const admin = requireRole('admin');
+export function conversionRoutes(deps: { conversions: ConversionService; exports: ExportService; disks: { hostPaths: HostPathPolicy } }): FastifyPluginAsync {
   return async (app) => {
     app.post<{ Body: { source: string } }>('/inspections', {
-      preHandler: admin,
       schema: {
         summary: "Inspect a block device or image on the site's host: partition table, filesystems, firmware, boot loader, guest OS",
         body: { type: 'object', required: ['source'], additionalProperties: false, properties: { source } },
         response: { 200: free, ...errorResponses },
       },
-    }, async (req) => inspectSource(req.body.source));
+    }, async (req) => inspectSource((await deps.disks.hostPaths.image(req.body.source)).path));
     app.post<{ Body: ConvertInput }>('/conversions', {
-      preHandler: admin,
       schema: {
         summary: 'Convert a physical disk or a VMware/Hyper-V image into a VM that follows its inspection; returns the job',
         body: {
@@ -38,7 +35,6 @@ export function conversionRoutes(deps: { conversions: ConversionService; exports
       },
     }, async (req, reply) => reply.code(202).send(await deps.conversions.start(req.body)));
     app.post<{ Params: { name: string }; Body: { format: VmExportFormat; directory?: string } }>('/vms/:name/export', {
-      preHandler: admin,
       schema: {
         summary: 'Export a stopped VM for VMware or Hyper-V: VMDK or VHDX disks, or an OVA (OVF descriptor, manifest, streamOptimized VMDKs); returns the job',
         params: { type: 'object', required: ['name'], properties: { name: { type: 'string', minLength: 1, maxLength: 64 } } },

@@ -1,5 +1,7 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { Database, DiskTable } from '../schema.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { uniqueViolation } from '../unique-violation.js';
 import type { DiskKind, DiskRecord, ImageFormat, RdmMode } from '../../disks/disk-record.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -34,23 +36,31 @@ export class DiskRepo {
     return (await this.#db.selectFrom('disks').selectAll().where('vm_id', '=', vmId).execute()).map(toRecord);
   }
 
+  /** Inserts a disk row; a name another request took meanwhile is DISK_EXISTS (409), never a 500. */
   static async insert(db: Db, d: DiskRecord): Promise<void> {
-    await db
-      .insertInto('disks')
-      .values({
-        id: d.id, name: d.name, pool: d.pool, kind: d.kind, format: d.format, path: d.path,
-        size_bytes: d.sizeBytes, rdm_mode: d.rdmMode, shared: d.shared ? 1 : 0, vm_id: d.vmId,
-        owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt, overlays: JSON.stringify(d.overlays),
-      })
-      .execute();
+    try {
+      await db
+        .insertInto('disks')
+        .values({
+          id: d.id, name: d.name, pool: d.pool, kind: d.kind, format: d.format, path: d.path,
+          size_bytes: d.sizeBytes, rdm_mode: d.rdmMode, shared: d.shared ? 1 : 0, vm_id: d.vmId,
+          owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt, overlays: JSON.stringify(d.overlays),
+        })
+        .execute();
+    } catch (e) {
+      if (uniqueViolation(e) === 'disks.name') throw new MamoriError('DISK_EXISTS', `a disk named ${d.name} already exists; choose another name`, { details: { name: d.name } });
+      throw e;
+    }
   }
 
   async insert(d: DiskRecord): Promise<void> {
     await DiskRepo.insert(this.#db, d);
   }
 
-  async delete(id: string): Promise<void> {
-    await this.#db.deleteFrom('disks').where('id', '=', id).execute();
+  /** True when this call deleted the row (a concurrent delete of the same disk gets false). */
+  async delete(id: string): Promise<boolean> {
+    const r = await this.#db.deleteFrom('disks').where('id', '=', id).executeTakeFirst();
+    return Number(r.numDeletedRows) === 1;
   }
 }
 

@@ -17,7 +17,7 @@ let url: string;
 before(async () => {
   process.env['MAMORI_ACCEL'] = 'tcg';
   dir = await mkdtemp(join(tmpdir(), 'mamori-api-'));
-  site = await openSite({ dataDir: join(dir, 'data'), name: 'api-test' });
+  site = await openSite({ dataDir: join(dir, 'data'), name: 'api-test', hostPaths: { importDirs: [dir] } });
   token = (await readFile(site.paths.adminToken, 'utf8')).trim();
   const doc = (await site.app.inject({ method: 'GET', url: '/openapi.json' })).json();
   api = new OpenApiCheck(doc);
@@ -133,14 +133,17 @@ test('a disk path outside the storage pool or through .. is refused and no file 
   assert.deepEqual((await call('GET', '/disks', '/disks')).json, []);
 });
 
-test('a missing or unreadable image cannot be imported', async () => {
-  const missing = await call('POST', '/disks/import', '/disks/import', { name: 'm', source: join(dir, 'missing.vmdk') });
-  assert.equal(missing.status, 404);
-  assert.equal(missing.json.error.code, 'IMAGE_NOT_FOUND');
+test('a missing image, a folder and a forbidden host file get one and the same answer', async () => {
+  // The API must not tell a caller which host paths exist (issue 18): missing and forbidden alike.
+  const answers = [];
   await mkdir(join(dir, 'a-folder.vmdk'));
-  const unreadable = await call('POST', '/disks/import', '/disks/import', { name: 'u', source: join(dir, 'a-folder.vmdk') });
-  assert.equal(unreadable.status, 422);
-  assert.equal(unreadable.json.error.code, 'IMAGE_UNREADABLE');
+  for (const source of [join(dir, 'missing.vmdk'), join(dir, 'a-folder.vmdk'), '/etc/shadow', '/etc/./shadow', '//etc/hostname']) {
+    const r = await call('POST', '/disks/import', '/disks/import', { name: 'm', source });
+    assert.equal(r.status, 403, source);
+    assert.equal(r.json.error.code, 'HOST_PATH_REFUSED');
+    answers.push(r.json.error.message.replace(JSON.stringify(source), 'PATH'));
+  }
+  assert.equal(new Set(answers).size, 1, `one answer for all: ${answers.join(' | ')}`);
   assert.deepEqual(await poolFiles(), []);
 });
 
