@@ -112,6 +112,10 @@ const STEPS: readonly string[] = [
      status TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
      next_attempt_at TEXT NOT NULL, created_at TEXT NOT NULL, delivered_at TEXT, PRIMARY KEY (incident_id, status));
    CREATE INDEX alert_deliveries_state ON alert_deliveries(state, next_attempt_at);`,
+  // Secrets at rest: an admin token's pairing key, sealed with DATA/secret.key (the stored
+  // hash was the key before, so the database alone let anyone pair). Values in clear in
+  // peers.token, storage_arrays.connection and the webhook URL are sealed at start (main.ts).
+  `ALTER TABLE tokens ADD COLUMN pairing_key TEXT;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {
