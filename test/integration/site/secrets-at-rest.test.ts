@@ -1,7 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -10,6 +10,7 @@ import { createLogger } from '../../../src/core/logger.js';
 import { requestProof } from '../../../src/sites/pairing-proof.js';
 import { PeerClient } from '../../../src/sites/peer-client.js';
 import { repoRoot } from '../../harness/repo-root.js';
+import { isMamoriError } from '../../../src/core/mamori-error.js';
 
 /*
  * "The database alone is no credential" (DESIGN.md, least privilege). Two sites are paired
@@ -150,4 +151,88 @@ test('the database alone: no stored value is a bearer token or a pairing key, an
 test('pairing still works after all that: the real admin token pairs', async () => {
   const again = await call(a, 'POST', '/sites', { url: b.url, token: b.token });
   assert.equal(again.status, 201, JSON.stringify(again.json));
+});
+
+/** Every path under a folder with its permission bits. */
+async function modes(root: string): Promise<{ path: string; dir: boolean; mode: number }[]> {
+  const out: { path: string; dir: boolean; mode: number }[] = [];
+  for (const name of await readdir(root)) {
+    const path = join(root, name);
+    const st = await lstat(path);
+    if (st.isSymbolicLink()) continue;
+    out.push({ path, dir: st.isDirectory(), mode: st.mode & 0o777 });
+    if (st.isDirectory()) out.push(...(await modes(path)));
+  }
+  return out;
+}
+
+test('a data folder is 0700 and everything the site made in it (database, -wal, keys, tokens, a qemu-img image) is private', async () => {
+  const disk = await call(a, 'POST', '/disks', { name: 'private', size: '8M' });
+  assert.equal(disk.status, 201, JSON.stringify(disk.json));
+  const root = a.site.paths.root;
+  assert.equal((await lstat(root)).mode & 0o777, 0o700);
+  const all = await modes(root);
+  for (const f of ['mamori.db', 'mamori.db-wal', 'secret.key', 'admin-token', 'url', 'tls/ca-key.pem']) {
+    assert.ok(all.some((e) => e.path === join(root, f)), `${f} exists`);
+  }
+  assert.ok(all.some((e) => e.path.endsWith('.qcow2') || e.path.includes('private')), 'the disk image is there');
+  const open = all.filter((e) => (e.mode & 0o077) !== 0).map((e) => `${e.path} ${e.mode.toString(8)}`);
+  assert.deepEqual(open, [], 'nothing in the data folder is open to group or others');
+  assert.equal((await lstat(a.site.paths.secretKey)).size, 32);
+});
+
+test('serve refuses a data folder or a database others can read, printing the chmod; a lost key with sealed values is SECRET_KEY_MISSING', async () => {
+  const loose = join(dir, 'loose');
+  await mkdir(loose);
+  await chmod(loose, 0o755);
+  await assert.rejects(openSite({ dataDir: loose, name: 'site-c', logger }), (e: unknown) => {
+    assert.ok(isMamoriError(e, 'DATA_DIR_UNSAFE'), String(e));
+    assert.ok(e.message.endsWith(`Run: chmod 700 ${loose}`), e.message);
+    return true;
+  });
+  assert.deepEqual(await readdir(loose), [], 'nothing was made in it');
+
+  const cDir = join(dir, 'site-c');
+  const c = await openSite({ dataDir: cDir, name: 'site-c', logger });
+  await c.close();
+  await chmod(join(cDir, 'mamori.db'), 0o644);
+  await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'DATA_DIR_UNSAFE') && e.message.endsWith(`Run: chmod 600 ${join(cDir, 'mamori.db')}`));
+  await chmod(join(cDir, 'mamori.db'), 0o600);
+
+  const key = await readFile(join(cDir, 'secret.key'));
+  await rm(join(cDir, 'secret.key'));
+  await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'SECRET_KEY_MISSING') && /restore .*secret\.key from your backup/.test(e.message));
+  await writeFile(join(cDir, 'secret.key'), key, { mode: 0o600 });
+  const back = await openSite({ dataDir: cDir, name: 'site-c', logger });
+  await back.close();
+});
+
+test('upgrade: a database from before sealing gets its admin pairing key from DATA/admin-token, and clear peer tokens sealed', async () => {
+  const cDir = join(dir, 'site-old');
+  const c = await openSite({ dataDir: cDir, name: 'site-old', logger });
+  await c.close();
+  const clearToken = `mamori_${randomBytes(24).toString('base64url')}`;
+  const raw = new BetterSqlite3(join(cDir, 'mamori.db'));
+  try {
+    raw.prepare('UPDATE tokens SET pairing_key = NULL').run();
+    raw.prepare(`INSERT INTO peers (id, name, url, ca_cert_pem, ca_fingerprint, token, inbound_token_id, created_at, updated_at)
+      VALUES ('peer_old', 'site-far', 'https://127.0.0.1:1', 'pem', 'AA', ?, NULL, 'now', 'now')`).run(clearToken);
+  } finally {
+    raw.close();
+  }
+  const reopened = await openSite({ dataDir: cDir, name: 'site-old', logger });
+  try {
+    assert.equal((await reopened.peers.record('site-far')).token, clearToken, 'the peer token still reads back');
+  } finally {
+    await reopened.close();
+  }
+  const check = new BetterSqlite3(join(cDir, 'mamori.db'), { readonly: true });
+  try {
+    const keyed = check.prepare("SELECT pairing_key FROM tokens WHERE role = 'admin'").all() as { pairing_key: string | null }[];
+    assert.ok(keyed.length > 0 && keyed.every((r) => r.pairing_key?.startsWith('sb1:')), 'the admin token got its sealed pairing key');
+    const stored = (check.prepare("SELECT token FROM peers WHERE id = 'peer_old'").get() as { token: string }).token;
+    assert.ok(stored.startsWith('sb1:') && !stored.includes(clearToken), 'the clear peer token was sealed');
+  } finally {
+    check.close();
+  }
 });
