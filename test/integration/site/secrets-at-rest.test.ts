@@ -30,6 +30,7 @@ interface Opened {
 const FAULT = join(repoRoot, 'test', 'fixtures', 'adapters', 'fault-adapter.mjs');
 const WEBHOOK_PASSWORD = `pw-${randomBytes(9).toString('hex')}`;
 const WEBHOOK_QUERY_TOKEN = `qt-${randomBytes(9).toString('hex')}`;
+// (Port 9, discard: nothing answers there; no incident is raised in this test, so nothing is posted.)
 const ARRAY_PASSWORD = `ap-${randomBytes(9).toString('hex')}`;
 const logger = createLogger({ level: 'fatal' });
 let dir: string;
@@ -93,7 +94,7 @@ before(async () => {
   assert.equal(ab.status, 201, JSON.stringify(ab.json));
   const ba = await call(b, 'POST', '/sites', { url: a.url, token: a.token });
   assert.equal(ba.status, 201, JSON.stringify(ba.json));
-  const hook = await call(a, 'PUT', '/alerts/webhook', { url: `https://alerts:${WEBHOOK_PASSWORD}@127.0.0.1:9/hook?token=${WEBHOOK_QUERY_TOKEN}&team=dr` });
+  const hook = await call(a, 'PUT', '/alerts/webhook', { url: `https://alerts:${WEBHOOK_PASSWORD}@127.0.0.1:9/hook?token=${WEBHOOK_QUERY_TOKEN}&team=dr#frag` });
   assert.equal(hook.status, 200, JSON.stringify(hook.json));
   const arr = await call(a, 'POST', '/arrays', { name: 'lab', adapter: FAULT, connection: { fault: 'none', password: ARRAY_PASSWORD } });
   assert.equal(arr.status, 201, JSON.stringify(arr.json));
@@ -146,6 +147,16 @@ test('the database alone: no stored value is a bearer token or a pairing key, an
     }
     for (const [what, secret] of secrets) assert.equal(bytes.indexOf(Buffer.from(secret, 'utf8')), -1, `${name}: ${what} is in the database bytes`);
   }
+});
+
+test('GET /alerts shows the webhook URL masked: userinfo, query values and fragment', async () => {
+  const r = await call(a, 'GET', '/alerts');
+  assert.equal(r.status, 200);
+  assert.equal((r.json['webhook'] as { url: string }).url, 'https://***@127.0.0.1:9/hook?token=***&team=***');
+  assert.ok(!JSON.stringify(r.json).includes(WEBHOOK_PASSWORD) && !JSON.stringify(r.json).includes(WEBHOOK_QUERY_TOKEN));
+  const arrays = await call(a, 'GET', '/arrays');
+  assert.ok(!JSON.stringify(arrays.json).includes(ARRAY_PASSWORD), 'the array password is not shown either');
+  assert.match(JSON.stringify(arrays.json), /"fault":"none"/, 'the entry still opens: its connection reads back');
 });
 
 test('pairing still works after all that: the real admin token pairs', async () => {
