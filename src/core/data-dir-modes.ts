@@ -1,4 +1,4 @@
-import { lstat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { MamoriError } from './mamori-error.js';
 
 /**
@@ -24,9 +24,10 @@ export async function assertPrivateDataDir(root: string, secretFiles: readonly s
   });
 }
 
+/** The mode of what the path leads to: a data folder may be a symlink (whose own mode is always 777). */
 async function modeOf(path: string): Promise<number | null> {
   try {
-    return (await lstat(path)).mode;
+    return (await stat(path)).mode;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
