@@ -91,16 +91,10 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await assertPrivateDataDir(paths.root, paths.secretFiles);
   await mkdir(paths.root, { recursive: true, mode: 0o700 });
   const store = await openSqliteStore(paths.database);
-  const secrets = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.db)));
-  if (secrets.created) log.info({ file: paths.secretKey }, 'at-rest key made: back it up with the database (the database\'s secrets are sealed with it)');
-  const box = secrets.box;
-  const tokens = new TokenRepo(store.db, box);
-  let createdAdminToken: string | null = null;
-  if (!(await tokens.hasAdmin())) {
-    createdAdminToken = await tokens.create('admin', 'admin');
-    await writeSecret(paths.adminToken, createdAdminToken);
-  }
-  await sealLegacySecrets({ db: store.db, box, tokens, paths, log });
+  const { box, tokens, createdAdminToken } = await openSecrets(store, paths, log).catch(async (e: unknown) => {
+    await store.close();
+    throw e;
+  });
   const tls = await ensureSiteTls({ dir: paths.tlsDir, siteName: opts.name, serverNames: serverNamesFor(opts.serverNames ?? []) });
   if (tls.created.length) log.info({ created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames }, 'site TLS material made');
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
@@ -211,6 +205,27 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       await store.close();
     },
   };
+}
+
+/**
+ * The at-rest key and the tokens: the key is made only while the database holds nothing
+ * sealed with one (SECRET_KEY_MISSING otherwise); the admin token at first start.
+ */
+async function openSecrets(store: SqliteStore, paths: SitePaths, log: Logger): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
+  const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.db)));
+  if (created) log.info({ file: paths.secretKey }, "at-rest key made: back it up with the database (the database's secrets are sealed with it)");
+  const tokens = new TokenRepo(store.db, box);
+  let createdAdminToken: string | null = null;
+  if (!(await tokens.hasAdmin())) {
+    createdAdminToken = await tokens.create('admin', 'admin');
+    await writeSecret(paths.adminToken, createdAdminToken);
+  }
+  await sealLegacySecrets({ db: store.db, box, tokens, paths, log });
+  // A secret.key from another backup or site opens nothing here: say so now (SECRET_UNREADABLE),
+  // not at the first pairing or peer call.
+  await tokens.pairingKeys();
+  await new PeerRepo(store.db, box).list();
+  return { box, tokens, createdAdminToken };
 }
 
 /**

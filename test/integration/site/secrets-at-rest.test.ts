@@ -192,7 +192,7 @@ test('a data folder is 0700 and everything the site made in it (database, -wal, 
   assert.equal((await lstat(a.site.paths.secretKey)).size, 32);
 });
 
-test('serve refuses a data folder or a database others can read, printing the chmod; a lost key with sealed values is SECRET_KEY_MISSING', async () => {
+test('serve refuses a data folder or a database others can read, printing the chmod; a lost key with sealed values is SECRET_KEY_MISSING, a wrong one SECRET_UNREADABLE', async () => {
   const loose = join(dir, 'loose');
   await mkdir(loose);
   await chmod(loose, 0o755);
@@ -213,6 +213,9 @@ test('serve refuses a data folder or a database others can read, printing the ch
   const key = await readFile(join(cDir, 'secret.key'));
   await rm(join(cDir, 'secret.key'));
   await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'SECRET_KEY_MISSING') && /restore .*secret\.key from your backup/.test(e.message));
+  // Another site's key (or one from another backup) opens nothing here: refused at start.
+  await writeFile(join(cDir, 'secret.key'), randomBytes(32), { mode: 0o600 });
+  await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'SECRET_UNREADABLE') && /Restore the key and the database from the same backup|Restore both from the same backup/.test(e.message));
   await writeFile(join(cDir, 'secret.key'), key, { mode: 0o600 });
   const back = await openSite({ dataDir: cDir, name: 'site-c', logger });
   await back.close();
