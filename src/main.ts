@@ -1,11 +1,11 @@
-import { mkdir, open, writeFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile, rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './api/build-app.js';
 import { createLogger, type Logger } from './core/logger.js';
 import { SitePaths } from './core/site-paths.js';
 import { assertValidName } from './core/names.js';
 import { MamoriError } from './core/mamori-error.js';
-import { openSqliteStore } from './store/sqlite/open-sqlite-store.js';
+import { openSqliteStore, type SqliteStore } from './store/sqlite/open-sqlite-store.js';
 import { TokenRepo } from './store/repos/token-repo.js';
 import { VmRepo } from './store/repos/vm-repo.js';
 import { DiskRepo } from './store/repos/disk-repo.js';
@@ -48,6 +48,10 @@ import { PoolService } from './pools/pool-service.js';
 import { StorageArrays } from './adapters/storage-arrays.js';
 import { StorageBench } from './disks/storage-bench.js';
 import { HostPathPolicy, type HostPathAllowList } from './host/host-path-policy.js';
+import { assertPrivateDataDir } from './core/data-dir-modes.js';
+import { loadSecretKey, type SecretBox } from './core/secret-box.js';
+import { holdsSealedValues } from './store/sealed-values.js';
+import { AlertOutbox } from './events/alert-outbox.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -84,14 +88,16 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   assertValidName('site', opts.name);
   const log = opts.logger ?? createLogger({ name: opts.name });
   const paths = new SitePaths(opts.dataDir);
+  // Everything this server makes (the database and its -wal/-shm, keys, tokens, VM images
+  // made by qemu-img, sockets) is its user's alone; children inherit the mask.
+  process.umask(0o077);
+  await assertPrivateDataDir(paths.root, paths.secretFiles);
   await mkdir(paths.root, { recursive: true, mode: 0o700 });
   const store = await openSqliteStore(paths.database);
-  const tokens = new TokenRepo(store.db);
-  let createdAdminToken: string | null = null;
-  if (!(await tokens.hasAdmin())) {
-    createdAdminToken = await tokens.create('admin', 'admin');
-    await writeSecret(paths.adminToken, createdAdminToken);
-  }
+  const { box, tokens, createdAdminToken } = await openSecrets(store, paths, log).catch(async (e: unknown) => {
+    await store.close();
+    throw e;
+  });
   const tls = await ensureSiteTls({ dir: paths.tlsDir, siteName: opts.name, serverNames: serverNamesFor(opts.serverNames ?? []) });
   if (tls.created.length) log.info({ created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames }, 'site TLS material made');
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
@@ -108,14 +114,14 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     networkExists: async (n) => void (await networks.get(n)),
   });
   await supervisor.reattachAll();
-  const peerRepo = new PeerRepo(store.db);
+  const peerRepo = new PeerRepo(store.db, box);
   const pairing = new SitePairing({ siteName: opts.name, tls, peers: peerRepo, tokens, log });
   const peers = new SitePeers({ peers: peerRepo });
   // The replica's NBD server listens where the API does: the one address paired sites reach.
   let listenHost = '127.0.0.1';
   const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
   const incidents = new IncidentLog(store.db);
-  const alerts = new AlertNotifier({ db: store.db, incidents, siteName: opts.name, log });
+  const alerts = new AlertNotifier({ db: store.db, box, incidents, siteName: opts.name, log });
   const peerWatch = new PeerWatch({ peers, incidents, log, intervalMs: opts.peerCheckIntervalMs ?? peerCheckFromEnv() });
   const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
   vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
@@ -125,7 +131,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir, resolveMachineType: (t) => host.resolveMachineType(t) });
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
-  const storageArrays = new StorageArrays(store.db);
+  const storageArrays = new StorageArrays(store.db, box);
   disks.arrayDeviceDir = (storage, deviceId, arrayId) => storageArrays.deviceDir(storage, deviceId, arrayId);
   const storageBench = new StorageBench({ vms, disks, jobs, paths, log });
   incoming.askSource = async (site, vmId) =>
@@ -204,6 +210,43 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       await store.close();
     },
   };
+}
+
+/**
+ * The at-rest key and the tokens: the key is made only while the database holds nothing
+ * sealed with one (SECRET_KEY_MISSING otherwise); the admin token at first start.
+ */
+async function openSecrets(store: SqliteStore, paths: SitePaths, log: Logger): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
+  const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.db)));
+  if (created) log.info({ file: paths.secretKey }, "at-rest key made: back it up with the database (the database's secrets are sealed with it)");
+  const tokens = new TokenRepo(store.db, box);
+  let createdAdminToken: string | null = null;
+  if (!(await tokens.hasAdmin())) {
+    createdAdminToken = await tokens.create('admin', 'admin');
+    await writeSecret(paths.adminToken, createdAdminToken);
+  }
+  await sealLegacySecrets({ db: store.db, box, tokens, paths, log });
+  // A secret.key from another backup or site opens nothing here: say so now (SECRET_UNREADABLE),
+  // not at the first pairing or peer call.
+  await tokens.pairingKeys();
+  await new PeerRepo(store.db, box).list();
+  return { box, tokens, createdAdminToken };
+}
+
+/**
+ * Upgrade from before secrets were sealed: values kept in clear are sealed in place, and the
+ * admin token's pairing key is made from DATA/admin-token when that file still matches it.
+ */
+async function sealLegacySecrets(d: { db: SqliteStore['db']; box: SecretBox; tokens: TokenRepo; paths: SitePaths; log: Logger }): Promise<void> {
+  const adminToken = await readFile(d.paths.adminToken, 'utf8').then((t) => t.trim(), () => null);
+  const unkeyed = await d.tokens.sealMissingPairingKeys(adminToken);
+  if (unkeyed > 0) {
+    d.log.warn({ adminTokens: unkeyed }, `an admin token made before pairing keys were sealed cannot be used to pair with this site (${d.paths.adminToken} is gone or holds another token): make a new admin token for pairing`);
+  }
+  const peers = await new PeerRepo(d.db, d.box).sealClearTokens();
+  const arrays = await new StorageArrays(d.db, d.box).sealClearConnections();
+  const webhook = await new AlertOutbox(d.db, d.box).sealClearWebhook();
+  if (peers + arrays > 0 || webhook) d.log.info({ peerTokens: peers, arrayConnections: arrays, webhook }, 'secrets kept in clear were sealed with the at-rest key');
 }
 
 /** Written once with mode 0600; an existing file is replaced only when the database had no admin. */

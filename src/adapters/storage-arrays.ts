@@ -6,6 +6,10 @@ import { AdapterClient } from './adapter-client.js';
 import { adapterPath } from './bundled-adapters.js';
 import type { AdapterResults } from './adapter-protocol.js';
 import { checkCompat, readCompatGuide, type CompatVerdict } from './compat-guide.js';
+import { isSealed, type SecretBox } from '../core/secret-box.js';
+
+/** The AAD of an entry's connection: bound to the entry's name. */
+const connectionPurpose = (name: string): string => `storage_arrays.connection:${name}`;
 
 export interface StorageArrayView {
   name: string;
@@ -31,13 +35,16 @@ export interface CompatReportRow {
  * The storage this site reaches through adapters (SRM's array managers): each entry is an
  * adapter and a connection; the arrays it discovers are this site's. An entry is kept only
  * if the adapter answers with it, so a wrong password or a missing parameter is found when
- * it is added, not during a failover.
+ * it is added, not during a failover. The connection (passwords among its values) is kept
+ * sealed as a whole: which values are secret is the adapter's to say, and it may not answer.
  */
 export class StorageArrays {
   #db: Kysely<Database>;
+  #box: SecretBox;
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: Kysely<Database>, box: SecretBox) {
     this.#db = db;
+    this.#box = box;
   }
 
   async add(input: { name: string; adapter: string; connection: Record<string, string> }): Promise<StorageArrayView> {
@@ -57,16 +64,16 @@ export class StorageArrays {
     const arrays = (await client.call('discoverArrays', {})).arrays;
     if (arrays.length === 0) throw new MamoriError('INVALID_INPUT', `the ${input.adapter} adapter finds no array with that connection`);
     const now = new Date().toISOString();
-    await this.#db.insertInto('storage_arrays').values({ name: input.name, adapter: input.adapter, connection: JSON.stringify(connection), created_at: now }).execute();
+    await this.#db.insertInto('storage_arrays').values({ name: input.name, adapter: input.adapter, connection: this.#box.seal(connectionPurpose(input.name), JSON.stringify(connection)), created_at: now }).execute();
     return { name: input.name, adapter: input.adapter, connection: masked(params, connection), arrays, createdAt: now };
   }
 
   async list(): Promise<Omit<StorageArrayView, 'arrays'>[]> {
     const rows = await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute();
     return Promise.all(rows.map(async (r) => {
-      const connection = JSON.parse(r.connection) as Record<string, string>;
+      const connection = this.#connectionOf(r);
       // Which values are secret is the adapter's to say; one it cannot answer gets all masked.
-      const params = await clientOf(r).call('queryConnectionParameters', {}).then((q) => q.parameters, () => null);
+      const params = await this.#clientOf(r).call('queryConnectionParameters', {}).then((q) => q.parameters, () => null);
       return { name: r.name, adapter: r.adapter, connection: params ? masked(params, connection) : maskAll(connection), createdAt: r.created_at };
     }));
   }
@@ -80,7 +87,7 @@ export class StorageArrays {
   async client(name: string): Promise<AdapterClient> {
     const r = await this.#db.selectFrom('storage_arrays').selectAll().where('name', '=', name).executeTakeFirst();
     if (!r) throw new MamoriError('NOT_FOUND', `no storage array entry named ${name}; see 'mamori array list'`);
-    return clientOf(r);
+    return this.#clientOf(r);
   }
 
   async devices(name: string): Promise<{ arrayId: string; devices: AdapterResults['discoverDevices']['devices'] }[]> {
@@ -110,7 +117,7 @@ export class StorageArrays {
   /** The entry of this site that reaches array `arrayId` (the recovery site finds its side of a pair so). */
   async locate(arrayId: string): Promise<{ storage: string; client: AdapterClient }> {
     for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
-      const client = clientOf(entry);
+      const client = this.#clientOf(entry);
       const arrays = await client.call('discoverArrays', {}).then((r) => r.arrays, () => []);
       if (arrays.some((a) => a.id === arrayId)) return { storage: entry.name, client };
     }
@@ -130,7 +137,7 @@ export class StorageArrays {
     const rows: CompatReportRow[] = [];
     for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
       if (only !== undefined && entry.name !== only) continue;
-      const client = clientOf(entry);
+      const client = this.#clientOf(entry);
       const info = await client.call('queryInfo', {});
       for (const a of (await client.call('discoverArrays', {})).arrays) {
         const v: CompatVerdict = checkCompat(guide, { name: info.name, version: info.version }, { model: a.model, softwareVersion: a.softwareVersion });
@@ -140,10 +147,24 @@ export class StorageArrays {
     return rows;
   }
 
-}
+  /** Upgrade: seals connections stored in clear before sealing; returns how many. */
+  async sealClearConnections(): Promise<number> {
+    let n = 0;
+    for (const r of await this.#db.selectFrom('storage_arrays').select(['name', 'connection']).execute()) {
+      if (isSealed(r.connection)) continue;
+      await this.#db.updateTable('storage_arrays').set({ connection: this.#box.seal(connectionPurpose(r.name), r.connection) }).where('name', '=', r.name).execute();
+      n += 1;
+    }
+    return n;
+  }
 
-function clientOf(row: { adapter: string; connection: string }): AdapterClient {
-  return new AdapterClient(adapterPath(row.adapter), JSON.parse(row.connection) as Record<string, string>);
+  #connectionOf(row: { name: string; connection: string }): Record<string, string> {
+    return JSON.parse(this.#box.openOrClear(connectionPurpose(row.name), row.connection)) as Record<string, string>;
+  }
+
+  #clientOf(row: { name: string; adapter: string; connection: string }): AdapterClient {
+    return new AdapterClient(adapterPath(row.adapter), this.#connectionOf(row));
+  }
 }
 
 /** The connection as shown: values of parameters the adapter declares secret are `***`. */

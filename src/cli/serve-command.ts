@@ -6,6 +6,9 @@ import { MamoriError } from '../core/mamori-error.js';
 
 /** `mamori serve`: runs one site until SIGINT/SIGTERM; VMs keep running after it stops. */
 export async function serveCommand(argv: string[]): Promise<void> {
+  // First of all: nothing the server writes may be readable by other users (openSite sets it
+  // too, for the servers tests open in-process).
+  process.umask(0o077);
   const { values } = parseArgs({
     args: argv, strict: true,
     options: {

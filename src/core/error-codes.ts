@@ -81,6 +81,10 @@ export const ERROR_CODES = {
   ALERT_WEBHOOK_INVALID: { httpStatus: 400, retryable: false },
   ALERT_WEBHOOK_FAILED: { httpStatus: 502, retryable: true },
   ALERT_WEBHOOK_NOT_SET: { httpStatus: 409, retryable: false },
+  // the data folder and secrets at rest (src/core/secret-box.ts, src/core/data-dir-modes.ts)
+  DATA_DIR_UNSAFE: { httpStatus: 500, retryable: false },
+  SECRET_KEY_MISSING: { httpStatus: 500, retryable: false },
+  SECRET_UNREADABLE: { httpStatus: 500, retryable: false },
   // client side
   SITE_UNREACHABLE: { httpStatus: 503, retryable: true },
   CONFIG_MISSING: { httpStatus: 400, retryable: false },

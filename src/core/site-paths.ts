@@ -12,6 +12,15 @@ export class SitePaths {
   get adminToken(): string {
     return join(this.root, 'admin-token');
   }
+  /** The at-rest key the database's secrets are sealed with (src/core/secret-box.ts); never in the database. */
+  get secretKey(): string {
+    return join(this.root, 'secret.key');
+  }
+  /** Files only this site's user may read: `serve` refuses to start if others can (data-dir-modes.ts). */
+  get secretFiles(): string[] {
+    const db = this.database;
+    return [db, `${db}-wal`, `${db}-shm`, this.secretKey, this.adminToken, ...['ca-key.pem', 'server-key.pem', 'client-key.pem'].map((f) => join(this.tlsDir, f))];
+  }
   /** The URL the server listens on, for `mamori --data DIR`. */
   get urlFile(): string {
     return join(this.root, 'url');

@@ -5,6 +5,8 @@ import { MamoriError } from '../core/mamori-error.js';
 import type { Incident, IncidentLog } from './incident-log.js';
 import { AlertOutbox, type AlertStatus, type DeliverySummary, type WebhookConfig } from './alert-outbox.js';
 import { parseWebhookUrl, postWebhook, WebhookPostError } from './alert-webhook.js';
+import type { SecretBox } from '../core/secret-box.js';
+import { maskUrl } from '../core/mask-url.js';
 
 /** What the receiver gets (Alertmanager-like: one alert per POST). */
 export interface AlertBody {
@@ -45,8 +47,8 @@ export class AlertNotifier {
   #again = false;
   #stopped = true;
 
-  constructor(deps: { db: Kysely<Database>; incidents: IncidentLog; siteName: string; log: Logger } & AlertNotifierOptions) {
-    this.#outbox = new AlertOutbox(deps.db);
+  constructor(deps: { db: Kysely<Database>; box: SecretBox; incidents: IncidentLog; siteName: string; log: Logger } & AlertNotifierOptions) {
+    this.#outbox = new AlertOutbox(deps.db, deps.box);
     this.#incidents = deps.incidents;
     this.#siteName = deps.siteName;
     this.#log = deps.log;
@@ -90,16 +92,18 @@ export class AlertNotifier {
       });
   }
 
+  /** The receiver as shown: its URL masked (maskUrl), never with its credentials. */
   async webhook(): Promise<WebhookConfig | null> {
-    return this.#outbox.webhook();
+    const config = await this.#outbox.webhook();
+    return config && { ...config, url: maskUrl(config.url) };
   }
 
   async setWebhook(text: unknown): Promise<WebhookConfig> {
     const url = parseWebhookUrl(text);
     const config = await this.#outbox.setWebhook(url.href);
-    this.#log.info({ url: url.origin }, 'alert webhook set');
+    this.#log.info({ url: maskUrl(url.href) }, 'alert webhook set');
     this.kick();
-    return config;
+    return { ...config, url: maskUrl(config.url) };
   }
 
   async clearWebhook(): Promise<boolean> {
@@ -119,12 +123,13 @@ export class AlertNotifier {
       id: 'test', kind: 'alert-test', severity: 'info', target: `site:${this.#siteName}`, message: `a test alert from mamori site ${this.#siteName}`,
       details: null, openedAt: now, clearedAt: null,
     };
+    const shown = maskUrl(config.url);
     try {
       await postWebhook(new URL(config.url), { status: 'firing', incident, site: this.#siteName } satisfies AlertBody, this.#timeoutMs);
     } catch (e) {
-      throw new MamoriError('ALERT_WEBHOOK_FAILED', `the test alert did not reach ${config.url}: ${(e as Error).message}`, { details: { url: config.url } });
+      throw new MamoriError('ALERT_WEBHOOK_FAILED', `the test alert did not reach ${shown}: ${(e as Error).message}`, { details: { url: shown } });
     }
-    return { url: config.url, delivered: true };
+    return { url: shown, delivered: true };
   }
 
   async #pass(): Promise<void> {

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { toIncident, type Incident } from './incident-log.js';
+import { isSealed, type SecretBox } from '../core/secret-box.js';
 
 export type AlertStatus = 'firing' | 'resolved';
 export type DeliveryState = 'pending' | 'delivered' | 'failed' | 'skipped';
@@ -40,6 +41,8 @@ export interface DeliverySummary {
 
 const URL_KEY = 'alerts.webhook-url';
 const SINCE_KEY = 'alerts.webhook-configured-at';
+/** The webhook URL may carry credentials (user:pw@, ?token=): it is kept sealed. */
+const URL_PURPOSE = 'meta.alerts.webhook-url';
 
 /**
  * The durable side of alert notifications. The events table is the source: every incident
@@ -51,15 +54,26 @@ const SINCE_KEY = 'alerts.webhook-configured-at';
  */
 export class AlertOutbox {
   #db: Kysely<Database>;
+  #box: SecretBox;
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: Kysely<Database>, box: SecretBox) {
     this.#db = db;
+    this.#box = box;
   }
 
+  /** The receiver, its URL in clear (to post to; show it only through maskUrl). */
   async webhook(): Promise<WebhookConfig | null> {
     const rows = await this.#db.selectFrom('meta').selectAll().where('key', 'in', [URL_KEY, SINCE_KEY]).execute();
-    const url = rows.find((r) => r.key === URL_KEY)?.value;
-    return url ? { url, configuredAt: rows.find((r) => r.key === SINCE_KEY)?.value ?? '' } : null;
+    const stored = rows.find((r) => r.key === URL_KEY)?.value;
+    return stored ? { url: this.#box.openOrClear(URL_PURPOSE, stored), configuredAt: rows.find((r) => r.key === SINCE_KEY)?.value ?? '' } : null;
+  }
+
+  /** Upgrade: seals a URL stored in clear before sealing; true if there was one. */
+  async sealClearWebhook(): Promise<boolean> {
+    const row = await this.#db.selectFrom('meta').select('value').where('key', '=', URL_KEY).executeTakeFirst();
+    if (!row || isSealed(row.value)) return false;
+    await this.#db.updateTable('meta').set({ value: this.#box.seal(URL_PURPOSE, row.value) }).where('key', '=', URL_KEY).execute();
+    return true;
   }
 
   /**
@@ -69,11 +83,11 @@ export class AlertOutbox {
   async setWebhook(url: string): Promise<WebhookConfig> {
     const now = new Date().toISOString();
     await this.#db.transaction().execute(async (trx) => {
-      if (!(await new AlertOutbox(trx).webhook())) {
+      if (!(await trx.selectFrom('meta').select('key').where('key', '=', URL_KEY).executeTakeFirst())) {
         await insertMissing(trx, 'firing', 'skipped', now, sql`e.cleared_at IS NOT NULL`);
         await insertMissing(trx, 'resolved', 'skipped', now, sql`e.cleared_at IS NOT NULL`);
       }
-      for (const [key, value] of [[URL_KEY, url], [SINCE_KEY, now]] as const) {
+      for (const [key, value] of [[URL_KEY, this.#box.seal(URL_PURPOSE, url)], [SINCE_KEY, now]] as const) {
         await trx.insertInto('meta').values({ key, value }).onConflict((oc) => oc.column('key').doUpdateSet({ value })).execute();
       }
     });

@@ -1,6 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { MamoriError } from '../core/mamori-error.js';
+import { maskUrl } from '../core/mask-url.js';
 
 const MAX_URL_LENGTH = 2048;
 
@@ -16,8 +17,11 @@ export class WebhookPostError extends Error {
 
 /** An absolute http(s) URL with a host; ALERT_WEBHOOK_INVALID otherwise, saying what is wrong. */
 export function parseWebhookUrl(text: unknown): URL {
+  // Even a URL that is refused may carry a password: the message shows it masked.
+  // (A cut text could stop inside a password, so an over-long one is not shown at all.)
+  const shown = typeof text !== 'string' ? text : text.length > MAX_URL_LENGTH ? `(${text.length} characters)` : maskUrl(text);
   const invalid = (why: string): MamoriError =>
-    new MamoriError('ALERT_WEBHOOK_INVALID', `the alert webhook URL ${JSON.stringify(text)} ${why}; give one like https://alerts.example.com/mamori`, { details: { url: text } });
+    new MamoriError('ALERT_WEBHOOK_INVALID', `the alert webhook URL ${JSON.stringify(shown)} ${why}; give one like https://alerts.example.com/mamori`, { details: { url: shown } });
   if (typeof text !== 'string' || text.trim() === '') throw invalid('is empty');
   if (text.length > MAX_URL_LENGTH) throw invalid(`is longer than ${MAX_URL_LENGTH} characters`);
   let url: URL;

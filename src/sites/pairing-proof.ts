@@ -1,4 +1,5 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { pairingKeyOf } from '../store/repos/token-repo.js';
 
 /*
  * How two sites come to trust each other (mamori site pair URL --token PEER_ADMIN_TOKEN).
@@ -21,9 +22,13 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
  *   2. From here on it talks to the URL only with that CA pinned. It sends
  *      POST /site/pairing with its own name and CA (F_local), a fresh nonce, the F_peer it
  *      saw, and proof = HMAC(K, "request", F_peer, F_local, name, nonce),
- *      where K = SHA-256(admin token).
- *   3. The peer stores only SHA-256 of its tokens, which is exactly K, so it can check the
- *      proof without the token. It refuses if no admin token's K matches (wrong --token:
+ *      where K = HMAC-SHA256(key = admin token, "mamori pairing key v2").
+ *   3. The peer keeps no token in clear: it looks tokens up by SHA-256 (which is not K), and
+ *      keeps each admin token's K sealed with DATA/secret.key, a key that is never in the
+ *      database (src/core/secret-box.ts). So a copy of the database alone cannot make a
+ *      proof, and cannot check one either. (Until v1, K was SHA-256(token), exactly the
+ *      stored hash: anyone who could read mamori.db could pair as a site.)
+ *      The peer opens its Ks and refuses if none matches (wrong --token:
  *      PEER_AUTH_FAILED), and refuses if F_peer is not its own CA (PEER_CERT_MISMATCH:
  *      someone in the middle terminated TLS with another CA; the proof covers F_peer, so
  *      it cannot be altered on the way). Only then does it create a site-to-site token for
@@ -32,6 +37,11 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
  *   4. The local site checks the reply: only a holder of K could have made it, so the CA it
  *      pinned belongs to the site whose admin token the operator gave. It stores the peer
  *      (name, URL, CA, the site token); the admin token is not stored anywhere.
+ *
+ * Why a shared K and not only a public key and a signature: the reply must prove to the
+ * requester that the answering side knows the token the operator gave, and a side holding
+ * only a public key (or a hash) cannot prove that. So a token-derived secret exists at the
+ * answering side, and it is kept sealed by a key outside the database.
  *
  * A man in the middle sees at most an HMAC keyed by a 192-bit random secret over values it
  * chose, learns nothing it can use, and cannot make either side pin its CA. The token the
@@ -45,16 +55,11 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
  * each direction confirms the other.
  */
 
-export const PAIRING_PROOF_VERSION = 'mamori-pair-v1';
+export const PAIRING_PROOF_VERSION = 'mamori-pair-v2';
 
-/** K from the admin token in clear (the side that was given --token). */
+/** K from the admin token in clear (the side that was given --token); the peer keeps the same K sealed (TokenRepo.pairingKeys). */
 export function pairingKeyFromToken(adminToken: string): Buffer {
-  return createHash('sha256').update(adminToken, 'utf8').digest();
-}
-
-/** K from a stored token hash (hex sha256, as TokenRepo keeps them). */
-export function pairingKeyFromHash(hashHex: string): Buffer {
-  return Buffer.from(hashHex, 'hex');
+  return pairingKeyOf(adminToken);
 }
 
 export interface PairingRequestFields {

@@ -79,7 +79,8 @@ function serial(): string {
 /**
  * Runs openssl in a private scratch folder inside `dir` and moves the results into place
  * with rename(2), so a crash never leaves a half-written key or certificate under its real
- * name. Keys are mode 0600.
+ * name. Keys and certificates are mode 0600: certificates are public, but the data folder
+ * keeps one rule (nothing in it for other users), and the CLI reads them as the site's user.
  */
 async function inScratch(dir: string, sans: string[], fn: (tmp: string, cfg: string) => Promise<{ key: string; cert: string }>): Promise<void> {
   const tmp = await mkdtemp(join(dir, '.new-'));
@@ -88,7 +89,7 @@ async function inScratch(dir: string, sans: string[], fn: (tmp: string, cfg: str
     await writeFile(cfg, opensslConfig(sans), { mode: 0o600 });
     const { key, cert } = await fn(tmp, cfg);
     await chmod(join(tmp, key), 0o600);
-    await chmod(join(tmp, cert), 0o644);
+    await chmod(join(tmp, cert), 0o600);
     // Key first: a certificate under its real name always has its key beside it.
     await rename(join(tmp, key), join(dir, key));
     await rename(join(tmp, cert), join(dir, cert));

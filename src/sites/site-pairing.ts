@@ -8,7 +8,7 @@ import type { TokenRepo } from '../store/repos/token-repo.js';
 import type { PeerRepo } from '../store/repos/peer-repo.js';
 import { certFingerprint, normalizeFingerprint, parseCert } from './cert-fingerprint.js';
 import { PeerClient, fetchSiteIdentity, peerUrl, type SiteIdentity } from './peer-client.js';
-import { pairingKeyFromHash, pairingKeyFromToken, proofsEqual, replyProof, requestProof } from './pairing-proof.js';
+import { pairingKeyFromToken, proofsEqual, replyProof, requestProof } from './pairing-proof.js';
 import type { PeerRecord } from './peer-record.js';
 import type { SiteTls } from './site-tls.js';
 
@@ -124,8 +124,8 @@ export class SitePairing {
     if (!callerCa.ca || !callerCa.verify(callerCa.publicKey)) throw new MamoriError('INVALID_INPUT', "the caller's CA certificate is not a self-signed CA");
     const callerFingerprint = certFingerprint(callerCa);
     const fields = { peerFingerprint: body.peerFingerprint, callerFingerprint, callerName: body.name, nonce: body.nonce };
-    const hash = (await this.#tokens.adminHashes()).find((h) => proofsEqual(requestProof(pairingKeyFromHash(h), fields), body.proof));
-    if (!hash) throw new MamoriError('UNAUTHORIZED', 'the pairing request is not signed with an admin token of this site');
+    const key = (await this.#tokens.pairingKeys()).find((k) => proofsEqual(requestProof(k, fields), body.proof));
+    if (!key) throw new MamoriError('UNAUTHORIZED', "the pairing request is not signed with an admin token of this site (an admin token made before pairing keys were sealed cannot pair: the server's log says so at start)");
     const own = this.#tls.caFingerprint;
     if (body.peerFingerprint !== own) {
       throw new MamoriError('PEER_CERT_MISMATCH', `the pairing request saw CA ${body.peerFingerprint} at this site's URL, but this site's CA is ${own}: something between the sites terminates TLS; nothing was paired`, { details: { expectedFingerprint: own, presentedFingerprint: body.peerFingerprint } });
@@ -146,7 +146,7 @@ export class SitePairing {
       this.#log.info({ peer: name, fingerprint: callerFingerprint }, 'accepted pairing from site');
       return {
         name: this.#siteName, fingerprint: own, token: issued.token,
-        proof: replyProof(pairingKeyFromHash(hash), { peerFingerprint: own, callerFingerprint, nonce: body.nonce, token: issued.token, peerName: this.#siteName }),
+        proof: replyProof(key, { peerFingerprint: own, callerFingerprint, nonce: body.nonce, token: issued.token, peerName: this.#siteName }),
       };
     });
   }

@@ -12,6 +12,8 @@ export interface TokenTable {
   /** sha256 of the token, hex: the token itself is never stored. */
   hash: string;
   role: string;
+  /** Admin tokens: their pairing key (token-repo.ts pairingKeyOf), sealed with DATA/secret.key. */
+  pairing_key: string | null;
   created_at: string;
   /** After this time (ISO) the token is refused; null: it does not expire. */
   expires_at: ColumnType<string | null, string | null | undefined, string | null>;
@@ -118,7 +120,7 @@ export interface PeerTable {
   /** The peer's CA certificate, pinned: every call to the peer trusts this and nothing else. */
   ca_cert_pem: string;
   ca_fingerprint: string;
-  /** The site-to-site token the peer issued to us, in clear (we must send it); null until we paired. */
+  /** The site-to-site token the peer issued to us (we must send it), sealed with DATA/secret.key (peer-repo.ts); null until we paired. */
   token: string | null;
   /** The id of the token we issued to the peer (tokens.id, role 'site'), revoked on unpair. */
   inbound_token_id: string | null;

@@ -117,6 +117,10 @@ const STEPS: readonly string[] = [
   `ALTER TABLE tokens ADD COLUMN expires_at TEXT;
    ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
    UPDATE tokens SET role = 'operator' WHERE role = 'user';`,
+  // Secrets at rest: an admin token's pairing key, sealed with DATA/secret.key (the stored
+  // hash was the key before, so the database alone let anyone pair). Values in clear in
+  // peers.token, storage_arrays.connection and the webhook URL are sealed at start (main.ts).
+  `ALTER TABLE tokens ADD COLUMN pairing_key TEXT;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

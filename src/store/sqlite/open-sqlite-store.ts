@@ -18,6 +18,9 @@ export async function openSqliteStore(file: string): Promise<SqliteStore> {
   raw.pragma('synchronous = NORMAL');
   raw.pragma('foreign_keys = ON');
   raw.pragma('busy_timeout = 5000');
+  // Deleted and rewritten content is zeroed, not left in free space: a secret sealed at the
+  // upgrade, or a revoked row, does not linger in clear in the file.
+  raw.pragma('secure_delete = ON');
   migrateSqlite(raw);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw }) });
   return {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { openSite, type Site } from '../../../src/main.js';
 import { openSqliteStore } from '../../../src/store/sqlite/open-sqlite-store.js';
 import { TokenRepo } from '../../../src/store/repos/token-repo.js';
+import { loadSecretKey } from '../../../src/core/secret-box.js';
 import { ROUTE_ROLES } from '../../../src/api/route-roles.js';
 import { ROLES, type Role } from '../../../src/core/roles.js';
 import { OpenApiCheck } from '../../harness/openapi-check.js';
@@ -37,7 +38,7 @@ before(async () => {
   }
   // A site token is issued only by pairing; the store makes one as pairing would.
   const store = await openSqliteStore(site.paths.database);
-  tokens.site = await new TokenRepo(store.db).create('site:ghost', 'site');
+  tokens.site = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create('site:ghost', 'site');
   await store.close();
   doc = (await site.app.inject({ method: 'GET', url: '/openapi.json' })).json();
   api = new OpenApiCheck(doc);
@@ -139,7 +140,7 @@ test('tokens: created with a role and an expiry, listed without secrets, revoked
   assert.equal((await site.app.inject({ method: 'POST', url: '/tokens', headers: admin, payload: { name: 'x', role: 'site' } })).statusCode, 400);
   // An expired token is refused like an unknown one.
   const store = await openSqliteStore(site.paths.database);
-  const repo = new TokenRepo(store.db);
+  const repo = new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box);
   const old = await repo.createWithId('old', 'operator', { expiresAt: new Date(Date.now() - 1000).toISOString() });
   await store.close();
   assert.equal((await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${old.token}` } })).statusCode, 401);

@@ -66,14 +66,9 @@ async function dbBytes(s: Opened): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** The token site-b issued to site-a, as site-a stores it. */
+/** The token site-b issued to site-a, as site-a reads it back (the database keeps it sealed). */
 async function storedSiteToken(): Promise<string | undefined> {
-  const db = new BetterSqlite3(a.site.paths.database, { readonly: true });
-  try {
-    return (db.prepare("SELECT token FROM peers WHERE name = 'site-b'").get() as { token: string | null } | undefined)?.token ?? undefined;
-  } finally {
-    db.close();
-  }
+  return (await a.site.peers.record('site-b').catch(() => undefined))?.token ?? undefined;
 }
 
 /** How many site-to-site tokens a site has issued and not revoked. */
@@ -174,6 +169,7 @@ test('pairing both ways, with and without --fingerprint; site tokens cannot mana
   }
   const siteToken = await storedSiteToken();
   assert.ok(siteToken, 'site-a keeps the token site-b issued');
+  assert.ok(!(await dbBytes(a)).includes(Buffer.from(siteToken)), 'site-a keeps it sealed, not in clear');
   const forbidden = await call(b, 'GET', '/sites', '/sites', undefined, siteToken);
   assert.equal(forbidden.status, 403);
   assert.equal(forbidden.json.error.code, 'FORBIDDEN');

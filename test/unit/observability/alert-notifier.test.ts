@@ -1,6 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -8,9 +9,12 @@ import { openSqliteStore, type SqliteStore } from '../../../src/store/sqlite/ope
 import { IncidentLog } from '../../../src/events/incident-log.js';
 import { AlertNotifier } from '../../../src/events/alert-notifier.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
+import { SecretBox } from '../../../src/core/secret-box.js';
 import { WebhookReceiver, waitUntil } from '../../harness/webhook-receiver.js';
 
 const log = pino({ level: 'silent' });
+/** The site's at-rest key: one for the whole test, so a reopened database opens what it sealed. */
+const box = new SecretBox(randomBytes(32));
 let dir: string;
 let receiver: WebhookReceiver;
 before(async () => {
@@ -26,7 +30,7 @@ after(async () => {
 async function open(file: string): Promise<{ store: SqliteStore; incidents: IncidentLog; notifier: AlertNotifier; close(): Promise<void> }> {
   const store = await openSqliteStore(join(dir, file));
   const incidents = new IncidentLog(store.db);
-  const notifier = new AlertNotifier({ db: store.db, incidents, siteName: 'site-a', log, retryBaseMs: 20, retryMaxMs: 200, timeoutMs: 2_000, pollMs: 1_000 });
+  const notifier = new AlertNotifier({ db: store.db, box, incidents, siteName: 'site-a', log, retryBaseMs: 20, retryMaxMs: 200, timeoutMs: 2_000, pollMs: 1_000 });
   notifier.start();
   return { store, incidents, notifier, async close() {
     await notifier.stop();
@@ -45,7 +49,15 @@ test('the webhook URL is validated, with an error that says what is wrong', asyn
     assert.equal(await site.notifier.webhook(), null);
     await assert.rejects(site.notifier.test(), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_NOT_SET'));
     const set = await site.notifier.setWebhook('https://alerts.example.com/mamori?team=dr');
-    assert.equal(set.url, 'https://alerts.example.com/mamori?team=dr');
+    // Query values may be credentials: shown masked, keys kept.
+    assert.equal(set.url, 'https://alerts.example.com/mamori?team=***');
+    assert.equal((await site.notifier.webhook())?.url, 'https://alerts.example.com/mamori?team=***');
+    // A refused URL's password is not echoed in the error either.
+    await assert.rejects(site.notifier.setWebhook('gopher://u:hunter2@h/x'), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_INVALID') && !(e as Error).message.includes('hunter2'));
+    const withPassword = await site.notifier.setWebhook('https://ops:hunter2@alerts.example.com/hook?token=abc123&team=dr#frag');
+    assert.equal(withPassword.url, 'https://***@alerts.example.com/hook?token=***&team=***');
+    const bytes = Buffer.concat(await Promise.all(['', '-wal'].map((x) => readFile(join(dir, `validate.db${x}`)).catch(() => Buffer.alloc(0)))));
+    assert.equal(bytes.indexOf('hunter2'), -1, 'the webhook password is sealed in the database');
     assert.equal(await site.notifier.clearWebhook(), true);
     assert.equal(await site.notifier.clearWebhook(), false);
   } finally {
