@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSite, type Site } from '../../../src/main.js';
@@ -10,6 +10,7 @@ import { writeTar } from '../../../src/convert/ova-archive.js';
 import { openSource } from '../../../src/inspect/image-source.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { OpenApiCheck } from '../../harness/openapi-check.js';
+import { LoopDevice } from '../../harness/loop-device.js';
 import {
   MARKER, markerFile, markerUnder, qcow2WithBacking, qcow2WithDataFile, qcow2WithJsonBacking, splitVmdk, vhdxWithParent, vmdkWithFlatExtent,
 } from '../../harness/untrusted-image-fixtures.js';
@@ -162,5 +163,30 @@ test('self-contained images still import equal to their source and inspect: qcow
     const inspected = await call('/inspections', { source });
     assert.equal(inspected.status, 200, `${source}: ${inspected.body}`);
     assert.equal(inspected.json['size'], data.length, source);
+  }
+});
+
+test('a block device is read by its own header too: a qcow2 with a host-file backing on it is refused; inspection reads the device as raw bytes, never following the header', async () => {
+  const lun = await LoopDevice.create(dir, 'lun', 8);
+  try {
+    const q = await readFile(await qcow2WithBacking(join(dir, 'on-device.qcow2'), secret));
+    const fh = await open(lun.device, 'r+');
+    try {
+      await fh.write(q, 0, q.length, 0);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const imported = await call('/disks/import', { name: 'from-device', source: lun.device });
+    assert.equal(imported.status, 422, imported.body);
+    assert.equal(imported.json.error?.code, 'IMAGE_UNSAFE_REFERENCE');
+    await assertNoMarker();
+    // Inspection reads a device as the raw disk it is (QEMU's host_device driver), never as an image.
+    const inspected = await call('/inspections', { source: lun.device });
+    assert.equal(inspected.status, 200, inspected.body);
+    assert.equal(inspected.json['size'], 8 * 1024 * 1024);
+    assert.ok(!inspected.body.includes(MARKER));
+  } finally {
+    await lun.detach();
   }
 });
