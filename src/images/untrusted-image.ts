@@ -83,7 +83,7 @@ async function checkExtent(descriptor: string, where: string, ref: ImageReferenc
 
 function advice(ref: ImageReference): string {
   switch (ref.kind) {
-    case 'backing-file': return 'an image from outside the site must be self-contained: flatten it where it came from with qemu-img convert -O qcow2 IMAGE flat.qcow2 and import that';
+    case 'backing-file': return 'flatten it where it came from with qemu-img convert -O qcow2 IMAGE flat.qcow2 (which copies its backing chain into one self-contained file) and import that';
     case 'data-file': return 'its data lives in another file: make one self-contained image where it came from with qemu-img convert -O qcow2 IMAGE flat.qcow2 and import that';
     default: return 'it is a differencing (delta) disk: merge it into its parent where it came from (consolidate the snapshots, or qemu-img convert the whole chain into one image) and import that';
   }
