@@ -14,7 +14,8 @@ import { pullFromAgent } from './p2v-pull.js';
 import type { ConvergeResult, ConvergePass } from './p2v-converge.js';
 import { join } from 'node:path';
 import { StorageDaemon } from '../qemu/storage-daemon.js';
-import { checkImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
+import { checkUntrustedImage, untrustedImageInfo } from '../qemu/qemu-img.js';
+import { vetUntrustedImage } from '../images/untrusted-image.js';
 import { readOvfSource } from './ovf-source.js';
 
 /** Disks a converted VM may have (virtio-blk slots we hand out; SATA takes 6). */
@@ -288,10 +289,11 @@ export async function inspectSource(path: string, member?: { offset: number; siz
   }
 }
 
-/** QEMU reads it and its container is sound (qemu-img info and check), or a clear refusal. */
+/** It names no other file, QEMU reads it and its container is sound (qemu-img info and check), or a clear refusal. */
 async function checkSource(file: string, member?: { offset: number; size: number }): Promise<void> {
-  const name = member ? tarMemberFilename(file, member) : file;
-  await checkImage(name, (await imageInfo(name)).format);
+  const image = await vetUntrustedImage({ file, ...(member ? { member } : {}) });
+  await untrustedImageInfo(image);
+  await checkUntrustedImage(image);
 }
 
 /** What makes a conversion pointless or harmful: refused with the reason. */

@@ -1,4 +1,4 @@
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
 import { parseOvf, type OvfVirtualSystem } from './ovf-descriptor.js';
@@ -28,7 +28,9 @@ export async function readOvfSource(path: string): Promise<OvfSource | null> {
   const ext = extname(path).toLowerCase();
   if (ext === '.ovf') {
     const system = parseOvf(await readFile(path, 'utf8'));
-    return { system, disks: system.disks.map((d) => ({ href: d.href, file: join(dirname(path), safeName(d.href)) })) };
+    const disks: OvfSourceDisk[] = [];
+    for (const d of system.disks) disks.push({ href: d.href, file: await fileInFolder(path, safeName(d.href)) });
+    return { system, disks };
   }
   if (ext !== '.ova') return null;
   const members = await listTarMembers(path);
@@ -54,8 +56,26 @@ export async function readOvfSource(path: string): Promise<OvfSource | null> {
 
 /** A descriptor's file reference must be a plain name: no folders, no way out of the package. */
 function safeName(href: string): string {
-  if (!/^[^/\\]+$/.test(href) || href === '.' || href === '..') {
-    throw new MamoriError('IMAGE_CORRUPT', `the OVF descriptor names the disk file ${JSON.stringify(href)}, which is not a plain file name; mamori reads only files inside the package`);
+  if (!/^[^/\\:]+$/.test(href) || href === '.' || href === '..') {
+    throw new MamoriError('IMAGE_UNSAFE_REFERENCE', `the OVF descriptor names the disk file ${JSON.stringify(href)}, which is not a plain file name; mamori reads only files inside the package: export the VM again, or put the disks beside the .ovf and name them plainly`, { details: { href } });
   }
   return href;
+}
+
+/**
+ * A disk beside an .ovf: the plain name must also resolve (symlinks followed) to a regular
+ * file in the descriptor's own folder, not a link to some other file of this host.
+ */
+async function fileInFolder(ovf: string, name: string): Promise<string> {
+  const file = join(dirname(ovf), name);
+  let real: string;
+  try {
+    real = await realpath(file);
+  } catch (cause) {
+    throw new MamoriError('IMAGE_NOT_FOUND', `the OVF descriptor names the disk file ${name}, which is not beside it in ${dirname(ovf)}: copy the whole package`, { cause, details: { href: name } });
+  }
+  if (dirname(real) !== (await realpath(dirname(ovf))) || !(await stat(real)).isFile()) {
+    throw new MamoriError('IMAGE_UNSAFE_REFERENCE', `the OVF descriptor's disk ${name} is a link to ${real}, outside the package's folder (or not a regular file); copy the disk file itself beside the .ovf`, { details: { href: name, target: real } });
+  }
+  return file;
 }

@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   FILESYSTEM_UNREADABLE: { httpStatus: 422, retryable: false },
   IMAGE_CORRUPT: { httpStatus: 422, retryable: false },
   IMAGE_FORMAT_UNSUPPORTED: { httpStatus: 422, retryable: false },
+  IMAGE_UNSAFE_REFERENCE: { httpStatus: 422, retryable: false },
   DEVICE_NOT_BLOCK: { httpStatus: 422, retryable: false },
   NETWORK_UNAVAILABLE: { httpStatus: 503, retryable: false },
   POOL_FULL: { httpStatus: 507, retryable: false },

@@ -12,7 +12,8 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { HostPathPolicy } from '../host/host-path-policy.js';
 import { hostPathIdentity } from '../host/host-path-policy.js';
 import { discardStaged, placeStaged, stagedFilesIn, stagingPath } from './staged-file.js';
-import { checkImage, convertImage, createImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
+import { checkUntrustedImage, convertImage, createImage, untrustedImageInfo, untrustedImageName } from '../qemu/qemu-img.js';
+import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
@@ -242,8 +243,10 @@ export class DiskService {
     if (requested && !(IMPORT_FORMATS as readonly string[]).includes(requested)) {
       throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${input.format}; supported: qcow2, raw, vmdk, vhd, vhdx`);
     }
-    const src = input.member ? tarMemberFilename(input.source, input.member) : input.source;
-    const info = await imageInfo(src, requested);
+    // From outside the site: mamori reads the headers and refuses references first; QEMU gets the format pinned and no backing.
+    const image = await vetUntrustedImage({ file: input.source, ...(input.member ? { member: input.member } : {}), ...(requested ? { format: requested } : {}) });
+    const src = untrustedImageName(image);
+    const info = await untrustedImageInfo(image);
     const expected = input.member ? undefined : EXTENSION_FORMATS[extname(input.source).toLowerCase()];
     if (!requested && expected && info.format !== expected) {
       // A .vmdk that QEMU probes as raw is usually a damaged or descriptor-less file: importing
@@ -252,7 +255,7 @@ export class DiskService {
     }
     if (!(IMPORT_FORMATS as readonly string[]).includes(info.format)) throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${info.format}`);
     // A caller that just inspected the source through QEMU has had it checked already.
-    if (!opts.checked) await checkImage(src, info.format);
+    if (!opts.checked) await checkUntrustedImage(image);
     const pool = this.poolDir();
     await mkdir(pool, { recursive: true });
     const finalPath = resolveInPool(pool, `${input.name}.${targetFormat}`);

@@ -2,7 +2,8 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
-import { checkImage, imageInfo, tarMemberFilename } from '../qemu/qemu-img.js';
+import { checkImage, checkUntrustedImage, imageInfo, tarMemberFilename, untrustedImageName } from '../qemu/qemu-img.js';
+import { vetUntrustedImage } from '../images/untrusted-image.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { ByteReader } from './byte-reader.js';
@@ -26,18 +27,35 @@ export interface OpenedSource {
 const CHUNK = 64 * 1024;
 const CACHED_CHUNKS = 512;
 
-/** `member`: the image is that byte range of `file` (a VMDK inside an OVA), read in place. */
-export async function openSource(file: string, member?: { offset: number; size: number }): Promise<OpenedSource> {
+/**
+ * `member`: the image is that byte range of `file` (a VMDK inside an OVA), read in place.
+ * Sources are untrusted unless `trusted` says they are the site's own images (a pool's layers,
+ * whose backing chains QEMU must follow): an untrusted one is vetted by mamori first
+ * (src/images/untrusted-image.ts) and handed to QEMU with its format pinned and no backing.
+ */
+export async function openSource(file: string, member?: { offset: number; size: number }, opts: { trusted?: boolean } = {}): Promise<OpenedSource> {
   const st = await stat(file).catch((e: unknown) => {
     throw new MamoriError('IMAGE_NOT_FOUND', `no disk or image at ${file}: check the path`, { cause: e, details: { source: file } });
   });
   const kind = st.isBlockDevice() ? 'device' : 'image';
   if (!st.isBlockDevice() && !st.isFile()) throw new MamoriError('INVALID_INPUT', `${file} is neither a block device nor an image file`);
-  const path = member ? tarMemberFilename(file, member) : file;
-  // qemu-img names the format and refuses a damaged container (a truncated VMDK) with its reason.
-  const format = kind === 'device' ? 'raw' : (await imageInfo(path)).format;
-  // A container damaged or cut short (a truncated VMDK) is refused here with QEMU's reason, not read half.
-  if (kind === 'image') await checkImage(path, format);
+  let path: string;
+  let format: string;
+  if (opts.trusted) {
+    path = member ? tarMemberFilename(file, member) : file;
+    // qemu-img names the format and refuses a damaged container (a truncated VMDK) with its reason.
+    format = kind === 'device' ? 'raw' : (await imageInfo(path)).format;
+    // A container damaged or cut short (a truncated VMDK) is refused here with QEMU's reason, not read half.
+    if (kind === 'image') await checkImage(path, format);
+  } else {
+    // A block device is read as raw bytes (what a physical disk is); an image file is vetted.
+    const image = kind === 'device'
+      ? { file, format: 'raw', blockDevice: true, ...(member ? { member } : {}) }
+      : await vetUntrustedImage({ file, ...(member ? { member } : {}) });
+    path = untrustedImageName(image);
+    format = image.format;
+    if (kind === 'image') await checkUntrustedImage(image);
+  }
   const dir = await mkdtemp(join(tmpdir(), 'mamori-inspect-'));
   const socket = join(dir, 'nbd.sock');
   const pidFile = join(dir, 'qemu-nbd.pid');
@@ -50,7 +68,7 @@ export async function openSource(file: string, member?: { offset: number; size: 
     await stopQemuNbd(pidFile);
     await rm(dir, { recursive: true, force: true });
     if (isMamoriError(e) && e.code === 'PROCESS_FAILED') {
-      throw new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read ${path} as ${format}: ${e.message}`, { cause: e, details: { source: path, format } });
+      throw new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read ${file} as ${format}: ${e.message}`, { cause: e, details: { source: file, format } });
     }
     throw e;
   }

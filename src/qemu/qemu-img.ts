@@ -13,8 +13,54 @@ export interface ImageInfo {
 
 const QEMU_IMG = 'qemu-img';
 
-/** qemu-img info; a file QEMU cannot open becomes IMAGE_UNREADABLE naming QEMU's reason. */
-export async function imageInfo(path: string, format?: string): Promise<ImageInfo> {
+/**
+ * An image from outside the site as QEMU must open it: the format pinned (never probed) and
+ * backing files cut (`backing: null`), over the plain file, or over a byte range of it (a VMDK
+ * inside an OVA). Build one with vetUntrustedImage (src/images/untrusted-image.ts), which has
+ * read the headers and refused every reference leaving the image first; a split VMDK's
+ * extents, proven to sit in the descriptor's own folder, are still opened by QEMU beside it.
+ */
+export interface UntrustedImageSpec {
+  file: string;
+  /** qemu-img's format name, decided by mamori from the headers or given by the person. */
+  format: string;
+  member?: { offset: number; size: number };
+  /** A block device takes QEMU's host_device protocol driver, a file its file driver. */
+  blockDevice?: boolean;
+}
+
+/**
+ * The `json:` filename for an untrusted image; always used with `-f spec.format`. Checked
+ * with qemu-img 7.2: a qcow2 whose backing is a host file reads that file's bytes when opened
+ * by name, and zeros with `backing: null` (qemu-img info still reports the backing name it
+ * read from the header, without opening it).
+ */
+export function untrustedImageName(spec: UntrustedImageSpec): string {
+  const protocol = { driver: spec.blockDevice ? 'host_device' : 'file', filename: spec.file };
+  const file = spec.member ? { driver: 'raw', offset: spec.member.offset, size: spec.member.size, file: protocol } : protocol;
+  return `json:${JSON.stringify({ backing: null, file })}`;
+}
+
+/** qemu-img info of an untrusted image (format pinned, backing cut). */
+export async function untrustedImageInfo(spec: UntrustedImageSpec): Promise<ImageInfo> {
+  return imageInfo(untrustedImageName(spec), spec.format, spec.file);
+}
+
+/** qemu-img check of an untrusted image (format pinned, backing cut). */
+export async function checkUntrustedImage(spec: UntrustedImageSpec): Promise<void> {
+  await checkImage(untrustedImageName(spec), spec.format, spec.file);
+}
+
+/** Copies an untrusted image into a new site image (format pinned, backing cut); see convertImage. */
+export async function convertUntrustedImage(spec: UntrustedImageSpec, dst: string, dstFormat: 'qcow2' | 'raw', onProgress?: (fraction: number) => void): Promise<void> {
+  await convertImage(untrustedImageName(spec), spec.format, dst, dstFormat, onProgress);
+}
+
+/**
+ * qemu-img info; a file QEMU cannot open becomes IMAGE_UNREADABLE naming QEMU's reason.
+ * Opens `path` as QEMU names it: for an image from outside the site use untrustedImageInfo.
+ */
+export async function imageInfo(path: string, format?: string, label = path): Promise<ImageInfo> {
   const args = ['info', '--output=json', '-U'];
   if (format) args.push('-f', format);
   args.push(path);
@@ -30,7 +76,7 @@ export async function imageInfo(path: string, format?: string): Promise<ImageInf
       corrupt: specific?.corrupt === true,
     };
   } catch (e) {
-    throw asImageError(e, path);
+    throw asImageError(e, label);
   }
 }
 
@@ -67,6 +113,7 @@ export async function convertImage(
  * OVA, which is an uncompressed tar): a raw node with offset and size under the format
  * QEMU probes or the caller gives with -f. Nothing is extracted (virt-v2v does the same).
  */
+/** Opens whatever format QEMU finds there, backing included: for images from outside the site use untrustedImageName. */
 export function tarMemberFilename(archive: string, member: { offset: number; size: number }): string {
   return `json:${JSON.stringify({ file: { driver: 'raw', offset: member.offset, size: member.size, file: { driver: 'file', filename: archive } } })}`;
 }
@@ -106,7 +153,7 @@ async function runConvert(args: string[], src: string, onProgress?: (fraction: n
 }
 
 /** `qemu-img check`: catches truncated or damaged images before they are used. */
-export async function checkImage(path: string, format: string): Promise<void> {
+export async function checkImage(path: string, format: string, label = path): Promise<void> {
   // Only formats with metadata to check; raw has none.
   if (!['qcow2', 'vmdk', 'vhdx', 'vpc', 'qed', 'vdi'].includes(format)) return;
   try {
@@ -115,7 +162,7 @@ export async function checkImage(path: string, format: string): Promise<void> {
     await runProcess(QEMU_IMG, ['check', '-q', '-U', '-f', format, path], { timeoutMs: 300_000, okCodes: [0, 3, 63] });
   } catch (e) {
     if (isMamoriError(e, 'PROCESS_FAILED')) {
-      throw new MamoriError('IMAGE_CORRUPT', `${path} is damaged and cannot be used: ${String(e.details?.['stderr'] ?? e.message).trim()}`, { cause: e });
+      throw new MamoriError('IMAGE_CORRUPT', `${label} is damaged and cannot be used: ${String(e.details?.['stderr'] ?? e.message).trim()}`, { cause: e });
     }
     throw e;
   }
