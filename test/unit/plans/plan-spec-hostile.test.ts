@@ -154,7 +154,8 @@ test('duplicate keys are still refused, with their line', () => {
 });
 
 test('deep nesting is a typed error, in YAML and in JSON', () => {
-  refusal(() => parsePlanYaml(`${HEAD}vms: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`));
+  assert.equal(refusal(() => parsePlanYaml(`${HEAD}vms: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`)).code, 'PLAN_TOO_LARGE');
+  assert.equal(refusal(() => parsePlanYaml(`${HEAD}vms: ${'['.repeat(40)}${']'.repeat(40)}\n`)).code, 'PLAN_TOO_LARGE');
   let deep: unknown = 1;
   for (let i = 0; i < 100_000; i++) deep = [deep];
   const e = refusal(() => checkPlan({ name: 'p', protectionGroups: ['g'], vms: { a: { dependsOn: deep } } }));
