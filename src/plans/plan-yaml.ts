@@ -115,7 +115,7 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
         const keyLine = lineOfNode(pair.key) ?? lineOfNode(pair.value);
         const k = isScalar(keyNode) ? keyNode.value : undefined;
         if (typeof k !== 'string' && typeof k !== 'number' && typeof k !== 'boolean') {
-          problems.add(frame.path, `a key${frame.path ? ` in ${frame.path}` : ''} is a name, not ${isMap(keyNode) ? 'a mapping' : isSeq(keyNode) ? 'a list' : 'empty'}`, keyLine);
+          problems.add(frame.path, `a key${frame.path ? ` in ${frame.path}` : ''} must be a name (this one is ${isMap(keyNode) ? 'a mapping' : isSeq(keyNode) ? 'a list' : 'missing'})`, keyLine);
           continue;
         }
         const key = String(k);
