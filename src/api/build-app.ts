@@ -146,6 +146,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (fe.statusCode === 400 && err instanceof SyntaxError)) {
       return reply.status(400).send({ error: { code: 'MALFORMED_JSON', message: `the request body is not valid JSON: ${fe.message}`, retryable: false, requestId: req.id } });
     }
+    if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply.status(413).send({ error: { code: 'BODY_TOO_LARGE', message: `the request body is larger than this route accepts (${req.routeOptions.bodyLimit} bytes); nothing was changed`, retryable: false, requestId: req.id } });
+    }
     if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
       return reply.status(fe.statusCode).send({ error: { code: 'INVALID_INPUT', message: fe.message, retryable: false, requestId: req.id } });
     }

@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   OUT_OF_RANGE: { httpStatus: 400, retryable: false },
   PATH_OUTSIDE_POOL: { httpStatus: 400, retryable: false },
   MALFORMED_JSON: { httpStatus: 400, retryable: false },
+  BODY_TOO_LARGE: { httpStatus: 413, retryable: false },
+  PLAN_TOO_LARGE: { httpStatus: 413, retryable: false },
   // auth
   UNAUTHORIZED: { httpStatus: 401, retryable: false },
   FORBIDDEN: { httpStatus: 403, retryable: false },

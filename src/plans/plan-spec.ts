@@ -1,11 +1,21 @@
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
-import { MamoriError } from '../core/mamori-error.js';
+import type { MamoriError } from '../core/mamori-error.js';
 import { inNetwork, parseIpv4, parseIpv4Interface } from './ipv4-cidr.js';
+import { PLAN_LIMITS } from './plan-limits.js';
+import { PlanProblems, pathOf, planTooLarge, quote, short } from './plan-problems.js';
+import { checkPlanShape } from './plan-shape.js';
+import { readPlanYaml } from './plan-yaml.js';
+import { checkDependencies } from './plan-dependencies.js';
+
+export type { PlanProblem } from './plan-problems.js';
 
 /**
  * A recovery plan as declared (YAML or the API's JSON): structure only. Whether its VMs,
  * groups and mappings exist is checked against the sites by the plan service; this module
  * checks everything that needs no site, and names the YAML line of each problem.
+ *
+ * Any text or data ends in a PlanSpec or a MamoriError, in time bounded by PLAN_LIMITS:
+ * INVALID_INPUT listing the problems (at most 50, each once, quoting at most 64 characters
+ * of a value), or PLAN_TOO_LARGE naming the limit a plan is over.
  */
 export interface IpCustomization {
   /** `10.1.0.5/24` */
@@ -61,38 +71,40 @@ export interface PlanSpec {
 
 export const PLAN_DEFAULTS = { priority: 3, powerOn: true, waitHeartbeatSec: 300, shutdownTimeoutSec: 300, concurrency: 4 } as const;
 
-export interface PlanProblem {
-  /** Where in the document, e.g. `vms.db1.priority`. */
-  path: string;
-  /** 1-based line in the YAML, when it came from YAML. */
-  line: number | null;
-  message: string;
-}
-
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const TOP_KEYS = ['name', 'description', 'protectedSite', 'protectionGroups', 'protectedVms', 'shutdownTimeout', 'concurrency', 'vms', 'steps'];
 const STEP_KEYS = ['before', 'after', 'command', 'prompt', 'timeout', 'modes'];
 const VM_KEYS = ['priority', 'powerOn', 'waitHeartbeat', 'dependsOn', 'recoveryIp', 'testIp'];
 const IP_KEYS = ['address', 'gateway', 'dns'];
 
-/** Parses and checks a plan written in YAML; every problem is reported at once, each with its line. */
+/**
+ * Parses and checks a plan written in YAML; every problem is reported at once, each with its
+ * line. The public entry point for plan text (the API, the CLI, fuzzing): a PlanSpec or a
+ * MamoriError, never another exception.
+ */
 export function parsePlanYaml(text: string, source = 'plan'): PlanSpec {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const problems = doc.errors.map((e) => ({ path: '', line: e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line, message: e.message.split('\n')[0]! }));
-    throw planInvalid(source, problems);
-  }
   const lineAt = new Map<string, number>();
-  const value = toPlain(doc.contents, '', lineAt, lines);
-  return checkPlan(value, source, (path) => lineAt.get(path) ?? null);
+  const problems = new PlanProblems((path) => lineAt.get(path) ?? null);
+  const value = readPlanYaml(text, source, problems, lineAt);
+  if (problems.count > 0) throw problems.error(source);
+  return checkWith(value, source, problems);
 }
 
 /** Checks a plan given as plain data (the API's JSON body). */
 export function checkPlan(input: unknown, source = 'plan', lineOf: (path: string) => number | null = () => null): PlanSpec {
-  const problems: PlanProblem[] = [];
-  const bad = (path: string, message: string): void => void problems.push({ path, line: lineOf(path), message });
-  if (!isRecord(input)) throw planInvalid(source, [{ path: '', line: null, message: 'a plan is a mapping with name, protectionGroups and vms' }]);
+  return checkWith(input, source, new PlanProblems(lineOf));
+}
+
+function checkWith(input: unknown, source: string, problems: PlanProblems): PlanSpec {
+  const bad = (path: string, message: string): void => problems.add(path, message);
+  if (!isRecord(input)) {
+    bad('', 'a plan is a mapping with name, protectionGroups and vms');
+    throw problems.error(source);
+  }
+  checkCounts(input, source);
+  // Data before meaning: what follows reads only bounded text from plain, prototype-free keys.
+  checkPlanShape(input, source, problems);
+  if (problems.count > 0) throw problems.error(source);
   unknownKeys(input, '', TOP_KEYS, bad);
 
   const name = input['name'];
@@ -113,16 +125,17 @@ export function checkPlan(input: unknown, source = 'plan', lineOf: (path: string
   const shutdownTimeoutSec = duration(input['shutdownTimeout'], 'shutdownTimeout', PLAN_DEFAULTS.shutdownTimeoutSec, 1, 24 * 3600, bad);
   const concurrency = integer(input['concurrency'], 'concurrency', PLAN_DEFAULTS.concurrency, 1, 64, bad);
 
-  const vms: Record<string, PlanVmOptions> = {};
+  // No prototype: a name the plan does not list (toString, constructor) must not be found here.
+  const vms: Record<string, PlanVmOptions> = Object.create(null) as Record<string, PlanVmOptions>;
   const rawVms = input['vms'] ?? {};
   if (!isRecord(rawVms)) bad('vms', 'vms is a mapping from VM name to its options');
   else {
     for (const [vm, raw] of Object.entries(rawVms)) {
-      const p = `vms.${vm}`;
-      if (!NAME_RE.test(vm)) bad(p, `${JSON.stringify(vm)} is not a VM name`);
+      const p = pathOf('vms', vm);
+      if (!NAME_RE.test(vm)) bad(p, `${quote(vm)} is not a VM name: 1-63 letters, digits, ".", "_" or "-"`);
       const o = raw ?? {};
       if (!isRecord(o)) {
-        bad(p, `the options of ${vm} are a mapping (priority, powerOn, waitHeartbeat, dependsOn, recoveryIp, testIp)`);
+        bad(p, `the options of ${short(vm)} are a mapping (priority, powerOn, waitHeartbeat, dependsOn, recoveryIp, testIp)`);
         continue;
       }
       unknownKeys(o, p, VM_KEYS, bad);
@@ -146,11 +159,38 @@ export function checkPlan(input: unknown, source = 'plan', lineOf: (path: string
   const protectedSite = input['protectedSite'] ?? null;
   if (protectedSite !== null && (typeof protectedSite !== 'string' || !NAME_RE.test(protectedSite))) bad('protectedSite', 'protectedSite is the name of a paired site');
   const steps = planSteps(input['steps'], vms, bad);
-  if (problems.length > 0) throw planInvalid(source, problems);
+  if (problems.count > 0) throw problems.error(source);
   return {
     name: name as string, description: description as string, protectedSite: protectedSite as string | null,
     protectionGroups: groups as string[], protectedVms: singles as string[], shutdownTimeoutSec, concurrency, vms, steps,
   };
+}
+
+/**
+ * The counted limits (PLAN_LIMITS), checked before anything is read one by one: a plan over
+ * one is refused whole, with the limit in the message.
+ */
+function checkCounts(input: Record<string, unknown>, source: string): void {
+  const over = (what: string, limit: keyof typeof PLAN_LIMITS, actual: number): MamoriError =>
+    planTooLarge(source, `${what} (this one has ${actual}); split it into smaller plans`, { limit, max: PLAN_LIMITS[limit], actual });
+  const lengthOf = (v: unknown): number => (Array.isArray(v) ? v.length : 0);
+  const vms = input['vms'];
+  const names = isRecord(vms) ? Object.keys(vms) : [];
+  if (names.length > PLAN_LIMITS.vms) throw over(`a plan may name at most ${PLAN_LIMITS.vms} VMs under vms`, 'vms', names.length);
+  const groups = lengthOf(input['protectionGroups']);
+  if (groups > PLAN_LIMITS.protectionGroups) throw over(`a plan may recover at most ${PLAN_LIMITS.protectionGroups} protection groups`, 'protectionGroups', groups);
+  const singles = lengthOf(input['protectedVms']);
+  if (singles > PLAN_LIMITS.protectedVms) throw over(`a plan may list at most ${PLAN_LIMITS.protectedVms} protectedVms`, 'protectedVms', singles);
+  const steps = lengthOf(input['steps']);
+  if (steps > PLAN_LIMITS.steps) throw over(`a plan may have at most ${PLAN_LIMITS.steps} steps`, 'steps', steps);
+  let dependencies = 0;
+  for (const vm of names) {
+    const o = (vms as Record<string, unknown>)[vm];
+    const n = isRecord(o) ? lengthOf(o['dependsOn']) : 0;
+    if (n > PLAN_LIMITS.dependsOnPerVm) throw over(`a VM may depend on at most ${PLAN_LIMITS.dependsOnPerVm} others; ${short(vm)} names more`, 'dependsOnPerVm', n);
+    dependencies += n;
+  }
+  if (dependencies > PLAN_LIMITS.dependencies) throw over(`a plan may name at most ${PLAN_LIMITS.dependencies} dependencies (dependsOn entries) in all`, 'dependencies', dependencies);
 }
 
 /**
@@ -175,15 +215,15 @@ function planSteps(raw: unknown, vms: Record<string, PlanVmOptions>, bad: (path:
     const m = typeof where === 'string' ? /^(priority)\s+([1-5])$|^(vm)\s+(\S+)$/.exec(where.trim()) : null;
     if (!m) return bad(`${p}.${at}`, `${at} is "priority N" (1-5) or "vm NAME"`);
     const scope: PlanStep['scope'] = m[1] ? { kind: 'priority', priority: Number(m[2]) } : { kind: 'vm', vm: m[4]! };
-    if (scope.kind === 'vm' && vms[scope.vm] === undefined) return bad(`${p}.${at}`, `step ${at} vm ${scope.vm}: the plan does not list ${scope.vm} under vms`);
+    if (scope.kind === 'vm' && vms[scope.vm] === undefined) return bad(`${p}.${at}`, `step ${at} vm ${short(scope.vm)}: the plan does not list ${short(scope.vm)} under vms`);
     const modes = st['modes'] ?? [...STEP_MODES];
     if (!Array.isArray(modes) || modes.length === 0 || !modes.every((x) => (STEP_MODES as readonly unknown[]).includes(x))) return bad(`${p}.modes`, `modes is a list of ${STEP_MODES.join(', ')}`);
     if ((st['command'] === undefined) === (st['prompt'] === undefined)) return bad(p, 'a step has exactly one of command or prompt');
     let action: PlanStep['action'];
     if (st['command'] !== undefined) {
       const argv = st['command'];
-      if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string' && a.length > 0) || !String(argv[0]).startsWith('/')) {
-        return bad(`${p}.command`, 'command is a list: an absolute program path and its arguments (no shell), e.g. ["/usr/bin/logger", "db up"]');
+      if (!Array.isArray(argv) || argv.length === 0 || argv.length > PLAN_LIMITS.commandArgs || !argv.every((a) => typeof a === 'string' && a.length > 0) || !String(argv[0]).startsWith('/')) {
+        return bad(`${p}.command`, `command is a list: an absolute program path and at most ${PLAN_LIMITS.commandArgs - 1} arguments (no shell), e.g. ["/usr/bin/logger", "db up"]`);
       }
       action = { kind: 'command', argv: argv as string[], timeoutSec: duration(st['timeout'], `${p}.timeout`, 300, 1, 24 * 3600, bad) };
     } else {
@@ -196,41 +236,6 @@ function planSteps(raw: unknown, vms: Record<string, PlanVmOptions>, bad: (path:
   return out;
 }
 
-/**
- * Dependencies: on VMs the plan lists, never on a later priority (it would never have
- * started), never on itself, and without cycles among VMs of one priority.
- */
-function checkDependencies(vms: Record<string, PlanVmOptions>, bad: (path: string, message: string) => void): void {
-  for (const [vm, o] of Object.entries(vms)) {
-    for (const d of o.dependsOn) {
-      const target = vms[d];
-      if (d === vm) bad(`vms.${vm}.dependsOn`, `${vm} depends on itself`);
-      else if (target === undefined) bad(`vms.${vm}.dependsOn`, `${vm} depends on ${d}, which the plan does not list under vms`);
-      else if (target.priority > o.priority) {
-        bad(`vms.${vm}.dependsOn`, `${vm} (priority ${o.priority}) depends on ${d} of the later priority ${target.priority}: ${d} would not have started yet`);
-      }
-    }
-  }
-  const state = new Map<string, 'visiting' | 'done'>();
-  const reported = new Set<string>();
-  const visit = (vm: string, trail: string[]): void => {
-    if (state.get(vm) === 'done') return;
-    if (state.get(vm) === 'visiting') {
-      const cycle = [...trail.slice(trail.indexOf(vm)), vm];
-      const key = [...cycle].sort().join(',');
-      if (!reported.has(key)) {
-        reported.add(key);
-        bad(`vms.${vm}.dependsOn`, `dependency cycle: ${cycle.join(' -> ')}`);
-      }
-      return;
-    }
-    state.set(vm, 'visiting');
-    for (const d of vms[vm]?.dependsOn ?? []) if (d !== vm && vms[d]?.priority === vms[vm]!.priority) visit(d, [...trail, vm]);
-    state.set(vm, 'done');
-  };
-  for (const vm of Object.keys(vms)) visit(vm, []);
-}
-
 function ip(raw: unknown, path: string, bad: (path: string, message: string) => void): IpCustomization | undefined {
   if (raw === undefined || raw === null) return undefined;
   if (!isRecord(raw)) {
@@ -239,7 +244,8 @@ function ip(raw: unknown, path: string, bad: (path: string, message: string) => 
   }
   unknownKeys(raw, path, IP_KEYS, bad);
   const address = raw['address'];
-  if (typeof address !== 'string') {
+  // An IPv4 interface is at most 18 characters; a longer text would only be echoed back.
+  if (typeof address !== 'string' || address.length > 32) {
     bad(`${path}.address`, 'address is required, as an IPv4 address with its prefix length, e.g. 10.1.0.5/24');
     return undefined;
   }
@@ -252,14 +258,16 @@ function ip(raw: unknown, path: string, bad: (path: string, message: string) => 
   const gateway = raw['gateway'];
   if (gateway !== undefined) {
     const g = typeof gateway === 'string' ? parseIpv4(gateway) : null;
-    if (g === null) bad(`${path}.gateway`, `${JSON.stringify(gateway)} is not an IPv4 address`);
+    if (g === null) bad(`${path}.gateway`, `${quote(gateway)} is not an IPv4 address`);
     else if (!inNetwork(g, net)) bad(`${path}.gateway`, `gateway ${String(gateway)} is outside the network of ${address}`);
     else if (g === parseIpv4(net.address)) bad(`${path}.gateway`, `gateway ${String(gateway)} is the VM's own address`);
     else out.gateway = gateway as string;
   }
   const dns = raw['dns'];
   if (dns !== undefined) {
-    if (!Array.isArray(dns) || !dns.every((d) => typeof d === 'string' && parseIpv4(d) !== null)) bad(`${path}.dns`, 'dns is a list of IPv4 addresses');
+    if (!Array.isArray(dns) || dns.length > PLAN_LIMITS.dnsServers || !dns.every((d) => typeof d === 'string' && parseIpv4(d) !== null)) {
+      bad(`${path}.dns`, `dns is a list of at most ${PLAN_LIMITS.dnsServers} IPv4 addresses`);
+    }
     else out.dns = dns as string[];
   }
   return out;
@@ -268,7 +276,7 @@ function ip(raw: unknown, path: string, bad: (path: string, message: string) => 
 function integer(raw: unknown, path: string, dflt: number, min: number, max: number, bad: (path: string, message: string) => void): number {
   if (raw === undefined) return dflt;
   if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min || raw > max) {
-    bad(path, `${path.split('.').at(-1)} must be a whole number from ${min} to ${max} (got ${JSON.stringify(raw)})`);
+    bad(path, `${path.split('.').at(-1)} must be a whole number from ${min} to ${max} (got ${quote(raw)})`);
     return dflt;
   }
   return raw;
@@ -280,7 +288,7 @@ function duration(raw: unknown, path: string, dflt: number, min: number, max: nu
   const m = typeof raw === 'number' ? [String(raw), String(raw), 's'] : typeof raw === 'string' ? /^(\d+)\s*(s|m|h)?$/.exec(raw.trim()) : null;
   const secs = m ? Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
   if (!Number.isInteger(secs) || secs < min || secs > max) {
-    bad(path, `${path.split('.').at(-1)} must be a duration such as 90s, 5m or 1h, from ${min} s to ${max / 3600} h (got ${JSON.stringify(raw)})`);
+    bad(path, `${path.split('.').at(-1)} must be a duration such as 90s, 5m or 1h, from ${min} s to ${max / 3600} h (got ${quote(raw)})`);
     return dflt;
   }
   return secs;
@@ -288,35 +296,10 @@ function duration(raw: unknown, path: string, dflt: number, min: number, max: nu
 
 function unknownKeys(o: Record<string, unknown>, path: string, known: readonly string[], bad: (path: string, message: string) => void): void {
   for (const k of Object.keys(o)) {
-    if (!known.includes(k)) bad(path ? `${path}.${k}` : k, `unknown key ${JSON.stringify(k)}${path ? ` in ${path}` : ''} (known: ${known.join(', ')})`);
+    if (!known.includes(k)) bad(pathOf(path, k), `unknown key ${quote(k)}${path ? ` in ${path}` : ''} (known: ${known.join(', ')})`);
   }
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** The document as plain data, recording the line of every path on the way (a key's own line for its path). */
-function toPlain(node: Node | null, path: string, lineAt: Map<string, number>, lines: LineCounter): unknown {
-  if (node === null) return null;
-  if (node.range && !lineAt.has(path)) lineAt.set(path, lines.linePos(node.range[0]).line);
-  if (isMap(node)) {
-    const out: Record<string, unknown> = {};
-    for (const pair of node.items) {
-      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
-      const p = path ? `${path}.${key}` : key;
-      const keyNode = pair.key as Node | null;
-      if (keyNode?.range) lineAt.set(p, lines.linePos(keyNode.range[0]).line);
-      out[key] = toPlain(pair.value as Node | null, p, lineAt, lines);
-    }
-    return out;
-  }
-  if (isSeq(node)) return node.items.map((item, i) => toPlain(item as Node | null, `${path}.${i}`, lineAt, lines));
-  if (isScalar(node)) return node.value;
-  return node.toJSON();
-}
-
-function planInvalid(source: string, problems: PlanProblem[]): MamoriError {
-  const text = problems.map((p) => `${source}${p.line === null ? '' : ` line ${p.line}`}: ${p.message}`).join('; ');
-  return new MamoriError('INVALID_INPUT', `the plan is not valid, nothing was changed: ${text}`, { details: { problems } });
 }

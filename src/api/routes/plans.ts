@@ -4,6 +4,7 @@ import type { PlanRunner } from '../../plans/plan-runner.js';
 import type { RunJournal, RunMode } from '../../plans/run-journal.js';
 import { renderRunHtml, summarizeRun } from '../../plans/plan-report.js';
 import { MamoriError } from '../../core/mamori-error.js';
+import { PLAN_BODY_LIMIT } from '../../plans/plan-limits.js';
 import { errorResponses, nameParam } from '../schemas.js';
 import { callerOf } from '../request-caller.js';
 import { peerFailoverRun, startPeerFailover, type VmFailover } from '../../plans/vm-failover.js';
@@ -36,9 +37,12 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
     }, async (req) => peerFailoverRun(deps, peerName(req), req.params.id));
     app.get('/plans', { schema: { summary: 'Recovery plans of this site', response: { 200: { type: 'array', items: free }, ...errorResponses } } }, async () => deps.plans.list());
     app.post<{ Body: { yaml?: string; spec?: unknown } }>('/plans', {
+      // Refused (413 BODY_TOO_LARGE) before it is read whole or parsed; the text's own limit
+      // (PLAN_LIMITS.bytes, PLAN_TOO_LARGE) is checked exactly by the parser.
+      bodyLimit: PLAN_BODY_LIMIT,
       schema: {
         summary: 'Create or replace a plan, from YAML text or a JSON spec; checked against both sites first',
-        body: { type: 'object', additionalProperties: false, properties: { yaml: { type: 'string', maxLength: 1_000_000 }, spec: free } },
+        body: { type: 'object', additionalProperties: false, properties: { yaml: { type: 'string' }, spec: free } },
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => {
