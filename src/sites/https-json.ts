@@ -39,7 +39,16 @@ export interface HttpsJsonRequest {
    */
   trust: { ca: string } | { insecure: true };
   timeoutMs: number;
+  /** The most response bytes read before the answer is refused (default MAX_RESPONSE_BYTES). */
+  maxBytes?: number;
 }
+
+/**
+ * A peer's answer is read whole into memory: without a bound, a compromised or broken peer
+ * could make this site allocate without limit. The largest real answers (a protection
+ * inventory, a run journal) are well under a megabyte.
+ */
+export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
 export interface HttpsJsonResponse {
   status: number;
@@ -84,12 +93,21 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
     const req = request(r.url, options, (res) => {
       const rttMs = performance.now() - t0;
       const peerCertificate = (res.socket as TLSSocket).getPeerCertificate?.()?.raw ?? null;
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('error', (e) => fail(classify(e)));
+      const maxBytes = r.maxBytes ?? MAX_RESPONSE_BYTES;
+      const declared = Number(res.headers['content-length'] ?? 0);
+      if (declared > maxBytes) return fail(new TransportError('network', `answered ${declared} bytes, more than the ${maxBytes} a peer answer may have`));
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        if (bytes > maxBytes) return fail(new TransportError('network', `answered more than the ${maxBytes} bytes a peer answer may have`));
+        chunks.push(c);
+      }).on('error', (e) => fail(classify(e)));
       res.on('end', () => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        const text = Buffer.concat(chunks).toString('utf8');
         let json: unknown;
         try {
           json = text ? JSON.parse(text) : undefined;

@@ -33,7 +33,8 @@ before(async () => {
   process.env['MAMORI_ACCEL'] = 'tcg';
   dir = await mkdtemp(join(tmpdir(), 'mamori-untrusted-'));
   secret = await markerFile(join(dir, 'host-secret.bin'));
-  site = await openSite({ dataDir: join(dir, 'data'), name: 'untrusted-test' });
+  // The marker file sits in the exchange folder itself: the image's reference is what is refused.
+  site = await openSite({ dataDir: join(dir, 'data'), name: 'untrusted-test', hostPaths: { importDirs: [dir] } });
   token = (await readFile(site.paths.adminToken, 'utf8')).trim();
   api = new OpenApiCheck((await site.app.inject({ method: 'GET', url: '/openapi.json' })).json());
 });

@@ -32,7 +32,7 @@ async function acks(vm: Vm): Promise<number[]> {
 test('physical RDM on a loop device: the guest writes the device directly, snapshots are refused', async () => {
   const lun = await LoopDevice.create(site.dataDir, 'lun-p', 64);
   loops.push(lun);
-  const disk = await site.cliJson<{ kind: string; rdmMode: string; format: string }>('disk', 'create', 'lun-p', '--rdm', lun.device, '--mode', 'physical');
+  const disk = await site.cliJson<{ id: string; kind: string; rdmMode: string; format: string }>('disk', 'create', 'lun-p', '--rdm', lun.device, '--mode', 'physical');
   assert.deepEqual([disk.kind, disk.rdmMode, disk.format], ['rdm', 'physical', 'raw']);
   await site.cliJson('vm', 'create', 'rdm-p', '--test-guest', '--disk', 'lun-p', '--writelog-rate', '20');
   const vm = await site.cliJson<Vm>('vm', 'start', 'rdm-p');
@@ -42,7 +42,9 @@ test('physical RDM on a loop device: the guest writes the device directly, snaps
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /physical-mode raw device mapping.*\[RDM_PHYSICAL_REFUSED\]/);
   assert.deepEqual(await site.cliJson('vm', 'snapshot', 'list', 'rdm-p'), []);
-  assert.ok(!(await readdir(join(site.dataDir, 'pools', 'default')).catch(() => [])).some((f) => f.includes('lun-p')), 'no overlay file was made');
+  const pool = join(site.dataDir, 'pools', 'default');
+  const layers = [...(await readdir(pool).catch(() => [])), ...(await readdir(join(pool, '.layers')).catch(() => []))];
+  assert.ok(!layers.some((f) => f.includes('lun-p') || f.includes(disk.id)), 'no overlay file was made');
 
   const stopped = await site.cliJson<{ forced: boolean }>('vm', 'stop', 'rdm-p');
   assert.equal(stopped.forced, false);
@@ -72,7 +74,9 @@ test('virtual RDM: a snapshot while running layers an overlay; the device keeps 
   await site.waitFor('writes after the snapshot', async () => ((await acks(vm)).at(-1) ?? 0) >= ackedAfter + 20, 60_000);
   await site.cliJson('vm', 'stop', 'rdm-v');
 
-  const overlay = join(site.dataDir, 'pools', 'default', 'lun-v.s1.qcow2');
+  // Overlays are named by the disk's id in the pool's .layers folder (no disk name can reach it).
+  const { id } = await site.cliJson<{ id: string }>('disk', 'show', 'lun-v');
+  const overlay = join(site.dataDir, 'pools', 'default', '.layers', `${id}.s1.qcow2`);
   const finalAck = (await acks(vm)).at(-1)!;
   const base = await verifyWriteLog(lun.device);
   const top = await verifyWriteLog(overlay);
