@@ -1,4 +1,5 @@
 import { MamoriError } from './mamori-error.js';
+import { quote, short } from './quote-input.js';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -10,8 +11,9 @@ export function assertValidName(kind: string, name: unknown): asserts name is st
   if (typeof name !== 'string' || !NAME_RE.test(name) || name.includes('..')) {
     throw new MamoriError(
       'INVALID_NAME',
-      `invalid ${kind} name ${JSON.stringify(name)}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
-      { details: { kind, name } },
+      `invalid ${kind} name ${quote(name)}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+      // Never the whole of a huge value: the answer stays small whatever was sent.
+      { details: { kind, name: typeof name === 'string' ? short(name) : quote(name) } },
     );
   }
 }

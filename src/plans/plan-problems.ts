@@ -1,4 +1,7 @@
 import { MamoriError } from '../core/mamori-error.js';
+import { quote, short, QUOTE_CHARS } from '../core/quote-input.js';
+
+export { quote, short, QUOTE_CHARS };
 
 export interface PlanProblem {
   /** Where in the document, e.g. `vms.db1.priority`. */
@@ -10,23 +13,6 @@ export interface PlanProblem {
 
 /** Problems listed in an error; the rest are counted. A person fixes a plan a few problems at a time. */
 export const MAX_PROBLEMS_LISTED = 50;
-/** Characters of a user's value quoted in a message: enough to recognise it, never the whole of a huge one. */
-export const QUOTE_CHARS = 64;
-
-/** A value for a message: text quoted and cut at QUOTE_CHARS, anything else described by its kind. */
-export function quote(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(short(v));
-  if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
-  if (Array.isArray(v)) return `a list of ${v.length}`;
-  if (v === undefined) return 'nothing';
-  return typeof v === 'object' ? 'a mapping' : `a ${typeof v}`;
-}
-
-/** A name for a message, unquoted, cut at QUOTE_CHARS. */
-export function short(s: string, max: number = QUOTE_CHARS): string {
-  return s.length > max ? `${s.slice(0, max)}…` : s;
-}
-
 /** `parent.key`, the key cut like a quote: paths are echoed in details too. */
 export function pathOf(parent: string, key: string | number): string {
   const k = typeof key === 'number' ? String(key) : short(key);
