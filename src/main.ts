@@ -47,6 +47,9 @@ import { ExportService } from './convert/export-service.js';
 import { PoolService } from './pools/pool-service.js';
 import { StorageArrays } from './adapters/storage-arrays.js';
 import { StorageBench } from './disks/storage-bench.js';
+import { AuditLog } from './audit/audit-log.js';
+import { AuditRepo } from './store/repos/audit-repo.js';
+import { AuthFailureLimiter } from './api/auth-failure-limiter.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -160,9 +163,11 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     await seeding.seed(peer, vmId);
     await (await peers.client(peer, { timeoutMs: 3_600_000 })).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
   };
+  const audit = new AuditLog(new AuditRepo(store.db));
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
     networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench, metrics, alerts,
+    audit, authFailures: new AuthFailureLimiter(),
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
@@ -194,6 +199,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       incoming.stopWatchingLeases();
       await runner.shutdown();
       await app.close();
+      // The last answers' entries are written before the database closes.
+      await audit.settled();
       await replicas.shutdown();
       await supervisor.detachAll();
       await store.close();

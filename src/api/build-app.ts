@@ -53,6 +53,10 @@ import type { ConversionService } from '../convert/conversion-service.js';
 import type { ExportService } from '../convert/export-service.js';
 import type { VmFailover } from '../plans/vm-failover.js';
 import './request-caller.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { AuthFailureLimiter } from './auth-failure-limiter.js';
+import { registerAuditHooks } from './audit-hooks.js';
+import { auditRoutes } from './routes/audit.js';
 
 export interface AppDeps {
   siteName: string;
@@ -88,6 +92,10 @@ export interface AppDeps {
   /** The alert webhook (/alerts routes); absent: no /alerts routes. */
   alerts?: AlertNotifier;
   logger: Logger;
+  /** The audit log of state-changing and refused calls (src/api/audit-hooks.ts records them). */
+  audit: AuditLog;
+  /** Refuses an address that sent too many wrong tokens (TOO_MANY_AUTH_FAILURES). */
+  authFailures: AuthFailureLimiter;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
 }
@@ -123,13 +131,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.decorateRequest('caller', null);
   app.addHook('onRequest', async (req) => {
     if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url ?? ''}`)) return;
+    deps.authFailures.check(req.ip); // audit (issue 18): an address guessing tokens waits; see auth-failure-limiter.ts
     const header = req.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) throw new MamoriError('UNAUTHORIZED', 'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)');
     const who = await deps.tokens.verify(token);
+    if (!who) deps.authFailures.failed(req.ip); // audit (issue 18): count the wrong token
     if (!who) throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site');
     req.caller = who;
   });
+  registerAuditHooks(app, { audit: deps.audit }); // audit (issue 18): before every route and hook below
 
   const metrics = deps.metrics;
   if (metrics) {
@@ -187,6 +198,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(storageBenchRoutes(deps));
   if (deps.metrics) await app.register(metricsRoutes({ metrics: deps.metrics }));
   if (deps.alerts) await app.register(alertRoutes({ incidents: deps.incidents, alerts: deps.alerts }));
+  await app.register(auditRoutes(deps));
   await app.register(consoleRoutes());
   return app;
 }
