@@ -12,6 +12,7 @@ import { arrayCommand, compatCheckCommand, ARRAY_USAGE } from './array-commands.
 import { benchCommand } from './bench-command.js';
 import { planCommand, PLAN_USAGE } from './plan-commands.js';
 import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
+import { auditCommand, AUDIT_USAGE } from './audit-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -25,6 +26,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   job list [--kind K] | job show ID                      long operations and their journals
   events [--open]                                        incidents (violated RPO, ...), open and cleared
   alerts list | alerts webhook set URL|clear|test        open incidents; the webhook they are posted to
+  audit list [--since T] [--token ID] | audit verify     who changed what; check the log's hash chain
   group ...                                              protection groups (mamori group --help)
   network ... | mapping ...                              site networks, inventory mappings for recovery
   plan ...                                               recovery plans: test, cleanup, planned, disaster
@@ -60,6 +62,8 @@ ${ARRAY_USAGE}
 ${PLAN_USAGE}
 
 ${ALERTS_USAGE}
+
+${AUDIT_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -149,6 +153,8 @@ async function run(argv: string[]): Promise<void> {
       return planCommand(api, rest, g.json);
     case 'alerts':
       return alertsCommand(api, rest, g.json);
+    case 'audit':
+      return auditCommand(api, rest, g.json);
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');
