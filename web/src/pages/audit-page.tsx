@@ -24,6 +24,8 @@ export function AuditPage() {
   const shown = (entries.data ?? []).filter((e) => !failedOnly || e.status >= 400);
   const verify = (): void => {
     setCheck({ busy: true });
+    // The count verified and the rows shown should agree: load the newest rows too.
+    entries.reload();
     api.get('/audit/verify').then((result) => setCheck({ result, busy: false }), (error: unknown) => setCheck({ error, busy: false }));
   };
   return (
