@@ -52,6 +52,9 @@ import { assertPrivateDataDir } from './core/data-dir-modes.js';
 import { loadSecretKey, type SecretBox } from './core/secret-box.js';
 import { holdsSealedValues } from './store/sealed-values.js';
 import { AlertOutbox } from './events/alert-outbox.js';
+import { AuditLog } from './audit/audit-log.js';
+import { AuditRepo } from './store/repos/audit-repo.js';
+import { AuthFailureLimiter } from './api/auth-failure-limiter.js';
 
 export interface SiteOptions {
   dataDir: string;
@@ -171,9 +174,11 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     await seeding.seed(peer, vmId);
     await (await peers.client(peer, { timeoutMs: 3_600_000 })).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
   };
+  const audit = new AuditLog(new AuditRepo(store.db));
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
     networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench, metrics, alerts,
+    audit, authFailures: new AuthFailureLimiter(),
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
@@ -205,6 +210,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       incoming.stopWatchingLeases();
       await runner.shutdown();
       await app.close();
+      // The last answers' entries are written before the database closes.
+      await audit.settled();
       await replicas.shutdown();
       await supervisor.detachAll();
       await store.close();

@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
+import type { AuthFailureLimiter } from './auth-failure-limiter.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { TokenRepo } from '../store/repos/token-repo.js';
 import { routeAccess, type RouteAccess } from './route-roles.js';
@@ -13,7 +14,7 @@ import './request-caller.js';
  * Must be installed before any route is registered (and before @fastify/swagger, which
  * reads each route's schema as it is registered).
  */
-export function installAccessControl(app: FastifyInstance, deps: { tokens: TokenRepo; onAuthFailure?: (req: FastifyRequest) => void }): void {
+export function installAccessControl(app: FastifyInstance, deps: { tokens: TokenRepo; authFailures?: AuthFailureLimiter }): void {
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const method of methods) {
@@ -32,15 +33,16 @@ export function installAccessControl(app: FastifyInstance, deps: { tokens: Token
     // No such route: a token is still needed, so an anonymous caller learns nothing but 401.
     const access = url === undefined ? undefined : routeAccess(req.method, url);
     if (access?.roles === 'public') return;
+    // An address that keeps sending wrong tokens waits (429), whatever it sends now.
+    deps.authFailures?.check(req.ip);
     const header = req.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) {
-      deps.onAuthFailure?.(req);
       throw new MamoriError('UNAUTHORIZED', 'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)');
     }
     const who = await deps.tokens.verify(token);
     if (!who) {
-      deps.onAuthFailure?.(req);
+      deps.authFailures?.failed(req.ip);
       throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site (unknown, revoked or expired)');
     }
     req.caller = who;

@@ -57,6 +57,10 @@ import type { ConversionService } from '../convert/conversion-service.js';
 import type { ExportService } from '../convert/export-service.js';
 import type { VmFailover } from '../plans/vm-failover.js';
 import './request-caller.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { AuthFailureLimiter } from './auth-failure-limiter.js';
+import { registerAuditHooks } from './audit-hooks.js';
+import { auditRoutes } from './routes/audit.js';
 
 export interface AppDeps {
   siteName: string;
@@ -92,6 +96,10 @@ export interface AppDeps {
   /** The alert webhook (/alerts routes); absent: no /alerts routes. */
   alerts?: AlertNotifier;
   logger: Logger;
+  /** The audit log of state-changing and refused calls (src/api/audit-hooks.ts records them). */
+  audit: AuditLog;
+  /** Refuses an address that sent too many wrong tokens (TOO_MANY_AUTH_FAILURES). */
+  authFailures: AuthFailureLimiter;
   /** Serve HTTPS with this key and certificate (PEM); plain HTTP without (--insecure-http). */
   https?: { key: string; cert: string };
 }
@@ -111,7 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Fastify's types follow the server kind; the rest of the code only needs the common surface.
   const app = (deps.https ? Fastify({ ...options, https: deps.https }) : Fastify(options)) as unknown as FastifyInstance;
   // Before swagger and every route: it refuses routes without declared roles and tags the rest.
-  installAccessControl(app, { tokens: deps.tokens });
+  installAccessControl(app, { tokens: deps.tokens, authFailures: deps.authFailures });
   installSecurityHeaders(app);
   await app.register(swagger, {
     openapi: {
@@ -123,6 +131,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     refResolver: { buildLocalReference: (json, _base, _frag, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
   });
   for (const s of [errorSchema, vmSchema, diskSchema, jobSchema, peerSchema]) app.addSchema(s);
+
+  registerAuditHooks(app, { audit: deps.audit }); // before every route and hook below: one entry per call
 
   const metrics = deps.metrics;
   if (metrics) {
@@ -184,6 +194,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(tokenRoutes({ tokenService: new TokenService(deps.tokens) }));
   if (deps.metrics) await app.register(metricsRoutes({ metrics: deps.metrics }));
   if (deps.alerts) await app.register(alertRoutes({ incidents: deps.incidents, alerts: deps.alerts }));
+  await app.register(auditRoutes(deps));
   await app.register(consoleRoutes());
   return app;
 }

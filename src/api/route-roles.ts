@@ -55,6 +55,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'GET /tokens': r(ADMIN),
   'POST /tokens': r(ADMIN),
   'DELETE /tokens/:id': r(ADMIN),
+  'GET /audit': r(ADMIN),
+  'GET /audit/verify': r(ADMIN),
   // Who the caller is: the console shows only what its role may do.
   'GET /me': r(['admin', 'operator', 'viewer', 'site']),
 

@@ -115,6 +115,8 @@ export const errorResponses = {
   409: { $ref: 'Error#' },
   403: { $ref: 'Error#' },
   422: { $ref: 'Error#' },
+  // TOO_MANY_AUTH_FAILURES: any route behind a token answers it to an address guessing tokens.
+  429: { $ref: 'Error#' },
   500: { $ref: 'Error#' },
   502: { $ref: 'Error#' },
   503: { $ref: 'Error#' },

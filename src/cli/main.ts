@@ -13,6 +13,7 @@ import { benchCommand } from './bench-command.js';
 import { planCommand, PLAN_USAGE } from './plan-commands.js';
 import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
 import { tokenCommand, TOKEN_USAGE } from './token-commands.js';
+import { auditCommand, AUDIT_USAGE } from './audit-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -31,6 +32,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   alerts list | alerts webhook set URL|clear|test        open incidents; the webhook they are posted to
   token create --role R --name N [--expires 30d] | list | revoke ID
                                                          API tokens: admin, operator, viewer
+  audit list [--since T] [--token ID] | audit verify     who changed what; check the log's hash chain
   group ...                                              protection groups (mamori group --help)
   network ... | mapping ...                              site networks, inventory mappings for recovery
   plan ...                                               recovery plans: test, cleanup, planned, disaster
@@ -68,6 +70,7 @@ ${PLAN_USAGE}
 ${ALERTS_USAGE}
 
 ${TOKEN_USAGE}
+${AUDIT_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
@@ -159,6 +162,8 @@ async function run(argv: string[]): Promise<void> {
       return alertsCommand(api, rest, g.json);
     case 'token':
       return tokenCommand(api, rest, g.json);
+    case 'audit':
+      return auditCommand(api, rest, g.json);
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');

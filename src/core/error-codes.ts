@@ -17,6 +17,9 @@ export const ERROR_CODES = {
   UNAUTHORIZED: { httpStatus: 401, retryable: false },
   FORBIDDEN: { httpStatus: 403, retryable: false },
   HOST_PATH_REFUSED: { httpStatus: 403, retryable: false },
+  TOO_MANY_AUTH_FAILURES: { httpStatus: 429, retryable: true },
+  // the audit log (src/audit): raised by `mamori audit verify`; the API answers ok: false instead
+  AUDIT_CHAIN_BROKEN: { httpStatus: 500, retryable: false },
   // lookup
   NOT_FOUND: { httpStatus: 404, retryable: false },
   VM_NOT_FOUND: { httpStatus: 404, retryable: false },

@@ -337,6 +337,29 @@ export interface AlertDeliveryTable {
   delivered_at: string | null;
 }
 
+/**
+ * One audited API call (src/audit/audit-log.ts): append-only, each row chained to the one
+ * before by prev_hash; hash covers every other column.
+ */
+export interface AuditLogTable {
+  seq: number;
+  at: string;
+  token_id: string | null;
+  role: string | null;
+  /** The caller's address as the server saw it. */
+  source: string;
+  method: string;
+  /** The route's pattern (/vms/:name/start), never the URL. */
+  route: string;
+  /** JSON object of the route's parameters (each value truncated), or null. */
+  target: string | null;
+  status: number;
+  error_code: string | null;
+  request_id: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
 export interface Database {
   meta: MetaTable;
   tokens: TokenTable;
@@ -364,5 +387,6 @@ export interface Database {
   pool_desktops: PoolDesktopTable;
   storage_arrays: StorageArrayTable;
   alert_deliveries: AlertDeliveryTable;
+  audit_log: AuditLogTable;
   schema_version: { version: Generated<number> };
 }

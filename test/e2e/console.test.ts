@@ -199,6 +199,15 @@ test('cleanup from the page leaves nothing; the history lists both runs', async 
   await atA.goto(`${sites.a.url}/ui/#/jobs`);
   await atA.waitForSelector('table.jobs');
   await shot(atA, 'jobs');
+  // site-b's audit log: the wrong token tried at login and the runs started from the page; its chain is intact.
+  await atB.goto(`${sites.b.url}/ui/#/audit`);
+  await atB.waitForSelector('table.audit tbody tr');
+  const audit = await atB.innerText('table.audit');
+  assert.match(audit, /GET \/vms\s+\S+\s+401\s+UNAUTHORIZED/);
+  assert.match(audit, /POST \/plans\/:name\/runs\s+name=apps-plan/);
+  await atB.click('button:has-text("Verify chain")');
+  await atB.waitForSelector('[data-audit-verify=ok]');
+  await shot(atB, 'audit');
 });
 
 test('destructive actions need the name typed', async () => {

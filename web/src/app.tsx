@@ -9,10 +9,11 @@ import { PlanPage } from './pages/plan-page';
 import { RunPage } from './pages/run-page';
 import { HistoryPage } from './pages/history-page';
 import { JobsPage } from './pages/jobs-page';
+import { AuditPage } from './pages/audit-page';
 import { href, useRoute } from './router';
 
 const SECTIONS = [
-  ['sites', 'Sites'], ['vms', 'VMs'], ['replication', 'Replication'], ['plans', 'Recovery plans'], ['history', 'History'], ['jobs', 'Jobs'],
+  ['sites', 'Sites'], ['vms', 'VMs'], ['replication', 'Replication'], ['plans', 'Recovery plans'], ['history', 'History'], ['jobs', 'Jobs'], ['audit', 'Audit'],
 ] as const;
 
 /** The signed-in shell: the site's name, the sections, and the page the hash names. */
@@ -60,6 +61,7 @@ function page(section: string, rest: string[]) {
     case 'runs': return id ? <RunPage id={id} /> : <HistoryPage />;
     case 'history': return <HistoryPage />;
     case 'jobs': return <JobsPage />;
+    case 'audit': return <AuditPage />;
     default: return <SitesPage />;
   }
 }

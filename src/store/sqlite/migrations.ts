@@ -121,6 +121,16 @@ const STEPS: readonly string[] = [
   // hash was the key before, so the database alone let anyone pair). Values in clear in
   // peers.token, storage_arrays.connection and the webhook URL are sealed at start (main.ts).
   `ALTER TABLE tokens ADD COLUMN pairing_key TEXT;`,
+  // The audit log: one row per state-changing or refused API call, hash-chained (src/audit/audit-log.ts);
+  // its head is kept in meta ('audit.head') so removing the newest rows shows too. The triggers
+  // stop the code (not someone holding the file) from editing it: the chain catches the rest.
+  `CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, token_id TEXT, role TEXT, source TEXT NOT NULL,
+     method TEXT NOT NULL, route TEXT NOT NULL, target TEXT, status INTEGER NOT NULL, error_code TEXT, request_id TEXT,
+     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+   CREATE INDEX audit_log_at ON audit_log(at);
+   CREATE INDEX audit_log_token ON audit_log(token_id, seq);
+   CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+   CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {
