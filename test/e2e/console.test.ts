@@ -219,3 +219,28 @@ test('destructive actions need the name typed', async () => {
   await atB.click('.confirm button:has-text("Cancel")');
   assert.equal(await atB.$('.confirm'), null);
 });
+
+test('a viewer sees what it may read and none of the actions its role may not take', async () => {
+  const made = await a<{ token: string }>('token', 'create', '--role', 'viewer', '--name', 'looker');
+  // A new tab: the console keeps its session per tab.
+  const asViewer = await context.newPage();
+  try {
+    await asViewer.goto(`${sites.a.url}/ui/#/vms/db`);
+    await login(asViewer, made.token);
+    await asViewer.waitForSelector('.shell[data-role=viewer] .vm-detail pre.console-log');
+    assert.match(await asViewer.innerText('header .role'), /looker \(viewer\)/);
+    const nav = await asViewer.innerText('header nav');
+    assert.match(nav, /VMs/);
+    assert.doesNotMatch(nav, /Audit/, 'the audit log is an admin page');
+    for (const label of ['Start', 'Stop', 'Migrate…', 'Delete…']) assert.equal(await asViewer.$(`.vm-detail button:has-text("${label}")`), null, `no ${label} for a viewer`);
+    await asViewer.goto(`${sites.a.url}/ui/#/replication/db`);
+    await asViewer.waitForSelector('svg.lag-chart');
+    assert.equal(await asViewer.$('button:has-text("Sync now")'), null);
+    // The same page as an admin has them: the check above is not vacuous.
+    await atA.goto(`${sites.a.url}/ui/#/vms/db`);
+    await atA.waitForSelector('.vm-detail button:has-text("Start")');
+    await shot(asViewer, 'viewer');
+  } finally {
+    await asViewer.close();
+  }
+});

@@ -11,9 +11,13 @@ import { HistoryPage } from './pages/history-page';
 import { JobsPage } from './pages/jobs-page';
 import { AuditPage } from './pages/audit-page';
 import { href, useRoute } from './router';
+import { loadAccess, type Access } from './api/access';
+import { AccessProvider } from './components/access-context';
 
+/** Each section with the API route it reads: a role that may not read it does not see the section. */
 const SECTIONS = [
-  ['sites', 'Sites'], ['vms', 'VMs'], ['replication', 'Replication'], ['plans', 'Recovery plans'], ['history', 'History'], ['jobs', 'Jobs'], ['audit', 'Audit'],
+  ['sites', 'Sites', '/sites'], ['vms', 'VMs', '/vms'], ['replication', 'Replication', '/replication'], ['plans', 'Recovery plans', '/plans'],
+  ['history', 'History', '/plan-runs'], ['jobs', 'Jobs', '/jobs'], ['audit', 'Audit', '/audit'],
 ] as const;
 
 /** The signed-in shell: the site's name, the sections, and the page the hash names. */
@@ -21,6 +25,7 @@ export function App() {
   const [token, setToken] = useState(session.token());
   const [loginError, setLoginError] = useState<ApiError>();
   const [site, setSite] = useState('');
+  const [access, setAccess] = useState<Access>();
   const route = useRoute();
   useEffect(() => {
     // A token the API stops accepting (revoked, or the site's database replaced) ends the session.
@@ -31,24 +36,33 @@ export function App() {
     };
     void fetch('/health').then((r) => r.json() as Promise<{ site: string }>).then((h) => setSite(h.site), () => undefined);
   }, []);
+  useEffect(() => {
+    setAccess(undefined);
+    if (token) void loadAccess().then(setAccess, () => undefined);
+  }, [token]);
   if (!token) {
     return <LoginPage site={site} error={loginError} onLogin={(t) => { session.set(t); setLoginError(undefined); setToken(t); }} />;
   }
   const [section = 'sites', ...rest] = route;
+  if (!access) return <div className="shell"><main><p className="muted">Signing in…</p></main></div>;
+  const sections = SECTIONS.filter(([, , read]) => access.can('get', read));
   return (
-    <div className="shell">
+    <AccessProvider access={access}>
+    <div className="shell" data-role={access.role}>
       <header>
         <span className="brand">mamori</span>
         <span className="site-name" title="the site this console talks to">{site}</span>
         <nav>
-          {SECTIONS.map(([id, label]) => (
+          {sections.map(([id, label]) => (
             <a key={id} href={href(id)} className={section === id || (section === 'runs' && id === 'history') ? 'active' : ''}>{label}</a>
           ))}
         </nav>
+        <span className="role" title="the role of the token this console signed in with">{access.name} ({access.role})</span>
         <button className="logout" onClick={() => { session.clear(); setToken(null); }}>Log out</button>
       </header>
-      <main>{page(section, rest)}</main>
+      <main>{sections.some(([id]) => id === section || (section === 'runs' && id === 'history')) ? page(section, rest) : <p className="muted">Your role ({access.role}) cannot see this page.</p>}</main>
     </div>
+    </AccessProvider>
   );
 }
 

@@ -5,6 +5,7 @@ import { buildApp, type AppDeps } from '../../../src/api/build-app.js';
 import { createLogger } from '../../../src/core/logger.js';
 import { PLAN_BODY_LIMIT, PLAN_LIMITS } from '../../../src/plans/plan-limits.js';
 import { parsePlanYaml } from '../../../src/plans/plan-spec.js';
+import { AuthFailureLimiter } from '../../../src/api/auth-failure-limiter.js';
 
 /**
  * POST /plans refuses a body over its limit before reading or parsing it, as a typed error.
@@ -18,6 +19,8 @@ before(async () => {
     siteName: 'site-a',
     logger: createLogger({ level: 'silent' }),
     tokens: { verify: async () => ({ name: 'admin', role: 'admin' }) } as unknown as AppDeps['tokens'],
+    authFailures: new AuthFailureLimiter(),
+    audit: { append: async () => undefined } as unknown as AppDeps['audit'],
     plans: {
       apply: async (input: { yaml?: string }) => {
         applied.push(input.yaml ?? '');

@@ -5,6 +5,7 @@ import { ErrorBox } from '../components/error-box';
 import { PlanGraph } from '../components/plan-graph';
 import { TypedConfirm } from '../components/typed-confirm';
 import { useAction } from '../components/use-action';
+import { useCan } from '../components/access-context';
 import { useLoad } from '../components/use-load';
 import { seconds } from '../components/format';
 import { go } from '../router';
@@ -27,6 +28,7 @@ export function PlanPage({ name }: { name: string }) {
   const [dry, setDry] = useState<DryRun>();
   const [confirm, setConfirm] = useState<'run' | 'delete' | null>(null);
   const action = useAction();
+  const can = useCan();
   const chosen = MODES.find((m) => m.mode === mode)!;
   const dryRun = async (): Promise<void> => {
     const r = await action.run(() => api.post('/plans/{name}/runs', { path, body: { mode, dryRun: true } }));
@@ -51,7 +53,7 @@ export function PlanPage({ name }: { name: string }) {
           <PlanGraph plan={plan.data} />
         </>
       ) : null}
-      <div className="actions run-controls">
+      {can('post', '/plans/{name}/runs') ? <div className="actions run-controls">
         <select aria-label="run mode" value={mode} onChange={(e) => { setMode(e.target.value as RunMode); setDry(undefined); }}>
           {MODES.map((m) => <option key={m.mode} value={m.mode}>{m.label}</option>)}
         </select>
@@ -59,8 +61,8 @@ export function PlanPage({ name }: { name: string }) {
         <button className={`run ${chosen.destructive ? 'danger' : 'primary'}`} disabled={action.busy} onClick={() => (chosen.destructive ? setConfirm('run') : run())}>
           Run {chosen.label.toLowerCase()}{chosen.destructive ? '…' : ''}
         </button>
-        <button className="danger" disabled={action.busy} onClick={() => setConfirm('delete')}>Delete plan…</button>
-      </div>
+        {can('delete', '/plans/{name}') ? <button className="danger" disabled={action.busy} onClick={() => setConfirm('delete')}>Delete plan…</button> : null}
+      </div> : null}
       {confirm === 'run' ? <TypedConfirm name={name} action={`${chosen.label} with plan ${name}`} onCancel={() => setConfirm(null)} onConfirm={run} /> : null}
       {confirm === 'delete' ? <TypedConfirm name={name} action={`Delete plan ${name}`} onCancel={() => setConfirm(null)} onConfirm={remove} /> : null}
       <ErrorBox error={action.error} />

@@ -4,6 +4,7 @@ import type { WriteLogReport } from '../api/domain';
 import { ErrorBox } from '../components/error-box';
 import { LagChart, type LagPoint } from '../components/lag-chart';
 import { useAction } from '../components/use-action';
+import { useCan } from '../components/access-context';
 import { useLoad } from '../components/use-load';
 import { ago, bytes, seconds, time } from '../components/format';
 import { href } from '../router';
@@ -46,6 +47,7 @@ function VmReplication({ status, onChange }: { status: Status; onChange: () => v
   const path = { name: status.vm };
   const points = useLoad(() => api.get('/vms/{name}/replication/points', { path }), [status.vm, status.lastPointAt]);
   const action = useAction();
+  const can = useCan();
   const [verified, setVerified] = useState<{ point: string; report: WriteLogReport }>();
   const lagPoints = (points.data ?? []).filter((p): p is LagPoint & typeof p => !!p.time && !!p.committedAt);
   const verify = async (pointId: string): Promise<void> => {
@@ -55,12 +57,12 @@ function VmReplication({ status, onChange }: { status: Status; onChange: () => v
   return (
     <div className="panel">
       <h3>{status.vm} → {status.to}</h3>
-      <div className="actions">
+      {can('post', '/vms/{name}/replication/sync') ? <div className="actions">
         <button disabled={action.busy} onClick={async () => { await action.run(() => api.post('/vms/{name}/replication/sync', { path })); onChange(); }}>Sync now</button>
         <button disabled={action.busy} onClick={async () => { await action.run(() => status.state === 'paused' ? api.post('/vms/{name}/replication/resume', { path }) : api.post('/vms/{name}/replication/pause', { path })); onChange(); }}>
           {status.state === 'paused' ? 'Resume' : 'Pause'}
         </button>
-      </div>
+      </div> : null}
       <ErrorBox error={action.error ?? points.error} />
       <h4>Lag over time</h4>
       <LagChart points={lagPoints} rpoSeconds={status.rpoSeconds} now={Date.now()} />
@@ -73,7 +75,7 @@ function VmReplication({ status, onChange }: { status: Status; onChange: () => v
               <td>{time(p.time)}</td>
               <td>{p.consistency}</td>
               <td>{time(p.committedAt)}</td>
-              <td><button disabled={action.busy || !p.id} onClick={() => p.id && verify(p.id)}>Verify</button></td>
+              <td>{can('post', '/vms/{name}/replication/verify') ? <button disabled={action.busy || !p.id} onClick={() => p.id && verify(p.id)}>Verify</button> : null}</td>
             </tr>
           ))}
         </tbody>

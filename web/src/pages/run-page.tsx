@@ -5,6 +5,7 @@ import { followRun } from '../api/run-events';
 import { ErrorBox } from '../components/error-box';
 import { RunReport } from '../components/run-report';
 import { useAction } from '../components/use-action';
+import { useCan } from '../components/access-context';
 import { time } from '../components/format';
 import { href } from '../router';
 
@@ -22,6 +23,7 @@ export function RunPage({ id }: { id: string }) {
   const [streamError, setStreamError] = useState<unknown>();
   const [generation, setGeneration] = useState(0);
   const action = useAction();
+  const can = useCan();
   useEffect(() => {
     const abort = new AbortController();
     let last: RunWithSummary | undefined;
@@ -70,12 +72,12 @@ export function RunPage({ id }: { id: string }) {
           {run.state === 'waiting' ? (
             <div className="prompt" role="alert">
               <p><strong>The run waits for you:</strong> <span className="prompt-message">{run.prompt}</span></p>
-              <button className="primary continue" disabled={action.busy} onClick={() => act('continue')}>Continue</button>
+              {can('post', '/plan-runs/{id}/continue') ? <button className="primary continue" disabled={action.busy} onClick={() => act('continue')}>Continue</button> : null}
             </div>
           ) : null}
           <div className="actions">
-            {live ? <button disabled={action.busy} onClick={() => act('cancel')}>Cancel run</button> : null}
-            {run.state === 'interrupted' ? <button className="primary" disabled={action.busy} onClick={() => act('resume')}>Resume run</button> : null}
+            {live && can('post', '/plan-runs/{id}/cancel') ? <button disabled={action.busy} onClick={() => act('cancel')}>Cancel run</button> : null}
+            {run.state === 'interrupted' && can('post', '/plan-runs/{id}/resume') ? <button className="primary" disabled={action.busy} onClick={() => act('resume')}>Resume run</button> : null}
           </div>
           <ErrorBox error={action.error} />
           <ol className="steps">

@@ -4,6 +4,7 @@ import type { components } from '../api/schema';
 import { ErrorBox } from '../components/error-box';
 import { TypedConfirm } from '../components/typed-confirm';
 import { useAction } from '../components/use-action';
+import { useCan } from '../components/access-context';
 import { useLoad } from '../components/use-load';
 import { ago, bytes } from '../components/format';
 import { href } from '../router';
@@ -55,15 +56,18 @@ function VmDetail({ vm, onChange }: { vm: Vm; onChange: () => void }) {
     onChange();
   };
   const path = { name: vm.name };
+  const can = useCan();
   return (
     <div className="panel vm-detail">
       <h3>{vm.name}</h3>
       <div className="actions">
-        <button disabled={action.busy} onClick={() => act(() => api.post('/vms/{name}/start', { path, body: {} }))}>Start</button>
-        <button disabled={action.busy} onClick={() => act(() => api.post('/vms/{name}/stop', { path, body: {} }))}>Stop</button>
-        <input placeholder="peer site" value={target} onChange={(e) => setTarget(e.target.value)} aria-label="migrate to site" />
-        <button disabled={action.busy || !target} onClick={() => setConfirm('migrate')}>Migrate…</button>
-        <button className="danger" disabled={action.busy} onClick={() => setConfirm('delete')}>Delete…</button>
+        {can('post', '/vms/{name}/start') ? <button disabled={action.busy} onClick={() => act(() => api.post('/vms/{name}/start', { path, body: {} }))}>Start</button> : null}
+        {can('post', '/vms/{name}/stop') ? <button disabled={action.busy} onClick={() => act(() => api.post('/vms/{name}/stop', { path, body: {} }))}>Stop</button> : null}
+        {can('post', '/vms/{name}/migrate') ? <>
+          <input placeholder="peer site" value={target} onChange={(e) => setTarget(e.target.value)} aria-label="migrate to site" />
+          <button disabled={action.busy || !target} onClick={() => setConfirm('migrate')}>Migrate…</button>
+        </> : null}
+        {can('delete', '/vms/{name}') ? <button className="danger" disabled={action.busy} onClick={() => setConfirm('delete')}>Delete…</button> : null}
       </div>
       {confirm === 'migrate' ? <TypedConfirm name={vm.name} action={`Migrate ${vm.name} live to ${target}`} onCancel={() => setConfirm(null)} onConfirm={() => act(() => api.post('/vms/{name}/migrate', { path, body: { to: target } }))} /> : null}
       {confirm === 'delete' ? <TypedConfirm name={vm.name} action={`Delete ${vm.name}`} onCancel={() => setConfirm(null)} onConfirm={() => act(() => api.delete('/vms/{name}', { path }))} /> : null}
