@@ -1,11 +1,15 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SiteProcess, sleep } from '../../harness/site-process.js';
 
 let site: SiteProcess;
+/** The image comes from outside the site's data folder (which the site refuses as a source). */
+let outside: string;
 before(async () => {
+  outside = await mkdtemp(join(tmpdir(), 'mamori-import-src-'));
   site = await SiteProcess.create();
   await site.start();
 });
@@ -17,11 +21,12 @@ after(async () => {
     if (cmd.startsWith('qemu-img') && cmd.includes(site.dataDir)) process.kill(Number(pid), 'SIGKILL');
   }
   await site.destroy();
+  await rm(outside, { recursive: true, force: true });
 });
 
 test('a server killed during an import leaves no half image: the next start cleans up and fails the job', async () => {
   // 1 GiB of non-zero data: long enough to kill the server mid-copy.
-  const source = join(site.dataDir, 'big.raw');
+  const source = join(outside, 'big.raw');
   const fh = await open(source, 'w');
   const chunk = Buffer.alloc(8 * 1024 * 1024);
   for (let i = 0; i < chunk.length; i += 4096) chunk.writeUInt32LE(i + 1, i);
