@@ -44,6 +44,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'GET /': r(PUBLIC),
   'GET /ui': r(PUBLIC),
   'GET /ui/*': r(PUBLIC),
+  'GET /favicon.ico': r(PUBLIC),
 
   'GET /host/info': r(READ),
   'GET /metrics': r(READ),

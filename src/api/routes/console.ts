@@ -30,6 +30,8 @@ export function consoleRoutes(opts: { dir?: string } = {}): FastifyPluginAsync {
       return reply.header('cache-control', 'public, max-age=31536000, immutable').sendFile(file);
     };
     app.get('/', hide, async (_req, reply) => reply.redirect(302, '/ui/'));
+    // Browsers ask for it without a token: an empty answer, not a 401 in the audit log per visit.
+    app.get('/favicon.ico', hide, async (_req, reply) => reply.status(204).send());
     app.get('/ui', hide, async (_req, reply) => reply.redirect(302, '/ui/'));
     app.get<{ Params: { '*': string } }>('/ui/*', hide, async (req, reply) => {
       const wanted = normalize(req.params['*'] || 'index.html');
