@@ -1,6 +1,6 @@
 import type { ImageBytes } from './image-bytes.js';
 import { corruptImage, readExact } from './image-bytes.js';
-import type { ImageReference } from './image-references.js';
+import type { ImageReference } from './image-reference.js';
 
 const EXT_END = 0;
 const EXT_DATA_FILE = 0x44415441; // "DATA": the external data file's name

@@ -1,6 +1,6 @@
 import type { ImageBytes } from './image-bytes.js';
 import { corruptImage, readExact } from './image-bytes.js';
-import type { ImageReference } from './image-references.js';
+import type { ImageReference } from './image-reference.js';
 
 const KiB = 1024;
 /** The two copies of the region table (MS-VHDX 2.2.3); QEMU uses the first valid one. */

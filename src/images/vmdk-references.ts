@@ -1,6 +1,6 @@
 import type { ImageBytes } from './image-bytes.js';
 import { corruptImage, readExact } from './image-bytes.js';
-import type { ImageReference } from './image-references.js';
+import type { ImageReference } from './image-reference.js';
 import { MamoriError } from '../core/mamori-error.js';
 
 /** QEMU reads at most this much of a text descriptor (block/vmdk.c, vmdk_read_desc). */

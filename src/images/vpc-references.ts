@@ -1,6 +1,6 @@
 import type { ImageBytes } from './image-bytes.js';
 import { corruptImage, readExact } from './image-bytes.js';
-import type { ImageReference } from './image-references.js';
+import type { ImageReference } from './image-reference.js';
 
 const DIFFERENCING = 4;
 const KNOWN_TYPES = new Set([2, 3, 4]); // fixed, dynamic, differencing
