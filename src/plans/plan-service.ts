@@ -55,8 +55,17 @@ export class PlanService {
   }
 
   /** Creates or replaces a plan from YAML or JSON; nothing is stored unless every check passes. */
-  async apply(input: { yaml: string } | { spec: unknown }): Promise<PlanView> {
+  /**
+   * A plan's command steps run programs on this host as the server's user: whoever may write
+   * them holds the host. So only an admin applies a plan that has them (mayRunCommands);
+   * an operator applies and runs plans without, and runs the ones an admin applied.
+   */
+  async apply(input: { yaml: string } | { spec: unknown }, opts: { mayRunCommands: boolean }): Promise<PlanView> {
     const spec = 'yaml' in input ? parsePlanYaml(input.yaml) : checkPlan(input.spec);
+    const commands = spec.steps.filter((st) => st.action.kind === 'command').length;
+    if (commands > 0 && !opts.mayRunCommands) {
+      throw new MamoriError('FORBIDDEN', `plan ${spec.name} has ${commands} command step${commands === 1 ? '' : 's'}, which run programs on this host: only an admin token may apply it (prompts need no admin)`, { details: { plan: spec.name, commandSteps: commands } });
+    }
     const peer = await this.#peerOf(spec);
     const inventory = await this.fetchInventory(peer);
     await this.#resolveWith(spec, peer, inventory, true);

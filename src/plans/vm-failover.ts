@@ -118,7 +118,7 @@ export async function startPeerFailover(deps: { plans: PlanService; runner: Plan
   if (input.mode === 'planned') {
     await deps.plans.apply({
       spec: { name, description: `made by 'mamori vm failover ${input.vm} --planned' at ${peer}`, protectedSite: peer, protectedVms: [input.vm] },
-    });
+    }, { mayRunCommands: false });
   }
   const plan = await deps.plans.get(name);
   if (plan.protectedSite !== peer) throw new MamoriError('FORBIDDEN', `plan ${name} protects ${plan.protectedSite}, not ${peer}`);

@@ -48,7 +48,7 @@ export function planRoutes(deps: { plans: PlanService; runner: PlanRunner; runs:
     }, async (req) => {
       const { yaml, spec } = req.body;
       if ((yaml === undefined) === (spec === undefined)) throw new MamoriError('INVALID_INPUT', 'send exactly one of yaml (the plan as YAML text) or spec (as JSON)');
-      return deps.plans.apply(yaml !== undefined ? { yaml } : { spec });
+      return deps.plans.apply(yaml !== undefined ? { yaml } : { spec }, { mayRunCommands: callerOf(req).role === 'admin' });
     });
     app.get<{ Params: { name: string } }>('/plans/:name', { schema: { summary: 'One plan', params: nameParam, response: { 200: free, ...errorResponses } } },
       async (req) => deps.plans.get(req.params.name));

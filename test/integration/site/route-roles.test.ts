@@ -84,6 +84,19 @@ test('host-path fields are refused to an operator, who may still make a pool dis
   assert.equal(viewer.statusCode, 403);
 });
 
+test('a plan with command steps (programs run on the host) is an admin\'s to apply; prompts are an operator\'s', async () => {
+  const plan = (step: string) => `name: p1\nprotectedSite: nowhere\nprotectedVms: [db]\nsteps:\n  - after: priority 1\n    ${step}\n`;
+  const as = (role: Role, yaml: string) => site.app.inject({ method: 'POST', url: '/plans', headers: { authorization: `Bearer ${tokens[role]}` }, payload: { yaml } });
+  const cmd = await as('operator', plan('command: ["/bin/sh", "-c", "id > /tmp/owned"]'));
+  assert.equal(cmd.statusCode, 403);
+  assert.match(cmd.json().error.message, /command step.*only an admin/);
+  // Past the role check both times: the plan then fails on its (made-up) protected site.
+  for (const [role, step] of [['operator', 'prompt: "check the database"'], ['admin', 'command: ["/usr/bin/logger", "db up"]']] as const) {
+    const r = await as(role, plan(step));
+    assert.notEqual(r.json().error?.code, 'FORBIDDEN', `${role}: ${r.body}`);
+  }
+});
+
 test('tokens: created with a role and an expiry, listed without secrets, revoked, refused once revoked or expired', async () => {
   const admin = { authorization: `Bearer ${tokens.admin}` };
   const made = await site.app.inject({ method: 'POST', url: '/tokens', headers: admin, payload: { name: 'ci', role: 'viewer', expires: '30d' } });
