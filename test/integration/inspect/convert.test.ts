@@ -107,7 +107,8 @@ test('bad sources are refused with a clear message and leave no VM, disk or file
   const taken = await site.cli('convert', sources['bios']!, '--name', 'p2v-bios');
   assert.match(taken.stderr, /a VM named p2v-bios already exists.*VM_EXISTS/);
   const relative = await site.cli('convert', 'no-such.vmdk', '--name', 'nope');
-  assert.match(relative.stderr, /no disk or image at .*no-such\.vmdk|IMAGE_NOT_FOUND/);
+  // A missing source gets the forbidden one's answer: the API tells nobody which host paths exist.
+  assert.match(relative.stderr, /no-such\.vmdk" is not an image or device this site may read.*\[HOST_PATH_REFUSED\]/);
   const names = (await site.cliJson<VmView[]>('vm', 'list')).map((v) => v.name).sort();
   assert.deepEqual(names, ['p2v-bios', 'p2v-uefi', 'v2v-win']);
   assert.deepEqual((await readdir(join(site.dataDir, 'pools', 'default')).catch(() => [])).sort(), [...before].sort());
