@@ -50,6 +50,10 @@ export interface FuzzOptions {
   /** An input whose run grows ArrayBuffer memory by more is a memory finding (default 256 MiB). */
   memoryLimitBytes?: number;
   onTargetDone?: (result: FuzzTargetResult) => void;
+  /** Called with each input's description before it runs (the isolated runner's watchdog names a hang's input by it). */
+  beforeInput?: (description: unknown) => void;
+  /** Runs one target elsewhere (fuzz-isolated.ts: a worker thread under a watchdog) instead of in this thread. */
+  isolate?: (name: string, opts: FuzzOptions) => Promise<FuzzTargetResult>;
 }
 
 export interface FuzzReport {
@@ -72,7 +76,8 @@ export function seedsOf(target: AnyFuzzTarget): Promise<unknown[]> {
 export async function runFuzz(targets: readonly AnyFuzzTarget[], opts: FuzzOptions = {}): Promise<FuzzReport> {
   const results: FuzzTargetResult[] = [];
   for (const t of targets) {
-    const r = await runTarget(t, opts);
+    const { onTargetDone: _done, isolate, ...rest } = opts;
+    const r = isolate ? await isolate(t.name, rest) : await runTarget(t, opts);
     results.push(r);
     opts.onTargetDone?.(r);
   }
@@ -110,6 +115,7 @@ export async function runTarget(target: AnyFuzzTarget, opts: FuzzOptions = {}): 
   };
 
   const one = async (input: unknown): Promise<boolean> => {
+    opts.beforeInput?.(target.describe ? target.describe(input) : input);
     const deadline = new Deadline(deadlineMs);
     const before = process.memoryUsage().arrayBuffers;
     const started = performance.now();

@@ -4,12 +4,13 @@ import { parseArgs } from 'node:util';
 import { repoRoot } from '../harness/repo-root.js';
 import { runFuzz, type FuzzTargetResult } from './fuzz-runner.js';
 import { fuzzResultJson } from './fuzz-results.js';
+import { runTargetIsolated } from './fuzz-isolated.js';
 import { targetsNamed } from './fuzz-targets.js';
 
 /**
  * The long fuzz run (`make fuzz`): every target for --executions inputs (default 1,000,000)
  * or --seconds each, whichever ends first; prints a table and writes bench/results/fuzz.json.
- *   node dist/test/fuzz/run-fuzz.js [--executions N] [--seconds S] [--seed N] [--target NAME ...] [--out PATH]
+ *   node dist/test/fuzz/run-fuzz.js [--executions N] [--seconds S] [--seed N] [--target NAME ...] [--out PATH] [--in-process]
  */
 const { values } = parseArgs({
   options: {
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     target: { type: 'string', multiple: true, default: [] },
     out: { type: 'string', default: join(repoRoot, 'bench', 'results', 'fuzz.json') },
     'deadline-ms': { type: 'string', default: '2000' },
+    'in-process': { type: 'boolean', default: false },
   },
 });
 
@@ -31,11 +33,13 @@ const executions = Number(values.executions);
 const seconds = values.seconds !== undefined ? Number(values.seconds) : undefined;
 const seed = Number(values.seed);
 process.stdout.write(`${'target'.padEnd(18)} ${'execs'.padStart(9)} ${'exec/s'.padStart(8)} ${'crashes'.padStart(7)} ${'hangs'.padStart(5)} ${'slowest ms'.padStart(10)} ${'seconds'.padStart(8)}\n`);
+// Each target in its own worker thread (a synchronous infinite loop is then caught too), unless --in-process.
 const report = await runFuzz(targetsNamed(values.target ?? []), {
   executions, ...(seconds !== undefined ? { seconds } : {}), seed, deadlineMs: Number(values['deadline-ms']),
+  ...(values['in-process'] ? {} : { isolate: runTargetIsolated }),
   onTargetDone: (r) => {
     process.stdout.write(`${row(r)}   ${Object.entries(r.outcomes).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
-    for (const f of r.findings.slice(0, 5)) process.stdout.write(`    ${f.kind} x${f.count}: ${f.error}\n      at ${f.where.join('\n      at ')}\n`);
+    for (const f of r.findings.slice(0, 5)) process.stdout.write(`    ${f.kind} x${f.count}: ${f.error}\n${f.where.map((w) => `      at ${w}\n`).join('')}`);
   },
 });
 const t = report.totals;
