@@ -2,6 +2,7 @@ import type { AnyFuzzTarget } from './fuzz-target.js';
 import { adapterResponseTarget } from './targets/adapter-response.fuzz.js';
 import { ext4Target } from './targets/ext4.fuzz.js';
 import { fatTarget } from './targets/fat.fuzz.js';
+import { linuxReleaseTarget } from './targets/linux-release.fuzz.js';
 import { lvmPvTarget, lvmTextTarget } from './targets/lvm.fuzz.js';
 import { nbdHandshakeTarget } from './targets/nbd-handshake.fuzz.js';
 import { nbdReplyTarget } from './targets/nbd-reply.fuzz.js';
@@ -30,6 +31,7 @@ export const FUZZ_TARGETS: readonly AnyFuzzTarget[] = [
   lvmPvTarget,
   lvmTextTarget,
   registryHiveTarget,
+  linuxReleaseTarget,
   nbdReplyTarget,
   nbdHandshakeTarget,
   adapterResponseTarget,

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import fc from 'fast-check';
 import { join } from 'node:path';
 import { buildOvf, parseOvf } from '../../../src/convert/ovf-descriptor.js';
 import { repoRoot } from '../../harness/repo-root.js';
@@ -24,8 +25,34 @@ export const ovfTarget: FuzzTarget<TextSeed, TextInput> = {
     for (const m of src.matchAll(/^const (\w+) = `(<\?xml[\s\S]*?)`;$/gm)) seeds.push(textSeed(m[1]!, m[2]!));
     return seeds;
   },
-  inputs: (seeds) => textInputs(seeds, XML_TOKENS),
+  inputs: (seeds) => fc.oneof(textInputs(seeds, XML_TOKENS), valueInputs(seeds)),
   run(input) {
     parseOvf(input.text);
   },
 };
+
+/** Values that a descriptor's attributes and element texts carry: numbers at the edges, units, references, empties. */
+const VALUES = ['', '0', '-1', '1', '3', '10', '17', '4294967296', '1e309', 'NaN', '0x10', ' 5 ', '1.5', 'byte', 'byte * 2^20', 'byte * 2^-1', 'byte * 2^9999',
+  'MegaBytes', 'GB', 'ovf:/disk/vmdisk1', 'ovf:/disk/nothere', 'ovf:/file/file1', 'file1', 'vmdisk1', '../../etc/passwd', '/abs/path.vmdk', 'gzip', 'identity',
+  'x'.repeat(2000), '&amp;', '&#1;'];
+
+/** Mutations that keep the XML well formed: one to three attribute values or element texts replaced. */
+function valueInputs(seeds: TextSeed[]): fc.Arbitrary<TextInput> {
+  return fc.constantFrom(...seeds).chain((seed) => {
+    // Spans of attribute values ("...") and of element text (>...<) in the descriptor.
+    const spans = [...seed.text.matchAll(/="([^"]*)"|>([^<]+)</g)].map((m) => {
+      const inner = m[1] ?? m[2]!;
+      const start = m.index! + m[0].indexOf(inner, m[1] !== undefined ? 2 : 1);
+      return { start, end: start + inner.length };
+    });
+    return fc.array(fc.tuple(fc.nat({ max: spans.length - 1 }), fc.constantFrom(...VALUES)), { minLength: 1, maxLength: 3 }).map((edits) => {
+      let text = seed.text;
+      // Right to left, so earlier spans keep their offsets.
+      for (const [i, value] of [...new Map(edits)].sort((a, b) => b[0] - a[0])) {
+        const span = spans[i]!;
+        text = text.slice(0, span.start) + value.replace(/</g, '&lt;').replace(/"/g, '&quot;') + text.slice(span.end);
+      }
+      return { seed: seed.name, text };
+    });
+  });
+}

@@ -7,7 +7,7 @@ import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { bufferReader } from '../../../src/inspect/byte-reader.js';
 import { probeFilesystem } from '../../../src/inspect/filesystem-probe.js';
-import { parseOsRelease, parseRedhatRelease } from '../../../src/inspect/linux-release.js';
+import { linuxRelease, parseOsRelease, parseRedhatRelease } from '../../../src/inspect/linux-release.js';
 
 let dir: string;
 before(async () => {
@@ -92,5 +92,12 @@ test('fuzz finding: a partition cut short inside an NTFS, exFAT or LUKS header i
   const luks = Buffer.from('LUKS\xba\xbe\x00', 'latin1');
   for (const head of [ntfs, exfat, luks]) {
     await assert.rejects(probeFilesystem(bufferReader(head)), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'), head.toString('latin1'));
+  }
+});
+
+test('fuzz finding: an os-release ID naming an Object.prototype member is a plain distro string', async () => {
+  for (const id of ['constructor', '__proto__', 'toString']) {
+    const fs = { readFile: async (p: string) => (p === '/etc/os-release' ? Buffer.from(`ID=${id}\nNAME=x\n`) : null), listDir: async () => [] };
+    assert.equal((await linuxRelease(fs))?.distro, id.toLowerCase());
   }
 });
