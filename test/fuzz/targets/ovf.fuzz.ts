@@ -27,14 +27,18 @@ export const ovfTarget: FuzzTarget<TextSeed, TextInput> = {
   },
   inputs: (seeds) => fc.oneof(textInputs(seeds, XML_TOKENS), valueInputs(seeds)),
   run(input) {
-    parseOvf(input.text);
+    const vs = parseOvf(input.text);
+    // What the conversion sizes disks and the VM by: whole, positive, exact numbers or a refusal.
+    const bad = [['vcpus', vs.vcpus], ['memoryMiB', vs.memoryMiB], ...vs.disks.map((d, i) => [`disks[${i}].capacityBytes`, d.capacityBytes] as const)]
+      .filter(([, v]) => !Number.isSafeInteger(v) || (v as number) < 0);
+    if (bad.length > 0) throw new TypeError(`parseOvf accepted ${bad.map(([k, v]) => `${k} = ${v}`).join(', ')}`);
   },
 };
 
 /** Values that a descriptor's attributes and element texts carry: numbers at the edges, units, references, empties. */
 const VALUES = ['', '0', '-1', '1', '3', '10', '17', '4294967296', '1e309', 'NaN', '0x10', ' 5 ', '1.5', 'byte', 'byte * 2^20', 'byte * 2^-1', 'byte * 2^9999',
   'MegaBytes', 'GB', 'ovf:/disk/vmdisk1', 'ovf:/disk/nothere', 'ovf:/file/file1', 'file1', 'vmdisk1', '../../etc/passwd', '/abs/path.vmdk', 'gzip', 'identity',
-  'x'.repeat(2000), '&amp;', '&#1;'];
+  'x'.repeat(2000), '&amp;', '&#1;', '99999999999999999999', '9007199254740993', 'constructor', '__proto__'];
 
 /** Mutations that keep the XML well formed: one to three attribute values or element texts replaced. */
 function valueInputs(seeds: TextSeed[]): fc.Arbitrary<TextInput> {
