@@ -5,6 +5,7 @@ import { NbdHandshake } from '../../../src/nbd/nbd-handshake.js';
 import { NBD_INFO, NBD_MAGIC, NBD_OPT, NBD_REP } from '../../../src/nbd/nbd-protocol.js';
 import { applyOps, byteOps, type ByteOp } from '../byte-mutations.js';
 import type { FuzzTarget } from '../fuzz-target.js';
+import { exactSizes } from '../invariants.js';
 
 /**
  * Fixed newstyle negotiation, client side, against a recorded server: the server's whole
@@ -90,6 +91,9 @@ export const nbdHandshakeTarget: FuzzTarget<HandshakeSeed, HandshakeInput> = {
       exportName: '', metaContexts: input.seed.metaContexts, label: 'fuzz server', defaultServername: 'localhost',
     }).run();
     negotiated.socket.destroy();
+    const b = negotiated.blockSizes;
+    exactSizes('the handshake', { size: negotiated.size, min: b.min, preferred: b.preferred, max: b.max });
+    if (!(b.min >= 1 && b.min <= b.preferred && b.preferred <= b.max)) throw new TypeError(`the handshake accepted block sizes ${b.min}/${b.preferred}/${b.max}`);
   },
   describe: (input) => ({ seed: input.seed.name, ops: input.ops }),
 };

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { listTarMembers } from '../../../src/convert/ova-archive.js';
 import { tarArchives } from '../fuzz-fixtures.js';
 import type { FuzzTarget } from '../fuzz-target.js';
+import { exactSizes } from '../invariants.js';
 import { bufferInputs, describeBuffer, type BufferInput, type BufferSeed } from './buffer-target.js';
 
 /** listTarMembers reads a path: each input is written to this one file first (removed when the process exits). */
@@ -31,7 +32,10 @@ export const ovaTarget: FuzzTarget<BufferSeed, BufferInput> = {
       });
     }
     await writeFile(scratch, input.bytes);
-    await listTarMembers(scratch);
+    for (const m of await listTarMembers(scratch)) {
+      exactSizes(`member ${m.name}`, { offset: m.offset, size: m.size });
+      if (m.offset + m.size > input.bytes.length) throw new TypeError(`member ${m.name} ends at ${m.offset + m.size}, past the ${input.bytes.length}-byte archive`);
+    }
   },
   describe: describeBuffer,
 };

@@ -132,3 +132,23 @@ test('fuzz finding: a metadata area that points past its partition is FILESYSTEM
   const partition = sliceReader(bufferReader(Buffer.concat([Buffer.alloc(512), pv])), 512, pv.length);
   await assert.rejects(readPhysicalVolume(partition), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'));
 });
+
+test('fuzz finding: a metadata length that spans the zeroed rest of the area reads in linear time (was a quadratic NUL-trimming regex)', { timeout: 30_000 }, async () => {
+  const size = 2 * MiB;
+  const pv = Buffer.alloc(4096 + size);
+  pv.write('LABELONE', 512, 'latin1');
+  pv.write('LVM2 001', 512 + 24, 'latin1');
+  pv.writeUInt32LE(32, 512 + 20);
+  pv.write('g5q5WAKQqYoGOd0D29ob2GngDLjQBVcU', 544, 'latin1');
+  pv.writeBigUInt64LE(BigInt(MiB), 544 + 40);
+  pv.writeBigUInt64LE(4096n, 544 + 72);
+  pv.writeBigUInt64LE(BigInt(size), 544 + 80);
+  pv.write(' LVM2 x[5A%r0N*>', 4096 + 4, 'latin1');
+  // The text, then a megabyte of zeros, then a few bytes: the NULs are not at the end.
+  pv.writeBigUInt64LE(512n, 4096 + 40);
+  pv.writeBigUInt64LE(BigInt(MiB + 600), 4096 + 48);
+  pv.write('vg0 {\n', 4096 + 512, 'latin1');
+  pv.write('tail', 4096 + 512 + MiB + 500, 'latin1');
+  const read = await readPhysicalVolume(bufferReader(pv));
+  assert.ok(read?.metadata?.startsWith('vg0 {') && read.metadata.endsWith('tail'));
+});
