@@ -1,16 +1,15 @@
-import { unlinkSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { threadId } from 'node:worker_threads';
 import { listTarMembers } from '../../../src/convert/ova-archive.js';
 import { tarArchives } from '../fuzz-fixtures.js';
 import type { FuzzTarget } from '../fuzz-target.js';
 import { exactSizes } from '../invariants.js';
 import { bufferInputs, describeBuffer, type BufferInput, type BufferSeed } from './buffer-target.js';
 
-/** listTarMembers reads a path: each input is written to this one file first (removed when the process exits). */
-const scratch = join(tmpdir(), `mamori-fuzz-ova-${process.pid}.ova`);
-let cleanup = false;
+/** listTarMembers reads a path: each input is written to this one file first. */
+const scratch = join(tmpdir(), `mamori-fuzz-ova-${process.pid}-${threadId}.ova`);
 
 /** OVAs (ustar from writeTar, GNU tar with 'L' long names, pax): the headers, their checksums, sizes and extended records. */
 export const ovaTarget: FuzzTarget<BufferSeed, BufferInput> = {
@@ -21,20 +20,15 @@ export const ovaTarget: FuzzTarget<BufferSeed, BufferInput> = {
   },
   inputs: (seeds) => bufferInputs(seeds, { stream: true }),
   async run(input) {
-    if (!cleanup) {
-      cleanup = true;
-      process.once('exit', () => {
-        try {
-          unlinkSync(scratch);
-        } catch {
-          // never written
-        }
-      });
-    }
     await writeFile(scratch, input.bytes);
-    for (const m of await listTarMembers(scratch)) {
-      exactSizes(`member ${m.name}`, { offset: m.offset, size: m.size });
-      if (m.offset + m.size > input.bytes.length) throw new TypeError(`member ${m.name} ends at ${m.offset + m.size}, past the ${input.bytes.length}-byte archive`);
+    try {
+      for (const m of await listTarMembers(scratch)) {
+        exactSizes(`member ${m.name}`, { offset: m.offset, size: m.size });
+        if (m.offset + m.size > input.bytes.length) throw new TypeError(`member ${m.name} ends at ${m.offset + m.size}, past the ${input.bytes.length}-byte archive`);
+      }
+    } finally {
+      // Removed after every input: a worker thread ended by the runner runs no exit handlers.
+      await rm(scratch, { force: true });
     }
   },
   describe: describeBuffer,
