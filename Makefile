@@ -46,5 +46,12 @@ bench-deps:
 bench: setup bench-deps
 	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node dist/bench/convert/run.js && node dist/bench/pools/run.js && node dist/bench/storage/run.js && node dist/bench/security/run.js && node scripts/bench-readme.mjs
 
+# The long fuzz run of every parser of outside input (test/fuzz/): FUZZ_EXECUTIONS inputs per target, or
+# FUZZ_ARGS='--seconds 600'; prints a table and writes bench/results/fuzz.json.
+FUZZ_EXECUTIONS ?= 1000000
+.PHONY: fuzz
+fuzz: deps build
+	node dist/test/fuzz/run-fuzz.js --executions $(FUZZ_EXECUTIONS) $(FUZZ_ARGS)
+
 clean:
 	rm -rf dist web/dist

@@ -71,15 +71,9 @@ export class AdapterClient {
     const fail = (why: string): MamoriError => new MamoriError('ADAPTER_FAILED', `the adapter ${this.path} failed ${command}: ${why}${said}`, { details: { adapter: this.path, command, exitCode: run.exitCode, signal: run.signal, stderr: run.stderrTail } });
     if (run.signal) throw fail(`it was killed by ${run.signal}`);
     if (run.exitCode !== 0) throw fail(`it exited ${run.exitCode}`);
-    let response: unknown;
-    try {
-      response = JSON.parse(run.stdout);
-    } catch {
-      throw fail(run.stdout.trim() === '' ? 'it wrote no response on stdout' : `its stdout is not one JSON object: ${JSON.stringify(run.stdout.slice(0, 200))}`);
-    }
-    if (!validateResponse(response)) throw fail(`its response breaks the protocol: ${ajv.errorsText(validateResponse.errors)}`);
-    const r = response as { result?: unknown; error?: AdapterErrorBody };
-    if (r.error) {
+    const r = decodeAdapterResponse(command, run.stdout);
+    if ('broken' in r) throw fail(r.broken);
+    if ('error' in r) {
       const declared = command === 'queryErrorDefinitions' ? new Map<string, boolean>() : await this.errorDefinitions();
       if (!declared.has(r.error.code) && !(GENERIC_ERROR_CODES as readonly string[]).includes(r.error.code)) {
         throw fail(`it answered with error code ${r.error.code}, which it does not declare in queryErrorDefinitions (${r.error.message})`);
@@ -89,8 +83,26 @@ export class AdapterClient {
         details: { adapter: this.path, command, adapterCode: r.error.code, retryable: declared.get(r.error.code) ?? false, ...(r.error.details ? { adapterDetails: r.error.details } : {}) },
       });
     }
-    const validate = validators.get(command)!;
-    if (!validate(r.result)) throw fail(`its ${command} result breaks the protocol: ${ajv.errorsText(validate.errors, { dataVar: 'result' })}`);
     return r.result as AdapterResults[C];
   }
+}
+
+/**
+ * An adapter's stdout as the protocol reads it: one JSON object holding the result of
+ * `command` (checked against its schema) or an error; anything else is `broken`, with why.
+ * Pure, so that what an adapter may write is fuzzed without running one (test/fuzz).
+ */
+export function decodeAdapterResponse(command: AdapterCommand, stdout: string): { result: unknown } | { error: AdapterErrorBody } | { broken: string } {
+  let response: unknown;
+  try {
+    response = JSON.parse(stdout);
+  } catch {
+    return { broken: stdout.trim() === '' ? 'it wrote no response on stdout' : `its stdout is not one JSON object: ${JSON.stringify(stdout.slice(0, 200))}` };
+  }
+  if (!validateResponse(response)) return { broken: `its response breaks the protocol: ${ajv.errorsText(validateResponse.errors)}` };
+  const r = response as { result?: unknown; error?: AdapterErrorBody };
+  if (r.error) return { error: r.error };
+  const validate = validators.get(command)!;
+  if (!validate(r.result)) return { broken: `its ${command} result breaks the protocol: ${ajv.errorsText(validate.errors, { dataVar: 'result' })}` };
+  return { result: r.result };
 }

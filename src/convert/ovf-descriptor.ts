@@ -159,7 +159,13 @@ const textOf = (n: XNode | undefined, name: string): string | undefined => kids(
 /** OVF 0.9 and old VirtualBox write `<Section xsi:type="ovf:DiskSection_Type">` for `<DiskSection>`. */
 const sections = (n: XNode, kind: string): XNode[] =>
   n.children.filter((c) => c.name === kind || (c.name === 'Section' && (c.attrs.type ?? '').endsWith(`${kind}_Type`)));
-const whole = (s: string | undefined): number | undefined => (s !== undefined && /^\d+$/.test(s.trim()) ? Number(s.trim()) : undefined);
+const whole = (s: string | undefined): number | undefined => {
+  if (s === undefined || !/^\d+$/.test(s.trim())) return undefined;
+  // Past 2^53 a number no longer says which one it is: no real size or count is that large.
+  const n = Number(s.trim());
+  if (!Number.isSafeInteger(n)) throw corrupt(`the descriptor holds the number ${s.trim().slice(0, 40)}, too large to be a real size or count; the descriptor is damaged: export the VM again`);
+  return n;
+};
 
 /** Bytes per unit for DMTF programmatic units ("byte * 2^20") and the names producers use instead ("MegaBytes"). */
 function unitBytes(units: string): number | undefined {
@@ -167,7 +173,8 @@ function unitBytes(units: string): number | undefined {
   const m = /^bytes?(?:\*(\d+)(?:\^(\d+))?)?$/.exec(u);
   if (m !== null) return m[1] === undefined ? 1 : Number(m[1]) ** Number(m[2] ?? 1);
   const binary: Record<string, number> = { b: 0, kb: 10, kib: 10, kilobytes: 10, mb: 20, mib: 20, megabytes: 20, gb: 30, gib: 30, gigabytes: 30, tb: 40, tib: 40, terabytes: 40 };
-  return binary[u] === undefined ? undefined : 2 ** binary[u]!;
+  // Own keys only: "constructor" is no unit.
+  return Object.hasOwn(binary, u) ? 2 ** binary[u]! : undefined;
 }
 
 /** Reads one VM from an OVF 1.x/2.0 descriptor written by ovftool, vSphere, VirtualBox or others. */
@@ -203,7 +210,9 @@ export function parseOvf(xml: string): OvfVirtualSystem {
     const id = d.attrs.diskId ?? '';
     const capacity = whole(d.attrs.capacity), unit = unitBytes(d.attrs.capacityAllocationUnits ?? 'byte');
     if (capacity === undefined || unit === undefined) throw corrupt(`disk ${id} has no readable capacity (${d.attrs.capacity ?? 'none'} ${d.attrs.capacityAllocationUnits ?? ''}); export the VM again`);
-    diskDefs.set(id, { ...(d.attrs.fileRef === undefined ? {} : { fileRef: d.attrs.fileRef }), capacityBytes: capacity * unit });
+    const capacityBytes = capacity * unit;
+    if (!Number.isSafeInteger(capacityBytes)) throw corrupt(`disk ${id} claims ${d.attrs.capacity} × ${d.attrs.capacityAllocationUnits ?? 'byte'} bytes, more than any disk holds; the descriptor is damaged: export the VM again`);
+    diskDefs.set(id, { ...(d.attrs.fileRef === undefined ? {} : { fileRef: d.attrs.fileRef }), capacityBytes });
   }
 
   // Items may be tagged for one of several deployment configurations; take the default one's.
@@ -235,6 +244,7 @@ export function parseOvf(xml: string): OvfVirtualSystem {
     const unit = unitBytes(mem.units ?? 'byte * 2^20');
     if (unit === undefined) throw unsupported(`memory AllocationUnits "${mem.units}" are not understood; set the VM's memory in megabytes and export it again`);
     memoryMiB = Math.ceil((mem.qty * unit) / 2 ** 20);
+    if (!Number.isSafeInteger(memoryMiB)) throw corrupt(`the memory size ${mem.qty} × ${mem.units ?? 'byte * 2^20'} is more than any machine has; the descriptor is damaged: export the VM again`);
   }
 
   // Disks in the order the guest sees them: by controller (in item order), then by address on it.

@@ -36,19 +36,7 @@ export class P2vAgentClient {
     if (typeof key !== 'string' || key.length < 16) throw new MamoriError('INVALID_INPUT', 'agentKey is missing or too short: give the key `mamori p2v-agent` printed (--agent-key)');
     const nonce = randomBytes(16).toString('hex');
     const res = await call(host, port, { method: 'GET', path: `/p2v/hello?nonce=${nonce}`, trust: { insecure: true } });
-    const hello = res.json as P2vHello;
-    if (hello?.protocol !== P2V_PROTOCOL || typeof hello.caCert !== 'string' || !Number.isSafeInteger(hello.sizeBytes)) {
-      throw new MamoriError('PEER_UNREACHABLE', `nbd://${host}:${port} is not a mamori P2V agent of this version (control channel on port ${port + 1})`);
-    }
-    const ca = parseCert(hello.caCert, `CA certificate of the agent at ${host}`);
-    const leaf = res.peerCertificate ? new X509Certificate(res.peerCertificate) : undefined;
-    if (!ca.ca || !leaf || !leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) {
-      throw new MamoriError('PEER_CERT_MISMATCH', `the agent at ${host} serves a TLS certificate its own CA did not sign; something between may intercept TLS`);
-    }
-    if (typeof hello.proof !== 'string' || !proofsEqual(helloProof(pairingKeyFromToken(key), certFingerprint(ca), nonce), hello.proof)) {
-      throw new MamoriError('PEER_AUTH_FAILED', `the agent at ${host} does not hold this agent key (or something between intercepts TLS): check the key the agent printed`);
-    }
-    return new P2vAgentClient(host, port, key, hello);
+    return new P2vAgentClient(host, port, key, checkAgentHello(res.json, res.peerCertificate, { host, port, key, nonce }));
   }
 
   async credentials(): Promise<P2vCredentials> {
@@ -100,4 +88,25 @@ async function call(host: string, port: number, r: { method: string; path: strin
     throw new MamoriError(code, `the P2V agent at ${host} answered ${r.method} ${r.path.split('?')[0]} with HTTP ${res.status}: ${err?.message ?? 'no message'}`);
   }
   return res;
+}
+
+/**
+ * The agent's hello, fetched without verifying TLS, accepted only when it is this protocol's,
+ * its CA signed the TLS certificate the site saw, and its proof shows the agent key (see
+ * p2v-protocol.ts). Pure, so that what an agent may answer is fuzzed without one (test/fuzz).
+ */
+export function checkAgentHello(json: unknown, peerCertificate: Buffer | null, c: { host: string; port: number; key: string; nonce: string }): P2vHello {
+  const hello = json as P2vHello;
+  if (hello?.protocol !== P2V_PROTOCOL || typeof hello.caCert !== 'string' || !Number.isSafeInteger(hello.sizeBytes)) {
+    throw new MamoriError('PEER_UNREACHABLE', `nbd://${c.host}:${c.port} is not a mamori P2V agent of this version (control channel on port ${c.port + 1})`);
+  }
+  const ca = parseCert(hello.caCert, `CA certificate of the agent at ${c.host}`);
+  const leaf = peerCertificate ? new X509Certificate(peerCertificate) : undefined;
+  if (!ca.ca || !leaf || !leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) {
+    throw new MamoriError('PEER_CERT_MISMATCH', `the agent at ${c.host} serves a TLS certificate its own CA did not sign; something between may intercept TLS`);
+  }
+  if (typeof hello.proof !== 'string' || !proofsEqual(helloProof(pairingKeyFromToken(c.key), certFingerprint(ca), c.nonce), hello.proof)) {
+    throw new MamoriError('PEER_AUTH_FAILED', `the agent at ${c.host} does not hold this agent key (or something between intercepts TLS): check the key the agent printed`);
+  }
+  return hello;
 }

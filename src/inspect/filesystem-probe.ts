@@ -1,3 +1,4 @@
+import { MamoriError } from '../core/mamori-error.js';
 import type { ByteReader } from './byte-reader.js';
 import { parseExt4Superblock } from './ext4-reader.js';
 import { parseFatBootSector } from './fat-reader.js';
@@ -23,7 +24,12 @@ const PROBE_BYTES = 68 * 1024;
 export async function probeFilesystem(part: ByteReader): Promise<FilesystemProbe | null> {
   const head = await part.read(0, Math.min(PROBE_BYTES, part.size));
   const at = (offset: number, text: string): boolean => head.length >= offset + text.length && head.subarray(offset, offset + text.length).toString('latin1') === text;
+  // A signature in a partition cut shorter than the header it starts (a damaged table, a truncated image).
+  const whole = (bytes: number, what: string): void => {
+    if (head.length < bytes) throw new MamoriError('FILESYSTEM_UNREADABLE', `the partition starts like ${what} but is only ${head.length} bytes, too short for its ${bytes}-byte header: the partition table or the image is damaged`);
+  };
   if (at(0, 'LUKS\xba\xbe')) {
+    whole(8, 'LUKS');
     const version = head.readUInt16BE(6);
     return { type: 'crypto_luks', version: String(version), uuid: cString(head.subarray(168, 208)), encrypted: true, ...(version === 2 ? { label: cString(head.subarray(24, 72)) } : {}) };
   }
@@ -40,7 +46,9 @@ export async function probeFilesystem(part: ByteReader): Promise<FilesystemProbe
     const ext = parseExt4Superblock(head.subarray(1024, 2048));
     if (ext) return { type: ext.type, uuid: ext.uuid, ...(ext.label ? { label: ext.label } : {}), features: ext.features };
   }
+  if (at(3, 'NTFS    ')) whole(0x50, 'NTFS');
   if (at(3, 'NTFS    ')) return { type: 'ntfs', uuid: head.readBigUInt64LE(0x48).toString(16).toUpperCase().padStart(16, '0') };
+  if (at(3, 'EXFAT   ')) whole(104, 'exFAT');
   if (at(3, 'EXFAT   ')) return { type: 'exfat', uuid: exfatSerial(head.readUInt32LE(100)) };
   if (head.length >= 512) {
     const fat = parseFatBootSector(head.subarray(0, 512));

@@ -63,7 +63,8 @@ export async function linuxRelease(fs: RootFs): Promise<LinuxRelease | null> {
       const dv = version((await text('/etc/debian_version'))?.trim());
       if (dv.major !== null && dv.major === v.major) v = dv;
     }
-    return { distro: DISTRO_IDS[id] ?? (id || 'linux'), product: kv['PRETTY_NAME'] ?? kv['NAME'] ?? id, ...v };
+    // Own keys only: an ID of "constructor" must not find Object's prototype.
+    return { distro: (Object.hasOwn(DISTRO_IDS, id) ? DISTRO_IDS[id] : undefined) ?? (id || 'linux'), product: kv['PRETTY_NAME'] ?? kv['NAME'] ?? id, ...v };
   }
   const rh = await text('/etc/redhat-release');
   if (rh !== null) {

@@ -91,7 +91,12 @@ async function readMetadataArea(pv: ByteReader, start: number, size: number): Pr
   const first = Math.min(length, size - offset);
   const parts = [await pv.read(start + offset, first)];
   if (first < length) parts.push(await pv.read(start + MDA_HEADER_SIZE, length - first));
-  return Buffer.concat(parts).toString('utf8').replace(/\0+$/, '');
+  // Trailing NULs cut by hand: /\0+$/ backtracks quadratically over a long NUL run that is
+  // not at the end (a damaged length spanning the zeroed area took minutes).
+  const bytes = Buffer.concat(parts);
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--;
+  return bytes.toString('utf8', 0, end);
 }
 
 /** The VG the metadata text describes. */

@@ -1,3 +1,4 @@
+import { MamoriError } from '../core/mamori-error.js';
 import type { ByteReader } from './byte-reader.js';
 import type { LvmLogicalVolume, LvmVolumeGroup } from './lvm-metadata.js';
 
@@ -26,7 +27,9 @@ export function logicalVolumeReader(vg: LvmVolumeGroup, lv: LvmLogicalVolume, pv
   return {
     size,
     async read(offset: number, length: number): Promise<Buffer> {
-      if (offset < 0 || length < 0 || offset + length > size) throw new RangeError(`read ${offset}+${length} is outside the ${size}-byte volume ${vg.name}/${lv.name}`);
+      if (offset < 0 || length < 0 || offset + length > size) {
+        throw new MamoriError('FILESYSTEM_UNREADABLE', `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte logical volume ${vg.name}/${lv.name}: its filesystem points past the volume's end`);
+      }
       const parts: Buffer[] = [];
       let at = offset;
       const end = offset + length;

@@ -307,3 +307,11 @@ test('damaged, foreign and multi-VM descriptors are refused with what to do', ()
   throwsCode(() => parseOvf(OVF2.replace(/<Disk [^>]*\/>/g, '').replace(/<StorageItem>.*?<\/StorageItem>/g, '')), 'IMAGE_CORRUPT', /no virtual disk/);
   throwsCode(() => parseOvf(OVF2.replace('ovf:id="f1"', 'ovf:id="f1" ovf:compression="gzip"')), 'IMAGE_FORMAT_UNSUPPORTED', /without compression/);
 });
+
+test('fuzz findings: sizes and counts past 2^53, overflowing units and units named after Object members are refused, never NaN or Infinity', () => {
+  throwsCode(() => parseOvf(OVFTOOL.replace('ovf:capacity="40"', 'ovf:capacity="99999999999999999999"')), 'IMAGE_CORRUPT', /too large to be a real size or count/);
+  throwsCode(() => parseOvf(OVFTOOL.replace('ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^30"', 'ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^9999"')), 'IMAGE_CORRUPT', /more than any disk holds/);
+  throwsCode(() => parseOvf(OVFTOOL.replace('ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^30"', 'ovf:capacity="40" ovf:capacityAllocationUnits="constructor"')), 'IMAGE_CORRUPT', /no readable capacity/);
+  throwsCode(() => parseOvf(OVFTOOL.replace('<rasd:VirtualQuantity>2</rasd:VirtualQuantity>', '<rasd:VirtualQuantity>9007199254740993</rasd:VirtualQuantity>')), 'IMAGE_CORRUPT', /too large/);
+  throwsCode(() => parseOvf(OVFTOOL.replace('<rasd:VirtualQuantity>4096</rasd:VirtualQuantity>', '<rasd:VirtualQuantity>9007199254740</rasd:VirtualQuantity>').replace('byte * 2^20</rasd:AllocationUnits>', 'byte * 2^40</rasd:AllocationUnits>')), 'IMAGE_CORRUPT', /more than any machine has/);
+});

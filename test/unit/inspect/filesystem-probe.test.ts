@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { bufferReader } from '../../../src/inspect/byte-reader.js';
 import { probeFilesystem } from '../../../src/inspect/filesystem-probe.js';
-import { parseOsRelease, parseRedhatRelease } from '../../../src/inspect/linux-release.js';
+import { linuxRelease, parseOsRelease, parseRedhatRelease } from '../../../src/inspect/linux-release.js';
 
 let dir: string;
 before(async () => {
@@ -81,4 +82,22 @@ test('release files: os-release quoting, redhat-release of RHEL 6 and CentOS', (
     { distro: 'rhel', product: 'Red Hat Enterprise Linux Server release 6.10 (Santiago)', major: 6, minor: 10 });
   assert.deepEqual(parseRedhatRelease('CentOS release 6.5 (Final)'), { distro: 'centos', product: 'CentOS release 6.5 (Final)', major: 6, minor: 5 });
   assert.equal(parseRedhatRelease('Slackware 15.0'), null);
+});
+
+test('fuzz finding: a partition cut short inside an NTFS, exFAT or LUKS header is FILESYSTEM_UNREADABLE, not a RangeError', async () => {
+  const ntfs = Buffer.alloc(12);
+  ntfs.write('NTFS    ', 3, 'latin1');
+  const exfat = Buffer.alloc(64);
+  exfat.write('EXFAT   ', 3, 'latin1');
+  const luks = Buffer.from('LUKS\xba\xbe\x00', 'latin1');
+  for (const head of [ntfs, exfat, luks]) {
+    await assert.rejects(probeFilesystem(bufferReader(head)), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'), head.toString('latin1'));
+  }
+});
+
+test('fuzz finding: an os-release ID naming an Object.prototype member is a plain distro string', async () => {
+  for (const id of ['constructor', '__proto__', 'toString']) {
+    const fs = { readFile: async (p: string) => (p === '/etc/os-release' ? Buffer.from(`ID=${id}\nNAME=x\n`) : null), listDir: async () => [] };
+    assert.equal((await linuxRelease(fs))?.distro, id.toLowerCase());
+  }
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bufferReader } from '../../../src/inspect/byte-reader.js';
+import { isMamoriError } from '../../../src/core/mamori-error.js';
+import { bufferReader, sliceReader } from '../../../src/inspect/byte-reader.js';
 import { parseLvmText, parseVolumeGroup, readPhysicalVolume } from '../../../src/inspect/lvm-metadata.js';
 import { logicalVolumeReader } from '../../../src/inspect/lvm-volume-reader.js';
 
@@ -84,7 +85,7 @@ test('a linear LV reads across its segments from where its extents lie; other ki
   const across = await r.read(2 * MiB - 2, 4);
   assert.deepEqual([...across], [7, 7, 1, 1], 'the end of PV extent 6 (LV extent 1), then PV extent 0 (LV extent 2)');
   assert.equal((await r.read(0, 1))[0], 6);
-  await assert.rejects(r.read(3 * MiB - 1, 2), RangeError);
+  await assert.rejects(r.read(3 * MiB - 1, 2), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'), 'a read past the volume is damage, typed');
   assert.deepEqual(logicalVolumeReader(vg, vg.lvs[1]!, new Map([['pv0', bufferReader(pv)]])), { unreadable: 'vg0/thin has a thin segment; only linear volumes are read' });
   assert.match((logicalVolumeReader(vg, vg.lvs[0]!, new Map()) as { unreadable: string }).unreadable, /not on this disk/);
 });
@@ -113,4 +114,41 @@ test('a PV: label in sector 1, metadata area header, and a text copy that wraps 
   assert.equal(read?.uuid, 'g5q5WA-KQqY-oGOd-0D29-ob2G-ngDL-jQBVcU');
   assert.equal(read?.metadata, TEXT);
   assert.equal(await readPhysicalVolume(bufferReader(Buffer.alloc(4096))), null, 'no label, no PV');
+});
+
+test('fuzz finding: a metadata area that points past its partition is FILESYSTEM_UNREADABLE, not a RangeError of the partition view', async () => {
+  const pv = Buffer.alloc(8192);
+  pv.write('LABELONE', 512, 'latin1');
+  pv.write('LVM2 001', 512 + 24, 'latin1');
+  pv.writeUInt32LE(32, 512 + 20);
+  pv.write('g5q5WAKQqYoGOd0D29ob2GngDLjQBVcU', 544, 'latin1');
+  pv.writeBigUInt64LE(BigInt(MiB), 544 + 40);
+  // One metadata area at 4096 of 1 MiB - 4096 bytes: the copy it names lies far past this 8 KiB partition.
+  pv.writeBigUInt64LE(4096n, 544 + 72);
+  pv.writeBigUInt64LE(BigInt(MiB - 4096), 544 + 80);
+  pv.write(' LVM2 x[5A%r0N*>', 4096 + 4, 'latin1');
+  pv.writeBigUInt64LE(BigInt(MiB - 4096 - 300), 4096 + 40);
+  pv.writeBigUInt64LE(300n, 4096 + 48);
+  const partition = sliceReader(bufferReader(Buffer.concat([Buffer.alloc(512), pv])), 512, pv.length);
+  await assert.rejects(readPhysicalVolume(partition), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'));
+});
+
+test('fuzz finding: a metadata length that spans the zeroed rest of the area reads in linear time (was a quadratic NUL-trimming regex)', { timeout: 30_000 }, async () => {
+  const size = 2 * MiB;
+  const pv = Buffer.alloc(4096 + size);
+  pv.write('LABELONE', 512, 'latin1');
+  pv.write('LVM2 001', 512 + 24, 'latin1');
+  pv.writeUInt32LE(32, 512 + 20);
+  pv.write('g5q5WAKQqYoGOd0D29ob2GngDLjQBVcU', 544, 'latin1');
+  pv.writeBigUInt64LE(BigInt(MiB), 544 + 40);
+  pv.writeBigUInt64LE(4096n, 544 + 72);
+  pv.writeBigUInt64LE(BigInt(size), 544 + 80);
+  pv.write(' LVM2 x[5A%r0N*>', 4096 + 4, 'latin1');
+  // The text, then a megabyte of zeros, then a few bytes: the NULs are not at the end.
+  pv.writeBigUInt64LE(512n, 4096 + 40);
+  pv.writeBigUInt64LE(BigInt(MiB + 600), 4096 + 48);
+  pv.write('vg0 {\n', 4096 + 512, 'latin1');
+  pv.write('tail', 4096 + 512 + MiB + 500, 'latin1');
+  const read = await readPhysicalVolume(bufferReader(pv));
+  assert.ok(read?.metadata?.startsWith('vg0 {') && read.metadata.endsWith('tail'));
 });

@@ -1,0 +1,42 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runProcess } from '../../../src/core/run-process.js';
+import type { FuzzTarget } from '../fuzz-target.js';
+import { bufferInputs, describeBuffer, type BufferInput, type BufferSeed } from './buffer-target.js';
+
+/**
+ * SLOT for the VMDK header reader being added in src/images/. Today mamori parses no VMDK
+ * itself: qemu-img (info, check, convert) and qemu-nbd read every container
+ * (src/qemu/qemu-img.ts, src/inspect/image-source.ts), so there is nothing in-process to fuzz
+ * yet. When the reader lands, pass it here and add the target to FUZZ_TARGETS
+ * (test/fuzz/fuzz-targets.ts): the seeds are already real VMDKs (the first 64 KiB of each
+ * subformat qemu-img writes, where the sparse header, descriptor and grain directory live).
+ */
+export function vmdkHeaderTarget(readHeader: (bytes: Buffer) => unknown | Promise<unknown>): FuzzTarget<BufferSeed, BufferInput> {
+  return {
+    name: 'vmdk-header',
+    seeds: vmdkSeeds,
+    inputs: (seeds) => bufferInputs(seeds, { stream: true }),
+    async run(input) {
+      await readHeader(input.bytes);
+    },
+    describe: describeBuffer,
+  };
+}
+
+async function vmdkSeeds(): Promise<BufferSeed[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'mamori-fuzz-vmdk-'));
+  try {
+    const out: BufferSeed[] = [];
+    for (const sub of ['monolithicSparse', 'streamOptimized', 'monolithicFlat', 'twoGbMaxExtentSparse']) {
+      const path = join(dir, `${sub}.vmdk`);
+      await runProcess('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${sub}`, path, '64M'], { timeoutMs: 60_000 });
+      const bytes = await readFile(path);
+      out.push({ name: sub, bytes: bytes.subarray(0, 64 * 1024) });
+    }
+    return out;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
