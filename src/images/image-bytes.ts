@@ -21,11 +21,11 @@ export const MAX_HEADER_READ = 2 * 1024 * 1024;
 export function fileImageBytes(fh: FileHandle, size: number, label: string, window?: { offset: number; size: number }): ImageBytes {
   const base = window?.offset ?? 0;
   const total = window ? Math.min(window.size, Math.max(0, size - base)) : size;
-  return {
+  const bytes: ImageBytes = {
     size: total,
     label,
     async read(offset: number, length: number): Promise<Buffer> {
-      if (length > MAX_HEADER_READ) throw new RangeError(`header read of ${length} bytes is above the ${MAX_HEADER_READ}-byte bound`);
+      assertBoundedRead(bytes, length);
       const len = Math.max(0, Math.min(length, total - offset));
       if (offset < 0 || len === 0) return Buffer.alloc(0);
       const buf = Buffer.alloc(len);
@@ -38,15 +38,25 @@ export function fileImageBytes(fh: FileHandle, size: number, label: string, wind
       return buf.subarray(0, got);
     },
   };
+  return bytes;
+}
+
+/** A header that asks for more than any real structure is damaged (or hostile): refused, never allocated. */
+function assertBoundedRead(bytes: ImageBytes, length: number): void {
+  if (!(length <= MAX_HEADER_READ)) throw corruptImage(bytes, `a header structure claims ${length} bytes, more than the ${MAX_HEADER_READ} any image header holds`);
 }
 
 /** In-memory bytes (unit tests, and descriptors already read). */
 export function bufferImageBytes(buf: Buffer, label = 'image'): ImageBytes {
-  return {
+  const bytes: ImageBytes = {
     size: buf.length,
     label,
-    read: async (offset, length) => buf.subarray(Math.max(0, offset), Math.max(0, Math.min(buf.length, offset + length))),
+    read: async (offset, length) => {
+      assertBoundedRead(bytes, length);
+      return buf.subarray(Math.max(0, offset), Math.max(0, Math.min(buf.length, offset + length)));
+    },
   };
+  return bytes;
 }
 
 /** Exactly `length` bytes or IMAGE_CORRUPT naming the structure: truncated images end here, not in a crash. */

@@ -13,17 +13,16 @@ import { p2vHelloTarget, p2vUrlTarget } from './targets/p2v.fuzz.js';
 import { partitionTableTarget } from './targets/partition-table.fuzz.js';
 import { planSpecTarget } from './targets/plan-spec.fuzz.js';
 import { registryHiveTarget } from './targets/registry-hive.fuzz.js';
+import { vmdkHeaderTarget } from './targets/vmdk-header.fuzz.js';
+import { readImageReferences } from '../../src/images/image-references.js';
+import { bufferImageBytes } from '../../src/images/image-bytes.js';
 
-/**
- * Every parser of outside input, one target each. The VMDK header reader's slot: when it
- * lands in src/images/, add `vmdkHeaderTarget(itsReadFunction)` from
- * ./targets/vmdk-header.fuzz.js here (its seeds are ready).
- */
+/** Every parser of outside input, one target each. */
 export const FUZZ_TARGETS: readonly AnyFuzzTarget[] = [
   planSpecTarget,
   ovfTarget,
   ovaTarget,
-  // vmdkHeaderTarget(readVmdkHeader),  <- slot: the src/images/ VMDK header reader
+  vmdkHeaderTarget((bytes) => readImageReferences(bufferImageBytes(bytes, 'fuzz.vmdk'), 'vmdk')),
   partitionTableTarget,
   ext4Target,
   ntfsTarget,

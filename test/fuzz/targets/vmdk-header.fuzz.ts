@@ -6,12 +6,10 @@ import type { FuzzTarget } from '../fuzz-target.js';
 import { bufferInputs, describeBuffer, type BufferInput, type BufferSeed } from './buffer-target.js';
 
 /**
- * SLOT for the VMDK header reader being added in src/images/. Today mamori parses no VMDK
- * itself: qemu-img (info, check, convert) and qemu-nbd read every container
- * (src/qemu/qemu-img.ts, src/inspect/image-source.ts), so there is nothing in-process to fuzz
- * yet. When the reader lands, pass it here and add the target to FUZZ_TARGETS
- * (test/fuzz/fuzz-targets.ts): the seeds are already real VMDKs (the first 64 KiB of each
- * subformat qemu-img writes, where the sparse header, descriptor and grain directory live).
+ * The VMDK header reader of src/images/ (extents, parents, the embedded descriptor of sparse
+ * files), which vets an outside VMDK before QEMU opens it. Seeds are real VMDKs: the first
+ * 64 KiB of each subformat qemu-img writes, where the sparse header, descriptor and grain
+ * directory live.
  */
 export function vmdkHeaderTarget(readHeader: (bytes: Buffer) => unknown | Promise<unknown>): FuzzTarget<BufferSeed, BufferInput> {
   return {

@@ -2,8 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
+import { snapshotLayer } from '../../harness/snapshot-layer.js';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
@@ -173,7 +174,7 @@ test('recompose moves every desktop to the new snapshot (in-use ones when run ag
   await createPool('ops', '--master', 'master', '--snapshot', 'v1', '--size', '3', '--name', 'ops-{n}', '--persistent-disk', '16M');
   // v2: the master changed after v1 (written into its active layer, the overlay v1 made).
   const master = await site.cliJson<VmView>('vm', 'show', 'master');
-  const active = join(dirname(master.disks[0]!.path), `${master.disks[0]!.name}.v1.qcow2`);
+  const active = await snapshotLayer(site, master.disks[0]!, 'v1');
   await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x77 0 ${4 * MiB}`, active], { timeoutMs: 60_000 });
   await site.cliJson('vm', 'snapshot', 'master', 'v2');
   const same = await site.cli('pool', 'recompose', 'ops', '--snapshot', 'v1');
@@ -221,7 +222,8 @@ test('deleting snapshots merges their layers: the data and the other snapshots s
   await site.cliJson('vm', 'create', 'snapper', '--data-disk', '16M', '--memory', '64');
   const vm = await site.cliJson<VmView>('vm', 'show', 'snapper');
   const base = vm.disks[0]!.path;
-  const layer = (snap: string): string => join(dirname(base), `${vm.disks[0]!.name}.${snap}.qcow2`);
+  const layers = { s1: await snapshotLayer(site, vm.disks[0]!, 's1'), s2: await snapshotLayer(site, vm.disks[0]!, 's2') };
+  const layer = (snap: 's1' | 's2'): string => layers[snap];
   const io = (file: string, cmd: string): Promise<unknown> => runProcess('qemu-io', ['-f', 'qcow2', '-c', cmd, file], { timeoutMs: 60_000 });
   await io(base, `write -P 0x11 0 ${MiB}`);
   await site.cliJson('vm', 'snapshot', 'snapper', 's1');
@@ -233,7 +235,7 @@ test('deleting snapshots merges their layers: the data and the other snapshots s
 
   await site.cliJson('vm', 'snapshot', 'delete', 'snapper', 's1');
   assert.deepEqual((await site.cliJson<{ name: string }[]>('vm', 'snapshot', 'list', 'snapper')).map((x) => x.name), ['s2']);
-  assert.ok(!(await readdir(dirname(base))).includes(`${vm.disks[0]!.name}.s1.qcow2`), 'the merged overlay is gone');
+  assert.ok(!(await readdir(dirname(layer('s1')))).includes(basename(layer('s1'))), 'the merged overlay is gone');
   let cmp = await runProcess('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', layer('s2'), before], { timeoutMs: 60_000, okCodes: [0, 1] });
   assert.equal(cmp.code, 0, `the VM sees the same data: ${cmp.stdout}`);
   // s2 (the layer below its overlay: now the base) still holds A and B, not C.

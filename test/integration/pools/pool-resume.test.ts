@@ -1,9 +1,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { runProcess } from '../../../src/core/run-process.js';
+import { snapshotLayer } from '../../harness/snapshot-layer.js';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
@@ -104,7 +105,7 @@ test('a refresh cut after 3 desktops resumes at the next start and does only the
 
 test('a recompose cut mid-way resumes: every desktop reads as the new snapshot and the old replica goes', async () => {
   const master = await site.cliJson<VmView>('vm', 'show', 'master');
-  const active = join(dirname(master.disks[0]!.path), `${master.disks[0]!.name}.v1.qcow2`);
+  const active = await snapshotLayer(site, master.disks[0]!, 'v1');
   await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x77 0 ${2 * MiB}`, active], { timeoutMs: 60_000 });
   await site.cliJson('vm', 'snapshot', 'master', 'v2');
   await cutThenRestart(2, ['pool', 'recompose', 'rp', '--snapshot', 'v2']);
