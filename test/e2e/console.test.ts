@@ -23,7 +23,11 @@ let context: BrowserContext;
 let atB: Page;
 let atA: Page;
 
-const SHOTS = join(repoRoot, 'docs', 'screenshots');
+/**
+ * Screenshots go to .cache/screenshots (ignored), so `make test` leaves the checkout as it was;
+ * MAMORI_UPDATE_SCREENSHOTS=1 writes them over docs/screenshots, for a deliberate update.
+ */
+const SHOTS = process.env['MAMORI_UPDATE_SCREENSHOTS'] === '1' ? join(repoRoot, 'docs', 'screenshots') : join(repoRoot, '.cache', 'screenshots');
 const VMS = ['db', 'app'] as const;
 const RUN_TIMEOUT_MS = 300_000;
 /** The recovery site's page: its console messages and failed requests, printed when a wait fails. */
