@@ -132,13 +132,14 @@ try {
   await rm(dir, { recursive: true, force: true });
 }
 
-interface FuzzResult { date: string; figures: { metric: string; value: number }[] }
+interface FuzzResult { date: string; figures: { metric: string; value: number }[]; targets: { name: string; executions: number }[] }
 
 function fuzzFigures(f: FuzzResult) {
   const get = (m: string) => f.figures.find((x) => x.metric === m)?.value ?? null;
-  const perParser = get('fuzz_executions_min_per_parser');
+  // The goal is per parser: the fewest any target ran decides it.
+  const perParser = Math.min(...f.targets.map((t) => t.executions));
   return [
-    { metric: 'fuzz_executions', value: get('fuzz_executions'), unit: 'inputs', baseline: null, ratio: null, goal: '>= 1,000,000 per parser (make fuzz)', met: perParser !== null && perParser >= 1_000_000 },
+    { metric: 'fuzz_executions', value: get('fuzz_executions'), unit: 'inputs', baseline: null, ratio: null, goal: '>= 1,000,000 per parser (make fuzz)', met: perParser >= 1_000_000, parsers: f.targets.length, fewestPerParser: perParser },
     { metric: 'fuzz_crashes', value: get('fuzz_crashes'), unit: 'inputs', baseline: null, ratio: null, goal: '0', met: get('fuzz_crashes') === 0 },
     { metric: 'fuzz_hangs', value: get('fuzz_hangs'), unit: 'inputs', baseline: null, ratio: null, goal: '0', met: get('fuzz_hangs') === 0 },
     { metric: 'slowest_input_ms', value: get('slowest_input_ms'), unit: 'ms', baseline: null, ratio: null, goal: 'under the 2 s hang bound', met: (get('slowest_input_ms') ?? Infinity) < 2000 },
