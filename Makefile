@@ -51,7 +51,7 @@ bench: setup bench-deps
 FUZZ_EXECUTIONS ?= 1000000
 .PHONY: fuzz
 fuzz: deps build
-	node dist/test/fuzz/run-fuzz.js --executions $(FUZZ_EXECUTIONS) $(FUZZ_ARGS)
+	node dist/bench/fuzz/run.js --executions $(FUZZ_EXECUTIONS) $(FUZZ_ARGS)
 
 clean:
 	rm -rf dist web/dist

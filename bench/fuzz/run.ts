@@ -1,16 +1,16 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { repoRoot } from '../harness/repo-root.js';
-import { runFuzz, type FuzzTargetResult } from './fuzz-runner.js';
-import { fuzzResultJson } from './fuzz-results.js';
+import { repoRoot } from '../../test/harness/repo-root.js';
+import { runFuzz, type FuzzTargetResult } from '../../test/fuzz/fuzz-runner.js';
+import { fuzzResultJson } from '../../test/fuzz/fuzz-results.js';
 import { runTargetIsolated } from './fuzz-isolated.js';
-import { targetsNamed } from './fuzz-targets.js';
+import { targetsNamed } from '../../test/fuzz/fuzz-targets.js';
 
 /**
  * The long fuzz run (`make fuzz`): every target for --executions inputs (default 1,000,000)
  * or --seconds each, whichever ends first; prints a table and writes bench/results/fuzz.json.
- *   node dist/test/fuzz/run-fuzz.js [--executions N] [--seconds S] [--seed N] [--target NAME ...] [--out PATH] [--in-process]
+ *   node dist/bench/fuzz/run.js [--executions N] [--seconds S] [--seed N] [--target NAME ...] [--out PATH] [--in-process]
  */
 const { values } = parseArgs({
   options: {

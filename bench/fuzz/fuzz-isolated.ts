@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { FuzzFinding, FuzzOptions, FuzzTargetResult } from './fuzz-runner.js';
+import type { FuzzFinding, FuzzOptions, FuzzTargetResult } from '../../test/fuzz/fuzz-runner.js';
 
 /**
  * One target in a worker thread, watched from outside: a parser stuck in a synchronous loop

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { runTarget, type FuzzOptions } from './fuzz-runner.js';
-import { targetsNamed } from './fuzz-targets.js';
+import { runTarget, type FuzzOptions } from '../../test/fuzz/fuzz-runner.js';
+import { targetsNamed } from '../../test/fuzz/fuzz-targets.js';
 import type { WorkerMessage } from './fuzz-isolated.js';
 
 /** The worker side of fuzz-isolated.ts: runs one target, naming each input before it runs. */
