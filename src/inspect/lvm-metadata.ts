@@ -105,11 +105,11 @@ export function parseVolumeGroup(text: string): LvmVolumeGroup {
   const vgName = Object.keys(doc).find((k) => isSection(doc[k]));
   if (vgName === undefined) throw new MamoriError('FILESYSTEM_UNREADABLE', 'the LVM metadata names no volume group');
   const vg = doc[vgName] as LvmSection;
-  const extentBytes = num(vg['extent_size']) * SECTOR;
+  const extentBytes = sectorsToBytes(vg['extent_size']);
   const pvSection = (vg['physical_volumes'] ?? {}) as LvmSection;
   const pvs = Object.entries(pvSection).filter(([, v]) => isSection(v)).map(([name, v]) => {
     const s = v as LvmSection;
-    return { name, uuid: String(s['id']), peStartBytes: num(s['pe_start']) * SECTOR };
+    return { name, uuid: String(s['id']), peStartBytes: sectorsToBytes(s['pe_start']) };
   });
   const lvSection = (vg['logical_volumes'] ?? {}) as LvmSection;
   const lvs = Object.entries(lvSection).filter(([, v]) => isSection(v)).map(([name, v]) => {
@@ -134,6 +134,13 @@ interface LvmSection {
 
 function isSection(v: LvmValue | undefined): v is LvmSection {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A size in 512-byte sectors, as bytes: a count whose bytes pass 2^53 is damage, not a disk (fuzz finding). */
+function sectorsToBytes(v: LvmValue | undefined): number {
+  const bytes = num(v) * SECTOR;
+  if (!Number.isSafeInteger(bytes)) throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata has a size of ${String(v)} sectors, more than any disk holds`);
+  return bytes;
 }
 
 function num(v: LvmValue | undefined): number {

@@ -152,3 +152,11 @@ test('fuzz finding: a metadata length that spans the zeroed rest of the area rea
   const read = await readPhysicalVolume(bufferReader(pv));
   assert.ok(read?.metadata?.startsWith('vg0 {') && read.metadata.endsWith('tail'));
 });
+
+test('fuzz finding: a pe_start or extent_size whose bytes pass 2^53 is FILESYSTEM_UNREADABLE, not an inexact size', () => {
+  const vg = (peStart: string, extent: string) => `vg0 {\n id = "x"\n seqno = 1\n extent_size = ${extent}\n physical_volumes {\n  pv0 {\n   id = "p"\n   pe_start = ${peStart}\n  }\n }\n}\n`;
+  assert.equal(parseVolumeGroup(vg('2048', '8192')).pvs[0]!.peStartBytes, 2048 * 512);
+  for (const [pe, ext] of [['42949672960004', '8192'], ['2048', '42949672960004']]) {
+    assert.throws(() => parseVolumeGroup(vg(pe!, ext!)), (e: unknown) => isMamoriError(e) && e.code === 'FILESYSTEM_UNREADABLE');
+  }
+});
