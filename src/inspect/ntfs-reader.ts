@@ -55,9 +55,12 @@ export class NtfsReader {
   readonly #volume: NtfsVolume;
   readonly #mft: NtfsMft;
   readonly #directories: NtfsDirectories;
+  /** Real bytes of the partition (the reader's size, not what the boot sector claims). */
+  readonly #partitionBytes: number;
 
   private constructor(reader: ByteReader, geometry: Geometry) {
     this.#volume = new NtfsVolume(reader, geometry.clusterSize);
+    this.#partitionBytes = reader.size;
     this.#mft = new NtfsMft(this.#volume, geometry);
     this.#directories = new NtfsDirectories(this.#mft, this.#volume, geometry.clusterSize);
     this.info = { label: '', serial: geometry.serial, clusterSize: geometry.clusterSize, mftRecordSize: geometry.mftRecordSize, totalBytes: geometry.totalSectors * geometry.bytesPerSector };
@@ -101,6 +104,12 @@ export class NtfsReader {
       if ((stream.flags & ATTR_FLAG_COMPRESSION_MASK) !== 0) unreadable(`${path} is NTFS-compressed, which this reader does not decompress`, stream.volumeOffset);
     }
     const size = streamSize(stream);
+    // A file holds no more bytes than its partition unless it is sparse, and what the inspector
+    // reads (hives, config files) never is. Without this a damaged size or runs that map the same
+    // clusters many times over make a small image allocate up to maxBytes of memory.
+    if (size > this.#partitionBytes) {
+      throw new MamoriError('FILESYSTEM_UNREADABLE', `NTFS: ${path} claims ${size} bytes, more than its ${this.#partitionBytes}-byte partition holds; its size or data runs are damaged (sparse files this large are not read)`, { details: { path, size, partitionBytes: this.#partitionBytes } });
+    }
     if (size > maxBytes) {
       throw new MamoriError('FILESYSTEM_UNREADABLE', `NTFS: ${path} is ${size} bytes, more than the ${maxBytes}-byte limit for reading a file`, { details: { path, size, maxBytes } });
     }

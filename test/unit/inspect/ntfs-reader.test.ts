@@ -207,6 +207,24 @@ test('maxBytes caps what readFile will load', async () => {
   assert.equal((await ntfs.readFile('/big.bin', { maxBytes: expected.big.length }))?.length, expected.big.length);
 });
 
+test('a file that claims more bytes than its partition is refused before anything is allocated', async () => {
+  // The million-input fuzz run found this: a damaged $DATA size (or runs mapping the same clusters
+  // over and over) made a 12 MiB image allocate hundreds of MiB for one hive.
+  const patched = Buffer.from(image);
+  const record = mftOffset + inodeOf(imagePath, '/big.bin') * 1024;
+  let attr = record + patched.readUInt16LE(record + 0x14);
+  while (patched.readUInt32LE(attr) !== 0x80) attr += patched.readUInt32LE(attr + 4);
+  assert.equal(patched.readUInt8(attr + 8), 1, '$DATA of /big.bin is non-resident');
+  const claimed = 400 * 1024 * 1024; // under the 512 MiB maxBytes default, over the 64 MiB volume
+  patched.writeBigUInt64LE(BigInt(claimed), attr + 0x28);
+  patched.writeBigUInt64LE(BigInt(claimed), attr + 0x30);
+  const ntfs = await NtfsReader.open(bufferReader(patched));
+  const before = process.memoryUsage().arrayBuffers;
+  await expectUnreadable(ntfs.readFile('/big.bin'), new RegExp(`claims ${claimed} bytes, more than its ${VOLUME_BYTES}-byte partition`));
+  assert.ok(process.memoryUsage().arrayBuffers - before < 64 * 1024 * 1024, 'no allocation at the claimed size');
+  assert.equal((await ntfs.readFile('/tiny.txt'))?.toString(), (await NtfsReader.open(bufferReader(image)).then((n) => n.readFile('/tiny.txt')))?.toString());
+});
+
 test('hides DOS 8.3 names (namespace 2) from listings but still resolves them', async () => {
   // Debian's tools write POSIX names only, so mark the short alias's index entry as a DOS name
   // in place (the directory is small: its index lives in its MFT record's $INDEX_ROOT).
