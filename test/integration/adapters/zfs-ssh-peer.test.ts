@@ -134,11 +134,14 @@ test('the first syncOnce sends the dataset through ssh into zfs recv on the peer
 
 test('an incremental syncOnce over ssh sends about what changed, and querySyncStatus asks the peer through ssh', async () => {
   await writeFile(join(poolA.mountpoint, DEV, 'second.bin'), randomBytes(2 * MiB));
+  const logins = sshd!.logins;
   const r = await ok(conn, 'syncOnce', { arrayId: poolA.name, deviceIds: [DEV] });
   const sent = r.devices[0]!.bytesSent;
   assert.ok(sent >= 2 * MiB && sent < 2.5 * MiB, `${sent} bytes for 2 MiB changed`);
   const status = await ok(conn, 'querySyncStatus', { arrayId: poolA.name, deviceIds: [DEV] });
   assert.deepEqual([status.devices[0]!.lastPoint, status.devices[0]!.peerLastPoint, status.devices[0]!.inSync], [r.devices[0]!.point, r.devices[0]!.point, true]);
+  // The sync's peer state, snapshots and zfs recv, and the status's peer state and snapshots: each a login.
+  await sshd!.waitLogins(logins + 5);
 });
 
 test('a key the peer refuses, then the peer\'s sshd gone: PEER_UNREACHABLE, and querySyncStatus still answers', async () => {
