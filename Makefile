@@ -1,7 +1,7 @@
 # mamori: the four commands. `make setup` is idempotent and installs what is missing.
 SHELL := /bin/bash
 GUEST_DIR ?= $(CURDIR)/.cache/guest
-DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl lvm2 zfs-fuse chromium
+DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl lvm2 zfs-fuse openssh-server chromium
 
 .PHONY: setup deps npm build guest demo test bench bench-deps clean
 

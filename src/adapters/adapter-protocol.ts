@@ -57,7 +57,11 @@ export interface AdapterResults {
   queryCapabilities: { commands: AdapterCommand[]; features: { testFailover: boolean; reverseReplication: boolean; consistencyGroups: boolean }; deviceKinds: ('filesystem' | 'volume')[] };
   queryConnectionParameters: { parameters: { name: string; description: string; required: boolean; secret: boolean }[] };
   queryErrorDefinitions: { errors: { code: string; description: string; retryable: boolean }[] };
-  discoverArrays: { arrays: { id: string; name: string; model: string; vendor: string; softwareVersion: string; peers: string[] }[] };
+  /**
+   * `features`, optional: the array's enabled or active feature names (OpenZFS feature flags,
+   * e.g. bookmarks); the compatibility guide matches rows that require features against it.
+   */
+  discoverArrays: { arrays: { id: string; name: string; model: string; vendor: string; softwareVersion: string; features?: string[]; peers: string[] }[] };
   discoverDevices: { devices: AdapterDevice[]; consistencyGroups: { id: string; deviceIds: string[] }[] };
   queryReplicationSettings: { devices: { id: string; mode: 'async' | 'sync'; direction: 'outgoing' | 'incoming'; peer: PeerRef; pointsKept: number }[] };
   syncOnce: { devices: { id: string; point: string; bytesSent: number }[] };
@@ -98,7 +102,7 @@ export const RESULT_SCHEMAS: Record<AdapterCommand, Record<string, unknown>> = {
   }),
   queryConnectionParameters: obj({ parameters: list(obj({ name: str, description: { type: 'string' }, required: bool, secret: bool })) }),
   queryErrorDefinitions: obj({ errors: list(obj({ code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{1,63}$' }, description: str, retryable: bool })) }),
-  discoverArrays: obj({ arrays: list(obj({ id: str, name: str, model: str, vendor: str, softwareVersion: str, peers: list(str) })) }),
+  discoverArrays: obj({ arrays: list(obj({ id: str, name: str, model: str, vendor: str, softwareVersion: str, features: list(str), peers: list(str) }, ['id', 'name', 'model', 'vendor', 'softwareVersion', 'peers'])) }),
   discoverDevices: obj({
     devices: list(obj({
       id: str, name: str, kind: { enum: ['filesystem', 'volume'] }, sizeBytes: count, path: nstr,

@@ -140,7 +140,7 @@ export class StorageArrays {
       const client = this.#clientOf(entry);
       const info = await client.call('queryInfo', {});
       for (const a of (await client.call('discoverArrays', {})).arrays) {
-        const v: CompatVerdict = checkCompat(guide, { name: info.name, version: info.version }, { model: a.model, softwareVersion: a.softwareVersion });
+        const v: CompatVerdict = checkCompat(guide, { name: info.name, version: info.version }, { model: a.model, softwareVersion: a.softwareVersion, features: a.features });
         rows.push({ storage: entry.name, adapter: info.name, adapterVersion: info.version, arrayId: a.id, model: a.model, softwareVersion: a.softwareVersion, supported: v.supported, reason: v.reason });
       }
     }

@@ -6,7 +6,7 @@ import { adapterPath } from '../adapters/bundled-adapters.js';
 import { conformanceTable, runConformance, type ConformanceConfig, type ConformanceRow } from '../adapters/conformance-suite.js';
 import { AdapterClient } from '../adapters/adapter-client.js';
 import { withZfsScratchArrays } from '../adapters/zfs/zfs-scratch.js';
-import { MAMORI_VERSION, readCompatGuide, recordCompat, type CompatGuide } from '../adapters/compat-guide.js';
+import { MAMORI_VERSION, featuresForRow, readCompatGuide, recordCompat, type CompatGuide } from '../adapters/compat-guide.js';
 import { ADAPTER_COMMANDS, RESPONSE_SCHEMA, RESULT_SCHEMAS, type AdapterCommand } from '../adapters/adapter-protocol.js';
 
 export const ADAPTER_USAGE = `mamori adapter <command>        storage adapters (docs/adapters.md)
@@ -58,7 +58,7 @@ async function recordRun(file: string, guide: CompatGuide, path: string, cfg: Co
   if (!array) throw new MamoriError('INVALID_INPUT', `array ${cfg.source.arrayId} is gone; nothing recorded`);
   const failed = rows.filter((r) => r.result !== 'pass').length;
   const next = recordCompat(guide, {
-    adapter: info.name, adapterVersion: info.version, vendor: info.vendor, arrayModel: array.model, softwareVersions: [array.softwareVersion],
+    adapter: info.name, adapterVersion: info.version, vendor: info.vendor, arrayModel: array.model, softwareVersions: [array.softwareVersion], ...featuresForRow(array.features),
     protocol: 1, mamoriVersions: [MAMORI_VERSION],
     conformance: { result: failed === 0 ? 'pass' : 'fail', date: new Date().toISOString(), passed: rows.length - failed, failed },
   });

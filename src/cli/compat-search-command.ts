@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import { printJson, printTable } from './output.js';
-import { readCompatGuide, searchCompat } from '../adapters/compat-guide.js';
+import { describeSoftware, readCompatGuide, requiredFeaturesOf, searchCompat } from '../adapters/compat-guide.js';
 
 /** `mamori compat search`: the shipped guide (or --guide FILE), filtered; no site needed. */
 export async function compatSearchCommand(args: string[], json: boolean): Promise<void> {
@@ -9,6 +9,7 @@ export async function compatSearchCommand(args: string[], json: boolean): Promis
   if (positionals.length > 0) throw new MamoriError('INVALID_INPUT', 'usage: mamori compat search [--adapter A] [--array MODEL] [--guide FILE]');
   const rows = searchCompat(await readCompatGuide(values.guide), { ...(values.adapter ? { adapter: values.adapter } : {}), ...(values.array ? { array: values.array } : {}) });
   if (json) return printJson(rows);
-  printTable(rows.map((e) => ({ ...e, software: e.softwareVersions.join(', '), mamori: e.mamoriVersions.join(', '), conformance: `${e.conformance.result} ${e.conformance.date.slice(0, 10)} (${e.conformance.passed} passed)` })),
-    ['adapter', 'adapterVersion', 'vendor', 'arrayModel', 'software', 'mamori', 'conformance']);
+  // A row with features matches by them (docs/adapters.md); its software versions only say where it ran.
+  printTable(rows.map((e) => ({ ...e, software: e.softwareVersions.join(', '), features: requiredFeaturesOf(e) === null ? '-' : describeSoftware(e), mamori: e.mamoriVersions.join(', '), conformance: `${e.conformance.result} ${e.conformance.date.slice(0, 10)} (${e.conformance.passed} passed)` })),
+    ['adapter', 'adapterVersion', 'vendor', 'arrayModel', 'software', 'features', 'mamori', 'conformance']);
 }

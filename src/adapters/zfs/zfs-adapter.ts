@@ -6,6 +6,7 @@ import {
   type ZfsDevice, ROLE_PROP, TEST_OF_PROP, TEST_SUFFIX, assertArray, readDevices, readPeerState, requireReplicated, requireRole, resolveDevices,
 } from './zfs-devices.js';
 import { POINTS_KEPT, newestPoint } from './zfs-points.js';
+import { readPoolSoftware } from './zfs-pool-software.js';
 import { CommandProgress, note } from './zfs-progress.js';
 import { type Hosts, type Replicated, align, ensureTarget, syncDevice } from './zfs-replication.js';
 
@@ -53,8 +54,7 @@ async function discoverArrays(ctx: CommandContext): Promise<AdapterResults['disc
   const arrays: AdapterResults['discoverArrays']['arrays'] = [];
   for (const pool of ctx.conn.pools) {
     await assertArray(ctx.hosts.local, ctx.conn, pool);
-    // zfs-fuse's `zpool get` has no -H: the value is the third column of the last line.
-    const version = (await ctx.hosts.local.run('zpool', ['get', 'version', pool])).trim().split('\n').at(-1)?.trim().split(/\s+/)[2] ?? '-';
+    const software = await readPoolSoftware(ctx.hosts.local, pool);
     const peers = new Set<string>();
     for (const d of await readDevices(ctx.hosts.local, pool)) if (d.peer && d.role !== 'unreplicated') peers.add(d.peer.arrayId);
     arrays.push({
@@ -62,8 +62,9 @@ async function discoverArrays(ctx: CommandContext): Promise<AdapterResults['disc
       name: pool,
       model: 'zpool',
       vendor: 'ZFS',
-      // OpenZFS pools with feature flags answer "-"; zfs-fuse's are version 23.
-      softwareVersion: /^\d+$/.test(version) ? `pool version ${version}` : 'feature flags',
+      // zfs-fuse's pools are "pool version 23"; OpenZFS's have feature flags, which the guide matches.
+      softwareVersion: software.softwareVersion,
+      features: software.features,
       peers: [...peers].sort(),
     });
   }

@@ -20,6 +20,7 @@ export async function withZfsScratchArrays<T>(body: (cfg: ConformanceConfig) => 
   const dir = await mkdtemp(join(tmpdir(), 'mamori-zfs-scratch-'));
   const tag = randomBytes(3).toString('hex');
   const pools: string[] = [];
+  const shared = await makeSharedMount(dir);
   try {
     for (const side of ['a', 'b']) {
       const name = `mamori-scratch-${tag}-${side}`;
@@ -37,14 +38,42 @@ export async function withZfsScratchArrays<T>(body: (cfg: ConformanceConfig) => 
       target: { connection: { pools: b, peerCommand: '[]' }, arrayId: b },
     });
   } finally {
-    // zfs-fuse answers "busy" for a moment after files close: a few tries before giving up.
-    for (const p of pools) {
-      for (let i = 0; i < 10; i++) {
-        const ok = await runProcess('zpool', ['destroy', '-f', p], { timeoutMs: 60_000 }).then(() => true, () => false);
-        if (ok) break;
-        await new Promise((r) => setTimeout(r, 1000));
-      }
+    const left: string[] = [];
+    for (const p of pools) if (!(await destroyWaitingIfBusy(p))) left.push(p);
+    if (left.length > 0) {
+      // Their files stay: removing them under a live pool would leave it unremovable.
+      process.stderr.write(`could not destroy the scratch pools ${left.join(', ')} (busy); remove them with 'zpool destroy -f NAME', then ${dir}\n`);
+    } else {
+      if (shared) await runProcess('umount', [dir], { timeoutMs: 30_000 }).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
     }
-    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/*
+ * zfs-fuse answers "busy" for a while after files close (FUSE releases them late), and for
+ * as long as another mount namespace holds a copy of a dataset's mount: every `ip netns
+ * exec`, `unshare -m` or container started while the scratch pools are mounted makes one,
+ * and where / is a private mount that copy is its own. The folder is therefore bound onto
+ * itself and made shared, so such copies are slaves and the daemon's unmount reaches them
+ * (as test/harness/zfs-fuse.ts does); busy is still waited out, up to a minute.
+ */
+async function makeSharedMount(dir: string): Promise<boolean> {
+  try {
+    await runProcess('mount', ['--bind', dir, dir], { timeoutMs: 30_000 });
+  } catch {
+    return false; // not root, or no mount: the pools still work, only their removal may wait
+  }
+  await runProcess('mount', ['--make-shared', dir], { timeoutMs: 30_000 }).catch(() => undefined);
+  return true;
+}
+
+async function destroyWaitingIfBusy(pool: string): Promise<boolean> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ok = await runProcess('zpool', ['destroy', '-f', pool], { timeoutMs: 60_000 }).then(() => true, () => false);
+    if (ok) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 500));
   }
 }

@@ -156,6 +156,8 @@ test('discovery: the pool is the array, its filesystems the devices; mamori:peer
   assert.equal(arrays.arrays.length, 1);
   assert.equal(arrays.arrays[0]!.id, poolA.name);
   assert.deepEqual(arrays.arrays[0]!.peers, []);
+  // zfs-fuse's pools are legacy version 23 (no feature flags): what the guide's version row matches.
+  assert.deepEqual([arrays.arrays[0]!.model, arrays.arrays[0]!.softwareVersion, arrays.arrays[0]!.features], ['zpool', 'pool version 23', []]);
 
   const before = await device(connA, poolA.name, DEV);
   assert.equal(before?.role, 'unreplicated');
