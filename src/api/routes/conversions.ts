@@ -14,7 +14,7 @@ const source = { type: 'string', minLength: 2, maxLength: 4096, pattern: '^/' } 
  * NBD server, or a P2V agent with agentKey). The pattern only routes; src/nbd/nbd-uri.ts
  * parses strictly and answers NBD_URI_INVALID with the reason.
  */
-const convertSource = { type: 'string', minLength: 2, maxLength: 8192, pattern: '^(/|nbds?(\\+unix)?://)' } as const;
+const convertSource = { type: 'string', minLength: 2, maxLength: 8192, pattern: '^(/|[Nn][Bb][Dd])' } as const;
 const pem = { type: 'string', minLength: 1, maxLength: 65536 } as const;
 /** TLS material for nbds:// sources, as PEM: the CLI reads it from --tls-creds DIR, so no key file is named on the site's host. */
 const tls = { type: 'object', required: ['ca'], additionalProperties: false, properties: { ca: pem, cert: pem, key: pem } } as const;
