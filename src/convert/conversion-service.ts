@@ -166,7 +166,9 @@ export class ConversionService {
     let report: InspectionReport;
     let disks = 1;
     const extra: string[] = [];
-    if (typeof input.source === 'string' && looksLikeNbdUri(input.source) && input.agentKey !== undefined) {
+    const nbd = typeof input.source === 'string' && looksLikeNbdUri(input.source);
+    if (input.tls !== undefined && (!nbd || input.agentKey !== undefined)) throw new MamoriError('INVALID_INPUT', 'tls is for nbds:// and nbds+unix:// sources only (a P2V agent brings its own TLS)');
+    if (nbd && input.agentKey !== undefined) {
       const at = parseAgentUrl(input.source);
       if (at === null) throw new MamoriError('INVALID_INPUT', `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`);
       const agent = await P2vAgentClient.connect(at.host, at.port, input.agentKey);
@@ -177,7 +179,7 @@ export class ConversionService {
         await nbd.disconnect().catch(() => undefined);
       }
       source = input.source;
-    } else if (typeof input.source === 'string' && looksLikeNbdUri(input.source)) {
+    } else if (nbd) {
       const src = await this.#nbdSource(input);
       report = await this.#inspectNbd(src);
       source = formatNbdUri(src.uri);
