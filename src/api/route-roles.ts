@@ -86,6 +86,9 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   // Host paths: inspections and conversions read devices and image files of the host.
   'POST /inspections': r(ADMIN),
   'POST /conversions': r(ADMIN),
+  // Admin only, like /conversions: it inspects a host path, or makes the site connect to the
+  // NBD server a URI names (the site's own network position: see docs/security.md).
+  'POST /conversions/check': r(ADMIN),
   'POST /bench/storage': r(ADMIN),
 
   'GET /networks': r(READ),

@@ -41,8 +41,10 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   array ... | compat search|check                        storage arrays through adapters, compatibility
   bench storage [--mib N] [--seconds S]                  image disks against RDMs, inside a test guest
   inspect SOURCE                                         partition table, filesystems, firmware, boot
-                                                         loader and guest OS of a disk or image (offline)
-  convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk or image into a VM of the site
+                                                         loader and guest OS of a disk or image (offline);
+                                                         SOURCE may be an NBD URI (nbd://, nbd+unix://, nbds://)
+  convert SOURCE --name VM [--format F] [--start]       P2V/V2V: a disk, image or NBD URI into a VM of the site
+  convert SOURCE --check                                 the compatibility report only (exit 1 if blocked)
   convert nbd://HOST:PORT --agent-key KEY --name VM      P2V of a running machine through its agent
   p2v-agent --device /dev/sdX [--listen ADDR]            on the machine to convert: serve its disk
   export VM --format vmdk|vhdx|ova [--output DIR]        a stopped VM for VMware or Hyper-V

@@ -17,6 +17,10 @@ import { StorageDaemon } from '../qemu/storage-daemon.js';
 import { checkUntrustedImage, untrustedImageInfo } from '../qemu/qemu-img.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import { readOvfSource } from './ovf-source.js';
+import { compatibilityWarnings, conversionBlockers, guestHasVirtioBlk, guestHasVirtioNet } from './compatibility.js';
+import { looksLikeNbdUri, formatNbdUri } from '../nbd/nbd-uri.js';
+import type { NbdTlsMaterial } from '../nbd/nbd-tls-creds.js';
+import { copyNbdSource, inspectNbdSource, nbdSource, type NbdSource } from './nbd-source.js';
 
 /** Disks a converted VM may have (virtio-blk slots we hand out; SATA takes 6). */
 const MAX_DISKS = 16;
@@ -24,10 +28,16 @@ const MAX_DISKS = 16;
 export const CONVERT_JOB = 'vm-convert';
 
 export interface ConvertInput {
-  /** Absolute path on the site's host (a block device or an image QEMU reads), or a P2V agent's nbd://HOST:PORT. */
+  /**
+   * Absolute path on the site's host (a block device or an image QEMU reads); any NBD server
+   * as nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH (nbds: with TLS); or,
+   * with agentKey, a P2V agent's nbd://HOST:PORT.
+   */
   source: string;
-  /** The key `mamori p2v-agent` printed; needed for nbd:// sources. */
+  /** The key `mamori p2v-agent` printed: makes an nbd://HOST:PORT source a P2V agent. */
   agentKey?: string;
+  /** For nbds:// and nbds+unix:// sources: the CA, and a client certificate if the server verifies clients. */
+  tls?: NbdTlsMaterial;
   /** P2V: the remainder below which the passes stop and the frozen last pass runs (default 64 MiB). */
   convergeBelowMiB?: number;
   /** A QEMU machine type (`pc-q35-7.2`) or alias (`q35`, `pc`); default q35, pinned to its version. */
@@ -57,6 +67,26 @@ export interface ConvertResult {
   started: boolean;
   /** P2V only: the passes, and how consistent the copy is. */
   p2v?: Omit<ConvergeResult, 'passes'> & { passes: ConvergePass[] };
+}
+
+/** What `convert --check` asks about: a source as `start` takes it, no VM name needed. */
+export type CheckInput = Omit<ConvertInput, 'name' | 'start' | 'format' | 'convergeBelowMiB'> & { name?: string };
+
+/**
+ * The compatibility report, answered before anything is copied or made: blockers refuse the
+ * conversion, warnings (degradations) say what the VM will lack.
+ */
+export interface CompatibilityReport {
+  /** The source as judged: the canonical path, or the NBD URI in canonical form. */
+  source: string;
+  blockers: string[];
+  warnings: string[];
+  /** What the VM would get, by the inspection of its boot disk. */
+  firmware: 'uefi' | 'bios';
+  diskBus: 'virtio' | 'sata';
+  nicModel: 'virtio-net-pci' | 'e1000';
+  disks: number;
+  inspection: InspectionReport;
 }
 
 /** What a conversion turns into: disks, firmware and size of the VM, and how its disks are copied. */
@@ -119,11 +149,67 @@ export class ConversionService {
       : 'the site server stopped during the conversion; the partial copy was removed, run it again';
   }
 
+  /**
+   * The compatibility report alone (`mamori convert --check`): the source inspected, nothing
+   * copied or made. Bad input still throws (a path the site may not read, a bad URI); what
+   * the inspection finds comes back as blockers and warnings.
+   */
+  async check(input: CheckInput): Promise<CompatibilityReport> {
+    if (input.name !== undefined) assertValidName('VM', input.name);
+    const blockers: string[] = [];
+    await this.#checkMachineType(input.machineType).catch((e: unknown) => {
+      if (!isMamoriError(e, 'INVALID_INPUT')) throw e;
+      blockers.push(e.message);
+    });
+    if (input.name !== undefined && await this.#vms.repo.findByName(input.name)) blockers.push(`a VM named ${input.name} already exists; choose another --name`);
+    let source: string;
+    let report: InspectionReport;
+    let disks = 1;
+    const extra: string[] = [];
+    const nbd = typeof input.source === 'string' && looksLikeNbdUri(input.source);
+    if (input.tls !== undefined && (!nbd || input.agentKey !== undefined)) throw new MamoriError('INVALID_INPUT', 'tls is for nbds:// and nbds+unix:// sources only (a P2V agent brings its own TLS)');
+    if (nbd && input.agentKey !== undefined) {
+      const at = parseAgentUrl(input.source);
+      if (at === null) throw new MamoriError('INVALID_INPUT', `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`);
+      const agent = await P2vAgentClient.connect(at.host, at.port, input.agentKey);
+      const nbd = await agent.openNbd();
+      try {
+        report = await inspectDisk(cachedReader(nbd));
+      } finally {
+        await nbd.disconnect().catch(() => undefined);
+      }
+      source = input.source;
+    } else if (nbd) {
+      const src = await this.#nbdSource(input);
+      report = await this.#inspectNbd(src);
+      source = formatNbdUri(src.uri);
+    } else {
+      if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or an NBD URI (nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH)');
+      source = (await this.#disks.hostPaths.image(input.source)).path;
+      const ovf = await readOvfSource(source);
+      const sources: { file: string; member?: { offset: number; size: number } }[] = ovf ? ovf.disks : [{ file: source }];
+      disks = sources.length;
+      report = await inspectSource(sources[0]!.file, sources[0]!.member);
+      if (ovf?.system.warnings) extra.push(...ovf.system.warnings);
+      if (sources.length > MAX_DISKS) blockers.push(`it has ${sources.length} disks; a VM takes at most ${MAX_DISKS}`);
+      else if (!guestHasVirtioBlk(report) && sources.length > 6) blockers.push(`this guest needs SATA disks (no virtio driver) and SATA takes at most 6; it has ${sources.length}`);
+    }
+    blockers.push(...conversionBlockers(report));
+    return {
+      source, blockers, warnings: [...compatibilityWarnings(report), ...extra], disks, inspection: report,
+      firmware: report.firmware, diskBus: guestHasVirtioBlk(report) ? 'virtio' : 'sata', nicModel: guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000',
+    };
+  }
+
   /** Checks and inspects now (bad input and blockers are answered at once), converts as a job. */
   async start(input: ConvertInput): Promise<Job> {
     assertValidName('VM', input.name);
     await this.#checkMachineType(input.machineType);
-    if (typeof input.source === 'string' && input.source.startsWith('nbd://')) return this.#startP2v(input);
+    if (typeof input.source === 'string' && looksLikeNbdUri(input.source)) {
+      // An agent key makes nbd://HOST:PORT a mamori P2V agent; without one it is any NBD server.
+      return input.agentKey !== undefined ? this.#startP2v(input) : this.#startNbd(input);
+    }
+    if (input.tls !== undefined) throw new MamoriError('INVALID_INPUT', 'tls is for nbds:// and nbds+unix:// sources only');
     if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or a P2V agent as nbd://HOST:PORT');
     if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
     // Judged and used by its canonical path (the site's allow-list; never its data folder).
@@ -183,6 +269,65 @@ export class ConversionService {
     }
   }
 
+  /** The NBD URI parsed strictly; a unix socket is a host path, judged by the site's policy. */
+  async #nbdSource(input: Pick<ConvertInput, 'source' | 'tls' | 'convergeBelowMiB'>): Promise<NbdSource> {
+    if (input.convergeBelowMiB !== undefined) throw new MamoriError('INVALID_INPUT', 'convergeBelowMiB is for P2V agents (with agentKey) only');
+    const src = nbdSource(input.source, input.tls);
+    if (src.uri.transport === 'unix') return { ...src, uri: { ...src.uri, socket: (await this.#disks.hostPaths.nbdSocket(src.uri.socket)).path } };
+    return src;
+  }
+
+  /** Inspects an NBD source; a plain nbd:// refused for lack of TLS says what to give instead. */
+  async #inspectNbd(src: NbdSource): Promise<InspectionReport> {
+    try {
+      return await inspectNbdSource(src);
+    } catch (e) {
+      if (!isMamoriError(e, 'NBD_TLS_REQUIRED')) throw e;
+      throw new MamoriError('INVALID_INPUT', `${formatNbdUri(src.uri)} requires TLS: write nbds:// (or nbds+unix://) with --tls-creds DIR; a machine served by \`mamori p2v-agent\` is converted with --agent-key KEY`, { cause: e });
+    }
+  }
+
+  /**
+   * Any NBD server as the source (qemu-nbd, nbdkit's VMware, Hyper-V or cloud plugins, a
+   * storage daemon): inspected over NBD, copied into a new pool image through QEMU, registered.
+   */
+  async #startNbd(input: ConvertInput): Promise<Job> {
+    const src = await this.#nbdSource(input);
+    if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
+    const report = await this.#inspectNbd(src);
+    const blockers = conversionBlockers(report);
+    const shown = formatNbdUri(src.uri);
+    if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${shown} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
+    const diskName = `${input.name}-disk0`;
+    if (await this.#disks.repo.findByName(diskName)) throw new MamoriError('DISK_EXISTS', `a disk named ${diskName} already exists; choose another --name or delete that disk`);
+    const disk = await this.#disks.create({ name: diskName, sizeBytes: report.size, format: input.format ?? 'qcow2' });
+    let job: Job;
+    try {
+      job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
+    } catch (e) {
+      await this.#disks.delete(diskName).catch(() => undefined);
+      throw e;
+    }
+    // The context keeps the URI (which holds no secret: query keys are refused), never the TLS key.
+    await this.#jobs.setContext(job.id, { source: shown, inspection: report, disks: [diskName] });
+    let progressAt = 0;
+    const copy = async (): Promise<undefined> => {
+      const c = await copyNbdSource(src, disk, {
+        runDir: join(this.#runDir, job.id),
+        onProgress: (f) => {
+          if (Date.now() - progressAt < 250) return;
+          progressAt = Date.now();
+          void this.#jobs.progress(job.id, f * 0.95).catch(() => undefined);
+        },
+      });
+      this.#log.info({ job: job.id, source: shown, ...c }, 'nbd source copied');
+      return undefined;
+    };
+    const plan: ConvertPlan = { diskNames: [diskName], copy, firmware: report.firmware, memoryMiB: input.memoryMiB, vcpus: input.vcpus };
+    void this.#run(job.id, input, report, plan).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    return job;
+  }
+
   /**
    * P2V of a running machine: the agent is checked (its key proves its CA), its disk
    * inspected over TLS NBD like any other source, and copied in converging passes.
@@ -190,6 +335,7 @@ export class ConversionService {
   async #startP2v(input: ConvertInput): Promise<Job> {
     const at = parseAgentUrl(input.source);
     if (at === null) throw new MamoriError('INVALID_INPUT', `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`);
+    if (input.tls !== undefined) throw new MamoriError('INVALID_INPUT', 'a P2V agent brings its own TLS (proven by its key): give agentKey, not tls');
     const below = input.convergeBelowMiB ?? 64;
     if (!Number.isInteger(below) || below < 0 || below > 1024 * 1024) throw new MamoriError('OUT_OF_RANGE', 'convergeBelowMiB must be 0 to 1048576');
     if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
@@ -294,33 +440,4 @@ async function checkSource(file: string, member?: { offset: number; size: number
   const image = await vetUntrustedImage({ file, ...(member ? { member } : {}) });
   await untrustedImageInfo(image);
   await checkUntrustedImage(image);
-}
-
-/** What makes a conversion pointless or harmful: refused with the reason. */
-export function conversionBlockers(r: InspectionReport): string[] {
-  const out: string[] = [];
-  if (r.partitions.length === 0 && r.partitionTable === 'none') out.push('it holds no partition table and no filesystem (an empty or unknown disk)');
-  if (r.partitions.some((p) => p.typeId === '0x42' || p.type.startsWith('Windows LDM'))) out.push('it is a Windows dynamic disk (LDM): convert its volumes to basic disks in Windows first');
-  return out;
-}
-
-/** What converts but degrades the result: the compatibility report. */
-export function compatibilityWarnings(r: InspectionReport): string[] {
-  const out = [...r.warnings];
-  if (r.os.type === 'unknown') out.push('no guest operating system was found (encrypted, or not one the inspector reads): the VM gets virtio disks and an e1000 NIC');
-  if (r.os.type === 'windows' && !guestHasVirtioBlk(r)) out.push('this Windows guest has no virtio storage driver (viostor): its disk is attached as SATA, which is slower; install virtio-win and switch the VM to virtio (vm create --disk-bus virtio) afterwards');
-  return out;
-}
-
-/** virtio-blk needs Linux 2.6.25 or later (or no OS we can tell), or viostor in Windows. */
-function guestHasVirtioBlk(r: InspectionReport): boolean {
-  if (r.os.type === 'windows') return (r.os.virtioDrivers ?? []).includes('viostor');
-  return true;
-}
-
-/** virtio-net needs Linux 2.6.25 or later, or netkvm in Windows. */
-function guestHasVirtioNet(r: InspectionReport): boolean {
-  if (r.os.type === 'linux') return true;
-  if (r.os.type === 'windows') return (r.os.virtioDrivers ?? []).includes('netkvm');
-  return false;
 }

@@ -13,6 +13,9 @@ import { exportImage } from '../qemu/qemu-img.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { buildOvf } from './ovf-descriptor.js';
 import { writeTar } from './ova-archive.js';
+import { FALLBACK_GUEST_OS, vsphereGuestOs, type OvfGuestOs } from './vsphere-guest-os.js';
+import { openSource } from '../inspect/image-source.js';
+import { inspectDisk } from '../inspect/inspector.js';
 
 export const EXPORT_JOB = 'vm-export';
 export const EXPORT_FORMATS = ['vmdk', 'vhdx', 'ova'] as const;
@@ -31,6 +34,8 @@ export interface ExportResult {
   /** What was written, in attachment order (an OVA is one file). */
   files: string[];
   bytes: number;
+  /** OVA only: the guest OS the descriptor names (vSphere's guest id), from inspecting the boot disk. */
+  guestOs?: OvfGuestOs;
 }
 
 /**
@@ -85,6 +90,27 @@ export class ExportService {
     return job;
   }
 
+  /**
+   * The guest OS of the boot disk as vSphere names it, by inspection (the VM is stopped, so
+   * its disk holds still). A disk the inspector cannot read exports as Other Linux rather
+   * than failing the export: vSphere lets a person change the guest type afterwards.
+   */
+  async #guestOs(vm: string, boot: DiskRecord): Promise<OvfGuestOs> {
+    const layer = activeLayer(boot);
+    try {
+      // The site's own image (with its backing chain), so it is opened as trusted.
+      const source = await openSource(layer.path, undefined, { trusted: true });
+      try {
+        return vsphereGuestOs((await inspectDisk(source.reader)).os);
+      } finally {
+        await source.close();
+      }
+    } catch (e) {
+      this.#log.warn({ vm, err: e }, 'the boot disk could not be inspected; the OVA names Other Linux as its guest OS');
+      return FALLBACK_GUEST_OS;
+    }
+  }
+
   async #run(jobId: string, def: VmDefinition, disks: DiskRecord[], format: VmExportFormat, scratch: string, finals: string[]): Promise<void> {
     try {
       await mkdir(scratch, { recursive: true });
@@ -96,14 +122,20 @@ export class ExportService {
         }
       });
       let produced = images;
-      if (format === 'ova') produced = [await this.#jobs.step(jobId, 'package', () => packageOva(def, disks, images, scratch))];
+      let guestOs: OvfGuestOs | undefined;
+      if (format === 'ova') {
+        produced = [await this.#jobs.step(jobId, 'package', async () => {
+          guestOs = await this.#guestOs(def.name, disks[0]!);
+          return packageOva(def, disks, images, scratch, guestOs);
+        })];
+      }
       await this.#jobs.step(jobId, 'publish', async () => {
         for (const [i, f] of produced.entries()) await rename(f, finals[i]!);
         await syncDirectory(dirname(finals[0]!));
       });
       let bytes = 0;
       for (const f of finals) bytes += (await stat(f)).size;
-      const result: ExportResult = { vm: def.name, format, files: finals, bytes };
+      const result: ExportResult = { vm: def.name, format, files: finals, bytes, ...(guestOs ? { guestOs } : {}) };
       await this.#jobs.succeed(jobId, result);
     } catch (e) {
       await this.#jobs.fail(jobId, { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message });
@@ -120,10 +152,10 @@ function finalNames(vm: string, format: VmExportFormat, disks: number): string[]
 }
 
 /** Descriptor first (OVF requires it), then the manifest, then the disks in reference order. */
-async function packageOva(def: VmDefinition, disks: DiskRecord[], images: string[], scratch: string): Promise<string> {
+async function packageOva(def: VmDefinition, disks: DiskRecord[], images: string[], scratch: string, os: OvfGuestOs): Promise<string> {
   const names = images.map((_, i) => `${def.name}-disk${i}.vmdk`);
   const ovf = buildOvf({
-    name: def.name, vcpus: def.vcpus, memoryMiB: def.memoryMiB, firmware: def.firmware === 'uefi' ? 'uefi' : 'bios',
+    name: def.name, vcpus: def.vcpus, memoryMiB: def.memoryMiB, firmware: def.firmware === 'uefi' ? 'uefi' : 'bios', os,
     disks: await Promise.all(disks.map(async (d, i) => ({ href: names[i]!, capacityBytes: d.sizeBytes, fileSizeBytes: (await stat(images[i]!)).size }))),
     // VMware's E1000 works in every guest; vmxnet3 would need VMware Tools first.
     nics: def.nics.map((n) => ({ model: 'E1000', network: n.network })),

@@ -104,6 +104,7 @@ export const ERROR_CODES = {
   NBD_UNSUPPORTED: { httpStatus: 422, retryable: false },
   NBD_DISCONNECTED: { httpStatus: 503, retryable: true },
   NBD_TIMEOUT: { httpStatus: 504, retryable: true },
+  NBD_URI_INVALID: { httpStatus: 400, retryable: false },
   // catch-all for errors the code did not raise on purpose
   // storage adapters
   ADAPTER_NOT_FOUND: { httpStatus: 400, retryable: false },

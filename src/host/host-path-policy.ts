@@ -19,12 +19,12 @@ export const DEFAULT_DEVICE_GLOBS: readonly string[] = ['/dev/**'];
 /** A host path that passed the policy: always the canonical path, never what the caller typed. */
 export interface AllowedHostPath {
   path: string;
-  kind: 'block' | 'file' | 'directory';
+  kind: 'block' | 'file' | 'directory' | 'socket';
   /** What identifies the object whatever path names it: the device number for block devices, dev:inode otherwise. */
   identity: string;
 }
 
-export type HostPathUse = 'device' | 'image' | 'export-dir';
+export type HostPathUse = 'device' | 'image' | 'export-dir' | 'nbd-socket';
 
 /**
  * Host paths that API callers name (RDM devices, images to import, inspect or convert,
@@ -71,6 +71,16 @@ export class HostPathPolicy {
     return this.#check(path, 'image');
   }
 
+  /**
+   * The unix socket of an NBD server to read a disk from (nbd+unix://): a socket inside an
+   * import folder. Connecting to a socket is reading whatever serves it, so it is judged as
+   * a host path: never the site's own daemons in its data folder, only what an admin put
+   * in an exchange folder (--allow-import).
+   */
+  nbdSocket(path: unknown): Promise<AllowedHostPath> {
+    return this.#check(path, 'nbd-socket');
+  }
+
   /** A folder to export into: an import folder or one below it. */
   exportDir(path: unknown): Promise<AllowedHostPath> {
     return this.#check(path, 'export-dir');
@@ -97,11 +107,12 @@ export class HostPathPolicy {
     const matchesDevice = this.#deviceGlobs.some((g) => g.test(real));
     let ok: boolean;
     if (use === 'export-dir') ok = st.isDirectory() && this.#importDirs.some((d) => inside(d, real));
+    else if (use === 'nbd-socket') ok = st.isSocket() && underImport;
     else if (st.isBlockDevice()) ok = matchesDevice;
     else if (st.isFile()) ok = underImport || (this.#explicitDeviceGlobs && matchesDevice);
     else ok = false;
     if (!ok) throw refused(given, use);
-    const kind = st.isBlockDevice() ? 'block' : st.isDirectory() ? 'directory' : 'file';
+    const kind = st.isBlockDevice() ? 'block' : st.isDirectory() ? 'directory' : st.isSocket() ? 'socket' : 'file';
     return { path: real, kind, identity: identityOf(st) };
   }
 
@@ -147,7 +158,8 @@ export function globToRegExp(glob: string): RegExp {
 
 function refused(given: unknown, use: HostPathUse): MamoriError {
   const shown = typeof given === 'string' ? JSON.stringify(given.length > 200 ? `${given.slice(0, 200)}…` : given) : 'the path';
-  const what = use === 'device' ? 'a device this site may map' : use === 'image' ? 'an image or device this site may read' : 'a folder this site may export into';
+  const what = use === 'device' ? 'a device this site may map' : use === 'image' ? 'an image or device this site may read'
+    : use === 'nbd-socket' ? 'an NBD server socket this site may read from' : 'a folder this site may export into';
   // One answer for missing and forbidden alike: the API must not tell which host paths exist.
   return new MamoriError('HOST_PATH_REFUSED', `${shown} is not ${what}: it does not exist, or it is outside the site's allow-list (mamori serve --allow-device GLOB, --allow-import DIR), or it is inside the site's data folder`, { details: { use } });
 }

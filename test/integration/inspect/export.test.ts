@@ -81,6 +81,9 @@ test('an OVA holds descriptor, manifest and disk in order, with checksums that h
   assert.match(ovf, /<rasd:VirtualQuantity>2<\/rasd:VirtualQuantity>/, 'two vCPUs');
   assert.match(ovf, /<rasd:VirtualQuantity>512<\/rasd:VirtualQuantity>/, '512 MiB');
   assert.match(ovf, /streamOptimized/);
+  // The guest OS comes from inspecting the VM's disk (RHEL 6.10), not a fixed Other Linux.
+  assert.match(ovf, /<OperatingSystemSection ovf:id="80" vmw:osType="rhel6_64Guest">/);
+  assert.equal(r.guestOs?.vmwOsType, 'rhel6_64Guest');
   for (const line of (await readFile(join(unpacked, 'rhel.mf'), 'utf8')).trim().split('\n')) {
     const m = /^SHA256\((.+)\)= ([0-9a-f]{64})$/.exec(line);
     assert.ok(m, `manifest line ${line}`);
