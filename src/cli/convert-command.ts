@@ -11,7 +11,7 @@ import { int } from './vm-commands.js';
 export const CONVERT_USAGE = `mamori convert SOURCE [--site SITE] --name VM [--format qcow2|raw] [--start] [--memory MIB] [--vcpus N] [--machine TYPE]
        mamori convert nbd://HOST:PORT --agent-key KEY --name VM [--converge-below MIB] [...]
   SOURCE is a block device, an image (raw, qcow2, vmdk, vhd, vhdx) or an OVA/OVF on the site's
-  host. It is inspected first (mamori inspect), copied into the site's pool, and registered as a
+  host. It is inspected first (as 'mamori inspect SOURCE' does), copied into the site's pool, and registered as a
   VM with the firmware it boots with (UEFI: OVMF) and a virtio or e1000 NIC by the guest's
   drivers. An OVA/OVF gives vCPUs, memory and all its disks; --memory and --vcpus override.
   nbd://HOST:PORT is a running machine's disk served by \`mamori p2v-agent\` there: it is copied
