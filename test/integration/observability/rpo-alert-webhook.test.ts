@@ -57,7 +57,7 @@ test('a violated RPO is posted to the webhook once firing, with its remedy, and 
   // The first point was already older than the RPO when it was committed: the violation is real.
   const status = await a.cliJson<ReplicationStatus>('replicate', 'status', 'pg');
   assert.ok(status.lastCycle && status.lastCycle.bytesSent >= 3 * 1024 * 1024, JSON.stringify(status.lastCycle));
-  assert.match(String((firing.incident as { remedy?: unknown }).remedy), /'mamori replicate sync-now pg'/);
+  assert.match(firing.incident.remedy ?? '', /'mamori replicate sync-now pg'/);
 
   await a.waitFor('the RPO alert resolved', async () => rpo().length >= 2, 300_000);
   const resolved = rpo()[1]!;
