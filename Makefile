@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GUEST_DIR ?= $(CURDIR)/.cache/guest
 DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl lvm2 zfs-fuse openssh-server chromium
 
-.PHONY: setup deps npm build guest demo test bench bench-deps clean
+.PHONY: setup deps npm build guest demo test screenshots bench bench-deps clean
 
 setup: deps npm build guest
 
@@ -34,8 +34,19 @@ guest: build
 demo: setup
 	bash scripts/demo.sh
 
+# A test run must leave the checkout as it found it: the status before and after must agree
+# (outside a git checkout both are empty).
 test: setup
-	node --test --test-concurrency=2 dist/test/
+	@before=$$(git status --porcelain 2>/dev/null); \
+	node --test --test-concurrency=2 dist/test/; rc=$$?; \
+	after=$$(git status --porcelain 2>/dev/null); \
+	if [ "$$before" != "$$after" ]; then echo "make test changed the checkout:"; diff <(echo "$$before") <(echo "$$after"); exit 1; fi; \
+	exit $$rc
+
+# The console's screenshots in docs/screenshots/, from the browser test (make test writes them
+# to .cache/screenshots/ instead): a deliberate update, reviewed like any diff.
+screenshots: setup
+	MAMORI_UPDATE_SCREENSHOTS=1 node --test dist/test/e2e/console.test.js
 
 # virt-inspector (about 700 MB with its appliance) is only the baseline of bench/convert.
 bench-deps:

@@ -32,7 +32,7 @@ export class TokenService {
   async create(input: CreateTokenInput, now = new Date()): Promise<TokenInfo & { token: string }> {
     assertValidName('token', input.name);
     if (!isRole(input.role) || !(ISSUABLE_ROLES as readonly string[]).includes(input.role)) {
-      throw new MamoriError('INVALID_INPUT', `role must be one of ${ISSUABLE_ROLES.join(', ')}${input.role === 'site' ? ": site tokens are issued by 'mamori site pair'" : ''}`, { details: { role: String(input.role).slice(0, 32) } });
+      throw new MamoriError('INVALID_INPUT', `role must be one of ${ISSUABLE_ROLES.join(', ')}${input.role === 'site' ? ": site tokens are issued by 'mamori site pair URL --token PEER_ADMIN_TOKEN'" : ''}`, { details: { role: String(input.role).slice(0, 32) } });
     }
     const expiresAt = input.expires === undefined ? null : new Date(now.getTime() + lifetimeMs(input.expires)).toISOString();
     const { id, token } = await this.#tokens.createWithId(input.name, input.role, { expiresAt });

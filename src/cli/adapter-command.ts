@@ -17,13 +17,16 @@ export const ADAPTER_USAGE = `mamori adapter <command>        storage adapters (
                                       writes the result into a compatibility guide (compat/guide.json)
   schema [COMMAND]                    the protocol's JSON schemas (all, or one command's result)`;
 
+/** `adapter test`'s options (also what src/cli/parse-only.ts checks a command against). */
+export const ADAPTER_TEST_OPTIONS = { config: { type: 'string' }, record: { type: 'string' } } as const;
+
 /** Runs in the CLI itself: an adapter is tested where it runs, no site server needed. */
 export async function adapterCommand(rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
   const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori adapter ${what}\n${ADAPTER_USAGE}`);
   switch (sub) {
     case 'test': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { config: { type: 'string' }, record: { type: 'string' } } });
+      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: ADAPTER_TEST_OPTIONS });
       // The bundled ZFS adapter brings its own scratch arrays; any other adapter is given them.
       if (positionals.length !== 1 || (!values.config && positionals[0] !== 'zfs')) throw usage('test PATH|NAME --config FILE [--record GUIDE]  (zfs alone may leave out --config)');
       const path = adapterPath(positionals[0]!);

@@ -14,6 +14,7 @@ import { planCommand, PLAN_USAGE } from './plan-commands.js';
 import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
 import { tokenCommand, TOKEN_USAGE } from './token-commands.js';
 import { auditCommand, AUDIT_USAGE } from './audit-commands.js';
+import type { ParseOnlyMode } from './parse-only.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -102,13 +103,15 @@ function takeGlobals(argv: string[]): { rest: string[]; json: boolean; data?: st
   return { rest, ...out };
 }
 
-async function run(argv: string[]): Promise<void> {
+/** Runs one command line; `parseOnly` (src/cli/parse-only.ts) parses it and runs nothing. */
+export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<void> {
   const g = takeGlobals(argv);
   const [cmd, ...rest] = g.rest;
   if (g.help || !cmd || cmd === 'help') {
     process.stdout.write(USAGE);
     return;
   }
+  if (parseOnly && (await parseOnly.local(cmd, rest))) return;
   // Loaded only when used: the server pulls in Fastify, SQLite and the rest, which would
   // otherwise add most of a second to every CLI call.
   if (cmd === 'serve') return (await import('./serve-command.js')).serveCommand(rest);
@@ -117,7 +120,7 @@ async function run(argv: string[]): Promise<void> {
   if (cmd === 'adapter') return (await import('./adapter-command.js')).adapterCommand(rest, g.json);
   if (cmd === 'compat' && rest[0] === 'search') return (await import('./compat-search-command.js')).compatSearchCommand(rest.slice(1), g.json);
   if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
-  const api = new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
+  const api = parseOnly?.api ?? new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
   switch (cmd) {
     case 'vm':
       return vmCommand(api, rest, g.json);
@@ -180,16 +183,19 @@ async function run(argv: string[]): Promise<void> {
   }
 }
 
-run(process.argv.slice(2)).then(
-  () => process.exit(process.exitCode ?? 0),
-  (e: unknown) => {
-    const json = process.argv.includes('--json');
-    if (isMamoriError(e)) {
-      if (json) printJson({ error: e.toJSON() });
-      process.stderr.write(`mamori: ${e.message} [${e.code}]\n`);
-      process.exit(e.code === 'INVALID_INPUT' || e.code === 'CONFIG_MISSING' ? 2 : 1);
-    }
-    process.stderr.write(`mamori: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
-    process.exit(1);
-  },
-);
+/** The CLI's entry (bin/mamori calls it): importing this module runs nothing. */
+export function main(argv = process.argv.slice(2)): void {
+  run(argv).then(
+    () => process.exit(process.exitCode ?? 0),
+    (e: unknown) => {
+      const json = process.argv.includes('--json');
+      if (isMamoriError(e)) {
+        if (json) printJson({ error: e.toJSON() });
+        process.stderr.write(`mamori: ${e.message} [${e.code}]\n`);
+        process.exit(e.code === 'INVALID_INPUT' || e.code === 'CONFIG_MISSING' ? 2 : 1);
+      }
+      process.stderr.write(`mamori: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

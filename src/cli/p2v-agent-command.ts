@@ -12,11 +12,14 @@ export const P2V_AGENT_USAGE = `mamori p2v-agent --device /dev/sdX [--listen ADD
   The site copies in passes, resending only changed chunks, and runs the last pass with the
   disk's mounted filesystems frozen (at most --freeze-limit seconds, default 120).`;
 
+/** p2v-agent's options (also what src/cli/parse-only.ts checks a command against). */
+export const P2V_AGENT_OPTIONS = { device: { type: 'string' }, listen: { type: 'string' }, port: { type: 'string' }, 'freeze-limit': { type: 'string' } } as const;
+
 /** `mamori p2v-agent`: local, needs no site; runs until SIGINT/SIGTERM, then thaws and cleans up. */
 export async function p2vAgentCommand(argv: string[], json: boolean): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv, allowPositionals: true, strict: true,
-    options: { device: { type: 'string' }, listen: { type: 'string' }, port: { type: 'string' }, 'freeze-limit': { type: 'string' } },
+    options: P2V_AGENT_OPTIONS,
   });
   if (positionals.length > 0 || !values.device) throw new MamoriError('INVALID_INPUT', `usage: ${P2V_AGENT_USAGE}`);
   const port = values.port === undefined ? P2V_DEFAULT_PORT : Number(values.port);

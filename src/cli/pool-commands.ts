@@ -68,7 +68,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     case 'list': {
       const all = await api.get<Record<string, unknown>[]>('/pools');
       if (json) return printJson(all);
-      if (all.length === 0) return void process.stdout.write("no desktop pools; 'mamori pool create' makes one\n");
+      if (all.length === 0) return void process.stdout.write("no desktop pools; 'mamori pool create POOL --master VM --snapshot SNAP --size 10 --name desk-{n}' makes one\n");
       return printTable(all, ['name', 'state', 'desktops', 'size', 'master', 'snapshot']);
     }
     case 'show': {

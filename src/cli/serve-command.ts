@@ -4,20 +4,20 @@ import { writeFile, rm } from 'node:fs/promises';
 import { openSite, parseListen } from '../main.js';
 import { MamoriError } from '../core/mamori-error.js';
 
+/** serve's options (also what src/cli/parse-only.ts checks a command against). */
+export const SERVE_OPTIONS = {
+  data: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' }, 'guest-dir': { type: 'string' },
+  'insecure-http': { type: 'boolean' },
+  // Host paths API callers (admins) may name: RDM devices, images to import, export folders.
+  'allow-device': { type: 'string', multiple: true }, 'allow-import': { type: 'string', multiple: true },
+} as const;
+
 /** `mamori serve`: runs one site until SIGINT/SIGTERM; VMs keep running after it stops. */
 export async function serveCommand(argv: string[]): Promise<void> {
   // First of all: nothing the server writes may be readable by other users (openSite sets it
   // too, for the servers tests open in-process).
   process.umask(0o077);
-  const { values } = parseArgs({
-    args: argv, strict: true,
-    options: {
-      data: { type: 'string' }, listen: { type: 'string' }, name: { type: 'string' }, 'guest-dir': { type: 'string' },
-      'insecure-http': { type: 'boolean' },
-      // Host paths API callers (admins) may name: RDM devices, images to import, export folders.
-      'allow-device': { type: 'string', multiple: true }, 'allow-import': { type: 'string', multiple: true },
-    },
-  });
+  const { values } = parseArgs({ args: argv, strict: true, options: SERVE_OPTIONS });
   if (!values.data) throw new MamoriError('INVALID_INPUT', 'usage: mamori serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http] [--allow-device GLOB]... [--allow-import DIR]...');
   const { host, port } = parseListen(values.listen ?? '127.0.0.1:8443');
   const site = await openSite({

@@ -88,7 +88,7 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
       if (json) return printJson(r);
       return void process.stdout.write(r.peerNotified
         ? `unpaired ${r.name} on both sites\n`
-        : `unpaired ${r.name} here; it could not be told (${r.peerError ? `${r.peerError.message} [${r.peerError.code}]` : 'it never paired back'}): run 'mamori site unpair' there too\n`);
+        : `unpaired ${r.name} here; it could not be told (${r.peerError ? `${r.peerError.message} [${r.peerError.code}]` : 'it never paired back'}): run 'mamori site unpair THIS_SITE' there too (THIS_SITE: this site's name, as 'mamori site list' there shows it)\n`);
     }
     default:
       throw new MamoriError('INVALID_INPUT', `unknown site command ${JSON.stringify(sub ?? '')}\n${SITE_USAGE}`);

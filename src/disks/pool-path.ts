@@ -17,7 +17,7 @@ export function resolveInPool(poolDir: string, given: string): string {
   const full = isAbsolute(given) ? resolve(given) : resolve(root, given);
   const rel = relative(root, full);
   if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || !full.startsWith(root + sep)) {
-    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(given)} is outside the storage pool ${root}: image disks live in a pool; attach host devices with 'mamori disk create --rdm'`, { details: { path: given, pool: root } });
+    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(given)} is outside the storage pool ${root}: image disks live in a pool; attach host devices with 'mamori disk create NAME --rdm DEVICE'`, { details: { path: given, pool: root } });
   }
   return full;
 }

@@ -121,7 +121,7 @@ export class AlertNotifier {
     const now = new Date().toISOString();
     const incident: Incident = {
       id: 'test', kind: 'alert-test', severity: 'info', target: `site:${this.#siteName}`, message: `a test alert from mamori site ${this.#siteName}`,
-      details: null, openedAt: now, clearedAt: null,
+      details: null, openedAt: now, clearedAt: null, remedy: null,
     };
     const shown = maskUrl(config.url);
     try {

@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, EventTable } from '../store/schema.js';
 import { newShortId } from '../core/ids.js';
+import { incidentRemedy } from './incident-remedies.js';
 
 export const INCIDENT_SEVERITIES = ['info', 'warning', 'critical'] as const;
 export type IncidentSeverity = (typeof INCIDENT_SEVERITIES)[number];
@@ -14,6 +15,8 @@ export interface Incident {
   details: Record<string, unknown> | null;
   openedAt: string;
   clearedAt: string | null;
+  /** What to do about it, naming the commands (src/events/incident-remedies.ts); null if the kind has none. */
+  remedy: string | null;
 }
 
 /**
@@ -87,8 +90,9 @@ export class IncidentLog {
 }
 
 export function toIncident(r: Selectable<EventTable>): Incident {
+  const details = r.details === null ? null : (JSON.parse(r.details) as Record<string, unknown>);
   return {
     id: r.id, kind: r.kind, severity: r.severity as IncidentSeverity, target: r.target, message: r.message,
-    details: r.details === null ? null : (JSON.parse(r.details) as Record<string, unknown>), openedAt: r.opened_at, clearedAt: r.cleared_at,
+    details, openedAt: r.opened_at, clearedAt: r.cleared_at, remedy: incidentRemedy({ kind: r.kind, target: r.target, details }),
   };
 }

@@ -102,7 +102,7 @@ export class ArrayGroups {
     // Supported first: the answer that matters most, before the details of the devices.
     const verdict = await this.#arrays.compatOf(input.storage, arrayId);
     if (!verdict.supported && !input.force) {
-      throw new MamoriError('COMPAT_UNSUPPORTED', `array ${arrayId} (${verdict.model}, ${verdict.softwareVersion}) with adapter ${verdict.adapter} ${verdict.adapterVersion} is not supported: ${verdict.reason}. Run its adapter through 'mamori adapter test' and record the result in the compatibility guide, or pass --force to protect it anyway`,
+      throw new MamoriError('COMPAT_UNSUPPORTED', `array ${arrayId} (${verdict.model}, ${verdict.softwareVersion}) with adapter ${verdict.adapter} ${verdict.adapterVersion} is not supported: ${verdict.reason}. Run its adapter through 'mamori adapter test ${verdict.adapter} --config FILE --record GUIDE' and record the result in the compatibility guide, or pass --force to protect it anyway`,
         { details: { arrayId, reason: verdict.reason } });
     }
     const devices = input.deviceIds.map((id) => {
@@ -175,7 +175,7 @@ export class ArrayGroups {
   async binding(name: string): Promise<ArrayBinding> {
     const r = await this.#db.selectFrom('protection_groups').select('array_binding').where('name', '=', name).executeTakeFirst();
     if (!r) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
-    if (r.array_binding === null) throw new MamoriError('INVALID_INPUT', `protection group ${name} is host-based (mamori replicates its VMs); this needs an array-based group`, { details: { group: name } });
+    if (r.array_binding === null) throw new MamoriError('INVALID_INPUT', `protection group ${name} is host-based (its VMs are replicated by mamori itself); this needs an array-based group`, { details: { group: name } });
     return JSON.parse(r.array_binding) as ArrayBinding;
   }
 

@@ -147,7 +147,7 @@ export class PlanService {
         const { storage } = await this.#arrays.locate(a.peerArrayId);
         arrayGroups.push({ name: g.name, storage, arrayId: a.peerArrayId, deviceIds: a.peerDeviceIds, sourceArrayId: a.arrayId, sourceDeviceIds: a.deviceIds, forced: a.forced, rpoSeconds: a.rpoSeconds ?? null });
       } catch (e) {
-        bad('protectionGroups', `array-based group ${g.name} replicates to array ${a.peerArrayId}, which no storage array entry of this site reaches; add one with 'mamori array add' (${(e as Error).message})`);
+        bad('protectionGroups', `array-based group ${g.name} replicates to array ${a.peerArrayId}, which no storage array entry of this site reaches; add one with 'mamori array add NAME --adapter ADAPTER --connection KEY=VALUE' (${(e as Error).message})`);
       }
     }
     const members = inventory.vms.filter((v) => covers(spec, v));

@@ -228,7 +228,7 @@ function planSteps(raw: unknown, vms: Record<string, PlanVmOptions>, bad: (path:
       action = { kind: 'command', argv: argv as string[], timeoutSec: duration(st['timeout'], `${p}.timeout`, 300, 1, 24 * 3600, bad) };
     } else {
       if (typeof st['prompt'] !== 'string' || st['prompt'].trim() === '') return bad(`${p}.prompt`, 'prompt is the text shown while the run waits');
-      if (st['timeout'] !== undefined) return bad(`${p}.timeout`, 'a prompt waits for `mamori plan continue`; it has no timeout');
+      if (st['timeout'] !== undefined) return bad(`${p}.timeout`, 'a prompt waits for `mamori plan continue RUN`; it has no timeout');
       action = { kind: 'prompt', message: st['prompt'] };
     }
     out.push({ at, scope, action, modes: modes as StepMode[] });

@@ -95,7 +95,7 @@ export class ReplicationIncidents {
     await this.#incidents.raise({
       kind: POINT_VERIFY_FAILED, target, severity: 'critical',
       message: `recovery point ${input.pointId} of ${input.vmName} at ${input.peer} failed verification: ${r.gaps.length} gap(s), ${r.tornCount} torn record(s) after ` +
-        `a gap-free prefix of ${r.gapFreePrefix}; take a new point ('mamori replicate sync ${input.vmName}') and verify it`,
+        `a gap-free prefix of ${r.gapFreePrefix}`,
       details: { vm: input.vmName, peer: input.peer, point: input.pointId, gaps: r.gaps.length, torn: r.tornCount, gapFreePrefix: r.gapFreePrefix, lastSequence: r.lastSequence },
     });
   }

@@ -206,5 +206,5 @@ export class SitePairing {
 
 /** Two sites with one name would make every "which site" question ambiguous (replicas, plans). */
 function sameName(name: string): MamoriError {
-  return new MamoriError('INVALID_INPUT', `both sites are named ${name}: give each site its own name (mamori serve --name) before pairing them`, { details: { name } });
+  return new MamoriError('INVALID_INPUT', `both sites are named ${name}: give each site its own name (mamori serve --data DIR --name SITE) before pairing them`, { details: { name } });
 }

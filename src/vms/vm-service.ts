@@ -192,7 +192,7 @@ export class VmService {
 
   async start(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
-      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume' if paused`, { details: { state: vm.state } });
+      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume ${name}' if paused`, { details: { state: vm.state } });
       await this.#assertNotSuperseded(vm, opts.force === true);
       if (vm.definition.boot.kind === 'test-guest') await this.#deps.testGuestAvailable();
       await this.#startGate(vm.id, () => this.#deps.supervisor.start(vm));

@@ -14,7 +14,8 @@ import type { VmView } from '../../src/vms/vm-service.js';
  * against two real sites: log in at site-b (a wrong token first), the replication lag chart
  * at site-a, a test recovery of a plan at site-b dry-run, run, its prompt answered from the
  * page, its steps followed live and its report opened, then the cleanup run, and an API
- * error shown with its code. Screenshots of the main pages go to docs/screenshots/.
+ * error shown with its code, and the Events page with a real incident open, then cleared.
+ * Screenshots of the main pages: see SHOTS below.
  */
 let sites: TwoSites;
 let work: string;
@@ -212,6 +213,37 @@ test('cleanup from the page leaves nothing; the history lists both runs', async 
   await atB.click('button:has-text("Verify chain")');
   await atB.waitForSelector('[data-audit-verify=ok]');
   await shot(atB, 'audit');
+});
+
+interface Incident { id: string; kind: string; target: string; clearedAt: string | null; remedy: string | null }
+
+test('the Events page lists an incident open with its remedy, counts it in the navigation bar, and shows it cleared', async () => {
+  // A real incident: with the link between the sites silent, a cycle of db fails within its
+  // timeouts. ('blackhole', not 'down': a link going down changes the browser's network, and
+  // Chromium aborts what it has in flight.)
+  await sites.cutLink('blackhole');
+  try {
+    await sites.cli('a', 'replicate', 'sync-now', 'db');
+    await sites.a.waitFor('the failed-cycle incident', async () => (await a<Incident[]>('events', '--open')).some((i) => i.kind === 'replication.cycle-failed'), 300_000);
+    await atA.goto(`${sites.a.url}/ui/#/events`);
+    const row = await atA.waitForSelector('table.events tr[data-kind="replication.cycle-failed"][data-state=open]');
+    assert.match(await row.innerText(), /db/);
+    assert.match(await row.innerText(), /mamori replicate sync-now db/, 'the remedy names the command');
+    // The count beside Events is the number of incidents open (the API's own count, read after the page's).
+    const badge = await atA.waitForSelector('header nav a[href="#/events"] .nav-count');
+    const open = await a<Incident[]>('events', '--open');
+    await atA.waitForFunction((n) => document.querySelector('header nav a[href="#/events"] .nav-count')?.textContent === String(n), open.length);
+    assert.equal(await badge.getAttribute('data-open-incidents'), String(open.length));
+    assert.equal(await atA.$$eval('table.events tr[data-state=open]', (rows) => rows.length), open.length);
+    await shot(atA, 'events');
+  } finally {
+    await sites.restoreLink();
+  }
+  // The next cycle succeeds and clears it (a retry may beat this one to it); the page,
+  // refreshed every 5 s, shows it cleared.
+  await sites.cli('a', 'replicate', 'sync-now', 'db');
+  await atA.waitForSelector('table.events tr[data-kind="replication.cycle-failed"][data-state=cleared]', { timeout: 60_000 });
+  assert.equal(await atA.$('table.events tr[data-kind="replication.cycle-failed"][data-state=open]'), null);
 });
 
 test('destructive actions need the name typed', async () => {

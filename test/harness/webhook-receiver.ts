@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 export interface ReceivedAlert {
   status: 'firing' | 'resolved';
   site: string;
-  incident: { id: string; kind: string; severity: string; target: string; message: string; details: unknown; openedAt: string; clearedAt: string | null };
+  incident: { id: string; kind: string; severity: string; target: string; message: string; details: unknown; openedAt: string; clearedAt: string | null; remedy: string | null };
 }
 
 /**

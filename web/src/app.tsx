@@ -10,6 +10,8 @@ import { RunPage } from './pages/run-page';
 import { HistoryPage } from './pages/history-page';
 import { JobsPage } from './pages/jobs-page';
 import { AuditPage } from './pages/audit-page';
+import { EventsPage } from './pages/events-page';
+import { OpenIncidents } from './components/open-incidents';
 import { href, useRoute } from './router';
 import { loadAccess, type Access } from './api/access';
 import { AccessProvider } from './components/access-context';
@@ -17,7 +19,7 @@ import { AccessProvider } from './components/access-context';
 /** Each section with the API route it reads: a role that may not read it does not see the section. */
 const SECTIONS = [
   ['sites', 'Sites', '/sites'], ['vms', 'VMs', '/vms'], ['replication', 'Replication', '/replication'], ['plans', 'Recovery plans', '/plans'],
-  ['history', 'History', '/plan-runs'], ['jobs', 'Jobs', '/jobs'], ['audit', 'Audit', '/audit'],
+  ['history', 'History', '/plan-runs'], ['jobs', 'Jobs', '/jobs'], ['events', 'Events', '/events'], ['audit', 'Audit', '/audit'],
 ] as const;
 
 /** The signed-in shell: the site's name, the sections, and the page the hash names. */
@@ -54,7 +56,7 @@ export function App() {
         <span className="site-name" title="the site this console talks to">{site}</span>
         <nav>
           {sections.map(([id, label]) => (
-            <a key={id} href={href(id)} className={section === id || (section === 'runs' && id === 'history') ? 'active' : ''}>{label}</a>
+            <a key={id} href={href(id)} className={section === id || (section === 'runs' && id === 'history') ? 'active' : ''}>{label}{id === 'events' ? <OpenIncidents /> : null}</a>
           ))}
         </nav>
         <span className="role" title="the role of the token this console signed in with">{access.name} ({access.role})</span>
@@ -75,6 +77,7 @@ function page(section: string, rest: string[]) {
     case 'runs': return id ? <RunPage id={id} /> : <HistoryPage />;
     case 'history': return <HistoryPage />;
     case 'jobs': return <JobsPage />;
+    case 'events': return <EventsPage />;
     case 'audit': return <AuditPage />;
     default: return <SitesPage />;
   }

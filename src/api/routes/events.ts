@@ -4,11 +4,12 @@ import { errorResponses } from '../schemas.js';
 
 export const incidentSchema = {
   type: 'object',
-  required: ['id', 'kind', 'severity', 'target', 'message', 'openedAt', 'clearedAt'],
+  required: ['id', 'kind', 'severity', 'target', 'message', 'openedAt', 'clearedAt', 'remedy'],
   properties: {
     id: { type: 'string' }, kind: { type: 'string' }, severity: { type: 'string', enum: ['info', 'warning', 'critical'] },
     target: { type: 'string' }, message: { type: 'string' }, details: { type: ['object', 'null'], additionalProperties: true },
     openedAt: { type: 'string' }, clearedAt: { type: ['string', 'null'] },
+    remedy: { type: ['string', 'null'], description: 'what to do about it, naming the mamori commands that do it' },
   },
 } as const;
 

@@ -25,7 +25,7 @@ export function siteRoutes(deps: { pairing: SitePairing; peers: SitePeers }): Fa
 
     app.post<{ Body: PairingRequestBody }>('/site/pairing', {
       schema: {
-        summary: 'Pairing handshake, called by the site that runs `mamori site pair`: authenticated by an HMAC proof of this site\'s admin token, not by a bearer token',
+        summary: 'Pairing handshake, called by the site that runs `mamori site pair URL --token PEER_ADMIN_TOKEN`: authenticated by an HMAC proof of this site\'s admin token, not by a bearer token',
         security: [],
         body: {
           type: 'object', required: ['name', 'caCertPem', 'peerFingerprint', 'nonce', 'proof'], additionalProperties: false,
