@@ -27,6 +27,7 @@ import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/f
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
 import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
+import { reprotectFigures } from './reprotect.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -433,6 +434,9 @@ try {
   for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
   await rm(dir, { recursive: true, force: true });
 }
+
+// The first reverse cycle of a reprotect, by delta against the checksum resync (reprotect.ts).
+for (const f of await reprotectFigures(log)) figure(f);
 
 const result = { name: 'replication', machine: '2 cores, TCG', date: new Date().toISOString(), figures };
 await writeFile(join(repoRoot, 'bench', 'results', 'replication.json'), `${JSON.stringify(result, null, 2)}\n`);
