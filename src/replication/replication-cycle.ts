@@ -153,8 +153,9 @@ async function copyDisk(o: {
   seed: SeedSide | null;
   host: string; port: number; targetExport: string; tls: CycleTls; bandwidthBps?: number;
 }): Promise<CopyCounters & { changed: number }> {
-  const context = o.metaContext ?? 'base:allocation';
-  const src = await NbdClient.connect({ socketPath: o.socketPath }, { exportName: o.exportName, metaContexts: [context] });
+  // Checksums for the seed's side hash zero areas without reading them: that needs base:allocation as well.
+  const contexts = o.metaContext === null ? ['base:allocation'] : o.seed?.kind === 'checksums' ? [o.metaContext, 'base:allocation'] : [o.metaContext];
+  const src = await NbdClient.connect({ socketPath: o.socketPath }, { exportName: o.exportName, metaContexts: contexts });
   try {
     const dst = await NbdClient.connect({ host: o.host, port: o.port }, {
       exportName: o.targetExport,

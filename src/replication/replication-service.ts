@@ -402,10 +402,12 @@ export class ReplicationService {
    * old disks themselves: its bitmap alone is the difference.
    */
   async #seedSides(row: Selectable<ReplicationTable>, disks: number): Promise<SeedSide[] | null> {
-    const rec = await this.#db.selectFrom('recovered_vms').innerJoin('replica_points', (j) =>
+    const rec = await this.#db.selectFrom('recovered_vms').leftJoin('replica_points', (j) =>
       j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
       .select('replica_points.time as time').where('recovered_vms.vm_id', '=', row.vm_id).where('recovered_vms.mode', '!=', 'test').executeTakeFirst();
     if (!rec) return null;
+    // Made from a point no longer on record: when it was is unknown, so the old side's writes are too.
+    if (rec.time === null) return Array.from({ length: disks }, (): SeedSide => ({ kind: 'checksums', reason: 'the point the VM started from is no longer on record' }));
     const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
     // A peer that cannot answer (an older version, a lost file) is a seed of unknown writes: checksums.
     const delta = await peer.request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replica_id}/seed-delta`).then((r) => r.delta).catch((e: unknown) => {
