@@ -148,7 +148,8 @@ test('disaster, then reprotect: the old site\'s writes after the point are disca
   await sites.a.waitFor('writes after the point', async () => (await acks(dz.serialLog)).some((s) => s > pointSeq + 20) || undefined, 120_000);
   await sites.cutLink('blackhole');
   const run = await runAtB('dz-plan', 'disaster');
-  assert.equal(run.result, 'success', explain(run));
+  // warnings: site-a did not answer the shutdown step, as it should not.
+  assert.equal(run.result, 'warnings', explain(run));
   const atB = { dz: await b<VmView>('vm', 'show', 'dz'), dk: await b<VmView>('vm', 'show', 'dk') };
   for (const vm of ['dz', 'dk'] as const) {
     const resumed = await writerResumedAfter(sites.b, vm);
@@ -174,7 +175,8 @@ test('disaster, then reprotect: the old site\'s writes after the point are disca
   const z = rp.vms['dz']!.reprotect!;
   assert.equal(z.mode, 'incremental', `dz: both bitmaps known, no checksums: ${JSON.stringify(z)}`);
   assert.ok((z.bytesChanged ?? 0) >= MiB, `dz: the old side's MiB is among the blocks sent: ${JSON.stringify(z)}`);
-  assert.ok(z.bytesChanged! < z.diskBytes / 8 && z.bytesSent <= z.bytesChanged!, `dz: ${JSON.stringify(z)}`);
+  // Both guests' log writes since the point (minutes of them at site-a while it was cut off) and the MiB: far from the disk.
+  assert.ok(z.bytesChanged! < z.diskBytes / 4 && z.bytesSent <= z.bytesChanged!, `dz: ${JSON.stringify(z)}`);
   const k = rp.vms['dk']!.reprotect!;
   assert.equal(k.mode, 'resync', `dk: the old side lost its bitmap: checksums for it: ${JSON.stringify(k)}`);
   assert.ok(k.bytesSent < k.diskBytes / 4, `dk: only differing chunks sent: ${JSON.stringify(k)}`);
