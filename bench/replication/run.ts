@@ -30,6 +30,7 @@ import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import { replaceFigure, type BenchFigure } from '../bench-common.js';
 import { measureMinRpo } from './min-rpo.js';
+import { reprotectFigures } from './reprotect.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -398,6 +399,9 @@ try {
   for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
   await rm(dir, { recursive: true, force: true });
 }
+
+// The first reverse cycle of a reprotect, by delta against the checksum resync (reprotect.ts).
+for (const f of await reprotectFigures(log)) figure(f);
 
 const result = { name: 'replication', machine: '2 cores, TCG', date: new Date().toISOString(), figures };
 await writeFile(join(repoRoot, 'bench', 'results', 'replication.json'), `${JSON.stringify(result, null, 2)}\n`);

@@ -137,6 +137,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /replicas/:id/cycles/:cycleId/checksums': r(SITE),
   'POST /replicas/:id/cycles/:cycleId/commit': r(SITE),
   'POST /replicas/:id/verify': r(SITE),
+  'GET /replicas/:id/seed-delta': r(SITE),
 
   'GET /protection-groups': r(READ),
   'POST /protection-groups': r(OPERATE),

@@ -9,6 +9,7 @@ import type { VmService } from '../vms/vm-service.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import type { Logger } from '../core/logger.js';
+import { seedDiskDelta, writeSeedDelta, type SeedDelta } from '../replication/seed-delta.js';
 
 /**
  * Reprotect's first half at the site a VM failed over from: the VM here is superseded (its
@@ -55,6 +56,16 @@ export class ReplicaSeeding {
       if (d.kind !== 'image') throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vm.name} is a device mapping; reprotect seeds from image disks only`);
       seeds.push(await this.#layersOf(vm.id, d.path, d.format, d.overlays));
     }
+    // What the old disks wrote after their last point (a disaster), read from their
+    // replication bitmap before anything changes: the peer's first cycle overwrites it.
+    const rep = await this.#db.selectFrom('replications').select(['generation', 'last_point_at']).where('vm_id', '=', vm.id).where('peer', '=', peer).executeTakeFirst();
+    const delta: SeedDelta = { disks: [] };
+    for (const layers of seeds) {
+      delta.disks.push(await seedDiskDelta(layers, rep ? { generation: rep.generation, lastPointAt: rep.last_point_at } : null).catch((e: unknown) => {
+        this.#log.warn({ vm: vm.name, err: e }, 'could not read what the old disk wrote after its last point; the first reverse cycle compares checksums for it');
+        return { known: false as const, reason: `its bitmap could not be read: ${(e as Error).message}` };
+      }));
+    }
     if (existing) {
       // The replica this VM was recovered from (promoted at its failover) is done as a replica;
       // its files stay, as the lower layers of the seed. It is kept under a retired name so
@@ -65,6 +76,8 @@ export class ReplicaSeeding {
       sourceSite: peer, sourceVmId: vm.id, vmName: vm.name, keepPoints: 24, seeds,
       disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
     });
+    // Before the VM's rows go: a crash in between leaves no delta, which the peer takes as unknown (checksums).
+    await writeSeedDelta(join(this.#replicasRoot, replica.id), delta);
     await this.#db.transaction().execute(async (tx) => {
       // A recovered VM's hold on its old replica's point passes to the replica it now seeds.
       await tx.updateTable('replica_holds').set({ holder: `replica:${replica.id}` }).where('holder', '=', `vm:${vm.id}`).execute();

@@ -54,7 +54,7 @@ export interface RunVmOutcome {
   protectedStoppedAt?: string;
   forcedOff?: boolean;
   /** Reprotect: what the first reverse cycle sent (only the differences) against the disk size. */
-  reprotect?: { mode: string; bytesSent: number; diskBytes: number };
+  reprotect?: { mode: string; bytesSent: number; diskBytes: number; bytesChanged?: number };
   error?: string;
 }
 

@@ -135,8 +135,8 @@ export class RunStepActions {
   #reprotected(ctx: StepContext, v: ResolvedPlan['vms'][number], status: ReplicationStatus): StepOutcome {
     const c = status.lastCycle;
     const diskBytes = v.vm.disks.reduce((n, d) => n + d.sizeBytes, 0);
-    if (c) ctx.run.vms[v.vm.name]!.reprotect = { mode: c.mode, bytesSent: c.bytesSent, diskBytes };
-    return { message: c ? `first cycle: ${c.mode}, ${c.bytesSent} bytes sent for ${diskBytes} bytes of disk` : 'replicating' };
+    if (c) ctx.run.vms[v.vm.name]!.reprotect = { mode: c.mode, bytesSent: c.bytesSent, diskBytes, bytesChanged: c.bytesChanged };
+    return { message: c ? `first cycle: ${c.mode}, ${c.bytesSent} bytes sent (${c.bytesChanged} marked changed) for ${diskBytes} bytes of disk` : 'replicating' };
   }
 
   async #shutdownLocal(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {

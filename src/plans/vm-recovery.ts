@@ -14,6 +14,7 @@ import { writeNoCloudDrive, type NoCloudInterface } from '../guest/nocloud-drive
 import type { ProtectedVm } from './protected-site.js';
 import type { IpCustomization } from './plan-spec.js';
 import { SITE_POOLS } from './inventory-mappings.js';
+import { bitmapName, editImageBitmap } from '../replication/dirty-bitmaps.js';
 
 export type RecoveryMode = 'test' | 'planned' | 'disaster';
 
@@ -96,6 +97,11 @@ export class VmRecovery {
         await rm(path, { force: true });
         made.push(path);
         await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', file, '-F', 'qcow2', path], { timeoutMs: 30_000 });
+        // A failover: reprotect will replicate this VM back onto the old site's disks, which
+        // hold this point (plus, after a disaster, their own later writes). A persistent
+        // bitmap that starts before the VM ever runs records exactly what it writes from the
+        // point on, so that first reverse cycle (generation 0) sends only that, not a resync.
+        if (input.mode !== 'test') await editImageBitmap(path, bitmapName(0), [{ op: 'add' }]);
         disks.push({
           id: newShortId('disk'), name: `${input.vm.name}-${input.mode === 'test' ? 'test-' : ''}disk${i}`, pool: input.pool, kind: 'image', format: 'qcow2', path,
           sizeBytes: input.vm.disks[i]!.sizeBytes, rdmMode: null, shared: false, vmId, ownedByVm: true, createdAt: now, overlays: [],

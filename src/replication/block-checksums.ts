@@ -50,21 +50,37 @@ export function chunksOf(range: ByteRange, chunkSize: number): ByteRange[] {
   return out;
 }
 
+export interface ChunkDigestOptions {
+  concurrency?: number;
+  /** Chunks wholly inside these ranges are not read: their digest is left all zero bytes (the caller sends them anyway). */
+  skip?: readonly ByteRange[];
+  /** Counts the bytes read from the export (benchmarks, cycle figures). */
+  counter?: { bytesRead: number };
+}
+
 /** SHA-256 of each chunk of the span, concatenated in chunk order. */
-export async function chunkDigests(client: DigestSource, range: ByteRange, chunkSize: number, concurrency = 4): Promise<Buffer> {
+export async function chunkDigests(client: DigestSource, range: ByteRange, chunkSize: number, options: ChunkDigestOptions = {}): Promise<Buffer> {
   assertChecksumSpan(range, chunkSize, client.size);
   const chunks = chunksOf(range, chunkSize);
   const zero = zeroRanges(await client.extents('base:allocation', range.offset, range.length));
   const out = Buffer.alloc(chunks.length * DIGEST_BYTES);
+  const skip = options.skip ?? [];
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < chunks.length) {
       const i = next++;
       const c = chunks[i]!;
-      const digest = coveredBy(zero, c) ? zeroDigest(c.length) : createHash('sha256').update(await client.read(c.offset, c.length)).digest();
+      if (coveredBy(skip, c)) continue;
+      let digest: Buffer;
+      if (coveredBy(zero, c)) digest = zeroDigest(c.length);
+      else {
+        digest = createHash('sha256').update(await client.read(c.offset, c.length)).digest();
+        if (options.counter) options.counter.bytesRead += c.length;
+      }
       digest.copy(out, i * DIGEST_BYTES);
     }
   };
+  const concurrency = options.concurrency ?? 4;
   await Promise.all(Array.from({ length: Math.min(concurrency, chunks.length) }, worker));
   return out;
 }
@@ -90,8 +106,8 @@ function zeroRanges(extents: readonly { offset: number; length: number; flags: n
   return extents.filter((e) => (e.flags & NBD_STATE.ZERO) !== 0).map((e) => ({ offset: e.offset, length: e.length }));
 }
 
-/** True if the chunk lies wholly inside the (sorted, contiguous-merged or not) zero ranges. */
-function coveredBy(zero: readonly ByteRange[], c: ByteRange): boolean {
+/** True if the chunk lies wholly inside the (sorted, contiguous-merged or not) ranges. */
+export function coveredBy(zero: readonly ByteRange[], c: ByteRange): boolean {
   let at = c.offset;
   for (const z of zero) {
     if (z.offset > at) break;

@@ -15,6 +15,7 @@ import { freePort } from '../core/free-port.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.js';
 import type { Logger } from '../core/logger.js';
+import { readSeedDelta, type SeedDelta } from './seed-delta.js';
 
 export interface ReplicaDiskSpec {
   index: number;
@@ -232,6 +233,12 @@ export class ReplicaService {
         await client.disconnect().catch(() => undefined);
       }
     });
+  }
+
+  /** Reprotect: what the seed's disks wrote after their last point (seed-delta.ts); null if none was recorded. */
+  async seedDelta(id: string): Promise<SeedDelta | null> {
+    await this.get(id);
+    return readSeedDelta(join(this.#root, id));
   }
 
   /** The files of a point (the newest when pointId is null), for overlays of recovered VMs. */

@@ -8,7 +8,8 @@ import {
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { DaemonLayer } from '../qemu/storage-daemon.js';
 import type { CycleTarget, ReplicaPointView } from './replica-service.js';
-import { chunkDigests, differingChunks, MAX_CHECKSUM_SPAN, RESYNC_CHUNK } from './block-checksums.js';
+import { chunkDigests, chunksOf, coveredBy, DIGEST_BYTES, differingChunks, MAX_CHECKSUM_SPAN, RESYNC_CHUNK } from './block-checksums.js';
+import type { SeedSide } from './seed-delta.js';
 
 /** What the source needs of the recovery site for one cycle (the peer's replica API). */
 export interface RemoteReplica {
@@ -32,8 +33,10 @@ export interface CycleResult {
   mode: 'full' | 'incremental' | 'resync';
   /** Bytes of data sent to the recovery site (NBD WRITE payloads). */
   bytesSent: number;
-  /** Bytes the source marked as needing a copy (dirty or allocated extents). */
+  /** Bytes the source marked as needing a copy (dirty or allocated extents; with a seed, its extents too). */
   bytesChanged: number;
+  /** Bytes the source read from its disks (copies and checksums). */
+  bytesRead: number;
   zeroBytes: number;
   durationMs: number;
 }
@@ -79,6 +82,12 @@ export async function runReplicationCycle(opts: {
   /** Bytes per second on the link; undefined: unlimited. */
   bandwidthBps?: number;
   journal?: CycleJournal;
+  /**
+   * The first cycle of a reprotect onto the old site's disks, per disk (seed-delta.ts): the
+   * blocks those disks wrote after the point the VM started from, sent besides the VM's own
+   * bitmap; or checksums for them when their bitmap was lost. Null: the bitmap alone.
+   */
+  seed?: SeedSide[] | null;
 }): Promise<CycleResult> {
   const started = Date.now();
   const journal = opts.journal ?? UNJOURNALLED;
@@ -97,26 +106,31 @@ export async function runReplicationCycle(opts: {
     await journal.pointMade(point);
     const target = await journal.step('begin', () => opts.remote.beginCycle());
     remoteOpen = true;
-    const { bytesSent, zeroBytes, changed } = await journal.step('copy', async () => {
-      const totals = { bytesSent: 0, zeroBytes: 0, changed: 0 };
+    const { bytesSent, zeroBytes, changed, bytesRead, compared } = await journal.step('copy', async () => {
+      const totals = { bytesSent: 0, zeroBytes: 0, changed: 0, bytesRead: 0, compared: false };
       for (const [i, disk] of point.disks.entries()) {
+        const seed = disk.metaContext !== null ? opts.seed?.[i] ?? null : null;
         const counters = await copyDisk({
-          socketPath: point.nbdSocket, exportName: disk.exportName, metaContext: disk.metaContext,
-          resync: disk.mode === 'resync' ? (range, chunk) => opts.remote.checksums(target.cycleId, i, range, chunk) : null,
+          socketPath: point.nbdSocket, exportName: disk.exportName, metaContext: disk.metaContext, seed,
+          checksums: (range, chunk) => opts.remote.checksums(target.cycleId, i, range, chunk),
+          resync: disk.mode === 'resync',
           host: target.host, port: target.port, targetExport: target.exports[i]!, tls: opts.tls,
           ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
         });
         totals.bytesSent += counters.bytesWritten;
         totals.zeroBytes += counters.zeroBytes;
         totals.changed += counters.changed;
+        totals.bytesRead += counters.bytesRead;
+        totals.compared ||= disk.mode === 'resync' || seed?.kind === 'checksums';
       }
       return totals;
     });
     const result = await journal.step('commit', async () => {
       const pointView = await opts.remote.commitCycle(target.cycleId, { time: point.at, consistency: point.consistency });
       remoteOpen = false;
-      const mode: CycleResult['mode'] = point.needsResync ? 'resync' : point.full ? 'full' : 'incremental';
-      const r: CycleResult = { point: pointView, generation: point.generation, mode, bytesSent, bytesChanged: changed, zeroBytes, durationMs: Date.now() - started };
+      // A reprotect whose old side lost its bitmap compared checksums too: a resync, if a partial one.
+      const mode: CycleResult['mode'] = point.needsResync || compared ? 'resync' : point.full ? 'full' : 'incremental';
+      const r: CycleResult = { point: pointView, generation: point.generation, mode, bytesSent, bytesChanged: changed, bytesRead, zeroBytes, durationMs: Date.now() - started };
       await journal.committed(r);
       committed = true;
       return r;
@@ -132,12 +146,16 @@ export async function runReplicationCycle(opts: {
 
 async function copyDisk(o: {
   socketPath: string; exportName: string; metaContext: string | null;
-  /** Set for a disk whose bitmap is lost: the replica's digests of a span. */
-  resync: ((range: ByteRange, chunkSize: number) => Promise<Buffer>) | null;
+  /** The disk's bitmap is lost: compare checksums over the whole disk. */
+  resync: boolean;
+  /** The replica's digests of a span (resync, or a seed whose bitmap is lost). */
+  checksums: (range: ByteRange, chunkSize: number) => Promise<Buffer>;
+  seed: SeedSide | null;
   host: string; port: number; targetExport: string; tls: CycleTls; bandwidthBps?: number;
 }): Promise<CopyCounters & { changed: number }> {
-  const context = o.metaContext ?? 'base:allocation';
-  const src = await NbdClient.connect({ socketPath: o.socketPath }, { exportName: o.exportName, metaContexts: [context] });
+  // Checksums for the seed's side hash zero areas without reading them: that needs base:allocation as well.
+  const contexts = o.metaContext === null ? ['base:allocation'] : o.seed?.kind === 'checksums' ? [o.metaContext, 'base:allocation'] : [o.metaContext];
+  const src = await NbdClient.connect({ socketPath: o.socketPath }, { exportName: o.exportName, metaContexts: contexts });
   try {
     const dst = await NbdClient.connect({ host: o.host, port: o.port }, {
       exportName: o.targetExport,
@@ -149,13 +167,23 @@ async function copyDisk(o: {
     });
     try {
       const target = o.bandwidthBps ? throttled(dst, o.bandwidthBps) : dst;
-      if (o.resync) return await resyncByChecksums(src, target, o.resync, o.bandwidthBps !== undefined);
-      const extents = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
+      const small = o.bandwidthBps ? { chunkSize: 256 * 1024, concurrency: 1 } : {};
+      if (o.resync) return await resyncByChecksums(src, target, o.checksums, o.bandwidthBps !== undefined, []);
+      const own = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
+      // Reprotect: the old disks' own later writes are overwritten with this side's data too.
+      const extents = o.seed?.kind === 'extents' ? union(own, o.seed.extents) : own;
       const changed = sum(extents);
       // A full first copy lands on an empty replica: zero areas need no write at all.
       // Throttled copies go in small chunks so the rate holds over short spans too.
-      const counters = await copyExtents({ source: src, target, extents, targetIsZero: !o.metaContext, ...(o.bandwidthBps ? { chunkSize: 256 * 1024, concurrency: 1 } : {}) });
-      return { ...counters, changed };
+      const counters = await copyExtents({ source: src, target, extents, targetIsZero: !o.metaContext, ...small });
+      if (o.seed?.kind !== 'checksums') return { ...counters, changed };
+      // The old side lost its bitmap: its later writes may be anywhere, so the rest of the
+      // disk is compared by checksums; this side's own changes were just sent and are skipped.
+      const rest = await resyncByChecksums(src, target, o.checksums, o.bandwidthBps !== undefined, own);
+      return {
+        bytesRead: counters.bytesRead + rest.bytesRead, bytesWritten: counters.bytesWritten + rest.bytesWritten,
+        zeroBytes: counters.zeroBytes + rest.zeroBytes, requests: counters.requests + rest.requests, changed: rest.changed,
+      };
     } finally {
       await dst.disconnect().catch(() => undefined);
     }
@@ -171,11 +199,17 @@ async function copyDisk(o: {
  * replica may hold data the source discarded). `changed` is the bytes compared.
  */
 async function resyncByChecksums(src: NbdClient, dst: CopyTarget, replicaDigests: (range: ByteRange, chunkSize: number) => Promise<Buffer>,
-  throttledCopy: boolean): Promise<CopyCounters & { changed: number }> {
+  throttledCopy: boolean, sent: readonly ByteRange[]): Promise<CopyCounters & { changed: number }> {
   const out = { bytesRead: 0, bytesWritten: 0, zeroBytes: 0, requests: 0, changed: src.size };
   for (let offset = 0; offset < src.size; offset += MAX_CHECKSUM_SPAN) {
     const span = { offset, length: Math.min(MAX_CHECKSUM_SPAN, src.size - offset) };
-    const [mine, theirs] = await Promise.all([chunkDigests(src, span, RESYNC_CHUNK), replicaDigests(span, RESYNC_CHUNK)]);
+    const counter = { bytesRead: 0 };
+    const [mine, theirs] = await Promise.all([chunkDigests(src, span, RESYNC_CHUNK, { skip: sent, counter }), replicaDigests(span, RESYNC_CHUNK)]);
+    out.bytesRead += counter.bytesRead;
+    // Chunks already sent in whole are equal now: take the replica's digest for them.
+    for (const [i, c] of chunksOf(span, RESYNC_CHUNK).entries()) {
+      if (coveredBy(sent, c)) theirs.copy(mine, i * DIGEST_BYTES, i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
+    }
     const diff = differingChunks(span, RESYNC_CHUNK, mine, theirs);
     for (const z of diff.zero) {
       await dst.writeZeroes(z.offset, z.length);
@@ -221,6 +255,18 @@ function throttled(dst: NbdClient, bps: number): CopyTarget {
     writeZeroes: (offset, length, options) => dst.writeZeroes(offset, length, options),
     flush: (options) => dst.flush(options),
   };
+}
+
+/** Sorted, merged union of two range lists. */
+function union(a: readonly ByteRange[], b: readonly ByteRange[]): ByteRange[] {
+  const sorted = [...a, ...b].filter((r) => r.length > 0).sort((x, y) => x.offset - y.offset);
+  const out: ByteRange[] = [];
+  for (const r of sorted) {
+    const last = out.at(-1);
+    if (last !== undefined && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);
+    else out.push({ offset: r.offset, length: r.length });
+  }
+  return out;
 }
 
 function sum(extents: readonly ByteRange[]): number {

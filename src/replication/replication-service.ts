@@ -23,6 +23,7 @@ import { ReplicationIncidents } from './replication-incidents.js';
 import { guestFreezeHooks } from './guest-freeze.js';
 import type { CycleTarget, ReplicaPointView, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
+import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
 
 export interface CycleStats {
   at: string;
@@ -306,6 +307,7 @@ export class ReplicationService {
           tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
           ...(row.bandwidth_bps ? { bandwidthBps: row.bandwidth_bps } : {}),
           journal: this.#journalFor(job.id, context, row),
+          seed: row.generation === 0 ? await this.#seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length) : null,
         });
         await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
         this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
@@ -390,6 +392,29 @@ export class ReplicationService {
         return { id: `disk${i}`, layers: [{ file: d.path, format: d.format }, ...d.overlays.map((file) => ({ file, format: 'qcow2' as const }))] };
       }),
     };
+  }
+
+  /**
+   * The first cycle of a reprotect (generation 0: the replica is seeded with this VM's old
+   * disks at the peer). A VM made here from a replica point started from that point, and the
+   * old disks may hold writes made after it (a disaster): the peer says which blocks, or
+   * that it cannot tell (seed-delta.ts). A VM that came by live migration started from the
+   * old disks themselves: its bitmap alone is the difference.
+   */
+  async #seedSides(row: Selectable<ReplicationTable>, disks: number): Promise<SeedSide[] | null> {
+    const rec = await this.#db.selectFrom('recovered_vms').leftJoin('replica_points', (j) =>
+      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
+      .select('replica_points.time as time').where('recovered_vms.vm_id', '=', row.vm_id).where('recovered_vms.mode', '!=', 'test').executeTakeFirst();
+    if (!rec) return null;
+    // Made from a point no longer on record: when it was is unknown, so the old side's writes are too.
+    if (rec.time === null) return Array.from({ length: disks }, (): SeedSide => ({ kind: 'checksums', reason: 'the point the VM started from is no longer on record' }));
+    const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
+    // A peer that cannot answer (an older version, a lost file) is a seed of unknown writes: checksums.
+    const delta = await peer.request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replica_id}/seed-delta`).then((r) => r.delta).catch((e: unknown) => {
+      this.#log.warn({ vm: row.vm_id, err: (e as Error).message }, 'the peer did not say what its old disks wrote after the point; comparing checksums for them');
+      return null;
+    });
+    return seedSides(delta, rec.time, disks);
   }
 
   async #remote(row: Selectable<ReplicationTable>): Promise<RemoteReplica> {

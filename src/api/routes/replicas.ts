@@ -76,6 +76,19 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       await owned(req, req.params.id);
       return { digests: (await replicas.checksums(req.params.id, req.params.cycleId, req.body)).toString('base64') };
     });
+    const range = { type: 'object', required: ['offset', 'length'], properties: { offset: { type: 'integer' }, length: { type: 'integer' } } } as const;
+    app.get<{ Params: { id: string } }>('/replicas/:id/seed-delta', {
+      schema: {
+        summary: "Reprotect: per disk, the blocks the seed (this site's old disks) wrote after its last point, or known: false when its bitmap was lost",
+        params: idParam,
+        response: { 200: { type: 'object', required: ['delta'], properties: { delta: { type: ['object', 'null'], properties: { disks: { type: 'array', items: {
+          type: 'object', required: ['known'], properties: { known: { type: 'boolean' }, since: { type: 'string' }, reason: { type: 'string' }, extents: { type: 'array', items: range } },
+        } } } } } }, ...errorResponses },
+      },
+    }, async (req) => {
+      await owned(req, req.params.id);
+      return { delta: await replicas.seedDelta(req.params.id) };
+    });
     app.post<{ Params: { id: string } }>('/replicas/:id/cycles/abort', { schema: { summary: 'Discard the open staging layer', params: idParam, response: { 200: { type: 'object', properties: { aborted: { type: 'boolean' } } }, ...errorResponses } } }, async (req) => {
       await owned(req, req.params.id);
       await replicas.abortCycle(req.params.id);

@@ -263,7 +263,7 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
   assert.equal(reprotect.result, 'success', explain(reprotect));
   for (const vm of VMS) {
     const r = reprotect.vms[vm]!.reprotect!;
-    assert.equal(r.mode, 'resync', `${vm}: the first reverse cycle compares checksums against the old disks`);
+    assert.equal(r.mode, 'incremental', `${vm}: the first reverse cycle sends what the VM wrote since the point (its bitmap), no checksum resync`);
     assert.ok(r.bytesSent < r.diskBytes / 2, `${vm}: sent ${r.bytesSent} of ${r.diskBytes} bytes`);
     // site-b now replicates it to site-a, and the replica there holds its log.
     const v = await b<{ report: { consistent: boolean; lastSequence: number } }>('replicate', 'verify', vm);
@@ -287,7 +287,7 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
     assert.ok(failback.vms[vm]!.rtoSec! > 0);
     assert.equal(failback.vms[vm]!.dataLossSec, 0);
     const r = failback.vms[vm]!.reprotect!;
-    assert.equal(r.mode, 'resync');
+    assert.equal(r.mode, 'incremental', `${vm}: reprotect after failback goes by the bitmaps too`);
     assert.ok(r.bytesSent < r.diskBytes / 2, `${vm}: reprotect after failback sent ${r.bytesSent} of ${r.diskBytes} bytes`);
   }
   // Protected at site-a again, replicating to site-b: the plan's next test works as before.
