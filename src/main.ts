@@ -147,7 +147,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await incoming.repair();
   await pools.resumeInterrupted();
   const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists: async (n) => void (await peers.record(n)) });
-  const metrics = new SiteMetrics(siteMetricSources({ db: store.db, replication, arrayGroups, incidents }));
+  const metrics = new SiteMetrics(siteMetricSources({ db: store.db, replication, arrayGroups, incidents, replicas }));
   replication.onCycleEnded = (e) => metrics.cycleEnded(e);
   const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log, arrays: arrayGroups });
   replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);

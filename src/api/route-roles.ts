@@ -138,6 +138,13 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /replicas/:id/cycles/:cycleId/commit': r(SITE),
   'POST /replicas/:id/verify': r(SITE),
   'GET /replicas/:id/seed-delta': r(SITE),
+  'DELETE /replicas/:id': r(SITE),
+  // The same replicas as the recovery site's operator sees them. Deleting one is an operator's,
+  // like 'replicate disable' and 'vm delete': no host path, and it is refused while anything
+  // (a VM, another replica's seed, the source's replication) still needs it.
+  'GET /site-replicas': r(READ),
+  'GET /site-replicas/:id': r(READ),
+  'DELETE /site-replicas/:id': r(OPERATE),
 
   'GET /protection-groups': r(READ),
   'POST /protection-groups': r(OPERATE),

@@ -3,6 +3,7 @@ import { ApiClient, resolveSite } from './api-client.js';
 import { vmCommand, VM_USAGE } from './vm-commands.js';
 import { diskCommand, DISK_USAGE } from './disk-commands.js';
 import { replicateCommand, REPLICATE_USAGE } from './replicate-commands.js';
+import { replicaCommand, REPLICA_USAGE } from './replica-commands.js';
 import { hostCommand } from './host-commands.js';
 import { siteCommand, SITE_USAGE } from './site-commands.js';
 import { printJson, printTable } from './output.js';
@@ -59,6 +60,8 @@ ${VM_USAGE}
 ${DISK_USAGE}
 
 ${REPLICATE_USAGE}
+
+${REPLICA_USAGE}
 
 ${SITE_USAGE}
 
@@ -134,6 +137,8 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
       return (await import('./export-command.js')).exportCommand(api, rest, g.json);
     case 'replicate':
       return replicateCommand(api, rest, g.json);
+    case 'replica':
+      return replicaCommand(api, rest, g.json);
     case 'host':
       return hostCommand(api, rest, g.json);
     case 'site':

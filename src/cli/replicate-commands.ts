@@ -9,7 +9,8 @@ export const REPLICATE_USAGE = `mamori replicate <command>
   enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
                           protect a VM on a paired site (RPO 5s..24h; bandwidth in bytes/s)
   status [VM] | points VM | verify VM [--point ID]
-  sync-now VM | pause VM | resume VM | disable VM`;
+  sync-now VM | pause VM | resume VM
+  disable VM [--delete-replica]  stop replicating; --delete-replica has the recovery site delete the replica`;
 
 export async function replicateCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
@@ -29,7 +30,10 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
       if (rest.length === 0) {
         const all = await api.get<ReplicationStatus[]>('/replication');
         if (json) return printJson(all);
-        return printTable(all.map((s) => ({ ...s, rpo: `${s.rpoSeconds}s`, lag: s.lagSeconds === null ? null : `${s.lagSeconds}s${s.rpoViolated ? ' RPO VIOLATED' : ''}` })), ['vm', 'to', 'state', 'rpo', 'lag', 'lastPointAt', 'failures']);
+        return printTable(all.map((s) => ({
+          ...s, rpo: `${s.rpoSeconds}s`, lag: s.lagSeconds === null ? null : `${s.lagSeconds}s${s.rpoViolated ? ' RPO VIOLATED' : ''}`,
+          points: s.replica?.points ?? null, stored: s.replica ? formatBytes(s.replica.bytes + s.replica.seedBytes) : null,
+        })), ['vm', 'to', 'state', 'rpo', 'lag', 'lastPointAt', 'points', 'stored', 'failures']);
       }
       const s = await api.get<ReplicationStatus>(base(one(rest, 'replicate status [VM]')));
       if (json) return printJson(s);
@@ -37,6 +41,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         vm: s.vm, to: s.to, state: s.state, rpo: `${s.rpoSeconds}s`, lag: s.lagSeconds === null ? 'no point yet' : `${s.lagSeconds}s${s.rpoViolated ? ' (RPO VIOLATED)' : ''}`,
         'RPO violated since': s.rpoViolatedSince,
         'last point': s.lastPointAt, 'next cycle': s.nextCycleAt, failures: s.failures, 'last error': s.lastError,
+        'replica storage': s.replica ? `${s.replica.points} points, chain of ${s.replica.chainLength} layers, ${formatBytes(s.replica.bytes)} on disk${s.replica.seedBytes > 0 ? ` + ${formatBytes(s.replica.seedBytes)} of seed` : ''}` : null,
         'last cycle': s.lastCycle ? `${s.lastCycle.mode}, ${formatBytes(s.lastCycle.bytesSent)} sent in ${s.lastCycle.durationMs} ms (${formatBytes(s.lastCycle.throughputBps)}/s)` : null,
       });
     }
@@ -46,9 +51,12 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
       return json ? printJson(s) : void process.stdout.write(`${s.vm}: ${s.state}, last point ${s.lastPointAt ?? 'none'}\n`);
     }
     case 'disable': {
-      const vm = one(rest, 'replicate disable VM');
-      await api.delete(base(vm));
-      return json ? printJson({ disabled: vm }) : void process.stdout.write(`replication of ${vm} disabled; the replica stays at the recovery site\n`);
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { 'delete-replica': { type: 'boolean' } } });
+      const vm = one(positionals, 'replicate disable VM [--delete-replica]');
+      const del = values['delete-replica'] === true;
+      await api.delete(`${base(vm)}${del ? '?deleteReplica=true' : ''}`);
+      return json ? printJson({ disabled: vm, replicaDeleted: del })
+        : void process.stdout.write(`replication of ${vm} disabled; ${del ? 'the recovery site deleted the replica' : "the replica stays at the recovery site (delete it there with 'mamori replica delete ID')"}\n`);
     }
     case 'points': {
       const points = await api.get<{ id: string; time: string; consistency: string }[]>(`${base(one(rest, 'replicate points VM'))}/points`);

@@ -48,6 +48,8 @@ export const ERROR_CODES = {
   RUN_FAILED: { httpStatus: 409, retryable: false },
   VM_SUPERSEDED: { httpStatus: 409, retryable: false },
   REPLICA_PROMOTED: { httpStatus: 409, retryable: false },
+  REPLICA_IN_USE: { httpStatus: 409, retryable: false },
+  REPLICA_SOURCE_ACTIVE: { httpStatus: 409, retryable: false },
   DISK_EXISTS: { httpStatus: 409, retryable: false },
   DISK_IN_USE: { httpStatus: 409, retryable: false },
   VM_INVALID_STATE: { httpStatus: 409, retryable: true },

@@ -4,6 +4,7 @@ import type { ReplicationService } from '../replication/replication-service.js';
 import type { ArrayGroups } from '../plans/array-groups.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import type { MetricSources } from './site-metrics.js';
+import type { ReplicaService } from '../replication/replica-service.js';
 
 /** The real sources of the scrape-time metrics: the services' own status and the journal tables. */
 export function siteMetricSources(deps: {
@@ -11,6 +12,7 @@ export function siteMetricSources(deps: {
   replication: Pick<ReplicationService, 'statusAll'>;
   arrayGroups: Pick<ArrayGroups, 'bindings' | 'scheduler'>;
   incidents: Pick<IncidentLog, 'openCounts'>;
+  replicas?: Pick<ReplicaService, 'list' | 'summary'>;
 }): MetricSources {
   const { db } = deps;
   return {
@@ -37,5 +39,15 @@ export function siteMetricSources(deps: {
       return [...out.values()];
     },
     openIncidents: () => deps.incidents.openCounts(),
+    replicas: async () => {
+      if (!deps.replicas) return [];
+      const out = [];
+      for (const r of await deps.replicas.list()) {
+        // A replica deleted between the list and its summary is simply not shown.
+        const s = await deps.replicas.summary(r.id).catch(() => null);
+        if (s) out.push({ replica: s.id, vm: s.vmName, sourceSite: s.sourceSite, state: s.state, points: s.storage.points, chainLength: s.storage.chainLength, bytes: s.storage.bytes + s.storage.seedBytes });
+      }
+      return out;
+    },
   };
 }

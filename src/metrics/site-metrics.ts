@@ -8,6 +8,8 @@ export interface MetricSources {
   jobSteps(): Promise<{ kind: string; state: string; count: number }[]>;
   planRuns(): Promise<{ mode: string; result: string; count: number }[]>;
   openIncidents(): Promise<{ kind: string; count: number }[]>;
+  /** Replicas this site holds for its peers (the recovery side); absent: none. */
+  replicas?(): Promise<{ replica: string; vm: string; sourceSite: string; state: string; points: number; chainLength: number; bytes: number }[]>;
 }
 
 const CYCLE_BUCKETS = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
@@ -33,6 +35,7 @@ export class SiteMetrics {
     // collects all metrics at once); dropped once the scrape's reads have settled.
     const replication = shared(() => sources.replication());
     const groups = shared(() => sources.arrayGroups());
+    const replicas = shared(async () => (sources.replicas ? sources.replicas() : []));
 
     gauge(registers, 'mamori_replication_lag_seconds', 'Age of the newest recovery point of a replicated VM (absent before its first point).', ['vm'], async (g) => {
       for (const r of await replication()) if (r.lagSeconds !== null) g.set({ vm: r.vm }, r.lagSeconds);
@@ -42,6 +45,18 @@ export class SiteMetrics {
     });
     gauge(registers, 'mamori_replication_rpo_violated', '1 while the newest recovery point of a VM is older than its RPO, else 0.', ['vm'], async (g) => {
       for (const r of await replication()) g.set({ vm: r.vm }, r.rpoViolated ? 1 : 0);
+    });
+    // At the recovery site: what each replica holds, so growth (a chain a failover round left
+    // uncompacted, a retired replica left behind) shows before the disk fills.
+    const replicaLabels: ('replica' | 'vm' | 'source_site' | 'state')[] = ['replica', 'vm', 'source_site', 'state'];
+    gauge(registers, 'mamori_replica_bytes', 'Bytes on disk of a replica this site holds (its files and any seed it still reads through).', replicaLabels, async (g) => {
+      for (const r of await replicas()) g.set({ replica: r.replica, vm: r.vm, source_site: r.sourceSite, state: r.state }, r.bytes);
+    });
+    gauge(registers, 'mamori_replica_points', 'Recovery points a replica this site holds keeps.', replicaLabels, async (g) => {
+      for (const r of await replicas()) g.set({ replica: r.replica, vm: r.vm, source_site: r.sourceSite, state: r.state }, r.points);
+    });
+    gauge(registers, 'mamori_replica_chain_length', 'Layers a read of the newest point of a replica opens (seed + base + points); compaction keeps it bounded.', replicaLabels, async (g) => {
+      for (const r of await replicas()) g.set({ replica: r.replica, vm: r.vm, source_site: r.sourceSite, state: r.state }, r.chainLength);
     });
     this.#sentBytes = new Counter({
       name: 'mamori_replication_sent_bytes_total', help: 'Bytes replication cycles sent to the recovery site since the server started.', labelNames: ['vm'], registers,

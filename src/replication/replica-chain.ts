@@ -54,6 +54,17 @@ export interface PointLease {
   release(): void;
 }
 
+/** What a chain holds on disk (seed layers outside the folder are counted apart). */
+export interface ChainStorage {
+  points: number;
+  /** Layers a read of the newest point opens: seed + base + points. */
+  layers: number;
+  /** Bytes allocated on disk by the files in the chain's folder. */
+  bytes: number;
+  /** Bytes allocated by seed layers (outside the folder, still read through). */
+  seedBytes: number;
+}
+
 export interface RetentionResult {
   merged: string[];
   /** Nothing merged because a cycle is open or a point is leased. */
@@ -79,6 +90,12 @@ export interface ReplicaManifest {
    * and sends only what differs, instead of the whole disk.
    */
   seed?: ChainLayer[];
+  /**
+   * Seed layers the base no longer reads (absorbSeed copied what they held into it): their
+   * owner deletes them, then calls seedReleased(). Written in the same manifest write that
+   * drops `seed`, so a crash in between leaves the list to finish from.
+   */
+  releasedSeed?: ChainLayer[];
   base: string;
   nextSeq: number;
   points: ManifestPoint[];
@@ -320,6 +337,59 @@ export class ReplicaChain {
     });
   }
 
+  /** The seed layers still read through (empty once absorbed), and those awaiting deletion. */
+  seedLayers(): { current: ChainLayer[]; released: ChainLayer[] } {
+    return { current: [...(this.#manifest.seed ?? [])], released: [...(this.#manifest.releasedSeed ?? [])] };
+  }
+
+  async storage(): Promise<ChainStorage> {
+    let bytes = 0;
+    for (const name of await readdir(this.#dir)) bytes += await allocated(join(this.#dir, name));
+    let seedBytes = 0;
+    for (const l of this.#manifest.seed ?? []) seedBytes += await allocated(l.file);
+    const points = this.#manifest.points.length;
+    return { points, layers: (this.#manifest.seed?.length ?? 0) + 1 + points, bytes, seedBytes };
+  }
+
+  /**
+   * Compaction after a reprotect: the seed (the old disk, often a whole chain of an earlier
+   * replica plus a recovered VM's overlay, one more per failover round) is copied into the
+   * base, so the chain stops reading it and it can be deleted. Without this every round
+   * stacks its layers under the next replica and chains and storage grow without bound.
+   *
+   *  1. `qemu-img rebase -b ''` (safe mode) on the base, opened with its explicit chain: it
+   *     writes into the base every cluster where the seed reads other than zeros and the base
+   *     has nothing, then drops the backing name. The base (and every point over it) reads the
+   *     same bytes before, during and after, so a cut rebase is simply redone.
+   *  2. Write the manifest without `seed`, listing it as `releasedSeed` (the commit).
+   * The owner then deletes the released files it may delete and calls seedReleased().
+   * Offline only, like retention: deferred while a cycle is open or a point is leased.
+   */
+  async absorbSeed(): Promise<ChainLayer[] | null> {
+    return this.#exclusive('absorb the seed', async () => {
+      const seed = this.#manifest.seed ?? [];
+      if (seed.length === 0 || this.#staging !== null || this.#leases.size > 0) return null;
+      const base = join(this.#dir, this.#manifest.base);
+      await runImg(['rebase', '-q', '-b', '', chainImageSpec([...seed, { file: base, format: 'qcow2' }])], base);
+      await fsyncPath(base);
+      const { seed: _dropped, ...rest } = this.#manifest;
+      const manifest: ReplicaManifest = { ...rest, releasedSeed: [...(this.#manifest.releasedSeed ?? []), ...seed] };
+      await writeManifest(this.#dir, manifest);
+      this.#manifest = manifest;
+      return seed;
+    });
+  }
+
+  /** The owner deleted (or kept, as still used elsewhere) the released seed layers. */
+  async seedReleased(): Promise<void> {
+    await this.#exclusive('forget the released seed', async () => {
+      if (this.#manifest.releasedSeed === undefined) return;
+      const { releasedSeed: _done, ...rest } = this.#manifest;
+      await writeManifest(this.#dir, rest);
+      this.#manifest = rest;
+    });
+  }
+
   #pointAt(i: number): RecoveryPoint {
     const m = this.#manifest;
     const p = m.points[i]!;
@@ -387,7 +457,9 @@ export function parseManifest(text: string, dir: string): ReplicaManifest {
   const o = m as Partial<ReplicaManifest> | null;
   const ok = o !== null && typeof o === 'object' && o.format === 'mamori-replica-chain' && o.version === 1
     && Number.isSafeInteger(o.virtualSize) && typeof o.base === 'string'
-    && (o.seed === undefined || (Array.isArray(o.seed) && o.seed.every((l, i) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || (l.format === 'raw' && i === 0))))) && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
+    && (o.seed === undefined || (Array.isArray(o.seed) && o.seed.every((l, i) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || (l.format === 'raw' && i === 0)))))
+    && (o.releasedSeed === undefined || (Array.isArray(o.releasedSeed) && o.releasedSeed.every((l) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || l.format === 'raw'))))
+    && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
     && o.points.every((p) => typeof p?.id === 'string' && typeof p.file === 'string' && POINT_RE.test(p.file) && Number.isSafeInteger(p.seq)
       && p.seq < o.nextSeq! && typeof p.time === 'string' && (p.consistency === 'crash' || p.consistency === 'application'));
   if (!ok) throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not a mamori replica chain (version 1)`, { details: { dir } });
@@ -460,6 +532,11 @@ function inUse(file: string, cause: unknown): MamoriError {
 
 function busy(dir: string, why: string): MamoriError {
   return new MamoriError('DISK_IN_USE', `replica ${dir}: ${why}`, { details: { dir, wanted: 'REPLICA_BUSY' } });
+}
+
+/** Bytes a file takes on disk (holes and unallocated clusters do not count); 0 if gone. */
+async function allocated(path: string): Promise<number> {
+  return stat(path).then((st) => (st.isFile() ? st.blocks * 512 : 0), () => 0);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { ReplicaChain, type ChainLayer, type PointConsistency } from './replica-chain.js';
+import { ReplicaRemoval, replicaInUse, type ReplicaUsers } from './replica-removal.js';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { chunkDigests } from './block-checksums.js';
 import type { ByteRange } from '../nbd/extent-copy.js';
@@ -13,6 +14,7 @@ import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { freePort } from '../core/free-port.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
+import { faultPoint } from '../core/fault-points.js';
 import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.js';
 import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
@@ -47,6 +49,27 @@ export interface ReplicaPointView {
   time: string;
   consistency: PointConsistency;
   committedAt: string;
+  /** On a commit's answer: what the replica holds after it (the source shows it in its status). */
+  storage?: ReplicaStorage;
+}
+
+/** What a replica holds on disk, summed over its disks. */
+export interface ReplicaStorage {
+  points: number;
+  /** The longest chain a read of the newest point opens (seed layers + base + points). */
+  chainLength: number;
+  /** Bytes allocated by the replica's own files. */
+  bytes: number;
+  /** Bytes of the seed layers it still reads through (a reprotect's old disk), until compaction. */
+  seedBytes: number;
+}
+
+/** A replica as the recovery site's operator sees it. */
+export interface ReplicaSummary extends ReplicaView {
+  /** receiving: the source replicates into it; promoted: a failover made it a VM's disks; retired: a later reprotect replaced it. */
+  state: 'receiving' | 'promoted' | 'retired';
+  storage: ReplicaStorage;
+  usedBy: ReplicaUsers;
 }
 
 export interface CycleTarget {
@@ -82,6 +105,7 @@ export class ReplicaService {
   #log: Logger;
   #lock = new KeyedLock();
   #cycles = new Map<string, OpenCycle>();
+  #removal: ReplicaRemoval;
 
   constructor(deps: { db: Kysely<Database>; dataDir: string; listenHost: () => string; tls: () => Promise<SiteTls>; log: Logger }) {
     this.#db = deps.db;
@@ -89,6 +113,7 @@ export class ReplicaService {
     this.#listenHost = deps.listenHost;
     this.#tls = deps.tls;
     this.#log = deps.log;
+    this.#removal = new ReplicaRemoval({ db: deps.db, root: this.#root, log: deps.log });
   }
 
   /**
@@ -144,6 +169,43 @@ export class ReplicaService {
   async list(): Promise<ReplicaView[]> {
     const ids = await this.#db.selectFrom('replicas').select('id').execute();
     return Promise.all(ids.map((r) => this.get(r.id)));
+  }
+
+  async storage(id: string): Promise<ReplicaStorage> {
+    const replica = await this.get(id);
+    const out: ReplicaStorage = { points: replica.points.length, chainLength: 0, bytes: 0, seedBytes: 0 };
+    for (const d of replica.disks) {
+      const s = await (await ReplicaChain.open(join(this.#root, id, `disk${d.index}`))).storage();
+      out.chainLength = Math.max(out.chainLength, s.layers);
+      out.bytes += s.bytes;
+      out.seedBytes += s.seedBytes;
+    }
+    return out;
+  }
+
+  async summary(id: string): Promise<ReplicaSummary> {
+    const view = await this.get(id);
+    const state = ReplicaRemoval.isRetired(view.sourceVmId) ? 'retired' : view.promotedAt !== null ? 'promoted' : 'receiving';
+    return { ...view, state, storage: await this.storage(id), usedBy: await this.#removal.usersOf(id) };
+  }
+
+  /**
+   * Deletes a replica, its files and rows together (see replica-removal.ts). Refused while a
+   * VM made from it exists or another replica reads it as its seed. `assertSourceDone` throws
+   * if its source still replicates into it (asked of the source site; only for a replica
+   * neither promoted nor retired).
+   */
+  async delete(id: string, assertSourceDone: (replica: ReplicaView) => Promise<void>): Promise<void> {
+    await this.#lock.run(id, async () => {
+      const replica = await this.get(id);
+      const users = await this.#removal.usersOf(id);
+      if (users.vms.length > 0 || users.replicas.length > 0) throw replicaInUse(`the replica ${id} of ${replica.vmName}`, users);
+      if (!ReplicaRemoval.isRetired(replica.sourceVmId) && replica.promotedAt === null) await assertSourceDone(replica);
+      await this.#closeCycle(id);
+      await this.#killLeftoverDaemon(id);
+      await this.#removal.remove(id);
+      this.#log.info({ replica: id, vm: replica.vmName, source: replica.sourceSite }, 'replica deleted');
+    });
   }
 
   /** Opens staging on every disk and serves it over NBD+TLS for the source site's client only. */
@@ -202,7 +264,9 @@ export class ReplicaService {
         replica_id: id, point_id: pointId, time: meta.time, consistency: meta.consistency, committed_at: committedAt, disk_points: JSON.stringify(perDisk),
       }).execute();
       await this.#retain(id, open.chains);
-      return { id: pointId, time: meta.time, consistency: meta.consistency, committedAt };
+      // After the answer: absorbing a reprotect's seed reads it whole, longer than a commit may take.
+      setImmediate(() => void this.#lock.run(id, () => this.#compact(id)).catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'compaction failed; the next point tries again')));
+      return { id: pointId, time: meta.time, consistency: meta.consistency, committedAt, storage: await this.storage(id) };
     });
   }
 
@@ -334,14 +398,48 @@ export class ReplicaService {
 
   /** At server start: bring every replica's chains back in line with its recorded points. */
   async repair(): Promise<void> {
+    await this.#removal.repair().catch((e: unknown) => this.#log.error({ err: e }, 'finishing cut replica deletions failed; the next start tries again'));
     for (const r of await this.#db.selectFrom('replicas').select(['id', 'disks']).execute()) {
       await this.#lock.run(r.id, async () => {
         await this.#killLeftoverDaemon(r.id);
         const disks = JSON.parse(r.disks) as ReplicaDiskSpec[];
         const chains = await Promise.all(disks.map((d) => ReplicaChain.open(join(this.#root, r.id, `disk${d.index}`))));
         await this.#withdrawUnrecordedPoints(r.id, chains);
+        await this.#releaseSeeds(r.id, disks);
       }).catch((e: unknown) => this.#log.error({ replica: r.id, err: e }, 'replica repair failed; the next cycle tries again'));
     }
+  }
+
+  /**
+   * Compaction: the seed a reprotect left under the chain (the old disk, and through it the
+   * chain of an earlier replica and a recovered VM's overlay) is copied into the base once the
+   * replica has a point, then released: the retired replica it came from and the superseded
+   * VM's files are deleted. So each failover/failback round replaces the previous round's
+   * layers instead of stacking on them. Not while a VM runs on a point (its QEMU reads the
+   * base) or a cycle is open.
+   */
+  async #compact(id: string): Promise<void> {
+    if (this.#cycles.has(id)) return;
+    if (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) return;
+    const replica = await this.get(id).catch(() => null);
+    if (!replica || replica.points.length === 0 || replica.promotedAt !== null) return;
+    for (const d of replica.disks) {
+      const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
+      const absorbed = await chain.absorbSeed();
+      if (absorbed) this.#log.info({ replica: id, disk: d.index, layers: absorbed.length }, 'absorbed the seed of a reprotect into the base');
+    }
+    faultPoint('replica-seed-absorbed');
+    await this.#releaseSeeds(id, replica.disks);
+  }
+
+  /** Deletes what absorbed seeds left (also at start, after a crash between absorb and delete). */
+  async #releaseSeeds(id: string, disks: ReplicaDiskSpec[]): Promise<void> {
+    const chains = await Promise.all(disks.map((d) => ReplicaChain.open(join(this.#root, id, `disk${d.index}`))));
+    const released = chains.flatMap((c) => c.seedLayers().released);
+    if (released.length === 0) return;
+    // Every disk's chain first: a file still read by one disk's seed is kept (#named sees it).
+    await this.#removal.releaseSeed(released, id);
+    for (const c of chains) await c.seedReleased();
   }
 
   async #retain(id: string, chains: ReplicaChain[]): Promise<void> {

@@ -21,7 +21,7 @@ import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { ReplicationIncidents } from './replication-incidents.js';
 import { guestFreezeHooks } from './guest-freeze.js';
-import type { CycleTarget, ReplicaPointView, ReplicaView } from './replica-service.js';
+import type { CycleTarget, ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
 
@@ -32,6 +32,8 @@ export interface CycleStats {
   bytesChanged: number;
   durationMs: number;
   throughputBps: number;
+  /** What the replica held after this cycle's point (retention and compaction included). */
+  replica?: ReplicaStorage;
 }
 
 export interface ReplicationStatus {
@@ -52,6 +54,8 @@ export interface ReplicationStatus {
   bandwidthBps: number | null;
   /** The replication generation: the dirty bitmap's, raised by each committed cycle; null before the first. */
   generation: number | null;
+  /** Storage at the recovery site (points, chain length, bytes), as its last commit reported; null before. */
+  replica: ReplicaStorage | null;
 }
 
 const MAX_POINTS = 1000;
@@ -173,7 +177,12 @@ export class ReplicationService {
     return this.status(vmName);
   }
 
-  async disable(vmName: string): Promise<void> {
+  /**
+   * deleteReplica: the recovery site is asked to delete the replica, under the cycle lock and
+   * before the row goes, so a refusal there (a VM made from it runs) or an unreachable peer
+   * leaves the replication as it was, to retry or disable without it.
+   */
+  async disable(vmName: string, opts: { deleteReplica?: boolean } = {}): Promise<void> {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
     // A protected VM keeps its replica: a plan counts on it (as SRM, unprotect first).
@@ -185,6 +194,18 @@ export class ReplicationService {
     }
     this.#unschedule(vm.id);
     await this.#lock.run(vm.id, async () => {
+      if (opts.deleteReplica === true) {
+        const row = await this.#require(vm.id, vmName);
+        try {
+          const peer = await this.#peers.client(row.peer, { timeoutMs: 120_000 });
+          await peer.request('DELETE', `/replicas/${row.replica_id}`);
+        } catch (e) {
+          if (!isMamoriError(e, 'NOT_FOUND')) {
+            void this.#scheduleFromRow(vm.id, Date.now());
+            throw e;
+          }
+        }
+      }
       await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();
       await this.#incidents.disabled(vm.id);
       await rm(this.#workDir(vm.id), { recursive: true, force: true });
@@ -344,6 +365,7 @@ export class ReplicationService {
         const stats = [...(JSON.parse(row.stats) as CycleStats[]), {
           at: result.point.time, mode: result.mode, bytesSent: result.bytesSent, bytesChanged: result.bytesChanged, durationMs: result.durationMs,
           throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
+          ...(result.point.storage ? { replica: result.point.storage } : {}),
         }].slice(-KEEP_STATS);
         await this.#db.updateTable('replications').set({
           generation: result.generation, last_point_at: result.point.time, last_point_id: result.point.id, failures: 0, last_error: null,
@@ -469,6 +491,7 @@ export class ReplicationService {
       rpoViolated: s.violated, rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vm_id), nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
       lastError: r.last_error, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidth_bps,
       generation: r.generation,
+      replica: [...stats].reverse().find((c) => c.replica !== undefined)?.replica ?? null,
     };
   }
 

@@ -4,9 +4,14 @@ import type { SitePeers } from '../../sites/site-peers.js';
 import { callerOf } from '../request-caller.js';
 import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
+import { assertSourceDone } from '../../replication/replica-source-check.js';
 
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[A-Za-z0-9-]{1,64}$' } } } as const;
-const pointSchema = { type: 'object', properties: { id: { type: 'string' }, time: { type: 'string' }, consistency: { type: 'string' }, committedAt: { type: 'string' } } } as const;
+const storageSchema = {
+  type: 'object', required: ['points', 'chainLength', 'bytes', 'seedBytes'],
+  properties: { points: { type: 'integer' }, chainLength: { type: 'integer' }, bytes: { type: 'integer' }, seedBytes: { type: 'integer' } },
+} as const;
+const pointSchema = { type: 'object', properties: { id: { type: 'string' }, time: { type: 'string' }, consistency: { type: 'string' }, committedAt: { type: 'string' }, storage: storageSchema } } as const;
 const replicaSchema = {
   type: 'object',
   properties: {
@@ -14,6 +19,15 @@ const replicaSchema = {
     disks: { type: 'array', items: { type: 'object', properties: { index: { type: 'integer' }, sizeBytes: { type: 'integer' } } } },
     points: { type: 'array', items: pointSchema },
     failoverGeneration: { type: 'integer' }, promotedAt: { type: ['string', 'null'] }, lastContactAt: { type: ['string', 'null'] },
+  },
+} as const;
+const summarySchema = {
+  type: 'object',
+  properties: {
+    ...replicaSchema.properties,
+    state: { type: 'string', enum: ['receiving', 'promoted', 'retired'] },
+    storage: storageSchema,
+    usedBy: { type: 'object', properties: { vms: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, state: { type: 'string' } } } }, replicas: { type: 'array', items: { type: 'string' } } } },
   },
 } as const;
 
@@ -30,6 +44,22 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
     return r;
   };
   return async (app) => {
+    // The operator's view at the recovery site: every replica it holds, for any peer.
+    app.get('/site-replicas', { schema: { summary: 'Replicas this site holds for its peers, with their state and storage', response: { 200: { type: 'array', items: summarySchema }, ...errorResponses } } },
+      async () => Promise.all((await replicas.list()).map((r) => replicas.summary(r.id))));
+    app.get<{ Params: { id: string } }>('/site-replicas/:id', { schema: { summary: 'A replica this site holds: points, storage and what uses it', params: idParam, response: { 200: summarySchema, ...errorResponses } } },
+      async (req) => replicas.summary(req.params.id));
+    app.delete<{ Params: { id: string }; Querystring: { force?: 'true' | 'false' } }>('/site-replicas/:id', {
+      schema: {
+        summary: 'Delete a replica, its files and rows: refused while a VM made from it exists, another replica reads it as a seed, or its source still replicates into it',
+        params: idParam,
+        querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'string', enum: ['true', 'false'], description: 'delete although the source site cannot be asked (gone for good); never overrides a VM or a source that answers' } } },
+        response: { 204: { type: 'null' }, ...errorResponses },
+      },
+    }, async (req, reply) => {
+      await replicas.delete(req.params.id, (r) => assertSourceDone(peers, r, req.query.force === 'true'));
+      return reply.status(204).send();
+    });
     app.post<{ Body: { sourceVmId: string; vmName: string; keepPoints: number; disks: { index: number; sizeBytes: number }[] } }>('/replicas', {
       schema: {
         summary: 'Create (or find) the replica of a VM of the calling site',
@@ -43,6 +73,14 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
         response: { 200: replicaSchema, ...errorResponses },
       },
     }, async (req) => replicas.create({ ...req.body, sourceSite: peerName(req) }));
+    app.delete<{ Params: { id: string } }>('/replicas/:id', {
+      schema: { summary: 'The source disabled its replication and asks this site to delete the replica (refused while a VM here uses it)', params: idParam, response: { 204: { type: 'null' }, ...errorResponses } },
+    }, async (req, reply) => {
+      await owned(req, req.params.id);
+      // The caller is the source: its word that it no longer replicates into it is the check.
+      await replicas.delete(req.params.id, async () => undefined);
+      return reply.status(204).send();
+    });
     app.get<{ Params: { id: string } }>('/replicas/:id', { schema: { summary: 'A replica and its recovery points', params: idParam, response: { 200: replicaSchema, ...errorResponses } } }, async (req) => owned(req, req.params.id));
     app.post<{ Params: { id: string } }>('/replicas/:id/cycles', {
       schema: { summary: 'Open a staging layer and serve it over NBD with TLS', params: idParam, response: { 200: { type: 'object', properties: { cycleId: { type: 'string' }, host: { type: 'string' }, port: { type: 'integer' }, exports: { type: 'array', items: { type: 'string' } } } }, ...errorResponses } },

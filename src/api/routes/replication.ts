@@ -10,6 +10,11 @@ const statusSchema = {
     lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' }, rpoViolatedSince: { type: ['string', 'null'] },
     nextCycleAt: { type: ['string', 'null'] }, failures: { type: 'integer' }, lastError: { type: ['string', 'null'] },
     lastCycle: { type: ['object', 'null'], additionalProperties: true }, bandwidthBps: { type: ['integer', 'null'] },
+    replica: {
+      type: ['object', 'null'], description: 'storage at the recovery site after the last point: points, the longest chain a read opens, bytes of its own files, bytes of a seed still read through',
+      required: ['points', 'chainLength', 'bytes', 'seedBytes'],
+      properties: { points: { type: 'integer' }, chainLength: { type: 'integer' }, bytes: { type: 'integer' }, seedBytes: { type: 'integer' } },
+    },
     generation: { type: ['integer', 'null'], description: 'the replication generation: raised by each committed cycle; the source bitmap and the newest point agree on it' },
   },
 } as const;
@@ -30,8 +35,15 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
       },
     }, async (req, reply) => reply.status(201).send(await r.enable(req.params.name, req.body)));
     app.get<{ Params: { name: string } }>('/vms/:name/replication', { schema: { summary: "A VM's replication status", params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => r.status(req.params.name));
-    app.delete<{ Params: { name: string } }>('/vms/:name/replication', { schema: { summary: 'Disable replication (the replica stays at the recovery site)', params: nameParam, response: { 204: { type: 'null' }, ...errorResponses } } }, async (req, reply) => {
-      await r.disable(req.params.name);
+    app.delete<{ Params: { name: string }; Querystring: { deleteReplica?: 'true' | 'false' } }>('/vms/:name/replication', {
+      schema: {
+        summary: 'Disable replication; the replica stays at the recovery site unless deleteReplica (then a refusal there leaves the replication enabled)',
+        params: nameParam,
+        querystring: { type: 'object', additionalProperties: false, properties: { deleteReplica: { type: 'string', enum: ['true', 'false'] } } },
+        response: { 204: { type: 'null' }, ...errorResponses },
+      },
+    }, async (req, reply) => {
+      await r.disable(req.params.name, { deleteReplica: req.query.deleteReplica === 'true' });
       return reply.status(204).send();
     });
     for (const [action, fn] of [['pause', (n: string) => r.setPaused(n, true)], ['resume', (n: string) => r.setPaused(n, false)], ['sync', (n: string) => r.syncNow(n)]] as const) {

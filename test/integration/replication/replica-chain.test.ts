@@ -279,4 +279,39 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
     const s2 = await qemuIo(['-f', 'raw', '-r', seed], ['read -P 0x51 512k 64k']);
     assert.equal(s2.code, 0, s2.stdout);
   });
+
+  it('compaction absorbs a two-layer seed into the base: every point reads the same, the chain stops reading the seed, a redone absorb is harmless', async () => {
+    const seedDir = join(dir, 'absorbed');
+    const oldRaw = join(dir, 'abs-old.raw');
+    const oldTop = join(dir, 'abs-old-top.qcow2');
+    const want = join(dir, 'abs-expected.raw');
+    await runProcess('qemu-img', ['create', '-q', '-f', 'raw', oldRaw, String(SIZE)]);
+    assert.equal((await qemuIo(['-f', 'raw', oldRaw], ['write -P 0x61 0 1M'])).code, 0);
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', oldRaw, '-F', 'raw', oldTop]);
+    assert.equal((await qemuIo(['-f', 'qcow2', oldTop], ['write -P 0x62 768k 512k'])).code, 0);
+    await runProcess('qemu-img', ['convert', '-O', 'raw', oldTop, want]);
+    const seed: ChainLayer[] = [{ file: oldRaw, format: 'raw' }, { file: oldTop, format: 'qcow2' }];
+    const chain = await ReplicaChain.create(seedDir, { virtualSize: SIZE, seed });
+    const c = await chain.beginCycle();
+    assert.equal((await qemuIo([chainImageSpec(c.layers)], ['write -P 0x63 2M 64k'])).code, 0);
+    assert.equal((await qemuIo(['-f', 'raw', want], ['write -P 0x63 2M 64k'])).code, 0);
+    await chain.commitCycle({ time: new Date().toISOString(), consistency: 'crash' });
+    assert.equal((await chain.storage()).layers, 4);
+
+    const absorbed = await chain.absorbSeed();
+    assert.deepEqual(absorbed, seed);
+    assert.deepEqual(chain.seedLayers(), { current: [], released: seed });
+    const reopened = await ReplicaChain.open(seedDir);
+    assert.equal(reopened.newestPoint()!.layers.length, 2, 'base + the point, nothing under');
+    // The seed files go (as their owner would delete them): the chain reads the same without them.
+    await rm(oldTop);
+    await rm(oldRaw);
+    await assertReads(reopened.newestPoint()!.layers, want);
+    const st = await reopened.storage();
+    assert.equal(st.layers, 2);
+    assert.equal(st.seedBytes, 0);
+    assert.equal(await reopened.absorbSeed(), null, 'nothing left to absorb');
+    await reopened.seedReleased();
+    assert.deepEqual((await ReplicaChain.open(seedDir)).seedLayers(), { current: [], released: [] });
+  });
 });

@@ -21,7 +21,7 @@ export function ReplicationPage({ selected }: { selected: string | undefined }) 
       <ErrorBox error={all.error} />
       {all.data?.length === 0 ? <p className="muted">No VM of this site is replicated (replication lives at the protected site).</p> : null}
       <table className="replication">
-        <thead><tr><th>VM</th><th>to</th><th>state</th><th>RPO target</th><th>lag</th><th>last point</th><th>throughput</th><th>generation</th><th>last error</th></tr></thead>
+        <thead><tr><th>VM</th><th>to</th><th>state</th><th>RPO target</th><th>lag</th><th>last point</th><th>throughput</th><th>generation</th><th>replica storage</th><th>last error</th></tr></thead>
         <tbody>
           {all.data?.map((s) => (
             <tr key={s.vm} data-vm={s.vm} className={s.vm === selected ? 'selected' : ''}>
@@ -33,13 +33,42 @@ export function ReplicationPage({ selected }: { selected: string | undefined }) 
               <td>{ago(s.lastPointAt)}</td>
               <td>{s.lastCycle ? `${bytes(Number(s.lastCycle['throughputBps'] ?? 0))}/s` : '-'}</td>
               <td>{s.generation ?? '-'}</td>
+              <td data-storage>{s.replica ? `${s.replica.points} points, ${bytes(s.replica.bytes + s.replica.seedBytes)}, chain ${s.replica.chainLength}` : '-'}</td>
               <td className="muted">{s.lastError ?? ''}</td>
             </tr>
           ))}
         </tbody>
       </table>
       {status ? <VmReplication key={status.vm} status={status} onChange={all.reload} /> : null}
+      <HeldReplicas />
     </section>
+  );
+}
+
+/** The recovery side: replicas this site holds for its peers, and what each takes on disk. */
+function HeldReplicas() {
+  const held = useLoad(() => api.get('/site-replicas'), [], 15_000);
+  if (!held.data || held.data.length === 0) return null;
+  return (
+    <div className="panel">
+      <h3>Replicas held here</h3>
+      <table className="replicas">
+        <thead><tr><th>replica</th><th>VM</th><th>from</th><th>state</th><th>points</th><th>chain</th><th>on disk</th></tr></thead>
+        <tbody>
+          {held.data.map((r) => (
+            <tr key={r.id} data-replica={r.id}>
+              <td>{r.id}</td>
+              <td>{r.vmName}</td>
+              <td>{r.sourceSite}</td>
+              <td>{r.state}</td>
+              <td>{r.storage?.points ?? '-'}</td>
+              <td>{r.storage?.chainLength ?? '-'}</td>
+              <td>{r.storage ? bytes(r.storage.bytes + r.storage.seedBytes) : '-'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
   );
 }
 
