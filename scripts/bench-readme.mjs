@@ -8,7 +8,7 @@ const rows = [];
 for (const f of readdirSync(join(bench, 'results')).filter((f) => f.endsWith('.json')).sort()) {
   const r = JSON.parse(readFileSync(join(bench, 'results', f), 'utf8'));
   for (const fig of r.figures) {
-    rows.push(`| ${r.name} | \`${fig.metric}\`${fig.disk ? ` (${fig.disk})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${r.date.slice(0, 10)} |`);
+    rows.push(`| ${r.name} | \`${fig.metric}\`${fig.disk ? ` (${fig.disk})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`);
   }
 }
 const readme = join(bench, 'README.md');
