@@ -6,6 +6,14 @@ import type { PeerView } from './peer-record.js';
 export const PEER_UNREACHABLE = 'site.peer-unreachable';
 export const DEFAULT_PEER_CHECK_MS = 30_000;
 
+/** What the watch knows of a paired site's reachability (ISO times; null: not seen). */
+export interface PeerContact {
+  /** When the last successful check ended. */
+  lastReachableAt: string | null;
+  /** When the first failed check after that success ended; null while the site answers. */
+  unreachableSince: string | null;
+}
+
 /**
  * Checks every paired site's health on an interval and keeps one `site.peer-unreachable`
  * incident per peer (target `site:<name>`) open while it does not answer. It opens after
@@ -20,6 +28,7 @@ export class PeerWatch {
   #intervalMs: number;
   #failuresBeforeRaise: number;
   #failures = new Map<string, number>();
+  #contact = new Map<string, PeerContact>();
   #timer: NodeJS.Timeout | null = null;
   #inFlight: Promise<void> | null = null;
   #stopped = true;
@@ -45,15 +54,33 @@ export class PeerWatch {
     await this.#inFlight;
   }
 
+  /**
+   * When `peer` last answered a check, and when the first check after that failed (the end of
+   * each check: a failure is only known once its deadline passed). Kept in memory: after a
+   * server restart nothing is known until the next round, and a data-loss bound falls back
+   * to the run's start.
+   */
+  contact(peer: string): PeerContact | null {
+    return this.#contact.get(peer) ?? null;
+  }
+
   /** One round: every peer probed in parallel (each with the short health deadline). */
   async checkOnce(): Promise<void> {
     const peers = await this.#peers.list({ check: true });
+    const endedAt = new Date().toISOString();
+    for (const p of peers) this.#noteContact(p, endedAt);
     for (const p of peers) await this.#note(p);
     // Incidents of peers unpaired since: nothing is left to be unreachable.
     const names = new Set(peers.map((p) => `site:${p.name}`));
     for (const i of await this.#incidents.list({ open: true, kind: PEER_UNREACHABLE })) {
       if (!names.has(i.target)) await this.#incidents.clear(PEER_UNREACHABLE, i.target);
     }
+  }
+
+  #noteContact(p: PeerView, endedAt: string): void {
+    const prev = this.#contact.get(p.name) ?? { lastReachableAt: null, unreachableSince: null };
+    if (p.status.state === 'reachable') this.#contact.set(p.name, { lastReachableAt: endedAt, unreachableSince: null });
+    else if (p.status.state === 'unreachable' || p.status.state === 'cert-mismatch') this.#contact.set(p.name, { ...prev, unreachableSince: prev.unreachableSince ?? endedAt });
   }
 
   async #note(p: PeerView): Promise<void> {
