@@ -275,7 +275,7 @@ test('reprotect reverses the arrays from the common point; the writes at site-b 
   assert.ok(v.lastSequence! >= ackedAtB);
 });
 
-test('disaster through the arrays with the link cut: the surviving site fails over from its newest point; the other keeps its copy paused when it learns', async () => {
+test('disaster through the arrays with the link cut: the surviving site fails over from its newest point; the other keeps its copy paused when it learns', async (t) => {
   // site-b protects web now (after reprotect), recovering at site-a. A last sync, more writes, then the link is cut.
   await b('vm', 'start', 'web');
   await sites.b.waitFor('web writes at site-b', async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 10 ? true : undefined), 120_000);
@@ -312,6 +312,7 @@ test('disaster through the arrays with the link cut: the surviving site fails ov
   const d = out.dataLoss;
   const what = `${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
     `the run says ${JSON.stringify(d)} (${out.dataLossNote})`;
+  t.diagnostic(`web: ${what}`);
   assert.ok(d && d.atMostSec !== null, `both bounds are stated: ${what}`);
   assert.ok(loss.lastAcked > loss.lastRecovered, `the scenario loses records: ${what}`);
   assert.ok(d.atLeastSec > 0, `site-a saw a heartbeat after the array's point, so at least is more than zero: ${what}`);

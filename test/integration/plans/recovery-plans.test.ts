@@ -125,11 +125,12 @@ async function resumedAfter(site: 'a' | 'b', vm: string): Promise<number> {
  */
 const SLACK_SEC = 2 / RATE + 0.1;
 
-function assertWithinBounds(vm: string, out: PlanRun['vms'][string], loss: { sec: number; lastAcked: number; lastRecovered: number }): void {
+function assertWithinBounds(vm: string, out: PlanRun['vms'][string], loss: { sec: number; lastAcked: number; lastRecovered: number }, say: (text: string) => void): void {
   const d = out.dataLoss;
   assert.ok(d, `${vm}: the run states its data loss`);
   const what = `${vm}: ${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
     `the run says ${JSON.stringify(d)} (${out.dataLossNote})`;
+  say(what);
   assert.ok(loss.lastAcked > loss.lastRecovered, `the scenario loses records: ${what}`);
   assert.ok(d.atMostSec !== null, `an upper bound is known: ${what}`);
   assert.ok(d.atLeastSec > 0, `site-b saw a heartbeat after the point, so at least is more than zero: ${what}`);
@@ -328,7 +329,7 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
   assert.equal(dry.code, 0, dry.stderr);
 });
 
-test('disaster recovery: protected site gone, per-VM errors carried past, points are gap-free prefixes, the report states the loss; its return keeps superseded VMs off', async () => {
+test('disaster recovery: protected site gone, per-VM errors carried past, points are gap-free prefixes, the report states the loss; its return keeps superseded VMs off', async (t) => {
   const yaml = `name: dx-plan
 protectionGroups: [dxg]
 vms:
@@ -390,7 +391,7 @@ vms:
     const serial = await readFile(protectedVms.get(vm)!.serialLog, 'utf8');
     assert.doesNotMatch(serial, /mamori-wl (full|stopped|error)/, `${vm}'s writer ran until site-a was lost`);
     const loss = trueLoss(await writeLogRecords(protectedVms.get(vm)!.disks[0]!.path), await writeLogRecords(disk), Math.max(...parseSerialAcks(serial)));
-    assertWithinBounds(vm, out, loss);
+    assertWithinBounds(vm, out, loss, (text) => t.diagnostic(text));
   }
   assert.match((await sites.cli('b', 'plan', 'report', runId)).stdout, /data loss between [\d.]+ s and [\d.]+ s/);
 
