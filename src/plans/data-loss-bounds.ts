@@ -10,9 +10,9 @@
  *    after a cut link keeps its later writes apart (it is paused when its site learns of the
  *    failover), and they are a divergence to settle, not writes this bound can speak for.
  *
- * The time the site "stopped answering" is the first failed peer check after the last one
- * that succeeded, not the last success itself: the site ran on after it answered, for up to
- * one check interval. When the peer watch saw no failure, the run's start stands in (an
+ * The time the site "stopped answering" is when the peer watch judged it gone (failed checks
+ * in a row after the last one that succeeded), not the last success itself: the site ran on
+ * after it answered, for up to one check interval. When the peer watch saw no failure, the run's start stands in (an
  * operator starts a disaster run once the site is gone). Either must come after the last
  * moment the site or its VM were known to be up, or it bounds nothing.
  *
@@ -109,7 +109,7 @@ export function storedDataLoss(out: { dataLoss?: DataLoss | null | undefined; da
 const SOURCE_TEXT: Record<AtLeastSource | AtMostSource, string> = {
   'last-heartbeat': "the protected VM's last heartbeat seen",
   'shut-down-before-point': 'the protected VM shut down before the point',
-  'peer-watch': 'the first failed check of the protected site after it last answered',
+  'peer-watch': 'the peer watch finding the protected site gone (failed checks in a row after it last answered)',
   'run-start': "the run's start (the protected site had not been seen to fail before)",
   none: 'nothing known',
   legacy: 'a run recorded before bounds were kept',

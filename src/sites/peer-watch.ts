@@ -10,7 +10,11 @@ export const DEFAULT_PEER_CHECK_MS = 30_000;
 export interface PeerContact {
   /** When the last successful check ended. */
   lastReachableAt: string | null;
-  /** When the first failed check after that success ended; null while the site answers. */
+  /**
+   * When the watch judged it gone: the end of the check that made `failuresBeforeRaise` failures
+   * in a row after that success (as for the incident: one lost answer under load is not a site
+   * gone). null while it answers.
+   */
   unreachableSince: string | null;
 }
 
@@ -55,9 +59,9 @@ export class PeerWatch {
   }
 
   /**
-   * When `peer` last answered a check, and when the first check after that failed (the end of
-   * each check: a failure is only known once its deadline passed). Kept in memory: after a
-   * server restart nothing is known until the next round, and a data-loss bound falls back
+   * When `peer` last answered a check, and when the checks after that judged it gone (the end
+   * of each check: a failure is only known once its deadline passed). Kept in memory: after a
+   * server restart nothing is known until the next rounds, and a data-loss bound falls back
    * to the run's start.
    */
   contact(peer: string): PeerContact | null {
@@ -68,8 +72,10 @@ export class PeerWatch {
   async checkOnce(): Promise<void> {
     const peers = await this.#peers.list({ check: true });
     const endedAt = new Date().toISOString();
-    for (const p of peers) this.#noteContact(p, endedAt);
-    for (const p of peers) await this.#note(p);
+    for (const p of peers) {
+      await this.#note(p);
+      this.#noteContact(p, endedAt);
+    }
     // Incidents of peers unpaired since: nothing is left to be unreachable.
     const names = new Set(peers.map((p) => `site:${p.name}`));
     for (const i of await this.#incidents.list({ open: true, kind: PEER_UNREACHABLE })) {
@@ -77,10 +83,13 @@ export class PeerWatch {
     }
   }
 
+  /** After #note, which counted the failures in a row. */
   #noteContact(p: PeerView, endedAt: string): void {
     const prev = this.#contact.get(p.name) ?? { lastReachableAt: null, unreachableSince: null };
     if (p.status.state === 'reachable') this.#contact.set(p.name, { lastReachableAt: endedAt, unreachableSince: null });
-    else if (p.status.state === 'unreachable' || p.status.state === 'cert-mismatch') this.#contact.set(p.name, { ...prev, unreachableSince: prev.unreachableSince ?? endedAt });
+    else if ((p.status.state === 'unreachable' || p.status.state === 'cert-mismatch') && (this.#failures.get(p.name) ?? 0) >= this.#failuresBeforeRaise) {
+      this.#contact.set(p.name, { ...prev, unreachableSince: prev.unreachableSince ?? endedAt });
+    }
   }
 
   async #note(p: PeerView): Promise<void> {

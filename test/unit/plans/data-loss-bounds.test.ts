@@ -4,19 +4,19 @@ import { dataLossBasis, dataLossBounds, dataLossText, noDataLoss, storedDataLoss
 
 const T = (sec: number): string => new Date(Date.parse('2026-12-05T10:00:00.000Z') + sec * 1000).toISOString();
 
-/** A disaster: point at 0 s, VM seen at 5 s, site answered at 6 s, first failed check at 9 s, run at 20 s. */
+/** A disaster: point at 0 s, VM seen at 5 s, site answered at 6 s, peer watch finding the protected site gone at 9 s, run at 20 s. */
 const BASE: DataLossInput = {
   pointTime: T(0), lastHeartbeatAt: T(5), peer: { lastReachableAt: T(6), unreachableSince: T(9) }, runStartedAt: T(20),
 };
 
-test('at least from the last heartbeat, at most from the first failed check after the last answer', () => {
+test('at least from the last heartbeat, at most from the peer watch finding the protected site gone after the last answer', () => {
   const d = dataLossBounds(BASE);
   assert.equal(d.atLeastSec, 5);
   assert.equal(d.atMostSec, 9);
   assert.deepEqual(d.atLeastFrom, { source: 'last-heartbeat', at: T(5) });
   assert.deepEqual(d.atMostFrom, { source: 'peer-watch', at: T(9) });
   assert.equal(dataLossText(d), 'between 5.0 s and 9.0 s');
-  assert.match(dataLossBasis(d), /last heartbeat seen \(2026-12-05T10:00:05.000Z\).*first failed check.*if the protected site stopped when it stopped answering/);
+  assert.match(dataLossBasis(d), /last heartbeat seen \(2026-12-05T10:00:05.000Z\).*peer watch finding the protected site gone.*if the protected site stopped when it stopped answering/);
 });
 
 test("the run's start stands in when the peer watch saw no failure, or knows nothing", () => {

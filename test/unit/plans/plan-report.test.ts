@@ -46,7 +46,7 @@ test('the HTML report escapes what it shows and lists every step', () => {
   assert.ok(!html.includes('<db>'));
   for (const id of ['s001', 's002', 's003']) assert.ok(html.includes(`<td>${id}</td>`));
   assert.ok(html.includes('<td>between 1.2 s and 4.0 s</td>'));
-  assert.match(html, /<td>at least from the protected VM&#39;s last heartbeat seen \(2026-11-27T09:59:01.2Z\); at most from the first failed check/);
+  assert.match(html, /<td>at least from the protected VM&#39;s last heartbeat seen \(2026-11-27T09:59:01.2Z\); at most from the peer watch finding the protected site gone/);
   assert.ok(html.includes('<td>at least 30.0 s (no upper bound known)</td><td>at least: writes between the point and then</td>'));
 });
 
