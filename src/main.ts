@@ -165,6 +165,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     vms, replicas, peers, recovery, log, replication, seeding, peerRecovery,
     markSuperseded: (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
     arrays: new ArrayRunActions({ db: store.db, arrays: storageArrays, peers, vms, groups, poolDir: () => disks.poolDir(), log }),
+    peerContact: (peer) => peerWatch.contact(peer),
   });
   const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
   // After a replica-aware migration the VM here is superseded, its disks seed the reverse replica,

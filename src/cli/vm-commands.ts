@@ -4,6 +4,7 @@ import { formatBytes, printFields, printJson, printTable } from './output.js';
 import type { Job } from '../jobs/job-journal.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
+import { dataLossText, storedDataLoss, type DataLoss } from '../plans/data-loss-bounds.js';
 
 interface Vm {
   name: string;
@@ -170,7 +171,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values['no-wait']) return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
       for (;;) {
         const j = await api.get<Job>(`/jobs/${job.id}`);
-        type Summary = { run: string; state: string; steps: { total: number; done: number }; rtoSec: number | null; vms: { dataLossSec: number | null }[] };
+        type Summary = { run: string; state: string; steps: { total: number; done: number }; rtoSec: number | null; vms: { dataLoss?: DataLoss | null; dataLossSec?: number | null }[] };
         const c = j.context as { to?: string; failover?: Summary; reprotect?: Summary } | null;
         if (j.state !== 'running') {
           if (json) {
@@ -182,7 +183,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
             return void process.stdout.write(`\nfailover failed: ${j.error?.message ?? ''}\n`);
           }
           const f = c?.failover;
-          return void process.stdout.write(`\n${name} now runs at ${c?.to ?? '?'} (plan run ${f?.run ?? '?'}: heartbeat ${f?.rtoSec ?? '?'} s after the start, data lost ${f?.vms[0]?.dataLossSec ?? 0} s)` +
+          return void process.stdout.write(`\n${name} now runs at ${c?.to ?? '?'} (plan run ${f?.run ?? '?'}: heartbeat ${f?.rtoSec ?? '?'} s after the start, data loss ${dataLossText(f?.vms[0] ? storedDataLoss(f.vms[0]) : null)})` +
             `${c?.reprotect ? `; it replicates back here (run ${c.reprotect.run})` : ''}\n`);
         }
         if (!json) {

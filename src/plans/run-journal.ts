@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PlanRunTable } from '../store/schema.js';
 import { MamoriError } from '../core/mamori-error.js';
+import type { DataLoss } from './data-loss-bounds.js';
 
 export const RUN_MODES = ['test', 'cleanup', 'planned', 'disaster', 'reprotect', 'failback'] as const;
 export type RunMode = (typeof RUN_MODES)[number];
@@ -47,8 +48,14 @@ export interface RunVmOutcome {
   /** Seconds from the run's start to the recovered VM's first heartbeat. */
   rtoSec?: number;
   heartbeatAt?: string;
-  /** Seconds of writes the point may not hold: from the point to the last moment the VM was known to write. */
+  /** The window of writes the point may not hold, as bounds (data-loss-bounds.ts); absent: unknown. */
+  dataLoss?: DataLoss;
+  /**
+   * Runs journalled before the bounds: one figure, measured as a lower bound. Read only
+   * (storedDataLoss shows it as "at least"); never written now.
+   */
   dataLossSec?: number | null;
+  /** Where the bounds came from, in words. */
   dataLossNote?: string;
   ip?: string;
   protectedStoppedAt?: string;

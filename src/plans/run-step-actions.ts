@@ -15,6 +15,11 @@ import type { ReplicationService, ReplicationStatus } from '../replication/repli
 import type { ReplicaSeeding } from './replica-seeding.js';
 import type { PeerRecovery, PeerRecoveredVm } from './peer-recovery.js';
 import type { ArrayRunActions } from './array-run-actions.js';
+import type { PeerContact } from '../sites/peer-watch.js';
+import { dataLossBasis, dataLossBounds, noDataLoss } from './data-loss-bounds.js';
+
+/** Array snapshots carry their time in whole seconds (ZFS `creation`): the point is somewhere in that second. */
+const ARRAY_POINT_PRECISION_SEC = 1;
 
 export interface StepContext {
   run: PlanRun;
@@ -51,13 +56,17 @@ export class RunStepActions {
   #peerRecovery: PeerRecovery;
   #markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>;
   #arrays: ArrayRunActions;
+  #peerContact: (peer: string) => PeerContact | null;
 
   constructor(deps: {
     vms: VmService; replicas: ReplicaService; peers: SitePeers; recovery: VmRecovery; log: Logger; replication: ReplicationService;
     seeding: ReplicaSeeding; peerRecovery: PeerRecovery; markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>;
     arrays: ArrayRunActions;
+    /** The peer watch's view of a paired site, for the data-loss bound; absent: the run's start stands in. */
+    peerContact?: (peer: string) => PeerContact | null;
   }) {
     this.#arrays = deps.arrays;
+    this.#peerContact = deps.peerContact ?? (() => null);
     this.#replication = deps.replication;
     this.#seeding = deps.seeding;
     this.#peerRecovery = deps.peerRecovery;
@@ -175,7 +184,7 @@ export class RunStepActions {
     const out = ctx.run.vms[v.vm.name]!;
     out.recoveredVmId = r.vmId;
     out.point = r.point;
-    out.dataLossSec = 0;
+    out.dataLoss = noDataLoss(out.protectedStoppedAt ?? r.point.time);
     out.dataLossNote = 'the point was taken after the VM was shut down here: it holds every write';
     if (r.heartbeatAt) {
       out.heartbeatAt = r.heartbeatAt;
@@ -242,9 +251,7 @@ export class RunStepActions {
     const out = ctx.run.vms[v.vm.name]!;
     out.recoveredVmId = r.vmId;
     out.point = r.point;
-    const loss = await this.#dataLoss(replicaId, v.vm, r.point.time, out);
-    out.dataLossSec = loss.sec;
-    out.dataLossNote = loss.note;
+    this.#setDataLoss(ctx, v.vm, out, r.point.time, 0);
     await ctx.save();
     return { message: `from point ${r.point.time}${r.created ? '' : ' (made before the restart)'}` };
   }
@@ -255,34 +262,30 @@ export class RunStepActions {
     const out = ctx.run.vms[v.vm.name]!;
     out.recoveredVmId = r.vmId;
     out.point = r.point;
-    const point = Date.parse(r.point.time);
-    if (out.protectedStoppedAt !== undefined && Date.parse(out.protectedStoppedAt) <= point) {
-      out.dataLossSec = 0;
-      out.dataLossNote = 'the array took the point after the VM was shut down: it holds every write';
-    } else if (v.vm.state === 'running' && v.vm.lastHeartbeatAt !== null) {
-      out.dataLossSec = Math.max(0, Math.round((Date.parse(v.vm.lastHeartbeatAt) - point) / 100) / 10);
-      out.dataLossNote = `at least: writes between the array's point and ${v.vm.lastHeartbeatAt}, when the VM was last known to run, are not in it`;
+    // The array cannot say when it took the point: nothing to measure the window from.
+    if (Date.parse(r.point.time) <= 0) {
+      delete out.dataLoss;
+      out.dataLossNote = 'unknown: the array did not say when it took the point';
     } else {
-      out.dataLossSec = null;
-      out.dataLossNote = 'unknown: the protected VM was not seen running after the point';
+      this.#setDataLoss(ctx, v.vm, out, r.point.time, ARRAY_POINT_PRECISION_SEC);
     }
     await ctx.save();
     return { message: `from array point ${r.point.id}${r.created ? '' : ' (made before the restart)'}` };
   }
 
   /**
-   * The writes the point may miss: from the point to the last moment the protected VM was
-   * known to run (its shutdown before the final sync of a planned migration: nothing; else
-   * the last cycle the source opened or the last heartbeat seen, whichever is later).
+   * The writes the point may miss, as bounds: from the point to the protected VM's last
+   * heartbeat this site saw (at least) and to when the protected site was known gone (at most).
+   * A VM shut down before the point (a planned run) loses nothing.
    */
-  async #dataLoss(replicaId: string, vm: ResolvedPlan['vms'][number]['vm'], pointTime: string, out: PlanRun['vms'][string]): Promise<{ sec: number | null; note: string }> {
-    const point = Date.parse(pointTime);
-    if (out.protectedStoppedAt !== undefined && Date.parse(out.protectedStoppedAt) <= point) return { sec: 0, note: 'the point was taken after the VM was shut down: it holds every write' };
-    const replica = await this.#replicas.get(replicaId);
-    const seen = [replica.lastContactAt, vm.state === 'running' ? vm.lastHeartbeatAt : null].filter((x): x is string => x !== null).map((x) => Date.parse(x));
-    if (seen.length === 0) return { sec: null, note: 'unknown: the protected VM was never seen running after the point' };
-    const last = Math.max(...seen);
-    return { sec: Math.max(0, Math.round((last - point) / 100) / 10), note: `at least: writes between the point and ${new Date(last).toISOString()}, when the VM was last known to run, are not in it` };
+  #setDataLoss(ctx: StepContext, vm: ResolvedPlan['vms'][number]['vm'], out: PlanRun['vms'][string], pointTime: string, pointPrecisionSec: number): void {
+    const d = dataLossBounds({
+      pointTime, pointPrecisionSec, protectedStoppedAt: out.protectedStoppedAt ?? null, lastHeartbeatAt: vm.lastHeartbeatAt,
+      // Only a disaster run says the protected site is gone; a test run recovers beside a running VM.
+      peer: this.#peerContact(ctx.plan.peer), runStartedAt: ctx.run.mode === 'disaster' ? ctx.run.startedAt : null,
+    });
+    out.dataLoss = d;
+    out.dataLossNote = dataLossBasis(d);
   }
 
   async #pointAt(replicaId: string, time: string): Promise<string> {

@@ -6,6 +6,18 @@ import type { PeerView } from './peer-record.js';
 export const PEER_UNREACHABLE = 'site.peer-unreachable';
 export const DEFAULT_PEER_CHECK_MS = 30_000;
 
+/** What the watch knows of a paired site's reachability (ISO times; null: not seen). */
+export interface PeerContact {
+  /** When the last successful check ended. */
+  lastReachableAt: string | null;
+  /**
+   * When the watch judged it gone: the end of the check that made `failuresBeforeRaise` failures
+   * in a row after that success (as for the incident: one lost answer under load is not a site
+   * gone). null while it answers.
+   */
+  unreachableSince: string | null;
+}
+
 /**
  * Checks every paired site's health on an interval and keeps one `site.peer-unreachable`
  * incident per peer (target `site:<name>`) open while it does not answer. It opens after
@@ -20,6 +32,7 @@ export class PeerWatch {
   #intervalMs: number;
   #failuresBeforeRaise: number;
   #failures = new Map<string, number>();
+  #contact = new Map<string, PeerContact>();
   #timer: NodeJS.Timeout | null = null;
   #inFlight: Promise<void> | null = null;
   #stopped = true;
@@ -45,14 +58,37 @@ export class PeerWatch {
     await this.#inFlight;
   }
 
+  /**
+   * When `peer` last answered a check, and when the checks after that judged it gone (the end
+   * of each check: a failure is only known once its deadline passed). Kept in memory: after a
+   * server restart nothing is known until the next rounds, and a data-loss bound falls back
+   * to the run's start.
+   */
+  contact(peer: string): PeerContact | null {
+    return this.#contact.get(peer) ?? null;
+  }
+
   /** One round: every peer probed in parallel (each with the short health deadline). */
   async checkOnce(): Promise<void> {
     const peers = await this.#peers.list({ check: true });
-    for (const p of peers) await this.#note(p);
+    const endedAt = new Date().toISOString();
+    for (const p of peers) {
+      await this.#note(p);
+      this.#noteContact(p, endedAt);
+    }
     // Incidents of peers unpaired since: nothing is left to be unreachable.
     const names = new Set(peers.map((p) => `site:${p.name}`));
     for (const i of await this.#incidents.list({ open: true, kind: PEER_UNREACHABLE })) {
       if (!names.has(i.target)) await this.#incidents.clear(PEER_UNREACHABLE, i.target);
+    }
+  }
+
+  /** After #note, which counted the failures in a row. */
+  #noteContact(p: PeerView, endedAt: string): void {
+    const prev = this.#contact.get(p.name) ?? { lastReachableAt: null, unreachableSince: null };
+    if (p.status.state === 'reachable') this.#contact.set(p.name, { lastReachableAt: endedAt, unreachableSince: null });
+    else if ((p.status.state === 'unreachable' || p.status.state === 'cert-mismatch') && (this.#failures.get(p.name) ?? 0) >= this.#failuresBeforeRaise) {
+      this.#contact.set(p.name, { ...prev, unreachableSince: prev.unreachableSince ?? endedAt });
     }
   }
 

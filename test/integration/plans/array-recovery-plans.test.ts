@@ -10,6 +10,7 @@ import { ZfsFuse, type TestPool } from '../../harness/zfs-fuse.js';
 import { repoRoot } from '../../harness/repo-root.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
+import { trueLoss, writeLogRecords } from '../../harness/writelog-loss.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
 import type { ProtectionGroupView } from '../../../src/plans/protection-groups.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -32,6 +33,17 @@ let poolA: TestPool;
 let poolB: TestPool;
 let work: string;
 const VMS = ['db', 'web'] as const;
+/** Write-log records each test guest writes per second. */
+const RATE = 10;
+/**
+ * How far the write log's true loss and the run's bounds may disagree without either being
+ * wrong (the bounds are rounded outward already, and an array point's whole-second time is
+ * allowed for by the bounds themselves): the last record in the point was built before the
+ * point by up to one write period plus the write and flush that made it durable, so the log
+ * can show that much more; record times are the guest's clock and bounds the host's, the same
+ * rate over seconds. Two write periods plus 0.1 s; the scenario's margins are seconds wide.
+ */
+const SLACK_SEC = 2 / RATE + 0.1;
 
 const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
 const b = <T>(...args: string[]) => sites.cliJson<T>('b', ...args);
@@ -50,9 +62,9 @@ before(async () => {
   await b('array', 'add', 'store-b', '--adapter', 'zfs', '--connection', `pools=${poolB.name}`, '--connection', 'peerCommand=[]');
   // The VM's disk is made on the replicated dataset, not in the site's pool.
   await a('disk', 'create', 'web-data', '--size', '32M', '--array', 'store-a', '--device', 'vmstore');
-  await a('vm', 'create', 'web', '--test-guest', '--disk', 'web-data', '--network', 'none', '--writelog-rate', '10');
+  await a('vm', 'create', 'web', '--test-guest', '--disk', 'web-data', '--network', 'none', '--writelog-rate', String(RATE));
   // The host-based neighbour: a VM in the site's pool, replicated by mamori.
-  await a('vm', 'create', 'db', '--test-guest', '--data-disk', '32M', '--network', 'none', '--writelog-rate', '10');
+  await a('vm', 'create', 'db', '--test-guest', '--data-disk', '32M', '--network', 'none', '--writelog-rate', String(RATE));
   for (const vm of VMS) await a('vm', 'start', vm);
   for (const vm of VMS) await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
   await a('replicate', 'enable', 'db', '--to', 'site-b', '--rpo', '1h');
@@ -219,10 +231,10 @@ test('planned migration through the arrays: every acknowledged write arrives; th
   const resumed = await resumedAfter('b', 'web');
   assert.ok(ackedAtA > 0);
   assert.ok(resumed >= ackedAtA, `site-b continues after record ${resumed}; site-a's guest acknowledged ${ackedAtA}`);
-  assert.equal(run.vms['web']!.dataLossSec, 0);
+  assert.deepEqual([run.vms['web']!.dataLoss?.atLeastSec, run.vms['web']!.dataLoss?.atMostSec], [0, 0]);
   // The host-based VM of the same plan: zero loss too.
   assert.ok((await resumedAfter('b', 'db')) >= (await acked('a', 'db')));
-  assert.equal(run.vms['db']!.dataLossSec, 0);
+  assert.deepEqual([run.vms['db']!.dataLoss?.atLeastSec, run.vms['db']!.dataLoss?.atMostSec], [0, 0]);
 });
 
 test('reprotect reverses the arrays from the common point; the writes at site-b reach site-a record by record', async (t) => {
@@ -263,13 +275,24 @@ test('reprotect reverses the arrays from the common point; the writes at site-b 
   assert.ok(v.lastSequence! >= ackedAtB);
 });
 
-test('disaster through the arrays with the link cut: the surviving site fails over from its newest point; the other keeps its copy paused when it learns', async () => {
+test('disaster through the arrays with the link cut: the surviving site fails over from its newest point; the other keeps its copy paused when it learns', async (t) => {
   // site-b protects web now (after reprotect), recovering at site-a. A last sync, more writes, then the link is cut.
   await b('vm', 'start', 'web');
   await sites.b.waitFor('web writes at site-b', async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 10 ? true : undefined), 120_000);
   const beforeSync = await acked('b', 'web');
   await b('group', 'sync', 'store');
+  // Writes after the last point, then site-a looks at site-b once more (a plan apply fetches
+  // its inventory): the last heartbeat it knows of is after the point, so "at least" is > 0.
+  const afterSync = await acked('b', 'web');
+  await sites.b.waitFor('web writes 3 s past the point', async () => ((await acked('b', 'web')) >= afterSync + 3 * RATE ? true : undefined), 120_000);
+  await a('plan', 'apply', join(work, 'back.yaml'));
+  const protectedWeb = await b<VmView>('vm', 'show', 'web');
   await sites.cutLink('blackhole');
+  // What site-b's guest had acknowledged when site-b stopped answering, read at once. Its VM
+  // runs on (below): what it writes after this is a split brain's, kept at site-b (paused
+  // when it learns of the failover), not loss site-a can bound: its "at most" holds if the
+  // protected site stopped when it stopped answering, and says so.
+  const ackedAtCut = Math.max(...parseSerialAcks(await readFile(protectedWeb.serialLog, 'utf8')));
   // site-b's server dies; its VM keeps running (QEMU outlives the server): the split brain to guard against.
   await sites.b.crashServer();
   const run = await runPlan('a', 'store-back', 'disaster');
@@ -282,7 +305,19 @@ test('disaster through the arrays with the link cut: the surviving site fails ov
   const resumed = await resumedAfter('a', 'web');
   assert.ok(resumed >= beforeSync, `site-a continues after ${resumed}; ${beforeSync} were acknowledged before the last sync`);
   const out = run.vms['web']!;
-  assert.ok(out.dataLossSec !== undefined && (out.dataLossSec === null || out.dataLossSec >= 0), out.dataLossNote);
+  // The true loss on the write log, between the run's bounds (see SLACK_SEC). Both disks are
+  // read while their QEMUs hold them (-U): the records compared are never rewritten.
+  const recoveredWeb = await a<VmView>('vm', 'show', 'web');
+  const loss = trueLoss(await writeLogRecords(protectedWeb.disks[0]!.path), await writeLogRecords(recoveredWeb.disks[0]!.path), ackedAtCut);
+  const d = out.dataLoss;
+  const what = `${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
+    `the run says ${JSON.stringify(d)} (${out.dataLossNote})`;
+  t.diagnostic(`web: ${what}`);
+  assert.ok(d && d.atMostSec !== null, `both bounds are stated: ${what}`);
+  assert.ok(loss.lastAcked > loss.lastRecovered, `the scenario loses records: ${what}`);
+  assert.ok(d.atLeastSec > 0, `site-a saw a heartbeat after the array's point, so at least is more than zero: ${what}`);
+  assert.ok(d.atLeastSec <= loss.sec + SLACK_SEC, `at least is not more than was lost: ${what}`);
+  assert.ok(loss.sec <= d.atMostSec + SLACK_SEC, `at most is not less than was lost: ${what}`);
 
   // site-b comes back: it asks site-a, learns of the failover and pauses its copy.
   await sites.restoreLink();

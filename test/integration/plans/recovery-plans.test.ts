@@ -8,6 +8,7 @@ import { TwoSites } from '../../harness/two-sites.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
+import { trueLoss, writeLogRecords } from '../../harness/writelog-loss.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -23,6 +24,8 @@ import type { NetworkView } from '../../../src/networks/site-networks.js';
 let sites: TwoSites;
 let work: string;
 const VMS = ['db', 'app', 'web'] as const;
+/** Write-log records each test guest writes per second. */
+const RATE = 10;
 const TEST_IPS: Record<string, string> = { db: '192.168.77.10/24', app: '192.168.77.11/24', web: '192.168.77.12/24' };
 
 const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
@@ -32,7 +35,10 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'mamori-plans-'));
   sites = await TwoSites.create();
   await sites.pairBothWays();
-  for (const vm of [...VMS, 'dx1', 'dx2']) await a('vm', 'create', vm, '--test-guest', '--data-disk', '32M', '--writelog-rate', '10');
+  for (const vm of VMS) await a('vm', 'create', vm, '--test-guest', '--data-disk', '32M', '--writelog-rate', String(RATE));
+  // The disaster test needs its guests still writing when site-a is lost, after every test
+  // before it: 128 MiB holds 32768 records, 54 minutes of log at 10 a second (32 MiB: 13).
+  for (const vm of ['dx1', 'dx2']) await a('vm', 'create', vm, '--test-guest', '--data-disk', '128M', '--writelog-rate', String(RATE));
   for (const vm of [...VMS, 'dx1', 'dx2']) await a('vm', 'start', vm);
   for (const vm of [...VMS, 'dx1', 'dx2']) await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
   // A long RPO: the cycles the tests rely on are started by hand (sync-now), or by the plan.
@@ -103,6 +109,33 @@ async function bridgePorts(bridge: string): Promise<string[]> {
 
 async function resumedAfter(site: 'a' | 'b', vm: string): Promise<number> {
   return writerResumedAfter(sites.site(site), vm);
+}
+
+/**
+ * The write log's true loss lies between the run's bounds, up to what the two ways of
+ * measuring cannot tell apart (the bounds are already rounded outward, so not rounding):
+ *  - the last record in the point was built before the point by up to one write period plus
+ *    the write and flush that made it durable, so the log can show up to that much more;
+ *  - a host-based point's time is read just before the QMP transaction that takes it (an
+ *    array's is whole seconds: the bounds allow for that themselves);
+ *  - record times are the guest's clock, bounds the host's: the same rate over seconds,
+ *    a few milliseconds apart in each reading.
+ * Two write periods plus 0.1 s covers these; the margins the scenario leaves (seconds between
+ * the last heartbeat and the kill, and between the kill and the run) are far wider.
+ */
+const SLACK_SEC = 2 / RATE + 0.1;
+
+function assertWithinBounds(vm: string, out: PlanRun['vms'][string], loss: { sec: number; lastAcked: number; lastRecovered: number }, say: (text: string) => void): void {
+  const d = out.dataLoss;
+  assert.ok(d, `${vm}: the run states its data loss`);
+  const what = `${vm}: ${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
+    `the run says ${JSON.stringify(d)} (${out.dataLossNote})`;
+  say(what);
+  assert.ok(loss.lastAcked > loss.lastRecovered, `the scenario loses records: ${what}`);
+  assert.ok(d.atMostSec !== null, `an upper bound is known: ${what}`);
+  assert.ok(d.atLeastSec > 0, `site-b saw a heartbeat after the point, so at least is more than zero: ${what}`);
+  assert.ok(d.atLeastSec <= loss.sec + SLACK_SEC, `at least is not more than was lost: ${what}`);
+  assert.ok(loss.sec <= d.atMostSec + SLACK_SEC, `at most is not less than was lost: ${what}`);
 }
 
 function dbOf(dataDir: string): Database.Database {
@@ -241,7 +274,7 @@ test('planned migration: zero data loss, and a site server killed mid-run resume
     const v = await a<{ report: { consistent: boolean; lastSequence: number } }>('replicate', 'verify', vm, '--point', run.vms[vm]!.point!.id);
     assert.equal(v.report.consistent, true);
     assert.ok(v.report.lastSequence >= acked, `${vm}: point holds ${v.report.lastSequence}, guest acknowledged ${acked}`);
-    assert.equal(run.vms[vm]!.dataLossSec, 0);
+    assert.deepEqual([run.vms[vm]!.dataLoss?.atLeastSec, run.vms[vm]!.dataLoss?.atMostSec], [0, 0], `${vm}: shut down before its last point, it lost nothing`);
     assert.ok(run.vms[vm]!.rtoSec! > 0);
     const start = await sites.cli('a', 'vm', 'start', vm);
     assert.notEqual(start.code, 0);
@@ -285,7 +318,7 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
     const resumed = await resumedAfter('a', vm);
     assert.ok(resumed >= acked, `${vm}: the log at site-a continues after ${resumed}, site-b's guest acknowledged ${acked}`);
     assert.ok(failback.vms[vm]!.rtoSec! > 0);
-    assert.equal(failback.vms[vm]!.dataLossSec, 0);
+    assert.deepEqual([failback.vms[vm]!.dataLoss?.atLeastSec, failback.vms[vm]!.dataLoss?.atMostSec], [0, 0]);
     const r = failback.vms[vm]!.reprotect!;
     assert.equal(r.mode, 'incremental', `${vm}: reprotect after failback goes by the bitmaps too`);
     assert.ok(r.bytesSent < r.diskBytes / 2, `${vm}: reprotect after failback sent ${r.bytesSent} of ${r.diskBytes} bytes`);
@@ -296,21 +329,32 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
   assert.equal(dry.code, 0, dry.stderr);
 });
 
-test('disaster recovery: protected site gone, per-VM errors carried past, points are gap-free prefixes, the report states the loss; its return keeps superseded VMs off', async () => {
+test('disaster recovery: protected site gone, per-VM errors carried past, points are gap-free prefixes, the report states the loss; its return keeps superseded VMs off', async (t) => {
   const yaml = `name: dx-plan
 protectionGroups: [dxg]
 vms:
   dx1: { priority: 1, waitHeartbeat: 1s }
   dx2: { priority: 2, waitHeartbeat: 240s }
 `;
-  await b('plan', 'apply', await planFile('dx.yaml', yaml));
+  const plan = await planFile('dx.yaml', yaml);
+  await b('plan', 'apply', plan);
   await a('replicate', 'sync-now', 'dx1');
   await a('replicate', 'sync-now', 'dx2');
-  // The guests keep writing after the last point; then site-a is lost.
-  await new Promise((r) => setTimeout(r, 5_000));
+  // The guests keep writing after the last point (a few seconds of records)...
+  const protectedVms = new Map<string, VmView>();
+  for (const vm of ['dx1', 'dx2']) protectedVms.set(vm, await a<VmView>('vm', 'show', vm));
+  const ackedNow = async (vm: string) => Math.max(0, ...parseSerialAcks(await readFile(protectedVms.get(vm)!.serialLog, 'utf8')));
+  for (const vm of ['dx1', 'dx2']) {
+    const from = await ackedNow(vm);
+    await sites.a.waitFor(`${vm} writes ${3 * RATE} records past the point`, async () => ((await ackedNow(vm)) >= from + 3 * RATE ? true : undefined), 120_000);
+  }
+  // ...and site-b looks at site-a once more (a plan apply fetches its inventory), so the
+  // last heartbeat it knows of is after the point: "at least" is then more than zero.
+  await b('plan', 'apply', plan);
+  // Then site-a is lost as a power cut loses it: its guests first (nothing is written after
+  // this), then its server, then the link. (Writes a site makes after it stops answering are
+  // a split brain's, not a loss the recovery site can bound: the array test covers that.)
   const pids = await sites.a.vmPids();
-  await sites.cutLink('blackhole');
-  await sites.a.crashServer();
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -318,6 +362,8 @@ vms:
       // already gone
     }
   }
+  await sites.a.crashServer();
+  await sites.cutLink('blackhole');
   const dry = await sites.cli('b', 'plan', 'run', 'dx-plan', '--mode', 'disaster', '--dry-run');
   assert.match(dry.stdout, /protected site unreachable: its last inventory was used/);
   const r = await sites.cli('b', 'plan', 'run', 'dx-plan', '--mode', 'disaster');
@@ -334,15 +380,20 @@ vms:
   for (const vm of ['dx1', 'dx2']) {
     const out = run.vms[vm]!;
     assert.ok(out.point, `${vm} was recovered from a point`);
-    assert.ok(out.dataLossSec !== null && out.dataLossSec !== undefined && out.dataLossSec >= 0, `data loss window stated: ${out.dataLossNote}`);
     // Offline, as the verifier reads: the recovered VM is powered off first.
     await b('vm', 'stop', vm, '--force');
     const view = await b<VmView>('vm', 'show', vm);
     const disk = view.disks[0]!.path;
     const v = await b<{ consistent: boolean; lastSequence: number | null; gaps: unknown[] }>('verify-writelog', disk);
     assert.equal(v.consistent, true, `${vm}'s recovered disk holds a gap-free prefix`);
+    // The true loss, on the write log: the records site-a's guest acknowledged that the
+    // recovered disk misses, from the last one it holds to the last one acknowledged.
+    const serial = await readFile(protectedVms.get(vm)!.serialLog, 'utf8');
+    assert.doesNotMatch(serial, /mamori-wl (full|stopped|error)/, `${vm}'s writer ran until site-a was lost`);
+    const loss = trueLoss(await writeLogRecords(protectedVms.get(vm)!.disks[0]!.path), await writeLogRecords(disk), Math.max(...parseSerialAcks(serial)));
+    assertWithinBounds(vm, out, loss, (text) => t.diagnostic(text));
   }
-  assert.match((await sites.cli('b', 'plan', 'report', runId)).stdout, /data loss [\d.]+ s/);
+  assert.match((await sites.cli('b', 'plan', 'report', runId)).stdout, /data loss between [\d.]+ s and [\d.]+ s/);
 
   // site-a comes back: it learns that dx1 and dx2 were failed over and keeps them off.
   await sites.restoreLink();

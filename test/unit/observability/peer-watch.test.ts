@@ -52,3 +52,37 @@ test('a peer is unreachable after two failed checks in a row, clears at its firs
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('the watch keeps when each peer last answered and when it judged it gone after that (two failed checks in a row)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'mamori-peerwatch-'));
+  const store = await openSqliteStore(join(dir, 'site.db'));
+  try {
+    let peers = [peer('b', 'reachable')];
+    const watch = new PeerWatch({ peers: { list: async () => peers }, incidents: new IncidentLog(store.db), log: pino({ level: 'silent' }), intervalMs: 60_000 });
+    assert.equal(watch.contact('b'), null, 'nothing known before a check');
+    await watch.checkOnce();
+    const up = watch.contact('b')!;
+    assert.ok(up.lastReachableAt !== null);
+    assert.equal(up.unreachableSince, null);
+    peers = [peer('b', 'unreachable')];
+    await watch.checkOnce();
+    assert.equal(watch.contact('b')!.unreachableSince, null, 'one failed check (a slow answer under load) is not a site gone');
+    peers = [peer('b', 'reachable')];
+    await watch.checkOnce();
+    peers = [peer('b', 'unreachable')];
+    await watch.checkOnce();
+    await watch.checkOnce();
+    const down = watch.contact('b')!;
+    assert.ok(down.lastReachableAt! > up.lastReachableAt! || down.lastReachableAt === up.lastReachableAt);
+    assert.ok(down.unreachableSince !== null && down.unreachableSince >= down.lastReachableAt!);
+    // Later failures keep the first judgement: the bound is when the site was first found gone.
+    await watch.checkOnce();
+    assert.equal(watch.contact('b')!.unreachableSince, down.unreachableSince);
+    peers = [peer('b', 'reachable')];
+    await watch.checkOnce();
+    assert.equal(watch.contact('b')!.unreachableSince, null, 'an answer clears it');
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -13,7 +13,12 @@ const RUN: PlanRun = {
   ],
   vms: {
     web: { vm: 'web', priority: 2, error: 'no point' },
-    db: { vm: 'db', priority: 1, point: { id: 'p1', time: '2026-11-27T09:59:00Z' }, rtoSec: 12.5, dataLossSec: 30, ip: '10.0.0.5/24' },
+    db: {
+      vm: 'db', priority: 1, point: { id: 'p1', time: '2026-11-27T09:59:00Z' }, rtoSec: 12.5, ip: '10.0.0.5/24',
+      dataLoss: { atLeastSec: 1.2, atMostSec: 4, atLeastFrom: { source: 'last-heartbeat', at: '2026-11-27T09:59:01.2Z' }, atMostFrom: { source: 'peer-watch', at: '2026-11-27T09:59:04Z' } },
+    },
+    // Journalled before the bounds: one figure, which was a lower bound.
+    old: { vm: 'old', priority: 3, point: { id: 'p0', time: '2026-11-27T09:58:00Z' }, rtoSec: 9, dataLossSec: 30, dataLossNote: 'at least: writes between the point and then' },
   },
   result: 'errors', error: null, startedAt: '2026-11-27T10:00:00Z', endedAt: '2026-11-27T10:00:20Z', updatedAt: '2026-11-27T10:00:20Z',
 };
@@ -23,10 +28,15 @@ test('the summary: slowest RTO, steps counted, VMs in priority order', () => {
   assert.equal(s.rtoSec, 12.5);
   assert.equal(s.durationSec, 20);
   assert.deepEqual(s.steps, { total: 3, done: 1, failed: 1, skipped: 1 });
-  assert.deepEqual(s.vms.map((v) => v.vm), ['db', 'web']);
+  assert.deepEqual(s.vms.map((v) => v.vm), ['db', 'web', 'old']);
+  assert.deepEqual([s.vms[0]!.dataLoss?.atLeastSec, s.vms[0]!.dataLoss?.atMostSec], [1.2, 4], 'the JSON summary carries both bounds');
+  assert.deepEqual([s.vms[2]!.dataLoss?.atLeastSec, s.vms[2]!.dataLoss?.atMostSec], [30, null], 'an old run reads as at least');
+  assert.equal(s.vms[1]!.dataLoss, null);
   const text = summaryText(RUN);
   assert.match(text, /disaster of plan shop: errors in 20 s/);
-  assert.match(text, /p1 db: point 2026-11-27T09:59:00Z, RTO 12.5 s, data loss 30 s, IP 10.0.0.5\/24/);
+  assert.match(text, /p1 db: point 2026-11-27T09:59:00Z, RTO 12.5 s, data loss between 1.2 s and 4.0 s, IP 10.0.0.5\/24/);
+  assert.match(text, /p3 old: point 2026-11-27T09:58:00Z, RTO 9 s, data loss at least 30.0 s \(no upper bound known\)/);
+  assert.doesNotMatch(text, /data loss [\d.]+ s/, 'never a bare figure');
   assert.match(text, /p2 web: FAILED no point/);
 });
 
@@ -35,6 +45,9 @@ test('the HTML report escapes what it shows and lists every step', () => {
   assert.ok(html.includes('recover &lt;db&gt;'));
   assert.ok(!html.includes('<db>'));
   for (const id of ['s001', 's002', 's003']) assert.ok(html.includes(`<td>${id}</td>`));
+  assert.ok(html.includes('<td>between 1.2 s and 4.0 s</td>'));
+  assert.match(html, /<td>at least from the protected VM&#39;s last heartbeat seen \(2026-11-27T09:59:01.2Z\); at most from the peer watch finding the protected site gone/);
+  assert.ok(html.includes('<td>at least 30.0 s (no upper bound known)</td><td>at least: writes between the point and then</td>'));
 });
 
 test('NoCloud seed: hostname, and each NIC matched by MAC with its address, gateway and DNS', () => {

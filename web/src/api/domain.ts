@@ -8,6 +8,7 @@ import type { RunSummary } from '../../../src/plans/plan-report.js';
 
 export type { PlanRun, RunStep, RunMode } from '../../../src/plans/run-journal.js';
 export type { RunSummary } from '../../../src/plans/plan-report.js';
+export type { DataLoss } from '../../../src/plans/data-loss-bounds.js';
 export type { PlanView } from '../../../src/plans/plan-view.js';
 export type { DryRun } from '../../../src/plans/dry-run.js';
 export type { WriteLogReport } from '../../../src/guest/writelog-verifier.js';

@@ -1,5 +1,5 @@
 import { useState } from 'react';
-import type { RunWithSummary } from '../api/domain';
+import type { DataLoss, RunWithSummary } from '../api/domain';
 import { ErrorBox } from './error-box';
 import { seconds } from './format';
 
@@ -24,7 +24,7 @@ export function RunReport({ run, download }: { run: RunWithSummary; download: (f
             {s.vms.map((v) => (
               <tr key={v.vm} data-vm={v.vm}>
                 <td>{v.priority}</td><td>{v.vm}</td><td>{v.point ?? '-'}</td><td>{seconds(v.rtoSec)}</td>
-                <td>{v.dataLossSec === null ? 'unknown' : seconds(v.dataLossSec)}</td><td>{v.ip ?? '-'}</td>
+                <td className="data-loss" title={lossBasis(v.dataLoss)}>{lossText(v.dataLoss)}</td><td>{v.ip ?? '-'}</td>
                 <td className={v.error ? 'bad' : ''}>{v.error ?? 'ok'}</td>
               </tr>
             ))}
@@ -38,4 +38,18 @@ export function RunReport({ run, download }: { run: RunWithSummary; download: (f
       <ErrorBox error={error} />
     </div>
   );
+}
+
+/** Both bounds, never a bare figure: a lower bound alone says so ("at least"). */
+function lossText(d: DataLoss | null): string {
+  if (d === null) return 'unknown';
+  if (d.atMostSec === 0) return 'none';
+  if (d.atMostSec === null) return `at least ${seconds(d.atLeastSec)}`;
+  return `${seconds(d.atLeastSec)} to ${seconds(d.atMostSec)}`;
+}
+
+function lossBasis(d: DataLoss | null): string {
+  if (d === null) return 'nothing known of the protected VM after the point';
+  const at = (x: { source: string; at: string | null }) => `${x.source}${x.at ? ` at ${x.at}` : ''}`;
+  return `at least from ${at(d.atLeastFrom)}; at most from ${at(d.atMostFrom)}`;
 }
