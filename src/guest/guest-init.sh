@@ -167,7 +167,7 @@ apply_nocloud() {
     if [ "$addr" = dhcp ]; then
       # busybox udhcpc: -n gives up without a lease, -q quits once bound; /run/udhcpc.sh applies it.
       if udhcpc -i "$nic" -n -q -t 10 -T 2 -s /run/udhcpc.sh > "/run/udhcpc.$nic.log" 2>&1; then
-        echo "mamori-guest net $nic dhcp addr=$(ip -4 -o addr show dev "$nic" | awk '{ printf "%s%s", s, $4; s = "," }') router=$(ip route show default dev "$nic" | awk '{ print $3; exit }') dns=$(awk '/^nameserver/ { printf "%s%s", s, $2; s = "," }' /etc/resolv.conf 2>/dev/null)"
+        echo "mamori-guest net $nic dhcp addr=$(ip -4 -o addr show dev "$nic" | awk '{ printf "%s%s", s, $4; s = "," }') router=$(ip route | awk -v n="$nic" '$1 == "default" && $5 == n { print $3; exit }') dns=$(awk '/^nameserver/ { printf "%s%s", s, $2; s = "," }' /etc/resolv.conf 2>/dev/null)"
       else
         echo "mamori-guest warning no DHCP lease on $nic"
       fi
@@ -178,7 +178,7 @@ apply_nocloud() {
       [ "$dns" != - ] && echo "$dns" | tr , '\n' | sed 's/^/nameserver /' > /etc/resolv.conf
       echo "mamori-guest ip $nic $addr"
       # What the NIC holds now, read back: its addresses, the default route and the DNS servers.
-      echo "mamori-guest net $nic addr=$(ip -4 -o addr show dev "$nic" | awk '{ printf "%s%s", s, $4; s = "," }') router=$(ip route show default dev "$nic" | awk '{ print $3; exit }') dns=$(awk '/^nameserver/ { printf "%s%s", s, $2; s = "," }' /etc/resolv.conf 2>/dev/null)"
+      echo "mamori-guest net $nic addr=$(ip -4 -o addr show dev "$nic" | awk '{ printf "%s%s", s, $4; s = "," }') router=$(ip route | awk -v n="$nic" '$1 == "default" && $5 == n { print $3; exit }') dns=$(awk '/^nameserver/ { printf "%s%s", s, $2; s = "," }' /etc/resolv.conf 2>/dev/null)"
     else
       echo "mamori-guest warning could not set $addr on $nic"
     fi
