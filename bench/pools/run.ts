@@ -6,9 +6,13 @@
  * The master's disk holds 1 GiB of data. The full copies are made one after another, each
  * synced, measured (allocated bytes) and removed before the next, so the run needs room for
  * one. Both sides are timed to durability: mamori fsyncs its replica and every desktop's files.
+ *
+ * BENCH_FULL_COPIES=K makes only K of the full copies and counts the others as their mean
+ * (each copy is the same bytes; only its time varies): 100 copies write 100 GiB, more than a
+ * shared machine should take for a baseline. The JSON says how many were made.
  */
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SiteProcess } from '../../test/harness/site-process.js';
 import { runProcess } from '../../src/core/run-process.js';
@@ -17,12 +21,14 @@ import type { PoolView } from '../../src/pools/pool-service.js';
 import type { VmView } from '../../src/vms/vm-service.js';
 
 const DESKTOPS = Number(process.env['BENCH_DESKTOPS'] ?? 100);
+const FULL_COPIES = Math.min(DESKTOPS, Number(process.env['BENCH_FULL_COPIES'] ?? DESKTOPS));
 const MiB = 1024 * 1024;
 const DATA = 1024 * MiB;
 const dir = await mkdtemp(join(tmpdir(), 'mamori-bench-pools-'));
 const site = await SiteProcess.create('bench-pools');
 let ours = { ms: 0, bytes: 0, replicaBytes: 0, desktopsBytes: 0 };
 const full = { ms: 0, bytes: 0, perCopyMs: [] as number[] };
+const load = { ours: 0, fullCopies: 0 };
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   await runProcess('sync', []);
@@ -41,14 +47,17 @@ try {
   await runProcess('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), disk], { timeoutMs: 600_000 });
   await site.cliJson('vm', 'snapshot', 'master', 'v1');
 
+  // The machine's load while each side runs: on a shared machine the times move with it, the bytes do not.
+  load.ours = loadavg()[0]!;
   const ms = await timed(() => site.cliJson('pool', 'create', 'bench', '--master', 'master', '--snapshot', 'v1', '--size', String(DESKTOPS), '--name', 'b-{n:3}'));
   const pool = await site.cliJson<PoolView>('pool', 'show', 'bench');
   if (pool.desktops.length !== DESKTOPS) throw new Error(`the pool has ${pool.desktops.length} desktops, not ${DESKTOPS}`);
   ours = { ms, bytes: pool.storage.replicasBytes + pool.storage.desktopsBytes, replicaBytes: pool.storage.replicasBytes, desktopsBytes: pool.storage.desktopsBytes };
   process.stderr.write(`mamori: ${DESKTOPS} desktops in ${Math.round(ms)} ms, ${ours.bytes} bytes\n`);
 
+  load.fullCopies = loadavg()[0]!;
   // The snapshot is the master's base image (v1 is its first snapshot): what a full clone copies.
-  for (let i = 0; i < DESKTOPS; i++) {
+  for (let i = 0; i < FULL_COPIES; i++) {
     const out = join(dir, 'full.qcow2');
     // To durability, as mamori's replica and desktops are: a clone is not made until it is on disk.
     const t = await timed(async () => {
@@ -60,6 +69,9 @@ try {
     full.bytes += (await stat(out)).blocks * 512;
     await rm(out);
   }
+  // The copies not made count as the mean of those made (same bytes each, time varies).
+  full.ms *= DESKTOPS / FULL_COPIES;
+  full.bytes *= DESKTOPS / FULL_COPIES;
   process.stderr.write(`full copies: ${DESKTOPS} in ${Math.round(full.ms)} ms, ${full.bytes} bytes\n`);
 } finally {
   for (const pid of await site.vmPids()) site.trackPid(pid);
@@ -71,12 +83,18 @@ const r4 = (x: number): number => Number(x.toFixed(4));
 const timeRatio = ours.ms / full.ms;
 const storageRatio = ours.bytes / full.bytes;
 const result = {
-  name: 'pools', machine: '2 cores', date: new Date().toISOString(), desktops: DESKTOPS,
+  name: 'pools', machine: '2 cores', date: new Date().toISOString(), desktops: DESKTOPS, loadAverage1m: load,
   master: { dataBytes: DATA, note: 'a 4 GiB qcow2 disk holding 1 GiB; the snapshot v1 is its base image' },
-  ours, fullCopies: { ms: full.ms, bytes: full.bytes, medianCopyMs: [...full.perCopyMs].sort((a, b) => a - b)[Math.floor(full.perCopyMs.length / 2)] },
+  ours: { ...ours, perDesktopBytes: ours.desktopsBytes / DESKTOPS },
+  fullCopies: { made: FULL_COPIES, ms: full.ms, bytes: full.bytes, perCopyBytes: full.bytes / DESKTOPS, medianCopyMs: [...full.perCopyMs].sort((a, b) => a - b)[Math.floor(full.perCopyMs.length / 2)] },
   notes: 'mamori is timed as the whole `mamori pool create` call (replica made and synced, 100 desktops: OS overlay, identity seed, rows); ' +
-    'its storage is the replica plus every desktop\'s own files. One replica is as large as one full copy, so the storage ratio cannot fall below 1/100 ' +
-    'with 100 desktops: the goal of 0.01 is missed by what the desktops themselves take (shown to 6 places, so a miss does not round to 0.01).',
+    'its storage is the replica plus every desktop\'s own files (allocated 4 KiB blocks). The goal ratio <= 0.01 asks replica + 100 desktops <= one full copy. ' +
+    'The replica carries the same 1 GiB as a copy; since it dropped extended L2 entries (it is never written) its metadata is 64 KiB under the copy\'s, ' +
+    'and a desktop is 10 blocks: its overlay\'s header, refcount table and refcount block (3; its L1 is a hole) and its identity seed (7: 13 ISO 9660 sectors ' +
+    'from sector 16, every one holding something). The floor with a file per desktop on a 4 KiB-block filesystem is 3 blocks each (the overlay alone), ' +
+    '1.2 MB for 100 desktops, above the 64 KiB the replica saves: the goal is out of reach unless desktops take no file until first boot, or the baseline ' +
+    'counts the customization seed a full clone needs too. Shown to 6 places, so a miss does not round to 0.01.' +
+    (FULL_COPIES < DESKTOPS ? ` Full copies made: ${FULL_COPIES} of ${DESKTOPS}; the rest count as their mean.` : ''),
   figures: [
     { metric: 'provision_100_time_vs_full_copies', value: r4(ours.ms / 1000), unit: 's', baseline: r4(full.ms / 1000), ratio: r4(timeRatio), goal: 'ratio <= 0.02', met: timeRatio <= 0.02 },
     { metric: 'provision_100_storage_vs_full_copies', value: ours.bytes, unit: 'bytes', baseline: full.bytes, ratio: Number(storageRatio.toFixed(6)), goal: 'ratio <= 0.01', met: storageRatio <= 0.01 },

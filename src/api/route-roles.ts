@@ -196,6 +196,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'DELETE /pools/:name': r(OPERATE),
   'POST /pools/:name/assign': r(OPERATE),
   'POST /pools/:name/unassign': r(OPERATE),
+  'POST /pools/:name/session-start': r(OPERATE),
+  'POST /pools/:name/session-end': r(OPERATE),
   'POST /pools/:name/move-persistent': r(OPERATE),
   'POST /pools/:name/rebalance': r(OPERATE),
   'POST /pools/:name/recompose': r(OPERATE),

@@ -12,10 +12,13 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
          [--spare K] [--persistent-disk SIZE] [--disposable-disk SIZE] [--storage A,B]
          [--command CMD ...] [--license-command CMD | --kms-host HOST[:PORT]] [--license-timeout SEC]
          [--skip-license-activation] [--concurrency N]
+         [--ip dhcp | --ip-range FIRST-LAST/PREFIX [--gateway IP] [--dns IP,IP]]
                                      a replica of SNAP per storage pool; each desktop an overlay on it,
                                      customized at first boot (hostname, machine-id, SSH keys, commands,
                                      then licence activation: a Linux registration command, or KMS
-                                     for Windows masters, told from the snapshot's disks)
+                                     for Windows masters, told from the snapshot's disks);
+                                     --ip/--ip-range: the first NIC's address (DHCP, or one of
+                                     the range each, never two desktops the same)
   list | show POOL                   desktops, their state and own changes, storage saved
   refresh POOL [DESKTOP ...] [--force]   discard desktops' changes; persistent disks stay
   recompose POOL --snapshot SNAP [--force]   desktops rebuilt on another snapshot of the master
@@ -24,6 +27,9 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
   move-persistent POOL --from A --to B   A's user data disk goes to B, B's to A (both stopped)
   assign POOL DESKTOP USER | unassign POOL DESKTOP
                                      a dedicated desktop; --spare K keeps K free ones powered on
+                                     (free: not assigned, no session); spares above K power off
+  session-start POOL DESKTOP USER | session-end POOL DESKTOP
+                                     a broker reports a user's session: the desktop is in use
   resume POOL                        a failed operation run again from where it stopped
                                      (one a server stop cut resumes by itself at start)
   delete POOL                        desktops (and their persistent disks), then the replicas`;
@@ -49,6 +55,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
           master: { type: 'string' }, snapshot: { type: 'string' }, size: { type: 'string' }, name: { type: 'string' }, spare: { type: 'string' },
           'persistent-disk': { type: 'string' }, 'disposable-disk': { type: 'string' }, storage: { type: 'string' }, command: { type: 'string', multiple: true },
           'license-command': { type: 'string' }, 'kms-host': { type: 'string' }, 'license-timeout': { type: 'string' }, 'skip-license-activation': { type: 'boolean' }, concurrency: { type: 'string' },
+          ip: { type: 'string' }, 'ip-range': { type: 'string' }, gateway: { type: 'string' }, dns: { type: 'string' },
         },
       });
       if (positionals.length !== 1 || !values.master || !values.snapshot || !values.size || !values.name) throw usage("create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'");
@@ -63,6 +70,13 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       if (values['license-timeout'] !== undefined) body['licenseTimeoutSec'] = int(values['license-timeout'], '--license-timeout');
       if (values['skip-license-activation']) body['skipLicenseActivation'] = true;
       if (values.concurrency !== undefined) body['concurrency'] = int(values.concurrency, '--concurrency');
+      if (values.ip !== undefined && values['ip-range'] !== undefined) throw usage('create ... --ip dhcp | --ip-range FIRST-LAST/PREFIX (one of the two)');
+      if (values.ip !== undefined && values.ip !== 'dhcp') throw usage('create ... --ip dhcp (or --ip-range FIRST-LAST/PREFIX for static addresses)');
+      if ((values.gateway !== undefined || values.dns !== undefined) && values['ip-range'] === undefined) throw usage('create ... --ip-range FIRST-LAST/PREFIX [--gateway IP] [--dns IP,IP] (a gateway and DNS go with static addresses)');
+      if (values.ip === 'dhcp') body['network'] = { mode: 'dhcp' };
+      if (values['ip-range'] !== undefined) {
+        body['network'] = { mode: 'static', range: values['ip-range'], ...(values.gateway ? { gateway: values.gateway } : {}), ...(values.dns ? { dns: values.dns.split(',').map((x) => x.trim()).filter(Boolean) } : {}) };
+      }
       return follow(await api.post<Job>('/pools', body), `provisioning pool ${positionals[0]}`);
     }
     case 'list': {
@@ -80,7 +94,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
         replicas: p.replicas.map((r) => `${r.storage}: ${formatBytes(r.sizeBytes)} (${r.desktops} desktops)`).join('; '),
         storage: `${formatBytes(p.storage.replicasBytes + p.storage.desktopsBytes)} used, ${formatBytes(p.storage.savedBytes)} saved against ${formatBytes(p.storage.fullCopiesBytes)} of full copies`,
       });
-      printTable(p.desktops.map((d) => ({ desktop: d.name, vm: d.vmState, state: d.state, own: formatBytes(d.ownBytes), storage: d.storage, message: d.message ?? '' })), ['desktop', 'vm', 'state', 'own', 'storage', 'message']);
+      printTable(p.desktops.map((d) => ({ desktop: d.name, vm: d.vmState, state: d.state, use: d.session ? `session ${d.session.user}` : d.user ? `assigned ${d.user}` : '', address: d.address ?? '', own: formatBytes(d.ownBytes), storage: d.storage, message: d.message ?? '' })), ['desktop', 'vm', 'state', 'use', 'address', 'own', 'storage', 'message']);
       return;
     }
     case 'refresh': {
@@ -118,8 +132,18 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'unassign': {
       if (args.length !== 2) throw usage('unassign POOL DESKTOP');
-      const r = await api.post<{ desktop: string }>(`${base(args[0]!)}/unassign`, { desktop: args[1] });
-      return json ? printJson(r) : void process.stdout.write(`${r.desktop} is free\n`);
+      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/unassign`, { desktop: args[1] });
+      return json ? printJson(r) : void process.stdout.write(`${r.desktop} is free${r.sparesStopped.length > 0 ? `; spares above the target powered off: ${r.sparesStopped.join(', ')}` : ''}\n`);
+    }
+    case 'session-start': {
+      if (args.length !== 3) throw usage('session-start POOL DESKTOP USER');
+      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(`${base(args[0]!)}/session-start`, { desktop: args[1], user: args[2] });
+      return json ? printJson(r) : void process.stdout.write(`${r.user} has a session on ${r.desktop}${r.sparesStarted.length > 0 ? `; spare desktops powering on: ${r.sparesStarted.join(', ')}` : ''}\n`);
+    }
+    case 'session-end': {
+      if (args.length !== 2) throw usage('session-end POOL DESKTOP');
+      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/session-end`, { desktop: args[1] });
+      return json ? printJson(r) : void process.stdout.write(`the session on ${r.desktop} ended${r.sparesStopped.length > 0 ? `; spares above the target powered off: ${r.sparesStopped.join(', ')}` : ''}\n`);
     }
     case 'resume': {
       if (args.length !== 1) throw usage('resume POOL');

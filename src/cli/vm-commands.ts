@@ -28,7 +28,7 @@ export const VM_USAGE = `mamori vm <command>
   list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
   kill NAME | pause NAME | resume NAME [--force] | delete NAME [--force] | console NAME [--lines N]
   (--force on start/resume: run a VM that a failover at the peer superseded)
-  snapshot NAME SNAPSHOT | snapshot list NAME | snapshot delete NAME SNAPSHOT (stopped VMs)
+  snapshot NAME SNAPSHOT | snapshot list NAME | snapshot delete NAME SNAPSHOT (running or stopped)
   migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS] [--link-timeout SEC] [--no-wait]
   migrate-cancel NAME
   failover NAME --planned [--no-reverse] [--no-wait]

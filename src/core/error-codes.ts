@@ -61,6 +61,8 @@ export const ERROR_CODES = {
   DESKTOP_POOL_BUSY: { httpStatus: 409, retryable: true },
   MASTER_IN_USE: { httpStatus: 409, retryable: false },
   DESKTOP_ASSIGNED: { httpStatus: 409, retryable: false },
+  DESKTOP_IN_SESSION: { httpStatus: 409, retryable: false },
+  POOL_ADDRESSES_EXHAUSTED: { httpStatus: 409, retryable: false },
   SHARED_DISK_NOT_RDM: { httpStatus: 400, retryable: false },
   // images and devices
   IMAGE_UNREADABLE: { httpStatus: 422, retryable: false },

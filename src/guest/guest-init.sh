@@ -24,7 +24,9 @@
 #
 # A cloud-init NoCloud seed (an ISO 9660 disk labelled cidata, made by mamori's IP
 # customization) sets the hostname and each NIC's address, matched by MAC; the guest
-# prints "mamori-guest ip <nic> <address>" for each address it took.
+# prints "mamori-guest ip <nic> <address>" for each static address it took, then for it,
+# and for a NIC with dhcp4: true once busybox udhcpc holds a lease, what the NIC holds
+# read back: "mamori-guest net <nic> [dhcp] addr=<a/p,...> router=<gw> dns=<a,b>".
 #
 # Every line goes out with one echo, i.e. one write(): the tty serialises whole
 # writes, so these lines and the writer's never interleave mid-line.
@@ -115,6 +117,22 @@ if [ -n "$WL" ]; then
   fi
 fi
 
+# busybox udhcpc's lease script: udhcpc runs it with $1 = deconfig | bound | renew | ...
+# and the lease in $ip, $mask (prefix length), $router and $dns.
+cat > /run/udhcpc.sh <<'EOF'
+#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+    [ -n "$dns" ] && for d in $dns; do echo "nameserver $d"; done > /etc/resolv.conf ;;
+esac
+exit 0
+EOF
+chmod 755 /run/udhcpc.sh
+
 # cloud-init NoCloud: only the keys mamori writes, one per line (src/guest/nocloud-drive.ts).
 apply_nocloud() {
   mkdir -p /run/cidata
@@ -130,22 +148,37 @@ apply_nocloud() {
   if [ -n "$name" ]; then hostname "$name"; echo "mamori-guest hostname $name"; fi
   [ -r /run/cidata/network-config ] || return 0
   awk '
-    /^  [A-Za-z0-9_-]+:$/ { if (mac != "") print mac, addr, gw; mac = ""; addr = ""; gw = "" }
+    function out() { if (mac != "") print mac, (dhcp ? "dhcp" : addr), (gw == "" ? "-" : gw), (dns == "" ? "-" : dns) }
+    /^  [A-Za-z0-9_-]+:$/ { out(); mac = ""; addr = ""; gw = ""; dns = ""; dhcp = 0 }
     /^      macaddress:/ { v = $2; gsub(/"/, "", v); mac = tolower(v) }
     /^    addresses:/ { v = $0; sub(/.*\[/, "", v); sub(/[],].*/, "", v); gsub(/ /, "", v); addr = v }
+    /^    dhcp4: *true/ { dhcp = 1 }
     /^    gateway4:/ { gw = $2 }
-    END { if (mac != "") print mac, addr, gw }
+    /^      addresses:/ { v = $0; sub(/.*\[/, "", v); sub(/\].*/, "", v); gsub(/ /, "", v); dns = v }
+    END { out() }
   ' /run/cidata/network-config > /run/cidata.nics
-  while read -r mac addr gw; do
+  while read -r mac addr gw dns; do
     nic=
     for n in /sys/class/net/*; do
       [ "$(cat "$n/address" 2>/dev/null)" = "$mac" ] && nic=${n##*/}
     done
     if [ -z "$nic" ]; then echo "mamori-guest warning no NIC with MAC $mac"; continue; fi
     ip link set "$nic" up
+    if [ "$addr" = dhcp ]; then
+      # busybox udhcpc: -n gives up without a lease, -q quits once bound; /run/udhcpc.sh applies it.
+      if udhcpc -i "$nic" -n -q -t 10 -T 2 -s /run/udhcpc.sh > "/run/udhcpc.$nic.log" 2>&1; then
+        echo "mamori-guest net $nic dhcp addr=$(ip -4 -o addr show dev "$nic" | awk '{ printf "%s%s", s, $4; s = "," }') router=$(ip route | awk -v n="$nic" '$1 == "default" && $5 == n { print $3; exit }') dns=$(awk '/^nameserver/ { printf "%s%s", s, $2; s = "," }' /etc/resolv.conf 2>/dev/null)"
+      else
+        echo "mamori-guest warning no DHCP lease on $nic"
+      fi
+      continue
+    fi
     if ip addr add "$addr" dev "$nic"; then
-      [ -n "$gw" ] && ip route add default via "$gw" dev "$nic"
+      [ "$gw" != - ] && ip route add default via "$gw" dev "$nic"
+      [ "$dns" != - ] && echo "$dns" | tr , '\n' | sed 's/^/nameserver /' > /etc/resolv.conf
       echo "mamori-guest ip $nic $addr"
+      # What the NIC holds now, read back: its addresses, the default route and the DNS servers.
+      echo "mamori-guest net $nic addr=$(ip -4 -o addr show dev "$nic" | awk '{ printf "%s%s", s, $4; s = "," }') router=$(ip route | awk -v n="$nic" '$1 == "default" && $5 == n { print $3; exit }') dns=$(awk '/^nameserver/ { printf "%s%s", s, $2; s = "," }' /etc/resolv.conf 2>/dev/null)"
     else
       echo "mamori-guest warning could not set $addr on $nic"
     fi

@@ -4,7 +4,7 @@ import { buildIso9660 } from './iso9660-writer.js';
 
 export interface NoCloudInterface {
   mac: string;
-  /** `10.1.0.5/24` */
+  /** `10.1.0.5/24`, or 'dhcp': the guest asks a DHCP server (gateway and DNS come from it). */
   address: string;
   gateway?: string;
   dns?: string[];
@@ -30,7 +30,12 @@ export interface NoCloudConfig {
 export function noCloudFiles(c: NoCloudConfig): Record<'meta-data' | 'user-data' | 'network-config', string> {
   const net = ['version: 2', 'ethernets:'];
   c.interfaces.forEach((nic, i) => {
-    net.push(`  nic${i}:`, '    match:', `      macaddress: "${nic.mac}"`, `    set-name: nic${i}`, `    addresses: [${nic.address}]`);
+    net.push(`  nic${i}:`, '    match:', `      macaddress: "${nic.mac}"`, `    set-name: nic${i}`);
+    if (nic.address === 'dhcp') {
+      net.push('    dhcp4: true');
+      return;
+    }
+    net.push(`    addresses: [${nic.address}]`);
     if (nic.gateway) net.push(`    gateway4: ${nic.gateway}`);
     if (nic.dns && nic.dns.length > 0) net.push('    nameservers:', `      addresses: [${nic.dns.join(', ')}]`);
   });

@@ -5,7 +5,7 @@ import type { VmDefinition } from '../vms/vm-definition.js';
 import { newMacAddress, newShortId } from '../core/ids.js';
 import { syncDirectory } from '../core/durable-sync.js';
 import { qcow2Template, writeSparse } from './sparse-image-writer.js';
-import { noCloudImage } from '../guest/nocloud-drive.js';
+import { noCloudImage, type NoCloudInterface } from '../guest/nocloud-drive.js';
 import { WINDOWS_CUSTOMIZE_SCRIPT, windowsCustomizationScript } from './windows-customization.js';
 import { CUSTOMIZE_SCRIPT, customizationCloudConfig, customizationScript } from './desktop-customization.js';
 import type { PoolSpec } from './pool-spec.js';
@@ -69,6 +69,8 @@ export async function writeDisposableDisk(files: DesktopFiles, sizeBytes: number
 export async function buildDesktop(input: {
   files: DesktopFiles; vmId: string; name: string; pool: string; storage: string; spec: PoolSpec;
   master: VmDefinition; replica: string[]; replicaSizes: number[]; durable?: boolean;
+  /** The static address reserved for this desktop (pool-addresses.ts), when the pool's network is static. */
+  address?: string;
 }): Promise<{ disks: DiskRecord[]; def: VmDefinition }> {
   const { files, spec } = input;
   const durable = input.durable !== false;
@@ -76,8 +78,9 @@ export async function buildDesktop(input: {
   await writeOsDisks(files, input.replica, durable);
   if (files.persistent && spec.persistentDiskBytes !== null) await qcow2(files.persistent, { sizeBytes: spec.persistentDiskBytes, durable });
   if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes, durable);
+  const nics = input.master.nics.map((n) => ({ ...n, mac: newMacAddress() }));
   // The VM's id as instance-id: stable through refresh and recompose, so the guest does not customize twice.
-  const seed = { instanceId: input.vmId, hostname: input.name, interfaces: [] };
+  const seed = { instanceId: input.vmId, hostname: input.name, interfaces: seedInterfaces(spec, nics[0]?.mac, input.address) };
   let identity: Buffer;
   if (spec.guestOs === 'windows') {
     const script = windowsCustomizationScript(spec, input.name);
@@ -103,10 +106,19 @@ export async function buildDesktop(input: {
   const { configDriveDiskId: _c, ...hardware } = input.master;
   const def: VmDefinition = {
     ...hardware, id: input.vmId, name: input.name,
-    nics: input.master.nics.map((n) => ({ ...n, mac: newMacAddress() })),
+    nics,
     diskIds: disks.map((d) => d.id), configDriveDiskId: disks.at(-1)!.id,
   };
   return { disks, def };
+}
+
+/** The first NIC's network in the seed: DHCP, or the desktop's static address with the pool's prefix, gateway and DNS. */
+function seedInterfaces(spec: PoolSpec, mac: string | undefined, address: string | undefined): NoCloudInterface[] {
+  const net = spec.network;
+  if (!net || mac === undefined) return [];
+  if (net.mode === 'dhcp') return [{ mac, address: 'dhcp' }];
+  if (address === undefined) throw new Error('a desktop of a pool with static addresses is built without its reserved address');
+  return [{ mac, address: `${address}/${net.prefix}`, ...(net.gateway ? { gateway: net.gateway } : {}), ...(net.dns.length > 0 ? { dns: net.dns } : {}) }];
 }
 
 export async function removeDesktopFiles(files: DesktopFiles): Promise<void> {

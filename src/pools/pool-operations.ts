@@ -18,6 +18,8 @@ import { PoolStorage } from './pool-storage.js';
 import { moveDesktops, removeStrayDesktopFolders } from './desktop-rebalance.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
 import type { PoolOperation } from './pool-operation.js';
+import { isInUse } from './pool-spares.js';
+import { freeAddresses } from './pool-addresses.js';
 
 /**
  * The work of each pool operation, on files and rows: the pool service validates what is
@@ -43,18 +45,24 @@ export class PoolOperations {
   }
 
   /**
-   * A desktop ready to have its disks changed: stopped already, or powered off when `force`.
-   * A desktop in use without `force` is added to `skipped` (null back), as is one gone.
+   * A desktop ready to have its disks changed: stopped already; powered off when not in use (a
+   * spare: no user assigned, no session), or when in use and `force`. A desktop in use
+   * without `force` is added to `skipped` (null back), as is one gone.
    */
   async #stopped(vmId: string, force: boolean, skipped: string[]): Promise<VmRow | null> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) return null;
     if (['stopped', 'crashed'].includes(vm.state)) return vm;
-    if (!force) {
+    const row = await this.#db.selectFrom('pool_desktops').select(['assigned_user', 'session_user']).where('vm_id', '=', vmId).executeTakeFirst();
+    const inUse = row ? isInUse(row) : false;
+    if (inUse && !force) {
       skipped.push(vm.name);
       return null;
     }
-    await this.#vms.kill(vm.name);
+    // A spare's disks are what the replica and customization made: a clean shutdown keeps
+    // them whole; a forced run takes a user's desktop away at once, as it did before.
+    if (inUse) await this.#vms.kill(vm.name);
+    else await this.#vms.stop(vm.name, {});
     return vm;
   }
 
@@ -95,6 +103,8 @@ export class PoolOperations {
     const row = await this.#db.selectFrom('pool_desktops').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
     if (vm) await this.#vms.delete(vm.name, { force: true });
     await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', vmId).execute();
+    // After the row: a cut here leaves a stray reservation, which the next provisioning frees.
+    await freeAddresses(this.#db, [vmId]);
     if (vm && row) {
       const rep = await this.#db.selectFrom('pool_replicas').select('storage').where('id', '=', row.replica_id).executeTakeFirst();
       await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), { recursive: true, force: true });
@@ -184,6 +194,7 @@ export class PoolOperations {
               await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
               await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
             }
+            await this.#db.deleteFrom('pool_addresses').where('pool', '=', name).execute();
             await this.#db.deleteFrom('desktop_pools').where('name', '=', name).execute();
           });
           return { deleted: name, desktops: rows.length };

@@ -16,7 +16,8 @@ import { listPools, poolView, type PoolSummary, type PoolView } from './pool-vie
 import { assertRoom } from './storage-space.js';
 import { PoolOperations } from './pool-operations.js';
 import { guestOsOf } from './master-guest.js';
-import { isUserName, keepSpares } from './pool-spares.js';
+import { assertRoomFor } from './pool-network.js';
+import { isInUse, isUserName, keepSpares } from './pool-spares.js';
 import { OPERATION_JOB, OPERATION_STATE, recordedOperation, type PoolOperation } from './pool-operation.js';
 export type { PoolView, DesktopView } from './pool-views.js';
 
@@ -70,6 +71,10 @@ export class PoolService {
       if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
         await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, (JSON.parse(row.files) as string[]).length), spec.disposableDiskBytes);
       }
+      // A desktop that is off has no session (the broker may not have said so).
+      if (vm && ['stopped', 'crashed'].includes(vm.state)) {
+        await this.#db.updateTable('pool_desktops').set({ session_user: null, session_since: null }).where('vm_id', '=', vmId).where('session_user', 'is not', null).execute();
+      }
       // A spare that went down is replaced (not awaited: the listener must not wait for a boot).
       void this.#keepSpares(row.pool);
     });
@@ -94,44 +99,79 @@ export class PoolService {
     for (const p of await this.#db.selectFrom('desktop_pools').select('name').execute()) void this.#keepSpares(p.name);
   }
 
-  /** Assigns a desktop to a user (a dedicated desktop): it stops counting as a spare, and another may start. */
+  /** Assigns a desktop to a user (a dedicated desktop): it is in use, so another may start as a spare. */
   async assign(name: string, desktop: string, user: string): Promise<{ desktop: string; user: string; sparesStarted: string[] }> {
-    if (!isUserName(user)) throw new MamoriError('INVALID_INPUT', `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`);
-    const [d] = await this.#desktopsOf(name, [desktop]);
-    const row = await this.#db.selectFrom('pool_desktops').select('assigned_user').where('vm_id', '=', d!.vm_id).executeTakeFirstOrThrow();
+    const row = await this.#desktopFor(name, desktop, user);
     if (row.assigned_user !== null && row.assigned_user !== user) {
       throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assigned_user}: unassign it first (mamori pool unassign ${name} ${desktop})`, { details: { user: row.assigned_user } });
     }
-    await this.#db.updateTable('pool_desktops').set({ assigned_user: user, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
-    return { desktop, user, sparesStarted: await this.#keepSpares(name) };
+    if (row.session_user !== null && row.session_user !== user) {
+      throw new MamoriError('DESKTOP_IN_SESSION', `${row.session_user} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.session_user } });
+    }
+    await this.#db.updateTable('pool_desktops').set({ assigned_user: user, updated_at: new Date().toISOString() }).where('vm_id', '=', row.vm_id).execute();
+    return { desktop, user, sparesStarted: (await this.#keepSpares(name)).started };
   }
 
-  /** Frees a desktop: it counts as a spare again while powered on. */
-  async unassign(name: string, desktop: string): Promise<{ desktop: string }> {
+  /** Frees a desktop of its user: without a session it is a spare again, and a spare above the target powers off. */
+  async unassign(name: string, desktop: string): Promise<{ desktop: string; sparesStopped: string[] }> {
     const [d] = await this.#desktopsOf(name, [desktop]);
     await this.#db.updateTable('pool_desktops').set({ assigned_user: null, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
-    return { desktop };
+    return { desktop, sparesStopped: (await this.#keepSpares(name)).stopped };
   }
 
-  /** Powers on free desktops until the pool has its spares; not while an operation changes its desktops. */
-  async #keepSpares(name: string): Promise<string[]> {
-    if (this.#busy.has(name)) return [];
+  /**
+   * A user's session on a desktop began (a connection broker tells): the desktop is in use
+   * until it ends or the desktop powers off. Only a running desktop has sessions; one
+   * assigned to another user, or with another user's session, is refused.
+   */
+  async sessionStart(name: string, desktop: string, user: string): Promise<{ desktop: string; user: string; since: string; sparesStarted: string[] }> {
+    const row = await this.#desktopFor(name, desktop, user);
+    const vm = await this.#vms.get(desktop);
+    if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `desktop ${desktop} is ${vm.state}: a session needs it running (mamori vm start ${desktop})`, { details: { state: vm.state } });
+    if (row.assigned_user !== null && row.assigned_user !== user) {
+      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assigned_user}, not ${user}`, { details: { user: row.assigned_user } });
+    }
+    if (row.session_user !== null && row.session_user !== user) {
+      throw new MamoriError('DESKTOP_IN_SESSION', `${row.session_user} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.session_user } });
+    }
+    const since = row.session_user === user && row.session_since ? row.session_since : new Date().toISOString();
+    await this.#db.updateTable('pool_desktops').set({ session_user: user, session_since: since, updated_at: new Date().toISOString() }).where('vm_id', '=', row.vm_id).execute();
+    return { desktop, user, since, sparesStarted: (await this.#keepSpares(name)).started };
+  }
+
+  /** The session on a desktop ended: unless assigned, the desktop is a spare again (powered off above the target). */
+  async sessionEnd(name: string, desktop: string): Promise<{ desktop: string; sparesStopped: string[] }> {
+    const [d] = await this.#desktopsOf(name, [desktop]);
+    await this.#db.updateTable('pool_desktops').set({ session_user: null, session_since: null, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
+    return { desktop, sparesStopped: (await this.#keepSpares(name)).stopped };
+  }
+
+  async #desktopFor(name: string, desktop: string, user: string): Promise<{ vm_id: string; assigned_user: string | null; session_user: string | null; session_since: string | null }> {
+    if (!isUserName(user)) throw new MamoriError('INVALID_INPUT', `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`);
+    const [d] = await this.#desktopsOf(name, [desktop]);
+    return this.#db.selectFrom('pool_desktops').select(['vm_id', 'assigned_user', 'session_user', 'session_since']).where('vm_id', '=', d!.vm_id).executeTakeFirstOrThrow();
+  }
+
+  /** Brings the pool's powered-on free desktops to its spare target; not while an operation changes its desktops. */
+  async #keepSpares(name: string): Promise<{ started: string[]; stopped: string[] }> {
+    if (this.#busy.has(name)) return { started: [], stopped: [] };
     return this.#startSpares(name);
   }
 
-  /** A spare that fails to start is logged and told on the pool; it never fails the operation that called it. */
-  async #startSpares(name: string): Promise<string[]> {
+  /** A spare that fails to start or stop is logged and told on the pool; it never fails the operation that called it. */
+  async #startSpares(name: string): Promise<{ started: string[]; stopped: string[] }> {
     return this.#lock.run(`spares:${name}`, async () => {
       const pool = await this.#db.selectFrom('desktop_pools').select('spec').where('name', '=', name).executeTakeFirst();
-      if (!pool) return [];
+      if (!pool) return { started: [], stopped: [] };
       try {
-        const started = await keepSpares(this.#db, (vm) => this.#vms.start(vm), name, JSON.parse(pool.spec) as PoolSpec);
-        if (started.length > 0) this.#log.info({ pool: name, started }, 'spare desktops powered on');
-        return started;
+        const done = await keepSpares(this.#db, { start: (vm) => this.#vms.start(vm), stop: (vm) => this.#vms.stop(vm, {}) }, name, JSON.parse(pool.spec) as PoolSpec);
+        if (done.started.length > 0) this.#log.info({ pool: name, started: done.started }, 'spare desktops powered on');
+        if (done.stopped.length > 0) this.#log.info({ pool: name, stopped: done.stopped }, 'spare desktops above the target powered off');
+        return done;
       } catch (e) {
-        this.#log.warn({ pool: name, err: e }, 'a spare desktop did not start');
-        await this.#db.updateTable('desktop_pools').set({ message: `a spare desktop did not start: ${(e as Error).message}` }).where('name', '=', name).execute();
-        return [];
+        this.#log.warn({ pool: name, err: e }, 'a spare desktop did not start or stop');
+        await this.#db.updateTable('desktop_pools').set({ message: `a spare desktop did not start or stop: ${(e as Error).message}` }).where('name', '=', name).execute();
+        return { started: [], stopped: [] };
       }
     });
   }
@@ -154,6 +194,7 @@ export class PoolService {
       const layers = await this.#ops.snapshotLayers(master, snapshotName(input.snapshot));
       // The snapshot's OS decides how desktops customize (and whether KMS applies): read, not asked.
       const spec = poolSpecOf(input, master, await guestOsOf(layers));
+      if (spec.network && master.definition.nics.length === 0) throw new MamoriError('INVALID_INPUT', `network customization sets the desktops' first NIC, and the master ${master.name} has none: give it one (mamori vm create ... --network NET) and take a new snapshot`);
       const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1), spec.guestOs);
       for (const n of names) {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `the name pattern gives ${n}, which an existing VM has; use another pattern`, { details: { name: n } });
@@ -213,16 +254,14 @@ export class PoolService {
       for (const n of names) {
         if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, { details: { name: n } });
       }
+      if (spec.network) assertRoomFor(spec.network, newSize);
       await assertRoom((st) => this.#paths.pool(st), spec, 0, newSize - spec.size);
       // Provisioning makes the desktops the spec's size lacks; the new size is written with its record.
       return this.#start(name, { kind: 'provision' }, { spec: { ...spec, size: newSize } });
     }
-    const running = [];
-    for (const d of (await this.#desktopsOf(name, undefined)).filter((x) => x.number > newSize)) {
-      const vm = await this.#vms.repo.findById(d.vm_id);
-      if (vm && !['stopped', 'crashed'].includes(vm.state)) running.push(vm.name);
-    }
-    if (running.length > 0 && !opts.force) throw new MamoriError('VM_RUNNING', `shrinking ${name} to ${newSize} removes desktops in use (${running.join(', ')}): stop them, or resize with --force`);
+    const inUse = (await this.#db.selectFrom('pool_desktops').innerJoin('vms', 'vms.id', 'pool_desktops.vm_id').select(['vms.name', 'pool_desktops.assigned_user', 'pool_desktops.session_user'])
+      .where('pool_desktops.pool', '=', name).where('pool_desktops.number', '>', newSize).orderBy('number').execute()).filter(isInUse).map((r) => r.name);
+    if (inUse.length > 0 && !opts.force) throw new MamoriError('VM_RUNNING', `shrinking ${name} to ${newSize} removes desktops in use (assigned or with a session: ${inUse.join(', ')}): unassign them and end their sessions, or resize with --force`);
     return this.#start(name, { kind: 'resize', size: newSize, force: opts.force === true }, { spec: { ...spec, size: newSize } });
   }
 
@@ -307,7 +346,7 @@ export class PoolService {
           message: skipped.length > 0 ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force` : null,
         }).where('name', '=', name).execute();
         // Before the job ends, so whoever waits for it finds the spares powering on.
-        const sparesStarted = op.kind === 'delete' ? [] : await this.#startSpares(name);
+        const sparesStarted = op.kind === 'delete' ? [] : (await this.#startSpares(name)).started;
         await this.#jobs.succeed(job.id, { ...result, ...(sparesStarted.length > 0 ? { sparesStarted } : {}) });
       } catch (e) {
         const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };

@@ -2,29 +2,46 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import type { PoolSpec } from './pool-spec.js';
 
+/** A desktop is in use when a user is assigned to it or has a session on it; powered on or not is no part of it. */
+export function isInUse(d: { assigned_user: string | null; session_user: string | null }): boolean {
+  return d.assigned_user !== null || d.session_user !== null;
+}
+
+const OFF = ['stopped', 'crashed'];
+
 /**
- * View Composer's spare desktops: a pool keeps `spare` desktops powered on that no user is
- * assigned to, so the next user gets one that has booted and customized already. The
- * lowest-numbered free desktops that are stopped start first; desktops an operation still
- * has to do (pending) wait for it. Excess spares are left running: powering off a desktop
- * someone may have just reached is the power policy's call, not this one's.
- * Returns the desktops it started.
+ * View Composer's spare desktops: a pool keeps `spare` desktops powered on that are not in
+ * use, so the next user gets one that has booted and customized already. When too few are on,
+ * the lowest-numbered free desktops that are stopped start; when too many are (a session
+ * ended, a user was unassigned), the highest-numbered free ones that run are powered off, so
+ * a pool holds its target and no more. Desktops an operation still has to do (pending) are
+ * left to it. A desktop in use is never touched. `spare` 0 leaves power to the operator: a
+ * pool without spares neither starts nor stops desktops by itself.
  */
-export async function keepSpares(db: Kysely<Database>, start: (vm: string) => Promise<unknown>, pool: string, spec: PoolSpec): Promise<string[]> {
-  if (spec.spare === 0) return [];
+export async function keepSpares(db: Kysely<Database>, power: { start: (vm: string) => Promise<unknown>; stop: (vm: string) => Promise<unknown> }, pool: string, spec: PoolSpec): Promise<{ started: string[]; stopped: string[] }> {
+  const out = { started: [] as string[], stopped: [] as string[] };
+  if (spec.spare === 0) return out;
   const rows = await db.selectFrom('pool_desktops').innerJoin('vms', 'vms.id', 'pool_desktops.vm_id')
-    .select(['vms.name', 'vms.state', 'pool_desktops.assigned_user', 'pool_desktops.pending']).where('pool_desktops.pool', '=', pool).orderBy('number').execute();
-  const free = rows.filter((r) => r.assigned_user === null);
-  let missing = spec.spare - free.filter((r) => !['stopped', 'crashed'].includes(r.state)).length;
-  const started: string[] = [];
+    .select(['vms.name', 'vms.state', 'pool_desktops.assigned_user', 'pool_desktops.session_user', 'pool_desktops.pending']).where('pool_desktops.pool', '=', pool).orderBy('number').execute();
+  const free = rows.filter((r) => !isInUse(r));
+  const on = free.filter((r) => !OFF.includes(r.state));
+  let missing = spec.spare - on.length;
   for (const r of free) {
     if (missing <= 0) break;
-    if (!['stopped', 'crashed'].includes(r.state) || r.pending !== null) continue;
-    await start(r.name);
-    started.push(r.name);
+    if (!OFF.includes(r.state) || r.pending !== null) continue;
+    await power.start(r.name);
+    out.started.push(r.name);
     missing--;
   }
-  return started;
+  // Only desktops that finished booting go: one still starting may be the spare just handed out.
+  for (const r of [...on].reverse()) {
+    if (missing >= 0) break;
+    if (r.state !== 'running' || r.pending !== null) continue;
+    await power.stop(r.name);
+    out.stopped.push(r.name);
+    missing++;
+  }
+  return out;
 }
 
 const USER = /^[A-Za-z0-9][A-Za-z0-9._@\\-]{0,127}$/;

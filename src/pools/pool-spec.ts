@@ -1,6 +1,7 @@
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName, parseSize } from '../core/names.js';
 import type { GuestOs } from './master-guest.js';
+import { poolNetworkOf, type PoolNetwork, type PoolNetworkInput } from './pool-network.js';
 
 /** What an operator asks for (`mamori pool create`), as the API takes it. */
 export interface PoolCreateInput {
@@ -31,6 +32,8 @@ export interface PoolCreateInput {
   /** Parallel clone operations: provisioning (default 8) and maintenance (default 12). */
   concurrency?: number;
   maintenanceConcurrency?: number;
+  /** Addresses of the desktops' first NIC: DHCP, or static from a range (pool-network.ts); absent: the master's own setup. */
+  network?: PoolNetworkInput;
 }
 
 /** The pool as stored: the input made explicit, and the master by id (names change). */
@@ -52,6 +55,8 @@ export interface PoolSpec {
   skipLicenseActivation: boolean;
   concurrency: number;
   maintenanceConcurrency: number;
+  /** Absent: no network customization (and in pools made before it was). */
+  network?: PoolNetwork;
 }
 
 export const POOL_LIMITS = { size: { min: 1, max: 2000 }, concurrency: { min: 1, max: 64 }, licenseTimeoutSec: { min: 5, max: 3600 } } as const;
@@ -136,5 +141,6 @@ export function poolSpecOf(input: PoolCreateInput, master: { id: string; name: s
     skipLicenseActivation: input.skipLicenseActivation === true,
     concurrency: intOption('concurrency', input.concurrency, 8, POOL_LIMITS.concurrency),
     maintenanceConcurrency: intOption('maintenance concurrency', input.maintenanceConcurrency, 12, POOL_LIMITS.concurrency),
+    ...(input.network !== undefined ? { network: poolNetworkOf(input.network, intOption('size', input.size, 1, POOL_LIMITS.size)) } : {}),
   };
 }

@@ -11,6 +11,7 @@ import { makeReplica, removeReplica } from './pool-replica.js';
 import { buildDesktop, desktopFiles, removeDesktopFiles, type DesktopFiles } from './desktop-clone.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
 import type { PoolSpec } from './pool-spec.js';
+import { freeAddresses, freeStrayAddresses, reserveAddresses } from './pool-addresses.js';
 
 /**
  * A pool's replicas and desktops as files and rows together: what is made, where, and in
@@ -76,6 +77,10 @@ export class PoolStorage {
     replicas: Map<string, { id: string; files: string[] }>): Promise<void> {
     const built: { n: number; vmId: string; replicaId: string; files: DesktopFiles; made: Awaited<ReturnType<typeof buildDesktop>> }[] = [];
     const folders: DesktopFiles[] = [];
+    // Each desktop's id first: its static address is reserved under it before its seed is written.
+    const ids = new Map(batch.map((it) => [it.n, newUuid()]));
+    await freeStrayAddresses(this.#db, pool);
+    const addresses = await reserveAddresses(this.#db, pool, spec.network, [...ids.values()]);
     try {
       await runWithConcurrency(batch, spec.concurrency, async (it) => {
         const replica = replicas.get(it.storage)!;
@@ -83,8 +88,9 @@ export class PoolStorage {
         folders.push(files);
         // A folder without a row is what a cut provisioning left: start it over.
         await removeDesktopFiles(files);
-        const vmId = newUuid();
-        const made = await buildDesktop({ files, vmId, name: it.name, pool, storage: it.storage, spec, master, replica: replica.files, replicaSizes: sizes, durable: false });
+        const vmId = ids.get(it.n)!;
+        const address = addresses.get(vmId);
+        const made = await buildDesktop({ files, vmId, name: it.name, pool, storage: it.storage, spec, master, replica: replica.files, replicaSizes: sizes, durable: false, ...(address ? { address } : {}) });
         built.push({ n: it.n, vmId, replicaId: replica.id, files, made });
       });
       for (const s of new Set(batch.map((it) => it.storage))) await syncFilesystemOf(this.#paths.pool(s));
@@ -93,11 +99,12 @@ export class PoolStorage {
         for (const b of built) {
           await tx.insertInto('vms').values({ id: b.vmId, name: b.made.def.name, definition: JSON.stringify(b.made.def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
           for (const d of b.made.disks) await DiskRepo.insert(tx, d);
-          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, pending: null, assigned_user: null, created_at: now, updated_at: now }).execute();
+          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, pending: null, assigned_user: null, session_user: null, session_since: null, created_at: now, updated_at: now }).execute();
         }
       });
     } catch (e) {
       for (const f of folders) await removeDesktopFiles(f);
+      await freeAddresses(this.#db, [...ids.values()]);
       throw e;
     }
   }

@@ -7,6 +7,7 @@ import type { PoolSpec } from './pool-spec.js';
 import { customizationState, type DesktopState } from './desktop-customization.js';
 import { desktopFiles } from './desktop-clone.js';
 import { allocatedBytes } from './storage-space.js';
+import { isInUse } from './pool-spares.js';
 
 export interface DesktopView {
   name: string;
@@ -19,8 +20,14 @@ export interface DesktopView {
   ownBytes: number;
   /** The pool operation (refresh, recompose) that still has to do this desktop, if one failed or runs. */
   pending: string | null;
-  /** The user the desktop is assigned to; null: free (a spare while powered on). */
+  /** The user the desktop is assigned to; null: not assigned. */
   user: string | null;
+  /** The session a broker reported on the desktop (ended by it, or by a power-off). */
+  session: { user: string; since: string } | null;
+  /** Assigned to a user or with a session. A desktop neither in use nor stopped is a spare. */
+  inUse: boolean;
+  /** The static address the desktop holds from the pool's range; null with DHCP or no network customization. */
+  address: string | null;
 }
 
 export interface PoolView {
@@ -63,6 +70,7 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
   const spec = JSON.parse(pool.spec) as PoolSpec;
   const replicas = await db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute();
   const rows = await db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).orderBy('number').execute();
+  const addresses = new Map((await db.selectFrom('pool_addresses').select(['vm_id', 'address']).where('pool', '=', name).execute()).map((a) => [a.vm_id, a.address]));
   const desktops: DesktopView[] = [];
   for (const r of rows) {
     const vm = await vms.findById(r.vm_id);
@@ -74,7 +82,8 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
     let ownBytes = 0;
     for (const f of files.os) ownBytes += await allocatedBytes(f);
     ownBytes += await allocatedBytes(files.identity);
-    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assigned_user });
+    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assigned_user,
+      session: r.session_user !== null ? { user: r.session_user, since: r.session_since ?? '' } : null, inUse: isInUse(r), address: addresses.get(r.vm_id) ?? null });
   }
   const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
   const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);

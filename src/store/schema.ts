@@ -306,8 +306,20 @@ export interface PoolDesktopTable {
   pending: string | null;
   /** The user the desktop is assigned to; null: free, so it counts as a spare while powered on. */
   assigned_user: string | null;
+  /** The user with a session on the desktop (reported by a broker), and since when; null: none. */
+  session_user: string | null;
+  session_since: string | null;
   created_at: string;
   updated_at: string;
+}
+
+/** A static address of a pool's range held by one desktop (reserved before its seed is written). */
+export interface PoolAddressTable {
+  address: string;
+  pool: string;
+  /** The desktop's VM id; its VM row may not exist yet while provisioning builds it. */
+  vm_id: string;
+  reserved_at: string;
 }
 
 /** A storage adapter with its connection: the arrays it discovers are this site's. */
@@ -385,6 +397,7 @@ export interface Database {
   desktop_pools: DesktopPoolTable;
   pool_replicas: PoolReplicaTable;
   pool_desktops: PoolDesktopTable;
+  pool_addresses: PoolAddressTable;
   storage_arrays: StorageArrayTable;
   alert_deliveries: AlertDeliveryTable;
   audit_log: AuditLogTable;

@@ -276,12 +276,18 @@ export class VmService {
     return out!;
   }
 
-  /** Deletes a snapshot of a stopped VM (its layers merged); guards may refuse (a desktop pool's snapshot). */
+  /**
+   * Deletes a snapshot (its layers merged): offline when the VM is off, through its QEMU when
+   * it runs or is paused; guards may refuse (a desktop pool's snapshot).
+   */
   async deleteSnapshot(name: string, snapshotName: string): Promise<void> {
     await this.#withVm(name, async (vm) => {
-      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}: stop it to delete a snapshot (its layers are merged offline)`);
+      const off = ['stopped', 'crashed'].includes(vm.state);
+      if (!off && !['running', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; delete the snapshot when it is running, paused or stopped`, { details: { state: vm.state } });
+      const qmp = off ? null : this.#deps.supervisor.qmpOf(vm.id);
+      if (!off && !qmp) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state} but mamori has no monitor connection to it; try again once the server has re-attached it`, { details: { state: vm.state } });
       for (const guard of this.#snapshotGuards) await guard(vm, snapshotName);
-      await this.#snapshots.delete(vm, snapshotName);
+      await this.#snapshots.delete(vm, snapshotName, qmp);
     });
   }
 

@@ -10,6 +10,7 @@ import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { runProcess } from '../core/run-process.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
+import { commitLayerLive } from './live-layer-commit.js';
 
 export interface SnapshotView {
   name: string;
@@ -130,13 +131,14 @@ export class VmSnapshots {
   }
 
   /**
-   * Deletes a snapshot of a stopped VM: on each disk, the overlay made when the snapshot
-   * was taken (which holds the changes since) is committed into the layer below it (which
-   * holds the snapshot), the layer above is pointed past it, and it goes. The data the VM
-   * sees is unchanged, and so is every other snapshot. Each step is safe to repeat: a cut
-   * delete leaves the row, and running it again finishes it.
+   * Deletes a snapshot: on each disk, the overlay made when the snapshot was taken (which
+   * holds the changes since) is committed into the layer below it (which holds the
+   * snapshot), the layer above is pointed past it, and it goes. The data the VM sees is
+   * unchanged, and so is every other snapshot. A stopped VM's layers are merged with
+   * qemu-img; a running or paused VM's by its own QEMU (`qmp`, live-layer-commit.ts). Each
+   * step is safe to repeat: a cut delete leaves the row, and running it again finishes it.
    */
-  async delete(vm: VmRow, name: string): Promise<void> {
+  async delete(vm: VmRow, name: string, qmp: QmpClient | null = null): Promise<void> {
     const row = await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vm.id).where('name', '=', name).executeTakeFirst();
     if (!row) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
     const disks = await this.#disks.byIds(vm.definition.diskIds);
@@ -145,10 +147,14 @@ export class VmSnapshots {
       if (i < 0) continue;
       const overlay = d.overlays[i]!;
       const below = i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
-      // -d: the overlay is dropped right after, so it need not be emptied; -b names the target explicitly.
-      await runProcess('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', '-b', below.path, overlay], { timeoutMs: 6 * 3600_000 });
-      const above = d.overlays[i + 1];
-      if (above) await runProcess('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', below.path, '-F', below.format, above], { timeoutMs: 30_000 });
+      if (qmp) {
+        await commitLayerLive(qmp, { overlay, below: below.path, jobId: `snapdel-${d.id}`, timeoutMs: 6 * 3600_000 });
+      } else {
+        // -d: the overlay is dropped right after, so it need not be emptied; -b names the target explicitly.
+        await runProcess('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', '-b', below.path, overlay], { timeoutMs: 6 * 3600_000 });
+        const above = d.overlays[i + 1];
+        if (above) await runProcess('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', below.path, '-F', below.format, above], { timeoutMs: 30_000 });
+      }
       const rest = d.overlays.filter((_, k) => k !== i);
       await this.#db.updateTable('disks').set({ overlays: JSON.stringify(rest) }).where('id', '=', d.id).execute();
       await rm(overlay, { force: true });

@@ -22,6 +22,13 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
             spare: { type: 'integer' }, persistentDisk: size, disposableDisk: size, storage: { type: 'array', items: { type: 'string' }, maxItems: 16 },
             commands: { type: 'array', items: oneLine, maxItems: 50 }, licenseCommand: oneLine, kmsHost: { type: 'string', maxLength: 260 }, licenseTimeoutSec: { type: 'integer' },
             skipLicenseActivation: { type: 'boolean' }, concurrency: { type: 'integer' }, maintenanceConcurrency: { type: 'integer' },
+            network: {
+              type: 'object', required: ['mode'], additionalProperties: false,
+              properties: {
+                mode: { type: 'string', enum: ['dhcp', 'static'] }, range: { type: 'string', maxLength: 40 }, gateway: { type: 'string', maxLength: 15 },
+                dns: { type: 'array', items: { type: 'string', maxLength: 15 }, maxItems: 3 },
+              },
+            },
           },
         },
         response: { 202: { $ref: 'Job#' }, ...errorResponses },
@@ -80,12 +87,28 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
     }, async (req) => p.assign(req.params.name, req.body.desktop, req.body.user));
     app.post<{ Params: { name: string }; Body: { desktop: string } }>('/pools/:name/unassign', {
       schema: {
-        summary: 'Free a desktop of its user; it counts as a spare again while powered on',
+        summary: 'Free a desktop of its user; without a session it is a spare again, powered off if the pool has more spares than its target',
         params: nameParam,
         body: { type: 'object', required: ['desktop'], additionalProperties: false, properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 } } },
         response: { 200: free, ...errorResponses },
       },
     }, async (req) => p.unassign(req.params.name, req.body.desktop));
+    app.post<{ Params: { name: string }; Body: { desktop: string; user: string } }>('/pools/:name/session-start', {
+      schema: {
+        summary: "A user's session on a running desktop began (a connection broker reports it): the desktop is in use until the session ends or it powers off",
+        params: nameParam,
+        body: { type: 'object', required: ['desktop', 'user'], additionalProperties: false, properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 }, user: { type: 'string', minLength: 1, maxLength: 128 } } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => p.sessionStart(req.params.name, req.body.desktop, req.body.user));
+    app.post<{ Params: { name: string }; Body: { desktop: string } }>('/pools/:name/session-end', {
+      schema: {
+        summary: 'The session on a desktop ended: unless assigned, it is a spare again, powered off if the pool has more spares than its target',
+        params: nameParam,
+        body: { type: 'object', required: ['desktop'], additionalProperties: false, properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 } } },
+        response: { 200: free, ...errorResponses },
+      },
+    }, async (req) => p.sessionEnd(req.params.name, req.body.desktop));
     app.post<{ Params: { name: string } }>('/pools/:name/resume', {
       schema: {
         summary: "Run a pool's failed operation again, with its first options, from where it stopped (a cut one resumes by itself at server start)",

@@ -90,7 +90,7 @@ export function vmRoutes(deps: { vms: VmService }): FastifyPluginAsync {
     }, async (req, reply) => reply.status(201).send(await vms.snapshot(req.params.name, req.body.name)));
     app.delete<{ Params: { name: string; snapshot: string } }>('/vms/:name/snapshots/:snapshot', {
       schema: {
-        summary: "Delete a stopped VM's snapshot: its layers are merged; the data the VM sees and its other snapshots stay",
+        summary: "Delete a snapshot: its layers are merged (by the VM's own QEMU while it runs); the data the VM sees and its other snapshots stay",
         params: { type: 'object', required: ['name', 'snapshot'], properties: { name: { type: 'string', minLength: 1, maxLength: 63 }, snapshot: { type: 'string', minLength: 1, maxLength: 63 } } },
         response: { 204: { type: 'null' }, ...errorResponses },
       },

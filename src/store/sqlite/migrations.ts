@@ -131,6 +131,13 @@ const STEPS: readonly string[] = [
    CREATE INDEX audit_log_token ON audit_log(token_id, seq);
    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;`,
+  // Desktop pools: a desktop is in use when assigned to a user or with a session (a broker
+  // reports sessions); static addresses are reserved one row each, the address the key, so
+  // two desktops never hold one address, whichever pools and whatever runs at once.
+  `ALTER TABLE pool_desktops ADD COLUMN session_user TEXT;
+   ALTER TABLE pool_desktops ADD COLUMN session_since TEXT;
+   CREATE TABLE pool_addresses (address TEXT PRIMARY KEY, pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
+     vm_id TEXT NOT NULL UNIQUE, reserved_at TEXT NOT NULL);`,
 ];
 
 export function migrateSqlite(db: BetterSqlite3.Database): void {

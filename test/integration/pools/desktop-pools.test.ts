@@ -183,9 +183,12 @@ test('recompose moves every desktop to the new snapshot (in-use ones when run ag
   const persistent = (await site.cliJson<VmView>('vm', 'show', 'ops-1')).disks.find((d) => d.name === 'ops-1-persistent')!.path;
   await runProcess('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x42 0 64k', persistent], { timeoutMs: 60_000 });
   await site.cliJson('vm', 'start', 'ops-1');
+  // In use is a session or an assignment, not powered on: alice's session keeps ops-1 as it is.
+  await site.cliJson('pool', 'session-start', 'ops', 'ops-1', 'alice');
   const first = await site.cliJson<Job & { result: { recomposed: number; skipped: string[]; replicasRemoved: number } }>('pool', 'recompose', 'ops', '--snapshot', 'v2');
   assert.deepEqual([first.result.recomposed, first.result.skipped, first.result.replicasRemoved], [2, ['ops-1'], 0], 'the desktop in use is skipped and keeps the old replica');
   assert.equal((await site.cliJson<PoolView>('pool', 'show', 'ops')).replicas.length, 2);
+  await site.cliJson('pool', 'session-end', 'ops', 'ops-1');
   await site.cliJson('vm', 'kill', 'ops-1');
   const second = await site.cliJson<Job & { result: { recomposed: number; replicasRemoved: number } }>('pool', 'recompose', 'ops', '--snapshot', 'v2');
   assert.deepEqual([second.result.recomposed, second.result.replicasRemoved], [1, 1], 'run again, it does only the desktop left behind, and the unused v1 replica goes');

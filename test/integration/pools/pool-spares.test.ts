@@ -7,7 +7,9 @@ import type { PoolView } from '../../../src/pools/pool-service.js';
 /*
  * Spare desktops (View Composer's "spare, powered on" count): a pool keeps K desktops that no
  * user is assigned to powered on and customized, ready for the next user. Assigning one to a
- * user makes another start; a spare that goes down is replaced. Real QEMU under TCG.
+ * user, or a user's session on it, makes another start; a spare that goes down is replaced;
+ * spares above the target power off; a desktop powered on but not in use is no obstacle to a
+ * refresh. Real QEMU under TCG.
  */
 let site: SiteProcess;
 
@@ -56,10 +58,42 @@ test('a pool keeps its spare desktops powered on and free: assigning one starts 
   await site.waitFor('a free desktop to be powered on again', async () => freeOn(await show()).length === 1 ? true : undefined, 60_000);
   assert.deepEqual(freeOn(await show()), ['sp-2'], 'the lowest-numbered free desktop starts');
 
-  await site.cliJson('pool', 'unassign', 'sp', 'sp-1');
-  const freed = await show();
-  assert.equal(freed.desktops[0]!.user, null);
-  assert.deepEqual(freeOn(freed), ['sp-1', 'sp-2'], 'an excess spare is left running: powering off is not this count\'s call');
+  // A session makes a desktop in use as an assignment does: another spare powers on.
+  await site.waitFor('sp-2 to run', async () => (await show()).desktops[1]!.vmState === 'running', 60_000);
+  const session = await site.cliJson<{ sparesStarted: string[] }>('pool', 'session-start', 'sp', 'sp-2', 'bob');
+  assert.deepEqual(session.sparesStarted, ['sp-3'], 'sp-2 has bob\'s session now: another free desktop powers on');
+  let p2 = await show();
+  assert.deepEqual(p2.desktops.map((d) => [d.name, d.inUse, d.session?.user ?? null]), [['sp-1', true, null], ['sp-2', true, 'bob'], ['sp-3', false, null]]);
+  const other = await site.cli('pool', 'session-start', 'sp', 'sp-2', 'carol');
+  assert.match(other.stderr, /bob has a session on desktop sp-2: end it first.*\[DESKTOP_IN_SESSION\]/);
+  const onAlice = await site.cli('pool', 'session-start', 'sp', 'sp-1', 'carol');
+  assert.match(onAlice.stderr, /assigned to alice@corp\.example, not carol.*\[DESKTOP_ASSIGNED\]/);
+
+  // Powered on is not in use: a refresh without --force skips only the desktops in use and
+  // refreshes the running spare (powered off first, powered on again as the pool's spare).
+  await site.waitFor('sp-3 to run', async () => (await show()).desktops[2]!.vmState === 'running', 60_000);
+  const refreshed = await site.cliJson<Job & { result: { refreshed: number; skipped: string[]; sparesStarted?: string[] } }>('pool', 'refresh', 'sp');
+  assert.equal(refreshed.state, 'succeeded', JSON.stringify(refreshed.error));
+  assert.deepEqual([refreshed.result.refreshed, refreshed.result.skipped.sort()], [1, ['sp-1', 'sp-2']]);
+  assert.deepEqual(refreshed.result.sparesStarted, ['sp-3'], 'the refreshed spare is powered on again');
+  const shrink = await site.cli('pool', 'resize', 'sp', '--size', '1');
+  assert.match(shrink.stderr, /removes desktops in use \(assigned or with a session: sp-2\).*\[VM_RUNNING\]/);
+
+  // Spares above the target are powered off, highest-numbered first.
+  await site.waitFor('sp-3 to run again', async () => (await show()).desktops[2]!.vmState === 'running', 60_000);
+  const ended = await site.cliJson<{ sparesStopped: string[] }>('pool', 'session-end', 'sp', 'sp-2');
+  assert.deepEqual(ended.sparesStopped, ['sp-3'], 'sp-2 is free again: two spares for a target of one, so sp-3 powers off');
+  p2 = await show();
+  assert.equal(p2.desktops[1]!.session, null);
+  assert.deepEqual(freeOn(p2), ['sp-2']);
+  assert.equal(p2.desktops[2]!.vmState, 'stopped');
+
+  const freed = await site.cliJson<{ sparesStopped: string[] }>('pool', 'unassign', 'sp', 'sp-1');
+  assert.deepEqual(freed.sparesStopped, ['sp-2']);
+  p2 = await show();
+  assert.equal(p2.desktops[0]!.user, null);
+  assert.deepEqual(freeOn(p2), ['sp-1'], 'one spare, the target: the excess one powered off');
+  assert.deepEqual(poweredOn(p2), ['sp-1']);
   assert.equal((await site.cliJson<Job>('pool', 'delete', 'sp')).state, 'succeeded');
   assert.deepEqual(await site.vmPids(), [], 'deleting the pool powered its desktops off');
 });
