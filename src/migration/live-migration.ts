@@ -90,9 +90,13 @@ export class LiveMigrations {
     const vm = await this.#vms.get(vmName);
     if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is ${vm.state}; live migration moves a running VM (a stopped one can be replicated and recovered instead)`);
     const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+    // Refused here, before a job, the peer or QEMU is touched: the device stays with this host.
     for (const d of disks) {
-      if (d.kind === 'rdm' && (d.rdmMode === 'physical' || d.shared)) {
-        throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vmName} is a ${d.shared ? 'shared' : 'physical-mode'} raw device mapping: the device stays with this host, so the VM cannot move; detach it first`, { details: { disk: d.name } });
+      if (d.kind === 'rdm' && d.rdmMode === 'physical') {
+        throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vmName} is a physical-mode raw device mapping: the device stays with this host, so the VM cannot move; detach it first`, { details: { disk: d.name, operation: 'live migration' } });
+      }
+      if (d.shared) {
+        throw new MamoriError('DISK_SHARED_REFUSED', `disk ${d.name} of ${vmName} is shared with other VMs: it stays with this host and the VMs sharing it, so the VM cannot move; detach it first`, { details: { disk: d.name, operation: 'live migration' } });
       }
     }
     const downtime = input.downtimeLimitMs ?? 300;
