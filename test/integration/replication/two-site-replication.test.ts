@@ -118,9 +118,35 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   assert.ok(freezes >= 3 && thaws >= freezes - 1, `${freezes} freezes, ${thaws} thaws`);
   assert.ok(serial.lastIndexOf('mamori-wl ack') > serial.lastIndexOf('mamori-fsfreeze thaw'), 'the writer runs again after a thaw');
 
-  // Pause and resume.
-  assert.equal(((await a('replicate', 'pause', 'pg')) as ReplicationStatus).state, 'paused');
-  assert.equal(((await a('replicate', 'resume', 'pg')) as ReplicationStatus).state, 'enabled');
+  // Pause: no cycle runs while paused, though one falls due; resume: one runs at once.
+  const paused = (await a('replicate', 'pause', 'pg')) as ReplicationStatus;
+  assert.equal(paused.state, 'paused');
+  assert.equal(paused.nextCycleAt, null, 'nothing scheduled while paused');
+  // A cycle already under way when the pause came may still finish: start counting after it.
+  const cycleJobs = async () => ((await a('job', 'list', '--kind', 'replication-cycle')) as { id: string; state: string }[]);
+  await sites.a.waitFor('no cycle running', async () => (await cycleJobs()).every((j) => j.state !== 'running') || undefined, 120_000);
+  const held = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+  const heldPoints = ((await a('replicate', 'points', 'pg')) as { id: string }[]).map((p) => p.id);
+  const heldJobs = new Set((await cycleJobs()).map((j) => j.id));
+  // Wait until a cycle is overdue: the newest point older than the RPO plus a whole cycle and a margin.
+  const overdue = held.rpoSeconds + held.lastCycle!.durationMs / 1000 + 5;
+  const late = await sites.a.waitFor('a cycle overdue while paused', async () => {
+    const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+    return (st.lagSeconds ?? 0) > overdue ? st : undefined;
+  }, 120_000);
+  assert.equal(late.state, 'paused');
+  assert.equal(late.lastPointAt, held.lastPointAt, 'no point made while paused');
+  assert.equal(late.generation, held.generation, 'no cycle committed while paused');
+  assert.deepEqual(((await a('replicate', 'points', 'pg')) as { id: string }[]).map((p) => p.id), heldPoints, 'the replica unchanged');
+  assert.deepEqual((await cycleJobs()).filter((j) => !heldJobs.has(j.id)), [], 'no cycle job started while paused');
+  const resumed = (await a('replicate', 'resume', 'pg')) as ReplicationStatus;
+  assert.equal(resumed.state, 'enabled');
+  const resumedCycle = await sites.a.waitFor('a cycle after resume', async () => {
+    const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+    return st.lastPointAt !== held.lastPointAt ? st : undefined;
+  }, 60_000);
+  assert.ok(resumedCycle.generation! > held.generation!, 'the cycle after resume committed');
+  assert.ok((await cycleJobs()).some((j) => !heldJobs.has(j.id) && j.state === 'succeeded'), 'a new cycle job ran');
 
   // The link goes silent past the RPO: one incident opens and status shows it; it clears
   // once a cycle lands again, and the outage stays a single incident throughout.
