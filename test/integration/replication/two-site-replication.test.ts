@@ -130,9 +130,10 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   const heldJobs = new Set((await cycleJobs()).map((j) => j.id));
   // Wait until a cycle is overdue: the newest point older than the RPO plus a whole cycle and a margin.
   const overdue = held.rpoSeconds + held.lastCycle!.durationMs / 1000 + 5;
+  // (A point made meanwhile ends the wait at once, and fails below.)
   const late = await sites.a.waitFor('a cycle overdue while paused', async () => {
     const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
-    return (st.lagSeconds ?? 0) > overdue ? st : undefined;
+    return (st.lagSeconds ?? 0) > overdue || st.lastPointAt !== held.lastPointAt ? st : undefined;
   }, 120_000);
   assert.equal(late.state, 'paused');
   assert.equal(late.lastPointAt, held.lastPointAt, 'no point made while paused');
