@@ -102,13 +102,21 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   const points = (await a('replicate', 'points', 'pg')) as { id: string; time: string; consistency: string }[];
   assert.ok(points.length >= 2 && points.length <= 3, `retention keeps 3, got ${points.length}`);
   let previous = 0;
+  let verified = 0;
   for (const p of points) {
-    const v = (await a('replicate', 'verify', 'pg', '--point', p.id)) as Verified;
+    // Cycles go on every 10 s: retention may drop an older point between the listing and its turn.
+    const v = (await a('replicate', 'verify', 'pg', '--point', p.id).catch((e: Error) => {
+      if (p !== points.at(-1) && /\[NOT_FOUND\]/.test(e.message)) return null;
+      throw e;
+    })) as Verified | null;
+    if (v === null) continue;
+    verified++;
     assert.equal(v.report.consistent, true, `point ${p.id}: ${JSON.stringify(v.report)}`);
     assert.ok((v.report.lastSequence ?? 0) >= previous, 'later points hold more of the log');
     previous = v.report.lastSequence ?? 0;
   }
   assert.ok(previous > 0, 'the log reached the replica');
+  assert.ok(verified >= 1, 'the newest point at least was verified');
   // The agent starts a second after boot, so the first point may be crash-consistent; the
   // newest is made with the guest frozen, and every freeze was thawed (the log went on).
   assert.equal(points.at(-1)!.consistency, 'application', JSON.stringify(points));
