@@ -26,6 +26,13 @@ import { median, waitFor } from '../bench-common.js';
 const POLL_MS = 1_000;
 
 const ROUNDS = Number(process.env['BENCH_RUNS'] ?? 3);
+/**
+ * BENCH_ONLY=replica-aware: only the replica-aware migration; its sample and figures replace
+ * theirs in the committed migration.json, every other row stays as it was measured.
+ */
+const ONLY_REPLICA_AWARE = process.env['BENCH_ONLY'] === 'replica-aware';
+/** The guest is paused once more, before the RAM copy, while the changes since the point cross: held to QEMU's default downtime limit. */
+const EXTRA_PAUSE_BOUND_MS = 300;
 const DATA = 256 * 1024 * 1024;
 const WRITE_RATE = 50;
 const SETTLE_MS = 3_000;
@@ -73,7 +80,7 @@ try {
   const byHand = (i: number, writing: boolean, tls: boolean): Promise<ByHandResult> => migrateByHand({
     work: join(dir, `byhand-${writing ? 'w' : 'i'}${tls ? 't' : ''}${i}`), guest, accel, machineType, dataBytes: DATA, writelogRate: writing ? WRITE_RATE : null, settleMs: SETTLE_MS, tls,
   });
-  for (let i = 0; i < ROUNDS; i++) {
+  for (let i = 0; i < (ONLY_REPLICA_AWARE ? 0 : ROUNDS); i++) {
     for (const writing of [false, true]) {
       const kind = writing ? 'writing' : 'idle';
       const runMamori = async (): Promise<void> => void samples[kind].mamori.push(await mamoriRound(a, b, `${kind}${i}`, writing));
@@ -110,15 +117,50 @@ try {
   const records = seqAtSwitch - atPoint.lastSequence;
   replicaAware = {
     diskBytes: ra.diskBytes, finalSyncBytes: ra.finalSyncBytes, changedBytes: records * WL_RECORD_SIZE, records, deltaPauseMs: ra.deltaPauseMs,
-    fullMirrorBytes: median(samples.writing.mamori.map((s) => s.diskBytes)),
+    fullMirrorBytes: ONLY_REPLICA_AWARE ? (await previousResult()).samples.replicaAware.fullMirrorBytes : median(samples.writing.mamori.map((s) => s.diskBytes)),
   };
-  process.stderr.write(`replica-aware: ${ra.diskBytes} disk bytes for ${records} records (${records * WL_RECORD_SIZE} bytes) changed since the point\n`);
+  process.stderr.write(`replica-aware: ${ra.diskBytes} disk bytes for ${records} records (${records * WL_RECORD_SIZE} bytes) changed since the point; extra pause ${ra.deltaPauseMs} ms\n`);
 } finally {
   for (const s of [a, b]) {
     for (const pid of await s.vmPids()) s.trackPid(pid);
     await s.destroy();
   }
   await rm(dir, { recursive: true, force: true });
+}
+
+async function previousResult(): Promise<{ samples: { replicaAware: { fullMirrorBytes: number } }; figures: { metric: string }[] } & Record<string, unknown>> {
+  return JSON.parse(await readFile(join(repoRoot, 'bench', 'results', 'migration.json'), 'utf8')) as never;
+}
+
+const ra = replicaAware!;
+const perChanged = ra.diskBytes / ra.changedBytes;
+const r3 = (x: number): number => Number(x.toFixed(3));
+const pauseMs = ra.deltaPauseMs ?? NaN;
+const replicaAwareFigures = [
+  {
+    metric: 'replica_aware_disk_bytes_per_changed_byte', value: r3(perChanged), unit: 'B/B', baseline: r3(ra.fullMirrorBytes / ra.changedBytes),
+    ratio: r3(ra.diskBytes / ra.fullMirrorBytes), goal: 'value <= 1.2 (baseline: a full mirror of the same VM, per changed byte)', met: perChanged <= 1.2,
+  },
+  {
+    // Paid on top of the switchover's downtime: the guest is stopped while the blocks changed
+    // since the replica's point are copied and the mirror is started, then continued.
+    metric: 'replica_aware_extra_pause_ms', value: pauseMs, unit: 'ms', baseline: EXTRA_PAUSE_BOUND_MS, ratio: r3(pauseMs / EXTRA_PAUSE_BOUND_MS),
+    goal: `value <= ${EXTRA_PAUSE_BOUND_MS} ms (QEMU's default downtime limit; a pause before the RAM copy, apart from the switchover's downtime)`, met: pauseMs <= EXTRA_PAUSE_BOUND_MS,
+  },
+];
+const replicaAwareMetrics = new Set(replicaAwareFigures.map((f) => f.metric));
+
+if (ONLY_REPLICA_AWARE) {
+  // Only this part's rows change; the rest keeps the run that measured it (its date stays too).
+  const prev = await previousResult();
+  const merged = {
+    ...prev, replicaAwareDate: new Date().toISOString(),
+    samples: { ...(prev['samples'] as object), replicaAware: ra },
+    figures: [...prev.figures.filter((f) => !replicaAwareMetrics.has(f.metric)), ...replicaAwareFigures],
+  };
+  await writeFile(join(repoRoot, 'bench', 'results', 'migration.json'), `${JSON.stringify(merged, null, 2)}\n`);
+  for (const f of replicaAwareFigures) process.stdout.write(`${JSON.stringify(f)}\n`);
+  process.exit(0);
 }
 
 const med = (xs: { downtimeMs: number | null; totalMs: number }[], k: 'downtimeMs' | 'totalMs'): number => median(xs.map((x) => x[k] ?? NaN));
@@ -132,9 +174,6 @@ const withTls = {
   downtimeIdleMs: med(samples.idle.qemuTls, 'downtimeMs'), downtimeWritingMs: med(samples.writing.qemuTls, 'downtimeMs'),
   totalIdleMs: med(samples.idle.qemuTls, 'totalMs'), totalWritingMs: med(samples.writing.qemuTls, 'totalMs'),
 };
-const ra = replicaAware!;
-const perChanged = ra.diskBytes / ra.changedBytes;
-const r3 = (x: number): number => Number(x.toFixed(3));
 const result = {
   name: 'migration', machine: '2 cores, TCG, loopback', date: new Date().toISOString(), rounds: ROUNDS,
   guest: { memoryMiB: 256, dataDiskBytes: DATA, writingRecordsPerSec: WRITE_RATE, recordBytes: WL_RECORD_SIZE },
@@ -145,10 +184,7 @@ const result = {
     { metric: 'downtime_writing_ms', value: writeDown, unit: 'ms', baseline: writeDownQ, ratio: r3(writeDown / writeDownQ), goal: 'report (baseline: QEMU by hand, same guest)', met: null },
     { metric: 'downtime_idle_vs_qemu', value: idleDown, unit: 'ms', baseline: idleDownQ, ratio: r3(idleDown / idleDownQ), goal: 'report', met: null },
     { metric: 'total_time_vs_qemu', value: idleTotal, unit: 'ms', baseline: idleTotalQ, ratio: r3(idleTotal / idleTotalQ), goal: 'report (idle guest; mamori adds TLS, the journal and the destination VM record)', met: null },
-    {
-      metric: 'replica_aware_disk_bytes_per_changed_byte', value: r3(perChanged), unit: 'B/B', baseline: r3(ra.fullMirrorBytes / ra.changedBytes),
-      ratio: r3(ra.diskBytes / ra.fullMirrorBytes), goal: 'value <= 1.2 (baseline: a full mirror of the same VM, per changed byte)', met: perChanged <= 1.2,
-    },
+    ...replicaAwareFigures,
   ],
 };
 await writeFile(join(repoRoot, 'bench', 'results', 'migration.json'), `${JSON.stringify(result, null, 2)}\n`);

@@ -16,8 +16,8 @@ import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { IncomingTarget } from './incoming-migration.js';
 import type { ReplicationService } from '../replication/replication-service.js';
-import { bitmapName } from '../replication/dirty-bitmaps.js';
 import { LinkWatchdog, abortConnections } from './link-watchdog.js';
+import { copyReplicaDelta, removeMigrationBitmaps } from './replica-delta-copy.js';
 import { outgoingStateOf, type MigrationContext, type OutgoingState } from './outgoing-state.js';
 
 export const MIGRATION_JOB = 'vm-migration';
@@ -90,9 +90,13 @@ export class LiveMigrations {
     const vm = await this.#vms.get(vmName);
     if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is ${vm.state}; live migration moves a running VM (a stopped one can be replicated and recovered instead)`);
     const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+    // Refused here, before a job, the peer or QEMU is touched: the device stays with this host.
     for (const d of disks) {
-      if (d.kind === 'rdm' && (d.rdmMode === 'physical' || d.shared)) {
-        throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vmName} is a ${d.shared ? 'shared' : 'physical-mode'} raw device mapping: the device stays with this host, so the VM cannot move; detach it first`, { details: { disk: d.name } });
+      if (d.kind === 'rdm' && d.rdmMode === 'physical') {
+        throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vmName} is a physical-mode raw device mapping: the device stays with this host, so the VM cannot move; detach it first`, { details: { disk: d.name, operation: 'live migration' } });
+      }
+      if (d.shared) {
+        throw new MamoriError('DISK_SHARED_REFUSED', `disk ${d.name} of ${vmName} is shared with other VMs: it stays with this host and the VMs sharing it, so the VM cannot move; detach it first`, { details: { disk: d.name, operation: 'live migration' } });
       }
     }
     const downtime = input.downtimeLimitMs ?? 300;
@@ -200,7 +204,7 @@ export class LiveMigrations {
         for (const [i, name] of target.exports.entries()) {
           await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': `mig-tgt${i}`, server: { type: 'inet', host: target.host, port: String(target.nbdPort) }, export: name, 'tls-creds': ctx.tlsId! });
         }
-        if (ctx.replication) deltaPauseMs = await this.#copyDeltaPaused(qmp, target.exports.length, ctx.replication.generation, stats);
+        if (ctx.replication) deltaPauseMs = await copyReplicaDelta(qmp, target.exports.length, ctx.replication.generation, stats);
         else {
           for (const i of target.exports.keys()) await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: `disk${i}`, target: `mig-tgt${i}`, sync: 'full', 'copy-mode': 'write-blocking' });
         }
@@ -347,37 +351,6 @@ export class LiveMigrations {
     return { stop: () => void (stopped = true) };
   }
 
-  /**
-   * Replica-aware: the destination's disks read as the replica's newest point. The blocks the
-   * guest changed since (the replication bitmap of that generation) are copied with a bitmap
-   * backup while the guest is paused, and a write-blocking mirror with sync 'none' is started
-   * before it runs again, so every later write reaches the destination too. Copying while the
-   * guest ran could land an old block over a newer one the mirror had already forwarded.
-   */
-  async #copyDeltaPaused(qmp: QmpClient, disks: number, generation: number, stats: { delta: number }): Promise<number> {
-    const wasRunning = (await qmp.execute('query-status', undefined, { timeoutMs: 5_000 })).running;
-    const t0 = Date.now();
-    if (wasRunning) await qmp.execute('stop', undefined, { timeoutMs: 10_000 });
-    try {
-      for (let i = 0; i < disks; i++) {
-        const node = `disk${i}`;
-        const tmp = `mig-delta${i}`;
-        await qmp.execute('block-dirty-bitmap-add', { node, name: tmp, disabled: true, persistent: false });
-        await qmp.execute('block-dirty-bitmap-merge', { node, target: tmp, bitmaps: [bitmapName(generation)] });
-        const done = qmp.waitForEvent('BLOCK_JOB_COMPLETED', { timeoutMs: 600_000, predicate: (ev) => ev.data.device === `migd${i}` });
-        await qmp.execute('blockdev-backup', { 'job-id': `migd${i}`, device: node, target: `mig-tgt${i}`, sync: 'bitmap', bitmap: tmp, 'bitmap-mode': 'never' });
-        const ev = await done;
-        if (ev.data.error) throw new MamoriError('QMP_ERROR', `copying the changes since the replica's point failed: ${ev.data.error}`);
-        stats.delta += ev.data.offset;
-        await qmp.execute('block-dirty-bitmap-remove', { node, name: tmp });
-        await qmp.execute('blockdev-mirror', { 'job-id': `mig${i}`, device: node, target: `mig-tgt${i}`, sync: 'none', 'copy-mode': 'write-blocking' });
-      }
-    } finally {
-      if (wasRunning) await qmp.execute('cont', undefined, { timeoutMs: 10_000 });
-    }
-    return Date.now() - t0;
-  }
-
   async #waitMirrorsReady(qmp: QmpClient, jobId: string, n: number, check: () => void, stats: { mirrored: number }): Promise<void> {
     for (;;) {
       check();
@@ -435,12 +408,15 @@ export class LiveMigrations {
       // wait for it to settle before anything it uses goes. It may also have completed meanwhile.
       const settled = await this.#waitMigrationSettled(qmp);
       if (settled === 'completed') throw new MamoriError('VM_INVALID_STATE', `the migration of ${vm.name} completed while it was being cancelled; finish it at the destination instead of rolling back`);
-      for (let i = 0; i < ctx.disks; i++) await qmp.execute('block-job-cancel', { device: `mig${i}`, force: true }).catch(() => undefined);
+      for (let i = 0; i < ctx.disks; i++) {
+        for (const job of [`mig${i}`, `migd${i}`]) await qmp.execute('block-job-cancel', { device: job, force: true }).catch(() => undefined);
+      }
       await this.#waitJobsGone(qmp, ctx.disks).catch(async () => {
         // A mirror waiting on a write the destination never acknowledges cannot end: cut its connection.
         if (ctx.target) await abortConnections(ctx.target.host, [ctx.target.nbdPort]).catch(() => undefined);
         await this.#waitJobsGone(qmp, ctx.disks).catch(() => undefined);
       });
+      await removeMigrationBitmaps(qmp, ctx.disks);
       let nodesGone = true;
       for (let i = 0; i < ctx.disks; i++) {
         await qmp.execute('blockdev-del', { 'node-name': `mig-tgt${i}` }).catch((e: unknown) => {
@@ -482,4 +458,3 @@ export class LiveMigrations {
     if (vm) await this.#rollBack(vm, ctx, qmp, peer);
   }
 }
-

@@ -246,14 +246,32 @@ test('the Events page lists an incident open with its remedy, counts it in the n
   assert.equal(await atA.$('table.events tr[data-kind="replication.cycle-failed"][data-state=open]'), null);
 });
 
-test('destructive actions need the name typed', async () => {
+test('destructive actions need the name typed; the whole name confirms and the action happens', async () => {
+  const runsBefore = (await b<unknown[]>('plan', 'history', 'apps-plan')).length;
   await atB.goto(`${sites.b.url}/ui/#/plans/apps-plan`);
   await atB.selectOption('select[aria-label="run mode"]', 'disaster');
   await atB.click('button.run');
   await atB.fill('.confirm-input', 'apps');
   assert.ok(await atB.isDisabled('.confirm-go'), 'a partial name does not confirm');
+  await atB.fill('.confirm-input', 'apps-plan');
+  assert.ok(await atB.isEnabled('.confirm-go'), 'the whole name confirms');
+  // Not clicked: a disaster run here would end the plan the other tests use.
   await atB.click('.confirm button:has-text("Cancel")');
   assert.equal(await atB.$('.confirm'), null);
+  assert.equal((await b<unknown[]>('plan', 'history', 'apps-plan')).length, runsBefore, 'cancel started no run');
+
+  // The positive half, carried out: a VM made for this is deleted from its page.
+  await b('vm', 'create', 'scratch', '--test-guest', '--data-disk', '16M');
+  await atB.goto(`${sites.b.url}/ui/#/vms/scratch`);
+  await atB.click('.vm-detail button:has-text("Delete…")');
+  await atB.fill('.confirm-input', 'scratc');
+  assert.ok(await atB.isDisabled('.confirm-go'), 'a partial name does not confirm');
+  assert.ok((await b<VmView[]>('vm', 'list')).some((v) => v.name === 'scratch'), 'nothing happened yet');
+  await atB.fill('.confirm-input', 'scratch');
+  assert.ok(await atB.isEnabled('.confirm-go'), 'the whole name confirms');
+  await atB.click('.confirm-go');
+  await atB.waitForSelector('.confirm', { state: 'detached' });
+  await sites.b.waitFor('the VM deleted from the page', async () => !(await b<VmView[]>('vm', 'list')).some((v) => v.name === 'scratch') || undefined, 30_000);
 });
 
 test('a viewer sees what it may read and none of the actions its role may not take', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
+import { LoopDevice } from '../../harness/loop-device.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import { readFile } from 'node:fs/promises';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -119,6 +120,46 @@ test('a stopped VM is refused; a cancel before switchover leaves the VM running 
   assert.equal(vm.id, (await a<VmView>('vm', 'show', 'cx')).id);
   await assertWriteLogWhole('a', 'cx');
   await a('vm', 'delete', 'cx', '--force');
+});
+
+test('a physical-mode or a shared raw device mapping refuses live migration with a typed error before anything moves', async () => {
+  const luns = [await LoopDevice.create(sites.a.dataDir, 'lun-mp', 16), await LoopDevice.create(sites.a.dataDir, 'lun-ms', 16)];
+  try {
+    await a('disk', 'create', 'lun-mp', '--rdm', luns[0]!.device, '--mode', 'physical');
+    await a('disk', 'create', 'lun-ms', '--rdm', luns[1]!.device, '--mode', 'virtual', '--shared');
+    // Each VM's data disk is the mapped device: its write log goes to the device itself.
+    const cases = [
+      { vm: 'rdm-mp', disk: 'lun-mp', code: 'RDM_PHYSICAL_REFUSED', why: /disk lun-mp of rdm-mp is a physical-mode raw device mapping/ },
+      { vm: 'rdm-ms', disk: 'lun-ms', code: 'DISK_SHARED_REFUSED', why: /disk lun-ms of rdm-ms is shared with other VMs/ },
+    ];
+    for (const c of cases) await a('vm', 'create', c.vm, '--test-guest', '--disk', c.disk, '--writelog-rate', '20');
+    for (const c of cases) await a('vm', 'start', c.vm);
+    for (const c of cases) {
+      await sites.a.waitFor(`${c.vm} heartbeat`, async () => (await a<VmView>('vm', 'show', c.vm)).lastHeartbeatAt, 180_000);
+      const before = await a<VmView>('vm', 'show', c.vm);
+      const r = await sites.cli('a', 'vm', 'migrate', c.vm, '--to', 'site-b', '--json');
+      assert.notEqual(r.code, 0, `${c.vm} migrated: ${r.stdout.slice(0, 2000)}`);
+      assert.match(r.stderr, c.why);
+      assert.match(r.stderr, new RegExp(`\\[${c.code}\\]`), r.stderr);
+      // Nothing moved: no migration job for it at the source; no VM, folder or disk image at the destination.
+      assert.deepEqual((await a<(Job & { target: string })[]>('job', 'list', '--kind', 'vm-migration')).filter((j) => j.target === `vm:${before.id}`), []);
+      assert.ok(!(await b<VmView[]>('vm', 'list')).some((v) => v.name === c.vm || v.id === before.id), 'no VM at the destination');
+      assert.deepEqual(await readdir(join(sites.b.dataDir, 'vms', before.id)).catch(() => []), [], 'no VM folder at the destination');
+      const pool = join(sites.b.dataDir, 'pools', 'default');
+      assert.deepEqual((await readdir(pool).catch(() => [])).filter((f) => f.startsWith(`${c.vm}-`) || f.includes(before.id)), [], 'no disk image at the destination');
+      // The VM runs on at the source, the same QEMU, and goes on beating and writing.
+      const after = await a<VmView>('vm', 'show', c.vm);
+      assert.equal(after.state, 'running');
+      assert.equal(after.pid, before.pid, 'the same QEMU process');
+      assert.equal(await alive(before.pid!), true);
+      const acked = Math.max(0, ...parseSerialAcks(await readFile(after.serialLog, 'utf8')));
+      await sites.a.waitFor(`${c.vm} writes on at the source`, async () => Math.max(0, ...parseSerialAcks(await readFile(after.serialLog, 'utf8'))) > acked + 5 || undefined, 60_000);
+    }
+    for (const c of cases) await a('vm', 'delete', c.vm, '--force');
+    for (const c of cases) await a('disk', 'delete', c.disk);
+  } finally {
+    for (const l of luns) await l.detach();
+  }
 });
 
 test('a running, writing test guest live-migrates with a gap-free write log; the source QEMU is gone', async () => {

@@ -64,7 +64,20 @@ async function cutCycle(): Promise<{ cycle: Promise<{ code: number; stderr: stri
   return { cycle, daemonPid: await openCyclePid() };
 }
 
-async function nextCycleIsIncremental(): Promise<ReplicationStatus> {
+/** The cycles the source recorded since `since` (ms), its own retries included. */
+function cyclesSince(since: number): CycleStats[] {
+  const db = new Database(join(sites.a.dataDir, 'mamori.db'), { readonly: true });
+  const row = db.prepare('SELECT stats FROM replications').get() as { stats: string };
+  db.close();
+  return (JSON.parse(row.stats) as CycleStats[]).filter((c) => Date.parse(c.at) >= since);
+}
+
+/**
+ * The fault at `faultAt` kept the bitmap: the next cycle, and any the scheduler retried on its
+ * own before it, are incremental. A resync (the bitmap lost, both disks read whole) fails this,
+ * even one the scheduler ran first, which would leave the cycle after it incremental.
+ */
+async function nextCycleIsIncremental(faultAt: number, lastSeq: number): Promise<ReplicationStatus> {
   const r = await sites.cli('a', 'replicate', 'sync-now', 'fv', '--json');
   if (r.code !== 0) {
     // Where did it stop? The cycles' journals and the server's last lines say.
@@ -73,8 +86,18 @@ async function nextCycleIsIncremental(): Promise<ReplicationStatus> {
   }
   const s = JSON.parse(r.stdout) as ReplicationStatus;
   assert.equal(s.failures, 0, s.lastError ?? '');
-  assert.ok(s.lastCycle!.mode === 'incremental' || s.lastCycle!.mode === 'resync', s.lastCycle!.mode);
-  assert.ok(s.lastCycle!.bytesSent < 8 * 1024 * 1024, `sent ${s.lastCycle!.bytesSent} bytes for a few seconds of writes`);
+  assert.equal(s.lastCycle!.mode, 'incremental');
+  const since = cyclesSince(faultAt);
+  assert.ok(since.length >= 1, 'the cycle just run is recorded');
+  assert.deepEqual(since.map((c) => c.mode).filter((m) => m !== 'incremental'), [], `cycles since the fault: ${JSON.stringify(since)}`);
+  // Incremental reads only what the bitmap marks: the log written since the last point before the
+  // fault (4 KiB records, rounded to 64 KiB bitmap chunks at each cycle's ends), never the whole disk
+  // a resync compares. Counted in records, not seconds: a slow machine writes more between cycles.
+  const now = await newestVerifies();
+  const bound = (now - lastSeq) * 4096 + since.length * 2 * 64 * 1024 + 1024 * 1024;
+  const covered = since.reduce((sum, c) => sum + c.bytesChanged, 0);
+  assert.ok(covered <= bound, `cycles since the fault covered ${covered} bytes for ${now - lastSeq} records (bound ${bound}): ${JSON.stringify(since)}`);
+  assert.ok(covered < 64 * 1024 * 1024, 'less than the disk');
   return s;
 }
 
@@ -109,24 +132,26 @@ test('link cut, recovery daemon killed, source QEMU killed mid-cycle: points sta
   // 1. The link goes silent in the middle of a cycle: it fails within its timeouts, no point is made.
   {
     const { cycle } = await cutCycle();
+    const faultAt = Date.now();
     await sites.cutLink('blackhole');
     const r = await cycle;
     await sites.restoreLink();
     assert.notEqual(r.code, 0, 'the cut cycle fails');
     // The scheduler may already have retried (1 s backoff): the newest point is whole either way.
     assert.ok((await newestVerifies()) >= last);
-    await nextCycleIsIncremental();
+    await nextCycleIsIncremental(faultAt, last);
     last = await newestVerifies();
   }
 
   // 2. kill -9 of the recovery site's storage daemon while it receives.
   {
     const { cycle, daemonPid } = await cutCycle();
+    const faultAt = Date.now();
     process.kill(daemonPid, 'SIGKILL');
     const r = await cycle;
     assert.notEqual(r.code, 0, `the cycle survived its receiver: ${r.stderr} ${JSON.stringify(await status())}`);
     assert.ok((await newestVerifies()) >= last);
-    await nextCycleIsIncremental();
+    await nextCycleIsIncremental(faultAt, last);
     last = await newestVerifies();
   }
 
@@ -146,10 +171,7 @@ test('link cut, recovery daemon killed, source QEMU killed mid-cycle: points sta
     assert.equal(s.failures, 0, s.lastError ?? '');
     // Cycles since the kill (the scheduler may have retried on its own): one resynced, and it
     // sent only what differed from the replica, far less than it compared.
-    const db = new Database(join(sites.a.dataDir, 'mamori.db'), { readonly: true });
-    const row = db.prepare('SELECT stats FROM replications').get() as { stats: string };
-    db.close();
-    const since = (JSON.parse(row.stats) as CycleStats[]).filter((c) => Date.parse(c.at) >= killedAt - 60_000);
+    const since = cyclesSince(killedAt - 60_000);
     const resync = since.find((c) => c.mode === 'resync');
     assert.ok(resync, `a lost bitmap leads to a resync; cycles since the kill: ${JSON.stringify(since)}`);
     assert.ok(resync.bytesSent < resync.bytesChanged / 2, `resync sent ${resync.bytesSent} of ${resync.bytesChanged} compared bytes`);
@@ -178,6 +200,7 @@ test('kill -9 of the source site server mid-cycle: the restart undoes the cut cy
     (await a<Job[]>('job', 'list', '--kind', 'replication-cycle')).find((j) => j.state === 'running' && j.steps.some((s) => s.name === 'copy' && s.state === 'running')), 30_000);
   // Mid-copy the source QEMU holds a fleecing point: an overlay file, a backup job, an export.
   assert.ok((await readdir(workDir)).some((f) => f.endsWith('.qcow2')), 'a fleecing overlay exists mid-cycle');
+  const faultAt = Date.now();
   await sites.a.crashServer();
   assert.notEqual((await cycle).code, 0, 'the CLI saw its server die');
 
@@ -193,22 +216,21 @@ test('kill -9 of the source site server mid-cycle: the restart undoes the cut cy
   assert.ok((await newestVerifies()) >= last);
   // The old bitmap was kept (the peer had not committed), so the next cycle is incremental,
   // not a resync, and sends about what the guest wrote since the last point.
-  const s = await nextCycleIsIncremental();
-  assert.equal(s.lastCycle!.mode, 'incremental');
+  await nextCycleIsIncremental(faultAt, last);
   assert.ok((await newestVerifies()) > last);
 });
 
 test('kill -9 of the recovery site server mid-cycle: its restart stops the orphaned storage daemon; cycles resume', async () => {
   const last = await newestVerifies();
   const { cycle, daemonPid } = await cutCycle();
+  const faultAt = Date.now();
   await sites.b.crashServer();
   assert.notEqual((await cycle).code, 0, 'no point without the recovery site committing it');
   assert.ok(await alive(daemonPid), 'the storage daemon outlived its server, holding the staging image');
   await sites.b.start();
   assert.equal(await alive(daemonPid), false, 'the restarted recovery site stopped the orphan before serving');
   assert.ok((await newestVerifies()) >= last);
-  const s = await nextCycleIsIncremental();
-  assert.equal(s.lastCycle!.mode, 'incremental');
+  await nextCycleIsIncremental(faultAt, last);
   assert.ok((await newestVerifies()) > last);
 });
 
@@ -226,12 +248,13 @@ test('starting a VM while a cycle copies its stopped images cuts that cycle shor
     const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
     return pid > 0 && (await alive(pid)) ? pid : undefined;
   }, 30_000);
+  const faultAt = Date.now();
   await a('vm', 'start', 'fv');
   await cycle; // cut short (or just finished): either way the start went through
   assert.equal((await a<{ state: string }>('vm', 'show', 'fv')).state, 'running');
   assert.ok((await newestVerifies()) >= last);
-  const s = await nextCycleIsIncremental();
-  assert.equal(s.lastCycle!.mode, 'incremental', 'the bitmap kept by the cut cycle still covers every change');
+  // The bitmap kept by the cut cycle still covers every change.
+  await nextCycleIsIncremental(faultAt, last);
   assert.ok((await newestVerifies()) > last);
 });
 
