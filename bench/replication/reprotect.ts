@@ -24,7 +24,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { freePort } from '../../src/core/free-port.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -76,17 +76,6 @@ function runOffsets(count: number, seed: number, avoid: ReadonlySet<number>): nu
   return [...out];
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 /** The old site's side of the reverse replica, as ReplicaService does it (without the database), counting what its checksums read. */
 class SeededReplica implements RemoteReplica {
   #daemon: StorageDaemon | null = null;
@@ -101,7 +90,7 @@ class SeededReplica implements RemoteReplica {
     const staging = await this.chain.beginCycle();
     this.#parents = staging.layers.slice(0, -1);
     const tlsDir = await writeQemuTlsCreds({ dir: join(this.dir, 'tls'), site: this.site, peerCaPem: this.peerCaPem, endpoint: 'server' });
-    const port = await freePort();
+    const port = await freePort('127.0.0.1');
     this.#daemon = await StorageDaemon.start({
       qmpSocket: join(this.dir, 'sd-qmp.sock'), pidFile: join(this.dir, 'sd.pid'),
       chains: [{ id: 'disk0', layers: staging.layers }],

@@ -15,7 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, stat, writeFile, open } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { freePort } from '../../src/core/free-port.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProcess } from '../../src/core/run-process.js';
@@ -76,17 +76,6 @@ async function timed<T>(body: () => Promise<T>): Promise<[T, number]> {
   return [v, performance.now() - t0];
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 /** The recovery site's side of a cycle, as ReplicaService does it (without the database). */
 class BenchReplica implements RemoteReplica {
   #daemon: StorageDaemon | null = null;
@@ -100,7 +89,7 @@ class BenchReplica implements RemoteReplica {
     await this.abortCycle();
     const staging = await this.chain.beginCycle();
     const tlsDir = await writeQemuTlsCreds({ dir: join(this.dir, 'tls'), site: this.site, peerCaPem: this.peerCaPem, endpoint: 'server' });
-    const port = await freePort();
+    const port = await freePort('127.0.0.1');
     this.#daemon = await StorageDaemon.start({
       qmpSocket: join(this.dir, 'sd-qmp.sock'), pidFile: join(this.dir, 'sd.pid'),
       chains: [{ id: 'disk0', layers: staging.layers }],
@@ -280,7 +269,7 @@ try {
     await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, target, String(size8)]);
     const srvTls = await writeQemuTlsCreds({ dir: join(tdir, 'srv'), site: siteB, peerCaPem: siteA.caCertPem, endpoint: 'server' });
     const cliTls = await writeQemuTlsCreds({ dir: join(tdir, 'cli'), site: siteA, peerCaPem: siteB.caCertPem, endpoint: 'client' });
-    const port = await freePort();
+    const port = await freePort('127.0.0.1');
     const sd = await StorageDaemon.start({
       qmpSocket: join(tdir, 'qmp.sock'), pidFile: join(tdir, 'sd.pid'), chains: [{ id: 'disk0', layers: [{ file: target, format: 'qcow2' }] }],
       nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
@@ -352,7 +341,7 @@ try {
       await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, out20, String(size20)]);
       const srvTls = await writeQemuTlsCreds({ dir: join(tdir, 'srv'), site: siteB, peerCaPem: siteA.caCertPem, endpoint: 'server' });
       const cliTls = await writeQemuTlsCreds({ dir: join(tdir, 'cli'), site: siteA, peerCaPem: siteB.caCertPem, endpoint: 'client' });
-      const port = await freePort();
+      const port = await freePort('127.0.0.1');
       const sd = await StorageDaemon.start({
         qmpSocket: join(tdir, 'qmp.sock'), pidFile: join(tdir, 'sd.pid'), chains: [{ id: 'disk0', layers: [{ file: out20, format: 'qcow2' }] }],
         nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },

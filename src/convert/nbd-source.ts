@@ -5,7 +5,7 @@ import { isNbdError } from '../nbd/nbd-error.js';
 import { allocatedExtents, copyExtents, type ByteRange, type CopyCounters } from '../nbd/extent-copy.js';
 import { formatNbdUri, parseNbdUri, type NbdUri } from '../nbd/nbd-uri.js';
 import type { NbdTlsMaterial } from '../nbd/nbd-tls-creds.js';
-import { StorageDaemon } from '../qemu/storage-daemon.js';
+import { withTargetDiskExport } from './target-disk-export.js';
 import { cachedReader } from '../inspect/image-source.js';
 import { inspectDisk, type InspectionReport } from '../inspect/inspector.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -84,39 +84,26 @@ export async function nbdSourceSize(src: NbdSource): Promise<number> {
  * (the fresh image reads as zeros already).
  */
 export async function copyNbdSource(src: NbdSource, disk: DiskRecord, o: { runDir: string; onProgress?: (fraction: number) => void }): Promise<CopyCounters & { allocatedBytes: number }> {
-  await mkdir(o.runDir, { recursive: true });
-  const where = { qmpSocket: join(o.runDir, 'qmp.sock'), pidFile: join(o.runDir, 'qemu-storage-daemon.pid') };
-  const socketPath = join(o.runDir, 'nbd.sock');
-  // A site that died mid-copy left this conversion's daemon running: it goes first.
-  await StorageDaemon.killLeftover(where);
-  const daemon = await StorageDaemon.start({
-    ...where, chains: [{ id: 'target', layers: [{ file: disk.path, format: disk.format }] }],
-    nbd: { listen: { type: 'unix', path: socketPath } }, exports: [{ id: 'target', node: 'target', writable: true }],
-  });
-  let target: NbdClient | null = null;
-  let source: NbdClient | null = null;
-  try {
-    target = await NbdClient.connect({ socketPath }, { exportName: 'target' });
-    const opened = await connectNbdSource(src, { allocation: true });
-    source = opened.client;
-    assertWholeSectors(src, source.size);
-    if (source.size > target.size) {
-      throw new MamoriError('INVALID_INPUT', `${formatNbdUri(src.uri)} grew to ${source.size} bytes after it was inspected (the image holds ${target.size}); convert again`);
+  return withTargetDiskExport(disk, o.runDir, async (target) => {
+    let source: NbdClient | null = null;
+    try {
+      const opened = await connectNbdSource(src, { allocation: true });
+      source = opened.client;
+      assertWholeSectors(src, source.size);
+      if (source.size > target.size) {
+        throw new MamoriError('INVALID_INPUT', `${formatNbdUri(src.uri)} grew to ${source.size} bytes after it was inspected (the image holds ${target.size}); convert again`);
+      }
+      const extents: ByteRange[] = opened.allocation ? await allocatedExtents(source) : [{ offset: 0, length: source.size }];
+      const allocatedBytes = extents.reduce((n, r) => n + r.length, 0);
+      const counters = await copyExtents({
+        source, target, extents, targetIsZero: true, concurrency: 4,
+        onProgress: (p) => o.onProgress?.(p.bytesDone / Math.max(p.bytesTotal, 1)),
+      });
+      return { ...counters, allocatedBytes };
+    } finally {
+      await source?.disconnect().catch(() => undefined);
     }
-    const extents: ByteRange[] = opened.allocation ? await allocatedExtents(source) : [{ offset: 0, length: source.size }];
-    const allocatedBytes = extents.reduce((n, r) => n + r.length, 0);
-    const counters = await copyExtents({
-      source, target, extents, targetIsZero: true, concurrency: 4,
-      onProgress: (p) => o.onProgress?.(p.bytesDone / Math.max(p.bytesTotal, 1)),
-    });
-    return { ...counters, allocatedBytes };
-  } finally {
-    await source?.disconnect().catch(() => undefined);
-    await target?.disconnect().catch(() => undefined);
-    // quit closes the image cleanly (qcow2 metadata written) before the disk is registered.
-    await daemon.stop().catch(() => undefined);
-    await rm(o.runDir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** A disk is whole 512-byte sectors; an export that is not is refused rather than rounded. */

@@ -1,7 +1,5 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { StorageDaemon } from '../qemu/storage-daemon.js';
-import { NbdClient } from '../nbd/nbd-client.js';
+import type { NbdClient } from '../nbd/nbd-client.js';
+import { withTargetDiskExport } from './target-disk-export.js';
 import type { DiskRecord } from '../disks/disk-record.js';
 import { convergeCopy, type ConvergePass, type ConvergeResult } from './p2v-converge.js';
 import type { P2vAgentClient } from './p2v-agent-client.js';
@@ -23,31 +21,18 @@ export interface PullOptions {
  * unix socket), and read from the agent's TLS NBD export in converging passes.
  */
 export async function pullFromAgent(agent: P2vAgentClient, disk: DiskRecord, o: PullOptions): Promise<ConvergeResult> {
-  await mkdir(o.runDir, { recursive: true });
-  const where = { qmpSocket: join(o.runDir, 'qmp.sock'), pidFile: join(o.runDir, 'qemu-storage-daemon.pid') };
-  const socketPath = join(o.runDir, 'nbd.sock');
-  // A site that died mid-copy left this conversion's daemon running: it goes first.
-  await StorageDaemon.killLeftover(where);
-  const daemon = await StorageDaemon.start({
-    ...where, chains: [{ id: 'target', layers: [{ file: disk.path, format: disk.format }] }],
-    nbd: { listen: { type: 'unix', path: socketPath } }, exports: [{ id: 'target', node: 'target', writable: true }],
+  return withTargetDiskExport(disk, o.runDir, async (target) => {
+    let source: NbdClient | null = null;
+    try {
+      source = await agent.openNbd();
+      const size = agent.hello.sizeBytes;
+      return await convergeCopy(agent, source, target, {
+        sizeBytes: size, chunkSize: P2V_CHUNK, convergeBelowBytes: o.convergeBelowBytes, maxPasses: o.maxPasses ?? 8,
+        ...(o.onPass ? { onPass: o.onPass } : {}),
+        onBytes: (pass, done, total) => o.onProgress?.(pass === 1 ? 0.85 * (done / Math.max(total, 1)) : 0.85 + 0.1 * Math.min(1, (pass - 1) / 8)),
+      });
+    } finally {
+      await source?.disconnect().catch(() => undefined);
+    }
   });
-  let target: NbdClient | null = null;
-  let source: NbdClient | null = null;
-  try {
-    target = await NbdClient.connect({ socketPath }, { exportName: 'target' });
-    source = await agent.openNbd();
-    const size = agent.hello.sizeBytes;
-    return await convergeCopy(agent, source, target, {
-      sizeBytes: size, chunkSize: P2V_CHUNK, convergeBelowBytes: o.convergeBelowBytes, maxPasses: o.maxPasses ?? 8,
-      ...(o.onPass ? { onPass: o.onPass } : {}),
-      onBytes: (pass, done, total) => o.onProgress?.(pass === 1 ? 0.85 * (done / Math.max(total, 1)) : 0.85 + 0.1 * Math.min(1, (pass - 1) / 8)),
-    });
-  } finally {
-    await source?.disconnect().catch(() => undefined);
-    await target?.disconnect().catch(() => undefined);
-    // quit closes the image cleanly (qcow2 metadata written) before the disk is registered.
-    await daemon.stop().catch(() => undefined);
-    await rm(o.runDir, { recursive: true, force: true });
-  }
 }
