@@ -1,5 +1,3 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { isNbdError } from '../nbd/nbd-error.js';
 import { allocatedExtents, copyExtents, type ByteRange, type CopyCounters } from '../nbd/extent-copy.js';
