@@ -1,7 +1,12 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { MamoriError } from '../core/mamori-error.js';
 import { runProcess } from '../core/run-process.js';
+import { syncDirectory, syncFile } from '../core/durable-sync.js';
+import { assertClosedAndSound, assertNotInUse, chainImageSpec, runImg } from './chain-images.js';
+import { MANIFEST, POINT_RE, parseManifest, writeManifest, type ChainLayer, type ManifestPoint, type PointConsistency, type ReplicaManifest } from './replica-manifest.js';
+
+export type { ChainLayer, PointConsistency } from './replica-manifest.js';
 
 /**
  * The replica of one disk on the recovery site: a base qcow2 (the source's virtual size)
@@ -19,14 +24,6 @@ import { runProcess } from '../core/run-process.js';
  * Layers are opened from the manifest with explicit backing nodes; backing names in headers
  * are kept relative and correct as well, so `qemu-img` on a point file also works.
  */
-export type PointConsistency = 'crash' | 'application';
-
-export interface ChainLayer {
-  file: string;
-  /** raw only as the bottom layer (a seed from a raw disk). */
-  format: 'qcow2' | 'raw';
-}
-
 export interface RecoveryPoint {
   id: string;
   /** The source-side fleecing instant of the cycle. */
@@ -71,42 +68,10 @@ export interface RetentionResult {
   deferred: boolean;
 }
 
-interface ManifestPoint {
-  id: string;
-  seq: number;
-  file: string;
-  time: string;
-  consistency: PointConsistency;
-  committedAt: string;
-}
-
-export interface ReplicaManifest {
-  format: 'mamori-replica-chain';
-  version: 1;
-  virtualSize: number;
-  /**
-   * Reprotect: the disk the VM had here before it failed over (its layers, bottom first,
-   * absolute paths), under the base. The first cycle then compares checksums against it
-   * and sends only what differs, instead of the whole disk.
-   */
-  seed?: ChainLayer[];
-  /**
-   * Seed layers the base no longer reads (absorbSeed copied what they held into it): their
-   * owner deletes them, then calls seedReleased(). Written in the same manifest write that
-   * drops `seed`, so a crash in between leaves the list to finish from.
-   */
-  releasedSeed?: ChainLayer[];
-  base: string;
-  nextSeq: number;
-  points: ManifestPoint[];
-}
-
-const MANIFEST = 'manifest.json';
 const BASE = 'base.qcow2';
 // As createImage: extended L2 subclusters keep small writes into fresh overlays cheap.
 const QCOW2_OPTS = 'cluster_size=131072,extended_l2=on';
 const STAGING_RE = /^staging-\d+\.qcow2$/;
-const POINT_RE = /^p\d+\.qcow2$/;
 
 /** One object per replica folder in the site server: it serializes the operations on it. */
 export class ReplicaChain {
@@ -199,7 +164,7 @@ export class ReplicaChain {
       const file = join(this.#dir, `staging-${pad(this.#manifest.nextSeq)}.qcow2`);
       await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, '-b', basename(below), '-F', 'qcow2', file, String(this.virtualSize)],
         { timeoutMs: 30_000 });
-      await fsyncPath(this.#dir);
+      await syncDirectory(this.#dir);
       const layers: ChainLayer[] = [...(parent?.layers ?? this.#baseLayers()), { file, format: 'qcow2' }];
       this.#staging = { file, layers, parentPointId: parent?.id ?? null };
       return this.#staging;
@@ -216,12 +181,12 @@ export class ReplicaChain {
       const staging = this.#staging;
       if (staging === null) throw busy(this.#dir, 'no cycle is open');
       await assertClosedAndSound(staging.file);
-      await fsyncPath(staging.file);
+      await syncFile(staging.file);
       const seq = this.#manifest.nextSeq;
       const file = `p${pad(seq)}.qcow2`;
       // Until the manifest names it, the renamed file is an orphan the next sweep deletes.
       await rename(staging.file, join(this.#dir, file));
-      await fsyncPath(this.#dir);
+      await syncDirectory(this.#dir);
       const point: ManifestPoint = { id: `p${pad(seq)}`, seq, file, time: meta.time, consistency: meta.consistency, committedAt: new Date().toISOString() };
       const next: ReplicaManifest = { ...this.#manifest, nextSeq: seq + 1, points: [...this.#manifest.points, point] };
       try {
@@ -244,7 +209,7 @@ export class ReplicaChain {
       if (staging === null) return;
       await assertNotInUse(staging.file);
       await rm(staging.file, { force: true });
-      await fsyncPath(this.#dir);
+      await syncDirectory(this.#dir);
       this.#staging = null;
     });
   }
@@ -269,7 +234,7 @@ export class ReplicaChain {
       await writeManifest(this.#dir, manifest);
       this.#manifest = manifest;
       await rm(join(this.#dir, newest.file), { force: true });
-      await fsyncPath(this.#dir);
+      await syncDirectory(this.#dir);
     });
   }
 
@@ -330,7 +295,7 @@ export class ReplicaChain {
         await writeManifest(this.#dir, manifest);
         this.#manifest = manifest;
         await rm(oldestFile, { force: true });
-        await fsyncPath(this.#dir);
+        await syncDirectory(this.#dir);
         merged.push(oldest.id);
       }
       return { merged, deferred: false };
@@ -371,7 +336,7 @@ export class ReplicaChain {
       if (seed.length === 0 || this.#staging !== null || this.#leases.size > 0) return null;
       const base = join(this.#dir, this.#manifest.base);
       await runImg(['rebase', '-q', '-b', '', chainImageSpec([...seed, { file: base, format: 'qcow2' }])], base);
-      await fsyncPath(base);
+      await syncFile(base);
       const { seed: _dropped, ...rest } = this.#manifest;
       const manifest: ReplicaManifest = { ...rest, releasedSeed: [...(this.#manifest.releasedSeed ?? []), ...seed] };
       await writeManifest(this.#dir, manifest);
@@ -417,7 +382,7 @@ export class ReplicaChain {
         removed = true;
       }
     }
-    if (removed) await fsyncPath(this.#dir);
+    if (removed) await syncDirectory(this.#dir);
   }
 
   async #exclusive<T>(what: string, body: () => Promise<T>): Promise<T> {
@@ -429,105 +394,6 @@ export class ReplicaChain {
       this.#busy = false;
     }
   }
-}
-
-/**
- * A `json:` image name opening the layers with explicit backing (bottom first), for
- * qemu-img convert / compare / map / commit; nothing is taken from image headers.
- */
-export function chainImageSpec(layers: readonly { file: string; format: 'qcow2' | 'raw' }[]): string {
-  let spec: Record<string, unknown> | null = null;
-  for (const layer of layers) {
-    const node: Record<string, unknown> = { driver: layer.format, file: { driver: 'file', filename: layer.file } };
-    if (layer.format === 'qcow2') node['backing'] = spec;
-    else if (spec !== null) throw new MamoriError('INVALID_INPUT', 'a raw image can only be the bottom layer', { details: { file: layer.file } });
-    spec = node;
-  }
-  if (spec === null) throw new MamoriError('INVALID_INPUT', 'an image chain needs at least one layer');
-  return `json:${JSON.stringify(spec)}`;
-}
-
-export function parseManifest(text: string, dir: string): ReplicaManifest {
-  let m: unknown;
-  try {
-    m = JSON.parse(text);
-  } catch (e) {
-    throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not JSON`, { details: { dir }, cause: e });
-  }
-  const o = m as Partial<ReplicaManifest> | null;
-  const ok = o !== null && typeof o === 'object' && o.format === 'mamori-replica-chain' && o.version === 1
-    && Number.isSafeInteger(o.virtualSize) && typeof o.base === 'string'
-    && (o.seed === undefined || (Array.isArray(o.seed) && o.seed.every((l, i) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || (l.format === 'raw' && i === 0)))))
-    && (o.releasedSeed === undefined || (Array.isArray(o.releasedSeed) && o.releasedSeed.every((l) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || l.format === 'raw'))))
-    && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
-    && o.points.every((p) => typeof p?.id === 'string' && typeof p.file === 'string' && POINT_RE.test(p.file) && Number.isSafeInteger(p.seq)
-      && p.seq < o.nextSeq! && typeof p.time === 'string' && (p.consistency === 'crash' || p.consistency === 'application'));
-  if (!ok) throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not a mamori replica chain (version 1)`, { details: { dir } });
-  return o as ReplicaManifest;
-}
-
-async function writeManifest(dir: string, manifest: ReplicaManifest): Promise<void> {
-  const tmp = join(dir, `${MANIFEST}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(dir, MANIFEST));
-  await fsyncPath(dir);
-}
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** qemu-img check without -U: a lock conflict means a writer still has the image open. */
-async function assertClosedAndSound(file: string): Promise<void> {
-  try {
-    // 0 clean, 3 leaked clusters only (harmless).
-    await runProcess('qemu-img', ['check', '-q', '-f', 'qcow2', file], { timeoutMs: 300_000, okCodes: [0, 3] });
-  } catch (e) {
-    if (isLockError(e)) throw inUse(file, e);
-    if (isMamoriError(e, 'PROCESS_FAILED')) {
-      throw new MamoriError('IMAGE_CORRUPT', `staging image ${file} is damaged; the cycle cannot become a point: ${String(e.details?.['stderr'] ?? '').trim()}`, { cause: e });
-    }
-    throw e;
-  }
-}
-
-/** A file some process holds open must not be deleted under it; unreadable garbage may be. */
-async function assertNotInUse(file: string): Promise<void> {
-  try {
-    await runProcess('qemu-img', ['info', '-f', 'qcow2', file], { timeoutMs: 30_000 });
-  } catch (e) {
-    if (isLockError(e)) throw inUse(file, e);
-    if (!isMamoriError(e, 'PROCESS_FAILED')) throw e;
-  }
-}
-
-async function runImg(args: string[], file: string): Promise<void> {
-  try {
-    await runProcess('qemu-img', args, { timeoutMs: 6 * 3600_000 });
-  } catch (e) {
-    if (isLockError(e)) throw inUse(file, e);
-    throw e;
-  }
-}
-
-/** qemu-img's wording is the only sign of a lock conflict (it has no exit code for it). */
-function isLockError(e: unknown): boolean {
-  return isMamoriError(e, 'PROCESS_FAILED') && /lock/i.test(String(e.details?.['stderr'] ?? ''));
-}
-
-function inUse(file: string, cause: unknown): MamoriError {
-  return new MamoriError('DISK_IN_USE', `${file} is open in another process (a storage daemon or a reader); stop it first`, { details: { file, wanted: 'REPLICA_BUSY' }, cause });
 }
 
 function busy(dir: string, why: string): MamoriError {

@@ -8,7 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { StorageDaemon, type StorageDaemonConfig } from '../../../src/qemu/storage-daemon.js';
-import { ReplicaChain, chainImageSpec, type ChainLayer } from '../../../src/replication/replica-chain.js';
+import { ReplicaChain, type ChainLayer } from '../../../src/replication/replica-chain.js';
+import { chainImageSpec } from '../../../src/replication/chain-images.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
-import { chainImageSpec, parseManifest } from '../../../src/replication/replica-chain.js';
+import { chainImageSpec } from '../../../src/replication/chain-images.js';
+import { parseManifest } from '../../../src/replication/replica-manifest.js';
 
 describe('chainImageSpec', () => {
   it('nests layers bottom-up with explicit backing and no backing below the base', () => {

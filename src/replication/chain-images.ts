@@ -1,0 +1,65 @@
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { runProcess } from '../core/run-process.js';
+
+/**
+ * qemu-img over a replica chain's files: the explicit `json:` chain name, and the checks that
+ * tell an image some process still holds (a lock conflict: DISK_IN_USE) from a damaged one.
+ */
+
+/**
+ * A `json:` image name opening the layers with explicit backing (bottom first), for
+ * qemu-img convert / compare / map / commit; nothing is taken from image headers.
+ */
+export function chainImageSpec(layers: readonly { file: string; format: 'qcow2' | 'raw' }[]): string {
+  let spec: Record<string, unknown> | null = null;
+  for (const layer of layers) {
+    const node: Record<string, unknown> = { driver: layer.format, file: { driver: 'file', filename: layer.file } };
+    if (layer.format === 'qcow2') node['backing'] = spec;
+    else if (spec !== null) throw new MamoriError('INVALID_INPUT', 'a raw image can only be the bottom layer', { details: { file: layer.file } });
+    spec = node;
+  }
+  if (spec === null) throw new MamoriError('INVALID_INPUT', 'an image chain needs at least one layer');
+  return `json:${JSON.stringify(spec)}`;
+}
+
+export /** qemu-img check without -U: a lock conflict means a writer still has the image open. */
+async function assertClosedAndSound(file: string): Promise<void> {
+  try {
+    // 0 clean, 3 leaked clusters only (harmless).
+    await runProcess('qemu-img', ['check', '-q', '-f', 'qcow2', file], { timeoutMs: 300_000, okCodes: [0, 3] });
+  } catch (e) {
+    if (isLockError(e)) throw inUse(file, e);
+    if (isMamoriError(e, 'PROCESS_FAILED')) {
+      throw new MamoriError('IMAGE_CORRUPT', `staging image ${file} is damaged; the cycle cannot become a point: ${String(e.details?.['stderr'] ?? '').trim()}`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** A file some process holds open must not be deleted under it; unreadable garbage may be. */
+export async function assertNotInUse(file: string): Promise<void> {
+  try {
+    await runProcess('qemu-img', ['info', '-f', 'qcow2', file], { timeoutMs: 30_000 });
+  } catch (e) {
+    if (isLockError(e)) throw inUse(file, e);
+    if (!isMamoriError(e, 'PROCESS_FAILED')) throw e;
+  }
+}
+
+export async function runImg(args: string[], file: string): Promise<void> {
+  try {
+    await runProcess('qemu-img', args, { timeoutMs: 6 * 3600_000 });
+  } catch (e) {
+    if (isLockError(e)) throw inUse(file, e);
+    throw e;
+  }
+}
+
+/** qemu-img's wording is the only sign of a lock conflict (it has no exit code for it). */
+function isLockError(e: unknown): boolean {
+  return isMamoriError(e, 'PROCESS_FAILED') && /lock/i.test(String(e.details?.['stderr'] ?? ''));
+}
+
+function inUse(file: string, cause: unknown): MamoriError {
+  return new MamoriError('DISK_IN_USE', `${file} is open in another process (a storage daemon or a reader); stop it first`, { details: { file, wanted: 'REPLICA_BUSY' }, cause });
+}
