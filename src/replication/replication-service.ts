@@ -15,15 +15,14 @@ import { KeyedLock } from '../jobs/keyed-lock.js';
 import { assertLayerable } from '../vms/vm-snapshots.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
-import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult, type CycleSource, type RemoteReplica } from './replication-cycle.js';
+import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult } from './replication-cycle.js';
 import { settleFleecingPoint, sweepFleecingLeftovers, sweepOfflineFleecingLeftovers, type FleecingPoint, type OfflineFleecingPoint } from './fleecing-point.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { ReplicationIncidents } from './replication-incidents.js';
-import { guestFreezeHooks } from './guest-freeze.js';
-import type { CycleTarget, ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-service.js';
+import type { ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
-import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
+import { CycleEnds } from './cycle-ends.js';
 
 export interface CycleStats {
   at: string;
@@ -93,6 +92,7 @@ export class ReplicationService {
   #vms: VmService;
   #supervisor: VmSupervisor;
   #disks: DiskRepo;
+  #ends: CycleEnds;
   #peers: SitePeers;
   #tls: SiteTls;
   #paths: SitePaths;
@@ -121,6 +121,7 @@ export class ReplicationService {
     this.#tls = deps.tls;
     this.#paths = deps.paths;
     this.#log = deps.log;
+    this.#ends = new CycleEnds({ db: deps.db, disks: this.#disks, supervisor: deps.supervisor, peers: deps.peers, paths: deps.paths, log: deps.log });
   }
 
   /** Set by the composition root: what the site does when a peer says a VM was failed over (ProtectedSite.markSuperseded). */
@@ -310,7 +311,7 @@ export class ReplicationService {
       if (!row || (row.state !== 'enabled' && !manual)) return;
       const vm = await this.#vms.repo.findById(vmId);
       if (!vm) return;
-      const source = await this.#source(vm.id, replicatedDiskIds(vm.definition), vm.definition.guestAgent === true);
+      const source = await this.#ends.source(vm.id, replicatedDiskIds(vm.definition), vm.definition.guestAgent === true);
       const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`, [...CYCLE_STEPS]);
       const context: CycleJobContext = {
         vmId, source: source.kind, workDir: this.#workDir(vm.id), point: null,
@@ -324,11 +325,11 @@ export class ReplicationService {
           source,
           workDir: this.#workDir(vm.id),
           previousGeneration: row.generation,
-          remote: await this.#remote(row),
+          remote: await this.#ends.remote(row),
           tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
           ...(row.bandwidth_bps ? { bandwidthBps: row.bandwidth_bps } : {}),
           journal: this.#journalFor(job.id, context, row),
-          seed: row.generation === 0 ? await this.#seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length) : null,
+          seed: row.generation === 0 ? await this.#ends.seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length) : null,
         });
         await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
         this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
@@ -397,59 +398,7 @@ export class ReplicationService {
     }
     // Best effort and not awaited: an unreachable peer must not hold up the server's start;
     // the peer discards its staging at the next cycle anyway.
-    if (row) void this.#remote(row).then((r) => r.abortCycle()).catch(() => undefined);
-  }
-
-  async #source(vmId: string, diskIds: string[], guestAgent: boolean): Promise<CycleSource> {
-    const qmp = this.#supervisor.qmpOf(vmId);
-    if (qmp) {
-      const nodes = diskIds.map((_, i) => `disk${i}`);
-      return guestAgent ? { kind: 'live', qmp, nodes, guest: guestFreezeHooks(this.#paths.vmRuntime(vmId).guestAgentSocket) } : { kind: 'live', qmp, nodes };
-    }
-    const disks = await this.#disks.byIds(diskIds);
-    return {
-      kind: 'offline',
-      disks: diskIds.map((id, i) => {
-        const d = disks.find((x) => x.id === id)!;
-        return { id: `disk${i}`, layers: [{ file: d.path, format: d.format }, ...d.overlays.map((file) => ({ file, format: 'qcow2' as const }))] };
-      }),
-    };
-  }
-
-  /**
-   * The first cycle of a reprotect (generation 0: the replica is seeded with this VM's old
-   * disks at the peer). A VM made here from a replica point started from that point, and the
-   * old disks may hold writes made after it (a disaster): the peer says which blocks, or
-   * that it cannot tell (seed-delta.ts). A VM that came by live migration started from the
-   * old disks themselves: its bitmap alone is the difference.
-   */
-  async #seedSides(row: Selectable<ReplicationTable>, disks: number): Promise<SeedSide[] | null> {
-    const rec = await this.#db.selectFrom('recovered_vms').leftJoin('replica_points', (j) =>
-      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
-      .select('replica_points.time as time').where('recovered_vms.vm_id', '=', row.vm_id).where('recovered_vms.mode', '!=', 'test').executeTakeFirst();
-    if (!rec) return null;
-    // Made from a point no longer on record: when it was is unknown, so the old side's writes are too.
-    if (rec.time === null) return Array.from({ length: disks }, (): SeedSide => ({ kind: 'checksums', reason: 'the point the VM started from is no longer on record' }));
-    const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
-    // A peer that cannot answer (an older version, a lost file) is a seed of unknown writes: checksums.
-    const delta = await peer.request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replica_id}/seed-delta`).then((r) => r.delta).catch((e: unknown) => {
-      this.#log.warn({ vm: row.vm_id, err: (e as Error).message }, 'the peer did not say what its old disks wrote after the point; comparing checksums for them');
-      return null;
-    });
-    return seedSides(delta, rec.time, disks);
-  }
-
-  async #remote(row: Selectable<ReplicationTable>): Promise<RemoteReplica> {
-    const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
-    const base = `/replicas/${row.replica_id}`;
-    return {
-      beginCycle: () => peer.request<CycleTarget>('POST', `${base}/cycles`, {}),
-      commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),
-      // Best effort and quick: on a cut link the peer discards staging at its next cycle anyway.
-      abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {}, { timeoutMs: 10_000 })),
-      checksums: async (cycleId, disk, range, chunkSize) => Buffer.from((await peer.request<{ digests: string }>('POST', `${base}/cycles/${cycleId}/checksums`,
-        { disk, offset: range.offset, length: range.length, chunkSize })).digests, 'base64'),
-    };
+    if (row) void this.#ends.remote(row).then((r) => r.abortCycle()).catch(() => undefined);
   }
 
   async #scheduleFromRow(vmId: string, now: number): Promise<void> {
