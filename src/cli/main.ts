@@ -15,7 +15,6 @@ import { planCommand, PLAN_USAGE } from './plan-commands.js';
 import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
 import { tokenCommand, TOKEN_USAGE } from './token-commands.js';
 import { auditCommand, AUDIT_USAGE } from './audit-commands.js';
-import type { ParseOnlyMode } from './parse-only.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -104,6 +103,13 @@ function takeGlobals(argv: string[]): { rest: string[]; json: boolean; data?: st
     delete out.token;
   }
   return { rest, ...out };
+}
+
+/** How run() parses without acting (parse-only.ts builds it): an API client that sends nothing, and a check of local commands' arguments. */
+export interface ParseOnlyMode {
+  api: ApiClient;
+  /** True when `cmd` is a local command (its arguments then checked, nothing run); false for API commands. */
+  local: (cmd: string, rest: string[]) => Promise<boolean>;
 }
 
 /** Runs one command line; `parseOnly` (src/cli/parse-only.ts) parses it and runs nothing. */

@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ApiClient } from './api-client.js';
+import { run, type ParseOnlyMode } from './main.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 
 /** What a command parsed into: the first API call it would make, or none for a local command (or help). */
@@ -34,12 +35,6 @@ class ParseOnlyApi extends ApiClient {
 }
 
 /** How main.ts's run() is told to parse only: API calls go to `api`, local commands to `local`. */
-export interface ParseOnlyMode {
-  api: ApiClient;
-  /** True when `cmd` is a local command (its arguments then checked, nothing run); false for API commands. */
-  local: (cmd: string, rest: string[]) => Promise<boolean>;
-}
-
 const strict = (args: string[], options: NonNullable<ParseArgsConfig['options']>, positionals: number | 'any' = 0): void => {
   const r = parseArgs({ args, options, strict: true, allowPositionals: positionals !== 0 });
   if (positionals !== 'any' && r.positionals.length !== positionals) throw new MamoriError('INVALID_INPUT', `expected ${positionals} argument(s), got ${r.positionals.length}`);
@@ -83,7 +78,6 @@ async function parseLocal(cmd: string, rest: string[]): Promise<boolean> {
  * messages): a command the CLI would refuse comes back `ok: false` with its message.
  */
 export async function parseCommand(argv: string[]): Promise<ParseOutcome> {
-  const { run } = await import('./main.js');
   const mode: ParseOnlyMode = { api: new ParseOnlyApi(), local: parseLocal };
   // Help text is not a parse result: keep it off the test's output.
   const write = process.stdout.write;

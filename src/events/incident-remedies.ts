@@ -1,5 +1,4 @@
-import { CYCLE_FAILED, POINT_VERIFY_FAILED, RPO_VIOLATED } from '../replication/replication-incidents.js';
-import { PEER_UNREACHABLE } from '../sites/peer-watch.js';
+import { CYCLE_FAILED, PEER_UNREACHABLE, POINT_VERIFY_FAILED, RPO_VIOLATED } from './incident-kinds.js';
 
 /** What a remedy is written from: the incident's kind, target and details as raised. */
 export interface RemedyInput {

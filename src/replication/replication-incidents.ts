@@ -5,11 +5,9 @@ import type { IncidentLog } from '../events/incident-log.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { rpoStatus } from './rpo-scheduler.js';
 
-export const RPO_VIOLATED = 'replication.rpo-violated';
-/** Open from a failed cycle until the next cycle of the VM succeeds. */
-export const CYCLE_FAILED = 'replication.cycle-failed';
-/** Open from a verify whose write log is not consistent until a later verify of the VM is. */
-export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
+import { CYCLE_FAILED, POINT_VERIFY_FAILED, RPO_VIOLATED } from '../events/incident-kinds.js';
+
+export { CYCLE_FAILED, POINT_VERIFY_FAILED, RPO_VIOLATED };
 
 /**
  * The incidents of host-based replication, each opened once and cleared when its condition

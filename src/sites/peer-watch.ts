@@ -2,8 +2,9 @@ import type { Logger } from '../core/logger.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import type { SitePeers } from './site-peers.js';
 import type { PeerView } from './peer-record.js';
+import { PEER_UNREACHABLE } from '../events/incident-kinds.js';
 
-export const PEER_UNREACHABLE = 'site.peer-unreachable';
+export { PEER_UNREACHABLE };
 export const DEFAULT_PEER_CHECK_MS = 30_000;
 
 /** What the watch knows of a paired site's reachability (ISO times; null: not seen). */

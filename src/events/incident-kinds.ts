@@ -1,0 +1,13 @@
+/**
+ * The kinds of incident the site raises, named here in the events layer so the incident log
+ * (and the remedies it attaches) need not import the modules that raise them.
+ */
+
+/** Open while a VM's newest point is older than its RPO. */
+export const RPO_VIOLATED = 'replication.rpo-violated';
+/** Open from a failed cycle until the next cycle of the VM succeeds. */
+export const CYCLE_FAILED = 'replication.cycle-failed';
+/** Open from a verify whose write log is not consistent until a later verify of the VM is. */
+export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
+/** Open while a paired site has failed its health checks (PeerWatch). */
+export const PEER_UNREACHABLE = 'site.peer-unreachable';
