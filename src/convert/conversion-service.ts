@@ -133,6 +133,16 @@ export class ConversionService {
     this.#jobs.registerRecovery(CONVERT_JOB, (job) => this.#recover(job));
   }
 
+  /** The conversion's job; if it cannot be made, the disk made for it goes too (nothing half-created is left). */
+  async #jobOwning(diskName: string, vmName: string, start: boolean): Promise<Job> {
+    try {
+      return await this.#jobs.create(CONVERT_JOB, vmName, ['copy', 'register', ...(start ? ['start'] : [])]);
+    } catch (e) {
+      await this.#disks.delete(diskName).catch(() => undefined);
+      throw e;
+    }
+  }
+
   /**
    * A conversion cut by a crash never registered its VM (or did, and only the start was
    * left): the copied disk goes unless a VM holds it, and a P2V's storage daemon is stopped.
@@ -301,13 +311,7 @@ export class ConversionService {
     const diskName = `${input.name}-disk0`;
     if (await this.#disks.repo.findByName(diskName)) throw new MamoriError('DISK_EXISTS', `a disk named ${diskName} already exists; choose another --name or delete that disk`);
     const disk = await this.#disks.create({ name: diskName, sizeBytes: report.size, format: input.format ?? 'qcow2' });
-    let job: Job;
-    try {
-      job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
-    } catch (e) {
-      await this.#disks.delete(diskName).catch(() => undefined);
-      throw e;
-    }
+    const job = await this.#jobOwning(diskName, input.name, input.start === true);
     // The context keeps the URI (which holds no secret: query keys are refused), never the TLS key.
     await this.#jobs.setContext(job.id, { source: shown, inspection: report, disks: [diskName] });
     let progressAt = 0;
@@ -351,13 +355,7 @@ export class ConversionService {
     if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
     const diskName = `${input.name}-disk0`;
     const disk = await this.#disks.create({ name: diskName, sizeBytes: agent.hello.sizeBytes, format: input.format ?? 'qcow2' });
-    let job: Job;
-    try {
-      job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
-    } catch (e) {
-      await this.#disks.delete(diskName).catch(() => undefined);
-      throw e;
-    }
+    const job = await this.#jobOwning(diskName, input.name, input.start === true);
     const ctx = { source: input.source, device: agent.hello.device, inspection: report, p2v: { disk: diskName, passes: [] as ConvergePass[] } };
     await this.#jobs.setContext(job.id, ctx);
     let progressAt = 0;
