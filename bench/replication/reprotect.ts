@@ -24,7 +24,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { freePort } from '../../src/core/free-port.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -35,11 +34,11 @@ import { StorageDaemon } from '../../src/qemu/storage-daemon.js';
 import { chunkDigests } from '../../src/replication/block-checksums.js';
 import { bitmapName, editImageBitmap } from '../../src/replication/dirty-bitmaps.js';
 import { ReplicaChain, type ChainLayer } from '../../src/replication/replica-chain.js';
+import { serveStaging } from './staging-export.js';
 import type { CycleTarget, ReplicaPointView } from '../../src/replication/replica-service.js';
 import { runReplicationCycle, type CycleResult, type CycleTls, type RemoteReplica } from '../../src/replication/replication-cycle.js';
 import { seedDiskDelta, seedSides } from '../../src/replication/seed-delta.js';
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
-import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 
 const MiB = 1024 * 1024;
@@ -89,14 +88,8 @@ class SeededReplica implements RemoteReplica {
     await this.abortCycle();
     const staging = await this.chain.beginCycle();
     this.#parents = staging.layers.slice(0, -1);
-    const tlsDir = await writeQemuTlsCreds({ dir: join(this.dir, 'tls'), site: this.site, peerCaPem: this.peerCaPem, endpoint: 'server' });
-    const port = await freePort('127.0.0.1');
-    this.#daemon = await StorageDaemon.start({
-      qmpSocket: join(this.dir, 'sd-qmp.sock'), pidFile: join(this.dir, 'sd.pid'),
-      chains: [{ id: 'disk0', layers: staging.layers }],
-      nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: tlsDir, verifyPeer: true } },
-      exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
-    });
+    const { daemon, port } = await serveStaging(this.dir, staging.layers, this.site, this.peerCaPem);
+    this.#daemon = daemon;
     return { cycleId: `cyc${++this.#n}`, host: '127.0.0.1', port, exports: ['disk0'] };
   }
 

@@ -31,6 +31,7 @@ import { repoRoot } from '../../test/harness/repo-root.js';
 import { replaceFigure, type BenchFigure } from '../bench-common.js';
 import { measureMinRpo } from './min-rpo.js';
 import { reprotectFigures } from './reprotect.js';
+import { serveStaging } from './staging-export.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -88,14 +89,8 @@ class BenchReplica implements RemoteReplica {
     this.marks.b0 = performance.now();
     await this.abortCycle();
     const staging = await this.chain.beginCycle();
-    const tlsDir = await writeQemuTlsCreds({ dir: join(this.dir, 'tls'), site: this.site, peerCaPem: this.peerCaPem, endpoint: 'server' });
-    const port = await freePort('127.0.0.1');
-    this.#daemon = await StorageDaemon.start({
-      qmpSocket: join(this.dir, 'sd-qmp.sock'), pidFile: join(this.dir, 'sd.pid'),
-      chains: [{ id: 'disk0', layers: staging.layers }],
-      nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: tlsDir, verifyPeer: true } },
-      exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
-    });
+    const { daemon, port } = await serveStaging(this.dir, staging.layers, this.site, this.peerCaPem);
+    this.#daemon = daemon;
     this.marks.b1 = performance.now();
     return { cycleId: `cyc${++this.#n}`, host: '127.0.0.1', port, exports: ['disk0'] };
   }
