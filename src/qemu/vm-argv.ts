@@ -112,6 +112,12 @@ function diskArgs(disk: DiskRecord, i: number, bootable: boolean, sata = false):
   const isRdm = disk.kind === 'rdm';
   const args: string[] = [];
   const base = nodeOf(0);
+  // Layers below the top are opened read-only, as libvirt opens backing images: QEMU then holds
+  // no write lock on them, so other readers of the same file (a desktop pool's replica linked to
+  // a snapshot's layer: pools/pool-replica.ts) can run beside this VM. The protocol node is
+  // auto-read-only: a block-commit into the layer (a live snapshot delete) reopens it writable.
+  const lower = (k: number): Record<string, unknown> => (k < layers - 1 ? { 'read-only': true } : {});
+  const lowerFile = (k: number): Record<string, unknown> => (k < layers - 1 ? { 'auto-read-only': true } : {});
   args.push('-blockdev', json({
     driver: isRdm && disk.path.startsWith('/dev/') ? 'host_device' : 'file',
     filename: disk.path,
@@ -119,13 +125,14 @@ function diskArgs(disk: DiskRecord, i: number, bootable: boolean, sata = false):
     // Physical RDM: the guest owns the device, so bypass the host page cache.
     cache: { direct: isRdm && disk.rdmMode === 'physical' },
     discard: 'unmap',
+    ...(isRdm ? { ...lowerFile(0), ...lower(0) } : lowerFile(0)),
   }));
-  if (!isRdm) args.push('-blockdev', json({ driver: disk.format, file: `${base}-file`, 'node-name': base, discard: 'unmap' }));
+  if (!isRdm) args.push('-blockdev', json({ driver: disk.format, file: `${base}-file`, 'node-name': base, discard: 'unmap', ...lower(0) }));
   disk.overlays.forEach((overlay, j) => {
     const node = nodeOf(j + 1);
     args.push(
-      '-blockdev', json({ driver: 'file', filename: overlay, 'node-name': `${node}-file`, discard: 'unmap' }),
-      '-blockdev', json({ driver: 'qcow2', file: `${node}-file`, backing: nodeOf(j), 'node-name': node, discard: 'unmap' }),
+      '-blockdev', json({ driver: 'file', filename: overlay, 'node-name': `${node}-file`, discard: 'unmap', ...lowerFile(j + 1) }),
+      '-blockdev', json({ driver: 'qcow2', file: `${node}-file`, backing: nodeOf(j), 'node-name': node, discard: 'unmap', ...lower(j + 1) }),
     );
   });
   const device = sata
