@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   DESKTOP_POOL_EXISTS: { httpStatus: 409, retryable: false },
   DESKTOP_POOL_BUSY: { httpStatus: 409, retryable: true },
   MASTER_IN_USE: { httpStatus: 409, retryable: false },
+  LAYER_SHARED: { httpStatus: 409, retryable: false },
   DESKTOP_ASSIGNED: { httpStatus: 409, retryable: false },
   DESKTOP_IN_SESSION: { httpStatus: 409, retryable: false },
   POOL_ADDRESSES_EXHAUSTED: { httpStatus: 409, retryable: false },

@@ -11,6 +11,7 @@ import { MamoriError } from '../core/mamori-error.js';
 import { runProcess } from '../core/run-process.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { commitLayerLive } from './live-layer-commit.js';
+import { linkCount, unshareFile } from '../disks/shared-layer.js';
 
 export interface SnapshotView {
   name: string;
@@ -142,14 +143,31 @@ export class VmSnapshots {
     const row = await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vm.id).where('name', '=', name).executeTakeFirst();
     if (!row) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
     const disks = await this.#disks.byIds(vm.definition.diskIds);
+    const layerBelow = (d: DiskRecord, i: number): { path: string; format: string } => (i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' });
+    // A layer may be a desktop pool's replica too (a hard link, disks/shared-layer.ts), and the
+    // commit writes into it. Stopped, the VM gets a copy of its own first; running, its QEMU
+    // holds the shared file open and would write into it whatever its name: refused, before
+    // any disk is touched.
+    if (qmp) {
+      for (const d of disks) {
+        const i = snapshotOverlayIndex(d, name);
+        if (i < 0) continue;
+        const below = layerBelow(d, i);
+        if ((await linkCount(below.path)) > 1) {
+          throw new MamoriError('LAYER_SHARED', `the layer of snapshot ${name} on disk ${d.name} is also a desktop pool's replica (${below.path} has other names): ` +
+            `stop VM ${vm.name} and delete the snapshot again (the layer is then copied for the VM first), or delete the pools or desktops still on ${name}`, { details: { disk: d.name, snapshot: name, path: below.path } });
+        }
+      }
+    }
     for (const d of disks) {
       const i = snapshotOverlayIndex(d, name);
       if (i < 0) continue;
       const overlay = d.overlays[i]!;
-      const below = i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
+      const below = layerBelow(d, i);
       if (qmp) {
         await commitLayerLive(qmp, { overlay, below: below.path, jobId: `snapdel-${d.id}`, timeoutMs: 6 * 3600_000 });
       } else {
+        await unshareFile(below.path);
         // -d: the overlay is dropped right after, so it need not be emptied; -b names the target explicitly.
         await runProcess('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', '-b', below.path, overlay], { timeoutMs: 6 * 3600_000 });
         const above = d.overlays[i + 1];
