@@ -91,8 +91,9 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       if (json) return printJson(p);
       printFields({
         pool: `${p.name} (${p.state}${p.message ? `: ${p.message}` : ''})`, master: `${p.spec.master.name} @ ${p.spec.snapshot}`,
-        replicas: p.replicas.map((r) => `${r.storage}: ${formatBytes(r.sizeBytes)} (${r.desktops} desktops)`).join('; '),
-        storage: `${formatBytes(p.storage.replicasBytes + p.storage.desktopsBytes)} used, ${formatBytes(p.storage.savedBytes)} saved against ${formatBytes(p.storage.fullCopiesBytes)} of full copies`,
+        replicas: p.replicas.map((r) => `${r.storage}: ${formatBytes(r.sizeBytes)}${r.linked ? ` (the master's snapshot layer, linked)` : ''} (${r.desktops} desktops)`).join('; '),
+        storage: `${formatBytes(p.storage.usedBytes)} used${p.storage.replicasSharedBytes > 0 ? ` (${formatBytes(p.storage.replicasSharedBytes)} more shared with the master)` : ''}, ` +
+          `${formatBytes(p.storage.savedBytes)} saved against ${formatBytes(p.storage.fullCopiesBytes)} of full copies`,
       });
       printTable(p.desktops.map((d) => ({ desktop: d.name, vm: d.vmState, state: d.state, use: d.session ? `session ${d.session.user}` : d.user ? `assigned ${d.user}` : '', address: d.address ?? '', own: formatBytes(d.ownBytes), storage: d.storage, message: d.message ?? '' })), ['desktop', 'vm', 'state', 'use', 'address', 'own', 'storage', 'message']);
       return;

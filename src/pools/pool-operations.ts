@@ -12,7 +12,7 @@ import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { faultPoint } from '../core/fault-points.js';
 import { desktopNames, type PoolSpec } from './pool-spec.js';
-import { removeReplica, snapshotLayer } from './pool-replica.js';
+import { removeReplica, snapshotLayer, type HeldLayers } from './pool-replica.js';
 import { desktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
 import { PoolStorage } from './pool-storage.js';
 import { moveDesktops, removeStrayDesktopFolders } from './desktop-rebalance.js';
@@ -127,6 +127,14 @@ export class PoolOperations {
     return (await this.masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
   }
 
+  /** The master's layers for `snapshot` read again while the master holds still (pool-replica.ts links them). */
+  #held(spec: PoolSpec, snapshot: string): HeldLayers {
+    return (fn) => this.#vms.whileHeld(spec.master.vmId, async (vm) => {
+      const has = vm && (await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', vm.id).where('name', '=', snapshot).executeTakeFirst());
+      return fn({ layers: vm && has ? (await this.masterDisks(vm)).map((d) => snapshotLayer(d, snapshot)) : null, masterOff: vm !== undefined && ['stopped', 'crashed'].includes(vm.state) });
+    });
+  }
+
   /** The work of each operation; each step is idempotent, so running it again after a cut finishes it. */
   work(name: string, op: PoolOperation): { steps: string[]; run: (jobId: string) => Promise<Record<string, unknown>> } {
     switch (op.kind) {
@@ -142,7 +150,7 @@ export class PoolOperations {
           const spec = await this.#spec(name);
           const layers = await this.snapshotLayers(await this.master(spec), op.snapshot);
           const next = { ...spec, snapshot: op.snapshot };
-          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
+          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers, this.#held(spec, op.snapshot)));
           const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, 'recompose', { force: op.force, jobId, onto: (storage) => replicas.get(storage)! }));
           await this.#setSpec(name, next);
           const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
@@ -154,7 +162,7 @@ export class PoolOperations {
           const used = (await this.#db.selectFrom('pool_replicas').select('storage').where('pool', '=', name).execute()).map((r) => r.storage);
           const next: PoolSpec = { ...spec, storage: op.storage };
           const layers = await this.snapshotLayers(await this.master(spec), spec.snapshot);
-          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers));
+          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers, this.#held(spec, spec.snapshot)));
           await this.#setSpec(name, next);
           const moves = await this.#jobs.step(jobId, 'desktops', () => moveDesktops({
             db: this.#db, paths: this.#paths, stopped: (vmId, skipped) => this.#stopped(vmId, op.force, skipped), progress: (f) => this.#jobs.progress(jobId, f),
@@ -208,7 +216,7 @@ export class PoolOperations {
     const master = await this.master(spec);
     const masterDisks = await this.masterDisks(master);
     const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
-    const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers));
+    const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers, this.#held(spec, spec.snapshot)));
     const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
     const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
     const names = desktopNames(spec.namePattern, missing, spec.guestOs);

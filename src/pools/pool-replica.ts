@@ -1,4 +1,4 @@
-import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, link, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { snapshotOverlayIndex } from '../vms/vm-snapshots.js';
 import type { DiskRecord } from '../disks/disk-record.js';
@@ -7,10 +7,29 @@ import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import { MamoriError } from '../core/mamori-error.js';
 
 /**
- * A pool's replica (View Composer's): the master's snapshot flattened into one read-only
- * qcow2 per master disk, in one storage pool. Every desktop's OS disk there is an overlay
- * on it, so the snapshot's bytes are stored once per storage pool, however many desktops.
+ * A pool's replica (View Composer's): the master's snapshot as one read-only qcow2 per master
+ * disk, in one storage pool. Every desktop's OS disk there is an overlay on it, so the
+ * snapshot's bytes are stored once per storage pool, however many desktops.
+ *
+ * When the snapshot's layer is already one whole qcow2 (no backing file, no external data
+ * file) on the same filesystem, the replica is a second name for it (a hard link) and costs no
+ * space: the layer is immutable while the snapshot exists, and deleting the snapshot gives the
+ * master a copy of its own before writing (disks/shared-layer.ts), as Proxmox's linked clones
+ * read their template's base image itself. Otherwise the layers are flattened into a copy.
  */
+export interface ReplicaLayer {
+  path: string;
+  format: string;
+}
+
+/**
+ * Runs `fn` while the master holds still (no start, no snapshot delete can begin or be under
+ * way), with its layers for the snapshot read again (null: the snapshot is gone) and whether
+ * it is off. Only an off master's layers are linked: a running QEMU may hold a layer open
+ * writable (the top it had before a live snapshot) and with it a write lock that would keep
+ * every desktop from starting. Started later, it opens them read-only (qemu/vm-argv.ts).
+ */
+export type HeldLayers = <T>(fn: (held: { layers: ReplicaLayer[] | null; masterOff: boolean }) => Promise<T>) => Promise<T>;
 
 /**
  * The replica is written once and only read after: extended L2 entries (sub-cluster
@@ -20,14 +39,14 @@ import { MamoriError } from '../core/mamori-error.js';
 const REPLICA_OPTIONS = 'cluster_size=131072';
 
 /** The image holding disk `d` as it was at `snapshot` (with its backing chain): the layer below the snapshot's overlay. */
-export function snapshotLayer(d: DiskRecord, snapshot: string): { path: string; format: string } {
+export function snapshotLayer(d: DiskRecord, snapshot: string): ReplicaLayer {
   const i = snapshotOverlayIndex(d, snapshot);
   if (i < 0) throw new MamoriError('INVALID_INPUT', `disk ${d.name} has no layer for snapshot ${snapshot}: it was attached after the snapshot was taken`, { details: { disk: d.name, snapshot } });
   return i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
 }
 
 /** Bytes the flattened copy of each layer will take (qemu-img measure: allocated data plus qcow2 metadata). */
-export async function measureReplica(layers: { path: string; format: string }[]): Promise<number> {
+export async function measureReplica(layers: ReplicaLayer[]): Promise<number> {
   let total = 0;
   for (const l of layers) {
     const { stdout } = await runProcess('qemu-img', ['measure', '-U', '--output=json', '-f', l.format, '-O', 'qcow2', '-o', REPLICA_OPTIONS, l.path], { timeoutMs: 120_000 });
@@ -37,33 +56,69 @@ export async function measureReplica(layers: { path: string; format: string }[])
 }
 
 /**
- * Flattens the layers into `dir`, read-only (mode 0444) and synced, and returns the files
- * and their size. The snapshot layers are immutable (the master writes above them), so they
- * are read with -U even while the master runs. A failure removes what it wrote.
+ * Makes the replica in `dir`: each layer linked where it can be (see above, under `held`),
+ * else flattened, read-only (mode 0444) and synced; returns the files and their allocated
+ * size. The snapshot layers are immutable (the master writes above them), so they are read
+ * with -U even while the master runs. A failure removes what it made.
  */
-export async function makeReplica(dir: string, layers: { path: string; format: string }[], onProgress?: (f: number) => void): Promise<{ files: string[]; sizeBytes: number }> {
+export async function makeReplica(dir: string, layers: ReplicaLayer[], opts: { held?: HeldLayers; onProgress?: (f: number) => void } = {}): Promise<{ files: string[]; sizeBytes: number; linked: number }> {
   await mkdir(dir, { recursive: true });
   const files: string[] = [];
   try {
     let sizeBytes = 0;
+    let linked = 0;
     for (const [i, l] of layers.entries()) {
       const file = join(dir, `disk${i}.qcow2`);
       const tmp = `${file}.partial`;
       files.push(file);
       await rm(tmp, { force: true });
-      await runProcess('qemu-img', ['convert', '-U', '-W', '-m', '8', '-f', l.format, '-O', 'qcow2', '-o', REPLICA_OPTIONS, l.path, tmp], { timeoutMs: 6 * 3600_000 });
-      await syncFile(tmp);
-      await chmod(tmp, 0o444);
-      await rename(tmp, file);
+      await rm(file, { force: true });
+      if (opts.held && (await isWholeQcow2(l)) && (await opts.held(async (h) => h.masterOff && linkLayer(h.layers?.[i], l, file)))) {
+        linked++;
+      } else {
+        await runProcess('qemu-img', ['convert', '-U', '-W', '-m', '8', '-f', l.format, '-O', 'qcow2', '-o', REPLICA_OPTIONS, l.path, tmp], { timeoutMs: 6 * 3600_000 });
+        await syncFile(tmp);
+        await chmod(tmp, 0o444);
+        await rename(tmp, file);
+      }
       sizeBytes += (await stat(file)).blocks * 512;
-      onProgress?.((i + 1) / layers.length);
+      opts.onProgress?.((i + 1) / layers.length);
     }
     await syncDirectory(dir);
-    return { files, sizeBytes };
+    return { files, sizeBytes, linked };
   } catch (e) {
     for (const f of files) await rm(f, { force: true });
     for (const f of files) await rm(`${f}.partial`, { force: true });
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** A regular qcow2 file that reads nothing from elsewhere: no backing file, no external data file, not marked corrupt. */
+async function isWholeQcow2(l: ReplicaLayer): Promise<boolean> {
+  if (l.format !== 'qcow2') return false;
+  const st = await stat(l.path).catch(() => null);
+  if (!st?.isFile()) return false;
+  const { stdout } = await runProcess('qemu-img', ['info', '-U', '--output=json', '-f', 'qcow2', l.path], { timeoutMs: 30_000 });
+  const info = JSON.parse(stdout) as { 'backing-filename'?: string; 'format-specific'?: { data?: { 'data-file'?: string; corrupt?: boolean } } };
+  const data = info['format-specific']?.data;
+  return info['backing-filename'] === undefined && data?.['data-file'] === undefined && data?.corrupt !== true;
+}
+
+/**
+ * Links the layer as the replica file, once `now` (read under the master's lock) shows it is
+ * still the snapshot's layer: a snapshot deleted meanwhile had its overlay committed into it.
+ * False when the filesystem will not link (another filesystem, a link limit): copy instead.
+ */
+async function linkLayer(now: ReplicaLayer | undefined, l: ReplicaLayer, file: string): Promise<boolean> {
+  if (!now || now.path !== l.path || now.format !== l.format) {
+    throw new MamoriError('SNAPSHOT_NOT_FOUND', `the master's snapshot changed while its replica was being made (${l.path} is no longer its layer); run the operation again`, { details: { path: l.path } });
+  }
+  try {
+    await link(l.path, file);
+    return true;
+  } catch (e) {
+    if (['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP'].includes((e as NodeJS.ErrnoException).code ?? '')) return false;
     throw e;
   }
 }

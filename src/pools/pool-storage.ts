@@ -7,7 +7,7 @@ import type { VmDefinition } from '../vms/vm-definition.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import { newShortId, newUuid } from '../core/ids.js';
 import { syncFilesystemOf } from '../core/durable-sync.js';
-import { makeReplica, removeReplica } from './pool-replica.js';
+import { makeReplica, removeReplica, type HeldLayers, type ReplicaLayer } from './pool-replica.js';
 import { buildDesktop, desktopFiles, removeDesktopFiles, type DesktopFiles } from './desktop-clone.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
 import type { PoolSpec } from './pool-spec.js';
@@ -27,8 +27,11 @@ export class PoolStorage {
     this.#paths = deps.paths;
   }
 
-  /** The replica of the spec's snapshot in each of its storage pools, made where missing. */
-  async ensureReplicas(name: string, spec: PoolSpec, layers: { path: string; format: string }[]): Promise<Map<string, { id: string; files: string[] }>> {
+  /**
+   * The replica of the spec's snapshot in each of its storage pools, made where missing
+   * (`held`: the master's layers read again under its lock, for linking them: pool-replica.ts).
+   */
+  async ensureReplicas(name: string, spec: PoolSpec, layers: ReplicaLayer[], held?: HeldLayers): Promise<Map<string, { id: string; files: string[] }>> {
     const replicas = new Map<string, { id: string; files: string[] }>();
     for (const s of spec.storage) {
       const have = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).where('storage', '=', s).where('snapshot', '=', spec.snapshot).executeTakeFirst();
@@ -38,7 +41,7 @@ export class PoolStorage {
       }
       await this.#removeStrayReplicaFolders(name, s);
       const id = newShortId('replica');
-      const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers);
+      const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers, held ? { held } : {});
       await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
       replicas.set(s, { id, files: made.files });
     }

@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import type { VmRepo } from '../store/repos/vm-repo.js';
@@ -35,9 +35,14 @@ export interface PoolView {
   state: string;
   message: string | null;
   spec: PoolSpec;
-  replicas: { storage: string; snapshot: string; sizeBytes: number; desktops: number }[];
+  /** `linked`: the master's snapshot layer itself under a second name (pool-replica.ts), not a copy: no space of its own while the master keeps the snapshot. */
+  replicas: { storage: string; snapshot: string; sizeBytes: number; linked: boolean; desktops: number }[];
   desktops: DesktopView[];
-  storage: { replicasBytes: number; desktopsBytes: number; fullCopiesBytes: number; savedBytes: number };
+  /**
+   * `usedBytes`: what the pool alone holds, its replicas' own bytes and its desktops';
+   * `replicasSharedBytes` of `replicasBytes` are shared with the master's snapshot (linked).
+   */
+  storage: { usedBytes: number; replicasBytes: number; replicasSharedBytes: number; desktopsBytes: number; fullCopiesBytes: number; savedBytes: number };
 }
 
 export interface PoolSummary {
@@ -85,15 +90,27 @@ export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePat
     desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assigned_user,
       session: r.session_user !== null ? { user: r.session_user, since: r.session_since ?? '' } : null, inUse: isInUse(r), address: addresses.get(r.vm_id) ?? null });
   }
+  // Linked or not is read from the files now: once the master's snapshot is deleted, the pool alone holds the layer.
+  const linked = new Map<string, boolean>();
+  for (const r of replicas) linked.set(r.id, await isLinked(JSON.parse(r.files) as string[]));
   const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
+  const replicasSharedBytes = replicas.reduce((n, r) => n + (linked.get(r.id) ? r.size_bytes : 0), 0);
   const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);
+  const usedBytes = replicasBytes - replicasSharedBytes + desktopsBytes;
   // A full clone copies the snapshot's data: what one replica holds.
   const fullCopiesBytes = (replicas[0]?.size_bytes ?? 0) * desktops.length;
   return {
     name, state: pool.state, message: pool.message, spec,
-    replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, desktops: rows.filter((d) => d.replica_id === r.id).length })),
-    desktops, storage: { replicasBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - replicasBytes - desktopsBytes },
+    replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, linked: linked.get(r.id) ?? false, desktops: rows.filter((d) => d.replica_id === r.id).length })),
+    desktops, storage: { usedBytes, replicasBytes, replicasSharedBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - usedBytes },
   };
+}
+
+/** Every file of the replica has another name (the master's layer). */
+async function isLinked(files: string[]): Promise<boolean> {
+  if (files.length === 0) return false;
+  for (const f of files) if (((await stat(f).catch(() => null))?.nlink ?? 1) < 2) return false;
+  return true;
 }
 
 /**

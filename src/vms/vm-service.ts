@@ -291,6 +291,15 @@ export class VmService {
     });
   }
 
+  /**
+   * Runs `fn` while no other operation of this service runs on the VM (start, stop, snapshot,
+   * delete...): for work elsewhere that must see the VM's layers hold still, such as a desktop
+   * pool linking a snapshot's layer as its replica (a snapshot delete would write into it).
+   */
+  async whileHeld<T>(id: string, fn: (vm: VmRow | undefined) => Promise<T>): Promise<T> {
+    return this.#lock.run(id, async () => fn(await this.repo.findById(id)));
+  }
+
   /** A check run before a snapshot is deleted: it throws to refuse. */
   addSnapshotDeleteGuard(guard: (vm: VmRow, snapshot: string) => Promise<void>): void {
     this.#snapshotGuards.push(guard);
