@@ -1,0 +1,42 @@
+import AjvModule, { type ValidateFunction } from 'ajv';
+import { MamoriError } from '../core/mamori-error.js';
+
+// ajv's CommonJS default export, as src/adapters/adapter-client.ts takes it.
+const Ajv = AjvModule.default ?? AjvModule;
+const ajv = new Ajv({ allErrors: true, strict: false });
+
+/**
+ * One JSON text column, read and written in one place (issue 20: no `as` casts on parsed rows).
+ * `decode` parses and validates against the column's JSON schema: a row that does not match is
+ * STORE_ROW_INVALID naming the column, never a value of the wrong shape passed on. Repositories
+ * in store/repos/ declare one codec per column and use it for every read and write.
+ */
+export interface JsonColumn<T> {
+  readonly column: string;
+  decode(text: string): T;
+  encode(value: T): string;
+}
+
+/** A codec for `column` (as "table.column") whose values match `schema` (a JSON schema object). */
+export function jsonColumn<T>(column: string, schema: object): JsonColumn<T> {
+  let validate: ValidateFunction | null = null;
+  return {
+    column,
+    decode(text: string): T {
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch (e) {
+        throw new MamoriError('STORE_ROW_INVALID', `the database column ${column} holds text that is not JSON (${(e as Error).message}); the row was written by something other than mamori, or the file is damaged`, { details: { column } });
+      }
+      validate ??= ajv.compile(schema);
+      if (!validate(value)) {
+        throw new MamoriError('STORE_ROW_INVALID', `the database column ${column} holds a value of the wrong shape: ${ajv.errorsText(validate.errors)}; the row was written by something other than mamori, or by a newer version`, { details: { column, errors: validate.errors } });
+      }
+      return value as T;
+    },
+    encode(value: T): string {
+      return JSON.stringify(value);
+    },
+  };
+}
