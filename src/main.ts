@@ -5,7 +5,8 @@ import { createLogger, type Logger } from './core/logger.js';
 import { SitePaths } from './core/site-paths.js';
 import { assertValidName } from './core/names.js';
 import { MamoriError } from './core/mamori-error.js';
-import { openSqliteStore, type SqliteStore } from './store/sqlite/open-sqlite-store.js';
+import { openStore } from './store/open-store.js';
+import type { Store } from './store/store.js';
 import { TokenRepo } from './store/repos/token-repo.js';
 import { VmRepo } from './store/repos/vm-repo.js';
 import { DiskRepo } from './store/repos/disk-repo.js';
@@ -69,6 +70,8 @@ export interface SiteOptions {
   hostPaths?: HostPathAllowList;
   /** How often paired sites' health is checked for the site.peer-unreachable alert (default MAMORI_PEER_CHECK_MS, else 30 s). */
   peerCheckIntervalMs?: number;
+  /** The site's database on PostgreSQL (serve --db, MAMORI_DB); default: SQLite in the data folder. */
+  databaseUrl?: string;
 }
 
 export interface Site {
@@ -96,7 +99,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   process.umask(0o077);
   await assertPrivateDataDir(paths.root, paths.secretFiles);
   await mkdir(paths.root, { recursive: true, mode: 0o700 });
-  const store = await openSqliteStore(paths.database);
+  const store = await openStore({ sqliteFile: paths.database, postgresUrl: opts.databaseUrl });
   const { box, tokens, createdAdminToken } = await openSecrets(store, paths, log).catch(async (e: unknown) => {
     await store.close();
     throw e;
@@ -224,7 +227,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
  * The at-rest key and the tokens: the key is made only while the database holds nothing
  * sealed with one (SECRET_KEY_MISSING otherwise); the admin token at first start.
  */
-async function openSecrets(store: SqliteStore, paths: SitePaths, log: Logger): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
+async function openSecrets(store: Store, paths: SitePaths, log: Logger): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
   const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.db)));
   if (created) log.info({ file: paths.secretKey }, "at-rest key made: back it up with the database (the database's secrets are sealed with it)");
   const tokens = new TokenRepo(store.db, box);
@@ -245,7 +248,7 @@ async function openSecrets(store: SqliteStore, paths: SitePaths, log: Logger): P
  * Upgrade from before secrets were sealed: values kept in clear are sealed in place, and the
  * admin token's pairing key is made from DATA/admin-token when that file still matches it.
  */
-async function sealLegacySecrets(d: { db: SqliteStore['db']; box: SecretBox; tokens: TokenRepo; paths: SitePaths; log: Logger }): Promise<void> {
+async function sealLegacySecrets(d: { db: Store['db']; box: SecretBox; tokens: TokenRepo; paths: SitePaths; log: Logger }): Promise<void> {
   const adminToken = await readFile(d.paths.adminToken, 'utf8').then((t) => t.trim(), () => null);
   const unkeyed = await d.tokens.sealMissingPairingKeys(adminToken);
   if (unkeyed > 0) {

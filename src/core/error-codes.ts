@@ -71,6 +71,7 @@ export const ERROR_CODES = {
   IMAGE_CORRUPT: { httpStatus: 422, retryable: false },
   // the store
   STORE_ROW_INVALID: { httpStatus: 500, retryable: false },
+  STORE_UNAVAILABLE: { httpStatus: 503, retryable: true },
   IMAGE_FORMAT_UNSUPPORTED: { httpStatus: 422, retryable: false },
   IMAGE_UNSAFE_REFERENCE: { httpStatus: 422, retryable: false },
   DEVICE_NOT_BLOCK: { httpStatus: 422, retryable: false },

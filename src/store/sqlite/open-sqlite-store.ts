@@ -1,18 +1,17 @@
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import type { Database } from '../schema.js';
-import { migrateSqlite } from './migrations.js';
+import type { Store } from '../store.js';
+import { migrateSqlite } from './migrate-sqlite.js';
 
-export interface SqliteStore {
-  db: Kysely<Database>;
-  close(): Promise<void>;
-}
+/** A store on SQLite (the name older callers know it by). */
+export type SqliteStore = Store;
 
 /**
  * Opens (creating if needed) the site's SQLite file in WAL mode and brings its schema
  * up to date. WAL lets the CLI read while the server writes and survives kill -9.
  */
-export async function openSqliteStore(file: string): Promise<SqliteStore> {
+export async function openSqliteStore(file: string): Promise<Store> {
   const raw = new BetterSqlite3(file);
   raw.pragma('journal_mode = WAL');
   raw.pragma('synchronous = NORMAL');
@@ -25,6 +24,7 @@ export async function openSqliteStore(file: string): Promise<SqliteStore> {
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw }) });
   return {
     db,
+    dialect: 'sqlite',
     async close() {
       await db.destroy();
     },
