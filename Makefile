@@ -1,13 +1,14 @@
 # mamori: the four commands. `make setup` is idempotent and installs what is missing.
 SHELL := /bin/bash
 GUEST_DIR ?= $(CURDIR)/.cache/guest
-DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl lvm2 zfs-fuse openssh-server chromium
+DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl lvm2 zfs-fuse openssh-server chromium postgresql
 
 .PHONY: setup deps npm build guest demo test screenshots bench bench-deps clean
 
 setup: deps npm build guest
 
-# Debian packages: install only what is missing (apt-get update once, when needed).
+# Debian packages: install only what is missing (apt-get update once, when needed). postgresql:
+# serve --db and the store tests on PostgreSQL (test/harness/pg-cluster.ts makes throwaway clusters).
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -13,12 +13,15 @@ export interface MigrationDialect {
   real: string;
   /** Statements that refuse UPDATE and DELETE on a table (SQLite: RAISE in a trigger; PostgreSQL: a trigger function). */
   appendOnly(table: string): string;
+  /** A column name that is a reserved word in one dialect (PostgreSQL's session_user), quoted where it must be. */
+  column(name: string): string;
 }
 
 export const SQLITE_MIGRATION_DIALECT: MigrationDialect = {
   name: 'sqlite',
   int: 'INTEGER',
   real: 'REAL',
+  column: (name) => name,
   appendOnly: (t) =>
     `CREATE TRIGGER ${t}_no_update BEFORE UPDATE ON ${t} BEGIN SELECT RAISE(ABORT, '${t} is append-only'); END;
    CREATE TRIGGER ${t}_no_delete BEFORE DELETE ON ${t} BEGIN SELECT RAISE(ABORT, '${t} is append-only'); END;`,
@@ -28,6 +31,7 @@ export const POSTGRES_MIGRATION_DIALECT: MigrationDialect = {
   name: 'postgres',
   int: 'BIGINT',
   real: 'DOUBLE PRECISION',
+  column: (name) => `"${name}"`,
   // TRUNCATE skips row triggers: a statement trigger refuses it too.
   appendOnly: (t) =>
     `CREATE FUNCTION ${t}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '${t} is append-only'; END $$;
@@ -175,7 +179,7 @@ export const MIGRATIONS: readonly Migration[] = [
   // Desktop pools: a desktop is in use when assigned to a user or with a session (a broker
   // reports sessions); static addresses are reserved one row each, the address the key, so
   // two desktops never hold one address, whichever pools and whatever runs at once.
-  () => `ALTER TABLE pool_desktops ADD COLUMN session_user TEXT;
+  (d) => `ALTER TABLE pool_desktops ADD COLUMN ${d.column('session_user')} TEXT;
    ALTER TABLE pool_desktops ADD COLUMN session_since TEXT;
    CREATE TABLE pool_addresses (address TEXT PRIMARY KEY, pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
      vm_id TEXT NOT NULL UNIQUE, reserved_at TEXT NOT NULL);`,
