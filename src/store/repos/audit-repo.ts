@@ -1,6 +1,7 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { AuditLogTable, Database } from '../schema.js';
 import type { AuditEntry, AuditFilter, ChainHead } from '../../audit/audit-entry.js';
+import { writeLock } from '../write-lock.js';
 
 /** The meta key of the audit chain's head: {"seq": N, "hash": "..."}. */
 const HEAD_KEY = 'audit.head';
@@ -18,10 +19,12 @@ export class AuditRepo {
    * Reads the head, builds the next entry from it and stores both in one transaction.
    * The transaction writes first (a no-op update of the head), so it holds SQLite's write
    * lock before it reads: no other writer, even in another process, can chain from the same
-   * head between the read and the insert.
+   * head between the read and the insert. PostgreSQL has no such lock (and no head row to
+   * lock before the first entry), so there the transaction takes a named lock first.
    */
   async append(build: (head: ChainHead | null) => AuditEntry): Promise<AuditEntry> {
     return this.#db.transaction().execute(async (tx) => {
+      await writeLock(tx, 'audit_log');
       await tx.updateTable('meta').set((eb) => ({ value: eb.ref('value') })).where('key', '=', HEAD_KEY).execute();
       const entry = build(await readHead(tx));
       await tx.insertInto('audit_log').values(toRow(entry)).execute();
