@@ -19,11 +19,13 @@ import { auditCommand, AUDIT_USAGE } from './audit-commands.js';
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
 usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
-  serve --data DIR [--listen HOST:PORT] [--name SITE] [--insecure-http]
+  serve --data DIR [--db URL] [--listen HOST:PORT] [--name SITE] [--insecure-http]
         [--allow-device GLOB]... [--allow-import DIR]...
                                                          run a site server (HTTPS with its own CA); host
                                                          paths callers may name: block devices matching
-                                                         GLOB (default /dev/**), files under DIR
+                                                         GLOB (default /dev/**), files under DIR; the
+                                                         database: SQLite in DIR, or PostgreSQL with
+                                                         --db postgresql://... (or MAMORI_DB)
   host info                                              accelerator, QEMU version, machine types
   site ...                                               pairing with other sites (mamori site --help)
   vm ...                                                 VMs (mamori vm --help)
