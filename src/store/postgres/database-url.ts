@@ -21,7 +21,8 @@ export function parseDatabaseUrl(text: string): DatabaseUrl {
   try {
     u = new URL(text.trim());
   } catch {
-    throw new MamoriError('INVALID_INPUT', `--db: not a URL: ${shown}; expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`);
+    // Not echoed: what does not parse cannot be masked with certainty (it may be all password).
+    throw new MamoriError('INVALID_INPUT', '--db: not a URL; expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE');
   }
   if (u.protocol !== 'postgresql:' && u.protocol !== 'postgres:') {
     throw new MamoriError('INVALID_INPUT', `--db: only PostgreSQL URLs are supported (postgresql://...), not ${u.protocol}//; without --db the site uses SQLite in its data folder`);
