@@ -11,6 +11,11 @@ export interface MigrationDialect {
   int: string;
   /** Fractions: SQLite's REAL is 8 bytes, PostgreSQL's 4, so DOUBLE PRECISION there. */
   real: string;
+  /**
+   * Text: compared and sorted bytewise, as SQLite does, whatever locale the PostgreSQL database
+   * was made with (ORDER BY name, and ISO timestamps, must agree on both).
+   */
+  text: string;
   /** Statements that refuse UPDATE and DELETE on a table (SQLite: RAISE in a trigger; PostgreSQL: a trigger function). */
   appendOnly(table: string): string;
   /** A column name that is a reserved word in one dialect (PostgreSQL's session_user), quoted where it must be. */
@@ -21,6 +26,7 @@ export const SQLITE_MIGRATION_DIALECT: MigrationDialect = {
   name: 'sqlite',
   int: 'INTEGER',
   real: 'REAL',
+  text: 'TEXT',
   column: (name) => name,
   appendOnly: (t) =>
     `CREATE TRIGGER ${t}_no_update BEFORE UPDATE ON ${t} BEGIN SELECT RAISE(ABORT, '${t} is append-only'); END;
@@ -31,6 +37,7 @@ export const POSTGRES_MIGRATION_DIALECT: MigrationDialect = {
   name: 'postgres',
   int: 'BIGINT',
   real: 'DOUBLE PRECISION',
+  text: 'TEXT COLLATE "C"',
   column: (name) => `"${name}"`,
   // TRUNCATE skips row triggers: a statement trigger refuses it too.
   appendOnly: (t) =>
@@ -51,138 +58,138 @@ export type Migration = (d: MigrationDialect) => string;
  * (test/unit/store/migrations.test.ts checks the schema against one made by that code).
  */
 export const MIGRATIONS: readonly Migration[] = [
-  (d) => `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-   CREATE TABLE tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
-     role TEXT NOT NULL, created_at TEXT NOT NULL);
-   CREATE TABLE vms (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, definition TEXT NOT NULL,
-     state TEXT NOT NULL, state_reason TEXT, pid ${d.int}, last_heartbeat_at TEXT,
-     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-   CREATE TABLE disks (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, pool TEXT NOT NULL,
-     kind TEXT NOT NULL, format TEXT NOT NULL, path TEXT NOT NULL, size_bytes ${d.int} NOT NULL,
-     rdm_mode TEXT, shared ${d.int} NOT NULL DEFAULT 0,
-     vm_id TEXT REFERENCES vms(id) ON DELETE SET NULL, owned_by_vm ${d.int} NOT NULL DEFAULT 0,
-     created_at TEXT NOT NULL);
+  (d) => `CREATE TABLE meta (key ${d.text} PRIMARY KEY, value ${d.text} NOT NULL);
+   CREATE TABLE tokens (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL, hash ${d.text} NOT NULL UNIQUE,
+     role ${d.text} NOT NULL, created_at ${d.text} NOT NULL);
+   CREATE TABLE vms (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL UNIQUE, definition ${d.text} NOT NULL,
+     state ${d.text} NOT NULL, state_reason ${d.text}, pid ${d.int}, last_heartbeat_at ${d.text},
+     created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);
+   CREATE TABLE disks (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL UNIQUE, pool ${d.text} NOT NULL,
+     kind ${d.text} NOT NULL, format ${d.text} NOT NULL, path ${d.text} NOT NULL, size_bytes ${d.int} NOT NULL,
+     rdm_mode ${d.text}, shared ${d.int} NOT NULL DEFAULT 0,
+     vm_id ${d.text} REFERENCES vms(id) ON DELETE SET NULL, owned_by_vm ${d.int} NOT NULL DEFAULT 0,
+     created_at ${d.text} NOT NULL);
    CREATE INDEX disks_vm ON disks(vm_id);
-   CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, target TEXT,
-     steps TEXT NOT NULL, progress ${d.real} NOT NULL DEFAULT 0, result TEXT, error TEXT,
-     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+   CREATE TABLE jobs (id ${d.text} PRIMARY KEY, kind ${d.text} NOT NULL, state ${d.text} NOT NULL, target ${d.text},
+     steps ${d.text} NOT NULL, progress ${d.real} NOT NULL DEFAULT 0, result ${d.text}, error ${d.text},
+     created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);
    CREATE INDEX jobs_state ON jobs(state);`,
   // External snapshots: a disk's qcow2 overlays, oldest first; the last is the active layer.
-  (d) => `ALTER TABLE disks ADD COLUMN overlays TEXT NOT NULL DEFAULT '[]';
-   CREATE TABLE snapshots (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
-     name TEXT NOT NULL, created_at TEXT NOT NULL, running ${d.int} NOT NULL, UNIQUE (vm_id, name));`,
+  (d) => `ALTER TABLE disks ADD COLUMN overlays ${d.text} NOT NULL DEFAULT '[]';
+   CREATE TABLE snapshots (id ${d.text} PRIMARY KEY, vm_id ${d.text} NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+     name ${d.text} NOT NULL, created_at ${d.text} NOT NULL, running ${d.int} NOT NULL, UNIQUE (vm_id, name));`,
   // Paired sites: each pins its peer's CA; tokens gain the role 'site' for site-to-site calls.
-  () => `CREATE TABLE peers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, url TEXT,
-     ca_cert_pem TEXT NOT NULL, ca_fingerprint TEXT NOT NULL UNIQUE, token TEXT,
-     inbound_token_id TEXT REFERENCES tokens(id) ON DELETE SET NULL,
-     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);`,
+  (d) => `CREATE TABLE peers (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL UNIQUE, url ${d.text},
+     ca_cert_pem ${d.text} NOT NULL, ca_fingerprint ${d.text} NOT NULL UNIQUE, token ${d.text},
+     inbound_token_id ${d.text} REFERENCES tokens(id) ON DELETE SET NULL,
+     created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);`,
   // Replication. Source side: one row per protected VM. Recovery side: replicas and their
   // points; a replica_points row is the commit of a point across all of a VM's disks.
-  (d) => `CREATE TABLE replications (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
-     peer TEXT NOT NULL, replica_id TEXT NOT NULL, rpo_ms ${d.int} NOT NULL, keep_points ${d.int} NOT NULL,
-     state TEXT NOT NULL, generation ${d.int}, last_point_at TEXT, last_point_id TEXT, failures ${d.int} NOT NULL DEFAULT 0,
-     last_error TEXT, stats TEXT NOT NULL DEFAULT '[]', created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-   CREATE TABLE replicas (id TEXT PRIMARY KEY, source_site TEXT NOT NULL, source_vm_id TEXT NOT NULL,
-     vm_name TEXT NOT NULL, disks TEXT NOT NULL, keep_points ${d.int} NOT NULL, created_at TEXT NOT NULL,
+  (d) => `CREATE TABLE replications (vm_id ${d.text} PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     peer ${d.text} NOT NULL, replica_id ${d.text} NOT NULL, rpo_ms ${d.int} NOT NULL, keep_points ${d.int} NOT NULL,
+     state ${d.text} NOT NULL, generation ${d.int}, last_point_at ${d.text}, last_point_id ${d.text}, failures ${d.int} NOT NULL DEFAULT 0,
+     last_error ${d.text}, stats ${d.text} NOT NULL DEFAULT '[]', created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);
+   CREATE TABLE replicas (id ${d.text} PRIMARY KEY, source_site ${d.text} NOT NULL, source_vm_id ${d.text} NOT NULL,
+     vm_name ${d.text} NOT NULL, disks ${d.text} NOT NULL, keep_points ${d.int} NOT NULL, created_at ${d.text} NOT NULL,
      UNIQUE (source_site, source_vm_id));
-   CREATE TABLE replica_points (replica_id TEXT NOT NULL REFERENCES replicas(id) ON DELETE CASCADE,
-     point_id TEXT NOT NULL, time TEXT NOT NULL, consistency TEXT NOT NULL, committed_at TEXT NOT NULL,
-     disk_points TEXT NOT NULL, PRIMARY KEY (replica_id, point_id));`,
+   CREATE TABLE replica_points (replica_id ${d.text} NOT NULL REFERENCES replicas(id) ON DELETE CASCADE,
+     point_id ${d.text} NOT NULL, time ${d.text} NOT NULL, consistency ${d.text} NOT NULL, committed_at ${d.text} NOT NULL,
+     disk_points ${d.text} NOT NULL, PRIMARY KEY (replica_id, point_id));`,
   // Replication network throttling (bytes per second; null: unlimited), as vSphere's.
   (d) => `ALTER TABLE replications ADD COLUMN bandwidth_bps ${d.int};`,
   // A job's recovery context (what its recovery rule needs to undo a cut step), and events:
   // incidents such as a violated RPO, open until cleared, one row per incident.
-  () => `ALTER TABLE jobs ADD COLUMN context TEXT;
+  (d) => `ALTER TABLE jobs ADD COLUMN context ${d.text};
    CREATE INDEX jobs_kind_target ON jobs(kind, target);
-   CREATE TABLE events (id TEXT PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL, target TEXT NOT NULL,
-     message TEXT NOT NULL, details TEXT, opened_at TEXT NOT NULL, cleared_at TEXT);
+   CREATE TABLE events (id ${d.text} PRIMARY KEY, kind ${d.text} NOT NULL, severity ${d.text} NOT NULL, target ${d.text} NOT NULL,
+     message ${d.text} NOT NULL, details ${d.text}, opened_at ${d.text} NOT NULL, cleared_at ${d.text});
    CREATE INDEX events_open ON events(kind, target, cleared_at);`,
   // Protection groups (recovery plans): named sets of replicated VMs, a VM in at most one.
-  () => `CREATE TABLE protection_groups (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
-   CREATE TABLE protection_group_vms (group_id TEXT NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
-     vm_id TEXT NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE, PRIMARY KEY (group_id, vm_id));`,
+  (d) => `CREATE TABLE protection_groups (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL UNIQUE, created_at ${d.text} NOT NULL);
+   CREATE TABLE protection_group_vms (group_id ${d.text} NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
+     vm_id ${d.text} NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE, PRIMARY KEY (group_id, vm_id));`,
   // Recovery plans: site networks (isolated test networks are bridges mamori makes), inventory
   // mappings from a peer's networks and pools to this site's, plans, their runs with a journal
   // of steps, holds that keep a replica's points while recovered VMs read them, and the VMs a
   // run made. Replicas and protected VMs carry the failover generation (split-brain safety).
-  (d) => `CREATE TABLE networks (name TEXT PRIMARY KEY, kind TEXT NOT NULL, bridge TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
-   CREATE TABLE inventory_mappings (peer TEXT NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
-     test_target TEXT, created_at TEXT NOT NULL, PRIMARY KEY (peer, kind, source));
-   CREATE TABLE plans (name TEXT PRIMARY KEY, peer TEXT NOT NULL, spec TEXT NOT NULL, source_text TEXT, inventory TEXT NOT NULL,
-     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-   CREATE TABLE plan_runs (id TEXT PRIMARY KEY, plan TEXT NOT NULL, mode TEXT NOT NULL, state TEXT NOT NULL,
-     peer TEXT NOT NULL, options TEXT NOT NULL, snapshot TEXT NOT NULL, steps TEXT NOT NULL, vms TEXT NOT NULL DEFAULT '{}',
-     result TEXT, error TEXT, started_at TEXT NOT NULL, ended_at TEXT, updated_at TEXT NOT NULL);
+  (d) => `CREATE TABLE networks (name ${d.text} PRIMARY KEY, kind ${d.text} NOT NULL, bridge ${d.text} NOT NULL UNIQUE, created_at ${d.text} NOT NULL);
+   CREATE TABLE inventory_mappings (peer ${d.text} NOT NULL, kind ${d.text} NOT NULL, source ${d.text} NOT NULL, target ${d.text} NOT NULL,
+     test_target ${d.text}, created_at ${d.text} NOT NULL, PRIMARY KEY (peer, kind, source));
+   CREATE TABLE plans (name ${d.text} PRIMARY KEY, peer ${d.text} NOT NULL, spec ${d.text} NOT NULL, source_text ${d.text}, inventory ${d.text} NOT NULL,
+     created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);
+   CREATE TABLE plan_runs (id ${d.text} PRIMARY KEY, plan ${d.text} NOT NULL, mode ${d.text} NOT NULL, state ${d.text} NOT NULL,
+     peer ${d.text} NOT NULL, options ${d.text} NOT NULL, snapshot ${d.text} NOT NULL, steps ${d.text} NOT NULL, vms ${d.text} NOT NULL DEFAULT '{}',
+     result ${d.text}, error ${d.text}, started_at ${d.text} NOT NULL, ended_at ${d.text}, updated_at ${d.text} NOT NULL);
    CREATE INDEX plan_runs_plan ON plan_runs(plan, started_at);
-   CREATE TABLE replica_holds (replica_id TEXT NOT NULL REFERENCES replicas(id) ON DELETE CASCADE, holder TEXT NOT NULL,
-     point_id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (replica_id, holder));
-   CREATE TABLE recovered_vms (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, run_id TEXT NOT NULL,
-     mode TEXT NOT NULL, replica_id TEXT NOT NULL, point_id TEXT NOT NULL, source_vm_id TEXT NOT NULL, created_at TEXT NOT NULL);
+   CREATE TABLE replica_holds (replica_id ${d.text} NOT NULL REFERENCES replicas(id) ON DELETE CASCADE, holder ${d.text} NOT NULL,
+     point_id ${d.text} NOT NULL, created_at ${d.text} NOT NULL, PRIMARY KEY (replica_id, holder));
+   CREATE TABLE recovered_vms (vm_id ${d.text} PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, run_id ${d.text} NOT NULL,
+     mode ${d.text} NOT NULL, replica_id ${d.text} NOT NULL, point_id ${d.text} NOT NULL, source_vm_id ${d.text} NOT NULL, created_at ${d.text} NOT NULL);
    ALTER TABLE replicas ADD COLUMN failover_generation ${d.int} NOT NULL DEFAULT 0;
-   ALTER TABLE replicas ADD COLUMN promoted_at TEXT;
-   ALTER TABLE replicas ADD COLUMN last_contact_at TEXT;
-   CREATE TABLE superseded_vms (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, generation ${d.int} NOT NULL,
-     by_site TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);`,
+   ALTER TABLE replicas ADD COLUMN promoted_at ${d.text};
+   ALTER TABLE replicas ADD COLUMN last_contact_at ${d.text};
+   CREATE TABLE superseded_vms (vm_id ${d.text} PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, generation ${d.int} NOT NULL,
+     by_site ${d.text} NOT NULL, reason ${d.text} NOT NULL, at ${d.text} NOT NULL);`,
   // Live migration: a VM made here for an incoming migration, until it is activated; a server
   // that dies before then removes it at its next start.
-  () => `CREATE TABLE incoming_migrations (vm_id TEXT PRIMARY KEY, source_site TEXT NOT NULL, created_at TEXT NOT NULL);`,
+  (d) => `CREATE TABLE incoming_migrations (vm_id ${d.text} PRIMARY KEY, source_site ${d.text} NOT NULL, created_at ${d.text} NOT NULL);`,
   // Desktop pools (View Composer): a pool's spec, its replicas (a master snapshot flattened,
   // one per storage pool and snapshot), and its desktops, each a VM of linked clones.
-  (d) => `CREATE TABLE desktop_pools (name TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL, message TEXT,
-     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-   CREATE TABLE pool_replicas (id TEXT PRIMARY KEY, pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
-     storage TEXT NOT NULL, snapshot TEXT NOT NULL, files TEXT NOT NULL, size_bytes ${d.int} NOT NULL, created_at TEXT NOT NULL,
+  (d) => `CREATE TABLE desktop_pools (name ${d.text} PRIMARY KEY, spec ${d.text} NOT NULL, state ${d.text} NOT NULL, message ${d.text},
+     created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);
+   CREATE TABLE pool_replicas (id ${d.text} PRIMARY KEY, pool ${d.text} NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
+     storage ${d.text} NOT NULL, snapshot ${d.text} NOT NULL, files ${d.text} NOT NULL, size_bytes ${d.int} NOT NULL, created_at ${d.text} NOT NULL,
      UNIQUE (pool, storage, snapshot));
-   CREATE TABLE pool_desktops (vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
-     pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE, number ${d.int} NOT NULL, replica_id TEXT NOT NULL,
-     state TEXT NOT NULL, message TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (pool, number));`,
+   CREATE TABLE pool_desktops (vm_id ${d.text} PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     pool ${d.text} NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE, number ${d.int} NOT NULL, replica_id ${d.text} NOT NULL,
+     state ${d.text} NOT NULL, message ${d.text}, created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL, UNIQUE (pool, number));`,
   // A pool operation is recorded before it starts, and each desktop it still has to do is
   // marked, so a server stopped mid-way resumes it where it stopped, not from the beginning.
-  () => `ALTER TABLE desktop_pools ADD COLUMN operation TEXT;
-   ALTER TABLE pool_desktops ADD COLUMN pending TEXT;`,
+  (d) => `ALTER TABLE desktop_pools ADD COLUMN operation ${d.text};
+   ALTER TABLE pool_desktops ADD COLUMN pending ${d.text};`,
   // The user a desktop is assigned to (a dedicated desktop): spare desktops are the unassigned ones.
-  () => `ALTER TABLE pool_desktops ADD COLUMN assigned_user TEXT;`,
+  (d) => `ALTER TABLE pool_desktops ADD COLUMN assigned_user ${d.text};`,
   // Storage arrays this site reaches through an adapter (array-based replication): the
   // adapter (a bundled name or a path) and its connection values, secrets included.
-  () => `CREATE TABLE storage_arrays (name TEXT PRIMARY KEY, adapter TEXT NOT NULL, connection TEXT NOT NULL, created_at TEXT NOT NULL);`,
+  (d) => `CREATE TABLE storage_arrays (name ${d.text} PRIMARY KEY, adapter ${d.text} NOT NULL, connection ${d.text} NOT NULL, created_at ${d.text} NOT NULL);`,
   // Array-based protection groups: a group bound to replicated devices of an array (JSON:
   // the array entry, array, devices, the peer site, whether compatibility was forced); and
   // the array state a plan run keeps (test copies' and failed-over devices' paths).
-  () => `ALTER TABLE protection_groups ADD COLUMN array_binding TEXT;
-   ALTER TABLE plan_runs ADD COLUMN arrays TEXT NOT NULL DEFAULT '{}';`,
+  (d) => `ALTER TABLE protection_groups ADD COLUMN array_binding ${d.text};
+   ALTER TABLE plan_runs ADD COLUMN arrays ${d.text} NOT NULL DEFAULT '{}';`,
   // The state of an array-based group's syncs on its RPO (JSON: last point, bytes, failures).
-  () => `ALTER TABLE protection_groups ADD COLUMN array_sync TEXT;`,
+  (d) => `ALTER TABLE protection_groups ADD COLUMN array_sync ${d.text};`,
   // Alert webhook deliveries: one row per incident transition (firing, resolved), written
   // before the POST and marked after it, so a restart neither loses nor repeats one.
-  (d) => `CREATE TABLE alert_deliveries (incident_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
-     status TEXT NOT NULL, state TEXT NOT NULL, attempts ${d.int} NOT NULL DEFAULT 0, last_error TEXT,
-     next_attempt_at TEXT NOT NULL, created_at TEXT NOT NULL, delivered_at TEXT, PRIMARY KEY (incident_id, status));
+  (d) => `CREATE TABLE alert_deliveries (incident_id ${d.text} NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+     status ${d.text} NOT NULL, state ${d.text} NOT NULL, attempts ${d.int} NOT NULL DEFAULT 0, last_error ${d.text},
+     next_attempt_at ${d.text} NOT NULL, created_at ${d.text} NOT NULL, delivered_at ${d.text}, PRIMARY KEY (incident_id, status));
    CREATE INDEX alert_deliveries_state ON alert_deliveries(state, next_attempt_at);`,
   // Least privilege: tokens get an expiry and the time of their last use; the old 'user'
   // role (never issued) becomes 'operator', so no row keeps a role the API does not know.
-  () => `ALTER TABLE tokens ADD COLUMN expires_at TEXT;
-   ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+  (d) => `ALTER TABLE tokens ADD COLUMN expires_at ${d.text};
+   ALTER TABLE tokens ADD COLUMN last_used_at ${d.text};
    UPDATE tokens SET role = 'operator' WHERE role = 'user';`,
   // Secrets at rest: an admin token's pairing key, sealed with DATA/secret.key (the stored
   // hash was the key before, so the database alone let anyone pair). Values in clear in
   // peers.token, storage_arrays.connection and the webhook URL are sealed at start (main.ts).
-  () => `ALTER TABLE tokens ADD COLUMN pairing_key TEXT;`,
+  (d) => `ALTER TABLE tokens ADD COLUMN pairing_key ${d.text};`,
   // The audit log: one row per state-changing or refused API call, hash-chained (src/audit/audit-log.ts);
   // its head is kept in meta ('audit.head') so removing the newest rows shows too. The triggers
   // stop the code (not someone holding the file) from editing it: the chain catches the rest.
-  (d) => `CREATE TABLE audit_log (seq ${d.int} PRIMARY KEY, at TEXT NOT NULL, token_id TEXT, role TEXT, source TEXT NOT NULL,
-     method TEXT NOT NULL, route TEXT NOT NULL, target TEXT, status ${d.int} NOT NULL, error_code TEXT, request_id TEXT,
-     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+  (d) => `CREATE TABLE audit_log (seq ${d.int} PRIMARY KEY, at ${d.text} NOT NULL, token_id ${d.text}, role ${d.text}, source ${d.text} NOT NULL,
+     method ${d.text} NOT NULL, route ${d.text} NOT NULL, target ${d.text}, status ${d.int} NOT NULL, error_code ${d.text}, request_id ${d.text},
+     prev_hash ${d.text} NOT NULL, hash ${d.text} NOT NULL);
    CREATE INDEX audit_log_at ON audit_log(at);
    CREATE INDEX audit_log_token ON audit_log(token_id, seq);
    ${d.appendOnly('audit_log')}`,
   // Desktop pools: a desktop is in use when assigned to a user or with a session (a broker
   // reports sessions); static addresses are reserved one row each, the address the key, so
   // two desktops never hold one address, whichever pools and whatever runs at once.
-  (d) => `ALTER TABLE pool_desktops ADD COLUMN ${d.column('session_user')} TEXT;
-   ALTER TABLE pool_desktops ADD COLUMN session_since TEXT;
-   CREATE TABLE pool_addresses (address TEXT PRIMARY KEY, pool TEXT NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
-     vm_id TEXT NOT NULL UNIQUE, reserved_at TEXT NOT NULL);`,
+  (d) => `ALTER TABLE pool_desktops ADD COLUMN ${d.column('session_user')} ${d.text};
+   ALTER TABLE pool_desktops ADD COLUMN session_since ${d.text};
+   CREATE TABLE pool_addresses (address ${d.text} PRIMARY KEY, pool ${d.text} NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
+     vm_id ${d.text} NOT NULL UNIQUE, reserved_at ${d.text} NOT NULL);`,
 ];
 
 /** The steps' SQL for a dialect, in order. */

@@ -56,6 +56,20 @@ describeEachDialect('migrations', (f) => {
     assert.equal(typeof n.total, 'number');
   });
 
+  test('text sorts bytewise on both, whatever locale the database was made with', async () => {
+    const store = await f.open();
+    if (f.dialect === 'postgres') {
+      const other = await sql<{ table_name: string; column_name: string; collation_name: string | null }>`SELECT table_name, column_name, collation_name
+        FROM information_schema.columns WHERE table_schema = 'public' AND data_type = 'text' AND collation_name IS DISTINCT FROM 'C'`.execute(store.db);
+      assert.deepEqual(other.rows, [], 'every text column collates as "C"');
+    }
+    for (const [i, name] of ['b', 'B', 'a-2', 'a_1', 'a', 'é', 'Z'].entries()) {
+      await store.db.insertInto('networks').values({ name, kind: 'isolated', bridge: `br${i}`, created_at: 't' }).execute();
+    }
+    const names = (await store.db.selectFrom('networks').select('name').orderBy('name').execute()).map((r) => r.name);
+    assert.deepEqual(names, ['B', 'Z', 'a', 'a-2', 'a_1', 'b', 'é']);
+  });
+
   test('the audit log refuses updates and deletes', async () => {
     const { db } = await f.open();
     await db.insertInto('audit_log').values({ seq: 0, at: 't', token_id: null, role: null, source: 's', method: 'POST', route: '/x', target: null, status: 200, error_code: null, request_id: null, prev_hash: '', hash: 'h' }).execute();
