@@ -41,7 +41,7 @@ export class PgCluster {
       if (owner) await chown(pwfile, owner.uid, owner.gid);
       const run = (file: string, args: string[]): Promise<unknown> =>
         asRoot ? runProcess('runuser', ['-u', CLUSTER_USER, '--', join(bin, file), ...args], { timeoutMs: 120_000 }) : runProcess(join(bin, file), args, { timeoutMs: 120_000 });
-      // --no-locale: text sorts bytewise, as SQLite's does (the store's ORDER BY must agree on both).
+      // --no-locale: no locale data needed; text columns collate "C" themselves (src/store/migrations.ts).
       await run('initdb', ['-D', join(dir, 'data'), '-U', ROLE, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--no-locale', '-E', 'UTF8', '--no-sync']);
       await rm(pwfile);
       // listen_addresses='': no TCP; the socket lives in the folder, so clusters never collide.
