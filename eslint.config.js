@@ -11,10 +11,13 @@ import tseslint from 'typescript-eslint';
 // each boundary is its own copy of no-restricted-imports under its own name: a file in src/qemu/
 // is then held to its layer, to the database rule and to the child_process rule at once.
 const restrictedImports = builtinRules.get('no-restricted-imports');
-if (!restrictedImports) throw new Error('eslint no longer ships no-restricted-imports');
+const restrictedSyntax = builtinRules.get('no-restricted-syntax');
+if (!restrictedImports || !restrictedSyntax) throw new Error('eslint no longer ships no-restricted-imports/-syntax');
 const mamori = {
   rules: {
     'no-child-process': restrictedImports,
+    // import('node:child_process') and require(): no-restricted-imports sees only static imports.
+    'no-child-process-dynamic': restrictedSyntax,
     'no-database': restrictedImports,
     'no-api-import': restrictedImports,
     layer: restrictedImports,
@@ -24,6 +27,7 @@ const mamori = {
 // --- no node:child_process outside src/core/run-process.ts ------------------------------------
 // runProcess gives every child an argument array, a timeout and a reap. The files below must
 // spawn directly, each for the reason written beside it.
+const CHILD_PROCESS_MESSAGE = 'Spawn through runProcess (src/core/run-process.ts): argument arrays, a timeout, a reap.';
 const CHILD_PROCESS_EXCEPTIONS = [
   'src/core/run-process.ts', // the one door
   'src/vms/qemu-process.ts', // QEMU with -daemonize, detached: the VM outlives the server
@@ -278,9 +282,16 @@ export default defineConfig(
         {
           paths: ['node:child_process', 'child_process'].map((name) => ({
             name,
-            message: 'Spawn through runProcess (src/core/run-process.ts): argument arrays, a timeout, a reap.',
+            message: CHILD_PROCESS_MESSAGE,
           })),
         },
+      ],
+      'mamori/no-child-process-dynamic': [
+        'error',
+        ...['ImportExpression > Literal.source', "CallExpression[callee.name='require'] > Literal.arguments"].map((node) => ({
+          selector: `${node}[value=/^(node:)?child_process$/]`,
+          message: CHILD_PROCESS_MESSAGE,
+        })),
       ],
     },
   },
