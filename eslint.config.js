@@ -288,10 +288,12 @@ export default defineConfig(
       ],
       'mamori/no-child-process-dynamic': [
         'error',
-        ...['ImportExpression > Literal.source', "CallExpression[callee.name='require'] > Literal.arguments"].map((node) => ({
-          selector: `${node}[value=/^(node:)?child_process$/]`,
-          message: CHILD_PROCESS_MESSAGE,
-        })),
+        ...['ImportExpression > Literal.source', "CallExpression[callee.name='require'] > Literal.arguments"].map(
+          (node) => ({
+            selector: `${node}[value=/^(node:)?child_process$/]`,
+            message: CHILD_PROCESS_MESSAGE,
+          }),
+        ),
       ],
     },
   },
