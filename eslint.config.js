@@ -3,6 +3,7 @@
 // of docs/architecture.md written as import restrictions, so that a back-edge fails `make lint`.
 // Formatting (line length 120, quotes, commas) is Prettier's alone (.prettierrc.json): no style rule here.
 import js from '@eslint/js';
+import { readFileSync } from 'node:fs';
 import { defineConfig } from 'eslint/config';
 import { builtinRules } from 'eslint/use-at-your-own-risk';
 import tseslint from 'typescript-eslint';
@@ -53,6 +54,31 @@ const CHILD_PROCESS_EXCEPTIONS = [
   'test/unit/inspect/registry-hive.test.ts', // hivexregedit, hivexget
 ];
 
+// --- allowlists only shrink ------------------------------------------------------------------
+// An entry whose file is gone, or no longer makes the import it is listed for, stops the run with
+// its name, so the line is deleted in the commit that fixed (or moved) the file.
+/** @type {string[]} */
+const staleEntries = [];
+/**
+ * @param {string} list
+ * @param {string[]} files
+ * @param {(file: string) => string} regexFor the rule's own pattern for that file
+ */
+function stillNeeded(list, files, regexFor) {
+  for (const file of files) {
+    let text;
+    try {
+      text = readFileSync(new URL(file, import.meta.url), 'utf8');
+    } catch {
+      staleEntries.push(`${list}: ${file} (no such file)`);
+      continue;
+    }
+    const pattern = new RegExp(regexFor(file));
+    const specifiers = [...text.matchAll(/\bfrom\s+'([^']+)'/g)].map((m) => m[1] ?? '');
+    if (!specifiers.some((s) => pattern.test(s))) staleEntries.push(`${list}: ${file} (no longer needs it)`);
+  }
+}
+
 // --- no Kysely and no database outside src/store/ --------------------------------------------
 // Queries move into store/ repositories (issue 20, item 1). These files still import Kysely or
 // the table types today: the list may only shrink. A file leaves it when its queries have moved;
@@ -98,12 +124,25 @@ const DATABASE_IMPORT_ALLOWLIST = [
   'src/vms/vm-snapshots.ts',
 ];
 
+const DATABASE_REGEX = '^(kysely|better-sqlite3|pg)(/.*)?$|(^|/)store/schema\\.js$';
+stillNeeded('DATABASE_IMPORT_ALLOWLIST', DATABASE_IMPORT_ALLOWLIST, () => DATABASE_REGEX);
+
 // --- layers: dependencies point downward (docs/architecture.md) -------------------------------
 // Imports are relative, so "leaves the folder" depends on how deep the importing file sits: each
 // layer gets one config per depth (src/x/a.ts, src/x/y/a.ts, ...), with `../` repeated to match.
-const MAX_DEPTH = 4;
+const MAX_DEPTH = 6;
 /** @param {number} n */
 const up = (n) => '\\.\\./'.repeat(n);
+
+/**
+ * @param {{ allow?: string[], deny?: string[] }} layer
+ * @param {number} depth how far below the layer's folder the importing file sits (1: directly in it)
+ */
+function layerRegex(layer, depth) {
+  return layer.allow
+    ? `^${up(depth)}(?!(${layer.allow.join('|')})/)`
+    : `^${up(depth)}(${(layer.deny ?? []).join('|')})/`;
+}
 
 /**
  * A layer's rule: files under `folder` may leave it only for the folders in `allow`, or must not
@@ -112,12 +151,13 @@ const up = (n) => '\\.\\./'.repeat(n);
  * @param {{ folder: string, allow?: string[], deny?: string[], except?: string[], message: string }} layer
  */
 function layerConfigs(layer) {
+  stillNeeded(`${layer.folder} layer except`, layer.except ?? [], (file) =>
+    layerRegex(layer, file.split('/').length - layer.folder.split('/').length),
+  );
   const configs = [];
   for (let depth = 1; depth <= MAX_DEPTH; depth++) {
     const files = [`${layer.folder}/${'*/'.repeat(depth - 1)}*.{ts,tsx}`];
-    const regex = layer.allow
-      ? `^${up(depth)}(?!(${layer.allow.join('|')})/)`
-      : `^${up(depth)}(${(layer.deny ?? []).join('|')})/`;
+    const regex = layerRegex(layer, depth);
     configs.push({
       files,
       ignores: layer.except ?? [],
@@ -168,7 +208,10 @@ const API_IMPORT_EXCEPTIONS = [
   'src/host/host-service.ts',
   'src/cli/host-commands.ts',
 ];
+/** @param {number} depth 1 for src/a.ts, 2 for src/x/a.ts, ... */
+const apiRegex = (depth) => (depth === 1 ? '^\\./api/' : `^${up(depth - 1)}api/`);
 function apiImportConfigs() {
+  stillNeeded('API_IMPORT_EXCEPTIONS', API_IMPORT_EXCEPTIONS, (file) => apiRegex(file.split('/').length - 1));
   const configs = [];
   for (let depth = 1; depth <= MAX_DEPTH; depth++) {
     configs.push({
@@ -180,7 +223,7 @@ function apiImportConfigs() {
           {
             patterns: [
               {
-                regex: depth === 1 ? '^\\./api/' : `^${up(depth - 1)}api/`,
+                regex: apiRegex(depth),
                 message: 'Only api/ (and src/main.ts) import from api/: services must not depend on the HTTP layer.',
               },
             ],
@@ -190,6 +233,11 @@ function apiImportConfigs() {
     });
   }
   return configs;
+}
+
+const layerAndApiConfigs = [...LAYERS.flatMap(layerConfigs), ...apiImportConfigs()];
+if (staleEntries.length > 0) {
+  throw new Error(`eslint.config.js: delete these allowlist entries:\n  ${staleEntries.join('\n  ')}`);
 }
 
 export default defineConfig(
@@ -306,7 +354,7 @@ export default defineConfig(
         {
           patterns: [
             {
-              regex: '^(kysely|better-sqlite3|pg)(/.*)?$|(^|/)store/schema\\.js$',
+              regex: DATABASE_REGEX,
               message: 'Queries live in src/store/: add or extend a repository there and call it.',
             },
           ],
@@ -314,6 +362,5 @@ export default defineConfig(
       ],
     },
   },
-  ...LAYERS.flatMap(layerConfigs),
-  ...apiImportConfigs(),
+  ...layerAndApiConfigs,
 );
