@@ -124,6 +124,11 @@ const DATABASE_IMPORT_ALLOWLIST = [
   'src/vms/vm-snapshots.ts',
 ];
 
+stillNeeded(
+  'CHILD_PROCESS_EXCEPTIONS',
+  CHILD_PROCESS_EXCEPTIONS.filter((entry) => !entry.includes('*')),
+  () => '^(node:)?child_process$',
+);
 const DATABASE_REGEX = '^(kysely|better-sqlite3|pg)(/.*)?$|(^|/)store/schema\\.js$';
 stillNeeded('DATABASE_IMPORT_ALLOWLIST', DATABASE_IMPORT_ALLOWLIST, () => DATABASE_REGEX);
 
