@@ -47,10 +47,10 @@ const CHILD_PROCESS_EXCEPTIONS = [
   // reader or writer under test must agree with.
   'test/unit/convert/ova-archive.test.ts', // tar
   'test/unit/guest/iso9660-writer.test.ts', // isoinfo
-  'test/unit/guest/writelog-writer.test.ts', // the compiled guest writer itself
-  'test/unit/inspect/ext4-reader.test.ts', // mkfs.ext4, debugfs
-  'test/unit/inspect/fat-reader.test.ts', // mkfs.fat, mtools
-  'test/unit/inspect/ntfs-reader.test.ts', // mkntfs, ntfsinfo
+  'test/unit/guest/writelog-writer.test.ts', // reads the compiled guest writer's console while it runs
+  'test/unit/inspect/ext4-reader.test.ts', // mke2fs, debugfs, dumpe2fs
+  'test/unit/inspect/fat-reader.test.ts', // mkfs.fat, mtools (mcopy, mmd, mdel)
+  'test/unit/inspect/ntfs-reader.test.ts', // mkntfs, ntfscp, ntfsinfo
   'test/unit/inspect/registry-hive.test.ts', // hivexregedit, hivexget
 ];
 
