@@ -1,3 +1,12 @@
+/**
+ * The one door to qemu-img: every call mamori makes goes through a function here, so the
+ * options images are made with, the timeouts and the exit codes read as success are decided
+ * in one place. Functions named after a use (imageInfo, convertImage, checkImage) map QEMU's
+ * failure to IMAGE_UNREADABLE or IMAGE_CORRUPT; the plain verbs (createQcow2, commitImage,
+ * rebaseUnsafe, queryImageInfo, ...) reject with run-process's PROCESS_FAILED /
+ * PROCESS_TIMEOUT unchanged, because their callers tell a lock conflict from damage by
+ * qemu-img's stderr and map it in their own words.
+ */
 import { syncFile } from '../core/durable-sync.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
@@ -12,16 +21,6 @@ export interface ImageInfo {
 }
 
 const QEMU_IMG = 'qemu-img';
-
-/**
- * The one door to qemu-img: every call mamori makes goes through a function here, so the
- * options images are made with, the timeouts and the exit codes read as success are decided
- * in one place. Functions named after a use (imageInfo, convertImage, checkImage) map QEMU's
- * failure to IMAGE_UNREADABLE or IMAGE_CORRUPT; the plain verbs (createQcow2, commitImage,
- * rebaseUnsafe, queryImageInfo, ...) reject with run-process's PROCESS_FAILED /
- * PROCESS_TIMEOUT unchanged, because their callers tell a lock conflict from damage by
- * qemu-img's stderr and map it in their own words.
- */
 
 /**
  * How mamori lays out a new qcow2 (`-o`).
