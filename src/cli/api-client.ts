@@ -1,9 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { MamoriError } from '../core/mamori-error.js';
-import { ERROR_CODES, type ErrorCode } from '../core/error-codes.js';
+import { httpsJson, knownErrorCode, readErrorBody, TransportError, type HttpsJsonResponse } from '../core/https-json-client.js';
 
 export interface SiteTarget {
   url: string;
@@ -42,6 +40,9 @@ export async function resolveSite(opts: { data?: string; url?: string; token?: s
   }
 }
 
+/** A long operation answers when it is done (a synchronous import, a bench). */
+const CLI_TIMEOUT_MS = 15 * 60_000;
+
 /** OpenSSL's names for "the certificate is not from a CA we trust". */
 const UNTRUSTED_CERT = /CERT|SELF_SIGNED|UNABLE_TO_(GET_ISSUER|VERIFY)|ALTNAME/;
 
@@ -62,42 +63,36 @@ export class ApiClient {
     return this.request<T>('DELETE', path);
   }
 
-  /**
-   * node:http rather than fetch: fetch loads undici on first use, which costs a CLI call
-   * about 150 ms on these machines.
-   */
+  /** Through core/https-json-client.ts (node:http rather than fetch: undici costs a CLI call ~150 ms to load). */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = new URL(path, this.#site.url);
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    let res: { status: number; text: string };
+    let res: HttpsJsonResponse;
     try {
-      res = await new Promise((resolve, reject) => {
-        const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
-          method,
-          ...(this.#site.ca && url.protocol === 'https:' ? { ca: this.#site.ca } : {}),
-          headers: { authorization: `Bearer ${this.#site.token}`, ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }) },
-          timeout: 15 * 60_000,
-        }, (r) => {
-          let text = '';
-          r.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: r.statusCode ?? 0, text })).on('error', reject);
-        });
-        req.on('timeout', () => req.destroy(new Error('no answer within 15 minutes')));
-        req.on('error', reject);
-        req.end(payload);
+      res = await httpsJson({
+        url, method, body, token: this.#site.token,
+        // The site's own CA with the host name checked, or the system's CAs.
+        trust: this.#site.ca ? { ca: this.#site.ca, checkHostName: true } : { system: true },
+        timeoutMs: CLI_TIMEOUT_MS,
+        // The CLI reads whatever its own site answers (a long list), and polls a job on one connection.
+        maxBytes: Number.POSITIVE_INFINITY, reuseConnection: true,
       });
     } catch (e) {
-      const code = (e as { code?: string }).code ?? '';
-      const hint = UNTRUSTED_CERT.test(code)
-        ? ` (the site's certificate is not trusted: use --data DIR, or set MAMORI_CA to the site's DATA/tls/ca-cert.pem)`
-        : '';
-      throw new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${this.#site.url}: ${(e as Error).message}${hint}`);
+      throw unreachable(this.#site.url, e);
     }
-    const json = res.text ? (JSON.parse(res.text) as unknown) : undefined;
     if (res.status < 200 || res.status >= 300) {
-      const err = (json as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
-      const code = (err?.code && err.code in ERROR_CODES ? err.code : 'INTERNAL') as ErrorCode;
-      throw new MamoriError(code, err?.message ?? `HTTP ${res.status}`, err?.details ? { details: err.details } : {});
+      const err = readErrorBody(res.json);
+      throw new MamoriError(knownErrorCode(err?.code), err?.message ?? `HTTP ${res.status}`, err?.details ? { details: err.details } : {});
     }
-    return json as T;
+    return res.json as T;
   }
+}
+
+/** A site call that got no answer: Node's own words, and what to do about an untrusted certificate. */
+function unreachable(site: string, e: unknown): MamoriError {
+  const t = e instanceof TransportError ? e : null;
+  const why = t?.failure === 'timeout' ? 'no answer within 15 minutes' : (t?.systemMessage ?? (e as Error).message);
+  const hint = UNTRUSTED_CERT.test(t?.sysCode ?? '')
+    ? ` (the site's certificate is not trusted: use --data DIR, or set MAMORI_CA to the site's DATA/tls/ca-cert.pem)`
+    : '';
+  return new MamoriError('SITE_UNREACHABLE', `cannot reach the site at ${site}: ${why}${hint}`);
 }

@@ -1,5 +1,5 @@
 import { X509Certificate, randomBytes } from 'node:crypto';
-import { httpsJson, TransportError, type HttpsJsonResponse } from '../sites/https-json.js';
+import { httpsJson, TransportError, type HttpsJsonResponse } from '../core/https-json-client.js';
 import { pairingKeyFromToken, proofsEqual } from '../sites/pairing-proof.js';
 import { certFingerprint, parseCert } from '../sites/cert-fingerprint.js';
 import { NbdClient } from '../nbd/nbd-client.js';

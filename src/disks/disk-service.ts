@@ -12,7 +12,7 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { HostPathPolicy } from '../host/host-path-policy.js';
 import { hostPathIdentity } from '../host/host-path-policy.js';
 import { discardStaged, placeStaged, stagedFilesIn, stagingPath } from './staged-file.js';
-import { checkUntrustedImage, convertImage, createImage, untrustedImageInfo, untrustedImageName } from '../qemu/qemu-img.js';
+import { checkUntrustedImage, convertImage, createImage, createQcow2, untrustedImageInfo, untrustedImageName } from '../qemu/qemu-img.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
@@ -104,7 +104,7 @@ export class DiskService {
     const path = resolveInPool(pool, `${input.name}.qcow2`);
     if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name`, { details: { path } });
     const id = newShortId('disk');
-    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', input.backing, '-F', 'qcow2', stagingPath(path, id)], { timeoutMs: 30_000 });
+    await createQcow2(stagingPath(path, id), { backing: { file: input.backing, format: 'qcow2' } });
     return {
       id, name: input.name, pool: DEFAULT_POOL, kind: 'image', format: 'qcow2', path, sizeBytes: input.sizeBytes,
       rdmMode: null, shared: false, vmId: input.vmId, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],

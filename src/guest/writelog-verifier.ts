@@ -1,8 +1,8 @@
 import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MamoriError } from '../core/mamori-error.js';
-import { runProcess } from '../core/run-process.js';
+import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { convertToRaw, mapImage, queryImageInfo, type MapExtent } from '../qemu/qemu-img.js';
 import { decodeSlot, WL_RECORD_SIZE, type TornReason } from './writelog-format.js';
 
 export { parseGuestSerial, parseHeartbeats, parseSerialAcks } from './serial-log.js';
@@ -63,22 +63,19 @@ interface ImageInfo {
 }
 
 async function imageInfo(image: string, opts: VerifyOptions): Promise<ImageInfo> {
-  const args = ['info', '--output=json', ...(opts.forceShare ? ['-U'] : []), image];
-  let out: string;
   try {
-    out = (await runProcess('qemu-img', args, { timeoutMs: 60_000 })).stdout;
+    // Format probed: this reads test images, never images from outside the site.
+    const info = await queryImageInfo(image, { forceShare: opts.forceShare === true, timeoutMs: 60_000 });
+    return { format: info.format, virtualSize: info.virtualSize };
   } catch (err) {
+    // queryImageInfo's own IMAGE_UNREADABLE (no format or size) already says what went wrong.
+    if (!isMamoriError(err, 'PROCESS_FAILED') && !isMamoriError(err, 'PROCESS_TIMEOUT')) throw err;
     throw new MamoriError(
       'IMAGE_UNREADABLE',
       `qemu-img cannot open ${image}: ${(err as Error).message}. If a running QEMU holds it, stop the VM or verify with forceShare.`,
       { cause: err, details: { image } },
     );
   }
-  const info = JSON.parse(out) as { format?: unknown; 'virtual-size'?: unknown };
-  if (typeof info.format !== 'string' || typeof info['virtual-size'] !== 'number') {
-    throw new MamoriError('IMAGE_UNREADABLE', `qemu-img info gave no format or size for ${image}`, { details: { image, out } });
-  }
-  return { format: info.format, virtualSize: info['virtual-size'] };
 }
 
 /**
@@ -87,10 +84,9 @@ async function imageInfo(image: string, opts: VerifyOptions): Promise<ImageInfo>
  */
 async function dataSlotRanges(rawPath: string, virtualSize: number, opts: VerifyOptions): Promise<Array<[number, number]>> {
   const slots = Math.floor(virtualSize / WL_RECORD_SIZE);
-  let extents: Array<{ start: number; length: number; data: boolean; zero: boolean }>;
+  let extents: MapExtent[];
   try {
-    const args = ['map', '--output=json', '-f', 'raw', ...(opts.forceShare ? ['-U'] : []), rawPath];
-    extents = JSON.parse((await runProcess('qemu-img', args, { timeoutMs: 60_000 })).stdout) as typeof extents;
+    extents = await mapImage(rawPath, 'raw', { forceShare: opts.forceShare === true });
   } catch {
     // Without a map every slot is read: slower, never wrong.
     return slots > 0 ? [[0, slots]] : [];
@@ -182,9 +178,8 @@ export async function verifyWriteLog(imagePath: string, options: VerifyOptions =
     if (info.format !== 'raw') {
       tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'mamori-wl-verify-'));
       rawPath = join(tempDir, 'disk.raw');
-      const args = ['convert', ...(options.forceShare ? ['-U'] : []), '-f', info.format, '-O', 'raw', imagePath, rawPath];
       try {
-        await runProcess('qemu-img', args, { timeoutMs: options.timeoutMs ?? 30 * 60_000 });
+        await convertToRaw(imagePath, info.format, rawPath, { forceShare: options.forceShare === true, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
       } catch (err) {
         throw new MamoriError('IMAGE_UNREADABLE', `qemu-img could not read ${imagePath} (${info.format}): ${(err as Error).message}`, {
           cause: err,

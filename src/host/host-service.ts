@@ -5,7 +5,7 @@ import { CHECKOUT_ROOT } from '../core/checkout-root.js';
 import type { Logger } from '../core/logger.js';
 import { probeAccelerator, type AccelProbeResult } from '../qemu/accel-probe.js';
 import { readQemuHostInfo, resolveMachineType, type QemuHostInfo } from '../qemu/qemu-host-info.js';
-import type { HostInfoView } from '../api/routes/host.js';
+import type { HostInfoView } from './host-info-view.js';
 import type { HostRuntime } from './host-runtime.js';
 
 async function readable(path: string): Promise<boolean> {

@@ -117,11 +117,6 @@ export function isolatedBridgeName(network: string): string {
   return `mmbr${createHash('sha256').update(network).digest('hex').slice(0, 8)}`;
 }
 
-/** The tap QEMU makes for NIC i of a VM: unique per VM and NIC, at most 15 bytes. */
-export function tapName(vmId: string, nicIndex: number): string {
-  return `mmt${vmId.replace(/-/g, '').slice(0, 10)}${nicIndex}`;
-}
-
 /** Puts a VM's tap on its bridge and up; called while QEMU is still paused (-S). */
 export async function attachTap(tap: string, bridge: string): Promise<void> {
   try {

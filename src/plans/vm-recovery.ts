@@ -8,7 +8,7 @@ import type { DiskRecord } from '../disks/disk-record.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import { newShortId, newUuid } from '../core/ids.js';
-import { runProcess } from '../core/run-process.js';
+import { createQcow2 } from '../qemu/qemu-img.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { writeNoCloudDrive, type NoCloudInterface } from '../guest/nocloud-drive.js';
 import type { ProtectedVm } from './protected-site.js';
@@ -96,7 +96,7 @@ export class VmRecovery {
         const path = join(dir, `${input.vm.name}-disk${i}.qcow2`);
         await rm(path, { force: true });
         made.push(path);
-        await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-b', file, '-F', 'qcow2', path], { timeoutMs: 30_000 });
+        await createQcow2(path, { backing: { file, format: 'qcow2' } });
         // A failover: reprotect will replicate this VM back onto the old site's disks, which
         // hold this point (plus, after a disaster, their own later writes). A persistent
         // bitmap that starts before the VM ever runs records exactly what it writes from the

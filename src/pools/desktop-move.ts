@@ -1,6 +1,6 @@
 import { access, copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { runProcess } from '../core/run-process.js';
+import { rebaseUnsafe } from '../qemu/qemu-img.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import type { DesktopFiles } from './desktop-clone.js';
 
@@ -30,7 +30,7 @@ export async function moveDesktopFiles(from: DesktopFiles, to: DesktopFiles, rep
     });
   }
   for (const [i, os] of to.os.entries()) {
-    await runProcess('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', replica[i]!, '-F', 'qcow2', os], { timeoutMs: 30_000 });
+    await rebaseUnsafe(os, { file: replica[i]!, format: 'qcow2' });
   }
   await syncDirectory(to.dir);
   return moved;

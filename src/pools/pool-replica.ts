@@ -2,7 +2,7 @@ import { chmod, link, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { snapshotOverlayIndex } from '../vms/vm-snapshots.js';
 import type { DiskRecord } from '../disks/disk-record.js';
-import { runProcess } from '../core/run-process.js';
+import { flattenToQcow2, measureQcow2, queryImageInfo } from '../qemu/qemu-img.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import { MamoriError } from '../core/mamori-error.js';
 
@@ -31,13 +31,6 @@ export interface ReplicaLayer {
  */
 export type HeldLayers = <T>(fn: (held: { layers: ReplicaLayer[] | null; masterOff: boolean }) => Promise<T>) => Promise<T>;
 
-/**
- * The replica is written once and only read after: extended L2 entries (sub-cluster
- * allocation, which the desktops' overlays keep for their writes) would only double its L2
- * tables, 256 KiB more per 4 GiB replica than plain 128 KiB clusters (bench/pools).
- */
-const REPLICA_OPTIONS = 'cluster_size=131072';
-
 /** The image holding disk `d` as it was at `snapshot` (with its backing chain): the layer below the snapshot's overlay. */
 export function snapshotLayer(d: DiskRecord, snapshot: string): ReplicaLayer {
   const i = snapshotOverlayIndex(d, snapshot);
@@ -49,8 +42,8 @@ export function snapshotLayer(d: DiskRecord, snapshot: string): ReplicaLayer {
 export async function measureReplica(layers: ReplicaLayer[]): Promise<number> {
   let total = 0;
   for (const l of layers) {
-    const { stdout } = await runProcess('qemu-img', ['measure', '-U', '--output=json', '-f', l.format, '-O', 'qcow2', '-o', REPLICA_OPTIONS, l.path], { timeoutMs: 120_000 });
-    total += Number((JSON.parse(stdout) as { required: number }).required);
+    // The replica layout: written once, only read after (qemu-img.ts, QCOW2_LAYOUTS).
+    total += (await measureQcow2(l.path, l.format, 'replica', { forceShare: true })).required;
   }
   return total;
 }
@@ -76,7 +69,7 @@ export async function makeReplica(dir: string, layers: ReplicaLayer[], opts: { h
       if (opts.held && (await isWholeQcow2(l)) && (await opts.held(async (h) => h.masterOff && linkLayer(h.layers?.[i], l, file)))) {
         linked++;
       } else {
-        await runProcess('qemu-img', ['convert', '-U', '-W', '-m', '8', '-f', l.format, '-O', 'qcow2', '-o', REPLICA_OPTIONS, l.path, tmp], { timeoutMs: 6 * 3600_000 });
+        await flattenToQcow2(l.path, l.format, tmp, 'replica', { forceShare: true });
         await syncFile(tmp);
         await chmod(tmp, 0o444);
         await rename(tmp, file);
@@ -99,10 +92,8 @@ async function isWholeQcow2(l: ReplicaLayer): Promise<boolean> {
   if (l.format !== 'qcow2') return false;
   const st = await stat(l.path).catch(() => null);
   if (!st?.isFile()) return false;
-  const { stdout } = await runProcess('qemu-img', ['info', '-U', '--output=json', '-f', 'qcow2', l.path], { timeoutMs: 30_000 });
-  const info = JSON.parse(stdout) as { 'backing-filename'?: string; 'format-specific'?: { data?: { 'data-file'?: string; corrupt?: boolean } } };
-  const data = info['format-specific']?.data;
-  return info['backing-filename'] === undefined && data?.['data-file'] === undefined && data?.corrupt !== true;
+  const info = await queryImageInfo(l.path, { format: 'qcow2', forceShare: true });
+  return info.backingFile === null && info.dataFile === null && !info.corrupt;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runProcess } from '../core/run-process.js';
+import { createQcow2 } from '../qemu/qemu-img.js';
 
 /**
  * Writes small images sparse, in-process. A new qcow2's metadata clusters and an ISO's
@@ -25,11 +25,7 @@ export function qcow2Template(opts: { backing?: string; sizeBytes?: number }): P
       const dir = await mkdtemp(join(tmpdir(), 'mamori-qcow2-'));
       try {
         const file = join(dir, 't.qcow2');
-        const args = ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on'];
-        if (opts.backing) args.push('-b', opts.backing, '-F', 'qcow2');
-        args.push(file);
-        if (opts.sizeBytes !== undefined) args.push(String(opts.sizeBytes));
-        await runProcess('qemu-img', args, { timeoutMs: 30_000 });
+        await createQcow2(file, { ...(opts.backing ? { backing: { file: opts.backing, format: 'qcow2' } } : {}), ...(opts.sizeBytes === undefined ? {} : { sizeBytes: opts.sizeBytes }) });
         return await readFile(file);
       } finally {
         await rm(dir, { recursive: true, force: true });

@@ -1,26 +1,7 @@
-import type { DiskRecord } from '../disks/disk-record.js';
-import type { VmDefinition } from '../vms/vm-definition.js';
-import { tapName } from '../networks/site-networks.js';
+import type { ArgvDisk, ArgvMachine, VmArgvInput } from './vm-argv-input.js';
+import { tapName } from './tap-name.js';
 
-export interface VmRuntimePaths {
-  qmpSocket: string;
-  pidFile: string;
-  serialLog: string;
-  /** Per-VM copy of the UEFI variable store (uefi only). */
-  uefiVars: string;
-  /** The guest agent channel's socket (guestAgent only). */
-  guestAgentSocket?: string;
-}
-
-export interface VmArgvInput {
-  def: VmDefinition;
-  /** The VM's disks in def.diskIds order. */
-  disks: DiskRecord[];
-  paths: VmRuntimePaths;
-  accel: 'kvm' | 'tcg';
-  testGuest: { kernel: string; initrd: string } | null;
-  ovmfCode: string | null;
-}
+export type { VmArgvInput, VmRuntimePaths } from './vm-argv-input.js';
 
 /**
  * The one place a QEMU command line is made: a pure function of the VM definition,
@@ -105,7 +86,7 @@ function machineOption(input: VmArgvInput): string {
  * The node the guest's device sits on is always disk<i>: later block jobs (replication,
  * migration) address it; lower layers are disk<i>-l<k>.
  */
-function diskArgs(disk: DiskRecord, i: number, bootable: boolean, sata = false): string[] {
+function diskArgs(disk: ArgvDisk, i: number, bootable: boolean, sata = false): string[] {
   const top = `disk${i}`;
   const layers = 1 + disk.overlays.length;
   const nodeOf = (k: number): string => (k === layers - 1 ? top : `disk${i}-l${k}`);
@@ -145,7 +126,7 @@ function diskArgs(disk: DiskRecord, i: number, bootable: boolean, sata = false):
 }
 
 /** The test guest reads its write-log settings from the kernel command line. */
-function testGuestCmdline(def: VmDefinition, disks: DiskRecord[]): string {
+function testGuestCmdline(def: ArgvMachine, disks: ArgvDisk[]): string {
   if (def.boot.kind !== 'test-guest') return '';
   const parts = ['console=ttyS0', 'panic=-1', 'quiet', `mamori.acpi=${def.boot.acpi ? 1 : 0}`];
   const bench = def.boot.diskbench;
@@ -158,7 +139,7 @@ function testGuestCmdline(def: VmDefinition, disks: DiskRecord[]): string {
 }
 
 /** virtio-blk serials hold at most 20 bytes. */
-function diskSerial(disk: DiskRecord): string {
+function diskSerial(disk: ArgvDisk): string {
   return disk.id.slice(0, 20);
 }
 

@@ -1,5 +1,5 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { runProcess } from '../core/run-process.js';
+import { checkImageExclusive, commitImage, openImageExclusive, rebaseSafe, rebaseUnsafe, type BackingRef } from '../qemu/qemu-img.js';
 
 /**
  * qemu-img over a replica chain's files: the explicit `json:` chain name, and the checks that
@@ -26,7 +26,7 @@ export /** qemu-img check without -U: a lock conflict means a writer still has t
 async function assertClosedAndSound(file: string): Promise<void> {
   try {
     // 0 clean, 3 leaked clusters only (harmless).
-    await runProcess('qemu-img', ['check', '-q', '-f', 'qcow2', file], { timeoutMs: 300_000, okCodes: [0, 3] });
+    await checkImageExclusive(file);
   } catch (e) {
     if (isLockError(e)) throw inUse(file, e);
     if (isMamoriError(e, 'PROCESS_FAILED')) {
@@ -39,16 +39,34 @@ async function assertClosedAndSound(file: string): Promise<void> {
 /** A file some process holds open must not be deleted under it; unreadable garbage may be. */
 export async function assertNotInUse(file: string): Promise<void> {
   try {
-    await runProcess('qemu-img', ['info', '-f', 'qcow2', file], { timeoutMs: 30_000 });
+    await openImageExclusive(file, 'qcow2');
   } catch (e) {
     if (isLockError(e)) throw inUse(file, e);
     if (!isMamoriError(e, 'PROCESS_FAILED')) throw e;
   }
 }
 
-export async function runImg(args: string[], file: string): Promise<void> {
+type ChainLayerSpec = readonly { file: string; format: 'qcow2' | 'raw' }[];
+
+/** Commits the top layer of `layers` (opened with their explicit chain) down to `base` (its backing when null). */
+export async function commitChain(layers: ChainLayerSpec, base: string | null, file: string): Promise<void> {
+  await mapLockError(file, () => commitImage(chainImageSpec(layers), base === null ? {} : { base }));
+}
+
+/** Safe rebase of the top layer of `layers` (opened with their explicit chain) onto `backing`. */
+export async function rebaseChain(layers: ChainLayerSpec, backing: BackingRef | null, file: string): Promise<void> {
+  await mapLockError(file, () => rebaseSafe(chainImageSpec(layers), backing));
+}
+
+/** Rewrites a layer's backing name in its header only (the bytes it reads are the same). */
+export async function rebaseHeader(image: string, backing: BackingRef, file: string): Promise<void> {
+  // Header only, but under the same 6 h bound as the merge it follows.
+  await mapLockError(file, () => rebaseUnsafe(image, backing, { timeoutMs: 6 * 3600_000 }));
+}
+
+async function mapLockError(file: string, run: () => Promise<void>): Promise<void> {
   try {
-    await runProcess('qemu-img', args, { timeoutMs: 6 * 3600_000 });
+    await run();
   } catch (e) {
     if (isLockError(e)) throw inUse(file, e);
     throw e;

@@ -1,5 +1,5 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { runProcess } from '../core/run-process.js';
+import { editBitmap, queryImageInfo, type StoredBitmap } from '../qemu/qemu-img.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 
 /**
@@ -164,26 +164,19 @@ Promise<{ persistent: boolean; created: boolean }> {
 
 // ---- offline: a stopped VM's qcow2 image, with qemu-img ----
 
-interface RawImageBitmap {
-  name: string;
-  granularity: number;
-  flags: string[];
-}
-
 /**
  * The bitmaps stored in a qcow2 image. Opened without -U: if a QEMU still has the image
  * open (the VM runs), this fails with DISK_IN_USE instead of reading flags that are
  * `in-use` only because someone is using them.
  */
 export async function readImageBitmaps(file: string): Promise<BitmapInfo[]> {
-  let stdout: string;
+  let stored: StoredBitmap[];
   try {
-    ({ stdout } = await runProcess('qemu-img', ['info', '--output=json', '-f', 'qcow2', file], { timeoutMs: 30_000 }));
+    stored = (await queryImageInfo(file, { format: 'qcow2' })).bitmaps;
   } catch (e) {
     throw offlineError(e, file);
   }
-  const info = JSON.parse(stdout) as { 'format-specific'?: { data?: { bitmaps?: RawImageBitmap[] } } };
-  return (info['format-specific']?.data?.bitmaps ?? []).map((b) => ({
+  return stored.map((b) => ({
     name: b.name, granularity: b.granularity, recording: b.flags.includes('auto'), persistent: true,
     inconsistent: b.flags.includes('in-use'), busy: false, count: null,
   }));
@@ -199,18 +192,9 @@ export type ImageBitmapAction =
 
 /** `qemu-img bitmap` on a stopped VM's qcow2 image: the actions run in order on one bitmap. */
 export async function editImageBitmap(file: string, name: string, actions: readonly ImageBitmapAction[]): Promise<void> {
-  const args = ['bitmap'];
-  for (const a of actions) {
-    if (a.op === 'merge') args.push('--merge', a.source);
-    else args.push(`--${a.op}`);
-    // qemu-img runs the actions in order: `--add --disable` adds a disabled bitmap.
-    if (a.op === 'add' && a.disabled === true) args.push('--disable');
-  }
-  const add = actions.find((a) => a.op === 'add');
-  if (add?.op === 'add') args.push('-g', String(add.granularity ?? DEFAULT_GRANULARITY));
-  args.push('-f', 'qcow2', file, name);
+  const edits = actions.map((a) => (a.op === 'add' ? { ...a, granularity: a.granularity ?? DEFAULT_GRANULARITY } : a));
   try {
-    await runProcess('qemu-img', args, { timeoutMs: 60_000 });
+    await editBitmap(file, name, edits);
   } catch (e) {
     throw offlineError(e, file);
   }

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { runProcess } from '../core/run-process.js';
+import { createQcow2 } from '../qemu/qemu-img.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { QmpTransactionAction } from '../qemu/qmp-types.js';
 import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';
@@ -139,7 +139,7 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
 
   try {
     for (const d of disks) {
-      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', d.fleeceFile, String(d.virtualSize)], { timeoutMs: 30_000 });
+      await createQcow2(d.fleeceFile, { layout: 'qemu-default', sizeBytes: d.virtualSize });
       await qmp.execute('blockdev-add', {
         driver: 'qcow2', 'node-name': d.fleeceNode, file: { driver: 'file', filename: d.fleeceFile }, backing: d.node,
       }, { timeoutMs: QMP_MS });

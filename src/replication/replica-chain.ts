@@ -1,9 +1,9 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
-import { runProcess } from '../core/run-process.js';
+import { createQcow2 } from '../qemu/qemu-img.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
-import { assertClosedAndSound, assertNotInUse, chainImageSpec, runImg } from './chain-images.js';
+import { assertClosedAndSound, assertNotInUse, chainImageSpec, commitChain, rebaseChain, rebaseHeader } from './chain-images.js';
 import { MANIFEST, POINT_RE, parseManifest, writeManifest, type ChainLayer, type ManifestPoint, type PointConsistency, type ReplicaManifest } from './replica-manifest.js';
 
 export type { ChainLayer, PointConsistency } from './replica-manifest.js';
@@ -69,8 +69,6 @@ export interface RetentionResult {
 }
 
 const BASE = 'base.qcow2';
-// As createImage: extended L2 subclusters keep small writes into fresh overlays cheap.
-const QCOW2_OPTS = 'cluster_size=131072,extended_l2=on';
 const STAGING_RE = /^staging-\d+\.qcow2$/;
 
 /** One object per replica folder in the site server: it serializes the operations on it. */
@@ -96,8 +94,7 @@ export class ReplicaChain {
     if (seed.some((l, i) => i > 0 && l.format !== 'qcow2')) throw new MamoriError('INVALID_INPUT', 'a raw seed layer can only be the bottom one');
     const top = seed.at(-1);
     // A seeded base is an empty overlay on the seed: it reads as the old disk until cycles write.
-    const backing = top ? ['-b', top.file, '-F', top.format] : [];
-    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, ...backing, join(abs, BASE), String(options.virtualSize)], { timeoutMs: 30_000 });
+    await createQcow2(join(abs, BASE), { ...(top ? { backing: { file: top.file, format: top.format } } : {}), sizeBytes: options.virtualSize });
     const manifest: ReplicaManifest = {
       format: 'mamori-replica-chain', version: 1, virtualSize: options.virtualSize, ...(seed.length > 0 ? { seed: seed.map((l) => ({ file: resolve(l.file), format: l.format })) } : {}),
       base: BASE, nextSeq: 1, points: [],
@@ -162,8 +159,7 @@ export class ReplicaChain {
       const parent = this.newestPoint();
       const below = parent?.file ?? join(this.#dir, this.#manifest.base);
       const file = join(this.#dir, `staging-${pad(this.#manifest.nextSeq)}.qcow2`);
-      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, '-b', basename(below), '-F', 'qcow2', file, String(this.virtualSize)],
-        { timeoutMs: 30_000 });
+      await createQcow2(file, { backing: { file: basename(below), format: 'qcow2' }, sizeBytes: this.virtualSize });
       await syncDirectory(this.#dir);
       const layers: ChainLayer[] = [...(parent?.layers ?? this.#baseLayers()), { file, format: 'qcow2' }];
       this.#staging = { file, layers, parentPointId: parent?.id ?? null };
@@ -289,8 +285,8 @@ export class ReplicaChain {
         // base (-b), so the seed itself is never written.
         const seed = this.#manifest.seed ?? [];
         const layers: ChainLayer[] = [...seed, { file: base, format: 'qcow2' }, { file: oldestFile, format: 'qcow2' }];
-        await runImg(['commit', '-q', '-d', ...(seed.length > 0 ? ['-b', base] : []), chainImageSpec(layers)], oldestFile);
-        await runImg(['rebase', '-q', '-u', '-f', 'qcow2', '-b', this.#manifest.base, '-F', 'qcow2', join(this.#dir, next.file)], next.file);
+        await commitChain(layers, seed.length > 0 ? base : null, oldestFile);
+        await rebaseHeader(join(this.#dir, next.file), { file: this.#manifest.base, format: 'qcow2' }, next.file);
         const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(1) };
         await writeManifest(this.#dir, manifest);
         this.#manifest = manifest;
@@ -335,7 +331,7 @@ export class ReplicaChain {
       const seed = this.#manifest.seed ?? [];
       if (seed.length === 0 || this.#staging !== null || this.#leases.size > 0) return null;
       const base = join(this.#dir, this.#manifest.base);
-      await runImg(['rebase', '-q', '-b', '', chainImageSpec([...seed, { file: base, format: 'qcow2' }])], base);
+      await rebaseChain([...seed, { file: base, format: 'qcow2' }], null, base);
       await syncFile(base);
       const { seed: _dropped, ...rest } = this.#manifest;
       const manifest: ReplicaManifest = { ...rest, releasedSeed: [...(this.#manifest.releasedSeed ?? []), ...seed] };

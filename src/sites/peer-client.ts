@@ -1,8 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { MamoriError } from '../core/mamori-error.js';
-import { ERROR_CODES, type ErrorCode } from '../core/error-codes.js';
 import { certFingerprint, parseCert } from './cert-fingerprint.js';
-import { httpsJson, TransportError, type HttpsJsonResponse } from './https-json.js';
+import { httpsJson, knownErrorCode, readErrorBody, TransportError, type HttpsJsonResponse } from '../core/https-json-client.js';
 
 /** What it takes to call a paired site: where, which CA to pin, and the token it gave us. */
 export interface PeerTarget {
@@ -87,7 +86,7 @@ export class PeerClient {
     try {
       res = await httpsJson({
         url: peerUrl(t.url, path), method, body, trust: { ca: t.caCertPem }, timeoutMs: opts.timeoutMs ?? this.#timeoutMs,
-        ...(auth ? { headers: { authorization: `Bearer ${t.token}` } } : {}),
+        ...(auth && t.token ? { token: t.token } : {}),
       });
     } catch (e) {
       throw await this.#transportError(e);
@@ -141,12 +140,11 @@ export async function fetchSiteIdentity(url: string, timeoutMs = DEFAULT_PEER_TI
 
 /** The peer's error answer as a MamoriError: its own code, or PEER_AUTH_FAILED for a refused token. */
 function peerAnswerError(peer: string, res: HttpsJsonResponse): MamoriError {
-  const err = (res.json as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
+  const err = readErrorBody(res.json);
   if (!err?.code) return new MamoriError('PEER_UNREACHABLE', `${peer} answered HTTP ${res.status} without a mamori error (is the URL the site's API?)`, { details: { peer, status: res.status } });
   const details = { ...err.details, peer, peerCode: err.code };
   if (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN') return new MamoriError('PEER_AUTH_FAILED', `${peer} refused our credentials: ${err.message ?? err.code}`, { details });
-  const code = (err.code in ERROR_CODES ? err.code : 'INTERNAL') as ErrorCode;
-  return new MamoriError(code, `${peer}: ${err.message ?? err.code}`, { details });
+  return new MamoriError(knownErrorCode(err.code), `${peer}: ${err.message ?? err.code}`, { details });
 }
 
 /** The peer's base URL (which may carry a path prefix) joined with an API path. */

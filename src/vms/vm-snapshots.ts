@@ -8,7 +8,7 @@ import { activeLayer, type DiskRecord } from '../disks/disk-record.js';
 import { assertValidName } from '../core/names.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
-import { runProcess } from '../core/run-process.js';
+import { commitImage, createQcow2, rebaseUnsafe } from '../qemu/qemu-img.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { commitLayerLive } from './live-layer-commit.js';
 import { linkCount, unshareFile } from '../disks/shared-layer.js';
@@ -96,7 +96,7 @@ export class VmSnapshots {
         if (await stat(overlay).then(() => true, () => false)) throw new MamoriError('SNAPSHOT_EXISTS', `an overlay file for snapshot ${name} of disk ${d.name} already exists (${overlay}); choose another snapshot name`);
         const below = activeLayer(d);
         // -u: the backing is opened by the VM, not here (a host device may be in use by it).
-        await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', '-u', '-b', below.path, '-F', below.format, overlay, String(d.sizeBytes)], { timeoutMs: 30_000 });
+        await createQcow2(overlay, { unsafe: true, backing: { file: below.path, format: below.format }, sizeBytes: d.sizeBytes });
         made.push(overlay);
         overlays.push({ disk: d, overlay, node: `disk${i}-snap-${name}` });
       }
@@ -169,9 +169,9 @@ export class VmSnapshots {
       } else {
         await unshareFile(below.path);
         // -d: the overlay is dropped right after, so it need not be emptied; -b names the target explicitly.
-        await runProcess('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', '-b', below.path, overlay], { timeoutMs: 6 * 3600_000 });
+        await commitImage(overlay, { format: 'qcow2', base: below.path });
         const above = d.overlays[i + 1];
-        if (above) await runProcess('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', below.path, '-F', below.format, above], { timeoutMs: 30_000 });
+        if (above) await rebaseUnsafe(above, { file: below.path, format: below.format });
       }
       const rest = d.overlays.filter((_, k) => k !== i);
       await this.#db.updateTable('disks').set({ overlays: JSON.stringify(rest) }).where('id', '=', d.id).execute();

@@ -4,12 +4,14 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { SitePaths } from '../core/site-paths.js';
 import { QmpClient } from '../qemu/qmp-client.js';
 import { buildVmArgv } from '../qemu/vm-argv.js';
+import { tapName } from '../qemu/tap-name.js';
+import { argvDisk, argvMachine } from './vm-argv-mapping.js';
 import type { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmRepo, VmRow } from '../store/repos/vm-repo.js';
 import type { HostRuntime } from '../host/host-runtime.js';
 import { isQemuOfVm, launchDaemonizedQemu, readPidFile, waitForExit } from './qemu-process.js';
 import { SerialWatcher } from './serial-watcher.js';
-import { attachTap, tapName } from '../networks/site-networks.js';
+import { attachTap } from '../networks/site-networks.js';
 
 interface LiveVm {
   vmId: string;
@@ -96,7 +98,7 @@ export class VmSupervisor {
     if (ovmf && !(await stat(rt.uefiVars).then(() => true, () => false))) await copyFile(ovmf.vars, rt.uefiVars);
     const testGuest = def.boot.kind === 'test-guest' ? await this.#host.testGuest(def.firmware) : null;
     const accel = await this.#host.accel();
-    const argv = [...buildVmArgv({ def, disks, paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null }), ...(opts.incoming ? ['-incoming', 'defer'] : [])];
+    const argv = [...buildVmArgv({ def: argvMachine(def), disks: disks.map(argvDisk), paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null }), ...(opts.incoming ? ['-incoming', 'defer'] : [])];
 
     // A heartbeat of the previous boot (or of an earlier VM with this id) says nothing about this one.
     this.#heartbeats.delete(vm.id);

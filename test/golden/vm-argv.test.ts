@@ -2,7 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildVmArgv, type VmArgvInput } from '../../src/qemu/vm-argv.js';
+import { buildVmArgv } from '../../src/qemu/vm-argv.js';
+import type { VmArgvInput } from '../../src/qemu/vm-argv-input.js';
+import { argvDisk, argvMachine } from '../../src/vms/vm-argv-mapping.js';
+import type { VmDefinition } from '../../src/vms/vm-definition.js';
+import type { DiskRecord } from '../../src/disks/disk-record.js';
 import { repoRoot } from '../harness/repo-root.js';
 
 /**
@@ -21,5 +25,8 @@ for (const file of (await readdir(dir)).filter((f) => f.endsWith('.json')).sort(
       return;
     }
     assert.deepEqual(argv, golden.argv);
+    // The inputs are whole VM and disk records: the mapping vms/ starts VMs with gives the same argv.
+    const records = golden.input as unknown as { def: VmDefinition; disks: DiskRecord[] };
+    assert.deepEqual(buildVmArgv({ ...golden.input, def: argvMachine(records.def), disks: records.disks.map(argvDisk) }), golden.argv);
   });
 }

@@ -1,14 +1,8 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { errorResponses } from '../schemas.js';
+import type { HostInfoView } from '../../host/host-info-view.js';
 
-export interface HostInfoView {
-  site: string;
-  accelerator: { accel: 'kvm' | 'tcg'; reason: string; probeMs: number };
-  qemu: { version: string; binary: string };
-  machineTypes: { name: string; alias?: string; isDefault: boolean }[];
-  ovmf: { code: string; vars: string } | null;
-  testGuest: { available: boolean; dir: string };
-}
+export type { HostInfoView } from '../../host/host-info-view.js';
 
 export interface HostInfoSource {
   info(): Promise<HostInfoView>;

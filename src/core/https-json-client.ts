@@ -1,6 +1,16 @@
-import { request, type RequestOptions } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
+import { ERROR_CODES, type ErrorCode } from './error-codes.js';
+
+/**
+ * The one JSON client over HTTPS: the CLI calls its site with it (cli/api-client.ts), a site
+ * calls its peers (sites/peer-client.ts) and P2V agents (convert/p2v-agent-client.ts). It
+ * answers a status and a parsed body, or a TransportError saying why there was no answer;
+ * each caller words those in its own terms (SITE_UNREACHABLE, PEER_UNREACHABLE, ...), and
+ * reads an error body with readErrorBody.
+ */
 
 /** Why a request to another site got no HTTP answer. */
 export type TransportFailure = 'timeout' | 'cert-untrusted' | 'cert-time' | 'network';
@@ -9,8 +19,11 @@ export class TransportError extends Error {
   readonly failure: TransportFailure;
   /** The Node/OpenSSL error code, e.g. ECONNREFUSED or UNABLE_TO_VERIFY_LEAF_SIGNATURE. */
   readonly sysCode: string | undefined;
-  constructor(failure: TransportFailure, message: string, sysCode?: string) {
+  /** Node's own message for a socket or TLS error (the message above is ours, worded for a pinned CA). */
+  readonly systemMessage: string | undefined;
+  constructor(failure: TransportFailure, message: string, sysCode?: string, systemMessage?: string) {
     super(message);
+    this.systemMessage = systemMessage;
     this.name = 'TransportError';
     this.failure = failure;
     this.sysCode = sysCode;
@@ -26,21 +39,37 @@ const UNTRUSTED = new Set([
 ]);
 const OUT_OF_TIME = new Set(['CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD']);
 
+/**
+ * Whom to believe about the server's certificate.
+ * - `ca`: exactly this CA (never the system store). The host name is not checked: the CA is
+ *   one site's private CA and signs only that site's certificates, so an operator may reach
+ *   the site by a name or NAT address its certificate does not list. Peers and P2V agents.
+ * - `ca` with `checkHostName`: this CA, and the certificate must name the host (the CLI
+ *   given MAMORI_CA or a site's folder, as it always did).
+ * - `system`: the system's CAs and the host name, as any HTTPS client (the CLI without a CA).
+ * - `insecure`: no verification; only for fetching a CA that is then checked another way.
+ * An http: URL (a site started with --insecure-http) has nothing to verify; only the CLI
+ * calls one (peer URLs are refused before: sites/peer-client.ts, peerUrl).
+ */
+export type ServerTrust = { ca: string; checkHostName?: boolean } | { system: true } | { insecure: true };
+
 export interface HttpsJsonRequest {
   url: URL;
   method: string;
   body?: unknown;
   headers?: Record<string, string>;
-  /**
-   * `ca`: verify the server against exactly this CA (never the system store). The host name
-   * is not checked: the CA is one site's private CA and signs only that site's certificates,
-   * so an operator may reach the site by a name or NAT address its certificate does not list.
-   * `insecure`: no verification; only for fetching a CA that is then checked another way.
-   */
-  trust: { ca: string } | { insecure: true };
+  /** Sent as `authorization: Bearer TOKEN`. */
+  token?: string;
+  trust: ServerTrust;
+  /** One deadline for the whole exchange, from the request to the end of the answer. */
   timeoutMs: number;
-  /** The most response bytes read before the answer is refused (default MAX_RESPONSE_BYTES). */
+  /** The most response bytes read before the answer is refused (default MAX_RESPONSE_BYTES; Infinity for none). */
   maxBytes?: number;
+  /**
+   * Keep-alive on Node's global agent (the CLI: a job followed by polling reuses its
+   * connection). Default: a fresh connection each time (see httpsJson).
+   */
+  reuseConnection?: boolean;
 }
 
 /**
@@ -68,16 +97,19 @@ export interface HttpsJsonResponse {
  */
 export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
   const payload = r.body === undefined ? undefined : JSON.stringify(r.body);
+  const https = r.url.protocol === 'https:';
   const options: RequestOptions = {
     method: r.method,
-    agent: false,
+    ...(r.reuseConnection === true ? {} : { agent: false }),
     headers: {
       accept: 'application/json',
+      ...(r.token === undefined ? {} : { authorization: `Bearer ${r.token}` }),
       ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }),
       ...r.headers,
     },
-    ...('ca' in r.trust ? { ca: r.trust.ca, rejectUnauthorized: true, checkServerIdentity: () => undefined } : { rejectUnauthorized: false }),
+    ...(https ? trustOptions(r.trust) : {}),
   };
+  const request = https ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     let sentAt = Date.now();
     let t0 = performance.now();
@@ -128,9 +160,40 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
   });
 }
 
+function trustOptions(t: ServerTrust): RequestOptions {
+  if ('insecure' in t) return { rejectUnauthorized: false };
+  if ('system' in t) return { rejectUnauthorized: true };
+  return { ca: t.ca, rejectUnauthorized: true, ...(t.checkHostName === true ? {} : { checkServerIdentity: () => undefined }) };
+}
+
 function classify(e: Error & { code?: string }): TransportError {
   const code = e.code;
-  if (code && UNTRUSTED.has(code)) return new TransportError('cert-untrusted', `its certificate is not signed by the pinned CA (${code})`, code);
-  if (code && OUT_OF_TIME.has(code)) return new TransportError('cert-time', `its certificate is outside its validity period (${code}): are the two clocks far apart?`, code);
-  return new TransportError('network', e.message || code || 'connection failed', code);
+  if (code && UNTRUSTED.has(code)) return new TransportError('cert-untrusted', `its certificate is not signed by the pinned CA (${code})`, code, e.message);
+  if (code && OUT_OF_TIME.has(code)) return new TransportError('cert-time', `its certificate is outside its validity period (${code}): are the two clocks far apart?`, code, e.message);
+  return new TransportError('network', e.message || code || 'connection failed', code, e.message);
+}
+
+/** A mamori error answer, `{ error: { code, message, details } }`, as a server sent it. */
+export interface ErrorBody {
+  /** The server's code; knownErrorCode says whether this build knows it. */
+  code: string | undefined;
+  message: string | undefined;
+  details: Record<string, unknown> | undefined;
+}
+
+/** The error a mamori server put in its answer, or null when the body is not one. */
+export function readErrorBody(json: unknown): ErrorBody | null {
+  const err = (json as { error?: unknown } | null | undefined)?.error;
+  if (typeof err !== 'object' || err === null) return null;
+  const e = err as { code?: unknown; message?: unknown; details?: unknown };
+  return {
+    code: typeof e.code === 'string' ? e.code : undefined,
+    message: typeof e.message === 'string' ? e.message : undefined,
+    details: typeof e.details === 'object' && e.details !== null ? (e.details as Record<string, unknown>) : undefined,
+  };
+}
+
+/** The server's code when this build has it in its registry, else INTERNAL (a newer server's code). */
+export function knownErrorCode(code: string | undefined): ErrorCode {
+  return (code !== undefined && code in ERROR_CODES ? code : 'INTERNAL') as ErrorCode;
 }
