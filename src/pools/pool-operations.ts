@@ -1,15 +1,13 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
 import type { DiskRepo } from '../store/repos/disk-repo.js';
-import { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
-import { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
 import type { PoolOperation, PoolSpec } from '../store/repos/pool-records.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -37,14 +35,14 @@ export class PoolOperations {
   #paths: SitePaths;
   #storage: PoolStorage;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths }) {
-    this.#pools = new DesktopPoolRepo(deps.db);
-    this.#desktops = new PoolDesktopRepo(deps.db);
+  constructor(deps: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths }) {
+    this.#pools = deps.pools;
+    this.#desktops = deps.desktops;
     this.#vms = deps.vms;
     this.#disks = deps.disks;
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
-    this.#storage = new PoolStorage({ db: deps.db, paths: deps.paths });
+    this.#storage = new PoolStorage(deps);
   }
 
   /**

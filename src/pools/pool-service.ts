@@ -51,7 +51,7 @@ export class PoolService {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#ops = new PoolOperations(deps);
+    this.#ops = new PoolOperations({ ...deps, pools: this.#pools, desktops: this.#desktops });
     this.#vms.addDeleteGuard(async (vm) => {
       const pools = (await this.#pools.list()).filter((p) => p.spec.master.vmId === vm.id);
       if (pools.length > 0) {

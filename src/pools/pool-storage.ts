@@ -1,11 +1,9 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
-import { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
-import { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
 import type { PoolSpec } from '../store/repos/pool-records.js';
 import { newShortId, newUuid } from '../core/ids.js';
 import { syncFilesystemOf } from '../core/durable-sync.js';
@@ -24,9 +22,9 @@ export class PoolStorage {
   #desktops: PoolDesktopRepo;
   #paths: SitePaths;
 
-  constructor(deps: { db: Kysely<Database>; paths: SitePaths }) {
-    this.#pools = new DesktopPoolRepo(deps.db);
-    this.#desktops = new PoolDesktopRepo(deps.db);
+  constructor(deps: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; paths: SitePaths }) {
+    this.#pools = deps.pools;
+    this.#desktops = deps.desktops;
     this.#paths = deps.paths;
   }
 
