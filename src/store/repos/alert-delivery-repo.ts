@@ -146,7 +146,13 @@ export class AlertDeliveryRepo {
   }
 }
 
-/** One row per incident that has none for this status yet (only cleared incidents when `onlyCleared`): INSERT ... SELECT ... WHERE NOT EXISTS. */
+/**
+ * One row per incident that has none for this status yet (only cleared incidents when
+ * `onlyCleared`): INSERT ... SELECT ... WHERE NOT EXISTS. ON CONFLICT DO NOTHING: on a store
+ * with concurrent writers (PostgreSQL) two passes may both see a row missing; the second adds
+ * nothing instead of failing on the primary key. (The SELECT has a WHERE, which SQLite needs
+ * to read ON CONFLICT after it.)
+ */
 async function insertMissing(db: Db, status: AlertDeliveryStatus, state: AlertDeliveryState, now: string, onlyCleared: boolean): Promise<number> {
   let missing = db.selectFrom('events as e')
     .select((eb) => [
@@ -157,6 +163,6 @@ async function insertMissing(db: Db, status: AlertDeliveryStatus, state: AlertDe
   if (onlyCleared) missing = missing.where('e.cleared_at', 'is not', null);
   const r = await db.insertInto('alert_deliveries')
     .columns(['incident_id', 'status', 'state', 'attempts', 'last_error', 'next_attempt_at', 'created_at', 'delivered_at'])
-    .expression(missing).executeTakeFirst();
+    .expression(missing).onConflict((oc) => oc.columns(['incident_id', 'status']).doNothing()).executeTakeFirst();
   return Number(r.numInsertedOrUpdatedRows ?? 0n);
 }
