@@ -1,5 +1,6 @@
-import type { Kysely, Selectable } from 'kysely';
-import type { Database, EventTable } from '../store/schema.js';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { IncidentRepo, type IncidentRecord } from '../store/repos/incident-repo.js';
 import { newShortId } from '../core/ids.js';
 import { incidentRemedy } from './incident-remedies.js';
 
@@ -26,11 +27,11 @@ export interface Incident {
  * each incident once, like vSphere's alarm states rather than a stream of repeats.
  */
 export class IncidentLog {
-  #db: Kysely<Database>;
+  #incidents: IncidentRepo;
   #listeners: (() => void)[] = [];
 
   constructor(db: Kysely<Database>) {
-    this.#db = db;
+    this.#incidents = new IncidentRepo(db);
   }
 
   /**
@@ -50,49 +51,39 @@ export class IncidentLog {
   async raise(input: { kind: string; target: string; severity: IncidentSeverity; message: string; details?: Record<string, unknown> }): Promise<{ incident: Incident; opened: boolean }> {
     const open = await this.openFor(input.kind, input.target);
     if (open) return { incident: open, opened: false };
-    const row = {
+    const row: IncidentRecord = {
       id: newShortId('evt'), kind: input.kind, severity: input.severity, target: input.target, message: input.message,
-      details: input.details ? JSON.stringify(input.details) : null, opened_at: new Date().toISOString(), cleared_at: null,
+      details: input.details ?? null, openedAt: new Date().toISOString(), clearedAt: null,
     };
-    await this.#db.insertInto('events').values(row).execute();
+    await this.#incidents.insert(row);
     this.#notify();
     return { incident: toIncident(row), opened: true };
   }
 
   /** Clears the open incident of this kind for the target, if any; true if one was open. */
   async clear(kind: string, target: string): Promise<boolean> {
-    const r = await this.#db.updateTable('events').set({ cleared_at: new Date().toISOString() })
-      .where('kind', '=', kind).where('target', '=', target).where('cleared_at', 'is', null).executeTakeFirst();
-    const cleared = Number(r.numUpdatedRows) > 0;
+    const cleared = await this.#incidents.clearOpen(kind, target, new Date().toISOString());
     if (cleared) this.#notify();
     return cleared;
   }
 
   async openFor(kind: string, target: string): Promise<Incident | null> {
-    const row = await this.#db.selectFrom('events').selectAll().where('kind', '=', kind).where('target', '=', target).where('cleared_at', 'is', null).executeTakeFirst();
+    const row = await this.#incidents.findOpen(kind, target);
     return row ? toIncident(row) : null;
   }
 
   /** Open incidents per kind (the metrics' gauge). */
   async openCounts(): Promise<{ kind: string; count: number }[]> {
-    const rows = await this.#db.selectFrom('events').select(['kind', (eb) => eb.fn.countAll<number>().as('count')]).where('cleared_at', 'is', null).groupBy('kind').execute();
-    return rows.map((r) => ({ kind: r.kind, count: Number(r.count) }));
+    return this.#incidents.openCounts();
   }
 
   /** Newest first. */
   async list(filter: { open?: boolean; target?: string; kind?: string; limit?: number } = {}): Promise<Incident[]> {
-    let q = this.#db.selectFrom('events').selectAll();
-    if (filter.open === true) q = q.where('cleared_at', 'is', null);
-    if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
-    if (filter.target !== undefined) q = q.where('target', '=', filter.target);
-    return (await q.orderBy('opened_at', 'desc').orderBy('id', 'desc').limit(filter.limit ?? 100).execute()).map(toIncident);
+    return (await this.#incidents.list({ ...filter, limit: filter.limit ?? 100 })).map(toIncident);
   }
 }
 
-export function toIncident(r: Selectable<EventTable>): Incident {
-  const details = r.details === null ? null : (JSON.parse(r.details) as Record<string, unknown>);
-  return {
-    id: r.id, kind: r.kind, severity: r.severity as IncidentSeverity, target: r.target, message: r.message,
-    details, openedAt: r.opened_at, clearedAt: r.cleared_at, remedy: incidentRemedy({ kind: r.kind, target: r.target, details }),
-  };
+/** An incident as the API shows it: the stored record and what to do about it. */
+export function toIncident(r: IncidentRecord): Incident {
+  return { ...r, remedy: incidentRemedy({ kind: r.kind, target: r.target, details: r.details }) };
 }

@@ -1,5 +1,6 @@
-import type { Kysely, Selectable } from 'kysely';
-import type { Database, JobTable } from '../store/schema.js';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { JobRepo } from '../store/repos/job-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 
@@ -43,11 +44,11 @@ export type JobRecoveryRule = (job: Job) => Promise<void | string>;
  * migration phases with one recovery case per phase.
  */
 export class JobJournal {
-  #db: Kysely<Database>;
+  #jobs: JobRepo;
   #rules = new Map<string, JobRecoveryRule>();
 
   constructor(db: Kysely<Database>) {
-    this.#db = db;
+    this.#jobs = new JobRepo(db);
   }
 
   registerRecovery(kind: string, rule: JobRecoveryRule): void {
@@ -58,24 +59,18 @@ export class JobJournal {
     const now = new Date().toISOString();
     const steps: JobStep[] = stepNames.map((name) => ({ name, state: 'pending' }));
     const id = newShortId('job');
-    await this.#db
-      .insertInto('jobs')
-      .values({ id, kind, state: 'running', target, steps: JSON.stringify(steps), progress: 0, result: null, error: null, created_at: now, updated_at: now })
-      .execute();
+    await this.#jobs.insert({ id, kind, target, steps, at: now });
     return this.get(id);
   }
 
   async get(id: string): Promise<Job> {
-    const row = await this.#db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!row) throw new MamoriError('JOB_NOT_FOUND', `no job ${id} on this site; list jobs with 'mamori job list'`);
-    return toJob(row);
+    const job = await this.#jobs.find(id);
+    if (!job) throw new MamoriError('JOB_NOT_FOUND', `no job ${id} on this site; list jobs with 'mamori job list'`);
+    return job;
   }
 
   async list(filter: { kind?: string; target?: string; limit?: number } = {}): Promise<Job[]> {
-    let q = this.#db.selectFrom('jobs').selectAll();
-    if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
-    if (filter.target !== undefined) q = q.where('target', '=', filter.target);
-    return (await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit ?? 50).execute()).map(toJob);
+    return this.#jobs.list({ ...filter, limit: filter.limit ?? 50 });
   }
 
   /** Runs one step, journalled before and after. A throw marks the step and the job failed. */
@@ -93,7 +88,7 @@ export class JobJournal {
 
   /** Records what a recovery rule would need to undo the steps that follow. */
   async setContext(jobId: string, context: unknown): Promise<void> {
-    await this.#db.updateTable('jobs').set({ context: JSON.stringify(context), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+    await this.#jobs.setContext(jobId, context, new Date().toISOString());
   }
 
   /**
@@ -101,28 +96,25 @@ export class JobJournal {
    * cycle every few seconds) would otherwise grow the table without end.
    */
   async prune(kind: string, target: string, keep: number): Promise<void> {
-    const old = await this.#db.selectFrom('jobs').select('id').where('kind', '=', kind).where('target', '=', target).where('state', '!=', 'running')
-      .orderBy('created_at', 'desc').offset(keep).limit(1000).execute();
-    if (old.length > 0) await this.#db.deleteFrom('jobs').where('id', 'in', old.map((r) => r.id)).execute();
+    await this.#jobs.pruneFinished(kind, target, keep);
   }
 
   async progress(jobId: string, fraction: number): Promise<void> {
-    await this.#db.updateTable('jobs').set({ progress: Math.max(0, Math.min(1, fraction)), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+    await this.#jobs.setProgress(jobId, Math.max(0, Math.min(1, fraction)), new Date().toISOString());
   }
 
   async succeed(jobId: string, result: unknown): Promise<void> {
-    await this.#db.updateTable('jobs').set({ state: 'succeeded', progress: 1, result: JSON.stringify(result ?? null), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+    await this.#jobs.succeed(jobId, result ?? null, new Date().toISOString());
   }
 
   async fail(jobId: string, error: { code: string; message: string }): Promise<void> {
-    await this.#db.updateTable('jobs').set({ state: 'failed', error: JSON.stringify(error), updated_at: new Date().toISOString() }).where('id', '=', jobId).execute();
+    await this.#jobs.fail(jobId, error, new Date().toISOString());
   }
 
   /** At server start: every job still 'running' was cut by a crash; apply its kind's rule. */
   async recoverInterrupted(log: (msg: string, job: Job, err?: unknown) => void): Promise<number> {
-    const rows = await this.#db.selectFrom('jobs').selectAll().where('state', '=', 'running').execute();
-    for (const row of rows) {
-      const job = toJob(row);
+    const rows = await this.#jobs.running();
+    for (const job of rows) {
       const rule = this.#rules.get(job.kind);
       try {
         const message = rule ? await rule(job) : undefined;
@@ -141,22 +133,6 @@ export class JobJournal {
     const steps = job.steps.map((s) =>
       s.name === name ? { ...s, state, ...(state === 'running' ? { startedAt: now } : { endedAt: now }) } : s,
     );
-    await this.#db.updateTable('jobs').set({ steps: JSON.stringify(steps), updated_at: now }).where('id', '=', jobId).execute();
+    await this.#jobs.setSteps(jobId, steps, now);
   }
-}
-
-function toJob(r: Selectable<JobTable>): Job {
-  return {
-    id: r.id,
-    kind: r.kind,
-    state: r.state as JobState,
-    target: r.target,
-    steps: JSON.parse(r.steps) as JobStep[],
-    progress: r.progress,
-    result: r.result === null ? null : (JSON.parse(r.result) as unknown),
-    error: r.error === null ? null : (JSON.parse(r.error) as { code: string; message: string }),
-    context: r.context === null || r.context === undefined ? null : (JSON.parse(r.context) as unknown),
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  };
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { NetworkRepo } from '../store/repos/network-repo.js';
 import { assertValidName } from '../core/names.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { runProcess } from '../core/run-process.js';
@@ -29,19 +30,19 @@ export interface NetworkView {
  * supervisor puts on the bridge before the guest runs.
  */
 export class SiteNetworks {
-  #db: Kysely<Database>;
+  #networks: NetworkRepo;
   #log: Logger;
 
   constructor(deps: { db: Kysely<Database>; log: Logger }) {
-    this.#db = deps.db;
+    this.#networks = new NetworkRepo(deps.db);
     this.#log = deps.log;
   }
 
   async list(): Promise<NetworkView[]> {
-    const rows = await this.#db.selectFrom('networks').selectAll().orderBy('name').execute();
+    const rows = await this.#networks.list();
     return [
       ...BUILTIN_NETWORKS.map((name) => ({ name, kind: 'builtin' as const, bridge: null, createdAt: null })),
-      ...rows.map((r) => ({ name: r.name, kind: r.kind as NetworkKind, bridge: r.bridge, createdAt: r.created_at })),
+      ...rows.map((r) => ({ name: r.name, kind: r.kind as NetworkKind, bridge: r.bridge, createdAt: r.createdAt })),
     ];
   }
 
@@ -60,7 +61,7 @@ export class SiteNetworks {
     assertValidName('network', input.name);
     if ((BUILTIN_NETWORKS as readonly string[]).includes(input.name)) throw new MamoriError('NETWORK_EXISTS', `${input.name} is a built-in network`, { details: { name: input.name } });
     if (!(NETWORK_KINDS as readonly string[]).includes(input.kind)) throw new MamoriError('INVALID_INPUT', `network kind must be one of ${NETWORK_KINDS.join(', ')}`);
-    if (await this.#db.selectFrom('networks').select('name').where('name', '=', input.name).executeTakeFirst()) {
+    if (await this.#networks.exists(input.name)) {
       throw new MamoriError('NETWORK_EXISTS', `a network named ${input.name} already exists`, { details: { name: input.name } });
     }
     let bridge: string;
@@ -74,7 +75,7 @@ export class SiteNetworks {
       if (!(await isBridge(bridge))) throw new MamoriError('NETWORK_UNAVAILABLE', `host bridge ${bridge} does not exist; create it (ip link add ${bridge} type bridge) or name another`, { details: { bridge } });
     }
     try {
-      await this.#db.insertInto('networks').values({ name: input.name, kind: input.kind, bridge, created_at: new Date().toISOString() }).execute();
+      await this.#networks.insert({ name: input.name, kind: input.kind, bridge, createdAt: new Date().toISOString() });
     } catch (e) {
       if (input.kind === 'isolated') await deleteLink(bridge);
       throw e;
@@ -86,16 +87,15 @@ export class SiteNetworks {
   async delete(name: string): Promise<void> {
     const n = await this.get(name);
     if (n.kind === 'builtin') throw new MamoriError('INVALID_INPUT', `${name} is built in and cannot be deleted`);
-    const users = (await this.#db.selectFrom('vms').select(['name', 'definition']).execute())
-      .filter((v) => (JSON.parse(v.definition) as { nics: { network: string }[] }).nics.some((nic) => nic.network === name)).map((v) => v.name);
+    const users = await this.#networks.vmsOn(name);
     if (users.length > 0) throw new MamoriError('NETWORK_IN_USE', `network ${name} is used by ${users.join(', ')}; delete those VMs or move their NICs first`, { details: { vms: users } });
-    await this.#db.deleteFrom('networks').where('name', '=', name).execute();
+    await this.#networks.delete(name);
     if (n.kind === 'isolated' && n.bridge) await deleteLink(n.bridge);
   }
 
   /** At server start (after a host reboot the bridges are gone): bring isolated bridges back. */
   async restore(): Promise<void> {
-    for (const r of await this.#db.selectFrom('networks').selectAll().where('kind', '=', 'isolated').execute()) {
+    for (const r of await this.#networks.isolated()) {
       await this.#ensureIsolatedBridge(r.bridge).catch((e: unknown) => this.#log.error({ network: r.name, err: e }, 'could not restore the bridge of an isolated network'));
     }
   }

@@ -8,7 +8,7 @@ import { qcow2Template, writeSparse } from './sparse-image-writer.js';
 import { noCloudImage, type NoCloudInterface } from '../guest/nocloud-drive.js';
 import { WINDOWS_CUSTOMIZE_SCRIPT, windowsCustomizationScript } from './windows-customization.js';
 import { CUSTOMIZE_SCRIPT, customizationCloudConfig, customizationScript } from './desktop-customization.js';
-import type { PoolSpec } from './pool-spec.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 
 /**
  * The files of one desktop, in its own folder of a storage pool:

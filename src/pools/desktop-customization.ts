@@ -1,4 +1,4 @@
-import type { PoolSpec } from './pool-spec.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 import { splitHostPort } from './windows-customization.js';
 
 /**

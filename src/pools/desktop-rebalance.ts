@@ -1,14 +1,13 @@
 import { readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 import { faultPoint } from '../core/fault-points.js';
 import { desktopFiles } from './desktop-clone.js';
 import { moveDesktopFiles } from './desktop-move.js';
 import { existingParent, shares } from './storage-space.js';
-import type { PoolSpec } from './pool-spec.js';
 
 /**
  * Rebalance's moves (View Composer's rebalance): desktops go from the fullest storage pools,
@@ -17,14 +16,13 @@ import type { PoolSpec } from './pool-spec.js';
  * so a run cut half-way and started again does only what is left.
  */
 export async function moveDesktops(deps: {
-  db: Kysely<Database>; paths: SitePaths;
+  desktops: PoolDesktopRepo; paths: SitePaths;
   /** The desktop ready to move (stopped, or powered off when forced), or null (skipped: in use). */
   stopped: (vmId: string, skipped: string[]) => Promise<VmRow | null>;
   progress: (fraction: number) => Promise<void>;
 }, pool: string, spec: PoolSpec, replicas: Map<string, { id: string; files: string[] }>): Promise<{ moved: string[]; skipped: string[] }> {
-  const { db, paths } = deps;
-  const rows = await db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
-    .select(['pool_desktops.vm_id', 'pool_desktops.number', 'pool_replicas.storage']).where('pool_desktops.pool', '=', pool).orderBy('number').execute();
+  const { desktops, paths } = deps;
+  const rows = await desktops.placements(pool);
   const free = await Promise.all(spec.storage.map(async (s) => {
     const fs = await statfs(await existingParent(paths.pool(s)));
     return Number(fs.bavail) * Number(fs.bsize);
@@ -38,7 +36,7 @@ export async function moveDesktops(deps: {
     if (here >= 0 && count.get(r.storage)! <= want[here]!) continue;
     const to = spec.storage.findIndex((s, i) => count.get(s)! < want[i]!);
     if (to < 0) continue;
-    const vm = await deps.stopped(r.vm_id, skipped);
+    const vm = await deps.stopped(r.vmId, skipped);
     if (!vm) continue;
     const target = spec.storage[to]!;
     const replica = replicas.get(target)!;
@@ -47,10 +45,7 @@ export async function moveDesktops(deps: {
     const renamed = await moveDesktopFiles(from, dest, replica.files);
     // The rows follow the files in one transaction: before it the desktop is where it was
     // (a rerun moves what is left), after it the desktop is where it went.
-    await db.transaction().execute(async (tx) => {
-      for (const [old, now] of renamed) await tx.updateTable('disks').set({ path: now, pool: target }).where('path', '=', old).execute();
-      await tx.updateTable('pool_desktops').set({ replica_id: replica.id, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
-    });
+    await desktops.moved(vm.id, { storage: target, replicaId: replica.id, renamed }, new Date().toISOString());
     faultPoint('pool-desktop-done');
     await rm(from.dir, { recursive: true, force: true });
     if (here >= 0) count.set(r.storage, count.get(r.storage)! - 1);
@@ -66,9 +61,8 @@ export async function moveDesktops(deps: {
  * its rows and its `rm` left behind, or a desktop deleted half-way. Removed, in the storage
  * pools the pool has used.
  */
-export async function removeStrayDesktopFolders(db: Kysely<Database>, paths: SitePaths, pool: string, storages: string[]): Promise<string[]> {
-  const rows = await db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
-    .innerJoin('vms', 'vms.id', 'pool_desktops.vm_id').select(['vms.name', 'pool_replicas.storage']).where('pool_desktops.pool', '=', pool).execute();
+export async function removeStrayDesktopFolders(desktops: PoolDesktopRepo, paths: SitePaths, pool: string, storages: string[]): Promise<string[]> {
+  const rows = await desktops.folders(pool);
   const removed: string[] = [];
   for (const s of new Set(storages)) {
     const dir = join(paths.pool(s), 'desktops', pool);

@@ -1,7 +1,7 @@
 import { openSource } from '../inspect/image-source.js';
 import { inspectDisk } from '../inspect/inspector.js';
+import type { GuestOs } from '../store/repos/pool-records.js';
 
-export type GuestOs = 'linux' | 'windows' | 'unknown';
 
 /**
  * The guest OS on the master's snapshot, read from its disks (partition table, filesystem,

@@ -1,4 +1,5 @@
 import { MamoriError } from '../core/mamori-error.js';
+import type { PoolNetwork } from '../store/repos/pool-records.js';
 
 /**
  * How a pool's desktops get their address, on their first NIC:
@@ -9,9 +10,6 @@ import { MamoriError } from '../core/mamori-error.js';
  */
 export type PoolNetworkInput = { mode: 'dhcp' } | { mode: 'static'; range: string; gateway?: string; dns?: string[] };
 
-export type PoolNetwork =
-  | { mode: 'dhcp' }
-  | { mode: 'static'; first: string; last: string; prefix: number; gateway: string | null; dns: string[] };
 
 const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 const IPV4 = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);

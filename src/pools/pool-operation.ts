@@ -1,18 +1,10 @@
-import { MamoriError } from '../core/mamori-error.js';
+import type { PoolOperation } from '../store/repos/pool-records.js';
 
-/**
- * What a pool is doing, recorded in its row before the work starts (and the desktops still
- * to do marked pending), so a server stopped mid-way takes it up at its next start from
- * where it stopped, as a recovery plan's run does. The options are the operator's, kept so
- * the resumed run decides as the first did (`force` above all).
+/*
+ * What a pool is doing (PoolOperation, store/repos/pool-records.ts) is recorded in its row
+ * before the work starts (and the desktops still to do marked pending), so a server stopped
+ * mid-way takes it up at its next start from where it stopped, as a recovery plan's run does.
  */
-export type PoolOperation =
-  | { kind: 'provision' }
-  | { kind: 'delete' }
-  | { kind: 'refresh'; force: boolean }
-  | { kind: 'recompose'; snapshot: string; force: boolean }
-  | { kind: 'rebalance'; storage: string[]; force: boolean }
-  | { kind: 'resize'; size: number; force: boolean };
 
 /** The pool's state while the operation runs (`pool list` shows it). */
 export const OPERATION_STATE: Record<PoolOperation['kind'], string> = {
@@ -25,14 +17,8 @@ export const OPERATION_JOB: Record<PoolOperation['kind'], string> = {
 };
 
 /** The recorded operation of a pool row; rows from before operations were recorded fall back on their state. */
-export function recordedOperation(row: { name: string; state: string; operation: string | null }): PoolOperation | null {
-  if (row.operation) {
-    try {
-      return JSON.parse(row.operation) as PoolOperation;
-    } catch (e) {
-      throw new MamoriError('INTERNAL', `desktop pool ${row.name} has an unreadable operation record`, { cause: e });
-    }
-  }
+export function recordedOperation(row: { state: string; operation: PoolOperation | null }): PoolOperation | null {
+  if (row.operation) return row.operation;
   if (row.state === 'deleting') return { kind: 'delete' };
   if (row.state === 'provisioning' || row.state === 'interrupted') return { kind: 'provision' };
   return null;

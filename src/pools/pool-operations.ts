@@ -1,25 +1,24 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { DiskRepo } from '../store/repos/disk-repo.js';
+import type { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { PoolOperation, PoolSpec } from '../store/repos/pool-records.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { faultPoint } from '../core/fault-points.js';
-import { desktopNames, type PoolSpec } from './pool-spec.js';
+import { desktopNames } from './pool-spec.js';
 import { removeReplica, snapshotLayer, type HeldLayers } from './pool-replica.js';
 import { desktopFiles, writeDisposableDisk, writeOsDisks } from './desktop-clone.js';
 import { PoolStorage } from './pool-storage.js';
 import { moveDesktops, removeStrayDesktopFolders } from './desktop-rebalance.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
-import type { PoolOperation } from './pool-operation.js';
 import { isInUse } from './pool-spares.js';
-import { freeAddresses } from './pool-addresses.js';
 
 /**
  * The work of each pool operation, on files and rows: the pool service validates what is
@@ -28,20 +27,22 @@ import { freeAddresses } from './pool-addresses.js';
  * is), so the same call after a cut finishes the operation instead of starting it over.
  */
 export class PoolOperations {
-  #db: Kysely<Database>;
+  #pools: DesktopPoolRepo;
+  #desktops: PoolDesktopRepo;
   #vms: VmService;
   #disks: DiskService;
   #jobs: JobJournal;
   #paths: SitePaths;
   #storage: PoolStorage;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths }) {
-    this.#db = deps.db;
+  constructor(deps: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths }) {
+    this.#pools = deps.pools;
+    this.#desktops = deps.desktops;
     this.#vms = deps.vms;
     this.#disks = deps.disks;
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
-    this.#storage = new PoolStorage({ db: deps.db, paths: deps.paths });
+    this.#storage = new PoolStorage(deps);
   }
 
   /**
@@ -53,7 +54,7 @@ export class PoolOperations {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) return null;
     if (['stopped', 'crashed'].includes(vm.state)) return vm;
-    const row = await this.#db.selectFrom('pool_desktops').select(['assigned_user', 'session_user']).where('vm_id', '=', vmId).executeTakeFirst();
+    const row = await this.#desktops.find(vmId);
     const inUse = row ? isInUse(row) : false;
     if (inUse && !force) {
       skipped.push(vm.name);
@@ -73,23 +74,24 @@ export class PoolOperations {
    * with the desktops it had not done, and one a user started since is not touched again.
    */
   async #rebuild(name: string, spec: PoolSpec, kind: PoolOperation['kind'], o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } }): Promise<{ rebuilt: string[]; skipped: string[] }> {
-    const targets = await this.#db.selectFrom('pool_desktops').select(['vm_id', 'replica_id']).where('pool', '=', name).where('pending', '=', kind).orderBy('number').execute();
+    const targets = await this.#desktops.pendingFor(name, kind);
     const rebuilt: string[] = [];
     const skipped: string[] = [];
     await runWithConcurrency(targets, spec.maintenanceConcurrency, async (t) => {
-      const vm = await this.#stopped(t.vm_id, o.force, skipped);
+      const vm = await this.#stopped(t.vmId, o.force, skipped);
       if (!vm) {
-        await this.#db.updateTable('pool_desktops').set({ pending: null }).where('vm_id', '=', t.vm_id).execute();
+        await this.#desktops.clearPending(t.vmId);
         return;
       }
-      const current = await this.#db.selectFrom('pool_replicas').selectAll().where('id', '=', t.replica_id).executeTakeFirstOrThrow();
-      const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: JSON.parse(current.files) as string[] };
+      const current = await this.#pools.replica(t.replicaId);
+      if (!current) throw new MamoriError('INTERNAL', `desktop ${t.vmId} of pool ${name} sits on replica ${t.replicaId}, which has no row`);
+      const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: current.files };
       const files = desktopFiles(this.#paths.pool(current.storage), name, vm.name, spec, replica.files.length);
       await writeOsDisks(files, replica.files);
       if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes);
       // The serial log tells the desktop's customization state: a rebuilt desktop starts over.
       await rm(this.#paths.vmRuntime(vm.id).serialLog, { force: true });
-      await this.#db.updateTable('pool_desktops').set({ replica_id: replica.id, state: 'provisioned', message: null, pending: null, updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+      await this.#desktops.rebuilt(vm.id, replica.id, new Date().toISOString());
       faultPoint('pool-desktop-done');
       rebuilt.push(vm.name);
       await this.#jobs.progress(o.jobId, (rebuilt.length + skipped.length) / targets.length);
@@ -100,13 +102,13 @@ export class PoolOperations {
 
   async #deleteDesktop(vmId: string): Promise<void> {
     const vm = await this.#vms.repo.findById(vmId);
-    const row = await this.#db.selectFrom('pool_desktops').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    const row = await this.#desktops.find(vmId);
     if (vm) await this.#vms.delete(vm.name, { force: true });
-    await this.#db.deleteFrom('pool_desktops').where('vm_id', '=', vmId).execute();
+    await this.#desktops.delete(vmId);
     // After the row: a cut here leaves a stray reservation, which the next provisioning frees.
-    await freeAddresses(this.#db, [vmId]);
+    await this.#pools.freeAddresses([vmId]);
     if (vm && row) {
-      const rep = await this.#db.selectFrom('pool_replicas').select('storage').where('id', '=', row.replica_id).executeTakeFirst();
+      const rep = await this.#pools.replica(row.replicaId);
       await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), { recursive: true, force: true });
     }
   }
@@ -121,7 +123,7 @@ export class PoolOperations {
 
   /** The master's layers as they were at `snapshot`, one per disk; a snapshot the master does not have is refused. */
   async snapshotLayers(master: VmRow, snapshot: string): Promise<{ path: string; format: string }[]> {
-    if (!(await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', master.id).where('name', '=', snapshot).executeTakeFirst())) {
+    if (!(await this.#pools.snapshotExists(master.id, snapshot))) {
       throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
     }
     return (await this.masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
@@ -130,7 +132,7 @@ export class PoolOperations {
   /** The master's layers for `snapshot` read again while the master holds still (pool-replica.ts links them). */
   #held(spec: PoolSpec, snapshot: string): HeldLayers {
     return (fn) => this.#vms.whileHeld(spec.master.vmId, async (vm) => {
-      const has = vm && (await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', vm.id).where('name', '=', snapshot).executeTakeFirst());
+      const has = vm && (await this.#pools.snapshotExists(vm.id, snapshot));
       return fn({ layers: vm && has ? (await this.masterDisks(vm)).map((d) => snapshotLayer(d, snapshot)) : null, masterOff: vm !== undefined && ['stopped', 'crashed'].includes(vm.state) });
     });
   }
@@ -159,16 +161,16 @@ export class PoolOperations {
       case 'rebalance':
         return { steps: ['replicas', 'desktops', 'cleanup'], run: async (jobId) => {
           const spec = await this.#spec(name);
-          const used = (await this.#db.selectFrom('pool_replicas').select('storage').where('pool', '=', name).execute()).map((r) => r.storage);
+          const used = (await this.#pools.replicasOf(name)).map((r) => r.storage);
           const next: PoolSpec = { ...spec, storage: op.storage };
           const layers = await this.snapshotLayers(await this.master(spec), spec.snapshot);
           const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers, this.#held(spec, spec.snapshot)));
           await this.#setSpec(name, next);
           const moves = await this.#jobs.step(jobId, 'desktops', () => moveDesktops({
-            db: this.#db, paths: this.#paths, stopped: (vmId, skipped) => this.#stopped(vmId, op.force, skipped), progress: (f) => this.#jobs.progress(jobId, f),
+            desktops: this.#desktops, paths: this.#paths, stopped: (vmId, skipped) => this.#stopped(vmId, op.force, skipped), progress: (f) => this.#jobs.progress(jobId, f),
           }, name, next, replicas));
           const removed = await this.#jobs.step(jobId, 'cleanup', async () => {
-            await removeStrayDesktopFolders(this.#db, this.#paths, name, [...used, ...next.storage]);
+            await removeStrayDesktopFolders(this.#desktops, this.#paths, name, [...used, ...next.storage]);
             return this.#storage.removeUnusedReplicas(name, next);
           });
           return { ...moves, replicasRemoved: removed };
@@ -176,12 +178,12 @@ export class PoolOperations {
       case 'resize':
         return { steps: ['desktops'], run: async (jobId) => {
           const spec = await this.#spec(name);
-          const going = await this.#db.selectFrom('pool_desktops').select('vm_id').where('pool', '=', name).where('number', '>', op.size).execute();
+          const going = await this.#desktops.vmIdsAbove(name, op.size);
           const skipped: string[] = [];
           let removed = 0;
           await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(going, spec.maintenanceConcurrency, async (d) => {
-            if (!(await this.#stopped(d.vm_id, op.force, skipped))) return;
-            await this.#deleteDesktop(d.vm_id);
+            if (!(await this.#stopped(d, op.force, skipped))) return;
+            await this.#deleteDesktop(d);
             faultPoint('pool-desktop-done');
             await this.#jobs.progress(jobId, ++removed / going.length);
           }));
@@ -190,20 +192,19 @@ export class PoolOperations {
       case 'delete':
         return { steps: ['desktops', 'replicas'], run: async (jobId) => {
           const spec = await this.#spec(name);
-          const rows = await this.#db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).execute();
+          const rows = await this.#desktops.listOf(name);
           let done = 0;
           await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
-            await this.#deleteDesktop(r.vm_id);
+            await this.#deleteDesktop(r.vmId);
             await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
           }));
           await this.#jobs.step(jobId, 'replicas', async () => {
-            for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
-              await removeReplica(JSON.parse(rep.files) as string[]);
+            for (const rep of await this.#pools.replicasOf(name)) {
+              await removeReplica(rep.files);
               await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
               await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
             }
-            await this.#db.deleteFrom('pool_addresses').where('pool', '=', name).execute();
-            await this.#db.deleteFrom('desktop_pools').where('name', '=', name).execute();
+            await this.#pools.deletePool(name);
           });
           return { deleted: name, desktops: rows.length };
         } };
@@ -217,7 +218,7 @@ export class PoolOperations {
     const masterDisks = await this.masterDisks(master);
     const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
     const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers, this.#held(spec, spec.snapshot)));
-    const existing = new Set((await this.#db.selectFrom('pool_desktops').select('number').where('pool', '=', name).execute()).map((r) => r.number));
+    const existing = new Set(await this.#desktops.numbersOf(name));
     const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
     const names = desktopNames(spec.namePattern, missing, spec.guestOs);
     let done = 0;
@@ -238,13 +239,13 @@ export class PoolOperations {
   }
 
   async #spec(name: string): Promise<PoolSpec> {
-    const p = await this.#db.selectFrom('desktop_pools').select('spec').where('name', '=', name).executeTakeFirst();
+    const p = await this.#pools.find(name);
     if (!p) throw new MamoriError('DESKTOP_POOL_NOT_FOUND', `desktop pool ${name} is gone`);
-    return JSON.parse(p.spec) as PoolSpec;
+    return p.spec;
   }
 
   async #setSpec(name: string, spec: PoolSpec): Promise<void> {
-    await this.#db.updateTable('desktop_pools').set({ spec: JSON.stringify(spec), updated_at: new Date().toISOString() }).where('name', '=', name).execute();
+    await this.#pools.setSpec(name, spec, new Date().toISOString());
   }
 
   async master(spec: PoolSpec): Promise<VmRow> {

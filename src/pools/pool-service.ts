@@ -1,6 +1,9 @@
 import { rename } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { DesktopPoolRepo, type PoolRecord } from '../store/repos/desktop-pool-repo.js';
+import { PoolDesktopRepo, type PoolDesktopRecord } from '../store/repos/pool-desktop-repo.js';
+import type { PoolOperation, PoolSpec } from '../store/repos/pool-records.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
@@ -9,7 +12,7 @@ import type { Logger } from '../core/logger.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
-import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, snapshotName, type PoolCreateInput, type PoolSpec } from './pool-spec.js';
+import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, snapshotName, type PoolCreateInput } from './pool-spec.js';
 import { measureReplica } from './pool-replica.js';
 import { desktopFiles, writeDisposableDisk } from './desktop-clone.js';
 import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
@@ -18,7 +21,7 @@ import { PoolOperations } from './pool-operations.js';
 import { guestOsOf } from './master-guest.js';
 import { assertRoomFor } from './pool-network.js';
 import { isInUse, isUserName, keepSpares } from './pool-spares.js';
-import { OPERATION_JOB, OPERATION_STATE, recordedOperation, type PoolOperation } from './pool-operation.js';
+import { OPERATION_JOB, OPERATION_STATE, recordedOperation } from './pool-operation.js';
 export type { PoolView, DesktopView } from './pool-views.js';
 
 /**
@@ -29,7 +32,8 @@ export type { PoolView, DesktopView } from './pool-views.js';
  * stopped mid-way resumes it at its next start and a failed one resumes with `pool resume`.
  */
 export class PoolService {
-  #db: Kysely<Database>;
+  #pools: DesktopPoolRepo;
+  #desktops: PoolDesktopRepo;
   #vms: VmService;
   #disks: DiskService;
   #jobs: JobJournal;
@@ -40,40 +44,38 @@ export class PoolService {
   #busy = new Set<string>();
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths; log: Logger }) {
-    this.#db = deps.db;
+    this.#pools = new DesktopPoolRepo(deps.db);
+    this.#desktops = new PoolDesktopRepo(deps.db);
     this.#vms = deps.vms;
     this.#disks = deps.disks;
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#ops = new PoolOperations(deps);
+    this.#ops = new PoolOperations({ ...deps, pools: this.#pools, desktops: this.#desktops });
     this.#vms.addDeleteGuard(async (vm) => {
-      const pools = (await this.#db.selectFrom('desktop_pools').select(['name', 'spec']).execute()).filter((p) => (JSON.parse(p.spec) as PoolSpec).master.vmId === vm.id);
+      const pools = (await this.#pools.list()).filter((p) => p.spec.master.vmId === vm.id);
       if (pools.length > 0) {
         throw new MamoriError('MASTER_IN_USE', `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`, { details: { pools: pools.map((p) => p.name) } });
       }
     });
     this.#vms.addSnapshotDeleteGuard(async (vm, snapshot) => {
-      const pools = (await this.#db.selectFrom('desktop_pools').select(['name', 'spec']).execute())
-        .filter((p) => { const sp = JSON.parse(p.spec) as PoolSpec; return sp.master.vmId === vm.id && sp.snapshot === snapshot; });
+      const pools = (await this.#pools.list()).filter((p) => p.spec.master.vmId === vm.id && p.spec.snapshot === snapshot);
       if (pools.length > 0) {
         throw new MamoriError('MASTER_IN_USE', `snapshot ${snapshot} of ${vm.name} backs desktop pool ${pools.map((p) => p.name).join(', ')}: recompose the pool onto another snapshot, or delete it, first`, { details: { pools: pools.map((p) => p.name) } });
       }
     });
     // View Composer's disposable disk: swap and temp files do not outlive a power-off.
     this.#vms.onPowerOff(async (vmId) => {
-      const row = await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
-        .innerJoin('desktop_pools', 'desktop_pools.name', 'pool_desktops.pool')
-        .select(['pool_desktops.pool', 'pool_replicas.storage', 'pool_replicas.files', 'desktop_pools.spec']).where('pool_desktops.vm_id', '=', vmId).executeTakeFirst();
+      const row = await this.#desktops.context(vmId);
       if (!row) return;
-      const spec = JSON.parse(row.spec) as PoolSpec;
+      const spec = row.spec;
       const vm = await this.#vms.repo.findById(vmId);
       if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, (JSON.parse(row.files) as string[]).length), spec.disposableDiskBytes);
+        await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, row.files.length), spec.disposableDiskBytes);
       }
       // A desktop that is off has no session (the broker may not have said so).
       if (vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await this.#db.updateTable('pool_desktops').set({ session_user: null, session_since: null }).where('vm_id', '=', vmId).where('session_user', 'is not', null).execute();
+        await this.#desktops.endSessionAtPowerOff(vmId);
       }
       // A spare that went down is replaced (not awaited: the listener must not wait for a boot).
       void this.#keepSpares(row.pool);
@@ -81,7 +83,7 @@ export class PoolService {
     for (const kind of Object.values(OPERATION_JOB)) {
       this.#jobs.registerRecovery(kind, async (job) => {
         const message = `${kind} was cut by a server stop; it resumes at start, where it stopped`;
-        if (job.target) await this.#db.updateTable('desktop_pools').set({ state: 'interrupted', message, updated_at: new Date().toISOString() }).where('name', '=', job.target).where('state', '!=', 'error').execute();
+        if (job.target) await this.#pools.markInterrupted(job.target, message, new Date().toISOString());
         return `the site server stopped during ${kind} of ${job.target}: ${message}`;
       });
     }
@@ -89,33 +91,33 @@ export class PoolService {
 
   /** At server start: every operation a stop cut is taken up again, with its first options, where it stopped. */
   async resumeInterrupted(): Promise<void> {
-    for (const p of await this.#db.selectFrom('desktop_pools').select(['name', 'state', 'operation']).where('state', '!=', 'error').execute()) {
+    for (const p of await this.#pools.notFailed()) {
       const op = recordedOperation(p);
       if (!op) continue;
       this.#log.info({ pool: p.name, operation: op.kind }, 'resuming a desktop pool operation cut by a server stop');
       await this.#start(p.name, op).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
     }
     // Not awaited: powering on spares (a VM start each) must not keep the server from listening.
-    for (const p of await this.#db.selectFrom('desktop_pools').select('name').execute()) void this.#keepSpares(p.name);
+    for (const p of await this.#pools.names()) void this.#keepSpares(p);
   }
 
   /** Assigns a desktop to a user (a dedicated desktop): it is in use, so another may start as a spare. */
   async assign(name: string, desktop: string, user: string): Promise<{ desktop: string; user: string; sparesStarted: string[] }> {
     const row = await this.#desktopFor(name, desktop, user);
-    if (row.assigned_user !== null && row.assigned_user !== user) {
-      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assigned_user}: unassign it first (mamori pool unassign ${name} ${desktop})`, { details: { user: row.assigned_user } });
+    if (row.assignedUser !== null && row.assignedUser !== user) {
+      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assignedUser}: unassign it first (mamori pool unassign ${name} ${desktop})`, { details: { user: row.assignedUser } });
     }
-    if (row.session_user !== null && row.session_user !== user) {
-      throw new MamoriError('DESKTOP_IN_SESSION', `${row.session_user} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.session_user } });
+    if (row.sessionUser !== null && row.sessionUser !== user) {
+      throw new MamoriError('DESKTOP_IN_SESSION', `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.sessionUser } });
     }
-    await this.#db.updateTable('pool_desktops').set({ assigned_user: user, updated_at: new Date().toISOString() }).where('vm_id', '=', row.vm_id).execute();
+    await this.#desktops.setAssignedUser(row.vmId, user, new Date().toISOString());
     return { desktop, user, sparesStarted: (await this.#keepSpares(name)).started };
   }
 
   /** Frees a desktop of its user: without a session it is a spare again, and a spare above the target powers off. */
   async unassign(name: string, desktop: string): Promise<{ desktop: string; sparesStopped: string[] }> {
     const [d] = await this.#desktopsOf(name, [desktop]);
-    await this.#db.updateTable('pool_desktops').set({ assigned_user: null, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
+    await this.#desktops.setAssignedUser(d!.vmId, null, new Date().toISOString());
     return { desktop, sparesStopped: (await this.#keepSpares(name)).stopped };
   }
 
@@ -128,28 +130,30 @@ export class PoolService {
     const row = await this.#desktopFor(name, desktop, user);
     const vm = await this.#vms.get(desktop);
     if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `desktop ${desktop} is ${vm.state}: a session needs it running (mamori vm start ${desktop})`, { details: { state: vm.state } });
-    if (row.assigned_user !== null && row.assigned_user !== user) {
-      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assigned_user}, not ${user}`, { details: { user: row.assigned_user } });
+    if (row.assignedUser !== null && row.assignedUser !== user) {
+      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assignedUser}, not ${user}`, { details: { user: row.assignedUser } });
     }
-    if (row.session_user !== null && row.session_user !== user) {
-      throw new MamoriError('DESKTOP_IN_SESSION', `${row.session_user} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.session_user } });
+    if (row.sessionUser !== null && row.sessionUser !== user) {
+      throw new MamoriError('DESKTOP_IN_SESSION', `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.sessionUser } });
     }
-    const since = row.session_user === user && row.session_since ? row.session_since : new Date().toISOString();
-    await this.#db.updateTable('pool_desktops').set({ session_user: user, session_since: since, updated_at: new Date().toISOString() }).where('vm_id', '=', row.vm_id).execute();
+    const since = row.sessionUser === user && row.sessionSince ? row.sessionSince : new Date().toISOString();
+    await this.#desktops.setSession(row.vmId, { user, since }, new Date().toISOString());
     return { desktop, user, since, sparesStarted: (await this.#keepSpares(name)).started };
   }
 
   /** The session on a desktop ended: unless assigned, the desktop is a spare again (powered off above the target). */
   async sessionEnd(name: string, desktop: string): Promise<{ desktop: string; sparesStopped: string[] }> {
     const [d] = await this.#desktopsOf(name, [desktop]);
-    await this.#db.updateTable('pool_desktops').set({ session_user: null, session_since: null, updated_at: new Date().toISOString() }).where('vm_id', '=', d!.vm_id).execute();
+    await this.#desktops.setSession(d!.vmId, null, new Date().toISOString());
     return { desktop, sparesStopped: (await this.#keepSpares(name)).stopped };
   }
 
-  async #desktopFor(name: string, desktop: string, user: string): Promise<{ vm_id: string; assigned_user: string | null; session_user: string | null; session_since: string | null }> {
+  async #desktopFor(name: string, desktop: string, user: string): Promise<PoolDesktopRecord> {
     if (!isUserName(user)) throw new MamoriError('INVALID_INPUT', `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`);
     const [d] = await this.#desktopsOf(name, [desktop]);
-    return this.#db.selectFrom('pool_desktops').select(['vm_id', 'assigned_user', 'session_user', 'session_since']).where('vm_id', '=', d!.vm_id).executeTakeFirstOrThrow();
+    const row = await this.#desktops.find(d!.vmId);
+    if (!row) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${name} has no desktop ${desktop}`);
+    return row;
   }
 
   /** Brings the pool's powered-on free desktops to its spare target; not while an operation changes its desktops. */
@@ -161,16 +165,16 @@ export class PoolService {
   /** A spare that fails to start or stop is logged and told on the pool; it never fails the operation that called it. */
   async #startSpares(name: string): Promise<{ started: string[]; stopped: string[] }> {
     return this.#lock.run(`spares:${name}`, async () => {
-      const pool = await this.#db.selectFrom('desktop_pools').select('spec').where('name', '=', name).executeTakeFirst();
+      const pool = await this.#pools.find(name);
       if (!pool) return { started: [], stopped: [] };
       try {
-        const done = await keepSpares(this.#db, { start: (vm) => this.#vms.start(vm), stop: (vm) => this.#vms.stop(vm, {}) }, name, JSON.parse(pool.spec) as PoolSpec);
+        const done = await keepSpares(this.#desktops, { start: (vm) => this.#vms.start(vm), stop: (vm) => this.#vms.stop(vm, {}) }, name, pool.spec);
         if (done.started.length > 0) this.#log.info({ pool: name, started: done.started }, 'spare desktops powered on');
         if (done.stopped.length > 0) this.#log.info({ pool: name, stopped: done.stopped }, 'spare desktops above the target powered off');
         return done;
       } catch (e) {
         this.#log.warn({ pool: name, err: e }, 'a spare desktop did not start or stop');
-        await this.#db.updateTable('desktop_pools').set({ message: `a spare desktop did not start or stop: ${(e as Error).message}` }).where('name', '=', name).execute();
+        await this.#pools.setMessage(name, `a spare desktop did not start or stop: ${(e as Error).message}`);
         return { started: [], stopped: [] };
       }
     });
@@ -187,7 +191,7 @@ export class PoolService {
   async create(input: PoolCreateInput): Promise<Job> {
     assertValidName('desktop pool', input.name);
     return this.#lock.run('create', async () => {
-      if (await this.#db.selectFrom('desktop_pools').select('name').where('name', '=', input.name).executeTakeFirst()) {
+      if (await this.#pools.exists(input.name)) {
         throw new MamoriError('DESKTOP_POOL_EXISTS', `a desktop pool named ${input.name} exists; pick another name`);
       }
       const master = await this.#vms.get(input.master);
@@ -202,17 +206,17 @@ export class PoolService {
       await assertRoom((st) => this.#paths.pool(st), spec, await measureReplica(layers), spec.size);
       const now = new Date().toISOString();
       const op: PoolOperation = { kind: 'provision' };
-      await this.#db.insertInto('desktop_pools').values({ name: input.name, spec: JSON.stringify(spec), state: OPERATION_STATE.provision, message: null, operation: JSON.stringify(op), created_at: now, updated_at: now }).execute();
+      await this.#pools.insert({ name: input.name, spec, state: OPERATION_STATE.provision, operation: op, at: now });
       return this.#start(input.name, op);
     });
   }
 
   async list(): Promise<PoolSummary[]> {
-    return listPools(this.#db);
+    return listPools(this.#pools, this.#desktops);
   }
 
   async show(name: string): Promise<PoolView> {
-    return poolView(this.#db, this.#vms.repo, this.#paths, await this.#pool(name));
+    return poolView({ pools: this.#pools, desktops: this.#desktops, vms: this.#vms.repo }, this.#paths, await this.#pool(name));
   }
 
   /**
@@ -223,7 +227,7 @@ export class PoolService {
   async refresh(name: string, opts: { desktops?: string[]; force?: boolean } = {}): Promise<Job> {
     await this.#pool(name);
     const targets = await this.#desktopsOf(name, opts.desktops);
-    return this.#start(name, { kind: 'refresh', force: opts.force === true }, { pending: targets.map((t) => t.vm_id) });
+    return this.#start(name, { kind: 'refresh', force: opts.force === true }, { pending: targets.map((t) => t.vmId) });
   }
 
   /**
@@ -235,8 +239,7 @@ export class PoolService {
   async recompose(name: string, snapshot: string, opts: { force?: boolean } = {}): Promise<Job> {
     const spec = await this.#spec(name);
     // Only desktops not on the snapshot yet: run again, it finishes what in-use desktops left.
-    const behind = (await this.#db.selectFrom('pool_desktops').innerJoin('pool_replicas', 'pool_replicas.id', 'pool_desktops.replica_id')
-      .select('pool_desktops.vm_id').where('pool_desktops.pool', '=', name).where('pool_replicas.snapshot', '!=', snapshot).execute()).map((r) => r.vm_id);
+    const behind = await this.#desktops.notOnSnapshot(name, snapshot);
     if (snapshot === spec.snapshot && behind.length === 0) {
       throw new MamoriError('INVALID_INPUT', `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`);
     }
@@ -259,8 +262,7 @@ export class PoolService {
       // Provisioning makes the desktops the spec's size lacks; the new size is written with its record.
       return this.#start(name, { kind: 'provision' }, { spec: { ...spec, size: newSize } });
     }
-    const inUse = (await this.#db.selectFrom('pool_desktops').innerJoin('vms', 'vms.id', 'pool_desktops.vm_id').select(['vms.name', 'pool_desktops.assigned_user', 'pool_desktops.session_user'])
-      .where('pool_desktops.pool', '=', name).where('pool_desktops.number', '>', newSize).orderBy('number').execute()).filter(isInUse).map((r) => r.name);
+    const inUse = (await this.#desktops.desktopsAbove(name, newSize)).filter(isInUse).map((r) => r.name);
     if (inUse.length > 0 && !opts.force) throw new MamoriError('VM_RUNNING', `shrinking ${name} to ${newSize} removes desktops in use (assigned or with a session: ${inUse.join(', ')}): unassign them and end their sessions, or resize with --force`);
     return this.#start(name, { kind: 'resize', size: newSize, force: opts.force === true }, { spec: { ...spec, size: newSize } });
   }
@@ -294,7 +296,7 @@ export class PoolService {
    */
   async movePersistentDisk(name: string, from: string, to: string): Promise<{ from: string; to: string }> {
     const pool = await this.#pool(name);
-    const spec = JSON.parse(pool.spec) as PoolSpec;
+    const spec = pool.spec;
     if (spec.persistentDiskBytes === null) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} has no persistent disks`);
     if (from === to) throw new MamoriError('INVALID_INPUT', 'give two different desktops');
     const pair = await this.#desktopsOf(name, [from, to]);
@@ -303,7 +305,7 @@ export class PoolService {
       const vm = await this.#vms.get(d);
       if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `desktop ${d} is ${vm.state}: stop it before moving its persistent disk`);
       const disk = await this.#disks.get(`${d}-persistent`);
-      if (!pair.some((p) => p.vm_id === vm.id)) throw new MamoriError('VM_NOT_FOUND', `${d} is not a desktop of ${name}`);
+      if (!pair.some((p) => p.vmId === vm.id)) throw new MamoriError('VM_NOT_FOUND', `${d} is not a desktop of ${name}`);
       disks.push(disk.path);
     }
     await this.#lock.run(`persistent:${name}`, () => swapFiles(disks[0]!, disks[1]!));
@@ -322,15 +324,10 @@ export class PoolService {
     const work = this.#ops.work(name, op);
     let job: Job;
     try {
-      await this.#db.transaction().execute(async (tx) => {
-        await tx.updateTable('desktop_pools').set({
-          state: OPERATION_STATE[op.kind], message: null, operation: JSON.stringify(op), updated_at: new Date().toISOString(),
-          ...(with_.spec ? { spec: JSON.stringify(with_.spec) } : {}),
-        }).where('name', '=', name).execute();
-        if (with_.pending) {
-          await tx.updateTable('pool_desktops').set({ pending: null }).where('pool', '=', name).execute();
-          if (with_.pending.length > 0) await tx.updateTable('pool_desktops').set({ pending: op.kind }).where('vm_id', 'in', with_.pending).execute();
-        }
+      // One transaction: the pool's record and its desktops' pending marks (desktop-pool-repo.ts).
+      await this.#pools.startOperation(name, {
+        state: OPERATION_STATE[op.kind], operation: op, at: new Date().toISOString(),
+        ...(with_.spec ? { spec: with_.spec } : {}), ...(with_.pending ? { pending: with_.pending } : {}),
       });
       job = await this.#jobs.create(kind, name, work.steps);
     } catch (e) {
@@ -341,18 +338,15 @@ export class PoolService {
       try {
         const result = await work.run(job.id);
         const skipped = Array.isArray(result['skipped']) ? (result['skipped'] as string[]) : [];
-        await this.#db.updateTable('desktop_pools').set({
-          state: 'ready', operation: null, updated_at: new Date().toISOString(),
-          message: skipped.length > 0 ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force` : null,
-        }).where('name', '=', name).execute();
+        await this.#pools.operationEnded(name,
+          skipped.length > 0 ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force` : null, new Date().toISOString());
         // Before the job ends, so whoever waits for it finds the spares powering on.
         const sparesStarted = op.kind === 'delete' ? [] : (await this.#startSpares(name)).started;
         await this.#jobs.succeed(job.id, { ...result, ...(sparesStarted.length > 0 ? { sparesStarted } : {}) });
       } catch (e) {
         const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };
         this.#log.warn({ pool: name, job: job.id, err }, `${kind} failed`);
-        await this.#db.updateTable('desktop_pools').set({ state: 'error', message: `${err.message} (mend the cause, then: mamori pool resume ${name})`, updated_at: new Date().toISOString() })
-          .where('name', '=', name).execute().catch(() => undefined);
+        await this.#pools.operationFailed(name, `${err.message} (mend the cause, then: mamori pool resume ${name})`, new Date().toISOString()).catch(() => undefined);
         await this.#jobs.fail(job.id, err);
       } finally {
         this.#busy.delete(name);
@@ -362,18 +356,17 @@ export class PoolService {
   }
 
   async #spec(name: string): Promise<PoolSpec> {
-    return JSON.parse((await this.#pool(name)).spec) as PoolSpec;
+    return (await this.#pool(name)).spec;
   }
 
-  async #pool(name: string): Promise<{ name: string; spec: string; state: string; message: string | null; operation: string | null }> {
-    const p = await this.#db.selectFrom('desktop_pools').selectAll().where('name', '=', name).executeTakeFirst();
+  async #pool(name: string): Promise<PoolRecord> {
+    const p = await this.#pools.find(name);
     if (!p) throw new MamoriError('DESKTOP_POOL_NOT_FOUND', `no desktop pool named ${JSON.stringify(name)}; see 'mamori pool list'`);
     return p;
   }
 
-  async #desktopsOf(pool: string, names: string[] | undefined): Promise<{ vm_id: string; replica_id: string; number: number }[]> {
-    const rows = await this.#db.selectFrom('pool_desktops').innerJoin('vms', 'vms.id', 'pool_desktops.vm_id')
-      .select(['pool_desktops.vm_id', 'pool_desktops.replica_id', 'pool_desktops.number', 'vms.name']).where('pool_desktops.pool', '=', pool).orderBy('number').execute();
+  async #desktopsOf(pool: string, names: string[] | undefined): Promise<{ vmId: string; replicaId: string; number: number; name: string }[]> {
+    const rows = await this.#desktops.desktopsOf(pool);
     if (!names || names.length === 0) return rows;
     const unknown = names.filter((n) => !rows.some((r) => r.name === n));
     if (unknown.length > 0) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);

@@ -1,10 +1,9 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
-import type { PoolSpec } from './pool-spec.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 
 /** A desktop is in use when a user is assigned to it or has a session on it; powered on or not is no part of it. */
-export function isInUse(d: { assigned_user: string | null; session_user: string | null }): boolean {
-  return d.assigned_user !== null || d.session_user !== null;
+export function isInUse(d: { assignedUser: string | null; sessionUser: string | null }): boolean {
+  return d.assignedUser !== null || d.sessionUser !== null;
 }
 
 const OFF = ['stopped', 'crashed'];
@@ -18,11 +17,10 @@ const OFF = ['stopped', 'crashed'];
  * left to it. A desktop in use is never touched. `spare` 0 leaves power to the operator: a
  * pool without spares neither starts nor stops desktops by itself.
  */
-export async function keepSpares(db: Kysely<Database>, power: { start: (vm: string) => Promise<unknown>; stop: (vm: string) => Promise<unknown> }, pool: string, spec: PoolSpec): Promise<{ started: string[]; stopped: string[] }> {
+export async function keepSpares(desktops: Pick<PoolDesktopRepo, 'powerStates'>, power: { start: (vm: string) => Promise<unknown>; stop: (vm: string) => Promise<unknown> }, pool: string, spec: PoolSpec): Promise<{ started: string[]; stopped: string[] }> {
   const out = { started: [] as string[], stopped: [] as string[] };
   if (spec.spare === 0) return out;
-  const rows = await db.selectFrom('pool_desktops').innerJoin('vms', 'vms.id', 'pool_desktops.vm_id')
-    .select(['vms.name', 'vms.state', 'pool_desktops.assigned_user', 'pool_desktops.session_user', 'pool_desktops.pending']).where('pool_desktops.pool', '=', pool).orderBy('number').execute();
+  const rows = await desktops.powerStates(pool);
   const free = rows.filter((r) => !isInUse(r));
   const on = free.filter((r) => !OFF.includes(r.state));
   let missing = spec.spare - on.length;

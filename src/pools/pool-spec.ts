@@ -1,7 +1,7 @@
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName, parseSize } from '../core/names.js';
-import type { GuestOs } from './master-guest.js';
-import { poolNetworkOf, type PoolNetwork, type PoolNetworkInput } from './pool-network.js';
+import type { GuestOs, PoolSpec } from '../store/repos/pool-records.js';
+import { poolNetworkOf, type PoolNetworkInput } from './pool-network.js';
 
 /** What an operator asks for (`mamori pool create`), as the API takes it. */
 export interface PoolCreateInput {
@@ -34,29 +34,6 @@ export interface PoolCreateInput {
   maintenanceConcurrency?: number;
   /** Addresses of the desktops' first NIC: DHCP, or static from a range (pool-network.ts); absent: the master's own setup. */
   network?: PoolNetworkInput;
-}
-
-/** The pool as stored: the input made explicit, and the master by id (names change). */
-export interface PoolSpec {
-  master: { vmId: string; name: string };
-  snapshot: string;
-  size: number;
-  spare: number;
-  namePattern: string;
-  persistentDiskBytes: number | null;
-  disposableDiskBytes: number | null;
-  storage: string[];
-  commands: string[];
-  licenseCommand: string | null;
-  kmsHost: string | null;
-  /** Read from the master's snapshot at creation; absent in pools made before it was ('unknown'). */
-  guestOs?: GuestOs;
-  licenseTimeoutSec: number;
-  skipLicenseActivation: boolean;
-  concurrency: number;
-  maintenanceConcurrency: number;
-  /** Absent: no network customization (and in pools made before it was). */
-  network?: PoolNetwork;
 }
 
 export const POOL_LIMITS = { size: { min: 1, max: 2000 }, concurrency: { min: 1, max: 64 }, licenseTimeoutSec: { min: 5, max: 3600 } } as const;

@@ -1,17 +1,16 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 import { newShortId, newUuid } from '../core/ids.js';
 import { syncFilesystemOf } from '../core/durable-sync.js';
 import { makeReplica, removeReplica, type HeldLayers, type ReplicaLayer } from './pool-replica.js';
 import { buildDesktop, desktopFiles, removeDesktopFiles, type DesktopFiles } from './desktop-clone.js';
 import { runWithConcurrency } from './bounded-concurrency.js';
-import type { PoolSpec } from './pool-spec.js';
-import { freeAddresses, freeStrayAddresses, reserveAddresses } from './pool-addresses.js';
+import { reserveAddresses } from './pool-addresses.js';
 
 /**
  * A pool's replicas and desktops as files and rows together: what is made, where, and in
@@ -19,11 +18,13 @@ import { freeAddresses, freeStrayAddresses, reserveAddresses } from './pool-addr
  * when; this decides how.
  */
 export class PoolStorage {
-  #db: Kysely<Database>;
+  #pools: DesktopPoolRepo;
+  #desktops: PoolDesktopRepo;
   #paths: SitePaths;
 
-  constructor(deps: { db: Kysely<Database>; paths: SitePaths }) {
-    this.#db = deps.db;
+  constructor(deps: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; paths: SitePaths }) {
+    this.#pools = deps.pools;
+    this.#desktops = deps.desktops;
     this.#paths = deps.paths;
   }
 
@@ -34,15 +35,15 @@ export class PoolStorage {
   async ensureReplicas(name: string, spec: PoolSpec, layers: ReplicaLayer[], held?: HeldLayers): Promise<Map<string, { id: string; files: string[] }>> {
     const replicas = new Map<string, { id: string; files: string[] }>();
     for (const s of spec.storage) {
-      const have = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).where('storage', '=', s).where('snapshot', '=', spec.snapshot).executeTakeFirst();
+      const have = await this.#pools.replicaFor(name, s, spec.snapshot);
       if (have) {
-        replicas.set(s, { id: have.id, files: JSON.parse(have.files) as string[] });
+        replicas.set(s, { id: have.id, files: have.files });
         continue;
       }
       await this.#removeStrayReplicaFolders(name, s);
       const id = newShortId('replica');
       const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers, held ? { held } : {});
-      await this.#db.insertInto('pool_replicas').values({ id, pool: name, storage: s, snapshot: spec.snapshot, files: JSON.stringify(made.files), size_bytes: made.sizeBytes, created_at: new Date().toISOString() }).execute();
+      await this.#pools.insertReplica({ id, pool: name, storage: s, snapshot: spec.snapshot, files: made.files, sizeBytes: made.sizeBytes, createdAt: new Date().toISOString() });
       replicas.set(s, { id, files: made.files });
     }
     return replicas;
@@ -51,7 +52,7 @@ export class PoolStorage {
   /** Replica folders no row names: what a copy cut by a server stop left (rows are written after the copy is whole). */
   async #removeStrayReplicaFolders(name: string, storage: string): Promise<void> {
     const dir = join(this.#paths.pool(storage), 'replicas', name);
-    const known = new Set((await this.#db.selectFrom('pool_replicas').select('id').where('pool', '=', name).where('storage', '=', storage).execute()).map((r) => r.id));
+    const known = new Set(await this.#pools.replicaIdsIn(name, storage));
     for (const id of await readdir(dir).catch(() => [] as string[])) {
       if (!known.has(id)) await rm(join(dir, id), { recursive: true, force: true });
     }
@@ -60,12 +61,11 @@ export class PoolStorage {
   /** A replica goes only when no desktop uses it and it is not the pool's current one. */
   async removeUnusedReplicas(name: string, spec: PoolSpec): Promise<number> {
     let removed = 0;
-    for (const rep of await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute()) {
+    for (const rep of await this.#pools.replicasOf(name)) {
       if (rep.snapshot === spec.snapshot && spec.storage.includes(rep.storage)) continue;
-      const user = await this.#db.selectFrom('pool_desktops').select('vm_id').where('replica_id', '=', rep.id).executeTakeFirst();
-      if (user) continue;
-      await this.#db.deleteFrom('pool_replicas').where('id', '=', rep.id).execute();
-      await removeReplica(JSON.parse(rep.files) as string[]);
+      if (await this.#pools.replicaInUse(rep.id)) continue;
+      await this.#pools.deleteReplica(rep.id);
+      await removeReplica(rep.files);
       removed++;
     }
     return removed;
@@ -82,8 +82,8 @@ export class PoolStorage {
     const folders: DesktopFiles[] = [];
     // Each desktop's id first: its static address is reserved under it before its seed is written.
     const ids = new Map(batch.map((it) => [it.n, newUuid()]));
-    await freeStrayAddresses(this.#db, pool);
-    const addresses = await reserveAddresses(this.#db, pool, spec.network, [...ids.values()]);
+    await this.#pools.freeStrayAddresses(pool);
+    const addresses = await reserveAddresses(this.#pools, pool, spec.network, [...ids.values()]);
     try {
       await runWithConcurrency(batch, spec.concurrency, async (it) => {
         const replica = replicas.get(it.storage)!;
@@ -97,17 +97,11 @@ export class PoolStorage {
         built.push({ n: it.n, vmId, replicaId: replica.id, files, made });
       });
       for (const s of new Set(batch.map((it) => it.storage))) await syncFilesystemOf(this.#paths.pool(s));
-      const now = new Date().toISOString();
-      await this.#db.transaction().execute(async (tx) => {
-        for (const b of built) {
-          await tx.insertInto('vms').values({ id: b.vmId, name: b.made.def.name, definition: JSON.stringify(b.made.def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-          for (const d of b.made.disks) await DiskRepo.insert(tx, d);
-          await tx.insertInto('pool_desktops').values({ vm_id: b.vmId, pool, number: b.n, replica_id: b.replicaId, state: 'provisioned', message: null, pending: null, assigned_user: null, session_user: null, session_since: null, created_at: now, updated_at: now }).execute();
-        }
-      });
+      // One transaction: every VM row, disk row and desktop row of the batch, or none.
+      await this.#desktops.add(pool, built.map((b) => ({ vm: { id: b.vmId, definition: b.made.def }, disks: b.made.disks, number: b.n, replicaId: b.replicaId })), new Date().toISOString());
     } catch (e) {
       for (const f of folders) await removeDesktopFiles(f);
-      await freeAddresses(this.#db, [...ids.values()]);
+      await this.#pools.freeAddresses([...ids.values()]);
       throw e;
     }
   }

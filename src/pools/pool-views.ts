@@ -1,9 +1,9 @@
 import { open, stat } from 'node:fs/promises';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
 import type { VmRepo } from '../store/repos/vm-repo.js';
+import type { DesktopPoolRepo, PoolRecord } from '../store/repos/desktop-pool-repo.js';
+import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 import type { SitePaths } from '../core/site-paths.js';
-import type { PoolSpec } from './pool-spec.js';
 import { customizationState, type DesktopState } from './desktop-customization.js';
 import { desktopFiles } from './desktop-clone.js';
 import { allocatedBytes } from './storage-space.js';
@@ -54,13 +54,11 @@ export interface PoolSummary {
   snapshot: string;
 }
 
-export async function listPools(db: Kysely<Database>): Promise<PoolSummary[]> {
-  const pools = await db.selectFrom('desktop_pools').selectAll().orderBy('name').execute();
+export async function listPools(pools: DesktopPoolRepo, desktops: PoolDesktopRepo): Promise<PoolSummary[]> {
   const out: PoolSummary[] = [];
-  for (const p of pools) {
-    const spec = JSON.parse(p.spec) as PoolSpec;
-    const n = await db.selectFrom('pool_desktops').select((eb) => eb.fn.countAll<number>().as('n')).where('pool', '=', p.name).executeTakeFirst();
-    out.push({ name: p.name, state: p.state, desktops: Number(n?.n ?? 0), size: spec.size, master: spec.master.name, snapshot: spec.snapshot });
+  for (const p of await pools.list()) {
+    const spec = p.spec;
+    out.push({ name: p.name, state: p.state, desktops: await desktops.countOf(p.name), size: spec.size, master: spec.master.name, snapshot: spec.snapshot });
   }
   return out;
 }
@@ -70,38 +68,38 @@ export async function listPools(db: Kysely<Database>): Promise<PoolSummary[]> {
  * back from its serial log: the newest boot's `mamori-guest customize` lines), the bytes of
  * its own changes, and the storage saved against full copies (one replica's worth each).
  */
-export async function poolView(db: Kysely<Database>, vms: VmRepo, paths: SitePaths, pool: { name: string; spec: string; state: string; message: string | null }): Promise<PoolView> {
+export async function poolView(repos: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; vms: VmRepo }, paths: SitePaths, pool: PoolRecord): Promise<PoolView> {
   const name = pool.name;
-  const spec = JSON.parse(pool.spec) as PoolSpec;
-  const replicas = await db.selectFrom('pool_replicas').selectAll().where('pool', '=', name).execute();
-  const rows = await db.selectFrom('pool_desktops').selectAll().where('pool', '=', name).orderBy('number').execute();
-  const addresses = new Map((await db.selectFrom('pool_addresses').select(['vm_id', 'address']).where('pool', '=', name).execute()).map((a) => [a.vm_id, a.address]));
+  const spec = pool.spec;
+  const replicas = await repos.pools.replicasOf(name);
+  const rows = await repos.desktops.listOf(name);
+  const addresses = await repos.pools.addressesOf(name);
   const desktops: DesktopView[] = [];
   for (const r of rows) {
-    const vm = await vms.findById(r.vm_id);
+    const vm = await repos.vms.findById(r.vmId);
     if (!vm) continue;
     const serial = await serialHead(paths.vmRuntime(vm.id).serialLog);
     const derived = customizationState(serial, serial.length > 0, spec);
-    const replica = replicas.find((x) => x.id === r.replica_id);
-    const files = desktopFiles(paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, (JSON.parse(replica?.files ?? '[]') as string[]).length);
+    const replica = replicas.find((x) => x.id === r.replicaId);
+    const files = desktopFiles(paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, replica?.files.length ?? 0);
     let ownBytes = 0;
     for (const f of files.os) ownBytes += await allocatedBytes(f);
     ownBytes += await allocatedBytes(files.identity);
-    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assigned_user,
-      session: r.session_user !== null ? { user: r.session_user, since: r.session_since ?? '' } : null, inUse: isInUse(r), address: addresses.get(r.vm_id) ?? null });
+    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assignedUser,
+      session: r.sessionUser !== null ? { user: r.sessionUser, since: r.sessionSince ?? '' } : null, inUse: isInUse(r), address: addresses.get(r.vmId) ?? null });
   }
   // Linked or not is read from the files now: once the master's snapshot is deleted, the pool alone holds the layer.
   const linked = new Map<string, boolean>();
-  for (const r of replicas) linked.set(r.id, await isLinked(JSON.parse(r.files) as string[]));
-  const replicasBytes = replicas.reduce((n, r) => n + r.size_bytes, 0);
-  const replicasSharedBytes = replicas.reduce((n, r) => n + (linked.get(r.id) ? r.size_bytes : 0), 0);
+  for (const r of replicas) linked.set(r.id, await isLinked(r.files));
+  const replicasBytes = replicas.reduce((n, r) => n + r.sizeBytes, 0);
+  const replicasSharedBytes = replicas.reduce((n, r) => n + (linked.get(r.id) ? r.sizeBytes : 0), 0);
   const desktopsBytes = desktops.reduce((n, d) => n + d.ownBytes, 0);
   const usedBytes = replicasBytes - replicasSharedBytes + desktopsBytes;
   // A full clone copies the snapshot's data: what one replica holds.
-  const fullCopiesBytes = (replicas[0]?.size_bytes ?? 0) * desktops.length;
+  const fullCopiesBytes = (replicas[0]?.sizeBytes ?? 0) * desktops.length;
   return {
     name, state: pool.state, message: pool.message, spec,
-    replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.size_bytes, linked: linked.get(r.id) ?? false, desktops: rows.filter((d) => d.replica_id === r.id).length })),
+    replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.sizeBytes, linked: linked.get(r.id) ?? false, desktops: rows.filter((d) => d.replicaId === r.id).length })),
     desktops, storage: { usedBytes, replicasBytes, replicasSharedBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - usedBytes },
   };
 }

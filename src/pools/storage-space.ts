@@ -1,6 +1,6 @@
 import { stat, statfs } from 'node:fs/promises';
 import { MamoriError } from '../core/mamori-error.js';
-import type { PoolSpec } from './pool-spec.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 import { dirname } from 'node:path';
 
 /** Bytes a file takes on disk (its allocated blocks: holes and sparse regions cost nothing). */

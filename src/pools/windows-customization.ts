@@ -1,4 +1,4 @@
-import type { PoolSpec } from './pool-spec.js';
+import type { PoolSpec } from '../store/repos/pool-records.js';
 
 /**
  * The customization of a Windows desktop: user-data that cloudbase-init (Windows' cloud-init,

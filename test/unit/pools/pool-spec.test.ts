@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { desktopName, desktopNames } from '../../../src/pools/pool-spec.js';
 import { customizationScript, customizationState } from '../../../src/pools/desktop-customization.js';
 import { runWithConcurrency } from '../../../src/pools/bounded-concurrency.js';
-import type { PoolSpec } from '../../../src/pools/pool-spec.js';
+import type { PoolSpec } from '../../../src/store/repos/pool-records.js';
 
 const spec = (over: Partial<PoolSpec> = {}): PoolSpec => ({
   master: { vmId: 'id', name: 'master' }, snapshot: 'v1', size: 3, spare: 0, namePattern: 'desk-{n}', persistentDiskBytes: null, disposableDiskBytes: null,

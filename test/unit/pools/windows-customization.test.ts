@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { desktopNames, poolSpecOf, type PoolCreateInput, type PoolSpec } from '../../../src/pools/pool-spec.js';
+import { desktopNames, poolSpecOf, type PoolCreateInput } from '../../../src/pools/pool-spec.js';
+import type { PoolSpec } from '../../../src/store/repos/pool-records.js';
 import { customizationState } from '../../../src/pools/desktop-customization.js';
 import { splitHostPort, windowsCustomizationScript } from '../../../src/pools/windows-customization.js';
 
