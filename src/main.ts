@@ -41,7 +41,11 @@ import { PeerRecovery } from './plans/peer-recovery.js';
 import { RunStepActions } from './plans/run-step-actions.js';
 import { IncomingMigrations } from './migration/incoming-migration.js';
 import { LiveMigrations } from './migration/live-migration.js';
-import type { OutgoingState } from './migration/outgoing-state.js';
+import { peerMigrationSource } from './migration/migration-source.js';
+import type { ReverseReplication } from './migration/reverse-replication.js';
+import type { VmStartGate } from './vms/vm-start-gate.js';
+import type { SupersededHandler } from './replication/superseded-handler.js';
+import type { CycleEndListener } from './replication/cycle-end-listener.js';
 import { VmFailover } from './plans/vm-failover.js';
 import { ConversionService } from './convert/conversion-service.js';
 import { ExportService } from './convert/export-service.js';
@@ -89,80 +93,106 @@ export interface Site {
   close(): Promise<void>;
 }
 
-/** The composition root: one site = data folder + database + API + its QEMU processes. */
+/**
+ * The composition root: one site = data folder + database + API + its QEMU processes.
+ *
+ * Start-up is one sequence, read top to bottom; each step says why it comes where it does:
+ *   1. data folder and store  2. secrets and TLS  3. the VM layer  4. re-attach VMs
+ *   5. the services above VMs (constructors only; the ports of their cycles bound at its end)
+ *   6. recover what the previous server left  7. the API (built, not listening)
+ *   then listen(): 8. listen  9. schedulers and watches  10. the URL file.
+ * close() undoes it in reverse. Services get what they need at construction: nothing is set
+ * on a service after it is built.
+ */
 export async function openSite(opts: SiteOptions): Promise<Site> {
   assertValidName('site', opts.name);
   const log = opts.logger ?? createLogger({ name: opts.name });
   const paths = new SitePaths(opts.dataDir);
-  // Everything this server makes (the database and its -wal/-shm, keys, tokens, VM images
-  // made by qemu-img, sockets) is its user's alone; children inherit the mask.
+
+  // 1. The data folder and the store: everything after keeps its state there. Everything this
+  // server makes (the database and its -wal/-shm, keys, tokens, VM images made by qemu-img,
+  // sockets) is its user's alone; children inherit the mask.
   process.umask(0o077);
   await assertPrivateDataDir(paths.root, paths.secretFiles);
   await mkdir(paths.root, { recursive: true, mode: 0o700 });
   const store = await openStore({ sqliteFile: paths.database, postgresUrl: opts.databaseUrl });
+
+  // 2. Secrets and TLS, before any service: peers, tokens and arrays are sealed with the
+  // at-rest key, so a key that opens nothing stops the start here. The site CA and
+  // certificates serve the API and the TLS of QEMU's streams (replication, migration).
   const { box, tokens, createdAdminToken } = await openSecrets(store, paths, log).catch(async (e: unknown) => {
     await store.close();
     throw e;
   });
   const tls = await ensureSiteTls({ dir: paths.tlsDir, siteName: opts.name, serverNames: serverNamesFor(opts.serverNames ?? []) });
   if (tls.created.length) log.info({ created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames }, 'site TLS material made');
+
+  // 3. The VM layer: what step 4 needs to find the VMs again. Isolated networks' bridges are
+  // restored first (a host reboot removed them), so VMs started from here on find them.
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
   const jobs = new JobJournal(store.db);
   const hostPaths = new HostPathPolicy({ dataDir: paths.root, ...(opts.hostPaths ? { allow: opts.hostPaths } : {}) });
-  const disks = new DiskService({ db: store.db, paths, jobs, log, hostPaths });
+  const storageArrays = new StorageArrays(store.db, box);
+  const disks = new DiskService({ db: store.db, paths, jobs, log, hostPaths, arrays: storageArrays });
   const networks = new SiteNetworks({ db: store.db, log });
   await networks.restore();
   const supervisor = new VmSupervisor({ vms: new VmRepo(store.db), disks: new DiskRepo(store.db), paths, host, log, bridgeOf: (n) => networks.bridgeOf(n) });
+  // Three pairs of services need each other. Each cycle is broken by a port made here, before
+  // both: the first service gets it at construction, and it is bound to the second at the end
+  // of step 5, the one place ports are bound. Used before that, a port throws.
+  //   startGate:  VmService -> ReplicationService (a start waits for the VM's cycle)
+  //   superseded: ReplicationService -> ProtectedSite (a peer failed the VM over)
+  //   cycleEnds:  ReplicationService -> SiteMetrics (the metrics read replication's status)
+  const startGate = new Port<VmStartGate>('the VM start gate (replication)');
+  const superseded = new Port<SupersededHandler>('the superseded handler (protected site)');
+  const cycleEnds = new Port<CycleEndListener>('the cycle-end listener (metrics)');
   const vms = new VmService({
     db: store.db, paths, disks, supervisor,
     resolveMachineType: (t) => host.resolveMachineType(t),
     testGuestAvailable: async () => void (await host.testGuest()),
     networkExists: async (n) => void (await networks.get(n)),
+    startGate: { aroundVmStart: (vmId, start) => startGate.target.aroundVmStart(vmId, start) },
   });
+
+  // 4. Re-attach VMs (they outlive the server): what runs is known before any service above
+  // reads it, and step 6 undoes a cut replication cycle through its VM's QMP. This comes before
+  // step 5, as it always has, so the power-off listeners added there (a desktop pool's) are not
+  // told of VMs found dead here.
   await supervisor.reattachAll();
+
+  // 5. The services above VMs: constructors only, no I/O. Those with journalled jobs register
+  // their recovery rules with the journal here, before step 6 runs them.
   const peerRepo = new PeerRepo(store.db, box);
   const pairing = new SitePairing({ siteName: opts.name, tls, peers: peerRepo, tokens, log });
   const peers = new SitePeers({ peers: peerRepo });
-  // The replica's NBD server listens where the API does: the one address paired sites reach.
+  const peerExists = async (n: string): Promise<void> => void (await peers.record(n));
+  // The replica's NBD server listens where the API does: the one address paired sites reach (set by listen()).
   let listenHost = '127.0.0.1';
   const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
   const incidents = new IncidentLog(store.db);
   const alerts = new AlertNotifier({ db: store.db, box, incidents, siteName: opts.name, log });
   const peerWatch = new PeerWatch({ peers, incidents, log, intervalMs: opts.peerCheckIntervalMs ?? peerCheckFromEnv() });
-  const replication = new ReplicationService({ db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log });
-  vms.setStartGate((vmId, start) => replication.aroundVmStart(vmId, start));
-  const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas });
-  const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication });
+  const replication = new ReplicationService({
+    db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log,
+    superseded: { markSuperseded: (peer, vmId, generation, reason) => superseded.target.markSuperseded(peer, vmId, generation, reason) },
+    cycleEnds: { cycleEnded: (e) => cycleEnds.target.cycleEnded(e) },
+  });
+  const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas, source: peerMigrationSource(peers) });
+  const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists });
+  const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log, arrays: arrayGroups });
+  const seeding = new ReplicaSeeding({ db: store.db, replicas, vms, dataDir: paths.root, log });
+  const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication, reverse: reverseReplication({ protectedSite, seeding, peers }) });
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
   const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir, resolveMachineType: (t) => host.resolveMachineType(t) });
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
-  const storageArrays = new StorageArrays(store.db, box);
-  disks.arrayDeviceDir = (storage, deviceId, arrayId) => storageArrays.deviceDir(storage, deviceId, arrayId);
   const storageBench = new StorageBench({ vms, disks, jobs, paths, log });
-  incoming.askSource = async (site, vmId) =>
-    (await (await peers.client(site, { timeoutMs: 10_000 })).request<{ state: OutgoingState }>('GET', `/migrations/outgoing/${vmId}`)).state;
-  // After re-attaching VMs (a cut replication cycle is undone through its VM's QMP) and after
-  // every service has registered its recovery rules.
-  await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
-  await disks.repairStaged();
-  await replicas.repair();
-  await incoming.repair();
-  await pools.resumeInterrupted();
-  const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists: async (n) => void (await peers.record(n)) });
   const metrics = new SiteMetrics(siteMetricSources({ db: store.db, replication, arrayGroups, incidents, replicas }));
-  replication.onCycleEnded = (e) => metrics.cycleEnded(e);
-  const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log, arrays: arrayGroups });
-  replication.onSuperseded = (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason);
-  const mappings = new InventoryMappings({ db: store.db, networks, peerExists: async (n) => void (await peers.record(n)) });
+  const mappings = new InventoryMappings({ db: store.db, networks, peerExists });
   const plans = new PlanService({ db: store.db, peers, mappings, arrays: storageArrays });
   const runs = new RunJournal(store.db);
-  // A run in flight died with the previous server: it waits for 'mamori plan resume'.
-  const interrupted = await runs.markInterrupted();
-  if (interrupted.length > 0) log.warn({ runs: interrupted }, "plan runs were cut by the server's stop; resume them with 'mamori plan resume RUN'");
   const recovery = new VmRecovery({ db: store.db, replicas, vms, poolDir: () => disks.poolDir() });
   const groups = new ProtectionGroups(store.db, arrayGroups);
-  const seeding = new ReplicaSeeding({ db: store.db, replicas, vms, dataDir: paths.root, log });
   const peerRecovery = new PeerRecovery({ db: store.db, replicas, replication, vms, groups, seeding, recovery });
   const actions = new RunStepActions({
     vms, replicas, peers, recovery, log, replication, seeding, peerRecovery,
@@ -171,14 +201,26 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     peerContact: (peer) => peerWatch.contact(peer),
   });
   const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
-  // After a replica-aware migration the VM here is superseded, its disks seed the reverse replica,
-  // and the destination replicates it back (the plans' reprotect primitives).
-  migrations.reverseReplication = async (peer, vmId, generation, opts) => {
-    await protectedSite.markSuperseded(peer, vmId, generation, 'migrated live onto its replica');
-    await seeding.seed(peer, vmId);
-    await (await peers.client(peer, { timeoutMs: 3_600_000 })).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
-  };
   const audit = new AuditLog(new AuditRepo(store.db));
+  // The ports of step 3, bound once every service exists (before step 6 may start a VM).
+  startGate.bind(replication);
+  superseded.bind(protectedSite);
+  cycleEnds.bind(metrics);
+
+  // 6. Recover what the previous server left, now that VMs are re-attached (step 4) and every
+  // recovery rule is registered (step 5): cut jobs first (a cut cycle is undone through its
+  // VM's QMP), then staged files, replicas and incoming migrations; pool operations resume
+  // last, since they start VMs and make disks.
+  await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
+  await disks.repairStaged();
+  await replicas.repair();
+  await incoming.repair();
+  await pools.resumeInterrupted();
+  // A run in flight died with the previous server: it waits for 'mamori plan resume'.
+  const interrupted = await runs.markInterrupted();
+  if (interrupted.length > 0) log.warn({ runs: interrupted }, "plan runs were cut by the server's stop; resume them with 'mamori plan resume RUN'");
+
+  // 7. The API, built apart from listening (tests inject() into it without a socket).
   const app = await buildApp({
     siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
     networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench, metrics, alerts,
@@ -188,8 +230,12 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   return {
     app, paths, host, tls, peers, createdAdminToken,
     async listen(hostName, port) {
+      // 8. Listen. The address is known first: replicas' NBD servers and incoming migrations
+      // listen where the API does (the one address paired sites reach).
       listenHost = hostName === '0.0.0.0' || hostName === '::' ? '127.0.0.1' : hostName;
       const address = await app.listen({ host: hostName, port });
+      // 9. Schedulers and watches, once the API answers: what they do (cycles, alerts, incidents)
+      // can then be seen and acted on through it.
       await replication.start();
       alerts.start();
       peerWatch.start();
@@ -202,23 +248,68 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
         async (peer) => (await peers.client(peer, { timeoutMs: 5_000 })).request<{ sourceVmId: string; at: string }[]>('GET', '/recovery/array-failovers'),
         (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
       ).catch((e: unknown) => log.warn({ err: e }, 'could not learn array failovers'));
+      // 10. The URL file last: whoever waits for it (the CLI, tests) finds a site that is up.
       const url = address.replace('0.0.0.0', '127.0.0.1');
       await writeFile(paths.urlFile, `${url}\n`);
       return url;
     },
     async close() {
+      // 9, undone. Replication stops first, though it started first: no cycle may begin while
+      // the rest stops (the alerts' stop can wait on a webhook).
       replication.shutdown();
       arrayGroups.scheduler.stop();
       await peerWatch.stop();
       await alerts.stop();
       incoming.stopWatchingLeases();
+      // Plan runs started through the API stop starting steps (left resumable) before it closes.
       await runner.shutdown();
+      // 8 and 7, undone; the last answers' audit entries are written before the database closes.
       await app.close();
-      // The last answers' entries are written before the database closes.
       await audit.settled();
+      // The replicas' NBD servers (made by ReplicaService, step 5).
       await replicas.shutdown();
+      // 4, undone: VMs keep running; the next start re-attaches them.
       await supervisor.detachAll();
+      // 1, undone.
       await store.close();
+    },
+  };
+}
+
+/**
+ * One end of a cycle between two services (each needs the other): made before both, handed to
+ * the first at construction inside a forwarding object, and bound to the second in one place
+ * (the end of openSite's step 5). Used before then, it throws: that is a wiring mistake.
+ */
+class Port<T extends object> {
+  #target: T | null = null;
+  readonly #what: string;
+
+  constructor(what: string) {
+    this.#what = what;
+  }
+
+  bind(target: T): void {
+    if (this.#target) throw new Error(`${this.#what} is bound twice`);
+    this.#target = target;
+  }
+
+  get target(): T {
+    if (!this.#target) throw new Error(`${this.#what} was used before openSite bound it`);
+    return this.#target;
+  }
+}
+
+/**
+ * After a replica-aware live migration: the VM here is superseded, its disks seed the reverse
+ * replica, and the destination replicates it back here (the plans' reprotect primitives).
+ */
+function reverseReplication(d: { protectedSite: ProtectedSite; seeding: ReplicaSeeding; peers: SitePeers }): ReverseReplication {
+  return {
+    async reverse(peer, vmId, generation, opts) {
+      await d.protectedSite.markSuperseded(peer, vmId, generation, 'migrated live onto its replica');
+      await d.seeding.seed(peer, vmId);
+      await (await d.peers.client(peer, { timeoutMs: 3_600_000 })).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
     },
   };
 }

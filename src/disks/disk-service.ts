@@ -18,6 +18,7 @@ import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { runProcess } from '../core/run-process.js';
+import type { ArrayDeviceDirs } from './array-device-dirs.js';
 
 export const DEFAULT_POOL = 'default';
 
@@ -63,8 +64,11 @@ export class DiskService {
   #jobs: JobJournal;
   #log: Logger;
   readonly hostPaths: HostPathPolicy;
+  /** Absent: this site makes no disks on array devices. */
+  #arrays: ArrayDeviceDirs | null;
 
-  constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger; hostPaths: HostPathPolicy }) {
+  constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger; hostPaths: HostPathPolicy; arrays?: ArrayDeviceDirs }) {
+    this.#arrays = deps.arrays ?? null;
     this.#db = deps.db;
     this.repo = new DiskRepo(deps.db);
     this.#paths = deps.paths;
@@ -73,9 +77,6 @@ export class DiskService {
     this.hostPaths = deps.hostPaths;
     this.#jobs.registerRecovery('disk-import', (job) => this.#recoverImport(job));
   }
-
-  /** Where a filesystem device of an array entry is mounted and writable (set by the composition root). */
-  arrayDeviceDir: ((storage: string, deviceId: string, arrayId?: string) => Promise<string>) | null = null;
 
   poolDir(pool = DEFAULT_POOL): string {
     return this.#paths.pool(pool);
@@ -128,9 +129,9 @@ export class DiskService {
     await this.#assertNameFree(input.name);
     let pool = this.poolDir();
     if (input.onArray) {
-      if (!this.arrayDeviceDir) throw new MamoriError('INVALID_INPUT', 'this site has no storage arrays');
+      if (!this.#arrays) throw new MamoriError('INVALID_INPUT', 'this site has no storage arrays');
       // The device's mount point is the "pool" here: the same path checks apply below it.
-      pool = await this.arrayDeviceDir(input.onArray.storage, input.onArray.deviceId, input.onArray.arrayId);
+      pool = await this.#arrays.deviceDir(input.onArray.storage, input.onArray.deviceId, input.onArray.arrayId);
     }
     await mkdir(pool, { recursive: true });
     const path = resolveInPool(pool, input.path ?? `${input.name}.${format}`);

@@ -16,7 +16,7 @@ import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { freePort } from '../core/free-port.js';
 import type { Logger } from '../core/logger.js';
-import type { OutgoingState } from './outgoing-state.js';
+import type { MigrationSource } from './migration-source.js';
 
 export interface IncomingTarget {
   vmId: string;
@@ -51,13 +51,11 @@ export class IncomingMigrations {
   /** vmId → when the source last said it still drives the migration, and how long it may be silent. */
   #leases = new Map<string, { renewedAt: number; leaseMs: number }>();
   #leaseTimer: NodeJS.Timeout | null = null;
-  /**
-   * Set by the composition root: asks the source site whether the migration of vmId switched
-   * over (GET /migrations/outgoing/:vmId there). Only the source can tell.
-   */
-  askSource: (site: string, vmId: string) => Promise<OutgoingState> = async () => 'unknown';
+  /** Asked whether a migration that reached here whole switched over (only the source can tell). */
+  #source: MigrationSource;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService }) {
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService; source: MigrationSource }) {
+    this.#source = deps.source;
     this.#replicas = deps.replicas;
     this.#db = deps.db;
     this.#vms = deps.vms;
@@ -257,7 +255,7 @@ export class IncomingMigrations {
   async #settleCompleted(vmId: string): Promise<void> {
     const row = await this.#db.selectFrom('incoming_migrations').select('source_site').where('vm_id', '=', vmId).executeTakeFirst();
     if (!row) return;
-    const answer = await this.askSource(row.source_site, vmId).catch(() => null);
+    const answer = await this.#source.outgoingState(row.source_site, vmId).catch(() => null);
     const settle = answer === 'switched' ? this.activate(vmId) : answer === 'rolled-back' ? this.abort(vmId) : null;
     if (!settle) {
       this.#log.warn({ vm: vmId, source: row.source_site, answer: answer ?? 'unreachable' }, 'an incoming copy received the whole migration; waiting for the source to say whether it switched over');

@@ -19,6 +19,7 @@ import type { ReplicationService } from '../replication/replication-service.js';
 import { LinkWatchdog, abortConnections } from './link-watchdog.js';
 import { copyReplicaDelta, removeMigrationBitmaps } from './replica-delta-copy.js';
 import { outgoingStateOf, type MigrationContext, type OutgoingState } from './outgoing-state.js';
+import type { ReverseReplication } from './reverse-replication.js';
 
 export const MIGRATION_JOB = 'vm-migration';
 export const MIGRATION_STEPS = ['prepare', 'mirror', 'migrate', 'switchover', 'finish'] as const;
@@ -65,14 +66,11 @@ export class LiveMigrations {
   #log: Logger;
   #cancels = new Map<string, () => void>();
   #replication: ReplicationService;
-  /**
-   * Set by the composition root (it lives with recovery plans): after a replica-aware migration,
-   * mark the VM here superseded, seed the reverse replica with its disks, and have the peer
-   * replicate the VM back here.
-   */
-  reverseReplication: (peer: string, vmId: string, generation: number, opts: { rpoSeconds: number; keepPoints: number; group?: string }) => Promise<void> = async () => undefined;
+  /** After a replica-aware migration: the VM here is superseded and the peer replicates it back. */
+  #reverse: ReverseReplication;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger; replication: ReplicationService }) {
+  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger; replication: ReplicationService; reverse: ReverseReplication }) {
+    this.#reverse = deps.reverse;
     this.#replication = deps.replication;
     this.#db = deps.db;
     this.#vms = deps.vms;
@@ -268,7 +266,7 @@ export class LiveMigrations {
           // Quit, never cont; the disks here become the seed of the reversed replication.
           await this.#vms.stop(vm.name, { force: true });
           const r = ctx.replication;
-          await this.reverseReplication(ctx.to, vm.id, 1, { rpoSeconds: r.rpoSeconds, keepPoints: r.keepPoints, ...(r.group !== null ? { group: r.group } : {}) });
+          await this.#reverse.reverse(ctx.to, vm.id, 1, { rpoSeconds: r.rpoSeconds, keepPoints: r.keepPoints, ...(r.group !== null ? { group: r.group } : {}) });
         } else {
           // Quit, never cont: the copy at the destination is the VM now.
           await this.#vms.delete(vm.name, { force: true });

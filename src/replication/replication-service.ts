@@ -23,6 +23,8 @@ import { ReplicationIncidents } from './replication-incidents.js';
 import type { ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { CycleEnds } from './cycle-ends.js';
+import type { SupersededHandler } from './superseded-handler.js';
+import type { CycleEndListener } from './cycle-end-listener.js';
 
 export interface CycleStats {
   at: string;
@@ -62,7 +64,7 @@ const KEEP_STATS = 10;
 const CYCLE_JOB = 'replication-cycle';
 export { RPO_VIOLATED, CYCLE_FAILED, POINT_VERIFY_FAILED } from './replication-incidents.js';
 
-/** What the composition root hears at the end of each cycle (the metrics count them). */
+/** What a CycleEndListener hears at the end of each cycle (the metrics count them). */
 export interface CycleEnded {
   vmId: string;
   vm: string;
@@ -105,8 +107,16 @@ export class ReplicationService {
   #timers = new Map<string, NodeJS.Timeout>();
   #next = new Map<string, number>();
   #stopped = false;
+  /** Told when a peer says it failed this site's VM over (the VM here is superseded). */
+  #superseded: SupersededHandler;
+  #cycleEnds: CycleEndListener;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; incidents: IncidentLog; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; incidents: IncidentLog; log: Logger;
+    superseded: SupersededHandler; cycleEnds: CycleEndListener;
+  }) {
+    this.#superseded = deps.superseded;
+    this.#cycleEnds = deps.cycleEnds;
     this.#jobs = deps.jobs;
     this.#incidents = new ReplicationIncidents({
       incidents: deps.incidents, log: deps.log, row: (vmId) => this.#row(vmId),
@@ -124,12 +134,6 @@ export class ReplicationService {
     this.#ends = new CycleEnds({ db: deps.db, disks: this.#disks, supervisor: deps.supervisor, peers: deps.peers, paths: deps.paths, log: deps.log });
   }
 
-  /** Set by the composition root: what the site does when a peer says a VM was failed over (ProtectedSite.markSuperseded). */
-  onSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void> = async () => undefined;
-
-  /** Set by the composition root: told of every cycle that ended (must not throw; it is not awaited). */
-  onCycleEnded: (e: CycleEnded) => void = () => undefined;
-
   /**
    * At start: ask each peer whether it promoted a replica of ours while this site was away
    * (a disaster recovery), so superseded VMs are known before anyone starts them. A peer
@@ -140,7 +144,7 @@ export class ReplicationService {
       try {
         const peer = await this.#peers.client(r.peer, { timeoutMs: 5_000 });
         const replica = await peer.request<ReplicaView>('GET', `/replicas/${r.replica_id}`);
-        if (replica.promotedAt) await this.onSuperseded(r.peer, r.vm_id, replica.failoverGeneration, `${r.peer} promoted the replica at ${replica.promotedAt}`);
+        if (replica.promotedAt) await this.#superseded.markSuperseded(r.peer, r.vm_id, replica.failoverGeneration, `${r.peer} promoted the replica at ${replica.promotedAt}`);
       } catch (e) {
         this.#log.info({ vm: r.vm_id, peer: r.peer, err: (e as Error).message }, 'could not ask the peer about failovers; the next cycle will');
       }
@@ -333,7 +337,7 @@ export class ReplicationService {
         });
         await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
         this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
-        this.onCycleEnded({ vmId, vm: vm.name, outcome: 'ok', durationMs: Date.now() - started, bytesSent: result.bytesSent });
+        this.#cycleEnds.cycleEnded({ vmId, vm: vm.name, outcome: 'ok', durationMs: Date.now() - started, bytesSent: result.bytesSent });
         await this.#incidents.cycleSucceeded(vmId, vm.name);
       } catch (e) {
         const message = (e as Error).message;
@@ -342,11 +346,11 @@ export class ReplicationService {
         if (isMamoriError(e, 'REPLICA_PROMOTED')) {
           // The recovery site failed this VM over: the copy here is superseded (split-brain safety).
           const generation = Number((e.details as { generation?: unknown } | undefined)?.generation ?? 1);
-          await this.onSuperseded(row.peer, vmId, generation, message).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'));
+          await this.#superseded.markSuperseded(row.peer, vmId, generation, message).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'));
         }
         await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
         this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
-        this.onCycleEnded({ vmId, vm: vm.name, outcome: 'failed', durationMs: Date.now() - started, bytesSent: 0 });
+        this.#cycleEnds.cycleEnded({ vmId, vm: vm.name, outcome: 'failed', durationMs: Date.now() - started, bytesSent: 0 });
         await this.#incidents.cycleFailed({ vmId, vmName: vm.name, peer: row.peer, jobId: job.id, code, message });
         if (manual) throw e;
       } finally {

@@ -14,6 +14,7 @@ import type { VmSupervisor } from './vm-supervisor.js';
 import { DISK_BUSES, FIRMWARES, NIC_MODELS, SATA_PORTS, VM_LIMITS, type DiskBus, type Firmware, type NicDefinition, type NicModel, type VmDefinition } from './vm-definition.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { VmSnapshots, type SnapshotView } from './vm-snapshots.js';
+import type { VmStartGate } from './vm-start-gate.js';
 
 export interface CreateVmInput {
   name: string;
@@ -71,6 +72,8 @@ export interface VmServiceDeps {
   testGuestAvailable(): Promise<void>;
   /** Throws NETWORK_NOT_FOUND for a network this site does not have. */
   networkExists(name: string): Promise<void>;
+  /** Every start passes through it (replication's: a start never meets a copy of the stopped VM's images). */
+  startGate: VmStartGate;
 }
 
 /** VM definitions and their lifecycle as the API sees them; one operation per VM at a time. */
@@ -80,7 +83,6 @@ export class VmService {
   #diskRepo: DiskRepo;
   #snapshots: VmSnapshots;
   #lock = new KeyedLock();
-  #startGate: (vmId: string, start: () => Promise<void>) => Promise<void> = (_id, start) => start();
   #deleteGuards: ((vm: VmRow) => Promise<void>)[] = [];
   #snapshotGuards: ((vm: VmRow, snapshot: string) => Promise<void>)[] = [];
 
@@ -172,14 +174,6 @@ export class VmService {
     });
   }
 
-  /**
-   * Wraps every start: replication uses it so a start never meets a copy of the stopped VM's
-   * images in progress (its reader holds them, and QEMU would be refused the write lock).
-   */
-  setStartGate(gate: (vmId: string, start: () => Promise<void>) => Promise<void>): void {
-    this.#startGate = gate;
-  }
-
   /** Runs `fn` each time a VM's QEMU has gone (VmSupervisor.addPowerOffListener). */
   onPowerOff(fn: (vmId: string) => Promise<void>): void {
     this.#deps.supervisor.addPowerOffListener(fn);
@@ -195,7 +189,7 @@ export class VmService {
       if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume ${name}' if paused`, { details: { state: vm.state } });
       await this.#assertNotSuperseded(vm, opts.force === true);
       if (vm.definition.boot.kind === 'test-guest') await this.#deps.testGuestAvailable();
-      await this.#startGate(vm.id, () => this.#deps.supervisor.start(vm));
+      await this.#deps.startGate.aroundVmStart(vm.id, () => this.#deps.supervisor.start(vm));
     });
   }
 
