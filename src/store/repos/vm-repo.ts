@@ -74,11 +74,27 @@ export class VmRepo {
     return row && toRow(row);
   }
 
+  /** A VM's name and state without its definition (for naming what uses something). */
+  async nameAndState(id: string): Promise<{ name: string; state: string } | undefined> {
+    return this.#db.selectFrom('vms').select(['name', 'state']).where('id', '=', id).executeTakeFirst();
+  }
+
   /** VM ids and names, by id (a cheap lookup for views that name VMs). */
   async namesByIds(ids: string[]): Promise<Map<string, string>> {
     if (ids.length === 0) return new Map();
     const rows = await this.#db.selectFrom('vms').select(['id', 'name']).where('id', 'in', ids).execute();
     return new Map(rows.map((r) => [r.id, r.name]));
+  }
+
+  /**
+   * The name of a VM that uses the disk: its owner (`ownerVmId`), or any VM whose definition
+   * lists it (shared disks are attached without an owner column). LIKE is plain SQL on both dialects.
+   */
+  async nameOfVmUsingDisk(diskId: string, ownerVmId: string | null): Promise<string | undefined> {
+    const vm = await this.#db.selectFrom('vms').select('name')
+      .where((eb) => eb.or([eb('id', '=', ownerVmId ?? ''), eb('definition', 'like', `%"${diskId}"%`)]))
+      .executeTakeFirst();
+    return vm?.name;
   }
 
   /** Inserts a stopped VM's row in `db` (a transaction when other rows go with it). A taken name is the unique violation vms.name. */
