@@ -5,19 +5,9 @@ import { MamoriError } from '../core/mamori-error.js';
 import { nextCycleAt, rpoStatus } from '../replication/rpo-scheduler.js';
 import type { ArrayGroups } from './array-groups.js';
 
-/** The last syncs of an array-based group (protection_groups.array_sync). */
-export interface ArraySyncState {
-  /** When the newest point was taken (its sync started), and its name. */
-  lastPointAt: string | null;
-  lastPoint: string | null;
-  /** What the last sync sent, over all the group's devices. */
-  lastBytesSent: number | null;
-  failures: number;
-  lastError: string | null;
-  lastAttemptEndedAt: string | null;
-  /** Durations of recent successful syncs, newest last (the scheduler starts early by them). */
-  recentMs: number[];
-}
+import type { ArraySyncState } from '../store/records/protection-group-record.js';
+// The sync state's record type lives in store/ (issue 20: protection_groups.array_sync has one codec there); re-exported here.
+export type { ArraySyncState } from '../store/records/protection-group-record.js';
 
 export interface ArraySyncView extends ArraySyncState {
   rpoSeconds: number | null;

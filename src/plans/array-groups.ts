@@ -12,34 +12,9 @@ import { DiskRepo } from '../store/repos/disk-repo.js';
 import { parseRpo, RPO_LIMITS } from '../replication/rpo-scheduler.js';
 import { ArrayGroupSync } from './array-group-sync.js';
 
-/** What binds an array-based protection group to its storage (protection_groups.array_binding). */
-export interface ArrayBinding {
-  /** This site's storage array entry (`mamori array add`). */
-  storage: string;
-  arrayId: string;
-  deviceIds: string[];
-  /** The paired site that holds the devices' peers: where the group recovers. */
-  peer: string;
-  /** The group was paired with an array the compatibility guide does not support (--force). */
-  forced: boolean;
-  /** The compatibility guide's verdict when the group was made. */
-  compat: string;
-  /** mamori asks the array for a point on this RPO; null: the array keeps its own schedule (or `group sync`). */
-  rpoSeconds: number | null;
-}
-
-/** A disk of a VM on an array-based group's devices, as the recovery site finds it on the peer device. */
-export interface ArrayDisk {
-  index: number;
-  /** The device on the protected array, and its peer (what the recovery site fails over). */
-  deviceId: string;
-  peer: PeerRef;
-  /** The image's path inside the device (empty for a volume passed through as a raw device mapping). */
-  relativePath: string;
-  kind: 'image' | 'rdm';
-  format: 'qcow2' | 'raw';
-  sizeBytes: number;
-}
+import type { ArrayBinding, ArrayDisk } from '../store/records/protection-group-record.js';
+// The binding's record types live in store/ (issue 20: protection_groups.array_binding has one codec there); re-exported here.
+export type { ArrayBinding, ArrayDisk } from '../store/records/protection-group-record.js';
 
 export interface ArrayMember {
   vm: VmRow;

@@ -8,42 +8,9 @@ import type { Logger } from '../core/logger.js';
 import type { PeerRef } from '../adapters/adapter-protocol.js';
 import type { ArrayDisk, ArrayGroups } from './array-groups.js';
 
-/** A protected VM as the recovery site needs it to rebuild the VM from its replica. */
-export interface ProtectedVm {
-  id: string;
-  name: string;
-  state: string;
-  /** null: replicated to the peer but in no protection group (a plan can still name it). */
-  group: string | null;
-  /** Host-based: the replica at the peer; null for a VM of an array-based group. */
-  replicaId: string | null;
-  rpoSeconds: number;
-  keepPoints: number;
-  definition: Omit<VmDefinition, 'diskIds' | 'configDriveDiskId'>;
-  disks: { index: number; sizeBytes: number; pool: string }[];
-  lastHeartbeatAt: string | null;
-  /** Array-based: where each disk is on the group's devices (the recovery site finds it on their peers). */
-  arrayDisks?: ArrayDisk[];
-}
-
-/** An array-based group as the recovery site needs it: the peer array and devices it fails over. */
-export interface ProtectedArrayGroup {
-  /** The array at the recovery site holding the devices' peers, and those devices. */
-  peerArrayId: string;
-  peerDeviceIds: string[];
-  /** The protected site's array and devices. */
-  arrayId: string;
-  deviceIds: string[];
-  forced: boolean;
-  rpoSeconds: number | null;
-}
-
-export interface ProtectedInventory {
-  site: string;
-  takenAt: string;
-  groups: { name: string; vms: string[]; array?: ProtectedArrayGroup }[];
-  vms: ProtectedVm[];
-}
+import type { ProtectedInventory, ProtectedVm } from '../store/records/plan-record.js';
+// The inventory's record types live in store/ (issue 20: plans.inventory has one codec there); re-exported here.
+export type { ProtectedVm, ProtectedArrayGroup, ProtectedInventory } from '../store/records/plan-record.js';
 
 export interface PreparedFailover {
   vm: string;
