@@ -129,6 +129,16 @@ export class ReplicaRepo {
       .select('replica_points.time as time').where('recovered_vms.vm_id', '=', vmId).where('recovered_vms.mode', '!=', 'test').executeTakeFirst();
   }
 
+  /**
+   * At the recovery site: the protected VMs of `peer` recovered through array failovers
+   * (planned or disaster; their replica ids are `array:...`), and when.
+   */
+  async arrayFailoversFor(peer: string): Promise<{ sourceVmId: string; at: string; mode: string }[]> {
+    return this.#db.selectFrom('recovered_vms').innerJoin('plan_runs', 'plan_runs.id', 'recovered_vms.run_id')
+      .select(['recovered_vms.source_vm_id as sourceVmId', 'recovered_vms.created_at as at', 'recovered_vms.mode as mode'])
+      .where('plan_runs.peer', '=', peer).where('recovered_vms.mode', 'in', ['planned', 'disaster']).where('recovered_vms.replica_id', 'like', 'array:%').execute();
+  }
+
   /** One transaction: the replica's points, holds (on it and by it), recovered-VM records and row. */
   async deleteRows(id: string): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {

@@ -74,6 +74,10 @@ export class VmRepo {
     return row && toRow(row);
   }
 
+  async idOfName(name: string): Promise<string | undefined> {
+    return (await this.#db.selectFrom('vms').select('id').where('name', '=', name).executeTakeFirst())?.id;
+  }
+
   /** A VM's name and state without its definition (for naming what uses something). */
   async nameAndState(id: string): Promise<{ name: string; state: string } | undefined> {
     return this.#db.selectFrom('vms').select(['name', 'state']).where('id', '=', id).executeTakeFirst();
