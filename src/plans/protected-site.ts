@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
@@ -28,7 +29,7 @@ export interface PreparedFailover {
  * sync of a planned migration, and learning that a VM was superseded by a failover.
  */
 export class ProtectedSite {
-  #db: Kysely<Database>;
+  #replications: ReplicationRepo;
   #siteName: string;
   #vms: VmService;
   #replication: ReplicationService;
@@ -36,7 +37,7 @@ export class ProtectedSite {
   #arrays: ArrayGroups;
 
   constructor(deps: { db: Kysely<Database>; siteName: string; vms: VmService; replication: ReplicationService; log: Logger; arrays: ArrayGroups }) {
-    this.#db = deps.db;
+    this.#replications = new ReplicationRepo(deps.db);
     this.#arrays = deps.arrays;
     this.#siteName = deps.siteName;
     this.#vms = deps.vms;
@@ -46,16 +47,11 @@ export class ProtectedSite {
 
   /** VMs replicated to `peer` (with their groups), with everything needed to recover them there. */
   async inventory(peer: string): Promise<ProtectedInventory> {
-    const rows = await this.#db.selectFrom('replications')
-      .innerJoin('vms', 'vms.id', 'replications.vm_id')
-      .leftJoin('protection_group_vms', 'protection_group_vms.vm_id', 'vms.id')
-      .leftJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
-      .select(['protection_groups.name as group', 'vms.id as id', 'replications.replica_id as replicaId', 'replications.peer as peer', 'replications.rpo_ms as rpoMs', 'replications.keep_points as keepPoints'])
-      .where('replications.peer', '=', peer).orderBy('protection_groups.name').orderBy('vms.name').execute();
+    const rows = await this.#replications.toPeerWithGroups(peer);
     const groups = new Map<string, string[]>();
     const vms: ProtectedVm[] = [];
     for (const r of rows) {
-      const vm = await this.#vms.repo.findById(r.id);
+      const vm = await this.#vms.repo.findById(r.vmId);
       if (!vm) continue;
       const view = await this.#vms.view(vm);
       const { diskIds: _ids, configDriveDiskId: _cd, ...definition } = vm.definition;
@@ -117,13 +113,10 @@ export class ProtectedSite {
   async markSuperseded(bySite: string, vmId: string, generation: number, reason: string): Promise<void> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) return;
-    const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst();
-    if ((!row || row.peer !== bySite) && (await this.#arrays.groupOfVm(bySite, vmId)) === null) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
-    const existing = await this.#db.selectFrom('superseded_vms').select('generation').where('vm_id', '=', vmId).executeTakeFirst();
-    if (existing && existing.generation >= generation) return;
-    await this.#db.insertInto('superseded_vms').values({ vm_id: vmId, generation, by_site: bySite, reason, at: new Date().toISOString() })
-      .onConflict((oc) => oc.column('vm_id').doUpdateSet({ generation, by_site: bySite, reason, at: new Date().toISOString() })).execute();
-    if (row) await this.#replication.setPaused(vm.name, true).catch(() => undefined);
+    const peer = await this.#replications.peerOf(vmId);
+    if (peer !== bySite && (await this.#arrays.groupOfVm(bySite, vmId)) === null) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
+    if (!(await this.#vms.repo.markSuperseded({ vmId, generation, bySite, reason, at: new Date().toISOString() }))) return;
+    if (peer !== undefined) await this.#replication.setPaused(vm.name, true).catch(() => undefined);
     if (vm.state === 'running') {
       this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover while running here: pausing it');
       await this.#vms.pause(vm.name).catch((e: unknown) => this.#log.error({ vm: vm.name, err: e }, 'could not pause a superseded VM'));
@@ -134,8 +127,7 @@ export class ProtectedSite {
 
   async #protectedFor(peer: string, vmName: string): Promise<{ vm: { id: string; state: string }; arrayGroup: string | null }> {
     const vm = await this.#vms.get(vmName);
-    const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
-    if (row && row.peer === peer) return { vm, arrayGroup: null };
+    if ((await this.#replications.peerOf(vm.id)) === peer) return { vm, arrayGroup: null };
     const arrayGroup = await this.#arrays.groupOfVm(peer, vm.id);
     if (arrayGroup === null) throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, { details: { vm: vmName } });
     return { vm, arrayGroup };

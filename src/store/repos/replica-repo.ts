@@ -56,6 +56,30 @@ export class ReplicaRepo {
     return (await this.#db.selectFrom('replicas').select('source_vm_id').where('id', '=', id).executeTakeFirst())?.source_vm_id;
   }
 
+  /** The replica of a VM of `sourceSite`, with its promotion state. */
+  async findBySource(sourceSite: string, sourceVmId: string): Promise<{ id: string; promotedAt: string | null; failoverGeneration: number } | undefined> {
+    const r = await this.#db.selectFrom('replicas').select(['id', 'promoted_at', 'failover_generation']).where('source_site', '=', sourceSite).where('source_vm_id', '=', sourceVmId).executeTakeFirst();
+    return r && { id: r.id, promotedAt: r.promoted_at, failoverGeneration: r.failover_generation };
+  }
+
+  /** Keeps a replica under another source id (a retired name), so a new replica can take the VM's place. */
+  async renameSource(id: string, sourceVmId: string): Promise<void> {
+    await this.#db.updateTable('replicas').set({ source_vm_id: sourceVmId }).where('id', '=', id).execute();
+  }
+
+  /**
+   * One transaction, when a superseded VM's disks become a replica's seed: a recovered VM's
+   * hold passes to the replica, and the VM's disk rows (seed disks and any other) and its row go.
+   */
+  async takeOverSeedVm(replicaId: string, vmId: string, seedDiskIds: string[]): Promise<void> {
+    await this.#db.transaction().execute(async (tx) => {
+      await tx.updateTable('replica_holds').set({ holder: `replica:${replicaId}` }).where('holder', '=', `vm:${vmId}`).execute();
+      if (seedDiskIds.length > 0) await tx.deleteFrom('disks').where('id', 'in', seedDiskIds).execute();
+      await tx.deleteFrom('disks').where('vm_id', '=', vmId).execute();
+      await tx.deleteFrom('vms').where('id', '=', vmId).execute();
+    });
+  }
+
   async findIdBySource(sourceSite: string, sourceVmId: string): Promise<string | undefined> {
     return (await this.#db.selectFrom('replicas').select('id').where('source_site', '=', sourceSite).where('source_vm_id', '=', sourceVmId).executeTakeFirst())?.id;
   }

@@ -57,6 +57,19 @@ export class ReplicationRepo {
     return (await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst())?.peer;
   }
 
+  /**
+   * The replications to `peer`, oldest group name first then VM name, each with its VM's id and
+   * protection group (null: in none): what the protected site's inventory lists.
+   */
+  async toPeerWithGroups(peer: string): Promise<{ vmId: string; group: string | null; replicaId: string; rpoMs: number; keepPoints: number }[]> {
+    return this.#db.selectFrom('replications')
+      .innerJoin('vms', 'vms.id', 'replications.vm_id')
+      .leftJoin('protection_group_vms', 'protection_group_vms.vm_id', 'vms.id')
+      .leftJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
+      .select(['protection_groups.name as group', 'vms.id as vmId', 'replications.replica_id as replicaId', 'replications.rpo_ms as rpoMs', 'replications.keep_points as keepPoints'])
+      .where('replications.peer', '=', peer).orderBy('protection_groups.name').orderBy('vms.name').execute();
+  }
+
   async insert(r: Omit<ReplicationRecord, 'stats' | 'failures' | 'lastError' | 'lastPointAt' | 'lastPointId'>): Promise<void> {
     await this.#db.insertInto('replications').values({
       vm_id: r.vmId, peer: r.peer, replica_id: r.replicaId, rpo_ms: r.rpoMs, keep_points: r.keepPoints, state: r.state,

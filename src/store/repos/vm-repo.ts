@@ -155,6 +155,18 @@ export class VmRepo {
     await this.#db.updateTable('vms').set({ last_heartbeat_at: at }).where('id', '=', id).execute();
   }
 
+  /**
+   * Records that the peer promoted the VM's replica (failover generation `generation`); an
+   * older or equal generation on record is left as it is. Returns whether it was recorded.
+   */
+  async markSuperseded(s: SupersededVm): Promise<boolean> {
+    const existing = await this.#db.selectFrom('superseded_vms').select('generation').where('vm_id', '=', s.vmId).executeTakeFirst();
+    if (existing && existing.generation >= s.generation) return false;
+    await this.#db.insertInto('superseded_vms').values({ vm_id: s.vmId, generation: s.generation, by_site: s.bySite, reason: s.reason, at: s.at })
+      .onConflict((oc) => oc.column('vm_id').doUpdateSet({ generation: s.generation, by_site: s.bySite, reason: s.reason, at: s.at })).execute();
+    return true;
+  }
+
   /** Why a VM must stay off here (its replica was promoted at the peer), if it must. */
   async findSuperseded(vmId: string): Promise<SupersededVm | undefined> {
     const s = await this.#db.selectFrom('superseded_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
