@@ -133,6 +133,11 @@ export class ReplicaRepo {
     return (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) !== undefined;
   }
 
+  /** The replica whose point a VM holds (a VM made over a replica point), if any. */
+  async replicaHeldByVm(vmId: string): Promise<string | undefined> {
+    return (await this.#db.selectFrom('replica_holds').select('replica_id').where('holder', '=', `vm:${vmId}`).executeTakeFirst())?.replica_id;
+  }
+
   async holdersOf(id: string): Promise<string[]> {
     return (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).execute()).map((r) => r.holder);
   }

@@ -102,8 +102,8 @@ export class VmRepo {
   }
 
   /** Inserts a stopped VM's row in `db` (a transaction when other rows go with it). A taken name is the unique violation vms.name. */
-  static async insert(db: Db, def: VmDefinition, now: string, state: VmState = 'stopped'): Promise<void> {
-    await db.insertInto('vms').values({ id: def.id, name: def.name, definition: vmDefinitionColumn.encode(def), state, state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+  static async insert(db: Db, def: VmDefinition, now: string, stateReason: string | null = null): Promise<void> {
+    await db.insertInto('vms').values({ id: def.id, name: def.name, definition: vmDefinitionColumn.encode(def), state: 'stopped', state_reason: stateReason, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
   }
 
   /**
@@ -149,6 +149,10 @@ export class VmRepo {
     if (fields.reason !== undefined) update['state_reason'] = fields.reason;
     if (fields.pid !== undefined) update['pid'] = fields.pid;
     await this.#db.updateTable('vms').set(update).where('id', '=', id).execute();
+  }
+
+  async clearStateReason(id: string): Promise<void> {
+    await this.#db.updateTable('vms').set({ state_reason: null }).where('id', '=', id).execute();
   }
 
   async setHeartbeat(id: string, at: string): Promise<void> {
