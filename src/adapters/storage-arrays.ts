@@ -1,15 +1,13 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { StorageArrayRepo, type StorageArrayRecord } from '../store/repos/storage-array-repo.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
 import { AdapterClient } from './adapter-client.js';
 import { adapterPath } from './bundled-adapters.js';
 import type { AdapterResults } from './adapter-protocol.js';
 import { checkCompat, readCompatGuide, type CompatVerdict } from './compat-guide.js';
-import { isSealed, type SecretBox } from '../core/secret-box.js';
-
-/** The AAD of an entry's connection: bound to the entry's name. */
-const connectionPurpose = (name: string): string => `storage_arrays.connection:${name}`;
+import type { SecretBox } from '../core/secret-box.js';
 
 export interface StorageArrayView {
   name: string;
@@ -39,12 +37,10 @@ export interface CompatReportRow {
  * sealed as a whole: which values are secret is the adapter's to say, and it may not answer.
  */
 export class StorageArrays {
-  #db: Kysely<Database>;
-  #box: SecretBox;
+  #repo: StorageArrayRepo;
 
   constructor(db: Kysely<Database>, box: SecretBox) {
-    this.#db = db;
-    this.#box = box;
+    this.#repo = new StorageArrayRepo(db, box);
   }
 
   async add(input: { name: string; adapter: string; connection: Record<string, string> }): Promise<StorageArrayView> {
@@ -52,7 +48,7 @@ export class StorageArrays {
     if (typeof input.adapter !== 'string' || input.adapter === '') throw new MamoriError('INVALID_INPUT', 'give the adapter: a bundled one by name (zfs) or the path of an executable');
     const connection = input.connection ?? {};
     if (typeof connection !== 'object' || Object.values(connection).some((v) => typeof v !== 'string')) throw new MamoriError('INVALID_INPUT', 'connection values must be strings (KEY=VALUE)');
-    if (await this.#db.selectFrom('storage_arrays').select('name').where('name', '=', input.name).executeTakeFirst()) {
+    if (await this.#repo.exists(input.name)) {
       throw new MamoriError('INVALID_INPUT', `a storage array entry named ${input.name} exists; remove it first or pick another name`);
     }
     const client = new AdapterClient(adapterPath(input.adapter), connection);
@@ -64,28 +60,27 @@ export class StorageArrays {
     const arrays = (await client.call('discoverArrays', {})).arrays;
     if (arrays.length === 0) throw new MamoriError('INVALID_INPUT', `the ${input.adapter} adapter finds no array with that connection`);
     const now = new Date().toISOString();
-    await this.#db.insertInto('storage_arrays').values({ name: input.name, adapter: input.adapter, connection: this.#box.seal(connectionPurpose(input.name), JSON.stringify(connection)), created_at: now }).execute();
+    await this.#repo.insert({ name: input.name, adapter: input.adapter, connection, createdAt: now });
     return { name: input.name, adapter: input.adapter, connection: masked(params, connection), arrays, createdAt: now };
   }
 
   async list(): Promise<Omit<StorageArrayView, 'arrays'>[]> {
-    const rows = await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute();
+    const rows = await this.#repo.list();
     return Promise.all(rows.map(async (r) => {
-      const connection = this.#connectionOf(r);
+      const connection = r.connection;
       // Which values are secret is the adapter's to say; one it cannot answer gets all masked.
       const params = await this.#clientOf(r).call('queryConnectionParameters', {}).then((q) => q.parameters, () => null);
-      return { name: r.name, adapter: r.adapter, connection: params ? masked(params, connection) : maskAll(connection), createdAt: r.created_at };
+      return { name: r.name, adapter: r.adapter, connection: params ? masked(params, connection) : maskAll(connection), createdAt: r.createdAt };
     }));
   }
 
   async remove(name: string): Promise<void> {
-    const r = await this.#db.deleteFrom('storage_arrays').where('name', '=', name).executeTakeFirst();
-    if (Number(r.numDeletedRows) === 0) throw new MamoriError('NOT_FOUND', `no storage array entry named ${name}; see 'mamori array list'`);
+    if (!(await this.#repo.delete(name))) throw new MamoriError('NOT_FOUND', `no storage array entry named ${name}; see 'mamori array list'`);
   }
 
   /** The adapter client of an entry. */
   async client(name: string): Promise<AdapterClient> {
-    const r = await this.#db.selectFrom('storage_arrays').selectAll().where('name', '=', name).executeTakeFirst();
+    const r = await this.#repo.find(name);
     if (!r) throw new MamoriError('NOT_FOUND', `no storage array entry named ${name}; see 'mamori array list'`);
     return this.#clientOf(r);
   }
@@ -116,7 +111,7 @@ export class StorageArrays {
 
   /** The entry of this site that reaches array `arrayId` (the recovery site finds its side of a pair so). */
   async locate(arrayId: string): Promise<{ storage: string; client: AdapterClient }> {
-    for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
+    for (const entry of await this.#repo.list()) {
       const client = this.#clientOf(entry);
       const arrays = await client.call('discoverArrays', {}).then((r) => r.arrays, () => []);
       if (arrays.some((a) => a.id === arrayId)) return { storage: entry.name, client };
@@ -135,7 +130,7 @@ export class StorageArrays {
   async compatCheck(guideFile?: string, only?: string): Promise<CompatReportRow[]> {
     const guide = await readCompatGuide(guideFile);
     const rows: CompatReportRow[] = [];
-    for (const entry of await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()) {
+    for (const entry of await this.#repo.list()) {
       if (only !== undefined && entry.name !== only) continue;
       const client = this.#clientOf(entry);
       const info = await client.call('queryInfo', {});
@@ -149,21 +144,11 @@ export class StorageArrays {
 
   /** Upgrade: seals connections stored in clear before sealing; returns how many. */
   async sealClearConnections(): Promise<number> {
-    let n = 0;
-    for (const r of await this.#db.selectFrom('storage_arrays').select(['name', 'connection']).execute()) {
-      if (isSealed(r.connection)) continue;
-      await this.#db.updateTable('storage_arrays').set({ connection: this.#box.seal(connectionPurpose(r.name), r.connection) }).where('name', '=', r.name).execute();
-      n += 1;
-    }
-    return n;
+    return this.#repo.sealClearConnections();
   }
 
-  #connectionOf(row: { name: string; connection: string }): Record<string, string> {
-    return JSON.parse(this.#box.openOrClear(connectionPurpose(row.name), row.connection)) as Record<string, string>;
-  }
-
-  #clientOf(row: { name: string; adapter: string; connection: string }): AdapterClient {
-    return new AdapterClient(adapterPath(row.adapter), this.#connectionOf(row));
+  #clientOf(row: StorageArrayRecord): AdapterClient {
+    return new AdapterClient(adapterPath(row.adapter), row.connection);
   }
 }
 

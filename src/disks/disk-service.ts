@@ -3,6 +3,7 @@ import { basename, dirname, extname, join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
+import { VmRepo } from '../store/repos/vm-repo.js';
 import type { DiskRecord, ImageFormat, RdmMode } from './disk-record.js';
 import { IMAGE_FORMATS, RDM_MODES } from './disk-record.js';
 import { assertUserPoolPath, resolveInPool } from './pool-path.js';
@@ -59,7 +60,7 @@ export class DiskService {
   /** Imports in flight, by job id: a conversion waits on its copy without polling. */
   #importsRunning = new Map<string, Promise<void>>();
   readonly repo: DiskRepo;
-  #db: Kysely<Database>;
+  #vms: VmRepo;
   #paths: SitePaths;
   #jobs: JobJournal;
   #log: Logger;
@@ -69,7 +70,7 @@ export class DiskService {
 
   constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger; hostPaths: HostPathPolicy; arrays?: ArrayDeviceDirs }) {
     this.#arrays = deps.arrays ?? null;
-    this.#db = deps.db;
+    this.#vms = new VmRepo(deps.db);
     this.repo = new DiskRepo(deps.db);
     this.#paths = deps.paths;
     this.#jobs = deps.jobs;
@@ -276,10 +277,8 @@ export class DiskService {
   async delete(name: string): Promise<void> {
     const disk = await this.get(name);
     // Shared disks are attached without an owner column, so look in the VM definitions too.
-    const vm = await this.#db.selectFrom('vms').select('name')
-      .where((eb) => eb.or([eb('id', '=', disk.vmId ?? ''), eb('definition', 'like', `%"${disk.id}"%`)]))
-      .executeTakeFirst();
-    if (vm) throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm.name}; delete or change that VM first`);
+    const vm = await this.#vms.nameOfVmUsingDisk(disk.id, disk.vmId);
+    if (vm !== undefined) throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm}; delete or change that VM first`);
     // Only the request that deleted the row removes the files: a second delete racing it
     // must not remove a file a new disk of the same name has made meanwhile.
     if (!(await this.repo.delete(disk.id))) throw new MamoriError('DISK_NOT_FOUND', `disk ${name} was deleted by another request`, { details: { name } });

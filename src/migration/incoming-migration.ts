@@ -2,11 +2,12 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { IncomingMigrationRepo } from '../store/repos/incoming-migration-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
 import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
 import { bitmapName, ensureBitmap } from '../replication/dirty-bitmaps.js';
 import type { ReplicaService } from '../replication/replica-service.js';
@@ -39,7 +40,8 @@ const TLS_ID = 'mig-tls';
  * removes all of it, files and rows, so a cancelled or failed migration leaves nothing.
  */
 export class IncomingMigrations {
-  #db: Kysely<Database>;
+  #repo: IncomingMigrationRepo;
+  #replicaRepo: ReplicaRepo;
   #vms: VmService;
   #supervisor: VmSupervisor;
   #disks: DiskService;
@@ -57,7 +59,8 @@ export class IncomingMigrations {
   constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService; source: MigrationSource }) {
     this.#source = deps.source;
     this.#replicas = deps.replicas;
-    this.#db = deps.db;
+    this.#repo = new IncomingMigrationRepo(deps.db);
+    this.#replicaRepo = new ReplicaRepo(deps.db);
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
     this.#disks = deps.disks;
@@ -80,24 +83,23 @@ export class IncomingMigrations {
       // Hyper-V's "same ID already exists": here only when this site kept an older copy of the VM
       // off after a failover without reprotect. Its disks may hold writes someone wants, so it
       // is not removed behind the operator's back.
-      const superseded = await this.#db.selectFrom('superseded_vms').select(['by_site', 'at']).where('vm_id', '=', def.id).executeTakeFirst();
+      const superseded = await this.#vms.repo.findSuperseded(def.id);
       throw new MamoriError('VM_EXISTS', superseded
-        ? `this site keeps an older copy of ${def.name} (${same.name}), off since it was failed over to ${superseded.by_site} at ${superseded.at}; ` +
+        ? `this site keeps an older copy of ${def.name} (${same.name}), off since it was failed over to ${superseded.bySite} at ${superseded.at}; ` +
           `delete it here ('mamori vm delete ${same.name}') or reprotect so it seeds a replica, then migrate`
         : `a VM with id ${def.id} (${same.name}) already exists at this site`, { details: { vm: def.name } });
     }
     if (await this.#vms.repo.findByName(def.name)) throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, { details: { vm: def.name } });
     for (const n of def.nics) {
       if (n.network === 'user' || n.network === 'none') continue;
-      if (!(await this.#db.selectFrom('networks').select('name').where('name', '=', n.network).executeTakeFirst())) {
+      if (!(await this.#repo.networkExists(n.network))) {
         throw new MamoriError('NETWORK_NOT_FOUND', `${def.name} has a NIC on network ${n.network}, which this site does not have; create it first`, { details: { network: n.network } });
       }
     }
     const made: DiskRecord[] = [];
     const now = new Date().toISOString();
     // Written first: whatever follows, a restart finds the half-made copy and removes it.
-    await this.#db.insertInto('incoming_migrations').values({ vm_id: def.id, source_site: peer.name, created_at: now })
-      .onConflict((oc) => oc.column('vm_id').doNothing()).execute();
+    await this.#repo.begin(def.id, peer.name, now);
     try {
       let replicaId: string | null = null;
       if (input.replicaPointId === undefined) {
@@ -105,10 +107,10 @@ export class IncomingMigrations {
           made.push(await this.#disks.prepareImage({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, sizeBytes: d.sizeBytes, vmId: def.id, ownedByVm: true }));
         }
       } else {
-        const r = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer.name).where('source_vm_id', '=', def.id).executeTakeFirst();
-        if (!r) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${def.name}; migrate without one`);
-        replicaId = r.id;
-        const { point, files } = await this.#replicas.pointFiles(r.id, null);
+        const r = await this.#replicaRepo.findIdBySource(peer.name, def.id);
+        if (r === undefined) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${def.name}; migrate without one`);
+        replicaId = r;
+        const { point, files } = await this.#replicas.pointFiles(r, null);
         if (point.id !== input.replicaPointId) throw new MamoriError('VM_INVALID_STATE', `the replica's newest point is ${point.id}, not ${input.replicaPointId}: a cycle ran in between; try again`);
         if (files.length !== input.disks.length) throw new MamoriError('INVALID_INPUT', `the replica has ${files.length} disks, the VM ${input.disks.length}`);
         for (const [i, file] of files.entries()) {
@@ -116,14 +118,10 @@ export class IncomingMigrations {
         }
       }
       const full: VmDefinition = { ...def, diskIds: made.map((d) => d.id) };
-      await this.#db.transaction().execute(async (tx) => {
-        await tx.insertInto('vms').values({ id: def.id, name: def.name, definition: JSON.stringify(full), state: 'stopped', state_reason: 'incoming migration', pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-        for (const d of made) await DiskRepo.insert(tx, d);
-        if (replicaId !== null) await tx.insertInto('replica_holds').values({ replica_id: replicaId, holder: `vm:${def.id}`, point_id: input.replicaPointId!, created_at: now }).execute();
-      });
+      await this.#repo.createVm(full, made, now, replicaId !== null ? { replicaId, pointId: input.replicaPointId! } : null);
     } catch (e) {
       await this.#disks.discardPrepared(made);
-      await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', def.id).execute();
+      await this.#repo.end(def.id);
       throw e;
     }
     try {
@@ -201,8 +199,8 @@ export class IncomingMigrations {
     if (status.status !== 'completed') throw new MamoriError('VM_INVALID_STATE', `the migration into ${vm.name} is ${status.status ?? 'not started'}, not completed`);
     for (const i of vm.definition.diskIds.keys()) await qmp.execute('block-export-del', { id: `mig-disk${i}` }).catch(() => undefined);
     await qmp.execute('nbd-server-stop').catch(() => undefined);
-    const held = await this.#db.selectFrom('replica_holds').select('replica_id').where('holder', '=', `vm:${vmId}`).executeTakeFirst();
-    if (held) {
+    const held = await this.#replicaRepo.replicaHeldByVm(vmId);
+    if (held !== undefined) {
       // Replica-aware: replication runs back to the source next, seeded with its disks as they
       // were at this instant (the source is quit, never continued). A bitmap that starts
       // recording before the guest runs here holds exactly what changes after that, so the
@@ -212,21 +210,21 @@ export class IncomingMigrations {
     }
     await this.#supervisor.activateIncoming(vm);
     // Replica-aware: the replica under the VM's disks stops taking cycles from the old source.
-    if (held) await this.#replicas.promote(held.replica_id);
-    await this.#db.updateTable('vms').set({ state_reason: null }).where('id', '=', vmId).execute();
-    await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', vmId).execute();
+    if (held !== undefined) await this.#replicas.promote(held);
+    await this.#vms.repo.clearStateReason(vmId);
+    await this.#repo.end(vmId);
     this.#leases.delete(vmId);
   }
 
   /** Cancel or failure before switchover: the incoming QEMU, its disks and rows go. Idempotent. */
   async abort(vmId: string): Promise<void> {
-    const pending = await this.#db.selectFrom('incoming_migrations').select('vm_id').where('vm_id', '=', vmId).executeTakeFirst();
+    const pending = (await this.#repo.sourceOf(vmId)) !== undefined;
     this.#leases.delete(vmId);
     if (!pending) return;
     const vm = await this.#vms.repo.findById(vmId);
     if (vm?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vm.name} already runs here: the migration switched over, it cannot be aborted`);
     if (vm) await this.#vms.delete(vm.name, { force: true });
-    await this.#db.deleteFrom('incoming_migrations').where('vm_id', '=', vmId).execute();
+    await this.#repo.end(vmId);
     this.#log.warn({ vm: vm?.name ?? vmId }, 'incoming migration aborted; its VM and disks are removed');
   }
 
@@ -237,7 +235,8 @@ export class IncomingMigrations {
    * (the source rolls back when it sees the migration fail).
    */
   async repair(): Promise<void> {
-    for (const r of await this.#db.selectFrom('incoming_migrations').select('vm_id').execute()) {
+    for (const vmId of await this.#repo.pendingVmIds()) {
+      const r = { vm_id: vmId };
       const qmp = this.#supervisor.qmpOf(r.vm_id);
       const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
       if (status !== 'completed') {
@@ -253,12 +252,12 @@ export class IncomingMigrations {
 
   /** A copy whose QEMU completed: the source says whether it is the VM now (activate) or not (abort). */
   async #settleCompleted(vmId: string): Promise<void> {
-    const row = await this.#db.selectFrom('incoming_migrations').select('source_site').where('vm_id', '=', vmId).executeTakeFirst();
-    if (!row) return;
-    const answer = await this.#source.outgoingState(row.source_site, vmId).catch(() => null);
+    const source = await this.#repo.sourceOf(vmId);
+    if (source === undefined) return;
+    const answer = await this.#source.outgoingState(source, vmId).catch(() => null);
     const settle = answer === 'switched' ? this.activate(vmId) : answer === 'rolled-back' ? this.abort(vmId) : null;
     if (!settle) {
-      this.#log.warn({ vm: vmId, source: row.source_site, answer: answer ?? 'unreachable' }, 'an incoming copy received the whole migration; waiting for the source to say whether it switched over');
+      this.#log.warn({ vm: vmId, source, answer: answer ?? 'unreachable' }, 'an incoming copy received the whole migration; waiting for the source to say whether it switched over');
       return;
     }
     await settle.catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'could not settle a completed incoming migration'));
@@ -266,7 +265,7 @@ export class IncomingMigrations {
 
   async #incoming(vmId: string) {
     const vm = await this.#vms.repo.findById(vmId);
-    const pending = await this.#db.selectFrom('incoming_migrations').select('vm_id').where('vm_id', '=', vmId).executeTakeFirst();
+    const pending = (await this.#repo.sourceOf(vmId)) !== undefined;
     // 'paused' when a restarted server re-attached the waiting QEMU.
     if (!vm || !pending || !['incoming', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
     return vm;

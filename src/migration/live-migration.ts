@@ -1,6 +1,8 @@
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
@@ -56,7 +58,9 @@ export interface MigrationResult {
  * had paused it, and asks the destination to remove what it made.
  */
 export class LiveMigrations {
-  #db: Kysely<Database>;
+  #diskRepo: DiskRepo;
+  #replications: ReplicationRepo;
+  #groups: ProtectionGroupRepo;
   #vms: VmService;
   #supervisor: VmSupervisor;
   #peers: SitePeers;
@@ -72,7 +76,9 @@ export class LiveMigrations {
   constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; log: Logger; replication: ReplicationService; reverse: ReverseReplication }) {
     this.#reverse = deps.reverse;
     this.#replication = deps.replication;
-    this.#db = deps.db;
+    this.#diskRepo = new DiskRepo(deps.db);
+    this.#replications = new ReplicationRepo(deps.db);
+    this.#groups = new ProtectionGroupRepo(deps.db);
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
     this.#peers = deps.peers;
@@ -87,7 +93,7 @@ export class LiveMigrations {
   async start(vmName: string, input: { to: string; downtimeLimitMs?: number; bandwidthMbps?: number; linkTimeoutSec?: number }): Promise<Job> {
     const vm = await this.#vms.get(vmName);
     if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is ${vm.state}; live migration moves a running VM (a stopped one can be replicated and recovered instead)`);
-    const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+    const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
     // Refused here, before a job, the peer or QEMU is touched: the device stays with this host.
     for (const d of disks) {
       if (d.kind === 'rdm' && d.rdmMode === 'physical') {
@@ -107,13 +113,12 @@ export class LiveMigrations {
     const running = await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vm.id}`, limit: 1 });
     if (running[0]?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already migrating (job ${running[0].id})`);
     const job = await this.#jobs.create(MIGRATION_JOB, `vm:${vm.id}`, [...MIGRATION_STEPS]);
-    const rep = await this.#db.selectFrom('replications').selectAll().where('vm_id', '=', vm.id).executeTakeFirst();
-    const group = await this.#db.selectFrom('protection_group_vms').innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
-      .select('protection_groups.name as name').where('protection_group_vms.vm_id', '=', vm.id).executeTakeFirst();
+    const rep = await this.#replications.find(vm.id);
+    const group = await this.#groups.groupNameOfVm(vm.id);
     const replicaAware = rep !== undefined && rep.peer === input.to;
     const ctx: MigrationContext = {
       vmId: vm.id, to: input.to, disks: vm.definition.diskIds.length, target: null,
-      replication: replicaAware ? { generation: 0, pointId: '', rpoSeconds: Math.round(rep.rpo_ms / 1000), keepPoints: rep.keep_points, group: group?.name ?? null } : null,
+      replication: replicaAware ? { generation: 0, pointId: '', rpoSeconds: Math.round(rep.rpoMs / 1000), keepPoints: rep.keepPoints, group: group ?? null } : null,
     };
     await this.#jobs.setContext(job.id, ctx);
     void this.#run(job.id, vm, ctx, { downtimeMs: downtime, mbps, linkTimeoutSec }).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'));
@@ -170,12 +175,13 @@ export class LiveMigrations {
     try {
       const target = await this.#jobs.step(jobId, 'prepare', async () => {
         const { diskIds: _d, ...definition } = vm.definition;
-        const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+        const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
         if (ctx.replication) {
           // A fresh point, then no more cycles: the replica must stay at the point the copy starts from.
           const point = await this.#replication.finalSync(vm.name);
           stats.finalSync = point.bytesSent;
-          const row = await this.#db.selectFrom('replications').select('generation').where('vm_id', '=', vm.id).executeTakeFirstOrThrow();
+          const row = await this.#replications.find(vm.id);
+          if (row === undefined) throw new MamoriError('NOT_FOUND', `the replication of ${vm.name} was disabled during the migration`);
           if (row.generation === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vm.name} keeps no bitmap generation to migrate onto`);
           ctx.replication.generation = row.generation;
           ctx.replication.pointId = point.id;

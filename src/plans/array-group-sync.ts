@@ -1,23 +1,14 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { nextCycleAt, rpoStatus } from '../replication/rpo-scheduler.js';
 import type { ArrayGroups } from './array-groups.js';
 
-/** The last syncs of an array-based group (protection_groups.array_sync). */
-export interface ArraySyncState {
-  /** When the newest point was taken (its sync started), and its name. */
-  lastPointAt: string | null;
-  lastPoint: string | null;
-  /** What the last sync sent, over all the group's devices. */
-  lastBytesSent: number | null;
-  failures: number;
-  lastError: string | null;
-  lastAttemptEndedAt: string | null;
-  /** Durations of recent successful syncs, newest last (the scheduler starts early by them). */
-  recentMs: number[];
-}
+import type { ArraySyncState } from '../store/records/protection-group-record.js';
+// The sync state's record type lives in store/ (issue 20: protection_groups.array_sync has one codec there); re-exported here.
+export type { ArraySyncState } from '../store/records/protection-group-record.js';
 
 export interface ArraySyncView extends ArraySyncState {
   rpoSeconds: number | null;
@@ -36,7 +27,7 @@ const EMPTY: ArraySyncState = { lastPointAt: null, lastPoint: null, lastBytesSen
  * One sync of a group at a time; manual and scheduled syncs share the queue.
  */
 export class ArrayGroupSync {
-  #db: Kysely<Database>;
+  #repo: ProtectionGroupRepo;
   #groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>;
   #log: Logger;
   #timers = new Map<string, NodeJS.Timeout>();
@@ -44,7 +35,7 @@ export class ArrayGroupSync {
   #stopped = false;
 
   constructor(deps: { db: Kysely<Database>; groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>; log: Logger }) {
-    this.#db = deps.db;
+    this.#repo = new ProtectionGroupRepo(deps.db);
     this.#groups = deps.groups;
     this.#log = deps.log;
   }
@@ -140,12 +131,12 @@ export class ArrayGroupSync {
   }
 
   async #save(name: string, state: ArraySyncState): Promise<void> {
-    await this.#db.updateTable('protection_groups').set({ array_sync: JSON.stringify(state) }).where('name', '=', name).execute();
+    await this.#repo.setArraySync(name, state);
   }
 
   async #row(name: string): Promise<{ binding: { rpoSeconds?: number | null }; state: ArraySyncState } | null> {
-    const r = await this.#db.selectFrom('protection_groups').select(['array_binding', 'array_sync']).where('name', '=', name).executeTakeFirst();
-    if (!r || r.array_binding === null) return null;
-    return { binding: JSON.parse(r.array_binding) as { rpoSeconds?: number | null }, state: r.array_sync ? (JSON.parse(r.array_sync) as ArraySyncState) : EMPTY };
+    const r = await this.#repo.arraySync(name);
+    if (!r) return null;
+    return { binding: r.binding, state: r.state ?? EMPTY };
   }
 }

@@ -9,37 +9,16 @@ import type { VmService } from '../vms/vm-service.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
+import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { VmRepo } from '../store/repos/vm-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import { parseRpo, RPO_LIMITS } from '../replication/rpo-scheduler.js';
 import { ArrayGroupSync } from './array-group-sync.js';
 
-/** What binds an array-based protection group to its storage (protection_groups.array_binding). */
-export interface ArrayBinding {
-  /** This site's storage array entry (`mamori array add`). */
-  storage: string;
-  arrayId: string;
-  deviceIds: string[];
-  /** The paired site that holds the devices' peers: where the group recovers. */
-  peer: string;
-  /** The group was paired with an array the compatibility guide does not support (--force). */
-  forced: boolean;
-  /** The compatibility guide's verdict when the group was made. */
-  compat: string;
-  /** mamori asks the array for a point on this RPO; null: the array keeps its own schedule (or `group sync`). */
-  rpoSeconds: number | null;
-}
-
-/** A disk of a VM on an array-based group's devices, as the recovery site finds it on the peer device. */
-export interface ArrayDisk {
-  index: number;
-  /** The device on the protected array, and its peer (what the recovery site fails over). */
-  deviceId: string;
-  peer: PeerRef;
-  /** The image's path inside the device (empty for a volume passed through as a raw device mapping). */
-  relativePath: string;
-  kind: 'image' | 'rdm';
-  format: 'qcow2' | 'raw';
-  sizeBytes: number;
-}
+import type { ArrayBinding, ArrayDisk } from '../store/records/protection-group-record.js';
+// The binding's record types live in store/ (issue 20: protection_groups.array_binding has one codec there); re-exported here.
+export type { ArrayBinding, ArrayDisk } from '../store/records/protection-group-record.js';
 
 export interface ArrayMember {
   vm: VmRow;
@@ -62,7 +41,10 @@ export interface ArrayMembership {
  * consistent across its VMs.
  */
 export class ArrayGroups {
-  #db: Kysely<Database>;
+  #groups: ProtectionGroupRepo;
+  #replications: ReplicationRepo;
+  #replicas: ReplicaRepo;
+  #vmRepo: VmRepo;
   #arrays: StorageArrays;
   #vms: VmService;
   #disks: DiskRepo;
@@ -72,7 +54,10 @@ export class ArrayGroups {
   readonly scheduler: ArrayGroupSync;
 
   constructor(deps: { db: Kysely<Database>; arrays: StorageArrays; vms: VmService; log: Logger; peerExists: (name: string) => Promise<void> }) {
-    this.#db = deps.db;
+    this.#groups = new ProtectionGroupRepo(deps.db);
+    this.#replications = new ReplicationRepo(deps.db);
+    this.#replicas = new ReplicaRepo(deps.db);
+    this.#vmRepo = new VmRepo(deps.db);
     this.scheduler = new ArrayGroupSync({ db: deps.db, groups: this, log: deps.log });
     this.#peerExists = deps.peerExists;
     this.#arrays = deps.arrays;
@@ -150,9 +135,9 @@ export class ArrayGroups {
         problems.push({ vm: vm.name, reason: `disks ${layered.join(', ')} have snapshots (overlays naming this site's paths); delete the VM's snapshots to protect it on the array` });
         continue;
       }
-      const replicated = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
-      if (replicated) {
-        problems.push({ vm: vm.name, reason: `it is also replicated by mamori (to ${replicated.peer}); a VM is protected one way: stop that with 'mamori replicate disable ${vm.name}'` });
+      const replicated = await this.#replications.peerOf(vm.id);
+      if (replicated !== undefined) {
+        problems.push({ vm: vm.name, reason: `it is also replicated by mamori (to ${replicated}); a VM is protected one way: stop that with 'mamori replicate disable ${vm.name}'` });
         continue;
       }
       members.push({
@@ -168,15 +153,14 @@ export class ArrayGroups {
 
   /** Every array-based group of this site, with its binding. */
   async bindings(): Promise<{ id: string; name: string; binding: ArrayBinding }[]> {
-    const rows = await this.#db.selectFrom('protection_groups').select(['id', 'name', 'array_binding']).where('array_binding', 'is not', null).orderBy('name').execute();
-    return rows.map((r) => ({ id: r.id, name: r.name, binding: JSON.parse(r.array_binding!) as ArrayBinding }));
+    return this.#groups.arrayGroups();
   }
 
   async binding(name: string): Promise<ArrayBinding> {
-    const r = await this.#db.selectFrom('protection_groups').select('array_binding').where('name', '=', name).executeTakeFirst();
+    const r = await this.#groups.find(name);
     if (!r) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
-    if (r.array_binding === null) throw new MamoriError('INVALID_INPUT', `protection group ${name} is host-based (its VMs are replicated by mamori itself); this needs an array-based group`, { details: { group: name } });
-    return JSON.parse(r.array_binding) as ArrayBinding;
+    if (r.arrayBinding === null) throw new MamoriError('INVALID_INPUT', `protection group ${name} is host-based (its VMs are replicated by mamori itself); this needs an array-based group`, { details: { group: name } });
+    return r.arrayBinding;
   }
 
   /** One array point of the group's devices now, sent to the peer array; callers go through scheduler (syncNow) so syncs never overlap. */
@@ -191,7 +175,7 @@ export class ArrayGroups {
   /** Whether the group's VMs here were superseded by a failover at the peer (its devices are the peer's run's now). */
   async failedOverElsewhere(name: string): Promise<boolean> {
     const { members } = await this.membership(await this.binding(name));
-    for (const m of members) if (await this.#db.selectFrom('superseded_vms').select('vm_id').where('vm_id', '=', m.vm.id).executeTakeFirst()) return true;
+    for (const m of members) if (await this.#vmRepo.findSuperseded(m.vm.id)) return true;
     return false;
   }
 
@@ -227,13 +211,13 @@ export class ArrayGroups {
    * already gone answers with nothing to do.
    */
   async prepareReverse(peer: string, name: string): Promise<{ devices: { id: string; commonPoint: string }[]; forgotten: string[] }> {
-    const row = await this.#db.selectFrom('protection_groups').select(['id', 'array_binding']).where('name', '=', name).executeTakeFirst();
+    const row = await this.#groups.find(name);
     if (!row) return { devices: [], forgotten: [] };
     const b = await this.#boundFor(peer, name);
     const members = (await this.membership(b)).members;
     const notSuperseded = [];
     for (const m of members) {
-      if (!(await this.#db.selectFrom('superseded_vms').select('vm_id').where('vm_id', '=', m.vm.id).executeTakeFirst())) notSuperseded.push(m.vm.name);
+      if (!(await this.#vmRepo.findSuperseded(m.vm.id))) notSuperseded.push(m.vm.name);
     }
     if (notSuperseded.length > 0) {
       throw new MamoriError('INVALID_INPUT', `VMs ${notSuperseded.join(', ')} of group ${name} were not failed over to ${peer}; reprotect follows a planned or disaster recovery there`, { details: { vms: notSuperseded } });
@@ -241,7 +225,7 @@ export class ArrayGroups {
     const client = await this.#arrays.client(b.storage);
     const r = await this.scheduler.exclusive(name, () => client.call('prepareReverseReplication', { arrayId: b.arrayId, deviceIds: b.deviceIds }));
     for (const m of members) await this.#vms.forget(m.vm.name);
-    await this.#db.deleteFrom('protection_groups').where('id', '=', row.id).execute();
+    await this.#groups.delete(row.id);
     this.#log.info({ group: name, peer, forgotten: members.map((m) => m.vm.name) }, 'array-based group handed to the peer: devices are targets now');
     return { devices: r.devices, forgotten: members.map((m) => m.vm.name) };
   }
@@ -251,9 +235,7 @@ export class ArrayGroups {
    * failovers (planned or disaster), and when. The peer asks when it comes back.
    */
   async failoversFor(peer: string): Promise<{ sourceVmId: string; at: string; mode: string }[]> {
-    return this.#db.selectFrom('recovered_vms').innerJoin('plan_runs', 'plan_runs.id', 'recovered_vms.run_id')
-      .select(['recovered_vms.source_vm_id as sourceVmId', 'recovered_vms.created_at as at', 'recovered_vms.mode as mode'])
-      .where('plan_runs.peer', '=', peer).where('recovered_vms.mode', 'in', ['planned', 'disaster']).where('recovered_vms.replica_id', 'like', 'array:%').execute();
+    return this.#replicas.arrayFailoversFor(peer);
   }
 
   /**

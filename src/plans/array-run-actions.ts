@@ -8,7 +8,7 @@ import { newShortId, newUuid } from '../core/ids.js';
 import type { StorageArrays } from '../adapters/storage-arrays.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { DiskRecord } from '../disks/disk-record.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
+import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { ProtectionGroups } from './protection-groups.js';
@@ -35,7 +35,7 @@ import { PEER_PROBE_MS, peerIsGone } from './peer-gone.js';
  * a failed-over datastore.
  */
 export class ArrayRunActions {
-  #db: Kysely<Database>;
+  #recovered: RecoveredVmRepo;
   #arrays: StorageArrays;
   #peers: SitePeers;
   #vms: VmService;
@@ -44,7 +44,7 @@ export class ArrayRunActions {
   #log: Logger;
 
   constructor(deps: { db: Kysely<Database>; arrays: StorageArrays; peers: SitePeers; vms: VmService; groups: ProtectionGroups; poolDir: (pool: string) => string; log: Logger }) {
-    this.#db = deps.db;
+    this.#recovered = new RecoveredVmRepo(deps.db);
     this.#arrays = deps.arrays;
     this.#peers = deps.peers;
     this.#vms = deps.vms;
@@ -92,8 +92,7 @@ export class ArrayRunActions {
 
   async #testStop(g: ResolvedArrayGroup, ctx: StepContext): Promise<StepOutcome> {
     // A test VM still registered (its cleanup failed) would lose its disks under it.
-    const left = await this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id').select('vms.name as name')
-      .where('recovered_vms.mode', '=', 'test').where('recovered_vms.replica_id', '=', arrayReplicaId(g)).execute();
+    const left = await this.#recovered.testVms(arrayReplicaId(g));
     if (left.length > 0) throw new MamoriError('VM_RUNNING', `test VMs ${left.map((l) => l.name).join(', ')} still use the test copies of group ${g.name}; remove them first (run cleanup again)`, { details: { vms: left.map((l) => l.name) } });
     const client = await this.#arrays.client(g.storage);
     const r = await client.call('testFailoverStop', { arrayId: g.arrayId, deviceIds: g.deviceIds });
@@ -188,8 +187,7 @@ export class ArrayRunActions {
     const state = ctx.run.arrays[g.name];
     if (!state) throw new MamoriError('NOT_FOUND', `group ${g.name}'s devices were not ${ctx.run.mode === 'test' ? 'copied for the test' : 'failed over'} by this run`, { details: { group: g.name } });
     const pointAt = state.pointAt ?? new Date(0).toISOString();
-    const done = await this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id').select(['vms.id as vmId', 'vms.name as name', 'recovered_vms.point_id as pointId'])
-      .where('recovered_vms.run_id', '=', ctx.run.id).where('recovered_vms.source_vm_id', '=', v.vm.id).executeTakeFirst();
+    const done = await this.#recovered.madeByRun(ctx.run.id, v.vm.id);
     if (done) return { vmId: done.vmId, name: done.name, point: { id: done.pointId, time: pointAt }, created: false };
     if (await this.#vms.repo.findByName(v.vm.name)) {
       throw new MamoriError('VM_EXISTS', `a VM named ${v.vm.name} already exists at this site; delete or rename it (or clean up an earlier test) before recovering`, { details: { vm: v.vm.name } });
@@ -215,11 +213,8 @@ export class ArrayRunActions {
     try {
       if (ip) disks.push(await recoveryConfigDrive({ dir: join(this.#poolDir(v.pool), 'recovered', ctx.run.id), vmName: v.vm.name, vmId, runId: ctx.run.id, test, nics, ip, pool: v.pool, made }));
       const def: VmDefinition = { ...v.vm.definition, id: vmId, name: v.vm.name, nics, diskIds: disks.map((d) => d.id), ...(ip ? { configDriveDiskId: disks.at(-1)!.id } : {}) };
-      await this.#db.transaction().execute(async (tx) => {
-        await tx.insertInto('vms').values({ id: vmId, name: def.name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-        for (const d of disks) await DiskRepo.insert(tx, d);
-        await tx.insertInto('recovered_vms').values({ vm_id: vmId, run_id: ctx.run.id, mode: ctx.run.mode, replica_id: arrayReplicaId(g), point_id: state.point, source_vm_id: v.vm.id, created_at: now }).execute();
-      });
+      // One transaction: the VM, its disks and the record of the run (no hold: the point is the array's).
+      await this.#recovered.create({ def, disks, now, hold: false, record: { runId: ctx.run.id, mode: ctx.run.mode, replicaId: arrayReplicaId(g), pointId: state.point, sourceVmId: v.vm.id } });
     } catch (e) {
       for (const f of made) await rm(f, { force: true });
       throw e;

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { InventoryMappingRepo } from '../store/repos/inventory-mapping-repo.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { SiteNetworks } from '../networks/site-networks.js';
 
@@ -28,12 +29,12 @@ export interface MappingView {
  * Each site is one host, so there is no host mapping to keep.
  */
 export class InventoryMappings {
-  #db: Kysely<Database>;
+  #repo: InventoryMappingRepo;
   #networks: SiteNetworks;
   #peerExists: (name: string) => Promise<void>;
 
   constructor(deps: { db: Kysely<Database>; networks: SiteNetworks; peerExists: (name: string) => Promise<void> }) {
-    this.#db = deps.db;
+    this.#repo = new InventoryMappingRepo(deps.db);
     this.#networks = deps.networks;
     this.#peerExists = deps.peerExists;
   }
@@ -56,22 +57,15 @@ export class InventoryMappings {
       if (input.testTarget !== undefined) throw new MamoriError('INVALID_INPUT', 'only network mappings have a test target');
     }
     const now = new Date().toISOString();
-    await this.#db.insertInto('inventory_mappings')
-      .values({ peer: input.peer, kind: input.kind, source: input.source, target: input.target, test_target: input.testTarget ?? null, created_at: now })
-      .onConflict((oc) => oc.columns(['peer', 'kind', 'source']).doUpdateSet({ target: input.target, test_target: input.testTarget ?? null }))
-      .execute();
+    await this.#repo.save({ peer: input.peer, kind: input.kind, source: input.source, target: input.target, testTarget: input.testTarget ?? null }, now);
     return (await this.list({ peer: input.peer })).find((m) => m.kind === input.kind && m.source === input.source)!;
   }
 
   async list(filter: { peer?: string } = {}): Promise<MappingView[]> {
-    let q = this.#db.selectFrom('inventory_mappings').selectAll();
-    if (filter.peer !== undefined) q = q.where('peer', '=', filter.peer);
-    const rows = await q.orderBy('peer').orderBy('kind').orderBy('source').execute();
-    return rows.map((r) => ({ peer: r.peer, kind: r.kind as MappingKind, source: r.source, target: r.target, testTarget: r.test_target, createdAt: r.created_at }));
+    return this.#repo.list(filter);
   }
 
   async delete(peer: string, kind: MappingKind, source: string): Promise<void> {
-    const r = await this.#db.deleteFrom('inventory_mappings').where('peer', '=', peer).where('kind', '=', kind).where('source', '=', source).executeTakeFirst();
-    if (Number(r.numDeletedRows) === 0) throw new MamoriError('MAPPING_NOT_FOUND', `no ${kind} mapping of ${source} for peer ${peer}; see 'mamori mapping list'`);
+    if (!(await this.#repo.delete(peer, kind, source))) throw new MamoriError('MAPPING_NOT_FOUND', `no ${kind} mapping of ${source} for peer ${peer}; see 'mamori mapping list'`);
   }
 }

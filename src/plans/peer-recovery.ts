@@ -1,5 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { ReplicaService, ReplicaView } from '../replication/replica-service.js';
 import type { ReplicationService, ReplicationStatus } from '../replication/replication-service.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -23,7 +26,9 @@ export interface PeerRecoveredVm {
  * and bring the VM up here. Each is idempotent, so the caller's run can resume and repeat it.
  */
 export class PeerRecovery {
-  #db: Kysely<Database>;
+  #replications: ReplicationRepo;
+  #groupRepo: ProtectionGroupRepo;
+  #replicaRepo: ReplicaRepo;
   #replicas: ReplicaService;
   #replication: ReplicationService;
   #vms: VmService;
@@ -32,7 +37,9 @@ export class PeerRecovery {
   #recovery: VmRecovery;
 
   constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; replication: ReplicationService; vms: VmService; groups: ProtectionGroups; seeding: ReplicaSeeding; recovery: VmRecovery }) {
-    this.#db = deps.db;
+    this.#replications = new ReplicationRepo(deps.db);
+    this.#groupRepo = new ProtectionGroupRepo(deps.db);
+    this.#replicaRepo = new ReplicaRepo(deps.db);
     this.#replicas = deps.replicas;
     this.#replication = deps.replication;
     this.#vms = deps.vms;
@@ -53,13 +60,13 @@ export class PeerRecovery {
   async replicateBack(peer: string, vmId: string, input: { rpoSeconds: number; keepPoints: number; group?: string }): Promise<ReplicationStatus> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM ${vmId} here to replicate back`);
-    const existing = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst();
-    if (existing && existing.peer !== peer) throw new MamoriError('VM_INVALID_STATE', `${vm.name} already replicates to ${existing.peer}`);
-    if (!existing) await this.#replication.enable(vm.name, { to: peer, rpo: `${input.rpoSeconds}s`, points: input.keepPoints, seeded: true });
+    const existing = await this.#replications.peerOf(vmId);
+    if (existing !== undefined && existing !== peer) throw new MamoriError('VM_INVALID_STATE', `${vm.name} already replicates to ${existing}`);
+    if (existing === undefined) await this.#replication.enable(vm.name, { to: peer, rpo: `${input.rpoSeconds}s`, points: input.keepPoints, seeded: true });
     const status = await this.#replication.syncNow(vm.name);
     if (input.group === undefined) return status;
-    const group = await this.#db.selectFrom('protection_groups').select('id').where('name', '=', input.group).executeTakeFirst();
-    const member = await this.#db.selectFrom('protection_group_vms').select('group_id').where('vm_id', '=', vmId).executeTakeFirst();
+    const group = await this.#groupRepo.find(input.group);
+    const member = await this.#groupRepo.groupOfVm(vmId);
     if (!group) await this.#groups.create(input.group, [vm.name]);
     else if (!member) await this.#groups.add(input.group, vm.name);
     return status;
@@ -67,9 +74,9 @@ export class PeerRecovery {
 
   /** Failback, first half: this site's replica of the VM becomes its disks (the peer keeps its copy off). */
   async promote(peer: string, vmId: string): Promise<{ generation: number }> {
-    const r = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vmId).executeTakeFirst();
-    if (!r) throw new MamoriError('NOT_FOUND', `this site holds no replica of VM ${vmId} from ${peer}; reprotect first`);
-    return { generation: (await this.#replicas.promote(r.id)).generation };
+    const r = await this.#replicaRepo.findIdBySource(peer, vmId);
+    if (r === undefined) throw new MamoriError('NOT_FOUND', `this site holds no replica of VM ${vmId} from ${peer}; reprotect first`);
+    return { generation: (await this.#replicas.promote(r)).generation };
   }
 
   /** Failback, second half: the VM made here from the newest point, on its own networks, powered on and waited for. */

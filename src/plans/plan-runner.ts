@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
@@ -25,7 +26,7 @@ interface LiveRun {
  * cut by a server crash resumes without starting a VM twice or losing one.
  */
 export class PlanRunner {
-  #db: Kysely<Database>;
+  #recovered: RecoveredVmRepo;
   #plans: PlanService;
   #journal: RunJournal;
   #actions: RunStepActions;
@@ -34,7 +35,7 @@ export class PlanRunner {
   #live = new Map<string, LiveRun>();
 
   constructor(deps: { db: Kysely<Database>; plans: PlanService; journal: RunJournal; actions: RunStepActions; log: Logger }) {
-    this.#db = deps.db;
+    this.#recovered = new RecoveredVmRepo(deps.db);
     this.#plans = deps.plans;
     this.#journal = deps.journal;
     this.#actions = deps.actions;
@@ -248,9 +249,8 @@ export class PlanRunner {
   async #cleanupTargets(plan: ResolvedPlan, mode: RunMode): Promise<CleanupTarget[]> {
     if (mode !== 'cleanup' && mode !== 'planned' && mode !== 'disaster') return [];
     const ids = new Set(plan.vms.map((v) => v.vm.id));
-    const rows = await this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
-      .select(['recovered_vms.vm_id as vmId', 'vms.name as vm', 'recovered_vms.source_vm_id as sourceVmId']).where('recovered_vms.mode', '=', 'test').execute();
-    return rows.filter((r) => ids.has(r.sourceVmId)).map((r) => ({ vmId: r.vmId, vm: r.vm }));
+    const rows = await this.#recovered.testVms();
+    return rows.filter((r) => ids.has(r.sourceVmId)).map((r) => ({ vmId: r.vmId, vm: r.name }));
   }
 }
 

@@ -1,5 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { PlanRepo, type PlanRecord } from '../store/repos/plan-repo.js';
+import { PlanRunRepo } from '../store/repos/plan-run-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import { checkPlan, parsePlanYaml, PLAN_DEFAULTS, type PlanProblem, type PlanSpec, type PlanVmOptions } from './plan-spec.js';
@@ -42,13 +45,17 @@ export interface ResolvedPlan {
  * protected site's inventory as last seen, for a disaster recovery.
  */
 export class PlanService {
-  #db: Kysely<Database>;
+  #plans: PlanRepo;
+  #runs: PlanRunRepo;
+  #replicas: ReplicaRepo;
   #peers: SitePeers;
   #mappings: InventoryMappings;
   #arrays: StorageArrays;
 
   constructor(deps: { db: Kysely<Database>; peers: SitePeers; mappings: InventoryMappings; arrays: StorageArrays }) {
-    this.#db = deps.db;
+    this.#plans = new PlanRepo(deps.db);
+    this.#runs = new PlanRunRepo(deps.db);
+    this.#replicas = new ReplicaRepo(deps.db);
     this.#arrays = deps.arrays;
     this.#peers = deps.peers;
     this.#mappings = deps.mappings;
@@ -70,33 +77,30 @@ export class PlanService {
     const inventory = await this.fetchInventory(peer);
     await this.#resolveWith(spec, peer, inventory, true);
     const now = new Date().toISOString();
-    const row = { peer, spec: JSON.stringify(spec), source_text: 'yaml' in input ? input.yaml : null, inventory: JSON.stringify(inventory), updated_at: now };
-    await this.#db.insertInto('plans').values({ name: spec.name, created_at: now, ...row })
-      .onConflict((oc) => oc.column('name').doUpdateSet(row)).execute();
+    await this.#plans.save({ peer, spec, sourceText: 'yaml' in input ? input.yaml : null, inventory, at: now });
     return this.get(spec.name);
   }
 
   async get(name: string): Promise<PlanView> {
     const r = await this.#row(name);
-    const spec = JSON.parse(r.spec) as PlanSpec;
-    const inventory = JSON.parse(r.inventory) as ProtectedInventory;
+    const { spec, inventory } = r;
     const vms = inventory.vms.filter((v) => covers(spec, v)).map((v) => {
       const o = spec.vms[v.name];
       return { name: v.name, group: v.group, priority: o?.priority ?? PLAN_DEFAULTS.priority, powerOn: o?.powerOn ?? PLAN_DEFAULTS.powerOn, dependsOn: o?.dependsOn ?? [] };
     }).sort((a, b) => a.priority - b.priority || a.name.localeCompare(b.name));
-    return { name: r.name, protectedSite: r.peer, spec, vms, inventoryTakenAt: inventory.takenAt, createdAt: r.created_at, updatedAt: r.updated_at };
+    return { name: r.name, protectedSite: r.peer, spec, vms, inventoryTakenAt: inventory.takenAt, createdAt: r.createdAt, updatedAt: r.updatedAt };
   }
 
   async list(): Promise<PlanView[]> {
-    const rows = await this.#db.selectFrom('plans').select('name').orderBy('name').execute();
-    return Promise.all(rows.map((r) => this.get(r.name)));
+    const names = await this.#plans.names();
+    return Promise.all(names.map((n) => this.get(n)));
   }
 
   async delete(name: string): Promise<void> {
     await this.#row(name);
-    const active = await this.#db.selectFrom('plan_runs').select('id').where('plan', '=', name).where('state', 'in', ['running', 'waiting', 'interrupted']).executeTakeFirst();
-    if (active) throw new MamoriError('PLAN_BUSY', `plan ${name} has run ${active.id} in progress; let it end (or cancel it) before deleting the plan`, { details: { run: active.id } });
-    await this.#db.deleteFrom('plans').where('name', '=', name).execute();
+    const active = await this.#runs.activeRunOf(name);
+    if (active !== undefined) throw new MamoriError('PLAN_BUSY', `plan ${name} has run ${active} in progress; let it end (or cancel it) before deleting the plan`, { details: { run: active } });
+    await this.#plans.delete(name);
   }
 
   /**
@@ -106,19 +110,19 @@ export class PlanService {
    */
   async resolve(name: string, opts: { allowStale: boolean; stored?: boolean }): Promise<ResolvedPlan> {
     const r = await this.#row(name);
-    const spec = JSON.parse(r.spec) as PlanSpec;
+    const spec = r.spec;
     let inventory: ProtectedInventory;
     let fresh = true;
     if (opts.stored) {
-      inventory = JSON.parse(r.inventory) as ProtectedInventory;
+      inventory = r.inventory;
       return { ...(await this.#resolveWith(spec, r.peer, inventory, false)), inventoryFresh: false };
     }
     try {
       inventory = await this.fetchInventory(r.peer);
-      await this.#db.updateTable('plans').set({ inventory: JSON.stringify(inventory) }).where('name', '=', name).execute();
+      await this.#plans.setInventory(name, inventory);
     } catch (e) {
       if (!opts.allowStale) throw e;
-      inventory = JSON.parse(r.inventory) as ProtectedInventory;
+      inventory = r.inventory;
       fresh = false;
     }
     return { ...(await this.#resolveWith(spec, r.peer, inventory, fresh)), inventoryFresh: fresh };
@@ -163,7 +167,7 @@ export class PlanService {
     const mappings = await this.#mappings.list({ peer });
     const vms: ResolvedPlan['vms'] = [];
     for (const vm of members) {
-      const replica = vm.arrayDisks ? true : await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vm.id).executeTakeFirst();
+      const replica = vm.arrayDisks ? true : await this.#replicas.findIdBySource(peer, vm.id);
       if (!replica) bad(`vms.${vm.name}`, `this site holds no replica of ${vm.name}`);
       const networks: string[] = [];
       const testNetworks: string[] = [];
@@ -212,8 +216,8 @@ export class PlanService {
     return peers[0]!.name;
   }
 
-  async #row(name: string) {
-    const r = await this.#db.selectFrom('plans').selectAll().where('name', '=', name).executeTakeFirst();
+  async #row(name: string): Promise<PlanRecord> {
+    const r = await this.#plans.find(name);
     if (!r) throw new MamoriError('PLAN_NOT_FOUND', `no recovery plan named ${JSON.stringify(name)} on this site; see 'mamori plan list'`, { details: { plan: name } });
     return r;
   }

@@ -17,57 +17,10 @@ export type { PlanProblem } from './plan-problems.js';
  * INVALID_INPUT listing the problems (at most 50, each once, quoting at most 64 characters
  * of a value), or PLAN_TOO_LARGE naming the limit a plan is over.
  */
-export interface IpCustomization {
-  /** `10.1.0.5/24` */
-  address: string;
-  gateway?: string;
-  dns?: string[];
-}
-
-export interface PlanVmOptions {
-  /** 1 (first) to 5 (last); default 3. */
-  priority: number;
-  powerOn: boolean;
-  /** Wait this long for the guest's heartbeat after power-on; 0: do not wait. */
-  waitHeartbeatSec: number;
-  /** VMs of the same (or an earlier) priority that must have recovered first. */
-  dependsOn: string[];
-  recoveryIp?: IpCustomization;
-  testIp?: IpCustomization;
-}
-
-export const STEP_MODES = ['test', 'planned', 'disaster'] as const;
-export type StepMode = (typeof STEP_MODES)[number];
-
-/** A step the operator adds before or after a priority group or a VM's recovery. */
-export interface PlanStep {
-  at: 'before' | 'after';
-  scope: { kind: 'priority'; priority: number } | { kind: 'vm'; vm: string };
-  action: { kind: 'command'; argv: string[]; timeoutSec: number } | { kind: 'prompt'; message: string };
-  /** Run modes the step runs in (default: all). */
-  modes: StepMode[];
-}
-
-export interface PlanSpec {
-  name: string;
-  description: string;
-  /** The paired site whose protection groups this plan recovers here (default: the only peer). */
-  protectedSite: string | null;
-  protectionGroups: string[];
-  /**
-   * Protected VMs recovered one by one, by name, in or outside a protection group (what
-   * `mamori vm failover VM --planned` makes: Hyper-V's per-VM failover). A plan names at
-   * least one group or one VM.
-   */
-  protectedVms: string[];
-  /** Guest shutdown of protected VMs before a planned migration, then forced off. */
-  shutdownTimeoutSec: number;
-  /** VMs of one priority started at once, at most. */
-  concurrency: number;
-  /** Per-VM options; VMs of the groups that are not listed get the defaults. */
-  vms: Record<string, PlanVmOptions>;
-  steps: PlanStep[];
-}
+import { STEP_MODES, type IpCustomization, type PlanSpec, type PlanStep, type PlanVmOptions, type StepMode } from '../store/records/plan-record.js';
+// The plan's record types live in store/ (issue 20: plans.spec has one codec there); re-exported here.
+export { STEP_MODES } from '../store/records/plan-record.js';
+export type { IpCustomization, PlanVmOptions, StepMode, PlanStep, PlanSpec } from '../store/records/plan-record.js';
 
 export const PLAN_DEFAULTS = { priority: 3, powerOn: true, waitHeartbeatSec: 300, shutdownTimeoutSec: 300, concurrency: 4 } as const;
 

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
@@ -8,42 +9,9 @@ import type { Logger } from '../core/logger.js';
 import type { PeerRef } from '../adapters/adapter-protocol.js';
 import type { ArrayDisk, ArrayGroups } from './array-groups.js';
 
-/** A protected VM as the recovery site needs it to rebuild the VM from its replica. */
-export interface ProtectedVm {
-  id: string;
-  name: string;
-  state: string;
-  /** null: replicated to the peer but in no protection group (a plan can still name it). */
-  group: string | null;
-  /** Host-based: the replica at the peer; null for a VM of an array-based group. */
-  replicaId: string | null;
-  rpoSeconds: number;
-  keepPoints: number;
-  definition: Omit<VmDefinition, 'diskIds' | 'configDriveDiskId'>;
-  disks: { index: number; sizeBytes: number; pool: string }[];
-  lastHeartbeatAt: string | null;
-  /** Array-based: where each disk is on the group's devices (the recovery site finds it on their peers). */
-  arrayDisks?: ArrayDisk[];
-}
-
-/** An array-based group as the recovery site needs it: the peer array and devices it fails over. */
-export interface ProtectedArrayGroup {
-  /** The array at the recovery site holding the devices' peers, and those devices. */
-  peerArrayId: string;
-  peerDeviceIds: string[];
-  /** The protected site's array and devices. */
-  arrayId: string;
-  deviceIds: string[];
-  forced: boolean;
-  rpoSeconds: number | null;
-}
-
-export interface ProtectedInventory {
-  site: string;
-  takenAt: string;
-  groups: { name: string; vms: string[]; array?: ProtectedArrayGroup }[];
-  vms: ProtectedVm[];
-}
+import type { ProtectedInventory, ProtectedVm } from '../store/records/plan-record.js';
+// The inventory's record types live in store/ (issue 20: plans.inventory has one codec there); re-exported here.
+export type { ProtectedVm, ProtectedArrayGroup, ProtectedInventory } from '../store/records/plan-record.js';
 
 export interface PreparedFailover {
   vm: string;
@@ -61,7 +29,7 @@ export interface PreparedFailover {
  * sync of a planned migration, and learning that a VM was superseded by a failover.
  */
 export class ProtectedSite {
-  #db: Kysely<Database>;
+  #replications: ReplicationRepo;
   #siteName: string;
   #vms: VmService;
   #replication: ReplicationService;
@@ -69,7 +37,7 @@ export class ProtectedSite {
   #arrays: ArrayGroups;
 
   constructor(deps: { db: Kysely<Database>; siteName: string; vms: VmService; replication: ReplicationService; log: Logger; arrays: ArrayGroups }) {
-    this.#db = deps.db;
+    this.#replications = new ReplicationRepo(deps.db);
     this.#arrays = deps.arrays;
     this.#siteName = deps.siteName;
     this.#vms = deps.vms;
@@ -79,16 +47,11 @@ export class ProtectedSite {
 
   /** VMs replicated to `peer` (with their groups), with everything needed to recover them there. */
   async inventory(peer: string): Promise<ProtectedInventory> {
-    const rows = await this.#db.selectFrom('replications')
-      .innerJoin('vms', 'vms.id', 'replications.vm_id')
-      .leftJoin('protection_group_vms', 'protection_group_vms.vm_id', 'vms.id')
-      .leftJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
-      .select(['protection_groups.name as group', 'vms.id as id', 'replications.replica_id as replicaId', 'replications.peer as peer', 'replications.rpo_ms as rpoMs', 'replications.keep_points as keepPoints'])
-      .where('replications.peer', '=', peer).orderBy('protection_groups.name').orderBy('vms.name').execute();
+    const rows = await this.#replications.toPeerWithGroups(peer);
     const groups = new Map<string, string[]>();
     const vms: ProtectedVm[] = [];
     for (const r of rows) {
-      const vm = await this.#vms.repo.findById(r.id);
+      const vm = await this.#vms.repo.findById(r.vmId);
       if (!vm) continue;
       const view = await this.#vms.view(vm);
       const { diskIds: _ids, configDriveDiskId: _cd, ...definition } = vm.definition;
@@ -150,13 +113,10 @@ export class ProtectedSite {
   async markSuperseded(bySite: string, vmId: string, generation: number, reason: string): Promise<void> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) return;
-    const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vmId).executeTakeFirst();
-    if ((!row || row.peer !== bySite) && (await this.#arrays.groupOfVm(bySite, vmId)) === null) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
-    const existing = await this.#db.selectFrom('superseded_vms').select('generation').where('vm_id', '=', vmId).executeTakeFirst();
-    if (existing && existing.generation >= generation) return;
-    await this.#db.insertInto('superseded_vms').values({ vm_id: vmId, generation, by_site: bySite, reason, at: new Date().toISOString() })
-      .onConflict((oc) => oc.column('vm_id').doUpdateSet({ generation, by_site: bySite, reason, at: new Date().toISOString() })).execute();
-    if (row) await this.#replication.setPaused(vm.name, true).catch(() => undefined);
+    const peer = await this.#replications.peerOf(vmId);
+    if (peer !== bySite && (await this.#arrays.groupOfVm(bySite, vmId)) === null) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
+    if (!(await this.#vms.repo.markSuperseded({ vmId, generation, bySite, reason, at: new Date().toISOString() }))) return;
+    if (peer !== undefined) await this.#replication.setPaused(vm.name, true).catch(() => undefined);
     if (vm.state === 'running') {
       this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover while running here: pausing it');
       await this.#vms.pause(vm.name).catch((e: unknown) => this.#log.error({ vm: vm.name, err: e }, 'could not pause a superseded VM'));
@@ -167,8 +127,7 @@ export class ProtectedSite {
 
   async #protectedFor(peer: string, vmName: string): Promise<{ vm: { id: string; state: string }; arrayGroup: string | null }> {
     const vm = await this.#vms.get(vmName);
-    const row = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
-    if (row && row.peer === peer) return { vm, arrayGroup: null };
+    if ((await this.#replications.peerOf(vm.id)) === peer) return { vm, arrayGroup: null };
     const arrayGroup = await this.#arrays.groupOfVm(peer, vm.id);
     if (arrayGroup === null) throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, { details: { vm: vmName } });
     return { vm, arrayGroup };

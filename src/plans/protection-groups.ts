@@ -1,5 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ProtectionGroupRepo, type ProtectionGroupRecord } from '../store/repos/protection-group-repo.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { VmRepo } from '../store/repos/vm-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
@@ -25,11 +28,15 @@ export interface ProtectionGroupView {
  * replication table: a VM must be replicated before it can be protected.
  */
 export class ProtectionGroups {
-  #db: Kysely<Database>;
+  #repo: ProtectionGroupRepo;
+  #replications: ReplicationRepo;
+  #vms: VmRepo;
   #arrays: ArrayGroups | null;
 
   constructor(db: Kysely<Database>, arrays: ArrayGroups | null = null) {
-    this.#db = db;
+    this.#repo = new ProtectionGroupRepo(db);
+    this.#replications = new ReplicationRepo(db);
+    this.#vms = new VmRepo(db);
     this.#arrays = arrays;
   }
 
@@ -47,7 +54,7 @@ export class ProtectionGroups {
       const shared = g.binding.storage === binding.storage && g.binding.arrayId === binding.arrayId ? g.binding.deviceIds.filter((d) => binding.deviceIds.includes(d)) : [];
       if (shared.length > 0) throw new MamoriError('INVALID_INPUT', `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`, { details: { group: g.name } });
     }
-    await this.#db.insertInto('protection_groups').values({ id: newShortId('pg'), name, created_at: new Date().toISOString(), array_binding: JSON.stringify(binding) }).execute();
+    await this.#repo.createArrayGroup(newShortId('pg'), name, binding, new Date().toISOString());
     await this.#arrays.scheduler.schedule(name);
     return this.get(name);
   }
@@ -58,10 +65,7 @@ export class ProtectionGroups {
     if (await this.#row(name)) throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name or add VMs to it with 'mamori group add ${name} VM'`, { details: { group: name } });
     const members = await this.#members(vmNames, null);
     const id = newShortId('pg');
-    await this.#db.transaction().execute(async (tx) => {
-      await tx.insertInto('protection_groups').values({ id, name, created_at: new Date().toISOString() }).execute();
-      await tx.insertInto('protection_group_vms').values(members.map((m) => ({ group_id: id, vm_id: m.id }))).execute();
-    });
+    await this.#repo.createHostGroup(id, name, members.map((m) => m.id), new Date().toISOString());
     return this.get(name);
   }
 
@@ -70,7 +74,7 @@ export class ProtectionGroups {
     assertHostBased(g);
     const current = await this.get(name);
     const [m] = await this.#members([vmName], g.id, current.peer);
-    await this.#db.insertInto('protection_group_vms').values({ group_id: g.id, vm_id: m!.id }).onConflict((oc) => oc.doNothing()).execute();
+    await this.#repo.addVm(g.id, m!.id);
     return this.get(name);
   }
 
@@ -80,33 +84,31 @@ export class ProtectionGroups {
     const view = await this.get(name);
     if (!view.vms.includes(vmName)) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not in protection group ${name}`, { details: { group: name, vm: vmName } });
     if (view.vms.length === 1) throw new MamoriError('INVALID_INPUT', `${vmName} is the last VM of protection group ${name}; delete the group instead`, { details: { group: name } });
-    const vm = await this.#db.selectFrom('vms').select('id').where('name', '=', vmName).executeTakeFirstOrThrow();
-    await this.#db.deleteFrom('protection_group_vms').where('group_id', '=', g.id).where('vm_id', '=', vm.id).execute();
+    const vmId = await this.#vms.idOfName(vmName);
+    if (vmId !== undefined) await this.#repo.removeVm(g.id, vmId);
     return this.get(name);
   }
 
   async delete(name: string): Promise<void> {
     const g = await this.#require(name);
-    await this.#db.deleteFrom('protection_groups').where('id', '=', g.id).execute();
+    await this.#repo.delete(g.id);
   }
 
   async get(name: string): Promise<ProtectionGroupView> {
     const g = await this.#require(name);
-    if (g.array_binding !== null && this.#arrays) {
-      const binding = JSON.parse(g.array_binding) as ArrayBinding;
+    if (g.arrayBinding !== null && this.#arrays) {
+      const binding = g.arrayBinding;
       const m = await this.#arrays.membership(binding);
       const sync = await this.#arrays.scheduler.status(name);
-      return { name: g.name, kind: 'array', peer: binding.peer, vms: m.members.map((x) => x.vm.name).sort(), array: { ...binding, problems: m.problems, sync }, createdAt: g.created_at };
+      return { name: g.name, kind: 'array', peer: binding.peer, vms: m.members.map((x) => x.vm.name).sort(), array: { ...binding, problems: m.problems, sync }, createdAt: g.createdAt };
     }
-    const rows = await this.#db.selectFrom('protection_group_vms').innerJoin('vms', 'vms.id', 'protection_group_vms.vm_id')
-      .leftJoin('replications', 'replications.vm_id', 'vms.id').select(['vms.name as vm', 'replications.peer as peer'])
-      .where('protection_group_vms.group_id', '=', g.id).orderBy('vms.name').execute();
-    return { name: g.name, kind: 'host', peer: rows[0]?.peer ?? '', vms: rows.map((r) => r.vm), createdAt: g.created_at };
+    const rows = await this.#repo.members(g.id);
+    return { name: g.name, kind: 'host', peer: rows[0]?.peer ?? '', vms: rows.map((r) => r.vm), createdAt: g.createdAt };
   }
 
   async list(): Promise<ProtectionGroupView[]> {
-    const names = await this.#db.selectFrom('protection_groups').select('name').orderBy('name').execute();
-    return Promise.all(names.map((n) => this.get(n.name)));
+    const names = await this.#repo.names();
+    return Promise.all(names.map((n) => this.get(n)));
   }
 
   /** The VMs, checked: they exist, are replicated (all to one site), and are in no other group. */
@@ -115,9 +117,11 @@ export class ProtectionGroups {
     const out: { id: string; name: string }[] = [];
     let target = peer;
     for (const vmName of vmNames) {
-      const vm = await this.#db.selectFrom('vms').select(['id', 'name']).where('name', '=', vmName).executeTakeFirst();
+      const id = await this.#vms.idOfName(vmName);
+      const vm = id === undefined ? undefined : { id, name: vmName };
       if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM named ${JSON.stringify(vmName)} on this site; see 'mamori vm list'`, { details: { vm: vmName } });
-      const rep = await this.#db.selectFrom('replications').select('peer').where('vm_id', '=', vm.id).executeTakeFirst();
+      const repPeer = await this.#replications.peerOf(vm.id);
+      const rep = repPeer === undefined ? undefined : { peer: repPeer };
       if (!rep) {
         throw new MamoriError('INVALID_INPUT', `VM ${vmName} is not replicated, so it cannot be protected; enable it first with 'mamori replicate enable ${vmName} --to SITE --rpo 5m'`,
           { details: { vm: vmName } });
@@ -127,8 +131,7 @@ export class ProtectionGroups {
           { details: { vm: vmName, peer: rep.peer, groupPeer: target } });
       }
       target = rep.peer;
-      const other = await this.#db.selectFrom('protection_group_vms').innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
-        .select(['protection_groups.name as name', 'protection_groups.id as id']).where('protection_group_vms.vm_id', '=', vm.id).executeTakeFirst();
+      const other = await this.#repo.groupOfVm(vm.id);
       if (other && other.id !== groupId) {
         throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${other.name}; a VM is in at most one group (remove it there with 'mamori group remove ${other.name} ${vmName}')`,
           { details: { vm: vmName, group: other.name } });
@@ -139,7 +142,7 @@ export class ProtectionGroups {
   }
 
   async #row(name: string): Promise<GroupRow | undefined> {
-    return this.#db.selectFrom('protection_groups').selectAll().where('name', '=', name).executeTakeFirst();
+    return this.#repo.find(name);
   }
 
   async #require(name: string): Promise<GroupRow> {
@@ -149,10 +152,10 @@ export class ProtectionGroups {
   }
 }
 
-type GroupRow = { id: string; name: string; created_at: string; array_binding: string | null };
+type GroupRow = ProtectionGroupRecord;
 
 function assertHostBased(g: GroupRow): void {
-  if (g.array_binding !== null) {
+  if (g.arrayBinding !== null) {
     throw new MamoriError('INVALID_INPUT', `protection group ${g.name} is array-based: it protects the VMs whose disks live on its devices; move a VM's disks onto or off the devices instead`, { details: { group: g.name } });
   }
 }

@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import type { ReplicaService, ReplicaView } from '../replication/replica-service.js';
 import { ReplicaChain, type ChainLayer } from '../replication/replica-chain.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -22,14 +25,20 @@ import { seedDiskDelta, writeSeedDelta, type SeedDelta } from '../replication/se
  * and write them any more. Idempotent: a replica already made for the VM is returned.
  */
 export class ReplicaSeeding {
-  #db: Kysely<Database>;
+  #disks: DiskRepo;
+  #replicaRepo: ReplicaRepo;
+  #replications: ReplicationRepo;
+  #recovered: RecoveredVmRepo;
   #replicas: ReplicaService;
   #vms: VmService;
   #replicasRoot: string;
   #log: Logger;
 
   constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; vms: VmService; dataDir: string; log: Logger }) {
-    this.#db = deps.db;
+    this.#disks = new DiskRepo(deps.db);
+    this.#replicaRepo = new ReplicaRepo(deps.db);
+    this.#replications = new ReplicationRepo(deps.db);
+    this.#recovered = new RecoveredVmRepo(deps.db);
     this.#replicas = deps.replicas;
     this.#vms = deps.vms;
     this.#replicasRoot = join(deps.dataDir, 'replicas');
@@ -37,18 +46,18 @@ export class ReplicaSeeding {
   }
 
   async seed(peer: string, vmId: string): Promise<ReplicaView> {
-    const existing = await this.#db.selectFrom('replicas').select(['id', 'promoted_at', 'failover_generation']).where('source_site', '=', peer).where('source_vm_id', '=', vmId).executeTakeFirst();
-    if (existing && existing.promoted_at === null) return this.#replicas.get(existing.id);
+    const existing = await this.#replicaRepo.findBySource(peer, vmId);
+    if (existing && existing.promotedAt === null) return this.#replicas.get(existing.id);
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) throw new MamoriError('VM_NOT_FOUND', `this site has neither the VM ${vmId} nor a replica of it from ${peer}: nothing to seed from (replicate it afresh instead)`, { details: { vmId, peer } });
-    const sup = await this.#db.selectFrom('superseded_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
-    if (!sup || sup.by_site !== peer) {
+    const sup = await this.#vms.repo.findSuperseded(vmId);
+    if (!sup || sup.bySite !== peer) {
       throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} was not failed over to ${peer}; only a superseded VM's disks can seed a reverse replica`, { details: { vm: vm.name } });
     }
     if (!['stopped', 'crashed'].includes(vm.state)) {
       throw new MamoriError('VM_RUNNING', `VM ${vm.name} is ${vm.state} here although ${peer} runs it now; stop it (its writes since the failover cannot be kept) before reprotecting`, { details: { vm: vm.name, state: vm.state } });
     }
-    const disks = await new DiskRepo(this.#db).byIds(vm.definition.diskIds);
+    const disks = await this.#disks.byIds(vm.definition.diskIds);
     const configDrive = disks.find((d) => d.id === vm.definition.configDriveDiskId);
     const ordered = replicatedDiskIds(vm.definition).map((id) => disks.find((d) => d.id === id)!);
     const seeds: ChainLayer[][] = [];
@@ -58,10 +67,11 @@ export class ReplicaSeeding {
     }
     // What the old disks wrote after their last point (a disaster), read from their
     // replication bitmap before anything changes: the peer's first cycle overwrites it.
-    const rep = await this.#db.selectFrom('replications').select(['generation', 'last_point_at']).where('vm_id', '=', vm.id).where('peer', '=', peer).executeTakeFirst();
+    const replication = await this.#replications.find(vm.id);
+    const rep = replication?.peer === peer ? replication : undefined;
     const delta: SeedDelta = { disks: [] };
     for (const layers of seeds) {
-      delta.disks.push(await seedDiskDelta(layers, rep ? { generation: rep.generation, lastPointAt: rep.last_point_at } : null).catch((e: unknown) => {
+      delta.disks.push(await seedDiskDelta(layers, rep ? { generation: rep.generation, lastPointAt: rep.lastPointAt } : null).catch((e: unknown) => {
         this.#log.warn({ vm: vm.name, err: e }, 'could not read what the old disk wrote after its last point; the first reverse cycle compares checksums for it');
         return { known: false as const, reason: `its bitmap could not be read: ${(e as Error).message}` };
       }));
@@ -70,7 +80,7 @@ export class ReplicaSeeding {
       // The replica this VM was recovered from (promoted at its failover) is done as a replica;
       // its files stay, as the lower layers of the seed. It is kept under a retired name so
       // the new replica can take the VM's place.
-      await this.#db.updateTable('replicas').set({ source_vm_id: `${vmId}~retired-${existing.failover_generation}` }).where('id', '=', existing.id).execute();
+      await this.#replicaRepo.renameSource(existing.id, `${vmId}~retired-${existing.failoverGeneration}`);
     }
     const replica = await this.#replicas.create({
       sourceSite: peer, sourceVmId: vm.id, vmName: vm.name, keepPoints: 24, seeds,
@@ -78,14 +88,10 @@ export class ReplicaSeeding {
     });
     // Before the VM's rows go: a crash in between leaves no delta, which the peer takes as unknown (checksums).
     await writeSeedDelta(join(this.#replicasRoot, replica.id), delta);
-    await this.#db.transaction().execute(async (tx) => {
-      // A recovered VM's hold on its old replica's point passes to the replica it now seeds.
-      await tx.updateTable('replica_holds').set({ holder: `replica:${replica.id}` }).where('holder', '=', `vm:${vm.id}`).execute();
-      await tx.deleteFrom('disks').where('id', 'in', ordered.map((d) => d.id)).execute();
-      // A config drive is this VM's own and seeds nothing: it goes, file and all, below.
-      await tx.deleteFrom('disks').where('vm_id', '=', vm.id).execute();
-      await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
-    });
+    // One transaction: a recovered VM's hold on its old replica's point passes to the replica it
+    // now seeds; its disk rows go (a config drive is this VM's own and seeds nothing: it goes,
+    // file and all, below), then its row.
+    await this.#replicaRepo.takeOverSeedVm(replica.id, vm.id, ordered.map((d) => d.id));
     if (configDrive) await rm(configDrive.path, { force: true });
     this.#log.info({ vm: vm.name, replica: replica.id, peer }, 'superseded VM turned into the seed of a reverse replica');
     return replica;
@@ -94,13 +100,13 @@ export class ReplicaSeeding {
   /** A disk's layers bottom first: a VM recovered here sits on an overlay over a replica point. */
   async #layersOf(vmId: string, path: string, format: string, overlays: string[]): Promise<ChainLayer[]> {
     const own: ChainLayer[] = [{ file: path, format: format === 'raw' ? 'raw' : 'qcow2' }, ...overlays.map((o) => ({ file: o, format: 'qcow2' as const }))];
-    const rec = await this.#db.selectFrom('recovered_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    const rec = await this.#recovered.find(vmId);
     if (!rec) return own;
     // The overlay's backing is the point's chain in the old replica (read from its manifest).
-    const row = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', rec.replica_id).where('point_id', '=', rec.point_id).executeTakeFirstOrThrow();
-    const diskPoints = JSON.parse(row.disk_points) as string[];
+    const diskPoints = await this.#replicaRepo.diskPointsOf(rec.replicaId, rec.pointId);
+    if (diskPoints === undefined) throw new MamoriError('NOT_FOUND', `the point ${rec.pointId} VM ${vmId} was recovered from is no longer on record in replica ${rec.replicaId}`, { details: { replica: rec.replicaId, pointId: rec.pointId } });
     const index = Number(/disk(\d+)\.qcow2$/.exec(path)?.[1] ?? 0);
-    const chain = await ReplicaChain.open(join(this.#replicasRoot, rec.replica_id, `disk${index}`));
+    const chain = await ReplicaChain.open(join(this.#replicasRoot, rec.replicaId, `disk${index}`));
     return [...chain.point(diskPoints[index]!).layers, ...own];
   }
 }

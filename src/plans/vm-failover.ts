@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
@@ -37,14 +38,14 @@ export interface VmFailoverResult {
  * recovery site's, journalled and resumable there; this side is a job that follows them.
  */
 export class VmFailover {
-  #db: Kysely<Database>;
+  #replications: ReplicationRepo;
   #vms: VmService;
   #peers: SitePeers;
   #jobs: JobJournal;
   #log: Logger;
 
   constructor(deps: { db: Kysely<Database>; vms: VmService; peers: SitePeers; jobs: JobJournal; log: Logger }) {
-    this.#db = deps.db;
+    this.#replications = new ReplicationRepo(deps.db);
     this.#vms = deps.vms;
     this.#peers = deps.peers;
     this.#jobs = deps.jobs;
@@ -64,10 +65,10 @@ export class VmFailover {
       throw new MamoriError('INVALID_INPUT', 'only a planned failover starts here (both sites up: the VM is shut down and synced first). When this site is gone, run the recovery site\'s plan in disaster mode there (mamori plan run PLAN --mode disaster); to move a running VM with no downtime, use mamori vm migrate');
     }
     const vm = await this.#vms.get(vmName);
-    const rep = await this.#db.selectFrom('replications').select(['peer']).where('vm_id', '=', vm.id).executeTakeFirst();
+    const rep = await this.#replications.find(vm.id);
     if (!rep) throw new MamoriError('VM_INVALID_STATE', `${vmName} is not replicated, so no site holds a replica to fail over to; enable it first: mamori replicate enable ${vmName} --to SITE`);
-    const superseded = await this.#db.selectFrom('superseded_vms').select('by_site').where('vm_id', '=', vm.id).executeTakeFirst();
-    if (superseded) throw new MamoriError('VM_SUPERSEDED', `${vmName} was already failed over to ${superseded.by_site}; it runs there now`);
+    const superseded = await this.#vms.repo.findSuperseded(vm.id);
+    if (superseded) throw new MamoriError('VM_SUPERSEDED', `${vmName} was already failed over to ${superseded.bySite}; it runs there now`);
     const plan = failoverPlanName(vmName);
     const active = (await this.#jobs.list({ kind: FAILOVER_JOB, target: `vm:${vm.id}`, limit: 1 }))[0];
     if (active?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vmName} is already failing over (job ${active.id})`);

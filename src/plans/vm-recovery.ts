@@ -5,7 +5,8 @@ import type { Database } from '../store/schema.js';
 import type { ReplicaService } from '../replication/replica-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
+import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import { newShortId, newUuid } from '../core/ids.js';
 import { createQcow2 } from '../qemu/qemu-img.js';
@@ -47,13 +48,15 @@ export interface RecoveredVm {
  * Files are made first and removed if the rows cannot be written: a failure leaves nothing.
  */
 export class VmRecovery {
-  #db: Kysely<Database>;
+  #recovered: RecoveredVmRepo;
+  #replicaRepo: ReplicaRepo;
   #replicas: ReplicaService;
   #vms: VmService;
   #poolDir: (pool: string) => string;
 
   constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; vms: VmService; poolDir: (pool: string) => string }) {
-    this.#db = deps.db;
+    this.#recovered = new RecoveredVmRepo(deps.db);
+    this.#replicaRepo = new ReplicaRepo(deps.db);
     this.#replicas = deps.replicas;
     this.#vms = deps.vms;
     this.#poolDir = deps.poolDir;
@@ -61,17 +64,14 @@ export class VmRecovery {
 
   /** The replica of a protected VM at this site. */
   async replicaOf(peer: string, vm: ProtectedVm): Promise<string> {
-    const r = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', peer).where('source_vm_id', '=', vm.id).executeTakeFirst();
-    if (!r) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${vm.name} from ${peer}`, { details: { vm: vm.name, peer } });
-    return r.id;
+    const r = await this.#replicaRepo.findIdBySource(peer, vm.id);
+    if (r === undefined) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${vm.name} from ${peer}`, { details: { vm: vm.name, peer } });
+    return r;
   }
 
   /** Idempotent: the VM this run already made for this protected VM, if any. */
   async existing(runId: string, sourceVmId: string): Promise<RecoveredVm | null> {
-    const r = await this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id').innerJoin('replica_points', (j) =>
-      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
-      .select(['vms.id as vmId', 'vms.name as name', 'recovered_vms.point_id as pointId', 'replica_points.time as time'])
-      .where('recovered_vms.run_id', '=', runId).where('recovered_vms.source_vm_id', '=', sourceVmId).executeTakeFirst();
+    const r = await this.#recovered.madeByRunWithPoint(runId, sourceVmId);
     return r ? { vmId: r.vmId, name: r.name, point: { id: r.pointId, time: r.time }, created: false } : null;
   }
 
@@ -113,12 +113,8 @@ export class VmRecovery {
         ...input.vm.definition, id: vmId, name: input.vm.name, nics, diskIds: disks.map((d) => d.id),
         ...(input.ip ? { configDriveDiskId: disks.at(-1)!.id } : {}),
       };
-      await this.#db.transaction().execute(async (tx) => {
-        await tx.insertInto('vms').values({ id: vmId, name: def.name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-        for (const d of disks) await DiskRepo.insert(tx, d);
-        await tx.insertInto('replica_holds').values({ replica_id: replicaId, holder: `vm:${vmId}`, point_id: point.id, created_at: now }).execute();
-        await tx.insertInto('recovered_vms').values({ vm_id: vmId, run_id: input.runId, mode: input.mode, replica_id: replicaId, point_id: point.id, source_vm_id: input.vm.id, created_at: now }).execute();
-      });
+      // One transaction: the VM, its disks, the hold on the point and the record of the run.
+      await this.#recovered.create({ def, disks, now, hold: true, record: { runId: input.runId, mode: input.mode, replicaId, pointId: point.id, sourceVmId: input.vm.id } });
     } catch (e) {
       for (const f of made) await rm(f, { force: true });
       throw e;
@@ -131,15 +127,14 @@ export class VmRecovery {
    * and the run's folder once its last VM is gone. Idempotent.
    */
   async remove(vmId: string): Promise<void> {
-    const rec = await this.#db.selectFrom('recovered_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+    const rec = await this.#recovered.find(vmId);
     const vm = await this.#vms.repo.findById(vmId);
     if (vm) await this.#vms.delete(vm.name, { force: true });
-    await this.#db.deleteFrom('replica_holds').where('holder', '=', `vm:${vmId}`).execute();
+    await this.#recovered.releaseHold(vmId);
     if (!rec) return;
-    await this.#db.deleteFrom('recovered_vms').where('vm_id', '=', vmId).execute();
-    const left = await this.#db.selectFrom('recovered_vms').select('vm_id').where('run_id', '=', rec.run_id).executeTakeFirst();
+    await this.#recovered.delete(vmId);
     // Files an interrupted recover step left go with the folder.
-    if (!left) for (const pool of SITE_POOLS) await rm(join(this.#poolDir(pool), 'recovered', rec.run_id), { recursive: true, force: true });
+    if (!(await this.#recovered.runHasVms(rec.runId))) for (const pool of SITE_POOLS) await rm(join(this.#poolDir(pool), 'recovered', rec.runId), { recursive: true, force: true });
   }
 }
 

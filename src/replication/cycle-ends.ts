@@ -1,6 +1,8 @@
-import type { Kysely, Selectable } from 'kysely';
-import type { Database, ReplicationTable } from '../store/schema.js';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
 import type { DiskRepo } from '../store/repos/disk-repo.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
+import type { ReplicationRecord } from '../store/records/replica-record.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { SitePaths } from '../core/site-paths.js';
@@ -17,7 +19,7 @@ import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
  * point the VM started from.
  */
 export class CycleEnds {
-  readonly #db: Kysely<Database>;
+  readonly #replicas: ReplicaRepo;
   readonly #disks: DiskRepo;
   readonly #supervisor: VmSupervisor;
   readonly #peers: SitePeers;
@@ -25,7 +27,7 @@ export class CycleEnds {
   readonly #log: Logger;
 
   constructor(deps: { db: Kysely<Database>; disks: DiskRepo; supervisor: VmSupervisor; peers: SitePeers; paths: SitePaths; log: Logger }) {
-    this.#db = deps.db;
+    this.#replicas = new ReplicaRepo(deps.db);
     this.#disks = deps.disks;
     this.#supervisor = deps.supervisor;
     this.#peers = deps.peers;
@@ -56,25 +58,23 @@ export class CycleEnds {
    * that it cannot tell (seed-delta.ts). A VM that came by live migration started from the
    * old disks themselves: its bitmap alone is the difference.
    */
-  async seedSides(row: Selectable<ReplicationTable>, disks: number): Promise<SeedSide[] | null> {
-    const rec = await this.#db.selectFrom('recovered_vms').leftJoin('replica_points', (j) =>
-      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
-      .select('replica_points.time as time').where('recovered_vms.vm_id', '=', row.vm_id).where('recovered_vms.mode', '!=', 'test').executeTakeFirst();
+  async seedSides(row: ReplicationRecord, disks: number): Promise<SeedSide[] | null> {
+    const rec = await this.#replicas.recoveredFromPointTime(row.vmId);
     if (!rec) return null;
     // Made from a point no longer on record: when it was is unknown, so the old side's writes are too.
     if (rec.time === null) return Array.from({ length: disks }, (): SeedSide => ({ kind: 'checksums', reason: 'the point the VM started from is no longer on record' }));
     const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
     // A peer that cannot answer (an older version, a lost file) is a seed of unknown writes: checksums.
-    const delta = await peer.request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replica_id}/seed-delta`).then((r) => r.delta).catch((e: unknown) => {
-      this.#log.warn({ vm: row.vm_id, err: (e as Error).message }, 'the peer did not say what its old disks wrote after the point; comparing checksums for them');
+    const delta = await peer.request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replicaId}/seed-delta`).then((r) => r.delta).catch((e: unknown) => {
+      this.#log.warn({ vm: row.vmId, err: (e as Error).message }, 'the peer did not say what its old disks wrote after the point; comparing checksums for them');
       return null;
     });
     return seedSides(delta, rec.time, disks);
   }
 
-  async remote(row: Selectable<ReplicationTable>): Promise<RemoteReplica> {
+  async remote(row: ReplicationRecord): Promise<RemoteReplica> {
     const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
-    const base = `/replicas/${row.replica_id}`;
+    const base = `/replicas/${row.replicaId}`;
     return {
       beginCycle: () => peer.request<CycleTarget>('POST', `${base}/cycles`, {}),
       commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),

@@ -10,7 +10,8 @@ import { syncDirectory } from '../core/durable-sync.js';
  * parse is IMAGE_CORRUPT, never guessed at.
  */
 
-export type PointConsistency = 'crash' | 'application';
+import type { PointConsistency } from '../store/records/replica-record.js';
+export type { PointConsistency } from '../store/records/replica-record.js';
 
 export interface ChainLayer {
   file: string;

@@ -2,6 +2,10 @@ import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
+import { VmRepo } from '../store/repos/vm-repo.js';
+import { DiskRepo } from '../store/repos/disk-repo.js';
+import type { ReplicaDiskSpec } from '../store/records/replica-record.js';
 import { ReplicaChain, type ChainLayer } from './replica-chain.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { syncDirectory } from '../core/durable-sync.js';
@@ -33,12 +37,16 @@ export interface ReplicaUsers {
 }
 
 export class ReplicaRemoval {
-  #db: Kysely<Database>;
+  #replicas: ReplicaRepo;
+  #vms: VmRepo;
+  #disks: DiskRepo;
   #root: string;
   #log: Logger;
 
   constructor(deps: { db: Kysely<Database>; root: string; log: Logger }) {
-    this.#db = deps.db;
+    this.#replicas = new ReplicaRepo(deps.db);
+    this.#vms = new VmRepo(deps.db);
+    this.#disks = new DiskRepo(deps.db);
     this.#root = deps.root;
     this.#log = deps.log;
   }
@@ -48,17 +56,15 @@ export class ReplicaRemoval {
   }
 
   async usersOf(id: string): Promise<ReplicaUsers> {
-    const vms = await this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
-      .select(['vms.name as name', 'vms.state as state']).where('recovered_vms.replica_id', '=', id).execute();
-    const holders = await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).execute();
-    for (const h of holders) {
-      if (!h.holder.startsWith('vm:')) continue;
-      const vm = await this.#db.selectFrom('vms').select(['name', 'state']).where('id', '=', h.holder.slice(3)).executeTakeFirst();
+    const vms = await this.#replicas.recoveredVmsOf(id);
+    for (const holder of await this.#replicas.holdersOf(id)) {
+      if (!holder.startsWith('vm:')) continue;
+      const vm = await this.#vms.nameAndState(holder.slice(3));
       if (vm && !vms.some((v) => v.name === vm.name)) vms.push(vm);
     }
     const dir = join(this.#root, id) + sep;
     const replicas: string[] = [];
-    for (const other of await this.#db.selectFrom('replicas').select(['id', 'disks']).where('id', '!=', id).execute()) {
+    for (const other of await this.#replicas.disksOfAll(id)) {
       const seeds = await this.#seedsOf(other.id, other.disks);
       if (seeds.some((l) => l.file.startsWith(dir))) replicas.push(other.id);
     }
@@ -69,8 +75,8 @@ export class ReplicaRemoval {
   async remove(id: string): Promise<void> {
     const live = join(this.#root, id);
     const marked = join(this.#root, `${DELETING}${id}`);
-    const row = await this.#db.selectFrom('replicas').select('disks').where('id', '=', id).executeTakeFirst();
-    const owned = row ? await this.#seedsOf(id, row.disks, true) : [];
+    const disks = await this.#replicas.disksOf(id);
+    const owned = disks ? await this.#seedsOf(id, disks, true) : [];
     const external = owned.filter((l) => !isInside(l.file, this.#root));
     await mkdir(live, { recursive: true });
     await writeJson(join(live, JOURNAL), { id, external: external.map((l) => l.file) });
@@ -101,8 +107,8 @@ export class ReplicaRemoval {
       }
     }
     for (const owner of retired) {
-      const r = await this.#db.selectFrom('replicas').select('source_vm_id').where('id', '=', owner).executeTakeFirst();
-      if (!r || !ReplicaRemoval.isRetired(r.source_vm_id)) continue;
+      const sourceVmId = await this.#replicas.sourceVmIdOf(owner);
+      if (sourceVmId === undefined || !ReplicaRemoval.isRetired(sourceVmId)) continue;
       const users = await this.usersOf(owner);
       if (users.vms.length > 0 || users.replicas.some((x) => x !== releasedBy)) continue;
       this.#log.info({ replica: owner, releasedBy }, 'deleting a retired replica no chain reads any more');
@@ -121,12 +127,7 @@ export class ReplicaRemoval {
   }
 
   async #finish(id: string, marked: string): Promise<void> {
-    await this.#db.transaction().execute(async (tx) => {
-      await tx.deleteFrom('replica_points').where('replica_id', '=', id).execute();
-      await tx.deleteFrom('replica_holds').where((eb) => eb.or([eb('replica_id', '=', id), eb('holder', '=', `replica:${id}`)])).execute();
-      await tx.deleteFrom('recovered_vms').where('replica_id', '=', id).execute();
-      await tx.deleteFrom('replicas').where('id', '=', id).execute();
-    });
+    await this.#replicas.deleteRows(id);
     const journal = await readFile(join(marked, JOURNAL), 'utf8').then((t) => JSON.parse(t) as { external?: unknown }, () => ({ external: [] }));
     const external = Array.isArray(journal.external) ? journal.external.filter((f): f is string => typeof f === 'string' && f.startsWith('/')) : [];
     for (const file of external) {
@@ -141,19 +142,19 @@ export class ReplicaRemoval {
   /** Whether a disk row or a replica other than `except` still names the file. */
   async #named(file: string, except: string): Promise<boolean> {
     const abs = resolve(file);
-    for (const d of await this.#db.selectFrom('disks').select(['path', 'overlays']).execute()) {
-      if (resolve(d.path) === abs || (JSON.parse(d.overlays) as string[]).some((o) => resolve(o) === abs)) return true;
+    for (const d of await this.#disks.list()) {
+      if (resolve(d.path) === abs || d.overlays.some((o) => resolve(o) === abs)) return true;
     }
-    for (const r of await this.#db.selectFrom('replicas').select(['id', 'disks']).where('id', '!=', except).execute()) {
+    for (const r of await this.#replicas.disksOfAll(except)) {
       if ((await this.#seedsOf(r.id, r.disks, true)).some((l) => resolve(l.file) === abs)) return true;
     }
     return false;
   }
 
   /** A replica's seed layers over all disks (and, with released, those awaiting deletion). */
-  async #seedsOf(id: string, disksJson: string, withReleased = false): Promise<ChainLayer[]> {
+  async #seedsOf(id: string, disks: ReplicaDiskSpec[], withReleased = false): Promise<ChainLayer[]> {
     const out: ChainLayer[] = [];
-    for (const d of JSON.parse(disksJson) as { index: number }[]) {
+    for (const d of disks) {
       const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`)).catch(() => null);
       if (!chain) continue;
       const s = chain.seedLayers();

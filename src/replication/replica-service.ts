@@ -2,6 +2,10 @@ import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { ReplicaRepo } from '../store/repos/replica-repo.js';
+import type { ReplicaDiskSpec, ReplicaPointView, ReplicaStorage, ReplicaView } from '../store/records/replica-record.js';
+// The replica records live in store/ (issue 20); re-exported for the callers of this service.
+export type { ReplicaDiskSpec, ReplicaPointView, ReplicaStorage, ReplicaView } from '../store/records/replica-record.js';
 import { ReplicaChain, type ChainLayer, type PointConsistency } from './replica-chain.js';
 import { ReplicaRemoval, replicaInUse, type ReplicaUsers } from './replica-removal.js';
 import { NbdClient } from '../nbd/nbd-client.js';
@@ -19,49 +23,10 @@ import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.
 import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
 
-export interface ReplicaDiskSpec {
-  index: number;
-  sizeBytes: number;
-}
-
-export interface ReplicaView {
-  id: string;
-  sourceSite: string;
-  sourceVmId: string;
-  vmName: string;
-  disks: ReplicaDiskSpec[];
-  keepPoints: number;
-  points: ReplicaPointView[];
-  /** Raised at each promotion (failover); the source learns its VM was superseded. */
-  failoverGeneration: number;
-  promotedAt: string | null;
-  lastContactAt: string | null;
-}
-
 /** A point's files, one per disk in disk order: the top layer a recovered VM's overlay is backed by. */
 export interface PointFiles {
   point: ReplicaPointView;
   files: string[];
-}
-
-export interface ReplicaPointView {
-  id: string;
-  time: string;
-  consistency: PointConsistency;
-  committedAt: string;
-  /** On a commit's answer: what the replica holds after it (the source shows it in its status). */
-  storage?: ReplicaStorage;
-}
-
-/** What a replica holds on disk, summed over its disks. */
-export interface ReplicaStorage {
-  points: number;
-  /** The longest chain a read of the newest point opens (seed layers + base + points). */
-  chainLength: number;
-  /** Bytes allocated by the replica's own files. */
-  bytes: number;
-  /** Bytes of the seed layers it still reads through (a reprotect's old disk), until compaction. */
-  seedBytes: number;
 }
 
 /** A replica as the recovery site's operator sees it. */
@@ -98,7 +63,7 @@ interface OpenCycle {
  * multi-disk point, so a crash between two disks' commits never shows a half point.
  */
 export class ReplicaService {
-  #db: Kysely<Database>;
+  #repo: ReplicaRepo;
   #root: string;
   #listenHost: () => string;
   #tls: () => Promise<SiteTls>;
@@ -108,7 +73,7 @@ export class ReplicaService {
   #removal: ReplicaRemoval;
 
   constructor(deps: { db: Kysely<Database>; dataDir: string; listenHost: () => string; tls: () => Promise<SiteTls>; log: Logger }) {
-    this.#db = deps.db;
+    this.#repo = new ReplicaRepo(deps.db);
     this.#root = join(deps.dataDir, 'replicas');
     this.#listenHost = deps.listenHost;
     this.#tls = deps.tls;
@@ -121,11 +86,11 @@ export class ReplicaService {
    * this site already holds for the VM, under each chain's base, so only differences are sent.
    */
   async create(input: { sourceSite: string; sourceVmId: string; vmName: string; disks: ReplicaDiskSpec[]; keepPoints: number; seeds?: ChainLayer[][] }): Promise<ReplicaView> {
-    const existing = await this.#db.selectFrom('replicas').select('id').where('source_site', '=', input.sourceSite).where('source_vm_id', '=', input.sourceVmId).executeTakeFirst();
-    if (existing) {
+    const existing = await this.#repo.findIdBySource(input.sourceSite, input.sourceVmId);
+    if (existing !== undefined) {
       // Enabling again after a disable on the source keeps what this site holds.
-      await this.#db.updateTable('replicas').set({ keep_points: input.keepPoints }).where('id', '=', existing.id).execute();
-      return this.get(existing.id);
+      await this.#repo.setKeepPoints(existing, input.keepPoints);
+      return this.get(existing);
     }
     // Like a datastore capacity check: room for every disk written in full, so a replica
     // never stops halfway on a full pool. Nothing is made when it does not fit.
@@ -143,10 +108,7 @@ export class ReplicaService {
         const seed = input.seeds?.[i];
         await ReplicaChain.create(join(dir, `disk${d.index}`), { virtualSize: d.sizeBytes, ...(seed ? { seed } : {}) });
       }
-      await this.#db.insertInto('replicas').values({
-        id, source_site: input.sourceSite, source_vm_id: input.sourceVmId, vm_name: input.vmName,
-        disks: JSON.stringify(input.disks), keep_points: input.keepPoints, created_at: new Date().toISOString(),
-      }).execute();
+      await this.#repo.insert({ id, sourceSite: input.sourceSite, sourceVmId: input.sourceVmId, vmName: input.vmName, disks: input.disks, keepPoints: input.keepPoints, createdAt: new Date().toISOString() });
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       throw e;
@@ -155,20 +117,14 @@ export class ReplicaService {
   }
 
   async get(id: string): Promise<ReplicaView> {
-    const r = await this.#db.selectFrom('replicas').selectAll().where('id', '=', id).executeTakeFirst();
+    const r = await this.#repo.get(id);
     if (!r) throw new MamoriError('NOT_FOUND', `no replica ${id} on this site`);
-    const points = await this.#db.selectFrom('replica_points').selectAll().where('replica_id', '=', id).orderBy('time').execute();
-    return {
-      id: r.id, sourceSite: r.source_site, sourceVmId: r.source_vm_id, vmName: r.vm_name,
-      disks: JSON.parse(r.disks) as ReplicaDiskSpec[], keepPoints: r.keep_points,
-      failoverGeneration: r.failover_generation, promotedAt: r.promoted_at, lastContactAt: r.last_contact_at,
-      points: points.map((p) => ({ id: p.point_id, time: p.time, consistency: p.consistency as PointConsistency, committedAt: p.committed_at })),
-    };
+    return r;
   }
 
   async list(): Promise<ReplicaView[]> {
-    const ids = await this.#db.selectFrom('replicas').select('id').execute();
-    return Promise.all(ids.map((r) => this.get(r.id)));
+    const ids = await this.#repo.ids();
+    return Promise.all(ids.map((r) => this.get(r)));
   }
 
   async storage(id: string): Promise<ReplicaStorage> {
@@ -216,7 +172,7 @@ export class ReplicaService {
         throw new MamoriError('REPLICA_PROMOTED', `the replica of ${replica.vmName} was promoted here at ${replica.promotedAt} (failover generation ${replica.failoverGeneration}): ` +
           'the VM now runs at this site, so the copy at the source is superseded; reprotect to replicate it back', { details: { generation: replica.failoverGeneration, promotedAt: replica.promotedAt } });
       }
-      await this.#db.updateTable('replicas').set({ last_contact_at: new Date().toISOString() }).where('id', '=', id).execute();
+      await this.#repo.touchContact(id, new Date().toISOString());
       await this.#closeCycle(id);
       const dir = join(this.#root, id);
       await this.#killLeftoverDaemon(id);
@@ -260,9 +216,7 @@ export class ReplicaService {
       for (const c of open.chains) perDisk.push((await c.commitCycle(meta)).id);
       const committedAt = new Date().toISOString();
       const pointId = perDisk[0]!;
-      await this.#db.insertInto('replica_points').values({
-        replica_id: id, point_id: pointId, time: meta.time, consistency: meta.consistency, committed_at: committedAt, disk_points: JSON.stringify(perDisk),
-      }).execute();
+      await this.#repo.addPoint(id, { pointId, time: meta.time, consistency: meta.consistency, committedAt, diskPoints: perDisk });
       await this.#retain(id, open.chains);
       // After the answer: absorbing a reprotect's seed reads it whole, longer than a commit may take.
       setImmediate(() => void this.#lock.run(id, () => this.#compact(id)).catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'compaction failed; the next point tries again')));
@@ -310,8 +264,7 @@ export class ReplicaService {
     const replica = await this.get(id);
     const point = pointId === null ? replica.points.at(-1) : replica.points.find((p) => p.id === pointId);
     if (!point) throw new MamoriError('NOT_FOUND', pointId === null ? `the replica of ${replica.vmName} has no recovery point yet` : `the replica of ${replica.vmName} has no point ${pointId}`, { details: { replica: id, pointId } });
-    const row = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).where('point_id', '=', point.id).executeTakeFirstOrThrow();
-    const diskPoints = JSON.parse(row.disk_points) as string[];
+    const diskPoints = await this.#recordedDiskPoints(id, point.id);
     const files: string[] = [];
     for (const [i, d] of replica.disks.entries()) {
       const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
@@ -332,7 +285,7 @@ export class ReplicaService {
       await this.#closeCycle(id);
       await this.#killLeftoverDaemon(id);
       const promotedAt = new Date().toISOString();
-      await this.#db.updateTable('replicas').set({ promoted_at: promotedAt, failover_generation: r.failoverGeneration + 1 }).where('id', '=', id).execute();
+      await this.#repo.setPromoted(id, promotedAt, r.failoverGeneration + 1);
       return { generation: r.failoverGeneration + 1, promotedAt };
     });
   }
@@ -346,8 +299,7 @@ export class ReplicaService {
     const replica = await this.get(id);
     const point = pointId ? replica.points.find((p) => p.id === pointId) : replica.points.at(-1);
     if (!point) throw new MamoriError('NOT_FOUND', pointId ? `replica ${id} has no point ${pointId}` : `replica ${id} has no recovery point yet`);
-    const row = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).where('point_id', '=', point.id).executeTakeFirstOrThrow();
-    const diskPoint = (JSON.parse(row.disk_points) as string[])[0]!;
+    const diskPoint = (await this.#recordedDiskPoints(id, point.id))[0]!;
     const chain = await ReplicaChain.open(join(this.#root, id, `disk${replica.disks[0]!.index}`));
     const lease = chain.openPointReadOnly(diskPoint);
     try {
@@ -363,8 +315,7 @@ export class ReplicaService {
    * never a recovery point of the VM; take them back so every chain ends at the same point.
    */
   async #withdrawUnrecordedPoints(id: string, chains: ReplicaChain[]): Promise<void> {
-    const rows = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).execute();
-    const recorded = rows.map((r) => JSON.parse(r.disk_points) as string[]);
+    const recorded = await this.#repo.allDiskPoints(id);
     for (const [i, chain] of chains.entries()) {
       const listed = new Set(recorded.map((dp) => dp[i]));
       for (let newest = chain.newestPoint(); newest !== null && !listed.has(newest.id); newest = chain.newestPoint()) {
@@ -399,10 +350,10 @@ export class ReplicaService {
   /** At server start: bring every replica's chains back in line with its recorded points. */
   async repair(): Promise<void> {
     await this.#removal.repair().catch((e: unknown) => this.#log.error({ err: e }, 'finishing cut replica deletions failed; the next start tries again'));
-    for (const r of await this.#db.selectFrom('replicas').select(['id', 'disks']).execute()) {
+    for (const r of await this.#repo.disksOfAll()) {
       await this.#lock.run(r.id, async () => {
         await this.#killLeftoverDaemon(r.id);
-        const disks = JSON.parse(r.disks) as ReplicaDiskSpec[];
+        const disks = r.disks;
         const chains = await Promise.all(disks.map((d) => ReplicaChain.open(join(this.#root, r.id, `disk${d.index}`))));
         await this.#withdrawUnrecordedPoints(r.id, chains);
         await this.#releaseSeeds(r.id, disks);
@@ -420,7 +371,7 @@ export class ReplicaService {
    */
   async #compact(id: string): Promise<void> {
     if (this.#cycles.has(id)) return;
-    if (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) return;
+    if (await this.#repo.isHeld(id)) return;
     const replica = await this.get(id).catch(() => null);
     if (!replica || replica.points.length === 0 || replica.promotedAt !== null) return;
     for (const d of replica.disks) {
@@ -445,13 +396,18 @@ export class ReplicaService {
   async #retain(id: string, chains: ReplicaChain[]): Promise<void> {
     // Recovered VMs run on overlays over a point (test recovery): merging points would
     // rewrite the layers under them, so points pile up until the hold is released.
-    if (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) return;
+    if (await this.#repo.isHeld(id)) return;
     const replica = await this.get(id);
     const keep = replica.keepPoints;
     for (const c of chains) await c.applyRetention(keep);
-    const rows = await this.#db.selectFrom('replica_points').select('point_id').where('replica_id', '=', id).orderBy('time').execute();
-    const drop = rows.slice(0, Math.max(0, rows.length - keep)).map((r) => r.point_id);
-    if (drop.length) await this.#db.deleteFrom('replica_points').where('replica_id', '=', id).where('point_id', 'in', drop).execute();
+    await this.#repo.keepNewestPoints(id, keep);
+  }
+
+  /** A point listed in the replica's view is recorded (a row vanishing in between is a bug, as executeTakeFirstOrThrow said). */
+  async #recordedDiskPoints(id: string, pointId: string): Promise<string[]> {
+    const diskPoints = await this.#repo.diskPointsOf(id, pointId);
+    if (diskPoints === undefined) throw new MamoriError('NOT_FOUND', `replica ${id} has no recorded point ${pointId} (it was dropped by retention meanwhile); try again`, { details: { replica: id, pointId } });
+    return diskPoints;
   }
 
   async #closeCycle(id: string): Promise<void> {

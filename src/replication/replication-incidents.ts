@@ -1,5 +1,4 @@
-import type { Selectable } from 'kysely';
-import type { ReplicationTable } from '../store/schema.js';
+import type { ReplicationRecord } from '../store/records/replica-record.js';
 import type { Logger } from '../core/logger.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
@@ -19,12 +18,12 @@ export { CYCLE_FAILED, POINT_VERIFY_FAILED, RPO_VIOLATED };
 export class ReplicationIncidents {
   #incidents: IncidentLog;
   #log: Logger;
-  #row: (vmId: string) => Promise<Selectable<ReplicationTable> | undefined>;
+  #row: (vmId: string) => Promise<ReplicationRecord | undefined>;
   #vmName: (vmId: string) => Promise<string>;
   #watches = new Map<string, NodeJS.Timeout>();
   #stopped = false;
 
-  constructor(deps: { incidents: IncidentLog; log: Logger; row: (vmId: string) => Promise<Selectable<ReplicationTable> | undefined>; vmName: (vmId: string) => Promise<string> }) {
+  constructor(deps: { incidents: IncidentLog; log: Logger; row: (vmId: string) => Promise<ReplicationRecord | undefined>; vmName: (vmId: string) => Promise<string> }) {
     this.#incidents = deps.incidents;
     this.#log = deps.log;
     this.#row = deps.row;
@@ -42,19 +41,19 @@ export class ReplicationIncidents {
     this.#watches.delete(vmId);
     const target = `vm:${vmId}`;
     const row = await this.#row(vmId);
-    if (!row || row.state !== 'enabled' || row.last_point_at === null) {
+    if (!row || row.state !== 'enabled' || row.lastPointAt === null) {
       if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO incident cleared (replication paused or disabled)');
       return;
     }
     const now = Date.now();
-    const lastAt = Date.parse(row.last_point_at);
-    if (rpoStatus({ rpoMs: row.rpo_ms, lastPointAt: lastAt }, now).violated) {
+    const lastAt = Date.parse(row.lastPointAt);
+    if (rpoStatus({ rpoMs: row.rpoMs, lastPointAt: lastAt }, now).violated) {
       const name = await this.#vmName(vmId);
       const { incident, opened } = await this.#incidents.raise({
         kind: RPO_VIOLATED, target, severity: 'warning',
-        message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpo_ms / 1000}s: the newest recovery point is from ${row.last_point_at}` +
-          (row.last_error ? ` (last error: ${row.last_error})` : ''),
-        details: { vm: name, peer: row.peer, rpoSeconds: row.rpo_ms / 1000, lastPointAt: row.last_point_at },
+        message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpoMs / 1000}s: the newest recovery point is from ${row.lastPointAt}` +
+          (row.lastError ? ` (last error: ${row.lastError})` : ''),
+        details: { vm: name, peer: row.peer, rpoSeconds: row.rpoMs / 1000, lastPointAt: row.lastPointAt },
       });
       if (opened) this.#log.warn({ vm: name, incident: incident.id }, 'RPO violated');
       return;
@@ -62,7 +61,7 @@ export class ReplicationIncidents {
     if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
     if (this.#stopped) return;
     const t = setTimeout(() => void this.checkRpo(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'RPO check failed')),
-      lastAt + row.rpo_ms - now + 50);
+      lastAt + row.rpoMs - now + 50);
     t.unref();
     this.#watches.set(vmId, t);
   }

@@ -1,7 +1,10 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely, Selectable } from 'kysely';
-import type { Database, ReplicationTable } from '../store/schema.js';
+import type { Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
+import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
+import type { CycleStats, ReplicationRecord } from '../store/records/replica-record.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
@@ -26,16 +29,8 @@ import { CycleEnds } from './cycle-ends.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
 
-export interface CycleStats {
-  at: string;
-  mode: CycleResult['mode'];
-  bytesSent: number;
-  bytesChanged: number;
-  durationMs: number;
-  throughputBps: number;
-  /** What the replica held after this cycle's point (retention and compaction included). */
-  replica?: ReplicaStorage;
-}
+// CycleStats lives in store/ (issue 20: replications.stats has one codec there); re-exported for callers.
+export type { CycleStats } from '../store/records/replica-record.js';
 
 export interface ReplicationStatus {
   vm: string;
@@ -90,7 +85,8 @@ interface CycleJobContext {
  * during a cycle, so a stop or start waits at most for the QMP steps, not the copy.
  */
 export class ReplicationService {
-  #db: Kysely<Database>;
+  #repo: ReplicationRepo;
+  #groups: ProtectionGroupRepo;
   #vms: VmService;
   #supervisor: VmSupervisor;
   #disks: DiskRepo;
@@ -123,7 +119,8 @@ export class ReplicationService {
       vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
     });
     this.#jobs.registerRecovery(CYCLE_JOB, (job) => this.#recoverCycle(job));
-    this.#db = deps.db;
+    this.#repo = new ReplicationRepo(deps.db);
+    this.#groups = new ProtectionGroupRepo(deps.db);
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
     this.#disks = new DiskRepo(deps.db);
@@ -140,13 +137,13 @@ export class ReplicationService {
    * that does not answer is asked again by the next cycle, which it refuses the same way.
    */
   async learnSupersession(): Promise<void> {
-    for (const r of await this.#db.selectFrom('replications').select(['vm_id', 'peer', 'replica_id']).execute()) {
+    for (const r of await this.#repo.list()) {
       try {
         const peer = await this.#peers.client(r.peer, { timeoutMs: 5_000 });
-        const replica = await peer.request<ReplicaView>('GET', `/replicas/${r.replica_id}`);
-        if (replica.promotedAt) await this.#superseded.markSuperseded(r.peer, r.vm_id, replica.failoverGeneration, `${r.peer} promoted the replica at ${replica.promotedAt}`);
+        const replica = await peer.request<ReplicaView>('GET', `/replicas/${r.replicaId}`);
+        if (replica.promotedAt) await this.#superseded.markSuperseded(r.peer, r.vmId, replica.failoverGeneration, `${r.peer} promoted the replica at ${replica.promotedAt}`);
       } catch (e) {
-        this.#log.info({ vm: r.vm_id, peer: r.peer, err: (e as Error).message }, 'could not ask the peer about failovers; the next cycle will');
+        this.#log.info({ vm: r.vmId, peer: r.peer, err: (e as Error).message }, 'could not ask the peer about failovers; the next cycle will');
       }
     }
   }
@@ -173,11 +170,10 @@ export class ReplicationService {
       sourceVmId: vm.id, vmName, keepPoints: keep, disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
     });
     const now = new Date().toISOString();
-    await this.#db.insertInto('replications').values({
-      vm_id: vm.id, peer: input.to, replica_id: replica.id, rpo_ms: rpoMs, keep_points: keep, state: 'enabled',
-      generation: input.seeded === true ? 0 : null, last_point_at: null, last_point_id: null, failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
-      bandwidth_bps: bandwidthBps,
-    }).execute();
+    await this.#repo.insert({
+      vmId: vm.id, peer: input.to, replicaId: replica.id, rpoMs, keepPoints: keep, state: 'enabled',
+      generation: input.seeded === true ? 0 : null, createdAt: now, updatedAt: now, bandwidthBps,
+    });
     this.#schedule(vm.id, Date.now());
     return this.status(vmName);
   }
@@ -191,11 +187,10 @@ export class ReplicationService {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
     // A protected VM keeps its replica: a plan counts on it (as SRM, unprotect first).
-    const group = await this.#db.selectFrom('protection_group_vms').innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
-      .select('protection_groups.name as name').where('protection_group_vms.vm_id', '=', vm.id).executeTakeFirst();
-    if (group) {
-      throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${group.name}, whose plans recover it from this replica; ` +
-        `remove it first with 'mamori group remove ${group.name} ${vmName}' (or delete the group)`, { details: { vm: vmName, group: group.name } });
+    const group = await this.#groups.groupNameOfVm(vm.id);
+    if (group !== undefined) {
+      throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${group}, whose plans recover it from this replica; ` +
+        `remove it first with 'mamori group remove ${group} ${vmName}' (or delete the group)`, { details: { vm: vmName, group } });
     }
     this.#unschedule(vm.id);
     await this.#lock.run(vm.id, async () => {
@@ -203,7 +198,7 @@ export class ReplicationService {
         const row = await this.#require(vm.id, vmName);
         try {
           const peer = await this.#peers.client(row.peer, { timeoutMs: 120_000 });
-          await peer.request('DELETE', `/replicas/${row.replica_id}`);
+          await peer.request('DELETE', `/replicas/${row.replicaId}`);
         } catch (e) {
           if (!isMamoriError(e, 'NOT_FOUND')) {
             void this.#scheduleFromRow(vm.id, Date.now());
@@ -211,7 +206,7 @@ export class ReplicationService {
           }
         }
       }
-      await this.#db.deleteFrom('replications').where('vm_id', '=', vm.id).execute();
+      await this.#repo.delete(vm.id);
       await this.#incidents.disabled(vm.id);
       await rm(this.#workDir(vm.id), { recursive: true, force: true });
     });
@@ -220,7 +215,7 @@ export class ReplicationService {
   async setPaused(vmName: string, paused: boolean): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
-    await this.#db.updateTable('replications').set({ state: paused ? 'paused' : 'enabled', updated_at: new Date().toISOString() }).where('vm_id', '=', vm.id).execute();
+    await this.#repo.setState(vm.id, paused ? 'paused' : 'enabled');
     if (paused) this.#unschedule(vm.id);
     else this.#schedule(vm.id, Date.now());
     await this.#incidents.checkRpo(vm.id);
@@ -244,13 +239,13 @@ export class ReplicationService {
   async finalSync(vmName: string): Promise<{ id: string; time: string; bytesSent: number }> {
     await this.setPaused(vmName, true);
     const vm = await this.#vms.get(vmName);
-    const before = (await this.#require(vm.id, vmName)).last_point_id;
+    const before = (await this.#require(vm.id, vmName)).lastPointId;
     await this.#cycle(vm.id, true);
     const row = await this.#require(vm.id, vmName);
-    if (row.last_point_id === null || row.last_point_at === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vmName} has no point yet (${row.last_error ?? 'no cycle yet'})`);
+    if (row.lastPointId === null || row.lastPointAt === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vmName} has no point yet (${row.lastError ?? 'no cycle yet'})`);
     // What this last cycle sent (none when it failed and the point is the one before).
-    const bytesSent = row.last_point_id !== before ? ((JSON.parse(row.stats) as CycleStats[]).at(-1)?.bytesSent ?? 0) : 0;
-    return { id: row.last_point_id, time: row.last_point_at, bytesSent };
+    const bytesSent = row.lastPointId !== before ? (row.stats.at(-1)?.bytesSent ?? 0) : 0;
+    return { id: row.lastPointId, time: row.lastPointAt, bytesSent };
   }
 
   async status(vmName: string): Promise<ReplicationStatus> {
@@ -259,21 +254,21 @@ export class ReplicationService {
   }
 
   async statusAll(): Promise<ReplicationStatus[]> {
-    const rows = await this.#db.selectFrom('replications').innerJoin('vms', 'vms.id', 'replications.vm_id').selectAll('replications').select('vms.name as vm_name').execute();
-    return Promise.all(rows.map((r) => this.#statusOf(r, r.vm_name)));
+    const rows = await this.#repo.listWithVmNames();
+    return Promise.all(rows.map((r) => this.#statusOf(r, r.vmName)));
   }
 
   async points(vmName: string): Promise<ReplicaPointView[]> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
-    return (await (await this.#peers.client(row.peer)).request<ReplicaView>('GET', `/replicas/${row.replica_id}`)).points;
+    return (await (await this.#peers.client(row.peer)).request<ReplicaView>('GET', `/replicas/${row.replicaId}`)).points;
   }
 
   async verify(vmName: string, pointId?: string): Promise<{ point: ReplicaPointView; report: WriteLogReport }> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
     const peer = await this.#peers.client(row.peer, { timeoutMs: 300_000 });
-    const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>('POST', `/replicas/${row.replica_id}/verify`, pointId ? { pointId } : {});
+    const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>('POST', `/replicas/${row.replicaId}/verify`, pointId ? { pointId } : {});
     await this.#incidents.verified({ vmId: vm.id, vmName: vm.name, peer: row.peer, pointId: verified.point.id, report: verified.report });
     return verified;
   }
@@ -294,13 +289,13 @@ export class ReplicationService {
 
   /** At server start: re-arm the timers of every enabled replication. */
   async start(): Promise<void> {
-    for (const r of await this.#db.selectFrom('replications').select('vm_id').where('state', '=', 'enabled').execute()) {
+    for (const vmId of await this.#repo.enabledVmIds()) {
       // As the RPO asks (at once if the lag is already near it); a cycle cut by the server's
       // death was undone by its job's recovery rule before this.
-      await this.#scheduleFromRow(r.vm_id, Date.now());
+      await this.#scheduleFromRow(vmId, Date.now());
     }
     // Incidents left open by the previous run, and the watches of those still running.
-    await this.#incidents.start((await this.#db.selectFrom('replications').select('vm_id').execute()).map((r) => r.vm_id));
+    await this.#incidents.start(await this.#repo.vmIds());
   }
 
   shutdown(): void {
@@ -331,7 +326,7 @@ export class ReplicationService {
           previousGeneration: row.generation,
           remote: await this.#ends.remote(row),
           tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
-          ...(row.bandwidth_bps ? { bandwidthBps: row.bandwidth_bps } : {}),
+          ...(row.bandwidthBps ? { bandwidthBps: row.bandwidthBps } : {}),
           journal: this.#journalFor(job.id, context, row),
           seed: row.generation === 0 ? await this.#ends.seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length) : null,
         });
@@ -348,7 +343,7 @@ export class ReplicationService {
           const generation = Number((e.details as { generation?: unknown } | undefined)?.generation ?? 1);
           await this.#superseded.markSuperseded(row.peer, vmId, generation, message).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'));
         }
-        await this.#db.updateTable('replications').set({ failures: row.failures + 1, last_error: message, updated_at: new Date().toISOString() }).where('vm_id', '=', vmId).execute();
+        await this.#repo.recordFailure(vmId, row.failures + 1, message);
         this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
         this.#cycleEnds.cycleEnded({ vmId, vm: vm.name, outcome: 'failed', durationMs: Date.now() - started, bytesSent: 0 });
         await this.#incidents.cycleFailed({ vmId, vmName: vm.name, peer: row.peer, jobId: job.id, code, message });
@@ -362,21 +357,18 @@ export class ReplicationService {
   }
 
   /** Journals the cycle's steps; records the new generation and figures as soon as the peer committed. */
-  #journalFor(jobId: string, context: CycleJobContext, row: Selectable<ReplicationTable>): CycleJournal {
+  #journalFor(jobId: string, context: CycleJobContext, row: ReplicationRecord): CycleJournal {
     return {
       step: (name, fn) => this.#jobs.step(jobId, name, fn),
       pointMade: (point) => this.#jobs.setContext(jobId, { ...context, point }),
       committed: async (result) => {
-        const stats = [...(JSON.parse(row.stats) as CycleStats[]), {
+        const stats: CycleStats[] = [...row.stats, {
           at: result.point.time, mode: result.mode, bytesSent: result.bytesSent, bytesChanged: result.bytesChanged, durationMs: result.durationMs,
           throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
           ...(result.point.storage ? { replica: result.point.storage } : {}),
         }].slice(-KEEP_STATS);
-        await this.#db.updateTable('replications').set({
-          generation: result.generation, last_point_at: result.point.time, last_point_id: result.point.id, failures: 0, last_error: null,
-          stats: JSON.stringify(stats), updated_at: new Date().toISOString(),
-        }).where('vm_id', '=', row.vm_id).execute();
-        await this.#incidents.checkRpo(row.vm_id);
+        await this.#repo.recordPoint(row.vmId, { generation: result.generation, pointAt: result.point.time, pointId: result.point.id, stats });
+        await this.#incidents.checkRpo(row.vmId);
       },
     };
   }
@@ -408,10 +400,9 @@ export class ReplicationService {
   async #scheduleFromRow(vmId: string, now: number): Promise<void> {
     const row = await this.#row(vmId);
     if (!row || row.state !== 'enabled') return;
-    const stats = JSON.parse(row.stats) as CycleStats[];
     const at = nextCycleAt({
-      rpoMs: row.rpo_ms, lastPointAt: row.last_point_at ? Date.parse(row.last_point_at) : null,
-      recentCycleMs: stats.map((s) => s.durationMs), failures: row.failures, lastAttemptEndedAt: now,
+      rpoMs: row.rpoMs, lastPointAt: row.lastPointAt ? Date.parse(row.lastPointAt) : null,
+      recentCycleMs: row.stats.map((s) => s.durationMs), failures: row.failures, lastAttemptEndedAt: now,
     }, now);
     this.#schedule(vmId, at);
   }
@@ -432,17 +423,17 @@ export class ReplicationService {
     this.#next.delete(vmId);
   }
 
-  async #statusOf(r: Selectable<ReplicationTable>, vmName: string): Promise<ReplicationStatus> {
+  async #statusOf(r: ReplicationRecord, vmName: string): Promise<ReplicationStatus> {
     const now = Date.now();
-    const lastAt = r.last_point_at ? Date.parse(r.last_point_at) : null;
-    const s = rpoStatus({ rpoMs: r.rpo_ms, lastPointAt: lastAt }, now);
-    const stats = JSON.parse(r.stats) as CycleStats[];
-    const next = this.#next.get(r.vm_id);
+    const lastAt = r.lastPointAt ? Date.parse(r.lastPointAt) : null;
+    const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
+    const stats = r.stats;
+    const next = this.#next.get(r.vmId);
     return {
-      vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpo_ms / 1000, points: r.keep_points,
-      lastPointAt: r.last_point_at, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
-      rpoViolated: s.violated, rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vm_id), nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
-      lastError: r.last_error, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidth_bps,
+      vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpoMs / 1000, points: r.keepPoints,
+      lastPointAt: r.lastPointAt, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
+      rpoViolated: s.violated, rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vmId), nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
+      lastError: r.lastError, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidthBps,
       generation: r.generation,
       replica: [...stats].reverse().find((c) => c.replica !== undefined)?.replica ?? null,
     };
@@ -452,11 +443,11 @@ export class ReplicationService {
     return join(this.#paths.vmDir(vmId), 'replication');
   }
 
-  async #row(vmId: string): Promise<Selectable<ReplicationTable> | undefined> {
-    return this.#db.selectFrom('replications').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
+  async #row(vmId: string): Promise<ReplicationRecord | undefined> {
+    return this.#repo.find(vmId);
   }
 
-  async #require(vmId: string, vmName: string): Promise<Selectable<ReplicationTable>> {
+  async #require(vmId: string, vmName: string): Promise<ReplicationRecord> {
     const r = await this.#row(vmId);
     if (!r) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not replicated; enable it with 'mamori replicate enable ${vmName} --to SITE --rpo 30s'`);
     return r;

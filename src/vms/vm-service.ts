@@ -159,11 +159,7 @@ export class VmService {
         ...(diskBus === 'sata' ? { diskBus } : {}),
       };
       try {
-        await this.#deps.db.transaction().execute(async (tx) => {
-          await tx.insertInto('vms').values({ id, name: def.name, definition: JSON.stringify(def), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-          if (dataDisk) await DiskRepo.insert(tx, dataDisk);
-          for (const d of attach.filter((x) => !x.shared)) await tx.updateTable('disks').set({ vm_id: id }).where('id', '=', d.id).execute();
-        });
+        await this.repo.create(def, now, dataDisk ? [dataDisk] : [], attach.filter((x) => !x.shared).map((d) => d.id));
       } catch (e) {
         if (dataDisk) await this.#deps.disks.discardPrepared([dataDisk]);
         if (uniqueViolation(e) === 'vms.name') throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists; pick another name`, { details: { name: def.name } });
@@ -229,13 +225,8 @@ export class VmService {
         await this.#deps.supervisor.kill(vm);
       }
       const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
-      await this.#deps.db.transaction().execute(async (tx) => {
-        await tx.updateTable('disks').set({ vm_id: null }).where('vm_id', '=', vm.id).where('owned_by_vm', '=', 0).execute();
-        await tx.deleteFrom('disks').where('vm_id', '=', vm.id).where('owned_by_vm', '=', 1).execute();
-        await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
-        // A recovered VM's hold on the replica point under its disks goes with it.
-        await tx.deleteFrom('replica_holds').where('holder', '=', `vm:${vm.id}`).execute();
-      });
+      // One transaction; a recovered VM's hold on the replica point under its disks goes with it.
+      await this.repo.deleteWithDisks(vm.id);
       // Files go after the rows: a crash in between leaves an orphan file, never a row without its file.
       for (const d of disks.filter((x) => x.ownedByVm)) {
         for (const o of d.overlays) await rm(o, { force: true });
@@ -253,10 +244,7 @@ export class VmService {
   async forget(name: string): Promise<void> {
     await this.#withVm(name, async (vm) => {
       if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; it is forgotten only when off`, { details: { state: vm.state } });
-      await this.#deps.db.transaction().execute(async (tx) => {
-        await tx.deleteFrom('disks').where('vm_id', '=', vm.id).execute();
-        await tx.deleteFrom('vms').where('id', '=', vm.id).execute();
-      });
+      await this.repo.forget(vm.id);
       await rm(this.#deps.paths.vmDir(vm.id), { recursive: true, force: true });
     });
   }
@@ -314,10 +302,10 @@ export class VmService {
    * second copy running here would diverge from it. Only --force starts it, and says why not.
    */
   async #assertNotSuperseded(vm: VmRow, force: boolean): Promise<void> {
-    const s = await this.#deps.db.selectFrom('superseded_vms').selectAll().where('vm_id', '=', vm.id).executeTakeFirst();
+    const s = await this.repo.findSuperseded(vm.id);
     if (!s || force) return;
-    throw new MamoriError('VM_SUPERSEDED', `VM ${vm.name} was failed over to site ${s.by_site} (generation ${s.generation}, ${s.at}): it runs there now, and starting this copy ` +
-      `would split it in two. Reprotect from ${s.by_site} to bring it back, or start with --force if the copy at ${s.by_site} is gone`, { details: { generation: s.generation, bySite: s.by_site, at: s.at } });
+    throw new MamoriError('VM_SUPERSEDED', `VM ${vm.name} was failed over to site ${s.bySite} (generation ${s.generation}, ${s.at}): it runs there now, and starting this copy ` +
+      `would split it in two. Reprotect from ${s.bySite} to bring it back, or start with --force if the copy at ${s.bySite} is gone`, { details: { generation: s.generation, bySite: s.bySite, at: s.at } });
   }
 
   async #withVm(name: string, fn: (vm: VmRow) => Promise<unknown>): Promise<VmRow> {

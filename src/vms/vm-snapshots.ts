@@ -2,11 +2,11 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { SnapshotRepo } from '../store/repos/snapshot-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
 import { activeLayer, type DiskRecord } from '../disks/disk-record.js';
 import { assertValidName } from '../core/names.js';
-import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { commitImage, createQcow2, rebaseUnsafe } from '../qemu/qemu-img.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
@@ -59,19 +59,19 @@ export function snapshotOverlayIndex(d: DiskRecord, name: string): number {
  * transaction (crash-consistent); stopped VMs get overlays made with qemu-img.
  */
 export class VmSnapshots {
-  #db: Kysely<Database>;
+  #snapshots: SnapshotRepo;
   #disks: DiskRepo;
   #poolDir: string;
 
   constructor(db: Kysely<Database>, poolDir: string) {
-    this.#db = db;
+    this.#snapshots = new SnapshotRepo(db);
     this.#disks = new DiskRepo(db);
     this.#poolDir = poolDir;
   }
 
   async list(vm: VmRow): Promise<SnapshotView[]> {
-    const rows = await this.#db.selectFrom('snapshots').selectAll().where('vm_id', '=', vm.id).orderBy('created_at').execute();
-    return rows.map((r) => ({ name: r.name, createdAt: r.created_at, running: r.running === 1 }));
+    const rows = await this.#snapshots.forVm(vm.id);
+    return rows.map((r) => ({ name: r.name, createdAt: r.createdAt, running: r.running }));
   }
 
   async create(vm: VmRow, name: string, qmp: QmpClient | null): Promise<SnapshotView> {
@@ -80,7 +80,7 @@ export class VmSnapshots {
     const ordered = vm.definition.diskIds.map((id) => disks.find((d) => d.id === id)!);
     for (const d of ordered) assertLayerable(d, 'snapshot');
     if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vm.name} has no disks to snapshot`);
-    if (await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vm.id).where('name', '=', name).executeTakeFirst()) {
+    if ((await this.#snapshots.findId(vm.id, name)) !== undefined) {
       throw new MamoriError('SNAPSHOT_EXISTS', `VM ${vm.name} already has a snapshot named ${name}; choose another name`);
     }
     const running = qmp !== null;
@@ -114,12 +114,7 @@ export class VmSnapshots {
         switched = true;
       }
       const now = new Date().toISOString();
-      await this.#db.transaction().execute(async (tx) => {
-        await tx.insertInto('snapshots').values({ id: newShortId('snap'), vm_id: vm.id, name, created_at: now, running: running ? 1 : 0 }).execute();
-        for (const o of overlays) {
-          await tx.updateTable('disks').set({ overlays: JSON.stringify([...o.disk.overlays, o.overlay]) }).where('id', '=', o.disk.id).execute();
-        }
-      });
+      await this.#snapshots.record(vm.id, name, now, running, overlays.map((o) => ({ diskId: o.disk.id, overlays: [...o.disk.overlays, o.overlay] })));
       return { name, createdAt: now, running };
     } catch (e) {
       // Once the guest writes into the overlays they hold its newest data: never remove them.
@@ -140,8 +135,8 @@ export class VmSnapshots {
    * step is safe to repeat: a cut delete leaves the row, and running it again finishes it.
    */
   async delete(vm: VmRow, name: string, qmp: QmpClient | null = null): Promise<void> {
-    const row = await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vm.id).where('name', '=', name).executeTakeFirst();
-    if (!row) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
+    const snapshotId = await this.#snapshots.findId(vm.id, name);
+    if (snapshotId === undefined) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
     const disks = await this.#disks.byIds(vm.definition.diskIds);
     const layerBelow = (d: DiskRecord, i: number): { path: string; format: string } => (i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' });
     // A layer may be a desktop pool's replica too (a hard link, disks/shared-layer.ts), and the
@@ -174,10 +169,10 @@ export class VmSnapshots {
         if (above) await rebaseUnsafe(above, { file: below.path, format: below.format });
       }
       const rest = d.overlays.filter((_, k) => k !== i);
-      await this.#db.updateTable('disks').set({ overlays: JSON.stringify(rest) }).where('id', '=', d.id).execute();
+      await this.#disks.setOverlays(d.id, rest);
       await rm(overlay, { force: true });
     }
-    await this.#db.deleteFrom('snapshots').where('id', '=', row.id).execute();
+    await this.#snapshots.delete(snapshotId);
   }
 
   #poolDirOf(d: DiskRecord): string {

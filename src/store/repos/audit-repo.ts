@@ -1,6 +1,6 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { AuditLogTable, Database } from '../schema.js';
-import type { AuditEntry, AuditFilter, ChainHead } from '../../audit/audit-entry.js';
+import type { AuditEntry, AuditFilter, ChainHead } from '../records/audit-entry.js';
 import { writeLock } from '../write-lock.js';
 
 /** The meta key of the audit chain's head: {"seq": N, "hash": "..."}. */

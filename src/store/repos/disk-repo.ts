@@ -2,9 +2,13 @@ import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { Database, DiskTable } from '../schema.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import { uniqueViolation } from '../unique-violation.js';
-import type { DiskKind, DiskRecord, ImageFormat, RdmMode } from '../../disks/disk-record.js';
+import { jsonColumn } from '../json-column.js';
+import type { DiskKind, DiskRecord, ImageFormat, RdmMode } from '../records/disk-record.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
+
+/** disks.overlays: the qcow2 overlay paths of external snapshots, oldest first. */
+export const diskOverlaysColumn = jsonColumn<string[]>('disks.overlays', { type: 'array', items: { type: 'string' } });
 
 /** The disks table. */
 export class DiskRepo {
@@ -44,7 +48,7 @@ export class DiskRepo {
         .values({
           id: d.id, name: d.name, pool: d.pool, kind: d.kind, format: d.format, path: d.path,
           size_bytes: d.sizeBytes, rdm_mode: d.rdmMode, shared: d.shared ? 1 : 0, vm_id: d.vmId,
-          owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt, overlays: JSON.stringify(d.overlays),
+          owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt, overlays: diskOverlaysColumn.encode(d.overlays),
         })
         .execute();
     } catch (e) {
@@ -55,6 +59,10 @@ export class DiskRepo {
 
   async insert(d: DiskRecord): Promise<void> {
     await DiskRepo.insert(this.#db, d);
+  }
+
+  async setOverlays(id: string, overlays: string[]): Promise<void> {
+    await this.#db.updateTable('disks').set({ overlays: diskOverlaysColumn.encode(overlays) }).where('id', '=', id).execute();
   }
 
   /** True when this call deleted the row (a concurrent delete of the same disk gets false). */
@@ -68,6 +76,6 @@ export function toRecord(r: Selectable<DiskTable>): DiskRecord {
   return {
     id: r.id, name: r.name, pool: r.pool, kind: r.kind as DiskKind, format: r.format as ImageFormat,
     path: r.path, sizeBytes: r.size_bytes, rdmMode: r.rdm_mode as RdmMode | null, shared: r.shared === 1,
-    vmId: r.vm_id, ownedByVm: r.owned_by_vm === 1, createdAt: r.created_at, overlays: JSON.parse(r.overlays) as string[],
+    vmId: r.vm_id, ownedByVm: r.owned_by_vm === 1, createdAt: r.created_at, overlays: diskOverlaysColumn.decode(r.overlays),
   };
 }

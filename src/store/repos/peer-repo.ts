@@ -1,6 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PeerTable } from '../schema.js';
-import type { PeerRecord } from '../../sites/peer-record.js';
+import type { PeerRecord } from '../records/peer-record.js';
 import { isSealed, type SecretBox } from '../../core/secret-box.js';
 
 /** The AAD of a peer's token: bound to its row, so a sealed token moved to another peer's row does not open. */
