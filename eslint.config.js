@@ -112,7 +112,6 @@ const DATABASE_IMPORT_ALLOWLIST = [
   'src/replication/cycle-ends.ts',
   'src/replication/replica-removal.ts',
   'src/replication/replica-service.ts',
-  'src/replication/replication-incidents.ts',
   'src/replication/replication-service.ts',
   'src/vms/vm-service.ts',
   'src/vms/vm-snapshots.ts',
@@ -176,14 +175,7 @@ const LAYERS = [
     folder: 'src/store',
     allow: ['store', 'core'],
     message: 'store/ knows rows, not services: define the row type in store/ and let the service map it.',
-    // Repositories that return service record types today (issue 20, item 6: store/ gets its own row
-    // types). Remove each line when its repository no longer imports a service folder.
-    except: [
-      'src/store/repos/vm-repo.ts', // VmDefinition, VmState from vms/
-      'src/store/repos/disk-repo.ts', // DiskRecord and its kinds from disks/
-      'src/store/repos/peer-repo.ts', // PeerRecord from sites/
-      'src/store/repos/audit-repo.ts', // AuditEntry, AuditFilter, ChainHead from audit/
-    ],
+    except: [],
   },
   {
     // Stricter than "not vms/, disks/, networks/": qemu/ builds command lines and talks QMP from its
