@@ -137,7 +137,9 @@ test('a SQLite database made by the old code, at any version, opens, upgrades an
     for (const steps of [1, 8, SCHEMA_STEPS_BEFORE_POSTGRES.length]) {
       const file = join(dir, `v${steps}.db`);
       const raw = oldDatabase(file, steps);
-      raw.prepare('INSERT INTO vms (id, name, definition, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run('vm1', 'web', '{"name":"web"}', 'stopped', 't0', 't0');
+      // A definition as every version has written it (the codec validates what it reads back).
+      const definition = { id: 'vm1', name: 'web', vcpus: 1, memoryMiB: 64, firmware: 'bios', machineType: 'pc-q35-7.2', diskIds: [], nics: [], boot: { kind: 'disk' }, stopTimeoutSec: 10 };
+      raw.prepare('INSERT INTO vms (id, name, definition, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run('vm1', 'web', JSON.stringify(definition), 'stopped', 't0', 't0');
       raw.prepare('INSERT INTO disks (id, name, pool, kind, format, path, size_bytes, vm_id, owned_by_vm, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
         .run('d1', 'web-disk0', 'default', 'file', 'qcow2', '/p/web.qcow2', 2 ** 40, 'vm1', 1, 't0');
       raw.close();

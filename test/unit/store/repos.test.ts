@@ -16,9 +16,14 @@ import { describeEachDialect } from '../../harness/store-dialects.js';
 
 const box = new SecretBox(randomBytes(32));
 
+/** A whole VM definition: VmRepo validates what it reads back. */
+function definitionOf(id: string, name: string): Record<string, unknown> {
+  return { id, name, vcpus: 1, memoryMiB: 256, firmware: 'bios', machineType: 'pc-q35-7.2', diskIds: [], nics: [], boot: { kind: 'disk' }, stopTimeoutSec: 10 };
+}
+
 async function addVm(store: Store, id: string, name: string): Promise<void> {
   const at = new Date().toISOString();
-  await store.db.insertInto('vms').values({ id, name, definition: JSON.stringify({ name, memoryMb: 256 }), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: at, updated_at: at }).execute();
+  await store.db.insertInto('vms').values({ id, name, definition: JSON.stringify(definitionOf(id, name)), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: at, updated_at: at }).execute();
 }
 
 function disk(id: string, name: string, over: Partial<DiskRecord> = {}): DiskRecord {
@@ -38,7 +43,7 @@ describeEachDialect('repositories', (f) => {
     await vms.setState('v1', 'running', { pid: 4_000_000, reason: null });
     await vms.setHeartbeat('v1', '2026-01-01T00:00:00.000Z');
     const web = await vms.findById('v1');
-    assert.deepEqual([web?.state, web?.pid, web?.lastHeartbeatAt, web?.definition], ['running', 4_000_000, '2026-01-01T00:00:00.000Z', { name: 'web', memoryMb: 256 }]);
+    assert.deepEqual([web?.state, web?.pid, web?.lastHeartbeatAt, web?.definition], ['running', 4_000_000, '2026-01-01T00:00:00.000Z', definitionOf(web!.id, 'web')]);
     assert.equal(await vms.findByName('nope'), undefined);
   });
 
