@@ -11,7 +11,12 @@ export function median(xs: number[]): number {
  * Polls until fn gives a value. Benchmarks poll sparingly on purpose: each poll is often a CLI
  * process, and CPU taken from the guests under test would be charged to mamori.
  */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms: number, everyMs: number): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  ms: number,
+  everyMs: number,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn();

@@ -5,13 +5,24 @@ import { fileURLToPath } from 'node:url';
 
 const bench = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench');
 const rows = [];
-for (const f of readdirSync(join(bench, 'results')).filter((f) => f.endsWith('.json')).sort()) {
+for (const f of readdirSync(join(bench, 'results'))
+  .filter((f) => f.endsWith('.json'))
+  .sort()) {
   const r = JSON.parse(readFileSync(join(bench, 'results', f), 'utf8'));
   for (const fig of r.figures) {
-    rows.push(`| ${r.name} | \`${fig.metric}\`${fig.disk ? ` (${fig.disk})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`);
+    rows.push(
+      `| ${r.name} | \`${fig.metric}\`${fig.disk ? ` (${fig.disk})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`,
+    );
   }
 }
 const readme = join(bench, 'README.md');
 const text = readFileSync(readme, 'utf8');
-const table = ['| benchmark | figure | mamori | baseline | ratio | goal | met | measured |', '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
-writeFileSync(readme, text.replace(/<!-- figures -->[\s\S]*<!-- \/figures -->/, `<!-- figures -->\n${table}\n<!-- /figures -->`));
+const table = [
+  '| benchmark | figure | mamori | baseline | ratio | goal | met | measured |',
+  '|---|---|---|---|---|---|---|---|',
+  ...rows,
+].join('\n');
+writeFileSync(
+  readme,
+  text.replace(/<!-- figures -->[\s\S]*<!-- \/figures -->/, `<!-- figures -->\n${table}\n<!-- /figures -->`),
+);

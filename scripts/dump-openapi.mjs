@@ -16,7 +16,12 @@ const { openSite } = await import(pathToFileURL(resolve('dist/src/main.js')).hre
 const { createLogger } = await import(pathToFileURL(resolve('dist/src/core/logger.js')).href);
 const dir = await mkdtemp(join(tmpdir(), 'mamori-openapi-'));
 try {
-  const site = await openSite({ dataDir: join(dir, 'data'), name: 'openapi', insecureHttp: true, logger: createLogger({ level: 'silent' }) });
+  const site = await openSite({
+    dataDir: join(dir, 'data'),
+    name: 'openapi',
+    insecureHttp: true,
+    logger: createLogger({ level: 'silent' }),
+  });
   try {
     const res = await site.app.inject({ method: 'GET', url: '/openapi.json' });
     if (res.statusCode !== 200) throw new Error(`GET /openapi.json answered ${res.statusCode}: ${res.body}`);

@@ -124,8 +124,16 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     await store.close();
     throw e;
   });
-  const tls = await ensureSiteTls({ dir: paths.tlsDir, siteName: opts.name, serverNames: serverNamesFor(opts.serverNames ?? []) });
-  if (tls.created.length) log.info({ created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames }, 'site TLS material made');
+  const tls = await ensureSiteTls({
+    dir: paths.tlsDir,
+    siteName: opts.name,
+    serverNames: serverNamesFor(opts.serverNames ?? []),
+  });
+  if (tls.created.length)
+    log.info(
+      { created: tls.created, fingerprint: tls.caFingerprint, names: tls.serverNames },
+      'site TLS material made',
+    );
 
   // 3. The VM layer: what step 4 needs to find the VMs again. Isolated networks' bridges are
   // restored first (a host reboot removed them), so VMs started from here on find them.
@@ -136,7 +144,14 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const disks = new DiskService({ db: store.db, paths, jobs, log, hostPaths, arrays: storageArrays });
   const networks = new SiteNetworks({ db: store.db, log });
   await networks.restore();
-  const supervisor = new VmSupervisor({ vms: new VmRepo(store.db), disks: new DiskRepo(store.db), paths, host, log, bridgeOf: (n) => networks.bridgeOf(n) });
+  const supervisor = new VmSupervisor({
+    vms: new VmRepo(store.db),
+    disks: new DiskRepo(store.db),
+    paths,
+    host,
+    log,
+    bridgeOf: (n) => networks.bridgeOf(n),
+  });
   // Three pairs of services need each other. Each cycle is broken by a port made here, before
   // both: the first service gets it at construction, and it is bound to the second at the end
   // of step 5, the one place ports are bound. Used before that, a port throws.
@@ -147,7 +162,10 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const superseded = new Port<SupersededHandler>('the superseded handler (protected site)');
   const cycleEnds = new Port<CycleEndListener>('the cycle-end listener (metrics)');
   const vms = new VmService({
-    db: store.db, paths, disks, supervisor,
+    db: store.db,
+    paths,
+    disks,
+    supervisor,
     resolveMachineType: (t) => host.resolveMachineType(t),
     testGuestAvailable: async () => void (await host.testGuest()),
     networkExists: async (n) => void (await networks.get(n)),
@@ -168,22 +186,80 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const peerExists = async (n: string): Promise<void> => void (await peers.record(n));
   // The replica's NBD server listens where the API does: the one address paired sites reach (set by listen()).
   let listenHost = '127.0.0.1';
-  const replicas = new ReplicaService({ db: store.db, dataDir: paths.root, listenHost: () => listenHost, tls: async () => tls, log });
+  const replicas = new ReplicaService({
+    db: store.db,
+    dataDir: paths.root,
+    listenHost: () => listenHost,
+    tls: async () => tls,
+    log,
+  });
   const incidents = new IncidentLog(store.db);
   const alerts = new AlertNotifier({ db: store.db, box, incidents, siteName: opts.name, log });
-  const peerWatch = new PeerWatch({ peers, incidents, log, intervalMs: opts.peerCheckIntervalMs ?? peerCheckFromEnv() });
+  const peerWatch = new PeerWatch({
+    peers,
+    incidents,
+    log,
+    intervalMs: opts.peerCheckIntervalMs ?? peerCheckFromEnv(),
+  });
   const replication = new ReplicationService({
-    db: store.db, vms, supervisor, peers, tls, paths, jobs, incidents, log,
-    superseded: { markSuperseded: (peer, vmId, generation, reason) => superseded.target.markSuperseded(peer, vmId, generation, reason) },
+    db: store.db,
+    vms,
+    supervisor,
+    peers,
+    tls,
+    paths,
+    jobs,
+    incidents,
+    log,
+    superseded: {
+      markSuperseded: (peer, vmId, generation, reason) =>
+        superseded.target.markSuperseded(peer, vmId, generation, reason),
+    },
     cycleEnds: { cycleEnded: (e) => cycleEnds.target.cycleEnded(e) },
   });
-  const incoming = new IncomingMigrations({ db: store.db, vms, supervisor, disks, paths, tls, listenHost: () => listenHost, log, replicas, source: peerMigrationSource(peers) });
+  const incoming = new IncomingMigrations({
+    db: store.db,
+    vms,
+    supervisor,
+    disks,
+    paths,
+    tls,
+    listenHost: () => listenHost,
+    log,
+    replicas,
+    source: peerMigrationSource(peers),
+  });
   const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists });
-  const protectedSite = new ProtectedSite({ db: store.db, siteName: opts.name, vms, replication, log, arrays: arrayGroups });
+  const protectedSite = new ProtectedSite({
+    db: store.db,
+    siteName: opts.name,
+    vms,
+    replication,
+    log,
+    arrays: arrayGroups,
+  });
   const seeding = new ReplicaSeeding({ db: store.db, replicas, vms, dataDir: paths.root, log });
-  const migrations = new LiveMigrations({ db: store.db, vms, supervisor, peers, tls, paths, jobs, log, replication, reverse: reverseReplication({ protectedSite, seeding, peers }) });
+  const migrations = new LiveMigrations({
+    db: store.db,
+    vms,
+    supervisor,
+    peers,
+    tls,
+    paths,
+    jobs,
+    log,
+    replication,
+    reverse: reverseReplication({ protectedSite, seeding, peers }),
+  });
   const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
-  const conversions = new ConversionService({ disks, vms, jobs, log, runDir: paths.conversionsDir, resolveMachineType: (t) => host.resolveMachineType(t) });
+  const conversions = new ConversionService({
+    disks,
+    vms,
+    jobs,
+    log,
+    runDir: paths.conversionsDir,
+    resolveMachineType: (t) => host.resolveMachineType(t),
+  });
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
   const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
   const storageBench = new StorageBench({ vms, disks, jobs, paths, log });
@@ -195,9 +271,24 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const groups = new ProtectionGroups(store.db, arrayGroups);
   const peerRecovery = new PeerRecovery({ db: store.db, replicas, replication, vms, groups, seeding, recovery });
   const actions = new RunStepActions({
-    vms, replicas, peers, recovery, log, replication, seeding, peerRecovery,
+    vms,
+    replicas,
+    peers,
+    recovery,
+    log,
+    replication,
+    seeding,
+    peerRecovery,
     markSuperseded: (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
-    arrays: new ArrayRunActions({ db: store.db, arrays: storageArrays, peers, vms, groups, poolDir: () => disks.poolDir(), log }),
+    arrays: new ArrayRunActions({
+      db: store.db,
+      arrays: storageArrays,
+      peers,
+      vms,
+      groups,
+      poolDir: () => disks.poolDir(),
+      log,
+    }),
     peerContact: (peer) => peerWatch.contact(peer),
   });
   const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
@@ -218,17 +309,56 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await pools.resumeInterrupted();
   // A run in flight died with the previous server: it waits for 'mamori plan resume'.
   const interrupted = await runs.markInterrupted();
-  if (interrupted.length > 0) log.warn({ runs: interrupted }, "plan runs were cut by the server's stop; resume them with 'mamori plan resume RUN'");
+  if (interrupted.length > 0)
+    log.warn(
+      { runs: interrupted },
+      "plan runs were cut by the server's stop; resume them with 'mamori plan resume RUN'",
+    );
 
   // 7. The API, built apart from listening (tests inject() into it without a socket).
   const app = await buildApp({
-    siteName: opts.name, tokens, vms, disks, jobs, host, pairing, peers, replicas, replication, incidents, groups, logger: log,
-    networks, mappings, protectedSite, arrayGroups, plans, runner, runs, peerRecovery, migrations, incoming, failover, conversions, exports, pools, storageArrays, storageBench, metrics, alerts,
-    audit, authFailures: new AuthFailureLimiter(),
+    siteName: opts.name,
+    tokens,
+    vms,
+    disks,
+    jobs,
+    host,
+    pairing,
+    peers,
+    replicas,
+    replication,
+    incidents,
+    groups,
+    logger: log,
+    networks,
+    mappings,
+    protectedSite,
+    arrayGroups,
+    plans,
+    runner,
+    runs,
+    peerRecovery,
+    migrations,
+    incoming,
+    failover,
+    conversions,
+    exports,
+    pools,
+    storageArrays,
+    storageBench,
+    metrics,
+    alerts,
+    audit,
+    authFailures: new AuthFailureLimiter(),
     ...(opts.insecureHttp ? {} : { https: { key: tls.serverKeyPem, cert: tls.serverCertPem } }),
   });
   return {
-    app, paths, host, tls, peers, createdAdminToken,
+    app,
+    paths,
+    host,
+    tls,
+    peers,
+    createdAdminToken,
     async listen(hostName, port) {
       // 8. Listen. The address is known first: replicas' NBD servers and incoming migrations
       // listen where the API does (the one address paired sites reach).
@@ -243,11 +373,19 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       // Did a peer fail our VMs over while we were away? Asked in the background: a peer
       // that is down must not hold up this site's start.
       void replication.learnSupersession();
-      await arrayGroups.scheduler.start().catch((e: unknown) => log.warn({ err: e }, 'could not schedule the array-based groups'));
-      void arrayGroups.learnFailovers(
-        async (peer) => (await peers.client(peer, { timeoutMs: 5_000 })).request<{ sourceVmId: string; at: string }[]>('GET', '/recovery/array-failovers'),
-        (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
-      ).catch((e: unknown) => log.warn({ err: e }, 'could not learn array failovers'));
+      await arrayGroups.scheduler
+        .start()
+        .catch((e: unknown) => log.warn({ err: e }, 'could not schedule the array-based groups'));
+      void arrayGroups
+        .learnFailovers(
+          async (peer) =>
+            (await peers.client(peer, { timeoutMs: 5_000 })).request<{ sourceVmId: string; at: string }[]>(
+              'GET',
+              '/recovery/array-failovers',
+            ),
+          (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
+        )
+        .catch((e: unknown) => log.warn({ err: e }, 'could not learn array failovers'));
       // 10. The URL file last: whoever waits for it (the CLI, tests) finds a site that is up.
       const url = address.replace('0.0.0.0', '127.0.0.1');
       await writeFile(paths.urlFile, `${url}\n`);
@@ -304,12 +442,18 @@ class Port<T extends object> {
  * After a replica-aware live migration: the VM here is superseded, its disks seed the reverse
  * replica, and the destination replicates it back here (the plans' reprotect primitives).
  */
-function reverseReplication(d: { protectedSite: ProtectedSite; seeding: ReplicaSeeding; peers: SitePeers }): ReverseReplication {
+function reverseReplication(d: {
+  protectedSite: ProtectedSite;
+  seeding: ReplicaSeeding;
+  peers: SitePeers;
+}): ReverseReplication {
   return {
     async reverse(peer, vmId, generation, opts) {
       await d.protectedSite.markSuperseded(peer, vmId, generation, 'migrated live onto its replica');
       await d.seeding.seed(peer, vmId);
-      await (await d.peers.client(peer, { timeoutMs: 3_600_000 })).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
+      await (
+        await d.peers.client(peer, { timeoutMs: 3_600_000 })
+      ).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
     },
   };
 }
@@ -318,9 +462,17 @@ function reverseReplication(d: { protectedSite: ProtectedSite; seeding: ReplicaS
  * The at-rest key and the tokens: the key is made only while the database holds nothing
  * sealed with one (SECRET_KEY_MISSING otherwise); the admin token at first start.
  */
-async function openSecrets(store: Store, paths: SitePaths, log: Logger): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
+async function openSecrets(
+  store: Store,
+  paths: SitePaths,
+  log: Logger,
+): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
   const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.db)));
-  if (created) log.info({ file: paths.secretKey }, "at-rest key made: back it up with the database (the database's secrets are sealed with it)");
+  if (created)
+    log.info(
+      { file: paths.secretKey },
+      "at-rest key made: back it up with the database (the database's secrets are sealed with it)",
+    );
   const tokens = new TokenRepo(store.db, box);
   let createdAdminToken: string | null = null;
   if (!(await tokens.hasAdmin())) {
@@ -339,16 +491,32 @@ async function openSecrets(store: Store, paths: SitePaths, log: Logger): Promise
  * Upgrade from before secrets were sealed: values kept in clear are sealed in place, and the
  * admin token's pairing key is made from DATA/admin-token when that file still matches it.
  */
-async function sealLegacySecrets(d: { db: Store['db']; box: SecretBox; tokens: TokenRepo; paths: SitePaths; log: Logger }): Promise<void> {
-  const adminToken = await readFile(d.paths.adminToken, 'utf8').then((t) => t.trim(), () => null);
+async function sealLegacySecrets(d: {
+  db: Store['db'];
+  box: SecretBox;
+  tokens: TokenRepo;
+  paths: SitePaths;
+  log: Logger;
+}): Promise<void> {
+  const adminToken = await readFile(d.paths.adminToken, 'utf8').then(
+    (t) => t.trim(),
+    () => null,
+  );
   const unkeyed = await d.tokens.sealMissingPairingKeys(adminToken);
   if (unkeyed > 0) {
-    d.log.warn({ adminTokens: unkeyed }, `an admin token made before pairing keys were sealed cannot be used to pair with this site (${d.paths.adminToken} is gone or holds another token): make a new admin token for pairing`);
+    d.log.warn(
+      { adminTokens: unkeyed },
+      `an admin token made before pairing keys were sealed cannot be used to pair with this site (${d.paths.adminToken} is gone or holds another token): make a new admin token for pairing`,
+    );
   }
   const peers = await new PeerRepo(d.db, d.box).sealClearTokens();
   const arrays = await new StorageArrays(d.db, d.box).sealClearConnections();
   const webhook = await new AlertOutbox(d.db, d.box).sealClearWebhook();
-  if (peers + arrays > 0 || webhook) d.log.info({ peerTokens: peers, arrayConnections: arrays, webhook }, 'secrets kept in clear were sealed with the at-rest key');
+  if (peers + arrays > 0 || webhook)
+    d.log.info(
+      { peerTokens: peers, arrayConnections: arrays, webhook },
+      'secrets kept in clear were sealed with the at-rest key',
+    );
 }
 
 /** Written once with mode 0600; an existing file is replaced only when the database had no admin. */
@@ -367,13 +535,21 @@ function peerCheckFromEnv(): number {
   const text = process.env['MAMORI_PEER_CHECK_MS'];
   if (text === undefined || text === '') return DEFAULT_PEER_CHECK_MS;
   const ms = Number(text);
-  if (!Number.isInteger(ms) || ms < 100 || ms > 3_600_000) throw new MamoriError('OUT_OF_RANGE', `MAMORI_PEER_CHECK_MS must be a whole number of milliseconds from 100 to 3600000, got ${JSON.stringify(text)}`);
+  if (!Number.isInteger(ms) || ms < 100 || ms > 3_600_000)
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `MAMORI_PEER_CHECK_MS must be a whole number of milliseconds from 100 to 3600000, got ${JSON.stringify(text)}`,
+    );
   return ms;
 }
 
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(text);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !m[1] || port > 65535) throw new MamoriError('INVALID_INPUT', `--listen must be HOST:PORT (e.g. 127.0.0.1:8443), got ${JSON.stringify(text)}`);
+  if (!m || !m[1] || port > 65535)
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `--listen must be HOST:PORT (e.g. 127.0.0.1:8443), got ${JSON.stringify(text)}`,
+    );
   return { host: m[1].replace(/^\[|\]$/g, ''), port };
 }

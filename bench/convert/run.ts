@@ -26,16 +26,21 @@ async function throughputSource(dir: string): Promise<string> {
   const raw = join(dir, 'data.img');
   await writeFile(raw, '');
   await truncate(raw, DISK);
-  await runProcess('sfdisk', ['-q', raw], { input: 'label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="data"\n' });
+  await runProcess('sfdisk', ['-q', raw], {
+    input: 'label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="data"\n',
+  });
   const fh = await open(raw, 'r+');
   try {
     const runs = DATA / (16 * MiB);
-    for (let i = 0; i < runs; i++) await fh.write(randomBytes(16 * MiB), 0, 16 * MiB, 2 * MiB + i * Math.floor((DISK - 4 * MiB) / runs / MiB) * MiB);
+    for (let i = 0; i < runs; i++)
+      await fh.write(randomBytes(16 * MiB), 0, 16 * MiB, 2 * MiB + i * Math.floor((DISK - 4 * MiB) / runs / MiB) * MiB);
   } finally {
     await fh.close();
   }
   const vmdk = join(dir, 'data.vmdk');
-  await runProcess('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=monolithicSparse', raw, vmdk], { timeoutMs: 600_000 });
+  await runProcess('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=monolithicSparse', raw, vmdk], {
+    timeoutMs: 600_000,
+  });
   await rm(raw);
   return vmdk;
 }
@@ -49,12 +54,21 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
 }
 
 async function hasVirtInspector(): Promise<boolean> {
-  return runProcess('virt-inspector', ['--version'], { timeoutMs: 30_000 }).then(() => true, () => false);
+  return runProcess('virt-inspector', ['--version'], { timeoutMs: 30_000 }).then(
+    () => true,
+    () => false,
+  );
 }
 
 const dir = await mkdtemp(join(tmpdir(), 'mamori-bench-convert-'));
 const site = await SiteProcess.create('site-a');
-const samples = { mamoriMs: [] as number[], qemuImgMs: [] as number[], inspectMs: [] as number[], inspectInProcessMs: [] as number[], virtInspectorMs: [] as number[] };
+const samples = {
+  mamoriMs: [] as number[],
+  qemuImgMs: [] as number[],
+  inspectMs: [] as number[],
+  inspectInProcessMs: [] as number[],
+  virtInspectorMs: [] as number[],
+};
 let virtInspector = false;
 try {
   await site.start();
@@ -71,10 +85,14 @@ try {
   };
   const baselineRound = async (i: number): Promise<void> => {
     const out = join(dir, `plain${i}.qcow2`);
-    samples.qemuImgMs.push((await timed(async () => {
-      await runProcess('qemu-img', ['convert', '-f', 'vmdk', '-O', 'qcow2', src, out], { timeoutMs: 600_000 });
-      await runProcess('sync', [out], { timeoutMs: 600_000 });
-    })).ms);
+    samples.qemuImgMs.push(
+      (
+        await timed(async () => {
+          await runProcess('qemu-img', ['convert', '-f', 'vmdk', '-O', 'qcow2', src, out], { timeoutMs: 600_000 });
+          await runProcess('sync', [out], { timeoutMs: 600_000 });
+        })
+      ).ms,
+    );
     await rm(out);
   };
   for (let i = 0; i < ROUNDS; i++) {
@@ -85,7 +103,9 @@ try {
       await baselineRound(i);
       await ourRound(i);
     }
-    process.stderr.write(`round ${i + 1}/${ROUNDS}: mamori convert ${Math.round(samples.mamoriMs.at(-1)!)} ms, qemu-img convert + fsync ${Math.round(samples.qemuImgMs.at(-1)!)} ms\n`);
+    process.stderr.write(
+      `round ${i + 1}/${ROUNDS}: mamori convert ${Math.round(samples.mamoriMs.at(-1)!)} ms, qemu-img convert + fsync ${Math.round(samples.qemuImgMs.at(-1)!)} ms\n`,
+    );
   }
   await rm(src);
 
@@ -98,16 +118,25 @@ try {
   await rm(big);
   virtInspector = await hasVirtInspector();
   for (let i = 0; i < ROUNDS; i++) {
-    const r = await timed(() => runProcess(process.execPath, [join(repoRoot, 'bin', 'mamori'), '--json', 'inspect', bigQcow2], { timeoutMs: 120_000 }));
+    const r = await timed(() =>
+      runProcess(process.execPath, [join(repoRoot, 'bin', 'mamori'), '--json', 'inspect', bigQcow2], {
+        timeoutMs: 120_000,
+      }),
+    );
     samples.inspectMs.push(r.ms);
     samples.inspectInProcessMs.push((JSON.parse(r.value.stdout) as { durationMs: number }).durationMs);
     if (virtInspector) {
-      const v = await timed(() => runProcess('virt-inspector', ['--no-applications', '--no-icon', '--format=qcow2', '-a', bigQcow2], {
-        timeoutMs: 600_000, env: { ...process.env, LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' },
-      }));
+      const v = await timed(() =>
+        runProcess('virt-inspector', ['--no-applications', '--no-icon', '--format=qcow2', '-a', bigQcow2], {
+          timeoutMs: 600_000,
+          env: { ...process.env, LIBGUESTFS_BACKEND: 'direct', LIBGUESTFS_BACKEND_SETTINGS: 'force_tcg' },
+        }),
+      );
       samples.virtInspectorMs.push(v.ms);
     }
-    process.stderr.write(`inspect 20 GiB: mamori ${Math.round(samples.inspectMs.at(-1)!)} ms${virtInspector ? `, virt-inspector ${Math.round(samples.virtInspectorMs.at(-1)!)} ms` : ''}\n`);
+    process.stderr.write(
+      `inspect 20 GiB: mamori ${Math.round(samples.inspectMs.at(-1)!)} ms${virtInspector ? `, virt-inspector ${Math.round(samples.virtInspectorMs.at(-1)!)} ms` : ''}\n`,
+    );
   }
 } finally {
   for (const pid of await site.vmPids()) site.trackPid(pid);
@@ -122,16 +151,42 @@ const plain = mibps(median(samples.qemuImgMs));
 const inspectS = r3(median(samples.inspectMs) / 1000);
 const virt = samples.virtInspectorMs.length > 0 ? r3(median(samples.virtInspectorMs) / 1000) : null;
 const result = {
-  name: 'convert', machine: '2 cores, TCG', date: new Date().toISOString(), rounds: ROUNDS,
-  source: { format: 'vmdk monolithicSparse', diskBytes: DISK, dataBytes: DATA }, samples,
-  notes: 'mamori is timed as the whole `mamori convert` CLI call (node start, inspection through qemu-nbd, the copy job flushed to disk, the VM registered); ' +
+  name: 'convert',
+  machine: '2 cores, TCG',
+  date: new Date().toISOString(),
+  rounds: ROUNDS,
+  source: { format: 'vmdk monolithicSparse', diskBytes: DISK, dataBytes: DATA },
+  samples,
+  notes:
+    'mamori is timed as the whole `mamori convert` CLI call (node start, inspection through qemu-nbd, the copy job flushed to disk, the VM registered); ' +
     'the baseline is `qemu-img convert -f vmdk -O qcow2` followed by fsync of the output, in alternating order; both read the same source from the page cache or disk alike',
   figures: [
-    { metric: 'convert_throughput_vs_qemu_img', value: ours, unit: 'MiB/s', baseline: plain, ratio: r3(ours / plain), goal: 'ratio >= 0.95', met: ours / plain >= 0.95 },
-    { metric: 'inspect_20gib_seconds', value: inspectS, unit: 's', baseline: null, ratio: null, goal: 'value < 1 s (whole CLI call, qemu-nbd start included)', met: inspectS < 1 },
     {
-      metric: 'inspect_vs_virt_inspector', value: inspectS, unit: 's', baseline: virt, ratio: virt !== null ? r3(inspectS / virt) : null,
-      goal: virt !== null ? 'report' : 'report (virt-inspector is not installed here: make bench-deps)', met: null,
+      metric: 'convert_throughput_vs_qemu_img',
+      value: ours,
+      unit: 'MiB/s',
+      baseline: plain,
+      ratio: r3(ours / plain),
+      goal: 'ratio >= 0.95',
+      met: ours / plain >= 0.95,
+    },
+    {
+      metric: 'inspect_20gib_seconds',
+      value: inspectS,
+      unit: 's',
+      baseline: null,
+      ratio: null,
+      goal: 'value < 1 s (whole CLI call, qemu-nbd start included)',
+      met: inspectS < 1,
+    },
+    {
+      metric: 'inspect_vs_virt_inspector',
+      value: inspectS,
+      unit: 's',
+      baseline: virt,
+      ratio: virt !== null ? r3(inspectS / virt) : null,
+      goal: virt !== null ? 'report' : 'report (virt-inspector is not installed here: make bench-deps)',
+      met: null,
     },
   ],
 };

@@ -9,11 +9,12 @@ import type { FuzzFinding, FuzzOptions, FuzzTargetResult } from '../../test/fuzz
  * inputs after it are not drawn); the result says how far it got.
  */
 export type WorkerMessage =
-  | { kind: 'input'; input: unknown }
-  | { kind: 'done'; result: FuzzTargetResult }
-  | { kind: 'failed'; error: string };
+  { kind: 'input'; input: unknown } | { kind: 'done'; result: FuzzTargetResult } | { kind: 'failed'; error: string };
 
-export function runTargetIsolated(name: string, opts: Omit<FuzzOptions, 'onTargetDone' | 'beforeInput'>): Promise<FuzzTargetResult> {
+export function runTargetIsolated(
+  name: string,
+  opts: Omit<FuzzOptions, 'onTargetDone' | 'beforeInput'>,
+): Promise<FuzzTargetResult> {
   const deadlineMs = opts.deadlineMs ?? 2000;
   // Seeds are built in the worker before the first input: give that its own, longer, allowance.
   const silenceMs = (first: boolean): number => (first ? 300_000 : deadlineMs * 3 + 2000);
@@ -26,10 +27,25 @@ export function runTargetIsolated(name: string, opts: Omit<FuzzOptions, 'onTarge
     function onSilence(): void {
       void worker.terminate();
       const seconds = (performance.now() - started) / 1000;
-      const finding: FuzzFinding = { kind: 'hang', error: `no answer for ${silenceMs(inputs === 0)} ms: a synchronous loop or a stuck parser`, where: [], count: 1, slowestMs: silenceMs(inputs === 0), input: last };
+      const finding: FuzzFinding = {
+        kind: 'hang',
+        error: `no answer for ${silenceMs(inputs === 0)} ms: a synchronous loop or a stuck parser`,
+        where: [],
+        count: 1,
+        slowestMs: silenceMs(inputs === 0),
+        input: last,
+      };
       resolve({
-        name, executions: inputs, crashes: 0, hangs: 1, memory: 0, slowestInputMs: silenceMs(inputs === 0), outcomes: {}, seconds,
-        executionsPerSecond: Math.round(inputs / Math.max(seconds, 1e-6)), findings: [finding],
+        name,
+        executions: inputs,
+        crashes: 0,
+        hangs: 1,
+        memory: 0,
+        slowestInputMs: silenceMs(inputs === 0),
+        outcomes: {},
+        seconds,
+        executionsPerSecond: Math.round(inputs / Math.max(seconds, 1e-6)),
+        findings: [finding],
       });
     }
     worker.on('message', (m: WorkerMessage) => {

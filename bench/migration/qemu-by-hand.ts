@@ -33,9 +33,21 @@ interface Guest {
   serialLog: string;
 }
 
-async function startQemu(dir: string, def: VmDefinition, disk: DiskRecord, guest: { kernel: string; initrd: string }, accel: 'kvm' | 'tcg', extra: string[]): Promise<Guest> {
+async function startQemu(
+  dir: string,
+  def: VmDefinition,
+  disk: DiskRecord,
+  guest: { kernel: string; initrd: string },
+  accel: 'kvm' | 'tcg',
+  extra: string[],
+): Promise<Guest> {
   await mkdir(dir, { recursive: true });
-  const paths = { qmpSocket: join(dir, 'qmp.sock'), pidFile: join(dir, 'qemu.pid'), serialLog: join(dir, 'serial.log'), uefiVars: join(dir, 'vars.fd') };
+  const paths = {
+    qmpSocket: join(dir, 'qmp.sock'),
+    pidFile: join(dir, 'qemu.pid'),
+    serialLog: join(dir, 'serial.log'),
+    uefiVars: join(dir, 'vars.fd'),
+  };
   const argv = [...buildVmArgv({ def, disks: [disk], paths, accel, testGuest: guest, ovmfCode: null }), ...extra];
   const child = spawn('qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -72,20 +84,48 @@ async function waitHeartbeat(serialLog: string, timeoutMs: number): Promise<void
  * job: from the moment the destination is asked for (its QEMU started) to the guest running there.
  */
 export async function migrateByHand(opts: {
-  work: string; guest: { kernel: string; initrd: string }; accel: 'kvm' | 'tcg'; machineType: string;
-  dataBytes: number; writelogRate: number | null; settleMs: number; tls?: boolean;
+  work: string;
+  guest: { kernel: string; initrd: string };
+  accel: 'kvm' | 'tcg';
+  machineType: string;
+  dataBytes: number;
+  writelogRate: number | null;
+  settleMs: number;
+  tls?: boolean;
 }): Promise<ByHandResult> {
   const id = randomUUID();
   const diskId = randomUUID();
   const def: VmDefinition = {
-    id, name: 'byhand', vcpus: 1, memoryMiB: 256, firmware: 'bios', machineType: opts.machineType, diskIds: [diskId],
+    id,
+    name: 'byhand',
+    vcpus: 1,
+    memoryMiB: 256,
+    firmware: 'bios',
+    machineType: opts.machineType,
+    diskIds: [diskId],
     nics: [{ mac: '52:54:00:6d:00:01', model: 'virtio-net-pci', network: 'user' }],
-    boot: { kind: 'test-guest', writelogRate: opts.writelogRate ?? 10, acpi: true, ...(opts.writelogRate === null ? { writelog: false as const } : {}) },
+    boot: {
+      kind: 'test-guest',
+      writelogRate: opts.writelogRate ?? 10,
+      acpi: true,
+      ...(opts.writelogRate === null ? { writelog: false as const } : {}),
+    },
     stopTimeoutSec: 60,
   };
   const diskOf = (path: string): DiskRecord => ({
-    id: diskId, name: 'data', pool: 'bench', kind: 'image', format: 'qcow2', path, sizeBytes: opts.dataBytes, rdmMode: null, shared: false,
-    vmId: id, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],
+    id: diskId,
+    name: 'data',
+    pool: 'bench',
+    kind: 'image',
+    format: 'qcow2',
+    path,
+    sizeBytes: opts.dataBytes,
+    rdmMode: null,
+    shared: false,
+    vmId: id,
+    ownedByVm: true,
+    createdAt: new Date().toISOString(),
+    overlays: [],
   });
   await mkdir(opts.work, { recursive: true });
   const srcDisk = join(opts.work, 'src.qcow2');
@@ -108,23 +148,70 @@ export async function migrateByHand(opts: {
     const migPort = await freePort('127.0.0.1');
     const tlsArg: Record<string, string> = {};
     if (creds) {
-      await dst.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: creds.server, endpoint: 'server', 'verify-peer': true });
-      await src.qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: 'tls0', dir: creds.client, endpoint: 'client', 'verify-peer': true });
+      await dst.qmp.execute('object-add', {
+        'qom-type': 'tls-creds-x509',
+        id: 'tls0',
+        dir: creds.server,
+        endpoint: 'server',
+        'verify-peer': true,
+      });
+      await src.qmp.execute('object-add', {
+        'qom-type': 'tls-creds-x509',
+        id: 'tls0',
+        dir: creds.client,
+        endpoint: 'client',
+        'verify-peer': true,
+      });
       await dst.qmp.execute('migrate-set-parameters', { 'tls-creds': 'tls0' });
       tlsArg['tls-creds'] = 'tls0';
     }
-    await dst.qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: '127.0.0.1', port: String(nbdPort) } }, ...tlsArg });
-    await dst.qmp.execute('block-export-add', { type: 'nbd', id: 'exp0', 'node-name': 'disk0', name: 'disk0', writable: true });
-    await dst.qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'late-block-activate', 'return-path'].map((capability) => ({ capability, state: true })) });
+    await dst.qmp.execute('nbd-server-start', {
+      addr: { type: 'inet', data: { host: '127.0.0.1', port: String(nbdPort) } },
+      ...tlsArg,
+    });
+    await dst.qmp.execute('block-export-add', {
+      type: 'nbd',
+      id: 'exp0',
+      'node-name': 'disk0',
+      name: 'disk0',
+      writable: true,
+    });
+    await dst.qmp.execute('migrate-set-capabilities', {
+      capabilities: ['events', 'late-block-activate', 'return-path'].map((capability) => ({ capability, state: true })),
+    });
     await dst.qmp.execute('migrate-incoming', { uri: `tcp:127.0.0.1:${migPort}` });
 
-    await src.qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': 'tgt0', server: { type: 'inet', host: '127.0.0.1', port: String(nbdPort) }, export: 'disk0', ...tlsArg });
+    await src.qmp.execute('blockdev-add', {
+      driver: 'nbd',
+      'node-name': 'tgt0',
+      server: { type: 'inet', host: '127.0.0.1', port: String(nbdPort) },
+      export: 'disk0',
+      ...tlsArg,
+    });
     const ready = src.qmp.waitForEvent('BLOCK_JOB_READY', { timeoutMs: 600_000 });
-    await src.qmp.execute('blockdev-mirror', { 'job-id': 'mirror0', device: 'disk0', target: 'tgt0', sync: 'full', 'copy-mode': 'write-blocking' });
+    await src.qmp.execute('blockdev-mirror', {
+      'job-id': 'mirror0',
+      device: 'disk0',
+      target: 'tgt0',
+      sync: 'full',
+      'copy-mode': 'write-blocking',
+    });
     await ready;
-    await src.qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'pause-before-switchover', 'return-path'].map((capability) => ({ capability, state: true })) });
-    await src.qmp.execute('migrate-set-parameters', { 'downtime-limit': 300, 'max-bandwidth': 10_000 * 1024 * 1024, ...(creds ? { 'tls-creds': 'tls0', 'tls-hostname': '127.0.0.1' } : {}) });
-    const pre = src.qmp.waitForEvent('MIGRATION', { timeoutMs: 600_000, predicate: (ev) => ev.data.status === 'pre-switchover' || ev.data.status === 'failed' });
+    await src.qmp.execute('migrate-set-capabilities', {
+      capabilities: ['events', 'pause-before-switchover', 'return-path'].map((capability) => ({
+        capability,
+        state: true,
+      })),
+    });
+    await src.qmp.execute('migrate-set-parameters', {
+      'downtime-limit': 300,
+      'max-bandwidth': 10_000 * 1024 * 1024,
+      ...(creds ? { 'tls-creds': 'tls0', 'tls-hostname': '127.0.0.1' } : {}),
+    });
+    const pre = src.qmp.waitForEvent('MIGRATION', {
+      timeoutMs: 600_000,
+      predicate: (ev) => ev.data.status === 'pre-switchover' || ev.data.status === 'failed',
+    });
     await src.qmp.execute('migrate', { uri: `tcp:127.0.0.1:${migPort}` });
     const ev = await pre;
     if (ev.data.status !== 'pre-switchover') throw new Error('the migration by hand failed');
@@ -158,7 +245,17 @@ async function tlsDirs(work: string): Promise<{ client: string; server: string }
   const src = await ensureSiteTls({ dir: join(work, 'tls-src'), siteName: 'bench-src' });
   const dst = await ensureSiteTls({ dir: join(work, 'tls-dst'), siteName: 'bench-dst' });
   return {
-    client: await writeQemuTlsCreds({ dir: join(work, 'qemu-tls-src'), site: src, peerCaPem: dst.caCertPem, endpoint: 'client' }),
-    server: await writeQemuTlsCreds({ dir: join(work, 'qemu-tls-dst'), site: dst, peerCaPem: src.caCertPem, endpoint: 'server' }),
+    client: await writeQemuTlsCreds({
+      dir: join(work, 'qemu-tls-src'),
+      site: src,
+      peerCaPem: dst.caCertPem,
+      endpoint: 'client',
+    }),
+    server: await writeQemuTlsCreds({
+      dir: join(work, 'qemu-tls-dst'),
+      site: dst,
+      peerCaPem: src.caCertPem,
+      endpoint: 'server',
+    }),
   };
 }

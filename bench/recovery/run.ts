@@ -40,11 +40,23 @@ async function pointFiles(b: SiteProcess): Promise<Map<string, string>> {
   return out;
 }
 
-async function plainRound(dir: string, guest: { kernel: string; initrd: string }, points: Map<string, string>): Promise<number> {
+async function plainRound(
+  dir: string,
+  guest: { kernel: string; initrd: string },
+  points: Map<string, string>,
+): Promise<number> {
   const work = await mkdtemp(join(dir, 'plain-'));
-  const args = [work, guest.kernel, guest.initrd, String(PARALLEL), ...groups.map((g) => g.map((n) => `${n}=${points.get(n)}`).join(','))];
+  const args = [
+    work,
+    guest.kernel,
+    guest.initrd,
+    String(PARALLEL),
+    ...groups.map((g) => g.map((n) => `${n}=${points.get(n)}`).join(',')),
+  ];
   const t0 = Date.now();
-  const child = spawn(join(repoRoot, 'bench', 'recovery', 'plain-start.sh'), args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(join(repoRoot, 'bench', 'recovery', 'plain-start.sh'), args, {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   const ms = Date.now() - t0;
   // Stop exactly the QEMUs the script started, by their pid files.
@@ -68,11 +80,17 @@ async function mamoriRound(b: SiteProcess): Promise<number> {
   const r = await b.cli('plan', 'run', 'bench-plan', '--mode', 'test', '--no-wait', '--json');
   if (r.code !== 0) throw new Error(r.stderr);
   const id = (JSON.parse(r.stdout) as PlanRun).id;
-  const run = await waitFor('the plan run', async () => {
-    const x = await b.cliJson<PlanRun>('plan', 'report', id, '--json');
-    return x.state === 'done' || x.state === 'cancelled' ? x : undefined;
-  }, 1_800_000, POLL_MS);
-  if (run.result !== 'success') throw new Error(`plan run ${id}: ${run.result}: ${JSON.stringify(run.steps.filter((s) => s.state !== 'done'))}`);
+  const run = await waitFor(
+    'the plan run',
+    async () => {
+      const x = await b.cliJson<PlanRun>('plan', 'report', id, '--json');
+      return x.state === 'done' || x.state === 'cancelled' ? x : undefined;
+    },
+    1_800_000,
+    POLL_MS,
+  );
+  if (run.result !== 'success')
+    throw new Error(`plan run ${id}: ${run.result}: ${JSON.stringify(run.steps.filter((s) => s.state !== 'done'))}`);
   const rto = Math.max(...Object.values(run.vms).map((v) => v.rtoSec ?? Infinity)) * 1000;
   const clean = await b.cli('plan', 'run', 'bench-plan', '--mode', 'cleanup');
   if (clean.code !== 0) throw new Error(clean.stderr);
@@ -95,13 +113,22 @@ try {
     await a.cliJson('vm', 'create', n, '--test-guest', '--data-disk', '16M', '--writelog-rate', '1');
     await a.cliJson('replicate', 'enable', n, '--to', 'site-b', '--rpo', '1h');
   }
-  for (const n of names) await waitFor(`${n}'s first point`, async () => (await a.cliJson<{ lastPointAt: string | null }>('replicate', 'status', n)).lastPointAt ?? undefined, 600_000, POLL_MS);
+  for (const n of names)
+    await waitFor(
+      `${n}'s first point`,
+      async () => (await a.cliJson<{ lastPointAt: string | null }>('replicate', 'status', n)).lastPointAt ?? undefined,
+      600_000,
+      POLL_MS,
+    );
   await a.cliJson('group', 'create', 'bench', ...names.flatMap((n) => ['--vm', n]));
   await b.cliJson('network', 'create', 'benchtest', '--isolated');
   await b.cliJson('mapping', 'set', '--peer', 'site-a', 'network', 'user', 'user', '--test', 'benchtest');
   await b.cliJson('mapping', 'set', '--peer', 'site-a', 'pool', 'default', 'default');
   const yaml = [
-    'name: bench-plan', 'protectionGroups: [bench]', `concurrency: ${PARALLEL}`, 'vms:',
+    'name: bench-plan',
+    'protectionGroups: [bench]',
+    `concurrency: ${PARALLEL}`,
+    'vms:',
     ...groups.flatMap((g, p) => g.map((n) => `  ${n}: { priority: ${p + 1}, waitHeartbeat: 600s }`)),
   ].join('\n');
   await writeFile(join(dir, 'plan.yaml'), `${yaml}\n`);
@@ -129,12 +156,24 @@ try {
 }
 const ratio = median(ours) / median(plain);
 const result = {
-  name: 'recovery', machine: '2 cores, TCG', date: new Date().toISOString(), rounds: ROUNDS, vms: VMS, parallel: PARALLEL,
+  name: 'recovery',
+  machine: '2 cores, TCG',
+  date: new Date().toISOString(),
+  rounds: ROUNDS,
+  vms: VMS,
+  parallel: PARALLEL,
   samples: { mamoriRtoMs: ours, plainQemuMs: plain },
-  figures: [{
-    metric: 'rto_20_vms_vs_plain_qemu', value: Math.round(median(ours)), unit: 'ms', baseline: Math.round(median(plain)),
-    ratio: Number(ratio.toFixed(3)), goal: 'ratio <= 1.2', met: ratio <= 1.2,
-  }],
+  figures: [
+    {
+      metric: 'rto_20_vms_vs_plain_qemu',
+      value: Math.round(median(ours)),
+      unit: 'ms',
+      baseline: Math.round(median(plain)),
+      ratio: Number(ratio.toFixed(3)),
+      goal: 'ratio <= 1.2',
+      met: ratio <= 1.2,
+    },
+  ],
 };
 await writeFile(join(repoRoot, 'bench', 'results', 'recovery.json'), `${JSON.stringify(result, null, 2)}\n`);
 process.stdout.write(`${JSON.stringify(result.figures[0])}\n`);

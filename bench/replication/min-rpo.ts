@@ -40,19 +40,31 @@ export interface MinRpoFigure {
   [k: string]: unknown;
 }
 
-interface Incident { kind: string; openedAt: string; clearedAt: string | null }
+interface Incident {
+  kind: string;
+  openedAt: string;
+  clearedAt: string | null;
+}
 
 /** GET on a site's API as a script would: HTTPS trusting the site's CA, the admin token. */
 async function getJson<T>(site: SiteProcess, path: string): Promise<T> {
   const [ca, token] = await Promise.all([readFile(site.caCertFile, 'utf8'), site.adminToken()]);
   return new Promise((resolve, reject) => {
-    const req = request(new URL(path, site.url), { ca, headers: { authorization: `Bearer ${token}` }, timeout: 30_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
-        if ((res.statusCode ?? 0) !== 200) reject(new Error(`GET ${path}: HTTP ${res.statusCode}: ${text.slice(0, 500)}`));
-        else resolve(JSON.parse(text) as T);
-      });
-    });
+    const req = request(
+      new URL(path, site.url),
+      { ca, headers: { authorization: `Bearer ${token}` }, timeout: 30_000 },
+      (res) => {
+        let text = '';
+        res
+          .setEncoding('utf8')
+          .on('data', (c: string) => (text += c))
+          .on('end', () => {
+            if ((res.statusCode ?? 0) !== 200)
+              reject(new Error(`GET ${path}: HTTP ${res.statusCode}: ${text.slice(0, 500)}`));
+            else resolve(JSON.parse(text) as T);
+          });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in 30 s`)));
     req.on('error', reject);
     req.end();
@@ -78,9 +90,19 @@ export async function measureMinRpo(opts: { seconds: number; log: (s: string) =>
 
     // The log never wraps: the data disk holds every record of the run, with room to spare.
     const dataMiB = Math.ceil((opts.seconds * RECORDS_PER_SECOND * RECORD_BYTES * 1.25) / MiB) + 64;
-    const vm = await a.cliJson<{ id: string }>('vm', 'create', 'pg', '--test-guest', '--data-disk', `${dataMiB}M`, '--writelog-rate', String(RECORDS_PER_SECOND));
+    const vm = await a.cliJson<{ id: string }>(
+      'vm',
+      'create',
+      'pg',
+      '--test-guest',
+      '--data-disk',
+      `${dataMiB}M`,
+      '--writelog-rate',
+      String(RECORDS_PER_SECOND),
+    );
     const started = await a.cliJson<{ serialLog: string }>('vm', 'start', 'pg');
-    const acks = async (): Promise<number[]> => parseSerialAcks(await readFile(started.serialLog, 'utf8').catch(() => ''));
+    const acks = async (): Promise<number[]> =>
+      parseSerialAcks(await readFile(started.serialLog, 'utf8').catch(() => ''));
     await a.waitFor('the guest writing its log', async () => (await acks()).length > 0, 600_000);
     log('guest writing; enabling replication');
 
@@ -122,8 +144,9 @@ export async function measureMinRpo(opts: { seconds: number; log: (s: string) =>
     const measuredMs = Date.now() - t0;
     const seqAtEnd = newestAck(await acks());
     const written = (seqAtEnd - seqAtStart) * RECORD_BYTES;
-    const rpoIncidents = (await getJson<Incident[]>(a, `/events?target=${encodeURIComponent(`vm:${vm.id}`)}&limit=1000`))
-      .filter((i) => i.kind === 'replication.rpo-violated' && Date.parse(i.openedAt) >= t0);
+    const rpoIncidents = (
+      await getJson<Incident[]>(a, `/events?target=${encodeURIComponent(`vm:${vm.id}`)}&limit=1000`)
+    ).filter((i) => i.kind === 'replication.rpo-violated' && Date.parse(i.openedAt) >= t0);
     const final = await status();
     await a.cliJson('vm', 'kill', 'pg').catch(() => undefined);
 
@@ -132,17 +155,34 @@ export async function measureMinRpo(opts: { seconds: number; log: (s: string) =>
     // commit showed: the largest lag any poll saw counts too.
     const secs = Math.ceil(Math.max(maxLagUpperMs, maxSampledLagMs) / 1000);
     const measured = measuredMs / 1000;
-    log(`min RPO run: ${commits} commits in ${measured.toFixed(0)} s, max lag before a commit ${maxLagLowerMs}..${maxLagUpperMs} ms, ` +
-      `${(written / MiB).toFixed(0)} MiB written by the guest (${(written / MiB / measured).toFixed(2)} MiB/s), ${rpoIncidents.length} RPO incident(s)`);
+    log(
+      `min RPO run: ${commits} commits in ${measured.toFixed(0)} s, max lag before a commit ${maxLagLowerMs}..${maxLagUpperMs} ms, ` +
+        `${(written / MiB).toFixed(0)} MiB written by the guest (${(written / MiB / measured).toFixed(2)} MiB/s), ${rpoIncidents.length} RPO incident(s)`,
+    );
     return {
-      metric: 'min_rpo_held_seconds', value: secs, unit: 's', baseline: null, ratio: secs, goal: 'report', met: null,
-      note: `${measured < 600 ? 'shortened: ' : ''}two paired site servers, replication enabled with --rpo ${RPO} (the smallest accepted) and left to the site's scheduler ` +
+      metric: 'min_rpo_held_seconds',
+      value: secs,
+      unit: 's',
+      baseline: null,
+      ratio: secs,
+      goal: 'report',
+      met: null,
+      note:
+        `${measured < 600 ? 'shortened: ' : ''}two paired site servers, replication enabled with --rpo ${RPO} (the smallest accepted) and left to the site's scheduler ` +
         `for ${measured.toFixed(0)} s while a running test guest wrote its log at ${RECORDS_PER_SECOND} records of 4 KiB a second (target 1 MiB/s, achieved ` +
         `${(written / MiB / measured).toFixed(2)} MiB/s); value = largest age of the newest point seen: just before a commit (upper bound from polling every ${POLL_MS} ms) or at any poll, rounded up`,
-      rpoSeconds: 5, commits, maxLagBeforeCommitMs: { atLeast: maxLagLowerMs, atMost: maxLagUpperMs }, maxSampledLagMs: Math.round(maxSampledLagMs),
-      rpoIncidentsOpened: rpoIncidents.length, meanCycleMs: Math.round(mean(cycleMs)), maxCycleMs: cycleMs.length ? Math.max(...cycleMs) : null,
-      meanBytesSentPerCycle: Math.round(mean(sentBytes)), bytesWrittenByGuest: written, guestMiBPerSecond: Number((written / MiB / measured).toFixed(3)),
-      failures: final.failures, measuredSeconds: Math.round(measured),
+      rpoSeconds: 5,
+      commits,
+      maxLagBeforeCommitMs: { atLeast: maxLagLowerMs, atMost: maxLagUpperMs },
+      maxSampledLagMs: Math.round(maxSampledLagMs),
+      rpoIncidentsOpened: rpoIncidents.length,
+      meanCycleMs: Math.round(mean(cycleMs)),
+      maxCycleMs: cycleMs.length ? Math.max(...cycleMs) : null,
+      meanBytesSentPerCycle: Math.round(mean(sentBytes)),
+      bytesWrittenByGuest: written,
+      guestMiBPerSecond: Number((written / MiB / measured).toFixed(3)),
+      failures: final.failures,
+      measuredSeconds: Math.round(measured),
     };
   } finally {
     await a.destroy().catch(() => undefined);

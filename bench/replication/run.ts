@@ -22,7 +22,12 @@ import { runProcess } from '../../src/core/run-process.js';
 import { QmpClient } from '../../src/qemu/qmp-client.js';
 import { StorageDaemon } from '../../src/qemu/storage-daemon.js';
 import { ReplicaChain } from '../../src/replication/replica-chain.js';
-import { runReplicationCycle, type CycleResult, type CycleTls, type RemoteReplica } from '../../src/replication/replication-cycle.js';
+import {
+  runReplicationCycle,
+  type CycleResult,
+  type CycleTls,
+  type RemoteReplica,
+} from '../../src/replication/replication-cycle.js';
 import type { CycleTarget, ReplicaPointView } from '../../src/replication/replica-service.js';
 import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/fleecing-point.js';
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
@@ -52,7 +57,8 @@ const r3 = (x: number): number => Number(x.toFixed(3));
 // `--only min-rpo`: that figure alone (over ten minutes), its row replaced in the committed results.
 const onlyAt = process.argv.indexOf('--only');
 if (onlyAt >= 0) {
-  if (process.argv[onlyAt + 1] !== 'min-rpo') throw new Error(`--only takes min-rpo, not ${process.argv[onlyAt + 1] ?? 'nothing'}`);
+  if (process.argv[onlyAt + 1] !== 'min-rpo')
+    throw new Error(`--only takes min-rpo, not ${process.argv[onlyAt + 1] ?? 'nothing'}`);
   const fig = await measureMinRpo({ seconds: RPO_SECONDS > 0 ? RPO_SECONDS : 600, log });
   process.stdout.write(`${JSON.stringify(fig)}\n`);
   await replaceFigure(join(repoRoot, 'bench', 'results', 'replication.json'), fig);
@@ -83,7 +89,12 @@ class BenchReplica implements RemoteReplica {
   #n = 0;
   /** performance.now() at begin called/returned and commit called/returned, of the last cycle. */
   marks = { b0: 0, b1: 0, c0: 0, c1: 0 };
-  constructor(private dir: string, private chain: ReplicaChain, private site: SiteTls, private peerCaPem: string) {}
+  constructor(
+    private dir: string,
+    private chain: ReplicaChain,
+    private site: SiteTls,
+    private peerCaPem: string,
+  ) {}
 
   async beginCycle(): Promise<CycleTarget> {
     this.marks.b0 = performance.now();
@@ -95,7 +106,10 @@ class BenchReplica implements RemoteReplica {
     return { cycleId: `cyc${++this.#n}`, host: '127.0.0.1', port, exports: ['disk0'] };
   }
 
-  async commitCycle(_cycleId: string, meta: { time: string; consistency: 'crash' | 'application' }): Promise<ReplicaPointView> {
+  async commitCycle(
+    _cycleId: string,
+    meta: { time: string; consistency: 'crash' | 'application' },
+  ): Promise<ReplicaPointView> {
     this.marks.c0 = performance.now();
     const d = this.#daemon!;
     this.#daemon = null;
@@ -121,24 +135,60 @@ class BenchReplica implements RemoteReplica {
 
 /** A QEMU as mamori starts one (paused, TCG, no guest), with disk0 on `image`. */
 class SourceVm {
-  private constructor(public child: ChildProcess, public qmp: QmpClient, public previousGeneration: number | null = null) {}
+  private constructor(
+    public child: ChildProcess,
+    public qmp: QmpClient,
+    public previousGeneration: number | null = null,
+  ) {}
 
   static async start(dir: string, image: string): Promise<SourceVm> {
     const sock = join(dir, 'qmp.sock');
-    const child = spawn('qemu-system-x86_64', [
-      '-machine', 'q35', '-accel', 'tcg', '-smp', '1', '-m', '128M', '-nodefaults', '-no-user-config', '-display', 'none', '-S',
-      '-chardev', `socket,id=qmp,path=${sock},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control',
-      '-blockdev', JSON.stringify({ driver: 'file', filename: image, 'node-name': 'disk0-file', cache: { direct: false }, discard: 'unmap' }),
-      '-blockdev', JSON.stringify({ driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0', discard: 'unmap' }),
-      '-device', 'virtio-blk-pci,drive=disk0,id=disk0-dev',
-    ], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(
+      'qemu-system-x86_64',
+      [
+        '-machine',
+        'q35',
+        '-accel',
+        'tcg',
+        '-smp',
+        '1',
+        '-m',
+        '128M',
+        '-nodefaults',
+        '-no-user-config',
+        '-display',
+        'none',
+        '-S',
+        '-chardev',
+        `socket,id=qmp,path=${sock},server=on,wait=off`,
+        '-mon',
+        'chardev=qmp,mode=control',
+        '-blockdev',
+        JSON.stringify({
+          driver: 'file',
+          filename: image,
+          'node-name': 'disk0-file',
+          cache: { direct: false },
+          discard: 'unmap',
+        }),
+        '-blockdev',
+        JSON.stringify({ driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0', discard: 'unmap' }),
+        '-device',
+        'virtio-blk-pci,drive=disk0,id=disk0-dev',
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
     children.add(child);
     const qmp = await QmpClient.connect(sock, { connectTimeoutMs: 5_000, retryUntilMs: 15_000 });
     return new SourceVm(child, qmp);
   }
 
   async hmp(cmd: string): Promise<string> {
-    const out = (await this.qmp.execute('human-monitor-command', { 'command-line': cmd }, { timeoutMs: 120_000 })) as string;
+    const out = (await this.qmp.execute(
+      'human-monitor-command',
+      { 'command-line': cmd },
+      { timeoutMs: 120_000 },
+    )) as string;
     if (/error|fail|cannot/i.test(out)) throw new Error(`HMP ${cmd}: ${out}`);
     return out;
   }
@@ -166,18 +216,36 @@ async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 /** Phases of a cycle in ms: fleecing point set up, replica begin, NBD copy, replica commit, fleecing teardown. */
-type Phases = { fleeceSetupMs: number; replicaBeginMs: number; copyMs: number; replicaCommitMs: number; fleeceTeardownMs: number };
-async function cycle(vm: SourceVm, workDir: string, remote: BenchReplica, tls: CycleTls): Promise<CycleResult & { phases: Phases }> {
+type Phases = {
+  fleeceSetupMs: number;
+  replicaBeginMs: number;
+  copyMs: number;
+  replicaCommitMs: number;
+  fleeceTeardownMs: number;
+};
+async function cycle(
+  vm: SourceVm,
+  workDir: string,
+  remote: BenchReplica,
+  tls: CycleTls,
+): Promise<CycleResult & { phases: Phases }> {
   const t0 = performance.now();
   const res = await runReplicationCycle({
-    source: { kind: 'live', qmp: vm.qmp, nodes: ['disk0'] }, workDir, previousGeneration: vm.previousGeneration, remote, tls,
+    source: { kind: 'live', qmp: vm.qmp, nodes: ['disk0'] },
+    workDir,
+    previousGeneration: vm.previousGeneration,
+    remote,
+    tls,
   });
   const t1 = performance.now();
   vm.previousGeneration = res.generation;
   const m = remote.marks;
   const phases: Phases = {
-    fleeceSetupMs: Math.round(m.b0 - t0), replicaBeginMs: Math.round(m.b1 - m.b0), copyMs: Math.round(m.c0 - m.b1),
-    replicaCommitMs: Math.round(m.c1 - m.c0), fleeceTeardownMs: Math.round(t1 - m.c1),
+    fleeceSetupMs: Math.round(m.b0 - t0),
+    replicaBeginMs: Math.round(m.b1 - m.b0),
+    copyMs: Math.round(m.c0 - m.b1),
+    replicaCommitMs: Math.round(m.c1 - m.c0),
+    fleeceTeardownMs: Math.round(t1 - m.c1),
   };
   return { ...res, phases };
 }
@@ -202,7 +270,11 @@ try {
   // Two sites: A (source, NBD client) and B (recovery, NBD server). Each pins the other's CA.
   const siteA = await ensureSiteTls({ dir: join(dir, 'site-a'), siteName: 'bench-a' });
   const siteB = await ensureSiteTls({ dir: join(dir, 'site-b'), siteName: 'bench-b' });
-  const tls: CycleTls = { peerCaPem: siteB.caCertPem, clientCertPem: siteA.clientCertPem, clientKeyPem: siteA.clientKeyPem };
+  const tls: CycleTls = {
+    peerCaPem: siteB.caCertPem,
+    clientCertPem: siteA.clientCertPem,
+    clientKeyPem: siteA.clientKeyPem,
+  };
 
   // Random data, so that neither rsync nor anything else can match or compress it.
   const chunkDir = join(dir, 'chunks');
@@ -223,7 +295,12 @@ try {
   const img8 = join(dir, 'disk8.qcow2');
   await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, img8, String(size8)]);
   const oldOffsets = scattered(64, size8, 7);
-  await runProcess('qemu-io', ['-f', 'qcow2', img8, ...oldOffsets.flatMap((o, i) => ['-c', `write -q -s ${chunk('old', i)} ${o} 8M`])]);
+  await runProcess('qemu-io', [
+    '-f',
+    'qcow2',
+    img8,
+    ...oldOffsets.flatMap((o, i) => ['-c', `write -q -s ${chunk('old', i)} ${o} 8M`]),
+  ]);
   const vm8 = await SourceVm.start(await mkdtemp(join(dir, 'vm8-')), img8);
   vms.push(vm8);
   const rep8 = await newReplica(join(dir, 'replica8'), size8, siteB, siteA);
@@ -242,12 +319,22 @@ try {
   const changed = 64 * RUN;
   log(`wrote ${changed / MiB} MiB in 64 runs of 8 MiB through qemu-io (HMP)`);
   const inc = await cycle(vm8, work8, rep8, tls);
-  log(`incremental cycle: ${inc.bytesSent / MiB} MiB sent (${inc.bytesChanged / MiB} MiB marked dirty) in ${inc.durationMs} ms (${inc.mode}); phases ${JSON.stringify(inc.phases)}`);
+  log(
+    `incremental cycle: ${inc.bytesSent / MiB} MiB sent (${inc.bytesChanged / MiB} MiB marked dirty) in ${inc.durationMs} ms (${inc.mode}); phases ${JSON.stringify(inc.phases)}`,
+  );
   if (inc.mode !== 'incremental') throw new Error(`expected an incremental cycle, got ${inc.mode}`);
   const bpc = inc.bytesSent / changed;
   figure({
-    metric: 'incremental_bytes_per_changed_byte', value: r3(bpc), unit: 'ratio', baseline: null, ratio: r3(bpc), goal: '<= 1.10', met: bpc <= 1.1,
-    bytesSent: inc.bytesSent, bytesChanged: changed, bytesMarkedDirty: inc.bytesChanged,
+    metric: 'incremental_bytes_per_changed_byte',
+    value: r3(bpc),
+    unit: 'ratio',
+    baseline: null,
+    ratio: r3(bpc),
+    goal: '<= 1.10',
+    met: bpc <= 1.1,
+    bytesSent: inc.bytesSent,
+    bytesChanged: changed,
+    bytesMarkedDirty: inc.bytesChanged,
   });
 
   // qemu-img copying the same 512 MiB (a raw file of the same data) into a fresh qcow2.
@@ -262,17 +349,39 @@ try {
     await mkdir(tdir);
     const target = join(tdir, 'target.qcow2');
     await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, target, String(size8)]);
-    const srvTls = await writeQemuTlsCreds({ dir: join(tdir, 'srv'), site: siteB, peerCaPem: siteA.caCertPem, endpoint: 'server' });
-    const cliTls = await writeQemuTlsCreds({ dir: join(tdir, 'cli'), site: siteA, peerCaPem: siteB.caCertPem, endpoint: 'client' });
+    const srvTls = await writeQemuTlsCreds({
+      dir: join(tdir, 'srv'),
+      site: siteB,
+      peerCaPem: siteA.caCertPem,
+      endpoint: 'server',
+    });
+    const cliTls = await writeQemuTlsCreds({
+      dir: join(tdir, 'cli'),
+      site: siteA,
+      peerCaPem: siteB.caCertPem,
+      endpoint: 'client',
+    });
     const port = await freePort('127.0.0.1');
     const sd = await StorageDaemon.start({
-      qmpSocket: join(tdir, 'qmp.sock'), pidFile: join(tdir, 'sd.pid'), chains: [{ id: 'disk0', layers: [{ file: target, format: 'qcow2' }] }],
+      qmpSocket: join(tdir, 'qmp.sock'),
+      pidFile: join(tdir, 'sd.pid'),
+      chains: [{ id: 'disk0', layers: [{ file: target, format: 'qcow2' }] }],
       nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
       exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
     });
     try {
-      imgTlsMs = await qemuImg(['convert', '-W', '-n', '-f', 'raw', '--object', `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
-        '--target-image-opts', changes, `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`]);
+      imgTlsMs = await qemuImg([
+        'convert',
+        '-W',
+        '-n',
+        '-f',
+        'raw',
+        '--object',
+        `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
+        '--target-image-opts',
+        changes,
+        `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`,
+      ]);
     } finally {
       await sd.stop();
     }
@@ -282,22 +391,39 @@ try {
   }
   const incRatio = inc.durationMs / imgMs;
   figure({
-    metric: 'incremental_cycle_time_vs_qemu_img', value: inc.durationMs, unit: 'ms', baseline: Math.round(imgMs), ratio: r3(incRatio),
-    goal: 'ratio <= 1.3', met: incRatio <= 1.3,
-    baselineMethod: 'qemu-img convert -W -f raw -O qcow2 of a 512 MiB raw file of the same data into a fresh local qcow2',
+    metric: 'incremental_cycle_time_vs_qemu_img',
+    value: inc.durationMs,
+    unit: 'ms',
+    baseline: Math.round(imgMs),
+    ratio: r3(incRatio),
+    goal: 'ratio <= 1.3',
+    met: incRatio <= 1.3,
+    baselineMethod:
+      'qemu-img convert -W -f raw -O qcow2 of a 512 MiB raw file of the same data into a fresh local qcow2',
     phases: inc.phases,
-    ...(imgTlsMs === null ? {} : { qemuImgOverNbdTlsMs: Math.round(imgTlsMs), ratioVsQemuImgOverNbdTls: r3(inc.durationMs / imgTlsMs) }),
+    ...(imgTlsMs === null
+      ? {}
+      : { qemuImgOverNbdTlsMs: Math.round(imgTlsMs), ratioVsQemuImgOverNbdTls: r3(inc.durationMs / imgTlsMs) }),
   });
 
   // rsync of the whole image file onto the copy made after the first cycle.
   const imgSize = (await stat(img8)).size;
-  const [, rsyncMs] = await timed(() => runProcess('rsync', ['--inplace', '--no-whole-file', img8, rsyncCopy], { timeoutMs: 900_000 }));
+  const [, rsyncMs] = await timed(() =>
+    runProcess('rsync', ['--inplace', '--no-whole-file', img8, rsyncCopy], { timeoutMs: 900_000 }),
+  );
   log(`rsync --inplace --no-whole-file of the ${(imgSize / MiB).toFixed(0)} MiB image file: ${rsyncMs.toFixed(0)} ms`);
   await rm(rsyncCopy, { force: true });
   const rsRatio = inc.durationMs / rsyncMs;
   figure({
-    metric: 'incremental_time_vs_rsync', value: inc.durationMs, unit: 'ms', baseline: Math.round(rsyncMs), ratio: r3(rsRatio),
-    goal: 'ratio < 1 (informational)', met: rsRatio < 1, imageFileBytes: imgSize, virtualSize: size8,
+    metric: 'incremental_time_vs_rsync',
+    value: inc.durationMs,
+    unit: 'ms',
+    baseline: Math.round(rsyncMs),
+    ratio: r3(rsRatio),
+    goal: 'ratio < 1 (informational)',
+    met: rsRatio < 1,
+    imageFileBytes: imgSize,
+    virtualSize: size8,
   });
 
   // ---- 2. RPO: the product's own scheduler between two site servers, a running guest writing (min-rpo.ts) ----
@@ -313,7 +439,11 @@ try {
   await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, img20, String(size20)]);
   const dataOffsets = scattered(256, size20, 31);
   // 0x5a-style patterns are not zero, so neither side can skip them; both see the same bytes.
-  await runProcess('qemu-io', ['-f', 'qcow2', img20, ...dataOffsets.flatMap((o, i) => ['-c', `write -q -P ${(i % 250) + 1} ${o} 8M`])], { timeoutMs: 600_000 });
+  await runProcess(
+    'qemu-io',
+    ['-f', 'qcow2', img20, ...dataOffsets.flatMap((o, i) => ['-c', `write -q -P ${(i % 250) + 1} ${o} 8M`])],
+    { timeoutMs: 600_000 },
+  );
   const data = 256 * RUN;
   const vm20 = await SourceVm.start(await mkdtemp(join(dir, 'vm20-')), img20);
   vms.push(vm20);
@@ -321,7 +451,14 @@ try {
   const bwork = join(dir, 'vm20-base');
   await mkdir(bwork);
   const sock = join(bwork, 'nbd.sock');
-  const fp = await createFleecingPoint({ qmp: vm20.qmp, nodes: ['disk0'], workDir: bwork, nbdSocket: sock, previousGeneration: null, prefix: 'bench-base' });
+  const fp = await createFleecingPoint({
+    qmp: vm20.qmp,
+    nodes: ['disk0'],
+    workDir: bwork,
+    nbdSocket: sock,
+    previousGeneration: null,
+    prefix: 'bench-base',
+  });
   const out20 = join(dir, 'qemu-img-full.qcow2');
   let fullImgMs: number;
   let fullImgTlsMs: number | null = null;
@@ -334,17 +471,39 @@ try {
       const tdir = join(dir, 'img-tls20');
       await mkdir(tdir);
       await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, out20, String(size20)]);
-      const srvTls = await writeQemuTlsCreds({ dir: join(tdir, 'srv'), site: siteB, peerCaPem: siteA.caCertPem, endpoint: 'server' });
-      const cliTls = await writeQemuTlsCreds({ dir: join(tdir, 'cli'), site: siteA, peerCaPem: siteB.caCertPem, endpoint: 'client' });
+      const srvTls = await writeQemuTlsCreds({
+        dir: join(tdir, 'srv'),
+        site: siteB,
+        peerCaPem: siteA.caCertPem,
+        endpoint: 'server',
+      });
+      const cliTls = await writeQemuTlsCreds({
+        dir: join(tdir, 'cli'),
+        site: siteA,
+        peerCaPem: siteB.caCertPem,
+        endpoint: 'client',
+      });
       const port = await freePort('127.0.0.1');
       const sd = await StorageDaemon.start({
-        qmpSocket: join(tdir, 'qmp.sock'), pidFile: join(tdir, 'sd.pid'), chains: [{ id: 'disk0', layers: [{ file: out20, format: 'qcow2' }] }],
+        qmpSocket: join(tdir, 'qmp.sock'),
+        pidFile: join(tdir, 'sd.pid'),
+        chains: [{ id: 'disk0', layers: [{ file: out20, format: 'qcow2' }] }],
         nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
         exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
       });
       try {
-        fullImgTlsMs = await qemuImg(['convert', '-W', '-n', '-f', 'raw', '--object', `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
-          '--target-image-opts', srcUri, `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`]);
+        fullImgTlsMs = await qemuImg([
+          'convert',
+          '-W',
+          '-n',
+          '-f',
+          'raw',
+          '--object',
+          `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
+          '--target-image-opts',
+          srcUri,
+          `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`,
+        ]);
       } finally {
         await sd.stop();
       }
@@ -360,20 +519,42 @@ try {
   const rep20 = await newReplica(join(dir, 'replica20'), size20, siteB, siteA);
   daemons.push(rep20);
   const full20 = await cycle(vm20, join(dir, 'vm20-work'), rep20, tls);
-  log(`initial cycle: ${full20.bytesSent / MiB} MiB sent in ${full20.durationMs} ms (${full20.mode}); phases ${JSON.stringify(full20.phases)}`);
+  log(
+    `initial cycle: ${full20.bytesSent / MiB} MiB sent in ${full20.durationMs} ms (${full20.mode}); phases ${JSON.stringify(full20.phases)}`,
+  );
   const oursTp = data / MiB / (full20.durationMs / 1000);
   const imgTp = data / MiB / (fullImgMs / 1000);
   figure({
-    metric: 'initial_sync_throughput_vs_qemu_img', value: r3(oursTp), unit: 'MiB/s', baseline: r3(imgTp), ratio: r3(oursTp / imgTp),
-    goal: 'ratio >= 0.9', met: oursTp / imgTp >= 0.9, cycleMs: full20.durationMs, qemuImgMs: Math.round(fullImgMs),
-    baselineMethod: 'qemu-img convert -W -f raw -O qcow2 from the fleecing export (nbd+unix) of the same running QEMU into a fresh local qcow2',
+    metric: 'initial_sync_throughput_vs_qemu_img',
+    value: r3(oursTp),
+    unit: 'MiB/s',
+    baseline: r3(imgTp),
+    ratio: r3(oursTp / imgTp),
+    goal: 'ratio >= 0.9',
+    met: oursTp / imgTp >= 0.9,
+    cycleMs: full20.durationMs,
+    qemuImgMs: Math.round(fullImgMs),
+    baselineMethod:
+      'qemu-img convert -W -f raw -O qcow2 from the fleecing export (nbd+unix) of the same running QEMU into a fresh local qcow2',
     phases: full20.phases,
-    ...(fullImgTlsMs === null ? {} : { qemuImgOverNbdTlsMs: Math.round(fullImgTlsMs), ratioVsQemuImgOverNbdTls: r3(fullImgTlsMs / full20.durationMs) }),
+    ...(fullImgTlsMs === null
+      ? {}
+      : {
+          qemuImgOverNbdTlsMs: Math.round(fullImgTlsMs),
+          ratioVsQemuImgOverNbdTls: r3(fullImgTlsMs / full20.durationMs),
+        }),
   });
   const ib = full20.bytesSent / data;
   figure({
-    metric: 'initial_sync_bytes_per_data_byte', value: r3(ib), unit: 'ratio', baseline: null, ratio: r3(ib), goal: '<= 1.05', met: ib <= 1.05,
-    bytesSent: full20.bytesSent, dataBytes: data,
+    metric: 'initial_sync_bytes_per_data_byte',
+    value: r3(ib),
+    unit: 'ratio',
+    baseline: null,
+    ratio: r3(ib),
+    goal: '<= 1.05',
+    met: ib <= 1.05,
+    bytesSent: full20.bytesSent,
+    dataBytes: data,
   });
   await vm20.stop();
   vms.splice(vms.indexOf(vm20), 1);

@@ -14,21 +14,58 @@ import { BENCH_KINDS, type StorageBenchResult } from '../../src/disks/storage-be
 
 const MIB = Number(process.env['BENCH_STORAGE_MIB'] ?? 256);
 const SECONDS = Number(process.env['BENCH_STORAGE_SECONDS'] ?? 5);
-const METRICS = [['seq_read_mbps', 'MB/s'], ['seq_write_mbps', 'MB/s'], ['rand_read_iops', 'IOPS'], ['rand_write_iops', 'IOPS']] as const;
+const METRICS = [
+  ['seq_read_mbps', 'MB/s'],
+  ['seq_write_mbps', 'MB/s'],
+  ['rand_read_iops', 'IOPS'],
+  ['rand_write_iops', 'IOPS'],
+] as const;
 const site = await SiteProcess.create('bench-storage');
 try {
   await site.start();
-  const r = await site.cliJson<StorageBenchResult>('bench', 'storage', '--mib', String(MIB), '--seconds', String(SECONDS));
+  const r = await site.cliJson<StorageBenchResult>(
+    'bench',
+    'storage',
+    '--mib',
+    String(MIB),
+    '--seconds',
+    String(SECONDS),
+  );
   const figures = [
-    ...BENCH_KINDS.flatMap((k) => METRICS.map(([m, unit]) => ({ metric: m, disk: k, value: r.kinds[k][m], unit, baseline: null, ratio: '-', goal: 'informational', met: null }))),
-    ...(['rdm-virtual', 'rdm-physical'] as const).flatMap((k) => METRICS.map(([m, unit]) => ({
-      metric: `${k.replace('-', '_')}_vs_qcow2_${m}`, disk: k, value: r.kinds[k][m], unit, baseline: r.kinds.qcow2[m], ratio: r.ratios[`${k.replace('-', '_')}_vs_qcow2_${m}`]!,
-      goal: 'about 1 (informational)', met: null,
-    }))),
+    ...BENCH_KINDS.flatMap((k) =>
+      METRICS.map(([m, unit]) => ({
+        metric: m,
+        disk: k,
+        value: r.kinds[k][m],
+        unit,
+        baseline: null,
+        ratio: '-',
+        goal: 'informational',
+        met: null,
+      })),
+    ),
+    ...(['rdm-virtual', 'rdm-physical'] as const).flatMap((k) =>
+      METRICS.map(([m, unit]) => ({
+        metric: `${k.replace('-', '_')}_vs_qcow2_${m}`,
+        disk: k,
+        value: r.kinds[k][m],
+        unit,
+        baseline: r.kinds.qcow2[m],
+        ratio: r.ratios[`${k.replace('-', '_')}_vs_qcow2_${m}`]!,
+        goal: 'about 1 (informational)',
+        met: null,
+      })),
+    ),
   ];
   const out = {
-    name: 'storage', machine: '2 cores, TCG', date: new Date().toISOString(), mib: MIB, seconds: SECONDS, kinds: r.kinds,
-    notes: 'Measured inside the test guest under TCG, so CPU emulation bounds every figure; the comparison between kinds in one run is the point, not the absolute numbers. ' +
+    name: 'storage',
+    machine: '2 cores, TCG',
+    date: new Date().toISOString(),
+    mib: MIB,
+    seconds: SECONDS,
+    kinds: r.kinds,
+    notes:
+      'Measured inside the test guest under TCG, so CPU emulation bounds every figure; the comparison between kinds in one run is the point, not the absolute numbers. ' +
       'Images are attached with the host page cache (cache.direct off), as mamori attaches them; a physical-mode RDM bypasses it (O_DIRECT), a virtual-mode one does not.',
     figures,
   };

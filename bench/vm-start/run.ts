@@ -26,20 +26,54 @@ async function firstHeartbeat(serialLog: string, t0: number, timeoutMs = 120_000
   throw new Error(`no heartbeat in ${serialLog} within ${timeoutMs} ms`);
 }
 
-
 async function plainQemuRun(dir: string, guest: { kernel: string; initrd: string }, i: number): Promise<number> {
   const disk = join(dir, `plain-${i}.qcow2`);
   const serial = join(dir, `plain-${i}.log`);
-  await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=131072,extended_l2=on', disk, '64M']);
+  await runProcess('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-o',
+    'cluster_size=131072,extended_l2=on',
+    disk,
+    '64M',
+  ]);
   const t0 = Date.now();
-  const child = spawn('qemu-system-x86_64', [
-    '-machine', 'q35', '-accel', 'tcg', '-smp', '1', '-m', '256M', '-nodefaults', '-no-user-config', '-display', 'none',
-    '-chardev', `file,id=serial0,path=${serial}`, '-device', 'isa-serial,chardev=serial0',
-    '-drive', `file=${disk},format=qcow2,if=virtio`,
-    '-netdev', 'user,id=net0,restrict=on', '-device', 'virtio-net-pci,netdev=net0',
-    '-kernel', guest.kernel, '-initrd', guest.initrd,
-    '-append', 'console=ttyS0 panic=-1 quiet mamori.acpi=1 mamori.wl=/dev/vda mamori.wl_rate=10',
-  ], { stdio: 'ignore' });
+  const child = spawn(
+    'qemu-system-x86_64',
+    [
+      '-machine',
+      'q35',
+      '-accel',
+      'tcg',
+      '-smp',
+      '1',
+      '-m',
+      '256M',
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-chardev',
+      `file,id=serial0,path=${serial}`,
+      '-device',
+      'isa-serial,chardev=serial0',
+      '-drive',
+      `file=${disk},format=qcow2,if=virtio`,
+      '-netdev',
+      'user,id=net0,restrict=on',
+      '-device',
+      'virtio-net-pci,netdev=net0',
+      '-kernel',
+      guest.kernel,
+      '-initrd',
+      guest.initrd,
+      '-append',
+      'console=ttyS0 panic=-1 quiet mamori.acpi=1 mamori.wl=/dev/vda mamori.wl_rate=10',
+    ],
+    { stdio: 'ignore' },
+  );
   const exited = new Promise((r) => child.once('exit', r));
   try {
     return await firstHeartbeat(serial, t0);
@@ -95,8 +129,13 @@ const result = {
   figures: [
     {
       // value and baseline are medians (ms); ratio is ours over plain QEMU's, the figure that matters.
-      metric: 'vm_start_to_heartbeat', value: median(ours), unit: 'ms', baseline: median(plain),
-      ratio: Number(ratio.toFixed(3)), goal: 'ratio <= 1.10', met: ratio <= 1.1,
+      metric: 'vm_start_to_heartbeat',
+      value: median(ours),
+      unit: 'ms',
+      baseline: median(plain),
+      ratio: Number(ratio.toFixed(3)),
+      goal: 'ratio <= 1.10',
+      met: ratio <= 1.1,
     },
   ],
 };

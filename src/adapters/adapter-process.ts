@@ -18,9 +18,16 @@ const STDERR_TAIL_LINES = 40;
  * The adapter runs in its own process group, and the whole group is killed at the time limit:
  * an adapter's `zfs send | ssh ... zfs recv` must not outlive it. Never a shell.
  */
-export function runAdapterProcess(path: string, request: string, opts: {
-  timeoutMs: number; command: string; onProgress?: (fraction: number | null, message: string) => void; env?: NodeJS.ProcessEnv;
-}): Promise<AdapterRun> {
+export function runAdapterProcess(
+  path: string,
+  request: string,
+  opts: {
+    timeoutMs: number;
+    command: string;
+    onProgress?: (fraction: number | null, message: string) => void;
+    env?: NodeJS.ProcessEnv;
+  },
+): Promise<AdapterRun> {
   return new Promise((resolve, reject) => {
     let child;
     try {
@@ -58,7 +65,10 @@ export function runAdapterProcess(path: string, request: string, opts: {
       try {
         const p = JSON.parse(l) as { progress?: unknown; message?: unknown };
         if (p && typeof p === 'object' && ('progress' in p || 'message' in p)) {
-          opts.onProgress?.(typeof p.progress === 'number' && p.progress >= 0 && p.progress <= 1 ? p.progress : null, typeof p.message === 'string' ? p.message : '');
+          opts.onProgress?.(
+            typeof p.progress === 'number' && p.progress >= 0 && p.progress <= 1 ? p.progress : null,
+            typeof p.message === 'string' ? p.message : '',
+          );
           return;
         }
       } catch {
@@ -83,12 +93,23 @@ export function runAdapterProcess(path: string, request: string, opts: {
       clearTimeout(timer);
       if (partial) line(partial);
       if (timedOut) {
-        reject(new MamoriError('ADAPTER_TIMEOUT', `the adapter ${path} did not answer ${opts.command} within ${Math.round(opts.timeoutMs / 1000)} s and was killed${tail.length ? `; it last said: ${tail.slice(-3).join(' / ')}` : ''}`,
-          { details: { adapter: path, command: opts.command, stderr: tail } }));
+        reject(
+          new MamoriError(
+            'ADAPTER_TIMEOUT',
+            `the adapter ${path} did not answer ${opts.command} within ${Math.round(opts.timeoutMs / 1000)} s and was killed${tail.length ? `; it last said: ${tail.slice(-3).join(' / ')}` : ''}`,
+            { details: { adapter: path, command: opts.command, stderr: tail } },
+          ),
+        );
         return;
       }
       if (overflow) {
-        reject(new MamoriError('ADAPTER_FAILED', `the adapter ${path} wrote more than ${STDOUT_LIMIT} bytes to stdout for ${opts.command}; a response is one JSON object`, { details: { adapter: path, command: opts.command } }));
+        reject(
+          new MamoriError(
+            'ADAPTER_FAILED',
+            `the adapter ${path} wrote more than ${STDOUT_LIMIT} bytes to stdout for ${opts.command}; a response is one JSON object`,
+            { details: { adapter: path, command: opts.command } },
+          ),
+        );
         return;
       }
       resolve({ stdout, stderrTail: tail, exitCode: code, signal });
@@ -98,7 +119,19 @@ export function runAdapterProcess(path: string, request: string, opts: {
 
 function spawnError(path: string, e: unknown): MamoriError {
   const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return new MamoriError('ADAPTER_NOT_FOUND', `no adapter at ${path}: give the path of an executable, or the name of a bundled adapter (zfs)`, { cause: e, details: { adapter: path } });
-  if (code === 'EACCES') return new MamoriError('ADAPTER_NOT_FOUND', `the adapter ${path} is not executable: chmod +x it`, { cause: e, details: { adapter: path } });
-  return new MamoriError('ADAPTER_FAILED', `could not run the adapter ${path}: ${(e as Error).message}`, { cause: e, details: { adapter: path } });
+  if (code === 'ENOENT')
+    return new MamoriError(
+      'ADAPTER_NOT_FOUND',
+      `no adapter at ${path}: give the path of an executable, or the name of a bundled adapter (zfs)`,
+      { cause: e, details: { adapter: path } },
+    );
+  if (code === 'EACCES')
+    return new MamoriError('ADAPTER_NOT_FOUND', `the adapter ${path} is not executable: chmod +x it`, {
+      cause: e,
+      details: { adapter: path },
+    });
+  return new MamoriError('ADAPTER_FAILED', `could not run the adapter ${path}: ${(e as Error).message}`, {
+    cause: e,
+    details: { adapter: path },
+  });
 }

@@ -12,18 +12,44 @@
 export const PROTOCOL_VERSION = 1;
 
 export const ADAPTER_COMMANDS = [
-  'queryInfo', 'queryCapabilities', 'queryConnectionParameters', 'queryErrorDefinitions',
-  'discoverArrays', 'discoverDevices', 'queryReplicationSettings', 'syncOnce', 'querySyncStatus',
-  'testFailoverStart', 'testFailoverStop', 'prepareFailover', 'failover',
-  'prepareReverseReplication', 'reverseReplication', 'restoreReplication',
+  'queryInfo',
+  'queryCapabilities',
+  'queryConnectionParameters',
+  'queryErrorDefinitions',
+  'discoverArrays',
+  'discoverDevices',
+  'queryReplicationSettings',
+  'syncOnce',
+  'querySyncStatus',
+  'testFailoverStart',
+  'testFailoverStop',
+  'prepareFailover',
+  'failover',
+  'prepareReverseReplication',
+  'reverseReplication',
+  'restoreReplication',
 ] as const;
 export type AdapterCommand = (typeof ADAPTER_COMMANDS)[number];
 
 /** Commands every adapter must answer: mamori asks them before anything else. */
-export const REQUIRED_COMMANDS: readonly AdapterCommand[] = ['queryInfo', 'queryCapabilities', 'queryConnectionParameters', 'queryErrorDefinitions', 'discoverArrays', 'discoverDevices'];
+export const REQUIRED_COMMANDS: readonly AdapterCommand[] = [
+  'queryInfo',
+  'queryCapabilities',
+  'queryConnectionParameters',
+  'queryErrorDefinitions',
+  'discoverArrays',
+  'discoverDevices',
+];
 
 /** Codes any adapter may answer without declaring them; every other code must be declared. */
-export const GENERIC_ERROR_CODES = ['INVALID_REQUEST', 'UNKNOWN_COMMAND', 'ARRAY_NOT_FOUND', 'DEVICE_NOT_FOUND', 'CONNECTION_FAILED', 'INTERNAL'] as const;
+export const GENERIC_ERROR_CODES = [
+  'INVALID_REQUEST',
+  'UNKNOWN_COMMAND',
+  'ARRAY_NOT_FOUND',
+  'DEVICE_NOT_FOUND',
+  'CONNECTION_FAILED',
+  'INTERNAL',
+] as const;
 
 export interface AdapterRequest {
   protocol: typeof PROTOCOL_VERSION;
@@ -33,10 +59,19 @@ export interface AdapterRequest {
   arguments: Record<string, unknown>;
 }
 
-export interface AdapterErrorBody { code: string; message: string; details?: Record<string, unknown> }
-export type AdapterResponse = { protocol: typeof PROTOCOL_VERSION; result: unknown } | { protocol: typeof PROTOCOL_VERSION; error: AdapterErrorBody };
+export interface AdapterErrorBody {
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+export type AdapterResponse =
+  | { protocol: typeof PROTOCOL_VERSION; result: unknown }
+  | { protocol: typeof PROTOCOL_VERSION; error: AdapterErrorBody };
 
-export interface PeerRef { arrayId: string; deviceId: string }
+export interface PeerRef {
+  arrayId: string;
+  deviceId: string;
+}
 
 /** A replicated unit: a filesystem (a ZFS dataset, a NAS share) or a volume (a LUN, a zvol). */
 export interface AdapterDevice {
@@ -54,18 +89,50 @@ export interface AdapterDevice {
 
 export interface AdapterResults {
   queryInfo: { name: string; vendor: string; version: string; protocolVersions: number[]; description: string };
-  queryCapabilities: { commands: AdapterCommand[]; features: { testFailover: boolean; reverseReplication: boolean; consistencyGroups: boolean }; deviceKinds: ('filesystem' | 'volume')[] };
-  queryConnectionParameters: { parameters: { name: string; description: string; required: boolean; secret: boolean }[] };
+  queryCapabilities: {
+    commands: AdapterCommand[];
+    features: { testFailover: boolean; reverseReplication: boolean; consistencyGroups: boolean };
+    deviceKinds: ('filesystem' | 'volume')[];
+  };
+  queryConnectionParameters: {
+    parameters: { name: string; description: string; required: boolean; secret: boolean }[];
+  };
   queryErrorDefinitions: { errors: { code: string; description: string; retryable: boolean }[] };
   /**
    * `features`, optional: the array's enabled or active feature names (OpenZFS feature flags,
    * e.g. bookmarks); the compatibility guide matches rows that require features against it.
    */
-  discoverArrays: { arrays: { id: string; name: string; model: string; vendor: string; softwareVersion: string; features?: string[]; peers: string[] }[] };
+  discoverArrays: {
+    arrays: {
+      id: string;
+      name: string;
+      model: string;
+      vendor: string;
+      softwareVersion: string;
+      features?: string[];
+      peers: string[];
+    }[];
+  };
   discoverDevices: { devices: AdapterDevice[]; consistencyGroups: { id: string; deviceIds: string[] }[] };
-  queryReplicationSettings: { devices: { id: string; mode: 'async' | 'sync'; direction: 'outgoing' | 'incoming'; peer: PeerRef; pointsKept: number }[] };
+  queryReplicationSettings: {
+    devices: {
+      id: string;
+      mode: 'async' | 'sync';
+      direction: 'outgoing' | 'incoming';
+      peer: PeerRef;
+      pointsKept: number;
+    }[];
+  };
   syncOnce: { devices: { id: string; point: string; bytesSent: number }[] };
-  querySyncStatus: { devices: { id: string; lastPoint: string | null; lastPointAt: string | null; peerLastPoint: string | null; inSync: boolean }[] };
+  querySyncStatus: {
+    devices: {
+      id: string;
+      lastPoint: string | null;
+      lastPointAt: string | null;
+      peerLastPoint: string | null;
+      inSync: boolean;
+    }[];
+  };
   testFailoverStart: { devices: { id: string; point: string; testDevice: { id: string; path: string | null } }[] };
   testFailoverStop: { devices: { id: string; removed: boolean }[] };
   prepareFailover: { devices: { id: string; point: string }[] };
@@ -76,10 +143,12 @@ export interface AdapterResults {
 }
 
 /** What each command takes: {} for the queries, the array and its devices for the rest. */
-export type AdapterArguments<C extends AdapterCommand> =
-  C extends 'queryInfo' | 'queryCapabilities' | 'queryConnectionParameters' | 'queryErrorDefinitions' | 'discoverArrays' ? Record<string, never>
-    : C extends 'discoverDevices' ? { arrayId: string }
-      : { arrayId: string; deviceIds: string[] };
+export type AdapterArguments<C extends AdapterCommand> = C extends
+  'queryInfo' | 'queryCapabilities' | 'queryConnectionParameters' | 'queryErrorDefinitions' | 'discoverArrays'
+  ? Record<string, never>
+  : C extends 'discoverDevices'
+    ? { arrayId: string }
+    : { arrayId: string; deviceIds: string[] };
 
 // ---- JSON schemas (draft-07), checked with ajv on every response --------------------------------
 
@@ -87,30 +156,67 @@ const str = { type: 'string', minLength: 1, maxLength: 1024 } as const;
 const nstr = { type: ['string', 'null'], maxLength: 1024 } as const;
 const bool = { type: 'boolean' } as const;
 const count = { type: 'integer', minimum: 0 } as const;
-const obj = (properties: Record<string, unknown>, required = Object.keys(properties)): Record<string, unknown> =>
-  ({ type: 'object', properties, required, additionalProperties: true });
+const obj = (properties: Record<string, unknown>, required = Object.keys(properties)): Record<string, unknown> => ({
+  type: 'object',
+  properties,
+  required,
+  additionalProperties: true,
+});
 const list = (items: unknown): Record<string, unknown> => ({ type: 'array', items, maxItems: 100000 });
 const peer = obj({ arrayId: str, deviceId: str });
-const perDevice = (more: Record<string, unknown>): Record<string, unknown> => obj({ devices: list(obj({ id: str, ...more })) });
+const perDevice = (more: Record<string, unknown>): Record<string, unknown> =>
+  obj({ devices: list(obj({ id: str, ...more })) });
 
 export const RESULT_SCHEMAS: Record<AdapterCommand, Record<string, unknown>> = {
-  queryInfo: obj({ name: str, vendor: str, version: str, protocolVersions: { type: 'array', items: { type: 'integer' }, minItems: 1 }, description: { type: 'string' } }),
+  queryInfo: obj({
+    name: str,
+    vendor: str,
+    version: str,
+    protocolVersions: { type: 'array', items: { type: 'integer' }, minItems: 1 },
+    description: { type: 'string' },
+  }),
   queryCapabilities: obj({
     commands: list({ enum: [...ADAPTER_COMMANDS] }),
     features: obj({ testFailover: bool, reverseReplication: bool, consistencyGroups: bool }),
     deviceKinds: list({ enum: ['filesystem', 'volume'] }),
   }),
-  queryConnectionParameters: obj({ parameters: list(obj({ name: str, description: { type: 'string' }, required: bool, secret: bool })) }),
-  queryErrorDefinitions: obj({ errors: list(obj({ code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{1,63}$' }, description: str, retryable: bool })) }),
-  discoverArrays: obj({ arrays: list(obj({ id: str, name: str, model: str, vendor: str, softwareVersion: str, features: list(str), peers: list(str) }, ['id', 'name', 'model', 'vendor', 'softwareVersion', 'peers'])) }),
+  queryConnectionParameters: obj({
+    parameters: list(obj({ name: str, description: { type: 'string' }, required: bool, secret: bool })),
+  }),
+  queryErrorDefinitions: obj({
+    errors: list(
+      obj({ code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{1,63}$' }, description: str, retryable: bool }),
+    ),
+  }),
+  discoverArrays: obj({
+    arrays: list(
+      obj(
+        { id: str, name: str, model: str, vendor: str, softwareVersion: str, features: list(str), peers: list(str) },
+        ['id', 'name', 'model', 'vendor', 'softwareVersion', 'peers'],
+      ),
+    ),
+  }),
   discoverDevices: obj({
-    devices: list(obj({
-      id: str, name: str, kind: { enum: ['filesystem', 'volume'] }, sizeBytes: count, path: nstr,
-      role: { enum: ['source', 'target', 'failedOver', 'unreplicated'] }, peer: { oneOf: [{ type: 'null' }, peer] }, consistencyGroup: nstr,
-    })),
+    devices: list(
+      obj({
+        id: str,
+        name: str,
+        kind: { enum: ['filesystem', 'volume'] },
+        sizeBytes: count,
+        path: nstr,
+        role: { enum: ['source', 'target', 'failedOver', 'unreplicated'] },
+        peer: { oneOf: [{ type: 'null' }, peer] },
+        consistencyGroup: nstr,
+      }),
+    ),
     consistencyGroups: list(obj({ id: str, deviceIds: list(str) })),
   }),
-  queryReplicationSettings: perDevice({ mode: { enum: ['async', 'sync'] }, direction: { enum: ['outgoing', 'incoming'] }, peer, pointsKept: count }),
+  queryReplicationSettings: perDevice({
+    mode: { enum: ['async', 'sync'] },
+    direction: { enum: ['outgoing', 'incoming'] },
+    peer,
+    pointsKept: count,
+  }),
   syncOnce: perDevice({ point: str, bytesSent: count }),
   querySyncStatus: perDevice({ lastPoint: nstr, lastPointAt: nstr, peerLastPoint: nstr, inSync: bool }),
   testFailoverStart: perDevice({ point: str, testDevice: obj({ id: str, path: nstr }) }),
@@ -128,7 +234,10 @@ export const RESPONSE_SCHEMA = {
   properties: {
     protocol: { const: PROTOCOL_VERSION },
     result: {},
-    error: obj({ code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{1,63}$' }, message: str, details: { type: 'object' } }, ['code', 'message']),
+    error: obj(
+      { code: { type: 'string', pattern: '^[A-Z][A-Z0-9_]{1,63}$' }, message: str, details: { type: 'object' } },
+      ['code', 'message'],
+    ),
   },
   oneOf: [{ required: ['result'] }, { required: ['error'] }],
   additionalProperties: false,

@@ -10,7 +10,12 @@ export interface ConformanceConfig {
   target: { connection: Record<string, string>; arrayId: string };
 }
 
-export interface ConformanceRow { step: string; result: 'pass' | 'fail' | 'skipped'; detail: string; ms: number }
+export interface ConformanceRow {
+  step: string;
+  result: 'pass' | 'fail' | 'skipped';
+  detail: string;
+  ms: number;
+}
 
 const MiB = 1024 * 1024;
 
@@ -24,7 +29,11 @@ const MiB = 1024 * 1024;
  * The first failing step ends the run (later steps depend on it) and says why.
  * Data checks need filesystems mounted on this host; volumes are checked by the protocol only.
  */
-export async function runConformance(adapterPath: string, cfg: ConformanceConfig, onRow?: (row: ConformanceRow) => void): Promise<ConformanceRow[]> {
+export async function runConformance(
+  adapterPath: string,
+  cfg: ConformanceConfig,
+  onRow?: (row: ConformanceRow) => void,
+): Promise<ConformanceRow[]> {
   const src = new AdapterClient(adapterPath, cfg.source.connection);
   const dst = new AdapterClient(adapterPath, cfg.target.connection);
   const rows: ConformanceRow[] = [];
@@ -67,15 +76,24 @@ export async function runConformance(adapterPath: string, cfg: ConformanceConfig
     check(dir !== null, `${where} has no path on this host to read`);
     for (const [name, data] of files) {
       const got = await readFile(join(dir!, name)).catch(() => null);
-      if (absent.includes(name)) check(got === null, `${where} holds ${name}, which was written where it must not reach`);
-      else check(got !== null && got.equals(data), `${where} does not hold ${name} as written${got === null ? ' (missing)' : ' (its bytes differ)'}`);
+      if (absent.includes(name))
+        check(got === null, `${where} holds ${name}, which was written where it must not reach`);
+      else
+        check(
+          got !== null && got.equals(data),
+          `${where} does not hold ${name} as written${got === null ? ' (missing)' : ' (its bytes differ)'}`,
+        );
     }
   };
   const writable = async (dir: string | null): Promise<boolean> => {
     if (dir === null) return false;
-    return writeFile(join(dir, '.mamori-conformance-probe'), 'x').then(() => true, () => false);
+    return writeFile(join(dir, '.mamori-conformance-probe'), 'x').then(
+      () => true,
+      () => false,
+    );
   };
-  const need = (command: string): void => check(caps!.commands.includes(command as never), `the adapter does not declare ${command}, which this step needs`);
+  const need = (command: string): void =>
+    check(caps!.commands.includes(command as never), `the adapter does not declare ${command}, which this step needs`);
 
   await step('queryInfo', async () => {
     const info = await src.call('queryInfo', {});
@@ -102,31 +120,53 @@ export async function runConformance(adapterPath: string, cfg: ConformanceConfig
     return `${codes.length} codes`;
   });
   await step('discoverArrays', async () => {
-    for (const [client, id] of [[src, cfg.source.arrayId], [dst, cfg.target.arrayId]] as const) {
+    for (const [client, id] of [
+      [src, cfg.source.arrayId],
+      [dst, cfg.target.arrayId],
+    ] as const) {
       const arrays = (await client.call('discoverArrays', {})).arrays;
-      check(arrays.some((a) => a.id === id), `array ${id} is not among those discovered (${arrays.map((a) => a.id).join(', ') || 'none'})`);
+      check(
+        arrays.some((a) => a.id === id),
+        `array ${id} is not among those discovered (${arrays.map((a) => a.id).join(', ') || 'none'})`,
+      );
     }
     return `${cfg.source.arrayId}, ${cfg.target.arrayId}`;
   });
   await step('discoverDevices', async () => {
     const d = await device(src, cfg.source.arrayId, cfg.source.deviceId);
-    if (d.path !== null) await access(d.path).catch(() => { throw new Error(`device ${d.id} claims the path ${d.path}, which does not exist on this host`); });
-    check(d.peer !== null && d.peer.arrayId === cfg.target.arrayId, `device ${d.id} names no peer on ${cfg.target.arrayId}`);
+    if (d.path !== null)
+      await access(d.path).catch(() => {
+        throw new Error(`device ${d.id} claims the path ${d.path}, which does not exist on this host`);
+      });
+    check(
+      d.peer !== null && d.peer.arrayId === cfg.target.arrayId,
+      `device ${d.id} names no peer on ${cfg.target.arrayId}`,
+    );
     check(d.role === 'source', `device ${d.id} is ${d.role}, not a source`);
     targetId = d.peer!.deviceId;
     return `${d.id} (${d.kind}) -> ${cfg.target.arrayId}/${targetId}`;
   });
   await step('syncOnce (first)', async () => {
     await put((await device(src, cfg.source.arrayId, cfg.source.deviceId)).path, 'mamori-conformance-1.bin', MiB);
-    const r = (await src.call('syncOnce', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
-    const status = (await src.call('querySyncStatus', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
-    check(status.inSync && status.peerLastPoint === r.point, `after syncOnce the peer holds ${status.peerLastPoint}, not ${r.point}`);
+    const r = (await src.call('syncOnce', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] }))
+      .devices[0]!;
+    const status = (
+      await src.call('querySyncStatus', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })
+    ).devices[0]!;
+    check(
+      status.inSync && status.peerLastPoint === r.point,
+      `after syncOnce the peer holds ${status.peerLastPoint}, not ${r.point}`,
+    );
     return `point ${r.point}, ${r.bytesSent} bytes`;
   });
   await step('syncOnce (incremental, 2 MiB changed)', async () => {
     await put((await device(src, cfg.source.arrayId, cfg.source.deviceId)).path, 'mamori-conformance-2.bin', 2 * MiB);
-    const r = (await src.call('syncOnce', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
-    check(r.bytesSent >= 2 * MiB && r.bytesSent <= 3 * MiB, `it sent ${r.bytesSent} bytes for 2 MiB changed: an incremental sync sends what changed, not the device`);
+    const r = (await src.call('syncOnce', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] }))
+      .devices[0]!;
+    check(
+      r.bytesSent >= 2 * MiB && r.bytesSent <= 3 * MiB,
+      `it sent ${r.bytesSent} bytes for 2 MiB changed: an incremental sync sends what changed, not the device`,
+    );
     return `${r.bytesSent} bytes`;
   });
   await step('testFailoverStart', async () => {
@@ -146,48 +186,72 @@ export async function runConformance(adapterPath: string, cfg: ConformanceConfig
   await step('prepareFailover', async () => {
     need('prepareFailover');
     await put((await device(src, cfg.source.arrayId, cfg.source.deviceId)).path, 'mamori-conformance-3.bin', 64 * 1024);
-    const r = (await src.call('prepareFailover', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
-    check(!(await writable((await device(src, cfg.source.arrayId, cfg.source.deviceId)).path)), 'the source is still writable after prepareFailover');
+    const r = (await src.call('prepareFailover', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] }))
+      .devices[0]!;
+    check(
+      !(await writable((await device(src, cfg.source.arrayId, cfg.source.deviceId)).path)),
+      'the source is still writable after prepareFailover',
+    );
     return `last point ${r.point}; source read-only`;
   });
   await step('failover', async () => {
     need('failover');
     const r = (await dst.call('failover', { arrayId: cfg.target.arrayId, deviceIds: [targetId] })).devices[0]!;
     await holds(r.path, 'the failed-over device');
-    check(await readFile(join(r.path!, 'mamori-conformance-test-only.bin')).then(() => false, () => true), 'what the test failover wrote reached the failed-over device');
+    check(
+      await readFile(join(r.path!, 'mamori-conformance-test-only.bin')).then(
+        () => false,
+        () => true,
+      ),
+      'what the test failover wrote reached the failed-over device',
+    );
     check(await writable(r.path), 'the failed-over device is not writable');
     await put(r.path, 'mamori-conformance-4.bin', MiB);
     return `${targetId} read-write at ${r.point}`;
   });
   await step('prepareReverseReplication', async () => {
     need('prepareReverseReplication');
-    const r = (await src.call('prepareReverseReplication', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
+    const r = (
+      await src.call('prepareReverseReplication', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })
+    ).devices[0]!;
     return `common point ${r.commonPoint}`;
   });
   await step('reverseReplication', async () => {
     need('reverseReplication');
-    const r = (await dst.call('reverseReplication', { arrayId: cfg.target.arrayId, deviceIds: [targetId] })).devices[0]!;
-    check(r.peer.arrayId === cfg.source.arrayId && r.peer.deviceId === cfg.source.deviceId, `it replicates to ${r.peer.arrayId}/${r.peer.deviceId}, not back to the old source`);
+    const r = (await dst.call('reverseReplication', { arrayId: cfg.target.arrayId, deviceIds: [targetId] }))
+      .devices[0]!;
+    check(
+      r.peer.arrayId === cfg.source.arrayId && r.peer.deviceId === cfg.source.deviceId,
+      `it replicates to ${r.peer.arrayId}/${r.peer.deviceId}, not back to the old source`,
+    );
     const s = (await dst.call('syncOnce', { arrayId: cfg.target.arrayId, deviceIds: [targetId] })).devices[0]!;
-    check(s.bytesSent < 3 * MiB, `the sync back sent ${s.bytesSent} bytes for ~1 MiB changed: reverse replication must not resend the device`);
+    check(
+      s.bytesSent < 3 * MiB,
+      `the sync back sent ${s.bytesSent} bytes for ~1 MiB changed: reverse replication must not resend the device`,
+    );
     // A target is often not exposed on its host (a LUN, an unmounted dataset): its data is
     // read through a test copy of it, as an operator would check a replica.
     const old = await device(src, cfg.source.arrayId, cfg.source.deviceId);
     if (old.path !== null) await holds(old.path, 'the old source');
     else if (caps!.commands.includes('testFailoverStart') && caps!.commands.includes('testFailoverStop')) {
-      const copy = (await src.call('testFailoverStart', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })).devices[0]!;
+      const copy = (
+        await src.call('testFailoverStart', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] })
+      ).devices[0]!;
       try {
         await holds(copy.testDevice.path, 'a test copy of the old source');
       } finally {
         await src.call('testFailoverStop', { arrayId: cfg.source.arrayId, deviceIds: [cfg.source.deviceId] });
       }
-    } else throw new Error('the old source is neither exposed here nor can it be test-copied: its data cannot be checked');
+    } else
+      throw new Error('the old source is neither exposed here nor can it be test-copied: its data cannot be checked');
     return `${s.bytesSent} bytes back, from ${r.commonPoint}; the old source holds every file`;
   });
   await step('restoreReplication', async () => {
     need('restoreReplication');
-    const r = (await dst.call('restoreReplication', { arrayId: cfg.target.arrayId, deviceIds: [targetId] })).devices[0]!;
-    const status = (await dst.call('querySyncStatus', { arrayId: cfg.target.arrayId, deviceIds: [targetId] })).devices[0]!;
+    const r = (await dst.call('restoreReplication', { arrayId: cfg.target.arrayId, deviceIds: [targetId] }))
+      .devices[0]!;
+    const status = (await dst.call('querySyncStatus', { arrayId: cfg.target.arrayId, deviceIds: [targetId] }))
+      .devices[0]!;
     check(status.inSync, 'replication is not in sync after restoreReplication');
     return `in sync at ${r.point}`;
   });

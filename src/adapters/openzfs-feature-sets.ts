@@ -7,18 +7,60 @@
  * answers "-"), so these sets are how a row says which OpenZFS pools it covers.
  */
 const OPENZFS_2_0_LINUX = [
-  'allocation_classes', 'async_destroy', 'bookmark_v2', 'bookmark_written', 'bookmarks', 'device_rebuild', 'device_removal', 'edonr',
-  'embedded_data', 'empty_bpobj', 'enabled_txg', 'encryption', 'extensible_dataset', 'filesystem_limits', 'hole_birth', 'large_blocks',
-  'large_dnode', 'livelist', 'log_spacemap', 'lz4_compress', 'multi_vdev_crash_dump', 'obsolete_counts', 'project_quota',
-  'redacted_datasets', 'redaction_bookmarks', 'resilver_defer', 'sha512', 'skein', 'spacemap_histogram', 'spacemap_v2',
-  'userobj_accounting', 'zpool_checkpoint', 'zstd_compress',
+  'allocation_classes',
+  'async_destroy',
+  'bookmark_v2',
+  'bookmark_written',
+  'bookmarks',
+  'device_rebuild',
+  'device_removal',
+  'edonr',
+  'embedded_data',
+  'empty_bpobj',
+  'enabled_txg',
+  'encryption',
+  'extensible_dataset',
+  'filesystem_limits',
+  'hole_birth',
+  'large_blocks',
+  'large_dnode',
+  'livelist',
+  'log_spacemap',
+  'lz4_compress',
+  'multi_vdev_crash_dump',
+  'obsolete_counts',
+  'project_quota',
+  'redacted_datasets',
+  'redaction_bookmarks',
+  'resilver_defer',
+  'sha512',
+  'skein',
+  'spacemap_histogram',
+  'spacemap_v2',
+  'userobj_accounting',
+  'zpool_checkpoint',
+  'zstd_compress',
 ] as const;
 
 const OPENZFS_2_1_LINUX = [...OPENZFS_2_0_LINUX, 'draid'] as const;
 
-const OPENZFS_2_2 = [...OPENZFS_2_1_LINUX, 'blake3', 'block_cloning', 'head_errlog', 'vdev_zaps_v2', 'zilsaxattr'] as const;
+const OPENZFS_2_2 = [
+  ...OPENZFS_2_1_LINUX,
+  'blake3',
+  'block_cloning',
+  'head_errlog',
+  'vdev_zaps_v2',
+  'zilsaxattr',
+] as const;
 
-const OPENZFS_2_3 = [...OPENZFS_2_2, 'fast_dedup', 'large_microzap', 'longname', 'raidz_expansion', 'redaction_list_spill'] as const;
+const OPENZFS_2_3 = [
+  ...OPENZFS_2_2,
+  'fast_dedup',
+  'large_microzap',
+  'longname',
+  'raidz_expansion',
+  'redaction_list_spill',
+] as const;
 
 export const OPENZFS_FEATURE_SETS: Readonly<Record<string, readonly string[]>> = {
   'openzfs-2.0-linux': [...OPENZFS_2_0_LINUX].sort(),

@@ -14,7 +14,10 @@ import './request-caller.js';
  * Must be installed before any route is registered (and before @fastify/swagger, which
  * reads each route's schema as it is registered).
  */
-export function installAccessControl(app: FastifyInstance, deps: { tokens: TokenRepo; authFailures?: AuthFailureLimiter }): void {
+export function installAccessControl(
+  app: FastifyInstance,
+  deps: { tokens: TokenRepo; authFailures?: AuthFailureLimiter },
+): void {
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const method of methods) {
@@ -38,7 +41,10 @@ export function installAccessControl(app: FastifyInstance, deps: { tokens: Token
     const header = req.headers.authorization;
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
     if (!token) {
-      throw new MamoriError('UNAUTHORIZED', 'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)');
+      throw new MamoriError(
+        'UNAUTHORIZED',
+        'missing API token: send "Authorization: Bearer TOKEN" (the admin token is in DATA/admin-token)',
+      );
     }
     const who = await deps.tokens.verify(token);
     if (!who) {
@@ -46,7 +52,8 @@ export function installAccessControl(app: FastifyInstance, deps: { tokens: Token
       throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site (unknown, revoked or expired)');
     }
     req.caller = who;
-    if (access && !(access.roles as readonly string[]).includes(who.role)) throw forbidden(access, who.role, `${req.method} ${url}`);
+    if (access && !(access.roles as readonly string[]).includes(who.role))
+      throw forbidden(access, who.role, `${req.method} ${url}`);
   });
 
   // After the body is parsed and validated: fields that name host paths.
@@ -58,14 +65,28 @@ export function installAccessControl(app: FastifyInstance, deps: { tokens: Token
     if (!body || typeof body !== 'object') return;
     const set = access.adminOnlyFields.filter((f) => Object.hasOwn(body, f));
     if (set.length > 0) {
-      throw new MamoriError('FORBIDDEN', `${set.join(' and ')} name${set.length === 1 ? 's' : ''} a host path, which only an admin token may do; the token sent is a ${req.caller?.role} token`, { details: { fields: set } });
+      throw new MamoriError(
+        'FORBIDDEN',
+        `${set.join(' and ')} name${set.length === 1 ? 's' : ''} a host path, which only an admin token may do; the token sent is a ${req.caller?.role} token`,
+        { details: { fields: set } },
+      );
     }
   });
 }
 
 function forbidden(access: RouteAccess, role: string, route: string): MamoriError {
   const roles = access.roles as readonly string[];
-  const needs = roles.length === 1 ? `a${roles[0] === 'admin' || roles[0] === 'operator' ? 'n' : ''} ${roles[0]} token` : `one of the roles ${roles.join(', ')}`;
-  const hint = role === 'site' ? ': a site token is only for the calls its peer makes' : roles.includes('admin') ? "; create one with 'mamori token create --role ROLE --name NAME' as an admin" : '';
-  return new MamoriError('FORBIDDEN', `${route} needs ${needs}; the token sent is a ${role} token${hint}`, { details: { route, role, allowed: roles } });
+  const needs =
+    roles.length === 1
+      ? `a${roles[0] === 'admin' || roles[0] === 'operator' ? 'n' : ''} ${roles[0]} token`
+      : `one of the roles ${roles.join(', ')}`;
+  const hint =
+    role === 'site'
+      ? ': a site token is only for the calls its peer makes'
+      : roles.includes('admin')
+        ? "; create one with 'mamori token create --role ROLE --name NAME' as an admin"
+        : '';
+  return new MamoriError('FORBIDDEN', `${route} needs ${needs}; the token sent is a ${role} token${hint}`, {
+    details: { route, role, allowed: roles },
+  });
 }

@@ -71,7 +71,8 @@ export function registerAuditHooks(app: FastifyInstance, deps: AuditHookDeps): v
       const error = errorOf(payload);
       if (error?.code) errorCodes.set(req, error.code);
       const retryAfter = error?.details?.['retryAfterSeconds'];
-      if (error?.code === 'TOO_MANY_AUTH_FAILURES' && typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
+      if (error?.code === 'TOO_MANY_AUTH_FAILURES' && typeof retryAfter === 'number')
+        void reply.header('retry-after', String(retryAfter));
     }
     return payload;
   });
@@ -86,10 +87,12 @@ function targetOf(params: unknown): Record<string, string> | null {
   if (params === null || typeof params !== 'object') return null;
   const entries = Object.entries(params as Record<string, unknown>).slice(0, MAX_TARGET_KEYS);
   if (entries.length === 0) return null;
-  return Object.fromEntries(entries.map(([k, v]) => {
-    const text = typeof v === 'string' ? v : String(v);
-    return [k.slice(0, 64), text.length > MAX_TARGET_CHARS ? `${text.slice(0, MAX_TARGET_CHARS)}…` : text];
-  }));
+  return Object.fromEntries(
+    entries.map(([k, v]) => {
+      const text = typeof v === 'string' ? v : String(v);
+      return [k.slice(0, 64), text.length > MAX_TARGET_CHARS ? `${text.slice(0, MAX_TARGET_CHARS)}…` : text];
+    }),
+  );
 }
 
 function errorOf(payload: string): { code?: string; details?: Record<string, unknown> } | undefined {
@@ -97,7 +100,10 @@ function errorOf(payload: string): { code?: string; details?: Record<string, unk
     const body = JSON.parse(payload) as { error?: { code?: unknown; details?: unknown } } | null;
     const e = body?.error;
     if (!e || typeof e.code !== 'string') return undefined;
-    return { code: e.code, ...(e.details && typeof e.details === 'object' ? { details: e.details as Record<string, unknown> } : {}) };
+    return {
+      code: e.code,
+      ...(e.details && typeof e.details === 'object' ? { details: e.details as Record<string, unknown> } : {}),
+    };
   } catch {
     return undefined;
   }

@@ -117,7 +117,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false, allowUnionTypes: true } },
   };
   // Fastify's types follow the server kind; the rest of the code only needs the common surface.
-  const app = (deps.https ? Fastify({ ...options, https: deps.https }) : Fastify(options)) as unknown as FastifyInstance;
+  const app = (deps.https
+    ? Fastify({ ...options, https: deps.https })
+    : Fastify(options)) as unknown as FastifyInstance;
   // Before swagger and every route: it refuses routes without declared roles and tags the rest.
   installAccessControl(app, { tokens: deps.tokens, authFailures: deps.authFailures });
   installSecurityHeaders(app);
@@ -128,7 +130,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
-    refResolver: { buildLocalReference: (json, _base, _frag, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
+    refResolver: {
+      buildLocalReference: (json, _base, _frag, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`),
+    },
   });
   for (const s of [errorSchema, vmSchema, diskSchema, jobSchema, peerSchema]) app.addSchema(s);
 
@@ -140,7 +144,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     app.addHook('onResponse', async (req, reply) => {
       const route = req.routeOptions.url;
       if (route === '/metrics') return;
-      metrics.requestEnded({ method: req.method, route: route ?? '(no route)', statusCode: reply.statusCode, durationMs: reply.elapsedTime });
+      metrics.requestEnded({
+        method: req.method,
+        route: route ?? '(no route)',
+        statusCode: reply.statusCode,
+        durationMs: reply.elapsedTime,
+      });
     });
   }
 
@@ -151,23 +160,59 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }
     const fe = err as FastifyError;
     if (fe.validation) {
-      return reply.status(400).send({ error: { code: 'INVALID_INPUT', message: `invalid request: ${fe.message}`, retryable: false, requestId: req.id } });
+      return reply.status(400).send({
+        error: {
+          code: 'INVALID_INPUT',
+          message: `invalid request: ${fe.message}`,
+          retryable: false,
+          requestId: req.id,
+        },
+      });
     }
-    if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (fe.statusCode === 400 && err instanceof SyntaxError)) {
-      return reply.status(400).send({ error: { code: 'MALFORMED_JSON', message: `the request body is not valid JSON: ${fe.message}`, retryable: false, requestId: req.id } });
+    if (
+      fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
+      fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ||
+      (fe.statusCode === 400 && err instanceof SyntaxError)
+    ) {
+      return reply.status(400).send({
+        error: {
+          code: 'MALFORMED_JSON',
+          message: `the request body is not valid JSON: ${fe.message}`,
+          retryable: false,
+          requestId: req.id,
+        },
+      });
     }
     if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.status(413).send({ error: { code: 'BODY_TOO_LARGE', message: `the request body is larger than this route accepts (${req.routeOptions.bodyLimit} bytes); nothing was changed`, retryable: false, requestId: req.id } });
+      return reply.status(413).send({
+        error: {
+          code: 'BODY_TOO_LARGE',
+          message: `the request body is larger than this route accepts (${req.routeOptions.bodyLimit} bytes); nothing was changed`,
+          retryable: false,
+          requestId: req.id,
+        },
+      });
     }
     if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-      return reply.status(fe.statusCode).send({ error: { code: 'INVALID_INPUT', message: fe.message, retryable: false, requestId: req.id } });
+      return reply
+        .status(fe.statusCode)
+        .send({ error: { code: 'INVALID_INPUT', message: fe.message, retryable: false, requestId: req.id } });
     }
     // Not raised on purpose: log it whole, show a generic message with the request id.
     req.log.error({ err, reqId: req.id }, 'unexpected error');
-    return reply.status(500).send({ error: { code: 'INTERNAL', message: `internal error; see the site server log for request ${req.id}`, retryable: false, requestId: req.id } });
+    return reply.status(500).send({
+      error: {
+        code: 'INTERNAL',
+        message: `internal error; see the site server log for request ${req.id}`,
+        retryable: false,
+        requestId: req.id,
+      },
+    });
   });
   app.setNotFoundHandler((req, reply) =>
-    reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}`, retryable: false, requestId: req.id } }),
+    reply.status(404).send({
+      error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}`, retryable: false, requestId: req.id },
+    }),
   );
 
   // time: the server's clock (ms since the epoch), for peers' clock offset estimates.

@@ -31,7 +31,8 @@ const ADMIN: readonly Role[] = ['admin'];
 const SITE: readonly Role[] = ['site'];
 const PUBLIC = 'public' as const;
 
-const r = (roles: readonly Role[] | 'public', adminOnlyFields?: readonly string[]): RouteAccess => (adminOnlyFields ? { roles, adminOnlyFields } : { roles });
+const r = (roles: readonly Role[] | 'public', adminOnlyFields?: readonly string[]): RouteAccess =>
+  adminOnlyFields ? { roles, adminOnlyFields } : { roles };
 
 /** Keyed "METHOD /fastify/:pattern". HEAD routes fastify adds for GET take the GET entry. */
 export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {

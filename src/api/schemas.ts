@@ -57,15 +57,23 @@ export const vmSchema = {
     boot: { type: 'object', additionalProperties: true },
     nics: {
       type: 'array',
-      items: { type: 'object', properties: { mac: { type: 'string' }, model: { type: 'string' }, network: { type: 'string' } } },
+      items: {
+        type: 'object',
+        properties: { mac: { type: 'string' }, model: { type: 'string' }, network: { type: 'string' } },
+      },
     },
     disks: {
       type: 'array',
       items: {
         type: 'object',
         properties: {
-          name: { type: 'string' }, kind: { type: 'string' }, format: { type: 'string' }, path: { type: 'string' },
-          sizeBytes: { type: 'integer' }, rdmMode: nullableString, shared: { type: 'boolean' },
+          name: { type: 'string' },
+          kind: { type: 'string' },
+          format: { type: 'string' },
+          path: { type: 'string' },
+          sizeBytes: { type: 'integer' },
+          rdmMode: nullableString,
+          shared: { type: 'boolean' },
         },
       },
     },
@@ -91,7 +99,15 @@ export const jobSchema = {
     progress: { type: 'number' },
     steps: {
       type: 'array',
-      items: { type: 'object', properties: { name: { type: 'string' }, state: { type: 'string' }, startedAt: { type: 'string' }, endedAt: { type: 'string' } } },
+      items: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' },
+          state: { type: 'string' },
+          startedAt: { type: 'string' },
+          endedAt: { type: 'string' },
+        },
+      },
     },
     result: {},
     // What the job's recovery rule needs, and live figures some jobs publish (a migration's RAM and disks).
@@ -142,7 +158,10 @@ export const peerSchema = {
         state: { type: 'string', enum: ['reachable', 'unreachable', 'cert-mismatch', 'not-callable', 'not-checked'] },
         checkedAt: nullableString,
         rttMs: { type: ['number', 'null'] },
-        clockOffsetMs: { type: ['number', 'null'], description: 'peer clock minus local clock, ms (midpoint estimate)' },
+        clockOffsetMs: {
+          type: ['number', 'null'],
+          description: 'peer clock minus local clock, ms (midpoint estimate)',
+        },
         error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
       },
     },

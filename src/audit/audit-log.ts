@@ -27,15 +27,26 @@ export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined).sort();
+  const keys = Object.keys(obj)
+    .filter((k) => obj[k] !== undefined)
+    .sort();
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
 }
 
 /** sha256(prev_hash || canonical JSON of the entry's fields, its number included). */
 export function entryHash(prevHash: string, seq: number, r: AuditRecord): string {
   const fields = {
-    seq, at: r.at, tokenId: r.tokenId, role: r.role, source: r.source, method: r.method, route: r.route,
-    target: r.target, status: r.status, errorCode: r.errorCode, requestId: r.requestId,
+    seq,
+    at: r.at,
+    tokenId: r.tokenId,
+    role: r.role,
+    source: r.source,
+    method: r.method,
+    route: r.route,
+    target: r.target,
+    status: r.status,
+    errorCode: r.errorCode,
+    requestId: r.requestId,
   };
   return createHash('sha256').update(prevHash, 'utf8').update(canonicalJson(fields), 'utf8').digest('hex');
 }
@@ -48,17 +59,27 @@ export function chainEntry(head: ChainHead | null, record: AuditRecord): AuditEn
 }
 
 /** What is wrong with `e` as the successor of `prev` (null: e is the first); undefined when nothing. */
-export function checkLink(prev: ChainHead | null, e: AuditEntry): { problem: AuditProblem; message: string } | undefined {
+export function checkLink(
+  prev: ChainHead | null,
+  e: AuditEntry,
+): { problem: AuditProblem; message: string } | undefined {
   const expectedSeq = (prev?.seq ?? 0) + 1;
   if (e.seq !== expectedSeq) {
-    const missing = e.seq - 1 === expectedSeq ? `entry #${expectedSeq} is` : `entries #${expectedSeq} to #${e.seq - 1} are`;
+    const missing =
+      e.seq - 1 === expectedSeq ? `entry #${expectedSeq} is` : `entries #${expectedSeq} to #${e.seq - 1} are`;
     return { problem: 'sequence-gap', message: `${missing} missing before entry #${e.seq}: removed from the database` };
   }
   if (e.prevHash !== (prev?.hash ?? GENESIS_HASH)) {
-    return { problem: 'chain-broken', message: `entry #${e.seq} does not follow entry #${prev?.seq ?? 0}: entries were reordered or replaced` };
+    return {
+      problem: 'chain-broken',
+      message: `entry #${e.seq} does not follow entry #${prev?.seq ?? 0}: entries were reordered or replaced`,
+    };
   }
   if (entryHash(e.prevHash, e.seq, e) !== e.hash) {
-    return { problem: 'edited', message: `entry #${e.seq} was changed after it was written (its fields no longer give its hash)` };
+    return {
+      problem: 'edited',
+      message: `entry #${e.seq} was changed after it was written (its fields no longer give its hash)`,
+    };
   }
   return undefined;
 }
@@ -112,7 +133,12 @@ export class AuditLog {
         const message = removed
           ? `the newest entries (#${(prev?.seq ?? 0) + 1} to #${head.seq}) were removed from the database`
           : `the chain head kept apart (${head ? `#${head.seq}` : 'none'}) does not match the newest entry (#${prev?.seq ?? 'none'})`;
-        return { ok: false, entries, head, firstBad: { seq: removed ? (prev?.seq ?? 0) + 1 : (prev?.seq ?? 0), problem: 'head-mismatch', message } };
+        return {
+          ok: false,
+          entries,
+          head,
+          firstBad: { seq: removed ? (prev?.seq ?? 0) + 1 : (prev?.seq ?? 0), problem: 'head-mismatch', message },
+        };
       }
       for (const e of page) {
         entries += 1;

@@ -17,7 +17,8 @@ interface AlertsView {
 }
 
 export async function alertsCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori alerts ${what}\n${ALERTS_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori alerts ${what}\n${ALERTS_USAGE}`);
   const [sub, ...args] = rest;
   if (sub === 'list') {
     if (args.length !== 0) throw usage('list');
@@ -29,12 +30,16 @@ export async function alertsCommand(api: ApiClient, rest: string[], json: boolea
     case 'set': {
       if (more.length !== 1) throw usage('webhook set URL');
       const config = await api.request<WebhookConfig>('PUT', '/alerts/webhook', { url: more[0] });
-      return json ? printJson(config) : void process.stdout.write(`alerts are posted to ${config.url}; 'mamori alerts webhook test' sends one now\n`);
+      return json
+        ? printJson(config)
+        : void process.stdout.write(`alerts are posted to ${config.url}; 'mamori alerts webhook test' sends one now\n`);
     }
     case 'clear': {
       if (more.length !== 0) throw usage('webhook clear');
       const r = await api.delete<{ removed: boolean }>('/alerts/webhook');
-      return json ? printJson(r) : void process.stdout.write(r.removed ? 'alert webhook removed\n' : 'no alert webhook was set\n');
+      return json
+        ? printJson(r)
+        : void process.stdout.write(r.removed ? 'alert webhook removed\n' : 'no alert webhook was set\n');
     }
     case 'test': {
       if (more.length !== 0) throw usage('webhook test');
@@ -50,11 +55,16 @@ function showAlerts(v: AlertsView, json: boolean): void {
   if (json) return printJson(v);
   const d = v.deliveries;
   printFields({
-    webhook: v.webhook ? `${v.webhook.url} (since ${v.webhook.configuredAt})` : "none ('mamori alerts webhook set URL')",
+    webhook: v.webhook
+      ? `${v.webhook.url} (since ${v.webhook.configuredAt})`
+      : "none ('mamori alerts webhook set URL')",
     deliveries: `${d.delivered} delivered, ${d.pending} pending, ${d.failed} refused${d.lastDeliveredAt ? `; last at ${d.lastDeliveredAt}` : ''}`,
     ...(d.lastError ? { 'last error': d.lastError } : {}),
   });
   process.stdout.write('\n');
   if (v.open.length === 0) return void process.stdout.write('no open incidents\n');
-  printTable(v.open.map((i) => ({ ...i })), ['openedAt', 'severity', 'kind', 'target', 'message']);
+  printTable(
+    v.open.map((i) => ({ ...i })),
+    ['openedAt', 'severity', 'kind', 'target', 'message'],
+  );
 }

@@ -1,7 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
-import { httpsJson, knownErrorCode, readErrorBody, TransportError, type HttpsJsonResponse } from '../core/https-json-client.js';
+import {
+  httpsJson,
+  knownErrorCode,
+  readErrorBody,
+  TransportError,
+  type HttpsJsonResponse,
+} from '../core/https-json-client.js';
 
 export interface SiteTarget {
   url: string;
@@ -15,22 +21,34 @@ export interface SiteTarget {
  * from there), or MAMORI_URL and MAMORI_TOKEN, with MAMORI_CA naming the CA certificate
  * file to trust (a site's DATA/tls/ca-cert.pem; without it, the system's CAs).
  */
-export async function resolveSite(opts: { data?: string; url?: string; token?: string }, env = process.env): Promise<SiteTarget> {
+export async function resolveSite(
+  opts: { data?: string; url?: string; token?: string },
+  env = process.env,
+): Promise<SiteTarget> {
   if (opts.data) {
     const read = async (f: string, what: string): Promise<string> => {
       try {
         return (await readFile(join(opts.data!, f), 'utf8')).trim();
       } catch {
-        throw new MamoriError('CONFIG_MISSING', `cannot read the ${what} from ${join(opts.data!, f)}: is 'mamori serve --data ${opts.data}' running, and are you allowed to read its folder?`);
+        throw new MamoriError(
+          'CONFIG_MISSING',
+          `cannot read the ${what} from ${join(opts.data!, f)}: is 'mamori serve --data ${opts.data}' running, and are you allowed to read its folder?`,
+        );
       }
     };
     const url = opts.url ?? (await read('url', 'site URL'));
     const token = opts.token ?? (await read('admin-token', 'admin token'));
-    return url.startsWith('https:') ? { url, token, ca: await read(join('tls', 'ca-cert.pem'), "site's CA certificate") } : { url, token };
+    return url.startsWith('https:')
+      ? { url, token, ca: await read(join('tls', 'ca-cert.pem'), "site's CA certificate") }
+      : { url, token };
   }
   const url = opts.url ?? env['MAMORI_URL'];
   const token = opts.token ?? env['MAMORI_TOKEN'];
-  if (!url || !token) throw new MamoriError('CONFIG_MISSING', 'no site given: pass --data DIR for a local site, or set MAMORI_URL and MAMORI_TOKEN (and MAMORI_CA for its CA certificate)');
+  if (!url || !token)
+    throw new MamoriError(
+      'CONFIG_MISSING',
+      'no site given: pass --data DIR for a local site, or set MAMORI_URL and MAMORI_TOKEN (and MAMORI_CA for its CA certificate)',
+    );
   const caFile = env['MAMORI_CA'];
   if (!caFile) return { url, token };
   try {
@@ -69,19 +87,27 @@ export class ApiClient {
     let res: HttpsJsonResponse;
     try {
       res = await httpsJson({
-        url, method, body, token: this.#site.token,
+        url,
+        method,
+        body,
+        token: this.#site.token,
         // The site's own CA with the host name checked, or the system's CAs.
         trust: this.#site.ca ? { ca: this.#site.ca, checkHostName: true } : { system: true },
         timeoutMs: CLI_TIMEOUT_MS,
         // The CLI reads whatever its own site answers (a long list), and polls a job on one connection.
-        maxBytes: Number.POSITIVE_INFINITY, reuseConnection: true,
+        maxBytes: Number.POSITIVE_INFINITY,
+        reuseConnection: true,
       });
     } catch (e) {
       throw unreachable(this.#site.url, e);
     }
     if (res.status < 200 || res.status >= 300) {
       const err = readErrorBody(res.json);
-      throw new MamoriError(knownErrorCode(err?.code), err?.message ?? `HTTP ${res.status}`, err?.details ? { details: err.details } : {});
+      throw new MamoriError(
+        knownErrorCode(err?.code),
+        err?.message ?? `HTTP ${res.status}`,
+        err?.details ? { details: err.details } : {},
+      );
     }
     return res.json as T;
   }

@@ -15,29 +15,68 @@ mamori compat <command>         the compatibility guide (compat/guide.json)
 
 export async function arrayCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori array ${what}\n${ARRAY_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori array ${what}\n${ARRAY_USAGE}`);
   switch (sub) {
     case 'add': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { adapter: { type: 'string' }, connection: { type: 'string', multiple: true } } });
-      if (positionals.length !== 1 || !values.adapter) throw usage('add NAME --adapter zfs|PATH [--connection KEY=VALUE ...]');
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { adapter: { type: 'string' }, connection: { type: 'string', multiple: true } },
+      });
+      if (positionals.length !== 1 || !values.adapter)
+        throw usage('add NAME --adapter zfs|PATH [--connection KEY=VALUE ...]');
       const connection: Record<string, string> = {};
       for (const kv of values.connection ?? []) {
         const i = kv.indexOf('=');
         if (i <= 0) throw usage(`add NAME --adapter A --connection KEY=VALUE (not ${JSON.stringify(kv)})`);
         connection[kv.slice(0, i)] = kv.slice(i + 1);
       }
-      const a = await api.post<StorageArrayView>('/arrays', { name: positionals[0], adapter: values.adapter, connection });
-      return json ? printJson(a) : void process.stdout.write(`${a.name}: ${a.arrays.map((x) => `${x.id} (${x.vendor} ${x.model} ${x.softwareVersion})`).join(', ')}\n`);
+      const a = await api.post<StorageArrayView>('/arrays', {
+        name: positionals[0],
+        adapter: values.adapter,
+        connection,
+      });
+      return json
+        ? printJson(a)
+        : void process.stdout.write(
+            `${a.name}: ${a.arrays.map((x) => `${x.id} (${x.vendor} ${x.model} ${x.softwareVersion})`).join(', ')}\n`,
+          );
     }
     case 'list': {
       const all = await api.get<StorageArrayView[]>('/arrays');
-      return json ? printJson(all) : printTable(all.map((a) => ({ ...a, connection: Object.entries(a.connection).map(([k, v]) => `${k}=${v}`).join(' ') })), ['name', 'adapter', 'connection']);
+      return json
+        ? printJson(all)
+        : printTable(
+            all.map((a) => ({
+              ...a,
+              connection: Object.entries(a.connection)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(' '),
+            })),
+            ['name', 'adapter', 'connection'],
+          );
     }
     case 'devices': {
       if (args.length !== 1) throw usage('devices NAME');
-      const all = await api.get<{ arrayId: string; devices: AdapterDevice[] }[]>(`/arrays/${encodeURIComponent(args[0]!)}/devices`);
+      const all = await api.get<{ arrayId: string; devices: AdapterDevice[] }[]>(
+        `/arrays/${encodeURIComponent(args[0]!)}/devices`,
+      );
       if (json) return printJson(all);
-      return printTable(all.flatMap((a) => a.devices.map((d) => ({ array: a.arrayId, device: d.id, kind: d.kind, role: d.role, peer: d.peer ? `${d.peer.arrayId}/${d.peer.deviceId}` : '-', path: d.path ?? '-' }))), ['array', 'device', 'kind', 'role', 'peer', 'path']);
+      return printTable(
+        all.flatMap((a) =>
+          a.devices.map((d) => ({
+            array: a.arrayId,
+            device: d.id,
+            kind: d.kind,
+            role: d.role,
+            peer: d.peer ? `${d.peer.arrayId}/${d.peer.deviceId}` : '-',
+            path: d.path ?? '-',
+          })),
+        ),
+        ['array', 'device', 'kind', 'role', 'peer', 'path'],
+      );
     }
     case 'remove': {
       if (args.length !== 1) throw usage('remove NAME');
@@ -55,5 +94,8 @@ export async function compatCheckCommand(api: ApiClient, json: boolean): Promise
   // A script can act on the exit status alone: 1 when any array is not supported.
   if (rows.some((r) => !r.supported)) process.exitCode = 1;
   if (json) return printJson(rows);
-  printTable(rows.map((r) => ({ ...r, array: `${r.storage}/${r.arrayId}`, supported: r.supported ? 'yes' : 'NO' })), ['array', 'model', 'softwareVersion', 'adapter', 'adapterVersion', 'supported', 'reason']);
+  printTable(
+    rows.map((r) => ({ ...r, array: `${r.storage}/${r.arrayId}`, supported: r.supported ? 'yes' : 'NO' })),
+    ['array', 'model', 'softwareVersion', 'adapter', 'adapterVersion', 'supported', 'reason'],
+  );
 }

@@ -10,9 +10,15 @@ export const AUDIT_USAGE = `mamori audit <command>          who changed what on 
                                       edited, removed or reordered`;
 
 export async function auditCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori audit ${what}\n${AUDIT_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori audit ${what}\n${AUDIT_USAGE}`);
   const [sub, ...args] = rest;
-  if (sub === 'list') return listAudit(api, parseListFlags(args, () => usage('list [--since TIME] [--token ID] [--limit N]')), json);
+  if (sub === 'list')
+    return listAudit(
+      api,
+      parseListFlags(args, () => usage('list [--since TIME] [--token ID] [--limit N]')),
+      json,
+    );
   if (sub === 'verify') {
     if (args.length !== 0) throw usage('verify');
     return verifyAudit(await api.get<AuditVerification>('/audit/verify'), json);
@@ -36,18 +42,31 @@ async function listAudit(api: ApiClient, query: URLSearchParams, json: boolean):
   const list = await api.get<AuditEntry[]>(`/audit${query.size ? `?${query.toString()}` : ''}`);
   if (json) return printJson(list);
   if (list.length === 0) return void process.stdout.write('no audit entries\n');
-  printTable(list.map((e) => ({
-    '#': e.seq, at: e.at, token: e.tokenId ? `${e.tokenId} (${e.role})` : '-', from: e.source, call: `${e.method} ${e.route}`,
-    target: e.target ? Object.entries(e.target).map(([k, v]) => `${k}=${v}`).join(' ') : null,
-    result: e.errorCode ? `${e.status} ${e.errorCode}` : e.status,
-  })), ['#', 'at', 'token', 'from', 'call', 'target', 'result']);
+  printTable(
+    list.map((e) => ({
+      '#': e.seq,
+      at: e.at,
+      token: e.tokenId ? `${e.tokenId} (${e.role})` : '-',
+      from: e.source,
+      call: `${e.method} ${e.route}`,
+      target: e.target
+        ? Object.entries(e.target)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')
+        : null,
+      result: e.errorCode ? `${e.status} ${e.errorCode}` : e.status,
+    })),
+    ['#', 'at', 'token', 'from', 'call', 'target', 'result'],
+  );
 }
 
 function verifyAudit(v: AuditVerification, json: boolean): void {
   const bad = v.firstBad;
   if (!bad) {
     if (json) return printJson(v);
-    return void process.stdout.write(`audit log intact: ${v.entries} entries${v.head ? `, newest #${v.head.seq} (${v.head.hash.slice(0, 16)}…)` : ''}\n`);
+    return void process.stdout.write(
+      `audit log intact: ${v.entries} entries${v.head ? `, newest #${v.head.seq} (${v.head.hash.slice(0, 16)}…)` : ''}\n`,
+    );
   }
   const message = `the audit log's chain is broken at entry #${bad.seq} (${bad.problem}): ${bad.message}; ${v.entries} entries walked. Treat the site's database as tampered with`;
   if (!json) throw new MamoriError('AUDIT_CHAIN_BROKEN', message, { details: { ...bad } });

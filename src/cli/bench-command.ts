@@ -13,16 +13,30 @@ export const BENCH_USAGE = `mamori bench storage [--mib N] [--seconds S]
 export async function benchCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
   if (sub !== 'storage') throw new MamoriError('INVALID_INPUT', `usage: ${BENCH_USAGE}`);
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { mib: { type: 'string' }, seconds: { type: 'string' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { mib: { type: 'string' }, seconds: { type: 'string' } },
+  });
   const int = (v: string | undefined, flag: string): number | undefined => {
     if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v)) throw new MamoriError('INVALID_INPUT', `${flag} takes a whole number, not ${JSON.stringify(v)}`);
+    if (!/^\d+$/.test(v))
+      throw new MamoriError('INVALID_INPUT', `${flag} takes a whole number, not ${JSON.stringify(v)}`);
     return Number(v);
   };
   if (positionals.length > 0) throw new MamoriError('INVALID_INPUT', `usage: ${BENCH_USAGE}`);
   const mib = int(values.mib, '--mib');
   const seconds = int(values.seconds, '--seconds');
-  const end = await followJob(api, await api.post<Job>('/bench/storage', { ...(mib !== undefined ? { mib } : {}), ...(seconds !== undefined ? { seconds } : {}) }), 'measuring storage in a test guest', json);
+  const end = await followJob(
+    api,
+    await api.post<Job>('/bench/storage', {
+      ...(mib !== undefined ? { mib } : {}),
+      ...(seconds !== undefined ? { seconds } : {}),
+    }),
+    'measuring storage in a test guest',
+    json,
+  );
   if (end.state !== 'succeeded') {
     process.exitCode = 1;
     if (json) printJson(end);
@@ -31,6 +45,13 @@ export async function benchCommand(api: ApiClient, rest: string[], json: boolean
   }
   const r = end.result as StorageBenchResult;
   if (json) return printJson(r);
-  printTable(BENCH_KINDS.map((k) => ({ disk: k, ...r.kinds[k] })), ['disk', 'seq_read_mbps', 'seq_write_mbps', 'rand_read_iops', 'rand_write_iops']);
-  process.stdout.write(`\nRDM / qcow2: ${Object.entries(r.ratios).map(([k, v]) => `${k}=${v}`).join('  ')}\n`);
+  printTable(
+    BENCH_KINDS.map((k) => ({ disk: k, ...r.kinds[k] })),
+    ['disk', 'seq_read_mbps', 'seq_write_mbps', 'rand_read_iops', 'rand_write_iops'],
+  );
+  process.stdout.write(
+    `\nRDM / qcow2: ${Object.entries(r.ratios)
+      .map(([k, v]) => `${k}=${v}`)
+      .join('  ')}\n`,
+  );
 }

@@ -32,27 +32,47 @@ export const CONVERT_USAGE = `mamori convert SOURCE [--site SITE] --name VM [--f
 /** Converts at the site the CLI talks to (--data DIR or MAMORI_URL), following the job to its end. */
 export async function convertCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true, strict: true,
+    args: argv,
+    allowPositionals: true,
+    strict: true,
     options: {
-      name: { type: 'string' }, format: { type: 'string' }, start: { type: 'boolean' }, memory: { type: 'string' }, vcpus: { type: 'string' },
-      'agent-key': { type: 'string' }, 'converge-below': { type: 'string' }, site: { type: 'string' }, machine: { type: 'string' },
-      check: { type: 'boolean' }, 'tls-creds': { type: 'string' },
+      name: { type: 'string' },
+      format: { type: 'string' },
+      start: { type: 'boolean' },
+      memory: { type: 'string' },
+      vcpus: { type: 'string' },
+      'agent-key': { type: 'string' },
+      'converge-below': { type: 'string' },
+      site: { type: 'string' },
+      machine: { type: 'string' },
+      check: { type: 'boolean' },
+      'tls-creds': { type: 'string' },
     },
   });
-  if (positionals.length !== 1 || (!values.name && !values.check)) throw new MamoriError('INVALID_INPUT', `usage: ${CONVERT_USAGE}`);
+  if (positionals.length !== 1 || (!values.name && !values.check))
+    throw new MamoriError('INVALID_INPUT', `usage: ${CONVERT_USAGE}`);
   const source = positionals[0]!;
   // An NBD URI is never taken for a file name; the site parses it strictly.
   const nbd = looksLikeNbdUri(source);
   const p2v = nbd && values['agent-key'] !== undefined;
-  if (!p2v && values['converge-below'] !== undefined) throw new MamoriError('INVALID_INPUT', '--converge-below is for P2V agents (nbd://HOST:PORT with --agent-key)');
-  if (!nbd && values['agent-key'] !== undefined) throw new MamoriError('INVALID_INPUT', '--agent-key is for nbd://HOST:PORT sources (a P2V agent)');
-  if ((!nbd || p2v) && values['tls-creds'] !== undefined) throw new MamoriError('INVALID_INPUT', '--tls-creds is for nbds:// and nbds+unix:// sources (a P2V agent brings its own TLS)');
+  if (!p2v && values['converge-below'] !== undefined)
+    throw new MamoriError('INVALID_INPUT', '--converge-below is for P2V agents (nbd://HOST:PORT with --agent-key)');
+  if (!nbd && values['agent-key'] !== undefined)
+    throw new MamoriError('INVALID_INPUT', '--agent-key is for nbd://HOST:PORT sources (a P2V agent)');
+  if ((!nbd || p2v) && values['tls-creds'] !== undefined)
+    throw new MamoriError(
+      'INVALID_INPUT',
+      '--tls-creds is for nbds:// and nbds+unix:// sources (a P2V agent brings its own TLS)',
+    );
   if (values.site !== undefined) {
     // The source is read where the site runs (a path on its host, or an agent it can reach), so the
     // CLI does not forward: it makes sure it talks to the site the operator meant.
     const here = (await api.get<{ name: string }>('/site/ca')).name;
     if (here !== values.site) {
-      throw new MamoriError('INVALID_INPUT', `this CLI talks to site ${here}, not ${values.site}: point it at ${values.site} (--data DIR or MAMORI_URL) and run the conversion there`);
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `this CLI talks to site ${here}, not ${values.site}: point it at ${values.site} (--data DIR or MAMORI_URL) and run the conversion there`,
+      );
     }
   }
   const body: Record<string, unknown> = { source: nbd ? source : resolve(source) };
@@ -60,7 +80,10 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
   if (values['tls-creds'] !== undefined) body['tls'] = await readTlsCredsDir(resolve(values['tls-creds']));
   if (values.machine !== undefined) body['machineType'] = values.machine;
   // The compatibility report comes before any copy: asked for alone, or printed first.
-  const report = await api.post<CompatibilityReport>('/conversions/check', values.check && values.name ? { ...body, name: values.name } : body);
+  const report = await api.post<CompatibilityReport>(
+    '/conversions/check',
+    values.check && values.name ? { ...body, name: values.name } : body,
+  );
   if (values.check) {
     if (json) printJson(report);
     else printCompatibility(report);
@@ -70,29 +93,45 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
   if (!json) printCompatibility(report);
   if (report.blockers.length > 0) {
     if (json) printJson({ compatibility: report });
-    throw new MamoriError('INVALID_INPUT', `${report.source} cannot be converted: ${report.blockers.join('; ')}`, { details: { blockers: report.blockers } });
+    throw new MamoriError('INVALID_INPUT', `${report.source} cannot be converted: ${report.blockers.join('; ')}`, {
+      details: { blockers: report.blockers },
+    });
   }
   body['name'] = values.name;
-  if (values['converge-below'] !== undefined) body['convergeBelowMiB'] = int(values['converge-below'], '--converge-below');
+  if (values['converge-below'] !== undefined)
+    body['convergeBelowMiB'] = int(values['converge-below'], '--converge-below');
   if (values.format) body['format'] = values.format;
   if (values.start) body['start'] = true;
   if (values.memory !== undefined) body['memoryMiB'] = int(values.memory, '--memory');
   if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
-  const job = await followJob(api, await api.post<Job>('/conversions', body), `converting ${positionals[0]} to ${values.name}`, json);
+  const job = await followJob(
+    api,
+    await api.post<Job>('/conversions', body),
+    `converting ${positionals[0]} to ${values.name}`,
+    json,
+  );
   if (json) {
     if (job.state !== 'succeeded') process.exitCode = 1;
     return printJson({ ...job, compatibility: report });
   }
-  if (job.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `conversion failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`);
+  if (job.state !== 'succeeded')
+    throw new MamoriError(
+      'PROCESS_FAILED',
+      `conversion failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`,
+    );
   const r = job.result as ConvertResult;
   for (const p of r.p2v?.passes ?? []) {
     const rate = p.seconds > 0 ? ` (${formatBytes(p.sentBytes / p.seconds)}/s)` : '';
-    process.stdout.write(`pass ${p.pass}${p.frozen ? ' (frozen)' : ''}: ${formatBytes(p.changedBytes)} changed, ${formatBytes(p.sentBytes)} sent in ${p.seconds.toFixed(1)} s${rate}\n`);
+    process.stdout.write(
+      `pass ${p.pass}${p.frozen ? ' (frozen)' : ''}: ${formatBytes(p.changedBytes)} changed, ${formatBytes(p.sentBytes)} sent in ${p.seconds.toFixed(1)} s${rate}\n`,
+    );
   }
   if (r.p2v) process.stdout.write(`copy: ${r.p2v.consistency}: ${r.p2v.note}\n`);
   // The warnings were printed with the report; the result adds only what the copy found (P2V consistency).
-  process.stdout.write(`${r.vm}: ${r.firmware} firmware, ${r.vcpus} vCPU, ${r.memoryMiB} MiB, disk${r.disks.length > 1 ? 's' : ''} ${r.disks.join(', ')}, ` +
-    `NIC ${r.nicModel}, guest ${r.os.product ?? r.os.type}${r.started ? ', started' : ''}\n`);
+  process.stdout.write(
+    `${r.vm}: ${r.firmware} firmware, ${r.vcpus} vCPU, ${r.memoryMiB} MiB, disk${r.disks.length > 1 ? 's' : ''} ${r.disks.join(', ')}, ` +
+      `NIC ${r.nicModel}, guest ${r.os.product ?? r.os.type}${r.started ? ', started' : ''}\n`,
+  );
   for (const w of r.warnings.filter((x) => !report.warnings.includes(x))) process.stdout.write(`warning: ${w}\n`);
 }
 
@@ -100,8 +139,10 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
 function printCompatibility(r: CompatibilityReport): void {
   const os = r.inspection.os;
   const guest = os.type === 'unknown' ? 'no guest OS found' : `guest ${os.product ?? os.distro}`;
-  process.stdout.write(`compatibility of ${r.source}: ${r.blockers.length === 0 ? 'can be converted' : 'cannot be converted'} ` +
-    `(${guest}; ${r.firmware} firmware, ${r.diskBus} disk${r.disks > 1 ? `s (${r.disks})` : ''}, ${r.nicModel} NIC)\n`);
+  process.stdout.write(
+    `compatibility of ${r.source}: ${r.blockers.length === 0 ? 'can be converted' : 'cannot be converted'} ` +
+      `(${guest}; ${r.firmware} firmware, ${r.diskBus} disk${r.disks > 1 ? `s (${r.disks})` : ''}, ${r.nicModel} NIC)\n`,
+  );
   for (const b of r.blockers) process.stdout.write(`blocker: ${b}\n`);
   for (const w of r.warnings) process.stdout.write(`warning: ${w}\n`);
 }

@@ -14,17 +14,31 @@ export const EXPORT_USAGE = `mamori export VM --format vmdk|vhdx|ova [--output D
   Template". DIR is a folder on the site's host (default: the site's DATA/exports).`;
 
 export async function exportCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { format: { type: 'string' }, output: { type: 'string' } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: { format: { type: 'string' }, output: { type: 'string' } },
+  });
   if (positionals.length !== 1 || !values.format) throw new MamoriError('INVALID_INPUT', `usage: ${EXPORT_USAGE}`);
   const vm = positionals[0]!;
   const body: Record<string, unknown> = { format: values.format };
   if (values.output) body['directory'] = resolve(values.output);
-  const job = await followJob(api, await api.post<Job>(`/vms/${encodeURIComponent(vm)}/export`, body), `exporting ${vm} as ${values.format}`, json);
+  const job = await followJob(
+    api,
+    await api.post<Job>(`/vms/${encodeURIComponent(vm)}/export`, body),
+    `exporting ${vm} as ${values.format}`,
+    json,
+  );
   if (json) {
     if (job.state !== 'succeeded') process.exitCode = 1;
     return printJson(job);
   }
-  if (job.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `export failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`);
+  if (job.state !== 'succeeded')
+    throw new MamoriError(
+      'PROCESS_FAILED',
+      `export failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`,
+    );
   const r = job.result as ExportResult;
   for (const f of r.files) process.stdout.write(`${f}\n`);
   process.stdout.write(`${r.vm}: ${r.format}, ${formatBytes(r.bytes)}\n`);

@@ -19,48 +19,95 @@ export const GROUP_USAGE = `mamori group <command>          protection groups: r
 export async function groupCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
   const base = (name: string): string => `/protection-groups/${encodeURIComponent(name)}`;
-  const show = (g: ProtectionGroupView): void => (json ? printJson(g) : printFields({
-    name: g.name, kind: g.kind, 'recovers at': g.peer, vms: g.vms.join(', ') || '-',
-    ...(g.array ? {
-      array: `${g.array.arrayId} (entry ${g.array.storage}), devices ${g.array.deviceIds.join(', ')}`,
-      compatibility: `${g.array.forced ? 'UNSUPPORTED, forced: ' : ''}${g.array.compat}`,
-      rpo: g.array.rpoSeconds === null ? 'none (the array\'s schedule, or mamori group sync)' : `${g.array.rpoSeconds} s${g.array.sync.rpoViolated ? ' (VIOLATED)' : ''}`,
-      'last point': g.array.sync.lastPointAt ? `${g.array.sync.lastPoint} at ${g.array.sync.lastPointAt} (lag ${g.array.sync.lagSec} s, ${g.array.sync.lastBytesSent} bytes sent)` : '-',
-      ...(g.array.sync.lastError ? { 'last error': `${g.array.sync.lastError} (${g.array.sync.failures} failures in a row)` } : {}),
-      'not protected': g.array.problems.map((p) => `${p.vm}: ${p.reason}`).join('; ') || '-',
-    } : {}),
-    created: g.createdAt,
-  }));
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori group ${what}\n${GROUP_USAGE}`);
+  const show = (g: ProtectionGroupView): void =>
+    json
+      ? printJson(g)
+      : printFields({
+          name: g.name,
+          kind: g.kind,
+          'recovers at': g.peer,
+          vms: g.vms.join(', ') || '-',
+          ...(g.array
+            ? {
+                array: `${g.array.arrayId} (entry ${g.array.storage}), devices ${g.array.deviceIds.join(', ')}`,
+                compatibility: `${g.array.forced ? 'UNSUPPORTED, forced: ' : ''}${g.array.compat}`,
+                rpo:
+                  g.array.rpoSeconds === null
+                    ? "none (the array's schedule, or mamori group sync)"
+                    : `${g.array.rpoSeconds} s${g.array.sync.rpoViolated ? ' (VIOLATED)' : ''}`,
+                'last point': g.array.sync.lastPointAt
+                  ? `${g.array.sync.lastPoint} at ${g.array.sync.lastPointAt} (lag ${g.array.sync.lagSec} s, ${g.array.sync.lastBytesSent} bytes sent)`
+                  : '-',
+                ...(g.array.sync.lastError
+                  ? { 'last error': `${g.array.sync.lastError} (${g.array.sync.failures} failures in a row)` }
+                  : {}),
+                'not protected': g.array.problems.map((p) => `${p.vm}: ${p.reason}`).join('; ') || '-',
+              }
+            : {}),
+          created: g.createdAt,
+        });
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori group ${what}\n${GROUP_USAGE}`);
   switch (sub) {
     case 'create': {
       const { values, positionals } = parseArgs({
-        args, allowPositionals: true, strict: true,
-        options: { vm: { type: 'string', multiple: true }, array: { type: 'string' }, device: { type: 'string', multiple: true }, 'array-id': { type: 'string' }, to: { type: 'string' }, force: { type: 'boolean' }, rpo: { type: 'string' } },
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          vm: { type: 'string', multiple: true },
+          array: { type: 'string' },
+          device: { type: 'string', multiple: true },
+          'array-id': { type: 'string' },
+          to: { type: 'string' },
+          force: { type: 'boolean' },
+          rpo: { type: 'string' },
+        },
       });
-      if (positionals.length !== 1) throw usage('create NAME --vm VM [--vm VM ...] | create NAME --array ENTRY --device ID --to SITE');
+      if (positionals.length !== 1)
+        throw usage('create NAME --vm VM [--vm VM ...] | create NAME --array ENTRY --device ID --to SITE');
       if (values.array !== undefined) {
         if (values.vm?.length) throw usage('create: --vm (host-based) and --array (array-based) do not go together');
-        if (!values.device?.length || !values.to) throw usage('create NAME --array ENTRY --device ID [--device ID ...] --to SITE [--force]');
-        return show(await api.post<ProtectionGroupView>('/protection-groups', {
-          name: positionals[0],
-          array: { storage: values.array, deviceIds: values.device, peer: values.to, ...(values['array-id'] ? { arrayId: values['array-id'] } : {}), ...(values.force ? { force: true } : {}), ...(values.rpo ? { rpo: values.rpo } : {}) },
-        }));
+        if (!values.device?.length || !values.to)
+          throw usage('create NAME --array ENTRY --device ID [--device ID ...] --to SITE [--force]');
+        return show(
+          await api.post<ProtectionGroupView>('/protection-groups', {
+            name: positionals[0],
+            array: {
+              storage: values.array,
+              deviceIds: values.device,
+              peer: values.to,
+              ...(values['array-id'] ? { arrayId: values['array-id'] } : {}),
+              ...(values.force ? { force: true } : {}),
+              ...(values.rpo ? { rpo: values.rpo } : {}),
+            },
+          }),
+        );
       }
       if (!values.vm?.length) throw usage('create NAME --vm VM [--vm VM ...]');
       return show(await api.post<ProtectionGroupView>('/protection-groups', { name: positionals[0], vms: values.vm }));
     }
     case 'sync': {
       if (args.length !== 1) throw usage('sync NAME');
-      const r = await api.post<{ devices: { id: string; point: string; bytesSent: number }[] }>(`${base(args[0]!)}/sync`, {});
+      const r = await api.post<{ devices: { id: string; point: string; bytesSent: number }[] }>(
+        `${base(args[0]!)}/sync`,
+        {},
+      );
       if (json) return printJson(r);
-      return printTable(r.devices.map((d) => ({ device: d.id, point: d.point, sent: d.bytesSent })), ['device', 'point', 'sent']);
+      return printTable(
+        r.devices.map((d) => ({ device: d.id, point: d.point, sent: d.bytesSent })),
+        ['device', 'point', 'sent'],
+      );
     }
     case 'list': {
       const all = await api.get<ProtectionGroupView[]>('/protection-groups');
       if (json) return printJson(all);
-      if (all.length === 0) return void process.stdout.write("no protection groups; 'mamori group create NAME --vm VM' makes one\n");
-      return printTable(all.map((g) => ({ name: g.name, kind: g.kind, 'recovers at': g.peer, vms: g.vms.join(', ') })), ['name', 'kind', 'recovers at', 'vms']);
+      if (all.length === 0)
+        return void process.stdout.write("no protection groups; 'mamori group create NAME --vm VM' makes one\n");
+      return printTable(
+        all.map((g) => ({ name: g.name, kind: g.kind, 'recovers at': g.peer, vms: g.vms.join(', ') })),
+        ['name', 'kind', 'recovers at', 'vms'],
+      );
     }
     case 'show':
       if (args.length !== 1) throw usage('show NAME');

@@ -7,7 +7,9 @@ export async function hostCommand(api: ApiClient, argv: string[], json: boolean)
   if (argv[0] !== 'info') throw new MamoriError('INVALID_INPUT', 'usage: mamori host info [--json]');
   const info = await api.get<HostInfoView>('/host/info');
   if (json) return printJson(info);
-  const defaults = info.machineTypes.filter((m) => m.alias || m.isDefault).map((m) => `${m.alias ?? ''}${m.alias ? '=' : ''}${m.name}${m.isDefault ? ' (default)' : ''}`);
+  const defaults = info.machineTypes
+    .filter((m) => m.alias || m.isDefault)
+    .map((m) => `${m.alias ?? ''}${m.alias ? '=' : ''}${m.name}${m.isDefault ? ' (default)' : ''}`);
   printFields({
     site: info.site,
     accelerator: `${info.accelerator.accel} (${info.accelerator.reason})`,

@@ -16,7 +16,12 @@ export const INSPECT_USAGE = `mamori inspect SOURCE [--tls-creds DIR] [--json]
 
 /** `mamori inspect SOURCE`: what a disk or image is and boots; local, needs no site. */
 export async function inspectCommand(argv: string[], json: boolean): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { 'tls-creds': { type: 'string' } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: { 'tls-creds': { type: 'string' } },
+  });
   if (positionals.length !== 1 || !positionals[0]) throw new MamoriError('INVALID_INPUT', `usage: ${INSPECT_USAGE}`);
   const given = positionals[0];
   let report: InspectionReport;
@@ -33,7 +38,8 @@ export async function inspectCommand(argv: string[], json: boolean): Promise<voi
     format = 'raw';
     kind = 'nbd';
   } else {
-    if (values['tls-creds'] !== undefined) throw new MamoriError('INVALID_INPUT', '--tls-creds is for nbds:// and nbds+unix:// sources');
+    if (values['tls-creds'] !== undefined)
+      throw new MamoriError('INVALID_INPUT', '--tls-creds is for nbds:// and nbds+unix:// sources');
     shown = resolve(given);
     const source = await openSource(shown);
     try {
@@ -52,17 +58,36 @@ export async function inspectCommand(argv: string[], json: boolean): Promise<voi
     'partition table': `${report.partitionTable}${report.gptHeader === 'backup' ? ' (from the backup header)' : ''}`,
     firmware: `${report.firmware}: ${report.firmwareReason}`,
     'boot loader': `${report.bootLoader.detail}${report.bootLoader.files.length > 0 ? `: ${report.bootLoader.files.join(', ')}` : ''}`,
-    os: os.type === 'unknown' ? 'not found' : `${os.product ?? os.distro} (${os.distro} ${os.major ?? '?'}.${os.minor ?? '?'}) on ${os.rootVolume ? `logical volume ${os.rootVolume} (partition ${os.root})` : `partition ${os.root}`}`,
+    os:
+      os.type === 'unknown'
+        ? 'not found'
+        : `${os.product ?? os.distro} (${os.distro} ${os.major ?? '?'}.${os.minor ?? '?'}) on ${os.rootVolume ? `logical volume ${os.rootVolume} (partition ${os.root})` : `partition ${os.root}`}`,
     hostname: os.hostname ?? '-',
     kernels: os.kernels.join(', ') || '-',
   });
-  printTable(report.partitions.map((p) => ({
-    '#': p.number, start: p.start, size: formatBytes(p.size), type: p.type, filesystem: p.filesystem ?? '-', label: p.label ?? '', name: p.name ?? '',
-  })), ['#', 'start', 'size', 'type', 'filesystem', 'label', 'name']);
+  printTable(
+    report.partitions.map((p) => ({
+      '#': p.number,
+      start: p.start,
+      size: formatBytes(p.size),
+      type: p.type,
+      filesystem: p.filesystem ?? '-',
+      label: p.label ?? '',
+      name: p.name ?? '',
+    })),
+    ['#', 'start', 'size', 'type', 'filesystem', 'label', 'name'],
+  );
   if (report.logicalVolumes.length > 0) {
-    printTable(report.logicalVolumes.map((v) => ({
-      volume: `${v.vg}/${v.name}`, size: formatBytes(v.size), filesystem: v.filesystem ?? '-', label: v.label ?? '', on: v.partitions.map((n) => `#${n}`).join(' '),
-    })), ['volume', 'size', 'filesystem', 'label', 'on']);
+    printTable(
+      report.logicalVolumes.map((v) => ({
+        volume: `${v.vg}/${v.name}`,
+        size: formatBytes(v.size),
+        filesystem: v.filesystem ?? '-',
+        label: v.label ?? '',
+        on: v.partitions.map((n) => `#${n}`).join(' '),
+      })),
+      ['volume', 'size', 'filesystem', 'label', 'on'],
+    );
   }
   for (const w of report.warnings) process.stdout.write(`warning: ${w}\n`);
 }

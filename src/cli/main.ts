@@ -81,9 +81,19 @@ ${AUDIT_USAGE}
 `;
 
 /** Global flags may stand anywhere; they are taken out before the command parses its own. */
-function takeGlobals(argv: string[]): { rest: string[]; json: boolean; data?: string; url?: string; token?: string; help: boolean } {
+function takeGlobals(argv: string[]): {
+  rest: string[];
+  json: boolean;
+  data?: string;
+  url?: string;
+  token?: string;
+  help: boolean;
+} {
   const rest: string[] = [];
-  const out: { json: boolean; data?: string; url?: string; token?: string; help: boolean } = { json: false, help: false };
+  const out: { json: boolean; data?: string; url?: string; token?: string; help: boolean } = {
+    json: false,
+    help: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -129,9 +139,19 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
   if (cmd === 'inspect') return (await import('./inspect-command.js')).inspectCommand(rest, g.json);
   if (cmd === 'p2v-agent') return (await import('./p2v-agent-command.js')).p2vAgentCommand(rest, g.json);
   if (cmd === 'adapter') return (await import('./adapter-command.js')).adapterCommand(rest, g.json);
-  if (cmd === 'compat' && rest[0] === 'search') return (await import('./compat-search-command.js')).compatSearchCommand(rest.slice(1), g.json);
-  if (cmd === 'verify-writelog') return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
-  const api = parseOnly?.api ?? new ApiClient(await resolveSite({ ...(g.data ? { data: g.data } : {}), ...(g.url ? { url: g.url } : {}), ...(g.token ? { token: g.token } : {}) }));
+  if (cmd === 'compat' && rest[0] === 'search')
+    return (await import('./compat-search-command.js')).compatSearchCommand(rest.slice(1), g.json);
+  if (cmd === 'verify-writelog')
+    return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
+  const api =
+    parseOnly?.api ??
+    new ApiClient(
+      await resolveSite({
+        ...(g.data ? { data: g.data } : {}),
+        ...(g.url ? { url: g.url } : {}),
+        ...(g.token ? { token: g.token } : {}),
+      }),
+    );
   switch (cmd) {
     case 'vm':
       return vmCommand(api, rest, g.json);
@@ -158,7 +178,8 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
         if (k >= 0 && !rest[k + 1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list [--kind KIND]');
         return printJson(await api.get(k >= 0 ? `/jobs?kind=${encodeURIComponent(rest[k + 1]!)}` : '/jobs'));
       }
-      if (rest[0] !== 'show' || !rest[1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');
+      if (rest[0] !== 'show' || !rest[1])
+        throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');
       return printJson(await api.get(`/jobs/${encodeURIComponent(rest[1])}`));
     }
     case 'group':
@@ -170,7 +191,11 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
     case 'bench':
       return benchCommand(api, rest, g.json);
     case 'compat':
-      if (rest[0] !== 'check' || rest.length !== 1) throw new MamoriError('INVALID_INPUT', `usage: mamori compat search [--adapter A] [--array MODEL] | compat check\n${ARRAY_USAGE}`);
+      if (rest[0] !== 'check' || rest.length !== 1)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `usage: mamori compat search [--adapter A] [--array MODEL] | compat check\n${ARRAY_USAGE}`,
+        );
       return compatCheckCommand(api, g.json);
     case 'mapping':
       return mappingCommand(api, rest, g.json);
@@ -185,11 +210,16 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
     case 'events': {
       // `events [--open]`: incidents such as a violated RPO, newest first.
       const unknown = rest.filter((x) => x !== '--open');
-      if (unknown.length > 0) throw new MamoriError('INVALID_INPUT', `usage: mamori events [--open] [--json] (unknown ${unknown.join(' ')})`);
+      if (unknown.length > 0)
+        throw new MamoriError('INVALID_INPUT', `usage: mamori events [--open] [--json] (unknown ${unknown.join(' ')})`);
       const list = await api.get<Record<string, unknown>[]>(rest.includes('--open') ? '/events?open=true' : '/events');
       if (g.json) return printJson(list);
-      if (list.length === 0) return void process.stdout.write(rest.includes('--open') ? 'no open incidents\n' : 'no incidents\n');
-      return printTable(list.map((e) => ({ ...e, state: e['clearedAt'] === null ? 'OPEN' : 'cleared' })), ['openedAt', 'state', 'severity', 'kind', 'message']);
+      if (list.length === 0)
+        return void process.stdout.write(rest.includes('--open') ? 'no open incidents\n' : 'no incidents\n');
+      return printTable(
+        list.map((e) => ({ ...e, state: e['clearedAt'] === null ? 'OPEN' : 'cleared' })),
+        ['openedAt', 'state', 'severity', 'kind', 'message'],
+      );
     }
     default:
       throw new MamoriError('INVALID_INPUT', `unknown command ${JSON.stringify(cmd)}; see 'mamori --help'`);

@@ -17,17 +17,33 @@ mamori mapping <command>        how a paired site's networks and pools map onto 
 
 export async function networkCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori network ${what}\n${NETWORK_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori network ${what}\n${NETWORK_USAGE}`);
   switch (sub) {
     case 'create': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { isolated: { type: 'boolean' }, bridge: { type: 'string' } } });
-      if (positionals.length !== 1 || (values.isolated === true) === (values.bridge !== undefined)) throw usage('create NAME --isolated | --bridge BR');
-      const n = await api.post<NetworkView>('/networks', { name: positionals[0], kind: values.isolated ? 'isolated' : 'bridge', ...(values.bridge ? { bridge: values.bridge } : {}) });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { isolated: { type: 'boolean' }, bridge: { type: 'string' } },
+      });
+      if (positionals.length !== 1 || (values.isolated === true) === (values.bridge !== undefined))
+        throw usage('create NAME --isolated | --bridge BR');
+      const n = await api.post<NetworkView>('/networks', {
+        name: positionals[0],
+        kind: values.isolated ? 'isolated' : 'bridge',
+        ...(values.bridge ? { bridge: values.bridge } : {}),
+      });
       return json ? printJson(n) : void process.stdout.write(`network ${n.name} (${n.kind}) on bridge ${n.bridge}\n`);
     }
     case 'list': {
       const all = await api.get<NetworkView[]>('/networks');
-      return json ? printJson(all) : printTable(all.map((n) => ({ ...n, bridge: n.bridge ?? '-' })), ['name', 'kind', 'bridge']);
+      return json
+        ? printJson(all)
+        : printTable(
+            all.map((n) => ({ ...n, bridge: n.bridge ?? '-' })),
+            ['name', 'kind', 'bridge'],
+          );
     }
     case 'delete':
       if (args.length !== 1) throw usage('delete NAME');
@@ -40,24 +56,52 @@ export async function networkCommand(api: ApiClient, rest: string[], json: boole
 
 export async function mappingCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori mapping ${what}\n${NETWORK_USAGE}`);
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { peer: { type: 'string' }, test: { type: 'string' } } });
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori mapping ${what}\n${NETWORK_USAGE}`);
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { peer: { type: 'string' }, test: { type: 'string' } },
+  });
   switch (sub) {
     case 'set': {
       const [kind, source, target] = positionals;
-      if (!values.peer || positionals.length !== 3 || (kind !== 'network' && kind !== 'pool')) throw usage('set --peer SITE network|pool SOURCE TARGET [--test TEST_NET]');
-      const m = await api.request<MappingView>('PUT', '/mappings', { peer: values.peer, kind, source, target, ...(values.test ? { testTarget: values.test } : {}) });
-      return json ? printJson(m) : void process.stdout.write(`${m.peer}'s ${m.kind} ${m.source} -> ${m.target}${m.testTarget ? ` (tests: ${m.testTarget})` : ''}\n`);
+      if (!values.peer || positionals.length !== 3 || (kind !== 'network' && kind !== 'pool'))
+        throw usage('set --peer SITE network|pool SOURCE TARGET [--test TEST_NET]');
+      const m = await api.request<MappingView>('PUT', '/mappings', {
+        peer: values.peer,
+        kind,
+        source,
+        target,
+        ...(values.test ? { testTarget: values.test } : {}),
+      });
+      return json
+        ? printJson(m)
+        : void process.stdout.write(
+            `${m.peer}'s ${m.kind} ${m.source} -> ${m.target}${m.testTarget ? ` (tests: ${m.testTarget})` : ''}\n`,
+          );
     }
     case 'list': {
-      const all = await api.get<MappingView[]>(`/mappings${values.peer ? `?peer=${encodeURIComponent(values.peer)}` : ''}`);
-      return json ? printJson(all) : printTable(all.map((m) => ({ ...m, test: m.testTarget ?? '-' })), ['peer', 'kind', 'source', 'target', 'test']);
+      const all = await api.get<MappingView[]>(
+        `/mappings${values.peer ? `?peer=${encodeURIComponent(values.peer)}` : ''}`,
+      );
+      return json
+        ? printJson(all)
+        : printTable(
+            all.map((m) => ({ ...m, test: m.testTarget ?? '-' })),
+            ['peer', 'kind', 'source', 'target', 'test'],
+          );
     }
     case 'delete': {
       const [kind, source] = positionals;
       if (!values.peer || positionals.length !== 2) throw usage('delete --peer SITE network|pool SOURCE');
-      await api.delete(`/mappings/${encodeURIComponent(values.peer)}/${encodeURIComponent(kind!)}/${encodeURIComponent(source!)}`);
-      return json ? printJson({ deleted: { peer: values.peer, kind, source } }) : void process.stdout.write(`mapping of ${values.peer}'s ${kind} ${source} deleted\n`);
+      await api.delete(
+        `/mappings/${encodeURIComponent(values.peer)}/${encodeURIComponent(kind!)}/${encodeURIComponent(source!)}`,
+      );
+      return json
+        ? printJson({ deleted: { peer: values.peer, kind, source } })
+        : void process.stdout.write(`mapping of ${values.peer}'s ${kind} ${source} deleted\n`);
     }
     default:
       throw usage('<command>');

@@ -13,21 +13,41 @@ export const P2V_AGENT_USAGE = `mamori p2v-agent --device /dev/sdX [--listen ADD
   disk's mounted filesystems frozen (at most --freeze-limit seconds, default 120).`;
 
 /** p2v-agent's options (also what src/cli/parse-only.ts checks a command against). */
-export const P2V_AGENT_OPTIONS = { device: { type: 'string' }, listen: { type: 'string' }, port: { type: 'string' }, 'freeze-limit': { type: 'string' } } as const;
+export const P2V_AGENT_OPTIONS = {
+  device: { type: 'string' },
+  listen: { type: 'string' },
+  port: { type: 'string' },
+  'freeze-limit': { type: 'string' },
+} as const;
 
 /** `mamori p2v-agent`: local, needs no site; runs until SIGINT/SIGTERM, then thaws and cleans up. */
 export async function p2vAgentCommand(argv: string[], json: boolean): Promise<void> {
   const { values, positionals } = parseArgs({
-    args: argv, allowPositionals: true, strict: true,
+    args: argv,
+    allowPositionals: true,
+    strict: true,
     options: P2V_AGENT_OPTIONS,
   });
   if (positionals.length > 0 || !values.device) throw new MamoriError('INVALID_INPUT', `usage: ${P2V_AGENT_USAGE}`);
   const port = values.port === undefined ? P2V_DEFAULT_PORT : Number(values.port);
   const freezeLimit = values['freeze-limit'] === undefined ? 120 : Number(values['freeze-limit']);
-  if (!Number.isInteger(freezeLimit) || freezeLimit < 5 || freezeLimit > 3600) throw new MamoriError('OUT_OF_RANGE', '--freeze-limit must be 5-3600 seconds');
+  if (!Number.isInteger(freezeLimit) || freezeLimit < 5 || freezeLimit > 3600)
+    throw new MamoriError('OUT_OF_RANGE', '--freeze-limit must be 5-3600 seconds');
   const log = (line: string): void => void process.stderr.write(`p2v-agent: ${line}\n`);
-  const agent = await P2vAgent.start({ device: values.device, host: values.listen ?? '0.0.0.0', port, freezeLimitSeconds: freezeLimit, log });
-  const info = { url: agent.url, agentKey: agent.key, device: values.device, sizeBytes: agent.sizeBytes, caFingerprint: agent.caFingerprint };
+  const agent = await P2vAgent.start({
+    device: values.device,
+    host: values.listen ?? '0.0.0.0',
+    port,
+    freezeLimitSeconds: freezeLimit,
+    log,
+  });
+  const info = {
+    url: agent.url,
+    agentKey: agent.key,
+    device: values.device,
+    sizeBytes: agent.sizeBytes,
+    caFingerprint: agent.caFingerprint,
+  };
   if (json) printJson(info);
   else {
     process.stdout.write(`serving ${values.device} (${formatBytes(agent.sizeBytes)}) read-only at ${agent.url}\n`);

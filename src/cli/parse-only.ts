@@ -35,9 +35,14 @@ class ParseOnlyApi extends ApiClient {
 }
 
 /** How main.ts's run() is told to parse only: API calls go to `api`, local commands to `local`. */
-const strict = (args: string[], options: NonNullable<ParseArgsConfig['options']>, positionals: number | 'any' = 0): void => {
+const strict = (
+  args: string[],
+  options: NonNullable<ParseArgsConfig['options']>,
+  positionals: number | 'any' = 0,
+): void => {
   const r = parseArgs({ args, options, strict: true, allowPositionals: positionals !== 0 });
-  if (positionals !== 'any' && r.positionals.length !== positionals) throw new MamoriError('INVALID_INPUT', `expected ${positionals} argument(s), got ${r.positionals.length}`);
+  if (positionals !== 'any' && r.positionals.length !== positionals)
+    throw new MamoriError('INVALID_INPUT', `expected ${positionals} argument(s), got ${r.positionals.length}`);
 };
 
 /**
@@ -52,7 +57,8 @@ async function parseLocal(cmd: string, rest: string[]): Promise<boolean> {
     case 'p2v-agent':
       strict(rest, (await import('./p2v-agent-command.js')).P2V_AGENT_OPTIONS);
       return true;
-    case 'inspect': case 'verify-writelog':
+    case 'inspect':
+    case 'verify-writelog':
       strict(rest, {}, 1);
       return true;
     case 'adapter': {
@@ -90,7 +96,8 @@ export async function parseCommand(argv: string[]): Promise<ParseOutcome> {
     if (isMamoriError(e)) return { ok: false, code: e.code, message: e.message };
     // node:util parseArgs: ERR_PARSE_ARGS_UNKNOWN_OPTION, ..._INVALID_OPTION_VALUE, ..._UNEXPECTED_POSITIONAL.
     const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) return { ok: false, code, message: (e as Error).message };
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))
+      return { ok: false, code, message: (e as Error).message };
     throw e;
   } finally {
     process.stdout.write = write;

@@ -21,7 +21,8 @@ export const PLAN_USAGE = `mamori plan <command>           recovery plans (run a
 
 export async function planCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori plan ${what}\n${PLAN_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori plan ${what}\n${PLAN_USAGE}`);
   const plan = (n: string): string => `/plans/${encodeURIComponent(n)}`;
   switch (sub) {
     case 'apply': {
@@ -35,8 +36,12 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
     case 'list': {
       const all = await api.get<PlanView[]>('/plans');
       if (json) return printJson(all);
-      if (all.length === 0) return void process.stdout.write("no recovery plans; 'mamori plan apply plan.yaml' makes one\n");
-      return printTable(all.map((p) => ({ name: p.name, 'protected site': p.protectedSite, groups: scope(p.spec), vms: p.vms.length })), ['name', 'protected site', 'groups', 'vms']);
+      if (all.length === 0)
+        return void process.stdout.write("no recovery plans; 'mamori plan apply plan.yaml' makes one\n");
+      return printTable(
+        all.map((p) => ({ name: p.name, 'protected site': p.protectedSite, groups: scope(p.spec), vms: p.vms.length })),
+        ['name', 'protected site', 'groups', 'vms'],
+      );
     }
     case 'show': {
       if (args.length !== 1) throw usage('show PLAN');
@@ -48,36 +53,78 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
       await api.delete(plan(args[0]!));
       return json ? printJson({ deleted: args[0] }) : void process.stdout.write(`plan ${args[0]} deleted\n`);
     case 'run': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { mode: { type: 'string' }, point: { type: 'string' }, 'dry-run': { type: 'boolean' }, 'no-wait': { type: 'boolean' } } });
-      if (positionals.length !== 1 || !values.mode) throw usage('run PLAN --mode MODE [--point TIME] [--dry-run] [--no-wait]');
-      const body = { mode: values.mode, ...(values.point ? { pointTime: values.point } : {}), ...(values['dry-run'] ? { dryRun: true } : {}) };
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          mode: { type: 'string' },
+          point: { type: 'string' },
+          'dry-run': { type: 'boolean' },
+          'no-wait': { type: 'boolean' },
+        },
+      });
+      if (positionals.length !== 1 || !values.mode)
+        throw usage('run PLAN --mode MODE [--point TIME] [--dry-run] [--no-wait]');
+      const body = {
+        mode: values.mode,
+        ...(values.point ? { pointTime: values.point } : {}),
+        ...(values['dry-run'] ? { dryRun: true } : {}),
+      };
       if (values['dry-run']) {
         const d = await api.post<DryRun>(`${plan(positionals[0]!)}/runs`, body);
         if (json) return printJson(d);
-        process.stdout.write(`dry run of ${d.mode} for plan ${d.plan}: ${d.steps.length} steps, nothing changed${d.inventoryFresh ? '' : ' (protected site unreachable: its last inventory was used)'}\n`);
+        process.stdout.write(
+          `dry run of ${d.mode} for plan ${d.plan}: ${d.steps.length} steps, nothing changed${d.inventoryFresh ? '' : ' (protected site unreachable: its last inventory was used)'}\n`,
+        );
         d.steps.forEach((s, i) => process.stdout.write(`  ${String(i + 1).padStart(3)}. ${s.label}\n`));
-        process.stdout.write(`predicted RTO: ${d.predictedRtoSec === null ? 'unknown (no earlier run of this mode)' : `${d.predictedRtoSec} s (earlier runs)`}\n`);
+        process.stdout.write(
+          `predicted RTO: ${d.predictedRtoSec === null ? 'unknown (no earlier run of this mode)' : `${d.predictedRtoSec} s (earlier runs)`}\n`,
+        );
         return;
       }
       const run = await api.post<PlanRun>(`${plan(positionals[0]!)}/runs`, body);
-      if (values['no-wait']) return json ? printJson(run) : void process.stdout.write(`run ${run.id} started; follow it with 'mamori plan report ${run.id}'\n`);
+      if (values['no-wait'])
+        return json
+          ? printJson(run)
+          : void process.stdout.write(`run ${run.id} started; follow it with 'mamori plan report ${run.id}'\n`);
       return follow(api, run.id, json);
     }
-    case 'resume': case 'continue': case 'cancel': {
+    case 'resume':
+    case 'continue':
+    case 'cancel': {
       if (args.length !== 1) throw usage(`${sub} RUN`);
       const run = await api.post<PlanRun>(`/plan-runs/${encodeURIComponent(args[0]!)}/${sub}`);
-      if (sub === 'cancel') return json ? printJson(run) : void process.stdout.write(`run ${run.id}: cancel asked; steps in flight finish\n`);
+      if (sub === 'cancel')
+        return json
+          ? printJson(run)
+          : void process.stdout.write(`run ${run.id}: cancel asked; steps in flight finish\n`);
       return follow(api, run.id, json);
     }
     case 'history': {
       if (args.length > 1) throw usage('history [PLAN]');
       const runs = await api.get<RunSummary[]>(`/plan-runs${args[0] ? `?plan=${encodeURIComponent(args[0])}` : ''}`);
       if (json) return printJson(runs);
-      return printTable(runs.map((r) => ({ run: r.run, plan: r.plan, mode: r.mode, result: r.result ?? r.state, started: r.startedAt, 'RTO s': r.rtoSec ?? '-', 'took s': r.durationSec ?? '-' })),
-        ['run', 'plan', 'mode', 'result', 'started', 'RTO s', 'took s']);
+      return printTable(
+        runs.map((r) => ({
+          run: r.run,
+          plan: r.plan,
+          mode: r.mode,
+          result: r.result ?? r.state,
+          started: r.startedAt,
+          'RTO s': r.rtoSec ?? '-',
+          'took s': r.durationSec ?? '-',
+        })),
+        ['run', 'plan', 'mode', 'result', 'started', 'RTO s', 'took s'],
+      );
     }
     case 'report': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { html: { type: 'string' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { html: { type: 'string' } },
+      });
       if (positionals.length !== 1) throw usage('report RUN [--json] [--html FILE]');
       const run = await api.get<PlanRun & { summary: RunSummary }>(`/plan-runs/${encodeURIComponent(positionals[0]!)}`);
       if (values.html) {
@@ -86,7 +133,8 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
       }
       if (json) return printJson(run);
       process.stdout.write(summaryText(run));
-      for (const s of run.steps) process.stdout.write(`  [${s.state}] ${s.label}${s.message ? `: ${s.message}` : ''}\n`);
+      for (const s of run.steps)
+        process.stdout.write(`  [${s.state}] ${s.label}${s.message ? `: ${s.message}` : ''}\n`);
       return;
     }
     default:
@@ -95,8 +143,23 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
 }
 
 function showPlan(p: PlanView): void {
-  printFields({ name: p.name, 'protected site': p.protectedSite, groups: scope(p.spec), 'inventory seen': p.inventoryTakenAt, steps: p.spec.steps.length });
-  printTable(p.vms.map((v) => ({ priority: v.priority, vm: v.name, group: v.group ?? '-', 'power on': v.powerOn ? 'yes' : 'no', 'depends on': v.dependsOn.join(', ') || '-' })), ['priority', 'vm', 'group', 'power on', 'depends on']);
+  printFields({
+    name: p.name,
+    'protected site': p.protectedSite,
+    groups: scope(p.spec),
+    'inventory seen': p.inventoryTakenAt,
+    steps: p.spec.steps.length,
+  });
+  printTable(
+    p.vms.map((v) => ({
+      priority: v.priority,
+      vm: v.name,
+      group: v.group ?? '-',
+      'power on': v.powerOn ? 'yes' : 'no',
+      'depends on': v.dependsOn.join(', ') || '-',
+    })),
+    ['priority', 'vm', 'group', 'power on', 'depends on'],
+  );
 }
 
 /** Waits for the run to end (or to wait at a prompt), printing each step as it settles. */
@@ -114,7 +177,9 @@ async function follow(api: ApiClient, id: string, json: boolean): Promise<void> 
     }
     if (run.state === 'waiting') {
       if (json) return printJson(run);
-      return void process.stdout.write(`run ${run.id} is waiting: ${run.prompt ?? ''}\ncontinue it with 'mamori plan continue ${run.id}'\n`);
+      return void process.stdout.write(
+        `run ${run.id} is waiting: ${run.prompt ?? ''}\ncontinue it with 'mamori plan continue ${run.id}'\n`,
+      );
     }
     if (run.state !== 'running') {
       if (json) return printJson(run);

@@ -37,52 +37,102 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
 export async function poolCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
   const base = (name: string): string => `/pools/${encodeURIComponent(name)}`;
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori pool ${what}\n${POOL_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori pool ${what}\n${POOL_USAGE}`);
   const follow = async (job: Job, label: string): Promise<void> => {
     const end = await followJob(api, job, label, json);
     if (json) {
       if (end.state !== 'succeeded') process.exitCode = 1;
       return printJson(end);
     }
-    if (end.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `${label} failed: ${end.error?.message ?? 'unknown error'}`);
+    if (end.state !== 'succeeded')
+      throw new MamoriError('PROCESS_FAILED', `${label} failed: ${end.error?.message ?? 'unknown error'}`);
     process.stdout.write(`${label}: done ${JSON.stringify(end.result)}\n`);
   };
   switch (sub) {
     case 'create': {
       const { values, positionals } = parseArgs({
-        args, allowPositionals: true, strict: true,
+        args,
+        allowPositionals: true,
+        strict: true,
         options: {
-          master: { type: 'string' }, snapshot: { type: 'string' }, size: { type: 'string' }, name: { type: 'string' }, spare: { type: 'string' },
-          'persistent-disk': { type: 'string' }, 'disposable-disk': { type: 'string' }, storage: { type: 'string' }, command: { type: 'string', multiple: true },
-          'license-command': { type: 'string' }, 'kms-host': { type: 'string' }, 'license-timeout': { type: 'string' }, 'skip-license-activation': { type: 'boolean' }, concurrency: { type: 'string' },
-          ip: { type: 'string' }, 'ip-range': { type: 'string' }, gateway: { type: 'string' }, dns: { type: 'string' },
+          master: { type: 'string' },
+          snapshot: { type: 'string' },
+          size: { type: 'string' },
+          name: { type: 'string' },
+          spare: { type: 'string' },
+          'persistent-disk': { type: 'string' },
+          'disposable-disk': { type: 'string' },
+          storage: { type: 'string' },
+          command: { type: 'string', multiple: true },
+          'license-command': { type: 'string' },
+          'kms-host': { type: 'string' },
+          'license-timeout': { type: 'string' },
+          'skip-license-activation': { type: 'boolean' },
+          concurrency: { type: 'string' },
+          ip: { type: 'string' },
+          'ip-range': { type: 'string' },
+          gateway: { type: 'string' },
+          dns: { type: 'string' },
         },
       });
-      if (positionals.length !== 1 || !values.master || !values.snapshot || !values.size || !values.name) throw usage("create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'");
-      const body: Record<string, unknown> = { name: positionals[0], master: values.master, snapshot: values.snapshot, size: int(values.size, '--size'), namePattern: values.name };
+      if (positionals.length !== 1 || !values.master || !values.snapshot || !values.size || !values.name)
+        throw usage("create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'");
+      const body: Record<string, unknown> = {
+        name: positionals[0],
+        master: values.master,
+        snapshot: values.snapshot,
+        size: int(values.size, '--size'),
+        namePattern: values.name,
+      };
       if (values.spare !== undefined) body['spare'] = int(values.spare, '--spare');
       if (values['persistent-disk']) body['persistentDisk'] = values['persistent-disk'];
       if (values['disposable-disk']) body['disposableDisk'] = values['disposable-disk'];
-      if (values.storage) body['storage'] = values.storage.split(',').map((s) => s.trim()).filter(Boolean);
+      if (values.storage)
+        body['storage'] = values.storage
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
       if (values.command?.length) body['commands'] = values.command;
       if (values['license-command']) body['licenseCommand'] = values['license-command'];
       if (values['kms-host'] !== undefined) body['kmsHost'] = values['kms-host'];
-      if (values['license-timeout'] !== undefined) body['licenseTimeoutSec'] = int(values['license-timeout'], '--license-timeout');
+      if (values['license-timeout'] !== undefined)
+        body['licenseTimeoutSec'] = int(values['license-timeout'], '--license-timeout');
       if (values['skip-license-activation']) body['skipLicenseActivation'] = true;
       if (values.concurrency !== undefined) body['concurrency'] = int(values.concurrency, '--concurrency');
-      if (values.ip !== undefined && values['ip-range'] !== undefined) throw usage('create ... --ip dhcp | --ip-range FIRST-LAST/PREFIX (one of the two)');
-      if (values.ip !== undefined && values.ip !== 'dhcp') throw usage('create ... --ip dhcp (or --ip-range FIRST-LAST/PREFIX for static addresses)');
-      if ((values.gateway !== undefined || values.dns !== undefined) && values['ip-range'] === undefined) throw usage('create ... --ip-range FIRST-LAST/PREFIX [--gateway IP] [--dns IP,IP] (a gateway and DNS go with static addresses)');
+      if (values.ip !== undefined && values['ip-range'] !== undefined)
+        throw usage('create ... --ip dhcp | --ip-range FIRST-LAST/PREFIX (one of the two)');
+      if (values.ip !== undefined && values.ip !== 'dhcp')
+        throw usage('create ... --ip dhcp (or --ip-range FIRST-LAST/PREFIX for static addresses)');
+      if ((values.gateway !== undefined || values.dns !== undefined) && values['ip-range'] === undefined)
+        throw usage(
+          'create ... --ip-range FIRST-LAST/PREFIX [--gateway IP] [--dns IP,IP] (a gateway and DNS go with static addresses)',
+        );
       if (values.ip === 'dhcp') body['network'] = { mode: 'dhcp' };
       if (values['ip-range'] !== undefined) {
-        body['network'] = { mode: 'static', range: values['ip-range'], ...(values.gateway ? { gateway: values.gateway } : {}), ...(values.dns ? { dns: values.dns.split(',').map((x) => x.trim()).filter(Boolean) } : {}) };
+        body['network'] = {
+          mode: 'static',
+          range: values['ip-range'],
+          ...(values.gateway ? { gateway: values.gateway } : {}),
+          ...(values.dns
+            ? {
+                dns: values.dns
+                  .split(',')
+                  .map((x) => x.trim())
+                  .filter(Boolean),
+              }
+            : {}),
+        };
       }
       return follow(await api.post<Job>('/pools', body), `provisioning pool ${positionals[0]}`);
     }
     case 'list': {
       const all = await api.get<Record<string, unknown>[]>('/pools');
       if (json) return printJson(all);
-      if (all.length === 0) return void process.stdout.write("no desktop pools; 'mamori pool create POOL --master VM --snapshot SNAP --size 10 --name desk-{n}' makes one\n");
+      if (all.length === 0)
+        return void process.stdout.write(
+          "no desktop pools; 'mamori pool create POOL --master VM --snapshot SNAP --size 10 --name desk-{n}' makes one\n",
+        );
       return printTable(all, ['name', 'state', 'desktops', 'size', 'master', 'snapshot']);
     }
     case 'show': {
@@ -90,61 +140,167 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       const p = await api.get<PoolView>(base(args[0]!));
       if (json) return printJson(p);
       printFields({
-        pool: `${p.name} (${p.state}${p.message ? `: ${p.message}` : ''})`, master: `${p.spec.master.name} @ ${p.spec.snapshot}`,
-        replicas: p.replicas.map((r) => `${r.storage}: ${formatBytes(r.sizeBytes)}${r.linked ? ` (the master's snapshot layer, linked)` : ''} (${r.desktops} desktops)`).join('; '),
-        storage: `${formatBytes(p.storage.usedBytes)} used${p.storage.replicasSharedBytes > 0 ? ` (${formatBytes(p.storage.replicasSharedBytes)} more shared with the master)` : ''}, ` +
+        pool: `${p.name} (${p.state}${p.message ? `: ${p.message}` : ''})`,
+        master: `${p.spec.master.name} @ ${p.spec.snapshot}`,
+        replicas: p.replicas
+          .map(
+            (r) =>
+              `${r.storage}: ${formatBytes(r.sizeBytes)}${r.linked ? ` (the master's snapshot layer, linked)` : ''} (${r.desktops} desktops)`,
+          )
+          .join('; '),
+        storage:
+          `${formatBytes(p.storage.usedBytes)} used${p.storage.replicasSharedBytes > 0 ? ` (${formatBytes(p.storage.replicasSharedBytes)} more shared with the master)` : ''}, ` +
           `${formatBytes(p.storage.savedBytes)} saved against ${formatBytes(p.storage.fullCopiesBytes)} of full copies`,
       });
-      printTable(p.desktops.map((d) => ({ desktop: d.name, vm: d.vmState, state: d.state, use: d.session ? `session ${d.session.user}` : d.user ? `assigned ${d.user}` : '', address: d.address ?? '', own: formatBytes(d.ownBytes), storage: d.storage, message: d.message ?? '' })), ['desktop', 'vm', 'state', 'use', 'address', 'own', 'storage', 'message']);
+      printTable(
+        p.desktops.map((d) => ({
+          desktop: d.name,
+          vm: d.vmState,
+          state: d.state,
+          use: d.session ? `session ${d.session.user}` : d.user ? `assigned ${d.user}` : '',
+          address: d.address ?? '',
+          own: formatBytes(d.ownBytes),
+          storage: d.storage,
+          message: d.message ?? '',
+        })),
+        ['desktop', 'vm', 'state', 'use', 'address', 'own', 'storage', 'message'],
+      );
       return;
     }
     case 'refresh': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { force: { type: 'boolean' } },
+      });
       if (positionals.length < 1) throw usage('refresh POOL [DESKTOP ...] [--force]');
       const [pool, ...desktops] = positionals;
-      return follow(await api.post<Job>(`${base(pool!)}/refresh`, { ...(desktops.length ? { desktops } : {}), ...(values.force ? { force: true } : {}) }), `refreshing pool ${pool}`);
+      return follow(
+        await api.post<Job>(`${base(pool!)}/refresh`, {
+          ...(desktops.length ? { desktops } : {}),
+          ...(values.force ? { force: true } : {}),
+        }),
+        `refreshing pool ${pool}`,
+      );
     }
     case 'recompose': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { snapshot: { type: 'string' }, force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { snapshot: { type: 'string' }, force: { type: 'boolean' } },
+      });
       if (positionals.length !== 1 || !values.snapshot) throw usage('recompose POOL --snapshot SNAP [--force]');
-      return follow(await api.post<Job>(`${base(positionals[0]!)}/recompose`, { snapshot: values.snapshot, ...(values.force ? { force: true } : {}) }), `recomposing pool ${positionals[0]}`);
+      return follow(
+        await api.post<Job>(`${base(positionals[0]!)}/recompose`, {
+          snapshot: values.snapshot,
+          ...(values.force ? { force: true } : {}),
+        }),
+        `recomposing pool ${positionals[0]}`,
+      );
     }
     case 'rebalance': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { storage: { type: 'string' }, force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { storage: { type: 'string' }, force: { type: 'boolean' } },
+      });
       if (positionals.length !== 1) throw usage('rebalance POOL [--storage A,B] [--force]');
-      const body = { ...(values.storage ? { storage: values.storage.split(',').map((x) => x.trim()).filter(Boolean) } : {}), ...(values.force ? { force: true } : {}) };
-      return follow(await api.post<Job>(`${base(positionals[0]!)}/rebalance`, body), `rebalancing pool ${positionals[0]}`);
+      const body = {
+        ...(values.storage
+          ? {
+              storage: values.storage
+                .split(',')
+                .map((x) => x.trim())
+                .filter(Boolean),
+            }
+          : {}),
+        ...(values.force ? { force: true } : {}),
+      };
+      return follow(
+        await api.post<Job>(`${base(positionals[0]!)}/rebalance`, body),
+        `rebalancing pool ${positionals[0]}`,
+      );
     }
     case 'resize': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { size: { type: 'string' }, force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { size: { type: 'string' }, force: { type: 'boolean' } },
+      });
       if (positionals.length !== 1 || !values.size) throw usage('resize POOL --size N [--force]');
-      return follow(await api.post<Job>(`${base(positionals[0]!)}/resize`, { size: int(values.size, '--size'), ...(values.force ? { force: true } : {}) }), `resizing pool ${positionals[0]}`);
+      return follow(
+        await api.post<Job>(`${base(positionals[0]!)}/resize`, {
+          size: int(values.size, '--size'),
+          ...(values.force ? { force: true } : {}),
+        }),
+        `resizing pool ${positionals[0]}`,
+      );
     }
     case 'move-persistent': {
-      const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { from: { type: 'string' }, to: { type: 'string' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        allowPositionals: true,
+        strict: true,
+        options: { from: { type: 'string' }, to: { type: 'string' } },
+      });
       if (positionals.length !== 1 || !values.from || !values.to) throw usage('move-persistent POOL --from A --to B');
-      const r = await api.post<{ from: string; to: string }>(`${base(positionals[0]!)}/move-persistent`, { from: values.from, to: values.to });
-      return json ? printJson(r) : void process.stdout.write(`${r.from}'s persistent disk is now ${r.to}'s, and ${r.to}'s is ${r.from}'s\n`);
+      const r = await api.post<{ from: string; to: string }>(`${base(positionals[0]!)}/move-persistent`, {
+        from: values.from,
+        to: values.to,
+      });
+      return json
+        ? printJson(r)
+        : void process.stdout.write(`${r.from}'s persistent disk is now ${r.to}'s, and ${r.to}'s is ${r.from}'s\n`);
     }
     case 'assign': {
       if (args.length !== 3) throw usage('assign POOL DESKTOP USER');
-      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(`${base(args[0]!)}/assign`, { desktop: args[1], user: args[2] });
-      return json ? printJson(r) : void process.stdout.write(`${r.desktop} is ${r.user}'s${r.sparesStarted.length > 0 ? `; spare desktops powering on: ${r.sparesStarted.join(', ')}` : ''}\n`);
+      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(`${base(args[0]!)}/assign`, {
+        desktop: args[1],
+        user: args[2],
+      });
+      return json
+        ? printJson(r)
+        : void process.stdout.write(
+            `${r.desktop} is ${r.user}'s${r.sparesStarted.length > 0 ? `; spare desktops powering on: ${r.sparesStarted.join(', ')}` : ''}\n`,
+          );
     }
     case 'unassign': {
       if (args.length !== 2) throw usage('unassign POOL DESKTOP');
-      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/unassign`, { desktop: args[1] });
-      return json ? printJson(r) : void process.stdout.write(`${r.desktop} is free${r.sparesStopped.length > 0 ? `; spares above the target powered off: ${r.sparesStopped.join(', ')}` : ''}\n`);
+      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/unassign`, {
+        desktop: args[1],
+      });
+      return json
+        ? printJson(r)
+        : void process.stdout.write(
+            `${r.desktop} is free${r.sparesStopped.length > 0 ? `; spares above the target powered off: ${r.sparesStopped.join(', ')}` : ''}\n`,
+          );
     }
     case 'session-start': {
       if (args.length !== 3) throw usage('session-start POOL DESKTOP USER');
-      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(`${base(args[0]!)}/session-start`, { desktop: args[1], user: args[2] });
-      return json ? printJson(r) : void process.stdout.write(`${r.user} has a session on ${r.desktop}${r.sparesStarted.length > 0 ? `; spare desktops powering on: ${r.sparesStarted.join(', ')}` : ''}\n`);
+      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(
+        `${base(args[0]!)}/session-start`,
+        { desktop: args[1], user: args[2] },
+      );
+      return json
+        ? printJson(r)
+        : void process.stdout.write(
+            `${r.user} has a session on ${r.desktop}${r.sparesStarted.length > 0 ? `; spare desktops powering on: ${r.sparesStarted.join(', ')}` : ''}\n`,
+          );
     }
     case 'session-end': {
       if (args.length !== 2) throw usage('session-end POOL DESKTOP');
-      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/session-end`, { desktop: args[1] });
-      return json ? printJson(r) : void process.stdout.write(`the session on ${r.desktop} ended${r.sparesStopped.length > 0 ? `; spares above the target powered off: ${r.sparesStopped.join(', ')}` : ''}\n`);
+      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/session-end`, {
+        desktop: args[1],
+      });
+      return json
+        ? printJson(r)
+        : void process.stdout.write(
+            `the session on ${r.desktop} ended${r.sparesStopped.length > 0 ? `; spares above the target powered off: ${r.sparesStopped.join(', ')}` : ''}\n`,
+          );
     }
     case 'resume': {
       if (args.length !== 1) throw usage('resume POOL');

@@ -12,7 +12,8 @@ export const REPLICA_USAGE = `mamori replica <command>          replicas this si
                                        (--force: only when the source site cannot be asked, gone for good)`;
 
 export async function replicaCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
-  const usage = (what: string): MamoriError => new MamoriError('INVALID_INPUT', `usage: mamori replica ${what}\n${REPLICA_USAGE}`);
+  const usage = (what: string): MamoriError =>
+    new MamoriError('INVALID_INPUT', `usage: mamori replica ${what}\n${REPLICA_USAGE}`);
   const [sub, ...args] = rest;
   const path = (id: string): string => `/site-replicas/${encodeURIComponent(id)}`;
   switch (sub) {
@@ -20,29 +21,63 @@ export async function replicaCommand(api: ApiClient, rest: string[], json: boole
       if (args.length !== 0) throw usage('list');
       const all = await api.get<ReplicaSummary[]>('/site-replicas');
       if (json) return printJson(all);
-      return printTable(all.map((r) => ({
-        id: r.id, vm: r.vmName, from: r.sourceSite, state: r.state, points: r.storage.points, chain: r.storage.chainLength,
-        bytes: formatBytes(r.storage.bytes + r.storage.seedBytes), newest: r.points.at(-1)?.time ?? null,
-      })), ['id', 'vm', 'from', 'state', 'points', 'chain', 'bytes', 'newest']);
+      return printTable(
+        all.map((r) => ({
+          id: r.id,
+          vm: r.vmName,
+          from: r.sourceSite,
+          state: r.state,
+          points: r.storage.points,
+          chain: r.storage.chainLength,
+          bytes: formatBytes(r.storage.bytes + r.storage.seedBytes),
+          newest: r.points.at(-1)?.time ?? null,
+        })),
+        ['id', 'vm', 'from', 'state', 'points', 'chain', 'bytes', 'newest'],
+      );
     }
     case 'show': {
       if (args.length !== 1) throw usage('show ID');
       const r = await api.get<ReplicaSummary>(path(args[0]!));
       if (json) return printJson(r);
       printFields({
-        id: r.id, vm: `${r.vmName} (${r.sourceVmId})`, from: r.sourceSite, state: r.state, 'promoted at': r.promotedAt, 'last contact': r.lastContactAt,
-        points: r.storage.points, 'chain length': r.storage.chainLength, 'bytes on disk': formatBytes(r.storage.bytes),
-        'seed bytes': r.storage.seedBytes > 0 ? `${formatBytes(r.storage.seedBytes)} (read through until its next point compacts it)` : null,
-        'used by': [...r.usedBy.vms.map((v) => `VM ${v.name} (${v.state})`), ...r.usedBy.replicas.map((x) => `replica ${x}`)].join(', ') || 'nothing',
+        id: r.id,
+        vm: `${r.vmName} (${r.sourceVmId})`,
+        from: r.sourceSite,
+        state: r.state,
+        'promoted at': r.promotedAt,
+        'last contact': r.lastContactAt,
+        points: r.storage.points,
+        'chain length': r.storage.chainLength,
+        'bytes on disk': formatBytes(r.storage.bytes),
+        'seed bytes':
+          r.storage.seedBytes > 0
+            ? `${formatBytes(r.storage.seedBytes)} (read through until its next point compacts it)`
+            : null,
+        'used by':
+          [
+            ...r.usedBy.vms.map((v) => `VM ${v.name} (${v.state})`),
+            ...r.usedBy.replicas.map((x) => `replica ${x}`),
+          ].join(', ') || 'nothing',
       });
-      if (r.points.length > 0) printTable(r.points.map((p) => ({ ...p })), ['id', 'time', 'consistency']);
+      if (r.points.length > 0)
+        printTable(
+          r.points.map((p) => ({ ...p })),
+          ['id', 'time', 'consistency'],
+        );
       return;
     }
     case 'delete': {
-      const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args,
+        strict: true,
+        allowPositionals: true,
+        options: { force: { type: 'boolean' } },
+      });
       if (positionals.length !== 1) throw usage('delete ID [--force]');
       await api.delete(`${path(positionals[0]!)}${values.force === true ? '?force=true' : ''}`);
-      return json ? printJson({ deleted: positionals[0] }) : void process.stdout.write(`replica ${positionals[0]} deleted (its files and records)\n`);
+      return json
+        ? printJson({ deleted: positionals[0] })
+        : void process.stdout.write(`replica ${positionals[0]} deleted (its files and records)\n`);
     }
     default:
       throw usage('list | show ID | delete ID');

@@ -17,61 +17,134 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
   const base = (vm: string): string => `/vms/${encodeURIComponent(vm)}/replication`;
   switch (sub) {
     case 'enable': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'string' }, bandwidth: { type: 'string' } } });
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          to: { type: 'string' },
+          rpo: { type: 'string' },
+          points: { type: 'string' },
+          bandwidth: { type: 'string' },
+        },
+      });
       const vm = one(positionals, 'replicate enable VM --to SITE --rpo 30s');
-      if (!values.to || !values.rpo) throw new MamoriError('INVALID_INPUT', 'usage: mamori replicate enable VM --to SITE --rpo 30s [--points 24]');
+      if (!values.to || !values.rpo)
+        throw new MamoriError('INVALID_INPUT', 'usage: mamori replicate enable VM --to SITE --rpo 30s [--points 24]');
       const body: Record<string, unknown> = { to: values.to, rpo: values.rpo };
       if (values.points !== undefined) body['points'] = int(values.points, '--points');
       if (values.bandwidth !== undefined) body['bandwidth'] = values.bandwidth;
       const s = await api.post<ReplicationStatus>(base(vm), body);
-      return json ? printJson(s) : void process.stdout.write(`replicating ${vm} to ${s.to} with an RPO of ${s.rpoSeconds}s, keeping ${s.points} points\n`);
+      return json
+        ? printJson(s)
+        : void process.stdout.write(
+            `replicating ${vm} to ${s.to} with an RPO of ${s.rpoSeconds}s, keeping ${s.points} points\n`,
+          );
     }
     case 'status': {
       if (rest.length === 0) {
         const all = await api.get<ReplicationStatus[]>('/replication');
         if (json) return printJson(all);
-        return printTable(all.map((s) => ({
-          ...s, rpo: `${s.rpoSeconds}s`, lag: s.lagSeconds === null ? null : `${s.lagSeconds}s${s.rpoViolated ? ' RPO VIOLATED' : ''}`,
-          points: s.replica?.points ?? null, stored: s.replica ? formatBytes(s.replica.bytes + s.replica.seedBytes) : null,
-        })), ['vm', 'to', 'state', 'rpo', 'lag', 'lastPointAt', 'points', 'stored', 'failures']);
+        return printTable(
+          all.map((s) => ({
+            ...s,
+            rpo: `${s.rpoSeconds}s`,
+            lag: s.lagSeconds === null ? null : `${s.lagSeconds}s${s.rpoViolated ? ' RPO VIOLATED' : ''}`,
+            points: s.replica?.points ?? null,
+            stored: s.replica ? formatBytes(s.replica.bytes + s.replica.seedBytes) : null,
+          })),
+          ['vm', 'to', 'state', 'rpo', 'lag', 'lastPointAt', 'points', 'stored', 'failures'],
+        );
       }
       const s = await api.get<ReplicationStatus>(base(one(rest, 'replicate status [VM]')));
       if (json) return printJson(s);
       return printFields({
-        vm: s.vm, to: s.to, state: s.state, rpo: `${s.rpoSeconds}s`, lag: s.lagSeconds === null ? 'no point yet' : `${s.lagSeconds}s${s.rpoViolated ? ' (RPO VIOLATED)' : ''}`,
+        vm: s.vm,
+        to: s.to,
+        state: s.state,
+        rpo: `${s.rpoSeconds}s`,
+        lag: s.lagSeconds === null ? 'no point yet' : `${s.lagSeconds}s${s.rpoViolated ? ' (RPO VIOLATED)' : ''}`,
         'RPO violated since': s.rpoViolatedSince,
-        'last point': s.lastPointAt, 'next cycle': s.nextCycleAt, failures: s.failures, 'last error': s.lastError,
-        'replica storage': s.replica ? `${s.replica.points} points, chain of ${s.replica.chainLength} layers, ${formatBytes(s.replica.bytes)} on disk${s.replica.seedBytes > 0 ? ` + ${formatBytes(s.replica.seedBytes)} of seed` : ''}` : null,
-        'last cycle': s.lastCycle ? `${s.lastCycle.mode}, ${formatBytes(s.lastCycle.bytesSent)} sent in ${s.lastCycle.durationMs} ms (${formatBytes(s.lastCycle.throughputBps)}/s)` : null,
+        'last point': s.lastPointAt,
+        'next cycle': s.nextCycleAt,
+        failures: s.failures,
+        'last error': s.lastError,
+        'replica storage': s.replica
+          ? `${s.replica.points} points, chain of ${s.replica.chainLength} layers, ${formatBytes(s.replica.bytes)} on disk${s.replica.seedBytes > 0 ? ` + ${formatBytes(s.replica.seedBytes)} of seed` : ''}`
+          : null,
+        'last cycle': s.lastCycle
+          ? `${s.lastCycle.mode}, ${formatBytes(s.lastCycle.bytesSent)} sent in ${s.lastCycle.durationMs} ms (${formatBytes(s.lastCycle.throughputBps)}/s)`
+          : null,
       });
     }
-    case 'sync-now': case 'pause': case 'resume': {
+    case 'sync-now':
+    case 'pause':
+    case 'resume': {
       const action = sub === 'sync-now' ? 'sync' : sub;
       const s = await api.post<ReplicationStatus>(`${base(one(rest, `replicate ${sub} VM`))}/${action}`);
-      return json ? printJson(s) : void process.stdout.write(`${s.vm}: ${s.state}, last point ${s.lastPointAt ?? 'none'}\n`);
+      return json
+        ? printJson(s)
+        : void process.stdout.write(`${s.vm}: ${s.state}, last point ${s.lastPointAt ?? 'none'}\n`);
     }
     case 'disable': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { 'delete-replica': { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { 'delete-replica': { type: 'boolean' } },
+      });
       const vm = one(positionals, 'replicate disable VM [--delete-replica]');
       const del = values['delete-replica'] === true;
       await api.delete(`${base(vm)}${del ? '?deleteReplica=true' : ''}`);
-      return json ? printJson({ disabled: vm, replicaDeleted: del })
-        : void process.stdout.write(`replication of ${vm} disabled; ${del ? 'the recovery site deleted the replica' : "the replica stays at the recovery site (delete it there with 'mamori replica delete ID')"}\n`);
+      return json
+        ? printJson({ disabled: vm, replicaDeleted: del })
+        : void process.stdout.write(
+            `replication of ${vm} disabled; ${del ? 'the recovery site deleted the replica' : "the replica stays at the recovery site (delete it there with 'mamori replica delete ID')"}\n`,
+          );
     }
     case 'points': {
-      const points = await api.get<{ id: string; time: string; consistency: string }[]>(`${base(one(rest, 'replicate points VM'))}/points`);
+      const points = await api.get<{ id: string; time: string; consistency: string }[]>(
+        `${base(one(rest, 'replicate points VM'))}/points`,
+      );
       return json ? printJson(points) : printTable(points, ['id', 'time', 'consistency']);
     }
     case 'verify': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { point: { type: 'string' } } });
-      const out = await api.post<{ point: { id: string; time: string }; report: { consistent: boolean; records: number; lastSequence: number | null; gaps: unknown[]; tornCount: number } }>(
-        `${base(one(positionals, 'replicate verify VM [--point ID]'))}/verify`, values.point ? { pointId: values.point } : {});
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { point: { type: 'string' } },
+      });
+      const out = await api.post<{
+        point: { id: string; time: string };
+        report: {
+          consistent: boolean;
+          records: number;
+          lastSequence: number | null;
+          gaps: unknown[];
+          tornCount: number;
+        };
+      }>(
+        `${base(one(positionals, 'replicate verify VM [--point ID]'))}/verify`,
+        values.point ? { pointId: values.point } : {},
+      );
       if (json) printJson(out);
-      else printFields({ point: `${out.point.id} (${out.point.time})`, records: out.report.records, 'last sequence': out.report.lastSequence, gaps: out.report.gaps.length, torn: out.report.tornCount, verdict: out.report.consistent ? 'consistent (gap-free prefix)' : 'NOT CONSISTENT' });
+      else
+        printFields({
+          point: `${out.point.id} (${out.point.time})`,
+          records: out.report.records,
+          'last sequence': out.report.lastSequence,
+          gaps: out.report.gaps.length,
+          torn: out.report.tornCount,
+          verdict: out.report.consistent ? 'consistent (gap-free prefix)' : 'NOT CONSISTENT',
+        });
       if (!out.report.consistent) process.exitCode = 1;
       return;
     }
     default:
-      throw new MamoriError('INVALID_INPUT', `unknown replicate command ${JSON.stringify(sub ?? '')}\n${REPLICATE_USAGE}`);
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `unknown replicate command ${JSON.stringify(sub ?? '')}\n${REPLICATE_USAGE}`,
+      );
   }
 }

@@ -43,52 +43,89 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
     }
     case 'pair': {
       const { values, positionals } = parseArgs({
-        args: rest, allowPositionals: true, strict: true,
-        options: { token: { type: 'string' }, 'token-file': { type: 'string' }, name: { type: 'string' }, fingerprint: { type: 'string' } },
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          token: { type: 'string' },
+          'token-file': { type: 'string' },
+          name: { type: 'string' },
+          fingerprint: { type: 'string' },
+        },
       });
       const url = one(positionals, 'site pair URL --token PEER_ADMIN_TOKEN [--name NAME] [--fingerprint SHA256]');
       const token = values['token-file'] ? (await readFile(values['token-file'], 'utf8')).trim() : values.token;
-      if (!token) throw new MamoriError('INVALID_INPUT', "site pair needs --token (or --token-file): the admin token of the site at URL, from its DATA/admin-token");
+      if (!token)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          'site pair needs --token (or --token-file): the admin token of the site at URL, from its DATA/admin-token',
+        );
       const body: Record<string, unknown> = { url, token };
       if (values.name) body['name'] = values.name;
       if (values.fingerprint) body['fingerprint'] = values.fingerprint;
       const peer = await api.post<PeerView>('/sites', body);
       if (json) return printJson(peer);
-      const proven = values.fingerprint ? 'matches --fingerprint and proven by its admin token' : "proven by its admin token; compare with 'mamori site ca' there";
-      process.stdout.write(`paired with ${peer.name} at ${peer.url}\n  its CA SHA256 ${peer.fingerprint}\n  (${proven})\n`);
-      process.stdout.write(peer.direction === 'both'
-        ? '  both ways: each site can call the other\n'
-        : `  one way so far: run 'mamori site pair THIS_SITE_URL --token THIS_SITE_ADMIN_TOKEN' on ${peer.name} too\n`);
+      const proven = values.fingerprint
+        ? 'matches --fingerprint and proven by its admin token'
+        : "proven by its admin token; compare with 'mamori site ca' there";
+      process.stdout.write(
+        `paired with ${peer.name} at ${peer.url}\n  its CA SHA256 ${peer.fingerprint}\n  (${proven})\n`,
+      );
+      process.stdout.write(
+        peer.direction === 'both'
+          ? '  both ways: each site can call the other\n'
+          : `  one way so far: run 'mamori site pair THIS_SITE_URL --token THIS_SITE_ADMIN_TOKEN' on ${peer.name} too\n`,
+      );
       return void process.stdout.write(`  ${statusText(peer)}\n`);
     }
     case 'list': {
       const { values } = parseArgs({ args: rest, strict: true, options: { 'no-check': { type: 'boolean' } } });
       const peers = await api.get<PeerView[]>(`/sites${values['no-check'] ? '?check=false' : ''}`);
       if (json) return printJson(peers);
-      if (peers.length === 0) return void process.stdout.write("no paired sites; 'mamori site pair URL --token PEER_ADMIN_TOKEN' pairs one\n");
-      return printTable(peers.map((p) => ({
-        name: p.name, url: p.url, direction: p.direction, state: p.status.state,
-        rtt: p.status.rttMs === null ? null : `${p.status.rttMs} ms`,
-        clock: p.status.clockOffsetMs === null ? null : signedMs(p.status.clockOffsetMs),
-        fingerprint: `${p.fingerprint.slice(0, 23)}...`,
-      })), ['name', 'url', 'direction', 'state', 'rtt', 'clock', 'fingerprint']);
+      if (peers.length === 0)
+        return void process.stdout.write(
+          "no paired sites; 'mamori site pair URL --token PEER_ADMIN_TOKEN' pairs one\n",
+        );
+      return printTable(
+        peers.map((p) => ({
+          name: p.name,
+          url: p.url,
+          direction: p.direction,
+          state: p.status.state,
+          rtt: p.status.rttMs === null ? null : `${p.status.rttMs} ms`,
+          clock: p.status.clockOffsetMs === null ? null : signedMs(p.status.clockOffsetMs),
+          fingerprint: `${p.fingerprint.slice(0, 23)}...`,
+        })),
+        ['name', 'url', 'direction', 'state', 'rtt', 'clock', 'fingerprint'],
+      );
     }
     case 'show': {
       const peer = await api.get<PeerView>(`/sites/${enc(one(rest, 'site show NAME'))}`);
       if (json) return printJson(peer);
-      return printFields({ name: peer.name, url: peer.url, direction: peer.direction, 'CA SHA256': peer.fingerprint, 'paired at': peer.pairedAt, status: statusText(peer) });
+      return printFields({
+        name: peer.name,
+        url: peer.url,
+        direction: peer.direction,
+        'CA SHA256': peer.fingerprint,
+        'paired at': peer.pairedAt,
+        status: statusText(peer),
+      });
     }
     case 'ping': {
       const p = await api.get<Ping>(`/sites/${enc(one(rest, 'site ping NAME'))}/ping`);
       if (json) return printJson(p);
-      return void process.stdout.write(`${p.name} (${p.site}, knows us as ${p.knownThereAs}): rtt ${p.rttMs} ms, clock ${signedMs(p.clockOffsetMs)}\n`);
+      return void process.stdout.write(
+        `${p.name} (${p.site}, knows us as ${p.knownThereAs}): rtt ${p.rttMs} ms, clock ${signedMs(p.clockOffsetMs)}\n`,
+      );
     }
     case 'unpair': {
       const r = await api.delete<UnpairResult>(`/sites/${enc(one(rest, 'site unpair NAME'))}`);
       if (json) return printJson(r);
-      return void process.stdout.write(r.peerNotified
-        ? `unpaired ${r.name} on both sites\n`
-        : `unpaired ${r.name} here; it could not be told (${r.peerError ? `${r.peerError.message} [${r.peerError.code}]` : 'it never paired back'}): run 'mamori site unpair THIS_SITE' there too (THIS_SITE: this site's name, as 'mamori site list' there shows it)\n`);
+      return void process.stdout.write(
+        r.peerNotified
+          ? `unpaired ${r.name} on both sites\n`
+          : `unpaired ${r.name} here; it could not be told (${r.peerError ? `${r.peerError.message} [${r.peerError.code}]` : 'it never paired back'}): run 'mamori site unpair THIS_SITE' there too (THIS_SITE: this site's name, as 'mamori site list' there shows it)\n`,
+      );
     }
     default:
       throw new MamoriError('INVALID_INPUT', `unknown site command ${JSON.stringify(sub ?? '')}\n${SITE_USAGE}`);

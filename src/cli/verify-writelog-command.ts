@@ -10,8 +10,13 @@ export async function verifyWritelogCommand(argv: string[], json: boolean): Prom
   if (json) printJson(report);
   else {
     printFields({
-      image: report.image, format: report.format, records: report.records, 'last sequence': report.lastSequence,
-      'gap-free prefix': report.gapFreePrefix, gaps: report.gaps.length, torn: report.tornCount,
+      image: report.image,
+      format: report.format,
+      records: report.records,
+      'last sequence': report.lastSequence,
+      'gap-free prefix': report.gapFreePrefix,
+      gaps: report.gaps.length,
+      torn: report.tornCount,
       verdict: report.consistent ? 'consistent (gap-free prefix)' : 'NOT CONSISTENT: data corruption',
     });
   }

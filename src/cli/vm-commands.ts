@@ -52,12 +52,24 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
   switch (sub) {
     case 'create': {
       const { values, positionals } = parseArgs({
-        args: rest, allowPositionals: true, strict: true,
+        args: rest,
+        allowPositionals: true,
+        strict: true,
         options: {
-          'test-guest': { type: 'boolean' }, 'data-disk': { type: 'string' }, 'writelog-rate': { type: 'string' }, 'no-writelog': { type: 'boolean' },
-          'no-acpi': { type: 'boolean' }, 'guest-agent': { type: 'boolean' }, vcpus: { type: 'string' }, memory: { type: 'string' }, firmware: { type: 'string' },
-          machine: { type: 'string' }, disk: { type: 'string', multiple: true }, 'stop-timeout': { type: 'string' },
-          network: { type: 'string', multiple: true }, 'disk-bus': { type: 'string' },
+          'test-guest': { type: 'boolean' },
+          'data-disk': { type: 'string' },
+          'writelog-rate': { type: 'string' },
+          'no-writelog': { type: 'boolean' },
+          'no-acpi': { type: 'boolean' },
+          'guest-agent': { type: 'boolean' },
+          vcpus: { type: 'string' },
+          memory: { type: 'string' },
+          firmware: { type: 'string' },
+          machine: { type: 'string' },
+          disk: { type: 'string', multiple: true },
+          'stop-timeout': { type: 'string' },
+          network: { type: 'string', multiple: true },
+          'disk-bus': { type: 'string' },
         },
       });
       const name = one(positionals, 'vm create NAME');
@@ -78,69 +90,140 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values.network) body['nics'] = values.network.map((network) => ({ network }));
       if (values['stop-timeout'] !== undefined) body['stopTimeoutSec'] = int(values['stop-timeout'], '--stop-timeout');
       const vm = await api.post<Vm>('/vms', body);
-      return json ? printJson(vm) : void process.stdout.write(`created VM ${vm.name} (${vm.machineType}, ${vm.firmware}, ${vm.vcpus} vCPU, ${vm.memoryMiB} MiB)\n`);
+      return json
+        ? printJson(vm)
+        : void process.stdout.write(
+            `created VM ${vm.name} (${vm.machineType}, ${vm.firmware}, ${vm.vcpus} vCPU, ${vm.memoryMiB} MiB)\n`,
+          );
     }
     case 'list': {
       const vms = await api.get<Vm[]>('/vms');
       if (json) return printJson(vms);
-      return printTable(vms.map((v) => ({ ...v, heartbeat: v.lastHeartbeatAt })), ['name', 'state', 'vcpus', 'memoryMiB', 'machineType', 'heartbeat']);
+      return printTable(
+        vms.map((v) => ({ ...v, heartbeat: v.lastHeartbeatAt })),
+        ['name', 'state', 'vcpus', 'memoryMiB', 'machineType', 'heartbeat'],
+      );
     }
     case 'show': {
       const vm = await api.get<Vm>(`/vms/${enc(one(rest, 'vm show NAME'))}`);
       if (json) return printJson(vm);
       return printFields({
-        name: vm.name, state: vm.state, reason: vm.stateReason, pid: vm.pid, vcpus: vm.vcpus, memory: `${vm.memoryMiB} MiB`,
-        firmware: vm.firmware, machine: vm.machineType, heartbeat: vm.lastHeartbeatAt, 'last line': vm.lastHeartbeat,
-        disks: vm.disks.map((d) => `${d.name} (${d.kind}${d.rdmMode ? `/${d.rdmMode}` : ''}, ${d.format})`).join(', ') || '-',
+        name: vm.name,
+        state: vm.state,
+        reason: vm.stateReason,
+        pid: vm.pid,
+        vcpus: vm.vcpus,
+        memory: `${vm.memoryMiB} MiB`,
+        firmware: vm.firmware,
+        machine: vm.machineType,
+        heartbeat: vm.lastHeartbeatAt,
+        'last line': vm.lastHeartbeat,
+        disks:
+          vm.disks.map((d) => `${d.name} (${d.kind}${d.rdmMode ? `/${d.rdmMode}` : ''}, ${d.format})`).join(', ') ||
+          '-',
       });
     }
-    case 'start': case 'resume': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { force: { type: 'boolean' } } });
-      const vm = await api.post<Vm>(`/vms/${enc(one(positionals, `vm ${sub} NAME [--force]`))}/${sub}`, values.force ? { force: true } : {});
+    case 'start':
+    case 'resume': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { force: { type: 'boolean' } },
+      });
+      const vm = await api.post<Vm>(
+        `/vms/${enc(one(positionals, `vm ${sub} NAME [--force]`))}/${sub}`,
+        values.force ? { force: true } : {},
+      );
       return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
     }
-    case 'kill': case 'pause': {
+    case 'kill':
+    case 'pause': {
       const vm = await api.post<Vm>(`/vms/${enc(one(rest, `vm ${sub} NAME`))}/${sub}`);
       return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
     }
     case 'stop': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { timeout: { type: 'string' }, force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { timeout: { type: 'string' }, force: { type: 'boolean' } },
+      });
       const body: Record<string, unknown> = {};
       if (values.timeout !== undefined) body['timeoutSec'] = int(values.timeout, '--timeout');
       if (values.force) body['force'] = true;
-      const out = await api.post<{ forced: boolean; vm: Vm }>(`/vms/${enc(one(positionals, 'vm stop NAME'))}/stop`, body);
-      return json ? printJson(out) : void process.stdout.write(`VM ${out.vm.name} is ${out.vm.state}${out.forced ? ' (forced off: the guest did not shut down in time)' : ' (guest shut down)'}\n`);
+      const out = await api.post<{ forced: boolean; vm: Vm }>(
+        `/vms/${enc(one(positionals, 'vm stop NAME'))}/stop`,
+        body,
+      );
+      return json
+        ? printJson(out)
+        : void process.stdout.write(
+            `VM ${out.vm.name} is ${out.vm.state}${out.forced ? ' (forced off: the guest did not shut down in time)' : ' (guest shut down)'}\n`,
+          );
     }
     case 'delete': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { force: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { force: { type: 'boolean' } },
+      });
       const name = one(positionals, 'vm delete NAME');
       await api.delete(`/vms/${enc(name)}${values.force ? '?force=true' : ''}`);
       return json ? printJson({ deleted: name }) : void process.stdout.write(`deleted VM ${name}\n`);
     }
     case 'snapshot': {
       if (rest[0] === 'list') {
-        const snaps = await api.get<{ name: string; createdAt: string; running: boolean }[]>(`/vms/${enc(one(rest.slice(1), 'vm snapshot list NAME'))}/snapshots`);
+        const snaps = await api.get<{ name: string; createdAt: string; running: boolean }[]>(
+          `/vms/${enc(one(rest.slice(1), 'vm snapshot list NAME'))}/snapshots`,
+        );
         return json ? printJson(snaps) : printTable(snaps, ['name', 'createdAt', 'running']);
       }
       if (rest[0] === 'delete') {
         if (rest.length !== 3) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot delete NAME SNAPSHOT');
         await api.delete(`/vms/${enc(rest[1]!)}/snapshots/${enc(rest[2]!)}`);
-        return json ? printJson({ deleted: rest[2] }) : void process.stdout.write(`snapshot ${rest[2]} of ${rest[1]} deleted\n`);
+        return json
+          ? printJson({ deleted: rest[2] })
+          : void process.stdout.write(`snapshot ${rest[2]} of ${rest[1]} deleted\n`);
       }
       if (rest.length !== 2) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot NAME SNAPSHOT');
-      const snap = await api.post<{ name: string; running: boolean }>(`/vms/${enc(rest[0]!)}/snapshots`, { name: rest[1] });
-      return json ? printJson(snap) : void process.stdout.write(`snapshot ${snap.name} of ${rest[0]} taken${snap.running ? ' while running (crash-consistent)' : ''}\n`);
+      const snap = await api.post<{ name: string; running: boolean }>(`/vms/${enc(rest[0]!)}/snapshots`, {
+        name: rest[1],
+      });
+      return json
+        ? printJson(snap)
+        : void process.stdout.write(
+            `snapshot ${snap.name} of ${rest[0]} taken${snap.running ? ' while running (crash-consistent)' : ''}\n`,
+          );
     }
     case 'migrate': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { to: { type: 'string' }, 'downtime-limit': { type: 'string' }, bandwidth: { type: 'string' }, 'link-timeout': { type: 'string' }, 'no-wait': { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          to: { type: 'string' },
+          'downtime-limit': { type: 'string' },
+          bandwidth: { type: 'string' },
+          'link-timeout': { type: 'string' },
+          'no-wait': { type: 'boolean' },
+        },
+      });
       const name = one(positionals, 'vm migrate NAME --to SITE');
-      if (!values.to) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS]');
+      if (!values.to)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          'usage: mamori vm migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS]',
+        );
       const body: Record<string, unknown> = { to: values.to };
-      if (values['downtime-limit'] !== undefined) body['downtimeLimitMs'] = int(values['downtime-limit'], '--downtime-limit');
+      if (values['downtime-limit'] !== undefined)
+        body['downtimeLimitMs'] = int(values['downtime-limit'], '--downtime-limit');
       if (values.bandwidth !== undefined) body['bandwidthMbps'] = int(values.bandwidth, '--bandwidth');
       if (values['link-timeout'] !== undefined) body['linkTimeoutSec'] = int(values['link-timeout'], '--link-timeout');
       const job = await api.post<Job>(`/vms/${enc(name)}/migrate`, body);
-      if (values['no-wait']) return json ? printJson(job) : void process.stdout.write(`migration job ${job.id} started\n`);
+      if (values['no-wait'])
+        return json ? printJson(job) : void process.stdout.write(`migration job ${job.id} started\n`);
       for (;;) {
         const j = await api.get<Job>(`/jobs/${job.id}`);
         if (j.state !== 'running') {
@@ -148,30 +231,67 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           if (json) return printJson(j);
           if (j.state === 'failed') {
             process.exitCode = 1;
-            return void process.stdout.write(`migration failed: ${j.error?.message ?? ''}\nthe VM runs on at this site\n`);
+            return void process.stdout.write(
+              `migration failed: ${j.error?.message ?? ''}\nthe VM runs on at this site\n`,
+            );
           }
-          const r = j.result as { to: string; downtimeMs: number | null; totalMs: number; ramBytes: number; diskBytes: number };
-          return void process.stdout.write(`${name} now runs at ${r.to}: downtime ${r.downtimeMs ?? '?'} ms, total ${(r.totalMs / 1000).toFixed(1)} s, ` +
-            `RAM ${formatBytes(r.ramBytes)}, disks ${formatBytes(r.diskBytes)}\n`);
+          const r = j.result as {
+            to: string;
+            downtimeMs: number | null;
+            totalMs: number;
+            ramBytes: number;
+            diskBytes: number;
+          };
+          return void process.stdout.write(
+            `${name} now runs at ${r.to}: downtime ${r.downtimeMs ?? '?'} ms, total ${(r.totalMs / 1000).toFixed(1)} s, ` +
+              `RAM ${formatBytes(r.ramBytes)}, disks ${formatBytes(r.diskBytes)}\n`,
+          );
         }
         if (!json) {
-          const live = (j.context as { live?: { ramTransferred: number; ramRemaining: number; dirtyRateBps: number; expectedDowntimeMs: number | null; diskMirrored: number } } | null)?.live;
+          const live = (
+            j.context as {
+              live?: {
+                ramTransferred: number;
+                ramRemaining: number;
+                dirtyRateBps: number;
+                expectedDowntimeMs: number | null;
+                diskMirrored: number;
+              };
+            } | null
+          )?.live;
           const step = j.steps.find((s) => s.state === 'running')?.name ?? 'starting';
-          const detail = live ? ` RAM ${formatBytes(live.ramTransferred)} sent, ${formatBytes(live.ramRemaining)} left, dirtying ${formatBytes(live.dirtyRateBps)}/s,` +
-            ` expected downtime ${live.expectedDowntimeMs ?? '?'} ms; disks ${formatBytes(live.diskMirrored)}` : '';
+          const detail = live
+            ? ` RAM ${formatBytes(live.ramTransferred)} sent, ${formatBytes(live.ramRemaining)} left, dirtying ${formatBytes(live.dirtyRateBps)}/s,` +
+              ` expected downtime ${live.expectedDowntimeMs ?? '?'} ms; disks ${formatBytes(live.diskMirrored)}`
+            : '';
           process.stderr.write(`\r${step} ${Math.round(j.progress * 100)}%${detail}   `);
         }
         await new Promise((r) => setTimeout(r, 500));
       }
     }
     case 'failover': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { planned: { type: 'boolean' }, 'no-reverse': { type: 'boolean' }, 'no-wait': { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { planned: { type: 'boolean' }, 'no-reverse': { type: 'boolean' }, 'no-wait': { type: 'boolean' } },
+      });
       const name = one(positionals, 'vm failover NAME --planned [--no-reverse]');
-      const job = await api.post<Job>(`/vms/${enc(name)}/failover`, { planned: values.planned === true, reverse: !values['no-reverse'] });
-      if (values['no-wait']) return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
+      const job = await api.post<Job>(`/vms/${enc(name)}/failover`, {
+        planned: values.planned === true,
+        reverse: !values['no-reverse'],
+      });
+      if (values['no-wait'])
+        return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
       for (;;) {
         const j = await api.get<Job>(`/jobs/${job.id}`);
-        type Summary = { run: string; state: string; steps: { total: number; done: number }; rtoSec: number | null; vms: { dataLoss?: DataLoss | null; dataLossSec?: number | null }[] };
+        type Summary = {
+          run: string;
+          state: string;
+          steps: { total: number; done: number };
+          rtoSec: number | null;
+          vms: { dataLoss?: DataLoss | null; dataLossSec?: number | null }[];
+        };
         const c = j.context as { to?: string; failover?: Summary; reprotect?: Summary } | null;
         if (j.state !== 'running') {
           if (json) {
@@ -183,13 +303,17 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
             return void process.stdout.write(`\nfailover failed: ${j.error?.message ?? ''}\n`);
           }
           const f = c?.failover;
-          return void process.stdout.write(`\n${name} now runs at ${c?.to ?? '?'} (plan run ${f?.run ?? '?'}: heartbeat ${f?.rtoSec ?? '?'} s after the start, data loss ${dataLossText(f?.vms[0] ? storedDataLoss(f.vms[0]) : null)})` +
-            `${c?.reprotect ? `; it replicates back here (run ${c.reprotect.run})` : ''}\n`);
+          return void process.stdout.write(
+            `\n${name} now runs at ${c?.to ?? '?'} (plan run ${f?.run ?? '?'}: heartbeat ${f?.rtoSec ?? '?'} s after the start, data loss ${dataLossText(f?.vms[0] ? storedDataLoss(f.vms[0]) : null)})` +
+              `${c?.reprotect ? `; it replicates back here (run ${c.reprotect.run})` : ''}\n`,
+          );
         }
         if (!json) {
           const s = c?.reprotect ?? c?.failover;
           const step = j.steps.find((x) => x.state === 'running')?.name ?? 'starting';
-          process.stderr.write(`\r${step}${s ? `: run ${s.run} at ${c?.to}, ${s.steps.done}/${s.steps.total} steps` : ''}   `);
+          process.stderr.write(
+            `\r${step}${s ? `: run ${s.run} at ${c?.to}, ${s.steps.done}/${s.steps.total} steps` : ''}   `,
+          );
         }
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -197,11 +321,20 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
     case 'migrate-cancel': {
       const name = one(rest, 'vm migrate-cancel NAME');
       await api.post(`/vms/${enc(name)}/migrate/cancel`, {});
-      return json ? printJson({ cancelled: name }) : void process.stdout.write(`migration of ${name} cancelled; it runs on here\n`);
+      return json
+        ? printJson({ cancelled: name })
+        : void process.stdout.write(`migration of ${name} cancelled; it runs on here\n`);
     }
     case 'console': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, strict: true, options: { lines: { type: 'string' } } });
-      const out = await api.get<{ lines: string[] }>(`/vms/${enc(one(positionals, 'vm console NAME'))}/console?lines=${int(values.lines ?? '20', '--lines')}`);
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: { lines: { type: 'string' } },
+      });
+      const out = await api.get<{ lines: string[] }>(
+        `/vms/${enc(one(positionals, 'vm console NAME'))}/console?lines=${int(values.lines ?? '20', '--lines')}`,
+      );
       return json ? printJson(out) : void process.stdout.write(out.lines.map((l) => `${l}\n`).join(''));
     }
     default:
@@ -215,7 +348,8 @@ export function one(positionals: string[], usage: string): string {
 }
 
 export function int(text: string, flag: string): number {
-  if (!/^-?\d+$/.test(text)) throw new MamoriError('INVALID_INPUT', `${flag} needs a whole number, got ${JSON.stringify(text)}`);
+  if (!/^-?\d+$/.test(text))
+    throw new MamoriError('INVALID_INPUT', `${flag} needs a whole number, got ${JSON.stringify(text)}`);
   return Number(text);
 }
 

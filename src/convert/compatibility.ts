@@ -9,17 +9,25 @@ import { LDM_GUIDS } from '../inspect/partition-table.js';
 /** What makes a conversion pointless or harmful: refused with the reason. */
 export function conversionBlockers(r: InspectionReport): string[] {
   const out: string[] = [];
-  if (r.partitions.length === 0 && r.partitionTable === 'none') out.push('it holds no partition table and no filesystem (an empty or unknown disk)');
+  if (r.partitions.length === 0 && r.partitionTable === 'none')
+    out.push('it holds no partition table and no filesystem (an empty or unknown disk)');
   // MBR type 0x42, or GPT's LDM metadata and data partitions: volumes Windows' LDM database describes, not plain partitions.
-  if (r.partitions.some((p) => p.typeId === '0x42' || LDM_GUIDS.has(p.typeId) || p.type.startsWith('Windows LDM'))) out.push('it is a Windows dynamic disk (LDM): convert its volumes to basic disks in Windows first');
+  if (r.partitions.some((p) => p.typeId === '0x42' || LDM_GUIDS.has(p.typeId) || p.type.startsWith('Windows LDM')))
+    out.push('it is a Windows dynamic disk (LDM): convert its volumes to basic disks in Windows first');
   return out;
 }
 
 /** What converts but degrades the result: the compatibility report. */
 export function compatibilityWarnings(r: InspectionReport): string[] {
   const out = [...r.warnings];
-  if (r.os.type === 'unknown') out.push('no guest operating system was found (encrypted, or not one the inspector reads): the VM gets virtio disks and an e1000 NIC');
-  if (r.os.type === 'windows' && !guestHasVirtioBlk(r)) out.push('this Windows guest has no virtio storage driver (viostor): its disk is attached as SATA, which is slower; install virtio-win and switch the VM to virtio (vm create --disk-bus virtio) afterwards');
+  if (r.os.type === 'unknown')
+    out.push(
+      'no guest operating system was found (encrypted, or not one the inspector reads): the VM gets virtio disks and an e1000 NIC',
+    );
+  if (r.os.type === 'windows' && !guestHasVirtioBlk(r))
+    out.push(
+      'this Windows guest has no virtio storage driver (viostor): its disk is attached as SATA, which is slower; install virtio-win and switch the VM to virtio (vm create --disk-bus virtio) afterwards',
+    );
   return out;
 }
 

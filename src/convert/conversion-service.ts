@@ -123,7 +123,14 @@ export class ConversionService {
   #resolveMachineType: (requested: string) => Promise<string>;
 
   /** `runDir`: where conversions keep scratch state (the P2V target's storage daemon). */
-  constructor(deps: { disks: DiskService; vms: VmService; jobs: JobJournal; log: Logger; runDir: string; resolveMachineType: (requested: string) => Promise<string> }) {
+  constructor(deps: {
+    disks: DiskService;
+    vms: VmService;
+    jobs: JobJournal;
+    log: Logger;
+    runDir: string;
+    resolveMachineType: (requested: string) => Promise<string>;
+  }) {
     this.#resolveMachineType = deps.resolveMachineType;
     this.#disks = deps.disks;
     this.#vms = deps.vms;
@@ -151,7 +158,10 @@ export class ConversionService {
     const registered = job.steps.some((s) => s.name === 'register' && s.state === 'done');
     const ctx = job.context as { p2v?: P2vContext; disks?: string[] } | null;
     const runDir = join(this.#runDir, job.id);
-    await StorageDaemon.killLeftover({ qmpSocket: join(runDir, 'qmp.sock'), pidFile: join(runDir, 'qemu-storage-daemon.pid') }).catch(() => undefined);
+    await StorageDaemon.killLeftover({
+      qmpSocket: join(runDir, 'qmp.sock'),
+      pidFile: join(runDir, 'qemu-storage-daemon.pid'),
+    }).catch(() => undefined);
     const disks = ctx?.p2v ? [ctx.p2v.disk] : (ctx?.disks ?? []);
     if (!registered) for (const d of disks) await this.#disks.delete(d).catch(() => undefined);
     return registered
@@ -171,16 +181,25 @@ export class ConversionService {
       if (!isMamoriError(e, 'INVALID_INPUT')) throw e;
       blockers.push(e.message);
     });
-    if (input.name !== undefined && await this.#vms.repo.findByName(input.name)) blockers.push(`a VM named ${input.name} already exists; choose another --name`);
+    if (input.name !== undefined && (await this.#vms.repo.findByName(input.name)))
+      blockers.push(`a VM named ${input.name} already exists; choose another --name`);
     let source: string;
     let report: InspectionReport;
     let disks = 1;
     const extra: string[] = [];
     const nbd = typeof input.source === 'string' && looksLikeNbdUri(input.source);
-    if (input.tls !== undefined && (!nbd || input.agentKey !== undefined)) throw new MamoriError('INVALID_INPUT', 'tls is for nbds:// and nbds+unix:// sources only (a P2V agent brings its own TLS)');
+    if (input.tls !== undefined && (!nbd || input.agentKey !== undefined))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        'tls is for nbds:// and nbds+unix:// sources only (a P2V agent brings its own TLS)',
+      );
     if (nbd && input.agentKey !== undefined) {
       const at = parseAgentUrl(input.source);
-      if (at === null) throw new MamoriError('INVALID_INPUT', `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`);
+      if (at === null)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`,
+        );
       const agent = await P2vAgentClient.connect(at.host, at.port, input.agentKey);
       const nbd = await agent.openNbd();
       try {
@@ -194,20 +213,35 @@ export class ConversionService {
       report = await this.#inspectNbd(src);
       source = formatNbdUri(src.uri);
     } else {
-      if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or an NBD URI (nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH)');
+      if (typeof input.source !== 'string' || !input.source.startsWith('/'))
+        throw new MamoriError(
+          'INVALID_INPUT',
+          'source must be an absolute path on the site server host (a block device or an image), or an NBD URI (nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH)',
+        );
       source = (await this.#disks.hostPaths.image(input.source)).path;
       const ovf = await readOvfSource(source);
-      const sources: { file: string; member?: { offset: number; size: number } }[] = ovf ? ovf.disks : [{ file: source }];
+      const sources: { file: string; member?: { offset: number; size: number } }[] = ovf
+        ? ovf.disks
+        : [{ file: source }];
       disks = sources.length;
       report = await inspectSource(sources[0]!.file, sources[0]!.member);
       if (ovf?.system.warnings) extra.push(...ovf.system.warnings);
       if (sources.length > MAX_DISKS) blockers.push(`it has ${sources.length} disks; a VM takes at most ${MAX_DISKS}`);
-      else if (!guestHasVirtioBlk(report) && sources.length > 6) blockers.push(`this guest needs SATA disks (no virtio driver) and SATA takes at most 6; it has ${sources.length}`);
+      else if (!guestHasVirtioBlk(report) && sources.length > 6)
+        blockers.push(
+          `this guest needs SATA disks (no virtio driver) and SATA takes at most 6; it has ${sources.length}`,
+        );
     }
     blockers.push(...conversionBlockers(report));
     return {
-      source, blockers, warnings: [...compatibilityWarnings(report), ...extra], disks, inspection: report,
-      firmware: report.firmware, diskBus: guestHasVirtioBlk(report) ? 'virtio' : 'sata', nicModel: guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000',
+      source,
+      blockers,
+      warnings: [...compatibilityWarnings(report), ...extra],
+      disks,
+      inspection: report,
+      firmware: report.firmware,
+      diskBus: guestHasVirtioBlk(report) ? 'virtio' : 'sata',
+      nicModel: guestHasVirtioNet(report) ? 'virtio-net-pci' : 'e1000',
     };
   }
 
@@ -219,46 +253,96 @@ export class ConversionService {
       // An agent key makes nbd://HOST:PORT a mamori P2V agent; without one it is any NBD server.
       return input.agentKey !== undefined ? this.#startP2v(input) : this.#startNbd(input);
     }
-    if (input.tls !== undefined) throw new MamoriError('INVALID_INPUT', 'tls is for nbds:// and nbds+unix:// sources only');
-    if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host (a block device or an image), or a P2V agent as nbd://HOST:PORT');
-    if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
+    if (input.tls !== undefined)
+      throw new MamoriError('INVALID_INPUT', 'tls is for nbds:// and nbds+unix:// sources only');
+    if (typeof input.source !== 'string' || !input.source.startsWith('/'))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        'source must be an absolute path on the site server host (a block device or an image), or a P2V agent as nbd://HOST:PORT',
+      );
+    if (await this.#vms.repo.findByName(input.name))
+      throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
     // Judged and used by its canonical path (the site's allow-list; never its data folder).
     input = { ...input, source: (await this.#disks.hostPaths.image(input.source)).path };
     // An OVA or OVF brings its own hardware (vCPUs, memory, firmware) and possibly several disks.
     const ovf = await readOvfSource(input.source);
-    const sources: { file: string; member?: { offset: number; size: number } }[] = ovf ? ovf.disks : [{ file: input.source }];
-    if (sources.length > MAX_DISKS) throw new MamoriError('OUT_OF_RANGE', `${input.source} has ${sources.length} disks; a VM takes at most ${MAX_DISKS}`);
+    const sources: { file: string; member?: { offset: number; size: number } }[] = ovf
+      ? ovf.disks
+      : [{ file: input.source }];
+    if (sources.length > MAX_DISKS)
+      throw new MamoriError(
+        'OUT_OF_RANGE',
+        `${input.source} has ${sources.length} disks; a VM takes at most ${MAX_DISKS}`,
+      );
     // The first disk is the one the VM boots from: inspection decides firmware and drivers by it.
     const report = await inspectSource(sources[0]!.file, sources[0]!.member);
     const blockers = conversionBlockers(report);
-    if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
+    if (blockers.length > 0)
+      throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, {
+        details: { blockers },
+      });
     // The other disks are checked now too, so a damaged one is refused before anything is made.
     // Refused before the copy, not after it: the bus follows from the inspection alone.
-    if (!guestHasVirtioBlk(report) && sources.length > 6) throw new MamoriError('OUT_OF_RANGE', `this guest needs SATA disks (no virtio driver) and SATA takes at most 6; ${input.source} has ${sources.length}`);
+    if (!guestHasVirtioBlk(report) && sources.length > 6)
+      throw new MamoriError(
+        'OUT_OF_RANGE',
+        `this guest needs SATA disks (no virtio driver) and SATA takes at most 6; ${input.source} has ${sources.length}`,
+      );
     for (const src of sources.slice(1)) await checkSource(src.file, src.member);
     const diskNames = sources.map((_, i) => `${input.name}-disk${i}`);
     for (const d of diskNames) {
-      if (await this.#disks.repo.findByName(d)) throw new MamoriError('DISK_EXISTS', `a disk named ${d} already exists; choose another --name or delete that disk`);
+      if (await this.#disks.repo.findByName(d))
+        throw new MamoriError(
+          'DISK_EXISTS',
+          `a disk named ${d} already exists; choose another --name or delete that disk`,
+        );
     }
-    const job = await this.#jobs.create(CONVERT_JOB, input.name, ['copy', 'register', ...(input.start ? ['start'] : [])]);
-    const descriptor = ovf ? { vcpus: ovf.system.vcpus, memoryMiB: ovf.system.memoryMiB, firmware: ovf.system.firmware, warnings: ovf.system.warnings ?? [] } : undefined;
-    await this.#jobs.setContext(job.id, { source: input.source, inspection: report, disks: diskNames, ...(descriptor ? { descriptor } : {}) });
+    const job = await this.#jobs.create(CONVERT_JOB, input.name, [
+      'copy',
+      'register',
+      ...(input.start ? ['start'] : []),
+    ]);
+    const descriptor = ovf
+      ? {
+          vcpus: ovf.system.vcpus,
+          memoryMiB: ovf.system.memoryMiB,
+          firmware: ovf.system.firmware,
+          warnings: ovf.system.warnings ?? [],
+        }
+      : undefined;
+    await this.#jobs.setContext(job.id, {
+      source: input.source,
+      inspection: report,
+      disks: diskNames,
+      ...(descriptor ? { descriptor } : {}),
+    });
     const copy = async (): Promise<undefined> => {
       for (const [i, src] of sources.entries()) {
-        const importJob = await this.#disks.startImport({
-          name: diskNames[i]!, source: src.file, ...(src.member ? { member: src.member } : {}), ...(input.format ? { targetFormat: input.format } : {}),
-        }, { checked: true });
+        const importJob = await this.#disks.startImport(
+          {
+            name: diskNames[i]!,
+            source: src.file,
+            ...(src.member ? { member: src.member } : {}),
+            ...(input.format ? { targetFormat: input.format } : {}),
+          },
+          { checked: true },
+        );
         await this.#followImport(job.id, importJob.id, i / sources.length, (i + 1) / sources.length);
       }
       return undefined;
     };
     const plan: ConvertPlan = {
-      diskNames, copy,
+      diskNames,
+      copy,
       // The descriptor says what the VM booted with; a disk without an ESP still decides by inspection.
       firmware: descriptor?.firmware === 'uefi' ? 'uefi' : report.firmware,
-      memoryMiB: input.memoryMiB ?? descriptor?.memoryMiB, vcpus: input.vcpus ?? descriptor?.vcpus, descriptor,
+      memoryMiB: input.memoryMiB ?? descriptor?.memoryMiB,
+      vcpus: input.vcpus ?? descriptor?.vcpus,
+      descriptor,
     };
-    void this.#run(job.id, input, report, plan).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    void this.#run(job.id, input, report, plan).catch((e: unknown) =>
+      this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'),
+    );
     return job;
   }
 
@@ -273,17 +357,25 @@ export class ConversionService {
     } catch (e) {
       if (!isMamoriError(e, 'INVALID_INPUT')) throw e;
       const valid = (e.details?.['valid'] as string[] | undefined) ?? [];
-      const newest = valid.filter((v) => /^pc-(q35|i440fx)-\d/.test(v)).sort().slice(-2);
-      throw new MamoriError('INVALID_INPUT', `this site's QEMU has no machine type ${requested}: convert with --machine q35 (${newest.join(' or ') || 'what it offers'}), or upgrade QEMU on this site first`,
-        { details: { requested, blockers: [`machine type ${requested} is not available here`], valid } });
+      const newest = valid
+        .filter((v) => /^pc-(q35|i440fx)-\d/.test(v))
+        .sort()
+        .slice(-2);
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `this site's QEMU has no machine type ${requested}: convert with --machine q35 (${newest.join(' or ') || 'what it offers'}), or upgrade QEMU on this site first`,
+        { details: { requested, blockers: [`machine type ${requested} is not available here`], valid } },
+      );
     }
   }
 
   /** The NBD URI parsed strictly; a unix socket is a host path, judged by the site's policy. */
   async #nbdSource(input: Pick<ConvertInput, 'source' | 'tls' | 'convergeBelowMiB'>): Promise<NbdSource> {
-    if (input.convergeBelowMiB !== undefined) throw new MamoriError('INVALID_INPUT', 'convergeBelowMiB is for P2V agents (with agentKey) only');
+    if (input.convergeBelowMiB !== undefined)
+      throw new MamoriError('INVALID_INPUT', 'convergeBelowMiB is for P2V agents (with agentKey) only');
     const src = nbdSource(input.source, input.tls);
-    if (src.uri.transport === 'unix') return { ...src, uri: { ...src.uri, socket: (await this.#disks.hostPaths.nbdSocket(src.uri.socket)).path } };
+    if (src.uri.transport === 'unix')
+      return { ...src, uri: { ...src.uri, socket: (await this.#disks.hostPaths.nbdSocket(src.uri.socket)).path } };
     return src;
   }
 
@@ -293,7 +385,11 @@ export class ConversionService {
       return await inspectNbdSource(src);
     } catch (e) {
       if (!isMamoriError(e, 'NBD_TLS_REQUIRED')) throw e;
-      throw new MamoriError('INVALID_INPUT', `${formatNbdUri(src.uri)} requires TLS: write nbds:// (or nbds+unix://) with --tls-creds DIR; a machine served by \`mamori p2v-agent\` is converted with --agent-key KEY`, { cause: e });
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `${formatNbdUri(src.uri)} requires TLS: write nbds:// (or nbds+unix://) with --tls-creds DIR; a machine served by \`mamori p2v-agent\` is converted with --agent-key KEY`,
+        { cause: e },
+      );
     }
   }
 
@@ -303,13 +399,21 @@ export class ConversionService {
    */
   async #startNbd(input: ConvertInput): Promise<Job> {
     const src = await this.#nbdSource(input);
-    if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
+    if (await this.#vms.repo.findByName(input.name))
+      throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
     const report = await this.#inspectNbd(src);
     const blockers = conversionBlockers(report);
     const shown = formatNbdUri(src.uri);
-    if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${shown} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
+    if (blockers.length > 0)
+      throw new MamoriError('INVALID_INPUT', `${shown} cannot be converted: ${blockers.join('; ')}`, {
+        details: { blockers },
+      });
     const diskName = `${input.name}-disk0`;
-    if (await this.#disks.repo.findByName(diskName)) throw new MamoriError('DISK_EXISTS', `a disk named ${diskName} already exists; choose another --name or delete that disk`);
+    if (await this.#disks.repo.findByName(diskName))
+      throw new MamoriError(
+        'DISK_EXISTS',
+        `a disk named ${diskName} already exists; choose another --name or delete that disk`,
+      );
     const disk = await this.#disks.create({ name: diskName, sizeBytes: report.size, format: input.format ?? 'qcow2' });
     const job = await this.#jobOwning(diskName, input.name, input.start === true);
     // The context keeps the URI (which holds no secret: query keys are refused), never the TLS key.
@@ -327,8 +431,16 @@ export class ConversionService {
       this.#log.info({ job: job.id, source: shown, ...c }, 'nbd source copied');
       return undefined;
     };
-    const plan: ConvertPlan = { diskNames: [diskName], copy, firmware: report.firmware, memoryMiB: input.memoryMiB, vcpus: input.vcpus };
-    void this.#run(job.id, input, report, plan).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    const plan: ConvertPlan = {
+      diskNames: [diskName],
+      copy,
+      firmware: report.firmware,
+      memoryMiB: input.memoryMiB,
+      vcpus: input.vcpus,
+    };
+    void this.#run(job.id, input, report, plan).catch((e: unknown) =>
+      this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'),
+    );
     return job;
   }
 
@@ -338,11 +450,21 @@ export class ConversionService {
    */
   async #startP2v(input: ConvertInput): Promise<Job> {
     const at = parseAgentUrl(input.source);
-    if (at === null) throw new MamoriError('INVALID_INPUT', `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`);
-    if (input.tls !== undefined) throw new MamoriError('INVALID_INPUT', 'a P2V agent brings its own TLS (proven by its key): give agentKey, not tls');
+    if (at === null)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `source ${JSON.stringify(input.source)} is not nbd://HOST:PORT as \`mamori p2v-agent\` prints it`,
+      );
+    if (input.tls !== undefined)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        'a P2V agent brings its own TLS (proven by its key): give agentKey, not tls',
+      );
     const below = input.convergeBelowMiB ?? 64;
-    if (!Number.isInteger(below) || below < 0 || below > 1024 * 1024) throw new MamoriError('OUT_OF_RANGE', 'convergeBelowMiB must be 0 to 1048576');
-    if (await this.#vms.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
+    if (!Number.isInteger(below) || below < 0 || below > 1024 * 1024)
+      throw new MamoriError('OUT_OF_RANGE', 'convergeBelowMiB must be 0 to 1048576');
+    if (await this.#vms.repo.findByName(input.name))
+      throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another --name`);
     const agent = await P2vAgentClient.connect(at.host, at.port, input.agentKey ?? '');
     const nbd = await agent.openNbd();
     let report: InspectionReport;
@@ -352,28 +474,50 @@ export class ConversionService {
       await nbd.disconnect().catch(() => undefined);
     }
     const blockers = conversionBlockers(report);
-    if (blockers.length > 0) throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, { details: { blockers } });
+    if (blockers.length > 0)
+      throw new MamoriError('INVALID_INPUT', `${input.source} cannot be converted: ${blockers.join('; ')}`, {
+        details: { blockers },
+      });
     const diskName = `${input.name}-disk0`;
-    const disk = await this.#disks.create({ name: diskName, sizeBytes: agent.hello.sizeBytes, format: input.format ?? 'qcow2' });
+    const disk = await this.#disks.create({
+      name: diskName,
+      sizeBytes: agent.hello.sizeBytes,
+      format: input.format ?? 'qcow2',
+    });
     const job = await this.#jobOwning(diskName, input.name, input.start === true);
-    const ctx = { source: input.source, device: agent.hello.device, inspection: report, p2v: { disk: diskName, passes: [] as ConvergePass[] } };
+    const ctx = {
+      source: input.source,
+      device: agent.hello.device,
+      inspection: report,
+      p2v: { disk: diskName, passes: [] as ConvergePass[] },
+    };
     await this.#jobs.setContext(job.id, ctx);
     let progressAt = 0;
-    const copy = async (): Promise<ConvergeResult> => pullFromAgent(agent, disk, {
-      runDir: join(this.#runDir, job.id), convergeBelowBytes: below * 1024 * 1024,
-      onPass: async (p) => {
-        ctx.p2v.passes.push(p);
-        await this.#jobs.setContext(job.id, ctx);
-        this.#log.info({ job: job.id, ...p }, 'p2v pass done');
-      },
-      onProgress: (f) => {
-        if (Date.now() - progressAt < 250) return;
-        progressAt = Date.now();
-        void this.#jobs.progress(job.id, f).catch(() => undefined);
-      },
-    });
-    const plan: ConvertPlan = { diskNames: [diskName], copy, firmware: report.firmware, memoryMiB: input.memoryMiB, vcpus: input.vcpus };
-    void this.#run(job.id, input, report, plan).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'));
+    const copy = async (): Promise<ConvergeResult> =>
+      pullFromAgent(agent, disk, {
+        runDir: join(this.#runDir, job.id),
+        convergeBelowBytes: below * 1024 * 1024,
+        onPass: async (p) => {
+          ctx.p2v.passes.push(p);
+          await this.#jobs.setContext(job.id, ctx);
+          this.#log.info({ job: job.id, ...p }, 'p2v pass done');
+        },
+        onProgress: (f) => {
+          if (Date.now() - progressAt < 250) return;
+          progressAt = Date.now();
+          void this.#jobs.progress(job.id, f).catch(() => undefined);
+        },
+      });
+    const plan: ConvertPlan = {
+      diskNames: [diskName],
+      copy,
+      firmware: report.firmware,
+      memoryMiB: input.memoryMiB,
+      vcpus: input.vcpus,
+    };
+    void this.#run(job.id, input, report, plan).catch((e: unknown) =>
+      this.#log.error({ job: job.id, err: e }, 'conversion failed outside its steps'),
+    );
     return job;
   }
 
@@ -386,18 +530,35 @@ export class ConversionService {
       const diskBus: ConvertResult['diskBus'] = guestHasVirtioBlk(report) ? 'virtio' : 'sata';
       await this.#jobs.step(jobId, 'register', async () => {
         await this.#vms.create({
-          name: input.name, firmware: plan.firmware, disks: plan.diskNames, nics: [{ model: nicModel }], diskBus,
+          name: input.name,
+          firmware: plan.firmware,
+          disks: plan.diskNames,
+          nics: [{ model: nicModel }],
+          diskBus,
           ...(input.machineType !== undefined ? { machineType: input.machineType } : {}),
-          ...(plan.memoryMiB !== undefined ? { memoryMiB: plan.memoryMiB } : {}), ...(plan.vcpus !== undefined ? { vcpus: plan.vcpus } : {}),
+          ...(plan.memoryMiB !== undefined ? { memoryMiB: plan.memoryMiB } : {}),
+          ...(plan.vcpus !== undefined ? { vcpus: plan.vcpus } : {}),
         });
         vmMade = true;
       });
       if (input.start) await this.#jobs.step(jobId, 'start', () => this.#vms.start(input.name));
       const vm = await this.#vms.get(input.name);
       const result: ConvertResult = {
-        vm: input.name, disk: plan.diskNames[0]!, disks: plan.diskNames, firmware: plan.firmware, nicModel, diskBus, os: report.os, started: input.start === true,
-        vcpus: vm.definition.vcpus, memoryMiB: vm.definition.memoryMiB,
-        warnings: [...compatibilityWarnings(report), ...(plan.descriptor?.warnings ?? []), ...(pulled !== undefined && pulled.consistency !== 'frozen' ? [pulled.note] : [])],
+        vm: input.name,
+        disk: plan.diskNames[0]!,
+        disks: plan.diskNames,
+        firmware: plan.firmware,
+        nicModel,
+        diskBus,
+        os: report.os,
+        started: input.start === true,
+        vcpus: vm.definition.vcpus,
+        memoryMiB: vm.definition.memoryMiB,
+        warnings: [
+          ...compatibilityWarnings(report),
+          ...(plan.descriptor?.warnings ?? []),
+          ...(pulled !== undefined && pulled.consistency !== 'frozen' ? [pulled.note] : []),
+        ],
         ...(plan.descriptor ? { descriptor: plan.descriptor } : {}),
         ...(pulled !== undefined ? { p2v: pulled } : {}),
       };
@@ -419,12 +580,16 @@ export class ConversionService {
       await Promise.race([ending, new Promise((r) => setTimeout(r, 250))]);
     }
     const j = await this.#jobs.get(importJobId);
-    if (j.state !== 'succeeded') throw new MamoriError('PROCESS_FAILED', `copying the disk failed: ${j.error?.message ?? 'unknown error'}`);
+    if (j.state !== 'succeeded')
+      throw new MamoriError('PROCESS_FAILED', `copying the disk failed: ${j.error?.message ?? 'unknown error'}`);
   }
 }
 
 /** Inspects a disk or image, or the byte range of one that holds an image (a VMDK in an OVA). */
-export async function inspectSource(path: string, member?: { offset: number; size: number }): Promise<InspectionReport> {
+export async function inspectSource(
+  path: string,
+  member?: { offset: number; size: number },
+): Promise<InspectionReport> {
   const source = await openSource(path, member);
   try {
     return await inspectDisk(source.reader);

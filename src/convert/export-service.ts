@@ -67,12 +67,17 @@ export class ExportService {
   }
 
   async start(input: ExportInput): Promise<Job> {
-    if (!(EXPORT_FORMATS as readonly string[]).includes(input.format)) throw new MamoriError('INVALID_INPUT', `--format must be one of ${EXPORT_FORMATS.join(', ')}`);
+    if (!(EXPORT_FORMATS as readonly string[]).includes(input.format))
+      throw new MamoriError('INVALID_INPUT', `--format must be one of ${EXPORT_FORMATS.join(', ')}`);
     // A folder the caller names must be an exchange folder of the site (--allow-import), by its canonical path.
-    const directory = input.directory === undefined ? this.#defaultDir : (await this.#disks.hostPaths.exportDir(input.directory)).path;
+    const directory =
+      input.directory === undefined ? this.#defaultDir : (await this.#disks.hostPaths.exportDir(input.directory)).path;
     const vm = await this.#vms.get(input.vm);
     if (vm.state !== 'stopped') {
-      throw new MamoriError('VM_RUNNING', `VM ${vm.name} is ${vm.state}: stop it first (mamori vm stop ${vm.name}); a disk copied while the guest writes is not a consistent export`);
+      throw new MamoriError(
+        'VM_RUNNING',
+        `VM ${vm.name} is ${vm.state}: stop it first (mamori vm stop ${vm.name}); a disk copied while the guest writes is not a consistent export`,
+      );
     }
     const ids = replicatedDiskIds(vm.definition);
     const records = await this.#disks.repo.byIds(ids);
@@ -80,13 +85,29 @@ export class ExportService {
     if (disks.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vm.name} has no disk to export`);
     const finals = finalNames(vm.name, input.format, disks.length).map((n) => join(directory, n));
     for (const f of finals) {
-      if (await access(f).then(() => true, () => false)) throw new MamoriError('DISK_EXISTS', `${f} already exists: remove it or export into another folder (--output DIR)`, { details: { path: f } });
+      if (
+        await access(f).then(
+          () => true,
+          () => false,
+        )
+      )
+        throw new MamoriError(
+          'DISK_EXISTS',
+          `${f} already exists: remove it or export into another folder (--output DIR)`,
+          { details: { path: f } },
+        );
     }
     await mkdir(directory, { recursive: true });
-    const job = await this.#jobs.create(EXPORT_JOB, vm.name, ['copy', ...(input.format === 'ova' ? ['package'] : []), 'publish']);
+    const job = await this.#jobs.create(EXPORT_JOB, vm.name, [
+      'copy',
+      ...(input.format === 'ova' ? ['package'] : []),
+      'publish',
+    ]);
     const scratch = join(directory, `.mamori-export-${job.id}`);
     await this.#jobs.setContext(job.id, { scratch, files: finals });
-    void this.#run(job.id, vm.definition, disks, input.format, scratch, finals).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'export failed outside its steps'));
+    void this.#run(job.id, vm.definition, disks, input.format, scratch, finals).catch((e: unknown) =>
+      this.#log.error({ job: job.id, err: e }, 'export failed outside its steps'),
+    );
     return job;
   }
 
@@ -111,23 +132,38 @@ export class ExportService {
     }
   }
 
-  async #run(jobId: string, def: VmDefinition, disks: DiskRecord[], format: VmExportFormat, scratch: string, finals: string[]): Promise<void> {
+  async #run(
+    jobId: string,
+    def: VmDefinition,
+    disks: DiskRecord[],
+    format: VmExportFormat,
+    scratch: string,
+    finals: string[],
+  ): Promise<void> {
     try {
       await mkdir(scratch, { recursive: true });
       const images = disks.map((_, i) => join(scratch, `${def.name}-disk${i}.${format === 'vhdx' ? 'vhdx' : 'vmdk'}`));
       await this.#jobs.step(jobId, 'copy', async () => {
         for (const [i, d] of disks.entries()) {
           const src = activeLayer(d);
-          await exportImage(src.path, src.format, images[i]!, format === 'ova' ? 'vmdk-stream' : format, (f) => void this.#jobs.progress(jobId, ((i + f) / disks.length) * 0.9));
+          await exportImage(
+            src.path,
+            src.format,
+            images[i]!,
+            format === 'ova' ? 'vmdk-stream' : format,
+            (f) => void this.#jobs.progress(jobId, ((i + f) / disks.length) * 0.9),
+          );
         }
       });
       let produced = images;
       let guestOs: OvfGuestOs | undefined;
       if (format === 'ova') {
-        produced = [await this.#jobs.step(jobId, 'package', async () => {
-          guestOs = await this.#guestOs(def.name, disks[0]!);
-          return packageOva(def, disks, images, scratch, guestOs);
-        })];
+        produced = [
+          await this.#jobs.step(jobId, 'package', async () => {
+            guestOs = await this.#guestOs(def.name, disks[0]!);
+            return packageOva(def, disks, images, scratch, guestOs);
+          }),
+        ];
       }
       await this.#jobs.step(jobId, 'publish', async () => {
         for (const [i, f] of produced.entries()) await rename(f, finals[i]!);
@@ -152,11 +188,27 @@ function finalNames(vm: string, format: VmExportFormat, disks: number): string[]
 }
 
 /** Descriptor first (OVF requires it), then the manifest, then the disks in reference order. */
-async function packageOva(def: VmDefinition, disks: DiskRecord[], images: string[], scratch: string, os: OvfGuestOs): Promise<string> {
+async function packageOva(
+  def: VmDefinition,
+  disks: DiskRecord[],
+  images: string[],
+  scratch: string,
+  os: OvfGuestOs,
+): Promise<string> {
   const names = images.map((_, i) => `${def.name}-disk${i}.vmdk`);
   const ovf = buildOvf({
-    name: def.name, vcpus: def.vcpus, memoryMiB: def.memoryMiB, firmware: def.firmware === 'uefi' ? 'uefi' : 'bios', os,
-    disks: await Promise.all(disks.map(async (d, i) => ({ href: names[i]!, capacityBytes: d.sizeBytes, fileSizeBytes: (await stat(images[i]!)).size }))),
+    name: def.name,
+    vcpus: def.vcpus,
+    memoryMiB: def.memoryMiB,
+    firmware: def.firmware === 'uefi' ? 'uefi' : 'bios',
+    os,
+    disks: await Promise.all(
+      disks.map(async (d, i) => ({
+        href: names[i]!,
+        capacityBytes: d.sizeBytes,
+        fileSizeBytes: (await stat(images[i]!)).size,
+      })),
+    ),
     // VMware's E1000 works in every guest; vmxnet3 would need VMware Tools first.
     nics: def.nics.map((n) => ({ model: 'E1000', network: n.network })),
   });

@@ -24,11 +24,17 @@ export interface NbdSource {
 export function nbdSource(text: unknown, tls?: NbdTlsMaterial): NbdSource {
   const uri = parseNbdUri(text);
   if (uri.tls && tls === undefined) {
-    throw new MamoriError('INVALID_INPUT', `${formatNbdUri(uri)} asks for TLS: give the CA (and a client certificate if the server verifies clients) with --tls-creds DIR`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `${formatNbdUri(uri)} asks for TLS: give the CA (and a client certificate if the server verifies clients) with --tls-creds DIR`,
+    );
   }
   if (!uri.tls && tls !== undefined) {
     // Never "TLS if material is there": the URI alone says whether the link is encrypted.
-    throw new MamoriError('INVALID_INPUT', `${formatNbdUri(uri)} is plain NBD but TLS material was given: write nbds:// (or nbds+unix://) to use TLS`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `${formatNbdUri(uri)} is plain NBD but TLS material was given: write nbds:// (or nbds+unix://) to use TLS`,
+    );
   }
   if (tls !== undefined && (typeof tls.ca !== 'string' || (tls.cert === undefined) !== (tls.key === undefined))) {
     throw new MamoriError('INVALID_INPUT', 'tls needs ca, and cert with key (both or neither)');
@@ -40,12 +46,22 @@ export function nbdSource(text: unknown, tls?: NbdTlsMaterial): NbdSource {
  * Connects read-side. base:allocation is asked for (to copy only what holds data) when
  * `allocation`; a server without it is connected to again without, and read whole.
  */
-export async function connectNbdSource(src: NbdSource, opts: { allocation?: boolean } = {}): Promise<{ client: NbdClient; allocation: boolean }> {
-  const endpoint = src.uri.transport === 'unix' ? { socketPath: src.uri.socket } : { host: src.uri.host, port: src.uri.port };
-  const base = { exportName: src.uri.exportName, ...(src.tls ? { tls: { ca: src.tls.ca, ...(src.tls.cert ? { cert: src.tls.cert, key: src.tls.key! } : {}) } } : {}) };
+export async function connectNbdSource(
+  src: NbdSource,
+  opts: { allocation?: boolean } = {},
+): Promise<{ client: NbdClient; allocation: boolean }> {
+  const endpoint =
+    src.uri.transport === 'unix' ? { socketPath: src.uri.socket } : { host: src.uri.host, port: src.uri.port };
+  const base = {
+    exportName: src.uri.exportName,
+    ...(src.tls ? { tls: { ca: src.tls.ca, ...(src.tls.cert ? { cert: src.tls.cert, key: src.tls.key! } : {}) } } : {}),
+  };
   if (opts.allocation) {
     try {
-      return { client: await NbdClient.connect(endpoint, { ...base, metaContexts: ['base:allocation'] }), allocation: true };
+      return {
+        client: await NbdClient.connect(endpoint, { ...base, metaContexts: ['base:allocation'] }),
+        allocation: true,
+      };
     } catch (e) {
       if (!isNbdError(e, 'NBD_NEGOTIATION_FAILED') && !isNbdError(e, 'NBD_UNSUPPORTED')) throw e;
     }
@@ -81,7 +97,11 @@ export async function nbdSourceSize(src: NbdSource): Promise<number> {
  * ranges the server says hold data are read, and chunks that read as zeros are skipped
  * (the fresh image reads as zeros already).
  */
-export async function copyNbdSource(src: NbdSource, disk: DiskRecord, o: { runDir: string; onProgress?: (fraction: number) => void }): Promise<CopyCounters & { allocatedBytes: number }> {
+export async function copyNbdSource(
+  src: NbdSource,
+  disk: DiskRecord,
+  o: { runDir: string; onProgress?: (fraction: number) => void },
+): Promise<CopyCounters & { allocatedBytes: number }> {
   return withTargetDiskExport(disk, o.runDir, async (target) => {
     let source: NbdClient | null = null;
     try {
@@ -89,12 +109,21 @@ export async function copyNbdSource(src: NbdSource, disk: DiskRecord, o: { runDi
       source = opened.client;
       assertWholeSectors(src, source.size);
       if (source.size > target.size) {
-        throw new MamoriError('INVALID_INPUT', `${formatNbdUri(src.uri)} grew to ${source.size} bytes after it was inspected (the image holds ${target.size}); convert again`);
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `${formatNbdUri(src.uri)} grew to ${source.size} bytes after it was inspected (the image holds ${target.size}); convert again`,
+        );
       }
-      const extents: ByteRange[] = opened.allocation ? await allocatedExtents(source) : [{ offset: 0, length: source.size }];
+      const extents: ByteRange[] = opened.allocation
+        ? await allocatedExtents(source)
+        : [{ offset: 0, length: source.size }];
       const allocatedBytes = extents.reduce((n, r) => n + r.length, 0);
       const counters = await copyExtents({
-        source, target, extents, targetIsZero: true, concurrency: 4,
+        source,
+        target,
+        extents,
+        targetIsZero: true,
+        concurrency: 4,
         onProgress: (p) => o.onProgress?.(p.bytesDone / Math.max(p.bytesTotal, 1)),
       });
       return { ...counters, allocatedBytes };
@@ -107,6 +136,9 @@ export async function copyNbdSource(src: NbdSource, disk: DiskRecord, o: { runDi
 /** A disk is whole 512-byte sectors; an export that is not is refused rather than rounded. */
 function assertWholeSectors(src: NbdSource, size: number): void {
   if (size <= 0 || size % 512 !== 0) {
-    throw new MamoriError('INVALID_INPUT', `${formatNbdUri(src.uri)} serves ${size} bytes, which is not a whole number of 512-byte sectors: it is not a disk mamori can convert`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `${formatNbdUri(src.uri)} serves ${size} bytes, which is not a whole number of 512-byte sectors: it is not a disk mamori can convert`,
+    );
   }
 }

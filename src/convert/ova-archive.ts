@@ -2,7 +2,11 @@ import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { MamoriError } from '../core/mamori-error.js';
 
 /** A regular file in a tar archive; `offset` is where its data starts in the archive. */
-export interface TarMember { name: string; offset: number; size: number }
+export interface TarMember {
+  name: string;
+  offset: number;
+  size: number;
+}
 
 const BLOCK = 512;
 /** Pax and GNU long-name records are names and numbers: anything this large is damage, not a name. */
@@ -41,7 +45,10 @@ function number(h: Buffer, start: number, length: number): number | undefined {
     for (const b of f.subarray(1)) v = v * 256 + b;
     return Number.isSafeInteger(v) ? v : undefined;
   }
-  const s = f.toString('latin1').replace(/[\0 ]+$/, '').replace(/^ +/, '');
+  const s = f
+    .toString('latin1')
+    .replace(/[\0 ]+$/, '')
+    .replace(/^ +/, '');
   if (s === '') return 0;
   return /^[0-7]+$/.test(s) ? parseInt(s, 8) : undefined;
 }
@@ -90,9 +97,12 @@ export async function listTarMembers(path: string): Promise<TarMember[]> {
     let longName: string | undefined;
     let pax = new Map<string, string>();
     for (let pos = 0; ;) {
-      const damaged = (): MamoriError => pos === 0
-        ? corrupt(`${path} is not a tar archive (an OVA is one); check it was copied whole, or export the VM again`)
-        : corrupt(`${path} is truncated or damaged at offset ${pos}; copy it again or export the VM again`, { offset: pos });
+      const damaged = (): MamoriError =>
+        pos === 0
+          ? corrupt(`${path} is not a tar archive (an OVA is one); check it was copied whole, or export the VM again`)
+          : corrupt(`${path} is truncated or damaged at offset ${pos}; copy it again or export the VM again`, {
+              offset: pos,
+            });
       const h = await readAt(fh, BLOCK, pos);
       // A file ending right after a member lacks the end-of-archive blocks, which readers forgive.
       if (h.length === 0 && pos > 0) break;
@@ -104,7 +114,11 @@ export async function listTarMembers(path: string): Promise<TarMember[]> {
       const paxSize = pax.get('size');
       const size = paxSize !== undefined && /^\d+$/.test(paxSize) ? Number(paxSize) : headerSize;
       const offset = pos + BLOCK;
-      if (offset + size > fileSize) throw corrupt(`${path} is truncated: a member at offset ${pos} needs ${size} bytes but the file ends first; copy it again`, { offset: pos });
+      if (offset + size > fileSize)
+        throw corrupt(
+          `${path} is truncated: a member at offset ${pos} needs ${size} bytes but the file ends first; copy it again`,
+          { offset: pos },
+        );
       const type = String.fromCharCode(h[156]!);
       const meta = async (): Promise<Buffer> => {
         if (size > MAX_META) throw damaged();
@@ -120,7 +134,8 @@ export async function listTarMembers(path: string): Promise<TarMember[]> {
         // ustar splits long names into prefix/name; GNU's own format uses the prefix bytes for other things.
         const ustar = h.subarray(257, 263).toString('latin1') === 'ustar\0';
         const prefix = ustar ? field(h, 345, 155) : '';
-        const name = pax.get('path') ?? longName ?? (prefix === '' ? field(h, 0, 100) : `${prefix}/${field(h, 0, 100)}`);
+        const name =
+          pax.get('path') ?? longName ?? (prefix === '' ? field(h, 0, 100) : `${prefix}/${field(h, 0, 100)}`);
         if ((type === '0' || type === '\0' || type === '7') && !name.endsWith('/')) {
           members.push({ name: name.replace(/^(\.\/)+/, ''), offset, size });
         }
@@ -177,13 +192,21 @@ export async function writeTar(path: string, members: { name: string; source: st
   const sized: { name: string; source: string; size: number }[] = [];
   for (const m of members) {
     const bytes = Buffer.byteLength(m.name, 'utf8');
-    if (bytes === 0 || bytes > 100 || m.name.includes('\0')) throw new MamoriError('INVALID_INPUT', `member name ${JSON.stringify(m.name)} must be 1 to 100 bytes (ustar's limit); use a shorter name`);
-    if (seen.has(m.name)) throw new MamoriError('INVALID_INPUT', `two members are named ${m.name}; give each its own name`);
+    if (bytes === 0 || bytes > 100 || m.name.includes('\0'))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `member name ${JSON.stringify(m.name)} must be 1 to 100 bytes (ustar's limit); use a shorter name`,
+      );
+    if (seen.has(m.name))
+      throw new MamoriError('INVALID_INPUT', `two members are named ${m.name}; give each its own name`);
     seen.add(m.name);
     const st = await stat(m.source).catch((cause: unknown) => {
-      throw new MamoriError('INVALID_INPUT', `cannot read ${m.source} for ${m.name}: ${(cause as Error).message}`, { cause });
+      throw new MamoriError('INVALID_INPUT', `cannot read ${m.source} for ${m.name}: ${(cause as Error).message}`, {
+        cause,
+      });
     });
-    if (!st.isFile()) throw new MamoriError('INVALID_INPUT', `${m.source} is not a regular file; give a file to archive as ${m.name}`);
+    if (!st.isFile())
+      throw new MamoriError('INVALID_INPUT', `${m.source} is not a regular file; give a file to archive as ${m.name}`);
     sized.push({ ...m, size: st.size });
   }
   const out = await open(path, 'w');
@@ -193,7 +216,8 @@ export async function writeTar(path: string, members: { name: string; source: st
     const buf = Buffer.alloc(COPY_CHUNK);
     let pos = 0;
     const put = async (data: Buffer): Promise<void> => {
-      for (let done = 0; done < data.length;) done += (await out.write(data, done, data.length - done, pos + done)).bytesWritten;
+      for (let done = 0; done < data.length;)
+        done += (await out.write(data, done, data.length - done, pos + done)).bytesWritten;
       pos += data.length;
     };
     for (const m of sized) {
@@ -209,7 +233,10 @@ export async function writeTar(path: string, members: { name: string; source: st
         }
         // The header already states the size: a source that changed while copied would make a damaged archive.
         if (copied !== m.size || (await src.stat()).size !== m.size) {
-          throw new MamoriError('INVALID_INPUT', `${m.source} changed size while it was archived; make sure nothing writes to it, then try again`);
+          throw new MamoriError(
+            'INVALID_INPUT',
+            `${m.source} changed size while it was archived; make sure nothing writes to it, then try again`,
+          );
         }
       } finally {
         await src.close();

@@ -36,7 +36,11 @@ export async function readOvfSource(path: string): Promise<OvfSource | null> {
   const members = await listTarMembers(path);
   const descriptor = members.find((m) => m.name.toLowerCase().endsWith('.ovf'));
   if (!descriptor) throw new MamoriError('IMAGE_CORRUPT', `${path} holds no .ovf descriptor: it is not an OVA`);
-  if (descriptor.size > MAX_DESCRIPTOR) throw new MamoriError('IMAGE_CORRUPT', `the descriptor ${descriptor.name} in ${path} is ${descriptor.size} bytes: not an OVF`);
+  if (descriptor.size > MAX_DESCRIPTOR)
+    throw new MamoriError(
+      'IMAGE_CORRUPT',
+      `the descriptor ${descriptor.name} in ${path} is ${descriptor.size} bytes: not an OVF`,
+    );
   const buf = Buffer.alloc(descriptor.size);
   const fh = await open(path, 'r');
   try {
@@ -48,7 +52,10 @@ export async function readOvfSource(path: string): Promise<OvfSource | null> {
   const disks = system.disks.map((d) => {
     const name = safeName(d.href);
     const m = members.find((x) => x.name === name || basename(x.name) === name);
-    if (!m) throw new MamoriError('IMAGE_CORRUPT', `${path} names the disk ${name} in its descriptor but does not hold it`, { details: { href: d.href } });
+    if (!m)
+      throw new MamoriError('IMAGE_CORRUPT', `${path} names the disk ${name} in its descriptor but does not hold it`, {
+        details: { href: d.href },
+      });
     return { href: d.href, file: path, member: { offset: m.offset, size: m.size } };
   });
   return { system, disks };
@@ -57,7 +64,11 @@ export async function readOvfSource(path: string): Promise<OvfSource | null> {
 /** A descriptor's file reference must be a plain name: no folders, no way out of the package. */
 function safeName(href: string): string {
   if (!/^[^/\\:]+$/.test(href) || href === '.' || href === '..') {
-    throw new MamoriError('IMAGE_UNSAFE_REFERENCE', `the OVF descriptor names the disk file ${JSON.stringify(href)}, which is not a plain file name; mamori reads only files inside the package: export the VM again, or put the disks beside the .ovf and name them plainly`, { details: { href } });
+    throw new MamoriError(
+      'IMAGE_UNSAFE_REFERENCE',
+      `the OVF descriptor names the disk file ${JSON.stringify(href)}, which is not a plain file name; mamori reads only files inside the package: export the VM again, or put the disks beside the .ovf and name them plainly`,
+      { details: { href } },
+    );
   }
   return href;
 }
@@ -72,10 +83,18 @@ async function fileInFolder(ovf: string, name: string): Promise<string> {
   try {
     real = await realpath(file);
   } catch (cause) {
-    throw new MamoriError('IMAGE_NOT_FOUND', `the OVF descriptor names the disk file ${name}, which is not beside it in ${dirname(ovf)}: copy the whole package`, { cause, details: { href: name } });
+    throw new MamoriError(
+      'IMAGE_NOT_FOUND',
+      `the OVF descriptor names the disk file ${name}, which is not beside it in ${dirname(ovf)}: copy the whole package`,
+      { cause, details: { href: name } },
+    );
   }
   if (dirname(real) !== (await realpath(dirname(ovf))) || !(await stat(real)).isFile()) {
-    throw new MamoriError('IMAGE_UNSAFE_REFERENCE', `the OVF descriptor's disk ${name} is a link to ${real}, outside the package's folder (or not a regular file); copy the disk file itself beside the .ovf`, { details: { href: name, target: real } });
+    throw new MamoriError(
+      'IMAGE_UNSAFE_REFERENCE',
+      `the OVF descriptor's disk ${name} is a link to ${real}, outside the package's folder (or not a regular file); copy the disk file itself beside the .ovf`,
+      { details: { href: name, target: real } },
+    );
   }
   return file;
 }

@@ -14,8 +14,13 @@ import { chunkDigests } from '../replication/block-checksums.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { freezeAll, mountedFilesystems, thawAll } from './p2v-freeze.js';
 import {
-  P2V_EXPORT, P2V_PROTOCOL, P2V_SERVER_NAME, helloProof,
-  type P2vCredentials, type P2vFreezeAnswer, type P2vHello,
+  P2V_EXPORT,
+  P2V_PROTOCOL,
+  P2V_SERVER_NAME,
+  helloProof,
+  type P2vCredentials,
+  type P2vFreezeAnswer,
+  type P2vHello,
 } from './p2v-protocol.js';
 
 export interface P2vAgentOptions {
@@ -51,7 +56,14 @@ export class P2vAgent {
   #caCert: string;
   #keyDigest: Buffer;
 
-  private constructor(o: AgentSettings, dir: string, key: string, caCert: string, daemon: StorageDaemon, local: NbdClient) {
+  private constructor(
+    o: AgentSettings,
+    dir: string,
+    key: string,
+    caCert: string,
+    daemon: StorageDaemon,
+    local: NbdClient,
+  ) {
     this.#o = o;
     this.#dir = dir;
     this.key = key;
@@ -66,11 +78,21 @@ export class P2vAgent {
   static async start(options: P2vAgentOptions): Promise<P2vAgent> {
     const o: AgentSettings = { freezeLimitSeconds: 120, log: () => undefined, ...options };
     const st = await stat(o.device).catch((e: unknown) => {
-      throw new MamoriError('IMAGE_NOT_FOUND', `no device at ${o.device}: give the source disk, e.g. --device /dev/sda`, { cause: e });
+      throw new MamoriError(
+        'IMAGE_NOT_FOUND',
+        `no device at ${o.device}: give the source disk, e.g. --device /dev/sda`,
+        { cause: e },
+      );
     });
-    if (!st.isBlockDevice()) throw new MamoriError('DEVICE_NOT_BLOCK', `${o.device} is not a block device: the agent serves a whole disk, e.g. /dev/sda`);
-    if (isIP(o.host) === 0) throw new MamoriError('INVALID_INPUT', `--listen must be an IP address, not ${JSON.stringify(o.host)}`);
-    if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65534) throw new MamoriError('OUT_OF_RANGE', `--port must be 1-65534 (the control channel takes the next port)`);
+    if (!st.isBlockDevice())
+      throw new MamoriError(
+        'DEVICE_NOT_BLOCK',
+        `${o.device} is not a block device: the agent serves a whole disk, e.g. /dev/sda`,
+      );
+    if (isIP(o.host) === 0)
+      throw new MamoriError('INVALID_INPUT', `--listen must be an IP address, not ${JSON.stringify(o.host)}`);
+    if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65534)
+      throw new MamoriError('OUT_OF_RANGE', `--port must be 1-65534 (the control channel takes the next port)`);
     const dir = await mkdtemp(join(tmpdir(), 'mamori-p2v-agent-'));
     let daemon: StorageDaemon | null = null;
     try {
@@ -78,22 +100,46 @@ export class P2vAgent {
       await issueSiteCert(dir, { kind: 'server', siteName: 'p2v-agent', names: [P2V_SERVER_NAME] });
       await issueSiteCert(dir, { kind: 'client', siteName: 'p2v-converter' });
       daemon = await StorageDaemon.start({
-        qmpSocket: join(dir, 'qmp.sock'), pidFile: join(dir, 'qemu-storage-daemon.pid'),
+        qmpSocket: join(dir, 'qmp.sock'),
+        pidFile: join(dir, 'qemu-storage-daemon.pid'),
         chains: [{ id: 'source', layers: [{ file: o.device, format: 'raw' }], readOnly: true, directIo: true }],
         // The CA is this agent's alone and signs one client certificate: verify-peer is the access check.
-        nbd: { listen: { type: 'inet', host: o.host, port: o.port }, tls: { dir, verifyPeer: true }, maxConnections: 16 },
+        nbd: {
+          listen: { type: 'inet', host: o.host, port: o.port },
+          tls: { dir, verifyPeer: true },
+          maxConnections: 16,
+        },
         exports: [{ id: P2V_EXPORT, node: 'source' }],
       });
       const read = (f: string): Promise<string> => readFile(join(dir, f), 'utf8');
-      const local = await NbdClient.connect({ host: loopbackFor(o.host), port: o.port }, {
-        exportName: P2V_EXPORT, metaContexts: ['base:allocation'],
-        tls: { ca: await read(TLS_FILES.caCert), cert: await read(TLS_FILES.clientCert), key: await read(TLS_FILES.clientKey), servername: P2V_SERVER_NAME },
-      });
-      const agent = new P2vAgent(o, dir, randomBytes(18).toString('base64url'), await read(TLS_FILES.caCert), daemon, local);
+      const local = await NbdClient.connect(
+        { host: loopbackFor(o.host), port: o.port },
+        {
+          exportName: P2V_EXPORT,
+          metaContexts: ['base:allocation'],
+          tls: {
+            ca: await read(TLS_FILES.caCert),
+            cert: await read(TLS_FILES.clientCert),
+            key: await read(TLS_FILES.clientKey),
+            servername: P2V_SERVER_NAME,
+          },
+        },
+      );
+      const agent = new P2vAgent(
+        o,
+        dir,
+        randomBytes(18).toString('base64url'),
+        await read(TLS_FILES.caCert),
+        daemon,
+        local,
+      );
       await agent.#listen();
       return agent;
     } catch (e) {
-      if (daemon !== null) await StorageDaemon.killLeftover({ qmpSocket: daemon.qmpSocket, pidFile: daemon.pidFile }).catch(() => undefined);
+      if (daemon !== null)
+        await StorageDaemon.killLeftover({ qmpSocket: daemon.qmpSocket, pidFile: daemon.pidFile }).catch(
+          () => undefined,
+        );
       await rm(dir, { recursive: true, force: true });
       throw e;
     }
@@ -109,16 +155,29 @@ export class P2vAgent {
     await new Promise<void>((r) => (this.#server ? this.#server.close(() => r()) : r()));
     this.#server?.closeAllConnections();
     await this.#local.disconnect().catch(() => undefined);
-    await StorageDaemon.killLeftover({ qmpSocket: this.#daemon.qmpSocket, pidFile: this.#daemon.pidFile }).catch(() => undefined);
+    await StorageDaemon.killLeftover({ qmpSocket: this.#daemon.qmpSocket, pidFile: this.#daemon.pidFile }).catch(
+      () => undefined,
+    );
     await rm(this.#dir, { recursive: true, force: true });
   }
 
   async #listen(): Promise<void> {
-    const server = createServer({
-      key: await readFile(join(this.#dir, TLS_FILES.serverKey)), cert: await readFile(join(this.#dir, TLS_FILES.serverCert)),
-    }, (req, res) => void this.#handle(req, res));
+    const server = createServer(
+      {
+        key: await readFile(join(this.#dir, TLS_FILES.serverKey)),
+        cert: await readFile(join(this.#dir, TLS_FILES.serverCert)),
+      },
+      (req, res) => void this.#handle(req, res),
+    );
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(new MamoriError('INVALID_INPUT', `cannot listen on ${this.#o.host}:${this.#o.port + 1} for the control channel: ${e.code ?? e.message}`)));
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          new MamoriError(
+            'INVALID_INPUT',
+            `cannot listen on ${this.#o.host}:${this.#o.port + 1} for the control channel: ${e.code ?? e.message}`,
+          ),
+        ),
+      );
       server.listen(this.#o.port + 1, this.#o.host, () => resolve());
     });
     this.#server = server;
@@ -127,19 +186,26 @@ export class P2vAgent {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const send = (status: number, body: unknown): void => {
       const text = JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+      res
+        .writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+        .end(text);
     };
     try {
       const url = new URL(req.url ?? '/', 'https://agent');
-      if (req.method === 'GET' && url.pathname === '/p2v/hello') return send(200, await this.#hello(url.searchParams.get('nonce') ?? ''));
+      if (req.method === 'GET' && url.pathname === '/p2v/hello')
+        return send(200, await this.#hello(url.searchParams.get('nonce') ?? ''));
       if (!proofsEqual(`Bearer ${this.key}`, req.headers.authorization ?? '')) {
-        return send(401, { code: 'PEER_AUTH_FAILED', message: 'wrong or missing agent key: use the key `mamori p2v-agent` printed' });
+        return send(401, {
+          code: 'PEER_AUTH_FAILED',
+          message: 'wrong or missing agent key: use the key `mamori p2v-agent` printed',
+        });
       }
       const body = req.method === 'POST' ? await readJson(req) : {};
       if (req.method === 'GET' && url.pathname === '/p2v/credentials') return send(200, await this.#credentials());
       if (req.method === 'POST' && url.pathname === '/p2v/checksums') return send(200, await this.#checksums(body));
       if (req.method === 'POST' && url.pathname === '/p2v/freeze') return send(200, await this.#freeze());
-      if (req.method === 'POST' && url.pathname === '/p2v/thaw') return send(200, { thawed: await this.#thaw('the site asked') });
+      if (req.method === 'POST' && url.pathname === '/p2v/thaw')
+        return send(200, { thawed: await this.#thaw('the site asked') });
       return send(404, { code: 'NOT_FOUND', message: `no ${req.method} ${url.pathname} here` });
     } catch (e) {
       const code = isMamoriError(e) ? e.code : 'INTERNAL';
@@ -148,17 +214,27 @@ export class P2vAgent {
   }
 
   async #hello(nonce: string): Promise<P2vHello> {
-    if (!/^[0-9a-f]{32,64}$/.test(nonce)) throw new MamoriError('INVALID_INPUT', 'nonce must be 32-64 lowercase hex digits');
+    if (!/^[0-9a-f]{32,64}$/.test(nonce))
+      throw new MamoriError('INVALID_INPUT', 'nonce must be 32-64 lowercase hex digits');
     return {
-      protocol: P2V_PROTOCOL, device: this.#o.device, sizeBytes: this.sizeBytes, caCert: this.#caCert,
-      proof: helloProof(this.#keyDigest, this.caFingerprint, nonce), filesystems: await mountedFilesystems(this.#o.device),
+      protocol: P2V_PROTOCOL,
+      device: this.#o.device,
+      sizeBytes: this.sizeBytes,
+      caCert: this.#caCert,
+      proof: helloProof(this.#keyDigest, this.caFingerprint, nonce),
+      filesystems: await mountedFilesystems(this.#o.device),
     };
   }
 
   async #credentials(): Promise<P2vCredentials> {
     const read = (f: string): Promise<string> => readFile(join(this.#dir, f), 'utf8');
     this.#o.log('a site connected with the agent key; handing it the NBD client certificate');
-    return { clientCert: await read(TLS_FILES.clientCert), clientKey: await read(TLS_FILES.clientKey), exportName: P2V_EXPORT, serverName: P2V_SERVER_NAME };
+    return {
+      clientCert: await read(TLS_FILES.clientCert),
+      clientKey: await read(TLS_FILES.clientKey),
+      exportName: P2V_EXPORT,
+      serverName: P2V_SERVER_NAME,
+    };
   }
 
   /** Digests of one span, read here through the same O_DIRECT export the site pulls from. */
@@ -178,7 +254,11 @@ export class P2vAgent {
     const filesystems = await mountedFilesystems(this.#o.device);
     if (filesystems.length === 0) {
       this.#o.log('nothing on the device is mounted: nothing to freeze, the last pass is crash-consistent');
-      return { frozen: [], notFrozenBecause: `no filesystem on ${this.#o.device} is mounted here, so none can be frozen`, thawAfterSeconds: limit };
+      return {
+        frozen: [],
+        notFrozenBecause: `no filesystem on ${this.#o.device} is mounted here, so none can be frozen`,
+        thawAfterSeconds: limit,
+      };
     }
     const { frozen, failure } = await freezeAll(filesystems);
     if (failure !== undefined) {
@@ -199,7 +279,9 @@ export class P2vAgent {
     this.#frozen = [];
     if (was.length === 0) return [];
     const failed = await thawAll(was);
-    this.#o.log(`thawed ${was.join(', ')} (${why})${failed.length > 0 ? `; FAILED for ${failed.join('; ')}: run fsfreeze --unfreeze by hand` : ''}`);
+    this.#o.log(
+      `thawed ${was.join(', ')} (${why})${failed.length > 0 ? `; FAILED for ${failed.join('; ')}: run fsfreeze --unfreeze by hand` : ''}`,
+    );
     return was;
   }
 }

@@ -1,5 +1,11 @@
 import { createHash } from 'node:crypto';
-import { DIGEST_BYTES, MAX_CHECKSUM_SPAN, chunksOf, differingChunks, zeroDigest } from '../replication/block-checksums.js';
+import {
+  DIGEST_BYTES,
+  MAX_CHECKSUM_SPAN,
+  chunksOf,
+  differingChunks,
+  zeroDigest,
+} from '../replication/block-checksums.js';
 import type { ByteRange } from '../nbd/extent-copy.js';
 import type { P2vFreezeAnswer } from './p2v-protocol.js';
 
@@ -68,7 +74,12 @@ export interface ConvergeResult {
  * Then the agent freezes the device's filesystems and the last pass repeats until a check
  * finds nothing to send: the copy then equals the device, frozen, byte for byte.
  */
-export async function convergeCopy(agent: ConvergeAgent, source: ConvergeSource, target: ConvergeTarget, o: ConvergeOptions): Promise<ConvergeResult> {
+export async function convergeCopy(
+  agent: ConvergeAgent,
+  source: ConvergeSource,
+  target: ConvergeTarget,
+  o: ConvergeOptions,
+): Promise<ConvergeResult> {
   const whole: ByteRange = { offset: 0, length: o.sizeBytes };
   const chunks = chunksOf(whole, o.chunkSize);
   // The target starts as a new, empty image: every chunk reads as zeros.
@@ -102,7 +113,10 @@ export async function convergeCopy(agent: ConvergeAgent, source: ConvergeSource,
           const c = diff.data[next++]!;
           const data = await source.read(c.offset, c.length);
           await target.write(c.offset, data);
-          createHash('sha256').update(data).digest().copy(held, (c.offset / o.chunkSize) * DIGEST_BYTES);
+          createHash('sha256')
+            .update(data)
+            .digest()
+            .copy(held, (c.offset / o.chunkSize) * DIGEST_BYTES);
           sentBytes += c.length;
           done += c.length;
           o.onBytes?.(pass, done, total);
@@ -125,23 +139,37 @@ export async function convergeCopy(agent: ConvergeAgent, source: ConvergeSource,
   const frozen = freeze.frozen.length > 0;
   let clean = false;
   try {
-    for (let check = 0; check < (o.finalChecks ?? 3) && !clean; check++) clean = (await runPass(frozen)).changedBytes === 0;
+    for (let check = 0; check < (o.finalChecks ?? 3) && !clean; check++)
+      clean = (await runPass(frozen)).changedBytes === 0;
   } finally {
     if (frozen) await agent.thaw();
   }
   const bytesSent = passes.reduce((n, p) => n + p.sentBytes, 0);
   if (!clean) {
     return {
-      passes, bytesSent, consistency: 'changing', frozenFilesystems: freeze.frozen,
-      note: `the device was still changing during the last pass${frozen ? ' although its mounted filesystems were frozen (something writes to it directly)' : ''}: ` +
+      passes,
+      bytesSent,
+      consistency: 'changing',
+      frozenFilesystems: freeze.frozen,
+      note:
+        `the device was still changing during the last pass${frozen ? ' although its mounted filesystems were frozen (something writes to it directly)' : ''}: ` +
         `the copy holds chunks from different moments and may not be consistent; stop what writes to ${frozen ? 'the raw device' : 'it'} and convert again`,
     };
   }
   if (frozen) {
-    return { passes, bytesSent, consistency: 'frozen', frozenFilesystems: freeze.frozen, note: `the last pass ran with ${freeze.frozen.join(', ')} frozen: each filesystem is copied clean, as at one moment` };
+    return {
+      passes,
+      bytesSent,
+      consistency: 'frozen',
+      frozenFilesystems: freeze.frozen,
+      note: `the last pass ran with ${freeze.frozen.join(', ')} frozen: each filesystem is copied clean, as at one moment`,
+    };
   }
   return {
-    passes, bytesSent, consistency: 'crash-consistent', frozenFilesystems: [],
+    passes,
+    bytesSent,
+    consistency: 'crash-consistent',
+    frozenFilesystems: [],
     note: `crash-consistent: ${freeze.notFrozenBecause ?? 'nothing could be frozen'}; the copy equals the device as it was during the last check, like a disk after a power cut`,
   };
 }

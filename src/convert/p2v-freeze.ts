@@ -56,7 +56,9 @@ export async function mountedFilesystems(device: string): Promise<MountedFilesys
 }
 
 /** Fields of one mountinfo line (proc(5)): id parent major:minor root mountpoint opts ... - fstype source superopts. */
-export function parseMountInfoLine(line: string): { majorMinor: string; mountPoint: string; fsType: string; source: string } | null {
+export function parseMountInfoLine(
+  line: string,
+): { majorMinor: string; mountPoint: string; fsType: string; source: string } | null {
   const [left, right] = line.split(' - ');
   if (left === undefined || right === undefined) return null;
   const f = left.split(' ');
@@ -75,7 +77,9 @@ function unescapeMountField(s: string): string {
  * frozen. If one refuses, those already frozen are thawed again and the reason returned:
  * a copy half frozen is no better than one not frozen at all.
  */
-export async function freezeAll(filesystems: readonly MountedFilesystem[]): Promise<{ frozen: string[]; failure?: string }> {
+export async function freezeAll(
+  filesystems: readonly MountedFilesystem[],
+): Promise<{ frozen: string[]; failure?: string }> {
   const frozen: string[] = [];
   for (const f of filesystems) {
     try {
@@ -101,5 +105,8 @@ export async function thawAll(mountPoints: readonly string[]): Promise<string[]>
 }
 
 async function exists(p: string): Promise<boolean> {
-  return access(p).then(() => true, () => false);
+  return access(p).then(
+    () => true,
+    () => false,
+  );
 }

@@ -27,9 +27,13 @@ export async function pullFromAgent(agent: P2vAgentClient, disk: DiskRecord, o: 
       source = await agent.openNbd();
       const size = agent.hello.sizeBytes;
       return await convergeCopy(agent, source, target, {
-        sizeBytes: size, chunkSize: P2V_CHUNK, convergeBelowBytes: o.convergeBelowBytes, maxPasses: o.maxPasses ?? 8,
+        sizeBytes: size,
+        chunkSize: P2V_CHUNK,
+        convergeBelowBytes: o.convergeBelowBytes,
+        maxPasses: o.maxPasses ?? 8,
         ...(o.onPass ? { onPass: o.onPass } : {}),
-        onBytes: (pass, done, total) => o.onProgress?.(pass === 1 ? 0.85 * (done / Math.max(total, 1)) : 0.85 + 0.1 * Math.min(1, (pass - 1) / 8)),
+        onBytes: (pass, done, total) =>
+          o.onProgress?.(pass === 1 ? 0.85 * (done / Math.max(total, 1)) : 0.85 + 0.1 * Math.min(1, (pass - 1) / 8)),
       });
     } finally {
       await source?.disconnect().catch(() => undefined);

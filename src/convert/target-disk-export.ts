@@ -11,15 +11,21 @@ import type { DiskRecord } from '../disks/disk-record.js';
  * this returns, so the disk can be registered right after. Every conversion source (an NBD
  * server, a P2V agent) writes its copy through here.
  */
-export async function withTargetDiskExport<T>(disk: DiskRecord, runDir: string, write: (target: NbdClient) => Promise<T>): Promise<T> {
+export async function withTargetDiskExport<T>(
+  disk: DiskRecord,
+  runDir: string,
+  write: (target: NbdClient) => Promise<T>,
+): Promise<T> {
   await mkdir(runDir, { recursive: true });
   const where = { qmpSocket: join(runDir, 'qmp.sock'), pidFile: join(runDir, 'qemu-storage-daemon.pid') };
   const socketPath = join(runDir, 'nbd.sock');
   // A site that died mid-copy left this conversion's daemon running: it goes first.
   await StorageDaemon.killLeftover(where);
   const daemon = await StorageDaemon.start({
-    ...where, chains: [{ id: 'target', layers: [{ file: disk.path, format: disk.format }] }],
-    nbd: { listen: { type: 'unix', path: socketPath } }, exports: [{ id: 'target', node: 'target', writable: true }],
+    ...where,
+    chains: [{ id: 'target', layers: [{ file: disk.path, format: disk.format }] }],
+    nbd: { listen: { type: 'unix', path: socketPath } },
+    exports: [{ id: 'target', node: 'target', writable: true }],
   });
   let target: NbdClient | null = null;
   try {

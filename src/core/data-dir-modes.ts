@@ -19,9 +19,13 @@ export async function assertPrivateDataDir(root: string, secretFiles: readonly s
   if (files.length > 0) fixes.push(`chmod 600 ${files.map(quote).join(' ')}`);
   if (fixes.length === 0) return;
   const command = fixes.join(' && ');
-  throw new MamoriError('DATA_DIR_UNSAFE', `the data folder ${root} ${dir !== null && (dir & 0o077) !== 0 ? `is open to other users (mode ${(dir & 0o777).toString(8)})` : 'holds secret files other users can read'}; it holds this site's database, keys and tokens. Run: ${command}`, {
-    details: { dataDir: root, command, files },
-  });
+  throw new MamoriError(
+    'DATA_DIR_UNSAFE',
+    `the data folder ${root} ${dir !== null && (dir & 0o077) !== 0 ? `is open to other users (mode ${(dir & 0o777).toString(8)})` : 'holds secret files other users can read'}; it holds this site's database, keys and tokens. Run: ${command}`,
+    {
+      details: { dataDir: root, command, files },
+    },
+  );
 }
 
 /** The mode of what the path leads to: a data folder may be a symlink (whose own mode is always 777). */

@@ -11,7 +11,10 @@ const hits = new Map<string, number>();
 
 function parse(spec: string): Map<string, number> {
   const m = new Map<string, number>();
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const [name, count] = part.split(':');
     const n = Number(count ?? '1');
     if (name && Number.isInteger(n) && n > 0) m.set(name, n);

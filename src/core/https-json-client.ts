@@ -32,12 +32,28 @@ export class TransportError extends Error {
 
 /** Verification failures that mean "not signed by the CA we trust" (OpenSSL's names, as Node reports them). */
 const UNTRUSTED = new Set([
-  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED',
-  'CERT_REJECTED', 'INVALID_CA', 'INVALID_PURPOSE', 'PATH_LENGTH_EXCEEDED', 'CERT_CHAIN_TOO_LONG',
-  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE', 'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'CERT_CHAIN_TOO_LONG',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
-const OUT_OF_TIME = new Set(['CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD']);
+const OUT_OF_TIME = new Set([
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+]);
 
 /**
  * Whom to believe about the server's certificate.
@@ -104,7 +120,9 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
     headers: {
       accept: 'application/json',
       ...(r.token === undefined ? {} : { authorization: `Bearer ${r.token}` }),
-      ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }),
+      ...(payload === undefined
+        ? {}
+        : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }),
       ...r.headers,
     },
     ...(https ? trustOptions(r.trust) : {}),
@@ -127,14 +145,22 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
       const peerCertificate = (res.socket as TLSSocket).getPeerCertificate?.()?.raw ?? null;
       const maxBytes = r.maxBytes ?? MAX_RESPONSE_BYTES;
       const declared = Number(res.headers['content-length'] ?? 0);
-      if (declared > maxBytes) return fail(new TransportError('network', `answered ${declared} bytes, more than the ${maxBytes} a peer answer may have`));
+      if (declared > maxBytes)
+        return fail(
+          new TransportError('network', `answered ${declared} bytes, more than the ${maxBytes} a peer answer may have`),
+        );
       const chunks: Buffer[] = [];
       let bytes = 0;
-      res.on('data', (c: Buffer) => {
-        bytes += c.length;
-        if (bytes > maxBytes) return fail(new TransportError('network', `answered more than the ${maxBytes} bytes a peer answer may have`));
-        chunks.push(c);
-      }).on('error', (e) => fail(classify(e)));
+      res
+        .on('data', (c: Buffer) => {
+          bytes += c.length;
+          if (bytes > maxBytes)
+            return fail(
+              new TransportError('network', `answered more than the ${maxBytes} bytes a peer answer may have`),
+            );
+          chunks.push(c);
+        })
+        .on('error', (e) => fail(classify(e)));
       res.on('end', () => {
         if (settled) return;
         settled = true;
@@ -144,16 +170,23 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
         try {
           json = text ? JSON.parse(text) : undefined;
         } catch {
-          reject(new TransportError('network', `answered HTTP ${res.statusCode} with something that is not JSON (is this the mamori API?)`));
+          reject(
+            new TransportError(
+              'network',
+              `answered HTTP ${res.statusCode} with something that is not JSON (is this the mamori API?)`,
+            ),
+          );
           return;
         }
         resolve({ status: res.statusCode ?? 0, json, sentAt, rttMs, peerCertificate });
       });
     });
-    req.on('socket', (s) => s.once('secureConnect', () => {
-      sentAt = Date.now();
-      t0 = performance.now();
-    }));
+    req.on('socket', (s) =>
+      s.once('secureConnect', () => {
+        sentAt = Date.now();
+        t0 = performance.now();
+      }),
+    );
     req.on('error', (e) => fail(classify(e)));
     timer = setTimeout(() => fail(new TransportError('timeout', `no answer within ${r.timeoutMs} ms`)), r.timeoutMs);
     req.end(payload);
@@ -163,13 +196,29 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
 function trustOptions(t: ServerTrust): RequestOptions {
   if ('insecure' in t) return { rejectUnauthorized: false };
   if ('system' in t) return { rejectUnauthorized: true };
-  return { ca: t.ca, rejectUnauthorized: true, ...(t.checkHostName === true ? {} : { checkServerIdentity: () => undefined }) };
+  return {
+    ca: t.ca,
+    rejectUnauthorized: true,
+    ...(t.checkHostName === true ? {} : { checkServerIdentity: () => undefined }),
+  };
 }
 
 function classify(e: Error & { code?: string }): TransportError {
   const code = e.code;
-  if (code && UNTRUSTED.has(code)) return new TransportError('cert-untrusted', `its certificate is not signed by the pinned CA (${code})`, code, e.message);
-  if (code && OUT_OF_TIME.has(code)) return new TransportError('cert-time', `its certificate is outside its validity period (${code}): are the two clocks far apart?`, code, e.message);
+  if (code && UNTRUSTED.has(code))
+    return new TransportError(
+      'cert-untrusted',
+      `its certificate is not signed by the pinned CA (${code})`,
+      code,
+      e.message,
+    );
+  if (code && OUT_OF_TIME.has(code))
+    return new TransportError(
+      'cert-time',
+      `its certificate is outside its validity period (${code}): are the two clocks far apart?`,
+      code,
+      e.message,
+    );
   return new TransportError('network', e.message || code || 'connection failed', code, e.message);
 }
 

@@ -18,7 +18,10 @@ export function maskUrl(text: string): string {
 }
 
 function maskQuery(query: string): string {
-  return query.split('&').map((p) => (p === '' ? p : p.includes('=') ? `${p.slice(0, p.indexOf('='))}=***` : '***')).join('&');
+  return query
+    .split('&')
+    .map((p) => (p === '' ? p : p.includes('=') ? `${p.slice(0, p.indexOf('='))}=***` : '***'))
+    .join('&');
 }
 
 function maskText(text: string): string {

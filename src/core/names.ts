@@ -30,5 +30,8 @@ export function parseSize(text: string | number): number {
       if (Number.isSafeInteger(v) && v > 0) return v;
     }
   }
-  throw new MamoriError('INVALID_INPUT', `invalid size ${JSON.stringify(text)}: give bytes or a number with K, M, G or T (e.g. 64M)`);
+  throw new MamoriError(
+    'INVALID_INPUT',
+    `invalid size ${JSON.stringify(text)}: give bytes or a number with K, M, G or T (e.g. 64M)`,
+  );
 }

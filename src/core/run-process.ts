@@ -28,7 +28,11 @@ export function runProcess(file: string, args: readonly string[], options: RunOp
   const timeoutMs = options.timeoutMs ?? 120_000;
   const okCodes = options.okCodes ?? [0];
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.cwd ? { cwd: options.cwd } : {}) });
+    const child = spawn(file, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: options.env ?? process.env,
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+    });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -46,18 +50,28 @@ export function runProcess(file: string, args: readonly string[], options: RunOp
     });
     child.on('error', (err) => {
       clearTimeout(timer);
-      reject(new MamoriError('PROCESS_FAILED', `could not run ${file}: ${err.message}`, { cause: err, details: { file } }));
+      reject(
+        new MamoriError('PROCESS_FAILED', `could not run ${file}: ${err.message}`, { cause: err, details: { file } }),
+      );
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (timedOut) {
-        reject(new MamoriError('PROCESS_TIMEOUT', `${file} did not finish within ${timeoutMs} ms and was killed`, { details: { file, args } }));
+        reject(
+          new MamoriError('PROCESS_TIMEOUT', `${file} did not finish within ${timeoutMs} ms and was killed`, {
+            details: { file, args },
+          }),
+        );
         return;
       }
       const exit = code ?? (signal ? 128 : 1);
       if (!okCodes.includes(exit)) {
         const why = stderr.trim().split('\n').slice(-3).join(' ') || `exit ${exit}${signal ? ` (${signal})` : ''}`;
-        reject(new MamoriError('PROCESS_FAILED', `${file} failed: ${why}`, { details: { file, args, exitCode: exit, stderr } }));
+        reject(
+          new MamoriError('PROCESS_FAILED', `${file} failed: ${why}`, {
+            details: { file, args, exitCode: exit, stderr },
+          }),
+        );
         return;
       }
       resolve({ code: exit, stdout, stderr });

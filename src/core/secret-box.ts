@@ -22,7 +22,8 @@ export class SecretBox {
   #key: Buffer;
 
   constructor(key: Buffer) {
-    if (key.length !== KEY_BYTES) throw new MamoriError('SECRET_UNREADABLE', `the at-rest key must be ${KEY_BYTES} bytes, not ${key.length}`);
+    if (key.length !== KEY_BYTES)
+      throw new MamoriError('SECRET_UNREADABLE', `the at-rest key must be ${KEY_BYTES} bytes, not ${key.length}`);
     this.#key = Buffer.from(key);
   }
 
@@ -31,14 +32,21 @@ export class SecretBox {
     const nonce = randomBytes(NONCE_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.#key, nonce);
     cipher.setAAD(Buffer.from(purpose, 'utf8'));
-    const body = Buffer.concat([cipher.update(typeof plain === 'string' ? Buffer.from(plain, 'utf8') : plain), cipher.final()]);
+    const body = Buffer.concat([
+      cipher.update(typeof plain === 'string' ? Buffer.from(plain, 'utf8') : plain),
+      cipher.final(),
+    ]);
     return SEALED_PREFIX + Buffer.concat([nonce, body, cipher.getAuthTag()]).toString('base64');
   }
 
   /** The bytes sealed for this purpose; SECRET_UNREADABLE if the value was altered, moved, or sealed with another key. */
   open(purpose: string, sealed: string): Buffer {
     const unreadable = (why: string): MamoriError =>
-      new MamoriError('SECRET_UNREADABLE', `a sealed value for ${purpose} cannot be opened: ${why}. Was DATA/secret.key replaced, or the database edited? Restore both from the same backup`, { details: { purpose } });
+      new MamoriError(
+        'SECRET_UNREADABLE',
+        `a sealed value for ${purpose} cannot be opened: ${why}. Was DATA/secret.key replaced, or the database edited? Restore both from the same backup`,
+        { details: { purpose } },
+      );
     if (!isSealed(sealed)) throw unreadable('it is not a sealed value');
     const raw = Buffer.from(sealed.slice(SEALED_PREFIX.length), 'base64');
     if (raw.length < NONCE_BYTES + TAG_BYTES) throw unreadable('it is too short');
@@ -72,13 +80,24 @@ export function isSealed(value: string | null | undefined): value is string {
  * values, because a new key would open none of them.
  */
 export async function loadSecretKey(file: string, mayCreate: boolean): Promise<{ box: SecretBox; created: boolean }> {
-  const existing = await readFile(file).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : Promise.reject(e)));
+  const existing = await readFile(file).catch((e: NodeJS.ErrnoException) =>
+    e.code === 'ENOENT' ? null : Promise.reject(e),
+  );
   if (existing) {
-    if (existing.length !== KEY_BYTES) throw new MamoriError('SECRET_UNREADABLE', `${file} holds ${existing.length} bytes, not the ${KEY_BYTES} of an at-rest key; restore it from your backup`, { details: { file } });
+    if (existing.length !== KEY_BYTES)
+      throw new MamoriError(
+        'SECRET_UNREADABLE',
+        `${file} holds ${existing.length} bytes, not the ${KEY_BYTES} of an at-rest key; restore it from your backup`,
+        { details: { file } },
+      );
     return { box: new SecretBox(existing), created: false };
   }
   if (!mayCreate) {
-    throw new MamoriError('SECRET_KEY_MISSING', `${file} is missing, and the database holds values sealed with it (peer tokens, the pairing key, array connections, the webhook URL): restore ${file} from your backup (the one taken with this database)`, { details: { file } });
+    throw new MamoriError(
+      'SECRET_KEY_MISSING',
+      `${file} is missing, and the database holds values sealed with it (peer tokens, the pairing key, array connections, the webhook URL): restore ${file} from your backup (the one taken with this database)`,
+      { details: { file } },
+    );
   }
   const key = randomBytes(KEY_BYTES);
   const fh = await open(file, 'wx', 0o600);

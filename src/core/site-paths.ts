@@ -19,7 +19,14 @@ export class SitePaths {
   /** Files only this site's user may read: `serve` refuses to start if others can (data-dir-modes.ts). */
   get secretFiles(): string[] {
     const db = this.database;
-    return [db, `${db}-wal`, `${db}-shm`, this.secretKey, this.adminToken, ...['ca-key.pem', 'server-key.pem', 'client-key.pem'].map((f) => join(this.tlsDir, f))];
+    return [
+      db,
+      `${db}-wal`,
+      `${db}-shm`,
+      this.secretKey,
+      this.adminToken,
+      ...['ca-key.pem', 'server-key.pem', 'client-key.pem'].map((f) => join(this.tlsDir, f)),
+    ];
   }
   /** The URL the server listens on, for `mamori --data DIR`. */
   get urlFile(): string {
@@ -46,7 +53,13 @@ export class SitePaths {
   vmDir(vmId: string): string {
     return join(this.root, 'vms', vmId);
   }
-  vmRuntime(vmId: string): { qmpSocket: string; pidFile: string; serialLog: string; uefiVars: string; guestAgentSocket: string } {
+  vmRuntime(vmId: string): {
+    qmpSocket: string;
+    pidFile: string;
+    serialLog: string;
+    uefiVars: string;
+    guestAgentSocket: string;
+  } {
     const dir = this.vmDir(vmId);
     return {
       qmpSocket: join(dir, 'qmp.sock'),

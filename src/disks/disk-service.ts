@@ -13,7 +13,14 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { HostPathPolicy } from '../host/host-path-policy.js';
 import { hostPathIdentity } from '../host/host-path-policy.js';
 import { discardStaged, placeStaged, stagedFilesIn, stagingPath } from './staged-file.js';
-import { checkUntrustedImage, convertImage, createImage, createQcow2, untrustedImageInfo, untrustedImageName } from '../qemu/qemu-img.js';
+import {
+  checkUntrustedImage,
+  convertImage,
+  createImage,
+  createQcow2,
+  untrustedImageInfo,
+  untrustedImageName,
+} from '../qemu/qemu-img.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';
@@ -26,7 +33,12 @@ export const DEFAULT_POOL = 'default';
 /** Formats QEMU imports from other hypervisors; the name is qemu-img's. */
 const IMPORT_FORMATS = ['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx'] as const;
 const FORMAT_ALIASES: Record<string, string> = { vhd: 'vpc' };
-const EXTENSION_FORMATS: Record<string, string> = { '.vmdk': 'vmdk', '.vhd': 'vpc', '.vhdx': 'vhdx', '.qcow2': 'qcow2' };
+const EXTENSION_FORMATS: Record<string, string> = {
+  '.vmdk': 'vmdk',
+  '.vhd': 'vpc',
+  '.vhdx': 'vhdx',
+  '.qcow2': 'qcow2',
+};
 
 export interface CreateDiskInput {
   name: string;
@@ -68,7 +80,14 @@ export class DiskService {
   /** Absent: this site makes no disks on array devices. */
   #arrays: ArrayDeviceDirs | null;
 
-  constructor(deps: { db: Kysely<Database>; paths: SitePaths; jobs: JobJournal; log: Logger; hostPaths: HostPathPolicy; arrays?: ArrayDeviceDirs }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    paths: SitePaths;
+    jobs: JobJournal;
+    log: Logger;
+    hostPaths: HostPathPolicy;
+    arrays?: ArrayDeviceDirs;
+  }) {
     this.#arrays = deps.arrays ?? null;
     this.#vms = new VmRepo(deps.db);
     this.repo = new DiskRepo(deps.db);
@@ -85,7 +104,10 @@ export class DiskService {
 
   async get(name: string): Promise<DiskRecord> {
     const d = await this.repo.findByName(name);
-    if (!d) throw new MamoriError('DISK_NOT_FOUND', `no disk named ${JSON.stringify(name)}; see 'mamori disk list'`, { details: { name } });
+    if (!d)
+      throw new MamoriError('DISK_NOT_FOUND', `no disk named ${JSON.stringify(name)}; see 'mamori disk list'`, {
+        details: { name },
+      });
     return d;
   }
 
@@ -104,12 +126,26 @@ export class DiskService {
     const pool = this.poolDir();
     await mkdir(pool, { recursive: true });
     const path = resolveInPool(pool, `${input.name}.qcow2`);
-    if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name`, { details: { path } });
+    if (await exists(path))
+      throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name`, {
+        details: { path },
+      });
     const id = newShortId('disk');
     await createQcow2(stagingPath(path, id), { backing: { file: input.backing, format: 'qcow2' } });
     return {
-      id, name: input.name, pool: DEFAULT_POOL, kind: 'image', format: 'qcow2', path, sizeBytes: input.sizeBytes,
-      rdmMode: null, shared: false, vmId: input.vmId, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],
+      id,
+      name: input.name,
+      pool: DEFAULT_POOL,
+      kind: 'image',
+      format: 'qcow2',
+      path,
+      sizeBytes: input.sizeBytes,
+      rdmMode: null,
+      shared: false,
+      vmId: input.vmId,
+      ownedByVm: true,
+      createdAt: new Date().toISOString(),
+      overlays: [],
     };
   }
 
@@ -122,8 +158,13 @@ export class DiskService {
   async prepareImage(input: CreateDiskInput & { vmId?: string | null; ownedByVm?: boolean }): Promise<DiskRecord> {
     assertValidName('disk', input.name);
     const format = input.format ?? 'qcow2';
-    if (!IMAGE_FORMATS.includes(format)) throw new MamoriError('INVALID_INPUT', `disk format must be one of ${IMAGE_FORMATS.join(', ')}`);
-    if (input.shared) throw new MamoriError('SHARED_DISK_NOT_RDM', 'only raw device mappings can be shared between VMs: an image file shared read-write would be corrupted by two writers; use --rdm DEVICE --shared');
+    if (!IMAGE_FORMATS.includes(format))
+      throw new MamoriError('INVALID_INPUT', `disk format must be one of ${IMAGE_FORMATS.join(', ')}`);
+    if (input.shared)
+      throw new MamoriError(
+        'SHARED_DISK_NOT_RDM',
+        'only raw device mappings can be shared between VMs: an image file shared read-write would be corrupted by two writers; use --rdm DEVICE --shared',
+      );
     if (!Number.isSafeInteger(input.sizeBytes) || input.sizeBytes < 1024 * 1024 || input.sizeBytes > 64 * 1024 ** 4) {
       throw new MamoriError('OUT_OF_RANGE', `disk size ${input.sizeBytes} bytes is out of range: 1 MiB to 64 TiB`);
     }
@@ -138,13 +179,27 @@ export class DiskService {
     const path = resolveInPool(pool, input.path ?? `${input.name}.${format}`);
     if (input.path !== undefined) assertUserPoolPath(pool, path);
     await this.#assertParentInsidePool(pool, path);
-    if (await exists(path)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name or path`, { details: { path } });
+    if (await exists(path))
+      throw new MamoriError('DISK_EXISTS', `a file already exists at ${path}; choose another name or path`, {
+        details: { path },
+      });
     if (await this.repo.findByPath(path)) throw new MamoriError('DISK_EXISTS', `another disk already uses ${path}`);
     const id = newShortId('disk');
     await createImage(stagingPath(path, id), format, input.sizeBytes);
     return {
-      id, name: input.name, pool: DEFAULT_POOL, kind: 'image', format, path, sizeBytes: input.sizeBytes,
-      rdmMode: null, shared: false, vmId: input.vmId ?? null, ownedByVm: input.ownedByVm ?? false, createdAt: new Date().toISOString(), overlays: [],
+      id,
+      name: input.name,
+      pool: DEFAULT_POOL,
+      kind: 'image',
+      format,
+      path,
+      sizeBytes: input.sizeBytes,
+      rdmMode: null,
+      shared: false,
+      vmId: input.vmId ?? null,
+      ownedByVm: input.ownedByVm ?? false,
+      createdAt: new Date().toISOString(),
+      overlays: [],
     };
   }
 
@@ -197,7 +252,11 @@ export class DiskService {
 
   async createRdm(input: CreateRdmInput): Promise<DiskRecord> {
     assertValidName('disk', input.name);
-    if (!RDM_MODES.includes(input.mode)) throw new MamoriError('INVALID_INPUT', `RDM mode must be 'virtual' or 'physical', not ${JSON.stringify(input.mode)}`);
+    if (!RDM_MODES.includes(input.mode))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `RDM mode must be 'virtual' or 'physical', not ${JSON.stringify(input.mode)}`,
+      );
     await this.#assertNameFree(input.name);
     // The canonical path: /etc/./shadow, //etc/shadow and a symlink to it are one file, and
     // the policy (allow-list, never the data folder) judges that file.
@@ -207,17 +266,35 @@ export class DiskService {
       st = await stat(device.path);
       await access(device.path, constants.R_OK | constants.W_OK);
     } catch {
-      throw new MamoriError('HOST_PATH_REFUSED', `${JSON.stringify(input.device)} cannot be opened for reading and writing by the site server`);
+      throw new MamoriError(
+        'HOST_PATH_REFUSED',
+        `${JSON.stringify(input.device)} cannot be opened for reading and writing by the site server`,
+      );
     }
     // "Already mapped" is the same object (device number or inode), whatever path names it.
     for (const other of (await this.repo.list()).filter((d) => d.kind === 'rdm')) {
       if ((await hostPathIdentity(other.path)) !== device.identity) continue;
-      if (!input.shared || !other.shared) throw new MamoriError('DISK_EXISTS', `${input.device} is already mapped as disk ${other.name}; map it twice only with --shared on both`);
+      if (!input.shared || !other.shared)
+        throw new MamoriError(
+          'DISK_EXISTS',
+          `${input.device} is already mapped as disk ${other.name}; map it twice only with --shared on both`,
+        );
     }
     const sizeBytes = st.isBlockDevice() ? await blockDeviceSize(device.path) : st.size;
     const disk: DiskRecord = {
-      id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'rdm', format: 'raw', path: device.path, sizeBytes,
-      rdmMode: input.mode, shared: input.shared ?? false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
+      id: newShortId('disk'),
+      name: input.name,
+      pool: DEFAULT_POOL,
+      kind: 'rdm',
+      format: 'raw',
+      path: device.path,
+      sizeBytes,
+      rdmMode: input.mode,
+      shared: input.shared ?? false,
+      vmId: null,
+      ownedByVm: false,
+      createdAt: new Date().toISOString(),
+      overlays: [],
     };
     await this.repo.insert(disk);
     return disk;
@@ -232,8 +309,10 @@ export class DiskService {
     assertValidName('disk', input.name);
     await this.#assertNameFree(input.name);
     const targetFormat = input.targetFormat ?? 'qcow2';
-    if (!IMAGE_FORMATS.includes(targetFormat)) throw new MamoriError('INVALID_INPUT', `target format must be one of ${IMAGE_FORMATS.join(', ')}`);
-    if (typeof input.source !== 'string' || !input.source.startsWith('/')) throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host');
+    if (!IMAGE_FORMATS.includes(targetFormat))
+      throw new MamoriError('INVALID_INPUT', `target format must be one of ${IMAGE_FORMATS.join(', ')}`);
+    if (typeof input.source !== 'string' || !input.source.startsWith('/'))
+      throw new MamoriError('INVALID_INPUT', 'source must be an absolute path on the site server host');
     // Judged and used by its canonical path (allow-list, never the data folder).
     input = { ...input, source: (await this.hostPaths.image(input.source)).path };
     try {
@@ -243,19 +322,30 @@ export class DiskService {
     }
     const requested = input.format ? (FORMAT_ALIASES[input.format] ?? input.format) : undefined;
     if (requested && !(IMPORT_FORMATS as readonly string[]).includes(requested)) {
-      throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${input.format}; supported: qcow2, raw, vmdk, vhd, vhdx`);
+      throw new MamoriError(
+        'IMAGE_FORMAT_UNSUPPORTED',
+        `cannot import format ${input.format}; supported: qcow2, raw, vmdk, vhd, vhdx`,
+      );
     }
     // From outside the site: mamori reads the headers and refuses references first; QEMU gets the format pinned and no backing.
-    const image = await vetUntrustedImage({ file: input.source, ...(input.member ? { member: input.member } : {}), ...(requested ? { format: requested } : {}) });
+    const image = await vetUntrustedImage({
+      file: input.source,
+      ...(input.member ? { member: input.member } : {}),
+      ...(requested ? { format: requested } : {}),
+    });
     const src = untrustedImageName(image);
     const info = await untrustedImageInfo(image);
     const expected = input.member ? undefined : EXTENSION_FORMATS[extname(input.source).toLowerCase()];
     if (!requested && expected && info.format !== expected) {
       // A .vmdk that QEMU probes as raw is usually a damaged or descriptor-less file: importing
       // it as raw would silently produce a wrong disk.
-      throw new MamoriError('IMAGE_CORRUPT', `${input.source} is named like ${expected} but QEMU reads it as ${info.format}; it may be damaged. Pass --format ${info.format} if that is intended`);
+      throw new MamoriError(
+        'IMAGE_CORRUPT',
+        `${input.source} is named like ${expected} but QEMU reads it as ${info.format}; it may be damaged. Pass --format ${info.format} if that is intended`,
+      );
     }
-    if (!(IMPORT_FORMATS as readonly string[]).includes(info.format)) throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${info.format}`);
+    if (!(IMPORT_FORMATS as readonly string[]).includes(info.format))
+      throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `cannot import format ${info.format}`);
     // A caller that just inspected the source through QEMU has had it checked already.
     if (!opts.checked) await checkUntrustedImage(image);
     const pool = this.poolDir();
@@ -263,7 +353,14 @@ export class DiskService {
     const finalPath = resolveInPool(pool, `${input.name}.${targetFormat}`);
     if (await exists(finalPath)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}`);
     const job = await this.#jobs.create('disk-import', input.name, ['convert', 'register']);
-    const done = this.#runImport(job.id, { ...input, source: src }, info.format, info.virtualSize, targetFormat, finalPath);
+    const done = this.#runImport(
+      job.id,
+      { ...input, source: src },
+      info.format,
+      info.virtualSize,
+      targetFormat,
+      finalPath,
+    );
     this.#importsRunning.set(job.id, done);
     void done.finally(() => this.#importsRunning.delete(job.id));
     return job;
@@ -278,15 +375,24 @@ export class DiskService {
     const disk = await this.get(name);
     // Shared disks are attached without an owner column, so look in the VM definitions too.
     const vm = await this.#vms.nameOfVmUsingDisk(disk.id, disk.vmId);
-    if (vm !== undefined) throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm}; delete or change that VM first`);
+    if (vm !== undefined)
+      throw new MamoriError('DISK_IN_USE', `disk ${name} is attached to VM ${vm}; delete or change that VM first`);
     // Only the request that deleted the row removes the files: a second delete racing it
     // must not remove a file a new disk of the same name has made meanwhile.
-    if (!(await this.repo.delete(disk.id))) throw new MamoriError('DISK_NOT_FOUND', `disk ${name} was deleted by another request`, { details: { name } });
+    if (!(await this.repo.delete(disk.id)))
+      throw new MamoriError('DISK_NOT_FOUND', `disk ${name} was deleted by another request`, { details: { name } });
     for (const o of disk.overlays) await rm(o, { force: true });
     if (disk.kind === 'image') await rm(disk.path, { force: true });
   }
 
-  async #runImport(jobId: string, input: ImportInput, srcFormat: string, size: number, targetFormat: ImageFormat, finalPath: string): Promise<void> {
+  async #runImport(
+    jobId: string,
+    input: ImportInput,
+    srcFormat: string,
+    size: number,
+    targetFormat: ImageFormat,
+    finalPath: string,
+  ): Promise<void> {
     const temp = importTempPath(finalPath, jobId);
     try {
       await this.#jobs.step(jobId, 'convert', () =>
@@ -296,8 +402,19 @@ export class DiskService {
       // into place without replacing anything; a loser removes only its own temporary file.
       const disk = await this.#jobs.step(jobId, 'register', async () => {
         const d: DiskRecord = {
-          id: newShortId('disk'), name: input.name, pool: DEFAULT_POOL, kind: 'image', format: targetFormat, path: finalPath,
-          sizeBytes: size, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [],
+          id: newShortId('disk'),
+          name: input.name,
+          pool: DEFAULT_POOL,
+          kind: 'image',
+          format: targetFormat,
+          path: finalPath,
+          sizeBytes: size,
+          rdmMode: null,
+          shared: false,
+          vmId: null,
+          ownedByVm: false,
+          createdAt: new Date().toISOString(),
+          overlays: [],
         };
         await this.repo.insert(d);
         try {
@@ -308,7 +425,12 @@ export class DiskService {
         }
         return d;
       });
-      await this.#jobs.succeed(jobId, { disk: disk.name, path: disk.path, format: disk.format, sizeBytes: disk.sizeBytes });
+      await this.#jobs.succeed(jobId, {
+        disk: disk.name,
+        path: disk.path,
+        format: disk.format,
+        sizeBytes: disk.sizeBytes,
+      });
     } catch (e) {
       await rm(temp, { force: true });
       const err = isMamoriError(e) ? { code: e.code, message: e.message } : { code: 'INTERNAL', message: String(e) };
@@ -332,7 +454,10 @@ export class DiskService {
   }
 
   async #assertNameFree(name: string): Promise<void> {
-    if (await this.repo.findByName(name)) throw new MamoriError('DISK_EXISTS', `a disk named ${name} already exists; choose another name`, { details: { name } });
+    if (await this.repo.findByName(name))
+      throw new MamoriError('DISK_EXISTS', `a disk named ${name} already exists; choose another name`, {
+        details: { name },
+      });
   }
 
   async #assertParentInsidePool(pool: string, path: string): Promise<void> {

@@ -12,12 +12,20 @@ export function resolveInPool(poolDir: string, given: string): string {
   }
   const root = resolve(poolDir);
   if (given.split(/[\\/]/).includes('..')) {
-    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(given)} uses "..": give a path inside the storage pool ${root}`, { details: { path: given, pool: root } });
+    throw new MamoriError(
+      'PATH_OUTSIDE_POOL',
+      `disk path ${JSON.stringify(given)} uses "..": give a path inside the storage pool ${root}`,
+      { details: { path: given, pool: root } },
+    );
   }
   const full = isAbsolute(given) ? resolve(given) : resolve(root, given);
   const rel = relative(root, full);
   if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || !full.startsWith(root + sep)) {
-    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(given)} is outside the storage pool ${root}: image disks live in a pool; attach host devices with 'mamori disk create NAME --rdm DEVICE'`, { details: { path: given, pool: root } });
+    throw new MamoriError(
+      'PATH_OUTSIDE_POOL',
+      `disk path ${JSON.stringify(given)} is outside the storage pool ${root}: image disks live in a pool; attach host devices with 'mamori disk create NAME --rdm DEVICE'`,
+      { details: { path: given, pool: root } },
+    );
   }
   return full;
 }
@@ -29,6 +37,9 @@ export const RESERVED_POOL_FOLDERS = ['.layers', 'recovered', 'desktops', 'repli
 export function assertUserPoolPath(poolDir: string, full: string): void {
   const parts = relative(resolve(poolDir), full).split(sep);
   if (parts.some((p) => p.startsWith('.')) || (RESERVED_POOL_FOLDERS as readonly string[]).includes(parts[0] ?? '')) {
-    throw new MamoriError('PATH_OUTSIDE_POOL', `disk path ${JSON.stringify(relative(resolve(poolDir), full))} is in a hidden folder or one mamori names by ids (${RESERVED_POOL_FOLDERS.join(', ')}); choose another path in the pool`);
+    throw new MamoriError(
+      'PATH_OUTSIDE_POOL',
+      `disk path ${JSON.stringify(relative(resolve(poolDir), full))} is in a hidden folder or one mamori names by ids (${RESERVED_POOL_FOLDERS.join(', ')}); choose another path in the pool`,
+    );
   }
 }

@@ -30,7 +30,9 @@ export async function unshareFile(path: string): Promise<boolean> {
   const tmp = `${path}.unshare`;
   await rm(tmp, { force: true });
   try {
-    await runProcess('cp', ['--sparse=always', '--reflink=auto', '--preserve=mode', '--', path, tmp], { timeoutMs: 6 * 3600_000 });
+    await runProcess('cp', ['--sparse=always', '--reflink=auto', '--preserve=mode', '--', path, tmp], {
+      timeoutMs: 6 * 3600_000,
+    });
     await syncFile(tmp);
     await rename(tmp, path);
   } catch (e) {

@@ -27,7 +27,9 @@ export async function placeStaged(staging: string, finalPath: string): Promise<v
     await link(staging, finalPath);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}; choose another name or path`, { details: { path: finalPath } });
+      throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}; choose another name or path`, {
+        details: { path: finalPath },
+      });
     }
     throw e;
   }

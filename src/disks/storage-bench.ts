@@ -13,7 +13,12 @@ export const STORAGE_BENCH_JOB = 'storage-bench';
 export const BENCH_KINDS = ['qcow2', 'raw', 'rdm-virtual', 'rdm-physical'] as const;
 export type BenchKind = (typeof BENCH_KINDS)[number];
 
-export interface DiskBenchFigures { seq_read_mbps: number; seq_write_mbps: number; rand_read_iops: number; rand_write_iops: number }
+export interface DiskBenchFigures {
+  seq_read_mbps: number;
+  seq_write_mbps: number;
+  rand_read_iops: number;
+  rand_write_iops: number;
+}
 export interface StorageBenchResult {
   mib: number;
   seconds: number;
@@ -44,19 +49,29 @@ export class StorageBench {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#jobs.registerRecovery(STORAGE_BENCH_JOB, async () => 'the site server stopped during a storage benchmark; its scratch VM and disks (named bench-*) may be left: delete them, then run it again');
+    this.#jobs.registerRecovery(
+      STORAGE_BENCH_JOB,
+      async () =>
+        'the site server stopped during a storage benchmark; its scratch VM and disks (named bench-*) may be left: delete them, then run it again',
+    );
   }
 
   async start(opts: { mib?: number; seconds?: number } = {}): Promise<Job> {
     const mib = opts.mib ?? 256;
     const seconds = opts.seconds ?? 5;
-    if (!Number.isInteger(mib) || mib < 16 || mib > 16384) throw new MamoriError('OUT_OF_RANGE', `mib must be a whole number from 16 to 16384, not ${mib}`);
-    if (!Number.isInteger(seconds) || seconds < 1 || seconds > 600) throw new MamoriError('OUT_OF_RANGE', `seconds must be a whole number from 1 to 600, not ${seconds}`);
+    if (!Number.isInteger(mib) || mib < 16 || mib > 16384)
+      throw new MamoriError('OUT_OF_RANGE', `mib must be a whole number from 16 to 16384, not ${mib}`);
+    if (!Number.isInteger(seconds) || seconds < 1 || seconds > 600)
+      throw new MamoriError('OUT_OF_RANGE', `seconds must be a whole number from 1 to 600, not ${seconds}`);
     const pool = 'default';
     const job = await this.#jobs.create(STORAGE_BENCH_JOB, pool, ['disks', 'guest', 'cleanup']);
     void this.#run(job.id, mib, seconds, pool).then(
       (r) => this.#jobs.succeed(job.id, r),
-      (e: unknown) => this.#jobs.fail(job.id, { code: e instanceof MamoriError ? e.code : 'INTERNAL', message: (e as Error).message }),
+      (e: unknown) =>
+        this.#jobs.fail(job.id, {
+          code: e instanceof MamoriError ? e.code : 'INTERNAL',
+          message: (e as Error).message,
+        }),
     );
     return job;
   }
@@ -64,7 +79,12 @@ export class StorageBench {
   async #run(jobId: string, mib: number, seconds: number, pool: string): Promise<StorageBenchResult> {
     const tag = `bench-${newShortId('b').slice(-6)}`;
     const sizeBytes = (mib + 16) * 1024 * 1024;
-    const made: { disks: string[]; loops: string[]; files: string[]; vm: string | null } = { disks: [], loops: [], files: [], vm: null };
+    const made: { disks: string[]; loops: string[]; files: string[]; vm: string | null } = {
+      disks: [],
+      loops: [],
+      files: [],
+      vm: null,
+    };
     try {
       await this.#jobs.step(jobId, 'disks', async () => {
         for (const format of ['qcow2', 'raw'] as const) {
@@ -84,7 +104,15 @@ export class StorageBench {
         }
       });
       const serial = await this.#jobs.step(jobId, 'guest', async () => {
-        const vm = await this.#vms.create({ name: tag, testGuest: true, memoryMiB: 256, disks: made.disks, writelog: false, nics: [{ network: 'none' }], diskbench: { mib, seconds } });
+        const vm = await this.#vms.create({
+          name: tag,
+          testGuest: true,
+          memoryMiB: 256,
+          disks: made.disks,
+          writelog: false,
+          nics: [{ network: 'none' }],
+          diskbench: { mib, seconds },
+        });
         made.vm = tag;
         await this.#vms.start(tag);
         const log = this.#paths.vmRuntime(vm.id).serialLog;
@@ -94,9 +122,21 @@ export class StorageBench {
           const text = await readFile(log, 'utf8').catch(() => '');
           if (/mamori-guest diskbench done/.test(text)) return text;
           const state = (await this.#vms.repo.findByName(tag))?.state;
-          if (state === 'crashed' || (state === 'stopped' && !/diskbench done/.test(text))) throw new MamoriError('PROCESS_FAILED', `the benchmark guest stopped before it finished: ${text.split('\n').filter((l) => l.includes('mamori-guest')).slice(-3).join(' / ')}`);
-          if (Date.now() > deadline) throw new MamoriError('PROCESS_TIMEOUT', 'the benchmark guest did not finish in time');
-          await this.#jobs.progress(jobId, Math.min(0.95, (text.match(/mamori-guest diskbench dev=/g)?.length ?? 0) / BENCH_KINDS.length));
+          if (state === 'crashed' || (state === 'stopped' && !/diskbench done/.test(text)))
+            throw new MamoriError(
+              'PROCESS_FAILED',
+              `the benchmark guest stopped before it finished: ${text
+                .split('\n')
+                .filter((l) => l.includes('mamori-guest'))
+                .slice(-3)
+                .join(' / ')}`,
+            );
+          if (Date.now() > deadline)
+            throw new MamoriError('PROCESS_TIMEOUT', 'the benchmark guest did not finish in time');
+          await this.#jobs.progress(
+            jobId,
+            Math.min(0.95, (text.match(/mamori-guest diskbench dev=/g)?.length ?? 0) / BENCH_KINDS.length),
+          );
           await new Promise((r) => setTimeout(r, 1000));
         }
       });
@@ -109,14 +149,23 @@ export class StorageBench {
       }
       return { mib, seconds, pool, kinds, ratios };
     } finally {
-      await this.#jobs.step(jobId, 'cleanup', () => this.#cleanup(made)).catch((e: unknown) => this.#log.warn({ err: e }, 'storage bench cleanup failed'));
+      await this.#jobs
+        .step(jobId, 'cleanup', () => this.#cleanup(made))
+        .catch((e: unknown) => this.#log.warn({ err: e }, 'storage bench cleanup failed'));
     }
   }
 
   async #cleanup(made: { disks: string[]; loops: string[]; files: string[]; vm: string | null }): Promise<void> {
-    if (made.vm) await this.#vms.delete(made.vm, { force: true }).catch((e: unknown) => this.#log.warn({ err: e }, 'bench VM not deleted'));
-    for (const d of made.disks) await this.#disks.delete(d).catch((e: unknown) => this.#log.warn({ err: e, disk: d }, 'bench disk not deleted'));
-    for (const l of made.loops) await runProcess('losetup', ['-d', l], { timeoutMs: 30_000 }).catch((e: unknown) => this.#log.warn({ err: e, loop: l }, 'loop device not detached'));
+    if (made.vm)
+      await this.#vms
+        .delete(made.vm, { force: true })
+        .catch((e: unknown) => this.#log.warn({ err: e }, 'bench VM not deleted'));
+    for (const d of made.disks)
+      await this.#disks.delete(d).catch((e: unknown) => this.#log.warn({ err: e, disk: d }, 'bench disk not deleted'));
+    for (const l of made.loops)
+      await runProcess('losetup', ['-d', l], { timeoutMs: 30_000 }).catch((e: unknown) =>
+        this.#log.warn({ err: e, loop: l }, 'loop device not detached'),
+      );
     for (const f of made.files) await rm(f, { force: true });
   }
 }
@@ -125,13 +174,20 @@ export class StorageBench {
 export function parseDiskbench(serial: string, diskNames: string[], tag: string): Record<BenchKind, DiskBenchFigures> {
   const lines = [...serial.matchAll(/^mamori-guest diskbench dev=(\S+)(.*)$/gm)].filter((m) => !m[0].includes(' done'));
   const errors = lines.filter((m) => / error=/.test(m[2]!));
-  if (errors.length > 0) throw new MamoriError('PROCESS_FAILED', `the guest benchmark failed: ${errors.map((m) => m[0]).join(' / ')}`);
-  if (lines.length !== diskNames.length) throw new MamoriError('PROCESS_FAILED', `the guest reported ${lines.length} disks of ${diskNames.length}`);
+  if (errors.length > 0)
+    throw new MamoriError('PROCESS_FAILED', `the guest benchmark failed: ${errors.map((m) => m[0]).join(' / ')}`);
+  if (lines.length !== diskNames.length)
+    throw new MamoriError('PROCESS_FAILED', `the guest reported ${lines.length} disks of ${diskNames.length}`);
   const out: Partial<Record<BenchKind, DiskBenchFigures>> = {};
   lines.forEach((m, i) => {
     const f = Object.fromEntries([...m[2]!.matchAll(/(\w+)=([\d.]+)/g)].map((x) => [x[1]!, Number(x[2])]));
     const kind = diskNames[i]!.slice(tag.length + 1) as BenchKind;
-    out[kind] = { seq_read_mbps: f['seq_read_mbps']!, seq_write_mbps: f['seq_write_mbps']!, rand_read_iops: f['rand_read_iops']!, rand_write_iops: f['rand_write_iops']! };
+    out[kind] = {
+      seq_read_mbps: f['seq_read_mbps']!,
+      seq_write_mbps: f['seq_write_mbps']!,
+      rand_read_iops: f['rand_read_iops']!,
+      rand_write_iops: f['rand_write_iops']!,
+    };
   });
   return out as Record<BenchKind, DiskBenchFigures>;
 }

@@ -47,7 +47,15 @@ export class AlertNotifier {
   #again = false;
   #stopped = true;
 
-  constructor(deps: { db: Kysely<Database>; box: SecretBox; incidents: IncidentLog; siteName: string; log: Logger } & AlertNotifierOptions) {
+  constructor(
+    deps: {
+      db: Kysely<Database>;
+      box: SecretBox;
+      incidents: IncidentLog;
+      siteName: string;
+      log: Logger;
+    } & AlertNotifierOptions,
+  ) {
     this.#outbox = new AlertOutbox(deps.db, deps.box);
     this.#incidents = deps.incidents;
     this.#siteName = deps.siteName;
@@ -117,17 +125,34 @@ export class AlertNotifier {
   /** Posts a test alert now and waits for the answer (ALERT_WEBHOOK_FAILED with the reason). */
   async test(): Promise<{ url: string; delivered: true }> {
     const config = await this.#outbox.webhook();
-    if (!config) throw new MamoriError('ALERT_WEBHOOK_NOT_SET', "no alert webhook is set on this site; set one with 'mamori alerts webhook set URL'");
+    if (!config)
+      throw new MamoriError(
+        'ALERT_WEBHOOK_NOT_SET',
+        "no alert webhook is set on this site; set one with 'mamori alerts webhook set URL'",
+      );
     const now = new Date().toISOString();
     const incident: Incident = {
-      id: 'test', kind: 'alert-test', severity: 'info', target: `site:${this.#siteName}`, message: `a test alert from mamori site ${this.#siteName}`,
-      details: null, openedAt: now, clearedAt: null, remedy: null,
+      id: 'test',
+      kind: 'alert-test',
+      severity: 'info',
+      target: `site:${this.#siteName}`,
+      message: `a test alert from mamori site ${this.#siteName}`,
+      details: null,
+      openedAt: now,
+      clearedAt: null,
+      remedy: null,
     };
     const shown = maskUrl(config.url);
     try {
-      await postWebhook(new URL(config.url), { status: 'firing', incident, site: this.#siteName } satisfies AlertBody, this.#timeoutMs);
+      await postWebhook(
+        new URL(config.url),
+        { status: 'firing', incident, site: this.#siteName } satisfies AlertBody,
+        this.#timeoutMs,
+      );
     } catch (e) {
-      throw new MamoriError('ALERT_WEBHOOK_FAILED', `the test alert did not reach ${shown}: ${(e as Error).message}`, { details: { url: shown } });
+      throw new MamoriError('ALERT_WEBHOOK_FAILED', `the test alert did not reach ${shown}: ${(e as Error).message}`, {
+        details: { url: shown },
+      });
     }
     return { url: shown, delivered: true };
   }
@@ -151,16 +176,25 @@ export class AlertNotifier {
 
   async #deliver(url: URL, status: AlertStatus, incident: Incident, attempts: number): Promise<void> {
     // The firing body shows the incident as it was when it opened, even if it cleared since.
-    const body: AlertBody = { status, incident: status === 'firing' ? { ...incident, clearedAt: null } : incident, site: this.#siteName };
+    const body: AlertBody = {
+      status,
+      incident: status === 'firing' ? { ...incident, clearedAt: null } : incident,
+      site: this.#siteName,
+    };
     try {
       await postWebhook(url, body, this.#timeoutMs);
       await this.#outbox.markDelivered(incident.id, status);
       this.#log.info({ incident: incident.id, kind: incident.kind, status }, 'alert delivered');
     } catch (e) {
       const permanent = e instanceof WebhookPostError && e.permanent;
-      const retryAt = permanent ? null : new Date(Date.now() + Math.min(this.#retryMaxMs, this.#retryBaseMs * 2 ** Math.min(attempts, 20)));
+      const retryAt = permanent
+        ? null
+        : new Date(Date.now() + Math.min(this.#retryMaxMs, this.#retryBaseMs * 2 ** Math.min(attempts, 20)));
       await this.#outbox.markFailed(incident.id, status, (e as Error).message, retryAt);
-      this.#log.warn({ incident: incident.id, status, err: (e as Error).message, retryAt }, permanent ? 'alert refused by the webhook; not retried' : 'alert delivery failed; will retry');
+      this.#log.warn(
+        { incident: incident.id, status, err: (e as Error).message, retryAt },
+        permanent ? 'alert refused by the webhook; not retried' : 'alert delivery failed; will retry',
+      );
     }
   }
 

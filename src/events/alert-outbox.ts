@@ -102,7 +102,11 @@ export class AlertOutbox {
    * an alert resolved before it heard that it fired.
    */
   async due(now: Date, limit: number): Promise<DueDelivery[]> {
-    return (await this.#deliveries.due(now.toISOString(), limit)).map((d) => ({ status: d.status, attempts: d.attempts, incident: toIncident(d.incident) }));
+    return (await this.#deliveries.due(now.toISOString(), limit)).map((d) => ({
+      status: d.status,
+      attempts: d.attempts,
+      incident: toIncident(d.incident),
+    }));
   }
 
   /** When the earliest pending delivery may be tried, or null if none is pending. */
@@ -124,10 +128,17 @@ export class AlertOutbox {
     const counts = await this.#deliveries.countsByState();
     const count = (s: DeliveryState): number => counts.get(s) ?? 0;
     const lastDeliveredAt = await this.#deliveries.lastDeliveredAt();
-    const views: DeliveryView[] = (await this.#deliveries.recent(recent)).map((r) => ({ ...r, nextAttemptAt: r.state === 'pending' ? r.nextAttemptAt : null }));
+    const views: DeliveryView[] = (await this.#deliveries.recent(recent)).map((r) => ({
+      ...r,
+      nextAttemptAt: r.state === 'pending' ? r.nextAttemptAt : null,
+    }));
     return {
-      pending: count('pending'), delivered: count('delivered'), failed: count('failed'), lastDeliveredAt,
-      lastError: views.find((v) => v.lastError !== null && v.state !== 'delivered')?.lastError ?? null, recent: views,
+      pending: count('pending'),
+      delivered: count('delivered'),
+      failed: count('failed'),
+      lastDeliveredAt,
+      lastError: views.find((v) => v.lastError !== null && v.state !== 'delivered')?.lastError ?? null,
+      recent: views,
     };
   }
 }

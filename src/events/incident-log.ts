@@ -48,12 +48,24 @@ export class IncidentLog {
   }
 
   /** Opens an incident unless one of this kind is open for the target; returns the open one and whether it is new. */
-  async raise(input: { kind: string; target: string; severity: IncidentSeverity; message: string; details?: Record<string, unknown> }): Promise<{ incident: Incident; opened: boolean }> {
+  async raise(input: {
+    kind: string;
+    target: string;
+    severity: IncidentSeverity;
+    message: string;
+    details?: Record<string, unknown>;
+  }): Promise<{ incident: Incident; opened: boolean }> {
     const open = await this.openFor(input.kind, input.target);
     if (open) return { incident: open, opened: false };
     const row: IncidentRecord = {
-      id: newShortId('evt'), kind: input.kind, severity: input.severity, target: input.target, message: input.message,
-      details: input.details ?? null, openedAt: new Date().toISOString(), clearedAt: null,
+      id: newShortId('evt'),
+      kind: input.kind,
+      severity: input.severity,
+      target: input.target,
+      message: input.message,
+      details: input.details ?? null,
+      openedAt: new Date().toISOString(),
+      clearedAt: null,
     };
     await this.#incidents.insert(row);
     this.#notify();

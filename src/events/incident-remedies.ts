@@ -14,16 +14,22 @@ export interface RemedyInput {
  * Worked out when an incident is read, so an old incident shows today's advice.
  */
 const REMEDIES: Readonly<Record<string, (i: RemedyInput) => string>> = {
-  [RPO_VIOLATED]: (i) => `see why with 'mamori replicate status ${vmOf(i)}' (last error, cycle durations); ` +
+  [RPO_VIOLATED]: (i) =>
+    `see why with 'mamori replicate status ${vmOf(i)}' (last error, cycle durations); ` +
     `'mamori replicate sync-now ${vmOf(i)}' takes a point now. It clears by itself once a point is newer than the RPO; ` +
     `if cycles take longer than the RPO, the link or the bandwidth limit is too slow for it`,
-  [CYCLE_FAILED]: (i) => `the cycle is retried by itself and the last good point is kept; ` +
+  [CYCLE_FAILED]: (i) =>
+    `the cycle is retried by itself and the last good point is kept; ` +
     `'mamori replicate status ${vmOf(i)}' shows the last error` +
-    (typeof i.details?.['jobId'] === 'string' ? `, 'mamori job show ${i.details['jobId']}' the failed cycle's steps` : '') +
+    (typeof i.details?.['jobId'] === 'string'
+      ? `, 'mamori job show ${i.details['jobId']}' the failed cycle's steps`
+      : '') +
     `, and 'mamori replicate sync-now ${vmOf(i)}' retries now`,
-  [POINT_VERIFY_FAILED]: (i) => `take a new point with 'mamori replicate sync-now ${vmOf(i)}' and check it with ` +
+  [POINT_VERIFY_FAILED]: (i) =>
+    `take a new point with 'mamori replicate sync-now ${vmOf(i)}' and check it with ` +
     `'mamori replicate verify ${vmOf(i)}'; until one verifies, recover from an older point that did`,
-  [PEER_UNREACHABLE]: (i) => `check the network to ${peerOf(i)} and that its site server runs; ` +
+  [PEER_UNREACHABLE]: (i) =>
+    `check the network to ${peerOf(i)} and that its site server runs; ` +
     `'mamori site ping ${peerOf(i)}' asks it now, 'mamori site list' shows what this site sees. ` +
     `If ${peerOf(i)} is gone for good, recover its VMs here with a plan in disaster mode ('mamori plan run PLAN --mode disaster')`,
 };

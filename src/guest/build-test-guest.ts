@@ -5,7 +5,13 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isMamoriError, MamoriError } from '../core/mamori-error.js';
 import { runProcess } from '../core/run-process.js';
-import { aptListsFingerprint, GUEST_MODULES, prepareKernel, resolveKernelPackage, type KernelPackage } from './guest-kernel.js';
+import {
+  aptListsFingerprint,
+  GUEST_MODULES,
+  prepareKernel,
+  resolveKernelPackage,
+  type KernelPackage,
+} from './guest-kernel.js';
 import { buildInitramfs, type CpioEntry } from './initramfs-cpio.js';
 
 export interface BuildTestGuestOptions {
@@ -53,7 +59,11 @@ async function guestSourceDir(): Promise<string> {
     if (await exists(join(candidate, 'writelog-writer.c'))) return candidate;
     if (await exists(join(dir, 'writelog-writer.c'))) return dir;
     const parent = dirname(dir);
-    if (parent === dir) throw new MamoriError('TEST_GUEST_MISSING', 'cannot find src/guest/writelog-writer.c above the build script: run it from a mamori checkout');
+    if (parent === dir)
+      throw new MamoriError(
+        'TEST_GUEST_MISSING',
+        'cannot find src/guest/writelog-writer.c above the build script: run it from a mamori checkout',
+      );
     dir = parent;
   }
 }
@@ -85,7 +95,10 @@ export function isStaticElf(elf: Buffer): boolean {
 
 /** Downloads a Debian package (not installed) and unpacks it under work; returns its root. */
 async function unpackDebianPackage(work: string, name: string): Promise<string> {
-  await runProcess('apt-get', ['-o', 'APT::Sandbox::User=root', '-q', 'download', name], { cwd: work, timeoutMs: 10 * 60_000 });
+  await runProcess('apt-get', ['-o', 'APT::Sandbox::User=root', '-q', 'download', name], {
+    cwd: work,
+    timeoutMs: 10 * 60_000,
+  });
   const { stdout } = await runProcess('find', [work, '-maxdepth', '1', '-name', `${name}_*.deb`]);
   const deb = stdout.trim().split('\n')[0];
   if (!deb) throw new Error(`apt-get download ${name} gave no .deb`);
@@ -103,7 +116,11 @@ async function staticBusybox(work: string): Promise<Buffer> {
     if (isStaticElf(bin)) return bin;
     throw new Error('the packaged busybox is not static');
   } catch (err) {
-    throw new MamoriError('TEST_GUEST_MISSING', `no static busybox for the guest: ${(err as Error).message}. Install it with: apt-get install busybox-static`, { cause: err });
+    throw new MamoriError(
+      'TEST_GUEST_MISSING',
+      `no static busybox for the guest: ${(err as Error).message}. Install it with: apt-get install busybox-static`,
+      { cause: err },
+    );
   }
 }
 
@@ -117,13 +134,18 @@ async function guestAgentFiles(work: string): Promise<{ path: string; data: Buff
     const bin = join(await unpackDebianPackage(work, 'qemu-guest-agent'), 'usr', 'sbin', 'qemu-ga');
     const ldd = await runProcess('ldd', [bin], { timeoutMs: 30_000 });
     const missing = ldd.stdout.split('\n').filter((l) => l.includes('not found'));
-    if (missing.length > 0) throw new Error(`libraries missing on this host: ${missing.map((l) => l.trim()).join(', ')}`);
+    if (missing.length > 0)
+      throw new Error(`libraries missing on this host: ${missing.map((l) => l.trim()).join(', ')}`);
     const libs = [...ldd.stdout.matchAll(/(?:=>\s+|^\s*)(\/\S+)\s+\(0x/gm)].map((m) => m[1]!);
     const files = [{ path: 'usr/sbin/qemu-ga', data: await readFile(bin) }];
     for (const lib of new Set(libs)) files.push({ path: lib.replace(/^\/+/, ''), data: await readFile(lib) });
     return files;
   } catch (err) {
-    throw new MamoriError('TEST_GUEST_MISSING', `no qemu-guest-agent for the guest: ${(err as Error).message}. It comes from Debian's qemu-guest-agent package (apt-get download must work)`, { cause: err });
+    throw new MamoriError(
+      'TEST_GUEST_MISSING',
+      `no qemu-guest-agent for the guest: ${(err as Error).message}. It comes from Debian's qemu-guest-agent package (apt-get download must work)`,
+      { cause: err },
+    );
   }
 }
 
@@ -141,7 +163,24 @@ esac
 exit 0
 `;
 
-const BASE_DIRS = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'tmp', 'etc', 'etc/acpi', 'etc/acpi/PWRF', 'etc/qemu', 'lib', 'lib/modules'];
+const BASE_DIRS = [
+  'bin',
+  'sbin',
+  'usr',
+  'usr/bin',
+  'usr/sbin',
+  'dev',
+  'proc',
+  'sys',
+  'run',
+  'tmp',
+  'etc',
+  'etc/acpi',
+  'etc/acpi/PWRF',
+  'etc/qemu',
+  'lib',
+  'lib/modules',
+];
 
 /** 'a/b/c' -> ['a', 'a/b'], parents first. */
 function parentDirs(path: string): string[] {
@@ -154,9 +193,13 @@ async function compileStatic(source: string, out: string, what: string): Promise
   try {
     await runProcess('gcc', ['-static', '-O2', '-s', '-Wall', '-Wextra', '-o', out, source], { timeoutMs: 5 * 60_000 });
   } catch (err) {
-    throw new MamoriError('TEST_GUEST_MISSING', `compiling ${what} failed: ${(err as Error).message}. It needs gcc and libc6-dev (apt-get install gcc libc6-dev).`, {
-      cause: err,
-    });
+    throw new MamoriError(
+      'TEST_GUEST_MISSING',
+      `compiling ${what} failed: ${(err as Error).message}. It needs gcc and libc6-dev (apt-get install gcc libc6-dev).`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -223,7 +266,11 @@ async function withLock<T>(outDir: string, fn: () => Promise<T>): Promise<T> {
         continue;
       }
       if (Date.now() > deadline) {
-        throw new MamoriError('TEST_GUEST_MISSING', `another build holds ${lock} for too long; remove it if no build is running`, { details: { lock } });
+        throw new MamoriError(
+          'TEST_GUEST_MISSING',
+          `another build holds ${lock} for too long; remove it if no build is running`,
+          { details: { lock } },
+        );
       }
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -304,9 +351,14 @@ export async function buildTestGuest(options: BuildTestGuestOptions): Promise<Te
         { type: 'file', path: 'etc/acpi/PWRF/00000080', data: Buffer.from(POWER_BUTTON_HANDLER), mode: 0o755 },
         { type: 'file', path: 'etc/qemu/fsfreeze-hook', data: Buffer.from(FSFREEZE_HOOK), mode: 0o755 },
         ...agent.map((f): CpioEntry => ({ type: 'file', path: f.path, data: f.data, mode: 0o755 })),
-        { type: 'file', path: 'lib/modules/load-order', data: Buffer.from(kernel.modules.map((m) => basename(m) + '\n').join('')) },
+        {
+          type: 'file',
+          path: 'lib/modules/load-order',
+          data: Buffer.from(kernel.modules.map((m) => basename(m) + '\n').join('')),
+        },
       ];
-      for (const m of kernel.modules) entries.push({ type: 'file', path: `lib/modules/${basename(m)}`, data: await readFile(m) });
+      for (const m of kernel.modules)
+        entries.push({ type: 'file', path: `lib/modules/${basename(m)}`, data: await readFile(m) });
       const initrd = buildInitramfs(entries);
       const vmlinuz = await readFile(kernel.vmlinuz);
 

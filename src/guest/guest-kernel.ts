@@ -52,7 +52,9 @@ const APT_QUIET = ['-o', 'APT::Sandbox::User=root', '-q'];
 /** Name and version of the package linux-image-amd64 depends on, in one apt-cache call (each costs ~1.3 s). */
 async function metapackageTarget(): Promise<KernelPackage | null> {
   try {
-    const { stdout } = await runProcess('apt-cache', ['show', '--no-all-versions', 'linux-image-amd64'], { timeoutMs: 60_000 });
+    const { stdout } = await runProcess('apt-cache', ['show', '--no-all-versions', 'linux-image-amd64'], {
+      timeoutMs: 60_000,
+    });
     const m = /^Depends:.*?\b(linux-image-6\.1\.\S+-amd64) \(= ([^)\s]+)\)/m.exec(stdout);
     return m ? { name: m[1] as string, version: m[2] as string } : null;
   } catch {
@@ -68,7 +70,11 @@ export async function resolveKernelPackage(): Promise<KernelPackage> {
   let pkg = await metapackageTarget();
   if (!pkg) {
     await runProcess('apt-get', [...APT_QUIET, 'update'], { timeoutMs: 10 * 60_000 }).catch((err: unknown) => {
-      throw new MamoriError('TEST_GUEST_MISSING', `apt-get update failed, so the guest kernel package cannot be found: ${(err as Error).message}`, { cause: err });
+      throw new MamoriError(
+        'TEST_GUEST_MISSING',
+        `apt-get update failed, so the guest kernel package cannot be found: ${(err as Error).message}`,
+        { cause: err },
+      );
     });
     pkg = await metapackageTarget();
   }
@@ -87,7 +93,9 @@ export async function resolveKernelPackage(): Promise<KernelPackage> {
  */
 export async function aptListsFingerprint(): Promise<string> {
   const dir = '/var/lib/apt/lists';
-  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => n !== 'lock' && n !== 'partial' && n !== 'auxfiles').sort();
+  const names = (await readdir(dir).catch(() => [] as string[]))
+    .filter((n) => n !== 'lock' && n !== 'partial' && n !== 'auxfiles')
+    .sort();
   const hash = createHash('sha256');
   for (const n of names) {
     const st = await stat(join(dir, n)).catch(() => null);
@@ -97,18 +105,31 @@ export async function aptListsFingerprint(): Promise<string> {
 }
 
 function moduleName(path: string): string {
-  return basename(path).replace(/\.ko(\.xz|\.zst|\.gz)?$/, '').replace(/-/g, '_');
+  return basename(path)
+    .replace(/\.ko(\.xz|\.zst|\.gz)?$/, '')
+    .replace(/-/g, '_');
 }
 
 /** Load order for `wanted` from modules.dep text: every module after all it depends on. */
-export function moduleLoadOrder(modulesDep: string, wanted: readonly string[], builtin: ReadonlySet<string> = new Set()): string[] {
+export function moduleLoadOrder(
+  modulesDep: string,
+  wanted: readonly string[],
+  builtin: ReadonlySet<string> = new Set(),
+): string[] {
   const deps = new Map<string, string[]>();
   const byName = new Map<string, string>();
   for (const line of modulesDep.split('\n')) {
     const colon = line.indexOf(':');
     if (colon < 0) continue;
     const path = line.slice(0, colon);
-    deps.set(path, line.slice(colon + 1).trim().split(/\s+/).filter(Boolean));
+    deps.set(
+      path,
+      line
+        .slice(colon + 1)
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean),
+    );
     byName.set(moduleName(path), path);
   }
   const order: string[] = [];
@@ -124,7 +145,9 @@ export function moduleLoadOrder(modulesDep: string, wanted: readonly string[], b
     const path = byName.get(name);
     if (path) visit(path);
     else if (!builtin.has(name)) {
-      throw new MamoriError('TEST_GUEST_MISSING', `kernel module ${want} is neither in modules.dep nor built in`, { details: { module: want } });
+      throw new MamoriError('TEST_GUEST_MISSING', `kernel module ${want} is neither in modules.dep nor built in`, {
+        details: { module: want },
+      });
     }
   }
   return order;
@@ -191,11 +214,18 @@ export async function extractPvhKernel(bzImage: string, out: string): Promise<bo
  * a change of the writer or /init takes no download.
  */
 export async function prepareKernel(pkg: KernelPackage, cacheDir: string): Promise<PreparedKernel> {
-  const key = createHash('sha256').update(JSON.stringify([CACHE_LAYOUT, pkg, GUEST_MODULES])).digest('hex').slice(0, 12);
+  const key = createHash('sha256')
+    .update(JSON.stringify([CACHE_LAYOUT, pkg, GUEST_MODULES]))
+    .digest('hex')
+    .slice(0, 12);
   const finalDir = join(cacheDir, `${pkg.name}_${pkg.version}_${key}`.replace(/[^A-Za-z0-9._+-]/g, '_'));
   const manifestPath = join(finalDir, 'kernel.json');
   if (await exists(manifestPath)) {
-    const m = JSON.parse(await readFile(manifestPath, 'utf8')) as { kernelVersion: string; modules: string[]; vmlinuxPvh: boolean };
+    const m = JSON.parse(await readFile(manifestPath, 'utf8')) as {
+      kernelVersion: string;
+      modules: string[];
+      vmlinuxPvh: boolean;
+    };
     return {
       package: pkg,
       kernelVersion: m.kernelVersion,
@@ -209,12 +239,19 @@ export async function prepareKernel(pkg: KernelPackage, cacheDir: string): Promi
   try {
     try {
       // apt-get download writes into its working directory.
-      await runProcess('apt-get', [...APT_QUIET, 'download', `${pkg.name}=${pkg.version}`], { cwd: work, timeoutMs: 20 * 60_000 });
-    } catch (err) {
-      throw new MamoriError('TEST_GUEST_MISSING', `could not download ${pkg.name}=${pkg.version}: ${(err as Error).message}. Check that Debian's mirror is reachable.`, {
-        cause: err,
-        details: { package: pkg },
+      await runProcess('apt-get', [...APT_QUIET, 'download', `${pkg.name}=${pkg.version}`], {
+        cwd: work,
+        timeoutMs: 20 * 60_000,
       });
+    } catch (err) {
+      throw new MamoriError(
+        'TEST_GUEST_MISSING',
+        `could not download ${pkg.name}=${pkg.version}: ${(err as Error).message}. Check that Debian's mirror is reachable.`,
+        {
+          cause: err,
+          details: { package: pkg },
+        },
+      );
     }
     const deb = (await readdir(work)).find((f) => f.endsWith('.deb'));
     if (!deb) throw new MamoriError('TEST_GUEST_MISSING', `apt-get download left no .deb for ${pkg.name}`);
@@ -226,7 +263,10 @@ export async function prepareKernel(pkg: KernelPackage, cacheDir: string): Promi
     const modRoot = join(root, 'lib', 'modules', kernelVersion);
     const vmlinuz = join(root, 'boot', `vmlinuz-${kernelVersion}`);
     if (!(await exists(vmlinuz)) || !(await exists(modRoot))) {
-      throw new MamoriError('TEST_GUEST_MISSING', `${pkg.name} holds no boot/vmlinuz-${kernelVersion} or lib/modules/${kernelVersion}`);
+      throw new MamoriError(
+        'TEST_GUEST_MISSING',
+        `${pkg.name} holds no boot/vmlinuz-${kernelVersion} or lib/modules/${kernelVersion}`,
+      );
     }
     // The package ships no modules.dep (its postinst runs depmod): make one.
     if (!(await exists(join(modRoot, 'modules.dep')))) {
@@ -248,7 +288,10 @@ export async function prepareKernel(pkg: KernelPackage, cacheDir: string): Promi
       files.push(file);
     }
     const pvh = await extractPvhKernel(join(staging, 'vmlinuz'), join(staging, 'vmlinux'));
-    await writeFile(join(staging, 'kernel.json'), JSON.stringify({ package: pkg, kernelVersion, modules: files, vmlinuxPvh: pvh }, null, 2) + '\n');
+    await writeFile(
+      join(staging, 'kernel.json'),
+      JSON.stringify({ package: pkg, kernelVersion, modules: files, vmlinuxPvh: pvh }, null, 2) + '\n',
+    );
     await rm(finalDir, { recursive: true, force: true });
     await rename(staging, finalDir);
     // Older kernels' caches are dead weight once a new one is in place.

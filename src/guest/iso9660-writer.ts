@@ -40,7 +40,8 @@ const ROOT_PATH_TABLE_BYTES = 10; // 9.4: 8 fixed bytes, 1-byte identifier, 1 pa
 // RRIP 1.09 section 4.3 (ER): the extension's registered identifier and texts.
 const RRIP_ID = 'RRIP_1991A';
 const RRIP_DESCRIPTOR = 'THE ROCK RIDGE INTERCHANGE PROTOCOL PROVIDES SUPPORT FOR POSIX FILE SYSTEM SEMANTICS';
-const RRIP_SOURCE = 'PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.';
+const RRIP_SOURCE =
+  'PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.';
 
 function invalid(message: string, details?: Record<string, unknown>): MamoriError {
   return new MamoriError('INVALID_INPUT', message, details === undefined ? {} : { details });
@@ -69,14 +70,30 @@ function latin1(text: string): Bytes {
 
 /** 9.1.5: years since 1900, month, day, hour, minute, second, offset from GMT in 15-minute units (0: UTC). */
 function shortDate(d: Date): Bytes {
-  return [d.getUTCFullYear() - 1900, d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds(), 0];
+  return [
+    d.getUTCFullYear() - 1900,
+    d.getUTCMonth() + 1,
+    d.getUTCDate(),
+    d.getUTCHours(),
+    d.getUTCMinutes(),
+    d.getUTCSeconds(),
+    0,
+  ];
 }
 
 /** 8.4.26.1: "YYYYMMDDHHMMSScc" digits then the GMT offset byte; all-zero digits mean "not specified". */
 function longDate(d: Date | undefined): string {
   const p = (n: number, width: number): string => String(n).padStart(width, '0');
-  const digits = d === undefined ? '0'.repeat(16)
-    : p(d.getUTCFullYear(), 4) + p(d.getUTCMonth() + 1, 2) + p(d.getUTCDate(), 2) + p(d.getUTCHours(), 2) + p(d.getUTCMinutes(), 2) + p(d.getUTCSeconds(), 2) + p(Math.floor(d.getUTCMilliseconds() / 10), 2);
+  const digits =
+    d === undefined
+      ? '0'.repeat(16)
+      : p(d.getUTCFullYear(), 4) +
+        p(d.getUTCMonth() + 1, 2) +
+        p(d.getUTCDate(), 2) +
+        p(d.getUTCHours(), 2) +
+        p(d.getUTCMinutes(), 2) +
+        p(d.getUTCSeconds(), 2) +
+        p(Math.floor(d.getUTCMilliseconds() / 10), 2);
   return `${digits}\0`;
 }
 
@@ -86,17 +103,46 @@ function suspEntry(signature: string, data: Bytes): Bytes {
 }
 
 // SUSP 5.5 ER names the extension; Linux takes the volume as Rock Ridge (over Joliet) only when it finds one.
-const ER_ENTRY = suspEntry('ER', [RRIP_ID.length, RRIP_DESCRIPTOR.length, RRIP_SOURCE.length, 1, ...latin1(RRIP_ID + RRIP_DESCRIPTOR + RRIP_SOURCE)]);
+const ER_ENTRY = suspEntry('ER', [
+  RRIP_ID.length,
+  RRIP_DESCRIPTOR.length,
+  RRIP_SOURCE.length,
+  1,
+  ...latin1(RRIP_ID + RRIP_DESCRIPTOR + RRIP_SOURCE),
+]);
 
 /** 9.1: one directory record. A pad byte follows an even-length identifier so the System Use area starts even. */
-function directoryRecord(identifier: Bytes, extent: number, size: number, directory: boolean, date: Bytes, systemUse: Bytes = []): Bytes {
+function directoryRecord(
+  identifier: Bytes,
+  extent: number,
+  size: number,
+  directory: boolean,
+  date: Bytes,
+  systemUse: Bytes = [],
+): Bytes {
   const idPad = identifier.length % 2 === 0 ? [0] : [];
   // From byte 1: extended attribute length 0, extent (2-9), data length (10-17), date (18-24), flags (25;
   // bit 1 = directory), unit size and gap (26-27; not interleaved), volume sequence number (28-31), identifier.
-  const body = [0, ...both32(extent), ...both32(size), ...date, directory ? 0x02 : 0x00, 0, 0, ...both16(1), identifier.length, ...identifier, ...idPad, ...systemUse];
+  const body = [
+    0,
+    ...both32(extent),
+    ...both32(size),
+    ...date,
+    directory ? 0x02 : 0x00,
+    0,
+    0,
+    ...both16(1),
+    identifier.length,
+    ...identifier,
+    ...idPad,
+    ...systemUse,
+  ];
   if (body.length % 2 === 0) body.push(0); // 9.1.1: the whole record's length, byte 0, is even
   const record = [body.length + 1, ...body];
-  if (record.length > 255) throw invalid('a file name is too long to record with its Rock Ridge entries', { identifier: String.fromCharCode(...identifier) });
+  if (record.length > 255)
+    throw invalid('a file name is too long to record with its Rock Ridge entries', {
+      identifier: String.fromCharCode(...identifier),
+    });
   return record;
 }
 
@@ -136,7 +182,8 @@ function writeText(image: Buffer, at: number, length: number, text: string, ucs2
     image.write(text.padEnd(length, ' '), at, length, 'latin1');
     return;
   }
-  for (let i = 0; i + 1 < length; i += 2) image.writeUInt16BE(i / 2 < text.length ? text.charCodeAt(i / 2) : 0x20, at + i);
+  for (let i = 0; i + 1 < length; i += 2)
+    image.writeUInt16BE(i / 2 < text.length ? text.charCodeAt(i / 2) : 0x20, at + i);
 }
 
 interface DescriptorFields {
@@ -164,7 +211,15 @@ function writeVolumeDescriptor(image: Buffer, sector: number, joliet: boolean, f
   image.writeUInt32LE(f.pathTableL, at + 140); // type L path table (7.3.1); 144 is the optional one, unused
   image.writeUInt32BE(f.pathTableM, at + 148); // type M path table (7.3.2)
   put(156, f.rootRecord);
-  for (const [offset, length] of [[190, 128], [318, 128], [446, 128], [702, 37], [739, 37], [776, 37]] as const) writeText(image, at + offset, length, '', joliet);
+  for (const [offset, length] of [
+    [190, 128],
+    [318, 128],
+    [446, 128],
+    [702, 37],
+    [739, 37],
+    [776, 37],
+  ] as const)
+    writeText(image, at + offset, length, '', joliet);
   writeText(image, at + 574, 128, 'MAMORI', joliet); // application identifier
   image.write(longDate(f.date) + longDate(f.date) + longDate(undefined) + longDate(f.date), at + 813, 'latin1'); // creation, modification, expiration (none), effective
   image[at + 881] = 1; // file structure version
@@ -184,17 +239,23 @@ function writeRootPathTable(image: Buffer, sector: number, rootSector: number, b
 }
 
 function validate(volumeId: string, files: IsoFile[], date: Date): void {
-  if (!VOLUME_ID.test(volumeId)) throw invalid(`the volume id must be 1 to 32 letters, digits or underscores, not ${JSON.stringify(volumeId)}`);
-  if (Number.isNaN(date.getTime()) || date.getUTCFullYear() < 1900 || date.getUTCFullYear() > 2155) throw invalid('the recording date must be a valid date between 1900 and 2155');
+  if (!VOLUME_ID.test(volumeId))
+    throw invalid(`the volume id must be 1 to 32 letters, digits or underscores, not ${JSON.stringify(volumeId)}`);
+  if (Number.isNaN(date.getTime()) || date.getUTCFullYear() < 1900 || date.getUTCFullYear() > 2155)
+    throw invalid('the recording date must be a valid date between 1900 and 2155');
   const seen = new Set<string>();
   for (const { name } of files) {
     // '/' and NUL cannot be in a file name; Joliet also forbids * : ; ? \ (';' would read as a version).
     if (name === '' || name === '.' || name === '..' || name.length > MAX_NAME_CHARS || /[/\\\0:;*?]/.test(name)) {
-      throw invalid(`file name ${JSON.stringify(name)} must be 1 to ${MAX_NAME_CHARS} characters, not . or .., without / \\ : ; * ? or NUL`, { name });
+      throw invalid(
+        `file name ${JSON.stringify(name)} must be 1 to ${MAX_NAME_CHARS} characters, not . or .., without / \\ : ; * ? or NUL`,
+        { name },
+      );
     }
     // Joliet readers (Windows; Linux without Rock Ridge) match names ignoring case, so those must differ in more than case.
     const key = name.toUpperCase();
-    if (seen.has(key)) throw invalid(`file ${JSON.stringify(name)} is listed twice (names are compared ignoring case)`, { name });
+    if (seen.has(key))
+      throw invalid(`file ${JSON.stringify(name)} is listed twice (names are compared ignoring case)`, { name });
     seen.add(key);
   }
 }
@@ -209,37 +270,67 @@ export function buildIso9660(volumeId: string, files: IsoFile[], opts: Iso9660Op
   const taken = new Set<string>();
   const entries = [...files]
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    .map((f) => ({ name: f.name, data: typeof f.data === 'string' ? Buffer.from(f.data, 'utf8') : f.data, iso: isoIdentifier(f.name, taken), extent: 0 }));
+    .map((f) => ({
+      name: f.name,
+      data: typeof f.data === 'string' ? Buffer.from(f.data, 'utf8') : f.data,
+      iso: isoIdentifier(f.name, taken),
+      extent: 0,
+    }));
   const primaryOrder = [...entries].sort((a, b) => (a.iso.sortKey < b.iso.sortKey ? -1 : 1));
 
   const recorded = shortDate(date);
   // RRIP 1.09 4.1.1 PX: POSIX mode, links, uid, gid. 4.1.6 TF, flags 0x0E: modify, access and attribute-change times.
-  const px = (mode: number, links: number): Bytes => suspEntry('PX', [...both32(mode), ...both32(links), ...both32(0), ...both32(0)]);
+  const px = (mode: number, links: number): Bytes =>
+    suspEntry('PX', [...both32(mode), ...both32(links), ...both32(0), ...both32(0)]);
   const tf = suspEntry('TF', [0x0e, ...recorded, ...recorded, ...recorded]);
   // "RR" (RRIP 1.09 only; 1.12 dropped it) lists the Rock Ridge fields present: bit 0 PX, bit 3 NM, bit 7 TF.
   // genisoimage writes it, and Linux trusts it: a record whose RR lacks the NM bit gets no Rock Ridge name.
   const rr = (flags: number): Bytes => suspEntry('RR', [flags]);
 
   // Built twice: first to size the directories (record lengths do not depend on extents), then for real.
-  const build = (primaryRoot: number, primaryBytes: number, jolietRoot: number, jolietBytes: number, continuation: number) => {
+  const build = (
+    primaryRoot: number,
+    primaryBytes: number,
+    jolietRoot: number,
+    jolietBytes: number,
+    continuation: number,
+  ) => {
     // SUSP 5.3: SP opens the root's "." record (check bytes BE EF, nothing skipped). ER is too long for a
     // record (255 bytes at most), so it goes in a continuation area that CE (SUSP 5.1) points to.
-    const dotSystemUse = [...suspEntry('SP', [0xbe, 0xef, 0]), ...rr(0x81), ...px(DIR_MODE, 2), ...tf, ...suspEntry('CE', [...both32(continuation), ...both32(0), ...both32(ER_ENTRY.length)])];
+    const dotSystemUse = [
+      ...suspEntry('SP', [0xbe, 0xef, 0]),
+      ...rr(0x81),
+      ...px(DIR_MODE, 2),
+      ...tf,
+      ...suspEntry('CE', [...both32(continuation), ...both32(0), ...both32(ER_ENTRY.length)]),
+    ];
     const primary = [
       directoryRecord([0], primaryRoot, primaryBytes, true, recorded, dotSystemUse),
       directoryRecord([1], primaryRoot, primaryBytes, true, recorded, [...rr(0x81), ...px(DIR_MODE, 2), ...tf]),
       ...primaryOrder.map((e) => {
         const nm = suspEntry('NM', [0, ...Buffer.from(e.name, 'utf8')]); // RRIP 4.1.4: the real name, flags 0
-        return directoryRecord(latin1(e.iso.id), e.extent, e.data.length, false, recorded, [...rr(0x89), ...nm, ...px(FILE_MODE, 1), ...tf]);
+        return directoryRecord(latin1(e.iso.id), e.extent, e.data.length, false, recorded, [
+          ...rr(0x89),
+          ...nm,
+          ...px(FILE_MODE, 1),
+          ...tf,
+        ]);
       }),
     ];
     const joliet = [
       directoryRecord([0], jolietRoot, jolietBytes, true, recorded),
       directoryRecord([1], jolietRoot, jolietBytes, true, recorded),
-      ...entries.map((e) => directoryRecord([...Buffer.from(e.name, 'utf16le').swap16()], e.extent, e.data.length, false, recorded)),
+      ...entries.map((e) =>
+        directoryRecord([...Buffer.from(e.name, 'utf16le').swap16()], e.extent, e.data.length, false, recorded),
+      ),
     ];
     // The descriptors' root records (8.4.18) are the "." records without System Use entries.
-    return { primary, joliet, primaryRoot: directoryRecord([0], primaryRoot, primaryBytes, true, recorded), jolietRoot: joliet[0] ?? [] };
+    return {
+      primary,
+      joliet,
+      primaryRoot: directoryRecord([0], primaryRoot, primaryBytes, true, recorded),
+      jolietRoot: joliet[0] ?? [],
+    };
   };
 
   const sizing = build(0, 0, 0, 0, 0);
@@ -256,19 +347,35 @@ export function buildIso9660(volumeId: string, files: IsoFile[], opts: Iso9660Op
   }
   // No padding after the last file: Linux (virtio disk and ATAPI CD-ROM), blkid and isoinfo read the image without it.
   const totalSectors = next;
-  if (totalSectors * SECTOR > MAX_IMAGE_BYTES) throw invalid(`the image would be ${totalSectors * SECTOR} bytes; at most ${MAX_IMAGE_BYTES} fit`, { bytes: totalSectors * SECTOR });
+  if (totalSectors * SECTOR > MAX_IMAGE_BYTES)
+    throw invalid(`the image would be ${totalSectors * SECTOR} bytes; at most ${MAX_IMAGE_BYTES} fit`, {
+      bytes: totalSectors * SECTOR,
+    });
 
   const real = build(primaryRoot, primaryBytes, jolietRoot, jolietBytes, continuation);
   const image = Buffer.alloc(totalSectors * SECTOR); // the system area (6.2.1) stays zero
   const shared = { volumeId, totalSectors, date };
-  writeVolumeDescriptor(image, PVD_SECTOR, false, { ...shared, pathTableL: PRIMARY_PATH_L, pathTableM: PRIMARY_PATH_M, rootRecord: real.primaryRoot });
-  writeVolumeDescriptor(image, JOLIET_SVD_SECTOR, true, { ...shared, pathTableL: JOLIET_PATH_L, pathTableM: JOLIET_PATH_M, rootRecord: real.jolietRoot });
+  writeVolumeDescriptor(image, PVD_SECTOR, false, {
+    ...shared,
+    pathTableL: PRIMARY_PATH_L,
+    pathTableM: PRIMARY_PATH_M,
+    rootRecord: real.primaryRoot,
+  });
+  writeVolumeDescriptor(image, JOLIET_SVD_SECTOR, true, {
+    ...shared,
+    pathTableL: JOLIET_PATH_L,
+    pathTableM: JOLIET_PATH_M,
+    rootRecord: real.jolietRoot,
+  });
   image.set([0xff, ...latin1('CD001'), 1], TERMINATOR_SECTOR * SECTOR); // 8.3: type 255 ends the set
   writeRootPathTable(image, PRIMARY_PATH_L, primaryRoot, false);
   writeRootPathTable(image, PRIMARY_PATH_M, primaryRoot, true);
   writeRootPathTable(image, JOLIET_PATH_L, jolietRoot, false);
   writeRootPathTable(image, JOLIET_PATH_M, jolietRoot, true);
-  for (const [records, base] of [[real.primary, primaryRoot], [real.joliet, jolietRoot]] as const) {
+  for (const [records, base] of [
+    [real.primary, primaryRoot],
+    [real.joliet, jolietRoot],
+  ] as const) {
     const { offsets } = layOutDirectory(records);
     records.forEach((r, i) => image.set(r, base * SECTOR + (offsets[i] ?? 0)));
   }

@@ -53,7 +53,10 @@ export function noCloudFiles(c: NoCloudConfig): Record<'meta-data' | 'user-data'
  * than everything else a desktop needs.
  */
 export function noCloudImage(c: NoCloudConfig): Buffer {
-  return buildIso9660('cidata', Object.entries({ ...c.files, ...noCloudFiles(c) }).map(([name, data]) => ({ name, data })));
+  return buildIso9660(
+    'cidata',
+    Object.entries({ ...c.files, ...noCloudFiles(c) }).map(([name, data]) => ({ name, data })),
+  );
 }
 
 /** Writes a config drive under a temporary name, synced, then renamed: never half a drive under the real name. */

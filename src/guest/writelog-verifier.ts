@@ -82,7 +82,11 @@ async function imageInfo(image: string, opts: VerifyOptions): Promise<ImageInfo>
  * Slot ranges [first, end) that may hold data. Holes and zero extents are
  * skipped so a mostly empty 100 GiB disk costs no more than its written part.
  */
-async function dataSlotRanges(rawPath: string, virtualSize: number, opts: VerifyOptions): Promise<Array<[number, number]>> {
+async function dataSlotRanges(
+  rawPath: string,
+  virtualSize: number,
+  opts: VerifyOptions,
+): Promise<Array<[number, number]>> {
   const slots = Math.floor(virtualSize / WL_RECORD_SIZE);
   let extents: MapExtent[];
   try {
@@ -140,7 +144,7 @@ async function scanRaw(rawPath: string, ranges: Array<[number, number]>): Promis
   try {
     const buf = Buffer.alloc(READ_CHUNK);
     for (const [first, end] of ranges) {
-      for (let slot = first; slot < end; ) {
+      for (let slot = first; slot < end;) {
         const want = Math.min(end - slot, READ_CHUNK / WL_RECORD_SIZE) * WL_RECORD_SIZE;
         const { bytesRead } = await fh.read(buf, 0, want, slot * WL_RECORD_SIZE);
         const whole = Math.floor(bytesRead / WL_RECORD_SIZE);
@@ -179,12 +183,19 @@ export async function verifyWriteLog(imagePath: string, options: VerifyOptions =
       tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'mamori-wl-verify-'));
       rawPath = join(tempDir, 'disk.raw');
       try {
-        await convertToRaw(imagePath, info.format, rawPath, { forceShare: options.forceShare === true, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
-      } catch (err) {
-        throw new MamoriError('IMAGE_UNREADABLE', `qemu-img could not read ${imagePath} (${info.format}): ${(err as Error).message}`, {
-          cause: err,
-          details: { image: imagePath, format: info.format },
+        await convertToRaw(imagePath, info.format, rawPath, {
+          forceShare: options.forceShare === true,
+          ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
         });
+      } catch (err) {
+        throw new MamoriError(
+          'IMAGE_UNREADABLE',
+          `qemu-img could not read ${imagePath} (${info.format}): ${(err as Error).message}`,
+          {
+            cause: err,
+            details: { image: imagePath, format: info.format },
+          },
+        );
       }
     }
     const ranges = await dataSlotRanges(rawPath, info.virtualSize, options);

@@ -44,8 +44,15 @@ export class HostPathPolicy {
 
   constructor(opts: { dataDir: string; allow?: HostPathAllowList }) {
     const devices = opts.allow?.devices?.length ? opts.allow.devices : DEFAULT_DEVICE_GLOBS;
-    for (const g of devices) if (!isAbsolute(g)) throw new MamoriError('INVALID_INPUT', `--allow-device ${JSON.stringify(g)} must be an absolute glob such as /dev/disk/by-id/*`);
-    for (const d of opts.allow?.importDirs ?? []) if (!isAbsolute(d)) throw new MamoriError('INVALID_INPUT', `--allow-import ${JSON.stringify(d)} must be an absolute folder`);
+    for (const g of devices)
+      if (!isAbsolute(g))
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `--allow-device ${JSON.stringify(g)} must be an absolute glob such as /dev/disk/by-id/*`,
+        );
+    for (const d of opts.allow?.importDirs ?? [])
+      if (!isAbsolute(d))
+        throw new MamoriError('INVALID_INPUT', `--allow-import ${JSON.stringify(d)} must be an absolute folder`);
     this.#deviceGlobs = devices.map(globToRegExp);
     this.#deviceGlobText = devices;
     this.#explicitDeviceGlobs = Boolean(opts.allow?.devices?.length);
@@ -87,7 +94,8 @@ export class HostPathPolicy {
   }
 
   async #check(given: unknown, use: HostPathUse): Promise<AllowedHostPath> {
-    if (typeof given !== 'string' || !isAbsolute(given) || given.includes('\0') || given.length > 4096) throw refused(given, use);
+    if (typeof given !== 'string' || !isAbsolute(given) || given.includes('\0') || given.length > 4096)
+      throw refused(given, use);
     let real: string;
     let st: Stats;
     try {
@@ -99,7 +107,9 @@ export class HostPathPolicy {
       const name = basename(given);
       if (!parent || name === '' || name === '.' || name === '..') throw refused(given, use);
       real = join(parent, name);
-      st = await stat(parent).catch(() => { throw refused(given, use); });
+      st = await stat(parent).catch(() => {
+        throw refused(given, use);
+      });
     }
     const dataDir = await this.#dataDirCanonical();
     if (inside(dataDir, real)) throw refused(given, use);
@@ -157,9 +167,20 @@ export function globToRegExp(glob: string): RegExp {
 }
 
 function refused(given: unknown, use: HostPathUse): MamoriError {
-  const shown = typeof given === 'string' ? JSON.stringify(given.length > 200 ? `${given.slice(0, 200)}…` : given) : 'the path';
-  const what = use === 'device' ? 'a device this site may map' : use === 'image' ? 'an image or device this site may read'
-    : use === 'nbd-socket' ? 'an NBD server socket this site may read from' : 'a folder this site may export into';
+  const shown =
+    typeof given === 'string' ? JSON.stringify(given.length > 200 ? `${given.slice(0, 200)}…` : given) : 'the path';
+  const what =
+    use === 'device'
+      ? 'a device this site may map'
+      : use === 'image'
+        ? 'an image or device this site may read'
+        : use === 'nbd-socket'
+          ? 'an NBD server socket this site may read from'
+          : 'a folder this site may export into';
   // One answer for missing and forbidden alike: the API must not tell which host paths exist.
-  return new MamoriError('HOST_PATH_REFUSED', `${shown} is not ${what}: it does not exist, or it is outside the site's allow-list (mamori serve --allow-device GLOB, --allow-import DIR), or it is inside the site's data folder`, { details: { use } });
+  return new MamoriError(
+    'HOST_PATH_REFUSED',
+    `${shown} is not ${what}: it does not exist, or it is outside the site's allow-list (mamori serve --allow-device GLOB, --allow-import DIR), or it is inside the site's data folder`,
+    { details: { use } },
+  );
 }

@@ -9,7 +9,10 @@ import type { HostInfoView } from './host-info-view.js';
 import type { HostRuntime } from './host-runtime.js';
 
 async function readable(path: string): Promise<boolean> {
-  return access(path, constants.R_OK).then(() => true, () => false);
+  return access(path, constants.R_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 export function defaultGuestDir(env = process.env): string {
@@ -72,25 +75,39 @@ export class HostService implements HostRuntime {
     const kernel = firmware === 'bios' && (await readable(pvh)) ? pvh : join(this.#guestDir, 'vmlinuz');
     const initrd = join(this.#guestDir, 'initrd.img');
     if (!(await readable(kernel)) || !(await readable(initrd))) {
-      throw new MamoriError('TEST_GUEST_MISSING', `the test guest is not built in ${this.#guestDir}; run 'make setup' (or set MAMORI_GUEST_DIR)`);
+      throw new MamoriError(
+        'TEST_GUEST_MISSING',
+        `the test guest is not built in ${this.#guestDir}; run 'make setup' (or set MAMORI_GUEST_DIR)`,
+      );
     }
     return { kernel, initrd };
   }
 
   async ovmf(): Promise<{ code: string; vars: string }> {
     const o = (await this.qemu()).ovmf;
-    if (!o) throw new MamoriError('FIRMWARE_MISSING', 'UEFI firmware (OVMF) is not installed; run make setup (Debian package ovmf)');
+    if (!o)
+      throw new MamoriError(
+        'FIRMWARE_MISSING',
+        'UEFI firmware (OVMF) is not installed; run make setup (Debian package ovmf)',
+      );
     return o;
   }
 
   async info(): Promise<HostInfoView> {
     const [accel, q] = await Promise.all([this.probe(), this.qemu()]);
-    const guestOk = await this.testGuest().then(() => true, () => false);
+    const guestOk = await this.testGuest().then(
+      () => true,
+      () => false,
+    );
     return {
       site: this.#siteName,
       accelerator: { accel: accel.accel, reason: accel.reason, probeMs: accel.probeMs },
       qemu: { version: q.qemuVersion, binary: q.qemuBinary },
-      machineTypes: q.machineTypes.map((m) => ({ name: m.name, isDefault: m.isDefault, ...(m.alias ? { alias: m.alias } : {}) })),
+      machineTypes: q.machineTypes.map((m) => ({
+        name: m.name,
+        isDefault: m.isDefault,
+        ...(m.alias ? { alias: m.alias } : {}),
+      })),
       ovmf: q.ovmf,
       testGuest: { available: guestOk, dir: this.#guestDir },
     };

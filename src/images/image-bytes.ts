@@ -18,7 +18,12 @@ export interface ImageBytes {
 /** No single header structure read here is larger (a qcow2 cluster is at most 2 MiB). */
 export const MAX_HEADER_READ = 2 * 1024 * 1024;
 
-export function fileImageBytes(fh: FileHandle, size: number, label: string, window?: { offset: number; size: number }): ImageBytes {
+export function fileImageBytes(
+  fh: FileHandle,
+  size: number,
+  label: string,
+  window?: { offset: number; size: number },
+): ImageBytes {
   const base = window?.offset ?? 0;
   const total = window ? Math.min(window.size, Math.max(0, size - base)) : size;
   const bytes: ImageBytes = {
@@ -43,7 +48,11 @@ export function fileImageBytes(fh: FileHandle, size: number, label: string, wind
 
 /** A header that asks for more than any real structure is damaged (or hostile): refused, never allocated. */
 function assertBoundedRead(bytes: ImageBytes, length: number): void {
-  if (!(length <= MAX_HEADER_READ)) throw corruptImage(bytes, `a header structure claims ${length} bytes, more than the ${MAX_HEADER_READ} any image header holds`);
+  if (!(length <= MAX_HEADER_READ))
+    throw corruptImage(
+      bytes,
+      `a header structure claims ${length} bytes, more than the ${MAX_HEADER_READ} any image header holds`,
+    );
 }
 
 /** In-memory bytes (unit tests, and descriptors already read). */
@@ -68,9 +77,17 @@ export async function readExact(bytes: ImageBytes, offset: number, length: numbe
 }
 
 export function corruptImage(bytes: ImageBytes, problem: string, details: Record<string, unknown> = {}): MamoriError {
-  return new MamoriError('IMAGE_CORRUPT', `${bytes.label} is damaged: ${problem}; copy it again or export it again where it came from`, { details: { source: bytes.label, ...details } });
+  return new MamoriError(
+    'IMAGE_CORRUPT',
+    `${bytes.label} is damaged: ${problem}; copy it again or export it again where it came from`,
+    { details: { source: bytes.label, ...details } },
+  );
 }
 
 function truncated(bytes: ImageBytes, what: string, offset: number): MamoriError {
-  return corruptImage(bytes, `its ${what} at byte ${offset} lies past the end of the ${bytes.size}-byte image (truncated?)`, { offset });
+  return corruptImage(
+    bytes,
+    `its ${what} at byte ${offset} lies past the end of the ${bytes.size}-byte image (truncated?)`,
+    { offset },
+  );
 }

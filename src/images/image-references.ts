@@ -17,7 +17,9 @@ export type UntrustedFormat = (typeof UNTRUSTED_FORMATS)[number];
  * QEMU knows but mamori does not read references of are named, so callers can refuse them
  * by name. A fixed VHD (footer only at the end) reads as raw, as QEMU's own probe says.
  */
-export async function probeImageFormat(bytes: ImageBytes): Promise<UntrustedFormat | 'qcow' | 'qed' | 'vdi' | 'luks' | 'parallels' | 'vmdk3'> {
+export async function probeImageFormat(
+  bytes: ImageBytes,
+): Promise<UntrustedFormat | 'qcow' | 'qed' | 'vdi' | 'luks' | 'parallels' | 'vmdk3'> {
   const head = await bytes.read(0, 512);
   const at = (off: number, text: string): boolean => head.subarray(off, off + text.length).toString('latin1') === text;
   if (at(0, 'QFI\xfb')) return head.length >= 8 && head.readUInt32BE(4) === 1 ? 'qcow' : 'qcow2';
@@ -48,12 +50,18 @@ function looksLikeVmdkDescriptor(head: Buffer): boolean {
 /** Every file the image names, read from its headers with `format` pinned (the format QEMU will be told). */
 export async function readImageReferences(bytes: ImageBytes, format: UntrustedFormat): Promise<ImageReference[]> {
   switch (format) {
-    case 'raw': return [];
-    case 'qcow2': return qcow2References(bytes);
-    case 'vmdk': return vmdkReferences(bytes);
-    case 'vhdx': return vhdxReferences(bytes);
-    case 'vpc': return vpcReferences(bytes);
-    default: throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `format ${String(format)} is not one mamori reads`);
+    case 'raw':
+      return [];
+    case 'qcow2':
+      return qcow2References(bytes);
+    case 'vmdk':
+      return vmdkReferences(bytes);
+    case 'vhdx':
+      return vhdxReferences(bytes);
+    case 'vpc':
+      return vpcReferences(bytes);
+    default:
+      throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `format ${String(format)} is not one mamori reads`);
   }
 }
 

@@ -15,19 +15,29 @@ const MAX_BACKING_NAME = 1023;
  */
 export async function qcow2References(bytes: ImageBytes): Promise<ImageReference[]> {
   const h = await readExact(bytes, 0, 72, 'qcow2 header');
-  if (h.toString('latin1', 0, 4) !== 'QFI\xfb') throw corruptImage(bytes, 'it does not start with the qcow2 magic QFI\\xfb, so it is not a qcow2 image');
+  if (h.toString('latin1', 0, 4) !== 'QFI\xfb')
+    throw corruptImage(bytes, 'it does not start with the qcow2 magic QFI\\xfb, so it is not a qcow2 image');
   const version = h.readUInt32BE(4);
-  if (version !== 2 && version !== 3) throw corruptImage(bytes, `its qcow2 header says version ${version}; only versions 2 and 3 exist`);
+  if (version !== 2 && version !== 3)
+    throw corruptImage(bytes, `its qcow2 header says version ${version}; only versions 2 and 3 exist`);
   const backingOffset = h.readBigUInt64BE(8);
   const backingSize = h.readUInt32BE(16);
   const clusterBits = h.readUInt32BE(20);
-  if (clusterBits < 9 || clusterBits > 21) throw corruptImage(bytes, `its qcow2 cluster size is 2^${clusterBits} bytes (9 to 21 are valid)`);
+  if (clusterBits < 9 || clusterBits > 21)
+    throw corruptImage(bytes, `its qcow2 cluster size is 2^${clusterBits} bytes (9 to 21 are valid)`);
   const clusterSize = 2 ** clusterBits;
   const refs: ImageReference[] = [];
 
   if (backingOffset !== 0n) {
-    if (backingOffset > BigInt(clusterSize) || backingSize > MAX_BACKING_NAME || Number(backingOffset) + backingSize > clusterSize) {
-      throw corruptImage(bytes, `its backing file name (offset ${backingOffset}, ${backingSize} bytes) lies outside the first cluster`);
+    if (
+      backingOffset > BigInt(clusterSize) ||
+      backingSize > MAX_BACKING_NAME ||
+      Number(backingOffset) + backingSize > clusterSize
+    ) {
+      throw corruptImage(
+        bytes,
+        `its backing file name (offset ${backingOffset}, ${backingSize} bytes) lies outside the first cluster`,
+      );
     }
     if (backingSize > 0) {
       const name = (await readExact(bytes, Number(backingOffset), backingSize, 'backing file name')).toString('utf8');
@@ -41,7 +51,8 @@ export async function qcow2References(bytes: ImageBytes): Promise<ImageReference
     const v3 = await readExact(bytes, 72, 32, 'qcow2 version 3 header');
     incompatible = v3.readBigUInt64BE(0);
     const headerLength = v3.readUInt32BE(100 - 72);
-    if (headerLength < 104 || headerLength > clusterSize) throw corruptImage(bytes, `its qcow2 header length ${headerLength} is out of range`);
+    if (headerLength < 104 || headerLength > clusterSize)
+      throw corruptImage(bytes, `its qcow2 header length ${headerLength} is out of range`);
     extStart = headerLength;
   }
 
@@ -52,16 +63,28 @@ export async function qcow2References(bytes: ImageBytes): Promise<ImageReference
   for (let at = extStart; ;) {
     // QEMU stops at the area's end without an end marker too.
     if (at + 8 > extEnd) break;
-    if (at + 8 > region.length) throw corruptImage(bytes, `its qcow2 header extensions run past the image's end at byte ${region.length} (truncated?)`);
+    if (at + 8 > region.length)
+      throw corruptImage(
+        bytes,
+        `its qcow2 header extensions run past the image's end at byte ${region.length} (truncated?)`,
+      );
     const type = region.readUInt32BE(at);
     const len = region.readUInt32BE(at + 4);
     if (type === EXT_END) break;
-    if (at + 8 + len > region.length) throw corruptImage(bytes, `its qcow2 header extension 0x${type.toString(16)} at byte ${at} runs past the first cluster`);
+    if (at + 8 + len > region.length)
+      throw corruptImage(
+        bytes,
+        `its qcow2 header extension 0x${type.toString(16)} at byte ${at} runs past the first cluster`,
+      );
     if (type === EXT_DATA_FILE) dataFileName = region.toString('utf8', at + 8, at + 8 + len);
     at += 8 + Math.ceil(len / 8) * 8;
   }
   if ((incompatible & INCOMPAT_DATA_FILE) !== 0n || dataFileName !== null) {
-    refs.push({ kind: 'data-file', name: dataFileName ?? '', where: 'qcow2 external data file (incompatible feature bit 2, extension 0x44415441)' });
+    refs.push({
+      kind: 'data-file',
+      name: dataFileName ?? '',
+      where: 'qcow2 external data file (incompatible feature bit 2, extension 0x44415441)',
+    });
   }
   return refs;
 }

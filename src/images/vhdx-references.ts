@@ -34,7 +34,8 @@ export async function vhdxReferences(bytes: ImageBytes): Promise<ImageReference[
   if (sig !== 'vhdxfile') throw corruptImage(bytes, 'it does not start with "vhdxfile", so it is not a VHDX image');
   const metadata = await metadataRegion(bytes);
   const table = await readExact(bytes, metadata.offset, 32, 'VHDX metadata table header');
-  if (table.toString('latin1', 0, 8) !== 'metadata') throw corruptImage(bytes, `its VHDX metadata table at byte ${metadata.offset} has no "metadata" signature`);
+  if (table.toString('latin1', 0, 8) !== 'metadata')
+    throw corruptImage(bytes, `its VHDX metadata table at byte ${metadata.offset} has no "metadata" signature`);
   const count = table.readUInt16LE(10);
   if (count > MAX_ENTRIES) throw corruptImage(bytes, `its VHDX metadata table claims ${count} entries`);
   const entries = await readExact(bytes, metadata.offset + 32, count * 32, 'VHDX metadata table');
@@ -43,7 +44,8 @@ export async function vhdxReferences(bytes: ImageBytes): Promise<ImageReference[
   for (let i = 0; i < count; i++) {
     const e = entries.subarray(i * 32, i * 32 + 32);
     const item = { offset: e.readUInt32LE(16), length: e.readUInt32LE(20) };
-    if (item.offset + item.length > metadata.length) throw corruptImage(bytes, `a VHDX metadata item lies outside its region`);
+    if (item.offset + item.length > metadata.length)
+      throw corruptImage(bytes, `a VHDX metadata item lies outside its region`);
     if (e.subarray(0, 16).equals(FILE_PARAMETERS)) {
       const p = await readExact(bytes, metadata.offset + item.offset, 8, 'VHDX file parameters');
       hasParent = (p.readUInt32LE(4) & HAS_PARENT) !== 0;
@@ -52,7 +54,10 @@ export async function vhdxReferences(bytes: ImageBytes): Promise<ImageReference[
     }
   }
   if (!hasParent && locator === null) return [];
-  const paths = locator === null ? [] : await locatorPaths(bytes, metadata.offset + locator.offset, Math.min(locator.length, 64 * KiB));
+  const paths =
+    locator === null
+      ? []
+      : await locatorPaths(bytes, metadata.offset + locator.offset, Math.min(locator.length, 64 * KiB));
   if (paths.length === 0) return [{ kind: 'parent', name: '', where: 'VHDX file parameters (has_parent)' }];
   return paths.map((p) => ({ kind: 'parent', name: p.value, where: `VHDX parent locator ${p.key}` }));
 }
@@ -75,7 +80,11 @@ async function metadataRegion(bytes: ImageBytes): Promise<{ offset: number; leng
 }
 
 /** The locator's key/value pairs (UTF-16LE, offsets from the locator's start); only the path keys are kept. */
-async function locatorPaths(bytes: ImageBytes, start: number, length: number): Promise<{ key: string; value: string }[]> {
+async function locatorPaths(
+  bytes: ImageBytes,
+  start: number,
+  length: number,
+): Promise<{ key: string; value: string }[]> {
   const loc = await readExact(bytes, start, length, 'VHDX parent locator');
   if (loc.length < 20) return [];
   const count = loc.readUInt16LE(18);
@@ -86,7 +95,8 @@ async function locatorPaths(bytes: ImageBytes, start: number, length: number): P
     const vOff = loc.readUInt32LE(e + 4);
     const kLen = loc.readUInt16LE(e + 8);
     const vLen = loc.readUInt16LE(e + 10);
-    if (kOff + kLen > loc.length || vOff + vLen > loc.length) throw corruptImage(bytes, 'a VHDX parent locator entry lies outside the locator');
+    if (kOff + kLen > loc.length || vOff + vLen > loc.length)
+      throw corruptImage(bytes, 'a VHDX parent locator entry lies outside the locator');
     const key = loc.toString('utf16le', kOff, kOff + kLen);
     if (PATH_KEYS.includes(key)) out.push({ key, value: loc.toString('utf16le', vOff, vOff + vLen) });
   }

@@ -21,9 +21,13 @@ const EXTENT_ACCESS = new Set(['RW', 'RDONLY', 'NOACCESS']);
  */
 export async function vmdkReferences(bytes: ImageBytes): Promise<ImageReference[]> {
   const magic = (await readExact(bytes, 0, 4, 'VMDK magic')).toString('latin1');
-  if (magic === 'COWD') throw new MamoriError('IMAGE_FORMAT_UNSUPPORTED', `${bytes.label} is a VMware 3 (COWD) sparse disk; convert it to a current VMDK with vmware-vdiskmanager where it came from`);
+  if (magic === 'COWD')
+    throw new MamoriError(
+      'IMAGE_FORMAT_UNSUPPORTED',
+      `${bytes.label} is a VMware 3 (COWD) sparse disk; convert it to a current VMDK with vmware-vdiskmanager where it came from`,
+    );
   if (magic !== 'KDMV') {
-    const text = (await bytes.read(0, Math.min(MAX_DESCRIPTOR, bytes.size)));
+    const text = await bytes.read(0, Math.min(MAX_DESCRIPTOR, bytes.size));
     return descriptorReferences(bytes, text.toString('latin1'), { extentsAreFiles: true, where: 'descriptor' });
   }
   const header = await readExact(bytes, 0, 512, 'VMDK sparse header');
@@ -31,7 +35,8 @@ export async function vmdkReferences(bytes: ImageBytes): Promise<ImageReference[
   if (header.readBigUInt64LE(56) === GD_AT_END) {
     // streamOptimized keeps the real header in a footer 1024 bytes before the end; QEMU reads that one.
     const footer = await readExact(bytes, bytes.size - 1024, 512, 'VMDK footer');
-    if (footer.toString('latin1', 0, 4) !== 'KDMV') throw corruptImage(bytes, 'its VMDK footer (streamOptimized) is missing');
+    if (footer.toString('latin1', 0, 4) !== 'KDMV')
+      throw corruptImage(bytes, 'its VMDK footer (streamOptimized) is missing');
     headers.push(footer);
   }
   const refs: ImageReference[] = [];
@@ -44,7 +49,11 @@ export async function vmdkReferences(bytes: ImageBytes): Promise<ImageReference[
     seen.add(descSectors);
     const offset = Number(descSectors) * SECTOR;
     const length = Math.min(Number(descSize) * SECTOR, MAX_DESCRIPTOR);
-    if (!Number.isSafeInteger(offset) || offset + length > bytes.size) throw corruptImage(bytes, `its embedded VMDK descriptor (sector ${descSectors}) lies past the end of the image (truncated?)`);
+    if (!Number.isSafeInteger(offset) || offset + length > bytes.size)
+      throw corruptImage(
+        bytes,
+        `its embedded VMDK descriptor (sector ${descSectors}) lies past the end of the image (truncated?)`,
+      );
     const text = (await readExact(bytes, offset, length, 'embedded VMDK descriptor')).toString('latin1');
     refs.push(...descriptorReferences(bytes, text, { extentsAreFiles: capacity === 0n, where: 'embedded descriptor' }));
   }
@@ -56,7 +65,11 @@ export async function vmdkReferences(bytes: ImageBytes): Promise<ImageReference[
  * any line whose first word is an access word is an extent, and its file is the first quoted
  * string on the line (a ZERO extent has none). A C string ends at NUL; so does ours.
  */
-export function descriptorReferences(bytes: ImageBytes, raw: string, o: { extentsAreFiles: boolean; where: string }): ImageReference[] {
+export function descriptorReferences(
+  bytes: ImageBytes,
+  raw: string,
+  o: { extentsAreFiles: boolean; where: string },
+): ImageReference[] {
   const nul = raw.indexOf('\0');
   const text = nul === -1 ? raw : raw.slice(0, nul);
   const refs: ImageReference[] = [];
@@ -67,7 +80,8 @@ export function descriptorReferences(bytes: ImageBytes, raw: string, o: { extent
     if (o.extentsAreFiles && EXTENT_ACCESS.has(words[0] ?? '')) {
       const q = /"([^"\r\n]*)"/.exec(line);
       if (q) refs.push({ kind: 'extent', name: q[1]!, where: `${o.where} line ${i + 1}` });
-      else if (line.includes('"')) throw corruptImage(bytes, `VMDK ${o.where} line ${i + 1} has an unterminated file name`);
+      else if (line.includes('"'))
+        throw corruptImage(bytes, `VMDK ${o.where} line ${i + 1} has an unterminated file name`);
       continue;
     }
     const kv = /^\s*([A-Za-z0-9_.]+)\s*=\s*(.*?)\s*$/.exec(line);
@@ -76,7 +90,9 @@ export function descriptorReferences(bytes: ImageBytes, raw: string, o: { extent
     if (kv[1] === 'parentCID') parentCid = value;
     if (kv[1] === 'parentFileNameHint') parentHint = value;
   }
-  if (parentHint !== null && parentHint !== '') refs.push({ kind: 'parent', name: parentHint, where: `${o.where} parentFileNameHint` });
-  else if (parentCid !== null && parentCid.toLowerCase() !== 'ffffffff') refs.push({ kind: 'parent', name: '', where: `${o.where} parentCID=${parentCid}` });
+  if (parentHint !== null && parentHint !== '')
+    refs.push({ kind: 'parent', name: parentHint, where: `${o.where} parentFileNameHint` });
+  else if (parentCid !== null && parentCid.toLowerCase() !== 'ffffffff')
+    refs.push({ kind: 'parent', name: '', where: `${o.where} parentCID=${parentCid}` });
   return refs;
 }

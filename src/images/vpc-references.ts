@@ -14,7 +14,8 @@ const LOCATORS = 8;
 export async function vpcReferences(bytes: ImageBytes): Promise<ImageReference[]> {
   const footer = await findFooter(bytes);
   const diskType = footer.readUInt32BE(60);
-  if (!KNOWN_TYPES.has(diskType)) throw corruptImage(bytes, `its VHD footer says disk type ${diskType} (2, 3 or 4 are valid)`);
+  if (!KNOWN_TYPES.has(diskType))
+    throw corruptImage(bytes, `its VHD footer says disk type ${diskType} (2, 3 or 4 are valid)`);
   if (diskType !== DIFFERENCING) return [];
   const headerAt = footer.readBigUInt64BE(16);
   const refs: ImageReference[] = [];
@@ -29,7 +30,10 @@ export async function vpcReferences(bytes: ImageBytes): Promise<ImageReference[]
       const offset = e.readBigUInt64BE(16);
       if (code === '\0\0\0\0' || length === 0) continue;
       const data = await readExact(bytes, Number(offset), length, `VHD parent locator ${code}`);
-      const path = (code === 'W2ru' || code === 'W2ku' ? data.toString('utf16le') : data.toString('utf8')).replace(/\0+$/, '');
+      const path = (code === 'W2ru' || code === 'W2ku' ? data.toString('utf16le') : data.toString('utf8')).replace(
+        /\0+$/,
+        '',
+      );
       if (path !== '') refs.push({ kind: 'parent', name: path, where: `VHD parent locator ${code}` });
     }
   }

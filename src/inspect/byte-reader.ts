@@ -22,7 +22,12 @@ export function sliceReader(base: ByteReader, start: number, size: number): Byte
     size,
     read(offset: number, length: number): Promise<Buffer> {
       if (offset < 0 || length < 0 || offset + length > size) {
-        return Promise.reject(new MamoriError('FILESYSTEM_UNREADABLE', `a read at byte ${offset} (${length} bytes) falls outside this ${size}-byte partition: what it holds points past its end (a damaged partition table or filesystem?)`));
+        return Promise.reject(
+          new MamoriError(
+            'FILESYSTEM_UNREADABLE',
+            `a read at byte ${offset} (${length} bytes) falls outside this ${size}-byte partition: what it holds points past its end (a damaged partition table or filesystem?)`,
+          ),
+        );
       }
       return base.read(start + offset, length);
     },
@@ -34,7 +39,8 @@ export function bufferReader(buf: Buffer): ByteReader {
   return {
     size: buf.length,
     async read(offset: number, length: number): Promise<Buffer> {
-      if (offset < 0 || length < 0 || offset + length > buf.length) throw new RangeError(`read ${offset}+${length} is outside this ${buf.length}-byte buffer`);
+      if (offset < 0 || length < 0 || offset + length > buf.length)
+        throw new RangeError(`read ${offset}+${length} is outside this ${buf.length}-byte buffer`);
       return buf.subarray(offset, offset + length);
     },
   };

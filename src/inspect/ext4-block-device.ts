@@ -26,12 +26,16 @@ export class Ext4BlockDevice {
   #checkedByteRange(block: number, count: number, what: string): { offset: number; length: number } {
     const { blockSize, blocksCount } = this.#geo;
     if (!Number.isSafeInteger(block) || block < 0 || count < 1 || block + count > blocksCount) {
-      throw damaged(`${what} points at block ${block}${count > 1 ? `..${block + count - 1}` : ''}, outside the filesystem's ${blocksCount} blocks`);
+      throw damaged(
+        `${what} points at block ${block}${count > 1 ? `..${block + count - 1}` : ''}, outside the filesystem's ${blocksCount} blocks`,
+      );
     }
     const offset = block * blockSize;
     const length = count * blockSize;
     if (offset + length > this.#reader.size) {
-      throw unreadable(`${what} is at bytes ${offset}..${offset + length - 1}, past the end of the ${this.#reader.size}-byte partition (truncated image or a filesystem larger than its partition)`);
+      throw unreadable(
+        `${what} is at bytes ${offset}..${offset + length - 1}, past the end of the ${this.#reader.size}-byte partition (truncated image or a filesystem larger than its partition)`,
+      );
     }
     return { offset, length };
   }
@@ -48,7 +52,13 @@ export class Ext4BlockDevice {
   }
 
   /** File data is read once, so it bypasses the cache, in as few requests as the layout allows. */
-  async readBlocksInto(target: Buffer, targetOffset: number, physical: number, count: number, what: string): Promise<void> {
+  async readBlocksInto(
+    target: Buffer,
+    targetOffset: number,
+    physical: number,
+    count: number,
+    what: string,
+  ): Promise<void> {
     const { blockSize } = this.#geo;
     this.#checkedByteRange(physical, count, what);
     const blocksPerRead = Math.max(1, Math.floor(MAX_READ_BYTES / blockSize));

@@ -22,7 +22,15 @@ import { INCOMPAT_FILETYPE, type Geometry } from './ext4-superblock.js';
 const INLINE_DIR_PARENT_SIZE = 4;
 
 const DIRENT_HEADER_SIZE = 8;
-const FILE_TYPE_NAMES: Record<number, Ext4EntryType> = { 1: 'file', 2: 'dir', 3: 'other', 4: 'other', 5: 'other', 6: 'other', 7: 'symlink' };
+const FILE_TYPE_NAMES: Record<number, Ext4EntryType> = {
+  1: 'file',
+  2: 'dir',
+  3: 'other',
+  4: 'other',
+  5: 'other',
+  6: 'other',
+  7: 'symlink',
+};
 
 /** Folders we walk are small (/, /etc, /boot, /usr/lib); this only stops a damaged size from costing gigabytes. */
 const MAX_DIRECTORY_BYTES = 64 * 1024 * 1024;
@@ -74,11 +82,14 @@ export class Ext4Directories {
    */
   async #loadDirectory(dir: Inode): Promise<DirEntry[]> {
     const where = `directory inode ${dir.number} (byte ${dir.offset})`;
-    if ((dir.flags & INODE_FLAG_ENCRYPT) !== 0) throw unreadable(`${where} is encrypted (fscrypt); its names cannot be read without the owner's key`);
+    if ((dir.flags & INODE_FLAG_ENCRYPT) !== 0)
+      throw unreadable(`${where} is encrypted (fscrypt); its names cannot be read without the owner's key`);
     if ((dir.flags & INODE_FLAG_INLINE_DATA) !== 0) return this.#loadInlineDirectory(dir, where);
     const { blockSize } = this.#geo;
-    if (dir.size > MAX_DIRECTORY_BYTES) throw damaged(`${where} claims ${dir.size} bytes, more than the ${MAX_DIRECTORY_BYTES}-byte limit for a folder`);
-    if (dir.size % blockSize !== 0) throw damaged(`${where} has size ${dir.size}, not a multiple of the ${blockSize}-byte block size`);
+    if (dir.size > MAX_DIRECTORY_BYTES)
+      throw damaged(`${where} claims ${dir.size} bytes, more than the ${MAX_DIRECTORY_BYTES}-byte limit for a folder`);
+    if (dir.size % blockSize !== 0)
+      throw damaged(`${where} has size ${dir.size}, not a multiple of the ${blockSize}-byte block size`);
     const content = await this.#fileData.readContent(dir, dir.size);
     const entries: DirEntry[] = [];
     for (let at = 0; at < content.length; at += blockSize) {
@@ -95,7 +106,8 @@ export class Ext4Directories {
     const entries: DirEntry[] = [{ name: '..', inode: parent, type: 'dir' }];
     this.#parseDirentArea(dir.iBlock.subarray(INLINE_DIR_PARENT_SIZE), `${where}, inline entries`, entries);
     const continuation = inodeXattr(dir, XATTR_INDEX_SYSTEM, 'data');
-    if (continuation !== null && continuation.length > 0) this.#parseDirentArea(continuation, `${where}, inline entries in system.data`, entries);
+    if (continuation !== null && continuation.length > 0)
+      this.#parseDirentArea(continuation, `${where}, inline entries in system.data`, entries);
     return entries;
   }
 
@@ -103,12 +115,20 @@ export class Ext4Directories {
     const hasFileType = (this.#geo.incompat & INCOMPAT_FILETYPE) !== 0;
     let at = 0;
     while (at < area.length) {
-      if (at + DIRENT_HEADER_SIZE > area.length) throw damaged(`${where}: directory entry at offset ${at} runs past the end of the block`);
+      if (at + DIRENT_HEADER_SIZE > area.length)
+        throw damaged(`${where}: directory entry at offset ${at} runs past the end of the block`);
       const inode = area.readUInt32LE(at);
       const recLen = decodeRecLen(area.readUInt16LE(at + 4), this.#geo.blockSize);
       const nameLen = hasFileType ? area.readUInt8(at + 6) : area.readUInt16LE(at + 6);
-      if (recLen < DIRENT_HEADER_SIZE || recLen % 4 !== 0 || at + recLen > area.length || DIRENT_HEADER_SIZE + nameLen > recLen) {
-        throw damaged(`${where}: directory entry at offset ${at} has record length ${recLen} and name length ${nameLen}, which do not fit`);
+      if (
+        recLen < DIRENT_HEADER_SIZE ||
+        recLen % 4 !== 0 ||
+        at + recLen > area.length ||
+        DIRENT_HEADER_SIZE + nameLen > recLen
+      ) {
+        throw damaged(
+          `${where}: directory entry at offset ${at} has record length ${recLen} and name length ${nameLen}, which do not fit`,
+        );
       }
       // inode 0 marks free space, htree index blocks and the metadata_csum tail.
       if (inode !== 0 && nameLen > 0) {

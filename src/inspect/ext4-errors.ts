@@ -7,7 +7,10 @@ import { MamoriError } from '../core/mamori-error.js';
  */
 
 export function damaged(message: string): MamoriError {
-  return new MamoriError('FILESYSTEM_UNREADABLE', `${message}; the ext filesystem looks damaged (check it with e2fsck -n on a copy of the disk)`);
+  return new MamoriError(
+    'FILESYSTEM_UNREADABLE',
+    `${message}; the ext filesystem looks damaged (check it with e2fsck -n on a copy of the disk)`,
+  );
 }
 
 export function unreadable(message: string): MamoriError {

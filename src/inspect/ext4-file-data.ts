@@ -47,12 +47,16 @@ export class Ext4FileData {
   /** The first `length` bytes of the inode's data; holes and unwritten extents read as zeros. */
   async readContent(inode: Inode, length: number): Promise<Buffer> {
     if ((inode.flags & INODE_FLAG_ENCRYPT) !== 0) {
-      throw unreadable(`inode ${inode.number} is encrypted (fscrypt); its contents cannot be read without the owner's key`);
+      throw unreadable(
+        `inode ${inode.number} is encrypted (fscrypt); its contents cannot be read without the owner's key`,
+      );
     }
     if ((inode.flags & INODE_FLAG_INLINE_DATA) !== 0) {
       const inline = inlineData(inode);
       if (inline.length < length) {
-        throw damaged(`inline-data inode ${inode.number} at byte ${inode.offset} holds ${inline.length} bytes but its size is ${length}`);
+        throw damaged(
+          `inline-data inode ${inode.number} at byte ${inode.offset} holds ${inline.length} bytes but its size is ${length}`,
+        );
       }
       return Buffer.from(inline.subarray(0, length));
     }
@@ -60,15 +64,22 @@ export class Ext4FileData {
     const blockCount = Math.ceil(length / blockSize);
     const out = Buffer.alloc(length);
     if (blockCount === 0) return out;
-    const runs = (inode.flags & INODE_FLAG_EXTENTS) !== 0
-      ? await this.#extentRuns(inode, blockCount)
-      : await this.#blockMapRuns(inode, blockCount);
+    const runs =
+      (inode.flags & INODE_FLAG_EXTENTS) !== 0
+        ? await this.#extentRuns(inode, blockCount)
+        : await this.#blockMapRuns(inode, blockCount);
     for (const run of runs) {
       const start = Math.max(0, run.logical);
       const end = Math.min(blockCount, run.logical + run.count);
       if (start >= end) continue;
       const physical = run.physical + (start - run.logical);
-      await this.#blocks.readBlocksInto(out, start * blockSize, physical, end - start, `data of inode ${inode.number} (logical block ${start})`);
+      await this.#blocks.readBlocksInto(
+        out,
+        start * blockSize,
+        physical,
+        end - start,
+        `data of inode ${inode.number} (logical block ${start})`,
+      );
     }
     return out;
   }
@@ -96,9 +107,12 @@ export class Ext4FileData {
     const entries = node.readUInt16LE(2);
     const max = node.readUInt16LE(4);
     const depth = node.readUInt16LE(6);
-    if (magic !== EXTENT_MAGIC) throw damaged(`${where} has extent header magic 0x${magic.toString(16)}, expected 0xf30a`);
+    if (magic !== EXTENT_MAGIC)
+      throw damaged(`${where} has extent header magic 0x${magic.toString(16)}, expected 0xf30a`);
     if (depth > MAX_EXTENT_DEPTH || (expectedDepth !== null && depth !== expectedDepth)) {
-      throw damaged(`${where} has extent tree depth ${depth}${expectedDepth !== null ? ` where ${expectedDepth} was expected` : ` (at most ${MAX_EXTENT_DEPTH})`}`);
+      throw damaged(
+        `${where} has extent tree depth ${depth}${expectedDepth !== null ? ` where ${expectedDepth} was expected` : ` (at most ${MAX_EXTENT_DEPTH})`}`,
+      );
     }
     if (entries > max || EXTENT_ENTRY_SIZE * (1 + max) > node.length) {
       throw damaged(`${where} claims ${entries} of ${max} extent entries, more than fit in its ${node.length} bytes`);
@@ -125,7 +139,9 @@ export class Ext4FileData {
     // Unwritten extents are allocated but must read as zeros, exactly like a hole.
     if (rawLength === 0 || rawLength > EXTENT_INIT_MAX_LEN) return;
     if (physical + rawLength > this.#geo.blocksCount) {
-      throw damaged(`${where}: extent for logical block ${logical} points at blocks ${physical}..${physical + rawLength - 1}, outside the filesystem's ${this.#geo.blocksCount} blocks`);
+      throw damaged(
+        `${where}: extent for logical block ${logical} points at blocks ${physical}..${physical + rawLength - 1}, outside the filesystem's ${this.#geo.blocksCount} blocks`,
+      );
     }
     runs.push({ logical, physical, count: rawLength });
   }
@@ -133,16 +149,30 @@ export class Ext4FileData {
   /** ext2/ext3 block map: 12 direct pointers, then single, double and triple indirect blocks; 0 is a hole. */
   async #blockMapRuns(inode: Inode, blockCount: number): Promise<BlockRun[]> {
     const pointers: number[] = [];
-    for (let i = 0; i < DIRECT_BLOCKS && pointers.length < blockCount; i++) pointers.push(inode.iBlock.readUInt32LE(i * 4));
+    for (let i = 0; i < DIRECT_BLOCKS && pointers.length < blockCount; i++)
+      pointers.push(inode.iBlock.readUInt32LE(i * 4));
     for (let level = 1; level <= 3 && pointers.length < blockCount; level++) {
       const top = inode.iBlock.readUInt32LE((DIRECT_BLOCKS + level - 1) * 4);
-      await this.#collectIndirect(top, level, blockCount, pointers, `inode ${inode.number}'s level-${level} indirect block`);
+      await this.#collectIndirect(
+        top,
+        level,
+        blockCount,
+        pointers,
+        `inode ${inode.number}'s level-${level} indirect block`,
+      );
     }
-    if (pointers.length < blockCount) throw damaged(`inode ${inode.number} at byte ${inode.offset} is larger than a block map can address`);
+    if (pointers.length < blockCount)
+      throw damaged(`inode ${inode.number} at byte ${inode.offset} is larger than a block map can address`);
     return pointersToRuns(pointers);
   }
 
-  async #collectIndirect(block: number, level: number, blockCount: number, pointers: number[], what: string): Promise<void> {
+  async #collectIndirect(
+    block: number,
+    level: number,
+    blockCount: number,
+    pointers: number[],
+    what: string,
+  ): Promise<void> {
     const perBlock = this.#geo.blockSize / 4;
     if (block === 0) {
       const covered = perBlock ** level;
@@ -154,7 +184,10 @@ export class Ext4FileData {
     for (let i = 0; i < perBlock && pointers.length < blockCount; i++) {
       const entry = table.readUInt32LE(i * 4);
       if (level === 1) {
-        if (entry >= this.#geo.blocksCount) throw damaged(`${what} (block ${block}) entry ${i} points at block ${entry}, outside the filesystem's ${this.#geo.blocksCount} blocks`);
+        if (entry >= this.#geo.blocksCount)
+          throw damaged(
+            `${what} (block ${block}) entry ${i} points at block ${entry}, outside the filesystem's ${this.#geo.blocksCount} blocks`,
+          );
         pointers.push(entry);
       } else {
         await this.#collectIndirect(entry, level - 1, blockCount, pointers, `${what} → level-${level - 1} block`);

@@ -59,7 +59,9 @@ export class Ext4InodeTable {
     const table = lo + hi * 2 ** 32;
     const tableBlocks = Math.ceil((g.inodesPerGroup * g.inodeSize) / g.blockSize);
     if (table === 0 || table + tableBlocks > g.blocksCount) {
-      throw damaged(`group descriptor ${group} (byte ${descriptorBlock * g.blockSize + within}) gives inode table block ${table}, outside the filesystem's ${g.blocksCount} blocks`);
+      throw damaged(
+        `group descriptor ${group} (byte ${descriptorBlock * g.blockSize + within}) gives inode table block ${table}, outside the filesystem's ${g.blocksCount} blocks`,
+      );
     }
     return table;
   }

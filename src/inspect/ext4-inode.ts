@@ -58,10 +58,14 @@ export function decodeInode(number: number, offset: number, raw: Buffer): Inode 
 
 export function inodeType(mode: number): Ext4EntryType {
   switch (mode & S_IFMT) {
-    case S_IFREG: return 'file';
-    case S_IFDIR: return 'dir';
-    case S_IFLNK: return 'symlink';
-    default: return 'other';
+    case S_IFREG:
+      return 'file';
+    case S_IFDIR:
+      return 'dir';
+    case S_IFLNK:
+      return 'symlink';
+    default:
+      return 'other';
   }
 }
 
@@ -87,9 +91,13 @@ export function inodeXattr(inode: Inode, nameIndex: number, name: string): Buffe
     if (at + 16 + nameLen > raw.length) throw damaged(`${where} has a name running past the inode`);
     const entryName = raw.toString('latin1', at + 16, at + 16 + nameLen);
     if (index === nameIndex && entryName === name) {
-      if (valueInode !== 0) throw unreadable(`${where}: the value of ${name} is stored in a separate inode (ea_inode), which this reader does not follow`);
+      if (valueInode !== 0)
+        throw unreadable(
+          `${where}: the value of ${name} is stored in a separate inode (ea_inode), which this reader does not follow`,
+        );
       const start = valuesBase + valueOffset;
-      if (start + valueSize > raw.length) throw damaged(`${where}: value of ${name} (${valueSize} bytes at ${valueOffset}) runs past the inode`);
+      if (start + valueSize > raw.length)
+        throw damaged(`${where}: value of ${name} (${valueSize} bytes at ${valueOffset}) runs past the inode`);
       return raw.subarray(start, start + valueSize);
     }
     at += (16 + nameLen + 3) & ~3;

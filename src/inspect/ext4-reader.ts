@@ -3,7 +3,14 @@ import { Ext4BlockDevice } from './ext4-block-device.js';
 import { Ext4Directories } from './ext4-directories.js';
 import { damaged, unreadable } from './ext4-errors.js';
 import { Ext4FileData } from './ext4-file-data.js';
-import { I_BLOCK_SIZE, INODE_FLAG_HUGE_FILE, INODE_FLAG_INLINE_DATA, inodeType, type Ext4EntryType, type Inode } from './ext4-inode.js';
+import {
+  I_BLOCK_SIZE,
+  INODE_FLAG_HUGE_FILE,
+  INODE_FLAG_INLINE_DATA,
+  inodeType,
+  type Ext4EntryType,
+  type Inode,
+} from './ext4-inode.js';
 import { Ext4InodeTable } from './ext4-inode-table.js';
 import {
   RO_COMPAT_HUGE_FILE,
@@ -64,18 +71,23 @@ export class Ext4Reader {
   /** Throws FILESYSTEM_UNREADABLE when the partition holds no usable ext2/3/4 filesystem. */
   static async open(reader: ByteReader): Promise<Ext4Reader> {
     if (reader.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) {
-      throw unreadable(`the partition is ${reader.size} bytes, too small to hold an ext2/3/4 superblock at byte ${SUPERBLOCK_OFFSET}`);
+      throw unreadable(
+        `the partition is ${reader.size} bytes, too small to hold an ext2/3/4 superblock at byte ${SUPERBLOCK_OFFSET}`,
+      );
     }
     const sb = await reader.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE);
     const geo = decodeGeometry(sb);
     if (geo === null) {
-      throw unreadable(`no ext2/3/4 superblock: magic 0xEF53 missing at byte ${SUPERBLOCK_OFFSET + 0x38} (or block size field invalid) — this partition holds some other filesystem or none`);
+      throw unreadable(
+        `no ext2/3/4 superblock: magic 0xEF53 missing at byte ${SUPERBLOCK_OFFSET + 0x38} (or block size field invalid) — this partition holds some other filesystem or none`,
+      );
     }
     const problem = geometryProblem(geo);
     if (problem !== null) throw damaged(problem);
     const fs = new Ext4Reader(reader, geo);
     const root = await fs.#inodes.readInode(ROOT_INODE);
-    if (inodeType(root.mode) !== 'dir') throw damaged(`the root inode 2 at byte ${root.offset} is not a directory (mode 0o${root.mode.toString(8)})`);
+    if (inodeType(root.mode) !== 'dir')
+      throw damaged(`the root inode 2 at byte ${root.offset} is not a directory (mode 0o${root.mode.toString(8)})`);
     return fs;
   }
 
@@ -85,7 +97,9 @@ export class Ext4Reader {
     const inode = await this.#resolve(path, true);
     if (inode === null || inodeType(inode.mode) !== 'file') return null;
     if (inode.size > maxBytes) {
-      throw unreadable(`${path} (inode ${inode.number}) is ${inode.size} bytes, more than the ${maxBytes}-byte limit for files the inspector reads`);
+      throw unreadable(
+        `${path} (inode ${inode.number}) is ${inode.size} bytes, more than the ${maxBytes}-byte limit for files the inspector reads`,
+      );
     }
     return this.#fileData.readContent(inode, inode.size);
   }
@@ -142,7 +156,8 @@ export class Ext4Reader {
       const isLast = pending.length === 0;
       if (inodeType(child.mode) === 'symlink' && (!isLast || follow)) {
         hops++;
-        if (hops > MAX_SYMLINK_HOPS) throw unreadable(`more than ${MAX_SYMLINK_HOPS} symbolic links while resolving ${path} (a symlink loop?)`);
+        if (hops > MAX_SYMLINK_HOPS)
+          throw unreadable(`more than ${MAX_SYMLINK_HOPS} symbolic links while resolving ${path} (a symlink loop?)`);
         const target = await this.#symlinkTarget(child);
         if (target.length === 0) return null;
         if (target.startsWith('/')) {
@@ -161,18 +176,23 @@ export class Ext4Reader {
 
   async #symlinkTarget(link: Inode): Promise<string> {
     if (link.size > MAX_SYMLINK_TARGET) {
-      throw damaged(`symlink inode ${link.number} at byte ${link.offset} claims a ${link.size}-byte target (at most ${MAX_SYMLINK_TARGET})`);
+      throw damaged(
+        `symlink inode ${link.number} at byte ${link.offset} claims a ${link.size}-byte target (at most ${MAX_SYMLINK_TARGET})`,
+      );
     }
-    const bytes = this.#isFastSymlink(link) ? link.iBlock.subarray(0, link.size) : await this.#fileData.readContent(link, link.size);
+    const bytes = this.#isFastSymlink(link)
+      ? link.iBlock.subarray(0, link.size)
+      : await this.#fileData.readContent(link, link.size);
     return bytes.toString('utf8');
   }
 
   /** Short targets live in i_block itself; the kernel tells them apart by the inode owning no data blocks. */
   #isFastSymlink(link: Inode): boolean {
     if ((link.flags & INODE_FLAG_INLINE_DATA) !== 0 || link.size >= I_BLOCK_SIZE) return false;
-    const unitsPerCluster = (link.flags & INODE_FLAG_HUGE_FILE) !== 0 && (this.#geo.roCompat & RO_COMPAT_HUGE_FILE) !== 0
-      ? this.#geo.clusterSize / this.#geo.blockSize
-      : this.#geo.clusterSize / 512;
+    const unitsPerCluster =
+      (link.flags & INODE_FLAG_HUGE_FILE) !== 0 && (this.#geo.roCompat & RO_COMPAT_HUGE_FILE) !== 0
+        ? this.#geo.clusterSize / this.#geo.blockSize
+        : this.#geo.clusterSize / 512;
     const xattrBlockUnits = link.fileAcl !== 0 ? unitsPerCluster : 0;
     return link.blockUnits - xattrBlockUnits <= 0;
   }

@@ -47,17 +47,52 @@ const EXT3_RO_COMPAT_BITS = RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_C
 
 /** e2fsprogs' names (lib/e2p), as dumpe2fs prints them, by bit number. */
 const COMPAT_NAMES: Record<number, string> = {
-  0: 'dir_prealloc', 1: 'imagic_inodes', 2: 'has_journal', 3: 'ext_attr', 4: 'resize_inode', 5: 'dir_index',
-  6: 'lazy_bg', 8: 'snapshot_bitmap', 9: 'sparse_super2', 10: 'fast_commit', 11: 'stable_inodes', 12: 'orphan_file',
+  0: 'dir_prealloc',
+  1: 'imagic_inodes',
+  2: 'has_journal',
+  3: 'ext_attr',
+  4: 'resize_inode',
+  5: 'dir_index',
+  6: 'lazy_bg',
+  8: 'snapshot_bitmap',
+  9: 'sparse_super2',
+  10: 'fast_commit',
+  11: 'stable_inodes',
+  12: 'orphan_file',
 };
 const INCOMPAT_NAMES: Record<number, string> = {
-  0: 'compression', 1: 'filetype', 2: 'needs_recovery', 3: 'journal_dev', 4: 'meta_bg', 6: 'extent', 7: '64bit',
-  8: 'mmp', 9: 'flex_bg', 10: 'ea_inode', 12: 'dirdata', 13: 'metadata_csum_seed', 14: 'large_dir', 15: 'inline_data',
-  16: 'encrypt', 17: 'casefold',
+  0: 'compression',
+  1: 'filetype',
+  2: 'needs_recovery',
+  3: 'journal_dev',
+  4: 'meta_bg',
+  6: 'extent',
+  7: '64bit',
+  8: 'mmp',
+  9: 'flex_bg',
+  10: 'ea_inode',
+  12: 'dirdata',
+  13: 'metadata_csum_seed',
+  14: 'large_dir',
+  15: 'inline_data',
+  16: 'encrypt',
+  17: 'casefold',
 };
 const RO_COMPAT_NAMES: Record<number, string> = {
-  0: 'sparse_super', 1: 'large_file', 3: 'huge_file', 4: 'uninit_bg', 5: 'dir_nlink', 6: 'extra_isize', 8: 'quota',
-  9: 'bigalloc', 10: 'metadata_csum', 11: 'replica', 12: 'read-only', 13: 'project', 14: 'shared_blocks', 15: 'verity',
+  0: 'sparse_super',
+  1: 'large_file',
+  3: 'huge_file',
+  4: 'uninit_bg',
+  5: 'dir_nlink',
+  6: 'extra_isize',
+  8: 'quota',
+  9: 'bigalloc',
+  10: 'metadata_csum',
+  11: 'replica',
+  12: 'read-only',
+  13: 'project',
+  14: 'shared_blocks',
+  15: 'verity',
   16: 'orphan_present',
 };
 
@@ -166,18 +201,25 @@ function isPowerOfTwo(n: number): boolean {
 /** Why this superblock cannot be used to find inodes, or null when it can. */
 export function geometryProblem(g: Geometry): string | null {
   const at = `the superblock at byte ${SUPERBLOCK_OFFSET}`;
-  if ((g.incompat & INCOMPAT_JOURNAL_DEV) !== 0) return `${at} describes an external ext3/ext4 journal device, not a filesystem with files`;
-  if (g.blocksCount === 0 || g.blocksCount <= g.firstDataBlock) return `${at} has an impossible block count ${g.blocksCount}`;
+  if ((g.incompat & INCOMPAT_JOURNAL_DEV) !== 0)
+    return `${at} describes an external ext3/ext4 journal device, not a filesystem with files`;
+  if (g.blocksCount === 0 || g.blocksCount <= g.firstDataBlock)
+    return `${at} has an impossible block count ${g.blocksCount}`;
   // One bitmap block covers a group; with bigalloc each bit stands for a cluster.
   const maxBlocksPerGroup = g.blockSize * 8 * (g.clusterSize / g.blockSize);
-  if (g.blocksPerGroup === 0 || g.blocksPerGroup > maxBlocksPerGroup) return `${at} has an impossible blocks-per-group ${g.blocksPerGroup}`;
-  if (g.inodesPerGroup === 0 || g.inodesPerGroup > g.blockSize * 8) return `${at} has an impossible inodes-per-group ${g.inodesPerGroup}`;
+  if (g.blocksPerGroup === 0 || g.blocksPerGroup > maxBlocksPerGroup)
+    return `${at} has an impossible blocks-per-group ${g.blocksPerGroup}`;
+  if (g.inodesPerGroup === 0 || g.inodesPerGroup > g.blockSize * 8)
+    return `${at} has an impossible inodes-per-group ${g.inodesPerGroup}`;
   const groupCount = Math.ceil((g.blocksCount - g.firstDataBlock) / g.blocksPerGroup);
   if (g.inodesCount < ROOT_INODE || g.inodesCount > g.inodesPerGroup * groupCount) {
     return `${at} has an impossible inode count ${g.inodesCount} for ${groupCount} groups of ${g.inodesPerGroup} inodes`;
   }
-  if (!isPowerOfTwo(g.inodeSize) || g.inodeSize < GOOD_OLD_INODE_SIZE || g.inodeSize > g.blockSize) return `${at} has an impossible inode size ${g.inodeSize}`;
-  if (!isPowerOfTwo(g.descriptorSize) || g.descriptorSize < 32 || g.descriptorSize > g.blockSize) return `${at} has an impossible group descriptor size ${g.descriptorSize}`;
-  if ((g.incompat & INCOMPAT_64BIT) !== 0 && g.descriptorSize < 64) return `${at} sets 64bit but has group descriptor size ${g.descriptorSize} (at least 64 expected)`;
+  if (!isPowerOfTwo(g.inodeSize) || g.inodeSize < GOOD_OLD_INODE_SIZE || g.inodeSize > g.blockSize)
+    return `${at} has an impossible inode size ${g.inodeSize}`;
+  if (!isPowerOfTwo(g.descriptorSize) || g.descriptorSize < 32 || g.descriptorSize > g.blockSize)
+    return `${at} has an impossible group descriptor size ${g.descriptorSize}`;
+  if ((g.incompat & INCOMPAT_64BIT) !== 0 && g.descriptorSize < 64)
+    return `${at} sets 64bit but has group descriptor size ${g.descriptorSize} (at least 64 expected)`;
   return null;
 }

@@ -66,7 +66,8 @@ function bootSectorBasicProblem(bs: Buffer): string | null {
   if (!isPowerOfTwo(bytesPerSector) || bytesPerSector < 512 || bytesPerSector > 4096) {
     return `gives ${bytesPerSector} bytes per sector at byte 11 (FAT needs a power of two from 512 to 4096)`;
   }
-  if (!isPowerOfTwo(bs.readUInt8(13))) return `gives ${bs.readUInt8(13)} sectors per cluster at byte 13 (not a power of two)`;
+  if (!isPowerOfTwo(bs.readUInt8(13)))
+    return `gives ${bs.readUInt8(13)} sectors per cluster at byte 13 (not a power of two)`;
   if (bs.readUInt16LE(14) === 0) return 'gives 0 reserved sectors at byte 14';
   if (bs.readUInt8(16) === 0) return 'gives 0 FAT copies at byte 16';
   return null;
@@ -100,7 +101,10 @@ export function decodeBootSector(bs: Buffer): BootSectorVerdict {
   const rootDirSectors = Math.ceil((rootEntryCount * DIR_ENTRY_BYTES) / bytesPerSector);
   const metadataSectors = reservedSectors + fatCount * fatSectors + rootDirSectors;
   if (totalSectors <= metadataSectors) {
-    return { ok: false, problem: `gives ${totalSectors} sectors in all, no more than its ${metadataSectors} sectors of FATs and root directory` };
+    return {
+      ok: false,
+      problem: `gives ${totalSectors} sectors in all, no more than its ${metadataSectors} sectors of FATs and root directory`,
+    };
   }
   const clusterCount = Math.floor((totalSectors - metadataSectors) / sectorsPerCluster);
   const fat32Layout = fatSectors16 === 0 && rootEntryCount === 0;
@@ -109,15 +113,27 @@ export function decodeBootSector(bs: Buffer): BootSectorVerdict {
   let rootCluster = 0;
   let activeFat = 0;
   if (type === 'fat32') {
-    if (!fat32Layout) return { ok: false, problem: `has ${clusterCount} clusters (FAT32) yet a FAT12/16 layout (16-bit FAT size ${fatSectors16} at byte 22, ${rootEntryCount} fixed root entries at byte 17)` };
+    if (!fat32Layout)
+      return {
+        ok: false,
+        problem: `has ${clusterCount} clusters (FAT32) yet a FAT12/16 layout (16-bit FAT size ${fatSectors16} at byte 22, ${rootEntryCount} fixed root entries at byte 17)`,
+      };
     rootCluster = bs.readUInt32LE(44);
-    if (rootCluster < 2 || rootCluster > clusterCount + 1) return { ok: false, problem: `gives root directory cluster ${rootCluster} at byte 44, outside clusters 2..${clusterCount + 1}` };
+    if (rootCluster < 2 || rootCluster > clusterCount + 1)
+      return {
+        ok: false,
+        problem: `gives root directory cluster ${rootCluster} at byte 44, outside clusters 2..${clusterCount + 1}`,
+      };
     const extFlags = bs.readUInt16LE(40);
     // Bit 7 means "mirroring off": only the FAT numbered in bits 0-3 is kept up to date.
     if ((extFlags & 0x80) !== 0) activeFat = extFlags & 0x0f;
-    if (activeFat >= fatCount) return { ok: false, problem: `names FAT copy ${activeFat} as active at byte 40, but there are only ${fatCount}` };
+    if (activeFat >= fatCount)
+      return { ok: false, problem: `names FAT copy ${activeFat} as active at byte 40, but there are only ${fatCount}` };
   } else if (rootEntryCount === 0) {
-    return { ok: false, problem: `has ${clusterCount} clusters (${type.toUpperCase()}) but no root directory entries at byte 17` };
+    return {
+      ok: false,
+      problem: `has ${clusterCount} clusters (${type.toUpperCase()}) but no root directory entries at byte 17`,
+    };
   }
 
   const { label, serial } = bootSectorVolumeId(bs, fatSectors16 === 0);

@@ -35,7 +35,9 @@ export class FatDirectories {
   directory(key: number, where: string): Promise<ParsedDirectory> {
     let pending = this.#directories.get(key);
     if (pending === undefined) {
-      pending = this.#readDirectoryBytes(key, where).then((bytes) => parseDirectory(bytes, this.#geometry.info.type === 'fat32'));
+      pending = this.#readDirectoryBytes(key, where).then((bytes) =>
+        parseDirectory(bytes, this.#geometry.info.type === 'fat32'),
+      );
       // A failed read (say, a dropped connection) must not stay cached.
       pending.catch(() => this.#directories.delete(key));
       this.#directories.set(key, pending);
@@ -49,7 +51,9 @@ export class FatDirectories {
     const limit = Math.ceil(MAX_DIRECTORY_BYTES / info.clusterSize);
     const chain = await this.#table.clusterChain(key, limit + 1, `directory ${where}`);
     if (chain.length > limit) {
-      throw unreadable(`Directory ${where} has a FAT cluster chain (from cluster ${key}) longer than the ${MAX_DIRECTORY_BYTES} bytes FAT allows for a directory; the filesystem is damaged (run fsck.fat on a copy).`);
+      throw unreadable(
+        `Directory ${where} has a FAT cluster chain (from cluster ${key}) longer than the ${MAX_DIRECTORY_BYTES} bytes FAT allows for a directory; the filesystem is damaged (run fsck.fat on a copy).`,
+      );
     }
     return this.#volume.readClusters(chain, chain.length * info.clusterSize, `directory ${where}`);
   }

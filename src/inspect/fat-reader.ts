@@ -76,15 +76,21 @@ export class FatReader {
   /** Reads the boot sector and the root directory; throws FILESYSTEM_UNREADABLE when not FAT. */
   static async open(reader: ByteReader): Promise<FatReader> {
     if (reader.size < 512) {
-      throw unreadable(`The partition is only ${reader.size} bytes long, too small to hold a FAT boot sector at byte offset 0.`);
+      throw unreadable(
+        `The partition is only ${reader.size} bytes long, too small to hold a FAT boot sector at byte offset 0.`,
+      );
     }
     const verdict = decodeBootSector(await reader.read(0, 512));
     if (!verdict.ok) {
-      throw unreadable(`The partition does not hold a FAT filesystem: its boot sector at byte offset 0 ${verdict.problem}. Check that this is the EFI System Partition and that the partition table points at its first sector.`);
+      throw unreadable(
+        `The partition does not hold a FAT filesystem: its boot sector at byte offset 0 ${verdict.problem}. Check that this is the EFI System Partition and that the partition table points at its first sector.`,
+      );
     }
     const geometry = verdict.geometry;
     if (geometry.dataOffset > reader.size) {
-      throw unreadable(`The FAT boot sector at byte offset 0 puts the data region at byte offset ${geometry.dataOffset}, beyond the end of the ${reader.size}-byte partition; the partition is truncated or the boot sector is damaged.`);
+      throw unreadable(
+        `The FAT boot sector at byte offset 0 puts the data region at byte offset ${geometry.dataOffset}, beyond the end of the ${reader.size}-byte partition; the partition is truncated or the boot sector is damaged.`,
+      );
     }
     const fat = new FatReader(reader, geometry);
     const root = await fat.#directories.directory(fat.#directories.rootKey(), '/');
@@ -114,13 +120,17 @@ export class FatReader {
     const { entry } = target;
     const wanted = Math.min(entry.size, maxBytes ?? Number.POSITIVE_INFINITY);
     if (wanted > MAX_FILE_BYTES) {
-      throw unreadable(`File ${target.path} is ${entry.size} bytes; reading more than ${MAX_FILE_BYTES} bytes of a file from the FAT filesystem is refused. Ask for fewer bytes (maxBytes).`);
+      throw unreadable(
+        `File ${target.path} is ${entry.size} bytes; reading more than ${MAX_FILE_BYTES} bytes of a file from the FAT filesystem is refused. Ask for fewer bytes (maxBytes).`,
+      );
     }
     if (wanted === 0) return Buffer.alloc(0);
     const clustersNeeded = Math.ceil(wanted / this.#geometry.info.clusterSize);
     const chain = await this.#table.clusterChain(entry.firstCluster, clustersNeeded, `file ${target.path}`);
     if (chain.length < clustersNeeded) {
-      throw unreadable(`File ${target.path} is ${entry.size} bytes but its FAT cluster chain (from cluster ${entry.firstCluster}) ends after ${chain.length} clusters of ${this.#geometry.info.clusterSize} bytes; the filesystem is damaged (run fsck.fat on a copy).`);
+      throw unreadable(
+        `File ${target.path} is ${entry.size} bytes but its FAT cluster chain (from cluster ${entry.firstCluster}) ends after ${chain.length} clusters of ${this.#geometry.info.clusterSize} bytes; the filesystem is damaged (run fsck.fat on a copy).`,
+      );
     }
     return this.#volume.readClusters(chain, wanted, `file ${target.path}`);
   }
@@ -131,7 +141,9 @@ export class FatReader {
     if (!target.entry.isDir) return null;
     // Cluster 0 in a subdirectory entry would alias the FAT12/16 root region (key FIXED_ROOT).
     if (target.entry.firstCluster < 2) {
-      throw unreadable(`Directory ${target.path} has first cluster ${target.entry.firstCluster} in its directory entry, which is not a data cluster; the filesystem is damaged (run fsck.fat on a copy).`);
+      throw unreadable(
+        `Directory ${target.path} has first cluster ${target.entry.firstCluster} in its directory entry, which is not a data cluster; the filesystem is damaged (run fsck.fat on a copy).`,
+      );
     }
     return { key: target.entry.firstCluster, where: target.path };
   }

@@ -51,11 +51,15 @@ export class FatVolume {
 
   async readAt(offset: number, length: number, what: string): Promise<Buffer> {
     if (offset + length > this.#reader.size) {
-      throw unreadable(`Reading ${what} needs bytes ${offset}..${offset + length} of the partition, but it is only ${this.#reader.size} bytes long; the partition is truncated or the FAT metadata is damaged.`);
+      throw unreadable(
+        `Reading ${what} needs bytes ${offset}..${offset + length} of the partition, but it is only ${this.#reader.size} bytes long; the partition is truncated or the FAT metadata is damaged.`,
+      );
     }
     const bytes = await this.#reader.read(offset, length);
     if (bytes.length !== length) {
-      throw unreadable(`Reading ${what} at byte offset ${offset} of the partition returned ${bytes.length} bytes instead of ${length}.`);
+      throw unreadable(
+        `Reading ${what} at byte offset ${offset} of the partition returned ${bytes.length} bytes instead of ${length}.`,
+      );
     }
     return bytes;
   }

@@ -33,12 +33,20 @@ const CACHED_CHUNKS = 512;
  * whose backing chains QEMU must follow): an untrusted one is vetted by mamori first
  * (src/images/untrusted-image.ts) and handed to QEMU with its format pinned and no backing.
  */
-export async function openSource(file: string, member?: { offset: number; size: number }, opts: { trusted?: boolean } = {}): Promise<OpenedSource> {
+export async function openSource(
+  file: string,
+  member?: { offset: number; size: number },
+  opts: { trusted?: boolean } = {},
+): Promise<OpenedSource> {
   const st = await stat(file).catch((e: unknown) => {
-    throw new MamoriError('IMAGE_NOT_FOUND', `no disk or image at ${file}: check the path`, { cause: e, details: { source: file } });
+    throw new MamoriError('IMAGE_NOT_FOUND', `no disk or image at ${file}: check the path`, {
+      cause: e,
+      details: { source: file },
+    });
   });
   const kind = st.isBlockDevice() ? 'device' : 'image';
-  if (!st.isBlockDevice() && !st.isFile()) throw new MamoriError('INVALID_INPUT', `${file} is neither a block device nor an image file`);
+  if (!st.isBlockDevice() && !st.isFile())
+    throw new MamoriError('INVALID_INPUT', `${file} is neither a block device nor an image file`);
   let path: string;
   let format: string;
   if (opts.trusted) {
@@ -49,9 +57,10 @@ export async function openSource(file: string, member?: { offset: number; size: 
     if (kind === 'image') await checkImage(path, format);
   } else {
     // A block device is read as raw bytes (what a physical disk is); an image file is vetted.
-    const image = kind === 'device'
-      ? { file, format: 'raw', blockDevice: true, ...(member ? { member } : {}) }
-      : await vetUntrustedImage({ file, ...(member ? { member } : {}) });
+    const image =
+      kind === 'device'
+        ? { file, format: 'raw', blockDevice: true, ...(member ? { member } : {}) }
+        : await vetUntrustedImage({ file, ...(member ? { member } : {}) });
     path = untrustedImageName(image);
     format = image.format;
     if (kind === 'image') await checkUntrustedImage(image);
@@ -62,20 +71,37 @@ export async function openSource(file: string, member?: { offset: number; size: 
   let client: NbdClient | null = null;
   try {
     // --fork returns once the socket listens; --persistent is off, so qemu-nbd exits when we disconnect.
-    await runProcess('qemu-nbd', ['--read-only', '--fork', '--shared=1', `--socket=${socket}`, `--pid-file=${pidFile}`, `--format=${format}`, path], { timeoutMs: 30_000 });
+    await runProcess(
+      'qemu-nbd',
+      [
+        '--read-only',
+        '--fork',
+        '--shared=1',
+        `--socket=${socket}`,
+        `--pid-file=${pidFile}`,
+        `--format=${format}`,
+        path,
+      ],
+      { timeoutMs: 30_000 },
+    );
     client = await NbdClient.connect({ socketPath: socket }, { exportName: '' });
   } catch (e) {
     await stopQemuNbd(pidFile);
     await rm(dir, { recursive: true, force: true });
     if (isMamoriError(e) && e.code === 'PROCESS_FAILED') {
-      throw new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read ${file} as ${format}: ${e.message}`, { cause: e, details: { source: file, format } });
+      throw new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read ${file} as ${format}: ${e.message}`, {
+        cause: e,
+        details: { source: file, format },
+      });
     }
     throw e;
   }
   const nbd = client;
   const reader = cachedReader(nbd);
   return {
-    reader, format, kind,
+    reader,
+    format,
+    kind,
     async close() {
       await nbd.disconnect().catch(() => undefined);
       await stopQemuNbd(pidFile);
@@ -117,7 +143,10 @@ export function cachedReader(nbd: Pick<NbdClient, 'size' | 'read'>): ByteReader 
     size,
     async read(offset: number, length: number): Promise<Buffer> {
       if (offset < 0 || length < 0 || offset + length > size) {
-        throw new MamoriError('FILESYSTEM_UNREADABLE', `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte disk: a partition or filesystem points past its end (a truncated image?)`);
+        throw new MamoriError(
+          'FILESYSTEM_UNREADABLE',
+          `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte disk: a partition or filesystem points past its end (a truncated image?)`,
+        );
       }
       if (length === 0) return Buffer.alloc(0);
       // Large reads (whole files) go straight through; small ones come from chunks.

@@ -18,9 +18,26 @@ export interface RootFs {
 
 /** os-release IDs as libguestfs names the distros. */
 const DISTRO_IDS: Record<string, string> = {
-  rhel: 'rhel', centos: 'centos', fedora: 'fedora', debian: 'debian', ubuntu: 'ubuntu', rocky: 'rocky', almalinux: 'almalinux',
-  ol: 'oraclelinux', opensuse: 'opensuse', 'opensuse-leap': 'opensuse', 'opensuse-tumbleweed': 'opensuse', sles: 'sles', sled: 'sles',
-  arch: 'archlinux', alpine: 'alpinelinux', gentoo: 'gentoo', linuxmint: 'linuxmint', void: 'voidlinux', kali: 'kalilinux', amzn: 'amazonlinux',
+  rhel: 'rhel',
+  centos: 'centos',
+  fedora: 'fedora',
+  debian: 'debian',
+  ubuntu: 'ubuntu',
+  rocky: 'rocky',
+  almalinux: 'almalinux',
+  ol: 'oraclelinux',
+  opensuse: 'opensuse',
+  'opensuse-leap': 'opensuse',
+  'opensuse-tumbleweed': 'opensuse',
+  sles: 'sles',
+  sled: 'sles',
+  arch: 'archlinux',
+  alpine: 'alpinelinux',
+  gentoo: 'gentoo',
+  linuxmint: 'linuxmint',
+  void: 'voidlinux',
+  kali: 'kalilinux',
+  amzn: 'amazonlinux',
 };
 
 /** `KEY=value` lines, values unquoted as the os-release format allows. */
@@ -30,7 +47,8 @@ export function parseOsRelease(text: string): Record<string, string> {
     const m = /^\s*([A-Z0-9_]+)=(.*)$/.exec(line);
     if (!m) continue;
     let v = m[2]!.trim();
-    if ((v.startsWith('"') && v.endsWith('"')) || (v.startsWith("'") && v.endsWith("'"))) v = v.slice(1, -1).replace(/\\(["\\$`])/g, '$1');
+    if ((v.startsWith('"') && v.endsWith('"')) || (v.startsWith("'") && v.endsWith("'")))
+      v = v.slice(1, -1).replace(/\\(["\\$`])/g, '$1');
     out[m[1]!] = v;
   }
   return out;
@@ -44,16 +62,30 @@ function version(text: string | undefined): { major: number | null; minor: numbe
 /** "Red Hat Enterprise Linux Server release 6.10 (Santiago)", "CentOS release 6.10 (Final)", "Fedora release 19 ...". */
 export function parseRedhatRelease(line: string): LinuxRelease | null {
   const text = line.trim();
-  const distro = /^Red Hat/.test(text) ? 'rhel' : /^CentOS/.test(text) ? 'centos' : /^Fedora/.test(text) ? 'fedora'
-    : /^Scientific Linux/.test(text) ? 'scientificlinux' : /^Oracle Linux/.test(text) ? 'oraclelinux' : null;
+  const distro = /^Red Hat/.test(text)
+    ? 'rhel'
+    : /^CentOS/.test(text)
+      ? 'centos'
+      : /^Fedora/.test(text)
+        ? 'fedora'
+        : /^Scientific Linux/.test(text)
+          ? 'scientificlinux'
+          : /^Oracle Linux/.test(text)
+            ? 'oraclelinux'
+            : null;
   if (!distro) return null;
   const m = /release (\d+)(?:\.(\d+))?/.exec(text);
-  return { distro, product: text, major: m ? Number(m[1]) : null, minor: m ? (m[2] !== undefined ? Number(m[2]) : 0) : null };
+  return {
+    distro,
+    product: text,
+    major: m ? Number(m[1]) : null,
+    minor: m ? (m[2] !== undefined ? Number(m[2]) : 0) : null,
+  };
 }
 
 export async function linuxRelease(fs: RootFs): Promise<LinuxRelease | null> {
   const text = async (p: string): Promise<string | null> => (await fs.readFile(p))?.toString('utf8') ?? null;
-  const osRelease = await text('/etc/os-release') ?? await text('/usr/lib/os-release');
+  const osRelease = (await text('/etc/os-release')) ?? (await text('/usr/lib/os-release'));
   if (osRelease !== null) {
     const kv = parseOsRelease(osRelease);
     const id = (kv['ID'] ?? '').toLowerCase();
@@ -64,7 +96,11 @@ export async function linuxRelease(fs: RootFs): Promise<LinuxRelease | null> {
       if (dv.major !== null && dv.major === v.major) v = dv;
     }
     // Own keys only: an ID of "constructor" must not find Object's prototype.
-    return { distro: (Object.hasOwn(DISTRO_IDS, id) ? DISTRO_IDS[id] : undefined) ?? (id || 'linux'), product: kv['PRETTY_NAME'] ?? kv['NAME'] ?? id, ...v };
+    return {
+      distro: (Object.hasOwn(DISTRO_IDS, id) ? DISTRO_IDS[id] : undefined) ?? (id || 'linux'),
+      product: kv['PRETTY_NAME'] ?? kv['NAME'] ?? id,
+      ...v,
+    };
   }
   const rh = await text('/etc/redhat-release');
   if (rh !== null) {
@@ -88,13 +124,16 @@ export async function linuxHostname(fs: RootFs): Promise<string | null> {
 /** Kernel versions from /boot/vmlinuz-VERSION, newest name last. */
 export async function linuxKernels(fs: RootFs): Promise<string[]> {
   const boot = await fs.listDir('/boot');
-  return (boot ?? []).map((e) => /^vmlinuz-(.+)$/.exec(e.name)?.[1]).filter((v): v is string => v !== undefined).sort();
+  return (boot ?? [])
+    .map((e) => /^vmlinuz-(.+)$/.exec(e.name)?.[1])
+    .filter((v): v is string => v !== undefined)
+    .sort();
 }
 
 /** A root filesystem has /etc and one of the release files above. */
 export async function looksLikeLinuxRoot(fs: RootFs): Promise<boolean> {
   for (const p of ['/etc/os-release', '/usr/lib/os-release', '/etc/redhat-release', '/etc/debian_version']) {
-    if (await fs.readFile(p) !== null) return true;
+    if ((await fs.readFile(p)) !== null) return true;
   }
   return false;
 }

@@ -50,7 +50,11 @@ export async function readPhysicalVolume(pv: ByteReader): Promise<LvmPhysicalVol
   const head = await pv.read(0, Math.min(pv.size, 4 * SECTOR));
   let label = -1;
   for (let s = 0; s < 4 && (s + 1) * SECTOR <= head.length; s++) {
-    if (head.toString('latin1', s * SECTOR, s * SECTOR + 8) === 'LABELONE' && head.toString('latin1', s * SECTOR + 24, s * SECTOR + 32) === 'LVM2 001') label = s * SECTOR;
+    if (
+      head.toString('latin1', s * SECTOR, s * SECTOR + 8) === 'LABELONE' &&
+      head.toString('latin1', s * SECTOR + 24, s * SECTOR + 32) === 'LVM2 001'
+    )
+      label = s * SECTOR;
   }
   if (label < 0) return null;
   const pvh = label + head.readUInt32LE(label + 20);
@@ -83,11 +87,13 @@ export async function readPhysicalVolume(pv: ByteReader): Promise<LvmPhysicalVol
 async function readMetadataArea(pv: ByteReader, start: number, size: number): Promise<string | null> {
   if (start + MDA_HEADER_SIZE > pv.size) return null;
   const h = await pv.read(start, MDA_HEADER_SIZE);
-  if (h.toString('latin1', 4, 20) !== MDA_MAGIC) throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata area at byte ${start} has no valid header`);
+  if (h.toString('latin1', 4, 20) !== MDA_MAGIC)
+    throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata area at byte ${start} has no valid header`);
   const offset = Number(h.readBigUInt64LE(40));
   const length = Number(h.readBigUInt64LE(48));
   if (offset === 0 || length === 0) return null;
-  if (length > 16 * 1024 * 1024 || offset >= size) throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata area at byte ${start} points outside itself`);
+  if (length > 16 * 1024 * 1024 || offset >= size)
+    throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata area at byte ${start} points outside itself`);
   const first = Math.min(length, size - offset);
   const parts = [await pv.read(start + offset, first)];
   if (first < length) parts.push(await pv.read(start + MDA_HEADER_SIZE, length - first));
@@ -107,23 +113,37 @@ export function parseVolumeGroup(text: string): LvmVolumeGroup {
   const vg = doc[vgName] as LvmSection;
   const extentBytes = sectorsToBytes(vg['extent_size']);
   const pvSection = (vg['physical_volumes'] ?? {}) as LvmSection;
-  const pvs = Object.entries(pvSection).filter(([, v]) => isSection(v)).map(([name, v]) => {
-    const s = v as LvmSection;
-    return { name, uuid: String(s['id']), peStartBytes: sectorsToBytes(s['pe_start']) };
-  });
+  const pvs = Object.entries(pvSection)
+    .filter(([, v]) => isSection(v))
+    .map(([name, v]) => {
+      const s = v as LvmSection;
+      return { name, uuid: String(s['id']), peStartBytes: sectorsToBytes(s['pe_start']) };
+    });
   const lvSection = (vg['logical_volumes'] ?? {}) as LvmSection;
-  const lvs = Object.entries(lvSection).filter(([, v]) => isSection(v)).map(([name, v]) => {
-    const s = v as LvmSection;
-    const status = Array.isArray(s['status']) ? s['status'] : [];
-    const segments = Object.entries(s).filter(([k, x]) => /^segment\d+$/.test(k) && isSection(x)).map(([, x]) => {
-      const seg = x as LvmSection;
-      const stripes = Array.isArray(seg['stripes']) ? seg['stripes'] : [];
-      const linear = seg['type'] === 'striped' && num(seg['stripe_count'] ?? 1) === 1 && stripes.length === 2
-        ? { pv: String(stripes[0]), pvExtent: num(stripes[1]) } : null;
-      return { startExtent: num(seg['start_extent']), extentCount: num(seg['extent_count']), type: String(seg['type']), linear };
-    }).sort((a, b) => a.startExtent - b.startExtent);
-    return { name, visible: status.includes('VISIBLE'), segments };
-  });
+  const lvs = Object.entries(lvSection)
+    .filter(([, v]) => isSection(v))
+    .map(([name, v]) => {
+      const s = v as LvmSection;
+      const status = Array.isArray(s['status']) ? s['status'] : [];
+      const segments = Object.entries(s)
+        .filter(([k, x]) => /^segment\d+$/.test(k) && isSection(x))
+        .map(([, x]) => {
+          const seg = x as LvmSection;
+          const stripes = Array.isArray(seg['stripes']) ? seg['stripes'] : [];
+          const linear =
+            seg['type'] === 'striped' && num(seg['stripe_count'] ?? 1) === 1 && stripes.length === 2
+              ? { pv: String(stripes[0]), pvExtent: num(stripes[1]) }
+              : null;
+          return {
+            startExtent: num(seg['start_extent']),
+            extentCount: num(seg['extent_count']),
+            type: String(seg['type']),
+            linear,
+          };
+        })
+        .sort((a, b) => a.startExtent - b.startExtent);
+      return { name, visible: status.includes('VISIBLE'), segments };
+    });
   return { name: vgName, seqno: num(vg['seqno'] ?? 0), extentBytes, pvs, lvs };
 }
 
@@ -139,12 +159,17 @@ function isSection(v: LvmValue | undefined): v is LvmSection {
 /** A size in 512-byte sectors, as bytes: a count whose bytes pass 2^53 is damage, not a disk (fuzz finding). */
 function sectorsToBytes(v: LvmValue | undefined): number {
   const bytes = num(v) * SECTOR;
-  if (!Number.isSafeInteger(bytes)) throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata has a size of ${String(v)} sectors, more than any disk holds`);
+  if (!Number.isSafeInteger(bytes))
+    throw new MamoriError(
+      'FILESYSTEM_UNREADABLE',
+      `the LVM metadata has a size of ${String(v)} sectors, more than any disk holds`,
+    );
   return bytes;
 }
 
 function num(v: LvmValue | undefined): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata has ${JSON.stringify(v)} where a count belongs`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+    throw new MamoriError('FILESYSTEM_UNREADABLE', `the LVM metadata has ${JSON.stringify(v)} where a count belongs`);
   return v;
 }
 
@@ -196,5 +221,13 @@ export function parseLvmText(text: string): LvmSection {
 
 /** LVM writes its 32-character ids in groups of 6-4-4-4-4-4-6. */
 function formatId(s: string): string {
-  return [s.slice(0, 6), s.slice(6, 10), s.slice(10, 14), s.slice(14, 18), s.slice(18, 22), s.slice(22, 26), s.slice(26)].join('-');
+  return [
+    s.slice(0, 6),
+    s.slice(6, 10),
+    s.slice(10, 14),
+    s.slice(14, 18),
+    s.slice(18, 22),
+    s.slice(22, 26),
+    s.slice(26),
+  ].join('-');
 }

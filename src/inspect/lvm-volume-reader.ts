@@ -8,18 +8,27 @@ import type { LvmLogicalVolume, LvmVolumeGroup } from './lvm-metadata.js';
  * Anything but linear segments (striped over several PVs, mirrors, RAID, thin pools,
  * snapshots) is not read: the reason comes back instead of a reader.
  */
-export function logicalVolumeReader(vg: LvmVolumeGroup, lv: LvmLogicalVolume, pvs: ReadonlyMap<string, ByteReader>): ByteReader | { unreadable: string } {
+export function logicalVolumeReader(
+  vg: LvmVolumeGroup,
+  lv: LvmLogicalVolume,
+  pvs: ReadonlyMap<string, ByteReader>,
+): ByteReader | { unreadable: string } {
   const runs: { lvOffset: number; length: number; pv: ByteReader; pvOffset: number }[] = [];
   let expected = 0;
   for (const seg of lv.segments) {
-    if (seg.linear === null) return { unreadable: `${vg.name}/${lv.name} has a ${seg.type} segment; only linear volumes are read` };
+    if (seg.linear === null)
+      return { unreadable: `${vg.name}/${lv.name} has a ${seg.type} segment; only linear volumes are read` };
     if (seg.startExtent !== expected) return { unreadable: `${vg.name}/${lv.name} has a gap at extent ${expected}` };
     const pvInfo = vg.pvs.find((p) => p.name === seg.linear!.pv);
     const pv = pvs.get(seg.linear.pv);
-    if (!pvInfo || !pv) return { unreadable: `${vg.name}/${lv.name} lies partly on ${seg.linear.pv}, a physical volume not on this disk` };
+    if (!pvInfo || !pv)
+      return {
+        unreadable: `${vg.name}/${lv.name} lies partly on ${seg.linear.pv}, a physical volume not on this disk`,
+      };
     const pvOffset = pvInfo.peStartBytes + seg.linear.pvExtent * vg.extentBytes;
     const length = seg.extentCount * vg.extentBytes;
-    if (pvOffset + length > pv.size) return { unreadable: `${vg.name}/${lv.name} runs past the end of ${seg.linear.pv}` };
+    if (pvOffset + length > pv.size)
+      return { unreadable: `${vg.name}/${lv.name} runs past the end of ${seg.linear.pv}` };
     runs.push({ lvOffset: seg.startExtent * vg.extentBytes, length, pv, pvOffset });
     expected += seg.extentCount;
   }
@@ -28,7 +37,10 @@ export function logicalVolumeReader(vg: LvmVolumeGroup, lv: LvmLogicalVolume, pv
     size,
     async read(offset: number, length: number): Promise<Buffer> {
       if (offset < 0 || length < 0 || offset + length > size) {
-        throw new MamoriError('FILESYSTEM_UNREADABLE', `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte logical volume ${vg.name}/${lv.name}: its filesystem points past the volume's end`);
+        throw new MamoriError(
+          'FILESYSTEM_UNREADABLE',
+          `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte logical volume ${vg.name}/${lv.name}: its filesystem points past the volume's end`,
+        );
       }
       const parts: Buffer[] = [];
       let at = offset;

@@ -20,7 +20,10 @@ export interface FoundVolume {
  * partitions. Each PV carries the whole VG description; the copy with the highest seqno
  * wins (a PV left behind by an interrupted change may hold an older one).
  */
-export async function findLogicalVolumes(pvs: { number: number; view: ByteReader }[], warnings: string[]): Promise<FoundVolume[]> {
+export async function findLogicalVolumes(
+  pvs: { number: number; view: ByteReader }[],
+  warnings: string[],
+): Promise<FoundVolume[]> {
   const groups = new Map<string, LvmVolumeGroup>();
   const byUuid = new Map<string, { number: number; view: ByteReader }>();
   for (const p of pvs) {
@@ -33,7 +36,9 @@ export async function findLogicalVolumes(pvs: { number: number; view: ByteReader
       const known = groups.get(vg.name);
       if (!known || known.seqno < vg.seqno) groups.set(vg.name, vg);
     } catch (e) {
-      warnings.push(`partition ${p.number} is an LVM physical volume whose metadata could not be read: ${(e as Error).message}`);
+      warnings.push(
+        `partition ${p.number} is an LVM physical volume whose metadata could not be read: ${(e as Error).message}`,
+      );
     }
   }
   const out: FoundVolume[] = [];
@@ -47,7 +52,10 @@ export async function findLogicalVolumes(pvs: { number: number; view: ByteReader
         partitions.push(found.number);
       }
     }
-    if (readers.size < vg.pvs.length) warnings.push(`volume group ${vg.name} has ${vg.pvs.length - readers.size} physical volume(s) on other disks; its volumes there are not read`);
+    if (readers.size < vg.pvs.length)
+      warnings.push(
+        `volume group ${vg.name} has ${vg.pvs.length - readers.size} physical volume(s) on other disks; its volumes there are not read`,
+      );
     for (const lv of vg.lvs.filter((x) => x.visible)) {
       const size = lv.segments.reduce((n, s) => n + s.extentCount, 0) * vg.extentBytes;
       const r = logicalVolumeReader(vg, lv, readers);
@@ -57,7 +65,9 @@ export async function findLogicalVolumes(pvs: { number: number; view: ByteReader
         continue;
       }
       const probe = await probeFilesystem(r).catch((e: unknown) => {
-        warnings.push(`logical volume ${vg.name}/${lv.name}: its superblock could not be read (${(e as Error).message})`);
+        warnings.push(
+          `logical volume ${vg.name}/${lv.name}: its superblock could not be read (${(e as Error).message})`,
+        );
         return null;
       });
       out.push({ vg: vg.name, name: lv.name, size, partitions, view: r, probe });

@@ -13,7 +13,14 @@ export interface Run {
 }
 
 /** Each pair: a header byte (low nibble = size of length, high nibble = size of LCN delta), then the two fields. */
-export function decodeRuns(buf: Buffer, start: number, end: number, firstVcn: number, clusterCount: number, volumeOffset: number): Run[] {
+export function decodeRuns(
+  buf: Buffer,
+  start: number,
+  end: number,
+  firstVcn: number,
+  clusterCount: number,
+  volumeOffset: number,
+): Run[] {
   const runs: Run[] = [];
   let pos = start;
   let vcn = firstVcn;
@@ -32,7 +39,10 @@ export function decodeRuns(buf: Buffer, start: number, end: number, firstVcn: nu
     if (offsetBytes > 0) {
       lcn += readIntLE(buf, pos + 1 + lengthBytes, offsetBytes, true);
       if (lcn < 0 || lcn + length > clusterCount) {
-        unreadable(`data run points to clusters ${lcn}..${lcn + length - 1}, outside the ${clusterCount}-cluster volume`, volumeOffset + pos);
+        unreadable(
+          `data run points to clusters ${lcn}..${lcn + length - 1}, outside the ${clusterCount}-cluster volume`,
+          volumeOffset + pos,
+        );
       }
       runLcn = lcn;
     }

@@ -50,7 +50,13 @@ function parseIndexEntries(buf: Buffer, headerPos: number, what: string, volumeO
     }
     const isLast = (flags & INDEX_ENTRY_LAST) !== 0;
     const childVcn = hasChild ? s64(buf, pos + length - 8) : null;
-    entries.push({ ...(isLast ? emptyKey() : parseFileNameKey(buf, pos + 16, keyLength, what, volumeOffset)), recordNo: refRecord(buf, pos), sequence: refSequence(buf, pos), childVcn, isLast });
+    entries.push({
+      ...(isLast ? emptyKey() : parseFileNameKey(buf, pos + 16, keyLength, what, volumeOffset)),
+      recordNo: refRecord(buf, pos),
+      sequence: refSequence(buf, pos),
+      childVcn,
+      isLast,
+    });
     if (isLast) return entries;
     pos += length;
   }
@@ -62,7 +68,13 @@ function emptyKey(): Pick<IndexEntry, 'name' | 'namespace' | 'isDirectory'> {
 }
 
 /** The key of an $I30 entry is a copy of the file's $FILE_NAME value. */
-function parseFileNameKey(buf: Buffer, pos: number, keyLength: number, what: string, volumeOffset: number): Pick<IndexEntry, 'name' | 'namespace' | 'isDirectory'> {
+function parseFileNameKey(
+  buf: Buffer,
+  pos: number,
+  keyLength: number,
+  what: string,
+  volumeOffset: number,
+): Pick<IndexEntry, 'name' | 'namespace' | 'isDirectory'> {
   if (keyLength < 0x42) unreadable(`${what} has a file name key of only ${keyLength} bytes`, volumeOffset + pos);
   const nameLength = buf.readUInt8(pos + 0x40);
   if (0x42 + 2 * nameLength > keyLength) unreadable(`${what} has a file name longer than its key`, volumeOffset + pos);
@@ -103,11 +115,13 @@ export class NtfsDirectories {
     const rootStream = await this.#mft.openStream(record, ATTR_INDEX_ROOT, I30);
     if (rootStream === null) return null;
     const what = `$INDEX_ROOT of MFT record ${record.recordNo}`;
-    if (rootStream.kind !== 'resident' || rootStream.value.length < 0x20) unreadable(`${what} is malformed`, record.volumeOffset);
+    if (rootStream.kind !== 'resident' || rootStream.value.length < 0x20)
+      unreadable(`${what} is malformed`, record.volumeOffset);
     const root = rootStream.value;
     if (root.readUInt32LE(0) !== ATTR_FILE_NAME) unreadable(`${what} does not index file names`, record.volumeOffset);
     const blockSize = root.readUInt32LE(8);
-    if (!isPowerOfTwo(blockSize) || blockSize < 512 || blockSize > 65536) unreadable(`${what} gives an index block size of ${blockSize}`, record.volumeOffset);
+    if (!isPowerOfTwo(blockSize) || blockSize < 512 || blockSize > 65536)
+      unreadable(`${what} gives an index block size of ${blockSize}`, record.volumeOffset);
     const cs = this.#clusterSize;
     return {
       recordNo: record.recordNo,
@@ -127,8 +141,14 @@ export class NtfsDirectories {
     const key = `${index.recordNo}:${vcn}`;
     let block = this.#indexBlockCache.get(key);
     if (block === undefined) {
-      if (vcn < 0 || offset + index.blockSize > streamSize(allocation)) unreadable(`${what} lies outside the index allocation`);
-      block = applyFixups(await this.#volume.readStream(allocation, offset, index.blockSize, what), 'INDX', what, volumeOffset);
+      if (vcn < 0 || offset + index.blockSize > streamSize(allocation))
+        unreadable(`${what} lies outside the index allocation`);
+      block = applyFixups(
+        await this.#volume.readStream(allocation, offset, index.blockSize, what),
+        'INDX',
+        what,
+        volumeOffset,
+      );
       if (s64(block, 0x10) !== vcn) unreadable(`${what} says it is VCN ${s64(block, 0x10)}`, volumeOffset);
       if (this.#indexBlockCache.size >= INDEX_BLOCK_CACHE_LIMIT) this.#indexBlockCache.clear();
       this.#indexBlockCache.set(key, block);
@@ -170,8 +190,10 @@ export class NtfsDirectories {
     const walk = async (entries: IndexEntry[], depth: number): Promise<void> => {
       for (const entry of entries) {
         if (entry.childVcn !== null) {
-          if (depth >= MAX_TREE_DEPTH) unreadable(`the index of directory MFT record ${index.recordNo} is deeper than ${MAX_TREE_DEPTH} levels`);
-          if (visited.has(entry.childVcn) || visited.size >= maxNodes) unreadable(`the index of directory MFT record ${index.recordNo} links a block twice`);
+          if (depth >= MAX_TREE_DEPTH)
+            unreadable(`the index of directory MFT record ${index.recordNo} is deeper than ${MAX_TREE_DEPTH} levels`);
+          if (visited.has(entry.childVcn) || visited.size >= maxNodes)
+            unreadable(`the index of directory MFT record ${index.recordNo} links a block twice`);
           visited.add(entry.childVcn);
           await walk(await this.#readIndexNode(index, entry.childVcn), depth + 1);
         }

@@ -7,5 +7,9 @@ const HINT = 'the NTFS metadata looks damaged; run chkdsk (or ntfsfix) on a copy
 export function unreadable(message: string, offset?: number): never {
   const known = offset !== undefined && offset >= 0;
   const where = known ? ` (byte ${offset} of the partition)` : '';
-  throw new MamoriError('FILESYSTEM_UNREADABLE', `NTFS: ${message}${where}; ${HINT}`, known ? { details: { offset } } : {});
+  throw new MamoriError(
+    'FILESYSTEM_UNREADABLE',
+    `NTFS: ${message}${where}; ${HINT}`,
+    known ? { details: { offset } } : {},
+  );
 }

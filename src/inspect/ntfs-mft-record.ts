@@ -51,7 +51,13 @@ export interface Attribute {
   nonResident: NonResidentPart | undefined;
 }
 
-function parseAttribute(buf: Buffer, pos: number, length: number, clusterCount: number, volumeOffset: number): Attribute {
+function parseAttribute(
+  buf: Buffer,
+  pos: number,
+  length: number,
+  clusterCount: number,
+  volumeOffset: number,
+): Attribute {
   const at = volumeOffset + pos;
   const nonResidentFlag = buf.readUInt8(pos + 8);
   const nameLength = buf.readUInt8(pos + 9);
@@ -69,12 +75,17 @@ function parseAttribute(buf: Buffer, pos: number, length: number, clusterCount: 
     const valueLength = buf.readUInt32LE(pos + 16);
     const valueOffset = buf.readUInt16LE(pos + 20);
     if (valueOffset + valueLength > length) unreadable('resident attribute value runs past the attribute', at);
-    return { ...base, resident: buf.subarray(pos + valueOffset, pos + valueOffset + valueLength), nonResident: undefined };
+    return {
+      ...base,
+      resident: buf.subarray(pos + valueOffset, pos + valueOffset + valueLength),
+      nonResident: undefined,
+    };
   }
   if (length < 64) unreadable('non-resident attribute header is truncated', at);
   const lowVcn = s64(buf, pos + 16);
   const mappingPairsOffset = buf.readUInt16LE(pos + 32);
-  if (mappingPairsOffset < 64 || mappingPairsOffset > length) unreadable('non-resident attribute has its data runs outside it', at);
+  if (mappingPairsOffset < 64 || mappingPairsOffset > length)
+    unreadable('non-resident attribute has its data runs outside it', at);
   const dataSize = s64(buf, pos + 48);
   const initializedSize = s64(buf, pos + 56);
   if (lowVcn < 0 || dataSize < 0 || initializedSize < 0) unreadable('non-resident attribute has negative sizes', at);
@@ -96,7 +107,8 @@ export function parseMftRecord(raw: Buffer, recordNo: number, volumeOffset: numb
   const buf = applyFixups(raw, 'FILE', what, volumeOffset);
   const firstAttribute = buf.readUInt16LE(0x14);
   const bytesUsed = Math.min(buf.readUInt32LE(0x18), buf.length);
-  if (firstAttribute < 0x18 || firstAttribute + 4 > bytesUsed) unreadable(`${what} has its attributes outside it`, volumeOffset);
+  if (firstAttribute < 0x18 || firstAttribute + 4 > bytesUsed)
+    unreadable(`${what} has its attributes outside it`, volumeOffset);
   const attributes: Attribute[] = [];
   let pos = firstAttribute;
   for (let count = 0; ; count++) {
@@ -105,7 +117,8 @@ export function parseMftRecord(raw: Buffer, recordNo: number, volumeOffset: numb
     if (buf.readUInt32LE(pos) === ATTR_END) break;
     if (pos + 16 > bytesUsed) unreadable(`${what} has a truncated attribute header`, volumeOffset + pos);
     const length = buf.readUInt32LE(pos + 4);
-    if (length < 16 || pos + length > bytesUsed) unreadable(`${what} has an attribute of impossible length ${length}`, volumeOffset + pos);
+    if (length < 16 || pos + length > bytesUsed)
+      unreadable(`${what} has an attribute of impossible length ${length}`, volumeOffset + pos);
     attributes.push(parseAttribute(buf, pos, length, clusterCount, volumeOffset));
     pos += length;
   }

@@ -46,9 +46,17 @@ export class NtfsMft {
   async loadMft(): Promise<void> {
     const { mftLcn, clusterSize, mftRecordSize } = this.#geometry;
     const offset = mftLcn * clusterSize;
-    const mft = parseMftRecord(await this.#volume.readVolume(offset, mftRecordSize, 'MFT record 0'), RECORD_MFT, offset, this.#clusterCount);
-    const firstExtent = mft.attributes.find((a) => a.type === ATTR_DATA && a.name === '' && a.nonResident?.lowVcn === 0);
-    if (firstExtent?.nonResident === undefined) unreadable('MFT record 0 has no non-resident $DATA describing the $MFT', offset);
+    const mft = parseMftRecord(
+      await this.#volume.readVolume(offset, mftRecordSize, 'MFT record 0'),
+      RECORD_MFT,
+      offset,
+      this.#clusterCount,
+    );
+    const firstExtent = mft.attributes.find(
+      (a) => a.type === ATTR_DATA && a.name === '' && a.nonResident?.lowVcn === 0,
+    );
+    if (firstExtent?.nonResident === undefined)
+      unreadable('MFT record 0 has no non-resident $DATA describing the $MFT', offset);
     // Enough to reach the extension records if the $MFT itself needs an attribute list.
     this.#mftRuns = firstExtent.nonResident.runs;
     this.#mftBytes = firstExtent.nonResident.dataSize;
@@ -57,7 +65,8 @@ export class NtfsMft {
     if (stream?.kind !== 'runs') unreadable('the $MFT $DATA attribute is unusable', offset);
     this.#mftRuns = stream.runs;
     this.#mftBytes = stream.dataSize;
-    if (this.#mftBytes < (RECORD_ROOT + 1) * mftRecordSize) unreadable(`the $MFT is only ${this.#mftBytes} bytes`, offset);
+    if (this.#mftBytes < (RECORD_ROOT + 1) * mftRecordSize)
+      unreadable(`the $MFT is only ${this.#mftBytes} bytes`, offset);
   }
 
   async readRecord(recordNo: number): Promise<MftRecord> {
@@ -65,7 +74,8 @@ export class NtfsMft {
     if (cached !== undefined) return cached;
     const size = this.#geometry.mftRecordSize;
     const start = recordNo * size;
-    if (recordNo < 0 || start + size > this.#mftBytes) unreadable(`MFT record ${recordNo} is beyond the end of the ${this.#mftBytes}-byte $MFT`);
+    if (recordNo < 0 || start + size > this.#mftBytes)
+      unreadable(`MFT record ${recordNo} is beyond the end of the ${this.#mftBytes}-byte $MFT`);
     const raw = await this.#volume.readRuns(this.#mftRuns, start, size, '$MFT');
     const record = parseMftRecord(raw, recordNo, this.#volume.volumeOffsetOf(this.#mftRuns, start), this.#clusterCount);
     if (this.#recordCache.size >= RECORD_CACHE_LIMIT) this.#recordCache.clear();
@@ -84,16 +94,24 @@ export class NtfsMft {
     if (listAttribute === undefined) return base.attributes.filter(matches);
     const what = `$ATTRIBUTE_LIST of MFT record ${base.recordNo}`;
     const listStream = attributeToStream(listAttribute, what);
-    if (streamSize(listStream) > MAX_ATTRIBUTE_LIST_BYTES) unreadable(`${what} is implausibly large`, listAttribute.volumeOffset);
-    const list = parseAttributeList(await this.#volume.readStream(listStream, 0, streamSize(listStream), what), listAttribute.volumeOffset);
+    if (streamSize(listStream) > MAX_ATTRIBUTE_LIST_BYTES)
+      unreadable(`${what} is implausibly large`, listAttribute.volumeOffset);
+    const list = parseAttributeList(
+      await this.#volume.readStream(listStream, 0, streamSize(listStream), what),
+      listAttribute.volumeOffset,
+    );
     const parts: Attribute[] = [];
     for (const entry of list.filter(matches)) {
       const holder = entry.recordNo === base.recordNo ? base : await this.readRecord(entry.recordNo);
       if (holder.baseRecordNo !== base.recordNo || (holder.flags & RECORD_FLAG_IN_USE) === 0) {
-        unreadable(`${what} points to MFT record ${entry.recordNo}, which does not belong to this file`, holder.volumeOffset);
+        unreadable(
+          `${what} points to MFT record ${entry.recordNo}, which does not belong to this file`,
+          holder.volumeOffset,
+        );
       }
       const part = holder.attributes.find((a) => matches(a) && a.id === entry.id);
-      if (part === undefined) unreadable(`${what} names an attribute missing from MFT record ${entry.recordNo}`, holder.volumeOffset);
+      if (part === undefined)
+        unreadable(`${what} names an attribute missing from MFT record ${entry.recordNo}`, holder.volumeOffset);
       parts.push(part);
     }
     return parts;

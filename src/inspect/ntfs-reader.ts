@@ -63,7 +63,13 @@ export class NtfsReader {
     this.#partitionBytes = reader.size;
     this.#mft = new NtfsMft(this.#volume, geometry);
     this.#directories = new NtfsDirectories(this.#mft, this.#volume, geometry.clusterSize);
-    this.info = { label: '', serial: geometry.serial, clusterSize: geometry.clusterSize, mftRecordSize: geometry.mftRecordSize, totalBytes: geometry.totalSectors * geometry.bytesPerSector };
+    this.info = {
+      label: '',
+      serial: geometry.serial,
+      clusterSize: geometry.clusterSize,
+      mftRecordSize: geometry.mftRecordSize,
+      totalBytes: geometry.totalSectors * geometry.bytesPerSector,
+    };
   }
 
   static async open(reader: ByteReader): Promise<NtfsReader> {
@@ -90,7 +96,9 @@ export class NtfsReader {
       if (isRoot && entry.name.startsWith('$') && entry.recordNo < FIRST_USER_RECORD) continue;
       byName.set(entry.name, { name: entry.name, type: entry.isDirectory ? 'dir' : 'file' });
     }
-    return [...byName.values()].sort((a, b) => compareNamesIgnoringCase(a.name, b.name) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return [...byName.values()].sort(
+      (a, b) => compareNamesIgnoringCase(a.name, b.name) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+    );
   }
 
   async readFile(path: string, opts: { maxBytes?: number } = {}): Promise<Buffer | null> {
@@ -100,18 +108,28 @@ export class NtfsReader {
     const stream = await this.#mft.openStream(record, ATTR_DATA, '');
     if (stream === null) return null;
     if (stream.kind === 'runs') {
-      if ((stream.flags & ATTR_FLAG_ENCRYPTED) !== 0) unreadable(`${path} is EFS-encrypted and cannot be read without the user's key`, stream.volumeOffset);
-      if ((stream.flags & ATTR_FLAG_COMPRESSION_MASK) !== 0) unreadable(`${path} is NTFS-compressed, which this reader does not decompress`, stream.volumeOffset);
+      if ((stream.flags & ATTR_FLAG_ENCRYPTED) !== 0)
+        unreadable(`${path} is EFS-encrypted and cannot be read without the user's key`, stream.volumeOffset);
+      if ((stream.flags & ATTR_FLAG_COMPRESSION_MASK) !== 0)
+        unreadable(`${path} is NTFS-compressed, which this reader does not decompress`, stream.volumeOffset);
     }
     const size = streamSize(stream);
     // A file holds no more bytes than its partition unless it is sparse, and what the inspector
     // reads (hives, config files) never is. Without this a damaged size or runs that map the same
     // clusters many times over make a small image allocate up to maxBytes of memory.
     if (size > this.#partitionBytes) {
-      throw new MamoriError('FILESYSTEM_UNREADABLE', `NTFS: ${path} claims ${size} bytes, more than its ${this.#partitionBytes}-byte partition holds; its size or data runs are damaged (sparse files this large are not read)`, { details: { path, size, partitionBytes: this.#partitionBytes } });
+      throw new MamoriError(
+        'FILESYSTEM_UNREADABLE',
+        `NTFS: ${path} claims ${size} bytes, more than its ${this.#partitionBytes}-byte partition holds; its size or data runs are damaged (sparse files this large are not read)`,
+        { details: { path, size, partitionBytes: this.#partitionBytes } },
+      );
     }
     if (size > maxBytes) {
-      throw new MamoriError('FILESYSTEM_UNREADABLE', `NTFS: ${path} is ${size} bytes, more than the ${maxBytes}-byte limit for reading a file`, { details: { path, size, maxBytes } });
+      throw new MamoriError(
+        'FILESYSTEM_UNREADABLE',
+        `NTFS: ${path} is ${size} bytes, more than the ${maxBytes}-byte limit for reading a file`,
+        { details: { path, size, maxBytes } },
+      );
     }
     return this.#volume.readStream(stream, 0, size, path);
   }
@@ -133,8 +151,15 @@ export class NtfsReader {
       const entry = await this.#directories.findEntry(index, part);
       if (entry === null) return null;
       record = await this.#mft.readRecord(entry.recordNo);
-      if ((record.flags & RECORD_FLAG_IN_USE) === 0 || record.baseRecordNo !== record.recordNo || (entry.sequence !== 0 && entry.sequence !== record.sequence)) {
-        unreadable(`the directory entry "${part}" points to MFT record ${entry.recordNo}, which is no longer that file (stale index)`, record.volumeOffset);
+      if (
+        (record.flags & RECORD_FLAG_IN_USE) === 0 ||
+        record.baseRecordNo !== record.recordNo ||
+        (entry.sequence !== 0 && entry.sequence !== record.sequence)
+      ) {
+        unreadable(
+          `the directory entry "${part}" points to MFT record ${entry.recordNo}, which is no longer that file (stale index)`,
+          record.volumeOffset,
+        );
       }
     }
     return record;

@@ -18,19 +18,28 @@ export function streamSize(stream: Stream): number {
 export function joinExtents(parts: Attribute[], what: string): Stream {
   const sorted = [...parts].sort((a, b) => (a.nonResident?.lowVcn ?? 0) - (b.nonResident?.lowVcn ?? 0));
   const first = sorted[0];
-  if (first?.nonResident === undefined || first.nonResident.lowVcn !== 0) unreadable(`${what} has no first extent`, first?.volumeOffset);
+  if (first?.nonResident === undefined || first.nonResident.lowVcn !== 0)
+    unreadable(`${what} has no first extent`, first?.volumeOffset);
   const runs: Run[] = [];
   let nextVcn = 0;
   let flags = 0;
   for (const part of sorted) {
     const nr = part.nonResident;
     if (nr === undefined) unreadable(`${what} mixes resident and non-resident parts`, part.volumeOffset);
-    if (nr.lowVcn !== nextVcn) unreadable(`${what} has an extent starting at VCN ${nr.lowVcn} where ${nextVcn} was expected`, part.volumeOffset);
+    if (nr.lowVcn !== nextVcn)
+      unreadable(`${what} has an extent starting at VCN ${nr.lowVcn} where ${nextVcn} was expected`, part.volumeOffset);
     runs.push(...nr.runs);
     nextVcn = Math.max(nr.highVcn + 1, nr.lowVcn);
     flags |= part.flags;
   }
-  return { kind: 'runs', runs, dataSize: first.nonResident.dataSize, initializedSize: first.nonResident.initializedSize, flags, volumeOffset: first.volumeOffset };
+  return {
+    kind: 'runs',
+    runs,
+    dataSize: first.nonResident.dataSize,
+    initializedSize: first.nonResident.initializedSize,
+    flags,
+    volumeOffset: first.volumeOffset,
+  };
 }
 
 export function attributeToStream(attribute: Attribute, what: string): Stream {

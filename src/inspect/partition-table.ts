@@ -57,9 +57,26 @@ const GPT_TYPES: Record<string, string> = {
 };
 
 const MBR_TYPES: Record<number, string> = {
-  0x01: 'FAT12', 0x04: 'FAT16 <32M', 0x05: 'Extended', 0x06: 'FAT16', 0x07: 'NTFS/exFAT', 0x0b: 'W95 FAT32', 0x0c: 'W95 FAT32 (LBA)',
-  0x0e: 'W95 FAT16 (LBA)', 0x0f: 'W95 Extended (LBA)', 0x11: 'Hidden FAT12', 0x27: 'Windows recovery', 0x42: 'Windows dynamic (LDM)',
-  0x82: 'Linux swap', 0x83: 'Linux', 0x85: 'Linux extended', 0x8e: 'Linux LVM', 0xa5: 'FreeBSD', 0xee: 'GPT protective', 0xef: 'EFI System', 0xfd: 'Linux RAID',
+  0x01: 'FAT12',
+  0x04: 'FAT16 <32M',
+  0x05: 'Extended',
+  0x06: 'FAT16',
+  0x07: 'NTFS/exFAT',
+  0x0b: 'W95 FAT32',
+  0x0c: 'W95 FAT32 (LBA)',
+  0x0e: 'W95 FAT16 (LBA)',
+  0x0f: 'W95 Extended (LBA)',
+  0x11: 'Hidden FAT12',
+  0x27: 'Windows recovery',
+  0x42: 'Windows dynamic (LDM)',
+  0x82: 'Linux swap',
+  0x83: 'Linux',
+  0x85: 'Linux extended',
+  0x8e: 'Linux LVM',
+  0xa5: 'FreeBSD',
+  0xee: 'GPT protective',
+  0xef: 'EFI System',
+  0xfd: 'Linux RAID',
 };
 const EXTENDED = new Set([0x05, 0x0f, 0x85]);
 /** At most this many logical partitions: a chain of EBRs that loops or runs on is damage. */
@@ -95,7 +112,13 @@ export async function readPartitionTable(disk: ByteReader): Promise<PartitionTab
   return readMbr(disk, mbr, entries);
 }
 
-interface MbrEntry { slot: number; status: number; type: number; lbaStart: number; sectors: number }
+interface MbrEntry {
+  slot: number;
+  status: number;
+  type: number;
+  lbaStart: number;
+  sectors: number;
+}
 
 function mbrEntries(sector: Buffer): MbrEntry[] {
   const out: MbrEntry[] = [];
@@ -111,7 +134,9 @@ function mbrEntries(sector: Buffer): MbrEntry[] {
 
 /** A volume boot sector also ends in 0x55AA; its "entries" are code and BPB bytes. */
 function plausibleMbr(entries: MbrEntry[], diskSize: number): boolean {
-  return entries.every((e) => (e.status === 0 || e.status === 0x80) && e.lbaStart > 0 && e.lbaStart * SECTOR < diskSize);
+  return entries.every(
+    (e) => (e.status === 0 || e.status === 0x80) && e.lbaStart > 0 && e.lbaStart * SECTOR < diskSize,
+  );
 }
 
 async function readMbr(disk: ByteReader, mbr: Buffer, entries: MbrEntry[]): Promise<PartitionTable> {
@@ -120,10 +145,18 @@ async function readMbr(disk: ByteReader, mbr: Buffer, entries: MbrEntry[]): Prom
   const diskSectors = Math.floor(disk.size / SECTOR);
   for (const e of entries) {
     partitions.push({
-      number: e.slot + 1, start: e.lbaStart * SECTOR, size: e.sectors * SECTOR, type: mbrTypeName(e.type), typeId: hexType(e.type),
-      kind: EXTENDED.has(e.type) ? 'extended' : 'primary', bootable: e.status === 0x80,
+      number: e.slot + 1,
+      start: e.lbaStart * SECTOR,
+      size: e.sectors * SECTOR,
+      type: mbrTypeName(e.type),
+      typeId: hexType(e.type),
+      kind: EXTENDED.has(e.type) ? 'extended' : 'primary',
+      bootable: e.status === 0x80,
     });
-    if (e.lbaStart + e.sectors > diskSectors) warnings.push(`partition ${e.slot + 1} ends past the end of the disk (sector ${e.lbaStart + e.sectors} of ${diskSectors}): the image may be truncated`);
+    if (e.lbaStart + e.sectors > diskSectors)
+      warnings.push(
+        `partition ${e.slot + 1} ends past the end of the disk (sector ${e.lbaStart + e.sectors} of ${diskSectors}): the image may be truncated`,
+      );
   }
   const ext = entries.find((e) => EXTENDED.has(e.type));
   if (ext) partitions.push(...(await logicalPartitions(disk, ext, warnings)));
@@ -137,20 +170,29 @@ async function logicalPartitions(disk: ByteReader, ext: MbrEntry, warnings: stri
   let ebrLba = ext.lbaStart;
   for (let n = 5; n < 5 + MAX_LOGICAL; n++) {
     if (seen.has(ebrLba) || (ebrLba + 1) * SECTOR > disk.size) {
-      warnings.push(`the chain of logical partitions ${seen.has(ebrLba) ? 'loops' : 'points past the end of the disk'} at sector ${ebrLba}; logical partitions from ${n} on are not listed`);
+      warnings.push(
+        `the chain of logical partitions ${seen.has(ebrLba) ? 'loops' : 'points past the end of the disk'} at sector ${ebrLba}; logical partitions from ${n} on are not listed`,
+      );
       return out;
     }
     seen.add(ebrLba);
     const ebr = await disk.read(ebrLba * SECTOR, SECTOR);
     if (ebr.readUInt16LE(510) !== 0xaa55) {
-      warnings.push(`the extended boot record at sector ${ebrLba} has no 0x55AA signature; logical partitions from ${n} on are not listed`);
+      warnings.push(
+        `the extended boot record at sector ${ebrLba} has no 0x55AA signature; logical partitions from ${n} on are not listed`,
+      );
       return out;
     }
     const [part, next] = [ebr.subarray(446, 462), ebr.subarray(462, 478)];
     if (part[4] !== 0 && part.readUInt32LE(12) > 0) {
       out.push({
-        number: n, start: (ebrLba + part.readUInt32LE(8)) * SECTOR, size: part.readUInt32LE(12) * SECTOR,
-        type: mbrTypeName(part[4]!), typeId: hexType(part[4]!), kind: 'logical', bootable: part[0] === 0x80,
+        number: n,
+        start: (ebrLba + part.readUInt32LE(8)) * SECTOR,
+        size: part.readUInt32LE(12) * SECTOR,
+        type: mbrTypeName(part[4]!),
+        typeId: hexType(part[4]!),
+        kind: 'logical',
+        bootable: part[0] === 0x80,
       });
     }
     if (next[4] === 0 || next.readUInt32LE(12) === 0) return out;
@@ -183,29 +225,49 @@ interface GptHeader {
 }
 
 function parseGptHeader(b: Buffer, expectLba: number): GptHeader {
-  const bad = (why: string): GptHeader => ({ ok: false, why, entriesLba: 0, count: 0, entrySize: 0, entriesCrc: 0, diskGuid: '', firstUsable: 0, lastUsable: 0, alternateLba: 0 });
+  const bad = (why: string): GptHeader => ({
+    ok: false,
+    why,
+    entriesLba: 0,
+    count: 0,
+    entrySize: 0,
+    entriesCrc: 0,
+    diskGuid: '',
+    firstUsable: 0,
+    lastUsable: 0,
+    alternateLba: 0,
+  });
   if (b.subarray(0, 8).toString('latin1') !== 'EFI PART') return bad('no "EFI PART" signature');
   const size = b.readUInt32LE(12);
   if (size < 92 || size > SECTOR) return bad(`header size ${size} is out of range`);
   const copy = Buffer.from(b.subarray(0, size));
   copy.writeUInt32LE(0, 16);
-  if ((crc32(copy) >>> 0) !== b.readUInt32LE(16)) return bad('header CRC-32 mismatch');
+  if (crc32(copy) >>> 0 !== b.readUInt32LE(16)) return bad('header CRC-32 mismatch');
   const myLba = Number(b.readBigUInt64LE(24));
   if (myLba !== expectLba) return bad(`header says it is at LBA ${myLba}, found at ${expectLba}`);
   const count = b.readUInt32LE(80);
   const entrySize = b.readUInt32LE(84);
-  if (entrySize < 128 || entrySize % 8 !== 0 || count === 0 || count > 4096) return bad(`${count} entries of ${entrySize} bytes is not a sane entry array`);
+  if (entrySize < 128 || entrySize % 8 !== 0 || count === 0 || count > 4096)
+    return bad(`${count} entries of ${entrySize} bytes is not a sane entry array`);
   return {
-    ok: true, why: '', entriesLba: Number(b.readBigUInt64LE(72)), count, entrySize, entriesCrc: b.readUInt32LE(88), diskGuid: guidText(b.subarray(56, 72)),
-    firstUsable: Number(b.readBigUInt64LE(40)), lastUsable: Number(b.readBigUInt64LE(48)), alternateLba: Number(b.readBigUInt64LE(32)),
+    ok: true,
+    why: '',
+    entriesLba: Number(b.readBigUInt64LE(72)),
+    count,
+    entrySize,
+    entriesCrc: b.readUInt32LE(88),
+    diskGuid: guidText(b.subarray(56, 72)),
+    firstUsable: Number(b.readBigUInt64LE(40)),
+    lastUsable: Number(b.readBigUInt64LE(48)),
+    alternateLba: Number(b.readBigUInt64LE(32)),
   };
 }
 
 async function gptEntries(disk: ByteReader, h: GptHeader): Promise<{ ok: boolean; raw: Buffer }> {
   const bytes = h.count * h.entrySize;
-  if ((h.entriesLba * SECTOR) + bytes > disk.size) return { ok: false, raw: Buffer.alloc(0) };
+  if (h.entriesLba * SECTOR + bytes > disk.size) return { ok: false, raw: Buffer.alloc(0) };
   const raw = await disk.read(h.entriesLba * SECTOR, bytes);
-  return { ok: (crc32(raw) >>> 0) === h.entriesCrc, raw };
+  return { ok: crc32(raw) >>> 0 === h.entriesCrc, raw };
 }
 
 async function readGpt(disk: ByteReader): Promise<PartitionTable | null> {
@@ -214,7 +276,8 @@ async function readGpt(disk: ByteReader): Promise<PartitionTable | null> {
   const primaryEntries = primary.ok ? await gptEntries(disk, primary) : null;
   const primaryOk = primary.ok && primaryEntries!.ok;
   // The backup sits at the disk's last LBA (where the primary says, if it is readable).
-  const backupLba = primary.ok && primary.alternateLba > 1 && primary.alternateLba <= lastLba ? primary.alternateLba : lastLba;
+  const backupLba =
+    primary.ok && primary.alternateLba > 1 && primary.alternateLba <= lastLba ? primary.alternateLba : lastLba;
   const backup = parseGptHeader(await disk.read(backupLba * SECTOR, SECTOR), backupLba);
   const backupEntries = backup.ok ? await gptEntries(disk, backup) : null;
   const backupOk = backup.ok && backupEntries!.ok;
@@ -222,16 +285,26 @@ async function readGpt(disk: ByteReader): Promise<PartitionTable | null> {
   let use: { h: GptHeader; raw: Buffer; which: 'primary' | 'backup' };
   if (primaryOk) {
     use = { h: primary, raw: primaryEntries!.raw, which: 'primary' };
-    if (!backupOk) warnings.push(`the backup GPT header at LBA ${backupLba} is damaged (${backup.ok ? 'entry array CRC-32 mismatch' : backup.why}; a truncated image loses it); the primary was used`);
+    if (!backupOk)
+      warnings.push(
+        `the backup GPT header at LBA ${backupLba} is damaged (${backup.ok ? 'entry array CRC-32 mismatch' : backup.why}; a truncated image loses it); the primary was used`,
+      );
   } else if (backupOk) {
     use = { h: backup, raw: backupEntries!.raw, which: 'backup' };
-    warnings.push(`the primary GPT header is damaged (${primary.ok ? 'entry array CRC-32 mismatch' : primary.why}); the backup header at LBA ${backupLba} was used`);
+    warnings.push(
+      `the primary GPT header is damaged (${primary.ok ? 'entry array CRC-32 mismatch' : primary.why}); the backup header at LBA ${backupLba} was used`,
+    );
   } else {
     // A protective MBR with no readable GPT behind it: say so rather than guess.
     if (!primary.ok && primary.why === 'no "EFI PART" signature' && !backup.ok) return null;
     return {
-      type: 'gpt', diskId: primary.ok ? primary.diskGuid : null, partitions: [], gpt: { header: 'primary', primaryOk: false, backupOk: false },
-      warnings: [`both GPT headers are damaged (primary: ${primary.ok ? 'entry array CRC-32 mismatch' : primary.why}; backup: ${backup.ok ? 'entry array CRC-32 mismatch' : backup.why}); no partitions can be trusted`],
+      type: 'gpt',
+      diskId: primary.ok ? primary.diskGuid : null,
+      partitions: [],
+      gpt: { header: 'primary', primaryOk: false, backupOk: false },
+      warnings: [
+        `both GPT headers are damaged (primary: ${primary.ok ? 'entry array CRC-32 mismatch' : primary.why}; backup: ${backup.ok ? 'entry array CRC-32 mismatch' : backup.why}); no partitions can be trusted`,
+      ],
     };
   }
   const partitions: PartitionEntry[] = [];
@@ -245,10 +318,18 @@ async function readGpt(disk: ByteReader): Promise<PartitionTable | null> {
       warnings.push(`GPT entry ${i + 1} ends before it starts (LBA ${first}..${last}); skipped`);
       continue;
     }
-    if (last > lastLba) warnings.push(`partition ${i + 1} ends past the end of the disk (LBA ${last} of ${lastLba}): the image may be truncated`);
+    if (last > lastLba)
+      warnings.push(
+        `partition ${i + 1} ends past the end of the disk (LBA ${last} of ${lastLba}): the image may be truncated`,
+      );
     partitions.push({
-      number: i + 1, start: first * SECTOR, size: (last - first + 1) * SECTOR, type: GPT_TYPES[typeGuid] ?? `unknown (${typeGuid})`, typeId: typeGuid,
-      name: utf16Name(e.subarray(56, 128)), uuid: guidText(e.subarray(16, 32)),
+      number: i + 1,
+      start: first * SECTOR,
+      size: (last - first + 1) * SECTOR,
+      type: GPT_TYPES[typeGuid] ?? `unknown (${typeGuid})`,
+      typeId: typeGuid,
+      name: utf16Name(e.subarray(56, 128)),
+      uuid: guidText(e.subarray(16, 32)),
     });
   }
   return { type: 'gpt', diskId: use.h.diskGuid, partitions, gpt: { header: use.which, primaryOk, backupOk }, warnings };

@@ -91,11 +91,14 @@ export class RegistryHive {
     if (buf.toString('latin1', 0, 4) !== 'regf') fail('no "regf" signature at offset 0: not a registry hive');
     const stored = buf.readUInt32LE(CHECKSUMMED_BYTES);
     if (!checksumMatches(baseBlockChecksum(buf), stored)) {
-      fail(`base block checksum at offset 0x1fc is 0x${stored.toString(16)}, expected 0x${baseBlockChecksum(buf).toString(16)}`);
+      fail(
+        `base block checksum at offset 0x1fc is 0x${stored.toString(16)}, expected 0x${baseBlockChecksum(buf).toString(16)}`,
+      );
     }
     const major = buf.readUInt32LE(20);
     if (major !== 1) fail(`unsupported format version ${major}.${buf.readUInt32LE(24)} at offset 0x14`);
-    if (buf.toString('latin1', BASE_BLOCK_SIZE, BASE_BLOCK_SIZE + 4) !== 'hbin') fail('no "hbin" signature at offset 0x1000');
+    if (buf.toString('latin1', BASE_BLOCK_SIZE, BASE_BLOCK_SIZE + 4) !== 'hbin')
+      fail('no "hbin" signature at offset 0x1000');
 
     const hiveBinsSize = buf.readUInt32LE(40);
     // A file copied out of NTFS may be longer than its bins (preallocation) or, when damaged,
@@ -170,7 +173,13 @@ export class RegistryHive {
     return found;
   }
 
-  private collectSubkeyList(key: KeyNode, listOffset: number, depth: number, seenLists: Set<number>, found: number[]): void {
+  private collectSubkeyList(
+    key: KeyNode,
+    listOffset: number,
+    depth: number,
+    seenLists: Set<number>,
+    found: number[],
+  ): void {
     if (depth > MAX_LIST_DEPTH) this.damaged(`subkey lists of "${key.name}" nest too deep`, listOffset);
     if (seenLists.has(listOffset)) this.damaged(`subkey list of "${key.name}" refers to itself`, listOffset);
     seenLists.add(listOffset);
@@ -179,15 +188,18 @@ export class RegistryHive {
     const count = cell.readUInt16LE(2);
     // lf/lh entries carry a name hint or hash after each offset; li/ri entries are bare offsets.
     const entrySize = signature === 'lf' || signature === 'lh' ? 8 : signature === 'li' || signature === 'ri' ? 4 : 0;
-    if (entrySize === 0) this.damaged(`unknown subkey list type "${printable(signature)}" of "${key.name}"`, listOffset);
-    if (4 + count * entrySize > cell.length) this.damaged(`subkey list of ${count} entries overruns its cell`, listOffset);
+    if (entrySize === 0)
+      this.damaged(`unknown subkey list type "${printable(signature)}" of "${key.name}"`, listOffset);
+    if (4 + count * entrySize > cell.length)
+      this.damaged(`subkey list of ${count} entries overruns its cell`, listOffset);
     for (let i = 0; i < count; i++) {
       const entry = cell.readUInt32LE(4 + i * entrySize);
       if (signature === 'ri') {
         this.collectSubkeyList(key, entry, depth + 1, seenLists, found);
       } else {
         // More entries than the key declares means the lists are damaged (or cross-linked).
-        if (found.length >= key.subkeyCount) this.damaged(`"${key.name}" has more subkey list entries than its ${key.subkeyCount} subkeys`, listOffset);
+        if (found.length >= key.subkeyCount)
+          this.damaged(`"${key.name}" has more subkey list entries than its ${key.subkeyCount} subkeys`, listOffset);
         found.push(entry);
       }
     }
@@ -195,7 +207,8 @@ export class RegistryHive {
 
   private keyNode(offset: number, what: string): KeyNode {
     const cell = this.cell(offset, what);
-    if (cell.length < NK_FIXED_SIZE || cell.toString('latin1', 0, 2) !== 'nk') this.damaged(`${what} is not a key node`, offset);
+    if (cell.length < NK_FIXED_SIZE || cell.toString('latin1', 0, 2) !== 'nk')
+      this.damaged(`${what} is not a key node`, offset);
     const flags = cell.readUInt16LE(2);
     const nameLength = cell.readUInt16LE(72);
     if (NK_FIXED_SIZE + nameLength > cell.length) this.damaged(`name of ${what} overruns its cell`, offset);
@@ -215,7 +228,8 @@ export class RegistryHive {
   private valueOffsets(key: KeyNode): number[] {
     if (key.valueCount === 0 || key.valueListOffset === NO_CELL) return [];
     const cell = this.cell(key.valueListOffset, `value list of "${key.name}"`);
-    if (key.valueCount * 4 > cell.length) this.damaged(`value list of ${key.valueCount} entries of "${key.name}" overruns its cell`, key.valueListOffset);
+    if (key.valueCount * 4 > cell.length)
+      this.damaged(`value list of ${key.valueCount} entries of "${key.name}" overruns its cell`, key.valueListOffset);
     const offsets: number[] = [];
     for (let i = 0; i < key.valueCount; i++) offsets.push(cell.readUInt32LE(i * 4));
     return offsets;
@@ -223,7 +237,8 @@ export class RegistryHive {
 
   private valueRecord(offset: number): ValueRecord {
     const cell = this.cell(offset, 'value');
-    if (cell.length < VK_FIXED_SIZE || cell.toString('latin1', 0, 2) !== 'vk') this.damaged('value is not a "vk" record', offset);
+    if (cell.length < VK_FIXED_SIZE || cell.toString('latin1', 0, 2) !== 'vk')
+      this.damaged('value is not a "vk" record', offset);
     const nameLength = cell.readUInt16LE(2);
     if (VK_FIXED_SIZE + nameLength > cell.length) this.damaged('value name overruns its cell', offset);
     const flags = cell.readUInt16LE(16);
@@ -252,7 +267,11 @@ export class RegistryHive {
     if (length > BIG_DATA_THRESHOLD && cell.length < length && cell.toString('latin1', 0, 2) === 'db') {
       return this.bigData(record, cell, length);
     }
-    if (length > cell.length) this.damaged(`${length} bytes of value "${record.name}" overrun their ${cell.length}-byte cell`, record.dataOffset);
+    if (length > cell.length)
+      this.damaged(
+        `${length} bytes of value "${record.name}" overrun their ${cell.length}-byte cell`,
+        record.dataOffset,
+      );
     return Buffer.from(cell.subarray(0, length));
   }
 
@@ -262,7 +281,8 @@ export class RegistryHive {
     const segmentCount = db.readUInt16LE(2);
     const listOffset = db.readUInt32LE(4);
     const list = this.cell(listOffset, `big data segment list of value "${record.name}"`);
-    if (segmentCount * 4 > list.length) this.damaged(`big data segment list of ${segmentCount} entries overruns its cell`, listOffset);
+    if (segmentCount * 4 > list.length)
+      this.damaged(`big data segment list of ${segmentCount} entries overruns its cell`, listOffset);
     const parts: Buffer[] = [];
     let remaining = length;
     for (let i = 0; i < segmentCount && remaining > 0; i++) {
@@ -272,7 +292,11 @@ export class RegistryHive {
       parts.push(segment.subarray(0, take));
       remaining -= take;
     }
-    if (remaining > 0) this.damaged(`big data segments of value "${record.name}" hold ${length - remaining} of ${length} bytes`, record.dataOffset);
+    if (remaining > 0)
+      this.damaged(
+        `big data segments of value "${record.name}" hold ${length - remaining} of ${length} bytes`,
+        record.dataOffset,
+      );
     return Buffer.concat(parts);
   }
 
@@ -281,13 +305,15 @@ export class RegistryHive {
   /** The data of the allocated cell at `offset` (relative to the first hive bin), without its size field. */
   private cell(offset: number, what: string): Buffer {
     // Cells are aligned (8 bytes from Windows; 4 is all hivex demands) and none can start inside the first bin's header.
-    if (offset === NO_CELL || offset % 4 !== 0 || offset < HBIN_HEADER_SIZE) this.damaged(`${what} has an invalid cell offset`, offset);
+    if (offset === NO_CELL || offset % 4 !== 0 || offset < HBIN_HEADER_SIZE)
+      this.damaged(`${what} has an invalid cell offset`, offset);
     const start = BASE_BLOCK_SIZE + offset;
     if (start + 4 > this.dataEnd) this.damaged(`${what} points outside the hive`, offset);
     const size = this.buf.readInt32LE(start);
     if (size >= 0) this.damaged(`${what} points at a free cell`, offset);
     const length = -size;
-    if (length < 8 || start + length > this.dataEnd) this.damaged(`${what} has a cell of ${length} bytes that does not fit in the hive`, offset);
+    if (length < 8 || start + length > this.dataEnd)
+      this.damaged(`${what} has a cell of ${length} bytes that does not fit in the hive`, offset);
     return this.buf.subarray(start + 4, start + length);
   }
 

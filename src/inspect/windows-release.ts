@@ -51,15 +51,24 @@ export function fromHives(software: RegistryHive, system: RegistryHive, systemRo
     major = m ? Number(m[1]) : null;
     minor = m ? Number(m[2]) : null;
   }
-  const build = software.string(CURRENT_VERSION, 'CurrentBuildNumber') ?? software.string(CURRENT_VERSION, 'CurrentBuild');
+  const build =
+    software.string(CURRENT_VERSION, 'CurrentBuildNumber') ?? software.string(CURRENT_VERSION, 'CurrentBuild');
   const current = system.dword('Select', 'Current');
   const controlSet = current !== null ? `ControlSet${String(current).padStart(3, '0')}` : null;
-  const hostname = controlSet ? system.string(`${controlSet}\\Control\\ComputerName\\ComputerName`, 'ComputerName') : null;
+  const hostname = controlSet
+    ? system.string(`${controlSet}\\Control\\ComputerName\\ComputerName`, 'ComputerName')
+    : null;
   const services = controlSet ? (system.subkeys(`${controlSet}\\Services`) ?? []) : [];
   const lower = new Set(services.map((s) => s.toLowerCase()));
   return {
-    product, major, minor: major !== null ? (minor ?? 0) : null, build,
-    installationType: software.string(CURRENT_VERSION, 'InstallationType'), edition: software.string(CURRENT_VERSION, 'EditionID'),
-    hostname, systemRoot, virtioDrivers: VIRTIO_SERVICES.filter((s) => lower.has(s)),
+    product,
+    major,
+    minor: major !== null ? (minor ?? 0) : null,
+    build,
+    installationType: software.string(CURRENT_VERSION, 'InstallationType'),
+    edition: software.string(CURRENT_VERSION, 'EditionID'),
+    hostname,
+    systemRoot,
+    virtioDrivers: VIRTIO_SERVICES.filter((s) => lower.has(s)),
   };
 }

@@ -118,7 +118,10 @@ export class JobJournal {
       const rule = this.#rules.get(job.kind);
       try {
         const message = rule ? await rule(job) : undefined;
-        await this.fail(job.id, { code: 'INTERNAL', message: message || 'the site server stopped during this job; its partial work was cleaned up, run it again' });
+        await this.fail(job.id, {
+          code: 'INTERNAL',
+          message: message || 'the site server stopped during this job; its partial work was cleaned up, run it again',
+        });
         log('recovered interrupted job', job);
       } catch (e) {
         log('recovery of interrupted job failed; it stays marked running for the next start', job, e);

@@ -17,11 +17,20 @@ export function siteMetricSources(deps: {
 }): MetricSources {
   const counts = new MetricsRepo(deps.db);
   return {
-    replication: async () => (await deps.replication.statusAll()).map((s) => ({ vm: s.vm, lagSeconds: s.lagSeconds, rpoSeconds: s.rpoSeconds, rpoViolated: s.rpoViolated })),
-    arrayGroups: async () => Promise.all((await deps.arrayGroups.bindings()).map(async (g) => {
-      const s = await deps.arrayGroups.scheduler.status(g.name);
-      return { group: g.name, lagSeconds: s.lagSec, rpoViolated: s.rpoViolated };
-    })),
+    replication: async () =>
+      (await deps.replication.statusAll()).map((s) => ({
+        vm: s.vm,
+        lagSeconds: s.lagSeconds,
+        rpoSeconds: s.rpoSeconds,
+        rpoViolated: s.rpoViolated,
+      })),
+    arrayGroups: async () =>
+      Promise.all(
+        (await deps.arrayGroups.bindings()).map(async (g) => {
+          const s = await deps.arrayGroups.scheduler.status(g.name);
+          return { group: g.name, lagSeconds: s.lagSec, rpoViolated: s.rpoViolated };
+        }),
+      ),
     jobs: () => counts.jobCounts(),
     jobSteps: () => counts.jobStepCounts(),
     // result: how an ended run ended (success, warnings, errors, cancelled), else its state (running, waiting, interrupted).
@@ -42,7 +51,16 @@ export function siteMetricSources(deps: {
       for (const r of await deps.replicas.list()) {
         // A replica deleted between the list and its summary is simply not shown.
         const s = await deps.replicas.summary(r.id).catch(() => null);
-        if (s) out.push({ replica: s.id, vm: s.vmName, sourceSite: s.sourceSite, state: s.state, points: s.storage.points, chainLength: s.storage.chainLength, bytes: s.storage.bytes + s.storage.seedBytes });
+        if (s)
+          out.push({
+            replica: s.id,
+            vm: s.vmName,
+            sourceSite: s.sourceSite,
+            state: s.state,
+            points: s.storage.points,
+            chainLength: s.storage.chainLength,
+            bytes: s.storage.bytes + s.storage.seedBytes,
+          });
       }
       return out;
     },

@@ -31,7 +31,6 @@ export interface IncomingTarget {
 
 const TLS_ID = 'mig-tls';
 
-
 /**
  * The destination of a live migration: the VM as it is at the source (same UUID, name and
  * MACs), with empty disks of the same sizes, in a QEMU started with `-incoming defer` that
@@ -56,7 +55,18 @@ export class IncomingMigrations {
   /** Asked whether a migration that reached here whole switched over (only the source can tell). */
   #source: MigrationSource;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; disks: DiskService; paths: SitePaths; tls: SiteTls; listenHost: () => string; log: Logger; replicas: ReplicaService; source: MigrationSource }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    vms: VmService;
+    supervisor: VmSupervisor;
+    disks: DiskService;
+    paths: SitePaths;
+    tls: SiteTls;
+    listenHost: () => string;
+    log: Logger;
+    replicas: ReplicaService;
+    source: MigrationSource;
+  }) {
     this.#source = deps.source;
     this.#replicas = deps.replicas;
     this.#repo = new IncomingMigrationRepo(deps.db);
@@ -76,7 +86,15 @@ export class IncomingMigrations {
    * what changed since. The replica is held (retention keeps the point) and, once the VM runs
    * here, promoted: its chain is the VM's disks now.
    */
-  async prepare(peer: { name: string; caPem: string }, input: { definition: Omit<VmDefinition, 'diskIds'>; disks: { sizeBytes: number }[]; replicaPointId?: string; leaseSec?: number }): Promise<IncomingTarget> {
+  async prepare(
+    peer: { name: string; caPem: string },
+    input: {
+      definition: Omit<VmDefinition, 'diskIds'>;
+      disks: { sizeBytes: number }[];
+      replicaPointId?: string;
+      leaseSec?: number;
+    },
+  ): Promise<IncomingTarget> {
     const def = input.definition;
     const same = await this.#vms.repo.findById(def.id);
     if (same) {
@@ -84,16 +102,27 @@ export class IncomingMigrations {
       // off after a failover without reprotect. Its disks may hold writes someone wants, so it
       // is not removed behind the operator's back.
       const superseded = await this.#vms.repo.findSuperseded(def.id);
-      throw new MamoriError('VM_EXISTS', superseded
-        ? `this site keeps an older copy of ${def.name} (${same.name}), off since it was failed over to ${superseded.bySite} at ${superseded.at}; ` +
-          `delete it here ('mamori vm delete ${same.name}') or reprotect so it seeds a replica, then migrate`
-        : `a VM with id ${def.id} (${same.name}) already exists at this site`, { details: { vm: def.name } });
+      throw new MamoriError(
+        'VM_EXISTS',
+        superseded
+          ? `this site keeps an older copy of ${def.name} (${same.name}), off since it was failed over to ${superseded.bySite} at ${superseded.at}; ` +
+              `delete it here ('mamori vm delete ${same.name}') or reprotect so it seeds a replica, then migrate`
+          : `a VM with id ${def.id} (${same.name}) already exists at this site`,
+        { details: { vm: def.name } },
+      );
     }
-    if (await this.#vms.repo.findByName(def.name)) throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, { details: { vm: def.name } });
+    if (await this.#vms.repo.findByName(def.name))
+      throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists at this site`, {
+        details: { vm: def.name },
+      });
     for (const n of def.nics) {
       if (n.network === 'user' || n.network === 'none') continue;
       if (!(await this.#repo.networkExists(n.network))) {
-        throw new MamoriError('NETWORK_NOT_FOUND', `${def.name} has a NIC on network ${n.network}, which this site does not have; create it first`, { details: { network: n.network } });
+        throw new MamoriError(
+          'NETWORK_NOT_FOUND',
+          `${def.name} has a NIC on network ${n.network}, which this site does not have; create it first`,
+          { details: { network: n.network } },
+        );
       }
     }
     const made: DiskRecord[] = [];
@@ -104,21 +133,46 @@ export class IncomingMigrations {
       let replicaId: string | null = null;
       if (input.replicaPointId === undefined) {
         for (const [i, d] of input.disks.entries()) {
-          made.push(await this.#disks.prepareImage({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, sizeBytes: d.sizeBytes, vmId: def.id, ownedByVm: true }));
+          made.push(
+            await this.#disks.prepareImage({
+              name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`,
+              sizeBytes: d.sizeBytes,
+              vmId: def.id,
+              ownedByVm: true,
+            }),
+          );
         }
       } else {
         const r = await this.#replicaRepo.findIdBySource(peer.name, def.id);
-        if (r === undefined) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${def.name}; migrate without one`);
+        if (r === undefined)
+          throw new MamoriError('NOT_FOUND', `this site holds no replica of ${def.name}; migrate without one`);
         replicaId = r;
         const { point, files } = await this.#replicas.pointFiles(r, null);
-        if (point.id !== input.replicaPointId) throw new MamoriError('VM_INVALID_STATE', `the replica's newest point is ${point.id}, not ${input.replicaPointId}: a cycle ran in between; try again`);
-        if (files.length !== input.disks.length) throw new MamoriError('INVALID_INPUT', `the replica has ${files.length} disks, the VM ${input.disks.length}`);
+        if (point.id !== input.replicaPointId)
+          throw new MamoriError(
+            'VM_INVALID_STATE',
+            `the replica's newest point is ${point.id}, not ${input.replicaPointId}: a cycle ran in between; try again`,
+          );
+        if (files.length !== input.disks.length)
+          throw new MamoriError('INVALID_INPUT', `the replica has ${files.length} disks, the VM ${input.disks.length}`);
         for (const [i, file] of files.entries()) {
-          made.push(await this.#disks.prepareOverlay({ name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`, backing: file, sizeBytes: input.disks[i]!.sizeBytes, vmId: def.id }));
+          made.push(
+            await this.#disks.prepareOverlay({
+              name: `${def.name}-mig${i}-${def.id.slice(0, 8)}`,
+              backing: file,
+              sizeBytes: input.disks[i]!.sizeBytes,
+              vmId: def.id,
+            }),
+          );
         }
       }
       const full: VmDefinition = { ...def, diskIds: made.map((d) => d.id) };
-      await this.#repo.createVm(full, made, now, replicaId !== null ? { replicaId, pointId: input.replicaPointId! } : null);
+      await this.#repo.createVm(
+        full,
+        made,
+        now,
+        replicaId !== null ? { replicaId, pointId: input.replicaPointId! } : null,
+      );
     } catch (e) {
       await this.#disks.discardPrepared(made);
       await this.#repo.end(def.id);
@@ -130,19 +184,48 @@ export class IncomingMigrations {
       const vm = (await this.#vms.repo.findById(def.id))!;
       await this.#supervisor.start(vm, { incoming: true });
       const qmp = this.#supervisor.qmpOf(def.id)!;
-      const dir = await writeQemuTlsCreds({ dir: join(this.#paths.vmDir(def.id), 'mig-tls'), site: this.#tls, peerCaPem: peer.caPem, endpoint: 'server' });
-      await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: TLS_ID, dir, endpoint: 'server', 'verify-peer': true });
+      const dir = await writeQemuTlsCreds({
+        dir: join(this.#paths.vmDir(def.id), 'mig-tls'),
+        site: this.#tls,
+        peerCaPem: peer.caPem,
+        endpoint: 'server',
+      });
+      await qmp.execute('object-add', {
+        'qom-type': 'tls-creds-x509',
+        id: TLS_ID,
+        dir,
+        endpoint: 'server',
+        'verify-peer': true,
+      });
       const host = this.#listenHost();
       const nbdPort = await freePort(host);
       const migrationPort = await freePort(host);
-      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host, port: String(nbdPort) } }, 'tls-creds': TLS_ID });
+      await qmp.execute('nbd-server-start', {
+        addr: { type: 'inet', data: { host, port: String(nbdPort) } },
+        'tls-creds': TLS_ID,
+      });
       const exports = made.map((_, i) => `disk${i}`);
-      for (const name of exports) await qmp.execute('block-export-add', { type: 'nbd', id: `mig-${name}`, 'node-name': name, name, writable: true });
-      await qmp.execute('migrate-set-capabilities', { capabilities: ['events', 'late-block-activate', 'return-path'].map((capability) => ({ capability, state: true })) });
+      for (const name of exports)
+        await qmp.execute('block-export-add', {
+          type: 'nbd',
+          id: `mig-${name}`,
+          'node-name': name,
+          name,
+          writable: true,
+        });
+      await qmp.execute('migrate-set-capabilities', {
+        capabilities: ['events', 'late-block-activate', 'return-path'].map((capability) => ({
+          capability,
+          state: true,
+        })),
+      });
       await qmp.execute('migrate-set-parameters', { 'tls-creds': TLS_ID });
       await qmp.execute('migrate-incoming', { uri: `tcp:${host}:${migrationPort}` });
       this.#leases.set(def.id, { renewedAt: Date.now(), leaseMs: (input.leaseSec ?? 90) * 1000 });
-      this.#log.info({ vm: def.name, from: peer.name, nbdPort, migrationPort }, 'waiting for an incoming live migration');
+      this.#log.info(
+        { vm: def.name, from: peer.name, nbdPort, migrationPort },
+        'waiting for an incoming live migration',
+      );
       return { vmId: def.id, host, nbdPort, exports, migrationPort };
     } catch (e) {
       await this.abort(def.id).catch(() => undefined);
@@ -178,15 +261,22 @@ export class IncomingMigrations {
     for (const [vmId, lease] of this.#leases) {
       if (now - lease.renewedAt < lease.leaseMs) continue;
       const qmp = this.#supervisor.qmpOf(vmId);
-      const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
+      const status = qmp
+        ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status
+        : undefined;
       if (status === 'completed') {
         lease.renewedAt = now;
         await this.#settleCompleted(vmId);
         continue;
       }
       this.#leases.delete(vmId);
-      this.#log.warn({ vm: vmId, silentMs: now - lease.renewedAt }, 'the source of an incoming migration went silent: removing the copy');
-      await this.abort(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'could not remove an incoming copy whose source went silent'));
+      this.#log.warn(
+        { vm: vmId, silentMs: now - lease.renewedAt },
+        'the source of an incoming migration went silent: removing the copy',
+      );
+      await this.abort(vmId).catch((e: unknown) =>
+        this.#log.error({ vm: vmId, err: e }, 'could not remove an incoming copy whose source went silent'),
+      );
     }
   }
 
@@ -196,8 +286,13 @@ export class IncomingMigrations {
     const qmp = this.#supervisor.qmpOf(vmId);
     if (!qmp) throw new MamoriError('VM_INVALID_STATE', `the incoming QEMU of ${vm.name} is gone`);
     const status = await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 });
-    if (status.status !== 'completed') throw new MamoriError('VM_INVALID_STATE', `the migration into ${vm.name} is ${status.status ?? 'not started'}, not completed`);
-    for (const i of vm.definition.diskIds.keys()) await qmp.execute('block-export-del', { id: `mig-disk${i}` }).catch(() => undefined);
+    if (status.status !== 'completed')
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `the migration into ${vm.name} is ${status.status ?? 'not started'}, not completed`,
+      );
+    for (const i of vm.definition.diskIds.keys())
+      await qmp.execute('block-export-del', { id: `mig-disk${i}` }).catch(() => undefined);
     await qmp.execute('nbd-server-stop').catch(() => undefined);
     const held = await this.#replicaRepo.replicaHeldByVm(vmId);
     if (held !== undefined) {
@@ -222,7 +317,11 @@ export class IncomingMigrations {
     this.#leases.delete(vmId);
     if (!pending) return;
     const vm = await this.#vms.repo.findById(vmId);
-    if (vm?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vm.name} already runs here: the migration switched over, it cannot be aborted`);
+    if (vm?.state === 'running')
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `${vm.name} already runs here: the migration switched over, it cannot be aborted`,
+      );
     if (vm) await this.#vms.delete(vm.name, { force: true });
     await this.#repo.end(vmId);
     this.#log.warn({ vm: vm?.name ?? vmId }, 'incoming migration aborted; its VM and disks are removed');
@@ -238,9 +337,13 @@ export class IncomingMigrations {
     for (const vmId of await this.#repo.pendingVmIds()) {
       const r = { vm_id: vmId };
       const qmp = this.#supervisor.qmpOf(r.vm_id);
-      const status = qmp ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status : undefined;
+      const status = qmp
+        ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status
+        : undefined;
       if (status !== 'completed') {
-        await this.abort(r.vm_id).catch((e: unknown) => this.#log.error({ vm: r.vm_id, err: e }, 'could not remove an incoming migration cut by a restart'));
+        await this.abort(r.vm_id).catch((e: unknown) =>
+          this.#log.error({ vm: r.vm_id, err: e }, 'could not remove an incoming migration cut by a restart'),
+        );
         continue;
       }
       // A copy that received the whole migration runs only if the source switched over; until
@@ -257,17 +360,23 @@ export class IncomingMigrations {
     const answer = await this.#source.outgoingState(source, vmId).catch(() => null);
     const settle = answer === 'switched' ? this.activate(vmId) : answer === 'rolled-back' ? this.abort(vmId) : null;
     if (!settle) {
-      this.#log.warn({ vm: vmId, source, answer: answer ?? 'unreachable' }, 'an incoming copy received the whole migration; waiting for the source to say whether it switched over');
+      this.#log.warn(
+        { vm: vmId, source, answer: answer ?? 'unreachable' },
+        'an incoming copy received the whole migration; waiting for the source to say whether it switched over',
+      );
       return;
     }
-    await settle.catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'could not settle a completed incoming migration'));
+    await settle.catch((e: unknown) =>
+      this.#log.error({ vm: vmId, err: e }, 'could not settle a completed incoming migration'),
+    );
   }
 
   async #incoming(vmId: string) {
     const vm = await this.#vms.repo.findById(vmId);
     const pending = (await this.#repo.sourceOf(vmId)) !== undefined;
     // 'paused' when a restarted server re-attached the waiting QEMU.
-    if (!vm || !pending || !['incoming', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
+    if (!vm || !pending || !['incoming', 'paused'].includes(vm.state))
+      throw new MamoriError('VM_INVALID_STATE', `no incoming migration of VM ${vmId} here`);
     return vm;
   }
 }

@@ -10,7 +10,13 @@ export interface MigrationContext {
   /** This migration's TLS credentials object in the source QEMU (one per migration: see #rollBack). */
   tlsId?: string;
   /** Replica-aware: the replication that is reversed afterwards. */
-  replication: { generation: number; pointId: string; rpoSeconds: number; keepPoints: number; group: string | null } | null;
+  replication: {
+    generation: number;
+    pointId: string;
+    rpoSeconds: number;
+    keepPoints: number;
+    group: string | null;
+  } | null;
   disks: number;
   target: IncomingTarget | null;
 }
@@ -25,11 +31,18 @@ export type OutgoingState = 'switched' | 'rolled-back' | 'in-progress' | 'unknow
  * The source's answer, from its journal and its QEMU (whose `completed` may be newer than the
  * journal: once QEMU completed, this side never continues the guest, so the copy must run).
  */
-export function outgoingStateOf(job: Pick<Job, 'state' | 'steps' | 'context'> | null, qemuStatus: string | null, peer: string): OutgoingState {
+export function outgoingStateOf(
+  job: Pick<Job, 'state' | 'steps' | 'context'> | null,
+  qemuStatus: string | null,
+  peer: string,
+): OutgoingState {
   const ctx = job?.context as Partial<MigrationContext> | null | undefined;
   if (!job || !ctx || ctx.to !== peer) return 'unknown';
-  const switched = ctx.switched === true || qemuStatus === 'completed' || job.state === 'succeeded'
-    || job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
+  const switched =
+    ctx.switched === true ||
+    qemuStatus === 'completed' ||
+    job.state === 'succeeded' ||
+    job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
   if (switched) return 'switched';
   return job.state === 'running' ? 'in-progress' : 'rolled-back';
 }

@@ -16,32 +16,69 @@ import { bitmapName } from '../replication/dirty-bitmaps.js';
  * changes meanwhile. Only that second bitmap is copied while paused.
  * Returns how long the guest was paused (ms).
  */
-export async function copyReplicaDelta(qmp: QmpClient, disks: number, generation: number, stats: { delta: number }): Promise<number> {
-  const nodes = [...Array(disks).keys()].map((i) => ({ node: `disk${i}`, pre: `mig-pre${i}`, since: `mig-since${i}`, i }));
+export async function copyReplicaDelta(
+  qmp: QmpClient,
+  disks: number,
+  generation: number,
+  stats: { delta: number },
+): Promise<number> {
+  const nodes = [...Array(disks).keys()].map((i) => ({
+    node: `disk${i}`,
+    pre: `mig-pre${i}`,
+    since: `mig-since${i}`,
+    i,
+  }));
   const backup = async (bitmapOf: (d: (typeof nodes)[number]) => string, what: string): Promise<void> => {
     for (const d of nodes) {
-      const done = qmp.waitForEvent('BLOCK_JOB_COMPLETED', { timeoutMs: 600_000, predicate: (ev) => ev.data.device === `migd${d.i}` });
-      await qmp.execute('blockdev-backup', { 'job-id': `migd${d.i}`, device: d.node, target: `mig-tgt${d.i}`, sync: 'bitmap', bitmap: bitmapOf(d), 'bitmap-mode': 'never' });
+      const done = qmp.waitForEvent('BLOCK_JOB_COMPLETED', {
+        timeoutMs: 600_000,
+        predicate: (ev) => ev.data.device === `migd${d.i}`,
+      });
+      await qmp.execute('blockdev-backup', {
+        'job-id': `migd${d.i}`,
+        device: d.node,
+        target: `mig-tgt${d.i}`,
+        sync: 'bitmap',
+        bitmap: bitmapOf(d),
+        'bitmap-mode': 'never',
+      });
       const ev = await done;
       if (ev.data.error) throw new MamoriError('QMP_ERROR', `copying ${what} failed: ${ev.data.error}`);
       stats.delta += ev.data.offset;
     }
   };
   try {
-    await qmp.execute('transaction', {
-      actions: nodes.flatMap((d) => [
-        { type: 'block-dirty-bitmap-add' as const, data: { node: d.node, name: d.pre, disabled: true, persistent: false } },
-        { type: 'block-dirty-bitmap-merge' as const, data: { node: d.node, target: d.pre, bitmaps: [bitmapName(generation)] } },
-        { type: 'block-dirty-bitmap-add' as const, data: { node: d.node, name: d.since, persistent: false } },
-      ]),
-    }, { timeoutMs: 30_000 });
+    await qmp.execute(
+      'transaction',
+      {
+        actions: nodes.flatMap((d) => [
+          {
+            type: 'block-dirty-bitmap-add' as const,
+            data: { node: d.node, name: d.pre, disabled: true, persistent: false },
+          },
+          {
+            type: 'block-dirty-bitmap-merge' as const,
+            data: { node: d.node, target: d.pre, bitmaps: [bitmapName(generation)] },
+          },
+          { type: 'block-dirty-bitmap-add' as const, data: { node: d.node, name: d.since, persistent: false } },
+        ]),
+      },
+      { timeoutMs: 30_000 },
+    );
     await backup((d) => d.pre, "the changes since the replica's point");
     const wasRunning = (await qmp.execute('query-status', undefined, { timeoutMs: 5_000 })).running;
     const t0 = Date.now();
     if (wasRunning) await qmp.execute('stop', undefined, { timeoutMs: 10_000 });
     try {
       await backup((d) => d.since, 'the changes made during the first copy');
-      for (const d of nodes) await qmp.execute('blockdev-mirror', { 'job-id': `mig${d.i}`, device: d.node, target: `mig-tgt${d.i}`, sync: 'none', 'copy-mode': 'write-blocking' });
+      for (const d of nodes)
+        await qmp.execute('blockdev-mirror', {
+          'job-id': `mig${d.i}`,
+          device: d.node,
+          target: `mig-tgt${d.i}`,
+          sync: 'none',
+          'copy-mode': 'write-blocking',
+        });
     } finally {
       if (wasRunning) await qmp.execute('cont', undefined, { timeoutMs: 10_000 });
     }
@@ -54,6 +91,7 @@ export async function copyReplicaDelta(qmp: QmpClient, disks: number, generation
 /** The replica-aware copy's own bitmaps (never persistent): gone after the copy, and after a rollback found them left. */
 export async function removeMigrationBitmaps(qmp: QmpClient, disks: number): Promise<void> {
   for (let i = 0; i < disks; i++) {
-    for (const name of [`mig-pre${i}`, `mig-since${i}`, `mig-delta${i}`]) await qmp.execute('block-dirty-bitmap-remove', { node: `disk${i}`, name }).catch(() => undefined);
+    for (const name of [`mig-pre${i}`, `mig-since${i}`, `mig-delta${i}`])
+      await qmp.execute('block-dirty-bitmap-remove', { node: `disk${i}`, name }).catch(() => undefined);
   }
 }

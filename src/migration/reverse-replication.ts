@@ -6,5 +6,10 @@
  */
 export interface ReverseReplication {
   /** generation: the failover generation the VM here is superseded by. */
-  reverse(peer: string, vmId: string, generation: number, opts: { rpoSeconds: number; keepPoints: number; group?: string }): Promise<void>;
+  reverse(
+    peer: string,
+    vmId: string,
+    generation: number,
+    opts: { rpoSeconds: number; keepPoints: number; group?: string },
+  ): Promise<void>;
 }

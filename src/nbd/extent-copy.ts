@@ -9,7 +9,10 @@ export interface ByteRange {
 
 /** What copyExtents needs of each side (an NbdClient, or a fake in tests). */
 export type CopySource = Pick<NbdClient, 'read' | 'blockSizes' | 'maxRequestLength'>;
-export type CopyTarget = Pick<NbdClient, 'write' | 'writeZeroes' | 'flush' | 'transmissionFlags' | 'blockSizes' | 'maxRequestLength'>;
+export type CopyTarget = Pick<
+  NbdClient,
+  'write' | 'writeZeroes' | 'flush' | 'transmissionFlags' | 'blockSizes' | 'maxRequestLength'
+>;
 export type ExtentSource = Pick<NbdClient, 'extents' | 'size'>;
 
 export interface CopyCounters {
@@ -59,8 +62,11 @@ export async function copyExtents(options: CopyExtentsOptions): Promise<CopyCoun
   const ranges = normalize(options.extents);
   for (const r of ranges) {
     if (r.offset % align !== 0 || r.length % align !== 0) {
-      throw new MamoriError('INVALID_INPUT', `extent ${r.offset}+${r.length} is not aligned to the block size ${align} of both exports`,
-        { details: { offset: r.offset, length: r.length, align } });
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `extent ${r.offset}+${r.length} is not aligned to the block size ${align} of both exports`,
+        { details: { offset: r.offset, length: r.length, align } },
+      );
     }
   }
   const zeros = Buffer.alloc(chunkSize);
@@ -130,7 +136,10 @@ export async function dirtyExtents(client: ExtentSource, contextName: string): P
 
 /** Sorted, with overlapping and touching ranges merged, empty ones dropped. */
 function normalize(ranges: readonly ByteRange[]): ByteRange[] {
-  const sorted = ranges.filter((r) => r.length > 0).map((r) => ({ offset: r.offset, length: r.length })).sort((a, b) => a.offset - b.offset);
+  const sorted = ranges
+    .filter((r) => r.length > 0)
+    .map((r) => ({ offset: r.offset, length: r.length }))
+    .sort((a, b) => a.offset - b.offset);
   const out: ByteRange[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];
@@ -145,6 +154,7 @@ function normalize(ranges: readonly ByteRange[]): ByteRange[] {
 
 function* chunks(ranges: readonly ByteRange[], size: number): Generator<ByteRange, void, undefined> {
   for (const r of ranges) {
-    for (let at = r.offset; at < r.offset + r.length; at += size) yield { offset: at, length: Math.min(size, r.offset + r.length - at) };
+    for (let at = r.offset; at < r.offset + r.length; at += size)
+      yield { offset: at, length: Math.min(size, r.offset + r.length - at) };
   }
 }

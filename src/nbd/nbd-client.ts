@@ -4,7 +4,12 @@ import { NbdError } from './nbd-error.js';
 import { NbdHandshake, type NbdNegotiated, type NbdTlsOptions } from './nbd-handshake.js';
 import { PendingRequest, type PendingResult } from './nbd-pending-request.js';
 import {
-  NBD_CMD, NBD_CMD_FLAG, NbdProtocolViolation, decodeTransmissionFlags, encodeRequestHeader, type NbdStatusDescriptor,
+  NBD_CMD,
+  NBD_CMD_FLAG,
+  NbdProtocolViolation,
+  decodeTransmissionFlags,
+  encodeRequestHeader,
+  type NbdStatusDescriptor,
   type NbdTransmissionFlags,
 } from './nbd-protocol.js';
 import { NbdReplyReader } from './nbd-reply-reader.js';
@@ -108,13 +113,17 @@ export class NbdClient {
       data: (h, offset, length) => this.#completed(h.cookie, (p) => p.data(h, offset, length)),
       chunk: (h, payload) => this.#completed(h.cookie, (p) => p.chunk(h, payload)),
     });
-    this.#closed = new Promise((resolve) => this.#socket.once('close', () => {
-      this.#onClose();
-      resolve();
-    }));
+    this.#closed = new Promise((resolve) =>
+      this.#socket.once('close', () => {
+        this.#onClose();
+        resolve();
+      }),
+    );
     this.#socket.on('data', (chunk: Buffer) => this.#push(chunk));
     this.#socket.on('error', (err) => {
-      this.#failure ??= new NbdError('NBD_DISCONNECTED', `connection to ${this.#label} failed: ${err.message}`, { cause: err });
+      this.#failure ??= new NbdError('NBD_DISCONNECTED', `connection to ${this.#label} failed: ${err.message}`, {
+        cause: err,
+      });
     });
     if (negotiated.leftover.length > 0) this.#push(negotiated.leftover);
   }
@@ -124,7 +133,9 @@ export class NbdClient {
     const unix = 'socketPath' in endpoint;
     const label = unix ? `NBD server at ${endpoint.socketPath}` : `NBD server at ${endpoint.host}:${endpoint.port}`;
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const socket = unix ? createConnection({ path: endpoint.socketPath }) : createConnection({ host: endpoint.host, port: endpoint.port });
+    const socket = unix
+      ? createConnection({ path: endpoint.socketPath })
+      : createConnection({ host: endpoint.host, port: endpoint.port });
     let timedOut = false;
     let expire: (e: Error) => void = () => undefined;
     // The deadline rejects by itself, whatever stage the negotiation waits in.
@@ -136,18 +147,26 @@ export class NbdClient {
       expire(new Error('connect deadline passed'));
     }, timeoutMs);
     try {
-      await Promise.race([deadline, new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', reject);
-        socket.once('close', () => reject(new Error('socket closed')));
-      })]).catch((err: Error) => {
-        throw new NbdError('NBD_CONNECT_FAILED', `cannot connect to ${label}: ${err.message}. Check that the server runs and the address is right.`,
-          { cause: err, details: { endpoint } });
+      await Promise.race([
+        deadline,
+        new Promise<void>((resolve, reject) => {
+          socket.once('connect', resolve);
+          socket.once('error', reject);
+          socket.once('close', () => reject(new Error('socket closed')));
+        }),
+      ]).catch((err: Error) => {
+        throw new NbdError(
+          'NBD_CONNECT_FAILED',
+          `cannot connect to ${label}: ${err.message}. Check that the server runs and the address is right.`,
+          { cause: err, details: { endpoint } },
+        );
       });
       socket.removeAllListeners('connect').removeAllListeners('error').removeAllListeners('close');
       if (!unix) socket.setNoDelay(true);
       const handshake = new NbdHandshake(socket, {
-        exportName: options.exportName, label, defaultServername: unix ? 'localhost' : endpoint.host,
+        exportName: options.exportName,
+        label,
+        defaultServername: unix ? 'localhost' : endpoint.host,
         ...(options.tls === undefined ? {} : { tls: options.tls }),
         ...(options.metaContexts === undefined ? {} : { metaContexts: options.metaContexts }),
       }).run();
@@ -159,7 +178,10 @@ export class NbdClient {
     } catch (err) {
       socket.destroy();
       if (timedOut) {
-        throw new NbdError('NBD_TIMEOUT', `connecting to ${label} did not finish within ${timeoutMs} ms`, { cause: err, details: { endpoint, timeoutMs } });
+        throw new NbdError('NBD_TIMEOUT', `connecting to ${label} did not finish within ${timeoutMs} ms`, {
+          cause: err,
+          details: { endpoint, timeoutMs },
+        });
       }
       throw err;
     } finally {
@@ -205,7 +227,8 @@ export class NbdClient {
     this.#checkRange('read', offset, length);
     const buffer = Buffer.allocUnsafe(length);
     await this.#split(offset, length, this.#ioPiece(), (at, n) =>
-      this.#send(NBD_CMD.READ, 0, at, n, null, buffer.subarray(at - offset, at - offset + n), options.timeoutMs));
+      this.#send(NBD_CMD.READ, 0, at, n, null, buffer.subarray(at - offset, at - offset + n), options.timeoutMs),
+    );
     return buffer;
   }
 
@@ -214,17 +237,23 @@ export class NbdClient {
     this.#checkRange('write', offset, data.length);
     const flags = this.#fua(options.fua);
     await this.#split(offset, data.length, this.#ioPiece(), (at, n) =>
-      this.#send(NBD_CMD.WRITE, flags, at, n, data.subarray(at - offset, at - offset + n), null, options.timeoutMs));
+      this.#send(NBD_CMD.WRITE, flags, at, n, data.subarray(at - offset, at - offset + n), null, options.timeoutMs),
+    );
   }
 
   async writeZeroes(offset: number, length: number, options: NbdWriteZeroesOptions = {}): Promise<void> {
     this.#checkWritable('write zeroes');
     if (!this.#flags.canWriteZeroes) throw this.#unsupported('write zeroes (NBD_FLAG_SEND_WRITE_ZEROES not set)');
-    if (options.fastZero === true && !this.#flags.canFastZero) throw this.#unsupported('fast zero (NBD_FLAG_SEND_FAST_ZERO not set)');
+    if (options.fastZero === true && !this.#flags.canFastZero)
+      throw this.#unsupported('fast zero (NBD_FLAG_SEND_FAST_ZERO not set)');
     this.#checkRange('write zeroes', offset, length);
-    const flags = this.#fua(options.fua) | (options.noHole === true ? NBD_CMD_FLAG.NO_HOLE : 0)
-      | (options.fastZero === true ? NBD_CMD_FLAG.FAST_ZERO : 0);
-    await this.#split(offset, length, MAX_EFFECT, (at, n) => this.#send(NBD_CMD.WRITE_ZEROES, flags, at, n, null, null, options.timeoutMs));
+    const flags =
+      this.#fua(options.fua) |
+      (options.noHole === true ? NBD_CMD_FLAG.NO_HOLE : 0) |
+      (options.fastZero === true ? NBD_CMD_FLAG.FAST_ZERO : 0);
+    await this.#split(offset, length, MAX_EFFECT, (at, n) =>
+      this.#send(NBD_CMD.WRITE_ZEROES, flags, at, n, null, null, options.timeoutMs),
+    );
   }
 
   async trim(offset: number, length: number, options: NbdWriteOptions = {}): Promise<void> {
@@ -232,7 +261,9 @@ export class NbdClient {
     if (!this.#flags.canTrim) throw this.#unsupported('trim (NBD_FLAG_SEND_TRIM not set)');
     this.#checkRange('trim', offset, length);
     const flags = this.#fua(options.fua);
-    await this.#split(offset, length, MAX_EFFECT, (at, n) => this.#send(NBD_CMD.TRIM, flags, at, n, null, null, options.timeoutMs));
+    await this.#split(offset, length, MAX_EFFECT, (at, n) =>
+      this.#send(NBD_CMD.TRIM, flags, at, n, null, null, options.timeoutMs),
+    );
   }
 
   async flush(options: NbdRequestOptions = {}): Promise<void> {
@@ -244,16 +275,26 @@ export class NbdClient {
    * One NBD_CMD_BLOCK_STATUS for `contextName`. The server may describe less than asked
    * (use extents() to cover a whole range); extents are clipped to the range asked.
    */
-  async blockStatus(offset: number, length: number, contextName: string, options: NbdBlockStatusOptions = {}): Promise<NbdExtent[]> {
+  async blockStatus(
+    offset: number,
+    length: number,
+    contextName: string,
+    options: NbdBlockStatusOptions = {},
+  ): Promise<NbdExtent[]> {
     const id = this.#n.metaContexts.get(contextName);
     if (id === undefined) {
-      throw this.#unsupported(`block status for '${contextName}' (not negotiated; this connection has ${[...this.#n.metaContexts.keys()].join(', ') || 'no meta contexts'})`);
+      throw this.#unsupported(
+        `block status for '${contextName}' (not negotiated; this connection has ${[...this.#n.metaContexts.keys()].join(', ') || 'no meta contexts'})`,
+      );
     }
     this.#checkRange('block status', offset, length);
     if (length === 0) return [];
     const asked = Math.min(length, Math.floor(MAX_STATUS / this.#n.blockSizes.min) * this.#n.blockSizes.min);
     const flags = options.reqOne === true ? NBD_CMD_FLAG.REQ_ONE : 0;
-    const status = await this.#send(NBD_CMD.BLOCK_STATUS, flags, offset, asked, null, null, options.timeoutMs) as Map<number, NbdStatusDescriptor[]>;
+    const status = (await this.#send(NBD_CMD.BLOCK_STATUS, flags, offset, asked, null, null, options.timeoutMs)) as Map<
+      number,
+      NbdStatusDescriptor[]
+    >;
     const end = offset + asked;
     const extents: NbdExtent[] = [];
     let at = offset;
@@ -267,7 +308,12 @@ export class NbdClient {
   }
 
   /** Extents covering [offset, offset + length) for `contextName`, looping from the end of the last one; neighbours with equal flags merged. */
-  async extents(contextName: string, offset = 0, length = this.size - offset, options: NbdRequestOptions = {}): Promise<NbdExtent[]> {
+  async extents(
+    contextName: string,
+    offset = 0,
+    length = this.size - offset,
+    options: NbdRequestOptions = {},
+  ): Promise<NbdExtent[]> {
     this.#checkRange('block status', offset, length);
     const out: NbdExtent[] = [];
     const end = offset + length;
@@ -276,14 +322,18 @@ export class NbdClient {
       const part = await this.blockStatus(at, end - at, contextName, options);
       for (const e of part) {
         const last = out[out.length - 1];
-        if (last !== undefined && last.flags === e.flags && last.offset + last.length === e.offset) last.length += e.length;
+        if (last !== undefined && last.flags === e.flags && last.offset + last.length === e.offset)
+          last.length += e.length;
         else out.push({ ...e });
       }
       const tail = part[part.length - 1];
       // A reply that describes nothing would loop forever: the spec requires progress.
       if (tail === undefined || tail.offset + tail.length <= at) {
-        throw new NbdError('NBD_PROTOCOL_ERROR', `${this.#label} answered block status for '${contextName}' at ${at} without describing any of it`,
-          { details: { offset: at, context: contextName } });
+        throw new NbdError(
+          'NBD_PROTOCOL_ERROR',
+          `${this.#label} answered block status for '${contextName}' at ${at} without describing any of it`,
+          { details: { offset: at, context: contextName } },
+        );
       }
       at = tail.offset + tail.length;
     }
@@ -297,25 +347,51 @@ export class NbdClient {
     const inFlight = [...this.#pending.values()].map((p) => p.promise.catch(() => undefined));
     await Promise.race([Promise.all(inFlight), delay(options.drainTimeoutMs ?? 5000)]);
     // the server answers what is still in flight, then closes (TLS included); we wait for that
-    if (!this.#socket.destroyed) this.#socket.write(encodeRequestHeader({ flags: 0, type: NBD_CMD.DISC, cookie: this.#nextCookie++, offset: 0, length: 0 }));
+    if (!this.#socket.destroyed)
+      this.#socket.write(
+        encodeRequestHeader({ flags: 0, type: NBD_CMD.DISC, cookie: this.#nextCookie++, offset: 0, length: 0 }),
+      );
     await Promise.race([this.#closed, delay(options.closeTimeoutMs ?? 2000)]);
     this.#socket.destroy();
     await this.#closed;
   }
 
-  #send(command: number, flags: number, offset: number, length: number, payload: Buffer | null, buffer: Buffer | null,
-    timeoutMs = this.#requestTimeoutMs): Promise<PendingResult> {
+  #send(
+    command: number,
+    flags: number,
+    offset: number,
+    length: number,
+    payload: Buffer | null,
+    buffer: Buffer | null,
+    timeoutMs = this.#requestTimeoutMs,
+  ): Promise<PendingResult> {
     if (this.#state !== 'open') {
-      return Promise.reject(this.#failure ?? new NbdError('NBD_DISCONNECTED',
-        `not connected to ${this.#label} (${this.#state}); the request was not sent`, { details: { sent: false } }));
+      return Promise.reject(
+        this.#failure ??
+          new NbdError(
+            'NBD_DISCONNECTED',
+            `not connected to ${this.#label} (${this.#state}); the request was not sent`,
+            { details: { sent: false } },
+          ),
+      );
     }
     const cookie = this.#nextCookie++;
     const p = new PendingRequest(cookie, command, offset, length, buffer, this.#contextIds);
     this.#pending.set(cookie, p);
     if (timeoutMs > 0) {
-      p.setTimer(setTimeout(() => p.fail(new NbdError('NBD_TIMEOUT',
-        `${p.description} got no complete reply from ${this.#label} within ${timeoutMs} ms; its outcome is unknown`,
-        { details: { command: p.description, timeoutMs } })), timeoutMs));
+      p.setTimer(
+        setTimeout(
+          () =>
+            p.fail(
+              new NbdError(
+                'NBD_TIMEOUT',
+                `${p.description} got no complete reply from ${this.#label} within ${timeoutMs} ms; its outcome is unknown`,
+                { details: { command: p.description, timeoutMs } },
+              ),
+            ),
+          timeoutMs,
+        ),
+      );
     }
     const header = encodeRequestHeader({ flags, type: command, cookie, offset, length });
     if (payload === null) {
@@ -335,7 +411,12 @@ export class NbdClient {
   }
 
   /** Runs `one` over [offset, offset + length) in pieces of `step`, at most PIPELINE at a time; the first failure wins. */
-  async #split(offset: number, length: number, step: number, one: (at: number, n: number) => Promise<unknown>): Promise<void> {
+  async #split(
+    offset: number,
+    length: number,
+    step: number,
+    one: (at: number, n: number) => Promise<unknown>,
+  ): Promise<void> {
     const end = offset + length;
     let next = offset;
     let failed = false;
@@ -352,7 +433,9 @@ export class NbdClient {
         }
       }
     };
-    const results = await Promise.allSettled(Array.from({ length: Math.min(PIPELINE, Math.ceil(length / step)) }, worker));
+    const results = await Promise.allSettled(
+      Array.from({ length: Math.min(PIPELINE, Math.ceil(length / step)) }, worker),
+    );
     const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected !== undefined) throw rejected.reason;
   }
@@ -371,8 +454,11 @@ export class NbdClient {
       this.#reader.push(chunk);
     } catch (err) {
       const message = err instanceof NbdProtocolViolation ? err.message : String(err);
-      this.#failure = new NbdError('NBD_PROTOCOL_ERROR', `NBD protocol error from ${this.#label}: ${message}; the connection was dropped`,
-        { cause: err, details: { phase: 'transmission' } });
+      this.#failure = new NbdError(
+        'NBD_PROTOCOL_ERROR',
+        `NBD protocol error from ${this.#label}: ${message}; the connection was dropped`,
+        { cause: err, details: { phase: 'transmission' } },
+      );
       this.#state = 'closed'; // nothing more is parsed or sent; 'close' rejects what is in flight
       this.#socket.destroy(); // hard disconnect, as the spec asks for invalid replies
     }
@@ -381,21 +467,36 @@ export class NbdClient {
   #onClose(): void {
     this.#state = 'closed';
     const open = [...this.#pending.values()].filter((p) => !p.settled);
-    const failure = this.#failure ?? new NbdError('NBD_DISCONNECTED',
-      `connection to ${this.#label} closed with ${open.length} request(s) in flight; their outcome is unknown`, { details: { inFlight: open.length } });
+    const failure =
+      this.#failure ??
+      new NbdError(
+        'NBD_DISCONNECTED',
+        `connection to ${this.#label} closed with ${open.length} request(s) in flight; their outcome is unknown`,
+        { details: { inFlight: open.length } },
+      );
     for (const p of open) p.fail(failure);
     this.#pending.clear();
   }
 
   #checkRange(op: string, offset: number, length: number): void {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.#n.size) {
-      throw new MamoriError('OUT_OF_RANGE', `${op} ${offset}+${length} is outside the export (size ${this.#n.size})`,
-        { details: { offset, length, size: this.#n.size } });
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 0 ||
+      offset + length > this.#n.size
+    ) {
+      throw new MamoriError('OUT_OF_RANGE', `${op} ${offset}+${length} is outside the export (size ${this.#n.size})`, {
+        details: { offset, length, size: this.#n.size },
+      });
     }
     const { min } = this.#n.blockSizes;
     if (offset % min !== 0 || length % min !== 0) {
-      throw new MamoriError('INVALID_INPUT', `${op} ${offset}+${length} is not aligned to the export's minimum block size ${min}`,
-        { details: { offset, length, minBlockSize: min } });
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `${op} ${offset}+${length} is not aligned to the export's minimum block size ${min}`,
+        { details: { offset, length, minBlockSize: min } },
+      );
     }
   }
 

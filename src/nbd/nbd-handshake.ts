@@ -2,10 +2,27 @@ import { isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { NbdError, isNbdError } from './nbd-error.js';
 import {
-  NBD_CLIENT_FLAG, NBD_DEFAULT_BLOCK_SIZES, NBD_HANDSHAKE_FLAG, NBD_INFO, NBD_OPT, NBD_REP, NBD_SIZE,
-  NbdProtocolViolation, blockSizeViolation, decodeExportNameReply, decodeGreeting, decodeInfo, decodeMetaContext,
-  decodeOptionReplyHeader, encodeClientFlags, encodeExportRequest, encodeMetaContextRequest, encodeOption,
-  isErrorReply, optionName, replyName,
+  NBD_CLIENT_FLAG,
+  NBD_DEFAULT_BLOCK_SIZES,
+  NBD_HANDSHAKE_FLAG,
+  NBD_INFO,
+  NBD_OPT,
+  NBD_REP,
+  NBD_SIZE,
+  NbdProtocolViolation,
+  blockSizeViolation,
+  decodeExportNameReply,
+  decodeGreeting,
+  decodeInfo,
+  decodeMetaContext,
+  decodeOptionReplyHeader,
+  encodeClientFlags,
+  encodeExportRequest,
+  encodeMetaContextRequest,
+  encodeOption,
+  isErrorReply,
+  optionName,
+  replyName,
 } from './nbd-protocol.js';
 import { StreamReader } from './stream-reader.js';
 
@@ -79,8 +96,10 @@ export class NbdHandshake {
     } catch (caught) {
       const err = this.#tlsCause(caught);
       // a soft disconnect (NBD_OPT_ABORT) where the session is still sound, a hard one otherwise
-      const hard = !(err instanceof NbdError) || (this.#tlsStarted && (!this.#tls || err.nbdCode === 'NBD_TLS_FAILED'))
-        || ['NBD_PROTOCOL_ERROR', 'NBD_DISCONNECTED', 'NBD_TIMEOUT'].includes(err.nbdCode);
+      const hard =
+        !(err instanceof NbdError) ||
+        (this.#tlsStarted && (!this.#tls || err.nbdCode === 'NBD_TLS_FAILED')) ||
+        ['NBD_PROTOCOL_ERROR', 'NBD_DISCONNECTED', 'NBD_TIMEOUT'].includes(err.nbdCode);
       if (!hard) await this.#softDisconnect();
       this.#reader.detach();
       this.#socket.destroy();
@@ -91,12 +110,15 @@ export class NbdHandshake {
 
   async #negotiate(): Promise<NbdNegotiated> {
     const greeting = decodeGreeting(await this.#reader.read(NBD_SIZE.GREETING));
-    if (greeting.style === 'oldstyle') throw this.#violation('server speaks oldstyle negotiation, which is not supported');
+    if (greeting.style === 'oldstyle')
+      throw this.#violation('server speaks oldstyle negotiation, which is not supported');
     if ((greeting.handshakeFlags & NBD_HANDSHAKE_FLAG.FIXED_NEWSTYLE) === 0) {
       throw this.#violation('server does not offer fixed newstyle negotiation');
     }
     this.#noZeroes = (greeting.handshakeFlags & NBD_HANDSHAKE_FLAG.NO_ZEROES) !== 0;
-    this.#socket.write(encodeClientFlags(NBD_CLIENT_FLAG.C_FIXED_NEWSTYLE | (this.#noZeroes ? NBD_CLIENT_FLAG.C_NO_ZEROES : 0)));
+    this.#socket.write(
+      encodeClientFlags(NBD_CLIENT_FLAG.C_FIXED_NEWSTYLE | (this.#noZeroes ? NBD_CLIENT_FLAG.C_NO_ZEROES : 0)),
+    );
 
     if (this.#o.tls !== undefined) await this.#startTls(this.#o.tls);
     const structuredReplies = await this.#structuredReplies();
@@ -109,9 +131,12 @@ export class NbdHandshake {
   async #startTls(tls: NbdTlsOptions): Promise<void> {
     const final = await this.#option(NBD_OPT.STARTTLS, undefined, () => false);
     if (final.type !== NBD_REP.ACK) {
-      throw new NbdError('NBD_TLS_FAILED', `${this.#o.label} does not offer TLS (${replyName(final.type)}${final.message ? `: ${final.message}` : ''}); ` +
-        'refusing to continue in plain text. Configure TLS on the server or connect without TLS options.',
-      { details: { option: 'NBD_OPT_STARTTLS', replyType: replyName(final.type), serverMessage: final.message } });
+      throw new NbdError(
+        'NBD_TLS_FAILED',
+        `${this.#o.label} does not offer TLS (${replyName(final.type)}${final.message ? `: ${final.message}` : ''}); ` +
+          'refusing to continue in plain text. Configure TLS on the server or connect without TLS options.',
+        { details: { option: 'NBD_OPT_STARTTLS', replyType: replyName(final.type), serverMessage: final.message } },
+      );
     }
     const plain = this.#socket;
     this.#tlsStarted = true;
@@ -121,18 +146,28 @@ export class NbdHandshake {
       const name = tls.servername ?? this.#o.defaultServername;
       const s = tlsConnect({
         // SNI may not carry an IP address (RFC 6066): an IP is only checked against the certificate
-        socket: plain, ca: tls.ca, ...(isIP(name) === 0 ? { servername: name } : { host: name }), rejectUnauthorized: true,
-        ...(tls.cert === undefined ? {} : { cert: tls.cert }), ...(tls.key === undefined ? {} : { key: tls.key }),
+        socket: plain,
+        ca: tls.ca,
+        ...(isIP(name) === 0 ? { servername: name } : { host: name }),
+        rejectUnauthorized: true,
+        ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+        ...(tls.key === undefined ? {} : { key: tls.key }),
       });
       const onError = (err: Error & { code?: string }): void => {
         s.destroy();
-        reject(new NbdError('NBD_TLS_FAILED', `TLS with ${this.#o.label} failed: ${err.message}. ` +
-          'Check that the server certificate is signed by the given CA and names the server, and that the client certificate is accepted.',
-        { cause: err, details: { tlsError: err.code ?? null } }));
+        reject(
+          new NbdError(
+            'NBD_TLS_FAILED',
+            `TLS with ${this.#o.label} failed: ${err.message}. ` +
+              'Check that the server certificate is signed by the given CA and names the server, and that the client certificate is accepted.',
+            { cause: err, details: { tlsError: err.code ?? null } },
+          ),
+        );
       };
       // A socket destroyed under the handshake (a connect timeout, a cut link) closes without
       // an error: without this the handshake would wait forever.
-      const onClose = (): void => onError(Object.assign(new Error('the connection closed during the TLS handshake'), { code: 'ECONNRESET' }));
+      const onClose = (): void =>
+        onError(Object.assign(new Error('the connection closed during the TLS handshake'), { code: 'ECONNRESET' }));
       s.once('error', onError);
       s.once('close', onClose);
       plain.once('close', onClose);
@@ -160,21 +195,31 @@ export class NbdHandshake {
     const granted = new Map<string, number>();
     if (wanted.length === 0) return granted;
     if (!structured) {
-      throw new NbdError('NBD_UNSUPPORTED', `${this.#o.label} has no structured replies, so meta contexts (${wanted.join(', ')}) cannot be used`,
-        { details: { metaContexts: wanted } });
+      throw new NbdError(
+        'NBD_UNSUPPORTED',
+        `${this.#o.label} has no structured replies, so meta contexts (${wanted.join(', ')}) cannot be used`,
+        { details: { metaContexts: wanted } },
+      );
     }
-    const final = await this.#option(NBD_OPT.SET_META_CONTEXT, encodeMetaContextRequest(this.#o.exportName, wanted), (type, payload) => {
-      if (type !== NBD_REP.META_CONTEXT) return false;
-      const { id, name } = decodeMetaContext(payload);
-      granted.set(name, id);
-      return true;
-    });
+    const final = await this.#option(
+      NBD_OPT.SET_META_CONTEXT,
+      encodeMetaContextRequest(this.#o.exportName, wanted),
+      (type, payload) => {
+        if (type !== NBD_REP.META_CONTEXT) return false;
+        const { id, name } = decodeMetaContext(payload);
+        granted.set(name, id);
+        return true;
+      },
+    );
     if (final.type !== NBD_REP.ACK) throw this.#refused(NBD_OPT.SET_META_CONTEXT, final);
     const missing = wanted.filter((name) => !granted.has(name));
     if (missing.length > 0) {
-      throw new NbdError('NBD_NEGOTIATION_FAILED', `export '${this.#o.exportName}' on ${this.#o.label} does not offer meta context ${missing.join(', ')}` +
-        ` (offered: ${[...granted.keys()].join(', ') || 'none'}). For a dirty bitmap, export it by name (qemu-nbd -B NAME, or bitmaps in block-export-add).`,
-      { details: { missing, granted: Object.fromEntries(granted) } });
+      throw new NbdError(
+        'NBD_NEGOTIATION_FAILED',
+        `export '${this.#o.exportName}' on ${this.#o.label} does not offer meta context ${missing.join(', ')}` +
+          ` (offered: ${[...granted.keys()].join(', ') || 'none'}). For a dirty bitmap, export it by name (qemu-nbd -B NAME, or bitmaps in block-export-add).`,
+        { details: { missing, granted: Object.fromEntries(granted) } },
+      );
     }
     return granted;
   }
@@ -182,13 +227,17 @@ export class NbdHandshake {
   async #go(): Promise<Pick<NbdNegotiated, 'size' | 'transmissionFlags' | 'blockSizes' | 'blockSizesAdvertised'>> {
     let exportInfo: { size: number; transmissionFlags: number } | undefined;
     let blockSizes: { min: number; preferred: number; max: number } | undefined;
-    const final = await this.#option(NBD_OPT.GO, encodeExportRequest(this.#o.exportName, [NBD_INFO.BLOCK_SIZE]), (type, payload) => {
-      if (type !== NBD_REP.INFO) return false;
-      const info = decodeInfo(payload);
-      if (info.type === 'export') exportInfo = { size: info.size, transmissionFlags: info.transmissionFlags };
-      else if (info.type === 'block-size') blockSizes = { min: info.min, preferred: info.preferred, max: info.max };
-      return true; // other information types are ignored, as the spec asks
-    });
+    const final = await this.#option(
+      NBD_OPT.GO,
+      encodeExportRequest(this.#o.exportName, [NBD_INFO.BLOCK_SIZE]),
+      (type, payload) => {
+        if (type !== NBD_REP.INFO) return false;
+        const info = decodeInfo(payload);
+        if (info.type === 'export') exportInfo = { size: info.size, transmissionFlags: info.transmissionFlags };
+        else if (info.type === 'block-size') blockSizes = { min: info.min, preferred: info.preferred, max: info.max };
+        return true; // other information types are ignored, as the spec asks
+      },
+    );
     if (final.type === NBD_REP.ERR_UNSUP) return this.#exportName();
     if (final.type !== NBD_REP.ACK) throw this.#refused(NBD_OPT.GO, final);
     if (exportInfo === undefined) throw this.#violation('NBD_OPT_GO succeeded without NBD_INFO_EXPORT');
@@ -196,11 +245,17 @@ export class NbdHandshake {
       const bad = blockSizeViolation(blockSizes);
       if (bad !== null) throw this.#violation(`invalid NBD_INFO_BLOCK_SIZE: ${bad}`);
     }
-    return { ...exportInfo, blockSizes: blockSizes ?? { ...NBD_DEFAULT_BLOCK_SIZES }, blockSizesAdvertised: blockSizes !== undefined };
+    return {
+      ...exportInfo,
+      blockSizes: blockSizes ?? { ...NBD_DEFAULT_BLOCK_SIZES },
+      blockSizesAdvertised: blockSizes !== undefined,
+    };
   }
 
   /** Fallback for servers without NBD_OPT_GO: no error replies, no block sizes. */
-  async #exportName(): Promise<Pick<NbdNegotiated, 'size' | 'transmissionFlags' | 'blockSizes' | 'blockSizesAdvertised'>> {
+  async #exportName(): Promise<
+    Pick<NbdNegotiated, 'size' | 'transmissionFlags' | 'blockSizes' | 'blockSizesAdvertised'>
+  > {
     this.#socket.write(encodeOption(NBD_OPT.EXPORT_NAME, Buffer.from(this.#o.exportName, 'utf8')));
     const reply = decodeExportNameReply(await this.#reader.read(NBD_SIZE.EXPORT_NAME_REPLY));
     if (!this.#noZeroes) await this.#reader.read(NBD_SIZE.EXPORT_NAME_ZEROES);
@@ -211,7 +266,11 @@ export class NbdHandshake {
    * Sends one option and reads replies until the final one (ACK or an error).
    * `onReply` takes the intermediate replies it expects and returns false for others.
    */
-  async #option(option: number, data: Buffer | undefined, onReply: (type: number, payload: Buffer) => boolean): Promise<FinalReply> {
+  async #option(
+    option: number,
+    data: Buffer | undefined,
+    onReply: (type: number, payload: Buffer) => boolean,
+  ): Promise<FinalReply> {
     this.#socket.write(encodeOption(option, data));
     for (;;) {
       const header = decodeOptionReplyHeader(await this.#reader.read(NBD_SIZE.OPTION_REPLY_HEADER));
@@ -230,7 +289,8 @@ export class NbdHandshake {
         if (header.type === NBD_REP.ERR_TLS_REQD) throw this.#tlsRequired(option, final);
         return final;
       }
-      if (!onReply(header.type, payload)) throw this.#violation(`unexpected ${replyName(header.type)} in reply to ${optionName(option)}`);
+      if (!onReply(header.type, payload))
+        throw this.#violation(`unexpected ${replyName(header.type)} in reply to ${optionName(option)}`);
     }
   }
 
@@ -239,7 +299,10 @@ export class NbdHandshake {
     if (this.#socket.destroyed) return;
     try {
       this.#socket.write(encodeOption(NBD_OPT.ABORT));
-      await Promise.race([this.#reader.read(NBD_SIZE.OPTION_REPLY_HEADER), new Promise((r) => setTimeout(r, 1000).unref())]);
+      await Promise.race([
+        this.#reader.read(NBD_SIZE.OPTION_REPLY_HEADER),
+        new Promise((r) => setTimeout(r, 1000).unref()),
+      ]);
     } catch {
       // the server may close without answering; either way we are done
     }
@@ -258,26 +321,51 @@ export class NbdHandshake {
   #tlsCause(err: unknown): unknown {
     if (!this.#tls || this.#repliesSinceTls > 0 || !isNbdError(err, 'NBD_DISCONNECTED')) return err;
     const cause = err.cause as { code?: unknown } | undefined;
-    return new NbdError('NBD_TLS_FAILED', `${this.#o.label} dropped the connection right after the TLS handshake (${err.message}). ` +
-      'It probably refused the client certificate: give one signed by a CA the server trusts.',
-    { cause: err, details: { tlsError: typeof cause?.code === 'string' ? cause.code : null } });
+    return new NbdError(
+      'NBD_TLS_FAILED',
+      `${this.#o.label} dropped the connection right after the TLS handshake (${err.message}). ` +
+        'It probably refused the client certificate: give one signed by a CA the server trusts.',
+      { cause: err, details: { tlsError: typeof cause?.code === 'string' ? cause.code : null } },
+    );
   }
 
   #refused(option: number, final: FinalReply): NbdError {
-    return new NbdError('NBD_NEGOTIATION_FAILED',
+    return new NbdError(
+      'NBD_NEGOTIATION_FAILED',
       `${this.#o.label} refused ${optionName(option)} for export '${this.#o.exportName}': ${replyName(final.type)}` +
-      `${final.message ? ` (${final.message})` : ''}`,
-      { details: { option: optionName(option), replyType: replyName(final.type), serverMessage: final.message, exportName: this.#o.exportName } });
+        `${final.message ? ` (${final.message})` : ''}`,
+      {
+        details: {
+          option: optionName(option),
+          replyType: replyName(final.type),
+          serverMessage: final.message,
+          exportName: this.#o.exportName,
+        },
+      },
+    );
   }
 
   #tlsRequired(option: number, final: FinalReply): NbdError {
-    return new NbdError('NBD_TLS_REQUIRED',
+    return new NbdError(
+      'NBD_TLS_REQUIRED',
       `${this.#o.label} requires TLS (${replyName(final.type)} to ${optionName(option)}${final.message ? `: ${final.message}` : ''}); ` +
-      'connect with TLS options (CA certificate, and a client certificate if the server verifies peers).',
-      { details: { option: optionName(option), replyType: replyName(final.type), serverMessage: final.message, exportName: this.#o.exportName } });
+        'connect with TLS options (CA certificate, and a client certificate if the server verifies peers).',
+      {
+        details: {
+          option: optionName(option),
+          replyType: replyName(final.type),
+          serverMessage: final.message,
+          exportName: this.#o.exportName,
+        },
+      },
+    );
   }
 
   #violation(message: string): NbdError {
-    return new NbdError('NBD_PROTOCOL_ERROR', `NBD protocol error from ${this.#o.label} during negotiation: ${message}`, { details: { phase: 'handshake' } });
+    return new NbdError(
+      'NBD_PROTOCOL_ERROR',
+      `NBD protocol error from ${this.#o.label} during negotiation: ${message}`,
+      { details: { phase: 'handshake' } },
+    );
   }
 }

@@ -1,7 +1,18 @@
 import { NbdError } from './nbd-error.js';
 import {
-  NBD_CMD, NBD_REPLY_FLAG, NBD_REPLY_TYPE, NbdProtocolViolation, chunkTypeName, commandName, decodeBlockStatus,
-  decodeErrorChunk, decodeOffsetHole, errnoName, isErrorChunk, type NbdChunkHeader, type NbdStatusDescriptor,
+  NBD_CMD,
+  NBD_REPLY_FLAG,
+  NBD_REPLY_TYPE,
+  NbdProtocolViolation,
+  chunkTypeName,
+  commandName,
+  decodeBlockStatus,
+  decodeErrorChunk,
+  decodeOffsetHole,
+  errnoName,
+  isErrorChunk,
+  type NbdChunkHeader,
+  type NbdStatusDescriptor,
 } from './nbd-protocol.js';
 import type { ReplyDestination } from './nbd-reply-reader.js';
 
@@ -32,7 +43,14 @@ export class PendingRequest implements ReplyDestination {
   readonly #contextIds: ReadonlySet<number>;
 
   /** `contextIds`: the meta context ids negotiated (block status replies carry one chunk for each). */
-  constructor(cookie: bigint, command: number, offset: number, length: number, buffer: Buffer | null, contextIds: ReadonlySet<number>) {
+  constructor(
+    cookie: bigint,
+    command: number,
+    offset: number,
+    length: number,
+    buffer: Buffer | null,
+    contextIds: ReadonlySet<number>,
+  ) {
     this.#contextIds = contextIds;
     this.cookie = cookie;
     this.command = command;
@@ -69,7 +87,8 @@ export class PendingRequest implements ReplyDestination {
    */
 
   simple(error: number): boolean {
-    if (error === 0 && this.command === NBD_CMD.BLOCK_STATUS) throw new NbdProtocolViolation('simple reply to a block status request');
+    if (error === 0 && this.command === NBD_CMD.BLOCK_STATUS)
+      throw new NbdProtocolViolation('simple reply to a block status request');
     if (error !== 0) this.#serverError(error, '', undefined);
     this.#finish(true);
     return true;
@@ -92,10 +111,13 @@ export class PendingRequest implements ReplyDestination {
       this.#cover(hole.offset, hole.length);
       this.buffer!.fill(0, hole.offset - this.offset, hole.offset - this.offset + hole.length);
     } else if (type === NBD_REPLY_TYPE.BLOCK_STATUS) {
-      if (this.command !== NBD_CMD.BLOCK_STATUS) throw new NbdProtocolViolation(`block status chunk in reply to ${this.description}`);
+      if (this.command !== NBD_CMD.BLOCK_STATUS)
+        throw new NbdProtocolViolation(`block status chunk in reply to ${this.description}`);
       const { contextId, descriptors } = decodeBlockStatus(payload);
-      if (!this.#contextIds.has(contextId)) throw new NbdProtocolViolation(`block status for meta context id ${contextId}, which was not negotiated`);
-      if (this.#status.has(contextId)) throw new NbdProtocolViolation(`two block status chunks for meta context id ${contextId}`);
+      if (!this.#contextIds.has(contextId))
+        throw new NbdProtocolViolation(`block status for meta context id ${contextId}, which was not negotiated`);
+      if (this.#status.has(contextId))
+        throw new NbdProtocolViolation(`two block status chunks for meta context id ${contextId}`);
       this.#status.set(contextId, descriptors);
     } else if (isErrorChunk(type)) {
       const known = type === NBD_REPLY_TYPE.ERROR || type === NBD_REPLY_TYPE.ERROR_OFFSET;
@@ -123,7 +145,8 @@ export class PendingRequest implements ReplyDestination {
       throw new NbdProtocolViolation(`chunk ${offset}+${length} lies outside ${this.description}`);
     }
     for (const [s, e] of this.#covered) {
-      if (offset < e && s < end) throw new NbdProtocolViolation(`chunk ${offset}+${length} overlaps an earlier chunk of ${this.description}`);
+      if (offset < e && s < end)
+        throw new NbdProtocolViolation(`chunk ${offset}+${length} overlaps an earlier chunk of ${this.description}`);
     }
     this.#covered.push([offset, end]);
     this.#coveredBytes += length;
@@ -132,12 +155,22 @@ export class PendingRequest implements ReplyDestination {
   #serverError(errno: number, message: string, offset: number | undefined, chunkType?: number): void {
     if (this.#error !== null) return; // the first error is the one reported
     const name = errnoName(errno);
-    this.#error = new NbdError('NBD_SERVER_ERROR',
+    this.#error = new NbdError(
+      'NBD_SERVER_ERROR',
       `the NBD server failed ${this.description}${offset === undefined ? '' : ` at offset ${offset}`}: ${name}${message ? ` (${message})` : ''}`,
-      { errno: name, details: {
-        errnoValue: errno, serverMessage: message, command: commandName(this.command), offset: this.offset, length: this.length,
-        ...(offset === undefined ? {} : { errorOffset: offset }), ...(chunkType === undefined ? {} : { chunkType }),
-      } });
+      {
+        errno: name,
+        details: {
+          errnoValue: errno,
+          serverMessage: message,
+          command: commandName(this.command),
+          offset: this.offset,
+          length: this.length,
+          ...(offset === undefined ? {} : { errorOffset: offset }),
+          ...(chunkType === undefined ? {} : { chunkType }),
+        },
+      },
+    );
   }
 
   #doneIf(header: NbdChunkHeader): boolean {
@@ -152,10 +185,14 @@ export class PendingRequest implements ReplyDestination {
       return;
     }
     if (!simple && this.command === NBD_CMD.READ && this.#coveredBytes !== this.length) {
-      throw new NbdProtocolViolation(`read reply covers ${this.#coveredBytes} of ${this.length} bytes of ${this.description}`);
+      throw new NbdProtocolViolation(
+        `read reply covers ${this.#coveredBytes} of ${this.length} bytes of ${this.description}`,
+      );
     }
     if (!simple && this.command === NBD_CMD.BLOCK_STATUS && this.#status.size !== this.#contextIds.size) {
-      throw new NbdProtocolViolation(`block status reply has ${this.#status.size} chunks for ${this.#contextIds.size} meta contexts`);
+      throw new NbdProtocolViolation(
+        `block status reply has ${this.#status.size} chunks for ${this.#contextIds.size} meta contexts`,
+      );
     }
     if (this.#settled) return;
     this.#settle();

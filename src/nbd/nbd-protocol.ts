@@ -31,23 +31,53 @@ export const NBD_CLIENT_FLAG = { C_FIXED_NEWSTYLE: 1 << 0, C_NO_ZEROES: 1 << 1 }
 
 /** Transmission flags (16 bits, in NBD_INFO_EXPORT or the NBD_OPT_EXPORT_NAME reply). */
 export const NBD_TRANSMISSION_FLAG = {
-  HAS_FLAGS: 1 << 0, READ_ONLY: 1 << 1, SEND_FLUSH: 1 << 2, SEND_FUA: 1 << 3, ROTATIONAL: 1 << 4, SEND_TRIM: 1 << 5,
-  SEND_WRITE_ZEROES: 1 << 6, SEND_DF: 1 << 7, CAN_MULTI_CONN: 1 << 8, SEND_RESIZE: 1 << 9, SEND_CACHE: 1 << 10,
-  SEND_FAST_ZERO: 1 << 11, BLOCK_STATUS_PAYLOAD: 1 << 12,
+  HAS_FLAGS: 1 << 0,
+  READ_ONLY: 1 << 1,
+  SEND_FLUSH: 1 << 2,
+  SEND_FUA: 1 << 3,
+  ROTATIONAL: 1 << 4,
+  SEND_TRIM: 1 << 5,
+  SEND_WRITE_ZEROES: 1 << 6,
+  SEND_DF: 1 << 7,
+  CAN_MULTI_CONN: 1 << 8,
+  SEND_RESIZE: 1 << 9,
+  SEND_CACHE: 1 << 10,
+  SEND_FAST_ZERO: 1 << 11,
+  BLOCK_STATUS_PAYLOAD: 1 << 12,
 } as const;
 
 /** Option codes (handshake phase). */
 export const NBD_OPT = {
-  EXPORT_NAME: 1, ABORT: 2, LIST: 3, PEEK_EXPORT: 4, STARTTLS: 5, INFO: 6, GO: 7, STRUCTURED_REPLY: 8,
-  LIST_META_CONTEXT: 9, SET_META_CONTEXT: 10, EXTENDED_HEADERS: 11,
+  EXPORT_NAME: 1,
+  ABORT: 2,
+  LIST: 3,
+  PEEK_EXPORT: 4,
+  STARTTLS: 5,
+  INFO: 6,
+  GO: 7,
+  STRUCTURED_REPLY: 8,
+  LIST_META_CONTEXT: 9,
+  SET_META_CONTEXT: 10,
+  EXTENDED_HEADERS: 11,
 } as const;
 
 const ERR = 0x80000000;
 /** Option reply types; errors have bit 31 set. */
 export const NBD_REP = {
-  ACK: 1, SERVER: 2, INFO: 3, META_CONTEXT: 4, ERR_UNSUP: ERR + 1, ERR_POLICY: ERR + 2, ERR_INVALID: ERR + 3,
-  ERR_PLATFORM: ERR + 4, ERR_TLS_REQD: ERR + 5, ERR_UNKNOWN: ERR + 6, ERR_SHUTDOWN: ERR + 7,
-  ERR_BLOCK_SIZE_REQD: ERR + 8, ERR_TOO_BIG: ERR + 9, ERR_EXT_HEADER_REQD: ERR + 10,
+  ACK: 1,
+  SERVER: 2,
+  INFO: 3,
+  META_CONTEXT: 4,
+  ERR_UNSUP: ERR + 1,
+  ERR_POLICY: ERR + 2,
+  ERR_INVALID: ERR + 3,
+  ERR_PLATFORM: ERR + 4,
+  ERR_TLS_REQD: ERR + 5,
+  ERR_UNKNOWN: ERR + 6,
+  ERR_SHUTDOWN: ERR + 7,
+  ERR_BLOCK_SIZE_REQD: ERR + 8,
+  ERR_TOO_BIG: ERR + 9,
+  ERR_EXT_HEADER_REQD: ERR + 10,
 } as const;
 
 /** Information types in NBD_REP_INFO replies (and requested by NBD_OPT_INFO / NBD_OPT_GO). */
@@ -55,12 +85,25 @@ export const NBD_INFO = { EXPORT: 0, NAME: 1, DESCRIPTION: 2, BLOCK_SIZE: 3 } as
 
 /** Request (command) types. */
 export const NBD_CMD = {
-  READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, CACHE: 5, WRITE_ZEROES: 6, BLOCK_STATUS: 7, RESIZE: 8,
+  READ: 0,
+  WRITE: 1,
+  DISC: 2,
+  FLUSH: 3,
+  TRIM: 4,
+  CACHE: 5,
+  WRITE_ZEROES: 6,
+  BLOCK_STATUS: 7,
+  RESIZE: 8,
 } as const;
 
 /** Command flags (16 bits in every request). */
 export const NBD_CMD_FLAG = {
-  FUA: 1 << 0, NO_HOLE: 1 << 1, DF: 1 << 2, REQ_ONE: 1 << 3, FAST_ZERO: 1 << 4, PAYLOAD_LEN: 1 << 5,
+  FUA: 1 << 0,
+  NO_HOLE: 1 << 1,
+  DF: 1 << 2,
+  REQ_ONE: 1 << 3,
+  FAST_ZERO: 1 << 4,
+  PAYLOAD_LEN: 1 << 5,
 } as const;
 
 /** Structured reply chunk flags. */
@@ -68,13 +111,25 @@ export const NBD_REPLY_FLAG = { DONE: 1 << 0 } as const;
 
 /** Structured reply chunk types; error chunks have bit 15 set. */
 export const NBD_REPLY_TYPE = {
-  NONE: 0, OFFSET_DATA: 1, OFFSET_HOLE: 2, BLOCK_STATUS: 5, BLOCK_STATUS_EXT: 6, ERROR: (1 << 15) + 1,
+  NONE: 0,
+  OFFSET_DATA: 1,
+  OFFSET_HOLE: 2,
+  BLOCK_STATUS: 5,
+  BLOCK_STATUS_EXT: 6,
+  ERROR: (1 << 15) + 1,
   ERROR_OFFSET: (1 << 15) + 2,
 } as const;
 
 /** Error values in simple replies and error chunks. */
 export const NBD_ERRNO = {
-  EPERM: 1, EIO: 5, ENOMEM: 12, EINVAL: 22, ENOSPC: 28, EOVERFLOW: 75, ENOTSUP: 95, ESHUTDOWN: 108,
+  EPERM: 1,
+  EIO: 5,
+  ENOMEM: 12,
+  EINVAL: 22,
+  ENOSPC: 28,
+  EOVERFLOW: 75,
+  ENOTSUP: 95,
+  ESHUTDOWN: 108,
 } as const;
 export type NbdErrnoName = keyof typeof NBD_ERRNO;
 
@@ -86,8 +141,14 @@ export const QEMU_DIRTY_STATE = { DIRTY: 1 << 0 } as const;
 
 /** Sizes of fixed message parts, in bytes. */
 export const NBD_SIZE = {
-  GREETING: 18, OPTION_HEADER: 16, OPTION_REPLY_HEADER: 20, EXPORT_NAME_REPLY: 10, EXPORT_NAME_ZEROES: 124,
-  REQUEST_HEADER: 28, SIMPLE_REPLY_HEADER: 16, STRUCTURED_REPLY_HEADER: 20,
+  GREETING: 18,
+  OPTION_HEADER: 16,
+  OPTION_REPLY_HEADER: 20,
+  EXPORT_NAME_REPLY: 10,
+  EXPORT_NAME_ZEROES: 124,
+  REQUEST_HEADER: 28,
+  SIMPLE_REPLY_HEADER: 16,
+  STRUCTURED_REPLY_HEADER: 20,
 } as const;
 
 /** Defaults the spec gives when a server does not advertise size constraints. */
@@ -140,7 +201,8 @@ export interface NbdGreeting {
 /** The server's first 18 bytes: NBDMAGIC, IHAVEOPT (or oldstyle's cliserv magic), 16-bit flags. */
 export function decodeGreeting(buf: Buffer): NbdGreeting {
   need(buf, NBD_SIZE.GREETING, 'greeting');
-  if (buf.readBigUInt64BE(0) !== NBD_MAGIC.INIT_PASSWD) throw new NbdProtocolViolation('not an NBD server (no NBDMAGIC)');
+  if (buf.readBigUInt64BE(0) !== NBD_MAGIC.INIT_PASSWD)
+    throw new NbdProtocolViolation('not an NBD server (no NBDMAGIC)');
   const second = buf.readBigUInt64BE(8);
   if (second === NBD_MAGIC.CLISERV) return { style: 'oldstyle', handshakeFlags: 0 };
   if (second !== NBD_MAGIC.IHAVEOPT) throw new NbdProtocolViolation(`unknown handshake magic 0x${second.toString(16)}`);
@@ -166,7 +228,9 @@ export function encodeOption(option: number, data: Buffer = Buffer.alloc(0)): Bu
 function nbdString(s: string, what: string): Buffer {
   const b = Buffer.from(s, 'utf8');
   if (b.length > 4096 || b.includes(0)) {
-    throw new MamoriError('INVALID_INPUT', `${what} must be at most 4096 bytes of UTF-8 without NUL characters`, { details: { [what]: s } });
+    throw new MamoriError('INVALID_INPUT', `${what} must be at most 4096 bytes of UTF-8 without NUL characters`, {
+      details: { [what]: s },
+    });
   }
   return b;
 }
@@ -205,7 +269,8 @@ export interface NbdOptionReplyHeader {
 export function decodeOptionReplyHeader(buf: Buffer): NbdOptionReplyHeader {
   need(buf, NBD_SIZE.OPTION_REPLY_HEADER, 'option reply header');
   const magic = buf.readBigUInt64BE(0);
-  if (magic !== NBD_MAGIC.OPTION_REPLY) throw new NbdProtocolViolation(`bad option reply magic 0x${magic.toString(16)}`);
+  if (magic !== NBD_MAGIC.OPTION_REPLY)
+    throw new NbdProtocolViolation(`bad option reply magic 0x${magic.toString(16)}`);
   return { option: buf.readUInt32BE(8), type: buf.readUInt32BE(12), length: buf.readUInt32BE(16) };
 }
 
@@ -230,7 +295,12 @@ export function decodeInfo(payload: Buffer): NbdInfo {
       return { type: 'description', description: payload.subarray(2).toString('utf8') };
     case NBD_INFO.BLOCK_SIZE:
       need(payload, 14, 'NBD_INFO_BLOCK_SIZE');
-      return { type: 'block-size', min: payload.readUInt32BE(2), preferred: payload.readUInt32BE(6), max: payload.readUInt32BE(10) };
+      return {
+        type: 'block-size',
+        min: payload.readUInt32BE(2),
+        preferred: payload.readUInt32BE(6),
+        max: payload.readUInt32BE(10),
+      };
     default:
       return { type: 'unknown', infoType };
   }
@@ -241,7 +311,8 @@ const isPowerOfTwo = (n: number): boolean => n > 0 && (n & (n - 1)) === 0;
 /** Checks advertised size constraints against the rules of "Size constraints"; returns a reason or null. */
 export function blockSizeViolation(s: { min: number; preferred: number; max: number }): string | null {
   if (!isPowerOfTwo(s.min) || s.min > 65536) return `minimum block size ${s.min} is not a power of 2 up to 65536`;
-  if (!isPowerOfTwo(s.preferred) || s.preferred < Math.max(s.min, 512)) return `preferred block size ${s.preferred} is invalid`;
+  if (!isPowerOfTwo(s.preferred) || s.preferred < Math.max(s.min, 512))
+    return `preferred block size ${s.preferred} is invalid`;
   if (s.max < s.preferred) return `maximum payload ${s.max} is below the preferred block size ${s.preferred}`;
   return null;
 }
@@ -282,8 +353,11 @@ export function decodeRequestHeader(buf: Buffer): NbdRequestHeader {
   need(buf, NBD_SIZE.REQUEST_HEADER, 'request header');
   if (buf.readUInt32BE(0) !== NBD_MAGIC.REQUEST) throw new NbdProtocolViolation('bad request magic');
   return {
-    flags: buf.readUInt16BE(4), type: buf.readUInt16BE(6), cookie: buf.readBigUInt64BE(8),
-    offset: readU64(buf, 16), length: buf.readUInt32BE(24),
+    flags: buf.readUInt16BE(4),
+    type: buf.readUInt16BE(6),
+    cookie: buf.readBigUInt64BE(8),
+    offset: readU64(buf, 16),
+    length: buf.readUInt32BE(24),
   };
 }
 
@@ -303,7 +377,12 @@ export interface NbdChunkHeader {
 export function decodeChunkHeader(buf: Buffer): NbdChunkHeader {
   need(buf, NBD_SIZE.STRUCTURED_REPLY_HEADER, 'structured reply header');
   if (buf.readUInt32BE(0) !== NBD_MAGIC.STRUCTURED_REPLY) throw new NbdProtocolViolation('bad structured reply magic');
-  return { flags: buf.readUInt16BE(4), type: buf.readUInt16BE(6), cookie: buf.readBigUInt64BE(8), length: buf.readUInt32BE(16) };
+  return {
+    flags: buf.readUInt16BE(4),
+    type: buf.readUInt16BE(6),
+    cookie: buf.readBigUInt64BE(8),
+    length: buf.readUInt32BE(16),
+  };
 }
 
 export interface NbdErrorChunk {
@@ -321,7 +400,8 @@ export function decodeErrorChunk(type: number, payload: Buffer): NbdErrorChunk {
   }
   const errno = payload.readUInt32BE(0);
   const msgLen = payload.readUInt16BE(4);
-  if (msgLen > payload.length - fixed) throw new NbdProtocolViolation(`error message length ${msgLen} overruns the chunk`);
+  if (msgLen > payload.length - fixed)
+    throw new NbdProtocolViolation(`error message length ${msgLen} overruns the chunk`);
   if (errno === 0) throw new NbdProtocolViolation('error chunk with error value 0');
   const message = payload.subarray(6, 6 + msgLen).toString('utf8');
   if (type === NBD_REPLY_TYPE.ERROR_OFFSET) {

@@ -1,6 +1,14 @@
 import {
-  NBD_CMD, NBD_MAGIC, NBD_REPLY_TYPE, NBD_SIZE, NbdProtocolViolation, chunkTypeName, decodeChunkHeader,
-  decodeSimpleReplyHeader, readU64, type NbdChunkHeader,
+  NBD_CMD,
+  NBD_MAGIC,
+  NBD_REPLY_TYPE,
+  NBD_SIZE,
+  NbdProtocolViolation,
+  chunkTypeName,
+  decodeChunkHeader,
+  decodeSimpleReplyHeader,
+  readU64,
+  type NbdChunkHeader,
 } from './nbd-protocol.js';
 
 /** What the reader needs to know about the request a cookie belongs to. */
@@ -55,7 +63,9 @@ export class NbdReplyReader {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);
     this.#available += chunk.length;
-    while (this.#step()) { /* keep parsing while progress is made */ }
+    while (this.#step()) {
+      /* keep parsing while progress is made */
+    }
   }
 
   /** One parsing step; false when more bytes are needed. */
@@ -82,7 +92,9 @@ export class NbdReplyReader {
         const length = st.header.length - 8;
         const { dest } = st;
         if (offset < dest.offset || offset + length > dest.offset + dest.length) {
-          throw new NbdProtocolViolation(`data chunk ${offset}+${length} lies outside the read ${dest.offset}+${dest.length}`);
+          throw new NbdProtocolViolation(
+            `data chunk ${offset}+${length} lies outside the read ${dest.offset}+${dest.length}`,
+          );
         }
         this.#state = { kind: 'data', header: st.header, dest, offset, at: offset - dest.offset, remaining: length };
         return true;
@@ -105,7 +117,8 @@ export class NbdReplyReader {
       const { cookie, error } = decodeSimpleReplyHeader(this.#take(NBD_SIZE.SIMPLE_REPLY_HEADER));
       const dest = this.#destination(cookie);
       const isRead = dest.command === NBD_CMD.READ;
-      if (isRead && this.#structured) throw new NbdProtocolViolation('simple reply to a read after structured replies were negotiated');
+      if (isRead && this.#structured)
+        throw new NbdProtocolViolation('simple reply to a read after structured replies were negotiated');
       if (isRead && error === 0 && dest.length > 0) {
         this.#state = { kind: 'simple-data', cookie, error, dest, at: 0, remaining: dest.length };
       } else {
@@ -114,12 +127,14 @@ export class NbdReplyReader {
       return true;
     }
     if (magic === NBD_MAGIC.STRUCTURED_REPLY) {
-      if (!this.#structured) throw new NbdProtocolViolation('structured reply chunk although structured replies were not negotiated');
+      if (!this.#structured)
+        throw new NbdProtocolViolation('structured reply chunk although structured replies were not negotiated');
       if (this.#available < NBD_SIZE.STRUCTURED_REPLY_HEADER) return false;
       const header = decodeChunkHeader(this.#take(NBD_SIZE.STRUCTURED_REPLY_HEADER));
       const dest = this.#destination(header.cookie);
       if (header.type === NBD_REPLY_TYPE.OFFSET_DATA) {
-        if (dest.command !== NBD_CMD.READ) throw new NbdProtocolViolation('data chunk in reply to a request that is not a read');
+        if (dest.command !== NBD_CMD.READ)
+          throw new NbdProtocolViolation('data chunk in reply to a request that is not a read');
         if (header.length < 9) throw new NbdProtocolViolation(`data chunk of length ${header.length}`);
         this.#state = { kind: 'data-offset', header, dest };
         return true;

@@ -65,16 +65,19 @@ export function parseNbdUri(text: unknown): NbdUri {
   const authority = m[2]!;
   const path = m[3]!;
   const query = m[4];
-  if (!(SCHEMES as readonly string[]).includes(scheme)) throw invalid(text, `scheme ${scheme}:// is not one of ${SCHEMES.map((s) => `${s}://`).join(', ')}`);
+  if (!(SCHEMES as readonly string[]).includes(scheme))
+    throw invalid(text, `scheme ${scheme}:// is not one of ${SCHEMES.map((s) => `${s}://`).join(', ')}`);
   if (m[5] !== undefined) throw invalid(text, 'it has a fragment (#...)');
   if (authority.includes('@')) throw invalid(text, 'it has user information (user@host): NBD has no login');
   const tls = scheme.startsWith('nbds');
   const exportName = decodeExportName(text, path);
   if (scheme.endsWith('+unix')) {
-    if (authority !== '') throw invalid(text, 'a unix socket URI has no host: write nbd+unix:///EXPORT?socket=PATH (three slashes)');
+    if (authority !== '')
+      throw invalid(text, 'a unix socket URI has no host: write nbd+unix:///EXPORT?socket=PATH (three slashes)');
     return { transport: 'unix', tls, exportName, socket: socketFromQuery(text, query) };
   }
-  if (query !== undefined) throw invalid(text, 'a TCP NBD URI takes no query (?...); TLS material is given with --tls-creds DIR');
+  if (query !== undefined)
+    throw invalid(text, 'a TCP NBD URI takes no query (?...); TLS material is given with --tls-creds DIR');
   const { host, port } = hostAndPort(text, authority);
   return { transport: 'tcp', tls, exportName, host, port };
 }
@@ -82,7 +85,8 @@ export function parseNbdUri(text: unknown): NbdUri {
 /** The URI back in canonical form (what logs and job contexts keep). */
 export function formatNbdUri(u: NbdUri): string {
   const exp = u.exportName === '' ? '' : `/${encodeURIComponent(u.exportName)}`;
-  if (u.transport === 'unix') return `nbd${u.tls ? 's' : ''}+unix://${exp || '/'}?socket=${encodeURIComponent(u.socket)}`;
+  if (u.transport === 'unix')
+    return `nbd${u.tls ? 's' : ''}+unix://${exp || '/'}?socket=${encodeURIComponent(u.socket)}`;
   const host = isIP(u.host) === 6 ? `[${u.host}]` : u.host;
   return `nbd${u.tls ? 's' : ''}://${host}${u.port === NBD_DEFAULT_PORT ? '' : `:${u.port}`}${exp}`;
 }
@@ -97,7 +101,8 @@ function hostAndPort(text: string, authority: string): { host: string; port: num
   } else {
     host = m[3]!.toLowerCase();
     if (host === '') throw invalid(text, 'it names no host (nbd://HOST[:PORT][/EXPORT])');
-    if (isIP(host) === 0 && !isDnsName(host)) throw invalid(text, `${JSON.stringify(host)} is not a host name or an IPv4 address`);
+    if (isIP(host) === 0 && !isDnsName(host))
+      throw invalid(text, `${JSON.stringify(host)} is not a host name or an IPv4 address`);
   }
   let port = NBD_DEFAULT_PORT;
   if (m[4] !== undefined) {
@@ -125,7 +130,8 @@ function decodeExportName(text: string, path: string): string {
     throw invalid(text, 'its export name has a bad percent-escape');
   }
   if (name.includes('\0')) throw invalid(text, 'its export name holds a NUL byte');
-  if (Buffer.byteLength(name, 'utf8') > MAX_EXPORT_NAME) throw invalid(text, `its export name is longer than ${MAX_EXPORT_NAME} bytes`);
+  if (Buffer.byteLength(name, 'utf8') > MAX_EXPORT_NAME)
+    throw invalid(text, `its export name is longer than ${MAX_EXPORT_NAME} bytes`);
   return name;
 }
 
@@ -133,7 +139,10 @@ function socketFromQuery(text: string, query: string | undefined): string {
   if (query === undefined) throw invalid(text, 'a unix socket URI needs ?socket=PATH');
   const pairs = query.slice(1).split('&');
   if (pairs.length !== 1 || !pairs[0]!.startsWith('socket=')) {
-    throw invalid(text, 'the only query a unix socket URI takes is socket=PATH (TLS material is given with --tls-creds DIR)');
+    throw invalid(
+      text,
+      'the only query a unix socket URI takes is socket=PATH (TLS material is given with --tls-creds DIR)',
+    );
   }
   let socket: string;
   try {
@@ -144,15 +153,20 @@ function socketFromQuery(text: string, query: string | undefined): string {
   if (!posix.isAbsolute(socket)) throw invalid(text, 'its socket path is not absolute');
   if (socket.includes('\0')) throw invalid(text, 'its socket path holds a NUL byte');
   // A path with . or .. or doubled slashes is refused, so the path judged is the path typed.
-  if (posix.normalize(socket) !== socket || socket.endsWith('/')) throw invalid(text, 'its socket path is not normalized (no ., .., // or trailing /)');
+  if (posix.normalize(socket) !== socket || socket.endsWith('/'))
+    throw invalid(text, 'its socket path is not normalized (no ., .., // or trailing /)');
   // sun_path holds 108 bytes with its NUL.
-  if (Buffer.byteLength(socket, 'utf8') > 107) throw invalid(text, 'its socket path is longer than a unix socket address takes (107 bytes)');
+  if (Buffer.byteLength(socket, 'utf8') > 107)
+    throw invalid(text, 'its socket path is longer than a unix socket address takes (107 bytes)');
   return socket;
 }
 
 function invalid(given: unknown, why: string): MamoriError {
-  const shown = typeof given === 'string' ? JSON.stringify(given.length > 200 ? `${given.slice(0, 200)}…` : given) : 'the source';
-  return new MamoriError('NBD_URI_INVALID',
+  const shown =
+    typeof given === 'string' ? JSON.stringify(given.length > 200 ? `${given.slice(0, 200)}…` : given) : 'the source';
+  return new MamoriError(
+    'NBD_URI_INVALID',
     `${shown} is not an NBD URI mamori accepts: ${why}. Write nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH (nbds:// and nbds+unix:// for TLS)`,
-    { details: { reason: why } });
+    { details: { reason: why } },
+  );
 }

@@ -19,8 +19,13 @@ export class StreamReader {
     this.#serve();
   };
   readonly #onError = (err: Error): void => {
-    this.#fail(err instanceof NbdError ? err : new NbdError('NBD_DISCONNECTED',
-      `connection to ${this.#label} failed during negotiation: ${err.message}`, { cause: err }));
+    this.#fail(
+      err instanceof NbdError
+        ? err
+        : new NbdError('NBD_DISCONNECTED', `connection to ${this.#label} failed during negotiation: ${err.message}`, {
+            cause: err,
+          }),
+    );
   };
   readonly #onClose = (): void => {
     this.#fail(new NbdError('NBD_DISCONNECTED', `${this.#label} closed the connection during negotiation`));

@@ -48,7 +48,12 @@ export class SiteNetworks {
 
   async get(name: string): Promise<NetworkView> {
     const n = (await this.list()).find((x) => x.name === name);
-    if (!n) throw new MamoriError('NETWORK_NOT_FOUND', `no network named ${JSON.stringify(name)} on this site; see 'mamori network list'`, { details: { name } });
+    if (!n)
+      throw new MamoriError(
+        'NETWORK_NOT_FOUND',
+        `no network named ${JSON.stringify(name)} on this site; see 'mamori network list'`,
+        { details: { name } },
+      );
     return n;
   }
 
@@ -59,20 +64,34 @@ export class SiteNetworks {
 
   async create(input: { name: string; kind: NetworkKind; bridge?: string }): Promise<NetworkView> {
     assertValidName('network', input.name);
-    if ((BUILTIN_NETWORKS as readonly string[]).includes(input.name)) throw new MamoriError('NETWORK_EXISTS', `${input.name} is a built-in network`, { details: { name: input.name } });
-    if (!(NETWORK_KINDS as readonly string[]).includes(input.kind)) throw new MamoriError('INVALID_INPUT', `network kind must be one of ${NETWORK_KINDS.join(', ')}`);
+    if ((BUILTIN_NETWORKS as readonly string[]).includes(input.name))
+      throw new MamoriError('NETWORK_EXISTS', `${input.name} is a built-in network`, { details: { name: input.name } });
+    if (!(NETWORK_KINDS as readonly string[]).includes(input.kind))
+      throw new MamoriError('INVALID_INPUT', `network kind must be one of ${NETWORK_KINDS.join(', ')}`);
     if (await this.#networks.exists(input.name)) {
-      throw new MamoriError('NETWORK_EXISTS', `a network named ${input.name} already exists`, { details: { name: input.name } });
+      throw new MamoriError('NETWORK_EXISTS', `a network named ${input.name} already exists`, {
+        details: { name: input.name },
+      });
     }
     let bridge: string;
     if (input.kind === 'isolated') {
-      if (input.bridge !== undefined) throw new MamoriError('INVALID_INPUT', 'an isolated network gets a bridge of its own; do not name one');
+      if (input.bridge !== undefined)
+        throw new MamoriError('INVALID_INPUT', 'an isolated network gets a bridge of its own; do not name one');
       bridge = isolatedBridgeName(input.name);
       await this.#ensureIsolatedBridge(bridge);
     } else {
-      if (input.bridge === undefined || !/^[A-Za-z0-9_.-]{1,15}$/.test(input.bridge)) throw new MamoriError('INVALID_INPUT', 'a bridge network needs --bridge NAME: an existing Linux bridge (at most 15 characters)');
+      if (input.bridge === undefined || !/^[A-Za-z0-9_.-]{1,15}$/.test(input.bridge))
+        throw new MamoriError(
+          'INVALID_INPUT',
+          'a bridge network needs --bridge NAME: an existing Linux bridge (at most 15 characters)',
+        );
       bridge = input.bridge;
-      if (!(await isBridge(bridge))) throw new MamoriError('NETWORK_UNAVAILABLE', `host bridge ${bridge} does not exist; create it (ip link add ${bridge} type bridge) or name another`, { details: { bridge } });
+      if (!(await isBridge(bridge)))
+        throw new MamoriError(
+          'NETWORK_UNAVAILABLE',
+          `host bridge ${bridge} does not exist; create it (ip link add ${bridge} type bridge) or name another`,
+          { details: { bridge } },
+        );
     }
     try {
       await this.#networks.insert({ name: input.name, kind: input.kind, bridge, createdAt: new Date().toISOString() });
@@ -88,7 +107,12 @@ export class SiteNetworks {
     const n = await this.get(name);
     if (n.kind === 'builtin') throw new MamoriError('INVALID_INPUT', `${name} is built in and cannot be deleted`);
     const users = await this.#networks.vmsOn(name);
-    if (users.length > 0) throw new MamoriError('NETWORK_IN_USE', `network ${name} is used by ${users.join(', ')}; delete those VMs or move their NICs first`, { details: { vms: users } });
+    if (users.length > 0)
+      throw new MamoriError(
+        'NETWORK_IN_USE',
+        `network ${name} is used by ${users.join(', ')}; delete those VMs or move their NICs first`,
+        { details: { vms: users } },
+      );
     await this.#networks.delete(name);
     if (n.kind === 'isolated' && n.bridge) await deleteLink(n.bridge);
   }
@@ -96,7 +120,9 @@ export class SiteNetworks {
   /** At server start (after a host reboot the bridges are gone): bring isolated bridges back. */
   async restore(): Promise<void> {
     for (const r of await this.#networks.isolated()) {
-      await this.#ensureIsolatedBridge(r.bridge).catch((e: unknown) => this.#log.error({ network: r.name, err: e }, 'could not restore the bridge of an isolated network'));
+      await this.#ensureIsolatedBridge(r.bridge).catch((e: unknown) =>
+        this.#log.error({ network: r.name, err: e }, 'could not restore the bridge of an isolated network'),
+      );
     }
   }
 
@@ -105,7 +131,11 @@ export class SiteNetworks {
       try {
         await runProcess('ip', ['link', 'add', 'name', bridge, 'type', 'bridge'], { timeoutMs: 10_000 });
       } catch (e) {
-        throw new MamoriError('NETWORK_UNAVAILABLE', `could not make bridge ${bridge}: ${(e as Error).message}. mamori serve needs CAP_NET_ADMIN for isolated networks`, { cause: e });
+        throw new MamoriError(
+          'NETWORK_UNAVAILABLE',
+          `could not make bridge ${bridge}: ${(e as Error).message}. mamori serve needs CAP_NET_ADMIN for isolated networks`,
+          { cause: e },
+        );
       }
     }
     await runProcess('ip', ['link', 'set', 'dev', bridge, 'up'], { timeoutMs: 10_000 });
@@ -123,7 +153,10 @@ export async function attachTap(tap: string, bridge: string): Promise<void> {
     await runProcess('ip', ['link', 'set', 'dev', tap, 'master', bridge], { timeoutMs: 10_000 });
     await runProcess('ip', ['link', 'set', 'dev', tap, 'up'], { timeoutMs: 10_000 });
   } catch (e) {
-    throw new MamoriError('NETWORK_UNAVAILABLE', `could not put ${tap} on bridge ${bridge}: ${(e as Error).message}`, { cause: e, details: { tap, bridge } });
+    throw new MamoriError('NETWORK_UNAVAILABLE', `could not put ${tap} on bridge ${bridge}: ${(e as Error).message}`, {
+      cause: e,
+      details: { tap, bridge },
+    });
   }
 }
 

@@ -16,7 +16,15 @@ export interface ArraySyncView extends ArraySyncState {
   rpoViolated: boolean;
 }
 
-const EMPTY: ArraySyncState = { lastPointAt: null, lastPoint: null, lastBytesSent: null, failures: 0, lastError: null, lastAttemptEndedAt: null, recentMs: [] };
+const EMPTY: ArraySyncState = {
+  lastPointAt: null,
+  lastPoint: null,
+  lastBytesSent: null,
+  failures: 0,
+  lastError: null,
+  lastAttemptEndedAt: null,
+  recentMs: [],
+};
 
 /**
  * Array-based groups replicate on their RPO: the site asks the array for a point and its
@@ -34,7 +42,11 @@ export class ArrayGroupSync {
   #queues = new Map<string, Promise<unknown>>();
   #stopped = false;
 
-  constructor(deps: { db: Kysely<Database>; groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>;
+    log: Logger;
+  }) {
     this.#repo = new ProtectionGroupRepo(deps.db);
     this.#groups = deps.groups;
     this.#log = deps.log;
@@ -58,13 +70,20 @@ export class ArrayGroupSync {
     if (this.#stopped) return;
     const row = await this.#row(name);
     if (!row) return;
-    const rpoMs = row.binding.rpoSeconds === null || row.binding.rpoSeconds === undefined ? null : row.binding.rpoSeconds * 1000;
+    const rpoMs =
+      row.binding.rpoSeconds === null || row.binding.rpoSeconds === undefined ? null : row.binding.rpoSeconds * 1000;
     if (rpoMs === null) return;
     const s = row.state;
-    const at = nextCycleAt({
-      rpoMs, lastPointAt: s.lastPointAt ? Date.parse(s.lastPointAt) : null, recentCycleMs: s.recentMs, failures: s.failures,
-      lastAttemptEndedAt: s.lastAttemptEndedAt ? Date.parse(s.lastAttemptEndedAt) : null,
-    }, Date.now());
+    const at = nextCycleAt(
+      {
+        rpoMs,
+        lastPointAt: s.lastPointAt ? Date.parse(s.lastPointAt) : null,
+        recentCycleMs: s.recentMs,
+        failures: s.failures,
+        lastAttemptEndedAt: s.lastAttemptEndedAt ? Date.parse(s.lastAttemptEndedAt) : null,
+      },
+      Date.now(),
+    );
     const timer = setTimeout(() => void this.#scheduled(name), Math.max(0, at - Date.now()));
     timer.unref();
     this.#timers.set(name, timer);
@@ -80,10 +99,26 @@ export class ArrayGroupSync {
 
   async status(name: string): Promise<ArraySyncView> {
     const row = await this.#row(name);
-    if (!row) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
+    if (!row)
+      throw new MamoriError(
+        'GROUP_NOT_FOUND',
+        `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`,
+        { details: { group: name } },
+      );
     const rpoSeconds = row.binding.rpoSeconds ?? null;
-    const st = rpoStatus({ rpoMs: (rpoSeconds ?? Infinity) * 1000, lastPointAt: row.state.lastPointAt ? Date.parse(row.state.lastPointAt) : null }, Date.now());
-    return { ...row.state, rpoSeconds, lagSec: st.lagMs === null ? null : Math.round(st.lagMs / 100) / 10, rpoViolated: rpoSeconds !== null && st.violated };
+    const st = rpoStatus(
+      {
+        rpoMs: (rpoSeconds ?? Infinity) * 1000,
+        lastPointAt: row.state.lastPointAt ? Date.parse(row.state.lastPointAt) : null,
+      },
+      Date.now(),
+    );
+    return {
+      ...row.state,
+      rpoSeconds,
+      lagSec: st.lagMs === null ? null : Math.round(st.lagMs / 100) / 10,
+      rpoViolated: rpoSeconds !== null && st.violated,
+    };
   }
 
   async #scheduled(name: string): Promise<void> {
@@ -97,7 +132,9 @@ export class ArrayGroupSync {
       }
       await this.#sync(name).catch(() => undefined);
     }).catch((e: unknown) => this.#log.warn({ group: name, err: e }, 'array-based group sync failed'));
-    await this.schedule(name).catch((e: unknown) => this.#log.error({ group: name, err: e }, 'could not schedule an array-based group'));
+    await this.schedule(name).catch((e: unknown) =>
+      this.#log.error({ group: name, err: e }, 'could not schedule an array-based group'),
+    );
   }
 
   async #sync(name: string): Promise<{ devices: { id: string; point: string; bytesSent: number }[] }> {
@@ -108,12 +145,22 @@ export class ArrayGroupSync {
       const r = await this.#groups.sync(name);
       const now = Date.now();
       await this.#save(name, {
-        lastPointAt: new Date(started).toISOString(), lastPoint: r.devices[0]?.point ?? null, lastBytesSent: r.devices.reduce((n, d) => n + d.bytesSent, 0),
-        failures: 0, lastError: null, lastAttemptEndedAt: new Date(now).toISOString(), recentMs: [...state.recentMs, now - started].slice(-5),
+        lastPointAt: new Date(started).toISOString(),
+        lastPoint: r.devices[0]?.point ?? null,
+        lastBytesSent: r.devices.reduce((n, d) => n + d.bytesSent, 0),
+        failures: 0,
+        lastError: null,
+        lastAttemptEndedAt: new Date(now).toISOString(),
+        recentMs: [...state.recentMs, now - started].slice(-5),
       });
       return r;
     } catch (e) {
-      await this.#save(name, { ...state, failures: state.failures + 1, lastError: (e as Error).message, lastAttemptEndedAt: new Date().toISOString() });
+      await this.#save(name, {
+        ...state,
+        failures: state.failures + 1,
+        lastError: (e as Error).message,
+        lastAttemptEndedAt: new Date().toISOString(),
+      });
       throw e;
     }
   }

@@ -53,7 +53,13 @@ export class ArrayGroups {
   /** The groups' syncs on their RPO, and the queue every adapter command on a group's devices goes through. */
   readonly scheduler: ArrayGroupSync;
 
-  constructor(deps: { db: Kysely<Database>; arrays: StorageArrays; vms: VmService; log: Logger; peerExists: (name: string) => Promise<void> }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    arrays: StorageArrays;
+    vms: VmService;
+    log: Logger;
+    peerExists: (name: string) => Promise<void>;
+  }) {
     this.#groups = new ProtectionGroupRepo(deps.db);
     this.#replications = new ReplicationRepo(deps.db);
     this.#replicas = new ReplicaRepo(deps.db);
@@ -71,41 +77,91 @@ export class ArrayGroups {
    * replicated from here with its peer on one peer array, one consistency group, and the
    * compatibility guide's verdict (refused unless forced).
    */
-  async checkBinding(input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean; rpo?: string | null }): Promise<ArrayBinding> {
+  async checkBinding(input: {
+    storage: string;
+    arrayId?: string;
+    deviceIds: string[];
+    peer: string;
+    force: boolean;
+    rpo?: string | null;
+  }): Promise<ArrayBinding> {
     const rpoMs = input.rpo === undefined || input.rpo === null ? null : parseRpo(input.rpo);
-    if (input.rpo !== undefined && input.rpo !== null && rpoMs === null) throw new MamoriError('OUT_OF_RANGE', `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`);
-    if (input.deviceIds.length === 0) throw new MamoriError('INVALID_INPUT', 'an array-based group needs one or more devices (--device ID); see \'mamori array devices ENTRY\'');
-    if (new Set(input.deviceIds).size !== input.deviceIds.length) throw new MamoriError('INVALID_INPUT', 'a device is named twice');
+    if (input.rpo !== undefined && input.rpo !== null && rpoMs === null)
+      throw new MamoriError(
+        'OUT_OF_RANGE',
+        `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
+      );
+    if (input.deviceIds.length === 0)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        "an array-based group needs one or more devices (--device ID); see 'mamori array devices ENTRY'",
+      );
+    if (new Set(input.deviceIds).size !== input.deviceIds.length)
+      throw new MamoriError('INVALID_INPUT', 'a device is named twice');
     await this.#peerExists(input.peer);
     const found = await this.#arrays.devices(input.storage);
     if (input.arrayId === undefined && found.length !== 1) {
-      throw new MamoriError('INVALID_INPUT', `storage entry ${input.storage} reaches ${found.length} arrays (${found.map((f) => f.arrayId).join(', ')}): name one with --array-id`);
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `storage entry ${input.storage} reaches ${found.length} arrays (${found.map((f) => f.arrayId).join(', ')}): name one with --array-id`,
+      );
     }
     const arrayId = input.arrayId ?? found[0]!.arrayId;
     const array = found.find((f) => f.arrayId === arrayId);
-    if (!array) throw new MamoriError('NOT_FOUND', `storage entry ${input.storage} does not reach array ${arrayId}; it reaches ${found.map((f) => f.arrayId).join(', ')}`);
+    if (!array)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `storage entry ${input.storage} does not reach array ${arrayId}; it reaches ${found.map((f) => f.arrayId).join(', ')}`,
+      );
     // Supported first: the answer that matters most, before the details of the devices.
     const verdict = await this.#arrays.compatOf(input.storage, arrayId);
     if (!verdict.supported && !input.force) {
-      throw new MamoriError('COMPAT_UNSUPPORTED', `array ${arrayId} (${verdict.model}, ${verdict.softwareVersion}) with adapter ${verdict.adapter} ${verdict.adapterVersion} is not supported: ${verdict.reason}. Run its adapter through 'mamori adapter test ${verdict.adapter} --config FILE --record GUIDE' and record the result in the compatibility guide, or pass --force to protect it anyway`,
-        { details: { arrayId, reason: verdict.reason } });
+      throw new MamoriError(
+        'COMPAT_UNSUPPORTED',
+        `array ${arrayId} (${verdict.model}, ${verdict.softwareVersion}) with adapter ${verdict.adapter} ${verdict.adapterVersion} is not supported: ${verdict.reason}. Run its adapter through 'mamori adapter test ${verdict.adapter} --config FILE --record GUIDE' and record the result in the compatibility guide, or pass --force to protect it anyway`,
+        { details: { arrayId, reason: verdict.reason } },
+      );
     }
     const devices = input.deviceIds.map((id) => {
       const d = array.devices.find((x) => x.id === id);
-      if (!d) throw new MamoriError('NOT_FOUND', `array ${arrayId} has no device ${id}; its devices: ${array.devices.map((x) => x.id).join(', ') || 'none'}`, { details: { arrayId, device: id } });
+      if (!d)
+        throw new MamoriError(
+          'NOT_FOUND',
+          `array ${arrayId} has no device ${id}; its devices: ${array.devices.map((x) => x.id).join(', ') || 'none'}`,
+          { details: { arrayId, device: id } },
+        );
       if (d.role !== 'source' || d.peer === null) {
-        throw new MamoriError('INVALID_INPUT', `device ${id} of array ${arrayId} is ${d.role === 'source' ? 'a source without a peer' : d.role}: a protection group protects devices this array replicates to a peer (role source)`, { details: { device: id, role: d.role } });
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `device ${id} of array ${arrayId} is ${d.role === 'source' ? 'a source without a peer' : d.role}: a protection group protects devices this array replicates to a peer (role source)`,
+          { details: { device: id, role: d.role } },
+        );
       }
       return d;
     });
     const peerArrays = new Set(devices.map((d) => d.peer!.arrayId));
-    if (peerArrays.size > 1) throw new MamoriError('INVALID_INPUT', `the devices replicate to different arrays (${[...peerArrays].join(', ')}); a group recovers from one peer array`);
+    if (peerArrays.size > 1)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `the devices replicate to different arrays (${[...peerArrays].join(', ')}); a group recovers from one peer array`,
+      );
     const groups = new Set(devices.map((d) => d.consistencyGroup));
     if (devices.length > 1 && (groups.size > 1 || groups.has(null))) {
-      throw new MamoriError('INVALID_INPUT', `devices ${input.deviceIds.join(', ')} are not in one consistency group, so the array cannot take their points at one instant; protect them in separate groups, or put them in one consistency group on the array`,
-        { details: { devices: devices.map((d) => ({ id: d.id, consistencyGroup: d.consistencyGroup })) } });
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `devices ${input.deviceIds.join(', ')} are not in one consistency group, so the array cannot take their points at one instant; protect them in separate groups, or put them in one consistency group on the array`,
+        { details: { devices: devices.map((d) => ({ id: d.id, consistencyGroup: d.consistencyGroup })) } },
+      );
     }
-    return { storage: input.storage, arrayId, deviceIds: input.deviceIds, peer: input.peer, forced: !verdict.supported, compat: verdict.reason, rpoSeconds: rpoMs === null ? null : rpoMs / 1000 };
+    return {
+      storage: input.storage,
+      arrayId,
+      deviceIds: input.deviceIds,
+      peer: input.peer,
+      forced: !verdict.supported,
+      compat: verdict.reason,
+      rpoSeconds: rpoMs === null ? null : rpoMs / 1000,
+    };
   }
 
   /** The group's devices as the array reports them now, and the VMs on them. */
@@ -114,7 +170,10 @@ export class ArrayGroups {
     const all = (await client.call('discoverDevices', { arrayId: b.arrayId })).devices;
     const devices = b.deviceIds.map((id) => {
       const d = all.find((x) => x.id === id);
-      if (!d) throw new MamoriError('NOT_FOUND', `array ${b.arrayId} no longer has device ${id}`, { details: { arrayId: b.arrayId, device: id } });
+      if (!d)
+        throw new MamoriError('NOT_FOUND', `array ${b.arrayId} no longer has device ${id}`, {
+          details: { arrayId: b.arrayId, device: id },
+        });
       return d;
     });
     const members: ArrayMember[] = [];
@@ -126,25 +185,39 @@ export class ArrayGroups {
       if (on.length === 0) continue;
       const off = placed.filter((p) => p.on === null).map((p) => p.disk.name);
       if (off.length > 0) {
-        problems.push({ vm: vm.name, reason: `disks ${off.join(', ')} are not on the group's devices, so a failover would leave them behind; move them onto the devices` });
+        problems.push({
+          vm: vm.name,
+          reason: `disks ${off.join(', ')} are not on the group's devices, so a failover would leave them behind; move them onto the devices`,
+        });
         continue;
       }
       // A snapshot overlay names its backing file by this site's path, which the peer's mount does not have.
       const layered = placed.filter((p) => p.disk.overlays.length > 0).map((p) => p.disk.name);
       if (layered.length > 0) {
-        problems.push({ vm: vm.name, reason: `disks ${layered.join(', ')} have snapshots (overlays naming this site's paths); delete the VM's snapshots to protect it on the array` });
+        problems.push({
+          vm: vm.name,
+          reason: `disks ${layered.join(', ')} have snapshots (overlays naming this site's paths); delete the VM's snapshots to protect it on the array`,
+        });
         continue;
       }
       const replicated = await this.#replications.peerOf(vm.id);
       if (replicated !== undefined) {
-        problems.push({ vm: vm.name, reason: `it is also replicated by mamori (to ${replicated}); a VM is protected one way: stop that with 'mamori replicate disable ${vm.name}'` });
+        problems.push({
+          vm: vm.name,
+          reason: `it is also replicated by mamori (to ${replicated}); a VM is protected one way: stop that with 'mamori replicate disable ${vm.name}'`,
+        });
         continue;
       }
       members.push({
         vm,
         disks: placed.map(({ disk, on: dev }, index) => ({
-          index, deviceId: dev!.id, peer: dev!.peer!, relativePath: disk.kind === 'rdm' ? '' : relative(dev!.path!, disk.path),
-          kind: disk.kind, format: disk.format, sizeBytes: disk.sizeBytes,
+          index,
+          deviceId: dev!.id,
+          peer: dev!.peer!,
+          relativePath: disk.kind === 'rdm' ? '' : relative(dev!.path!, disk.path),
+          kind: disk.kind,
+          format: disk.format,
+          sizeBytes: disk.sizeBytes,
         })),
       });
     }
@@ -158,8 +231,18 @@ export class ArrayGroups {
 
   async binding(name: string): Promise<ArrayBinding> {
     const r = await this.#groups.find(name);
-    if (!r) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
-    if (r.arrayBinding === null) throw new MamoriError('INVALID_INPUT', `protection group ${name} is host-based (its VMs are replicated by mamori itself); this needs an array-based group`, { details: { group: name } });
+    if (!r)
+      throw new MamoriError(
+        'GROUP_NOT_FOUND',
+        `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`,
+        { details: { group: name } },
+      );
+    if (r.arrayBinding === null)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `protection group ${name} is host-based (its VMs are replicated by mamori itself); this needs an array-based group`,
+        { details: { group: name } },
+      );
     return r.arrayBinding;
   }
 
@@ -197,10 +280,16 @@ export class ArrayGroups {
     const b = await this.#boundFor(peer, name);
     const running = (await this.membership(b)).members.filter((m) => !['stopped', 'crashed'].includes(m.vm.state));
     if (running.length > 0) {
-      throw new MamoriError('VM_RUNNING', `VMs ${running.map((m) => m.vm.name).join(', ')} of group ${name} still run here; a device is made read-only only with its VMs off`, { details: { vms: running.map((m) => m.vm.name) } });
+      throw new MamoriError(
+        'VM_RUNNING',
+        `VMs ${running.map((m) => m.vm.name).join(', ')} of group ${name} still run here; a device is made read-only only with its VMs off`,
+        { details: { vms: running.map((m) => m.vm.name) } },
+      );
     }
     const client = await this.#arrays.client(b.storage);
-    return this.scheduler.exclusive(name, () => client.call('prepareFailover', { arrayId: b.arrayId, deviceIds: b.deviceIds }));
+    return this.scheduler.exclusive(name, () =>
+      client.call('prepareFailover', { arrayId: b.arrayId, deviceIds: b.deviceIds }),
+    );
   }
 
   /**
@@ -210,7 +299,10 @@ export class ArrayGroups {
    * The group goes: it is the other site's to protect from now on. Idempotent: a group
    * already gone answers with nothing to do.
    */
-  async prepareReverse(peer: string, name: string): Promise<{ devices: { id: string; commonPoint: string }[]; forgotten: string[] }> {
+  async prepareReverse(
+    peer: string,
+    name: string,
+  ): Promise<{ devices: { id: string; commonPoint: string }[]; forgotten: string[] }> {
     const row = await this.#groups.find(name);
     if (!row) return { devices: [], forgotten: [] };
     const b = await this.#boundFor(peer, name);
@@ -220,13 +312,22 @@ export class ArrayGroups {
       if (!(await this.#vmRepo.findSuperseded(m.vm.id))) notSuperseded.push(m.vm.name);
     }
     if (notSuperseded.length > 0) {
-      throw new MamoriError('INVALID_INPUT', `VMs ${notSuperseded.join(', ')} of group ${name} were not failed over to ${peer}; reprotect follows a planned or disaster recovery there`, { details: { vms: notSuperseded } });
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `VMs ${notSuperseded.join(', ')} of group ${name} were not failed over to ${peer}; reprotect follows a planned or disaster recovery there`,
+        { details: { vms: notSuperseded } },
+      );
     }
     const client = await this.#arrays.client(b.storage);
-    const r = await this.scheduler.exclusive(name, () => client.call('prepareReverseReplication', { arrayId: b.arrayId, deviceIds: b.deviceIds }));
+    const r = await this.scheduler.exclusive(name, () =>
+      client.call('prepareReverseReplication', { arrayId: b.arrayId, deviceIds: b.deviceIds }),
+    );
     for (const m of members) await this.#vms.forget(m.vm.name);
     await this.#groups.delete(row.id);
-    this.#log.info({ group: name, peer, forgotten: members.map((m) => m.vm.name) }, 'array-based group handed to the peer: devices are targets now');
+    this.#log.info(
+      { group: name, peer, forgotten: members.map((m) => m.vm.name) },
+      'array-based group handed to the peer: devices are targets now',
+    );
     return { devices: r.devices, forgotten: members.map((m) => m.vm.name) };
   }
 
@@ -244,23 +345,41 @@ export class ArrayGroups {
    * recovered there after it was made here is superseded: it is paused or kept off, so two
    * copies never run on. A peer that does not answer is asked at the next start.
    */
-  async learnFailovers(ask: (peer: string) => Promise<{ sourceVmId: string; at: string }[]>, markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>): Promise<void> {
+  async learnFailovers(
+    ask: (peer: string) => Promise<{ sourceVmId: string; at: string }[]>,
+    markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>,
+  ): Promise<void> {
     for (const g of await this.bindings()) {
       try {
         const recovered = await ask(g.binding.peer);
         for (const { vm } of (await this.membership(g.binding)).members) {
-          const r = recovered.filter((x) => x.sourceVmId === vm.id && x.at > vm.createdAt).sort((x, y) => x.at.localeCompare(y.at)).at(-1);
-          if (r) await markSuperseded(g.binding.peer, vm.id, Math.floor(Date.parse(r.at) / 1000), `${g.binding.peer} recovered it from array-based group ${g.name} at ${r.at}`);
+          const r = recovered
+            .filter((x) => x.sourceVmId === vm.id && x.at > vm.createdAt)
+            .sort((x, y) => x.at.localeCompare(y.at))
+            .at(-1);
+          if (r)
+            await markSuperseded(
+              g.binding.peer,
+              vm.id,
+              Math.floor(Date.parse(r.at) / 1000),
+              `${g.binding.peer} recovered it from array-based group ${g.name} at ${r.at}`,
+            );
         }
       } catch (e) {
-        this.#log.info({ group: g.name, peer: g.binding.peer, err: (e as Error).message }, 'could not ask the peer about array failovers; asking again at the next start');
+        this.#log.info(
+          { group: g.name, peer: g.binding.peer, err: (e as Error).message },
+          'could not ask the peer about array failovers; asking again at the next start',
+        );
       }
     }
   }
 
   async #boundFor(peer: string, name: string): Promise<ArrayBinding> {
     const b = await this.binding(name);
-    if (b.peer !== peer) throw new MamoriError('GROUP_NOT_FOUND', `protection group ${name} is not protected for site ${peer}`, { details: { group: name } });
+    if (b.peer !== peer)
+      throw new MamoriError('GROUP_NOT_FOUND', `protection group ${name} is not protected for site ${peer}`, {
+        details: { group: name },
+      });
     return b;
   }
 }
@@ -269,7 +388,8 @@ export class ArrayGroups {
 function deviceHolding(devices: AdapterDevice[], path: string, kind: 'image' | 'rdm'): AdapterDevice | null {
   for (const d of devices) {
     if (d.path === null) continue;
-    if (kind === 'rdm' ? d.kind === 'volume' && d.path === path : d.kind === 'filesystem' && inside(d.path, path)) return d;
+    if (kind === 'rdm' ? d.kind === 'volume' && d.path === path : d.kind === 'filesystem' && inside(d.path, path))
+      return d;
   }
   return null;
 }

@@ -19,7 +19,6 @@ import type { StepContext, StepOutcome } from './run-step-actions.js';
 import { recoveryConfigDrive, type RecoveredVm } from './vm-recovery.js';
 import { PEER_PROBE_MS, peerIsGone } from './peer-gone.js';
 
-
 /**
  * The run steps of array-based groups, at the recovery site. The array does the copying;
  * these steps drive its adapter here, and the protected site's adapter through its API:
@@ -43,7 +42,15 @@ export class ArrayRunActions {
   #poolDir: (pool: string) => string;
   #log: Logger;
 
-  constructor(deps: { db: Kysely<Database>; arrays: StorageArrays; peers: SitePeers; vms: VmService; groups: ProtectionGroups; poolDir: (pool: string) => string; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    arrays: StorageArrays;
+    peers: SitePeers;
+    vms: VmService;
+    groups: ProtectionGroups;
+    poolDir: (pool: string) => string;
+    log: Logger;
+  }) {
     this.#recovered = new RecoveredVmRepo(deps.db);
     this.#arrays = deps.arrays;
     this.#peers = deps.peers;
@@ -65,9 +72,19 @@ export class ArrayRunActions {
       case 'array-failover':
         return this.#failover(g, ctx);
       case 'array-prepare-reverse': {
-        const r = await (await this.#peers.client(ctx.plan.peer, { timeoutMs: 3_600_000 })).request<{ devices: { id: string; commonPoint: string }[]; forgotten: string[] }>(
-          'POST', `/protection/array-groups/${encodeURIComponent(g.name)}/prepare-reverse`, {});
-        return { message: r.devices.length === 0 ? 'already done' : `at common point ${r.devices.map((d) => `${d.id}@${d.commonPoint}`).join(', ')}; ${ctx.plan.peer} unregistered ${r.forgotten.join(', ') || 'no VMs'}` };
+        const r = await (
+          await this.#peers.client(ctx.plan.peer, { timeoutMs: 3_600_000 })
+        ).request<{ devices: { id: string; commonPoint: string }[]; forgotten: string[] }>(
+          'POST',
+          `/protection/array-groups/${encodeURIComponent(g.name)}/prepare-reverse`,
+          {},
+        );
+        return {
+          message:
+            r.devices.length === 0
+              ? 'already done'
+              : `at common point ${r.devices.map((d) => `${d.id}@${d.commonPoint}`).join(', ')}; ${ctx.plan.peer} unregistered ${r.forgotten.join(', ') || 'no VMs'}`,
+        };
       }
       case 'array-reverse':
         return this.#reverse(g, ctx);
@@ -81,7 +98,12 @@ export class ArrayRunActions {
     const r = await client.call('testFailoverStart', { arrayId: g.arrayId, deviceIds: g.deviceIds });
     const paths: Record<string, string> = {};
     for (const d of r.devices) {
-      if (d.testDevice.path === null) throw new MamoriError('ADAPTER_FAILED', `the test copy ${d.testDevice.id} of ${d.id} is not mounted on this host, so its VMs cannot be registered from it`, { details: { device: d.id } });
+      if (d.testDevice.path === null)
+        throw new MamoriError(
+          'ADAPTER_FAILED',
+          `the test copy ${d.testDevice.id} of ${d.id} is not mounted on this host, so its VMs cannot be registered from it`,
+          { details: { device: d.id } },
+        );
       paths[d.id] = d.testDevice.path;
     }
     const point = r.devices[0]!.point;
@@ -93,7 +115,12 @@ export class ArrayRunActions {
   async #testStop(g: ResolvedArrayGroup, ctx: StepContext): Promise<StepOutcome> {
     // A test VM still registered (its cleanup failed) would lose its disks under it.
     const left = await this.#recovered.testVms(arrayReplicaId(g));
-    if (left.length > 0) throw new MamoriError('VM_RUNNING', `test VMs ${left.map((l) => l.name).join(', ')} still use the test copies of group ${g.name}; remove them first (run cleanup again)`, { details: { vms: left.map((l) => l.name) } });
+    if (left.length > 0)
+      throw new MamoriError(
+        'VM_RUNNING',
+        `test VMs ${left.map((l) => l.name).join(', ')} still use the test copies of group ${g.name}; remove them first (run cleanup again)`,
+        { details: { vms: left.map((l) => l.name) } },
+      );
     const client = await this.#arrays.client(g.storage);
     const r = await client.call('testFailoverStop', { arrayId: g.arrayId, deviceIds: g.deviceIds });
     const removed = r.devices.filter((d) => d.removed).map((d) => d.id);
@@ -104,11 +131,18 @@ export class ArrayRunActions {
     try {
       const peer = await this.#peers.client(ctx.plan.peer, { timeoutMs: 6 * 3_600_000 });
       if (ctx.run.mode === 'disaster') await peer.health(PEER_PROBE_MS);
-      const r = await peer.request<{ devices: { id: string; point: string }[] }>('POST', `/protection/array-groups/${encodeURIComponent(g.name)}/prepare-failover`, {});
+      const r = await peer.request<{ devices: { id: string; point: string }[] }>(
+        'POST',
+        `/protection/array-groups/${encodeURIComponent(g.name)}/prepare-failover`,
+        {},
+      );
       return { message: `last point ${r.devices.map((d) => `${d.id}@${d.point}`).join(', ')}` };
     } catch (e) {
       if (ctx.run.mode === 'disaster' && peerIsGone(e)) {
-        return { skipped: true, message: `warning: ${ctx.plan.peer} did not answer (${(e as MamoriError).code}); failing over to the newest point the array holds here` };
+        return {
+          skipped: true,
+          message: `warning: ${ctx.plan.peer} did not answer (${(e as MamoriError).code}); failing over to the newest point the array holds here`,
+        };
       }
       throw e;
     }
@@ -119,7 +153,10 @@ export class ArrayRunActions {
     const r = await client.call('failover', { arrayId: g.arrayId, deviceIds: g.deviceIds });
     const paths: Record<string, string> = {};
     for (const d of r.devices) {
-      if (d.path === null) throw new MamoriError('ADAPTER_FAILED', `device ${d.id} was failed over but is not mounted on this host`, { details: { device: d.id } });
+      if (d.path === null)
+        throw new MamoriError('ADAPTER_FAILED', `device ${d.id} was failed over but is not mounted on this host`, {
+          details: { device: d.id },
+        });
       paths[d.id] = d.path;
     }
     const point = r.devices[0]!.point;
@@ -129,13 +166,20 @@ export class ArrayRunActions {
     const generation = Math.floor(Date.now() / 1000);
     const members = ctx.plan.vms.filter((v) => v.vm.group === g.name);
     try {
-      const peer = await this.#peers.client(ctx.plan.peer, { timeoutMs: ctx.run.mode === 'disaster' ? PEER_PROBE_MS : 10_000 });
+      const peer = await this.#peers.client(ctx.plan.peer, {
+        timeoutMs: ctx.run.mode === 'disaster' ? PEER_PROBE_MS : 10_000,
+      });
       for (const v of members) {
-        await peer.request('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/superseded`, { generation, reason: `${ctx.run.mode} recovery of array-based group ${g.name} by run ${ctx.run.id}` });
+        await peer.request('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/superseded`, {
+          generation,
+          reason: `${ctx.run.mode} recovery of array-based group ${g.name} by run ${ctx.run.id}`,
+        });
       }
     } catch (e) {
       if (ctx.run.mode !== 'disaster') throw e;
-      return { message: `at point ${point}; ${ctx.plan.peer} did not answer: it keeps its copies of ${members.map((v) => v.vm.name).join(', ')} until told` };
+      return {
+        message: `at point ${point}; ${ctx.plan.peer} did not answer: it keeps its copies of ${members.map((v) => v.vm.name).join(', ')} until told`,
+      };
     }
     return { message: `at point ${point}; ${ctx.plan.peer} keeps its copies off` };
   }
@@ -143,7 +187,11 @@ export class ArrayRunActions {
   async #reverse(g: ResolvedArrayGroup, ctx: StepContext): Promise<StepOutcome> {
     const verdict = await this.#arrays.compatOf(g.storage, g.arrayId);
     if (!verdict.supported && !g.forced) {
-      throw new MamoriError('COMPAT_UNSUPPORTED', `array ${g.arrayId} at this site is not supported (${verdict.reason}), so group ${g.name} cannot be protected from here; record the adapter's conformance run in the compatibility guide first`, { details: { arrayId: g.arrayId } });
+      throw new MamoriError(
+        'COMPAT_UNSUPPORTED',
+        `array ${g.arrayId} at this site is not supported (${verdict.reason}), so group ${g.name} cannot be protected from here; record the adapter's conformance run in the compatibility guide first`,
+        { details: { arrayId: g.arrayId } },
+      );
     }
     const client = await this.#arrays.client(g.storage);
     const rev = await client.call('reverseReplication', { arrayId: g.arrayId, deviceIds: g.deviceIds });
@@ -155,17 +203,37 @@ export class ArrayRunActions {
     const total = sync.devices.reduce((n, d) => n + d.bytesSent, 0);
     for (const v of ctx.plan.vms.filter((x) => x.vm.group === g.name)) {
       const out = ctx.run.vms[v.vm.name];
-      if (out) out.reprotect = { mode: 'array-incremental', bytesSent: total, diskBytes: v.vm.disks.reduce((n, d) => n + d.sizeBytes, 0) };
+      if (out)
+        out.reprotect = {
+          mode: 'array-incremental',
+          bytesSent: total,
+          diskBytes: v.vm.disks.reduce((n, d) => n + d.sizeBytes, 0),
+        };
     }
     await ctx.save();
-    const existing = await this.#groups.get(g.name).catch((e: unknown) => (isMamoriError(e) && e.code === 'GROUP_NOT_FOUND' ? null : Promise.reject(e)));
+    const existing = await this.#groups
+      .get(g.name)
+      .catch((e: unknown) => (isMamoriError(e) && e.code === 'GROUP_NOT_FOUND' ? null : Promise.reject(e)));
     if (existing === null) {
-      await this.#groups.createArray(g.name, { storage: g.storage, arrayId: g.arrayId, deviceIds: g.deviceIds, peer: ctx.plan.peer, force: g.forced, rpo: g.rpoSeconds === null ? null : `${g.rpoSeconds}s` });
+      await this.#groups.createArray(g.name, {
+        storage: g.storage,
+        arrayId: g.arrayId,
+        deviceIds: g.deviceIds,
+        peer: ctx.plan.peer,
+        force: g.forced,
+        rpo: g.rpoSeconds === null ? null : `${g.rpoSeconds}s`,
+      });
     } else if (existing.kind !== 'array' || existing.array?.arrayId !== g.arrayId) {
-      throw new MamoriError('GROUP_EXISTS', `this site has a protection group ${g.name} of its own; rename it, then run reprotect again`, { details: { group: g.name } });
+      throw new MamoriError(
+        'GROUP_EXISTS',
+        `this site has a protection group ${g.name} of its own; rename it, then run reprotect again`,
+        { details: { group: g.name } },
+      );
     }
     this.#log.info({ run: ctx.run.id, group: g.name, bytesSent }, 'array-based group reprotected');
-    return { message: `from common point ${rev.devices.map((d) => d.commonPoint).join(', ')}: sent ${total} bytes; group ${g.name} is protected here, recovering at ${ctx.plan.peer}` };
+    return {
+      message: `from common point ${rev.devices.map((d) => d.commonPoint).join(', ')}: sent ${total} bytes; group ${g.name} is protected here, recovering at ${ctx.plan.peer}`,
+    };
   }
 
   /** When the array took `point`, from the replica's sync status (null when it cannot say). */
@@ -185,12 +253,21 @@ export class ArrayRunActions {
   async recoverVm(v: ResolvedPlan['vms'][number], ctx: StepContext): Promise<RecoveredVm> {
     const g = groupOf(ctx.plan, v.vm.group ?? '');
     const state = ctx.run.arrays[g.name];
-    if (!state) throw new MamoriError('NOT_FOUND', `group ${g.name}'s devices were not ${ctx.run.mode === 'test' ? 'copied for the test' : 'failed over'} by this run`, { details: { group: g.name } });
+    if (!state)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `group ${g.name}'s devices were not ${ctx.run.mode === 'test' ? 'copied for the test' : 'failed over'} by this run`,
+        { details: { group: g.name } },
+      );
     const pointAt = state.pointAt ?? new Date(0).toISOString();
     const done = await this.#recovered.madeByRun(ctx.run.id, v.vm.id);
     if (done) return { vmId: done.vmId, name: done.name, point: { id: done.pointId, time: pointAt }, created: false };
     if (await this.#vms.repo.findByName(v.vm.name)) {
-      throw new MamoriError('VM_EXISTS', `a VM named ${v.vm.name} already exists at this site; delete or rename it (or clean up an earlier test) before recovering`, { details: { vm: v.vm.name } });
+      throw new MamoriError(
+        'VM_EXISTS',
+        `a VM named ${v.vm.name} already exists at this site; delete or rename it (or clean up an earlier test) before recovering`,
+        { details: { vm: v.vm.name } },
+      );
     }
     const test = ctx.run.mode === 'test';
     const vmId = test ? newUuid() : v.vm.id;
@@ -198,23 +275,77 @@ export class ArrayRunActions {
     const disks: DiskRecord[] = [];
     for (const d of v.vm.arrayDisks ?? []) {
       const root = state.paths[d.peer.deviceId];
-      if (root === undefined) throw new MamoriError('NOT_FOUND', `device ${d.peer.deviceId} of array ${g.arrayId} was not part of this run`, { details: { device: d.peer.deviceId } });
+      if (root === undefined)
+        throw new MamoriError('NOT_FOUND', `device ${d.peer.deviceId} of array ${g.arrayId} was not part of this run`, {
+          details: { device: d.peer.deviceId },
+        });
       const path = d.kind === 'rdm' ? root : join(root, d.relativePath);
       const st = await stat(path).catch(() => null);
-      if (st === null) throw new MamoriError('DISK_NOT_FOUND', `${v.vm.name}'s disk ${d.relativePath || d.peer.deviceId} is not on ${path}: the device copy does not hold it (was it on the device at the last point?)`, { details: { path } });
+      if (st === null)
+        throw new MamoriError(
+          'DISK_NOT_FOUND',
+          `${v.vm.name}'s disk ${d.relativePath || d.peer.deviceId} is not on ${path}: the device copy does not hold it (was it on the device at the last point?)`,
+          { details: { path } },
+        );
       disks.push({
-        id: newShortId('disk'), name: `${v.vm.name}-${test ? 'test-' : ''}disk${d.index}`, pool: v.pool, kind: d.kind, format: d.format, path, sizeBytes: d.sizeBytes,
-        rdmMode: d.kind === 'rdm' ? 'virtual' : null, shared: false, vmId, ownedByVm: d.kind === 'image', createdAt: now, overlays: [],
+        id: newShortId('disk'),
+        name: `${v.vm.name}-${test ? 'test-' : ''}disk${d.index}`,
+        pool: v.pool,
+        kind: d.kind,
+        format: d.format,
+        path,
+        sizeBytes: d.sizeBytes,
+        rdmMode: d.kind === 'rdm' ? 'virtual' : null,
+        shared: false,
+        vmId,
+        ownedByVm: d.kind === 'image',
+        createdAt: now,
+        overlays: [],
       });
     }
-    const nics = v.vm.definition.nics.map((n, i) => ({ ...n, network: (test ? v.testNetworks : v.networks)[i] ?? 'none' }));
+    const nics = v.vm.definition.nics.map((n, i) => ({
+      ...n,
+      network: (test ? v.testNetworks : v.networks)[i] ?? 'none',
+    }));
     const ip = test ? v.options.testIp : v.options.recoveryIp;
     const made: string[] = [];
     try {
-      if (ip) disks.push(await recoveryConfigDrive({ dir: join(this.#poolDir(v.pool), 'recovered', ctx.run.id), vmName: v.vm.name, vmId, runId: ctx.run.id, test, nics, ip, pool: v.pool, made }));
-      const def: VmDefinition = { ...v.vm.definition, id: vmId, name: v.vm.name, nics, diskIds: disks.map((d) => d.id), ...(ip ? { configDriveDiskId: disks.at(-1)!.id } : {}) };
+      if (ip)
+        disks.push(
+          await recoveryConfigDrive({
+            dir: join(this.#poolDir(v.pool), 'recovered', ctx.run.id),
+            vmName: v.vm.name,
+            vmId,
+            runId: ctx.run.id,
+            test,
+            nics,
+            ip,
+            pool: v.pool,
+            made,
+          }),
+        );
+      const def: VmDefinition = {
+        ...v.vm.definition,
+        id: vmId,
+        name: v.vm.name,
+        nics,
+        diskIds: disks.map((d) => d.id),
+        ...(ip ? { configDriveDiskId: disks.at(-1)!.id } : {}),
+      };
       // One transaction: the VM, its disks and the record of the run (no hold: the point is the array's).
-      await this.#recovered.create({ def, disks, now, hold: false, record: { runId: ctx.run.id, mode: ctx.run.mode, replicaId: arrayReplicaId(g), pointId: state.point, sourceVmId: v.vm.id } });
+      await this.#recovered.create({
+        def,
+        disks,
+        now,
+        hold: false,
+        record: {
+          runId: ctx.run.id,
+          mode: ctx.run.mode,
+          replicaId: arrayReplicaId(g),
+          pointId: state.point,
+          sourceVmId: v.vm.id,
+        },
+      });
     } catch (e) {
       for (const f of made) await rm(f, { force: true });
       throw e;
@@ -230,6 +361,9 @@ function arrayReplicaId(g: ResolvedArrayGroup): string {
 
 function groupOf(plan: ResolvedPlan, name: string): ResolvedArrayGroup {
   const g = (plan.arrayGroups ?? []).find((x) => x.name === name);
-  if (!g) throw new MamoriError('GROUP_NOT_FOUND', `the plan recovers no array-based group ${name}`, { details: { group: name } });
+  if (!g)
+    throw new MamoriError('GROUP_NOT_FOUND', `the plan recovers no array-based group ${name}`, {
+      details: { group: name },
+    });
   return g;
 }

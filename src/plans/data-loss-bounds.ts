@@ -61,22 +61,32 @@ export function dataLossBounds(input: DataLossInput): DataLoss {
   // At least: from the latest moment the point may have been taken to the last heartbeat.
   const heartbeat = ms(input.lastHeartbeatAt);
   const atLeastMs = heartbeat === null ? 0 : Math.max(0, heartbeat - (point + precisionMs));
-  const atLeastFrom = heartbeat === null ? { source: 'none' as const, at: null } : { source: 'last-heartbeat' as const, at: input.lastHeartbeatAt };
+  const atLeastFrom =
+    heartbeat === null
+      ? { source: 'none' as const, at: null }
+      : { source: 'last-heartbeat' as const, at: input.lastHeartbeatAt };
 
   // At most: the earliest moment the site was known gone, among those after it was last known up.
   const lastUp = Math.max(ms(input.peer?.lastReachableAt) ?? -Infinity, heartbeat ?? -Infinity, stopped ?? -Infinity);
   const candidates: { source: AtMostSource; at: string; t: number }[] = [];
   const watch = ms(input.peer?.unreachableSince);
-  if (watch !== null && watch > lastUp) candidates.push({ source: 'peer-watch', at: input.peer!.unreachableSince!, t: watch });
+  if (watch !== null && watch > lastUp)
+    candidates.push({ source: 'peer-watch', at: input.peer!.unreachableSince!, t: watch });
   const start = ms(input.runStartedAt);
   if (start !== null && start > lastUp) candidates.push({ source: 'run-start', at: input.runStartedAt!, t: start });
   // A VM stopped after the point (a planned run's shutdown that came too late for it) wrote nothing after that.
-  if (stopped !== null) candidates.push({ source: 'shut-down-before-point', at: input.protectedStoppedAt!, t: stopped });
+  if (stopped !== null)
+    candidates.push({ source: 'shut-down-before-point', at: input.protectedStoppedAt!, t: stopped });
   const best = candidates.sort((a, b) => a.t - b.t)[0];
   const atLeastSec = floorTenth(atLeastMs);
   if (!best) return { atLeastSec, atMostSec: null, atLeastFrom, atMostFrom: { source: 'none', at: null } };
   // The point may be later than its time (by its precision), never earlier: at most counts from its time.
-  return { atLeastSec, atMostSec: Math.max(atLeastSec, ceilTenth(best.t - point)), atLeastFrom, atMostFrom: { source: best.source, at: best.at } };
+  return {
+    atLeastSec,
+    atMostSec: Math.max(atLeastSec, ceilTenth(best.t - point)),
+    atLeastFrom,
+    atMostFrom: { source: best.source, at: best.at },
+  };
 }
 
 /** Zero loss, known: the point was taken with the VM off. */
@@ -89,10 +99,18 @@ export function noDataLoss(stoppedAt: string): DataLoss {
  * A run's VM outcome as stored, of any age: runs journalled before the bounds existed hold a
  * single `dataLossSec`, which was measured as a lower bound; it reads as "at least".
  */
-export function storedDataLoss(out: { dataLoss?: DataLoss | null | undefined; dataLossSec?: number | null | undefined }): DataLoss | null {
+export function storedDataLoss(out: {
+  dataLoss?: DataLoss | null | undefined;
+  dataLossSec?: number | null | undefined;
+}): DataLoss | null {
   if (out.dataLoss) return out.dataLoss;
   if (out.dataLossSec === undefined || out.dataLossSec === null) return null;
-  return { atLeastSec: out.dataLossSec, atMostSec: null, atLeastFrom: { source: 'legacy', at: null }, atMostFrom: { source: 'none', at: null } };
+  return {
+    atLeastSec: out.dataLossSec,
+    atMostSec: null,
+    atLeastFrom: { source: 'legacy', at: null },
+    atMostFrom: { source: 'none', at: null },
+  };
 }
 
 const SOURCE_TEXT: Record<AtLeastSource | AtMostSource, string> = {
@@ -117,6 +135,10 @@ export function dataLossBasis(d: DataLoss | null): string {
   if (d === null) return 'no point or nothing known of the protected VM';
   const at = (x: { at: string | null }) => (x.at ? ` (${x.at})` : '');
   if (d.atMostSec === 0) return `${SOURCE_TEXT[d.atMostFrom.source]}${at(d.atMostFrom)}`;
-  return `at least from ${SOURCE_TEXT[d.atLeastFrom.source]}${at(d.atLeastFrom)}; at most from ${SOURCE_TEXT[d.atMostFrom.source]}${at(d.atMostFrom)}` +
-    (d.atMostFrom.source === 'peer-watch' || d.atMostFrom.source === 'run-start' ? ', if the protected site stopped when it stopped answering' : '');
+  return (
+    `at least from ${SOURCE_TEXT[d.atLeastFrom.source]}${at(d.atLeastFrom)}; at most from ${SOURCE_TEXT[d.atMostFrom.source]}${at(d.atMostFrom)}` +
+    (d.atMostFrom.source === 'peer-watch' || d.atMostFrom.source === 'run-start'
+      ? ', if the protected site stopped when it stopped answering'
+      : '')
+  );
 }

@@ -39,25 +39,55 @@ export class InventoryMappings {
     this.#peerExists = deps.peerExists;
   }
 
-  async set(input: { peer: string; kind: MappingKind; source: string; target: string; testTarget?: string }): Promise<MappingView> {
+  async set(input: {
+    peer: string;
+    kind: MappingKind;
+    source: string;
+    target: string;
+    testTarget?: string;
+  }): Promise<MappingView> {
     await this.#peerExists(input.peer);
-    if (!(MAPPING_KINDS as readonly string[]).includes(input.kind)) throw new MamoriError('INVALID_INPUT', `mapping kind must be one of ${MAPPING_KINDS.join(', ')}`);
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(input.source)) throw new MamoriError('INVALID_INPUT', `${JSON.stringify(input.source)} is not a ${input.kind} name`);
+    if (!(MAPPING_KINDS as readonly string[]).includes(input.kind))
+      throw new MamoriError('INVALID_INPUT', `mapping kind must be one of ${MAPPING_KINDS.join(', ')}`);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(input.source))
+      throw new MamoriError('INVALID_INPUT', `${JSON.stringify(input.source)} is not a ${input.kind} name`);
     if (input.kind === 'network') {
       await this.#networks.get(input.target);
-      if (input.testTarget === undefined) throw new MamoriError('INVALID_INPUT', 'a network mapping needs a test network (--test NETWORK): an isolated network test recoveries use');
+      if (input.testTarget === undefined)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          'a network mapping needs a test network (--test NETWORK): an isolated network test recoveries use',
+        );
       const test = await this.#networks.get(input.testTarget);
       if (test.kind !== 'isolated') {
-        throw new MamoriError('INVALID_INPUT', `test network ${input.testTarget} must be an isolated network (no link to the protected network or the outside); make one with 'mamori network create NAME --isolated'`,
-          { details: { testTarget: input.testTarget, kind: test.kind } });
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `test network ${input.testTarget} must be an isolated network (no link to the protected network or the outside); make one with 'mamori network create NAME --isolated'`,
+          { details: { testTarget: input.testTarget, kind: test.kind } },
+        );
       }
-      if (input.testTarget === input.target) throw new MamoriError('INVALID_INPUT', 'the test network must not be the recovery network');
+      if (input.testTarget === input.target)
+        throw new MamoriError('INVALID_INPUT', 'the test network must not be the recovery network');
     } else {
-      if (!(SITE_POOLS as readonly string[]).includes(input.target)) throw new MamoriError('INVALID_INPUT', `this site has no pool ${input.target}; its pools: ${SITE_POOLS.join(', ')}`);
-      if (input.testTarget !== undefined) throw new MamoriError('INVALID_INPUT', 'only network mappings have a test target');
+      if (!(SITE_POOLS as readonly string[]).includes(input.target))
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `this site has no pool ${input.target}; its pools: ${SITE_POOLS.join(', ')}`,
+        );
+      if (input.testTarget !== undefined)
+        throw new MamoriError('INVALID_INPUT', 'only network mappings have a test target');
     }
     const now = new Date().toISOString();
-    await this.#repo.save({ peer: input.peer, kind: input.kind, source: input.source, target: input.target, testTarget: input.testTarget ?? null }, now);
+    await this.#repo.save(
+      {
+        peer: input.peer,
+        kind: input.kind,
+        source: input.source,
+        target: input.target,
+        testTarget: input.testTarget ?? null,
+      },
+      now,
+    );
     return (await this.list({ peer: input.peer })).find((m) => m.kind === input.kind && m.source === input.source)!;
   }
 
@@ -66,6 +96,10 @@ export class InventoryMappings {
   }
 
   async delete(peer: string, kind: MappingKind, source: string): Promise<void> {
-    if (!(await this.#repo.delete(peer, kind, source))) throw new MamoriError('MAPPING_NOT_FOUND', `no ${kind} mapping of ${source} for peer ${peer}; see 'mamori mapping list'`);
+    if (!(await this.#repo.delete(peer, kind, source)))
+      throw new MamoriError(
+        'MAPPING_NOT_FOUND',
+        `no ${kind} mapping of ${source} for peer ${peer}; see 'mamori mapping list'`,
+      );
   }
 }

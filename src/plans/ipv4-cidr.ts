@@ -23,13 +23,15 @@ export function parseIpv4(text: string): number | null {
 /** `10.1.0.5/24` -> the interface; a string saying what is wrong otherwise. */
 export function parseIpv4Interface(text: string): Ipv4Interface | string {
   const slash = text.indexOf('/');
-  if (slash < 0) return `${JSON.stringify(text)} has no prefix length: write the address with its network, e.g. 10.1.0.5/24`;
+  if (slash < 0)
+    return `${JSON.stringify(text)} has no prefix length: write the address with its network, e.g. 10.1.0.5/24`;
   const addr = parseIpv4(text.slice(0, slash));
   const prefixText = text.slice(slash + 1);
   if (addr === null) return `${JSON.stringify(text.slice(0, slash))} is not an IPv4 address`;
-  if (!/^\d{1,2}$/.test(prefixText) || Number(prefixText) < 1 || Number(prefixText) > 32) return `/${prefixText} is not a prefix length from 1 to 32`;
+  if (!/^\d{1,2}$/.test(prefixText) || Number(prefixText) < 1 || Number(prefixText) > 32)
+    return `/${prefixText} is not a prefix length from 1 to 32`;
   const prefix = Number(prefixText);
-  const mask = prefix === 32 ? 0xffffffff : (~(0xffffffff >>> prefix)) >>> 0;
+  const mask = prefix === 32 ? 0xffffffff : ~(0xffffffff >>> prefix) >>> 0;
   const network = (addr & mask) >>> 0;
   const broadcast = (network | (~mask >>> 0)) >>> 0;
   if (prefix <= 30 && (addr === network || addr === broadcast)) {

@@ -36,7 +36,15 @@ export class PeerRecovery {
   #seeding: ReplicaSeeding;
   #recovery: VmRecovery;
 
-  constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; replication: ReplicationService; vms: VmService; groups: ProtectionGroups; seeding: ReplicaSeeding; recovery: VmRecovery }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    replicas: ReplicaService;
+    replication: ReplicationService;
+    vms: VmService;
+    groups: ProtectionGroups;
+    seeding: ReplicaSeeding;
+    recovery: VmRecovery;
+  }) {
     this.#replications = new ReplicationRepo(deps.db);
     this.#groupRepo = new ProtectionGroupRepo(deps.db);
     this.#replicaRepo = new ReplicaRepo(deps.db);
@@ -57,12 +65,23 @@ export class PeerRecovery {
    * disks: the first cycle is a checksum resync that sends only the differences. The VM
    * joins protection group `group` here (when it was in one), so the peer's plans find it again.
    */
-  async replicateBack(peer: string, vmId: string, input: { rpoSeconds: number; keepPoints: number; group?: string }): Promise<ReplicationStatus> {
+  async replicateBack(
+    peer: string,
+    vmId: string,
+    input: { rpoSeconds: number; keepPoints: number; group?: string },
+  ): Promise<ReplicationStatus> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM ${vmId} here to replicate back`);
     const existing = await this.#replications.peerOf(vmId);
-    if (existing !== undefined && existing !== peer) throw new MamoriError('VM_INVALID_STATE', `${vm.name} already replicates to ${existing}`);
-    if (existing === undefined) await this.#replication.enable(vm.name, { to: peer, rpo: `${input.rpoSeconds}s`, points: input.keepPoints, seeded: true });
+    if (existing !== undefined && existing !== peer)
+      throw new MamoriError('VM_INVALID_STATE', `${vm.name} already replicates to ${existing}`);
+    if (existing === undefined)
+      await this.#replication.enable(vm.name, {
+        to: peer,
+        rpo: `${input.rpoSeconds}s`,
+        points: input.keepPoints,
+        seeded: true,
+      });
     const status = await this.#replication.syncNow(vm.name);
     if (input.group === undefined) return status;
     const group = await this.#groupRepo.find(input.group);
@@ -75,21 +94,39 @@ export class PeerRecovery {
   /** Failback, first half: this site's replica of the VM becomes its disks (the peer keeps its copy off). */
   async promote(peer: string, vmId: string): Promise<{ generation: number }> {
     const r = await this.#replicaRepo.findIdBySource(peer, vmId);
-    if (r === undefined) throw new MamoriError('NOT_FOUND', `this site holds no replica of VM ${vmId} from ${peer}; reprotect first`);
+    if (r === undefined)
+      throw new MamoriError('NOT_FOUND', `this site holds no replica of VM ${vmId} from ${peer}; reprotect first`);
     return { generation: (await this.#replicas.promote(r)).generation };
   }
 
   /** Failback, second half: the VM made here from the newest point, on its own networks, powered on and waited for. */
-  async recover(peer: string, input: { runId: string; runStartedAt: string; vm: ProtectedVm; powerOn: boolean; waitHeartbeatSec: number }): Promise<PeerRecoveredVm> {
+  async recover(
+    peer: string,
+    input: { runId: string; runStartedAt: string; vm: ProtectedVm; powerOn: boolean; waitHeartbeatSec: number },
+  ): Promise<PeerRecoveredVm> {
     const made = await this.#recovery.recover(peer, {
-      runId: input.runId, mode: 'planned', vm: input.vm, pointId: null, pool: 'default', ip: undefined,
+      runId: input.runId,
+      mode: 'planned',
+      vm: input.vm,
+      pointId: null,
+      pool: 'default',
+      ip: undefined,
       networks: input.vm.definition.nics.map((n) => n.network),
     });
     if (!input.powerOn) return { vmId: made.vmId, point: made.point, heartbeatAt: null };
     // The caller's run start, with a minute's slack for the two clocks: a stale heartbeat is
     // from before the failover, long before that.
-    const hb = await powerOnAndWait(this.#vms, made.vmId, input.waitHeartbeatSec, Math.min(Date.parse(input.runStartedAt), Date.now()) - 60_000);
-    if (hb === null && input.waitHeartbeatSec > 0) throw new MamoriError('PROCESS_TIMEOUT', `${input.vm.name} gave no heartbeat within ${input.waitHeartbeatSec} s of power-on`);
+    const hb = await powerOnAndWait(
+      this.#vms,
+      made.vmId,
+      input.waitHeartbeatSec,
+      Math.min(Date.parse(input.runStartedAt), Date.now()) - 60_000,
+    );
+    if (hb === null && input.waitHeartbeatSec > 0)
+      throw new MamoriError(
+        'PROCESS_TIMEOUT',
+        `${input.vm.name} gave no heartbeat within ${input.waitHeartbeatSec} s of power-on`,
+      );
     return { vmId: made.vmId, point: made.point, heartbeatAt: hb };
   }
 }

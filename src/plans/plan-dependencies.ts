@@ -18,7 +18,10 @@ const NAMES_SHOWN = 6;
  * dependencies) time, no recursion whatever the plan. `vms` must not inherit names
  * (`vms['toString']` must be undefined): the caller builds it without a prototype.
  */
-export function checkDependencies(vms: Record<string, DependencyOptions>, bad: (path: string, message: string) => void): void {
+export function checkDependencies(
+  vms: Record<string, DependencyOptions>,
+  bad: (path: string, message: string) => void,
+): void {
   const names = Object.keys(vms);
   const index = new Map(names.map((n, i) => [n, i]));
   /** Same-priority edges: waitsFor[i] lists the VMs i waits for, waitedBy the reverse. */
@@ -32,7 +35,10 @@ export function checkDependencies(vms: Record<string, DependencyOptions>, bad: (
       if (d === vm) bad(at, `${short(vm)} depends on itself`);
       else if (j === undefined) bad(at, `${short(vm)} depends on ${short(d)}, which the plan does not list under vms`);
       else if (vms[d]!.priority > o.priority) {
-        bad(at, `${short(vm)} (priority ${o.priority}) depends on ${short(d)} of the later priority ${vms[d]!.priority}: ${short(d)} would not have started yet`);
+        bad(
+          at,
+          `${short(vm)} (priority ${o.priority}) depends on ${short(d)} of the later priority ${vms[d]!.priority}: ${short(d)} would not have started yet`,
+        );
       } else if (vms[d]!.priority === o.priority) {
         waitsFor[i]!.push(j);
         waitedBy[j]!.push(i);
@@ -61,7 +67,10 @@ export function checkDependencies(vms: Record<string, DependencyOptions>, bad: (
   if (longest >= 0 && chain[longest]! > PLAN_LIMITS.dependencyChain) {
     const path: number[] = [];
     for (let i = longest; i >= 0; i = before[i]!) path.push(i);
-    bad(`vms.${short(names[longest]!)}.dependsOn`, `a dependency chain may be at most ${PLAN_LIMITS.dependencyChain} VMs long: ${shown(path.map((i) => names[i]!))}`);
+    bad(
+      `vms.${short(names[longest]!)}.dependsOn`,
+      `a dependency chain may be at most ${PLAN_LIMITS.dependencyChain} VMs long: ${shown(path.map((i) => names[i]!))}`,
+    );
   }
 
   // VMs never taken wait, directly or not, on a cycle; each waits for at least one other such
@@ -86,5 +95,8 @@ export function checkDependencies(vms: Record<string, DependencyOptions>, bad: (
 function shown(vms: string[]): string {
   if (vms.length <= NAMES_SHOWN + 1) return vms.map((v) => short(v)).join(' -> ');
   const distinct = vms[0] === vms.at(-1) ? vms.length - 1 : vms.length;
-  return `${vms.slice(0, NAMES_SHOWN).map((v) => short(v)).join(' -> ')} -> … -> ${short(vms.at(-1)!)} (${distinct} VMs)`;
+  return `${vms
+    .slice(0, NAMES_SHOWN)
+    .map((v) => short(v))
+    .join(' -> ')} -> … -> ${short(vms.at(-1)!)} (${distinct} VMs)`;
 }

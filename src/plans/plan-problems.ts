@@ -48,7 +48,9 @@ export class PlanProblems {
 
   /** The error for these problems: INVALID_INPUT, as for every problem of a plan's own structure. */
   error(source: string): MamoriError {
-    const text = this.#listed.map((p) => `${source}${p.line === null ? '' : ` line ${p.line}`}: ${p.message}`).join('; ');
+    const text = this.#listed
+      .map((p) => `${source}${p.line === null ? '' : ` line ${p.line}`}: ${p.message}`)
+      .join('; ');
     const more = this.#more > 0 ? `; and ${this.#more} more problems` : '';
     const details: Record<string, unknown> = { problems: this.#listed };
     if (this.#more > 0) details['more'] = this.#more;
@@ -60,6 +62,10 @@ export class PlanProblems {
  * A plan over one of PLAN_LIMITS: thrown at once, since the rest of such a plan is not worth
  * reading. `what` names the limit ("a plan may name at most 2000 VMs ...") and what to do.
  */
-export function planTooLarge(source: string, what: string, details: { limit: string; max: number; actual?: number }): MamoriError {
+export function planTooLarge(
+  source: string,
+  what: string,
+  details: { limit: string; max: number; actual?: number },
+): MamoriError {
   return new MamoriError('PLAN_TOO_LARGE', `${source} is too large, nothing was changed: ${what}`, { details });
 }

@@ -34,7 +34,13 @@ export class PlanRunner {
   /** Runs executing in this process, with their continue (prompt) and cancel handles. */
   #live = new Map<string, LiveRun>();
 
-  constructor(deps: { db: Kysely<Database>; plans: PlanService; journal: RunJournal; actions: RunStepActions; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    plans: PlanService;
+    journal: RunJournal;
+    actions: RunStepActions;
+    log: Logger;
+  }) {
     this.#recovered = new RecoveredVmRepo(deps.db);
     this.#plans = deps.plans;
     this.#journal = deps.journal;
@@ -46,11 +52,20 @@ export class PlanRunner {
     assertMode(mode);
     const plan = await this.#plans.resolve(planName, resolveOptions(mode));
     const steps = buildRunSteps(mode, plan, await this.#cleanupTargets(plan, mode));
-    const earlier = (await this.#journal.list({ plan: planName, limit: 20 })).filter((r) => r.mode === mode && r.state === 'done' && r.result !== 'errors');
+    const earlier = (await this.#journal.list({ plan: planName, limit: 20 })).filter(
+      (r) => r.mode === mode && r.state === 'done' && r.result !== 'errors',
+    );
     const rtos = earlier.map((r) => Math.max(...Object.values(r.vms).map((v) => v.rtoSec ?? 0))).filter((x) => x > 0);
     return {
-      plan: planName, mode, inventoryFresh: plan.inventoryFresh,
-      steps: steps.map((s) => ({ label: s.label, kind: s.kind, ...(s.vm ? { vm: s.vm } : {}), ...(s.priority ? { priority: s.priority } : {}) })),
+      plan: planName,
+      mode,
+      inventoryFresh: plan.inventoryFresh,
+      steps: steps.map((s) => ({
+        label: s.label,
+        kind: s.kind,
+        ...(s.vm ? { vm: s.vm } : {}),
+        ...(s.priority ? { priority: s.priority } : {}),
+      })),
       predictedRtoSec: rtos.length > 0 ? round1(rtos.reduce((a, b) => a + b, 0) / rtos.length) : null,
     };
   }
@@ -58,17 +73,40 @@ export class PlanRunner {
   /** Checks everything, writes the run with its journal, and starts it; returns at once. */
   async start(planName: string, mode: RunMode, options: { pointTime?: string } = {}): Promise<PlanRun> {
     assertMode(mode);
-    if (options.pointTime !== undefined && (mode !== 'test' && mode !== 'disaster')) throw new MamoriError('INVALID_INPUT', '--point chooses the point of a test or disaster recovery; a planned migration always syncs and uses the newest');
-    if (options.pointTime !== undefined && Number.isNaN(Date.parse(options.pointTime))) throw new MamoriError('INVALID_INPUT', `--point ${JSON.stringify(options.pointTime)} is not a time (ISO 8601, e.g. 2026-11-27T09:00:00Z)`);
+    if (options.pointTime !== undefined && mode !== 'test' && mode !== 'disaster')
+      throw new MamoriError(
+        'INVALID_INPUT',
+        '--point chooses the point of a test or disaster recovery; a planned migration always syncs and uses the newest',
+      );
+    if (options.pointTime !== undefined && Number.isNaN(Date.parse(options.pointTime)))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `--point ${JSON.stringify(options.pointTime)} is not a time (ISO 8601, e.g. 2026-11-27T09:00:00Z)`,
+      );
     const plan = await this.#plans.resolve(planName, resolveOptions(mode));
     await this.#assertNoOverlap(plan);
     const steps = buildRunSteps(mode, plan, await this.#cleanupTargets(plan, mode));
     const now = new Date().toISOString();
     const run: PlanRun = {
-      id: newShortId('run'), plan: planName, mode, state: 'running', peer: plan.peer, options, snapshot: plan, steps,
-      vms: Object.fromEntries(mode === 'cleanup' ? [] : plan.vms.map((v) => [v.vm.name, { vm: v.vm.name, priority: v.options.priority } satisfies RunVmOutcome])),
+      id: newShortId('run'),
+      plan: planName,
+      mode,
+      state: 'running',
+      peer: plan.peer,
+      options,
+      snapshot: plan,
+      steps,
+      vms: Object.fromEntries(
+        mode === 'cleanup'
+          ? []
+          : plan.vms.map((v) => [v.vm.name, { vm: v.vm.name, priority: v.options.priority } satisfies RunVmOutcome]),
+      ),
       arrays: {},
-      result: null, error: null, startedAt: now, endedAt: null, updatedAt: now,
+      result: null,
+      error: null,
+      startedAt: now,
+      endedAt: null,
+      updatedAt: now,
     };
     await this.#journal.insert(run);
     this.#launch(run);
@@ -77,9 +115,15 @@ export class PlanRunner {
 
   /** Continues a run the server died in (state interrupted): steps not done run again, each idempotent. */
   async resume(runId: string): Promise<PlanRun> {
-    if (this.#live.has(runId)) throw new MamoriError('RUN_INVALID_STATE', `run ${runId} is running in this server; nothing to resume`);
+    if (this.#live.has(runId))
+      throw new MamoriError('RUN_INVALID_STATE', `run ${runId} is running in this server; nothing to resume`);
     const run = await this.#journal.get(runId);
-    if (run.state !== 'interrupted') throw new MamoriError('RUN_INVALID_STATE', `run ${runId} is ${run.state}; only an interrupted run (its server stopped during it) can be resumed`, { details: { state: run.state } });
+    if (run.state !== 'interrupted')
+      throw new MamoriError(
+        'RUN_INVALID_STATE',
+        `run ${runId} is ${run.state}; only an interrupted run (its server stopped during it) can be resumed`,
+        { details: { state: run.state } },
+      );
     run.state = 'running';
     // A step cut by the crash is 'running' in the journal and runs again; so do failed ones.
     for (const s of run.steps) {
@@ -97,7 +141,11 @@ export class PlanRunner {
     const live = this.#live.get(runId);
     if (!live || live.run.state !== 'waiting' || !live.continue) {
       const run = await this.#journal.get(runId);
-      throw new MamoriError('RUN_INVALID_STATE', `run ${runId} is ${run.state}, not waiting at a prompt${run.state === 'interrupted' ? `; resume it first with 'mamori plan resume ${runId}'` : ''}`, { details: { state: run.state } });
+      throw new MamoriError(
+        'RUN_INVALID_STATE',
+        `run ${runId} is ${run.state}, not waiting at a prompt${run.state === 'interrupted' ? `; resume it first with 'mamori plan resume ${runId}'` : ''}`,
+        { details: { state: run.state } },
+      );
     }
     live.continue();
     return live.run;
@@ -112,7 +160,11 @@ export class PlanRunner {
       return live.run;
     }
     const run = await this.#journal.get(runId);
-    if (run.state !== 'interrupted') throw new MamoriError('RUN_INVALID_STATE', `run ${runId} is ${run.state}; only a running, waiting or interrupted run can be cancelled`);
+    if (run.state !== 'interrupted')
+      throw new MamoriError(
+        'RUN_INVALID_STATE',
+        `run ${runId} is ${run.state}; only a running, waiting or interrupted run can be cancelled`,
+      );
     run.state = 'cancelled';
     run.result = 'cancelled';
     run.endedAt = new Date().toISOString();
@@ -137,20 +189,24 @@ export class PlanRunner {
   #launch(run: PlanRun): void {
     const live: LiveRun = { run, continue: null, cancelled: false, stopping: false };
     this.#live.set(run.id, live);
-    void this.#execute(live).catch(async (e: unknown) => {
-      this.#log.error({ run: run.id, err: e }, 'plan run failed outside a step');
-      run.error = (e as Error).message;
-      run.result = 'errors';
-    }).finally(async () => {
-      if (run.state === 'running' || run.state === 'waiting') {
-        run.state = live.cancelled && run.result !== 'errors' ? 'cancelled' : 'done';
-        run.result ??= live.cancelled ? 'cancelled' : outcome(run);
-        run.endedAt = new Date().toISOString();
-      }
-      await this.#journal.save(run).catch((e: unknown) => this.#log.error({ run: run.id, err: e }, 'could not write the end of a plan run'));
-      this.#live.delete(run.id);
-      this.#log.info({ run: run.id, plan: run.plan, mode: run.mode, result: run.result }, 'plan run ended');
-    });
+    void this.#execute(live)
+      .catch(async (e: unknown) => {
+        this.#log.error({ run: run.id, err: e }, 'plan run failed outside a step');
+        run.error = (e as Error).message;
+        run.result = 'errors';
+      })
+      .finally(async () => {
+        if (run.state === 'running' || run.state === 'waiting') {
+          run.state = live.cancelled && run.result !== 'errors' ? 'cancelled' : 'done';
+          run.result ??= live.cancelled ? 'cancelled' : outcome(run);
+          run.endedAt = new Date().toISOString();
+        }
+        await this.#journal
+          .save(run)
+          .catch((e: unknown) => this.#log.error({ run: run.id, err: e }, 'could not write the end of a plan run'));
+        this.#live.delete(run.id);
+        this.#log.info({ run: run.id, plan: run.plan, mode: run.mode, result: run.result }, 'plan run ended');
+      });
   }
 
   async #execute(live: LiveRun): Promise<void> {
@@ -160,13 +216,16 @@ export class PlanRunner {
     const strict = run.mode === 'planned';
     const stop = (): boolean => live.cancelled || live.stopping || (strict && steps.some((s) => s.state === 'failed'));
     const ctx = {
-      run, plan,
+      run,
+      plan,
       save: () => this.#journal.save(run),
       waitPrompt: async (message: string): Promise<void> => {
         run.state = 'waiting';
         run.prompt = message;
         await this.#journal.save(run);
-        await new Promise<void>((resolve) => { live.continue = resolve; });
+        await new Promise<void>((resolve) => {
+          live.continue = resolve;
+        });
         live.continue = null;
         if (live.stopping) throw new StopRequested();
         delete run.prompt;
@@ -209,21 +268,27 @@ export class PlanRunner {
       const inPhase = steps.filter((s) => s.phase === phase);
       for (const s of inPhase.filter((x) => x.chain === undefined)) if ((await runStep(s)) !== 'ok') break;
       const chains = new Map<string, PlannedStep[]>();
-      for (const s of inPhase.filter((x) => x.chain !== undefined)) chains.set(s.chain!, [...(chains.get(s.chain!) ?? []), s]);
-      await runChains(chains, plan.spec.concurrency, (vm) => plan.vms.find((v) => v.vm.name === vm)?.options.dependsOn ?? [], async (chain) => {
-        for (const s of chain) {
-          const r = await runStep(s);
-          if (r === 'stopped') break;
-          if (r === 'failed') {
-            // The rest of this VM's chain depends on the failed step.
-            for (const rest of chain.filter((x) => x.state === 'pending')) {
-              rest.state = 'skipped';
-              rest.message = `skipped: ${s.label} failed`;
+      for (const s of inPhase.filter((x) => x.chain !== undefined))
+        chains.set(s.chain!, [...(chains.get(s.chain!) ?? []), s]);
+      await runChains(
+        chains,
+        plan.spec.concurrency,
+        (vm) => plan.vms.find((v) => v.vm.name === vm)?.options.dependsOn ?? [],
+        async (chain) => {
+          for (const s of chain) {
+            const r = await runStep(s);
+            if (r === 'stopped') break;
+            if (r === 'failed') {
+              // The rest of this VM's chain depends on the failed step.
+              for (const rest of chain.filter((x) => x.state === 'pending')) {
+                rest.state = 'skipped';
+                rest.message = `skipped: ${s.label} failed`;
+              }
+              break;
             }
-            break;
           }
-        }
-      });
+        },
+      );
     }
     if (live.stopping) {
       run.state = 'interrupted';
@@ -239,8 +304,12 @@ export class PlanRunner {
     for (const other of await this.#journal.active()) {
       const theirs = (other.snapshot as ResolvedPlan).vms.map((v) => v.vm.id);
       if (theirs.some((id) => mine.has(id))) {
-        throw new MamoriError('PLAN_BUSY', `run ${other.id} (${other.mode} of plan ${other.plan}) is ${other.state} and touches the same VMs; ` +
-          `${other.state === 'interrupted' ? `resume it ('mamori plan resume ${other.id}') or cancel it` : 'wait for it to end'} first`, { details: { run: other.id, state: other.state } });
+        throw new MamoriError(
+          'PLAN_BUSY',
+          `run ${other.id} (${other.mode} of plan ${other.plan}) is ${other.state} and touches the same VMs; ` +
+            `${other.state === 'interrupted' ? `resume it ('mamori plan resume ${other.id}') or cancel it` : 'wait for it to end'} first`,
+          { details: { run: other.id, state: other.state } },
+        );
       }
     }
   }
@@ -257,7 +326,12 @@ export class PlanRunner {
 class StopRequested extends Error {}
 
 /** Runs each chain once its dependencies' chains (same phase) have ended, at most `limit` at once. */
-async function runChains(chains: Map<string, PlannedStep[]>, limit: number, deps: (vm: string) => string[], body: (chain: PlannedStep[]) => Promise<void>): Promise<void> {
+async function runChains(
+  chains: Map<string, PlannedStep[]>,
+  limit: number,
+  deps: (vm: string) => string[],
+  body: (chain: PlannedStep[]) => Promise<void>,
+): Promise<void> {
   const ended = new Map<string, Promise<void>>();
   let active = 0;
   const queue: (() => void)[] = [];
@@ -277,7 +351,11 @@ async function runChains(chains: Map<string, PlannedStep[]>, limit: number, deps
     const existing = ended.get(name);
     if (existing) return existing;
     const p = (async () => {
-      await Promise.all(deps(name).filter((d) => chains.has(d) && d !== name).map((d) => start(d)));
+      await Promise.all(
+        deps(name)
+          .filter((d) => chains.has(d) && d !== name)
+          .map((d) => start(d)),
+      );
       await slot();
       try {
         await body(chains.get(name)!);
@@ -307,10 +385,13 @@ function resolveOptions(mode: RunMode): { allowStale: boolean; stored: boolean }
 }
 
 function assertMode(mode: string): asserts mode is RunMode {
-  if (!(RUN_MODES as readonly string[]).includes(mode)) throw new MamoriError('INVALID_INPUT', `--mode must be one of ${RUN_MODES.join(', ')} (got ${JSON.stringify(mode)})`);
+  if (!(RUN_MODES as readonly string[]).includes(mode))
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `--mode must be one of ${RUN_MODES.join(', ')} (got ${JSON.stringify(mode)})`,
+    );
 }
 
 function round1(x: number): number {
   return Math.round(x * 10) / 10;
 }
-

@@ -5,7 +5,14 @@ import { PlanRunRepo } from '../store/repos/plan-run-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { SitePeers } from '../sites/site-peers.js';
-import { checkPlan, parsePlanYaml, PLAN_DEFAULTS, type PlanProblem, type PlanSpec, type PlanVmOptions } from './plan-spec.js';
+import {
+  checkPlan,
+  parsePlanYaml,
+  PLAN_DEFAULTS,
+  type PlanProblem,
+  type PlanSpec,
+  type PlanVmOptions,
+} from './plan-spec.js';
 import type { InventoryMappings, MappingView } from './inventory-mappings.js';
 import type { ProtectedInventory, ProtectedVm } from './protected-site.js';
 import type { StorageArrays } from '../adapters/storage-arrays.js';
@@ -71,7 +78,11 @@ export class PlanService {
     const spec = 'yaml' in input ? parsePlanYaml(input.yaml) : checkPlan(input.spec);
     const commands = spec.steps.filter((st) => st.action.kind === 'command').length;
     if (commands > 0 && !opts.mayRunCommands) {
-      throw new MamoriError('FORBIDDEN', `plan ${spec.name} has ${commands} command step${commands === 1 ? '' : 's'}, which run programs on this host: only an admin token may apply it (prompts need no admin)`, { details: { plan: spec.name, commandSteps: commands } });
+      throw new MamoriError(
+        'FORBIDDEN',
+        `plan ${spec.name} has ${commands} command step${commands === 1 ? '' : 's'}, which run programs on this host: only an admin token may apply it (prompts need no admin)`,
+        { details: { plan: spec.name, commandSteps: commands } },
+      );
     }
     const peer = await this.#peerOf(spec);
     const inventory = await this.fetchInventory(peer);
@@ -84,11 +95,28 @@ export class PlanService {
   async get(name: string): Promise<PlanView> {
     const r = await this.#row(name);
     const { spec, inventory } = r;
-    const vms = inventory.vms.filter((v) => covers(spec, v)).map((v) => {
-      const o = spec.vms[v.name];
-      return { name: v.name, group: v.group, priority: o?.priority ?? PLAN_DEFAULTS.priority, powerOn: o?.powerOn ?? PLAN_DEFAULTS.powerOn, dependsOn: o?.dependsOn ?? [] };
-    }).sort((a, b) => a.priority - b.priority || a.name.localeCompare(b.name));
-    return { name: r.name, protectedSite: r.peer, spec, vms, inventoryTakenAt: inventory.takenAt, createdAt: r.createdAt, updatedAt: r.updatedAt };
+    const vms = inventory.vms
+      .filter((v) => covers(spec, v))
+      .map((v) => {
+        const o = spec.vms[v.name];
+        return {
+          name: v.name,
+          group: v.group,
+          priority: o?.priority ?? PLAN_DEFAULTS.priority,
+          powerOn: o?.powerOn ?? PLAN_DEFAULTS.powerOn,
+          dependsOn: o?.dependsOn ?? [],
+        };
+      })
+      .sort((a, b) => a.priority - b.priority || a.name.localeCompare(b.name));
+    return {
+      name: r.name,
+      protectedSite: r.peer,
+      spec,
+      vms,
+      inventoryTakenAt: inventory.takenAt,
+      createdAt: r.createdAt,
+      updatedAt: r.updatedAt,
+    };
   }
 
   async list(): Promise<PlanView[]> {
@@ -99,7 +127,12 @@ export class PlanService {
   async delete(name: string): Promise<void> {
     await this.#row(name);
     const active = await this.#runs.activeRunOf(name);
-    if (active !== undefined) throw new MamoriError('PLAN_BUSY', `plan ${name} has run ${active} in progress; let it end (or cancel it) before deleting the plan`, { details: { run: active } });
+    if (active !== undefined)
+      throw new MamoriError(
+        'PLAN_BUSY',
+        `plan ${name} has run ${active} in progress; let it end (or cancel it) before deleting the plan`,
+        { details: { run: active } },
+      );
     await this.#plans.delete(name);
   }
 
@@ -133,35 +166,61 @@ export class PlanService {
     return client.request<ProtectedInventory>('GET', '/protection/inventory');
   }
 
-  async #resolveWith(spec: PlanSpec, peer: string, inventory: ProtectedInventory, fresh: boolean): Promise<ResolvedPlan> {
+  async #resolveWith(
+    spec: PlanSpec,
+    peer: string,
+    inventory: ProtectedInventory,
+    fresh: boolean,
+  ): Promise<ResolvedPlan> {
     const problems: PlanProblem[] = [];
     const bad = (path: string, message: string): void => void problems.push({ path, line: null, message });
     for (const g of spec.protectionGroups) {
-      if (!inventory.groups.some((x) => x.name === g)) bad('protectionGroups', `${peer} has no protection group ${g} with VMs replicated to this site`);
+      if (!inventory.groups.some((x) => x.name === g))
+        bad('protectionGroups', `${peer} has no protection group ${g} with VMs replicated to this site`);
     }
     for (const vm of spec.protectedVms ?? []) {
       const inv = inventory.vms.find((v) => v.name === vm);
       if (!inv) bad('protectedVms', `${vm} is not a VM of ${peer} replicated to this site`);
-      else if (inv.arrayDisks) bad('protectedVms', `${vm} lives on the devices of array-based group ${inv.group}: the array fails over whole devices, so a plan recovers it with its group (protectionGroups: [${inv.group}])`);
+      else if (inv.arrayDisks)
+        bad(
+          'protectedVms',
+          `${vm} lives on the devices of array-based group ${inv.group}: the array fails over whole devices, so a plan recovers it with its group (protectionGroups: [${inv.group}])`,
+        );
     }
     const arrayGroups: ResolvedArrayGroup[] = [];
     for (const g of inventory.groups.filter((x) => x.array && spec.protectionGroups.includes(x.name))) {
       const a = g.array!;
       try {
         const { storage } = await this.#arrays.locate(a.peerArrayId);
-        arrayGroups.push({ name: g.name, storage, arrayId: a.peerArrayId, deviceIds: a.peerDeviceIds, sourceArrayId: a.arrayId, sourceDeviceIds: a.deviceIds, forced: a.forced, rpoSeconds: a.rpoSeconds ?? null });
+        arrayGroups.push({
+          name: g.name,
+          storage,
+          arrayId: a.peerArrayId,
+          deviceIds: a.peerDeviceIds,
+          sourceArrayId: a.arrayId,
+          sourceDeviceIds: a.deviceIds,
+          forced: a.forced,
+          rpoSeconds: a.rpoSeconds ?? null,
+        });
       } catch (e) {
-        bad('protectionGroups', `array-based group ${g.name} replicates to array ${a.peerArrayId}, which no storage array entry of this site reaches; add one with 'mamori array add NAME --adapter ADAPTER --connection KEY=VALUE' (${(e as Error).message})`);
+        bad(
+          'protectionGroups',
+          `array-based group ${g.name} replicates to array ${a.peerArrayId}, which no storage array entry of this site reaches; add one with 'mamori array add NAME --adapter ADAPTER --connection KEY=VALUE' (${(e as Error).message})`,
+        );
       }
     }
     const members = inventory.vms.filter((v) => covers(spec, v));
     for (const vm of Object.keys(spec.vms)) {
       const inv = inventory.vms.find((v) => v.name === vm);
-      if (!inv) bad(`vms.${vm}`, `${vm} is not a VM protected for this site at ${peer} (unknown, or not replicated here)`);
+      if (!inv)
+        bad(`vms.${vm}`, `${vm} is not a VM protected for this site at ${peer} (unknown, or not replicated here)`);
       else if (!covers(spec, inv)) {
-        bad(`vms.${vm}`, inv.group !== null
-          ? `${vm} is in protection group ${inv.group}, which the plan does not recover`
-          : `${vm} is in no protection group, and the plan does not name it in protectedVms`);
+        bad(
+          `vms.${vm}`,
+          inv.group !== null
+            ? `${vm} is in protection group ${inv.group}, which the plan does not recover`
+            : `${vm} is in no protection group, and the plan does not name it in protectedVms`,
+        );
       }
     }
     const mappings = await this.#mappings.list({ peer });
@@ -180,7 +239,10 @@ export class PlanService {
         }
         const m = find(mappings, 'network', nic.network);
         if (!m) {
-          bad(`vms.${vm.name}`, `${vm.name} has a NIC on ${peer}'s network ${nic.network}, which has no network mapping here; add one with 'mamori mapping set --peer ${peer} network ${nic.network} RECOVERY_NET --test TEST_NET'`);
+          bad(
+            `vms.${vm.name}`,
+            `${vm.name} has a NIC on ${peer}'s network ${nic.network}, which has no network mapping here; add one with 'mamori mapping set --peer ${peer} network ${nic.network} RECOVERY_NET --test TEST_NET'`,
+          );
           continue;
         }
         networks.push(m.target);
@@ -191,15 +253,28 @@ export class PlanService {
       let pool = 'default';
       for (const p of pools) {
         const m = find(mappings, 'pool', p);
-        if (!m) bad(`vms.${vm.name}`, `${vm.name} has disks in ${peer}'s pool ${p}, which has no pool mapping here; add one with 'mamori mapping set --peer ${peer} pool ${p} default'`);
+        if (!m)
+          bad(
+            `vms.${vm.name}`,
+            `${vm.name} has disks in ${peer}'s pool ${p}, which has no pool mapping here; add one with 'mamori mapping set --peer ${peer} pool ${p} default'`,
+          );
         else pool = m.target;
       }
-      const options = spec.vms[vm.name] ?? { priority: PLAN_DEFAULTS.priority, powerOn: PLAN_DEFAULTS.powerOn, waitHeartbeatSec: PLAN_DEFAULTS.waitHeartbeatSec, dependsOn: [] };
+      const options = spec.vms[vm.name] ?? {
+        priority: PLAN_DEFAULTS.priority,
+        powerOn: PLAN_DEFAULTS.powerOn,
+        waitHeartbeatSec: PLAN_DEFAULTS.waitHeartbeatSec,
+        dependsOn: [],
+      };
       vms.push({ vm, options, networks, testNetworks, pool });
     }
     if (problems.length > 0) {
       const text = problems.map((p) => p.message).join('; ');
-      throw new MamoriError('PLAN_INVALID', `plan ${spec.name} does not fit the sites${fresh ? '' : ` (as last seen at ${inventory.takenAt})`}, nothing was changed: ${text}`, { details: { problems } });
+      throw new MamoriError(
+        'PLAN_INVALID',
+        `plan ${spec.name} does not fit the sites${fresh ? '' : ` (as last seen at ${inventory.takenAt})`}, nothing was changed: ${text}`,
+        { details: { problems } },
+      );
     }
     return { spec, peer, inventory, inventoryFresh: fresh, vms, arrayGroups };
   }
@@ -207,18 +282,32 @@ export class PlanService {
   async #peerOf(spec: PlanSpec): Promise<string> {
     const peers = await this.#peers.list({ check: false });
     if (spec.protectedSite !== null) {
-      if (!peers.some((p) => p.name === spec.protectedSite)) throw new MamoriError('PLAN_INVALID', `protectedSite ${spec.protectedSite} is not a site paired with this one; see 'mamori site list'`, { details: { problems: [{ path: 'protectedSite', line: null, message: 'unknown site' }] } });
+      if (!peers.some((p) => p.name === spec.protectedSite))
+        throw new MamoriError(
+          'PLAN_INVALID',
+          `protectedSite ${spec.protectedSite} is not a site paired with this one; see 'mamori site list'`,
+          { details: { problems: [{ path: 'protectedSite', line: null, message: 'unknown site' }] } },
+        );
       return spec.protectedSite;
     }
     if (peers.length !== 1) {
-      throw new MamoriError('PLAN_INVALID', `this site has ${peers.length} paired sites: name the one the plan protects with protectedSite`, { details: { problems: [{ path: 'protectedSite', line: null, message: 'protectedSite needed' }] } });
+      throw new MamoriError(
+        'PLAN_INVALID',
+        `this site has ${peers.length} paired sites: name the one the plan protects with protectedSite`,
+        { details: { problems: [{ path: 'protectedSite', line: null, message: 'protectedSite needed' }] } },
+      );
     }
     return peers[0]!.name;
   }
 
   async #row(name: string): Promise<PlanRecord> {
     const r = await this.#plans.find(name);
-    if (!r) throw new MamoriError('PLAN_NOT_FOUND', `no recovery plan named ${JSON.stringify(name)} on this site; see 'mamori plan list'`, { details: { plan: name } });
+    if (!r)
+      throw new MamoriError(
+        'PLAN_NOT_FOUND',
+        `no recovery plan named ${JSON.stringify(name)} on this site; see 'mamori plan list'`,
+        { details: { plan: name } },
+      );
     return r;
   }
 }

@@ -16,23 +16,38 @@ export function checkPlanShape(input: unknown, source: string, problems: PlanPro
   /** Counts n values; `ahead`: values about to be visited, so a huge list is refused before it is walked. */
   const count = (n: number, ahead = 0): void => {
     nodes += n;
-    if (nodes + ahead > PLAN_LIMITS.nodes) throw planTooLarge(source, `a plan may hold at most ${PLAN_LIMITS.nodes} values`, { limit: 'nodes', max: PLAN_LIMITS.nodes });
+    if (nodes + ahead > PLAN_LIMITS.nodes)
+      throw planTooLarge(source, `a plan may hold at most ${PLAN_LIMITS.nodes} values`, {
+        limit: 'nodes',
+        max: PLAN_LIMITS.nodes,
+      });
   };
   const stack: { value: unknown; path: string; depth: number }[] = [{ value: input, path: '', depth: 1 }];
   while (stack.length > 0) {
     const { value, path, depth } = stack.pop()!;
     count(1);
     if (typeof value === 'string') {
-      if (value.length > PLAN_LIMITS.textChars) problems.add(path, `${path || 'the plan'} is ${value.length} characters long; text in a plan may be at most ${PLAN_LIMITS.textChars}`);
+      if (value.length > PLAN_LIMITS.textChars)
+        problems.add(
+          path,
+          `${path || 'the plan'} is ${value.length} characters long; text in a plan may be at most ${PLAN_LIMITS.textChars}`,
+        );
       continue;
     }
     if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') continue;
     if (typeof value !== 'object') {
-      problems.add(path, `${path || 'the plan'} is ${quote(value)}: a plan holds text, numbers, true or false, lists and mappings`);
+      problems.add(
+        path,
+        `${path || 'the plan'} is ${quote(value)}: a plan holds text, numbers, true or false, lists and mappings`,
+      );
       continue;
     }
     if (depth > PLAN_LIMITS.depth) {
-      throw planTooLarge(source, `a plan nests mappings and lists at most ${PLAN_LIMITS.depth} deep (${path || 'the top'} is deeper)`, { limit: 'depth', max: PLAN_LIMITS.depth });
+      throw planTooLarge(
+        source,
+        `a plan nests mappings and lists at most ${PLAN_LIMITS.depth} deep (${path || 'the top'} is deeper)`,
+        { limit: 'depth', max: PLAN_LIMITS.depth },
+      );
     }
     const children: { value: unknown; path: string; depth: number }[] = [];
     if (Array.isArray(value)) {
@@ -41,15 +56,26 @@ export function checkPlanShape(input: unknown, source: string, problems: PlanPro
     } else {
       const proto = Object.getPrototypeOf(value) as unknown;
       if (proto !== Object.prototype && proto !== null) {
-        problems.add(path, `${path || 'the plan'} is not plain data (a ${className(proto)}); a plan holds text, numbers, true or false, lists and mappings`);
+        problems.add(
+          path,
+          `${path || 'the plan'} is not plain data (a ${className(proto)}); a plan holds text, numbers, true or false, lists and mappings`,
+        );
         continue;
       }
       const keys = Object.keys(value);
       count(keys.length, keys.length);
       for (const key of keys) {
         const p = pathOf(path, key);
-        if (FORBIDDEN_KEYS.has(key)) problems.add(p, `key ${quote(key)} is not allowed${path ? ` in ${path}` : ''}: it is not a plan setting, and would change how the plan is read`);
-        else if (key.length > PLAN_LIMITS.textChars) problems.add(p, `a key${path ? ` in ${path}` : ''} is ${key.length} characters long; text in a plan may be at most ${PLAN_LIMITS.textChars}`);
+        if (FORBIDDEN_KEYS.has(key))
+          problems.add(
+            p,
+            `key ${quote(key)} is not allowed${path ? ` in ${path}` : ''}: it is not a plan setting, and would change how the plan is read`,
+          );
+        else if (key.length > PLAN_LIMITS.textChars)
+          problems.add(
+            p,
+            `a key${path ? ` in ${path}` : ''} is ${key.length} characters long; text in a plan may be at most ${PLAN_LIMITS.textChars}`,
+          );
         else children.push({ value: (value as Record<string, unknown>)[key], path: p, depth: depth + 1 });
       }
     }

@@ -22,10 +22,19 @@ interface Frame {
  * `problems`; a limit exceeded throws PLAN_TOO_LARGE. `lineAt` gets the line of every path
  * (a key's own line for its path).
  */
-export function readPlanYaml(text: string, source: string, problems: PlanProblems, lineAt: Map<string, number>): unknown {
+export function readPlanYaml(
+  text: string,
+  source: string,
+  problems: PlanProblems,
+  lineAt: Map<string, number>,
+): unknown {
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > PLAN_LIMITS.bytes) {
-    throw planTooLarge(source, `a plan may be at most ${PLAN_LIMITS.bytes} bytes of text (this one has ${bytes}); split it into smaller plans`, { limit: 'bytes', max: PLAN_LIMITS.bytes, actual: bytes });
+    throw planTooLarge(
+      source,
+      `a plan may be at most ${PLAN_LIMITS.bytes} bytes of text (this one has ${bytes}); split it into smaller plans`,
+      { limit: 'bytes', max: PLAN_LIMITS.bytes, actual: bytes },
+    );
   }
   const lines = new LineCounter();
   const lineOfNode = (node: unknown): number | null => {
@@ -39,14 +48,27 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
     doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
   } catch (e) {
     // The library reports what it finds in doc.errors; a throw is its own failure, still the plan's to fix.
-    throw new MamoriError('INVALID_INPUT', `the plan is not valid, nothing was changed: ${source}: the YAML could not be read (${short(String(e), 200)})`, { cause: e });
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `the plan is not valid, nothing was changed: ${source}: the YAML could not be read (${short(String(e), 200)})`,
+      { cause: e },
+    );
   }
   // The library's own bound (nesting deep enough to exhaust its stack) is ours too.
   if (doc.errors.some((e) => e.code === 'RESOURCE_EXHAUSTION')) {
-    throw planTooLarge(source, `a plan nests mappings and lists at most ${PLAN_LIMITS.depth} deep (this one nests too deep to read)`, { limit: 'depth', max: PLAN_LIMITS.depth });
+    throw planTooLarge(
+      source,
+      `a plan nests mappings and lists at most ${PLAN_LIMITS.depth} deep (this one nests too deep to read)`,
+      { limit: 'depth', max: PLAN_LIMITS.depth },
+    );
   }
   if (doc.errors.length > 0) {
-    for (const e of doc.errors) problems.add('', short(e.message.split('\n')[0] ?? '', 200), e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line);
+    for (const e of doc.errors)
+      problems.add(
+        '',
+        short(e.message.split('\n')[0] ?? '', 200),
+        e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line,
+      );
     return null;
   }
 
@@ -60,7 +82,11 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
   const count = (n: number, ahead = 0): void => {
     nodes += n;
     if (nodes + ahead > PLAN_LIMITS.nodes) {
-      throw planTooLarge(source, `a plan may hold at most ${PLAN_LIMITS.nodes} values, aliases counted each time they are used (an alias that repeats a large value multiplies it)`, { limit: 'nodes', max: PLAN_LIMITS.nodes });
+      throw planTooLarge(
+        source,
+        `a plan may hold at most ${PLAN_LIMITS.nodes} values, aliases counted each time they are used (an alias that repeats a large value multiplies it)`,
+        { limit: 'nodes', max: PLAN_LIMITS.nodes },
+      );
     }
   };
   /** The node an alias names, or null (a problem) when it names nothing or the value holding it. */
@@ -68,18 +94,29 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
     if (!isAlias(node)) return node;
     if (!aliases.has(node)) {
       if (aliases.size >= PLAN_LIMITS.aliases) {
-        throw planTooLarge(source, `a plan may use at most ${PLAN_LIMITS.aliases} aliases (*name)`, { limit: 'aliases', max: PLAN_LIMITS.aliases });
+        throw planTooLarge(source, `a plan may use at most ${PLAN_LIMITS.aliases} aliases (*name)`, {
+          limit: 'aliases',
+          max: PLAN_LIMITS.aliases,
+        });
       }
       aliases.set(node, node.resolve(doc));
     }
     const target = aliases.get(node);
     if (target === undefined) {
-      problems.add(frame.path, `alias *${short(node.source)} names no anchor (&${short(node.source)}) set before it`, lineOfNode(node));
+      problems.add(
+        frame.path,
+        `alias *${short(node.source)} names no anchor (&${short(node.source)}) set before it`,
+        lineOfNode(node),
+      );
       return null;
     }
     for (let up = frame.parent; up !== null; up = up.parent) {
       if (up.node === target) {
-        problems.add(frame.path, `alias *${short(node.source)} is inside the value it names, which would repeat without end`, lineOfNode(node));
+        problems.add(
+          frame.path,
+          `alias *${short(node.source)} is inside the value it names, which would repeat without end`,
+          lineOfNode(node),
+        );
         return null;
       }
     }
@@ -101,7 +138,11 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
     frame.node = node;
     if (isMap(node) || isSeq(node)) {
       if (frame.depth > PLAN_LIMITS.depth) {
-        throw planTooLarge(source, `a plan nests mappings and lists at most ${PLAN_LIMITS.depth} deep (${frame.path || 'the top'} is deeper)`, { limit: 'depth', max: PLAN_LIMITS.depth });
+        throw planTooLarge(
+          source,
+          `a plan nests mappings and lists at most ${PLAN_LIMITS.depth} deep (${frame.path || 'the top'} is deeper)`,
+          { limit: 'depth', max: PLAN_LIMITS.depth },
+        );
       }
     }
     const children: Frame[] = [];
@@ -115,7 +156,11 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
         const keyLine = lineOfNode(pair.key) ?? lineOfNode(pair.value);
         const k = isScalar(keyNode) ? keyNode.value : undefined;
         if (typeof k !== 'string' && typeof k !== 'number' && typeof k !== 'boolean') {
-          problems.add(frame.path, `a key${frame.path ? ` in ${frame.path}` : ''} must be a name (this one is ${isMap(keyNode) ? 'a mapping' : isSeq(keyNode) ? 'a list' : 'missing'})`, keyLine);
+          problems.add(
+            frame.path,
+            `a key${frame.path ? ` in ${frame.path}` : ''} must be a name (this one is ${isMap(keyNode) ? 'a mapping' : isSeq(keyNode) ? 'a list' : 'missing'})`,
+            keyLine,
+          );
           continue;
         }
         const key = String(k);
@@ -132,12 +177,25 @@ export function readPlanYaml(text: string, source: string, problems: PlanProblem
       const out: unknown[] = [];
       set(out);
       count(0, node.items.length);
-      node.items.forEach((item, i) => children.push({ node: item, path: pathOf(frame.path, i), depth: frame.depth + 1, parent: frame, into: out, key: i }));
+      node.items.forEach((item, i) =>
+        children.push({
+          node: item,
+          path: pathOf(frame.path, i),
+          depth: frame.depth + 1,
+          parent: frame,
+          into: out,
+          key: i,
+        }),
+      );
     } else if (isScalar(node)) {
       const v = node.value;
       if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') set(v);
       else {
-        problems.add(frame.path, `${frame.path || 'the plan'} is a kind of value plans do not use (${short(node.tag ?? typeof v)}); write text, a number, true or false`, line);
+        problems.add(
+          frame.path,
+          `${frame.path || 'the plan'} is a kind of value plans do not use (${short(node.tag ?? typeof v)}); write text, a number, true or false`,
+          line,
+        );
         set(null);
       }
     } else if (node === null || node === undefined) {

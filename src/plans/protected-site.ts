@@ -36,7 +36,14 @@ export class ProtectedSite {
   #log: Logger;
   #arrays: ArrayGroups;
 
-  constructor(deps: { db: Kysely<Database>; siteName: string; vms: VmService; replication: ReplicationService; log: Logger; arrays: ArrayGroups }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    siteName: string;
+    vms: VmService;
+    replication: ReplicationService;
+    log: Logger;
+    arrays: ArrayGroups;
+  }) {
     this.#replications = new ReplicationRepo(deps.db);
     this.#arrays = deps.arrays;
     this.#siteName = deps.siteName;
@@ -57,7 +64,14 @@ export class ProtectedSite {
       const { diskIds: _ids, configDriveDiskId: _cd, ...definition } = vm.definition;
       const replicated = replicatedDiskIds(vm.definition).length;
       vms.push({
-        id: vm.id, name: vm.name, state: vm.state, group: r.group, replicaId: r.replicaId, rpoSeconds: Math.round(r.rpoMs / 1000), keepPoints: r.keepPoints, definition,
+        id: vm.id,
+        name: vm.name,
+        state: vm.state,
+        group: r.group,
+        replicaId: r.replicaId,
+        rpoSeconds: Math.round(r.rpoMs / 1000),
+        keepPoints: r.keepPoints,
+        definition,
         disks: view.disks.slice(0, replicated).map((d, index) => ({ index, sizeBytes: d.sizeBytes, pool: 'default' })),
         lastHeartbeatAt: view.lastHeartbeatAt,
       });
@@ -72,16 +86,38 @@ export class ProtectedSite {
         const view = await this.#vms.view(vm);
         const { diskIds: _ids, configDriveDiskId: _cd, ...definition } = vm.definition;
         vms.push({
-          id: vm.id, name: vm.name, state: vm.state, group: g.name, replicaId: null, rpoSeconds: 0, keepPoints: 0, definition,
-          disks: disks.map((d) => ({ index: d.index, sizeBytes: d.sizeBytes, pool: 'default' })), lastHeartbeatAt: view.lastHeartbeatAt, arrayDisks: disks,
+          id: vm.id,
+          name: vm.name,
+          state: vm.state,
+          group: g.name,
+          replicaId: null,
+          rpoSeconds: 0,
+          keepPoints: 0,
+          definition,
+          disks: disks.map((d) => ({ index: d.index, sizeBytes: d.sizeBytes, pool: 'default' })),
+          lastHeartbeatAt: view.lastHeartbeatAt,
+          arrayDisks: disks,
         });
       }
       arrayGroups.push({
-        name: g.name, vms: m.members.map((x) => x.vm.name).sort(),
-        array: { peerArrayId: peers[0]?.arrayId ?? '', peerDeviceIds: peers.map((p) => p.deviceId), arrayId: g.binding.arrayId, deviceIds: g.binding.deviceIds, forced: g.binding.forced, rpoSeconds: g.binding.rpoSeconds ?? null },
+        name: g.name,
+        vms: m.members.map((x) => x.vm.name).sort(),
+        array: {
+          peerArrayId: peers[0]?.arrayId ?? '',
+          peerDeviceIds: peers.map((p) => p.deviceId),
+          arrayId: g.binding.arrayId,
+          deviceIds: g.binding.deviceIds,
+          forced: g.binding.forced,
+          rpoSeconds: g.binding.rpoSeconds ?? null,
+        },
       });
     }
-    return { site: this.#siteName, takenAt: new Date().toISOString(), groups: [...[...groups].map(([name, v]) => ({ name, vms: v })), ...arrayGroups], vms };
+    return {
+      site: this.#siteName,
+      takenAt: new Date().toISOString(),
+      groups: [...[...groups].map(([name, v]) => ({ name, vms: v })), ...arrayGroups],
+      vms,
+    };
   }
 
   /**
@@ -101,7 +137,10 @@ export class ProtectedSite {
     // No more cycles after this one: the next writes to this VM's disks are the recovery site's.
     const { id, time } = await this.#replication.finalSync(vmName);
     const point = { id, time };
-    this.#log.info({ vm: vmName, forced, point: point.id }, 'protected VM shut down and synced for a planned migration');
+    this.#log.info(
+      { vm: vmName, forced, point: point.id },
+      'protected VM shut down and synced for a planned migration',
+    );
     return { vm: vmName, forced, wasRunning, point, stoppedAt };
   }
 
@@ -114,22 +153,32 @@ export class ProtectedSite {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) return;
     const peer = await this.#replications.peerOf(vmId);
-    if (peer !== bySite && (await this.#arrays.groupOfVm(bySite, vmId)) === null) throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
-    if (!(await this.#vms.repo.markSuperseded({ vmId, generation, bySite, reason, at: new Date().toISOString() }))) return;
+    if (peer !== bySite && (await this.#arrays.groupOfVm(bySite, vmId)) === null)
+      throw new MamoriError('NOT_FOUND', `VM ${vm.name} does not replicate to ${bySite}`);
+    if (!(await this.#vms.repo.markSuperseded({ vmId, generation, bySite, reason, at: new Date().toISOString() })))
+      return;
     if (peer !== undefined) await this.#replication.setPaused(vm.name, true).catch(() => undefined);
     if (vm.state === 'running') {
       this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover while running here: pausing it');
-      await this.#vms.pause(vm.name).catch((e: unknown) => this.#log.error({ vm: vm.name, err: e }, 'could not pause a superseded VM'));
+      await this.#vms
+        .pause(vm.name)
+        .catch((e: unknown) => this.#log.error({ vm: vm.name, err: e }, 'could not pause a superseded VM'));
     } else {
       this.#log.warn({ vm: vm.name, generation, bySite }, 'VM superseded by a failover: it stays off');
     }
   }
 
-  async #protectedFor(peer: string, vmName: string): Promise<{ vm: { id: string; state: string }; arrayGroup: string | null }> {
+  async #protectedFor(
+    peer: string,
+    vmName: string,
+  ): Promise<{ vm: { id: string; state: string }; arrayGroup: string | null }> {
     const vm = await this.#vms.get(vmName);
     if ((await this.#replications.peerOf(vm.id)) === peer) return { vm, arrayGroup: null };
     const arrayGroup = await this.#arrays.groupOfVm(peer, vm.id);
-    if (arrayGroup === null) throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, { details: { vm: vmName } });
+    if (arrayGroup === null)
+      throw new MamoriError('VM_NOT_FOUND', `VM ${vmName} is not protected for site ${peer}`, {
+        details: { vm: vmName },
+      });
     return { vm, arrayGroup };
   }
 }

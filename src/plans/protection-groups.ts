@@ -45,14 +45,35 @@ export class ProtectionGroups {
    * protects every VM whose disks live on them (see ArrayGroups). Refused for an array the
    * compatibility guide does not support, unless forced.
    */
-  async createArray(name: string, input: { storage: string; arrayId?: string; deviceIds: string[]; peer: string; force: boolean; rpo?: string | null }): Promise<ProtectionGroupView> {
+  async createArray(
+    name: string,
+    input: {
+      storage: string;
+      arrayId?: string;
+      deviceIds: string[];
+      peer: string;
+      force: boolean;
+      rpo?: string | null;
+    },
+  ): Promise<ProtectionGroupView> {
     assertValidName('protection group', name);
     if (!this.#arrays) throw new Error('array-based groups are not wired');
-    if (await this.#row(name)) throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name`, { details: { group: name } });
+    if (await this.#row(name))
+      throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name`, {
+        details: { group: name },
+      });
     const binding = await this.#arrays.checkBinding(input);
     for (const g of await this.#arrays.bindings()) {
-      const shared = g.binding.storage === binding.storage && g.binding.arrayId === binding.arrayId ? g.binding.deviceIds.filter((d) => binding.deviceIds.includes(d)) : [];
-      if (shared.length > 0) throw new MamoriError('INVALID_INPUT', `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`, { details: { group: g.name } });
+      const shared =
+        g.binding.storage === binding.storage && g.binding.arrayId === binding.arrayId
+          ? g.binding.deviceIds.filter((d) => binding.deviceIds.includes(d))
+          : [];
+      if (shared.length > 0)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`,
+          { details: { group: g.name } },
+        );
     }
     await this.#repo.createArrayGroup(newShortId('pg'), name, binding, new Date().toISOString());
     await this.#arrays.scheduler.schedule(name);
@@ -61,11 +82,22 @@ export class ProtectionGroups {
 
   async create(name: string, vmNames: string[]): Promise<ProtectionGroupView> {
     assertValidName('protection group', name);
-    if (vmNames.length === 0) throw new MamoriError('INVALID_INPUT', `protection group ${name} needs at least one VM (--vm NAME)`);
-    if (await this.#row(name)) throw new MamoriError('GROUP_EXISTS', `a protection group named ${name} exists; pick another name or add VMs to it with 'mamori group add ${name} VM'`, { details: { group: name } });
+    if (vmNames.length === 0)
+      throw new MamoriError('INVALID_INPUT', `protection group ${name} needs at least one VM (--vm NAME)`);
+    if (await this.#row(name))
+      throw new MamoriError(
+        'GROUP_EXISTS',
+        `a protection group named ${name} exists; pick another name or add VMs to it with 'mamori group add ${name} VM'`,
+        { details: { group: name } },
+      );
     const members = await this.#members(vmNames, null);
     const id = newShortId('pg');
-    await this.#repo.createHostGroup(id, name, members.map((m) => m.id), new Date().toISOString());
+    await this.#repo.createHostGroup(
+      id,
+      name,
+      members.map((m) => m.id),
+      new Date().toISOString(),
+    );
     return this.get(name);
   }
 
@@ -82,8 +114,16 @@ export class ProtectionGroups {
     const g = await this.#require(name);
     assertHostBased(g);
     const view = await this.get(name);
-    if (!view.vms.includes(vmName)) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not in protection group ${name}`, { details: { group: name, vm: vmName } });
-    if (view.vms.length === 1) throw new MamoriError('INVALID_INPUT', `${vmName} is the last VM of protection group ${name}; delete the group instead`, { details: { group: name } });
+    if (!view.vms.includes(vmName))
+      throw new MamoriError('NOT_FOUND', `VM ${vmName} is not in protection group ${name}`, {
+        details: { group: name, vm: vmName },
+      });
+    if (view.vms.length === 1)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `${vmName} is the last VM of protection group ${name}; delete the group instead`,
+        { details: { group: name } },
+      );
     const vmId = await this.#vms.idOfName(vmName);
     if (vmId !== undefined) await this.#repo.removeVm(g.id, vmId);
     return this.get(name);
@@ -100,10 +140,23 @@ export class ProtectionGroups {
       const binding = g.arrayBinding;
       const m = await this.#arrays.membership(binding);
       const sync = await this.#arrays.scheduler.status(name);
-      return { name: g.name, kind: 'array', peer: binding.peer, vms: m.members.map((x) => x.vm.name).sort(), array: { ...binding, problems: m.problems, sync }, createdAt: g.createdAt };
+      return {
+        name: g.name,
+        kind: 'array',
+        peer: binding.peer,
+        vms: m.members.map((x) => x.vm.name).sort(),
+        array: { ...binding, problems: m.problems, sync },
+        createdAt: g.createdAt,
+      };
     }
     const rows = await this.#repo.members(g.id);
-    return { name: g.name, kind: 'host', peer: rows[0]?.peer ?? '', vms: rows.map((r) => r.vm), createdAt: g.createdAt };
+    return {
+      name: g.name,
+      kind: 'host',
+      peer: rows[0]?.peer ?? '',
+      vms: rows.map((r) => r.vm),
+      createdAt: g.createdAt,
+    };
   }
 
   async list(): Promise<ProtectionGroupView[]> {
@@ -113,28 +166,43 @@ export class ProtectionGroups {
 
   /** The VMs, checked: they exist, are replicated (all to one site), and are in no other group. */
   async #members(vmNames: string[], groupId: string | null, peer?: string): Promise<{ id: string; name: string }[]> {
-    if (new Set(vmNames).size !== vmNames.length) throw new MamoriError('INVALID_INPUT', 'a VM is named twice', { details: { vms: vmNames } });
+    if (new Set(vmNames).size !== vmNames.length)
+      throw new MamoriError('INVALID_INPUT', 'a VM is named twice', { details: { vms: vmNames } });
     const out: { id: string; name: string }[] = [];
     let target = peer;
     for (const vmName of vmNames) {
       const id = await this.#vms.idOfName(vmName);
       const vm = id === undefined ? undefined : { id, name: vmName };
-      if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM named ${JSON.stringify(vmName)} on this site; see 'mamori vm list'`, { details: { vm: vmName } });
+      if (!vm)
+        throw new MamoriError(
+          'VM_NOT_FOUND',
+          `no VM named ${JSON.stringify(vmName)} on this site; see 'mamori vm list'`,
+          { details: { vm: vmName } },
+        );
       const repPeer = await this.#replications.peerOf(vm.id);
       const rep = repPeer === undefined ? undefined : { peer: repPeer };
       if (!rep) {
-        throw new MamoriError('INVALID_INPUT', `VM ${vmName} is not replicated, so it cannot be protected; enable it first with 'mamori replicate enable ${vmName} --to SITE --rpo 5m'`,
-          { details: { vm: vmName } });
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `VM ${vmName} is not replicated, so it cannot be protected; enable it first with 'mamori replicate enable ${vmName} --to SITE --rpo 5m'`,
+          { details: { vm: vmName } },
+        );
       }
       if (target !== undefined && target !== '' && rep.peer !== target) {
-        throw new MamoriError('INVALID_INPUT', `VM ${vmName} replicates to ${rep.peer}, the group's other VMs to ${target}: a protection group recovers at one site`,
-          { details: { vm: vmName, peer: rep.peer, groupPeer: target } });
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `VM ${vmName} replicates to ${rep.peer}, the group's other VMs to ${target}: a protection group recovers at one site`,
+          { details: { vm: vmName, peer: rep.peer, groupPeer: target } },
+        );
       }
       target = rep.peer;
       const other = await this.#repo.groupOfVm(vm.id);
       if (other && other.id !== groupId) {
-        throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${other.name}; a VM is in at most one group (remove it there with 'mamori group remove ${other.name} ${vmName}')`,
-          { details: { vm: vmName, group: other.name } });
+        throw new MamoriError(
+          'VM_ALREADY_PROTECTED',
+          `VM ${vmName} is in protection group ${other.name}; a VM is in at most one group (remove it there with 'mamori group remove ${other.name} ${vmName}')`,
+          { details: { vm: vmName, group: other.name } },
+        );
       }
       out.push(vm);
     }
@@ -147,7 +215,12 @@ export class ProtectionGroups {
 
   async #require(name: string): Promise<GroupRow> {
     const g = await this.#row(name);
-    if (!g) throw new MamoriError('GROUP_NOT_FOUND', `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`, { details: { group: name } });
+    if (!g)
+      throw new MamoriError(
+        'GROUP_NOT_FOUND',
+        `no protection group named ${JSON.stringify(name)} on this site; see 'mamori group list'`,
+        { details: { group: name } },
+      );
     return g;
   }
 }
@@ -156,6 +229,10 @@ type GroupRow = ProtectionGroupRecord;
 
 function assertHostBased(g: GroupRow): void {
   if (g.arrayBinding !== null) {
-    throw new MamoriError('INVALID_INPUT', `protection group ${g.name} is array-based: it protects the VMs whose disks live on its devices; move a VM's disks onto or off the devices instead`, { details: { group: g.name } });
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `protection group ${g.name} is array-based: it protects the VMs whose disks live on its devices; move a VM's disks onto or off the devices instead`,
+      { details: { group: g.name } },
+    );
   }
 }

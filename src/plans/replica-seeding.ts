@@ -49,20 +49,37 @@ export class ReplicaSeeding {
     const existing = await this.#replicaRepo.findBySource(peer, vmId);
     if (existing && existing.promotedAt === null) return this.#replicas.get(existing.id);
     const vm = await this.#vms.repo.findById(vmId);
-    if (!vm) throw new MamoriError('VM_NOT_FOUND', `this site has neither the VM ${vmId} nor a replica of it from ${peer}: nothing to seed from (replicate it afresh instead)`, { details: { vmId, peer } });
+    if (!vm)
+      throw new MamoriError(
+        'VM_NOT_FOUND',
+        `this site has neither the VM ${vmId} nor a replica of it from ${peer}: nothing to seed from (replicate it afresh instead)`,
+        { details: { vmId, peer } },
+      );
     const sup = await this.#vms.repo.findSuperseded(vmId);
     if (!sup || sup.bySite !== peer) {
-      throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} was not failed over to ${peer}; only a superseded VM's disks can seed a reverse replica`, { details: { vm: vm.name } });
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `VM ${vm.name} was not failed over to ${peer}; only a superseded VM's disks can seed a reverse replica`,
+        { details: { vm: vm.name } },
+      );
     }
     if (!['stopped', 'crashed'].includes(vm.state)) {
-      throw new MamoriError('VM_RUNNING', `VM ${vm.name} is ${vm.state} here although ${peer} runs it now; stop it (its writes since the failover cannot be kept) before reprotecting`, { details: { vm: vm.name, state: vm.state } });
+      throw new MamoriError(
+        'VM_RUNNING',
+        `VM ${vm.name} is ${vm.state} here although ${peer} runs it now; stop it (its writes since the failover cannot be kept) before reprotecting`,
+        { details: { vm: vm.name, state: vm.state } },
+      );
     }
     const disks = await this.#disks.byIds(vm.definition.diskIds);
     const configDrive = disks.find((d) => d.id === vm.definition.configDriveDiskId);
     const ordered = replicatedDiskIds(vm.definition).map((id) => disks.find((d) => d.id === id)!);
     const seeds: ChainLayer[][] = [];
     for (const d of ordered) {
-      if (d.kind !== 'image') throw new MamoriError('RDM_PHYSICAL_REFUSED', `disk ${d.name} of ${vm.name} is a device mapping; reprotect seeds from image disks only`);
+      if (d.kind !== 'image')
+        throw new MamoriError(
+          'RDM_PHYSICAL_REFUSED',
+          `disk ${d.name} of ${vm.name} is a device mapping; reprotect seeds from image disks only`,
+        );
       seeds.push(await this.#layersOf(vm.id, d.path, d.format, d.overlays));
     }
     // What the old disks wrote after their last point (a disaster), read from their
@@ -71,10 +88,17 @@ export class ReplicaSeeding {
     const rep = replication?.peer === peer ? replication : undefined;
     const delta: SeedDelta = { disks: [] };
     for (const layers of seeds) {
-      delta.disks.push(await seedDiskDelta(layers, rep ? { generation: rep.generation, lastPointAt: rep.lastPointAt } : null).catch((e: unknown) => {
-        this.#log.warn({ vm: vm.name, err: e }, 'could not read what the old disk wrote after its last point; the first reverse cycle compares checksums for it');
-        return { known: false as const, reason: `its bitmap could not be read: ${(e as Error).message}` };
-      }));
+      delta.disks.push(
+        await seedDiskDelta(layers, rep ? { generation: rep.generation, lastPointAt: rep.lastPointAt } : null).catch(
+          (e: unknown) => {
+            this.#log.warn(
+              { vm: vm.name, err: e },
+              'could not read what the old disk wrote after its last point; the first reverse cycle compares checksums for it',
+            );
+            return { known: false as const, reason: `its bitmap could not be read: ${(e as Error).message}` };
+          },
+        ),
+      );
     }
     if (existing) {
       // The replica this VM was recovered from (promoted at its failover) is done as a replica;
@@ -83,7 +107,11 @@ export class ReplicaSeeding {
       await this.#replicaRepo.renameSource(existing.id, `${vmId}~retired-${existing.failoverGeneration}`);
     }
     const replica = await this.#replicas.create({
-      sourceSite: peer, sourceVmId: vm.id, vmName: vm.name, keepPoints: 24, seeds,
+      sourceSite: peer,
+      sourceVmId: vm.id,
+      vmName: vm.name,
+      keepPoints: 24,
+      seeds,
       disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
     });
     // Before the VM's rows go: a crash in between leaves no delta, which the peer takes as unknown (checksums).
@@ -91,20 +119,35 @@ export class ReplicaSeeding {
     // One transaction: a recovered VM's hold on its old replica's point passes to the replica it
     // now seeds; its disk rows go (a config drive is this VM's own and seeds nothing: it goes,
     // file and all, below), then its row.
-    await this.#replicaRepo.takeOverSeedVm(replica.id, vm.id, ordered.map((d) => d.id));
+    await this.#replicaRepo.takeOverSeedVm(
+      replica.id,
+      vm.id,
+      ordered.map((d) => d.id),
+    );
     if (configDrive) await rm(configDrive.path, { force: true });
-    this.#log.info({ vm: vm.name, replica: replica.id, peer }, 'superseded VM turned into the seed of a reverse replica');
+    this.#log.info(
+      { vm: vm.name, replica: replica.id, peer },
+      'superseded VM turned into the seed of a reverse replica',
+    );
     return replica;
   }
 
   /** A disk's layers bottom first: a VM recovered here sits on an overlay over a replica point. */
   async #layersOf(vmId: string, path: string, format: string, overlays: string[]): Promise<ChainLayer[]> {
-    const own: ChainLayer[] = [{ file: path, format: format === 'raw' ? 'raw' : 'qcow2' }, ...overlays.map((o) => ({ file: o, format: 'qcow2' as const }))];
+    const own: ChainLayer[] = [
+      { file: path, format: format === 'raw' ? 'raw' : 'qcow2' },
+      ...overlays.map((o) => ({ file: o, format: 'qcow2' as const })),
+    ];
     const rec = await this.#recovered.find(vmId);
     if (!rec) return own;
     // The overlay's backing is the point's chain in the old replica (read from its manifest).
     const diskPoints = await this.#replicaRepo.diskPointsOf(rec.replicaId, rec.pointId);
-    if (diskPoints === undefined) throw new MamoriError('NOT_FOUND', `the point ${rec.pointId} VM ${vmId} was recovered from is no longer on record in replica ${rec.replicaId}`, { details: { replica: rec.replicaId, pointId: rec.pointId } });
+    if (diskPoints === undefined)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `the point ${rec.pointId} VM ${vmId} was recovered from is no longer on record in replica ${rec.replicaId}`,
+        { details: { replica: rec.replicaId, pointId: rec.pointId } },
+      );
     const index = Number(/disk(\d+)\.qcow2$/.exec(path)?.[1] ?? 0);
     const chain = await ReplicaChain.open(join(this.#replicasRoot, rec.replicaId, `disk${index}`));
     return [...chain.point(diskPoints[index]!).layers, ...own];

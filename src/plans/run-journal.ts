@@ -7,7 +7,17 @@ import { MamoriError } from '../core/mamori-error.js';
 
 // The run's record types live in store/ (issue 20); re-exported for plans/ and the API.
 export { RUN_MODES } from '../store/records/plan-run-record.js';
-export type { RunMode, RunState, RunResult, RunStepKind, RunStepState, RunStep, RunVmOutcome, RunArrayState, PlanRun } from '../store/records/plan-run-record.js';
+export type {
+  RunMode,
+  RunState,
+  RunResult,
+  RunStepKind,
+  RunStepState,
+  RunStep,
+  RunVmOutcome,
+  RunArrayState,
+  PlanRun,
+} from '../store/records/plan-run-record.js';
 
 /**
  * The durable journal of plan runs: each step is written before it starts and after it
@@ -35,10 +45,12 @@ export class RunJournal {
     // A copy taken now: later changes to the live object belong to the next save.
     const snapshot: PlanRun = structuredClone(run);
     const prev = this.#writes.get(run.id) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(async () => {
-      // The row as written, not the live object: a listener sees what a reader of the journal would.
-      this.#saved.emit(run.id, await this.#repo.update(snapshot));
-    });
+    const next = prev
+      .catch(() => undefined)
+      .then(async () => {
+        // The row as written, not the live object: a listener sees what a reader of the journal would.
+        this.#saved.emit(run.id, await this.#repo.update(snapshot));
+      });
     this.#writes.set(run.id, next);
     return next;
   }
@@ -54,7 +66,10 @@ export class RunJournal {
 
   async get(id: string): Promise<PlanRun> {
     const r = await this.#repo.find(id);
-    if (!r) throw new MamoriError('RUN_NOT_FOUND', `no plan run ${id} on this site; see 'mamori plan history'`, { details: { run: id } });
+    if (!r)
+      throw new MamoriError('RUN_NOT_FOUND', `no plan run ${id} on this site; see 'mamori plan history'`, {
+        details: { run: id },
+      });
     return r;
   }
 

@@ -33,7 +33,6 @@ export interface StepOutcome {
   message?: string;
 }
 
-
 /**
  * What each kind of run step does. Every action is idempotent, which is its recovery rule:
  * a step cut by a crash is simply run again by `plan resume` —
@@ -59,8 +58,15 @@ export class RunStepActions {
   #peerContact: (peer: string) => PeerContact | null;
 
   constructor(deps: {
-    vms: VmService; replicas: ReplicaService; peers: SitePeers; recovery: VmRecovery; log: Logger; replication: ReplicationService;
-    seeding: ReplicaSeeding; peerRecovery: PeerRecovery; markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>;
+    vms: VmService;
+    replicas: ReplicaService;
+    peers: SitePeers;
+    recovery: VmRecovery;
+    log: Logger;
+    replication: ReplicationService;
+    seeding: ReplicaSeeding;
+    peerRecovery: PeerRecovery;
+    markSuperseded: (peer: string, vmId: string, generation: number, reason: string) => Promise<void>;
     arrays: ArrayRunActions;
     /** The peer watch's view of a paired site, for the data-loss bound; absent: the run's start stands in. */
     peerContact?: (peer: string) => PeerContact | null;
@@ -80,7 +86,12 @@ export class RunStepActions {
 
   async run(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     switch (step.kind) {
-      case 'array-test-start': case 'array-test-stop': case 'array-prepare-failover': case 'array-failover': case 'array-prepare-reverse': case 'array-reverse':
+      case 'array-test-start':
+      case 'array-test-stop':
+      case 'array-prepare-failover':
+      case 'array-failover':
+      case 'array-prepare-reverse':
+      case 'array-reverse':
         return this.#arrays.run(step, ctx);
       case 'cleanup-vm':
         await this.#recovery.remove(step.vmId!);
@@ -96,7 +107,9 @@ export class RunStepActions {
       case 'command':
         return this.#command(step, ctx);
       case 'seed-peer':
-        await (await this.#peer(ctx, 30_000)).request('POST', `/protection/vms/${encodeURIComponent(vmOf(ctx.plan, step.vm!).vm.id)}/seed-replica`, {});
+        await (
+          await this.#peer(ctx, 30_000)
+        ).request('POST', `/protection/vms/${encodeURIComponent(vmOf(ctx.plan, step.vm!).vm.id)}/seed-replica`, {});
         return { message: `${ctx.plan.peer} turned its superseded copy into the seed` };
       case 'replicate':
         return this.#replicate(step, ctx);
@@ -136,36 +149,60 @@ export class RunStepActions {
   async #replicate(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const v = vmOf(ctx.plan, step.vm!);
     const local = await this.#localVm(ctx, v.vm.name);
-    if (local === null) throw new MamoriError('VM_NOT_FOUND', `${v.vm.name} was not recovered at this site (run a planned or disaster recovery first)`);
-    const status = await this.#peerRecovery.replicateBack(ctx.plan.peer, local.id, { rpoSeconds: v.vm.rpoSeconds, keepPoints: v.vm.keepPoints, ...groupOf(v.vm) });
+    if (local === null)
+      throw new MamoriError(
+        'VM_NOT_FOUND',
+        `${v.vm.name} was not recovered at this site (run a planned or disaster recovery first)`,
+      );
+    const status = await this.#peerRecovery.replicateBack(ctx.plan.peer, local.id, {
+      rpoSeconds: v.vm.rpoSeconds,
+      keepPoints: v.vm.keepPoints,
+      ...groupOf(v.vm),
+    });
     return this.#reprotected(ctx, v, status);
   }
 
   #reprotected(ctx: StepContext, v: ResolvedPlan['vms'][number], status: ReplicationStatus): StepOutcome {
     const c = status.lastCycle;
     const diskBytes = v.vm.disks.reduce((n, d) => n + d.sizeBytes, 0);
-    if (c) ctx.run.vms[v.vm.name]!.reprotect = { mode: c.mode, bytesSent: c.bytesSent, diskBytes, bytesChanged: c.bytesChanged };
-    return { message: c ? `first cycle: ${c.mode}, ${c.bytesSent} bytes sent (${c.bytesChanged} marked changed) for ${diskBytes} bytes of disk` : 'replicating' };
+    if (c)
+      ctx.run.vms[v.vm.name]!.reprotect = {
+        mode: c.mode,
+        bytesSent: c.bytesSent,
+        diskBytes,
+        bytesChanged: c.bytesChanged,
+      };
+    return {
+      message: c
+        ? `first cycle: ${c.mode}, ${c.bytesSent} bytes sent (${c.bytesChanged} marked changed) for ${diskBytes} bytes of disk`
+        : 'replicating',
+    };
   }
 
   async #shutdownLocal(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const v = vmOf(ctx.plan, step.vm!);
     const local = await this.#localVm(ctx, v.vm.name);
-    if (local === null) throw new MamoriError('VM_NOT_FOUND', `${v.vm.name} does not run at this site; nothing to fail back`);
+    if (local === null)
+      throw new MamoriError('VM_NOT_FOUND', `${v.vm.name} does not run at this site; nothing to fail back`);
     const vm = (await this.#vms.repo.findById(local.id))!;
     let forced = false;
     if (vm.state === 'paused') await this.#vms.resume(vm.name);
-    if (!['stopped', 'crashed'].includes(vm.state)) forced = (await this.#vms.stop(vm.name, { timeoutSec: ctx.plan.spec.shutdownTimeoutSec })).forced;
+    if (!['stopped', 'crashed'].includes(vm.state))
+      forced = (await this.#vms.stop(vm.name, { timeoutSec: ctx.plan.spec.shutdownTimeoutSec })).forced;
     const out = ctx.run.vms[v.vm.name]!;
     out.protectedStoppedAt = new Date().toISOString();
     out.forcedOff = forced;
     const point = await this.#replication.finalSync(vm.name);
-    return { message: `${forced ? 'forced off after the shutdown timeout' : 'guest shut down'}; final sync point ${point.time}` };
+    return {
+      message: `${forced ? 'forced off after the shutdown timeout' : 'guest shut down'}; final sync point ${point.time}`,
+    };
   }
 
   async #promotePeer(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const v = vmOf(ctx.plan, step.vm!);
-    const { generation } = await (await this.#peer(ctx, 60_000)).request<{ generation: number }>('POST', `/recovery/vms/${encodeURIComponent(v.vm.id)}/promote`, {});
+    const { generation } = await (
+      await this.#peer(ctx, 60_000)
+    ).request<{ generation: number }>('POST', `/recovery/vms/${encodeURIComponent(v.vm.id)}/promote`, {});
     // This site's copy is superseded now: it stays off, as a failed-over protected VM would.
     await this.#markSuperseded(ctx.plan.peer, v.vm.id, generation, `failback by run ${ctx.run.id}`);
     return { message: `generation ${generation}; the copy here stays off` };
@@ -177,9 +214,21 @@ export class RunStepActions {
     // The VM as it runs here, on the networks it had at the peer before the failover.
     const definition = { ...(local?.definition ?? { ...v.vm.definition, diskIds: [] }) };
     const { diskIds: _d, configDriveDiskId: _c, ...def } = definition;
-    const vm = { ...v.vm, definition: { ...def, nics: def.nics.map((n, i) => ({ ...n, network: v.vm.definition.nics[i]?.network ?? 'none' })) } };
-    const r = await (await this.#peer(ctx, (v.options.waitHeartbeatSec + 300) * 1000)).request<PeerRecoveredVm>('POST', `/recovery/vms/${encodeURIComponent(v.vm.id)}/recover`, {
-      runId: ctx.run.id, runStartedAt: ctx.run.startedAt, vm, powerOn: v.options.powerOn, waitHeartbeatSec: v.options.waitHeartbeatSec,
+    const vm = {
+      ...v.vm,
+      definition: {
+        ...def,
+        nics: def.nics.map((n, i) => ({ ...n, network: v.vm.definition.nics[i]?.network ?? 'none' })),
+      },
+    };
+    const r = await (
+      await this.#peer(ctx, (v.options.waitHeartbeatSec + 300) * 1000)
+    ).request<PeerRecoveredVm>('POST', `/recovery/vms/${encodeURIComponent(v.vm.id)}/recover`, {
+      runId: ctx.run.id,
+      runStartedAt: ctx.run.startedAt,
+      vm,
+      powerOn: v.options.powerOn,
+      waitHeartbeatSec: v.options.waitHeartbeatSec,
     });
     const out = ctx.run.vms[v.vm.name]!;
     out.recoveredVmId = r.vmId;
@@ -191,13 +240,19 @@ export class RunStepActions {
       out.rtoSec = Math.round((Date.parse(r.heartbeatAt) - Date.parse(ctx.run.startedAt)) / 100) / 10;
     }
     await ctx.save();
-    return { message: `at ${ctx.plan.peer} from point ${r.point.time}${out.rtoSec !== undefined ? `; heartbeat after ${out.rtoSec} s` : ''}` };
+    return {
+      message: `at ${ctx.plan.peer} from point ${r.point.time}${out.rtoSec !== undefined ? `; heartbeat after ${out.rtoSec} s` : ''}`,
+    };
   }
 
   async #replicatePeer(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const v = vmOf(ctx.plan, step.vm!);
-    const status = await (await this.#peer(ctx, 3_600_000)).request<ReplicationStatus>('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/replicate-back`, {
-      rpoSeconds: v.vm.rpoSeconds, keepPoints: v.vm.keepPoints, ...groupOf(v.vm),
+    const status = await (
+      await this.#peer(ctx, 3_600_000)
+    ).request<ReplicationStatus>('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/replicate-back`, {
+      rpoSeconds: v.vm.rpoSeconds,
+      keepPoints: v.vm.keepPoints,
+      ...groupOf(v.vm),
     });
     return this.#reprotected(ctx, v, status);
   }
@@ -205,17 +260,28 @@ export class RunStepActions {
   async #shutdown(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const out = ctx.run.vms[step.vm!]!;
     try {
-      const peer = await this.#peers.client(ctx.plan.peer, { timeoutMs: (ctx.plan.spec.shutdownTimeoutSec + 600) * 1000 });
+      const peer = await this.#peers.client(ctx.plan.peer, {
+        timeoutMs: (ctx.plan.spec.shutdownTimeoutSec + 600) * 1000,
+      });
       // A disaster must not wait out the long shutdown-and-sync deadline on a site that is gone.
       if (ctx.run.mode === 'disaster') await peer.health(PEER_PROBE_MS);
-      const r = await peer.request<PreparedFailover>('POST', `/protection/vms/${encodeURIComponent(step.vm!)}/prepare-failover`, { shutdownTimeoutSec: ctx.plan.spec.shutdownTimeoutSec });
+      const r = await peer.request<PreparedFailover>(
+        'POST',
+        `/protection/vms/${encodeURIComponent(step.vm!)}/prepare-failover`,
+        { shutdownTimeoutSec: ctx.plan.spec.shutdownTimeoutSec },
+      );
       out.protectedStoppedAt = r.stoppedAt;
       out.forcedOff = r.forced;
-      return { message: `${r.wasRunning ? (r.forced ? 'forced off after the shutdown timeout' : 'guest shut down') : 'was already off'}; final sync point ${r.point?.time ?? 'none'}` };
+      return {
+        message: `${r.wasRunning ? (r.forced ? 'forced off after the shutdown timeout' : 'guest shut down') : 'was already off'}; final sync point ${r.point?.time ?? 'none'}`,
+      };
     } catch (e) {
       // A disaster recovery goes on without the protected site: it recovers from the last point.
       if (ctx.run.mode === 'disaster' && peerIsGone(e)) {
-        return { skipped: true, message: `warning: ${ctx.plan.peer} did not answer (${(e as MamoriError).code}); recovering from the newest point held here` };
+        return {
+          skipped: true,
+          message: `warning: ${ctx.plan.peer} did not answer (${(e as MamoriError).code}); recovering from the newest point held here`,
+        };
       }
       throw e;
     }
@@ -228,8 +294,13 @@ export class RunStepActions {
     // Tell the protected site now if it answers; otherwise it learns when it comes back
     // (its next cycle is refused with REPLICA_PROMOTED).
     try {
-      const peer = await this.#peers.client(ctx.plan.peer, { timeoutMs: ctx.run.mode === 'disaster' ? PEER_PROBE_MS : 10_000 });
-      await peer.request('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/superseded`, { generation, reason: `${ctx.run.mode} recovery by run ${ctx.run.id}` });
+      const peer = await this.#peers.client(ctx.plan.peer, {
+        timeoutMs: ctx.run.mode === 'disaster' ? PEER_PROBE_MS : 10_000,
+      });
+      await peer.request('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/superseded`, {
+        generation,
+        reason: `${ctx.run.mode} recovery by run ${ctx.run.id}`,
+      });
       return { message: `generation ${generation}; ${ctx.plan.peer} keeps its copy off` };
     } catch (e) {
       if (ctx.run.mode !== 'disaster') throw e;
@@ -242,11 +313,17 @@ export class RunStepActions {
     if (v.vm.arrayDisks) return this.#recoverFromArray(v, ctx);
     const test = ctx.run.mode === 'test';
     const replicaId = await this.#recovery.replicaOf(ctx.plan.peer, v.vm);
-    const pointId = ctx.run.options.pointTime === undefined ? null : await this.#pointAt(replicaId, ctx.run.options.pointTime);
+    const pointId =
+      ctx.run.options.pointTime === undefined ? null : await this.#pointAt(replicaId, ctx.run.options.pointTime);
     const ip = test ? v.options.testIp : v.options.recoveryIp;
     const r = await this.#recovery.recover(ctx.plan.peer, {
-      runId: ctx.run.id, mode: ctx.run.mode as 'test' | 'planned' | 'disaster', vm: v.vm, pointId,
-      networks: test ? v.testNetworks : v.networks, pool: v.pool, ip,
+      runId: ctx.run.id,
+      mode: ctx.run.mode as 'test' | 'planned' | 'disaster',
+      vm: v.vm,
+      pointId,
+      networks: test ? v.testNetworks : v.networks,
+      pool: v.pool,
+      ip,
     });
     const out = ctx.run.vms[v.vm.name]!;
     out.recoveredVmId = r.vmId;
@@ -278,11 +355,21 @@ export class RunStepActions {
    * heartbeat this site saw (at least) and to when the protected site was known gone (at most).
    * A VM shut down before the point (a planned run) loses nothing.
    */
-  #setDataLoss(ctx: StepContext, vm: ResolvedPlan['vms'][number]['vm'], out: PlanRun['vms'][string], pointTime: string, pointPrecisionSec: number): void {
+  #setDataLoss(
+    ctx: StepContext,
+    vm: ResolvedPlan['vms'][number]['vm'],
+    out: PlanRun['vms'][string],
+    pointTime: string,
+    pointPrecisionSec: number,
+  ): void {
     const d = dataLossBounds({
-      pointTime, pointPrecisionSec, protectedStoppedAt: out.protectedStoppedAt ?? null, lastHeartbeatAt: vm.lastHeartbeatAt,
+      pointTime,
+      pointPrecisionSec,
+      protectedStoppedAt: out.protectedStoppedAt ?? null,
+      lastHeartbeatAt: vm.lastHeartbeatAt,
       // Only a disaster run says the protected site is gone; a test run recovers beside a running VM.
-      peer: this.#peerContact(ctx.plan.peer), runStartedAt: ctx.run.mode === 'disaster' ? ctx.run.startedAt : null,
+      peer: this.#peerContact(ctx.plan.peer),
+      runStartedAt: ctx.run.mode === 'disaster' ? ctx.run.startedAt : null,
     });
     out.dataLoss = d;
     out.dataLossNote = dataLossBasis(d);
@@ -300,11 +387,21 @@ export class RunStepActions {
     const v = vmOf(ctx.plan, step.vm!);
     const out = ctx.run.vms[v.vm.name]!;
     if (!v.options.powerOn) return { message: 'left powered off, as the plan says' };
-    if (!out.recoveredVmId) throw new MamoriError('VM_NOT_FOUND', `${v.vm.name} was not recovered, so it cannot be powered on`);
+    if (!out.recoveredVmId)
+      throw new MamoriError('VM_NOT_FOUND', `${v.vm.name} was not recovered, so it cannot be powered on`);
     const started = Date.now();
-    const hbAt = await powerOnAndWait(this.#vms, out.recoveredVmId, v.options.waitHeartbeatSec, Date.parse(ctx.run.startedAt));
+    const hbAt = await powerOnAndWait(
+      this.#vms,
+      out.recoveredVmId,
+      v.options.waitHeartbeatSec,
+      Date.parse(ctx.run.startedAt),
+    );
     if (v.options.waitHeartbeatSec === 0) return { message: 'started; not waiting for a heartbeat' };
-    if (hbAt === null) throw new MamoriError('PROCESS_TIMEOUT', `${v.vm.name} gave no heartbeat within ${v.options.waitHeartbeatSec} s of power-on (serial line or guest agent)`);
+    if (hbAt === null)
+      throw new MamoriError(
+        'PROCESS_TIMEOUT',
+        `${v.vm.name} gave no heartbeat within ${v.options.waitHeartbeatSec} s of power-on (serial line or guest agent)`,
+      );
     out.heartbeatAt = hbAt;
     out.rtoSec = Math.round((Date.parse(hbAt) - Date.parse(ctx.run.startedAt)) / 100) / 10;
     await ctx.save();
@@ -312,7 +409,8 @@ export class RunStepActions {
     if (!ip) return { message: `heartbeat after ${out.rtoSec} s` };
     const vm = await this.#vms.repo.findById(out.recoveredVmId);
     const took = await waitGuestIp(this.#vms, vm!.name, ip.address, started + v.options.waitHeartbeatSec * 1000);
-    if (took === null) return { message: `warning: heartbeat after ${out.rtoSec} s, but the guest did not report taking ${ip.address}` };
+    if (took === null)
+      return { message: `warning: heartbeat after ${out.rtoSec} s, but the guest did not report taking ${ip.address}` };
     out.ip = took;
     await ctx.save();
     return { message: `heartbeat after ${out.rtoSec} s; the guest took ${took}` };
@@ -321,9 +419,18 @@ export class RunStepActions {
   async #command(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {
     const s = ctx.plan.spec.steps[step.planStep!]!;
     if (s.action.kind !== 'command') throw new Error('step is not a command');
-    const env = { ...process.env, MAMORI_RUN: ctx.run.id, MAMORI_PLAN: ctx.run.plan, MAMORI_MODE: ctx.run.mode, ...(step.vm ? { MAMORI_VM: step.vm } : {}) };
+    const env = {
+      ...process.env,
+      MAMORI_RUN: ctx.run.id,
+      MAMORI_PLAN: ctx.run.plan,
+      MAMORI_MODE: ctx.run.mode,
+      ...(step.vm ? { MAMORI_VM: step.vm } : {}),
+    };
     try {
-      const r = await runProcess(s.action.argv[0]!, s.action.argv.slice(1), { timeoutMs: s.action.timeoutSec * 1000, env });
+      const r = await runProcess(s.action.argv[0]!, s.action.argv.slice(1), {
+        timeoutMs: s.action.timeoutSec * 1000,
+        env,
+      });
       const tail = r.stdout.trim().split('\n').at(-1) ?? '';
       return { message: tail ? `exit 0: ${tail.slice(0, 200)}` : 'exit 0' };
     } catch (e) {

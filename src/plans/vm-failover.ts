@@ -17,7 +17,11 @@ const POLL_MS = 2_000;
 /** The plan a one-VM failover runs at the recovery site: made (or remade) for it. */
 export function failoverPlanName(vm: string): string {
   const name = `failover-${vm}`;
-  if (name.length > 63) throw new MamoriError('INVALID_INPUT', `${vm} is too long a name for the one-VM shortcut (plan names are at most 63 characters); write a recovery plan that names it in protectedVms`);
+  if (name.length > 63)
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `${vm} is too long a name for the one-VM shortcut (plan names are at most 63 characters); write a recovery plan that names it in protectedVms`,
+    );
   return name;
 }
 
@@ -62,21 +66,39 @@ export class VmFailover {
 
   async start(vmName: string, input: { planned: boolean; reverse?: boolean }): Promise<Job> {
     if (!input.planned) {
-      throw new MamoriError('INVALID_INPUT', 'only a planned failover starts here (both sites up: the VM is shut down and synced first). When this site is gone, run the recovery site\'s plan in disaster mode there (mamori plan run PLAN --mode disaster); to move a running VM with no downtime, use mamori vm migrate');
+      throw new MamoriError(
+        'INVALID_INPUT',
+        "only a planned failover starts here (both sites up: the VM is shut down and synced first). When this site is gone, run the recovery site's plan in disaster mode there (mamori plan run PLAN --mode disaster); to move a running VM with no downtime, use mamori vm migrate",
+      );
     }
     const vm = await this.#vms.get(vmName);
     const rep = await this.#replications.find(vm.id);
-    if (!rep) throw new MamoriError('VM_INVALID_STATE', `${vmName} is not replicated, so no site holds a replica to fail over to; enable it first: mamori replicate enable ${vmName} --to SITE`);
+    if (!rep)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `${vmName} is not replicated, so no site holds a replica to fail over to; enable it first: mamori replicate enable ${vmName} --to SITE`,
+      );
     const superseded = await this.#vms.repo.findSuperseded(vm.id);
-    if (superseded) throw new MamoriError('VM_SUPERSEDED', `${vmName} was already failed over to ${superseded.bySite}; it runs there now`);
+    if (superseded)
+      throw new MamoriError(
+        'VM_SUPERSEDED',
+        `${vmName} was already failed over to ${superseded.bySite}; it runs there now`,
+      );
     const plan = failoverPlanName(vmName);
     const active = (await this.#jobs.list({ kind: FAILOVER_JOB, target: `vm:${vm.id}`, limit: 1 }))[0];
-    if (active?.state === 'running') throw new MamoriError('VM_INVALID_STATE', `${vmName} is already failing over (job ${active.id})`);
+    if (active?.state === 'running')
+      throw new MamoriError('VM_INVALID_STATE', `${vmName} is already failing over (job ${active.id})`);
     await this.#peers.client(rep.peer);
     const reverse = input.reverse ?? true;
-    const job = await this.#jobs.create(FAILOVER_JOB, `vm:${vm.id}`, reverse ? ['failover', 'reprotect'] : ['failover']);
+    const job = await this.#jobs.create(
+      FAILOVER_JOB,
+      `vm:${vm.id}`,
+      reverse ? ['failover', 'reprotect'] : ['failover'],
+    );
     await this.#jobs.setContext(job.id, { vm: vmName, to: rep.peer, plan });
-    void this.#run(job.id, vmName, rep.peer, plan, reverse).catch((e: unknown) => this.#log.error({ job: job.id, err: e }, 'failover failed outside its steps'));
+    void this.#run(job.id, vmName, rep.peer, plan, reverse).catch((e: unknown) =>
+      this.#log.error({ job: job.id, err: e }, 'failover failed outside its steps'),
+    );
     return job;
   }
 
@@ -84,16 +106,34 @@ export class VmFailover {
     const runs: { failover?: RunSummary; reprotect?: RunSummary } = {};
     try {
       runs.failover = await this.#jobs.step(jobId, 'failover', () => this.#runAtPeer(jobId, peer, vm, 'planned', runs));
-      if (reverse) runs.reprotect = await this.#jobs.step(jobId, 'reprotect', () => this.#runAtPeer(jobId, peer, vm, 'reprotect', runs));
-      const result: VmFailoverResult = { vm, to: peer, plan, failover: runs.failover, reprotect: runs.reprotect ?? null };
+      if (reverse)
+        runs.reprotect = await this.#jobs.step(jobId, 'reprotect', () =>
+          this.#runAtPeer(jobId, peer, vm, 'reprotect', runs),
+        );
+      const result: VmFailoverResult = {
+        vm,
+        to: peer,
+        plan,
+        failover: runs.failover,
+        reprotect: runs.reprotect ?? null,
+      };
       await this.#jobs.succeed(jobId, result);
     } catch (e) {
-      await this.#jobs.fail(jobId, { code: (e as { code?: string }).code ?? 'INTERNAL', message: (e as Error).message });
+      await this.#jobs.fail(jobId, {
+        code: (e as { code?: string }).code ?? 'INTERNAL',
+        message: (e as Error).message,
+      });
     }
   }
 
   /** Starts the run at the recovery site and follows it (its summary in the job's context) to its end. */
-  async #runAtPeer(jobId: string, peer: string, vm: string, mode: 'planned' | 'reprotect', runs: object): Promise<RunSummary> {
+  async #runAtPeer(
+    jobId: string,
+    peer: string,
+    vm: string,
+    mode: 'planned' | 'reprotect',
+    runs: object,
+  ): Promise<RunSummary> {
     const client = await this.#peers.client(peer, { timeoutMs: 60_000 });
     const started = await client.request<RunSummary>('POST', '/recovery/vm-failover', { vm, mode });
     for (;;) {
@@ -105,7 +145,11 @@ export class VmFailover {
       if (s.state === 'running') continue;
       if (s.state === 'done' && (s.result === 'success' || s.result === 'warnings')) return s;
       const failed = s.vms.find((v) => v.error)?.error;
-      throw new MamoriError('RUN_FAILED', `the ${mode} run ${s.run} at ${peer} ended ${s.result ?? s.state}${failed ? `: ${failed}` : ''}; see 'mamori plan report ${s.run}' there (a cut run resumes with 'mamori plan resume ${s.run}')`, { details: { run: s.run, site: peer } });
+      throw new MamoriError(
+        'RUN_FAILED',
+        `the ${mode} run ${s.run} at ${peer} ended ${s.result ?? s.state}${failed ? `: ${failed}` : ''}; see 'mamori plan report ${s.run}' there (a cut run resumes with 'mamori plan resume ${s.run}')`,
+        { details: { run: s.run, site: peer } },
+      );
     }
   }
 }
@@ -114,21 +158,39 @@ export class VmFailover {
  * The recovery site's half, called by the protected site with its site token: the one-VM
  * plan applied (checked against both sites like any plan) and run.
  */
-export async function startPeerFailover(deps: { plans: PlanService; runner: PlanRunner }, peer: string, input: { vm: string; mode: 'planned' | 'reprotect' }): Promise<RunSummary> {
+export async function startPeerFailover(
+  deps: { plans: PlanService; runner: PlanRunner },
+  peer: string,
+  input: { vm: string; mode: 'planned' | 'reprotect' },
+): Promise<RunSummary> {
   const name = failoverPlanName(input.vm);
   if (input.mode === 'planned') {
-    await deps.plans.apply({
-      spec: { name, description: `made by 'mamori vm failover ${input.vm} --planned' at ${peer}`, protectedSite: peer, protectedVms: [input.vm] },
-    }, { mayRunCommands: false });
+    await deps.plans.apply(
+      {
+        spec: {
+          name,
+          description: `made by 'mamori vm failover ${input.vm} --planned' at ${peer}`,
+          protectedSite: peer,
+          protectedVms: [input.vm],
+        },
+      },
+      { mayRunCommands: false },
+    );
   }
   const plan = await deps.plans.get(name);
-  if (plan.protectedSite !== peer) throw new MamoriError('FORBIDDEN', `plan ${name} protects ${plan.protectedSite}, not ${peer}`);
+  if (plan.protectedSite !== peer)
+    throw new MamoriError('FORBIDDEN', `plan ${name} protects ${plan.protectedSite}, not ${peer}`);
   return summarizeRun(await deps.runner.start(name, input.mode));
 }
 
-export async function peerFailoverRun(deps: { runner: PlanRunner; plans: PlanService }, peer: string, runId: string): Promise<RunSummary> {
+export async function peerFailoverRun(
+  deps: { runner: PlanRunner; plans: PlanService },
+  peer: string,
+  runId: string,
+): Promise<RunSummary> {
   const run: PlanRun = await deps.runner.get(runId);
   const plan = await deps.plans.get(run.plan).catch(() => null);
-  if (!plan || plan.protectedSite !== peer || !run.plan.startsWith('failover-')) throw new MamoriError('RUN_NOT_FOUND', `no failover run ${runId} for ${peer} here`);
+  if (!plan || plan.protectedSite !== peer || !run.plan.startsWith('failover-'))
+    throw new MamoriError('RUN_NOT_FOUND', `no failover run ${runId} for ${peer} here`);
   return summarizeRun(run);
 }

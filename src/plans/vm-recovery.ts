@@ -54,7 +54,12 @@ export class VmRecovery {
   #vms: VmService;
   #poolDir: (pool: string) => string;
 
-  constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; vms: VmService; poolDir: (pool: string) => string }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    replicas: ReplicaService;
+    vms: VmService;
+    poolDir: (pool: string) => string;
+  }) {
     this.#recovered = new RecoveredVmRepo(deps.db);
     this.#replicaRepo = new ReplicaRepo(deps.db);
     this.#replicas = deps.replicas;
@@ -65,7 +70,10 @@ export class VmRecovery {
   /** The replica of a protected VM at this site. */
   async replicaOf(peer: string, vm: ProtectedVm): Promise<string> {
     const r = await this.#replicaRepo.findIdBySource(peer, vm.id);
-    if (r === undefined) throw new MamoriError('NOT_FOUND', `this site holds no replica of ${vm.name} from ${peer}`, { details: { vm: vm.name, peer } });
+    if (r === undefined)
+      throw new MamoriError('NOT_FOUND', `this site holds no replica of ${vm.name} from ${peer}`, {
+        details: { vm: vm.name, peer },
+      });
     return r;
   }
 
@@ -80,9 +88,17 @@ export class VmRecovery {
     if (done) return done;
     const replicaId = await this.replicaOf(peer, input.vm);
     const { point, files } = await this.#replicas.pointFiles(replicaId, input.pointId);
-    if (files.length !== input.vm.disks.length) throw new MamoriError('IMAGE_CORRUPT', `the replica of ${input.vm.name} has ${files.length} disks, the VM ${input.vm.disks.length}`);
+    if (files.length !== input.vm.disks.length)
+      throw new MamoriError(
+        'IMAGE_CORRUPT',
+        `the replica of ${input.vm.name} has ${files.length} disks, the VM ${input.vm.disks.length}`,
+      );
     if (await this.#vms.repo.findByName(input.vm.name)) {
-      throw new MamoriError('VM_EXISTS', `a VM named ${input.vm.name} already exists at this site; delete or rename it (or clean up an earlier test) before recovering`, { details: { vm: input.vm.name } });
+      throw new MamoriError(
+        'VM_EXISTS',
+        `a VM named ${input.vm.name} already exists at this site; delete or rename it (or clean up an earlier test) before recovering`,
+        { details: { vm: input.vm.name } },
+      );
     }
     // A test copy gets its own identity; a failover keeps the VM's (UUID, MACs) as SRM does.
     const vmId = input.mode === 'test' ? newUuid() : input.vm.id;
@@ -103,18 +119,52 @@ export class VmRecovery {
         // point on, so that first reverse cycle (generation 0) sends only that, not a resync.
         if (input.mode !== 'test') await editImageBitmap(path, bitmapName(0), [{ op: 'add' }]);
         disks.push({
-          id: newShortId('disk'), name: `${input.vm.name}-${input.mode === 'test' ? 'test-' : ''}disk${i}`, pool: input.pool, kind: 'image', format: 'qcow2', path,
-          sizeBytes: input.vm.disks[i]!.sizeBytes, rdmMode: null, shared: false, vmId, ownedByVm: true, createdAt: now, overlays: [],
+          id: newShortId('disk'),
+          name: `${input.vm.name}-${input.mode === 'test' ? 'test-' : ''}disk${i}`,
+          pool: input.pool,
+          kind: 'image',
+          format: 'qcow2',
+          path,
+          sizeBytes: input.vm.disks[i]!.sizeBytes,
+          rdmMode: null,
+          shared: false,
+          vmId,
+          ownedByVm: true,
+          createdAt: now,
+          overlays: [],
         });
       }
       const nics = input.vm.definition.nics.map((n, i) => ({ ...n, network: input.networks[i] ?? 'none' }));
-      if (input.ip) disks.push(await recoveryConfigDrive({ dir, vmName: input.vm.name, vmId, runId: input.runId, test: input.mode === 'test', nics, ip: input.ip, pool: input.pool, made }));
+      if (input.ip)
+        disks.push(
+          await recoveryConfigDrive({
+            dir,
+            vmName: input.vm.name,
+            vmId,
+            runId: input.runId,
+            test: input.mode === 'test',
+            nics,
+            ip: input.ip,
+            pool: input.pool,
+            made,
+          }),
+        );
       const def: VmDefinition = {
-        ...input.vm.definition, id: vmId, name: input.vm.name, nics, diskIds: disks.map((d) => d.id),
+        ...input.vm.definition,
+        id: vmId,
+        name: input.vm.name,
+        nics,
+        diskIds: disks.map((d) => d.id),
         ...(input.ip ? { configDriveDiskId: disks.at(-1)!.id } : {}),
       };
       // One transaction: the VM, its disks, the hold on the point and the record of the run.
-      await this.#recovered.create({ def, disks, now, hold: true, record: { runId: input.runId, mode: input.mode, replicaId, pointId: point.id, sourceVmId: input.vm.id } });
+      await this.#recovered.create({
+        def,
+        disks,
+        now,
+        hold: true,
+        record: { runId: input.runId, mode: input.mode, replicaId, pointId: point.id, sourceVmId: input.vm.id },
+      });
     } catch (e) {
       for (const f of made) await rm(f, { force: true });
       throw e;
@@ -134,7 +184,9 @@ export class VmRecovery {
     if (!rec) return;
     await this.#recovered.delete(vmId);
     // Files an interrupted recover step left go with the folder.
-    if (!(await this.#recovered.runHasVms(rec.runId))) for (const pool of SITE_POOLS) await rm(join(this.#poolDir(pool), 'recovered', rec.runId), { recursive: true, force: true });
+    if (!(await this.#recovered.runHasVms(rec.runId)))
+      for (const pool of SITE_POOLS)
+        await rm(join(this.#poolDir(pool), 'recovered', rec.runId), { recursive: true, force: true });
   }
 }
 
@@ -144,17 +196,45 @@ export class VmRecovery {
  * caller removes it if the recovery fails.
  */
 export async function recoveryConfigDrive(input: {
-  dir: string; vmName: string; vmId: string; runId: string; test: boolean; nics: { mac: string }[]; ip: IpCustomization; pool: string; made: string[];
+  dir: string;
+  vmName: string;
+  vmId: string;
+  runId: string;
+  test: boolean;
+  nics: { mac: string }[];
+  ip: IpCustomization;
+  pool: string;
+  made: string[];
 }): Promise<DiskRecord> {
   const first = input.nics[0];
   if (!first) throw new MamoriError('INVALID_INPUT', `${input.vmName} has no NIC to put the customized IP on`);
   await mkdir(input.dir, { recursive: true });
   const path = join(input.dir, `${input.vmName}-cidata.iso`);
   input.made.push(path);
-  const iface: NoCloudInterface = { mac: first.mac, address: input.ip.address, ...(input.ip.gateway ? { gateway: input.ip.gateway } : {}), ...(input.ip.dns ? { dns: input.ip.dns } : {}) };
-  await writeNoCloudDrive(path, { instanceId: `${input.vmId}-${input.runId}`, hostname: input.vmName, interfaces: [iface] });
+  const iface: NoCloudInterface = {
+    mac: first.mac,
+    address: input.ip.address,
+    ...(input.ip.gateway ? { gateway: input.ip.gateway } : {}),
+    ...(input.ip.dns ? { dns: input.ip.dns } : {}),
+  };
+  await writeNoCloudDrive(path, {
+    instanceId: `${input.vmId}-${input.runId}`,
+    hostname: input.vmName,
+    interfaces: [iface],
+  });
   return {
-    id: newShortId('disk'), name: `${input.vmName}-${input.test ? 'test-' : ''}cidata`, pool: input.pool, kind: 'image', format: 'raw', path,
-    sizeBytes: (await stat(path)).size, rdmMode: null, shared: false, vmId: input.vmId, ownedByVm: true, createdAt: new Date().toISOString(), overlays: [],
+    id: newShortId('disk'),
+    name: `${input.vmName}-${input.test ? 'test-' : ''}cidata`,
+    pool: input.pool,
+    kind: 'image',
+    format: 'raw',
+    path,
+    sizeBytes: (await stat(path)).size,
+    rdmMode: null,
+    shared: false,
+    vmId: input.vmId,
+    ownedByVm: true,
+    createdAt: new Date().toISOString(),
+    overlays: [],
   };
 }

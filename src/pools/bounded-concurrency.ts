@@ -2,7 +2,11 @@
  * Runs `fn` over `items` with at most `limit` at a time (View Composer's provisioning and
  * maintenance limits). The first failure stops new work, waits for what runs, and is thrown.
  */
-export async function runWithConcurrency<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function runWithConcurrency<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   let failure: { error: unknown } | null = null;
   const worker = async (): Promise<void> => {

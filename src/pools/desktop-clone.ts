@@ -27,7 +27,13 @@ export interface DesktopFiles {
   identity: string;
 }
 
-export function desktopFiles(storageDir: string, pool: string, name: string, spec: Pick<PoolSpec, 'persistentDiskBytes' | 'disposableDiskBytes'>, osDisks: number): DesktopFiles {
+export function desktopFiles(
+  storageDir: string,
+  pool: string,
+  name: string,
+  spec: Pick<PoolSpec, 'persistentDiskBytes' | 'disposableDiskBytes'>,
+  osDisks: number,
+): DesktopFiles {
   const dir = join(storageDir, 'desktops', pool, name);
   return {
     dir,
@@ -47,7 +53,14 @@ async function placeImage(path: string, bytes: Buffer, durable: boolean): Promis
 }
 
 async function qcow2(path: string, opts: { backing?: string; sizeBytes?: number; durable?: boolean }): Promise<void> {
-  await placeImage(path, await qcow2Template({ ...(opts.backing ? { backing: opts.backing } : {}), ...(opts.sizeBytes !== undefined ? { sizeBytes: opts.sizeBytes } : {}) }), opts.durable !== false);
+  await placeImage(
+    path,
+    await qcow2Template({
+      ...(opts.backing ? { backing: opts.backing } : {}),
+      ...(opts.sizeBytes !== undefined ? { sizeBytes: opts.sizeBytes } : {}),
+    }),
+    opts.durable !== false,
+  );
 }
 
 /** New OS overlays on the replica: a fresh desktop, or one refreshed to the replica's state. */
@@ -67,8 +80,16 @@ export async function writeDisposableDisk(files: DesktopFiles, sizeBytes: number
  * written only after it.
  */
 export async function buildDesktop(input: {
-  files: DesktopFiles; vmId: string; name: string; pool: string; storage: string; spec: PoolSpec;
-  master: VmDefinition; replica: string[]; replicaSizes: number[]; durable?: boolean;
+  files: DesktopFiles;
+  vmId: string;
+  name: string;
+  pool: string;
+  storage: string;
+  spec: PoolSpec;
+  master: VmDefinition;
+  replica: string[];
+  replicaSizes: number[];
+  durable?: boolean;
   /** The static address reserved for this desktop (pool-addresses.ts), when the pool's network is static. */
   address?: string;
 }): Promise<{ disks: DiskRecord[]; def: VmDefinition }> {
@@ -76,38 +97,65 @@ export async function buildDesktop(input: {
   const durable = input.durable !== false;
   await mkdir(files.dir, { recursive: true });
   await writeOsDisks(files, input.replica, durable);
-  if (files.persistent && spec.persistentDiskBytes !== null) await qcow2(files.persistent, { sizeBytes: spec.persistentDiskBytes, durable });
+  if (files.persistent && spec.persistentDiskBytes !== null)
+    await qcow2(files.persistent, { sizeBytes: spec.persistentDiskBytes, durable });
   if (spec.disposableDiskBytes !== null) await writeDisposableDisk(files, spec.disposableDiskBytes, durable);
   const nics = input.master.nics.map((n) => ({ ...n, mac: newMacAddress() }));
   // The VM's id as instance-id: stable through refresh and recompose, so the guest does not customize twice.
-  const seed = { instanceId: input.vmId, hostname: input.name, interfaces: seedInterfaces(spec, nics[0]?.mac, input.address) };
+  const seed = {
+    instanceId: input.vmId,
+    hostname: input.name,
+    interfaces: seedInterfaces(spec, nics[0]?.mac, input.address),
+  };
   let identity: Buffer;
   if (spec.guestOs === 'windows') {
     const script = windowsCustomizationScript(spec, input.name);
     identity = noCloudImage({ ...seed, userData: script, files: { [WINDOWS_CUSTOMIZE_SCRIPT]: script } });
   } else {
     const script = customizationScript(spec, input.name);
-    identity = noCloudImage({ ...seed, cloudConfig: customizationCloudConfig(script), files: { [CUSTOMIZE_SCRIPT]: script } });
+    identity = noCloudImage({
+      ...seed,
+      cloudConfig: customizationCloudConfig(script),
+      files: { [CUSTOMIZE_SCRIPT]: script },
+    });
   }
   await placeImage(files.identity, identity, durable);
   // The rows are written next: the files they name must survive a power cut first.
   if (durable) await syncDirectory(files.dir);
   const now = new Date().toISOString();
   const disk = (name: string, path: string, format: 'qcow2' | 'raw', sizeBytes: number): DiskRecord => ({
-    id: newShortId('disk'), name, pool: input.storage, kind: 'image', format, path, sizeBytes, rdmMode: null, shared: false,
-    vmId: input.vmId, ownedByVm: true, createdAt: now, overlays: [],
+    id: newShortId('disk'),
+    name,
+    pool: input.storage,
+    kind: 'image',
+    format,
+    path,
+    sizeBytes,
+    rdmMode: null,
+    shared: false,
+    vmId: input.vmId,
+    ownedByVm: true,
+    createdAt: now,
+    overlays: [],
   });
   const disks = [
     ...files.os.map((p, i) => disk(`${input.name}-os${i}`, p, 'qcow2', input.replicaSizes[i]!)),
-    ...(files.persistent ? [disk(`${input.name}-persistent`, files.persistent, 'qcow2', spec.persistentDiskBytes!)] : []),
-    ...(files.disposable ? [disk(`${input.name}-disposable`, files.disposable, 'qcow2', spec.disposableDiskBytes!)] : []),
+    ...(files.persistent
+      ? [disk(`${input.name}-persistent`, files.persistent, 'qcow2', spec.persistentDiskBytes!)]
+      : []),
+    ...(files.disposable
+      ? [disk(`${input.name}-disposable`, files.disposable, 'qcow2', spec.disposableDiskBytes!)]
+      : []),
     disk(`${input.name}-identity`, files.identity, 'raw', (await stat(files.identity)).size),
   ];
   const { configDriveDiskId: _c, ...hardware } = input.master;
   const def: VmDefinition = {
-    ...hardware, id: input.vmId, name: input.name,
+    ...hardware,
+    id: input.vmId,
+    name: input.name,
     nics,
-    diskIds: disks.map((d) => d.id), configDriveDiskId: disks.at(-1)!.id,
+    diskIds: disks.map((d) => d.id),
+    configDriveDiskId: disks.at(-1)!.id,
   };
   return { disks, def };
 }
@@ -117,8 +165,16 @@ function seedInterfaces(spec: PoolSpec, mac: string | undefined, address: string
   const net = spec.network;
   if (!net || mac === undefined) return [];
   if (net.mode === 'dhcp') return [{ mac, address: 'dhcp' }];
-  if (address === undefined) throw new Error('a desktop of a pool with static addresses is built without its reserved address');
-  return [{ mac, address: `${address}/${net.prefix}`, ...(net.gateway ? { gateway: net.gateway } : {}), ...(net.dns.length > 0 ? { dns: net.dns } : {}) }];
+  if (address === undefined)
+    throw new Error('a desktop of a pool with static addresses is built without its reserved address');
+  return [
+    {
+      mac,
+      address: `${address}/${net.prefix}`,
+      ...(net.gateway ? { gateway: net.gateway } : {}),
+      ...(net.dns.length > 0 ? { dns: net.dns } : {}),
+    },
+  ];
 }
 
 export async function removeDesktopFiles(files: DesktopFiles): Promise<void> {

@@ -60,7 +60,10 @@ export function customizationScript(spec: PoolSpec, desktop: string): string {
 
 /** cloud-config for guests with cloud-init: new SSH host keys, a new machine-id, then the script once. */
 export function customizationCloudConfig(script: string): string {
-  const indented = script.split('\n').map((l) => (l ? `      ${l}` : '')).join('\n');
+  const indented = script
+    .split('\n')
+    .map((l) => (l ? `      ${l}` : ''))
+    .join('\n');
   return [
     'ssh_deletekeys: true',
     'bootcmd:',
@@ -83,26 +86,38 @@ export type DesktopState = 'provisioned' | 'customizing' | 'ready' | 'customizat
  * The desktop's customization state from its serial log (the newest boot: the log starts
  * afresh at each start). `booted`: whether the VM ever ran since it was (re)built.
  */
-export function customizationState(serial: string, booted: boolean, spec: Pick<PoolSpec, 'licenseCommand' | 'kmsHost'>): { state: DesktopState; message: string | null } {
-  const reports = [...serial.matchAll(/mamori-guest customize (\S+)(.*)$/gm)].map((m) => ({ what: m[1]!, rest: m[2]!.trim() }));
+export function customizationState(
+  serial: string,
+  booted: boolean,
+  spec: Pick<PoolSpec, 'licenseCommand' | 'kmsHost'>,
+): { state: DesktopState; message: string | null } {
+  const reports = [...serial.matchAll(/mamori-guest customize (\S+)(.*)$/gm)].map((m) => ({
+    what: m[1]!,
+    rest: m[2]!.trim(),
+  }));
   const last = reports.at(-1);
   if (!last) return { state: booted ? 'customizing' : 'provisioned', message: null };
   if (last.what === 'done') return { state: 'ready', message: null };
   if (last.what === 'license-failed') {
     const f = fields(last.rest);
     if (spec.kmsHost) return { state: 'customization-failed', message: kmsFailure(spec.kmsHost, f) };
-    const cause = f['cause'] === 'timeout'
-      ? `the registration command did not finish within ${f['timeout']} s`
-      : `the registration command failed (${f['cause'] ?? 'unknown'}) after ${f['seconds']} s${f['output'] ? `: ${f['output']}` : ''}`;
+    const cause =
+      f['cause'] === 'timeout'
+        ? `the registration command did not finish within ${f['timeout']} s`
+        : `the registration command failed (${f['cause'] ?? 'unknown'}) after ${f['seconds']} s${f['output'] ? `: ${f['output']}` : ''}`;
     return {
       state: 'customization-failed',
-      message: `Failed to activate software license: ${cause} (${spec.licenseCommand ?? 'no command'}). ` +
+      message:
+        `Failed to activate software license: ${cause} (${spec.licenseCommand ?? 'no command'}). ` +
         'Check that the desktops reach the licensing server, or recreate the pool with --skip-license-activation for a lab without one',
     };
   }
   if (last.what === 'failed') {
     const f = fields(last.rest);
-    return { state: 'customization-failed', message: `customization command ${f['command']} failed${f['output'] ? `: ${f['output']}` : ''}; fix it and refresh the desktop` };
+    return {
+      state: 'customization-failed',
+      message: `customization command ${f['command']} failed${f['output'] ? `: ${f['output']}` : ''}; fix it and refresh the desktop`,
+    };
   }
   return { state: 'customizing', message: null };
 }
@@ -110,13 +125,16 @@ export function customizationState(serial: string, booted: boolean, spec: Pick<P
 /** View Composer's words for a failed KMS activation, with the cause the desktop reported and the remedy. */
 function kmsFailure(kmsHost: string, f: Record<string, string>): string {
   const [, port] = splitHostPort(kmsHost);
-  const cause = f['cause'] === 'kms-unreachable'
-    ? `the KMS host ${kmsHost} is unreachable from the desktop (no TCP connection to port ${port})`
-    : f['cause'] === 'timeout'
-      ? `activation against the KMS host ${kmsHost} did not finish within ${f['timeout']} s`
-      : `slmgr /ato against the KMS host ${kmsHost} failed (${f['cause'] ?? 'unknown'}) after ${f['seconds']} s${f['output'] ? `: ${f['output']}` : ''}`;
-  return `Failed to activate software license: ${cause}. Check that the desktops reach the KMS host on TCP ${port} and that the master holds a KMS client key (GVLK), ` +
-    'or recreate the pool with --skip-license-activation for a lab without a KMS host';
+  const cause =
+    f['cause'] === 'kms-unreachable'
+      ? `the KMS host ${kmsHost} is unreachable from the desktop (no TCP connection to port ${port})`
+      : f['cause'] === 'timeout'
+        ? `activation against the KMS host ${kmsHost} did not finish within ${f['timeout']} s`
+        : `slmgr /ato against the KMS host ${kmsHost} failed (${f['cause'] ?? 'unknown'}) after ${f['seconds']} s${f['output'] ? `: ${f['output']}` : ''}`;
+  return (
+    `Failed to activate software license: ${cause}. Check that the desktops reach the KMS host on TCP ${port} and that the master holds a KMS client key (GVLK), ` +
+    'or recreate the pool with --skip-license-activation for a lab without a KMS host'
+  );
 }
 
 /** `key=value ...` where the last key (output) takes the rest of the line. */

@@ -12,7 +12,11 @@ import type { DesktopFiles } from './desktop-clone.js';
  * Returns the new path of each old path; the caller updates the disk rows, then removes
  * the old folder.
  */
-export async function moveDesktopFiles(from: DesktopFiles, to: DesktopFiles, replica: string[]): Promise<Map<string, string>> {
+export async function moveDesktopFiles(
+  from: DesktopFiles,
+  to: DesktopFiles,
+  replica: string[],
+): Promise<Map<string, string>> {
   await mkdir(to.dir, { recursive: true });
   const moved = new Map<string, string>();
   const all = [...from.os, from.persistent, from.disposable, from.identity].filter((f): f is string => f !== null);
@@ -37,5 +41,8 @@ export async function moveDesktopFiles(from: DesktopFiles, to: DesktopFiles, rep
 }
 
 async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }

@@ -15,18 +15,26 @@ import { existingParent, shares } from './storage-space.js';
  * space. Highest numbers move first. It works out the moves from where the desktops are now,
  * so a run cut half-way and started again does only what is left.
  */
-export async function moveDesktops(deps: {
-  desktops: PoolDesktopRepo; paths: SitePaths;
-  /** The desktop ready to move (stopped, or powered off when forced), or null (skipped: in use). */
-  stopped: (vmId: string, skipped: string[]) => Promise<VmRow | null>;
-  progress: (fraction: number) => Promise<void>;
-}, pool: string, spec: PoolSpec, replicas: Map<string, { id: string; files: string[] }>): Promise<{ moved: string[]; skipped: string[] }> {
+export async function moveDesktops(
+  deps: {
+    desktops: PoolDesktopRepo;
+    paths: SitePaths;
+    /** The desktop ready to move (stopped, or powered off when forced), or null (skipped: in use). */
+    stopped: (vmId: string, skipped: string[]) => Promise<VmRow | null>;
+    progress: (fraction: number) => Promise<void>;
+  },
+  pool: string,
+  spec: PoolSpec,
+  replicas: Map<string, { id: string; files: string[] }>,
+): Promise<{ moved: string[]; skipped: string[] }> {
   const { desktops, paths } = deps;
   const rows = await desktops.placements(pool);
-  const free = await Promise.all(spec.storage.map(async (s) => {
-    const fs = await statfs(await existingParent(paths.pool(s)));
-    return Number(fs.bavail) * Number(fs.bsize);
-  }));
+  const free = await Promise.all(
+    spec.storage.map(async (s) => {
+      const fs = await statfs(await existingParent(paths.pool(s)));
+      return Number(fs.bavail) * Number(fs.bsize);
+    }),
+  );
   const want = shares(rows.length, free);
   const count = new Map(spec.storage.map((s) => [s, rows.filter((r) => r.storage === s).length]));
   const moved: string[] = [];
@@ -61,7 +69,12 @@ export async function moveDesktops(deps: {
  * its rows and its `rm` left behind, or a desktop deleted half-way. Removed, in the storage
  * pools the pool has used.
  */
-export async function removeStrayDesktopFolders(desktops: PoolDesktopRepo, paths: SitePaths, pool: string, storages: string[]): Promise<string[]> {
+export async function removeStrayDesktopFolders(
+  desktops: PoolDesktopRepo,
+  paths: SitePaths,
+  pool: string,
+  storages: string[],
+): Promise<string[]> {
   const rows = await desktops.folders(pool);
   const removed: string[] = [];
   for (const s of new Set(storages)) {

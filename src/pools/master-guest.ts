@@ -2,7 +2,6 @@ import { openSource } from '../inspect/image-source.js';
 import { inspectDisk } from '../inspect/inspector.js';
 import type { GuestOs } from '../store/repos/pool-records.js';
 
-
 /**
  * The guest OS on the master's snapshot, read from its disks (partition table, filesystem,
  * registry), not asked: it decides how desktops are customized (a shell script for cloud-init,

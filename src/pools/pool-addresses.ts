@@ -9,20 +9,33 @@ import { addressAt, rangeSize } from './pool-network.js';
  * desktop's address is reserved before its identity seed is written (the seed carries it),
  * in one transaction with the look-up of the addresses held, and freed with the desktop.
  */
-export async function reserveAddresses(pools: DesktopPoolRepo, pool: string, net: PoolNetwork | undefined, vmIds: string[]): Promise<Map<string, string>> {
+export async function reserveAddresses(
+  pools: DesktopPoolRepo,
+  pool: string,
+  net: PoolNetwork | undefined,
+  vmIds: string[],
+): Promise<Map<string, string>> {
   if (!net || net.mode !== 'static' || vmIds.length === 0) return new Map();
   // Chosen inside the repository's transaction, from the addresses held as it reads them.
-  return pools.reserveAddresses(pool, (held) => {
-    const out = new Map<string, string>();
-    const n = rangeSize(net);
-    let i = 0;
-    for (const vmId of vmIds) {
-      while (i < n && held.has(addressAt(net, i))) i++;
-      if (i >= n) {
-        throw new MamoriError('POOL_ADDRESSES_EXHAUSTED', `desktop pool ${pool}: every address of ${net.first}-${net.last} is held by a desktop; widen the range, or shrink a pool that shares it`, { details: { pool, first: net.first, last: net.last } });
+  return pools.reserveAddresses(
+    pool,
+    (held) => {
+      const out = new Map<string, string>();
+      const n = rangeSize(net);
+      let i = 0;
+      for (const vmId of vmIds) {
+        while (i < n && held.has(addressAt(net, i))) i++;
+        if (i >= n) {
+          throw new MamoriError(
+            'POOL_ADDRESSES_EXHAUSTED',
+            `desktop pool ${pool}: every address of ${net.first}-${net.last} is held by a desktop; widen the range, or shrink a pool that shares it`,
+            { details: { pool, first: net.first, last: net.last } },
+          );
+        }
+        out.set(vmId, addressAt(net, i++));
       }
-      out.set(vmId, addressAt(net, i++));
-    }
-    return out;
-  }, new Date().toISOString());
+      return out;
+    },
+    new Date().toISOString(),
+  );
 }

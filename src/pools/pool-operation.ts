@@ -8,12 +8,22 @@ import type { PoolOperation } from '../store/repos/pool-records.js';
 
 /** The pool's state while the operation runs (`pool list` shows it). */
 export const OPERATION_STATE: Record<PoolOperation['kind'], string> = {
-  provision: 'provisioning', delete: 'deleting', refresh: 'refreshing', recompose: 'recomposing', rebalance: 'rebalancing', resize: 'resizing',
+  provision: 'provisioning',
+  delete: 'deleting',
+  refresh: 'refreshing',
+  recompose: 'recomposing',
+  rebalance: 'rebalancing',
+  resize: 'resizing',
 };
 
 /** The job kind of each operation (jobs journal, `mamori job list`). */
 export const OPERATION_JOB: Record<PoolOperation['kind'], string> = {
-  provision: 'pool-provision', delete: 'pool-delete', refresh: 'pool-refresh', recompose: 'pool-recompose', rebalance: 'pool-rebalance', resize: 'pool-resize',
+  provision: 'pool-provision',
+  delete: 'pool-delete',
+  refresh: 'pool-refresh',
+  recompose: 'pool-recompose',
+  rebalance: 'pool-rebalance',
+  resize: 'pool-resize',
 };
 
 /** The recorded operation of a pool row; rows from before operations were recorded fall back on their state. */

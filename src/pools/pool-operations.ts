@@ -35,7 +35,14 @@ export class PoolOperations {
   #paths: SitePaths;
   #storage: PoolStorage;
 
-  constructor(deps: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths }) {
+  constructor(deps: {
+    pools: DesktopPoolRepo;
+    desktops: PoolDesktopRepo;
+    vms: VmService;
+    disks: DiskService;
+    jobs: JobJournal;
+    paths: SitePaths;
+  }) {
     this.#pools = deps.pools;
     this.#desktops = deps.desktops;
     this.#vms = deps.vms;
@@ -73,7 +80,12 @@ export class PoolOperations {
    * persistent disks stay. Each desktop's mark goes with its rows, so a cut run resumes
    * with the desktops it had not done, and one a user started since is not touched again.
    */
-  async #rebuild(name: string, spec: PoolSpec, kind: PoolOperation['kind'], o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } }): Promise<{ rebuilt: string[]; skipped: string[] }> {
+  async #rebuild(
+    name: string,
+    spec: PoolSpec,
+    kind: PoolOperation['kind'],
+    o: { force: boolean; jobId: string; onto?: (storage: string) => { id: string; files: string[] } },
+  ): Promise<{ rebuilt: string[]; skipped: string[] }> {
     const targets = await this.#desktops.pendingFor(name, kind);
     const rebuilt: string[] = [];
     const skipped: string[] = [];
@@ -84,7 +96,11 @@ export class PoolOperations {
         return;
       }
       const current = await this.#pools.replica(t.replicaId);
-      if (!current) throw new MamoriError('INTERNAL', `desktop ${t.vmId} of pool ${name} sits on replica ${t.replicaId}, which has no row`);
+      if (!current)
+        throw new MamoriError(
+          'INTERNAL',
+          `desktop ${t.vmId} of pool ${name} sits on replica ${t.replicaId}, which has no row`,
+        );
       const replica = o.onto ? o.onto(current.storage) : { id: current.id, files: current.files };
       const files = desktopFiles(this.#paths.pool(current.storage), name, vm.name, spec, replica.files.length);
       await writeOsDisks(files, replica.files);
@@ -99,7 +115,6 @@ export class PoolOperations {
     return { rebuilt, skipped };
   }
 
-
   async #deleteDesktop(vmId: string): Promise<void> {
     const vm = await this.#vms.repo.findById(vmId);
     const row = await this.#desktops.find(vmId);
@@ -109,7 +124,10 @@ export class PoolOperations {
     await this.#pools.freeAddresses([vmId]);
     if (vm && row) {
       const rep = await this.#pools.replica(row.replicaId);
-      await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), { recursive: true, force: true });
+      await rm(join(this.#paths.pool(rep?.storage ?? 'default'), 'desktops', row.pool, vm.name), {
+        recursive: true,
+        force: true,
+      });
     }
   }
 
@@ -124,17 +142,24 @@ export class PoolOperations {
   /** The master's layers as they were at `snapshot`, one per disk; a snapshot the master does not have is refused. */
   async snapshotLayers(master: VmRow, snapshot: string): Promise<{ path: string; format: string }[]> {
     if (!(await this.#pools.snapshotExists(master.id, snapshot))) {
-      throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`);
+      throw new MamoriError(
+        'SNAPSHOT_NOT_FOUND',
+        `VM ${master.name} has no snapshot ${snapshot}; take one with: mamori vm snapshot ${master.name} ${snapshot}`,
+      );
     }
     return (await this.masterDisks(master)).map((d) => snapshotLayer(d, snapshot));
   }
 
   /** The master's layers for `snapshot` read again while the master holds still (pool-replica.ts links them). */
   #held(spec: PoolSpec, snapshot: string): HeldLayers {
-    return (fn) => this.#vms.whileHeld(spec.master.vmId, async (vm) => {
-      const has = vm && (await this.#pools.snapshotExists(vm.id, snapshot));
-      return fn({ layers: vm && has ? (await this.masterDisks(vm)).map((d) => snapshotLayer(d, snapshot)) : null, masterOff: vm !== undefined && ['stopped', 'crashed'].includes(vm.state) });
-    });
+    return (fn) =>
+      this.#vms.whileHeld(spec.master.vmId, async (vm) => {
+        const has = vm && (await this.#pools.snapshotExists(vm.id, snapshot));
+        return fn({
+          layers: vm && has ? (await this.masterDisks(vm)).map((d) => snapshotLayer(d, snapshot)) : null,
+          masterOff: vm !== undefined && ['stopped', 'crashed'].includes(vm.state),
+        });
+      });
   }
 
   /** The work of each operation; each step is idempotent, so running it again after a cut finishes it. */
@@ -143,71 +168,117 @@ export class PoolOperations {
       case 'provision':
         return { steps: ['replicas', 'desktops'], run: (jobId) => this.#provision(name, jobId) };
       case 'refresh':
-        return { steps: ['refresh'], run: async (jobId) => {
-          const r = await this.#rebuild(name, await this.#spec(name), 'refresh', { force: op.force, jobId });
-          return { refreshed: r.rebuilt.length, skipped: r.skipped };
-        } };
+        return {
+          steps: ['refresh'],
+          run: async (jobId) => {
+            const r = await this.#rebuild(name, await this.#spec(name), 'refresh', { force: op.force, jobId });
+            return { refreshed: r.rebuilt.length, skipped: r.skipped };
+          },
+        };
       case 'recompose':
-        return { steps: ['replicas', 'desktops', 'cleanup'], run: async (jobId) => {
-          const spec = await this.#spec(name);
-          const layers = await this.snapshotLayers(await this.master(spec), op.snapshot);
-          const next = { ...spec, snapshot: op.snapshot };
-          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers, this.#held(spec, op.snapshot)));
-          const r = await this.#jobs.step(jobId, 'desktops', () => this.#rebuild(name, next, 'recompose', { force: op.force, jobId, onto: (storage) => replicas.get(storage)! }));
-          await this.#setSpec(name, next);
-          const removed = await this.#jobs.step(jobId, 'cleanup', () => this.#storage.removeUnusedReplicas(name, next));
-          return { snapshot: op.snapshot, recomposed: r.rebuilt.length, skipped: r.skipped, replicasRemoved: removed };
-        } };
+        return {
+          steps: ['replicas', 'desktops', 'cleanup'],
+          run: async (jobId) => {
+            const spec = await this.#spec(name);
+            const layers = await this.snapshotLayers(await this.master(spec), op.snapshot);
+            const next = { ...spec, snapshot: op.snapshot };
+            const replicas = await this.#jobs.step(jobId, 'replicas', () =>
+              this.#storage.ensureReplicas(name, next, layers, this.#held(spec, op.snapshot)),
+            );
+            const r = await this.#jobs.step(jobId, 'desktops', () =>
+              this.#rebuild(name, next, 'recompose', {
+                force: op.force,
+                jobId,
+                onto: (storage) => replicas.get(storage)!,
+              }),
+            );
+            await this.#setSpec(name, next);
+            const removed = await this.#jobs.step(jobId, 'cleanup', () =>
+              this.#storage.removeUnusedReplicas(name, next),
+            );
+            return {
+              snapshot: op.snapshot,
+              recomposed: r.rebuilt.length,
+              skipped: r.skipped,
+              replicasRemoved: removed,
+            };
+          },
+        };
       case 'rebalance':
-        return { steps: ['replicas', 'desktops', 'cleanup'], run: async (jobId) => {
-          const spec = await this.#spec(name);
-          const used = (await this.#pools.replicasOf(name)).map((r) => r.storage);
-          const next: PoolSpec = { ...spec, storage: op.storage };
-          const layers = await this.snapshotLayers(await this.master(spec), spec.snapshot);
-          const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, next, layers, this.#held(spec, spec.snapshot)));
-          await this.#setSpec(name, next);
-          const moves = await this.#jobs.step(jobId, 'desktops', () => moveDesktops({
-            desktops: this.#desktops, paths: this.#paths, stopped: (vmId, skipped) => this.#stopped(vmId, op.force, skipped), progress: (f) => this.#jobs.progress(jobId, f),
-          }, name, next, replicas));
-          const removed = await this.#jobs.step(jobId, 'cleanup', async () => {
-            await removeStrayDesktopFolders(this.#desktops, this.#paths, name, [...used, ...next.storage]);
-            return this.#storage.removeUnusedReplicas(name, next);
-          });
-          return { ...moves, replicasRemoved: removed };
-        } };
+        return {
+          steps: ['replicas', 'desktops', 'cleanup'],
+          run: async (jobId) => {
+            const spec = await this.#spec(name);
+            const used = (await this.#pools.replicasOf(name)).map((r) => r.storage);
+            const next: PoolSpec = { ...spec, storage: op.storage };
+            const layers = await this.snapshotLayers(await this.master(spec), spec.snapshot);
+            const replicas = await this.#jobs.step(jobId, 'replicas', () =>
+              this.#storage.ensureReplicas(name, next, layers, this.#held(spec, spec.snapshot)),
+            );
+            await this.#setSpec(name, next);
+            const moves = await this.#jobs.step(jobId, 'desktops', () =>
+              moveDesktops(
+                {
+                  desktops: this.#desktops,
+                  paths: this.#paths,
+                  stopped: (vmId, skipped) => this.#stopped(vmId, op.force, skipped),
+                  progress: (f) => this.#jobs.progress(jobId, f),
+                },
+                name,
+                next,
+                replicas,
+              ),
+            );
+            const removed = await this.#jobs.step(jobId, 'cleanup', async () => {
+              await removeStrayDesktopFolders(this.#desktops, this.#paths, name, [...used, ...next.storage]);
+              return this.#storage.removeUnusedReplicas(name, next);
+            });
+            return { ...moves, replicasRemoved: removed };
+          },
+        };
       case 'resize':
-        return { steps: ['desktops'], run: async (jobId) => {
-          const spec = await this.#spec(name);
-          const going = await this.#desktops.vmIdsAbove(name, op.size);
-          const skipped: string[] = [];
-          let removed = 0;
-          await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(going, spec.maintenanceConcurrency, async (d) => {
-            if (!(await this.#stopped(d, op.force, skipped))) return;
-            await this.#deleteDesktop(d);
-            faultPoint('pool-desktop-done');
-            await this.#jobs.progress(jobId, ++removed / going.length);
-          }));
-          return { size: op.size, removed, skipped };
-        } };
+        return {
+          steps: ['desktops'],
+          run: async (jobId) => {
+            const spec = await this.#spec(name);
+            const going = await this.#desktops.vmIdsAbove(name, op.size);
+            const skipped: string[] = [];
+            let removed = 0;
+            await this.#jobs.step(jobId, 'desktops', () =>
+              runWithConcurrency(going, spec.maintenanceConcurrency, async (d) => {
+                if (!(await this.#stopped(d, op.force, skipped))) return;
+                await this.#deleteDesktop(d);
+                faultPoint('pool-desktop-done');
+                await this.#jobs.progress(jobId, ++removed / going.length);
+              }),
+            );
+            return { size: op.size, removed, skipped };
+          },
+        };
       case 'delete':
-        return { steps: ['desktops', 'replicas'], run: async (jobId) => {
-          const spec = await this.#spec(name);
-          const rows = await this.#desktops.listOf(name);
-          let done = 0;
-          await this.#jobs.step(jobId, 'desktops', () => runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
-            await this.#deleteDesktop(r.vmId);
-            await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
-          }));
-          await this.#jobs.step(jobId, 'replicas', async () => {
-            for (const rep of await this.#pools.replicasOf(name)) {
-              await removeReplica(rep.files);
-              await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
-              await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
-            }
-            await this.#pools.deletePool(name);
-          });
-          return { deleted: name, desktops: rows.length };
-        } };
+        return {
+          steps: ['desktops', 'replicas'],
+          run: async (jobId) => {
+            const spec = await this.#spec(name);
+            const rows = await this.#desktops.listOf(name);
+            let done = 0;
+            await this.#jobs.step(jobId, 'desktops', () =>
+              runWithConcurrency(rows, spec.maintenanceConcurrency, async (r) => {
+                await this.#deleteDesktop(r.vmId);
+                await this.#jobs.progress(jobId, (++done / Math.max(rows.length, 1)) * 0.9);
+              }),
+            );
+            await this.#jobs.step(jobId, 'replicas', async () => {
+              for (const rep of await this.#pools.replicasOf(name)) {
+                await removeReplica(rep.files);
+                await rm(join(this.#paths.pool(rep.storage), 'desktops', name), { recursive: true, force: true });
+                await rm(join(this.#paths.pool(rep.storage), 'replicas', name), { recursive: true, force: true });
+              }
+              await this.#pools.deletePool(name);
+            });
+            return { deleted: name, desktops: rows.length };
+          },
+        };
     }
   }
 
@@ -217,20 +288,33 @@ export class PoolOperations {
     const master = await this.master(spec);
     const masterDisks = await this.masterDisks(master);
     const layers = masterDisks.map((d) => snapshotLayer(d, spec.snapshot));
-    const replicas = await this.#jobs.step(jobId, 'replicas', () => this.#storage.ensureReplicas(name, spec, layers, this.#held(spec, spec.snapshot)));
+    const replicas = await this.#jobs.step(jobId, 'replicas', () =>
+      this.#storage.ensureReplicas(name, spec, layers, this.#held(spec, spec.snapshot)),
+    );
     const existing = new Set(await this.#desktops.numbersOf(name));
     const missing = Array.from({ length: spec.size }, (_, i) => i + 1).filter((n) => !existing.has(n));
     const names = desktopNames(spec.namePattern, missing, spec.guestOs);
     let done = 0;
     // Spread over the storage pools in turn (rebalance evens them out by free space later).
-    const items = missing.map((n, i) => ({ n, name: names[i]!, storage: spec.storage[(n - 1) % spec.storage.length]! }));
+    const items = missing.map((n, i) => ({
+      n,
+      name: names[i]!,
+      storage: spec.storage[(n - 1) % spec.storage.length]!,
+    }));
     await this.#jobs.step(jobId, 'desktops', async () => {
       // In batches: every desktop's files, then one syncfs per storage pool, then the batch's
       // rows in one transaction. A row never names a file a power cut could lose.
       const batchSize = spec.concurrency * 4;
       for (let b = 0; b < items.length; b += batchSize) {
         const batch = items.slice(b, b + batchSize);
-        await this.#storage.makeDesktops(name, spec, master.definition, masterDisks.map((d) => d.sizeBytes), batch, replicas);
+        await this.#storage.makeDesktops(
+          name,
+          spec,
+          master.definition,
+          masterDisks.map((d) => d.sizeBytes),
+          batch,
+          replicas,
+        );
         done += batch.length;
         await this.#jobs.progress(jobId, done / missing.length);
       }

@@ -29,12 +29,19 @@ export interface ReplicaLayer {
  * writable (the top it had before a live snapshot) and with it a write lock that would keep
  * every desktop from starting. Started later, it opens them read-only (qemu/vm-argv.ts).
  */
-export type HeldLayers = <T>(fn: (held: { layers: ReplicaLayer[] | null; masterOff: boolean }) => Promise<T>) => Promise<T>;
+export type HeldLayers = <T>(
+  fn: (held: { layers: ReplicaLayer[] | null; masterOff: boolean }) => Promise<T>,
+) => Promise<T>;
 
 /** The image holding disk `d` as it was at `snapshot` (with its backing chain): the layer below the snapshot's overlay. */
 export function snapshotLayer(d: DiskRecord, snapshot: string): ReplicaLayer {
   const i = snapshotOverlayIndex(d, snapshot);
-  if (i < 0) throw new MamoriError('INVALID_INPUT', `disk ${d.name} has no layer for snapshot ${snapshot}: it was attached after the snapshot was taken`, { details: { disk: d.name, snapshot } });
+  if (i < 0)
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `disk ${d.name} has no layer for snapshot ${snapshot}: it was attached after the snapshot was taken`,
+      { details: { disk: d.name, snapshot } },
+    );
   return i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
 }
 
@@ -54,7 +61,11 @@ export async function measureReplica(layers: ReplicaLayer[]): Promise<number> {
  * size. The snapshot layers are immutable (the master writes above them), so they are read
  * with -U even while the master runs. A failure removes what it made.
  */
-export async function makeReplica(dir: string, layers: ReplicaLayer[], opts: { held?: HeldLayers; onProgress?: (f: number) => void } = {}): Promise<{ files: string[]; sizeBytes: number; linked: number }> {
+export async function makeReplica(
+  dir: string,
+  layers: ReplicaLayer[],
+  opts: { held?: HeldLayers; onProgress?: (f: number) => void } = {},
+): Promise<{ files: string[]; sizeBytes: number; linked: number }> {
   await mkdir(dir, { recursive: true });
   const files: string[] = [];
   try {
@@ -66,7 +77,11 @@ export async function makeReplica(dir: string, layers: ReplicaLayer[], opts: { h
       files.push(file);
       await rm(tmp, { force: true });
       await rm(file, { force: true });
-      if (opts.held && (await isWholeQcow2(l)) && (await opts.held(async (h) => h.masterOff && linkLayer(h.layers?.[i], l, file)))) {
+      if (
+        opts.held &&
+        (await isWholeQcow2(l)) &&
+        (await opts.held(async (h) => h.masterOff && linkLayer(h.layers?.[i], l, file)))
+      ) {
         linked++;
       } else {
         await flattenToQcow2(l.path, l.format, tmp, 'replica', { forceShare: true });
@@ -103,13 +118,18 @@ async function isWholeQcow2(l: ReplicaLayer): Promise<boolean> {
  */
 async function linkLayer(now: ReplicaLayer | undefined, l: ReplicaLayer, file: string): Promise<boolean> {
   if (!now || now.path !== l.path || now.format !== l.format) {
-    throw new MamoriError('SNAPSHOT_NOT_FOUND', `the master's snapshot changed while its replica was being made (${l.path} is no longer its layer); run the operation again`, { details: { path: l.path } });
+    throw new MamoriError(
+      'SNAPSHOT_NOT_FOUND',
+      `the master's snapshot changed while its replica was being made (${l.path} is no longer its layer); run the operation again`,
+      { details: { path: l.path } },
+    );
   }
   try {
     await link(l.path, file);
     return true;
   } catch (e) {
-    if (['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP'].includes((e as NodeJS.ErrnoException).code ?? '')) return false;
+    if (['EXDEV', 'EPERM', 'EMLINK', 'ENOTSUP', 'EOPNOTSUPP'].includes((e as NodeJS.ErrnoException).code ?? ''))
+      return false;
     throw e;
   }
 }

@@ -43,7 +43,14 @@ export class PoolService {
   #ops: PoolOperations;
   #busy = new Set<string>();
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; disks: DiskService; jobs: JobJournal; paths: SitePaths; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    vms: VmService;
+    disks: DiskService;
+    jobs: JobJournal;
+    paths: SitePaths;
+    log: Logger;
+  }) {
     this.#pools = new DesktopPoolRepo(deps.db);
     this.#desktops = new PoolDesktopRepo(deps.db);
     this.#vms = deps.vms;
@@ -55,13 +62,23 @@ export class PoolService {
     this.#vms.addDeleteGuard(async (vm) => {
       const pools = (await this.#pools.list()).filter((p) => p.spec.master.vmId === vm.id);
       if (pools.length > 0) {
-        throw new MamoriError('MASTER_IN_USE', `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`, { details: { pools: pools.map((p) => p.name) } });
+        throw new MamoriError(
+          'MASTER_IN_USE',
+          `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`,
+          { details: { pools: pools.map((p) => p.name) } },
+        );
       }
     });
     this.#vms.addSnapshotDeleteGuard(async (vm, snapshot) => {
-      const pools = (await this.#pools.list()).filter((p) => p.spec.master.vmId === vm.id && p.spec.snapshot === snapshot);
+      const pools = (await this.#pools.list()).filter(
+        (p) => p.spec.master.vmId === vm.id && p.spec.snapshot === snapshot,
+      );
       if (pools.length > 0) {
-        throw new MamoriError('MASTER_IN_USE', `snapshot ${snapshot} of ${vm.name} backs desktop pool ${pools.map((p) => p.name).join(', ')}: recompose the pool onto another snapshot, or delete it, first`, { details: { pools: pools.map((p) => p.name) } });
+        throw new MamoriError(
+          'MASTER_IN_USE',
+          `snapshot ${snapshot} of ${vm.name} backs desktop pool ${pools.map((p) => p.name).join(', ')}: recompose the pool onto another snapshot, or delete it, first`,
+          { details: { pools: pools.map((p) => p.name) } },
+        );
       }
     });
     // View Composer's disposable disk: swap and temp files do not outlive a power-off.
@@ -71,7 +88,10 @@ export class PoolService {
       const spec = row.spec;
       const vm = await this.#vms.repo.findById(vmId);
       if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await writeDisposableDisk(desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, row.files.length), spec.disposableDiskBytes);
+        await writeDisposableDisk(
+          desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, row.files.length),
+          spec.disposableDiskBytes,
+        );
       }
       // A desktop that is off has no session (the broker may not have said so).
       if (vm && ['stopped', 'crashed'].includes(vm.state)) {
@@ -95,20 +115,34 @@ export class PoolService {
       const op = recordedOperation(p);
       if (!op) continue;
       this.#log.info({ pool: p.name, operation: op.kind }, 'resuming a desktop pool operation cut by a server stop');
-      await this.#start(p.name, op).catch((e: unknown) => this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'));
+      await this.#start(p.name, op).catch((e: unknown) =>
+        this.#log.error({ pool: p.name, err: e }, 'resuming the pool failed'),
+      );
     }
     // Not awaited: powering on spares (a VM start each) must not keep the server from listening.
     for (const p of await this.#pools.names()) void this.#keepSpares(p);
   }
 
   /** Assigns a desktop to a user (a dedicated desktop): it is in use, so another may start as a spare. */
-  async assign(name: string, desktop: string, user: string): Promise<{ desktop: string; user: string; sparesStarted: string[] }> {
+  async assign(
+    name: string,
+    desktop: string,
+    user: string,
+  ): Promise<{ desktop: string; user: string; sparesStarted: string[] }> {
     const row = await this.#desktopFor(name, desktop, user);
     if (row.assignedUser !== null && row.assignedUser !== user) {
-      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assignedUser}: unassign it first (mamori pool unassign ${name} ${desktop})`, { details: { user: row.assignedUser } });
+      throw new MamoriError(
+        'DESKTOP_ASSIGNED',
+        `desktop ${desktop} is assigned to ${row.assignedUser}: unassign it first (mamori pool unassign ${name} ${desktop})`,
+        { details: { user: row.assignedUser } },
+      );
     }
     if (row.sessionUser !== null && row.sessionUser !== user) {
-      throw new MamoriError('DESKTOP_IN_SESSION', `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.sessionUser } });
+      throw new MamoriError(
+        'DESKTOP_IN_SESSION',
+        `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`,
+        { details: { user: row.sessionUser } },
+      );
     }
     await this.#desktops.setAssignedUser(row.vmId, user, new Date().toISOString());
     return { desktop, user, sparesStarted: (await this.#keepSpares(name)).started };
@@ -126,15 +160,30 @@ export class PoolService {
    * until it ends or the desktop powers off. Only a running desktop has sessions; one
    * assigned to another user, or with another user's session, is refused.
    */
-  async sessionStart(name: string, desktop: string, user: string): Promise<{ desktop: string; user: string; since: string; sparesStarted: string[] }> {
+  async sessionStart(
+    name: string,
+    desktop: string,
+    user: string,
+  ): Promise<{ desktop: string; user: string; since: string; sparesStarted: string[] }> {
     const row = await this.#desktopFor(name, desktop, user);
     const vm = await this.#vms.get(desktop);
-    if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `desktop ${desktop} is ${vm.state}: a session needs it running (mamori vm start ${desktop})`, { details: { state: vm.state } });
+    if (vm.state !== 'running')
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `desktop ${desktop} is ${vm.state}: a session needs it running (mamori vm start ${desktop})`,
+        { details: { state: vm.state } },
+      );
     if (row.assignedUser !== null && row.assignedUser !== user) {
-      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assignedUser}, not ${user}`, { details: { user: row.assignedUser } });
+      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assignedUser}, not ${user}`, {
+        details: { user: row.assignedUser },
+      });
     }
     if (row.sessionUser !== null && row.sessionUser !== user) {
-      throw new MamoriError('DESKTOP_IN_SESSION', `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`, { details: { user: row.sessionUser } });
+      throw new MamoriError(
+        'DESKTOP_IN_SESSION',
+        `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`,
+        { details: { user: row.sessionUser } },
+      );
     }
     const since = row.sessionUser === user && row.sessionSince ? row.sessionSince : new Date().toISOString();
     await this.#desktops.setSession(row.vmId, { user, since }, new Date().toISOString());
@@ -149,7 +198,11 @@ export class PoolService {
   }
 
   async #desktopFor(name: string, desktop: string, user: string): Promise<PoolDesktopRecord> {
-    if (!isUserName(user)) throw new MamoriError('INVALID_INPUT', `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`);
+    if (!isUserName(user))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`,
+      );
     const [d] = await this.#desktopsOf(name, [desktop]);
     const row = await this.#desktops.find(d!.vmId);
     if (!row) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${name} has no desktop ${desktop}`);
@@ -168,9 +221,15 @@ export class PoolService {
       const pool = await this.#pools.find(name);
       if (!pool) return { started: [], stopped: [] };
       try {
-        const done = await keepSpares(this.#desktops, { start: (vm) => this.#vms.start(vm), stop: (vm) => this.#vms.stop(vm, {}) }, name, pool.spec);
+        const done = await keepSpares(
+          this.#desktops,
+          { start: (vm) => this.#vms.start(vm), stop: (vm) => this.#vms.stop(vm, {}) },
+          name,
+          pool.spec,
+        );
         if (done.started.length > 0) this.#log.info({ pool: name, started: done.started }, 'spare desktops powered on');
-        if (done.stopped.length > 0) this.#log.info({ pool: name, stopped: done.stopped }, 'spare desktops above the target powered off');
+        if (done.stopped.length > 0)
+          this.#log.info({ pool: name, stopped: done.stopped }, 'spare desktops above the target powered off');
         return done;
       } catch (e) {
         this.#log.warn({ pool: name, err: e }, 'a spare desktop did not start or stop');
@@ -184,7 +243,11 @@ export class PoolService {
   async resume(name: string): Promise<Job> {
     const pool = await this.#pool(name);
     const op = recordedOperation(pool);
-    if (!op) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} is ${pool.state}: it has no failed or cut operation to resume`);
+    if (!op)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `desktop pool ${name} is ${pool.state}: it has no failed or cut operation to resume`,
+      );
     return this.#start(name, op);
   }
 
@@ -198,10 +261,23 @@ export class PoolService {
       const layers = await this.#ops.snapshotLayers(master, snapshotName(input.snapshot));
       // The snapshot's OS decides how desktops customize (and whether KMS applies): read, not asked.
       const spec = poolSpecOf(input, master, await guestOsOf(layers));
-      if (spec.network && master.definition.nics.length === 0) throw new MamoriError('INVALID_INPUT', `network customization sets the desktops' first NIC, and the master ${master.name} has none: give it one (mamori vm create ... --network NET) and take a new snapshot`);
-      const names = desktopNames(spec.namePattern, Array.from({ length: spec.size }, (_, i) => i + 1), spec.guestOs);
+      if (spec.network && master.definition.nics.length === 0)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `network customization sets the desktops' first NIC, and the master ${master.name} has none: give it one (mamori vm create ... --network NET) and take a new snapshot`,
+        );
+      const names = desktopNames(
+        spec.namePattern,
+        Array.from({ length: spec.size }, (_, i) => i + 1),
+        spec.guestOs,
+      );
       for (const n of names) {
-        if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `the name pattern gives ${n}, which an existing VM has; use another pattern`, { details: { name: n } });
+        if (await this.#vms.repo.findByName(n))
+          throw new MamoriError(
+            'VM_EXISTS',
+            `the name pattern gives ${n}, which an existing VM has; use another pattern`,
+            { details: { name: n } },
+          );
       }
       await assertRoom((st) => this.#paths.pool(st), spec, await measureReplica(layers), spec.size);
       const now = new Date().toISOString();
@@ -216,7 +292,11 @@ export class PoolService {
   }
 
   async show(name: string): Promise<PoolView> {
-    return poolView({ pools: this.#pools, desktops: this.#desktops, vms: this.#vms.repo }, this.#paths, await this.#pool(name));
+    return poolView(
+      { pools: this.#pools, desktops: this.#desktops, vms: this.#vms.repo },
+      this.#paths,
+      await this.#pool(name),
+    );
   }
 
   /**
@@ -241,10 +321,18 @@ export class PoolService {
     // Only desktops not on the snapshot yet: run again, it finishes what in-use desktops left.
     const behind = await this.#desktops.notOnSnapshot(name, snapshot);
     if (snapshot === spec.snapshot && behind.length === 0) {
-      throw new MamoriError('INVALID_INPUT', `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`);
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `desktop pool ${name} already runs on snapshot ${snapshot}: take a new snapshot of ${spec.master.name} and recompose onto that`,
+      );
     }
     const layers = await this.#ops.snapshotLayers(await this.#ops.master(spec), snapshot);
-    await assertRoom((st) => this.#paths.pool(st), { ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 }, await measureReplica(layers), 0);
+    await assertRoom(
+      (st) => this.#paths.pool(st),
+      { ...spec, persistentDiskBytes: 0, disposableDiskBytes: 0 },
+      await measureReplica(layers),
+      0,
+    );
     return this.#start(name, { kind: 'recompose', snapshot, force: opts.force === true }, { pending: behind });
   }
 
@@ -253,9 +341,16 @@ export class PoolService {
     const spec = await this.#spec(name);
     const newSize = intOption('size', size, spec.size, POOL_LIMITS.size);
     if (newSize > spec.size) {
-      const names = desktopNames(spec.namePattern, Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1), spec.guestOs);
+      const names = desktopNames(
+        spec.namePattern,
+        Array.from({ length: newSize - spec.size }, (_, i) => spec.size + i + 1),
+        spec.guestOs,
+      );
       for (const n of names) {
-        if (await this.#vms.repo.findByName(n)) throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, { details: { name: n } });
+        if (await this.#vms.repo.findByName(n))
+          throw new MamoriError('VM_EXISTS', `growing the pool makes ${n}, which an existing VM has`, {
+            details: { name: n },
+          });
       }
       if (spec.network) assertRoomFor(spec.network, newSize);
       await assertRoom((st) => this.#paths.pool(st), spec, 0, newSize - spec.size);
@@ -263,8 +358,16 @@ export class PoolService {
       return this.#start(name, { kind: 'provision' }, { spec: { ...spec, size: newSize } });
     }
     const inUse = (await this.#desktops.desktopsAbove(name, newSize)).filter(isInUse).map((r) => r.name);
-    if (inUse.length > 0 && !opts.force) throw new MamoriError('VM_RUNNING', `shrinking ${name} to ${newSize} removes desktops in use (assigned or with a session: ${inUse.join(', ')}): unassign them and end their sessions, or resize with --force`);
-    return this.#start(name, { kind: 'resize', size: newSize, force: opts.force === true }, { spec: { ...spec, size: newSize } });
+    if (inUse.length > 0 && !opts.force)
+      throw new MamoriError(
+        'VM_RUNNING',
+        `shrinking ${name} to ${newSize} removes desktops in use (assigned or with a session: ${inUse.join(', ')}): unassign them and end their sessions, or resize with --force`,
+      );
+    return this.#start(
+      name,
+      { kind: 'resize', size: newSize, force: opts.force === true },
+      { spec: { ...spec, size: newSize } },
+    );
   }
 
   /**
@@ -276,7 +379,8 @@ export class PoolService {
   async rebalance(name: string, opts: { storage?: string[]; force?: boolean } = {}): Promise<Job> {
     const spec = await this.#spec(name);
     const storage = opts.storage ?? spec.storage;
-    if (!Array.isArray(storage) || storage.length === 0) throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
+    if (!Array.isArray(storage) || storage.length === 0)
+      throw new MamoriError('INVALID_INPUT', 'storage must list at least one storage pool');
     for (const s of storage) assertValidName('storage pool', s);
     await this.#ops.master(spec);
     return this.#start(name, { kind: 'rebalance', storage: [...new Set(storage)], force: opts.force === true });
@@ -288,7 +392,6 @@ export class PoolService {
     return this.#start(name, { kind: 'delete' });
   }
 
-
   /**
    * Moves a desktop's persistent disk (user data) to another desktop of the pool, which
    * hands its own to the first: the two files trade places, so nothing is lost and each
@@ -297,15 +400,18 @@ export class PoolService {
   async movePersistentDisk(name: string, from: string, to: string): Promise<{ from: string; to: string }> {
     const pool = await this.#pool(name);
     const spec = pool.spec;
-    if (spec.persistentDiskBytes === null) throw new MamoriError('INVALID_INPUT', `desktop pool ${name} has no persistent disks`);
+    if (spec.persistentDiskBytes === null)
+      throw new MamoriError('INVALID_INPUT', `desktop pool ${name} has no persistent disks`);
     if (from === to) throw new MamoriError('INVALID_INPUT', 'give two different desktops');
     const pair = await this.#desktopsOf(name, [from, to]);
     const disks: string[] = [];
     for (const d of [from, to]) {
       const vm = await this.#vms.get(d);
-      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `desktop ${d} is ${vm.state}: stop it before moving its persistent disk`);
+      if (!['stopped', 'crashed'].includes(vm.state))
+        throw new MamoriError('VM_RUNNING', `desktop ${d} is ${vm.state}: stop it before moving its persistent disk`);
       const disk = await this.#disks.get(`${d}-persistent`);
-      if (!pair.some((p) => p.vmId === vm.id)) throw new MamoriError('VM_NOT_FOUND', `${d} is not a desktop of ${name}`);
+      if (!pair.some((p) => p.vmId === vm.id))
+        throw new MamoriError('VM_NOT_FOUND', `${d} is not a desktop of ${name}`);
       disks.push(disk.path);
     }
     await this.#lock.run(`persistent:${name}`, () => swapFiles(disks[0]!, disks[1]!));
@@ -318,7 +424,11 @@ export class PoolService {
    * the operation ends well. A failure leaves it for `pool resume`, and the pool says why.
    */
   async #start(name: string, op: PoolOperation, with_: { pending?: string[]; spec?: PoolSpec } = {}): Promise<Job> {
-    if (this.#busy.has(name)) throw new MamoriError('DESKTOP_POOL_BUSY', `desktop pool ${name} is busy with another operation; wait for its job to end`);
+    if (this.#busy.has(name))
+      throw new MamoriError(
+        'DESKTOP_POOL_BUSY',
+        `desktop pool ${name} is busy with another operation; wait for its job to end`,
+      );
     this.#busy.add(name);
     const kind = OPERATION_JOB[op.kind];
     const work = this.#ops.work(name, op);
@@ -326,8 +436,11 @@ export class PoolService {
     try {
       // One transaction: the pool's record and its desktops' pending marks (desktop-pool-repo.ts).
       await this.#pools.startOperation(name, {
-        state: OPERATION_STATE[op.kind], operation: op, at: new Date().toISOString(),
-        ...(with_.spec ? { spec: with_.spec } : {}), ...(with_.pending ? { pending: with_.pending } : {}),
+        state: OPERATION_STATE[op.kind],
+        operation: op,
+        at: new Date().toISOString(),
+        ...(with_.spec ? { spec: with_.spec } : {}),
+        ...(with_.pending ? { pending: with_.pending } : {}),
       });
       job = await this.#jobs.create(kind, name, work.steps);
     } catch (e) {
@@ -338,15 +451,26 @@ export class PoolService {
       try {
         const result = await work.run(job.id);
         const skipped = Array.isArray(result['skipped']) ? (result['skipped'] as string[]) : [];
-        await this.#pools.operationEnded(name,
-          skipped.length > 0 ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force` : null, new Date().toISOString());
+        await this.#pools.operationEnded(
+          name,
+          skipped.length > 0
+            ? `${op.kind} skipped desktops in use: ${skipped.join(', ')}; stop them and run it again, or run it with --force`
+            : null,
+          new Date().toISOString(),
+        );
         // Before the job ends, so whoever waits for it finds the spares powering on.
         const sparesStarted = op.kind === 'delete' ? [] : (await this.#startSpares(name)).started;
         await this.#jobs.succeed(job.id, { ...result, ...(sparesStarted.length > 0 ? { sparesStarted } : {}) });
       } catch (e) {
         const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };
         this.#log.warn({ pool: name, job: job.id, err }, `${kind} failed`);
-        await this.#pools.operationFailed(name, `${err.message} (mend the cause, then: mamori pool resume ${name})`, new Date().toISOString()).catch(() => undefined);
+        await this.#pools
+          .operationFailed(
+            name,
+            `${err.message} (mend the cause, then: mamori pool resume ${name})`,
+            new Date().toISOString(),
+          )
+          .catch(() => undefined);
         await this.#jobs.fail(job.id, err);
       } finally {
         this.#busy.delete(name);
@@ -361,15 +485,23 @@ export class PoolService {
 
   async #pool(name: string): Promise<PoolRecord> {
     const p = await this.#pools.find(name);
-    if (!p) throw new MamoriError('DESKTOP_POOL_NOT_FOUND', `no desktop pool named ${JSON.stringify(name)}; see 'mamori pool list'`);
+    if (!p)
+      throw new MamoriError(
+        'DESKTOP_POOL_NOT_FOUND',
+        `no desktop pool named ${JSON.stringify(name)}; see 'mamori pool list'`,
+      );
     return p;
   }
 
-  async #desktopsOf(pool: string, names: string[] | undefined): Promise<{ vmId: string; replicaId: string; number: number; name: string }[]> {
+  async #desktopsOf(
+    pool: string,
+    names: string[] | undefined,
+  ): Promise<{ vmId: string; replicaId: string; number: number; name: string }[]> {
     const rows = await this.#desktops.desktopsOf(pool);
     if (!names || names.length === 0) return rows;
     const unknown = names.filter((n) => !rows.some((r) => r.name === n));
-    if (unknown.length > 0) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);
+    if (unknown.length > 0)
+      throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);
     return rows.filter((r) => names.includes(r.name));
   }
 }
@@ -386,4 +518,3 @@ async function swapFiles(a: string, b: string): Promise<void> {
   }
   await rename(tmp, b);
 }
-

@@ -17,7 +17,12 @@ const OFF = ['stopped', 'crashed'];
  * left to it. A desktop in use is never touched. `spare` 0 leaves power to the operator: a
  * pool without spares neither starts nor stops desktops by itself.
  */
-export async function keepSpares(desktops: Pick<PoolDesktopRepo, 'powerStates'>, power: { start: (vm: string) => Promise<unknown>; stop: (vm: string) => Promise<unknown> }, pool: string, spec: PoolSpec): Promise<{ started: string[]; stopped: string[] }> {
+export async function keepSpares(
+  desktops: Pick<PoolDesktopRepo, 'powerStates'>,
+  power: { start: (vm: string) => Promise<unknown>; stop: (vm: string) => Promise<unknown> },
+  pool: string,
+  spec: PoolSpec,
+): Promise<{ started: string[]; stopped: string[] }> {
   const out = { started: [] as string[], stopped: [] as string[] };
   if (spec.spare === 0) return out;
   const rows = await desktops.powerStates(pool);

@@ -32,7 +32,12 @@ export class PoolStorage {
    * The replica of the spec's snapshot in each of its storage pools, made where missing
    * (`held`: the master's layers read again under its lock, for linking them: pool-replica.ts).
    */
-  async ensureReplicas(name: string, spec: PoolSpec, layers: ReplicaLayer[], held?: HeldLayers): Promise<Map<string, { id: string; files: string[] }>> {
+  async ensureReplicas(
+    name: string,
+    spec: PoolSpec,
+    layers: ReplicaLayer[],
+    held?: HeldLayers,
+  ): Promise<Map<string, { id: string; files: string[] }>> {
     const replicas = new Map<string, { id: string; files: string[] }>();
     for (const s of spec.storage) {
       const have = await this.#pools.replicaFor(name, s, spec.snapshot);
@@ -43,7 +48,15 @@ export class PoolStorage {
       await this.#removeStrayReplicaFolders(name, s);
       const id = newShortId('replica');
       const made = await makeReplica(join(this.#paths.pool(s), 'replicas', name, id), layers, held ? { held } : {});
-      await this.#pools.insertReplica({ id, pool: name, storage: s, snapshot: spec.snapshot, files: made.files, sizeBytes: made.sizeBytes, createdAt: new Date().toISOString() });
+      await this.#pools.insertReplica({
+        id,
+        pool: name,
+        storage: s,
+        snapshot: spec.snapshot,
+        files: made.files,
+        sizeBytes: made.sizeBytes,
+        createdAt: new Date().toISOString(),
+      });
       replicas.set(s, { id, files: made.files });
     }
     return replicas;
@@ -76,9 +89,21 @@ export class PoolStorage {
    * the batch's rows in one transaction, so a row never names a file a power cut could lose.
    * A failure removes the batch's folders.
    */
-  async makeDesktops(pool: string, spec: PoolSpec, master: VmDefinition, sizes: number[], batch: { n: number; name: string; storage: string }[],
-    replicas: Map<string, { id: string; files: string[] }>): Promise<void> {
-    const built: { n: number; vmId: string; replicaId: string; files: DesktopFiles; made: Awaited<ReturnType<typeof buildDesktop>> }[] = [];
+  async makeDesktops(
+    pool: string,
+    spec: PoolSpec,
+    master: VmDefinition,
+    sizes: number[],
+    batch: { n: number; name: string; storage: string }[],
+    replicas: Map<string, { id: string; files: string[] }>,
+  ): Promise<void> {
+    const built: {
+      n: number;
+      vmId: string;
+      replicaId: string;
+      files: DesktopFiles;
+      made: Awaited<ReturnType<typeof buildDesktop>>;
+    }[] = [];
     const folders: DesktopFiles[] = [];
     // Each desktop's id first: its static address is reserved under it before its seed is written.
     const ids = new Map(batch.map((it) => [it.n, newUuid()]));
@@ -93,12 +118,33 @@ export class PoolStorage {
         await removeDesktopFiles(files);
         const vmId = ids.get(it.n)!;
         const address = addresses.get(vmId);
-        const made = await buildDesktop({ files, vmId, name: it.name, pool, storage: it.storage, spec, master, replica: replica.files, replicaSizes: sizes, durable: false, ...(address ? { address } : {}) });
+        const made = await buildDesktop({
+          files,
+          vmId,
+          name: it.name,
+          pool,
+          storage: it.storage,
+          spec,
+          master,
+          replica: replica.files,
+          replicaSizes: sizes,
+          durable: false,
+          ...(address ? { address } : {}),
+        });
         built.push({ n: it.n, vmId, replicaId: replica.id, files, made });
       });
       for (const s of new Set(batch.map((it) => it.storage))) await syncFilesystemOf(this.#paths.pool(s));
       // One transaction: every VM row, disk row and desktop row of the batch, or none.
-      await this.#desktops.add(pool, built.map((b) => ({ vm: { id: b.vmId, definition: b.made.def }, disks: b.made.disks, number: b.n, replicaId: b.replicaId })), new Date().toISOString());
+      await this.#desktops.add(
+        pool,
+        built.map((b) => ({
+          vm: { id: b.vmId, definition: b.made.def },
+          disks: b.made.disks,
+          number: b.n,
+          replicaId: b.replicaId,
+        })),
+        new Date().toISOString(),
+      );
     } catch (e) {
       for (const f of folders) await removeDesktopFiles(f);
       await this.#pools.freeAddresses([...ids.values()]);

@@ -42,7 +42,14 @@ export interface PoolView {
    * `usedBytes`: what the pool alone holds, its replicas' own bytes and its desktops';
    * `replicasSharedBytes` of `replicasBytes` are shared with the master's snapshot (linked).
    */
-  storage: { usedBytes: number; replicasBytes: number; replicasSharedBytes: number; desktopsBytes: number; fullCopiesBytes: number; savedBytes: number };
+  storage: {
+    usedBytes: number;
+    replicasBytes: number;
+    replicasSharedBytes: number;
+    desktopsBytes: number;
+    fullCopiesBytes: number;
+    savedBytes: number;
+  };
 }
 
 export interface PoolSummary {
@@ -58,7 +65,14 @@ export async function listPools(pools: DesktopPoolRepo, desktops: PoolDesktopRep
   const out: PoolSummary[] = [];
   for (const p of await pools.list()) {
     const spec = p.spec;
-    out.push({ name: p.name, state: p.state, desktops: await desktops.countOf(p.name), size: spec.size, master: spec.master.name, snapshot: spec.snapshot });
+    out.push({
+      name: p.name,
+      state: p.state,
+      desktops: await desktops.countOf(p.name),
+      size: spec.size,
+      master: spec.master.name,
+      snapshot: spec.snapshot,
+    });
   }
   return out;
 }
@@ -68,7 +82,11 @@ export async function listPools(pools: DesktopPoolRepo, desktops: PoolDesktopRep
  * back from its serial log: the newest boot's `mamori-guest customize` lines), the bytes of
  * its own changes, and the storage saved against full copies (one replica's worth each).
  */
-export async function poolView(repos: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; vms: VmRepo }, paths: SitePaths, pool: PoolRecord): Promise<PoolView> {
+export async function poolView(
+  repos: { pools: DesktopPoolRepo; desktops: PoolDesktopRepo; vms: VmRepo },
+  paths: SitePaths,
+  pool: PoolRecord,
+): Promise<PoolView> {
   const name = pool.name;
   const spec = pool.spec;
   const replicas = await repos.pools.replicasOf(name);
@@ -81,12 +99,30 @@ export async function poolView(repos: { pools: DesktopPoolRepo; desktops: PoolDe
     const serial = await serialHead(paths.vmRuntime(vm.id).serialLog);
     const derived = customizationState(serial, serial.length > 0, spec);
     const replica = replicas.find((x) => x.id === r.replicaId);
-    const files = desktopFiles(paths.pool(replica?.storage ?? 'default'), name, vm.name, spec, replica?.files.length ?? 0);
+    const files = desktopFiles(
+      paths.pool(replica?.storage ?? 'default'),
+      name,
+      vm.name,
+      spec,
+      replica?.files.length ?? 0,
+    );
     let ownBytes = 0;
     for (const f of files.os) ownBytes += await allocatedBytes(f);
     ownBytes += await allocatedBytes(files.identity);
-    desktops.push({ name: vm.name, number: r.number, vmState: vm.state, state: derived.state, message: derived.message, storage: replica?.storage ?? '?', ownBytes, pending: r.pending, user: r.assignedUser,
-      session: r.sessionUser !== null ? { user: r.sessionUser, since: r.sessionSince ?? '' } : null, inUse: isInUse(r), address: addresses.get(r.vmId) ?? null });
+    desktops.push({
+      name: vm.name,
+      number: r.number,
+      vmState: vm.state,
+      state: derived.state,
+      message: derived.message,
+      storage: replica?.storage ?? '?',
+      ownBytes,
+      pending: r.pending,
+      user: r.assignedUser,
+      session: r.sessionUser !== null ? { user: r.sessionUser, since: r.sessionSince ?? '' } : null,
+      inUse: isInUse(r),
+      address: addresses.get(r.vmId) ?? null,
+    });
   }
   // Linked or not is read from the files now: once the master's snapshot is deleted, the pool alone holds the layer.
   const linked = new Map<string, boolean>();
@@ -98,9 +134,26 @@ export async function poolView(repos: { pools: DesktopPoolRepo; desktops: PoolDe
   // A full clone copies the snapshot's data: what one replica holds.
   const fullCopiesBytes = (replicas[0]?.sizeBytes ?? 0) * desktops.length;
   return {
-    name, state: pool.state, message: pool.message, spec,
-    replicas: replicas.map((r) => ({ storage: r.storage, snapshot: r.snapshot, sizeBytes: r.sizeBytes, linked: linked.get(r.id) ?? false, desktops: rows.filter((d) => d.replicaId === r.id).length })),
-    desktops, storage: { usedBytes, replicasBytes, replicasSharedBytes, desktopsBytes, fullCopiesBytes, savedBytes: fullCopiesBytes - usedBytes },
+    name,
+    state: pool.state,
+    message: pool.message,
+    spec,
+    replicas: replicas.map((r) => ({
+      storage: r.storage,
+      snapshot: r.snapshot,
+      sizeBytes: r.sizeBytes,
+      linked: linked.get(r.id) ?? false,
+      desktops: rows.filter((d) => d.replicaId === r.id).length,
+    })),
+    desktops,
+    storage: {
+      usedBytes,
+      replicasBytes,
+      replicasSharedBytes,
+      desktopsBytes,
+      fullCopiesBytes,
+      savedBytes: fullCopiesBytes - usedBytes,
+    },
   };
 }
 

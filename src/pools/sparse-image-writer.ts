@@ -25,7 +25,10 @@ export function qcow2Template(opts: { backing?: string; sizeBytes?: number }): P
       const dir = await mkdtemp(join(tmpdir(), 'mamori-qcow2-'));
       try {
         const file = join(dir, 't.qcow2');
-        await createQcow2(file, { ...(opts.backing ? { backing: { file: opts.backing, format: 'qcow2' } } : {}), ...(opts.sizeBytes === undefined ? {} : { sizeBytes: opts.sizeBytes }) });
+        await createQcow2(file, {
+          ...(opts.backing ? { backing: { file: opts.backing, format: 'qcow2' } } : {}),
+          ...(opts.sizeBytes === undefined ? {} : { sizeBytes: opts.sizeBytes }),
+        });
         return await readFile(file);
       } finally {
         await rm(dir, { recursive: true, force: true });

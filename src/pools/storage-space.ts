@@ -5,13 +5,21 @@ import { dirname } from 'node:path';
 
 /** Bytes a file takes on disk (its allocated blocks: holes and sparse regions cost nothing). */
 export async function allocatedBytes(path: string): Promise<number> {
-  return stat(path).then((s) => s.blocks * 512, () => 0);
+  return stat(path).then(
+    (s) => s.blocks * 512,
+    () => 0,
+  );
 }
 
 /** The nearest existing folder at or above `dir` (statfs of a storage pool not made yet). */
 export async function existingParent(dir: string): Promise<string> {
   let d = dir;
-  while (!(await stat(d).then(() => true, () => false))) {
+  while (
+    !(await stat(d).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     const up = dirname(d);
     if (up === d) break;
     d = up;
@@ -35,7 +43,12 @@ export function shares(total: number, free: number[]): number[] {
 const DESKTOP_OVERHEAD = 4 * 1024 * 1024;
 
 /** Refused before anything is made when a storage pool lacks the room (one replica there, and its share of desktops). */
-export async function assertRoom(poolDir: (storage: string) => string, spec: Pick<PoolSpec, 'storage' | 'persistentDiskBytes' | 'disposableDiskBytes'>, replicaBytes: number, desktops: number): Promise<void> {
+export async function assertRoom(
+  poolDir: (storage: string) => string,
+  spec: Pick<PoolSpec, 'storage' | 'persistentDiskBytes' | 'disposableDiskBytes'>,
+  replicaBytes: number,
+  desktops: number,
+): Promise<void> {
   const per = DESKTOP_OVERHEAD + (spec.persistentDiskBytes ?? 0) + (spec.disposableDiskBytes ?? 0);
   const share = Math.ceil(desktops / spec.storage.length);
   for (const s of spec.storage) {
@@ -44,8 +57,12 @@ export async function assertRoom(poolDir: (storage: string) => string, spec: Pic
     const free = Number(fs.bavail) * Number(fs.bsize);
     const need = replicaBytes + share * per;
     if (need > free) {
-      throw new MamoriError('POOL_FULL', `storage pool ${s} has ${gib(free)} free but ${desktops} desktops need ${gib(need)} there (replica ${gib(replicaBytes)}, ${share} desktops of ${gib(per)}): ` +
-        'make the pool smaller, the persistent/disposable disks smaller, or add storage (--storage A,B)', { details: { storage: s, free, need } });
+      throw new MamoriError(
+        'POOL_FULL',
+        `storage pool ${s} has ${gib(free)} free but ${desktops} desktops need ${gib(need)} there (replica ${gib(replicaBytes)}, ${share} desktops of ${gib(per)}): ` +
+          'make the pool smaller, the persistent/disposable disks smaller, or add storage (--storage A,B)',
+        { details: { storage: s, free, need } },
+      );
     }
   }
 }

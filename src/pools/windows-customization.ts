@@ -53,15 +53,15 @@ export function windowsCustomizationScript(spec: PoolSpec, desktop: string): str
       'try { $reached = $tcp.ConnectAsync($kmsHost, $kmsPort).Wait(10000) } catch { $reached = $false } finally { $tcp.Close() }',
       '$took = [int]((Get-Date) - $started).TotalSeconds',
       'if (-not $reached) { Say "license-failed cause=kms-unreachable seconds=$took timeout=$limit output=no TCP connection to ${kmsHost}:$kmsPort"; exit 0 }',
-      '$slmgr = Join-Path $env:SystemRoot \'System32\\slmgr.vbs\'',
+      "$slmgr = Join-Path $env:SystemRoot 'System32\\slmgr.vbs'",
       '$null = & cscript.exe //nologo $slmgr /skms "${kmsHost}:$kmsPort" 2>&1',
-      '$log = Join-Path $env:TEMP \'mamori-ato.out\'',
+      "$log = Join-Path $env:TEMP 'mamori-ato.out'",
       "$ato = Start-Process -FilePath cscript.exe -ArgumentList '//nologo', $slmgr, '/ato' -NoNewWindow -PassThru -RedirectStandardOutput $log",
       'if (-not $ato.WaitForExit($limit * 1000)) { $ato.Kill(); $took = [int]((Get-Date) - $started).TotalSeconds; Say "license-failed cause=timeout seconds=$took timeout=$limit output="; exit 0 }',
       '$out = Get-Content -Raw $log',
       '$took = [int]((Get-Date) - $started).TotalSeconds',
       // slmgr prints "Error: 0xC004F074 ..." and may still exit 0.
-      "if ($ato.ExitCode -ne 0 -or $out -match 'Error: 0x') { Say (\"license-failed cause=exit-$($ato.ExitCode) seconds=$took timeout=$limit output=\" + (Clip $out)); exit 0 }",
+      'if ($ato.ExitCode -ne 0 -or $out -match \'Error: 0x\') { Say ("license-failed cause=exit-$($ato.ExitCode) seconds=$took timeout=$limit output=" + (Clip $out)); exit 0 }',
       'Say "license-activated seconds=$took"',
     );
   }

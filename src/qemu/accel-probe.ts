@@ -48,8 +48,8 @@ const REAP_GRACE_MS = 3_000;
  */
 export function buildProbeBootSector(): Uint8Array {
   const code = [
-    0xfc, 0x31, 0xc0, 0x8e, 0xd8, 0xba, 0xf8, 0x03, 0xbe, 0x17, 0x7c, 0xac, 0x84, 0xc0, 0x74, 0x03,
-    0xee, 0xeb, 0xf8, 0xfa, 0xf4, 0xeb, 0xfc,
+    0xfc, 0x31, 0xc0, 0x8e, 0xd8, 0xba, 0xf8, 0x03, 0xbe, 0x17, 0x7c, 0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8,
+    0xfa, 0xf4, 0xeb, 0xfc,
   ];
   const sector = new Uint8Array(512);
   sector.set(code, 0);
@@ -71,8 +71,11 @@ export async function probeAccelerator(options: AccelProbeOptions = {}): Promise
   const forced = env['MAMORI_ACCEL'];
   if (forced !== undefined && forced !== '') {
     if (forced !== 'kvm' && forced !== 'tcg') {
-      throw new MamoriError('INVALID_INPUT', `MAMORI_ACCEL must be "kvm" or "tcg", not "${forced}"; unset it to probe.`,
-        { details: { variable: 'MAMORI_ACCEL', value: forced, allowed: ['kvm', 'tcg'] } });
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `MAMORI_ACCEL must be "kvm" or "tcg", not "${forced}"; unset it to probe.`,
+        { details: { variable: 'MAMORI_ACCEL', value: forced, allowed: ['kvm', 'tcg'] } },
+      );
     }
     return { accel: forced, reason: `MAMORI_ACCEL=${forced} is set in the environment`, probeMs: elapsed() };
   }
@@ -85,7 +88,11 @@ export async function probeAccelerator(options: AccelProbeOptions = {}): Promise
     return { accel: 'tcg', reason: `${device} ${why}`, probeMs: elapsed() };
   }
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const boot = await bootProbeSector({ accel: 'kvm', timeoutMs, ...(options.qemuBinary === undefined ? {} : { qemuBinary: options.qemuBinary }) });
+  const boot = await bootProbeSector({
+    accel: 'kvm',
+    timeoutMs,
+    ...(options.qemuBinary === undefined ? {} : { qemuBinary: options.qemuBinary }),
+  });
   if (boot.printed) {
     return { accel: 'kvm', reason: `a KVM guest printed its boot message in ${boot.elapsedMs} ms`, probeMs: elapsed() };
   }
@@ -97,12 +104,21 @@ export async function probeAccelerator(options: AccelProbeOptions = {}): Promise
  * The QEMU child is killed by its own pid as soon as the message appears or the time
  * is up, reaped, and its temp dir removed.
  */
-export async function bootProbeSector(options: { accel: Accelerator; timeoutMs?: number; qemuBinary?: string }): Promise<BootProbeResult> {
+export async function bootProbeSector(options: {
+  accel: Accelerator;
+  timeoutMs?: number;
+  qemuBinary?: string;
+}): Promise<BootProbeResult> {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-accel-'));
   try {
     const image = join(dir, 'probe.img');
     await writeFile(image, buildProbeBootSector());
-    return await runProbeQemu(options.qemuBinary ?? 'qemu-system-x86_64', options.accel, image, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    return await runProbeQemu(
+      options.qemuBinary ?? 'qemu-system-x86_64',
+      options.accel,
+      image,
+      options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -110,8 +126,18 @@ export async function bootProbeSector(options: { accel: Accelerator; timeoutMs?:
 
 function runProbeQemu(binary: string, accel: Accelerator, image: string, timeoutMs: number): Promise<BootProbeResult> {
   const args = [
-    '-machine', `pc,accel=${accel}`, '-nodefaults', '-no-user-config', '-display', 'none', '-m', '16',
-    '-drive', `file=${image},format=raw,if=ide`, '-serial', 'stdio',
+    '-machine',
+    `pc,accel=${accel}`,
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-m',
+    '16',
+    '-drive',
+    `file=${image},format=raw,if=ide`,
+    '-serial',
+    'stdio',
   ];
   const started = performance.now();
   // runProcess cannot stop a child early; the probe must kill QEMU the moment it has its answer.
@@ -135,7 +161,11 @@ function runProbeQemu(binary: string, accel: Accelerator, image: string, timeout
     let reapTimer: NodeJS.Timeout | undefined;
     const elapsed = (): number => Math.round(performance.now() - started);
     const timer = setTimeout(() => {
-      finish({ printed: false, reason: `the ${accel} guest did not print its boot message within ${timeoutMs} ms`, elapsedMs: elapsed() });
+      finish({
+        printed: false,
+        reason: `the ${accel} guest did not print its boot message within ${timeoutMs} ms`,
+        elapsedMs: elapsed(),
+      });
     }, timeoutMs);
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       stdout += chunk;

@@ -66,12 +66,21 @@ export class GuestAgent {
   }
 
   /** Runs one command (after sync); a timeout leaves its outcome unknown, as with QMP. */
-  async execute<T = unknown>(command: string, args: Record<string, unknown> | undefined, timeoutMs: number): Promise<T> {
+  async execute<T = unknown>(
+    command: string,
+    args: Record<string, unknown> | undefined,
+    timeoutMs: number,
+  ): Promise<T> {
     this.#buffer = '';
     this.#socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
-    const reply = (await this.#line(0, Date.now() + timeoutMs, command)) as { return?: T; error?: { class: string; desc: string } };
+    const reply = (await this.#line(0, Date.now() + timeoutMs, command)) as {
+      return?: T;
+      error?: { class: string; desc: string };
+    };
     if (reply.error) {
-      throw new MamoriError('QMP_ERROR', `guest agent: ${command} failed: ${reply.error.desc}`, { details: { command, errorClass: reply.error.class } });
+      throw new MamoriError('QMP_ERROR', `guest agent: ${command} failed: ${reply.error.desc}`, {
+        details: { command, errorClass: reply.error.class },
+      });
     }
     return reply.return as T;
   }
@@ -102,7 +111,12 @@ export class GuestAgent {
   async #wait(deadline: number, what: string): Promise<void> {
     if (this.#closed) throw agentError(`the guest agent channel closed while waiting for ${what}`);
     const left = deadline - Date.now();
-    if (left <= 0) throw new MamoriError('QMP_TIMEOUT', `the guest agent did not answer ${what} in time; is qemu-guest-agent running in the guest?`, { details: { command: what } });
+    if (left <= 0)
+      throw new MamoriError(
+        'QMP_TIMEOUT',
+        `the guest agent did not answer ${what} in time; is qemu-guest-agent running in the guest?`,
+        { details: { command: what } },
+      );
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, left);
       this.#waiters.push(() => {
@@ -120,5 +134,8 @@ export class GuestAgent {
 }
 
 function agentError(message: string, cause?: unknown): MamoriError {
-  return new MamoriError('QMP_DISCONNECTED', message, { details: { wanted: 'GUEST_AGENT_UNREACHABLE' }, ...(cause ? { cause } : {}) });
+  return new MamoriError('QMP_DISCONNECTED', message, {
+    details: { wanted: 'GUEST_AGENT_UNREACHABLE' },
+    ...(cause ? { cause } : {}),
+  });
 }

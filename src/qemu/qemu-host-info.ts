@@ -52,8 +52,11 @@ export async function readQemuHostInfo(options: QemuHostInfoOptions = {}): Promi
 export function parseQemuVersion(text: string): string {
   const match = /QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?/.exec(text);
   if (match === null) {
-    throw new MamoriError('PROCESS_FAILED', `could not read a version from QEMU's --version output: ${text.trim().slice(0, 200)}`,
-      { details: { output: text } });
+    throw new MamoriError(
+      'PROCESS_FAILED',
+      `could not read a version from QEMU's --version output: ${text.trim().slice(0, 200)}`,
+      { details: { output: text } },
+    );
   }
   return `${match[1]}.${match[2]}.${match[3] ?? '0'}`;
 }
@@ -87,7 +90,9 @@ export function parseMachineHelp(text: string): MachineType[] {
     if (alias !== undefined) type.alias = alias;
   }
   if (types.length === 0) {
-    throw new MamoriError('PROCESS_FAILED', 'QEMU listed no machine types in `-machine help`', { details: { output: text.slice(0, 500) } });
+    throw new MamoriError('PROCESS_FAILED', 'QEMU listed no machine types in `-machine help`', {
+      details: { output: text.slice(0, 500) },
+    });
   }
   return types;
 }
@@ -103,9 +108,9 @@ export function resolveMachineType(requested: string, machineTypes: readonly Mac
   const exact = machineTypes.find((t) => t.name === requested);
   if (exact !== undefined) return exact.name;
   const valid = machineTypes.flatMap((t) => (t.alias === undefined ? [t.name] : [t.alias, t.name]));
-  throw new MamoriError('INVALID_INPUT',
-    `unknown machine type "${requested}"; this QEMU offers: ${valid.join(', ')}`,
-    { details: { requested, valid } });
+  throw new MamoriError('INVALID_INPUT', `unknown machine type "${requested}"; this QEMU offers: ${valid.join(', ')}`, {
+    details: { requested, valid },
+  });
 }
 
 async function findOvmf(dir: string): Promise<OvmfFirmware | null> {

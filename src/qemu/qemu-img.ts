@@ -69,7 +69,9 @@ export interface UntrustedImageSpec {
  */
 export function untrustedImageName(spec: UntrustedImageSpec): string {
   const protocol = { driver: spec.blockDevice ? 'host_device' : 'file', filename: spec.file };
-  const file = spec.member ? { driver: 'raw', offset: spec.member.offset, size: spec.member.size, file: protocol } : protocol;
+  const file = spec.member
+    ? { driver: 'raw', offset: spec.member.offset, size: spec.member.size, file: protocol }
+    : protocol;
   return `json:${JSON.stringify({ backing: null, file })}`;
 }
 
@@ -84,7 +86,12 @@ export async function checkUntrustedImage(spec: UntrustedImageSpec): Promise<voi
 }
 
 /** Copies an untrusted image into a new site image (format pinned, backing cut); see convertImage. */
-export async function convertUntrustedImage(spec: UntrustedImageSpec, dst: string, dstFormat: 'qcow2' | 'raw', onProgress?: (fraction: number) => void): Promise<void> {
+export async function convertUntrustedImage(
+  spec: UntrustedImageSpec,
+  dst: string,
+  dstFormat: 'qcow2' | 'raw',
+  onProgress?: (fraction: number) => void,
+): Promise<void> {
   await convertImage(untrustedImageName(spec), spec.format, dst, dstFormat, onProgress);
 }
 
@@ -95,7 +102,13 @@ export async function convertUntrustedImage(spec: UntrustedImageSpec, dst: strin
 export async function imageInfo(path: string, format?: string, label = path): Promise<ImageInfo> {
   try {
     const info = await queryImageInfo(path, { ...(format ? { format } : {}), forceShare: true });
-    return { format: info.format, virtualSize: info.virtualSize, actualSize: info.actualSize, backingFile: info.backingFile, corrupt: info.corrupt };
+    return {
+      format: info.format,
+      virtualSize: info.virtualSize,
+      actualSize: info.actualSize,
+      backingFile: info.backingFile,
+      corrupt: info.corrupt,
+    };
   } catch (e) {
     throw asImageError(e, label);
   }
@@ -135,12 +148,23 @@ export interface InfoOptions {
 
 /** qemu-img info; rejects with PROCESS_FAILED as is, IMAGE_UNREADABLE when the answer lacks a format or size. */
 export async function queryImageInfo(path: string, opts: InfoOptions = {}): Promise<QemuImgInfo> {
-  const args = ['info', '--output=json', ...(opts.forceShare === true ? ['-U'] : []), ...(opts.format ? ['-f', opts.format] : []), path];
+  const args = [
+    'info',
+    '--output=json',
+    ...(opts.forceShare === true ? ['-U'] : []),
+    ...(opts.format ? ['-f', opts.format] : []),
+    path,
+  ];
   const { stdout } = await runProcess(QEMU_IMG, args, { timeoutMs: opts.timeoutMs ?? 30_000 });
   const j = JSON.parse(stdout) as Record<string, unknown>;
-  const data = (j['format-specific'] as { data?: { corrupt?: unknown; 'data-file'?: unknown; bitmaps?: StoredBitmap[] } } | undefined)?.data;
+  const data = (
+    j['format-specific'] as
+      { data?: { corrupt?: unknown; 'data-file'?: unknown; bitmaps?: StoredBitmap[] } } | undefined
+  )?.data;
   if (typeof j['format'] !== 'string' || typeof j['virtual-size'] !== 'number') {
-    throw new MamoriError('IMAGE_UNREADABLE', `qemu-img info gave no format or size for ${path}`, { details: { image: path, out: stdout } });
+    throw new MamoriError('IMAGE_UNREADABLE', `qemu-img info gave no format or size for ${path}`, {
+      details: { image: path, out: stdout },
+    });
   }
   return {
     format: j['format'],
@@ -163,7 +187,8 @@ export async function openImageExclusive(path: string, format: string): Promise<
 
 /** A new site image: qcow2 in the site layout, or raw. */
 export async function createImage(path: string, format: 'qcow2' | 'raw', sizeBytes: number): Promise<void> {
-  const args = format === 'qcow2' ? createQcow2Args(path, { sizeBytes }) : ['create', '-q', '-f', 'raw', path, String(sizeBytes)];
+  const args =
+    format === 'qcow2' ? createQcow2Args(path, { sizeBytes }) : ['create', '-q', '-f', 'raw', path, String(sizeBytes)];
   await runProcess(QEMU_IMG, args, { timeoutMs: 60_000 });
 }
 
@@ -185,8 +210,15 @@ export async function createQcow2(path: string, opts: Qcow2CreateOptions = {}): 
 function createQcow2Args(path: string, opts: Qcow2CreateOptions): string[] {
   const options = QCOW2_LAYOUTS[opts.layout ?? 'site'];
   return [
-    'create', '-q', '-f', 'qcow2', ...(options === null ? [] : ['-o', options]), ...(opts.unsafe === true ? ['-u'] : []),
-    ...(opts.backing ? ['-b', opts.backing.file, '-F', opts.backing.format] : []), path, ...(opts.sizeBytes === undefined ? [] : [String(opts.sizeBytes)]),
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    ...(options === null ? [] : ['-o', options]),
+    ...(opts.unsafe === true ? ['-u'] : []),
+    ...(opts.backing ? ['-b', opts.backing.file, '-F', opts.backing.format] : []),
+    path,
+    ...(opts.sizeBytes === undefined ? [] : [String(opts.sizeBytes)]),
   ];
 }
 
@@ -203,7 +235,15 @@ export async function convertImage(
   dstFormat: 'qcow2' | 'raw',
   onProgress?: (fraction: number) => void,
 ): Promise<void> {
-  const args = convertArgs({ src, srcFormat, dst, dstFormat, dstOptions: dstFormat === 'qcow2' ? QCOW2_LAYOUTS.site : null, progress: true, outOfOrder: true });
+  const args = convertArgs({
+    src,
+    srcFormat,
+    dst,
+    dstFormat,
+    dstOptions: dstFormat === 'qcow2' ? QCOW2_LAYOUTS.site : null,
+    progress: true,
+    outOfOrder: true,
+  });
   await runConvert(args, src, onProgress);
   await syncFile(dst);
 }
@@ -227,11 +267,17 @@ export type ExportFormat = 'vmdk' | 'vmdk-stream' | 'vhdx';
  * VMDKs say lsilogic, the SCSI adapter every VMware guest OS has a driver for. No -U:
  * qemu-img holds QEMU's image lock on the source, so no VM can start on it mid-copy.
  */
-export async function exportImage(src: string, srcFormat: string, dst: string, format: ExportFormat, onProgress?: (fraction: number) => void): Promise<void> {
+export async function exportImage(
+  src: string,
+  srcFormat: string,
+  dst: string,
+  format: ExportFormat,
+  onProgress?: (fraction: number) => void,
+): Promise<void> {
   const options: Record<ExportFormat, [string, string]> = {
-    'vmdk': ['vmdk', 'subformat=monolithicSparse,adapter_type=lsilogic'],
+    vmdk: ['vmdk', 'subformat=monolithicSparse,adapter_type=lsilogic'],
     'vmdk-stream': ['vmdk', 'subformat=streamOptimized,adapter_type=lsilogic'],
-    'vhdx': ['vhdx', 'subformat=dynamic'],
+    vhdx: ['vhdx', 'subformat=dynamic'],
   };
   const [dstFormat, dstOptions] = options[format];
   await runConvert(convertArgs({ src, srcFormat, dst, dstFormat, dstOptions, progress: true }), src, onProgress);
@@ -263,7 +309,11 @@ export async function checkImage(path: string, format: string, label = path): Pr
     await runProcess(QEMU_IMG, ['check', '-q', '-U', '-f', format, path], { timeoutMs: 300_000, okCodes: [0, 3, 63] });
   } catch (e) {
     if (isMamoriError(e, 'PROCESS_FAILED')) {
-      throw new MamoriError('IMAGE_CORRUPT', `${label} is damaged and cannot be used: ${String(e.details?.['stderr'] ?? e.message).trim()}`, { cause: e });
+      throw new MamoriError(
+        'IMAGE_CORRUPT',
+        `${label} is damaged and cannot be used: ${String(e.details?.['stderr'] ?? e.message).trim()}`,
+        { cause: e },
+      );
     }
     throw e;
   }
@@ -282,7 +332,14 @@ export async function checkImageExclusive(path: string): Promise<void> {
  * backing), leaving `top` as it was (-d: the caller drops it right after).
  */
 export async function commitImage(top: string, opts: { format?: string; base?: string } = {}): Promise<void> {
-  const args = ['commit', '-q', '-d', ...(opts.format ? ['-f', opts.format] : []), ...(opts.base ? ['-b', opts.base] : []), top];
+  const args = [
+    'commit',
+    '-q',
+    '-d',
+    ...(opts.format ? ['-f', opts.format] : []),
+    ...(opts.base ? ['-b', opts.base] : []),
+    top,
+  ];
   await runProcess(QEMU_IMG, args, { timeoutMs: 6 * 3600_000 });
 }
 
@@ -290,7 +347,11 @@ export async function commitImage(top: string, opts: { format?: string; base?: s
  * `qemu-img rebase -u` of a qcow2: rewrites the backing name and format in its header only,
  * for a caller that knows the new backing reads the same bytes as the old one.
  */
-export async function rebaseUnsafe(image: string, backing: BackingRef, opts: { timeoutMs?: number } = {}): Promise<void> {
+export async function rebaseUnsafe(
+  image: string,
+  backing: BackingRef,
+  opts: { timeoutMs?: number } = {},
+): Promise<void> {
   const args = ['rebase', '-q', '-u', '-f', 'qcow2', '-b', backing.file, '-F', backing.format, image];
   await runProcess(QEMU_IMG, args, { timeoutMs: opts.timeoutMs ?? 30_000 });
 }
@@ -299,29 +360,82 @@ export async function rebaseUnsafe(image: string, backing: BackingRef, opts: { t
  * `qemu-img rebase` (safe): writes into `image` what its old backing reads differently from
  * `backing` (null: no backing at all, so everything the old chain reads), then sets the name.
  */
-export async function rebaseSafe(image: string, backing: BackingRef | null, opts: { format?: string } = {}): Promise<void> {
-  const args = ['rebase', '-q', ...(opts.format ? ['-f', opts.format] : []), '-b', backing?.file ?? '', ...(backing ? ['-F', backing.format] : []), image];
+export async function rebaseSafe(
+  image: string,
+  backing: BackingRef | null,
+  opts: { format?: string } = {},
+): Promise<void> {
+  const args = [
+    'rebase',
+    '-q',
+    ...(opts.format ? ['-f', opts.format] : []),
+    '-b',
+    backing?.file ?? '',
+    ...(backing ? ['-F', backing.format] : []),
+    image,
+  ];
   await runProcess(QEMU_IMG, args, { timeoutMs: 6 * 3600_000 });
 }
 
 /** `qemu-img measure`: what a copy of `src` as a qcow2 in `layout` will take (allocated data plus metadata). */
-export async function measureQcow2(src: string, srcFormat: string, layout: Qcow2Layout, opts: { forceShare?: boolean } = {}): Promise<{ required: number; fullyAllocated: number }> {
+export async function measureQcow2(
+  src: string,
+  srcFormat: string,
+  layout: Qcow2Layout,
+  opts: { forceShare?: boolean } = {},
+): Promise<{ required: number; fullyAllocated: number }> {
   const options = QCOW2_LAYOUTS[layout];
-  const args = ['measure', ...(opts.forceShare === true ? ['-U'] : []), '--output=json', '-f', srcFormat, '-O', 'qcow2', ...(options === null ? [] : ['-o', options]), src];
+  const args = [
+    'measure',
+    ...(opts.forceShare === true ? ['-U'] : []),
+    '--output=json',
+    '-f',
+    srcFormat,
+    '-O',
+    'qcow2',
+    ...(options === null ? [] : ['-o', options]),
+    src,
+  ];
   const { stdout } = await runProcess(QEMU_IMG, args, { timeoutMs: 120_000 });
   const j = JSON.parse(stdout) as { required: number; 'fully-allocated': number };
   return { required: Number(j.required), fullyAllocated: Number(j['fully-allocated']) };
 }
 
 /** Flattens `src` (with its backing chain) into one new qcow2 in `layout`; PROCESS_FAILED as is, no fsync (the caller syncs). */
-export async function flattenToQcow2(src: string, srcFormat: string, dst: string, layout: Qcow2Layout, opts: { forceShare?: boolean } = {}): Promise<void> {
-  const args = convertArgs({ src, srcFormat, dst, dstFormat: 'qcow2', dstOptions: QCOW2_LAYOUTS[layout], forceShare: opts.forceShare === true, outOfOrder: true });
+export async function flattenToQcow2(
+  src: string,
+  srcFormat: string,
+  dst: string,
+  layout: Qcow2Layout,
+  opts: { forceShare?: boolean } = {},
+): Promise<void> {
+  const args = convertArgs({
+    src,
+    srcFormat,
+    dst,
+    dstFormat: 'qcow2',
+    dstOptions: QCOW2_LAYOUTS[layout],
+    forceShare: opts.forceShare === true,
+    outOfOrder: true,
+  });
   await runProcess(QEMU_IMG, args, { timeoutMs: 6 * 3600_000 });
 }
 
 /** Copies `src` into a raw file to be read byte by byte; PROCESS_FAILED as is. */
-export async function convertToRaw(src: string, srcFormat: string, dst: string, opts: { forceShare?: boolean; timeoutMs?: number } = {}): Promise<void> {
-  const args = convertArgs({ src, srcFormat, dst, dstFormat: 'raw', dstOptions: null, forceShare: opts.forceShare === true });
+export async function convertToRaw(
+  src: string,
+  srcFormat: string,
+  dst: string,
+  opts: { forceShare?: boolean; timeoutMs?: number } = {},
+): Promise<void> {
+  const args = convertArgs({
+    src,
+    srcFormat,
+    dst,
+    dstFormat: 'raw',
+    dstOptions: null,
+    forceShare: opts.forceShare === true,
+  });
   await runProcess(QEMU_IMG, args, { timeoutMs: opts.timeoutMs ?? 30 * 60_000 });
 }
 
@@ -334,7 +448,11 @@ export interface MapExtent {
 }
 
 /** `qemu-img map`: where an image holds data; PROCESS_FAILED as is. */
-export async function mapImage(path: string, format: string, opts: { forceShare?: boolean } = {}): Promise<MapExtent[]> {
+export async function mapImage(
+  path: string,
+  format: string,
+  opts: { forceShare?: boolean } = {},
+): Promise<MapExtent[]> {
   const args = ['map', '--output=json', '-f', format, ...(opts.forceShare === true ? ['-U'] : []), path];
   return JSON.parse((await runProcess(QEMU_IMG, args, { timeoutMs: 60_000 })).stdout) as MapExtent[];
 }
@@ -378,8 +496,17 @@ interface ConvertSpec {
 
 function convertArgs(c: ConvertSpec): string[] {
   return [
-    'convert', ...(c.progress === true ? ['-p'] : []), ...(c.forceShare === true ? ['-U'] : []), ...(c.outOfOrder === true ? ['-W', '-m', '8'] : []),
-    '-f', c.srcFormat, '-O', c.dstFormat, ...(c.dstOptions === null ? [] : ['-o', c.dstOptions]), c.src, c.dst,
+    'convert',
+    ...(c.progress === true ? ['-p'] : []),
+    ...(c.forceShare === true ? ['-U'] : []),
+    ...(c.outOfOrder === true ? ['-W', '-m', '8'] : []),
+    '-f',
+    c.srcFormat,
+    '-O',
+    c.dstFormat,
+    ...(c.dstOptions === null ? [] : ['-o', c.dstOptions]),
+    c.src,
+    c.dst,
   ];
 }
 
@@ -387,5 +514,8 @@ function convertArgs(c: ConvertSpec): string[] {
 function asImageError(e: unknown, path: string): unknown {
   if (!isMamoriError(e, 'PROCESS_FAILED')) return e;
   const stderr = String(e.details?.['stderr'] ?? '').trim();
-  return new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read ${path}: ${stderr.split('\n').at(-1) ?? stderr}`, { cause: e, details: { path, stderr } });
+  return new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read ${path}: ${stderr.split('\n').at(-1) ?? stderr}`, {
+    cause: e,
+    details: { path, stderr },
+  });
 }

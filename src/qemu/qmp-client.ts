@@ -1,7 +1,14 @@
 import { createConnection, type Socket } from 'node:net';
 import { MamoriError } from '../core/mamori-error.js';
 import type {
-  QmpArgs, QmpCommandName, QmpErrorClass, QmpEvent, QmpEvents, QmpGreeting, QmpReturn, QmpTimestamp,
+  QmpArgs,
+  QmpCommandName,
+  QmpErrorClass,
+  QmpEvent,
+  QmpEvents,
+  QmpGreeting,
+  QmpReturn,
+  QmpTimestamp,
 } from './qmp-types.js';
 
 export interface QmpConnectOptions {
@@ -34,9 +41,10 @@ export interface QmpCloseInfo {
   error?: Error;
 }
 
-type ExecuteRest<C extends QmpCommandName> = undefined extends QmpArgs<C>
-  ? [args?: QmpArgs<C>, options?: QmpExecuteOptions]
-  : [args: QmpArgs<C>, options?: QmpExecuteOptions];
+type ExecuteRest<C extends QmpCommandName> =
+  undefined extends QmpArgs<C>
+    ? [args?: QmpArgs<C>, options?: QmpExecuteOptions]
+    : [args: QmpArgs<C>, options?: QmpExecuteOptions];
 
 type Listener = (arg: never) => void;
 
@@ -107,9 +115,13 @@ export class QmpClient {
   execute(command: string, args?: unknown, options: QmpExecuteOptions = {}): Promise<unknown> {
     const socket = this.#socket;
     if (socket === null || socket.destroyed || (this.#handshaking && command !== 'qmp_capabilities')) {
-      return Promise.reject(new MamoriError('QMP_DISCONNECTED',
-        `QMP ${command} was not sent: not connected to ${this.#socketPath}. Reconnect, or check that QEMU is running.`,
-        { details: { command, socketPath: this.#socketPath, sent: false } }));
+      return Promise.reject(
+        new MamoriError(
+          'QMP_DISCONNECTED',
+          `QMP ${command} was not sent: not connected to ${this.#socketPath}. Reconnect, or check that QEMU is running.`,
+          { details: { command, socketPath: this.#socketPath, sent: false } },
+        ),
+      );
     }
     const id = `mamori-${this.#nextId++}`;
     const timeoutMs = options.timeoutMs ?? this.#commandTimeoutMs;
@@ -117,10 +129,14 @@ export class QmpClient {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new MamoriError('QMP_TIMEOUT',
-          `QMP ${command} got no reply within ${timeoutMs} ms; its outcome is unknown (QEMU may still run it). ` +
-          'Query the state before retrying.',
-          { details: { command, timeoutMs, outcome: 'unknown', socketPath: this.#socketPath } }));
+        reject(
+          new MamoriError(
+            'QMP_TIMEOUT',
+            `QMP ${command} got no reply within ${timeoutMs} ms; its outcome is unknown (QEMU may still run it). ` +
+              'Query the state before retrying.',
+            { details: { command, timeoutMs, outcome: 'unknown', socketPath: this.#socketPath } },
+          ),
+        );
       }, timeoutMs);
       this.#pending.set(id, { command, resolve, reject, timer });
       if (command === 'quit') this.#expectClose = true;
@@ -148,12 +164,18 @@ export class QmpClient {
    * Resolves with the next matching event. Call it before sending the command that
    * causes the event, or the event may pass before anyone listens.
    */
-  waitForEvent<E extends keyof QmpEvents>(name: E, options: QmpWaitOptions<QmpEvents[E]>): Promise<QmpEvent<QmpEvents[E]>>;
+  waitForEvent<E extends keyof QmpEvents>(
+    name: E,
+    options: QmpWaitOptions<QmpEvents[E]>,
+  ): Promise<QmpEvent<QmpEvents[E]>>;
   waitForEvent(name: string, options: QmpWaitOptions<Record<string, unknown>>): Promise<QmpEvent>;
   waitForEvent(name: string, options: QmpWaitOptions<never>): Promise<QmpEvent<never>> {
     if (!this.connected) {
-      return Promise.reject(new MamoriError('QMP_DISCONNECTED',
-        `cannot wait for QMP event ${name}: not connected to ${this.#socketPath}`, { details: { event: name } }));
+      return Promise.reject(
+        new MamoriError('QMP_DISCONNECTED', `cannot wait for QMP event ${name}: not connected to ${this.#socketPath}`, {
+          details: { event: name },
+        }),
+      );
     }
     return new Promise((resolve, reject) => {
       const done = (): void => {
@@ -163,8 +185,11 @@ export class QmpClient {
       };
       const timer = setTimeout(() => {
         done();
-        reject(new MamoriError('QMP_TIMEOUT', `QMP event ${name} did not arrive within ${options.timeoutMs} ms`,
-          { details: { event: name, timeoutMs: options.timeoutMs } }));
+        reject(
+          new MamoriError('QMP_TIMEOUT', `QMP event ${name} did not arrive within ${options.timeoutMs} ms`, {
+            details: { event: name, timeoutMs: options.timeoutMs },
+          }),
+        );
       }, options.timeoutMs);
       const offEvent = this.on(name, (ev: QmpEvent) => {
         const typed = ev as QmpEvent<never>;
@@ -174,8 +199,13 @@ export class QmpClient {
       });
       const offClose = this.on('close', (info: QmpCloseInfo) => {
         done();
-        reject(new MamoriError('QMP_DISCONNECTED', `QMP connection to ${this.#socketPath} closed while waiting for event ${name}`,
-          { details: { event: name, socketPath: this.#socketPath }, cause: info.error }));
+        reject(
+          new MamoriError(
+            'QMP_DISCONNECTED',
+            `QMP connection to ${this.#socketPath} closed while waiting for event ${name}`,
+            { details: { event: name, socketPath: this.#socketPath }, cause: info.error },
+          ),
+        );
       });
     });
   }
@@ -222,9 +252,13 @@ export class QmpClient {
     this.#attach(socket);
     this.#handshaking = true;
     try {
-      const greeting = await withTimeout(new Promise<QmpGreeting>((resolve, reject) => {
-        this.#greetingWaiter = { resolve, reject };
-      }), Math.max(1, timeoutMs - (Date.now() - started)), 'greeting');
+      const greeting = await withTimeout(
+        new Promise<QmpGreeting>((resolve, reject) => {
+          this.#greetingWaiter = { resolve, reject };
+        }),
+        Math.max(1, timeoutMs - (Date.now() - started)),
+        'greeting',
+      );
       this.#greeting = greeting;
       await this.execute('qmp_capabilities', undefined, { timeoutMs: Math.max(1, timeoutMs - (Date.now() - started)) });
       this.#handshaking = false;
@@ -240,14 +274,20 @@ export class QmpClient {
   #connectError(err: unknown, attempts: number): MamoriError {
     const details = { socketPath: this.#socketPath, attempts };
     if (err instanceof MamoriError && err.code === 'QMP_TIMEOUT') {
-      return new MamoriError('QMP_TIMEOUT',
+      return new MamoriError(
+        'QMP_TIMEOUT',
         `QMP socket ${this.#socketPath} did not complete the handshake (greeting, qmp_capabilities) in time; ` +
-        'another client may hold the monitor, or QEMU is stuck.', { details, cause: err });
+          'another client may hold the monitor, or QEMU is stuck.',
+        { details, cause: err },
+      );
     }
-    const reason = (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.message : String(err));
-    return new MamoriError('QMP_DISCONNECTED',
+    const reason =
+      (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.message : String(err));
+    return new MamoriError(
+      'QMP_DISCONNECTED',
       `could not connect to QMP socket ${this.#socketPath} (${reason}) after ${attempts} attempt(s); check that QEMU is running.`,
-      { details, cause: err });
+      { details, cause: err },
+    );
   }
 
   #attach(socket: Socket): void {
@@ -275,7 +315,8 @@ export class QmpClient {
       if (socket !== this.#socket || socket.destroyed) return;
     }
     this.#buffer = this.#buffer.slice(start);
-    if (this.#buffer.length > MAX_LINE_BYTES) this.#protocolError(socket, 'a QMP message exceeded 64 MiB without a newline');
+    if (this.#buffer.length > MAX_LINE_BYTES)
+      this.#protocolError(socket, 'a QMP message exceeded 64 MiB without a newline');
   }
 
   #onLine(socket: Socket, line: string): void {
@@ -315,8 +356,11 @@ export class QmpClient {
       const error = (msg['error'] ?? {}) as { class?: string; desc?: string };
       const errorClass = (error.class ?? 'GenericError') as QmpErrorClass;
       const desc = error.desc ?? '';
-      pending.reject(new MamoriError('QMP_ERROR', `QEMU refused ${pending.command}: ${desc}`,
-        { details: { command: pending.command, errorClass, desc } }));
+      pending.reject(
+        new MamoriError('QMP_ERROR', `QEMU refused ${pending.command}: ${desc}`, {
+          details: { command: pending.command, errorClass, desc },
+        }),
+      );
     } else {
       pending.resolve(msg['return']);
     }
@@ -358,8 +402,12 @@ export class QmpClient {
     this.#socket = null;
     const waiter = this.#greetingWaiter;
     this.#greetingWaiter = null;
-    waiter?.reject(new MamoriError('QMP_DISCONNECTED', `${this.#socketPath} closed before QEMU sent its QMP greeting`,
-      { details: { socketPath: this.#socketPath }, cause: this.#closeError }));
+    waiter?.reject(
+      new MamoriError('QMP_DISCONNECTED', `${this.#socketPath} closed before QEMU sent its QMP greeting`, {
+        details: { socketPath: this.#socketPath },
+        cause: this.#closeError,
+      }),
+    );
     const expected = this.#expectClose;
     const error = this.#closeError;
     const pending = [...this.#pending.values()];
@@ -371,9 +419,13 @@ export class QmpClient {
         p.resolve({});
         continue;
       }
-      p.reject(new MamoriError('QMP_DISCONNECTED',
-        `QMP connection to ${this.#socketPath} closed before ${p.command} got a reply; its outcome is unknown.`,
-        { details: { command: p.command, socketPath: this.#socketPath, outcome: 'unknown' }, cause: error }));
+      p.reject(
+        new MamoriError(
+          'QMP_DISCONNECTED',
+          `QMP connection to ${this.#socketPath} closed before ${p.command} got a reply; its outcome is unknown.`,
+          { details: { command: p.command, socketPath: this.#socketPath, outcome: 'unknown' }, cause: error },
+        ),
+      );
     }
     if (this.#handshaking) return; // a failed attempt inside connect/reconnect is not a close of the client
     const info: QmpCloseInfo = error === undefined ? { expected } : { expected, error };
@@ -386,7 +438,11 @@ function openUnixSocket(path: string, timeoutMs: number): Promise<Socket> {
     const socket = createConnection({ path });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new MamoriError('QMP_TIMEOUT', `connecting to ${path} took longer than ${timeoutMs} ms`, { details: { socketPath: path } }));
+      reject(
+        new MamoriError('QMP_TIMEOUT', `connecting to ${path} took longer than ${timeoutMs} ms`, {
+          details: { socketPath: path },
+        }),
+      );
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -406,12 +462,15 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): P
     const timer = setTimeout(() => {
       reject(new MamoriError('QMP_TIMEOUT', `no QMP ${what} within ${timeoutMs} ms`, { details: { timeoutMs } }));
     }, timeoutMs);
-    promise.then((v) => {
-      clearTimeout(timer);
-      resolve(v);
-    }, (err: unknown) => {
-      clearTimeout(timer);
-      reject(err as Error);
-    });
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err as Error);
+      },
+    );
   });
 }

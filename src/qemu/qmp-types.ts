@@ -7,9 +7,22 @@
 
 /** QMP 'RunState' (qapi/run-state.json). */
 export type QmpRunState =
-  | 'debug' | 'inmigrate' | 'internal-error' | 'io-error' | 'paused' | 'postmigrate'
-  | 'prelaunch' | 'finish-migrate' | 'restore-vm' | 'running' | 'save-vm' | 'shutdown'
-  | 'suspended' | 'watchdog' | 'guest-panicked' | 'colo';
+  | 'debug'
+  | 'inmigrate'
+  | 'internal-error'
+  | 'io-error'
+  | 'paused'
+  | 'postmigrate'
+  | 'prelaunch'
+  | 'finish-migrate'
+  | 'restore-vm'
+  | 'running'
+  | 'save-vm'
+  | 'shutdown'
+  | 'suspended'
+  | 'watchdog'
+  | 'guest-panicked'
+  | 'colo';
 
 /** QMP error classes (qapi/control.json 'QapiErrorClass'). Branch on these, never on `desc`. */
 export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive' | 'DeviceNotFound' | 'KVMMissingCap';
@@ -120,11 +133,27 @@ export interface QmpDeviceAddArgs {
 /** qapi/transaction.json 'TransactionAction', for the actions mamori uses plus a fallback. */
 export type QmpTransactionAction =
   | { type: 'block-dirty-bitmap-add'; data: QmpBitmapAddArgs }
-  | { type: 'block-dirty-bitmap-remove' | 'block-dirty-bitmap-clear' | 'block-dirty-bitmap-enable' | 'block-dirty-bitmap-disable'; data: QmpBitmapArgs }
+  | {
+      type:
+        | 'block-dirty-bitmap-remove'
+        | 'block-dirty-bitmap-clear'
+        | 'block-dirty-bitmap-enable'
+        | 'block-dirty-bitmap-disable';
+      data: QmpBitmapArgs;
+    }
   | { type: 'block-dirty-bitmap-merge'; data: QmpBitmapMergeArgs }
   | { type: 'blockdev-snapshot'; data: QmpBlockdevSnapshotArgs }
   | { type: 'blockdev-snapshot-sync'; data: QmpBlockdevSnapshotSyncArgs }
-  | { type: 'blockdev-backup'; data: { device: string; target: string; sync: 'full' | 'top' | 'none' | 'incremental' | 'bitmap'; 'job-id'?: string; [key: string]: unknown } }
+  | {
+      type: 'blockdev-backup';
+      data: {
+        device: string;
+        target: string;
+        sync: 'full' | 'top' | 'none' | 'incremental' | 'bitmap';
+        'job-id'?: string;
+        [key: string]: unknown;
+      };
+    }
   | { type: 'abort'; data: Record<string, never> };
 
 export interface QmpTransactionArgs {
@@ -159,8 +188,17 @@ export interface QmpBlockExportAddArgs {
 }
 
 export type QmpJobStatus =
-  | 'undefined' | 'created' | 'running' | 'paused' | 'ready' | 'standby' | 'waiting'
-  | 'pending' | 'aborting' | 'concluded' | 'null';
+  | 'undefined'
+  | 'created'
+  | 'running'
+  | 'paused'
+  | 'ready'
+  | 'standby'
+  | 'waiting'
+  | 'pending'
+  | 'aborting'
+  | 'concluded'
+  | 'null';
 
 export interface QmpBlockJobInfo {
   type: string;
@@ -196,9 +234,20 @@ export interface QmpMigrateSetParametersArgs {
 }
 
 export type QmpMigrationStatus =
-  | 'none' | 'setup' | 'cancelling' | 'cancelled' | 'active' | 'postcopy-active'
-  | 'postcopy-paused' | 'postcopy-recover' | 'completed' | 'failed' | 'colo'
-  | 'pre-switchover' | 'device' | 'wait-unplug';
+  | 'none'
+  | 'setup'
+  | 'cancelling'
+  | 'cancelled'
+  | 'active'
+  | 'postcopy-active'
+  | 'postcopy-paused'
+  | 'postcopy-recover'
+  | 'completed'
+  | 'failed'
+  | 'colo'
+  | 'pre-switchover'
+  | 'device'
+  | 'wait-unplug';
 
 export interface QmpMigrationInfo {
   status?: QmpMigrationStatus;
@@ -219,37 +268,37 @@ type Empty = Record<string, never>;
  * `execute()` is typed from this map; other commands go through its untyped fallback.
  */
 export interface QmpCommands {
-  'qmp_capabilities': { args: { enable?: string[] } | NoArgs; ret: Empty };
+  qmp_capabilities: { args: { enable?: string[] } | NoArgs; ret: Empty };
   'query-status': { args: NoArgs; ret: QmpStatusInfo };
   'query-version': { args: NoArgs; ret: QmpVersionInfo };
   'query-machines': { args: NoArgs; ret: QmpMachineInfo[] };
   'query-kvm': { args: NoArgs; ret: { enabled: boolean; present: boolean } };
   'query-block': { args: NoArgs; ret: QmpBlockInfo[] };
   'query-name': { args: NoArgs; ret: { name?: string } };
-  'cont': { args: NoArgs; ret: Empty };
-  'stop': { args: NoArgs; ret: Empty };
-  'system_powerdown': { args: NoArgs; ret: Empty };
-  'system_reset': { args: NoArgs; ret: Empty };
-  'quit': { args: NoArgs; ret: Empty };
+  cont: { args: NoArgs; ret: Empty };
+  stop: { args: NoArgs; ret: Empty };
+  system_powerdown: { args: NoArgs; ret: Empty };
+  system_reset: { args: NoArgs; ret: Empty };
+  quit: { args: NoArgs; ret: Empty };
   'human-monitor-command': { args: { 'command-line': string; 'cpu-index'?: number }; ret: string };
   'blockdev-add': { args: QmpBlockdevOptions; ret: Empty };
   'blockdev-del': { args: { 'node-name': string }; ret: Empty };
-  'device_add': { args: QmpDeviceAddArgs; ret: Empty };
-  'device_del': { args: { id: string }; ret: Empty };
+  device_add: { args: QmpDeviceAddArgs; ret: Empty };
+  device_del: { args: { id: string }; ret: Empty };
   'blockdev-snapshot': { args: QmpBlockdevSnapshotArgs; ret: Empty };
   'blockdev-snapshot-sync': { args: QmpBlockdevSnapshotSyncArgs; ret: Empty };
   'block-dirty-bitmap-add': { args: QmpBitmapAddArgs; ret: Empty };
   'block-dirty-bitmap-remove': { args: QmpBitmapArgs; ret: Empty };
   'block-dirty-bitmap-clear': { args: QmpBitmapArgs; ret: Empty };
   'block-dirty-bitmap-merge': { args: QmpBitmapMergeArgs; ret: Empty };
-  'transaction': { args: QmpTransactionArgs; ret: Empty };
+  transaction: { args: QmpTransactionArgs; ret: Empty };
   'nbd-server-start': { args: QmpNbdServerStartArgs; ret: Empty };
   'nbd-server-stop': { args: NoArgs; ret: Empty };
   'block-export-add': { args: QmpBlockExportAddArgs; ret: Empty };
   'block-export-del': { args: { id: string; mode?: 'safe' | 'hard' }; ret: Empty };
   'query-block-jobs': { args: NoArgs; ret: QmpBlockJobInfo[] };
   'block-job-cancel': { args: { device: string; force?: boolean }; ret: Empty };
-  'migrate': { args: QmpMigrateArgs; ret: Empty };
+  migrate: { args: QmpMigrateArgs; ret: Empty };
   'migrate-set-capabilities': { args: { capabilities: { capability: string; state: boolean }[] }; ret: Empty };
   'migrate-set-parameters': { args: QmpMigrateSetParametersArgs; ret: Empty };
   'query-migrate': { args: NoArgs; ret: QmpMigrationInfo };
@@ -283,7 +332,14 @@ export interface QmpEvents {
   GUEST_PANICKED: { action: string; [key: string]: unknown };
   WATCHDOG: { action: string };
   DEVICE_DELETED: { device?: string; path: string };
-  BLOCK_IO_ERROR: { device: string; 'node-name'?: string; operation: 'read' | 'write'; action: string; nospace?: boolean; reason: string };
+  BLOCK_IO_ERROR: {
+    device: string;
+    'node-name'?: string;
+    operation: 'read' | 'write';
+    action: string;
+    nospace?: boolean;
+    reason: string;
+  };
   BLOCK_JOB_READY: { type: string; device: string; len: number; offset: number; speed: number };
   BLOCK_JOB_COMPLETED: { type: string; device: string; len: number; offset: number; speed: number; error?: string };
   BLOCK_JOB_CANCELLED: { type: string; device: string; len: number; offset: number; speed: number };

@@ -77,16 +77,26 @@ export const TLS_AUTHZ_ID = 'authz0';
  */
 export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
   const argv = [
-    '--chardev', `socket,id=qmp0,path=${escapeOpt(config.qmpSocket)},server=on,wait=off`,
-    '--monitor', 'chardev=qmp0',
-    '--pidfile', config.pidFile,
+    '--chardev',
+    `socket,id=qmp0,path=${escapeOpt(config.qmpSocket)},server=on,wait=off`,
+    '--monitor',
+    'chardev=qmp0',
+    '--pidfile',
+    config.pidFile,
     '--daemonize',
   ];
   const nbd = config.nbd;
   if (nbd?.tls !== undefined) {
-    argv.push('--object', json({
-      'qom-type': 'tls-creds-x509', id: TLS_CREDS_ID, dir: nbd.tls.dir, endpoint: 'server', 'verify-peer': nbd.tls.verifyPeer ?? true,
-    }));
+    argv.push(
+      '--object',
+      json({
+        'qom-type': 'tls-creds-x509',
+        id: TLS_CREDS_ID,
+        dir: nbd.tls.dir,
+        endpoint: 'server',
+        'verify-peer': nbd.tls.verifyPeer ?? true,
+      }),
+    );
     if (nbd.tls.clientIdentity !== undefined) {
       argv.push('--object', json({ 'qom-type': 'authz-simple', id: TLS_AUTHZ_ID, identity: nbd.tls.clientIdentity }));
     }
@@ -96,21 +106,36 @@ export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
       const top = k === chain.layers.length - 1;
       const node = chainNodeName(chain.id, k, chain.layers.length);
       const readOnly = !top || chain.readOnly === true;
-      argv.push('--blockdev', json({
-        driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
-        filename: layer.file, 'node-name': `${node}-file`, 'read-only': readOnly,
-        ...(chain.directIo === true ? { cache: { direct: true } } : {}),
-      }));
-      const fmt: Record<string, unknown> = { driver: layer.format, file: `${node}-file`, 'node-name': node, 'read-only': readOnly };
-      if (layer.format === 'qcow2') fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
-      else if (k !== 0) throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, { details: { chain: chain.id, layer: layer.file } });
+      argv.push(
+        '--blockdev',
+        json({
+          driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
+          filename: layer.file,
+          'node-name': `${node}-file`,
+          'read-only': readOnly,
+          ...(chain.directIo === true ? { cache: { direct: true } } : {}),
+        }),
+      );
+      const fmt: Record<string, unknown> = {
+        driver: layer.format,
+        file: `${node}-file`,
+        'node-name': node,
+        'read-only': readOnly,
+      };
+      if (layer.format === 'qcow2')
+        fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
+      else if (k !== 0)
+        throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, {
+          details: { chain: chain.id, layer: layer.file },
+        });
       argv.push('--blockdev', json(fmt));
     }
   }
   if (nbd !== undefined) {
-    const addr = nbd.listen.type === 'unix'
-      ? { type: 'unix', path: nbd.listen.path }
-      : { type: 'inet', host: nbd.listen.host, port: String(nbd.listen.port) };
+    const addr =
+      nbd.listen.type === 'unix'
+        ? { type: 'unix', path: nbd.listen.path }
+        : { type: 'inet', host: nbd.listen.host, port: String(nbd.listen.port) };
     const server: Record<string, unknown> = { addr };
     if (nbd.tls !== undefined) server['tls-creds'] = TLS_CREDS_ID;
     if (nbd.tls?.clientIdentity !== undefined) server['tls-authz'] = TLS_AUTHZ_ID;
@@ -118,7 +143,10 @@ export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
     argv.push('--nbd-server', json(server));
   }
   for (const e of config.exports ?? []) {
-    if (nbd === undefined) throw new MamoriError('INVALID_INPUT', `export ${e.id} needs an NBD server in the config`, { details: { export: e.id } });
+    if (nbd === undefined)
+      throw new MamoriError('INVALID_INPUT', `export ${e.id} needs an NBD server in the config`, {
+        details: { export: e.id },
+      });
     argv.push('--export', json(exportArgs(e)));
   }
   return argv;
@@ -130,7 +158,13 @@ export function chainNodeName(chainId: string, k: number, n: number): string {
 }
 
 function exportArgs(e: DaemonExport): QmpBlockExportAddArgs {
-  const args: QmpBlockExportAddArgs = { type: 'nbd', id: e.id, 'node-name': e.node, name: e.name ?? e.id, writable: e.writable ?? false };
+  const args: QmpBlockExportAddArgs = {
+    type: 'nbd',
+    id: e.id,
+    'node-name': e.node,
+    name: e.name ?? e.id,
+    writable: e.writable ?? false,
+  };
   if (e.bitmaps !== undefined && e.bitmaps.length > 0) args.bitmaps = e.bitmaps;
   return args;
 }
@@ -156,8 +190,11 @@ export class StorageDaemon {
     const argv = buildStorageDaemonArgv(config);
     const previous = await readPid(config.pidFile);
     if (previous !== null && (await isStorageDaemon(previous, config.qmpSocket))) {
-      throw new MamoriError('DISK_IN_USE', `a qemu-storage-daemon (pid ${previous}) already serves ${config.qmpSocket}; attach to it or stop it first`,
-        { details: { pid: previous, qmpSocket: config.qmpSocket, wanted: 'STORAGE_DAEMON_RUNNING' } });
+      throw new MamoriError(
+        'DISK_IN_USE',
+        `a qemu-storage-daemon (pid ${previous}) already serves ${config.qmpSocket}; attach to it or stop it first`,
+        { details: { pid: previous, qmpSocket: config.qmpSocket, wanted: 'STORAGE_DAEMON_RUNNING' } },
+      );
     }
     await rm(config.qmpSocket, { force: true });
     await rm(config.pidFile, { force: true });
@@ -165,10 +202,18 @@ export class StorageDaemon {
     await launch(argv, options.timeoutMs ?? 30_000);
     const pid = await readPid(config.pidFile);
     if (pid === null) {
-      throw daemonError('QEMU_START_FAILED', 'STORAGE_DAEMON_START_FAILED', `qemu-storage-daemon started but wrote no pid file at ${config.pidFile}`, { pidFile: config.pidFile });
+      throw daemonError(
+        'QEMU_START_FAILED',
+        'STORAGE_DAEMON_START_FAILED',
+        `qemu-storage-daemon started but wrote no pid file at ${config.pidFile}`,
+        { pidFile: config.pidFile },
+      );
     }
     try {
-      const qmp = await QmpClient.connect(config.qmpSocket, { connectTimeoutMs: options.qmpConnectTimeoutMs ?? 5_000, retryUntilMs: 5_000 });
+      const qmp = await QmpClient.connect(config.qmpSocket, {
+        connectTimeoutMs: options.qmpConnectTimeoutMs ?? 5_000,
+        retryUntilMs: 5_000,
+      });
       return new StorageDaemon(config.qmpSocket, config.pidFile, pid, qmp);
     } catch (e) {
       // It started but we cannot drive it: do not leave an unmanaged daemon behind.
@@ -178,13 +223,23 @@ export class StorageDaemon {
   }
 
   /** Re-attaches to a daemon started earlier (e.g. before a server restart). */
-  static async attach(where: { qmpSocket: string; pidFile: string }, options: { connectTimeoutMs?: number } = {}): Promise<StorageDaemon> {
+  static async attach(
+    where: { qmpSocket: string; pidFile: string },
+    options: { connectTimeoutMs?: number } = {},
+  ): Promise<StorageDaemon> {
     const pid = await readPid(where.pidFile);
     if (pid === null || !(await isStorageDaemon(pid, where.qmpSocket))) {
-      throw daemonError('QMP_DISCONNECTED', 'STORAGE_DAEMON_NOT_RUNNING',
-        `no qemu-storage-daemon runs for ${where.qmpSocket} (pid file ${where.pidFile}); start a new one`, { ...where, pid });
+      throw daemonError(
+        'QMP_DISCONNECTED',
+        'STORAGE_DAEMON_NOT_RUNNING',
+        `no qemu-storage-daemon runs for ${where.qmpSocket} (pid file ${where.pidFile}); start a new one`,
+        { ...where, pid },
+      );
     }
-    const qmp = await QmpClient.connect(where.qmpSocket, { connectTimeoutMs: options.connectTimeoutMs ?? 5_000, retryUntilMs: 2_000 });
+    const qmp = await QmpClient.connect(where.qmpSocket, {
+      connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
+      retryUntilMs: 2_000,
+    });
     return new StorageDaemon(where.qmpSocket, where.pidFile, pid, qmp);
   }
 
@@ -201,7 +256,9 @@ export class StorageDaemon {
       if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
     }
     if (!(await waitGone(pid, where.qmpSocket, timeoutMs))) {
-      throw new MamoriError('PROCESS_TIMEOUT', `qemu-storage-daemon pid ${pid} did not exit after SIGKILL`, { details: { pid } });
+      throw new MamoriError('PROCESS_TIMEOUT', `qemu-storage-daemon pid ${pid} did not exit after SIGKILL`, {
+        details: { pid },
+      });
     }
     if ((await readPid(where.pidFile)) === pid) await rm(where.pidFile, { force: true });
     // A killed daemon leaves its QMP socket file too; nothing listens on it any more.
@@ -241,7 +298,9 @@ export class StorageDaemon {
     // With clients connected the export shuts down asynchronously; it is gone when it leaves the list.
     while ((await this.exportIds()).includes(id)) {
       if (Date.now() > deadline) {
-        throw new MamoriError('QMP_TIMEOUT', `export ${id} was still shutting down after ${timeoutMs} ms`, { details: { export: id, timeoutMs } });
+        throw new MamoriError('QMP_TIMEOUT', `export ${id} was still shutting down after ${timeoutMs} ms`, {
+          details: { export: id, timeoutMs },
+        });
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -286,7 +345,9 @@ export class StorageDaemon {
     }
     await this.#qmp.close();
     if (!(await waitGone(this.#pid, this.#qmpSocket, timeoutMs))) {
-      throw new MamoriError('PROCESS_TIMEOUT', `qemu-storage-daemon pid ${this.#pid} did not exit after SIGKILL`, { details: { pid: this.#pid } });
+      throw new MamoriError('PROCESS_TIMEOUT', `qemu-storage-daemon pid ${this.#pid} did not exit after SIGKILL`, {
+        details: { pid: this.#pid },
+      });
     }
     // A killed daemon leaves its pid file; remove it (if still ours) so a later attach cannot find a recycled pid.
     if ((await readPid(this.#pidFile)) === this.#pid) await rm(this.#pidFile, { force: true });
@@ -325,12 +386,26 @@ function launch(argv: string[], timeoutMs: number): Promise<void> {
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(daemonError('QEMU_START_FAILED', 'STORAGE_DAEMON_START_FAILED', `qemu-storage-daemon did not finish starting within ${timeoutMs} ms`, { timeoutMs }));
+      reject(
+        daemonError(
+          'QEMU_START_FAILED',
+          'STORAGE_DAEMON_START_FAILED',
+          `qemu-storage-daemon did not finish starting within ${timeoutMs} ms`,
+          { timeoutMs },
+        ),
+      );
     }, timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
-      reject(daemonError('QEMU_START_FAILED', 'STORAGE_DAEMON_START_FAILED',
-        `could not run ${QEMU_STORAGE_DAEMON}: ${e.message}; install Debian's qemu-system-common (it ships qemu-storage-daemon)`, {}, e));
+      reject(
+        daemonError(
+          'QEMU_START_FAILED',
+          'STORAGE_DAEMON_START_FAILED',
+          `could not run ${QEMU_STORAGE_DAEMON}: ${e.message}; install Debian's qemu-system-common (it ships qemu-storage-daemon)`,
+          {},
+          e,
+        ),
+      );
     });
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -339,7 +414,14 @@ function launch(argv: string[], timeoutMs: number): Promise<void> {
         return;
       }
       const why = stderr.trim().split('\n').filter(Boolean).slice(-3).join(' ') || `exit ${String(code)}`;
-      reject(daemonError('QEMU_START_FAILED', 'STORAGE_DAEMON_START_FAILED', `qemu-storage-daemon refused to start: ${why}`, { exitCode: code, stderr }));
+      reject(
+        daemonError(
+          'QEMU_START_FAILED',
+          'STORAGE_DAEMON_START_FAILED',
+          `qemu-storage-daemon refused to start: ${why}`,
+          { exitCode: code, stderr },
+        ),
+      );
     });
   });
 }
@@ -357,8 +439,13 @@ async function readPid(pidFile: string): Promise<number | null> {
  * Errors carry the code they will get once the registry has it (`details.wanted`);
  * until then they use the nearest existing code.
  */
-function daemonError(code: 'QEMU_START_FAILED' | 'QMP_DISCONNECTED', wanted: string, message: string,
-  details: Record<string, unknown>, cause?: unknown): MamoriError {
+function daemonError(
+  code: 'QEMU_START_FAILED' | 'QMP_DISCONNECTED',
+  wanted: string,
+  message: string,
+  details: Record<string, unknown>,
+  cause?: unknown,
+): MamoriError {
   return new MamoriError(code, message, { details: { ...details, wanted }, cause });
 }
 

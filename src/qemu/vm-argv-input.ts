@@ -25,7 +25,13 @@ export interface ArgvNic {
 export type ArgvBoot =
   | { kind: 'disk' }
   /** The test guest: a direct kernel boot whose command line sets its write log or disk benchmark. */
-  | { kind: 'test-guest'; writelogRate: number; acpi: boolean; writelog?: false; diskbench?: { mib: number; seconds: number } };
+  | {
+      kind: 'test-guest';
+      writelogRate: number;
+      acpi: boolean;
+      writelog?: false;
+      diskbench?: { mib: number; seconds: number };
+    };
 
 export interface ArgvMachine {
   /** The VM's UUID (-uuid), also the source of its tap names. */

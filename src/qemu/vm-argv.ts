@@ -13,38 +13,59 @@ export type { VmArgvInput, VmRuntimePaths } from './vm-argv-input.js';
 export function buildVmArgv(input: VmArgvInput): string[] {
   const { def, disks, paths } = input;
   const argv: string[] = [
-    '-name', `guest=${def.name},debug-threads=on`,
-    '-uuid', def.id,
-    '-machine', machineOption(input),
-    '-accel', input.accel,
-    '-smp', String(def.vcpus),
-    '-m', `${def.memoryMiB}M`,
-    '-nodefaults', '-no-user-config',
-    '-display', 'none',
-    '-chardev', `socket,id=qmp,path=${paths.qmpSocket},server=on,wait=off`,
-    '-mon', 'chardev=qmp,mode=control',
-    '-chardev', `file,id=serial0,path=${paths.serialLog}`,
-    '-device', 'isa-serial,chardev=serial0',
-    '-pidfile', paths.pidFile,
+    '-name',
+    `guest=${def.name},debug-threads=on`,
+    '-uuid',
+    def.id,
+    '-machine',
+    machineOption(input),
+    '-accel',
+    input.accel,
+    '-smp',
+    String(def.vcpus),
+    '-m',
+    `${def.memoryMiB}M`,
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-chardev',
+    `socket,id=qmp,path=${paths.qmpSocket},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp,mode=control',
+    '-chardev',
+    `file,id=serial0,path=${paths.serialLog}`,
+    '-device',
+    'isa-serial,chardev=serial0',
+    '-pidfile',
+    paths.pidFile,
     '-daemonize',
     '-S',
-    '-msg', 'timestamp=on',
+    '-msg',
+    'timestamp=on',
   ];
   if (def.firmware === 'uefi') {
     argv.push(
-      '-blockdev', json({ driver: 'file', filename: input.ovmfCode, 'node-name': 'fw-code-file', 'read-only': true }),
-      '-blockdev', json({ driver: 'raw', file: 'fw-code-file', 'node-name': 'fw-code', 'read-only': true }),
-      '-blockdev', json({ driver: 'file', filename: paths.uefiVars, 'node-name': 'fw-vars-file' }),
-      '-blockdev', json({ driver: 'raw', file: 'fw-vars-file', 'node-name': 'fw-vars' }),
+      '-blockdev',
+      json({ driver: 'file', filename: input.ovmfCode, 'node-name': 'fw-code-file', 'read-only': true }),
+      '-blockdev',
+      json({ driver: 'raw', file: 'fw-code-file', 'node-name': 'fw-code', 'read-only': true }),
+      '-blockdev',
+      json({ driver: 'file', filename: paths.uefiVars, 'node-name': 'fw-vars-file' }),
+      '-blockdev',
+      json({ driver: 'raw', file: 'fw-vars-file', 'node-name': 'fw-vars' }),
     );
   }
   if (def.guestAgent === true) {
     if (!paths.guestAgentSocket) throw new Error('a VM with a guest agent needs guestAgentSocket in its runtime paths');
     argv.push(
-      '-chardev', `socket,id=qga0,path=${paths.guestAgentSocket},server=on,wait=off`,
-      '-device', 'virtio-serial-pci,id=qga-serial',
+      '-chardev',
+      `socket,id=qga0,path=${paths.guestAgentSocket},server=on,wait=off`,
+      '-device',
+      'virtio-serial-pci,id=qga-serial',
       // The port name is what qemu-guest-agent looks for (/dev/virtio-ports/org.qemu.guest_agent.0).
-      '-device', 'virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0',
+      '-device',
+      'virtserialport,bus=qga-serial.0,chardev=qga0,name=org.qemu.guest_agent.0',
     );
   }
   // A test guest boots its kernel directly; a boot index on a disk would make the BIOS try it first.
@@ -57,7 +78,14 @@ export function buildVmArgv(input: VmArgvInput): string[] {
   });
   if (def.boot.kind === 'test-guest') {
     if (!input.testGuest) throw new Error('buildVmArgv: test-guest boot needs kernel and initrd paths');
-    argv.push('-kernel', input.testGuest.kernel, '-initrd', input.testGuest.initrd, '-append', testGuestCmdline(def, disks));
+    argv.push(
+      '-kernel',
+      input.testGuest.kernel,
+      '-initrd',
+      input.testGuest.initrd,
+      '-append',
+      testGuestCmdline(def, disks),
+    );
   }
   return argv;
 }
@@ -99,21 +127,37 @@ function diskArgs(disk: ArgvDisk, i: number, bootable: boolean, sata = false): s
   // auto-read-only: a block-commit into the layer (a live snapshot delete) reopens it writable.
   const lower = (k: number): Record<string, unknown> => (k < layers - 1 ? { 'read-only': true } : {});
   const lowerFile = (k: number): Record<string, unknown> => (k < layers - 1 ? { 'auto-read-only': true } : {});
-  args.push('-blockdev', json({
-    driver: isRdm && disk.path.startsWith('/dev/') ? 'host_device' : 'file',
-    filename: disk.path,
-    'node-name': isRdm ? base : `${base}-file`,
-    // Physical RDM: the guest owns the device, so bypass the host page cache.
-    cache: { direct: isRdm && disk.rdmMode === 'physical' },
-    discard: 'unmap',
-    ...(isRdm ? { ...lowerFile(0), ...lower(0) } : lowerFile(0)),
-  }));
-  if (!isRdm) args.push('-blockdev', json({ driver: disk.format, file: `${base}-file`, 'node-name': base, discard: 'unmap', ...lower(0) }));
+  args.push(
+    '-blockdev',
+    json({
+      driver: isRdm && disk.path.startsWith('/dev/') ? 'host_device' : 'file',
+      filename: disk.path,
+      'node-name': isRdm ? base : `${base}-file`,
+      // Physical RDM: the guest owns the device, so bypass the host page cache.
+      cache: { direct: isRdm && disk.rdmMode === 'physical' },
+      discard: 'unmap',
+      ...(isRdm ? { ...lowerFile(0), ...lower(0) } : lowerFile(0)),
+    }),
+  );
+  if (!isRdm)
+    args.push(
+      '-blockdev',
+      json({ driver: disk.format, file: `${base}-file`, 'node-name': base, discard: 'unmap', ...lower(0) }),
+    );
   disk.overlays.forEach((overlay, j) => {
     const node = nodeOf(j + 1);
     args.push(
-      '-blockdev', json({ driver: 'file', filename: overlay, 'node-name': `${node}-file`, discard: 'unmap', ...lowerFile(j + 1) }),
-      '-blockdev', json({ driver: 'qcow2', file: `${node}-file`, backing: nodeOf(j), 'node-name': node, discard: 'unmap', ...lower(j + 1) }),
+      '-blockdev',
+      json({ driver: 'file', filename: overlay, 'node-name': `${node}-file`, discard: 'unmap', ...lowerFile(j + 1) }),
+      '-blockdev',
+      json({
+        driver: 'qcow2',
+        file: `${node}-file`,
+        backing: nodeOf(j),
+        'node-name': node,
+        discard: 'unmap',
+        ...lower(j + 1),
+      }),
     );
   });
   const device = sata
@@ -131,10 +175,17 @@ function testGuestCmdline(def: ArgvMachine, disks: ArgvDisk[]): string {
   const parts = ['console=ttyS0', 'panic=-1', 'quiet', `mamori.acpi=${def.boot.acpi ? 1 : 0}`];
   const bench = def.boot.diskbench;
   // Disks by serial, in attachment order, as the write log finds its disk.
-  if (bench) return [...parts, `mamori.diskbench=${disks.map((d) => `serial:${diskSerial(d)}`).join(',')}`, `mamori.diskbench_mib=${bench.mib}`, `mamori.diskbench_secs=${bench.seconds}`].join(' ');
+  if (bench)
+    return [
+      ...parts,
+      `mamori.diskbench=${disks.map((d) => `serial:${diskSerial(d)}`).join(',')}`,
+      `mamori.diskbench_mib=${bench.mib}`,
+      `mamori.diskbench_secs=${bench.seconds}`,
+    ].join(' ');
   // The write log goes to the first disk, found by its virtio serial rather than a device
   // name, so the guest never writes the log onto the wrong disk if probing order changes.
-  if (disks[0] && def.boot.writelog !== false) parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);
+  if (disks[0] && def.boot.writelog !== false)
+    parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);
   return parts.join(' ');
 }
 

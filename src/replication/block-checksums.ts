@@ -31,13 +31,25 @@ export function zeroDigest(length: number): Buffer {
 }
 
 export function assertChecksumSpan(range: ByteRange, chunkSize: number, size: number): void {
-  const ok = Number.isSafeInteger(range.offset) && Number.isSafeInteger(range.length) && range.offset >= 0 && range.length > 0
-    && range.length <= MAX_CHECKSUM_SPAN && range.offset + range.length <= size && Number.isSafeInteger(chunkSize)
-    && chunkSize >= 64 * 1024 && chunkSize <= 4 * 1024 * 1024 && (chunkSize & (chunkSize - 1)) === 0 && range.offset % chunkSize === 0;
+  const ok =
+    Number.isSafeInteger(range.offset) &&
+    Number.isSafeInteger(range.length) &&
+    range.offset >= 0 &&
+    range.length > 0 &&
+    range.length <= MAX_CHECKSUM_SPAN &&
+    range.offset + range.length <= size &&
+    Number.isSafeInteger(chunkSize) &&
+    chunkSize >= 64 * 1024 &&
+    chunkSize <= 4 * 1024 * 1024 &&
+    (chunkSize & (chunkSize - 1)) === 0 &&
+    range.offset % chunkSize === 0;
   if (!ok) {
-    throw new MamoriError('OUT_OF_RANGE', `checksum span ${range.offset}+${range.length} in chunks of ${chunkSize} is not valid for a disk of ${size} bytes: ` +
-      `chunks are a power of two from 64 KiB to 4 MiB, the span starts on a chunk, ends within the disk and covers at most ${MAX_CHECKSUM_SPAN} bytes`,
-    { details: { ...range, chunkSize, size } });
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `checksum span ${range.offset}+${range.length} in chunks of ${chunkSize} is not valid for a disk of ${size} bytes: ` +
+        `chunks are a power of two from 64 KiB to 4 MiB, the span starts on a chunk, ends within the disk and covers at most ${MAX_CHECKSUM_SPAN} bytes`,
+      { details: { ...range, chunkSize, size } },
+    );
   }
 }
 
@@ -59,7 +71,12 @@ export interface ChunkDigestOptions {
 }
 
 /** SHA-256 of each chunk of the span, concatenated in chunk order. */
-export async function chunkDigests(client: DigestSource, range: ByteRange, chunkSize: number, options: ChunkDigestOptions = {}): Promise<Buffer> {
+export async function chunkDigests(
+  client: DigestSource,
+  range: ByteRange,
+  chunkSize: number,
+  options: ChunkDigestOptions = {},
+): Promise<Buffer> {
   assertChecksumSpan(range, chunkSize, client.size);
   const chunks = chunksOf(range, chunkSize);
   const zero = zeroRanges(await client.extents('base:allocation', range.offset, range.length));
@@ -74,7 +91,9 @@ export async function chunkDigests(client: DigestSource, range: ByteRange, chunk
       let digest: Buffer;
       if (coveredBy(zero, c)) digest = zeroDigest(c.length);
       else {
-        digest = createHash('sha256').update(await client.read(c.offset, c.length)).digest();
+        digest = createHash('sha256')
+          .update(await client.read(c.offset, c.length))
+          .digest();
         if (options.counter) options.counter.bytesRead += c.length;
       }
       digest.copy(out, i * DIGEST_BYTES);
@@ -86,11 +105,19 @@ export async function chunkDigests(client: DigestSource, range: ByteRange, chunk
 }
 
 /** Which chunks differ between two digest lists of the same span, and whether the source's reads as zero. */
-export function differingChunks(range: ByteRange, chunkSize: number, source: Buffer, replica: Buffer): { data: ByteRange[]; zero: ByteRange[] } {
+export function differingChunks(
+  range: ByteRange,
+  chunkSize: number,
+  source: Buffer,
+  replica: Buffer,
+): { data: ByteRange[]; zero: ByteRange[] } {
   const chunks = chunksOf(range, chunkSize);
   if (source.length !== chunks.length * DIGEST_BYTES || replica.length !== source.length) {
-    throw new MamoriError('INTERNAL', `checksum lists do not match the span: ${chunks.length} chunks, ${source.length / DIGEST_BYTES} and ${replica.length / DIGEST_BYTES} digests`,
-      { details: { ...range, chunkSize } });
+    throw new MamoriError(
+      'INTERNAL',
+      `checksum lists do not match the span: ${chunks.length} chunks, ${source.length / DIGEST_BYTES} and ${replica.length / DIGEST_BYTES} digests`,
+      { details: { ...range, chunkSize } },
+    );
   }
   const data: ByteRange[] = [];
   const zero: ByteRange[] = [];

@@ -1,5 +1,12 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { checkImageExclusive, commitImage, openImageExclusive, rebaseSafe, rebaseUnsafe, type BackingRef } from '../qemu/qemu-img.js';
+import {
+  checkImageExclusive,
+  commitImage,
+  openImageExclusive,
+  rebaseSafe,
+  rebaseUnsafe,
+  type BackingRef,
+} from '../qemu/qemu-img.js';
 
 /**
  * qemu-img over a replica chain's files: the explicit `json:` chain name, and the checks that
@@ -15,7 +22,10 @@ export function chainImageSpec(layers: readonly { file: string; format: 'qcow2' 
   for (const layer of layers) {
     const node: Record<string, unknown> = { driver: layer.format, file: { driver: 'file', filename: layer.file } };
     if (layer.format === 'qcow2') node['backing'] = spec;
-    else if (spec !== null) throw new MamoriError('INVALID_INPUT', 'a raw image can only be the bottom layer', { details: { file: layer.file } });
+    else if (spec !== null)
+      throw new MamoriError('INVALID_INPUT', 'a raw image can only be the bottom layer', {
+        details: { file: layer.file },
+      });
     spec = node;
   }
   if (spec === null) throw new MamoriError('INVALID_INPUT', 'an image chain needs at least one layer');
@@ -30,7 +40,11 @@ async function assertClosedAndSound(file: string): Promise<void> {
   } catch (e) {
     if (isLockError(e)) throw inUse(file, e);
     if (isMamoriError(e, 'PROCESS_FAILED')) {
-      throw new MamoriError('IMAGE_CORRUPT', `staging image ${file} is damaged; the cycle cannot become a point: ${String(e.details?.['stderr'] ?? '').trim()}`, { cause: e });
+      throw new MamoriError(
+        'IMAGE_CORRUPT',
+        `staging image ${file} is damaged; the cycle cannot become a point: ${String(e.details?.['stderr'] ?? '').trim()}`,
+        { cause: e },
+      );
     }
     throw e;
   }
@@ -79,5 +93,9 @@ function isLockError(e: unknown): boolean {
 }
 
 function inUse(file: string, cause: unknown): MamoriError {
-  return new MamoriError('DISK_IN_USE', `${file} is open in another process (a storage daemon or a reader); stop it first`, { details: { file, wanted: 'REPLICA_BUSY' }, cause });
+  return new MamoriError(
+    'DISK_IN_USE',
+    `${file} is open in another process (a storage daemon or a reader); stop it first`,
+    { details: { file, wanted: 'REPLICA_BUSY' }, cause },
+  );
 }

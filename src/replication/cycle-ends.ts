@@ -26,7 +26,14 @@ export class CycleEnds {
   readonly #paths: SitePaths;
   readonly #log: Logger;
 
-  constructor(deps: { db: Kysely<Database>; disks: DiskRepo; supervisor: VmSupervisor; peers: SitePeers; paths: SitePaths; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    disks: DiskRepo;
+    supervisor: VmSupervisor;
+    peers: SitePeers;
+    paths: SitePaths;
+    log: Logger;
+  }) {
     this.#replicas = new ReplicaRepo(deps.db);
     this.#disks = deps.disks;
     this.#supervisor = deps.supervisor;
@@ -39,14 +46,22 @@ export class CycleEnds {
     const qmp = this.#supervisor.qmpOf(vmId);
     if (qmp) {
       const nodes = diskIds.map((_, i) => `disk${i}`);
-      return guestAgent ? { kind: 'live', qmp, nodes, guest: guestFreezeHooks(this.#paths.vmRuntime(vmId).guestAgentSocket) } : { kind: 'live', qmp, nodes };
+      return guestAgent
+        ? { kind: 'live', qmp, nodes, guest: guestFreezeHooks(this.#paths.vmRuntime(vmId).guestAgentSocket) }
+        : { kind: 'live', qmp, nodes };
     }
     const disks = await this.#disks.byIds(diskIds);
     return {
       kind: 'offline',
       disks: diskIds.map((id, i) => {
         const d = disks.find((x) => x.id === id)!;
-        return { id: `disk${i}`, layers: [{ file: d.path, format: d.format }, ...d.overlays.map((file) => ({ file, format: 'qcow2' as const }))] };
+        return {
+          id: `disk${i}`,
+          layers: [
+            { file: d.path, format: d.format },
+            ...d.overlays.map((file) => ({ file, format: 'qcow2' as const })),
+          ],
+        };
       }),
     };
   }
@@ -62,13 +77,23 @@ export class CycleEnds {
     const rec = await this.#replicas.recoveredFromPointTime(row.vmId);
     if (!rec) return null;
     // Made from a point no longer on record: when it was is unknown, so the old side's writes are too.
-    if (rec.time === null) return Array.from({ length: disks }, (): SeedSide => ({ kind: 'checksums', reason: 'the point the VM started from is no longer on record' }));
+    if (rec.time === null)
+      return Array.from({ length: disks }, (): SeedSide => ({
+        kind: 'checksums',
+        reason: 'the point the VM started from is no longer on record',
+      }));
     const peer = await this.#peers.client(row.peer, { timeoutMs: 60_000 });
     // A peer that cannot answer (an older version, a lost file) is a seed of unknown writes: checksums.
-    const delta = await peer.request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replicaId}/seed-delta`).then((r) => r.delta).catch((e: unknown) => {
-      this.#log.warn({ vm: row.vmId, err: (e as Error).message }, 'the peer did not say what its old disks wrote after the point; comparing checksums for them');
-      return null;
-    });
+    const delta = await peer
+      .request<{ delta: SeedDelta | null }>('GET', `/replicas/${row.replicaId}/seed-delta`)
+      .then((r) => r.delta)
+      .catch((e: unknown) => {
+        this.#log.warn(
+          { vm: row.vmId, err: (e as Error).message },
+          'the peer did not say what its old disks wrote after the point; comparing checksums for them',
+        );
+        return null;
+      });
     return seedSides(delta, rec.time, disks);
   }
 
@@ -80,8 +105,18 @@ export class CycleEnds {
       commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),
       // Best effort and quick: on a cut link the peer discards staging at its next cycle anyway.
       abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {}, { timeoutMs: 10_000 })),
-      checksums: async (cycleId, disk, range, chunkSize) => Buffer.from((await peer.request<{ digests: string }>('POST', `${base}/cycles/${cycleId}/checksums`,
-        { disk, offset: range.offset, length: range.length, chunkSize })).digests, 'base64'),
+      checksums: async (cycleId, disk, range, chunkSize) =>
+        Buffer.from(
+          (
+            await peer.request<{ digests: string }>('POST', `${base}/cycles/${cycleId}/checksums`, {
+              disk,
+              offset: range.offset,
+              length: range.length,
+              chunkSize,
+            })
+          ).digests,
+          'base64',
+        ),
     };
   }
 }

@@ -85,7 +85,12 @@ export function judgeBitmaps(bitmaps: readonly BitmapInfo[], previousGeneration:
   else if (prev.inconsistent) reason = 'inconsistent';
   else if (!prev.recording) reason = 'not-recording';
   if (reason !== null) return { mode: 'resync', reason, previous: null, stale: ours.map((b) => b.name) };
-  return { mode: 'incremental', reason: null, previous: prev, stale: ours.filter((b) => b.name !== wanted).map((b) => b.name) };
+  return {
+    mode: 'incremental',
+    reason: null,
+    previous: prev,
+    stale: ours.filter((b) => b.name !== wanted).map((b) => b.name),
+  };
 }
 
 // ---- online: a running VM, through its QMP client ----
@@ -105,7 +110,13 @@ interface RawNamedNode {
   file: string;
   image: { 'virtual-size': number };
   'dirty-bitmaps'?: {
-    name?: string; granularity: number; recording: boolean; persistent: boolean; busy: boolean; count: number; inconsistent?: boolean;
+    name?: string;
+    granularity: number;
+    recording: boolean;
+    persistent: boolean;
+    busy: boolean;
+    count: number;
+    inconsistent?: boolean;
   }[];
 }
 
@@ -115,11 +126,24 @@ export async function queryBlockNodes(qmp: QmpClient, timeoutMs = 10_000): Promi
   const nodes = new Map<string, BlockNodeInfo>();
   for (const n of raw) {
     // Jobs and copy-before-write filters hold anonymous bitmaps; only named ones are anyone's.
-    const bitmaps = (n['dirty-bitmaps'] ?? []).filter((b) => typeof b.name === 'string').map((b) => ({
-      name: b.name!, granularity: b.granularity, recording: b.recording, persistent: b.persistent,
-      inconsistent: b.inconsistent === true, busy: b.busy, count: b.count,
-    }));
-    nodes.set(n['node-name'], { node: n['node-name'], driver: n.drv, virtualSize: n.image['virtual-size'], file: n.file, bitmaps });
+    const bitmaps = (n['dirty-bitmaps'] ?? [])
+      .filter((b) => typeof b.name === 'string')
+      .map((b) => ({
+        name: b.name!,
+        granularity: b.granularity,
+        recording: b.recording,
+        persistent: b.persistent,
+        inconsistent: b.inconsistent === true,
+        busy: b.busy,
+        count: b.count,
+      }));
+    nodes.set(n['node-name'], {
+      node: n['node-name'],
+      driver: n.drv,
+      virtualSize: n.image['virtual-size'],
+      file: n.file,
+      bitmaps,
+    });
   }
   return nodes;
 }
@@ -134,15 +158,28 @@ export interface DiskBitmapState extends BitmapVerdict {
 }
 
 /** The bitmap state of each disk node of a running VM, judged against the last point. */
-export async function inspectBitmaps(qmp: QmpClient, nodes: readonly string[], previousGeneration: number | null): Promise<DiskBitmapState[]> {
+export async function inspectBitmaps(
+  qmp: QmpClient,
+  nodes: readonly string[],
+  previousGeneration: number | null,
+): Promise<DiskBitmapState[]> {
   const all = await queryBlockNodes(qmp);
   return nodes.map((node) => {
     const info = all.get(node);
     if (info === undefined) {
-      throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this QEMU; is the disk attached?`, { details: { node } });
+      throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this QEMU; is the disk attached?`, {
+        details: { node },
+      });
     }
     const verdict = judgeBitmaps(info.bitmaps, previousGeneration);
-    return { ...verdict, node, driver: info.driver, persistentCapable: canPersistBitmaps(info.driver), needsResync: verdict.mode === 'resync', bitmaps: info.bitmaps };
+    return {
+      ...verdict,
+      node,
+      driver: info.driver,
+      persistentCapable: canPersistBitmaps(info.driver),
+      needsResync: verdict.mode === 'resync',
+      bitmaps: info.bitmaps,
+    };
   });
 }
 
@@ -151,14 +188,23 @@ export async function inspectBitmaps(qmp: QmpClient, nodes: readonly string[], p
  * runtime bitmap (`persistent: false`: a stop or crash of QEMU loses it, and the next
  * cycle will be a resync).
  */
-export async function ensureBitmap(qmp: QmpClient, node: string, name: string, options: { granularity?: number } = {}):
-Promise<{ persistent: boolean; created: boolean }> {
+export async function ensureBitmap(
+  qmp: QmpClient,
+  node: string,
+  name: string,
+  options: { granularity?: number } = {},
+): Promise<{ persistent: boolean; created: boolean }> {
   const info = (await queryBlockNodes(qmp)).get(node);
-  if (info === undefined) throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this QEMU`, { details: { node } });
+  if (info === undefined)
+    throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this QEMU`, { details: { node } });
   const existing = info.bitmaps.find((b) => b.name === name);
   if (existing !== undefined) return { persistent: existing.persistent, created: false };
   const persistent = canPersistBitmaps(info.driver);
-  await qmp.execute('block-dirty-bitmap-add', { node, name, persistent, granularity: options.granularity ?? DEFAULT_GRANULARITY }, { timeoutMs: 10_000 });
+  await qmp.execute(
+    'block-dirty-bitmap-add',
+    { node, name, persistent, granularity: options.granularity ?? DEFAULT_GRANULARITY },
+    { timeoutMs: 10_000 },
+  );
   return { persistent, created: true };
 }
 
@@ -177,8 +223,13 @@ export async function readImageBitmaps(file: string): Promise<BitmapInfo[]> {
     throw offlineError(e, file);
   }
   return stored.map((b) => ({
-    name: b.name, granularity: b.granularity, recording: b.flags.includes('auto'), persistent: true,
-    inconsistent: b.flags.includes('in-use'), busy: false, count: null,
+    name: b.name,
+    granularity: b.granularity,
+    recording: b.flags.includes('auto'),
+    persistent: true,
+    inconsistent: b.flags.includes('in-use'),
+    busy: false,
+    count: null,
   }));
 }
 
@@ -191,7 +242,11 @@ export type ImageBitmapAction =
   | { op: 'merge'; source: string };
 
 /** `qemu-img bitmap` on a stopped VM's qcow2 image: the actions run in order on one bitmap. */
-export async function editImageBitmap(file: string, name: string, actions: readonly ImageBitmapAction[]): Promise<void> {
+export async function editImageBitmap(
+  file: string,
+  name: string,
+  actions: readonly ImageBitmapAction[],
+): Promise<void> {
   const edits = actions.map((a) => (a.op === 'add' ? { ...a, granularity: a.granularity ?? DEFAULT_GRANULARITY } : a));
   try {
     await editBitmap(file, name, edits);
@@ -201,8 +256,11 @@ export async function editImageBitmap(file: string, name: string, actions: reado
 }
 
 /** Bitmap state of a stopped VM's disk image, judged against the last point. */
-export async function inspectImageBitmaps(file: string, format: 'qcow2' | 'raw', previousGeneration: number | null):
-Promise<BitmapVerdict & { persistentCapable: boolean; needsResync: boolean; bitmaps: BitmapInfo[] }> {
+export async function inspectImageBitmaps(
+  file: string,
+  format: 'qcow2' | 'raw',
+  previousGeneration: number | null,
+): Promise<BitmapVerdict & { persistentCapable: boolean; needsResync: boolean; bitmaps: BitmapInfo[] }> {
   const bitmaps = format === 'qcow2' ? await readImageBitmaps(file) : [];
   const verdict = judgeBitmaps(bitmaps, previousGeneration);
   return { ...verdict, persistentCapable: format === 'qcow2', needsResync: verdict.mode === 'resync', bitmaps };
@@ -213,8 +271,15 @@ function offlineError(e: unknown, file: string): unknown {
   const stderr = String(e.details?.['stderr'] ?? '').trim();
   // qemu-img's own wording is all there is to tell a lock conflict from a damaged image.
   if (/lock/i.test(stderr)) {
-    return new MamoriError('DISK_IN_USE', `${file} is open in another process (a running VM or an export); stop it before editing bitmaps offline`,
-      { details: { file, stderr }, cause: e });
+    return new MamoriError(
+      'DISK_IN_USE',
+      `${file} is open in another process (a running VM or an export); stop it before editing bitmaps offline`,
+      { details: { file, stderr }, cause: e },
+    );
   }
-  return new MamoriError('IMAGE_UNREADABLE', `QEMU cannot read the bitmaps of ${file}: ${stderr.split('\n').at(-1) ?? stderr}`, { details: { file, stderr }, cause: e });
+  return new MamoriError(
+    'IMAGE_UNREADABLE',
+    `QEMU cannot read the bitmaps of ${file}: ${stderr.split('\n').at(-1) ?? stderr}`,
+    { details: { file, stderr }, cause: e },
+  );
 }

@@ -7,8 +7,17 @@ import type { QmpTransactionAction } from '../qemu/qmp-types.js';
 import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';
 import type { PointConsistency } from './replica-chain.js';
 import {
-  DEFAULT_GRANULARITY, bitmapName, canPersistBitmaps, editImageBitmap, fleeceBitmapName, inspectImageBitmaps,
-  judgeBitmaps, queryBlockNodes, readImageBitmaps, type BitmapMode, type ResyncReason,
+  DEFAULT_GRANULARITY,
+  bitmapName,
+  canPersistBitmaps,
+  editImageBitmap,
+  fleeceBitmapName,
+  inspectImageBitmaps,
+  judgeBitmaps,
+  queryBlockNodes,
+  readImageBitmaps,
+  type BitmapMode,
+  type ResyncReason,
 } from './dirty-bitmaps.js';
 
 /**
@@ -107,7 +116,9 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
   const { qmp } = opts;
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   if (opts.nodes.length === 0 || new Set(opts.nodes).size !== opts.nodes.length) {
-    throw new MamoriError('INVALID_INPUT', 'a fleecing point needs one or more distinct disk nodes', { details: { nodes: opts.nodes } });
+    throw new MamoriError('INVALID_INPUT', 'a fleecing point needs one or more distinct disk nodes', {
+      details: { nodes: opts.nodes },
+    });
   }
   const generation = (opts.previousGeneration ?? 0) + 1;
   const blockNodes = await queryBlockNodes(qmp);
@@ -115,22 +126,40 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
   const stale: { node: string; name: string }[] = [];
   for (const node of opts.nodes) {
     const info = blockNodes.get(node);
-    if (info === undefined) throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this VM's QEMU`, { details: { node } });
+    if (info === undefined)
+      throw new MamoriError('DISK_NOT_FOUND', `block node ${node} does not exist in this VM's QEMU`, {
+        details: { node },
+      });
     const verdict = judgeBitmaps(info.bitmaps, opts.previousGeneration);
     for (const name of verdict.stale) stale.push({ node, name });
     const incremental = verdict.mode === 'incremental';
     disks.push({
-      node, driver: info.driver, virtualSize: info.virtualSize, mode: verdict.mode, resyncReason: verdict.reason,
+      node,
+      driver: info.driver,
+      virtualSize: info.virtualSize,
+      mode: verdict.mode,
+      resyncReason: verdict.reason,
       ...machineryNames(node, opts.workDir, prefix),
-      bitmap: bitmapName(generation), persistent: canPersistBitmaps(info.driver),
+      bitmap: bitmapName(generation),
+      persistent: canPersistBitmaps(info.driver),
       previousBitmap: incremental ? verdict.previous!.name : null,
       fleeceBitmap: incremental ? fleeceBitmapName(generation) : null,
       metaContext: incremental ? `qemu:dirty-bitmap:${fleeceBitmapName(generation)}` : null,
     });
   }
   const point: FleecingPoint = {
-    kind: 'live', generation, previousGeneration: opts.previousGeneration, at: '', consistency: 'crash', freezeError: null, thawError: null,
-    nbdSocket: opts.nbdSocket, prefix, full: disks.every((d) => d.mode === 'full'), needsResync: disks.some((d) => d.mode === 'resync'), disks,
+    kind: 'live',
+    generation,
+    previousGeneration: opts.previousGeneration,
+    at: '',
+    consistency: 'crash',
+    freezeError: null,
+    thawError: null,
+    nbdSocket: opts.nbdSocket,
+    prefix,
+    full: disks.every((d) => d.mode === 'full'),
+    needsResync: disks.some((d) => d.mode === 'resync'),
+    disks,
   };
 
   // Leftovers of a cycle cut by a server crash: its exports, job, nodes, files, bitmaps.
@@ -140,9 +169,16 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
   try {
     for (const d of disks) {
       await createQcow2(d.fleeceFile, { layout: 'qemu-default', sizeBytes: d.virtualSize });
-      await qmp.execute('blockdev-add', {
-        driver: 'qcow2', 'node-name': d.fleeceNode, file: { driver: 'file', filename: d.fleeceFile }, backing: d.node,
-      }, { timeoutMs: QMP_MS });
+      await qmp.execute(
+        'blockdev-add',
+        {
+          driver: 'qcow2',
+          'node-name': d.fleeceNode,
+          file: { driver: 'file', filename: d.fleeceFile },
+          backing: d.node,
+        },
+        { timeoutMs: QMP_MS },
+      );
     }
     const actions = fleecingActions(disks, opts.granularity ?? DEFAULT_GRANULARITY, blockNodes);
     await runFrozen(point, opts.guest, async () => {
@@ -151,10 +187,18 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
     });
     await startNbdServer(qmp, opts.nbdSocket, prefix);
     for (const d of disks) {
-      await qmp.execute('block-export-add', {
-        type: 'nbd', id: d.exportName, name: d.exportName, 'node-name': d.fleeceNode, writable: false,
-        ...(d.fleeceBitmap === null ? {} : { bitmaps: [d.fleeceBitmap] }),
-      }, { timeoutMs: QMP_MS });
+      await qmp.execute(
+        'block-export-add',
+        {
+          type: 'nbd',
+          id: d.exportName,
+          name: d.exportName,
+          'node-name': d.fleeceNode,
+          writable: false,
+          ...(d.fleeceBitmap === null ? {} : { bitmaps: [d.fleeceBitmap] }),
+        },
+        { timeoutMs: QMP_MS },
+      );
     }
     return point;
   } catch (e) {
@@ -164,9 +208,18 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
 }
 
 /** The names of one disk's fleecing machinery: fixed per VM, so a restarted server finds leftovers. */
-function machineryNames(node: string, workDir: string, prefix: string): Pick<FleecedDisk, 'exportName' | 'fleeceNode' | 'fleeceFile' | 'jobId'> {
+function machineryNames(
+  node: string,
+  workDir: string,
+  prefix: string,
+): Pick<FleecedDisk, 'exportName' | 'fleeceNode' | 'fleeceFile' | 'jobId'> {
   const fleeceNode = `${prefix}-${node}`;
-  return { exportName: fleeceNode, fleeceNode, fleeceFile: join(workDir, `${fleeceNode}.qcow2`), jobId: `${fleeceNode}-job` };
+  return {
+    exportName: fleeceNode,
+    fleeceNode,
+    fleeceFile: join(workDir, `${fleeceNode}.qcow2`),
+    jobId: `${fleeceNode}-job`,
+  };
 }
 
 /**
@@ -175,21 +228,29 @@ function machineryNames(node: string, workDir: string, prefix: string): Pick<Fle
  * bitmaps themselves are judged by the next cycle (a new one beyond the recorded
  * generation is stale and dropped; the recorded one still covers every change).
  */
-export async function sweepFleecingLeftovers(qmp: QmpClient, opts: { nodes: string[]; workDir: string; nbdSocket: string; prefix?: string }): Promise<void> {
+export async function sweepFleecingLeftovers(
+  qmp: QmpClient,
+  opts: { nodes: string[]; workDir: string; nbdSocket: string; prefix?: string },
+): Promise<void> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const disks = opts.nodes.map((node) => machineryNames(node, opts.workDir, prefix));
   await removeMachinery(qmp, disks);
   const nodes = await queryBlockNodes(qmp);
   for (const node of opts.nodes) {
     for (const b of nodes.get(node)?.bitmaps ?? []) {
-      if (b.name.endsWith('-fleece')) await qmp.execute('block-dirty-bitmap-remove', { node, name: b.name }, { timeoutMs: QMP_MS });
+      if (b.name.endsWith('-fleece'))
+        await qmp.execute('block-dirty-bitmap-remove', { node, name: b.name }, { timeoutMs: QMP_MS });
     }
   }
   await stopNbdServerIfIdle(qmp, opts.nbdSocket);
 }
 
 /** Completes or aborts a point recorded before a server crash: the one place that knows both kinds. */
-export async function settleFleecingPoint(point: FleecingPoint | OfflineFleecingPoint, qmp: QmpClient | null, outcome: 'complete' | 'abort'): Promise<void> {
+export async function settleFleecingPoint(
+  point: FleecingPoint | OfflineFleecingPoint,
+  qmp: QmpClient | null,
+  outcome: 'complete' | 'abort',
+): Promise<void> {
   if (point.kind === 'offline') return offlineTeardown(point, outcome);
   if (qmp !== null) return teardown(qmp, point, outcome);
   // QEMU is gone: nothing of the point lives but its overlay files.
@@ -200,20 +261,36 @@ export async function settleFleecingPoint(point: FleecingPoint | OfflineFleecing
  * The transaction of a fleecing point (pure, unit-tested). All disks switch at one instant,
  * so a multi-disk VM gets one crash-consistent point.
  */
-export function fleecingActions(disks: readonly FleecedDisk[], granularity: number,
-  nodes: ReadonlyMap<string, { bitmaps: { name: string; granularity: number }[] }>): QmpTransactionAction[] {
+export function fleecingActions(
+  disks: readonly FleecedDisk[],
+  granularity: number,
+  nodes: ReadonlyMap<string, { bitmaps: { name: string; granularity: number }[] }>,
+): QmpTransactionAction[] {
   const actions: QmpTransactionAction[] = [];
   for (const d of disks) {
-    actions.push({ type: 'block-dirty-bitmap-add', data: { node: d.node, name: d.bitmap, persistent: d.persistent, granularity } });
+    actions.push({
+      type: 'block-dirty-bitmap-add',
+      data: { node: d.node, name: d.bitmap, persistent: d.persistent, granularity },
+    });
     if (d.previousBitmap !== null && d.fleeceBitmap !== null) {
-      const prevGranularity = nodes.get(d.node)?.bitmaps.find((b) => b.name === d.previousBitmap)?.granularity ?? granularity;
+      const prevGranularity =
+        nodes.get(d.node)?.bitmaps.find((b) => b.name === d.previousBitmap)?.granularity ?? granularity;
       actions.push(
         // Disabled: an enabled bitmap cannot be exported read-only, and this copy must not grow.
-        { type: 'block-dirty-bitmap-add', data: { node: d.node, name: d.fleeceBitmap, persistent: false, disabled: true, granularity: prevGranularity } },
-        { type: 'block-dirty-bitmap-merge', data: { node: d.node, target: d.fleeceBitmap, bitmaps: [d.previousBitmap] } },
+        {
+          type: 'block-dirty-bitmap-add',
+          data: { node: d.node, name: d.fleeceBitmap, persistent: false, disabled: true, granularity: prevGranularity },
+        },
+        {
+          type: 'block-dirty-bitmap-merge',
+          data: { node: d.node, target: d.fleeceBitmap, bitmaps: [d.previousBitmap] },
+        },
       );
     }
-    actions.push({ type: 'blockdev-backup', data: { device: d.node, target: d.fleeceNode, sync: 'none', 'job-id': d.jobId } });
+    actions.push({
+      type: 'blockdev-backup',
+      data: { device: d.node, target: d.fleeceNode, sync: 'none', 'job-id': d.jobId },
+    });
   }
   return actions;
 }
@@ -240,7 +317,8 @@ async function teardown(qmp: QmpClient, point: FleecingPoint, outcome: 'complete
     const names = new Set(nodes.get(d.node)?.bitmaps.map((b) => b.name) ?? []);
     const drop = [d.fleeceBitmap, outcome === 'complete' ? d.previousBitmap : d.bitmap];
     for (const name of drop) {
-      if (name !== null && names.has(name)) await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name }, { timeoutMs: QMP_MS });
+      if (name !== null && names.has(name))
+        await qmp.execute('block-dirty-bitmap-remove', { node: d.node, name }, { timeoutMs: QMP_MS });
     }
   }
   await stopNbdServerIfIdle(qmp, point.nbdSocket);
@@ -254,21 +332,35 @@ async function stopNbdServerIfIdle(qmp: QmpClient, socket: string): Promise<void
   await rm(socket, { force: true });
 }
 
-async function removeMachinery(qmp: QmpClient, disks: readonly Pick<FleecedDisk, 'exportName' | 'jobId' | 'fleeceNode' | 'fleeceFile'>[]): Promise<void> {
+async function removeMachinery(
+  qmp: QmpClient,
+  disks: readonly Pick<FleecedDisk, 'exportName' | 'jobId' | 'fleeceNode' | 'fleeceFile'>[],
+): Promise<void> {
   const exportIds = new Set(await queryExportIds(qmp));
   for (const d of disks) {
-    if (exportIds.has(d.exportName)) await qmp.execute('block-export-del', { id: d.exportName, mode: 'hard' }, { timeoutMs: QMP_MS });
+    if (exportIds.has(d.exportName))
+      await qmp.execute('block-export-del', { id: d.exportName, mode: 'hard' }, { timeoutMs: QMP_MS });
   }
-  await waitUntil(async () => !(await queryExportIds(qmp)).some((id) => disks.some((d) => d.exportName === id)), 'exports to shut down');
+  await waitUntil(
+    async () => !(await queryExportIds(qmp)).some((id) => disks.some((d) => d.exportName === id)),
+    'exports to shut down',
+  );
   const jobs = new Set((await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).map((j) => j.device));
   for (const d of disks) {
-    if (jobs.has(d.jobId)) await qmp.execute('block-job-cancel', { device: d.jobId, force: true }, { timeoutMs: QMP_MS });
+    if (jobs.has(d.jobId))
+      await qmp.execute('block-job-cancel', { device: d.jobId, force: true }, { timeoutMs: QMP_MS });
   }
-  await waitUntil(async () => !(await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).some((j) => disks.some((d) => d.jobId === j.device)),
-    'fleecing jobs to end');
+  await waitUntil(
+    async () =>
+      !(await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).some((j) =>
+        disks.some((d) => d.jobId === j.device),
+      ),
+    'fleecing jobs to end',
+  );
   const nodes = await queryBlockNodes(qmp);
   for (const d of disks) {
-    if (nodes.has(d.fleeceNode)) await qmp.execute('blockdev-del', { 'node-name': d.fleeceNode }, { timeoutMs: QMP_MS });
+    if (nodes.has(d.fleeceNode))
+      await qmp.execute('blockdev-del', { 'node-name': d.fleeceNode }, { timeoutMs: QMP_MS });
     await rm(d.fleeceFile, { force: true });
   }
 }
@@ -287,14 +379,21 @@ async function startNbdServer(qmp: QmpClient, socket: string, prefix: string): P
   }
   const foreign = (await queryExportIds(qmp)).filter((id) => !id.startsWith(`${prefix}-`));
   if (foreign.length > 0) {
-    throw new MamoriError('VM_INVALID_STATE', `this VM's NBD server serves other exports (${foreign.join(', ')}); finish that operation first`,
-      { details: { exports: foreign, wanted: 'NBD_SERVER_BUSY' } });
+    throw new MamoriError(
+      'VM_INVALID_STATE',
+      `this VM's NBD server serves other exports (${foreign.join(', ')}); finish that operation first`,
+      { details: { exports: foreign, wanted: 'NBD_SERVER_BUSY' } },
+    );
   }
   await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS });
   await qmp.execute('nbd-server-start', { addr }, { timeoutMs: QMP_MS });
 }
 
-async function runFrozen(point: FleecingPoint, guest: GuestFreezeHooks | undefined, body: () => Promise<void>): Promise<void> {
+async function runFrozen(
+  point: FleecingPoint,
+  guest: GuestFreezeHooks | undefined,
+  body: () => Promise<void>,
+): Promise<void> {
   let frozen = false;
   if (guest !== undefined) {
     try {
@@ -302,8 +401,12 @@ async function runFrozen(point: FleecingPoint, guest: GuestFreezeHooks | undefin
       frozen = true;
     } catch (e) {
       if (guest.required === true) {
-        throw new MamoriError('VM_INVALID_STATE', `the guest could not freeze its filesystems (${(e as Error).message}); ` +
-          'check its guest agent, or allow crash-consistent points', { details: { wanted: 'GUEST_FREEZE_FAILED' }, cause: e });
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `the guest could not freeze its filesystems (${(e as Error).message}); ` +
+            'check its guest agent, or allow crash-consistent points',
+          { details: { wanted: 'GUEST_FREEZE_FAILED' }, cause: e },
+        );
       }
       point.freezeError = (e as Error).message;
     }
@@ -318,13 +421,18 @@ async function runFrozen(point: FleecingPoint, guest: GuestFreezeHooks | undefin
 }
 
 async function queryExportIds(qmp: QmpClient): Promise<string[]> {
-  return ((await qmp.execute('query-block-exports', undefined, { timeoutMs: QMP_MS })) as { id: string }[]).map((e) => e.id);
+  return ((await qmp.execute('query-block-exports', undefined, { timeoutMs: QMP_MS })) as { id: string }[]).map(
+    (e) => e.id,
+  );
 }
 
 async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new MamoriError('QMP_TIMEOUT', `gave up waiting for ${what} after ${timeoutMs} ms`, { details: { timeoutMs } });
+    if (Date.now() > deadline)
+      throw new MamoriError('QMP_TIMEOUT', `gave up waiting for ${what} after ${timeoutMs} ms`, {
+        details: { timeoutMs },
+      });
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -386,35 +494,58 @@ export interface OfflineFleecingPoint {
  * would, one socket for all disks). The daemon holds the images, so the VM cannot start
  * (image locking) until the point is completed or aborted.
  */
-export async function createOfflineFleecingPoint(opts: CreateOfflineFleecingPointOptions): Promise<OfflineFleecingPoint> {
+export async function createOfflineFleecingPoint(
+  opts: CreateOfflineFleecingPointOptions,
+): Promise<OfflineFleecingPoint> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const generation = (opts.previousGeneration ?? 0) + 1;
   const disks: OfflineFleecedDisk[] = [];
   for (const d of opts.disks) {
     const top = d.layers.at(-1);
-    if (top === undefined) throw new MamoriError('INVALID_INPUT', `disk ${d.id} has no image`, { details: { disk: d.id } });
+    if (top === undefined)
+      throw new MamoriError('INVALID_INPUT', `disk ${d.id} has no image`, { details: { disk: d.id } });
     const verdict = await inspectImageBitmaps(top.file, top.format, opts.previousGeneration);
     for (const name of verdict.stale) await editImageBitmap(top.file, name, [{ op: 'remove' }]);
     const qcow2 = top.format === 'qcow2';
     const bitmap = qcow2 ? bitmapName(generation) : null;
-    if (bitmap !== null) await editImageBitmap(top.file, bitmap, [{ op: 'add', granularity: opts.granularity ?? DEFAULT_GRANULARITY }]);
+    if (bitmap !== null)
+      await editImageBitmap(top.file, bitmap, [{ op: 'add', granularity: opts.granularity ?? DEFAULT_GRANULARITY }]);
     const previousBitmap = verdict.mode === 'incremental' ? verdict.previous!.name : null;
     disks.push({
-      id: d.id, topFile: top.file, format: top.format, mode: verdict.mode, resyncReason: verdict.reason, exportName: `${prefix}-${d.id}`,
-      bitmap, persistent: qcow2, previousBitmap, metaContext: previousBitmap === null ? null : `qemu:dirty-bitmap:${previousBitmap}`,
+      id: d.id,
+      topFile: top.file,
+      format: top.format,
+      mode: verdict.mode,
+      resyncReason: verdict.reason,
+      exportName: `${prefix}-${d.id}`,
+      bitmap,
+      persistent: qcow2,
+      previousBitmap,
+      metaContext: previousBitmap === null ? null : `qemu:dirty-bitmap:${previousBitmap}`,
     });
   }
   const point: OfflineFleecingPoint = {
-    kind: 'offline', generation, previousGeneration: opts.previousGeneration, at: new Date().toISOString(), consistency: opts.consistency ?? 'crash',
+    kind: 'offline',
+    generation,
+    previousGeneration: opts.previousGeneration,
+    at: new Date().toISOString(),
+    consistency: opts.consistency ?? 'crash',
     ...offlineDaemonFiles(opts.runDir, prefix),
-    full: disks.every((d) => d.mode === 'full'), needsResync: disks.some((d) => d.mode === 'resync'), disks,
+    full: disks.every((d) => d.mode === 'full'),
+    needsResync: disks.some((d) => d.mode === 'resync'),
+    disks,
   };
   try {
     const daemon = await StorageDaemon.start({
-      qmpSocket: point.qmpSocket, pidFile: point.pidFile,
+      qmpSocket: point.qmpSocket,
+      pidFile: point.pidFile,
       chains: opts.disks.map((d, i) => ({ id: disks[i]!.exportName, layers: d.layers, readOnly: true })),
       nbd: { listen: { type: 'unix', path: point.nbdSocket } },
-      exports: disks.map((d) => ({ id: d.exportName, node: d.exportName, ...(d.previousBitmap === null ? {} : { bitmaps: [d.previousBitmap] }) })),
+      exports: disks.map((d) => ({
+        id: d.exportName,
+        node: d.exportName,
+        ...(d.previousBitmap === null ? {} : { bitmaps: [d.previousBitmap] }),
+      })),
     });
     await daemon.qmp().close();
     return point;
@@ -433,7 +564,11 @@ export async function sweepOfflineFleecingLeftovers(runDir: string, prefix = DEF
 
 /** Where a stopped VM's export daemon keeps its sockets and pid: fixed per VM, so a restart finds a leftover. */
 function offlineDaemonFiles(runDir: string, prefix: string): { nbdSocket: string; qmpSocket: string; pidFile: string } {
-  return { nbdSocket: join(runDir, `${prefix}.nbd.sock`), qmpSocket: join(runDir, `${prefix}.qmp.sock`), pidFile: join(runDir, `${prefix}.pid`) };
+  return {
+    nbdSocket: join(runDir, `${prefix}.nbd.sock`),
+    qmpSocket: join(runDir, `${prefix}.qmp.sock`),
+    pidFile: join(runDir, `${prefix}.pid`),
+  };
 }
 
 export async function completeOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {
@@ -456,6 +591,7 @@ async function offlineTeardown(point: OfflineFleecingPoint, outcome: 'complete' 
     if (d.format !== 'qcow2') continue;
     const drop = outcome === 'complete' ? d.previousBitmap : d.bitmap;
     if (drop === null) continue;
-    if ((await readImageBitmaps(d.topFile)).some((b) => b.name === drop)) await editImageBitmap(d.topFile, drop, [{ op: 'remove' }]);
+    if ((await readImageBitmaps(d.topFile)).some((b) => b.name === drop))
+      await editImageBitmap(d.topFile, drop, [{ op: 'remove' }]);
   }
 }

@@ -3,8 +3,24 @@ import { basename, join, resolve } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
 import { createQcow2 } from '../qemu/qemu-img.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
-import { assertClosedAndSound, assertNotInUse, chainImageSpec, commitChain, rebaseChain, rebaseHeader } from './chain-images.js';
-import { MANIFEST, POINT_RE, parseManifest, writeManifest, type ChainLayer, type ManifestPoint, type PointConsistency, type ReplicaManifest } from './replica-manifest.js';
+import {
+  assertClosedAndSound,
+  assertNotInUse,
+  chainImageSpec,
+  commitChain,
+  rebaseChain,
+  rebaseHeader,
+} from './chain-images.js';
+import {
+  MANIFEST,
+  POINT_RE,
+  parseManifest,
+  writeManifest,
+  type ChainLayer,
+  type ManifestPoint,
+  type PointConsistency,
+  type ReplicaManifest,
+} from './replica-manifest.js';
 
 export type { ChainLayer, PointConsistency } from './replica-manifest.js';
 
@@ -88,16 +104,27 @@ export class ReplicaChain {
     const abs = resolve(dir);
     await mkdir(abs, { recursive: true });
     if (await exists(join(abs, MANIFEST))) {
-      throw new MamoriError('DISK_EXISTS', `a replica already exists in ${abs}; open it or choose another folder`, { details: { dir: abs } });
+      throw new MamoriError('DISK_EXISTS', `a replica already exists in ${abs}; open it or choose another folder`, {
+        details: { dir: abs },
+      });
     }
     const seed = options.seed ?? [];
-    if (seed.some((l, i) => i > 0 && l.format !== 'qcow2')) throw new MamoriError('INVALID_INPUT', 'a raw seed layer can only be the bottom one');
+    if (seed.some((l, i) => i > 0 && l.format !== 'qcow2'))
+      throw new MamoriError('INVALID_INPUT', 'a raw seed layer can only be the bottom one');
     const top = seed.at(-1);
     // A seeded base is an empty overlay on the seed: it reads as the old disk until cycles write.
-    await createQcow2(join(abs, BASE), { ...(top ? { backing: { file: top.file, format: top.format } } : {}), sizeBytes: options.virtualSize });
+    await createQcow2(join(abs, BASE), {
+      ...(top ? { backing: { file: top.file, format: top.format } } : {}),
+      sizeBytes: options.virtualSize,
+    });
     const manifest: ReplicaManifest = {
-      format: 'mamori-replica-chain', version: 1, virtualSize: options.virtualSize, ...(seed.length > 0 ? { seed: seed.map((l) => ({ file: resolve(l.file), format: l.format })) } : {}),
-      base: BASE, nextSeq: 1, points: [],
+      format: 'mamori-replica-chain',
+      version: 1,
+      virtualSize: options.virtualSize,
+      ...(seed.length > 0 ? { seed: seed.map((l) => ({ file: resolve(l.file), format: l.format })) } : {}),
+      base: BASE,
+      nextSeq: 1,
+      points: [],
     };
     await writeManifest(abs, manifest);
     return new ReplicaChain(abs, manifest);
@@ -109,12 +136,23 @@ export class ReplicaChain {
     try {
       text = await readFile(join(abs, MANIFEST), 'utf8');
     } catch (e) {
-      throw new MamoriError('IMAGE_NOT_FOUND', `no replica in ${abs} (manifest.json missing)`, { details: { dir: abs }, cause: e });
+      throw new MamoriError('IMAGE_NOT_FOUND', `no replica in ${abs} (manifest.json missing)`, {
+        details: { dir: abs },
+        cause: e,
+      });
     }
     const manifest = parseManifest(text, abs);
-    for (const f of [...(manifest.seed ?? []).map((l) => l.file), manifest.base, ...manifest.points.map((p) => p.file)]) {
+    for (const f of [
+      ...(manifest.seed ?? []).map((l) => l.file),
+      manifest.base,
+      ...manifest.points.map((p) => p.file),
+    ]) {
       if (!(await exists(resolve(abs, f)))) {
-        throw new MamoriError('IMAGE_CORRUPT', `replica ${abs} lists ${f}, which is missing; the chain cannot be read`, { details: { dir: abs, file: f } });
+        throw new MamoriError(
+          'IMAGE_CORRUPT',
+          `replica ${abs} lists ${f}, which is missing; the chain cannot be read`,
+          { details: { dir: abs, file: f } },
+        );
       }
     }
     return new ReplicaChain(abs, manifest);
@@ -144,7 +182,10 @@ export class ReplicaChain {
 
   point(id: string): RecoveryPoint {
     const i = this.#manifest.points.findIndex((p) => p.id === id);
-    if (i < 0) throw new MamoriError('NOT_FOUND', `replica ${this.#dir} has no recovery point ${id}`, { details: { dir: this.#dir, pointId: id, wanted: 'POINT_NOT_FOUND' } });
+    if (i < 0)
+      throw new MamoriError('NOT_FOUND', `replica ${this.#dir} has no recovery point ${id}`, {
+        details: { dir: this.#dir, pointId: id, wanted: 'POINT_NOT_FOUND' },
+      });
     return this.#pointAt(i);
   }
 
@@ -183,7 +224,14 @@ export class ReplicaChain {
       // Until the manifest names it, the renamed file is an orphan the next sweep deletes.
       await rename(staging.file, join(this.#dir, file));
       await syncDirectory(this.#dir);
-      const point: ManifestPoint = { id: `p${pad(seq)}`, seq, file, time: meta.time, consistency: meta.consistency, committedAt: new Date().toISOString() };
+      const point: ManifestPoint = {
+        id: `p${pad(seq)}`,
+        seq,
+        file,
+        time: meta.time,
+        consistency: meta.consistency,
+        committedAt: new Date().toISOString(),
+      };
       const next: ReplicaManifest = { ...this.#manifest, nextSeq: seq + 1, points: [...this.#manifest.points, point] };
       try {
         await writeManifest(this.#dir, next);
@@ -219,11 +267,15 @@ export class ReplicaChain {
    */
   async withdrawNewestPoint(pointId: string): Promise<void> {
     await this.#exclusive('withdraw a point', async () => {
-      if (this.#staging !== null) throw busy(this.#dir, 'a cycle is open; the newest point cannot be withdrawn under it');
+      if (this.#staging !== null)
+        throw busy(this.#dir, 'a cycle is open; the newest point cannot be withdrawn under it');
       const newest = this.#manifest.points.at(-1);
       if (newest?.id !== pointId) {
-        throw new MamoriError('VM_INVALID_STATE', `replica ${this.#dir}: ${pointId} is not the newest point, only the newest can be withdrawn`,
-          { details: { dir: this.#dir, pointId, newest: newest?.id ?? null } });
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `replica ${this.#dir}: ${pointId} is not the newest point, only the newest can be withdrawn`,
+          { details: { dir: this.#dir, pointId, newest: newest?.id ?? null } },
+        );
       }
       if ((this.#leases.get(pointId) ?? 0) > 0) throw busy(this.#dir, `point ${pointId} is being read`);
       const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(0, -1) };
@@ -270,9 +322,13 @@ export class ReplicaChain {
    *  4. Delete P's file (an orphan if we crash before: the next sweep removes it).
    */
   async applyRetention(keep: number): Promise<RetentionResult> {
-    if (!Number.isSafeInteger(keep) || keep < 1) throw new MamoriError('OUT_OF_RANGE', `retention must keep at least 1 point (got ${keep})`, { details: { keep } });
+    if (!Number.isSafeInteger(keep) || keep < 1)
+      throw new MamoriError('OUT_OF_RANGE', `retention must keep at least 1 point (got ${keep})`, {
+        details: { keep },
+      });
     return this.#exclusive('apply retention', async () => {
-      if (this.#staging !== null || this.#leases.size > 0) return { merged: [], deferred: this.#manifest.points.length > keep };
+      if (this.#staging !== null || this.#leases.size > 0)
+        return { merged: [], deferred: this.#manifest.points.length > keep };
       await this.#sweep();
       const merged: string[] = [];
       while (this.#manifest.points.length > keep) {
@@ -354,8 +410,21 @@ export class ReplicaChain {
   #pointAt(i: number): RecoveryPoint {
     const m = this.#manifest;
     const p = m.points[i]!;
-    const layers: ChainLayer[] = [...(m.seed ?? []), ...[m.base, ...m.points.slice(0, i + 1).map((x) => x.file)].map((f) => ({ file: join(this.#dir, f), format: 'qcow2' as const }))];
-    return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt, file: join(this.#dir, p.file), layers };
+    const layers: ChainLayer[] = [
+      ...(m.seed ?? []),
+      ...[m.base, ...m.points.slice(0, i + 1).map((x) => x.file)].map((f) => ({
+        file: join(this.#dir, f),
+        format: 'qcow2' as const,
+      })),
+    ];
+    return {
+      id: p.id,
+      time: p.time,
+      consistency: p.consistency,
+      committedAt: p.committedAt,
+      file: join(this.#dir, p.file),
+      layers,
+    };
   }
 
   /** The layers under the first point: the seed (if any) and the base. */
@@ -398,11 +467,17 @@ function busy(dir: string, why: string): MamoriError {
 
 /** Bytes a file takes on disk (holes and unallocated clusters do not count); 0 if gone. */
 async function allocated(path: string): Promise<number> {
-  return stat(path).then((st) => (st.isFile() ? st.blocks * 512 : 0), () => 0);
+  return stat(path).then(
+    (st) => (st.isFile() ? st.blocks * 512 : 0),
+    () => 0,
+  );
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 function pad(n: number): string {

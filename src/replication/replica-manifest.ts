@@ -60,14 +60,42 @@ export function parseManifest(text: string, dir: string): ReplicaManifest {
     throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not JSON`, { details: { dir }, cause: e });
   }
   const o = m as Partial<ReplicaManifest> | null;
-  const ok = o !== null && typeof o === 'object' && o.format === 'mamori-replica-chain' && o.version === 1
-    && Number.isSafeInteger(o.virtualSize) && typeof o.base === 'string'
-    && (o.seed === undefined || (Array.isArray(o.seed) && o.seed.every((l, i) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || (l.format === 'raw' && i === 0)))))
-    && (o.releasedSeed === undefined || (Array.isArray(o.releasedSeed) && o.releasedSeed.every((l) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || l.format === 'raw'))))
-    && Number.isSafeInteger(o.nextSeq) && Array.isArray(o.points)
-    && o.points.every((p) => typeof p?.id === 'string' && typeof p.file === 'string' && POINT_RE.test(p.file) && Number.isSafeInteger(p.seq)
-      && p.seq < o.nextSeq! && typeof p.time === 'string' && (p.consistency === 'crash' || p.consistency === 'application'));
-  if (!ok) throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not a mamori replica chain (version 1)`, { details: { dir } });
+  const ok =
+    o !== null &&
+    typeof o === 'object' &&
+    o.format === 'mamori-replica-chain' &&
+    o.version === 1 &&
+    Number.isSafeInteger(o.virtualSize) &&
+    typeof o.base === 'string' &&
+    (o.seed === undefined ||
+      (Array.isArray(o.seed) &&
+        o.seed.every(
+          (l, i) =>
+            typeof l?.file === 'string' &&
+            l.file.startsWith('/') &&
+            (l.format === 'qcow2' || (l.format === 'raw' && i === 0)),
+        ))) &&
+    (o.releasedSeed === undefined ||
+      (Array.isArray(o.releasedSeed) &&
+        o.releasedSeed.every(
+          (l) => typeof l?.file === 'string' && l.file.startsWith('/') && (l.format === 'qcow2' || l.format === 'raw'),
+        ))) &&
+    Number.isSafeInteger(o.nextSeq) &&
+    Array.isArray(o.points) &&
+    o.points.every(
+      (p) =>
+        typeof p?.id === 'string' &&
+        typeof p.file === 'string' &&
+        POINT_RE.test(p.file) &&
+        Number.isSafeInteger(p.seq) &&
+        p.seq < o.nextSeq! &&
+        typeof p.time === 'string' &&
+        (p.consistency === 'crash' || p.consistency === 'application'),
+    );
+  if (!ok)
+    throw new MamoriError('IMAGE_CORRUPT', `replica manifest in ${dir} is not a mamori replica chain (version 1)`, {
+      details: { dir },
+    });
   return o as ReplicaManifest;
 }
 

@@ -85,7 +85,10 @@ export class ReplicaRemoval {
     faultPoint('replica-removal-marked');
     await this.#finish(id, marked);
     // Retired replicas it read through (its seed) are released with it.
-    await this.releaseSeed(owned.filter((l) => isInside(l.file, this.#root)), id);
+    await this.releaseSeed(
+      owned.filter((l) => isInside(l.file, this.#root)),
+      id,
+    );
   }
 
   /**
@@ -128,8 +131,13 @@ export class ReplicaRemoval {
 
   async #finish(id: string, marked: string): Promise<void> {
     await this.#replicas.deleteRows(id);
-    const journal = await readFile(join(marked, JOURNAL), 'utf8').then((t) => JSON.parse(t) as { external?: unknown }, () => ({ external: [] }));
-    const external = Array.isArray(journal.external) ? journal.external.filter((f): f is string => typeof f === 'string' && f.startsWith('/')) : [];
+    const journal = await readFile(join(marked, JOURNAL), 'utf8').then(
+      (t) => JSON.parse(t) as { external?: unknown },
+      () => ({ external: [] }),
+    );
+    const external = Array.isArray(journal.external)
+      ? journal.external.filter((f): f is string => typeof f === 'string' && f.startsWith('/'))
+      : [];
     for (const file of external) {
       if (await this.#named(file, id)) continue;
       await rm(file, { force: true });
@@ -173,10 +181,18 @@ export class ReplicaRemoval {
 
 export function replicaInUse(what: string, users: ReplicaUsers): MamoriError {
   const todo = [
-    ...users.vms.map((v) => `VM ${v.name} (${v.state}) runs on its points: delete it first ('mamori vm delete ${v.name}'; a test copy goes with 'mamori plan run PLAN --mode cleanup')`),
-    ...users.replicas.map((r) => `replica ${r} reads it as the seed of a reprotect: it is released by itself once ${r} has its next point (or delete ${r} first)`),
+    ...users.vms.map(
+      (v) =>
+        `VM ${v.name} (${v.state}) runs on its points: delete it first ('mamori vm delete ${v.name}'; a test copy goes with 'mamori plan run PLAN --mode cleanup')`,
+    ),
+    ...users.replicas.map(
+      (r) =>
+        `replica ${r} reads it as the seed of a reprotect: it is released by itself once ${r} has its next point (or delete ${r} first)`,
+    ),
   ];
-  return new MamoriError('REPLICA_IN_USE', `${what} is in use: ${todo.join('; ')}`, { details: { vms: users.vms.map((v) => v.name), replicas: users.replicas } });
+  return new MamoriError('REPLICA_IN_USE', `${what} is in use: ${todo.join('; ')}`, {
+    details: { vms: users.vms.map((v) => v.name), replicas: users.replicas },
+  });
 }
 
 function isInside(file: string, root: string): boolean {

@@ -3,9 +3,19 @@ import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
-import type { ReplicaDiskSpec, ReplicaPointView, ReplicaStorage, ReplicaView } from '../store/records/replica-record.js';
+import type {
+  ReplicaDiskSpec,
+  ReplicaPointView,
+  ReplicaStorage,
+  ReplicaView,
+} from '../store/records/replica-record.js';
 // The replica records live in store/ (issue 20); re-exported for the callers of this service.
-export type { ReplicaDiskSpec, ReplicaPointView, ReplicaStorage, ReplicaView } from '../store/records/replica-record.js';
+export type {
+  ReplicaDiskSpec,
+  ReplicaPointView,
+  ReplicaStorage,
+  ReplicaView,
+} from '../store/records/replica-record.js';
 import { ReplicaChain, type ChainLayer, type PointConsistency } from './replica-chain.js';
 import { ReplicaRemoval, replicaInUse, type ReplicaUsers } from './replica-removal.js';
 import { NbdClient } from '../nbd/nbd-client.js';
@@ -72,7 +82,13 @@ export class ReplicaService {
   #cycles = new Map<string, OpenCycle>();
   #removal: ReplicaRemoval;
 
-  constructor(deps: { db: Kysely<Database>; dataDir: string; listenHost: () => string; tls: () => Promise<SiteTls>; log: Logger }) {
+  constructor(deps: {
+    db: Kysely<Database>;
+    dataDir: string;
+    listenHost: () => string;
+    tls: () => Promise<SiteTls>;
+    log: Logger;
+  }) {
     this.#repo = new ReplicaRepo(deps.db);
     this.#root = join(deps.dataDir, 'replicas');
     this.#listenHost = deps.listenHost;
@@ -85,7 +101,14 @@ export class ReplicaService {
    * The replica of a VM of `sourceSite`. `seeds` (reprotect): per disk, the layers of the disk
    * this site already holds for the VM, under each chain's base, so only differences are sent.
    */
-  async create(input: { sourceSite: string; sourceVmId: string; vmName: string; disks: ReplicaDiskSpec[]; keepPoints: number; seeds?: ChainLayer[][] }): Promise<ReplicaView> {
+  async create(input: {
+    sourceSite: string;
+    sourceVmId: string;
+    vmName: string;
+    disks: ReplicaDiskSpec[];
+    keepPoints: number;
+    seeds?: ChainLayer[][];
+  }): Promise<ReplicaView> {
     const existing = await this.#repo.findIdBySource(input.sourceSite, input.sourceVmId);
     if (existing !== undefined) {
       // Enabling again after a disable on the source keeps what this site holds.
@@ -99,7 +122,11 @@ export class ReplicaService {
     const free = st.bavail * st.bsize;
     const need = input.disks.reduce((n, d) => n + d.sizeBytes, 0);
     if (free < need) {
-      throw new MamoriError('POOL_FULL', `the recovery site's storage has ${Math.floor(free / 2 ** 20)} MiB free but the replica of ${input.vmName} needs up to ${Math.ceil(need / 2 ** 20)} MiB; free space or use a larger pool`, { details: { freeBytes: free, neededBytes: need } });
+      throw new MamoriError(
+        'POOL_FULL',
+        `the recovery site's storage has ${Math.floor(free / 2 ** 20)} MiB free but the replica of ${input.vmName} needs up to ${Math.ceil(need / 2 ** 20)} MiB; free space or use a larger pool`,
+        { details: { freeBytes: free, neededBytes: need } },
+      );
     }
     const id = newShortId('rep');
     const dir = join(this.#root, id);
@@ -108,7 +135,15 @@ export class ReplicaService {
         const seed = input.seeds?.[i];
         await ReplicaChain.create(join(dir, `disk${d.index}`), { virtualSize: d.sizeBytes, ...(seed ? { seed } : {}) });
       }
-      await this.#repo.insert({ id, sourceSite: input.sourceSite, sourceVmId: input.sourceVmId, vmName: input.vmName, disks: input.disks, keepPoints: input.keepPoints, createdAt: new Date().toISOString() });
+      await this.#repo.insert({
+        id,
+        sourceSite: input.sourceSite,
+        sourceVmId: input.sourceVmId,
+        vmName: input.vmName,
+        disks: input.disks,
+        keepPoints: input.keepPoints,
+        createdAt: new Date().toISOString(),
+      });
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       throw e;
@@ -141,7 +176,11 @@ export class ReplicaService {
 
   async summary(id: string): Promise<ReplicaSummary> {
     const view = await this.get(id);
-    const state = ReplicaRemoval.isRetired(view.sourceVmId) ? 'retired' : view.promotedAt !== null ? 'promoted' : 'receiving';
+    const state = ReplicaRemoval.isRetired(view.sourceVmId)
+      ? 'retired'
+      : view.promotedAt !== null
+        ? 'promoted'
+        : 'receiving';
     return { ...view, state, storage: await this.storage(id), usedBy: await this.#removal.usersOf(id) };
   }
 
@@ -155,7 +194,8 @@ export class ReplicaService {
     await this.#lock.run(id, async () => {
       const replica = await this.get(id);
       const users = await this.#removal.usersOf(id);
-      if (users.vms.length > 0 || users.replicas.length > 0) throw replicaInUse(`the replica ${id} of ${replica.vmName}`, users);
+      if (users.vms.length > 0 || users.replicas.length > 0)
+        throw replicaInUse(`the replica ${id} of ${replica.vmName}`, users);
       if (!ReplicaRemoval.isRetired(replica.sourceVmId) && replica.promotedAt === null) await assertSourceDone(replica);
       await this.#closeCycle(id);
       await this.#killLeftoverDaemon(id);
@@ -169,8 +209,12 @@ export class ReplicaService {
     return this.#lock.run(id, async () => {
       const replica = await this.get(id);
       if (replica.promotedAt !== null) {
-        throw new MamoriError('REPLICA_PROMOTED', `the replica of ${replica.vmName} was promoted here at ${replica.promotedAt} (failover generation ${replica.failoverGeneration}): ` +
-          'the VM now runs at this site, so the copy at the source is superseded; reprotect to replicate it back', { details: { generation: replica.failoverGeneration, promotedAt: replica.promotedAt } });
+        throw new MamoriError(
+          'REPLICA_PROMOTED',
+          `the replica of ${replica.vmName} was promoted here at ${replica.promotedAt} (failover generation ${replica.failoverGeneration}): ` +
+            'the VM now runs at this site, so the copy at the source is superseded; reprotect to replicate it back',
+          { details: { generation: replica.failoverGeneration, promotedAt: replica.promotedAt } },
+        );
       }
       await this.#repo.touchContact(id, new Date().toISOString());
       await this.#closeCycle(id);
@@ -181,7 +225,12 @@ export class ReplicaService {
       const staging = [];
       for (const c of chains) staging.push(await c.beginCycle());
       const site = await this.#tls();
-      const tlsDir = await writeQemuTlsCreds({ dir: join(dir, 'tls'), site, peerCaPem: peer.caPem, endpoint: 'server' });
+      const tlsDir = await writeQemuTlsCreds({
+        dir: join(dir, 'tls'),
+        site,
+        peerCaPem: peer.caPem,
+        endpoint: 'server',
+      });
       const host = this.#listenHost();
       const port = await freePort(host);
       const cycleId = newShortId('cyc');
@@ -195,7 +244,13 @@ export class ReplicaService {
           nbd: { listen: { type: 'inet', host, port }, tls: { dir: tlsDir, verifyPeer: true } },
           exports: exports.map((name) => ({ id: name, node: name, name, writable: true })),
         });
-        this.#cycles.set(id, { id: cycleId, daemon, chains, parents: staging.map((st) => st.layers.slice(0, -1)), reader: null });
+        this.#cycles.set(id, {
+          id: cycleId,
+          daemon,
+          chains,
+          parents: staging.map((st) => st.layers.slice(0, -1)),
+          reader: null,
+        });
       } catch (e) {
         for (const c of chains) await c.discardCycle().catch(() => undefined);
         throw e;
@@ -204,10 +259,18 @@ export class ReplicaService {
     });
   }
 
-  async commitCycle(id: string, cycleId: string, meta: { time: string; consistency: PointConsistency }): Promise<ReplicaPointView> {
+  async commitCycle(
+    id: string,
+    cycleId: string,
+    meta: { time: string; consistency: PointConsistency },
+  ): Promise<ReplicaPointView> {
     return this.#lock.run(id, async () => {
       const open = this.#cycles.get(id);
-      if (!open || open.id !== cycleId) throw new MamoriError('VM_INVALID_STATE', `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`);
+      if (!open || open.id !== cycleId)
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`,
+        );
       this.#cycles.delete(id);
       // The writer must be gone before a commit: qemu-img check refuses open images.
       await open.daemon.stop();
@@ -216,11 +279,30 @@ export class ReplicaService {
       for (const c of open.chains) perDisk.push((await c.commitCycle(meta)).id);
       const committedAt = new Date().toISOString();
       const pointId = perDisk[0]!;
-      await this.#repo.addPoint(id, { pointId, time: meta.time, consistency: meta.consistency, committedAt, diskPoints: perDisk });
+      await this.#repo.addPoint(id, {
+        pointId,
+        time: meta.time,
+        consistency: meta.consistency,
+        committedAt,
+        diskPoints: perDisk,
+      });
       await this.#retain(id, open.chains);
       // After the answer: absorbing a reprotect's seed reads it whole, longer than a commit may take.
-      setImmediate(() => void this.#lock.run(id, () => this.#compact(id)).catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'compaction failed; the next point tries again')));
-      return { id: pointId, time: meta.time, consistency: meta.consistency, committedAt, storage: await this.storage(id) };
+      setImmediate(
+        () =>
+          void this.#lock
+            .run(id, () => this.#compact(id))
+            .catch((e: unknown) =>
+              this.#log.warn({ replica: id, err: e }, 'compaction failed; the next point tries again'),
+            ),
+      );
+      return {
+        id: pointId,
+        time: meta.time,
+        consistency: meta.consistency,
+        committedAt,
+        storage: await this.storage(id),
+      };
     });
   }
 
@@ -228,12 +310,23 @@ export class ReplicaService {
    * Digests of a span of one disk's newest point (what staging started from), for a source
    * that lost its dirty bitmap: hashed here, next to the data, so only digests cross the link.
    */
-  async checksums(id: string, cycleId: string, input: { disk: number; offset: number; length: number; chunkSize: number }): Promise<Buffer> {
+  async checksums(
+    id: string,
+    cycleId: string,
+    input: { disk: number; offset: number; length: number; chunkSize: number },
+  ): Promise<Buffer> {
     return this.#lock.run(id, async () => {
       const open = this.#cycles.get(id);
-      if (!open || open.id !== cycleId) throw new MamoriError('VM_INVALID_STATE', `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`);
+      if (!open || open.id !== cycleId)
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`,
+        );
       const layers = open.parents[input.disk];
-      if (layers === undefined) throw new MamoriError('OUT_OF_RANGE', `replica ${id} has no disk ${input.disk}`, { details: { disk: input.disk } });
+      if (layers === undefined)
+        throw new MamoriError('OUT_OF_RANGE', `replica ${id} has no disk ${input.disk}`, {
+          details: { disk: input.disk },
+        });
       if (open.reader === null) {
         const dir = join(this.#root, id);
         open.reader = await StorageDaemon.start({
@@ -243,7 +336,10 @@ export class ReplicaService {
           exports: open.parents.map((_, i) => ({ id: `point${i}`, node: `point${i}`, name: `point${i}` })),
         });
       }
-      const client = await NbdClient.connect({ socketPath: join(this.#root, id, 'rd-nbd.sock') }, { exportName: `point${input.disk}`, metaContexts: ['base:allocation'] });
+      const client = await NbdClient.connect(
+        { socketPath: join(this.#root, id, 'rd-nbd.sock') },
+        { exportName: `point${input.disk}`, metaContexts: ['base:allocation'] },
+      );
       try {
         const range: ByteRange = { offset: input.offset, length: input.length };
         return await chunkDigests(client, range, input.chunkSize);
@@ -263,7 +359,14 @@ export class ReplicaService {
   async pointFiles(id: string, pointId: string | null): Promise<PointFiles> {
     const replica = await this.get(id);
     const point = pointId === null ? replica.points.at(-1) : replica.points.find((p) => p.id === pointId);
-    if (!point) throw new MamoriError('NOT_FOUND', pointId === null ? `the replica of ${replica.vmName} has no recovery point yet` : `the replica of ${replica.vmName} has no point ${pointId}`, { details: { replica: id, pointId } });
+    if (!point)
+      throw new MamoriError(
+        'NOT_FOUND',
+        pointId === null
+          ? `the replica of ${replica.vmName} has no recovery point yet`
+          : `the replica of ${replica.vmName} has no point ${pointId}`,
+        { details: { replica: id, pointId } },
+      );
     const diskPoints = await this.#recordedDiskPoints(id, point.id);
     const files: string[] = [];
     for (const [i, d] of replica.disks.entries()) {
@@ -295,15 +398,26 @@ export class ReplicaService {
   }
 
   /** Runs the write-log verifier on a point, holding it against retention while it reads. */
-  async verify(id: string, pointId?: string): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
+  async verify(
+    id: string,
+    pointId?: string,
+  ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
     const replica = await this.get(id);
     const point = pointId ? replica.points.find((p) => p.id === pointId) : replica.points.at(-1);
-    if (!point) throw new MamoriError('NOT_FOUND', pointId ? `replica ${id} has no point ${pointId}` : `replica ${id} has no recovery point yet`);
+    if (!point)
+      throw new MamoriError(
+        'NOT_FOUND',
+        pointId ? `replica ${id} has no point ${pointId}` : `replica ${id} has no recovery point yet`,
+      );
     const diskPoint = (await this.#recordedDiskPoints(id, point.id))[0]!;
     const chain = await ReplicaChain.open(join(this.#root, id, `disk${replica.disks[0]!.index}`));
     const lease = chain.openPointReadOnly(diskPoint);
     try {
-      return { point, disk: replica.disks[0]!.index, report: await verifyWriteLog(lease.point.file, { forceShare: true }) };
+      return {
+        point,
+        disk: replica.disks[0]!.index,
+        report: await verifyWriteLog(lease.point.file, { forceShare: true }),
+      };
     } finally {
       lease.release();
     }
@@ -319,7 +433,10 @@ export class ReplicaService {
     for (const [i, chain] of chains.entries()) {
       const listed = new Set(recorded.map((dp) => dp[i]));
       for (let newest = chain.newestPoint(); newest !== null && !listed.has(newest.id); newest = chain.newestPoint()) {
-        this.#log.warn({ replica: id, disk: i, point: newest.id }, 'withdrawing a disk point whose multi-disk commit was cut');
+        this.#log.warn(
+          { replica: id, disk: i, point: newest.id },
+          'withdrawing a disk point whose multi-disk commit was cut',
+        );
         await chain.withdrawNewestPoint(newest.id);
       }
     }
@@ -349,15 +466,25 @@ export class ReplicaService {
 
   /** At server start: bring every replica's chains back in line with its recorded points. */
   async repair(): Promise<void> {
-    await this.#removal.repair().catch((e: unknown) => this.#log.error({ err: e }, 'finishing cut replica deletions failed; the next start tries again'));
+    await this.#removal
+      .repair()
+      .catch((e: unknown) =>
+        this.#log.error({ err: e }, 'finishing cut replica deletions failed; the next start tries again'),
+      );
     for (const r of await this.#repo.disksOfAll()) {
-      await this.#lock.run(r.id, async () => {
-        await this.#killLeftoverDaemon(r.id);
-        const disks = r.disks;
-        const chains = await Promise.all(disks.map((d) => ReplicaChain.open(join(this.#root, r.id, `disk${d.index}`))));
-        await this.#withdrawUnrecordedPoints(r.id, chains);
-        await this.#releaseSeeds(r.id, disks);
-      }).catch((e: unknown) => this.#log.error({ replica: r.id, err: e }, 'replica repair failed; the next cycle tries again'));
+      await this.#lock
+        .run(r.id, async () => {
+          await this.#killLeftoverDaemon(r.id);
+          const disks = r.disks;
+          const chains = await Promise.all(
+            disks.map((d) => ReplicaChain.open(join(this.#root, r.id, `disk${d.index}`))),
+          );
+          await this.#withdrawUnrecordedPoints(r.id, chains);
+          await this.#releaseSeeds(r.id, disks);
+        })
+        .catch((e: unknown) =>
+          this.#log.error({ replica: r.id, err: e }, 'replica repair failed; the next cycle tries again'),
+        );
     }
   }
 
@@ -377,7 +504,11 @@ export class ReplicaService {
     for (const d of replica.disks) {
       const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
       const absorbed = await chain.absorbSeed();
-      if (absorbed) this.#log.info({ replica: id, disk: d.index, layers: absorbed.length }, 'absorbed the seed of a reprotect into the base');
+      if (absorbed)
+        this.#log.info(
+          { replica: id, disk: d.index, layers: absorbed.length },
+          'absorbed the seed of a reprotect into the base',
+        );
     }
     faultPoint('replica-seed-absorbed');
     await this.#releaseSeeds(id, replica.disks);
@@ -406,7 +537,12 @@ export class ReplicaService {
   /** A point listed in the replica's view is recorded (a row vanishing in between is a bug, as executeTakeFirstOrThrow said). */
   async #recordedDiskPoints(id: string, pointId: string): Promise<string[]> {
     const diskPoints = await this.#repo.diskPointsOf(id, pointId);
-    if (diskPoints === undefined) throw new MamoriError('NOT_FOUND', `replica ${id} has no recorded point ${pointId} (it was dropped by retention meanwhile); try again`, { details: { replica: id, pointId } });
+    if (diskPoints === undefined)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `replica ${id} has no recorded point ${pointId} (it was dropped by retention meanwhile); try again`,
+        { details: { replica: id, pointId } },
+      );
     return diskPoints;
   }
 
@@ -416,7 +552,10 @@ export class ReplicaService {
     if (open) {
       await open.daemon.kill().catch(() => undefined);
       await open.reader?.kill().catch(() => undefined);
-      for (const c of open.chains) await c.discardCycle().catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'discarding staging failed'));
+      for (const c of open.chains)
+        await c
+          .discardCycle()
+          .catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'discarding staging failed'));
     }
   }
 

@@ -1,14 +1,34 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
-import { allocatedExtents, copyExtents, dirtyExtents, type ByteRange, type CopyCounters, type CopyTarget } from '../nbd/extent-copy.js';
 import {
-  createFleecingPoint, createOfflineFleecingPoint, settleFleecingPoint, type FleecingPoint, type GuestFreezeHooks, type OfflineFleecingPoint,
+  allocatedExtents,
+  copyExtents,
+  dirtyExtents,
+  type ByteRange,
+  type CopyCounters,
+  type CopyTarget,
+} from '../nbd/extent-copy.js';
+import {
+  createFleecingPoint,
+  createOfflineFleecingPoint,
+  settleFleecingPoint,
+  type FleecingPoint,
+  type GuestFreezeHooks,
+  type OfflineFleecingPoint,
 } from './fleecing-point.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { DaemonLayer } from '../qemu/storage-daemon.js';
 import type { CycleTarget, ReplicaPointView } from './replica-service.js';
-import { chunkDigests, chunksOf, coveredBy, DIGEST_BYTES, differingChunks, MAX_CHECKSUM_SPAN, RESYNC_CHUNK } from './block-checksums.js';
+import {
+  chunkDigests,
+  chunksOf,
+  coveredBy,
+  DIGEST_BYTES,
+  differingChunks,
+  MAX_CHECKSUM_SPAN,
+  RESYNC_CHUNK,
+} from './block-checksums.js';
 import type { SeedSide } from './seed-delta.js';
 
 /** What the source needs of the recovery site for one cycle (the peer's replica API). */
@@ -62,7 +82,11 @@ export interface CycleJournal {
   committed(result: CycleResult): Promise<void>;
 }
 
-const UNJOURNALLED: CycleJournal = { step: (_name, fn) => fn(), pointMade: async () => undefined, committed: async () => undefined };
+const UNJOURNALLED: CycleJournal = {
+  step: (_name, fn) => fn(),
+  pointMade: async () => undefined,
+  committed: async () => undefined,
+};
 
 /**
  * One replication cycle, source side: freeze a point in time, ask the recovery site for a
@@ -93,12 +117,24 @@ export async function runReplicationCycle(opts: {
   const journal = opts.journal ?? UNJOURNALLED;
   await mkdir(opts.workDir, { recursive: true });
   const source = opts.source;
-  const point: FleecingPoint | OfflineFleecingPoint = await journal.step<FleecingPoint | OfflineFleecingPoint>('fleece', () => source.kind === 'live'
-    ? createFleecingPoint({
-      qmp: source.qmp, nodes: source.nodes, workDir: opts.workDir, nbdSocket: join(opts.workDir, 'nbd.sock'), previousGeneration: opts.previousGeneration,
-      ...(source.guest ? { guest: source.guest } : {}),
-    })
-    : createOfflineFleecingPoint({ disks: source.disks, runDir: opts.workDir, previousGeneration: opts.previousGeneration }));
+  const point: FleecingPoint | OfflineFleecingPoint = await journal.step<FleecingPoint | OfflineFleecingPoint>(
+    'fleece',
+    () =>
+      source.kind === 'live'
+        ? createFleecingPoint({
+            qmp: source.qmp,
+            nodes: source.nodes,
+            workDir: opts.workDir,
+            nbdSocket: join(opts.workDir, 'nbd.sock'),
+            previousGeneration: opts.previousGeneration,
+            ...(source.guest ? { guest: source.guest } : {}),
+          })
+        : createOfflineFleecingPoint({
+            disks: source.disks,
+            runDir: opts.workDir,
+            previousGeneration: opts.previousGeneration,
+          }),
+  );
   const qmp = source.kind === 'live' ? source.qmp : null;
   let remoteOpen = false;
   let committed = false;
@@ -109,12 +145,18 @@ export async function runReplicationCycle(opts: {
     const { bytesSent, zeroBytes, changed, bytesRead, compared } = await journal.step('copy', async () => {
       const totals = { bytesSent: 0, zeroBytes: 0, changed: 0, bytesRead: 0, compared: false };
       for (const [i, disk] of point.disks.entries()) {
-        const seed = disk.metaContext !== null ? opts.seed?.[i] ?? null : null;
+        const seed = disk.metaContext !== null ? (opts.seed?.[i] ?? null) : null;
         const counters = await copyDisk({
-          socketPath: point.nbdSocket, exportName: disk.exportName, metaContext: disk.metaContext, seed,
+          socketPath: point.nbdSocket,
+          exportName: disk.exportName,
+          metaContext: disk.metaContext,
+          seed,
           checksums: (range, chunk) => opts.remote.checksums(target.cycleId, i, range, chunk),
           resync: disk.mode === 'resync',
-          host: target.host, port: target.port, targetExport: target.exports[i]!, tls: opts.tls,
+          host: target.host,
+          port: target.port,
+          targetExport: target.exports[i]!,
+          tls: opts.tls,
           ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
         });
         totals.bytesSent += counters.bytesWritten;
@@ -126,11 +168,23 @@ export async function runReplicationCycle(opts: {
       return totals;
     });
     const result = await journal.step('commit', async () => {
-      const pointView = await opts.remote.commitCycle(target.cycleId, { time: point.at, consistency: point.consistency });
+      const pointView = await opts.remote.commitCycle(target.cycleId, {
+        time: point.at,
+        consistency: point.consistency,
+      });
       remoteOpen = false;
       // A reprotect whose old side lost its bitmap compared checksums too: a resync, if a partial one.
       const mode: CycleResult['mode'] = point.needsResync || compared ? 'resync' : point.full ? 'full' : 'incremental';
-      const r: CycleResult = { point: pointView, generation: point.generation, mode, bytesSent, bytesChanged: changed, bytesRead, zeroBytes, durationMs: Date.now() - started };
+      const r: CycleResult = {
+        point: pointView,
+        generation: point.generation,
+        mode,
+        bytesSent,
+        bytesChanged: changed,
+        bytesRead,
+        zeroBytes,
+        durationMs: Date.now() - started,
+      };
       await journal.committed(r);
       committed = true;
       return r;
@@ -145,26 +199,43 @@ export async function runReplicationCycle(opts: {
 }
 
 async function copyDisk(o: {
-  socketPath: string; exportName: string; metaContext: string | null;
+  socketPath: string;
+  exportName: string;
+  metaContext: string | null;
   /** The disk's bitmap is lost: compare checksums over the whole disk. */
   resync: boolean;
   /** The replica's digests of a span (resync, or a seed whose bitmap is lost). */
   checksums: (range: ByteRange, chunkSize: number) => Promise<Buffer>;
   seed: SeedSide | null;
-  host: string; port: number; targetExport: string; tls: CycleTls; bandwidthBps?: number;
+  host: string;
+  port: number;
+  targetExport: string;
+  tls: CycleTls;
+  bandwidthBps?: number;
 }): Promise<CopyCounters & { changed: number }> {
   // Checksums for the seed's side hash zero areas without reading them: that needs base:allocation as well.
-  const contexts = o.metaContext === null ? ['base:allocation'] : o.seed?.kind === 'checksums' ? [o.metaContext, 'base:allocation'] : [o.metaContext];
-  const src = await NbdClient.connect({ socketPath: o.socketPath }, { exportName: o.exportName, metaContexts: contexts });
+  const contexts =
+    o.metaContext === null
+      ? ['base:allocation']
+      : o.seed?.kind === 'checksums'
+        ? [o.metaContext, 'base:allocation']
+        : [o.metaContext];
+  const src = await NbdClient.connect(
+    { socketPath: o.socketPath },
+    { exportName: o.exportName, metaContexts: contexts },
+  );
   try {
-    const dst = await NbdClient.connect({ host: o.host, port: o.port }, {
-      exportName: o.targetExport,
-      tls: { ca: o.tls.peerCaPem, cert: o.tls.clientCertPem, key: o.tls.clientKeyPem },
-      // A silent link (cut cable, dead peer) must fail the cycle soon, not after minutes:
-      // requests are at most a few MiB, which take seconds even on a slow link.
-      timeoutMs: 10_000,
-      requestTimeoutMs: 20_000,
-    });
+    const dst = await NbdClient.connect(
+      { host: o.host, port: o.port },
+      {
+        exportName: o.targetExport,
+        tls: { ca: o.tls.peerCaPem, cert: o.tls.clientCertPem, key: o.tls.clientKeyPem },
+        // A silent link (cut cable, dead peer) must fail the cycle soon, not after minutes:
+        // requests are at most a few MiB, which take seconds even on a slow link.
+        timeoutMs: 10_000,
+        requestTimeoutMs: 20_000,
+      },
+    );
     try {
       const target = o.bandwidthBps ? throttled(dst, o.bandwidthBps) : dst;
       const small = o.bandwidthBps ? { chunkSize: 256 * 1024, concurrency: 1 } : {};
@@ -181,8 +252,11 @@ async function copyDisk(o: {
       // disk is compared by checksums; this side's own changes were just sent and are skipped.
       const rest = await resyncByChecksums(src, target, o.checksums, o.bandwidthBps !== undefined, own);
       return {
-        bytesRead: counters.bytesRead + rest.bytesRead, bytesWritten: counters.bytesWritten + rest.bytesWritten,
-        zeroBytes: counters.zeroBytes + rest.zeroBytes, requests: counters.requests + rest.requests, changed: rest.changed,
+        bytesRead: counters.bytesRead + rest.bytesRead,
+        bytesWritten: counters.bytesWritten + rest.bytesWritten,
+        zeroBytes: counters.zeroBytes + rest.zeroBytes,
+        requests: counters.requests + rest.requests,
+        changed: rest.changed,
       };
     } finally {
       await dst.disconnect().catch(() => undefined);
@@ -198,13 +272,21 @@ async function copyDisk(o: {
  * that differ: data where the source has data, WRITE_ZEROES where it now reads zero (the
  * replica may hold data the source discarded). `changed` is the bytes compared.
  */
-async function resyncByChecksums(src: NbdClient, dst: CopyTarget, replicaDigests: (range: ByteRange, chunkSize: number) => Promise<Buffer>,
-  throttledCopy: boolean, sent: readonly ByteRange[]): Promise<CopyCounters & { changed: number }> {
+async function resyncByChecksums(
+  src: NbdClient,
+  dst: CopyTarget,
+  replicaDigests: (range: ByteRange, chunkSize: number) => Promise<Buffer>,
+  throttledCopy: boolean,
+  sent: readonly ByteRange[],
+): Promise<CopyCounters & { changed: number }> {
   const out = { bytesRead: 0, bytesWritten: 0, zeroBytes: 0, requests: 0, changed: src.size };
   for (let offset = 0; offset < src.size; offset += MAX_CHECKSUM_SPAN) {
     const span = { offset, length: Math.min(MAX_CHECKSUM_SPAN, src.size - offset) };
     const counter = { bytesRead: 0 };
-    const [mine, theirs] = await Promise.all([chunkDigests(src, span, RESYNC_CHUNK, { skip: sent, counter }), replicaDigests(span, RESYNC_CHUNK)]);
+    const [mine, theirs] = await Promise.all([
+      chunkDigests(src, span, RESYNC_CHUNK, { skip: sent, counter }),
+      replicaDigests(span, RESYNC_CHUNK),
+    ]);
     out.bytesRead += counter.bytesRead;
     // Chunks already sent in whole are equal now: take the replica's digest for them.
     for (const [i, c] of chunksOf(span, RESYNC_CHUNK).entries()) {
@@ -217,7 +299,13 @@ async function resyncByChecksums(src: NbdClient, dst: CopyTarget, replicaDigests
       out.requests += 1;
     }
     if (diff.data.length > 0) {
-      const c = await copyExtents({ source: src, target: dst, extents: diff.data, targetIsZero: false, ...(throttledCopy ? { chunkSize: 256 * 1024, concurrency: 1 } : {}) });
+      const c = await copyExtents({
+        source: src,
+        target: dst,
+        extents: diff.data,
+        targetIsZero: false,
+        ...(throttledCopy ? { chunkSize: 256 * 1024, concurrency: 1 } : {}),
+      });
       out.bytesRead += c.bytesRead;
       out.bytesWritten += c.bytesWritten;
       out.zeroBytes += c.zeroBytes;
@@ -245,9 +333,15 @@ function throttled(dst: NbdClient, bps: number): CopyTarget {
     }
   };
   return {
-    get transmissionFlags() { return dst.transmissionFlags; },
-    get blockSizes() { return dst.blockSizes; },
-    get maxRequestLength() { return dst.maxRequestLength; },
+    get transmissionFlags() {
+      return dst.transmissionFlags;
+    },
+    get blockSizes() {
+      return dst.blockSizes;
+    },
+    get maxRequestLength() {
+      return dst.maxRequestLength;
+    },
     write: async (offset, data, options) => {
       await take(data.length);
       return dst.write(offset, data, options);
@@ -263,7 +357,8 @@ function union(a: readonly ByteRange[], b: readonly ByteRange[]): ByteRange[] {
   const out: ByteRange[] = [];
   for (const r of sorted) {
     const last = out.at(-1);
-    if (last !== undefined && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);
+    if (last !== undefined && r.offset <= last.offset + last.length)
+      last.length = Math.max(last.length, r.offset + r.length - last.offset);
     else out.push({ offset: r.offset, length: r.length });
   }
   return out;

@@ -23,7 +23,12 @@ export class ReplicationIncidents {
   #watches = new Map<string, NodeJS.Timeout>();
   #stopped = false;
 
-  constructor(deps: { incidents: IncidentLog; log: Logger; row: (vmId: string) => Promise<ReplicationRecord | undefined>; vmName: (vmId: string) => Promise<string> }) {
+  constructor(deps: {
+    incidents: IncidentLog;
+    log: Logger;
+    row: (vmId: string) => Promise<ReplicationRecord | undefined>;
+    vmName: (vmId: string) => Promise<string>;
+  }) {
     this.#incidents = deps.incidents;
     this.#log = deps.log;
     this.#row = deps.row;
@@ -42,7 +47,8 @@ export class ReplicationIncidents {
     const target = `vm:${vmId}`;
     const row = await this.#row(vmId);
     if (!row || row.state !== 'enabled' || row.lastPointAt === null) {
-      if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO incident cleared (replication paused or disabled)');
+      if (await this.#incidents.clear(RPO_VIOLATED, target))
+        this.#log.info({ vm: vmId }, 'RPO incident cleared (replication paused or disabled)');
       return;
     }
     const now = Date.now();
@@ -50,18 +56,24 @@ export class ReplicationIncidents {
     if (rpoStatus({ rpoMs: row.rpoMs, lastPointAt: lastAt }, now).violated) {
       const name = await this.#vmName(vmId);
       const { incident, opened } = await this.#incidents.raise({
-        kind: RPO_VIOLATED, target, severity: 'warning',
-        message: `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpoMs / 1000}s: the newest recovery point is from ${row.lastPointAt}` +
+        kind: RPO_VIOLATED,
+        target,
+        severity: 'warning',
+        message:
+          `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpoMs / 1000}s: the newest recovery point is from ${row.lastPointAt}` +
           (row.lastError ? ` (last error: ${row.lastError})` : ''),
         details: { vm: name, peer: row.peer, rpoSeconds: row.rpoMs / 1000, lastPointAt: row.lastPointAt },
       });
       if (opened) this.#log.warn({ vm: name, incident: incident.id }, 'RPO violated');
       return;
     }
-    if (await this.#incidents.clear(RPO_VIOLATED, target)) this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
+    if (await this.#incidents.clear(RPO_VIOLATED, target))
+      this.#log.info({ vm: vmId }, 'RPO met again; incident cleared');
     if (this.#stopped) return;
-    const t = setTimeout(() => void this.checkRpo(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'RPO check failed')),
-      lastAt + row.rpoMs - now + 50);
+    const t = setTimeout(
+      () => void this.checkRpo(vmId).catch((e: unknown) => this.#log.error({ vm: vmId, err: e }, 'RPO check failed')),
+      lastAt + row.rpoMs - now + 50,
+    );
     t.unref();
     this.#watches.set(vmId, t);
   }
@@ -71,29 +83,64 @@ export class ReplicationIncidents {
   }
 
   async cycleSucceeded(vmId: string, vmName: string): Promise<void> {
-    if (await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`)) this.#log.info({ vm: vmName }, 'replication cycle succeeded again; incident cleared');
+    if (await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`))
+      this.#log.info({ vm: vmName }, 'replication cycle succeeded again; incident cleared');
   }
 
-  async cycleFailed(input: { vmId: string; vmName: string; peer: string; jobId: string; code: string; message: string }): Promise<void> {
-    await this.#incidents.raise({
-      kind: CYCLE_FAILED, target: `vm:${input.vmId}`, severity: 'warning',
-      message: `a replication cycle of ${input.vmName} to ${input.peer} failed: ${input.message}; the last good point is kept and the cycle is retried`,
-      details: { vm: input.vmName, peer: input.peer, jobId: input.jobId, code: input.code },
-    }).catch((err: unknown) => this.#log.error({ vm: input.vmName, err }, 'could not record the failed cycle incident'));
+  async cycleFailed(input: {
+    vmId: string;
+    vmName: string;
+    peer: string;
+    jobId: string;
+    code: string;
+    message: string;
+  }): Promise<void> {
+    await this.#incidents
+      .raise({
+        kind: CYCLE_FAILED,
+        target: `vm:${input.vmId}`,
+        severity: 'warning',
+        message: `a replication cycle of ${input.vmName} to ${input.peer} failed: ${input.message}; the last good point is kept and the cycle is retried`,
+        details: { vm: input.vmName, peer: input.peer, jobId: input.jobId, code: input.code },
+      })
+      .catch((err: unknown) =>
+        this.#log.error({ vm: input.vmName, err }, 'could not record the failed cycle incident'),
+      );
   }
 
-  async verified(input: { vmId: string; vmName: string; peer: string; pointId: string; report: WriteLogReport }): Promise<void> {
+  async verified(input: {
+    vmId: string;
+    vmName: string;
+    peer: string;
+    pointId: string;
+    report: WriteLogReport;
+  }): Promise<void> {
     const target = `vm:${input.vmId}`;
     const r = input.report;
     if (r.consistent) {
-      if (await this.#incidents.clear(POINT_VERIFY_FAILED, target)) this.#log.info({ vm: input.vmName, point: input.pointId }, 'a recovery point verified consistent again; incident cleared');
+      if (await this.#incidents.clear(POINT_VERIFY_FAILED, target))
+        this.#log.info(
+          { vm: input.vmName, point: input.pointId },
+          'a recovery point verified consistent again; incident cleared',
+        );
       return;
     }
     await this.#incidents.raise({
-      kind: POINT_VERIFY_FAILED, target, severity: 'critical',
-      message: `recovery point ${input.pointId} of ${input.vmName} at ${input.peer} failed verification: ${r.gaps.length} gap(s), ${r.tornCount} torn record(s) after ` +
+      kind: POINT_VERIFY_FAILED,
+      target,
+      severity: 'critical',
+      message:
+        `recovery point ${input.pointId} of ${input.vmName} at ${input.peer} failed verification: ${r.gaps.length} gap(s), ${r.tornCount} torn record(s) after ` +
         `a gap-free prefix of ${r.gapFreePrefix}`,
-      details: { vm: input.vmName, peer: input.peer, point: input.pointId, gaps: r.gaps.length, torn: r.tornCount, gapFreePrefix: r.gapFreePrefix, lastSequence: r.lastSequence },
+      details: {
+        vm: input.vmName,
+        peer: input.peer,
+        point: input.pointId,
+        gaps: r.gaps.length,
+        torn: r.tornCount,
+        gapFreePrefix: r.gapFreePrefix,
+        lastSequence: r.lastSequence,
+      },
     });
   }
 
@@ -108,7 +155,8 @@ export class ReplicationIncidents {
     this.#stopped = false;
     for (const id of vmIds) await this.checkRpo(id);
     for (const i of await this.#incidents.list({ open: true })) {
-      if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length)))) await this.#incidents.clear(i.kind, i.target);
+      if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length))))
+        await this.#incidents.clear(i.kind, i.target);
     }
   }
 

@@ -19,7 +19,13 @@ import { assertLayerable } from '../vms/vm-snapshots.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
 import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult } from './replication-cycle.js';
-import { settleFleecingPoint, sweepFleecingLeftovers, sweepOfflineFleecingLeftovers, type FleecingPoint, type OfflineFleecingPoint } from './fleecing-point.js';
+import {
+  settleFleecingPoint,
+  sweepFleecingLeftovers,
+  sweepOfflineFleecingLeftovers,
+  type FleecingPoint,
+  type OfflineFleecingPoint,
+} from './fleecing-point.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { ReplicationIncidents } from './replication-incidents.js';
@@ -108,14 +114,25 @@ export class ReplicationService {
   #cycleEnds: CycleEndListener;
 
   constructor(deps: {
-    db: Kysely<Database>; vms: VmService; supervisor: VmSupervisor; peers: SitePeers; tls: SiteTls; paths: SitePaths; jobs: JobJournal; incidents: IncidentLog; log: Logger;
-    superseded: SupersededHandler; cycleEnds: CycleEndListener;
+    db: Kysely<Database>;
+    vms: VmService;
+    supervisor: VmSupervisor;
+    peers: SitePeers;
+    tls: SiteTls;
+    paths: SitePaths;
+    jobs: JobJournal;
+    incidents: IncidentLog;
+    log: Logger;
+    superseded: SupersededHandler;
+    cycleEnds: CycleEndListener;
   }) {
     this.#superseded = deps.superseded;
     this.#cycleEnds = deps.cycleEnds;
     this.#jobs = deps.jobs;
     this.#incidents = new ReplicationIncidents({
-      incidents: deps.incidents, log: deps.log, row: (vmId) => this.#row(vmId),
+      incidents: deps.incidents,
+      log: deps.log,
+      row: (vmId) => this.#row(vmId),
       vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
     });
     this.#jobs.registerRecovery(CYCLE_JOB, (job) => this.#recoverCycle(job));
@@ -128,7 +145,14 @@ export class ReplicationService {
     this.#tls = deps.tls;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#ends = new CycleEnds({ db: deps.db, disks: this.#disks, supervisor: deps.supervisor, peers: deps.peers, paths: deps.paths, log: deps.log });
+    this.#ends = new CycleEnds({
+      db: deps.db,
+      disks: this.#disks,
+      supervisor: deps.supervisor,
+      peers: deps.peers,
+      paths: deps.paths,
+      log: deps.log,
+    });
   }
 
   /**
@@ -141,9 +165,18 @@ export class ReplicationService {
       try {
         const peer = await this.#peers.client(r.peer, { timeoutMs: 5_000 });
         const replica = await peer.request<ReplicaView>('GET', `/replicas/${r.replicaId}`);
-        if (replica.promotedAt) await this.#superseded.markSuperseded(r.peer, r.vmId, replica.failoverGeneration, `${r.peer} promoted the replica at ${replica.promotedAt}`);
+        if (replica.promotedAt)
+          await this.#superseded.markSuperseded(
+            r.peer,
+            r.vmId,
+            replica.failoverGeneration,
+            `${r.peer} promoted the replica at ${replica.promotedAt}`,
+          );
       } catch (e) {
-        this.#log.info({ vm: r.vmId, peer: r.peer, err: (e as Error).message }, 'could not ask the peer about failovers; the next cycle will');
+        this.#log.info(
+          { vm: r.vmId, peer: r.peer, err: (e as Error).message },
+          'could not ask the peer about failovers; the next cycle will',
+        );
       }
     }
   }
@@ -153,26 +186,49 @@ export class ReplicationService {
    * so the first cycle compares checksums and sends only what differs (generation 0 has no
    * bitmap, which makes that cycle a resync), instead of a full copy.
    */
-  async enable(vmName: string, input: { to: string; rpo: string; points?: number; bandwidth?: string; seeded?: boolean }): Promise<ReplicationStatus> {
+  async enable(
+    vmName: string,
+    input: { to: string; rpo: string; points?: number; bandwidth?: string; seeded?: boolean },
+  ): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     const rpoMs = parseRpo(String(input.rpo));
-    if (rpoMs === null) throw new MamoriError('OUT_OF_RANGE', `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`);
+    if (rpoMs === null)
+      throw new MamoriError(
+        'OUT_OF_RANGE',
+        `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
+      );
     const keep = input.points ?? 24;
-    if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS) throw new MamoriError('OUT_OF_RANGE', `points must be 1 to ${MAX_POINTS}`);
+    if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS)
+      throw new MamoriError('OUT_OF_RANGE', `points must be 1 to ${MAX_POINTS}`);
     const bandwidthBps = input.bandwidth === undefined ? null : parseSize(input.bandwidth);
     const disks = await this.#disks.byIds(replicatedDiskIds(vm.definition));
     if (disks.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vmName} has no disks to replicate`);
     for (const d of disks) assertLayerable(d, 'host-based replication');
-    if (await this.#row(vm.id)) throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already replicated; see 'mamori replicate status ${vmName}'`);
+    if (await this.#row(vm.id))
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `VM ${vmName} is already replicated; see 'mamori replicate status ${vmName}'`,
+      );
     const peer = await this.#peers.client(input.to);
     const ordered = replicatedDiskIds(vm.definition).map((id) => disks.find((d) => d.id === id)!);
     const replica = await peer.request<ReplicaView>('POST', '/replicas', {
-      sourceVmId: vm.id, vmName, keepPoints: keep, disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
+      sourceVmId: vm.id,
+      vmName,
+      keepPoints: keep,
+      disks: ordered.map((d, index) => ({ index, sizeBytes: d.sizeBytes })),
     });
     const now = new Date().toISOString();
     await this.#repo.insert({
-      vmId: vm.id, peer: input.to, replicaId: replica.id, rpoMs, keepPoints: keep, state: 'enabled',
-      generation: input.seeded === true ? 0 : null, createdAt: now, updatedAt: now, bandwidthBps,
+      vmId: vm.id,
+      peer: input.to,
+      replicaId: replica.id,
+      rpoMs,
+      keepPoints: keep,
+      state: 'enabled',
+      generation: input.seeded === true ? 0 : null,
+      createdAt: now,
+      updatedAt: now,
+      bandwidthBps,
     });
     this.#schedule(vm.id, Date.now());
     return this.status(vmName);
@@ -189,8 +245,12 @@ export class ReplicationService {
     // A protected VM keeps its replica: a plan counts on it (as SRM, unprotect first).
     const group = await this.#groups.groupNameOfVm(vm.id);
     if (group !== undefined) {
-      throw new MamoriError('VM_ALREADY_PROTECTED', `VM ${vmName} is in protection group ${group}, whose plans recover it from this replica; ` +
-        `remove it first with 'mamori group remove ${group} ${vmName}' (or delete the group)`, { details: { vm: vmName, group } });
+      throw new MamoriError(
+        'VM_ALREADY_PROTECTED',
+        `VM ${vmName} is in protection group ${group}, whose plans recover it from this replica; ` +
+          `remove it first with 'mamori group remove ${group} ${vmName}' (or delete the group)`,
+        { details: { vm: vmName, group } },
+      );
     }
     this.#unschedule(vm.id);
     await this.#lock.run(vm.id, async () => {
@@ -226,7 +286,8 @@ export class ReplicationService {
   async syncNow(vmName: string): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
-    if (row.state === 'paused') throw new MamoriError('VM_INVALID_STATE', `replication of ${vmName} is paused; resume it first`);
+    if (row.state === 'paused')
+      throw new MamoriError('VM_INVALID_STATE', `replication of ${vmName} is paused; resume it first`);
     await this.#cycle(vm.id, true);
     return this.status(vmName);
   }
@@ -242,7 +303,11 @@ export class ReplicationService {
     const before = (await this.#require(vm.id, vmName)).lastPointId;
     await this.#cycle(vm.id, true);
     const row = await this.#require(vm.id, vmName);
-    if (row.lastPointId === null || row.lastPointAt === null) throw new MamoriError('VM_INVALID_STATE', `the replication of ${vmName} has no point yet (${row.lastError ?? 'no cycle yet'})`);
+    if (row.lastPointId === null || row.lastPointAt === null)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `the replication of ${vmName} has no point yet (${row.lastError ?? 'no cycle yet'})`,
+      );
     // What this last cycle sent (none when it failed and the point is the one before).
     const bytesSent = row.lastPointId !== before ? (row.stats.at(-1)?.bytesSent ?? 0) : 0;
     return { id: row.lastPointId, time: row.lastPointAt, bytesSent };
@@ -261,15 +326,26 @@ export class ReplicationService {
   async points(vmName: string): Promise<ReplicaPointView[]> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
-    return (await (await this.#peers.client(row.peer)).request<ReplicaView>('GET', `/replicas/${row.replicaId}`)).points;
+    return (await (await this.#peers.client(row.peer)).request<ReplicaView>('GET', `/replicas/${row.replicaId}`))
+      .points;
   }
 
   async verify(vmName: string, pointId?: string): Promise<{ point: ReplicaPointView; report: WriteLogReport }> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
     const peer = await this.#peers.client(row.peer, { timeoutMs: 300_000 });
-    const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>('POST', `/replicas/${row.replicaId}/verify`, pointId ? { pointId } : {});
-    await this.#incidents.verified({ vmId: vm.id, vmName: vm.name, peer: row.peer, pointId: verified.point.id, report: verified.report });
+    const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>(
+      'POST',
+      `/replicas/${row.replicaId}/verify`,
+      pointId ? { pointId } : {},
+    );
+    await this.#incidents.verified({
+      vmId: vm.id,
+      vmName: vm.name,
+      peer: row.peer,
+      pointId: verified.point.id,
+      report: verified.report,
+    });
     return verified;
   }
 
@@ -310,10 +386,17 @@ export class ReplicationService {
       if (!row || (row.state !== 'enabled' && !manual)) return;
       const vm = await this.#vms.repo.findById(vmId);
       if (!vm) return;
-      const source = await this.#ends.source(vm.id, replicatedDiskIds(vm.definition), vm.definition.guestAgent === true);
+      const source = await this.#ends.source(
+        vm.id,
+        replicatedDiskIds(vm.definition),
+        vm.definition.guestAgent === true,
+      );
       const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`, [...CYCLE_STEPS]);
       const context: CycleJobContext = {
-        vmId, source: source.kind, workDir: this.#workDir(vm.id), point: null,
+        vmId,
+        source: source.kind,
+        workDir: this.#workDir(vm.id),
+        point: null,
         nodes: source.kind === 'live' ? source.nodes : source.disks.map((d) => d.id),
       };
       await this.#jobs.setContext(job.id, context);
@@ -325,14 +408,42 @@ export class ReplicationService {
           workDir: this.#workDir(vm.id),
           previousGeneration: row.generation,
           remote: await this.#ends.remote(row),
-          tls: { peerCaPem: (await this.#peers.record(row.peer)).caCertPem, clientCertPem: this.#tls.clientCertPem, clientKeyPem: this.#tls.clientKeyPem },
+          tls: {
+            peerCaPem: (await this.#peers.record(row.peer)).caCertPem,
+            clientCertPem: this.#tls.clientCertPem,
+            clientKeyPem: this.#tls.clientKeyPem,
+          },
           ...(row.bandwidthBps ? { bandwidthBps: row.bandwidthBps } : {}),
           journal: this.#journalFor(job.id, context, row),
-          seed: row.generation === 0 ? await this.#ends.seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length) : null,
+          seed:
+            row.generation === 0
+              ? await this.#ends.seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length)
+              : null,
         });
-        await this.#jobs.succeed(job.id, { point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, durationMs: result.durationMs });
-        this.#log.info({ vm: vm.name, jobId: job.id, point: result.point.id, mode: result.mode, bytesSent: result.bytesSent, ms: result.durationMs }, 'replication cycle done');
-        this.#cycleEnds.cycleEnded({ vmId, vm: vm.name, outcome: 'ok', durationMs: Date.now() - started, bytesSent: result.bytesSent });
+        await this.#jobs.succeed(job.id, {
+          point: result.point.id,
+          mode: result.mode,
+          bytesSent: result.bytesSent,
+          durationMs: result.durationMs,
+        });
+        this.#log.info(
+          {
+            vm: vm.name,
+            jobId: job.id,
+            point: result.point.id,
+            mode: result.mode,
+            bytesSent: result.bytesSent,
+            ms: result.durationMs,
+          },
+          'replication cycle done',
+        );
+        this.#cycleEnds.cycleEnded({
+          vmId,
+          vm: vm.name,
+          outcome: 'ok',
+          durationMs: Date.now() - started,
+          bytesSent: result.bytesSent,
+        });
         await this.#incidents.cycleSucceeded(vmId, vm.name);
       } catch (e) {
         const message = (e as Error).message;
@@ -341,11 +452,24 @@ export class ReplicationService {
         if (isMamoriError(e, 'REPLICA_PROMOTED')) {
           // The recovery site failed this VM over: the copy here is superseded (split-brain safety).
           const generation = Number((e.details as { generation?: unknown } | undefined)?.generation ?? 1);
-          await this.#superseded.markSuperseded(row.peer, vmId, generation, message).catch((err: unknown) => this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'));
+          await this.#superseded
+            .markSuperseded(row.peer, vmId, generation, message)
+            .catch((err: unknown) =>
+              this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'),
+            );
         }
         await this.#repo.recordFailure(vmId, row.failures + 1, message);
-        this.#log.warn({ vm: vm.name, jobId: job.id, err: e }, 'replication cycle failed; the last good point is kept and the cycle will be retried');
-        this.#cycleEnds.cycleEnded({ vmId, vm: vm.name, outcome: 'failed', durationMs: Date.now() - started, bytesSent: 0 });
+        this.#log.warn(
+          { vm: vm.name, jobId: job.id, err: e },
+          'replication cycle failed; the last good point is kept and the cycle will be retried',
+        );
+        this.#cycleEnds.cycleEnded({
+          vmId,
+          vm: vm.name,
+          outcome: 'failed',
+          durationMs: Date.now() - started,
+          bytesSent: 0,
+        });
         await this.#incidents.cycleFailed({ vmId, vmName: vm.name, peer: row.peer, jobId: job.id, code, message });
         if (manual) throw e;
       } finally {
@@ -362,12 +486,24 @@ export class ReplicationService {
       step: (name, fn) => this.#jobs.step(jobId, name, fn),
       pointMade: (point) => this.#jobs.setContext(jobId, { ...context, point }),
       committed: async (result) => {
-        const stats: CycleStats[] = [...row.stats, {
-          at: result.point.time, mode: result.mode, bytesSent: result.bytesSent, bytesChanged: result.bytesChanged, durationMs: result.durationMs,
-          throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
-          ...(result.point.storage ? { replica: result.point.storage } : {}),
-        }].slice(-KEEP_STATS);
-        await this.#repo.recordPoint(row.vmId, { generation: result.generation, pointAt: result.point.time, pointId: result.point.id, stats });
+        const stats: CycleStats[] = [
+          ...row.stats,
+          {
+            at: result.point.time,
+            mode: result.mode,
+            bytesSent: result.bytesSent,
+            bytesChanged: result.bytesChanged,
+            durationMs: result.durationMs,
+            throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
+            ...(result.point.storage ? { replica: result.point.storage } : {}),
+          },
+        ].slice(-KEEP_STATS);
+        await this.#repo.recordPoint(row.vmId, {
+          generation: result.generation,
+          pointAt: result.point.time,
+          pointId: result.point.id,
+          stats,
+        });
         await this.#incidents.checkRpo(row.vmId);
       },
     };
@@ -386,24 +522,42 @@ export class ReplicationService {
     const qmp = this.#supervisor.qmpOf(ctx.vmId);
     if (ctx.point === null) {
       if (ctx.source === 'offline') await sweepOfflineFleecingLeftovers(ctx.workDir);
-      else if (qmp) await sweepFleecingLeftovers(qmp, { nodes: ctx.nodes, workDir: ctx.workDir, nbdSocket: join(ctx.workDir, 'nbd.sock') });
+      else if (qmp)
+        await sweepFleecingLeftovers(qmp, {
+          nodes: ctx.nodes,
+          workDir: ctx.workDir,
+          nbdSocket: join(ctx.workDir, 'nbd.sock'),
+        });
     } else {
       const outcome = row?.generation === ctx.point.generation ? 'complete' : 'abort';
       await settleFleecingPoint(ctx.point, ctx.point.kind === 'live' ? qmp : null, outcome);
-      this.#log.warn({ jobId: job.id, vm: ctx.vmId, outcome }, 'settled the fleecing point of a cycle cut by a server restart');
+      this.#log.warn(
+        { jobId: job.id, vm: ctx.vmId, outcome },
+        'settled the fleecing point of a cycle cut by a server restart',
+      );
     }
     // Best effort and not awaited: an unreachable peer must not hold up the server's start;
     // the peer discards its staging at the next cycle anyway.
-    if (row) void this.#ends.remote(row).then((r) => r.abortCycle()).catch(() => undefined);
+    if (row)
+      void this.#ends
+        .remote(row)
+        .then((r) => r.abortCycle())
+        .catch(() => undefined);
   }
 
   async #scheduleFromRow(vmId: string, now: number): Promise<void> {
     const row = await this.#row(vmId);
     if (!row || row.state !== 'enabled') return;
-    const at = nextCycleAt({
-      rpoMs: row.rpoMs, lastPointAt: row.lastPointAt ? Date.parse(row.lastPointAt) : null,
-      recentCycleMs: row.stats.map((s) => s.durationMs), failures: row.failures, lastAttemptEndedAt: now,
-    }, now);
+    const at = nextCycleAt(
+      {
+        rpoMs: row.rpoMs,
+        lastPointAt: row.lastPointAt ? Date.parse(row.lastPointAt) : null,
+        recentCycleMs: row.stats.map((s) => s.durationMs),
+        failures: row.failures,
+        lastAttemptEndedAt: now,
+      },
+      now,
+    );
     this.#schedule(vmId, at);
   }
 
@@ -430,10 +584,20 @@ export class ReplicationService {
     const stats = r.stats;
     const next = this.#next.get(r.vmId);
     return {
-      vm: vmName, to: r.peer, state: r.state, rpoSeconds: r.rpoMs / 1000, points: r.keepPoints,
-      lastPointAt: r.lastPointAt, lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
-      rpoViolated: s.violated, rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vmId), nextCycleAt: next ? new Date(next).toISOString() : null, failures: r.failures,
-      lastError: r.lastError, lastCycle: stats.at(-1) ?? null, bandwidthBps: r.bandwidthBps,
+      vm: vmName,
+      to: r.peer,
+      state: r.state,
+      rpoSeconds: r.rpoMs / 1000,
+      points: r.keepPoints,
+      lastPointAt: r.lastPointAt,
+      lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
+      rpoViolated: s.violated,
+      rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vmId),
+      nextCycleAt: next ? new Date(next).toISOString() : null,
+      failures: r.failures,
+      lastError: r.lastError,
+      lastCycle: stats.at(-1) ?? null,
+      bandwidthBps: r.bandwidthBps,
       generation: r.generation,
       replica: [...stats].reverse().find((c) => c.replica !== undefined)?.replica ?? null,
     };
@@ -449,7 +613,11 @@ export class ReplicationService {
 
   async #require(vmId: string, vmName: string): Promise<ReplicationRecord> {
     const r = await this.#row(vmId);
-    if (!r) throw new MamoriError('NOT_FOUND', `VM ${vmName} is not replicated; enable it with 'mamori replicate enable ${vmName} --to SITE --rpo 30s'`);
+    if (!r)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `VM ${vmName} is not replicated; enable it with 'mamori replicate enable ${vmName} --to SITE --rpo 30s'`,
+      );
     return r;
   }
 }

@@ -52,7 +52,10 @@ export function seedSides(delta: SeedDelta | null, startedFrom: string | null, d
     if (d === undefined) return { kind: 'checksums', reason: 'the old site recorded no delta for this disk' };
     if (!d.known) return { kind: 'checksums', reason: d.reason };
     if (Date.parse(d.since) > Date.parse(startedFrom)) {
-      return { kind: 'checksums', reason: `the VM started from a point older than the old site's last one (${d.since})` };
+      return {
+        kind: 'checksums',
+        reason: `the VM started from a point older than the old site's last one (${d.since})`,
+      };
     }
     return { kind: 'extents', extents: d.extents };
   });
@@ -63,14 +66,22 @@ export function seedSides(delta: SeedDelta | null, startedFrom: string | null, d
  * cycle would (present, consistent, recording), then its dirty extents listed through a
  * read-only storage daemon export. Raw images and lost bitmaps give `known: false`.
  */
-export async function seedDiskDelta(layers: DaemonLayer[], replication: { generation: number | null; lastPointAt: string | null } | null): Promise<SeedDiskDelta> {
+export async function seedDiskDelta(
+  layers: DaemonLayer[],
+  replication: { generation: number | null; lastPointAt: string | null } | null,
+): Promise<SeedDiskDelta> {
   if (replication === null || replication.generation === null || replication.lastPointAt === null) {
     return { known: false, reason: 'the VM had no committed replication point here' };
   }
   const top = layers.at(-1);
-  if (top === undefined || top.format !== 'qcow2') return { known: false, reason: 'a raw image keeps no bitmap across a stop' };
+  if (top === undefined || top.format !== 'qcow2')
+    return { known: false, reason: 'a raw image keeps no bitmap across a stop' };
   const verdict = judgeBitmaps(await readImageBitmaps(top.file), replication.generation);
-  if (verdict.mode !== 'incremental') return { known: false, reason: `the bitmap of point generation ${replication.generation} is ${verdict.reason ?? 'unusable'}` };
+  if (verdict.mode !== 'incremental')
+    return {
+      known: false,
+      reason: `the bitmap of point generation ${replication.generation} is ${verdict.reason ?? 'unusable'}`,
+    };
   const name = bitmapName(replication.generation);
   return { known: true, since: replication.lastPointAt, extents: await imageDirtyExtents(layers, name) };
 }
@@ -81,7 +92,8 @@ export async function imageDirtyExtents(layers: DaemonLayer[], bitmap: string): 
   const socket = join(dir, 'nbd.sock');
   try {
     const daemon = await StorageDaemon.start({
-      qmpSocket: join(dir, 'qmp.sock'), pidFile: join(dir, 'sd.pid'),
+      qmpSocket: join(dir, 'qmp.sock'),
+      pidFile: join(dir, 'sd.pid'),
       chains: [{ id: 'seed', layers, readOnly: true }],
       nbd: { listen: { type: 'unix', path: socket } },
       exports: [{ id: 'seed', node: 'seed', bitmaps: [bitmap] }],

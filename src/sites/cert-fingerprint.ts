@@ -24,9 +24,16 @@ export function parseCert(pem: string, what = 'certificate'): X509Certificate {
  * optional `SHA256:`/`sha256=` prefix. Only SHA-256 (64 hex digits) is accepted.
  */
 export function normalizeFingerprint(text: string): string {
-  const hex = text.trim().replace(/^sha-?256\s*[:=]\s*/i, '').replace(/[:\s]/g, '').toUpperCase();
+  const hex = text
+    .trim()
+    .replace(/^sha-?256\s*[:=]\s*/i, '')
+    .replace(/[:\s]/g, '')
+    .toUpperCase();
   if (!/^[0-9A-F]{64}$/.test(hex)) {
-    throw new MamoriError('INVALID_INPUT', `--fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), as 'mamori site ca' prints on the peer; got ${JSON.stringify(text)}`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `--fingerprint must be a SHA-256 fingerprint (64 hex digits, colons allowed), as 'mamori site ca' prints on the peer; got ${JSON.stringify(text)}`,
+    );
   }
   return hex.match(/../g)!.join(':');
 }

@@ -79,7 +79,9 @@ export interface PairingReplyFields {
 
 function mac(key: Buffer, parts: string[]): string {
   // Newline-separated: none of the fields can contain one (fingerprints, names, base64url).
-  return createHmac('sha256', key).update([PAIRING_PROOF_VERSION, ...parts].join('\n'), 'utf8').digest('base64url');
+  return createHmac('sha256', key)
+    .update([PAIRING_PROOF_VERSION, ...parts].join('\n'), 'utf8')
+    .digest('base64url');
 }
 
 export function requestProof(key: Buffer, f: PairingRequestFields): string {

@@ -1,7 +1,13 @@
 import { X509Certificate } from 'node:crypto';
 import { MamoriError } from '../core/mamori-error.js';
 import { certFingerprint, parseCert } from './cert-fingerprint.js';
-import { httpsJson, knownErrorCode, readErrorBody, TransportError, type HttpsJsonResponse } from '../core/https-json-client.js';
+import {
+  httpsJson,
+  knownErrorCode,
+  readErrorBody,
+  TransportError,
+  type HttpsJsonResponse,
+} from '../core/https-json-client.js';
 
 /** What it takes to call a paired site: where, which CA to pin, and the token it gave us. */
 export interface PeerTarget {
@@ -61,7 +67,12 @@ export class PeerClient {
     return this.request<T>('DELETE', path, undefined, opts);
   }
 
-  async request<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; auth?: boolean } = {}): Promise<T> {
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { timeoutMs?: number; auth?: boolean } = {},
+  ): Promise<T> {
     const res = await this.#send(method, path, body, opts);
     return res.json as T;
   }
@@ -71,21 +82,36 @@ export class PeerClient {
     const res = await this.#send('GET', '/health', undefined, { timeoutMs, auth: false });
     const body = res.json as { site?: unknown; time?: unknown } | undefined;
     if (typeof body?.time !== 'number' || typeof body.site !== 'string') {
-      throw new MamoriError('PEER_UNREACHABLE', `${this.#target.url}/health did not answer like a mamori site`, { details: { peer: this.name } });
+      throw new MamoriError('PEER_UNREACHABLE', `${this.#target.url}/health did not answer like a mamori site`, {
+        details: { peer: this.name },
+      });
     }
     return { site: body.site, rttMs: round(res.rttMs), clockOffsetMs: round(body.time - (res.sentAt + res.rttMs / 2)) };
   }
 
-  async #send(method: string, path: string, body: unknown, opts: { timeoutMs?: number; auth?: boolean }): Promise<HttpsJsonResponse> {
+  async #send(
+    method: string,
+    path: string,
+    body: unknown,
+    opts: { timeoutMs?: number; auth?: boolean },
+  ): Promise<HttpsJsonResponse> {
     const t = this.#target;
     const auth = opts.auth ?? true;
     if (auth && !t.token) {
-      throw new MamoriError('PEER_AUTH_FAILED', `this site has no token to call ${t.name}: run 'mamori site pair ${t.url} --token ADMIN_TOKEN_OF_${t.name}' here`, { details: { peer: t.name } });
+      throw new MamoriError(
+        'PEER_AUTH_FAILED',
+        `this site has no token to call ${t.name}: run 'mamori site pair ${t.url} --token ADMIN_TOKEN_OF_${t.name}' here`,
+        { details: { peer: t.name } },
+      );
     }
     let res: HttpsJsonResponse;
     try {
       res = await httpsJson({
-        url: peerUrl(t.url, path), method, body, trust: { ca: t.caCertPem }, timeoutMs: opts.timeoutMs ?? this.#timeoutMs,
+        url: peerUrl(t.url, path),
+        method,
+        body,
+        trust: { ca: t.caCertPem },
+        timeoutMs: opts.timeoutMs ?? this.#timeoutMs,
         ...(auth && t.token ? { token: t.token } : {}),
       });
     } catch (e) {
@@ -97,9 +123,14 @@ export class PeerClient {
 
   async #transportError(e: unknown): Promise<MamoriError> {
     const t = this.#target;
-    if (!(e instanceof TransportError)) return new MamoriError('PEER_UNREACHABLE', `cannot reach ${t.name} at ${t.url}: ${String(e)}`, { details: { peer: t.name } });
+    if (!(e instanceof TransportError))
+      return new MamoriError('PEER_UNREACHABLE', `cannot reach ${t.name} at ${t.url}: ${String(e)}`, {
+        details: { peer: t.name },
+      });
     if (e.failure !== 'cert-untrusted') {
-      return new MamoriError('PEER_UNREACHABLE', `cannot reach ${t.name} at ${t.url}: ${e.message}`, { details: { peer: t.name, url: t.url, cause: e.sysCode ?? e.failure } });
+      return new MamoriError('PEER_UNREACHABLE', `cannot reach ${t.name} at ${t.url}: ${e.message}`, {
+        details: { peer: t.name, url: t.url, cause: e.sysCode ?? e.failure },
+      });
     }
     // Say which CA it presents now, when it tells us (best effort, a short look without trust).
     const now = await fetchSiteIdentity(t.url, 2_000).catch(() => undefined);
@@ -108,7 +139,14 @@ export class PeerClient {
       `${t.name} at ${t.url} presented a certificate that is not signed by the CA pinned at pairing (SHA256 ${t.caFingerprint})` +
         `${now ? `; it now presents CA ${now.fingerprint} (site ${JSON.stringify(now.name)})` : ''}. ` +
         `If that site was reinstalled, compare with 'mamori site ca' there, then 'mamori site unpair ${t.name}' and pair again; otherwise something between the sites intercepts TLS.`,
-      { details: { peer: t.name, url: t.url, expectedFingerprint: t.caFingerprint, presentedFingerprint: now?.fingerprint ?? null } },
+      {
+        details: {
+          peer: t.name,
+          url: t.url,
+          expectedFingerprint: t.caFingerprint,
+          presentedFingerprint: now?.fingerprint ?? null,
+        },
+      },
     );
   }
 }
@@ -123,7 +161,9 @@ export async function fetchSiteIdentity(url: string, timeoutMs = DEFAULT_PEER_TI
   try {
     res = await httpsJson({ url: peerUrl(url, '/site/ca'), method: 'GET', trust: { insecure: true }, timeoutMs });
   } catch (e) {
-    throw new MamoriError('PEER_UNREACHABLE', `cannot reach the site at ${url}: ${(e as Error).message}`, { details: { url, cause: (e as TransportError).sysCode ?? null } });
+    throw new MamoriError('PEER_UNREACHABLE', `cannot reach the site at ${url}: ${(e as Error).message}`, {
+      details: { url, cause: (e as TransportError).sysCode ?? null },
+    });
   }
   if (res.status !== 200) throw peerAnswerError(url, res);
   const body = res.json as Partial<SiteIdentity> | undefined;
@@ -133,17 +173,34 @@ export async function fetchSiteIdentity(url: string, timeoutMs = DEFAULT_PEER_TI
   const ca = parseCert(body.caCertPem, `CA certificate from ${url}`);
   const leaf = res.peerCertificate ? new X509Certificate(res.peerCertificate) : undefined;
   if (!ca.ca || !ca.verify(ca.publicKey) || !leaf || !leaf.checkIssued(ca) || !leaf.verify(ca.publicKey)) {
-    throw new MamoriError('PEER_CERT_MISMATCH', `the site at ${url} serves a TLS certificate that is not signed by the CA it publishes at /site/ca; something between the sites may intercept TLS`, { details: { url } });
+    throw new MamoriError(
+      'PEER_CERT_MISMATCH',
+      `the site at ${url} serves a TLS certificate that is not signed by the CA it publishes at /site/ca; something between the sites may intercept TLS`,
+      { details: { url } },
+    );
   }
-  return { name: body.name, caCertPem: body.caCertPem, fingerprint: certFingerprint(ca), time: typeof body.time === 'number' ? body.time : NaN };
+  return {
+    name: body.name,
+    caCertPem: body.caCertPem,
+    fingerprint: certFingerprint(ca),
+    time: typeof body.time === 'number' ? body.time : NaN,
+  };
 }
 
 /** The peer's error answer as a MamoriError: its own code, or PEER_AUTH_FAILED for a refused token. */
 function peerAnswerError(peer: string, res: HttpsJsonResponse): MamoriError {
   const err = readErrorBody(res.json);
-  if (!err?.code) return new MamoriError('PEER_UNREACHABLE', `${peer} answered HTTP ${res.status} without a mamori error (is the URL the site's API?)`, { details: { peer, status: res.status } });
+  if (!err?.code)
+    return new MamoriError(
+      'PEER_UNREACHABLE',
+      `${peer} answered HTTP ${res.status} without a mamori error (is the URL the site's API?)`,
+      { details: { peer, status: res.status } },
+    );
   const details = { ...err.details, peer, peerCode: err.code };
-  if (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN') return new MamoriError('PEER_AUTH_FAILED', `${peer} refused our credentials: ${err.message ?? err.code}`, { details });
+  if (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')
+    return new MamoriError('PEER_AUTH_FAILED', `${peer} refused our credentials: ${err.message ?? err.code}`, {
+      details,
+    });
   return new MamoriError(knownErrorCode(err.code), `${peer}: ${err.message ?? err.code}`, { details });
 }
 
@@ -153,9 +210,16 @@ export function peerUrl(base: string, path: string): URL {
   try {
     u = new URL(base);
   } catch {
-    throw new MamoriError('INVALID_INPUT', `${JSON.stringify(base)} is not a URL; give the peer's API URL, e.g. https://10.0.0.2:8443`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `${JSON.stringify(base)} is not a URL; give the peer's API URL, e.g. https://10.0.0.2:8443`,
+    );
   }
-  if (u.protocol !== 'https:') throw new MamoriError('INVALID_INPUT', `peer sites are called over HTTPS only; ${base} is not an https:// URL (a site started with --insecure-http cannot pair)`);
+  if (u.protocol !== 'https:')
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `peer sites are called over HTTPS only; ${base} is not an https:// URL (a site started with --insecure-http cannot pair)`,
+    );
   u.pathname = `${u.pathname.replace(/\/+$/, '')}${path.split('?')[0]}`;
   u.search = path.includes('?') ? path.slice(path.indexOf('?')) : '';
   return u;

@@ -38,7 +38,13 @@ export class PeerWatch {
   #inFlight: Promise<void> | null = null;
   #stopped = true;
 
-  constructor(deps: { peers: Pick<SitePeers, 'list'>; incidents: IncidentLog; log: Logger; intervalMs?: number; failuresBeforeRaise?: number }) {
+  constructor(deps: {
+    peers: Pick<SitePeers, 'list'>;
+    incidents: IncidentLog;
+    log: Logger;
+    intervalMs?: number;
+    failuresBeforeRaise?: number;
+  }) {
     this.#peers = deps.peers;
     this.#incidents = deps.incidents;
     this.#log = deps.log;
@@ -88,7 +94,10 @@ export class PeerWatch {
   #noteContact(p: PeerView, endedAt: string): void {
     const prev = this.#contact.get(p.name) ?? { lastReachableAt: null, unreachableSince: null };
     if (p.status.state === 'reachable') this.#contact.set(p.name, { lastReachableAt: endedAt, unreachableSince: null });
-    else if ((p.status.state === 'unreachable' || p.status.state === 'cert-mismatch') && (this.#failures.get(p.name) ?? 0) >= this.#failuresBeforeRaise) {
+    else if (
+      (p.status.state === 'unreachable' || p.status.state === 'cert-mismatch') &&
+      (this.#failures.get(p.name) ?? 0) >= this.#failuresBeforeRaise
+    ) {
       this.#contact.set(p.name, { ...prev, unreachableSince: prev.unreachableSince ?? endedAt });
     }
   }
@@ -98,14 +107,17 @@ export class PeerWatch {
     const { state, error } = p.status;
     if (state === 'reachable' || state === 'not-callable' || state === 'not-checked') {
       this.#failures.delete(p.name);
-      if (await this.#incidents.clear(PEER_UNREACHABLE, target)) this.#log.info({ peer: p.name }, 'peer site answers again; incident cleared');
+      if (await this.#incidents.clear(PEER_UNREACHABLE, target))
+        this.#log.info({ peer: p.name }, 'peer site answers again; incident cleared');
       return;
     }
     const failures = (this.#failures.get(p.name) ?? 0) + 1;
     this.#failures.set(p.name, failures);
     if (failures < this.#failuresBeforeRaise) return;
     const { opened, incident } = await this.#incidents.raise({
-      kind: PEER_UNREACHABLE, target, severity: 'critical',
+      kind: PEER_UNREACHABLE,
+      target,
+      severity: 'critical',
       message: `paired site ${p.name} (${p.url}) does not answer: ${error?.message ?? state}; replication to it and recovery plans with it wait until it does`,
       details: { peer: p.name, url: p.url, state, error },
     });
@@ -116,10 +128,12 @@ export class PeerWatch {
     if (this.#stopped) return;
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      this.#inFlight = this.checkOnce().catch((e: unknown) => this.#log.error({ err: e }, 'peer health check failed')).finally(() => {
-        this.#inFlight = null;
-        this.#arm();
-      });
+      this.#inFlight = this.checkOnce()
+        .catch((e: unknown) => this.#log.error({ err: e }, 'peer health check failed'))
+        .finally(() => {
+          this.#inFlight = null;
+          this.#arm();
+        });
     }, this.#intervalMs);
     this.#timer.unref();
   }

@@ -29,14 +29,23 @@ export type QemuTlsEndpoint = 'server' | 'client' | 'both';
  * Keys are mode 0600 in a 0700 folder; files are replaced by rename, so a QEMU that reads
  * the folder never sees half a file.
  */
-export async function writeQemuTlsCreds(opts: { dir: string; site: SiteTls; peerCaPem: string; endpoint: QemuTlsEndpoint }): Promise<string> {
+export async function writeQemuTlsCreds(opts: {
+  dir: string;
+  site: SiteTls;
+  peerCaPem: string;
+  endpoint: QemuTlsEndpoint;
+}): Promise<string> {
   const { dir, site, endpoint } = opts;
   parseCert(opts.peerCaPem, "peer's CA certificate");
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await chmod(dir, 0o700);
-  const files: [string, string, number][] = [['ca-cert.pem', `${opts.peerCaPem.trim()}\n${site.caCertPem.trim()}\n`, 0o644]];
-  if (endpoint !== 'client') files.push(['server-cert.pem', site.serverCertPem, 0o644], ['server-key.pem', site.serverKeyPem, 0o600]);
-  if (endpoint !== 'server') files.push(['client-cert.pem', site.clientCertPem, 0o644], ['client-key.pem', site.clientKeyPem, 0o600]);
+  const files: [string, string, number][] = [
+    ['ca-cert.pem', `${opts.peerCaPem.trim()}\n${site.caCertPem.trim()}\n`, 0o644],
+  ];
+  if (endpoint !== 'client')
+    files.push(['server-cert.pem', site.serverCertPem, 0o644], ['server-key.pem', site.serverKeyPem, 0o600]);
+  if (endpoint !== 'server')
+    files.push(['client-cert.pem', site.clientCertPem, 0o644], ['client-key.pem', site.clientKeyPem, 0o600]);
   for (const [name, text, mode] of files) {
     const tmp = join(dir, `.${name}.new`);
     await rm(tmp, { force: true });

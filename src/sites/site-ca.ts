@@ -61,7 +61,10 @@ export function subjectAltNames(names: readonly string[]): string[] {
   return names.map((n) => {
     if (isIP(n)) return `IP:${n}`;
     if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(n)) {
-      throw new MamoriError('INVALID_INPUT', `${JSON.stringify(n)} cannot go in a certificate as a host name: use letters, digits, '.' and '-'`);
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `${JSON.stringify(n)} cannot go in a certificate as a host name: use letters, digits, '.' and '-'`,
+      );
     }
     return `DNS:${n}`;
   });
@@ -82,7 +85,11 @@ function serial(): string {
  * name. Keys and certificates are mode 0600: certificates are public, but the data folder
  * keeps one rule (nothing in it for other users), and the CLI reads them as the site's user.
  */
-async function inScratch(dir: string, sans: string[], fn: (tmp: string, cfg: string) => Promise<{ key: string; cert: string }>): Promise<void> {
+async function inScratch(
+  dir: string,
+  sans: string[],
+  fn: (tmp: string, cfg: string) => Promise<{ key: string; cert: string }>,
+): Promise<void> {
   const tmp = await mkdtemp(join(dir, '.new-'));
   try {
     const cfg = join(tmp, 'openssl.cnf');
@@ -106,9 +113,23 @@ function openssl(args: string[]): Promise<unknown> {
 export async function createSiteCa(dir: string, siteName: string, days = CA_DAYS): Promise<void> {
   await inScratch(dir, [], async (tmp, cfg) => {
     await openssl([
-      'req', '-x509', '-config', cfg, '-extensions', 'ca_ext', ...EC_KEY,
-      '-keyout', join(tmp, TLS_FILES.caKey), '-out', join(tmp, TLS_FILES.caCert),
-      '-days', String(days), '-set_serial', serial(), '-subj', `/O=mamori/OU=site CA/CN=mamori site CA ${siteName}`,
+      'req',
+      '-x509',
+      '-config',
+      cfg,
+      '-extensions',
+      'ca_ext',
+      ...EC_KEY,
+      '-keyout',
+      join(tmp, TLS_FILES.caKey),
+      '-out',
+      join(tmp, TLS_FILES.caCert),
+      '-days',
+      String(days),
+      '-set_serial',
+      serial(),
+      '-subj',
+      `/O=mamori/OU=site CA/CN=mamori site CA ${siteName}`,
     ]);
     return { key: TLS_FILES.caKey, cert: TLS_FILES.caCert };
   });
@@ -118,17 +139,47 @@ export async function createSiteCa(dir: string, siteName: string, days = CA_DAYS
  * A server or client certificate for the site, signed by the CA in `dir`. The subject is
  * `O=mamori, OU=server|client, CN=SITE`, so a QEMU tls-authz list can name a peer's client.
  */
-export async function issueSiteCert(dir: string, opts: { kind: LeafKind; siteName: string; names?: readonly string[]; days?: number }): Promise<void> {
+export async function issueSiteCert(
+  dir: string,
+  opts: { kind: LeafKind; siteName: string; names?: readonly string[]; days?: number },
+): Promise<void> {
   const sans = opts.kind === 'server' ? subjectAltNames(opts.names ?? []) : [];
   const key = opts.kind === 'server' ? TLS_FILES.serverKey : TLS_FILES.clientKey;
   const cert = opts.kind === 'server' ? TLS_FILES.serverCert : TLS_FILES.clientCert;
   await inScratch(dir, sans, async (tmp, cfg) => {
     const csr = join(tmp, `${opts.kind}.csr`);
-    await openssl(['req', '-new', '-config', cfg, ...EC_KEY, '-keyout', join(tmp, key), '-out', csr, '-subj', `/O=mamori/OU=${opts.kind}/CN=${opts.siteName}`]);
     await openssl([
-      'x509', '-req', '-in', csr, '-CA', join(dir, TLS_FILES.caCert), '-CAkey', join(dir, TLS_FILES.caKey),
-      '-set_serial', serial(), '-days', String(opts.days ?? LEAF_DAYS), '-extfile', cfg, '-extensions', `${opts.kind}_ext`,
-      '-out', join(tmp, cert),
+      'req',
+      '-new',
+      '-config',
+      cfg,
+      ...EC_KEY,
+      '-keyout',
+      join(tmp, key),
+      '-out',
+      csr,
+      '-subj',
+      `/O=mamori/OU=${opts.kind}/CN=${opts.siteName}`,
+    ]);
+    await openssl([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      join(dir, TLS_FILES.caCert),
+      '-CAkey',
+      join(dir, TLS_FILES.caKey),
+      '-set_serial',
+      serial(),
+      '-days',
+      String(opts.days ?? LEAF_DAYS),
+      '-extfile',
+      cfg,
+      '-extensions',
+      `${opts.kind}_ext`,
+      '-out',
+      join(tmp, cert),
     ]);
     return { key, cert };
   });

@@ -18,7 +18,12 @@ export class SitePeers {
 
   async record(name: string): Promise<PeerRecord> {
     const rec = await this.#peers.findByName(name);
-    if (!rec) throw new MamoriError('PEER_NOT_FOUND', `no paired site named ${JSON.stringify(name)}; 'mamori site list' shows them`, { details: { name } });
+    if (!rec)
+      throw new MamoriError(
+        'PEER_NOT_FOUND',
+        `no paired site named ${JSON.stringify(name)}; 'mamori site list' shows them`,
+        { details: { name } },
+      );
     return rec;
   }
 
@@ -26,7 +31,11 @@ export class SitePeers {
   async client(name: string, opts: { timeoutMs?: number } = {}): Promise<PeerClient> {
     const rec = await this.record(name);
     if (!rec.url || !rec.token) {
-      throw new MamoriError('PEER_AUTH_FAILED', `${name} paired with this site, but this site has not paired with ${name}: run 'mamori site pair URL_OF_${name} --token ADMIN_TOKEN_OF_${name}' here`, { details: { peer: name } });
+      throw new MamoriError(
+        'PEER_AUTH_FAILED',
+        `${name} paired with this site, but this site has not paired with ${name}: run 'mamori site pair URL_OF_${name} --token ADMIN_TOKEN_OF_${name}' here`,
+        { details: { peer: name } },
+      );
     }
     return new PeerClient({ ...rec, url: rec.url }, opts);
   }
@@ -51,7 +60,12 @@ export class SitePeers {
 
   async #view(r: PeerRecord, check: boolean): Promise<PeerView> {
     return {
-      name: r.name, url: r.url, fingerprint: r.caFingerprint, direction: peerDirection(r), pairedAt: r.createdAt, updatedAt: r.updatedAt,
+      name: r.name,
+      url: r.url,
+      fingerprint: r.caFingerprint,
+      direction: peerDirection(r),
+      pairedAt: r.createdAt,
+      updatedAt: r.updatedAt,
       status: check ? await this.#status(r) : notChecked(r),
     };
   }
@@ -64,11 +78,23 @@ export class SitePeers {
       return { state: 'reachable', checkedAt, rttMs: h.rttMs, clockOffsetMs: h.clockOffsetMs, error: null };
     } catch (e) {
       if (!isMamoriError(e)) throw e;
-      return { state: e.code === 'PEER_CERT_MISMATCH' ? 'cert-mismatch' : 'unreachable', checkedAt, rttMs: null, clockOffsetMs: null, error: { code: e.code, message: e.message } };
+      return {
+        state: e.code === 'PEER_CERT_MISMATCH' ? 'cert-mismatch' : 'unreachable',
+        checkedAt,
+        rttMs: null,
+        clockOffsetMs: null,
+        error: { code: e.code, message: e.message },
+      };
     }
   }
 }
 
 function notChecked(r: PeerRecord): PeerStatus {
-  return { state: r.url ? 'not-checked' : 'not-callable', checkedAt: null, rttMs: null, clockOffsetMs: null, error: null };
+  return {
+    state: r.url ? 'not-checked' : 'not-callable',
+    checkedAt: null,
+    rttMs: null,
+    clockOffsetMs: null,
+    error: null,
+  };
 }

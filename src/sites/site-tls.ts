@@ -54,7 +54,11 @@ export function serverNamesFor(listenHosts: readonly string[]): string[] {
  * reissued when it does not cover a wanted name (the listen address changed), was not
  * signed by this CA, or expires within 30 days; the client certificate likewise.
  */
-export async function ensureSiteTls(opts: { dir: string; siteName: string; serverNames?: readonly string[] }): Promise<SiteTls> {
+export async function ensureSiteTls(opts: {
+  dir: string;
+  siteName: string;
+  serverNames?: readonly string[];
+}): Promise<SiteTls> {
   const { dir, siteName } = opts;
   const wanted = opts.serverNames ?? serverNamesFor([]);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -71,8 +75,11 @@ export async function ensureSiteTls(opts: { dir: string; siteName: string; serve
   const caCert = ca.cert;
 
   const leafOk = (leaf: Loaded | undefined, names: readonly string[]): leaf is Loaded =>
-    !!leaf && leaf.cert.checkIssued(caCert) && leaf.cert.verify(caCert.publicKey) &&
-    Date.parse(leaf.cert.validTo) - Date.now() > RENEW_BEFORE_MS && names.every((n) => covers(leaf.cert, n));
+    !!leaf &&
+    leaf.cert.checkIssued(caCert) &&
+    leaf.cert.verify(caCert.publicKey) &&
+    Date.parse(leaf.cert.validTo) - Date.now() > RENEW_BEFORE_MS &&
+    names.every((n) => covers(leaf.cert, n));
 
   let server = await loadPair(dir, TLS_FILES.serverCert, TLS_FILES.serverKey);
   if (!leafOk(server, wanted)) {
@@ -109,7 +116,10 @@ interface Loaded {
 /** A certificate and its key, or undefined when either is missing, unreadable or they do not match. */
 async function loadPair(dir: string, certFile: string, keyFile: string): Promise<Loaded | undefined> {
   try {
-    const [certPem, keyPem] = await Promise.all([readFile(join(dir, certFile), 'utf8'), readFile(join(dir, keyFile), 'utf8')]);
+    const [certPem, keyPem] = await Promise.all([
+      readFile(join(dir, certFile), 'utf8'),
+      readFile(join(dir, keyFile), 'utf8'),
+    ]);
     const cert = parseCert(certPem);
     if (!cert.checkPrivateKey(createPrivateKey(keyPem))) return undefined;
     return { cert, certPem, keyPem };

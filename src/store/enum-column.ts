@@ -7,6 +7,10 @@ import { MamoriError } from '../core/mamori-error.js';
 export function enumColumn<T extends string>(column: string, allowed: readonly T[]): (text: string) => T {
   return (text) => {
     if ((allowed as readonly string[]).includes(text)) return text as T;
-    throw new MamoriError('STORE_ROW_INVALID', `the database column ${column} holds ${JSON.stringify(text)}, not one of ${allowed.join(', ')}; the row was written by something other than mamori, or by a newer version`, { details: { column } });
+    throw new MamoriError(
+      'STORE_ROW_INVALID',
+      `the database column ${column} holds ${JSON.stringify(text)}, not one of ${allowed.join(', ')}; the row was written by something other than mamori, or by a newer version`,
+      { details: { column } },
+    );
   };
 }

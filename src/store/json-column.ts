@@ -27,11 +27,19 @@ export function jsonColumn<T>(column: string, schema: object): JsonColumn<T> {
       try {
         value = JSON.parse(text);
       } catch (e) {
-        throw new MamoriError('STORE_ROW_INVALID', `the database column ${column} holds text that is not JSON (${(e as Error).message}); the row was written by something other than mamori, or the file is damaged`, { details: { column } });
+        throw new MamoriError(
+          'STORE_ROW_INVALID',
+          `the database column ${column} holds text that is not JSON (${(e as Error).message}); the row was written by something other than mamori, or the file is damaged`,
+          { details: { column } },
+        );
       }
       validate ??= ajv.compile(schema);
       if (!validate(value)) {
-        throw new MamoriError('STORE_ROW_INVALID', `the database column ${column} holds a value of the wrong shape: ${ajv.errorsText(validate.errors)}; the row was written by something other than mamori, or by a newer version`, { details: { column, errors: validate.errors } });
+        throw new MamoriError(
+          'STORE_ROW_INVALID',
+          `the database column ${column} holds a value of the wrong shape: ${ajv.errorsText(validate.errors)}; the row was written by something other than mamori, or by a newer version`,
+          { details: { column, errors: validate.errors } },
+        );
       }
       return value as T;
     },

@@ -105,14 +105,18 @@ export const MIGRATIONS: readonly Migration[] = [
      message ${d.text} NOT NULL, details ${d.text}, opened_at ${d.text} NOT NULL, cleared_at ${d.text});
    CREATE INDEX events_open ON events(kind, target, cleared_at);`,
   // Protection groups (recovery plans): named sets of replicated VMs, a VM in at most one.
-  (d) => `CREATE TABLE protection_groups (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL UNIQUE, created_at ${d.text} NOT NULL);
+  (
+    d,
+  ) => `CREATE TABLE protection_groups (id ${d.text} PRIMARY KEY, name ${d.text} NOT NULL UNIQUE, created_at ${d.text} NOT NULL);
    CREATE TABLE protection_group_vms (group_id ${d.text} NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
      vm_id ${d.text} NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE, PRIMARY KEY (group_id, vm_id));`,
   // Recovery plans: site networks (isolated test networks are bridges mamori makes), inventory
   // mappings from a peer's networks and pools to this site's, plans, their runs with a journal
   // of steps, holds that keep a replica's points while recovered VMs read them, and the VMs a
   // run made. Replicas and protected VMs carry the failover generation (split-brain safety).
-  (d) => `CREATE TABLE networks (name ${d.text} PRIMARY KEY, kind ${d.text} NOT NULL, bridge ${d.text} NOT NULL UNIQUE, created_at ${d.text} NOT NULL);
+  (
+    d,
+  ) => `CREATE TABLE networks (name ${d.text} PRIMARY KEY, kind ${d.text} NOT NULL, bridge ${d.text} NOT NULL UNIQUE, created_at ${d.text} NOT NULL);
    CREATE TABLE inventory_mappings (peer ${d.text} NOT NULL, kind ${d.text} NOT NULL, source ${d.text} NOT NULL, target ${d.text} NOT NULL,
      test_target ${d.text}, created_at ${d.text} NOT NULL, PRIMARY KEY (peer, kind, source));
    CREATE TABLE plans (name ${d.text} PRIMARY KEY, peer ${d.text} NOT NULL, spec ${d.text} NOT NULL, source_text ${d.text}, inventory ${d.text} NOT NULL,
@@ -132,10 +136,13 @@ export const MIGRATIONS: readonly Migration[] = [
      by_site ${d.text} NOT NULL, reason ${d.text} NOT NULL, at ${d.text} NOT NULL);`,
   // Live migration: a VM made here for an incoming migration, until it is activated; a server
   // that dies before then removes it at its next start.
-  (d) => `CREATE TABLE incoming_migrations (vm_id ${d.text} PRIMARY KEY, source_site ${d.text} NOT NULL, created_at ${d.text} NOT NULL);`,
+  (d) =>
+    `CREATE TABLE incoming_migrations (vm_id ${d.text} PRIMARY KEY, source_site ${d.text} NOT NULL, created_at ${d.text} NOT NULL);`,
   // Desktop pools (View Composer): a pool's spec, its replicas (a master snapshot flattened,
   // one per storage pool and snapshot), and its desktops, each a VM of linked clones.
-  (d) => `CREATE TABLE desktop_pools (name ${d.text} PRIMARY KEY, spec ${d.text} NOT NULL, state ${d.text} NOT NULL, message ${d.text},
+  (
+    d,
+  ) => `CREATE TABLE desktop_pools (name ${d.text} PRIMARY KEY, spec ${d.text} NOT NULL, state ${d.text} NOT NULL, message ${d.text},
      created_at ${d.text} NOT NULL, updated_at ${d.text} NOT NULL);
    CREATE TABLE pool_replicas (id ${d.text} PRIMARY KEY, pool ${d.text} NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
      storage ${d.text} NOT NULL, snapshot ${d.text} NOT NULL, files ${d.text} NOT NULL, size_bytes ${d.int} NOT NULL, created_at ${d.text} NOT NULL,
@@ -151,7 +158,8 @@ export const MIGRATIONS: readonly Migration[] = [
   (d) => `ALTER TABLE pool_desktops ADD COLUMN assigned_user ${d.text};`,
   // Storage arrays this site reaches through an adapter (array-based replication): the
   // adapter (a bundled name or a path) and its connection values, secrets included.
-  (d) => `CREATE TABLE storage_arrays (name ${d.text} PRIMARY KEY, adapter ${d.text} NOT NULL, connection ${d.text} NOT NULL, created_at ${d.text} NOT NULL);`,
+  (d) =>
+    `CREATE TABLE storage_arrays (name ${d.text} PRIMARY KEY, adapter ${d.text} NOT NULL, connection ${d.text} NOT NULL, created_at ${d.text} NOT NULL);`,
   // Array-based protection groups: a group bound to replicated devices of an array (JSON:
   // the array entry, array, devices, the peer site, whether compatibility was forced); and
   // the array state a plan run keeps (test copies' and failed-over devices' paths).
@@ -177,7 +185,9 @@ export const MIGRATIONS: readonly Migration[] = [
   // The audit log: one row per state-changing or refused API call, hash-chained (src/audit/audit-log.ts);
   // its head is kept in meta ('audit.head') so removing the newest rows shows too. The triggers
   // stop the code (not someone holding the file) from editing it: the chain catches the rest.
-  (d) => `CREATE TABLE audit_log (seq ${d.int} PRIMARY KEY, at ${d.text} NOT NULL, token_id ${d.text}, role ${d.text}, source ${d.text} NOT NULL,
+  (
+    d,
+  ) => `CREATE TABLE audit_log (seq ${d.int} PRIMARY KEY, at ${d.text} NOT NULL, token_id ${d.text}, role ${d.text}, source ${d.text} NOT NULL,
      method ${d.text} NOT NULL, route ${d.text} NOT NULL, target ${d.text}, status ${d.int} NOT NULL, error_code ${d.text}, request_id ${d.text},
      prev_hash ${d.text} NOT NULL, hash ${d.text} NOT NULL);
    CREATE INDEX audit_log_at ON audit_log(at);

@@ -29,18 +29,30 @@ const PROTOCOL_DRIVERS = new Set(['file', 'host_device', 'host_cdrom']);
  * Returns 'committed', or 'absent' when the running VM has no such layer: a delete cut after
  * QEMU finished its commit and before the rows were written, run again.
  */
-export async function commitLayerLive(qmp: QmpClient, o: { overlay: string; below: string; jobId: string; timeoutMs: number }): Promise<'committed' | 'absent'> {
+export async function commitLayerLive(
+  qmp: QmpClient,
+  o: { overlay: string; below: string; jobId: string; timeoutMs: number },
+): Promise<'committed' | 'absent'> {
   const nodes = (await qmp.execute('query-named-block-nodes', { flat: true }, { timeoutMs: 10_000 })) as NamedNode[];
-  const formatNode = (path: string): string | undefined => nodes.find((n) => n.file === path && !PROTOCOL_DRIVERS.has(n.drv))?.['node-name'];
+  const formatNode = (path: string): string | undefined =>
+    nodes.find((n) => n.file === path && !PROTOCOL_DRIVERS.has(n.drv))?.['node-name'];
   const top = formatNode(o.overlay);
   const base = formatNode(o.below);
-  if (!base) throw new MamoriError('VM_INVALID_STATE', `the running VM does not have ${o.below} open, the layer a snapshot's changes would be merged into; stop the VM and delete the snapshot again`, { details: { below: o.below } });
+  if (!base)
+    throw new MamoriError(
+      'VM_INVALID_STATE',
+      `the running VM does not have ${o.below} open, the layer a snapshot's changes would be merged into; stop the VM and delete the snapshot again`,
+      { details: { below: o.below } },
+    );
   if (!top) return 'absent';
   const blocks = await qmp.execute('query-block', undefined, { timeoutMs: 10_000 });
   const active = blocks.find((b) => b.inserted?.['node-name'] === top);
   const root = active ?? blocks.find((b) => chainHolds(b.inserted?.image as ImageInfo | undefined, o.overlay));
   const device = root?.inserted?.['node-name'];
-  if (!device) throw new MamoriError('VM_INVALID_STATE', `no disk of the running VM has ${o.overlay} in its chain`, { details: { overlay: o.overlay } });
+  if (!device)
+    throw new MamoriError('VM_INVALID_STATE', `no disk of the running VM has ${o.overlay} in its chain`, {
+      details: { overlay: o.overlay },
+    });
 
   const mine = (ev: { data: { device: string } }): boolean => ev.data.device === o.jobId;
   const completed = qmp.waitForEvent('BLOCK_JOB_COMPLETED', { timeoutMs: o.timeoutMs, predicate: mine });
@@ -48,16 +60,28 @@ export async function commitLayerLive(qmp: QmpClient, o: { overlay: string; belo
   // Whichever waiter is not reached must not turn into an unhandled rejection.
   completed.catch(() => undefined);
   ready?.catch(() => undefined);
-  await qmp.execute('block-commit', {
-    'job-id': o.jobId, device, 'top-node': top, 'base-node': base,
-    ...(active ? {} : { 'backing-file': o.below }),
-  }, { timeoutMs: 30_000 });
+  await qmp.execute(
+    'block-commit',
+    {
+      'job-id': o.jobId,
+      device,
+      'top-node': top,
+      'base-node': base,
+      ...(active ? {} : { 'backing-file': o.below }),
+    },
+    { timeoutMs: 30_000 },
+  );
   if (ready) {
     await Promise.race([ready, completed]);
     await qmp.execute('job-complete', { id: o.jobId }, { timeoutMs: 30_000 });
   }
   const end = await completed;
-  if (end.data.error) throw new MamoriError('QMP_ERROR', `merging ${o.overlay} into ${o.below} failed in QEMU: ${end.data.error}; the snapshot is kept, and deleting it again retries`, { details: { overlay: o.overlay, error: end.data.error } });
+  if (end.data.error)
+    throw new MamoriError(
+      'QMP_ERROR',
+      `merging ${o.overlay} into ${o.below} failed in QEMU: ${end.data.error}; the snapshot is kept, and deleting it again retries`,
+      { details: { overlay: o.overlay, error: end.data.error } },
+    );
   // The node stays in the graph while the monitor holds it (blockdev-add, -blockdev): drop it
   // and then its protocol node. A node QEMU made implicitly went with the commit already.
   for (const n of await nodesOf(qmp, o.overlay)) {
@@ -75,5 +99,7 @@ function chainHolds(image: ImageInfo | undefined, path: string): boolean {
 async function nodesOf(qmp: QmpClient, path: string): Promise<string[]> {
   const nodes = (await qmp.execute('query-named-block-nodes', { flat: true }, { timeoutMs: 10_000 })) as NamedNode[];
   const on = nodes.filter((n) => n.file === path);
-  return [...on.filter((n) => !PROTOCOL_DRIVERS.has(n.drv)), ...on.filter((n) => PROTOCOL_DRIVERS.has(n.drv))].map((n) => n['node-name']);
+  return [...on.filter((n) => !PROTOCOL_DRIVERS.has(n.drv)), ...on.filter((n) => PROTOCOL_DRIVERS.has(n.drv))].map(
+    (n) => n['node-name'],
+  );
 }

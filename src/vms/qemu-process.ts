@@ -20,12 +20,23 @@ export async function launchDaemonizedQemu(argv: string[], pidFile: string, time
     }, timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
-      reject(new MamoriError('QEMU_START_FAILED', `could not run ${QEMU_SYSTEM}: ${e.message}; run 'make setup' to install QEMU`, { cause: e }));
+      reject(
+        new MamoriError(
+          'QEMU_START_FAILED',
+          `could not run ${QEMU_SYSTEM}: ${e.message}; run 'make setup' to install QEMU`,
+          { cause: e },
+        ),
+      );
     });
     child.on('close', (code) => {
       clearTimeout(timer);
       if (code === 0) resolve();
-      else reject(new MamoriError('QEMU_START_FAILED', `QEMU refused to start: ${lastLines(stderr)}`, { details: { exitCode: code, stderr } }));
+      else
+        reject(
+          new MamoriError('QEMU_START_FAILED', `QEMU refused to start: ${lastLines(stderr)}`, {
+            details: { exitCode: code, stderr },
+          }),
+        );
     });
   });
   const pid = await readPidFile(pidFile);

@@ -8,7 +8,12 @@ import type { VmDefinition } from './vm-definition.js';
  */
 export function argvMachine(def: VmDefinition): ArgvMachine {
   return {
-    id: def.id, name: def.name, vcpus: def.vcpus, memoryMiB: def.memoryMiB, firmware: def.firmware, machineType: def.machineType,
+    id: def.id,
+    name: def.name,
+    vcpus: def.vcpus,
+    memoryMiB: def.memoryMiB,
+    firmware: def.firmware,
+    machineType: def.machineType,
     nics: def.nics.map((n) => ({ mac: n.mac, model: n.model, network: n.network })),
     // The boot shapes are the same union in both layers (the compiler checks it).
     boot: def.boot,
@@ -18,5 +23,13 @@ export function argvMachine(def: VmDefinition): ArgvMachine {
 }
 
 export function argvDisk(d: DiskRecord): ArgvDisk {
-  return { id: d.id, kind: d.kind, format: d.format, path: d.path, rdmMode: d.rdmMode, shared: d.shared, overlays: d.overlays };
+  return {
+    id: d.id,
+    kind: d.kind,
+    format: d.format,
+    path: d.path,
+    rdmMode: d.rdmMode,
+    shared: d.shared,
+    overlays: d.overlays,
+  };
 }

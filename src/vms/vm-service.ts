@@ -11,7 +11,18 @@ import { newMacAddress, newUuid } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { VmSupervisor } from './vm-supervisor.js';
-import { DISK_BUSES, FIRMWARES, NIC_MODELS, SATA_PORTS, VM_LIMITS, type DiskBus, type Firmware, type NicDefinition, type NicModel, type VmDefinition } from './vm-definition.js';
+import {
+  DISK_BUSES,
+  FIRMWARES,
+  NIC_MODELS,
+  SATA_PORTS,
+  VM_LIMITS,
+  type DiskBus,
+  type Firmware,
+  type NicDefinition,
+  type NicModel,
+  type VmDefinition,
+} from './vm-definition.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { VmSnapshots, type SnapshotView } from './vm-snapshots.js';
 import type { VmStartGate } from './vm-start-gate.js';
@@ -53,7 +64,15 @@ export interface VmView {
   machineType: string;
   boot: VmDefinition['boot'];
   nics: NicDefinition[];
-  disks: { name: string; kind: string; format: string; path: string; sizeBytes: number; rdmMode: string | null; shared: boolean }[];
+  disks: {
+    name: string;
+    kind: string;
+    format: string;
+    path: string;
+    sizeBytes: number;
+    rdmMode: string | null;
+    shared: boolean;
+  }[];
   stopTimeoutSec: number;
   guestAgent: boolean;
   diskBus: DiskBus;
@@ -95,7 +114,10 @@ export class VmService {
 
   async get(name: string): Promise<VmRow> {
     const vm = await this.repo.findByName(name);
-    if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM named ${JSON.stringify(name)} on this site; see 'mamori vm list'`, { details: { name } });
+    if (!vm)
+      throw new MamoriError('VM_NOT_FOUND', `no VM named ${JSON.stringify(name)} on this site; see 'mamori vm list'`, {
+        details: { name },
+      });
     return vm;
   }
 
@@ -108,11 +130,29 @@ export class VmService {
     const hb = this.#deps.supervisor.lastHeartbeat(vm.id);
     const d = vm.definition;
     return {
-      id: vm.id, name: vm.name, state: vm.state, stateReason: vm.stateReason, pid: vm.pid,
-      vcpus: d.vcpus, memoryMiB: d.memoryMiB, firmware: d.firmware, machineType: d.machineType, boot: d.boot, nics: d.nics,
-      disks: d.diskIds.map((id) => disks.find((x) => x.id === id)).filter((x): x is DiskRecord => x !== undefined).map((x) => ({
-        name: x.name, kind: x.kind, format: x.format, path: x.path, sizeBytes: x.sizeBytes, rdmMode: x.rdmMode, shared: x.shared,
-      })),
+      id: vm.id,
+      name: vm.name,
+      state: vm.state,
+      stateReason: vm.stateReason,
+      pid: vm.pid,
+      vcpus: d.vcpus,
+      memoryMiB: d.memoryMiB,
+      firmware: d.firmware,
+      machineType: d.machineType,
+      boot: d.boot,
+      nics: d.nics,
+      disks: d.diskIds
+        .map((id) => disks.find((x) => x.id === id))
+        .filter((x): x is DiskRecord => x !== undefined)
+        .map((x) => ({
+          name: x.name,
+          kind: x.kind,
+          format: x.format,
+          path: x.path,
+          sizeBytes: x.sizeBytes,
+          rdmMode: x.rdmMode,
+          shared: x.shared,
+        })),
       stopTimeoutSec: d.stopTimeoutSec,
       guestAgent: d.guestAgent === true,
       diskBus: d.diskBus ?? 'virtio',
@@ -126,43 +166,82 @@ export class VmService {
   async create(input: CreateVmInput): Promise<VmRow> {
     assertValidName('VM', input.name);
     return this.#lock.run(`name:${input.name}`, async () => {
-      if (await this.repo.findByName(input.name)) throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another name`, { details: { name: input.name } });
+      if (await this.repo.findByName(input.name))
+        throw new MamoriError('VM_EXISTS', `a VM named ${input.name} already exists; choose another name`, {
+          details: { name: input.name },
+        });
       const vcpus = intInRange('vcpus', input.vcpus ?? 1, VM_LIMITS.vcpus);
       const memoryMiB = intInRange('memoryMiB', input.memoryMiB ?? 256, VM_LIMITS.memoryMiB);
       const stopTimeoutSec = intInRange('stopTimeoutSec', input.stopTimeoutSec ?? 60, VM_LIMITS.stopTimeoutSec);
       const firmware = input.firmware ?? 'bios';
-      if (!FIRMWARES.includes(firmware)) throw new MamoriError('INVALID_INPUT', `firmware must be 'bios' or 'uefi', not ${JSON.stringify(firmware)}`);
+      if (!FIRMWARES.includes(firmware))
+        throw new MamoriError('INVALID_INPUT', `firmware must be 'bios' or 'uefi', not ${JSON.stringify(firmware)}`);
       const machineType = await this.#deps.resolveMachineType(input.machineType ?? 'q35');
       const writelogRate = intInRange('writelogRate', input.writelogRate ?? 10, VM_LIMITS.writelogRate);
       const diskBus = input.diskBus ?? 'virtio';
-      if (!DISK_BUSES.includes(diskBus)) throw new MamoriError('INVALID_INPUT', `diskBus must be one of ${DISK_BUSES.join(', ')}, not ${JSON.stringify(diskBus)}`);
+      if (!DISK_BUSES.includes(diskBus))
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `diskBus must be one of ${DISK_BUSES.join(', ')}, not ${JSON.stringify(diskBus)}`,
+        );
       if (input.testGuest) await this.#deps.testGuestAvailable();
       const nics = (input.nics ?? [{}]).map((n, i) => nicDefinition(n, i));
       for (const n of nics) await this.#deps.networkExists(n.network);
       const attach = await this.#attachableDisks(input.disks ?? []);
       const dataSize = input.dataDisk === undefined ? null : parseSize(input.dataDisk);
-      if (diskBus === 'sata' && attach.length + (dataSize === null ? 0 : 1) > SATA_PORTS) throw new MamoriError('OUT_OF_RANGE', `a SATA controller has ${SATA_PORTS} ports: at most ${SATA_PORTS} disks with diskBus sata`);
+      if (diskBus === 'sata' && attach.length + (dataSize === null ? 0 : 1) > SATA_PORTS)
+        throw new MamoriError(
+          'OUT_OF_RANGE',
+          `a SATA controller has ${SATA_PORTS} ports: at most ${SATA_PORTS} disks with diskBus sata`,
+        );
       const id = newUuid();
       const now = new Date().toISOString();
       // The data disk file is made first at a staging name and removed again if the rows cannot
       // be written, so a failed create leaves neither a file nor a row (src/disks/staged-file.ts).
-      const dataDisk = dataSize === null ? null : await this.#deps.disks.prepareImage({ name: `${input.name}-data`, sizeBytes: dataSize, vmId: id, ownedByVm: true });
+      const dataDisk =
+        dataSize === null
+          ? null
+          : await this.#deps.disks.prepareImage({
+              name: `${input.name}-data`,
+              sizeBytes: dataSize,
+              vmId: id,
+              ownedByVm: true,
+            });
       const def: VmDefinition = {
-        id, name: input.name, vcpus, memoryMiB, firmware, machineType,
+        id,
+        name: input.name,
+        vcpus,
+        memoryMiB,
+        firmware,
+        machineType,
         diskIds: [...(dataDisk ? [dataDisk.id] : []), ...attach.map((d) => d.id)],
         nics,
-        boot: input.testGuest ? {
-          kind: 'test-guest', writelogRate, acpi: input.acpi ?? true, ...(input.writelog === false ? { writelog: false as const } : {}), ...(input.diskbench ? { diskbench: input.diskbench } : {}),
-        } : { kind: 'disk' },
+        boot: input.testGuest
+          ? {
+              kind: 'test-guest',
+              writelogRate,
+              acpi: input.acpi ?? true,
+              ...(input.writelog === false ? { writelog: false as const } : {}),
+              ...(input.diskbench ? { diskbench: input.diskbench } : {}),
+            }
+          : { kind: 'disk' },
         stopTimeoutSec,
         ...(input.guestAgent === true ? { guestAgent: true } : {}),
         ...(diskBus === 'sata' ? { diskBus } : {}),
       };
       try {
-        await this.repo.create(def, now, dataDisk ? [dataDisk] : [], attach.filter((x) => !x.shared).map((d) => d.id));
+        await this.repo.create(
+          def,
+          now,
+          dataDisk ? [dataDisk] : [],
+          attach.filter((x) => !x.shared).map((d) => d.id),
+        );
       } catch (e) {
         if (dataDisk) await this.#deps.disks.discardPrepared([dataDisk]);
-        if (uniqueViolation(e) === 'vms.name') throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists; pick another name`, { details: { name: def.name } });
+        if (uniqueViolation(e) === 'vms.name')
+          throw new MamoriError('VM_EXISTS', `a VM named ${def.name} already exists; pick another name`, {
+            details: { name: def.name },
+          });
         throw e;
       }
       if (dataDisk) await this.#deps.disks.placePrepared([dataDisk]);
@@ -182,7 +261,12 @@ export class VmService {
 
   async start(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
-      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume ${name}' if paused`, { details: { state: vm.state } });
+      if (!['stopped', 'crashed'].includes(vm.state))
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `VM ${name} is already ${vm.state}; stop it first or use 'mamori vm resume ${name}' if paused`,
+          { details: { state: vm.state } },
+        );
       await this.#assertNotSuperseded(vm, opts.force === true);
       if (vm.definition.boot.kind === 'test-guest') await this.#deps.testGuestAvailable();
       await this.#deps.startGate.aroundVmStart(vm.id, () => this.#deps.supervisor.start(vm));
@@ -192,7 +276,11 @@ export class VmService {
   async stop(name: string, opts: { timeoutSec?: number; force?: boolean }): Promise<{ vm: VmRow; forced: boolean }> {
     let forced = false;
     const vm = await this.#withVm(name, async (vm) => {
-      const timeoutSec = intInRange('timeoutSec', opts.timeoutSec ?? vm.definition.stopTimeoutSec, VM_LIMITS.stopTimeoutSec);
+      const timeoutSec = intInRange(
+        'timeoutSec',
+        opts.timeoutSec ?? vm.definition.stopTimeoutSec,
+        VM_LIMITS.stopTimeoutSec,
+      );
       forced = (await this.#deps.supervisor.stop(vm, { timeoutSec, force: opts.force ?? false })).forced;
     });
     return { vm, forced };
@@ -204,14 +292,16 @@ export class VmService {
 
   async pause(name: string): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
-      if (vm.state !== 'running') throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a running VM can be paused`);
+      if (vm.state !== 'running')
+        throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a running VM can be paused`);
       await this.#deps.supervisor.pause(vm);
     });
   }
 
   async resume(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
-      if (vm.state !== 'paused') throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a paused VM can be resumed`);
+      if (vm.state !== 'paused')
+        throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; only a paused VM can be resumed`);
       await this.#assertNotSuperseded(vm, opts.force === true);
       await this.#deps.supervisor.resume(vm);
     });
@@ -221,7 +311,12 @@ export class VmService {
     await this.#withVm(name, async (vm) => {
       for (const guard of this.#deleteGuards) await guard(vm);
       if (!['stopped', 'crashed'].includes(vm.state)) {
-        if (!opts.force) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; stop it first, or delete with --force to power it off`, { details: { state: vm.state } });
+        if (!opts.force)
+          throw new MamoriError(
+            'VM_RUNNING',
+            `VM ${name} is ${vm.state}; stop it first, or delete with --force to power it off`,
+            { details: { state: vm.state } },
+          );
         await this.#deps.supervisor.kill(vm);
       }
       const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
@@ -243,7 +338,10 @@ export class VmService {
    */
   async forget(name: string): Promise<void> {
     await this.#withVm(name, async (vm) => {
-      if (!['stopped', 'crashed'].includes(vm.state)) throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; it is forgotten only when off`, { details: { state: vm.state } });
+      if (!['stopped', 'crashed'].includes(vm.state))
+        throw new MamoriError('VM_RUNNING', `VM ${name} is ${vm.state}; it is forgotten only when off`, {
+          details: { state: vm.state },
+        });
       await this.repo.forget(vm.id);
       await rm(this.#deps.paths.vmDir(vm.id), { recursive: true, force: true });
     });
@@ -252,7 +350,11 @@ export class VmService {
   async snapshot(name: string, snapshotName: string): Promise<SnapshotView> {
     let out: SnapshotView | undefined;
     await this.#withVm(name, async (vm) => {
-      if (!['stopped', 'crashed', 'running', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; snapshot it when it is running, paused or stopped`);
+      if (!['stopped', 'crashed', 'running', 'paused'].includes(vm.state))
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `VM ${name} is ${vm.state}; snapshot it when it is running, paused or stopped`,
+        );
       out = await this.#snapshots.create(vm, snapshotName, this.#deps.supervisor.qmpOf(vm.id));
     });
     return out!;
@@ -265,9 +367,19 @@ export class VmService {
   async deleteSnapshot(name: string, snapshotName: string): Promise<void> {
     await this.#withVm(name, async (vm) => {
       const off = ['stopped', 'crashed'].includes(vm.state);
-      if (!off && !['running', 'paused'].includes(vm.state)) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state}; delete the snapshot when it is running, paused or stopped`, { details: { state: vm.state } });
+      if (!off && !['running', 'paused'].includes(vm.state))
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `VM ${name} is ${vm.state}; delete the snapshot when it is running, paused or stopped`,
+          { details: { state: vm.state } },
+        );
       const qmp = off ? null : this.#deps.supervisor.qmpOf(vm.id);
-      if (!off && !qmp) throw new MamoriError('VM_INVALID_STATE', `VM ${name} is ${vm.state} but mamori has no monitor connection to it; try again once the server has re-attached it`, { details: { state: vm.state } });
+      if (!off && !qmp)
+        throw new MamoriError(
+          'VM_INVALID_STATE',
+          `VM ${name} is ${vm.state} but mamori has no monitor connection to it; try again once the server has re-attached it`,
+          { details: { state: vm.state } },
+        );
       for (const guard of this.#snapshotGuards) await guard(vm, snapshotName);
       await this.#snapshots.delete(vm, snapshotName, qmp);
     });
@@ -294,7 +406,10 @@ export class VmService {
   async consoleTail(name: string, lines: number): Promise<string[]> {
     const vm = await this.get(name);
     const text = await readFile(this.#deps.paths.vmRuntime(vm.id).serialLog, 'utf8').catch(() => '');
-    return text.split('\n').filter((l) => l.length > 0).slice(-lines);
+    return text
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .slice(-lines);
   }
 
   /**
@@ -304,8 +419,12 @@ export class VmService {
   async #assertNotSuperseded(vm: VmRow, force: boolean): Promise<void> {
     const s = await this.repo.findSuperseded(vm.id);
     if (!s || force) return;
-    throw new MamoriError('VM_SUPERSEDED', `VM ${vm.name} was failed over to site ${s.bySite} (generation ${s.generation}, ${s.at}): it runs there now, and starting this copy ` +
-      `would split it in two. Reprotect from ${s.bySite} to bring it back, or start with --force if the copy at ${s.bySite} is gone`, { details: { generation: s.generation, bySite: s.bySite, at: s.at } });
+    throw new MamoriError(
+      'VM_SUPERSEDED',
+      `VM ${vm.name} was failed over to site ${s.bySite} (generation ${s.generation}, ${s.at}): it runs there now, and starting this copy ` +
+        `would split it in two. Reprotect from ${s.bySite} to bring it back, or start with --force if the copy at ${s.bySite} is gone`,
+      { details: { generation: s.generation, bySite: s.bySite, at: s.at } },
+    );
   }
 
   async #withVm(name: string, fn: (vm: VmRow) => Promise<unknown>): Promise<VmRow> {
@@ -321,7 +440,11 @@ export class VmService {
     const out: DiskRecord[] = [];
     for (const n of names) {
       const d = await this.#deps.disks.get(n);
-      if (d.vmId && !d.shared) throw new MamoriError('DISK_IN_USE', `disk ${n} is already attached to another VM; only shared RDM disks can be attached twice`);
+      if (d.vmId && !d.shared)
+        throw new MamoriError(
+          'DISK_IN_USE',
+          `disk ${n} is already attached to another VM; only shared RDM disks can be attached twice`,
+        );
       if (out.some((x) => x.id === d.id)) throw new MamoriError('INVALID_INPUT', `disk ${n} is listed twice`);
       out.push(d);
     }
@@ -331,17 +454,24 @@ export class VmService {
 
 function intInRange(field: string, v: unknown, range: { min: number; max: number }): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < range.min || v > range.max) {
-    throw new MamoriError('OUT_OF_RANGE', `${field} must be a whole number from ${range.min} to ${range.max}, got ${JSON.stringify(v)}`, { details: { field, min: range.min, max: range.max } });
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `${field} must be a whole number from ${range.min} to ${range.max}, got ${JSON.stringify(v)}`,
+      { details: { field, min: range.min, max: range.max } },
+    );
   }
   return v;
 }
 
 function nicDefinition(n: { model?: NicModel; network?: string; mac?: string }, i: number): NicDefinition {
   const model = n.model ?? 'virtio-net-pci';
-  if (!NIC_MODELS.includes(model)) throw new MamoriError('INVALID_INPUT', `NIC ${i}: model must be one of ${NIC_MODELS.join(', ')}`);
+  if (!NIC_MODELS.includes(model))
+    throw new MamoriError('INVALID_INPUT', `NIC ${i}: model must be one of ${NIC_MODELS.join(', ')}`);
   const network = n.network ?? 'user';
-  if (typeof network !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(network)) throw new MamoriError('INVALID_INPUT', `NIC ${i}: network must be 'user', 'none' or the name of a site network`);
+  if (typeof network !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(network))
+    throw new MamoriError('INVALID_INPUT', `NIC ${i}: network must be 'user', 'none' or the name of a site network`);
   const mac = n.mac ?? newMacAddress();
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1) throw new MamoriError('INVALID_INPUT', `NIC ${i}: ${mac} is not a unicast MAC address`);
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) || (parseInt(mac.slice(0, 2), 16) & 1) === 1)
+    throw new MamoriError('INVALID_INPUT', `NIC ${i}: ${mac} is not a unicast MAC address`);
   return { model, network, mac: mac.toLowerCase() };
 }

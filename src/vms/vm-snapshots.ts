@@ -27,10 +27,18 @@ export interface SnapshotView {
  */
 export function assertLayerable(disk: DiskRecord, operation: string): void {
   if (disk.kind === 'rdm' && disk.rdmMode === 'physical') {
-    throw new MamoriError('RDM_PHYSICAL_REFUSED', `${operation} is refused: disk ${disk.name} is a physical-mode raw device mapping (${disk.path}), which the guest owns. Use a virtual-mode RDM or an image disk`, { details: { disk: disk.name, operation } });
+    throw new MamoriError(
+      'RDM_PHYSICAL_REFUSED',
+      `${operation} is refused: disk ${disk.name} is a physical-mode raw device mapping (${disk.path}), which the guest owns. Use a virtual-mode RDM or an image disk`,
+      { details: { disk: disk.name, operation } },
+    );
   }
   if (disk.shared) {
-    throw new MamoriError('DISK_SHARED_REFUSED', `${operation} is refused: disk ${disk.name} is shared with other VMs; an overlay on one VM would split it`, { details: { disk: disk.name, operation } });
+    throw new MamoriError(
+      'DISK_SHARED_REFUSED',
+      `${operation} is refused: disk ${disk.name} is shared with other VMs; an overlay on one VM would split it`,
+      { details: { disk: disk.name, operation } },
+    );
   }
 }
 
@@ -50,7 +58,9 @@ export const LAYERS_DIR = '.layers';
  * just below that overlay. (Overlays made before ids named them were DISK.NAME.qcow2.)
  */
 export function snapshotOverlayIndex(d: DiskRecord, name: string): number {
-  return d.overlays.findIndex((o) => basename(o) === `${d.id}.${name}.qcow2` || basename(o) === `${d.name}.${name}.qcow2`);
+  return d.overlays.findIndex(
+    (o) => basename(o) === `${d.id}.${name}.qcow2` || basename(o) === `${d.name}.${name}.qcow2`,
+  );
 }
 
 /**
@@ -81,7 +91,10 @@ export class VmSnapshots {
     for (const d of ordered) assertLayerable(d, 'snapshot');
     if (ordered.length === 0) throw new MamoriError('INVALID_INPUT', `VM ${vm.name} has no disks to snapshot`);
     if ((await this.#snapshots.findId(vm.id, name)) !== undefined) {
-      throw new MamoriError('SNAPSHOT_EXISTS', `VM ${vm.name} already has a snapshot named ${name}; choose another name`);
+      throw new MamoriError(
+        'SNAPSHOT_EXISTS',
+        `VM ${vm.name} already has a snapshot named ${name}; choose another name`,
+      );
     }
     const running = qmp !== null;
     const made: string[] = [];
@@ -93,10 +106,23 @@ export class VmSnapshots {
         const overlay = snapshotOverlayPath(this.#poolDirOf(d), d, name);
         await mkdir(dirname(overlay), { recursive: true });
         // qemu-img create would replace a file there: never let it (a leftover is refused, not reused).
-        if (await stat(overlay).then(() => true, () => false)) throw new MamoriError('SNAPSHOT_EXISTS', `an overlay file for snapshot ${name} of disk ${d.name} already exists (${overlay}); choose another snapshot name`);
+        if (
+          await stat(overlay).then(
+            () => true,
+            () => false,
+          )
+        )
+          throw new MamoriError(
+            'SNAPSHOT_EXISTS',
+            `an overlay file for snapshot ${name} of disk ${d.name} already exists (${overlay}); choose another snapshot name`,
+          );
         const below = activeLayer(d);
         // -u: the backing is opened by the VM, not here (a host device may be in use by it).
-        await createQcow2(overlay, { unsafe: true, backing: { file: below.path, format: below.format }, sizeBytes: d.sizeBytes });
+        await createQcow2(overlay, {
+          unsafe: true,
+          backing: { file: below.path, format: below.format },
+          sizeBytes: d.sizeBytes,
+        });
         made.push(overlay);
         overlays.push({ disk: d, overlay, node: `disk${i}-snap-${name}` });
       }
@@ -104,9 +130,24 @@ export class VmSnapshots {
         const blocks = await qmp.execute('query-block', undefined, { timeoutMs: 10_000 });
         const actions = [];
         for (const [i, o] of overlays.entries()) {
-          const top = blocks.find((b) => b.qdev?.includes(`/disk${i}-dev/`) || b.qdev === `disk${i}-dev`)?.inserted?.['node-name'];
-          if (!top) throw new MamoriError('VM_INVALID_STATE', `cannot find the active block node of disk ${o.disk.name} in VM ${vm.name}`);
-          await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': o.node, file: { driver: 'file', filename: o.overlay }, backing: null } as never, { timeoutMs: 10_000 });
+          const top = blocks.find((b) => b.qdev?.includes(`/disk${i}-dev/`) || b.qdev === `disk${i}-dev`)?.inserted?.[
+            'node-name'
+          ];
+          if (!top)
+            throw new MamoriError(
+              'VM_INVALID_STATE',
+              `cannot find the active block node of disk ${o.disk.name} in VM ${vm.name}`,
+            );
+          await qmp.execute(
+            'blockdev-add',
+            {
+              driver: 'qcow2',
+              'node-name': o.node,
+              file: { driver: 'file', filename: o.overlay },
+              backing: null,
+            } as never,
+            { timeoutMs: 10_000 },
+          );
           added.push(o.node);
           actions.push({ type: 'blockdev-snapshot' as const, data: { node: top, overlay: o.node } });
         }
@@ -114,13 +155,20 @@ export class VmSnapshots {
         switched = true;
       }
       const now = new Date().toISOString();
-      await this.#snapshots.record(vm.id, name, now, running, overlays.map((o) => ({ diskId: o.disk.id, overlays: [...o.disk.overlays, o.overlay] })));
+      await this.#snapshots.record(
+        vm.id,
+        name,
+        now,
+        running,
+        overlays.map((o) => ({ diskId: o.disk.id, overlays: [...o.disk.overlays, o.overlay] })),
+      );
       return { name, createdAt: now, running };
     } catch (e) {
       // Once the guest writes into the overlays they hold its newest data: never remove them.
       if (switched) throw e;
       // Nothing switched (the transaction is all-or-nothing): drop what was prepared.
-      for (const node of added) await qmp?.execute('blockdev-del', { 'node-name': node }, { timeoutMs: 10_000 }).catch(() => undefined);
+      for (const node of added)
+        await qmp?.execute('blockdev-del', { 'node-name': node }, { timeoutMs: 10_000 }).catch(() => undefined);
       for (const f of made) await rm(f, { force: true });
       throw e;
     }
@@ -136,9 +184,14 @@ export class VmSnapshots {
    */
   async delete(vm: VmRow, name: string, qmp: QmpClient | null = null): Promise<void> {
     const snapshotId = await this.#snapshots.findId(vm.id, name);
-    if (snapshotId === undefined) throw new MamoriError('SNAPSHOT_NOT_FOUND', `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`);
+    if (snapshotId === undefined)
+      throw new MamoriError(
+        'SNAPSHOT_NOT_FOUND',
+        `VM ${vm.name} has no snapshot ${name}; see 'mamori vm snapshot list ${vm.name}'`,
+      );
     const disks = await this.#disks.byIds(vm.definition.diskIds);
-    const layerBelow = (d: DiskRecord, i: number): { path: string; format: string } => (i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' });
+    const layerBelow = (d: DiskRecord, i: number): { path: string; format: string } =>
+      i === 0 ? { path: d.path, format: d.format } : { path: d.overlays[i - 1]!, format: 'qcow2' };
     // A layer may be a desktop pool's replica too (a hard link, disks/shared-layer.ts), and the
     // commit writes into it. Stopped, the VM gets a copy of its own first; running, its QEMU
     // holds the shared file open and would write into it whatever its name: refused, before
@@ -149,8 +202,12 @@ export class VmSnapshots {
         if (i < 0) continue;
         const below = layerBelow(d, i);
         if ((await linkCount(below.path)) > 1) {
-          throw new MamoriError('LAYER_SHARED', `the layer of snapshot ${name} on disk ${d.name} is also a desktop pool's replica (${below.path} has other names): ` +
-            `stop VM ${vm.name} and delete the snapshot again (the layer is then copied for the VM first), or delete the pools or desktops still on ${name}`, { details: { disk: d.name, snapshot: name, path: below.path } });
+          throw new MamoriError(
+            'LAYER_SHARED',
+            `the layer of snapshot ${name} on disk ${d.name} is also a desktop pool's replica (${below.path} has other names): ` +
+              `stop VM ${vm.name} and delete the snapshot again (the layer is then copied for the VM first), or delete the pools or desktops still on ${name}`,
+            { details: { disk: d.name, snapshot: name, path: below.path } },
+          );
         }
       }
     }

@@ -47,7 +47,14 @@ export class VmSupervisor {
   #log: Logger;
   #bridgeOf: (network: string) => Promise<string | null>;
 
-  constructor(deps: { vms: VmRepo; disks: DiskRepo; paths: SitePaths; host: HostRuntime; log: Logger; bridgeOf?: (network: string) => Promise<string | null> }) {
+  constructor(deps: {
+    vms: VmRepo;
+    disks: DiskRepo;
+    paths: SitePaths;
+    host: HostRuntime;
+    log: Logger;
+    bridgeOf?: (network: string) => Promise<string | null>;
+  }) {
     this.#bridgeOf = deps.bridgeOf ?? (async () => null);
     this.#vms = deps.vms;
     this.#disks = deps.disks;
@@ -68,7 +75,8 @@ export class VmSupervisor {
   }
 
   async #poweredOff(vmId: string): Promise<void> {
-    for (const fn of this.#powerOffListeners) await fn(vmId).catch((e: unknown) => this.#log.warn({ vmId, err: e }, 'a power-off listener failed'));
+    for (const fn of this.#powerOffListeners)
+      await fn(vmId).catch((e: unknown) => this.#log.warn({ vmId, err: e }, 'a power-off listener failed'));
   }
 
   lastHeartbeat(vmId: string): Heartbeat | null {
@@ -95,10 +103,27 @@ export class VmSupervisor {
     const disks = await this.#disksInOrder(vm);
     const ovmf = def.firmware === 'uefi' ? await this.#host.ovmf() : null;
     // The variable store is the VM's own NVRAM (boot entries): made once, kept across boots.
-    if (ovmf && !(await stat(rt.uefiVars).then(() => true, () => false))) await copyFile(ovmf.vars, rt.uefiVars);
+    if (
+      ovmf &&
+      !(await stat(rt.uefiVars).then(
+        () => true,
+        () => false,
+      ))
+    )
+      await copyFile(ovmf.vars, rt.uefiVars);
     const testGuest = def.boot.kind === 'test-guest' ? await this.#host.testGuest(def.firmware) : null;
     const accel = await this.#host.accel();
-    const argv = [...buildVmArgv({ def: argvMachine(def), disks: disks.map(argvDisk), paths: rt, accel, testGuest, ovmfCode: ovmf?.code ?? null }), ...(opts.incoming ? ['-incoming', 'defer'] : [])];
+    const argv = [
+      ...buildVmArgv({
+        def: argvMachine(def),
+        disks: disks.map(argvDisk),
+        paths: rt,
+        accel,
+        testGuest,
+        ovmfCode: ovmf?.code ?? null,
+      }),
+      ...(opts.incoming ? ['-incoming', 'defer'] : []),
+    ];
 
     // A heartbeat of the previous boot (or of an earlier VM with this id) says nothing about this one.
     this.#heartbeats.delete(vm.id);
@@ -197,19 +222,28 @@ export class VmSupervisor {
       if (!['starting', 'running', 'paused', 'stopping', 'incoming'].includes(vm.state)) continue;
       const pid = vm.pid ?? (await readPidFile(this.#paths.vmRuntime(vm.id).pidFile));
       if (pid === null || !(await isQemuOfVm(pid, vm.id))) {
-        await this.#vms.setState(vm.id, 'crashed', { reason: 'QEMU exited while the site server was not running', pid: null });
+        await this.#vms.setState(vm.id, 'crashed', {
+          reason: 'QEMU exited while the site server was not running',
+          pid: null,
+        });
         this.#log.warn({ vm: vm.name }, 'vm found dead at server start; marked crashed');
         await this.#poweredOff(vm.id);
         continue;
       }
       try {
-        const serialSize = await stat(this.#paths.vmRuntime(vm.id).serialLog).then((s) => s.size, () => 0);
+        const serialSize = await stat(this.#paths.vmRuntime(vm.id).serialLog).then(
+          (s) => s.size,
+          () => 0,
+        );
         const live = await this.#attach(vm.id, pid, serialSize);
         const status = await live.qmp.execute('query-status', undefined, { timeoutMs: 5_000 });
         await this.#vms.setState(vm.id, status.running ? 'running' : 'paused', { pid });
         this.#log.info({ vm: vm.name, pid, status: status.status }, 'vm re-attached');
       } catch (e) {
-        this.#log.error({ vm: vm.name, pid, err: e }, 'could not re-attach to a running QEMU; it keeps running, state unknown');
+        this.#log.error(
+          { vm: vm.name, pid, err: e },
+          'could not re-attach to a running QEMU; it keeps running, state unknown',
+        );
         await this.#vms.setState(vm.id, vm.state, { reason: `re-attach failed: ${(e as Error).message}` });
       }
     }
@@ -275,7 +309,11 @@ export class VmSupervisor {
     const clean = live.expectExit || live.sawShutdown;
     await this.#vms.setState(live.vmId, clean ? 'stopped' : 'crashed', {
       pid: null,
-      reason: clean ? (live.sawShutdown && !live.expectExit ? 'guest powered off' : null) : 'QEMU exited unexpectedly (killed or crashed)',
+      reason: clean
+        ? live.sawShutdown && !live.expectExit
+          ? 'guest powered off'
+          : null
+        : 'QEMU exited unexpectedly (killed or crashed)',
     });
     this.#log[clean ? 'info' : 'warn']({ vmId: live.vmId, pid: live.pid }, clean ? 'vm stopped' : 'vm crashed');
     await this.#poweredOff(live.vmId);
@@ -291,7 +329,12 @@ export class VmSupervisor {
 
   #requireLive(vm: VmRow): LiveVm {
     const live = this.#live.get(vm.id);
-    if (!live) throw new MamoriError('VM_INVALID_STATE', `VM ${vm.name} is ${vm.state}, not running; start it with 'mamori vm start ${vm.name}'`, { details: { state: vm.state } });
+    if (!live)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `VM ${vm.name} is ${vm.state}, not running; start it with 'mamori vm start ${vm.name}'`,
+        { details: { state: vm.state } },
+      );
     return live;
   }
 

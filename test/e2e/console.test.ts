@@ -28,7 +28,10 @@ let atA: Page;
  * Screenshots go to .cache/screenshots (ignored), so `make test` leaves the checkout as it was;
  * MAMORI_UPDATE_SCREENSHOTS=1 writes them over docs/screenshots, for a deliberate update.
  */
-const SHOTS = process.env['MAMORI_UPDATE_SCREENSHOTS'] === '1' ? join(repoRoot, 'docs', 'screenshots') : join(repoRoot, '.cache', 'screenshots');
+const SHOTS =
+  process.env['MAMORI_UPDATE_SCREENSHOTS'] === '1'
+    ? join(repoRoot, 'docs', 'screenshots')
+    : join(repoRoot, '.cache', 'screenshots');
 const VMS = ['db', 'app'] as const;
 const RUN_TIMEOUT_MS = 300_000;
 /** The recovery site's page: its console messages and failed requests, printed when a wait fails. */
@@ -61,12 +64,18 @@ before(async () => {
   await sites.pairBothWays();
   for (const vm of VMS) await a('vm', 'create', vm, '--test-guest', '--data-disk', '32M');
   for (const vm of VMS) await a('vm', 'start', vm);
-  for (const vm of VMS) await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
+  for (const vm of VMS)
+    await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
   // db's RPO is short enough for its lag chart to show scheduled cycles against the RPO line;
   // app's is long, so only the first cycle and the plan's runs touch it.
   await a('replicate', 'enable', 'db', '--to', 'site-b', '--rpo', '1m');
   await a('replicate', 'enable', 'app', '--to', 'site-b', '--rpo', '1h');
-  for (const vm of VMS) await sites.a.waitFor(`${vm} first point`, async () => (await a<ReplicationStatus>('replicate', 'status', vm)).lastPointAt, 180_000);
+  for (const vm of VMS)
+    await sites.a.waitFor(
+      `${vm} first point`,
+      async () => (await a<ReplicationStatus>('replicate', 'status', vm)).lastPointAt,
+      180_000,
+    );
   // Two more points of db, so its lag chart has a saw-tooth to draw.
   for (let i = 0; i < 2; i++) await a('replicate', 'sync-now', 'db');
   await a('group', 'create', 'apps', '--vm', 'db', '--vm', 'app');
@@ -81,11 +90,21 @@ before(async () => {
   // taps come and go there, and Chromium aborts requests in flight on any change of its
   // network (ERR_NETWORK_CHANGED), the run page's event stream included.
   const wrapper = join(work, 'chromium-in-site-a');
-  await writeFile(wrapper, `#!/bin/sh\nexec nsenter --net=/var/run/netns/${sites.namespaces[0]!.name} /usr/bin/chromium "$@"\n`);
+  await writeFile(
+    wrapper,
+    `#!/bin/sh\nexec nsenter --net=/var/run/netns/${sites.namespaces[0]!.name} /usr/bin/chromium "$@"\n`,
+  );
   await chmod(wrapper, 0o755);
-  browser = await chromium.launch({ executablePath: wrapper, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  browser = await chromium.launch({
+    executablePath: wrapper,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
   // Each site has its own CA, which this browser does not trust.
-  context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 860 }, acceptDownloads: true });
+  context = await browser.newContext({
+    ignoreHTTPSErrors: true,
+    viewport: { width: 1280, height: 860 },
+    acceptDownloads: true,
+  });
   atB = await context.newPage();
   atB.on('console', (m) => debugLog.push(`console ${m.type()}: ${m.text()}`));
   atB.on('requestfailed', (r) => debugLog.push(`failed ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
@@ -166,8 +185,13 @@ test('test recovery from the page: dry run, run, prompt answered, steps followed
   assert.equal(await atB.getAttribute('li.step:has-text("recover app")', 'data-state'), 'pending');
   await atB.click('.prompt button.continue');
   await atB.waitForSelector('section.run-page[data-state=done]', { timeout: RUN_TIMEOUT_MS });
-  const states = await atB.$$eval('li.step', (els) => els.map((e) => `${e.getAttribute('data-state')} ${e.textContent}`));
-  assert.ok(states.every((s) => s.startsWith('done')), states.join('\n'));
+  const states = await atB.$$eval('li.step', (els) =>
+    els.map((e) => `${e.getAttribute('data-state')} ${e.textContent}`),
+  );
+  assert.ok(
+    states.every((s) => s.startsWith('done')),
+    states.join('\n'),
+  );
   assert.equal(await atB.innerText('.run-state .badge'), 'success');
   for (const vm of VMS) assert.match(await atB.innerText(`.report-vms tr[data-vm=${vm}]`), /ok$/);
   assert.match(await atB.innerText('.report .rto'), /\d/);
@@ -184,10 +208,14 @@ test('cleanup from the page leaves nothing; the history lists both runs', async 
   await atB.selectOption('select[aria-label="run mode"]', 'cleanup');
   await atB.click('button.run');
   await runPageOpened();
-  await atB.waitForSelector('section.run-page[data-state=done]', { timeout: RUN_TIMEOUT_MS }).catch(async (e: unknown) => {
-    process.stderr.write(`page ${await atB.evaluate(() => location.hash)}:\n${(await atB.content()).slice(0, 4000)}\n${debugLog.join('\n')}\n`);
-    throw e;
-  });
+  await atB
+    .waitForSelector('section.run-page[data-state=done]', { timeout: RUN_TIMEOUT_MS })
+    .catch(async (e: unknown) => {
+      process.stderr.write(
+        `page ${await atB.evaluate(() => location.hash)}:\n${(await atB.content()).slice(0, 4000)}\n${debugLog.join('\n')}\n`,
+      );
+      throw e;
+    });
   assert.equal(await atB.innerText('.run-state .badge'), 'success');
   assert.deepEqual(await b<VmView[]>('vm', 'list'), []);
 
@@ -198,7 +226,10 @@ test('cleanup from the page leaves nothing; the history lists both runs', async 
   await atA.goto(`${sites.a.url}/ui/#/replication/db`);
   await atA.waitForSelector('svg.lag-chart path.lag-line');
   await atA.click('table.points tbody tr:first-child button:has-text("Verify")');
-  assert.match(await (await atA.waitForSelector('.verify-report', { timeout: 120_000 })).innerText(), /gap-free up to \d+/);
+  assert.match(
+    await (await atA.waitForSelector('.verify-report', { timeout: 120_000 })).innerText(),
+    /gap-free up to \d+/,
+  );
   await shot(atA, 'replication');
   // The replication cycles and VM jobs are site-a's; its tab holds site-a's session.
   await atA.goto(`${sites.a.url}/ui/#/jobs`);
@@ -215,7 +246,13 @@ test('cleanup from the page leaves nothing; the history lists both runs', async 
   await shot(atB, 'audit');
 });
 
-interface Incident { id: string; kind: string; target: string; clearedAt: string | null; remedy: string | null }
+interface Incident {
+  id: string;
+  kind: string;
+  target: string;
+  clearedAt: string | null;
+  remedy: string | null;
+}
 
 test('the Events page lists an incident open with its remedy, counts it in the navigation bar, and shows it cleared', async () => {
   // A real incident: with the link between the sites silent, a cycle of db fails within its
@@ -224,7 +261,11 @@ test('the Events page lists an incident open with its remedy, counts it in the n
   await sites.cutLink('blackhole');
   try {
     await sites.cli('a', 'replicate', 'sync-now', 'db');
-    await sites.a.waitFor('the failed-cycle incident', async () => (await a<Incident[]>('events', '--open')).some((i) => i.kind === 'replication.cycle-failed'), 300_000);
+    await sites.a.waitFor(
+      'the failed-cycle incident',
+      async () => (await a<Incident[]>('events', '--open')).some((i) => i.kind === 'replication.cycle-failed'),
+      300_000,
+    );
     await atA.goto(`${sites.a.url}/ui/#/events`);
     const row = await atA.waitForSelector('table.events tr[data-kind="replication.cycle-failed"][data-state=open]');
     assert.match(await row.innerText(), /db/);
@@ -232,7 +273,10 @@ test('the Events page lists an incident open with its remedy, counts it in the n
     // The count beside Events is the number of incidents open (the API's own count, read after the page's).
     const badge = await atA.waitForSelector('header nav a[href="#/events"] .nav-count');
     const open = await a<Incident[]>('events', '--open');
-    await atA.waitForFunction((n) => document.querySelector('header nav a[href="#/events"] .nav-count')?.textContent === String(n), open.length);
+    await atA.waitForFunction(
+      (n) => document.querySelector('header nav a[href="#/events"] .nav-count')?.textContent === String(n),
+      open.length,
+    );
     assert.equal(await badge.getAttribute('data-open-incidents'), String(open.length));
     assert.equal(await atA.$$eval('table.events tr[data-state=open]', (rows) => rows.length), open.length);
     await shot(atA, 'events');
@@ -242,7 +286,9 @@ test('the Events page lists an incident open with its remedy, counts it in the n
   // The next cycle succeeds and clears it (a retry may beat this one to it); the page,
   // refreshed every 5 s, shows it cleared.
   await sites.cli('a', 'replicate', 'sync-now', 'db');
-  await atA.waitForSelector('table.events tr[data-kind="replication.cycle-failed"][data-state=cleared]', { timeout: 60_000 });
+  await atA.waitForSelector('table.events tr[data-kind="replication.cycle-failed"][data-state=cleared]', {
+    timeout: 60_000,
+  });
   assert.equal(await atA.$('table.events tr[data-kind="replication.cycle-failed"][data-state=open]'), null);
 });
 
@@ -266,12 +312,19 @@ test('destructive actions need the name typed; the whole name confirms and the a
   await atB.click('.vm-detail button:has-text("Delete…")');
   await atB.fill('.confirm-input', 'scratc');
   assert.ok(await atB.isDisabled('.confirm-go'), 'a partial name does not confirm');
-  assert.ok((await b<VmView[]>('vm', 'list')).some((v) => v.name === 'scratch'), 'nothing happened yet');
+  assert.ok(
+    (await b<VmView[]>('vm', 'list')).some((v) => v.name === 'scratch'),
+    'nothing happened yet',
+  );
   await atB.fill('.confirm-input', 'scratch');
   assert.ok(await atB.isEnabled('.confirm-go'), 'the whole name confirms');
   await atB.click('.confirm-go');
   await atB.waitForSelector('.confirm', { state: 'detached' });
-  await sites.b.waitFor('the VM deleted from the page', async () => !(await b<VmView[]>('vm', 'list')).some((v) => v.name === 'scratch') || undefined, 30_000);
+  await sites.b.waitFor(
+    'the VM deleted from the page',
+    async () => !(await b<VmView[]>('vm', 'list')).some((v) => v.name === 'scratch') || undefined,
+    30_000,
+  );
 });
 
 test('a viewer sees what it may read and none of the actions its role may not take', async () => {
@@ -286,7 +339,8 @@ test('a viewer sees what it may read and none of the actions its role may not ta
     const nav = await asViewer.innerText('header nav');
     assert.match(nav, /VMs/);
     assert.doesNotMatch(nav, /Audit/, 'the audit log is an admin page');
-    for (const label of ['Start', 'Stop', 'Migrate…', 'Delete…']) assert.equal(await asViewer.$(`.vm-detail button:has-text("${label}")`), null, `no ${label} for a viewer`);
+    for (const label of ['Start', 'Stop', 'Migrate…', 'Delete…'])
+      assert.equal(await asViewer.$(`.vm-detail button:has-text("${label}")`), null, `no ${label} for a viewer`);
     await asViewer.goto(`${sites.a.url}/ui/#/replication/db`);
     await asViewer.waitForSelector('svg.lag-chart');
     assert.equal(await asViewer.$('button:has-text("Sync now")'), null);

@@ -6,7 +6,10 @@ import fc from 'fast-check';
  * truncate; for streams also insert and delete. Positions favour the "hot" ranges, the bytes
  * a parser read from the clean seed, so mutations land in metadata rather than file data.
  */
-export interface ByteRange { start: number; length: number }
+export interface ByteRange {
+  start: number;
+  length: number;
+}
 
 export type ByteOp =
   | { op: 'flip'; at: number; mask: number }
@@ -41,16 +44,29 @@ function position(size: number, hot: readonly ByteRange[]): fc.Arbitrary<number>
 
 /** An interesting value, 1 to 8 bytes wide, either byte order; sizes near `size` among the values. */
 function interesting(size: number): fc.Arbitrary<number[]> {
-  const values = [...INTERESTING.map(BigInt), ...[size - 1, size, size + 1, size >> 9, size >> 12, (size >> 9) + 1].filter((v) => v >= 0).map(BigInt),
-    0x7fffffffffffffffn, 0xffffffffffffffffn, 0x8000000000000000n];
-  return fc.tuple(fc.constantFrom(...values), fc.constantFrom(1, 2, 4, 8), fc.boolean(), fc.boolean())
-    .map(([v, w, be, negate]) => encode(negate ? (-v) & ((1n << BigInt(8 * w)) - 1n) : v, w, be));
+  const values = [
+    ...INTERESTING.map(BigInt),
+    ...[size - 1, size, size + 1, size >> 9, size >> 12, (size >> 9) + 1].filter((v) => v >= 0).map(BigInt),
+    0x7fffffffffffffffn,
+    0xffffffffffffffffn,
+    0x8000000000000000n,
+  ];
+  return fc
+    .tuple(fc.constantFrom(...values), fc.constantFrom(1, 2, 4, 8), fc.boolean(), fc.boolean())
+    .map(([v, w, be, negate]) => encode(negate ? -v & ((1n << BigInt(8 * w)) - 1n) : v, w, be));
 }
 
 /** Mutations of an input of `size` bytes; `stream` adds insertions and deletions (layouts that are not fixed). */
-export function byteOps(size: number, hot: readonly ByteRange[], opts: { maxOps?: number; stream?: boolean } = {}): fc.Arbitrary<ByteOp[]> {
+export function byteOps(
+  size: number,
+  hot: readonly ByteRange[],
+  opts: { maxOps?: number; stream?: boolean } = {},
+): fc.Arbitrary<ByteOp[]> {
   const at = position(size, hot);
-  const bytes = fc.oneof({ arbitrary: interesting(size), weight: 3 }, { arbitrary: fc.array(fc.nat({ max: 255 }), { minLength: 1, maxLength: 16 }), weight: 1 });
+  const bytes = fc.oneof(
+    { arbitrary: interesting(size), weight: 3 },
+    { arbitrary: fc.array(fc.nat({ max: 255 }), { minLength: 1, maxLength: 16 }), weight: 1 },
+  );
   const length = fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 4096 }));
   const ops: fc.Arbitrary<ByteOp>[] = [
     fc.record({ op: fc.constant('flip' as const), at, mask: fc.constantFrom(1, 2, 4, 8, 16, 32, 64, 128, 0xff) }),
@@ -79,7 +95,8 @@ export function applyOps(base: Buffer, ops: readonly ByteOp[]): Buffer {
         for (let i = 0; i < o.bytes.length && o.at + i < buf.length; i++) buf[o.at + i] = o.bytes[i]!;
         break;
       case 'copy':
-        if (o.from < buf.length && o.at < buf.length) buf.copy(buf, o.at, o.from, Math.min(buf.length, o.from + o.length));
+        if (o.from < buf.length && o.at < buf.length)
+          buf.copy(buf, o.at, o.from, Math.min(buf.length, o.from + o.length));
         break;
       case 'truncate':
         buf = buf.subarray(0, Math.min(buf.length, o.length));

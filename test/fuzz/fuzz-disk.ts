@@ -26,7 +26,9 @@ export interface DiskInput {
 export const MAX_READ_BYTES = 64 * 1024 * 1024;
 
 export function diskInputs(seeds: readonly DiskSeed[], maxOps = 6): fc.Arbitrary<DiskInput> {
-  return fc.constantFrom(...seeds).chain((seed) => byteOps(seed.image.length, seed.hot, { maxOps }).map((ops) => ({ seed, ops })));
+  return fc
+    .constantFrom(...seeds)
+    .chain((seed) => byteOps(seed.image.length, seed.hot, { maxOps }).map((ops) => ({ seed, ops })));
 }
 
 export function describeDisk(input: DiskInput): unknown {
@@ -52,8 +54,17 @@ export function diskReader(input: DiskInput, deadline: Deadline | null, trace?: 
       // Let timers run now and then: a parser looping on reads must not starve the runner's deadline.
       if (++reads % 512 === 0) await new Promise((resolve) => setImmediate(resolve));
       if (length > MAX_READ_BYTES) throw new OversizedRead(length, MAX_READ_BYTES);
-      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
-        throw new MamoriError('FILESYSTEM_UNREADABLE', `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte disk`);
+      if (
+        !Number.isSafeInteger(offset) ||
+        !Number.isSafeInteger(length) ||
+        offset < 0 ||
+        length < 0 ||
+        offset + length > size
+      ) {
+        throw new MamoriError(
+          'FILESYSTEM_UNREADABLE',
+          `a read at byte ${offset} (${length} bytes) falls outside the ${size}-byte disk`,
+        );
       }
       trace?.push({ start: offset, length });
       const out = Buffer.from(base.subarray(offset, offset + length));
@@ -68,11 +79,18 @@ export function diskReader(input: DiskInput, deadline: Deadline | null, trace?: 
 }
 
 /** A seed whose hot ranges are what `exercise` reads of the clean image; the clean image must pass. */
-export async function traceSeed(name: string, image: Buffer, exercise: (reader: ByteReader) => Promise<void>): Promise<DiskSeed> {
+export async function traceSeed(
+  name: string,
+  image: Buffer,
+  exercise: (reader: ByteReader) => Promise<void>,
+): Promise<DiskSeed> {
   const seed: DiskSeed = { name, image, hot: [] };
   const trace: ByteRange[] = [];
   await exercise(diskReader({ seed, ops: [] }, null, trace));
   // Whole-file reads are data, not metadata: only small reads say where the structures are.
-  seed.hot = mergeRanges(trace.filter((r) => r.length <= 64 * 1024), 16);
+  seed.hot = mergeRanges(
+    trace.filter((r) => r.length <= 64 * 1024),
+    16,
+  );
   return seed;
 }

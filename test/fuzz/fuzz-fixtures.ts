@@ -12,13 +12,21 @@ import { emptyHive } from '../harness/empty-hive.js';
  * once: the images are kept in memory.
  */
 const MiB = 1024 * 1024;
-const TOOL_ENV = { ...process.env, PATH: `/usr/sbin:/sbin:${process.env['PATH'] ?? '/usr/bin:/bin'}`, MTOOLS_SKIP_CHECK: '1' };
+const TOOL_ENV = {
+  ...process.env,
+  PATH: `/usr/sbin:/sbin:${process.env['PATH'] ?? '/usr/bin:/bin'}`,
+  MTOOLS_SKIP_CHECK: '1',
+};
 
 async function run(cmd: string, args: string[], input?: string): Promise<void> {
   await runProcess(cmd, args, { timeoutMs: 120_000, env: TOOL_ENV, ...(input !== undefined ? { input } : {}) });
 }
 
-async function tree(root: string, files: Record<string, string | Buffer>, links: Record<string, string> = {}): Promise<string> {
+async function tree(
+  root: string,
+  files: Record<string, string | Buffer>,
+  links: Record<string, string> = {},
+): Promise<string> {
   for (const [p, data] of Object.entries(files)) {
     await mkdir(join(root, p, '..'), { recursive: true });
     await writeFile(join(root, p), data);
@@ -48,7 +56,8 @@ async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 /** A Linux root: os-release through a relative symlink, kernels, a folder big enough for an htree, a file spanning many blocks. */
 function linuxTree(): { files: Record<string, string>; links: Record<string, string> } {
   const files: Record<string, string> = {
-    'usr/lib/os-release': 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n',
+    'usr/lib/os-release':
+      'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n',
     'etc/redhat-release': 'Red Hat Enterprise Linux Server release 6.10 (Santiago)\n',
     'etc/hostname': 'fuzz-guest\n',
     'etc/fstab': 'UUID=x / ext4 defaults 0 1\n',
@@ -57,10 +66,16 @@ function linuxTree(): { files: Record<string, string>; links: Record<string, str
     'var/big.bin': 'x'.repeat(70 * 1024),
   };
   for (let i = 0; i < 120; i++) files[`etc/many/file-with-a-longer-name-${i}.conf`] = `${i}\n`;
-  return { files, links: { 'etc/os-release': '../usr/lib/os-release', 'etc/long-link': `../${'d/'.repeat(40)}target` } };
+  return {
+    files,
+    links: { 'etc/os-release': '../usr/lib/os-release', 'etc/long-link': `../${'d/'.repeat(40)}target` },
+  };
 }
 
-export interface NamedImage { name: string; image: Buffer }
+export interface NamedImage {
+  name: string;
+  image: Buffer;
+}
 
 let ext4: Promise<NamedImage[]> | undefined;
 /** ext4 with 1 KiB blocks (extents, htree), ext2 (block maps), ext4 with 4 KiB blocks and inline data. */
@@ -75,7 +90,20 @@ export function ext4Images(): Promise<NamedImage[]> {
       ['ext4-4k-inline', ['-t', 'ext4', '-b', '4096', '-O', 'inline_data,^has_journal', '-I', '256'], 6 * MiB],
     ] as const) {
       const img = await blank(join(dir, `${name}.img`), bytes);
-      await run('mke2fs', ['-q', '-F', ...args, '-L', 'root', '-U', '0b5e7f4c-1d2e-4f3a-9b8c-7d6e5f4a3b2c', '-E', 'root_owner=0:0', '-d', root, img]);
+      await run('mke2fs', [
+        '-q',
+        '-F',
+        ...args,
+        '-L',
+        'root',
+        '-U',
+        '0b5e7f4c-1d2e-4f3a-9b8c-7d6e5f4a3b2c',
+        '-E',
+        'root_owner=0:0',
+        '-d',
+        root,
+        img,
+      ]);
       out.push({ name, image: await readFile(img) });
     }
     return out;
@@ -92,7 +120,11 @@ export function fatImages(): Promise<NamedImage[]> {
     const small = join(dir, 'note.txt');
     await writeFile(small, 'a file with a long name\n');
     const out: NamedImage[] = [];
-    for (const [name, bits, bytes] of [['fat12', '12', 1 * MiB], ['fat16', '16', 8 * MiB], ['fat32', '32', 34 * MiB]] as const) {
+    for (const [name, bits, bytes] of [
+      ['fat12', '12', 1 * MiB],
+      ['fat16', '16', 8 * MiB],
+      ['fat32', '32', 34 * MiB],
+    ] as const) {
       const img = await blank(join(dir, `${name}.img`), bytes);
       await run('mkfs.fat', ['-F', bits, '-n', 'ESP', '-i', '1234ABCD', ...(bits === '12' ? [] : ['-s', '1']), img]);
       await run('mmd', ['-i', img, '::/EFI', '::/EFI/BOOT', '::/EFI/debian', '::/many']);
@@ -134,13 +166,20 @@ let hives: Promise<{ software: Buffer; system: Buffer }> | undefined;
 export function windowsHives(): Promise<{ software: Buffer; system: Buffer }> {
   hives ??= withDir(async (dir) => {
     const software = await hive(dir, 'SOFTWARE', {
-      'Microsoft\\Windows NT\\CurrentVersion': ['"ProductName"="Windows Server 2012 R2 Standard"', '"CurrentVersion"="6.3"', '"CurrentBuildNumber"="9600"',
-        '"InstallationType"="Server"', '"EditionID"="ServerStandard"', '"CurrentMajorVersionNumber"=dword:0000000a', '"Blob"=hex:01,02,03,04,05,06,07,08,09',
-        '"Multi"=hex(7):61,00,00,00,62,00,00,00,00,00'],
+      'Microsoft\\Windows NT\\CurrentVersion': [
+        '"ProductName"="Windows Server 2012 R2 Standard"',
+        '"CurrentVersion"="6.3"',
+        '"CurrentBuildNumber"="9600"',
+        '"InstallationType"="Server"',
+        '"EditionID"="ServerStandard"',
+        '"CurrentMajorVersionNumber"=dword:0000000a',
+        '"Blob"=hex:01,02,03,04,05,06,07,08,09',
+        '"Multi"=hex(7):61,00,00,00,62,00,00,00,00,00',
+      ],
     });
     const services = ['Tcpip', 'disk', 'viostor', 'netkvm', ...Array.from({ length: 30 }, (_, i) => `Svc${i}`)];
     const system = await hive(dir, 'SYSTEM', {
-      'Select': ['"Current"=dword:00000001'],
+      Select: ['"Current"=dword:00000001'],
       'ControlSet001\\Control\\ComputerName\\ComputerName': ['"ComputerName"="WIN2012R2"'],
       ...Object.fromEntries(services.map((s) => [`ControlSet001\\Services\\${s}`, ['"Start"=dword:00000000']])),
     });
@@ -155,8 +194,10 @@ export function ntfsImages(): Promise<NamedImage[]> {
   ntfs ??= withDir(async (dir) => {
     const { software, system } = await windowsHives();
     const files: Record<string, string | Buffer> = {
-      'Windows/System32/config/SOFTWARE': software, 'Windows/System32/config/SYSTEM': system,
-      'Windows/System32/ntoskrnl.exe': 'MZ not a kernel', 'Program Files/Common Files/readme.txt': 'hello\n',
+      'Windows/System32/config/SOFTWARE': software,
+      'Windows/System32/config/SYSTEM': system,
+      'Windows/System32/ntoskrnl.exe': 'MZ not a kernel',
+      'Program Files/Common Files/readme.txt': 'hello\n',
     };
     for (let i = 0; i < 60; i++) files[`Users/Public/Document number ${i}.txt`] = `${i}\n`;
     const root = await tree(join(dir, 'win'), files);
@@ -177,14 +218,30 @@ export function partitionedDisks(): Promise<NamedImage[]> {
   disks ??= withDir(async (dir) => {
     const out: NamedImage[] = [];
     const gpt = await blank(join(dir, 'gpt.img'), 4 * MiB);
-    await run('sfdisk', ['-q', gpt], 'label: gpt\nlabel-id: 8E5A7E1C-4C30-4E7E-9C0B-0123456789AB\n' +
-      'start=2048, size=2048, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI System"\n' +
-      'start=4096, size=1024, type=21686148-6449-6E6F-744E-656564454649, name="bios"\n' +
-      'start=5120, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root"\n');
+    await run(
+      'sfdisk',
+      ['-q', gpt],
+      'label: gpt\nlabel-id: 8E5A7E1C-4C30-4E7E-9C0B-0123456789AB\n' +
+        'start=2048, size=2048, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI System"\n' +
+        'start=4096, size=1024, type=21686148-6449-6E6F-744E-656564454649, name="bios"\n' +
+        'start=5120, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root"\n',
+    );
     out.push({ name: 'gpt', image: await readFile(gpt) });
     const mbr = await blank(join(dir, 'mbr.img'), 4 * MiB);
-    await run('sfdisk', ['-q', mbr], ['label: dos', 'label-id: 0x31323334', 'start=64, size=2048, type=83, bootable', 'start=2112, size=1024, type=82',
-      'start=3136, type=5', 'start=3200, size=1024, type=83', 'start=4288, size=1024, type=7', 'start=5376, type=8e'].join('\n') + '\n');
+    await run(
+      'sfdisk',
+      ['-q', mbr],
+      [
+        'label: dos',
+        'label-id: 0x31323334',
+        'start=64, size=2048, type=83, bootable',
+        'start=2112, size=1024, type=82',
+        'start=3136, type=5',
+        'start=3200, size=1024, type=83',
+        'start=4288, size=1024, type=7',
+        'start=5376, type=8e',
+      ].join('\n') + '\n',
+    );
     out.push({ name: 'mbr-extended', image: await readFile(mbr) });
     return out;
   });
@@ -317,7 +374,10 @@ export function tarArchives(): Promise<NamedImage[]> {
     await writeFile(disk, Buffer.alloc(1500, 0x4b));
     const out: NamedImage[] = [];
     const ours = join(dir, 'ours.ova');
-    await writeTar(ours, [{ name: 'vm.ovf', source: ovf }, { name: 'vm-disk1.vmdk', source: disk }]);
+    await writeTar(ours, [
+      { name: 'vm.ovf', source: ovf },
+      { name: 'vm-disk1.vmdk', source: disk },
+    ]);
     out.push({ name: 'ustar', image: await readFile(ours) });
     const long = `${'a-long-folder-name/'.repeat(7)}disk.vmdk`;
     await mkdir(join(dir, 'src', long, '..'), { recursive: true });

@@ -97,7 +97,18 @@ export async function runTarget(target: AnyFuzzTarget, opts: FuzzOptions = {}): 
   const memoryLimit = opts.memoryLimitBytes ?? 256 * 1024 * 1024;
   const seeds = await seedsOf(target);
   const findings = new Map<string, FuzzFinding>();
-  const result: FuzzTargetResult = { name: target.name, executions: 0, crashes: 0, hangs: 0, memory: 0, slowestInputMs: 0, outcomes: {}, seconds: 0, executionsPerSecond: 0, findings: [] };
+  const result: FuzzTargetResult = {
+    name: target.name,
+    executions: 0,
+    crashes: 0,
+    hangs: 0,
+    memory: 0,
+    slowestInputMs: 0,
+    outcomes: {},
+    seconds: 0,
+    executionsPerSecond: 0,
+    findings: [],
+  };
   const record = (kind: FuzzFinding['kind'], e: unknown, ms: number, input: unknown): void => {
     const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     const where = e instanceof Error ? stackTop(e) : [];
@@ -107,7 +118,14 @@ export async function runTarget(target: AnyFuzzTarget, opts: FuzzOptions = {}): 
       known.count++;
       known.slowestMs = Math.max(known.slowestMs, ms);
     } else {
-      findings.set(key, { kind, error: error.slice(0, 300), where, count: 1, slowestMs: ms, input: target.describe ? target.describe(input) : input });
+      findings.set(key, {
+        kind,
+        error: error.slice(0, 300),
+        where,
+        count: 1,
+        slowestMs: ms,
+        input: target.describe ? target.describe(input) : input,
+      });
     }
     if (kind === 'hang') result.hangs++;
     else result.crashes++;
@@ -126,21 +144,29 @@ export async function runTarget(target: AnyFuzzTarget, opts: FuzzOptions = {}): 
       timer = setTimeout(() => resolve({ hang: true }), deadlineMs + 500);
     });
     const outcome = await Promise.race([
-      (async () => target.run(input, deadline))().then(() => ({ ok: true as const }), (error: unknown) => ({ error })),
+      (async () => target.run(input, deadline))().then(
+        () => ({ ok: true as const }),
+        (error: unknown) => ({ error }),
+      ),
       timedOut,
     ]);
     clearTimeout(timer);
     const ms = performance.now() - started;
     result.executions++;
     result.slowestInputMs = Math.max(result.slowestInputMs, ms);
-    if ('hang' in outcome || (ms > deadlineMs) || ('error' in outcome && outcome.error instanceof HangAbort)) {
+    if ('hang' in outcome || ms > deadlineMs || ('error' in outcome && outcome.error instanceof HangAbort)) {
       record('hang', new Error(`input took over ${deadlineMs} ms`), ms, input);
     } else if ('error' in outcome && outcome.error instanceof OversizedRead) {
       record('memory', outcome.error, ms, input);
     } else if ('error' in outcome && !isMamoriError(outcome.error)) {
       record('crash', outcome.error, ms, input);
     } else if (process.memoryUsage().arrayBuffers - before > memoryLimit) {
-      record('memory', new Error(`ArrayBuffer memory grew by more than ${memoryLimit} bytes during one input`), ms, input);
+      record(
+        'memory',
+        new Error(`ArrayBuffer memory grew by more than ${memoryLimit} bytes during one input`),
+        ms,
+        input,
+      );
     } else {
       const how = 'error' in outcome && isMamoriError(outcome.error) ? outcome.error.code : 'ok';
       result.outcomes[how] = (result.outcomes[how] ?? 0) + 1;
@@ -151,8 +177,12 @@ export async function runTarget(target: AnyFuzzTarget, opts: FuzzOptions = {}): 
   const start = performance.now();
   const executions = opts.executions ?? 1000;
   await fc.check(fc.asyncProperty(target.inputs(seeds), one), {
-    numRuns: executions, seed: opts.seed ?? 1, endOnFailure: true,
-    ...(opts.seconds !== undefined ? { interruptAfterTimeLimit: opts.seconds * 1000, markInterruptAsFailure: false } : {}),
+    numRuns: executions,
+    seed: opts.seed ?? 1,
+    endOnFailure: true,
+    ...(opts.seconds !== undefined
+      ? { interruptAfterTimeLimit: opts.seconds * 1000, markInterruptAsFailure: false }
+      : {}),
   });
   result.seconds = (performance.now() - start) / 1000;
   result.executionsPerSecond = Math.round(result.executions / Math.max(result.seconds, 1e-6));
@@ -162,6 +192,15 @@ export async function runTarget(target: AnyFuzzTarget, opts: FuzzOptions = {}): 
 }
 
 function stackTop(e: Error): string[] {
-  return (e.stack ?? '').split('\n').slice(1).map((l) => l.trim().replace(/^at /, '').replace(/file:\/\/\S*?\/(dist\/)?/, ''))
-    .filter((l) => !l.includes('node:internal') && !l.includes('fast-check')).slice(0, 4);
+  return (e.stack ?? '')
+    .split('\n')
+    .slice(1)
+    .map((l) =>
+      l
+        .trim()
+        .replace(/^at /, '')
+        .replace(/file:\/\/\S*?\/(dist\/)?/, ''),
+    )
+    .filter((l) => !l.includes('node:internal') && !l.includes('fast-check'))
+    .slice(0, 4);
 }

@@ -40,7 +40,10 @@ export class HangAbort extends Error {
 
 /** Thrown by a fuzz reader when a parser asks for more bytes at once than any real metadata needs. */
 export class OversizedRead extends Error {
-  constructor(readonly length: number, readonly limit: number) {
+  constructor(
+    readonly length: number,
+    readonly limit: number,
+  ) {
     super(`a read of ${length} bytes (limit ${limit}): a length taken from the input, unbounded`);
     this.name = 'OversizedRead';
   }

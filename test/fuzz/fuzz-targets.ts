@@ -41,6 +41,7 @@ export const FUZZ_TARGETS: readonly AnyFuzzTarget[] = [
 export function targetsNamed(names: readonly string[]): AnyFuzzTarget[] {
   if (names.length === 0) return [...FUZZ_TARGETS];
   const unknown = names.filter((n) => !FUZZ_TARGETS.some((t) => t.name === n));
-  if (unknown.length > 0) throw new Error(`no fuzz target named ${unknown.join(', ')}; known: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}`);
+  if (unknown.length > 0)
+    throw new Error(`no fuzz target named ${unknown.join(', ')}; known: ${FUZZ_TARGETS.map((t) => t.name).join(', ')}`);
   return FUZZ_TARGETS.filter((t) => names.includes(t.name));
 }

@@ -8,14 +8,36 @@ import type { TextInput, TextSeed } from './text-mutations.js';
  * keep it valid so the checks after JSON.parse get exercised.
  */
 type Path = (string | number)[];
-type JsonOp = { op: 'replace'; path: number; value: unknown } | { op: 'remove'; path: number } | { op: 'add'; path: number; key: string; value: unknown };
+type JsonOp =
+  | { op: 'replace'; path: number; value: unknown }
+  | { op: 'remove'; path: number }
+  | { op: 'add'; path: number; key: string; value: unknown };
 
-const EDGE: unknown[] = [null, true, 0, -1, 1.5, 2 ** 53, -(2 ** 63), 1e308, '', ' ', 'x'.repeat(5000), '\u0000', [], {}, [[[[[[]]]]]], { a: { b: { c: {} } } }, '__proto__'];
+const EDGE: unknown[] = [
+  null,
+  true,
+  0,
+  -1,
+  1.5,
+  2 ** 53,
+  -(2 ** 63),
+  1e308,
+  '',
+  ' ',
+  'x'.repeat(5000),
+  '\u0000',
+  [],
+  {},
+  [[[[[[]]]]]],
+  { a: { b: { c: {} } } },
+  '__proto__',
+];
 
 function paths(v: unknown, at: Path = []): Path[] {
   const out: Path[] = [at];
   if (Array.isArray(v)) v.forEach((x, i) => out.push(...paths(x, [...at, i])));
-  else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...at, k]));
+  else if (v !== null && typeof v === 'object')
+    for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...at, k]));
   return out;
 }
 
@@ -39,7 +61,13 @@ function apply(doc: unknown, all: Path[], ops: JsonOp[]): unknown {
     } else {
       const target = p[last];
       if (Array.isArray(target)) target.push(structuredClone(o.value));
-      else if (target !== null && typeof target === 'object') Object.defineProperty(target, o.key, { value: structuredClone(o.value), enumerable: true, configurable: true, writable: true });
+      else if (target !== null && typeof target === 'object')
+        Object.defineProperty(target, o.key, {
+          value: structuredClone(o.value),
+          enumerable: true,
+          configurable: true,
+          writable: true,
+        });
     }
   }
   return root;
@@ -49,13 +77,26 @@ export function jsonInputs(seeds: readonly TextSeed[], keys: readonly string[] =
   return fc.constantFrom(...seeds).chain((seed) => {
     const doc = JSON.parse(seed.text) as unknown;
     const all = paths(doc);
-    const value = fc.oneof({ arbitrary: fc.constantFrom(...EDGE), weight: 2 }, { arbitrary: fc.jsonValue({ maxDepth: 2 }), weight: 1 });
+    const value = fc.oneof(
+      { arbitrary: fc.constantFrom(...EDGE), weight: 2 },
+      { arbitrary: fc.jsonValue({ maxDepth: 2 }), weight: 1 },
+    );
     const path = fc.nat({ max: all.length - 1 });
     const op: fc.Arbitrary<JsonOp> = fc.oneof(
       { arbitrary: fc.record({ op: fc.constant('replace' as const), path, value }), weight: 4 },
       { arbitrary: fc.record({ op: fc.constant('remove' as const), path }), weight: 1 },
-      { arbitrary: fc.record({ op: fc.constant('add' as const), path, key: fc.constantFrom('__proto__', 'constructor', 'extra', ...keys), value }), weight: 1 },
+      {
+        arbitrary: fc.record({
+          op: fc.constant('add' as const),
+          path,
+          key: fc.constantFrom('__proto__', 'constructor', 'extra', ...keys),
+          value,
+        }),
+        weight: 1,
+      },
     );
-    return fc.array(op, { minLength: 1, maxLength: 3 }).map((ops) => ({ seed: seed.name, text: JSON.stringify(apply(doc, all, ops)) }));
+    return fc
+      .array(op, { minLength: 1, maxLength: 3 })
+      .map((ops) => ({ seed: seed.name, text: JSON.stringify(apply(doc, all, ops)) }));
   });
 }

@@ -6,13 +6,53 @@ import fc from 'fast-check';
  * repeats, swaps or replaces tokens (with tokens of the same text or of a per-format
  * dictionary of troublemakers), or cuts the text short.
  */
-export interface TextSeed { name: string; text: string; tokens: string[] }
-export interface TextInput { seed: string; text: string }
+export interface TextSeed {
+  name: string;
+  text: string;
+  tokens: string[];
+}
+export interface TextInput {
+  seed: string;
+  text: string;
+}
 
 const GENERIC = [
-  '', ' ', '\n', '\t', '\0', '"', "'", '\\', '-1', '0', '-0', '1e309', 'NaN', 'Infinity', '99999999999999999999', '4294967296',
-  '9007199254740993', '0x7fffffff', '-2147483649', 'null', 'true', '{', '}', '[', ']', ':', '=', ',', '#', '\u00ff', '\ud800', '😀',
-  'a'.repeat(300), '__proto__', 'constructor', 'toString',
+  '',
+  ' ',
+  '\n',
+  '\t',
+  '\0',
+  '"',
+  "'",
+  '\\',
+  '-1',
+  '0',
+  '-0',
+  '1e309',
+  'NaN',
+  'Infinity',
+  '99999999999999999999',
+  '4294967296',
+  '9007199254740993',
+  '0x7fffffff',
+  '-2147483649',
+  'null',
+  'true',
+  '{',
+  '}',
+  '[',
+  ']',
+  ':',
+  '=',
+  ',',
+  '#',
+  '\u00ff',
+  '\ud800',
+  '😀',
+  'a'.repeat(300),
+  '__proto__',
+  'constructor',
+  'toString',
 ];
 
 export function textSeed(name: string, text: string): TextSeed {
@@ -31,7 +71,11 @@ type TextOp =
   | { op: 'swap'; at: number; other: number }
   | { op: 'cut'; at: number };
 
-export function textInputs(seeds: readonly TextSeed[], dictionary: readonly string[] = [], maxOps = 4): fc.Arbitrary<TextInput> {
+export function textInputs(
+  seeds: readonly TextSeed[],
+  dictionary: readonly string[] = [],
+  maxOps = 4,
+): fc.Arbitrary<TextInput> {
   return fc.constantFrom(...seeds).chain((seed) => {
     const n = Math.max(1, seed.tokens.length);
     const at = fc.nat({ max: n - 1 });
@@ -42,14 +86,21 @@ export function textInputs(seeds: readonly TextSeed[], dictionary: readonly stri
     );
     const op: fc.Arbitrary<TextOp> = fc.oneof(
       fc.record({ op: fc.constant('delete' as const), at, count: fc.integer({ min: 1, max: 8 }) }),
-      fc.record({ op: fc.constant('repeat' as const), at, count: fc.integer({ min: 1, max: 8 }), times: fc.integer({ min: 1, max: 4 }) }),
+      fc.record({
+        op: fc.constant('repeat' as const),
+        at,
+        count: fc.integer({ min: 1, max: 8 }),
+        times: fc.integer({ min: 1, max: 4 }),
+      }),
       fc.record({ op: fc.constant('replace' as const), at, token }),
       fc.record({ op: fc.constant('replace' as const), at, token }),
       fc.record({ op: fc.constant('insert' as const), at, token }),
       fc.record({ op: fc.constant('swap' as const), at, other: at }),
       fc.record({ op: fc.constant('cut' as const), at }),
     );
-    return fc.array(op, { minLength: 1, maxLength: maxOps }).map((ops) => ({ seed: seed.name, text: applyTextOps(seed.tokens, ops) }));
+    return fc
+      .array(op, { minLength: 1, maxLength: maxOps })
+      .map((ops) => ({ seed: seed.name, text: applyTextOps(seed.tokens, ops) }));
   });
 }
 
@@ -58,20 +109,28 @@ function applyTextOps(source: readonly string[], ops: readonly TextOp[]): string
   for (const o of ops) {
     const at = Math.min(o.at, Math.max(0, t.length - 1));
     switch (o.op) {
-      case 'delete': t.splice(at, o.count); break;
+      case 'delete':
+        t.splice(at, o.count);
+        break;
       case 'repeat': {
         const run = t.slice(at, at + o.count);
         for (let i = 0; i < o.times; i++) t.splice(at, 0, ...run);
         break;
       }
-      case 'replace': t[at] = o.token; break;
-      case 'insert': t.splice(at, 0, o.token); break;
+      case 'replace':
+        t[at] = o.token;
+        break;
+      case 'insert':
+        t.splice(at, 0, o.token);
+        break;
       case 'swap': {
         const other = Math.min(o.other, Math.max(0, t.length - 1));
         [t[at], t[other]] = [t[other] ?? '', t[at] ?? ''];
         break;
       }
-      case 'cut': t = t.slice(0, at); break;
+      case 'cut':
+        t = t.slice(0, at);
+        break;
     }
   }
   return t.join('');

@@ -153,7 +153,9 @@ export function regfChecksum(base: Buffer): number {
 /** An empty hive: a root key named `rootName` (ASCII), no subkeys and no values. */
 export function emptyHive(rootName = 'ROOT'): Buffer {
   if (!/^[\x20-\x7e]{1,255}$/.test(rootName) || rootName.includes('\\')) {
-    throw new RangeError(`root key name ${JSON.stringify(rootName)} must be 1-255 printable ASCII characters without a backslash`);
+    throw new RangeError(
+      `root key name ${JSON.stringify(rootName)} must be 1-255 printable ASCII characters without a backslash`,
+    );
   }
   const { bin, rootOffset } = hiveBin(rootName);
   return Buffer.concat([baseBlock(rootOffset, bin.length, `\\mamori\\${rootName}`), bin]);
@@ -173,7 +175,7 @@ export function hiveCells(hive: Buffer): { offset: number; data: Buffer }[] {
   const cells: { offset: number; data: Buffer }[] = [];
   for (let bin = BASE_BLOCK_SIZE; bin < end; bin += hive.readUInt32LE(bin + 8)) {
     const binEnd = bin + hive.readUInt32LE(bin + 8);
-    for (let at = bin + HBIN_HEADER_SIZE; at < binEnd; ) {
+    for (let at = bin + HBIN_HEADER_SIZE; at < binEnd;) {
       const size = hive.readInt32LE(at);
       if (size < 0) cells.push({ offset: at - BASE_BLOCK_SIZE, data: hive.subarray(at + 4, at - size) });
       at += Math.abs(size);
@@ -185,7 +187,9 @@ export function hiveCells(hive: Buffer): { offset: number; data: Buffer }[] {
 /** The cell offset of the key node with this (ASCII) name; the first one if several match. */
 export function keyCellOffset(hive: Buffer, name: string): number {
   const cell = hiveCells(hive).find(
-    (c) => c.data.toString('latin1', 0, 2) === 'nk' && c.data.toString('latin1', NK_FIXED_SIZE, NK_FIXED_SIZE + c.data.readUInt16LE(72)) === name,
+    (c) =>
+      c.data.toString('latin1', 0, 2) === 'nk' &&
+      c.data.toString('latin1', NK_FIXED_SIZE, NK_FIXED_SIZE + c.data.readUInt16LE(72)) === name,
   );
   if (cell === undefined) throw new Error(`no key node named ${name}`);
   return cell.offset;
@@ -193,7 +197,10 @@ export function keyCellOffset(hive: Buffer, name: string): number {
 
 /** The cell offset of the value record with this (ASCII) name. */
 export function valueCellOffset(hive: Buffer, name: string): number {
-  const cell = hiveCells(hive).find((c) => c.data.toString('latin1', 0, 2) === 'vk' && c.data.toString('latin1', 20, 20 + c.data.readUInt16LE(2)) === name);
+  const cell = hiveCells(hive).find(
+    (c) =>
+      c.data.toString('latin1', 0, 2) === 'vk' && c.data.toString('latin1', 20, 20 + c.data.readUInt16LE(2)) === name,
+  );
   if (cell === undefined) throw new Error(`no value named ${name}`);
   return cell.offset;
 }
@@ -255,7 +262,11 @@ export function moveValueToBigData(hive: Buffer, valueName: string): Buffer {
  * Replaces the single "lh" subkey list of the key named `keyName` by an "ri" index of two
  * leaf lists of type `leafType` ("li" keeps only the offsets, "lf"/"lh" an offset and a hint).
  */
-export function splitSubkeyListIntoIndexRoot(hive: Buffer, keyName: string, leafType: 'lh' | 'lf' | 'li' = 'lh'): Buffer {
+export function splitSubkeyListIntoIndexRoot(
+  hive: Buffer,
+  keyName: string,
+  leafType: 'lh' | 'lf' | 'li' = 'lh',
+): Buffer {
   const nk = BASE_BLOCK_SIZE + keyCellOffset(hive, keyName) + 4;
   const list = BASE_BLOCK_SIZE + hive.readUInt32LE(nk + 28) + 4;
   if (hive.toString('latin1', list, list + 2) !== 'lh') throw new Error(`${keyName} has no "lh" subkey list`);

@@ -18,7 +18,10 @@ export interface RaceOutcome {
  * name, snapshots of one VM, and disks named as a snapshot overlay once was (VM-data.SNAP).
  * After every import job has ended, the rows and the pool's files are compared both ways.
  */
-export async function raceAtOneName(app: FastifyInstance, o: { token: string; source: string; vm: string; database: string; pool: string; rounds: number }): Promise<RaceOutcome> {
+export async function raceAtOneName(
+  app: FastifyInstance,
+  o: { token: string; source: string; vm: string; database: string; pool: string; rounds: number },
+): Promise<RaceOutcome> {
   const auth = { authorization: `Bearer ${o.token}` };
   const statuses = new Map<string, Set<number>>();
   const seen = (what: string, status: number) => statuses.set(what, (statuses.get(what) ?? new Set()).add(status));
@@ -29,10 +32,12 @@ export async function raceAtOneName(app: FastifyInstance, o: { token: string; so
     const calls: Promise<void>[] = [];
     const inject = (what: string, method: 'POST' | 'DELETE', url: string, payload?: object) => {
       requests += 1;
-      calls.push(app.inject({ method, url, headers: auth, ...(payload ? { payload } : {}) }).then((r) => {
-        seen(what, r.statusCode);
-        if (what === 'import' && r.statusCode === 202) jobs.push(r.json().id);
-      }));
+      calls.push(
+        app.inject({ method, url, headers: auth, ...(payload ? { payload } : {}) }).then((r) => {
+          seen(what, r.statusCode);
+          if (what === 'import' && r.statusCode === 202) jobs.push(r.json().id);
+        }),
+      );
     };
     for (let i = 0; i < 6; i++) inject('create', 'POST', '/disks', { name: 'race', size: '1M' });
     for (let i = 0; i < 4; i++) inject('import', 'POST', '/disks/import', { name: 'race', source: o.source });
@@ -54,7 +59,13 @@ export async function raceAtOneName(app: FastifyInstance, o: { token: string; so
   for (const d of rows) {
     for (const p of [d.path, ...d.overlays]) {
       named.add(p);
-      if (!(await stat(p).then(() => true, () => false))) lost.push(`${d.name}: ${p}`);
+      if (
+        !(await stat(p).then(
+          () => true,
+          () => false,
+        ))
+      )
+        lost.push(`${d.name}: ${p}`);
     }
   }
   const orphaned = (await filesUnder(o.pool)).filter((f) => !named.has(f)).map((f) => relative(o.pool, f));
@@ -66,7 +77,9 @@ export async function imageRows(database: string): Promise<{ name: string; path:
   const store = await openSqliteStore(database);
   try {
     const r = await store.db.selectFrom('disks').select(['name', 'path', 'overlays', 'kind']).execute();
-    return r.filter((x) => x.kind === 'image').map((x) => ({ name: x.name, path: x.path, overlays: JSON.parse(x.overlays) as string[] }));
+    return r
+      .filter((x) => x.kind === 'image')
+      .map((x) => ({ name: x.name, path: x.path, overlays: JSON.parse(x.overlays) as string[] }));
   } finally {
     await store.close();
   }

@@ -66,7 +66,11 @@ export class NetNs {
   async pids(): Promise<number[]> {
     if (this.#deleted) return [];
     const r = await ip(['netns', 'pids', this.name]).catch(() => undefined);
-    return (r?.stdout ?? '').split(/\s+/).filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n > 0);
+    return (r?.stdout ?? '')
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 0);
   }
 
   /**
@@ -112,10 +116,18 @@ export class VethLink {
   }
 
   /** `addresses`: the two host addresses of a /30, e.g. ['10.213.0.1', '10.213.0.2']. */
-  static async create(a: NetNs, b: NetNs, opts: { devA: string; devB: string; addresses: [string, string] }): Promise<VethLink> {
-    for (const d of [opts.devA, opts.devB]) if (d.length > 15) throw new Error(`interface name ${d} is longer than 15 characters`);
+  static async create(
+    a: NetNs,
+    b: NetNs,
+    opts: { devA: string; devB: string; addresses: [string, string] },
+  ): Promise<VethLink> {
+    for (const d of [opts.devA, opts.devB])
+      if (d.length > 15) throw new Error(`interface name ${d} is longer than 15 characters`);
     await ip(['link', 'add', opts.devA, 'netns', a.name, 'type', 'veth', 'peer', 'name', opts.devB, 'netns', b.name]);
-    const link = new VethLink({ ns: a, dev: opts.devA, address: opts.addresses[0] }, { ns: b, dev: opts.devB, address: opts.addresses[1] });
+    const link = new VethLink(
+      { ns: a, dev: opts.devA, address: opts.addresses[0] },
+      { ns: b, dev: opts.devB, address: opts.addresses[1] },
+    );
     for (const end of [link.a, link.b]) {
       await end.ns.ip(['addr', 'add', `${end.address}/30`, 'dev', end.dev]);
       await end.ns.ip(['link', 'set', end.dev, 'up']);
@@ -132,9 +144,22 @@ export class VethLink {
     if (mode === 'down') {
       for (const end of [this.a, this.b]) await end.ns.ip(['link', 'set', end.dev, 'down']);
     } else {
-      const pairs = [[this.a, this.b], [this.b, this.a]] as const;
+      const pairs = [
+        [this.a, this.b],
+        [this.b, this.a],
+      ] as const;
       for (const [from, to] of pairs) {
-        await from.ns.ip(['neigh', 'replace', to.address, 'lladdr', '02:00:00:00:de:ad', 'nud', 'permanent', 'dev', from.dev]);
+        await from.ns.ip([
+          'neigh',
+          'replace',
+          to.address,
+          'lladdr',
+          '02:00:00:00:de:ad',
+          'nud',
+          'permanent',
+          'dev',
+          from.dev,
+        ]);
       }
     }
     this.#cut = mode;
@@ -144,8 +169,12 @@ export class VethLink {
     if (this.#cut === 'down') {
       for (const end of [this.a, this.b]) await end.ns.ip(['link', 'set', end.dev, 'up']);
     } else if (this.#cut === 'blackhole') {
-      const pairs = [[this.a, this.b], [this.b, this.a]] as const;
-      for (const [from, to] of pairs) await from.ns.ip(['neigh', 'del', to.address, 'dev', from.dev]).catch(() => undefined);
+      const pairs = [
+        [this.a, this.b],
+        [this.b, this.a],
+      ] as const;
+      for (const [from, to] of pairs)
+        await from.ns.ip(['neigh', 'del', to.address, 'dev', from.dev]).catch(() => undefined);
     }
     this.#cut = null;
   }

@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 
 const Ajv = AjvModule.default ?? AjvModule;
 
-type OpenApiDoc = { paths: Record<string, Record<string, { responses?: Record<string, { content?: Record<string, unknown> }> }>> };
+type OpenApiDoc = {
+  paths: Record<string, Record<string, { responses?: Record<string, { content?: Record<string, unknown> }> }>>;
+};
 
 /**
  * Checks an injected response against the site's own OpenAPI document: the documented
@@ -29,6 +31,9 @@ export class OpenApiCheck {
     if (!resp.content) return;
     const pointer = `openapi#/paths/${route.replace(/~/g, '~0').replace(/\//g, '~1')}/${method.toLowerCase()}/responses/${status}/content/application~1json/schema`;
     const validate = this.#ajv.compile({ $ref: pointer });
-    assert.ok(validate(body), `${method} ${route} ${status} body does not match its schema: ${this.#ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`);
+    assert.ok(
+      validate(body),
+      `${method} ${route} ${status} body does not match its schema: ${this.#ajv.errorsText(validate.errors)}\n${JSON.stringify(body)}`,
+    );
   }
 }

@@ -40,13 +40,37 @@ export class PgCluster {
       await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
       if (owner) await chown(pwfile, owner.uid, owner.gid);
       const run = (file: string, args: string[]): Promise<unknown> =>
-        asRoot ? runProcess('runuser', ['-u', CLUSTER_USER, '--', join(bin, file), ...args], { timeoutMs: 120_000 }) : runProcess(join(bin, file), args, { timeoutMs: 120_000 });
+        asRoot
+          ? runProcess('runuser', ['-u', CLUSTER_USER, '--', join(bin, file), ...args], { timeoutMs: 120_000 })
+          : runProcess(join(bin, file), args, { timeoutMs: 120_000 });
       // --no-locale: no locale data needed; text columns collate "C" themselves (src/store/migrations.ts).
-      await run('initdb', ['-D', join(dir, 'data'), '-U', ROLE, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '--no-locale', '-E', 'UTF8', '--no-sync']);
+      await run('initdb', [
+        '-D',
+        join(dir, 'data'),
+        '-U',
+        ROLE,
+        `--pwfile=${pwfile}`,
+        '--auth=scram-sha-256',
+        '--no-locale',
+        '-E',
+        'UTF8',
+        '--no-sync',
+      ]);
       await rm(pwfile);
       // listen_addresses='': no TCP; the socket lives in the folder, so clusters never collide.
       const options = `-c listen_addresses= -k ${dir} -c fsync=off -c full_page_writes=off`;
-      await run('pg_ctl', ['-D', join(dir, 'data'), '-l', join(dir, 'server.log'), '-o', options, '-w', '-t', '60', 'start']);
+      await run('pg_ctl', [
+        '-D',
+        join(dir, 'data'),
+        '-l',
+        join(dir, 'server.log'),
+        '-o',
+        options,
+        '-w',
+        '-t',
+        '60',
+        'start',
+      ]);
       const pid = Number((await readFile(join(dir, 'data', 'postmaster.pid'), 'utf8')).split('\n')[0]);
       if (!Number.isInteger(pid) || pid <= 0) throw new Error(`pg-cluster: no postmaster pid in ${dir}`);
       return new PgCluster(dir, password, pid);
@@ -109,18 +133,28 @@ function alive(pid: number): boolean {
 
 /** PostgreSQL's server binaries: `pg_config --bindir`, else the newest /usr/lib/postgresql/N/bin (Debian's layout). */
 export async function postgresBinDir(): Promise<string> {
-  const fromConfig = await runProcess('pg_config', ['--bindir'], { timeoutMs: 10_000 }).then((r) => r.stdout.trim(), () => '');
+  const fromConfig = await runProcess('pg_config', ['--bindir'], { timeoutMs: 10_000 }).then(
+    (r) => r.stdout.trim(),
+    () => '',
+  );
   if (fromConfig !== '' && (await exists(join(fromConfig, 'initdb')))) return fromConfig;
-  const versions = (await readdir('/usr/lib/postgresql').catch(() => [] as string[])).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+  const versions = (await readdir('/usr/lib/postgresql').catch(() => [] as string[]))
+    .filter((v) => /^\d+$/.test(v))
+    .sort((a, b) => Number(b) - Number(a));
   for (const v of versions) {
     const dir = join('/usr/lib/postgresql', v, 'bin');
     if (await exists(join(dir, 'initdb'))) return dir;
   }
-  throw new Error('pg-cluster: no PostgreSQL server binaries (initdb); run `make setup` (it installs Debian\'s postgresql)');
+  throw new Error(
+    "pg-cluster: no PostgreSQL server binaries (initdb); run `make setup` (it installs Debian's postgresql)",
+  );
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function osUser(name: string): Promise<{ uid: number; gid: number }> {

@@ -5,7 +5,13 @@ export interface MetricFamily {
   name: string;
   help: string;
   type: 'COUNTER' | 'GAUGE' | 'HISTOGRAM' | 'SUMMARY' | 'UNTYPED';
-  metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string; sum?: string }[];
+  metrics: {
+    value?: string;
+    labels?: Record<string, string>;
+    buckets?: Record<string, string>;
+    count?: string;
+    sum?: string;
+  }[];
 }
 
 export interface HistogramSeries {
@@ -30,7 +36,11 @@ export function parseMetrics(text: string): Map<string, MetricFamily> {
 }
 
 /** The value of the series of `name` with exactly these labels, or undefined when absent. */
-export function sampleValue(families: Map<string, MetricFamily>, name: string, labels: Record<string, string>): number | undefined {
+export function sampleValue(
+  families: Map<string, MetricFamily>,
+  name: string,
+  labels: Record<string, string>,
+): number | undefined {
   const m = families.get(name)?.metrics.find((s) => sameLabels(s.labels ?? {}, labels));
   return m?.value === undefined ? undefined : Number(m.value);
 }
@@ -46,7 +56,8 @@ export function histogramSeries(text: string, name: string): HistogramSeries[] {
   // A list, not a map: each series' _bucket, _sum and _count lines come back as families of
   // their own, so the same name recurs once per series.
   const untyped = parse(text.replace(new RegExp(`^# TYPE ${escaped} histogram$`, 'm'), `# TYPE ${name} untyped`));
-  const samples = (suffix: string): MetricFamily['metrics'] => untyped.filter((f) => f.name === `${name}${suffix}`).flatMap((f) => f.metrics);
+  const samples = (suffix: string): MetricFamily['metrics'] =>
+    untyped.filter((f) => f.name === `${name}${suffix}`).flatMap((f) => f.metrics);
   const series = new Map<string, HistogramSeries>();
   const entry = (labels: Record<string, string>): HistogramSeries => {
     const key = JSON.stringify(Object.entries(labels).sort());

@@ -2,7 +2,11 @@ import type { FastifyInstance } from 'fastify';
 import { ROLES, type Role } from '../../src/core/roles.js';
 import { OpenApiCheck } from './openapi-check.js';
 
-export type OpenApiOperation = { 'x-roles'?: string[]; 'x-admin-only-fields'?: string[]; responses?: Record<string, { content?: Record<string, unknown> }> };
+export type OpenApiOperation = {
+  'x-roles'?: string[];
+  'x-admin-only-fields'?: string[];
+  responses?: Record<string, { content?: Record<string, unknown> }>;
+};
 export type OpenApiDoc = { paths: Record<string, Record<string, OpenApiOperation>> };
 
 /**
@@ -13,7 +17,10 @@ export type OpenApiDoc = { paths: Record<string, Record<string, OpenApiOperation
  * 500. Bodies are deliberately invalid, so no call does real work. Returns how many
  * combinations were called and what failed.
  */
-export async function walkRoutesByRole(app: FastifyInstance, tokens: Record<Role, string>): Promise<{ checked: number; failures: string[] }> {
+export async function walkRoutesByRole(
+  app: FastifyInstance,
+  tokens: Record<Role, string>,
+): Promise<{ checked: number; failures: string[] }> {
   const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json() as OpenApiDoc;
   const api = new OpenApiCheck(doc);
   const concrete = (path: string): string => path.replace(/\{([^}]+)\}/g, (_m, p: string) => `nope-${p}`);
@@ -27,8 +34,12 @@ export async function walkRoutesByRole(app: FastifyInstance, tokens: Record<Role
       const hasBody = method === 'POST' || method === 'PUT';
       for (const who of [...ROLES, null]) {
         const res = await app.inject({
-          method, url: concrete(path),
-          headers: { ...(who ? { authorization: `Bearer ${tokens[who]}` } : {}), ...(hasBody ? { 'content-type': 'application/json' } : {}) },
+          method,
+          url: concrete(path),
+          headers: {
+            ...(who ? { authorization: `Bearer ${tokens[who]}` } : {}),
+            ...(hasBody ? { 'content-type': 'application/json' } : {}),
+          },
           ...(hasBody ? { payload: JSON.stringify({ 'x-not-a-field': true }) } : {}),
         });
         checked += 1;
@@ -41,12 +52,14 @@ export async function walkRoutesByRole(app: FastifyInstance, tokens: Record<Role
         } else if (who === null) {
           if (res.statusCode !== 401 || code !== 'UNAUTHORIZED') failures.push(`${label}: expected 401 UNAUTHORIZED`);
         } else if (allowed.includes(who)) {
-          if (code === 'UNAUTHORIZED' || code === 'FORBIDDEN') failures.push(`${label}: ${who} is declared, yet refused`);
+          if (code === 'UNAUTHORIZED' || code === 'FORBIDDEN')
+            failures.push(`${label}: ${who} is declared, yet refused`);
         } else if (res.statusCode !== 403 || code !== 'FORBIDDEN') failures.push(`${label}: expected 403 FORBIDDEN`);
         const documented = op.responses?.[String(res.statusCode)];
         try {
           if (body && documented?.content?.['application/json']) api.check(method, path, res.statusCode, body);
-          else if (body && res.statusCode >= 400 && !documented) failures.push(`${label}: status not in the OpenAPI document`);
+          else if (body && res.statusCode >= 400 && !documented)
+            failures.push(`${label}: status not in the OpenAPI document`);
         } catch (e) {
           failures.push(`${label}: ${(e as Error).message.split('\n')[0]}`);
         }

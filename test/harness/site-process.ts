@@ -72,7 +72,19 @@ export class SiteProcess {
     await rm(join(this.dataDir, 'url'), { force: true });
     // Tests make their images and fixtures in the system's temporary folder: the site's
     // exchange folder here (its own data folder, also in there, stays refused).
-    const argv = [MAMORI_BIN, 'serve', '--data', this.dataDir, '--listen', this.listen, '--name', this.name, '--allow-import', tmpdir(), ...this.serveArgs];
+    const argv = [
+      MAMORI_BIN,
+      'serve',
+      '--data',
+      this.dataDir,
+      '--listen',
+      this.listen,
+      '--name',
+      this.name,
+      '--allow-import',
+      tmpdir(),
+      ...this.serveArgs,
+    ];
     const [file, args] = this.netns ? this.netns.wrap(process.execPath, argv) : [process.execPath, argv];
     const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -136,7 +148,9 @@ export class SiteProcess {
     const r = await this.cli('vm', 'list', '--json').catch(() => undefined);
     if (!r || r.code !== 0) return [];
     try {
-      return (JSON.parse(r.stdout) as { pid?: unknown }[]).map((v) => v.pid).filter((p): p is number => typeof p === 'number');
+      return (JSON.parse(r.stdout) as { pid?: unknown }[])
+        .map((v) => v.pid)
+        .filter((p): p is number => typeof p === 'number');
     } catch {
       return [];
     }
@@ -179,7 +193,9 @@ export class SiteProcess {
       }
       await sleep(250);
     }
-    throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\nserver log:\n${this.#serverLog.slice(-3000)}`);
+    throw new Error(
+      `timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\nserver log:\n${this.#serverLog.slice(-3000)}`,
+    );
   }
 
   /** Kills the QEMUs this test saw (by pid), the server, and removes the data folder. */
@@ -187,7 +203,10 @@ export class SiteProcess {
     await this.crashServer();
     // MAMORI_TEST_LOG_DIR keeps each server's log after the test (the data folder goes).
     const keep = process.env['MAMORI_TEST_LOG_DIR'];
-    if (keep) await writeFile(join(keep, `${this.name}-${process.pid}-${Date.now()}.log`), this.#serverLog).catch(() => undefined);
+    if (keep)
+      await writeFile(join(keep, `${this.name}-${process.pid}-${Date.now()}.log`), this.#serverLog).catch(
+        () => undefined,
+      );
     for (const pid of this.#qemuPids) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -212,7 +231,9 @@ export class SiteProcess {
 /** The real CLI in a child process; inside a namespace when given one (the root namespace cannot reach its addresses). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, netns?: NetNs): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const [file, argv] = netns ? netns.wrap(process.execPath, [MAMORI_BIN, ...args]) : [process.execPath, [MAMORI_BIN, ...args]];
+    const [file, argv] = netns
+      ? netns.wrap(process.execPath, [MAMORI_BIN, ...args])
+      : [process.execPath, [MAMORI_BIN, ...args]];
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';

@@ -49,36 +49,46 @@ export class TestSshd {
     const dir = await mkdtemp(join(tmpdir(), 'mamori-sshd-'));
     try {
       const hostKey = await keygen(join(dir, 'host_ed25519'), 'mamori-test-host');
-      await writeFile(join(dir, 'authorized_keys'), `${await keygen(join(dir, 'client_ed25519'), 'mamori-test-client')}\n`, { mode: 0o600 });
+      await writeFile(
+        join(dir, 'authorized_keys'),
+        `${await keygen(join(dir, 'client_ed25519'), 'mamori-test-client')}\n`,
+        { mode: 0o600 },
+      );
       await keygen(join(dir, 'stranger_ed25519'), 'mamori-test-stranger');
-      await writeFile(join(dir, 'known_hosts'), `[${opts.address}]:${opts.port} ${hostKey.split(' ').slice(0, 2).join(' ')}\n`);
-      await writeFile(join(dir, 'sshd_config'), [
-        `ListenAddress ${opts.address}:${opts.port}`,
-        `HostKey ${join(dir, 'host_ed25519')}`,
-        `PidFile ${join(dir, 'sshd.pid')}`,
-        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-        'AuthenticationMethods publickey',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'PermitRootLogin prohibit-password',
-        'AllowUsers root',
-        // No PAM: no session modules of the system run for the test's logins.
-        'UsePAM no',
-        // The temp folder is under /tmp (world-writable), which StrictModes would refuse.
-        'StrictModes no',
-        'PermitUserRC no',
-        'UseDNS no',
-        'PrintMotd no',
-        'PrintLastLog no',
-        'PermitTTY no',
-        'X11Forwarding no',
-        'AllowTcpForwarding no',
-        'AllowAgentForwarding no',
-        // The adapter opens one connection per zfs command, several at once during a stream.
-        'MaxStartups 100',
-        'LogLevel VERBOSE',
-        '',
-      ].join('\n'));
+      await writeFile(
+        join(dir, 'known_hosts'),
+        `[${opts.address}]:${opts.port} ${hostKey.split(' ').slice(0, 2).join(' ')}\n`,
+      );
+      await writeFile(
+        join(dir, 'sshd_config'),
+        [
+          `ListenAddress ${opts.address}:${opts.port}`,
+          `HostKey ${join(dir, 'host_ed25519')}`,
+          `PidFile ${join(dir, 'sshd.pid')}`,
+          `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+          'AuthenticationMethods publickey',
+          'PasswordAuthentication no',
+          'KbdInteractiveAuthentication no',
+          'PermitRootLogin prohibit-password',
+          'AllowUsers root',
+          // No PAM: no session modules of the system run for the test's logins.
+          'UsePAM no',
+          // The temp folder is under /tmp (world-writable), which StrictModes would refuse.
+          'StrictModes no',
+          'PermitUserRC no',
+          'UseDNS no',
+          'PrintMotd no',
+          'PrintLastLog no',
+          'PermitTTY no',
+          'X11Forwarding no',
+          'AllowTcpForwarding no',
+          'AllowAgentForwarding no',
+          // The adapter opens one connection per zfs command, several at once during a stream.
+          'MaxStartups 100',
+          'LogLevel VERBOSE',
+          '',
+        ].join('\n'),
+      );
       if (!existsSync('/run/sshd')) await mkdir('/run/sshd', { mode: 0o755 });
       const [file, args] = opts.netns.wrap(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')]);
       const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -118,7 +128,8 @@ export class TestSshd {
   async waitLogins(n: number, timeoutMs = 10_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     while (this.logins < n) {
-      if (Date.now() > deadline) throw new Error(`sshd logged ${this.logins} logins, not ${n}: ${this.#log.slice(-2000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`sshd logged ${this.logins} logins, not ${n}: ${this.#log.slice(-2000)}`);
       await new Promise((r) => setTimeout(r, 20));
     }
     return this.logins;
@@ -130,11 +141,30 @@ export class TestSshd {
    */
   clientCommand(key: 'client' | 'stranger' = 'client'): string[] {
     return [
-      'ssh', '-F', '/dev/null',
-      '-i', join(this.dir, `${key}_ed25519`), '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none',
-      '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${join(this.dir, 'known_hosts')}`, '-o', 'GlobalKnownHostsFile=/dev/null',
-      '-o', 'StrictHostKeyChecking=yes', '-o', 'ConnectTimeout=10', '-o', 'LogLevel=ERROR',
-      '-p', String(this.port), `root@${this.address}`,
+      'ssh',
+      '-F',
+      '/dev/null',
+      '-i',
+      join(this.dir, `${key}_ed25519`),
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'IdentityAgent=none',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `UserKnownHostsFile=${join(this.dir, 'known_hosts')}`,
+      '-o',
+      'GlobalKnownHostsFile=/dev/null',
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-o',
+      'ConnectTimeout=10',
+      '-o',
+      'LogLevel=ERROR',
+      '-p',
+      String(this.port),
+      `root@${this.address}`,
     ];
   }
 

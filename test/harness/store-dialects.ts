@@ -56,7 +56,10 @@ export function describeEachDialect(title: string, body: (f: StoreFixture) => vo
         dialect,
         async open() {
           files += 1;
-          last = { sqliteFile: join(dir, `site-${files}.db`), ...(pg ? { postgresUrl: await pg.createDatabase() } : {}) };
+          last = {
+            sqliteFile: join(dir, `site-${files}.db`),
+            ...(pg ? { postgresUrl: await pg.createDatabase() } : {}),
+          };
           return track(await openStore(last));
         },
         async reopen() {

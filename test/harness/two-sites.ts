@@ -34,7 +34,9 @@ export class TwoSites {
 
   /** Makes the namespaces and link, starts both servers; on any failure undoes what it made. */
   /** hostMounts: the sites see mounts made on the host after they started (see NetNs.hostMounts). */
-  static async create(opts: { names?: [string, string]; start?: boolean; hostMounts?: boolean } = {}): Promise<TwoSites> {
+  static async create(
+    opts: { names?: [string, string]; start?: boolean; hostMounts?: boolean } = {},
+  ): Promise<TwoSites> {
     const tag = runTag();
     const short = tag.split('-')[1]!;
     const [nameA, nameB] = opts.names ?? ['site-a', 'site-b'];
@@ -45,7 +47,11 @@ export class TwoSites {
       made.push(await NetNs.create(`mamori-${tag}-b`));
       const [nsA, nsB] = made as [NetNs, NetNs];
       for (const ns of made) ns.hostMounts = opts.hostMounts ?? false;
-      const link = await VethLink.create(nsA, nsB, { devA: `mm${short}a`, devB: `mm${short}b`, addresses: ['10.213.0.1', '10.213.0.2'] });
+      const link = await VethLink.create(nsA, nsB, {
+        devA: `mm${short}a`,
+        devB: `mm${short}b`,
+        addresses: ['10.213.0.1', '10.213.0.2'],
+      });
       sites.push(await SiteProcess.create(nameA, { netns: nsA, listen: `${link.a.address}:${SITE_PORT}` }));
       sites.push(await SiteProcess.create(nameB, { netns: nsB, listen: `${link.b.address}:${SITE_PORT}` }));
       const two = new TwoSites(tag, sites[0]!, sites[1]!, link, made);

@@ -55,7 +55,17 @@ export async function qcow2WithBacking(path: string, backing: string): Promise<s
 /** The backing named as a `json:` description of the host file (qemu-img rebase -u writes it unopened). */
 export async function qcow2WithJsonBacking(path: string, hostFile: string): Promise<string> {
   await qemuImg('create', '-q', '-f', 'qcow2', path, '1M');
-  await qemuImg('rebase', '-u', '-f', 'qcow2', '-F', 'raw', '-b', `json:${JSON.stringify({ driver: 'raw', file: { driver: 'file', filename: hostFile } })}`, path);
+  await qemuImg(
+    'rebase',
+    '-u',
+    '-f',
+    'qcow2',
+    '-F',
+    'raw',
+    '-b',
+    `json:${JSON.stringify({ driver: 'raw', file: { driver: 'file', filename: hostFile } })}`,
+    path,
+  );
   return path;
 }
 
@@ -92,7 +102,11 @@ export async function vhdxWithParent(path: string, parent: string): Promise<stri
       await patch(path, at, u32(img.readUInt32LE(at) | 0x2));
     }
   }
-  const kv: [string, string][] = [['parent_linkage', '{83ce2dd8-0a45-4b8c-a5f4-dd8dfb0ba8e1}'], ['relative_path', parent], ['absolute_win32_path', `C:\\${parent}`]];
+  const kv: [string, string][] = [
+    ['parent_linkage', '{83ce2dd8-0a45-4b8c-a5f4-dd8dfb0ba8e1}'],
+    ['relative_path', parent],
+    ['absolute_win32_path', `C:\\${parent}`],
+  ];
   const header = Buffer.alloc(20 + kv.length * 12);
   guid('B04AEFB7-D19E-4A81-B789-25B8E9445913').copy(header, 0);
   header.writeUInt16LE(kv.length, 18);
@@ -126,7 +140,8 @@ function regionOf(img: Buffer, id: Buffer): { offset: number; length: number } {
   const count = img.readUInt32LE(at + 8);
   for (let i = 0; i < count; i++) {
     const e = at + 16 + i * 32;
-    if (img.subarray(e, e + 16).equals(id)) return { offset: Number(img.readBigUInt64LE(e + 16)), length: img.readUInt32LE(e + 24) };
+    if (img.subarray(e, e + 16).equals(id))
+      return { offset: Number(img.readBigUInt64LE(e + 16)), length: img.readUInt32LE(e + 24) };
   }
   throw new Error('no such VHDX region');
 }

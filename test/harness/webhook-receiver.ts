@@ -4,7 +4,17 @@ import type { AddressInfo } from 'node:net';
 export interface ReceivedAlert {
   status: 'firing' | 'resolved';
   site: string;
-  incident: { id: string; kind: string; severity: string; target: string; message: string; details: unknown; openedAt: string; clearedAt: string | null; remedy: string | null };
+  incident: {
+    id: string;
+    kind: string;
+    severity: string;
+    target: string;
+    message: string;
+    details: unknown;
+    openedAt: string;
+    clearedAt: string | null;
+    remedy: string | null;
+  };
 }
 
 /**
@@ -27,18 +37,21 @@ export class WebhookReceiver {
     const r = new WebhookReceiver(server);
     server.on('request', (req, res) => {
       let text = '';
-      req.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
-        let body: ReceivedAlert;
-        try {
-          body = JSON.parse(text) as ReceivedAlert;
-        } catch {
-          res.writeHead(400).end();
-          return;
-        }
-        const status = r.answer(body);
-        if (status >= 200 && status < 300) r.received.push(body);
-        res.writeHead(status).end();
-      });
+      req
+        .setEncoding('utf8')
+        .on('data', (c: string) => (text += c))
+        .on('end', () => {
+          let body: ReceivedAlert;
+          try {
+            body = JSON.parse(text) as ReceivedAlert;
+          } catch {
+            res.writeHead(400).end();
+            return;
+          }
+          const status = r.answer(body);
+          if (status >= 200 && status < 300) r.received.push(body);
+          res.writeHead(status).end();
+        });
     });
     await new Promise<void>((resolve) => server.listen(0, host, resolve));
     r.url = `http://${host}:${(server.address() as AddressInfo).port}/alerts`;
@@ -47,7 +60,9 @@ export class WebhookReceiver {
 
   /** What was accepted for this incident kind (and target), in arrival order. */
   of(kind: string, target?: string): ReceivedAlert[] {
-    return this.received.filter((a) => a.incident.kind === kind && (target === undefined || a.incident.target === target));
+    return this.received.filter(
+      (a) => a.incident.kind === kind && (target === undefined || a.incident.target === target),
+    );
   }
 
   async close(): Promise<void> {
@@ -57,7 +72,11 @@ export class WebhookReceiver {
 }
 
 /** Polls until fn returns a truthy value; the deadline only guards against a hang, it is no timing check. */
-export async function waitUntil<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 120_000): Promise<T> {
+export async function waitUntil<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs = 120_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

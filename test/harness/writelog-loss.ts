@@ -50,13 +50,18 @@ export interface TrueLoss {
  * same record: after it, the recovered VM wrote its own, with its own boot id). The loss is
  * the time between those two records, both read off the guest's one clock.
  */
-export function trueLoss(protectedLog: Map<number, WriteLogRecord>, recoveredLog: Map<number, WriteLogRecord>, lastAcked: number): TrueLoss {
+export function trueLoss(
+  protectedLog: Map<number, WriteLogRecord>,
+  recoveredLog: Map<number, WriteLogRecord>,
+  lastAcked: number,
+): TrueLoss {
   const acked = protectedLog.get(lastAcked);
   if (!acked) throw new Error(`record ${lastAcked} was acknowledged but is not on the protected disk`);
   let lastRecovered = 0;
   for (const [seq, r] of recoveredLog) {
     const p = protectedLog.get(seq);
-    if (seq > lastRecovered && seq <= lastAcked && p && p.bootId === r.bootId && p.timeNs === r.timeNs) lastRecovered = seq;
+    if (seq > lastRecovered && seq <= lastAcked && p && p.bootId === r.bootId && p.timeNs === r.timeNs)
+      lastRecovered = seq;
   }
   const base = protectedLog.get(lastRecovered);
   if (!base) throw new Error('the recovered disk holds none of the protected write log');

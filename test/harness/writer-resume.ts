@@ -10,8 +10,12 @@ import type { SiteProcess } from './site-process.js';
  */
 export async function writerResumedAfter(site: SiteProcess, vm: string): Promise<number> {
   const serialLog = (await site.cliJson<VmView>('vm', 'show', vm)).serialLog;
-  return site.waitFor(`${vm}'s writer start at ${site.name}`, async () => {
-    const m = /mamori-wl start resume_after=(\d+)/.exec(await readFile(serialLog, 'utf8').catch(() => ''));
-    return m ? Number(m[1]) : undefined;
-  }, 120_000);
+  return site.waitFor(
+    `${vm}'s writer start at ${site.name}`,
+    async () => {
+      const m = /mamori-wl start resume_after=(\d+)/.exec(await readFile(serialLog, 'utf8').catch(() => ''));
+      return m ? Number(m[1]) : undefined;
+    },
+    120_000,
+  );
 }

@@ -110,7 +110,8 @@ async function withLock<T>(fn: () => Promise<T>): Promise<T> {
         await rm(LOCK_DIR, { recursive: true, force: true });
         continue;
       }
-      if (Date.now() > deadline) throw new Error(`zfs-fuse harness: ${LOCK_DIR} held by ${JSON.stringify(owner)} for too long`);
+      if (Date.now() > deadline)
+        throw new Error(`zfs-fuse harness: ${LOCK_DIR} held by ${JSON.stringify(owner)} for too long`);
       await sleep(50);
     }
   }
@@ -139,7 +140,10 @@ async function isOurDaemon(rec: ProcessId): Promise<boolean> {
 /** The mount points at or under `dir` (dead FUSE mounts of a killed daemon included). */
 async function mountsUnder(dir: string): Promise<string[]> {
   const text = await readFile('/proc/self/mounts', 'utf8');
-  return text.split('\n').map((l) => (l.split(' ')[1] ?? '').replace(/\\040/g, ' ')).filter((m) => m === dir || m.startsWith(`${dir}/`));
+  return text
+    .split('\n')
+    .map((l) => (l.split(' ')[1] ?? '').replace(/\\040/g, ' '))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`));
 }
 
 /** Whether `name` is imported and built on `image`: only then is it the pool the record speaks of. */
@@ -166,7 +170,8 @@ async function destroyPool(p: PoolRecord): Promise<void> {
     }
   }
   // Dead mounts of a daemon that was killed with the pool imported.
-  for (const m of (await mountsUnder(p.mountpoint)).reverse()) await runProcess('umount', ['-l', m], { timeoutMs: 30_000 }).catch(() => undefined);
+  for (const m of (await mountsUnder(p.mountpoint)).reverse())
+    await runProcess('umount', ['-l', m], { timeoutMs: 30_000 }).catch(() => undefined);
   await rm(p.image, { force: true });
 }
 
@@ -184,7 +189,8 @@ async function cleanUser(rec: UserRecord): Promise<boolean> {
   }
   if (!whole) return false;
   const left = await mountsUnder(rec.dir);
-  if (left.length === 1 && left[0] === rec.dir) await runProcess('umount', [rec.dir], { timeoutMs: 30_000 }).catch(() => undefined);
+  if (left.length === 1 && left[0] === rec.dir)
+    await runProcess('umount', [rec.dir], { timeoutMs: 30_000 }).catch(() => undefined);
   if ((await mountsUnder(rec.dir)).length === 0) await rm(rec.dir, { recursive: true, force: true });
   return true;
 }
@@ -220,11 +226,15 @@ async function startDaemon(): Promise<void> {
   try {
     // --no-daemon keeps the pid the one spawn returns (zfs-fuse writes no pid file then);
     // detached, so it outlives this test process when another one still uses it.
-    const child = spawn('zfs-fuse', ['--no-daemon', '--no-kstat-mount'], { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    const child = spawn('zfs-fuse', ['--no-daemon', '--no-kstat-mount'], {
+      detached: true,
+      stdio: ['ignore', log.fd, log.fd],
+    });
     child.on('error', () => undefined); // ENOENT: reported below, by the missing pid
     const pid = child.pid;
     child.unref();
-    if (pid === undefined) throw new Error('zfs-fuse harness: could not start zfs-fuse (is the zfs-fuse package installed?)');
+    if (pid === undefined)
+      throw new Error('zfs-fuse harness: could not start zfs-fuse (is the zfs-fuse package installed?)');
     await sleep(100);
     const start = (await startTimeOf(pid)) ?? '';
     await writeJsonAtomic(DAEMON_FILE, { pid, start } satisfies ProcessId);
@@ -296,13 +306,19 @@ export class ZfsFuse {
   /** A pool `mamori-<tag>-<suffix>` on a sparse file of sizeMiB, mounted in this test's folder; not in zpool.cache. */
   async createPool(suffix: string, sizeMiB = 512): Promise<TestPool> {
     const name = `mamori-${this.#tag}-${suffix}`;
-    const pool: PoolRecord = { name, image: join(this.#record.dir, `${suffix}.img`), mountpoint: join(this.#record.dir, `mnt-${suffix}`) };
+    const pool: PoolRecord = {
+      name,
+      image: join(this.#record.dir, `${suffix}.img`),
+      mountpoint: join(this.#record.dir, `mnt-${suffix}`),
+    };
     // Recorded before it exists: a crash right after the create still leaves it findable.
     this.#record.pools.push(pool);
     await writeJsonAtomic(this.#file, this.#record);
     await runProcess('truncate', ['-s', `${sizeMiB}M`, pool.image]);
     // cachefile=none: a later daemon must not try to import a pool whose file is gone.
-    await runProcess('zpool', ['create', '-o', 'cachefile=none', '-m', pool.mountpoint, name, pool.image], { timeoutMs: 60_000 });
+    await runProcess('zpool', ['create', '-o', 'cachefile=none', '-m', pool.mountpoint, name, pool.image], {
+      timeoutMs: 60_000,
+    });
     return { name, mountpoint: pool.mountpoint };
   }
 
@@ -318,10 +334,14 @@ export class ZfsFuse {
         await rm(DAEMON_FILE, { force: true });
         return;
       }
-      const { stdout } = await runProcess('zpool', ['list', '-H', '-o', 'name'], { timeoutMs: 30_000 }).catch(() => ({ stdout: '' }));
+      const { stdout } = await runProcess('zpool', ['list', '-H', '-o', 'name'], { timeoutMs: 30_000 }).catch(() => ({
+        stdout: '',
+      }));
       const others = stdout.split('\n').filter((n) => n.trim() !== '');
       if (others.length > 0) {
-        process.stderr.write(`zfs-fuse harness: leaving zfs-fuse (pid ${daemon.pid}) running for pools it did not make: ${others.join(', ')}\n`);
+        process.stderr.write(
+          `zfs-fuse harness: leaving zfs-fuse (pid ${daemon.pid}) running for pools it did not make: ${others.join(', ')}\n`,
+        );
         return;
       }
       await stopDaemon(daemon);

@@ -18,8 +18,14 @@ import { AccessProvider } from './components/access-context';
 
 /** Each section with the API route it reads: a role that may not read it does not see the section. */
 const SECTIONS = [
-  ['sites', 'Sites', '/sites'], ['vms', 'VMs', '/vms'], ['replication', 'Replication', '/replication'], ['plans', 'Recovery plans', '/plans'],
-  ['history', 'History', '/plan-runs'], ['jobs', 'Jobs', '/jobs'], ['events', 'Events', '/events'], ['audit', 'Audit', '/audit'],
+  ['sites', 'Sites', '/sites'],
+  ['vms', 'VMs', '/vms'],
+  ['replication', 'Replication', '/replication'],
+  ['plans', 'Recovery plans', '/plans'],
+  ['history', 'History', '/plan-runs'],
+  ['jobs', 'Jobs', '/jobs'],
+  ['events', 'Events', '/events'],
+  ['audit', 'Audit', '/audit'],
 ] as const;
 
 /** The signed-in shell: the site's name, the sections, and the page the hash names. */
@@ -36,34 +42,81 @@ export function App() {
       setLoginError(e);
       setToken(null);
     };
-    void fetch('/health').then((r) => r.json() as Promise<{ site: string }>).then((h) => setSite(h.site), () => undefined);
+    void fetch('/health')
+      .then((r) => r.json() as Promise<{ site: string }>)
+      .then(
+        (h) => setSite(h.site),
+        () => undefined,
+      );
   }, []);
   useEffect(() => {
     setAccess(undefined);
     if (token) void loadAccess().then(setAccess, () => undefined);
   }, [token]);
   if (!token) {
-    return <LoginPage site={site} error={loginError} onLogin={(t) => { session.set(t); setLoginError(undefined); setToken(t); }} />;
+    return (
+      <LoginPage
+        site={site}
+        error={loginError}
+        onLogin={(t) => {
+          session.set(t);
+          setLoginError(undefined);
+          setToken(t);
+        }}
+      />
+    );
   }
   const [section = 'sites', ...rest] = route;
-  if (!access) return <div className="shell"><main><p className="muted">Signing in…</p></main></div>;
+  if (!access)
+    return (
+      <div className="shell">
+        <main>
+          <p className="muted">Signing in…</p>
+        </main>
+      </div>
+    );
   const sections = SECTIONS.filter(([, , read]) => access.can('get', read));
   return (
     <AccessProvider access={access}>
-    <div className="shell" data-role={access.role}>
-      <header>
-        <span className="brand">mamori</span>
-        <span className="site-name" title="the site this console talks to">{site}</span>
-        <nav>
-          {sections.map(([id, label]) => (
-            <a key={id} href={href(id)} className={section === id || (section === 'runs' && id === 'history') ? 'active' : ''}>{label}{id === 'events' ? <OpenIncidents /> : null}</a>
-          ))}
-        </nav>
-        <span className="role" title="the role of the token this console signed in with">{access.name} ({access.role})</span>
-        <button className="logout" onClick={() => { session.clear(); setToken(null); }}>Log out</button>
-      </header>
-      <main>{sections.some(([id]) => id === section || (section === 'runs' && id === 'history')) ? page(section, rest) : <p className="muted">Your role ({access.role}) cannot see this page.</p>}</main>
-    </div>
+      <div className="shell" data-role={access.role}>
+        <header>
+          <span className="brand">mamori</span>
+          <span className="site-name" title="the site this console talks to">
+            {site}
+          </span>
+          <nav>
+            {sections.map(([id, label]) => (
+              <a
+                key={id}
+                href={href(id)}
+                className={section === id || (section === 'runs' && id === 'history') ? 'active' : ''}
+              >
+                {label}
+                {id === 'events' ? <OpenIncidents /> : null}
+              </a>
+            ))}
+          </nav>
+          <span className="role" title="the role of the token this console signed in with">
+            {access.name} ({access.role})
+          </span>
+          <button
+            className="logout"
+            onClick={() => {
+              session.clear();
+              setToken(null);
+            }}
+          >
+            Log out
+          </button>
+        </header>
+        <main>
+          {sections.some(([id]) => id === section || (section === 'runs' && id === 'history')) ? (
+            page(section, rest)
+          ) : (
+            <p className="muted">Your role ({access.role}) cannot see this page.</p>
+          )}
+        </main>
+      </div>
     </AccessProvider>
   );
 }
@@ -71,14 +124,23 @@ export function App() {
 function page(section: string, rest: string[]) {
   const [id] = rest;
   switch (section) {
-    case 'vms': return <VmsPage selected={id} />;
-    case 'replication': return <ReplicationPage selected={id} />;
-    case 'plans': return id ? <PlanPage name={id} /> : <PlansPage />;
-    case 'runs': return id ? <RunPage id={id} /> : <HistoryPage />;
-    case 'history': return <HistoryPage />;
-    case 'jobs': return <JobsPage />;
-    case 'events': return <EventsPage />;
-    case 'audit': return <AuditPage />;
-    default: return <SitesPage />;
+    case 'vms':
+      return <VmsPage selected={id} />;
+    case 'replication':
+      return <ReplicationPage selected={id} />;
+    case 'plans':
+      return id ? <PlanPage name={id} /> : <PlansPage />;
+    case 'runs':
+      return id ? <RunPage id={id} /> : <HistoryPage />;
+    case 'history':
+      return <HistoryPage />;
+    case 'jobs':
+      return <JobsPage />;
+    case 'events':
+      return <EventsPage />;
+    case 'audit':
+      return <AuditPage />;
+    default:
+      return <SitesPage />;
   }
 }

@@ -1,4 +1,10 @@
-import { ADAPTER_COMMANDS, PROTOCOL_VERSION, type AdapterCommand, type AdapterErrorBody, type AdapterResponse } from '../adapter-protocol.js';
+import {
+  ADAPTER_COMMANDS,
+  PROTOCOL_VERSION,
+  type AdapterCommand,
+  type AdapterErrorBody,
+  type AdapterResponse,
+} from '../adapter-protocol.js';
 import { ZfsAdapterError } from './zfs-adapter-error.js';
 import { ZFS_HANDLERS, hostsOf, type CommandContext } from './zfs-adapter.js';
 import { parseConnection } from './zfs-connection.js';
@@ -11,14 +17,20 @@ import { parseConnection } from './zfs-connection.js';
  */
 
 const MAX_REQUEST_BYTES = 1024 * 1024;
-const QUERIES: readonly AdapterCommand[] = ['queryInfo', 'queryCapabilities', 'queryConnectionParameters', 'queryErrorDefinitions'];
+const QUERIES: readonly AdapterCommand[] = [
+  'queryInfo',
+  'queryCapabilities',
+  'queryConnectionParameters',
+  'queryErrorDefinitions',
+];
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_REQUEST_BYTES) throw new ZfsAdapterError('INVALID_REQUEST', `the request is larger than ${MAX_REQUEST_BYTES} bytes`);
+    if (size > MAX_REQUEST_BYTES)
+      throw new ZfsAdapterError('INVALID_REQUEST', `the request is larger than ${MAX_REQUEST_BYTES} bytes`);
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString('utf8');
@@ -29,7 +41,12 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 /** The request's shape, checked before anything runs; the command's own arguments too. */
-function parseRequest(text: string): { command: AdapterCommand; connection: Record<string, unknown>; arrayId: string; deviceIds: string[] } {
+function parseRequest(text: string): {
+  command: AdapterCommand;
+  connection: Record<string, unknown>;
+  arrayId: string;
+  deviceIds: string[];
+} {
   let req: unknown;
   try {
     req = JSON.parse(text);
@@ -37,10 +54,15 @@ function parseRequest(text: string): { command: AdapterCommand; connection: Reco
     throw new ZfsAdapterError('INVALID_REQUEST', 'stdin is not one JSON object');
   }
   if (!isRecord(req)) throw new ZfsAdapterError('INVALID_REQUEST', 'the request must be a JSON object');
-  if (req['protocol'] !== PROTOCOL_VERSION) throw new ZfsAdapterError('INVALID_REQUEST', `protocol ${JSON.stringify(req['protocol'])} is not supported; this adapter speaks protocol ${PROTOCOL_VERSION}`);
+  if (req['protocol'] !== PROTOCOL_VERSION)
+    throw new ZfsAdapterError(
+      'INVALID_REQUEST',
+      `protocol ${JSON.stringify(req['protocol'])} is not supported; this adapter speaks protocol ${PROTOCOL_VERSION}`,
+    );
   const command = req['command'];
   if (typeof command !== 'string') throw new ZfsAdapterError('INVALID_REQUEST', 'the request has no command');
-  if (!(ADAPTER_COMMANDS as readonly string[]).includes(command)) throw new ZfsAdapterError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(command)}`, { command });
+  if (!(ADAPTER_COMMANDS as readonly string[]).includes(command))
+    throw new ZfsAdapterError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(command)}`, { command });
   const connection = req['connection'] ?? {};
   const args = req['arguments'] ?? {};
   if (!isRecord(connection)) throw new ZfsAdapterError('INVALID_REQUEST', 'connection must be an object');
@@ -49,14 +71,19 @@ function parseRequest(text: string): { command: AdapterCommand; connection: Reco
   let arrayId = '';
   let deviceIds: string[] = [];
   if (!QUERIES.includes(cmd) && cmd !== 'discoverArrays') {
-    if (typeof args['arrayId'] !== 'string' || args['arrayId'] === '') throw new ZfsAdapterError('INVALID_REQUEST', `${cmd} needs arguments.arrayId`);
+    if (typeof args['arrayId'] !== 'string' || args['arrayId'] === '')
+      throw new ZfsAdapterError('INVALID_REQUEST', `${cmd} needs arguments.arrayId`);
     arrayId = args['arrayId'];
     if (cmd !== 'discoverDevices') {
       const ids = args['deviceIds'];
       if (!Array.isArray(ids) || ids.length === 0 || !ids.every((i) => typeof i === 'string' && i !== '')) {
-        throw new ZfsAdapterError('INVALID_REQUEST', `${cmd} needs arguments.deviceIds, a non-empty array of device ids`);
+        throw new ZfsAdapterError(
+          'INVALID_REQUEST',
+          `${cmd} needs arguments.deviceIds, a non-empty array of device ids`,
+        );
       }
-      if (new Set(ids).size !== ids.length) throw new ZfsAdapterError('INVALID_REQUEST', 'arguments.deviceIds names a device twice');
+      if (new Set(ids).size !== ids.length)
+        throw new ZfsAdapterError('INVALID_REQUEST', 'arguments.deviceIds names a device twice');
       deviceIds = ids as string[];
     }
   }
@@ -74,9 +101,15 @@ async function respond(text: string): Promise<AdapterResponse> {
 }
 
 function errorBody(e: unknown): AdapterErrorBody {
-  if (e instanceof ZfsAdapterError) return e.details === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, details: e.details };
+  if (e instanceof ZfsAdapterError)
+    return e.details === undefined
+      ? { code: e.code, message: e.message }
+      : { code: e.code, message: e.message, details: e.details };
   process.stderr.write(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  return { code: 'INTERNAL', message: `the ZFS adapter failed unexpectedly: ${e instanceof Error ? e.message : String(e)}` };
+  return {
+    code: 'INTERNAL',
+    message: `the ZFS adapter failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`,
+  };
 }
 
 async function main(): Promise<void> {

@@ -3,7 +3,16 @@ import { ZFS_ERROR_DEFINITIONS, ZfsAdapterError, isZfsAdapterError } from './zfs
 import { ZfsHost } from './zfs-commands.js';
 import { ZFS_CONNECTION_PARAMETERS, type ZfsConnection } from './zfs-connection.js';
 import {
-  type ZfsDevice, ROLE_PROP, TEST_OF_PROP, TEST_SUFFIX, assertArray, readDevices, readPeerState, requireReplicated, requireRole, resolveDevices,
+  type ZfsDevice,
+  ROLE_PROP,
+  TEST_OF_PROP,
+  TEST_SUFFIX,
+  assertArray,
+  readDevices,
+  readPeerState,
+  requireReplicated,
+  requireRole,
+  resolveDevices,
 } from './zfs-devices.js';
 import { POINTS_KEPT, newestPoint } from './zfs-points.js';
 import { readPoolSoftware } from './zfs-pool-software.js';
@@ -32,14 +41,19 @@ async function queryInfo(): Promise<AdapterResults['queryInfo']> {
     vendor: 'mamori',
     version: ZFS_ADAPTER_VERSION,
     protocolVersions: [PROTOCOL_VERSION],
-    description: 'ZFS datasets replicated by zfs send/recv between zpools (OpenZFS or zfs-fuse); state kept in mamori:role and mamori:peer user properties',
+    description:
+      'ZFS datasets replicated by zfs send/recv between zpools (OpenZFS or zfs-fuse); state kept in mamori:role and mamori:peer user properties',
   };
 }
 
 async function queryCapabilities(): Promise<AdapterResults['queryCapabilities']> {
   // consistencyGroups: zfs-fuse's `zfs snapshot` takes one dataset (only -r is atomic, and
   // that takes every dataset under one parent), so points of two devices are two instants.
-  return { commands: [...ADAPTER_COMMANDS], features: { testFailover: true, reverseReplication: true, consistencyGroups: false }, deviceKinds: ['filesystem'] };
+  return {
+    commands: [...ADAPTER_COMMANDS],
+    features: { testFailover: true, reverseReplication: true, consistencyGroups: false },
+    deviceKinds: ['filesystem'],
+  };
 }
 
 async function queryConnectionParameters(): Promise<AdapterResults['queryConnectionParameters']> {
@@ -56,7 +70,8 @@ async function discoverArrays(ctx: CommandContext): Promise<AdapterResults['disc
     await assertArray(ctx.hosts.local, ctx.conn, pool);
     const software = await readPoolSoftware(ctx.hosts.local, pool);
     const peers = new Set<string>();
-    for (const d of await readDevices(ctx.hosts.local, pool)) if (d.peer && d.role !== 'unreplicated') peers.add(d.peer.arrayId);
+    for (const d of await readDevices(ctx.hosts.local, pool))
+      if (d.peer && d.role !== 'unreplicated') peers.add(d.peer.arrayId);
     arrays.push({
       id: pool,
       name: pool,
@@ -87,7 +102,11 @@ async function discoverDevices(ctx: CommandContext): Promise<AdapterResults['dis
 }
 
 /** The arrayId checked and the devices asked for, found, replicated, and of the roles the command needs. */
-async function devicesFor(ctx: CommandContext, command: AdapterCommand, roles: readonly ZfsDevice['role'][]): Promise<Replicated[]> {
+async function devicesFor(
+  ctx: CommandContext,
+  command: AdapterCommand,
+  roles: readonly ZfsDevice['role'][],
+): Promise<Replicated[]> {
   await assertArray(ctx.hosts.local, ctx.conn, ctx.arrayId);
   const devs = await resolveDevices(ctx.hosts.local, ctx.arrayId, ctx.deviceIds);
   for (const d of devs) {
@@ -100,7 +119,15 @@ async function devicesFor(ctx: CommandContext, command: AdapterCommand, roles: r
 async function queryReplicationSettings(ctx: CommandContext): Promise<AdapterResults['queryReplicationSettings']> {
   const devs = await devicesFor(ctx, 'queryReplicationSettings', ['source', 'target', 'failedOver']);
   // A failed-over device keeps its place as the receiving side until reverseReplication turns it around.
-  return { devices: devs.map((d) => ({ id: d.id, mode: 'async' as const, direction: d.role === 'source' ? 'outgoing' as const : 'incoming' as const, peer: d.peer, pointsKept: POINTS_KEPT })) };
+  return {
+    devices: devs.map((d) => ({
+      id: d.id,
+      mode: 'async' as const,
+      direction: d.role === 'source' ? ('outgoing' as const) : ('incoming' as const),
+      peer: d.peer,
+      pointsKept: POINTS_KEPT,
+    })),
+  };
 }
 
 async function syncOnce(ctx: CommandContext): Promise<AdapterResults['syncOnce']> {
@@ -148,13 +175,27 @@ async function testFailoverStart(ctx: CommandContext): Promise<AdapterResults['t
     const clone = testCopyName(d);
     let existing = await local.getPropsIfExists(clone, [TEST_OF_PROP, 'origin']);
     if (existing && existing.get(TEST_OF_PROP)?.value !== d.id) {
-      throw new ZfsAdapterError('NAME_IN_USE', `${clone} exists and is not mamori's test copy of ${d.dataset}`, { deviceId: d.id, dataset: clone });
+      throw new ZfsAdapterError('NAME_IN_USE', `${clone} exists and is not mamori's test copy of ${d.dataset}`, {
+        deviceId: d.id,
+        dataset: clone,
+      });
     }
     if (!existing) {
       const newest = (await local.snapshots(d.dataset)).at(-1);
-      if (!newest) throw new ZfsAdapterError('NO_POINT', `${d.dataset} has received no snapshot yet`, { deviceId: d.id });
+      if (!newest)
+        throw new ZfsAdapterError('NO_POINT', `${d.dataset} has received no snapshot yet`, { deviceId: d.id });
       // Properties at creation: the clone is marked the moment it exists, so a cut here never leaves an unmarked one.
-      await local.run('zfs', ['clone', '-o', `${TEST_OF_PROP}=${d.id}`, '-o', 'readonly=off', '-o', 'canmount=on', `${d.dataset}@${newest.name}`, clone]);
+      await local.run('zfs', [
+        'clone',
+        '-o',
+        `${TEST_OF_PROP}=${d.id}`,
+        '-o',
+        'readonly=off',
+        '-o',
+        'canmount=on',
+        `${d.dataset}@${newest.name}`,
+        clone,
+      ]);
       existing = await local.getPropsIfExists(clone, [TEST_OF_PROP, 'origin']);
     }
     await local.mountIfUnmounted(clone);
@@ -164,7 +205,10 @@ async function testFailoverStart(ctx: CommandContext): Promise<AdapterResults['t
     out.push({
       id: d.id,
       point: origin.slice(origin.indexOf('@') + 1),
-      testDevice: { id: clone.slice(d.pool.length + 1), path: p?.get('mounted')?.value === 'yes' && mp?.startsWith('/') ? mp : null },
+      testDevice: {
+        id: clone.slice(d.pool.length + 1),
+        path: p?.get('mounted')?.value === 'yes' && mp?.startsWith('/') ? mp : null,
+      },
     });
   }
   return { devices: out };
@@ -180,7 +224,10 @@ async function testFailoverStop(ctx: CommandContext): Promise<AdapterResults['te
     const clone = testCopyName(d);
     const p = await ctx.hosts.local.getPropsIfExists(clone, [TEST_OF_PROP]);
     if (p && p.get(TEST_OF_PROP)?.value !== d.id) {
-      throw new ZfsAdapterError('NAME_IN_USE', `${clone} is not mamori's test copy of ${d.dataset}; left alone`, { deviceId: d.id, dataset: clone });
+      throw new ZfsAdapterError('NAME_IN_USE', `${clone} is not mamori's test copy of ${d.dataset}; left alone`, {
+        deviceId: d.id,
+        dataset: clone,
+      });
     }
     if (p) await ctx.hosts.local.runWaitingIfBusy('zfs', ['destroy', clone]);
     out.push({ id: d.id, removed: p !== null });
@@ -210,7 +257,12 @@ async function failover(ctx: CommandContext): Promise<AdapterResults['failover']
   // The peer is never asked: failover is what runs when the other site is gone.
   for (const d of devs) {
     const newest = (await local.snapshots(d.dataset)).at(-1);
-    if (!newest) throw new ZfsAdapterError('NO_POINT', `${d.dataset} has received no snapshot yet; there is nothing to fail over to`, { deviceId: d.id });
+    if (!newest)
+      throw new ZfsAdapterError(
+        'NO_POINT',
+        `${d.dataset} has received no snapshot yet; there is nothing to fail over to`,
+        { deviceId: d.id },
+      );
     if (d.role === 'target') {
       // Exactly the newest received point: anything else (a test mount's stray write) is dropped.
       await local.runWaitingIfBusy('zfs', ['rollback', '-r', `${d.dataset}@${newest.name}`]);
@@ -222,7 +274,11 @@ async function failover(ctx: CommandContext): Promise<AdapterResults['failover']
     if (d.roleProp !== 'failedOver') await local.set(d.dataset, ROLE_PROP, 'failedOver');
     const p = (await local.getProps([d.dataset], ['mounted', 'mountpoint'])).get(d.dataset);
     const mp = p?.get('mountpoint')?.value;
-    out.push({ id: d.id, point: newest.name, path: p?.get('mounted')?.value === 'yes' && mp?.startsWith('/') ? mp : null });
+    out.push({
+      id: d.id,
+      point: newest.name,
+      path: p?.get('mounted')?.value === 'yes' && mp?.startsWith('/') ? mp : null,
+    });
   }
   return { devices: out };
 }
@@ -234,10 +290,17 @@ async function prepareReverseReplication(ctx: CommandContext): Promise<AdapterRe
   for (const d of devs) {
     const peer = await readPeerState(ctx.hosts.peer, d.peerDataset);
     if (!peer || (peer.roleProp !== 'failedOver' && peer.roleProp !== 'source')) {
-      throw new ZfsAdapterError('PEER_CONFLICT', `the peer ${d.peerDataset} has not been failed over (its role is ${peer?.roleProp ?? (peer ? 'unset' : 'missing')}); run failover there first`, { deviceId: d.id, peer: d.peerDataset });
+      throw new ZfsAdapterError(
+        'PEER_CONFLICT',
+        `the peer ${d.peerDataset} has not been failed over (its role is ${peer?.roleProp ?? (peer ? 'unset' : 'missing')}); run failover there first`,
+        { deviceId: d.id, peer: d.peerDataset },
+      );
     }
     const { common } = await align(ctx.hosts, d, true);
-    if (!common) throw new ZfsAdapterError('NO_COMMON_POINT', `${d.dataset} and ${d.peerDataset} share no snapshot`, { deviceId: d.id });
+    if (!common)
+      throw new ZfsAdapterError('NO_COMMON_POINT', `${d.dataset} and ${d.peerDataset} share no snapshot`, {
+        deviceId: d.id,
+      });
     await local.set(d.dataset, 'readonly', 'on');
     // Whatever this side wrote or snapshotted after the common point is what the other
     // site never got; it goes, so the two sides are one history again.
@@ -254,10 +317,17 @@ async function reverseReplication(ctx: CommandContext): Promise<AdapterResults['
   for (const d of devs) {
     const peer = await readPeerState(ctx.hosts.peer, d.peerDataset);
     if (!peer || peer.roleProp !== 'target') {
-      throw new ZfsAdapterError('PEER_CONFLICT', `the peer ${d.peerDataset} is not ready to receive (its role is ${peer?.roleProp ?? (peer ? 'unset' : 'missing')}); run prepareReverseReplication there first`, { deviceId: d.id, peer: d.peerDataset });
+      throw new ZfsAdapterError(
+        'PEER_CONFLICT',
+        `the peer ${d.peerDataset} is not ready to receive (its role is ${peer?.roleProp ?? (peer ? 'unset' : 'missing')}); run prepareReverseReplication there first`,
+        { deviceId: d.id, peer: d.peerDataset },
+      );
     }
     const { common } = await align(ctx.hosts, d, true);
-    if (!common) throw new ZfsAdapterError('NO_COMMON_POINT', `${d.dataset} and ${d.peerDataset} share no snapshot`, { deviceId: d.id });
+    if (!common)
+      throw new ZfsAdapterError('NO_COMMON_POINT', `${d.dataset} and ${d.peerDataset} share no snapshot`, {
+        deviceId: d.id,
+      });
     if (d.roleProp !== 'source') await ctx.hosts.local.set(d.dataset, ROLE_PROP, 'source');
     out.push({ id: d.id, peer: d.peer, commonPoint: common.name });
   }
@@ -272,10 +342,21 @@ async function restoreReplication(ctx: CommandContext): Promise<AdapterResults['
     const peer = await readPeerState(ctx.hosts.peer, d.peerDataset);
     if (peer) {
       const { common } = await align(ctx.hosts, d, true);
-      if (peer.roleProp === 'source' || peer.roleProp === 'failedOver' || (peer.peerProp !== undefined && peer.peerProp !== `${d.pool}/${d.id}`)) {
-        throw new ZfsAdapterError('PEER_CONFLICT', `the peer ${d.peerDataset} is ${peer.roleProp ?? 'not'} this device's target (role ${peer.roleProp ?? 'unset'}, peer ${peer.peerProp ?? 'unset'}); refusing to roll it back`, { deviceId: d.id, peer: d.peerDataset });
+      if (
+        peer.roleProp === 'source' ||
+        peer.roleProp === 'failedOver' ||
+        (peer.peerProp !== undefined && peer.peerProp !== `${d.pool}/${d.id}`)
+      ) {
+        throw new ZfsAdapterError(
+          'PEER_CONFLICT',
+          `the peer ${d.peerDataset} is ${peer.roleProp ?? 'not'} this device's target (role ${peer.roleProp ?? 'unset'}, peer ${peer.peerProp ?? 'unset'}); refusing to roll it back`,
+          { deviceId: d.id, peer: d.peerDataset },
+        );
       }
-      if (!common) throw new ZfsAdapterError('NO_COMMON_POINT', `${d.dataset} and ${d.peerDataset} share no snapshot`, { deviceId: d.id });
+      if (!common)
+        throw new ZfsAdapterError('NO_COMMON_POINT', `${d.dataset} and ${d.peerDataset} share no snapshot`, {
+          deviceId: d.id,
+        });
       // A target written to (made writable by hand) or holding snapshots of its own goes
       // back to the point both hold; then it is made a proper target again.
       await ctx.hosts.peer.runWaitingIfBusy('zfs', ['rollback', '-r', `${d.peerDataset}@${common.name}`]);

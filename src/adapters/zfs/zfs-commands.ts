@@ -51,7 +51,8 @@ export class ZfsHost {
   async run(tool: Tool, args: readonly string[]): Promise<string> {
     const [file, rest] = this.argv(tool, args);
     try {
-      return (await runProcess(file, rest, { timeoutMs: COMMAND_TIMEOUT_MS, env: { ...process.env, LC_ALL: 'C' } })).stdout;
+      return (await runProcess(file, rest, { timeoutMs: COMMAND_TIMEOUT_MS, env: { ...process.env, LC_ALL: 'C' } }))
+        .stdout;
     } catch (e) {
       throw this.commandError(e, tool, args);
     }
@@ -73,14 +74,16 @@ export class ZfsHost {
   /** Maps a failed run to a declared code; `stderr` stays in details for the operator. */
   commandError(e: unknown, tool: Tool, args: readonly string[]): ZfsAdapterError {
     const command = `${tool} ${args.join(' ')}`;
-    if (!isMamoriError(e)) return new ZfsAdapterError('ZFS_COMMAND_FAILED', `${command} failed: ${String(e)}`, { command, host: this.side });
+    if (!isMamoriError(e))
+      return new ZfsAdapterError('ZFS_COMMAND_FAILED', `${command} failed: ${String(e)}`, { command, host: this.side });
     const stderr = typeof e.details?.['stderr'] === 'string' ? (e.details['stderr'] as string) : '';
     const exitCode = e.details?.['exitCode'];
     const text = stderr.trim().split('\n').filter(Boolean).slice(-3).join(' ') || e.message;
     const details = { command, host: this.side, stderr: stderr.slice(-4000) };
     const unreachable = this.side === 'peer' ? 'PEER_UNREACHABLE' : 'CONNECTION_FAILED';
     // Could not start the program at all: zfs is not installed, or peerCommand's program is missing.
-    if (e.code === 'PROCESS_FAILED' && exitCode === undefined) return new ZfsAdapterError(unreachable, `cannot run ${command} on the ${this.side} host: ${e.message}`, details);
+    if (e.code === 'PROCESS_FAILED' && exitCode === undefined)
+      return new ZfsAdapterError(unreachable, `cannot run ${command} on the ${this.side} host: ${e.message}`, details);
     if (/failed to initialize ZFS library|zfs-fuse daemon is running|\/dev\/zfs/i.test(stderr)) {
       return new ZfsAdapterError(unreachable, `ZFS is not available on the ${this.side} host (${text})`, details);
     }
@@ -89,8 +92,16 @@ export class ZfsHost {
       return new ZfsAdapterError('PEER_UNREACHABLE', `peerCommand could not reach the peer host: ${text}`, details);
     }
     if (/\bbusy\b/i.test(stderr)) return new ZfsAdapterError('DATASET_BUSY', `${command}: ${text}`, details);
-    if (e.code === 'PROCESS_TIMEOUT') return new ZfsAdapterError('ZFS_COMMAND_FAILED', `${command} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s`, details);
-    return new ZfsAdapterError('ZFS_COMMAND_FAILED', `${command} failed: ${text}`, { ...details, missing: isMissingText(stderr) });
+    if (e.code === 'PROCESS_TIMEOUT')
+      return new ZfsAdapterError(
+        'ZFS_COMMAND_FAILED',
+        `${command} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s`,
+        details,
+      );
+    return new ZfsAdapterError('ZFS_COMMAND_FAILED', `${command} failed: ${text}`, {
+      ...details,
+      missing: isMissingText(stderr),
+    });
   }
 
   async poolExists(pool: string): Promise<boolean> {
@@ -107,7 +118,14 @@ export class ZfsHost {
   async getProps(datasets: readonly string[], props: readonly string[]): Promise<Map<string, Map<string, PropValue>>> {
     const out = new Map<string, Map<string, PropValue>>();
     if (datasets.length === 0) return out;
-    const text = await this.run('zfs', ['get', '-Hp', '-o', 'name,property,value,source', props.join(','), ...datasets]);
+    const text = await this.run('zfs', [
+      'get',
+      '-Hp',
+      '-o',
+      'name,property,value,source',
+      props.join(','),
+      ...datasets,
+    ]);
     parseGet(text, out);
     return out;
   }
@@ -125,12 +143,25 @@ export class ZfsHost {
   /** The filesystems directly under a pool's root dataset. */
   async childFilesystems(pool: string): Promise<string[]> {
     const text = await this.run('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem', '-d', '1', pool]);
-    return text.split('\n').map((l) => l.trim()).filter((n) => n.startsWith(`${pool}/`) && !n.slice(pool.length + 1).includes('/'));
+    return text
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((n) => n.startsWith(`${pool}/`) && !n.slice(pool.length + 1).includes('/'));
   }
 
   /** A dataset's snapshots, oldest first (by creation txg, which never goes backwards in a pool). */
   async snapshots(dataset: string): Promise<Snapshot[]> {
-    const text = await this.run('zfs', ['get', '-Hp', '-r', '-d', '1', '-o', 'name,property,value,source', 'guid,createtxg,creation', dataset]);
+    const text = await this.run('zfs', [
+      'get',
+      '-Hp',
+      '-r',
+      '-d',
+      '1',
+      '-o',
+      'name,property,value,source',
+      'guid,createtxg,creation',
+      dataset,
+    ]);
     const props = new Map<string, Map<string, PropValue>>();
     parseGet(text, props);
     const snaps: Snapshot[] = [];

@@ -2,10 +2,16 @@ import { ZfsAdapterError } from './zfs-adapter-error.js';
 
 /** What queryConnectionParameters declares; mamori fills `connection` with these. */
 export const ZFS_CONNECTION_PARAMETERS = [
-  { name: 'pools', description: 'The zpools this site\'s array covers, comma-separated (e.g. "tank" or "tank,fast").', required: true, secret: false },
+  {
+    name: 'pools',
+    description: 'The zpools this site\'s array covers, comma-separated (e.g. "tank" or "tank,fast").',
+    required: true,
+    secret: false,
+  },
   {
     name: 'peerCommand',
-    description: 'A JSON array: the argv prefix that runs a command on the peer site\'s host, e.g. ["ssh","-oBatchMode=yes","root@site-b"]. Empty ([], the default) when the peer pools are on this host.',
+    description:
+      'A JSON array: the argv prefix that runs a command on the peer site\'s host, e.g. ["ssh","-oBatchMode=yes","root@site-b"]. Empty ([], the default) when the peer pools are on this host.',
     required: false,
     secret: false,
   },
@@ -30,11 +36,20 @@ export function isSafeName(name: string): boolean {
 export function parseConnection(connection: Record<string, unknown>): ZfsConnection {
   const poolsText = connection['pools'];
   if (typeof poolsText !== 'string' || poolsText.trim() === '') {
-    throw new ZfsAdapterError('INVALID_REQUEST', 'connection.pools is required: the zpools of this site, comma-separated');
+    throw new ZfsAdapterError(
+      'INVALID_REQUEST',
+      'connection.pools is required: the zpools of this site, comma-separated',
+    );
   }
-  const pools = poolsText.split(',').map((p) => p.trim()).filter(Boolean);
+  const pools = poolsText
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
   for (const p of pools) {
-    if (!isSafeName(p)) throw new ZfsAdapterError('INVALID_REQUEST', `connection.pools: ${JSON.stringify(p)} is not a zpool name`, { pool: p });
+    if (!isSafeName(p))
+      throw new ZfsAdapterError('INVALID_REQUEST', `connection.pools: ${JSON.stringify(p)} is not a zpool name`, {
+        pool: p,
+      });
   }
   return { pools: [...new Set(pools)], peerCommand: parsePeerCommand(connection['peerCommand']) };
 }
@@ -46,11 +61,17 @@ function parsePeerCommand(value: unknown): string[] {
     try {
       parsed = JSON.parse(value);
     } catch {
-      throw new ZfsAdapterError('INVALID_REQUEST', 'connection.peerCommand must be a JSON array of strings, e.g. ["ssh","root@site-b"]');
+      throw new ZfsAdapterError(
+        'INVALID_REQUEST',
+        'connection.peerCommand must be a JSON array of strings, e.g. ["ssh","root@site-b"]',
+      );
     }
   }
   if (!Array.isArray(parsed) || !parsed.every((a) => typeof a === 'string' && a !== '')) {
-    throw new ZfsAdapterError('INVALID_REQUEST', 'connection.peerCommand must be a JSON array of non-empty strings, e.g. ["ssh","root@site-b"]');
+    throw new ZfsAdapterError(
+      'INVALID_REQUEST',
+      'connection.peerCommand must be a JSON array of non-empty strings, e.g. ["ssh","root@site-b"]',
+    );
   }
   return parsed as string[];
 }

@@ -10,7 +10,17 @@ export const PEER_PROP = 'mamori:peer';
 export const TEST_OF_PROP = 'mamori:test-of';
 export const TEST_SUFFIX = '-mamori-test';
 
-const DEVICE_PROPS = ['used', 'available', 'referenced', 'mounted', 'mountpoint', 'origin', ROLE_PROP, PEER_PROP, TEST_OF_PROP];
+const DEVICE_PROPS = [
+  'used',
+  'available',
+  'referenced',
+  'mounted',
+  'mountpoint',
+  'origin',
+  ROLE_PROP,
+  PEER_PROP,
+  TEST_OF_PROP,
+];
 
 export type Role = AdapterDevice['role'];
 
@@ -76,7 +86,11 @@ function toDevice(pool: string, dataset: string, p: Map<string, PropValue> | und
 /** The pool behind an arrayId of this connection: ARRAY_NOT_FOUND when the connection does not list it. */
 export async function assertArray(host: ZfsHost, conn: ZfsConnection, arrayId: string): Promise<void> {
   if (!conn.pools.includes(arrayId)) {
-    throw new ZfsAdapterError('ARRAY_NOT_FOUND', `array ${JSON.stringify(arrayId)} is not one of this connection's pools (${conn.pools.join(', ')})`, { arrayId });
+    throw new ZfsAdapterError(
+      'ARRAY_NOT_FOUND',
+      `array ${JSON.stringify(arrayId)} is not one of this connection's pools (${conn.pools.join(', ')})`,
+      { arrayId },
+    );
   }
   if (!(await host.poolExists(arrayId))) {
     throw new ZfsAdapterError('POOL_NOT_FOUND', `zpool ${arrayId} is not imported on this host`, { pool: arrayId });
@@ -87,7 +101,9 @@ export async function assertArray(host: ZfsHost, conn: ZfsConnection, arrayId: s
 export async function readDevices(host: ZfsHost, pool: string): Promise<ZfsDevice[]> {
   const names = await host.childFilesystems(pool);
   const props = await host.getProps(names, DEVICE_PROPS);
-  return names.filter((n) => userProp(props.get(n), TEST_OF_PROP) === undefined).map((n) => toDevice(pool, n, props.get(n)));
+  return names
+    .filter((n) => userProp(props.get(n), TEST_OF_PROP) === undefined)
+    .map((n) => toDevice(pool, n, props.get(n)));
 }
 
 /** The devices asked for, in the order asked: DEVICE_NOT_FOUND before any work when one is not there. */
@@ -95,7 +111,12 @@ export async function resolveDevices(host: ZfsHost, pool: string, deviceIds: rea
   const all = new Map((await readDevices(host, pool)).map((d) => [d.id, d]));
   return deviceIds.map((id) => {
     const d = all.get(id);
-    if (!d) throw new ZfsAdapterError('DEVICE_NOT_FOUND', `pool ${pool} has no filesystem ${JSON.stringify(id)} directly under it`, { arrayId: pool, deviceId: id });
+    if (!d)
+      throw new ZfsAdapterError(
+        'DEVICE_NOT_FOUND',
+        `pool ${pool} has no filesystem ${JSON.stringify(id)} directly under it`,
+        { arrayId: pool, deviceId: id },
+      );
     return d;
   });
 }
@@ -114,7 +135,12 @@ export async function readPeerState(peerHost: ZfsHost, dataset: string): Promise
   const p = await peerHost.getPropsIfExists(dataset, [ROLE_PROP, PEER_PROP, 'mounted', 'readonly', 'canmount']);
   if (!p) {
     const pool = dataset.split('/')[0]!;
-    if (!(await peerHost.poolExists(pool))) throw new ZfsAdapterError('POOL_NOT_FOUND', `the peer pool ${pool} (from mamori:peer) is not imported on the peer host`, { pool, side: 'peer' });
+    if (!(await peerHost.poolExists(pool)))
+      throw new ZfsAdapterError(
+        'POOL_NOT_FOUND',
+        `the peer pool ${pool} (from mamori:peer) is not imported on the peer host`,
+        { pool, side: 'peer' },
+      );
     return null;
   }
   return {
@@ -142,16 +168,28 @@ export async function testCopyOrigins(host: ZfsHost, pool: string): Promise<Map<
 
 export function requireReplicated(d: ZfsDevice): asserts d is ZfsDevice & { peer: PeerRef; peerDataset: string } {
   if (!d.peer || !d.peerDataset) {
-    throw new ZfsAdapterError('NOT_REPLICATED', `${d.dataset} is not replicated: set its peer with \`zfs set ${PEER_PROP}=POOL/DATASET ${d.dataset}\``, { deviceId: d.id });
+    throw new ZfsAdapterError(
+      'NOT_REPLICATED',
+      `${d.dataset} is not replicated: set its peer with \`zfs set ${PEER_PROP}=POOL/DATASET ${d.dataset}\``,
+      { deviceId: d.id },
+    );
   }
   // Its name goes to the peer host (as mamori:peer there), through peerCommand's shell.
   if (!isSafeName(d.id)) {
-    throw new ZfsAdapterError('NOT_REPLICATED', `${d.dataset} cannot be replicated: its name must be letters, digits, '_', '.', ':' or '-'`, { deviceId: d.id });
+    throw new ZfsAdapterError(
+      'NOT_REPLICATED',
+      `${d.dataset} cannot be replicated: its name must be letters, digits, '_', '.', ':' or '-'`,
+      { deviceId: d.id },
+    );
   }
 }
 
 export function requireRole(d: ZfsDevice, command: string, roles: readonly Role[]): void {
   if (!roles.includes(d.role)) {
-    throw new ZfsAdapterError('WRONG_ROLE', `${command} needs a device whose role is ${roles.join(' or ')}; ${d.dataset} is ${d.role}`, { deviceId: d.id, role: d.role });
+    throw new ZfsAdapterError(
+      'WRONG_ROLE',
+      `${command} needs a device whose role is ${roles.join(' or ')}; ${d.dataset} is ${d.role}`,
+      { deviceId: d.id, role: d.role },
+    );
   }
 }

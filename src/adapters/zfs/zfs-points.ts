@@ -23,7 +23,10 @@ export function nextPointName(now: Date, ...sides: readonly Snapshot[][]): strin
       if (m) seq = Math.max(seq, Number(m[2]));
     }
   }
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   return `mamori-${stamp}-${seq + 1}`;
 }
 

@@ -25,7 +25,8 @@ export function parsePoolProps(text: string, pool: string): { version: number | 
     const [name, property, value] = line.trim().split(/\s+/);
     if (name !== pool || property === undefined || value === undefined) continue;
     if (property === 'version' && /^\d+$/.test(value)) version = Number(value);
-    else if (property.startsWith('feature@') && (value === 'enabled' || value === 'active')) features.add(property.slice('feature@'.length));
+    else if (property.startsWith('feature@') && (value === 'enabled' || value === 'active'))
+      features.add(property.slice('feature@'.length));
   }
   return { version, features: [...features].sort() };
 }

@@ -41,7 +41,11 @@ export class CommandProgress {
   bytes(index: number, device: string, sent: number, expected: number): void {
     if (sent - this.#lastBytes < 4 * MiB && Date.now() - this.#lastAt < 1000) return;
     this.#lastBytes = sent;
-    this.step(index, expected > 0 ? sent / expected : 0, `${device}: sent ${mib(sent)}${expected > 0 ? ` of about ${mib(expected)}` : ''}`);
+    this.step(
+      index,
+      expected > 0 ? sent / expected : 0,
+      `${device}: sent ${mib(sent)}${expected > 0 ? ` of about ${mib(expected)}` : ''}`,
+    );
   }
 
   resetBytes(): void {

@@ -41,13 +41,25 @@ export async function align(hosts: Hosts, dev: Replicated, peerExists: boolean):
 export function assertOwnTarget(dev: Replicated, peer: PeerState, common: Snapshot | null): void {
   const backRef = `${dev.pool}/${dev.id}`;
   if (peer.roleProp === 'source' || peer.roleProp === 'failedOver') {
-    throw new ZfsAdapterError('PEER_CONFLICT', `the peer ${peer.dataset} is ${peer.roleProp === 'source' ? 'a source itself' : 'failed over (read-write, in use)'}; refusing to overwrite it`, { deviceId: dev.id, peer: peer.dataset, peerRole: peer.roleProp });
+    throw new ZfsAdapterError(
+      'PEER_CONFLICT',
+      `the peer ${peer.dataset} is ${peer.roleProp === 'source' ? 'a source itself' : 'failed over (read-write, in use)'}; refusing to overwrite it`,
+      { deviceId: dev.id, peer: peer.dataset, peerRole: peer.roleProp },
+    );
   }
   if (peer.peerProp !== undefined && peer.peerProp !== backRef) {
-    throw new ZfsAdapterError('PEER_CONFLICT', `the peer ${peer.dataset} replicates with ${peer.peerProp}, not ${backRef}; refusing to overwrite it`, { deviceId: dev.id, peer: peer.dataset, peerPeer: peer.peerProp });
+    throw new ZfsAdapterError(
+      'PEER_CONFLICT',
+      `the peer ${peer.dataset} replicates with ${peer.peerProp}, not ${backRef}; refusing to overwrite it`,
+      { deviceId: dev.id, peer: peer.dataset, peerPeer: peer.peerProp },
+    );
   }
   if (peer.roleProp === undefined && common === null) {
-    throw new ZfsAdapterError('PEER_CONFLICT', `${peer.dataset} exists on the peer and is not a copy of ${backRef} (no snapshot in common); rename or destroy it for a full copy`, { deviceId: dev.id, peer: peer.dataset });
+    throw new ZfsAdapterError(
+      'PEER_CONFLICT',
+      `${peer.dataset} exists on the peer and is not a copy of ${backRef} (no snapshot in common); rename or destroy it for a full copy`,
+      { deviceId: dev.id, peer: peer.dataset },
+    );
   }
 }
 
@@ -58,7 +70,12 @@ export function assertOwnTarget(dev: Replicated, peer: PeerState, common: Snapsh
  * replica is not for use: failover mounts it, a test copy is a clone. Only what differs
  * is set, so a repeat costs one read.
  */
-export async function ensureTarget(host: ZfsHost, dataset: string, backRef: string, state: PeerState | null): Promise<void> {
+export async function ensureTarget(
+  host: ZfsHost,
+  dataset: string,
+  backRef: string,
+  state: PeerState | null,
+): Promise<void> {
   // The unmount comes first: zfs-fuse reports readonly as a mount's "temporary" value while mounted.
   if (!state || state.mounted) {
     if (!state || state.canmount !== 'noauto') await host.set(dataset, 'canmount', 'noauto');
@@ -76,22 +93,44 @@ export async function ensureTarget(host: ZfsHost, dataset: string, backRef: stri
  * a cut receive leaves the peer at its last point (zfs recv applies a stream whole or not
  * at all; zfs-fuse has no resumable receive), and the rerun sends from there.
  */
-export async function syncDevice(hosts: Hosts, dev: Replicated, progress: CommandProgress, index: number): Promise<{ point: string; bytesSent: number }> {
+export async function syncDevice(
+  hosts: Hosts,
+  dev: Replicated,
+  progress: CommandProgress,
+  index: number,
+): Promise<{ point: string; bytesSent: number }> {
   const peerState = await readPeerState(hosts.peer, dev.peerDataset);
   const a = await align(hosts, dev, peerState !== null);
   if (peerState) {
     assertOwnTarget(dev, peerState, a.common);
-    if (!a.common) throw new ZfsAdapterError('NO_COMMON_POINT', `${dev.dataset} and ${dev.peerDataset} share no snapshot`, { deviceId: dev.id });
+    if (!a.common)
+      throw new ZfsAdapterError('NO_COMMON_POINT', `${dev.dataset} and ${dev.peerDataset} share no snapshot`, {
+        deviceId: dev.id,
+      });
   }
   if (dev.roleProp !== 'source') await hosts.local.set(dev.dataset, ROLE_PROP, 'source');
 
   const point = nextPointName(new Date(), a.local, a.peer);
   await hosts.local.run('zfs', ['snapshot', `${dev.dataset}@${point}`]);
-  const expected = a.common ? 0 : Number((await hosts.local.getProps([`${dev.dataset}@${point}`], ['referenced'])).get(`${dev.dataset}@${point}`)?.get('referenced')?.value ?? 0);
-  const sendArgs = a.common ? ['-i', `${dev.dataset}@${a.common.name}`, `${dev.dataset}@${point}`] : [`${dev.dataset}@${point}`];
-  progress.step(index, 0, `${dev.id}: ${a.common ? `sending changes since ${a.common.name}` : 'first sync: sending the whole dataset'} to ${dev.peerDataset}`);
+  const expected = a.common
+    ? 0
+    : Number(
+        (await hosts.local.getProps([`${dev.dataset}@${point}`], ['referenced']))
+          .get(`${dev.dataset}@${point}`)
+          ?.get('referenced')?.value ?? 0,
+      );
+  const sendArgs = a.common
+    ? ['-i', `${dev.dataset}@${a.common.name}`, `${dev.dataset}@${point}`]
+    : [`${dev.dataset}@${point}`];
+  progress.step(
+    index,
+    0,
+    `${dev.id}: ${a.common ? `sending changes since ${a.common.name}` : 'first sync: sending the whole dataset'} to ${dev.peerDataset}`,
+  );
   progress.resetBytes();
-  const bytesSent = await sendReceive(hosts.local, sendArgs, hosts.peer, ['-F', dev.peerDataset], (sent) => progress.bytes(index, dev.id, sent, expected));
+  const bytesSent = await sendReceive(hosts.local, sendArgs, hosts.peer, ['-F', dev.peerDataset], (sent) =>
+    progress.bytes(index, dev.id, sent, expected),
+  );
   progress.step(index, 0.99, `${dev.id}: ${point} received by ${dev.peerDataset} (${mib(bytesSent)} sent)`);
 
   await ensureTarget(hosts.peer, dev.peerDataset, `${dev.pool}/${dev.id}`, peerState);
@@ -105,12 +144,22 @@ export async function syncDevice(hosts: Hosts, dev: Replicated, progress: Comman
  * extra snapshot costs space, not correctness, and the next sync tries again.
  */
 export async function prune(hosts: Hosts, dev: Replicated, keepName: string): Promise<void> {
-  for (const [host, dataset] of [[hosts.local, dev.dataset], [hosts.peer, dev.peerDataset]] as const) {
+  for (const [host, dataset] of [
+    [hosts.local, dev.dataset],
+    [hosts.peer, dev.peerDataset],
+  ] as const) {
     try {
       const origins = await testCopyOrigins(host, dataset.split('/')[0]!);
-      const protect = new Set([keepName, ...[...origins.values()].filter((o) => o.startsWith(`${dataset}@`)).map((o) => o.slice(dataset.length + 1))]);
+      const protect = new Set([
+        keepName,
+        ...[...origins.values()].filter((o) => o.startsWith(`${dataset}@`)).map((o) => o.slice(dataset.length + 1)),
+      ]);
       for (const s of pointsToPrune(await host.snapshots(dataset), POINTS_KEPT, protect)) {
-        await host.run('zfs', ['destroy', `${dataset}@${s.name}`]).catch((e: unknown) => note(`could not prune ${dataset}@${s.name}: ${e instanceof Error ? e.message : String(e)}`));
+        await host
+          .run('zfs', ['destroy', `${dataset}@${s.name}`])
+          .catch((e: unknown) =>
+            note(`could not prune ${dataset}@${s.name}: ${e instanceof Error ? e.message : String(e)}`),
+          );
       }
     } catch (e) {
       // The sync itself is done; an unpruned side catches up at the next one.

@@ -15,7 +15,11 @@ import type { ConformanceConfig } from '../conformance-suite.js';
  */
 export async function withZfsScratchArrays<T>(body: (cfg: ConformanceConfig) => Promise<T>): Promise<T> {
   await runProcess('zpool', ['list', '-H', '-o', 'name'], { timeoutMs: 30_000 }).catch((e: unknown) => {
-    throw new MamoriError('ADAPTER_FAILED', `ZFS does not answer on this host (${(e as Error).message.split('\n')[0]}): load the zfs module or start zfs-fuse, or give --config with arrays of your own`, { cause: e });
+    throw new MamoriError(
+      'ADAPTER_FAILED',
+      `ZFS does not answer on this host (${(e as Error).message.split('\n')[0]}): load the zfs module or start zfs-fuse, or give --config with arrays of your own`,
+      { cause: e },
+    );
   });
   const dir = await mkdtemp(join(tmpdir(), 'mamori-zfs-scratch-'));
   const tag = randomBytes(3).toString('hex');
@@ -27,7 +31,9 @@ export async function withZfsScratchArrays<T>(body: (cfg: ConformanceConfig) => 
       const image = join(dir, `${side}.img`);
       await writeFile(image, '');
       await truncate(image, 512 * 1024 * 1024);
-      await runProcess('zpool', ['create', '-o', 'cachefile=none', '-m', join(dir, `mnt-${side}`), name, image], { timeoutMs: 120_000 });
+      await runProcess('zpool', ['create', '-o', 'cachefile=none', '-m', join(dir, `mnt-${side}`), name, image], {
+        timeoutMs: 120_000,
+      });
       pools.push(name);
     }
     const [a, b] = pools as [string, string];
@@ -42,7 +48,9 @@ export async function withZfsScratchArrays<T>(body: (cfg: ConformanceConfig) => 
     for (const p of pools) if (!(await destroyWaitingIfBusy(p))) left.push(p);
     if (left.length > 0) {
       // Their files stay: removing them under a live pool would leave it unremovable.
-      process.stderr.write(`could not destroy the scratch pools ${left.join(', ')} (busy); remove them with 'zpool destroy -f NAME', then ${dir}\n`);
+      process.stderr.write(
+        `could not destroy the scratch pools ${left.join(', ')} (busy); remove them with 'zpool destroy -f NAME', then ${dir}\n`,
+      );
     } else {
       if (shared) await runProcess('umount', [dir], { timeoutMs: 30_000 }).catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
@@ -71,7 +79,10 @@ async function makeSharedMount(dir: string): Promise<boolean> {
 async function destroyWaitingIfBusy(pool: string): Promise<boolean> {
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const ok = await runProcess('zpool', ['destroy', '-f', pool], { timeoutMs: 60_000 }).then(() => true, () => false);
+    const ok = await runProcess('zpool', ['destroy', '-f', pool], { timeoutMs: 60_000 }).then(
+      () => true,
+      () => false,
+    );
     if (ok) return true;
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 500));

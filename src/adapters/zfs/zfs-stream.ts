@@ -29,7 +29,10 @@ function failed(x: Exit): boolean {
 
 function why(x: Exit): string {
   if (x.spawnError) return x.spawnError.message;
-  return x.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' ') || (x.signal ? `killed by ${x.signal}` : `exit ${x.code}`);
+  return (
+    x.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' ') ||
+    (x.signal ? `killed by ${x.signal}` : `exit ${x.code}`)
+  );
 }
 
 /**
@@ -43,7 +46,13 @@ function why(x: Exit): string {
  * client hands it. Killing only the client does not stop a receive whose writer goes on,
  * which is why a failed recv here also stops the send.)
  */
-export async function sendReceive(from: ZfsHost, sendArgs: readonly string[], to: ZfsHost, recvArgs: readonly string[], onBytes: (sent: number) => void): Promise<number> {
+export async function sendReceive(
+  from: ZfsHost,
+  sendArgs: readonly string[],
+  to: ZfsHost,
+  recvArgs: readonly string[],
+  onBytes: (sent: number) => void,
+): Promise<number> {
   const [sendFile, sendRest] = from.argv('zfs', ['send', ...sendArgs]);
   const [recvFile, recvRest] = to.argv('zfs', ['recv', ...recvArgs]);
   const env = { ...process.env, LC_ALL: 'C' };
@@ -69,14 +78,40 @@ export async function sendReceive(from: ZfsHost, sendArgs: readonly string[], to
   const [s, r] = await Promise.all([sendExit, recvExit]);
   if (!failed(s) && !failed(r)) return sent;
 
-  const details = { sendCommand: [sendFile, ...sendRest].join(' '), recvCommand: [recvFile, ...recvRest].join(' '), bytesSent: sent, sendError: failed(s) ? why(s) : null, recvError: failed(r) ? why(r) : null };
-  for (const [x, host] of [[s, from], [r, to]] as const) {
+  const details = {
+    sendCommand: [sendFile, ...sendRest].join(' '),
+    recvCommand: [recvFile, ...recvRest].join(' '),
+    bytesSent: sent,
+    sendError: failed(s) ? why(s) : null,
+    recvError: failed(r) ? why(r) : null,
+  };
+  for (const [x, host] of [
+    [s, from],
+    [r, to],
+  ] as const) {
     if (host.side !== 'peer') continue;
-    if (x.spawnError || /failed to initialize ZFS library|zfs-fuse daemon is running/i.test(x.stderr) || (x.code === 255 && host.argv('zfs', [])[0] !== 'zfs')) {
-      throw new ZfsAdapterError('PEER_UNREACHABLE', `the peer host could not ${host === to ? 'receive' : 'send'} the stream: ${why(x)}`, details);
+    if (
+      x.spawnError ||
+      /failed to initialize ZFS library|zfs-fuse daemon is running/i.test(x.stderr) ||
+      (x.code === 255 && host.argv('zfs', [])[0] !== 'zfs')
+    ) {
+      throw new ZfsAdapterError(
+        'PEER_UNREACHABLE',
+        `the peer host could not ${host === to ? 'receive' : 'send'} the stream: ${why(x)}`,
+        details,
+      );
     }
   }
   // The side that failed first is the cause; the other only saw the broken pipe.
-  const cause = failed(r) && !/broken pipe|invalid backup stream|failed to read from stream/i.test(r.stderr) ? `zfs recv: ${why(r)}` : failed(s) ? `zfs send: ${why(s)}` : `zfs recv: ${why(r)}`;
-  throw new ZfsAdapterError('STREAM_FAILED', `the replication stream failed after ${sent} bytes (${cause}); the target keeps its last complete snapshot`, details);
+  const cause =
+    failed(r) && !/broken pipe|invalid backup stream|failed to read from stream/i.test(r.stderr)
+      ? `zfs recv: ${why(r)}`
+      : failed(s)
+        ? `zfs send: ${why(s)}`
+        : `zfs recv: ${why(r)}`;
+  throw new ZfsAdapterError(
+    'STREAM_FAILED',
+    `the replication stream failed after ${sent} bytes (${cause}); the target keeps its last complete snapshot`,
+    details,
+  );
 }

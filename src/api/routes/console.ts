@@ -24,7 +24,8 @@ export function consoleRoutes(opts: { dir?: string } = {}): FastifyPluginAsync {
     await app.register(fastifyStatic, { root: dir, serve: false });
     const hide = { schema: { hide: true } };
     const page = async (reply: FastifyReply, file: string): Promise<FastifyReply> => {
-      if (!(await isFile(join(dir, 'index.html')))) return reply.status(503).type('text/plain; charset=utf-8').send(MISSING);
+      if (!(await isFile(join(dir, 'index.html'))))
+        return reply.status(503).type('text/plain; charset=utf-8').send(MISSING);
       // The hashed assets never change; index.html names the current ones, so it is never cached.
       if (file === 'index.html') return reply.header('cache-control', 'no-cache').sendFile(file);
       return reply.header('cache-control', 'public, max-age=31536000, immutable').sendFile(file);

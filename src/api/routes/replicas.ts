@@ -6,19 +6,47 @@ import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import { assertSourceDone } from '../../replication/replica-source-check.js';
 
-const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[A-Za-z0-9-]{1,64}$' } } } as const;
-const storageSchema = {
-  type: 'object', required: ['points', 'chainLength', 'bytes', 'seedBytes'],
-  properties: { points: { type: 'integer' }, chainLength: { type: 'integer' }, bytes: { type: 'integer' }, seedBytes: { type: 'integer' } },
+const idParam = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', pattern: '^[A-Za-z0-9-]{1,64}$' } },
 } as const;
-const pointSchema = { type: 'object', properties: { id: { type: 'string' }, time: { type: 'string' }, consistency: { type: 'string' }, committedAt: { type: 'string' }, storage: storageSchema } } as const;
+const storageSchema = {
+  type: 'object',
+  required: ['points', 'chainLength', 'bytes', 'seedBytes'],
+  properties: {
+    points: { type: 'integer' },
+    chainLength: { type: 'integer' },
+    bytes: { type: 'integer' },
+    seedBytes: { type: 'integer' },
+  },
+} as const;
+const pointSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    time: { type: 'string' },
+    consistency: { type: 'string' },
+    committedAt: { type: 'string' },
+    storage: storageSchema,
+  },
+} as const;
 const replicaSchema = {
   type: 'object',
   properties: {
-    id: { type: 'string' }, sourceSite: { type: 'string' }, sourceVmId: { type: 'string' }, vmName: { type: 'string' }, keepPoints: { type: 'integer' },
-    disks: { type: 'array', items: { type: 'object', properties: { index: { type: 'integer' }, sizeBytes: { type: 'integer' } } } },
+    id: { type: 'string' },
+    sourceSite: { type: 'string' },
+    sourceVmId: { type: 'string' },
+    vmName: { type: 'string' },
+    keepPoints: { type: 'integer' },
+    disks: {
+      type: 'array',
+      items: { type: 'object', properties: { index: { type: 'integer' }, sizeBytes: { type: 'integer' } } },
+    },
     points: { type: 'array', items: pointSchema },
-    failoverGeneration: { type: 'integer' }, promotedAt: { type: ['string', 'null'] }, lastContactAt: { type: ['string', 'null'] },
+    failoverGeneration: { type: 'integer' },
+    promotedAt: { type: ['string', 'null'] },
+    lastContactAt: { type: ['string', 'null'] },
   },
 } as const;
 const summarySchema = {
@@ -27,7 +55,16 @@ const summarySchema = {
     ...replicaSchema.properties,
     state: { type: 'string', enum: ['receiving', 'promoted', 'retired'] },
     storage: storageSchema,
-    usedBy: { type: 'object', properties: { vms: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, state: { type: 'string' } } } }, replicas: { type: 'array', items: { type: 'string' } } } },
+    usedBy: {
+      type: 'object',
+      properties: {
+        vms: {
+          type: 'array',
+          items: { type: 'object', properties: { name: { type: 'string' }, state: { type: 'string' } } },
+        },
+        replicas: { type: 'array', items: { type: 'string' } },
+      },
+    },
   },
 } as const;
 
@@ -40,103 +77,286 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   const owned = async (req: Parameters<typeof callerOf>[0], id: string) => {
     const r = await replicas.get(id);
-    if (r.sourceSite !== peerName(req)) throw new MamoriError('NOT_FOUND', `no replica ${id} for site ${peerName(req)}`);
+    if (r.sourceSite !== peerName(req))
+      throw new MamoriError('NOT_FOUND', `no replica ${id} for site ${peerName(req)}`);
     return r;
   };
   return async (app) => {
     // The operator's view at the recovery site: every replica it holds, for any peer.
-    app.get('/site-replicas', { schema: { summary: 'Replicas this site holds for its peers, with their state and storage', response: { 200: { type: 'array', items: summarySchema }, ...errorResponses } } },
-      async () => Promise.all((await replicas.list()).map((r) => replicas.summary(r.id))));
-    app.get<{ Params: { id: string } }>('/site-replicas/:id', { schema: { summary: 'A replica this site holds: points, storage and what uses it', params: idParam, response: { 200: summarySchema, ...errorResponses } } },
-      async (req) => replicas.summary(req.params.id));
-    app.delete<{ Params: { id: string }; Querystring: { force?: 'true' | 'false' } }>('/site-replicas/:id', {
-      schema: {
-        summary: 'Delete a replica, its files and rows: refused while a VM made from it exists, another replica reads it as a seed, or its source still replicates into it',
-        params: idParam,
-        querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'string', enum: ['true', 'false'], description: 'delete although the source site cannot be asked (gone for good); never overrides a VM or a source that answers' } } },
-        response: { 204: { type: 'null' }, ...errorResponses },
+    app.get(
+      '/site-replicas',
+      {
+        schema: {
+          summary: 'Replicas this site holds for its peers, with their state and storage',
+          response: { 200: { type: 'array', items: summarySchema }, ...errorResponses },
+        },
       },
-    }, async (req, reply) => {
-      await replicas.delete(req.params.id, (r) => assertSourceDone(peers, r, req.query.force === 'true'));
-      return reply.status(204).send();
-    });
-    app.post<{ Body: { sourceVmId: string; vmName: string; keepPoints: number; disks: { index: number; sizeBytes: number }[] } }>('/replicas', {
-      schema: {
-        summary: 'Create (or find) the replica of a VM of the calling site',
-        body: {
-          type: 'object', required: ['sourceVmId', 'vmName', 'keepPoints', 'disks'], additionalProperties: false,
-          properties: {
-            sourceVmId: { type: 'string' }, vmName: { type: 'string' }, keepPoints: { type: 'integer', minimum: 1, maximum: 1000 },
-            disks: { type: 'array', minItems: 1, items: { type: 'object', required: ['index', 'sizeBytes'], properties: { index: { type: 'integer', minimum: 0 }, sizeBytes: { type: 'integer', minimum: 1 } } } },
+      async () => Promise.all((await replicas.list()).map((r) => replicas.summary(r.id))),
+    );
+    app.get<{ Params: { id: string } }>(
+      '/site-replicas/:id',
+      {
+        schema: {
+          summary: 'A replica this site holds: points, storage and what uses it',
+          params: idParam,
+          response: { 200: summarySchema, ...errorResponses },
+        },
+      },
+      async (req) => replicas.summary(req.params.id),
+    );
+    app.delete<{ Params: { id: string }; Querystring: { force?: 'true' | 'false' } }>(
+      '/site-replicas/:id',
+      {
+        schema: {
+          summary:
+            'Delete a replica, its files and rows: refused while a VM made from it exists, another replica reads it as a seed, or its source still replicates into it',
+          params: idParam,
+          querystring: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              force: {
+                type: 'string',
+                enum: ['true', 'false'],
+                description:
+                  'delete although the source site cannot be asked (gone for good); never overrides a VM or a source that answers',
+              },
+            },
+          },
+          response: { 204: { type: 'null' }, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        await replicas.delete(req.params.id, (r) => assertSourceDone(peers, r, req.query.force === 'true'));
+        return reply.status(204).send();
+      },
+    );
+    app.post<{
+      Body: { sourceVmId: string; vmName: string; keepPoints: number; disks: { index: number; sizeBytes: number }[] };
+    }>(
+      '/replicas',
+      {
+        schema: {
+          summary: 'Create (or find) the replica of a VM of the calling site',
+          body: {
+            type: 'object',
+            required: ['sourceVmId', 'vmName', 'keepPoints', 'disks'],
+            additionalProperties: false,
+            properties: {
+              sourceVmId: { type: 'string' },
+              vmName: { type: 'string' },
+              keepPoints: { type: 'integer', minimum: 1, maximum: 1000 },
+              disks: {
+                type: 'array',
+                minItems: 1,
+                items: {
+                  type: 'object',
+                  required: ['index', 'sizeBytes'],
+                  properties: { index: { type: 'integer', minimum: 0 }, sizeBytes: { type: 'integer', minimum: 1 } },
+                },
+              },
+            },
+          },
+          response: { 200: replicaSchema, ...errorResponses },
+        },
+      },
+      async (req) => replicas.create({ ...req.body, sourceSite: peerName(req) }),
+    );
+    app.delete<{ Params: { id: string } }>(
+      '/replicas/:id',
+      {
+        schema: {
+          summary:
+            'The source disabled its replication and asks this site to delete the replica (refused while a VM here uses it)',
+          params: idParam,
+          response: { 204: { type: 'null' }, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        await owned(req, req.params.id);
+        // The caller is the source: its word that it no longer replicates into it is the check.
+        await replicas.delete(req.params.id, async () => undefined);
+        return reply.status(204).send();
+      },
+    );
+    app.get<{ Params: { id: string } }>(
+      '/replicas/:id',
+      {
+        schema: {
+          summary: 'A replica and its recovery points',
+          params: idParam,
+          response: { 200: replicaSchema, ...errorResponses },
+        },
+      },
+      async (req) => owned(req, req.params.id),
+    );
+    app.post<{ Params: { id: string } }>(
+      '/replicas/:id/cycles',
+      {
+        schema: {
+          summary: 'Open a staging layer and serve it over NBD with TLS',
+          params: idParam,
+          response: {
+            200: {
+              type: 'object',
+              properties: {
+                cycleId: { type: 'string' },
+                host: { type: 'string' },
+                port: { type: 'integer' },
+                exports: { type: 'array', items: { type: 'string' } },
+              },
+            },
+            ...errorResponses,
           },
         },
-        response: { 200: replicaSchema, ...errorResponses },
       },
-    }, async (req) => replicas.create({ ...req.body, sourceSite: peerName(req) }));
-    app.delete<{ Params: { id: string } }>('/replicas/:id', {
-      schema: { summary: 'The source disabled its replication and asks this site to delete the replica (refused while a VM here uses it)', params: idParam, response: { 204: { type: 'null' }, ...errorResponses } },
-    }, async (req, reply) => {
-      await owned(req, req.params.id);
-      // The caller is the source: its word that it no longer replicates into it is the check.
-      await replicas.delete(req.params.id, async () => undefined);
-      return reply.status(204).send();
-    });
-    app.get<{ Params: { id: string } }>('/replicas/:id', { schema: { summary: 'A replica and its recovery points', params: idParam, response: { 200: replicaSchema, ...errorResponses } } }, async (req) => owned(req, req.params.id));
-    app.post<{ Params: { id: string } }>('/replicas/:id/cycles', {
-      schema: { summary: 'Open a staging layer and serve it over NBD with TLS', params: idParam, response: { 200: { type: 'object', properties: { cycleId: { type: 'string' }, host: { type: 'string' }, port: { type: 'integer' }, exports: { type: 'array', items: { type: 'string' } } } }, ...errorResponses } },
-    }, async (req) => {
-      await owned(req, req.params.id);
-      const rec = await peers.record(peerName(req));
-      return replicas.beginCycle(req.params.id, { name: rec.name, caPem: rec.caCertPem });
-    });
-    app.post<{ Params: { id: string; cycleId: string }; Body: { time: string; consistency: 'crash' | 'application' } }>('/replicas/:id/cycles/:cycleId/commit', {
-      schema: {
-        summary: 'Make the staging layer a recovery point',
-        params: { type: 'object', required: ['id', 'cycleId'], properties: { id: { type: 'string' }, cycleId: { type: 'string' } } },
-        body: { type: 'object', required: ['time', 'consistency'], additionalProperties: false, properties: { time: { type: 'string', format: 'date-time' }, consistency: { type: 'string', enum: ['crash', 'application'] } } },
-        response: { 200: pointSchema, ...errorResponses },
+      async (req) => {
+        await owned(req, req.params.id);
+        const rec = await peers.record(peerName(req));
+        return replicas.beginCycle(req.params.id, { name: rec.name, caPem: rec.caCertPem });
       },
-    }, async (req) => {
-      await owned(req, req.params.id);
-      return replicas.commitCycle(req.params.id, req.params.cycleId, req.body);
-    });
-    app.post<{ Params: { id: string; cycleId: string }; Body: { disk: number; offset: number; length: number; chunkSize: number } }>('/replicas/:id/cycles/:cycleId/checksums', {
-      schema: {
-        summary: 'SHA-256 digests of a span of a disk\'s newest point, in chunks (a resync after a lost bitmap)',
-        params: { type: 'object', required: ['id', 'cycleId'], properties: { id: { type: 'string' }, cycleId: { type: 'string' } } },
-        body: {
-          type: 'object', required: ['disk', 'offset', 'length', 'chunkSize'], additionalProperties: false,
-          properties: { disk: { type: 'integer', minimum: 0 }, offset: { type: 'integer', minimum: 0 }, length: { type: 'integer', minimum: 1 }, chunkSize: { type: 'integer', minimum: 65536, maximum: 4194304 } },
+    );
+    app.post<{ Params: { id: string; cycleId: string }; Body: { time: string; consistency: 'crash' | 'application' } }>(
+      '/replicas/:id/cycles/:cycleId/commit',
+      {
+        schema: {
+          summary: 'Make the staging layer a recovery point',
+          params: {
+            type: 'object',
+            required: ['id', 'cycleId'],
+            properties: { id: { type: 'string' }, cycleId: { type: 'string' } },
+          },
+          body: {
+            type: 'object',
+            required: ['time', 'consistency'],
+            additionalProperties: false,
+            properties: {
+              time: { type: 'string', format: 'date-time' },
+              consistency: { type: 'string', enum: ['crash', 'application'] },
+            },
+          },
+          response: { 200: pointSchema, ...errorResponses },
         },
-        response: { 200: { type: 'object', required: ['digests'], properties: { digests: { type: 'string', description: 'base64 of the 32-byte digests, in chunk order' } } }, ...errorResponses },
       },
-    }, async (req) => {
-      await owned(req, req.params.id);
-      return { digests: (await replicas.checksums(req.params.id, req.params.cycleId, req.body)).toString('base64') };
-    });
-    const range = { type: 'object', required: ['offset', 'length'], properties: { offset: { type: 'integer' }, length: { type: 'integer' } } } as const;
-    app.get<{ Params: { id: string } }>('/replicas/:id/seed-delta', {
-      schema: {
-        summary: "Reprotect: per disk, the blocks the seed (this site's old disks) wrote after its last point, or known: false when its bitmap was lost",
-        params: idParam,
-        response: { 200: { type: 'object', required: ['delta'], properties: { delta: { type: ['object', 'null'], properties: { disks: { type: 'array', items: {
-          type: 'object', required: ['known'], properties: { known: { type: 'boolean' }, since: { type: 'string' }, reason: { type: 'string' }, extents: { type: 'array', items: range } },
-        } } } } } }, ...errorResponses },
+      async (req) => {
+        await owned(req, req.params.id);
+        return replicas.commitCycle(req.params.id, req.params.cycleId, req.body);
       },
-    }, async (req) => {
-      await owned(req, req.params.id);
-      return { delta: await replicas.seedDelta(req.params.id) };
-    });
-    app.post<{ Params: { id: string } }>('/replicas/:id/cycles/abort', { schema: { summary: 'Discard the open staging layer', params: idParam, response: { 200: { type: 'object', properties: { aborted: { type: 'boolean' } } }, ...errorResponses } } }, async (req) => {
-      await owned(req, req.params.id);
-      await replicas.abortCycle(req.params.id);
-      return { aborted: true };
-    });
-    app.post<{ Params: { id: string }; Body: { pointId?: string } }>('/replicas/:id/verify', {
-      schema: { summary: 'Verify the write log of a point', params: idParam, body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } }, response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses } },
-    }, async (req) => {
-      await owned(req, req.params.id);
-      return replicas.verify(req.params.id, req.body?.pointId);
-    });
+    );
+    app.post<{
+      Params: { id: string; cycleId: string };
+      Body: { disk: number; offset: number; length: number; chunkSize: number };
+    }>(
+      '/replicas/:id/cycles/:cycleId/checksums',
+      {
+        schema: {
+          summary: "SHA-256 digests of a span of a disk's newest point, in chunks (a resync after a lost bitmap)",
+          params: {
+            type: 'object',
+            required: ['id', 'cycleId'],
+            properties: { id: { type: 'string' }, cycleId: { type: 'string' } },
+          },
+          body: {
+            type: 'object',
+            required: ['disk', 'offset', 'length', 'chunkSize'],
+            additionalProperties: false,
+            properties: {
+              disk: { type: 'integer', minimum: 0 },
+              offset: { type: 'integer', minimum: 0 },
+              length: { type: 'integer', minimum: 1 },
+              chunkSize: { type: 'integer', minimum: 65536, maximum: 4194304 },
+            },
+          },
+          response: {
+            200: {
+              type: 'object',
+              required: ['digests'],
+              properties: { digests: { type: 'string', description: 'base64 of the 32-byte digests, in chunk order' } },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        await owned(req, req.params.id);
+        return { digests: (await replicas.checksums(req.params.id, req.params.cycleId, req.body)).toString('base64') };
+      },
+    );
+    const range = {
+      type: 'object',
+      required: ['offset', 'length'],
+      properties: { offset: { type: 'integer' }, length: { type: 'integer' } },
+    } as const;
+    app.get<{ Params: { id: string } }>(
+      '/replicas/:id/seed-delta',
+      {
+        schema: {
+          summary:
+            "Reprotect: per disk, the blocks the seed (this site's old disks) wrote after its last point, or known: false when its bitmap was lost",
+          params: idParam,
+          response: {
+            200: {
+              type: 'object',
+              required: ['delta'],
+              properties: {
+                delta: {
+                  type: ['object', 'null'],
+                  properties: {
+                    disks: {
+                      type: 'array',
+                      items: {
+                        type: 'object',
+                        required: ['known'],
+                        properties: {
+                          known: { type: 'boolean' },
+                          since: { type: 'string' },
+                          reason: { type: 'string' },
+                          extents: { type: 'array', items: range },
+                        },
+                      },
+                    },
+                  },
+                },
+              },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => {
+        await owned(req, req.params.id);
+        return { delta: await replicas.seedDelta(req.params.id) };
+      },
+    );
+    app.post<{ Params: { id: string } }>(
+      '/replicas/:id/cycles/abort',
+      {
+        schema: {
+          summary: 'Discard the open staging layer',
+          params: idParam,
+          response: { 200: { type: 'object', properties: { aborted: { type: 'boolean' } } }, ...errorResponses },
+        },
+      },
+      async (req) => {
+        await owned(req, req.params.id);
+        await replicas.abortCycle(req.params.id);
+        return { aborted: true };
+      },
+    );
+    app.post<{ Params: { id: string }; Body: { pointId?: string } }>(
+      '/replicas/:id/verify',
+      {
+        schema: {
+          summary: 'Verify the write log of a point',
+          params: idParam,
+          body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } },
+          response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
+        },
+      },
+      async (req) => {
+        await owned(req, req.params.id);
+        return replicas.verify(req.params.id, req.body?.pointId);
+      },
+    );
   };
 }

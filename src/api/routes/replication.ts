@@ -6,57 +6,162 @@ const statusSchema = {
   type: 'object',
   required: ['vm', 'to', 'state', 'rpoSeconds'],
   properties: {
-    vm: { type: 'string' }, to: { type: 'string' }, state: { type: 'string' }, rpoSeconds: { type: 'number' }, points: { type: 'integer' },
-    lastPointAt: { type: ['string', 'null'] }, lagSeconds: { type: ['number', 'null'] }, rpoViolated: { type: 'boolean' }, rpoViolatedSince: { type: ['string', 'null'] },
-    nextCycleAt: { type: ['string', 'null'] }, failures: { type: 'integer' }, lastError: { type: ['string', 'null'] },
-    lastCycle: { type: ['object', 'null'], additionalProperties: true }, bandwidthBps: { type: ['integer', 'null'] },
+    vm: { type: 'string' },
+    to: { type: 'string' },
+    state: { type: 'string' },
+    rpoSeconds: { type: 'number' },
+    points: { type: 'integer' },
+    lastPointAt: { type: ['string', 'null'] },
+    lagSeconds: { type: ['number', 'null'] },
+    rpoViolated: { type: 'boolean' },
+    rpoViolatedSince: { type: ['string', 'null'] },
+    nextCycleAt: { type: ['string', 'null'] },
+    failures: { type: 'integer' },
+    lastError: { type: ['string', 'null'] },
+    lastCycle: { type: ['object', 'null'], additionalProperties: true },
+    bandwidthBps: { type: ['integer', 'null'] },
     replica: {
-      type: ['object', 'null'], description: 'storage at the recovery site after the last point: points, the longest chain a read opens, bytes of its own files, bytes of a seed still read through',
+      type: ['object', 'null'],
+      description:
+        'storage at the recovery site after the last point: points, the longest chain a read opens, bytes of its own files, bytes of a seed still read through',
       required: ['points', 'chainLength', 'bytes', 'seedBytes'],
-      properties: { points: { type: 'integer' }, chainLength: { type: 'integer' }, bytes: { type: 'integer' }, seedBytes: { type: 'integer' } },
+      properties: {
+        points: { type: 'integer' },
+        chainLength: { type: 'integer' },
+        bytes: { type: 'integer' },
+        seedBytes: { type: 'integer' },
+      },
     },
-    generation: { type: ['integer', 'null'], description: 'the replication generation: raised by each committed cycle; the source bitmap and the newest point agree on it' },
+    generation: {
+      type: ['integer', 'null'],
+      description:
+        'the replication generation: raised by each committed cycle; the source bitmap and the newest point agree on it',
+    },
   },
 } as const;
 
-const pointSchema = { type: 'object', properties: { id: { type: 'string' }, time: { type: 'string' }, consistency: { type: 'string' }, committedAt: { type: 'string' } } } as const;
+const pointSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    time: { type: 'string' },
+    consistency: { type: 'string' },
+    committedAt: { type: 'string' },
+  },
+} as const;
 
 /** The protected side: replication of this site's VMs to a paired site. */
 export function replicationRoutes(deps: { replication: ReplicationService }): FastifyPluginAsync {
   const r = deps.replication;
   return async (app) => {
-    app.get('/replication', { schema: { summary: 'Replication status of every protected VM', response: { 200: { type: 'array', items: statusSchema }, ...errorResponses } } }, async () => r.statusAll());
-    app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number; bandwidth?: string } }>('/vms/:name/replication', {
-      schema: {
-        summary: 'Enable replication of a VM to a paired site',
-        params: nameParam,
-        body: { type: 'object', required: ['to', 'rpo'], additionalProperties: false, properties: { to: { type: 'string' }, rpo: { type: 'string' }, points: { type: 'integer' }, bandwidth: { type: 'string' } } },
-        response: { 201: statusSchema, ...errorResponses },
+    app.get(
+      '/replication',
+      {
+        schema: {
+          summary: 'Replication status of every protected VM',
+          response: { 200: { type: 'array', items: statusSchema }, ...errorResponses },
+        },
       },
-    }, async (req, reply) => reply.status(201).send(await r.enable(req.params.name, req.body)));
-    app.get<{ Params: { name: string } }>('/vms/:name/replication', { schema: { summary: "A VM's replication status", params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => r.status(req.params.name));
-    app.delete<{ Params: { name: string }; Querystring: { deleteReplica?: 'true' | 'false' } }>('/vms/:name/replication', {
-      schema: {
-        summary: 'Disable replication; the replica stays at the recovery site unless deleteReplica (then a refusal there leaves the replication enabled)',
-        params: nameParam,
-        querystring: { type: 'object', additionalProperties: false, properties: { deleteReplica: { type: 'string', enum: ['true', 'false'] } } },
-        response: { 204: { type: 'null' }, ...errorResponses },
+      async () => r.statusAll(),
+    );
+    app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number; bandwidth?: string } }>(
+      '/vms/:name/replication',
+      {
+        schema: {
+          summary: 'Enable replication of a VM to a paired site',
+          params: nameParam,
+          body: {
+            type: 'object',
+            required: ['to', 'rpo'],
+            additionalProperties: false,
+            properties: {
+              to: { type: 'string' },
+              rpo: { type: 'string' },
+              points: { type: 'integer' },
+              bandwidth: { type: 'string' },
+            },
+          },
+          response: { 201: statusSchema, ...errorResponses },
+        },
       },
-    }, async (req, reply) => {
-      await r.disable(req.params.name, { deleteReplica: req.query.deleteReplica === 'true' });
-      return reply.status(204).send();
-    });
-    for (const [action, fn] of [['pause', (n: string) => r.setPaused(n, true)], ['resume', (n: string) => r.setPaused(n, false)], ['sync', (n: string) => r.syncNow(n)]] as const) {
-      app.post<{ Params: { name: string } }>(`/vms/:name/replication/${action}`, { schema: { summary: `${action} replication`, params: nameParam, response: { 200: statusSchema, ...errorResponses } } }, async (req) => fn(req.params.name));
+      async (req, reply) => reply.status(201).send(await r.enable(req.params.name, req.body)),
+    );
+    app.get<{ Params: { name: string } }>(
+      '/vms/:name/replication',
+      {
+        schema: {
+          summary: "A VM's replication status",
+          params: nameParam,
+          response: { 200: statusSchema, ...errorResponses },
+        },
+      },
+      async (req) => r.status(req.params.name),
+    );
+    app.delete<{ Params: { name: string }; Querystring: { deleteReplica?: 'true' | 'false' } }>(
+      '/vms/:name/replication',
+      {
+        schema: {
+          summary:
+            'Disable replication; the replica stays at the recovery site unless deleteReplica (then a refusal there leaves the replication enabled)',
+          params: nameParam,
+          querystring: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { deleteReplica: { type: 'string', enum: ['true', 'false'] } },
+          },
+          response: { 204: { type: 'null' }, ...errorResponses },
+        },
+      },
+      async (req, reply) => {
+        await r.disable(req.params.name, { deleteReplica: req.query.deleteReplica === 'true' });
+        return reply.status(204).send();
+      },
+    );
+    for (const [action, fn] of [
+      ['pause', (n: string) => r.setPaused(n, true)],
+      ['resume', (n: string) => r.setPaused(n, false)],
+      ['sync', (n: string) => r.syncNow(n)],
+    ] as const) {
+      app.post<{ Params: { name: string } }>(
+        `/vms/:name/replication/${action}`,
+        {
+          schema: {
+            summary: `${action} replication`,
+            params: nameParam,
+            response: { 200: statusSchema, ...errorResponses },
+          },
+        },
+        async (req) => fn(req.params.name),
+      );
     }
-    app.get<{ Params: { name: string } }>('/vms/:name/replication/points', { schema: { summary: 'Recovery points at the recovery site', params: nameParam, response: { 200: { type: 'array', items: pointSchema }, ...errorResponses } } }, async (req) => r.points(req.params.name));
-    app.post<{ Params: { name: string }; Body: { pointId?: string } }>('/vms/:name/replication/verify', {
-      schema: {
-        summary: 'Run the write-log verifier on a recovery point at the recovery site',
-        params: nameParam,
-        body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } },
-        response: { 200: { type: 'object', properties: { point: pointSchema, report: { type: 'object', additionalProperties: true } } }, ...errorResponses },
+    app.get<{ Params: { name: string } }>(
+      '/vms/:name/replication/points',
+      {
+        schema: {
+          summary: 'Recovery points at the recovery site',
+          params: nameParam,
+          response: { 200: { type: 'array', items: pointSchema }, ...errorResponses },
+        },
       },
-    }, async (req) => r.verify(req.params.name, req.body?.pointId));
+      async (req) => r.points(req.params.name),
+    );
+    app.post<{ Params: { name: string }; Body: { pointId?: string } }>(
+      '/vms/:name/replication/verify',
+      {
+        schema: {
+          summary: 'Run the write-log verifier on a recovery point at the recovery site',
+          params: nameParam,
+          body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } },
+          response: {
+            200: {
+              type: 'object',
+              properties: { point: pointSchema, report: { type: 'object', additionalProperties: true } },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => r.verify(req.params.name, req.body?.pointId),
+    );
   };
 }

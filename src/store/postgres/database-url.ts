@@ -22,10 +22,16 @@ export function parseDatabaseUrl(text: string): DatabaseUrl {
     u = new URL(text.trim());
   } catch {
     // Not echoed: what does not parse cannot be masked with certainty (it may be all password).
-    throw new MamoriError('INVALID_INPUT', '--db: not a URL; expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE');
+    throw new MamoriError(
+      'INVALID_INPUT',
+      '--db: not a URL; expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE',
+    );
   }
   if (u.protocol !== 'postgresql:' && u.protocol !== 'postgres:') {
-    throw new MamoriError('INVALID_INPUT', `--db: only PostgreSQL URLs are supported (postgresql://...), not ${u.protocol}//; without --db the site uses SQLite in its data folder`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `--db: only PostgreSQL URLs are supported (postgresql://...), not ${u.protocol}//; without --db the site uses SQLite in its data folder`,
+    );
   }
   let database: string;
   try {
@@ -34,10 +40,16 @@ export function parseDatabaseUrl(text: string): DatabaseUrl {
     throw new MamoriError('INVALID_INPUT', `--db: the database name in ${shown} is not valid percent-encoding`);
   }
   if (database === '' || database.includes('/')) {
-    throw new MamoriError('INVALID_INPUT', `--db: name the database in the URL's path, e.g. postgresql://mamori@db.example/mamori (got ${shown})`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `--db: name the database in the URL's path, e.g. postgresql://mamori@db.example/mamori (got ${shown})`,
+    );
   }
   if (u.hostname === '' && !u.searchParams.has('host')) {
-    throw new MamoriError('INVALID_INPUT', `--db: name the server: a host (postgresql://USER@HOST/DB) or a socket folder (?host=/run/postgresql); got ${shown}`);
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `--db: name the server: a host (postgresql://USER@HOST/DB) or a socket folder (?host=/run/postgresql); got ${shown}`,
+    );
   }
   return { url: text.trim(), shown, database };
 }

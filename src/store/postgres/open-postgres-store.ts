@@ -23,7 +23,8 @@ const TYPES: pg.CustomTypesConfig = {
 
 function parseNumber(text: string): number {
   const n = Number(text);
-  if (!Number.isFinite(n) || (Number.isInteger(n) && !Number.isSafeInteger(n))) throw new MamoriError('STORE_ROW_INVALID', `the database returned ${text}, beyond what mamori reads exactly`);
+  if (!Number.isFinite(n) || (Number.isInteger(n) && !Number.isSafeInteger(n)))
+    throw new MamoriError('STORE_ROW_INVALID', `the database returned ${text}, beyond what mamori reads exactly`);
   return n;
 }
 
@@ -38,13 +39,21 @@ export interface PostgresStoreOptions {
  */
 export async function openPostgresStore(urlText: string, options: PostgresStoreOptions = {}): Promise<Store> {
   const url = parseDatabaseUrl(urlText);
-  const pool = new pg.Pool({ connectionString: url.url, types: TYPES, max: options.maxConnections ?? 10, connectionTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({
+    connectionString: url.url,
+    types: TYPES,
+    max: options.maxConnections ?? 10,
+    connectionTimeoutMillis: 30_000,
+  });
   // An idle connection the server dropped: the pool discards it and the next query opens a
   // new one (or fails, with its own error). Without a listener the process would exit.
   pool.on('error', () => undefined);
   try {
     const client = await pool.connect().catch((e: unknown) => {
-      throw new MamoriError('STORE_UNAVAILABLE', `cannot connect to the database ${url.shown}: ${e instanceof Error ? e.message : String(e)}`);
+      throw new MamoriError(
+        'STORE_UNAVAILABLE',
+        `cannot connect to the database ${url.shown}: ${e instanceof Error ? e.message : String(e)}`,
+      );
     });
     try {
       await migratePostgres(client);

@@ -8,14 +8,30 @@ export type RunMode = (typeof RUN_MODES)[number];
 export type RunState = 'running' | 'waiting' | 'interrupted' | 'done' | 'cancelled';
 export type RunResult = 'success' | 'warnings' | 'errors' | 'cancelled';
 
-export type RunStepKind = 'cleanup-vm'
+export type RunStepKind =
+  | 'cleanup-vm'
   // array-based groups: whole devices, through the storage adapters at both sites
-  | 'array-test-start' | 'array-test-stop' | 'array-prepare-failover' | 'array-failover' | 'array-prepare-reverse' | 'array-reverse'
-  | 'shutdown' | 'promote' | 'recover' | 'power-on' | 'command' | 'prompt'
+  | 'array-test-start'
+  | 'array-test-stop'
+  | 'array-prepare-failover'
+  | 'array-failover'
+  | 'array-prepare-reverse'
+  | 'array-reverse'
+  | 'shutdown'
+  | 'promote'
+  | 'recover'
+  | 'power-on'
+  | 'command'
+  | 'prompt'
   // reprotect: the old protected site seeds a replica from its superseded VM; this site replicates back.
-  | 'seed-peer' | 'replicate'
+  | 'seed-peer'
+  | 'replicate'
   // failback: shut down here and sync, the peer promotes and recovers, then reprotect the other way.
-  | 'shutdown-local' | 'promote-peer' | 'recover-peer' | 'seed-local' | 'replicate-peer';
+  | 'shutdown-local'
+  | 'promote-peer'
+  | 'recover-peer'
+  | 'seed-local'
+  | 'replicate-peer';
 export type RunStepState = 'pending' | 'running' | 'done' | 'failed' | 'skipped';
 
 export interface RunStep {

@@ -65,7 +65,13 @@ export type BootDefinition =
    * writelog false: the guest only beats (an idle guest); absent in VMs made before it existed.
    * diskbench: the guest measures each of its disks instead (mamori bench storage), then powers off.
    */
-  | { kind: 'test-guest'; writelogRate: number; acpi: boolean; writelog?: false; diskbench?: { mib: number; seconds: number } };
+  | {
+      kind: 'test-guest';
+      writelogRate: number;
+      acpi: boolean;
+      writelog?: false;
+      diskbench?: { mib: number; seconds: number };
+    };
 
 export const VM_LIMITS = {
   vcpus: { min: 1, max: 64 },

@@ -60,8 +60,15 @@ export class AlertDeliveryRepo {
         await insertMissing(trx, 'firing', 'skipped', w.configuredAt, true);
         await insertMissing(trx, 'resolved', 'skipped', w.configuredAt, true);
       }
-      for (const [key, value] of [[URL_KEY, w.url], [SINCE_KEY, w.configuredAt]] as const) {
-        await trx.insertInto('meta').values({ key, value }).onConflict((oc) => oc.column('key').doUpdateSet({ value })).execute();
+      for (const [key, value] of [
+        [URL_KEY, w.url],
+        [SINCE_KEY, w.configuredAt],
+      ] as const) {
+        await trx
+          .insertInto('meta')
+          .values({ key, value })
+          .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+          .execute();
       }
     });
   }
@@ -85,63 +92,137 @@ export class AlertDeliveryRepo {
    * Pending deliveries that may go (see #ready) and whose time has come, in the order the
    * transitions happened, with their incidents.
    */
-  async due(now: string, limit: number): Promise<{ status: AlertDeliveryStatus; attempts: number; incident: IncidentRecord }[]> {
-    const rows = await this.#ready().innerJoin('events as e', 'e.id', 'd.incident_id')
-      .selectAll('e').select(['d.status as d_status', 'd.attempts as d_attempts'])
+  async due(
+    now: string,
+    limit: number,
+  ): Promise<{ status: AlertDeliveryStatus; attempts: number; incident: IncidentRecord }[]> {
+    const rows = await this.#ready()
+      .innerJoin('events as e', 'e.id', 'd.incident_id')
+      .selectAll('e')
+      .select(['d.status as d_status', 'd.attempts as d_attempts'])
       .where('d.next_attempt_at', '<=', now)
-      .orderBy((eb) => eb.case().when('d.status', '=', 'resolved').then(eb.ref('e.cleared_at')).else(eb.ref('e.opened_at')).end())
-      .orderBy('e.id').limit(limit).execute();
-    return rows.map((r) => ({ status: r.d_status as AlertDeliveryStatus, attempts: r.d_attempts, incident: toIncidentRecord(r) }));
+      .orderBy((eb) =>
+        eb.case().when('d.status', '=', 'resolved').then(eb.ref('e.cleared_at')).else(eb.ref('e.opened_at')).end(),
+      )
+      .orderBy('e.id')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => ({
+      status: r.d_status as AlertDeliveryStatus,
+      attempts: r.d_attempts,
+      incident: toIncidentRecord(r),
+    }));
   }
 
   /** When the earliest delivery that may go is due, or null if none is pending. */
   async nextAttemptAt(): Promise<string | null> {
-    const r = await this.#ready().select((eb) => eb.fn.min('d.next_attempt_at').as('at')).executeTakeFirst();
+    const r = await this.#ready()
+      .select((eb) => eb.fn.min('d.next_attempt_at').as('at'))
+      .executeTakeFirst();
     return r?.at ?? null;
   }
 
   /** Pending rows that may go: a 'resolved' waits until its 'firing' is no longer pending. */
   #ready() {
-    return this.#db.selectFrom('alert_deliveries as d').where('d.state', '=', 'pending')
-      .where((eb) => eb.or([
-        eb('d.status', '=', 'firing'),
-        eb.not(eb.exists(eb.selectFrom('alert_deliveries as f').select('f.incident_id')
-          .whereRef('f.incident_id', '=', 'd.incident_id').where('f.status', '=', 'firing').where('f.state', '=', 'pending'))),
-      ]));
+    return this.#db
+      .selectFrom('alert_deliveries as d')
+      .where('d.state', '=', 'pending')
+      .where((eb) =>
+        eb.or([
+          eb('d.status', '=', 'firing'),
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('alert_deliveries as f')
+                .select('f.incident_id')
+                .whereRef('f.incident_id', '=', 'd.incident_id')
+                .where('f.status', '=', 'firing')
+                .where('f.state', '=', 'pending'),
+            ),
+          ),
+        ]),
+      );
   }
 
   async markDelivered(incidentId: string, status: AlertDeliveryStatus, at: string): Promise<void> {
-    await this.#db.updateTable('alert_deliveries').set((eb) => ({ state: 'delivered', attempts: eb('attempts', '+', 1), last_error: null, delivered_at: at }))
-      .where('incident_id', '=', incidentId).where('status', '=', status).execute();
+    await this.#db
+      .updateTable('alert_deliveries')
+      .set((eb) => ({ state: 'delivered', attempts: eb('attempts', '+', 1), last_error: null, delivered_at: at }))
+      .where('incident_id', '=', incidentId)
+      .where('status', '=', status)
+      .execute();
   }
 
   /** A failed try: pending again from retryAt, or failed for good when retryAt is null. */
-  async markFailed(incidentId: string, status: AlertDeliveryStatus, error: string, retryAt: string | null): Promise<void> {
-    await this.#db.updateTable('alert_deliveries').set((eb) => ({
-      state: retryAt ? 'pending' : 'failed', attempts: eb('attempts', '+', 1), last_error: error,
-      ...(retryAt ? { next_attempt_at: retryAt } : {}),
-    })).where('incident_id', '=', incidentId).where('status', '=', status).execute();
+  async markFailed(
+    incidentId: string,
+    status: AlertDeliveryStatus,
+    error: string,
+    retryAt: string | null,
+  ): Promise<void> {
+    await this.#db
+      .updateTable('alert_deliveries')
+      .set((eb) => ({
+        state: retryAt ? 'pending' : 'failed',
+        attempts: eb('attempts', '+', 1),
+        last_error: error,
+        ...(retryAt ? { next_attempt_at: retryAt } : {}),
+      }))
+      .where('incident_id', '=', incidentId)
+      .where('status', '=', status)
+      .execute();
   }
 
   /** Rows per state. */
   async countsByState(): Promise<Map<string, number>> {
-    const rows = await this.#db.selectFrom('alert_deliveries').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute();
+    const rows = await this.#db
+      .selectFrom('alert_deliveries')
+      .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('state')
+      .execute();
     return new Map(rows.map((r) => [r.state, Number(r.n)]));
   }
 
   async lastDeliveredAt(): Promise<string | null> {
-    const r = await this.#db.selectFrom('alert_deliveries').select((eb) => eb.fn.max('delivered_at').as('at')).executeTakeFirst();
+    const r = await this.#db
+      .selectFrom('alert_deliveries')
+      .select((eb) => eb.fn.max('delivered_at').as('at'))
+      .executeTakeFirst();
     return r?.at ?? null;
   }
 
   /** The newest rows that were not skipped, newest first. */
   async recent(limit: number): Promise<AlertDeliveryRecord[]> {
-    const rows = await this.#db.selectFrom('alert_deliveries as d').innerJoin('events as e', 'e.id', 'd.incident_id')
-      .select(['d.incident_id', 'd.status', 'd.state', 'd.attempts', 'd.last_error', 'd.next_attempt_at', 'd.delivered_at', 'd.created_at', 'e.kind', 'e.target'])
-      .where('d.state', '!=', 'skipped').orderBy('d.created_at', 'desc').orderBy('d.incident_id', 'desc').limit(limit).execute();
+    const rows = await this.#db
+      .selectFrom('alert_deliveries as d')
+      .innerJoin('events as e', 'e.id', 'd.incident_id')
+      .select([
+        'd.incident_id',
+        'd.status',
+        'd.state',
+        'd.attempts',
+        'd.last_error',
+        'd.next_attempt_at',
+        'd.delivered_at',
+        'd.created_at',
+        'e.kind',
+        'e.target',
+      ])
+      .where('d.state', '!=', 'skipped')
+      .orderBy('d.created_at', 'desc')
+      .orderBy('d.incident_id', 'desc')
+      .limit(limit)
+      .execute();
     return rows.map((r) => ({
-      incidentId: r.incident_id, kind: r.kind, target: r.target, status: r.status as AlertDeliveryStatus, state: r.state as AlertDeliveryState,
-      attempts: r.attempts, lastError: r.last_error, nextAttemptAt: r.next_attempt_at, deliveredAt: r.delivered_at,
+      incidentId: r.incident_id,
+      kind: r.kind,
+      target: r.target,
+      status: r.status as AlertDeliveryStatus,
+      state: r.state as AlertDeliveryState,
+      attempts: r.attempts,
+      lastError: r.last_error,
+      nextAttemptAt: r.next_attempt_at,
+      deliveredAt: r.delivered_at,
     }));
   }
 }
@@ -153,16 +234,51 @@ export class AlertDeliveryRepo {
  * nothing instead of failing on the primary key. (The SELECT has a WHERE, which SQLite needs
  * to read ON CONFLICT after it.)
  */
-async function insertMissing(db: Db, status: AlertDeliveryStatus, state: AlertDeliveryState, now: string, onlyCleared: boolean): Promise<number> {
-  let missing = db.selectFrom('events as e')
+async function insertMissing(
+  db: Db,
+  status: AlertDeliveryStatus,
+  state: AlertDeliveryState,
+  now: string,
+  onlyCleared: boolean,
+): Promise<number> {
+  let missing = db
+    .selectFrom('events as e')
     .select((eb) => [
-      'e.id', eb.val(status).as('status'), eb.val(state).as('state'), eb.lit(0).as('attempts'), eb.lit(null).as('last_error'),
-      eb.val(now).as('next_attempt_at'), eb.val(now).as('created_at'), eb.lit(null).as('delivered_at'),
+      'e.id',
+      eb.val(status).as('status'),
+      eb.val(state).as('state'),
+      eb.lit(0).as('attempts'),
+      eb.lit(null).as('last_error'),
+      eb.val(now).as('next_attempt_at'),
+      eb.val(now).as('created_at'),
+      eb.lit(null).as('delivered_at'),
     ])
-    .where((eb) => eb.not(eb.exists(eb.selectFrom('alert_deliveries as d').select('d.incident_id').whereRef('d.incident_id', '=', 'e.id').where('d.status', '=', status))));
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('alert_deliveries as d')
+            .select('d.incident_id')
+            .whereRef('d.incident_id', '=', 'e.id')
+            .where('d.status', '=', status),
+        ),
+      ),
+    );
   if (onlyCleared) missing = missing.where('e.cleared_at', 'is not', null);
-  const r = await db.insertInto('alert_deliveries')
-    .columns(['incident_id', 'status', 'state', 'attempts', 'last_error', 'next_attempt_at', 'created_at', 'delivered_at'])
-    .expression(missing).onConflict((oc) => oc.columns(['incident_id', 'status']).doNothing()).executeTakeFirst();
+  const r = await db
+    .insertInto('alert_deliveries')
+    .columns([
+      'incident_id',
+      'status',
+      'state',
+      'attempts',
+      'last_error',
+      'next_attempt_at',
+      'created_at',
+      'delivered_at',
+    ])
+    .expression(missing)
+    .onConflict((oc) => oc.columns(['incident_id', 'status']).doNothing())
+    .executeTakeFirst();
   return Number(r.numInsertedOrUpdatedRows ?? 0n);
 }

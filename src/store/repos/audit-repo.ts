@@ -25,11 +25,19 @@ export class AuditRepo {
   async append(build: (head: ChainHead | null) => AuditEntry): Promise<AuditEntry> {
     return this.#db.transaction().execute(async (tx) => {
       await writeLock(tx, 'audit_log');
-      await tx.updateTable('meta').set((eb) => ({ value: eb.ref('value') })).where('key', '=', HEAD_KEY).execute();
+      await tx
+        .updateTable('meta')
+        .set((eb) => ({ value: eb.ref('value') }))
+        .where('key', '=', HEAD_KEY)
+        .execute();
       const entry = build(await readHead(tx));
       await tx.insertInto('audit_log').values(toRow(entry)).execute();
       const value = JSON.stringify({ seq: entry.seq, hash: entry.hash });
-      await tx.insertInto('meta').values({ key: HEAD_KEY, value }).onConflict((oc) => oc.column('key').doUpdateSet({ value })).execute();
+      await tx
+        .insertInto('meta')
+        .values({ key: HEAD_KEY, value })
+        .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+        .execute();
       return entry;
     });
   }
@@ -40,7 +48,13 @@ export class AuditRepo {
 
   /** Up to `limit` entries after `afterSeq`, oldest first (the verifier's walk). */
   async page(afterSeq: number, limit: number): Promise<AuditEntry[]> {
-    const rows = await this.#db.selectFrom('audit_log').selectAll().where('seq', '>', afterSeq).orderBy('seq').limit(limit).execute();
+    const rows = await this.#db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('seq', '>', afterSeq)
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
     return rows.map(toEntry);
   }
 
@@ -60,7 +74,9 @@ async function readHead(db: Db): Promise<ChainHead | null> {
   // A head someone garbled is not parsed into a valid one: the verifier reports the mismatch.
   try {
     const v = JSON.parse(row.value) as { seq?: unknown; hash?: unknown };
-    return typeof v.seq === 'number' && typeof v.hash === 'string' ? { seq: v.seq, hash: v.hash } : { seq: -1, hash: '' };
+    return typeof v.seq === 'number' && typeof v.hash === 'string'
+      ? { seq: v.seq, hash: v.hash }
+      : { seq: -1, hash: '' };
   } catch {
     return { seq: -1, hash: '' };
   }
@@ -68,17 +84,37 @@ async function readHead(db: Db): Promise<ChainHead | null> {
 
 function toRow(e: AuditEntry): AuditLogTable {
   return {
-    seq: e.seq, at: e.at, token_id: e.tokenId, role: e.role, source: e.source, method: e.method, route: e.route,
-    target: e.target === null ? null : JSON.stringify(e.target), status: e.status, error_code: e.errorCode,
-    request_id: e.requestId, prev_hash: e.prevHash, hash: e.hash,
+    seq: e.seq,
+    at: e.at,
+    token_id: e.tokenId,
+    role: e.role,
+    source: e.source,
+    method: e.method,
+    route: e.route,
+    target: e.target === null ? null : JSON.stringify(e.target),
+    status: e.status,
+    error_code: e.errorCode,
+    request_id: e.requestId,
+    prev_hash: e.prevHash,
+    hash: e.hash,
   };
 }
 
 function toEntry(r: Selectable<AuditLogTable>): AuditEntry {
   return {
-    seq: r.seq, at: r.at, tokenId: r.token_id, role: r.role, source: r.source, method: r.method, route: r.route,
-    target: r.target === null ? null : parseTarget(r.target), status: r.status,
-    errorCode: r.error_code, requestId: r.request_id, prevHash: r.prev_hash, hash: r.hash,
+    seq: r.seq,
+    at: r.at,
+    tokenId: r.token_id,
+    role: r.role,
+    source: r.source,
+    method: r.method,
+    route: r.route,
+    target: r.target === null ? null : parseTarget(r.target),
+    status: r.status,
+    errorCode: r.error_code,
+    requestId: r.request_id,
+    prevHash: r.prev_hash,
+    hash: r.hash,
   };
 }
 

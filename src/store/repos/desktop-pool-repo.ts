@@ -1,6 +1,12 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, DesktopPoolTable, PoolReplicaTable } from '../schema.js';
-import { poolOperationColumn, poolReplicaFilesColumn, poolSpecColumn, type PoolOperation, type PoolSpec } from './pool-records.js';
+import {
+  poolOperationColumn,
+  poolReplicaFilesColumn,
+  poolSpecColumn,
+  type PoolOperation,
+  type PoolSpec,
+} from './pool-records.js';
 
 /** A desktop_pools row, decoded. */
 export interface PoolRecord {
@@ -50,23 +56,53 @@ export class DesktopPoolRepo {
   }
 
   async exists(name: string): Promise<boolean> {
-    return (await this.#db.selectFrom('desktop_pools').select('name').where('name', '=', name).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('desktop_pools').select('name').where('name', '=', name).executeTakeFirst()) !==
+      undefined
+    );
   }
 
   /** Pools not in error, with their recorded operation (only that column decoded: what start-up resumes). */
   async notFailed(): Promise<{ name: string; state: string; operation: PoolOperation | null }[]> {
-    const rows = await this.#db.selectFrom('desktop_pools').select(['name', 'state', 'operation']).where('state', '!=', 'error').execute();
-    return rows.map((r) => ({ name: r.name, state: r.state, operation: r.operation === null ? null : poolOperationColumn.decode(r.operation) }));
+    const rows = await this.#db
+      .selectFrom('desktop_pools')
+      .select(['name', 'state', 'operation'])
+      .where('state', '!=', 'error')
+      .execute();
+    return rows.map((r) => ({
+      name: r.name,
+      state: r.state,
+      operation: r.operation === null ? null : poolOperationColumn.decode(r.operation),
+    }));
   }
 
-  async insert(p: { name: string; spec: PoolSpec; state: string; operation: PoolOperation; at: string }): Promise<void> {
-    await this.#db.insertInto('desktop_pools').values({
-      name: p.name, spec: poolSpecColumn.encode(p.spec), state: p.state, message: null, operation: poolOperationColumn.encode(p.operation), created_at: p.at, updated_at: p.at,
-    }).execute();
+  async insert(p: {
+    name: string;
+    spec: PoolSpec;
+    state: string;
+    operation: PoolOperation;
+    at: string;
+  }): Promise<void> {
+    await this.#db
+      .insertInto('desktop_pools')
+      .values({
+        name: p.name,
+        spec: poolSpecColumn.encode(p.spec),
+        state: p.state,
+        message: null,
+        operation: poolOperationColumn.encode(p.operation),
+        created_at: p.at,
+        updated_at: p.at,
+      })
+      .execute();
   }
 
   async setSpec(name: string, spec: PoolSpec, at: string): Promise<void> {
-    await this.#db.updateTable('desktop_pools').set({ spec: poolSpecColumn.encode(spec), updated_at: at }).where('name', '=', name).execute();
+    await this.#db
+      .updateTable('desktop_pools')
+      .set({ spec: poolSpecColumn.encode(spec), updated_at: at })
+      .where('name', '=', name)
+      .execute();
   }
 
   /** What the pool tells about itself (a spare that did not start, ...), leaving its state. */
@@ -79,32 +115,60 @@ export class DesktopPoolRepo {
    * (and the spec it changes), and the desktops it has to do marked pending (every other mark
    * of the pool cleared), so a cut run resumes with exactly the desktops it had not done.
    */
-  async startOperation(name: string, o: { state: string; operation: PoolOperation; spec?: PoolSpec; pending?: string[]; at: string }): Promise<void> {
+  async startOperation(
+    name: string,
+    o: { state: string; operation: PoolOperation; spec?: PoolSpec; pending?: string[]; at: string },
+  ): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
-      await tx.updateTable('desktop_pools').set({
-        state: o.state, message: null, operation: poolOperationColumn.encode(o.operation), updated_at: o.at,
-        ...(o.spec ? { spec: poolSpecColumn.encode(o.spec) } : {}),
-      }).where('name', '=', name).execute();
+      await tx
+        .updateTable('desktop_pools')
+        .set({
+          state: o.state,
+          message: null,
+          operation: poolOperationColumn.encode(o.operation),
+          updated_at: o.at,
+          ...(o.spec ? { spec: poolSpecColumn.encode(o.spec) } : {}),
+        })
+        .where('name', '=', name)
+        .execute();
       if (o.pending) {
         await tx.updateTable('pool_desktops').set({ pending: null }).where('pool', '=', name).execute();
-        if (o.pending.length > 0) await tx.updateTable('pool_desktops').set({ pending: o.operation.kind }).where('vm_id', 'in', o.pending).execute();
+        if (o.pending.length > 0)
+          await tx
+            .updateTable('pool_desktops')
+            .set({ pending: o.operation.kind })
+            .where('vm_id', 'in', o.pending)
+            .execute();
       }
     });
   }
 
   /** The operation ended well: the pool is ready and its record cleared. */
   async operationEnded(name: string, message: string | null, at: string): Promise<void> {
-    await this.#db.updateTable('desktop_pools').set({ state: 'ready', operation: null, updated_at: at, message }).where('name', '=', name).execute();
+    await this.#db
+      .updateTable('desktop_pools')
+      .set({ state: 'ready', operation: null, updated_at: at, message })
+      .where('name', '=', name)
+      .execute();
   }
 
   /** The operation failed: its record stays (for `pool resume`), the pool says why. */
   async operationFailed(name: string, message: string, at: string): Promise<void> {
-    await this.#db.updateTable('desktop_pools').set({ state: 'error', message, updated_at: at }).where('name', '=', name).execute();
+    await this.#db
+      .updateTable('desktop_pools')
+      .set({ state: 'error', message, updated_at: at })
+      .where('name', '=', name)
+      .execute();
   }
 
   /** A server stop cut the operation (a pool in error stays so). */
   async markInterrupted(name: string, message: string, at: string): Promise<void> {
-    await this.#db.updateTable('desktop_pools').set({ state: 'interrupted', message, updated_at: at }).where('name', '=', name).where('state', '!=', 'error').execute();
+    await this.#db
+      .updateTable('desktop_pools')
+      .set({ state: 'interrupted', message, updated_at: at })
+      .where('name', '=', name)
+      .where('state', '!=', 'error')
+      .execute();
   }
 
   /** The last rows of a deleted pool: its address reservations, then the pool. */
@@ -115,7 +179,14 @@ export class DesktopPoolRepo {
 
   /** Whether the VM (a pool's master) has this snapshot. (A read of the snapshots table, which is the VMs' own.) */
   async snapshotExists(vmId: string, snapshot: string): Promise<boolean> {
-    return (await this.#db.selectFrom('snapshots').select('name').where('vm_id', '=', vmId).where('name', '=', snapshot).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db
+        .selectFrom('snapshots')
+        .select('name')
+        .where('vm_id', '=', vmId)
+        .where('name', '=', snapshot)
+        .executeTakeFirst()) !== undefined
+    );
   }
 
   // Replicas
@@ -131,23 +202,48 @@ export class DesktopPoolRepo {
 
   /** The pool's replica of this snapshot in this storage pool, if made. */
   async replicaFor(pool: string, storage: string, snapshot: string): Promise<PoolReplicaRecord | undefined> {
-    const r = await this.#db.selectFrom('pool_replicas').selectAll().where('pool', '=', pool).where('storage', '=', storage).where('snapshot', '=', snapshot).executeTakeFirst();
+    const r = await this.#db
+      .selectFrom('pool_replicas')
+      .selectAll()
+      .where('pool', '=', pool)
+      .where('storage', '=', storage)
+      .where('snapshot', '=', snapshot)
+      .executeTakeFirst();
     return r && toReplica(r);
   }
 
   async replicaIdsIn(pool: string, storage: string): Promise<string[]> {
-    return (await this.#db.selectFrom('pool_replicas').select('id').where('pool', '=', pool).where('storage', '=', storage).execute()).map((r) => r.id);
+    return (
+      await this.#db
+        .selectFrom('pool_replicas')
+        .select('id')
+        .where('pool', '=', pool)
+        .where('storage', '=', storage)
+        .execute()
+    ).map((r) => r.id);
   }
 
   async insertReplica(r: PoolReplicaRecord): Promise<void> {
-    await this.#db.insertInto('pool_replicas').values({
-      id: r.id, pool: r.pool, storage: r.storage, snapshot: r.snapshot, files: poolReplicaFilesColumn.encode(r.files), size_bytes: r.sizeBytes, created_at: r.createdAt,
-    }).execute();
+    await this.#db
+      .insertInto('pool_replicas')
+      .values({
+        id: r.id,
+        pool: r.pool,
+        storage: r.storage,
+        snapshot: r.snapshot,
+        files: poolReplicaFilesColumn.encode(r.files),
+        size_bytes: r.sizeBytes,
+        created_at: r.createdAt,
+      })
+      .execute();
   }
 
   /** Whether a desktop sits on the replica. */
   async replicaInUse(id: string): Promise<boolean> {
-    return (await this.#db.selectFrom('pool_desktops').select('vm_id').where('replica_id', '=', id).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('pool_desktops').select('vm_id').where('replica_id', '=', id).executeTakeFirst()) !==
+      undefined
+    );
   }
 
   async deleteReplica(id: string): Promise<void> {
@@ -161,18 +257,27 @@ export class DesktopPoolRepo {
    * `choose` picks from what is free (vm id -> address; a throw reserves none), and the
    * primary key refuses an address another transaction took, so two desktops never hold one.
    */
-  async reserveAddresses(pool: string, choose: (held: ReadonlySet<string>) => Map<string, string>, at: string): Promise<Map<string, string>> {
+  async reserveAddresses(
+    pool: string,
+    choose: (held: ReadonlySet<string>) => Map<string, string>,
+    at: string,
+  ): Promise<Map<string, string>> {
     return this.#db.transaction().execute(async (tx) => {
       const held = new Set((await tx.selectFrom('pool_addresses').select('address').execute()).map((r) => r.address));
       const chosen = choose(held);
-      for (const [vmId, address] of chosen) await tx.insertInto('pool_addresses').values({ address, pool, vm_id: vmId, reserved_at: at }).execute();
+      for (const [vmId, address] of chosen)
+        await tx.insertInto('pool_addresses').values({ address, pool, vm_id: vmId, reserved_at: at }).execute();
       return chosen;
     });
   }
 
   /** The address each desktop of the pool holds (vm id -> address). */
   async addressesOf(pool: string): Promise<Map<string, string>> {
-    return new Map((await this.#db.selectFrom('pool_addresses').select(['vm_id', 'address']).where('pool', '=', pool).execute()).map((a) => [a.vm_id, a.address]));
+    return new Map(
+      (await this.#db.selectFrom('pool_addresses').select(['vm_id', 'address']).where('pool', '=', pool).execute()).map(
+        (a) => [a.vm_id, a.address],
+      ),
+    );
   }
 
   async freeAddresses(vmIds: string[]): Promise<void> {
@@ -181,18 +286,34 @@ export class DesktopPoolRepo {
 
   /** Reservations of the pool whose desktop has no row. */
   async freeStrayAddresses(pool: string): Promise<void> {
-    await this.#db.deleteFrom('pool_addresses').where('pool', '=', pool)
-      .where('vm_id', 'not in', this.#db.selectFrom('pool_desktops').select('vm_id').where('pool', '=', pool)).execute();
+    await this.#db
+      .deleteFrom('pool_addresses')
+      .where('pool', '=', pool)
+      .where('vm_id', 'not in', this.#db.selectFrom('pool_desktops').select('vm_id').where('pool', '=', pool))
+      .execute();
   }
 }
 
 function toPool(r: Selectable<DesktopPoolTable>): PoolRecord {
   return {
-    name: r.name, spec: poolSpecColumn.decode(r.spec), state: r.state, message: r.message,
-    operation: r.operation === null ? null : poolOperationColumn.decode(r.operation), createdAt: r.created_at, updatedAt: r.updated_at,
+    name: r.name,
+    spec: poolSpecColumn.decode(r.spec),
+    state: r.state,
+    message: r.message,
+    operation: r.operation === null ? null : poolOperationColumn.decode(r.operation),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
   };
 }
 
 export function toReplica(r: Selectable<PoolReplicaTable>): PoolReplicaRecord {
-  return { id: r.id, pool: r.pool, storage: r.storage, snapshot: r.snapshot, files: poolReplicaFilesColumn.decode(r.files), sizeBytes: r.size_bytes, createdAt: r.created_at };
+  return {
+    id: r.id,
+    pool: r.pool,
+    storage: r.storage,
+    snapshot: r.snapshot,
+    files: poolReplicaFilesColumn.decode(r.files),
+    sizeBytes: r.size_bytes,
+    createdAt: r.created_at,
+  };
 }

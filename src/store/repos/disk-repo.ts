@@ -46,13 +46,26 @@ export class DiskRepo {
       await db
         .insertInto('disks')
         .values({
-          id: d.id, name: d.name, pool: d.pool, kind: d.kind, format: d.format, path: d.path,
-          size_bytes: d.sizeBytes, rdm_mode: d.rdmMode, shared: d.shared ? 1 : 0, vm_id: d.vmId,
-          owned_by_vm: d.ownedByVm ? 1 : 0, created_at: d.createdAt, overlays: diskOverlaysColumn.encode(d.overlays),
+          id: d.id,
+          name: d.name,
+          pool: d.pool,
+          kind: d.kind,
+          format: d.format,
+          path: d.path,
+          size_bytes: d.sizeBytes,
+          rdm_mode: d.rdmMode,
+          shared: d.shared ? 1 : 0,
+          vm_id: d.vmId,
+          owned_by_vm: d.ownedByVm ? 1 : 0,
+          created_at: d.createdAt,
+          overlays: diskOverlaysColumn.encode(d.overlays),
         })
         .execute();
     } catch (e) {
-      if (uniqueViolation(e) === 'disks.name') throw new MamoriError('DISK_EXISTS', `a disk named ${d.name} already exists; choose another name`, { details: { name: d.name } });
+      if (uniqueViolation(e) === 'disks.name')
+        throw new MamoriError('DISK_EXISTS', `a disk named ${d.name} already exists; choose another name`, {
+          details: { name: d.name },
+        });
       throw e;
     }
   }
@@ -62,7 +75,11 @@ export class DiskRepo {
   }
 
   async setOverlays(id: string, overlays: string[]): Promise<void> {
-    await this.#db.updateTable('disks').set({ overlays: diskOverlaysColumn.encode(overlays) }).where('id', '=', id).execute();
+    await this.#db
+      .updateTable('disks')
+      .set({ overlays: diskOverlaysColumn.encode(overlays) })
+      .where('id', '=', id)
+      .execute();
   }
 
   /** True when this call deleted the row (a concurrent delete of the same disk gets false). */
@@ -74,8 +91,18 @@ export class DiskRepo {
 
 export function toRecord(r: Selectable<DiskTable>): DiskRecord {
   return {
-    id: r.id, name: r.name, pool: r.pool, kind: r.kind as DiskKind, format: r.format as ImageFormat,
-    path: r.path, sizeBytes: r.size_bytes, rdmMode: r.rdm_mode as RdmMode | null, shared: r.shared === 1,
-    vmId: r.vm_id, ownedByVm: r.owned_by_vm === 1, createdAt: r.created_at, overlays: diskOverlaysColumn.decode(r.overlays),
+    id: r.id,
+    name: r.name,
+    pool: r.pool,
+    kind: r.kind as DiskKind,
+    format: r.format as ImageFormat,
+    path: r.path,
+    sizeBytes: r.size_bytes,
+    rdmMode: r.rdm_mode as RdmMode | null,
+    shared: r.shared === 1,
+    vmId: r.vm_id,
+    ownedByVm: r.owned_by_vm === 1,
+    createdAt: r.created_at,
+    overlays: diskOverlaysColumn.decode(r.overlays),
   };
 }

@@ -27,27 +27,52 @@ export class IncidentRepo {
   }
 
   async insert(i: IncidentRecord): Promise<void> {
-    await this.#db.insertInto('events').values({
-      id: i.id, kind: i.kind, severity: i.severity, target: i.target, message: i.message,
-      details: i.details === null ? null : incidentDetailsColumn.encode(i.details), opened_at: i.openedAt, cleared_at: i.clearedAt,
-    }).execute();
+    await this.#db
+      .insertInto('events')
+      .values({
+        id: i.id,
+        kind: i.kind,
+        severity: i.severity,
+        target: i.target,
+        message: i.message,
+        details: i.details === null ? null : incidentDetailsColumn.encode(i.details),
+        opened_at: i.openedAt,
+        cleared_at: i.clearedAt,
+      })
+      .execute();
   }
 
   /** Clears the open incident of this kind for the target; true if one was open. */
   async clearOpen(kind: string, target: string, at: string): Promise<boolean> {
-    const r = await this.#db.updateTable('events').set({ cleared_at: at })
-      .where('kind', '=', kind).where('target', '=', target).where('cleared_at', 'is', null).executeTakeFirst();
+    const r = await this.#db
+      .updateTable('events')
+      .set({ cleared_at: at })
+      .where('kind', '=', kind)
+      .where('target', '=', target)
+      .where('cleared_at', 'is', null)
+      .executeTakeFirst();
     return Number(r.numUpdatedRows) > 0;
   }
 
   async findOpen(kind: string, target: string): Promise<IncidentRecord | undefined> {
-    const row = await this.#db.selectFrom('events').selectAll().where('kind', '=', kind).where('target', '=', target).where('cleared_at', 'is', null).executeTakeFirst();
+    const row = await this.#db
+      .selectFrom('events')
+      .selectAll()
+      .where('kind', '=', kind)
+      .where('target', '=', target)
+      .where('cleared_at', 'is', null)
+      .executeTakeFirst();
     return row && toIncidentRecord(row);
   }
 
   /** Open incidents per kind. */
   async openCounts(): Promise<{ kind: string; count: number }[]> {
-    const rows = await this.#db.selectFrom('events').select(['kind', (eb) => eb.fn.countAll<number>().as('count')]).where('cleared_at', 'is', null).groupBy('kind').execute();
+    const rows = await this.#db
+      .selectFrom('events')
+      .select(['kind', (eb) => eb.fn.countAll<number>().as('count')])
+      .where('cleared_at', 'is', null)
+      .groupBy('kind')
+      .execute();
     return rows.map((r) => ({ kind: r.kind, count: Number(r.count) }));
   }
 
@@ -57,13 +82,21 @@ export class IncidentRepo {
     if (filter.open === true) q = q.where('cleared_at', 'is', null);
     if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
     if (filter.target !== undefined) q = q.where('target', '=', filter.target);
-    return (await q.orderBy('opened_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute()).map(toIncidentRecord);
+    return (await q.orderBy('opened_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute()).map(
+      toIncidentRecord,
+    );
   }
 }
 
 export function toIncidentRecord(r: Selectable<EventTable>): IncidentRecord {
   return {
-    id: r.id, kind: r.kind, severity: r.severity as IncidentRecordSeverity, target: r.target, message: r.message,
-    details: r.details === null ? null : incidentDetailsColumn.decode(r.details), openedAt: r.opened_at, clearedAt: r.cleared_at,
+    id: r.id,
+    kind: r.kind,
+    severity: r.severity as IncidentRecordSeverity,
+    target: r.target,
+    message: r.message,
+    details: r.details === null ? null : incidentDetailsColumn.decode(r.details),
+    openedAt: r.opened_at,
+    clearedAt: r.cleared_at,
   };
 }

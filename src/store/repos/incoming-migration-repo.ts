@@ -20,8 +20,11 @@ export class IncomingMigrationRepo {
 
   /** Written first, before any file or VM row: a second call for the same VM keeps the first. */
   async begin(vmId: string, sourceSite: string, now: string): Promise<void> {
-    await this.#db.insertInto('incoming_migrations').values({ vm_id: vmId, source_site: sourceSite, created_at: now })
-      .onConflict((oc) => oc.column('vm_id').doNothing()).execute();
+    await this.#db
+      .insertInto('incoming_migrations')
+      .values({ vm_id: vmId, source_site: sourceSite, created_at: now })
+      .onConflict((oc) => oc.column('vm_id').doNothing())
+      .execute();
   }
 
   async end(vmId: string): Promise<void> {
@@ -30,7 +33,13 @@ export class IncomingMigrationRepo {
 
   /** The source site of a pending incoming migration; undefined when none is pending for the VM. */
   async sourceOf(vmId: string): Promise<string | undefined> {
-    return (await this.#db.selectFrom('incoming_migrations').select('source_site').where('vm_id', '=', vmId).executeTakeFirst())?.source_site;
+    return (
+      await this.#db
+        .selectFrom('incoming_migrations')
+        .select('source_site')
+        .where('vm_id', '=', vmId)
+        .executeTakeFirst()
+    )?.source_site;
   }
 
   async pendingVmIds(): Promise<string[]> {
@@ -41,11 +50,20 @@ export class IncomingMigrationRepo {
    * One transaction: the incoming VM (stopped, its reason saying why), its disks, and when it
    * sits on a replica point, the hold that keeps retention off that point.
    */
-  async createVm(def: VmDefinition, disks: DiskRecord[], now: string, hold: { replicaId: string; pointId: string } | null): Promise<void> {
+  async createVm(
+    def: VmDefinition,
+    disks: DiskRecord[],
+    now: string,
+    hold: { replicaId: string; pointId: string } | null,
+  ): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
       await VmRepo.insert(tx, def, now, INCOMING_REASON);
       for (const d of disks) await DiskRepo.insert(tx, d);
-      if (hold !== null) await tx.insertInto('replica_holds').values({ replica_id: hold.replicaId, holder: `vm:${def.id}`, point_id: hold.pointId, created_at: now }).execute();
+      if (hold !== null)
+        await tx
+          .insertInto('replica_holds')
+          .values({ replica_id: hold.replicaId, holder: `vm:${def.id}`, point_id: hold.pointId, created_at: now })
+          .execute();
     });
   }
 
@@ -54,6 +72,8 @@ export class IncomingMigrationRepo {
    * on merge it belongs with the networks repository (owned by the networks/ change).
    */
   async networkExists(name: string): Promise<boolean> {
-    return (await this.#db.selectFrom('networks').select('name').where('name', '=', name).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('networks').select('name').where('name', '=', name).executeTakeFirst()) !== undefined
+    );
   }
 }

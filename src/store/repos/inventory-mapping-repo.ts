@@ -25,9 +25,19 @@ export class InventoryMappingRepo {
 
   /** Sets the mapping of (peer, kind, source), replacing its targets if there is one. */
   async save(m: Omit<InventoryMappingRecord, 'createdAt'>, now: string): Promise<void> {
-    await this.#db.insertInto('inventory_mappings')
-      .values({ peer: m.peer, kind: m.kind, source: m.source, target: m.target, test_target: m.testTarget, created_at: now })
-      .onConflict((oc) => oc.columns(['peer', 'kind', 'source']).doUpdateSet({ target: m.target, test_target: m.testTarget }))
+    await this.#db
+      .insertInto('inventory_mappings')
+      .values({
+        peer: m.peer,
+        kind: m.kind,
+        source: m.source,
+        target: m.target,
+        test_target: m.testTarget,
+        created_at: now,
+      })
+      .onConflict((oc) =>
+        oc.columns(['peer', 'kind', 'source']).doUpdateSet({ target: m.target, test_target: m.testTarget }),
+      )
       .execute();
   }
 
@@ -35,12 +45,24 @@ export class InventoryMappingRepo {
     let q = this.#db.selectFrom('inventory_mappings').selectAll();
     if (filter.peer !== undefined) q = q.where('peer', '=', filter.peer);
     const rows = await q.orderBy('peer').orderBy('kind').orderBy('source').execute();
-    return rows.map((r) => ({ peer: r.peer, kind: mappingKind(r.kind), source: r.source, target: r.target, testTarget: r.test_target, createdAt: r.created_at }));
+    return rows.map((r) => ({
+      peer: r.peer,
+      kind: mappingKind(r.kind),
+      source: r.source,
+      target: r.target,
+      testTarget: r.test_target,
+      createdAt: r.created_at,
+    }));
   }
 
   /** True when a mapping was deleted. */
   async delete(peer: string, kind: InventoryMappingRecord['kind'], source: string): Promise<boolean> {
-    const r = await this.#db.deleteFrom('inventory_mappings').where('peer', '=', peer).where('kind', '=', kind).where('source', '=', source).executeTakeFirst();
+    const r = await this.#db
+      .deleteFrom('inventory_mappings')
+      .where('peer', '=', peer)
+      .where('kind', '=', kind)
+      .where('source', '=', source)
+      .executeTakeFirst();
     return Number(r.numDeletedRows) > 0;
   }
 }

@@ -31,14 +31,22 @@ export interface JobRecord {
 const stepsColumn = jsonColumn<JobStepRecord[]>('jobs.steps', {
   type: 'array',
   items: {
-    type: 'object', required: ['name', 'state'],
-    properties: { name: { type: 'string' }, state: { enum: ['pending', 'running', 'done', 'failed'] }, startedAt: { type: 'string' }, endedAt: { type: 'string' } },
+    type: 'object',
+    required: ['name', 'state'],
+    properties: {
+      name: { type: 'string' },
+      state: { enum: ['pending', 'running', 'done', 'failed'] },
+      startedAt: { type: 'string' },
+      endedAt: { type: 'string' },
+    },
   },
 });
 /** What the job returned: any JSON value (each kind has its own shape; the API passes it on). */
 const resultColumn = jsonColumn<unknown>('jobs.result', {});
 const errorColumn = jsonColumn<{ code: string; message: string }>('jobs.error', {
-  type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' } },
+  type: 'object',
+  required: ['code', 'message'],
+  properties: { code: { type: 'string' }, message: { type: 'string' } },
 });
 /** The kind's recovery context: each kind reads its own (issue 20 item 3 gives them typed, versioned schemas). */
 const contextColumn = jsonColumn<unknown>('jobs.context', {});
@@ -50,10 +58,27 @@ export class JobRepo {
     this.#db = db;
   }
 
-  async insert(j: { id: string; kind: string; target: string | null; steps: JobStepRecord[]; at: string }): Promise<void> {
+  async insert(j: {
+    id: string;
+    kind: string;
+    target: string | null;
+    steps: JobStepRecord[];
+    at: string;
+  }): Promise<void> {
     await this.#db
       .insertInto('jobs')
-      .values({ id: j.id, kind: j.kind, state: 'running', target: j.target, steps: stepsColumn.encode(j.steps), progress: 0, result: null, error: null, created_at: j.at, updated_at: j.at })
+      .values({
+        id: j.id,
+        kind: j.kind,
+        state: 'running',
+        target: j.target,
+        steps: stepsColumn.encode(j.steps),
+        progress: 0,
+        result: null,
+        error: null,
+        created_at: j.at,
+        updated_at: j.at,
+      })
       .execute();
   }
 
@@ -76,11 +101,19 @@ export class JobRepo {
   }
 
   async setSteps(id: string, steps: JobStepRecord[], at: string): Promise<void> {
-    await this.#db.updateTable('jobs').set({ steps: stepsColumn.encode(steps), updated_at: at }).where('id', '=', id).execute();
+    await this.#db
+      .updateTable('jobs')
+      .set({ steps: stepsColumn.encode(steps), updated_at: at })
+      .where('id', '=', id)
+      .execute();
   }
 
   async setContext(id: string, context: unknown, at: string): Promise<void> {
-    await this.#db.updateTable('jobs').set({ context: contextColumn.encode(context), updated_at: at }).where('id', '=', id).execute();
+    await this.#db
+      .updateTable('jobs')
+      .set({ context: contextColumn.encode(context), updated_at: at })
+      .where('id', '=', id)
+      .execute();
   }
 
   async setProgress(id: string, fraction: number, at: string): Promise<void> {
@@ -88,23 +121,51 @@ export class JobRepo {
   }
 
   async succeed(id: string, result: unknown, at: string): Promise<void> {
-    await this.#db.updateTable('jobs').set({ state: 'succeeded', progress: 1, result: resultColumn.encode(result), updated_at: at }).where('id', '=', id).execute();
+    await this.#db
+      .updateTable('jobs')
+      .set({ state: 'succeeded', progress: 1, result: resultColumn.encode(result), updated_at: at })
+      .where('id', '=', id)
+      .execute();
   }
 
   async fail(id: string, error: { code: string; message: string }, at: string): Promise<void> {
-    await this.#db.updateTable('jobs').set({ state: 'failed', error: errorColumn.encode(error), updated_at: at }).where('id', '=', id).execute();
+    await this.#db
+      .updateTable('jobs')
+      .set({ state: 'failed', error: errorColumn.encode(error), updated_at: at })
+      .where('id', '=', id)
+      .execute();
   }
 
   /** Deletes the finished jobs of a kind and target beyond the newest `keep` (at most 1,000 a call). */
   async pruneFinished(kind: string, target: string, keep: number): Promise<void> {
-    const old = await this.#db.selectFrom('jobs').select('id').where('kind', '=', kind).where('target', '=', target).where('state', '!=', 'running')
-      .orderBy('created_at', 'desc').offset(keep).limit(1000).execute();
-    if (old.length > 0) await this.#db.deleteFrom('jobs').where('id', 'in', old.map((r) => r.id)).execute();
+    const old = await this.#db
+      .selectFrom('jobs')
+      .select('id')
+      .where('kind', '=', kind)
+      .where('target', '=', target)
+      .where('state', '!=', 'running')
+      .orderBy('created_at', 'desc')
+      .offset(keep)
+      .limit(1000)
+      .execute();
+    if (old.length > 0)
+      await this.#db
+        .deleteFrom('jobs')
+        .where(
+          'id',
+          'in',
+          old.map((r) => r.id),
+        )
+        .execute();
   }
 
   /** Jobs per kind and state (the metrics' gauge). */
   async countsByKindAndState(): Promise<{ kind: string; state: string; count: number }[]> {
-    const rows = await this.#db.selectFrom('jobs').select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('count')]).groupBy(['kind', 'state']).execute();
+    const rows = await this.#db
+      .selectFrom('jobs')
+      .select(['kind', 'state', (eb) => eb.fn.countAll<number>().as('count')])
+      .groupBy(['kind', 'state'])
+      .execute();
     return rows.map((r) => ({ kind: r.kind, state: r.state, count: Number(r.count) }));
   }
 

@@ -21,7 +21,11 @@ export class MetricsRepo {
 
   /** Plan runs per mode, state and result (result null while a run has not ended). */
   async planRunCounts(): Promise<{ mode: string; state: string; result: string | null; count: number }[]> {
-    const rows = await this.#db.selectFrom('plan_runs').select(['mode', 'state', 'result', (eb) => eb.fn.countAll<number>().as('count')]).groupBy(['mode', 'state', 'result']).execute();
+    const rows = await this.#db
+      .selectFrom('plan_runs')
+      .select(['mode', 'state', 'result', (eb) => eb.fn.countAll<number>().as('count')])
+      .groupBy(['mode', 'state', 'result'])
+      .execute();
     return rows.map((r) => ({ mode: r.mode, state: r.state, result: r.result, count: Number(r.count) }));
   }
 }

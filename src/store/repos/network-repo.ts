@@ -21,11 +21,18 @@ export class NetworkRepo {
   }
 
   async list(): Promise<NetworkRecord[]> {
-    return (await this.#db.selectFrom('networks').selectAll().orderBy('name').execute()).map((r) => ({ name: r.name, kind: r.kind, bridge: r.bridge, createdAt: r.created_at }));
+    return (await this.#db.selectFrom('networks').selectAll().orderBy('name').execute()).map((r) => ({
+      name: r.name,
+      kind: r.kind,
+      bridge: r.bridge,
+      createdAt: r.created_at,
+    }));
   }
 
   async exists(name: string): Promise<boolean> {
-    return (await this.#db.selectFrom('networks').select('name').where('name', '=', name).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('networks').select('name').where('name', '=', name).executeTakeFirst()) !== undefined
+    );
   }
 
   /** Isolated networks: their bridges are mamori's to make again after a host reboot. */
@@ -34,7 +41,10 @@ export class NetworkRepo {
   }
 
   async insert(n: NetworkRecord): Promise<void> {
-    await this.#db.insertInto('networks').values({ name: n.name, kind: n.kind, bridge: n.bridge, created_at: n.createdAt }).execute();
+    await this.#db
+      .insertInto('networks')
+      .values({ name: n.name, kind: n.kind, bridge: n.bridge, created_at: n.createdAt })
+      .execute();
   }
 
   async delete(name: string): Promise<void> {
@@ -43,6 +53,8 @@ export class NetworkRepo {
 
   /** Names of the VMs with a NIC on this network. */
   async vmsOn(name: string): Promise<string[]> {
-    return (await this.#vms.list()).filter((v) => v.definition.nics.some((nic) => nic.network === name)).map((v) => v.name);
+    return (await this.#vms.list())
+      .filter((v) => v.definition.nics.some((nic) => nic.network === name))
+      .map((v) => v.name);
   }
 }

@@ -25,7 +25,11 @@ export class PeerRepo {
   }
 
   async findByFingerprint(fingerprint: string): Promise<PeerRecord | undefined> {
-    const r = await this.#db.selectFrom('peers').selectAll().where('ca_fingerprint', '=', fingerprint).executeTakeFirst();
+    const r = await this.#db
+      .selectFrom('peers')
+      .selectAll()
+      .where('ca_fingerprint', '=', fingerprint)
+      .executeTakeFirst();
     return r && this.#toRecord(r);
   }
 
@@ -38,10 +42,21 @@ export class PeerRepo {
   /** Inserts, or replaces the row with the same id. */
   async save(p: PeerRecord): Promise<void> {
     const row = {
-      id: p.id, name: p.name, url: p.url, ca_cert_pem: p.caCertPem, ca_fingerprint: p.caFingerprint,
-      token: p.token === null ? null : this.#box.seal(peerTokenPurpose(p.id), p.token), inbound_token_id: p.inboundTokenId, created_at: p.createdAt, updated_at: p.updatedAt,
+      id: p.id,
+      name: p.name,
+      url: p.url,
+      ca_cert_pem: p.caCertPem,
+      ca_fingerprint: p.caFingerprint,
+      token: p.token === null ? null : this.#box.seal(peerTokenPurpose(p.id), p.token),
+      inbound_token_id: p.inboundTokenId,
+      created_at: p.createdAt,
+      updated_at: p.updatedAt,
     };
-    await this.#db.insertInto('peers').values(row).onConflict((oc) => oc.column('id').doUpdateSet(row)).execute();
+    await this.#db
+      .insertInto('peers')
+      .values(row)
+      .onConflict((oc) => oc.column('id').doUpdateSet(row))
+      .execute();
   }
 
   async delete(id: string): Promise<void> {
@@ -54,7 +69,11 @@ export class PeerRepo {
     let n = 0;
     for (const r of rows) {
       if (isSealed(r.token)) continue;
-      await this.#db.updateTable('peers').set({ token: this.#box.seal(peerTokenPurpose(r.id), r.token!) }).where('id', '=', r.id).execute();
+      await this.#db
+        .updateTable('peers')
+        .set({ token: this.#box.seal(peerTokenPurpose(r.id), r.token!) })
+        .where('id', '=', r.id)
+        .execute();
       n += 1;
     }
     return n;
@@ -62,9 +81,15 @@ export class PeerRepo {
 
   #toRecord(r: Selectable<PeerTable>): PeerRecord {
     return {
-      id: r.id, name: r.name, url: r.url, caCertPem: r.ca_cert_pem, caFingerprint: r.ca_fingerprint,
+      id: r.id,
+      name: r.name,
+      url: r.url,
+      caCertPem: r.ca_cert_pem,
+      caFingerprint: r.ca_fingerprint,
       token: r.token === null ? null : this.#box.openOrClear(peerTokenPurpose(r.id), r.token),
-      inboundTokenId: r.inbound_token_id, createdAt: r.created_at, updatedAt: r.updated_at,
+      inboundTokenId: r.inbound_token_id,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
     };
   }
 }

@@ -8,9 +8,15 @@ export const planSpecColumn = jsonColumn<PlanSpec>('plans.spec', {
   type: 'object',
   required: ['name', 'protectionGroups', 'vms', 'steps'],
   properties: {
-    name: { type: 'string' }, description: { type: 'string' }, protectedSite: { type: ['string', 'null'] },
-    protectionGroups: { type: 'array', items: { type: 'string' } }, protectedVms: { type: 'array', items: { type: 'string' } },
-    shutdownTimeoutSec: { type: 'number' }, concurrency: { type: 'number' }, vms: { type: 'object' }, steps: { type: 'array' },
+    name: { type: 'string' },
+    description: { type: 'string' },
+    protectedSite: { type: ['string', 'null'] },
+    protectionGroups: { type: 'array', items: { type: 'string' } },
+    protectedVms: { type: 'array', items: { type: 'string' } },
+    shutdownTimeoutSec: { type: 'number' },
+    concurrency: { type: 'number' },
+    vms: { type: 'object' },
+    steps: { type: 'array' },
   },
 });
 
@@ -19,9 +25,29 @@ export const planInventoryColumn = jsonColumn<ProtectedInventory>('plans.invento
   type: 'object',
   required: ['site', 'takenAt', 'groups', 'vms'],
   properties: {
-    site: { type: 'string' }, takenAt: { type: 'string' },
-    groups: { type: 'array', items: { type: 'object', required: ['name', 'vms'], properties: { name: { type: 'string' }, vms: { type: 'array', items: { type: 'string' } } } } },
-    vms: { type: 'array', items: { type: 'object', required: ['id', 'name', 'definition', 'disks'], properties: { id: { type: 'string' }, name: { type: 'string' }, definition: { type: 'object' }, disks: { type: 'array' } } } },
+    site: { type: 'string' },
+    takenAt: { type: 'string' },
+    groups: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'vms'],
+        properties: { name: { type: 'string' }, vms: { type: 'array', items: { type: 'string' } } },
+      },
+    },
+    vms: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['id', 'name', 'definition', 'disks'],
+        properties: {
+          id: { type: 'string' },
+          name: { type: 'string' },
+          definition: { type: 'object' },
+          disks: { type: 'array' },
+        },
+      },
+    },
   },
 });
 
@@ -46,10 +72,17 @@ export class PlanRepo {
 
   async find(name: string): Promise<PlanRecord | undefined> {
     const r = await this.#db.selectFrom('plans').selectAll().where('name', '=', name).executeTakeFirst();
-    return r && {
-      name: r.name, peer: r.peer, spec: planSpecColumn.decode(r.spec), sourceText: r.source_text,
-      inventory: planInventoryColumn.decode(r.inventory), createdAt: r.created_at, updatedAt: r.updated_at,
-    };
+    return (
+      r && {
+        name: r.name,
+        peer: r.peer,
+        spec: planSpecColumn.decode(r.spec),
+        sourceText: r.source_text,
+        inventory: planInventoryColumn.decode(r.inventory),
+        createdAt: r.created_at,
+        updatedAt: r.updated_at,
+      }
+    );
   }
 
   async names(): Promise<string[]> {
@@ -57,14 +90,33 @@ export class PlanRepo {
   }
 
   /** Creates the plan, or replaces the one of the same name (keeping when it was first made). */
-  async save(p: { peer: string; spec: PlanSpec; sourceText: string | null; inventory: ProtectedInventory; at: string }): Promise<void> {
-    const row = { peer: p.peer, spec: planSpecColumn.encode(p.spec), source_text: p.sourceText, inventory: planInventoryColumn.encode(p.inventory), updated_at: p.at };
-    await this.#db.insertInto('plans').values({ name: p.spec.name, created_at: p.at, ...row })
-      .onConflict((oc) => oc.column('name').doUpdateSet(row)).execute();
+  async save(p: {
+    peer: string;
+    spec: PlanSpec;
+    sourceText: string | null;
+    inventory: ProtectedInventory;
+    at: string;
+  }): Promise<void> {
+    const row = {
+      peer: p.peer,
+      spec: planSpecColumn.encode(p.spec),
+      source_text: p.sourceText,
+      inventory: planInventoryColumn.encode(p.inventory),
+      updated_at: p.at,
+    };
+    await this.#db
+      .insertInto('plans')
+      .values({ name: p.spec.name, created_at: p.at, ...row })
+      .onConflict((oc) => oc.column('name').doUpdateSet(row))
+      .execute();
   }
 
   async setInventory(name: string, inventory: ProtectedInventory): Promise<void> {
-    await this.#db.updateTable('plans').set({ inventory: planInventoryColumn.encode(inventory) }).where('name', '=', name).execute();
+    await this.#db
+      .updateTable('plans')
+      .set({ inventory: planInventoryColumn.encode(inventory) })
+      .where('name', '=', name)
+      .execute();
   }
 
   async delete(name: string): Promise<void> {

@@ -1,27 +1,59 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PlanRunTable } from '../schema.js';
-import { RUN_MODES, type PlanRun, type RunArrayState, type RunResult, type RunState, type RunStep, type RunVmOutcome } from '../records/plan-run-record.js';
+import {
+  RUN_MODES,
+  type PlanRun,
+  type RunArrayState,
+  type RunResult,
+  type RunState,
+  type RunStep,
+  type RunVmOutcome,
+} from '../records/plan-run-record.js';
 import { jsonColumn } from '../json-column.js';
 import { enumColumn } from '../enum-column.js';
 
 /** plan_runs.options: the run's options, and the prompt it waits at (kept here so a restart shows it). */
 export const runOptionsColumn = jsonColumn<PlanRun['options'] & { prompt?: string }>('plan_runs.options', {
-  type: 'object', properties: { pointTime: { type: 'string' }, prompt: { type: 'string' } },
+  type: 'object',
+  properties: { pointTime: { type: 'string' }, prompt: { type: 'string' } },
 });
 /** plan_runs.snapshot: the plan and the protected inventory as they were when the run started (opaque here). */
 export const runSnapshotColumn = jsonColumn<unknown>('plan_runs.snapshot', {});
 /** plan_runs.steps: the journal of steps. */
 export const runStepsColumn = jsonColumn<RunStep[]>('plan_runs.steps', {
   type: 'array',
-  items: { type: 'object', required: ['id', 'kind', 'label', 'state'], properties: { id: { type: 'string' }, kind: { type: 'string' }, label: { type: 'string' }, state: { enum: ['pending', 'running', 'done', 'failed', 'skipped'] } } },
+  items: {
+    type: 'object',
+    required: ['id', 'kind', 'label', 'state'],
+    properties: {
+      id: { type: 'string' },
+      kind: { type: 'string' },
+      label: { type: 'string' },
+      state: { enum: ['pending', 'running', 'done', 'failed', 'skipped'] },
+    },
+  },
 });
 /** plan_runs.vms: per-VM outcome, by protected VM name. */
 export const runVmsColumn = jsonColumn<Record<string, RunVmOutcome>>('plan_runs.vms', {
-  type: 'object', additionalProperties: { type: 'object', required: ['vm', 'priority'], properties: { vm: { type: 'string' }, priority: { type: 'number' } } },
+  type: 'object',
+  additionalProperties: {
+    type: 'object',
+    required: ['vm', 'priority'],
+    properties: { vm: { type: 'string' }, priority: { type: 'number' } },
+  },
 });
 /** plan_runs.arrays: per array-based group, what the run made of its devices. */
 export const runArraysColumn = jsonColumn<Record<string, RunArrayState>>('plan_runs.arrays', {
-  type: 'object', additionalProperties: { type: 'object', required: ['point', 'paths'], properties: { point: { type: 'string' }, pointAt: { type: ['string', 'null'] }, paths: { type: 'object', additionalProperties: { type: 'string' } } } },
+  type: 'object',
+  additionalProperties: {
+    type: 'object',
+    required: ['point', 'paths'],
+    properties: {
+      point: { type: 'string' },
+      pointAt: { type: ['string', 'null'] },
+      paths: { type: 'object', additionalProperties: { type: 'string' } },
+    },
+  },
 });
 
 const runMode = enumColumn('plan_runs.mode', RUN_MODES);
@@ -56,7 +88,13 @@ export class PlanRunRepo {
   async list(filter: { plan?: string; limit?: number } = {}): Promise<PlanRun[]> {
     let q = this.#db.selectFrom('plan_runs').selectAll();
     if (filter.plan !== undefined) q = q.where('plan', '=', filter.plan);
-    return (await q.orderBy('started_at', 'desc').orderBy('id', 'desc').limit(filter.limit ?? 50).execute()).map(fromRow);
+    return (
+      await q
+        .orderBy('started_at', 'desc')
+        .orderBy('id', 'desc')
+        .limit(filter.limit ?? 50)
+        .execute()
+    ).map(fromRow);
   }
 
   /** Runs not ended: running, waiting at a prompt, or interrupted. */
@@ -66,23 +104,50 @@ export class PlanRunRepo {
 
   /** A run of the plan that has not ended, if any. */
   async activeRunOf(plan: string): Promise<string | undefined> {
-    return (await this.#db.selectFrom('plan_runs').select('id').where('plan', '=', plan).where('state', 'in', ACTIVE).executeTakeFirst())?.id;
+    return (
+      await this.#db
+        .selectFrom('plan_runs')
+        .select('id')
+        .where('plan', '=', plan)
+        .where('state', 'in', ACTIVE)
+        .executeTakeFirst()
+    )?.id;
   }
 
   /** Running and waiting runs become interrupted; returns their ids. */
   async markInterrupted(): Promise<string[]> {
-    const rows = await this.#db.selectFrom('plan_runs').select('id').where('state', 'in', ['running', 'waiting']).execute();
-    if (rows.length > 0) await this.#db.updateTable('plan_runs').set({ state: 'interrupted', updated_at: new Date().toISOString() }).where('state', 'in', ['running', 'waiting']).execute();
+    const rows = await this.#db
+      .selectFrom('plan_runs')
+      .select('id')
+      .where('state', 'in', ['running', 'waiting'])
+      .execute();
+    if (rows.length > 0)
+      await this.#db
+        .updateTable('plan_runs')
+        .set({ state: 'interrupted', updated_at: new Date().toISOString() })
+        .where('state', 'in', ['running', 'waiting'])
+        .execute();
     return rows.map((r) => r.id);
   }
 }
 
 function toRow(run: PlanRun): Selectable<PlanRunTable> {
   return {
-    id: run.id, plan: run.plan, mode: run.mode, state: run.state, peer: run.peer,
+    id: run.id,
+    plan: run.plan,
+    mode: run.mode,
+    state: run.state,
+    peer: run.peer,
     options: runOptionsColumn.encode({ ...run.options, ...(run.prompt !== undefined ? { prompt: run.prompt } : {}) }),
-    snapshot: runSnapshotColumn.encode(run.snapshot), steps: runStepsColumn.encode(run.steps), vms: runVmsColumn.encode(run.vms), arrays: runArraysColumn.encode(run.arrays),
-    result: run.result, error: run.error, started_at: run.startedAt, ended_at: run.endedAt, updated_at: run.updatedAt,
+    snapshot: runSnapshotColumn.encode(run.snapshot),
+    steps: runStepsColumn.encode(run.steps),
+    vms: runVmsColumn.encode(run.vms),
+    arrays: runArraysColumn.encode(run.arrays),
+    result: run.result,
+    error: run.error,
+    started_at: run.startedAt,
+    ended_at: run.endedAt,
+    updated_at: run.updatedAt,
   };
 }
 
@@ -90,9 +155,21 @@ function fromRow(r: Selectable<PlanRunTable>): PlanRun {
   const { prompt, ...rest } = runOptionsColumn.decode(r.options);
   const state = runState(r.state);
   return {
-    id: r.id, plan: r.plan, mode: runMode(r.mode), state, peer: r.peer, options: rest,
-    snapshot: runSnapshotColumn.decode(r.snapshot), steps: runStepsColumn.decode(r.steps), vms: runVmsColumn.decode(r.vms),
-    arrays: runArraysColumn.decode(r.arrays), result: r.result === null ? null : runResult(r.result), error: r.error, ...(prompt !== undefined && state === 'waiting' ? { prompt } : {}),
-    startedAt: r.started_at, endedAt: r.ended_at, updatedAt: r.updated_at,
+    id: r.id,
+    plan: r.plan,
+    mode: runMode(r.mode),
+    state,
+    peer: r.peer,
+    options: rest,
+    snapshot: runSnapshotColumn.decode(r.snapshot),
+    steps: runStepsColumn.decode(r.steps),
+    vms: runVmsColumn.decode(r.vms),
+    arrays: runArraysColumn.decode(r.arrays),
+    result: r.result === null ? null : runResult(r.result),
+    error: r.error,
+    ...(prompt !== undefined && state === 'waiting' ? { prompt } : {}),
+    startedAt: r.started_at,
+    endedAt: r.ended_at,
+    updatedAt: r.updated_at,
   };
 }

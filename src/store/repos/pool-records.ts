@@ -60,7 +60,8 @@ const networkSchema = {
   oneOf: [
     { type: 'object', required: ['mode'], properties: { mode: { const: 'dhcp' } } },
     {
-      type: 'object', required: ['mode', 'first', 'last', 'prefix', 'gateway', 'dns'],
+      type: 'object',
+      required: ['mode', 'first', 'last', 'prefix', 'gateway', 'dns'],
       properties: { mode: { const: 'static' }, first: str, last: str, prefix: int, gateway: strOrNull, dns: strings },
     },
   ],
@@ -75,9 +76,22 @@ export const poolSpecColumn = jsonColumn<PoolSpec>('desktop_pools.spec', {
   required: ['master', 'snapshot', 'size', 'namePattern', 'storage'],
   properties: {
     master: { type: 'object', required: ['vmId', 'name'], properties: { vmId: str, name: str } },
-    snapshot: str, size: int, spare: int, namePattern: str, persistentDiskBytes: intOrNull, disposableDiskBytes: intOrNull,
-    storage: strings, commands: strings, licenseCommand: strOrNull, kmsHost: strOrNull, guestOs: { enum: ['linux', 'windows', 'unknown'] },
-    licenseTimeoutSec: int, skipLicenseActivation: bool, concurrency: int, maintenanceConcurrency: int, network: networkSchema,
+    snapshot: str,
+    size: int,
+    spare: int,
+    namePattern: str,
+    persistentDiskBytes: intOrNull,
+    disposableDiskBytes: intOrNull,
+    storage: strings,
+    commands: strings,
+    licenseCommand: strOrNull,
+    kmsHost: strOrNull,
+    guestOs: { enum: ['linux', 'windows', 'unknown'] },
+    licenseTimeoutSec: int,
+    skipLicenseActivation: bool,
+    concurrency: int,
+    maintenanceConcurrency: int,
+    network: networkSchema,
   },
 });
 
@@ -86,9 +100,21 @@ export const poolOperationColumn = jsonColumn<PoolOperation>('desktop_pools.oper
   oneOf: [
     { type: 'object', required: ['kind'], properties: { kind: { enum: ['provision', 'delete'] } } },
     { type: 'object', required: ['kind', 'force'], properties: { kind: { const: 'refresh' }, force: bool } },
-    { type: 'object', required: ['kind', 'snapshot', 'force'], properties: { kind: { const: 'recompose' }, snapshot: str, force: bool } },
-    { type: 'object', required: ['kind', 'storage', 'force'], properties: { kind: { const: 'rebalance' }, storage: strings, force: bool } },
-    { type: 'object', required: ['kind', 'size', 'force'], properties: { kind: { const: 'resize' }, size: int, force: bool } },
+    {
+      type: 'object',
+      required: ['kind', 'snapshot', 'force'],
+      properties: { kind: { const: 'recompose' }, snapshot: str, force: bool },
+    },
+    {
+      type: 'object',
+      required: ['kind', 'storage', 'force'],
+      properties: { kind: { const: 'rebalance' }, storage: strings, force: bool },
+    },
+    {
+      type: 'object',
+      required: ['kind', 'size', 'force'],
+      properties: { kind: { const: 'resize' }, size: int, force: bool },
+    },
   ],
 });
 

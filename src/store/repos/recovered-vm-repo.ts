@@ -26,41 +26,99 @@ export class RecoveredVmRepo {
 
   async find(vmId: string): Promise<RecoveredVmRecord | undefined> {
     const r = await this.#db.selectFrom('recovered_vms').selectAll().where('vm_id', '=', vmId).executeTakeFirst();
-    return r && { vmId: r.vm_id, runId: r.run_id, mode: r.mode, replicaId: r.replica_id, pointId: r.point_id, sourceVmId: r.source_vm_id, createdAt: r.created_at };
+    return (
+      r && {
+        vmId: r.vm_id,
+        runId: r.run_id,
+        mode: r.mode,
+        replicaId: r.replica_id,
+        pointId: r.point_id,
+        sourceVmId: r.source_vm_id,
+        createdAt: r.created_at,
+      }
+    );
   }
 
   /**
    * One transaction: the VM, its disks, a hold that keeps retention off the point (host-based
    * recoveries: `hold`), and the record of which run made it. A failure writes none of them.
    */
-  async create(input: { def: VmDefinition; disks: DiskRecord[]; now: string; record: Omit<RecoveredVmRecord, 'vmId' | 'createdAt'>; hold: boolean }): Promise<void> {
+  async create(input: {
+    def: VmDefinition;
+    disks: DiskRecord[];
+    now: string;
+    record: Omit<RecoveredVmRecord, 'vmId' | 'createdAt'>;
+    hold: boolean;
+  }): Promise<void> {
     const { def, now, record } = input;
     await this.#db.transaction().execute(async (tx) => {
       await VmRepo.insert(tx, def, now);
       for (const d of input.disks) await DiskRepo.insert(tx, d);
-      if (input.hold) await tx.insertInto('replica_holds').values({ replica_id: record.replicaId, holder: `vm:${def.id}`, point_id: record.pointId, created_at: now }).execute();
-      await tx.insertInto('recovered_vms').values({ vm_id: def.id, run_id: record.runId, mode: record.mode, replica_id: record.replicaId, point_id: record.pointId, source_vm_id: record.sourceVmId, created_at: now }).execute();
+      if (input.hold)
+        await tx
+          .insertInto('replica_holds')
+          .values({ replica_id: record.replicaId, holder: `vm:${def.id}`, point_id: record.pointId, created_at: now })
+          .execute();
+      await tx
+        .insertInto('recovered_vms')
+        .values({
+          vm_id: def.id,
+          run_id: record.runId,
+          mode: record.mode,
+          replica_id: record.replicaId,
+          point_id: record.pointId,
+          source_vm_id: record.sourceVmId,
+          created_at: now,
+        })
+        .execute();
     });
   }
 
   /** The VM a run already made for a protected VM, with the time of its point (host-based: the point must be on record). */
-  async madeByRunWithPoint(runId: string, sourceVmId: string): Promise<{ vmId: string; name: string; pointId: string; time: string } | undefined> {
-    return this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id').innerJoin('replica_points', (j) =>
-      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
-      .select(['vms.id as vmId', 'vms.name as name', 'recovered_vms.point_id as pointId', 'replica_points.time as time'])
-      .where('recovered_vms.run_id', '=', runId).where('recovered_vms.source_vm_id', '=', sourceVmId).executeTakeFirst();
+  async madeByRunWithPoint(
+    runId: string,
+    sourceVmId: string,
+  ): Promise<{ vmId: string; name: string; pointId: string; time: string } | undefined> {
+    return this.#db
+      .selectFrom('recovered_vms')
+      .innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
+      .innerJoin('replica_points', (j) =>
+        j
+          .onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id')
+          .onRef('replica_points.point_id', '=', 'recovered_vms.point_id'),
+      )
+      .select([
+        'vms.id as vmId',
+        'vms.name as name',
+        'recovered_vms.point_id as pointId',
+        'replica_points.time as time',
+      ])
+      .where('recovered_vms.run_id', '=', runId)
+      .where('recovered_vms.source_vm_id', '=', sourceVmId)
+      .executeTakeFirst();
   }
 
   /** The VM a run already made for a protected VM (array-based: no replica point row). */
-  async madeByRun(runId: string, sourceVmId: string): Promise<{ vmId: string; name: string; pointId: string } | undefined> {
-    return this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id').select(['vms.id as vmId', 'vms.name as name', 'recovered_vms.point_id as pointId'])
-      .where('recovered_vms.run_id', '=', runId).where('recovered_vms.source_vm_id', '=', sourceVmId).executeTakeFirst();
+  async madeByRun(
+    runId: string,
+    sourceVmId: string,
+  ): Promise<{ vmId: string; name: string; pointId: string } | undefined> {
+    return this.#db
+      .selectFrom('recovered_vms')
+      .innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
+      .select(['vms.id as vmId', 'vms.name as name', 'recovered_vms.point_id as pointId'])
+      .where('recovered_vms.run_id', '=', runId)
+      .where('recovered_vms.source_vm_id', '=', sourceVmId)
+      .executeTakeFirst();
   }
 
   /** Test VMs still registered, with the protected VM each was made from; `replicaId` narrows to one replica (or array group). */
   async testVms(replicaId?: string): Promise<{ vmId: string; name: string; sourceVmId: string }[]> {
-    let q = this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
-      .select(['recovered_vms.vm_id as vmId', 'vms.name as name', 'recovered_vms.source_vm_id as sourceVmId']).where('recovered_vms.mode', '=', 'test');
+    let q = this.#db
+      .selectFrom('recovered_vms')
+      .innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
+      .select(['recovered_vms.vm_id as vmId', 'vms.name as name', 'recovered_vms.source_vm_id as sourceVmId'])
+      .where('recovered_vms.mode', '=', 'test');
     if (replicaId !== undefined) q = q.where('recovered_vms.replica_id', '=', replicaId);
     return q.execute();
   }
@@ -76,6 +134,9 @@ export class RecoveredVmRepo {
 
   /** Whether the run still has a recovered VM on record. */
   async runHasVms(runId: string): Promise<boolean> {
-    return (await this.#db.selectFrom('recovered_vms').select('vm_id').where('run_id', '=', runId).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('recovered_vms').select('vm_id').where('run_id', '=', runId).executeTakeFirst()) !==
+      undefined
+    );
   }
 }

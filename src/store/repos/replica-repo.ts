@@ -7,11 +7,18 @@ import { MamoriError } from '../../core/mamori-error.js';
 /** replicas.disks: each disk's index and virtual size, in disk order. */
 export const replicaDisksColumn = jsonColumn<ReplicaDiskSpec[]>('replicas.disks', {
   type: 'array',
-  items: { type: 'object', required: ['index', 'sizeBytes'], properties: { index: { type: 'integer' }, sizeBytes: { type: 'number' } } },
+  items: {
+    type: 'object',
+    required: ['index', 'sizeBytes'],
+    properties: { index: { type: 'integer' }, sizeBytes: { type: 'number' } },
+  },
 });
 
 /** replica_points.disk_points: each disk chain's point id, in disk order. */
-export const diskPointsColumn = jsonColumn<string[]>('replica_points.disk_points', { type: 'array', items: { type: 'string' } });
+export const diskPointsColumn = jsonColumn<string[]>('replica_points.disk_points', {
+  type: 'array',
+  items: { type: 'string' },
+});
 
 /**
  * The recovery side of replication: replicas, their points, the holds that keep points from
@@ -27,12 +34,28 @@ export class ReplicaRepo {
   async get(id: string): Promise<ReplicaView | undefined> {
     const r = await this.#db.selectFrom('replicas').selectAll().where('id', '=', id).executeTakeFirst();
     if (!r) return undefined;
-    const points = await this.#db.selectFrom('replica_points').selectAll().where('replica_id', '=', id).orderBy('time').execute();
+    const points = await this.#db
+      .selectFrom('replica_points')
+      .selectAll()
+      .where('replica_id', '=', id)
+      .orderBy('time')
+      .execute();
     return {
-      id: r.id, sourceSite: r.source_site, sourceVmId: r.source_vm_id, vmName: r.vm_name,
-      disks: replicaDisksColumn.decode(r.disks), keepPoints: r.keep_points,
-      failoverGeneration: r.failover_generation, promotedAt: r.promoted_at, lastContactAt: r.last_contact_at,
-      points: points.map((p): ReplicaPointView => ({ id: p.point_id, time: p.time, consistency: toConsistency(p.consistency), committedAt: p.committed_at })),
+      id: r.id,
+      sourceSite: r.source_site,
+      sourceVmId: r.source_vm_id,
+      vmName: r.vm_name,
+      disks: replicaDisksColumn.decode(r.disks),
+      keepPoints: r.keep_points,
+      failoverGeneration: r.failover_generation,
+      promotedAt: r.promoted_at,
+      lastContactAt: r.last_contact_at,
+      points: points.map((p): ReplicaPointView => ({
+        id: p.point_id,
+        time: p.time,
+        consistency: toConsistency(p.consistency),
+        committedAt: p.committed_at,
+      })),
     };
   }
 
@@ -53,12 +76,21 @@ export class ReplicaRepo {
   }
 
   async sourceVmIdOf(id: string): Promise<string | undefined> {
-    return (await this.#db.selectFrom('replicas').select('source_vm_id').where('id', '=', id).executeTakeFirst())?.source_vm_id;
+    return (await this.#db.selectFrom('replicas').select('source_vm_id').where('id', '=', id).executeTakeFirst())
+      ?.source_vm_id;
   }
 
   /** The replica of a VM of `sourceSite`, with its promotion state. */
-  async findBySource(sourceSite: string, sourceVmId: string): Promise<{ id: string; promotedAt: string | null; failoverGeneration: number } | undefined> {
-    const r = await this.#db.selectFrom('replicas').select(['id', 'promoted_at', 'failover_generation']).where('source_site', '=', sourceSite).where('source_vm_id', '=', sourceVmId).executeTakeFirst();
+  async findBySource(
+    sourceSite: string,
+    sourceVmId: string,
+  ): Promise<{ id: string; promotedAt: string | null; failoverGeneration: number } | undefined> {
+    const r = await this.#db
+      .selectFrom('replicas')
+      .select(['id', 'promoted_at', 'failover_generation'])
+      .where('source_site', '=', sourceSite)
+      .where('source_vm_id', '=', sourceVmId)
+      .executeTakeFirst();
     return r && { id: r.id, promotedAt: r.promoted_at, failoverGeneration: r.failover_generation };
   }
 
@@ -73,7 +105,11 @@ export class ReplicaRepo {
    */
   async takeOverSeedVm(replicaId: string, vmId: string, seedDiskIds: string[]): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
-      await tx.updateTable('replica_holds').set({ holder: `replica:${replicaId}` }).where('holder', '=', `vm:${vmId}`).execute();
+      await tx
+        .updateTable('replica_holds')
+        .set({ holder: `replica:${replicaId}` })
+        .where('holder', '=', `vm:${vmId}`)
+        .execute();
       if (seedDiskIds.length > 0) await tx.deleteFrom('disks').where('id', 'in', seedDiskIds).execute();
       await tx.deleteFrom('disks').where('vm_id', '=', vmId).execute();
       await tx.deleteFrom('vms').where('id', '=', vmId).execute();
@@ -81,13 +117,37 @@ export class ReplicaRepo {
   }
 
   async findIdBySource(sourceSite: string, sourceVmId: string): Promise<string | undefined> {
-    return (await this.#db.selectFrom('replicas').select('id').where('source_site', '=', sourceSite).where('source_vm_id', '=', sourceVmId).executeTakeFirst())?.id;
+    return (
+      await this.#db
+        .selectFrom('replicas')
+        .select('id')
+        .where('source_site', '=', sourceSite)
+        .where('source_vm_id', '=', sourceVmId)
+        .executeTakeFirst()
+    )?.id;
   }
 
-  async insert(r: { id: string; sourceSite: string; sourceVmId: string; vmName: string; disks: ReplicaDiskSpec[]; keepPoints: number; createdAt: string }): Promise<void> {
-    await this.#db.insertInto('replicas').values({
-      id: r.id, source_site: r.sourceSite, source_vm_id: r.sourceVmId, vm_name: r.vmName, disks: replicaDisksColumn.encode(r.disks), keep_points: r.keepPoints, created_at: r.createdAt,
-    }).execute();
+  async insert(r: {
+    id: string;
+    sourceSite: string;
+    sourceVmId: string;
+    vmName: string;
+    disks: ReplicaDiskSpec[];
+    keepPoints: number;
+    createdAt: string;
+  }): Promise<void> {
+    await this.#db
+      .insertInto('replicas')
+      .values({
+        id: r.id,
+        source_site: r.sourceSite,
+        source_vm_id: r.sourceVmId,
+        vm_name: r.vmName,
+        disks: replicaDisksColumn.encode(r.disks),
+        keep_points: r.keepPoints,
+        created_at: r.createdAt,
+      })
+      .execute();
   }
 
   async setKeepPoints(id: string, keepPoints: number): Promise<void> {
@@ -100,52 +160,95 @@ export class ReplicaRepo {
   }
 
   async setPromoted(id: string, promotedAt: string, failoverGeneration: number): Promise<void> {
-    await this.#db.updateTable('replicas').set({ promoted_at: promotedAt, failover_generation: failoverGeneration }).where('id', '=', id).execute();
+    await this.#db
+      .updateTable('replicas')
+      .set({ promoted_at: promotedAt, failover_generation: failoverGeneration })
+      .where('id', '=', id)
+      .execute();
   }
 
   /** Records a committed point: from now on it is a recovery point of the VM. */
-  async addPoint(id: string, p: { pointId: string; time: string; consistency: PointConsistency; committedAt: string; diskPoints: string[] }): Promise<void> {
-    await this.#db.insertInto('replica_points').values({
-      replica_id: id, point_id: p.pointId, time: p.time, consistency: p.consistency, committed_at: p.committedAt, disk_points: diskPointsColumn.encode(p.diskPoints),
-    }).execute();
+  async addPoint(
+    id: string,
+    p: { pointId: string; time: string; consistency: PointConsistency; committedAt: string; diskPoints: string[] },
+  ): Promise<void> {
+    await this.#db
+      .insertInto('replica_points')
+      .values({
+        replica_id: id,
+        point_id: p.pointId,
+        time: p.time,
+        consistency: p.consistency,
+        committed_at: p.committedAt,
+        disk_points: diskPointsColumn.encode(p.diskPoints),
+      })
+      .execute();
   }
 
   /** Each disk chain's point id of a recorded point; undefined when it is not recorded. */
   async diskPointsOf(id: string, pointId: string): Promise<string[] | undefined> {
-    const r = await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).where('point_id', '=', pointId).executeTakeFirst();
+    const r = await this.#db
+      .selectFrom('replica_points')
+      .select('disk_points')
+      .where('replica_id', '=', id)
+      .where('point_id', '=', pointId)
+      .executeTakeFirst();
     return r && diskPointsColumn.decode(r.disk_points);
   }
 
   /** Every recorded point's disk points. */
   async allDiskPoints(id: string): Promise<string[][]> {
-    return (await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).execute()).map((r) => diskPointsColumn.decode(r.disk_points));
+    return (
+      await this.#db.selectFrom('replica_points').select('disk_points').where('replica_id', '=', id).execute()
+    ).map((r) => diskPointsColumn.decode(r.disk_points));
   }
 
   /** Drops the oldest point rows beyond the newest `keep`. */
   async keepNewestPoints(id: string, keep: number): Promise<void> {
-    const rows = await this.#db.selectFrom('replica_points').select('point_id').where('replica_id', '=', id).orderBy('time').execute();
+    const rows = await this.#db
+      .selectFrom('replica_points')
+      .select('point_id')
+      .where('replica_id', '=', id)
+      .orderBy('time')
+      .execute();
     const drop = rows.slice(0, Math.max(0, rows.length - keep)).map((r) => r.point_id);
-    if (drop.length) await this.#db.deleteFrom('replica_points').where('replica_id', '=', id).where('point_id', 'in', drop).execute();
+    if (drop.length)
+      await this.#db.deleteFrom('replica_points').where('replica_id', '=', id).where('point_id', 'in', drop).execute();
   }
 
   /** Whether anything holds the replica's points (recovered VMs running on overlays over them). */
   async isHeld(id: string): Promise<boolean> {
-    return (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).executeTakeFirst()) !==
+      undefined
+    );
   }
 
   /** The replica whose point a VM holds (a VM made over a replica point), if any. */
   async replicaHeldByVm(vmId: string): Promise<string | undefined> {
-    return (await this.#db.selectFrom('replica_holds').select('replica_id').where('holder', '=', `vm:${vmId}`).executeTakeFirst())?.replica_id;
+    return (
+      await this.#db
+        .selectFrom('replica_holds')
+        .select('replica_id')
+        .where('holder', '=', `vm:${vmId}`)
+        .executeTakeFirst()
+    )?.replica_id;
   }
 
   async holdersOf(id: string): Promise<string[]> {
-    return (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).execute()).map((r) => r.holder);
+    return (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).execute()).map(
+      (r) => r.holder,
+    );
   }
 
   /** VMs recorded as made from the replica's points, with their state. */
   async recoveredVmsOf(id: string): Promise<{ name: string; state: string }[]> {
-    return this.#db.selectFrom('recovered_vms').innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
-      .select(['vms.name as name', 'vms.state as state']).where('recovered_vms.replica_id', '=', id).execute();
+    return this.#db
+      .selectFrom('recovered_vms')
+      .innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
+      .select(['vms.name as name', 'vms.state as state'])
+      .where('recovered_vms.replica_id', '=', id)
+      .execute();
   }
 
   /**
@@ -153,9 +256,17 @@ export class ReplicaRepo {
    * point, null when the point is no longer on record; undefined when the VM was not made so.
    */
   async recoveredFromPointTime(vmId: string): Promise<{ time: string | null } | undefined> {
-    return this.#db.selectFrom('recovered_vms').leftJoin('replica_points', (j) =>
-      j.onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id').onRef('replica_points.point_id', '=', 'recovered_vms.point_id'))
-      .select('replica_points.time as time').where('recovered_vms.vm_id', '=', vmId).where('recovered_vms.mode', '!=', 'test').executeTakeFirst();
+    return this.#db
+      .selectFrom('recovered_vms')
+      .leftJoin('replica_points', (j) =>
+        j
+          .onRef('replica_points.replica_id', '=', 'recovered_vms.replica_id')
+          .onRef('replica_points.point_id', '=', 'recovered_vms.point_id'),
+      )
+      .select('replica_points.time as time')
+      .where('recovered_vms.vm_id', '=', vmId)
+      .where('recovered_vms.mode', '!=', 'test')
+      .executeTakeFirst();
   }
 
   /**
@@ -163,16 +274,28 @@ export class ReplicaRepo {
    * (planned or disaster; their replica ids are `array:...`), and when.
    */
   async arrayFailoversFor(peer: string): Promise<{ sourceVmId: string; at: string; mode: string }[]> {
-    return this.#db.selectFrom('recovered_vms').innerJoin('plan_runs', 'plan_runs.id', 'recovered_vms.run_id')
-      .select(['recovered_vms.source_vm_id as sourceVmId', 'recovered_vms.created_at as at', 'recovered_vms.mode as mode'])
-      .where('plan_runs.peer', '=', peer).where('recovered_vms.mode', 'in', ['planned', 'disaster']).where('recovered_vms.replica_id', 'like', 'array:%').execute();
+    return this.#db
+      .selectFrom('recovered_vms')
+      .innerJoin('plan_runs', 'plan_runs.id', 'recovered_vms.run_id')
+      .select([
+        'recovered_vms.source_vm_id as sourceVmId',
+        'recovered_vms.created_at as at',
+        'recovered_vms.mode as mode',
+      ])
+      .where('plan_runs.peer', '=', peer)
+      .where('recovered_vms.mode', 'in', ['planned', 'disaster'])
+      .where('recovered_vms.replica_id', 'like', 'array:%')
+      .execute();
   }
 
   /** One transaction: the replica's points, holds (on it and by it), recovered-VM records and row. */
   async deleteRows(id: string): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
       await tx.deleteFrom('replica_points').where('replica_id', '=', id).execute();
-      await tx.deleteFrom('replica_holds').where((eb) => eb.or([eb('replica_id', '=', id), eb('holder', '=', `replica:${id}`)])).execute();
+      await tx
+        .deleteFrom('replica_holds')
+        .where((eb) => eb.or([eb('replica_id', '=', id), eb('holder', '=', `replica:${id}`)]))
+        .execute();
       await tx.deleteFrom('recovered_vms').where('replica_id', '=', id).execute();
       await tx.deleteFrom('replicas').where('id', '=', id).execute();
     });
@@ -181,5 +304,9 @@ export class ReplicaRepo {
 
 function toConsistency(c: string): PointConsistency {
   if (c === 'crash' || c === 'application') return c;
-  throw new MamoriError('STORE_ROW_INVALID', `the database column replica_points.consistency holds ${JSON.stringify(c)}, not crash or application; the row was written by something other than mamori`, { details: { column: 'replica_points.consistency' } });
+  throw new MamoriError(
+    'STORE_ROW_INVALID',
+    `the database column replica_points.consistency holds ${JSON.stringify(c)}, not crash or application; the row was written by something other than mamori`,
+    { details: { column: 'replica_points.consistency' } },
+  );
 }

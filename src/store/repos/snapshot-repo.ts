@@ -20,19 +20,51 @@ export class SnapshotRepo {
   }
 
   async forVm(vmId: string): Promise<SnapshotRow[]> {
-    const rows = await this.#db.selectFrom('snapshots').selectAll().where('vm_id', '=', vmId).orderBy('created_at').execute();
-    return rows.map((r) => ({ id: r.id, vmId: r.vm_id, name: r.name, createdAt: r.created_at, running: r.running === 1 }));
+    const rows = await this.#db
+      .selectFrom('snapshots')
+      .selectAll()
+      .where('vm_id', '=', vmId)
+      .orderBy('created_at')
+      .execute();
+    return rows.map((r) => ({
+      id: r.id,
+      vmId: r.vm_id,
+      name: r.name,
+      createdAt: r.created_at,
+      running: r.running === 1,
+    }));
   }
 
   async findId(vmId: string, name: string): Promise<string | undefined> {
-    return (await this.#db.selectFrom('snapshots').select('id').where('vm_id', '=', vmId).where('name', '=', name).executeTakeFirst())?.id;
+    return (
+      await this.#db
+        .selectFrom('snapshots')
+        .select('id')
+        .where('vm_id', '=', vmId)
+        .where('name', '=', name)
+        .executeTakeFirst()
+    )?.id;
   }
 
   /** One transaction: the snapshot's row and each disk's new overlay list (the guest already writes into them). */
-  async record(vmId: string, name: string, createdAt: string, running: boolean, overlays: { diskId: string; overlays: string[] }[]): Promise<void> {
+  async record(
+    vmId: string,
+    name: string,
+    createdAt: string,
+    running: boolean,
+    overlays: { diskId: string; overlays: string[] }[],
+  ): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
-      await tx.insertInto('snapshots').values({ id: newShortId('snap'), vm_id: vmId, name, created_at: createdAt, running: running ? 1 : 0 }).execute();
-      for (const o of overlays) await tx.updateTable('disks').set({ overlays: diskOverlaysColumn.encode(o.overlays) }).where('id', '=', o.diskId).execute();
+      await tx
+        .insertInto('snapshots')
+        .values({ id: newShortId('snap'), vm_id: vmId, name, created_at: createdAt, running: running ? 1 : 0 })
+        .execute();
+      for (const o of overlays)
+        await tx
+          .updateTable('disks')
+          .set({ overlays: diskOverlaysColumn.encode(o.overlays) })
+          .where('id', '=', o.diskId)
+          .execute();
     });
   }
 

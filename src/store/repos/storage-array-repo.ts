@@ -7,7 +7,10 @@ import { jsonColumn } from '../json-column.js';
 export const connectionPurpose = (name: string): string => `storage_arrays.connection:${name}`;
 
 /** storage_arrays.connection (once opened): the connection parameters' values. */
-export const arrayConnectionColumn = jsonColumn<Record<string, string>>('storage_arrays.connection', { type: 'object', additionalProperties: { type: 'string' } });
+export const arrayConnectionColumn = jsonColumn<Record<string, string>>('storage_arrays.connection', {
+  type: 'object',
+  additionalProperties: { type: 'string' },
+});
 
 /** A storage adapter with its connection, the connection opened. */
 export interface StorageArrayRecord {
@@ -30,18 +33,29 @@ export class StorageArrayRepo {
   }
 
   async exists(name: string): Promise<boolean> {
-    return (await this.#db.selectFrom('storage_arrays').select('name').where('name', '=', name).executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('storage_arrays').select('name').where('name', '=', name).executeTakeFirst()) !==
+      undefined
+    );
   }
 
   async insert(r: StorageArrayRecord): Promise<void> {
-    await this.#db.insertInto('storage_arrays').values({
-      name: r.name, adapter: r.adapter, connection: this.#box.seal(connectionPurpose(r.name), arrayConnectionColumn.encode(r.connection)), created_at: r.createdAt,
-    }).execute();
+    await this.#db
+      .insertInto('storage_arrays')
+      .values({
+        name: r.name,
+        adapter: r.adapter,
+        connection: this.#box.seal(connectionPurpose(r.name), arrayConnectionColumn.encode(r.connection)),
+        created_at: r.createdAt,
+      })
+      .execute();
   }
 
   /** By name. */
   async list(): Promise<StorageArrayRecord[]> {
-    return (await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()).map((r) => this.#toRecord(r));
+    return (await this.#db.selectFrom('storage_arrays').selectAll().orderBy('name').execute()).map((r) =>
+      this.#toRecord(r),
+    );
   }
 
   async find(name: string): Promise<StorageArrayRecord | undefined> {
@@ -60,13 +74,22 @@ export class StorageArrayRepo {
     let n = 0;
     for (const r of await this.#db.selectFrom('storage_arrays').select(['name', 'connection']).execute()) {
       if (isSealed(r.connection)) continue;
-      await this.#db.updateTable('storage_arrays').set({ connection: this.#box.seal(connectionPurpose(r.name), r.connection) }).where('name', '=', r.name).execute();
+      await this.#db
+        .updateTable('storage_arrays')
+        .set({ connection: this.#box.seal(connectionPurpose(r.name), r.connection) })
+        .where('name', '=', r.name)
+        .execute();
       n += 1;
     }
     return n;
   }
 
   #toRecord(r: Selectable<StorageArrayTable>): StorageArrayRecord {
-    return { name: r.name, adapter: r.adapter, connection: arrayConnectionColumn.decode(this.#box.openOrClear(connectionPurpose(r.name), r.connection)), createdAt: r.created_at };
+    return {
+      name: r.name,
+      adapter: r.adapter,
+      connection: arrayConnectionColumn.decode(this.#box.openOrClear(connectionPurpose(r.name), r.connection)),
+      createdAt: r.created_at,
+    };
   }
 }

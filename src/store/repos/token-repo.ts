@@ -49,7 +49,9 @@ export class TokenRepo {
   }
 
   async hasAdmin(): Promise<boolean> {
-    return (await this.#db.selectFrom('tokens').select('id').where('role', '=', 'admin').executeTakeFirst()) !== undefined;
+    return (
+      (await this.#db.selectFrom('tokens').select('id').where('role', '=', 'admin').executeTakeFirst()) !== undefined
+    );
   }
 
   /** Creates a token and returns its clear text, which is never stored. */
@@ -58,24 +60,45 @@ export class TokenRepo {
   }
 
   /** Like create, also returning the row id (to revoke it later). */
-  async createWithId(name: string, role: TokenRole, opts: { expiresAt?: string | null } = {}): Promise<{ id: string; token: string }> {
+  async createWithId(
+    name: string,
+    role: TokenRole,
+    opts: { expiresAt?: string | null } = {},
+  ): Promise<{ id: string; token: string }> {
     const token = `mamori_${randomBytes(24).toString('base64url')}`;
     const id = newShortId('tok');
     const pairingKey = role === 'admin' ? this.#box.seal(pairingPurpose(id), pairingKeyOf(token)) : null;
     await this.#db
       .insertInto('tokens')
-      .values({ id, name, hash: hashToken(token), role, pairing_key: pairingKey, created_at: new Date().toISOString(), expires_at: opts.expiresAt ?? null })
+      .values({
+        id,
+        name,
+        hash: hashToken(token),
+        role,
+        pairing_key: pairingKey,
+        created_at: new Date().toISOString(),
+        expires_at: opts.expiresAt ?? null,
+      })
       .execute();
     return { id, token };
   }
 
   async get(id: string): Promise<TokenInfo | undefined> {
-    const r = await this.#db.selectFrom('tokens').select(['id', 'name', 'role', 'created_at', 'expires_at', 'last_used_at']).where('id', '=', id).executeTakeFirst();
+    const r = await this.#db
+      .selectFrom('tokens')
+      .select(['id', 'name', 'role', 'created_at', 'expires_at', 'last_used_at'])
+      .where('id', '=', id)
+      .executeTakeFirst();
     return r ? info(r) : undefined;
   }
 
   async list(): Promise<TokenInfo[]> {
-    const rows = await this.#db.selectFrom('tokens').select(['id', 'name', 'role', 'created_at', 'expires_at', 'last_used_at']).orderBy('created_at').orderBy('id').execute();
+    const rows = await this.#db
+      .selectFrom('tokens')
+      .select(['id', 'name', 'role', 'created_at', 'expires_at', 'last_used_at'])
+      .orderBy('created_at')
+      .orderBy('id')
+      .execute();
     return rows.map(info);
   }
 
@@ -91,7 +114,12 @@ export class TokenRepo {
 
   /** The pairing keys of the admin tokens, opened: the pairing proof is keyed by them (src/sites/pairing-proof.ts). */
   async pairingKeys(): Promise<Buffer[]> {
-    const rows = await this.#db.selectFrom('tokens').select(['id', 'pairing_key']).where('role', '=', 'admin').where('pairing_key', 'is not', null).execute();
+    const rows = await this.#db
+      .selectFrom('tokens')
+      .select(['id', 'pairing_key'])
+      .where('role', '=', 'admin')
+      .where('pairing_key', 'is not', null)
+      .execute();
     return rows.map((r) => this.#box.open(pairingPurpose(r.id), r.pairing_key!));
   }
 
@@ -101,13 +129,22 @@ export class TokenRepo {
    * rows still have none (they cannot be paired with; a new admin token can).
    */
   async sealMissingPairingKeys(adminToken: string | null): Promise<number> {
-    const rows = await this.#db.selectFrom('tokens').select(['id', 'hash']).where('role', '=', 'admin').where('pairing_key', 'is', null).execute();
+    const rows = await this.#db
+      .selectFrom('tokens')
+      .select(['id', 'hash'])
+      .where('role', '=', 'admin')
+      .where('pairing_key', 'is', null)
+      .execute();
     let left = rows.length;
     if (adminToken === null) return left;
     const hash = hashToken(adminToken);
     for (const r of rows) {
       if (!timingSafeEqual(Buffer.from(r.hash), Buffer.from(hash))) continue;
-      await this.#db.updateTable('tokens').set({ pairing_key: this.#box.seal(pairingPurpose(r.id), pairingKeyOf(adminToken)) }).where('id', '=', r.id).execute();
+      await this.#db
+        .updateTable('tokens')
+        .set({ pairing_key: this.#box.seal(pairingPurpose(r.id), pairingKeyOf(adminToken)) })
+        .where('id', '=', r.id)
+        .execute();
       left -= 1;
     }
     return left;
@@ -116,7 +153,11 @@ export class TokenRepo {
   /** The token's owner, or undefined for an unknown or expired token. */
   async verify(token: string, now = new Date()): Promise<TokenIdentity | undefined> {
     const hash = hashToken(token);
-    const row = await this.#db.selectFrom('tokens').select(['id', 'name', 'role', 'hash', 'expires_at', 'last_used_at']).where('hash', '=', hash).executeTakeFirst();
+    const row = await this.#db
+      .selectFrom('tokens')
+      .select(['id', 'name', 'role', 'hash', 'expires_at', 'last_used_at'])
+      .where('hash', '=', hash)
+      .executeTakeFirst();
     if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) return undefined;
     if (row.expires_at && Date.parse(row.expires_at) <= now.getTime()) return undefined;
     if (!row.last_used_at || now.getTime() - Date.parse(row.last_used_at) >= LAST_USED_RESOLUTION_MS) {
@@ -126,6 +167,20 @@ export class TokenRepo {
   }
 }
 
-function info(r: { id: string; name: string; role: string; created_at: string; expires_at: string | null; last_used_at: string | null }): TokenInfo {
-  return { id: r.id, name: r.name, role: r.role as TokenRole, createdAt: r.created_at, expiresAt: r.expires_at, lastUsedAt: r.last_used_at };
+function info(r: {
+  id: string;
+  name: string;
+  role: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+}): TokenInfo {
+  return {
+    id: r.id,
+    name: r.name,
+    role: r.role as TokenRole,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    lastUsedAt: r.last_used_at,
+  };
 }

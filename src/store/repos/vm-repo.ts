@@ -34,7 +34,18 @@ export interface SupersededVm {
  */
 export const vmDefinitionColumn = jsonColumn<VmDefinition>('vms.definition', {
   type: 'object',
-  required: ['id', 'name', 'vcpus', 'memoryMiB', 'firmware', 'machineType', 'diskIds', 'nics', 'boot', 'stopTimeoutSec'],
+  required: [
+    'id',
+    'name',
+    'vcpus',
+    'memoryMiB',
+    'firmware',
+    'machineType',
+    'diskIds',
+    'nics',
+    'boot',
+    'stopTimeoutSec',
+  ],
   properties: {
     id: { type: 'string' },
     name: { type: 'string' },
@@ -43,7 +54,14 @@ export const vmDefinitionColumn = jsonColumn<VmDefinition>('vms.definition', {
     firmware: { enum: ['bios', 'uefi'] },
     machineType: { type: 'string' },
     diskIds: { type: 'array', items: { type: 'string' } },
-    nics: { type: 'array', items: { type: 'object', required: ['mac', 'model', 'network'], properties: { mac: { type: 'string' }, model: { type: 'string' }, network: { type: 'string' } } } },
+    nics: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['mac', 'model', 'network'],
+        properties: { mac: { type: 'string' }, model: { type: 'string' }, network: { type: 'string' } },
+      },
+    },
     boot: { type: 'object', required: ['kind'], properties: { kind: { enum: ['disk', 'test-guest'] } } },
     stopTimeoutSec: { type: 'number' },
     guestAgent: { type: 'boolean' },
@@ -95,7 +113,9 @@ export class VmRepo {
    * lists it (shared disks are attached without an owner column). LIKE is plain SQL on both dialects.
    */
   async nameOfVmUsingDisk(diskId: string, ownerVmId: string | null): Promise<string | undefined> {
-    const vm = await this.#db.selectFrom('vms').select('name')
+    const vm = await this.#db
+      .selectFrom('vms')
+      .select('name')
       .where((eb) => eb.or([eb('id', '=', ownerVmId ?? ''), eb('definition', 'like', `%"${diskId}"%`)]))
       .executeTakeFirst();
     return vm?.name;
@@ -103,7 +123,20 @@ export class VmRepo {
 
   /** Inserts a stopped VM's row in `db` (a transaction when other rows go with it). A taken name is the unique violation vms.name. */
   static async insert(db: Db, def: VmDefinition, now: string, stateReason: string | null = null): Promise<void> {
-    await db.insertInto('vms').values({ id: def.id, name: def.name, definition: vmDefinitionColumn.encode(def), state: 'stopped', state_reason: stateReason, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+    await db
+      .insertInto('vms')
+      .values({
+        id: def.id,
+        name: def.name,
+        definition: vmDefinitionColumn.encode(def),
+        state: 'stopped',
+        state_reason: stateReason,
+        pid: null,
+        last_heartbeat_at: null,
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
   }
 
   /**
@@ -124,7 +157,12 @@ export class VmRepo {
    */
   async deleteWithDisks(vmId: string): Promise<void> {
     await this.#db.transaction().execute(async (tx) => {
-      await tx.updateTable('disks').set({ vm_id: null }).where('vm_id', '=', vmId).where('owned_by_vm', '=', 0).execute();
+      await tx
+        .updateTable('disks')
+        .set({ vm_id: null })
+        .where('vm_id', '=', vmId)
+        .where('owned_by_vm', '=', 0)
+        .execute();
       await tx.deleteFrom('disks').where('vm_id', '=', vmId).where('owned_by_vm', '=', 1).execute();
       await tx.deleteFrom('vms').where('id', '=', vmId).execute();
       await tx.deleteFrom('replica_holds').where('holder', '=', `vm:${vmId}`).execute();
@@ -141,10 +179,18 @@ export class VmRepo {
 
   /** Replaces the definition (the row's other columns are left as they are). */
   async setDefinition(def: VmDefinition): Promise<void> {
-    await this.#db.updateTable('vms').set({ definition: vmDefinitionColumn.encode(def), updated_at: new Date().toISOString() }).where('id', '=', def.id).execute();
+    await this.#db
+      .updateTable('vms')
+      .set({ definition: vmDefinitionColumn.encode(def), updated_at: new Date().toISOString() })
+      .where('id', '=', def.id)
+      .execute();
   }
 
-  async setState(id: string, state: VmState, fields: { reason?: string | null; pid?: number | null } = {}): Promise<void> {
+  async setState(
+    id: string,
+    state: VmState,
+    fields: { reason?: string | null; pid?: number | null } = {},
+  ): Promise<void> {
     const update: Record<string, unknown> = { state, updated_at: new Date().toISOString() };
     if (fields.reason !== undefined) update['state_reason'] = fields.reason;
     if (fields.pid !== undefined) update['pid'] = fields.pid;
@@ -164,10 +210,19 @@ export class VmRepo {
    * older or equal generation on record is left as it is. Returns whether it was recorded.
    */
   async markSuperseded(s: SupersededVm): Promise<boolean> {
-    const existing = await this.#db.selectFrom('superseded_vms').select('generation').where('vm_id', '=', s.vmId).executeTakeFirst();
+    const existing = await this.#db
+      .selectFrom('superseded_vms')
+      .select('generation')
+      .where('vm_id', '=', s.vmId)
+      .executeTakeFirst();
     if (existing && existing.generation >= s.generation) return false;
-    await this.#db.insertInto('superseded_vms').values({ vm_id: s.vmId, generation: s.generation, by_site: s.bySite, reason: s.reason, at: s.at })
-      .onConflict((oc) => oc.column('vm_id').doUpdateSet({ generation: s.generation, by_site: s.bySite, reason: s.reason, at: s.at })).execute();
+    await this.#db
+      .insertInto('superseded_vms')
+      .values({ vm_id: s.vmId, generation: s.generation, by_site: s.bySite, reason: s.reason, at: s.at })
+      .onConflict((oc) =>
+        oc.column('vm_id').doUpdateSet({ generation: s.generation, by_site: s.bySite, reason: s.reason, at: s.at }),
+      )
+      .execute();
     return true;
   }
 

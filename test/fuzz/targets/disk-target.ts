@@ -10,7 +10,12 @@ import type { NamedImage } from '../fuzz-fixtures.js';
  * the inspector reads it, so a filesystem that claims more than its partition reads past
  * the view's end, not the disk's.
  */
-export function diskTarget(name: string, images: () => Promise<NamedImage[]>, exercise: (reader: ByteReader) => Promise<void>, opts: { partition?: boolean } = {}): FuzzTarget<DiskSeed, DiskInput> {
+export function diskTarget(
+  name: string,
+  images: () => Promise<NamedImage[]>,
+  exercise: (reader: ByteReader) => Promise<void>,
+  opts: { partition?: boolean } = {},
+): FuzzTarget<DiskSeed, DiskInput> {
   const view = (r: ByteReader): ByteReader => (opts.partition ? sliceReader(r, 0, r.size) : r);
   return {
     name,

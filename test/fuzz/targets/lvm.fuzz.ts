@@ -1,4 +1,9 @@
-import { parseLvmText, parseVolumeGroup, readPhysicalVolume, type LvmVolumeGroup } from '../../../src/inspect/lvm-metadata.js';
+import {
+  parseLvmText,
+  parseVolumeGroup,
+  readPhysicalVolume,
+  type LvmVolumeGroup,
+} from '../../../src/inspect/lvm-metadata.js';
 import { exactSizes } from '../invariants.js';
 import { logicalVolumeReader } from '../../../src/inspect/lvm-volume-reader.js';
 import { probeFilesystem } from '../../../src/inspect/filesystem-probe.js';
@@ -25,10 +30,18 @@ async function exercise(r: ByteReader): Promise<void> {
 
 /** Extents and offsets place reads on the PV: exact numbers or a refusal. */
 function checkGroup(vg: LvmVolumeGroup): void {
-  exactSizes(`VG ${vg.name}`, { extentBytes: vg.extentBytes, seqno: vg.seqno, ...Object.fromEntries(vg.pvs.map((p) => [`${p.name}.peStartBytes`, p.peStartBytes])) });
+  exactSizes(`VG ${vg.name}`, {
+    extentBytes: vg.extentBytes,
+    seqno: vg.seqno,
+    ...Object.fromEntries(vg.pvs.map((p) => [`${p.name}.peStartBytes`, p.peStartBytes])),
+  });
   for (const lv of vg.lvs) {
     for (const [i, s] of lv.segments.entries()) {
-      exactSizes(`LV ${lv.name} segment ${i}`, { startExtent: s.startExtent, extentCount: s.extentCount, ...(s.linear ? { pvExtent: s.linear.pvExtent } : {}) });
+      exactSizes(`LV ${lv.name} segment ${i}`, {
+        startExtent: s.startExtent,
+        extentCount: s.extentCount,
+        ...(s.linear ? { pvExtent: s.linear.pvExtent } : {}),
+      });
     }
   }
 }
@@ -39,7 +52,25 @@ export const lvmPvTarget = diskTarget('lvm-pv', lvmPhysicalVolumes, exercise, { 
 export const lvmTextTarget: FuzzTarget<TextSeed, TextInput> = {
   name: 'lvm-text',
   seeds: async () => [textSeed('vg0', LVM_TEXT)],
-  inputs: (seeds) => textInputs(seeds, ['extent_size', 'pe_start', 'start_extent', 'extent_count', 'stripe_count', 'stripes', 'segment_count', '"pv0"', '"pv9"', 'seqno', '[', ']', '{', '}', '=', '"\\"']),
+  inputs: (seeds) =>
+    textInputs(seeds, [
+      'extent_size',
+      'pe_start',
+      'start_extent',
+      'extent_count',
+      'stripe_count',
+      'stripes',
+      'segment_count',
+      '"pv0"',
+      '"pv9"',
+      'seqno',
+      '[',
+      ']',
+      '{',
+      '}',
+      '=',
+      '"\\"',
+    ]),
   run(input) {
     parseLvmText(input.text);
     checkGroup(parseVolumeGroup(input.text));

@@ -13,8 +13,16 @@ import { exactSizes } from '../invariants.js';
  * dropped), then the socket ends. StreamReader takes the bytes in order whatever the client
  * sent, so a mutated transcript is a server answering wrongly at any step.
  */
-interface HandshakeSeed { name: string; bytes: Buffer; metaContexts: string[] }
-interface HandshakeInput { seed: HandshakeSeed; ops: ByteOp[]; bytes: Buffer }
+interface HandshakeSeed {
+  name: string;
+  bytes: Buffer;
+  metaContexts: string[];
+}
+interface HandshakeInput {
+  seed: HandshakeSeed;
+  ops: ByteOp[];
+  bytes: Buffer;
+}
 
 function greeting(flags: number): Buffer {
   const b = Buffer.alloc(18);
@@ -61,23 +69,41 @@ const GO = Buffer.concat([
 
 const SEEDS: HandshakeSeed[] = [
   {
-    name: 'go-with-meta-context', metaContexts: ['base:allocation', 'qemu:dirty-bitmap:b0'],
-    bytes: Buffer.concat([greeting(3), reply(NBD_OPT.STRUCTURED_REPLY, NBD_REP.ACK),
+    name: 'go-with-meta-context',
+    metaContexts: ['base:allocation', 'qemu:dirty-bitmap:b0'],
+    bytes: Buffer.concat([
+      greeting(3),
+      reply(NBD_OPT.STRUCTURED_REPLY, NBD_REP.ACK),
       reply(NBD_OPT.SET_META_CONTEXT, NBD_REP.META_CONTEXT, metaContext(1, 'base:allocation')),
       reply(NBD_OPT.SET_META_CONTEXT, NBD_REP.META_CONTEXT, metaContext(2, 'qemu:dirty-bitmap:b0')),
-      reply(NBD_OPT.SET_META_CONTEXT, NBD_REP.ACK), GO]),
+      reply(NBD_OPT.SET_META_CONTEXT, NBD_REP.ACK),
+      GO,
+    ]),
   },
   {
-    name: 'export-name-fallback', metaContexts: [],
-    bytes: Buffer.concat([greeting(1), reply(NBD_OPT.STRUCTURED_REPLY, NBD_REP.ERR_UNSUP),
-      reply(NBD_OPT.GO, NBD_REP.ERR_UNSUP, Buffer.from('no GO here')), Buffer.from([0, 0, 0, 0, 0x10, 0, 0, 0, 0, 3]), Buffer.alloc(124)]),
+    name: 'export-name-fallback',
+    metaContexts: [],
+    bytes: Buffer.concat([
+      greeting(1),
+      reply(NBD_OPT.STRUCTURED_REPLY, NBD_REP.ERR_UNSUP),
+      reply(NBD_OPT.GO, NBD_REP.ERR_UNSUP, Buffer.from('no GO here')),
+      Buffer.from([0, 0, 0, 0, 0x10, 0, 0, 0, 0, 3]),
+      Buffer.alloc(124),
+    ]),
   },
 ];
 
 export const nbdHandshakeTarget: FuzzTarget<HandshakeSeed, HandshakeInput> = {
   name: 'nbd-handshake',
   seeds: async () => SEEDS,
-  inputs: (seeds) => fc.constantFrom(...seeds).chain((seed) => byteOps(seed.bytes.length, [], { stream: true }).map((ops) => ({ seed, ops, bytes: applyOps(seed.bytes, ops) }))),
+  inputs: (seeds) =>
+    fc.constantFrom(...seeds).chain((seed) =>
+      byteOps(seed.bytes.length, [], { stream: true }).map((ops) => ({
+        seed,
+        ops,
+        bytes: applyOps(seed.bytes, ops),
+      })),
+    ),
   async run(input) {
     const server = new Duplex({
       read() {},
@@ -88,12 +114,16 @@ export const nbdHandshakeTarget: FuzzTarget<HandshakeSeed, HandshakeInput> = {
     server.push(input.bytes);
     server.push(null);
     const negotiated = await new NbdHandshake(server as unknown as Socket, {
-      exportName: '', metaContexts: input.seed.metaContexts, label: 'fuzz server', defaultServername: 'localhost',
+      exportName: '',
+      metaContexts: input.seed.metaContexts,
+      label: 'fuzz server',
+      defaultServername: 'localhost',
     }).run();
     negotiated.socket.destroy();
     const b = negotiated.blockSizes;
     exactSizes('the handshake', { size: negotiated.size, min: b.min, preferred: b.preferred, max: b.max });
-    if (!(b.min >= 1 && b.min <= b.preferred && b.preferred <= b.max)) throw new TypeError(`the handshake accepted block sizes ${b.min}/${b.preferred}/${b.max}`);
+    if (!(b.min >= 1 && b.min <= b.preferred && b.preferred <= b.max))
+      throw new TypeError(`the handshake accepted block sizes ${b.min}/${b.preferred}/${b.max}`);
   },
   describe: (input) => ({ seed: input.seed.name, ops: input.ops }),
 };

@@ -1,7 +1,13 @@
 import fc from 'fast-check';
 import { NbdError } from '../../../src/nbd/nbd-error.js';
 import { PendingRequest } from '../../../src/nbd/nbd-pending-request.js';
-import { NBD_CMD, NBD_MAGIC, NBD_REPLY_FLAG, NBD_REPLY_TYPE, NbdProtocolViolation } from '../../../src/nbd/nbd-protocol.js';
+import {
+  NBD_CMD,
+  NBD_MAGIC,
+  NBD_REPLY_FLAG,
+  NBD_REPLY_TYPE,
+  NbdProtocolViolation,
+} from '../../../src/nbd/nbd-protocol.js';
 import { NbdReplyReader } from '../../../src/nbd/nbd-reply-reader.js';
 import { applyOps, byteOps, type ByteOp } from '../byte-mutations.js';
 import type { FuzzTarget } from '../fuzz-target.js';
@@ -13,8 +19,17 @@ import type { FuzzTarget } from '../fuzz-target.js';
  * NBD_PROTOCOL_ERROR and drops the connection; here it is turned the same way. The stream
  * arrives split at random points, as TCP delivers it.
  */
-interface StreamSeed { name: string; structured: boolean; bytes: Buffer }
-interface StreamInput { seed: StreamSeed; ops: ByteOp[]; bytes: Buffer; splits: number[] }
+interface StreamSeed {
+  name: string;
+  structured: boolean;
+  bytes: Buffer;
+}
+interface StreamInput {
+  seed: StreamSeed;
+  ops: ByteOp[];
+  bytes: Buffer;
+  splits: number[];
+}
 
 const META_CONTEXT_ID = 1;
 
@@ -117,8 +132,14 @@ export const nbdReplyTarget: FuzzTarget<StreamSeed, StreamInput> = {
     { name: 'structured', structured: true, bytes: structuredStream() },
     { name: 'simple', structured: false, bytes: simpleStream() },
   ],
-  inputs: (seeds) => fc.constantFrom(...seeds).chain((seed) => fc.tuple(byteOps(seed.bytes.length, [], { stream: true }), fc.array(fc.nat(), { maxLength: 6 }))
-    .map(([ops, splits]) => ({ seed, ops, splits, bytes: applyOps(seed.bytes, ops) }))),
+  inputs: (seeds) =>
+    fc
+      .constantFrom(...seeds)
+      .chain((seed) =>
+        fc
+          .tuple(byteOps(seed.bytes.length, [], { stream: true }), fc.array(fc.nat(), { maxLength: 6 }))
+          .map(([ops, splits]) => ({ seed, ops, splits, bytes: applyOps(seed.bytes, ops) })),
+      ),
   run(input) {
     try {
       feed(input.seed.structured, input.bytes, input.splits);

@@ -24,7 +24,10 @@ export const ovaTarget: FuzzTarget<BufferSeed, BufferInput> = {
     try {
       for (const m of await listTarMembers(scratch)) {
         exactSizes(`member ${m.name}`, { offset: m.offset, size: m.size });
-        if (m.offset + m.size > input.bytes.length) throw new TypeError(`member ${m.name} ends at ${m.offset + m.size}, past the ${input.bytes.length}-byte archive`);
+        if (m.offset + m.size > input.bytes.length)
+          throw new TypeError(
+            `member ${m.name} ends at ${m.offset + m.size}, past the ${input.bytes.length}-byte archive`,
+          );
       }
     } finally {
       // Removed after every input: a worker thread ended by the runner runs no exit handlers.

@@ -27,7 +27,10 @@ function agentHello(): Promise<{ hello: string; leaf: Buffer }> {
       const caCert = await readFile(join(dir, TLS_FILES.caCert), 'utf8');
       const leaf = new X509Certificate(await readFile(join(dir, TLS_FILES.serverCert))).raw;
       const hello = {
-        protocol: P2V_PROTOCOL, device: '/dev/sda', sizeBytes: 21474836480, caCert,
+        protocol: P2V_PROTOCOL,
+        device: '/dev/sda',
+        sizeBytes: 21474836480,
+        caCert,
         proof: helloProof(pairingKeyFromToken(KEY), certFingerprint(caCert), NONCE),
         filesystems: [{ mountPoint: '/', source: '/dev/sda1', fsType: 'ext4' }],
       };
@@ -43,7 +46,28 @@ function agentHello(): Promise<{ hello: string; leaf: Buffer }> {
 export const p2vHelloTarget: FuzzTarget<TextSeed, TextInput> = {
   name: 'p2v-hello',
   seeds: async () => [textSeed('hello', (await agentHello()).hello)],
-  inputs: (seeds) => fc.oneof({ arbitrary: jsonInputs(seeds), weight: 2 }, { arbitrary: caMutations(seeds[0]!), weight: 2 }, { arbitrary: textInputs(seeds, ['"protocol"', '"caCert"', '"sizeBytes"', '-----BEGIN CERTIFICATE-----', '-----END CERTIFICATE-----', 'MII', '==', '\\n', '1e400', 'null', '[]', '{}']), weight: 1 }),
+  inputs: (seeds) =>
+    fc.oneof(
+      { arbitrary: jsonInputs(seeds), weight: 2 },
+      { arbitrary: caMutations(seeds[0]!), weight: 2 },
+      {
+        arbitrary: textInputs(seeds, [
+          '"protocol"',
+          '"caCert"',
+          '"sizeBytes"',
+          '-----BEGIN CERTIFICATE-----',
+          '-----END CERTIFICATE-----',
+          'MII',
+          '==',
+          '\\n',
+          '1e400',
+          'null',
+          '[]',
+          '{}',
+        ]),
+        weight: 1,
+      },
+    ),
   async run(input) {
     const { leaf } = await agentHello();
     let json: unknown;
@@ -61,15 +85,24 @@ function caMutations(seed: TextSeed): fc.Arbitrary<TextInput> {
   const hello = JSON.parse(seed.text) as { caCert: string };
   const der = new X509Certificate(hello.caCert).raw;
   return byteOps(der.length, [], { stream: true, maxOps: 3 }).map((ops) => {
-    const body = applyOps(der, ops).toString('base64').replace(/(.{64})/g, '$1\n');
-    return { seed: 'hello (CA DER mutated)', text: JSON.stringify({ ...hello, caCert: `-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n` }) };
+    const body = applyOps(der, ops)
+      .toString('base64')
+      .replace(/(.{64})/g, '$1\n');
+    return {
+      seed: 'hello (CA DER mutated)',
+      text: JSON.stringify({ ...hello, caCert: `-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n` }),
+    };
   });
 }
 
 /** `nbd://HOST:PORT` as a person pastes what the agent printed. */
 export const p2vUrlTarget: FuzzTarget<TextSeed, TextInput> = {
   name: 'p2v-url',
-  seeds: async () => [textSeed('ipv4', 'nbd://192.168.1.20:10809'), textSeed('ipv6', 'nbd://[fe80::1]:10809/'), textSeed('name', 'nbd://agent.example.com:65534')],
+  seeds: async () => [
+    textSeed('ipv4', 'nbd://192.168.1.20:10809'),
+    textSeed('ipv6', 'nbd://[fe80::1]:10809/'),
+    textSeed('name', 'nbd://agent.example.com:65534'),
+  ],
   inputs: (seeds) => textInputs(seeds, ['[', ']', ':', '/', '//', '0', '65535', '99999', '%', '@', 'nbd', 'https']),
   run(input) {
     parseAgentUrl(input.text);

@@ -23,8 +23,37 @@ vms:
   batch:
     powerOn: false
 `;
-const JSON_PLAN = JSON.stringify({ name: 'p', protectionGroups: ['g'], vms: { a: { priority: 1, dependsOn: ['b'] }, b: { priority: 1, recoveryIp: { address: '10.0.0.1/8' } } } }, null, 1);
-const YAML_TOKENS = ['&a', '*a', '<<', '!!str', '!!binary', '!!js/function', '---', '...', '? ', '|', '>', '- ', '%YAML 1.1', '~', '.inf', '0x10', '1e1000', '10.20.0.5/33', '999s', '-1m'];
+const JSON_PLAN = JSON.stringify(
+  {
+    name: 'p',
+    protectionGroups: ['g'],
+    vms: { a: { priority: 1, dependsOn: ['b'] }, b: { priority: 1, recoveryIp: { address: '10.0.0.1/8' } } },
+  },
+  null,
+  1,
+);
+const YAML_TOKENS = [
+  '&a',
+  '*a',
+  '<<',
+  '!!str',
+  '!!binary',
+  '!!js/function',
+  '---',
+  '...',
+  '? ',
+  '|',
+  '>',
+  '- ',
+  '%YAML 1.1',
+  '~',
+  '.inf',
+  '0x10',
+  '1e1000',
+  '10.20.0.5/33',
+  '999s',
+  '-1m',
+];
 
 /**
  * parsePlanYaml (which calls checkPlan). plan-spec.ts is being hardened elsewhere and is not
@@ -33,7 +62,14 @@ const YAML_TOKENS = ['&a', '*a', '<<', '!!str', '!!binary', '!!js/function', '--
 export const planSpecTarget: FuzzTarget<TextSeed, TextInput> = {
   name: 'plan-spec',
   seeds: async () => [textSeed('yaml', GOOD), textSeed('json', JSON_PLAN)],
-  inputs: (seeds) => fc.oneof(textInputs(seeds, YAML_TOKENS), jsonInputs(seeds.filter((s) => s.name === 'json'), ['priority', 'dependsOn', 'recoveryIp', 'waitHeartbeat'])),
+  inputs: (seeds) =>
+    fc.oneof(
+      textInputs(seeds, YAML_TOKENS),
+      jsonInputs(
+        seeds.filter((s) => s.name === 'json'),
+        ['priority', 'dependsOn', 'recoveryIp', 'waitHeartbeat'],
+      ),
+    ),
   run(input) {
     parsePlanYaml(input.text, 'fuzz.yaml');
   },

@@ -5,14 +5,20 @@ import type { FuzzTarget } from '../fuzz-target.js';
 import { bufferInputs, describeBuffer, type BufferInput, type BufferSeed } from './buffer-target.js';
 
 /** The hive's records after the base block: where keys, values and lists are. */
-const RECORDS = [{ start: 0, length: 0x200 }, { start: 4096, length: 1 << 20 }];
+const RECORDS = [
+  { start: 0, length: 0x200 },
+  { start: 4096, length: 1 << 20 },
+];
 
 /** A mutated hive read as windowsRelease reads SOFTWARE and SYSTEM, plus a value of every type. */
 export const registryHiveTarget: FuzzTarget<BufferSeed, BufferInput> = {
   name: 'registry-hive',
   async seeds() {
     const { software, system } = await windowsHives();
-    return [{ name: 'SOFTWARE', bytes: software, hot: RECORDS }, { name: 'SYSTEM', bytes: system, hot: RECORDS }];
+    return [
+      { name: 'SOFTWARE', bytes: software, hot: RECORDS },
+      { name: 'SYSTEM', bytes: system, hot: RECORDS },
+    ];
   },
   inputs: (seeds) => bufferInputs(seeds, { maxOps: 4 }),
   async run(input) {

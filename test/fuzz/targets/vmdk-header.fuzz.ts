@@ -11,7 +11,9 @@ import { bufferInputs, describeBuffer, type BufferInput, type BufferSeed } from 
  * 64 KiB of each subformat qemu-img writes, where the sparse header, descriptor and grain
  * directory live.
  */
-export function vmdkHeaderTarget(readHeader: (bytes: Buffer) => unknown | Promise<unknown>): FuzzTarget<BufferSeed, BufferInput> {
+export function vmdkHeaderTarget(
+  readHeader: (bytes: Buffer) => unknown | Promise<unknown>,
+): FuzzTarget<BufferSeed, BufferInput> {
   return {
     name: 'vmdk-header',
     seeds: vmdkSeeds,
@@ -29,7 +31,9 @@ async function vmdkSeeds(): Promise<BufferSeed[]> {
     const out: BufferSeed[] = [];
     for (const sub of ['monolithicSparse', 'streamOptimized', 'monolithicFlat', 'twoGbMaxExtentSparse']) {
       const path = join(dir, `${sub}.vmdk`);
-      await runProcess('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${sub}`, path, '64M'], { timeoutMs: 60_000 });
+      await runProcess('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${sub}`, path, '64M'], {
+        timeoutMs: 60_000,
+      });
       const bytes = await readFile(path);
       out.push({ name: sub, bytes: bytes.subarray(0, 64 * 1024) });
     }

@@ -18,9 +18,15 @@ async function conformance(fault: string): Promise<{ code: number; rows: Conform
   const dir = await mkdtemp(join(tmpdir(), 'mamori-conformance-'));
   try {
     const cfg = join(dir, 'arrays.json');
-    await writeFile(cfg, JSON.stringify({ source: { connection: { fault }, arrayId: 'arr1', deviceId: 'ghost' }, target: { connection: { fault }, arrayId: 'arr1' } }));
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        source: { connection: { fault }, arrayId: 'arr1', deviceId: 'ghost' },
+        target: { connection: { fault }, arrayId: 'arr1' },
+      }),
+    );
     const r = await runCli(['--json', 'adapter', 'test', FAULT, '--config', cfg]);
-    return { code: r.code, rows: r.stdout ? JSON.parse(r.stdout) as ConformanceRow[] : [], stderr: r.stderr };
+    return { code: r.code, rows: r.stdout ? (JSON.parse(r.stdout) as ConformanceRow[]) : [], stderr: r.stderr };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -31,9 +37,19 @@ test('a broken adapter fails the conformance suite at the step that breaks, with
   assert.equal(phantom.code, 1);
   const failed = phantom.rows.find((r) => r.result === 'fail');
   assert.equal(failed?.step, 'discoverDevices');
-  assert.match(failed!.detail, /device ghost claims the path \/nonexistent\/mamori-ghost, which does not exist on this host/);
-  assert.deepEqual(phantom.rows.slice(0, 5).map((r) => r.result), ['pass', 'pass', 'pass', 'pass', 'pass'], 'the queries it answers right pass');
-  assert.ok(phantom.rows.slice(6).every((r) => r.result === 'skipped'), 'what depends on the failed step is skipped');
+  assert.match(
+    failed!.detail,
+    /device ghost claims the path \/nonexistent\/mamori-ghost, which does not exist on this host/,
+  );
+  assert.deepEqual(
+    phantom.rows.slice(0, 5).map((r) => r.result),
+    ['pass', 'pass', 'pass', 'pass', 'pass'],
+    'the queries it answers right pass',
+  );
+  assert.ok(
+    phantom.rows.slice(6).every((r) => r.result === 'skipped'),
+    'what depends on the failed step is skipped',
+  );
 
   const schema = await conformance('bad-schema');
   const bad = schema.rows.find((r) => r.result === 'fail')!;

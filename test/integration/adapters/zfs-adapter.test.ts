@@ -7,7 +7,13 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import AjvModule from 'ajv';
 import { runProcess } from '../../../src/core/run-process.js';
-import { GENERIC_ERROR_CODES, RESPONSE_SCHEMA, RESULT_SCHEMAS, type AdapterCommand, type AdapterResults } from '../../../src/adapters/adapter-protocol.js';
+import {
+  GENERIC_ERROR_CODES,
+  RESPONSE_SCHEMA,
+  RESULT_SCHEMAS,
+  type AdapterCommand,
+  type AdapterResults,
+} from '../../../src/adapters/adapter-protocol.js';
 import { repoRoot } from '../../harness/repo-root.js';
 import { ZfsFuse, type TestPool } from '../../harness/zfs-fuse.js';
 
@@ -37,12 +43,19 @@ const checkResponse = ajv.compile(RESPONSE_SCHEMA as object);
 const checkResult = new Map(Object.entries(RESULT_SCHEMAS).map(([c, s]) => [c, ajv.compile(s)]));
 
 interface Run {
-  response: { protocol: number; result?: unknown; error?: { code: string; message: string; details?: Record<string, unknown> } };
+  response: {
+    protocol: number;
+    result?: unknown;
+    error?: { code: string; message: string; details?: Record<string, unknown> };
+  };
   stderr: string;
 }
 
 /** Runs the launcher once in its own process group; `onStderr` sees stderr as it comes and may kill the group. */
-function runAdapter(request: unknown, onStderr?: (text: string, pid: number) => void): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+function runAdapter(
+  request: unknown,
+  onStderr?: (text: string, pid: number) => void,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(LAUNCHER, [], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -69,27 +82,47 @@ async function call(conn: Record<string, string>, command: string, args: Record<
   const lines = r.stdout.split('\n').filter((l) => l !== '');
   assert.equal(lines.length, 1, `${command}: stdout must be one JSON line, got ${JSON.stringify(r.stdout)}`);
   const response = JSON.parse(lines[0]!) as Run['response'];
-  assert.ok(checkResponse(response), `${command}: response ${lines[0]} does not match RESPONSE_SCHEMA: ${ajv.errorsText(checkResponse.errors)}`);
+  assert.ok(
+    checkResponse(response),
+    `${command}: response ${lines[0]} does not match RESPONSE_SCHEMA: ${ajv.errorsText(checkResponse.errors)}`,
+  );
   if ('result' in response) {
     const check = checkResult.get(command)!;
-    assert.ok(check(response.result), `${command}: result ${lines[0]} does not match its schema: ${ajv.errorsText(check.errors)}`);
+    assert.ok(
+      check(response.result),
+      `${command}: result ${lines[0]} does not match its schema: ${ajv.errorsText(check.errors)}`,
+    );
   } else {
-    assert.ok(declared.has(response.error!.code), `${command}: error code ${response.error!.code} is neither generic nor declared`);
+    assert.ok(
+      declared.has(response.error!.code),
+      `${command}: error code ${response.error!.code} is neither generic nor declared`,
+    );
   }
   for (const line of r.stderr.split('\n').filter((l) => l.startsWith('{'))) {
     const p = JSON.parse(line) as { progress: unknown; message: unknown };
-    assert.ok(typeof p.progress === 'number' && p.progress >= 0 && p.progress <= 1 && typeof p.message === 'string', `bad progress line ${line}`);
+    assert.ok(
+      typeof p.progress === 'number' && p.progress >= 0 && p.progress <= 1 && typeof p.message === 'string',
+      `bad progress line ${line}`,
+    );
   }
   return { response, stderr: r.stderr };
 }
 
-async function ok<C extends AdapterCommand>(conn: Record<string, string>, command: C, args: Record<string, unknown> = {}): Promise<AdapterResults[C]> {
+async function ok<C extends AdapterCommand>(
+  conn: Record<string, string>,
+  command: C,
+  args: Record<string, unknown> = {},
+): Promise<AdapterResults[C]> {
   const { response, stderr } = await call(conn, command, args);
   assert.ok('result' in response, `${command} failed: ${JSON.stringify(response.error)}\n${stderr.slice(-2000)}`);
   return response.result as AdapterResults[C];
 }
 
-async function fails(conn: Record<string, string>, command: string, args: Record<string, unknown> = {}): Promise<{ code: string; message: string }> {
+async function fails(
+  conn: Record<string, string>,
+  command: string,
+  args: Record<string, unknown> = {},
+): Promise<{ code: string; message: string }> {
   const { response } = await call(conn, command, args);
   assert.ok(response.error, `${command} should have failed, answered ${JSON.stringify(response.result)}`);
   return response.error;
@@ -102,13 +135,22 @@ async function zfsCmd(...args: string[]): Promise<string> {
 /** Snapshot name → guid of a dataset. */
 async function snapshotGuids(dataset: string): Promise<Map<string, string>> {
   const text = await zfsCmd('get', '-Hp', '-r', '-d', '1', '-o', 'name,value', 'guid', dataset);
-  return new Map(text.split('\n').filter((l) => l.startsWith(`${dataset}@`)).map((l) => {
-    const [name, guid] = l.split('\t');
-    return [name!.slice(dataset.length + 1), guid!];
-  }));
+  return new Map(
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${dataset}@`))
+      .map((l) => {
+        const [name, guid] = l.split('\t');
+        return [name!.slice(dataset.length + 1), guid!];
+      }),
+  );
 }
 
-async function device(conn: Record<string, string>, arrayId: string, id: string): Promise<AdapterResults['discoverDevices']['devices'][number] | undefined> {
+async function device(
+  conn: Record<string, string>,
+  arrayId: string,
+  id: string,
+): Promise<AdapterResults['discoverDevices']['devices'][number] | undefined> {
   return (await ok(conn, 'discoverDevices', { arrayId })).devices.find((d) => d.id === id);
 }
 
@@ -118,7 +160,9 @@ async function readThroughTestCopy(conn: Record<string, string>, arrayId: string
   const path = started.devices[0]!.testDevice.path;
   assert.ok(path, 'the test copy is mounted');
   const out = await Promise.all(files.map((f) => readFile(join(path, f))));
-  assert.deepEqual((await ok(conn, 'testFailoverStop', { arrayId, deviceIds: [DEV] })).devices, [{ id: DEV, removed: true }]);
+  assert.deepEqual((await ok(conn, 'testFailoverStop', { arrayId, deviceIds: [DEV] })).devices, [
+    { id: DEV, removed: true },
+  ]);
   return out;
 }
 
@@ -145,10 +189,14 @@ test('the queries describe the adapter, its parameters and every error code it a
   assert.deepEqual(caps.features, { testFailover: true, reverseReplication: true, consistencyGroups: false });
   assert.deepEqual(caps.deviceKinds, ['filesystem']);
   const params = await ok({}, 'queryConnectionParameters');
-  assert.deepEqual(params.parameters.map((p) => p.name), ['pools', 'peerCommand']);
+  assert.deepEqual(
+    params.parameters.map((p) => p.name),
+    ['pools', 'peerCommand'],
+  );
   const errors = await ok({}, 'queryErrorDefinitions');
   declared = new Set([...GENERIC_ERROR_CODES, ...errors.errors.map((e) => e.code)]);
-  for (const c of ['POOL_NOT_FOUND', 'NOT_REPLICATED', 'NO_COMMON_POINT', 'ZFS_COMMAND_FAILED', 'PEER_UNREACHABLE']) assert.ok(declared.has(c), `${c} is declared`);
+  for (const c of ['POOL_NOT_FOUND', 'NOT_REPLICATED', 'NO_COMMON_POINT', 'ZFS_COMMAND_FAILED', 'PEER_UNREACHABLE'])
+    assert.ok(declared.has(c), `${c} is declared`);
 });
 
 test('discovery: the pool is the array, its filesystems the devices; mamori:peer makes one a source', async () => {
@@ -157,7 +205,10 @@ test('discovery: the pool is the array, its filesystems the devices; mamori:peer
   assert.equal(arrays.arrays[0]!.id, poolA.name);
   assert.deepEqual(arrays.arrays[0]!.peers, []);
   // zfs-fuse's pools are legacy version 23 (no feature flags): what the guide's version row matches.
-  assert.deepEqual([arrays.arrays[0]!.model, arrays.arrays[0]!.softwareVersion, arrays.arrays[0]!.features], ['zpool', 'pool version 23', []]);
+  assert.deepEqual(
+    [arrays.arrays[0]!.model, arrays.arrays[0]!.softwareVersion, arrays.arrays[0]!.features],
+    ['zpool', 'pool version 23', []],
+  );
 
   const before = await device(connA, poolA.name, DEV);
   assert.equal(before?.role, 'unreplicated');
@@ -171,17 +222,32 @@ test('discovery: the pool is the array, its filesystems the devices; mamori:peer
   assert.deepEqual(after?.peer, { arrayId: poolB.name, deviceId: DEV });
   assert.deepEqual((await ok(connA, 'discoverArrays')).arrays[0]!.peers, [poolB.name]);
   const settings = await ok(connA, 'queryReplicationSettings', { arrayId: poolA.name, deviceIds: [DEV] });
-  assert.deepEqual(settings.devices[0], { id: DEV, mode: 'async', direction: 'outgoing', peer: { arrayId: poolB.name, deviceId: DEV }, pointsKept: 3 });
+  assert.deepEqual(settings.devices[0], {
+    id: DEV,
+    mode: 'async',
+    direction: 'outgoing',
+    peer: { arrayId: poolB.name, deviceId: DEV },
+    pointsKept: 3,
+  });
 });
 
 test('bad requests answer declared errors, on stdout, with exit 0', async () => {
   assert.equal((await fails(connA, 'frobnicate')).code, 'UNKNOWN_COMMAND');
-  assert.equal((await fails(connA, 'syncOnce', { arrayId: poolA.name, deviceIds: ['no-such-dataset'] })).code, 'DEVICE_NOT_FOUND');
+  assert.equal(
+    (await fails(connA, 'syncOnce', { arrayId: poolA.name, deviceIds: ['no-such-dataset'] })).code,
+    'DEVICE_NOT_FOUND',
+  );
   assert.equal((await fails(connA, 'discoverDevices', { arrayId: 'mamori-no-such-pool' })).code, 'ARRAY_NOT_FOUND');
-  assert.equal((await fails({ pools: 'mamori-no-such-pool', peerCommand: '[]' }, 'discoverArrays')).code, 'POOL_NOT_FOUND');
+  assert.equal(
+    (await fails({ pools: 'mamori-no-such-pool', peerCommand: '[]' }, 'discoverArrays')).code,
+    'POOL_NOT_FOUND',
+  );
   assert.equal((await fails(connA, 'syncOnce', { arrayId: poolA.name, deviceIds: ['plain'] })).code, 'NOT_REPLICATED');
   assert.equal((await fails(connA, 'syncOnce', { arrayId: poolA.name, deviceIds: [] })).code, 'INVALID_REQUEST');
-  assert.equal((await fails({ pools: poolA.name, peerCommand: 'ssh site-b' }, 'discoverArrays')).code, 'INVALID_REQUEST');
+  assert.equal(
+    (await fails({ pools: poolA.name, peerCommand: 'ssh site-b' }, 'discoverArrays')).code,
+    'INVALID_REQUEST',
+  );
 
   const garbage = await runAdapter('{"protocol":1, "command":');
   assert.equal(garbage.code, 0);
@@ -231,16 +297,33 @@ test('a test failover gives a writable copy that changes neither side, and repli
   assert.deepEqual((await ok(connB, 'testFailoverStart', { arrayId: poolB.name, deviceIds: [DEV] })).devices[0], t);
   // The copy is not a device of its own.
   assert.equal(await device(connB, poolB.name, `${DEV}-mamori-test`), undefined);
-  assert.equal(existsSync(join(poolA.mountpoint, DEV, 'test-only.bin')), false, 'the source did not get the test write');
-  assert.equal(await zfsCmd('get', '-Hp', '-o', 'value', 'referenced', targetDs), referencedBefore, 'the target did not change');
+  assert.equal(
+    existsSync(join(poolA.mountpoint, DEV, 'test-only.bin')),
+    false,
+    'the source did not get the test write',
+  );
+  assert.equal(
+    await zfsCmd('get', '-Hp', '-o', 'value', 'referenced', targetDs),
+    referencedBefore,
+    'the target did not change',
+  );
 
   await writeFile(join(poolA.mountpoint, DEV, 'during-test.bin'), randomBytes(64 * 1024));
   const sync = await ok(connA, 'syncOnce', { arrayId: poolA.name, deviceIds: [DEV] });
   assert.ok(sync.devices[0]!.bytesSent < 1 * MiB);
 
-  assert.deepEqual((await ok(connB, 'testFailoverStop', { arrayId: poolB.name, deviceIds: [DEV] })).devices, [{ id: DEV, removed: true }]);
-  assert.deepEqual((await ok(connB, 'testFailoverStop', { arrayId: poolB.name, deviceIds: [DEV] })).devices, [{ id: DEV, removed: false }]);
-  assert.equal(await zfsCmd('list', '-H', '-o', 'name', '-d', '1', '-t', 'filesystem', poolB.name).then((t) => t.includes('mamori-test')), false);
+  assert.deepEqual((await ok(connB, 'testFailoverStop', { arrayId: poolB.name, deviceIds: [DEV] })).devices, [
+    { id: DEV, removed: true },
+  ]);
+  assert.deepEqual((await ok(connB, 'testFailoverStop', { arrayId: poolB.name, deviceIds: [DEV] })).devices, [
+    { id: DEV, removed: false },
+  ]);
+  assert.equal(
+    await zfsCmd('list', '-H', '-o', 'name', '-d', '1', '-t', 'filesystem', poolB.name).then((t) =>
+      t.includes('mamori-test'),
+    ),
+    false,
+  );
 });
 
 let failoverPoint = '';
@@ -256,8 +339,12 @@ test('planned failover: the source goes read-only after a last point, the target
   const path = fo.devices[0]!.path;
   assert.equal(path, join(poolB.mountpoint, DEV));
   assert.ok((await readFile(join(path!, 'last.bin'))).equals(await readFile(join(poolA.mountpoint, DEV, 'last.bin'))));
-  assert.equal(existsSync(join(path!, 'test-only.bin')), false, 'the test copy\'s write is not in the failed-over data');
-  assert.deepEqual((await ok(connB, 'failover', { arrayId: poolB.name, deviceIds: [DEV] })).devices, fo.devices, 'a repeat answers the same');
+  assert.equal(existsSync(join(path!, 'test-only.bin')), false, "the test copy's write is not in the failed-over data");
+  assert.deepEqual(
+    (await ok(connB, 'failover', { arrayId: poolB.name, deviceIds: [DEV] })).devices,
+    fo.devices,
+    'a repeat answers the same',
+  );
   assert.equal((await device(connB, poolB.name, DEV))?.role, 'failedOver');
 
   // The old source still says source; its sync must not overwrite the failed-over side.
@@ -272,21 +359,36 @@ test('reprotect: the old source becomes the target and the failed-over side sync
 
   const prep = await ok(connA, 'prepareReverseReplication', { arrayId: poolA.name, deviceIds: [DEV] });
   assert.equal(prep.devices[0]!.commonPoint, failoverPoint);
-  assert.deepEqual((await ok(connA, 'prepareReverseReplication', { arrayId: poolA.name, deviceIds: [DEV] })).devices, prep.devices);
+  assert.deepEqual(
+    (await ok(connA, 'prepareReverseReplication', { arrayId: poolA.name, deviceIds: [DEV] })).devices,
+    prep.devices,
+  );
   const old = await device(connA, poolA.name, DEV);
   assert.equal(old?.role, 'target');
   assert.equal(old?.path, null);
 
   const rev = await ok(connB, 'reverseReplication', { arrayId: poolB.name, deviceIds: [DEV] });
-  assert.deepEqual(rev.devices[0], { id: DEV, peer: { arrayId: poolA.name, deviceId: DEV }, commonPoint: failoverPoint });
-  assert.deepEqual((await ok(connB, 'reverseReplication', { arrayId: poolB.name, deviceIds: [DEV] })).devices, rev.devices, 'a repeat answers the same');
+  assert.deepEqual(rev.devices[0], {
+    id: DEV,
+    peer: { arrayId: poolA.name, deviceId: DEV },
+    commonPoint: failoverPoint,
+  });
+  assert.deepEqual(
+    (await ok(connB, 'reverseReplication', { arrayId: poolB.name, deviceIds: [DEV] })).devices,
+    rev.devices,
+    'a repeat answers the same',
+  );
   assert.equal((await device(connB, poolB.name, DEV))?.role, 'source');
 
   const guidsBefore = await snapshotGuids(`${poolA.name}/${DEV}`);
   const sync = await ok(connB, 'syncOnce', { arrayId: poolB.name, deviceIds: [DEV] });
   const sent = sync.devices[0]!.bytesSent;
   assert.ok(sent >= 1 * MiB && sent < 1 * MiB + 512 * 1024, `the sync back sent the 1 MiB change only (${sent} bytes)`);
-  assert.equal((await snapshotGuids(`${poolA.name}/${DEV}`)).get(failoverPoint), guidsBefore.get(failoverPoint), 'the common point is kept on the old source');
+  assert.equal(
+    (await snapshotGuids(`${poolA.name}/${DEV}`)).get(failoverPoint),
+    guidsBefore.get(failoverPoint),
+    'the common point is kept on the old source',
+  );
   const [copy] = await readThroughTestCopy(connA, poolA.name, ['after-failover.bin']);
   assert.ok(copy!.equals(afterFailover));
 });
@@ -295,19 +397,23 @@ test('a syncOnce killed mid-stream leaves the target at its last point; the next
   const targetDs = `${poolA.name}/${DEV}`;
   const big = randomBytes(64 * MiB);
   await writeFile(join(poolB.mountpoint, DEV, 'big.bin'), big);
-  const lastBefore = (await ok(connB, 'querySyncStatus', { arrayId: poolB.name, deviceIds: [DEV] })).devices[0]!.peerLastPoint;
+  const lastBefore = (await ok(connB, 'querySyncStatus', { arrayId: poolB.name, deviceIds: [DEV] })).devices[0]!
+    .peerLastPoint;
   assert.ok(lastBefore);
   const guidsBefore = await snapshotGuids(targetDs);
 
   // Killed as mamori kills at a time limit: the whole process group, once 8 MiB went through.
   let killedAt = '';
-  const cut = await runAdapter({ protocol: 1, command: 'syncOnce', connection: connB, arguments: { arrayId: poolB.name, deviceIds: [DEV] } }, (stderr, pid) => {
-    const sent = [...stderr.matchAll(/sent (\d+(?:\.\d+)?) MiB/g)].map((m) => Number(m[1]));
-    if (!killedAt && sent.some((s) => s >= 8)) {
-      killedAt = `${sent.at(-1)} MiB`;
-      process.kill(-pid, 'SIGKILL');
-    }
-  });
+  const cut = await runAdapter(
+    { protocol: 1, command: 'syncOnce', connection: connB, arguments: { arrayId: poolB.name, deviceIds: [DEV] } },
+    (stderr, pid) => {
+      const sent = [...stderr.matchAll(/sent (\d+(?:\.\d+)?) MiB/g)].map((m) => Number(m[1]));
+      if (!killedAt && sent.some((s) => s >= 8)) {
+        killedAt = `${sent.at(-1)} MiB`;
+        process.kill(-pid, 'SIGKILL');
+      }
+    },
+  );
   assert.ok(killedAt, `the sync was not seen mid-stream: ${cut.stderr.slice(-1000)}`);
   t.diagnostic(`adapter process group killed after ${killedAt} of the 64 MiB change`);
   assert.equal(cut.signal, 'SIGKILL', `the adapter ended by the kill at ${killedAt}, not on its own (${cut.stdout})`);
@@ -320,8 +426,15 @@ test('a syncOnce killed mid-stream leaves the target at its last point; the next
   const sent = again.devices[0]!.bytesSent;
   const whole = Number(await zfsCmd('get', '-Hp', '-o', 'value', 'referenced', `${poolB.name}/${DEV}`));
   t.diagnostic(`the rerun sent ${sent} bytes; the whole dataset is ${whole}`);
-  assert.ok(sent >= 64 * MiB && sent < 64 * MiB + 1 * MiB, `the rerun sent the 64 MiB change, not the whole ${whole} bytes (${sent})`);
-  assert.equal((await snapshotGuids(targetDs)).get(lastBefore), guidsBefore.get(lastBefore), 'sent from the point the target kept');
+  assert.ok(
+    sent >= 64 * MiB && sent < 64 * MiB + 1 * MiB,
+    `the rerun sent the 64 MiB change, not the whole ${whole} bytes (${sent})`,
+  );
+  assert.equal(
+    (await snapshotGuids(targetDs)).get(lastBefore),
+    guidsBefore.get(lastBefore),
+    'sent from the point the target kept',
+  );
   const status = await ok(connB, 'querySyncStatus', { arrayId: poolB.name, deviceIds: [DEV] });
   assert.equal(status.devices[0]!.inSync, true);
   const [copy] = await readThroughTestCopy(connA, poolA.name, ['big.bin']);
@@ -346,6 +459,9 @@ test('restoreReplication rolls a target that was written to back to the common p
   assert.equal(status.devices[0]!.inSync, true);
   // Points kept: at most three of the adapter's own on each side.
   for (const ds of [targetDs, `${poolB.name}/${DEV}`]) {
-    assert.ok([...(await snapshotGuids(ds)).keys()].filter((n) => n.startsWith('mamori-')).length <= 3, `${ds} keeps at most 3 points`);
+    assert.ok(
+      [...(await snapshotGuids(ds)).keys()].filter((n) => n.startsWith('mamori-')).length <= 3,
+      `${ds} keeps at most 3 points`,
+    );
   }
 });

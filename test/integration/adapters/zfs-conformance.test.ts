@@ -41,11 +41,21 @@ test('the ZFS adapter passes the conformance suite on scratch pools it makes and
   await copyFile(join(repoRoot, 'compat', 'guide.json'), guide);
   const r = await runCli(['--json', 'adapter', 'test', 'zfs', '--record', guide]);
   const rows = JSON.parse(r.stdout) as ConformanceRow[];
-  assert.deepEqual(rows.filter((x) => x.result !== 'pass'), [], r.stderr);
+  assert.deepEqual(
+    rows.filter((x) => x.result !== 'pass'),
+    [],
+    r.stderr,
+  );
   assert.equal(r.code, 0);
   assert.ok(rows.length >= 15, `${rows.length} steps`);
-  assert.match(rows.find((x) => x.step.startsWith('syncOnce (incremental'))!.detail, /^2\d{6} bytes$/, 'about 2 MiB for 2 MiB changed');
-  const recorded = (JSON.parse(await readFile(guide, 'utf8')) as CompatGuide).entries.filter((e) => e.adapter === 'zfs');
+  assert.match(
+    rows.find((x) => x.step.startsWith('syncOnce (incremental'))!.detail,
+    /^2\d{6} bytes$/,
+    'about 2 MiB for 2 MiB changed',
+  );
+  const recorded = (JSON.parse(await readFile(guide, 'utf8')) as CompatGuide).entries.filter(
+    (e) => e.adapter === 'zfs',
+  );
   assert.equal(recorded.length, 1);
   assert.equal(recorded[0]!.conformance.result, 'pass');
   assert.equal(recorded[0]!.conformance.failed, 0);
@@ -55,14 +65,28 @@ test('the ZFS adapter passes the conformance suite on scratch pools it makes and
   const broken = join(dir, 'broken.json');
   await writeFile(broken, '{"format":1,"entries":[');
   const refused = await runCli(['adapter', 'test', 'zfs', '--record', broken]);
-  assert.match(refused.stderr, /compatibility guide .*broken\.json does not parse/, 'a guide that does not parse stops the run before it starts');
+  assert.match(
+    refused.stderr,
+    /compatibility guide .*broken\.json does not parse/,
+    'a guide that does not parse stops the run before it starts',
+  );
   assert.doesNotMatch(refused.stdout, /passed/, 'no suite ran');
 });
 
 test('compat check: the zfs-fuse arrays are supported by the shipped guide, a model it does not list is not', async () => {
   site = await SiteProcess.create('site-compat');
   await site.start();
-  await site.cliJson('array', 'add', 'zfs-a', '--adapter', 'zfs', '--connection', `pools=${a.name}`, '--connection', 'peerCommand=[]');
+  await site.cliJson(
+    'array',
+    'add',
+    'zfs-a',
+    '--adapter',
+    'zfs',
+    '--connection',
+    `pools=${a.name}`,
+    '--connection',
+    'peerCommand=[]',
+  );
   await site.cliJson('array', 'add', 'box', '--adapter', FAULT, '--connection', 'fault=none');
   const check = await site.cli('--json', 'compat', 'check');
   const rows = JSON.parse(check.stdout) as CompatReportRow[];

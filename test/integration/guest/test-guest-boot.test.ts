@@ -47,24 +47,43 @@ async function rawDisk(name: string, bytes: number): Promise<string> {
  * A small first disk makes the data disk /dev/vdb, as in a VM with a system
  * disk, and proves the writer leaves other disks alone.
  */
-function boot(name: string, sysDisk: string, dataDisk: string, append: string, opts: { kernel?: string; dataSerial?: string } = {}): Vm {
+function boot(
+  name: string,
+  sysDisk: string,
+  dataDisk: string,
+  append: string,
+  opts: { kernel?: string; dataSerial?: string } = {},
+): Vm {
   const serial = join(dir, `${name}.serial.log`);
   const qmp = join(dir, `${name}.qmp`);
   const args = [
-    '-machine', 'q35,accel=tcg',
+    '-machine',
+    'q35,accel=tcg',
     '-nodefaults',
-    '-display', 'none',
-    '-m', '256',
-    '-kernel', opts.kernel ?? guest.kernel,
-    '-initrd', guest.initrd,
-    '-append', `console=ttyS0 ${append}`,
-    '-chardev', `file,id=ser0,path=${serial}`,
-    '-serial', 'chardev:ser0',
-    '-drive', `file=${sysDisk},format=raw,if=none,id=sys`,
-    '-device', 'virtio-blk-pci,drive=sys',
-    '-drive', `file=${dataDisk},format=raw,if=none,id=data`,
-    '-device', `virtio-blk-pci,drive=data${opts.dataSerial ? `,serial=${opts.dataSerial}` : ''}`,
-    '-qmp', `unix:${qmp},server=on,wait=off`,
+    '-display',
+    'none',
+    '-m',
+    '256',
+    '-kernel',
+    opts.kernel ?? guest.kernel,
+    '-initrd',
+    guest.initrd,
+    '-append',
+    `console=ttyS0 ${append}`,
+    '-chardev',
+    `file,id=ser0,path=${serial}`,
+    '-serial',
+    'chardev:ser0',
+    '-drive',
+    `file=${sysDisk},format=raw,if=none,id=sys`,
+    '-device',
+    'virtio-blk-pci,drive=sys',
+    '-drive',
+    `file=${dataDisk},format=raw,if=none,id=data`,
+    '-device',
+    `virtio-blk-pci,drive=data${opts.dataSerial ? `,serial=${opts.dataSerial}` : ''}`,
+    '-qmp',
+    `unix:${qmp},server=on,wait=off`,
   ];
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   running.add(child);
@@ -89,7 +108,12 @@ async function serialOf(vm: Vm): Promise<{ text: string; s: GuestSerialSummary }
   return { text, s: parseGuestSerial(text) };
 }
 
-async function waitSerial(vm: Vm, what: string, timeoutMs: number, ok: (s: GuestSerialSummary) => boolean): Promise<GuestSerialSummary> {
+async function waitSerial(
+  vm: Vm,
+  what: string,
+  timeoutMs: number,
+  ok: (s: GuestSerialSummary) => boolean,
+): Promise<GuestSerialSummary> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const { text, s } = await serialOf(vm);
@@ -168,7 +192,12 @@ test('the guest writes its log and powers off cleanly on system_powerdown', { ti
   const data = await rawDisk('a-data.raw', 64 << 20);
   const vm = boot('a', sys, data, 'mamori.wl=/dev/vdb mamori.wl_rate=20');
   try {
-    const ready = await waitSerial(vm, 'ready, 2 heartbeats and an ack', 90_000, (s) => s.boots.length === 1 && s.heartbeats.length >= 2 && s.acks.length > 0);
+    const ready = await waitSerial(
+      vm,
+      'ready, 2 heartbeats and an ack',
+      90_000,
+      (s) => s.boots.length === 1 && s.heartbeats.length >= 2 && s.acks.length > 0,
+    );
     t.diagnostic(`ready + 2 heartbeats after ${Date.now() - vm.startedAt} ms`);
     assert.deepEqual(ready.errors, []);
     await new Promise((r) => setTimeout(r, 3000));
@@ -180,10 +209,18 @@ test('the guest writes its log and powers off cleanly on system_powerdown', { ti
     const { s } = await serialOf(vm);
     const lastAck = s.acks.at(-1);
     assert.ok(lastAck !== undefined && lastAck >= 40, `at 20/s for ~5 s, got ${lastAck}`);
-    assert.deepEqual(s.acks, Array.from({ length: lastAck }, (_, i) => i + 1), 'acks are 1..N without holes');
+    assert.deepEqual(
+      s.acks,
+      Array.from({ length: lastAck }, (_, i) => i + 1),
+      'acks are 1..N without holes',
+    );
     assert.deepEqual(s.poweroffs, [lastAck]);
     const hbSeqs = s.heartbeats.map((h) => h.wlSeq);
-    assert.deepEqual(hbSeqs, [...hbSeqs].sort((a, b) => a - b), 'heartbeat wl_seq never goes back');
+    assert.deepEqual(
+      hbSeqs,
+      [...hbSeqs].sort((a, b) => a - b),
+      'heartbeat wl_seq never goes back',
+    );
     assert.ok(s.heartbeats.every((h) => h.bootId === s.boots[0]));
 
     const report = await verifyWriteLog(data);
@@ -198,51 +235,60 @@ test('the guest writes its log and powers off cleanly on system_powerdown', { ti
   }
 });
 
-test('with mamori.acpi=0 the power button is ignored; a kill keeps the acked prefix; a reboot appends', { timeout: 240_000 }, async (t) => {
-  const sys = await rawDisk('b-sys.raw', 1 << 20);
-  const data = await rawDisk('b-data.raw', 64 << 20);
-  // This test boots the uncompressed PVH kernel, the first one Debian's bzImage.
-  assert.ok(guest.kernelPvh, 'the build extracts a PVH kernel from Debian 12\'s XZ bzImage');
-  const first = boot('b1', sys, data, 'mamori.wl=/dev/vdb mamori.wl_rate=20 mamori.acpi=0', { kernel: guest.kernelPvh });
-  let killedAck: number;
-  try {
-    await waitSerial(first, 'ready and acks', 90_000, (s) => s.boots.length === 1 && s.acks.length >= 5);
-    t.diagnostic(`PVH boot: ready and 5 acks after ${Date.now() - first.startedAt} ms`);
-    await qmp(first.qmp, 'system_powerdown');
-    const acksAtPress = (await serialOf(first)).s.acks.length;
-    assert.equal(await exitWithin(first, 3000), 'timeout', 'the guest ignores the power button');
-    const after = await waitSerial(first, 'acks after the press', 10_000, (s) => s.acks.length > acksAtPress + 10);
-    assert.deepEqual(after.poweroffs, []);
-    first.child.kill('SIGKILL');
-    await first.exited;
-    killedAck = (await serialOf(first)).s.acks.at(-1) as number;
-  } finally {
-    kill(first);
-  }
-  const crashed = await verifyWriteLog(data);
-  t.diagnostic(`after kill -9: last ack ${killedAck}, ${JSON.stringify(crashed)}`);
-  assert.deepEqual(crashed.gaps, []);
-  assert.ok(crashed.gapFreePrefix >= killedAck, 'every acknowledged record survived');
-  // At most the record in flight when QEMU died is on disk without an ack.
-  assert.ok((crashed.lastSequence ?? 0) <= killedAck + 1);
+test(
+  'with mamori.acpi=0 the power button is ignored; a kill keeps the acked prefix; a reboot appends',
+  { timeout: 240_000 },
+  async (t) => {
+    const sys = await rawDisk('b-sys.raw', 1 << 20);
+    const data = await rawDisk('b-data.raw', 64 << 20);
+    // This test boots the uncompressed PVH kernel, the first one Debian's bzImage.
+    assert.ok(guest.kernelPvh, "the build extracts a PVH kernel from Debian 12's XZ bzImage");
+    const first = boot('b1', sys, data, 'mamori.wl=/dev/vdb mamori.wl_rate=20 mamori.acpi=0', {
+      kernel: guest.kernelPvh,
+    });
+    let killedAck: number;
+    try {
+      await waitSerial(first, 'ready and acks', 90_000, (s) => s.boots.length === 1 && s.acks.length >= 5);
+      t.diagnostic(`PVH boot: ready and 5 acks after ${Date.now() - first.startedAt} ms`);
+      await qmp(first.qmp, 'system_powerdown');
+      const acksAtPress = (await serialOf(first)).s.acks.length;
+      assert.equal(await exitWithin(first, 3000), 'timeout', 'the guest ignores the power button');
+      const after = await waitSerial(first, 'acks after the press', 10_000, (s) => s.acks.length > acksAtPress + 10);
+      assert.deepEqual(after.poweroffs, []);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      killedAck = (await serialOf(first)).s.acks.at(-1) as number;
+    } finally {
+      kill(first);
+    }
+    const crashed = await verifyWriteLog(data);
+    t.diagnostic(`after kill -9: last ack ${killedAck}, ${JSON.stringify(crashed)}`);
+    assert.deepEqual(crashed.gaps, []);
+    assert.ok(crashed.gapFreePrefix >= killedAck, 'every acknowledged record survived');
+    // At most the record in flight when QEMU died is on disk without an ack.
+    assert.ok((crashed.lastSequence ?? 0) <= killedAck + 1);
 
-  // The reboot names the log disk by its serial, as a VM whose disk order may change would.
-  const second = boot('b2', sys, data, 'mamori.wl=serial:mamori-log mamori.wl_rate=20', { kernel: guest.kernelPvh, dataSerial: 'mamori-log' });
-  try {
-    const s2 = await waitSerial(second, 'acks after reboot', 90_000, (s) => s.acks.length >= 10);
-    assert.equal(s2.acks[0], crashed.gapFreePrefix + 1, 'the writer appends after the surviving prefix');
-    await qmp(second.qmp, 'system_powerdown');
-    assert.equal(await exitWithin(second, 60_000), 0);
-  } finally {
-    kill(second);
-  }
-  const s2 = (await serialOf(second)).s;
-  const report = await verifyWriteLog(data);
-  t.diagnostic(JSON.stringify(report));
-  assert.equal(report.consistent, true);
-  assert.equal(report.lastSequence, s2.acks.at(-1));
-  assert.deepEqual(s2.poweroffs, [s2.acks.at(-1)]);
-  assert.equal(report.bootIds.length, 2);
-  assert.equal(report.bootIds[1], s2.boots[0]);
-  assert.notEqual(report.bootIds[0], report.bootIds[1]);
-});
+    // The reboot names the log disk by its serial, as a VM whose disk order may change would.
+    const second = boot('b2', sys, data, 'mamori.wl=serial:mamori-log mamori.wl_rate=20', {
+      kernel: guest.kernelPvh,
+      dataSerial: 'mamori-log',
+    });
+    try {
+      const s2 = await waitSerial(second, 'acks after reboot', 90_000, (s) => s.acks.length >= 10);
+      assert.equal(s2.acks[0], crashed.gapFreePrefix + 1, 'the writer appends after the surviving prefix');
+      await qmp(second.qmp, 'system_powerdown');
+      assert.equal(await exitWithin(second, 60_000), 0);
+    } finally {
+      kill(second);
+    }
+    const s2 = (await serialOf(second)).s;
+    const report = await verifyWriteLog(data);
+    t.diagnostic(JSON.stringify(report));
+    assert.equal(report.consistent, true);
+    assert.equal(report.lastSequence, s2.acks.at(-1));
+    assert.deepEqual(s2.poweroffs, [s2.acks.at(-1)]);
+    assert.equal(report.bootIds.length, 2);
+    assert.equal(report.bootIds[1], s2.boots[0]);
+    assert.notEqual(report.bootIds[0], report.bootIds[1]);
+  },
+);

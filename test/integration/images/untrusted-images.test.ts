@@ -12,7 +12,15 @@ import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { OpenApiCheck } from '../../harness/openapi-check.js';
 import { LoopDevice } from '../../harness/loop-device.js';
 import {
-  MARKER, markerFile, markerUnder, qcow2WithBacking, qcow2WithDataFile, qcow2WithJsonBacking, splitVmdk, vhdxWithParent, vmdkWithFlatExtent,
+  MARKER,
+  markerFile,
+  markerUnder,
+  qcow2WithBacking,
+  qcow2WithDataFile,
+  qcow2WithJsonBacking,
+  splitVmdk,
+  vhdxWithParent,
+  vmdkWithFlatExtent,
 } from '../../harness/untrusted-image-fixtures.js';
 
 /*
@@ -44,7 +52,12 @@ after(async () => {
 });
 
 async function call(route: '/disks/import' | '/inspections' | '/conversions', body: unknown) {
-  const res = await site.app.inject({ method: 'POST', url: route, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+  const res = await site.app.inject({
+    method: 'POST',
+    url: route,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    payload: JSON.stringify(body),
+  });
   const json = res.json() as { error?: { code: string; message: string } } & Record<string, unknown>;
   api.check('POST', route, res.statusCode, json);
   return { status: res.statusCode, json, body: res.body };
@@ -52,7 +65,9 @@ async function call(route: '/disks/import' | '/inspections' | '/conversions', bo
 
 async function jobEnd(id: string): Promise<{ state: string; error?: { code: string } }> {
   for (;;) {
-    const j = (await site.app.inject({ method: 'GET', url: `/jobs/${id}`, headers: { authorization: `Bearer ${token}` } })).json() as { state: string };
+    const j = (
+      await site.app.inject({ method: 'GET', url: `/jobs/${id}`, headers: { authorization: `Bearer ${token}` } })
+    ).json() as { state: string };
     if (j.state !== 'running') return j;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -79,7 +94,10 @@ async function assertNoMarker(): Promise<void> {
 }
 
 test('a qcow2 whose backing file is a host file is refused; its bytes are not copied', async () => {
-  await assertRefused(await qcow2WithBacking(join(dir, 'backed.qcow2'), secret), /backing file ".*host-secret\.bin".*flatten it/);
+  await assertRefused(
+    await qcow2WithBacking(join(dir, 'backed.qcow2'), secret),
+    /backing file ".*host-secret\.bin".*flatten it/,
+  );
 });
 
 test('a qcow2 whose backing is a json: description of a host file is refused', async () => {
@@ -87,7 +105,10 @@ test('a qcow2 whose backing is a json: description of a host file is refused', a
 });
 
 test('a qcow2 with an external data file is refused', async () => {
-  await assertRefused(await qcow2WithDataFile(join(dir, 'data-file.qcow2'), join(dir, 'outside-data.bin')), /external data file ".*outside-data\.bin"/);
+  await assertRefused(
+    await qcow2WithDataFile(join(dir, 'data-file.qcow2'), join(dir, 'outside-data.bin')),
+    /external data file ".*outside-data\.bin"/,
+  );
 });
 
 test('a VMDK descriptor whose FLAT extent is an absolute host path is refused', async () => {
@@ -96,13 +117,19 @@ test('a VMDK descriptor whose FLAT extent is an absolute host path is refused', 
 
 test('a VMDK descriptor whose FLAT extent climbs out with ../ is refused', async () => {
   await mkdir(join(dir, 'sub'));
-  await assertRefused(await vmdkWithFlatExtent(join(dir, 'sub', 'rel-flat.vmdk'), '../host-secret.bin'), /extent file "\.\.\/host-secret\.bin"/);
+  await assertRefused(
+    await vmdkWithFlatExtent(join(dir, 'sub', 'rel-flat.vmdk'), '../host-secret.bin'),
+    /extent file "\.\.\/host-secret\.bin"/,
+  );
 });
 
-test('a VMDK extent that is a symlink leading out of the descriptor\'s folder is refused', async () => {
+test("a VMDK extent that is a symlink leading out of the descriptor's folder is refused", async () => {
   await mkdir(join(dir, 'linked'));
   await symlink(secret, join(dir, 'linked', 'linked-flat.vmdk'));
-  await assertRefused(await vmdkWithFlatExtent(join(dir, 'linked', 'linked.vmdk'), 'linked-flat.vmdk'), /link to .*host-secret\.bin/);
+  await assertRefused(
+    await vmdkWithFlatExtent(join(dir, 'linked', 'linked.vmdk'), 'linked-flat.vmdk'),
+    /link to .*host-secret\.bin/,
+  );
 });
 
 test('a VHDX differencing disk (crafted parent locator) is refused naming its parent', async () => {
@@ -111,9 +138,22 @@ test('a VHDX differencing disk (crafted parent locator) is refused naming its pa
 
 async function ova(name: string, href: string, disk: string): Promise<string> {
   const ovf = join(dir, `${name}.ovf`);
-  await writeFile(ovf, buildOvf({ name, vcpus: 1, memoryMiB: 256, firmware: 'bios', disks: [{ href: 'disk.vmdk', capacityBytes: 1024 * 1024 }], nics: [] }).replace('ovf:href="disk.vmdk"', `ovf:href="${href}"`));
+  await writeFile(
+    ovf,
+    buildOvf({
+      name,
+      vcpus: 1,
+      memoryMiB: 256,
+      firmware: 'bios',
+      disks: [{ href: 'disk.vmdk', capacityBytes: 1024 * 1024 }],
+      nics: [],
+    }).replace('ovf:href="disk.vmdk"', `ovf:href="${href}"`),
+  );
   const path = join(dir, `${name}.ova`);
-  await writeTar(path, [{ name: `${name}.ovf`, source: ovf }, { name: 'disk.vmdk', source: disk }]);
+  await writeTar(path, [
+    { name: `${name}.ovf`, source: ovf },
+    { name: 'disk.vmdk', source: disk },
+  ]);
   await rm(ovf);
   return path;
 }
@@ -131,7 +171,17 @@ test('an OVA whose descriptor points outside the archive, or whose VMDK member n
   assert.match(r2.json.error!.message, /inside an OVA must be one self-contained file/);
   // An .ovf beside its disks: a disk that is a link to a host file is outside the package too.
   await mkdir(join(dir, 'ovf-folder'));
-  await writeFile(join(dir, 'ovf-folder', 'vm.ovf'), buildOvf({ name: 'vm', vcpus: 1, memoryMiB: 256, firmware: 'bios', disks: [{ href: 'disk.vmdk', capacityBytes: 1024 * 1024 }], nics: [] }));
+  await writeFile(
+    join(dir, 'ovf-folder', 'vm.ovf'),
+    buildOvf({
+      name: 'vm',
+      vcpus: 1,
+      memoryMiB: 256,
+      firmware: 'bios',
+      disks: [{ href: 'disk.vmdk', capacityBytes: 1024 * 1024 }],
+      nics: [],
+    }),
+  );
   await symlink(secret, join(dir, 'ovf-folder', 'disk.vmdk'));
   const r3 = await call('/conversions', { source: join(dir, 'ovf-folder', 'vm.ovf'), name: 'ovf-link' });
   assert.equal(r3.status, 422, r3.body);
@@ -159,7 +209,9 @@ test('self-contained images still import equal to their source and inspect: qcow
     const started = await call('/disks/import', { name, source });
     assert.equal(started.status, 202, `${source}: ${started.body}`);
     assert.equal((await jobEnd(String(started.json['id']))).state, 'succeeded', source);
-    const disk = (await site.app.inject({ method: 'GET', url: `/disks/${name}`, headers: { authorization: `Bearer ${token}` } })).json() as { path: string };
+    const disk = (
+      await site.app.inject({ method: 'GET', url: `/disks/${name}`, headers: { authorization: `Bearer ${token}` } })
+    ).json() as { path: string };
     await runProcess('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'qcow2', raw, disk.path]);
     const inspected = await call('/inspections', { source });
     assert.equal(inspected.status, 200, `${source}: ${inspected.body}`);

@@ -25,7 +25,11 @@ const sources: Record<string, string> = {};
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mamori-convert-test-'));
   const guest = await new HostService({ siteName: 'test', log: createLogger({ level: 'silent' }) }).testGuest();
-  const uki = await buildUki(dir, { kernel: join(dirname(guest.kernel), 'vmlinuz'), initrd: guest.initrd }, 'console=ttyS0 panic=-1 quiet');
+  const uki = await buildUki(
+    dir,
+    { kernel: join(dirname(guest.kernel), 'vmlinuz'), initrd: guest.initrd },
+    'console=ttyS0 panic=-1 quiet',
+  );
   sources['uefi'] = await convertTo(await gptUefiDebian(dir, uki), join(dir, 'uefi.vmdk'), 'vmdk', 'streamOptimized');
   sources['bios'] = await mbrRhel6(dir);
   sources['windows'] = await convertTo(await mbrWindows2012(dir), join(dir, 'win.vhdx'), 'vhdx');
@@ -63,10 +67,18 @@ test('a GPT/UEFI VMDK converts into a VM equal to its source that boots under OV
   assert.equal(vm.firmware, 'uefi');
   assert.equal(vm.disks.length, 1);
   // Every byte the guest sees equals the source's.
-  const cmp = await runProcess('qemu-img', ['compare', '-f', 'vmdk', '-F', vm.disks[0]!.format, sources['uefi']!, vm.disks[0]!.path], { timeoutMs: 120_000, okCodes: [0, 1] });
+  const cmp = await runProcess(
+    'qemu-img',
+    ['compare', '-f', 'vmdk', '-F', vm.disks[0]!.format, sources['uefi']!, vm.disks[0]!.path],
+    { timeoutMs: 120_000, okCodes: [0, 1] },
+  );
   assert.equal(cmp.code, 0, cmp.stdout + cmp.stderr);
   await site.cliJson('vm', 'start', 'p2v-uefi');
-  await site.waitFor('the converted guest\'s heartbeat', async () => (await site.cliJson<VmView>('vm', 'show', 'p2v-uefi')).lastHeartbeatAt ?? undefined, 240_000);
+  await site.waitFor(
+    "the converted guest's heartbeat",
+    async () => (await site.cliJson<VmView>('vm', 'show', 'p2v-uefi')).lastHeartbeatAt ?? undefined,
+    240_000,
+  );
   await site.cliJson('vm', 'kill', 'p2v-uefi');
 });
 
@@ -78,7 +90,10 @@ test('an MBR/BIOS disk gets SeaBIOS; it can start at once', async () => {
   assert.equal(vm.firmware, 'bios');
   assert.equal(vm.memoryMiB, 128);
   assert.equal(vm.disks[0]!.format, 'raw');
-  const cmp = await runProcess('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', sources['bios']!, vm.disks[0]!.path], { timeoutMs: 120_000, okCodes: [0, 1] });
+  const cmp = await runProcess('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', sources['bios']!, vm.disks[0]!.path], {
+    timeoutMs: 120_000,
+    okCodes: [0, 1],
+  });
   assert.equal(cmp.code, 0, cmp.stdout);
 });
 
@@ -87,7 +102,10 @@ test('a Windows guest without virtio drivers gets SATA disks and an e1000 NIC, a
   assert.equal(job.result.os.product, 'Windows Server 2012 R2 Standard');
   assert.equal(job.result.diskBus, 'sata');
   assert.equal(job.result.nicModel, 'e1000');
-  assert.ok(job.result.warnings.some((w) => /no virtio storage driver \(viostor\): its disk is attached as SATA/.test(w)), JSON.stringify(job.result.warnings));
+  assert.ok(
+    job.result.warnings.some((w) => /no virtio storage driver \(viostor\): its disk is attached as SATA/.test(w)),
+    JSON.stringify(job.result.warnings),
+  );
   const vm = await site.cliJson<VmView>('vm', 'show', 'v2v-win');
   assert.equal(vm.diskBus, 'sata');
   assert.equal(vm.nics[0]!.model, 'e1000');

@@ -27,7 +27,16 @@ before(async () => {
   const fixture = await mbrRhel6(dir);
   site = await SiteProcess.create('site-x');
   await site.start();
-  const job = await site.cliJson<Job & { result: ConvertResult }>('convert', fixture, '--name', 'rhel', '--memory', '512', '--vcpus', '2');
+  const job = await site.cliJson<Job & { result: ConvertResult }>(
+    'convert',
+    fixture,
+    '--name',
+    'rhel',
+    '--memory',
+    '512',
+    '--vcpus',
+    '2',
+  );
   assert.equal(job.state, 'succeeded');
   const vm = await site.cliJson<VmView>('vm', 'show', 'rhel');
   vmDisk = { path: vm.disks[0]!.path, format: vm.disks[0]!.format };
@@ -48,7 +57,10 @@ async function exportVm(...args: string[]): Promise<ExportResult> {
 }
 
 async function identical(a: string, aFormat: string, b: string, bFormat: string): Promise<void> {
-  const cmp = await runProcess('qemu-img', ['compare', '-f', aFormat, '-F', bFormat, a, b], { timeoutMs: 120_000, okCodes: [0, 1] });
+  const cmp = await runProcess('qemu-img', ['compare', '-f', aFormat, '-F', bFormat, a, b], {
+    timeoutMs: 120_000,
+    okCodes: [0, 1],
+  });
   assert.equal(cmp.code, 0, `${a} differs from ${b}: ${cmp.stdout}`);
 }
 
@@ -62,7 +74,10 @@ test('a stopped VM exports as VMDK (lsilogic) and VHDX equal to its disk', async
   const out = join(dir, 'for-hyperv');
   const vhdx = await exportVm('rhel', '--format', 'vhdx', '--output', out);
   assert.deepEqual(vhdx.files, [join(out, 'rhel-disk0.vhdx')]);
-  assert.equal((await runProcess('qemu-img', ['info', '--output=json', vhdx.files[0]!])).stdout.includes('"format": "vhdx"'), true);
+  assert.equal(
+    (await runProcess('qemu-img', ['info', '--output=json', vhdx.files[0]!])).stdout.includes('"format": "vhdx"'),
+    true,
+  );
   await identical(vhdx.files[0]!, 'vhdx', vmDisk.path, vmDisk.format);
   assert.deepEqual(await readdir(out), ['rhel-disk0.vhdx'], 'no scratch left beside it');
 });
@@ -87,7 +102,13 @@ test('an OVA holds descriptor, manifest and disk in order, with checksums that h
   for (const line of (await readFile(join(unpacked, 'rhel.mf'), 'utf8')).trim().split('\n')) {
     const m = /^SHA256\((.+)\)= ([0-9a-f]{64})$/.exec(line);
     assert.ok(m, `manifest line ${line}`);
-    assert.equal(createHash('sha256').update(await readFile(join(unpacked, m[1]!))).digest('hex'), m[2], `${m[1]} matches the manifest`);
+    assert.equal(
+      createHash('sha256')
+        .update(await readFile(join(unpacked, m[1]!)))
+        .digest('hex'),
+      m[2],
+      `${m[1]} matches the manifest`,
+    );
   }
   await identical(join(unpacked, 'rhel-disk0.vmdk'), 'vmdk', vmDisk.path, vmDisk.format);
 
@@ -101,7 +122,14 @@ test('an OVA holds descriptor, manifest and disk in order, with checksums that h
   assert.deepEqual(back.result.descriptor, { vcpus: 2, memoryMiB: 512, firmware: 'bios', warnings: [] });
   const vm = await site.cliJson<VmView>('vm', 'show', 'rhel-back');
   await identical(vm.disks[0]!.path, vm.disks[0]!.format, vmDisk.path, vmDisk.format);
-  const fromOvf = await site.cliJson<Job & { result: ConvertResult }>('convert', join(unpacked, 'rhel.ovf'), '--name', 'rhel-ovf', '--memory', '256');
+  const fromOvf = await site.cliJson<Job & { result: ConvertResult }>(
+    'convert',
+    join(unpacked, 'rhel.ovf'),
+    '--name',
+    'rhel-ovf',
+    '--memory',
+    '256',
+  );
   assert.equal(fromOvf.state, 'succeeded', JSON.stringify(fromOvf.error));
   assert.equal(fromOvf.result.memoryMiB, 256, '--memory overrides the descriptor');
   assert.equal(fromOvf.result.vcpus, 2);
@@ -120,9 +148,22 @@ test('export refuses a running VM and an existing file; a damaged OVA is refused
   const elsewhere = await site.cli('convert', join(dir, 'ova', 'rhel.ova'), '--site', 'site-elsewhere', '--name', 'x1');
   assert.equal(elsewhere.code, 2);
   assert.match(elsewhere.stderr, /talks to site site-x, not site-elsewhere/);
-  const here = await site.cliJson<Job & { result: ConvertResult }>('convert', join(dir, 'ova', 'rhel.ova'), '--site', 'site-x', '--name', 'x2', '--machine', 'pc');
+  const here = await site.cliJson<Job & { result: ConvertResult }>(
+    'convert',
+    join(dir, 'ova', 'rhel.ova'),
+    '--site',
+    'site-x',
+    '--name',
+    'x2',
+    '--machine',
+    'pc',
+  );
   assert.equal(here.state, 'succeeded');
-  assert.match((await site.cliJson<VmView>('vm', 'show', 'x2')).machineType, /^pc-i440fx-\d+\.\d+$/, 'the alias is pinned to its version');
+  assert.match(
+    (await site.cliJson<VmView>('vm', 'show', 'x2')).machineType,
+    /^pc-i440fx-\d+\.\d+$/,
+    'the alias is pinned to its version',
+  );
   const tooNew = await site.cli('convert', join(dir, 'ova', 'rhel.ova'), '--name', 'x3', '--machine', 'pc-q35-99.0');
   assert.equal(tooNew.code, 2);
   assert.match(tooNew.stderr, /QEMU has no machine type pc-q35-99\.0: convert with --machine q35 \(pc-q35-/);
@@ -134,5 +175,8 @@ test('export refuses a running VM and an existing file; a damaged OVA is refused
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /\[IMAGE_CORRUPT\]/);
   const disks = await site.cliJson<{ name: string }[]>('disk', 'list');
-  assert.deepEqual(disks.map((d) => d.name).filter((n) => n.startsWith('from-cut') || n.startsWith('x3')), []);
+  assert.deepEqual(
+    disks.map((d) => d.name).filter((n) => n.startsWith('from-cut') || n.startsWith('x3')),
+    [],
+  );
 });

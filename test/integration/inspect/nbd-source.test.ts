@@ -33,15 +33,66 @@ let daemon: StorageDaemon | null = null;
 const children: ChildProcess[] = [];
 const dynamic: Record<'mbr' | 'gpt', string> = { mbr: '', gpt: '' };
 
-const openssl = (cwd: string, ...args: string[]): Promise<unknown> => runProcess('openssl', args, { cwd, timeoutMs: 30_000 });
+const openssl = (cwd: string, ...args: string[]): Promise<unknown> =>
+  runProcess('openssl', args, { cwd, timeoutMs: 30_000 });
 async function makeCa(d: string): Promise<void> {
-  await openssl(d, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca-cert.pem',
-    '-days', '2', '-subj', '/CN=test-ca', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  await openssl(
+    d,
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca-key.pem',
+    '-out',
+    'ca-cert.pem',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=test-ca',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  );
 }
 async function makeCert(d: string, name: string, cn: string, ext: string[]): Promise<void> {
-  await openssl(d, 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
-  await writeFile(join(d, `${name}.ext`), `${['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', ...ext].join('\n')}\n`);
-  await openssl(d, 'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${name}-cert.pem`, '-days', '2', '-extfile', `${name}.ext`);
+  await openssl(
+    d,
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    `${name}-key.pem`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    `/CN=${cn}`,
+  );
+  await writeFile(
+    join(d, `${name}.ext`),
+    `${['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', ...ext].join('\n')}\n`,
+  );
+  await openssl(
+    d,
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca-cert.pem',
+    '-CAkey',
+    'ca-key.pem',
+    '-CAcreateserial',
+    '-out',
+    `${name}-cert.pem`,
+    '-days',
+    '2',
+    '-extfile',
+    `${name}.ext`,
+  );
 }
 
 async function freePort(): Promise<number> {
@@ -55,20 +106,33 @@ async function freePort(): Promise<number> {
 async function until(what: string, ok: () => Promise<boolean>, child?: ChildProcess): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (!(await ok())) {
-    if (child?.exitCode !== null && child?.exitCode !== undefined) throw new Error(`${what}: the server exited (${child.exitCode})`);
+    if (child?.exitCode !== null && child?.exitCode !== undefined)
+      throw new Error(`${what}: the server exited (${child.exitCode})`);
     if (Date.now() > deadline) throw new Error(`${what} did not happen within 20 s`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-const listening = (port: number) => () => new Promise<boolean>((r) => {
-  const s = createConnection({ host: '127.0.0.1', port }, () => { s.destroy(); r(true); });
-  s.once('error', () => r(false));
-});
-const isSocket = (p: string) => () => stat(p).then((s) => s.isSocket(), () => false);
+const listening = (port: number) => () =>
+  new Promise<boolean>((r) => {
+    const s = createConnection({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      r(true);
+    });
+    s.once('error', () => r(false));
+  });
+const isSocket = (p: string) => () =>
+  stat(p).then(
+    (s) => s.isSocket(),
+    () => false,
+  );
 
 /** qemu-nbd serving `image` read-only (raw), persistent, until the test ends. */
 async function qemuNbd(image: string, listen: string[], ready: () => Promise<boolean>): Promise<void> {
-  const child = spawn('qemu-nbd', ['--read-only', '--persistent', '--shared=8', '-f', 'raw', '-x', 'disk', ...listen, image], { stdio: 'ignore' });
+  const child = spawn(
+    'qemu-nbd',
+    ['--read-only', '--persistent', '--shared=8', '-f', 'raw', '-x', 'disk', ...listen, image],
+    { stdio: 'ignore' },
+  );
   children.push(child);
   await until(`qemu-nbd on ${listen.join(' ')}`, ready, child);
 }
@@ -86,14 +150,20 @@ before(async () => {
   // Windows dynamic disks as Disk Management leaves them: MBR type 0x42 over the disk, or on
   // GPT the LDM metadata partition and an LDM data partition (type GUIDs from Microsoft's docs).
   dynamic.mbr = await sfdiskImage(join(dir, 'dynamic-mbr.img'), 16, 'label: dos\nstart=2048, type=42\n');
-  dynamic.gpt = await sfdiskImage(join(dir, 'dynamic-gpt.img'), 16,
+  dynamic.gpt = await sfdiskImage(
+    join(dir, 'dynamic-gpt.img'),
+    16,
     'label: gpt\nstart=2048, size=2048, type=5808C8AA-7E8F-42E0-85D2-E1E90434CFB3, name="LDM metadata partition"\n' +
-    'start=4096, type=AF9B60A0-1431-4F62-BC68-3311714A69AD, name="LDM data partition"\n');
+      'start=4096, type=AF9B60A0-1431-4F62-BC68-3311714A69AD, name="LDM data partition"\n',
+  );
   pki = join(dir, 'pki');
   await mkdir(pki);
   // One folder in QEMU's tls-creds-x509 layout serves both ends: the daemon reads server-*, mamori client-*.
   await makeCa(pki);
-  await makeCert(pki, 'server', 'localhost', ['extendedKeyUsage=serverAuth', 'subjectAltName=DNS:localhost,IP:127.0.0.1']);
+  await makeCert(pki, 'server', 'localhost', [
+    'extendedKeyUsage=serverAuth',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ]);
   await makeCert(pki, 'client', 'mamori-client', ['extendedKeyUsage=clientAuth']);
 
   socket = join(dir, 'nbd.sock');
@@ -105,7 +175,8 @@ before(async () => {
   tlsPort = await freePort();
   await mkdir(join(dir, 'daemon'));
   daemon = await StorageDaemon.start({
-    qmpSocket: join(dir, 'daemon', 'qmp.sock'), pidFile: join(dir, 'daemon', 'pid'),
+    qmpSocket: join(dir, 'daemon', 'qmp.sock'),
+    pidFile: join(dir, 'daemon', 'pid'),
     chains: [{ id: 'disk', layers: [{ file: fixture, format: 'raw' }], readOnly: true }],
     nbd: { listen: { type: 'inet', host: '127.0.0.1', port: tlsPort }, tls: { dir: pki, verifyPeer: true } },
     exports: [{ id: 'disk', node: 'disk' }],
@@ -135,12 +206,20 @@ const uri = {
 
 async function sameBytes(vmName: string): Promise<void> {
   const vm = await site.cliJson<VmView>('vm', 'show', vmName);
-  const cmp = await runProcess('qemu-img', ['compare', '-f', 'raw', '-F', vm.disks[0]!.format, fixture, vm.disks[0]!.path], { timeoutMs: 120_000, okCodes: [0, 1] });
+  const cmp = await runProcess(
+    'qemu-img',
+    ['compare', '-f', 'raw', '-F', vm.disks[0]!.format, fixture, vm.disks[0]!.path],
+    { timeoutMs: 120_000, okCodes: [0, 1] },
+  );
   assert.equal(cmp.code, 0, `${vmName}'s disk differs from the served one: ${cmp.stdout}`);
 }
 
 test('mamori inspect reads a disk from qemu-nbd over TCP and a unix socket, and from a TLS storage daemon', async () => {
-  for (const [source, extra] of [[uri.tcp(), []], [uri.unix(), []], [uri.tls(), ['--tls-creds', pki]]] as const) {
+  for (const [source, extra] of [
+    [uri.tcp(), []],
+    [uri.unix(), []],
+    [uri.tls(), ['--tls-creds', pki]],
+  ] as const) {
     const r = await site.cli('inspect', source, ...extra, '--json');
     assert.equal(r.code, 0, `${source}: ${r.stderr}`);
     const report = JSON.parse(r.stdout) as InspectionReport & { source: string; kind: string };
@@ -164,7 +243,10 @@ test('convert --check prints the compatibility report and copies nothing', async
   const before = await readdir(join(site.dataDir, 'pools', 'default')).catch(() => []);
   const text = await site.cli('convert', uri.unix(), '--check');
   assert.equal(text.code, 0, text.stderr);
-  assert.match(text.stdout, /^compatibility of nbd\+unix:\/\/\/disk\?socket=.*: can be converted \(guest Red Hat Enterprise Linux Server release 6\.10 \(Santiago\); bios firmware, virtio disk, virtio-net-pci NIC\)$/m);
+  assert.match(
+    text.stdout,
+    /^compatibility of nbd\+unix:\/\/\/disk\?socket=.*: can be converted \(guest Red Hat Enterprise Linux Server release 6\.10 \(Santiago\); bios firmware, virtio disk, virtio-net-pci NIC\)$/m,
+  );
   const json = await site.cliJson<CompatibilityReport>('convert', uri.tcp(), '--check');
   assert.deepEqual(json.blockers, []);
   assert.equal(json.inspection.os.distro, 'rhel');
@@ -178,12 +260,26 @@ test('a site converts from qemu-nbd (unix socket, TCP) and from a TLS storage da
   assert.match(unix.stdout, /^compatibility of .*: can be converted/);
   assert.match(unix.stdout, /from-unix: bios firmware/);
   await sameBytes('from-unix');
-  const tcp = await site.cliJson<Job & { result: ConvertResult; compatibility: CompatibilityReport }>('convert', uri.tcp(), '--name', 'from-tcp', '--format', 'raw');
+  const tcp = await site.cliJson<Job & { result: ConvertResult; compatibility: CompatibilityReport }>(
+    'convert',
+    uri.tcp(),
+    '--name',
+    'from-tcp',
+    '--format',
+    'raw',
+  );
   assert.equal(tcp.state, 'succeeded', JSON.stringify(tcp.error));
   assert.equal(tcp.result.os.distro, 'rhel');
   assert.deepEqual(tcp.compatibility.blockers, []);
   await sameBytes('from-tcp');
-  const tls = await site.cliJson<Job & { result: ConvertResult }>('convert', uri.tls(), '--tls-creds', pki, '--name', 'from-tls');
+  const tls = await site.cliJson<Job & { result: ConvertResult }>(
+    'convert',
+    uri.tls(),
+    '--tls-creds',
+    pki,
+    '--name',
+    'from-tls',
+  );
   assert.equal(tls.state, 'succeeded', JSON.stringify(tls.error));
   await sameBytes('from-tls');
   // The job keeps the URI, never the TLS key.
@@ -196,13 +292,18 @@ test('Windows dynamic disks (MBR 0x42, GPT LDM) are blockers: --check exits non-
     const check = await site.cli('convert', image, '--check');
     assert.equal(check.code, 1, check.stdout + check.stderr);
     assert.match(check.stdout, /cannot be converted/);
-    assert.match(check.stdout, /^blocker: it is a Windows dynamic disk \(LDM\): convert its volumes to basic disks in Windows first$/m);
+    assert.match(
+      check.stdout,
+      /^blocker: it is a Windows dynamic disk \(LDM\): convert its volumes to basic disks in Windows first$/m,
+    );
     const convert = await site.cli('convert', image, '--name', 'dynamic');
     assert.equal(convert.code, 2);
     assert.match(convert.stderr, /cannot be converted: it is a Windows dynamic disk \(LDM\)/);
   }
   // Served over NBD, the same.
-  const served = await site.cliJson<CompatibilityReport>('convert', `nbd+unix:///disk?socket=${join(dir, 'gpt-ldm.sock')}`, '--check').catch((e: Error) => e);
+  const served = await site
+    .cliJson<CompatibilityReport>('convert', `nbd+unix:///disk?socket=${join(dir, 'gpt-ldm.sock')}`, '--check')
+    .catch((e: Error) => e);
   assert.ok(served instanceof Error && /failed \(1\)/.test(served.message), String(served));
   const names = (await site.cliJson<VmView[]>('vm', 'list')).map((v) => v.name);
   assert.ok(!names.includes('dynamic'));
@@ -218,7 +319,12 @@ test('a socket outside the allow-list or in the data folder, and an odd URI, are
   assert.match(r.stderr, /is not an NBD server socket this site may read from.*\[HOST_PATH_REFUSED\]/);
   const missing = await site.cli('convert', '--check', 'nbd+unix:///disk?socket=/run/no-such.sock');
   assert.match(missing.stderr, /\[HOST_PATH_REFUSED\]/);
-  for (const bad of ['nbd://user@127.0.0.1/disk', `nbd+unix:///disk?socket=${dir}/../x.sock`, 'nbd+vsock://2:10809/disk', 'nbd://127.0.0.1:99999/disk']) {
+  for (const bad of [
+    'nbd://user@127.0.0.1/disk',
+    `nbd+unix:///disk?socket=${dir}/../x.sock`,
+    'nbd+vsock://2:10809/disk',
+    'nbd://127.0.0.1:99999/disk',
+  ]) {
     const b = await site.cli('convert', bad, '--name', 'bad-uri');
     assert.match(b.stderr, /\[NBD_URI_INVALID\]/, bad);
   }

@@ -50,7 +50,9 @@ before(async () => {
   for (const name of ['raw', 'fs']) {
     const file = join(dir, `${name}.lun`);
     await copyFile(fixture, file);
-    const dev = (await runProcess('losetup', ['--find', '--show', '--partscan', file], { timeoutMs: 10_000 })).stdout.trim();
+    const dev = (
+      await runProcess('losetup', ['--find', '--show', '--partscan', file], { timeoutMs: 10_000 })
+    ).stdout.trim();
     loops.push(dev);
     // The kernel may not have made the partition nodes yet; partx adds any that are missing.
     if (!existsSync(`${dev}p5`)) await runProcess('partx', ['-a', dev], { timeoutMs: 10_000 }).catch(() => undefined);
@@ -75,7 +77,17 @@ after(async () => {
 async function startAgent(device: string, port: number): Promise<Agent> {
   const tmp = join(dir, `agent-${port}`);
   await mkdir(tmp, { recursive: true });
-  const [file, args] = sites.namespaces[0]!.wrap(process.execPath, [MAMORI_BIN, '--json', 'p2v-agent', '--device', device, '--listen', sites.link.a.address, '--port', String(port)]);
+  const [file, args] = sites.namespaces[0]!.wrap(process.execPath, [
+    MAMORI_BIN,
+    '--json',
+    'p2v-agent',
+    '--device',
+    device,
+    '--listen',
+    sites.link.a.address,
+    '--port',
+    String(port),
+  ]);
   // TMPDIR puts the agent's scratch folder (and its storage daemon's pid file) where cleanup finds it.
   const proc = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
   children.push(proc);
@@ -121,7 +133,9 @@ async function stopAgent(a: Agent): Promise<void> {
 
 /** A node process running `script` with args; killed by pid in after() if a test leaves it. */
 function startWriter(script: string, args: string[]): ChildProcess {
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   children.push(proc);
   return proc;
 }
@@ -154,7 +168,8 @@ test('P2V of a device a writer keeps changing converges and ends equal to the de
   const [device] = loops as [string];
   const agent = await startAgent(device, 10809);
   // Random 4 KiB blocks into the swap partition, each synced, until killed.
-  const writer = startWriter(`
+  const writer = startWriter(
+    `
     import { openSync, writeSync, fdatasyncSync } from 'node:fs';
     import { randomBytes, randomInt } from 'node:crypto';
     const [dev, start, length] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
@@ -163,42 +178,87 @@ test('P2V of a device a writer keeps changing converges and ends equal to the de
       writeSync(fd, randomBytes(4096), 0, 4096, start + randomInt(length / 4096) * 4096);
       fdatasyncSync(fd);
       await new Promise((r) => setTimeout(r, 2));
-    }`, [device, String(SWAP.start), String(SWAP.length)]);
+    }`,
+    [device, String(SWAP.start), String(SWAP.length)],
+  );
   // The writer stops once the second pass has started: it changed the device during the first.
   const stopped = untilLines(agent, /^p2v-agent: checksums of/, 2).then(() => stopWriter(writer));
-  const r = await sites.b.cli('--json', 'convert', agent.url, '--agent-key', agent.key, '--name', 'p2v-raw', '--format', 'raw', '--converge-below', '0');
+  const r = await sites.b.cli(
+    '--json',
+    'convert',
+    agent.url,
+    '--agent-key',
+    agent.key,
+    '--name',
+    'p2v-raw',
+    '--format',
+    'raw',
+    '--converge-below',
+    '0',
+  );
   await stopped;
   assert.equal(r.code, 0, r.stderr + r.stdout.slice(0, 2000));
   const job = JSON.parse(r.stdout) as Job & { result: ConvertResult };
   assert.equal(job.state, 'succeeded');
-  assert.equal(job.result.os.distro, 'rhel', 'the agent\'s disk is inspected like any other');
+  assert.equal(job.result.os.distro, 'rhel', "the agent's disk is inspected like any other");
   assert.equal(job.result.firmware, 'bios');
   const passes = job.result.p2v!.passes;
   assert.ok(passes.length >= 3, `passes: ${JSON.stringify(passes)}`);
-  assert.ok(passes[1]!.changedBytes > 0 && passes[1]!.changedBytes <= SWAP.length, 'the second pass resent only what the writer changed');
+  assert.ok(
+    passes[1]!.changedBytes > 0 && passes[1]!.changedBytes <= SWAP.length,
+    'the second pass resent only what the writer changed',
+  );
   assert.ok(passes[0]!.sentBytes < 128 * MiB, 'zero chunks are not sent');
   assert.equal(passes.at(-1)!.changedBytes, 0, 'the last check found nothing left');
-  assert.equal(job.result.p2v!.consistency, 'crash-consistent', 'nothing on the device is mounted, so nothing was frozen');
+  assert.equal(
+    job.result.p2v!.consistency,
+    'crash-consistent',
+    'nothing on the device is mounted, so nothing was frozen',
+  );
   assert.ok(job.result.warnings.some((w) => /crash-consistent/.test(w)));
-  const cmp = await runProcess('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', await diskPath('p2v-raw-disk0'), device], { timeoutMs: 120_000 });
+  const cmp = await runProcess(
+    'qemu-img',
+    ['compare', '-f', 'raw', '-F', 'raw', await diskPath('p2v-raw-disk0'), device],
+    { timeoutMs: 120_000 },
+  );
   assert.match(cmp.stdout, /Images are identical/);
 });
 
 test('P2V refuses a wrong agent key and an absent agent, and leaves nothing behind', async () => {
   const agent = agents[0]!;
-  const wrong = await sites.b.cli('convert', agent.url, '--agent-key', 'not-the-key-of-this-agent', '--name', 'p2v-bad');
+  const wrong = await sites.b.cli(
+    'convert',
+    agent.url,
+    '--agent-key',
+    'not-the-key-of-this-agent',
+    '--name',
+    'p2v-bad',
+  );
   assert.notEqual(wrong.code, 0);
   assert.match(wrong.stderr, /does not hold this agent key.*\[PEER_AUTH_FAILED\]/);
-  const absent = await sites.b.cli('convert', `nbd://${sites.link.a.address}:10900`, '--agent-key', agent.key, '--name', 'p2v-bad');
+  const absent = await sites.b.cli(
+    'convert',
+    `nbd://${sites.link.a.address}:10900`,
+    '--agent-key',
+    agent.key,
+    '--name',
+    'p2v-bad',
+  );
   assert.notEqual(absent.code, 0);
   assert.match(absent.stderr, /is `mamori p2v-agent` running there\?.*\[PEER_UNREACHABLE\]/);
   const noKey = await sites.b.cli('convert', agent.url, '--name', 'p2v-bad');
   assert.equal(noKey.code, 2);
   assert.match(noKey.stderr, /--agent-key/);
   const disks = await sites.b.cliJson<{ name: string }[]>('disk', 'list');
-  assert.deepEqual(disks.map((d) => d.name).filter((n) => n.startsWith('p2v-bad')), []);
+  assert.deepEqual(
+    disks.map((d) => d.name).filter((n) => n.startsWith('p2v-bad')),
+    [],
+  );
   const vms = await sites.b.cliJson<{ name: string }[]>('vm', 'list');
-  assert.deepEqual(vms.map((v) => v.name).filter((n) => n.startsWith('p2v-bad')), []);
+  assert.deepEqual(
+    vms.map((v) => v.name).filter((n) => n.startsWith('p2v-bad')),
+    [],
+  );
 });
 
 test('P2V of a mounted filesystem being written freezes it for the last pass: the copy is clean', async () => {
@@ -209,7 +269,8 @@ test('P2V of a mounted filesystem being written freezes it for the last pass: th
   const log = join(dir, 'files.log');
   await writeFile(log, '');
   // Files f0, f1, ... of 16 KiB filled with n % 251, each fsynced before its number is logged.
-  const writer = startWriter(`
+  const writer = startWriter(
+    `
     import { openSync, writeSync, fsyncSync, closeSync, appendFileSync } from 'node:fs';
     const [mnt, log, bytes] = [process.argv[1], process.argv[2], Number(process.argv[3])];
     for (let n = 0; ; n++) {
@@ -219,19 +280,33 @@ test('P2V of a mounted filesystem being written freezes it for the last pass: th
       closeSync(fd);
       appendFileSync(log, n + '\\n');
       await new Promise((r) => setTimeout(r, 20));
-    }`, [mountPoint, log, String(FILE_BYTES)]);
+    }`,
+    [mountPoint, log, String(FILE_BYTES)],
+  );
   const agent = await startAgent(device, 10811);
   const logged = async (): Promise<number> => (await readFile(log, 'utf8')).split('\n').filter(Boolean).length;
   await sites.b.waitFor('the writer to have written files', async () => (await logged()) >= 5);
   const before = await logged();
-  const job = await sites.b.cliJson<Job & { result: ConvertResult }>('convert', agent.url, '--agent-key', agent.key, '--name', 'p2v-fs', '--format', 'raw');
+  const job = await sites.b.cliJson<Job & { result: ConvertResult }>(
+    'convert',
+    agent.url,
+    '--agent-key',
+    agent.key,
+    '--name',
+    'p2v-fs',
+    '--format',
+    'raw',
+  );
   const atEnd = await logged();
   assert.equal(job.state, 'succeeded', JSON.stringify(job.error));
   const p2v = job.result.p2v!;
   assert.equal(p2v.consistency, 'frozen', p2v.note);
   assert.deepEqual(p2v.frozenFilesystems, [mountPoint]);
   assert.ok(p2v.passes.some((p) => p.frozen) && p2v.passes.at(-1)!.changedBytes === 0);
-  assert.ok(agent.stderr.some((l) => /froze .*mnt/.test(l)) && agent.stderr.some((l) => /thawed .*mnt/.test(l)), agent.stderr.join('\n'));
+  assert.ok(
+    agent.stderr.some((l) => /froze .*mnt/.test(l)) && agent.stderr.some((l) => /thawed .*mnt/.test(l)),
+    agent.stderr.join('\n'),
+  );
   // Thawed: the writer carries on.
   await sites.b.waitFor('the writer to carry on after the thaw', async () => (await logged()) > atEnd + 2, 30_000);
   await stopWriter(writer);
@@ -244,11 +319,18 @@ test('P2V of a mounted filesystem being written freezes it for the last pass: th
   const partFile = join(dir, 'copied-data.ext4');
   await writeFile(partFile, part);
   const fsck = await runProcess('e2fsck', ['-fn', partFile], { timeoutMs: 60_000 }).catch((e: Error) => e);
-  assert.ok(!(fsck instanceof Error), `e2fsck finds the frozen copy clean: ${fsck instanceof Error ? fsck.message : ''}`);
+  assert.ok(
+    !(fsck instanceof Error),
+    `e2fsck finds the frozen copy clean: ${fsck instanceof Error ? fsck.message : ''}`,
+  );
   const ls = (await runProcess('debugfs', ['-R', 'ls -p /', partFile], { timeoutMs: 30_000 })).stdout;
   const numbers = [...ls.matchAll(/\/f(\d+)\//g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   assert.ok(numbers.length >= before, `${numbers.length} files copied, ${before} finished before the copy`);
-  assert.deepEqual(numbers, numbers.map((_, i) => i), 'files f0..fN, none missing');
+  assert.deepEqual(
+    numbers,
+    numbers.map((_, i) => i),
+    'files f0..fN, none missing',
+  );
   for (const n of [0, Math.floor(numbers.length / 2), numbers.length - 2]) {
     await runProcess('debugfs', ['-R', `dump /f${n} ${join(dir, 'dumped')}`, partFile], { timeoutMs: 30_000 });
     assert.ok((await readFile(join(dir, 'dumped'))).equals(Buffer.alloc(FILE_BYTES, n % 251)), `f${n} is whole`);

@@ -23,9 +23,16 @@ interface Daemon {
 async function startDaemon(file: string, args: string[], socketPath: string): Promise<Daemon> {
   const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
+  child.stderr.setEncoding('utf8').on('data', (c: string) => {
+    stderr += c;
+  });
   let gone = false;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => { gone = true; resolve(); }));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      gone = true;
+      resolve();
+    }),
+  );
   const stop = async (): Promise<void> => {
     if (gone) return;
     child.kill('SIGTERM');
@@ -34,7 +41,12 @@ async function startDaemon(file: string, args: string[], socketPath: string): Pr
     await exited;
   };
   const deadline = Date.now() + 10_000;
-  while (!(await stat(socketPath).then((s) => s.isSocket(), () => false))) {
+  while (
+    !(await stat(socketPath).then(
+      (s) => s.isSocket(),
+      () => false,
+    ))
+  ) {
     if (gone) throw new Error(`${file} exited before listening: ${stderr}`);
     if (Date.now() > deadline) {
       await stop();
@@ -47,27 +59,43 @@ async function startDaemon(file: string, args: string[], socketPath: string): Pr
 
 function qemuNbd(dir: string, image: string, extra: string[]): Promise<Daemon & { sock: string }> {
   const sock = join(dir, `qemu-nbd-${Date.now()}.sock`);
-  return startDaemon('qemu-nbd', ['--persistent', '--shared=4', '-k', sock, '-f', 'qcow2', '-x', 'disk', ...extra, image], sock)
-    .then((d) => Object.assign(d, { sock }));
+  return startDaemon(
+    'qemu-nbd',
+    ['--persistent', '--shared=4', '-k', sock, '-f', 'qcow2', '-x', 'disk', ...extra, image],
+    sock,
+  ).then((d) => Object.assign(d, { sock }));
 }
 
 function storageDaemon(dir: string, image: string, name: string): Promise<Daemon & { sock: string }> {
   const sock = join(dir, `${name}.sock`);
-  return startDaemon('qemu-storage-daemon', [
-    '--blockdev', `driver=file,filename=${image},node-name=f,discard=unmap`,
-    '--blockdev', 'driver=qcow2,file=f,node-name=q,discard=unmap',
-    '--nbd-server', `addr.type=unix,addr.path=${sock}`,
-    '--export', 'type=nbd,id=e,node-name=q,name=disk,writable=on',
-  ], sock).then((d) => Object.assign(d, { sock }));
+  return startDaemon(
+    'qemu-storage-daemon',
+    [
+      '--blockdev',
+      `driver=file,filename=${image},node-name=f,discard=unmap`,
+      '--blockdev',
+      'driver=qcow2,file=f,node-name=q,discard=unmap',
+      '--nbd-server',
+      `addr.type=unix,addr.path=${sock}`,
+      '--export',
+      'type=nbd,id=e,node-name=q,name=disk,writable=on',
+    ],
+    sock,
+  ).then((d) => Object.assign(d, { sock }));
 }
 
-const qemuImg = (...args: string[]): Promise<string> => runProcess('qemu-img', args, { timeoutMs: 30_000 }).then((r) => r.stdout);
+const qemuImg = (...args: string[]): Promise<string> =>
+  runProcess('qemu-img', args, { timeoutMs: 30_000 }).then((r) => r.stdout);
 const qemuIo = (image: string, ...cmds: string[]): Promise<unknown> =>
   runProcess('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), image], { timeoutMs: 30_000 });
 
 /** Ranges qemu-img map reports with the given `data` value, merged. */
 async function mapRanges(args: string[], data: boolean): Promise<Array<{ offset: number; length: number }>> {
-  const entries = JSON.parse(await qemuImg('map', '--output=json', ...args)) as Array<{ start: number; length: number; data: boolean }>;
+  const entries = JSON.parse(await qemuImg('map', '--output=json', ...args)) as Array<{
+    start: number;
+    length: number;
+    data: boolean;
+  }>;
   const out: Array<{ offset: number; length: number }> = [];
   for (const e of entries.filter((x) => x.data === data)) {
     const last = out[out.length - 1];
@@ -79,8 +107,12 @@ async function mapRanges(args: string[], data: boolean): Promise<Array<{ offset:
 
 describe('NbdClient against real QEMU NBD servers', () => {
   let dir: string;
-  before(async () => { dir = await mkdtemp(join(tmpdir(), 'mamori-nbd-it-')); });
-  after(async () => { await rm(dir, { recursive: true, force: true }); });
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mamori-nbd-it-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('reads data written by qemu-io from qemu-nbd, holes as zeros', async () => {
     const img = join(dir, 'read.qcow2');
@@ -114,12 +146,20 @@ describe('NbdClient against real QEMU NBD servers', () => {
         probe.close(() => resolve(p));
       });
     });
-    const child = spawn('qemu-nbd', ['--persistent', '-b', '127.0.0.1', '-p', String(port), '-r', '-f', 'qcow2', '-x', 'disk', img], { stdio: 'ignore' });
+    const child = spawn(
+      'qemu-nbd',
+      ['--persistent', '-b', '127.0.0.1', '-p', String(port), '-r', '-f', 'qcow2', '-x', 'disk', img],
+      { stdio: 'ignore' },
+    );
     const exited = new Promise((r) => child.once('exit', r));
     try {
-      const listening = async (): Promise<boolean> => new Promise((r) => {
-        const s = createConnection({ host: '127.0.0.1', port }, () => { s.destroy(); r(true); }).once('error', () => r(false));
-      });
+      const listening = async (): Promise<boolean> =>
+        new Promise((r) => {
+          const s = createConnection({ host: '127.0.0.1', port }, () => {
+            s.destroy();
+            r(true);
+          }).once('error', () => r(false));
+        });
       for (let i = 0; i < 250 && !(await listening()); i++) await delay(20);
       const c = await NbdClient.connect({ host: '127.0.0.1', port }, { exportName: 'disk' });
       assert.deepEqual(await c.read(4 * KiB - 2, 4), Buffer.from([0, 0, 0x44, 0x44]));
@@ -136,13 +176,26 @@ describe('NbdClient against real QEMU NBD servers', () => {
     await qemuIo(img, 'write -P 1 0 64k', 'write -P 2 3M 200k', 'write -P 3 15M 1M');
     const d = await qemuNbd(dir, img, ['-r']);
     try {
-      const c = await NbdClient.connect({ socketPath: d.sock }, { exportName: 'disk', metaContexts: ['base:allocation'] });
+      const c = await NbdClient.connect(
+        { socketPath: d.sock },
+        { exportName: 'disk', metaContexts: ['base:allocation'] },
+      );
       const extents = await c.extents('base:allocation');
-      assert.equal(extents.reduce((n, e) => n + e.length, 0), 16 * MiB);
-      assert.ok(extents.every((e) => e.flags === 0 || e.flags === (NBD_STATE.HOLE | NBD_STATE.ZERO)), JSON.stringify(extents));
+      assert.equal(
+        extents.reduce((n, e) => n + e.length, 0),
+        16 * MiB,
+      );
+      assert.ok(
+        extents.every((e) => e.flags === 0 || e.flags === (NBD_STATE.HOLE | NBD_STATE.ZERO)),
+        JSON.stringify(extents),
+      );
       const allocated = await allocatedExtents(c);
       assert.deepEqual(allocated, await mapRanges(['-f', 'qcow2', '-U', img], true));
-      assert.deepEqual(allocated, [{ offset: 0, length: 64 * KiB }, { offset: 3 * MiB, length: 256 * KiB }, { offset: 15 * MiB, length: MiB }]);
+      assert.deepEqual(allocated, [
+        { offset: 0, length: 64 * KiB },
+        { offset: 3 * MiB, length: 256 * KiB },
+        { offset: 15 * MiB, length: MiB },
+      ]);
       await c.disconnect();
     } finally {
       await d.stop();
@@ -157,10 +210,16 @@ describe('NbdClient against real QEMU NBD servers', () => {
     await qemuIo(img, 'write -P 0xab 1M 64k');
     const d = await qemuNbd(dir, img, ['-r', '-B', 'b0']);
     try {
-      const c = await NbdClient.connect({ socketPath: d.sock }, { exportName: 'disk', metaContexts: ['base:allocation', 'qemu:dirty-bitmap:b0'] });
+      const c = await NbdClient.connect(
+        { socketPath: d.sock },
+        { exportName: 'disk', metaContexts: ['base:allocation', 'qemu:dirty-bitmap:b0'] },
+      );
       assert.deepEqual([...c.metaContextIds.keys()].sort(), ['base:allocation', 'qemu:dirty-bitmap:b0']);
       assert.deepEqual(await dirtyExtents(c, 'qemu:dirty-bitmap:b0'), [{ offset: MiB, length: 64 * KiB }]);
-      assert.deepEqual(await allocatedExtents(c), [{ offset: 0, length: 64 * KiB }, { offset: MiB, length: 64 * KiB }]);
+      assert.deepEqual(await allocatedExtents(c), [
+        { offset: 0, length: 64 * KiB },
+        { offset: MiB, length: 64 * KiB },
+      ]);
       // QEMU's own NBD client agrees (it shows dirty areas as "data": false)
       const opts = `driver=nbd,server.type=unix,server.path=${d.sock},export=disk,x-dirty-bitmap=qemu:dirty-bitmap:b0`;
       assert.deepEqual(await mapRanges(['--image-opts', opts], false), [{ offset: MiB, length: 64 * KiB }]);
@@ -201,7 +260,10 @@ describe('NbdClient against real QEMU NBD servers', () => {
     await qemuImg('create', '-f', 'qcow2', img, '8M');
     const d = await storageDaemon(dir, img, 'zero');
     try {
-      const c = await NbdClient.connect({ socketPath: d.sock }, { exportName: 'disk', metaContexts: ['base:allocation'] });
+      const c = await NbdClient.connect(
+        { socketPath: d.sock },
+        { exportName: 'disk', metaContexts: ['base:allocation'] },
+      );
       const f = c.transmissionFlags;
       assert.ok(f.canWriteZeroes && f.canTrim && f.canFlush && f.canFua, JSON.stringify(f));
       await c.write(0, Buffer.alloc(4 * MiB, 0x77));
@@ -210,8 +272,12 @@ describe('NbdClient against real QEMU NBD servers', () => {
       await c.trim(3 * MiB, MiB);
       await c.flush();
       assert.ok((await c.read(MiB, 1536 * KiB)).equals(Buffer.alloc(1536 * KiB)), 'zeroed ranges read as zeros');
-      assert.ok((await c.read(2 * MiB + 512 * KiB, 512 * KiB)).equals(Buffer.alloc(512 * KiB, 0x77)), 'neighbours untouched');
-      const at = async (offset: number): Promise<number> => (await c.blockStatus(offset, 64 * KiB, 'base:allocation'))[0]!.flags;
+      assert.ok(
+        (await c.read(2 * MiB + 512 * KiB, 512 * KiB)).equals(Buffer.alloc(512 * KiB, 0x77)),
+        'neighbours untouched',
+      );
+      const at = async (offset: number): Promise<number> =>
+        (await c.blockStatus(offset, 64 * KiB, 'base:allocation'))[0]!.flags;
       assert.equal(await at(0), 0, 'data');
       assert.equal(await at(MiB), NBD_STATE.HOLE | NBD_STATE.ZERO, 'WRITE_ZEROES reads as zero');
       assert.equal(await at(3 * MiB), NBD_STATE.HOLE | NBD_STATE.ZERO, 'TRIM left a hole');
@@ -220,7 +286,11 @@ describe('NbdClient against real QEMU NBD servers', () => {
       await d.stop();
     }
     // QEMU reports allocated zero clusters as holes too; the host offset in qemu-img map tells them apart
-    const map = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', img)) as Array<{ start: number; zero: boolean; offset?: number }>;
+    const map = JSON.parse(await qemuImg('map', '--output=json', '-f', 'qcow2', img)) as Array<{
+      start: number;
+      zero: boolean;
+      offset?: number;
+    }>;
     const entry = (start: number): { zero: boolean; offset?: number } => map.find((e) => e.start === start)!;
     assert.ok(entry(MiB).zero && entry(MiB).offset === undefined, 'plain WRITE_ZEROES let QEMU unmap the clusters');
     assert.ok(entry(2 * MiB).zero && entry(2 * MiB).offset !== undefined, 'NO_HOLE kept them allocated');
@@ -231,13 +301,25 @@ describe('NbdClient against real QEMU NBD servers', () => {
     const dst = join(dir, 'dst.qcow2');
     await qemuImg('create', '-f', 'qcow2', src, '64M');
     await qemuImg('create', '-f', 'qcow2', dst, '64M');
-    const areas: Array<[number, number]> = [[0, MiB], [7 * MiB + 64 * KiB, 192 * KiB], [20 * MiB, 2560 * KiB], [63 * MiB, MiB]];
-    await qemuIo(src, ...areas.map(([at, len], i) => `write -P ${i + 1} ${at} ${len}`), `write -P 0 ${40 * MiB} ${MiB}`);
+    const areas: Array<[number, number]> = [
+      [0, MiB],
+      [7 * MiB + 64 * KiB, 192 * KiB],
+      [20 * MiB, 2560 * KiB],
+      [63 * MiB, MiB],
+    ];
+    await qemuIo(
+      src,
+      ...areas.map(([at, len], i) => `write -P ${i + 1} ${at} ${len}`),
+      `write -P 0 ${40 * MiB} ${MiB}`,
+    );
     const dataBytes = areas.reduce((n, [, len]) => n + len, 0);
     const a = await storageDaemon(dir, src, 'src');
     const b = await storageDaemon(dir, dst, 'dst');
     try {
-      const source = await NbdClient.connect({ socketPath: a.sock }, { exportName: 'disk', metaContexts: ['base:allocation'] });
+      const source = await NbdClient.connect(
+        { socketPath: a.sock },
+        { exportName: 'disk', metaContexts: ['base:allocation'] },
+      );
       const target = await NbdClient.connect({ socketPath: b.sock }, { exportName: 'disk' });
       const extents = await allocatedExtents(source);
       const progress: number[] = [];

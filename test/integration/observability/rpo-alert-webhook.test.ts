@@ -32,14 +32,22 @@ after(async () => {
   await receiver?.close();
 });
 
-interface Incident { id: string; kind: string; target: string; openedAt: string; clearedAt: string | null; remedy: string | null }
+interface Incident {
+  id: string;
+  kind: string;
+  target: string;
+  openedAt: string;
+  clearedAt: string | null;
+  remedy: string | null;
+}
 
 test('a violated RPO is posted to the webhook once firing, with its remedy, and once resolved', async () => {
   await a.cliJson('alerts', 'webhook', 'set', receiver.url);
   // A stopped test guest: its data disk is read through a storage daemon, no guest CPU.
   const vm = await a.cliJson<{ id: string }>('vm', 'create', 'pg', '--test-guest', '--data-disk', '16M');
-  const data = (await a.cliJson<{ vmId: string | null; sizeBytes: number; path: string; format: string }[]>('disk', 'list'))
-    .find((d) => d.vmId === vm.id && d.sizeBytes === 16 * 1024 * 1024);
+  const data = (
+    await a.cliJson<{ vmId: string | null; sizeBytes: number; path: string; format: string }[]>('disk', 'list')
+  ).find((d) => d.vmId === vm.id && d.sizeBytes === 16 * 1024 * 1024);
   assert.ok(data, 'the data disk');
   await runProcess('qemu-io', ['-f', data.format, '-c', 'write -P 0x5a 0 3M', data.path], { timeoutMs: 30_000 });
   await a.cliJson('replicate', 'enable', 'pg', '--to', 'rpo-b', '--rpo', '30s', '--bandwidth', '64K');
@@ -53,7 +61,10 @@ test('a violated RPO is posted to the webhook once firing, with its remedy, and 
   assert.equal(firing.incident.severity, 'warning');
   assert.equal(firing.incident.clearedAt, null);
   assert.match(firing.incident.message, /replication of pg to rpo-b is behind its RPO of 30s/);
-  assert.deepEqual({ ...(firing.incident.details as Record<string, unknown>), lastPointAt: null }, { vm: 'pg', peer: 'rpo-b', rpoSeconds: 30, lastPointAt: null });
+  assert.deepEqual(
+    { ...(firing.incident.details as Record<string, unknown>), lastPointAt: null },
+    { vm: 'pg', peer: 'rpo-b', rpoSeconds: 30, lastPointAt: null },
+  );
   // The first point was already older than the RPO when it was committed: the violation is real.
   const status = await a.cliJson<ReplicationStatus>('replicate', 'status', 'pg');
   assert.ok(status.lastCycle && status.lastCycle.bytesSent >= 3 * 1024 * 1024, JSON.stringify(status.lastCycle));
@@ -68,7 +79,10 @@ test('a violated RPO is posted to the webhook once firing, with its remedy, and 
 
   // The site's own record agrees: cleared, with its remedy.
   const listed = (await a.cliJson<Incident[]>('events')).find((i) => i.id === firing.incident.id);
-  assert.ok(listed && listed.clearedAt !== null && listed.kind === 'replication.rpo-violated' && listed.target === target, JSON.stringify(listed));
+  assert.ok(
+    listed && listed.clearedAt !== null && listed.kind === 'replication.rpo-violated' && listed.target === target,
+    JSON.stringify(listed),
+  );
   assert.match(listed.remedy ?? '', /mamori replicate status pg/);
   const alerts = await a.cliJson<{ deliveries: { failed: number; pending: number } }>('alerts', 'list');
   assert.equal(alerts.deliveries.failed, 0);

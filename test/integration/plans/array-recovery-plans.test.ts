@@ -58,17 +58,64 @@ before(async () => {
   await zfsCmd('set', `mamori:peer=${poolB.name}/vmstore`, `${poolA.name}/vmstore`);
   sites = await TwoSites.create({ hostMounts: true });
   await sites.pairBothWays();
-  await a('array', 'add', 'store-a', '--adapter', 'zfs', '--connection', `pools=${poolA.name}`, '--connection', 'peerCommand=[]');
-  await b('array', 'add', 'store-b', '--adapter', 'zfs', '--connection', `pools=${poolB.name}`, '--connection', 'peerCommand=[]');
+  await a(
+    'array',
+    'add',
+    'store-a',
+    '--adapter',
+    'zfs',
+    '--connection',
+    `pools=${poolA.name}`,
+    '--connection',
+    'peerCommand=[]',
+  );
+  await b(
+    'array',
+    'add',
+    'store-b',
+    '--adapter',
+    'zfs',
+    '--connection',
+    `pools=${poolB.name}`,
+    '--connection',
+    'peerCommand=[]',
+  );
   // The VM's disk is made on the replicated dataset, not in the site's pool.
   await a('disk', 'create', 'web-data', '--size', '32M', '--array', 'store-a', '--device', 'vmstore');
-  await a('vm', 'create', 'web', '--test-guest', '--disk', 'web-data', '--network', 'none', '--writelog-rate', String(RATE));
+  await a(
+    'vm',
+    'create',
+    'web',
+    '--test-guest',
+    '--disk',
+    'web-data',
+    '--network',
+    'none',
+    '--writelog-rate',
+    String(RATE),
+  );
   // The host-based neighbour: a VM in the site's pool, replicated by mamori.
-  await a('vm', 'create', 'db', '--test-guest', '--data-disk', '32M', '--network', 'none', '--writelog-rate', String(RATE));
+  await a(
+    'vm',
+    'create',
+    'db',
+    '--test-guest',
+    '--data-disk',
+    '32M',
+    '--network',
+    'none',
+    '--writelog-rate',
+    String(RATE),
+  );
   for (const vm of VMS) await a('vm', 'start', vm);
-  for (const vm of VMS) await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
+  for (const vm of VMS)
+    await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
   await a('replicate', 'enable', 'db', '--to', 'site-b', '--rpo', '1h');
-  await sites.a.waitFor('db first point', async () => (await a<{ lastPointAt: string | null }>('replicate', 'status', 'db')).lastPointAt, 180_000);
+  await sites.a.waitFor(
+    'db first point',
+    async () => (await a<{ lastPointAt: string | null }>('replicate', 'status', 'db')).lastPointAt,
+    180_000,
+  );
   await a('group', 'create', 'apps', '--vm', 'db');
   await b('mapping', 'set', '--peer', 'site-a', 'pool', 'default', 'default');
 });
@@ -99,7 +146,11 @@ function kinds(run: PlanRun): string[] {
 }
 
 function explain(run: PlanRun): string {
-  return JSON.stringify(run.steps.map((s) => `${s.state} ${s.label} ${s.message ?? ''}`), null, 1);
+  return JSON.stringify(
+    run.steps.map((s) => `${s.state} ${s.label} ${s.message ?? ''}`),
+    null,
+    1,
+  );
 }
 
 /** Runs a plan to its end through the CLI and returns the run. */
@@ -131,15 +182,53 @@ function count(dataDir: string, sql: string): number {
 test('an array-based group: refused on an unsupported array unless --force; protects the VMs whose disks are on its devices', async () => {
   // An array the compatibility guide does not list is refused, with the guide's reason.
   await a('array', 'add', 'lab', '--adapter', FAULT, '--connection', 'fault=none');
-  const refused = await sites.cli('a', 'group', 'create', 'bad', '--array', 'lab', '--device', 'ghost', '--to', 'site-b');
+  const refused = await sites.cli(
+    'a',
+    'group',
+    'create',
+    'bad',
+    '--array',
+    'lab',
+    '--device',
+    'ghost',
+    '--to',
+    'site-b',
+  );
   assert.notEqual(refused.code, 0);
-  assert.match(refused.stderr, /array arr1 \(FaultBox, 1\).*is not supported: .*not in the compatibility guide.*--force.*\[COMPAT_UNSUPPORTED\]/s);
+  assert.match(
+    refused.stderr,
+    /array arr1 \(FaultBox, 1\).*is not supported: .*not in the compatibility guide.*--force.*\[COMPAT_UNSUPPORTED\]/s,
+  );
   // --force passes the guide; the device's own check still applies (it replicates nowhere).
-  const forced = await sites.cli('a', 'group', 'create', 'bad', '--array', 'lab', '--device', 'ghost', '--to', 'site-b', '--force');
+  const forced = await sites.cli(
+    'a',
+    'group',
+    'create',
+    'bad',
+    '--array',
+    'lab',
+    '--device',
+    'ghost',
+    '--to',
+    'site-b',
+    '--force',
+  );
   assert.match(forced.stderr, /device ghost of array arr1 is a source without a peer.*\[INVALID_INPUT\]/s);
   await a('array', 'remove', 'lab');
 
-  const g = await a<ProtectionGroupView>('group', 'create', 'store', '--array', 'store-a', '--device', 'vmstore', '--to', 'site-b', '--rpo', '1h');
+  const g = await a<ProtectionGroupView>(
+    'group',
+    'create',
+    'store',
+    '--array',
+    'store-a',
+    '--device',
+    'vmstore',
+    '--to',
+    'site-b',
+    '--rpo',
+    '1h',
+  );
   // db's disk is in the site's pool, not on the dataset: it is not in the group.
   assert.equal(g.kind, 'array');
   assert.deepEqual(g.vms, ['web'], 'the VM whose disk is on the dataset is protected');
@@ -154,16 +243,23 @@ test('an array-based group: refused on an unsupported array unless --force; prot
   await a('vm', 'create', 'half', '--disk', 'half-a', '--disk', 'half-b', '--network', 'none');
   const withHalf = await a<ProtectionGroupView>('group', 'show', 'store');
   assert.deepEqual(withHalf.vms, ['web']);
-  assert.match(withHalf.array!.problems.find((p) => p.vm === 'half')?.reason ?? '', /disks half-b are not on the group's devices/);
+  assert.match(
+    withHalf.array!.problems.find((p) => p.vm === 'half')?.reason ?? '',
+    /disks half-b are not on the group's devices/,
+  );
   await a('vm', 'delete', 'half');
   await a('disk', 'delete', 'half-a');
   await a('disk', 'delete', 'half-b');
 
   // On its RPO the site asks the array for points: the first (a full copy) at once.
-  const synced = await sites.a.waitFor('the first scheduled sync', async () => {
-    const v = await a<ProtectionGroupView>('group', 'show', 'store');
-    return v.array!.sync.lastPointAt !== null || v.array!.sync.failures > 0 ? v.array!.sync : undefined;
-  }, 180_000);
+  const synced = await sites.a.waitFor(
+    'the first scheduled sync',
+    async () => {
+      const v = await a<ProtectionGroupView>('group', 'show', 'store');
+      return v.array!.sync.lastPointAt !== null || v.array!.sync.failures > 0 ? v.array!.sync : undefined;
+    },
+    180_000,
+  );
   assert.equal(synced.failures, 0, synced.lastError ?? '');
   assert.ok(synced.lastBytesSent! > 0, `the first sync copies the dataset: ${synced.lastBytesSent} bytes`);
   assert.equal(synced.rpoViolated, false);
@@ -178,7 +274,14 @@ test('an array-based group: refused on an unsupported array unless --force; prot
 });
 
 test('test recovery from a clone of the newest array point, while replication goes on; cleanup removes the VMs and the clones', async () => {
-  await b('plan', 'apply', await planFile('store.yaml', 'name: store-plan\nprotectionGroups: [store, apps]\nshutdownTimeout: 60s\nvms:\n  web:\n    waitHeartbeat: 240s\n  db:\n    waitHeartbeat: 240s\n'));
+  await b(
+    'plan',
+    'apply',
+    await planFile(
+      'store.yaml',
+      'name: store-plan\nprotectionGroups: [store, apps]\nshutdownTimeout: 60s\nvms:\n  web:\n    waitHeartbeat: 240s\n  db:\n    waitHeartbeat: 240s\n',
+    ),
+  );
   const before = await acked('a', 'web');
   await a('group', 'sync', 'store');
   const run = await runPlan('b', 'store-plan', 'test');
@@ -189,7 +292,10 @@ test('test recovery from a clone of the newest array point, while replication go
   assert.match(clonePath, /vmstore-mamori-test$/);
   const testVm = await b<VmView>('vm', 'show', 'web');
   assert.equal(testVm.state, 'running');
-  assert.ok(testVm.disks[0]!.path.startsWith(`${clonePath}/`), `the test VM runs on the clone: ${testVm.disks[0]!.path}`);
+  assert.ok(
+    testVm.disks[0]!.path.startsWith(`${clonePath}/`),
+    `the test VM runs on the clone: ${testVm.disks[0]!.path}`,
+  );
   assert.notEqual(testVm.id, (await a<VmView>('vm', 'show', 'web')).id, 'a test copy has its own identity');
   // Ground truth: the test copy holds every record acknowledged before the sync.
   const resumed = await resumedAfter('b', 'web');
@@ -198,13 +304,23 @@ test('test recovery from a clone of the newest array point, while replication go
   // The protected VM ran on; replication still syncs into the target beside the clone.
   assert.equal((await a<VmView>('vm', 'show', 'web')).state, 'running');
   const again = await a<{ devices: { bytesSent: number }[] }>('group', 'sync', 'store');
-  assert.ok(again.devices[0]!.bytesSent < 16 * 1024 * 1024, `an incremental sync: ${again.devices[0]!.bytesSent} bytes`);
+  assert.ok(
+    again.devices[0]!.bytesSent < 16 * 1024 * 1024,
+    `an incremental sync: ${again.devices[0]!.bytesSent} bytes`,
+  );
 
   const clean = await runPlan('b', 'store-plan', 'cleanup');
   assert.equal(clean.result, 'success', explain(clean));
   assert.deepEqual(kinds(clean), ['array-test-stop', 'cleanup-vm:db', 'cleanup-vm:web']);
-  assert.ok(clean.steps.find((s) => s.kind === 'array-test-stop')!.startedAt! >= clean.steps.find((s) => s.vm === 'web')!.endedAt!, 'the clone goes after its test VM');
-  assert.deepEqual((await b<VmView[]>('vm', 'list')).map((v) => v.name), []);
+  assert.ok(
+    clean.steps.find((s) => s.kind === 'array-test-stop')!.startedAt! >=
+      clean.steps.find((s) => s.vm === 'web')!.endedAt!,
+    'the clone goes after its test VM',
+  );
+  assert.deepEqual(
+    (await b<VmView[]>('vm', 'list')).map((v) => v.name),
+    [],
+  );
   assert.doesNotMatch(await zfsCmd('list', '-H', '-o', 'name', '-r', poolB.name), /mamori-test/);
   assert.equal(count(sites.b.dataDir, 'SELECT count(*) AS n FROM recovered_vms'), 0);
   assert.equal(count(sites.b.dataDir, 'SELECT count(*) AS n FROM disks'), 0);
@@ -213,7 +329,18 @@ test('test recovery from a clone of the newest array point, while replication go
 test('planned migration through the arrays: every acknowledged write arrives; the protected copy stays off', async () => {
   const run = await runPlan('b', 'store-plan', 'planned');
   assert.equal(run.result, 'success', explain(run));
-  assert.deepEqual(kinds(run), ['array-failover', 'array-prepare-failover', 'array-test-stop', 'power-on:db', 'power-on:web', 'promote:db', 'recover:db', 'recover:web', 'shutdown:db', 'shutdown:web']);
+  assert.deepEqual(kinds(run), [
+    'array-failover',
+    'array-prepare-failover',
+    'array-test-stop',
+    'power-on:db',
+    'power-on:web',
+    'promote:db',
+    'recover:db',
+    'recover:web',
+    'shutdown:db',
+    'shutdown:web',
+  ]);
   // site-a: off and superseded; its dataset read-only at the last point.
   const there = await a<VmView>('vm', 'show', 'web');
   assert.equal(there.state, 'stopped');
@@ -240,7 +367,9 @@ test('planned migration through the arrays: every acknowledged write arrives; th
 test('reprotect reverses the arrays from the common point; the writes at site-b reach site-a record by record', async (t) => {
   const run = await runPlan('b', 'store-plan', 'reprotect');
   assert.equal(run.result, 'success', explain(run));
-  t.diagnostic(`reprotect: the first sync back sent ${run.vms['web']!.reprotect!.bytesSent} bytes for web's ${run.vms['web']!.reprotect!.diskBytes}-byte disk; db (host-based) ${JSON.stringify(run.vms['db']!.reprotect)}`);
+  t.diagnostic(
+    `reprotect: the first sync back sent ${run.vms['web']!.reprotect!.bytesSent} bytes for web's ${run.vms['web']!.reprotect!.diskBytes}-byte disk; db (host-based) ${JSON.stringify(run.vms['db']!.reprotect)}`,
+  );
   assert.deepEqual(kinds(run), ['array-prepare-reverse', 'array-reverse', 'replicate:db', 'seed-peer:db']);
   const r = run.vms['web']!.reprotect!;
   assert.equal(r.mode, 'array-incremental');
@@ -248,22 +377,40 @@ test('reprotect reverses the arrays from the common point; the writes at site-b 
   assert.equal(await zfsProp(`${poolA.name}/vmstore`, 'mamori:role'), 'target');
   assert.equal(await zfsProp(`${poolB.name}/vmstore`, 'mamori:role'), 'source');
   // site-a forgot its superseded VM (its disk is the replica's data now) and the group; site-b protects it.
-  assert.deepEqual((await a<VmView[]>('vm', 'list')).map((v) => v.name), []);
-  assert.deepEqual((await a<ProtectionGroupView[]>('group', 'list')).map((g) => g.name), ['apps'], 'the host-based group stays (its VM is a seed now)');
+  assert.deepEqual(
+    (await a<VmView[]>('vm', 'list')).map((v) => v.name),
+    [],
+  );
+  assert.deepEqual(
+    (await a<ProtectionGroupView[]>('group', 'list')).map((g) => g.name),
+    ['apps'],
+    'the host-based group stays (its VM is a seed now)',
+  );
   const atB = await b<ProtectionGroupView>('group', 'show', 'store');
   assert.equal(atB.kind, 'array');
   assert.equal(atB.peer, 'site-a');
   assert.deepEqual(atB.vms, ['web']);
 
   // The reversed direction, proven with a test recovery at site-a of what site-b's array sent.
-  await sites.b.waitFor('web writes more at site-b', async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 20 ? true : undefined), 120_000);
+  await sites.b.waitFor(
+    'web writes more at site-b',
+    async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 20 ? true : undefined),
+    120_000,
+  );
   const ackedAtB = await acked('b', 'web');
   await b('group', 'sync', 'store');
-  await a('plan', 'apply', await planFile('back.yaml', 'name: store-back\nprotectionGroups: [store]\nvms:\n  web:\n    waitHeartbeat: 240s\n'));
+  await a(
+    'plan',
+    'apply',
+    await planFile('back.yaml', 'name: store-back\nprotectionGroups: [store]\nvms:\n  web:\n    waitHeartbeat: 240s\n'),
+  );
   const back = await runPlan('a', 'store-back', 'test');
   assert.equal(back.result, 'success', explain(back));
   const resumed = await resumedAfter('a', 'web');
-  assert.ok(resumed >= ackedAtB, `site-a's test copy holds records up to ${resumed}; site-b's guest acknowledged ${ackedAtB} before the sync`);
+  assert.ok(
+    resumed >= ackedAtB,
+    `site-a's test copy holds records up to ${resumed}; site-b's guest acknowledged ${ackedAtB} before the sync`,
+  );
   const clean = await runPlan('a', 'store-back', 'cleanup');
   assert.equal(clean.result, 'success', explain(clean));
 
@@ -278,13 +425,21 @@ test('reprotect reverses the arrays from the common point; the writes at site-b 
 test('disaster through the arrays with the link cut: the surviving site fails over from its newest point; the other keeps its copy paused when it learns', async (t) => {
   // site-b protects web now (after reprotect), recovering at site-a. A last sync, more writes, then the link is cut.
   await b('vm', 'start', 'web');
-  await sites.b.waitFor('web writes at site-b', async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 10 ? true : undefined), 120_000);
+  await sites.b.waitFor(
+    'web writes at site-b',
+    async () => ((await acked('b', 'web')) > (await resumedAfter('b', 'web')) + 10 ? true : undefined),
+    120_000,
+  );
   const beforeSync = await acked('b', 'web');
   await b('group', 'sync', 'store');
   // Writes after the last point, then site-a looks at site-b once more (a plan apply fetches
   // its inventory): the last heartbeat it knows of is after the point, so "at least" is > 0.
   const afterSync = await acked('b', 'web');
-  await sites.b.waitFor('web writes 3 s past the point', async () => ((await acked('b', 'web')) >= afterSync + 3 * RATE ? true : undefined), 120_000);
+  await sites.b.waitFor(
+    'web writes 3 s past the point',
+    async () => ((await acked('b', 'web')) >= afterSync + 3 * RATE ? true : undefined),
+    120_000,
+  );
   await a('plan', 'apply', join(work, 'back.yaml'));
   const protectedWeb = await b<VmView>('vm', 'show', 'web');
   await sites.cutLink('blackhole');
@@ -303,14 +458,22 @@ test('disaster through the arrays with the link cut: the surviving site fails ov
   assert.match(step('array-failover').message!, /did not answer: it keeps its copies of web until told/);
   assert.equal(await zfsProp(`${poolA.name}/vmstore`, 'mamori:role'), 'failedOver');
   const resumed = await resumedAfter('a', 'web');
-  assert.ok(resumed >= beforeSync, `site-a continues after ${resumed}; ${beforeSync} were acknowledged before the last sync`);
+  assert.ok(
+    resumed >= beforeSync,
+    `site-a continues after ${resumed}; ${beforeSync} were acknowledged before the last sync`,
+  );
   const out = run.vms['web']!;
   // The true loss on the write log, between the run's bounds (see SLACK_SEC). Both disks are
   // read while their QEMUs hold them (-U): the records compared are never rewritten.
   const recoveredWeb = await a<VmView>('vm', 'show', 'web');
-  const loss = trueLoss(await writeLogRecords(protectedWeb.disks[0]!.path), await writeLogRecords(recoveredWeb.disks[0]!.path), ackedAtCut);
+  const loss = trueLoss(
+    await writeLogRecords(protectedWeb.disks[0]!.path),
+    await writeLogRecords(recoveredWeb.disks[0]!.path),
+    ackedAtCut,
+  );
   const d = out.dataLoss;
-  const what = `${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
+  const what =
+    `${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
     `the run says ${JSON.stringify(d)} (${out.dataLossNote})`;
   t.diagnostic(`web: ${what}`);
   assert.ok(d && d.atMostSec !== null, `both bounds are stated: ${what}`);
@@ -322,12 +485,20 @@ test('disaster through the arrays with the link cut: the surviving site fails ov
   // site-b comes back: it asks site-a, learns of the failover and pauses its copy.
   await sites.restoreLink();
   await sites.b.start();
-  const paused = await sites.b.waitFor('site-b pauses its superseded web', async () => {
-    const v = await b<VmView>('vm', 'show', 'web');
-    return v.state === 'paused' ? v : undefined;
-  }, 120_000);
+  const paused = await sites.b.waitFor(
+    'site-b pauses its superseded web',
+    async () => {
+      const v = await b<VmView>('vm', 'show', 'web');
+      return v.state === 'paused' ? v : undefined;
+    },
+    120_000,
+  );
   assert.equal(paused.state, 'paused');
   const resume = await sites.cli('b', 'vm', 'resume', 'web');
-  assert.match(resume.stderr, /was failed over to site site-a.*VM_SUPERSEDED/s, 'a superseded copy is not resumed without --force');
+  assert.match(
+    resume.stderr,
+    /was failed over to site site-a.*VM_SUPERSEDED/s,
+    'a superseded copy is not resumed without --force',
+  );
   assert.equal((await a<VmView>('vm', 'show', 'web')).state, 'running');
 });

@@ -24,7 +24,10 @@ const cli = <T>(w: 'a' | 'b', ...args: string[]) => sites.cliJson<T>(w, ...args)
 before(async () => {
   sites = await TwoSites.create();
   await sites.pairBothWays();
-  for (const [w, peer] of [['a', 'site-b'], ['b', 'site-a']] as const) {
+  for (const [w, peer] of [
+    ['a', 'site-b'],
+    ['b', 'site-a'],
+  ] as const) {
     await cli(w, 'network', 'create', 'testnet', '--isolated');
     await cli(w, 'mapping', 'set', '--peer', peer, 'network', 'user', 'user', '--test', 'testnet');
     await cli(w, 'mapping', 'set', '--peer', peer, 'pool', 'default', 'default');
@@ -45,7 +48,12 @@ async function allocatedUnder(dir: string): Promise<number> {
   return n;
 }
 
-interface Figures { replicas: number; chain: number; vmChain: number; bytes: number }
+interface Figures {
+  replicas: number;
+  chain: number;
+  vmChain: number;
+  bytes: number;
+}
 
 /** One site's figures: replicas held, their longest chain, the running VM's chain, bytes of replicas and pools. */
 async function figures(w: 'a' | 'b', site: SiteProcess): Promise<Figures> {
@@ -53,7 +61,9 @@ async function figures(w: 'a' | 'b', site: SiteProcess): Promise<Figures> {
   const vm = (await cli<VmView[]>(w, 'vm', 'list')).find((v) => v.name === 'fo');
   let vmChain = 0;
   if (vm?.state === 'running') {
-    const info = await runProcess('qemu-img', ['info', '-U', '--backing-chain', '--output=json', vm.disks[0]!.path], { timeoutMs: 60_000 });
+    const info = await runProcess('qemu-img', ['info', '-U', '--backing-chain', '--output=json', vm.disks[0]!.path], {
+      timeoutMs: 60_000,
+    });
     vmChain = (JSON.parse(info.stdout) as unknown[]).length;
   }
   return {
@@ -70,21 +80,40 @@ async function failover(from: 'a' | 'b'): Promise<void> {
   const to = from === 'a' ? 'b' : 'a';
   const site = from === 'a' ? sites.b : sites.a;
   // The reverse replication's first point: compaction runs after it.
-  await site.waitFor('reverse point', async () => (await cli<ReplicationStatus>(to, 'replicate', 'status', 'fo')).lastPointAt, 300_000);
+  await site.waitFor(
+    'reverse point',
+    async () => (await cli<ReplicationStatus>(to, 'replicate', 'status', 'fo')).lastPointAt,
+    300_000,
+  );
   await sites.cli(to, 'replicate', 'sync-now', 'fo');
   // Compaction of the new replica (at the site failed over from) ends with the retired replica gone.
-  await (from === 'a' ? sites.a : sites.b).waitFor('compaction', async () => {
-    const held = await cli<ReplicaSummary[]>(from, 'replica', 'list');
-    return held.every((r) => r.storage.seedBytes === 0) && held.filter((r) => r.state !== 'receiving').length === 0 || undefined;
-  }, 300_000);
+  await (from === 'a' ? sites.a : sites.b).waitFor(
+    'compaction',
+    async () => {
+      const held = await cli<ReplicaSummary[]>(from, 'replica', 'list');
+      return (
+        (held.every((r) => r.storage.seedBytes === 0) && held.filter((r) => r.state !== 'receiving').length === 0) ||
+        undefined
+      );
+    },
+    300_000,
+  );
 }
 
 test('five failover/failback rounds: chains and storage stay bounded, and the log is whole', async () => {
   await cli('a', 'vm', 'create', 'fo', '--test-guest', '--data-disk', '32M', '--writelog-rate', '10');
   await cli('a', 'vm', 'start', 'fo');
-  await sites.a.waitFor('fo heartbeat', async () => (await cli<VmView>('a', 'vm', 'show', 'fo')).lastHeartbeatAt, 180_000);
+  await sites.a.waitFor(
+    'fo heartbeat',
+    async () => (await cli<VmView>('a', 'vm', 'show', 'fo')).lastHeartbeatAt,
+    180_000,
+  );
   await cli('a', 'replicate', 'enable', 'fo', '--to', 'site-b', '--rpo', '1h', '--points', '3');
-  await sites.a.waitFor('first point', async () => (await cli<ReplicationStatus>('a', 'replicate', 'status', 'fo')).lastPointAt, 180_000);
+  await sites.a.waitFor(
+    'first point',
+    async () => (await cli<ReplicationStatus>('a', 'replicate', 'status', 'fo')).lastPointAt,
+    180_000,
+  );
 
   const rounds: { a: Figures; b: Figures }[] = [];
   const acked: number[] = [];
@@ -93,7 +122,11 @@ test('five failover/failback rounds: chains and storage stay bounded, and the lo
     await failover('b');
     const vm = await cli<VmView>('a', 'vm', 'show', 'fo');
     assert.equal(vm.state, 'running');
-    await sites.a.waitFor('writes at site-a', async () => parseSerialAcks(await readFile(vm.serialLog, 'utf8')).length >= 3 || undefined, 120_000);
+    await sites.a.waitFor(
+      'writes at site-a',
+      async () => parseSerialAcks(await readFile(vm.serialLog, 'utf8')).length >= 3 || undefined,
+      120_000,
+    );
     acked.push(Math.max(...parseSerialAcks(await readFile(vm.serialLog, 'utf8'))));
     rounds.push({ a: await figures('a', sites.a), b: await figures('b', sites.b) });
     process.stderr.write(`round ${round}: ${JSON.stringify(rounds.at(-1))}\n`);
@@ -112,10 +145,14 @@ test('five failover/failback rounds: chains and storage stay bounded, and the lo
       assert.ok(r[w].replicas <= 2, `site-${w} holds ${r[w].replicas} replicas`);
       assert.ok(r[w].chain <= 1 + 3, `site-${w}'s longest replica chain is ${r[w].chain} layers`);
     }
-    assert.ok(rounds[4]![w].bytes <= rounds[1]![w].bytes + slack, `site-${w}: round 5 holds ${rounds[4]![w].bytes} bytes, round 2 ${rounds[1]![w].bytes}`);
+    assert.ok(
+      rounds[4]![w].bytes <= rounds[1]![w].bytes + slack,
+      `site-${w}: round 5 holds ${rounds[4]![w].bytes} bytes, round 2 ${rounds[1]![w].bytes}`,
+    );
   }
   // Its overlay over the promoted replica's base and at most 3 points.
-  for (const r of rounds) assert.ok(r.a.vmChain >= 2 && r.a.vmChain <= 1 + 1 + 3, `the running VM reads ${r.a.vmChain} layers`);
+  for (const r of rounds)
+    assert.ok(r.a.vmChain >= 2 && r.a.vmChain <= 1 + 1 + 3, `the running VM reads ${r.a.vmChain} layers`);
 
   // The data: every record the guest acknowledged in any round is on its final disk, gap-free.
   const vm = await cli<VmView>('a', 'vm', 'show', 'fo');
@@ -123,6 +160,9 @@ test('five failover/failback rounds: chains and storage stay bounded, and the lo
   const last = Math.max(...parseSerialAcks(await readFile(vm.serialLog, 'utf8')));
   const report = await cli<{ consistent: boolean; lastSequence: number }>('a', 'verify-writelog', vm.disks[0]!.path);
   assert.equal(report.consistent, true, JSON.stringify(report));
-  assert.ok(acked.every((n, i) => i === 0 || n > acked[i - 1]!), `the guest wrote on in every round (${acked.join(', ')})`);
+  assert.ok(
+    acked.every((n, i) => i === 0 || n > acked[i - 1]!),
+    `the guest wrote on in every round (${acked.join(', ')})`,
+  );
   assert.ok(report.lastSequence >= last, `log holds ${report.lastSequence}, guest acknowledged ${last}`);
 });

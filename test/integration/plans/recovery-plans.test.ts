@@ -35,15 +35,23 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'mamori-plans-'));
   sites = await TwoSites.create();
   await sites.pairBothWays();
-  for (const vm of VMS) await a('vm', 'create', vm, '--test-guest', '--data-disk', '32M', '--writelog-rate', String(RATE));
+  for (const vm of VMS)
+    await a('vm', 'create', vm, '--test-guest', '--data-disk', '32M', '--writelog-rate', String(RATE));
   // The disaster test needs its guests still writing when site-a is lost, after every test
   // before it: 128 MiB holds 32768 records, 54 minutes of log at 10 a second (32 MiB: 13).
-  for (const vm of ['dx1', 'dx2']) await a('vm', 'create', vm, '--test-guest', '--data-disk', '128M', '--writelog-rate', String(RATE));
+  for (const vm of ['dx1', 'dx2'])
+    await a('vm', 'create', vm, '--test-guest', '--data-disk', '128M', '--writelog-rate', String(RATE));
   for (const vm of [...VMS, 'dx1', 'dx2']) await a('vm', 'start', vm);
-  for (const vm of [...VMS, 'dx1', 'dx2']) await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
+  for (const vm of [...VMS, 'dx1', 'dx2'])
+    await sites.a.waitFor(`${vm} heartbeat`, async () => (await a<VmView>('vm', 'show', vm)).lastHeartbeatAt, 180_000);
   // A long RPO: the cycles the tests rely on are started by hand (sync-now), or by the plan.
   for (const vm of [...VMS, 'dx1', 'dx2']) await a('replicate', 'enable', vm, '--to', 'site-b', '--rpo', '1h');
-  for (const vm of [...VMS, 'dx1', 'dx2']) await sites.a.waitFor(`${vm} first point`, async () => (await a<ReplicationStatus>('replicate', 'status', vm)).lastPointAt, 180_000);
+  for (const vm of [...VMS, 'dx1', 'dx2'])
+    await sites.a.waitFor(
+      `${vm} first point`,
+      async () => (await a<ReplicationStatus>('replicate', 'status', vm)).lastPointAt,
+      180_000,
+    );
   await a('group', 'create', 'apps', '--vm', 'db', '--vm', 'app', '--vm', 'web');
   await a('group', 'create', 'dxg', '--vm', 'dx1', '--vm', 'dx2');
   await b('network', 'create', 'testnet', '--isolated');
@@ -92,18 +100,36 @@ async function planFile(name: string, text: string): Promise<string> {
 }
 
 async function waitRun(id: string, states: string[] = ['done', 'cancelled']): Promise<PlanRun> {
-  return sites.b.waitFor(`run ${id} in ${states.join('|')}`, async () => {
-    const r = await b<PlanRun>('plan', 'report', id, '--json');
-    return states.includes(r.state) ? r : undefined;
-  }, 900_000);
+  return sites.b.waitFor(
+    `run ${id} in ${states.join('|')}`,
+    async () => {
+      const r = await b<PlanRun>('plan', 'report', id, '--json');
+      return states.includes(r.state) ? r : undefined;
+    },
+    900_000,
+  );
 }
 
 function explain(run: PlanRun): string {
-  return JSON.stringify(run.steps.map((s) => `${s.state} ${s.label} ${s.message ?? ''}`), null, 1);
+  return JSON.stringify(
+    run.steps.map((s) => `${s.state} ${s.label} ${s.message ?? ''}`),
+    null,
+    1,
+  );
 }
 
 async function bridgePorts(bridge: string): Promise<string[]> {
-  const r = await runProcess('ip', ['netns', 'exec', sites.namespaces[1]!.name, 'ip', '-o', 'link', 'show', 'master', bridge]);
+  const r = await runProcess('ip', [
+    'netns',
+    'exec',
+    sites.namespaces[1]!.name,
+    'ip',
+    '-o',
+    'link',
+    'show',
+    'master',
+    bridge,
+  ]);
   return [...r.stdout.matchAll(/^\d+:\s+([^:@\s]+)/gm)].map((m) => m[1]!);
 }
 
@@ -125,10 +151,16 @@ async function resumedAfter(site: 'a' | 'b', vm: string): Promise<number> {
  */
 const SLACK_SEC = 2 / RATE + 0.1;
 
-function assertWithinBounds(vm: string, out: PlanRun['vms'][string], loss: { sec: number; lastAcked: number; lastRecovered: number }, say: (text: string) => void): void {
+function assertWithinBounds(
+  vm: string,
+  out: PlanRun['vms'][string],
+  loss: { sec: number; lastAcked: number; lastRecovered: number },
+  say: (text: string) => void,
+): void {
   const d = out.dataLoss;
   assert.ok(d, `${vm}: the run states its data loss`);
-  const what = `${vm}: ${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
+  const what =
+    `${vm}: ${loss.lastAcked - loss.lastRecovered} acknowledged records lost (${loss.lastRecovered + 1}..${loss.lastAcked}), ${loss.sec.toFixed(3)} s of log; ` +
     `the run says ${JSON.stringify(d)} (${out.dataLossNote})`;
   say(what);
   assert.ok(loss.lastAcked > loss.lastRecovered, `the scenario loses records: ${what}`);
@@ -155,11 +187,26 @@ test('bad plans and missing mappings are refused before anything changes', async
 
   const bad: [string, RegExp][] = [
     [planYaml().replace('protectionGroups: [apps]', 'protectionGroups: [nosuch]'), /no protection group nosuch/],
-    [planYaml().replace('  web:\n', '  ghost:\n    priority: 2\n  web:\n'), /ghost is not a VM protected for this site/],
-    [planYaml().replace('  web:\n', '  dx1:\n    priority: 2\n  web:\n'), /dx1 is in protection group dxg, which the plan does not recover/],
+    [
+      planYaml().replace('  web:\n', '  ghost:\n    priority: 2\n  web:\n'),
+      /ghost is not a VM protected for this site/,
+    ],
+    [
+      planYaml().replace('  web:\n', '  dx1:\n    priority: 2\n  web:\n'),
+      /dx1 is in protection group dxg, which the plan does not recover/,
+    ],
     [planYaml().replace('dependsOn: [app]', 'dependsOn: [web]'), /line \d+: web depends on itself/],
-    [planYaml().replace('    priority: 2\n    waitHeartbeat: 240s\n    testIp: { address: 192.168.77.11/24 }', '    priority: 2\n    dependsOn: [web]\n    waitHeartbeat: 240s\n    testIp: { address: 192.168.77.11/24 }'), /dependency cycle/],
-    [planYaml().replace('  db:\n    priority: 1\n', '  db:\n    priority: 1\n    dependsOn: [app]\n'), /depends on app of the later priority 2/],
+    [
+      planYaml().replace(
+        '    priority: 2\n    waitHeartbeat: 240s\n    testIp: { address: 192.168.77.11/24 }',
+        '    priority: 2\n    dependsOn: [web]\n    waitHeartbeat: 240s\n    testIp: { address: 192.168.77.11/24 }',
+      ),
+      /dependency cycle/,
+    ],
+    [
+      planYaml().replace('  db:\n    priority: 1\n', '  db:\n    priority: 1\n    dependsOn: [app]\n'),
+      /depends on app of the later priority 2/,
+    ],
     [planYaml().replace('192.168.77.10/24', '192.168.77.300/24'), /line \d+/],
     [planYaml().replace('gateway: 10.77.0.1', 'gateway: 10.78.0.1'), /gateway 10.78.0.1 is outside the network/],
     [planYaml().replace('concurrency: 2', 'concurrency: 2\nsurprise: 1'), /line 6: unknown key "surprise"/],
@@ -171,11 +218,28 @@ test('bad plans and missing mappings are refused before anything changes', async
     assert.match(res.stderr, want);
   }
   assert.deepEqual(await b('plan', 'list'), []);
-  const applied = await b<{ vms: { name: string; priority: number }[] }>('plan', 'apply', await planFile('p.yaml', planYaml()));
-  assert.deepEqual(applied.vms.map((v) => [v.name, v.priority]), [['db', 1], ['app', 2], ['web', 2]]);
+  const applied = await b<{ vms: { name: string; priority: number }[] }>(
+    'plan',
+    'apply',
+    await planFile('p.yaml', planYaml()),
+  );
+  assert.deepEqual(
+    applied.vms.map((v) => [v.name, v.priority]),
+    [
+      ['db', 1],
+      ['app', 2],
+      ['web', 2],
+    ],
+  );
   // A run with a mode that does not exist, or a point that is not a time, changes nothing.
-  assert.match((await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'sideways')).stderr, /--mode must be one of/);
-  assert.match((await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'test', '--point', 'yesterday')).stderr, /not a time/);
+  assert.match(
+    (await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'sideways')).stderr,
+    /--mode must be one of/,
+  );
+  assert.match(
+    (await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'test', '--point', 'yesterday')).stderr,
+    /not a time/,
+  );
   assert.deepEqual(await b('plan', 'history'), []);
 });
 
@@ -203,7 +267,10 @@ test('test recovery: isolated network, test IPs, protected VMs and replication u
   const bridge = (await b<NetworkView[]>('network', 'list')).find((n) => n.name === 'testnet')!.bridge!;
   const ports = await bridgePorts(bridge);
   assert.equal(ports.length, 3, `bridge ports: ${ports.join(', ')}`);
-  assert.ok(ports.every((p) => p.startsWith('mmt')), `only test VM taps: ${ports.join(', ')}`);
+  assert.ok(
+    ports.every((p) => p.startsWith('mmt')),
+    `only test VM taps: ${ports.join(', ')}`,
+  );
   for (const vm of VMS) {
     assert.equal(run.vms[vm]!.ip, TEST_IPS[vm], `${vm} took its test IP`);
     assert.ok(run.vms[vm]!.rtoSec! > 0);
@@ -223,13 +290,20 @@ test('test recovery: isolated network, test IPs, protected VMs and replication u
 
   const clean = await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'cleanup');
   assert.equal(clean.code, 0, clean.stderr + clean.stdout);
-  assert.deepEqual((await b<VmView[]>('vm', 'list')).map((v) => v.name), []);
+  assert.deepEqual(
+    (await b<VmView[]>('vm', 'list')).map((v) => v.name),
+    [],
+  );
   assert.deepEqual(await bridgePorts(bridge), []);
   const db = dbOf(sites.b.dataDir);
   try {
     assert.equal((db.prepare('SELECT count(*) AS n FROM replica_holds').get() as { n: number }).n, 0);
     assert.equal((db.prepare('SELECT count(*) AS n FROM recovered_vms').get() as { n: number }).n, 0);
-    assert.equal((db.prepare('SELECT count(*) AS n FROM replicas WHERE promoted_at IS NOT NULL').get() as { n: number }).n, 0, 'a test promotes nothing');
+    assert.equal(
+      (db.prepare('SELECT count(*) AS n FROM replicas WHERE promoted_at IS NOT NULL').get() as { n: number }).n,
+      0,
+      'a test promotes nothing',
+    );
   } finally {
     db.close();
   }
@@ -238,7 +312,10 @@ test('test recovery: isolated network, test IPs, protected VMs and replication u
   const clean2 = await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'cleanup');
   assert.equal(clean2.code, 0, clean2.stderr);
   // The history now predicts a test's RTO.
-  assert.match((await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'test', '--dry-run')).stdout, /predicted RTO: [\d.]+ s/);
+  assert.match(
+    (await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'test', '--dry-run')).stdout,
+    /predicted RTO: [\d.]+ s/,
+  );
 });
 
 test('planned migration: zero data loss, and a site server killed mid-run resumes to a correct end', async () => {
@@ -246,10 +323,14 @@ test('planned migration: zero data loss, and a site server killed mid-run resume
   assert.equal(started.code, 0, started.stderr);
   const runId = /run (run-\S+) started/.exec(started.stdout)![1]!;
   // Kill site-b's server once the first VM's recovery began (shutdowns and syncs are done).
-  await sites.b.waitFor('a recover step under way', async () => {
-    const r = await b<PlanRun>('plan', 'report', runId, '--json');
-    return r.steps.some((s) => s.kind === 'recover' && s.state !== 'pending') ? r : undefined;
-  }, 600_000);
+  await sites.b.waitFor(
+    'a recover step under way',
+    async () => {
+      const r = await b<PlanRun>('plan', 'report', runId, '--json');
+      return r.steps.some((s) => s.kind === 'recover' && s.state !== 'pending') ? r : undefined;
+    },
+    600_000,
+  );
   await sites.b.crashServer();
   await sites.b.start();
   const interrupted = await b<PlanRun>('plan', 'report', runId, '--json');
@@ -271,10 +352,23 @@ test('planned migration: zero data loss, and a site server killed mid-run resume
     // Zero loss: every record the guest acknowledged before its shutdown is in the point used.
     const serial = await readFile(there.serialLog, 'utf8');
     const acked = Math.max(...parseSerialAcks(serial));
-    const v = await a<{ report: { consistent: boolean; lastSequence: number } }>('replicate', 'verify', vm, '--point', run.vms[vm]!.point!.id);
+    const v = await a<{ report: { consistent: boolean; lastSequence: number } }>(
+      'replicate',
+      'verify',
+      vm,
+      '--point',
+      run.vms[vm]!.point!.id,
+    );
     assert.equal(v.report.consistent, true);
-    assert.ok(v.report.lastSequence >= acked, `${vm}: point holds ${v.report.lastSequence}, guest acknowledged ${acked}`);
-    assert.deepEqual([run.vms[vm]!.dataLoss?.atLeastSec, run.vms[vm]!.dataLoss?.atMostSec], [0, 0], `${vm}: shut down before its last point, it lost nothing`);
+    assert.ok(
+      v.report.lastSequence >= acked,
+      `${vm}: point holds ${v.report.lastSequence}, guest acknowledged ${acked}`,
+    );
+    assert.deepEqual(
+      [run.vms[vm]!.dataLoss?.atLeastSec, run.vms[vm]!.dataLoss?.atMostSec],
+      [0, 0],
+      `${vm}: shut down before its last point, it lost nothing`,
+    );
     assert.ok(run.vms[vm]!.rtoSec! > 0);
     const start = await sites.cli('a', 'vm', 'start', vm);
     assert.notEqual(start.code, 0);
@@ -285,7 +379,11 @@ test('planned migration: zero data loss, and a site server killed mid-run resume
   const rep = await sites.cli('b', 'plan', 'report', runId, '--html', html);
   assert.equal(rep.code, 0, rep.stderr);
   const page = await readFile(html, 'utf8');
-  for (const s of run.steps) assert.ok(page.includes(s.label.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')), s.label);
+  for (const s of run.steps)
+    assert.ok(
+      page.includes(s.label.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')),
+      s.label,
+    );
   assert.match(rep.stdout, /RTO [\d.]+ s/);
 });
 
@@ -296,17 +394,26 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
   assert.equal(reprotect.result, 'success', explain(reprotect));
   for (const vm of VMS) {
     const r = reprotect.vms[vm]!.reprotect!;
-    assert.equal(r.mode, 'incremental', `${vm}: the first reverse cycle sends what the VM wrote since the point (its bitmap), no checksum resync`);
+    assert.equal(
+      r.mode,
+      'incremental',
+      `${vm}: the first reverse cycle sends what the VM wrote since the point (its bitmap), no checksum resync`,
+    );
     assert.ok(r.bytesSent < r.diskBytes / 2, `${vm}: sent ${r.bytesSent} of ${r.diskBytes} bytes`);
     // site-b now replicates it to site-a, and the replica there holds its log.
     const v = await b<{ report: { consistent: boolean; lastSequence: number } }>('replicate', 'verify', vm);
     assert.equal(v.report.consistent, true);
   }
   // site-a's superseded copies are gone as VMs: their disks are the seeds now.
-  assert.deepEqual((await a<VmView[]>('vm', 'list')).map((v) => v.name).filter((n) => (VMS as readonly string[]).includes(n)), []);
+  assert.deepEqual(
+    (await a<VmView[]>('vm', 'list')).map((v) => v.name).filter((n) => (VMS as readonly string[]).includes(n)),
+    [],
+  );
 
   // What each guest acknowledged at site-b before failback shuts it down (read after, from its console).
-  const serials = Object.fromEntries(await Promise.all(VMS.map(async (vm) => [vm, (await b<VmView>('vm', 'show', vm)).serialLog] as const)));
+  const serials = Object.fromEntries(
+    await Promise.all(VMS.map(async (vm) => [vm, (await b<VmView>('vm', 'show', vm)).serialLog] as const)),
+  );
   const fb = await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'failback');
   assert.equal(fb.code, 0, fb.stderr + fb.stdout);
   const failback = await b<PlanRun>('plan', 'report', /^run (run-\S+):/m.exec(fb.stdout)![1]!, '--json');
@@ -316,12 +423,18 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
     assert.equal(home.state, 'running', `${vm} runs at site-a again`);
     const acked = Math.max(...parseSerialAcks(await readFile(serials[vm]!, 'utf8')));
     const resumed = await resumedAfter('a', vm);
-    assert.ok(resumed >= acked, `${vm}: the log at site-a continues after ${resumed}, site-b's guest acknowledged ${acked}`);
+    assert.ok(
+      resumed >= acked,
+      `${vm}: the log at site-a continues after ${resumed}, site-b's guest acknowledged ${acked}`,
+    );
     assert.ok(failback.vms[vm]!.rtoSec! > 0);
     assert.deepEqual([failback.vms[vm]!.dataLoss?.atLeastSec, failback.vms[vm]!.dataLoss?.atMostSec], [0, 0]);
     const r = failback.vms[vm]!.reprotect!;
     assert.equal(r.mode, 'incremental', `${vm}: reprotect after failback goes by the bitmaps too`);
-    assert.ok(r.bytesSent < r.diskBytes / 2, `${vm}: reprotect after failback sent ${r.bytesSent} of ${r.diskBytes} bytes`);
+    assert.ok(
+      r.bytesSent < r.diskBytes / 2,
+      `${vm}: reprotect after failback sent ${r.bytesSent} of ${r.diskBytes} bytes`,
+    );
   }
   // Protected at site-a again, replicating to site-b: the plan's next test works as before.
   assert.deepEqual((await a<{ vms: string[] }>('group', 'show', 'apps')).vms.sort(), [...VMS].sort());
@@ -343,10 +456,15 @@ vms:
   // The guests keep writing after the last point (a few seconds of records)...
   const protectedVms = new Map<string, VmView>();
   for (const vm of ['dx1', 'dx2']) protectedVms.set(vm, await a<VmView>('vm', 'show', vm));
-  const ackedNow = async (vm: string) => Math.max(0, ...parseSerialAcks(await readFile(protectedVms.get(vm)!.serialLog, 'utf8')));
+  const ackedNow = async (vm: string) =>
+    Math.max(0, ...parseSerialAcks(await readFile(protectedVms.get(vm)!.serialLog, 'utf8')));
   for (const vm of ['dx1', 'dx2']) {
     const from = await ackedNow(vm);
-    await sites.a.waitFor(`${vm} writes ${3 * RATE} records past the point`, async () => ((await ackedNow(vm)) >= from + 3 * RATE ? true : undefined), 120_000);
+    await sites.a.waitFor(
+      `${vm} writes ${3 * RATE} records past the point`,
+      async () => ((await ackedNow(vm)) >= from + 3 * RATE ? true : undefined),
+      120_000,
+    );
   }
   // ...and site-b looks at site-a once more (a plan apply fetches its inventory), so the
   // last heartbeat it knows of is after the point: "at least" is then more than zero.
@@ -376,7 +494,11 @@ vms:
   assert.match(run.vms['dx1']!.error ?? '', /no heartbeat within 1 s/);
   assert.ok(run.vms['dx2']!.rtoSec! > 0, 'priority 2 was recovered after the error in priority 1');
   assert.equal(run.vms['dx2']!.error, undefined);
-  assert.ok(run.steps.filter((s) => s.kind === 'shutdown').every((s) => s.state === 'skipped' && /did not answer/.test(s.message ?? '')));
+  assert.ok(
+    run.steps
+      .filter((s) => s.kind === 'shutdown')
+      .every((s) => s.state === 'skipped' && /did not answer/.test(s.message ?? '')),
+  );
   for (const vm of ['dx1', 'dx2']) {
     const out = run.vms[vm]!;
     assert.ok(out.point, `${vm} was recovered from a point`);
@@ -390,7 +512,11 @@ vms:
     // recovered disk misses, from the last one it holds to the last one acknowledged.
     const serial = await readFile(protectedVms.get(vm)!.serialLog, 'utf8');
     assert.doesNotMatch(serial, /mamori-wl (full|stopped|error)/, `${vm}'s writer ran until site-a was lost`);
-    const loss = trueLoss(await writeLogRecords(protectedVms.get(vm)!.disks[0]!.path), await writeLogRecords(disk), Math.max(...parseSerialAcks(serial)));
+    const loss = trueLoss(
+      await writeLogRecords(protectedVms.get(vm)!.disks[0]!.path),
+      await writeLogRecords(disk),
+      Math.max(...parseSerialAcks(serial)),
+    );
     assertWithinBounds(vm, out, loss, (text) => t.diagnostic(text));
   }
   assert.match((await sites.cli('b', 'plan', 'report', runId)).stdout, /data loss between [\d.]+ s and [\d.]+ s/);
@@ -399,10 +525,14 @@ vms:
   await sites.restoreLink();
   await sites.a.start();
   for (const vm of ['dx1', 'dx2']) {
-    const res = await sites.a.waitFor(`${vm} known superseded`, async () => {
-      const s = await sites.cli('a', 'vm', 'start', vm);
-      return /VM_SUPERSEDED/.test(s.stderr) ? s : undefined;
-    }, 120_000);
+    const res = await sites.a.waitFor(
+      `${vm} known superseded`,
+      async () => {
+        const s = await sites.cli('a', 'vm', 'start', vm);
+        return /VM_SUPERSEDED/.test(s.stderr) ? s : undefined;
+      },
+      120_000,
+    );
     assert.notEqual(res.code, 0);
     assert.equal((await a<VmView>('vm', 'show', vm)).state === 'running', false);
   }

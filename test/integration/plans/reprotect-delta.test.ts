@@ -46,9 +46,17 @@ after(async () => {
 async function protectedVm(name: string): Promise<VmView> {
   await a('vm', 'create', name, '--test-guest', '--data-disk', '32M', '--writelog-rate', '10');
   await a('vm', 'start', name);
-  await sites.a.waitFor(`${name} heartbeat`, async () => (await a<VmView>('vm', 'show', name)).lastHeartbeatAt, 180_000);
+  await sites.a.waitFor(
+    `${name} heartbeat`,
+    async () => (await a<VmView>('vm', 'show', name)).lastHeartbeatAt,
+    180_000,
+  );
   await a('replicate', 'enable', name, '--to', 'site-b', '--rpo', '1h');
-  await sites.a.waitFor(`${name} first point`, async () => (await a<ReplicationStatus>('replicate', 'status', name)).lastPointAt, 180_000);
+  await sites.a.waitFor(
+    `${name} first point`,
+    async () => (await a<ReplicationStatus>('replicate', 'status', name)).lastPointAt,
+    180_000,
+  );
   return a<VmView>('vm', 'show', name);
 }
 
@@ -57,7 +65,11 @@ async function acks(serialLog: string): Promise<number[]> {
 }
 
 function explain(run: PlanRun): string {
-  return JSON.stringify(run.steps.map((s) => `${s.state} ${s.label} ${s.message ?? ''}`), null, 1);
+  return JSON.stringify(
+    run.steps.map((s) => `${s.state} ${s.label} ${s.message ?? ''}`),
+    null,
+    1,
+  );
 }
 
 async function runAtB(plan: string, mode: string): Promise<PlanRun> {
@@ -71,7 +83,9 @@ async function runAtB(plan: string, mode: string): Promise<PlanRun> {
 async function reverseReplicaPoint(vmId: string): Promise<string> {
   const db = new Database(join(sites.a.dataDir, 'mamori.db'), { readonly: true, fileMustExist: true });
   try {
-    const row = db.prepare("SELECT id FROM replicas WHERE source_vm_id = ? AND source_site = 'site-b' AND promoted_at IS NULL").get(vmId) as { id: string } | undefined;
+    const row = db
+      .prepare("SELECT id FROM replicas WHERE source_vm_id = ? AND source_site = 'site-b' AND promoted_at IS NULL")
+      .get(vmId) as { id: string } | undefined;
     assert.ok(row, `site-a holds a reverse replica of ${vmId}`);
     const dir = join(sites.a.dataDir, 'replicas', row.id, 'disk0');
     const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { points: { file: string }[] };
@@ -84,7 +98,10 @@ async function reverseReplicaPoint(vmId: string): Promise<string> {
 /** qemu-img compare: 0 when both images read the same everywhere. */
 async function sameImages(x: string, y: string): Promise<{ same: boolean; out: string }> {
   // Exit 1: the images differ (stdout says where); anything else is an error and throws.
-  const r = await runProcess('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', x, y], { timeoutMs: 120_000, okCodes: [0, 1] });
+  const r = await runProcess('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', x, y], {
+    timeoutMs: 120_000,
+    okCodes: [0, 1],
+  });
   return { same: r.code === 0, out: r.stdout.trim() };
 }
 
@@ -96,7 +113,11 @@ test('planned run, then reprotect: only what the VM wrote at the recovery site c
   const there = await b<VmView>('vm', 'show', 'pl');
   const resumedAtB = await writerResumedAfter(sites.b, 'pl');
   // The VM writes at site-b for a while before reprotect: that is what must cross.
-  await sites.b.waitFor('40 records at site-b', async () => (await acks(there.serialLog)).filter((s) => s > resumedAtB).length >= 40 || undefined, 240_000);
+  await sites.b.waitFor(
+    '40 records at site-b',
+    async () => (await acks(there.serialLog)).filter((s) => s > resumedAtB).length >= 40 || undefined,
+    240_000,
+  );
 
   const run = await runAtB('failover-pl', 'reprotect');
   assert.equal(run.result, 'success', explain(run));
@@ -105,11 +126,17 @@ test('planned run, then reprotect: only what the VM wrote at the recovery site c
   // Every byte the guest may have written at site-b since the point, with a granule of slack at each end of the log.
   const written = (ackedAfter - resumedAtB) * RECORD + 4 * GRANULE;
   assert.equal(rp.mode, 'incremental', `no checksum resync after a planned run: ${JSON.stringify(rp)}`);
-  assert.ok(rp.bytesSent > 0 && rp.bytesSent <= written, `sent ${rp.bytesSent} bytes; the guest wrote at most ${written} at site-b`);
+  assert.ok(
+    rp.bytesSent > 0 && rp.bytesSent <= written,
+    `sent ${rp.bytesSent} bytes; the guest wrote at most ${written} at site-b`,
+  );
   assert.ok(rp.bytesSent <= (rp.bytesChanged ?? 0) && rp.bytesSent < rp.diskBytes / 16, JSON.stringify(rp));
   const v = await b<{ report: { consistent: boolean; lastSequence: number } }>('replicate', 'verify', 'pl');
   assert.equal(v.report.consistent, true);
-  assert.ok(v.report.lastSequence >= resumedAtB, `the reverse replica holds the log past the point (${v.report.lastSequence} >= ${resumedAtB})`);
+  assert.ok(
+    v.report.lastSequence >= resumedAtB,
+    `the reverse replica holds the log past the point (${v.report.lastSequence} >= ${resumedAtB})`,
+  );
 
   // Failback the same way, asked at site-b: site-a runs it again from the reverse replica.
   await a('network', 'create', 'testnet', '--isolated');
@@ -123,8 +150,15 @@ test('planned run, then reprotect: only what the VM wrote at the recovery site c
   assert.equal(again.id, source.id);
   // Record by record: the writer at site-a found every record site-b's guest acknowledged, and the log is whole.
   const resumedAtA = await writerResumedAfter(sites.a, 'pl');
-  assert.ok(resumedAtA >= ackedAtB, `site-a's log continues after ${resumedAtA}; site-b's guest acknowledged ${ackedAtB}`);
-  await sites.a.waitFor('writes at site-a again', async () => (await acks(again.serialLog)).some((s) => s > resumedAtA) || undefined, 120_000);
+  assert.ok(
+    resumedAtA >= ackedAtB,
+    `site-a's log continues after ${resumedAtA}; site-b's guest acknowledged ${ackedAtB}`,
+  );
+  await sites.a.waitFor(
+    'writes at site-a again',
+    async () => (await acks(again.serialLog)).some((s) => s > resumedAtA) || undefined,
+    120_000,
+  );
   await a('vm', 'stop', 'pl', '--timeout', '60');
   const ackedAgain = Math.max(...(await acks(again.serialLog)));
   const report = await a<{ consistent: boolean; lastSequence: number }>('verify-writelog', again.disks[0]!.path);
@@ -132,18 +166,29 @@ test('planned run, then reprotect: only what the VM wrote at the recovery site c
   assert.ok(report.lastSequence >= ackedAgain, `log holds ${report.lastSequence}, guest acknowledged ${ackedAgain}`);
 });
 
-test('disaster, then reprotect: the old site\'s writes after the point are discarded by delta; a lost bitmap falls back to checksums for that side only', async () => {
+test("disaster, then reprotect: the old site's writes after the point are discarded by delta; a lost bitmap falls back to checksums for that side only", async () => {
   const dz = await protectedVm('dz');
   const dk = await protectedVm('dk');
-  await b('plan', 'apply', await (async () => {
-    const path = join(work, 'dz.yaml');
-    await writeFile(path, 'name: dz-plan\nprotectedSite: site-a\nprotectedVms: [dz, dk]\nvms:\n  dz: { priority: 1, waitHeartbeat: 240s }\n  dk: { priority: 1, waitHeartbeat: 240s }\n');
-    return path;
-  })());
+  await b(
+    'plan',
+    'apply',
+    await (async () => {
+      const path = join(work, 'dz.yaml');
+      await writeFile(
+        path,
+        'name: dz-plan\nprotectedSite: site-a\nprotectedVms: [dz, dk]\nvms:\n  dz: { priority: 1, waitHeartbeat: 240s }\n  dk: { priority: 1, waitHeartbeat: 240s }\n',
+      );
+      return path;
+    })(),
+  );
   for (const vm of ['dz', 'dk']) await a('replicate', 'sync-now', vm);
   const pointSeq = Math.max(...(await acks(dz.serialLog)));
   // The guests write on after the last point; then site-a is cut off (its VMs run on).
-  await sites.a.waitFor('writes after the point', async () => (await acks(dz.serialLog)).some((s) => s > pointSeq + 20) || undefined, 120_000);
+  await sites.a.waitFor(
+    'writes after the point',
+    async () => (await acks(dz.serialLog)).some((s) => s > pointSeq + 20) || undefined,
+    120_000,
+  );
   await sites.cutLink('blackhole');
   const run = await runAtB('dz-plan', 'disaster');
   // warnings: site-a did not answer the shutdown step, as it should not.
@@ -151,7 +196,11 @@ test('disaster, then reprotect: the old site\'s writes after the point are disca
   const atB = { dz: await b<VmView>('vm', 'show', 'dz'), dk: await b<VmView>('vm', 'show', 'dk') };
   for (const vm of ['dz', 'dk'] as const) {
     const resumed = await writerResumedAfter(sites.b, vm);
-    await sites.b.waitFor(`${vm} writes at site-b`, async () => (await acks(atB[vm].serialLog)).filter((s) => s > resumed).length >= 10 || undefined, 240_000);
+    await sites.b.waitFor(
+      `${vm} writes at site-b`,
+      async () => (await acks(atB[vm].serialLog)).filter((s) => s > resumed).length >= 10 || undefined,
+      240_000,
+    );
   }
 
   // site-a is back: its next cycle is refused, so it learns of the failover and pauses its VMs.
@@ -159,14 +208,25 @@ test('disaster, then reprotect: the old site\'s writes after the point are disca
   for (const vm of ['dz', 'dk']) {
     const s = await sites.cli('a', 'replicate', 'sync-now', vm);
     assert.match(s.stderr, /REPLICA_PROMOTED|promoted/, s.stderr + s.stdout);
-    await sites.a.waitFor(`${vm} paused at site-a`, async () => (await a<VmView>('vm', 'show', vm)).state === 'paused' || undefined, 60_000);
+    await sites.a.waitFor(
+      `${vm} paused at site-a`,
+      async () => (await a<VmView>('vm', 'show', vm)).state === 'paused' || undefined,
+      60_000,
+    );
   }
   // dz is powered off cleanly (QEMU stores its bitmap); dk's QEMU is killed (its bitmap is lost).
   await a('vm', 'stop', 'dz', '--force');
   await a('vm', 'kill', 'dk');
-  await sites.a.waitFor('dk off', async () => ['stopped', 'crashed'].includes((await a<VmView>('vm', 'show', 'dk')).state) || undefined, 60_000);
+  await sites.a.waitFor(
+    'dk off',
+    async () => ['stopped', 'crashed'].includes((await a<VmView>('vm', 'show', 'dk')).state) || undefined,
+    60_000,
+  );
   // And one MiB more each, where the guests never write, as a guest writing on would (qemu-io keeps dz's bitmap counting).
-  for (const vm of [dz, dk]) await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -q -P 0x5a ${24 * MiB} ${MiB}`, vm.disks[0]!.path], { timeoutMs: 60_000 });
+  for (const vm of [dz, dk])
+    await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -q -P 0x5a ${24 * MiB} ${MiB}`, vm.disks[0]!.path], {
+      timeoutMs: 60_000,
+    });
 
   const rp = await runAtB('dz-plan', 'reprotect');
   assert.equal(rp.result, 'success', explain(rp));
@@ -189,6 +249,9 @@ test('disaster, then reprotect: the old site\'s writes after the point are disca
     assert.ok(cmp.same, `${vm}: site-a's replica differs from site-b's disk: ${cmp.out}`);
     const v = await b<{ report: { consistent: boolean; lastSequence: number } }>('replicate', 'verify', vm);
     assert.equal(v.report.consistent, true, `${vm}: ${JSON.stringify(v.report)}`);
-    assert.ok(v.report.lastSequence >= acked, `${vm}: the replica holds ${v.report.lastSequence}, site-b's guest acknowledged ${acked}`);
+    assert.ok(
+      v.report.lastSequence >= acked,
+      `${vm}: the replica holds ${v.report.lastSequence}, site-b's guest acknowledged ${acked}`,
+    );
   }
 });

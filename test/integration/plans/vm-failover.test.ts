@@ -42,7 +42,7 @@ test('failover asks for --planned, a replicated VM, and says where to go otherwi
   const help = await sites.cli('a', 'vm', 'help');
   assert.match(help.stderr + help.stdout, /migrate or failover\?/);
   // Nothing was made at either site.
-  assert.deepEqual((await b<unknown[]>('plan', 'list')), []);
+  assert.deepEqual(await b<unknown[]>('plan', 'list'), []);
   assert.equal((await a<VmView>('vm', 'show', 'lonely')).state, 'stopped');
   await a('vm', 'delete', 'lonely');
 });
@@ -52,7 +52,11 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   await a('vm', 'start', 'fo');
   await sites.a.waitFor('fo heartbeat', async () => (await a<VmView>('vm', 'show', 'fo')).lastHeartbeatAt, 180_000);
   await a('replicate', 'enable', 'fo', '--to', 'site-b', '--rpo', '1h');
-  await sites.a.waitFor('first point', async () => (await a<ReplicationStatus>('replicate', 'status', 'fo')).lastPointAt, 180_000);
+  await sites.a.waitFor(
+    'first point',
+    async () => (await a<ReplicationStatus>('replicate', 'status', 'fo')).lastPointAt,
+    180_000,
+  );
   const source = await a<VmView>('vm', 'show', 'fo');
 
   const r = await sites.cli('a', 'vm', 'failover', 'fo', '--planned', '--json');
@@ -64,7 +68,11 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   assert.equal(job.result.failover.mode, 'planned');
   assert.equal(job.result.reprotect?.result, 'success');
   const loss = job.result.failover.vms[0]!.dataLoss;
-  assert.deepEqual([loss?.atLeastSec, loss?.atMostSec, loss?.atMostFrom.source], [0, 0, 'shut-down-before-point'], 'a planned failover loses nothing');
+  assert.deepEqual(
+    [loss?.atLeastSec, loss?.atMostSec, loss?.atMostFrom.source],
+    [0, 0, 'shut-down-before-point'],
+    'a planned failover loses nothing',
+  );
 
   // Site-b runs it with the same identity and replicates it back; site-a's disks became that replica.
   assert.ok(!(await a<VmView[]>('vm', 'list')).some((v) => v.name === 'fo'), 'site-a keeps fo only as a replica');
@@ -76,9 +84,16 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   assert.ok(back.points >= 1);
   // The run is site-b's: in its plan history, under the one-VM plan.
   const plans = await b<{ name: string; vms: { name: string }[] }[]>('plan', 'list');
-  assert.deepEqual(plans.map((p) => [p.name, p.vms.map((v) => v.name)]), [['failover-fo', ['fo']]]);
+  assert.deepEqual(
+    plans.map((p) => [p.name, p.vms.map((v) => v.name)]),
+    [['failover-fo', ['fo']]],
+  );
   const ackedAtA = Math.max(...parseSerialAcks(await readFile(source.serialLog, 'utf8')));
-  await sites.b.waitFor('writes at site-b', async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined, 120_000);
+  await sites.b.waitFor(
+    'writes at site-b',
+    async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined,
+    120_000,
+  );
 
   // And home again the same way, asked at site-b this time, without reversing.
   await a('network', 'create', 'testnet', '--isolated');
@@ -96,12 +111,22 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   assert.equal(again.id, source.id);
 
   // Ground truth: every record the guest acknowledged at either site is in the log it writes on at site-a.
-  await sites.a.waitFor('writes at site-a again', async () => parseSerialAcks(await readFile(again.serialLog, 'utf8')).length >= 5 || undefined, 120_000);
+  await sites.a.waitFor(
+    'writes at site-a again',
+    async () => parseSerialAcks(await readFile(again.serialLog, 'utf8')).length >= 5 || undefined,
+    120_000,
+  );
   await a('vm', 'stop', 'fo', '--timeout', '60');
   const ackedAgain = Math.max(...parseSerialAcks(await readFile(again.serialLog, 'utf8')));
-  const report = await a<{ consistent: boolean; lastSequence: number; tornCount: number }>('verify-writelog', again.disks[0]!.path);
+  const report = await a<{ consistent: boolean; lastSequence: number; tornCount: number }>(
+    'verify-writelog',
+    again.disks[0]!.path,
+  );
   assert.equal(report.consistent, true, JSON.stringify(report));
-  assert.ok(ackedAtB > ackedAtA && ackedAgain > ackedAtB, `the guest wrote on at each site (${ackedAtA}, ${ackedAtB}, ${ackedAgain})`);
+  assert.ok(
+    ackedAtB > ackedAtA && ackedAgain > ackedAtB,
+    `the guest wrote on at each site (${ackedAtA}, ${ackedAtB}, ${ackedAgain})`,
+  );
   assert.ok(report.lastSequence >= ackedAgain, `log holds ${report.lastSequence}, guest acknowledged ${ackedAgain}`);
 
   // The copy at site-b was failed over: the shortcut says so instead of running it twice.
@@ -110,10 +135,17 @@ test('a planned failover of one writing VM: it runs at the replica site with not
 
   // Hyper-V's "same ID already exists": a live migration onto that old copy's site says what to do.
   await a('vm', 'start', 'fo');
-  await sites.a.waitFor('fo heartbeat at site-a', async () => (await a<VmView>('vm', 'show', 'fo')).lastHeartbeatAt !== again.lastHeartbeatAt || undefined, 180_000);
+  await sites.a.waitFor(
+    'fo heartbeat at site-a',
+    async () => (await a<VmView>('vm', 'show', 'fo')).lastHeartbeatAt !== again.lastHeartbeatAt || undefined,
+    180_000,
+  );
   const blocked = await sites.cli('a', 'vm', 'migrate', 'fo', '--to', 'site-b');
   assert.notEqual(blocked.code, 0);
-  assert.match(blocked.stdout + blocked.stderr, /keeps an older copy of fo .*failed over to site-a.*mamori vm delete fo/);
+  assert.match(
+    blocked.stdout + blocked.stderr,
+    /keeps an older copy of fo .*failed over to site-a.*mamori vm delete fo/,
+  );
   assert.equal((await a<VmView>('vm', 'show', 'fo')).state, 'running', 'the VM runs on at site-a');
   await b('vm', 'delete', 'fo', '--force');
   const moved = await sites.cli('a', 'vm', 'migrate', 'fo', '--to', 'site-b');

@@ -42,7 +42,9 @@ after(async () => {
 async function contentHash(image: string): Promise<string> {
   const out = join(dir, `read-${Date.now()}-${Math.random().toString(36).slice(2)}.raw`);
   await runProcess('qemu-img', ['convert', '-U', '-f', 'qcow2', '-O', 'raw', image, out], { timeoutMs: 60_000 });
-  const h = createHash('sha256').update(await readFile(out)).digest('hex');
+  const h = createHash('sha256')
+    .update(await readFile(out))
+    .digest('hex');
   await rm(out, { force: true });
   return h;
 }
@@ -55,63 +57,113 @@ async function bytesAt(image: string, offset: number, length: number): Promise<B
   return b;
 }
 
-test('a linked replica costs no copy; the master\'s snapshot delete copies the layer first when stopped and is refused while it runs', async () => {
+test("a linked replica costs no copy; the master's snapshot delete copies the layer first when stopped and is refused while it runs", async () => {
   const gold = await site.cliJson<VmView>('vm', 'show', 'gold');
   const base = gold.disks[0]!.path;
-  await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${16 * MiB} ${8 * MiB}`, base], { timeoutMs: 60_000 });
+  await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x5a ${16 * MiB} ${8 * MiB}`, base], {
+    timeoutMs: 60_000,
+  });
   const v1Hash = await contentHash(base);
   await site.cliJson('vm', 'snapshot', 'gold', 'v1');
 
-  const made = await site.cliJson<Job>('pool', 'create', 'lr', '--master', 'gold', '--snapshot', 'v1', '--size', '2', '--name', 'lr-{n}');
+  const made = await site.cliJson<Job>(
+    'pool',
+    'create',
+    'lr',
+    '--master',
+    'gold',
+    '--snapshot',
+    'v1',
+    '--size',
+    '2',
+    '--name',
+    'lr-{n}',
+  );
   assert.equal(made.state, 'succeeded', JSON.stringify(made.error));
   const pool = await site.cliJson<PoolView>('pool', 'show', 'lr');
   assert.equal(pool.replicas.length, 1);
   assert.equal(pool.replicas[0]!.linked, true, 'the v1 layer is one whole qcow2: linked, not copied');
   const replicaFile = join(site.dataDir, 'pools', 'default', 'replicas', 'lr');
   const osDisk = (await site.cliJson<VmView>('vm', 'show', 'lr-1')).disks.find((d) => d.name === 'lr-1-os0')!.path;
-  const backing = (JSON.parse((await runProcess('qemu-img', ['info', '-U', '--output=json', osDisk])).stdout) as { 'full-backing-filename': string })['full-backing-filename'];
+  const backing = (
+    JSON.parse((await runProcess('qemu-img', ['info', '-U', '--output=json', osDisk])).stdout) as {
+      'full-backing-filename': string;
+    }
+  )['full-backing-filename'];
   assert.ok(backing.startsWith(replicaFile), `the desktop reads the pool's replica: ${backing}`);
-  assert.equal((await stat(backing)).ino, (await stat(base)).ino, 'the replica is the master\'s layer itself');
+  assert.equal((await stat(backing)).ino, (await stat(base)).ino, "the replica is the master's layer itself");
   assert.equal(pool.storage.replicasSharedBytes, pool.replicas[0]!.sizeBytes);
   assert.ok(pool.replicas[0]!.sizeBytes >= 8 * MiB);
-  assert.equal(pool.storage.usedBytes, pool.storage.desktopsBytes, `the pool holds only its desktops: ${JSON.stringify(pool.storage)}`);
+  assert.equal(
+    pool.storage.usedBytes,
+    pool.storage.desktopsBytes,
+    `the pool holds only its desktops: ${JSON.stringify(pool.storage)}`,
+  );
   assert.ok(pool.storage.usedBytes < 1 * MiB, JSON.stringify(pool.storage));
   assert.match((await site.cli('pool', 'show', 'lr')).stdout, /linked/);
 
   // v2: the master writes over the same bytes after v1 (into the overlay v1 made); its layer has a backing file: a flattened copy.
   const activeAfterV1 = await snapshotLayer(site, gold.disks[0]!, 'v1');
-  await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x77 ${16 * MiB} ${8 * MiB}`, activeAfterV1], { timeoutMs: 60_000 });
+  await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x77 ${16 * MiB} ${8 * MiB}`, activeAfterV1], {
+    timeoutMs: 60_000,
+  });
   await site.cliJson('vm', 'snapshot', 'gold', 'v2');
   // lr-1 runs with a session: in use, recompose leaves it on the v1 replica.
   await site.cliJson('vm', 'start', 'lr-1');
   await site.cliJson('pool', 'session-start', 'lr', 'lr-1', 'alice');
-  const recomposed = await site.cliJson<Job & { result: { recomposed: number; skipped: string[] } }>('pool', 'recompose', 'lr', '--snapshot', 'v2');
+  const recomposed = await site.cliJson<Job & { result: { recomposed: number; skipped: string[] } }>(
+    'pool',
+    'recompose',
+    'lr',
+    '--snapshot',
+    'v2',
+  );
   assert.deepEqual([recomposed.result.recomposed, recomposed.result.skipped], [1, ['lr-1']]);
   const two = await site.cliJson<PoolView>('pool', 'show', 'lr');
-  assert.deepEqual(two.replicas.map((r) => [r.snapshot, r.linked]).sort(), [['v1', true], ['v2', false]]);
+  assert.deepEqual(two.replicas.map((r) => [r.snapshot, r.linked]).sort(), [
+    ['v1', true],
+    ['v2', false],
+  ]);
 
   // Running, the master's QEMU would commit into the shared file: refused, nothing changed.
   await site.cliJson('vm', 'start', 'gold');
   const refused = await site.cli('vm', 'snapshot', 'delete', 'gold', 'v1');
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /also a desktop pool's replica.*stop VM gold.*\[LAYER_SHARED\]/);
-  assert.deepEqual((await site.cliJson<{ name: string }[]>('vm', 'snapshot', 'list', 'gold')).map((s) => s.name), ['v1', 'v2']);
+  assert.deepEqual(
+    (await site.cliJson<{ name: string }[]>('vm', 'snapshot', 'list', 'gold')).map((s) => s.name),
+    ['v1', 'v2'],
+  );
   assert.equal((await stat(base)).nlink, 2, 'the layer is still shared');
 
   // Stopped: the master gets its own copy of the layer, then the overlay is committed into that.
   await site.cliJson('vm', 'kill', 'gold');
   await site.cliJson('vm', 'snapshot', 'delete', 'gold', 'v1');
-  assert.deepEqual((await site.cliJson<{ name: string }[]>('vm', 'snapshot', 'list', 'gold')).map((s) => s.name), ['v2']);
+  assert.deepEqual(
+    (await site.cliJson<{ name: string }[]>('vm', 'snapshot', 'list', 'gold')).map((s) => s.name),
+    ['v2'],
+  );
   assert.notEqual((await stat(base)).ino, (await stat(backing)).ino, 'the master has a file of its own');
   assert.equal((await stat(backing)).nlink, 1);
   assert.equal(await contentHash(backing), v1Hash, 'the replica the running desktop reads is still v1, byte for byte');
-  assert.deepEqual([...await bytesAt(backing, 16 * MiB, 4)], [0x5a, 0x5a, 0x5a, 0x5a]);
-  assert.deepEqual([...await bytesAt(base, 16 * MiB, 4)], [0x77, 0x77, 0x77, 0x77], 'the master\'s base took v1\'s overlay');
+  assert.deepEqual([...(await bytesAt(backing, 16 * MiB, 4))], [0x5a, 0x5a, 0x5a, 0x5a]);
+  assert.deepEqual(
+    [...(await bytesAt(base, 16 * MiB, 4))],
+    [0x77, 0x77, 0x77, 0x77],
+    "the master's base took v1's overlay",
+  );
   const after1 = await site.cliJson<PoolView>('pool', 'show', 'lr');
   const v1 = after1.replicas.find((r) => r.snapshot === 'v1')!;
   assert.equal(v1.linked, false, 'the pool alone holds the v1 layer now');
-  assert.equal(after1.storage.usedBytes, after1.storage.replicasBytes + after1.storage.desktopsBytes, 'and it counts as the pool\'s own');
-  assert.ok(/wl_seq=|mamori-guest/.test(await readFile((await site.cliJson<VmView>('vm', 'show', 'lr-1')).serialLog, 'utf8')), 'lr-1 runs on');
+  assert.equal(
+    after1.storage.usedBytes,
+    after1.storage.replicasBytes + after1.storage.desktopsBytes,
+    "and it counts as the pool's own",
+  );
+  assert.ok(
+    /wl_seq=|mamori-guest/.test(await readFile((await site.cliJson<VmView>('vm', 'show', 'lr-1')).serialLog, 'utf8')),
+    'lr-1 runs on',
+  );
 
   await site.cliJson('pool', 'session-end', 'lr', 'lr-1');
   await site.cliJson('vm', 'kill', 'lr-1');

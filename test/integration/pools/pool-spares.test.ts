@@ -31,23 +31,66 @@ async function show(): Promise<PoolView> {
   return site.cliJson<PoolView>('pool', 'show', 'sp');
 }
 
-const poweredOn = (p: PoolView): string[] => p.desktops.filter((d) => !['stopped', 'crashed'].includes(d.vmState)).map((d) => d.name);
-const freeOn = (p: PoolView): string[] => p.desktops.filter((d) => d.user === null && !['stopped', 'crashed'].includes(d.vmState)).map((d) => d.name);
+const poweredOn = (p: PoolView): string[] =>
+  p.desktops.filter((d) => !['stopped', 'crashed'].includes(d.vmState)).map((d) => d.name);
+const freeOn = (p: PoolView): string[] =>
+  p.desktops.filter((d) => d.user === null && !['stopped', 'crashed'].includes(d.vmState)).map((d) => d.name);
 
 test('a pool keeps its spare desktops powered on and free: assigning one starts another, one that goes down is replaced', async () => {
-  const tooMany = await site.cli('pool', 'create', 'bad', '--master', 'master', '--snapshot', 'v1', '--size', '2', '--spare', '3', '--name', 'b-{n}');
+  const tooMany = await site.cli(
+    'pool',
+    'create',
+    'bad',
+    '--master',
+    'master',
+    '--snapshot',
+    'v1',
+    '--size',
+    '2',
+    '--spare',
+    '3',
+    '--name',
+    'b-{n}',
+  );
   assert.match(tooMany.stderr, /spare \(at most the size\) must be a whole number from 0 to 2.*\[OUT_OF_RANGE\]/);
 
-  const job = await site.cliJson<Job & { result: { sparesStarted: string[] } }>('pool', 'create', 'sp', '--master', 'master', '--snapshot', 'v1', '--size', '3', '--spare', '1', '--name', 'sp-{n}');
+  const job = await site.cliJson<Job & { result: { sparesStarted: string[] } }>(
+    'pool',
+    'create',
+    'sp',
+    '--master',
+    'master',
+    '--snapshot',
+    'v1',
+    '--size',
+    '3',
+    '--spare',
+    '1',
+    '--name',
+    'sp-{n}',
+  );
   assert.equal(job.state, 'succeeded', JSON.stringify(job.error));
   assert.deepEqual(job.result.sparesStarted, ['sp-1']);
   assert.deepEqual(poweredOn(await show()), ['sp-1']);
-  await site.waitFor('the spare to boot and customize', async () => (await show()).desktops[0]!.state === 'ready', 240_000);
+  await site.waitFor(
+    'the spare to boot and customize',
+    async () => (await show()).desktops[0]!.state === 'ready',
+    240_000,
+  );
 
-  const assigned = await site.cliJson<{ sparesStarted: string[] }>('pool', 'assign', 'sp', 'sp-1', 'alice@corp.example');
-  assert.deepEqual(assigned.sparesStarted, ['sp-2'], 'sp-1 is alice\'s now: another free desktop powers on');
+  const assigned = await site.cliJson<{ sparesStarted: string[] }>(
+    'pool',
+    'assign',
+    'sp',
+    'sp-1',
+    'alice@corp.example',
+  );
+  assert.deepEqual(assigned.sparesStarted, ['sp-2'], "sp-1 is alice's now: another free desktop powers on");
   const p = await show();
-  assert.deepEqual(p.desktops.map((d) => d.user), ['alice@corp.example', null, null]);
+  assert.deepEqual(
+    p.desktops.map((d) => d.user),
+    ['alice@corp.example', null, null],
+  );
   assert.deepEqual(poweredOn(p), ['sp-1', 'sp-2']);
   const taken = await site.cli('pool', 'assign', 'sp', 'sp-1', 'bob');
   assert.match(taken.stderr, /sp-1 is assigned to alice@corp\.example: unassign it first.*\[DESKTOP_ASSIGNED\]/);
@@ -55,15 +98,26 @@ test('a pool keeps its spare desktops powered on and free: assigning one starts 
   assert.match(badUser.stderr, /is not a user name.*\[INVALID_INPUT\]/);
 
   await site.cliJson('vm', 'kill', 'sp-2');
-  await site.waitFor('a free desktop to be powered on again', async () => freeOn(await show()).length === 1 ? true : undefined, 60_000);
+  await site.waitFor(
+    'a free desktop to be powered on again',
+    async () => (freeOn(await show()).length === 1 ? true : undefined),
+    60_000,
+  );
   assert.deepEqual(freeOn(await show()), ['sp-2'], 'the lowest-numbered free desktop starts');
 
   // A session makes a desktop in use as an assignment does: another spare powers on.
   await site.waitFor('sp-2 to run', async () => (await show()).desktops[1]!.vmState === 'running', 60_000);
   const session = await site.cliJson<{ sparesStarted: string[] }>('pool', 'session-start', 'sp', 'sp-2', 'bob');
-  assert.deepEqual(session.sparesStarted, ['sp-3'], 'sp-2 has bob\'s session now: another free desktop powers on');
+  assert.deepEqual(session.sparesStarted, ['sp-3'], "sp-2 has bob's session now: another free desktop powers on");
   let p2 = await show();
-  assert.deepEqual(p2.desktops.map((d) => [d.name, d.inUse, d.session?.user ?? null]), [['sp-1', true, null], ['sp-2', true, 'bob'], ['sp-3', false, null]]);
+  assert.deepEqual(
+    p2.desktops.map((d) => [d.name, d.inUse, d.session?.user ?? null]),
+    [
+      ['sp-1', true, null],
+      ['sp-2', true, 'bob'],
+      ['sp-3', false, null],
+    ],
+  );
   const other = await site.cli('pool', 'session-start', 'sp', 'sp-2', 'carol');
   assert.match(other.stderr, /bob has a session on desktop sp-2: end it first.*\[DESKTOP_IN_SESSION\]/);
   const onAlice = await site.cli('pool', 'session-start', 'sp', 'sp-1', 'carol');
@@ -72,7 +126,9 @@ test('a pool keeps its spare desktops powered on and free: assigning one starts 
   // Powered on is not in use: a refresh without --force skips only the desktops in use and
   // refreshes the running spare (powered off first, powered on again as the pool's spare).
   await site.waitFor('sp-3 to run', async () => (await show()).desktops[2]!.vmState === 'running', 60_000);
-  const refreshed = await site.cliJson<Job & { result: { refreshed: number; skipped: string[]; sparesStarted?: string[] } }>('pool', 'refresh', 'sp');
+  const refreshed = await site.cliJson<
+    Job & { result: { refreshed: number; skipped: string[]; sparesStarted?: string[] } }
+  >('pool', 'refresh', 'sp');
   assert.equal(refreshed.state, 'succeeded', JSON.stringify(refreshed.error));
   assert.deepEqual([refreshed.result.refreshed, refreshed.result.skipped.sort()], [1, ['sp-1', 'sp-2']]);
   assert.deepEqual(refreshed.result.sparesStarted, ['sp-3'], 'the refreshed spare is powered on again');
@@ -82,7 +138,11 @@ test('a pool keeps its spare desktops powered on and free: assigning one starts 
   // Spares above the target are powered off, highest-numbered first.
   await site.waitFor('sp-3 to run again', async () => (await show()).desktops[2]!.vmState === 'running', 60_000);
   const ended = await site.cliJson<{ sparesStopped: string[] }>('pool', 'session-end', 'sp', 'sp-2');
-  assert.deepEqual(ended.sparesStopped, ['sp-3'], 'sp-2 is free again: two spares for a target of one, so sp-3 powers off');
+  assert.deepEqual(
+    ended.sparesStopped,
+    ['sp-3'],
+    'sp-2 is free again: two spares for a target of one, so sp-3 powers off',
+  );
   p2 = await show();
   assert.equal(p2.desktops[1]!.session, null);
   assert.deepEqual(freeOn(p2), ['sp-2']);

@@ -47,16 +47,42 @@ test('KMS options that cannot work are refused before anything is made', async (
     assert.notEqual(r.code, 0, r.stdout);
     assert.match(r.stderr, re);
   };
-  await bad(['--master', 'lingold', '--name', 'l-{n}', '--kms-host', 'kms.lab'], /KMS activation is for Windows desktops, and the master's snapshot holds no OS mamori recognizes.*\[INVALID_INPUT\]/);
-  await bad(['--master', 'wingold', '--name', 'w-{n}', '--license-command', 'register'], /holds Windows, which activates through KMS: give --kms-host/);
+  await bad(
+    ['--master', 'lingold', '--name', 'l-{n}', '--kms-host', 'kms.lab'],
+    /KMS activation is for Windows desktops, and the master's snapshot holds no OS mamori recognizes.*\[INVALID_INPUT\]/,
+  );
+  await bad(
+    ['--master', 'wingold', '--name', 'w-{n}', '--license-command', 'register'],
+    /holds Windows, which activates through KMS: give --kms-host/,
+  );
   await bad(['--master', 'wingold', '--name', 'w-{n}', '--kms-host', 'kms.lab:99999'], /is not HOST, HOST:PORT/);
-  await bad(['--master', 'wingold', '--name', 'windows-desktop-{n}', '--kms-host', 'kms.lab'], /longer than the 15 characters a Windows computer name may have/);
+  await bad(
+    ['--master', 'wingold', '--name', 'windows-desktop-{n}', '--kms-host', 'kms.lab'],
+    /longer than the 15 characters a Windows computer name may have/,
+  );
   assert.deepEqual(await site.cliJson('pool', 'list'), []);
 });
 
 test("each desktop of a Windows master carries cloudbase-init's PowerShell: its hostname, the commands, then KMS activation", async () => {
-  const job = await site.cliJson<Job>('pool', 'create', 'wp', '--master', 'wingold', '--snapshot', 'v1', '--size', '2', '--name', 'wd-{n}',
-    '--kms-host', '10.213.7.7', '--license-timeout', '30', '--command', 'reg add HKLM\\Software\\Lab /v Pool /d wp /f');
+  const job = await site.cliJson<Job>(
+    'pool',
+    'create',
+    'wp',
+    '--master',
+    'wingold',
+    '--snapshot',
+    'v1',
+    '--size',
+    '2',
+    '--name',
+    'wd-{n}',
+    '--kms-host',
+    '10.213.7.7',
+    '--license-timeout',
+    '30',
+    '--command',
+    'reg add HKLM\\Software\\Lab /v Pool /d wp /f',
+  );
   assert.equal(job.state, 'succeeded', JSON.stringify(job.error));
   const pool = await site.cliJson<PoolView>('pool', 'show', 'wp');
   assert.equal(pool.spec.guestOs, 'windows', 'read from the snapshot: NTFS and its registry');
@@ -73,11 +99,36 @@ test("each desktop of a Windows master carries cloudbase-init's PowerShell: its 
     assert.match(userData, /-Value 'reg add HKLM\\Software\\Lab \/v Pool \/d wp \/f'/);
     assert.match(userData, /\$kmsHost = '10\.213\.7\.7'; \$kmsPort = 1688; \$limit = 30/);
     assert.match(userData, /slmgr\.vbs/);
-    assert.equal(await isoFile(identity, 'mamori-customize.ps1'), userData, 'the script is also on the seed by its own name');
+    assert.equal(
+      await isoFile(identity, 'mamori-customize.ps1'),
+      userData,
+      'the script is also on the seed by its own name',
+    );
   }
-  const skip = await site.cliJson<Job>('pool', 'create', 'wp-lab', '--master', 'wingold', '--snapshot', 'v1', '--size', '1', '--name', 'wl-{n}', '--kms-host', 'kms.lab', '--skip-license-activation');
+  const skip = await site.cliJson<Job>(
+    'pool',
+    'create',
+    'wp-lab',
+    '--master',
+    'wingold',
+    '--snapshot',
+    'v1',
+    '--size',
+    '1',
+    '--name',
+    'wl-{n}',
+    '--kms-host',
+    'kms.lab',
+    '--skip-license-activation',
+  );
   assert.equal(skip.state, 'succeeded');
-  const identity = (await site.cliJson<VmView>('vm', 'show', 'wl-1')).disks.find((x) => x.name === 'wl-1-identity')!.path;
-  assert.doesNotMatch(await isoFile(identity, 'user-data'), /slmgr|ConnectAsync/, '--skip-license-activation leaves the step out');
+  const identity = (await site.cliJson<VmView>('vm', 'show', 'wl-1')).disks.find(
+    (x) => x.name === 'wl-1-identity',
+  )!.path;
+  assert.doesNotMatch(
+    await isoFile(identity, 'user-data'),
+    /slmgr|ConnectAsync/,
+    '--skip-license-activation leaves the step out',
+  );
   for (const p of ['wp', 'wp-lab']) assert.equal((await site.cliJson<Job>('pool', 'delete', p)).state, 'succeeded');
 });

@@ -36,20 +36,49 @@ function freePort(): Promise<number> {
 /** Reads the whole export through QEMU's NBD client with these credentials (or none). */
 function readExport(port: number, credsDir: string | null, out: string) {
   const opts = `driver=nbd,host=127.0.0.1,port=${port}${credsDir ? ',tls-creds=tls0' : ''}`;
-  return runProcess('qemu-img', [
-    'convert', ...(credsDir ? ['--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${credsDir}`] : []),
-    '--image-opts', opts, '-O', 'raw', out,
-  ], { timeoutMs: 30_000 });
+  return runProcess(
+    'qemu-img',
+    [
+      'convert',
+      ...(credsDir ? ['--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${credsDir}`] : []),
+      '--image-opts',
+      opts,
+      '-O',
+      'raw',
+      out,
+    ],
+    { timeoutMs: 30_000 },
+  );
 }
 
 test('QEMU serves and reads NBD over TLS with the credentials dirs, and refuses unpaired or plain clients', async () => {
   const a = await ensureSiteTls({ dir: join(root, 'a'), siteName: 'site-a' });
   const b = await ensureSiteTls({ dir: join(root, 'b'), siteName: 'site-b' });
   const c = await ensureSiteTls({ dir: join(root, 'c'), siteName: 'site-c' });
-  const serverDir = await writeQemuTlsCreds({ dir: join(root, 'a-serves-b'), site: a, peerCaPem: b.caCertPem, endpoint: 'server' });
-  const bClient = await writeQemuTlsCreds({ dir: join(root, 'b-reads-a'), site: b, peerCaPem: a.caCertPem, endpoint: 'client' });
-  const cClient = await writeQemuTlsCreds({ dir: join(root, 'c-reads-a'), site: c, peerCaPem: a.caCertPem, endpoint: 'client' });
-  const bTrustsC = await writeQemuTlsCreds({ dir: join(root, 'b-trusts-c'), site: b, peerCaPem: c.caCertPem, endpoint: 'client' });
+  const serverDir = await writeQemuTlsCreds({
+    dir: join(root, 'a-serves-b'),
+    site: a,
+    peerCaPem: b.caCertPem,
+    endpoint: 'server',
+  });
+  const bClient = await writeQemuTlsCreds({
+    dir: join(root, 'b-reads-a'),
+    site: b,
+    peerCaPem: a.caCertPem,
+    endpoint: 'client',
+  });
+  const cClient = await writeQemuTlsCreds({
+    dir: join(root, 'c-reads-a'),
+    site: c,
+    peerCaPem: a.caCertPem,
+    endpoint: 'client',
+  });
+  const bTrustsC = await writeQemuTlsCreds({
+    dir: join(root, 'b-trusts-c'),
+    site: b,
+    peerCaPem: c.caCertPem,
+    endpoint: 'client',
+  });
 
   const image = join(root, 'disk.raw');
   const data = Buffer.alloc(1024 * 1024);
@@ -57,10 +86,25 @@ test('QEMU serves and reads NBD over TLS with the credentials dirs, and refuses 
   await writeFile(image, data);
 
   const port = await freePort();
-  const nbd = spawn('qemu-nbd', [
-    '--object', `tls-creds-x509,id=tls0,endpoint=server,dir=${serverDir},verify-peer=on`, '--tls-creds', 'tls0',
-    '-b', '127.0.0.1', '-p', String(port), '-f', 'raw', '-r', '-t', image,
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const nbd = spawn(
+    'qemu-nbd',
+    [
+      '--object',
+      `tls-creds-x509,id=tls0,endpoint=server,dir=${serverDir},verify-peer=on`,
+      '--tls-creds',
+      'tls0',
+      '-b',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-f',
+      'raw',
+      '-r',
+      '-t',
+      image,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   children.push(nbd.pid!);
   let stderr = '';
   nbd.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
@@ -80,7 +124,13 @@ test('QEMU serves and reads NBD over TLS with the credentials dirs, and refuses 
   }
   assert.ok((await readFile(out)).equals(data));
 
-  await assert.rejects(readExport(port, cClient, join(root, 'c.raw')), 'a site whose CA the server does not hold is refused');
+  await assert.rejects(
+    readExport(port, cClient, join(root, 'c.raw')),
+    'a site whose CA the server does not hold is refused',
+  );
   await assert.rejects(readExport(port, null, join(root, 'plain.raw')), 'a client without TLS is refused');
-  await assert.rejects(readExport(port, bTrustsC, join(root, 'wrong-ca.raw')), 'a client that pins another CA refuses the server');
+  await assert.rejects(
+    readExport(port, bTrustsC, join(root, 'wrong-ca.raw')),
+    'a client that pins another CA refuses the server',
+  );
 });

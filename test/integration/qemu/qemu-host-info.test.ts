@@ -6,7 +6,9 @@ import { readQemuHostInfo, resolveMachineType } from '../../../src/qemu/qemu-hos
 describe('QEMU host info from the installed QEMU', () => {
   it('reads a version, concrete q35 types, resolves q35, finds OVMF', async (t) => {
     const info = await readQemuHostInfo();
-    t.diagnostic(`qemu ${info.qemuVersion}, ${info.machineTypes.length} machine types, ovmf ${JSON.stringify(info.ovmf)}`);
+    t.diagnostic(
+      `qemu ${info.qemuVersion}, ${info.machineTypes.length} machine types, ovmf ${JSON.stringify(info.ovmf)}`,
+    );
     assert.match(info.qemuVersion, /^\d+\.\d+\.\d+$/);
     assert.equal(info.qemuBinary, 'qemu-system-x86_64');
     const q35 = info.machineTypes.find((m) => m.alias === 'q35');

@@ -17,8 +17,17 @@ interface RunningQemu {
 
 function startQemu(dir: string, name: string): RunningQemu {
   const socket = join(dir, `${name}.qmp`);
-  const args = ['-machine', 'q35,accel=tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-S',
-    '-qmp', `unix:${socket},server=on,wait=off`];
+  const args = [
+    '-machine',
+    'q35,accel=tcg',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-S',
+    '-qmp',
+    `unix:${socket},server=on,wait=off`,
+  ];
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (c: string) => {
@@ -64,10 +73,16 @@ describe('QmpClient against real QEMU (TCG, -S)', () => {
       const version = await client.execute('query-version');
       assert.deepEqual(version.qemu, client.greeting?.QMP.version.qemu);
 
-      const del = errorOf(await client.execute('blockdev-del', { 'node-name': 'no-such-node' }).catch((e: unknown) => e), 'QMP_ERROR');
+      const del = errorOf(
+        await client.execute('blockdev-del', { 'node-name': 'no-such-node' }).catch((e: unknown) => e),
+        'QMP_ERROR',
+      );
       assert.equal(del.details?.['command'], 'blockdev-del');
       assert.equal(del.details?.['errorClass'], 'GenericError');
-      const unknown = errorOf(await client.execute('x-mamori-no-such-command', {}).catch((e: unknown) => e), 'QMP_ERROR');
+      const unknown = errorOf(
+        await client.execute('x-mamori-no-such-command', {}).catch((e: unknown) => e),
+        'QMP_ERROR',
+      );
       assert.equal(unknown.details?.['errorClass'], 'CommandNotFound');
 
       const resumed = client.waitForEvent('RESUME', { timeoutMs: 5000 });
@@ -100,7 +115,10 @@ describe('QmpClient against real QEMU (TCG, -S)', () => {
     try {
       const client = await QmpClient.connect(qemu.socket, { connectTimeoutMs: 2000, retryUntilMs: 15_000 });
       // QEMU serves one monitor client at a time: the second connection waits without a greeting
-      const second = errorOf(await QmpClient.connect(qemu.socket, { connectTimeoutMs: 300 }).catch((e: unknown) => e), 'QMP_TIMEOUT');
+      const second = errorOf(
+        await QmpClient.connect(qemu.socket, { connectTimeoutMs: 300 }).catch((e: unknown) => e),
+        'QMP_TIMEOUT',
+      );
       assert.match(second.message, /handshake/);
 
       await client.close();
@@ -135,8 +153,12 @@ describe('QmpClient against real QEMU (TCG, -S)', () => {
       const machines = await client.execute('query-machines');
       await client.execute('quit');
       const info = await readQemuHostInfo();
-      const fromQmp = machines.map((m) => `${m.name}|${m.alias ?? ''}|${m['is-default'] === true}|${m.deprecated}`).sort();
-      const fromHelp = info.machineTypes.map((m) => `${m.name}|${m.alias ?? ''}|${m.isDefault}|${m.deprecated === true}`).sort();
+      const fromQmp = machines
+        .map((m) => `${m.name}|${m.alias ?? ''}|${m['is-default'] === true}|${m.deprecated}`)
+        .sort();
+      const fromHelp = info.machineTypes
+        .map((m) => `${m.name}|${m.alias ?? ''}|${m.isDefault}|${m.deprecated === true}`)
+        .sort();
       assert.deepEqual(fromHelp, fromQmp);
     } finally {
       await stopQemu(qemu);

@@ -7,10 +7,20 @@ import { after, before, describe, it } from 'node:test';
 import { runProcess } from '../../../src/core/run-process.js';
 import { QmpClient } from '../../../src/qemu/qmp-client.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
-import { ensureBitmap, inspectBitmaps, queryBlockNodes, readImageBitmaps } from '../../../src/replication/dirty-bitmaps.js';
 import {
-  abortFleecingPoint, abortOfflineFleecingPoint, completeFleecingPoint, completeOfflineFleecingPoint, createFleecingPoint,
-  createOfflineFleecingPoint, type FleecingPoint,
+  ensureBitmap,
+  inspectBitmaps,
+  queryBlockNodes,
+  readImageBitmaps,
+} from '../../../src/replication/dirty-bitmaps.js';
+import {
+  abortFleecingPoint,
+  abortOfflineFleecingPoint,
+  completeFleecingPoint,
+  completeOfflineFleecingPoint,
+  createFleecingPoint,
+  createOfflineFleecingPoint,
+  type FleecingPoint,
 } from '../../../src/replication/fleecing-point.js';
 
 const MiB = 1024 * 1024;
@@ -31,14 +41,27 @@ async function startVm(dir: string): Promise<Vm> {
   const sock = join(dir, 'vm.qmp');
   await rm(sock, { force: true });
   const nodes = [
-    { driver: 'file', filename: join(dir, 'd0.qcow2'), 'node-name': 'disk0-file' }, { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
-    { driver: 'file', filename: join(dir, 'd1.raw'), 'node-name': 'disk1-file' }, { driver: 'raw', file: 'disk1-file', 'node-name': 'disk1' },
+    { driver: 'file', filename: join(dir, 'd0.qcow2'), 'node-name': 'disk0-file' },
+    { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
+    { driver: 'file', filename: join(dir, 'd1.raw'), 'node-name': 'disk1-file' },
+    { driver: 'raw', file: 'disk1-file', 'node-name': 'disk1' },
     { driver: 'file', filename: join(dir, 'd2.rdm'), 'node-name': 'disk2' },
   ];
-  const args = ['-machine', 'q35,accel=tcg', '-nodefaults', '-no-user-config', '-display', 'none', '-S',
-    '-chardev', `socket,id=qmp,path=${sock},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control',
+  const args = [
+    '-machine',
+    'q35,accel=tcg',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-S',
+    '-chardev',
+    `socket,id=qmp,path=${sock},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp,mode=control',
     ...nodes.flatMap((n) => ['-blockdev', JSON.stringify(n)]),
-    ...[0, 1, 2].flatMap((i) => ['-device', `virtio-blk-pci,drive=disk${i},id=disk${i}-dev`])];
+    ...[0, 1, 2].flatMap((i) => ['-device', `virtio-blk-pci,drive=disk${i},id=disk${i}-dev`]),
+  ];
   const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise<void>((r) => child.on('close', () => r()));
   try {
@@ -54,7 +77,8 @@ async function startVm(dir: string): Promise<Vm> {
 async function killVm(vm: Vm | null): Promise<void> {
   if (vm === null) return;
   await vm.qmp.close();
-  if (vm.child.exitCode === null && vm.child.signalCode === null && vm.child.pid !== undefined) process.kill(vm.child.pid, 'SIGKILL');
+  if (vm.child.exitCode === null && vm.child.signalCode === null && vm.child.pid !== undefined)
+    process.kill(vm.child.pid, 'SIGKILL');
   await vm.exited;
 }
 
@@ -79,19 +103,32 @@ function nbdOpts(sock: string, exp: string, extra = ''): string {
 type Range = [number, number];
 
 /** Extents of an NBD export as qemu-img map shows them; with a bitmap context, dirty shows as data:false. */
-async function extents(sock: string, exp: string, metaContext: string | null): Promise<{ data: Range[]; hole: Range[] }> {
+async function extents(
+  sock: string,
+  exp: string,
+  metaContext: string | null,
+): Promise<{ data: Range[]; hole: Range[] }> {
   const opts = nbdOpts(sock, exp, metaContext === null ? '' : `,x-dirty-bitmap=${metaContext}`);
-  const { stdout } = await runProcess('qemu-img', ['map', '--output=json', '--image-opts', opts], { timeoutMs: 30_000 });
+  const { stdout } = await runProcess('qemu-img', ['map', '--output=json', '--image-opts', opts], {
+    timeoutMs: 30_000,
+  });
   const list = JSON.parse(stdout) as { start: number; length: number; data: boolean }[];
-  const pick = (data: boolean): Range[] => list.filter((e) => e.data === data).map((e) => [e.start, e.start + e.length]);
+  const pick = (data: boolean): Range[] =>
+    list.filter((e) => e.data === data).map((e) => [e.start, e.start + e.length]);
   return { data: pick(true), hole: pick(false) };
 }
 
-const dirty = async (p: { nbdSocket: string }, d: { exportName: string; metaContext: string | null }): Promise<Range[]> =>
-  (await extents(p.nbdSocket, d.exportName, d.metaContext)).hole;
+const dirty = async (
+  p: { nbdSocket: string },
+  d: { exportName: string; metaContext: string | null },
+): Promise<Range[]> => (await extents(p.nbdSocket, d.exportName, d.metaContext)).hole;
 
 async function readsAs(sock: string, exp: string, pattern: number, offset: number, length: number): Promise<boolean> {
-  const r = await runProcess('qemu-io', ['-r', '--image-opts', nbdOpts(sock, exp), '-c', `read -P ${pattern} ${offset} ${length}`], { okCodes: [0, 1] });
+  const r = await runProcess(
+    'qemu-io',
+    ['-r', '--image-opts', nbdOpts(sock, exp), '-c', `read -P ${pattern} ${offset} ${length}`],
+    { okCodes: [0, 1] },
+  );
   return r.code === 0;
 }
 
@@ -134,18 +171,29 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
     // --- cycle 1: never replicated -> full, application-consistent through the hooks
     const calls: string[] = [];
     const p1 = await createFleecingPoint({
-      ...opts(), previousGeneration: null,
+      ...opts(),
+      previousGeneration: null,
       guest: { freeze: async () => void calls.push('freeze'), thaw: async () => void calls.push('thaw') },
     });
     assert.deepEqual(calls, ['freeze', 'thaw']);
     assert.equal(p1.consistency, 'application');
     assert.equal(p1.generation, 1);
     assert.equal(p1.full, true);
-    assert.deepEqual(p1.disks.map((d) => [d.node, d.mode, d.persistent, d.metaContext]),
-      [['disk0', 'full', true, null], ['disk1', 'full', false, null], ['disk2', 'full', false, null]]);
+    assert.deepEqual(
+      p1.disks.map((d) => [d.node, d.mode, d.persistent, d.metaContext]),
+      [
+        ['disk0', 'full', true, null],
+        ['disk1', 'full', false, null],
+        ['disk2', 'full', false, null],
+      ],
+    );
     await guestWrite(vm, 0, 0x22, 0, 4 * KiB); // after the fleecing instant
     assert.equal(await readsAs(p1.nbdSocket, p1.disks[0]!.exportName, 0x11, 0, 128 * KiB), true, 'point-in-time data');
-    assert.deepEqual((await extents(p1.nbdSocket, p1.disks[0]!.exportName, null)).data, [[0, 128 * KiB]], 'allocated extents for the full copy');
+    assert.deepEqual(
+      (await extents(p1.nbdSocket, p1.disks[0]!.exportName, null)).data,
+      [[0, 128 * KiB]],
+      'allocated extents for the full copy',
+    );
     await completeFleecingPoint(vm.qmp, p1);
     await assertNoMachinery(vm, p1);
     assert.deepEqual(await bitmapNames(vm, 'disk0'), ['mamori-1']);
@@ -156,16 +204,27 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
     await guestWrite(vm, 1, 0x55, 2 * MiB, 4 * KiB);
     const p2 = await createFleecingPoint({ ...opts(), previousGeneration: 1 });
     assert.equal(p2.consistency, 'crash');
-    assert.deepEqual(p2.disks.map((d) => d.mode), ['incremental', 'incremental', 'incremental']);
+    assert.deepEqual(
+      p2.disks.map((d) => d.mode),
+      ['incremental', 'incremental', 'incremental'],
+    );
     const [d0, d1, d2] = p2.disks;
     assert.equal(d0!.metaContext, 'qemu:dirty-bitmap:mamori-2-fleece');
-    assert.deepEqual(await dirty(p2, d0!), [[0, G], [1 * MiB, 1 * MiB + G], [3 * MiB, 3 * MiB + 2 * G]]);
+    assert.deepEqual(await dirty(p2, d0!), [
+      [0, G],
+      [1 * MiB, 1 * MiB + G],
+      [3 * MiB, 3 * MiB + 2 * G],
+    ]);
     assert.deepEqual(await dirty(p2, d1!), [[2 * MiB, 2 * MiB + G]]);
     assert.deepEqual(await dirty(p2, d2!), []);
     await guestWrite(vm, 0, 0x66, 2 * MiB, 4 * KiB); // after the instant: neither in the data nor in the exported bitmap
     assert.equal(await readsAs(p2.nbdSocket, d0!.exportName, 0, 2 * MiB, 4 * KiB), true);
     assert.equal(await readsAs(p2.nbdSocket, d0!.exportName, 0x22, 0, 4 * KiB), true);
-    assert.deepEqual(await dirty(p2, d0!), [[0, G], [1 * MiB, 1 * MiB + G], [3 * MiB, 3 * MiB + 2 * G]]);
+    assert.deepEqual(await dirty(p2, d0!), [
+      [0, G],
+      [1 * MiB, 1 * MiB + G],
+      [3 * MiB, 3 * MiB + 2 * G],
+    ]);
     await abortFleecingPoint(vm.qmp, p2);
     await assertNoMachinery(vm, p2);
     assert.deepEqual(await bitmapNames(vm, 'disk0'), ['mamori-1'], 'abort keeps the previous bitmap only');
@@ -173,7 +232,12 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
     // --- cycle 3 (retry of 2): sees everything since point 1, including the write during the cut cycle
     const p3 = await createFleecingPoint({ ...opts(), previousGeneration: 1 });
     assert.equal(p3.generation, 2);
-    assert.deepEqual(await dirty(p3, p3.disks[0]!), [[0, G], [1 * MiB, 1 * MiB + G], [2 * MiB, 2 * MiB + G], [3 * MiB, 3 * MiB + 2 * G]]);
+    assert.deepEqual(await dirty(p3, p3.disks[0]!), [
+      [0, G],
+      [1 * MiB, 1 * MiB + G],
+      [2 * MiB, 2 * MiB + G],
+      [3 * MiB, 3 * MiB + 2 * G],
+    ]);
     assert.equal(await readsAs(p3.nbdSocket, p3.disks[0]!.exportName, 0x66, 2 * MiB, 4 * KiB), true);
     await completeFleecingPoint(vm.qmp, p3);
     await assertNoMachinery(vm, p3);
@@ -186,7 +250,10 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
     assert.deepEqual(await bitmapNames(vm, 'disk2'), ['mamori-2', 'mamori-3', 'mamori-3-fleece']);
     const p4 = await createFleecingPoint({ ...opts(), previousGeneration: 2 });
     assert.deepEqual(await bitmapNames(vm, 'disk2'), ['mamori-2', 'mamori-3', 'mamori-3-fleece']);
-    assert.deepEqual((await vm.qmp.execute('query-block-jobs')).map((j) => j.device).sort(), p4.disks.map((d) => d.jobId).sort());
+    assert.deepEqual(
+      (await vm.qmp.execute('query-block-jobs')).map((j) => j.device).sort(),
+      p4.disks.map((d) => d.jobId).sort(),
+    );
     assert.deepEqual(await dirty(p4, p4.disks[2]!), [[0, G]]);
     await completeFleecingPoint(vm.qmp, p4);
     await assertNoMachinery(vm, lost);
@@ -196,12 +263,20 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
   it('guest freeze: a failure falls back to crash-consistent, or refuses when required; runtime bitmaps on raw nodes', async () => {
     assert.ok(vm !== null);
     const calls: string[] = [];
-    const failing = { freeze: async () => { calls.push('freeze'); throw new Error('agent not running'); }, thaw: async () => void calls.push('thaw') };
+    const failing = {
+      freeze: async () => {
+        calls.push('freeze');
+        throw new Error('agent not running');
+      },
+      thaw: async () => void calls.push('thaw'),
+    };
     const p = await createFleecingPoint({ ...opts(), previousGeneration: 3, guest: failing });
     assert.deepEqual([p.consistency, p.freezeError, calls], ['crash', 'agent not running', ['freeze']]);
     await abortFleecingPoint(vm.qmp, p);
-    await assert.rejects(createFleecingPoint({ ...opts(), previousGeneration: 3, guest: { ...failing, required: true } }),
-      (e) => isMamoriError(e, 'VM_INVALID_STATE'));
+    await assert.rejects(
+      createFleecingPoint({ ...opts(), previousGeneration: 3, guest: { ...failing, required: true } }),
+      (e) => isMamoriError(e, 'VM_INVALID_STATE'),
+    );
     await assertNoMachinery(vm, p);
     for (const n of nodes) assert.deepEqual(await bitmapNames(vm, n), ['mamori-3'], 'nothing changed');
 
@@ -217,23 +292,45 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
     await quitVm(vm);
     vm = await startVm(dir);
     const states = await inspectBitmaps(vm.qmp, nodes, 3);
-    assert.deepEqual(states.map((s) => [s.node, s.mode, s.reason, s.persistentCapable]),
-      [['disk0', 'incremental', null, true], ['disk1', 'resync', 'missing', false], ['disk2', 'resync', 'missing', false]]);
+    assert.deepEqual(
+      states.map((s) => [s.node, s.mode, s.reason, s.persistentCapable]),
+      [
+        ['disk0', 'incremental', null, true],
+        ['disk1', 'resync', 'missing', false],
+        ['disk2', 'resync', 'missing', false],
+      ],
+    );
 
     await guestWrite(vm, 0, 0x78, 640 * KiB, 4 * KiB);
     // As a guest would: acknowledged-and-flushed data survives kill -9; unflushed qcow2 metadata may not.
-    await vm.qmp.execute('human-monitor-command', { 'command-line': 'qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "flush"' });
+    await vm.qmp.execute('human-monitor-command', {
+      'command-line': 'qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "flush"',
+    });
     await killVm(vm); // kill -9: the stored bitmap stays flagged in-use
     vm = null;
     assert.equal((await readImageBitmaps(join(dir, 'd0.qcow2')))[0]?.inconsistent, true);
     vm = await startVm(dir);
     const after = await inspectBitmaps(vm.qmp, nodes, 3);
-    assert.deepEqual(after.map((s) => [s.mode, s.reason, s.needsResync]), [['resync', 'inconsistent', true], ['resync', 'missing', true], ['resync', 'missing', true]]);
+    assert.deepEqual(
+      after.map((s) => [s.mode, s.reason, s.needsResync]),
+      [
+        ['resync', 'inconsistent', true],
+        ['resync', 'missing', true],
+        ['resync', 'missing', true],
+      ],
+    );
 
     // A resync point exports the whole disks without a bitmap and drops the inconsistent one.
     const p = await createFleecingPoint({ ...opts(), previousGeneration: 3 });
     assert.equal(p.needsResync, true);
-    assert.deepEqual(p.disks.map((d) => [d.mode, d.metaContext]), [['resync', null], ['resync', null], ['resync', null]]);
+    assert.deepEqual(
+      p.disks.map((d) => [d.mode, d.metaContext]),
+      [
+        ['resync', null],
+        ['resync', null],
+        ['resync', null],
+      ],
+    );
     assert.deepEqual(await bitmapNames(vm, 'disk0'), ['mamori-4']);
     assert.equal(await readsAs(p.nbdSocket, p.disks[0]!.exportName, 0x78, 640 * KiB, 4 * KiB), true);
     await completeFleecingPoint(vm.qmp, p);
@@ -252,11 +349,18 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
     ];
     const p = await createOfflineFleecingPoint({ disks, runDir: dir, previousGeneration: 4 });
     try {
-      assert.deepEqual(p.disks.map((d) => [d.mode, d.bitmap, d.metaContext]),
-        [['incremental', 'mamori-5', 'qemu:dirty-bitmap:mamori-4'], ['resync', null, null]]);
+      assert.deepEqual(
+        p.disks.map((d) => [d.mode, d.bitmap, d.metaContext]),
+        [
+          ['incremental', 'mamori-5', 'qemu:dirty-bitmap:mamori-4'],
+          ['resync', null, null],
+        ],
+      );
       assert.deepEqual(await dirty(p, p.disks[0]!), [[1536 * KiB, 1536 * KiB + G]]);
       // The daemon holds the image: a VM (or anyone writing) cannot open it meanwhile.
-      const locked = await runProcess('qemu-io', ['-f', 'qcow2', join(dir, 'd0.qcow2'), '-c', 'write 0 4k'], { okCodes: [0, 1] });
+      const locked = await runProcess('qemu-io', ['-f', 'qcow2', join(dir, 'd0.qcow2'), '-c', 'write 0 4k'], {
+        okCodes: [0, 1],
+      });
       assert.equal(locked.code, 1);
       assert.match(locked.stderr, /lock/);
     } catch (e) {
@@ -264,12 +368,22 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
       throw e;
     }
     await completeOfflineFleecingPoint(p);
-    assert.deepEqual((await readImageBitmaps(join(dir, 'd0.qcow2'))).map((b) => [b.name, b.recording]), [['mamori-5', true]]);
-    assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('mamori-fleece')), [], 'daemon sockets and pid file gone');
+    assert.deepEqual(
+      (await readImageBitmaps(join(dir, 'd0.qcow2'))).map((b) => [b.name, b.recording]),
+      [['mamori-5', true]],
+    );
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.startsWith('mamori-fleece')),
+      [],
+      'daemon sockets and pid file gone',
+    );
 
     // Abort of an offline point keeps the previous bitmap.
     const q = await createOfflineFleecingPoint({ disks: disks.slice(0, 1), runDir: dir, previousGeneration: 5 });
     await abortOfflineFleecingPoint(q);
-    assert.deepEqual((await readImageBitmaps(join(dir, 'd0.qcow2'))).map((b) => b.name), ['mamori-5']);
+    assert.deepEqual(
+      (await readImageBitmaps(join(dir, 'd0.qcow2'))).map((b) => b.name),
+      ['mamori-5'],
+    );
   });
 });

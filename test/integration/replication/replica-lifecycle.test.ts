@@ -28,19 +28,33 @@ after(async () => {
 
 /** GET /metrics from inside the site's network namespace (where its address is), as a scraper there would. */
 async function scrape(site: SiteProcess): Promise<string> {
-  const args = ['-sS', '--fail', '--cacert', site.caCertFile, '-H', `authorization: Bearer ${await site.adminToken()}`, new URL('/metrics', site.url).toString()];
+  const args = [
+    '-sS',
+    '--fail',
+    '--cacert',
+    site.caCertFile,
+    '-H',
+    `authorization: Bearer ${await site.adminToken()}`,
+    new URL('/metrics', site.url).toString(),
+  ];
   const [file, argv] = site.netns ? site.netns.wrap('curl', args) : ['curl', args];
   return (await runProcess(file, argv, { timeoutMs: 60_000 })).stdout;
 }
 
 async function replicaDirs(site: SiteProcess): Promise<string[]> {
-  return (await readdir(join(site.dataDir, 'replicas')).catch(() => [] as string[])).filter((n) => n.startsWith('rep') || n.startsWith('.deleting-'));
+  return (await readdir(join(site.dataDir, 'replicas')).catch(() => [] as string[])).filter(
+    (n) => n.startsWith('rep') || n.startsWith('.deleting-'),
+  );
 }
 
 async function replicated(vm: string): Promise<ReplicationStatus> {
   await a('vm', 'create', vm, '--test-guest', '--data-disk', '16M');
   await a('replicate', 'enable', vm, '--to', 'site-b', '--rpo', '1h', '--points', '2');
-  await sites.a.waitFor(`first point of ${vm}`, async () => (await a<ReplicationStatus>('replicate', 'status', vm)).lastPointAt, 300_000);
+  await sites.a.waitFor(
+    `first point of ${vm}`,
+    async () => (await a<ReplicationStatus>('replicate', 'status', vm)).lastPointAt,
+    300_000,
+  );
   return a<ReplicationStatus>('replicate', 'status', vm);
 }
 
@@ -62,18 +76,32 @@ test('list, show and the refusals; disable --delete-replica removes files and ro
   assert.deepEqual(rep.usedBy, { vms: [], replicas: [] });
   const shown = await b<ReplicaSummary>('replica', 'show', rep.id);
   assert.equal(shown.points.length, 1);
-  assert.match((await sites.cli('b', 'replica', 'list')).stdout, new RegExp(`${rep.id}\\s+lc\\s+site-a\\s+receiving\\s+1\\s+2`));
+  assert.match(
+    (await sites.cli('b', 'replica', 'list')).stdout,
+    new RegExp(`${rep.id}\\s+lc\\s+site-a\\s+receiving\\s+1\\s+2`),
+  );
 
   // A gauge per replica at the recovery site.
   const metrics = await scrape(sites.b);
-  const bytesLine = metrics.split('\n').find((l) => l.startsWith('mamori_replica_bytes{') && l.includes(`replica="${rep.id}"`));
-  assert.ok(bytesLine && Number(bytesLine.split(' ').at(-1)) === rep.storage.bytes + rep.storage.seedBytes, bytesLine ?? metrics.slice(0, 2000));
-  assert.match(metrics, new RegExp(`mamori_replica_points\\{replica="${rep.id}",vm="lc",source_site="site-a",state="receiving"\\} 1`));
+  const bytesLine = metrics
+    .split('\n')
+    .find((l) => l.startsWith('mamori_replica_bytes{') && l.includes(`replica="${rep.id}"`));
+  assert.ok(
+    bytesLine && Number(bytesLine.split(' ').at(-1)) === rep.storage.bytes + rep.storage.seedBytes,
+    bytesLine ?? metrics.slice(0, 2000),
+  );
+  assert.match(
+    metrics,
+    new RegExp(`mamori_replica_points\\{replica="${rep.id}",vm="lc",source_site="site-a",state="receiving"\\} 1`),
+  );
 
   // The source still replicates into it: refused with what to do first; nothing changed.
   const refused = await sites.cli('b', 'replica', 'delete', rep.id);
   assert.notEqual(refused.code, 0);
-  assert.match(refused.stderr, /site-a still replicates lc into replica .*mamori replicate disable lc --delete-replica.*\[REPLICA_SOURCE_ACTIVE\]/);
+  assert.match(
+    refused.stderr,
+    /site-a still replicates lc into replica .*mamori replicate disable lc --delete-replica.*\[REPLICA_SOURCE_ACTIVE\]/,
+  );
   const forced = await sites.cli('b', 'replica', 'delete', rep.id, '--force');
   assert.match(forced.stderr, /REPLICA_SOURCE_ACTIVE/, '--force never overrides a source that answers');
   assert.deepEqual(await replicaDirs(sites.b), [rep.id]);
@@ -82,7 +110,12 @@ test('list, show and the refusals; disable --delete-replica removes files and ro
 
   // A viewer reads the list but may not delete.
   const viewer = (await b<{ token: string }>('token', 'create', '--role', 'viewer', '--name', 'watcher')).token;
-  const asViewer = (...args: string[]) => runCli(args, { ...process.env, MAMORI_URL: sites.b.url, MAMORI_TOKEN: viewer, MAMORI_CA: sites.b.caCertFile }, sites.b.netns);
+  const asViewer = (...args: string[]) =>
+    runCli(
+      args,
+      { ...process.env, MAMORI_URL: sites.b.url, MAMORI_TOKEN: viewer, MAMORI_CA: sites.b.caCertFile },
+      sites.b.netns,
+    );
   const seen = await asViewer('replica', 'list', '--json');
   assert.equal(seen.code, 0, seen.stderr);
   assert.equal((JSON.parse(seen.stdout) as ReplicaSummary[]).length, 1);
@@ -105,7 +138,11 @@ test('a deletion cut by a crash after its folder was marked is finished at the n
   const cut = await sites.cli('b', 'replica', 'delete', rep!.id);
   assert.notEqual(cut.code, 0, `the server died mid-deletion: ${cut.stdout}${cut.stderr}`);
   assert.ok(await sites.b.serverExited(60_000), `${cut.stderr}\n${sites.b.serverLog.slice(-3000)}`);
-  assert.deepEqual(await replicaDirs(sites.b), [`.deleting-${rep!.id}`], 'the folder was marked, the rows not yet removed');
+  assert.deepEqual(
+    await replicaDirs(sites.b),
+    [`.deleting-${rep!.id}`],
+    'the folder was marked, the rows not yet removed',
+  );
   await sites.b.start();
   assert.deepEqual(await b<ReplicaSummary[]>('replica', 'list'), []);
   assert.deepEqual(await replicaDirs(sites.b), []);

@@ -34,14 +34,18 @@ const status = () => a<ReplicationStatus>('replicate', 'status', 'fv');
 
 /** Waits until the recovery site has a cycle open (its storage daemon's pid file exists). */
 async function openCyclePid(): Promise<number> {
-  return sites.a.waitFor('a cycle in flight at the recovery site', async () => {
-    for (const rep of await readdir(replicasRoot).catch(() => [])) {
-      const pid = Number((await readFile(join(replicasRoot, rep, 'sd.pid'), 'utf8').catch(() => '')).trim());
-      // A daemon killed earlier leaves its pid file behind: only a live one is a cycle in flight.
-      if (pid > 0 && (await alive(pid))) return pid;
-    }
-    return undefined;
-  }, 60_000);
+  return sites.a.waitFor(
+    'a cycle in flight at the recovery site',
+    async () => {
+      for (const rep of await readdir(replicasRoot).catch(() => [])) {
+        const pid = Number((await readFile(join(replicasRoot, rep, 'sd.pid'), 'utf8').catch(() => '')).trim());
+        // A daemon killed earlier leaves its pid file behind: only a live one is a cycle in flight.
+        if (pid > 0 && (await alive(pid))) return pid;
+      }
+      return undefined;
+    },
+    60_000,
+  );
 }
 
 async function alive(pid: number): Promise<boolean> {
@@ -82,21 +86,30 @@ async function nextCycleIsIncremental(faultAt: number, lastSeq: number): Promise
   if (r.code !== 0) {
     // Where did it stop? The cycles' journals and the server's last lines say.
     const jobs = await sites.cli('a', 'job', 'list', '--kind', 'replication-cycle');
-    assert.fail(`sync-now failed (${r.code}): ${r.stderr}\njobs: ${jobs.stdout.slice(0, 4000)}\nserver log:\n${sites.a.serverLog.slice(-4000)}`);
+    assert.fail(
+      `sync-now failed (${r.code}): ${r.stderr}\njobs: ${jobs.stdout.slice(0, 4000)}\nserver log:\n${sites.a.serverLog.slice(-4000)}`,
+    );
   }
   const s = JSON.parse(r.stdout) as ReplicationStatus;
   assert.equal(s.failures, 0, s.lastError ?? '');
   assert.equal(s.lastCycle!.mode, 'incremental');
   const since = cyclesSince(faultAt);
   assert.ok(since.length >= 1, 'the cycle just run is recorded');
-  assert.deepEqual(since.map((c) => c.mode).filter((m) => m !== 'incremental'), [], `cycles since the fault: ${JSON.stringify(since)}`);
+  assert.deepEqual(
+    since.map((c) => c.mode).filter((m) => m !== 'incremental'),
+    [],
+    `cycles since the fault: ${JSON.stringify(since)}`,
+  );
   // Incremental reads only what the bitmap marks: the log written since the last point before the
   // fault (4 KiB records, rounded to 64 KiB bitmap chunks at each cycle's ends), never the whole disk
   // a resync compares. Counted in records, not seconds: a slow machine writes more between cycles.
   const now = await newestVerifies();
   const bound = (now - lastSeq) * 4096 + since.length * 2 * 64 * 1024 + 1024 * 1024;
   const covered = since.reduce((sum, c) => sum + c.bytesChanged, 0);
-  assert.ok(covered <= bound, `cycles since the fault covered ${covered} bytes for ${now - lastSeq} records (bound ${bound}): ${JSON.stringify(since)}`);
+  assert.ok(
+    covered <= bound,
+    `cycles since the fault covered ${covered} bytes for ${now - lastSeq} records (bound ${bound}): ${JSON.stringify(since)}`,
+  );
   assert.ok(covered < 64 * 1024 * 1024, 'less than the disk');
   return s;
 }
@@ -123,7 +136,11 @@ test('a recovery site without room refuses the replica clearly; nothing is creat
 test('link cut, recovery daemon killed, source QEMU killed mid-cycle: points stay whole, cycles resume', async () => {
   await a('vm', 'create', 'fv', '--test-guest', '--data-disk', '64M', '--writelog-rate', '20');
   await a('vm', 'start', 'fv');
-  await sites.a.waitFor('heartbeat', async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt, 120_000);
+  await sites.a.waitFor(
+    'heartbeat',
+    async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt,
+    120_000,
+  );
   // A long RPO keeps the timer out of the way; cycles here are started by hand.
   await a('replicate', 'enable', 'fv', '--to', 'site-b', '--rpo', '1h', '--bandwidth', '256K');
   await sites.a.waitFor('first point', async () => (await status()).lastPointAt, 120_000);
@@ -166,7 +183,11 @@ test('link cut, recovery daemon killed, source QEMU killed mid-cycle: points sta
     const killedAt = Date.now();
     await cycle;
     assert.ok((await newestVerifies()) >= last);
-    await sites.a.waitFor('crashed', async () => (await a<{ state: string }>('vm', 'show', 'fv')).state === 'crashed', 30_000);
+    await sites.a.waitFor(
+      'crashed',
+      async () => (await a<{ state: string }>('vm', 'show', 'fv')).state === 'crashed',
+      30_000,
+    );
     const s = await a<ReplicationStatus>('replicate', 'sync-now', 'fv');
     assert.equal(s.failures, 0, s.lastError ?? '');
     // Cycles since the kill (the scheduler may have retried on its own): one resynced, and it
@@ -174,32 +195,54 @@ test('link cut, recovery daemon killed, source QEMU killed mid-cycle: points sta
     const since = cyclesSince(killedAt - 60_000);
     const resync = since.find((c) => c.mode === 'resync');
     assert.ok(resync, `a lost bitmap leads to a resync; cycles since the kill: ${JSON.stringify(since)}`);
-    assert.ok(resync.bytesSent < resync.bytesChanged / 2, `resync sent ${resync.bytesSent} of ${resync.bytesChanged} compared bytes`);
+    assert.ok(
+      resync.bytesSent < resync.bytesChanged / 2,
+      `resync sent ${resync.bytesSent} of ${resync.bytesChanged} compared bytes`,
+    );
     // Sharper: it sent about the log written since the last verified point (4 KiB records,
     // in 1 MiB chunks, plus rounding at both ends), not the whole log the disk holds. The
     // disk must hold more log than that bound, or a resync that sent every chunk would pass.
     const now = await newestVerifies();
     assert.ok(now >= last);
     const bound = (now - last) * 4096 + 3 * 1024 * 1024;
-    assert.ok(now * 4096 > bound, `the disk holds ${now} records, too few to tell a resync from a full copy (bound ${bound})`);
-    assert.ok(resync.bytesSent <= bound, `resync sent ${resync.bytesSent} bytes for ${now - last} records written since the last point`);
+    assert.ok(
+      now * 4096 > bound,
+      `the disk holds ${now} records, too few to tell a resync from a full copy (bound ${bound})`,
+    );
+    assert.ok(
+      resync.bytesSent <= bound,
+      `resync sent ${resync.bytesSent} bytes for ${now - last} records written since the last point`,
+    );
   }
 });
 
 test('kill -9 of the source site server mid-cycle: the restart undoes the cut cycle, the next one is incremental', async () => {
   // The VM crashed in the test above; run it again so the cycle is a live one.
   await a('vm', 'start', 'fv');
-  await sites.a.waitFor('heartbeat', async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt, 120_000);
+  await sites.a.waitFor(
+    'heartbeat',
+    async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt,
+    120_000,
+  );
   await a<ReplicationStatus>('replicate', 'sync-now', 'fv');
   const last = await newestVerifies();
   const vmId = (await a<{ id: string }>('vm', 'show', 'fv')).id;
   const workDir = join(sites.a.dataDir, 'vms', vmId, 'replication');
 
   const { cycle } = await cutCycle();
-  const inCopy = await sites.a.waitFor('the cycle job in its copy step', async () =>
-    (await a<Job[]>('job', 'list', '--kind', 'replication-cycle')).find((j) => j.state === 'running' && j.steps.some((s) => s.name === 'copy' && s.state === 'running')), 30_000);
+  const inCopy = await sites.a.waitFor(
+    'the cycle job in its copy step',
+    async () =>
+      (await a<Job[]>('job', 'list', '--kind', 'replication-cycle')).find(
+        (j) => j.state === 'running' && j.steps.some((s) => s.name === 'copy' && s.state === 'running'),
+      ),
+    30_000,
+  );
   // Mid-copy the source QEMU holds a fleecing point: an overlay file, a backup job, an export.
-  assert.ok((await readdir(workDir)).some((f) => f.endsWith('.qcow2')), 'a fleecing overlay exists mid-cycle');
+  assert.ok(
+    (await readdir(workDir)).some((f) => f.endsWith('.qcow2')),
+    'a fleecing overlay exists mid-cycle',
+  );
   const faultAt = Date.now();
   await sites.a.crashServer();
   assert.notEqual((await cycle).code, 0, 'the CLI saw its server die');
@@ -210,7 +253,10 @@ test('kill -9 of the source site server mid-cycle: the restart undoes the cut cy
   const recovered = await a<Job>('job', 'show', inCopy.id);
   assert.equal(recovered.state, 'failed');
   assert.match(recovered.error!.message, /site server stopped during this job/);
-  assert.deepEqual((await readdir(workDir)).filter((f) => f.endsWith('.qcow2') || f.endsWith('.sock')), []);
+  assert.deepEqual(
+    (await readdir(workDir)).filter((f) => f.endsWith('.qcow2') || f.endsWith('.sock')),
+    [],
+  );
   assert.equal((await a<{ state: string }>('vm', 'show', 'fv')).state, 'running', 'the VM outlived its server');
   // The point the cut cycle was making never appeared; the newest is whole.
   assert.ok((await newestVerifies()) >= last);
@@ -236,7 +282,11 @@ test('kill -9 of the recovery site server mid-cycle: its restart stops the orpha
 
 test('starting a VM while a cycle copies its stopped images cuts that cycle short; nothing is lost', async () => {
   if ((await a<{ state: string }>('vm', 'show', 'fv')).state !== 'running') await a('vm', 'start', 'fv');
-  await sites.a.waitFor('heartbeat', async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt, 120_000);
+  await sites.a.waitFor(
+    'heartbeat',
+    async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'fv')).lastHeartbeatAt,
+    120_000,
+  );
   const last = await newestVerifies();
   const vmId = (await a<{ id: string }>('vm', 'show', 'fv')).id;
   const pidFile = join(sites.a.dataDir, 'vms', vmId, 'replication', 'mamori-fleece.pid');
@@ -244,10 +294,14 @@ test('starting a VM while a cycle copies its stopped images cuts that cycle shor
   await a('vm', 'stop', 'fv');
   const cycle = sites.cli('a', 'replicate', 'sync-now', 'fv');
   // The stopped VM's images are exported by a storage daemon for the cycle (read-only, locked).
-  await sites.a.waitFor('an offline cycle reading the images', async () => {
-    const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-    return pid > 0 && (await alive(pid)) ? pid : undefined;
-  }, 30_000);
+  await sites.a.waitFor(
+    'an offline cycle reading the images',
+    async () => {
+      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      return pid > 0 && (await alive(pid)) ? pid : undefined;
+    },
+    30_000,
+  );
   const faultAt = Date.now();
   await a('vm', 'start', 'fv');
   await cycle; // cut short (or just finished): either way the start went through

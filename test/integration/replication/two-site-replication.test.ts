@@ -63,10 +63,18 @@ test('a VM with a physical-mode RDM is refused replication clearly; nothing is m
     await a('vm', 'create', 'rdm-p', '--test-guest', '--disk', 'lun-p');
     const r = await sites.cli('a', 'replicate', 'enable', 'rdm-p', '--to', 'site-b', '--rpo', '30s');
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /host-based replication is refused: disk lun-p is a physical-mode raw device mapping.*\[RDM_PHYSICAL_REFUSED\]/);
+    assert.match(
+      r.stderr,
+      /host-based replication is refused: disk lun-p is a physical-mode raw device mapping.*\[RDM_PHYSICAL_REFUSED\]/,
+    );
     assert.deepEqual(await a('replicate', 'status'), []);
     // Refused before the peer was asked: site-b made no replica folder.
-    assert.deepEqual(await readdir(join(sites.b.dataDir, 'replicas')).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? [] : Promise.reject(e))), []);
+    assert.deepEqual(
+      await readdir(join(sites.b.dataDir, 'replicas')).catch((e: NodeJS.ErrnoException) =>
+        e.code === 'ENOENT' ? [] : Promise.reject(e),
+      ),
+      [],
+    );
     await a('vm', 'delete', 'rdm-p');
     await a('disk', 'delete', 'lun-p');
   } finally {
@@ -80,24 +88,38 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   const vm = (await a('vm', 'start', 'pg')) as Vm;
   await sites.a.waitFor('heartbeat', async () => ((await a('vm', 'show', 'pg')) as Vm).lastHeartbeatAt, 120_000);
 
-  const enabled = (await a('replicate', 'enable', 'pg', '--to', 'site-b', '--rpo', '10s', '--points', '3')) as ReplicationStatus;
+  const enabled = (await a(
+    'replicate',
+    'enable',
+    'pg',
+    '--to',
+    'site-b',
+    '--rpo',
+    '10s',
+    '--points',
+    '3',
+  )) as ReplicationStatus;
   assert.equal(enabled.state, 'enabled');
   assert.equal(enabled.rpoSeconds, 10);
 
   // Several cycles: the first full, the rest incremental.
   const cycles = new Set<string>();
-  await sites.a.waitFor('four cycles', async () => {
-    const s = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
-    if (s.lastPointAt) cycles.add(s.lastPointAt);
-    return cycles.size >= 4 ? s : undefined;
-  }, 180_000);
+  await sites.a.waitFor(
+    'four cycles',
+    async () => {
+      const s = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+      if (s.lastPointAt) cycles.add(s.lastPointAt);
+      return cycles.size >= 4 ? s : undefined;
+    },
+    180_000,
+  );
   const s = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
   assert.equal(s.failures, 0, s.lastError ?? '');
   assert.equal(s.lastCycle?.mode, 'incremental');
   // Cost follows the data changed (20 records/s of 4 KiB, at 64 KiB bitmap granularity), not the 64 MiB disk.
   assert.ok((s.lastCycle?.bytesSent ?? Infinity) < 16 * 1024 * 1024, `sent ${s.lastCycle?.bytesSent} bytes`);
   // The newest point is never older than the RPO plus one cycle.
-  assert.ok(s.lagSeconds !== null && s.lagSeconds <= 10 + (s.lastCycle!.durationMs / 1000) + 2, `lag ${s.lagSeconds}s`);
+  assert.ok(s.lagSeconds !== null && s.lagSeconds <= 10 + s.lastCycle!.durationMs / 1000 + 2, `lag ${s.lagSeconds}s`);
 
   const points = (await a('replicate', 'points', 'pg')) as { id: string; time: string; consistency: string }[];
   assert.ok(points.length >= 2 && points.length <= 3, `retention keeps 3, got ${points.length}`);
@@ -124,50 +146,82 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   const freezes = serial.split('\n').filter((l) => l.trim() === 'mamori-fsfreeze freeze').length;
   const thaws = serial.split('\n').filter((l) => l.trim() === 'mamori-fsfreeze thaw').length;
   assert.ok(freezes >= 3 && thaws >= freezes - 1, `${freezes} freezes, ${thaws} thaws`);
-  assert.ok(serial.lastIndexOf('mamori-wl ack') > serial.lastIndexOf('mamori-fsfreeze thaw'), 'the writer runs again after a thaw');
+  assert.ok(
+    serial.lastIndexOf('mamori-wl ack') > serial.lastIndexOf('mamori-fsfreeze thaw'),
+    'the writer runs again after a thaw',
+  );
 
   // Pause: no cycle runs while paused, though one falls due; resume: one runs at once.
   const paused = (await a('replicate', 'pause', 'pg')) as ReplicationStatus;
   assert.equal(paused.state, 'paused');
   assert.equal(paused.nextCycleAt, null, 'nothing scheduled while paused');
   // A cycle already under way when the pause came may still finish: start counting after it.
-  const cycleJobs = async () => ((await a('job', 'list', '--kind', 'replication-cycle')) as { id: string; state: string }[]);
-  await sites.a.waitFor('no cycle running', async () => (await cycleJobs()).every((j) => j.state !== 'running') || undefined, 120_000);
+  const cycleJobs = async () =>
+    (await a('job', 'list', '--kind', 'replication-cycle')) as { id: string; state: string }[];
+  await sites.a.waitFor(
+    'no cycle running',
+    async () => (await cycleJobs()).every((j) => j.state !== 'running') || undefined,
+    120_000,
+  );
   const held = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
   const heldPoints = ((await a('replicate', 'points', 'pg')) as { id: string }[]).map((p) => p.id);
   const heldJobs = new Set((await cycleJobs()).map((j) => j.id));
   // Wait until a cycle is overdue: the newest point older than the RPO plus a whole cycle and a margin.
   const overdue = held.rpoSeconds + held.lastCycle!.durationMs / 1000 + 5;
   // (A point made meanwhile ends the wait at once, and fails below.)
-  const late = await sites.a.waitFor('a cycle overdue while paused', async () => {
-    const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
-    return (st.lagSeconds ?? 0) > overdue || st.lastPointAt !== held.lastPointAt ? st : undefined;
-  }, 120_000);
+  const late = await sites.a.waitFor(
+    'a cycle overdue while paused',
+    async () => {
+      const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+      return (st.lagSeconds ?? 0) > overdue || st.lastPointAt !== held.lastPointAt ? st : undefined;
+    },
+    120_000,
+  );
   assert.equal(late.state, 'paused');
   assert.equal(late.lastPointAt, held.lastPointAt, 'no point made while paused');
   assert.equal(late.generation, held.generation, 'no cycle committed while paused');
-  assert.deepEqual(((await a('replicate', 'points', 'pg')) as { id: string }[]).map((p) => p.id), heldPoints, 'the replica unchanged');
-  assert.deepEqual((await cycleJobs()).filter((j) => !heldJobs.has(j.id)), [], 'no cycle job started while paused');
+  assert.deepEqual(
+    ((await a('replicate', 'points', 'pg')) as { id: string }[]).map((p) => p.id),
+    heldPoints,
+    'the replica unchanged',
+  );
+  assert.deepEqual(
+    (await cycleJobs()).filter((j) => !heldJobs.has(j.id)),
+    [],
+    'no cycle job started while paused',
+  );
   const resumed = (await a('replicate', 'resume', 'pg')) as ReplicationStatus;
   assert.equal(resumed.state, 'enabled');
-  const resumedCycle = await sites.a.waitFor('a cycle after resume', async () => {
-    const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
-    return st.lastPointAt !== held.lastPointAt ? st : undefined;
-  }, 60_000);
+  const resumedCycle = await sites.a.waitFor(
+    'a cycle after resume',
+    async () => {
+      const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+      return st.lastPointAt !== held.lastPointAt ? st : undefined;
+    },
+    60_000,
+  );
   assert.ok(resumedCycle.generation! > held.generation!, 'the cycle after resume committed');
-  assert.ok((await cycleJobs()).some((j) => !heldJobs.has(j.id) && j.state === 'succeeded'), 'a new cycle job ran');
+  assert.ok(
+    (await cycleJobs()).some((j) => !heldJobs.has(j.id) && j.state === 'succeeded'),
+    'a new cycle job ran',
+  );
 
   // The link goes silent past the RPO: one incident opens and status shows it; it clears
   // once a cycle lands again, and the outage stays a single incident throughout.
   // Other incidents open during the cut too (failed cycles, the unreachable peer): this part follows the RPO one.
-  const rpoIncidents = async (...flags: string[]) => ((await a('events', ...flags)) as Incident[]).filter((i) => i.kind === 'replication.rpo-violated');
+  const rpoIncidents = async (...flags: string[]) =>
+    ((await a('events', ...flags)) as Incident[]).filter((i) => i.kind === 'replication.rpo-violated');
   const before = await rpoIncidents();
   await sites.cutLink('blackhole');
   try {
-    const violated = await sites.a.waitFor('RPO violated', async () => {
-      const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
-      return st.rpoViolated && st.rpoViolatedSince ? st : undefined;
-    }, 60_000);
+    const violated = await sites.a.waitFor(
+      'RPO violated',
+      async () => {
+        const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+        return st.rpoViolated && st.rpoViolatedSince ? st : undefined;
+      },
+      60_000,
+    );
     const open = await rpoIncidents('--open');
     assert.equal(open.length, 1, JSON.stringify(open));
     assert.equal(open[0]!.kind, 'replication.rpo-violated');
@@ -175,14 +229,21 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
     assert.match(open[0]!.message, /replication of pg to site-b is behind its RPO of 10s/);
     // Still one incident a while later, however many cycles failed meanwhile.
     await new Promise((r) => setTimeout(r, 5_000));
-    assert.deepEqual((await rpoIncidents('--open')).map((i) => i.id), [open[0]!.id]);
+    assert.deepEqual(
+      (await rpoIncidents('--open')).map((i) => i.id),
+      [open[0]!.id],
+    );
   } finally {
     await sites.restoreLink();
   }
-  const met = await sites.a.waitFor('RPO met again', async () => {
-    const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
-    return !st.rpoViolated && st.rpoViolatedSince === null ? st : undefined;
-  }, 180_000);
+  const met = await sites.a.waitFor(
+    'RPO met again',
+    async () => {
+      const st = (await a('replicate', 'status', 'pg')) as ReplicationStatus;
+      return !st.rpoViolated && st.rpoViolatedSince === null ? st : undefined;
+    },
+    180_000,
+  );
   assert.equal(met.failures, 0);
   const after = await rpoIncidents();
   assert.equal(after.length, before.length + 1, 'one incident for the whole outage');
@@ -211,7 +272,10 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
     const r = await sites.cli('a', ...args);
     assert.match(r.stderr, new RegExp(`\\[${code}\\]`), `${args.join(' ')}: ${r.stderr}`);
   }
-  assert.deepEqual(((await a('group', 'list')) as { name: string }[]).map((g) => g.name), ['shop']);
+  assert.deepEqual(
+    ((await a('group', 'list')) as { name: string }[]).map((g) => g.name),
+    ['shop'],
+  );
   await a('group', 'delete', 'shop');
 
   await a('replicate', 'disable', 'pg');

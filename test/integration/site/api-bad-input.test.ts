@@ -29,15 +29,29 @@ after(async () => {
 });
 
 /** Injects a request with the admin token and checks the answer against the OpenAPI document. */
-async function call(method: 'GET' | 'POST' | 'DELETE', path: string, route: string, body?: unknown, headers: Record<string, string> = {}) {
+async function call(
+  method: 'GET' | 'POST' | 'DELETE',
+  path: string,
+  route: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
   const res = await site.app.inject({
-    method, url: path,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    method,
+    url: path,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...headers,
+    },
     ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
   });
   const json = res.body ? (res.json() as { error?: { code: string; message: string } }) : undefined;
   api.check(method, route, res.statusCode, json);
-  return { status: res.statusCode, json: json as { error: { code: string; message: string } } & Record<string, unknown> };
+  return {
+    status: res.statusCode,
+    json: json as { error: { code: string; message: string } } & Record<string, unknown>,
+  };
 }
 
 /** Follows an import job through GET /jobs/{id} until it ends. */
@@ -69,7 +83,11 @@ test('a missing or wrong token gets 401', async () => {
   const none = await site.app.inject({ method: 'GET', url: '/vms' });
   assert.equal(none.statusCode, 401);
   assert.equal(none.json().error.code, 'UNAUTHORIZED');
-  const wrong = await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: 'Bearer mamori_wrong' } });
+  const wrong = await site.app.inject({
+    method: 'GET',
+    url: '/vms',
+    headers: { authorization: 'Bearer mamori_wrong' },
+  });
   assert.equal(wrong.statusCode, 401);
   api.check('GET', '/vms', 401, wrong.json());
 });
@@ -89,7 +107,12 @@ test('malformed JSON is a 400 and creates nothing', async () => {
 });
 
 test('memory or vCPUs out of range are refused and leave no VM, disk or file', async () => {
-  for (const body of [{ name: 'big', memoryMiB: 16 }, { name: 'big', vcpus: 0 }, { name: 'big', vcpus: 1000 }, { name: 'big', memoryMiB: 1.5 }]) {
+  for (const body of [
+    { name: 'big', memoryMiB: 16 },
+    { name: 'big', vcpus: 0 },
+    { name: 'big', vcpus: 1000 },
+    { name: 'big', memoryMiB: 1.5 },
+  ]) {
     const r = await call('POST', '/vms', '/vms', { ...body, dataDisk: '8M' });
     assert.equal(r.status, 400, JSON.stringify(body));
     assert.ok(['OUT_OF_RANGE', 'INVALID_INPUT'].includes(r.json.error.code), r.json.error.code);
@@ -137,7 +160,13 @@ test('a missing image, a folder and a forbidden host file get one and the same a
   // The API must not tell a caller which host paths exist (issue 18): missing and forbidden alike.
   const answers = [];
   await mkdir(join(dir, 'a-folder.vmdk'));
-  for (const source of [join(dir, 'missing.vmdk'), join(dir, 'a-folder.vmdk'), '/etc/shadow', '/etc/./shadow', '//etc/hostname']) {
+  for (const source of [
+    join(dir, 'missing.vmdk'),
+    join(dir, 'a-folder.vmdk'),
+    '/etc/shadow',
+    '/etc/./shadow',
+    '//etc/hostname',
+  ]) {
     const r = await call('POST', '/disks/import', '/disks/import', { name: 'm', source });
     assert.equal(r.status, 403, source);
     assert.equal(r.json.error.code, 'HOST_PATH_REFUSED');
@@ -168,7 +197,11 @@ test('a truncated VMDK is refused before anything is written, a whole one import
   const job = await jobEnd(ok.json);
   assert.equal(job.state, 'succeeded');
   assert.equal(job.progress, 1);
-  const disk = (await call('GET', '/disks/whole', '/disks/{name}')).json as unknown as { path: string; format: string; sizeBytes: number };
+  const disk = (await call('GET', '/disks/whole', '/disks/{name}')).json as unknown as {
+    path: string;
+    format: string;
+    sizeBytes: number;
+  };
   assert.equal(disk.format, 'qcow2');
   assert.equal(disk.sizeBytes, 8 * 1024 * 1024);
   // Same bytes as the source, read back through QEMU.
@@ -200,7 +233,12 @@ test('a shared disk must be an RDM', async () => {
 });
 
 test('the CLI prints one clear line and exits non-zero on errors', async () => {
-  const env = { ...process.env, MAMORI_URL: url, MAMORI_TOKEN: token, MAMORI_CA: join(site.paths.tlsDir, 'ca-cert.pem') };
+  const env = {
+    ...process.env,
+    MAMORI_URL: url,
+    MAMORI_TOKEN: token,
+    MAMORI_CA: join(site.paths.tlsDir, 'ca-cert.pem'),
+  };
   const untrusted = await runCli(['vm', 'list'], { ...env, MAMORI_CA: '' });
   assert.equal(untrusted.code, 1);
   assert.match(untrusted.stderr, /not trusted: use --data DIR, or set MAMORI_CA.*\[SITE_UNREACHABLE\]/);

@@ -38,7 +38,11 @@ after(async () => {
 });
 
 async function entries(query = 'limit=1000'): Promise<AuditEntry[]> {
-  const res = await site.app.inject({ method: 'GET', url: `/audit?${query}`, headers: { authorization: `Bearer ${token}` } });
+  const res = await site.app.inject({
+    method: 'GET',
+    url: `/audit?${query}`,
+    headers: { authorization: `Bearer ${token}` },
+  });
   api.check('GET', '/audit', res.statusCode, res.json());
   assert.equal(res.statusCode, 200);
   return res.json() as AuditEntry[];
@@ -49,7 +53,11 @@ async function newest(): Promise<number> {
 }
 
 async function verify(): Promise<AuditVerification> {
-  const res = await site.app.inject({ method: 'GET', url: '/audit/verify', headers: { authorization: `Bearer ${token}` } });
+  const res = await site.app.inject({
+    method: 'GET',
+    url: '/audit/verify',
+    headers: { authorization: `Bearer ${token}` },
+  });
   api.check('GET', '/audit/verify', res.statusCode, res.json());
   return res.json() as AuditVerification;
 }
@@ -61,7 +69,10 @@ const SKIPPED: Record<string, string> = {};
 
 test('every state-changing route of the OpenAPI document is audited exactly once, naming its route and status', async (t) => {
   const mutating = Object.entries(doc.paths).flatMap(([path, ops]) =>
-    Object.entries(ops).filter(([m]) => !['get', 'head', 'options'].includes(m)).map(([m, op]) => ({ method: m.toUpperCase(), path, op })));
+    Object.entries(ops)
+      .filter(([m]) => !['get', 'head', 'options'].includes(m))
+      .map(([m, op]) => ({ method: m.toUpperCase(), path, op })),
+  );
   assert.ok(mutating.length >= 70, `only ${mutating.length} mutating routes in the document`);
   const called: string[] = [];
   for (const { method, path, op } of mutating) {
@@ -73,7 +84,8 @@ test('every state-changing route of the OpenAPI document is audited exactly once
     // A JSON array where an object is expected: refused by validation before any handler runs.
     const started = Date.now();
     const res = await site.app.inject({
-      method: method as 'POST', url,
+      method: method as 'POST',
+      url,
       headers: { authorization: `Bearer ${token}`, ...(op.requestBody ? { 'content-type': 'application/json' } : {}) },
       ...(op.requestBody ? { payload: '[]' } : {}),
     });
@@ -83,10 +95,23 @@ test('every state-changing route of the OpenAPI document is audited exactly once
     const e = added[0]!;
     const isPublic = Array.isArray(op.security) && op.security.length === 0;
     assert.deepEqual(
-      { method: e.method, route: e.route, status: e.status, target: e.target, tokenId: e.tokenId, role: e.role, source: e.source },
       {
-        method, route: path.replace(/\{(\w+)\}/g, ':$1'), status: res.statusCode, target: Object.keys(params).length ? params : null,
-        tokenId: isPublic ? null : adminId, role: isPublic ? null : 'admin', source: '127.0.0.1',
+        method: e.method,
+        route: e.route,
+        status: e.status,
+        target: e.target,
+        tokenId: e.tokenId,
+        role: e.role,
+        source: e.source,
+      },
+      {
+        method,
+        route: path.replace(/\{(\w+)\}/g, ':$1'),
+        status: res.statusCode,
+        target: Object.keys(params).length ? params : null,
+        tokenId: isPublic ? null : adminId,
+        role: isPublic ? null : 'admin',
+        source: '127.0.0.1',
       },
       key,
     );
@@ -104,25 +129,41 @@ test('every state-changing route of the OpenAPI document is audited exactly once
 
 test('a refused token is recorded for reads too; an unknown route with its path; a success with no error code', async () => {
   const before = await newest();
-  const read = await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: 'Bearer mamori_wrong' }, remoteAddress: '198.51.100.1' });
+  const read = await site.app.inject({
+    method: 'GET',
+    url: '/vms',
+    headers: { authorization: 'Bearer mamori_wrong' },
+    remoteAddress: '198.51.100.1',
+  });
   assert.equal(read.statusCode, 401);
   const none = await site.app.inject({ method: 'DELETE', url: '/vms/web1', remoteAddress: '198.51.100.2' });
   assert.equal(none.statusCode, 401);
-  const lost = await site.app.inject({ method: 'POST', url: '/no/such/route?x=1', headers: { authorization: `Bearer ${token}` } });
+  const lost = await site.app.inject({
+    method: 'POST',
+    url: '/no/such/route?x=1',
+    headers: { authorization: `Bearer ${token}` },
+  });
   assert.equal(lost.statusCode, 404);
   const ok = await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${token}` } });
   assert.equal(ok.statusCode, 200);
   const set = await site.app.inject({
-    method: 'PUT', url: '/alerts/webhook', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, payload: JSON.stringify({ url: 'http://127.0.0.1:9/hook' }),
+    method: 'PUT',
+    url: '/alerts/webhook',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    payload: JSON.stringify({ url: 'http://127.0.0.1:9/hook' }),
   });
   assert.equal(set.statusCode, 200, set.body);
   const added = (await entries('limit=10')).filter((e) => e.seq > before).reverse();
-  assert.deepEqual(added.map((e) => [e.method, e.route, e.status, e.errorCode, e.tokenId, e.source, e.target]), [
-    ['GET', '/vms', 401, 'UNAUTHORIZED', null, '198.51.100.1', null],
-    ['DELETE', '/vms/:name', 401, 'UNAUTHORIZED', null, '198.51.100.2', { name: 'web1' }],
-    ['POST', '(no route)', 404, 'NOT_FOUND', adminId, '127.0.0.1', { path: '/no/such/route' }],
-    ['PUT', '/alerts/webhook', 200, null, adminId, '127.0.0.1', null],
-  ], 'a successful read is not recorded');
+  assert.deepEqual(
+    added.map((e) => [e.method, e.route, e.status, e.errorCode, e.tokenId, e.source, e.target]),
+    [
+      ['GET', '/vms', 401, 'UNAUTHORIZED', null, '198.51.100.1', null],
+      ['DELETE', '/vms/:name', 401, 'UNAUTHORIZED', null, '198.51.100.2', { name: 'web1' }],
+      ['POST', '(no route)', 404, 'NOT_FOUND', adminId, '127.0.0.1', { path: '/no/such/route' }],
+      ['PUT', '/alerts/webhook', 200, null, adminId, '127.0.0.1', null],
+    ],
+    'a successful read is not recorded',
+  );
 });
 
 test('an address that sent 10 wrong tokens gets 429 until the window passes; others are not affected', async () => {
@@ -131,27 +172,44 @@ test('an address that sent 10 wrong tokens gets 429 until the window passes; oth
   const statuses: number[] = [];
   for (let i = 0; i < 12; i++) {
     const res = await site.app.inject({
-      method: 'POST', url: '/vms', remoteAddress: from,
-      headers: { authorization: `Bearer mamori_guess${i}`, 'content-type': 'application/json' }, payload: '{}',
+      method: 'POST',
+      url: '/vms',
+      remoteAddress: from,
+      headers: { authorization: `Bearer mamori_guess${i}`, 'content-type': 'application/json' },
+      payload: '{}',
     });
     api.check('POST', '/vms', res.statusCode, res.json());
     statuses.push(res.statusCode);
     if (res.statusCode === 429) {
-      const err = (res.json() as { error: { code: string; retryable: boolean; details: { retryAfterSeconds: number } } }).error;
+      const err = (
+        res.json() as { error: { code: string; retryable: boolean; details: { retryAfterSeconds: number } } }
+      ).error;
       assert.deepEqual([err.code, err.retryable], ['TOO_MANY_AUTH_FAILURES', true]);
       assert.equal(res.headers['retry-after'], String(err.details.retryAfterSeconds));
     }
   }
   assert.deepEqual(statuses, [...Array(10).fill(401), 429, 429]);
   // Even the right token waits: a lucky guess must look like a wrong one.
-  const right = await site.app.inject({ method: 'GET', url: '/vms', remoteAddress: from, headers: { authorization: `Bearer ${token}` } });
+  const right = await site.app.inject({
+    method: 'GET',
+    url: '/vms',
+    remoteAddress: from,
+    headers: { authorization: `Bearer ${token}` },
+  });
   assert.equal(right.statusCode, 429);
-  const elsewhere = await site.app.inject({ method: 'GET', url: '/vms', remoteAddress: '203.0.113.8', headers: { authorization: `Bearer ${token}` } });
+  const elsewhere = await site.app.inject({
+    method: 'GET',
+    url: '/vms',
+    remoteAddress: '203.0.113.8',
+    headers: { authorization: `Bearer ${token}` },
+  });
   assert.equal(elsewhere.statusCode, 200);
   const added = (await entries('limit=100')).filter((e) => e.seq > before);
-  assert.deepEqual(added.map((e) => `${e.method} ${e.status} ${e.errorCode}`).reverse(), [
-    ...Array(10).fill('POST 401 UNAUTHORIZED'), 'POST 429 TOO_MANY_AUTH_FAILURES', 'POST 429 TOO_MANY_AUTH_FAILURES',
-  ], 'the refused read (GET 429) is not recorded');
+  assert.deepEqual(
+    added.map((e) => `${e.method} ${e.status} ${e.errorCode}`).reverse(),
+    [...Array(10).fill('POST 401 UNAUTHORIZED'), 'POST 429 TOO_MANY_AUTH_FAILURES', 'POST 429 TOO_MANY_AUTH_FAILURES'],
+    'the refused read (GET 429) is not recorded',
+  );
 });
 
 test('an entry edited in the database file, then the newest removed, are reported by GET /audit/verify and mamori audit verify', async () => {
@@ -165,7 +223,11 @@ test('an entry edited in the database file, then the newest removed, are reporte
   try {
     // Anyone holding the file can drop the triggers that stop the code; the chain still tells.
     raw.exec('DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;');
-    const victim = (raw.prepare("SELECT seq, status FROM audit_log WHERE route = '/vms/:name' AND method = 'DELETE' ORDER BY seq LIMIT 1").get()) as { seq: number; status: number };
+    const victim = raw
+      .prepare(
+        "SELECT seq, status FROM audit_log WHERE route = '/vms/:name' AND method = 'DELETE' ORDER BY seq LIMIT 1",
+      )
+      .get() as { seq: number; status: number };
     raw.prepare('UPDATE audit_log SET status = 204 WHERE seq = ?').run(victim.seq);
     let v = await verify();
     assert.deepEqual([v.ok, v.firstBad?.seq, v.firstBad?.problem], [false, victim.seq, 'edited']);

@@ -28,10 +28,17 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mamori-hostile-'));
   await mkdir(luns());
   // Raw files may be RDMs where the admin allows them: this folder, by an explicit device glob.
-  site = await openSite({ dataDir: join(dir, 'data'), name: 'hostile', hostPaths: { devices: [`${luns()}/*`, '/dev/**'], importDirs: [join(dir, 'in')] } });
+  site = await openSite({
+    dataDir: join(dir, 'data'),
+    name: 'hostile',
+    hostPaths: { devices: [`${luns()}/*`, '/dev/**'], importDirs: [join(dir, 'in')] },
+  });
   admin = (await readFile(site.paths.adminToken, 'utf8')).trim();
   const store = await openSqliteStore(site.paths.database);
-  siteToken = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create('site:peer', 'site');
+  siteToken = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create(
+    'site:peer',
+    'site',
+  );
   await store.close();
 });
 after(async () => {
@@ -40,7 +47,12 @@ after(async () => {
 });
 
 const post = (token: string, url: string, payload: unknown) =>
-  site.app.inject({ method: 'POST', url, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, payload: JSON.stringify(payload) });
+  site.app.inject({
+    method: 'POST',
+    url,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    payload: JSON.stringify(payload),
+  });
 
 test('a site token maps no host file and imports nothing', async () => {
   for (const device of ['/etc/shadow', join(site.paths.tlsDir, 'ca-key.pem'), site.paths.database]) {
@@ -50,14 +62,29 @@ test('a site token maps no host file and imports nothing', async () => {
   }
   const imp = await post(siteToken, '/disks/import', { name: 'key', source: join(site.paths.tlsDir, 'ca-key.pem') });
   assert.equal(imp.statusCode, 403);
-  assert.equal((await site.app.inject({ method: 'GET', url: '/disks', headers: { authorization: `Bearer ${admin}` } })).json().length, 0);
+  assert.equal(
+    (await site.app.inject({ method: 'GET', url: '/disks', headers: { authorization: `Bearer ${admin}` } })).json()
+      .length,
+    0,
+  );
 });
 
 test('even an admin maps no file outside the allow-list, nothing in the data folder, and a missing path looks the same', async () => {
   await symlink('/etc/shadow', join(luns(), 'shadow-link'));
   await symlink(join(site.paths.tlsDir, 'ca-key.pem'), join(luns(), 'key-link'));
   const answers: string[] = [];
-  for (const device of ['/etc/shadow', '/etc/./shadow', '//etc/shadow', join(luns(), 'shadow-link'), join(luns(), 'key-link'), join(site.paths.tlsDir, 'ca-key.pem'), site.paths.database, site.paths.secretKey, '/dev/null', join(luns(), 'missing.raw')]) {
+  for (const device of [
+    '/etc/shadow',
+    '/etc/./shadow',
+    '//etc/shadow',
+    join(luns(), 'shadow-link'),
+    join(luns(), 'key-link'),
+    join(site.paths.tlsDir, 'ca-key.pem'),
+    site.paths.database,
+    site.paths.secretKey,
+    '/dev/null',
+    join(luns(), 'missing.raw'),
+  ]) {
     const r = await post(admin, '/disks', { name: 'x', rdm: { device } });
     assert.equal(r.statusCode, 403, device);
     assert.equal(r.json().error.code, 'HOST_PATH_REFUSED', device);
@@ -76,7 +103,12 @@ test('"already mapped" is the same file however it is named: a symlink, a hard l
   const first = await post(admin, '/disks', { name: 'lun0', rdm: { device: lun } });
   assert.equal(first.statusCode, 201, first.body);
   assert.equal(first.json().path, lun, 'the canonical path is what is stored');
-  for (const [i, device] of [join(luns(), 'lun0-link'), join(luns(), 'lun0-hard.raw'), `${luns()}/./lun0.raw`, `/${lun}`].entries()) {
+  for (const [i, device] of [
+    join(luns(), 'lun0-link'),
+    join(luns(), 'lun0-hard.raw'),
+    `${luns()}/./lun0.raw`,
+    `/${lun}`,
+  ].entries()) {
     const again = await post(admin, '/disks', { name: `lun0-again${i}`, rdm: { device } });
     assert.equal(again.statusCode, 409, device);
     assert.equal(again.json().error.code, 'DISK_EXISTS');
@@ -85,7 +117,11 @@ test('"already mapped" is the same file however it is named: a symlink, a hard l
   const shared = join(luns(), 'quorum.raw');
   await writeFile(shared, Buffer.alloc(1024 * 1024));
   assert.equal((await post(admin, '/disks', { name: 'q1', rdm: { device: shared }, shared: true })).statusCode, 201);
-  assert.equal((await post(admin, '/disks', { name: 'q2', rdm: { device: join(luns(), '.', 'quorum.raw') }, shared: true })).statusCode, 201);
+  assert.equal(
+    (await post(admin, '/disks', { name: 'q2', rdm: { device: join(luns(), '.', 'quorum.raw') }, shared: true }))
+      .statusCode,
+    201,
+  );
 });
 
 test('a 900 KB name is refused with a small answer that quotes a little of it', async () => {

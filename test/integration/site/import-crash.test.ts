@@ -36,7 +36,11 @@ test('a server killed during an import leaves no half image: the next start clea
   // The CLI follows the job until it ends; here the server dies under it.
   const importing = site.cli('disk', 'import', 'big', source);
   const pool = join(site.dataDir, 'pools', 'default');
-  const temp = await site.waitFor('the temporary import file', async () => (await readdir(pool).catch(() => [])).find((f) => f.endsWith('.importing')), 30_000);
+  const temp = await site.waitFor(
+    'the temporary import file',
+    async () => (await readdir(pool).catch(() => [])).find((f) => f.endsWith('.importing')),
+    30_000,
+  );
   await site.crashServer();
   const cut = await importing;
   assert.notEqual(cut.code, 0);

@@ -29,7 +29,12 @@ before(async () => {
   source = join(dir, 'in', 'src.qcow2');
   await runProcess('mkdir', ['-p', join(dir, 'in')]);
   await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', source, '2M']);
-  const vm = await site.app.inject({ method: 'POST', url: '/vms', headers: auth, payload: { name: 'vrace', dataDisk: '1M', nics: [{ network: 'none' }] } });
+  const vm = await site.app.inject({
+    method: 'POST',
+    url: '/vms',
+    headers: auth,
+    payload: { name: 'vrace', dataDisk: '1M', nics: [{ network: 'none' }] },
+  });
   assert.equal(vm.statusCode, 201, vm.body);
 });
 after(async () => {
@@ -39,15 +44,33 @@ after(async () => {
 
 test('20 rounds of 20 parallel creates, imports, snapshots and deletes at one name lose and orphan nothing', async () => {
   const pool = join(dir, 'data', 'pools', 'default');
-  const out = await raceAtOneName(site.app, { token: auth.authorization.slice(7), source, vm: 'vrace', database: site.paths.database, pool, rounds: 20 });
-  for (const [what, set] of out.statuses) assert.ok(![...set].some((s) => s >= 500), `${what} answered ${[...set].join(', ')}: never a 500`);
-  assert.deepEqual([...(out.statuses.get('create') ?? [])].filter((s) => ![201, 409].includes(s)), [], 'create: 201 or 409');
-  assert.deepEqual([...(out.statuses.get('snapshot') ?? [])].filter((s) => ![201, 409].includes(s)), [], 'snapshot: 201 or 409');
+  const out = await raceAtOneName(site.app, {
+    token: auth.authorization.slice(7),
+    source,
+    vm: 'vrace',
+    database: site.paths.database,
+    pool,
+    rounds: 20,
+  });
+  for (const [what, set] of out.statuses)
+    assert.ok(![...set].some((s) => s >= 500), `${what} answered ${[...set].join(', ')}: never a 500`);
+  assert.deepEqual(
+    [...(out.statuses.get('create') ?? [])].filter((s) => ![201, 409].includes(s)),
+    [],
+    'create: 201 or 409',
+  );
+  assert.deepEqual(
+    [...(out.statuses.get('snapshot') ?? [])].filter((s) => ![201, 409].includes(s)),
+    [],
+    'snapshot: 201 or 409',
+  );
   process.stdout.write(`objects_left_behind ${out.lost.length + out.orphaned.length} after ${out.requests} requests\n`);
   assert.deepEqual(out.lost, [], 'every file a row names exists');
   assert.deepEqual(out.orphaned, [], 'every file in the pool belongs to a row');
   // Each round's snapshot exists exactly once, and its overlay is not any disk's file.
-  const snaps = (await site.app.inject({ method: 'GET', url: '/vms/vrace/snapshots', headers: auth })).json() as { name: string }[];
+  const snaps = (await site.app.inject({ method: 'GET', url: '/vms/vrace/snapshots', headers: auth })).json() as {
+    name: string;
+  }[];
   assert.equal(snaps.length, 20);
   const rows = await imageRows(site.paths.database);
   const diskFiles = new Set(rows.map((d) => d.path));

@@ -34,12 +34,18 @@ test('mamori serve --db postgresql://...: VMs are made, listed and deleted there
   const made = await site.cliJson<Vm[]>('vm', 'list');
   assert.deepEqual(made.map((v) => v.name).sort(), ['gone', 'keep']);
   await site.cliJson('vm', 'delete', 'gone');
-  assert.deepEqual((await site.cliJson<Vm[]>('vm', 'list')).map((v) => v.name), ['keep']);
+  assert.deepEqual(
+    (await site.cliJson<Vm[]>('vm', 'list')).map((v) => v.name),
+    ['keep'],
+  );
 
   await site.stopServer();
   await site.start();
   const after = await site.cliJson<Vm[]>('vm', 'list');
-  assert.deepEqual(after.map((v) => [v.name, v.id, v.state]), made.filter((v) => v.name === 'keep').map((v) => [v.name, v.id, v.state]));
+  assert.deepEqual(
+    after.map((v) => [v.name, v.id, v.state]),
+    made.filter((v) => v.name === 'keep').map((v) => [v.name, v.id, v.state]),
+  );
   assert.ok(!site.serverLog.includes(cluster.password), 'the database password never shows in the server log');
 
   // The rows are in PostgreSQL, not in a SQLite file beside the data.
@@ -48,7 +54,10 @@ test('mamori serve --db postgresql://...: VMs are made, listed and deleted there
   await client.connect();
   try {
     const rows = (await client.query<{ name: string }>('SELECT name FROM vms ORDER BY name')).rows;
-    assert.deepEqual(rows.map((r) => r.name), ['keep']);
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      ['keep'],
+    );
   } finally {
     await client.end();
   }
@@ -57,7 +66,10 @@ test('mamori serve --db postgresql://...: VMs are made, listed and deleted there
 test('a URL that is not PostgreSQL, or a database that cannot be opened, stops serve with a message that masks the password', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-it-'));
   const serve = (db: string): Promise<RunResult> =>
-    runProcess(process.execPath, [MAMORI_BIN, 'serve', '--data', dir, '--listen', '127.0.0.1:0', '--db', db], { timeoutMs: 60_000, okCodes: Array.from({ length: 256 }, (_, i) => i) });
+    runProcess(process.execPath, [MAMORI_BIN, 'serve', '--data', dir, '--listen', '127.0.0.1:0', '--db', db], {
+      timeoutMs: 60_000,
+      okCodes: Array.from({ length: 256 }, (_, i) => i),
+    });
   try {
     const wrong = await serve('mysql://root:hunter2@db/mamori');
     assert.notEqual(wrong.code, 0);

@@ -32,7 +32,15 @@ async function acks(vm: Vm): Promise<number[]> {
 test('physical RDM on a loop device: the guest writes the device directly, snapshots are refused', async () => {
   const lun = await LoopDevice.create(site.dataDir, 'lun-p', 64);
   loops.push(lun);
-  const disk = await site.cliJson<{ id: string; kind: string; rdmMode: string; format: string }>('disk', 'create', 'lun-p', '--rdm', lun.device, '--mode', 'physical');
+  const disk = await site.cliJson<{ id: string; kind: string; rdmMode: string; format: string }>(
+    'disk',
+    'create',
+    'lun-p',
+    '--rdm',
+    lun.device,
+    '--mode',
+    'physical',
+  );
   assert.deepEqual([disk.kind, disk.rdmMode, disk.format], ['rdm', 'physical', 'raw']);
   await site.cliJson('vm', 'create', 'rdm-p', '--test-guest', '--disk', 'lun-p', '--writelog-rate', '20');
   const vm = await site.cliJson<Vm>('vm', 'start', 'rdm-p');
@@ -71,7 +79,11 @@ test('virtual RDM: a snapshot while running layers an overlay; the device keeps 
   const snap = await site.cliJson<{ name: string; running: boolean }>('vm', 'snapshot', 'rdm-v', 's1');
   const ackedAfter = (await acks(vm)).at(-1)!;
   assert.equal(snap.running, true);
-  await site.waitFor('writes after the snapshot', async () => ((await acks(vm)).at(-1) ?? 0) >= ackedAfter + 20, 60_000);
+  await site.waitFor(
+    'writes after the snapshot',
+    async () => ((await acks(vm)).at(-1) ?? 0) >= ackedAfter + 20,
+    60_000,
+  );
   await site.cliJson('vm', 'stop', 'rdm-v');
 
   // Overlays are named by the disk's id in the pool's .layers folder (no disk name can reach it).
@@ -83,12 +95,19 @@ test('virtual RDM: a snapshot while running layers an overlay; the device keeps 
   assert.equal(base.consistent, true, `device: ${JSON.stringify(base)}`);
   assert.equal(top.consistent, true, `overlay: ${JSON.stringify(top)}`);
   // The device froze at the snapshot: it holds every record acknowledged before it, none written well after.
-  assert.ok(base.lastSequence! >= ackedBefore && base.lastSequence! <= ackedAfter + 1, `device last ${base.lastSequence}, acked ${ackedBefore}..${ackedAfter}`);
+  assert.ok(
+    base.lastSequence! >= ackedBefore && base.lastSequence! <= ackedAfter + 1,
+    `device last ${base.lastSequence}, acked ${ackedBefore}..${ackedAfter}`,
+  );
   assert.equal(top.lastSequence, finalAck);
 
   // The next boot opens the whole chain (device + overlay) and the log continues on top.
   const again = await site.cliJson<Vm>('vm', 'start', 'rdm-v');
-  await site.waitFor('log continues after restart', async () => ((await acks(again)).at(-1) ?? 0) >= finalAck + 10, 90_000);
+  await site.waitFor(
+    'log continues after restart',
+    async () => ((await acks(again)).at(-1) ?? 0) >= finalAck + 10,
+    90_000,
+  );
   await site.cliJson('vm', 'stop', 'rdm-v');
   const after2 = await verifyWriteLog(overlay);
   assert.equal(after2.consistent, true);

@@ -31,13 +31,21 @@ before(async () => {
   site = await openSite({ dataDir: join(dir, 'data'), name: 'roles-test' });
   tokens.admin = (await readFile(site.paths.adminToken, 'utf8')).trim();
   for (const role of ['operator', 'viewer'] as const) {
-    const res = await site.app.inject({ method: 'POST', url: '/tokens', headers: { authorization: `Bearer ${tokens.admin}` }, payload: { name: `t-${role}`, role } });
+    const res = await site.app.inject({
+      method: 'POST',
+      url: '/tokens',
+      headers: { authorization: `Bearer ${tokens.admin}` },
+      payload: { name: `t-${role}`, role },
+    });
     assert.equal(res.statusCode, 201, res.body);
     tokens[role] = res.json().token;
   }
   // A site token is issued only by pairing; the store makes one as pairing would.
   const store = await openSqliteStore(site.paths.database);
-  tokens.site = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create('site:ghost', 'site');
+  tokens.site = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create(
+    'site:ghost',
+    'site',
+  );
   await store.close();
   doc = (await site.app.inject({ method: 'GET', url: '/openapi.json' })).json();
 });
@@ -61,7 +69,8 @@ test('the OpenAPI document shows every operation with its roles, exactly as rout
   }
   // Every declaration names a route that exists (the hidden ones are the console and the API's own description).
   const hidden = new Set(['GET /health', 'GET /openapi.json', 'GET /', 'GET /ui', 'GET /ui/*', 'GET /favicon.ico']);
-  for (const key of Object.keys(ROUTE_ROLES)) if (!hidden.has(key)) assert.ok(seen.has(key), `route-roles.ts declares ${key}, which the API does not have`);
+  for (const key of Object.keys(ROUTE_ROLES))
+    if (!hidden.has(key)) assert.ok(seen.has(key), `route-roles.ts declares ${key}, which the API does not have`);
 });
 
 test('every route with every role and with no token gets its declared answer', async () => {
@@ -72,7 +81,13 @@ test('every route with every role and with no token gets its declared answer', a
 });
 
 test('host-path fields are refused to an operator, who may still make a pool disk', async () => {
-  const as = (role: Role, payload: unknown) => site.app.inject({ method: 'POST', url: '/disks', headers: { authorization: `Bearer ${tokens[role]}` }, payload: payload as object });
+  const as = (role: Role, payload: unknown) =>
+    site.app.inject({
+      method: 'POST',
+      url: '/disks',
+      headers: { authorization: `Bearer ${tokens[role]}` },
+      payload: payload as object,
+    });
   const rdm = await as('operator', { name: 'lun0', rdm: { device: '/etc/shadow' } });
   assert.equal(rdm.statusCode, 403);
   assert.match(rdm.json().error.message, /rdm names a host path/);
@@ -84,14 +99,24 @@ test('host-path fields are refused to an operator, who may still make a pool dis
   assert.equal(viewer.statusCode, 403);
 });
 
-test('a plan with command steps (programs run on the host) is an admin\'s to apply; prompts are an operator\'s', async () => {
-  const plan = (step: string) => `name: p1\nprotectedSite: nowhere\nprotectedVms: [db]\nsteps:\n  - after: priority 1\n    ${step}\n`;
-  const as = (role: Role, yaml: string) => site.app.inject({ method: 'POST', url: '/plans', headers: { authorization: `Bearer ${tokens[role]}` }, payload: { yaml } });
+test("a plan with command steps (programs run on the host) is an admin's to apply; prompts are an operator's", async () => {
+  const plan = (step: string) =>
+    `name: p1\nprotectedSite: nowhere\nprotectedVms: [db]\nsteps:\n  - after: priority 1\n    ${step}\n`;
+  const as = (role: Role, yaml: string) =>
+    site.app.inject({
+      method: 'POST',
+      url: '/plans',
+      headers: { authorization: `Bearer ${tokens[role]}` },
+      payload: { yaml },
+    });
   const cmd = await as('operator', plan('command: ["/bin/sh", "-c", "id > /tmp/owned"]'));
   assert.equal(cmd.statusCode, 403);
   assert.match(cmd.json().error.message, /command step.*only an admin/);
   // Past the role check both times: the plan then fails on its (made-up) protected site.
-  for (const [role, step] of [['operator', 'prompt: "check the database"'], ['admin', 'command: ["/usr/bin/logger", "db up"]']] as const) {
+  for (const [role, step] of [
+    ['operator', 'prompt: "check the database"'],
+    ['admin', 'command: ["/usr/bin/logger", "db up"]'],
+  ] as const) {
     const r = await as(role, plan(step));
     assert.notEqual(r.json().error?.code, 'FORBIDDEN', `${role}: ${r.body}`);
   }
@@ -99,14 +124,22 @@ test('a plan with command steps (programs run on the host) is an admin\'s to app
 
 test('tokens: created with a role and an expiry, listed without secrets, revoked, refused once revoked or expired', async () => {
   const admin = { authorization: `Bearer ${tokens.admin}` };
-  const made = await site.app.inject({ method: 'POST', url: '/tokens', headers: admin, payload: { name: 'ci', role: 'viewer', expires: '30d' } });
+  const made = await site.app.inject({
+    method: 'POST',
+    url: '/tokens',
+    headers: admin,
+    payload: { name: 'ci', role: 'viewer', expires: '30d' },
+  });
   assert.equal(made.statusCode, 201);
   const t = made.json();
   assert.ok(Date.parse(t.expiresAt) > Date.now() + 29 * 86_400_000);
   const list = await site.app.inject({ method: 'GET', url: '/tokens', headers: admin });
   assert.ok(!list.body.includes(t.token), 'a listing never shows a secret');
   assert.ok(list.json().some((x: { id: string }) => x.id === t.id));
-  assert.equal((await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${t.token}` } })).statusCode, 200);
+  assert.equal(
+    (await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${t.token}` } })).statusCode,
+    200,
+  );
   assert.equal((await site.app.inject({ method: 'DELETE', url: `/tokens/${t.id}`, headers: admin })).statusCode, 200);
   const after = await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${t.token}` } });
   assert.equal(after.statusCode, 401);
@@ -116,13 +149,21 @@ test('tokens: created with a role and an expiry, listed without secrets, revoked
   assert.equal(last.statusCode, 409);
   assert.equal(last.json().error.code, 'TOKEN_IN_USE');
   // A site role cannot be issued here; an unknown role is a 400.
-  assert.equal((await site.app.inject({ method: 'POST', url: '/tokens', headers: admin, payload: { name: 'x', role: 'site' } })).statusCode, 400);
+  assert.equal(
+    (await site.app.inject({ method: 'POST', url: '/tokens', headers: admin, payload: { name: 'x', role: 'site' } }))
+      .statusCode,
+    400,
+  );
   // An expired token is refused like an unknown one.
   const store = await openSqliteStore(site.paths.database);
   const repo = new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box);
   const old = await repo.createWithId('old', 'operator', { expiresAt: new Date(Date.now() - 1000).toISOString() });
   await store.close();
-  assert.equal((await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${old.token}` } })).statusCode, 401);
+  assert.equal(
+    (await site.app.inject({ method: 'GET', url: '/vms', headers: { authorization: `Bearer ${old.token}` } }))
+      .statusCode,
+    401,
+  );
 });
 
 test('mamori token create|list|revoke through the CLI', async () => {
@@ -130,12 +171,17 @@ test('mamori token create|list|revoke through the CLI', async () => {
   const url = await site.listen('127.0.0.1', 0);
   const base = ['--url', url, '--token', tokens.admin];
   const caEnv = { ...env, MAMORI_CA: join(site.paths.tlsDir, 'ca-cert.pem') };
-  const made = await runCli([...base, 'token', 'create', '--role', 'operator', '--name', 'cli-op', '--expires', '12h'], caEnv);
+  const made = await runCli(
+    [...base, 'token', 'create', '--role', 'operator', '--name', 'cli-op', '--expires', '12h'],
+    caEnv,
+  );
   assert.equal(made.code, 0, made.stderr);
   const secret = made.stdout.trim();
   assert.match(secret, /^mamori_/);
   const list = await runCli([...base, '--json', 'token', 'list'], caEnv);
-  const row = (JSON.parse(list.stdout) as { id: string; name: string; role: string }[]).find((x) => x.name === 'cli-op');
+  const row = (JSON.parse(list.stdout) as { id: string; name: string; role: string }[]).find(
+    (x) => x.name === 'cli-op',
+  );
   assert.equal(row?.role, 'operator');
   const asOperator = await runCli(['--url', url, '--token', secret, 'token', 'list'], caEnv);
   assert.notEqual(asOperator.code, 0);

@@ -43,13 +43,26 @@ async function open(name: string): Promise<Opened> {
   return { site, token: (await readFile(site.paths.adminToken, 'utf8')).trim(), url };
 }
 
-async function call(on: Opened, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, token: string | null = on.token) {
+async function call(
+  on: Opened,
+  method: 'GET' | 'POST' | 'PUT',
+  path: string,
+  body?: unknown,
+  token: string | null = on.token,
+) {
   const res = await on.site.app.inject({
-    method, url: path,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    method,
+    url: path,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
   });
-  return { status: res.statusCode, json: (res.body ? res.json() : undefined) as Record<string, unknown> & { error: { code: string; message: string } } };
+  return {
+    status: res.statusCode,
+    json: (res.body ? res.json() : undefined) as Record<string, unknown> & { error: { code: string; message: string } },
+  };
 }
 
 /** What the attacker walks away with: a copy of mamori.db alone, after the WAL was folded into it. */
@@ -94,9 +107,15 @@ before(async () => {
   assert.equal(ab.status, 201, JSON.stringify(ab.json));
   const ba = await call(b, 'POST', '/sites', { url: a.url, token: a.token });
   assert.equal(ba.status, 201, JSON.stringify(ba.json));
-  const hook = await call(a, 'PUT', '/alerts/webhook', { url: `https://alerts:${WEBHOOK_PASSWORD}@127.0.0.1:9/hook?token=${WEBHOOK_QUERY_TOKEN}&team=dr#frag` });
+  const hook = await call(a, 'PUT', '/alerts/webhook', {
+    url: `https://alerts:${WEBHOOK_PASSWORD}@127.0.0.1:9/hook?token=${WEBHOOK_QUERY_TOKEN}&team=dr#frag`,
+  });
   assert.equal(hook.status, 200, JSON.stringify(hook.json));
-  const arr = await call(a, 'POST', '/arrays', { name: 'lab', adapter: FAULT, connection: { fault: 'none', password: ARRAY_PASSWORD } });
+  const arr = await call(a, 'POST', '/arrays', {
+    name: 'lab',
+    adapter: FAULT,
+    connection: { fault: 'none', password: ARRAY_PASSWORD },
+  });
   assert.equal(arr.status, 201, JSON.stringify(arr.json));
 });
 
@@ -121,14 +140,35 @@ test('the database alone: no stored value is a bearer token or a pairing key, an
     // The attacker pairs as a fake site over real HTTPS. Its CA here is the other site's, which
     // the target already pinned: a proof that passed would be answered with a fresh site token.
     const other = s === a ? b : a;
-    const client = new PeerClient({ name, url: s.url, caCertPem: s.site.tls.caCertPem, caFingerprint: s.site.tls.caFingerprint, token: null });
+    const client = new PeerClient({
+      name,
+      url: s.url,
+      caCertPem: s.site.tls.caCertPem,
+      caFingerprint: s.site.tls.caFingerprint,
+      token: null,
+    });
     for (const v of values) {
       for (const key of candidateKeys(v)) {
         const nonce = randomBytes(32).toString('base64url');
-        const fields = { peerFingerprint: s.site.tls.caFingerprint, callerFingerprint: other.site.tls.caFingerprint, callerName: 'intruder', nonce };
-        const body = { name: 'intruder', caCertPem: other.site.tls.caCertPem, peerFingerprint: fields.peerFingerprint, nonce, proof: requestProof(key, fields) };
+        const fields = {
+          peerFingerprint: s.site.tls.caFingerprint,
+          callerFingerprint: other.site.tls.caFingerprint,
+          callerName: 'intruder',
+          nonce,
+        };
+        const body = {
+          name: 'intruder',
+          caCertPem: other.site.tls.caCertPem,
+          peerFingerprint: fields.peerFingerprint,
+          nonce,
+          proof: requestProof(key, fields),
+        };
         await assert.rejects(client.request('POST', '/site/pairing', body, { auth: false }), (e: unknown) => {
-          assert.equal((e as { code?: string }).code, 'PEER_AUTH_FAILED', `${name}: a pairing proof keyed by a stored value: ${String(e)}`);
+          assert.equal(
+            (e as { code?: string }).code,
+            'PEER_AUTH_FAILED',
+            `${name}: a pairing proof keyed by a stored value: ${String(e)}`,
+          );
           return true;
         });
       }
@@ -139,13 +179,19 @@ test('the database alone: no stored value is a bearer token or a pairing key, an
     if (s === a) {
       const siteToken = (await a.site.peers.record('site-b')).token;
       assert.ok(siteToken, 'site-a holds the token site-b issued it');
-      secrets.push(['the site token site-b issued', siteToken], ['the webhook password', WEBHOOK_PASSWORD], ['the webhook query token', WEBHOOK_QUERY_TOKEN], ['the array password', ARRAY_PASSWORD]);
+      secrets.push(
+        ['the site token site-b issued', siteToken],
+        ['the webhook password', WEBHOOK_PASSWORD],
+        ['the webhook query token', WEBHOOK_QUERY_TOKEN],
+        ['the array password', ARRAY_PASSWORD],
+      );
     } else {
       const siteToken = (await b.site.peers.record('site-a')).token;
       assert.ok(siteToken, 'site-b holds the token site-a issued it');
       secrets.push(['the site token site-a issued', siteToken]);
     }
-    for (const [what, secret] of secrets) assert.equal(bytes.indexOf(Buffer.from(secret, 'utf8')), -1, `${name}: ${what} is in the database bytes`);
+    for (const [what, secret] of secrets)
+      assert.equal(bytes.indexOf(Buffer.from(secret, 'utf8')), -1, `${name}: ${what} is in the database bytes`);
   }
 });
 
@@ -153,7 +199,9 @@ test('GET /alerts shows the webhook URL masked: userinfo, query values and fragm
   const r = await call(a, 'GET', '/alerts');
   assert.equal(r.status, 200);
   assert.equal((r.json['webhook'] as { url: string }).url, 'https://***@127.0.0.1:9/hook?token=***&team=***');
-  assert.ok(!JSON.stringify(r.json).includes(WEBHOOK_PASSWORD) && !JSON.stringify(r.json).includes(WEBHOOK_QUERY_TOKEN));
+  assert.ok(
+    !JSON.stringify(r.json).includes(WEBHOOK_PASSWORD) && !JSON.stringify(r.json).includes(WEBHOOK_QUERY_TOKEN),
+  );
   const arrays = await call(a, 'GET', '/arrays');
   assert.ok(!JSON.stringify(arrays.json).includes(ARRAY_PASSWORD), 'the array password is not shown either');
   assert.match(JSON.stringify(arrays.json), /"fault":"none"/, 'the entry still opens: its connection reads back');
@@ -184,9 +232,15 @@ test('a data folder is 0700 and everything the site made in it (database, -wal, 
   assert.equal((await lstat(root)).mode & 0o777, 0o700);
   const all = await modes(root);
   for (const f of ['mamori.db', 'mamori.db-wal', 'secret.key', 'admin-token', 'url', 'tls/ca-key.pem']) {
-    assert.ok(all.some((e) => e.path === join(root, f)), `${f} exists`);
+    assert.ok(
+      all.some((e) => e.path === join(root, f)),
+      `${f} exists`,
+    );
   }
-  assert.ok(all.some((e) => e.path.endsWith('.qcow2') || e.path.includes('private')), 'the disk image is there');
+  assert.ok(
+    all.some((e) => e.path.endsWith('.qcow2') || e.path.includes('private')),
+    'the disk image is there',
+  );
   const open = all.filter((e) => (e.mode & 0o077) !== 0).map((e) => `${e.path} ${e.mode.toString(8)}`);
   assert.deepEqual(open, [], 'nothing in the data folder is open to group or others');
   assert.equal((await lstat(a.site.paths.secretKey)).size, 32);
@@ -207,15 +261,27 @@ test('serve refuses a data folder or a database others can read, printing the ch
   const c = await openSite({ dataDir: cDir, name: 'site-c', logger });
   await c.close();
   await chmod(join(cDir, 'mamori.db'), 0o644);
-  await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'DATA_DIR_UNSAFE') && e.message.endsWith(`Run: chmod 600 ${join(cDir, 'mamori.db')}`));
+  await assert.rejects(
+    openSite({ dataDir: cDir, name: 'site-c', logger }),
+    (e: unknown) =>
+      isMamoriError(e, 'DATA_DIR_UNSAFE') && e.message.endsWith(`Run: chmod 600 ${join(cDir, 'mamori.db')}`),
+  );
   await chmod(join(cDir, 'mamori.db'), 0o600);
 
   const key = await readFile(join(cDir, 'secret.key'));
   await rm(join(cDir, 'secret.key'));
-  await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'SECRET_KEY_MISSING') && /restore .*secret\.key from your backup/.test(e.message));
+  await assert.rejects(
+    openSite({ dataDir: cDir, name: 'site-c', logger }),
+    (e: unknown) => isMamoriError(e, 'SECRET_KEY_MISSING') && /restore .*secret\.key from your backup/.test(e.message),
+  );
   // Another site's key (or one from another backup) opens nothing here: refused at start.
   await writeFile(join(cDir, 'secret.key'), randomBytes(32), { mode: 0o600 });
-  await assert.rejects(openSite({ dataDir: cDir, name: 'site-c', logger }), (e: unknown) => isMamoriError(e, 'SECRET_UNREADABLE') && /Restore the key and the database from the same backup|Restore both from the same backup/.test(e.message));
+  await assert.rejects(
+    openSite({ dataDir: cDir, name: 'site-c', logger }),
+    (e: unknown) =>
+      isMamoriError(e, 'SECRET_UNREADABLE') &&
+      /Restore the key and the database from the same backup|Restore both from the same backup/.test(e.message),
+  );
   await writeFile(join(cDir, 'secret.key'), key, { mode: 0o600 });
   const back = await openSite({ dataDir: cDir, name: 'site-c', logger });
   await back.close();
@@ -229,8 +295,12 @@ test('upgrade: a database from before sealing gets its admin pairing key from DA
   const raw = new BetterSqlite3(join(cDir, 'mamori.db'));
   try {
     raw.prepare('UPDATE tokens SET pairing_key = NULL').run();
-    raw.prepare(`INSERT INTO peers (id, name, url, ca_cert_pem, ca_fingerprint, token, inbound_token_id, created_at, updated_at)
-      VALUES ('peer_old', 'site-far', 'https://127.0.0.1:1', 'pem', 'AA', ?, NULL, 'now', 'now')`).run(clearToken);
+    raw
+      .prepare(
+        `INSERT INTO peers (id, name, url, ca_cert_pem, ca_fingerprint, token, inbound_token_id, created_at, updated_at)
+      VALUES ('peer_old', 'site-far', 'https://127.0.0.1:1', 'pem', 'AA', ?, NULL, 'now', 'now')`,
+      )
+      .run(clearToken);
   } finally {
     raw.close();
   }
@@ -242,8 +312,13 @@ test('upgrade: a database from before sealing gets its admin pairing key from DA
   }
   const check = new BetterSqlite3(join(cDir, 'mamori.db'), { readonly: true });
   try {
-    const keyed = check.prepare("SELECT pairing_key FROM tokens WHERE role = 'admin'").all() as { pairing_key: string | null }[];
-    assert.ok(keyed.length > 0 && keyed.every((r) => r.pairing_key?.startsWith('sb1:')), 'the admin token got its sealed pairing key');
+    const keyed = check.prepare("SELECT pairing_key FROM tokens WHERE role = 'admin'").all() as {
+      pairing_key: string | null;
+    }[];
+    assert.ok(
+      keyed.length > 0 && keyed.every((r) => r.pairing_key?.startsWith('sb1:')),
+      'the admin token got its sealed pairing key',
+    );
     const stored = (check.prepare("SELECT token FROM peers WHERE id = 'peer_old'").get() as { token: string }).token;
     assert.ok(stored.startsWith('sb1:') && !stored.includes(clearToken), 'the clear peer token was sealed');
   } finally {

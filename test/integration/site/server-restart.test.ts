@@ -21,7 +21,11 @@ after(async () => {
 test('VMs outlive a kill -9 of the server and stay controllable after it restarts', async () => {
   await site.cliJson('vm', 'create', 'survivor', '--test-guest', '--data-disk', '32M');
   const vm = await site.cliJson<Vm>('vm', 'start', 'survivor');
-  await site.waitFor('heartbeat', async () => (await site.cliJson<Vm>('vm', 'show', 'survivor')).lastHeartbeatAt, 90_000);
+  await site.waitFor(
+    'heartbeat',
+    async () => (await site.cliJson<Vm>('vm', 'show', 'survivor')).lastHeartbeatAt,
+    90_000,
+  );
 
   await site.crashServer();
   process.kill(vm.pid!, 0); // throws if QEMU died with the server
@@ -34,10 +38,14 @@ test('VMs outlive a kill -9 of the server and stay controllable after it restart
 
   // Controllable: fresh heartbeats are seen through the new server, pause/resume work.
   const before = Date.now();
-  await site.waitFor('a heartbeat after restart', async () => {
-    const hb = (await site.cliJson<Vm>('vm', 'show', 'survivor')).lastHeartbeatAt;
-    return hb && Date.parse(hb) > before;
-  }, 30_000);
+  await site.waitFor(
+    'a heartbeat after restart',
+    async () => {
+      const hb = (await site.cliJson<Vm>('vm', 'show', 'survivor')).lastHeartbeatAt;
+      return hb && Date.parse(hb) > before;
+    },
+    30_000,
+  );
   await site.cliJson('vm', 'pause', 'survivor');
   assert.equal((await site.cliJson<Vm>('vm', 'show', 'survivor')).state, 'paused');
   await site.cliJson('vm', 'resume', 'survivor');

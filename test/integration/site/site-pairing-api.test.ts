@@ -49,10 +49,21 @@ after(async () => {
 
 type Json = { error: { code: string; message: string; details?: Record<string, unknown> } } & Record<string, unknown>;
 
-async function call(on: Opened, method: 'GET' | 'POST' | 'DELETE', path: string, route: string, body?: unknown, token: string | null = on.token) {
+async function call(
+  on: Opened,
+  method: 'GET' | 'POST' | 'DELETE',
+  path: string,
+  route: string,
+  body?: unknown,
+  token: string | null = on.token,
+) {
   const res = await on.site.app.inject({
-    method, url: path,
-    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    method,
+    url: path,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
   });
   const json = res.body ? (res.json() as Json) : undefined;
@@ -62,7 +73,9 @@ async function call(on: Opened, method: 'GET' | 'POST' | 'DELETE', path: string,
 
 /** The database as bytes, with its WAL (recent writes live there until a checkpoint). */
 async function dbBytes(s: Opened): Promise<Buffer> {
-  const parts = await Promise.all([s.site.paths.database, `${s.site.paths.database}-wal`].map((f) => readFile(f).catch(() => Buffer.alloc(0))));
+  const parts = await Promise.all(
+    [s.site.paths.database, `${s.site.paths.database}-wal`].map((f) => readFile(f).catch(() => Buffer.alloc(0))),
+  );
   return Buffer.concat(parts);
 }
 
@@ -81,7 +94,8 @@ function siteTokens(s: Opened): number {
   }
 }
 
-const peersOf = async (s: Opened) => (await call(s, 'GET', '/sites?check=false', '/sites')).json as unknown as { name: string; direction: string }[];
+const peersOf = async (s: Opened) =>
+  (await call(s, 'GET', '/sites?check=false', '/sites')).json as unknown as { name: string; direction: string }[];
 
 test('GET /site/ca is public and names the CA the server certificate chains to', async () => {
   const r = await call(a, 'GET', '/site/ca', '/site/ca', undefined, null);
@@ -131,28 +145,52 @@ test('a pairing request that saw another CA (a man in the middle) is refused by 
   const fake = 'CC:'.repeat(31) + 'CC';
   const nonce = randomBytes(32).toString('base64url');
   const body = {
-    name: 'site-a', caCertPem: a.site.tls.caCertPem, peerFingerprint: fake, nonce,
-    proof: requestProof(pairingKeyFromToken(b.token), { peerFingerprint: fake, callerFingerprint: a.site.tls.caFingerprint, callerName: 'site-a', nonce }),
+    name: 'site-a',
+    caCertPem: a.site.tls.caCertPem,
+    peerFingerprint: fake,
+    nonce,
+    proof: requestProof(pairingKeyFromToken(b.token), {
+      peerFingerprint: fake,
+      callerFingerprint: a.site.tls.caFingerprint,
+      callerName: 'site-a',
+      nonce,
+    }),
   };
-  const r = await b.site.app.inject({ method: 'POST', url: '/site/pairing', headers: { 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+  const r = await b.site.app.inject({
+    method: 'POST',
+    url: '/site/pairing',
+    headers: { 'content-type': 'application/json' },
+    payload: JSON.stringify(body),
+  });
   assert.equal(r.statusCode, 502);
   assert.equal(r.json().error.code, 'PEER_CERT_MISMATCH');
   assert.deepEqual(await peersOf(b), []);
 });
 
 test('pairing both ways, with and without --fingerprint; site tokens cannot manage pairings', async () => {
-  const ab = await call(a, 'POST', '/sites', '/sites', { url: b.url, token: b.token, fingerprint: b.site.tls.caFingerprint.replace(/:/g, '').toLowerCase() });
+  const ab = await call(a, 'POST', '/sites', '/sites', {
+    url: b.url,
+    token: b.token,
+    fingerprint: b.site.tls.caFingerprint.replace(/:/g, '').toLowerCase(),
+  });
   assert.equal(ab.status, 201, JSON.stringify(ab.json));
   assert.equal(ab.json['name'], 'site-b');
   assert.equal(ab.json['fingerprint'], b.site.tls.caFingerprint);
   assert.equal(ab.json['direction'], 'outbound');
   assert.equal((ab.json['status'] as { state: string }).state, 'reachable');
-  assert.deepEqual((await peersOf(b)).map((p) => [p.name, p.direction]), [['site-a', 'inbound']]);
+  assert.deepEqual(
+    (await peersOf(b)).map((p) => [p.name, p.direction]),
+    [['site-a', 'inbound']],
+  );
 
   const ba = await call(b, 'POST', '/sites', '/sites', { url: a.url, token: a.token });
   assert.equal(ba.status, 201, JSON.stringify(ba.json));
   assert.equal(ba.json['direction'], 'both');
-  const list = (await call(a, 'GET', '/sites', '/sites')).json as unknown as { name: string; direction: string; status: { state: string; clockOffsetMs: number; rttMs: number } }[];
+  const list = (await call(a, 'GET', '/sites', '/sites')).json as unknown as {
+    name: string;
+    direction: string;
+    status: { state: string; clockOffsetMs: number; rttMs: number };
+  }[];
   assert.equal(list.length, 1);
   assert.equal(list[0]!.direction, 'both');
   assert.equal(list[0]!.status.state, 'reachable');
@@ -165,7 +203,10 @@ test('pairing both ways, with and without --fingerprint; site tokens cannot mana
   // The admin token never reaches a database; the site token site-a got is a 'site' token on site-b.
   for (const s of [a, b]) {
     const db = await dbBytes(s);
-    assert.ok(!db.includes(Buffer.from(a.token)) && !db.includes(Buffer.from(b.token)), 'no admin token in clear in any database');
+    assert.ok(
+      !db.includes(Buffer.from(a.token)) && !db.includes(Buffer.from(b.token)),
+      'no admin token in clear in any database',
+    );
   }
   const siteToken = await storedSiteToken();
   assert.ok(siteToken, 'site-a keeps the token site-b issued');
@@ -197,7 +238,9 @@ test('a peer that comes back with another CA is refused: PEER_CERT_MISMATCH, nam
   await b.site.close();
   const impostor = await open('site-b', b.port, 'site-b-reinstalled');
   try {
-    const listed = (await call(a, 'GET', '/sites', '/sites')).json as unknown as { status: { state: string; error: { code: string } } }[];
+    const listed = (await call(a, 'GET', '/sites', '/sites')).json as unknown as {
+      status: { state: string; error: { code: string } };
+    }[];
     assert.equal(listed[0]!.status.state, 'cert-mismatch');
     assert.equal(listed[0]!.status.error.code, 'PEER_CERT_MISMATCH');
     const ping = await call(a, 'GET', '/sites/site-b/ping', '/sites/{name}/ping');

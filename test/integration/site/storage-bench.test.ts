@@ -33,13 +33,21 @@ test('the storage benchmark measures every disk kind in one guest and leaves not
   const r = await site.cliJson<StorageBenchResult>('bench', 'storage', '--mib', '16', '--seconds', '1');
   for (const kind of ['qcow2', 'raw', 'rdm-virtual', 'rdm-physical'] as const) {
     const f = r.kinds[kind];
-    assert.ok(f.seq_read_mbps > 0 && f.seq_write_mbps > 0 && f.rand_read_iops > 0 && f.rand_write_iops > 0, `${kind}: ${JSON.stringify(f)}`);
+    assert.ok(
+      f.seq_read_mbps > 0 && f.seq_write_mbps > 0 && f.rand_read_iops > 0 && f.rand_write_iops > 0,
+      `${kind}: ${JSON.stringify(f)}`,
+    );
   }
   assert.equal(Object.keys(r.ratios).length, 8, 'four figures for each RDM mode, over qcow2');
 
   assert.deepEqual(await site.cliJson('vm', 'list'), []);
   assert.deepEqual(await site.cliJson('disk', 'list'), []);
-  assert.deepEqual((await readdir(join(site.dataDir, 'pools', 'default'))).filter((f) => f.startsWith('bench-')), []);
-  const loops = (await runProcess('losetup', ['--list', '--noheadings', '--output', 'BACK-FILE'], { timeoutMs: 30_000 })).stdout;
+  assert.deepEqual(
+    (await readdir(join(site.dataDir, 'pools', 'default'))).filter((f) => f.startsWith('bench-')),
+    [],
+  );
+  const loops = (
+    await runProcess('losetup', ['--list', '--noheadings', '--output', 'BACK-FILE'], { timeoutMs: 30_000 })
+  ).stdout;
   assert.ok(!loops.includes(site.dataDir), `no loop device over this site's files is left: ${loops}`);
 });

@@ -27,7 +27,16 @@ after(async () => {
 const show = (name: string): Promise<Vm> => site.cliJson<Vm>('vm', 'show', name);
 
 test('a test-guest VM boots to heartbeat, pauses, resumes, stops cleanly, and its write log verifies', async () => {
-  const created = await site.cliJson<Vm>('vm', 'create', 'tg1', '--test-guest', '--data-disk', '64M', '--writelog-rate', '20');
+  const created = await site.cliJson<Vm>(
+    'vm',
+    'create',
+    'tg1',
+    '--test-guest',
+    '--data-disk',
+    '64M',
+    '--writelog-rate',
+    '20',
+  );
   assert.equal(created.state, 'stopped');
   const started = await site.cliJson<Vm>('vm', 'start', 'tg1');
   assert.equal(started.state, 'running');
@@ -37,7 +46,10 @@ test('a test-guest VM boots to heartbeat, pauses, resumes, stops cleanly, and it
   assert.ok(!Number.isNaN(Date.parse(hb)));
   const tail = await site.cliJson<{ lines: string[] }>('vm', 'console', 'tg1', '--lines', '5');
   assert.ok(tail.lines.length > 0 && tail.lines.length <= 5);
-  assert.ok(tail.lines.some((l) => l.startsWith('mamori-')), tail.lines.join('\n'));
+  assert.ok(
+    tail.lines.some((l) => l.startsWith('mamori-')),
+    tail.lines.join('\n'),
+  );
 
   // Starting a running VM is refused and changes nothing.
   const again = await site.cli('vm', 'start', 'tg1');
@@ -51,7 +63,11 @@ test('a test-guest VM boots to heartbeat, pauses, resumes, stops cleanly, and it
   assert.equal((await show('tg1')).state, 'running');
 
   // Let the write log run a while, then power off through the ACPI button.
-  await site.waitFor('write log records acknowledged', async () => parseSerialAcks(await readFile(started.serialLog, 'utf8')).length >= 30, 60_000);
+  await site.waitFor(
+    'write log records acknowledged',
+    async () => parseSerialAcks(await readFile(started.serialLog, 'utf8')).length >= 30,
+    60_000,
+  );
   const stopped = await site.cliJson<{ forced: boolean; vm: Vm }>('vm', 'stop', 'tg1', '--timeout', '60');
   assert.equal(stopped.forced, false, 'the guest should shut down on the power button');
   assert.equal(stopped.vm.state, 'stopped');
@@ -66,7 +82,10 @@ test('a test-guest VM boots to heartbeat, pauses, resumes, stops cleanly, and it
   assert.equal(report.gapFreePrefix, report.lastSequence);
 
   // The CLI's own verifier agrees.
-  const cliReport = await site.cliJson<{ consistent: boolean; lastSequence: number }>('verify-writelog', created.disks[0]!.path);
+  const cliReport = await site.cliJson<{ consistent: boolean; lastSequence: number }>(
+    'verify-writelog',
+    created.disks[0]!.path,
+  );
   assert.equal(cliReport.consistent, true);
   assert.equal(cliReport.lastSequence, acks.at(-1));
 });
@@ -85,10 +104,14 @@ test('kill -9 of QEMU is detected and the VM is marked crashed', async () => {
   await site.cliJson('vm', 'create', 'victim', '--test-guest');
   const vm = await site.cliJson<Vm>('vm', 'start', 'victim');
   process.kill(vm.pid!, 'SIGKILL');
-  const crashed = await site.waitFor('crashed state', async () => {
-    const v = await show('victim');
-    return v.state === 'crashed' ? v : undefined;
-  }, 30_000);
+  const crashed = await site.waitFor(
+    'crashed state',
+    async () => {
+      const v = await show('victim');
+      return v.state === 'crashed' ? v : undefined;
+    },
+    30_000,
+  );
   assert.match(crashed.stateReason ?? '', /unexpectedly/);
   // A crashed VM can be started again and deleted.
   const restarted = await site.cliJson<Vm>('vm', 'start', 'victim');
@@ -102,7 +125,14 @@ test('kill -9 of QEMU is detected and the VM is marked crashed', async () => {
 });
 
 test('a UEFI VM boots the test guest through OVMF with its own NVRAM', async () => {
-  const vm = await site.cliJson<Vm & { firmware: string; id: string }>('vm', 'create', 'efi', '--test-guest', '--firmware', 'uefi');
+  const vm = await site.cliJson<Vm & { firmware: string; id: string }>(
+    'vm',
+    'create',
+    'efi',
+    '--test-guest',
+    '--firmware',
+    'uefi',
+  );
   assert.equal(vm.firmware, 'uefi');
   await site.cliJson('vm', 'start', 'efi');
   await site.waitFor('heartbeat under OVMF', async () => (await show('efi')).lastHeartbeatAt, 120_000);

@@ -46,9 +46,21 @@ test('paired both ways, each sees the other reachable with a small clock offset'
   // The fingerprint site-a pinned is the one site-b shows for itself.
   const bCa = await sites.cliJson<{ fingerprint: string }>('b', 'site', 'ca');
   assert.ok(out.stdout.includes(bCa.fingerprint));
-  await sites.cliJson('b', 'site', 'pair', sites.a.url, '--token', await sites.a.adminToken(), '--fingerprint', (await sites.cliJson<{ fingerprint: string }>('a', 'site', 'ca')).fingerprint);
+  await sites.cliJson(
+    'b',
+    'site',
+    'pair',
+    sites.a.url,
+    '--token',
+    await sites.a.adminToken(),
+    '--fingerprint',
+    (await sites.cliJson<{ fingerprint: string }>('a', 'site', 'ca')).fingerprint,
+  );
 
-  for (const [which, peer] of [['a', 'site-b'], ['b', 'site-a']] as const) {
+  for (const [which, peer] of [
+    ['a', 'site-b'],
+    ['b', 'site-a'],
+  ] as const) {
     const peers = await list(which);
     assert.equal(peers.length, 1);
     const p = peers[0]!;
@@ -78,7 +90,11 @@ for (const mode of ['blackhole', 'down'] as const) {
     } finally {
       await sites.restoreLink();
     }
-    await sites.a.waitFor('site-b reachable again', async () => (await list('a'))[0]!.status.state === 'reachable', 20_000);
+    await sites.a.waitFor(
+      'site-b reachable again',
+      async () => (await list('a'))[0]!.status.state === 'reachable',
+      20_000,
+    );
     const ping = await sites.cliJson<{ rttMs: number }>('b', 'site', 'ping', 'site-a');
     assert.ok(ping.rttMs >= 0);
   });
@@ -99,7 +115,12 @@ test('a peer presenting another CA after pairing is refused with PEER_CERT_MISMA
   assert.match(again.stderr, /\[PEER_CERT_MISMATCH\]/, 'the name stays bound to the old CA until unpaired');
 
   // The operator unpairs (site-b cannot be told: its certificate is refused) and pairs again.
-  const unpaired = await sites.cliJson<{ peerNotified: boolean; peerError: { code: string } | null }>('a', 'site', 'unpair', 'site-b');
+  const unpaired = await sites.cliJson<{ peerNotified: boolean; peerError: { code: string } | null }>(
+    'a',
+    'site',
+    'unpair',
+    'site-b',
+  );
   assert.equal(unpaired.peerNotified, false);
   assert.equal(unpaired.peerError?.code, 'PEER_CERT_MISMATCH');
   await sites.cliJson('a', 'site', 'pair', sites.b.url, '--token', await sites.b.adminToken());

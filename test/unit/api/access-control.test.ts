@@ -10,7 +10,10 @@ const noTokens = { verify: async () => undefined } as unknown as TokenRepo;
 test('a route that route-roles.ts does not declare cannot be registered', async () => {
   const app = Fastify();
   installAccessControl(app, { tokens: noTokens });
-  assert.throws(() => app.get('/not-declared-anywhere', async () => ({ ok: true })), /GET \/not-declared-anywhere declares no roles: add it to src\/api\/route-roles\.ts/);
+  assert.throws(
+    () => app.get('/not-declared-anywhere', async () => ({ ok: true })),
+    /GET \/not-declared-anywhere declares no roles: add it to src\/api\/route-roles\.ts/,
+  );
 });
 
 test('a declared route is tagged with its roles and refuses an anonymous caller', async () => {

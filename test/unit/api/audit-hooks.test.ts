@@ -13,7 +13,9 @@ import { openSqliteStore } from '../../../src/store/sqlite/open-sqlite-store.js'
 /** A bare app with only the audit hooks, and the log lines it wrote. */
 function appWith(audit: AuditLog): { app: FastifyInstance; logs: string[] } {
   const logs: string[] = [];
-  const app = Fastify({ logger: { level: 'error', stream: { write: (line: string) => void logs.push(line) } } }) as unknown as FastifyInstance;
+  const app = Fastify({
+    logger: { level: 'error', stream: { write: (line: string) => void logs.push(line) } },
+  }) as unknown as FastifyInstance;
   app.decorateRequest('caller', null);
   registerAuditHooks(app, { audit });
   return { app, logs };
@@ -27,7 +29,10 @@ test('a failing audit write is logged and never changes the answer', async () =>
   assert.equal(res.statusCode, 200);
   assert.deepEqual(res.json(), { started: true });
   await app.close();
-  assert.ok(logs.some((l) => l.includes('could not write the audit log entry') && l.includes('disk full')), logs.join('\n'));
+  assert.ok(
+    logs.some((l) => l.includes('could not write the audit log entry') && l.includes('disk full')),
+    logs.join('\n'),
+  );
 });
 
 test('a client that goes away before the answer is recorded once, with 499', async () => {
@@ -64,7 +69,10 @@ test('a client that goes away before the answer is recorded once, with 499', asy
     await handlerFinished;
     await app.close();
     const entries = await audit.list({ limit: 10 });
-    assert.deepEqual(entries.map((e) => [e.method, e.route, e.status, e.target, e.source]), [['POST', '/vms/:name/migrate', CLIENT_CLOSED, { name: 'web1' }, '127.0.0.1']]);
+    assert.deepEqual(
+      entries.map((e) => [e.method, e.route, e.status, e.target, e.source]),
+      [['POST', '/vms/:name/migrate', CLIENT_CLOSED, { name: 'web1' }, '127.0.0.1']],
+    );
   } finally {
     await store.close();
     await rm(dir, { recursive: true, force: true });

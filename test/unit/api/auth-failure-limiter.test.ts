@@ -8,7 +8,8 @@ function clock(start = 1_000_000): { now: () => number; advance: (ms: number) =>
   return { now: () => t, advance: (ms) => void (t += ms) };
 }
 
-const refused = (e: unknown): boolean => isMamoriError(e, 'TOO_MANY_AUTH_FAILURES') && e.httpStatus === 429 && e.retryable;
+const refused = (e: unknown): boolean =>
+  isMamoriError(e, 'TOO_MANY_AUTH_FAILURES') && e.httpStatus === 429 && e.retryable;
 
 test('an address is refused after 10 failures within 60 s, and again let in when the window passes', () => {
   const c = clock();
@@ -18,7 +19,10 @@ test('an address is refused after 10 failures within 60 s, and again let in when
     limiter.failed('10.0.0.1');
     c.advance(1000);
   }
-  assert.throws(() => limiter.check('10.0.0.1'), (e) => refused(e) && (e as { details: { retryAfterSeconds: number } }).details.retryAfterSeconds === 50);
+  assert.throws(
+    () => limiter.check('10.0.0.1'),
+    (e) => refused(e) && (e as { details: { retryAfterSeconds: number } }).details.retryAfterSeconds === 50,
+  );
   limiter.check('10.0.0.2');
   c.advance(50_000);
   // The first failure left the window: one more try, and a failure refuses it again.

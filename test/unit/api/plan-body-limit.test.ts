@@ -31,13 +31,15 @@ before(async () => {
   };
   // Every other service is never called by these requests: an empty object stands in.
   const deps = new Proxy(given, {
-    get: (t, k: string) => (k in t ? t[k as keyof AppDeps] : ['https', 'metrics', 'alerts'].includes(k) ? undefined : {}),
+    get: (t, k: string) =>
+      k in t ? t[k as keyof AppDeps] : ['https', 'metrics', 'alerts'].includes(k) ? undefined : {},
   }) as AppDeps;
   app = await buildApp(deps);
 });
 after(async () => app.close());
 
-const post = (yaml: string) => app.inject({ method: 'POST', url: '/plans', headers: { authorization: 'Bearer t' }, payload: { yaml } });
+const post = (yaml: string) =>
+  app.inject({ method: 'POST', url: '/plans', headers: { authorization: 'Bearer t' }, payload: { yaml } });
 
 test('a plan body over the route limit is 413 BODY_TOO_LARGE, and never reaches the parser', async () => {
   const r = await post('x'.repeat(PLAN_BODY_LIMIT));

@@ -11,8 +11,17 @@ import { AuditLog, GENESIS_HASH, canonicalJson, entryHash, type AuditRecord } fr
 
 function record(n: number, over: Partial<AuditRecord> = {}): AuditRecord {
   return {
-    at: new Date(Date.UTC(2026, 11, 5, 16, 0, n)).toISOString(), tokenId: 'tok-admin', role: 'admin', source: '127.0.0.1',
-    method: 'POST', route: '/vms/:name/start', target: { name: `vm${n}` }, status: 202, errorCode: null, requestId: `req-${n}`, ...over,
+    at: new Date(Date.UTC(2026, 11, 5, 16, 0, n)).toISOString(),
+    tokenId: 'tok-admin',
+    role: 'admin',
+    source: '127.0.0.1',
+    method: 'POST',
+    route: '/vms/:name/start',
+    target: { name: `vm${n}` },
+    status: 202,
+    errorCode: null,
+    requestId: `req-${n}`,
+    ...over,
   };
 }
 
@@ -21,7 +30,10 @@ function record(n: number, over: Partial<AuditRecord> = {}): AuditRecord {
  * for the tampering (the triggers that keep the code from editing it are dropped first,
  * as anyone holding the file could).
  */
-async function withLog(n: number, fn: (log: AuditLog, raw: BetterSqlite3.Database, store: SqliteStore, file: string) => Promise<void>): Promise<void> {
+async function withLog(
+  n: number,
+  fn: (log: AuditLog, raw: BetterSqlite3.Database, store: SqliteStore, file: string) => Promise<void>,
+): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-audit-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   const raw = new BetterSqlite3(join(dir, 'site.db'));
@@ -38,13 +50,19 @@ async function withLog(n: number, fn: (log: AuditLog, raw: BetterSqlite3.Databas
 }
 
 test('canonical JSON sorts keys at every level and drops undefined', () => {
-  assert.equal(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: null }, u: undefined }), '{"a":{"c":null,"d":[1,{"y":2,"z":1}]},"b":1}');
+  assert.equal(
+    canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: null }, u: undefined }),
+    '{"a":{"c":null,"d":[1,{"y":2,"z":1}]},"b":1}',
+  );
 });
 
 test('entries chain: each prev_hash is the hash before it, and the head is the newest', async () => {
   await withLog(5, async (log) => {
     const all = (await log.list({ limit: 100 })).reverse();
-    assert.deepEqual(all.map((e) => e.seq), [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      all.map((e) => e.seq),
+      [1, 2, 3, 4, 5],
+    );
     assert.equal(all[0]!.prevHash, GENESIS_HASH);
     for (let i = 1; i < all.length; i++) assert.equal(all[i]!.prevHash, all[i - 1]!.hash);
     for (const e of all) assert.equal(e.hash, entryHash(e.prevHash, e.seq, e));
@@ -86,7 +104,9 @@ test('an edited entry whose hash was recomputed breaks the link to the next one'
   await withLog(5, async (log, raw) => {
     const e = (await log.list({ limit: 100 })).find((x) => x.seq === 3)!;
     const forged = { ...e, tokenId: 'tok-someone-else' };
-    raw.prepare('UPDATE audit_log SET token_id = ?, hash = ? WHERE seq = 3').run(forged.tokenId, entryHash(e.prevHash, 3, forged));
+    raw
+      .prepare('UPDATE audit_log SET token_id = ?, hash = ? WHERE seq = 3')
+      .run(forged.tokenId, entryHash(e.prevHash, 3, forged));
     const v = await log.verify();
     assert.deepEqual([v.ok, v.firstBad?.seq, v.firstBad?.problem], [false, 4, 'chain-broken']);
   });
@@ -142,10 +162,19 @@ test('appends after a removal keep chaining from the head, so the gap stays visi
 test('concurrent appends do not fork the chain, through one log or two on the same database', async () => {
   await withLog(0, async (log, _raw, store) => {
     const other = new AuditLog(new AuditRepo(store.db));
-    const written = await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 2 === 0 ? log : other).append(record(i))));
-    assert.deepEqual(written.map((e) => e.seq).sort((a, b) => a - b), Array.from({ length: 60 }, (_, i) => i + 1));
+    const written = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => (i % 2 === 0 ? log : other).append(record(i))),
+    );
+    assert.deepEqual(
+      written.map((e) => e.seq).sort((a, b) => a - b),
+      Array.from({ length: 60 }, (_, i) => i + 1),
+    );
     assert.equal(new Set(written.map((e) => e.prevHash)).size, 60, 'no two entries chain from the same hash');
-    assert.deepEqual(await log.verify(), { ok: true, entries: 60, head: { seq: 60, hash: written.find((e) => e.seq === 60)!.hash } });
+    assert.deepEqual(await log.verify(), {
+      ok: true,
+      entries: 60,
+      head: { seq: 60, hash: written.find((e) => e.seq === 60)!.hash },
+    });
   });
 });
 
@@ -166,13 +195,20 @@ test('another connection appending at the same time (a worker thread: another pr
     const here = (rel: string): string => new URL(rel, import.meta.url).href;
     const worker = new Worker(code, {
       eval: true,
-      workerData: { file, record: record(0), store: here('../../../src/store/sqlite/open-sqlite-store.js'), repo: here('../../../src/store/repos/audit-repo.js'), log: here('../../../src/audit/audit-log.js') },
+      workerData: {
+        file,
+        record: record(0),
+        store: here('../../../src/store/sqlite/open-sqlite-store.js'),
+        repo: here('../../../src/store/repos/audit-repo.js'),
+        log: here('../../../src/audit/audit-log.js'),
+      },
     });
-    const said = (what: string): Promise<void> => new Promise<void>((resolve, reject) => {
-      const on = (m: unknown): void => void (m === what && (worker.off('message', on), resolve()));
-      worker.on('message', on);
-      worker.once('error', reject);
-    });
+    const said = (what: string): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const on = (m: unknown): void => void (m === what && (worker.off('message', on), resolve()));
+        worker.on('message', on);
+        worker.once('error', reject);
+      });
     const done = said('done');
     await said('ready');
     for (let i = 0; i < 200; i++) await log.append(record(i));
@@ -181,7 +217,10 @@ test('another connection appending at the same time (a worker thread: another pr
     const v = await log.verify();
     assert.deepEqual([v.ok, v.entries], [true, 400]);
     const seqs = (await log.list({ limit: 1000 })).map((e) => e.requestId);
-    const order = seqs.reverse().map((id) => (id!.startsWith('worker-') ? 'w' : 'm')).join('');
+    const order = seqs
+      .reverse()
+      .map((id) => (id!.startsWith('worker-') ? 'w' : 'm'))
+      .join('');
     assert.match(order, /mw|wm/, 'the two writers took turns');
   });
 });
@@ -189,9 +228,21 @@ test('another connection appending at the same time (a worker thread: another pr
 test('list filters by time and token, newest first, bounded', async () => {
   await withLog(0, async (log) => {
     for (let i = 1; i <= 6; i++) await log.append(record(i, { tokenId: i % 2 ? 'tok-a' : 'tok-b' }));
-    assert.deepEqual((await log.list({ limit: 3 })).map((e) => e.seq), [6, 5, 4]);
-    assert.deepEqual((await log.list({ tokenId: 'tok-a', limit: 100 })).map((e) => e.seq), [5, 3, 1]);
-    assert.deepEqual((await log.list({ since: record(4).at, limit: 100 })).map((e) => e.seq), [6, 5, 4]);
-    assert.deepEqual((await log.list({ beforeSeq: 3, limit: 100 })).map((e) => e.seq), [2, 1]);
+    assert.deepEqual(
+      (await log.list({ limit: 3 })).map((e) => e.seq),
+      [6, 5, 4],
+    );
+    assert.deepEqual(
+      (await log.list({ tokenId: 'tok-a', limit: 100 })).map((e) => e.seq),
+      [5, 3, 1],
+    );
+    assert.deepEqual(
+      (await log.list({ since: record(4).at, limit: 100 })).map((e) => e.seq),
+      [6, 5, 4],
+    );
+    assert.deepEqual(
+      (await log.list({ beforeSeq: 3, limit: 100 })).map((e) => e.seq),
+      [2, 1],
+    );
   });
 });

@@ -10,35 +10,57 @@ import { ApiClient } from '../../../src/cli/api-client.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 
 /** The CLI's client over core/https-json-client.ts: what the person sees for each answer and each failure. */
-test('the CLI client: token and body out, the server\'s typed errors back, unreachable sites worded with a hint', async () => {
+test("the CLI client: token and body out, the server's typed errors back, unreachable sites worded with a hint", async () => {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-api-client-'));
   const tls = await ensureSiteTls({ dir, siteName: 'cli' });
   const server = createServer({ key: tls.serverKeyPem, cert: tls.serverCertPem }, (req, res) => {
     let text = '';
-    req.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
-      const send = (status: number, body: unknown): void => {
-        res.statusCode = status;
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify(body));
-      };
-      if (req.url === '/vms/taken') send(409, { error: { code: 'VM_EXISTS', message: 'a VM named a exists', details: { vm: 'a' } } });
-      else if (req.url === '/newer') send(400, { error: { code: 'SOME_FUTURE_CODE', message: 'from a newer server' } });
-      else if (req.url === '/bare') send(500, {});
-      else send(200, { auth: req.headers.authorization, method: req.method, body: text ? JSON.parse(text) : null });
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (c: string) => (text += c))
+      .on('end', () => {
+        const send = (status: number, body: unknown): void => {
+          res.statusCode = status;
+          res.setHeader('content-type', 'application/json');
+          res.end(JSON.stringify(body));
+        };
+        if (req.url === '/vms/taken')
+          send(409, { error: { code: 'VM_EXISTS', message: 'a VM named a exists', details: { vm: 'a' } } });
+        else if (req.url === '/newer')
+          send(400, { error: { code: 'SOME_FUTURE_CODE', message: 'from a newer server' } });
+        else if (req.url === '/bare') send(500, {});
+        else send(200, { auth: req.headers.authorization, method: req.method, body: text ? JSON.parse(text) : null });
+      });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const api = new ApiClient({ url, token: 'adm1n', ca: tls.caCertPem });
   try {
-    assert.deepEqual(await api.post('/vms', { name: 'a' }), { auth: 'Bearer adm1n', method: 'POST', body: { name: 'a' } });
+    assert.deepEqual(await api.post('/vms', { name: 'a' }), {
+      auth: 'Bearer adm1n',
+      method: 'POST',
+      body: { name: 'a' },
+    });
     assert.deepEqual(await api.get('/vms'), { auth: 'Bearer adm1n', method: 'GET', body: null });
-    await assert.rejects(api.get('/vms/taken'), (e: unknown) => isMamoriError(e, 'VM_EXISTS') && e.message === 'a VM named a exists' && e.details?.['vm'] === 'a');
-    await assert.rejects(api.get('/newer'), (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'from a newer server');
+    await assert.rejects(
+      api.get('/vms/taken'),
+      (e: unknown) => isMamoriError(e, 'VM_EXISTS') && e.message === 'a VM named a exists' && e.details?.['vm'] === 'a',
+    );
+    await assert.rejects(
+      api.get('/newer'),
+      (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'from a newer server',
+    );
     await assert.rejects(api.get('/bare'), (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500');
     // Without the site's CA: the system's CAs do not know it.
-    await assert.rejects(new ApiClient({ url, token: 'x' }).get('/vms'), (e: unknown) => isMamoriError(e, 'SITE_UNREACHABLE') &&
-      e.message.startsWith(`cannot reach the site at ${url}: `) && e.message.endsWith("(the site's certificate is not trusted: use --data DIR, or set MAMORI_CA to the site's DATA/tls/ca-cert.pem)"));
+    await assert.rejects(
+      new ApiClient({ url, token: 'x' }).get('/vms'),
+      (e: unknown) =>
+        isMamoriError(e, 'SITE_UNREACHABLE') &&
+        e.message.startsWith(`cannot reach the site at ${url}: `) &&
+        e.message.endsWith(
+          "(the site's certificate is not trusted: use --data DIR, or set MAMORI_CA to the site's DATA/tls/ca-cert.pem)",
+        ),
+    );
   } finally {
     server.close();
     server.closeAllConnections();
@@ -48,7 +70,11 @@ test('the CLI client: token and body out, the server\'s typed errors back, unrea
   await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
   const goneUrl = `https://127.0.0.1:${(gone.address() as AddressInfo).port}`;
   await new Promise((r) => gone.close(r));
-  await assert.rejects(new ApiClient({ url: goneUrl, token: 'x', ca: tls.caCertPem }).get('/vms'),
-    (e: unknown) => isMamoriError(e, 'SITE_UNREACHABLE') && e.message.startsWith(`cannot reach the site at ${goneUrl}: connect ECONNREFUSED`));
+  await assert.rejects(
+    new ApiClient({ url: goneUrl, token: 'x', ca: tls.caCertPem }).get('/vms'),
+    (e: unknown) =>
+      isMamoriError(e, 'SITE_UNREACHABLE') &&
+      e.message.startsWith(`cannot reach the site at ${goneUrl}: connect ECONNREFUSED`),
+  );
   await rm(dir, { recursive: true, force: true });
 });

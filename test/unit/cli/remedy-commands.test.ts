@@ -31,9 +31,13 @@ function literals(file: string, source: string): { text: string; line: number }[
   const sf = ts.createSourceFile(file, source, ts.ScriptTarget.ES2022, true);
   const out: { text: string; line: number }[] = [];
   const visit = (n: ts.Node): void => {
-    if (ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) out.push({ text: n.text, line: sf.getLineAndCharacterOfPosition(n.getStart()).line + 1 });
+    if (ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n))
+      out.push({ text: n.text, line: sf.getLineAndCharacterOfPosition(n.getStart()).line + 1 });
     else if (ts.isTemplateExpression(n)) {
-      out.push({ text: n.head.text + n.templateSpans.map((s) => `X${s.literal.text}`).join(''), line: sf.getLineAndCharacterOfPosition(n.getStart()).line + 1 });
+      out.push({
+        text: n.head.text + n.templateSpans.map((s) => `X${s.literal.text}`).join(''),
+        line: sf.getLineAndCharacterOfPosition(n.getStart()).line + 1,
+      });
     }
     ts.forEachChild(n, visit);
   };
@@ -61,16 +65,24 @@ async function refusal(command: string): Promise<string | null> {
 }
 
 test('the extractor finds commands in quotes and parentheses, and the parser refuses what the CLI refuses', async () => {
-  assert.deepEqual(namedCommands("take a new point ('mamori replicate sync db') and see `mamori vm list` (mamori token list)"),
-    ['replicate sync db', 'vm list', 'token list']);
+  assert.deepEqual(
+    namedCommands("take a new point ('mamori replicate sync db') and see `mamori vm list` (mamori token list)"),
+    ['replicate sync db', 'vm list', 'token list'],
+  );
   // The command the RPO incident named before this test existed: no such subcommand.
   assert.match((await refusal('replicate sync db'))!, /INVALID_INPUT: unknown replicate command "sync"/);
   assert.match((await refusal('replicate sync-now db --force'))!, /^INVALID_INPUT|ERR_PARSE_ARGS/);
-  assert.match((await refusal('replicate enable db --to site-b --rpo 30s --speed 3'))!, /ERR_PARSE_ARGS_UNKNOWN_OPTION/);
+  assert.match(
+    (await refusal('replicate enable db --to site-b --rpo 30s --speed 3'))!,
+    /ERR_PARSE_ARGS_UNKNOWN_OPTION/,
+  );
   assert.match((await refusal('serve --nmae x'))!, /ERR_PARSE_ARGS_UNKNOWN_OPTION/);
   assert.match((await refusal('frobnicate'))!, /unknown command "frobnicate"/);
   assert.equal(await refusal('replicate sync-now db'), null);
-  assert.deepEqual(await parseCommand(['replicate', 'sync-now', 'db']), { ok: true, request: { method: 'POST', path: '/vms/db/replication/sync', body: {} } });
+  assert.deepEqual(await parseCommand(['replicate', 'sync-now', 'db']), {
+    ok: true,
+    request: { method: 'POST', path: '/vms/db/replication/sync', body: {} },
+  });
   assert.deepEqual(await parseCommand(['serve', '--data', '/x', '--name', 'a']), { ok: true, request: null });
 });
 

@@ -25,8 +25,12 @@ describe('the compatibility report over sfdisk-made disks', () => {
   };
   const blockersOf = async (img: Buffer): Promise<string[]> => conversionBlockers(await inspectDisk(bufferReader(img)));
 
-  before(async () => { dir = await mkdtemp(join(tmpdir(), 'mamori-compat-')); });
-  after(async () => { await rm(dir, { recursive: true, force: true }); });
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mamori-compat-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
 
   const LDM = /^it is a Windows dynamic disk \(LDM\): convert its volumes to basic disks in Windows first$/;
 
@@ -37,9 +41,15 @@ describe('the compatibility report over sfdisk-made disks', () => {
   });
 
   it('blocks a GPT dynamic disk (LDM metadata partition), and one with only an LDM data partition', async () => {
-    const both = await disk('gpt-ldm.img', 'label: gpt\nstart=2048, size=2048, type=5808C8AA-7E8F-42E0-85D2-E1E90434CFB3\nstart=4096, type=AF9B60A0-1431-4F62-BC68-3311714A69AD\n');
+    const both = await disk(
+      'gpt-ldm.img',
+      'label: gpt\nstart=2048, size=2048, type=5808C8AA-7E8F-42E0-85D2-E1E90434CFB3\nstart=4096, type=AF9B60A0-1431-4F62-BC68-3311714A69AD\n',
+    );
     assert.match((await blockersOf(both)).join('\n'), LDM);
-    const dataOnly = await disk('gpt-ldm-data.img', 'label: gpt\nstart=2048, type=AF9B60A0-1431-4F62-BC68-3311714A69AD\n');
+    const dataOnly = await disk(
+      'gpt-ldm-data.img',
+      'label: gpt\nstart=2048, type=AF9B60A0-1431-4F62-BC68-3311714A69AD\n',
+    );
     assert.match((await blockersOf(dataOnly)).join('\n'), LDM);
   });
 
@@ -47,11 +57,16 @@ describe('the compatibility report over sfdisk-made disks', () => {
     const mbr = await inspectDisk(bufferReader(await disk('mbr-basic.img', 'label: dos\nstart=2048, type=7\n')));
     assert.deepEqual(conversionBlockers(mbr), []);
     assert.ok(compatibilityWarnings(mbr).some((w) => /no guest operating system was found/.test(w)));
-    const gpt = await inspectDisk(bufferReader(await disk('gpt-basic.img', 'label: gpt\nstart=2048, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n')));
+    const gpt = await inspectDisk(
+      bufferReader(await disk('gpt-basic.img', 'label: gpt\nstart=2048, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n')),
+    );
     assert.deepEqual(conversionBlockers(gpt), []);
   });
 
   it('blocks a disk with neither partition table nor filesystem', async () => {
-    assert.match((await blockersOf(Buffer.alloc(1024 * 1024))).join('\n'), /holds no partition table and no filesystem/);
+    assert.match(
+      (await blockersOf(Buffer.alloc(1024 * 1024))).join('\n'),
+      /holds no partition table and no filesystem/,
+    );
   });
 });

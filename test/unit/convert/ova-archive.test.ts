@@ -57,7 +57,10 @@ async function bytesAt(archive: string, m: TarMember): Promise<Buffer> {
 /** Each member's bytes, read at its offset, are the file's. */
 async function assertMembers(archive: string, expected: string[]): Promise<TarMember[]> {
   const members = await listTarMembers(archive);
-  assert.deepEqual(members.map((m) => m.name), expected);
+  assert.deepEqual(
+    members.map((m) => m.name),
+    expected,
+  );
   for (const m of members) {
     const want = content.get(m.name)!;
     assert.equal(m.size, want.length, m.name);
@@ -78,7 +81,10 @@ const rejects = async (p: Promise<unknown>, code: string, message: RegExp): Prom
 test('writeTar writes a ustar archive in the given order that GNU tar reads and listTarMembers locates', async () => {
   const archive = join(dir, 'out.ova');
   const names = ['vm.ovf', 'vm.mf', 'exact.bin', 'sub/disk.vmdk'];
-  await writeTar(archive, names.map((name) => ({ name, source: src(name) })));
+  await writeTar(
+    archive,
+    names.map((name) => ({ name, source: src(name) })),
+  );
   const members = await assertMembers(archive, names);
   // header + data padded to 512 per member, then two zero blocks
   const expectedSize = names.reduce((n, name) => n + 512 + Math.ceil(content.get(name)!.length / 512) * 512, 0) + 1024;
@@ -86,7 +92,10 @@ test('writeTar writes a ustar archive in the given order that GNU tar reads and 
   assert.equal(members[0]!.offset, 512);
 
   const listing = execFileSync('tar', ['-tvf', archive], { encoding: 'utf8' }).trim().split('\n');
-  assert.deepEqual(listing.map((l) => l.split(/\s+/).at(-1)), names);
+  assert.deepEqual(
+    listing.map((l) => l.split(/\s+/).at(-1)),
+    names,
+  );
   for (const [i, line] of listing.entries()) {
     assert.match(line, /^-rw-r--r-- root\/root\s+(\d+) /);
     assert.equal(Number(/root\/root\s+(\d+)/.exec(line)![1]), content.get(names[i]!)!.length);
@@ -120,7 +129,10 @@ test('GNU tar --format=posix: pax x headers with path=, a global g header ignore
 
 test('a size in GNU base-256 form (as for members of 8 GiB and more) is read', async () => {
   const archive = join(dir, 'b256.tar');
-  await writeTar(archive, [{ name: 'vm.ovf', source: src('vm.ovf') }, { name: 'sub/disk.vmdk', source: src('sub/disk.vmdk') }]);
+  await writeTar(archive, [
+    { name: 'vm.ovf', source: src('vm.ovf') },
+    { name: 'sub/disk.vmdk', source: src('sub/disk.vmdk') },
+  ]);
   const raw = await readFile(archive);
   const h = (await listTarMembers(archive))[1]!.offset - 512;
   const size = content.get('sub/disk.vmdk')!.length;
@@ -145,7 +157,10 @@ test('damaged and truncated archives are refused with the offset', async () => {
   await rejects(listTarMembers(empty), 'IMAGE_CORRUPT', /not a tar archive/);
 
   const good = join(dir, 'good.ova');
-  await writeTar(good, [{ name: 'vm.ovf', source: src('vm.ovf') }, { name: 'sub/disk.vmdk', source: src('sub/disk.vmdk') }]);
+  await writeTar(good, [
+    { name: 'vm.ovf', source: src('vm.ovf') },
+    { name: 'sub/disk.vmdk', source: src('sub/disk.vmdk') },
+  ]);
   const raw = await readFile(good);
   const second = (await listTarMembers(good))[1]!.offset - 512;
 
@@ -163,8 +178,19 @@ test('damaged and truncated archives are refused with the offset', async () => {
 test('writeTar refuses names ustar cannot hold and sources it cannot read, leaving no file', async () => {
   const archive = join(dir, 'refused.ova');
   await rejects(writeTar(archive, [{ name: LONG, source: src(LONG) }]), 'INVALID_INPUT', /1 to 100 bytes/);
-  await rejects(writeTar(archive, [{ name: 'x.vmdk', source: src('missing.vmdk') }]), 'INVALID_INPUT', /cannot read .*missing\.vmdk/);
+  await rejects(
+    writeTar(archive, [{ name: 'x.vmdk', source: src('missing.vmdk') }]),
+    'INVALID_INPUT',
+    /cannot read .*missing\.vmdk/,
+  );
   await rejects(writeTar(archive, [{ name: 'sub', source: src('sub') }]), 'INVALID_INPUT', /not a regular file/);
-  await rejects(writeTar(archive, [{ name: 'a', source: src('vm.ovf') }, { name: 'a', source: src('vm.mf') }]), 'INVALID_INPUT', /two members are named a/);
+  await rejects(
+    writeTar(archive, [
+      { name: 'a', source: src('vm.ovf') },
+      { name: 'a', source: src('vm.mf') },
+    ]),
+    'INVALID_INPUT',
+    /two members are named a/,
+  );
   assert.equal(existsSync(archive), false);
 });

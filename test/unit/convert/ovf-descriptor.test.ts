@@ -18,13 +18,21 @@ const VSSD = 'xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_
 
 test('buildOvf then parseOvf gives back the same system, XML special characters included', () => {
   const vs: OvfVirtualSystem = {
-    name: `Web & DB <"prod"> 'east'`, vcpus: 4, memoryMiB: 6144, firmware: 'uefi',
+    name: `Web & DB <"prod"> 'east'`,
+    vcpus: 4,
+    memoryMiB: 6144,
+    firmware: 'uefi',
     os: { cimId: 94, description: 'Ubuntu & friends (64-bit)', vmwOsType: 'ubuntu64Guest' },
     disks: [
       { href: 'web&db-disk0.vmdk', capacityBytes: 17179869184, fileSizeBytes: 1234567 },
       { href: 'web&db-disk1.vmdk', capacityBytes: 1073741824 },
     ],
-    nics: [{ model: 'E1000', network: 'VM <Network>' }, { model: 'VmxNet3', network: 'backup "lan"' }, { model: 'E1000', network: 'VM <Network>' }, { model: 'E1000', network: '' }],
+    nics: [
+      { model: 'E1000', network: 'VM <Network>' },
+      { model: 'VmxNet3', network: 'backup "lan"' },
+      { model: 'E1000', network: 'VM <Network>' },
+      { model: 'E1000', network: '' },
+    ],
   };
   const xml = buildOvf(vs);
   assert.deepEqual(parseOvf(xml), vs);
@@ -45,17 +53,39 @@ test('a BIOS VM without an OS gets a generic 64-bit Linux and no firmware key; d
   const disks = Array.from({ length: 9 }, (_, i) => ({ href: `d${i}.vmdk`, capacityBytes: 512 * (i + 1) }));
   const xml = buildOvf({ name: 'plain', vcpus: 1, memoryMiB: 512, firmware: 'bios', disks, nics: [] });
   const back = parseOvf(xml);
-  assert.deepEqual(back, { name: 'plain', vcpus: 1, memoryMiB: 512, firmware: 'bios', os: { cimId: 101, description: 'Linux 64-Bit', vmwOsType: 'otherLinux64Guest' }, disks, nics: [] });
+  assert.deepEqual(back, {
+    name: 'plain',
+    vcpus: 1,
+    memoryMiB: 512,
+    firmware: 'bios',
+    os: { cimId: 101, description: 'Linux 64-Bit', vmwOsType: 'otherLinux64Guest' },
+    disks,
+    nics: [],
+  });
   assert.ok(!xml.includes('firmware') && !xml.includes('NetworkSection'));
-  assert.deepEqual([...xml.matchAll(/<rasd:AddressOnParent>(\d+)</g)].map((m) => Number(m[1])), [0, 1, 2, 3, 4, 5, 6, 8, 9]);
+  assert.deepEqual(
+    [...xml.matchAll(/<rasd:AddressOnParent>(\d+)</g)].map((m) => Number(m[1])),
+    [0, 1, 2, 3, 4, 5, 6, 8, 9],
+  );
 });
 
 test('buildOvf refuses what it cannot write', () => {
-  const ok: OvfVirtualSystem = { name: 'vm', vcpus: 1, memoryMiB: 512, firmware: 'bios', disks: [{ href: 'a.vmdk', capacityBytes: 1024 }], nics: [] };
+  const ok: OvfVirtualSystem = {
+    name: 'vm',
+    vcpus: 1,
+    memoryMiB: 512,
+    firmware: 'bios',
+    disks: [{ href: 'a.vmdk', capacityBytes: 1024 }],
+    nics: [],
+  };
   throwsCode(() => buildOvf({ ...ok, name: 'bad\u0001name' }), 'INVALID_INPUT', /control characters/);
   throwsCode(() => buildOvf({ ...ok, disks: [] }), 'INVALID_INPUT', /at least one disk/);
   throwsCode(() => buildOvf({ ...ok, vcpus: 0 }), 'INVALID_INPUT', /vcpus/);
-  throwsCode(() => buildOvf({ ...ok, disks: [ok.disks[0]!, ok.disks[0]!] }), 'INVALID_INPUT', /share the file name a\.vmdk/);
+  throwsCode(
+    () => buildOvf({ ...ok, disks: [ok.disks[0]!, ok.disks[0]!] }),
+    'INVALID_INPUT',
+    /share the file name a\.vmdk/,
+  );
 });
 
 const OVFTOOL = `<?xml version="1.0" encoding="UTF-8"?>
@@ -169,7 +199,10 @@ const OVFTOOL = `<?xml version="1.0" encoding="UTF-8"?>
 
 test('an ovftool descriptor: ovf: prefixes, GiB capacities, EFI, the CD-ROM ignored, disks by address', () => {
   assert.deepEqual(parseOvf(OVFTOOL), {
-    name: 'app01', vcpus: 2, memoryMiB: 4096, firmware: 'uefi',
+    name: 'app01',
+    vcpus: 2,
+    memoryMiB: 4096,
+    firmware: 'uefi',
     os: { cimId: 94, description: 'Ubuntu Linux (64-bit)', vmwOsType: 'ubuntu64Guest' },
     disks: [
       { href: 'app01-disk1.vmdk', capacityBytes: 40 * 2 ** 30, fileSizeBytes: 1570928640 },
@@ -232,7 +265,11 @@ const VBOX = `<?xml version="1.0"?>
 
 test('a VirtualBox descriptor: default namespace, MegaBytes, /disk/ references, EFI from vbox:Machine, name from ovf:id', () => {
   assert.deepEqual(parseOvf(VBOX), {
-    name: 'debian12', vcpus: 2, memoryMiB: 2048, firmware: 'uefi', os: { cimId: 96, description: 'Debian_64' },
+    name: 'debian12',
+    vcpus: 2,
+    memoryMiB: 2048,
+    firmware: 'uefi',
+    os: { cimId: 96, description: 'Debian_64' },
     disks: [{ href: 'debian12-disk001.vmdk', capacityBytes: 21474836480 }],
     nics: [{ model: 'E1000', network: 'NAT' }],
   });
@@ -265,17 +302,31 @@ const OVF2 = `<?xml version="1.0" encoding="UTF-8"?>
 
 test('an OVF 2.0 descriptor: StorageItem and EthernetPortItem, disks ordered by controller before address', () => {
   assert.deepEqual(parseOvf(OVF2), {
-    name: 'db', vcpus: 8, memoryMiB: 16384, firmware: 'bios',
-    disks: [{ href: 'db-1.vmdk', capacityBytes: 10 * 2 ** 30 }, { href: 'db-2.vmdk', capacityBytes: 2 ** 40, fileSizeBytes: 4096 }],
+    name: 'db',
+    vcpus: 8,
+    memoryMiB: 16384,
+    firmware: 'bios',
+    disks: [
+      { href: 'db-1.vmdk', capacityBytes: 10 * 2 ** 30 },
+      { href: 'db-2.vmdk', capacityBytes: 2 ** 40, fileSizeBytes: 4096 },
+    ],
     nics: [{ model: 'VmxNet3', network: 'prod' }],
   });
 });
 
 test('memory in every unit producers write is converted to MiB, rounding up; defaults are reported', () => {
-  const withMemory = (item: string): string => OVF2.replace(/<Item><rasd:AllocationUnits>byte \* 2\^30<\/rasd:AllocationUnits>.*?<\/Item>/, item);
+  const withMemory = (item: string): string =>
+    OVF2.replace(/<Item><rasd:AllocationUnits>byte \* 2\^30<\/rasd:AllocationUnits>.*?<\/Item>/, item);
   const mem = (units: string, qty: number): string =>
     `<Item><rasd:AllocationUnits>${units}</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>${qty}</rasd:VirtualQuantity></Item>`;
-  const cases: [string, number, number][] = [['byte * 2^20', 512, 512], ['byte*2^30', 2, 2048], ['MegaBytes', 1024, 1024], ['MB', 256, 256], ['GigaBytes', 3, 3072], ['byte', 1572865, 2]];
+  const cases: [string, number, number][] = [
+    ['byte * 2^20', 512, 512],
+    ['byte*2^30', 2, 2048],
+    ['MegaBytes', 1024, 1024],
+    ['MB', 256, 256],
+    ['GigaBytes', 3, 3072],
+    ['byte', 1572865, 2],
+  ];
   for (const [units, qty, mib] of cases) assert.equal(parseOvf(withMemory(mem(units, qty))).memoryMiB, mib, units);
   throwsCode(() => parseOvf(withMemory(mem('furlongs', 3))), 'IMAGE_FORMAT_UNSUPPORTED', /furlongs/);
 
@@ -287,11 +338,14 @@ test('memory in every unit producers write is converted to MiB, rounding up; def
 });
 
 test('items for another deployment configuration are skipped', () => {
-  const xml = OVF2
-    .replace('<References>', '<DeploymentOptionSection><Info>sizes</Info><Configuration ovf:id="small"><Label>S</Label></Configuration><Configuration ovf:id="large" ovf:default="true"><Label>L</Label></Configuration></DeploymentOptionSection><References>')
-    .replace('<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>8</rasd:VirtualQuantity></Item>',
-      '<Item ovf:configuration="small"><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>' +
-      '<Item ovf:configuration="large"><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>12</rasd:VirtualQuantity></Item>');
+  const xml = OVF2.replace(
+    '<References>',
+    '<DeploymentOptionSection><Info>sizes</Info><Configuration ovf:id="small"><Label>S</Label></Configuration><Configuration ovf:id="large" ovf:default="true"><Label>L</Label></Configuration></DeploymentOptionSection><References>',
+  ).replace(
+    '<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>8</rasd:VirtualQuantity></Item>',
+    '<Item ovf:configuration="small"><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>' +
+      '<Item ovf:configuration="large"><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>12</rasd:VirtualQuantity></Item>',
+  );
   assert.equal(parseOvf(xml).vcpus, 12);
 });
 
@@ -299,19 +353,90 @@ test('damaged, foreign and multi-VM descriptors are refused with what to do', ()
   throwsCode(() => parseOvf('this is not xml'), 'IMAGE_CORRUPT', /not well-formed XML.*export the VM again/);
   throwsCode(() => parseOvf(OVFTOOL.slice(0, 2000)), 'IMAGE_CORRUPT', /not well-formed XML/);
   throwsCode(() => parseOvf('<domain type="kvm"><name>x</name></domain>'), 'IMAGE_CORRUPT', /root is <domain>/);
-  throwsCode(() => parseOvf(OVF2.replace(/<VirtualSystem [\s\S]*<\/VirtualSystem>/, '')), 'IMAGE_CORRUPT', /no VirtualSystem/);
+  throwsCode(
+    () => parseOvf(OVF2.replace(/<VirtualSystem [\s\S]*<\/VirtualSystem>/, '')),
+    'IMAGE_CORRUPT',
+    /no VirtualSystem/,
+  );
   const vsXml = /<VirtualSystem [\s\S]*<\/VirtualSystem>/.exec(OVF2)![0];
-  throwsCode(() => parseOvf(OVF2.replace(vsXml, vsXml + vsXml.replace('ovf:id="db"', 'ovf:id="db2"'))), 'IMAGE_FORMAT_UNSUPPORTED', /2 VMs; convert one VM at a time: export it alone/);
-  throwsCode(() => parseOvf(OVF2.replace(vsXml, `<VirtualSystemCollection ovf:id="vapp"><Info>x</Info>${vsXml}</VirtualSystemCollection>`)), 'IMAGE_FORMAT_UNSUPPORTED', /one VM at a time/);
-  throwsCode(() => parseOvf(OVF2.replace('<File ovf:href="db-2.vmdk" ovf:id="f2" ovf:size="4096"/>', '')), 'IMAGE_CORRUPT', /disk d2 refers to file f2, which References does not list/);
-  throwsCode(() => parseOvf(OVF2.replace(/<Disk [^>]*\/>/g, '').replace(/<StorageItem>.*?<\/StorageItem>/g, '')), 'IMAGE_CORRUPT', /no virtual disk/);
-  throwsCode(() => parseOvf(OVF2.replace('ovf:id="f1"', 'ovf:id="f1" ovf:compression="gzip"')), 'IMAGE_FORMAT_UNSUPPORTED', /without compression/);
+  throwsCode(
+    () => parseOvf(OVF2.replace(vsXml, vsXml + vsXml.replace('ovf:id="db"', 'ovf:id="db2"'))),
+    'IMAGE_FORMAT_UNSUPPORTED',
+    /2 VMs; convert one VM at a time: export it alone/,
+  );
+  throwsCode(
+    () =>
+      parseOvf(
+        OVF2.replace(vsXml, `<VirtualSystemCollection ovf:id="vapp"><Info>x</Info>${vsXml}</VirtualSystemCollection>`),
+      ),
+    'IMAGE_FORMAT_UNSUPPORTED',
+    /one VM at a time/,
+  );
+  throwsCode(
+    () => parseOvf(OVF2.replace('<File ovf:href="db-2.vmdk" ovf:id="f2" ovf:size="4096"/>', '')),
+    'IMAGE_CORRUPT',
+    /disk d2 refers to file f2, which References does not list/,
+  );
+  throwsCode(
+    () => parseOvf(OVF2.replace(/<Disk [^>]*\/>/g, '').replace(/<StorageItem>.*?<\/StorageItem>/g, '')),
+    'IMAGE_CORRUPT',
+    /no virtual disk/,
+  );
+  throwsCode(
+    () => parseOvf(OVF2.replace('ovf:id="f1"', 'ovf:id="f1" ovf:compression="gzip"')),
+    'IMAGE_FORMAT_UNSUPPORTED',
+    /without compression/,
+  );
 });
 
 test('fuzz findings: sizes and counts past 2^53, overflowing units and units named after Object members are refused, never NaN or Infinity', () => {
-  throwsCode(() => parseOvf(OVFTOOL.replace('ovf:capacity="40"', 'ovf:capacity="99999999999999999999"')), 'IMAGE_CORRUPT', /too large to be a real size or count/);
-  throwsCode(() => parseOvf(OVFTOOL.replace('ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^30"', 'ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^9999"')), 'IMAGE_CORRUPT', /more than any disk holds/);
-  throwsCode(() => parseOvf(OVFTOOL.replace('ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^30"', 'ovf:capacity="40" ovf:capacityAllocationUnits="constructor"')), 'IMAGE_CORRUPT', /no readable capacity/);
-  throwsCode(() => parseOvf(OVFTOOL.replace('<rasd:VirtualQuantity>2</rasd:VirtualQuantity>', '<rasd:VirtualQuantity>9007199254740993</rasd:VirtualQuantity>')), 'IMAGE_CORRUPT', /too large/);
-  throwsCode(() => parseOvf(OVFTOOL.replace('<rasd:VirtualQuantity>4096</rasd:VirtualQuantity>', '<rasd:VirtualQuantity>9007199254740</rasd:VirtualQuantity>').replace('byte * 2^20</rasd:AllocationUnits>', 'byte * 2^40</rasd:AllocationUnits>')), 'IMAGE_CORRUPT', /more than any machine has/);
+  throwsCode(
+    () => parseOvf(OVFTOOL.replace('ovf:capacity="40"', 'ovf:capacity="99999999999999999999"')),
+    'IMAGE_CORRUPT',
+    /too large to be a real size or count/,
+  );
+  throwsCode(
+    () =>
+      parseOvf(
+        OVFTOOL.replace(
+          'ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^30"',
+          'ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^9999"',
+        ),
+      ),
+    'IMAGE_CORRUPT',
+    /more than any disk holds/,
+  );
+  throwsCode(
+    () =>
+      parseOvf(
+        OVFTOOL.replace(
+          'ovf:capacity="40" ovf:capacityAllocationUnits="byte * 2^30"',
+          'ovf:capacity="40" ovf:capacityAllocationUnits="constructor"',
+        ),
+      ),
+    'IMAGE_CORRUPT',
+    /no readable capacity/,
+  );
+  throwsCode(
+    () =>
+      parseOvf(
+        OVFTOOL.replace(
+          '<rasd:VirtualQuantity>2</rasd:VirtualQuantity>',
+          '<rasd:VirtualQuantity>9007199254740993</rasd:VirtualQuantity>',
+        ),
+      ),
+    'IMAGE_CORRUPT',
+    /too large/,
+  );
+  throwsCode(
+    () =>
+      parseOvf(
+        OVFTOOL.replace(
+          '<rasd:VirtualQuantity>4096</rasd:VirtualQuantity>',
+          '<rasd:VirtualQuantity>9007199254740</rasd:VirtualQuantity>',
+        ).replace('byte * 2^20</rasd:AllocationUnits>', 'byte * 2^40</rasd:AllocationUnits>'),
+      ),
+    'IMAGE_CORRUPT',
+    /more than any machine has/,
+  );
 });

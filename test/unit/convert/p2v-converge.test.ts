@@ -30,7 +30,11 @@ class FakeDevice implements ConvergeAgent {
     this.beforeChecksums(++this.calls);
     const out: Buffer[] = [];
     for (let o = span.offset; o < span.offset + span.length; o += chunkSize) {
-      out.push(createHash('sha256').update(this.data.subarray(o, Math.min(o + chunkSize, span.offset + span.length))).digest());
+      out.push(
+        createHash('sha256')
+          .update(this.data.subarray(o, Math.min(o + chunkSize, span.offset + span.length)))
+          .digest(),
+      );
     }
     return Buffer.concat(out);
   }
@@ -79,13 +83,28 @@ test('a device changed during the first passes ends copied exactly; zero chunks 
     if (call === 3) dev.data.fill(0, 5 * CHUNK, 6 * CHUNK);
   };
   const target = new FakeTarget(size);
-  const r = await convergeCopy(dev, dev, target, { sizeBytes: size, chunkSize: CHUNK, convergeBelowBytes: 0, maxPasses: 8 });
+  const r = await convergeCopy(dev, dev, target, {
+    sizeBytes: size,
+    chunkSize: CHUNK,
+    convergeBelowBytes: 0,
+    maxPasses: 8,
+  });
   assert.ok(target.data.equals(dev.data), 'the copy equals the device');
-  assert.deepEqual(r.passes.map((p) => p.changedBytes), [10 * CHUNK + 4096, 2 * CHUNK, CHUNK, 0, 0]);
-  assert.deepEqual(r.passes.map((p) => p.sentBytes), [10 * CHUNK + 4096, 2 * CHUNK, 0, 0, 0]);
+  assert.deepEqual(
+    r.passes.map((p) => p.changedBytes),
+    [10 * CHUNK + 4096, 2 * CHUNK, CHUNK, 0, 0],
+  );
+  assert.deepEqual(
+    r.passes.map((p) => p.sentBytes),
+    [10 * CHUNK + 4096, 2 * CHUNK, 0, 0, 0],
+  );
   assert.deepEqual(target.zeroes, [5 * CHUNK], 'a chunk that became zero is written as zeros, not sent');
   assert.equal(r.consistency, 'frozen');
-  assert.deepEqual(r.passes.map((p) => p.frozen), [false, false, false, false, true], 'the quiet fourth pass ends the passes; the frozen check confirms');
+  assert.deepEqual(
+    r.passes.map((p) => p.frozen),
+    [false, false, false, false, true],
+    'the quiet fourth pass ends the passes; the frozen check confirms',
+  );
   assert.equal(dev.freezes, 1);
   assert.equal(dev.thaws, 1);
   assert.equal(r.bytesSent, 12 * CHUNK + 4096);
@@ -100,22 +119,47 @@ test('passes stop once the remainder is small, and the frozen last pass sends it
     if (call === 3) dev.data.fill(5, 9 * CHUNK, 10 * CHUNK);
   };
   const target = new FakeTarget(size);
-  const r = await convergeCopy(dev, dev, target, { sizeBytes: size, chunkSize: CHUNK, convergeBelowBytes: 4 * CHUNK, maxPasses: 8 });
-  assert.deepEqual(r.passes.map((p) => [p.changedBytes, p.frozen]), [[size, false], [2 * CHUNK, false], [CHUNK, true], [0, true]], 'passes stop at a remainder under 4 chunks');
+  const r = await convergeCopy(dev, dev, target, {
+    sizeBytes: size,
+    chunkSize: CHUNK,
+    convergeBelowBytes: 4 * CHUNK,
+    maxPasses: 8,
+  });
+  assert.deepEqual(
+    r.passes.map((p) => [p.changedBytes, p.frozen]),
+    [
+      [size, false],
+      [2 * CHUNK, false],
+      [CHUNK, true],
+      [0, true],
+    ],
+    'passes stop at a remainder under 4 chunks',
+  );
   assert.ok(target.data.equals(dev.data));
 });
 
 test('a device that cannot be frozen ends crash-consistent, and one that never stops changing says so', async () => {
   const dev = new FakeDevice(size);
   dev.freezeAnswer = { frozen: [], notFrozenBecause: 'nothing is mounted', thawAfterSeconds: 120 };
-  const quiet = await convergeCopy(dev, dev, new FakeTarget(size), { sizeBytes: size, chunkSize: CHUNK, convergeBelowBytes: 0, maxPasses: 8 });
+  const quiet = await convergeCopy(dev, dev, new FakeTarget(size), {
+    sizeBytes: size,
+    chunkSize: CHUNK,
+    convergeBelowBytes: 0,
+    maxPasses: 8,
+  });
   assert.equal(quiet.consistency, 'crash-consistent');
   assert.match(quiet.note, /nothing is mounted/);
   assert.equal(dev.thaws, 0, 'nothing frozen, nothing to thaw');
 
   const busy = new FakeDevice(size);
   busy.beforeChecksums = (call) => busy.data.writeUInt32LE(call, (call % 60) * CHUNK);
-  const r = await convergeCopy(busy, busy, new FakeTarget(size), { sizeBytes: size, chunkSize: CHUNK, convergeBelowBytes: 0, maxPasses: 3, finalChecks: 2 });
+  const r = await convergeCopy(busy, busy, new FakeTarget(size), {
+    sizeBytes: size,
+    chunkSize: CHUNK,
+    convergeBelowBytes: 0,
+    maxPasses: 3,
+    finalChecks: 2,
+  });
   assert.equal(r.passes.length, 5, '3 passes, then 2 checks of the last');
   assert.equal(r.consistency, 'changing');
   assert.match(r.note, /still changing/);
@@ -123,8 +167,12 @@ test('a device that cannot be frozen ends crash-consistent, and one that never s
 });
 
 test('mountinfo lines, agent URLs and the hello proof', () => {
-  assert.deepEqual(parseMountInfoLine('36 35 7:1 / /mnt/my\\040data rw,relatime shared:1 - ext4 /dev/loop1p5 rw'),
-    { majorMinor: '7:1', mountPoint: '/mnt/my data', fsType: 'ext4', source: '/dev/loop1p5' });
+  assert.deepEqual(parseMountInfoLine('36 35 7:1 / /mnt/my\\040data rw,relatime shared:1 - ext4 /dev/loop1p5 rw'), {
+    majorMinor: '7:1',
+    mountPoint: '/mnt/my data',
+    fsType: 'ext4',
+    source: '/dev/loop1p5',
+  });
   assert.equal(parseMountInfoLine('garbage'), null);
   assert.deepEqual(parseAgentUrl('nbd://10.0.0.5:10809'), { host: '10.0.0.5', port: 10809 });
   assert.deepEqual(parseAgentUrl('nbd://[fd00::1]:10809/'), { host: 'fd00::1', port: 10809 });
@@ -132,5 +180,9 @@ test('mountinfo lines, agent URLs and the hello proof', () => {
   assert.equal(parseAgentUrl('nbd://host:65535'), null, 'the control channel needs the next port');
   assert.equal(parseAgentUrl('http://host:80'), null);
   const k = pairingKeyFromToken('a-key-of-enough-length');
-  assert.notEqual(helloProof(k, 'AA:BB', '00'.repeat(16)), helloProof(k, 'AA:BC', '00'.repeat(16)), 'the proof names the CA');
+  assert.notEqual(
+    helloProof(k, 'AA:BB', '00'.repeat(16)),
+    helloProof(k, 'AA:BC', '00'.repeat(16)),
+    'the proof names the CA',
+  );
 });

@@ -32,7 +32,11 @@ test('a private folder passes (also through a symlink); an open one or an open s
     const odd = join(data, "it's secret");
     await writeFile(odd, 'x');
     await chmod(odd, 0o604);
-    await assert.rejects(assertPrivateDataDir(data, [odd]), (e: unknown) => isMamoriError(e, 'DATA_DIR_UNSAFE') && e.message.endsWith(`Run: chmod 600 '${data}/it'\\''s secret'`));
+    await assert.rejects(
+      assertPrivateDataDir(data, [odd]),
+      (e: unknown) =>
+        isMamoriError(e, 'DATA_DIR_UNSAFE') && e.message.endsWith(`Run: chmod 600 '${data}/it'\\''s secret'`),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -28,10 +28,25 @@ test("a peer's answer is read up to a bound, then refused; a normal answer still
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = (p: string) => new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}${p}`);
   try {
-    const ok = await httpsJson({ url: url('/small'), method: 'GET', trust: { ca: tls.caCertPem }, timeoutMs: 10_000, maxBytes: 1024 * 1024 });
+    const ok = await httpsJson({
+      url: url('/small'),
+      method: 'GET',
+      trust: { ca: tls.caCertPem },
+      timeoutMs: 10_000,
+      maxBytes: 1024 * 1024,
+    });
     assert.equal((ok.json as { ok: string }).ok, 'ünïcode'.repeat(1000));
     for (const p of ['/stream', '/declared']) {
-      await assert.rejects(httpsJson({ url: url(p), method: 'GET', trust: { ca: tls.caCertPem }, timeoutMs: 10_000, maxBytes: 1024 * 1024 }), (e: unknown) => e instanceof TransportError && /more than/.test(e.message) && /1048576/.test(e.message));
+      await assert.rejects(
+        httpsJson({
+          url: url(p),
+          method: 'GET',
+          trust: { ca: tls.caCertPem },
+          timeoutMs: 10_000,
+          maxBytes: 1024 * 1024,
+        }),
+        (e: unknown) => e instanceof TransportError && /more than/.test(e.message) && /1048576/.test(e.message),
+      );
     }
   } finally {
     server.close();
@@ -45,15 +60,25 @@ test('one client for the CLI and for peers: bearer token, JSON body, pinned CA w
   const tls = await ensureSiteTls({ dir, siteName: 'client', serverNames: ['localhost'] });
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     let text = '';
-    req.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
-      res.setHeader('content-type', 'application/json');
-      if (req.url === '/fail') {
-        res.statusCode = 409;
-        res.end(JSON.stringify({ error: { code: 'VM_EXISTS', message: 'taken', details: { vm: 'a' } } }));
-        return;
-      }
-      res.end(JSON.stringify({ method: req.method, auth: req.headers.authorization ?? null, type: req.headers['content-type'] ?? null, body: text ? JSON.parse(text) : null }));
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (c: string) => (text += c))
+      .on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        if (req.url === '/fail') {
+          res.statusCode = 409;
+          res.end(JSON.stringify({ error: { code: 'VM_EXISTS', message: 'taken', details: { vm: 'a' } } }));
+          return;
+        }
+        res.end(
+          JSON.stringify({
+            method: req.method,
+            auth: req.headers.authorization ?? null,
+            type: req.headers['content-type'] ?? null,
+            body: text ? JSON.parse(text) : null,
+          }),
+        );
+      });
   };
   const secure = createServer({ key: tls.serverKeyPem, cert: tls.serverCertPem }, handler);
   const plain = createHttpServer(handler);
@@ -61,20 +86,56 @@ test('one client for the CLI and for peers: bearer token, JSON body, pinned CA w
   await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
   const at = (host: string, p: string) => new URL(`https://${host}:${(secure.address() as AddressInfo).port}${p}`);
   try {
-    const pinned = await httpsJson({ url: at('127.0.0.1', '/x'), method: 'POST', body: { a: 1 }, token: 't0k', trust: { ca: tls.caCertPem }, timeoutMs: 10_000 });
+    const pinned = await httpsJson({
+      url: at('127.0.0.1', '/x'),
+      method: 'POST',
+      body: { a: 1 },
+      token: 't0k',
+      trust: { ca: tls.caCertPem },
+      timeoutMs: 10_000,
+    });
     assert.deepEqual(pinned.json, { method: 'POST', auth: 'Bearer t0k', type: 'application/json', body: { a: 1 } });
     assert.ok(pinned.peerCertificate);
     // The CLI's CA trust checks the host name; the peers' pinned CA does not.
-    await assert.rejects(httpsJson({ url: at('127.0.0.1', '/x'), method: 'GET', trust: { ca: tls.caCertPem, checkHostName: true }, timeoutMs: 10_000 }),
-      (e: unknown) => e instanceof TransportError && e.sysCode === 'ERR_TLS_CERT_ALTNAME_INVALID' && /altnames/.test(e.systemMessage ?? ''));
-    const named = await httpsJson({ url: at('localhost', '/x'), method: 'GET', trust: { ca: tls.caCertPem, checkHostName: true }, timeoutMs: 10_000, reuseConnection: true });
+    await assert.rejects(
+      httpsJson({
+        url: at('127.0.0.1', '/x'),
+        method: 'GET',
+        trust: { ca: tls.caCertPem, checkHostName: true },
+        timeoutMs: 10_000,
+      }),
+      (e: unknown) =>
+        e instanceof TransportError &&
+        e.sysCode === 'ERR_TLS_CERT_ALTNAME_INVALID' &&
+        /altnames/.test(e.systemMessage ?? ''),
+    );
+    const named = await httpsJson({
+      url: at('localhost', '/x'),
+      method: 'GET',
+      trust: { ca: tls.caCertPem, checkHostName: true },
+      timeoutMs: 10_000,
+      reuseConnection: true,
+    });
     assert.equal((named.json as { auth: unknown }).auth, null);
     // The system's CAs do not know a site's private CA.
-    await assert.rejects(httpsJson({ url: at('localhost', '/x'), method: 'GET', trust: { system: true }, timeoutMs: 10_000 }),
-      (e: unknown) => e instanceof TransportError && e.failure === 'cert-untrusted');
-    const overHttp = await httpsJson({ url: new URL(`http://127.0.0.1:${(plain.address() as AddressInfo).port}/x`), method: 'DELETE', token: 'p', trust: { system: true }, timeoutMs: 10_000 });
+    await assert.rejects(
+      httpsJson({ url: at('localhost', '/x'), method: 'GET', trust: { system: true }, timeoutMs: 10_000 }),
+      (e: unknown) => e instanceof TransportError && e.failure === 'cert-untrusted',
+    );
+    const overHttp = await httpsJson({
+      url: new URL(`http://127.0.0.1:${(plain.address() as AddressInfo).port}/x`),
+      method: 'DELETE',
+      token: 'p',
+      trust: { system: true },
+      timeoutMs: 10_000,
+    });
     assert.deepEqual(overHttp.json, { method: 'DELETE', auth: 'Bearer p', type: null, body: null });
-    const failed = await httpsJson({ url: at('127.0.0.1', '/fail'), method: 'GET', trust: { ca: tls.caCertPem }, timeoutMs: 10_000 });
+    const failed = await httpsJson({
+      url: at('127.0.0.1', '/fail'),
+      method: 'GET',
+      trust: { ca: tls.caCertPem },
+      timeoutMs: 10_000,
+    });
     assert.equal(failed.status, 409);
     assert.deepEqual(readErrorBody(failed.json), { code: 'VM_EXISTS', message: 'taken', details: { vm: 'a' } });
     assert.equal(readErrorBody({ ok: true }), null);

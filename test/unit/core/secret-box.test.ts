@@ -39,7 +39,11 @@ test('the key file: made 0600 when allowed, read back, and its absence is SECRET
   const dir = await mkdtemp(join(tmpdir(), 'mamori-key-'));
   try {
     const file = join(dir, 'secret.key');
-    await assert.rejects(loadSecretKey(file, false), (e: unknown) => isMamoriError(e, 'SECRET_KEY_MISSING') && /restore .*secret\.key from your backup/.test((e as Error).message));
+    await assert.rejects(
+      loadSecretKey(file, false),
+      (e: unknown) =>
+        isMamoriError(e, 'SECRET_KEY_MISSING') && /restore .*secret\.key from your backup/.test((e as Error).message),
+    );
     const made = await loadSecretKey(file, true);
     assert.equal(made.created, true);
     assert.equal((await stat(file)).mode & 0o777, 0o600);
@@ -56,7 +60,10 @@ test('the key file: made 0600 when allowed, read back, and its absence is SECRET
 });
 
 test('URLs are shown with userinfo, query values and fragment masked', () => {
-  assert.equal(maskUrl('https://user:pw@host.example/path?token=abc&team=dr#x'), 'https://***@host.example/path?token=***&team=***');
+  assert.equal(
+    maskUrl('https://user:pw@host.example/path?token=abc&team=dr#x'),
+    'https://***@host.example/path?token=***&team=***',
+  );
   assert.equal(maskUrl('https://host.example:8443/path'), 'https://host.example:8443/path');
   assert.equal(maskUrl('http://host/p?bare&k='), 'http://host/p?***&k=***');
   assert.equal(maskUrl('not a url user:pw@x?token=s3cret#f'), '***@x?token=***');

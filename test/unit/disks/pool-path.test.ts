@@ -12,8 +12,22 @@ test('a relative or absolute path inside the pool resolves inside it', () => {
 });
 
 test('paths outside the pool or through .. are refused with PATH_OUTSIDE_POOL', () => {
-  for (const bad of ['../x.qcow2', 'sub/../../x.qcow2', '/etc/passwd', '/data/pools/default-evil/x', '/data/pools/default', 'a/..']) {
-    assert.throws(() => resolveInPool(pool, bad), (e) => isMamoriError(e, 'PATH_OUTSIDE_POOL'), bad);
+  for (const bad of [
+    '../x.qcow2',
+    'sub/../../x.qcow2',
+    '/etc/passwd',
+    '/data/pools/default-evil/x',
+    '/data/pools/default',
+    'a/..',
+  ]) {
+    assert.throws(
+      () => resolveInPool(pool, bad),
+      (e) => isMamoriError(e, 'PATH_OUTSIDE_POOL'),
+      bad,
+    );
   }
-  assert.throws(() => resolveInPool(pool, ''), (e) => isMamoriError(e, 'INVALID_INPUT'));
+  assert.throws(
+    () => resolveInPool(pool, ''),
+    (e) => isMamoriError(e, 'INVALID_INPUT'),
+  );
 });

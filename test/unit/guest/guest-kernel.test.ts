@@ -32,12 +32,18 @@ test('modules load after everything they depend on, each once', () => {
 });
 
 test('names match across dashes and underscores and compressed files', () => {
-  assert.deepEqual(moduleLoadOrder(DEP, ['crc_t10dif']), ['kernel/crypto/crct10dif_common.ko', 'kernel/lib/crc-t10dif.ko.xz']);
+  assert.deepEqual(moduleLoadOrder(DEP, ['crc_t10dif']), [
+    'kernel/crypto/crct10dif_common.ko',
+    'kernel/lib/crc-t10dif.ko.xz',
+  ]);
 });
 
 test('a built-in module is skipped; an unknown one is TEST_GUEST_MISSING', () => {
   assert.deepEqual(moduleLoadOrder(DEP, ['evdev'], new Set(['evdev'])), []);
-  assert.throws(() => moduleLoadOrder(DEP, ['nosuch']), (e) => isMamoriError(e, 'TEST_GUEST_MISSING'));
+  assert.throws(
+    () => moduleLoadOrder(DEP, ['nosuch']),
+    (e) => isMamoriError(e, 'TEST_GUEST_MISSING'),
+  );
 });
 
 test('isStaticElf accepts busybox-static and refuses a dynamic binary', async () => {

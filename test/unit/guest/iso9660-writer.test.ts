@@ -16,7 +16,10 @@ const BINARY = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7 + 3) & 
 const FILES: IsoFile[] = [
   { name: 'meta-data', data: 'instance-id: desktop-0042\nlocal-hostname: desktop-0042\n' },
   { name: 'user-data', data: '#cloud-config\n' },
-  { name: 'network-config', data: 'version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: "52:54:00:12:34:56"\n' },
+  {
+    name: 'network-config',
+    data: 'version: 2\nethernets:\n  nic0:\n    match:\n      macaddress: "52:54:00:12:34:56"\n',
+  },
   { name: 'mamori-customize.sh', data: '#!/bin/sh\necho customized\n' },
   { name: 'empty', data: '' },
   { name: 'blob.bin', data: BINARY },
@@ -74,7 +77,10 @@ function readDirectory(image: Buffer, extent: number, size: number): Rec[] {
       continue;
     }
     assert.equal(len % 2, 0, 'record length is even');
-    assert.ok(Math.floor(at / SECTOR) === Math.floor((at + len - 1) / SECTOR), 'a record does not cross a sector boundary');
+    assert.ok(
+      Math.floor(at / SECTOR) === Math.floor((at + len - 1) / SECTOR),
+      'a record does not cross a sector boundary',
+    );
     const r = image.subarray(at, at + len);
     const idLen = r[32] ?? 0;
     const suStart = 33 + idLen + (idLen % 2 === 0 ? 1 : 0);
@@ -105,7 +111,10 @@ interface Parsed {
 
 function parseIso(image: Buffer): Parsed {
   assert.equal(image.length % SECTOR, 0);
-  assert.ok(image.subarray(0, 16 * SECTOR).every((b) => b === 0), 'system area is zero');
+  assert.ok(
+    image.subarray(0, 16 * SECTOR).every((b) => b === 0),
+    'system area is zero',
+  );
   const descriptors = new Map<number, Buffer>();
   for (let s = 16; ; s++) {
     const d = image.subarray(s * SECTOR, (s + 1) * SECTOR);
@@ -129,7 +138,11 @@ function parseIso(image: Buffer): Parsed {
     assert.equal(image.readUInt32LE(d.readUInt32LE(140) * SECTOR + 2), extent);
     assert.equal(image.readUInt32BE(d.readUInt32BE(148) * SECTOR + 2), extent);
     const recs = readDirectory(image, extent, both32(root, 10));
-    assert.deepEqual(recs.slice(0, 2).map((r) => [...r.id]), [[0], [1]], '"." and ".." come first');
+    assert.deepEqual(
+      recs.slice(0, 2).map((r) => [...r.id]),
+      [[0], [1]],
+      '"." and ".." come first',
+    );
     return recs;
   };
   const contents = (r: Rec): Buffer => {
@@ -209,8 +222,12 @@ test('each file starts on its own sector and the image holds no padding', () => 
 });
 
 test('many files spill over several directory sectors; clashing 8.3 names are made unique', () => {
-  const files: IsoFile[] = ['meta-data', 'meta-data.bak', 'META_DATA', 'meta-datum'].map((name, i) => ({ name, data: `v${i}\n` }));
-  for (let i = 0; i < 80; i++) files.push({ name: `file-number-${i}-with-a-rather-long-name.txt`, data: `content ${i}\n` });
+  const files: IsoFile[] = ['meta-data', 'meta-data.bak', 'META_DATA', 'meta-datum'].map((name, i) => ({
+    name,
+    data: `v${i}\n`,
+  }));
+  for (let i = 0; i < 80; i++)
+    files.push({ name: `file-number-${i}-with-a-rather-long-name.txt`, data: `content ${i}\n` });
   const iso = parseIso(buildIso9660('cidata', files, { date: DATE }));
   assert.deepEqual(iso.rockRidge, expected(files));
   assert.deepEqual(iso.joliet, expected(files));
@@ -231,9 +248,23 @@ test('bad input throws INVALID_INPUT', () => {
     ['empty name', () => buildIso9660('cidata', [{ name: '', data: '' }])],
     ['dot', () => buildIso9660('cidata', [{ name: '..', data: '' }])],
     ['65 characters', () => buildIso9660('cidata', [{ name: 'x'.repeat(65), data: '' }])],
-    ['duplicate', () => buildIso9660('cidata', [{ name: 'a', data: '1' }, { name: 'a', data: '2' }])],
+    [
+      'duplicate',
+      () =>
+        buildIso9660('cidata', [
+          { name: 'a', data: '1' },
+          { name: 'a', data: '2' },
+        ]),
+    ],
     // Joliet readers match names ignoring case: Linux mounted with norock opened the wrong file of such a pair.
-    ['duplicate but for case', () => buildIso9660('cidata', [{ name: 'meta_data', data: '1' }, { name: 'META_DATA', data: '2' }])],
+    [
+      'duplicate but for case',
+      () =>
+        buildIso9660('cidata', [
+          { name: 'meta_data', data: '1' },
+          { name: 'META_DATA', data: '2' },
+        ]),
+    ],
     ['volume id with a dash', () => buildIso9660('ci-data', [])],
     ['empty volume id', () => buildIso9660('', [])],
     ['33-character volume id', () => buildIso9660('v'.repeat(33), [])],

@@ -20,7 +20,7 @@ const LOG = [
   '[    8.876090] reboot: Power down',
 ].join('\r\n');
 
-test('acks are read line by line, with the tty\'s \\r\\n, ignoring malformed lines', () => {
+test("acks are read line by line, with the tty's \\r\\n, ignoring malformed lines", () => {
   assert.deepEqual(parseSerialAcks(LOG), [1, 2, 3]);
   assert.deepEqual(parseSerialAcks(''), []);
 });

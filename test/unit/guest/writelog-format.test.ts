@@ -66,7 +66,11 @@ test('decodeSlot tells empty, torn, misplaced and garbage slots apart', () => {
   half.fill(0, 2048);
   assert.deepEqual(decodeSlot(half, 8), { kind: 'torn', seq: 9, reason: 'bad-crc' });
 
-  assert.deepEqual(decodeSlot(encodeRecord({ seq: 5, timeNs: 1n, bootId: BOOT }), 9), { kind: 'torn', seq: 5, reason: 'wrong-seq' });
+  assert.deepEqual(decodeSlot(encodeRecord({ seq: 5, timeNs: 1n, bootId: BOOT }), 9), {
+    kind: 'torn',
+    seq: 5,
+    reason: 'wrong-seq',
+  });
 
   const garbage = Buffer.alloc(WL_RECORD_SIZE);
   garbage[4095] = 1;

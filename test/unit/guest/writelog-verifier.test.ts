@@ -24,7 +24,10 @@ after(async () => {
 async function craft(name: string, slots: number, count: number, bootSwitch = Infinity): Promise<string> {
   const img = Buffer.alloc(slots * WL_RECORD_SIZE);
   for (let seq = 1; seq <= count; seq++) {
-    encodeRecord({ seq, timeNs: T0 + BigInt(seq) * 50_000_000n, bootId: seq >= bootSwitch ? BOOT_B : BOOT_A }).copy(img, (seq - 1) * WL_RECORD_SIZE);
+    encodeRecord({ seq, timeNs: T0 + BigInt(seq) * 50_000_000n, bootId: seq >= bootSwitch ? BOOT_B : BOOT_A }).copy(
+      img,
+      (seq - 1) * WL_RECORD_SIZE,
+    );
   }
   const path = join(dir, name);
   await writeFile(path, img);
@@ -136,7 +139,10 @@ test('qcow2 images are read through qemu-img and give the same report', async ()
   assert.equal(b.format, 'qcow2');
   assert.deepEqual({ ...b, image: a.image, format: 'raw' }, a);
   assert.equal(b.lastSequence, 300);
-  assert.deepEqual(b.torn.map((t) => t.slot), [149]);
+  assert.deepEqual(
+    b.torn.map((t) => t.slot),
+    [149],
+  );
   assert.deepEqual(b.bootIds, [BOOT_A, BOOT_B]);
 });
 

@@ -18,7 +18,15 @@ let hostBootId: string;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mamori-wl-writer-'));
   writer = join(dir, 'mamori-wl');
-  await runProcess('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', writer, join(repoRoot, 'src/guest/writelog-writer.c')]);
+  await runProcess('gcc', [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-o',
+    writer,
+    join(repoRoot, 'src/guest/writelog-writer.c'),
+  ]);
   hostBootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
 });
 after(async () => {

@@ -23,7 +23,10 @@ describe('HostPathPolicy.nbdSocket', () => {
     root = await mkdtemp(join(tmpdir(), 'mamori-policy-'));
     for (const d of ['import', 'import/data', 'outside']) await mkdir(join(root, d));
     // The data folder inside the import folder: still refused.
-    policy = new HostPathPolicy({ dataDir: join(root, 'import', 'data'), allow: { importDirs: [join(root, 'import')] } });
+    policy = new HostPathPolicy({
+      dataDir: join(root, 'import', 'data'),
+      allow: { importDirs: [join(root, 'import')] },
+    });
     await listen(join(root, 'import', 'ok.sock'));
     await listen(join(root, 'import', 'data', 'daemon.sock'));
     await listen(join(root, 'outside', 'other.sock'));
@@ -36,7 +39,10 @@ describe('HostPathPolicy.nbdSocket', () => {
   });
 
   const refused = async (p: unknown): Promise<void> => {
-    await assert.rejects(policy.nbdSocket(p), (e: unknown) => isMamoriError(e, 'HOST_PATH_REFUSED') && /NBD server socket/.test(e.message));
+    await assert.rejects(
+      policy.nbdSocket(p),
+      (e: unknown) => isMamoriError(e, 'HOST_PATH_REFUSED') && /NBD server socket/.test(e.message),
+    );
   };
 
   it('allows a socket inside an import folder, by its canonical path', async () => {

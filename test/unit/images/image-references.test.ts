@@ -7,9 +7,22 @@ import { join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { bufferImageBytes, fileImageBytes } from '../../../src/images/image-bytes.js';
-import { probeImageFormat, readImageReferences, type ImageReference, type UntrustedFormat } from '../../../src/images/image-references.js';
+import {
+  probeImageFormat,
+  readImageReferences,
+  type ImageReference,
+  type UntrustedFormat,
+} from '../../../src/images/image-references.js';
 import { descriptorReferences } from '../../../src/images/vmdk-references.js';
-import { qcow2WithBacking, qcow2WithDataFile, qcow2WithJsonBacking, splitVmdk, vhdxWithParent, vmdkWithFlatExtent, vpcDifferencing } from '../../harness/untrusted-image-fixtures.js';
+import {
+  qcow2WithBacking,
+  qcow2WithDataFile,
+  qcow2WithJsonBacking,
+  splitVmdk,
+  vhdxWithParent,
+  vmdkWithFlatExtent,
+  vpcDifferencing,
+} from '../../harness/untrusted-image-fixtures.js';
 
 /*
  * The header readers on images qemu-img made here (and on bytes patched where qemu-img cannot
@@ -37,7 +50,11 @@ async function refsOf(path: string, format?: UntrustedFormat): Promise<{ format:
 }
 
 async function corrupt(buf: Buffer, format: UntrustedFormat): Promise<void> {
-  await assert.rejects(readImageReferences(bufferImageBytes(buf, 'x'), format), (e: unknown) => isMamoriError(e, 'IMAGE_CORRUPT'), `${format} ${buf.length} bytes`);
+  await assert.rejects(
+    readImageReferences(bufferImageBytes(buf, 'x'), format),
+    (e: unknown) => isMamoriError(e, 'IMAGE_CORRUPT'),
+    `${format} ${buf.length} bytes`,
+  );
 }
 
 test('qcow2: none for a plain image; backing file (v3, v2, json:) and external data file named', async () => {
@@ -51,7 +68,10 @@ test('qcow2: none for a plain image; backing file (v3, v2, json:) and external d
   const json = await refsOf(await qcow2WithJsonBacking(join(dir, 'bj.qcow2'), host));
   assert.match(json.refs[0]!.name, /^json:\{.*host\.raw/);
   const data = await refsOf(await qcow2WithDataFile(join(dir, 'df.qcow2'), join(dir, 'df.bin')));
-  assert.deepEqual(data.refs.map((r) => [r.kind, r.name]), [['data-file', join(dir, 'df.bin')]]);
+  assert.deepEqual(
+    data.refs.map((r) => [r.kind, r.name]),
+    [['data-file', join(dir, 'df.bin')]],
+  );
 });
 
 test('qcow2: truncated and garbage headers are IMAGE_CORRUPT, never a crash', async () => {
@@ -68,23 +88,57 @@ test('qcow2: truncated and garbage headers are IMAGE_CORRUPT, never a crash', as
 });
 
 test('VMDK: monolithicSparse and streamOptimized name nothing; split and flat descriptors name their extents', async () => {
-  assert.deepEqual(await refsOf(await img('ms.vmdk', '-f', 'vmdk', '-o', 'subformat=monolithicSparse', '1M')), { format: 'vmdk', refs: [] });
-  assert.deepEqual(await refsOf(await img('so.vmdk', '-f', 'vmdk', '-o', 'subformat=streamOptimized', '1M')), { format: 'vmdk', refs: [] });
+  assert.deepEqual(await refsOf(await img('ms.vmdk', '-f', 'vmdk', '-o', 'subformat=monolithicSparse', '1M')), {
+    format: 'vmdk',
+    refs: [],
+  });
+  assert.deepEqual(await refsOf(await img('so.vmdk', '-f', 'vmdk', '-o', 'subformat=streamOptimized', '1M')), {
+    format: 'vmdk',
+    refs: [],
+  });
   const split = await refsOf(await splitVmdk(join(dir, 'split'), 's.vmdk'));
-  assert.deepEqual(split.refs.map((r) => [r.kind, r.name]), [['extent', 's-s001.vmdk']]);
+  assert.deepEqual(
+    split.refs.map((r) => [r.kind, r.name]),
+    [['extent', 's-s001.vmdk']],
+  );
   const flat = await refsOf(await vmdkWithFlatExtent(join(dir, 'f.vmdk'), '../x/host.bin'));
-  assert.deepEqual(flat.refs.map((r) => [r.kind, r.name, r.where]), [['extent', '../x/host.bin', 'descriptor line 8']]);
+  assert.deepEqual(
+    flat.refs.map((r) => [r.kind, r.name, r.where]),
+    [['extent', '../x/host.bin', 'descriptor line 8']],
+  );
 });
 
 test('VMDK: delta disks name their parent; a sparse file with capacity 0 has its embedded extents counted', async () => {
   const b = bufferImageBytes(Buffer.alloc(0));
-  const delta = descriptorReferences(b, '# Disk DescriptorFile\nversion=1\nparentCID=12345678\nparentFileNameHint="/vmfs/volumes/ds/base.vmdk"\nRW 8 SPARSE "d.vmdk"\n', { extentsAreFiles: true, where: 'descriptor' });
-  assert.deepEqual(delta.map((r) => [r.kind, r.name]), [['extent', 'd.vmdk'], ['parent', '/vmfs/volumes/ds/base.vmdk']]);
-  const unnamed = descriptorReferences(b, 'version=1\nparentCID=0badf00d\n', { extentsAreFiles: true, where: 'descriptor' });
-  assert.deepEqual(unnamed.map((r) => [r.kind, r.name]), [['parent', '']]);
+  const delta = descriptorReferences(
+    b,
+    '# Disk DescriptorFile\nversion=1\nparentCID=12345678\nparentFileNameHint="/vmfs/volumes/ds/base.vmdk"\nRW 8 SPARSE "d.vmdk"\n',
+    { extentsAreFiles: true, where: 'descriptor' },
+  );
+  assert.deepEqual(
+    delta.map((r) => [r.kind, r.name]),
+    [
+      ['extent', 'd.vmdk'],
+      ['parent', '/vmfs/volumes/ds/base.vmdk'],
+    ],
+  );
+  const unnamed = descriptorReferences(b, 'version=1\nparentCID=0badf00d\n', {
+    extentsAreFiles: true,
+    where: 'descriptor',
+  });
+  assert.deepEqual(
+    unnamed.map((r) => [r.kind, r.name]),
+    [['parent', '']],
+  );
   // Every access word, leading blanks and tabs; QEMU's sscanf reads all of these lines.
-  const odd = descriptorReferences(b, '  RDONLY 8 VMFS "a"\nNOACCESS\t8 FLAT "/b" 0\nRW 8 ZERO\n#RW 8 FLAT "c" 0\n', { extentsAreFiles: true, where: 'd' });
-  assert.deepEqual(odd.map((r) => r.name), ['a', '/b']);
+  const odd = descriptorReferences(b, '  RDONLY 8 VMFS "a"\nNOACCESS\t8 FLAT "/b" 0\nRW 8 ZERO\n#RW 8 FLAT "c" 0\n', {
+    extentsAreFiles: true,
+    where: 'd',
+  });
+  assert.deepEqual(
+    odd.map((r) => r.name),
+    ['a', '/b'],
+  );
 
   // ESXi-style: KDMV with capacity 0 makes QEMU open the embedded descriptor's extents.
   const ms = await readFile(await img('cap0.vmdk', '-f', 'vmdk', '-o', 'subformat=monolithicSparse', '1M'));
@@ -92,9 +146,16 @@ test('VMDK: delta disks name their parent; a sparse file with capacity 0 has its
   const text = ms.toString('latin1', descAt, descAt + 512);
   const evil = Buffer.from(ms);
   evil.write(text.replace(/RW 2048 SPARSE "[^"]*"/, 'RW 2048 FLAT "/etc/hostname" 0'), descAt, 'latin1');
-  assert.deepEqual((await refsOf(await save('cap-nonzero.vmdk', evil))).refs, [], 'capacity set: QEMU ignores the embedded extents');
+  assert.deepEqual(
+    (await refsOf(await save('cap-nonzero.vmdk', evil))).refs,
+    [],
+    'capacity set: QEMU ignores the embedded extents',
+  );
   evil.writeBigUInt64LE(0n, 12);
-  assert.deepEqual((await refsOf(await save('cap0-evil.vmdk', evil))).refs.map((r) => [r.kind, r.name]), [['extent', '/etc/hostname']]);
+  assert.deepEqual(
+    (await refsOf(await save('cap0-evil.vmdk', evil))).refs.map((r) => [r.kind, r.name]),
+    [['extent', '/etc/hostname']],
+  );
 });
 
 test('VMDK: truncated sparse and streamOptimized files are IMAGE_CORRUPT; COWD is unsupported', async () => {
@@ -107,13 +168,22 @@ test('VMDK: truncated sparse and streamOptimized files are IMAGE_CORRUPT; COWD i
   const desc = Buffer.from(so);
   desc.writeBigUInt64LE(1n << 40n, 28);
   await corrupt(desc, 'vmdk');
-  await assert.rejects(readImageReferences(bufferImageBytes(Buffer.from('COWD' + '\0'.repeat(2044), 'latin1')), 'vmdk'), (e: unknown) => isMamoriError(e, 'IMAGE_FORMAT_UNSUPPORTED'));
+  await assert.rejects(
+    readImageReferences(bufferImageBytes(Buffer.from('COWD' + '\0'.repeat(2044), 'latin1')), 'vmdk'),
+    (e: unknown) => isMamoriError(e, 'IMAGE_FORMAT_UNSUPPORTED'),
+  );
 });
 
 test('VHDX: none for a dynamic image; a differencing one names its parent paths; damage is IMAGE_CORRUPT', async () => {
   assert.deepEqual(await refsOf(await img('d.vhdx', '-f', 'vhdx', '4M')), { format: 'vhdx', refs: [] });
   const child = await refsOf(await vhdxWithParent(join(dir, 'child.vhdx'), 'parent.vhdx'));
-  assert.deepEqual(child.refs.map((r) => [r.name, r.where]), [['parent.vhdx', 'VHDX parent locator relative_path'], ['C:\\parent.vhdx', 'VHDX parent locator absolute_win32_path']]);
+  assert.deepEqual(
+    child.refs.map((r) => [r.name, r.where]),
+    [
+      ['parent.vhdx', 'VHDX parent locator relative_path'],
+      ['C:\\parent.vhdx', 'VHDX parent locator absolute_win32_path'],
+    ],
+  );
   const whole = await readFile(join(dir, 'child.vhdx'));
   for (const n of [8, 100_000, 200_000]) await corrupt(whole.subarray(0, n), 'vhdx');
   const noRegions = Buffer.from(whole);
@@ -123,12 +193,25 @@ test('VHDX: none for a dynamic image; a differencing one names its parent paths;
 });
 
 test('VHD: fixed and dynamic name nothing; a differencing disk names its parent and locators; garbage is IMAGE_CORRUPT', async () => {
-  assert.deepEqual(await refsOf(await img('dyn.vhd', '-f', 'vpc', '-o', 'subformat=dynamic', '4M')), { format: 'vpc', refs: [] });
+  assert.deepEqual(await refsOf(await img('dyn.vhd', '-f', 'vpc', '-o', 'subformat=dynamic', '4M')), {
+    format: 'vpc',
+    refs: [],
+  });
   const fixed = await img('fixed.vhd', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', '4M');
-  assert.equal((await refsOf(fixed)).format, 'raw', 'a fixed VHD has its footer only at the end: raw, as QEMU probes it');
+  assert.equal(
+    (await refsOf(fixed)).format,
+    'raw',
+    'a fixed VHD has its footer only at the end: raw, as QEMU probes it',
+  );
   assert.deepEqual((await refsOf(fixed, 'vpc')).refs, []);
   const diff = await refsOf(await vpcDifferencing(join(dir, 'diff.vhd'), 'base.vhd'));
-  assert.deepEqual(diff.refs.map((r) => [r.name, r.where]), [['base.vhd', 'VHD parent unicode name'], ['C:\\base.vhd', 'VHD parent locator W2ku']]);
+  assert.deepEqual(
+    diff.refs.map((r) => [r.name, r.where]),
+    [
+      ['base.vhd', 'VHD parent unicode name'],
+      ['C:\\base.vhd', 'VHD parent locator W2ku'],
+    ],
+  );
   await corrupt(randomBytes(4096), 'vpc');
   await corrupt(Buffer.alloc(10), 'vpc');
 });
@@ -145,7 +228,10 @@ test('the probe names formats by magic and reads only a bounded window of a memb
   try {
     const bytes = fileImageBytes(fh, q.length + 2048, 'holder', { offset: 1024, size: q.length });
     assert.equal(await probeImageFormat(bytes), 'qcow2');
-    assert.deepEqual((await readImageReferences(bytes, 'qcow2')).map((r) => r.name), ['/etc/hostname']);
+    assert.deepEqual(
+      (await readImageReferences(bytes, 'qcow2')).map((r) => r.name),
+      ['/etc/hostname'],
+    );
     assert.equal((await bytes.read(q.length - 10, 100)).length, 10);
   } finally {
     await fh.close();

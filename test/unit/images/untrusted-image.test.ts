@@ -7,7 +7,13 @@ import { runProcess } from '../../../src/core/run-process.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { vetUntrustedImage } from '../../../src/images/untrusted-image.js';
 import { convertUntrustedImage, untrustedImageInfo, untrustedImageName } from '../../../src/qemu/qemu-img.js';
-import { MARKER, markerFile, qcow2WithBacking, splitVmdk, vmdkWithFlatExtent } from '../../harness/untrusted-image-fixtures.js';
+import {
+  MARKER,
+  markerFile,
+  qcow2WithBacking,
+  splitVmdk,
+  vmdkWithFlatExtent,
+} from '../../harness/untrusted-image-fixtures.js';
 
 /*
  * vetUntrustedImage's rules (a split VMDK's extents stay in the descriptor's folder as regular
@@ -24,14 +30,23 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const code = (c: string, m?: RegExp) => (e: unknown): boolean => isMamoriError(e) && e.code === c && (m === undefined || m.test(e.message));
+const code =
+  (c: string, m?: RegExp) =>
+  (e: unknown): boolean =>
+    isMamoriError(e) && e.code === c && (m === undefined || m.test(e.message));
 
 test('QEMU 7.2 with backing: null does not read the backing file; by plain name it does', async () => {
   const backed = await qcow2WithBacking(join(dir, 'backed.qcow2'), secret);
   await runProcess('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', backed, join(dir, 'followed.raw')]);
-  assert.ok((await readFile(join(dir, 'followed.raw'))).includes(MARKER), 'the plain name follows the backing (the hole)');
+  assert.ok(
+    (await readFile(join(dir, 'followed.raw'))).includes(MARKER),
+    'the plain name follows the backing (the hole)',
+  );
   const spec = { file: backed, format: 'qcow2' };
-  assert.match(untrustedImageName(spec), /^json:\{"backing":null,"file":\{"driver":"file","filename":".*backed\.qcow2"\}\}$/);
+  assert.match(
+    untrustedImageName(spec),
+    /^json:\{"backing":null,"file":\{"driver":"file","filename":".*backed\.qcow2"\}\}$/,
+  );
   await convertUntrustedImage(spec, join(dir, 'cut.raw'), 'raw');
   const cut = await readFile(join(dir, 'cut.raw'));
   assert.ok(!cut.includes(MARKER));
@@ -51,13 +66,28 @@ test('a split VMDK in its own folder passes with its extents; the format is pinn
 
 test('extents: protocol prefixes, folders, directories and missing files are refused with typed codes', async () => {
   await mkdir(join(dir, 'x'));
-  await assert.rejects(vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'nbd.vmdk'), 'nbd:localhost:10809') }), code('IMAGE_UNSAFE_REFERENCE', /plain file names/));
-  await assert.rejects(vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'sub.vmdk'), 'a/b.bin') }), code('IMAGE_UNSAFE_REFERENCE'));
+  await assert.rejects(
+    vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'nbd.vmdk'), 'nbd:localhost:10809') }),
+    code('IMAGE_UNSAFE_REFERENCE', /plain file names/),
+  );
+  await assert.rejects(
+    vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'sub.vmdk'), 'a/b.bin') }),
+    code('IMAGE_UNSAFE_REFERENCE'),
+  );
   await mkdir(join(dir, 'x', 'adir'));
-  await assert.rejects(vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'dir.vmdk'), 'adir') }), code('IMAGE_UNSAFE_REFERENCE', /not a regular file/));
-  await assert.rejects(vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'gone.vmdk'), 'gone.bin') }), code('IMAGE_CORRUPT', /missing beside it/));
+  await assert.rejects(
+    vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'dir.vmdk'), 'adir') }),
+    code('IMAGE_UNSAFE_REFERENCE', /not a regular file/),
+  );
+  await assert.rejects(
+    vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'gone.vmdk'), 'gone.bin') }),
+    code('IMAGE_CORRUPT', /missing beside it/),
+  );
   await symlink(secret, join(dir, 'x', 'link.bin'));
-  await assert.rejects(vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'link.vmdk'), 'link.bin') }), code('IMAGE_UNSAFE_REFERENCE', /link to .*secret\.bin/));
+  await assert.rejects(
+    vetUntrustedImage({ file: await vmdkWithFlatExtent(join(dir, 'x', 'link.vmdk'), 'link.bin') }),
+    code('IMAGE_UNSAFE_REFERENCE', /link to .*secret\.bin/),
+  );
 });
 
 test('sources: a folder, a missing path, a format mamori does not read, a format given', async () => {

@@ -30,7 +30,8 @@ async function fileReader(path: string): Promise<CountingReader> {
   return counting({
     size,
     async read(offset: number, length: number): Promise<Buffer> {
-      if (offset < 0 || length < 0 || offset + length > size) throw new RangeError(`read ${offset}+${length} outside ${size}`);
+      if (offset < 0 || length < 0 || offset + length > size)
+        throw new RangeError(`read ${offset}+${length} outside ${size}`);
       const buf = Buffer.alloc(length);
       const { bytesRead } = await handle.read(buf, 0, length, offset);
       if (bytesRead !== length) throw new Error(`short read at ${offset}`);
@@ -84,7 +85,8 @@ async function assertUnreadable(promise: Promise<unknown>, pattern?: RegExp): Pr
 // ---------------------------------------------------------------------------------------------
 // The guest tree every image is built from.
 
-const OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n';
+const OS_RELEASE =
+  'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n';
 const REDHAT_RELEASE = 'Rocky Linux release 9.3 (Blue Onyx)\n';
 const LONG_DIR = `usr/lib/${'d'.repeat(70)}`;
 const LONG_TARGET = `/${LONG_DIR}/target.txt`;
@@ -107,7 +109,8 @@ function manyName(i: number): string {
 }
 
 async function buildTree(root: string): Promise<void> {
-  for (const dir of ['etc', 'boot/grub', LONG_DIR, 'usr/share', 'var', 'many', 'empty']) await mkdir(join(root, dir), { recursive: true });
+  for (const dir of ['etc', 'boot/grub', LONG_DIR, 'usr/share', 'var', 'many', 'empty'])
+    await mkdir(join(root, dir), { recursive: true });
   await writeFile(join(root, 'etc/hostname'), 'testhost\n');
   await writeFile(join(root, 'usr/lib/os-release'), OS_RELEASE);
   await symlink('../usr/lib/os-release', join(root, 'etc/os-release'));
@@ -131,7 +134,9 @@ async function buildTree(root: string): Promise<void> {
   for (let at = 0; at < ISLAND_SIZE; at += ISLAND_STRIDE) islands.push([at, `ISLAND@${at}`]);
   await writeSparse(join(root, 'var/islands.bin'), ISLAND_SIZE, islands);
   for (let i = 0; i < MANY_FILES; i += 200) {
-    await Promise.all(Array.from({ length: 200 }, (_, k) => writeFile(join(root, 'many', manyName(i + k)), `file ${i + k}\n`)));
+    await Promise.all(
+      Array.from({ length: 200 }, (_, k) => writeFile(join(root, 'many', manyName(i + k)), `file ${i + k}\n`)),
+    );
   }
 }
 
@@ -186,7 +191,12 @@ before(async () => {
   mkfs(ext4Image, ['-t', 'ext4', '-b', '4096', '-L', 'rootfs', '-O', '64bit,metadata_csum'], tree, '32M');
   mkfs(ext3Image, ['-t', 'ext3', '-b', '1024', '-L', 'oldroot'], tree, '32M');
   mkfs(ext2Image, ['-t', 'ext2', '-b', '1024', '-O', '^filetype'], tree, '32M');
-  mkfs(metaBgImage, ['-t', 'ext4', '-b', '1024', '-g', '256', '-N', '4096', '-O', '^64bit,^metadata_csum,^resize_inode,meta_bg'], tree, '32M');
+  mkfs(
+    metaBgImage,
+    ['-t', 'ext4', '-b', '1024', '-g', '256', '-N', '4096', '-O', '^64bit,^metadata_csum,^resize_inode,meta_bg'],
+    tree,
+    '32M',
+  );
   // mke2fs -d writes plain linear folders; e2fsck -D rebuilds them as htree (dir_index). Status 1 = "fixed".
   for (const image of [ext4Image, ext3Image]) run('e2fsck', ['-f', '-y', '-D', image], [0, 1]);
 
@@ -218,7 +228,8 @@ test('parseExt4Superblock reads what dumpe2fs reads', async () => {
   assert.equal(info.blockSize, 4096);
   assert.equal(info.blocksCount, Number(dumpe2fsField(ext4Image, 'Block count')));
   assert.deepEqual(info.features, dumpe2fsField(ext4Image, 'Filesystem features').split(/\s+/).sort());
-  for (const name of ['extent', '64bit', 'metadata_csum', 'flex_bg', 'has_journal', 'dir_index']) assert.ok(info.features.includes(name), name);
+  for (const name of ['extent', '64bit', 'metadata_csum', 'flex_bg', 'has_journal', 'dir_index'])
+    assert.ok(info.features.includes(name), name);
 });
 
 test('parseExt4Superblock: no magic, no answer; unknown feature bits are named by their value', () => {
@@ -237,8 +248,13 @@ test('parseExt4Superblock: no magic, no answer; unknown feature bits are named b
 });
 
 test('ext2, ext3 and ext4 are told apart the way libblkid does', async () => {
-  const types = await Promise.all([ext4Image, ext3Image, ext2Image, metaBgImage].map(async (image) => (await openImage(image)).info));
-  assert.deepEqual(types.map((t) => t.type), ['ext4', 'ext3', 'ext2', 'ext4']);
+  const types = await Promise.all(
+    [ext4Image, ext3Image, ext2Image, metaBgImage].map(async (image) => (await openImage(image)).info),
+  );
+  assert.deepEqual(
+    types.map((t) => t.type),
+    ['ext4', 'ext3', 'ext2', 'ext4'],
+  );
   const [, ext3, ext2] = types;
   assert.ok(ext3 !== undefined && ext2 !== undefined);
   assert.equal(ext3.label, 'oldroot');
@@ -267,7 +283,12 @@ test('a partition without an ext superblock, or with an impossible one, does not
 // ---------------------------------------------------------------------------------------------
 // Files, symlinks, paths
 
-for (const [label, image] of [['ext4', () => ext4Image], ['ext3', () => ext3Image], ['ext2', () => ext2Image], ['ext4 meta_bg', () => metaBgImage]] as const) {
+for (const [label, image] of [
+  ['ext4', () => ext4Image],
+  ['ext3', () => ext3Image],
+  ['ext2', () => ext2Image],
+  ['ext4 meta_bg', () => metaBgImage],
+] as const) {
   test(`${label}: small files, through relative, absolute, slow and directory symlinks`, async () => {
     const fs = await openImage(image());
     assert.equal((await fs.readFile('/etc/hostname'))?.toString(), 'testhost\n');
@@ -297,7 +318,10 @@ for (const [label, image] of [['ext4', () => ext4Image], ['ext3', () => ext3Imag
   test(`${label}: a 400 KiB file comes back byte for byte, and maxBytes is enforced`, async () => {
     const fs = await openImage(image());
     assert.deepEqual(await fs.readFile('/usr/share/big.bin'), bigBytes());
-    await assertUnreadable(fs.readFile('/usr/share/big.bin', { maxBytes: 1000 }), /409600 bytes, more than the 1000-byte limit/);
+    await assertUnreadable(
+      fs.readFile('/usr/share/big.bin', { maxBytes: 1000 }),
+      /409600 bytes, more than the 1000-byte limit/,
+    );
   });
 
   test(`${label}: sparse files read their holes as zeros`, async () => {
@@ -315,16 +339,25 @@ for (const [label, image] of [['ext4', () => ext4Image], ['ext3', () => ext3Imag
 
   test(`${label}: listDir and stat`, async () => {
     const fs = await openImage(image());
-    assert.deepEqual(await fs.listDir('/boot'), BOOT_NAMES.map((name) => ({
-      name,
-      type: name === 'grub' ? 'dir' : name === 'vmlinuz' ? 'symlink' : 'file',
-    })));
+    assert.deepEqual(
+      await fs.listDir('/boot'),
+      BOOT_NAMES.map((name) => ({
+        name,
+        type: name === 'grub' ? 'dir' : name === 'vmlinuz' ? 'symlink' : 'file',
+      })),
+    );
     assert.deepEqual(await fs.listDir('/boot/'), await fs.listDir('/boot'));
     const root = await fs.listDir('/');
-    assert.deepEqual(root?.map((e) => e.name), ['boot', 'empty', 'etc', 'lib', 'lost+found', 'many', 'usr', 'var']);
+    assert.deepEqual(
+      root?.map((e) => e.name),
+      ['boot', 'empty', 'etc', 'lib', 'lost+found', 'many', 'usr', 'var'],
+    );
     assert.equal(root?.find((e) => e.name === 'lib')?.type, 'symlink');
     assert.deepEqual(await fs.listDir('/empty'), []);
-    assert.deepEqual((await fs.listDir('/lib'))?.map((e) => e.name), ['d'.repeat(70), 'os-release']);
+    assert.deepEqual(
+      (await fs.listDir('/lib'))?.map((e) => e.name),
+      ['d'.repeat(70), 'os-release'],
+    );
     assert.deepEqual(await fs.stat('/etc/os-release'), { type: 'symlink', size: '../usr/lib/os-release'.length });
     assert.deepEqual(await fs.stat('/etc/long-link'), { type: 'symlink', size: LONG_TARGET.length });
     assert.deepEqual(await fs.stat('/etc/hostname'), { type: 'file', size: 9 });
@@ -339,7 +372,10 @@ for (const [label, image] of [['ext4', () => ext4Image], ['ext3', () => ext3Imag
     const fs = await openImage(image());
     const many = await fs.listDir('/many');
     assert.equal(many?.length, MANY_FILES);
-    assert.deepEqual(many.map((e) => e.name), Array.from({ length: MANY_FILES }, (_, i) => manyName(i)));
+    assert.deepEqual(
+      many.map((e) => e.name),
+      Array.from({ length: MANY_FILES }, (_, i) => manyName(i)),
+    );
     assert.ok(many.every((e) => e.type === 'file'));
   });
 
@@ -393,7 +429,10 @@ test('a corrupted extent header is reported, not read as garbage', async () => {
 
   const outside = Buffer.from(await readFile(ext4Image));
   outside.writeUInt32LE(0xfffffff0, inodeAt + 0x28 + 12 + 8); // the first extent's physical start
-  await assertUnreadable((await Ext4Reader.open(bufferReader(outside))).readFile('/etc/hostname'), /outside the filesystem/);
+  await assertUnreadable(
+    (await Ext4Reader.open(bufferReader(outside))).readFile('/etc/hostname'),
+    /outside the filesystem/,
+  );
 });
 
 test('unwritten (preallocated) extents read as zeros whatever their blocks hold', async () => {

@@ -56,13 +56,35 @@ function localFile(name: string, content: Buffer | string): string {
 
 /** The same tree on every image; `target` is what mtools' -i takes (image path, maybe with @@offset). */
 function populate(target: string): void {
-  run('mmd', ['-i', target, '::/EFI', '::/EFI/BOOT', '::/EFI/debian', '::/EFI/debian/fw', '::/EFI/debian/fw/deep', '::/many']);
+  run('mmd', [
+    '-i',
+    target,
+    '::/EFI',
+    '::/EFI/BOOT',
+    '::/EFI/debian',
+    '::/EFI/debian/fw',
+    '::/EFI/debian/fw/deep',
+    '::/many',
+  ]);
   // Created first and deleted last, so deleted entries sit between live ones.
-  run('mcopy', ['-i', target, localFile('Deleted Long Name.txt', 'gone'), localFile('GONE.TXT', 'gone'), '::/EFI/debian/']);
+  run('mcopy', [
+    '-i',
+    target,
+    localFile('Deleted Long Name.txt', 'gone'),
+    localFile('GONE.TXT', 'gone'),
+    '::/EFI/debian/',
+  ]);
   run('mcopy', ['-i', target, localFile('BOOTX64.EFI', BOOT_EFI), '::/EFI/BOOT/BOOTX64.EFI']);
-  run('mcopy', ['-i', target,
-    localFile('grubx64.efi', GRUB_EFI), localFile(LONG_NAME, 'long name\n'), localFile('empty.txt', ''),
-    localFile('Shim.Efi', 'mixed case\n'), localFile(UNICODE_NAME, 'unicode\n'), '::/EFI/debian/']);
+  run('mcopy', [
+    '-i',
+    target,
+    localFile('grubx64.efi', GRUB_EFI),
+    localFile(LONG_NAME, 'long name\n'),
+    localFile('empty.txt', ''),
+    localFile('Shim.Efi', 'mixed case\n'),
+    localFile(UNICODE_NAME, 'unicode\n'),
+    '::/EFI/debian/',
+  ]);
   run('mcopy', ['-i', target, localFile('nested.bin', NESTED), '::/EFI/debian/fw/deep/nested.bin']);
   const manyDir = join(workDir, 'src', 'many');
   mkdirSync(manyDir, { recursive: true });
@@ -89,7 +111,12 @@ before(() => {
   const disk = join(workDir, 'disk.img');
   run('mkfs.fat', ['-F', '16', '-i', '0BADF00D', `--offset=${OFFSET_SECTORS}`, '-C', disk, String(OFFSET_FS_KIB)]);
   run('mmd', ['-i', `${disk}@@${OFFSET_SECTORS * 512}`, '::/EFI', '::/EFI/BOOT']);
-  run('mcopy', ['-i', `${disk}@@${OFFSET_SECTORS * 512}`, join(workDir, 'src', 'BOOTX64.EFI'), '::/EFI/BOOT/BOOTX64.EFI']);
+  run('mcopy', [
+    '-i',
+    `${disk}@@${OFFSET_SECTORS * 512}`,
+    join(workDir, 'src', 'BOOTX64.EFI'),
+    '::/EFI/BOOT/BOOTX64.EFI',
+  ]);
   offsetDisk = readFileSync(disk);
 });
 
@@ -117,7 +144,11 @@ async function assertUnreadable(promise: Promise<unknown>, pattern?: RegExp): Pr
 }
 
 /** Counts reads, and those touching a byte range (the FAT), to prove caching and chunking. */
-function countingReader(base: ByteReader, watchStart: number, watchEnd: number): ByteReader & { reads: number; watchedReads: number } {
+function countingReader(
+  base: ByteReader,
+  watchStart: number,
+  watchEnd: number,
+): ByteReader & { reads: number; watchedReads: number } {
   const counter = {
     size: base.size,
     reads: 0,
@@ -133,7 +164,12 @@ function countingReader(base: ByteReader, watchStart: number, watchEnd: number):
 
 // --- Raw structure helpers for damaging images (the test's own minimal BPB reading) ---
 
-interface RawLayout { bytesPerSector: number; fatOffset: number; fatBytes: number; fatCount: number }
+interface RawLayout {
+  bytesPerSector: number;
+  fatOffset: number;
+  fatBytes: number;
+  fatCount: number;
+}
 
 function rawLayout(image: Buffer): RawLayout {
   const bytesPerSector = image.readUInt16LE(11);
@@ -167,7 +203,8 @@ function setFatEntry(image: Buffer, type: FatType, cluster: number, value: numbe
   const layout = rawLayout(image);
   for (let copy = 0; copy < layout.fatCount; copy++) {
     const fat = layout.fatOffset + copy * layout.fatBytes;
-    if (type === 'fat32') image.writeUInt32LE((image.readUInt32LE(fat + cluster * 4) & 0xf0000000) | value, fat + cluster * 4);
+    if (type === 'fat32')
+      image.writeUInt32LE((image.readUInt32LE(fat + cluster * 4) & 0xf0000000) | value, fat + cluster * 4);
     else if (type === 'fat16') image.writeUInt16LE(value, fat + cluster * 2);
     else {
       const at = fat + cluster + (cluster >> 1);
@@ -217,14 +254,44 @@ test('parseFatBootSector rejects sectors that are not FAT boot sectors', () => {
   assert.equal(parseFatBootSector(Buffer.alloc(512)), null);
   assert.equal(parseFatBootSector(good.subarray(0, 100)), null);
   assert.equal(parseFatBootSector(damage((bs) => bs.writeUInt16LE(0, 510))), null, 'no 0x55AA');
-  assert.equal(parseFatBootSector(damage((bs) => { bs[0] = 0x00; })), null, 'no jump');
+  assert.equal(
+    parseFatBootSector(
+      damage((bs) => {
+        bs[0] = 0x00;
+      }),
+    ),
+    null,
+    'no jump',
+  );
   assert.equal(parseFatBootSector(damage((bs) => bs.writeUInt16LE(513, 11))), null, 'bytes per sector');
   assert.equal(parseFatBootSector(damage((bs) => bs.writeUInt16LE(8192, 11))), null, 'bytes per sector too big');
-  assert.equal(parseFatBootSector(damage((bs) => { bs[13] = 3; })), null, 'sectors per cluster');
+  assert.equal(
+    parseFatBootSector(
+      damage((bs) => {
+        bs[13] = 3;
+      }),
+    ),
+    null,
+    'sectors per cluster',
+  );
   assert.equal(parseFatBootSector(damage((bs) => bs.writeUInt16LE(0, 14))), null, 'reserved sectors');
-  assert.equal(parseFatBootSector(damage((bs) => { bs[16] = 0; })), null, 'FAT count');
+  assert.equal(
+    parseFatBootSector(
+      damage((bs) => {
+        bs[16] = 0;
+      }),
+    ),
+    null,
+    'FAT count',
+  );
   // The 0xE9 near jump is accepted too.
-  assert.ok(parseFatBootSector(damage((bs) => { bs[0] = 0xe9; })));
+  assert.ok(
+    parseFatBootSector(
+      damage((bs) => {
+        bs[0] = 0xe9;
+      }),
+    ),
+  );
 });
 
 for (const type of ['fat12', 'fat16', 'fat32'] as const) {
@@ -285,7 +352,11 @@ for (const type of ['fat12', 'fat16', 'fat32'] as const) {
     // 13-character names take exactly one long-name entry with no terminator: 64 bytes per file.
     assert.ok(MANY_COUNT * 64 > 2 * fat.info.clusterSize, 'the directory spans several clusters');
     listing.forEach((entry, i) => {
-      assert.deepEqual(entry, { name: `entry-${String(i).padStart(3, '0')}.txt`, type: 'file', size: `entry ${i}\n`.length });
+      assert.deepEqual(entry, {
+        name: `entry-${String(i).padStart(3, '0')}.txt`,
+        type: 'file',
+        size: `entry ${i}\n`.length,
+      });
     });
     assert.equal((await fat.readFile('/many/entry-299.txt'))?.toString(), 'entry 299\n');
   });
@@ -337,7 +408,10 @@ for (const type of ['fat12', 'fat16', 'fat32'] as const) {
     const image = copyOf(type);
     const first = firstClusterOf(image, 'GRUBX64 EFI');
     setFatEntry(image, type, clusterAfter(image, type, first, 1), BAD_CLUSTER[type] + 8); // the usual end-of-chain value
-    await assertUnreadable((await FatReader.open(bufferReader(image))).readFile('/EFI/debian/grubx64.efi'), /ends after 2 clusters/);
+    await assertUnreadable(
+      (await FatReader.open(bufferReader(image))).readFile('/EFI/debian/grubx64.efi'),
+      /ends after 2 clusters/,
+    );
   });
 
   test(`${type}: a looping directory chain makes listDir fail instead of hanging`, async () => {
@@ -365,7 +439,10 @@ for (const type of ['fat12', 'fat16', 'fat32'] as const) {
     const image = copyOf(type);
     image[shortEntryOffset(image, 'BOOTX64 EFI')] = 0x05;
     const fat = await FatReader.open(bufferReader(image));
-    assert.deepEqual((await fat.listDir('/EFI/BOOT'))?.map((e) => e.name), ['σOOTX64.EFI']);
+    assert.deepEqual(
+      (await fat.listDir('/EFI/BOOT'))?.map((e) => e.name),
+      ['σOOTX64.EFI'],
+    );
     assert.deepEqual(await fat.readFile('/EFI/BOOT/σootx64.efi', { maxBytes: 2 }), Buffer.from('MZ'));
   });
 }
@@ -436,14 +513,21 @@ test('readFile refuses more than 64 MiB of one file', async () => {
 test('reads the FAT in large chunks and caches FAT and directories', async () => {
   const image = imageOf('fat32');
   const layout = rawLayout(image);
-  const reader = countingReader(bufferReader(image), layout.fatOffset, layout.fatOffset + layout.fatBytes * layout.fatCount);
+  const reader = countingReader(
+    bufferReader(image),
+    layout.fatOffset,
+    layout.fatOffset + layout.fatBytes * layout.fatCount,
+  );
   const fat = await FatReader.open(reader);
   // A FAT32 root directory is a cluster chain, so open() reads (the first chunk of) the FAT once.
   assert.equal(reader.watchedReads, 1);
   const afterOpen = reader.reads;
 
   assert.deepEqual(await fat.readFile('/EFI/debian/grubx64.efi'), GRUB_EFI);
-  assert.ok(reader.watchedReads <= 1, `the FAT is read in one chunk here, not per cluster (${reader.watchedReads} FAT reads)`);
+  assert.ok(
+    reader.watchedReads <= 1,
+    `the FAT is read in one chunk here, not per cluster (${reader.watchedReads} FAT reads)`,
+  );
   assert.ok(reader.reads - afterOpen <= 6, `few reads for a contiguous 300 KiB file (${reader.reads - afterOpen})`);
 
   const beforeRepeat = reader.reads;

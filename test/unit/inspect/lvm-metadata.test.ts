@@ -67,10 +67,24 @@ test('the VG text: extents, PVs, and LVs with segments in extent order', () => {
   assert.equal(vg.extentBytes, MiB);
   assert.equal(vg.seqno, 4);
   assert.deepEqual(vg.pvs, [{ name: 'pv0', uuid: 'g5q5WA-KQqY-oGOd-0D29-ob2G-ngDL-jQBVcU', peStartBytes: MiB }]);
-  assert.deepEqual(vg.lvs.map((l) => [l.name, l.visible, l.segments.map((s) => [s.startExtent, s.extentCount, s.linear?.pvExtent ?? null])]), [
-    ['root', true, [[0, 2, 5], [2, 1, 0]]],
-    ['thin', true, [[0, 1, null]]],
-  ]);
+  assert.deepEqual(
+    vg.lvs.map((l) => [
+      l.name,
+      l.visible,
+      l.segments.map((s) => [s.startExtent, s.extentCount, s.linear?.pvExtent ?? null]),
+    ]),
+    [
+      [
+        'root',
+        true,
+        [
+          [0, 2, 5],
+          [2, 1, 0],
+        ],
+      ],
+      ['thin', true, [[0, 1, null]]],
+    ],
+  );
   assert.equal(parseLvmText(TEXT)['description'], 'a "quoted" description');
   assert.throws(() => parseLvmText('vg { a = '), /malformed/);
 });
@@ -85,9 +99,18 @@ test('a linear LV reads across its segments from where its extents lie; other ki
   const across = await r.read(2 * MiB - 2, 4);
   assert.deepEqual([...across], [7, 7, 1, 1], 'the end of PV extent 6 (LV extent 1), then PV extent 0 (LV extent 2)');
   assert.equal((await r.read(0, 1))[0], 6);
-  await assert.rejects(r.read(3 * MiB - 1, 2), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'), 'a read past the volume is damage, typed');
-  assert.deepEqual(logicalVolumeReader(vg, vg.lvs[1]!, new Map([['pv0', bufferReader(pv)]])), { unreadable: 'vg0/thin has a thin segment; only linear volumes are read' });
-  assert.match((logicalVolumeReader(vg, vg.lvs[0]!, new Map()) as { unreadable: string }).unreadable, /not on this disk/);
+  await assert.rejects(
+    r.read(3 * MiB - 1, 2),
+    (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'),
+    'a read past the volume is damage, typed',
+  );
+  assert.deepEqual(logicalVolumeReader(vg, vg.lvs[1]!, new Map([['pv0', bufferReader(pv)]])), {
+    unreadable: 'vg0/thin has a thin segment; only linear volumes are read',
+  });
+  assert.match(
+    (logicalVolumeReader(vg, vg.lvs[0]!, new Map()) as { unreadable: string }).unreadable,
+    /not on this disk/,
+  );
 });
 
 test('a PV: label in sector 1, metadata area header, and a text copy that wraps around the circular buffer', async () => {
@@ -133,30 +156,41 @@ test('fuzz finding: a metadata area that points past its partition is FILESYSTEM
   await assert.rejects(readPhysicalVolume(partition), (e: unknown) => isMamoriError(e, 'FILESYSTEM_UNREADABLE'));
 });
 
-test('fuzz finding: a metadata length that spans the zeroed rest of the area reads in linear time (was a quadratic NUL-trimming regex)', { timeout: 30_000 }, async () => {
-  const size = 2 * MiB;
-  const pv = Buffer.alloc(4096 + size);
-  pv.write('LABELONE', 512, 'latin1');
-  pv.write('LVM2 001', 512 + 24, 'latin1');
-  pv.writeUInt32LE(32, 512 + 20);
-  pv.write('g5q5WAKQqYoGOd0D29ob2GngDLjQBVcU', 544, 'latin1');
-  pv.writeBigUInt64LE(BigInt(MiB), 544 + 40);
-  pv.writeBigUInt64LE(4096n, 544 + 72);
-  pv.writeBigUInt64LE(BigInt(size), 544 + 80);
-  pv.write(' LVM2 x[5A%r0N*>', 4096 + 4, 'latin1');
-  // The text, then a megabyte of zeros, then a few bytes: the NULs are not at the end.
-  pv.writeBigUInt64LE(512n, 4096 + 40);
-  pv.writeBigUInt64LE(BigInt(MiB + 600), 4096 + 48);
-  pv.write('vg0 {\n', 4096 + 512, 'latin1');
-  pv.write('tail', 4096 + 512 + MiB + 500, 'latin1');
-  const read = await readPhysicalVolume(bufferReader(pv));
-  assert.ok(read?.metadata?.startsWith('vg0 {') && read.metadata.endsWith('tail'));
-});
+test(
+  'fuzz finding: a metadata length that spans the zeroed rest of the area reads in linear time (was a quadratic NUL-trimming regex)',
+  { timeout: 30_000 },
+  async () => {
+    const size = 2 * MiB;
+    const pv = Buffer.alloc(4096 + size);
+    pv.write('LABELONE', 512, 'latin1');
+    pv.write('LVM2 001', 512 + 24, 'latin1');
+    pv.writeUInt32LE(32, 512 + 20);
+    pv.write('g5q5WAKQqYoGOd0D29ob2GngDLjQBVcU', 544, 'latin1');
+    pv.writeBigUInt64LE(BigInt(MiB), 544 + 40);
+    pv.writeBigUInt64LE(4096n, 544 + 72);
+    pv.writeBigUInt64LE(BigInt(size), 544 + 80);
+    pv.write(' LVM2 x[5A%r0N*>', 4096 + 4, 'latin1');
+    // The text, then a megabyte of zeros, then a few bytes: the NULs are not at the end.
+    pv.writeBigUInt64LE(512n, 4096 + 40);
+    pv.writeBigUInt64LE(BigInt(MiB + 600), 4096 + 48);
+    pv.write('vg0 {\n', 4096 + 512, 'latin1');
+    pv.write('tail', 4096 + 512 + MiB + 500, 'latin1');
+    const read = await readPhysicalVolume(bufferReader(pv));
+    assert.ok(read?.metadata?.startsWith('vg0 {') && read.metadata.endsWith('tail'));
+  },
+);
 
 test('fuzz finding: a pe_start or extent_size whose bytes pass 2^53 is FILESYSTEM_UNREADABLE, not an inexact size', () => {
-  const vg = (peStart: string, extent: string) => `vg0 {\n id = "x"\n seqno = 1\n extent_size = ${extent}\n physical_volumes {\n  pv0 {\n   id = "p"\n   pe_start = ${peStart}\n  }\n }\n}\n`;
+  const vg = (peStart: string, extent: string) =>
+    `vg0 {\n id = "x"\n seqno = 1\n extent_size = ${extent}\n physical_volumes {\n  pv0 {\n   id = "p"\n   pe_start = ${peStart}\n  }\n }\n}\n`;
   assert.equal(parseVolumeGroup(vg('2048', '8192')).pvs[0]!.peStartBytes, 2048 * 512);
-  for (const [pe, ext] of [['42949672960004', '8192'], ['2048', '42949672960004']]) {
-    assert.throws(() => parseVolumeGroup(vg(pe!, ext!)), (e: unknown) => isMamoriError(e) && e.code === 'FILESYSTEM_UNREADABLE');
+  for (const [pe, ext] of [
+    ['42949672960004', '8192'],
+    ['2048', '42949672960004'],
+  ]) {
+    assert.throws(
+      () => parseVolumeGroup(vg(pe!, ext!)),
+      (e: unknown) => isMamoriError(e) && e.code === 'FILESYSTEM_UNREADABLE',
+    );
   }
 });

@@ -80,7 +80,8 @@ before(async () => {
   await mkdir(join(tree, 'Program Files', 'App'), { recursive: true });
   await writeFile(join(tree, 'Program Files', 'App', 'readme.txt'), 'hello\n');
   await mkdir(join(tree, 'Many'));
-  for (let i = 0; i < MANY_FILES; i++) await writeFile(join(tree, 'Many', `file-${String(i).padStart(4, '0')}.txt`), `file ${i}\n`);
+  for (let i = 0; i < MANY_FILES; i++)
+    await writeFile(join(tree, 'Many', `file-${String(i).padStart(4, '0')}.txt`), `file ${i}\n`);
   await mkdir(join(tree, 'Dos'));
   await writeFile(join(tree, 'Dos', LONG_NAME), 'long');
   await writeFile(join(tree, 'Dos', 'AVERYL~1.TXT'), 'long');
@@ -95,7 +96,23 @@ before(async () => {
   run('wimlib-imagex', ['capture', tree, wim, '--no-acls', '--compress=none']);
   await writeFile(imagePath, '');
   await truncate(imagePath, VOLUME_BYTES);
-  run('mkntfs', ['-q', '-F', '-Q', '-L', 'Windows', '-p', '2048', '-s', '512', '-H', '255', '-S', '63', imagePath, String(VOLUME_BYTES / 512)]);
+  run('mkntfs', [
+    '-q',
+    '-F',
+    '-Q',
+    '-L',
+    'Windows',
+    '-p',
+    '2048',
+    '-s',
+    '512',
+    '-H',
+    '255',
+    '-S',
+    '63',
+    imagePath,
+    String(VOLUME_BYTES / 512),
+  ]);
   run('wimlib-imagex', ['apply', wim, '1', imagePath]);
 
   // Fragmentation: grow two files one cluster at a time in turn, so each growth lands after
@@ -125,7 +142,13 @@ after(async () => {
 test('info: label, serial from the boot sector, geometry', async () => {
   const ntfs = await NtfsReader.open(bufferReader(image));
   const serial = Buffer.from(image.subarray(0x48, 0x50)).reverse().toString('hex').toUpperCase();
-  assert.deepEqual(ntfs.info, { label: 'Windows', serial, clusterSize: 4096, mftRecordSize: 1024, totalBytes: image.readUInt32LE(0x28) * 512 });
+  assert.deepEqual(ntfs.info, {
+    label: 'Windows',
+    serial,
+    clusterSize: 4096,
+    mftRecordSize: 1024,
+    totalBytes: image.readUInt32LE(0x28) * 512,
+  });
   assert.match(ntfs.info.serial, /^[0-9A-F]{16}$/);
 });
 
@@ -152,7 +175,10 @@ test('reads non-resident, resident, empty, sparse and non-ASCII-named files', as
 });
 
 test('reads a fragmented file whose runs spill into another record through $ATTRIBUTE_LIST', async () => {
-  assert.ok(fragmentedHasAttributeList, 'the fixture should have produced an $ATTRIBUTE_LIST (ntfs-3g behaviour changed?)');
+  assert.ok(
+    fragmentedHasAttributeList,
+    'the fixture should have produced an $ATTRIBUTE_LIST (ntfs-3g behaviour changed?)',
+  );
   const ntfs = await NtfsReader.open(bufferReader(image));
   assert.deepEqual(await ntfs.readFile('/fragmented.bin'), expected.fragmented);
   assert.deepEqual(await ntfs.readFile('/interleaved.bin'), expected.fragmented);
@@ -164,10 +190,28 @@ test('lists directories sorted, typed, without metafiles', async () => {
   assert.ok(root);
   assert.deepEqual(
     root.map((e) => e.name),
-    ['big.bin', 'Dos', 'empty.txt', 'fragmented.bin', 'interleaved.bin', 'Many', 'Program Files', 'sparse.bin', 'tiny.txt', 'Windows', NON_ASCII_NAME], // upper-cased code unit order, as NTFS sorts
+    [
+      'big.bin',
+      'Dos',
+      'empty.txt',
+      'fragmented.bin',
+      'interleaved.bin',
+      'Many',
+      'Program Files',
+      'sparse.bin',
+      'tiny.txt',
+      'Windows',
+      NON_ASCII_NAME,
+    ], // upper-cased code unit order, as NTFS sorts
   );
-  assert.deepEqual(root.find((e) => e.name === 'Windows'), { name: 'Windows', type: 'dir' });
-  assert.deepEqual(root.find((e) => e.name === 'tiny.txt'), { name: 'tiny.txt', type: 'file' });
+  assert.deepEqual(
+    root.find((e) => e.name === 'Windows'),
+    { name: 'Windows', type: 'dir' },
+  );
+  assert.deepEqual(
+    root.find((e) => e.name === 'tiny.txt'),
+    { name: 'tiny.txt', type: 'file' },
+  );
   assert.deepEqual(await ntfs.listDir('/windows/system32/CONFIG'), [
     { name: 'SOFTWARE', type: 'file' },
     { name: 'SYSTEM', type: 'file' },
@@ -180,7 +224,10 @@ test('walks a directory large enough to need index blocks', async () => {
   const many = await ntfs.listDir('/Many');
   assert.ok(many);
   assert.equal(many.length, MANY_FILES);
-  assert.deepEqual(many.map((e) => e.name), Array.from({ length: MANY_FILES }, (_, i) => `file-${String(i).padStart(4, '0')}.txt`));
+  assert.deepEqual(
+    many.map((e) => e.name),
+    Array.from({ length: MANY_FILES }, (_, i) => `file-${String(i).padStart(4, '0')}.txt`),
+  );
   for (const i of [0, 1, 137, 250, 321, 498, 499]) {
     assert.deepEqual(await ntfs.readFile(`/many/FILE-${String(i).padStart(4, '0')}.TXT`), Buffer.from(`file ${i}\n`));
   }
@@ -220,9 +267,15 @@ test('a file that claims more bytes than its partition is refused before anythin
   patched.writeBigUInt64LE(BigInt(claimed), attr + 0x30);
   const ntfs = await NtfsReader.open(bufferReader(patched));
   const before = process.memoryUsage().arrayBuffers;
-  await expectUnreadable(ntfs.readFile('/big.bin'), new RegExp(`claims ${claimed} bytes, more than its ${VOLUME_BYTES}-byte partition`));
+  await expectUnreadable(
+    ntfs.readFile('/big.bin'),
+    new RegExp(`claims ${claimed} bytes, more than its ${VOLUME_BYTES}-byte partition`),
+  );
   assert.ok(process.memoryUsage().arrayBuffers - before < 64 * 1024 * 1024, 'no allocation at the claimed size');
-  assert.equal((await ntfs.readFile('/tiny.txt'))?.toString(), (await NtfsReader.open(bufferReader(image)).then((n) => n.readFile('/tiny.txt')))?.toString());
+  assert.equal(
+    (await ntfs.readFile('/tiny.txt'))?.toString(),
+    (await NtfsReader.open(bufferReader(image)).then((n) => n.readFile('/tiny.txt')))?.toString(),
+  );
 });
 
 test('hides DOS 8.3 names (namespace 2) from listings but still resolves them', async () => {

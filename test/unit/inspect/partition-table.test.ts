@@ -30,29 +30,41 @@ test('GUIDs read mixed-endian as UEFI stores them', () => {
 });
 
 test('MBR: primaries, the extended chain of logical partitions numbered from 5, active flag, disk id', async () => {
-  const disk = await sfdiskDisk('mbr.img', 64, [
-    'label: dos', 'label-id: 0xdeadbeef',
-    'start=2048, size=20480, type=83, bootable',
-    'start=22528, type=f',
-    'start=24576, size=8192, type=82',
-    'start=34816, size=8192, type=8e',
-    'start=45056, size=4096, type=7',
-  ].join('\n') + '\n');
+  const disk = await sfdiskDisk(
+    'mbr.img',
+    64,
+    [
+      'label: dos',
+      'label-id: 0xdeadbeef',
+      'start=2048, size=20480, type=83, bootable',
+      'start=22528, type=f',
+      'start=24576, size=8192, type=82',
+      'start=34816, size=8192, type=8e',
+      'start=45056, size=4096, type=7',
+    ].join('\n') + '\n',
+  );
   const t = await readPartitionTable(bufferReader(disk));
   assert.equal(t.type, 'mbr');
   assert.equal(t.diskId, '0xdeadbeef');
-  assert.deepEqual(t.partitions.map((p) => [p.number, p.start / 512, p.size / 512, p.type, p.kind, p.bootable]), [
-    [1, 2048, 20480, 'Linux', 'primary', true],
-    [2, 22528, 131072 - 22528, 'W95 Extended (LBA)', 'extended', false],
-    [5, 24576, 8192, 'Linux swap', 'logical', false],
-    [6, 34816, 8192, 'Linux LVM', 'logical', false],
-    [7, 45056, 4096, 'NTFS/exFAT', 'logical', false],
-  ]);
+  assert.deepEqual(
+    t.partitions.map((p) => [p.number, p.start / 512, p.size / 512, p.type, p.kind, p.bootable]),
+    [
+      [1, 2048, 20480, 'Linux', 'primary', true],
+      [2, 22528, 131072 - 22528, 'W95 Extended (LBA)', 'extended', false],
+      [5, 24576, 8192, 'Linux swap', 'logical', false],
+      [6, 34816, 8192, 'Linux LVM', 'logical', false],
+      [7, 45056, 4096, 'NTFS/exFAT', 'logical', false],
+    ],
+  );
   assert.deepEqual(t.warnings, []);
 });
 
 test('MBR: an EBR chain that loops is cut with a warning, not followed forever', async () => {
-  const disk = await sfdiskDisk('loop.img', 32, 'label: dos\nstart=2048, type=5\nstart=4096, size=2048, type=83\nstart=8192, size=2048, type=83\n');
+  const disk = await sfdiskDisk(
+    'loop.img',
+    32,
+    'label: dos\nstart=2048, type=5\nstart=4096, size=2048, type=83\nstart=8192, size=2048, type=83\n',
+  );
   // The second EBR's link points back at the first: relative start 0 of the extended partition.
   const firstEbr = 2048 * 512;
   const secondLink = disk.readUInt32LE(firstEbr + 462 + 8);
@@ -61,22 +73,32 @@ test('MBR: an EBR chain that loops is cut with a warning, not followed forever',
   disk.writeUInt32LE(0, secondEbr + 462 + 8);
   disk.writeUInt32LE(2048, secondEbr + 462 + 12);
   const t = await readPartitionTable(bufferReader(disk));
-  assert.deepEqual(t.partitions.map((p) => p.number), [1, 5, 6]);
+  assert.deepEqual(
+    t.partitions.map((p) => p.number),
+    [1, 5, 6],
+  );
   assert.match(t.warnings.join('\n'), /chain of logical partitions loops at sector 2048/);
 });
 
 test('GPT: names, types, unique GUIDs; a damaged backup or a truncated disk is reported, both headers damaged yields none', async () => {
-  const disk = await sfdiskDisk('gpt.img', 32, 'label: gpt\nlabel-id: 11111111-2222-3333-4444-555555555555\nstart=2048, size=8192, type=21686148-6449-6E6F-744E-656564454649, name="bios"\nstart=10240, size=20480, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root", uuid=AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE\n');
+  const disk = await sfdiskDisk(
+    'gpt.img',
+    32,
+    'label: gpt\nlabel-id: 11111111-2222-3333-4444-555555555555\nstart=2048, size=8192, type=21686148-6449-6E6F-744E-656564454649, name="bios"\nstart=10240, size=20480, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root", uuid=AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE\n',
+  );
   const t = await readPartitionTable(bufferReader(disk));
   assert.equal(t.type, 'gpt');
   assert.equal(t.diskId, '11111111-2222-3333-4444-555555555555');
   // Partition 1's GUID was made up by sfdisk: ask sfdisk for it, not the reader under test.
   const madeUp = (await runProcess('sfdisk', ['--part-uuid', join(dir, 'gpt.img'), '1'])).stdout.trim().toLowerCase();
   assert.match(madeUp, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
-  assert.deepEqual(t.partitions.map((p) => [p.number, p.start / 512, p.size / 512, p.type, p.name, p.uuid]), [
-    [1, 2048, 8192, 'BIOS boot', 'bios', madeUp],
-    [2, 10240, 20480, 'Linux filesystem', 'root', 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee'],
-  ]);
+  assert.deepEqual(
+    t.partitions.map((p) => [p.number, p.start / 512, p.size / 512, p.type, p.name, p.uuid]),
+    [
+      [1, 2048, 8192, 'BIOS boot', 'bios', madeUp],
+      [2, 10240, 20480, 'Linux filesystem', 'root', 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee'],
+    ],
+  );
   assert.deepEqual(t.gpt, { header: 'primary', primaryOk: true, backupOk: true });
 
   // Cut the disk short: the backup header is gone and the table says the disk was longer.
@@ -91,7 +113,10 @@ test('GPT: names, types, unique GUIDs; a damaged backup or a truncated disk is r
   entries[1024 + 56] = entries[1024 + 56]! ^ 0x20;
   const te = await readPartitionTable(bufferReader(entries));
   assert.equal(te.gpt!.header, 'backup');
-  assert.match(te.warnings[0]!, /primary GPT header is damaged \(entry array CRC-32 mismatch\); the backup header at LBA 65535 was used/);
+  assert.match(
+    te.warnings[0]!,
+    /primary GPT header is damaged \(entry array CRC-32 mismatch\); the backup header at LBA 65535 was used/,
+  );
   assert.equal(te.partitions[1]!.name, 'root');
 
   // Both headers damaged: no partitions can be trusted, and it says so.

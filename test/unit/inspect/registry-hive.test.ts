@@ -6,7 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RegistryHive } from '../../../src/inspect/registry-hive.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
-import { emptyHive, hiveCells, keyCellOffset, moveValueToBigData, splitSubkeyListIntoIndexRoot } from '../../harness/empty-hive.js';
+import {
+  emptyHive,
+  hiveCells,
+  keyCellOffset,
+  moveValueToBigData,
+  splitSubkeyListIntoIndexRoot,
+} from '../../harness/empty-hive.js';
 
 /**
  * Hives are made the way a Windows guest's would be read: an empty hive from the harness,
@@ -58,7 +64,9 @@ function buildHive(root: string, sections: [string, string[]][]): string {
   const regPath = join(workDir, `${root}-${n}.reg`);
   writeFileSync(hivePath, emptyHive());
   writeFileSync(regPath, regText(root, sections));
-  execFileSync('hivexregedit', ['--merge', hivePath, '--prefix', `HKEY_LOCAL_MACHINE\\${root}`, regPath], { stdio: 'pipe' });
+  execFileSync('hivexregedit', ['--merge', hivePath, '--prefix', `HKEY_LOCAL_MACHINE\\${root}`, regPath], {
+    stdio: 'pipe',
+  });
   return hivePath;
 }
 
@@ -134,13 +142,22 @@ test('SOFTWARE: CurrentVersion values as libguestfs reads them', () => {
   assert.equal(hive.dword(CURRENT_VERSION, 'CurrentMajorVersionNumber'), 10);
   assert.equal(hive.dword(CURRENT_VERSION, 'CurrentMinorVersionNumber'), 0);
   // Same answers as hivex's own reader.
-  assert.equal(hivexget(softwarePath, CURRENT_VERSION, 'ProductName').toString().trim(), hive.string(CURRENT_VERSION, 'ProductName'));
-  assert.equal(hivexget(softwarePath, CURRENT_VERSION, 'CurrentBuildNumber').toString().trim(), hive.string(CURRENT_VERSION, 'CurrentBuildNumber'));
+  assert.equal(
+    hivexget(softwarePath, CURRENT_VERSION, 'ProductName').toString().trim(),
+    hive.string(CURRENT_VERSION, 'ProductName'),
+  );
+  assert.equal(
+    hivexget(softwarePath, CURRENT_VERSION, 'CurrentBuildNumber').toString().trim(),
+    hive.string(CURRENT_VERSION, 'CurrentBuildNumber'),
+  );
 });
 
 test('lookups are case-insensitive and tolerate leading and trailing backslashes', () => {
   const hive = RegistryHive.parse(software, 'SOFTWARE');
-  assert.equal(hive.string('\\MICROSOFT\\windows nt\\currentversion\\', 'productname'), 'Windows Server 2012 R2 Standard');
+  assert.equal(
+    hive.string('\\MICROSOFT\\windows nt\\currentversion\\', 'productname'),
+    'Windows Server 2012 R2 Standard',
+  );
   assert.deepEqual(hive.subkeys('microsoft\\WINDOWS'), ['CurrentVersion']);
 });
 
@@ -185,7 +202,10 @@ test('600 subkeys in one lh list, and the same split by an ri index into two lis
   assert.deepEqual(fromIndex.subkeys('Many'), MANY_SUBKEYS);
   assert.deepEqual(fromIndex.subkeys('Many\\Driver0450'), []);
   // hivex reads the reshaped hive the same way.
-  const hivexList = execFileSync('hivexsh', [indexedPath], { input: 'cd Many\nls\n', stdio: ['pipe', 'pipe', 'pipe'] }).toString();
+  const hivexList = execFileSync('hivexsh', [indexedPath], {
+    input: 'cd Many\nls\n',
+    stdio: ['pipe', 'pipe', 'pipe'],
+  }).toString();
   assert.deepEqual(hivexList.trim().split('\n'), MANY_SUBKEYS);
 });
 
@@ -214,7 +234,10 @@ test('SYSTEM: current control set, computer name and virtio services', () => {
   assert.equal(current, 1);
   const controlSet = `ControlSet${String(current).padStart(3, '0')}`;
   assert.equal(hive.string(`${controlSet}\\Control\\ComputerName\\ComputerName`, 'ComputerName'), 'WIN2012R2');
-  assert.equal(hivexget(systemPath, `${controlSet}\\Control\\ComputerName\\ComputerName`, 'ComputerName').toString().trim(), 'WIN2012R2');
+  assert.equal(
+    hivexget(systemPath, `${controlSet}\\Control\\ComputerName\\ComputerName`, 'ComputerName').toString().trim(),
+    'WIN2012R2',
+  );
   const services = hive.subkeys(`${controlSet}\\Services`) ?? [];
   assert.deepEqual([...services].sort(), ['netkvm', 'Tcpip', 'viostor'].sort());
   assert.equal(hive.dword(`${controlSet}\\Services\\VIOSTOR`, 'Start'), 0);
@@ -254,7 +277,10 @@ test('a subkey list entry pointing outside the file is FILESYSTEM_UNREADABLE on 
   assert.equal(hive.string(CURRENT_VERSION, 'ProductName'), 'Windows Server 2012 R2 Standard');
   assertUnreadable(() => hive.subkeys('Many'));
   assertUnreadable(() => hive.subkeys('Many\\Driver0001'));
-  const misaligned = RegistryHive.parse(withFirstSubkeyEntry('Many', () => 0x21), 'SOFTWARE');
+  const misaligned = RegistryHive.parse(
+    withFirstSubkeyEntry('Many', () => 0x21),
+    'SOFTWARE',
+  );
   assertUnreadable(() => misaligned.subkeys('Many'));
 });
 
@@ -295,7 +321,8 @@ test('random damage inside cells gives answers or FILESYSTEM_UNREADABLE, never a
     return seed % below;
   };
   const readEverything = (hive: RegistryHive, path: string, depth: number): void => {
-    for (const name of hive.subkeys(path) ?? []) if (depth < 8) readEverything(hive, path === '' ? name : `${path}\\${name}`, depth + 1);
+    for (const name of hive.subkeys(path) ?? [])
+      if (depth < 8) readEverything(hive, path === '' ? name : `${path}\\${name}`, depth + 1);
     for (const name of ['Blob', 'Current', 'ComputerName', 'Start', '']) hive.value(path, name);
   };
   for (let round = 0; round < 2000; round++) {

@@ -26,9 +26,15 @@ test('steps are journalled before and after they run; a failing step fails only 
       seenDuring = (await jobs.get(job.id)).steps[0]!.state;
     });
     assert.equal(seenDuring, 'running');
-    await assert.rejects(jobs.step(job.id, 'b', async () => Promise.reject(new Error('boom'))), /boom/);
+    await assert.rejects(
+      jobs.step(job.id, 'b', async () => Promise.reject(new Error('boom'))),
+      /boom/,
+    );
     const after = await jobs.get(job.id);
-    assert.deepEqual(after.steps.map((s) => s.state), ['done', 'failed']);
+    assert.deepEqual(
+      after.steps.map((s) => s.state),
+      ['done', 'failed'],
+    );
     assert.equal(after.state, 'running', 'the caller decides the job outcome');
     await store.close();
   });
@@ -76,7 +82,10 @@ test('a job context reaches its recovery rule; pruning keeps the newest finished
     await jobs.prune('cycle', 'vm:1', 2);
     const left = await jobs.list({ kind: 'cycle', target: 'vm:1' });
     assert.equal(left.filter((j) => j.state === 'succeeded').length, 2);
-    assert.ok(left.some((j) => j.id === cut.id), 'a running job is never pruned');
+    assert.ok(
+      left.some((j) => j.id === cut.id),
+      'a running job is never pruned',
+    );
     assert.equal((await jobs.list({ target: 'vm:2' })).length, 1, 'other targets untouched');
     await jobs.recoverInterrupted(() => undefined);
     assert.deepEqual(seen, [{ point: { generation: 7 } }]);

@@ -1,7 +1,12 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import {
-  allocatedExtents, copyExtents, dirtyExtents, type CopySource, type CopyTarget, type ExtentSource,
+  allocatedExtents,
+  copyExtents,
+  dirtyExtents,
+  type CopySource,
+  type CopyTarget,
+  type ExtentSource,
 } from '../../../src/nbd/extent-copy.js';
 import type { NbdExtent, NbdTransmissionFlags } from '../../../src/nbd/nbd-client.js';
 import { decodeTransmissionFlags } from '../../../src/nbd/nbd-protocol.js';
@@ -21,7 +26,9 @@ class MemoryDisk implements CopySource, CopyTarget {
 
   constructor(size: number, opts: { zeroes?: boolean; flush?: boolean; min?: number; max?: number } = {}) {
     this.data = Buffer.alloc(size);
-    this.transmissionFlags = decodeTransmissionFlags(1 | (opts.flush === false ? 0 : 4) | (opts.zeroes === false ? 0 : 0x40));
+    this.transmissionFlags = decodeTransmissionFlags(
+      1 | (opts.flush === false ? 0 : 4) | (opts.zeroes === false ? 0 : 0x40),
+    );
     this.blockSizes = { min: opts.min ?? 1, preferred: 4096, max: opts.max ?? 32 << 20 };
     this.maxRequestLength = this.blockSizes.max;
   }
@@ -38,10 +45,14 @@ class MemoryDisk implements CopySource, CopyTarget {
     return this.#op(`read ${offset}+${length}`, offset, () => Buffer.from(this.data.subarray(offset, offset + length)));
   }
   write(offset: number, data: Buffer): Promise<void> {
-    return this.#op(`write ${offset}+${data.length}`, offset, () => { data.copy(this.data, offset); });
+    return this.#op(`write ${offset}+${data.length}`, offset, () => {
+      data.copy(this.data, offset);
+    });
   }
   writeZeroes(offset: number, length: number): Promise<void> {
-    return this.#op(`zero ${offset}+${length}`, offset, () => { this.data.fill(0, offset, offset + length); });
+    return this.#op(`zero ${offset}+${length}`, offset, () => {
+      this.data.fill(0, offset, offset + length);
+    });
   }
   flush(): Promise<void> {
     return this.#op('flush', -1, () => undefined);
@@ -61,14 +72,25 @@ describe('copyExtents', () => {
     target.data.fill(0xff);
     const progress: number[] = [];
     const r = await copyExtents({
-      source, target, chunkSize: 64 * KiB, concurrency: 3,
-      extents: [{ offset: 512 * KiB, length: 64 * KiB }, { offset: 0, length: 128 * KiB }, { offset: 64 * KiB, length: 32 * KiB }],
+      source,
+      target,
+      chunkSize: 64 * KiB,
+      concurrency: 3,
+      extents: [
+        { offset: 512 * KiB, length: 64 * KiB },
+        { offset: 0, length: 128 * KiB },
+        { offset: 64 * KiB, length: 32 * KiB },
+      ],
       onProgress: (p) => progress.push(p.bytesDone),
     });
     assert.deepEqual(r, { bytesRead: 192 * KiB, bytesWritten: 128 * KiB, zeroBytes: 64 * KiB, requests: 7 });
     assert.deepEqual(target.data.subarray(0, 128 * KiB), source.data.subarray(0, 128 * KiB));
     assert.deepEqual(target.data.subarray(512 * KiB, 576 * KiB), source.data.subarray(512 * KiB, 576 * KiB));
-    assert.deepEqual(target.data.subarray(128 * KiB, 512 * KiB), Buffer.alloc(384 * KiB, 0xff), 'outside the extents untouched');
+    assert.deepEqual(
+      target.data.subarray(128 * KiB, 512 * KiB),
+      Buffer.alloc(384 * KiB, 0xff),
+      'outside the extents untouched',
+    );
     assert.ok(target.log.includes(`zero ${64 * KiB}+${64 * KiB}`), 'the zero chunk became WRITE_ZEROES');
     assert.equal(target.log.at(-1), 'flush');
     assert.equal(progress.at(-1), 192 * KiB);
@@ -78,11 +100,27 @@ describe('copyExtents', () => {
     const source = new MemoryDisk(256 * KiB);
     source.data.fill(1, 0, 64 * KiB);
     const fresh = new MemoryDisk(256 * KiB);
-    const skipped = await copyExtents({ source, target: fresh, extents: [{ offset: 0, length: 256 * KiB }], chunkSize: 64 * KiB, targetIsZero: true });
-    assert.deepEqual(skipped, { bytesRead: 256 * KiB, bytesWritten: 64 * KiB, zeroBytes: 192 * KiB, requests: 4 + 1 + 1 });
+    const skipped = await copyExtents({
+      source,
+      target: fresh,
+      extents: [{ offset: 0, length: 256 * KiB }],
+      chunkSize: 64 * KiB,
+      targetIsZero: true,
+    });
+    assert.deepEqual(skipped, {
+      bytesRead: 256 * KiB,
+      bytesWritten: 64 * KiB,
+      zeroBytes: 192 * KiB,
+      requests: 4 + 1 + 1,
+    });
     const noZero = new MemoryDisk(256 * KiB, { zeroes: false, flush: false });
     noZero.data.fill(9);
-    const written = await copyExtents({ source, target: noZero, extents: [{ offset: 0, length: 256 * KiB }], chunkSize: 64 * KiB });
+    const written = await copyExtents({
+      source,
+      target: noZero,
+      extents: [{ offset: 0, length: 256 * KiB }],
+      chunkSize: 64 * KiB,
+    });
     assert.deepEqual(written, { bytesRead: 256 * KiB, bytesWritten: 256 * KiB, zeroBytes: 192 * KiB, requests: 8 });
     assert.deepEqual(noZero.data, source.data);
   });
@@ -91,10 +129,19 @@ describe('copyExtents', () => {
     const source = new MemoryDisk(4096 * KiB, { max: 256 * KiB });
     source.data.fill(7);
     const target = new MemoryDisk(4096 * KiB, { max: 128 * KiB, min: 512 });
-    await copyExtents({ source, target, extents: [{ offset: 0, length: 4096 * KiB }], concurrency: 2, chunkSize: 1024 * KiB });
+    await copyExtents({
+      source,
+      target,
+      extents: [{ offset: 0, length: 4096 * KiB }],
+      concurrency: 2,
+      chunkSize: 1024 * KiB,
+    });
     assert.ok(source.maxInFlight <= 2 && target.maxInFlight <= 2, `${source.maxInFlight}/${target.maxInFlight}`);
     assert.equal(source.maxInFlight, 2);
-    assert.ok(source.log.every((l) => l.endsWith(`+${128 * KiB}`)), source.log[0]);
+    assert.ok(
+      source.log.every((l) => l.endsWith(`+${128 * KiB}`)),
+      source.log[0],
+    );
     await assert.rejects(copyExtents({ source, target, extents: [{ offset: 100, length: 512 }] }), /not aligned/);
   });
 
@@ -103,7 +150,16 @@ describe('copyExtents', () => {
     source.data.fill(3);
     source.failAt = 128 * KiB;
     const target = new MemoryDisk(1024 * KiB);
-    await assert.rejects(copyExtents({ source, target, extents: [{ offset: 0, length: 1024 * KiB }], chunkSize: 64 * KiB, concurrency: 2 }), /injected failure/);
+    await assert.rejects(
+      copyExtents({
+        source,
+        target,
+        extents: [{ offset: 0, length: 1024 * KiB }],
+        chunkSize: 64 * KiB,
+        concurrency: 2,
+      }),
+      /injected failure/,
+    );
     assert.ok(target.log.length < 16, `${target.log.length} writes after the failure`);
     assert.ok(!target.log.includes('flush'));
   });
@@ -112,17 +168,24 @@ describe('copyExtents', () => {
 describe('allocatedExtents and dirtyExtents', () => {
   it('keeps extents not known to be zero, merging neighbours', async () => {
     const src = extentSource(10 * 65536, [
-      { offset: 0, length: 65536, flags: 0 }, { offset: 65536, length: 65536, flags: 1 }, // data, hole without ZERO
-      { offset: 131072, length: 131072, flags: 3 }, { offset: 262144, length: 65536, flags: 2 }, // hole|zero, allocated zero
+      { offset: 0, length: 65536, flags: 0 },
+      { offset: 65536, length: 65536, flags: 1 }, // data, hole without ZERO
+      { offset: 131072, length: 131072, flags: 3 },
+      { offset: 262144, length: 65536, flags: 2 }, // hole|zero, allocated zero
       { offset: 327680, length: 327680, flags: 0 },
     ]);
-    assert.deepEqual(await allocatedExtents(src), [{ offset: 0, length: 131072 }, { offset: 327680, length: 327680 }]);
+    assert.deepEqual(await allocatedExtents(src), [
+      { offset: 0, length: 131072 },
+      { offset: 327680, length: 327680 },
+    ]);
   });
 
   it('keeps extents with the dirty bit set', async () => {
     const src = extentSource(4 << 20, [
-      { offset: 0, length: 1 << 20, flags: 0 }, { offset: 1 << 20, length: 65536, flags: 1 },
-      { offset: (1 << 20) + 65536, length: 65536, flags: 1 }, { offset: (1 << 20) + 131072, length: (3 << 20) - 131072, flags: 0 },
+      { offset: 0, length: 1 << 20, flags: 0 },
+      { offset: 1 << 20, length: 65536, flags: 1 },
+      { offset: (1 << 20) + 65536, length: 65536, flags: 1 },
+      { offset: (1 << 20) + 131072, length: (3 << 20) - 131072, flags: 0 },
     ]);
     assert.deepEqual(await dirtyExtents(src, 'qemu:dirty-bitmap:b0'), [{ offset: 1 << 20, length: 131072 }]);
   });

@@ -7,14 +7,26 @@ describe('NBD URIs (NetworkBlockDevice/nbd doc/uri.md), parsed strictly', () => 
   const good: [string, NbdUri][] = [
     ['nbd://example.com', { transport: 'tcp', tls: false, exportName: '', host: 'example.com', port: 10809 }],
     ['nbd://example.com/', { transport: 'tcp', tls: false, exportName: '', host: 'example.com', port: 10809 }],
-    ['nbd://Disk-Server.example.com:10810/disk0', { transport: 'tcp', tls: false, exportName: 'disk0', host: 'disk-server.example.com', port: 10810 }],
-    ['nbds://10.0.0.5:1/vm%2Fdisk%20one', { transport: 'tcp', tls: true, exportName: 'vm/disk one', host: '10.0.0.5', port: 1 }],
+    [
+      'nbd://Disk-Server.example.com:10810/disk0',
+      { transport: 'tcp', tls: false, exportName: 'disk0', host: 'disk-server.example.com', port: 10810 },
+    ],
+    [
+      'nbds://10.0.0.5:1/vm%2Fdisk%20one',
+      { transport: 'tcp', tls: true, exportName: 'vm/disk one', host: '10.0.0.5', port: 1 },
+    ],
     ['nbd://[fd00::1]:65535/x', { transport: 'tcp', tls: false, exportName: 'x', host: 'fd00::1', port: 65535 }],
-    ['nbd://[::ffff:127.0.0.1]/', { transport: 'tcp', tls: false, exportName: '', host: '::ffff:127.0.0.1', port: 10809 }],
+    [
+      'nbd://[::ffff:127.0.0.1]/',
+      { transport: 'tcp', tls: false, exportName: '', host: '::ffff:127.0.0.1', port: 10809 },
+    ],
     ['nbd://localhost/a/b', { transport: 'tcp', tls: false, exportName: 'a/b', host: 'localhost', port: 10809 }],
     ['NBD://h/e', { transport: 'tcp', tls: false, exportName: 'e', host: 'h', port: 10809 }],
     ['nbd+unix:///?socket=/run/nbd.sock', { transport: 'unix', tls: false, exportName: '', socket: '/run/nbd.sock' }],
-    ['nbd+unix:///disk?socket=/tmp/x%20y/s.sock', { transport: 'unix', tls: false, exportName: 'disk', socket: '/tmp/x y/s.sock' }],
+    [
+      'nbd+unix:///disk?socket=/tmp/x%20y/s.sock',
+      { transport: 'unix', tls: false, exportName: 'disk', socket: '/tmp/x y/s.sock' },
+    ],
     ['nbds+unix:///disk?socket=/s', { transport: 'unix', tls: true, exportName: 'disk', socket: '/s' }],
   ];
   for (const [text, want] of good) {
@@ -74,22 +86,31 @@ describe('NBD URIs (NetworkBlockDevice/nbd doc/uri.md), parsed strictly', () => 
   ];
   for (const [text, why] of bad) {
     it(`refuses ${JSON.stringify(text.length > 60 ? `${text.slice(0, 60)}…` : text)}`, () => {
-      assert.throws(() => parseNbdUri(text), (e: unknown) => {
-        assert.ok(isMamoriError(e, 'NBD_URI_INVALID'), String(e));
-        assert.match(e.message, why);
-        return true;
-      });
+      assert.throws(
+        () => parseNbdUri(text),
+        (e: unknown) => {
+          assert.ok(isMamoriError(e, 'NBD_URI_INVALID'), String(e));
+          assert.match(e.message, why);
+          return true;
+        },
+      );
     });
   }
 
   it('refuses what is not a string, and very long text', () => {
-    for (const v of [undefined, null, 42, { toString: () => 'nbd://h/x' }]) assert.throws(() => parseNbdUri(v), (e: unknown) => isMamoriError(e, 'NBD_URI_INVALID'));
+    for (const v of [undefined, null, 42, { toString: () => 'nbd://h/x' }])
+      assert.throws(
+        () => parseNbdUri(v),
+        (e: unknown) => isMamoriError(e, 'NBD_URI_INVALID'),
+      );
     assert.throws(() => parseNbdUri(`nbd://h/${'a'.repeat(9000)}`), /longer than 8192 characters/);
   });
 
   it('tells NBD URIs from file names, so none is opened as a file', () => {
-    for (const t of ['nbd://h', 'nbds://h', 'nbd+unix:///x', 'NBD://h', 'nbd:/h', 'nbd+vsock://1']) assert.equal(looksLikeNbdUri(t), true, t);
-    for (const t of ['/dev/sda', 'nbd.img', './nbd://x', 'disk.vmdk', 'nbdx://h']) assert.equal(looksLikeNbdUri(t), false, t);
+    for (const t of ['nbd://h', 'nbds://h', 'nbd+unix:///x', 'NBD://h', 'nbd:/h', 'nbd+vsock://1'])
+      assert.equal(looksLikeNbdUri(t), true, t);
+    for (const t of ['/dev/sda', 'nbd.img', './nbd://x', 'disk.vmdk', 'nbdx://h'])
+      assert.equal(looksLikeNbdUri(t), false, t);
   });
 
   it('formats the canonical form: default port left out, IPv6 bracketed, export escaped', () => {

@@ -27,24 +27,46 @@ after(async () => {
 });
 
 /** A site's store, incident log and notifier over one database file (a second open is a restarted server). */
-async function open(file: string): Promise<{ store: SqliteStore; incidents: IncidentLog; notifier: AlertNotifier; close(): Promise<void> }> {
+async function open(
+  file: string,
+): Promise<{ store: SqliteStore; incidents: IncidentLog; notifier: AlertNotifier; close(): Promise<void> }> {
   const store = await openSqliteStore(join(dir, file));
   const incidents = new IncidentLog(store.db);
-  const notifier = new AlertNotifier({ db: store.db, box, incidents, siteName: 'site-a', log, retryBaseMs: 20, retryMaxMs: 200, timeoutMs: 2_000, pollMs: 1_000 });
+  const notifier = new AlertNotifier({
+    db: store.db,
+    box,
+    incidents,
+    siteName: 'site-a',
+    log,
+    retryBaseMs: 20,
+    retryMaxMs: 200,
+    timeoutMs: 2_000,
+    pollMs: 1_000,
+  });
   notifier.start();
-  return { store, incidents, notifier, async close() {
-    await notifier.stop();
-    await store.close();
-  } };
+  return {
+    store,
+    incidents,
+    notifier,
+    async close() {
+      await notifier.stop();
+      await store.close();
+    },
+  };
 }
 
-const raise = (incidents: IncidentLog, kind: string, target: string) => incidents.raise({ kind, target, severity: 'warning', message: `${kind} on ${target}`, details: { n: 1 } });
+const raise = (incidents: IncidentLog, kind: string, target: string) =>
+  incidents.raise({ kind, target, severity: 'warning', message: `${kind} on ${target}`, details: { n: 1 } });
 
 test('the webhook URL is validated, with an error that says what is wrong', async () => {
   const site = await open('validate.db');
   try {
     for (const bad of ['', 'not a url', 'ftp://host/x', 'file:///etc/passwd', `http://h/${'x'.repeat(2100)}`, 42]) {
-      await assert.rejects(site.notifier.setWebhook(bad), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_INVALID') && /alert webhook URL/.test((e as Error).message), String(bad));
+      await assert.rejects(
+        site.notifier.setWebhook(bad),
+        (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_INVALID') && /alert webhook URL/.test((e as Error).message),
+        String(bad),
+      );
     }
     assert.equal(await site.notifier.webhook(), null);
     await assert.rejects(site.notifier.test(), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_NOT_SET'));
@@ -53,10 +75,17 @@ test('the webhook URL is validated, with an error that says what is wrong', asyn
     assert.equal(set.url, 'https://alerts.example.com/mamori?team=***');
     assert.equal((await site.notifier.webhook())?.url, 'https://alerts.example.com/mamori?team=***');
     // A refused URL's password is not echoed in the error either.
-    await assert.rejects(site.notifier.setWebhook('gopher://u:hunter2@h/x'), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_INVALID') && !(e as Error).message.includes('hunter2'));
-    const withPassword = await site.notifier.setWebhook('https://ops:hunter2@alerts.example.com/hook?token=abc123&team=dr#frag');
+    await assert.rejects(
+      site.notifier.setWebhook('gopher://u:hunter2@h/x'),
+      (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_INVALID') && !(e as Error).message.includes('hunter2'),
+    );
+    const withPassword = await site.notifier.setWebhook(
+      'https://ops:hunter2@alerts.example.com/hook?token=abc123&team=dr#frag',
+    );
     assert.equal(withPassword.url, 'https://***@alerts.example.com/hook?token=***&team=***');
-    const bytes = Buffer.concat(await Promise.all(['', '-wal'].map((x) => readFile(join(dir, `validate.db${x}`)).catch(() => Buffer.alloc(0)))));
+    const bytes = Buffer.concat(
+      await Promise.all(['', '-wal'].map((x) => readFile(join(dir, `validate.db${x}`)).catch(() => Buffer.alloc(0)))),
+    );
     assert.equal(bytes.indexOf('hunter2'), -1, 'the webhook password is sealed in the database');
     assert.equal(await site.notifier.clearWebhook(), true);
     assert.equal(await site.notifier.clearWebhook(), false);
@@ -79,7 +108,10 @@ test('each transition is posted once, firing before resolved; history before the
     await site.incidents.clear('site.peer-unreachable', 'site:b');
     await waitUntil('resolved', () => receiver.of('site.peer-unreachable').length === 2);
     const got = receiver.of('site.peer-unreachable');
-    assert.deepEqual(got.map((a) => a.status), ['firing', 'resolved']);
+    assert.deepEqual(
+      got.map((a) => a.status),
+      ['firing', 'resolved'],
+    );
     assert.equal(got[0]!.site, 'site-a');
     assert.deepEqual({ ...got[0]!.incident }, { ...incident, clearedAt: null });
     assert.equal(got[1]!.incident.id, incident.id);
@@ -99,7 +131,12 @@ test('a failing receiver is retried with backoff; a refusal (4xx) is not; a rest
   const site = await open('retry.db');
   await site.notifier.setWebhook(receiver.url);
   let refused = 0;
-  receiver.answer = (b) => (b.incident.kind === 'flaky' && refused++ < 2 ? 503 : b.incident.kind === 'refused' && b.status === 'firing' ? 400 : 204);
+  receiver.answer = (b) =>
+    b.incident.kind === 'flaky' && refused++ < 2
+      ? 503
+      : b.incident.kind === 'refused' && b.status === 'firing'
+        ? 400
+        : 204;
   try {
     await raise(site.incidents, 'flaky', 'vm:1');
     await waitUntil('delivered after two 503s', () => receiver.of('flaky').length === 1);
@@ -119,7 +156,12 @@ test('a failing receiver is retried with backoff; a refusal (4xx) is not; a rest
   const down = await open('retry.db');
   receiver.answer = () => 503;
   await down.incidents.clear('flaky', 'vm:1');
-  await waitUntil('a failed try recorded', async () => ((await down.notifier.deliveries()).recent.find((d) => d.kind === 'flaky' && d.status === 'resolved')?.attempts ?? 0) >= 1);
+  await waitUntil(
+    'a failed try recorded',
+    async () =>
+      ((await down.notifier.deliveries()).recent.find((d) => d.kind === 'flaky' && d.status === 'resolved')?.attempts ??
+        0) >= 1,
+  );
   await down.close();
   receiver.answer = () => 204;
   const back = await open('retry.db');
@@ -128,23 +170,37 @@ test('a failing receiver is retried with backoff; a refusal (4xx) is not; a rest
     await raise(back.incidents, 'after-restart', 'vm:3');
     await waitUntil('a new incident goes too', () => receiver.of('after-restart').length === 1);
     // Everything owed went out once: one of each transition, none repeated by the restart.
-    assert.deepEqual(receiver.of('flaky').map((a) => a.status), ['firing', 'resolved']);
-    assert.deepEqual(receiver.received.map((a) => `${a.incident.kind}:${a.status}`).sort(), ['after-restart:firing', 'flaky:firing', 'flaky:resolved', 'refused:resolved']);
+    assert.deepEqual(
+      receiver.of('flaky').map((a) => a.status),
+      ['firing', 'resolved'],
+    );
+    assert.deepEqual(receiver.received.map((a) => `${a.incident.kind}:${a.status}`).sort(), [
+      'after-restart:firing',
+      'flaky:firing',
+      'flaky:resolved',
+      'refused:resolved',
+    ]);
     assert.equal((await back.notifier.deliveries()).pending, 0);
   } finally {
     await back.close();
   }
 });
 
-test('a test alert reports the receiver\'s failure', async () => {
+test("a test alert reports the receiver's failure", async () => {
   const site = await open('test.db');
   try {
     await site.notifier.setWebhook(receiver.url);
     assert.deepEqual(await site.notifier.test(), { url: new URL(receiver.url).href, delivered: true });
     receiver.answer = () => 500;
-    await assert.rejects(site.notifier.test(), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_FAILED') && /HTTP 500/.test((e as Error).message));
+    await assert.rejects(
+      site.notifier.test(),
+      (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_FAILED') && /HTTP 500/.test((e as Error).message),
+    );
     await site.notifier.setWebhook('http://127.0.0.1:1/nothing-listens');
-    await assert.rejects(site.notifier.test(), (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_FAILED') && /ECONNREFUSED/.test((e as Error).message));
+    await assert.rejects(
+      site.notifier.test(),
+      (e: unknown) => isMamoriError(e, 'ALERT_WEBHOOK_FAILED') && /ECONNREFUSED/.test((e as Error).message),
+    );
   } finally {
     receiver.answer = () => 204;
     await site.close();

@@ -11,8 +11,19 @@ import type { PeerState, PeerView } from '../../../src/sites/peer-record.js';
 
 function peer(name: string, state: PeerState): PeerView {
   return {
-    name, url: state === 'not-callable' ? null : `https://${name}:8443`, fingerprint: 'ab', direction: 'both', pairedAt: '', updatedAt: '',
-    status: { state, checkedAt: null, rttMs: null, clockOffsetMs: null, error: state === 'unreachable' ? { code: 'PEER_UNREACHABLE', message: 'connect ETIMEDOUT' } : null },
+    name,
+    url: state === 'not-callable' ? null : `https://${name}:8443`,
+    fingerprint: 'ab',
+    direction: 'both',
+    pairedAt: '',
+    updatedAt: '',
+    status: {
+      state,
+      checkedAt: null,
+      rttMs: null,
+      clockOffsetMs: null,
+      error: state === 'unreachable' ? { code: 'PEER_UNREACHABLE', message: 'connect ETIMEDOUT' } : null,
+    },
   };
 }
 
@@ -22,7 +33,12 @@ test('a peer is unreachable after two failed checks in a row, clears at its firs
   try {
     const incidents = new IncidentLog(store.db);
     let peers = [peer('b', 'unreachable'), peer('c', 'reachable'), peer('d', 'not-callable')];
-    const watch = new PeerWatch({ peers: { list: async () => peers }, incidents, log: pino({ level: 'silent' }), intervalMs: 60_000 });
+    const watch = new PeerWatch({
+      peers: { list: async () => peers },
+      incidents,
+      log: pino({ level: 'silent' }),
+      intervalMs: 60_000,
+    });
     const open = async () => (await incidents.list({ open: true, kind: PEER_UNREACHABLE })).map((i) => i.target);
 
     await watch.checkOnce();
@@ -58,7 +74,12 @@ test('the watch keeps when each peer last answered and when it judged it gone af
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
     let peers = [peer('b', 'reachable')];
-    const watch = new PeerWatch({ peers: { list: async () => peers }, incidents: new IncidentLog(store.db), log: pino({ level: 'silent' }), intervalMs: 60_000 });
+    const watch = new PeerWatch({
+      peers: { list: async () => peers },
+      incidents: new IncidentLog(store.db),
+      log: pino({ level: 'silent' }),
+      intervalMs: 60_000,
+    });
     assert.equal(watch.contact('b'), null, 'nothing known before a check');
     await watch.checkOnce();
     const up = watch.contact('b')!;
@@ -66,7 +87,11 @@ test('the watch keeps when each peer last answered and when it judged it gone af
     assert.equal(up.unreachableSince, null);
     peers = [peer('b', 'unreachable')];
     await watch.checkOnce();
-    assert.equal(watch.contact('b')!.unreachableSince, null, 'one failed check (a slow answer under load) is not a site gone');
+    assert.equal(
+      watch.contact('b')!.unreachableSince,
+      null,
+      'one failed check (a slow answer under load) is not a site gone',
+    );
     peers = [peer('b', 'reachable')];
     await watch.checkOnce();
     peers = [peer('b', 'unreachable')];

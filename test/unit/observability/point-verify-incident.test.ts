@@ -15,22 +15,58 @@ test('a verify that finds gaps opens replication.point-verify-failed for the VM;
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
     const now = new Date().toISOString();
-    await store.db.insertInto('vms').values({ id: 'vm-1', name: 'pg', definition: '{}', state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
-    await store.db.insertInto('replications').values({
-      vm_id: 'vm-1', peer: 'site-b', replica_id: 'rep-1', rpo_ms: 30_000, keep_points: 3, state: 'enabled', generation: 1, last_point_at: now, last_point_id: 'p2',
-      failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
-    }).execute();
+    await store.db
+      .insertInto('vms')
+      .values({
+        id: 'vm-1',
+        name: 'pg',
+        definition: '{}',
+        state: 'stopped',
+        state_reason: null,
+        pid: null,
+        last_heartbeat_at: null,
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
+    await store.db
+      .insertInto('replications')
+      .values({
+        vm_id: 'vm-1',
+        peer: 'site-b',
+        replica_id: 'rep-1',
+        rpo_ms: 30_000,
+        keep_points: 3,
+        state: 'enabled',
+        generation: 1,
+        last_point_at: now,
+        last_point_id: 'p2',
+        failures: 0,
+        last_error: null,
+        stats: '[]',
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
     let consistent = false;
     // Only what verify() touches: the VM lookup and the recovery site's answer.
     const deps = {
-      db: store.db, incidents: new IncidentLog(store.db), log: pino({ level: 'silent' }),
+      db: store.db,
+      incidents: new IncidentLog(store.db),
+      log: pino({ level: 'silent' }),
       vms: { get: async () => ({ id: 'vm-1', name: 'pg' }) },
       jobs: { registerRecovery: () => undefined },
       peers: {
         client: async () => ({
           request: async () => ({
             point: { id: 'p2', time: now, consistency: 'crash', committedAt: now },
-            report: { consistent, gaps: consistent ? [] : [{ from: 5, to: 9 }], tornCount: consistent ? 0 : 1, gapFreePrefix: 4, lastSequence: 12 },
+            report: {
+              consistent,
+              gaps: consistent ? [] : [{ from: 5, to: 9 }],
+              tornCount: consistent ? 0 : 1,
+              gapFreePrefix: 4,
+              lastSequence: 12,
+            },
           }),
         }),
       },
@@ -42,9 +78,16 @@ test('a verify that finds gaps opens replication.point-verify-failed for the VM;
     const [incident] = await open();
     assert.equal(incident?.target, 'vm:vm-1');
     assert.equal(incident.severity, 'critical');
-    assert.match(incident.message, /recovery point p2 of pg at site-b failed verification: 1 gap\(s\), 1 torn record\(s\) after a gap-free prefix of 4/);
+    assert.match(
+      incident.message,
+      /recovery point p2 of pg at site-b failed verification: 1 gap\(s\), 1 torn record\(s\) after a gap-free prefix of 4/,
+    );
     await replication.verify('pg');
-    assert.equal((await deps.incidents.list({ kind: POINT_VERIFY_FAILED })).length, 1, 'failing again is the same incident');
+    assert.equal(
+      (await deps.incidents.list({ kind: POINT_VERIFY_FAILED })).length,
+      1,
+      'failing again is the same incident',
+    );
 
     consistent = true;
     await replication.verify('pg');

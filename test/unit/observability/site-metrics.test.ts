@@ -5,18 +5,26 @@ import { histogramSeries, parseMetrics, sampleValue } from '../../harness/promet
 
 function fakeSources(over: Partial<MetricSources> = {}): MetricSources & { calls: Record<string, number> } {
   const calls: Record<string, number> = {};
-  const count = <T>(name: string, v: T) => async (): Promise<T> => {
-    calls[name] = (calls[name] ?? 0) + 1;
-    return v;
-  };
+  const count =
+    <T>(name: string, v: T) =>
+    async (): Promise<T> => {
+      calls[name] = (calls[name] ?? 0) + 1;
+      return v;
+    };
   return {
     calls,
     replication: count('replication', [
       { vm: 'web', lagSeconds: 4.2, rpoSeconds: 30, rpoViolated: false },
       { vm: 'db', lagSeconds: null, rpoSeconds: 10, rpoViolated: true },
     ]),
-    arrayGroups: count('arrayGroups', [{ group: 'shop', lagSeconds: 61, rpoViolated: true }, { group: 'idle', lagSeconds: null, rpoViolated: false }]),
-    jobs: count('jobs', [{ kind: 'replication-cycle', state: 'succeeded', count: 7 }, { kind: 'replication-cycle', state: 'failed', count: 1 }]),
+    arrayGroups: count('arrayGroups', [
+      { group: 'shop', lagSeconds: 61, rpoViolated: true },
+      { group: 'idle', lagSeconds: null, rpoViolated: false },
+    ]),
+    jobs: count('jobs', [
+      { kind: 'replication-cycle', state: 'succeeded', count: 7 },
+      { kind: 'replication-cycle', state: 'failed', count: 1 },
+    ]),
     jobSteps: count('jobSteps', [{ kind: 'replication-cycle', state: 'done', count: 40 }]),
     planRuns: count('planRuns', [{ mode: 'test', result: 'succeeded', count: 2 }]),
     openIncidents: count('openIncidents', [{ kind: 'site.peer-unreachable', count: 1 }]),
@@ -55,15 +63,27 @@ test('every family parses with its TYPE and HELP, and the gauges show what the s
     assert.equal(f.get(name)?.type, type, `${name} is a ${type}:\n${text}`);
     assert.ok((f.get(name)?.help ?? '').length > 10, `${name} has a HELP line`);
   }
-  assert.deepEqual([...f.keys()].filter((n) => !n.startsWith('mamori_')), [], 'every name has the mamori_ prefix');
+  assert.deepEqual(
+    [...f.keys()].filter((n) => !n.startsWith('mamori_')),
+    [],
+    'every name has the mamori_ prefix',
+  );
 
   assert.equal(sampleValue(f, 'mamori_replication_lag_seconds', { vm: 'web' }), 4.2);
-  assert.equal(sampleValue(f, 'mamori_replication_lag_seconds', { vm: 'db' }), undefined, 'no lag before the first point');
+  assert.equal(
+    sampleValue(f, 'mamori_replication_lag_seconds', { vm: 'db' }),
+    undefined,
+    'no lag before the first point',
+  );
   assert.equal(sampleValue(f, 'mamori_replication_rpo_seconds', { vm: 'db' }), 10);
   assert.equal(sampleValue(f, 'mamori_replication_rpo_violated', { vm: 'db' }), 1);
   assert.equal(sampleValue(f, 'mamori_replication_rpo_violated', { vm: 'web' }), 0);
   assert.equal(sampleValue(f, 'mamori_replication_sent_bytes_total', { vm: 'web' }), 69632);
-  assert.equal(sampleValue(f, 'mamori_replication_sent_bytes_total', { vm: 'db' }), 0, 'a replicated VM without cycles yet counts 0');
+  assert.equal(
+    sampleValue(f, 'mamori_replication_sent_bytes_total', { vm: 'db' }),
+    0,
+    'a replicated VM without cycles yet counts 0',
+  );
   assert.equal(sampleValue(f, 'mamori_replication_cycles_total', { vm: 'web', outcome: 'ok' }), 2);
   assert.equal(sampleValue(f, 'mamori_replication_cycles_total', { vm: 'web', outcome: 'failed' }), 1);
   assert.equal(sampleValue(f, 'mamori_replication_cycles_total', { vm: 'db', outcome: 'failed' }), 0);
@@ -76,7 +96,10 @@ test('every family parses with its TYPE and HELP, and the gauges show what the s
   assert.equal(sampleValue(f, 'mamori_incidents_open', { kind: 'site.peer-unreachable' }), 1);
 
   const cycles = histogramSeries(text, 'mamori_replication_cycle_duration_seconds');
-  assert.deepEqual(cycles.map((s) => [s.labels, s.count, s.sum]), [[{ vm: 'web' }, 3, 4.3]]);
+  assert.deepEqual(
+    cycles.map((s) => [s.labels, s.count, s.sum]),
+    [[{ vm: 'web' }, 3, 4.3]],
+  );
   assert.equal(cycles[0]!.buckets['2'], 2, 'two cycles took 2 s or less');
   assert.equal(cycles[0]!.buckets['+Inf'], 3);
   const requests = histogramSeries(text, 'mamori_http_request_duration_seconds');
@@ -104,5 +127,8 @@ test('two sites in one process keep their metrics apart', async () => {
   const b = new SiteMetrics(fakeSources({ replication: async () => [] }));
   a.cycleEnded({ vm: 'web', outcome: 'ok', durationMs: 10, bytesSent: 1 });
   assert.equal(sampleValue(parseMetrics(await a.text()), 'mamori_replication_sent_bytes_total', { vm: 'web' }), 1);
-  assert.equal(sampleValue(parseMetrics(await b.text()), 'mamori_replication_sent_bytes_total', { vm: 'web' }), undefined);
+  assert.equal(
+    sampleValue(parseMetrics(await b.text()), 'mamori_replication_sent_bytes_total', { vm: 'web' }),
+    undefined,
+  );
 });

@@ -19,21 +19,42 @@ test('array-based group syncs: state kept, never overlapping, scheduled on the R
   const dir = await mkdtemp(join(tmpdir(), 'mamori-array-sync-'));
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
-    const binding = (rpoSeconds: number | null): string => JSON.stringify({ storage: 's', arrayId: 'a', deviceIds: ['d'], peer: 'site-b', forced: false, compat: 'ok', rpoSeconds } satisfies ArrayBinding);
+    const binding = (rpoSeconds: number | null): string =>
+      JSON.stringify({
+        storage: 's',
+        arrayId: 'a',
+        deviceIds: ['d'],
+        peer: 'site-b',
+        forced: false,
+        compat: 'ok',
+        rpoSeconds,
+      } satisfies ArrayBinding);
     const now = new Date().toISOString();
-    await store.db.insertInto('protection_groups').values([
-      { id: 'pg-1', name: 'manual', created_at: now, array_binding: binding(null) },
-      { id: 'pg-2', name: 'onrpo', created_at: now, array_binding: binding(3600) },
-      { id: 'pg-3', name: 'moved', created_at: now, array_binding: binding(3600) },
-    ]).execute();
+    await store.db
+      .insertInto('protection_groups')
+      .values([
+        { id: 'pg-1', name: 'manual', created_at: now, array_binding: binding(null) },
+        { id: 'pg-2', name: 'onrpo', created_at: now, array_binding: binding(3600) },
+        { id: 'pg-3', name: 'moved', created_at: now, array_binding: binding(3600) },
+      ])
+      .execute();
     let inFlight = 0;
     let most = 0;
     let fail = false;
     const synced: string[] = [];
     const groups = {
-      bindings: async () => (await store.db.selectFrom('protection_groups').selectAll().execute()).map((r) => ({ id: r.id, name: r.name, binding: JSON.parse(r.array_binding!) as ArrayBinding })),
+      bindings: async () =>
+        (await store.db.selectFrom('protection_groups').selectAll().execute()).map((r) => ({
+          id: r.id,
+          name: r.name,
+          binding: JSON.parse(r.array_binding!) as ArrayBinding,
+        })),
       binding: async (name: string) => {
-        const r = await store.db.selectFrom('protection_groups').selectAll().where('name', '=', name).executeTakeFirst();
+        const r = await store.db
+          .selectFrom('protection_groups')
+          .selectAll()
+          .where('name', '=', name)
+          .executeTakeFirst();
         if (!r) throw new Error('no such group');
         return JSON.parse(r.array_binding!) as ArrayBinding;
       },
@@ -53,13 +74,20 @@ test('array-based group syncs: state kept, never overlapping, scheduled on the R
     await Promise.all([sync.syncNow('manual'), sync.syncNow('manual'), sync.syncNow('manual')]);
     assert.equal(most, 1, 'syncs of one group run one at a time');
     const ok = await sync.status('manual');
-    assert.deepEqual([ok.lastPoint, ok.lastBytesSent, ok.failures, ok.lastError, ok.rpoSeconds, ok.rpoViolated], ['p3', 1000, 0, null, null, false]);
+    assert.deepEqual(
+      [ok.lastPoint, ok.lastBytesSent, ok.failures, ok.lastError, ok.rpoSeconds, ok.rpoViolated],
+      ['p3', 1000, 0, null, null, false],
+    );
     assert.ok(ok.lagSec !== null && ok.lagSec >= 0);
 
     fail = true;
     await assert.rejects(sync.syncNow('manual'), /unreachable/);
     const failed = await sync.status('manual');
-    assert.deepEqual([failed.failures, failed.lastError, failed.lastPoint], [1, 'the peer array is unreachable', 'p3'], 'a failure keeps the last good point');
+    assert.deepEqual(
+      [failed.failures, failed.lastError, failed.lastPoint],
+      [1, 'the peer array is unreachable', 'p3'],
+      'a failure keeps the last good point',
+    );
     fail = false;
 
     // On start: the group with an RPO and no point syncs at once; the one failed over elsewhere does not.

@@ -1,12 +1,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { dataLossBasis, dataLossBounds, dataLossText, noDataLoss, storedDataLoss, type DataLossInput } from '../../../src/plans/data-loss-bounds.js';
+import {
+  dataLossBasis,
+  dataLossBounds,
+  dataLossText,
+  noDataLoss,
+  storedDataLoss,
+  type DataLossInput,
+} from '../../../src/plans/data-loss-bounds.js';
 
 const T = (sec: number): string => new Date(Date.parse('2026-12-05T10:00:00.000Z') + sec * 1000).toISOString();
 
 /** A disaster: point at 0 s, VM seen at 5 s, site answered at 6 s, peer watch finding the protected site gone at 9 s, run at 20 s. */
 const BASE: DataLossInput = {
-  pointTime: T(0), lastHeartbeatAt: T(5), peer: { lastReachableAt: T(6), unreachableSince: T(9) }, runStartedAt: T(20),
+  pointTime: T(0),
+  lastHeartbeatAt: T(5),
+  peer: { lastReachableAt: T(6), unreachableSince: T(9) },
+  runStartedAt: T(20),
 };
 
 test('at least from the last heartbeat, at most from the peer watch finding the protected site gone after the last answer', () => {
@@ -16,7 +26,10 @@ test('at least from the last heartbeat, at most from the peer watch finding the 
   assert.deepEqual(d.atLeastFrom, { source: 'last-heartbeat', at: T(5) });
   assert.deepEqual(d.atMostFrom, { source: 'peer-watch', at: T(9) });
   assert.equal(dataLossText(d), 'between 5.0 s and 9.0 s');
-  assert.match(dataLossBasis(d), /last heartbeat seen \(2026-12-05T10:00:05.000Z\).*peer watch finding the protected site gone.*if the protected site stopped when it stopped answering/);
+  assert.match(
+    dataLossBasis(d),
+    /last heartbeat seen \(2026-12-05T10:00:05.000Z\).*peer watch finding the protected site gone.*if the protected site stopped when it stopped answering/,
+  );
 });
 
 test("the run's start stands in when the peer watch saw no failure, or knows nothing", () => {
@@ -56,12 +69,22 @@ test('never negative, at most never below at least; a heartbeat before the point
   const odd = dataLossBounds({ pointTime: T(10), lastHeartbeatAt: null, peer: null, runStartedAt: T(8) });
   assert.deepEqual([odd.atLeastSec, odd.atMostSec], [0, 0]);
   // A heartbeat later than the bound's moment cannot happen with one clock, but the bound stays ordered.
-  const skew = dataLossBounds({ pointTime: T(0), lastHeartbeatAt: T(5), peer: { lastReachableAt: null, unreachableSince: T(9) }, runStartedAt: T(3) });
+  const skew = dataLossBounds({
+    pointTime: T(0),
+    lastHeartbeatAt: T(5),
+    peer: { lastReachableAt: null, unreachableSince: T(9) },
+    runStartedAt: T(3),
+  });
   assert.ok(skew.atMostSec! >= skew.atLeastSec);
 });
 
 test('rounded outward to tenths: at least down, at most up', () => {
-  const d = dataLossBounds({ pointTime: T(0), lastHeartbeatAt: T(1.2999), peer: { lastReachableAt: T(2), unreachableSince: T(3.901) }, runStartedAt: T(50) });
+  const d = dataLossBounds({
+    pointTime: T(0),
+    lastHeartbeatAt: T(1.2999),
+    peer: { lastReachableAt: T(2), unreachableSince: T(3.901) },
+    runStartedAt: T(50),
+  });
   assert.equal(d.atLeastSec, 1.2);
   assert.equal(d.atMostSec, 4);
 });
@@ -78,13 +101,24 @@ test('a VM shut down before the point loses nothing; shut down after it, its sto
   const planned = dataLossBounds({ ...BASE, protectedStoppedAt: T(-1) });
   assert.deepEqual(planned, noDataLoss(T(-1)));
   assert.equal(dataLossText(planned), 'none');
-  const late = dataLossBounds({ ...BASE, protectedStoppedAt: T(3), lastHeartbeatAt: T(2), peer: null, runStartedAt: null });
+  const late = dataLossBounds({
+    ...BASE,
+    protectedStoppedAt: T(3),
+    lastHeartbeatAt: T(2),
+    peer: null,
+    runStartedAt: null,
+  });
   assert.deepEqual([late.atLeastSec, late.atMostSec, late.atMostFrom.source], [2, 3, 'shut-down-before-point']);
 });
 
 test('an old run with one figure reads as "at least"; none recorded reads as unknown', () => {
   const old = storedDataLoss({ dataLossSec: 0 });
-  assert.deepEqual(old, { atLeastSec: 0, atMostSec: null, atLeastFrom: { source: 'legacy', at: null }, atMostFrom: { source: 'none', at: null } });
+  assert.deepEqual(old, {
+    atLeastSec: 0,
+    atMostSec: null,
+    atLeastFrom: { source: 'legacy', at: null },
+    atMostFrom: { source: 'none', at: null },
+  });
   assert.equal(dataLossText(old), 'at least 0.0 s (no upper bound known)');
   assert.equal(storedDataLoss({ dataLossSec: null }), null);
   assert.equal(storedDataLoss({}), null);

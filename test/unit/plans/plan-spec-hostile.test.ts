@@ -77,9 +77,16 @@ test('a dependency chain within the VM limit is walked without recursion; too lo
 });
 
 test('a __proto__ mapping is refused (YAML at any depth, and JSON), never becomes a prototype', () => {
-  for (const yaml of [`${HEAD}__proto__:\n  polluted: true\n`, `${HEAD}vms:\n  a:\n    __proto__: { priority: 1 }\n`, `${HEAD}vms:\n  __proto__: {}\n`]) {
+  for (const yaml of [
+    `${HEAD}__proto__:\n  polluted: true\n`,
+    `${HEAD}vms:\n  a:\n    __proto__: { priority: 1 }\n`,
+    `${HEAD}vms:\n  __proto__: {}\n`,
+  ]) {
     const ps = problemsOf(refusal(() => parsePlanYaml(yaml)));
-    assert.ok(ps.some((p) => /"__proto__" is not allowed/.test(p.message)), JSON.stringify(ps));
+    assert.ok(
+      ps.some((p) => /"__proto__" is not allowed/.test(p.message)),
+      JSON.stringify(ps),
+    );
   }
   const json = JSON.parse('{"name":"p","protectionGroups":["g"],"vms":{"a":{"__proto__":{"priority":1}}}}') as unknown;
   const ps = problemsOf(refusal(() => checkPlan(json)));
@@ -89,12 +96,28 @@ test('a __proto__ mapping is refused (YAML at any depth, and JSON), never become
 });
 
 test('constructor and prototype keys are refused; inherited names are not VMs', () => {
-  for (const yaml of [`${HEAD}vms:\n  constructor: {}\n`, `${HEAD}vms:\n  a: { prototype: 1 }\n`, `${HEAD}constructor: x\n`]) {
+  for (const yaml of [
+    `${HEAD}vms:\n  constructor: {}\n`,
+    `${HEAD}vms:\n  a: { prototype: 1 }\n`,
+    `${HEAD}constructor: x\n`,
+  ]) {
     const ps = problemsOf(refusal(() => parsePlanYaml(yaml)));
-    assert.ok(ps.some((p) => /"(constructor|prototype)" is not allowed/.test(p.message)), JSON.stringify(ps));
+    assert.ok(
+      ps.some((p) => /"(constructor|prototype)" is not allowed/.test(p.message)),
+      JSON.stringify(ps),
+    );
   }
-  const ps = problemsOf(refusal(() => parsePlanYaml(`${HEAD}vms:\n  a: { dependsOn: [toString] }\nsteps:\n  - after: vm hasOwnProperty\n    prompt: hi\n`)));
-  assert.match(ps.find((p) => p.path === 'vms.a.dependsOn')!.message, /depends on toString, which the plan does not list/);
+  const ps = problemsOf(
+    refusal(() =>
+      parsePlanYaml(
+        `${HEAD}vms:\n  a: { dependsOn: [toString] }\nsteps:\n  - after: vm hasOwnProperty\n    prompt: hi\n`,
+      ),
+    ),
+  );
+  assert.match(
+    ps.find((p) => p.path === 'vms.a.dependsOn')!.message,
+    /depends on toString, which the plan does not list/,
+  );
   assert.match(ps.find((p) => p.path === 'steps.0.after')!.message, /does not list hasOwnProperty/);
 });
 
@@ -117,7 +140,8 @@ steps:
 
 test('a billion-laughs alias bomb is refused as too large', () => {
   const lines = ['a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]'];
-  for (let i = 1; i < 10; i++) lines.push(`a${i}: &a${i} [${Array.from({ length: 10 }, () => `*a${i - 1}`).join(', ')}]`);
+  for (let i = 1; i < 10; i++)
+    lines.push(`a${i}: &a${i} [${Array.from({ length: 10 }, () => `*a${i - 1}`).join(', ')}]`);
   const e = refusal(() => parsePlanYaml(`${HEAD}${lines.join('\n')}\n`));
   assert.equal(e.code, 'PLAN_TOO_LARGE');
   assert.match(e.message, /at most 50000 values/);
@@ -125,16 +149,33 @@ test('a billion-laughs alias bomb is refused as too large', () => {
 
 test('bad aliases are typed errors: to no anchor, or to the node holding them', () => {
   const none = problemsOf(refusal(() => parsePlanYaml(`${HEAD}vms: *nowhere\n`)));
-  assert.ok(none.some((p) => /alias/.test(p.message)), JSON.stringify(none));
+  assert.ok(
+    none.some((p) => /alias/.test(p.message)),
+    JSON.stringify(none),
+  );
   const selfRef = refusal(() => parsePlanYaml(`${HEAD}vms: &v { a: { dependsOn: *v } }\n`));
   assert.match(selfRef.message, /alias/);
 });
 
 test('a huge name is never echoed: messages quote at most 64 characters of a value', () => {
   const huge = 'x'.repeat(900_000);
-  const e = refusal(() => checkPlan({ name: huge, description: huge, protectionGroups: [huge], vms: { [huge]: { dependsOn: [huge] } }, [huge]: 1 }));
+  const e = refusal(() =>
+    checkPlan({
+      name: huge,
+      description: huge,
+      protectionGroups: [huge],
+      vms: { [huge]: { dependsOn: [huge] } },
+      [huge]: 1,
+    }),
+  );
   assert.ok(wireSize(e) < 5000, `${wireSize(e)} bytes`);
-  const vm = refusal(() => checkPlan({ name: 'p', protectionGroups: ['g'], vms: { a: { dependsOn: ['y'.repeat(4000)] }, ['z'.repeat(4000)]: {} } }));
+  const vm = refusal(() =>
+    checkPlan({
+      name: 'p',
+      protectionGroups: ['g'],
+      vms: { a: { dependsOn: ['y'.repeat(4000)] }, ['z'.repeat(4000)]: {} },
+    }),
+  );
   assert.ok(wireSize(vm) < 3000, `${wireSize(vm)} bytes`);
   assert.match(vm.message, /"z{64}…"/);
   const yaml = refusal(() => parsePlanYaml(`name: ${'n'.repeat(200_000)}\nprotectionGroups: [g]\n`));
@@ -154,7 +195,10 @@ test('duplicate keys are still refused, with their line', () => {
 });
 
 test('deep nesting is a typed error, in YAML and in JSON', () => {
-  assert.equal(refusal(() => parsePlanYaml(`${HEAD}vms: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`)).code, 'PLAN_TOO_LARGE');
+  assert.equal(
+    refusal(() => parsePlanYaml(`${HEAD}vms: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`)).code,
+    'PLAN_TOO_LARGE',
+  );
   assert.equal(refusal(() => parsePlanYaml(`${HEAD}vms: ${'['.repeat(40)}${']'.repeat(40)}\n`)).code, 'PLAN_TOO_LARGE');
   let deep: unknown = 1;
   for (let i = 0; i < 100_000; i++) deep = [deep];
@@ -166,9 +210,26 @@ test('deep nesting is a typed error, in YAML and in JSON', () => {
 });
 
 test('odd documents end in a result or a MamoriError', () => {
-  const inputs = ['', '---', '- 1', '"just text"', '!!binary aGk=', '&a [*a]', 'a: *b\nb: &b 1', '? [a]\n: 1', '{', '\t', '\u0000',
-    `${HEAD}<<: { x: 1 }`, `${HEAD}vms: !!set { a, b }`, `${HEAD}vms:\n  ? { a: 1 }\n  : {}`, `${HEAD}---\n${HEAD}`, `${HEAD}vms: { 123: {} }`,
-    `${HEAD}steps: [{ after: "vm ${'v'.repeat(5000)}", prompt: x }]`, `${HEAD}vms: { a: { recoveryIp: { address: "${'1'.repeat(3000)}/24" } } }`];
+  const inputs = [
+    '',
+    '---',
+    '- 1',
+    '"just text"',
+    '!!binary aGk=',
+    '&a [*a]',
+    'a: *b\nb: &b 1',
+    '? [a]\n: 1',
+    '{',
+    '\t',
+    '\u0000',
+    `${HEAD}<<: { x: 1 }`,
+    `${HEAD}vms: !!set { a, b }`,
+    `${HEAD}vms:\n  ? { a: 1 }\n  : {}`,
+    `${HEAD}---\n${HEAD}`,
+    `${HEAD}vms: { 123: {} }`,
+    `${HEAD}steps: [{ after: "vm ${'v'.repeat(5000)}", prompt: x }]`,
+    `${HEAD}vms: { a: { recoveryIp: { address: "${'1'.repeat(3000)}/24" } } }`,
+  ];
   for (const text of inputs) {
     try {
       parsePlanYaml(text);

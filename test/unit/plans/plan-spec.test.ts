@@ -40,8 +40,12 @@ test('a good plan parses with its defaults filled in', () => {
   assert.equal(p.shutdownTimeoutSec, 120);
   assert.equal(p.concurrency, 4);
   assert.deepEqual(p.vms['db1'], {
-    priority: 1, powerOn: true, waitHeartbeatSec: 90, dependsOn: [],
-    recoveryIp: { address: '10.20.0.5/24', gateway: '10.20.0.1', dns: ['10.20.0.2'] }, testIp: { address: '192.168.77.5/24' },
+    priority: 1,
+    powerOn: true,
+    waitHeartbeatSec: 90,
+    dependsOn: [],
+    recoveryIp: { address: '10.20.0.5/24', gateway: '10.20.0.1', dns: ['10.20.0.2'] },
+    testIp: { address: '192.168.77.5/24' },
   });
   assert.deepEqual(p.vms['batch'], { priority: 3, powerOn: false, waitHeartbeatSec: 300, dependsOn: [] });
   assert.deepEqual(p.vms['app1']!.dependsOn, ['db1', 'app2'], 'on an earlier priority and on the same one');
@@ -82,10 +86,14 @@ vms:
 
 test('dependencies: cycles, later priorities, unknown and self are refused', () => {
   const base = { name: 'p', protectionGroups: ['g'] };
-  const cyc = problems(() => checkPlan({ ...base, vms: { a: { dependsOn: ['b'] }, b: { dependsOn: ['c'] }, c: { dependsOn: ['a'] } } }));
+  const cyc = problems(() =>
+    checkPlan({ ...base, vms: { a: { dependsOn: ['b'] }, b: { dependsOn: ['c'] }, c: { dependsOn: ['a'] } } }),
+  );
   assert.equal(cyc.length, 1, JSON.stringify(cyc));
   assert.match(cyc[0]!.message, /dependency cycle: a -> b -> c -> a/);
-  const later = problems(() => checkPlan({ ...base, vms: { a: { priority: 1, dependsOn: ['b'] }, b: { priority: 2 } } }));
+  const later = problems(() =>
+    checkPlan({ ...base, vms: { a: { priority: 1, dependsOn: ['b'] }, b: { priority: 2 } } }),
+  );
   assert.match(later[0]!.message, /depends on b of the later priority 2/);
   const unknown = problems(() => checkPlan({ ...base, vms: { a: { dependsOn: ['ghost'] } } }));
   assert.match(unknown[0]!.message, /ghost, which the plan does not list/);
@@ -94,7 +102,12 @@ test('dependencies: cycles, later priorities, unknown and self are refused', () 
 });
 
 test('IPv4 interfaces', () => {
-  assert.deepEqual(parseIpv4Interface('10.1.2.3/24'), { address: '10.1.2.3', prefix: 24, network: 0x0a010200, broadcast: 0x0a0102ff });
+  assert.deepEqual(parseIpv4Interface('10.1.2.3/24'), {
+    address: '10.1.2.3',
+    prefix: 24,
+    network: 0x0a010200,
+    broadcast: 0x0a0102ff,
+  });
   assert.match(parseIpv4Interface('10.1.2.255/24') as string, /broadcast/);
   assert.match(parseIpv4Interface('10.1.2.3/33') as string, /prefix length/);
   assert.match(parseIpv4Interface('10.1.2.256/24') as string, /not an IPv4 address/);
@@ -116,11 +129,23 @@ steps:
     modes: [planned, disaster]
 `);
   assert.deepEqual(good.steps, [
-    { at: 'after', scope: { kind: 'priority', priority: 1 }, action: { kind: 'command', argv: ['/usr/bin/logger', 'db up'], timeoutSec: 45 }, modes: ['test', 'planned', 'disaster'] },
-    { at: 'before', scope: { kind: 'vm', vm: 'db' }, action: { kind: 'prompt', message: 'is the SAN zoned?' }, modes: ['planned', 'disaster'] },
+    {
+      at: 'after',
+      scope: { kind: 'priority', priority: 1 },
+      action: { kind: 'command', argv: ['/usr/bin/logger', 'db up'], timeoutSec: 45 },
+      modes: ['test', 'planned', 'disaster'],
+    },
+    {
+      at: 'before',
+      scope: { kind: 'vm', vm: 'db' },
+      action: { kind: 'prompt', message: 'is the SAN zoned?' },
+      modes: ['planned', 'disaster'],
+    },
   ]);
   assert.equal(good.protectedSite, null);
-  const ps = problems(() => parsePlanYaml(`name: p
+  const ps = problems(() =>
+    parsePlanYaml(
+      `name: p
 protectionGroups: [g]
 vms:
   db: {}
@@ -140,7 +165,10 @@ steps:
   - after: priority 2
     command: ["/bin/true"]
     modes: [sometimes]
-`, 'plan.yaml'));
+`,
+      'plan.yaml',
+    ),
+  );
   const msg = (path: string) => ps.find((p) => p.path === path);
   assert.match(msg('steps.0.after')!.message, /"priority N" \(1-5\) or "vm NAME"/);
   assert.equal(msg('steps.0.after')!.line, 6);
@@ -158,7 +186,10 @@ test('a plan recovers groups, VMs named one by one, or both; it needs one of the
   assert.deepEqual(checkPlan({ name: 'p', protectionGroups: ['g'], protectedVms: ['x'] }).protectedVms, ['x']);
   assert.deepEqual(checkPlan({ name: 'p', protectionGroups: ['g'] }).protectedVms, []);
   const none = problems(() => checkPlan({ name: 'p' }));
-  assert.match(none.map((p) => p.message).join('\n'), /one or more protection groups \(protectionGroups\) or protected VMs \(protectedVms\)/);
+  assert.match(
+    none.map((p) => p.message).join('\n'),
+    /one or more protection groups \(protectionGroups\) or protected VMs \(protectedVms\)/,
+  );
   const twice = problems(() => checkPlan({ name: 'p', protectedVms: ['a', 'a'], protectionGroups: ['bad name'] }));
   assert.deepEqual(twice.map((p) => p.path).sort(), ['protectedVms', 'protectionGroups']);
 });

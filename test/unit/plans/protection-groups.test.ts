@@ -13,12 +13,40 @@ test('protection groups: replicated VMs only, one site per group, a VM in at mos
     const store = await openSqliteStore(join(dir, 'site.db'));
     const now = new Date().toISOString();
     const vm = async (name: string, peer: string | null): Promise<void> => {
-      await store.db.insertInto('vms').values({ id: `id-${name}`, name, definition: '{}', state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: now, updated_at: now }).execute();
+      await store.db
+        .insertInto('vms')
+        .values({
+          id: `id-${name}`,
+          name,
+          definition: '{}',
+          state: 'stopped',
+          state_reason: null,
+          pid: null,
+          last_heartbeat_at: null,
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
       if (peer) {
-        await store.db.insertInto('replications').values({
-          vm_id: `id-${name}`, peer, replica_id: `rep-${name}`, rpo_ms: 30_000, keep_points: 24, state: 'enabled', generation: null, last_point_at: null,
-          last_point_id: null, failures: 0, last_error: null, stats: '[]', created_at: now, updated_at: now,
-        }).execute();
+        await store.db
+          .insertInto('replications')
+          .values({
+            vm_id: `id-${name}`,
+            peer,
+            replica_id: `rep-${name}`,
+            rpo_ms: 30_000,
+            keep_points: 24,
+            state: 'enabled',
+            generation: null,
+            last_point_at: null,
+            last_point_id: null,
+            failures: 0,
+            last_error: null,
+            stats: '[]',
+            created_at: now,
+            updated_at: now,
+          })
+          .execute();
       }
     };
     await vm('db1', 'site-b');
@@ -27,7 +55,8 @@ test('protection groups: replicated VMs only, one site per group, a VM in at mos
     await vm('far', 'site-c');
     await vm('plain', null);
     const groups = new ProtectionGroups(store.db);
-    const code = async (p: Promise<unknown>, c: string) => assert.rejects(p, (e) => isMamoriError(e, c as never) || assert.fail(`${String(e)} is not ${c}`));
+    const code = async (p: Promise<unknown>, c: string) =>
+      assert.rejects(p, (e) => isMamoriError(e, c as never) || assert.fail(`${String(e)} is not ${c}`));
 
     const shop = await groups.create('shop', ['db1', 'app1']);
     assert.deepEqual([shop.name, shop.peer, shop.vms], ['shop', 'site-b', ['app1', 'db1']]);
@@ -38,11 +67,19 @@ test('protection groups: replicated VMs only, one site per group, a VM in at mos
     await code(groups.create('other', ['web1', 'far']), 'INVALID_INPUT');
     await code(groups.create('other', []), 'INVALID_INPUT');
     await code(groups.create('../x', ['web1']), 'INVALID_NAME');
-    assert.deepEqual((await groups.list()).map((g) => g.name), ['shop'], 'refused creates left nothing behind');
+    assert.deepEqual(
+      (await groups.list()).map((g) => g.name),
+      ['shop'],
+      'refused creates left nothing behind',
+    );
 
     await code(groups.add('shop', 'far'), 'INVALID_INPUT');
     assert.deepEqual((await groups.add('shop', 'web1')).vms, ['app1', 'db1', 'web1']);
-    assert.deepEqual((await groups.add('shop', 'web1')).vms, ['app1', 'db1', 'web1'], 'adding a member again changes nothing');
+    assert.deepEqual(
+      (await groups.add('shop', 'web1')).vms,
+      ['app1', 'db1', 'web1'],
+      'adding a member again changes nothing',
+    );
     assert.deepEqual((await groups.remove('shop', 'app1')).vms, ['db1', 'web1']);
     await code(groups.remove('shop', 'app1'), 'NOT_FOUND');
     await code(groups.get('nope'), 'GROUP_NOT_FOUND');

@@ -14,7 +14,10 @@ describe('probe boot sector', () => {
     assert.deepEqual(Buffer.from(s.subarray(0, 23)), code);
     const msg = Buffer.from('MAMORI-PROBE-OK\r\n\0', 'ascii');
     assert.deepEqual(Buffer.from(s.subarray(23, 23 + msg.length)), msg);
-    assert.ok(s.subarray(23 + msg.length, 510).every((b) => b === 0), 'zero padding');
+    assert.ok(
+      s.subarray(23 + msg.length, 510).every((b) => b === 0),
+      'zero padding',
+    );
     assert.equal(s[510], 0x55);
     assert.equal(s[511], 0xaa);
     // mov si,0x7c17 points at the message once loaded at 0x7c00

@@ -5,8 +5,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import {
-  checkImage, checkImageExclusive, commitImage, convertImage, convertToRaw, createImage, createQcow2, editBitmap, flattenToQcow2, mapImage,
-  measureQcow2, openImageExclusive, queryImageInfo, rebaseSafe, rebaseUnsafe,
+  checkImage,
+  checkImageExclusive,
+  commitImage,
+  convertImage,
+  convertToRaw,
+  createImage,
+  createQcow2,
+  editBitmap,
+  flattenToQcow2,
+  mapImage,
+  measureQcow2,
+  openImageExclusive,
+  queryImageInfo,
+  rebaseSafe,
+  rebaseUnsafe,
 } from '../../../src/qemu/qemu-img.js';
 import { assertClosedAndSound, commitChain, rebaseChain, rebaseHeader } from '../../../src/replication/chain-images.js';
 import { editImageBitmap, readImageBitmaps } from '../../../src/replication/dirty-bitmaps.js';
@@ -40,7 +53,10 @@ process.exit(Number(process.env.FAKE_QEMU_IMG_EXIT ?? 0));
 
 async function calls(): Promise<string[][]> {
   const text = await readFile(log, 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as string[]);
 }
 
 before(async () => {
@@ -72,7 +88,10 @@ describe('qemu-img: the arguments the call sites passed before', () => {
     await createQcow2('/p/r.qcow2', { backing: { file: '/r/p1.qcow2', format: 'qcow2' } }); // plans/vm-recovery.ts, disks/disk-service.ts
     await createQcow2('/r/base.qcow2', { sizeBytes: 2048 }); // replication/replica-chain.ts, no seed
     await createQcow2('/r/base.qcow2', { backing: { file: '/s/seed.raw', format: 'raw' }, sizeBytes: 2048 }); // seeded
-    await createQcow2('/r/staging-000002.qcow2', { backing: { file: 'p000001.qcow2', format: 'qcow2' }, sizeBytes: 2048 });
+    await createQcow2('/r/staging-000002.qcow2', {
+      backing: { file: 'p000001.qcow2', format: 'qcow2' },
+      sizeBytes: 2048,
+    });
     await createQcow2('/f/fleece.qcow2', { layout: 'qemu-default', sizeBytes: 4096 }); // replication/fleecing-point.ts
     await createQcow2('/t/t.qcow2', { backing: { file: '/rep/disk0.qcow2', format: 'qcow2' } }); // pools/sparse-image-writer.ts
     await createImage('/p/d.qcow2', 'qcow2', 8192);
@@ -82,7 +101,20 @@ describe('qemu-img: the arguments the call sites passed before', () => {
       ['create', '-q', '-f', 'qcow2', '-o', SITE, '-b', '/r/p1.qcow2', '-F', 'qcow2', '/p/r.qcow2'],
       ['create', '-q', '-f', 'qcow2', '-o', SITE, '/r/base.qcow2', '2048'],
       ['create', '-q', '-f', 'qcow2', '-o', SITE, '-b', '/s/seed.raw', '-F', 'raw', '/r/base.qcow2', '2048'],
-      ['create', '-q', '-f', 'qcow2', '-o', SITE, '-b', 'p000001.qcow2', '-F', 'qcow2', '/r/staging-000002.qcow2', '2048'],
+      [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-o',
+        SITE,
+        '-b',
+        'p000001.qcow2',
+        '-F',
+        'qcow2',
+        '/r/staging-000002.qcow2',
+        '2048',
+      ],
       ['create', '-q', '-f', 'qcow2', '/f/fleece.qcow2', '4096'],
       ['create', '-q', '-f', 'qcow2', '-o', SITE, '-b', '/rep/disk0.qcow2', '-F', 'qcow2', '/t/t.qcow2'],
       ['create', '-q', '-f', 'qcow2', '-o', SITE, '/p/d.qcow2', '8192'],
@@ -90,17 +122,21 @@ describe('qemu-img: the arguments the call sites passed before', () => {
     ]);
   });
 
-  it('commit, rebase (safe and unsafe), and the replica chain\'s merges', async () => {
+  it("commit, rebase (safe and unsafe), and the replica chain's merges", async () => {
     await commitImage('/p/ov.qcow2', { format: 'qcow2', base: '/p/d.qcow2' }); // vms/vm-snapshots.ts
     await rebaseUnsafe('/p/above.qcow2', { file: '/p/d.qcow2', format: 'qcow2' });
     await rebaseUnsafe('/pool/os0.qcow2', { file: '/rep/disk0.qcow2', format: 'qcow2' }); // pools/desktop-move.ts (now with -q, a no-op for -u)
-    const layers = [{ file: '/r/base.qcow2', format: 'qcow2' as const }, { file: '/r/p1.qcow2', format: 'qcow2' as const }];
+    const layers = [
+      { file: '/r/base.qcow2', format: 'qcow2' as const },
+      { file: '/r/p1.qcow2', format: 'qcow2' as const },
+    ];
     await commitChain(layers, null, '/r/p1.qcow2');
     await commitChain(layers, '/r/base.qcow2', '/r/p1.qcow2');
     await rebaseHeader('/r/p2.qcow2', { file: 'base.qcow2', format: 'qcow2' }, 'p2.qcow2');
     await rebaseChain(layers.slice(0, 1), null, '/r/base.qcow2');
     await rebaseSafe('/x/a.qcow2', { file: '/x/b.qcow2', format: 'qcow2' }, { format: 'qcow2' });
-    const spec1 = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"/r/p1.qcow2"},"backing":{"driver":"qcow2","file":{"driver":"file","filename":"/r/base.qcow2"},"backing":null}}';
+    const spec1 =
+      'json:{"driver":"qcow2","file":{"driver":"file","filename":"/r/p1.qcow2"},"backing":{"driver":"qcow2","file":{"driver":"file","filename":"/r/base.qcow2"},"backing":null}}';
     const spec0 = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"/r/base.qcow2"},"backing":null}';
     assert.deepEqual(await calls(), [
       ['commit', '-q', '-d', '-f', 'qcow2', '-b', '/p/d.qcow2', '/p/ov.qcow2'],
@@ -117,19 +153,35 @@ describe('qemu-img: the arguments the call sites passed before', () => {
   it('info, measure, map, convert and bitmap give typed results', async () => {
     const info = await queryImageInfo('/p/d.qcow2', { format: 'qcow2', forceShare: true });
     assert.deepEqual(info, {
-      format: 'qcow2', virtualSize: 1048576, actualSize: 4096, backingFile: 'b.qcow2', dataFile: null, corrupt: false,
+      format: 'qcow2',
+      virtualSize: 1048576,
+      actualSize: 4096,
+      backingFile: 'b.qcow2',
+      dataFile: null,
+      corrupt: false,
       bitmaps: [{ name: 'mamori-1', granularity: 65536, flags: ['auto'] }],
     });
     await queryImageInfo('/w/disk', { timeoutMs: 60_000 }); // guest/writelog-verifier.ts: format probed
-    assert.deepEqual((await readImageBitmaps('/p/d.qcow2')).map((b) => [b.name, b.recording]), [['mamori-1', true]]);
-    assert.deepEqual(await measureQcow2('/p/d.qcow2', 'qcow2', 'replica', { forceShare: true }), { required: 393216, fullyAllocated: 1441792 });
-    assert.deepEqual(await mapImage('/w/disk.raw', 'raw', { forceShare: true }), [{ start: 0, length: 65536, depth: 0, present: true, zero: false, data: true, offset: 0 }]);
+    assert.deepEqual(
+      (await readImageBitmaps('/p/d.qcow2')).map((b) => [b.name, b.recording]),
+      [['mamori-1', true]],
+    );
+    assert.deepEqual(await measureQcow2('/p/d.qcow2', 'qcow2', 'replica', { forceShare: true }), {
+      required: 393216,
+      fullyAllocated: 1441792,
+    });
+    assert.deepEqual(await mapImage('/w/disk.raw', 'raw', { forceShare: true }), [
+      { start: 0, length: 65536, depth: 0, present: true, zero: false, data: true, offset: 0 },
+    ]);
     await flattenToQcow2('/p/d.qcow2', 'qcow2', '/rep/disk0.qcow2.partial', 'replica', { forceShare: true });
     await convertToRaw('/w/disk.qcow2', 'qcow2', '/tmp/x/disk.raw', { forceShare: true });
     await convertToRaw('/w/disk.qcow2', 'qcow2', '/tmp/x/disk.raw');
     await convertImage('/i/a.vmdk', 'vmdk', join(dir, 'out.qcow2'), 'qcow2');
     await editImageBitmap('/p/d.qcow2', 'mamori-0', [{ op: 'add' }]);
-    await editBitmap('/p/d.qcow2', 'mamori-2', [{ op: 'add', granularity: 4096, disabled: true }, { op: 'merge', source: 'mamori-1' }]);
+    await editBitmap('/p/d.qcow2', 'mamori-2', [
+      { op: 'add', granularity: 4096, disabled: true },
+      { op: 'merge', source: 'mamori-1' },
+    ]);
     await editImageBitmap('/p/d.qcow2', 'mamori-0', [{ op: 'remove' }]);
     await openImageExclusive('/r/p1.qcow2', 'qcow2');
     assert.deepEqual(await calls(), [
@@ -139,7 +191,21 @@ describe('qemu-img: the arguments the call sites passed before', () => {
       // Before: measure -U --output=json ... (pools/pool-replica.ts), the replica layout.
       ['measure', '-U', '--output=json', '-f', 'qcow2', '-O', 'qcow2', '-o', 'cluster_size=131072', '/p/d.qcow2'],
       ['map', '--output=json', '-f', 'raw', '-U', '/w/disk.raw'],
-      ['convert', '-U', '-W', '-m', '8', '-f', 'qcow2', '-O', 'qcow2', '-o', 'cluster_size=131072', '/p/d.qcow2', '/rep/disk0.qcow2.partial'],
+      [
+        'convert',
+        '-U',
+        '-W',
+        '-m',
+        '8',
+        '-f',
+        'qcow2',
+        '-O',
+        'qcow2',
+        '-o',
+        'cluster_size=131072',
+        '/p/d.qcow2',
+        '/rep/disk0.qcow2.partial',
+      ],
       ['convert', '-U', '-f', 'qcow2', '-O', 'raw', '/w/disk.qcow2', '/tmp/x/disk.raw'],
       ['convert', '-f', 'qcow2', '-O', 'raw', '/w/disk.qcow2', '/tmp/x/disk.raw'],
       ['convert', '-p', '-W', '-m', '8', '-f', 'vmdk', '-O', 'qcow2', '-o', SITE, '/i/a.vmdk', join(dir, 'out.qcow2')],
@@ -164,9 +230,15 @@ describe('qemu-img: the arguments the call sites passed before', () => {
     process.env['FAKE_QEMU_IMG_EXIT'] = '1';
     process.env['FAKE_QEMU_IMG_STDERR'] = 'qemu-img: Could not open \'/r/st.qcow2\': Failed to get "write" lock\n';
     await assert.rejects(assertClosedAndSound('/r/st.qcow2'), (e) => isMamoriError(e, 'DISK_IN_USE'));
-    await assert.rejects(commitChain([{ file: '/r/base.qcow2', format: 'qcow2' }], null, '/r/base.qcow2'), (e) => isMamoriError(e, 'DISK_IN_USE'));
-    await assert.rejects(editImageBitmap('/p/d.qcow2', 'mamori-0', [{ op: 'remove' }]), (e) => isMamoriError(e, 'DISK_IN_USE'));
-    await assert.rejects(rebaseUnsafe('/p/a.qcow2', { file: '/p/b.qcow2', format: 'qcow2' }), (e) => isMamoriError(e, 'PROCESS_FAILED'));
+    await assert.rejects(commitChain([{ file: '/r/base.qcow2', format: 'qcow2' }], null, '/r/base.qcow2'), (e) =>
+      isMamoriError(e, 'DISK_IN_USE'),
+    );
+    await assert.rejects(editImageBitmap('/p/d.qcow2', 'mamori-0', [{ op: 'remove' }]), (e) =>
+      isMamoriError(e, 'DISK_IN_USE'),
+    );
+    await assert.rejects(rebaseUnsafe('/p/a.qcow2', { file: '/p/b.qcow2', format: 'qcow2' }), (e) =>
+      isMamoriError(e, 'PROCESS_FAILED'),
+    );
     const check = (await calls()).filter((c) => c[0] === 'check');
     assert.deepEqual(check.slice(0, 4), [
       ['check', '-q', '-U', '-f', 'qcow2', '/i/a.qcow2'],

@@ -1,12 +1,26 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import {
-  bitmapName, canPersistBitmaps, fleeceBitmapName, generationOf, judgeBitmaps, type BitmapInfo,
+  bitmapName,
+  canPersistBitmaps,
+  fleeceBitmapName,
+  generationOf,
+  judgeBitmaps,
+  type BitmapInfo,
 } from '../../../src/replication/dirty-bitmaps.js';
 import { fleecingActions, type FleecedDisk } from '../../../src/replication/fleecing-point.js';
 
 function bm(name: string, over: Partial<BitmapInfo> = {}): BitmapInfo {
-  return { name, granularity: 65536, recording: true, persistent: true, inconsistent: false, busy: false, count: 0, ...over };
+  return {
+    name,
+    granularity: 65536,
+    recording: true,
+    persistent: true,
+    inconsistent: false,
+    busy: false,
+    count: 0,
+    ...over,
+  };
 }
 
 describe('bitmap names', () => {
@@ -33,7 +47,7 @@ describe('judgeBitmaps', () => {
     assert.deepEqual(v.stale, ['mamori-3', 'mamori-3-fleece']);
   });
 
-  it('the previous bitmap healthy: incremental; a cut cycle\'s bitmaps are stale', () => {
+  it("the previous bitmap healthy: incremental; a cut cycle's bitmaps are stale", () => {
     const v = judgeBitmaps([bm('mamori-4'), bm('mamori-5'), bm('mamori-5-fleece', { recording: false })], 4);
     assert.equal(v.mode, 'incremental');
     assert.equal(v.previous?.name, 'mamori-4');
@@ -53,21 +67,43 @@ describe('judgeBitmaps', () => {
 
 describe('fleecingActions', () => {
   const disk = (node: string, incremental: boolean, persistent: boolean): FleecedDisk => ({
-    node, driver: persistent ? 'qcow2' : 'raw', virtualSize: 1 << 20, mode: incremental ? 'incremental' : 'full', resyncReason: null,
-    exportName: `f-${node}`, fleeceNode: `f-${node}`, fleeceFile: `/w/f-${node}.qcow2`, jobId: `f-${node}-job`,
-    bitmap: 'mamori-3', persistent, previousBitmap: incremental ? 'mamori-2' : null,
-    fleeceBitmap: incremental ? 'mamori-3-fleece' : null, metaContext: incremental ? 'qemu:dirty-bitmap:mamori-3-fleece' : null,
+    node,
+    driver: persistent ? 'qcow2' : 'raw',
+    virtualSize: 1 << 20,
+    mode: incremental ? 'incremental' : 'full',
+    resyncReason: null,
+    exportName: `f-${node}`,
+    fleeceNode: `f-${node}`,
+    fleeceFile: `/w/f-${node}.qcow2`,
+    jobId: `f-${node}-job`,
+    bitmap: 'mamori-3',
+    persistent,
+    previousBitmap: incremental ? 'mamori-2' : null,
+    fleeceBitmap: incremental ? 'mamori-3-fleece' : null,
+    metaContext: incremental ? 'qemu:dirty-bitmap:mamori-3-fleece' : null,
   });
 
   it('one transaction: new bitmap, disabled copy of the previous one, backup sync=none; per disk', () => {
-    const nodes = new Map([['disk0', { bitmaps: [{ name: 'mamori-2', granularity: 4096 }] }], ['disk1', { bitmaps: [] }]]);
+    const nodes = new Map([
+      ['disk0', { bitmaps: [{ name: 'mamori-2', granularity: 4096 }] }],
+      ['disk1', { bitmaps: [] }],
+    ]);
     const actions = fleecingActions([disk('disk0', true, true), disk('disk1', false, false)], 65536, nodes);
     assert.deepEqual(actions, [
-      { type: 'block-dirty-bitmap-add', data: { node: 'disk0', name: 'mamori-3', persistent: true, granularity: 65536 } },
-      { type: 'block-dirty-bitmap-add', data: { node: 'disk0', name: 'mamori-3-fleece', persistent: false, disabled: true, granularity: 4096 } },
+      {
+        type: 'block-dirty-bitmap-add',
+        data: { node: 'disk0', name: 'mamori-3', persistent: true, granularity: 65536 },
+      },
+      {
+        type: 'block-dirty-bitmap-add',
+        data: { node: 'disk0', name: 'mamori-3-fleece', persistent: false, disabled: true, granularity: 4096 },
+      },
       { type: 'block-dirty-bitmap-merge', data: { node: 'disk0', target: 'mamori-3-fleece', bitmaps: ['mamori-2'] } },
       { type: 'blockdev-backup', data: { device: 'disk0', target: 'f-disk0', sync: 'none', 'job-id': 'f-disk0-job' } },
-      { type: 'block-dirty-bitmap-add', data: { node: 'disk1', name: 'mamori-3', persistent: false, granularity: 65536 } },
+      {
+        type: 'block-dirty-bitmap-add',
+        data: { node: 'disk1', name: 'mamori-3', persistent: false, granularity: 65536 },
+      },
       { type: 'blockdev-backup', data: { device: 'disk1', target: 'f-disk1', sync: 'none', 'job-id': 'f-disk1-job' } },
     ]);
   });

@@ -16,8 +16,14 @@ test('the peer checks a request proof with the pairing key it keeps sealed; the 
   assert.ok(proofsEqual(requestProof(pairingKeyOf(token), fields), proof));
   assert.ok(!proofsEqual(requestProof(pairingKeyOf('mamori_other'), fields), proof), 'another token');
   // What the database keeps of a token (its sha256, the v1 key) makes no valid proof.
-  assert.ok(!proofsEqual(requestProof(Buffer.from(hashToken(token), 'hex'), fields), proof), 'the stored hash as the key');
-  assert.ok(!proofsEqual(requestProof(createHash('sha256').update(hashToken(token)).digest(), fields), proof), 'the stored hash, hashed');
+  assert.ok(
+    !proofsEqual(requestProof(Buffer.from(hashToken(token), 'hex'), fields), proof),
+    'the stored hash as the key',
+  );
+  assert.ok(
+    !proofsEqual(requestProof(createHash('sha256').update(hashToken(token)).digest(), fields), proof),
+    'the stored hash, hashed',
+  );
   // The proof covers the CA the caller saw: one seen through a man in the middle cannot be relabelled.
   assert.ok(!proofsEqual(requestProof(pairingKeyFromToken(token), { ...fields, peerFingerprint: fpM }), proof));
   assert.ok(!proofsEqual(requestProof(pairingKeyFromToken(token), { ...fields, callerName: 'site-x' }), proof));
@@ -25,9 +31,31 @@ test('the peer checks a request proof with the pairing key it keeps sealed; the 
 
 test('the reply proof binds the issued token and differs from a request proof', () => {
   const key = pairingKeyFromToken('t');
-  const r = replyProof(key, { peerFingerprint: fpB, callerFingerprint: fpA, nonce: 'x', token: 'mamori_1', peerName: 'site-b' });
-  assert.ok(!proofsEqual(r, replyProof(key, { peerFingerprint: fpB, callerFingerprint: fpA, nonce: 'x', token: 'mamori_2', peerName: 'site-b' })));
-  assert.ok(!proofsEqual(r, requestProof(key, { peerFingerprint: fpB, callerFingerprint: fpA, callerName: 'site-b', nonce: 'x' })));
+  const r = replyProof(key, {
+    peerFingerprint: fpB,
+    callerFingerprint: fpA,
+    nonce: 'x',
+    token: 'mamori_1',
+    peerName: 'site-b',
+  });
+  assert.ok(
+    !proofsEqual(
+      r,
+      replyProof(key, {
+        peerFingerprint: fpB,
+        callerFingerprint: fpA,
+        nonce: 'x',
+        token: 'mamori_2',
+        peerName: 'site-b',
+      }),
+    ),
+  );
+  assert.ok(
+    !proofsEqual(
+      r,
+      requestProof(key, { peerFingerprint: fpB, callerFingerprint: fpA, callerName: 'site-b', nonce: 'x' }),
+    ),
+  );
 });
 
 test('fingerprints are accepted with or without colons and a SHA256 prefix', () => {

@@ -25,14 +25,16 @@ test('first start makes a CA, a server and a client certificate that openssl ver
   const tls = await ensureSiteTls({ dir, siteName: 'site-a', serverNames: serverNamesFor(['10.213.0.1']) });
   assert.deepEqual(tls.created, ['ca', 'server', 'client']);
   assert.equal(await mode(dir), 0o700);
-  for (const k of [TLS_FILES.caKey, TLS_FILES.serverKey, TLS_FILES.clientKey]) assert.equal(await mode(join(dir, k)), 0o600, k);
+  for (const k of [TLS_FILES.caKey, TLS_FILES.serverKey, TLS_FILES.clientKey])
+    assert.equal(await mode(join(dir, k)), 0o600, k);
   for (const c of [TLS_FILES.serverCert, TLS_FILES.clientCert]) {
     const v = await runProcess('openssl', ['verify', '-CAfile', join(dir, TLS_FILES.caCert), join(dir, c)]);
     assert.match(v.stdout, /: OK/);
   }
   // The server certificate names loopback and the listen address; each leaf has its one purpose.
   const san = await text(join(dir, TLS_FILES.serverCert), 'subjectAltName');
-  for (const want of ['DNS:localhost', 'IP Address:127.0.0.1', 'IP Address:10.213.0.1']) assert.ok(san.includes(want), `${want} in ${san}`);
+  for (const want of ['DNS:localhost', 'IP Address:127.0.0.1', 'IP Address:10.213.0.1'])
+    assert.ok(san.includes(want), `${want} in ${san}`);
   assert.match(await text(join(dir, TLS_FILES.serverCert), 'extendedKeyUsage'), /TLS Web Server Authentication/);
   assert.match(await text(join(dir, TLS_FILES.clientCert), 'extendedKeyUsage'), /TLS Web Client Authentication/);
   assert.match(await text(join(dir, TLS_FILES.caCert), 'basicConstraints'), /CA:TRUE/);
@@ -41,9 +43,32 @@ test('first start makes a CA, a server and a client certificate that openssl ver
   assert.match(ca.subject, /CN=mamori site CA site-a/);
   assert.match(new X509Certificate(tls.clientCertPem).subject, /OU=client\nCN=site-a/);
   // Strict purpose checks, as a TLS peer does them.
-  await runProcess('openssl', ['verify', '-purpose', 'sslserver', '-CAfile', join(dir, TLS_FILES.caCert), join(dir, TLS_FILES.serverCert)]);
-  await runProcess('openssl', ['verify', '-purpose', 'sslclient', '-CAfile', join(dir, TLS_FILES.caCert), join(dir, TLS_FILES.clientCert)]);
-  await assert.rejects(runProcess('openssl', ['verify', '-purpose', 'sslserver', '-CAfile', join(dir, TLS_FILES.caCert), join(dir, TLS_FILES.clientCert)]));
+  await runProcess('openssl', [
+    'verify',
+    '-purpose',
+    'sslserver',
+    '-CAfile',
+    join(dir, TLS_FILES.caCert),
+    join(dir, TLS_FILES.serverCert),
+  ]);
+  await runProcess('openssl', [
+    'verify',
+    '-purpose',
+    'sslclient',
+    '-CAfile',
+    join(dir, TLS_FILES.caCert),
+    join(dir, TLS_FILES.clientCert),
+  ]);
+  await assert.rejects(
+    runProcess('openssl', [
+      'verify',
+      '-purpose',
+      'sslserver',
+      '-CAfile',
+      join(dir, TLS_FILES.caCert),
+      join(dir, TLS_FILES.clientCert),
+    ]),
+  );
 });
 
 test('a restart keeps everything; a new listen address reissues only the server certificate', async () => {
@@ -88,7 +113,12 @@ test('a wildcard listen address covers the host addresses', () => {
 test('QEMU credentials: peer CA then own CA, own server and client pairs, keys 0600', async () => {
   const a = await ensureSiteTls({ dir: join(root, 'qa'), siteName: 'site-a' });
   const b = await ensureSiteTls({ dir: join(root, 'qb'), siteName: 'site-b' });
-  const dir = await writeQemuTlsCreds({ dir: join(root, 'qemu-creds'), site: a, peerCaPem: b.caCertPem, endpoint: 'both' });
+  const dir = await writeQemuTlsCreds({
+    dir: join(root, 'qemu-creds'),
+    site: a,
+    peerCaPem: b.caCertPem,
+    endpoint: 'both',
+  });
   assert.equal(await mode(dir), 0o700);
   const bundle = await readFile(join(dir, 'ca-cert.pem'), 'utf8');
   assert.equal(bundle.match(/BEGIN CERTIFICATE/g)?.length, 2);
@@ -96,7 +126,15 @@ test('QEMU credentials: peer CA then own CA, own server and client pairs, keys 0
   assert.equal(await readFile(join(dir, 'server-cert.pem'), 'utf8'), a.serverCertPem);
   assert.equal(await mode(join(dir, 'server-key.pem')), 0o600);
   assert.equal(await mode(join(dir, 'client-key.pem')), 0o600);
-  const serverOnly = await writeQemuTlsCreds({ dir: join(root, 'qemu-server'), site: a, peerCaPem: b.caCertPem, endpoint: 'server' });
+  const serverOnly = await writeQemuTlsCreds({
+    dir: join(root, 'qemu-server'),
+    site: a,
+    peerCaPem: b.caCertPem,
+    endpoint: 'server',
+  });
   await assert.rejects(stat(join(serverOnly, 'client-key.pem')));
-  await assert.rejects(writeQemuTlsCreds({ dir: join(root, 'qemu-bad'), site: a, peerCaPem: 'not a cert', endpoint: 'client' }), /INVALID_INPUT|not a PEM/);
+  await assert.rejects(
+    writeQemuTlsCreds({ dir: join(root, 'qemu-bad'), site: a, peerCaPem: 'not a cert', endpoint: 'client' }),
+    /INVALID_INPUT|not a PEM/,
+  );
 });

@@ -14,20 +14,53 @@ import { SCHEMA_STEPS_BEFORE_POSTGRES } from './schema-before-postgres.js';
 
 /** Every table src/store/schema.ts declares. */
 const TABLES = [
-  'meta', 'tokens', 'vms', 'disks', 'jobs', 'snapshots', 'peers', 'replications', 'replicas', 'replica_points', 'events',
-  'protection_groups', 'protection_group_vms', 'networks', 'inventory_mappings', 'plans', 'plan_runs', 'replica_holds',
-  'recovered_vms', 'superseded_vms', 'incoming_migrations', 'desktop_pools', 'pool_replicas', 'pool_desktops', 'pool_addresses',
-  'storage_arrays', 'alert_deliveries', 'audit_log', 'schema_version',
+  'meta',
+  'tokens',
+  'vms',
+  'disks',
+  'jobs',
+  'snapshots',
+  'peers',
+  'replications',
+  'replicas',
+  'replica_points',
+  'events',
+  'protection_groups',
+  'protection_group_vms',
+  'networks',
+  'inventory_mappings',
+  'plans',
+  'plan_runs',
+  'replica_holds',
+  'recovered_vms',
+  'superseded_vms',
+  'incoming_migrations',
+  'desktop_pools',
+  'pool_replicas',
+  'pool_desktops',
+  'pool_addresses',
+  'storage_arrays',
+  'alert_deliveries',
+  'audit_log',
+  'schema_version',
 ].sort();
 
 describeEachDialect('migrations', (f) => {
   test('a new database gets every table at the newest version; opening it again changes nothing', async () => {
     const store = await f.open();
-    const tables = f.dialect === 'sqlite'
-      ? (await sql<{ name: string }>`SELECT name FROM sqlite_master WHERE type = 'table'`.execute(store.db)).rows.map((r) => r.name)
-      : (await sql<{ name: string }>`SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public'`.execute(store.db)).rows.map((r) => r.name);
+    const tables =
+      f.dialect === 'sqlite'
+        ? (await sql<{ name: string }>`SELECT name FROM sqlite_master WHERE type = 'table'`.execute(store.db)).rows.map(
+            (r) => r.name,
+          )
+        : (
+            await sql<{
+              name: string;
+            }>`SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public'`.execute(store.db)
+          ).rows.map((r) => r.name);
     assert.deepEqual(tables.sort(), TABLES);
-    const version = async (db = store.db): Promise<number> => (await db.selectFrom('schema_version').select('version').execute()).map((r) => r.version)[0]!;
+    const version = async (db = store.db): Promise<number> =>
+      (await db.selectFrom('schema_version').select('version').execute()).map((r) => r.version)[0]!;
     assert.equal(await version(), MIGRATIONS.length);
     await store.close();
     const again = await f.reopen();
@@ -45,13 +78,59 @@ describeEachDialect('migrations', (f) => {
 
   test('whole numbers past 2^31 and fractions read back as numbers, as written', async () => {
     const { db } = await f.open();
-    await db.insertInto('vms').values({ id: 'vm1', name: 'a', definition: '{}', state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: 't', updated_at: 't' }).execute();
-    await db.insertInto('disks').values({ id: 'd1', name: 'd', pool: 'p', kind: 'file', format: 'qcow2', path: '/x', size_bytes: 2 ** 42 + 1, rdm_mode: null, shared: 1, vm_id: 'vm1', owned_by_vm: 0, created_at: 't' }).execute();
-    await db.insertInto('jobs').values({ id: 'j1', kind: 'k', state: 's', target: null, steps: '[]', progress: 0.123456789, result: null, error: null, created_at: 't', updated_at: 't' }).execute();
+    await db
+      .insertInto('vms')
+      .values({
+        id: 'vm1',
+        name: 'a',
+        definition: '{}',
+        state: 'stopped',
+        state_reason: null,
+        pid: null,
+        last_heartbeat_at: null,
+        created_at: 't',
+        updated_at: 't',
+      })
+      .execute();
+    await db
+      .insertInto('disks')
+      .values({
+        id: 'd1',
+        name: 'd',
+        pool: 'p',
+        kind: 'file',
+        format: 'qcow2',
+        path: '/x',
+        size_bytes: 2 ** 42 + 1,
+        rdm_mode: null,
+        shared: 1,
+        vm_id: 'vm1',
+        owned_by_vm: 0,
+        created_at: 't',
+      })
+      .execute();
+    await db
+      .insertInto('jobs')
+      .values({
+        id: 'j1',
+        kind: 'k',
+        state: 's',
+        target: null,
+        steps: '[]',
+        progress: 0.123456789,
+        result: null,
+        error: null,
+        created_at: 't',
+        updated_at: 't',
+      })
+      .execute();
     const d = await db.selectFrom('disks').select(['size_bytes', 'shared', 'owned_by_vm']).executeTakeFirstOrThrow();
     assert.deepEqual(d, { size_bytes: 2 ** 42 + 1, shared: 1, owned_by_vm: 0 });
     assert.equal((await db.selectFrom('jobs').select('progress').executeTakeFirstOrThrow()).progress, 0.123456789);
-    const n = await db.selectFrom('disks').select((eb) => [eb.fn.countAll().as('n'), eb.fn.sum('size_bytes').as('total')]).executeTakeFirstOrThrow();
+    const n = await db
+      .selectFrom('disks')
+      .select((eb) => [eb.fn.countAll().as('n'), eb.fn.sum('size_bytes').as('total')])
+      .executeTakeFirstOrThrow();
     assert.deepEqual({ n: Number(n.n), total: n.total }, { n: 1, total: 2 ** 42 + 1 });
     assert.equal(typeof n.total, 'number');
   });
@@ -59,12 +138,21 @@ describeEachDialect('migrations', (f) => {
   test('text sorts bytewise on both, whatever locale the database was made with', async () => {
     const store = await f.open();
     if (f.dialect === 'postgres') {
-      const other = await sql<{ table_name: string; column_name: string; collation_name: string | null }>`SELECT table_name, column_name, collation_name
-        FROM information_schema.columns WHERE table_schema = 'public' AND data_type = 'text' AND collation_name IS DISTINCT FROM 'C'`.execute(store.db);
+      const other = await sql<{
+        table_name: string;
+        column_name: string;
+        collation_name: string | null;
+      }>`SELECT table_name, column_name, collation_name
+        FROM information_schema.columns WHERE table_schema = 'public' AND data_type = 'text' AND collation_name IS DISTINCT FROM 'C'`.execute(
+        store.db,
+      );
       assert.deepEqual(other.rows, [], 'every text column collates as "C"');
     }
     for (const [i, name] of ['b', 'B', 'a-2', 'a_1', 'a', 'é', 'Z'].entries()) {
-      await store.db.insertInto('networks').values({ name, kind: 'isolated', bridge: `br${i}`, created_at: 't' }).execute();
+      await store.db
+        .insertInto('networks')
+        .values({ name, kind: 'isolated', bridge: `br${i}`, created_at: 't' })
+        .execute();
     }
     const names = (await store.db.selectFrom('networks').select('name').orderBy('name').execute()).map((r) => r.name);
     assert.deepEqual(names, ['B', 'Z', 'a', 'a-2', 'a_1', 'b', 'é']);
@@ -72,7 +160,24 @@ describeEachDialect('migrations', (f) => {
 
   test('the audit log refuses updates and deletes', async () => {
     const { db } = await f.open();
-    await db.insertInto('audit_log').values({ seq: 0, at: 't', token_id: null, role: null, source: 's', method: 'POST', route: '/x', target: null, status: 200, error_code: null, request_id: null, prev_hash: '', hash: 'h' }).execute();
+    await db
+      .insertInto('audit_log')
+      .values({
+        seq: 0,
+        at: 't',
+        token_id: null,
+        role: null,
+        source: 's',
+        method: 'POST',
+        route: '/x',
+        target: null,
+        status: 200,
+        error_code: null,
+        request_id: null,
+        prev_hash: '',
+        hash: 'h',
+      })
+      .execute();
     await assert.rejects(db.updateTable('audit_log').set({ status: 500 }).execute(), /append-only/);
     await assert.rejects(db.deleteFrom('audit_log').execute(), /append-only/);
     if (f.dialect === 'postgres') await assert.rejects(sql`TRUNCATE audit_log`.execute(db), /append-only/);
@@ -81,10 +186,47 @@ describeEachDialect('migrations', (f) => {
 
   test('foreign keys hold: ON DELETE SET NULL and CASCADE act, a dangling reference is refused', async () => {
     const { db } = await f.open();
-    await db.insertInto('vms').values({ id: 'vm1', name: 'a', definition: '{}', state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: 't', updated_at: 't' }).execute();
-    await db.insertInto('disks').values({ id: 'd1', name: 'd', pool: 'p', kind: 'file', format: 'qcow2', path: '/x', size_bytes: 1, rdm_mode: null, shared: 0, vm_id: 'vm1', owned_by_vm: 1, created_at: 't' }).execute();
-    await db.insertInto('snapshots').values({ id: 's1', vm_id: 'vm1', name: 'snap', created_at: 't', running: 0 }).execute();
-    await assert.rejects(db.insertInto('snapshots').values({ id: 's2', vm_id: 'nope', name: 'snap', created_at: 't', running: 0 }).execute());
+    await db
+      .insertInto('vms')
+      .values({
+        id: 'vm1',
+        name: 'a',
+        definition: '{}',
+        state: 'stopped',
+        state_reason: null,
+        pid: null,
+        last_heartbeat_at: null,
+        created_at: 't',
+        updated_at: 't',
+      })
+      .execute();
+    await db
+      .insertInto('disks')
+      .values({
+        id: 'd1',
+        name: 'd',
+        pool: 'p',
+        kind: 'file',
+        format: 'qcow2',
+        path: '/x',
+        size_bytes: 1,
+        rdm_mode: null,
+        shared: 0,
+        vm_id: 'vm1',
+        owned_by_vm: 1,
+        created_at: 't',
+      })
+      .execute();
+    await db
+      .insertInto('snapshots')
+      .values({ id: 's1', vm_id: 'vm1', name: 'snap', created_at: 't', running: 0 })
+      .execute();
+    await assert.rejects(
+      db
+        .insertInto('snapshots')
+        .values({ id: 's2', vm_id: 'nope', name: 'snap', created_at: 't', running: 0 })
+        .execute(),
+    );
     await db.deleteFrom('vms').execute();
     assert.equal((await db.selectFrom('disks').select('vm_id').executeTakeFirstOrThrow()).vm_id, null);
     assert.deepEqual(await db.selectFrom('snapshots').selectAll().execute(), []);
@@ -106,7 +248,11 @@ function oldDatabase(file: string, steps: number): BetterSqlite3.Database {
 }
 
 function schemaOf(raw: BetterSqlite3.Database): string[] {
-  return (raw.prepare("SELECT type || ' ' || name || ': ' || coalesce(sql, '') AS s FROM sqlite_master ORDER BY type, name").all() as { s: string }[]).map((r) => r.s);
+  return (
+    raw
+      .prepare("SELECT type || ' ' || name || ': ' || coalesce(sql, '') AS s FROM sqlite_master ORDER BY type, name")
+      .all() as { s: string }[]
+  ).map((r) => r.s);
 }
 
 test('on SQLite the steps are, character for character, those of the code before PostgreSQL support', () => {
@@ -138,14 +284,34 @@ test('a SQLite database made by the old code, at any version, opens, upgrades an
       const file = join(dir, `v${steps}.db`);
       const raw = oldDatabase(file, steps);
       // A definition as every version has written it (the codec validates what it reads back).
-      const definition = { id: 'vm1', name: 'web', vcpus: 1, memoryMiB: 64, firmware: 'bios', machineType: 'pc-q35-7.2', diskIds: [], nics: [], boot: { kind: 'disk' }, stopTimeoutSec: 10 };
-      raw.prepare('INSERT INTO vms (id, name, definition, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run('vm1', 'web', JSON.stringify(definition), 'stopped', 't0', 't0');
-      raw.prepare('INSERT INTO disks (id, name, pool, kind, format, path, size_bytes, vm_id, owned_by_vm, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      const definition = {
+        id: 'vm1',
+        name: 'web',
+        vcpus: 1,
+        memoryMiB: 64,
+        firmware: 'bios',
+        machineType: 'pc-q35-7.2',
+        diskIds: [],
+        nics: [],
+        boot: { kind: 'disk' },
+        stopTimeoutSec: 10,
+      };
+      raw
+        .prepare('INSERT INTO vms (id, name, definition, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+        .run('vm1', 'web', JSON.stringify(definition), 'stopped', 't0', 't0');
+      raw
+        .prepare(
+          'INSERT INTO disks (id, name, pool, kind, format, path, size_bytes, vm_id, owned_by_vm, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        )
         .run('d1', 'web-disk0', 'default', 'file', 'qcow2', '/p/web.qcow2', 2 ** 40, 'vm1', 1, 't0');
       raw.close();
       const store = await openSqliteStore(file);
       try {
-        assert.equal((await store.db.selectFrom('schema_version').select('version').executeTakeFirstOrThrow()).version, MIGRATIONS.length, `from version ${steps}`);
+        assert.equal(
+          (await store.db.selectFrom('schema_version').select('version').executeTakeFirstOrThrow()).version,
+          MIGRATIONS.length,
+          `from version ${steps}`,
+        );
         assert.equal((await new VmRepo(store.db).findByName('web'))?.definition.name, 'web');
         const disk = await new DiskRepo(store.db).findByName('web-disk0');
         assert.deepEqual([disk?.sizeBytes, disk?.ownedByVm, disk?.overlays], [2 ** 40, true, []]);

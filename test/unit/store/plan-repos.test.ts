@@ -18,7 +18,16 @@ import type { VmDefinition } from '../../../src/store/records/vm-definition.js';
 
 const now = '2026-01-01T00:00:00.000Z';
 const def = (id: string, name: string, diskIds: string[] = []): VmDefinition => ({
-  id, name, vcpus: 1, memoryMiB: 64, firmware: 'bios', machineType: 'pc-q35-8.2', diskIds, nics: [], boot: { kind: 'disk' }, stopTimeoutSec: 10,
+  id,
+  name,
+  vcpus: 1,
+  memoryMiB: 64,
+  firmware: 'bios',
+  machineType: 'pc-q35-8.2',
+  diskIds,
+  nics: [],
+  boot: { kind: 'disk' },
+  stopTimeoutSec: 10,
 });
 
 test('plan runs: the row text is what the journal wrote before the repository (same JSON), read back typed; a bad state is refused by name', async () => {
@@ -27,9 +36,22 @@ test('plan runs: the row text is what the journal wrote before the repository (s
     const store = await openSqliteStore(join(dir, 'site.db'));
     const runs = new PlanRunRepo(store.db);
     const run: PlanRun = {
-      id: 'run-1', plan: 'p', mode: 'test', state: 'waiting', peer: 'a', options: { pointTime: now }, prompt: 'check the app', snapshot: { plan: { name: 'p' } },
-      steps: [{ id: 's1', kind: 'recover', label: 'recover web', vm: 'web', state: 'done' }], vms: { web: { vm: 'web', priority: 3, recoveredVmId: 'v9' } },
-      arrays: {}, result: null, error: null, startedAt: now, endedAt: null, updatedAt: now,
+      id: 'run-1',
+      plan: 'p',
+      mode: 'test',
+      state: 'waiting',
+      peer: 'a',
+      options: { pointTime: now },
+      prompt: 'check the app',
+      snapshot: { plan: { name: 'p' } },
+      steps: [{ id: 's1', kind: 'recover', label: 'recover web', vm: 'web', state: 'done' }],
+      vms: { web: { vm: 'web', priority: 3, recoveredVmId: 'v9' } },
+      arrays: {},
+      result: null,
+      error: null,
+      startedAt: now,
+      endedAt: null,
+      updatedAt: now,
     };
     await runs.insert(run);
     const row = await store.db.selectFrom('plan_runs').selectAll().executeTakeFirstOrThrow();
@@ -53,14 +75,57 @@ test('recovered VMs and incoming migrations: the VM, its disks, hold and record 
   const dir = await mkdtemp(join(tmpdir(), 'mamori-recrepo-'));
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
-    await store.db.insertInto('replicas').values({ id: 'r1', source_site: 'a', source_vm_id: 'src', vm_name: 'web', disks: '[]', keep_points: 1, created_at: now }).execute();
-    await store.db.insertInto('replica_points').values({ replica_id: 'r1', point_id: 'p1', time: now, consistency: 'crash', committed_at: now, disk_points: '["p1"]' }).execute();
+    await store.db
+      .insertInto('replicas')
+      .values({
+        id: 'r1',
+        source_site: 'a',
+        source_vm_id: 'src',
+        vm_name: 'web',
+        disks: '[]',
+        keep_points: 1,
+        created_at: now,
+      })
+      .execute();
+    await store.db
+      .insertInto('replica_points')
+      .values({
+        replica_id: 'r1',
+        point_id: 'p1',
+        time: now,
+        consistency: 'crash',
+        committed_at: now,
+        disk_points: '["p1"]',
+      })
+      .execute();
     const recovered = new RecoveredVmRepo(store.db);
-    await recovered.create({ def: def('v1', 'web'), disks: [], now, hold: true, record: { runId: 'run-1', mode: 'test', replicaId: 'r1', pointId: 'p1', sourceVmId: 'src' } });
-    assert.deepEqual(await recovered.madeByRunWithPoint('run-1', 'src'), { vmId: 'v1', name: 'web', pointId: 'p1', time: now });
-    assert.deepEqual((await recovered.testVms('r1')).map((v) => v.name), ['web']);
+    await recovered.create({
+      def: def('v1', 'web'),
+      disks: [],
+      now,
+      hold: true,
+      record: { runId: 'run-1', mode: 'test', replicaId: 'r1', pointId: 'p1', sourceVmId: 'src' },
+    });
+    assert.deepEqual(await recovered.madeByRunWithPoint('run-1', 'src'), {
+      vmId: 'v1',
+      name: 'web',
+      pointId: 'p1',
+      time: now,
+    });
+    assert.deepEqual(
+      (await recovered.testVms('r1')).map((v) => v.name),
+      ['web'],
+    );
     // A name taken: nothing of the second VM is written (no hold, no record).
-    await assert.rejects(recovered.create({ def: def('v2', 'web'), disks: [], now, hold: true, record: { runId: 'run-2', mode: 'test', replicaId: 'r1', pointId: 'p1', sourceVmId: 'src' } }));
+    await assert.rejects(
+      recovered.create({
+        def: def('v2', 'web'),
+        disks: [],
+        now,
+        hold: true,
+        record: { runId: 'run-2', mode: 'test', replicaId: 'r1', pointId: 'p1', sourceVmId: 'src' },
+      }),
+    );
     assert.equal((await store.db.selectFrom('replica_holds').selectAll().execute()).length, 1);
     assert.equal(await recovered.runHasVms('run-2'), false);
     await recovered.releaseHold('v1');
@@ -88,13 +153,32 @@ test('protection groups and storage arrays: binding, sync state and sealed conne
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
     const groups = new ProtectionGroupRepo(store.db);
-    const binding = { storage: 's', arrayId: 'a', deviceIds: ['d'], peer: 'b', forced: false, compat: 'ok', rpoSeconds: 60 };
+    const binding = {
+      storage: 's',
+      arrayId: 'a',
+      deviceIds: ['d'],
+      peer: 'b',
+      forced: false,
+      compat: 'ok',
+      rpoSeconds: 60,
+    };
     await groups.createArrayGroup('pg-1', 'arr', binding, now);
     assert.deepEqual(await groups.arraySync('arr'), { binding, state: null });
-    const state = { lastPointAt: now, lastPoint: 'x', lastBytesSent: 5, failures: 0, lastError: null, lastAttemptEndedAt: now, recentMs: [10] };
+    const state = {
+      lastPointAt: now,
+      lastPoint: 'x',
+      lastBytesSent: 5,
+      failures: 0,
+      lastError: null,
+      lastAttemptEndedAt: now,
+      recentMs: [10],
+    };
     await groups.setArraySync('arr', state);
     assert.deepEqual((await groups.arraySync('arr'))?.state, state);
-    assert.deepEqual((await groups.arrayGroups()).map((g) => g.name), ['arr']);
+    assert.deepEqual(
+      (await groups.arrayGroups()).map((g) => g.name),
+      ['arr'],
+    );
 
     const box = new SecretBox(randomBytes(32));
     const arrays = new StorageArrayRepo(store.db, box);

@@ -18,32 +18,94 @@ const box = new SecretBox(randomBytes(32));
 
 /** A whole VM definition: VmRepo validates what it reads back. */
 function definitionOf(id: string, name: string): Record<string, unknown> {
-  return { id, name, vcpus: 1, memoryMiB: 256, firmware: 'bios', machineType: 'pc-q35-7.2', diskIds: [], nics: [], boot: { kind: 'disk' }, stopTimeoutSec: 10 };
+  return {
+    id,
+    name,
+    vcpus: 1,
+    memoryMiB: 256,
+    firmware: 'bios',
+    machineType: 'pc-q35-7.2',
+    diskIds: [],
+    nics: [],
+    boot: { kind: 'disk' },
+    stopTimeoutSec: 10,
+  };
 }
 
 async function addVm(store: Store, id: string, name: string): Promise<void> {
   const at = new Date().toISOString();
-  await store.db.insertInto('vms').values({ id, name, definition: JSON.stringify(definitionOf(id, name)), state: 'stopped', state_reason: null, pid: null, last_heartbeat_at: null, created_at: at, updated_at: at }).execute();
+  await store.db
+    .insertInto('vms')
+    .values({
+      id,
+      name,
+      definition: JSON.stringify(definitionOf(id, name)),
+      state: 'stopped',
+      state_reason: null,
+      pid: null,
+      last_heartbeat_at: null,
+      created_at: at,
+      updated_at: at,
+    })
+    .execute();
 }
 
 function disk(id: string, name: string, over: Partial<DiskRecord> = {}): DiskRecord {
-  return { id, name, pool: 'default', kind: 'image', format: 'qcow2', path: `/pool/${name}.qcow2`, sizeBytes: 10 * 2 ** 30, rdmMode: null, shared: false, vmId: null, ownedByVm: false, createdAt: new Date().toISOString(), overlays: [], ...over };
+  return {
+    id,
+    name,
+    pool: 'default',
+    kind: 'image',
+    format: 'qcow2',
+    path: `/pool/${name}.qcow2`,
+    sizeBytes: 10 * 2 ** 30,
+    rdmMode: null,
+    shared: false,
+    vmId: null,
+    ownedByVm: false,
+    createdAt: new Date().toISOString(),
+    overlays: [],
+    ...over,
+  };
 }
 
 function record(i: number): AuditRecord {
-  return { at: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(), tokenId: null, role: null, source: '127.0.0.1', method: 'POST', route: '/vms', target: { name: `vm-${i}` }, status: 201, errorCode: null, requestId: `r${i}` };
+  return {
+    at: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
+    tokenId: null,
+    role: null,
+    source: '127.0.0.1',
+    method: 'POST',
+    route: '/vms',
+    target: { name: `vm-${i}` },
+    status: 201,
+    errorCode: null,
+    requestId: `r${i}`,
+  };
 }
 
 describeEachDialect('repositories', (f) => {
   test('vms: listed by name (bytewise, as SQLite sorts), state and heartbeat written back', async () => {
     const store = await f.open();
-    for (const [id, name] of [['v1', 'web'], ['v2', 'DB'], ['v3', 'app-2'], ['v4', 'app_1']] as const) await addVm(store, id, name);
+    for (const [id, name] of [
+      ['v1', 'web'],
+      ['v2', 'DB'],
+      ['v3', 'app-2'],
+      ['v4', 'app_1'],
+    ] as const)
+      await addVm(store, id, name);
     const vms = new VmRepo(store.db);
-    assert.deepEqual((await vms.list()).map((v) => v.name), ['DB', 'app-2', 'app_1', 'web']);
+    assert.deepEqual(
+      (await vms.list()).map((v) => v.name),
+      ['DB', 'app-2', 'app_1', 'web'],
+    );
     await vms.setState('v1', 'running', { pid: 4_000_000, reason: null });
     await vms.setHeartbeat('v1', '2026-01-01T00:00:00.000Z');
     const web = await vms.findById('v1');
-    assert.deepEqual([web?.state, web?.pid, web?.lastHeartbeatAt, web?.definition], ['running', 4_000_000, '2026-01-01T00:00:00.000Z', definitionOf(web!.id, 'web')]);
+    assert.deepEqual(
+      [web?.state, web?.pid, web?.lastHeartbeatAt, web?.definition],
+      ['running', 4_000_000, '2026-01-01T00:00:00.000Z', definitionOf(web!.id, 'web')],
+    );
     assert.equal(await vms.findByName('nope'), undefined);
   });
 
@@ -51,13 +113,22 @@ describeEachDialect('repositories', (f) => {
     const store = await f.open();
     await addVm(store, 'v1', 'web');
     const disks = new DiskRepo(store.db);
-    const d = disk('d1', 'web-0', { vmId: 'v1', ownedByVm: true, shared: true, sizeBytes: 3 * 2 ** 40 + 7, overlays: ['/pool/a.qcow2'] });
+    const d = disk('d1', 'web-0', {
+      vmId: 'v1',
+      ownedByVm: true,
+      shared: true,
+      sizeBytes: 3 * 2 ** 40 + 7,
+      overlays: ['/pool/a.qcow2'],
+    });
     await disks.insert(d);
     assert.deepEqual(await disks.findByName('web-0'), d);
     assert.deepEqual(await disks.forVm('v1'), [d]);
     assert.deepEqual(await disks.byIds(['d1', 'nope']), [d]);
     assert.deepEqual(await disks.findByPath(d.path), d);
-    await assert.rejects(disks.insert(disk('d2', 'web-0')), (e: unknown) => e instanceof MamoriError && e.code === 'DISK_EXISTS');
+    await assert.rejects(
+      disks.insert(disk('d2', 'web-0')),
+      (e: unknown) => e instanceof MamoriError && e.code === 'DISK_EXISTS',
+    );
     const [a, b] = await Promise.all([disks.delete('d1'), disks.delete('d1')]);
     assert.deepEqual([a, b].sort(), [false, true]);
   });
@@ -77,7 +148,10 @@ describeEachDialect('repositories', (f) => {
     assert.equal((await tokens.pairingKeys()).length, 1);
     assert.equal(await tokens.liveAdminCount(), 1);
     await tokens.revoke(viewer.id);
-    assert.deepEqual((await tokens.list()).map((t) => t.id), [admin.id]);
+    assert.deepEqual(
+      (await tokens.list()).map((t) => t.id),
+      [admin.id],
+    );
   });
 
   test('peers: saved again replaces the row; found by fingerprint and inbound token; the token sealed at rest', async () => {
@@ -85,7 +159,17 @@ describeEachDialect('repositories', (f) => {
     const tokens = new TokenRepo(store.db, box);
     const inbound = await tokens.createWithId('peer b', 'site');
     const peers = new PeerRepo(store.db, box);
-    const p = { id: 'p1', name: 'site-b', url: null, caCertPem: 'PEM', caFingerprint: 'ab:cd', token: null, inboundTokenId: inbound.id, createdAt: 't0', updatedAt: 't0' };
+    const p = {
+      id: 'p1',
+      name: 'site-b',
+      url: null,
+      caCertPem: 'PEM',
+      caFingerprint: 'ab:cd',
+      token: null,
+      inboundTokenId: inbound.id,
+      createdAt: 't0',
+      updatedAt: 't0',
+    };
     await peers.save(p);
     await peers.save({ ...p, url: 'https://b:8443', token: 'mamori_secret', updatedAt: 't1' });
     assert.deepEqual(await peers.list(), [{ ...p, url: 'https://b:8443', token: 'mamori_secret', updatedAt: 't1' }]);
@@ -111,9 +195,16 @@ describeEachDialect('repositories', (f) => {
     assert.equal(verification.ok, true, JSON.stringify(verification));
     const all = await new AuditRepo(first.db).page(-1, 1000);
     const base = all[0]?.seq ?? 0;
-    assert.deepEqual(all.map((e) => e.seq), Array.from({ length: n }, (_, i) => base + i), 'no gap, no duplicate');
+    assert.deepEqual(
+      all.map((e) => e.seq),
+      Array.from({ length: n }, (_, i) => base + i),
+      'no gap, no duplicate',
+    );
     assert.deepEqual((await new AuditRepo(second.db).head())?.seq, base + n - 1);
     const newest = await new AuditRepo(second.db).list({ limit: 2 });
-    assert.deepEqual(newest.map((e) => e.seq), [base + n - 1, base + n - 2]);
+    assert.deepEqual(
+      newest.map((e) => e.seq),
+      [base + n - 1, base + n - 2],
+    );
   });
 });

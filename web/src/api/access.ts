@@ -16,10 +16,7 @@ type Doc = { paths: Record<string, Record<string, { 'x-roles'?: string[] }>> };
  * Hiding is a courtesy; the API refuses all the same.
  */
 export async function loadAccess(): Promise<Access> {
-  const [me, doc] = await Promise.all([
-    api.get('/me'),
-    fetch('/openapi.json').then((r) => r.json() as Promise<Doc>),
-  ]);
+  const [me, doc] = await Promise.all([api.get('/me'), fetch('/openapi.json').then((r) => r.json() as Promise<Doc>)]);
   return {
     role: me.role,
     name: me.name,

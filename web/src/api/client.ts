@@ -7,7 +7,9 @@ import type { paths } from './schema';
  */
 type Method = 'get' | 'post' | 'delete';
 type Op<P extends keyof paths, M extends Method> = paths[P][M];
-export type PathsWith<M extends Method> = { [P in keyof paths]: Op<P, M> extends { responses: unknown } ? P : never }[keyof paths];
+export type PathsWith<M extends Method> = {
+  [P in keyof paths]: Op<P, M> extends { responses: unknown } ? P : never;
+}[keyof paths];
 
 type Success<O> = O extends { responses: infer R } ? R[Extract<keyof R, 200 | 201 | 202 | 204>] : never;
 type JsonOf<X> = X extends { content: { 'application/json': infer J } } ? J : undefined;
@@ -44,7 +46,9 @@ export const session = {
 };
 
 function fill(template: string, params: unknown): string {
-  return template.replace(/\{(\w+)\}/g, (_, k: string) => encodeURIComponent(String((params as Record<string, unknown> | undefined)?.[k] ?? '')));
+  return template.replace(/\{(\w+)\}/g, (_, k: string) =>
+    encodeURIComponent(String((params as Record<string, unknown> | undefined)?.[k] ?? '')),
+  );
 }
 
 export function authHeaders(token = session.token()): Record<string, string> {
@@ -81,7 +85,11 @@ export async function send(method: string, url: string, body?: unknown, token?: 
   throw err;
 }
 
-async function call<P extends keyof paths, M extends Method>(method: M, path: P, opts: CallOptions<Op<P, M>> = {}): Promise<ResponseOf<P, M>> {
+async function call<P extends keyof paths, M extends Method>(
+  method: M,
+  path: P,
+  opts: CallOptions<Op<P, M>> = {},
+): Promise<ResponseOf<P, M>> {
   const query = opts.query ? `?${new URLSearchParams(opts.query as Record<string, string>).toString()}` : '';
   const res = await send(method.toUpperCase(), fill(path as string, opts.path) + query, opts.body);
   return (res.status === 204 ? undefined : await res.json()) as ResponseOf<P, M>;

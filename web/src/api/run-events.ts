@@ -19,7 +19,11 @@ export async function followRun(id: string, onRun: (run: RunWithSummary) => void
       const event = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
       // Comment lines (": keep-alive") carry no data.
-      const data = event.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+      const data = event
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n');
       if (data) onRun(JSON.parse(data) as RunWithSummary);
     }
   }

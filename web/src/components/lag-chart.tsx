@@ -17,7 +17,8 @@ const PAD = { left: 64, right: 12, top: 12, bottom: 28 };
  */
 export function LagChart({ points, rpoSeconds, now }: { points: LagPoint[]; rpoSeconds: number; now: number }) {
   const ps = points.map((p) => ({ t: Date.parse(p.time), c: Date.parse(p.committedAt) })).sort((a, b) => a.c - b.c);
-  if (ps.length === 0) return <p className="muted">No recovery point yet: the lag starts once the first one is committed.</p>;
+  if (ps.length === 0)
+    return <p className="muted">No recovery point yet: the lag starts once the first one is committed.</p>;
   // (time, lag seconds) corners of the saw-tooth: before and after each commit, then now.
   const corners: [number, number][] = [];
   ps.forEach((p, i) => {
@@ -45,15 +46,26 @@ export function LagChart({ points, rpoSeconds, now }: { points: LagPoint[]; rpoS
       {ticks.map((s) => (
         <g key={s}>
           <line x1={PAD.left} x2={W - PAD.right} y1={y(s)} y2={y(s)} className="grid" />
-          <text x={PAD.left - 6} y={y(s) + 4} textAnchor="end">{seconds(s)}</text>
+          <text x={PAD.left - 6} y={y(s) + 4} textAnchor="end">
+            {seconds(s)}
+          </text>
         </g>
       ))}
       <line className="rpo-line" x1={PAD.left} x2={W - PAD.right} y1={yRpo} y2={yRpo} />
-      <text className="rpo-label" x={W - PAD.right} y={yRpo + (offScale ? 14 : -4)} textAnchor="end">RPO {seconds(rpoSeconds)}{offScale ? ' (above the scale)' : ''}</text>
+      <text className="rpo-label" x={W - PAD.right} y={yRpo + (offScale ? 14 : -4)} textAnchor="end">
+        RPO {seconds(rpoSeconds)}
+        {offScale ? ' (above the scale)' : ''}
+      </text>
       <path className="lag-line" d={path} />
-      {ps.map((p) => <circle key={p.c} className="commit" cx={x(p.c)} cy={y((p.c - p.t) / 1000)} r={3} />)}
-      <text x={PAD.left} y={H - 8}>{new Date(t0).toLocaleTimeString()}</text>
-      <text x={W - PAD.right} y={H - 8} textAnchor="end">now</text>
+      {ps.map((p) => (
+        <circle key={p.c} className="commit" cx={x(p.c)} cy={y((p.c - p.t) / 1000)} r={3} />
+      ))}
+      <text x={PAD.left} y={H - 8}>
+        {new Date(t0).toLocaleTimeString()}
+      </text>
+      <text x={W - PAD.right} y={H - 8} textAnchor="end">
+        now
+      </text>
     </svg>
   );
 }

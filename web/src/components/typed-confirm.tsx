@@ -11,8 +11,16 @@ export function TypedConfirm(props: { name: string; action: string; onConfirm: (
       <p>
         <strong>{props.action}</strong>: this cannot be undone from here. Type <code>{props.name}</code> to go on.
       </p>
-      <input className="confirm-input" value={typed} onChange={(e) => setTyped(e.target.value)} placeholder={props.name} autoFocus />
-      <button className="danger confirm-go" disabled={typed !== props.name} onClick={props.onConfirm}>{props.action}</button>
+      <input
+        className="confirm-input"
+        value={typed}
+        onChange={(e) => setTyped(e.target.value)}
+        placeholder={props.name}
+        autoFocus
+      />
+      <button className="danger confirm-go" disabled={typed !== props.name} onClick={props.onConfirm}>
+        {props.action}
+      </button>
       <button onClick={props.onCancel}>Cancel</button>
     </div>
   );

@@ -19,11 +19,14 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], refreshMs?: 
   const reload = useCallback(() => setTick((t) => t + 1), []);
   useEffect(() => {
     let live = true;
-    loadRef.current().then((d) => {
-      if (!live) return;
-      setData(d);
-      setError(undefined);
-    }, (e: unknown) => live && setError(e));
+    loadRef.current().then(
+      (d) => {
+        if (!live) return;
+        setData(d);
+        setError(undefined);
+      },
+      (e: unknown) => live && setError(e),
+    );
     return () => {
       live = false;
     };

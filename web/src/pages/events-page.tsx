@@ -21,7 +21,11 @@ function subject(i: Incident): string {
  */
 export function EventsPage() {
   const [openOnly, setOpenOnly] = useState(false);
-  const events = useLoad(() => api.get('/events', { query: { limit: '200', ...(openOnly ? { open: 'true' } : {}) } }), [openOnly], 5_000);
+  const events = useLoad(
+    () => api.get('/events', { query: { limit: '200', ...(openOnly ? { open: 'true' } : {}) } }),
+    [openOnly],
+    5_000,
+  );
   const list = events.data ?? [];
   // Open incidents first (newest first within each group, as the API orders them).
   const shown = [...list.filter((i) => i.clearedAt === null), ...list.filter((i) => i.clearedAt !== null)];
@@ -29,22 +33,50 @@ export function EventsPage() {
     <section>
       <h2>Events</h2>
       <div className="actions">
-        <label><input type="checkbox" checked={openOnly} onChange={(e) => setOpenOnly(e.target.checked)} /> open only</label>
+        <label>
+          <input type="checkbox" checked={openOnly} onChange={(e) => setOpenOnly(e.target.checked)} /> open only
+        </label>
       </div>
       <ErrorBox error={events.error} />
-      {events.data && shown.length === 0 ? <p className="muted">{openOnly ? 'No open incidents.' : 'No incidents.'}</p> : null}
+      {events.data && shown.length === 0 ? (
+        <p className="muted">{openOnly ? 'No open incidents.' : 'No incidents.'}</p>
+      ) : null}
       <table className="events">
-        <thead><tr><th>state</th><th>kind</th><th>VM / site</th><th>since</th><th>what happened</th><th>remedy</th></tr></thead>
+        <thead>
+          <tr>
+            <th>state</th>
+            <th>kind</th>
+            <th>VM / site</th>
+            <th>since</th>
+            <th>what happened</th>
+            <th>remedy</th>
+          </tr>
+        </thead>
         <tbody>
           {shown.map((i) => (
-            <tr key={i.id} data-incident={i.id} data-kind={i.kind} data-state={i.clearedAt === null ? 'open' : 'cleared'}>
+            <tr
+              key={i.id}
+              data-incident={i.id}
+              data-kind={i.kind}
+              data-state={i.clearedAt === null ? 'open' : 'cleared'}
+            >
               <td>
-                <span className={`badge ${i.clearedAt === null ? (i.severity === 'critical' ? 'bad' : 'warn') : 'ok'}`}>{i.clearedAt === null ? `open (${i.severity})` : 'cleared'}</span>
+                <span className={`badge ${i.clearedAt === null ? (i.severity === 'critical' ? 'bad' : 'warn') : 'ok'}`}>
+                  {i.clearedAt === null ? `open (${i.severity})` : 'cleared'}
+                </span>
               </td>
-              <td><code>{i.kind}</code></td>
+              <td>
+                <code>{i.kind}</code>
+              </td>
               <td>{subject(i)}</td>
               <td title={i.openedAt}>
-                {time(i.openedAt)}<br /><span className="muted">{i.clearedAt === null ? `open for ${ago(i.openedAt).replace(/ ago$/, '')}` : `cleared ${time(i.clearedAt)}`}</span>
+                {time(i.openedAt)}
+                <br />
+                <span className="muted">
+                  {i.clearedAt === null
+                    ? `open for ${ago(i.openedAt).replace(/ ago$/, '')}`
+                    : `cleared ${time(i.clearedAt)}`}
+                </span>
               </td>
               <td>{i.message}</td>
               <td className="remedy">{i.remedy ?? <span className="muted">-</span>}</td>

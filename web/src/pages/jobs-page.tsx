@@ -22,20 +22,46 @@ export function JobsPage() {
     <section>
       <h2>Jobs</h2>
       <div className="actions">
-        {Object.keys(FILTERS).map((f) => <button key={f} className={f === filter ? 'primary' : ''} onClick={() => setFilter(f)}>{f}</button>)}
+        {Object.keys(FILTERS).map((f) => (
+          <button key={f} className={f === filter ? 'primary' : ''} onClick={() => setFilter(f)}>
+            {f}
+          </button>
+        ))}
       </div>
       <ErrorBox error={jobs.error} />
       {shown.length === 0 ? <p className="muted">No jobs of this kind.</p> : null}
       <table className="jobs">
-        <thead><tr><th>job</th><th>kind</th><th>target</th><th>state</th><th>progress</th><th>step</th><th>updated</th></tr></thead>
+        <thead>
+          <tr>
+            <th>job</th>
+            <th>kind</th>
+            <th>target</th>
+            <th>state</th>
+            <th>progress</th>
+            <th>step</th>
+            <th>updated</th>
+          </tr>
+        </thead>
         <tbody>
           {shown.map((j) => (
             <tr key={j.id} data-job={j.id}>
-              <td><code>{j.id}</code></td>
+              <td>
+                <code>{j.id}</code>
+              </td>
               <td>{j.kind}</td>
               <td>{j.target ?? '-'}</td>
-              <td><span className={`badge job-${j.state}`}>{j.state}</span>{j.error ? <span className="muted"> {j.error.code}: {j.error.message}</span> : null}</td>
-              <td><progress max={1} value={j.progress} /> {Math.round(j.progress * 100)}%</td>
+              <td>
+                <span className={`badge job-${j.state}`}>{j.state}</span>
+                {j.error ? (
+                  <span className="muted">
+                    {' '}
+                    {j.error.code}: {j.error.message}
+                  </span>
+                ) : null}
+              </td>
+              <td>
+                <progress max={1} value={j.progress} /> {Math.round(j.progress * 100)}%
+              </td>
               <td>{j.steps.at(-1)?.name ?? '-'}</td>
               <td>{time(j.updatedAt)}</td>
             </tr>

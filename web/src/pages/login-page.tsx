@@ -15,10 +15,27 @@ export function LoginPage(props: { site: string; error: ApiError | undefined; on
   return (
     <div className="login">
       <h1>mamori {props.site ? <span className="muted">· {props.site}</span> : null}</h1>
-      <p>Sign in with the site's admin token (<code>DATA/admin-token</code>) or a user token.</p>
-      <form onSubmit={(e) => { e.preventDefault(); void submit(); }}>
-        <input type="password" name="token" aria-label="API token" placeholder="API token" value={token} onChange={(e) => setToken(e.target.value)} autoFocus />
-        <button type="submit" disabled={action.busy || token.trim() === ''}>Sign in</button>
+      <p>
+        Sign in with the site's admin token (<code>DATA/admin-token</code>) or a user token.
+      </p>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          void submit();
+        }}
+      >
+        <input
+          type="password"
+          name="token"
+          aria-label="API token"
+          placeholder="API token"
+          value={token}
+          onChange={(e) => setToken(e.target.value)}
+          autoFocus
+        />
+        <button type="submit" disabled={action.busy || token.trim() === ''}>
+          Sign in
+        </button>
       </form>
       <ErrorBox error={action.error ?? props.error} />
     </div>

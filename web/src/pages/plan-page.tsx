@@ -49,28 +49,74 @@ export function PlanPage({ name }: { name: string }) {
       <ErrorBox error={plan.error} />
       {plan.data ? (
         <>
-          <p className="muted">{plan.data.spec.description} · recovers VMs of {plan.data.protectedSite} · at most {plan.data.spec.concurrency} VMs at once</p>
+          <p className="muted">
+            {plan.data.spec.description} · recovers VMs of {plan.data.protectedSite} · at most{' '}
+            {plan.data.spec.concurrency} VMs at once
+          </p>
           <PlanGraph plan={plan.data} />
         </>
       ) : null}
-      {can('post', '/plans/{name}/runs') ? <div className="actions run-controls">
-        <select aria-label="run mode" value={mode} onChange={(e) => { setMode(e.target.value as RunMode); setDry(undefined); }}>
-          {MODES.map((m) => <option key={m.mode} value={m.mode}>{m.label}</option>)}
-        </select>
-        <button className="dry-run" disabled={action.busy} onClick={dryRun}>Dry run</button>
-        <button className={`run ${chosen.destructive ? 'danger' : 'primary'}`} disabled={action.busy} onClick={() => (chosen.destructive ? setConfirm('run') : run())}>
-          Run {chosen.label.toLowerCase()}{chosen.destructive ? '…' : ''}
-        </button>
-        {can('delete', '/plans/{name}') ? <button className="danger" disabled={action.busy} onClick={() => setConfirm('delete')}>Delete plan…</button> : null}
-      </div> : null}
-      {confirm === 'run' ? <TypedConfirm name={name} action={`${chosen.label} with plan ${name}`} onCancel={() => setConfirm(null)} onConfirm={run} /> : null}
-      {confirm === 'delete' ? <TypedConfirm name={name} action={`Delete plan ${name}`} onCancel={() => setConfirm(null)} onConfirm={remove} /> : null}
+      {can('post', '/plans/{name}/runs') ? (
+        <div className="actions run-controls">
+          <select
+            aria-label="run mode"
+            value={mode}
+            onChange={(e) => {
+              setMode(e.target.value as RunMode);
+              setDry(undefined);
+            }}
+          >
+            {MODES.map((m) => (
+              <option key={m.mode} value={m.mode}>
+                {m.label}
+              </option>
+            ))}
+          </select>
+          <button className="dry-run" disabled={action.busy} onClick={dryRun}>
+            Dry run
+          </button>
+          <button
+            className={`run ${chosen.destructive ? 'danger' : 'primary'}`}
+            disabled={action.busy}
+            onClick={() => (chosen.destructive ? setConfirm('run') : run())}
+          >
+            Run {chosen.label.toLowerCase()}
+            {chosen.destructive ? '…' : ''}
+          </button>
+          {can('delete', '/plans/{name}') ? (
+            <button className="danger" disabled={action.busy} onClick={() => setConfirm('delete')}>
+              Delete plan…
+            </button>
+          ) : null}
+        </div>
+      ) : null}
+      {confirm === 'run' ? (
+        <TypedConfirm
+          name={name}
+          action={`${chosen.label} with plan ${name}`}
+          onCancel={() => setConfirm(null)}
+          onConfirm={run}
+        />
+      ) : null}
+      {confirm === 'delete' ? (
+        <TypedConfirm name={name} action={`Delete plan ${name}`} onCancel={() => setConfirm(null)} onConfirm={remove} />
+      ) : null}
       <ErrorBox error={action.error} />
       {dry ? (
         <div className="panel dry-run-result">
           <h3>Dry run: {dry.mode}</h3>
-          <p>Predicted RTO: {dry.predictedRtoSec === null ? 'unknown (no earlier run of this mode)' : seconds(dry.predictedRtoSec)}{dry.inventoryFresh ? '' : ' · the protected site did not answer: its last inventory is used'}</p>
-          <ol>{dry.steps.map((s, i) => <li key={i} data-kind={s.kind}>{s.label}</li>)}</ol>
+          <p>
+            Predicted RTO:{' '}
+            {dry.predictedRtoSec === null ? 'unknown (no earlier run of this mode)' : seconds(dry.predictedRtoSec)}
+            {dry.inventoryFresh ? '' : ' · the protected site did not answer: its last inventory is used'}
+          </p>
+          <ol>
+            {dry.steps.map((s, i) => (
+              <li key={i} data-kind={s.kind}>
+                {s.label}
+              </li>
+            ))}
+          </ol>
         </div>
       ) : null}
       <h3>Runs of this plan</h3>

@@ -13,13 +13,27 @@ export function PlansPage() {
     <section>
       <h2>Recovery plans</h2>
       <ErrorBox error={plans.error} />
-      {plans.data?.length === 0 ? <p className="muted">No plans on this site: <code>mamori plan apply PLAN.yaml</code> at the recovery site makes one.</p> : null}
+      {plans.data?.length === 0 ? (
+        <p className="muted">
+          No plans on this site: <code>mamori plan apply PLAN.yaml</code> at the recovery site makes one.
+        </p>
+      ) : null}
       <table className="plans">
-        <thead><tr><th>plan</th><th>protected site</th><th>VMs</th><th>priorities</th><th>inventory taken</th></tr></thead>
+        <thead>
+          <tr>
+            <th>plan</th>
+            <th>protected site</th>
+            <th>VMs</th>
+            <th>priorities</th>
+            <th>inventory taken</th>
+          </tr>
+        </thead>
         <tbody>
           {plans.data?.map((p) => (
             <tr key={p.name} data-plan={p.name}>
-              <td><a href={href('plans', p.name)}>{p.name}</a></td>
+              <td>
+                <a href={href('plans', p.name)}>{p.name}</a>
+              </td>
               <td>{p.protectedSite}</td>
               <td>{p.vms.map((v) => v.name).join(', ')}</td>
               <td>{[...new Set(p.vms.map((v) => v.priority))].sort().join(', ')}</td>

@@ -19,21 +19,45 @@ export function ReplicationPage({ selected }: { selected: string | undefined }) 
     <section>
       <h2>Replication</h2>
       <ErrorBox error={all.error} />
-      {all.data?.length === 0 ? <p className="muted">No VM of this site is replicated (replication lives at the protected site).</p> : null}
+      {all.data?.length === 0 ? (
+        <p className="muted">No VM of this site is replicated (replication lives at the protected site).</p>
+      ) : null}
       <table className="replication">
-        <thead><tr><th>VM</th><th>to</th><th>state</th><th>RPO target</th><th>lag</th><th>last point</th><th>throughput</th><th>generation</th><th>replica storage</th><th>last error</th></tr></thead>
+        <thead>
+          <tr>
+            <th>VM</th>
+            <th>to</th>
+            <th>state</th>
+            <th>RPO target</th>
+            <th>lag</th>
+            <th>last point</th>
+            <th>throughput</th>
+            <th>generation</th>
+            <th>replica storage</th>
+            <th>last error</th>
+          </tr>
+        </thead>
         <tbody>
           {all.data?.map((s) => (
             <tr key={s.vm} data-vm={s.vm} className={s.vm === selected ? 'selected' : ''}>
-              <td><a href={href('replication', s.vm)}>{s.vm}</a></td>
+              <td>
+                <a href={href('replication', s.vm)}>{s.vm}</a>
+              </td>
               <td>{s.to}</td>
               <td>{s.state}</td>
               <td>{seconds(s.rpoSeconds)}</td>
-              <td className={s.rpoViolated ? 'bad' : ''}>{seconds(s.lagSeconds)}{s.rpoViolated ? ' (over RPO)' : ''}</td>
+              <td className={s.rpoViolated ? 'bad' : ''}>
+                {seconds(s.lagSeconds)}
+                {s.rpoViolated ? ' (over RPO)' : ''}
+              </td>
               <td>{ago(s.lastPointAt)}</td>
               <td>{s.lastCycle ? `${bytes(Number(s.lastCycle['throughputBps'] ?? 0))}/s` : '-'}</td>
               <td>{s.generation ?? '-'}</td>
-              <td data-storage>{s.replica ? `${s.replica.points} points, ${bytes(s.replica.bytes + s.replica.seedBytes)}, chain ${s.replica.chainLength}` : '-'}</td>
+              <td data-storage>
+                {s.replica
+                  ? `${s.replica.points} points, ${bytes(s.replica.bytes + s.replica.seedBytes)}, chain ${s.replica.chainLength}`
+                  : '-'}
+              </td>
               <td className="muted">{s.lastError ?? ''}</td>
             </tr>
           ))}
@@ -53,7 +77,17 @@ function HeldReplicas() {
     <div className="panel">
       <h3>Replicas held here</h3>
       <table className="replicas">
-        <thead><tr><th>replica</th><th>VM</th><th>from</th><th>state</th><th>points</th><th>chain</th><th>on disk</th></tr></thead>
+        <thead>
+          <tr>
+            <th>replica</th>
+            <th>VM</th>
+            <th>from</th>
+            <th>state</th>
+            <th>points</th>
+            <th>chain</th>
+            <th>on disk</th>
+          </tr>
+        </thead>
         <tbody>
           {held.data.map((r) => (
             <tr key={r.id} data-replica={r.id}>
@@ -85,34 +119,70 @@ function VmReplication({ status, onChange }: { status: Status; onChange: () => v
   };
   return (
     <div className="panel">
-      <h3>{status.vm} → {status.to}</h3>
-      {can('post', '/vms/{name}/replication/sync') ? <div className="actions">
-        <button disabled={action.busy} onClick={async () => { await action.run(() => api.post('/vms/{name}/replication/sync', { path })); onChange(); }}>Sync now</button>
-        <button disabled={action.busy} onClick={async () => { await action.run(() => status.state === 'paused' ? api.post('/vms/{name}/replication/resume', { path }) : api.post('/vms/{name}/replication/pause', { path })); onChange(); }}>
-          {status.state === 'paused' ? 'Resume' : 'Pause'}
-        </button>
-      </div> : null}
+      <h3>
+        {status.vm} → {status.to}
+      </h3>
+      {can('post', '/vms/{name}/replication/sync') ? (
+        <div className="actions">
+          <button
+            disabled={action.busy}
+            onClick={async () => {
+              await action.run(() => api.post('/vms/{name}/replication/sync', { path }));
+              onChange();
+            }}
+          >
+            Sync now
+          </button>
+          <button
+            disabled={action.busy}
+            onClick={async () => {
+              await action.run(() =>
+                status.state === 'paused'
+                  ? api.post('/vms/{name}/replication/resume', { path })
+                  : api.post('/vms/{name}/replication/pause', { path }),
+              );
+              onChange();
+            }}
+          >
+            {status.state === 'paused' ? 'Resume' : 'Pause'}
+          </button>
+        </div>
+      ) : null}
       <ErrorBox error={action.error ?? points.error} />
       <h4>Lag over time</h4>
       <LagChart points={lagPoints} rpoSeconds={status.rpoSeconds} now={Date.now()} />
       <h4>Recovery points at {status.to}</h4>
       <table className="points">
-        <thead><tr><th>point</th><th>consistency</th><th>committed</th><th /></tr></thead>
+        <thead>
+          <tr>
+            <th>point</th>
+            <th>consistency</th>
+            <th>committed</th>
+            <th />
+          </tr>
+        </thead>
         <tbody>
           {[...lagPoints].reverse().map((p) => (
             <tr key={p.id}>
               <td>{time(p.time)}</td>
               <td>{p.consistency}</td>
               <td>{time(p.committedAt)}</td>
-              <td>{can('post', '/vms/{name}/replication/verify') ? <button disabled={action.busy || !p.id} onClick={() => p.id && verify(p.id)}>Verify</button> : null}</td>
+              <td>
+                {can('post', '/vms/{name}/replication/verify') ? (
+                  <button disabled={action.busy || !p.id} onClick={() => p.id && verify(p.id)}>
+                    Verify
+                  </button>
+                ) : null}
+              </td>
             </tr>
           ))}
         </tbody>
       </table>
       {verified ? (
         <div className="verify-report">
-          <strong>Write log of the point {time(verified.point)}</strong>: {verified.report.records} records, gap-free up to {verified.report.gapFreePrefix},
-          last {verified.report.lastSequence ?? '-'}, {verified.report.gaps.length} gaps, {verified.report.torn.length} torn.
+          <strong>Write log of the point {time(verified.point)}</strong>: {verified.report.records} records, gap-free up
+          to {verified.report.gapFreePrefix}, last {verified.report.lastSequence ?? '-'}, {verified.report.gaps.length}{' '}
+          gaps, {verified.report.torn.length} torn.
         </div>
       ) : null}
     </div>

@@ -53,31 +53,57 @@ export function RunPage({ id }: { id: string }) {
   }, [id, generation]);
   const path = { id };
   const act = async (which: 'continue' | 'cancel' | 'resume'): Promise<void> => {
-    const fn = which === 'continue' ? () => api.post('/plan-runs/{id}/continue', { path })
-      : which === 'cancel' ? () => api.post('/plan-runs/{id}/cancel', { path }) : () => api.post('/plan-runs/{id}/resume', { path });
+    const fn =
+      which === 'continue'
+        ? () => api.post('/plan-runs/{id}/continue', { path })
+        : which === 'cancel'
+          ? () => api.post('/plan-runs/{id}/cancel', { path })
+          : () => api.post('/plan-runs/{id}/resume', { path });
     // A resumed run streams again: follow it anew.
     if ((await action.run(fn)) && which === 'resume') setGeneration((g) => g + 1);
   };
   const live = run?.state === 'running' || run?.state === 'waiting';
   return (
     <section className="run-page" data-state={run?.state ?? 'loading'}>
-      <h2>Run {id} {run ? <span className="muted">· {run.mode} of plan <a href={href('plans', run.plan)}>{run.plan}</a></span> : null}</h2>
+      <h2>
+        Run {id}{' '}
+        {run ? (
+          <span className="muted">
+            · {run.mode} of plan <a href={href('plans', run.plan)}>{run.plan}</a>
+          </span>
+        ) : null}
+      </h2>
       <ErrorBox error={streamError} />
       {run ? (
         <>
           <p className="run-state">
-            <span className={`badge result-${run.result ?? run.state}`}>{run.result ?? run.state}</span> started {time(run.startedAt)}
+            <span className={`badge result-${run.result ?? run.state}`}>{run.result ?? run.state}</span> started{' '}
+            {time(run.startedAt)}
             {run.endedAt ? `, ended ${time(run.endedAt)}` : ''}
           </p>
           {run.state === 'waiting' ? (
             <div className="prompt" role="alert">
-              <p><strong>The run waits for you:</strong> <span className="prompt-message">{run.prompt}</span></p>
-              {can('post', '/plan-runs/{id}/continue') ? <button className="primary continue" disabled={action.busy} onClick={() => act('continue')}>Continue</button> : null}
+              <p>
+                <strong>The run waits for you:</strong> <span className="prompt-message">{run.prompt}</span>
+              </p>
+              {can('post', '/plan-runs/{id}/continue') ? (
+                <button className="primary continue" disabled={action.busy} onClick={() => act('continue')}>
+                  Continue
+                </button>
+              ) : null}
             </div>
           ) : null}
           <div className="actions">
-            {live && can('post', '/plan-runs/{id}/cancel') ? <button disabled={action.busy} onClick={() => act('cancel')}>Cancel run</button> : null}
-            {run.state === 'interrupted' && can('post', '/plan-runs/{id}/resume') ? <button className="primary" disabled={action.busy} onClick={() => act('resume')}>Resume run</button> : null}
+            {live && can('post', '/plan-runs/{id}/cancel') ? (
+              <button disabled={action.busy} onClick={() => act('cancel')}>
+                Cancel run
+              </button>
+            ) : null}
+            {run.state === 'interrupted' && can('post', '/plan-runs/{id}/resume') ? (
+              <button className="primary" disabled={action.busy} onClick={() => act('resume')}>
+                Resume run
+              </button>
+            ) : null}
           </div>
           <ErrorBox error={action.error} />
           <ol className="steps">

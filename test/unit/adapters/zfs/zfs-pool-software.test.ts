@@ -42,36 +42,69 @@ test('a zfs-fuse pool is version 23 with no features', () => {
 });
 
 test('an OpenZFS pool has no version and reports its enabled and active features only', () => {
-  assert.deepEqual(parsePoolProps(OPENZFS_22, 'tank'), { version: null, features: ['async_destroy', 'bookmarks', 'empty_bpobj', 'extensible_dataset', 'lz4_compress'] });
-  assert.deepEqual(parsePoolProps(OPENZFS_22, 'other'), { version: null, features: [] }, 'lines of another pool are not this pool\'s');
+  assert.deepEqual(parsePoolProps(OPENZFS_22, 'tank'), {
+    version: null,
+    features: ['async_destroy', 'bookmarks', 'empty_bpobj', 'extensible_dataset', 'lz4_compress'],
+  });
+  assert.deepEqual(
+    parsePoolProps(OPENZFS_22, 'other'),
+    { version: null, features: [] },
+    "lines of another pool are not this pool's",
+  );
 });
 
-test('zfs version names the kernel module\'s OpenZFS release', () => {
+test("zfs version names the kernel module's OpenZFS release", () => {
   assert.equal(parseZfsVersion('zfs-2.2.2-0ubuntu9.1\nzfs-kmod-2.2.0-0ubuntu1\n'), 'OpenZFS 2.2.0');
   assert.equal(parseZfsVersion('zfs-2.1.11-1\n'), 'OpenZFS 2.1.11');
   assert.equal(parseZfsVersion('unrecognized command'), null);
 });
 
 function fakeHost(answers: Record<string, string | Error>): ZfsHost {
-  return { run: async (tool: string, args: string[]) => {
-    const a = answers[`${tool} ${args.join(' ')}`];
-    if (a === undefined || a instanceof Error) throw a ?? new Error(`unexpected ${tool} ${args.join(' ')}`);
-    return a;
-  } } as unknown as ZfsHost;
+  return {
+    run: async (tool: string, args: string[]) => {
+      const a = answers[`${tool} ${args.join(' ')}`];
+      if (a === undefined || a instanceof Error) throw a ?? new Error(`unexpected ${tool} ${args.join(' ')}`);
+      return a;
+    },
+  } as unknown as ZfsHost;
 }
 
 test('the software of a legacy pool is its version; of a feature-flag pool its release, or "feature flags"', async () => {
-  assert.deepEqual(await readPoolSoftware(fakeHost({ 'zpool get all mamori-cd915a57-probe': ZFS_FUSE }), 'mamori-cd915a57-probe'), { softwareVersion: 'pool version 23', features: [] });
+  assert.deepEqual(
+    await readPoolSoftware(fakeHost({ 'zpool get all mamori-cd915a57-probe': ZFS_FUSE }), 'mamori-cd915a57-probe'),
+    { softwareVersion: 'pool version 23', features: [] },
+  );
   const features = ['async_destroy', 'bookmarks', 'empty_bpobj', 'extensible_dataset', 'lz4_compress'];
-  assert.deepEqual(await readPoolSoftware(fakeHost({ 'zpool get all tank': OPENZFS_22, 'zfs version': 'zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n' }), 'tank'), { softwareVersion: 'OpenZFS 2.2.2', features });
-  assert.deepEqual(await readPoolSoftware(fakeHost({ 'zpool get all tank': OPENZFS_22, 'zfs version': new Error('unrecognized command') }), 'tank'), { softwareVersion: 'feature flags', features });
+  assert.deepEqual(
+    await readPoolSoftware(
+      fakeHost({ 'zpool get all tank': OPENZFS_22, 'zfs version': 'zfs-2.2.2-1\nzfs-kmod-2.2.2-1\n' }),
+      'tank',
+    ),
+    { softwareVersion: 'OpenZFS 2.2.2', features },
+  );
+  assert.deepEqual(
+    await readPoolSoftware(
+      fakeHost({ 'zpool get all tank': OPENZFS_22, 'zfs version': new Error('unrecognized command') }),
+      'tank',
+    ),
+    { softwareVersion: 'feature flags', features },
+  );
 });
 
 test('the OpenZFS feature sets are those of compatibility.d, each release a superset of the one before', () => {
   const sets = OPENZFS_FEATURE_SETS;
-  assert.deepEqual(Object.fromEntries(Object.entries(sets).map(([k, v]) => [k, v.length])), { 'openzfs-2.0-linux': 33, 'openzfs-2.1-linux': 34, 'openzfs-2.2': 39, 'openzfs-2.3': 44 });
+  assert.deepEqual(Object.fromEntries(Object.entries(sets).map(([k, v]) => [k, v.length])), {
+    'openzfs-2.0-linux': 33,
+    'openzfs-2.1-linux': 34,
+    'openzfs-2.2': 39,
+    'openzfs-2.3': 44,
+  });
   const order = ['openzfs-2.0-linux', 'openzfs-2.1-linux', 'openzfs-2.2', 'openzfs-2.3'];
-  for (let i = 1; i < order.length; i++) assert.ok(sets[order[i - 1]!]!.every((f) => sets[order[i]!]!.includes(f)), `${order[i]} holds ${order[i - 1]}`);
+  for (let i = 1; i < order.length; i++)
+    assert.ok(
+      sets[order[i - 1]!]!.every((f) => sets[order[i]!]!.includes(f)),
+      `${order[i]} holds ${order[i - 1]}`,
+    );
   assert.ok(!sets['openzfs-2.0-linux']!.includes('draid') && sets['openzfs-2.1-linux']!.includes('draid'));
   assert.ok(!sets['openzfs-2.1-linux']!.includes('block_cloning') && sets['openzfs-2.2']!.includes('block_cloning'));
 });
