@@ -1,8 +1,8 @@
-import AjvModule, { type ValidateFunction } from 'ajv';
+import { Ajv, type ValidateFunction } from 'ajv';
 import { MamoriError } from '../core/mamori-error.js';
 
-// ajv's CommonJS default export, as src/adapters/adapter-client.ts takes it.
-const Ajv = AjvModule.default ?? AjvModule;
+// The named export: the same class under Node's ESM and a bundler's resolution (the web console
+// type-checks this file through the plan types it imports), where the default export differs.
 const ajv = new Ajv({ allErrors: true, strict: false });
 
 /**
