@@ -1,3 +1,4 @@
+import { writeLock } from '../write-lock.js';
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, DesktopPoolTable, PoolReplicaTable } from '../schema.js';
 import {
@@ -263,6 +264,10 @@ export class DesktopPoolRepo {
     at: string,
   ): Promise<Map<string, string>> {
     return this.#db.transaction().execute(async (tx) => {
+      // Read, choose, then write: two provisionings on one range (two pools, or two servers on
+      // PostgreSQL) must not both choose the same free address. SQLite's single writer orders
+      // them already; on PostgreSQL the loser would fail on the primary key.
+      await writeLock(tx, 'pool_addresses');
       const held = new Set((await tx.selectFrom('pool_addresses').select('address').execute()).map((r) => r.address));
       const chosen = choose(held);
       for (const [vmId, address] of chosen)
