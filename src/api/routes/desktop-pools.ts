@@ -5,6 +5,20 @@ import { errorResponses, nameParam } from '../schemas.js';
 
 const free = { type: 'object', additionalProperties: true } as const;
 const oneLine = { type: 'string', minLength: 1, maxLength: 4096, pattern: '^[^\\n]*$' } as const;
+const desktop = { type: 'string', minLength: 1, maxLength: 63 } as const;
+/** The bodies of assign/unassign and session-start/session-end: a desktop, and the user for the first of each. */
+const desktopAndUser = {
+  type: 'object',
+  required: ['desktop', 'user'],
+  additionalProperties: false,
+  properties: { desktop, user: { type: 'string', minLength: 1, maxLength: 128 } },
+} as const;
+const desktopOnly = {
+  type: 'object',
+  required: ['desktop'],
+  additionalProperties: false,
+  properties: { desktop },
+} as const;
 const size = {
   anyOf: [
     { type: 'string', maxLength: 32 },
@@ -199,15 +213,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           summary:
             'Assign a desktop to a user (a dedicated desktop); it stops counting as a spare, so another may power on',
           params: nameParam,
-          body: {
-            type: 'object',
-            required: ['desktop', 'user'],
-            additionalProperties: false,
-            properties: {
-              desktop: { type: 'string', minLength: 1, maxLength: 63 },
-              user: { type: 'string', minLength: 1, maxLength: 128 },
-            },
-          },
+          body: desktopAndUser,
           response: { 200: free, ...errorResponses },
         },
       },
@@ -220,12 +226,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           summary:
             'Free a desktop of its user; without a session it is a spare again, powered off if the pool has more spares than its target',
           params: nameParam,
-          body: {
-            type: 'object',
-            required: ['desktop'],
-            additionalProperties: false,
-            properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 } },
-          },
+          body: desktopOnly,
           response: { 200: free, ...errorResponses },
         },
       },
@@ -238,15 +239,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           summary:
             "A user's session on a running desktop began (a connection broker reports it): the desktop is in use until the session ends or it powers off",
           params: nameParam,
-          body: {
-            type: 'object',
-            required: ['desktop', 'user'],
-            additionalProperties: false,
-            properties: {
-              desktop: { type: 'string', minLength: 1, maxLength: 63 },
-              user: { type: 'string', minLength: 1, maxLength: 128 },
-            },
-          },
+          body: desktopAndUser,
           response: { 200: free, ...errorResponses },
         },
       },
@@ -259,12 +252,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           summary:
             'The session on a desktop ended: unless assigned, it is a spare again, powered off if the pool has more spares than its target',
           params: nameParam,
-          body: {
-            type: 'object',
-            required: ['desktop'],
-            additionalProperties: false,
-            properties: { desktop: { type: 'string', minLength: 1, maxLength: 63 } },
-          },
+          body: desktopOnly,
           response: { 200: free, ...errorResponses },
         },
       },
