@@ -11,6 +11,46 @@ import { VmRepo } from '../../../src/store/repos/vm-repo.js';
 import { DiskRepo } from '../../../src/store/repos/disk-repo.js';
 import { describeEachDialect } from '../../harness/store-dialects.js';
 import { SCHEMA_STEPS_BEFORE_POSTGRES } from './schema-before-postgres.js';
+import type { Store } from '../../../src/store/store.js';
+
+type Db = Store['db'];
+
+/** A raw VM row (the schema is what is tested here, not the definition's shape). */
+async function insertVmRow(db: Db): Promise<void> {
+  await db
+    .insertInto('vms')
+    .values({
+      id: 'vm1',
+      name: 'a',
+      definition: '{}',
+      state: 'stopped',
+      state_reason: null,
+      pid: null,
+      last_heartbeat_at: null,
+      created_at: 't',
+      updated_at: 't',
+    })
+    .execute();
+}
+
+/** A raw disk row of vm1. */
+async function insertDiskRow(db: Db, over: { size_bytes: number; shared: number; owned_by_vm: number }): Promise<void> {
+  await db
+    .insertInto('disks')
+    .values({
+      id: 'd1',
+      name: 'd',
+      pool: 'p',
+      kind: 'file',
+      format: 'qcow2',
+      path: '/x',
+      rdm_mode: null,
+      vm_id: 'vm1',
+      created_at: 't',
+      ...over,
+    })
+    .execute();
+}
 
 /** Every table src/store/schema.ts declares. */
 const TABLES = [
@@ -78,37 +118,8 @@ describeEachDialect('migrations', (f) => {
 
   test('whole numbers past 2^31 and fractions read back as numbers, as written', async () => {
     const { db } = await f.open();
-    await db
-      .insertInto('vms')
-      .values({
-        id: 'vm1',
-        name: 'a',
-        definition: '{}',
-        state: 'stopped',
-        state_reason: null,
-        pid: null,
-        last_heartbeat_at: null,
-        created_at: 't',
-        updated_at: 't',
-      })
-      .execute();
-    await db
-      .insertInto('disks')
-      .values({
-        id: 'd1',
-        name: 'd',
-        pool: 'p',
-        kind: 'file',
-        format: 'qcow2',
-        path: '/x',
-        size_bytes: 2 ** 42 + 1,
-        rdm_mode: null,
-        shared: 1,
-        vm_id: 'vm1',
-        owned_by_vm: 0,
-        created_at: 't',
-      })
-      .execute();
+    await insertVmRow(db);
+    await insertDiskRow(db, { size_bytes: 2 ** 42 + 1, shared: 1, owned_by_vm: 0 });
     await db
       .insertInto('jobs')
       .values({
@@ -186,37 +197,8 @@ describeEachDialect('migrations', (f) => {
 
   test('foreign keys hold: ON DELETE SET NULL and CASCADE act, a dangling reference is refused', async () => {
     const { db } = await f.open();
-    await db
-      .insertInto('vms')
-      .values({
-        id: 'vm1',
-        name: 'a',
-        definition: '{}',
-        state: 'stopped',
-        state_reason: null,
-        pid: null,
-        last_heartbeat_at: null,
-        created_at: 't',
-        updated_at: 't',
-      })
-      .execute();
-    await db
-      .insertInto('disks')
-      .values({
-        id: 'd1',
-        name: 'd',
-        pool: 'p',
-        kind: 'file',
-        format: 'qcow2',
-        path: '/x',
-        size_bytes: 1,
-        rdm_mode: null,
-        shared: 0,
-        vm_id: 'vm1',
-        owned_by_vm: 1,
-        created_at: 't',
-      })
-      .execute();
+    await insertVmRow(db);
+    await insertDiskRow(db, { size_bytes: 1, shared: 0, owned_by_vm: 1 });
     await db
       .insertInto('snapshots')
       .values({ id: 's1', vm_id: 'vm1', name: 'snap', created_at: 't', running: 0 })
