@@ -65,25 +65,21 @@ export async function makeReplica(
   dir: string,
   layers: ReplicaLayer[],
   opts: { held?: HeldLayers; onProgress?: (f: number) => void } = {},
-): Promise<{ files: string[]; sizeBytes: number; linked: number }> {
+): Promise<{ files: string[]; sizeBytes: number }> {
   await mkdir(dir, { recursive: true });
   const files: string[] = [];
   try {
     let sizeBytes = 0;
-    let linked = 0;
     for (const [i, l] of layers.entries()) {
       const file = join(dir, `disk${i}.qcow2`);
       const tmp = `${file}.partial`;
       files.push(file);
       await rm(tmp, { force: true });
-      await rm(file, { force: true });
-      if (
-        opts.held &&
+      const isLinked =
+        opts.held !== undefined &&
         (await isWholeQcow2(l)) &&
-        (await opts.held(async (h) => h.masterOff && linkLayer(h.layers?.[i], l, file)))
-      ) {
-        linked++;
-      } else {
+        (await opts.held(async (h) => h.masterOff && linkLayer(h.layers?.[i], l, file)));
+      if (!isLinked) {
         await flattenToQcow2(l.path, l.format, tmp, 'replica', { forceShare: true });
         await syncFile(tmp);
         await chmod(tmp, 0o444);
@@ -93,7 +89,7 @@ export async function makeReplica(
       opts.onProgress?.((i + 1) / layers.length);
     }
     await syncDirectory(dir);
-    return { files, sizeBytes, linked };
+    return { files, sizeBytes };
   } catch (e) {
     for (const f of files) await rm(f, { force: true });
     for (const f of files) await rm(`${f}.partial`, { force: true });

@@ -1,4 +1,5 @@
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { linkCount } from '../disks/shared-layer.js';
 import type { VmRepo } from '../store/repos/vm-repo.js';
 import type { DesktopPoolRepo, PoolRecord } from '../store/repos/desktop-pool-repo.js';
 import type { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
@@ -160,7 +161,7 @@ export async function poolView(
 /** Every file of the replica has another name (the master's layer). */
 async function isLinked(files: string[]): Promise<boolean> {
   if (files.length === 0) return false;
-  for (const f of files) if (((await stat(f).catch(() => null))?.nlink ?? 1) < 2) return false;
+  for (const f of files) if ((await linkCount(f).catch(() => 1)) < 2) return false;
   return true;
 }
 
