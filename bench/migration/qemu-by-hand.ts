@@ -12,7 +12,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { buildVmArgv } from '../../src/qemu/vm-argv.js';
-import { createImage } from '../../src/qemu/qemu-img.js';
+import { createImage } from '../../src/qemu/qemu-img-write.js';
 import { QmpClient } from '../../src/qemu/qmp-client.js';
 import { freePort } from '../../src/core/free-port.js';
 import type { VmDefinition } from '../../src/vms/vm-definition.js';

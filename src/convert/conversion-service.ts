@@ -14,7 +14,7 @@ import { pullFromAgent } from './p2v-pull.js';
 import type { ConvergeResult, ConvergePass } from './p2v-converge.js';
 import { join } from 'node:path';
 import { StorageDaemon } from '../qemu/storage-daemon.js';
-import { checkUntrustedImage, untrustedImageInfo } from '../qemu/qemu-img.js';
+import { checkUntrustedImage, untrustedImageInfo } from '../qemu/qemu-img-read.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import { readOvfSource } from './ovf-source.js';
 import { compatibilityWarnings, conversionBlockers, guestHasVirtioBlk, guestHasVirtioNet } from './compatibility.js';

@@ -9,7 +9,7 @@ import type { JobJournal, Job } from '../jobs/job-journal.js';
 import type { Logger } from '../core/logger.js';
 import { activeLayer, type DiskRecord } from '../disks/disk-record.js';
 import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
-import { exportImage } from '../qemu/qemu-img.js';
+import { exportImage } from '../qemu/qemu-img-write.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { buildOvf } from './ovf-descriptor.js';
 import { writeTar } from './ova-archive.js';

@@ -13,14 +13,8 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { HostPathPolicy } from '../host/host-path-policy.js';
 import { hostPathIdentity } from '../host/host-path-policy.js';
 import { discardStaged, placeStaged, stagedFilesIn, stagingPath } from './staged-file.js';
-import {
-  checkUntrustedImage,
-  convertImage,
-  createImage,
-  createQcow2,
-  untrustedImageInfo,
-  untrustedImageName,
-} from '../qemu/qemu-img.js';
+import { checkUntrustedImage, untrustedImageInfo, untrustedImageName } from '../qemu/qemu-img-read.js';
+import { convertImage, createImage, createQcow2 } from '../qemu/qemu-img-write.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { SitePaths } from '../core/site-paths.js';

@@ -2,7 +2,8 @@ import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { convertToRaw, mapImage, queryImageInfo, type MapExtent } from '../qemu/qemu-img.js';
+import { mapImage, queryImageInfo, type MapExtent } from '../qemu/qemu-img-read.js';
+import { convertToRaw } from '../qemu/qemu-img-write.js';
 import { decodeSlot, WL_RECORD_SIZE, type TornReason } from './writelog-format.js';
 
 export { parseGuestSerial, parseHeartbeats, parseSerialAcks } from './serial-log.js';

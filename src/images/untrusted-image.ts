@@ -2,7 +2,7 @@ import { open, realpath, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
 import { runProcess } from '../core/run-process.js';
-import type { UntrustedImageSpec } from '../qemu/qemu-img.js';
+import type { UntrustedImageSpec } from '../qemu/qemu-img-read.js';
 import { fileImageBytes } from './image-bytes.js';
 import {
   UNTRUSTED_FORMATS,
@@ -33,7 +33,8 @@ export interface VettedImage extends UntrustedImageSpec {
  * the format is decided here (or given) and pinned, and every file the image names is refused
  * (backing files, external data files, parents) except a split VMDK's extents that are plain
  * regular files in the descriptor's own folder. Hand the result to the untrusted* functions of
- * src/qemu/qemu-img.ts (or untrustedImageName for qemu-nbd), which also cut backing files.
+ * src/qemu/qemu-img-read.ts and qemu-img-write.ts (or untrustedImageName for qemu-nbd), which also
+ * cut backing files.
  */
 export async function vetUntrustedImage(source: UntrustedSource): Promise<VettedImage> {
   const where = source.member ? `${source.file} (the member at byte ${source.member.offset})` : source.file;

@@ -2,7 +2,13 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
-import { checkImage, checkUntrustedImage, imageInfo, tarMemberFilename, untrustedImageName } from '../qemu/qemu-img.js';
+import {
+  checkImage,
+  checkUntrustedImage,
+  imageInfo,
+  tarMemberFilename,
+  untrustedImageName,
+} from '../qemu/qemu-img-read.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';

@@ -9,7 +9,7 @@ import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import { newShortId, newUuid } from '../core/ids.js';
-import { createQcow2 } from '../qemu/qemu-img.js';
+import { createQcow2 } from '../qemu/qemu-img-write.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { writeNoCloudDrive, type NoCloudInterface } from '../guest/nocloud-drive.js';
 import type { ProtectedVm } from './protected-site.js';

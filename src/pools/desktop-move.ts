@@ -1,6 +1,6 @@
 import { access, copyFile, mkdir, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { rebaseUnsafe } from '../qemu/qemu-img.js';
+import { rebaseUnsafe } from '../qemu/qemu-img-write.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import type { DesktopFiles } from './desktop-clone.js';
 

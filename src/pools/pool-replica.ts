@@ -2,7 +2,8 @@ import { chmod, link, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { snapshotOverlayIndex } from '../vms/vm-snapshots.js';
 import type { DiskRecord } from '../disks/disk-record.js';
-import { flattenToQcow2, measureQcow2, queryImageInfo } from '../qemu/qemu-img.js';
+import { measureQcow2, queryImageInfo } from '../qemu/qemu-img-read.js';
+import { flattenToQcow2 } from '../qemu/qemu-img-write.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import { MamoriError } from '../core/mamori-error.js';
 
@@ -49,7 +50,7 @@ export function snapshotLayer(d: DiskRecord, snapshot: string): ReplicaLayer {
 export async function measureReplica(layers: ReplicaLayer[]): Promise<number> {
   let total = 0;
   for (const l of layers) {
-    // The replica layout: written once, only read after (qemu-img.ts, QCOW2_LAYOUTS).
+    // The replica layout: written once, only read after (qemu/qcow2-layouts.ts).
     total += (await measureQcow2(l.path, l.format, 'replica', { forceShare: true })).required;
   }
   return total;

@@ -1,7 +1,7 @@
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createQcow2 } from '../qemu/qemu-img.js';
+import { createQcow2 } from '../qemu/qemu-img-write.js';
 
 /**
  * Writes small images sparse, in-process. A new qcow2's metadata clusters and an ISO's

@@ -1,12 +1,6 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import {
-  checkImageExclusive,
-  commitImage,
-  openImageExclusive,
-  rebaseSafe,
-  rebaseUnsafe,
-  type BackingRef,
-} from '../qemu/qemu-img.js';
+import { checkImageExclusive, openImageExclusive } from '../qemu/qemu-img-read.js';
+import { commitImage, rebaseSafe, rebaseUnsafe, type BackingRef } from '../qemu/qemu-img-write.js';
 
 /**
  * qemu-img over a replica chain's files: the explicit `json:` chain name, and the checks that

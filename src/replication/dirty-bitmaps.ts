@@ -1,5 +1,6 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { editBitmap, queryImageInfo, type StoredBitmap } from '../qemu/qemu-img.js';
+import { queryImageInfo, type StoredBitmap } from '../qemu/qemu-img-read.js';
+import { editBitmap } from '../qemu/qemu-img-write.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 
 /**

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { createQcow2 } from '../qemu/qemu-img.js';
+import { createQcow2 } from '../qemu/qemu-img-write.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { QmpTransactionAction } from '../qemu/qmp-types.js';
 import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
-import { createQcow2 } from '../qemu/qemu-img.js';
+import { createQcow2 } from '../qemu/qemu-img-write.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import {
   assertClosedAndSound,

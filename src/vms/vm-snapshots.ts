@@ -8,7 +8,7 @@ import type { VmRow } from '../store/repos/vm-repo.js';
 import { activeLayer, type DiskRecord } from '../disks/disk-record.js';
 import { assertValidName } from '../core/names.js';
 import { MamoriError } from '../core/mamori-error.js';
-import { commitImage, createQcow2, rebaseUnsafe } from '../qemu/qemu-img.js';
+import { commitImage, createQcow2, rebaseUnsafe } from '../qemu/qemu-img-write.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { commitLayerLive } from './live-layer-commit.js';
 import { linkCount, unshareFile } from '../disks/shared-layer.js';

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { vetUntrustedImage } from '../../../src/images/untrusted-image.js';
-import { convertUntrustedImage, untrustedImageInfo, untrustedImageName } from '../../../src/qemu/qemu-img.js';
+import { untrustedImageInfo, untrustedImageName } from '../../../src/qemu/qemu-img-read.js';
+import { convertUntrustedImage } from '../../../src/qemu/qemu-img-write.js';
 import {
   MARKER,
   markerFile,

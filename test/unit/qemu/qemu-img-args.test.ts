@@ -7,6 +7,12 @@ import { isMamoriError } from '../../../src/core/mamori-error.js';
 import {
   checkImage,
   checkImageExclusive,
+  mapImage,
+  measureQcow2,
+  openImageExclusive,
+  queryImageInfo,
+} from '../../../src/qemu/qemu-img-read.js';
+import {
   commitImage,
   convertImage,
   convertToRaw,
@@ -14,19 +20,15 @@ import {
   createQcow2,
   editBitmap,
   flattenToQcow2,
-  mapImage,
-  measureQcow2,
-  openImageExclusive,
-  queryImageInfo,
   rebaseSafe,
   rebaseUnsafe,
-} from '../../../src/qemu/qemu-img.js';
+} from '../../../src/qemu/qemu-img-write.js';
 import { assertClosedAndSound, commitChain, rebaseChain, rebaseHeader } from '../../../src/replication/chain-images.js';
 import { editImageBitmap, readImageBitmaps } from '../../../src/replication/dirty-bitmaps.js';
 
 /**
  * The argument arrays each qemu-img function passes, against the arrays the call sites
- * spelled out before they went through src/qemu/qemu-img.ts (issue 20): a fake qemu-img first
+ * spelled out before they went through src/qemu/qemu-img-read.ts and qemu-img-write.ts (issue 20): a fake qemu-img first
  * on PATH records its argv and answers with canned JSON, or fails as told.
  */
 const SITE = 'cluster_size=131072,extended_l2=on';
