@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import type { IncomingTarget } from './migration-target.js';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
@@ -18,16 +19,6 @@ import { MamoriError } from '../core/mamori-error.js';
 import { freePort } from '../core/free-port.js';
 import type { Logger } from '../core/logger.js';
 import type { MigrationSource } from './migration-source.js';
-
-export interface IncomingTarget {
-  vmId: string;
-  host: string;
-  /** QEMU's NBD server: the source mirrors each disk into export disk<i>. */
-  nbdPort: number;
-  exports: string[];
-  /** QEMU's migration listener (TLS). */
-  migrationPort: number;
-}
 
 const TLS_ID = 'mig-tls';
 

@@ -16,7 +16,7 @@ import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
-import type { IncomingTarget } from './incoming-migration.js';
+import type { IncomingTarget } from './migration-target.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import { LinkWatchdog, abortConnections } from './link-watchdog.js';
 import { copyReplicaDelta, removeMigrationBitmaps } from './replica-delta-copy.js';

@@ -1,5 +1,5 @@
 import type { Job } from '../jobs/job-journal.js';
-import type { IncomingTarget } from './incoming-migration.js';
+import type { IncomingTarget } from './migration-target.js';
 
 /** What a migration job keeps in its journal context (the source's record of the migration). */
 export interface MigrationContext {
