@@ -1,8 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { CheckInput, ConversionService, ConvertInput } from '../../convert/conversion-service.js';
+import type { ConversionService } from '../../convert/conversion-service.js';
+import type { CheckInput, ConvertInput } from '../../convert/conversion-input.js';
 import type { NbdTlsMaterial } from '../../nbd/nbd-tls-creds.js';
 import { EXPORT_FORMATS, type ExportService, type VmExportFormat } from '../../convert/export-service.js';
-import { inspectSource } from '../../convert/conversion-service.js';
+import { inspectSource } from '../../convert/image-conversion.js';
 import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import type { HostPathPolicy } from '../../host/host-path-policy.js';

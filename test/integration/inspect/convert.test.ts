@@ -10,7 +10,7 @@ import { SiteProcess } from '../../harness/site-process.js';
 import { buildUki, convertTo, gptUefiDebian, mbrRhel6, mbrWindows2012 } from '../../harness/disk-fixtures.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { ConvertResult } from '../../../src/convert/conversion-service.js';
+import type { ConvertResult } from '../../../src/convert/conversion-job.js';
 
 /*
  * `mamori convert` at a real site: a GPT/UEFI disk (as a streamOptimized VMDK) whose ESP holds a

@@ -9,7 +9,7 @@ import { SiteProcess } from '../../harness/site-process.js';
 import { mbrRhel6 } from '../../harness/disk-fixtures.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { ConvertResult } from '../../../src/convert/conversion-service.js';
+import type { ConvertResult } from '../../../src/convert/conversion-job.js';
 import type { ExportResult } from '../../../src/convert/export-service.js';
 
 /*

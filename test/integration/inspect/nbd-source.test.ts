@@ -11,7 +11,8 @@ import { SiteProcess } from '../../harness/site-process.js';
 import { mbrRhel6 } from '../../harness/disk-fixtures.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { CompatibilityReport, ConvertResult } from '../../../src/convert/conversion-service.js';
+import type { CompatibilityReport } from '../../../src/convert/conversion-service.js';
+import type { ConvertResult } from '../../../src/convert/conversion-job.js';
 import type { InspectionReport } from '../../../src/inspect/inspector.js';
 
 /*

@@ -10,7 +10,7 @@ import { TwoSites } from '../../harness/two-sites.js';
 import { MAMORI_BIN, sleep } from '../../harness/site-process.js';
 import { mbrRhel6 } from '../../harness/disk-fixtures.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { ConvertResult } from '../../../src/convert/conversion-service.js';
+import type { ConvertResult } from '../../../src/convert/conversion-job.js';
 
 /*
  * P2V of a running machine, with real parts: the source "machine" is a network namespace
