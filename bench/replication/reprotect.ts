@@ -35,7 +35,8 @@ import { chunkDigests } from '../../src/replication/block-checksums.js';
 import { bitmapName, editImageBitmap } from '../../src/replication/dirty-bitmaps.js';
 import { ReplicaChain, type ChainLayer } from '../../src/replication/replica-chain.js';
 import { serveStaging } from './staging-export.js';
-import type { CycleTarget, ReplicaPointView } from '../../src/replication/replica-service.js';
+import type { CycleTarget } from '../../src/replication/replica-cycle-server.js';
+import type { ReplicaPointView } from '../../src/replication/replica-service.js';
 import {
   runReplicationCycle,
   type CycleResult,

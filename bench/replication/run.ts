@@ -28,7 +28,8 @@ import {
   type CycleTls,
   type RemoteReplica,
 } from '../../src/replication/replication-cycle.js';
-import type { CycleTarget, ReplicaPointView } from '../../src/replication/replica-service.js';
+import type { CycleTarget } from '../../src/replication/replica-cycle-server.js';
+import type { ReplicaPointView } from '../../src/replication/replica-service.js';
 import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/fleecing-point.js';
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
 import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';

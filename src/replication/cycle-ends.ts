@@ -8,7 +8,8 @@ import type { SitePeers } from '../sites/site-peers.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import type { CycleSource, RemoteReplica } from './replication-cycle.js';
-import type { CycleTarget, ReplicaPointView } from './replica-service.js';
+import type { CycleTarget } from './replica-cycle-server.js';
+import type { ReplicaPointView } from './replica-service.js';
 import { guestFreezeHooks } from './guest-freeze.js';
 import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
 

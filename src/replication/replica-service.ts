@@ -18,17 +18,12 @@ export type {
 } from '../store/records/replica-record.js';
 import { ReplicaChain, type ChainLayer, type PointConsistency } from './replica-chain.js';
 import { ReplicaRemoval, replicaInUse, type ReplicaUsers } from './replica-removal.js';
-import { NbdClient } from '../nbd/nbd-client.js';
-import { chunkDigests } from './block-checksums.js';
-import type { ByteRange } from '../nbd/extent-copy.js';
-import { StorageDaemon } from '../qemu/storage-daemon.js';
-import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
+import { ReplicaCycleServer, type CycleTarget } from './replica-cycle-server.js';
+import { ReplicaUpkeep } from './replica-upkeep.js';
 import type { SiteTls } from '../sites/site-tls.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
-import { freePort } from '../core/free-port.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
-import { faultPoint } from '../core/fault-points.js';
 import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.js';
 import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
@@ -47,40 +42,24 @@ export interface ReplicaSummary extends ReplicaView {
   usedBy: ReplicaUsers;
 }
 
-export interface CycleTarget {
-  cycleId: string;
-  host: string;
-  port: number;
-  /** NBD export name per disk index. */
-  exports: string[];
-}
-
-interface OpenCycle {
-  id: string;
-  daemon: StorageDaemon;
-  chains: ReplicaChain[];
-  /** Each disk's layers below staging (the newest point), for checksums. */
-  parents: ChainLayer[][];
-  /** Read-only daemon over the parents, started by the first checksum request of a resync. */
-  reader: StorageDaemon | null;
-}
-
 /**
  * The recovery side of replication: one replica per protected VM, one ReplicaChain per disk.
  * A cycle opens a staging overlay on every disk and serves them writable over NBD with TLS,
  * accepting only the source site's client certificate. A point exists once every disk's
  * chain has committed and the replica_points row is written: that row is the commit of a
  * multi-disk point, so a crash between two disks' commits never shows a half point.
+ * The storage daemons serving cycles are ReplicaCycleServer's (replica-cycle-server.ts); withdrawal,
+ * retention, compaction and the repair at start are ReplicaUpkeep's (replica-upkeep.ts).
  */
 export class ReplicaService {
   #repo: ReplicaRepo;
   #root: string;
-  #listenHost: () => string;
-  #tls: () => Promise<SiteTls>;
   #log: Logger;
+  /** Per replica: cycles, commits, promotion, deletion and the upkeep at start take turns. */
   #lock = new KeyedLock();
-  #cycles = new Map<string, OpenCycle>();
+  #cycles: ReplicaCycleServer;
   #removal: ReplicaRemoval;
+  #upkeep: ReplicaUpkeep;
 
   constructor(deps: {
     db: Kysely<Database>;
@@ -91,10 +70,22 @@ export class ReplicaService {
   }) {
     this.#repo = new ReplicaRepo(deps.db);
     this.#root = join(deps.dataDir, 'replicas');
-    this.#listenHost = deps.listenHost;
-    this.#tls = deps.tls;
     this.#log = deps.log;
+    this.#cycles = new ReplicaCycleServer({
+      root: this.#root,
+      listenHost: deps.listenHost,
+      tls: deps.tls,
+      log: deps.log,
+    });
     this.#removal = new ReplicaRemoval({ db: deps.db, root: this.#root, log: deps.log });
+    this.#upkeep = new ReplicaUpkeep({
+      repo: this.#repo,
+      root: this.#root,
+      removal: this.#removal,
+      cycles: this.#cycles,
+      lock: this.#lock,
+      log: deps.log,
+    });
   }
 
   /**
@@ -197,8 +188,8 @@ export class ReplicaService {
       if (users.vms.length > 0 || users.replicas.length > 0)
         throw replicaInUse(`the replica ${id} of ${replica.vmName}`, users);
       if (!ReplicaRemoval.isRetired(replica.sourceVmId) && replica.promotedAt === null) await assertSourceDone(replica);
-      await this.#closeCycle(id);
-      await this.#killLeftoverDaemon(id);
+      await this.#cycles.close(id);
+      await this.#cycles.killLeftover(id);
       await this.#removal.remove(id);
       this.#log.info({ replica: id, vm: replica.vmName, source: replica.sourceSite }, 'replica deleted');
     });
@@ -217,45 +208,12 @@ export class ReplicaService {
         );
       }
       await this.#repo.touchContact(id, new Date().toISOString());
-      await this.#closeCycle(id);
+      await this.#cycles.close(id);
       const dir = join(this.#root, id);
-      await this.#killLeftoverDaemon(id);
+      await this.#cycles.killLeftover(id);
       const chains = await Promise.all(replica.disks.map((d) => ReplicaChain.open(join(dir, `disk${d.index}`))));
-      await this.#withdrawUnrecordedPoints(id, chains);
-      const staging = [];
-      for (const c of chains) staging.push(await c.beginCycle());
-      const site = await this.#tls();
-      const tlsDir = await writeQemuTlsCreds({
-        dir: join(dir, 'tls'),
-        site,
-        peerCaPem: peer.caPem,
-        endpoint: 'server',
-      });
-      const host = this.#listenHost();
-      const port = await freePort(host);
-      const cycleId = newShortId('cyc');
-      const exports = replica.disks.map((d) => `disk${d.index}`);
-      try {
-        const daemon = await StorageDaemon.start({
-          ...this.#daemonFiles(id),
-          chains: staging.map((s, i) => ({ id: exports[i]!, layers: s.layers })),
-          // verify-peer with a CA file holding only this peer's CA (and ours, which QEMU needs to
-          // load its own certificate): only the paired site's client certificate gets in.
-          nbd: { listen: { type: 'inet', host, port }, tls: { dir: tlsDir, verifyPeer: true } },
-          exports: exports.map((name) => ({ id: name, node: name, name, writable: true })),
-        });
-        this.#cycles.set(id, {
-          id: cycleId,
-          daemon,
-          chains,
-          parents: staging.map((st) => st.layers.slice(0, -1)),
-          reader: null,
-        });
-      } catch (e) {
-        for (const c of chains) await c.discardCycle().catch(() => undefined);
-        throw e;
-      }
-      return { cycleId, host, port, exports };
+      await this.#upkeep.withdrawUnrecordedPoints(id, chains);
+      return this.#cycles.serve(id, replica.disks, chains, peer);
     });
   }
 
@@ -265,18 +223,9 @@ export class ReplicaService {
     meta: { time: string; consistency: PointConsistency },
   ): Promise<ReplicaPointView> {
     return this.#lock.run(id, async () => {
-      const open = this.#cycles.get(id);
-      if (!open || open.id !== cycleId)
-        throw new MamoriError(
-          'VM_INVALID_STATE',
-          `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`,
-        );
-      this.#cycles.delete(id);
-      // The writer must be gone before a commit: qemu-img check refuses open images.
-      await open.daemon.stop();
-      if (open.reader) await open.reader.kill();
+      const chains = await this.#cycles.end(id, cycleId);
       const perDisk = [];
-      for (const c of open.chains) perDisk.push((await c.commitCycle(meta)).id);
+      for (const c of chains) perDisk.push((await c.commitCycle(meta)).id);
       const committedAt = new Date().toISOString();
       const pointId = perDisk[0]!;
       await this.#repo.addPoint(id, {
@@ -286,16 +235,8 @@ export class ReplicaService {
         committedAt,
         diskPoints: perDisk,
       });
-      await this.#retain(id, open.chains);
-      // After the answer: absorbing a reprotect's seed reads it whole, longer than a commit may take.
-      setImmediate(
-        () =>
-          void this.#lock
-            .run(id, () => this.#compact(id))
-            .catch((e: unknown) =>
-              this.#log.warn({ replica: id, err: e }, 'compaction failed; the next point tries again'),
-            ),
-      );
+      await this.#upkeep.retain(id, chains);
+      this.#upkeep.compactLater(id);
       return {
         id: pointId,
         time: meta.time,
@@ -306,47 +247,13 @@ export class ReplicaService {
     });
   }
 
-  /**
-   * Digests of a span of one disk's newest point (what staging started from), for a source
-   * that lost its dirty bitmap: hashed here, next to the data, so only digests cross the link.
-   */
+  /** Digests of a span of one disk's newest point, for a resync (ReplicaCycleServer.checksums). */
   async checksums(
     id: string,
     cycleId: string,
     input: { disk: number; offset: number; length: number; chunkSize: number },
   ): Promise<Buffer> {
-    return this.#lock.run(id, async () => {
-      const open = this.#cycles.get(id);
-      if (!open || open.id !== cycleId)
-        throw new MamoriError(
-          'VM_INVALID_STATE',
-          `cycle ${cycleId} of replica ${id} is not open (it was cut or already ended); start a new one`,
-        );
-      const layers = open.parents[input.disk];
-      if (layers === undefined)
-        throw new MamoriError('OUT_OF_RANGE', `replica ${id} has no disk ${input.disk}`, {
-          details: { disk: input.disk },
-        });
-      if (open.reader === null) {
-        const dir = join(this.#root, id);
-        open.reader = await StorageDaemon.start({
-          ...this.#readerFiles(id),
-          chains: open.parents.map((l, i) => ({ id: `point${i}`, layers: l, readOnly: true })),
-          nbd: { listen: { type: 'unix', path: join(dir, 'rd-nbd.sock') } },
-          exports: open.parents.map((_, i) => ({ id: `point${i}`, node: `point${i}`, name: `point${i}` })),
-        });
-      }
-      const client = await NbdClient.connect(
-        { socketPath: join(this.#root, id, 'rd-nbd.sock') },
-        { exportName: `point${input.disk}`, metaContexts: ['base:allocation'] },
-      );
-      try {
-        const range: ByteRange = { offset: input.offset, length: input.length };
-        return await chunkDigests(client, range, input.chunkSize);
-      } finally {
-        await client.disconnect().catch(() => undefined);
-      }
-    });
+    return this.#lock.run(id, () => this.#cycles.checksums(id, cycleId, input));
   }
 
   /** Reprotect: what the seed's disks wrote after their last point (seed-delta.ts); null if none was recorded. */
@@ -385,8 +292,8 @@ export class ReplicaService {
     return this.#lock.run(id, async () => {
       const r = await this.get(id);
       if (r.promotedAt !== null) return { generation: r.failoverGeneration, promotedAt: r.promotedAt };
-      await this.#closeCycle(id);
-      await this.#killLeftoverDaemon(id);
+      await this.#cycles.close(id);
+      await this.#cycles.killLeftover(id);
       const promotedAt = new Date().toISOString();
       await this.#repo.setPromoted(id, promotedAt, r.failoverGeneration + 1);
       return { generation: r.failoverGeneration + 1, promotedAt };
@@ -394,7 +301,7 @@ export class ReplicaService {
   }
 
   async abortCycle(id: string): Promise<void> {
-    await this.#lock.run(id, () => this.#closeCycle(id));
+    await this.#lock.run(id, () => this.#cycles.close(id));
   }
 
   /** Runs the write-log verifier on a point, holding it against retention while it reads. */
@@ -423,115 +330,9 @@ export class ReplicaService {
     }
   }
 
-  /**
-   * At start and before each cycle: a commit cut between two disks (crash, full disk) left
-   * the first disks' chains a point ahead of what replica_points records. Those points were
-   * never a recovery point of the VM; take them back so every chain ends at the same point.
-   */
-  async #withdrawUnrecordedPoints(id: string, chains: ReplicaChain[]): Promise<void> {
-    const recorded = await this.#repo.allDiskPoints(id);
-    for (const [i, chain] of chains.entries()) {
-      const listed = new Set(recorded.map((dp) => dp[i]));
-      for (let newest = chain.newestPoint(); newest !== null && !listed.has(newest.id); newest = chain.newestPoint()) {
-        this.#log.warn(
-          { replica: id, disk: i, point: newest.id },
-          'withdrawing a disk point whose multi-disk commit was cut',
-        );
-        await chain.withdrawNewestPoint(newest.id);
-      }
-    }
-  }
-
-  #daemonFiles(id: string): { qmpSocket: string; pidFile: string } {
-    const dir = join(this.#root, id);
-    return { qmpSocket: join(dir, 'sd-qmp.sock'), pidFile: join(dir, 'sd.pid') };
-  }
-
-  #readerFiles(id: string): { qmpSocket: string; pidFile: string } {
-    const dir = join(this.#root, id);
-    return { qmpSocket: join(dir, 'rd-qmp.sock'), pidFile: join(dir, 'rd.pid') };
-  }
-
-  /**
-   * A storage daemon outlives a killed site server and keeps the staging image open (and
-   * locked); the cycle it served is dead with the server, so it goes, and staging with it.
-   */
-  async #killLeftoverDaemon(id: string): Promise<void> {
-    if (this.#cycles.has(id)) return;
-    await StorageDaemon.killLeftover(this.#readerFiles(id));
-    if (await StorageDaemon.killLeftover(this.#daemonFiles(id))) {
-      this.#log.warn({ replica: id }, 'killed the storage daemon of a cycle cut by a server restart');
-    }
-  }
-
-  /** At server start: bring every replica's chains back in line with its recorded points. */
+  /** At server start: bring every replica's chains back in line with its recorded points (ReplicaUpkeep). */
   async repair(): Promise<void> {
-    await this.#removal
-      .repair()
-      .catch((e: unknown) =>
-        this.#log.error({ err: e }, 'finishing cut replica deletions failed; the next start tries again'),
-      );
-    for (const r of await this.#repo.disksOfAll()) {
-      await this.#lock
-        .run(r.id, async () => {
-          await this.#killLeftoverDaemon(r.id);
-          const disks = r.disks;
-          const chains = await Promise.all(
-            disks.map((d) => ReplicaChain.open(join(this.#root, r.id, `disk${d.index}`))),
-          );
-          await this.#withdrawUnrecordedPoints(r.id, chains);
-          await this.#releaseSeeds(r.id, disks);
-        })
-        .catch((e: unknown) =>
-          this.#log.error({ replica: r.id, err: e }, 'replica repair failed; the next cycle tries again'),
-        );
-    }
-  }
-
-  /**
-   * Compaction: the seed a reprotect left under the chain (the old disk, and through it the
-   * chain of an earlier replica and a recovered VM's overlay) is copied into the base once the
-   * replica has a point, then released: the retired replica it came from and the superseded
-   * VM's files are deleted. So each failover/failback round replaces the previous round's
-   * layers instead of stacking on them. Not while a VM runs on a point (its QEMU reads the
-   * base) or a cycle is open.
-   */
-  async #compact(id: string): Promise<void> {
-    if (this.#cycles.has(id)) return;
-    if (await this.#repo.isHeld(id)) return;
-    const replica = await this.get(id).catch(() => null);
-    if (!replica || replica.points.length === 0 || replica.promotedAt !== null) return;
-    for (const d of replica.disks) {
-      const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
-      const absorbed = await chain.absorbSeed();
-      if (absorbed)
-        this.#log.info(
-          { replica: id, disk: d.index, layers: absorbed.length },
-          'absorbed the seed of a reprotect into the base',
-        );
-    }
-    faultPoint('replica-seed-absorbed');
-    await this.#releaseSeeds(id, replica.disks);
-  }
-
-  /** Deletes what absorbed seeds left (also at start, after a crash between absorb and delete). */
-  async #releaseSeeds(id: string, disks: ReplicaDiskSpec[]): Promise<void> {
-    const chains = await Promise.all(disks.map((d) => ReplicaChain.open(join(this.#root, id, `disk${d.index}`))));
-    const released = chains.flatMap((c) => c.seedLayers().released);
-    if (released.length === 0) return;
-    // Every disk's chain first: a file still read by one disk's seed is kept (#named sees it).
-    await this.#removal.releaseSeed(released, id);
-    for (const c of chains) await c.seedReleased();
-  }
-
-  async #retain(id: string, chains: ReplicaChain[]): Promise<void> {
-    // Recovered VMs run on overlays over a point (test recovery): merging points would
-    // rewrite the layers under them, so points pile up until the hold is released.
-    if (await this.#repo.isHeld(id)) return;
-    const replica = await this.get(id);
-    const keep = replica.keepPoints;
-    for (const c of chains) await c.applyRetention(keep);
-    await this.#repo.keepNewestPoints(id, keep);
+    await this.#upkeep.repair();
   }
 
   /** A point listed in the replica's view is recorded (a row vanishing in between is a bug, as executeTakeFirstOrThrow said). */
@@ -546,21 +347,8 @@ export class ReplicaService {
     return diskPoints;
   }
 
-  async #closeCycle(id: string): Promise<void> {
-    const open = this.#cycles.get(id);
-    this.#cycles.delete(id);
-    if (open) {
-      await open.daemon.kill().catch(() => undefined);
-      await open.reader?.kill().catch(() => undefined);
-      for (const c of open.chains)
-        await c
-          .discardCycle()
-          .catch((e: unknown) => this.#log.warn({ replica: id, err: e }, 'discarding staging failed'));
-    }
-  }
-
   /** Server shutdown: a cycle in flight is cut; its staging is discarded at the next attempt. */
   async shutdown(): Promise<void> {
-    for (const id of [...this.#cycles.keys()]) await this.#closeCycle(id);
+    await this.#cycles.shutdown();
   }
 }

@@ -19,7 +19,8 @@ import {
 } from './fleecing-point.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { DaemonLayer } from '../qemu/storage-daemon.js';
-import type { CycleTarget, ReplicaPointView } from './replica-service.js';
+import type { CycleTarget } from './replica-cycle-server.js';
+import type { ReplicaPointView } from './replica-service.js';
 import {
   chunkDigests,
   chunksOf,
