@@ -1,24 +1,33 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { MamoriError, isMamoriError } from '../core/mamori-error.js';
+import { MamoriError } from '../core/mamori-error.js';
 import { createQcow2 } from '../qemu/qemu-img-write.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { QmpTransactionAction } from '../qemu/qmp-types.js';
-import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';
 import type { PointConsistency } from './replica-chain.js';
 import {
   DEFAULT_GRANULARITY,
   bitmapName,
   canPersistBitmaps,
-  editImageBitmap,
   fleeceBitmapName,
-  inspectImageBitmaps,
   judgeBitmaps,
   queryBlockNodes,
-  readImageBitmaps,
   type BitmapMode,
   type ResyncReason,
 } from './dirty-bitmaps.js';
+import {
+  DEFAULT_PREFIX,
+  QMP_MS,
+  machineryNames,
+  removeMachinery,
+  startNbdServer,
+  stopNbdServerIfIdle,
+  type FleeceMachinery,
+} from './fleecing-machinery.js';
+import {
+  abortOfflineFleecingPoint,
+  completeOfflineFleecingPoint,
+  type OfflineFleecingPoint,
+} from './offline-fleecing-point.js';
 
 /**
  * A fleecing point: a frozen, point-in-time view of a running VM's disks, served read-only
@@ -40,6 +49,9 @@ import {
  * removed and mamori-<g> kept: it holds every write since the last good point, including
  * those the cut cycle was copying, so the next cycle sends them again. (Merging old into new
  * would give the same bits; keeping the old one is one step fewer and needs no merge.)
+ *
+ * The overlay nodes, jobs, exports and NBD server are fleecing-machinery.ts; a stopped VM's
+ * point is offline-fleecing-point.ts.
  */
 /** Guest agent hooks, called around the transaction (freeze, then thaw at once). */
 export interface GuestFreezeHooks {
@@ -68,17 +80,12 @@ export interface CreateFleecingPointOptions {
   guest?: GuestFreezeHooks;
 }
 
-export interface FleecedDisk {
+export interface FleecedDisk extends FleeceMachinery {
   node: string;
   driver: string;
   virtualSize: number;
   mode: BitmapMode;
   resyncReason: ResyncReason | null;
-  /** NBD export name (also the export id). */
-  exportName: string;
-  fleeceNode: string;
-  fleeceFile: string;
-  jobId: string;
   /** The bitmap counting from this point on. */
   bitmap: string;
   /** False for raw and virtual-RDM disks: a stop or crash of QEMU loses the bitmap. */
@@ -108,9 +115,6 @@ export interface FleecingPoint {
   needsResync: boolean;
   disks: FleecedDisk[];
 }
-
-const DEFAULT_PREFIX = 'mamori-fleece';
-const QMP_MS = 10_000;
 
 export async function createFleecingPoint(opts: CreateFleecingPointOptions): Promise<FleecingPoint> {
   const { qmp } = opts;
@@ -207,51 +211,14 @@ export async function createFleecingPoint(opts: CreateFleecingPointOptions): Pro
   }
 }
 
-/** The names of one disk's fleecing machinery: fixed per VM, so a restarted server finds leftovers. */
-function machineryNames(
-  node: string,
-  workDir: string,
-  prefix: string,
-): Pick<FleecedDisk, 'exportName' | 'fleeceNode' | 'fleeceFile' | 'jobId'> {
-  const fleeceNode = `${prefix}-${node}`;
-  return {
-    exportName: fleeceNode,
-    fleeceNode,
-    fleeceFile: join(workDir, `${fleeceNode}.qcow2`),
-    jobId: `${fleeceNode}-job`,
-  };
-}
-
-/**
- * After a server died while making a fleecing point (before the point was recorded):
- * removes whatever of the machinery exists and the disabled fleece copies of bitmaps. The
- * bitmaps themselves are judged by the next cycle (a new one beyond the recorded
- * generation is stale and dropped; the recorded one still covers every change).
- */
-export async function sweepFleecingLeftovers(
-  qmp: QmpClient,
-  opts: { nodes: string[]; workDir: string; nbdSocket: string; prefix?: string },
-): Promise<void> {
-  const prefix = opts.prefix ?? DEFAULT_PREFIX;
-  const disks = opts.nodes.map((node) => machineryNames(node, opts.workDir, prefix));
-  await removeMachinery(qmp, disks);
-  const nodes = await queryBlockNodes(qmp);
-  for (const node of opts.nodes) {
-    for (const b of nodes.get(node)?.bitmaps ?? []) {
-      if (b.name.endsWith('-fleece'))
-        await qmp.execute('block-dirty-bitmap-remove', { node, name: b.name }, { timeoutMs: QMP_MS });
-    }
-  }
-  await stopNbdServerIfIdle(qmp, opts.nbdSocket);
-}
-
 /** Completes or aborts a point recorded before a server crash: the one place that knows both kinds. */
 export async function settleFleecingPoint(
   point: FleecingPoint | OfflineFleecingPoint,
   qmp: QmpClient | null,
   outcome: 'complete' | 'abort',
 ): Promise<void> {
-  if (point.kind === 'offline') return offlineTeardown(point, outcome);
+  if (point.kind === 'offline')
+    return outcome === 'complete' ? completeOfflineFleecingPoint(point) : abortOfflineFleecingPoint(point);
   if (qmp !== null) return teardown(qmp, point, outcome);
   // QEMU is gone: nothing of the point lives but its overlay files.
   for (const d of point.disks) await rm(d.fleeceFile, { force: true });
@@ -324,71 +291,6 @@ async function teardown(qmp: QmpClient, point: FleecingPoint, outcome: 'complete
   await stopNbdServerIfIdle(qmp, point.nbdSocket);
 }
 
-async function stopNbdServerIfIdle(qmp: QmpClient, socket: string): Promise<void> {
-  if ((await queryExportIds(qmp)).length > 0) return;
-  await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS }).catch((e: unknown) => {
-    if (!isQmpClass(e, 'GenericError')) throw e; // GenericError: no server was running
-  });
-  await rm(socket, { force: true });
-}
-
-async function removeMachinery(
-  qmp: QmpClient,
-  disks: readonly Pick<FleecedDisk, 'exportName' | 'jobId' | 'fleeceNode' | 'fleeceFile'>[],
-): Promise<void> {
-  const exportIds = new Set(await queryExportIds(qmp));
-  for (const d of disks) {
-    if (exportIds.has(d.exportName))
-      await qmp.execute('block-export-del', { id: d.exportName, mode: 'hard' }, { timeoutMs: QMP_MS });
-  }
-  await waitUntil(
-    async () => !(await queryExportIds(qmp)).some((id) => disks.some((d) => d.exportName === id)),
-    'exports to shut down',
-  );
-  const jobs = new Set((await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).map((j) => j.device));
-  for (const d of disks) {
-    if (jobs.has(d.jobId))
-      await qmp.execute('block-job-cancel', { device: d.jobId, force: true }, { timeoutMs: QMP_MS });
-  }
-  await waitUntil(
-    async () =>
-      !(await qmp.execute('query-block-jobs', undefined, { timeoutMs: QMP_MS })).some((j) =>
-        disks.some((d) => d.jobId === j.device),
-      ),
-    'fleecing jobs to end',
-  );
-  const nodes = await queryBlockNodes(qmp);
-  for (const d of disks) {
-    if (nodes.has(d.fleeceNode))
-      await qmp.execute('blockdev-del', { 'node-name': d.fleeceNode }, { timeoutMs: QMP_MS });
-    await rm(d.fleeceFile, { force: true });
-  }
-}
-
-/**
- * One NBD server per QEMU. If one runs already it is a leftover of ours (a cut cycle) unless
- * it serves exports that are not ours: then the VM is busy with something else.
- */
-async function startNbdServer(qmp: QmpClient, socket: string, prefix: string): Promise<void> {
-  const addr = { type: 'unix' as const, data: { path: socket } };
-  try {
-    await qmp.execute('nbd-server-start', { addr }, { timeoutMs: QMP_MS });
-    return;
-  } catch (e) {
-    if (!isQmpClass(e, 'GenericError')) throw e;
-  }
-  const foreign = (await queryExportIds(qmp)).filter((id) => !id.startsWith(`${prefix}-`));
-  if (foreign.length > 0) {
-    throw new MamoriError(
-      'VM_INVALID_STATE',
-      `this VM's NBD server serves other exports (${foreign.join(', ')}); finish that operation first`,
-      { details: { exports: foreign, wanted: 'NBD_SERVER_BUSY' } },
-    );
-  }
-  await qmp.execute('nbd-server-stop', undefined, { timeoutMs: QMP_MS });
-  await qmp.execute('nbd-server-start', { addr }, { timeoutMs: QMP_MS });
-}
-
 async function runFrozen(
   point: FleecingPoint,
   guest: GuestFreezeHooks | undefined,
@@ -417,181 +319,5 @@ async function runFrozen(
   } finally {
     // Thaw at once, success or not: a frozen guest stalls every write.
     if (frozen) await guest!.thaw().catch((e: unknown) => (point.thawError = (e as Error).message));
-  }
-}
-
-async function queryExportIds(qmp: QmpClient): Promise<string[]> {
-  return ((await qmp.execute('query-block-exports', undefined, { timeoutMs: QMP_MS })) as { id: string }[]).map(
-    (e) => e.id,
-  );
-}
-
-async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline)
-      throw new MamoriError('QMP_TIMEOUT', `gave up waiting for ${what} after ${timeoutMs} ms`, {
-        details: { timeoutMs },
-      });
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function isQmpClass(e: unknown, errorClass: string): boolean {
-  return isMamoriError(e, 'QMP_ERROR') && e.details?.['errorClass'] === errorClass;
-}
-
-// ---- a stopped VM: its images are the point; bitmaps with qemu-img, export by a storage daemon ----
-
-export interface OfflineDisk {
-  /** Names the export and nodes, e.g. `disk0`. */
-  id: string;
-  /** The disk's chain, bottom to top (image, then snapshot overlays); bitmaps live on the top. */
-  layers: DaemonLayer[];
-}
-
-export interface CreateOfflineFleecingPointOptions {
-  disks: OfflineDisk[];
-  /** Holds the daemon's QMP socket, pid file and NBD socket. */
-  runDir: string;
-  previousGeneration: number | null;
-  granularity?: number;
-  prefix?: string;
-  /** A cleanly shut down guest gives an application-consistent image; the caller knows (default 'crash'). */
-  consistency?: PointConsistency;
-}
-
-export interface OfflineFleecedDisk {
-  id: string;
-  topFile: string;
-  format: 'qcow2' | 'raw';
-  mode: BitmapMode;
-  resyncReason: ResyncReason | null;
-  exportName: string;
-  /** Added to the image for the VM's next run; null for raw images (they hold no bitmaps). */
-  bitmap: string | null;
-  persistent: boolean;
-  previousBitmap: string | null;
-  metaContext: string | null;
-}
-
-export interface OfflineFleecingPoint {
-  kind: 'offline';
-  generation: number;
-  previousGeneration: number | null;
-  at: string;
-  consistency: PointConsistency;
-  nbdSocket: string;
-  qmpSocket: string;
-  pidFile: string;
-  full: boolean;
-  needsResync: boolean;
-  disks: OfflineFleecedDisk[];
-}
-
-/**
- * The images of a stopped VM, exported read-only with the previous bitmap (as `qemu-nbd -r -B`
- * would, one socket for all disks). The daemon holds the images, so the VM cannot start
- * (image locking) until the point is completed or aborted.
- */
-export async function createOfflineFleecingPoint(
-  opts: CreateOfflineFleecingPointOptions,
-): Promise<OfflineFleecingPoint> {
-  const prefix = opts.prefix ?? DEFAULT_PREFIX;
-  const generation = (opts.previousGeneration ?? 0) + 1;
-  const disks: OfflineFleecedDisk[] = [];
-  for (const d of opts.disks) {
-    const top = d.layers.at(-1);
-    if (top === undefined)
-      throw new MamoriError('INVALID_INPUT', `disk ${d.id} has no image`, { details: { disk: d.id } });
-    const verdict = await inspectImageBitmaps(top.file, top.format, opts.previousGeneration);
-    for (const name of verdict.stale) await editImageBitmap(top.file, name, [{ op: 'remove' }]);
-    const qcow2 = top.format === 'qcow2';
-    const bitmap = qcow2 ? bitmapName(generation) : null;
-    if (bitmap !== null)
-      await editImageBitmap(top.file, bitmap, [{ op: 'add', granularity: opts.granularity ?? DEFAULT_GRANULARITY }]);
-    const previousBitmap = verdict.mode === 'incremental' ? verdict.previous!.name : null;
-    disks.push({
-      id: d.id,
-      topFile: top.file,
-      format: top.format,
-      mode: verdict.mode,
-      resyncReason: verdict.reason,
-      exportName: `${prefix}-${d.id}`,
-      bitmap,
-      persistent: qcow2,
-      previousBitmap,
-      metaContext: previousBitmap === null ? null : `qemu:dirty-bitmap:${previousBitmap}`,
-    });
-  }
-  const point: OfflineFleecingPoint = {
-    kind: 'offline',
-    generation,
-    previousGeneration: opts.previousGeneration,
-    at: new Date().toISOString(),
-    consistency: opts.consistency ?? 'crash',
-    ...offlineDaemonFiles(opts.runDir, prefix),
-    full: disks.every((d) => d.mode === 'full'),
-    needsResync: disks.some((d) => d.mode === 'resync'),
-    disks,
-  };
-  try {
-    const daemon = await StorageDaemon.start({
-      qmpSocket: point.qmpSocket,
-      pidFile: point.pidFile,
-      chains: opts.disks.map((d, i) => ({ id: disks[i]!.exportName, layers: d.layers, readOnly: true })),
-      nbd: { listen: { type: 'unix', path: point.nbdSocket } },
-      exports: disks.map((d) => ({
-        id: d.exportName,
-        node: d.exportName,
-        ...(d.previousBitmap === null ? {} : { bitmaps: [d.previousBitmap] }),
-      })),
-    });
-    await daemon.qmp().close();
-    return point;
-  } catch (e) {
-    await offlineTeardown(point, 'abort').catch(() => undefined);
-    throw e;
-  }
-}
-
-/** After a server died while exporting a stopped VM's images: the daemon holding them goes. */
-export async function sweepOfflineFleecingLeftovers(runDir: string, prefix = DEFAULT_PREFIX): Promise<void> {
-  const files = offlineDaemonFiles(runDir, prefix);
-  await StorageDaemon.killLeftover(files);
-  await rm(files.nbdSocket, { force: true });
-}
-
-/** Where a stopped VM's export daemon keeps its sockets and pid: fixed per VM, so a restart finds a leftover. */
-function offlineDaemonFiles(runDir: string, prefix: string): { nbdSocket: string; qmpSocket: string; pidFile: string } {
-  return {
-    nbdSocket: join(runDir, `${prefix}.nbd.sock`),
-    qmpSocket: join(runDir, `${prefix}.qmp.sock`),
-    pidFile: join(runDir, `${prefix}.pid`),
-  };
-}
-
-export async function completeOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {
-  await offlineTeardown(point, 'complete');
-}
-
-export async function abortOfflineFleecingPoint(point: OfflineFleecingPoint): Promise<void> {
-  await offlineTeardown(point, 'abort');
-}
-
-async function offlineTeardown(point: OfflineFleecingPoint, outcome: 'complete' | 'abort'): Promise<void> {
-  try {
-    const daemon = await StorageDaemon.attach({ qmpSocket: point.qmpSocket, pidFile: point.pidFile });
-    await daemon.stop();
-  } catch (e) {
-    if (!(isMamoriError(e, 'QMP_DISCONNECTED') && e.details?.['wanted'] === 'STORAGE_DAEMON_NOT_RUNNING')) throw e;
-  }
-  await rm(point.nbdSocket, { force: true });
-  for (const d of point.disks) {
-    if (d.format !== 'qcow2') continue;
-    const drop = outcome === 'complete' ? d.previousBitmap : d.bitmap;
-    if (drop === null) continue;
-    if ((await readImageBitmaps(d.topFile)).some((b) => b.name === drop))
-      await editImageBitmap(d.topFile, drop, [{ op: 'remove' }]);
   }
 }

@@ -11,12 +11,11 @@ import {
 } from '../nbd/extent-copy.js';
 import {
   createFleecingPoint,
-  createOfflineFleecingPoint,
   settleFleecingPoint,
   type FleecingPoint,
   type GuestFreezeHooks,
-  type OfflineFleecingPoint,
 } from './fleecing-point.js';
+import { createOfflineFleecingPoint, type OfflineFleecingPoint } from './offline-fleecing-point.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import type { DaemonLayer } from '../qemu/storage-daemon.js';
 import type { CycleTarget } from './replica-cycle-server.js';

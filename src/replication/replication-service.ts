@@ -19,13 +19,9 @@ import { assertLayerable } from '../vms/vm-snapshots.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
 import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult } from './replication-cycle.js';
-import {
-  settleFleecingPoint,
-  sweepFleecingLeftovers,
-  sweepOfflineFleecingLeftovers,
-  type FleecingPoint,
-  type OfflineFleecingPoint,
-} from './fleecing-point.js';
+import { settleFleecingPoint, type FleecingPoint } from './fleecing-point.js';
+import { sweepFleecingLeftovers } from './fleecing-machinery.js';
+import { sweepOfflineFleecingLeftovers, type OfflineFleecingPoint } from './offline-fleecing-point.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { ReplicationIncidents } from './replication-incidents.js';

@@ -15,13 +15,15 @@ import {
 } from '../../../src/replication/dirty-bitmaps.js';
 import {
   abortFleecingPoint,
-  abortOfflineFleecingPoint,
   completeFleecingPoint,
-  completeOfflineFleecingPoint,
   createFleecingPoint,
-  createOfflineFleecingPoint,
   type FleecingPoint,
 } from '../../../src/replication/fleecing-point.js';
+import {
+  abortOfflineFleecingPoint,
+  completeOfflineFleecingPoint,
+  createOfflineFleecingPoint,
+} from '../../../src/replication/offline-fleecing-point.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
