@@ -1,4 +1,3 @@
-import { rm } from 'node:fs/promises';
 import type { IncomingTarget } from './migration-target.js';
 import { join } from 'node:path';
 import type { Kysely } from 'kysely';

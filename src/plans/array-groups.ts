@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
-import type { AdapterDevice, PeerRef } from '../adapters/adapter-protocol.js';
+import type { AdapterDevice } from '../adapters/adapter-protocol.js';
 import type { StorageArrays } from '../adapters/storage-arrays.js';
 import type { VmService } from '../vms/vm-service.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';

@@ -3,11 +3,11 @@ import type { Database } from '../store/schema.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { ReplicationService } from '../replication/replication-service.js';
-import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
+import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { PeerRef } from '../adapters/adapter-protocol.js';
-import type { ArrayDisk, ArrayGroups } from './array-groups.js';
+import type { ArrayGroups } from './array-groups.js';
 
 import type { ProtectedInventory, ProtectedVm } from '../store/records/plan-record.js';
 // The inventory's record types live in store/ (issue 20: plans.inventory has one codec there); re-exported here.

@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { runCli, type SiteProcess } from '../../harness/site-process.js';

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, rm, symlink, truncate, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bufferReader, type ByteReader } from '../../../src/inspect/byte-reader.js';
+import { bufferReader } from '../../../src/inspect/byte-reader.js';
 import { Ext4Reader, parseExt4Superblock } from '../../../src/inspect/ext4-reader.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { counting, type CountingReader } from '../../harness/counting-reader.js';

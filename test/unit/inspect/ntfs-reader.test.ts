@@ -4,10 +4,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bufferReader, type ByteReader } from '../../../src/inspect/byte-reader.js';
+import { bufferReader } from '../../../src/inspect/byte-reader.js';
 import { NtfsReader } from '../../../src/inspect/ntfs-reader.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
-import { counting, type CountingReader } from '../../harness/counting-reader.js';
+import { counting } from '../../harness/counting-reader.js';
 
 // mkntfs and ntfscp live in sbin, which a test runner's PATH may lack.
 const TOOL_ENV = { ...process.env, PATH: `/usr/sbin:/sbin:${process.env['PATH'] ?? '/usr/bin:/bin'}` };
