@@ -1,4 +1,11 @@
-import type { CycleEnded } from './replication-service.js';
+/** What a CycleEndListener hears at the end of each cycle (the metrics count them). */
+export interface CycleEnded {
+  vmId: string;
+  vm: string;
+  outcome: 'ok' | 'failed';
+  durationMs: number;
+  bytesSent: number;
+}
 
 /**
  * Told of every replication cycle that ended, ok or failed, given to ReplicationService at

@@ -14,7 +14,7 @@ import { guestFreezeHooks } from './guest-freeze.js';
 import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
 
 /**
- * The two ends of one replication cycle as ReplicationService hands them to the cycle: the
+ * The two ends of one replication cycle as CycleRunner hands them to the cycle: the
  * VM's disks here (a running QEMU, or its stopped images), the replica at the peer (its
  * site-to-site API), and for the first cycle of a reprotect what each side wrote since the
  * point the VM started from.

@@ -1,5 +1,4 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
@@ -14,20 +13,17 @@ import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
-import { KeyedLock } from '../jobs/keyed-lock.js';
 import { assertLayerable } from '../vms/vm-snapshots.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
-import { nextCycleAt, parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
-import { CYCLE_STEPS, runReplicationCycle, type CycleJournal, type CycleResult } from './replication-cycle.js';
-import { settleFleecingPoint, type FleecingPoint } from './fleecing-point.js';
-import { sweepFleecingLeftovers } from './fleecing-machinery.js';
-import { sweepOfflineFleecingLeftovers, type OfflineFleecingPoint } from './offline-fleecing-point.js';
-import type { Job, JobJournal } from '../jobs/job-journal.js';
+import { parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
+import type { JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { ReplicationIncidents } from './replication-incidents.js';
 import type { ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { CycleEnds } from './cycle-ends.js';
+import { CycleRunner } from './cycle-runner.js';
+import { CycleSchedule } from './cycle-schedule.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
 
@@ -57,57 +53,26 @@ export interface ReplicationStatus {
 }
 
 const MAX_POINTS = 1000;
-const KEEP_STATS = 10;
-const CYCLE_JOB = 'replication-cycle';
 export { RPO_VIOLATED, CYCLE_FAILED, POINT_VERIFY_FAILED } from './replication-incidents.js';
-
-/** What a CycleEndListener hears at the end of each cycle (the metrics count them). */
-export interface CycleEnded {
-  vmId: string;
-  vm: string;
-  outcome: 'ok' | 'failed';
-  durationMs: number;
-  bytesSent: number;
-}
-/** Finished cycle jobs kept per VM (one cycle every few seconds would fill the table). */
-const KEEP_CYCLE_JOBS = 20;
-
-/** What a cut cycle's recovery rule needs: written before the fleecing step, then with the point. */
-interface CycleJobContext {
-  vmId: string;
-  source: 'live' | 'offline';
-  nodes: string[];
-  workDir: string;
-  point: FleecingPoint | OfflineFleecingPoint | null;
-}
 
 /**
  * The protected side of replication: which VMs go where, with which RPO, and the timer
- * that runs their cycles. One cycle per VM at a time; the VM's lifecycle lock is not held
- * during a cycle, so a stop or start waits at most for the QMP steps, not the copy.
+ * that runs their cycles (CycleRunner runs each one). One cycle per VM at a time; the VM's
+ * lifecycle lock is not held during a cycle, so a stop or start waits at most for the QMP
+ * steps, not the copy.
  */
 export class ReplicationService {
   #repo: ReplicationRepo;
   #groups: ProtectionGroupRepo;
   #vms: VmService;
-  #supervisor: VmSupervisor;
   #disks: DiskRepo;
-  #ends: CycleEnds;
+  #cycles: CycleRunner;
   #peers: SitePeers;
-  #tls: SiteTls;
-  #paths: SitePaths;
   #log: Logger;
-  #jobs: JobJournal;
   #incidents: ReplicationIncidents;
-  #lock = new KeyedLock();
-  /** VMs whose cycle in flight reads their stopped images through a storage daemon. */
-  #offlineInFlight = new Set<string>();
-  #timers = new Map<string, NodeJS.Timeout>();
-  #next = new Map<string, number>();
-  #stopped = false;
+  #schedule: CycleSchedule;
   /** Told when a peer says it failed this site's VM over (the VM here is superseded). */
   #superseded: SupersededHandler;
-  #cycleEnds: CycleEndListener;
 
   constructor(deps: {
     db: Kysely<Database>;
@@ -123,32 +88,41 @@ export class ReplicationService {
     cycleEnds: CycleEndListener;
   }) {
     this.#superseded = deps.superseded;
-    this.#cycleEnds = deps.cycleEnds;
-    this.#jobs = deps.jobs;
     this.#incidents = new ReplicationIncidents({
       incidents: deps.incidents,
       log: deps.log,
       row: (vmId) => this.#row(vmId),
       vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
     });
-    this.#jobs.registerRecovery(CYCLE_JOB, (job) => this.#recoverCycle(job));
     this.#repo = new ReplicationRepo(deps.db);
     this.#groups = new ProtectionGroupRepo(deps.db);
     this.#vms = deps.vms;
-    this.#supervisor = deps.supervisor;
     this.#disks = new DiskRepo(deps.db);
     this.#peers = deps.peers;
-    this.#tls = deps.tls;
-    this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#ends = new CycleEnds({
-      db: deps.db,
-      disks: this.#disks,
+    this.#cycles = new CycleRunner({
+      repo: this.#repo,
+      ends: new CycleEnds({
+        db: deps.db,
+        disks: this.#disks,
+        supervisor: deps.supervisor,
+        peers: deps.peers,
+        paths: deps.paths,
+        log: deps.log,
+      }),
+      vms: deps.vms,
       supervisor: deps.supervisor,
       peers: deps.peers,
+      tls: deps.tls,
       paths: deps.paths,
+      jobs: deps.jobs,
+      incidents: this.#incidents,
       log: deps.log,
+      superseded: deps.superseded,
+      cycleEnds: deps.cycleEnds,
+      ran: (vmId) => void this.#schedule.fromRow(vmId, Date.now()),
     });
+    this.#schedule = new CycleSchedule({ repo: this.#repo, fire: (vmId) => this.#cycles.run(vmId, false) });
   }
 
   /**
@@ -226,7 +200,7 @@ export class ReplicationService {
       updatedAt: now,
       bandwidthBps,
     });
-    this.#schedule(vm.id, Date.now());
+    this.#schedule.at(vm.id, Date.now());
     return this.status(vmName);
   }
 
@@ -248,8 +222,8 @@ export class ReplicationService {
         { details: { vm: vmName, group } },
       );
     }
-    this.#unschedule(vm.id);
-    await this.#lock.run(vm.id, async () => {
+    this.#schedule.cancel(vm.id);
+    await this.#cycles.exclusive(vm.id, async () => {
       if (opts.deleteReplica === true) {
         const row = await this.#require(vm.id, vmName);
         try {
@@ -257,14 +231,14 @@ export class ReplicationService {
           await peer.request('DELETE', `/replicas/${row.replicaId}`);
         } catch (e) {
           if (!isMamoriError(e, 'NOT_FOUND')) {
-            void this.#scheduleFromRow(vm.id, Date.now());
+            void this.#schedule.fromRow(vm.id, Date.now());
             throw e;
           }
         }
       }
       await this.#repo.delete(vm.id);
       await this.#incidents.disabled(vm.id);
-      await rm(this.#workDir(vm.id), { recursive: true, force: true });
+      await rm(this.#cycles.workDir(vm.id), { recursive: true, force: true });
     });
   }
 
@@ -272,8 +246,8 @@ export class ReplicationService {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
     await this.#repo.setState(vm.id, paused ? 'paused' : 'enabled');
-    if (paused) this.#unschedule(vm.id);
-    else this.#schedule(vm.id, Date.now());
+    if (paused) this.#schedule.cancel(vm.id);
+    else this.#schedule.at(vm.id, Date.now());
     await this.#incidents.checkRpo(vm.id);
     return this.status(vmName);
   }
@@ -284,7 +258,7 @@ export class ReplicationService {
     const row = await this.#require(vm.id, vmName);
     if (row.state === 'paused')
       throw new MamoriError('VM_INVALID_STATE', `replication of ${vmName} is paused; resume it first`);
-    await this.#cycle(vm.id, true);
+    await this.#cycles.run(vm.id, true);
     return this.status(vmName);
   }
 
@@ -297,7 +271,7 @@ export class ReplicationService {
     await this.setPaused(vmName, true);
     const vm = await this.#vms.get(vmName);
     const before = (await this.#require(vm.id, vmName)).lastPointId;
-    await this.#cycle(vm.id, true);
+    await this.#cycles.run(vm.id, true);
     const row = await this.#require(vm.id, vmName);
     if (row.lastPointId === null || row.lastPointAt === null)
       throw new MamoriError(
@@ -345,18 +319,9 @@ export class ReplicationService {
     return verified;
   }
 
-  /**
-   * A VM start waits for its replication: a cycle of the stopped VM holds its images (read
-   * through a storage daemon), so it is cut short (its daemon killed: the cycle aborts and
-   * keeps its bitmap, nothing is lost) and the start runs under the cycle lock, so the next
-   * cycle finds the VM running.
-   */
+  /** The VM start gate (VmStartGate): a start waits for the VM's cycle; see CycleRunner.aroundVmStart. */
   async aroundVmStart(vmId: string, start: () => Promise<void>): Promise<void> {
-    if (this.#offlineInFlight.has(vmId)) {
-      this.#log.info({ vm: vmId }, 'cutting short a cycle of the stopped VM: it is being started');
-      await sweepOfflineFleecingLeftovers(this.#workDir(vmId));
-    }
-    await this.#lock.run(vmId, start);
+    await this.#cycles.aroundVmStart(vmId, start);
   }
 
   /** At server start: re-arm the timers of every enabled replication. */
@@ -364,213 +329,15 @@ export class ReplicationService {
     for (const vmId of await this.#repo.enabledVmIds()) {
       // As the RPO asks (at once if the lag is already near it); a cycle cut by the server's
       // death was undone by its job's recovery rule before this.
-      await this.#scheduleFromRow(vmId, Date.now());
+      await this.#schedule.fromRow(vmId, Date.now());
     }
     // Incidents left open by the previous run, and the watches of those still running.
     await this.#incidents.start(await this.#repo.vmIds());
   }
 
   shutdown(): void {
-    this.#stopped = true;
-    for (const id of [...this.#timers.keys()]) this.#unschedule(id);
+    this.#schedule.stop();
     this.#incidents.shutdown();
-  }
-
-  async #cycle(vmId: string, manual: boolean): Promise<void> {
-    await this.#lock.run(vmId, async () => {
-      const row = await this.#row(vmId);
-      if (!row || (row.state !== 'enabled' && !manual)) return;
-      const vm = await this.#vms.repo.findById(vmId);
-      if (!vm) return;
-      const source = await this.#ends.source(
-        vm.id,
-        replicatedDiskIds(vm.definition),
-        vm.definition.guestAgent === true,
-      );
-      const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`, [...CYCLE_STEPS]);
-      const context: CycleJobContext = {
-        vmId,
-        source: source.kind,
-        workDir: this.#workDir(vm.id),
-        point: null,
-        nodes: source.kind === 'live' ? source.nodes : source.disks.map((d) => d.id),
-      };
-      await this.#jobs.setContext(job.id, context);
-      if (source.kind === 'offline') this.#offlineInFlight.add(vmId);
-      const started = Date.now();
-      try {
-        const result = await runReplicationCycle({
-          source,
-          workDir: this.#workDir(vm.id),
-          previousGeneration: row.generation,
-          remote: await this.#ends.remote(row),
-          tls: {
-            peerCaPem: (await this.#peers.record(row.peer)).caCertPem,
-            clientCertPem: this.#tls.clientCertPem,
-            clientKeyPem: this.#tls.clientKeyPem,
-          },
-          ...(row.bandwidthBps ? { bandwidthBps: row.bandwidthBps } : {}),
-          journal: this.#journalFor(job.id, context, row),
-          seed:
-            row.generation === 0
-              ? await this.#ends.seedSides(row, source.kind === 'live' ? source.nodes.length : source.disks.length)
-              : null,
-        });
-        await this.#jobs.succeed(job.id, {
-          point: result.point.id,
-          mode: result.mode,
-          bytesSent: result.bytesSent,
-          durationMs: result.durationMs,
-        });
-        this.#log.info(
-          {
-            vm: vm.name,
-            jobId: job.id,
-            point: result.point.id,
-            mode: result.mode,
-            bytesSent: result.bytesSent,
-            ms: result.durationMs,
-          },
-          'replication cycle done',
-        );
-        this.#cycleEnds.cycleEnded({
-          vmId,
-          vm: vm.name,
-          outcome: 'ok',
-          durationMs: Date.now() - started,
-          bytesSent: result.bytesSent,
-        });
-        await this.#incidents.cycleSucceeded(vmId, vm.name);
-      } catch (e) {
-        const message = (e as Error).message;
-        const code = (e as { code?: string }).code ?? 'INTERNAL';
-        await this.#jobs.fail(job.id, { code, message });
-        if (isMamoriError(e, 'REPLICA_PROMOTED')) {
-          // The recovery site failed this VM over: the copy here is superseded (split-brain safety).
-          const generation = Number((e.details as { generation?: unknown } | undefined)?.generation ?? 1);
-          await this.#superseded
-            .markSuperseded(row.peer, vmId, generation, message)
-            .catch((err: unknown) =>
-              this.#log.error({ vm: vm.name, err }, 'could not record that the VM was superseded'),
-            );
-        }
-        await this.#repo.recordFailure(vmId, row.failures + 1, message);
-        this.#log.warn(
-          { vm: vm.name, jobId: job.id, err: e },
-          'replication cycle failed; the last good point is kept and the cycle will be retried',
-        );
-        this.#cycleEnds.cycleEnded({
-          vmId,
-          vm: vm.name,
-          outcome: 'failed',
-          durationMs: Date.now() - started,
-          bytesSent: 0,
-        });
-        await this.#incidents.cycleFailed({ vmId, vmName: vm.name, peer: row.peer, jobId: job.id, code, message });
-        if (manual) throw e;
-      } finally {
-        this.#offlineInFlight.delete(vmId);
-        await this.#jobs.prune(CYCLE_JOB, `vm:${vmId}`, KEEP_CYCLE_JOBS).catch(() => undefined);
-        if (!this.#stopped) void this.#scheduleFromRow(vmId, Date.now());
-      }
-    });
-  }
-
-  /** Journals the cycle's steps; records the new generation and figures as soon as the peer committed. */
-  #journalFor(jobId: string, context: CycleJobContext, row: ReplicationRecord): CycleJournal {
-    return {
-      step: (name, fn) => this.#jobs.step(jobId, name, fn),
-      pointMade: (point) => this.#jobs.setContext(jobId, { ...context, point }),
-      committed: async (result) => {
-        const stats: CycleStats[] = [
-          ...row.stats,
-          {
-            at: result.point.time,
-            mode: result.mode,
-            bytesSent: result.bytesSent,
-            bytesChanged: result.bytesChanged,
-            durationMs: result.durationMs,
-            throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,
-            ...(result.point.storage ? { replica: result.point.storage } : {}),
-          },
-        ].slice(-KEEP_STATS);
-        await this.#repo.recordPoint(row.vmId, {
-          generation: result.generation,
-          pointAt: result.point.time,
-          pointId: result.point.id,
-          stats,
-        });
-        await this.#incidents.checkRpo(row.vmId);
-      },
-    };
-  }
-
-  /**
-   * The recovery rule of a cycle the server died in. The generation on record says whether
-   * the recovery site committed the point (it is recorded right after): then the source moves
-   * on to the new bitmap, otherwise it keeps the old one, which covers every change since the
-   * last good point. Either way the fleecing machinery goes, and the peer's staging with it.
-   */
-  async #recoverCycle(job: Job): Promise<void> {
-    const ctx = job.context as CycleJobContext | null;
-    if (ctx === null) return;
-    const row = await this.#row(ctx.vmId);
-    const qmp = this.#supervisor.qmpOf(ctx.vmId);
-    if (ctx.point === null) {
-      if (ctx.source === 'offline') await sweepOfflineFleecingLeftovers(ctx.workDir);
-      else if (qmp)
-        await sweepFleecingLeftovers(qmp, {
-          nodes: ctx.nodes,
-          workDir: ctx.workDir,
-          nbdSocket: join(ctx.workDir, 'nbd.sock'),
-        });
-    } else {
-      const outcome = row?.generation === ctx.point.generation ? 'complete' : 'abort';
-      await settleFleecingPoint(ctx.point, ctx.point.kind === 'live' ? qmp : null, outcome);
-      this.#log.warn(
-        { jobId: job.id, vm: ctx.vmId, outcome },
-        'settled the fleecing point of a cycle cut by a server restart',
-      );
-    }
-    // Best effort and not awaited: an unreachable peer must not hold up the server's start;
-    // the peer discards its staging at the next cycle anyway.
-    if (row)
-      void this.#ends
-        .remote(row)
-        .then((r) => r.abortCycle())
-        .catch(() => undefined);
-  }
-
-  async #scheduleFromRow(vmId: string, now: number): Promise<void> {
-    const row = await this.#row(vmId);
-    if (!row || row.state !== 'enabled') return;
-    const at = nextCycleAt(
-      {
-        rpoMs: row.rpoMs,
-        lastPointAt: row.lastPointAt ? Date.parse(row.lastPointAt) : null,
-        recentCycleMs: row.stats.map((s) => s.durationMs),
-        failures: row.failures,
-        lastAttemptEndedAt: now,
-      },
-      now,
-    );
-    this.#schedule(vmId, at);
-  }
-
-  #schedule(vmId: string, at: number): void {
-    this.#unschedule(vmId);
-    if (this.#stopped) return;
-    this.#next.set(vmId, at);
-    const t = setTimeout(() => void this.#cycle(vmId, false).catch(() => undefined), Math.max(0, at - Date.now()));
-    t.unref();
-    this.#timers.set(vmId, t);
-  }
-
-  #unschedule(vmId: string): void {
-    const t = this.#timers.get(vmId);
-    if (t) clearTimeout(t);
-    this.#timers.delete(vmId);
-    this.#next.delete(vmId);
   }
 
   async #statusOf(r: ReplicationRecord, vmName: string): Promise<ReplicationStatus> {
@@ -578,7 +345,7 @@ export class ReplicationService {
     const lastAt = r.lastPointAt ? Date.parse(r.lastPointAt) : null;
     const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
     const stats = r.stats;
-    const next = this.#next.get(r.vmId);
+    const next = this.#schedule.nextAt(r.vmId);
     return {
       vm: vmName,
       to: r.peer,
@@ -597,10 +364,6 @@ export class ReplicationService {
       generation: r.generation,
       replica: [...stats].reverse().find((c) => c.replica !== undefined)?.replica ?? null,
     };
-  }
-
-  #workDir(vmId: string): string {
-    return join(this.#paths.vmDir(vmId), 'replication');
   }
 
   async #row(vmId: string): Promise<ReplicationRecord | undefined> {
