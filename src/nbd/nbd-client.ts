@@ -1,21 +1,15 @@
-import { createConnection, type Socket } from 'node:net';
+import { createConnection } from 'node:net';
 import { MamoriError } from '../core/mamori-error.js';
 import { NbdError } from './nbd-error.js';
 import { NbdHandshake, type NbdNegotiated, type NbdTlsOptions } from './nbd-handshake.js';
-import { PendingRequest, type PendingResult } from './nbd-pending-request.js';
 import {
   NBD_CMD,
   NBD_CMD_FLAG,
-  NbdProtocolViolation,
   decodeTransmissionFlags,
-  encodeRequestHeader,
   type NbdStatusDescriptor,
   type NbdTransmissionFlags,
 } from './nbd-protocol.js';
-import { NbdReplyReader } from './nbd-reply-reader.js';
-
-export type { NbdTlsOptions } from './nbd-handshake.js';
-export type { NbdTransmissionFlags } from './nbd-protocol.js';
+import { NbdTransmission, type NbdDisconnectOptions } from './nbd-transmission.js';
 
 export type NbdEndpoint = { socketPath: string } | { host: string; port: number };
 
@@ -48,12 +42,6 @@ export interface NbdBlockStatusOptions extends NbdRequestOptions {
   /** Ask for a single extent (NBD_CMD_FLAG_REQ_ONE). */
   reqOne?: boolean;
 }
-export interface NbdDisconnectOptions {
-  /** How long to let requests in flight finish before NBD_CMD_DISC (default 5 s). */
-  drainTimeoutMs?: number;
-  /** How long to wait for the server to close after NBD_CMD_DISC before dropping the socket (default 2 s). */
-  closeTimeoutMs?: number;
-}
 
 export interface NbdBlockSizes {
   min: number;
@@ -83,49 +71,22 @@ const MAX_STATUS = 0x80000000;
 
 /**
  * An NBD client (NetworkBlockDevice/nbd doc/proto.md): fixed newstyle handshake with
- * optional TLS, structured replies and meta contexts; in transmission, requests are
- * pipelined, each with its own 64-bit cookie, and replies are matched in any order.
+ * optional TLS, structured replies and meta contexts (NbdHandshake); in transmission,
+ * requests are pipelined, each with its own 64-bit cookie, and replies are matched in
+ * any order (NbdTransmission). This class is the command layer on top: it checks ranges,
+ * alignment and what the server advertised, and splits large requests.
  */
 export class NbdClient {
-  readonly #socket: Socket;
   readonly #label: string;
   readonly #n: NbdNegotiated;
   readonly #flags: NbdTransmissionFlags;
-  readonly #contextIds: ReadonlySet<number>;
-  readonly #requestTimeoutMs: number;
-  readonly #reader: NbdReplyReader;
-  readonly #pending = new Map<bigint, PendingRequest>();
-  readonly #closed: Promise<void>;
-  #nextCookie = 1n;
-  #state: 'open' | 'closing' | 'closed' = 'open';
-  #failure: NbdError | null = null;
+  readonly #wire: NbdTransmission;
 
   private constructor(negotiated: NbdNegotiated, label: string, requestTimeoutMs: number) {
     this.#n = negotiated;
-    this.#socket = negotiated.socket;
     this.#label = label;
     this.#flags = decodeTransmissionFlags(negotiated.transmissionFlags);
-    this.#contextIds = new Set(negotiated.metaContexts.values());
-    this.#requestTimeoutMs = requestTimeoutMs;
-    this.#reader = new NbdReplyReader(negotiated.structuredReplies, {
-      lookup: (cookie) => this.#pending.get(cookie),
-      simple: (cookie, error) => this.#completed(cookie, (p) => p.simple(error)),
-      data: (h, offset, length) => this.#completed(h.cookie, (p) => p.data(h, offset, length)),
-      chunk: (h, payload) => this.#completed(h.cookie, (p) => p.chunk(h, payload)),
-    });
-    this.#closed = new Promise((resolve) =>
-      this.#socket.once('close', () => {
-        this.#onClose();
-        resolve();
-      }),
-    );
-    this.#socket.on('data', (chunk: Buffer) => this.#push(chunk));
-    this.#socket.on('error', (err) => {
-      this.#failure ??= new NbdError('NBD_DISCONNECTED', `connection to ${this.#label} failed: ${err.message}`, {
-        cause: err,
-      });
-    });
-    if (negotiated.leftover.length > 0) this.#push(negotiated.leftover);
+    this.#wire = new NbdTransmission(negotiated, label, requestTimeoutMs);
   }
 
   /** Connects, negotiates and enters the transmission phase. */
@@ -209,13 +170,11 @@ export class NbdClient {
     return this.#n.tls;
   }
   get connected(): boolean {
-    return this.#state === 'open';
+    return this.#wire.connected;
   }
   /** Requests sent and not yet settled. */
   get inFlight(): number {
-    let n = 0;
-    for (const p of this.#pending.values()) if (!p.settled) n += 1;
-    return n;
+    return this.#wire.inFlight;
   }
   /** Largest READ/WRITE this client sends in one request. */
   get maxRequestLength(): number {
@@ -227,7 +186,7 @@ export class NbdClient {
     this.#checkRange('read', offset, length);
     const buffer = Buffer.allocUnsafe(length);
     await this.#split(offset, length, this.#ioPiece(), (at, n) =>
-      this.#send(NBD_CMD.READ, 0, at, n, null, buffer.subarray(at - offset, at - offset + n), options.timeoutMs),
+      this.#wire.send(NBD_CMD.READ, 0, at, n, null, buffer.subarray(at - offset, at - offset + n), options.timeoutMs),
     );
     return buffer;
   }
@@ -237,7 +196,15 @@ export class NbdClient {
     this.#checkRange('write', offset, data.length);
     const flags = this.#fua(options.fua);
     await this.#split(offset, data.length, this.#ioPiece(), (at, n) =>
-      this.#send(NBD_CMD.WRITE, flags, at, n, data.subarray(at - offset, at - offset + n), null, options.timeoutMs),
+      this.#wire.send(
+        NBD_CMD.WRITE,
+        flags,
+        at,
+        n,
+        data.subarray(at - offset, at - offset + n),
+        null,
+        options.timeoutMs,
+      ),
     );
   }
 
@@ -252,7 +219,7 @@ export class NbdClient {
       (options.noHole === true ? NBD_CMD_FLAG.NO_HOLE : 0) |
       (options.fastZero === true ? NBD_CMD_FLAG.FAST_ZERO : 0);
     await this.#split(offset, length, MAX_EFFECT, (at, n) =>
-      this.#send(NBD_CMD.WRITE_ZEROES, flags, at, n, null, null, options.timeoutMs),
+      this.#wire.send(NBD_CMD.WRITE_ZEROES, flags, at, n, null, null, options.timeoutMs),
     );
   }
 
@@ -262,13 +229,13 @@ export class NbdClient {
     this.#checkRange('trim', offset, length);
     const flags = this.#fua(options.fua);
     await this.#split(offset, length, MAX_EFFECT, (at, n) =>
-      this.#send(NBD_CMD.TRIM, flags, at, n, null, null, options.timeoutMs),
+      this.#wire.send(NBD_CMD.TRIM, flags, at, n, null, null, options.timeoutMs),
     );
   }
 
   async flush(options: NbdRequestOptions = {}): Promise<void> {
     if (!this.#flags.canFlush) throw this.#unsupported('flush (NBD_FLAG_SEND_FLUSH not set)');
-    await this.#send(NBD_CMD.FLUSH, 0, 0, 0, null, null, options.timeoutMs);
+    await this.#wire.send(NBD_CMD.FLUSH, 0, 0, 0, null, null, options.timeoutMs);
   }
 
   /**
@@ -291,10 +258,15 @@ export class NbdClient {
     if (length === 0) return [];
     const asked = Math.min(length, Math.floor(MAX_STATUS / this.#n.blockSizes.min) * this.#n.blockSizes.min);
     const flags = options.reqOne === true ? NBD_CMD_FLAG.REQ_ONE : 0;
-    const status = (await this.#send(NBD_CMD.BLOCK_STATUS, flags, offset, asked, null, null, options.timeoutMs)) as Map<
-      number,
-      NbdStatusDescriptor[]
-    >;
+    const status = (await this.#wire.send(
+      NBD_CMD.BLOCK_STATUS,
+      flags,
+      offset,
+      asked,
+      null,
+      null,
+      options.timeoutMs,
+    )) as Map<number, NbdStatusDescriptor[]>;
     const end = offset + asked;
     const extents: NbdExtent[] = [];
     let at = offset;
@@ -341,68 +313,8 @@ export class NbdClient {
   }
 
   /** Soft disconnect: lets requests in flight finish (bounded), sends NBD_CMD_DISC and closes. */
-  async disconnect(options: NbdDisconnectOptions = {}): Promise<void> {
-    if (this.#state !== 'open') return this.#closed;
-    this.#state = 'closing';
-    const inFlight = [...this.#pending.values()].map((p) => p.promise.catch(() => undefined));
-    await Promise.race([Promise.all(inFlight), delay(options.drainTimeoutMs ?? 5000)]);
-    // the server answers what is still in flight, then closes (TLS included); we wait for that
-    if (!this.#socket.destroyed)
-      this.#socket.write(
-        encodeRequestHeader({ flags: 0, type: NBD_CMD.DISC, cookie: this.#nextCookie++, offset: 0, length: 0 }),
-      );
-    await Promise.race([this.#closed, delay(options.closeTimeoutMs ?? 2000)]);
-    this.#socket.destroy();
-    await this.#closed;
-  }
-
-  #send(
-    command: number,
-    flags: number,
-    offset: number,
-    length: number,
-    payload: Buffer | null,
-    buffer: Buffer | null,
-    timeoutMs = this.#requestTimeoutMs,
-  ): Promise<PendingResult> {
-    if (this.#state !== 'open') {
-      return Promise.reject(
-        this.#failure ??
-          new NbdError(
-            'NBD_DISCONNECTED',
-            `not connected to ${this.#label} (${this.#state}); the request was not sent`,
-            { details: { sent: false } },
-          ),
-      );
-    }
-    const cookie = this.#nextCookie++;
-    const p = new PendingRequest(cookie, command, offset, length, buffer, this.#contextIds);
-    this.#pending.set(cookie, p);
-    if (timeoutMs > 0) {
-      p.setTimer(
-        setTimeout(
-          () =>
-            p.fail(
-              new NbdError(
-                'NBD_TIMEOUT',
-                `${p.description} got no complete reply from ${this.#label} within ${timeoutMs} ms; its outcome is unknown`,
-                { details: { command: p.description, timeoutMs } },
-              ),
-            ),
-          timeoutMs,
-        ),
-      );
-    }
-    const header = encodeRequestHeader({ flags, type: command, cookie, offset, length });
-    if (payload === null) {
-      this.#socket.write(header);
-    } else {
-      this.#socket.cork();
-      this.#socket.write(header);
-      this.#socket.write(payload);
-      this.#socket.uncork();
-    }
-    return p.promise;
+  disconnect(options: NbdDisconnectOptions = {}): Promise<void> {
+    return this.#wire.disconnect(options);
   }
 
   #ioPiece(): number {
@@ -440,44 +352,6 @@ export class NbdClient {
     if (rejected !== undefined) throw rejected.reason;
   }
 
-  #completed(cookie: bigint, handle: (p: PendingRequest) => boolean): void {
-    const p = this.#pending.get(cookie)!;
-    if (!handle(p)) return;
-    this.#pending.delete(cookie);
-    // the spec asks a client that sees ESHUTDOWN to disconnect softly
-    if (p.serverError?.errno === 'ESHUTDOWN') void this.disconnect({ drainTimeoutMs: 1000 });
-  }
-
-  #push(chunk: Buffer): void {
-    if (this.#state === 'closed') return;
-    try {
-      this.#reader.push(chunk);
-    } catch (err) {
-      const message = err instanceof NbdProtocolViolation ? err.message : String(err);
-      this.#failure = new NbdError(
-        'NBD_PROTOCOL_ERROR',
-        `NBD protocol error from ${this.#label}: ${message}; the connection was dropped`,
-        { cause: err, details: { phase: 'transmission' } },
-      );
-      this.#state = 'closed'; // nothing more is parsed or sent; 'close' rejects what is in flight
-      this.#socket.destroy(); // hard disconnect, as the spec asks for invalid replies
-    }
-  }
-
-  #onClose(): void {
-    this.#state = 'closed';
-    const open = [...this.#pending.values()].filter((p) => !p.settled);
-    const failure =
-      this.#failure ??
-      new NbdError(
-        'NBD_DISCONNECTED',
-        `connection to ${this.#label} closed with ${open.length} request(s) in flight; their outcome is unknown`,
-        { details: { inFlight: open.length } },
-      );
-    for (const p of open) p.fail(failure);
-    this.#pending.clear();
-  }
-
   #checkRange(op: string, offset: number, length: number): void {
     if (
       !Number.isSafeInteger(offset) ||
@@ -513,8 +387,4 @@ export class NbdClient {
   #unsupported(what: string): NbdError {
     return new NbdError('NBD_UNSUPPORTED', `${this.#label} does not support ${what}`, { details: { what } });
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

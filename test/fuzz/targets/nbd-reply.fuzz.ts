@@ -13,7 +13,7 @@ import { applyOps, byteOps, type ByteOp } from '../byte-mutations.js';
 import type { FuzzTarget } from '../fuzz-target.js';
 
 /**
- * The transmission phase as NbdClient parses it: the reply reader splits the server's bytes
+ * The transmission phase as NbdTransmission parses it: the reply reader splits the server's bytes
  * into replies and chunks, and each request in flight (PendingRequest) decodes its chunks.
  * Both throw NbdProtocolViolation on what the spec forbids, which the client turns into
  * NBD_PROTOCOL_ERROR and drops the connection; here it is turned the same way. The stream
@@ -144,7 +144,7 @@ export const nbdReplyTarget: FuzzTarget<StreamSeed, StreamInput> = {
     try {
       feed(input.seed.structured, input.bytes, input.splits);
     } catch (e) {
-      // What NbdClient does with it (#push): a typed error, the connection dropped.
+      // What NbdTransmission does with it (#push): a typed error, the connection dropped.
       if (e instanceof NbdProtocolViolation) throw new NbdError('NBD_PROTOCOL_ERROR', e.message, { cause: e });
       throw e;
     }

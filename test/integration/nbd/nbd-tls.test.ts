@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runProcess } from '../../../src/core/run-process.js';
-import { NbdClient, type NbdTlsOptions } from '../../../src/nbd/nbd-client.js';
+import { NbdClient } from '../../../src/nbd/nbd-client.js';
 import { isNbdError } from '../../../src/nbd/nbd-error.js';
+import type { NbdTlsOptions } from '../../../src/nbd/nbd-handshake.js';
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 const openssl = (cwd: string, ...args: string[]): Promise<unknown> =>

@@ -8,8 +8,8 @@ import {
   type CopyTarget,
   type ExtentSource,
 } from '../../../src/nbd/extent-copy.js';
-import type { NbdExtent, NbdTransmissionFlags } from '../../../src/nbd/nbd-client.js';
-import { decodeTransmissionFlags } from '../../../src/nbd/nbd-protocol.js';
+import type { NbdExtent } from '../../../src/nbd/nbd-client.js';
+import { decodeTransmissionFlags, type NbdTransmissionFlags } from '../../../src/nbd/nbd-protocol.js';
 
 const KiB = 1024;
 
