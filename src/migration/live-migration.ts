@@ -44,7 +44,6 @@ export class LiveMigrations {
   #peers: SitePeers;
   #jobs: JobJournal;
   #log: Logger;
-  #replication: ReplicationService;
   /** What each run uses; its cancels map is the operator's way to stop a run. */
   #runDeps: OutgoingMigrationDeps;
 
@@ -60,7 +59,6 @@ export class LiveMigrations {
     replication: ReplicationService;
     reverse: ReverseReplication;
   }) {
-    this.#replication = deps.replication;
     this.#diskRepo = new DiskRepo(deps.db);
     this.#replications = new ReplicationRepo(deps.db);
     this.#groups = new ProtectionGroupRepo(deps.db);
