@@ -18,7 +18,7 @@ import { WL_RECORD_SIZE } from '../../src/guest/writelog-format.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import type { VmView } from '../../src/vms/vm-service.js';
 import type { Job } from '../../src/jobs/job-journal.js';
-import type { MigrationResult } from '../../src/migration/live-migration.js';
+import type { MigrationResult } from '../../src/migration/outgoing-migration.js';
 import { migrateByHand, type ByHandResult } from './qemu-by-hand.js';
 import { median, waitFor } from '../bench-common.js';
 

@@ -7,7 +7,7 @@ export interface MigrationContext {
   to: string;
   /** Written the moment QEMU reported `completed`: from then on the destination's copy is the VM. */
   switched?: boolean;
-  /** This migration's TLS credentials object in the source QEMU (one per migration: see #rollBack). */
+  /** This migration's TLS credentials object in the source QEMU (one per migration: see rollBackMigration). */
   tlsId?: string;
   /** Replica-aware: the replication that is reversed afterwards. */
   replication: {
