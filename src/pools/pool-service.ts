@@ -24,7 +24,6 @@ import { DesktopSessions } from './desktop-sessions.js';
 import { guardPoolMasters } from './pool-guards.js';
 import { desktopsNamed } from './pool-desktops.js';
 import { OPERATION_JOB, OPERATION_STATE, recordedOperation } from './pool-operation.js';
-export type { PoolView, DesktopView } from './pool-views.js';
 
 /**
  * Desktop pools of linked clones (View Composer): a replica of the master's snapshot per
