@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { SiteProcess } from '../../test/harness/site-process.js';
 import { runProcess } from '../../src/core/run-process.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
-import type { PoolView } from '../../src/pools/pool-service.js';
+import type { PoolView } from '../../src/pools/pool-views.js';
 import type { VmView } from '../../src/vms/vm-service.js';
 
 const DESKTOPS = Number(process.env['BENCH_DESKTOPS'] ?? 100);

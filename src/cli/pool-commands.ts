@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import type { Job } from '../jobs/job-journal.js';
-import type { PoolView } from '../pools/pool-service.js';
+import type { PoolView } from '../pools/pool-views.js';
 import { formatBytes, printFields, printJson, printTable } from './output.js';
 import { followJob } from './follow-job.js';
 import { int } from './vm-commands.js';

@@ -2,7 +2,7 @@ import { rename } from 'node:fs/promises';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { DesktopPoolRepo, type PoolRecord } from '../store/repos/desktop-pool-repo.js';
-import { PoolDesktopRepo, type PoolDesktopRecord } from '../store/repos/pool-desktop-repo.js';
+import { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
 import type { PoolOperation, PoolSpec } from '../store/repos/pool-records.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from '../disks/disk-service.js';
@@ -14,15 +14,16 @@ import { assertValidName } from '../core/names.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { POOL_LIMITS, desktopNames, intOption, poolSpecOf, snapshotName, type PoolCreateInput } from './pool-spec.js';
 import { measureReplica } from './pool-replica.js';
-import { desktopFiles, writeDisposableDisk } from './desktop-clone.js';
 import { listPools, poolView, type PoolSummary, type PoolView } from './pool-views.js';
 import { assertRoom } from './storage-space.js';
 import { PoolOperations } from './pool-operations.js';
 import { guestOsOf } from './master-guest.js';
 import { assertRoomFor } from './pool-network.js';
-import { isInUse, isUserName, keepSpares } from './pool-spares.js';
+import { isInUse } from './pool-spares.js';
+import { DesktopSessions } from './desktop-sessions.js';
+import { guardPoolMasters } from './pool-guards.js';
+import { desktopsNamed } from './pool-desktops.js';
 import { OPERATION_JOB, OPERATION_STATE, recordedOperation } from './pool-operation.js';
-export type { PoolView, DesktopView } from './pool-views.js';
 
 /**
  * Desktop pools of linked clones (View Composer): a replica of the master's snapshot per
@@ -30,6 +31,8 @@ export type { PoolView, DesktopView } from './pool-views.js';
  * that customizes it. This checks what is asked and records it; PoolOperations does it. Each
  * operation runs as a job, one at a time per pool, recorded before it starts, so a server
  * stopped mid-way resumes it at its next start and a failed one resumes with `pool resume`.
+ * Who uses the desktops (assignments, sessions) and the spares kept for them are `sessions`
+ * (desktop-sessions.ts), built here because spares wait while an operation runs on a pool.
  */
 export class PoolService {
   #pools: DesktopPoolRepo;
@@ -42,6 +45,7 @@ export class PoolService {
   #lock = new KeyedLock();
   #ops: PoolOperations;
   #busy = new Set<string>();
+  readonly sessions: DesktopSessions;
 
   constructor(deps: {
     db: Kysely<Database>;
@@ -59,46 +63,14 @@ export class PoolService {
     this.#paths = deps.paths;
     this.#log = deps.log;
     this.#ops = new PoolOperations({ ...deps, pools: this.#pools, desktops: this.#desktops });
-    this.#vms.addDeleteGuard(async (vm) => {
-      const pools = (await this.#pools.list()).filter((p) => p.spec.master.vmId === vm.id);
-      if (pools.length > 0) {
-        throw new MamoriError(
-          'MASTER_IN_USE',
-          `VM ${vm.name} is the master of desktop pool${pools.length > 1 ? 's' : ''} ${pools.map((p) => p.name).join(', ')}: delete the pool${pools.length > 1 ? 's' : ''} first`,
-          { details: { pools: pools.map((p) => p.name) } },
-        );
-      }
-    });
-    this.#vms.addSnapshotDeleteGuard(async (vm, snapshot) => {
-      const pools = (await this.#pools.list()).filter(
-        (p) => p.spec.master.vmId === vm.id && p.spec.snapshot === snapshot,
-      );
-      if (pools.length > 0) {
-        throw new MamoriError(
-          'MASTER_IN_USE',
-          `snapshot ${snapshot} of ${vm.name} backs desktop pool ${pools.map((p) => p.name).join(', ')}: recompose the pool onto another snapshot, or delete it, first`,
-          { details: { pools: pools.map((p) => p.name) } },
-        );
-      }
-    });
-    // View Composer's disposable disk: swap and temp files do not outlive a power-off.
-    this.#vms.onPowerOff(async (vmId) => {
-      const row = await this.#desktops.context(vmId);
-      if (!row) return;
-      const spec = row.spec;
-      const vm = await this.#vms.repo.findById(vmId);
-      if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await writeDisposableDisk(
-          desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, row.files.length),
-          spec.disposableDiskBytes,
-        );
-      }
-      // A desktop that is off has no session (the broker may not have said so).
-      if (vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await this.#desktops.endSessionAtPowerOff(vmId);
-      }
-      // A spare that went down is replaced (not awaited: the listener must not wait for a boot).
-      void this.#keepSpares(row.pool);
+    guardPoolMasters(this.#vms, this.#pools);
+    this.sessions = new DesktopSessions({
+      vms: deps.vms,
+      paths: deps.paths,
+      log: deps.log,
+      pools: this.#pools,
+      desktops: this.#desktops,
+      operationRunning: (pool) => this.#busy.has(pool),
     });
     for (const kind of Object.values(OPERATION_JOB)) {
       this.#jobs.registerRecovery(kind, async (job) => {
@@ -120,123 +92,7 @@ export class PoolService {
       );
     }
     // Not awaited: powering on spares (a VM start each) must not keep the server from listening.
-    for (const p of await this.#pools.names()) void this.#keepSpares(p);
-  }
-
-  /** Assigns a desktop to a user (a dedicated desktop): it is in use, so another may start as a spare. */
-  async assign(
-    name: string,
-    desktop: string,
-    user: string,
-  ): Promise<{ desktop: string; user: string; sparesStarted: string[] }> {
-    const row = await this.#desktopFor(name, desktop, user);
-    if (row.assignedUser !== null && row.assignedUser !== user) {
-      throw new MamoriError(
-        'DESKTOP_ASSIGNED',
-        `desktop ${desktop} is assigned to ${row.assignedUser}: unassign it first (mamori pool unassign ${name} ${desktop})`,
-        { details: { user: row.assignedUser } },
-      );
-    }
-    if (row.sessionUser !== null && row.sessionUser !== user) {
-      throw new MamoriError(
-        'DESKTOP_IN_SESSION',
-        `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`,
-        { details: { user: row.sessionUser } },
-      );
-    }
-    await this.#desktops.setAssignedUser(row.vmId, user, new Date().toISOString());
-    return { desktop, user, sparesStarted: (await this.#keepSpares(name)).started };
-  }
-
-  /** Frees a desktop of its user: without a session it is a spare again, and a spare above the target powers off. */
-  async unassign(name: string, desktop: string): Promise<{ desktop: string; sparesStopped: string[] }> {
-    const [d] = await this.#desktopsOf(name, [desktop]);
-    await this.#desktops.setAssignedUser(d!.vmId, null, new Date().toISOString());
-    return { desktop, sparesStopped: (await this.#keepSpares(name)).stopped };
-  }
-
-  /**
-   * A user's session on a desktop began (a connection broker tells): the desktop is in use
-   * until it ends or the desktop powers off. Only a running desktop has sessions; one
-   * assigned to another user, or with another user's session, is refused.
-   */
-  async sessionStart(
-    name: string,
-    desktop: string,
-    user: string,
-  ): Promise<{ desktop: string; user: string; since: string; sparesStarted: string[] }> {
-    const row = await this.#desktopFor(name, desktop, user);
-    const vm = await this.#vms.get(desktop);
-    if (vm.state !== 'running')
-      throw new MamoriError(
-        'VM_INVALID_STATE',
-        `desktop ${desktop} is ${vm.state}: a session needs it running (mamori vm start ${desktop})`,
-        { details: { state: vm.state } },
-      );
-    if (row.assignedUser !== null && row.assignedUser !== user) {
-      throw new MamoriError('DESKTOP_ASSIGNED', `desktop ${desktop} is assigned to ${row.assignedUser}, not ${user}`, {
-        details: { user: row.assignedUser },
-      });
-    }
-    if (row.sessionUser !== null && row.sessionUser !== user) {
-      throw new MamoriError(
-        'DESKTOP_IN_SESSION',
-        `${row.sessionUser} has a session on desktop ${desktop}: end it first (mamori pool session-end ${name} ${desktop}) or pick another desktop`,
-        { details: { user: row.sessionUser } },
-      );
-    }
-    const since = row.sessionUser === user && row.sessionSince ? row.sessionSince : new Date().toISOString();
-    await this.#desktops.setSession(row.vmId, { user, since }, new Date().toISOString());
-    return { desktop, user, since, sparesStarted: (await this.#keepSpares(name)).started };
-  }
-
-  /** The session on a desktop ended: unless assigned, the desktop is a spare again (powered off above the target). */
-  async sessionEnd(name: string, desktop: string): Promise<{ desktop: string; sparesStopped: string[] }> {
-    const [d] = await this.#desktopsOf(name, [desktop]);
-    await this.#desktops.setSession(d!.vmId, null, new Date().toISOString());
-    return { desktop, sparesStopped: (await this.#keepSpares(name)).stopped };
-  }
-
-  async #desktopFor(name: string, desktop: string, user: string): Promise<PoolDesktopRecord> {
-    if (!isUserName(user))
-      throw new MamoriError(
-        'INVALID_INPUT',
-        `user ${JSON.stringify(user)} is not a user name (alice, alice@corp.example or CORP\\alice)`,
-      );
-    const [d] = await this.#desktopsOf(name, [desktop]);
-    const row = await this.#desktops.find(d!.vmId);
-    if (!row) throw new MamoriError('VM_NOT_FOUND', `desktop pool ${name} has no desktop ${desktop}`);
-    return row;
-  }
-
-  /** Brings the pool's powered-on free desktops to its spare target; not while an operation changes its desktops. */
-  async #keepSpares(name: string): Promise<{ started: string[]; stopped: string[] }> {
-    if (this.#busy.has(name)) return { started: [], stopped: [] };
-    return this.#startSpares(name);
-  }
-
-  /** A spare that fails to start or stop is logged and told on the pool; it never fails the operation that called it. */
-  async #startSpares(name: string): Promise<{ started: string[]; stopped: string[] }> {
-    return this.#lock.run(`spares:${name}`, async () => {
-      const pool = await this.#pools.find(name);
-      if (!pool) return { started: [], stopped: [] };
-      try {
-        const done = await keepSpares(
-          this.#desktops,
-          { start: (vm) => this.#vms.start(vm), stop: (vm) => this.#vms.stop(vm, {}) },
-          name,
-          pool.spec,
-        );
-        if (done.started.length > 0) this.#log.info({ pool: name, started: done.started }, 'spare desktops powered on');
-        if (done.stopped.length > 0)
-          this.#log.info({ pool: name, stopped: done.stopped }, 'spare desktops above the target powered off');
-        return done;
-      } catch (e) {
-        this.#log.warn({ pool: name, err: e }, 'a spare desktop did not start or stop');
-        await this.#pools.setMessage(name, `a spare desktop did not start or stop: ${(e as Error).message}`);
-        return { started: [], stopped: [] };
-      }
-    });
+    for (const p of await this.#pools.names()) void this.sessions.keepSpares(p);
   }
 
   /** `pool resume`: a failed operation run again (after its cause is mended), with its first options, where it stopped. */
@@ -306,7 +162,7 @@ export class PoolService {
    */
   async refresh(name: string, opts: { desktops?: string[]; force?: boolean } = {}): Promise<Job> {
     await this.#pool(name);
-    const targets = await this.#desktopsOf(name, opts.desktops);
+    const targets = await desktopsNamed(this.#desktops, name, opts.desktops);
     return this.#start(name, { kind: 'refresh', force: opts.force === true }, { pending: targets.map((t) => t.vmId) });
   }
 
@@ -403,7 +259,7 @@ export class PoolService {
     if (spec.persistentDiskBytes === null)
       throw new MamoriError('INVALID_INPUT', `desktop pool ${name} has no persistent disks`);
     if (from === to) throw new MamoriError('INVALID_INPUT', 'give two different desktops');
-    const pair = await this.#desktopsOf(name, [from, to]);
+    const pair = await desktopsNamed(this.#desktops, name, [from, to]);
     const disks: string[] = [];
     for (const d of [from, to]) {
       const vm = await this.#vms.get(d);
@@ -459,7 +315,7 @@ export class PoolService {
           new Date().toISOString(),
         );
         // Before the job ends, so whoever waits for it finds the spares powering on.
-        const sparesStarted = op.kind === 'delete' ? [] : (await this.#startSpares(name)).started;
+        const sparesStarted = op.kind === 'delete' ? [] : (await this.sessions.startSpares(name)).started;
         await this.#jobs.succeed(job.id, { ...result, ...(sparesStarted.length > 0 ? { sparesStarted } : {}) });
       } catch (e) {
         const err = { code: isMamoriError(e) ? e.code : 'INTERNAL', message: (e as Error).message };
@@ -491,18 +347,6 @@ export class PoolService {
         `no desktop pool named ${JSON.stringify(name)}; see 'mamori pool list'`,
       );
     return p;
-  }
-
-  async #desktopsOf(
-    pool: string,
-    names: string[] | undefined,
-  ): Promise<{ vmId: string; replicaId: string; number: number; name: string }[]> {
-    const rows = await this.#desktops.desktopsOf(pool);
-    if (!names || names.length === 0) return rows;
-    const unknown = names.filter((n) => !rows.some((r) => r.name === n));
-    if (unknown.length > 0)
-      throw new MamoriError('VM_NOT_FOUND', `desktop pool ${pool} has no desktop ${unknown.join(', ')}`);
-    return rows.filter((r) => names.includes(r.name));
   }
 }
 

@@ -26,9 +26,10 @@ const size = {
   ],
 } as const;
 
-/** Desktop pools of linked clones (View Composer): provision, show, refresh, recompose, rebalance, resize, resume, delete. */
+/** Desktop pools of linked clones (View Composer): provision, show, refresh, recompose, rebalance, resize, resume, delete; assignments and sessions. */
 export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAsync {
   const p = deps.pools;
+  const s = p.sessions;
   return async (app) => {
     app.get(
       '/pools',
@@ -217,7 +218,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           response: { 200: free, ...errorResponses },
         },
       },
-      async (req) => p.assign(req.params.name, req.body.desktop, req.body.user),
+      async (req) => s.assign(req.params.name, req.body.desktop, req.body.user),
     );
     app.post<{ Params: { name: string }; Body: { desktop: string } }>(
       '/pools/:name/unassign',
@@ -230,7 +231,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           response: { 200: free, ...errorResponses },
         },
       },
-      async (req) => p.unassign(req.params.name, req.body.desktop),
+      async (req) => s.unassign(req.params.name, req.body.desktop),
     );
     app.post<{ Params: { name: string }; Body: { desktop: string; user: string } }>(
       '/pools/:name/session-start',
@@ -243,7 +244,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           response: { 200: free, ...errorResponses },
         },
       },
-      async (req) => p.sessionStart(req.params.name, req.body.desktop, req.body.user),
+      async (req) => s.sessionStart(req.params.name, req.body.desktop, req.body.user),
     );
     app.post<{ Params: { name: string }; Body: { desktop: string } }>(
       '/pools/:name/session-end',
@@ -256,7 +257,7 @@ export function desktopPoolRoutes(deps: { pools: PoolService }): FastifyPluginAs
           response: { 200: free, ...errorResponses },
         },
       },
-      async (req) => p.sessionEnd(req.params.name, req.body.desktop),
+      async (req) => s.sessionEnd(req.params.name, req.body.desktop),
     );
     app.post<{ Params: { name: string } }>(
       '/pools/:name/resume',

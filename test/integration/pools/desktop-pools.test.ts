@@ -8,7 +8,7 @@ import { snapshotLayer } from '../../harness/snapshot-layer.js';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { PoolView } from '../../../src/pools/pool-service.js';
+import type { PoolView } from '../../../src/pools/pool-views.js';
 
 /*
  * Desktop pools with real parts: a master test guest whose disk holds 8 MiB, snapshotted;

@@ -9,7 +9,7 @@ import { snapshotLayer } from '../../harness/snapshot-layer.js';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { PoolView } from '../../../src/pools/pool-service.js';
+import type { PoolView } from '../../../src/pools/pool-views.js';
 
 /*
  * A pool's replica of a snapshot whose layer is one whole qcow2 is that layer under a second

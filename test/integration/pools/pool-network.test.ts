@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { PoolView } from '../../../src/pools/pool-service.js';
+import type { PoolView } from '../../../src/pools/pool-views.js';
 
 /*
  * Network customization of desktops, observed in the guest. The master's NIC is on QEMU's

@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SiteProcess } from '../../harness/site-process.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { PoolView } from '../../../src/pools/pool-service.js';
+import type { PoolView } from '../../../src/pools/pool-views.js';
 
 /*
  * Spare desktops (View Composer's "spare, powered on" count): a pool keeps K desktops that no

@@ -8,7 +8,7 @@ import { SiteProcess } from '../../harness/site-process.js';
 import { mbrWindows2012 } from '../../harness/disk-fixtures.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { PoolView } from '../../../src/pools/pool-service.js';
+import type { PoolView } from '../../../src/pools/pool-views.js';
 
 /*
  * A pool of a Windows master: the master is a converted Windows Server 2012 R2 disk (NTFS
