@@ -4,7 +4,9 @@
  * known place, and a timed kill from outside lands anywhere or nowhere.
  *
  * MAMORI_FAULT_POINTS="pool-desktop-done:3" kills the process the 3rd time that point is
- * passed. Unset (as it always is outside tests), a point costs a map lookup.
+ * passed. Unset (as it always is outside tests), a point costs a map lookup. Every job step is
+ * a point of its own, `job:KIND:STEP`, passed when the step's work is done and before the
+ * journal records it (jobs/job-journal.ts).
  */
 const armed = parse(process.env['MAMORI_FAULT_POINTS'] ?? '');
 const hits = new Map<string, number>();

@@ -3,6 +3,7 @@ import type { Database } from '../store/schema.js';
 import { JobRepo } from '../store/repos/job-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
+import { faultPoint } from '../core/fault-points.js';
 
 export const JOB_STATES = ['running', 'succeeded', 'failed'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -75,9 +76,11 @@ export class JobJournal {
 
   /** Runs one step, journalled before and after. A throw marks the step and the job failed. */
   async step<T>(jobId: string, name: string, fn: () => Promise<T>): Promise<T> {
-    await this.#markStep(jobId, name, 'running');
+    const kind = await this.#markStep(jobId, name, 'running');
     try {
       const out = await fn();
+      // The cut every kill -9 test makes: the step's work is done, the journal does not say so yet.
+      faultPoint(`job:${kind}:${name}`);
       await this.#markStep(jobId, name, 'done');
       return out;
     } catch (e) {
@@ -130,12 +133,14 @@ export class JobJournal {
     return rows.length;
   }
 
-  async #markStep(jobId: string, name: string, state: StepState): Promise<void> {
+  /** Returns the job's kind (the step's fault point is named after it). */
+  async #markStep(jobId: string, name: string, state: StepState): Promise<string> {
     const job = await this.get(jobId);
     const now = new Date().toISOString();
     const steps = job.steps.map((s) =>
       s.name === name ? { ...s, state, ...(state === 'running' ? { startedAt: now } : { endedAt: now }) } : s,
     );
     await this.#jobs.setSteps(jobId, steps, now);
+    return job.kind;
   }
 }
