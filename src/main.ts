@@ -266,7 +266,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const metrics = new SiteMetrics(siteMetricSources({ db: store.db, replication, arrayGroups, incidents, replicas }));
   const mappings = new InventoryMappings({ db: store.db, networks, peerExists });
   const plans = new PlanService({ db: store.db, peers, mappings, arrays: storageArrays });
-  const runs = new RunJournal(store.db);
+  const runs = new RunJournal(store.db, jobs);
   const recovery = new VmRecovery({ db: store.db, replicas, vms, poolDir: () => disks.poolDir() });
   const groups = new ProtectionGroups(store.db, arrayGroups);
   const peerRecovery = new PeerRecovery({ db: store.db, replicas, replication, vms, groups, seeding, recovery });

@@ -35,7 +35,9 @@ import { metricsRoutes } from './routes/metrics.js';
 import { alertRoutes } from './routes/alerts.js';
 import type { SiteMetrics } from '../metrics/site-metrics.js';
 import type { AlertNotifier } from '../events/alert-notifier.js';
-import { planRunEventRoutes } from './routes/plan-run-events.js';
+import { jobEventRoutes } from './routes/job-events.js';
+import { PLAN_RUN_JOB } from '../plans/run-journal.js';
+import { summarizeRun } from '../plans/plan-report.js';
 import { consoleRoutes } from './routes/console.js';
 import { installAccessControl } from './access-control.js';
 import { installSecurityHeaders } from './security-headers.js';
@@ -230,7 +232,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(networkRoutes(deps));
   await app.register(protectionRoutes(deps));
   await app.register(planRoutes(deps));
-  await app.register(planRunEventRoutes(deps));
+  await app.register(
+    jobEventRoutes({
+      jobs: deps.jobs,
+      // The console's run page draws the run itself: its job's events carry it.
+      details: {
+        [PLAN_RUN_JOB.kind]: async (job) => {
+          const run = await deps.runner.get(job.id);
+          return { run: { ...run, summary: summarizeRun(run) } };
+        },
+      },
+    }),
+  );
   await app.register(migrationRoutes(deps));
   await app.register(conversionRoutes(deps));
   await app.register(desktopPoolRoutes(deps));

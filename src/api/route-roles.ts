@@ -52,6 +52,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'GET /events': r(READ),
   'GET /jobs': r(READ),
   'GET /jobs/:id': r(READ),
+  'GET /jobs/:id/events': r(READ),
+  'GET /job-kinds': r(READ),
 
   // Tokens and the audit log: who may do what, and what they did.
   'GET /tokens': r(ADMIN),
@@ -176,7 +178,6 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /plans/:name/runs': r(OPERATE),
   'GET /plan-runs': r(READ),
   'GET /plan-runs/:id': r(READ),
-  'GET /plan-runs/:id/events': r(READ),
   'POST /plan-runs/:id/resume': r(OPERATE),
   'POST /plan-runs/:id/continue': r(OPERATE),
   'POST /plan-runs/:id/cancel': r(OPERATE),

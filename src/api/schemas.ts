@@ -94,7 +94,7 @@ export const jobSchema = {
   properties: {
     id: { type: 'string' },
     kind: { type: 'string' },
-    state: { type: 'string', enum: ['running', 'succeeded', 'failed'] },
+    state: { type: 'string', enum: ['running', 'succeeded', 'failed', 'interrupted'] },
     target: nullableString,
     progress: { type: 'number' },
     steps: {
@@ -112,6 +112,7 @@ export const jobSchema = {
     result: {},
     // What the job's recovery rule needs, and live figures some jobs publish (a migration's RAM and disks).
     context: {},
+    contextVersion: { type: ['integer', 'null'] },
     error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
     createdAt: { type: 'string' },
     updatedAt: { type: 'string' },

@@ -15,6 +15,7 @@ import { planCommand, PLAN_USAGE } from './plan-commands.js';
 import { alertsCommand, ALERTS_USAGE } from './alert-commands.js';
 import { tokenCommand, TOKEN_USAGE } from './token-commands.js';
 import { auditCommand, AUDIT_USAGE } from './audit-commands.js';
+import { jobCommand } from './job-commands.js';
 
 const USAGE = `mamori: disaster recovery, replication and migration for QEMU/KVM
 
@@ -30,7 +31,7 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
   site ...                                               pairing with other sites (mamori site --help)
   vm ...                                                 VMs (mamori vm --help)
   disk ...                                               disks and raw device mappings
-  job list [--kind K] | job show ID                      long operations and their journals
+  job list [--kind K] [--state S] | job show ID | job kinds   long operations (every kind), their steps and recovery policies
   events [--open]                                        incidents (violated RPO, ...), open and cleared
   alerts list | alerts webhook set URL|clear|test        open incidents; the webhook they are posted to
   token create --role R --name N [--expires 30d] | list | revoke ID
@@ -171,17 +172,8 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
       return hostCommand(api, rest, g.json);
     case 'site':
       return siteCommand(api, rest, g.json);
-    case 'job': {
-      if (rest[0] === 'list') {
-        // `job list [--kind KIND]`: replication cycles are jobs too and would crowd the rest out.
-        const k = rest.indexOf('--kind');
-        if (k >= 0 && !rest[k + 1]) throw new MamoriError('INVALID_INPUT', 'usage: mamori job list [--kind KIND]');
-        return printJson(await api.get(k >= 0 ? `/jobs?kind=${encodeURIComponent(rest[k + 1]!)}` : '/jobs'));
-      }
-      if (rest[0] !== 'show' || !rest[1])
-        throw new MamoriError('INVALID_INPUT', 'usage: mamori job list | job show ID');
-      return printJson(await api.get(`/jobs/${encodeURIComponent(rest[1])}`));
-    }
+    case 'job':
+      return jobCommand(api, rest, g.json);
     case 'group':
       return groupCommand(api, rest, g.json);
     case 'network':

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { DiskService } from '../disks/disk-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { InspectionReport } from '../inspect/inspector.js';
 import { isMamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
@@ -10,7 +11,43 @@ import type { ConvergeResult, ConvergePass } from './p2v-converge.js';
 import { compatibilityWarnings, guestHasVirtioBlk, guestHasVirtioNet } from './compatibility.js';
 import type { ConvertInput } from './conversion-input.js';
 
-export const CONVERT_JOB = 'vm-convert';
+/**
+ * What a conversion keeps in its job context: the source as shown (a URI without secrets), the
+ * inspection, and the disks it makes (or, for P2V, the one disk and its passes), which a
+ * recovery removes if the VM was never registered.
+ */
+export interface ConvertJobContext {
+  source: string;
+  inspection?: unknown;
+  disks?: string[];
+  descriptor?: unknown;
+  device?: string;
+  p2v?: P2vContext;
+}
+
+export const CONVERT_JOB = defineJobKind<ConvertJobContext>({
+  kind: 'vm-convert',
+  policy: 'rollback',
+  steps: null,
+  summary: 'A disk image, NBD export, OVF/OVA or running machine (P2V) made into a VM: copy, register, start',
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['source'],
+      properties: {
+        source: { type: 'string' },
+        disks: { type: 'array', items: { type: 'string' } },
+        device: { type: 'string' },
+        p2v: {
+          type: 'object',
+          required: ['disk', 'passes'],
+          properties: { disk: { type: 'string' }, passes: { type: 'array' } },
+        },
+      },
+    },
+  },
+});
 
 /** What a conversion job succeeds with. */
 export interface ConvertResult {
@@ -44,9 +81,13 @@ export interface ConvertPlan {
 }
 
 /** What a P2V conversion keeps in its job context, for progress and for recovery after a crash. */
-interface P2vContext {
+export interface P2vContext {
   disk: string;
   passes: ConvergePass[];
+}
+
+function convertSteps(start: boolean): string[] {
+  return ['copy', 'register', ...(start ? ['start'] : [])];
 }
 
 /**
@@ -69,18 +110,18 @@ export class ConversionJobs {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     this.#runDir = deps.runDir;
-    this.#jobs.registerRecovery(CONVERT_JOB, (job) => this.#recover(job));
+    this.#jobs.define(CONVERT_JOB, (job, ctx) => this.#recover(job, ctx));
   }
 
   /** The job of a conversion whose disks its copy makes (nothing exists yet to clean up). */
   create(vmName: string, start: boolean): Promise<Job> {
-    return this.#jobs.create(CONVERT_JOB, vmName, ['copy', 'register', ...(start ? ['start'] : [])]);
+    return this.#jobs.create(CONVERT_JOB, vmName, { steps: convertSteps(start) });
   }
 
   /** The conversion's job; if it cannot be made, the disk made for it goes too (nothing half-created is left). */
   async createOwning(diskName: string, vmName: string, start: boolean): Promise<Job> {
     try {
-      return await this.#jobs.create(CONVERT_JOB, vmName, ['copy', 'register', ...(start ? ['start'] : [])]);
+      return await this.#jobs.create(CONVERT_JOB, vmName, { steps: convertSteps(start) });
     } catch (e) {
       await this.#disks.delete(diskName).catch(() => undefined);
       throw e;
@@ -103,9 +144,13 @@ export class ConversionJobs {
    * A conversion cut by a crash never registered its VM (or did, and only the start was
    * left): the copied disk goes unless a VM holds it, and a P2V's storage daemon is stopped.
    */
-  async #recover(job: Job): Promise<string> {
+  /** Records what the conversion makes, for its recovery. */
+  setContext(jobId: string, ctx: ConvertJobContext): Promise<void> {
+    return this.#jobs.setContext(CONVERT_JOB, jobId, ctx);
+  }
+
+  async #recover(job: Job, ctx: ConvertJobContext | null): Promise<string> {
     const registered = job.steps.some((s) => s.name === 'register' && s.state === 'done');
-    const ctx = job.context as { p2v?: P2vContext; disks?: string[] } | null;
     const runDir = this.runDir(job.id);
     await StorageDaemon.killLeftover({
       qmpSocket: join(runDir, 'qmp.sock'),

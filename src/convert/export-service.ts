@@ -6,6 +6,7 @@ import { syncDirectory } from '../core/durable-sync.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { Logger } from '../core/logger.js';
 import { activeLayer, type DiskRecord } from '../disks/disk-record.js';
 import { replicatedDiskIds, type VmDefinition } from '../vms/vm-definition.js';
@@ -17,7 +18,26 @@ import { FALLBACK_GUEST_OS, vsphereGuestOs, type OvfGuestOs } from './vsphere-gu
 import { openSource } from '../inspect/image-source.js';
 import { inspectDisk } from '../inspect/inspector.js';
 
-export const EXPORT_JOB = 'vm-export';
+/** The export's scratch folder (removed by a recovery) and the files it publishes. */
+interface ExportJobContext {
+  scratch: string;
+  files: string[];
+}
+
+export const EXPORT_JOB = defineJobKind<ExportJobContext>({
+  kind: 'vm-export',
+  policy: 'rollback',
+  steps: null,
+  summary: 'A stopped VM written out as VMDK, VHDX or OVA: copy, package (OVA), publish',
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['scratch', 'files'],
+      properties: { scratch: { type: 'string' }, files: { type: 'array', items: { type: 'string' } } },
+    },
+  },
+});
 export const EXPORT_FORMATS = ['vmdk', 'vhdx', 'ova'] as const;
 export type VmExportFormat = (typeof EXPORT_FORMATS)[number];
 
@@ -59,9 +79,8 @@ export class ExportService {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     this.#defaultDir = deps.defaultDir;
-    this.#jobs.registerRecovery(EXPORT_JOB, async (job) => {
-      const scratch = (job.context as { scratch?: string } | null)?.scratch;
-      if (scratch) await rm(scratch, { recursive: true, force: true });
+    this.#jobs.define(EXPORT_JOB, async (_job, ctx) => {
+      if (ctx) await rm(ctx.scratch, { recursive: true, force: true });
       return 'the site server stopped during the export; its partial files were removed, run it again';
     });
   }
@@ -98,13 +117,11 @@ export class ExportService {
         );
     }
     await mkdir(directory, { recursive: true });
-    const job = await this.#jobs.create(EXPORT_JOB, vm.name, [
-      'copy',
-      ...(input.format === 'ova' ? ['package'] : []),
-      'publish',
-    ]);
+    const job = await this.#jobs.create(EXPORT_JOB, vm.name, {
+      steps: ['copy', ...(input.format === 'ova' ? ['package'] : []), 'publish'],
+    });
     const scratch = join(directory, `.mamori-export-${job.id}`);
-    await this.#jobs.setContext(job.id, { scratch, files: finals });
+    await this.#jobs.setContext(EXPORT_JOB, job.id, { scratch, files: finals });
     void this.#run(job.id, vm.definition, disks, input.format, scratch, finals).catch((e: unknown) =>
       this.#log.error({ job: job.id, err: e }, 'export failed outside its steps'),
     );

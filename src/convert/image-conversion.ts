@@ -118,7 +118,7 @@ export class ImageConversion {
           warnings: ovf.system.warnings ?? [],
         }
       : undefined;
-    await this.#jobs.setContext(job.id, {
+    await this.#conversions.setContext(job.id, {
       source: input.source,
       inspection: report,
       disks: diskNames,

@@ -64,7 +64,7 @@ export class NbdConversion {
     const disk = await this.#disks.create({ name: diskName, sizeBytes: report.size, format: input.format ?? 'qcow2' });
     const job = await this.#conversions.createOwning(diskName, input.name, input.start === true);
     // The context keeps the URI (which holds no secret: query keys are refused), never the TLS key.
-    await this.#jobs.setContext(job.id, { source: shown, inspection: report, disks: [diskName] });
+    await this.#conversions.setContext(job.id, { source: shown, inspection: report, disks: [diskName] });
     let progressAt = 0;
     const copy = async (): Promise<undefined> => {
       const c = await copyNbdSource(src, disk, {

@@ -77,7 +77,7 @@ export class P2vConversion {
       inspection: report,
       p2v: { disk: diskName, passes: [] as ConvergePass[] },
     };
-    await this.#jobs.setContext(job.id, ctx);
+    await this.#conversions.setContext(job.id, ctx);
     let progressAt = 0;
     const copy = async (): Promise<ConvergeResult> =>
       pullFromAgent(agent, disk, {
@@ -85,7 +85,7 @@ export class P2vConversion {
         convergeBelowBytes: below * 1024 * 1024,
         onPass: async (p) => {
           ctx.p2v.passes.push(p);
-          await this.#jobs.setContext(job.id, ctx);
+          await this.#conversions.setContext(job.id, ctx);
           this.#log.info({ job: job.id, ...p }, 'p2v pass done');
         },
         onProgress: (f) => {

@@ -17,11 +17,20 @@ import { checkUntrustedImage, untrustedImageInfo, untrustedImageName } from '../
 import { convertImage, createImage, createQcow2 } from '../qemu/qemu-img-write.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
+import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { runProcess } from '../core/run-process.js';
 import type { ArrayDeviceDirs } from './array-device-dirs.js';
 
+/** An image copied into the pool and registered as a disk; a cut one leaves neither (its recovery reads the target name). */
+export const IMPORT_JOB = defineJobKind<null>({
+  kind: 'disk-import',
+  policy: 'rollback',
+  steps: ['convert', 'register'],
+  summary: 'An image imported into the disk pool: convert, register',
+  context: NO_CONTEXT,
+});
 export const DEFAULT_POOL = 'default';
 
 /** Formats QEMU imports from other hypervisors; the name is qemu-img's. */
@@ -89,7 +98,7 @@ export class DiskService {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     this.hostPaths = deps.hostPaths;
-    this.#jobs.registerRecovery('disk-import', (job) => this.#recoverImport(job));
+    this.#jobs.define(IMPORT_JOB, (job) => this.#recoverImport(job));
   }
 
   poolDir(pool = DEFAULT_POOL): string {
@@ -346,7 +355,7 @@ export class DiskService {
     await mkdir(pool, { recursive: true });
     const finalPath = resolveInPool(pool, `${input.name}.${targetFormat}`);
     if (await exists(finalPath)) throw new MamoriError('DISK_EXISTS', `a file already exists at ${finalPath}`);
-    const job = await this.#jobs.create('disk-import', input.name, ['convert', 'register']);
+    const job = await this.#jobs.create(IMPORT_JOB, input.name);
     const done = this.#runImport(
       job.id,
       { ...input, source: src },

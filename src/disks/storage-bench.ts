@@ -3,13 +3,20 @@ import { join } from 'node:path';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from './disk-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
+import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { newShortId } from '../core/ids.js';
 
-export const STORAGE_BENCH_JOB = 'storage-bench';
+export const STORAGE_BENCH_JOB = defineJobKind<null>({
+  kind: 'storage-bench',
+  policy: 'rollback',
+  steps: ['disks', 'guest', 'cleanup'],
+  summary: "The site's storage measured with fio in a scratch guest: disks, guest, cleanup",
+  context: NO_CONTEXT,
+});
 export const BENCH_KINDS = ['qcow2', 'raw', 'rdm-virtual', 'rdm-physical'] as const;
 export type BenchKind = (typeof BENCH_KINDS)[number];
 
@@ -49,7 +56,7 @@ export class StorageBench {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#jobs.registerRecovery(
+    this.#jobs.define(
       STORAGE_BENCH_JOB,
       async () =>
         'the site server stopped during a storage benchmark; its scratch VM and disks (named bench-*) may be left: delete them, then run it again',
@@ -64,7 +71,7 @@ export class StorageBench {
     if (!Number.isInteger(seconds) || seconds < 1 || seconds > 600)
       throw new MamoriError('OUT_OF_RANGE', `seconds must be a whole number from 1 to 600, not ${seconds}`);
     const pool = 'default';
-    const job = await this.#jobs.create(STORAGE_BENCH_JOB, pool, ['disks', 'guest', 'cleanup']);
+    const job = await this.#jobs.create(STORAGE_BENCH_JOB, pool);
     void this.#run(job.id, mib, seconds, pool).then(
       (r) => this.#jobs.succeed(job.id, r),
       (e: unknown) =>

@@ -12,13 +12,12 @@ import type { JobJournal, Job } from '../jobs/job-journal.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { ReplicationService } from '../replication/replication-service.js';
-import { outgoingStateOf, type MigrationContext, type OutgoingState } from './outgoing-state.js';
+import { MIGRATION_JOB, outgoingStateOf, type MigrationContext, type OutgoingState } from './outgoing-state.js';
 import type { ReverseReplication } from './reverse-replication.js';
 import { runOutgoingMigration, type OutgoingMigrationDeps } from './outgoing-migration.js';
 import { rollBackMigration } from './migration-rollback.js';
 
-export const MIGRATION_JOB = 'vm-migration';
-export const MIGRATION_STEPS = ['prepare', 'mirror', 'migrate', 'switchover', 'finish'] as const;
+export { MIGRATION_JOB };
 /** Default time without progress after which the link counts as cut. */
 export const LINK_TIMEOUT_DEFAULT_SEC = 30;
 
@@ -81,7 +80,7 @@ export class LiveMigrations {
       reverse: deps.reverse,
       cancels: new Map(),
     };
-    deps.jobs.registerRecovery(MIGRATION_JOB, (job) => this.#recover(job));
+    deps.jobs.define(MIGRATION_JOB, (job, ctx) => this.#recover(job, ctx));
   }
 
   /** Checks, then starts the migration as a journalled job and returns it at once. */
@@ -123,10 +122,10 @@ export class LiveMigrations {
     if (!Number.isInteger(linkTimeoutSec) || linkTimeoutSec < 5 || linkTimeoutSec > 3600)
       throw new MamoriError('OUT_OF_RANGE', '--link-timeout is 5 to 3600 s');
     await this.#peers.client(input.to);
-    const running = await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vm.id}`, limit: 1 });
+    const running = await this.#jobs.list({ kind: MIGRATION_JOB.kind, target: `vm:${vm.id}`, limit: 1 });
     if (running[0]?.state === 'running')
       throw new MamoriError('VM_INVALID_STATE', `VM ${vmName} is already migrating (job ${running[0].id})`);
-    const job = await this.#jobs.create(MIGRATION_JOB, `vm:${vm.id}`, [...MIGRATION_STEPS]);
+    const job = await this.#jobs.create(MIGRATION_JOB, `vm:${vm.id}`);
     const rep = await this.#replications.find(vm.id);
     const group = await this.#groups.groupNameOfVm(vm.id);
     const replicaAware = rep !== undefined && rep.peer === input.to;
@@ -145,7 +144,7 @@ export class LiveMigrations {
           }
         : null,
     };
-    await this.#jobs.setContext(job.id, ctx);
+    await this.#jobs.setContext(MIGRATION_JOB, job.id, ctx);
     void runOutgoingMigration(this.#runDeps, job.id, vm, ctx, { downtimeMs: downtime, mbps, linkTimeoutSec }).catch(
       (e: unknown) => this.#log.error({ job: job.id, err: e }, 'migration failed outside its steps'),
     );
@@ -157,12 +156,12 @@ export class LiveMigrations {
    * migration may run: only this side knows whether it switched over or rolled back.
    */
   async outgoingState(peer: string, vmId: string): Promise<OutgoingState> {
-    const job = (await this.#jobs.list({ kind: MIGRATION_JOB, target: `vm:${vmId}`, limit: 1 }))[0] ?? null;
+    const job = (await this.#jobs.list({ kind: MIGRATION_JOB.kind, target: `vm:${vmId}`, limit: 1 }))[0] ?? null;
     const qmp = this.#supervisor.qmpOf(vmId);
     const status = qmp
       ? ((await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status ?? null)
       : null;
-    return outgoingStateOf(job, status, peer);
+    return outgoingStateOf(job, job && this.#jobs.context(MIGRATION_JOB, job), status, peer);
   }
 
   /** Before switchover: stops it; the VM runs on here and the destination removes its copy. */
@@ -175,8 +174,7 @@ export class LiveMigrations {
   }
 
   /** A migration the server died in: before switchover it is rolled back (the VM ran on, QEMU outlives the server). */
-  async #recover(job: Job): Promise<void> {
-    const ctx = job.context as MigrationContext | null;
+  async #recover(job: Job, ctx: MigrationContext | null): Promise<void> {
     if (!ctx) return;
     const vm = await this.#vms.repo.findById(ctx.vmId);
     const qmp = this.#supervisor.qmpOf(ctx.vmId);
@@ -188,7 +186,7 @@ export class LiveMigrations {
       completed || job.steps.some((s) => (s.name === 'switchover' || s.name === 'finish') && s.state !== 'pending');
     const peer = await this.#peers.client(ctx.to, { timeoutMs: 30_000 });
     if (switched) {
-      await this.#jobs.setContext(job.id, { ...ctx, switched: true });
+      await this.#jobs.setContext(MIGRATION_JOB, job.id, { ...ctx, switched: true });
       // The destination runs the VM (or will, once activated): finish the move.
       await peer.request('POST', `/migrations/${ctx.vmId}/activate`, {}).catch(() => undefined);
       if (vm) await this.#vms.delete(vm.name, { force: true });

@@ -17,7 +17,7 @@ import type { IncomingTarget } from './migration-target.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import { watchLink } from './link-watchdog.js';
 import { copyReplicaDelta } from './replica-delta-copy.js';
-import type { MigrationContext } from './outgoing-state.js';
+import { MIGRATION_JOB, type MigrationContext } from './outgoing-state.js';
 import type { ReverseReplication } from './reverse-replication.js';
 import { MIGRATION_TLS_ID, rollBackMigration, waitJobsGone } from './migration-rollback.js';
 
@@ -127,7 +127,7 @@ export async function runOutgoingMigration(
         () => void quickPeer.request('POST', `/migrations/${vm.id}/keepalive`, {}).catch(() => undefined),
         KEEPALIVE_MS,
       );
-      await deps.jobs.setContext(jobId, ctx);
+      await deps.jobs.setContext(MIGRATION_JOB, jobId, ctx);
       const dir = await writeQemuTlsCreds({
         dir: join(deps.paths.vmDir(vm.id), 'mig-tls'),
         site: deps.tls,
@@ -135,7 +135,7 @@ export async function runOutgoingMigration(
         endpoint: 'client',
       });
       ctx.tlsId = `${MIGRATION_TLS_ID}-${jobId}`;
-      await deps.jobs.setContext(jobId, ctx);
+      await deps.jobs.setContext(MIGRATION_JOB, jobId, ctx);
       await qmp.execute('object-add', {
         'qom-type': 'tls-creds-x509',
         id: ctx.tlsId,
@@ -239,7 +239,7 @@ export async function runOutgoingMigration(
       throw new MamoriError('QMP_ERROR', `the migration ended ${info.status}: ${info['error-desc'] ?? ''}`);
     switched = true;
     ctx.switched = true;
-    await deps.jobs.setContext(jobId, ctx);
+    await deps.jobs.setContext(MIGRATION_JOB, jobId, ctx);
     await deps.jobs.step(jobId, 'switchover', async () => {
       await peer.request('POST', `/migrations/${vm.id}/activate`, {});
     });
@@ -324,7 +324,7 @@ function watchProgress(
           expectedDowntimeMs: m['expected-downtime'] ?? null,
           diskMirrored: stats.mirrored,
         };
-        await journal.setContext(jobId, { ...ctx, live });
+        await journal.setContext(MIGRATION_JOB, jobId, { ...ctx, live });
         await journal.progress(jobId, 0.6 + 0.35 * Math.min(1, ram.total > 0 ? ram.transferred / ram.total : 0));
       }
       await new Promise((r) => setTimeout(r, 500));

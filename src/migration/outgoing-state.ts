@@ -1,3 +1,4 @@
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { Job } from '../jobs/job-journal.js';
 import type { IncomingTarget } from './migration-target.js';
 
@@ -19,7 +20,51 @@ export interface MigrationContext {
   } | null;
   disks: number;
   target: IncomingTarget | null;
+  /** Live figures while the RAM moves (the console's migration view). */
+  live?: {
+    status?: string;
+    ramTransferred: number;
+    ramRemaining: number;
+    ramTotal: number;
+    dirtyRateBps: number;
+    expectedDowntimeMs: number | null;
+    diskMirrored: number;
+  };
 }
+
+/**
+ * Rollback before switchover (the VM ran on here, the destination removes its copy); after it,
+ * recovery finishes the move instead: the destination's copy is the VM then.
+ */
+export const MIGRATION_JOB = defineJobKind<MigrationContext>({
+  kind: 'vm-migration',
+  policy: 'rollback',
+  steps: ['prepare', 'mirror', 'migrate', 'switchover', 'finish'],
+  summary: 'A running VM moved to a paired site without shared storage (or onto its replica)',
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['vmId', 'to', 'disks', 'target', 'replication'],
+      properties: {
+        vmId: { type: 'string' },
+        to: { type: 'string' },
+        switched: { type: 'boolean' },
+        tlsId: { type: 'string' },
+        disks: { type: 'integer' },
+        replication: {
+          type: ['object', 'null'],
+          required: ['generation', 'pointId', 'rpoSeconds', 'keepPoints', 'group'],
+        },
+        target: {
+          type: ['object', 'null'],
+          required: ['vmId', 'host', 'nbdPort', 'exports', 'migrationPort'],
+        },
+        live: { type: 'object' },
+      },
+    },
+  },
+});
 
 /**
  * switched: the destination's copy is the VM (run it); rolled-back: the VM ran on here (remove
@@ -32,11 +77,11 @@ export type OutgoingState = 'switched' | 'rolled-back' | 'in-progress' | 'unknow
  * journal: once QEMU completed, this side never continues the guest, so the copy must run).
  */
 export function outgoingStateOf(
-  job: Pick<Job, 'state' | 'steps' | 'context'> | null,
+  job: Pick<Job, 'state' | 'steps'> | null,
+  ctx: MigrationContext | null,
   qemuStatus: string | null,
   peer: string,
 ): OutgoingState {
-  const ctx = job?.context as Partial<MigrationContext> | null | undefined;
   if (!job || !ctx || ctx.to !== peer) return 'unknown';
   const switched =
     ctx.switched === true ||

@@ -1,9 +1,10 @@
-import { EventEmitter } from 'node:events';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { PlanRunRepo } from '../store/repos/plan-run-repo.js';
 import type { PlanRun } from '../store/records/plan-run-record.js';
 import { MamoriError } from '../core/mamori-error.js';
+import type { JobJournal, JobState } from '../jobs/job-journal.js';
+import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
 
 // The run's record types live in store/ (issue 20); re-exported for plans/ and the API.
 export { RUN_MODES } from '../store/records/plan-run-record.js';
@@ -20,23 +21,52 @@ export type {
 } from '../store/records/plan-run-record.js';
 
 /**
+ * A plan run is a job of the one journal, with the run's id: its steps (the run's own, which
+ * depend on the plan) and state are reflected into the job at every save, so `mamori job list`
+ * and the job event stream follow it like any other job. Resume: a run cut by a stop is marked
+ * interrupted and waits for `mamori plan resume`, as SRM leaves a cut recovery to the operator
+ * (re-running it continues from the first step not done).
+ */
+export const PLAN_RUN_JOB = defineJobKind<null>({
+  kind: 'plan-run',
+  policy: 'resume',
+  steps: null,
+  summary: "A recovery plan's run (test, cleanup, planned, disaster, reprotect, failback), step by step",
+  context: NO_CONTEXT,
+});
+
+/**
  * The durable journal of plan runs: each step is written before it starts and after it
  * ends. One writer per run (the runner holds the run in memory), and writes are chained
  * so parallel VM steps never overwrite each other's journal entries.
  */
 export class RunJournal {
   #repo: PlanRunRepo;
+  #jobs: JobJournal;
   #writes = new Map<string, Promise<void>>();
-  /** One event per run id, emitted after each save reached the database (the console's live view). */
-  // Any number of open consoles may follow one run: no leak warning at the default of 10.
-  #saved = new EventEmitter().setMaxListeners(0);
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: Kysely<Database>, jobs: JobJournal) {
     this.#repo = new PlanRunRepo(db);
+    this.#jobs = jobs;
+    jobs.define(PLAN_RUN_JOB, async (job) => {
+      await this.#repo.markInterrupted();
+      return `the site server stopped during this run; it waits: resume it with 'mamori plan resume ${job.id}'`;
+    });
   }
 
+  /** The run's job first: a run that cannot be journalled as a job is never started. */
   async insert(run: PlanRun): Promise<void> {
-    await this.#repo.insert(run);
+    await this.#jobs.create(PLAN_RUN_JOB, run.plan, { id: run.id, steps: run.steps.map((s) => s.label) });
+    try {
+      await this.#repo.insert(run);
+    } catch (e) {
+      await this.#jobs.fail(run.id, {
+        code: 'INTERNAL',
+        message: `the run could not be recorded: ${(e as Error).message}`,
+      });
+      throw e;
+    }
+    await this.#reflect(run);
   }
 
   /** Persists the run as it is now, after any write already queued for it. */
@@ -48,20 +78,28 @@ export class RunJournal {
     const next = prev
       .catch(() => undefined)
       .then(async () => {
-        // The row as written, not the live object: a listener sees what a reader of the journal would.
-        this.#saved.emit(run.id, await this.#repo.update(snapshot));
+        await this.#reflect(await this.#repo.update(snapshot));
       });
     this.#writes.set(run.id, next);
     return next;
   }
 
-  /**
-   * Calls `listener` with the run each time a save of it is written, until the returned
-   * function is called. Listeners must not throw: they run inside the journal's write chain.
-   */
-  subscribe(runId: string, listener: (run: PlanRun) => void): () => void {
-    this.#saved.on(runId, listener);
-    return () => void this.#saved.off(runId, listener);
+  /** The run as its job: state and steps (runs from before runs were jobs have none: nothing is written). */
+  async #reflect(run: PlanRun): Promise<void> {
+    await this.#jobs.reflect(run.id, {
+      state: jobStateOf(run),
+      steps: run.steps.map((s) => ({
+        name: s.label,
+        state: s.state,
+        ...(s.startedAt ? { startedAt: s.startedAt } : {}),
+        ...(s.endedAt ? { endedAt: s.endedAt } : {}),
+      })),
+      error:
+        run.result === 'errors' || run.result === 'cancelled'
+          ? { code: 'RUN_FAILED', message: run.error ?? `the run ended with ${run.result}` }
+          : null,
+      result: run.result ? { result: run.result, mode: run.mode } : null,
+    });
   }
 
   async get(id: string): Promise<PlanRun> {
@@ -85,4 +123,10 @@ export class RunJournal {
   async markInterrupted(): Promise<string[]> {
     return this.#repo.markInterrupted();
   }
+}
+
+function jobStateOf(run: PlanRun): JobState {
+  if (run.state === 'running' || run.state === 'waiting') return 'running';
+  if (run.state === 'interrupted') return 'interrupted';
+  return run.result === 'success' || run.result === 'warnings' ? 'succeeded' : 'failed';
 }

@@ -4,6 +4,7 @@ import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { PlanService } from './plan-service.js';
 import type { PlanRunner } from './plan-runner.js';
 import type { PlanRun } from './run-journal.js';
@@ -11,7 +12,41 @@ import { summarizeRun, type RunSummary } from './plan-report.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 
-export const FAILOVER_JOB = 'vm-failover';
+/** Where the failover goes and the recovery site's runs as last seen (a restart says where to follow them). */
+interface FailoverJobContext {
+  vm: string;
+  to: string;
+  plan?: string;
+  failover?: RunSummary;
+  reprotect?: RunSummary;
+}
+
+const runSummarySchema = { type: 'object', required: ['run', 'state'], properties: { run: { type: 'string' } } };
+
+/**
+ * Resume, not rollback: the runs are the recovery site's, journalled and resumable there, and
+ * go on without this side; undoing a failover half done would be the harm.
+ */
+export const FAILOVER_JOB = defineJobKind<FailoverJobContext>({
+  kind: 'vm-failover',
+  policy: 'resume',
+  steps: null,
+  summary: "One VM's planned failover (and reprotect) run by the recovery site, followed from here",
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['vm', 'to'],
+      properties: {
+        vm: { type: 'string' },
+        to: { type: 'string' },
+        plan: { type: 'string' },
+        failover: runSummarySchema,
+        reprotect: runSummarySchema,
+      },
+    },
+  },
+});
 const POLL_MS = 2_000;
 
 /** The plan a one-VM failover runs at the recovery site: made (or remade) for it. */
@@ -55,10 +90,9 @@ export class VmFailover {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     // The runs are the recovery site's and go on without us: say where to follow them.
-    deps.jobs.registerRecovery(FAILOVER_JOB, async (job) => {
-      const c = job.context as { to?: string; failover?: RunSummary; reprotect?: RunSummary } | null;
+    deps.jobs.define(FAILOVER_JOB, async (_job, c) => {
       const run = c?.reprotect ?? c?.failover;
-      return run && c?.to
+      return run && c
         ? `the site server stopped while following run ${run.run} at ${c.to}; that run goes on there: see 'mamori plan report ${run.run}' at ${c.to}`
         : undefined;
     });
@@ -85,17 +119,15 @@ export class VmFailover {
         `${vmName} was already failed over to ${superseded.bySite}; it runs there now`,
       );
     const plan = failoverPlanName(vmName);
-    const active = (await this.#jobs.list({ kind: FAILOVER_JOB, target: `vm:${vm.id}`, limit: 1 }))[0];
+    const active = (await this.#jobs.list({ kind: FAILOVER_JOB.kind, target: `vm:${vm.id}`, limit: 1 }))[0];
     if (active?.state === 'running')
       throw new MamoriError('VM_INVALID_STATE', `${vmName} is already failing over (job ${active.id})`);
     await this.#peers.client(rep.peer);
     const reverse = input.reverse ?? true;
-    const job = await this.#jobs.create(
-      FAILOVER_JOB,
-      `vm:${vm.id}`,
-      reverse ? ['failover', 'reprotect'] : ['failover'],
-    );
-    await this.#jobs.setContext(job.id, { vm: vmName, to: rep.peer, plan });
+    const job = await this.#jobs.create(FAILOVER_JOB, `vm:${vm.id}`, {
+      steps: reverse ? ['failover', 'reprotect'] : ['failover'],
+    });
+    await this.#jobs.setContext(FAILOVER_JOB, job.id, { vm: vmName, to: rep.peer, plan });
     void this.#run(job.id, vmName, rep.peer, plan, reverse).catch((e: unknown) =>
       this.#log.error({ job: job.id, err: e }, 'failover failed outside its steps'),
     );
@@ -132,7 +164,7 @@ export class VmFailover {
     peer: string,
     vm: string,
     mode: 'planned' | 'reprotect',
-    runs: object,
+    runs: { failover?: RunSummary; reprotect?: RunSummary },
   ): Promise<RunSummary> {
     const client = await this.#peers.client(peer, { timeoutMs: 60_000 });
     const started = await client.request<RunSummary>('POST', '/recovery/vm-failover', { vm, mode });
@@ -141,7 +173,12 @@ export class VmFailover {
       // A peer that does not answer for a moment is asked again: the run goes on there regardless.
       const s = await client.request<RunSummary>('GET', `/recovery/vm-failover/${started.run}`).catch(() => null);
       if (!s) continue;
-      await this.#jobs.setContext(jobId, { vm, to: peer, ...runs, [mode === 'planned' ? 'failover' : 'reprotect']: s });
+      await this.#jobs.setContext(FAILOVER_JOB, jobId, {
+        vm,
+        to: peer,
+        ...runs,
+        [mode === 'planned' ? 'failover' : 'reprotect']: s,
+      });
       if (s.state === 'running') continue;
       if (s.state === 'done' && (s.result === 'success' || s.result === 'warnings')) return s;
       const failed = s.vms.find((v) => v.error)?.error;

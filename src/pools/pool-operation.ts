@@ -1,3 +1,4 @@
+import { defineJobKind, NO_CONTEXT, type JobKind } from '../jobs/job-kind.js';
 import type { PoolOperation } from '../store/repos/pool-records.js';
 
 /*
@@ -16,15 +17,23 @@ export const OPERATION_STATE: Record<PoolOperation['kind'], string> = {
   resize: 'resizing',
 };
 
-/** The job kind of each operation (jobs journal, `mamori job list`). */
-export const OPERATION_JOB: Record<PoolOperation['kind'], string> = {
-  provision: 'pool-provision',
-  delete: 'pool-delete',
-  refresh: 'pool-refresh',
-  recompose: 'pool-recompose',
-  rebalance: 'pool-rebalance',
-  resize: 'pool-resize',
+/**
+ * The job kind of each operation (jobs journal, `mamori job list`). Resume: what the operation
+ * still has to do is in the pool's row (its operation and the desktops marked pending), not in
+ * the job, so the job has no context; the next start takes the operation up where it stopped.
+ */
+export const OPERATION_JOB: Record<PoolOperation['kind'], JobKind<null>> = {
+  provision: poolKind('provision', 'Desktops made from the master snapshot: replicas, desktops'),
+  delete: poolKind('delete', "The pool's desktops, replicas and address reservations removed"),
+  refresh: poolKind('refresh', 'Desktops put back to their replica (their changes dropped)'),
+  recompose: poolKind('recompose', 'Desktops moved onto a new master snapshot: replicas, desktops, cleanup'),
+  rebalance: poolKind('rebalance', "Desktops' replicas spread over the pool's datastores"),
+  resize: poolKind('resize', 'Desktops added or removed to reach the new size'),
 };
+
+function poolKind(op: PoolOperation['kind'], summary: string): JobKind<null> {
+  return defineJobKind<null>({ kind: `pool-${op}`, policy: 'resume', steps: null, summary, context: NO_CONTEXT });
+}
 
 /** The recorded operation of a pool row; rows from before operations were recorded fall back on their state. */
 export function recordedOperation(row: { state: string; operation: PoolOperation | null }): PoolOperation | null {

@@ -73,10 +73,10 @@ export class PoolService {
       operationRunning: (pool) => this.#busy.has(pool),
     });
     for (const kind of Object.values(OPERATION_JOB)) {
-      this.#jobs.registerRecovery(kind, async (job) => {
-        const message = `${kind} was cut by a server stop; it resumes at start, where it stopped`;
+      this.#jobs.define(kind, async (job) => {
+        const message = `${kind.kind} was cut by a server stop; it resumes at start, where it stopped`;
         if (job.target) await this.#pools.markInterrupted(job.target, message, new Date().toISOString());
-        return `the site server stopped during ${kind} of ${job.target}: ${message}`;
+        return `the site server stopped during ${kind.kind} of ${job.target}: ${message}; a new job takes it up`;
       });
     }
   }
@@ -298,7 +298,7 @@ export class PoolService {
         ...(with_.spec ? { spec: with_.spec } : {}),
         ...(with_.pending ? { pending: with_.pending } : {}),
       });
-      job = await this.#jobs.create(kind, name, work.steps);
+      job = await this.#jobs.create(kind, name, { steps: work.steps });
     } catch (e) {
       this.#busy.delete(name);
       throw e;

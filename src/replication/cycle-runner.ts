@@ -15,13 +15,13 @@ import { settleFleecingPoint, type FleecingPoint } from './fleecing-point.js';
 import { sweepFleecingLeftovers } from './fleecing-machinery.js';
 import { sweepOfflineFleecingLeftovers, type OfflineFleecingPoint } from './offline-fleecing-point.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { ReplicationIncidents } from './replication-incidents.js';
 import type { CycleEnds } from './cycle-ends.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
 
 const KEEP_STATS = 10;
-const CYCLE_JOB = 'replication-cycle';
 /** Finished cycle jobs kept per VM (one cycle every few seconds would fill the table). */
 const KEEP_CYCLE_JOBS = 20;
 
@@ -33,6 +33,32 @@ interface CycleJobContext {
   workDir: string;
   point: FleecingPoint | OfflineFleecingPoint | null;
 }
+
+/**
+ * Rollback: a cut cycle's point is settled (completed if the recovery site committed it,
+ * aborted otherwise, the bitmap kept), its fleecing machinery removed; the next cycle is
+ * incremental from the last good point.
+ */
+export const CYCLE_JOB = defineJobKind<CycleJobContext>({
+  kind: 'replication-cycle',
+  policy: 'rollback',
+  steps: CYCLE_STEPS,
+  summary: "One replication cycle of a VM: a point's changed blocks sent to the recovery site",
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['vmId', 'source', 'nodes', 'workDir', 'point'],
+      properties: {
+        vmId: { type: 'string' },
+        source: { enum: ['live', 'offline'] },
+        nodes: { type: 'array', items: { type: 'string' } },
+        workDir: { type: 'string' },
+        point: { type: ['object', 'null'], required: ['kind', 'generation'] },
+      },
+    },
+  },
+});
 
 /**
  * Runs one VM's replication cycles, one at a time under the VM's cycle lock, each as a
@@ -87,7 +113,7 @@ export class CycleRunner {
     this.#superseded = deps.superseded;
     this.#cycleEnds = deps.cycleEnds;
     this.#ran = deps.ran;
-    this.#jobs.registerRecovery(CYCLE_JOB, (job) => this.#recoverCycle(job));
+    this.#jobs.define(CYCLE_JOB, (job, ctx) => this.#recoverCycle(job, ctx));
   }
 
   /** Where a VM's cycles keep their fleecing images and sockets. */
@@ -130,7 +156,7 @@ export class CycleRunner {
         replicatedDiskIds(vm.definition),
         vm.definition.guestAgent === true,
       );
-      const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`, [...CYCLE_STEPS]);
+      const job = await this.#jobs.create(CYCLE_JOB, `vm:${vmId}`);
       const context: CycleJobContext = {
         vmId,
         source: source.kind,
@@ -138,7 +164,7 @@ export class CycleRunner {
         point: null,
         nodes: source.kind === 'live' ? source.nodes : source.disks.map((d) => d.id),
       };
-      await this.#jobs.setContext(job.id, context);
+      await this.#jobs.setContext(CYCLE_JOB, job.id, context);
       if (source.kind === 'offline') this.#offlineInFlight.add(vmId);
       const started = Date.now();
       try {
@@ -223,7 +249,7 @@ export class CycleRunner {
   #journalFor(jobId: string, context: CycleJobContext, row: ReplicationRecord): CycleJournal {
     return {
       step: (name, fn) => this.#jobs.step(jobId, name, fn),
-      pointMade: (point) => this.#jobs.setContext(jobId, { ...context, point }),
+      pointMade: (point) => this.#jobs.setContext(CYCLE_JOB, jobId, { ...context, point }),
       committed: async (result) => {
         const stats: CycleStats[] = [
           ...row.stats,
@@ -254,8 +280,7 @@ export class CycleRunner {
    * on to the new bitmap, otherwise it keeps the old one, which covers every change since the
    * last good point. Either way the fleecing machinery goes, and the peer's staging with it.
    */
-  async #recoverCycle(job: Job): Promise<void> {
-    const ctx = job.context as CycleJobContext | null;
+  async #recoverCycle(job: Job, ctx: CycleJobContext | null): Promise<void> {
     if (ctx === null) return;
     const row = await this.#repo.find(ctx.vmId);
     const qmp = this.#supervisor.qmpOf(ctx.vmId);

@@ -48,3 +48,29 @@ export function jsonColumn<T>(column: string, schema: object): JsonColumn<T> {
     },
   };
 }
+
+/**
+ * A JSON value's shape checked where it is not a column of its own (a job kind's context, read
+ * from jobs.context and upgraded first): `check` is `decode` without the parse.
+ */
+export interface JsonShape<T> {
+  readonly name: string;
+  check(value: unknown): T;
+}
+
+export function jsonShape<T>(name: string, schema: object): JsonShape<T> {
+  let validate: ValidateFunction | null = null;
+  return {
+    name,
+    check(value: unknown): T {
+      validate ??= ajv.compile(schema);
+      if (!validate(value))
+        throw new MamoriError(
+          'STORE_ROW_INVALID',
+          `${name} has the wrong shape: ${ajv.errorsText(validate.errors)}; it was written by something other than this version of mamori`,
+          { details: { column: name, errors: validate.errors } },
+        );
+      return value as T;
+    },
+  };
+}

@@ -200,6 +200,9 @@ export const MIGRATIONS: readonly Migration[] = [
    ALTER TABLE pool_desktops ADD COLUMN session_since ${d.text};
    CREATE TABLE pool_addresses (address ${d.text} PRIMARY KEY, pool ${d.text} NOT NULL REFERENCES desktop_pools(name) ON DELETE CASCADE,
      vm_id ${d.text} NOT NULL UNIQUE, reserved_at ${d.text} NOT NULL);`,
+  // One journal engine (issue 20): a job's context carries the version of its kind's schema, so
+  // a context written by another version is upgraded or refused, never misread.
+  (d) => `ALTER TABLE jobs ADD COLUMN context_version ${d.int};`,
 ];
 
 /** The steps' SQL for a dialect, in order. */

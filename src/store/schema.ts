@@ -73,6 +73,8 @@ export interface JobTable {
   error: string | null;
   /** JSON: what the kind's recovery rule needs to undo a step cut by a crash. */
   context: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The job kind's context version (jobs/job-kind.ts); null on rows from before versions. */
+  context_version: ColumnType<number | null, number | null | undefined, number | null>;
   created_at: string;
   updated_at: string;
 }

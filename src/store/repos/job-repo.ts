@@ -2,8 +2,8 @@ import type { Kysely, Selectable } from 'kysely';
 import type { Database, JobTable } from '../schema.js';
 import { jsonColumn } from '../json-column.js';
 
-export type JobRecordState = 'running' | 'succeeded' | 'failed';
-export type JobStepRecordState = 'pending' | 'running' | 'done' | 'failed';
+export type JobRecordState = 'running' | 'succeeded' | 'failed' | 'interrupted';
+export type JobStepRecordState = 'pending' | 'running' | 'done' | 'failed' | 'skipped';
 
 /** One step of a job's journal, as jobs.steps holds it. */
 export interface JobStepRecord {
@@ -24,6 +24,8 @@ export interface JobRecord {
   result: unknown;
   error: { code: string; message: string } | null;
   context: unknown;
+  /** The job kind's context version the context was written with; null when none was written. */
+  contextVersion: number | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -35,7 +37,7 @@ const stepsColumn = jsonColumn<JobStepRecord[]>('jobs.steps', {
     required: ['name', 'state'],
     properties: {
       name: { type: 'string' },
-      state: { enum: ['pending', 'running', 'done', 'failed'] },
+      state: { enum: ['pending', 'running', 'done', 'failed', 'skipped'] },
       startedAt: { type: 'string' },
       endedAt: { type: 'string' },
     },
@@ -48,7 +50,7 @@ const errorColumn = jsonColumn<{ code: string; message: string }>('jobs.error', 
   required: ['code', 'message'],
   properties: { code: { type: 'string' }, message: { type: 'string' } },
 });
-/** The kind's recovery context: each kind reads its own (issue 20 item 3 gives them typed, versioned schemas). */
+/** The kind's recovery context: any JSON here; the kind's versioned schema checks it (jobs/job-kind.ts). */
 const contextColumn = jsonColumn<unknown>('jobs.context', {});
 
 /** The jobs table: the journal of long operations (jobs/job-journal.ts decides what is written when). */
@@ -88,8 +90,9 @@ export class JobRepo {
   }
 
   /** Newest first. */
-  async list(filter: { kind?: string; target?: string; limit: number }): Promise<JobRecord[]> {
+  async list(filter: { kind?: string; target?: string; state?: JobRecordState; limit: number }): Promise<JobRecord[]> {
     let q = this.#db.selectFrom('jobs').selectAll();
+    if (filter.state !== undefined) q = q.where('state', '=', filter.state);
     if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
     if (filter.target !== undefined) q = q.where('target', '=', filter.target);
     return (await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute()).map(toRecord);
@@ -108,10 +111,10 @@ export class JobRepo {
       .execute();
   }
 
-  async setContext(id: string, context: unknown, at: string): Promise<void> {
+  async setContext(id: string, context: unknown, version: number, at: string): Promise<void> {
     await this.#db
       .updateTable('jobs')
-      .set({ context: contextColumn.encode(context), updated_at: at })
+      .set({ context: contextColumn.encode(context), context_version: version, updated_at: at })
       .where('id', '=', id)
       .execute();
   }
@@ -136,6 +139,41 @@ export class JobRepo {
       .execute();
   }
 
+  /** A job cut by a stop whose kind resumes: not failed, its work is taken up. */
+  async interrupt(id: string, error: { code: string; message: string }, at: string): Promise<void> {
+    await this.#db
+      .updateTable('jobs')
+      .set({ state: 'interrupted', error: errorColumn.encode(error), updated_at: at })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  /** The whole visible state at once, for a job that mirrors a record of its own (a plan run). */
+  async reflect(
+    id: string,
+    j: {
+      state: JobRecordState;
+      steps: JobStepRecord[];
+      progress: number;
+      error: { code: string; message: string } | null;
+      result: unknown;
+      at: string;
+    },
+  ): Promise<void> {
+    await this.#db
+      .updateTable('jobs')
+      .set({
+        state: j.state,
+        steps: stepsColumn.encode(j.steps),
+        progress: j.progress,
+        error: j.error === null ? null : errorColumn.encode(j.error),
+        result: j.result === null ? null : resultColumn.encode(j.result),
+        updated_at: j.at,
+      })
+      .where('id', '=', id)
+      .execute();
+  }
+
   /** Deletes the finished jobs of a kind and target beyond the newest `keep` (at most 1,000 a call). */
   async pruneFinished(kind: string, target: string, keep: number): Promise<void> {
     const old = await this.#db
@@ -143,7 +181,7 @@ export class JobRepo {
       .select('id')
       .where('kind', '=', kind)
       .where('target', '=', target)
-      .where('state', '!=', 'running')
+      .where('state', 'not in', ['running', 'interrupted'])
       .orderBy('created_at', 'desc')
       .offset(keep)
       .limit(1000)
@@ -199,6 +237,7 @@ function toRecord(r: Selectable<JobTable>): JobRecord {
     result: r.result === null ? null : resultColumn.decode(r.result),
     error: r.error === null ? null : errorColumn.decode(r.error),
     context: r.context === null || r.context === undefined ? null : contextColumn.decode(r.context),
+    contextVersion: r.context_version ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };

@@ -55,7 +55,7 @@ test('a verify that finds gaps opens replication.point-verify-failed for the VM;
       incidents: new IncidentLog(store.db),
       log: pino({ level: 'silent' }),
       vms: { get: async () => ({ id: 'vm-1', name: 'pg' }) },
-      jobs: { registerRecovery: () => undefined },
+      jobs: { define: () => undefined },
       peers: {
         client: async () => ({
           request: async () => ({

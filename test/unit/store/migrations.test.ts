@@ -243,15 +243,20 @@ test('on SQLite the steps are, character for character, those of the code before
   SCHEMA_STEPS_BEFORE_POSTGRES.forEach((text, i) => assert.equal(now[i], text, `step ${i + 1}`));
 });
 
-test('a new SQLite database has every table, index and trigger of one made by the old code, as it declared them', async () => {
+test('a new SQLite database has every table, index and trigger of one made by the old code and upgraded, as declared', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-store-'));
   try {
-    const old = oldDatabase(join(dir, 'old.db'), SCHEMA_STEPS_BEFORE_POSTGRES.length);
+    // Made by the old code, then opened (so upgraded) by this one: the same schema, text for text,
+    // as a database this code makes new (SQLite keeps each table's CREATE text, altered in place).
+    oldDatabase(join(dir, 'old.db'), SCHEMA_STEPS_BEFORE_POSTGRES.length).close();
+    await (await openSqliteStore(join(dir, 'old.db'))).close();
     const store = await openSqliteStore(join(dir, 'new.db'));
     await store.close();
     const fresh = new BetterSqlite3(join(dir, 'new.db'));
+    const old = new BetterSqlite3(join(dir, 'old.db'));
     const now = new Set(schemaOf(fresh));
     for (const entry of schemaOf(old)) assert.ok(now.has(entry), entry);
+    assert.equal(schemaOf(old).length, now.size);
     fresh.close();
     old.close();
   } finally {

@@ -13,5 +13,5 @@ export type { PlanView } from '../../../src/plans/plan-view.js';
 export type { DryRun } from '../../../src/plans/dry-run.js';
 export type { WriteLogReport } from '../../../src/guest/writelog-verifier.js';
 
-/** GET /plan-runs/{id} and each event of /plan-runs/{id}/events. */
+/** GET /plan-runs/{id}, and the `run` of each event of its job (/jobs/{id}/events). */
 export type RunWithSummary = PlanRun & { summary: RunSummary };

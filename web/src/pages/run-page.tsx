@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'react';
 import { api, send } from '../api/client';
 import type { RunWithSummary } from '../api/domain';
-import { followRun } from '../api/run-events';
+import { followRun } from '../api/job-events';
 import { ErrorBox } from '../components/error-box';
 import { RunReport } from '../components/run-report';
 import { useAction } from '../components/use-action';
