@@ -1,5 +1,6 @@
-import type { Kysely, Selectable } from 'kysely';
+import { Kysely, type Selectable } from 'kysely';
 import type { Database, JobTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { jsonColumn } from '../json-column.js';
 
 export type JobRecordState = 'running' | 'succeeded' | 'failed';
@@ -54,8 +55,10 @@ const contextColumn = jsonColumn<unknown>('jobs.context', {});
 /** The jobs table: the journal of long operations (jobs/job-journal.ts decides what is written when). */
 export class JobRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  // Kysely still comes from jobs/job-journal.ts and plans/run-journal.ts until their rewrite takes a
+  // handle; every other caller passes the StoreHandle.
+  constructor(db: StoreHandle | Kysely<Database>) {
+    this.#db = db instanceof Kysely ? db : unwrapStoreHandle(db);
   }
 
   async insert(j: {
