@@ -187,7 +187,7 @@ test('another connection appending at the same time (a worker thread: another pr
       const { AuditRepo } = await import(workerData.repo);
       const { AuditLog } = await import(workerData.log);
       const store = await openSqliteStore(workerData.file);
-      const log = new AuditLog(new AuditRepo(store.db));
+      const log = new AuditLog(new AuditRepo(store.handle));
       parentPort.postMessage('ready');
       for (let i = 0; i < 200; i++) await log.append({ ...workerData.record, requestId: 'worker-' + i });
       await store.close();
