@@ -138,15 +138,15 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   // 3. The VM layer: what step 4 needs to find the VMs again. Isolated networks' bridges are
   // restored first (a host reboot removed them), so VMs started from here on find them.
   const host = new HostService({ siteName: opts.name, log, ...(opts.guestDir ? { guestDir: opts.guestDir } : {}) });
-  const jobs = new JobJournal(store.db);
+  const jobs = new JobJournal(store.handle);
   const hostPaths = new HostPathPolicy({ dataDir: paths.root, ...(opts.hostPaths ? { allow: opts.hostPaths } : {}) });
-  const storageArrays = new StorageArrays(store.db, box);
-  const disks = new DiskService({ db: store.db, paths, jobs, log, hostPaths, arrays: storageArrays });
-  const networks = new SiteNetworks({ db: store.db, log });
+  const storageArrays = new StorageArrays(store.handle, box);
+  const disks = new DiskService({ db: store.handle, paths, jobs, log, hostPaths, arrays: storageArrays });
+  const networks = new SiteNetworks({ db: store.handle, log });
   await networks.restore();
   const supervisor = new VmSupervisor({
-    vms: new VmRepo(store.db),
-    disks: new DiskRepo(store.db),
+    vms: new VmRepo(store.handle),
+    disks: new DiskRepo(store.handle),
     paths,
     host,
     log,
@@ -162,7 +162,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const superseded = new Port<SupersededHandler>('the superseded handler (protected site)');
   const cycleEnds = new Port<CycleEndListener>('the cycle-end listener (metrics)');
   const vms = new VmService({
-    db: store.db,
+    db: store.handle,
     paths,
     disks,
     supervisor,
@@ -180,21 +180,21 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
 
   // 5. The services above VMs: constructors only, no I/O. Those with journalled jobs register
   // their recovery rules with the journal here, before step 6 runs them.
-  const peerRepo = new PeerRepo(store.db, box);
+  const peerRepo = new PeerRepo(store.handle, box);
   const pairing = new SitePairing({ siteName: opts.name, tls, peers: peerRepo, tokens, log });
   const peers = new SitePeers({ peers: peerRepo });
   const peerExists = async (n: string): Promise<void> => void (await peers.record(n));
   // The replica's NBD server listens where the API does: the one address paired sites reach (set by listen()).
   let listenHost = '127.0.0.1';
   const replicas = new ReplicaService({
-    db: store.db,
+    db: store.handle,
     dataDir: paths.root,
     listenHost: () => listenHost,
     tls: async () => tls,
     log,
   });
-  const incidents = new IncidentLog(store.db);
-  const alerts = new AlertNotifier({ db: store.db, box, incidents, siteName: opts.name, log });
+  const incidents = new IncidentLog(store.handle);
+  const alerts = new AlertNotifier({ db: store.handle, box, incidents, siteName: opts.name, log });
   const peerWatch = new PeerWatch({
     peers,
     incidents,
@@ -202,7 +202,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     intervalMs: opts.peerCheckIntervalMs ?? peerCheckFromEnv(),
   });
   const replication = new ReplicationService({
-    db: store.db,
+    db: store.handle,
     vms,
     supervisor,
     peers,
@@ -218,7 +218,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     cycleEnds: { cycleEnded: (e) => cycleEnds.target.cycleEnded(e) },
   });
   const incoming = new IncomingMigrations({
-    db: store.db,
+    db: store.handle,
     vms,
     supervisor,
     disks,
@@ -229,18 +229,18 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     replicas,
     source: peerMigrationSource(peers),
   });
-  const arrayGroups = new ArrayGroups({ db: store.db, arrays: storageArrays, vms, log, peerExists });
+  const arrayGroups = new ArrayGroups({ db: store.handle, arrays: storageArrays, vms, log, peerExists });
   const protectedSite = new ProtectedSite({
-    db: store.db,
+    db: store.handle,
     siteName: opts.name,
     vms,
     replication,
     log,
     arrays: arrayGroups,
   });
-  const seeding = new ReplicaSeeding({ db: store.db, replicas, vms, dataDir: paths.root, log });
+  const seeding = new ReplicaSeeding({ db: store.handle, replicas, vms, dataDir: paths.root, log });
   const migrations = new LiveMigrations({
-    db: store.db,
+    db: store.handle,
     vms,
     supervisor,
     peers,
@@ -251,7 +251,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     replication,
     reverse: reverseReplication({ protectedSite, seeding, peers }),
   });
-  const failover = new VmFailover({ db: store.db, vms, peers, jobs, log });
+  const failover = new VmFailover({ db: store.handle, vms, peers, jobs, log });
   const conversions = new ConversionService({
     disks,
     vms,
@@ -261,15 +261,17 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     resolveMachineType: (t) => host.resolveMachineType(t),
   });
   const exports = new ExportService({ disks, vms, jobs, log, defaultDir: paths.exportsDir });
-  const pools = new PoolService({ db: store.db, vms, disks, jobs, paths, log });
+  const pools = new PoolService({ db: store.handle, vms, disks, jobs, paths, log });
   const storageBench = new StorageBench({ vms, disks, jobs, paths, log });
-  const metrics = new SiteMetrics(siteMetricSources({ db: store.db, replication, arrayGroups, incidents, replicas }));
-  const mappings = new InventoryMappings({ db: store.db, networks, peerExists });
-  const plans = new PlanService({ db: store.db, peers, mappings, arrays: storageArrays });
-  const runs = new RunJournal(store.db, jobs);
-  const recovery = new VmRecovery({ db: store.db, replicas, vms, poolDir: () => disks.poolDir() });
-  const groups = new ProtectionGroups(store.db, arrayGroups);
-  const peerRecovery = new PeerRecovery({ db: store.db, replicas, replication, vms, groups, seeding, recovery });
+  const metrics = new SiteMetrics(
+    siteMetricSources({ db: store.handle, replication, arrayGroups, incidents, replicas }),
+  );
+  const mappings = new InventoryMappings({ db: store.handle, networks, peerExists });
+  const plans = new PlanService({ db: store.handle, peers, mappings, arrays: storageArrays });
+  const runs = new RunJournal(store.handle, jobs);
+  const recovery = new VmRecovery({ db: store.handle, replicas, vms, poolDir: () => disks.poolDir() });
+  const groups = new ProtectionGroups(store.handle, arrayGroups);
+  const peerRecovery = new PeerRecovery({ db: store.handle, replicas, replication, vms, groups, seeding, recovery });
   const actions = new RunStepActions({
     vms,
     replicas,
@@ -281,7 +283,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     peerRecovery,
     markSuperseded: (peer, vmId, generation, reason) => protectedSite.markSuperseded(peer, vmId, generation, reason),
     arrays: new ArrayRunActions({
-      db: store.db,
+      db: store.handle,
       arrays: storageArrays,
       peers,
       vms,
@@ -291,8 +293,8 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     }),
     peerContact: (peer) => peerWatch.contact(peer),
   });
-  const runner = new PlanRunner({ db: store.db, plans, journal: runs, actions, log });
-  const audit = new AuditLog(new AuditRepo(store.db));
+  const runner = new PlanRunner({ db: store.handle, plans, journal: runs, actions, log });
+  const audit = new AuditLog(new AuditRepo(store.handle));
   // The ports of step 3, bound once every service exists (before step 6 may start a VM).
   startGate.bind(replication);
   superseded.bind(protectedSite);
@@ -467,23 +469,23 @@ async function openSecrets(
   paths: SitePaths,
   log: Logger,
 ): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
-  const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.db)));
+  const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.handle)));
   if (created)
     log.info(
       { file: paths.secretKey },
       "at-rest key made: back it up with the database (the database's secrets are sealed with it)",
     );
-  const tokens = new TokenRepo(store.db, box);
+  const tokens = new TokenRepo(store.handle, box);
   let createdAdminToken: string | null = null;
   if (!(await tokens.hasAdmin())) {
     createdAdminToken = await tokens.create('admin', 'admin');
     await writeSecret(paths.adminToken, createdAdminToken);
   }
-  await sealLegacySecrets({ db: store.db, box, tokens, paths, log });
+  await sealLegacySecrets({ db: store.handle, box, tokens, paths, log });
   // A secret.key from another backup or site opens nothing here: say so now (SECRET_UNREADABLE),
   // not at the first pairing or peer call.
   await tokens.pairingKeys();
-  await new PeerRepo(store.db, box).list();
+  await new PeerRepo(store.handle, box).list();
   return { box, tokens, createdAdminToken };
 }
 
@@ -492,7 +494,7 @@ async function openSecrets(
  * admin token's pairing key is made from DATA/admin-token when that file still matches it.
  */
 async function sealLegacySecrets(d: {
-  db: Store['db'];
+  db: Store['handle'];
   box: SecretBox;
   tokens: TokenRepo;
   paths: SitePaths;

@@ -59,7 +59,7 @@ for (const role of ['operator', 'viewer'] as const) {
 }
 {
   const store = await openSqliteStore(site.paths.database);
-  tokens.site = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create(
+  tokens.site = await new TokenRepo(store.handle, (await loadSecretKey(site.paths.secretKey, false)).box).create(
     'site:ghost',
     'site',
   );

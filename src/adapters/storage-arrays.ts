@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { StorageArrayRepo, type StorageArrayRecord } from '../store/repos/storage-array-repo.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
@@ -39,7 +38,7 @@ export interface CompatReportRow {
 export class StorageArrays {
   #repo: StorageArrayRepo;
 
-  constructor(db: Kysely<Database>, box: SecretBox) {
+  constructor(db: StoreHandle, box: SecretBox) {
     this.#repo = new StorageArrayRepo(db, box);
   }
 

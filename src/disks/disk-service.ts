@@ -1,7 +1,6 @@
 import { access, constants, mkdir, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import { VmRepo } from '../store/repos/vm-repo.js';
 import type { DiskRecord, ImageFormat, RdmMode } from './disk-record.js';
@@ -84,7 +83,7 @@ export class DiskService {
   #arrays: ArrayDeviceDirs | null;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     paths: SitePaths;
     jobs: JobJournal;
     log: Logger;

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Incident, IncidentLog } from './incident-log.js';
@@ -49,7 +48,7 @@ export class AlertNotifier {
 
   constructor(
     deps: {
-      db: Kysely<Database>;
+      db: StoreHandle;
       box: SecretBox;
       incidents: IncidentLog;
       siteName: string;

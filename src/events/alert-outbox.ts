@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { AlertDeliveryRepo } from '../store/repos/alert-delivery-repo.js';
 import { toIncident, type Incident } from './incident-log.js';
 import { isSealed, type SecretBox } from '../core/secret-box.js';
@@ -55,7 +54,7 @@ export class AlertOutbox {
   #deliveries: AlertDeliveryRepo;
   #box: SecretBox;
 
-  constructor(db: Kysely<Database>, box: SecretBox) {
+  constructor(db: StoreHandle, box: SecretBox) {
     this.#deliveries = new AlertDeliveryRepo(db);
     this.#box = box;
   }

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { IncidentRepo, type IncidentRecord } from '../store/repos/incident-repo.js';
 import { newShortId } from '../core/ids.js';
 import { incidentRemedy } from './incident-remedies.js';
@@ -30,7 +29,7 @@ export class IncidentLog {
   #incidents: IncidentRepo;
   #listeners: (() => void)[] = [];
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: StoreHandle) {
     this.#incidents = new IncidentRepo(db);
   }
 

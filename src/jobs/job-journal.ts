@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { JobRepo } from '../store/repos/job-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
@@ -64,7 +63,7 @@ export class JobJournal {
   // Any number of open consoles may follow one job: no leak warning at the default of 10.
   #written = new EventEmitter().setMaxListeners(0);
 
-  constructor(db: Kysely<Database>) {
+  constructor(db: StoreHandle) {
     this.#jobs = new JobRepo(db);
   }
 

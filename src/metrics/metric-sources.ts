@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { MetricsRepo } from '../store/repos/metrics-repo.js';
 import type { ReplicationService } from '../replication/replication-service.js';
 import type { ArrayGroups } from '../plans/array-groups.js';
@@ -9,7 +8,7 @@ import type { ReplicaService } from '../replication/replica-service.js';
 
 /** The real sources of the scrape-time metrics: the services' own status and the journal tables. */
 export function siteMetricSources(deps: {
-  db: Kysely<Database>;
+  db: StoreHandle;
   replication: Pick<ReplicationService, 'statusAll'>;
   arrayGroups: Pick<ArrayGroups, 'bindings' | 'scheduler'>;
   incidents: Pick<IncidentLog, 'openCounts'>;

@@ -1,7 +1,6 @@
 import type { IncomingTarget } from './migration-target.js';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { IncomingMigrationRepo } from '../store/repos/incoming-migration-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -46,7 +45,7 @@ export class IncomingMigrations {
   #source: MigrationSource;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     vms: VmService;
     supervisor: VmSupervisor;
     disks: DiskService;

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -47,7 +46,7 @@ export class LiveMigrations {
   #runDeps: OutgoingMigrationDeps;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     vms: VmService;
     supervisor: VmSupervisor;
     peers: SitePeers;

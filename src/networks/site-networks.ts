@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { NetworkRepo } from '../store/repos/network-repo.js';
 import { assertValidName } from '../core/names.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -33,7 +32,7 @@ export class SiteNetworks {
   #networks: NetworkRepo;
   #log: Logger;
 
-  constructor(deps: { db: Kysely<Database>; log: Logger }) {
+  constructor(deps: { db: StoreHandle; log: Logger }) {
     this.#networks = new NetworkRepo(deps.db);
     this.#log = deps.log;
   }

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -43,7 +42,7 @@ export class ArrayGroupSync {
   #stopped = false;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>;
     log: Logger;
   }) {

@@ -1,6 +1,5 @@
 import { isAbsolute, relative } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { AdapterDevice } from '../adapters/adapter-protocol.js';
@@ -54,7 +53,7 @@ export class ArrayGroups {
   readonly scheduler: ArrayGroupSync;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     arrays: StorageArrays;
     vms: VmService;
     log: Logger;

@@ -1,7 +1,6 @@
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { newShortId, newUuid } from '../core/ids.js';
@@ -43,7 +42,7 @@ export class ArrayRunActions {
   #log: Logger;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     arrays: StorageArrays;
     peers: SitePeers;
     vms: VmService;

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { InventoryMappingRepo } from '../store/repos/inventory-mapping-repo.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { SiteNetworks } from '../networks/site-networks.js';
@@ -33,7 +32,7 @@ export class InventoryMappings {
   #networks: SiteNetworks;
   #peerExists: (name: string) => Promise<void>;
 
-  constructor(deps: { db: Kysely<Database>; networks: SiteNetworks; peerExists: (name: string) => Promise<void> }) {
+  constructor(deps: { db: StoreHandle; networks: SiteNetworks; peerExists: (name: string) => Promise<void> }) {
     this.#repo = new InventoryMappingRepo(deps.db);
     this.#networks = deps.networks;
     this.#peerExists = deps.peerExists;

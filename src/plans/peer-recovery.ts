@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
@@ -37,7 +36,7 @@ export class PeerRecovery {
   #recovery: VmRecovery;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     replicas: ReplicaService;
     replication: ReplicationService;
     vms: VmService;

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -35,7 +34,7 @@ export class PlanRunner {
   #live = new Map<string, LiveRun>();
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     plans: PlanService;
     journal: RunJournal;
     actions: RunStepActions;

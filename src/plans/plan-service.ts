@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { PlanRepo, type PlanRecord } from '../store/repos/plan-repo.js';
 import { PlanRunRepo } from '../store/repos/plan-run-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
@@ -59,7 +58,7 @@ export class PlanService {
   #mappings: InventoryMappings;
   #arrays: StorageArrays;
 
-  constructor(deps: { db: Kysely<Database>; peers: SitePeers; mappings: InventoryMappings; arrays: StorageArrays }) {
+  constructor(deps: { db: StoreHandle; peers: SitePeers; mappings: InventoryMappings; arrays: StorageArrays }) {
     this.#plans = new PlanRepo(deps.db);
     this.#runs = new PlanRunRepo(deps.db);
     this.#replicas = new ReplicaRepo(deps.db);

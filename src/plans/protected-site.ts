@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { ReplicationService } from '../replication/replication-service.js';
@@ -37,7 +36,7 @@ export class ProtectedSite {
   #arrays: ArrayGroups;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     siteName: string;
     vms: VmService;
     replication: ReplicationService;

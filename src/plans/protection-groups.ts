@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ProtectionGroupRepo, type ProtectionGroupRecord } from '../store/repos/protection-group-repo.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { VmRepo } from '../store/repos/vm-repo.js';
@@ -33,7 +32,7 @@ export class ProtectionGroups {
   #vms: VmRepo;
   #arrays: ArrayGroups | null;
 
-  constructor(db: Kysely<Database>, arrays: ArrayGroups | null = null) {
+  constructor(db: StoreHandle, arrays: ArrayGroups | null = null) {
     this.#repo = new ProtectionGroupRepo(db);
     this.#replications = new ReplicationRepo(db);
     this.#vms = new VmRepo(db);

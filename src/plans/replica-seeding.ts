@@ -1,7 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
@@ -34,7 +33,7 @@ export class ReplicaSeeding {
   #replicasRoot: string;
   #log: Logger;
 
-  constructor(deps: { db: Kysely<Database>; replicas: ReplicaService; vms: VmService; dataDir: string; log: Logger }) {
+  constructor(deps: { db: StoreHandle; replicas: ReplicaService; vms: VmService; dataDir: string; log: Logger }) {
     this.#disks = new DiskRepo(deps.db);
     this.#replicaRepo = new ReplicaRepo(deps.db);
     this.#replications = new ReplicationRepo(deps.db);

@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { PlanRunRepo } from '../store/repos/plan-run-repo.js';
 import type { PlanRun } from '../store/records/plan-run-record.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -45,7 +44,7 @@ export class RunJournal {
   #jobs: JobJournal;
   #writes = new Map<string, Promise<void>>();
 
-  constructor(db: Kysely<Database>, jobs: JobJournal) {
+  constructor(db: StoreHandle, jobs: JobJournal) {
     this.#repo = new PlanRunRepo(db);
     this.#jobs = jobs;
     jobs.define(PLAN_RUN_JOB, async (job) => {

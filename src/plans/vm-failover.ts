@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { SitePeers } from '../sites/site-peers.js';
@@ -83,7 +82,7 @@ export class VmFailover {
   #jobs: JobJournal;
   #log: Logger;
 
-  constructor(deps: { db: Kysely<Database>; vms: VmService; peers: SitePeers; jobs: JobJournal; log: Logger }) {
+  constructor(deps: { db: StoreHandle; vms: VmService; peers: SitePeers; jobs: JobJournal; log: Logger }) {
     this.#replications = new ReplicationRepo(deps.db);
     this.#vms = deps.vms;
     this.#peers = deps.peers;

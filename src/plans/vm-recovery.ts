@@ -1,7 +1,6 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import type { ReplicaService } from '../replication/replica-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
@@ -54,12 +53,7 @@ export class VmRecovery {
   #vms: VmService;
   #poolDir: (pool: string) => string;
 
-  constructor(deps: {
-    db: Kysely<Database>;
-    replicas: ReplicaService;
-    vms: VmService;
-    poolDir: (pool: string) => string;
-  }) {
+  constructor(deps: { db: StoreHandle; replicas: ReplicaService; vms: VmService; poolDir: (pool: string) => string }) {
     this.#recovered = new RecoveredVmRepo(deps.db);
     this.#replicaRepo = new ReplicaRepo(deps.db);
     this.#replicas = deps.replicas;

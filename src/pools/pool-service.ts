@@ -1,6 +1,5 @@
 import { rename } from 'node:fs/promises';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { DesktopPoolRepo, type PoolRecord } from '../store/repos/desktop-pool-repo.js';
 import { PoolDesktopRepo } from '../store/repos/pool-desktop-repo.js';
 import type { PoolOperation, PoolSpec } from '../store/repos/pool-records.js';
@@ -48,7 +47,7 @@ export class PoolService {
   readonly sessions: DesktopSessions;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     vms: VmService;
     disks: DiskService;
     jobs: JobJournal;

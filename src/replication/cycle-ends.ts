@@ -1,5 +1,4 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import type { DiskRepo } from '../store/repos/disk-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { ReplicationRecord } from '../store/records/replica-record.js';
@@ -28,7 +27,7 @@ export class CycleEnds {
   readonly #log: Logger;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     disks: DiskRepo;
     supervisor: VmSupervisor;
     peers: SitePeers;

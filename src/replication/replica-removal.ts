@@ -1,7 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import { VmRepo } from '../store/repos/vm-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
@@ -43,7 +42,7 @@ export class ReplicaRemoval {
   #root: string;
   #log: Logger;
 
-  constructor(deps: { db: Kysely<Database>; root: string; log: Logger }) {
+  constructor(deps: { db: StoreHandle; root: string; log: Logger }) {
     this.#replicas = new ReplicaRepo(deps.db);
     this.#vms = new VmRepo(deps.db);
     this.#disks = new DiskRepo(deps.db);

@@ -1,7 +1,6 @@
 import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type {
   ReplicaDiskSpec,
@@ -62,7 +61,7 @@ export class ReplicaService {
   #upkeep: ReplicaUpkeep;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     dataDir: string;
     listenHost: () => string;
     tls: () => Promise<SiteTls>;

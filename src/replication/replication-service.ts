@@ -1,6 +1,5 @@
 import { rm } from 'node:fs/promises';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import type { CycleStats, ReplicationRecord } from '../store/records/replica-record.js';
@@ -75,7 +74,7 @@ export class ReplicationService {
   #superseded: SupersededHandler;
 
   constructor(deps: {
-    db: Kysely<Database>;
+    db: StoreHandle;
     vms: VmService;
     supervisor: VmSupervisor;
     peers: SitePeers;

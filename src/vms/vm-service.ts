@@ -1,7 +1,6 @@
 import { uniqueViolation } from '../store/unique-violation.js';
 import { readFile, rm } from 'node:fs/promises';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { VmRepo, type VmRow } from '../store/repos/vm-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { DiskService } from '../disks/disk-service.js';
@@ -83,7 +82,7 @@ export interface VmView {
 }
 
 export interface VmServiceDeps {
-  db: Kysely<Database>;
+  db: StoreHandle;
   paths: SitePaths;
   disks: DiskService;
   supervisor: VmSupervisor;

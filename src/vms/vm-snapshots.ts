@@ -1,7 +1,6 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import type { StoreHandle } from '../store/store-handle.js';
 import { SnapshotRepo } from '../store/repos/snapshot-repo.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmRow } from '../store/repos/vm-repo.js';
@@ -73,7 +72,7 @@ export class VmSnapshots {
   #disks: DiskRepo;
   #poolDir: string;
 
-  constructor(db: Kysely<Database>, poolDir: string) {
+  constructor(db: StoreHandle, poolDir: string) {
     this.#snapshots = new SnapshotRepo(db);
     this.#disks = new DiskRepo(db);
     this.#poolDir = poolDir;

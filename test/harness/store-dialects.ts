@@ -48,7 +48,7 @@ export function describeEachDialect(title: string, body: (f: StoreFixture) => vo
       const track = (s: Store): Store => {
         // A test may close its store itself: closing twice is not an error here.
         let closed: Promise<void> | null = null;
-        const store: Store = { db: s.db, dialect: s.dialect, close: () => (closed ??= s.close()) };
+        const store: Store = { handle: s.handle, db: s.db, dialect: s.dialect, close: () => (closed ??= s.close()) };
         opened.push(store);
         return store;
       };

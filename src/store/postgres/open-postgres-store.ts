@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from 'kysely';
 import { MamoriError } from '../../core/mamori-error.js';
 import type { Database } from '../schema.js';
 import type { Store } from '../store.js';
+import { storeHandle } from '../store-handle.js';
 import { parseDatabaseUrl } from './database-url.js';
 import { migratePostgres } from './migrate-postgres.js';
 
@@ -66,6 +67,7 @@ export async function openPostgresStore(urlText: string, options: PostgresStoreO
   }
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
+    handle: storeHandle(db),
     db,
     dialect: 'postgres',
     async close() {

@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { toIncidentRecord, type IncidentRecord } from './incident-repo.js';
 
 export type AlertDeliveryStatus = 'firing' | 'resolved';
@@ -35,8 +36,8 @@ type Db = Kysely<Database> | Transaction<Database>;
  */
 export class AlertDeliveryRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async webhook(): Promise<StoredWebhook | null> {

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { AuditLogTable, Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { AuditEntry, AuditFilter, ChainHead } from '../records/audit-entry.js';
 import { writeLock } from '../write-lock.js';
 
@@ -11,8 +12,8 @@ type Db = Kysely<Database> | Transaction<Database>;
 /** The audit_log table and its chain head (src/audit/audit-log.ts makes and checks the chain). */
 export class AuditRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   /**

@@ -1,6 +1,7 @@
 import { writeLock } from '../write-lock.js';
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, DesktopPoolTable, PoolReplicaTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import {
   poolOperationColumn,
   poolReplicaFilesColumn,
@@ -39,8 +40,8 @@ export interface PoolReplicaRecord {
  */
 export class DesktopPoolRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async list(): Promise<PoolRecord[]> {

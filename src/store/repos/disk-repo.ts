@@ -1,5 +1,6 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { Database, DiskTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import { uniqueViolation } from '../unique-violation.js';
 import { jsonColumn } from '../json-column.js';
@@ -13,8 +14,8 @@ export const diskOverlaysColumn = jsonColumn<string[]>('disks.overlays', { type:
 /** The disks table. */
 export class DiskRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async list(): Promise<DiskRecord[]> {

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, EventTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { jsonColumn } from '../json-column.js';
 
 export type IncidentRecordSeverity = 'info' | 'warning' | 'critical';
@@ -22,8 +23,8 @@ export const incidentDetailsColumn = jsonColumn<Record<string, unknown>>('events
 /** The events table: incidents, opened once and cleared when they end (events/incident-log.ts). */
 export class IncidentRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async insert(i: IncidentRecord): Promise<void> {

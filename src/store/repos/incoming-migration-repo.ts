@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { VmDefinition } from '../records/vm-definition.js';
 import type { DiskRecord } from '../records/disk-record.js';
 import { VmRepo } from './vm-repo.js';
@@ -14,8 +15,8 @@ export const INCOMING_REASON = 'incoming migration';
  */
 export class IncomingMigrationRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   /** Written first, before any file or VM row: a second call for the same VM keeps the first. */

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { enumColumn } from '../enum-column.js';
 
 export interface InventoryMappingRecord {
@@ -19,8 +20,8 @@ const mappingKind = enumColumn<InventoryMappingRecord['kind']>('inventory_mappin
 /** The inventory_mappings table: how a paired site's networks and pools map onto this site's. */
 export class InventoryMappingRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   /** Sets the mapping of (peer, kind, source), replacing its targets if there is one. */

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, JobTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { jsonColumn } from '../json-column.js';
 
 export type JobRecordState = 'running' | 'succeeded' | 'failed' | 'interrupted';
@@ -56,8 +57,8 @@ const contextColumn = jsonColumn<unknown>('jobs.context', {});
 /** The jobs table: the journal of long operations (jobs/job-journal.ts decides what is written when). */
 export class JobRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async insert(j: {

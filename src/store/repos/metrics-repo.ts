@@ -1,13 +1,14 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { JobRepo } from './job-repo.js';
 
 /** The scrape-time counts the metrics read from the tables (metrics/metric-sources.ts): reads only. */
 export class MetricsRepo {
   #db: Kysely<Database>;
   #jobs: JobRepo;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
     this.#jobs = new JobRepo(db);
   }
 

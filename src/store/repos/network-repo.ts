@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { VmRepo } from './vm-repo.js';
 
 /** A networks row: a site network VMs attach to besides the built-in ones. */
@@ -15,8 +16,8 @@ export interface NetworkRecord {
 export class NetworkRepo {
   #db: Kysely<Database>;
   #vms: VmRepo;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
     this.#vms = new VmRepo(db);
   }
 

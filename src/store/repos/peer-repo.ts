@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PeerTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { PeerRecord } from '../records/peer-record.js';
 import { isSealed, type SecretBox } from '../../core/secret-box.js';
 
@@ -10,8 +11,8 @@ export const peerTokenPurpose = (id: string): string => `peers.token:${id}`;
 export class PeerRepo {
   #db: Kysely<Database>;
   #box: SecretBox;
-  constructor(db: Kysely<Database>, box: SecretBox) {
-    this.#db = db;
+  constructor(db: StoreHandle, box: SecretBox) {
+    this.#db = unwrapStoreHandle(db);
     this.#box = box;
   }
 

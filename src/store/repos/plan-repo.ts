@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { PlanSpec, ProtectedInventory } from '../records/plan-record.js';
 import { jsonColumn } from '../json-column.js';
 
@@ -66,8 +67,8 @@ export interface PlanRecord {
 /** The plans table (recovery plans kept at the recovery site). */
 export class PlanRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async find(name: string): Promise<PlanRecord | undefined> {

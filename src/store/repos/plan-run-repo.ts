@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PlanRunTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import {
   RUN_MODES,
   type PlanRun,
@@ -64,8 +65,8 @@ const ACTIVE: RunState[] = ['running', 'waiting', 'interrupted'];
 /** The plan_runs table: one row per run, rewritten whole at each save of its journal. */
 export class PlanRunRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async insert(run: PlanRun): Promise<void> {

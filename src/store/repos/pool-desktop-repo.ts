@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PoolDesktopTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { DiskRepo } from './disk-repo.js';
 import { poolReplicaFilesColumn, poolSpecColumn, type PoolSpec } from './pool-records.js';
 
@@ -31,8 +32,8 @@ export interface NewDesktop {
 /** The desktops of desktop pools (pool_desktops), with what they need of their VMs and replicas. */
 export class PoolDesktopRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async find(vmId: string): Promise<PoolDesktopRecord | undefined> {

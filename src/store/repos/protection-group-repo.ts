@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { ArrayBinding, ArraySyncState } from '../records/protection-group-record.js';
 import { jsonColumn } from '../json-column.js';
 
@@ -43,8 +44,8 @@ export interface ProtectionGroupRecord {
 /** Protection groups (recovery plans), their member VMs, and array-based groups' binding and sync state. */
 export class ProtectionGroupRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async find(name: string): Promise<ProtectionGroupRecord | undefined> {

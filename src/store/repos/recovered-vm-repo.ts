@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { VmDefinition } from '../records/vm-definition.js';
 import type { DiskRecord } from '../records/disk-record.js';
 import { VmRepo } from './vm-repo.js';
@@ -20,8 +21,8 @@ export interface RecoveredVmRecord {
 /** VMs plan runs made at this site from replicas, and the holds that keep their points. */
 export class RecoveredVmRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async find(vmId: string): Promise<RecoveredVmRecord | undefined> {

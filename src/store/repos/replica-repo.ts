@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { PointConsistency, ReplicaDiskSpec, ReplicaPointView, ReplicaView } from '../records/replica-record.js';
 import { jsonColumn } from '../json-column.js';
 import { MamoriError } from '../../core/mamori-error.js';
@@ -26,8 +27,8 @@ export const diskPointsColumn = jsonColumn<string[]>('replica_points.disk_points
  */
 export class ReplicaRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   /** The replica with its points, oldest first. */

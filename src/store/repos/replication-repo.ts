@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, ReplicationTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { CycleStats, ReplicationRecord } from '../records/replica-record.js';
 import { jsonColumn } from '../json-column.js';
 
@@ -35,8 +36,8 @@ export const cycleStatsColumn = jsonColumn<CycleStats[]>('replications.stats', {
 /** The source side of replication: the replications table, one row per protected VM. */
 export class ReplicationRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async find(vmId: string): Promise<ReplicationRecord | undefined> {

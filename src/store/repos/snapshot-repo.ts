@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { newShortId } from '../../core/ids.js';
 import { diskOverlaysColumn } from './disk-repo.js';
 
@@ -15,8 +16,8 @@ export interface SnapshotRow {
 /** The snapshots table, and the disks' overlay lists that snapshots add to and take from. */
 export class SnapshotRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async forVm(vmId: string): Promise<SnapshotRow[]> {

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, StorageArrayTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { isSealed, type SecretBox } from '../../core/secret-box.js';
 import { jsonColumn } from '../json-column.js';
 
@@ -27,8 +28,8 @@ export interface StorageArrayRecord {
 export class StorageArrayRepo {
   #db: Kysely<Database>;
   #box: SecretBox;
-  constructor(db: Kysely<Database>, box: SecretBox) {
-    this.#db = db;
+  constructor(db: StoreHandle, box: SecretBox) {
+    this.#db = unwrapStoreHandle(db);
     this.#box = box;
   }
 

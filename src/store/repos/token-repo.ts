@@ -1,6 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import { newShortId } from '../../core/ids.js';
 import type { Role } from '../../core/roles.js';
 import type { SecretBox } from '../../core/secret-box.js';
@@ -43,8 +44,8 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 export class TokenRepo {
   #db: Kysely<Database>;
   #box: SecretBox;
-  constructor(db: Kysely<Database>, box: SecretBox) {
-    this.#db = db;
+  constructor(db: StoreHandle, box: SecretBox) {
+    this.#db = unwrapStoreHandle(db);
     this.#box = box;
   }
 

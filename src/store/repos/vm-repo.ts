@@ -1,5 +1,6 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { Database, VmTable } from '../schema.js';
+import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { VmDefinition, VmState } from '../records/vm-definition.js';
 import type { DiskRecord } from '../records/disk-record.js';
 import { jsonColumn } from '../json-column.js';
@@ -73,8 +74,8 @@ export const vmDefinitionColumn = jsonColumn<VmDefinition>('vms.definition', {
 /** The vms table (and the VM's side of disks, holds and supersession), with the definition parsed. */
 export class VmRepo {
   #db: Kysely<Database>;
-  constructor(db: Kysely<Database>) {
-    this.#db = db;
+  constructor(db: StoreHandle) {
+    this.#db = unwrapStoreHandle(db);
   }
 
   async list(): Promise<VmRow[]> {

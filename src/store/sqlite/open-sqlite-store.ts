@@ -2,6 +2,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import type { Database } from '../schema.js';
 import type { Store } from '../store.js';
+import { storeHandle } from '../store-handle.js';
 import { migrateSqlite } from './migrate-sqlite.js';
 
 /** A store on SQLite (the name older callers know it by). */
@@ -23,6 +24,7 @@ export async function openSqliteStore(file: string): Promise<Store> {
   migrateSqlite(raw);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw }) });
   return {
+    handle: storeHandle(db),
     db,
     dialect: 'sqlite',
     async close() {

@@ -35,7 +35,7 @@ before(async () => {
   });
   admin = (await readFile(site.paths.adminToken, 'utf8')).trim();
   const store = await openSqliteStore(site.paths.database);
-  siteToken = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create(
+  siteToken = await new TokenRepo(store.handle, (await loadSecretKey(site.paths.secretKey, false)).box).create(
     'site:peer',
     'site',
   );

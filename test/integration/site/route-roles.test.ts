@@ -42,7 +42,7 @@ before(async () => {
   }
   // A site token is issued only by pairing; the store makes one as pairing would.
   const store = await openSqliteStore(site.paths.database);
-  tokens.site = await new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box).create(
+  tokens.site = await new TokenRepo(store.handle, (await loadSecretKey(site.paths.secretKey, false)).box).create(
     'site:ghost',
     'site',
   );
@@ -156,7 +156,7 @@ test('tokens: created with a role and an expiry, listed without secrets, revoked
   );
   // An expired token is refused like an unknown one.
   const store = await openSqliteStore(site.paths.database);
-  const repo = new TokenRepo(store.db, (await loadSecretKey(site.paths.secretKey, false)).box);
+  const repo = new TokenRepo(store.handle, (await loadSecretKey(site.paths.secretKey, false)).box);
   const old = await repo.createWithId('old', 'operator', { expiresAt: new Date(Date.now() - 1000).toISOString() });
   await store.close();
   assert.equal(

@@ -39,7 +39,7 @@ test('a client that goes away before the answer is recorded once, with 499', asy
   const dir = await mkdtemp(join(tmpdir(), 'mamori-audit-hooks-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
-    const audit = new AuditLog(new AuditRepo(store.db));
+    const audit = new AuditLog(new AuditRepo(store.handle));
     const { app, logs } = appWith(audit);
     let arrived!: () => void;
     const requestArrived = new Promise<void>((r) => (arrived = r));
@@ -83,7 +83,7 @@ test('what an unknown route was called with is cut to a sane length', async () =
   const dir = await mkdtemp(join(tmpdir(), 'mamori-audit-hooks-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
-    const audit = new AuditLog(new AuditRepo(store.db));
+    const audit = new AuditLog(new AuditRepo(store.handle));
     const { app } = appWith(audit);
     const res = await app.inject({ method: 'DELETE', url: `/vms/${'x'.repeat(5000)}?q=1` });
     assert.equal(res.statusCode, 404);

@@ -38,7 +38,7 @@ async function withLog(
   const store = await openSqliteStore(join(dir, 'site.db'));
   const raw = new BetterSqlite3(join(dir, 'site.db'));
   try {
-    const log = new AuditLog(new AuditRepo(store.db));
+    const log = new AuditLog(new AuditRepo(store.handle));
     for (let i = 1; i <= n; i++) await log.append(record(i));
     raw.exec('DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;');
     await fn(log, raw, store, join(dir, 'site.db'));
@@ -80,7 +80,7 @@ test('the code cannot edit or delete entries (triggers)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-audit-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
-    const log = new AuditLog(new AuditRepo(store.db));
+    const log = new AuditLog(new AuditRepo(store.handle));
     await log.append(record(1));
     await assert.rejects(store.db.updateTable('audit_log').set({ status: 200 }).execute(), /append-only/);
     await assert.rejects(store.db.deleteFrom('audit_log').execute(), /append-only/);
@@ -161,7 +161,7 @@ test('appends after a removal keep chaining from the head, so the gap stays visi
 
 test('concurrent appends do not fork the chain, through one log or two on the same database', async () => {
   await withLog(0, async (log, _raw, store) => {
-    const other = new AuditLog(new AuditRepo(store.db));
+    const other = new AuditLog(new AuditRepo(store.handle));
     const written = await Promise.all(
       Array.from({ length: 60 }, (_, i) => (i % 2 === 0 ? log : other).append(record(i))),
     );
@@ -187,7 +187,7 @@ test('another connection appending at the same time (a worker thread: another pr
       const { AuditRepo } = await import(workerData.repo);
       const { AuditLog } = await import(workerData.log);
       const store = await openSqliteStore(workerData.file);
-      const log = new AuditLog(new AuditRepo(store.db));
+      const log = new AuditLog(new AuditRepo(store.handle));
       parentPort.postMessage('ready');
       for (let i = 0; i < 200; i++) await log.append({ ...workerData.record, requestId: 'worker-' + i });
       await store.close();

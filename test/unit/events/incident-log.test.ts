@@ -10,7 +10,7 @@ test('an incident opens once per kind and target, clears once, and a new one is 
   const dir = await mkdtemp(join(tmpdir(), 'mamori-events-'));
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
-    const log = new IncidentLog(store.db);
+    const log = new IncidentLog(store.handle);
     const { incident: first, opened } = await log.raise({
       kind: 'replication.rpo-violated',
       target: 'vm:1',

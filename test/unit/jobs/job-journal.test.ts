@@ -65,7 +65,7 @@ const pointV2 = (upgrade: boolean) =>
 /** The journal as a server would leave it when killed inside `step` of a fresh job of `k`. */
 async function cutInStep<C>(file: string, k: JobKind<C>, step: string, context?: C): Promise<string> {
   const store = await openSqliteStore(file);
-  const jobs = new JobJournal(store.db);
+  const jobs = new JobJournal(store.handle);
   jobs.define(k, async () => undefined);
   const job = await jobs.create(k, 'thing', { steps: k.steps ?? [step] });
   if (context !== undefined) await jobs.setContext(k, job.id, context);
@@ -83,7 +83,7 @@ async function cutInStep<C>(file: string, k: JobKind<C>, step: string, context?:
 test('steps are journalled before and after they run; a failing step fails only itself', async () => {
   await withStore(async (file) => {
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     const demo = kind('demo', ['a', 'b']);
     jobs.define(demo, async () => undefined);
     const job = await jobs.create(demo, 'thing');
@@ -121,7 +121,7 @@ test('rollback: a job cut by a crash gets its recovery at the next start, with t
     const copy = kind('copy', ['convert', 'register']);
     const id = await cutInStep(file, copy, 'convert');
     const second = await openSqliteStore(file);
-    const j2 = new JobJournal(second.db);
+    const j2 = new JobJournal(second.handle);
     const seen: Job[] = [];
     j2.define(copy, async (j) => void seen.push(j));
     const n = await j2.recoverInterrupted(() => undefined);
@@ -140,7 +140,7 @@ test('resume: a cut job ends interrupted with what its recovery says, and is nev
     const op = kind('pool-op', null, 'resume');
     const id = await cutInStep(file, op, 'desktops');
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     jobs.define(op, async (j) => `taken up as a new job for ${j.target}`);
     await jobs.recoverInterrupted(() => undefined);
     const after = await jobs.get(id);
@@ -156,7 +156,7 @@ test('resume: a cut job ends interrupted with what its recovery says, and is nev
 test('a context is checked against its kind when written and reaches the recovery typed', async () => {
   await withStore(async (file) => {
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     const cycle = pointV1();
     const seen: unknown[] = [];
     jobs.define(cycle, async (_j, ctx) => void seen.push(ctx));
@@ -191,7 +191,7 @@ test('a context of an older version is upgraded before its recovery reads it', a
   await withStore(async (file) => {
     const id = await cutInStep(file, pointV1(), 'copy', { generation: 7 });
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     const seen: unknown[] = [];
     jobs.define(pointV2(true), async (_j, ctx) => void seen.push(ctx));
     await jobs.recoverInterrupted(() => undefined);
@@ -209,7 +209,7 @@ test('a context no upgrade leads to, or from a newer version, is refused: never 
     await withStore(async (file) => {
       const id = await cutInStep(file, writer as JobKind<unknown>, 'copy', { generation: 7 });
       const store = await openSqliteStore(file);
-      const jobs = new JobJournal(store.db);
+      const jobs = new JobJournal(store.handle);
       let called = false;
       jobs.define(reader as JobKind<unknown>, async () => void (called = true));
       const logged: string[] = [];
@@ -229,7 +229,7 @@ test('a cut job of a kind this version does not know is failed without a recover
   await withStore(async (file) => {
     const id = await cutInStep(file, kind('retired', ['x']), 'x');
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     await jobs.recoverInterrupted(() => undefined);
     assert.equal((await jobs.get(id)).error?.code, 'JOB_KIND_UNKNOWN');
     await store.close();
@@ -239,7 +239,7 @@ test('a cut job of a kind this version does not know is failed without a recover
 test('a recovery rule that fails leaves the job for the next start', async () => {
   await withStore(async (file) => {
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     const fragile = kind('fragile', ['x']);
     jobs.define(fragile, async () => Promise.reject(new Error('disk busy')));
     const job = await jobs.create(fragile, null);
@@ -254,7 +254,7 @@ test('a recovery rule that fails leaves the job for the next start', async () =>
 test('subscribers see every write of their job, in order, as a reader would; reflect sets what a mirrored record says', async () => {
   await withStore(async (file) => {
     const store = await openSqliteStore(file);
-    const jobs = new JobJournal(store.db);
+    const jobs = new JobJournal(store.handle);
     const demo = kind('demo', ['a', 'b']);
     jobs.define(demo, async () => undefined);
     const job = await jobs.create(demo, null);

@@ -31,9 +31,9 @@ async function open(
   file: string,
 ): Promise<{ store: SqliteStore; incidents: IncidentLog; notifier: AlertNotifier; close(): Promise<void> }> {
   const store = await openSqliteStore(join(dir, file));
-  const incidents = new IncidentLog(store.db);
+  const incidents = new IncidentLog(store.handle);
   const notifier = new AlertNotifier({
-    db: store.db,
+    db: store.handle,
     box,
     incidents,
     siteName: 'site-a',

@@ -31,7 +31,7 @@ test('a peer is unreachable after two failed checks in a row, clears at its firs
   const dir = await mkdtemp(join(tmpdir(), 'mamori-peerwatch-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
-    const incidents = new IncidentLog(store.db);
+    const incidents = new IncidentLog(store.handle);
     let peers = [peer('b', 'unreachable'), peer('c', 'reachable'), peer('d', 'not-callable')];
     const watch = new PeerWatch({
       peers: { list: async () => peers },
@@ -76,7 +76,7 @@ test('the watch keeps when each peer last answered and when it judged it gone af
     let peers = [peer('b', 'reachable')];
     const watch = new PeerWatch({
       peers: { list: async () => peers },
-      incidents: new IncidentLog(store.db),
+      incidents: new IncidentLog(store.handle),
       log: pino({ level: 'silent' }),
       intervalMs: 60_000,
     });

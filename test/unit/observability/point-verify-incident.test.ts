@@ -51,8 +51,8 @@ test('a verify that finds gaps opens replication.point-verify-failed for the VM;
     let consistent = false;
     // Only what verify() touches: the VM lookup and the recovery site's answer.
     const deps = {
-      db: store.db,
-      incidents: new IncidentLog(store.db),
+      db: store.handle,
+      incidents: new IncidentLog(store.handle),
       log: pino({ level: 'silent' }),
       vms: { get: async () => ({ id: 'vm-1', name: 'pg' }) },
       jobs: { define: () => undefined },

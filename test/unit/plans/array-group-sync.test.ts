@@ -69,7 +69,7 @@ test('array-based group syncs: state kept, never overlapping, scheduled on the R
       },
       failedOverElsewhere: async (name: string) => name === 'moved',
     };
-    const sync = new ArrayGroupSync({ db: store.db, groups, log: createLogger({ level: 'silent' }) });
+    const sync = new ArrayGroupSync({ db: store.handle, groups, log: createLogger({ level: 'silent' }) });
 
     await Promise.all([sync.syncNow('manual'), sync.syncNow('manual'), sync.syncNow('manual')]);
     assert.equal(most, 1, 'syncs of one group run one at a time');

@@ -54,7 +54,7 @@ test('protection groups: replicated VMs only, one site per group, a VM in at mos
     await vm('web1', 'site-b');
     await vm('far', 'site-c');
     await vm('plain', null);
-    const groups = new ProtectionGroups(store.db);
+    const groups = new ProtectionGroups(store.handle);
     const code = async (p: Promise<unknown>, c: string) =>
       assert.rejects(p, (e) => isMamoriError(e, c as never) || assert.fail(`${String(e)} is not ${c}`));
 

@@ -12,8 +12,8 @@ test('alert deliveries: history is skipped when a webhook is first set, new tran
   const dir = await mkdtemp(join(tmpdir(), 'mamori-alert-repo-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
-    const incidents = new IncidentRepo(store.db);
-    const deliveries = new AlertDeliveryRepo(store.db);
+    const incidents = new IncidentRepo(store.handle);
+    const deliveries = new AlertDeliveryRepo(store.handle);
     const base = { kind: 'k', severity: 'warning' as const, message: 'm', details: { a: 1 } };
     await incidents.insert({
       ...base,
@@ -72,7 +72,7 @@ test('job steps are counted per kind and state from the decoded journal', async 
   const dir = await mkdtemp(join(tmpdir(), 'mamori-job-repo-'));
   const store = await openSqliteStore(join(dir, 'site.db'));
   try {
-    const jobs = new JobRepo(store.db);
+    const jobs = new JobRepo(store.handle);
     await jobs.insert({
       id: 'j1',
       kind: 'a',

@@ -42,7 +42,7 @@ const spec: PoolSpec = {
 
 test('a pool row keeps the JSON text it always had and reads back decoded; a malformed one is STORE_ROW_INVALID', async () => {
   await withStore(async (store) => {
-    const pools = new DesktopPoolRepo(store.db);
+    const pools = new DesktopPoolRepo(store.handle);
     await pools.insert({
       name: 'p',
       spec,
@@ -82,8 +82,8 @@ test('a pool row keeps the JSON text it always had and reads back decoded; a mal
 
 test("an operation's record and its desktops' pending marks are written together", async () => {
   await withStore(async (store) => {
-    const pools = new DesktopPoolRepo(store.db);
-    const desktops = new PoolDesktopRepo(store.db);
+    const pools = new DesktopPoolRepo(store.handle);
+    const desktops = new PoolDesktopRepo(store.handle);
     await pools.insert({
       name: 'p',
       spec,
@@ -157,7 +157,7 @@ test("an operation's record and its desktops' pending marks are written together
 
 test('addresses: a choice that throws reserves none; two reservations never share an address; strays are freed', async () => {
   await withStore(async (store) => {
-    const pools = new DesktopPoolRepo(store.db);
+    const pools = new DesktopPoolRepo(store.handle);
     await pools.insert({
       name: 'p',
       spec,

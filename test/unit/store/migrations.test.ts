@@ -299,8 +299,8 @@ test('a SQLite database made by the old code, at any version, opens, upgrades an
           MIGRATIONS.length,
           `from version ${steps}`,
         );
-        assert.equal((await new VmRepo(store.db).findByName('web'))?.definition.name, 'web');
-        const disk = await new DiskRepo(store.db).findByName('web-disk0');
+        assert.equal((await new VmRepo(store.handle).findByName('web'))?.definition.name, 'web');
+        const disk = await new DiskRepo(store.handle).findByName('web-disk0');
         assert.deepEqual([disk?.sizeBytes, disk?.ownedByVm, disk?.overlays], [2 ** 40, true, []]);
       } finally {
         await store.close();

@@ -34,7 +34,7 @@ test('plan runs: the row text is what the journal wrote before the repository (s
   const dir = await mkdtemp(join(tmpdir(), 'mamori-planrepo-'));
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
-    const runs = new PlanRunRepo(store.db);
+    const runs = new PlanRunRepo(store.handle);
     const run: PlanRun = {
       id: 'run-1',
       plan: 'p',
@@ -98,7 +98,7 @@ test('recovered VMs and incoming migrations: the VM, its disks, hold and record 
         disk_points: '["p1"]',
       })
       .execute();
-    const recovered = new RecoveredVmRepo(store.db);
+    const recovered = new RecoveredVmRepo(store.handle);
     await recovered.create({
       def: def('v1', 'web'),
       disks: [],
@@ -132,14 +132,14 @@ test('recovered VMs and incoming migrations: the VM, its disks, hold and record 
     await recovered.delete('v1');
     assert.equal(await recovered.runHasVms('run-1'), false);
 
-    const incoming = new IncomingMigrationRepo(store.db);
+    const incoming = new IncomingMigrationRepo(store.handle);
     await incoming.begin('v3', 'a', now);
     await incoming.begin('v3', 'b', now);
     assert.equal(await incoming.sourceOf('v3'), 'a');
     await incoming.createVm(def('v3', 'moved'), [], now, { replicaId: 'r1', pointId: 'p1' });
     const vm = await store.db.selectFrom('vms').selectAll().where('id', '=', 'v3').executeTakeFirstOrThrow();
     assert.equal(vm.state_reason, INCOMING_REASON);
-    await new VmRepo(store.db).clearStateReason('v3');
+    await new VmRepo(store.handle).clearStateReason('v3');
     await incoming.end('v3');
     assert.deepEqual(await incoming.pendingVmIds(), []);
     await store.close();
@@ -152,7 +152,7 @@ test('protection groups and storage arrays: binding, sync state and sealed conne
   const dir = await mkdtemp(join(tmpdir(), 'mamori-pgrepo-'));
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
-    const groups = new ProtectionGroupRepo(store.db);
+    const groups = new ProtectionGroupRepo(store.handle);
     const binding = {
       storage: 's',
       arrayId: 'a',
@@ -181,7 +181,7 @@ test('protection groups and storage arrays: binding, sync state and sealed conne
     );
 
     const box = new SecretBox(randomBytes(32));
-    const arrays = new StorageArrayRepo(store.db, box);
+    const arrays = new StorageArrayRepo(store.handle, box);
     await arrays.insert({ name: 'lab', adapter: 'zfs', connection: { pool: 'tank', password: 'pw' }, createdAt: now });
     const raw = await store.db.selectFrom('storage_arrays').select('connection').executeTakeFirstOrThrow();
     assert.ok(isSealed(raw.connection));

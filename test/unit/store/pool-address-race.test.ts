@@ -37,7 +37,7 @@ describeEachDialect('pool addresses', (f) => {
     const second = f.dialect === 'postgres' ? await f.reopen() : first;
     await addPool(first, 'a');
     await addPool(first, 'b');
-    const repos = [new DesktopPoolRepo(first.db), new DesktopPoolRepo(second.db)];
+    const repos = [new DesktopPoolRepo(first.handle), new DesktopPoolRepo(second.handle)];
     const n = 30;
     const at = new Date().toISOString();
     const results = await Promise.allSettled(

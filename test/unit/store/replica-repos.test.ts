@@ -27,7 +27,7 @@ test('replication and replica repos: stats, disks and disk points go through the
         updated_at: now,
       })
       .execute();
-    const reps = new ReplicationRepo(store.db);
+    const reps = new ReplicationRepo(store.handle);
     await reps.insert({
       vmId: 'v1',
       peer: 'b',
@@ -63,7 +63,7 @@ test('replication and replica repos: stats, disks and disk points go through the
     await store.db.updateTable('replications').set({ stats: '[{"at":1}]' }).execute();
     await assert.rejects(reps.find('v1'), (e) => isMamoriError(e, 'STORE_ROW_INVALID'));
 
-    const replicas = new ReplicaRepo(store.db);
+    const replicas = new ReplicaRepo(store.handle);
     await replicas.insert({
       id: 'r1',
       sourceSite: 'a',

@@ -94,7 +94,7 @@ describeEachDialect('repositories', (f) => {
       ['v4', 'app_1'],
     ] as const)
       await addVm(store, id, name);
-    const vms = new VmRepo(store.db);
+    const vms = new VmRepo(store.handle);
     assert.deepEqual(
       (await vms.list()).map((v) => v.name),
       ['DB', 'app-2', 'app_1', 'web'],
@@ -112,7 +112,7 @@ describeEachDialect('repositories', (f) => {
   test('disks: round trip of every field; a taken name is DISK_EXISTS; one of two deletes wins', async () => {
     const store = await f.open();
     await addVm(store, 'v1', 'web');
-    const disks = new DiskRepo(store.db);
+    const disks = new DiskRepo(store.handle);
     const d = disk('d1', 'web-0', {
       vmId: 'v1',
       ownedByVm: true,
@@ -135,12 +135,12 @@ describeEachDialect('repositories', (f) => {
 
   test('tokens: made, verified, listed, revoked; an admin token keeps its pairing key sealed', async () => {
     const store = await f.open();
-    const tokens = new TokenRepo(store.db, box);
-    assert.equal(await holdsSealedValues(store.db), false);
+    const tokens = new TokenRepo(store.handle, box);
+    assert.equal(await holdsSealedValues(store.handle), false);
     const admin = await tokens.createWithId('admin', 'admin');
     const viewer = await tokens.createWithId('ro', 'viewer', { expiresAt: '2000-01-01T00:00:00.000Z' });
     assert.equal(await tokens.hasAdmin(), true);
-    assert.equal(await holdsSealedValues(store.db), true);
+    assert.equal(await holdsSealedValues(store.handle), true);
     assert.deepEqual(await tokens.verify(admin.token), { id: admin.id, name: 'admin', role: 'admin' });
     assert.equal(await tokens.verify(viewer.token), undefined, 'expired');
     assert.equal(await tokens.verify('mamori_nope'), undefined);
@@ -156,9 +156,9 @@ describeEachDialect('repositories', (f) => {
 
   test('peers: saved again replaces the row; found by fingerprint and inbound token; the token sealed at rest', async () => {
     const store = await f.open();
-    const tokens = new TokenRepo(store.db, box);
+    const tokens = new TokenRepo(store.handle, box);
     const inbound = await tokens.createWithId('peer b', 'site');
-    const peers = new PeerRepo(store.db, box);
+    const peers = new PeerRepo(store.handle, box);
     const p = {
       id: 'p1',
       name: 'site-b',
@@ -188,20 +188,20 @@ describeEachDialect('repositories', (f) => {
     // SQLite: a second server is a second process (test/unit/audit/audit-log.test.ts runs one in a
     // worker): two connections in one thread would wait on each other's lock with the event loop blocked.
     const second = f.dialect === 'postgres' ? await f.reopen() : first;
-    const logs = [new AuditLog(new AuditRepo(first.db)), new AuditLog(new AuditRepo(second.db))];
+    const logs = [new AuditLog(new AuditRepo(first.handle)), new AuditLog(new AuditRepo(second.handle))];
     const n = 40;
     await Promise.all(Array.from({ length: n }, (_, i) => logs[i % 2]!.append(record(i))));
     const verification = await logs[0]!.verify();
     assert.equal(verification.ok, true, JSON.stringify(verification));
-    const all = await new AuditRepo(first.db).page(-1, 1000);
+    const all = await new AuditRepo(first.handle).page(-1, 1000);
     const base = all[0]?.seq ?? 0;
     assert.deepEqual(
       all.map((e) => e.seq),
       Array.from({ length: n }, (_, i) => base + i),
       'no gap, no duplicate',
     );
-    assert.deepEqual((await new AuditRepo(second.db).head())?.seq, base + n - 1);
-    const newest = await new AuditRepo(second.db).list({ limit: 2 });
+    assert.deepEqual((await new AuditRepo(second.handle).head())?.seq, base + n - 1);
+    const newest = await new AuditRepo(second.handle).list({ limit: 2 });
     assert.deepEqual(
       newest.map((e) => e.seq),
       [base + n - 1, base + n - 2],

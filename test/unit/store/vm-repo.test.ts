@@ -43,8 +43,8 @@ test('vm repo: create, delete and forget are each one transaction over vms, disk
   const dir = await mkdtemp(join(tmpdir(), 'mamori-vmrepo-'));
   try {
     const store = await openSqliteStore(join(dir, 'site.db'));
-    const vms = new VmRepo(store.db);
-    const disks = new DiskRepo(store.db);
+    const vms = new VmRepo(store.handle);
+    const disks = new DiskRepo(store.handle);
     await disks.insert(disk('kept', null, false));
     await vms.create(
       def('v1', 'one', ['own', 'kept']),
@@ -88,7 +88,7 @@ test('vm repo: create, delete and forget are each one transaction over vms, disk
 
     // Snapshots: the row and the overlay lists in one go.
     await vms.create(def('v4', 'four', ['d4']), '2026-01-01T00:00:00.000Z', [disk('d4', 'v4', true)], []);
-    const snaps = new SnapshotRepo(store.db);
+    const snaps = new SnapshotRepo(store.handle);
     await snaps.record('v4', 's1', '2026-01-02T00:00:00.000Z', true, [{ diskId: 'd4', overlays: ['/p/d4-s1.qcow2'] }]);
     assert.deepEqual((await disks.findByName('d4'))?.overlays, ['/p/d4-s1.qcow2']);
     assert.deepEqual(
