@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { PgCluster } from '../../harness/pg-cluster.js';
 import { protectWritingGuest } from '../../harness/protected-guest.js';
+import { runPlanThroughCrash } from '../../harness/plan-run-crash.js';
 import { siteCount } from '../../harness/site-db.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
 import { logPrefixOf } from '../../harness/writelog-prefix.js';
@@ -25,7 +26,8 @@ import type { VmView } from '../../../src/vms/vm-service.js';
  *
  * Flow: protect a writing test guest at site-a, replicate to site-b, run the plan's test
  * (the test VM's log is a gap-free prefix of the protected log, record by record), cleanup
- * (nothing left, in the database too), then a planned run (nothing acknowledged is lost).
+ * (nothing left, in the database too), then a planned run cut by a kill -9 of site-b's server and
+ * resumed (nothing acknowledged is lost, the VM recovered once).
  */
 const PG_SITE = process.env['MAMORI_PG_SITE'] === 'a' ? 'a' : 'b';
 const VM = 'pgvm';
@@ -135,8 +137,10 @@ test('test recovery on a PostgreSQL site: the test VM holds a gap-free prefix of
   await assert.rejects(access(join(sites.b.dataDir, 'pools', 'default', 'recovered', run.id)));
 });
 
-test('planned migration with a PostgreSQL site: nothing acknowledged is lost, and site-a keeps its copy off', async () => {
-  const run = await runPlan('planned');
+test('planned migration with a PostgreSQL site, its runner killed mid-run and resumed: nothing acknowledged is lost, and site-a keeps its copy off', async () => {
+  // kill -9 of site-b's server mid-run: the run journal is read back from its database (PostgreSQL
+  // by default) as interrupted, and resumes to a correct end.
+  const run = await runPlanThroughCrash(sites.b, 'pg-plan', 'planned');
   assert.equal(run.result, 'success', explain(run));
   const out = run.vms[VM]!;
   assert.deepEqual([out.dataLoss?.atLeastSec, out.dataLoss?.atMostSec], [0, 0], 'shut down before its last point');
