@@ -20,6 +20,12 @@ export interface SiteProcessOptions {
   listen?: string;
   /** More `serve` arguments, e.g. ['--insecure-http']. */
   serveArgs?: string[];
+  /**
+   * The site's database as a PostgreSQL URL (`serve --db`, e.g. PgCluster.createDatabase()); default:
+   * SQLite in the data folder. A cluster on a unix socket serves a site in a network namespace too:
+   * the socket is a file, and `ip netns exec` shares the host's /tmp.
+   */
+  db?: string;
 }
 
 /**
@@ -32,6 +38,8 @@ export class SiteProcess {
   readonly netns: NetNs | undefined;
   readonly listen: string;
   readonly serveArgs: string[];
+  /** The PostgreSQL URL the site serves from, or undefined for SQLite (mamori.db in the data folder). */
+  readonly db: string | undefined;
   #server: ChildProcess | null = null;
   #serverLog = '';
   #qemuPids = new Set<number>();
@@ -42,7 +50,8 @@ export class SiteProcess {
     this.name = name;
     this.netns = opts.netns;
     this.listen = opts.listen ?? '127.0.0.1:0';
-    this.serveArgs = opts.serveArgs ?? [];
+    this.db = opts.db;
+    this.serveArgs = [...(opts.db ? ['--db', opts.db] : []), ...(opts.serveArgs ?? [])];
   }
 
   static async create(name = 'site-a', opts: SiteProcessOptions = {}): Promise<SiteProcess> {

@@ -34,8 +34,9 @@ export class TwoSites {
 
   /** Makes the namespaces and link, starts both servers; on any failure undoes what it made. */
   /** hostMounts: the sites see mounts made on the host after they started (see NetNs.hostMounts). */
+  /** db: a PostgreSQL URL for either site (SiteProcessOptions.db); a site without one keeps SQLite. */
   static async create(
-    opts: { names?: [string, string]; start?: boolean; hostMounts?: boolean } = {},
+    opts: { names?: [string, string]; start?: boolean; hostMounts?: boolean; db?: { a?: string; b?: string } } = {},
   ): Promise<TwoSites> {
     const tag = runTag();
     const short = tag.split('-')[1]!;
@@ -52,8 +53,9 @@ export class TwoSites {
         devB: `mm${short}b`,
         addresses: ['10.213.0.1', '10.213.0.2'],
       });
-      sites.push(await SiteProcess.create(nameA, { netns: nsA, listen: `${link.a.address}:${SITE_PORT}` }));
-      sites.push(await SiteProcess.create(nameB, { netns: nsB, listen: `${link.b.address}:${SITE_PORT}` }));
+      const db = opts.db ?? {};
+      sites.push(await SiteProcess.create(nameA, { netns: nsA, listen: `${link.a.address}:${SITE_PORT}`, db: db.a }));
+      sites.push(await SiteProcess.create(nameB, { netns: nsB, listen: `${link.b.address}:${SITE_PORT}`, db: db.b }));
       const two = new TwoSites(tag, sites[0]!, sites[1]!, link, made);
       if (opts.start ?? true) await Promise.all([two.a.start(), two.b.start()]);
       return two;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { TwoSites } from '../../harness/two-sites.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
+import { runPlanThroughCrash } from '../../harness/plan-run-crash.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import { trueLoss, writeLogRecords } from '../../harness/writelog-loss.js';
@@ -319,27 +320,11 @@ test('test recovery: isolated network, test IPs, protected VMs and replication u
 });
 
 test('planned migration: zero data loss, and a site server killed mid-run resumes to a correct end', async () => {
-  const started = await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'planned', '--no-wait');
-  assert.equal(started.code, 0, started.stderr);
-  const runId = /run (run-\S+) started/.exec(started.stdout)![1]!;
-  // Kill site-b's server once the first VM's recovery began (shutdowns and syncs are done).
-  await sites.b.waitFor(
-    'a recover step under way',
-    async () => {
-      const r = await b<PlanRun>('plan', 'report', runId, '--json');
-      return r.steps.some((s) => s.kind === 'recover' && s.state !== 'pending') ? r : undefined;
-    },
-    600_000,
+  // Kill site-b's server once the first VM's recovery began (shutdowns and syncs are done); another
+  // run of the same VMs waits for the interrupted one.
+  const run = await runPlanThroughCrash(sites.b, 'apps-plan', 'planned', async () =>
+    assert.match((await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'test')).stderr, /PLAN_BUSY|interrupted/),
   );
-  await sites.b.crashServer();
-  await sites.b.start();
-  const interrupted = await b<PlanRun>('plan', 'report', runId, '--json');
-  assert.equal(interrupted.state, 'interrupted');
-  // Another run of the same VMs waits for this one.
-  assert.match((await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'test')).stderr, /PLAN_BUSY|interrupted/);
-  const resumed = await sites.cli('b', 'plan', 'resume', runId);
-  assert.equal(resumed.code, 0, resumed.stderr + resumed.stdout);
-  const run = await waitRun(runId);
   assert.equal(run.result, 'success', explain(run));
 
   // Every VM recovered once, running at site-b; the protected copies are off and superseded.
@@ -376,7 +361,7 @@ test('planned migration: zero data loss, and a site server killed mid-run resume
   }
   // The report: JSON above; HTML with every step.
   const html = join(work, 'planned.html');
-  const rep = await sites.cli('b', 'plan', 'report', runId, '--html', html);
+  const rep = await sites.cli('b', 'plan', 'report', run.id, '--html', html);
   assert.equal(rep.code, 0, rep.stderr);
   const page = await readFile(html, 'utf8');
   for (const s of run.steps)
