@@ -83,6 +83,11 @@ export class IncidentLog {
     return row ? toIncident(row) : null;
   }
 
+  /** Every open incident of `kind`, in no particular order. */
+  async openOfKind(kind: string): Promise<Incident[]> {
+    return (await this.#incidents.openOfKind(kind)).map(toIncident);
+  }
+
   /** Open incidents per kind (the metrics' gauge). */
   async openCounts(): Promise<{ kind: string; count: number }[]> {
     return this.#incidents.openCounts();

@@ -82,6 +82,14 @@ export class ReplicationIncidents {
     return (await this.#incidents.openFor(RPO_VIOLATED, `vm:${vmId}`))?.openedAt ?? null;
   }
 
+  /** When each VM's open RPO incident opened, by VM id, in one query (the status of all). */
+  async rpoViolatedSinceAll(): Promise<Map<string, string>> {
+    const open = await this.#incidents.openOfKind(RPO_VIOLATED);
+    return new Map(
+      open.filter((i) => i.target.startsWith('vm:')).map((i) => [i.target.slice('vm:'.length), i.openedAt]),
+    );
+  }
+
   async cycleSucceeded(vmId: string, vmName: string): Promise<void> {
     if (await this.#incidents.clear(CYCLE_FAILED, `vm:${vmId}`))
       this.#log.info({ vm: vmName }, 'replication cycle succeeded again; incident cleared');

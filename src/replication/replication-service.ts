@@ -284,12 +284,18 @@ export class ReplicationService {
 
   async status(vmName: string): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
-    return this.#statusOf(await this.#require(vm.id, vmName), vm.name);
+    const row = await this.#require(vm.id, vmName);
+    return this.#statusOf(row, vm.name, await this.#incidents.rpoViolatedSince(row.vmId));
   }
 
   async statusAll(): Promise<ReplicationStatus[]> {
-    const rows = await this.#repo.listWithVmNames();
-    return Promise.all(rows.map((r) => this.#statusOf(r, r.vmName)));
+    // The open RPO incidents in one query, not one per VM: 1,000 replications made 1,001
+    // round trips (bench/store).
+    const [rows, violatedSince] = await Promise.all([
+      this.#repo.listWithVmNames(),
+      this.#incidents.rpoViolatedSinceAll(),
+    ]);
+    return rows.map((r) => this.#statusOf(r, r.vmName, violatedSince.get(r.vmId) ?? null));
   }
 
   async points(vmName: string): Promise<ReplicaPointView[]> {
@@ -339,7 +345,7 @@ export class ReplicationService {
     this.#incidents.shutdown();
   }
 
-  async #statusOf(r: ReplicationRecord, vmName: string): Promise<ReplicationStatus> {
+  #statusOf(r: ReplicationRecord, vmName: string, rpoViolatedSince: string | null): ReplicationStatus {
     const now = Date.now();
     const lastAt = r.lastPointAt ? Date.parse(r.lastPointAt) : null;
     const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
@@ -354,7 +360,7 @@ export class ReplicationService {
       lastPointAt: r.lastPointAt,
       lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
       rpoViolated: s.violated,
-      rpoViolatedSince: await this.#incidents.rpoViolatedSince(r.vmId),
+      rpoViolatedSince,
       nextCycleAt: next ? new Date(next).toISOString() : null,
       failures: r.failures,
       lastError: r.lastError,

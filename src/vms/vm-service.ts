@@ -121,11 +121,20 @@ export class VmService {
   }
 
   async list(): Promise<VmView[]> {
-    return Promise.all((await this.repo.list()).map((vm) => this.view(vm)));
+    // Every disk in one query, not one query per VM: a list of 1,000 VMs made 1,001 round
+    // trips, a pool's worth on PostgreSQL (bench/store).
+    const [vms, disks] = await Promise.all([this.repo.list(), this.#diskRepo.list()]);
+    const byId = new Map(disks.map((d) => [d.id, d]));
+    return vms.map((vm) => this.#viewWith(vm, byId));
   }
 
   async view(vm: VmRow): Promise<VmView> {
     const disks = await this.#diskRepo.byIds(vm.definition.diskIds);
+    return this.#viewWith(vm, new Map(disks.map((d) => [d.id, d])));
+  }
+
+  /** The view of a VM whose disks (at least those it lists) are in `disks`. */
+  #viewWith(vm: VmRow, disks: ReadonlyMap<string, DiskRecord>): VmView {
     const hb = this.#deps.supervisor.lastHeartbeat(vm.id);
     const d = vm.definition;
     return {
@@ -141,7 +150,7 @@ export class VmService {
       boot: d.boot,
       nics: d.nics,
       disks: d.diskIds
-        .map((id) => disks.find((x) => x.id === id))
+        .map((id) => disks.get(id))
         .filter((x): x is DiskRecord => x !== undefined)
         .map((x) => ({
           name: x.name,

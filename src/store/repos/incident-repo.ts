@@ -77,6 +77,17 @@ export class IncidentRepo {
     return rows.map((r) => ({ kind: r.kind, count: Number(r.count) }));
   }
 
+  /** Every open incident of one kind (events_open serves it), for views that show one per target. */
+  async openOfKind(kind: string): Promise<IncidentRecord[]> {
+    const rows = await this.#db
+      .selectFrom('events')
+      .selectAll()
+      .where('kind', '=', kind)
+      .where('cleared_at', 'is', null)
+      .execute();
+    return rows.map(toIncidentRecord);
+  }
+
   /** Newest first. */
   async list(filter: { open?: boolean; target?: string; kind?: string; limit: number }): Promise<IncidentRecord[]> {
     let q = this.#db.selectFrom('events').selectAll();
