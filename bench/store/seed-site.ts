@@ -3,6 +3,7 @@
  * as the recovery site of that peer's VMs, replicas with their points: what a site of that
  * size lists, made through the store's own repositories in a few seconds, no QEMU and no files.
  */
+import { storeHandle } from '../../src/store/store-handle.js';
 import { join } from 'node:path';
 import type { Store } from '../../src/store/store.js';
 import type { VmDefinition } from '../../src/store/records/vm-definition.js';
@@ -46,8 +47,8 @@ export async function seedSite(store: Store, opts: SeedOptions): Promise<number>
   let points = 0;
   for (let b = from; b < from + opts.vms; b += BATCH) {
     await store.db.transaction().execute(async (tx) => {
-      const replications = new ReplicationRepo(tx);
-      const replicas = new ReplicaRepo(tx);
+      const replications = new ReplicationRepo(storeHandle(tx));
+      const replicas = new ReplicaRepo(storeHandle(tx));
       for (let i = b; i < Math.min(b + BATCH, from + opts.vms); i++) {
         const name = `bench-${String(i).padStart(4, '0')}`;
         const vmId = newUuid();

@@ -6,7 +6,7 @@ import { describeEachDialect } from '../../harness/store-dialects.js';
 describeEachDialect('incident repository', (f) => {
   test('openOfKind: every open incident of the kind, however many, none cleared and none of another kind', async () => {
     const store = await f.open();
-    const incidents = new IncidentRepo(store.db);
+    const incidents = new IncidentRepo(store.handle);
     const base = { severity: 'warning' as const, message: 'm', details: null };
     // More than list()'s default page of 100: the status of all replications needs every one.
     for (let i = 0; i < 150; i++)
