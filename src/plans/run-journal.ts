@@ -39,6 +39,16 @@ export class RunJournal {
     await this.#repo.insert(run);
   }
 
+  /** Inserts a new run unless `assertFree` throws, seeing the runs not ended as they are at commit. */
+  async insertUnlessBusy(run: PlanRun, assertFree: (active: PlanRun[]) => void): Promise<void> {
+    await this.#repo.insertUnlessBusy(run, assertFree);
+  }
+
+  /** Moves an interrupted run to `to` if it still is interrupted; false if another caller did first. */
+  async leaveInterrupted(id: string, to: 'running' | 'cancelled'): Promise<boolean> {
+    return this.#repo.leaveInterrupted(id, to, new Date().toISOString());
+  }
+
   /** Persists the run as it is now, after any write already queued for it. */
   save(run: PlanRun): Promise<void> {
     run.updatedAt = new Date().toISOString();
