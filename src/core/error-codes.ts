@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   RDM_PHYSICAL_REFUSED: { httpStatus: 409, retryable: false },
   DISK_SHARED_REFUSED: { httpStatus: 409, retryable: false },
   SNAPSHOT_EXISTS: { httpStatus: 409, retryable: false },
+  VM_DISKS_CHANGED: { httpStatus: 409, retryable: true },
   DESKTOP_POOL_EXISTS: { httpStatus: 409, retryable: false },
   DESKTOP_POOL_BUSY: { httpStatus: 409, retryable: true },
   MASTER_IN_USE: { httpStatus: 409, retryable: false },

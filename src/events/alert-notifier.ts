@@ -166,6 +166,11 @@ export class AlertNotifier {
       if (batch.length === 0 || this.#stopped) return;
       for (const d of batch) {
         if (this.#stopped) return;
+        // Another server on the same database may have taken it since the batch was read; the
+        // lease outlasts one post, and frees the row again if this server dies during it.
+        const now = new Date();
+        const lease = new Date(now.getTime() + 2 * this.#timeoutMs + 5_000);
+        if (!(await this.#outbox.claim(d.incident.id, d.status, now, lease))) continue;
         await this.#deliver(url, d.status, d.incident, d.attempts);
       }
       // A failed firing holds its resolved back; the next batch is only what is due now.

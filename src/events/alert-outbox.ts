@@ -114,6 +114,14 @@ export class AlertOutbox {
     return at ? new Date(at) : null;
   }
 
+  /**
+   * Takes a due delivery for this sender until `leaseUntil` (compare-and-set): false when
+   * another sender (a second server on the same database) took it first, or it is no longer due.
+   */
+  async claim(incidentId: string, status: AlertStatus, now: Date, leaseUntil: Date): Promise<boolean> {
+    return this.#deliveries.claim(incidentId, status, now.toISOString(), leaseUntil.toISOString());
+  }
+
   async markDelivered(incidentId: string, status: AlertStatus): Promise<void> {
     await this.#deliveries.markDelivered(incidentId, status, new Date().toISOString());
   }

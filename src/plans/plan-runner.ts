@@ -107,7 +107,9 @@ export class PlanRunner {
       endedAt: null,
       updatedAt: now,
     };
-    await this.#journal.insert(run);
+    // Checked again where the run is written, against the runs as they are then: another start
+    // may have passed the check above meanwhile.
+    await this.#journal.insertUnlessBusy(run, (active) => assertNoOverlap(plan, active));
     this.#launch(run);
     return run;
   }
@@ -123,6 +125,8 @@ export class PlanRunner {
         `run ${runId} is ${run.state}; only an interrupted run (its server stopped during it) can be resumed`,
         { details: { state: run.state } },
       );
+    if (!(await this.#journal.leaveInterrupted(runId, 'running')))
+      throw new MamoriError('RUN_INVALID_STATE', `run ${runId} was resumed or cancelled meanwhile; nothing to resume`);
     run.state = 'running';
     // A step cut by the crash is 'running' in the journal and runs again; so do failed ones.
     for (const s of run.steps) {
@@ -163,6 +167,11 @@ export class PlanRunner {
       throw new MamoriError(
         'RUN_INVALID_STATE',
         `run ${runId} is ${run.state}; only a running, waiting or interrupted run can be cancelled`,
+      );
+    if (!(await this.#journal.leaveInterrupted(runId, 'cancelled')))
+      throw new MamoriError(
+        'RUN_INVALID_STATE',
+        `run ${runId} was resumed or cancelled meanwhile; see 'mamori plan show'`,
       );
     run.state = 'cancelled';
     run.result = 'cancelled';
@@ -299,18 +308,7 @@ export class PlanRunner {
   }
 
   async #assertNoOverlap(plan: ResolvedPlan): Promise<void> {
-    const mine = new Set(plan.vms.map((v) => v.vm.id));
-    for (const other of await this.#journal.active()) {
-      const theirs = (other.snapshot as ResolvedPlan).vms.map((v) => v.vm.id);
-      if (theirs.some((id) => mine.has(id))) {
-        throw new MamoriError(
-          'PLAN_BUSY',
-          `run ${other.id} (${other.mode} of plan ${other.plan}) is ${other.state} and touches the same VMs; ` +
-            `${other.state === 'interrupted' ? `resume it ('mamori plan resume ${other.id}') or cancel it` : 'wait for it to end'} first`,
-          { details: { run: other.id, state: other.state } },
-        );
-      }
-    }
+    assertNoOverlap(plan, await this.#journal.active());
   }
 
   /** Test VMs of this plan's VMs still present: cleanup removes them, and a planned or disaster run first. */
@@ -319,6 +317,22 @@ export class PlanRunner {
     const ids = new Set(plan.vms.map((v) => v.vm.id));
     const rows = await this.#recovered.testVms();
     return rows.filter((r) => ids.has(r.sourceVmId)).map((r) => ({ vmId: r.vmId, vm: r.name }));
+  }
+}
+
+/** Refuses a run whose VMs a run not ended (`active`) touches too. */
+function assertNoOverlap(plan: ResolvedPlan, active: PlanRun[]): void {
+  const mine = new Set(plan.vms.map((v) => v.vm.id));
+  for (const other of active) {
+    const theirs = (other.snapshot as ResolvedPlan).vms.map((v) => v.vm.id);
+    if (theirs.some((id) => mine.has(id))) {
+      throw new MamoriError(
+        'PLAN_BUSY',
+        `run ${other.id} (${other.mode} of plan ${other.plan}) is ${other.state} and touches the same VMs; ` +
+          `${other.state === 'interrupted' ? `resume it ('mamori plan resume ${other.id}') or cancel it` : 'wait for it to end'} first`,
+        { details: { run: other.id, state: other.state } },
+      );
+    }
   }
 }
 

@@ -125,14 +125,14 @@ export class PlanService {
 
   async delete(name: string): Promise<void> {
     await this.#row(name);
-    const active = await this.#runs.activeRunOf(name);
+    // The check and the delete in one locked transaction: no run of the plan starts in between.
+    const active = await this.#runs.deletePlanUnlessActive(name);
     if (active !== undefined)
       throw new MamoriError(
         'PLAN_BUSY',
         `plan ${name} has run ${active} in progress; let it end (or cancel it) before deleting the plan`,
         { details: { run: active } },
       );
-    await this.#plans.delete(name);
   }
 
   /**

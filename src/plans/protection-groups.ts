@@ -62,19 +62,23 @@ export class ProtectionGroups {
         details: { group: name },
       });
     const binding = await this.#arrays.checkBinding(input);
-    for (const g of await this.#arrays.bindings()) {
-      const shared =
-        g.binding.storage === binding.storage && g.binding.arrayId === binding.arrayId
-          ? g.binding.deviceIds.filter((d) => binding.deviceIds.includes(d))
-          : [];
-      if (shared.length > 0)
-        throw new MamoriError(
-          'INVALID_INPUT',
-          `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`,
-          { details: { group: g.name } },
-        );
-    }
-    await this.#repo.createArrayGroup(newShortId('pg'), name, binding, new Date().toISOString());
+    // Checked again by the repository against the groups as they are when this one is written.
+    const assertFree = (others: { name: string; binding: ArrayBinding }[]): void => {
+      for (const g of others) {
+        const shared =
+          g.binding.storage === binding.storage && g.binding.arrayId === binding.arrayId
+            ? g.binding.deviceIds.filter((d) => binding.deviceIds.includes(d))
+            : [];
+        if (shared.length > 0)
+          throw new MamoriError(
+            'INVALID_INPUT',
+            `devices ${shared.join(', ')} are protected by group ${g.name} already; a device is in at most one group`,
+            { details: { group: g.name } },
+          );
+      }
+    };
+    assertFree(await this.#arrays.bindings());
+    await this.#repo.createArrayGroup(newShortId('pg'), name, binding, new Date().toISOString(), assertFree);
     await this.#arrays.scheduler.schedule(name);
     return this.get(name);
   }
@@ -124,6 +128,7 @@ export class ProtectionGroups {
         { details: { group: name } },
       );
     const vmId = await this.#vms.idOfName(vmName);
+    // The repository refuses again, under the group's lock, to remove its last VM.
     if (vmId !== undefined) await this.#repo.removeVm(g.id, vmId);
     return this.get(name);
   }

@@ -53,19 +53,26 @@ export class RunJournal {
     });
   }
 
-  /** The run's job first: a run that cannot be journalled as a job is never started. */
   async insert(run: PlanRun): Promise<void> {
+    await this.#repo.insert(run);
+    await this.#jobOf(run);
+  }
+
+  /** Inserts a new run unless `assertFree` throws, seeing the runs not ended as they are at commit. */
+  async insertUnlessBusy(run: PlanRun, assertFree: (active: PlanRun[]) => void): Promise<void> {
+    await this.#repo.insertUnlessBusy(run, assertFree);
+    await this.#jobOf(run);
+  }
+
+  /** The run's job, made once the run is recorded: a run refused (PLAN_BUSY) leaves no job. */
+  async #jobOf(run: PlanRun): Promise<void> {
     await this.#jobs.create(PLAN_RUN_JOB, run.plan, { id: run.id, steps: run.steps.map((s) => s.label) });
-    try {
-      await this.#repo.insert(run);
-    } catch (e) {
-      await this.#jobs.fail(run.id, {
-        code: 'INTERNAL',
-        message: `the run could not be recorded: ${(e as Error).message}`,
-      });
-      throw e;
-    }
     await this.#reflect(run);
+  }
+
+  /** Moves an interrupted run to `to` if it still is interrupted; false if another caller did first. */
+  async leaveInterrupted(id: string, to: 'running' | 'cancelled'): Promise<boolean> {
+    return this.#repo.leaveInterrupted(id, to, new Date().toISOString());
   }
 
   /** Persists the run as it is now, after any write already queued for it. */

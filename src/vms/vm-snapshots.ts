@@ -1,4 +1,4 @@
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { StoreHandle } from '../store/store-handle.js';
 import { SnapshotRepo } from '../store/repos/snapshot-repo.js';
@@ -104,17 +104,22 @@ export class VmSnapshots {
       for (const [i, d] of ordered.entries()) {
         const overlay = snapshotOverlayPath(this.#poolDirOf(d), d, name);
         await mkdir(dirname(overlay), { recursive: true });
-        // qemu-img create would replace a file there: never let it (a leftover is refused, not reused).
-        if (
-          await stat(overlay).then(
-            () => true,
-            () => false,
-          )
-        )
+        // qemu-img create would replace a file there: never let it (a leftover is refused, not
+        // reused). The empty file made with O_EXCL claims the path first, so of two requests for
+        // one name (two servers on one database) only one goes on; the other removes nothing.
+        const claimed = await writeFile(overlay, '', { flag: 'wx' }).then(
+          () => true,
+          (e: NodeJS.ErrnoException) => {
+            if (e.code === 'EEXIST') return false;
+            throw e;
+          },
+        );
+        if (!claimed)
           throw new MamoriError(
             'SNAPSHOT_EXISTS',
             `an overlay file for snapshot ${name} of disk ${d.name} already exists (${overlay}); choose another snapshot name`,
           );
+        made.push(overlay);
         const below = activeLayer(d);
         // -u: the backing is opened by the VM, not here (a host device may be in use by it).
         await createQcow2(overlay, {
@@ -122,7 +127,6 @@ export class VmSnapshots {
           backing: { file: below.path, format: below.format },
           sizeBytes: d.sizeBytes,
         });
-        made.push(overlay);
         overlays.push({ disk: d, overlay, node: `disk${i}-snap-${name}` });
       }
       if (qmp) {
@@ -159,7 +163,7 @@ export class VmSnapshots {
         name,
         now,
         running,
-        overlays.map((o) => ({ diskId: o.disk.id, overlays: [...o.disk.overlays, o.overlay] })),
+        overlays.map((o) => ({ diskId: o.disk.id, below: o.disk.overlays, overlay: o.overlay })),
       );
       return { name, createdAt: now, running };
     } catch (e) {
@@ -224,8 +228,7 @@ export class VmSnapshots {
         const above = d.overlays[i + 1];
         if (above) await rebaseUnsafe(above, { file: below.path, format: below.format });
       }
-      const rest = d.overlays.filter((_, k) => k !== i);
-      await this.#disks.setOverlays(d.id, rest);
+      await this.#snapshots.removeOverlay(d.id, overlay);
       await rm(overlay, { force: true });
     }
     await this.#snapshots.delete(snapshotId);

@@ -145,23 +145,50 @@ export class AlertDeliveryRepo {
       );
   }
 
-  async markDelivered(incidentId: string, status: AlertDeliveryStatus, at: string): Promise<void> {
-    await this.#db
+  /**
+   * Takes a due delivery for one sender: compare-and-set of its next attempt time, from due
+   * (at or before `now`) to `leaseUntil`. True for the one caller whose update found it still
+   * pending and due; two notifiers on one database (two servers) never post the same one
+   * together. A sender that dies holding it leaves it due again at `leaseUntil`.
+   */
+  async claim(incidentId: string, status: AlertDeliveryStatus, now: string, leaseUntil: string): Promise<boolean> {
+    const r = await this.#db
+      .updateTable('alert_deliveries')
+      .set({ next_attempt_at: leaseUntil })
+      .where('incident_id', '=', incidentId)
+      .where('status', '=', status)
+      .where('state', '=', 'pending')
+      .where('next_attempt_at', '<=', now)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /**
+   * The receiver took it. Only a row still pending: one the webhook's removal marked skipped
+   * meanwhile stays skipped. False when it was not pending.
+   */
+  async markDelivered(incidentId: string, status: AlertDeliveryStatus, at: string): Promise<boolean> {
+    const r = await this.#db
       .updateTable('alert_deliveries')
       .set((eb) => ({ state: 'delivered', attempts: eb('attempts', '+', 1), last_error: null, delivered_at: at }))
       .where('incident_id', '=', incidentId)
       .where('status', '=', status)
-      .execute();
+      .where('state', '=', 'pending')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
   }
 
-  /** A failed try: pending again from retryAt, or failed for good when retryAt is null. */
+  /**
+   * A failed try: pending again from retryAt, or failed for good when retryAt is null. Only a
+   * row still pending: a skipped one (the webhook removed meanwhile) is never made pending again.
+   */
   async markFailed(
     incidentId: string,
     status: AlertDeliveryStatus,
     error: string,
     retryAt: string | null,
-  ): Promise<void> {
-    await this.#db
+  ): Promise<boolean> {
+    const r = await this.#db
       .updateTable('alert_deliveries')
       .set((eb) => ({
         state: retryAt ? 'pending' : 'failed',
@@ -171,7 +198,9 @@ export class AlertDeliveryRepo {
       }))
       .where('incident_id', '=', incidentId)
       .where('status', '=', status)
-      .execute();
+      .where('state', '=', 'pending')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
   }
 
   /** Rows per state. */

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { Database, PlanRunTable } from '../schema.js';
 import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import {
@@ -12,6 +12,8 @@ import {
 } from '../records/plan-run-record.js';
 import { jsonColumn } from '../json-column.js';
 import { enumColumn } from '../enum-column.js';
+import { writeLock } from '../write-lock.js';
+import { MamoriError } from '../../core/mamori-error.js';
 
 /** plan_runs.options: the run's options, and the prompt it waits at (kept here so a restart shows it). */
 export const runOptionsColumn = jsonColumn<PlanRun['options'] & { prompt?: string }>('plan_runs.options', {
@@ -71,6 +73,62 @@ export class PlanRunRepo {
 
   async insert(run: PlanRun): Promise<void> {
     await this.#db.insertInto('plan_runs').values(toRow(run)).execute();
+  }
+
+  /**
+   * Inserts a new run unless another run is in the way: `assertFree` sees the runs not ended
+   * as they are at commit and throws to refuse (PLAN_BUSY). The read and the insert hold the
+   * plan-runs lock, so two starts at once (two requests, or two servers on one database)
+   * cannot both pass; a plan deleted meanwhile is PLAN_NOT_FOUND (its delete takes the lock too).
+   */
+  async insertUnlessBusy(run: PlanRun, assertFree: (active: PlanRun[]) => void): Promise<void> {
+    await this.#db.transaction().execute(async (tx) => {
+      await lockPlanRuns(tx);
+      if (!(await tx.selectFrom('plans').select('name').where('name', '=', run.plan).executeTakeFirst()))
+        throw new MamoriError(
+          'PLAN_NOT_FOUND',
+          `recovery plan ${run.plan} was deleted meanwhile; see 'mamori plan list'`,
+          {
+            details: { plan: run.plan },
+          },
+        );
+      assertFree((await tx.selectFrom('plan_runs').selectAll().where('state', 'in', ACTIVE).execute()).map(fromRow));
+      await tx.insertInto('plan_runs').values(toRow(run)).execute();
+    });
+  }
+
+  /**
+   * Deletes the plan unless a run of it has not ended; returns that run's id (nothing deleted)
+   * or undefined (deleted). Under the plan-runs lock, so no run of it starts in between.
+   */
+  async deletePlanUnlessActive(plan: string): Promise<string | undefined> {
+    return this.#db.transaction().execute(async (tx) => {
+      await lockPlanRuns(tx);
+      const active = await tx
+        .selectFrom('plan_runs')
+        .select('id')
+        .where('plan', '=', plan)
+        .where('state', 'in', ACTIVE)
+        .executeTakeFirst();
+      if (active) return active.id;
+      await tx.deleteFrom('plans').where('name', '=', plan).execute();
+      return undefined;
+    });
+  }
+
+  /**
+   * Compare-and-set of an interrupted run's state (resume: running, cancel: cancelled): true
+   * for the one caller whose update found it still interrupted. Two resumes at once, or a
+   * resume and a cancel, must not both act on one run.
+   */
+  async leaveInterrupted(id: string, to: 'running' | 'cancelled', at: string): Promise<boolean> {
+    const r = await this.#db
+      .updateTable('plan_runs')
+      .set({ state: to, updated_at: at })
+      .where('id', '=', id)
+      .where('state', '=', 'interrupted')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
   }
 
   /** Writes the run whole; returns it as written (what a reader of the journal would see). */
@@ -173,4 +231,18 @@ function fromRow(r: Selectable<PlanRunTable>): PlanRun {
     endedAt: r.ended_at,
     updatedAt: r.updated_at,
   };
+}
+
+/**
+ * Orders the transactions that read the runs not ended and then write a run or delete a plan:
+ * PostgreSQL's named lock, and on SQLite a first write (a no-op update) that takes its write
+ * lock before the reads.
+ */
+async function lockPlanRuns(tx: Transaction<Database>): Promise<void> {
+  await writeLock(tx, 'plan_runs');
+  await tx
+    .updateTable('plan_runs')
+    .set((eb) => ({ state: eb.ref('state') }))
+    .where('id', '=', '')
+    .execute();
 }

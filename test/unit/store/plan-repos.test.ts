@@ -162,7 +162,7 @@ test('protection groups and storage arrays: binding, sync state and sealed conne
       compat: 'ok',
       rpoSeconds: 60,
     };
-    await groups.createArrayGroup('pg-1', 'arr', binding, now);
+    await groups.createArrayGroup('pg-1', 'arr', binding, now, () => undefined);
     assert.deepEqual(await groups.arraySync('arr'), { binding, state: null });
     const state = {
       lastPointAt: now,

@@ -89,7 +89,9 @@ test('vm repo: create, delete and forget are each one transaction over vms, disk
     // Snapshots: the row and the overlay lists in one go.
     await vms.create(def('v4', 'four', ['d4']), '2026-01-01T00:00:00.000Z', [disk('d4', 'v4', true)], []);
     const snaps = new SnapshotRepo(store.handle);
-    await snaps.record('v4', 's1', '2026-01-02T00:00:00.000Z', true, [{ diskId: 'd4', overlays: ['/p/d4-s1.qcow2'] }]);
+    await snaps.record('v4', 's1', '2026-01-02T00:00:00.000Z', true, [
+      { diskId: 'd4', below: [], overlay: '/p/d4-s1.qcow2' },
+    ]);
     assert.deepEqual((await disks.findByName('d4'))?.overlays, ['/p/d4-s1.qcow2']);
     assert.deepEqual(
       (await snaps.forVm('v4')).map((s) => [s.name, s.running]),
