@@ -36,24 +36,24 @@ test("the CLI client: token and body out, the server's typed errors back, unreac
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const api = new ApiClient({ url, token: 'adm1n', ca: tls.caCertPem });
   try {
-    assert.deepEqual(await api.post('/vms', { name: 'a' }), {
+    assert.deepEqual(await api.request('POST', '/vms', { name: 'a' }), {
       auth: 'Bearer adm1n',
       method: 'POST',
       body: { name: 'a' },
     });
-    assert.deepEqual(await api.get('/vms'), { auth: 'Bearer adm1n', method: 'GET', body: null });
+    assert.deepEqual(await api.request('GET', '/vms'), { auth: 'Bearer adm1n', method: 'GET', body: null });
     await assert.rejects(
-      api.get('/vms/taken'),
+      api.request('GET', '/vms/taken'),
       (e: unknown) => isMamoriError(e, 'VM_EXISTS') && e.message === 'a VM named a exists' && e.details?.['vm'] === 'a',
     );
     await assert.rejects(
-      api.get('/newer'),
+      api.request('GET', '/newer'),
       (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'from a newer server',
     );
-    await assert.rejects(api.get('/bare'), (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500');
+    await assert.rejects(api.request('GET', '/bare'), (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500');
     // Without the site's CA: the system's CAs do not know it.
     await assert.rejects(
-      new ApiClient({ url, token: 'x' }).get('/vms'),
+      new ApiClient({ url, token: 'x' }).request('GET', '/vms'),
       (e: unknown) =>
         isMamoriError(e, 'SITE_UNREACHABLE') &&
         e.message.startsWith(`cannot reach the site at ${url}: `) &&
@@ -71,7 +71,7 @@ test("the CLI client: token and body out, the server's typed errors back, unreac
   const goneUrl = `https://127.0.0.1:${(gone.address() as AddressInfo).port}`;
   await new Promise((r) => gone.close(r));
   await assert.rejects(
-    new ApiClient({ url: goneUrl, token: 'x', ca: tls.caCertPem }).get('/vms'),
+    new ApiClient({ url: goneUrl, token: 'x', ca: tls.caCertPem }).request('GET', '/vms'),
     (e: unknown) =>
       isMamoriError(e, 'SITE_UNREACHABLE') &&
       e.message.startsWith(`cannot reach the site at ${goneUrl}: connect ECONNREFUSED`),
