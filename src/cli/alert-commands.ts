@@ -27,7 +27,9 @@ export async function alertsCommand(api: ApiClient, rest: string[], json: boolea
       const config = await api.put('/alerts/webhook', { body: { url: more[0]! } });
       return json
         ? printJson(config)
-        : void process.stdout.write(`alerts are posted to ${config?.url ?? more[0]}; 'mamori alerts webhook test' sends one now\n`);
+        : void process.stdout.write(
+            `alerts are posted to ${config?.url ?? more[0]}; 'mamori alerts webhook test' sends one now\n`,
+          );
     }
     case 'clear': {
       if (more.length !== 0) throw usage('webhook clear');

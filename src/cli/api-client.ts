@@ -138,7 +138,9 @@ export function routeUrl(template: string, path?: unknown, query?: unknown): str
     return encodeURIComponent(String(v));
   });
   const entries = Object.entries((query ?? {}) as Record<string, unknown>).filter(([, v]) => v !== undefined);
-  return entries.length === 0 ? filled : `${filled}?${new URLSearchParams(entries.map(([k, v]) => [k, String(v)])).toString()}`;
+  return entries.length === 0
+    ? filled
+    : `${filled}?${new URLSearchParams(entries.map(([k, v]) => [k, String(v)])).toString()}`;
 }
 
 /** A site call that got no answer: Node's own words, and what to do about an untrusted certificate. */

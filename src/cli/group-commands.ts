@@ -74,15 +74,15 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
         return show(
           await api.post('/protection-groups', {
             body: {
-            name: positionals[0]!,
-            array: {
-              storage: values.array,
-              deviceIds: values.device,
-              peer: values.to,
-              ...(values['array-id'] ? { arrayId: values['array-id'] } : {}),
-              ...(values.force ? { force: true } : {}),
-              ...(values.rpo ? { rpo: values.rpo } : {}),
-            },
+              name: positionals[0]!,
+              array: {
+                storage: values.array,
+                deviceIds: values.device,
+                peer: values.to,
+                ...(values['array-id'] ? { arrayId: values['array-id'] } : {}),
+                ...(values.force ? { force: true } : {}),
+                ...(values.rpo ? { rpo: values.rpo } : {}),
+              },
             },
           }),
         );

@@ -4,7 +4,7 @@ import { formatBytes, printFields, printJson, printTable } from './output.js';
 import type { RequestBody } from './api-types.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
-import { dataLossText, storedDataLoss, type DataLoss } from '../plans/data-loss-bounds.js';
+import { dataLossText, storedDataLoss, type DataLoss } from './server-views.js';
 
 export const VM_USAGE = `mamori vm <command>
   create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--no-acpi] [--guest-agent]

@@ -50,7 +50,10 @@ test("the CLI client: token and body out, the server's typed errors back, unreac
       api.request('GET', '/newer'),
       (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'from a newer server',
     );
-    await assert.rejects(api.request('GET', '/bare'), (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500');
+    await assert.rejects(
+      api.request('GET', '/bare'),
+      (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500',
+    );
     // Without the site's CA: the system's CAs do not know it.
     await assert.rejects(
       new ApiClient({ url, token: 'x' }).request('GET', '/vms'),
