@@ -4,7 +4,7 @@ import { formatBytes, printFields, printJson, printTable } from './output.js';
 import type { RequestBody } from './api-types.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
-import { dataLossText, storedDataLoss, type DataLoss } from './server-views.js';
+import { asView, dataLossText, storedDataLoss, type MigrationResult, type RunSummary } from './server-views.js';
 
 export const VM_USAGE = `mamori vm <command>
   create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--no-acpi] [--guest-agent]
@@ -215,13 +215,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
               `migration failed: ${j.error?.message ?? ''}\nthe VM runs on at this site\n`,
             );
           }
-          const r = j.result as {
-            to: string;
-            downtimeMs: number | null;
-            totalMs: number;
-            ramBytes: number;
-            diskBytes: number;
-          };
+          const r = asView<MigrationResult>(j.result);
           return void process.stdout.write(
             `${name} now runs at ${r.to}: downtime ${r.downtimeMs ?? '?'} ms, total ${(r.totalMs / 1000).toFixed(1)} s, ` +
               `RAM ${formatBytes(r.ramBytes)}, disks ${formatBytes(r.diskBytes)}\n`,
@@ -265,14 +259,8 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
       for (;;) {
         const j = await api.get('/jobs/{id}', { path: { id: job.id } });
-        type Summary = {
-          run: string;
-          state: string;
-          steps: { total: number; done: number };
-          rtoSec: number | null;
-          vms: { dataLoss?: DataLoss | null; dataLossSec?: number | null }[];
-        };
-        const c = j.context as { to?: string; failover?: Summary; reprotect?: Summary } | null;
+        // The failover job's context, as src/plans/vm-failover.ts writes it.
+        const c = asView<{ to?: string; failover?: RunSummary; reprotect?: RunSummary } | null>(j.context);
         if (j.state !== 'running') {
           if (json) {
             if (j.state === 'failed') process.exitCode = 1;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { ensureSiteTls } from '../../../src/sites/site-tls.js';
-import { ApiClient } from '../../../src/cli/api-client.js';
+import { ApiClient, routeUrl } from '../../../src/cli/api-client.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 
 /** The CLI's client over core/https-json-client.ts: what the person sees for each answer and each failure. */
@@ -80,4 +80,23 @@ test("the CLI client: token and body out, the server's typed errors back, unreac
       e.message.startsWith(`cannot reach the site at ${goneUrl}: connect ECONNREFUSED`),
   );
   await rm(dir, { recursive: true, force: true });
+});
+
+/** The typed methods send what the route template and its parameters say, encoded. */
+test('routeUrl fills path parameters (encoded), appends the query, and refuses a missing parameter', () => {
+  assert.equal(routeUrl('/vms'), '/vms');
+  assert.equal(routeUrl('/vms/{name}/start', { name: 'a b/c' }), '/vms/a%20b%2Fc/start');
+  assert.equal(
+    routeUrl('/mappings/{peer}/{kind}/{source}', { peer: 'b', kind: 'network', source: 'lan' }),
+    '/mappings/b/network/lan',
+  );
+  assert.equal(
+    routeUrl('/jobs', undefined, { kind: 'replication cycle', limit: undefined }),
+    '/jobs?kind=replication+cycle',
+  );
+  assert.equal(routeUrl('/vms/{name}', { name: 'a' }, {}), '/vms/a');
+  assert.throws(
+    () => routeUrl('/vms/{name}', {}),
+    (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'route /vms/{name} called without its name',
+  );
 });
