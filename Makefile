@@ -56,7 +56,8 @@ test: setup
 	exit $$rc
 
 # Prettier checks the formatting (.prettierrc.json, .prettierignore), ESLint the code and the layer rules
-# (eslint.config.js, with type information: no build needed). Both run, so one pass shows every finding.
+# (eslint.config.js, with type information: no build needed, only the generated API types, which `api-types`
+# makes when they are missing). Both run, so one pass shows every finding.
 lint: npm
 	@# Type-aware rules read the CLI against the generated API types: make them once if missing.
 	@[ -f src/cli/api-schema.d.ts ] && [ -f web/src/api/schema.d.ts ] || $(MAKE) --no-print-directory api-types
