@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GUEST_DIR ?= $(CURDIR)/.cache/guest
 DEB_PACKAGES := qemu-system-x86 qemu-system-common qemu-utils busybox-static cpio e2fsprogs iproute2 ovmf fdisk kmod xz-utils gcc libc6-dev util-linux openssl rsync genisoimage dosfstools mtools cryptsetup-bin ntfs-3g systemd-boot-efi binutils wimtools libhivex-bin libwin-hivex-perl lvm2 zfs-fuse openssh-server chromium postgresql
 
-.PHONY: setup deps npm build guest demo test lint format screenshots bench bench-deps clean
+.PHONY: setup deps npm build api-types guest demo test lint format screenshots bench bench-deps clean
 
 setup: deps npm build guest
 
@@ -22,12 +22,23 @@ npm:
 build: npm
 	@# A clean output folder: a moved or deleted test must not keep running from a stale .js.
 	rm -rf dist
+	$(MAKE) --no-print-directory api-types
 	npx tsc -p tsconfig.json
-	@# The web console: API types from the OpenAPI document the server builds, type-checked, bundled to web/dist.
-	node scripts/dump-openapi.mjs web/src/api/openapi.json
-	npx openapi-typescript web/src/api/openapi.json -o web/src/api/schema.d.ts
+	@# The web console: typed from the same document, type-checked, bundled to web/dist.
 	npx tsc -p web/tsconfig.json
 	npx vite build --config web/vite.config.ts
+
+# The API's types, generated and never committed: the OpenAPI document the server builds from its
+# route schemas (scripts/dump-openapi.mjs), turned into TypeScript by openapi-typescript for the CLI
+# (src/cli/api-schema.d.ts) and the console (web/src/api/schema.d.ts). The server must run to build
+# the document, and the CLI's code needs the types to type-check, so the tree is first emitted without
+# type checking (--noCheck: about a third of a full compile); `build` then compiles it in full.
+API_TYPES := src/cli/api-schema.d.ts web/src/api/schema.d.ts
+api-types: npm
+	npx tsc -p tsconfig.json --noCheck
+	node scripts/dump-openapi.mjs web/src/api/openapi.json
+	npx openapi-typescript web/src/api/openapi.json -o web/src/api/schema.d.ts
+	cp web/src/api/schema.d.ts src/cli/api-schema.d.ts
 
 guest: build
 	node dist/src/guest/build-test-guest.js $(GUEST_DIR)
@@ -45,8 +56,11 @@ test: setup
 	exit $$rc
 
 # Prettier checks the formatting (.prettierrc.json, .prettierignore), ESLint the code and the layer rules
-# (eslint.config.js, with type information: no build needed). Both run, so one pass shows every finding.
+# (eslint.config.js, with type information: no build needed, only the generated API types, which `api-types`
+# makes when they are missing). Both run, so one pass shows every finding.
 lint: npm
+	@# Type-aware rules read the CLI against the generated API types: make them once if missing.
+	@[ -f src/cli/api-schema.d.ts ] && [ -f web/src/api/schema.d.ts ] || $(MAKE) --no-print-directory api-types
 	@rc=0; npx prettier --check --log-level warn . || rc=$$?; npx eslint --max-warnings 0 . || rc=$$?; exit $$rc
 
 # Rewrites the files Prettier would flag; review the diff like any other.
@@ -75,4 +89,4 @@ fuzz: deps build
 	node dist/bench/fuzz/run.js --executions $(FUZZ_EXECUTIONS) $(FUZZ_ARGS)
 
 clean:
-	rm -rf dist web/dist
+	rm -rf dist web/dist $(API_TYPES) web/src/api/openapi.json

@@ -69,12 +69,12 @@ async function timeRoutes(site: SiteProcess): Promise<Record<RouteKey, Timing>> 
   const out = {} as Record<RouteKey, Timing>;
   for (const r of ROUTES) {
     let last: unknown[] = [];
-    for (let i = 0; i < WARMUP; i++) last = await api.get<unknown[]>(r.path);
+    for (let i = 0; i < WARMUP; i++) last = await api.request<unknown[]>('GET', r.path);
     const ms: number[] = [];
     const cpu0 = await cpuMs(pid);
     for (let i = 0; i < REQUESTS; i++) {
       const t0 = process.hrtime.bigint();
-      last = await api.get<unknown[]>(r.path);
+      last = await api.request<unknown[]>('GET', r.path);
       ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
     const cpu = (await cpuMs(pid)) - cpu0;
@@ -94,10 +94,10 @@ async function timeRoutes(site: SiteProcess): Promise<Record<RouteKey, Timing>> 
 /** The lists are whole: every VM with its one disk, every replication with its stored points. */
 async function checkLists(site: SiteProcess): Promise<void> {
   const api = new ApiClient(await resolveSite({ data: site.dataDir }));
-  const vms = await api.get<VmView[]>('/vms');
+  const vms = await api.request<VmView[]>('GET', '/vms');
   const bad = vms.find((v) => v.disks.length !== 1 || v.disks[0]!.name !== `${v.name}-disk0`);
   if (bad) throw new Error(`GET /vms lists ${bad.name} with disks ${JSON.stringify(bad.disks)}`);
-  const status = await api.get<ReplicationStatus[]>('/replication');
+  const status = await api.request<ReplicationStatus[]>('GET', '/replication');
   const short = status.find((s) => s.replica?.points !== POINTS_PER_REPLICA);
   if (short) throw new Error(`GET /replication lists ${short.vm} with replica ${JSON.stringify(short.replica)}`);
 }

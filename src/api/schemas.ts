@@ -101,9 +101,10 @@ export const jobSchema = {
       type: 'array',
       items: {
         type: 'object',
+        required: ['name', 'state'],
         properties: {
           name: { type: 'string' },
-          state: { type: 'string' },
+          state: { type: 'string', enum: ['pending', 'running', 'done', 'failed', 'skipped'] },
           startedAt: { type: 'string' },
           endedAt: { type: 'string' },
         },

@@ -1,8 +1,7 @@
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printFields, printJson, printTable } from './output.js';
-import type { Incident } from '../events/incident-log.js';
-import type { DeliverySummary, WebhookConfig } from '../events/alert-outbox.js';
+import type { ResponseOf } from './api-types.js';
 
 export const ALERTS_USAGE = `mamori alerts <command>         open incidents and the webhook their transitions are posted to
   list                                open incidents, the webhook and how its deliveries went
@@ -10,11 +9,7 @@ export const ALERTS_USAGE = `mamori alerts <command>         open incidents and 
   webhook clear                       stop posting (notifications still owed are dropped)
   webhook test                        post a test alert now and wait for the answer`;
 
-interface AlertsView {
-  open: Incident[];
-  webhook: WebhookConfig | null;
-  deliveries: DeliverySummary;
-}
+type AlertsView = ResponseOf<'/alerts', 'get'>;
 
 export async function alertsCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const usage = (what: string): MamoriError =>
@@ -22,28 +17,30 @@ export async function alertsCommand(api: ApiClient, rest: string[], json: boolea
   const [sub, ...args] = rest;
   if (sub === 'list') {
     if (args.length !== 0) throw usage('list');
-    return showAlerts(await api.get<AlertsView>('/alerts'), json);
+    return showAlerts(await api.get('/alerts'), json);
   }
   if (sub !== 'webhook') throw usage('<command>');
   const [action, ...more] = args;
   switch (action) {
     case 'set': {
       if (more.length !== 1) throw usage('webhook set URL');
-      const config = await api.request<WebhookConfig>('PUT', '/alerts/webhook', { url: more[0] });
+      const config = await api.put('/alerts/webhook', { body: { url: more[0]! } });
       return json
         ? printJson(config)
-        : void process.stdout.write(`alerts are posted to ${config.url}; 'mamori alerts webhook test' sends one now\n`);
+        : void process.stdout.write(
+            `alerts are posted to ${config?.url ?? more[0]}; 'mamori alerts webhook test' sends one now\n`,
+          );
     }
     case 'clear': {
       if (more.length !== 0) throw usage('webhook clear');
-      const r = await api.delete<{ removed: boolean }>('/alerts/webhook');
+      const r = await api.delete('/alerts/webhook');
       return json
         ? printJson(r)
         : void process.stdout.write(r.removed ? 'alert webhook removed\n' : 'no alert webhook was set\n');
     }
     case 'test': {
       if (more.length !== 0) throw usage('webhook test');
-      const r = await api.post<{ url: string; delivered: boolean }>('/alerts/webhook/test', {});
+      const r = await api.post('/alerts/webhook/test');
       return json ? printJson(r) : void process.stdout.write(`test alert delivered to ${r.url}\n`);
     }
     default:

@@ -8,6 +8,7 @@ import {
   TransportError,
   type HttpsJsonResponse,
 } from '../core/https-json-client.js';
+import type { CallOptions, Method, PathsWith, ResponseOf } from './api-types.js';
 
 export interface SiteTarget {
   url: string;
@@ -64,24 +65,39 @@ const CLI_TIMEOUT_MS = 15 * 60_000;
 /** OpenSSL's names for "the certificate is not from a CA we trust". */
 const UNTRUSTED_CERT = /CERT|SELF_SIGNED|UNABLE_TO_(GET_ISSUER|VERIFY)|ALTNAME/;
 
-/** A thin typed client of the site API; server errors come back as MamoriError with the server's code. */
+/**
+ * A thin typed client of the site API: routes, path parameters, query, bodies and answers are the
+ * OpenAPI document's (src/cli/api-types.ts), so a call the API does not have fails to compile.
+ * Server errors come back as MamoriError with the server's code.
+ */
 export class ApiClient {
   #site: SiteTarget;
   constructor(site: SiteTarget) {
     this.#site = site;
   }
 
-  get<T>(path: string): Promise<T> {
-    return this.request<T>('GET', path);
+  get<P extends PathsWith<'get'>>(path: P, opts?: CallOptions<P, 'get'>): Promise<ResponseOf<P, 'get'>> {
+    return this.#call('get', path, opts);
   }
-  post<T>(path: string, body?: unknown): Promise<T> {
-    return this.request<T>('POST', path, body ?? {});
+  post<P extends PathsWith<'post'>>(path: P, opts?: CallOptions<P, 'post'>): Promise<ResponseOf<P, 'post'>> {
+    // A POST always carries a JSON body ({} when the route takes none): Fastify refuses an empty one.
+    return this.#call('post', path, { ...opts, body: opts?.body ?? {} });
   }
-  delete<T>(path: string): Promise<T> {
-    return this.request<T>('DELETE', path);
+  put<P extends PathsWith<'put'>>(path: P, opts?: CallOptions<P, 'put'>): Promise<ResponseOf<P, 'put'>> {
+    return this.#call('put', path, opts);
+  }
+  delete<P extends PathsWith<'delete'>>(path: P, opts?: CallOptions<P, 'delete'>): Promise<ResponseOf<P, 'delete'>> {
+    return this.#call('delete', path, opts);
   }
 
-  /** Through core/https-json-client.ts (node:http rather than fetch: undici costs a CLI call ~150 ms to load). */
+  #call<R>(method: Method, template: string, opts?: { path?: unknown; query?: unknown; body?: unknown }): Promise<R> {
+    return this.request<R>(method.toUpperCase(), routeUrl(template, opts?.path, opts?.query), opts?.body);
+  }
+
+  /**
+   * Any call, untyped: `path` is the URL path as sent (parameters filled). The typed methods above
+   * come through here, and so does the parse-only client (src/cli/parse-only.ts) that stops at it.
+   * Through core/https-json-client.ts (node:http rather than fetch: undici costs a CLI call ~150 ms to load). */
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = new URL(path, this.#site.url);
     let res: HttpsJsonResponse;
@@ -111,6 +127,20 @@ export class ApiClient {
     }
     return res.json as T;
   }
+}
+
+/** A route template with its `{name}`s filled (each encoded) and the query appended: `/vms/{name}` -> `/vms/web`. */
+export function routeUrl(template: string, path?: unknown, query?: unknown): string {
+  const params = (path ?? {}) as Record<string, unknown>;
+  const filled = template.replace(/\{(\w+)\}/g, (_, k: string) => {
+    const v = params[k];
+    if (v === undefined) throw new MamoriError('INTERNAL', `route ${template} called without its ${k}`);
+    return encodeURIComponent(String(v));
+  });
+  const entries = Object.entries((query ?? {}) as Record<string, unknown>).filter(([, v]) => v !== undefined);
+  return entries.length === 0
+    ? filled
+    : `${filled}?${new URLSearchParams(entries.map(([k, v]) => [k, String(v)])).toString()}`;
 }
 
 /** A site call that got no answer: Node's own words, and what to do about an untrusted certificate. */

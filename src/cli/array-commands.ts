@@ -2,8 +2,7 @@ import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printJson, printTable } from './output.js';
-import type { CompatReportRow, StorageArrayView } from '../adapters/storage-arrays.js';
-import type { AdapterDevice } from '../adapters/adapter-protocol.js';
+import { asView, type AdapterDevice, type CompatReportRow, type StorageArrayView } from './server-views.js';
 
 export const ARRAY_USAGE = `mamori array <command>          storage arrays this site reaches through an adapter (docs/adapters.md)
   add NAME --adapter zfs|PATH [--connection KEY=VALUE ...]   kept only if the adapter answers
@@ -33,11 +32,9 @@ export async function arrayCommand(api: ApiClient, rest: string[], json: boolean
         if (i <= 0) throw usage(`add NAME --adapter A --connection KEY=VALUE (not ${JSON.stringify(kv)})`);
         connection[kv.slice(0, i)] = kv.slice(i + 1);
       }
-      const a = await api.post<StorageArrayView>('/arrays', {
-        name: positionals[0],
-        adapter: values.adapter,
-        connection,
-      });
+      const a = asView<StorageArrayView>(
+        await api.post('/arrays', { body: { name: positionals[0]!, adapter: values.adapter, connection } }),
+      );
       return json
         ? printJson(a)
         : void process.stdout.write(
@@ -45,7 +42,7 @@ export async function arrayCommand(api: ApiClient, rest: string[], json: boolean
           );
     }
     case 'list': {
-      const all = await api.get<StorageArrayView[]>('/arrays');
+      const all = asView<StorageArrayView[]>(await api.get('/arrays'));
       return json
         ? printJson(all)
         : printTable(
@@ -60,8 +57,8 @@ export async function arrayCommand(api: ApiClient, rest: string[], json: boolean
     }
     case 'devices': {
       if (args.length !== 1) throw usage('devices NAME');
-      const all = await api.get<{ arrayId: string; devices: AdapterDevice[] }[]>(
-        `/arrays/${encodeURIComponent(args[0]!)}/devices`,
+      const all = asView<{ arrayId: string; devices: AdapterDevice[] }[]>(
+        await api.get('/arrays/{name}/devices', { path: { name: args[0]! } }),
       );
       if (json) return printJson(all);
       return printTable(
@@ -80,7 +77,7 @@ export async function arrayCommand(api: ApiClient, rest: string[], json: boolean
     }
     case 'remove': {
       if (args.length !== 1) throw usage('remove NAME');
-      await api.delete(`/arrays/${encodeURIComponent(args[0]!)}`);
+      await api.delete('/arrays/{name}', { path: { name: args[0]! } });
       return json ? printJson({ removed: args[0] }) : void process.stdout.write(`removed ${args[0]}\n`);
     }
     default:
@@ -90,7 +87,7 @@ export async function arrayCommand(api: ApiClient, rest: string[], json: boolean
 
 /** `compat check` asks the site (it holds the arrays); `compat search` reads the guide here. */
 export async function compatCheckCommand(api: ApiClient, json: boolean): Promise<void> {
-  const rows = await api.get<CompatReportRow[]>('/compat/check');
+  const rows = asView<CompatReportRow[]>(await api.get('/compat/check'));
   // A script can act on the exit status alone: 1 when any array is not supported.
   if (rows.some((r) => !r.supported)) process.exitCode = 1;
   if (json) return printJson(rows);

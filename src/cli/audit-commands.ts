@@ -1,7 +1,7 @@
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printJson, printTable } from './output.js';
-import type { AuditEntry, AuditVerification } from '../audit/audit-log.js';
+import type { ResponseOf } from './api-types.js';
 
 export const AUDIT_USAGE = `mamori audit <command>          who changed what on this site, and refused tokens (admin token)
   list [--since TIME] [--token ID] [--limit N]
@@ -21,25 +21,25 @@ export async function auditCommand(api: ApiClient, rest: string[], json: boolean
     );
   if (sub === 'verify') {
     if (args.length !== 0) throw usage('verify');
-    return verifyAudit(await api.get<AuditVerification>('/audit/verify'), json);
+    return verifyAudit(await api.get('/audit/verify'), json);
   }
   throw usage('list | verify');
 }
 
-function parseListFlags(args: string[], usage: () => MamoriError): URLSearchParams {
-  const query = new URLSearchParams();
+function parseListFlags(args: string[], usage: () => MamoriError): Record<string, string> {
+  const query: Record<string, string> = {};
   const names: Record<string, string> = { '--since': 'since', '--token': 'token', '--limit': 'limit' };
   for (let i = 0; i < args.length; i += 2) {
     const name = names[args[i]!];
     const value = args[i + 1];
     if (!name || value === undefined) throw usage();
-    query.set(name, value);
+    query[name] = value;
   }
   return query;
 }
 
-async function listAudit(api: ApiClient, query: URLSearchParams, json: boolean): Promise<void> {
-  const list = await api.get<AuditEntry[]>(`/audit${query.size ? `?${query.toString()}` : ''}`);
+async function listAudit(api: ApiClient, query: Record<string, string>, json: boolean): Promise<void> {
+  const list = await api.get('/audit', { query });
   if (json) return printJson(list);
   if (list.length === 0) return void process.stdout.write('no audit entries\n');
   printTable(
@@ -60,7 +60,7 @@ async function listAudit(api: ApiClient, query: URLSearchParams, json: boolean):
   );
 }
 
-function verifyAudit(v: AuditVerification, json: boolean): void {
+function verifyAudit(v: ResponseOf<'/audit/verify', 'get'>, json: boolean): void {
   const bad = v.firstBad;
   if (!bad) {
     if (json) return printJson(v);

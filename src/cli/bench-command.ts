@@ -1,10 +1,9 @@
 import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
-import type { Job } from '../jobs/job-journal.js';
 import { followJob } from './follow-job.js';
 import { printJson, printTable } from './output.js';
-import { BENCH_KINDS, type StorageBenchResult } from '../disks/storage-bench.js';
+import { asView, type StorageBenchResult } from './server-views.js';
 
 export const BENCH_USAGE = `mamori bench storage [--mib N] [--seconds S]
                                      a qcow2 image, a raw image and RDMs (virtual, physical) on the
@@ -30,9 +29,8 @@ export async function benchCommand(api: ApiClient, rest: string[], json: boolean
   const seconds = int(values.seconds, '--seconds');
   const end = await followJob(
     api,
-    await api.post<Job>('/bench/storage', {
-      ...(mib !== undefined ? { mib } : {}),
-      ...(seconds !== undefined ? { seconds } : {}),
+    await api.post('/bench/storage', {
+      body: { ...(mib !== undefined ? { mib } : {}), ...(seconds !== undefined ? { seconds } : {}) },
     }),
     'measuring storage in a test guest',
     json,
@@ -43,10 +41,11 @@ export async function benchCommand(api: ApiClient, rest: string[], json: boolean
     else process.stderr.write(`mamori: the storage benchmark ${end.state}: ${end.error?.message ?? ''}\n`);
     return;
   }
-  const r = end.result as StorageBenchResult;
+  const r = asView<StorageBenchResult>(end.result);
   if (json) return printJson(r);
   printTable(
-    BENCH_KINDS.map((k) => ({ disk: k, ...r.kinds[k] })),
+    // In the order the server measured them (qcow2, raw, RDM virtual, RDM physical).
+    Object.entries(r.kinds).map(([k, figures]) => ({ disk: k, ...figures })),
     ['disk', 'seq_read_mbps', 'seq_write_mbps', 'rand_read_iops', 'rand_write_iops'],
   );
   process.stdout.write(

@@ -1,11 +1,14 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import type { ApiClient } from './api-client.js';
-import type { Job } from '../jobs/job-journal.js';
-import type { CompatibilityReport } from '../convert/conversion-service.js';
-import type { ConvertResult } from '../convert/conversion-job.js';
-import { looksLikeNbdUri } from '../nbd/nbd-uri.js';
-import { readTlsCredsDir } from '../nbd/nbd-tls-creds.js';
+import type { RequestBody } from './api-types.js';
+import {
+  asView,
+  looksLikeNbdUri,
+  readTlsCredsDir,
+  type CompatibilityReport,
+  type ConvertResult,
+} from './server-views.js';
 import { formatBytes, printJson } from './output.js';
 import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -68,7 +71,7 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
   if (values.site !== undefined) {
     // The source is read where the site runs (a path on its host, or an agent it can reach), so the
     // CLI does not forward: it makes sure it talks to the site the operator meant.
-    const here = (await api.get<{ name: string }>('/site/ca')).name;
+    const here = (await api.get('/site/ca')).name;
     if (here !== values.site) {
       throw new MamoriError(
         'INVALID_INPUT',
@@ -76,14 +79,16 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
       );
     }
   }
-  const body: Record<string, unknown> = { source: nbd ? source : resolve(source) };
+  // The name comes after the compatibility check, which takes the same body without it.
+  const body: Omit<RequestBody<'/conversions', 'post'>, 'name'> & { name?: string } = {
+    source: nbd ? source : resolve(source),
+  };
   if (values['agent-key']) body['agentKey'] = values['agent-key'];
   if (values['tls-creds'] !== undefined) body['tls'] = await readTlsCredsDir(resolve(values['tls-creds']));
   if (values.machine !== undefined) body['machineType'] = values.machine;
   // The compatibility report comes before any copy: asked for alone, or printed first.
-  const report = await api.post<CompatibilityReport>(
-    '/conversions/check',
-    values.check && values.name ? { ...body, name: values.name } : body,
+  const report = asView<CompatibilityReport>(
+    await api.post('/conversions/check', { body: values.check && values.name ? { ...body, name: values.name } : body }),
   );
   if (values.check) {
     if (json) printJson(report);
@@ -98,16 +103,17 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
       details: { blockers: report.blockers },
     });
   }
-  body['name'] = values.name;
+  body['name'] = values.name!;
   if (values['converge-below'] !== undefined)
     body['convergeBelowMiB'] = int(values['converge-below'], '--converge-below');
-  if (values.format) body['format'] = values.format;
+  // The server checks the choice and names the ones it takes.
+  if (values.format) body['format'] = values.format as RequestBody<'/conversions', 'post'>['format'];
   if (values.start) body['start'] = true;
   if (values.memory !== undefined) body['memoryMiB'] = int(values.memory, '--memory');
   if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
   const job = await followJob(
     api,
-    await api.post<Job>('/conversions', body),
+    await api.post('/conversions', { body: { ...body, name: values.name! } }),
     `converting ${positionals[0]} to ${values.name}`,
     json,
   );
@@ -120,7 +126,7 @@ export async function convertCommand(api: ApiClient, argv: string[], json: boole
       'PROCESS_FAILED',
       `conversion failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`,
     );
-  const r = job.result as ConvertResult;
+  const r = asView<ConvertResult>(job.result);
   for (const p of r.p2v?.passes ?? []) {
     const rate = p.seconds > 0 ? ` (${formatBytes(p.sentBytes / p.seconds)}/s)` : '';
     process.stdout.write(

@@ -4,8 +4,7 @@ import { formatBytes, printJson, printTable } from './output.js';
 import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { one } from './vm-commands.js';
-import type { DiskRecord } from '../disks/disk-record.js';
-import type { Job } from '../jobs/job-journal.js';
+import type { RequestBody } from './api-types.js';
 
 export const DISK_USAGE = `mamori disk <command>
   create NAME --size SIZE [--format qcow2|raw] [--path PATH-IN-POOL]
@@ -36,7 +35,7 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
         },
       });
       const name = one(positionals, 'disk create NAME --size SIZE');
-      const body: Record<string, unknown> = { name };
+      const body: RequestBody<'/disks', 'post'> = { name };
       if (values.rdm) body['rdm'] = { device: values.rdm, mode: values.mode ?? 'virtual' };
       else {
         if (!values.size)
@@ -52,12 +51,12 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
         if (values.array)
           body['onArray'] = {
             storage: values.array,
-            deviceId: values.device,
+            deviceId: values.device!,
             ...(values['array-id'] ? { arrayId: values['array-id'] } : {}),
           };
       }
       if (values.shared) body['shared'] = true;
-      const d = await api.post<DiskRecord>('/disks', body);
+      const d = await api.post('/disks', { body });
       return json
         ? printJson(d)
         : void process.stdout.write(
@@ -73,19 +72,19 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
       });
       if (positionals.length !== 2) throw new MamoriError('INVALID_INPUT', 'usage: mamori disk import NAME SOURCE');
       const [name, source] = positionals as [string, string];
-      const body: Record<string, unknown> = {
+      const body: RequestBody<'/disks/import', 'post'> = {
         name,
         source: source.startsWith('/') ? source : `${process.cwd()}/${source}`,
       };
       if (values.format) body['format'] = values.format;
       if (values.to) body['targetFormat'] = values.to;
-      const job = await followJob(api, await api.post<Job>('/disks/import', body), `importing ${name}`, json);
+      const job = await followJob(api, await api.post('/disks/import', { body }), `importing ${name}`, json);
       if (job.state === 'failed')
         throw new MamoriError('PROCESS_FAILED', `import of ${name} failed: ${job.error?.message ?? 'unknown error'}`);
       return json ? printJson(job) : void process.stdout.write(`imported ${source} as disk ${name}\n`);
     }
     case 'list': {
-      const disks = await api.get<DiskRecord[]>('/disks');
+      const disks = await api.get('/disks');
       if (json) return printJson(disks);
       return printTable(
         disks.map((d) => ({ ...d, size: formatBytes(d.sizeBytes), mode: d.rdmMode })),
@@ -93,12 +92,12 @@ export async function diskCommand(api: ApiClient, argv: string[], json: boolean)
       );
     }
     case 'show': {
-      const d = await api.get<DiskRecord>(`/disks/${encodeURIComponent(one(rest, 'disk show NAME'))}`);
+      const d = await api.get('/disks/{name}', { path: { name: one(rest, 'disk show NAME') } });
       return printJson(d);
     }
     case 'delete': {
       const name = one(rest, 'disk delete NAME');
-      await api.delete(`/disks/${encodeURIComponent(name)}`);
+      await api.delete('/disks/{name}', { path: { name } });
       return json ? printJson({ deleted: name }) : void process.stdout.write(`deleted disk ${name}\n`);
     }
     default:

@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import type { ApiClient } from './api-client.js';
-import type { Job } from '../jobs/job-journal.js';
-import type { ExportResult } from '../convert/export-service.js';
+import type { RequestBody } from './api-types.js';
+import { asView, type ExportResult } from './server-views.js';
 import { formatBytes, printJson } from './output.js';
 import { followJob } from './follow-job.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -22,11 +22,14 @@ export async function exportCommand(api: ApiClient, argv: string[], json: boolea
   });
   if (positionals.length !== 1 || !values.format) throw new MamoriError('INVALID_INPUT', `usage: ${EXPORT_USAGE}`);
   const vm = positionals[0]!;
-  const body: Record<string, unknown> = { format: values.format };
+  const body: RequestBody<'/vms/{name}/export', 'post'> = {
+    // The server checks the format and names the ones it takes.
+    format: values.format as RequestBody<'/vms/{name}/export', 'post'>['format'],
+  };
   if (values.output) body['directory'] = resolve(values.output);
   const job = await followJob(
     api,
-    await api.post<Job>(`/vms/${encodeURIComponent(vm)}/export`, body),
+    await api.post('/vms/{name}/export', { path: { name: vm }, body }),
     `exporting ${vm} as ${values.format}`,
     json,
   );
@@ -39,7 +42,7 @@ export async function exportCommand(api: ApiClient, argv: string[], json: boolea
       'PROCESS_FAILED',
       `export failed: ${job.error?.message ?? 'unknown error'}; nothing was left behind`,
     );
-  const r = job.result as ExportResult;
+  const r = asView<ExportResult>(job.result);
   for (const f of r.files) process.stdout.write(`${f}\n`);
   process.stdout.write(`${r.vm}: ${r.format}, ${formatBytes(r.bytes)}\n`);
 }

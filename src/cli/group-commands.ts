@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printFields, printJson, printTable } from './output.js';
-import type { ProtectionGroupView } from '../plans/protection-groups.js';
+import type { ResponseOf } from './api-types.js';
+import { asView } from './server-views.js';
 
 export const GROUP_USAGE = `mamori group <command>          protection groups: replicated VMs that recovery plans recover together
   create NAME --vm VM [--vm VM ...]   host-based: mamori replicates the VMs; all to one site
@@ -18,8 +19,8 @@ export const GROUP_USAGE = `mamori group <command>          protection groups: r
 
 export async function groupCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
-  const base = (name: string): string => `/protection-groups/${encodeURIComponent(name)}`;
-  const show = (g: ProtectionGroupView): void =>
+  const group = (name: string): { path: { name: string } } => ({ path: { name } });
+  const show = (g: ResponseOf<'/protection-groups/{name}', 'get'>): void =>
     json
       ? printJson(g)
       : printFields({
@@ -71,27 +72,28 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
         if (!values.device?.length || !values.to)
           throw usage('create NAME --array ENTRY --device ID [--device ID ...] --to SITE [--force]');
         return show(
-          await api.post<ProtectionGroupView>('/protection-groups', {
-            name: positionals[0],
-            array: {
-              storage: values.array,
-              deviceIds: values.device,
-              peer: values.to,
-              ...(values['array-id'] ? { arrayId: values['array-id'] } : {}),
-              ...(values.force ? { force: true } : {}),
-              ...(values.rpo ? { rpo: values.rpo } : {}),
+          await api.post('/protection-groups', {
+            body: {
+              name: positionals[0]!,
+              array: {
+                storage: values.array,
+                deviceIds: values.device,
+                peer: values.to,
+                ...(values['array-id'] ? { arrayId: values['array-id'] } : {}),
+                ...(values.force ? { force: true } : {}),
+                ...(values.rpo ? { rpo: values.rpo } : {}),
+              },
             },
           }),
         );
       }
       if (!values.vm?.length) throw usage('create NAME --vm VM [--vm VM ...]');
-      return show(await api.post<ProtectionGroupView>('/protection-groups', { name: positionals[0], vms: values.vm }));
+      return show(await api.post('/protection-groups', { body: { name: positionals[0]!, vms: values.vm } }));
     }
     case 'sync': {
       if (args.length !== 1) throw usage('sync NAME');
-      const r = await api.post<{ devices: { id: string; point: string; bytesSent: number }[] }>(
-        `${base(args[0]!)}/sync`,
-        {},
+      const r = asView<{ devices: { id: string; point: string; bytesSent: number }[] }>(
+        await api.post('/protection-groups/{name}/sync', group(args[0]!)),
       );
       if (json) return printJson(r);
       return printTable(
@@ -100,7 +102,7 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
       );
     }
     case 'list': {
-      const all = await api.get<ProtectionGroupView[]>('/protection-groups');
+      const all = await api.get('/protection-groups');
       if (json) return printJson(all);
       if (all.length === 0)
         return void process.stdout.write("no protection groups; 'mamori group create NAME --vm VM' makes one\n");
@@ -111,16 +113,16 @@ export async function groupCommand(api: ApiClient, rest: string[], json: boolean
     }
     case 'show':
       if (args.length !== 1) throw usage('show NAME');
-      return show(await api.get<ProtectionGroupView>(base(args[0]!)));
+      return show(await api.get('/protection-groups/{name}', group(args[0]!)));
     case 'add':
       if (args.length !== 2) throw usage('add NAME VM');
-      return show(await api.post<ProtectionGroupView>(`${base(args[0]!)}/vms`, { vm: args[1] }));
+      return show(await api.post('/protection-groups/{name}/vms', { ...group(args[0]!), body: { vm: args[1]! } }));
     case 'remove':
       if (args.length !== 2) throw usage('remove NAME VM');
-      return show(await api.delete<ProtectionGroupView>(`${base(args[0]!)}/vms/${encodeURIComponent(args[1]!)}`));
+      return show(await api.delete('/protection-groups/{name}/vms/{vm}', { path: { name: args[0]!, vm: args[1]! } }));
     case 'delete':
       if (args.length !== 1) throw usage('delete NAME');
-      await api.delete(base(args[0]!));
+      await api.delete('/protection-groups/{name}', group(args[0]!));
       if (json) return printJson({ deleted: args[0] });
       return void process.stdout.write(`protection group ${args[0]} deleted; its VMs stay replicated\n`);
     default:

@@ -1,5 +1,5 @@
 import type { ApiClient } from './api-client.js';
-import type { Job, JobKindView } from '../jobs/job-journal.js';
+import type { Job } from './api-types.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { printFields, printJson, printTable } from './output.js';
 
@@ -22,8 +22,7 @@ export async function jobCommand(api: ApiClient, args: string[], json: boolean):
         throw new MamoriError('INVALID_INPUT', USAGE);
       query.set(flag!.slice(2), value);
     }
-    const q = query.toString();
-    const jobs = await api.get<Job[]>(q ? `/jobs?${q}` : '/jobs');
+    const jobs = await api.get('/jobs', { query: Object.fromEntries(query) });
     if (json) return printJson(jobs);
     return printTable(
       jobs.map((j) => ({
@@ -39,7 +38,7 @@ export async function jobCommand(api: ApiClient, args: string[], json: boolean):
     );
   }
   if (sub === 'show' && rest.length === 1) {
-    const job = await api.get<Job>(`/jobs/${encodeURIComponent(rest[0]!)}`);
+    const job = await api.get('/jobs/{id}', { path: { id: rest[0]! } });
     if (json) return printJson(job);
     printFields({
       id: job.id,
@@ -58,7 +57,7 @@ export async function jobCommand(api: ApiClient, args: string[], json: boolean):
     );
   }
   if (sub === 'kinds' && rest.length === 0) {
-    const kinds = await api.get<JobKindView[]>('/job-kinds');
+    const kinds = await api.get('/job-kinds');
     if (json) return printJson(kinds);
     return printTable(
       kinds.map((k) => ({

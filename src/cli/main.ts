@@ -1,5 +1,6 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { ApiClient, resolveSite } from './api-client.js';
+import { runOfflineTool } from './offline/offline-tools.js';
 import { vmCommand, VM_USAGE } from './vm-commands.js';
 import { diskCommand, DISK_USAGE } from './disk-commands.js';
 import { replicateCommand, REPLICATE_USAGE } from './replicate-commands.js';
@@ -134,16 +135,8 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
     return;
   }
   if (parseOnly && (await parseOnly.local(cmd, rest))) return;
-  // Loaded only when used: the server pulls in Fastify, SQLite and the rest, which would
-  // otherwise add most of a second to every CLI call.
-  if (cmd === 'serve') return (await import('./serve-command.js')).serveCommand(rest);
-  if (cmd === 'inspect') return (await import('./inspect-command.js')).inspectCommand(rest, g.json);
-  if (cmd === 'p2v-agent') return (await import('./p2v-agent-command.js')).p2vAgentCommand(rest, g.json);
-  if (cmd === 'adapter') return (await import('./adapter-command.js')).adapterCommand(rest, g.json);
-  if (cmd === 'compat' && rest[0] === 'search')
-    return (await import('./compat-search-command.js')).compatSearchCommand(rest.slice(1), g.json);
-  if (cmd === 'verify-writelog')
-    return (await import('./verify-writelog-command.js')).verifyWritelogCommand(rest, g.json);
+  // serve, inspect, verify-writelog, p2v-agent, adapter, compat search: no site to call.
+  if (await runOfflineTool(cmd, rest, g.json)) return;
   const api =
     parseOnly?.api ??
     new ApiClient(
@@ -204,7 +197,7 @@ export async function run(argv: string[], parseOnly?: ParseOnlyMode): Promise<vo
       const unknown = rest.filter((x) => x !== '--open');
       if (unknown.length > 0)
         throw new MamoriError('INVALID_INPUT', `usage: mamori events [--open] [--json] (unknown ${unknown.join(' ')})`);
-      const list = await api.get<Record<string, unknown>[]>(rest.includes('--open') ? '/events?open=true' : '/events');
+      const list = await api.get('/events', { query: rest.includes('--open') ? { open: 'true' } : {} });
       if (g.json) return printJson(list);
       if (list.length === 0)
         return void process.stdout.write(rest.includes('--open') ? 'no open incidents\n' : 'no incidents\n');

@@ -2,8 +2,6 @@ import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printJson, printTable } from './output.js';
-import type { NetworkView } from '../networks/site-networks.js';
-import type { MappingView } from '../plans/inventory-mappings.js';
 
 export const NETWORK_USAGE = `mamori network <command>        networks VM NICs attach to (besides the built-in user and none)
   create NAME --isolated             a bridge of its own with no uplink: VMs on it reach each other only
@@ -29,15 +27,17 @@ export async function networkCommand(api: ApiClient, rest: string[], json: boole
       });
       if (positionals.length !== 1 || (values.isolated === true) === (values.bridge !== undefined))
         throw usage('create NAME --isolated | --bridge BR');
-      const n = await api.post<NetworkView>('/networks', {
-        name: positionals[0],
-        kind: values.isolated ? 'isolated' : 'bridge',
-        ...(values.bridge ? { bridge: values.bridge } : {}),
+      const n = await api.post('/networks', {
+        body: {
+          name: positionals[0]!,
+          kind: values.isolated ? 'isolated' : 'bridge',
+          ...(values.bridge ? { bridge: values.bridge } : {}),
+        },
       });
       return json ? printJson(n) : void process.stdout.write(`network ${n.name} (${n.kind}) on bridge ${n.bridge}\n`);
     }
     case 'list': {
-      const all = await api.get<NetworkView[]>('/networks');
+      const all = await api.get('/networks');
       return json
         ? printJson(all)
         : printTable(
@@ -47,7 +47,7 @@ export async function networkCommand(api: ApiClient, rest: string[], json: boole
     }
     case 'delete':
       if (args.length !== 1) throw usage('delete NAME');
-      await api.delete(`/networks/${encodeURIComponent(args[0]!)}`);
+      await api.delete('/networks/{name}', { path: { name: args[0]! } });
       return json ? printJson({ deleted: args[0] }) : void process.stdout.write(`network ${args[0]} deleted\n`);
     default:
       throw usage('<command>');
@@ -69,12 +69,14 @@ export async function mappingCommand(api: ApiClient, rest: string[], json: boole
       const [kind, source, target] = positionals;
       if (!values.peer || positionals.length !== 3 || (kind !== 'network' && kind !== 'pool'))
         throw usage('set --peer SITE network|pool SOURCE TARGET [--test TEST_NET]');
-      const m = await api.request<MappingView>('PUT', '/mappings', {
-        peer: values.peer,
-        kind,
-        source,
-        target,
-        ...(values.test ? { testTarget: values.test } : {}),
+      const m = await api.put('/mappings', {
+        body: {
+          peer: values.peer,
+          kind,
+          source: source!,
+          target: target!,
+          ...(values.test ? { testTarget: values.test } : {}),
+        },
       });
       return json
         ? printJson(m)
@@ -83,9 +85,7 @@ export async function mappingCommand(api: ApiClient, rest: string[], json: boole
           );
     }
     case 'list': {
-      const all = await api.get<MappingView[]>(
-        `/mappings${values.peer ? `?peer=${encodeURIComponent(values.peer)}` : ''}`,
-      );
+      const all = await api.get('/mappings', { query: values.peer ? { peer: values.peer } : {} });
       return json
         ? printJson(all)
         : printTable(
@@ -95,10 +95,11 @@ export async function mappingCommand(api: ApiClient, rest: string[], json: boole
     }
     case 'delete': {
       const [kind, source] = positionals;
-      if (!values.peer || positionals.length !== 2) throw usage('delete --peer SITE network|pool SOURCE');
-      await api.delete(
-        `/mappings/${encodeURIComponent(values.peer)}/${encodeURIComponent(kind!)}/${encodeURIComponent(source!)}`,
-      );
+      if (!values.peer || positionals.length !== 2 || (kind !== 'network' && kind !== 'pool'))
+        throw usage('delete --peer SITE network|pool SOURCE');
+      await api.delete('/mappings/{peer}/{kind}/{source}', {
+        path: { peer: values.peer, kind, source: source! },
+      });
       return json
         ? printJson({ deleted: { peer: values.peer, kind, source } })
         : void process.stdout.write(`mapping of ${values.peer}'s ${kind} ${source} deleted\n`);

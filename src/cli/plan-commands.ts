@@ -3,10 +3,15 @@ import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
 import { printFields, printJson, printTable } from './output.js';
-import type { PlanView } from '../plans/plan-view.js';
-import type { DryRun } from '../plans/dry-run.js';
-import type { PlanRun } from '../plans/run-journal.js';
-import { renderRunHtml, summaryText, type RunSummary } from '../plans/plan-report.js';
+import {
+  asView,
+  renderRunHtml,
+  summaryText,
+  type DryRun,
+  type PlanRun,
+  type PlanView,
+  type RunSummary,
+} from './server-views.js';
 
 export const PLAN_USAGE = `mamori plan <command>           recovery plans (run at the recovery site)
   apply FILE.yaml                      create or replace a plan; checked against both sites first
@@ -23,18 +28,18 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
   const [sub, ...args] = rest;
   const usage = (what: string): MamoriError =>
     new MamoriError('INVALID_INPUT', `usage: mamori plan ${what}\n${PLAN_USAGE}`);
-  const plan = (n: string): string => `/plans/${encodeURIComponent(n)}`;
+  const plan = (name: string): { path: { name: string } } => ({ path: { name } });
   switch (sub) {
     case 'apply': {
       if (args.length !== 1) throw usage('apply FILE.yaml');
       const yaml = await readFile(args[0]!, 'utf8').catch((e: unknown) => {
         throw new MamoriError('INVALID_INPUT', `cannot read ${args[0]}: ${(e as Error).message}`);
       });
-      const p = await api.post<PlanView>('/plans', { yaml });
+      const p = asView<PlanView>(await api.post('/plans', { body: { yaml } }));
       return json ? printJson(p) : showPlan(p);
     }
     case 'list': {
-      const all = await api.get<PlanView[]>('/plans');
+      const all = asView<PlanView[]>(await api.get('/plans'));
       if (json) return printJson(all);
       if (all.length === 0)
         return void process.stdout.write("no recovery plans; 'mamori plan apply plan.yaml' makes one\n");
@@ -45,12 +50,12 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'show': {
       if (args.length !== 1) throw usage('show PLAN');
-      const p = await api.get<PlanView>(plan(args[0]!));
+      const p = asView<PlanView>(await api.get('/plans/{name}', plan(args[0]!)));
       return json ? printJson(p) : showPlan(p);
     }
     case 'delete':
       if (args.length !== 1) throw usage('delete PLAN');
-      await api.delete(plan(args[0]!));
+      await api.delete('/plans/{name}', plan(args[0]!));
       return json ? printJson({ deleted: args[0] }) : void process.stdout.write(`plan ${args[0]} deleted\n`);
     case 'run': {
       const { values, positionals } = parseArgs({
@@ -72,7 +77,7 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
         ...(values['dry-run'] ? { dryRun: true } : {}),
       };
       if (values['dry-run']) {
-        const d = await api.post<DryRun>(`${plan(positionals[0]!)}/runs`, body);
+        const d = asView<DryRun>(await api.post('/plans/{name}/runs', { ...plan(positionals[0]!), body }));
         if (json) return printJson(d);
         process.stdout.write(
           `dry run of ${d.mode} for plan ${d.plan}: ${d.steps.length} steps, nothing changed${d.inventoryFresh ? '' : ' (protected site unreachable: its last inventory was used)'}\n`,
@@ -83,7 +88,7 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
         );
         return;
       }
-      const run = await api.post<PlanRun>(`${plan(positionals[0]!)}/runs`, body);
+      const run = asView<PlanRun>(await api.post('/plans/{name}/runs', { ...plan(positionals[0]!), body }));
       if (values['no-wait'])
         return json
           ? printJson(run)
@@ -94,7 +99,7 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
     case 'continue':
     case 'cancel': {
       if (args.length !== 1) throw usage(`${sub} RUN`);
-      const run = await api.post<PlanRun>(`/plan-runs/${encodeURIComponent(args[0]!)}/${sub}`);
+      const run = asView<PlanRun>(await api.post(`/plan-runs/{id}/${sub}`, { path: { id: args[0]! } }));
       if (sub === 'cancel')
         return json
           ? printJson(run)
@@ -103,7 +108,7 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'history': {
       if (args.length > 1) throw usage('history [PLAN]');
-      const runs = await api.get<RunSummary[]>(`/plan-runs${args[0] ? `?plan=${encodeURIComponent(args[0])}` : ''}`);
+      const runs = asView<RunSummary[]>(await api.get('/plan-runs', { query: args[0] ? { plan: args[0] } : {} }));
       if (json) return printJson(runs);
       return printTable(
         runs.map((r) => ({
@@ -126,7 +131,9 @@ export async function planCommand(api: ApiClient, rest: string[], json: boolean)
         options: { html: { type: 'string' } },
       });
       if (positionals.length !== 1) throw usage('report RUN [--json] [--html FILE]');
-      const run = await api.get<PlanRun & { summary: RunSummary }>(`/plan-runs/${encodeURIComponent(positionals[0]!)}`);
+      const run = asView<PlanRun & { summary: RunSummary }>(
+        await api.get('/plan-runs/{id}', { path: { id: positionals[0]! } }),
+      );
       if (values.html) {
         await writeFile(values.html, renderRunHtml(run));
         if (!json) process.stdout.write(`report written to ${values.html}\n`);
@@ -166,7 +173,7 @@ function showPlan(p: PlanView): void {
 async function follow(api: ApiClient, id: string, json: boolean): Promise<void> {
   const printed = new Set<string>();
   for (;;) {
-    const run = await api.get<PlanRun>(`/plan-runs/${encodeURIComponent(id)}`);
+    const run = asView<PlanRun>(await api.get('/plan-runs/{id}', { path: { id } }));
     if (!json) {
       for (const s of run.steps) {
         if ((s.state === 'done' || s.state === 'failed' || s.state === 'skipped') && !printed.has(s.id)) {

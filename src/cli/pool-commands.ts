@@ -1,8 +1,15 @@
 import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
-import type { Job } from '../jobs/job-journal.js';
-import type { PoolView } from '../pools/pool-views.js';
+import type { Job, RequestBody } from './api-types.js';
+import {
+  asView,
+  type DesktopAssigned,
+  type DesktopFreed,
+  type DesktopSessionStarted,
+  type PersistentDisksSwapped,
+  type PoolView,
+} from './server-views.js';
 import { formatBytes, printFields, printJson, printTable } from './output.js';
 import { followJob } from './follow-job.js';
 import { int } from './vm-commands.js';
@@ -36,7 +43,7 @@ export const POOL_USAGE = `mamori pool <command>           desktop pools of link
 
 export async function poolCommand(api: ApiClient, rest: string[], json: boolean): Promise<void> {
   const [sub, ...args] = rest;
-  const base = (name: string): string => `/pools/${encodeURIComponent(name)}`;
+  const pool = (name: string): { path: { name: string } } => ({ path: { name } });
   const usage = (what: string): MamoriError =>
     new MamoriError('INVALID_INPUT', `usage: mamori pool ${what}\n${POOL_USAGE}`);
   const follow = async (job: Job, label: string): Promise<void> => {
@@ -78,8 +85,8 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       });
       if (positionals.length !== 1 || !values.master || !values.snapshot || !values.size || !values.name)
         throw usage("create POOL --master VM --snapshot SNAP --size N --name 'desk-{n}'");
-      const body: Record<string, unknown> = {
-        name: positionals[0],
+      const body: RequestBody<'/pools', 'post'> = {
+        name: positionals[0]!,
         master: values.master,
         snapshot: values.snapshot,
         size: int(values.size, '--size'),
@@ -124,10 +131,10 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
             : {}),
         };
       }
-      return follow(await api.post<Job>('/pools', body), `provisioning pool ${positionals[0]}`);
+      return follow(await api.post('/pools', { body }), `provisioning pool ${positionals[0]}`);
     }
     case 'list': {
-      const all = await api.get<Record<string, unknown>[]>('/pools');
+      const all = await api.get('/pools');
       if (json) return printJson(all);
       if (all.length === 0)
         return void process.stdout.write(
@@ -137,7 +144,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'show': {
       if (args.length !== 1) throw usage('show POOL');
-      const p = await api.get<PoolView>(base(args[0]!));
+      const p = asView<PoolView>(await api.get('/pools/{name}', pool(args[0]!)));
       if (json) return printJson(p);
       printFields({
         pool: `${p.name} (${p.state}${p.message ? `: ${p.message}` : ''})`,
@@ -175,13 +182,13 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
         options: { force: { type: 'boolean' } },
       });
       if (positionals.length < 1) throw usage('refresh POOL [DESKTOP ...] [--force]');
-      const [pool, ...desktops] = positionals;
+      const [name, ...desktops] = positionals;
       return follow(
-        await api.post<Job>(`${base(pool!)}/refresh`, {
-          ...(desktops.length ? { desktops } : {}),
-          ...(values.force ? { force: true } : {}),
+        await api.post('/pools/{name}/refresh', {
+          ...pool(name!),
+          body: { ...(desktops.length ? { desktops } : {}), ...(values.force ? { force: true } : {}) },
         }),
-        `refreshing pool ${pool}`,
+        `refreshing pool ${name}`,
       );
     }
     case 'recompose': {
@@ -193,9 +200,9 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       });
       if (positionals.length !== 1 || !values.snapshot) throw usage('recompose POOL --snapshot SNAP [--force]');
       return follow(
-        await api.post<Job>(`${base(positionals[0]!)}/recompose`, {
-          snapshot: values.snapshot,
-          ...(values.force ? { force: true } : {}),
+        await api.post('/pools/{name}/recompose', {
+          ...pool(positionals[0]!),
+          body: { snapshot: values.snapshot, ...(values.force ? { force: true } : {}) },
         }),
         `recomposing pool ${positionals[0]}`,
       );
@@ -220,7 +227,7 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
         ...(values.force ? { force: true } : {}),
       };
       return follow(
-        await api.post<Job>(`${base(positionals[0]!)}/rebalance`, body),
+        await api.post('/pools/{name}/rebalance', { ...pool(positionals[0]!), body }),
         `rebalancing pool ${positionals[0]}`,
       );
     }
@@ -233,9 +240,9 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
       });
       if (positionals.length !== 1 || !values.size) throw usage('resize POOL --size N [--force]');
       return follow(
-        await api.post<Job>(`${base(positionals[0]!)}/resize`, {
-          size: int(values.size, '--size'),
-          ...(values.force ? { force: true } : {}),
+        await api.post('/pools/{name}/resize', {
+          ...pool(positionals[0]!),
+          body: { size: int(values.size, '--size'), ...(values.force ? { force: true } : {}) },
         }),
         `resizing pool ${positionals[0]}`,
       );
@@ -248,20 +255,21 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
         options: { from: { type: 'string' }, to: { type: 'string' } },
       });
       if (positionals.length !== 1 || !values.from || !values.to) throw usage('move-persistent POOL --from A --to B');
-      const r = await api.post<{ from: string; to: string }>(`${base(positionals[0]!)}/move-persistent`, {
-        from: values.from,
-        to: values.to,
-      });
+      const r = asView<PersistentDisksSwapped>(
+        await api.post('/pools/{name}/move-persistent', {
+          ...pool(positionals[0]!),
+          body: { from: values.from, to: values.to },
+        }),
+      );
       return json
         ? printJson(r)
         : void process.stdout.write(`${r.from}'s persistent disk is now ${r.to}'s, and ${r.to}'s is ${r.from}'s\n`);
     }
     case 'assign': {
       if (args.length !== 3) throw usage('assign POOL DESKTOP USER');
-      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(`${base(args[0]!)}/assign`, {
-        desktop: args[1],
-        user: args[2],
-      });
+      const r = asView<DesktopAssigned>(
+        await api.post('/pools/{name}/assign', { ...pool(args[0]!), body: { desktop: args[1]!, user: args[2]! } }),
+      );
       return json
         ? printJson(r)
         : void process.stdout.write(
@@ -270,9 +278,9 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'unassign': {
       if (args.length !== 2) throw usage('unassign POOL DESKTOP');
-      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/unassign`, {
-        desktop: args[1],
-      });
+      const r = asView<DesktopFreed>(
+        await api.post('/pools/{name}/unassign', { ...pool(args[0]!), body: { desktop: args[1]! } }),
+      );
       return json
         ? printJson(r)
         : void process.stdout.write(
@@ -281,9 +289,11 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'session-start': {
       if (args.length !== 3) throw usage('session-start POOL DESKTOP USER');
-      const r = await api.post<{ desktop: string; user: string; sparesStarted: string[] }>(
-        `${base(args[0]!)}/session-start`,
-        { desktop: args[1], user: args[2] },
+      const r = asView<DesktopSessionStarted>(
+        await api.post('/pools/{name}/session-start', {
+          ...pool(args[0]!),
+          body: { desktop: args[1]!, user: args[2]! },
+        }),
       );
       return json
         ? printJson(r)
@@ -293,9 +303,9 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'session-end': {
       if (args.length !== 2) throw usage('session-end POOL DESKTOP');
-      const r = await api.post<{ desktop: string; sparesStopped: string[] }>(`${base(args[0]!)}/session-end`, {
-        desktop: args[1],
-      });
+      const r = asView<DesktopFreed>(
+        await api.post('/pools/{name}/session-end', { ...pool(args[0]!), body: { desktop: args[1]! } }),
+      );
       return json
         ? printJson(r)
         : void process.stdout.write(
@@ -304,11 +314,11 @@ export async function poolCommand(api: ApiClient, rest: string[], json: boolean)
     }
     case 'resume': {
       if (args.length !== 1) throw usage('resume POOL');
-      return follow(await api.post<Job>(`${base(args[0]!)}/resume`, {}), `resuming pool ${args[0]}`);
+      return follow(await api.post('/pools/{name}/resume', pool(args[0]!)), `resuming pool ${args[0]}`);
     }
     case 'delete': {
       if (args.length !== 1) throw usage('delete POOL');
-      return follow(await api.delete<Job>(base(args[0]!)), `deleting pool ${args[0]}`);
+      return follow(await api.delete('/pools/{name}', pool(args[0]!)), `deleting pool ${args[0]}`);
     }
     default:
       throw usage('<command>');

@@ -2,7 +2,6 @@ import { parseArgs } from 'node:util';
 import type { ApiClient } from './api-client.js';
 import { formatBytes, printFields, printJson, printTable } from './output.js';
 import { MamoriError } from '../core/mamori-error.js';
-import type { ReplicaSummary } from '../replication/replica-service.js';
 
 export const REPLICA_USAGE = `mamori replica <command>          replicas this site holds for its peers (the recovery site)
   list                                 state, points, chain length and bytes of each replica
@@ -15,11 +14,11 @@ export async function replicaCommand(api: ApiClient, rest: string[], json: boole
   const usage = (what: string): MamoriError =>
     new MamoriError('INVALID_INPUT', `usage: mamori replica ${what}\n${REPLICA_USAGE}`);
   const [sub, ...args] = rest;
-  const path = (id: string): string => `/site-replicas/${encodeURIComponent(id)}`;
+  const replica = (id: string): { path: { id: string } } => ({ path: { id } });
   switch (sub) {
     case 'list': {
       if (args.length !== 0) throw usage('list');
-      const all = await api.get<ReplicaSummary[]>('/site-replicas');
+      const all = await api.get('/site-replicas');
       if (json) return printJson(all);
       return printTable(
         all.map((r) => ({
@@ -27,17 +26,17 @@ export async function replicaCommand(api: ApiClient, rest: string[], json: boole
           vm: r.vmName,
           from: r.sourceSite,
           state: r.state,
-          points: r.storage.points,
-          chain: r.storage.chainLength,
-          bytes: formatBytes(r.storage.bytes + r.storage.seedBytes),
-          newest: r.points.at(-1)?.time ?? null,
+          points: r.storage?.points ?? null,
+          chain: r.storage?.chainLength ?? null,
+          bytes: r.storage ? formatBytes(r.storage.bytes + r.storage.seedBytes) : null,
+          newest: r.points?.at(-1)?.time ?? null,
         })),
         ['id', 'vm', 'from', 'state', 'points', 'chain', 'bytes', 'newest'],
       );
     }
     case 'show': {
       if (args.length !== 1) throw usage('show ID');
-      const r = await api.get<ReplicaSummary>(path(args[0]!));
+      const r = await api.get('/site-replicas/{id}', replica(args[0]!));
       if (json) return printJson(r);
       printFields({
         id: r.id,
@@ -46,22 +45,23 @@ export async function replicaCommand(api: ApiClient, rest: string[], json: boole
         state: r.state,
         'promoted at': r.promotedAt,
         'last contact': r.lastContactAt,
-        points: r.storage.points,
-        'chain length': r.storage.chainLength,
-        'bytes on disk': formatBytes(r.storage.bytes),
+        points: r.storage?.points,
+        'chain length': r.storage?.chainLength,
+        'bytes on disk': r.storage ? formatBytes(r.storage.bytes) : null,
         'seed bytes':
-          r.storage.seedBytes > 0
-            ? `${formatBytes(r.storage.seedBytes)} (read through until its next point compacts it)`
+          (r.storage?.seedBytes ?? 0) > 0
+            ? `${formatBytes(r.storage!.seedBytes)} (read through until its next point compacts it)`
             : null,
         'used by':
           [
-            ...r.usedBy.vms.map((v) => `VM ${v.name} (${v.state})`),
-            ...r.usedBy.replicas.map((x) => `replica ${x}`),
+            ...(r.usedBy?.vms ?? []).map((v) => `VM ${v.name} (${v.state})`),
+            ...(r.usedBy?.replicas ?? []).map((x) => `replica ${x}`),
           ].join(', ') || 'nothing',
       });
-      if (r.points.length > 0)
+      const points = r.points ?? [];
+      if (points.length > 0)
         printTable(
-          r.points.map((p) => ({ ...p })),
+          points.map((p) => ({ ...p })),
           ['id', 'time', 'consistency'],
         );
       return;
@@ -74,7 +74,10 @@ export async function replicaCommand(api: ApiClient, rest: string[], json: boole
         options: { force: { type: 'boolean' } },
       });
       if (positionals.length !== 1) throw usage('delete ID [--force]');
-      await api.delete(`${path(positionals[0]!)}${values.force === true ? '?force=true' : ''}`);
+      await api.delete('/site-replicas/{id}', {
+        ...replica(positionals[0]!),
+        query: values.force === true ? { force: 'true' } : {},
+      });
       return json
         ? printJson({ deleted: positionals[0] })
         : void process.stdout.write(`replica ${positionals[0]} deleted (its files and records)\n`);

@@ -3,7 +3,8 @@ import type { ApiClient } from './api-client.js';
 import { formatBytes, printFields, printJson, printTable } from './output.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { int, one } from './vm-commands.js';
-import type { ReplicationStatus } from '../replication/replication-service.js';
+import type { RequestBody } from './api-types.js';
+import { asView, type CycleStats, type WriteLogReport } from './server-views.js';
 
 export const REPLICATE_USAGE = `mamori replicate <command>
   enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
@@ -14,7 +15,7 @@ export const REPLICATE_USAGE = `mamori replicate <command>
 
 export async function replicateCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
-  const base = (vm: string): string => `/vms/${encodeURIComponent(vm)}/replication`;
+  const vmPath = (name: string): { path: { name: string } } => ({ path: { name } });
   switch (sub) {
     case 'enable': {
       const { values, positionals } = parseArgs({
@@ -31,10 +32,10 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
       const vm = one(positionals, 'replicate enable VM --to SITE --rpo 30s');
       if (!values.to || !values.rpo)
         throw new MamoriError('INVALID_INPUT', 'usage: mamori replicate enable VM --to SITE --rpo 30s [--points 24]');
-      const body: Record<string, unknown> = { to: values.to, rpo: values.rpo };
+      const body: RequestBody<'/vms/{name}/replication', 'post'> = { to: values.to, rpo: values.rpo };
       if (values.points !== undefined) body['points'] = int(values.points, '--points');
       if (values.bandwidth !== undefined) body['bandwidth'] = values.bandwidth;
-      const s = await api.post<ReplicationStatus>(base(vm), body);
+      const s = await api.post('/vms/{name}/replication', { ...vmPath(vm), body });
       return json
         ? printJson(s)
         : void process.stdout.write(
@@ -43,7 +44,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
     }
     case 'status': {
       if (rest.length === 0) {
-        const all = await api.get<ReplicationStatus[]>('/replication');
+        const all = await api.get('/replication');
         if (json) return printJson(all);
         return printTable(
           all.map((s) => ({
@@ -56,7 +57,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
           ['vm', 'to', 'state', 'rpo', 'lag', 'lastPointAt', 'points', 'stored', 'failures'],
         );
       }
-      const s = await api.get<ReplicationStatus>(base(one(rest, 'replicate status [VM]')));
+      const s = await api.get('/vms/{name}/replication', vmPath(one(rest, 'replicate status [VM]')));
       if (json) return printJson(s);
       return printFields({
         vm: s.vm,
@@ -72,16 +73,14 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         'replica storage': s.replica
           ? `${s.replica.points} points, chain of ${s.replica.chainLength} layers, ${formatBytes(s.replica.bytes)} on disk${s.replica.seedBytes > 0 ? ` + ${formatBytes(s.replica.seedBytes)} of seed` : ''}`
           : null,
-        'last cycle': s.lastCycle
-          ? `${s.lastCycle.mode}, ${formatBytes(s.lastCycle.bytesSent)} sent in ${s.lastCycle.durationMs} ms (${formatBytes(s.lastCycle.throughputBps)}/s)`
-          : null,
+        'last cycle': cycleText(s.lastCycle ? asView<CycleStats>(s.lastCycle) : null),
       });
     }
     case 'sync-now':
     case 'pause':
     case 'resume': {
       const action = sub === 'sync-now' ? 'sync' : sub;
-      const s = await api.post<ReplicationStatus>(`${base(one(rest, `replicate ${sub} VM`))}/${action}`);
+      const s = await api.post(`/vms/{name}/replication/${action}`, vmPath(one(rest, `replicate ${sub} VM`)));
       return json
         ? printJson(s)
         : void process.stdout.write(`${s.vm}: ${s.state}, last point ${s.lastPointAt ?? 'none'}\n`);
@@ -95,7 +94,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
       });
       const vm = one(positionals, 'replicate disable VM [--delete-replica]');
       const del = values['delete-replica'] === true;
-      await api.delete(`${base(vm)}${del ? '?deleteReplica=true' : ''}`);
+      await api.delete('/vms/{name}/replication', { ...vmPath(vm), query: del ? { deleteReplica: 'true' } : {} });
       return json
         ? printJson({ disabled: vm, replicaDeleted: del })
         : void process.stdout.write(
@@ -103,9 +102,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
           );
     }
     case 'points': {
-      const points = await api.get<{ id: string; time: string; consistency: string }[]>(
-        `${base(one(rest, 'replicate points VM'))}/points`,
-      );
+      const points = await api.get('/vms/{name}/replication/points', vmPath(one(rest, 'replicate points VM')));
       return json ? printJson(points) : printTable(points, ['id', 'time', 'consistency']);
     }
     case 'verify': {
@@ -115,30 +112,22 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         strict: true,
         options: { point: { type: 'string' } },
       });
-      const out = await api.post<{
-        point: { id: string; time: string };
-        report: {
-          consistent: boolean;
-          records: number;
-          lastSequence: number | null;
-          gaps: unknown[];
-          tornCount: number;
-        };
-      }>(
-        `${base(one(positionals, 'replicate verify VM [--point ID]'))}/verify`,
-        values.point ? { pointId: values.point } : {},
-      );
+      const out = await api.post('/vms/{name}/replication/verify', {
+        ...vmPath(one(positionals, 'replicate verify VM [--point ID]')),
+        body: values.point ? { pointId: values.point } : {},
+      });
+      const report = asView<WriteLogReport>(out.report);
       if (json) printJson(out);
       else
         printFields({
-          point: `${out.point.id} (${out.point.time})`,
-          records: out.report.records,
-          'last sequence': out.report.lastSequence,
-          gaps: out.report.gaps.length,
-          torn: out.report.tornCount,
-          verdict: out.report.consistent ? 'consistent (gap-free prefix)' : 'NOT CONSISTENT',
+          point: `${out.point?.id} (${out.point?.time})`,
+          records: report.records,
+          'last sequence': report.lastSequence,
+          gaps: report.gaps.length,
+          torn: report.tornCount,
+          verdict: report.consistent ? 'consistent (gap-free prefix)' : 'NOT CONSISTENT',
         });
-      if (!out.report.consistent) process.exitCode = 1;
+      if (!report.consistent) process.exitCode = 1;
       return;
     }
     default:
@@ -147,4 +136,9 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         `unknown replicate command ${JSON.stringify(sub ?? '')}\n${REPLICATE_USAGE}`,
       );
   }
+}
+
+function cycleText(c: CycleStats | null): string | null {
+  if (!c) return null;
+  return `${c.mode}, ${formatBytes(c.bytesSent)} sent in ${c.durationMs} ms (${formatBytes(c.throughputBps)}/s)`;
 }

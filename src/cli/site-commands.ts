@@ -1,8 +1,7 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import type { ApiClient } from './api-client.js';
-import type { PeerView } from '../sites/peer-record.js';
-import type { UnpairResult } from '../sites/site-pairing.js';
+import type { Peer, RequestBody } from './api-types.js';
 import { printFields, printJson, printTable } from './output.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { one } from './vm-commands.js';
@@ -16,27 +15,12 @@ export const SITE_USAGE = `mamori site <command>
   show NAME | ping NAME              one paired site; ping fails unless it answers with our token
   unpair NAME                        forget the site here and ask it to forget us`;
 
-interface Identity {
-  name: string;
-  caCertPem: string;
-  fingerprint: string;
-}
-
-interface Ping {
-  name: string;
-  site: string;
-  rttMs: number;
-  clockOffsetMs: number;
-  knownThereAs: string;
-}
-
 export async function siteCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
-  const enc = (n: string): string => encodeURIComponent(n);
   switch (sub) {
     case 'ca': {
       const { values } = parseArgs({ args: rest, strict: true, options: { pem: { type: 'boolean' } } });
-      const id = await api.get<Identity>('/site/ca');
+      const id = await api.get('/site/ca');
       if (json) return printJson(id);
       if (values.pem) return void process.stdout.write(id.caCertPem);
       return printFields({ site: id.name, 'CA SHA256': id.fingerprint });
@@ -60,10 +44,10 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
           'INVALID_INPUT',
           'site pair needs --token (or --token-file): the admin token of the site at URL, from its DATA/admin-token',
         );
-      const body: Record<string, unknown> = { url, token };
+      const body: RequestBody<'/sites', 'post'> = { url, token };
       if (values.name) body['name'] = values.name;
       if (values.fingerprint) body['fingerprint'] = values.fingerprint;
-      const peer = await api.post<PeerView>('/sites', body);
+      const peer = await api.post('/sites', { body });
       if (json) return printJson(peer);
       const proven = values.fingerprint
         ? 'matches --fingerprint and proven by its admin token'
@@ -80,7 +64,7 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
     }
     case 'list': {
       const { values } = parseArgs({ args: rest, strict: true, options: { 'no-check': { type: 'boolean' } } });
-      const peers = await api.get<PeerView[]>(`/sites${values['no-check'] ? '?check=false' : ''}`);
+      const peers = await api.get('/sites', { query: values['no-check'] ? { check: 'false' } : {} });
       if (json) return printJson(peers);
       if (peers.length === 0)
         return void process.stdout.write(
@@ -93,14 +77,14 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
           direction: p.direction,
           state: p.status.state,
           rtt: p.status.rttMs === null ? null : `${p.status.rttMs} ms`,
-          clock: p.status.clockOffsetMs === null ? null : signedMs(p.status.clockOffsetMs),
+          clock: p.status.clockOffsetMs == null ? null : signedMs(p.status.clockOffsetMs),
           fingerprint: `${p.fingerprint.slice(0, 23)}...`,
         })),
         ['name', 'url', 'direction', 'state', 'rtt', 'clock', 'fingerprint'],
       );
     }
     case 'show': {
-      const peer = await api.get<PeerView>(`/sites/${enc(one(rest, 'site show NAME'))}`);
+      const peer = await api.get('/sites/{name}', { path: { name: one(rest, 'site show NAME') } });
       if (json) return printJson(peer);
       return printFields({
         name: peer.name,
@@ -112,14 +96,14 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
       });
     }
     case 'ping': {
-      const p = await api.get<Ping>(`/sites/${enc(one(rest, 'site ping NAME'))}/ping`);
+      const p = await api.get('/sites/{name}/ping', { path: { name: one(rest, 'site ping NAME') } });
       if (json) return printJson(p);
       return void process.stdout.write(
         `${p.name} (${p.site}, knows us as ${p.knownThereAs}): rtt ${p.rttMs} ms, clock ${signedMs(p.clockOffsetMs)}\n`,
       );
     }
     case 'unpair': {
-      const r = await api.delete<UnpairResult>(`/sites/${enc(one(rest, 'site unpair NAME'))}`);
+      const r = await api.delete('/sites/{name}', { path: { name: one(rest, 'site unpair NAME') } });
       if (json) return printJson(r);
       return void process.stdout.write(
         r.peerNotified
@@ -132,7 +116,7 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
   }
 }
 
-function statusText(p: PeerView): string {
+function statusText(p: Peer): string {
   const s = p.status;
   if (s.state === 'reachable') return `reachable, rtt ${s.rttMs} ms, clock ${signedMs(s.clockOffsetMs ?? 0)}`;
   if (s.state === 'not-callable') return 'not callable from here (it paired with us; pair from this side too)';

@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 import { MamoriError } from '../core/mamori-error.js';
 import type { ApiClient } from './api-client.js';
+import type { RequestBody } from './api-types.js';
 import { printJson, printTable } from './output.js';
-import type { TokenInfo } from '../store/repos/token-repo.js';
 
 export const TOKEN_USAGE = `mamori token <command>          API tokens (an admin token is needed)
   create --role admin|operator|viewer --name NAME [--expires 30d]
@@ -24,10 +24,13 @@ export async function tokenCommand(api: ApiClient, rest: string[], json: boolean
       });
       if (positionals.length > 0 || !values.role || !values.name)
         throw usage('create --role ROLE --name NAME [--expires 30d]');
-      const made = await api.post<TokenInfo & { token: string }>('/tokens', {
-        name: values.name,
-        role: values.role,
-        ...(values.expires ? { expires: values.expires } : {}),
+      const made = await api.post('/tokens', {
+        body: {
+          name: values.name,
+          // The server checks the role and names the ones it takes.
+          role: values.role as RequestBody<'/tokens', 'post'>['role'],
+          ...(values.expires ? { expires: values.expires } : {}),
+        },
       });
       if (json) return printJson(made);
       process.stdout.write(`${made.token}\n`);
@@ -38,7 +41,7 @@ export async function tokenCommand(api: ApiClient, rest: string[], json: boolean
     }
     case 'list': {
       if (args.length !== 0) throw usage('list');
-      const list = await api.get<TokenInfo[]>('/tokens');
+      const list = await api.get('/tokens');
       if (json) return printJson(list);
       return printTable(
         list.map((t) => ({ ...t, expiresAt: t.expiresAt ?? 'never', lastUsedAt: t.lastUsedAt ?? 'never' })),
@@ -47,7 +50,7 @@ export async function tokenCommand(api: ApiClient, rest: string[], json: boolean
     }
     case 'revoke': {
       if (args.length !== 1) throw usage('revoke ID|NAME');
-      const gone = await api.delete<TokenInfo>(`/tokens/${encodeURIComponent(args[0]!)}`);
+      const gone = await api.delete('/tokens/{id}', { path: { id: args[0]! } });
       return json
         ? printJson(gone)
         : void process.stdout.write(`token ${gone.id} (${gone.name}, ${gone.role}) revoked\n`);

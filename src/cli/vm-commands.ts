@@ -1,25 +1,10 @@
 import { parseArgs } from 'node:util';
 import type { ApiClient } from './api-client.js';
 import { formatBytes, printFields, printJson, printTable } from './output.js';
-import type { Job } from '../jobs/job-journal.js';
+import type { RequestBody } from './api-types.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
-import { dataLossText, storedDataLoss, type DataLoss } from '../plans/data-loss-bounds.js';
-
-interface Vm {
-  name: string;
-  state: string;
-  stateReason: string | null;
-  vcpus: number;
-  memoryMiB: number;
-  firmware: string;
-  machineType: string;
-  pid: number | null;
-  lastHeartbeatAt: string | null;
-  lastHeartbeat: string | null;
-  disks: { name: string; kind: string; format: string; sizeBytes: number; rdmMode: string | null }[];
-  [k: string]: unknown;
-}
+import { asView, dataLossText, storedDataLoss, type MigrationResult, type RunSummary } from './server-views.js';
 
 export const VM_USAGE = `mamori vm <command>
   create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--no-acpi] [--guest-agent]
@@ -48,7 +33,6 @@ export const VM_USAGE = `mamori vm <command>
 
 export async function vmCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
-  const enc = (n: string): string => encodeURIComponent(n);
   switch (sub) {
     case 'create': {
       const { values, positionals } = parseArgs({
@@ -73,7 +57,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         },
       });
       const name = one(positionals, 'vm create NAME');
-      const body: Record<string, unknown> = { name };
+      const body: RequestBody<'/vms', 'post'> = { name };
       if (values['test-guest']) body['testGuest'] = true;
       if (values['data-disk']) body['dataDisk'] = values['data-disk'];
       if (values['writelog-rate'] !== undefined) body['writelogRate'] = int(values['writelog-rate'], '--writelog-rate');
@@ -89,7 +73,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       // One NIC per --network, in order: 'user', 'none' or a site network (mamori network list).
       if (values.network) body['nics'] = values.network.map((network) => ({ network }));
       if (values['stop-timeout'] !== undefined) body['stopTimeoutSec'] = int(values['stop-timeout'], '--stop-timeout');
-      const vm = await api.post<Vm>('/vms', body);
+      const vm = await api.post('/vms', { body });
       return json
         ? printJson(vm)
         : void process.stdout.write(
@@ -97,7 +81,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           );
     }
     case 'list': {
-      const vms = await api.get<Vm[]>('/vms');
+      const vms = await api.get('/vms');
       if (json) return printJson(vms);
       return printTable(
         vms.map((v) => ({ ...v, heartbeat: v.lastHeartbeatAt })),
@@ -105,7 +89,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       );
     }
     case 'show': {
-      const vm = await api.get<Vm>(`/vms/${enc(one(rest, 'vm show NAME'))}`);
+      const vm = await api.get('/vms/{name}', { path: { name: one(rest, 'vm show NAME') } });
       if (json) return printJson(vm);
       return printFields({
         name: vm.name,
@@ -131,15 +115,15 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         strict: true,
         options: { force: { type: 'boolean' } },
       });
-      const vm = await api.post<Vm>(
-        `/vms/${enc(one(positionals, `vm ${sub} NAME [--force]`))}/${sub}`,
-        values.force ? { force: true } : {},
-      );
+      const vm = await api.post(`/vms/{name}/${sub}`, {
+        path: { name: one(positionals, `vm ${sub} NAME [--force]`) },
+        body: values.force ? { force: true } : {},
+      });
       return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
     }
     case 'kill':
     case 'pause': {
-      const vm = await api.post<Vm>(`/vms/${enc(one(rest, `vm ${sub} NAME`))}/${sub}`);
+      const vm = await api.post(`/vms/{name}/${sub}`, { path: { name: one(rest, `vm ${sub} NAME`) } });
       return json ? printJson(vm) : void process.stdout.write(`VM ${vm.name} is ${vm.state}\n`);
     }
     case 'stop': {
@@ -149,17 +133,15 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         strict: true,
         options: { timeout: { type: 'string' }, force: { type: 'boolean' } },
       });
-      const body: Record<string, unknown> = {};
+      const body: RequestBody<'/vms/{name}/stop', 'post'> = {};
       if (values.timeout !== undefined) body['timeoutSec'] = int(values.timeout, '--timeout');
       if (values.force) body['force'] = true;
-      const out = await api.post<{ forced: boolean; vm: Vm }>(
-        `/vms/${enc(one(positionals, 'vm stop NAME'))}/stop`,
-        body,
-      );
+      const name = one(positionals, 'vm stop NAME');
+      const out = await api.post('/vms/{name}/stop', { path: { name }, body });
       return json
         ? printJson(out)
         : void process.stdout.write(
-            `VM ${out.vm.name} is ${out.vm.state}${out.forced ? ' (forced off: the guest did not shut down in time)' : ' (guest shut down)'}\n`,
+            `VM ${out.vm?.name ?? name} is ${out.vm?.state ?? '?'}${out.forced ? ' (forced off: the guest did not shut down in time)' : ' (guest shut down)'}\n`,
           );
     }
     case 'delete': {
@@ -170,27 +152,25 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         options: { force: { type: 'boolean' } },
       });
       const name = one(positionals, 'vm delete NAME');
-      await api.delete(`/vms/${enc(name)}${values.force ? '?force=true' : ''}`);
+      await api.delete('/vms/{name}', { path: { name }, query: values.force ? { force: 'true' } : {} });
       return json ? printJson({ deleted: name }) : void process.stdout.write(`deleted VM ${name}\n`);
     }
     case 'snapshot': {
       if (rest[0] === 'list') {
-        const snaps = await api.get<{ name: string; createdAt: string; running: boolean }[]>(
-          `/vms/${enc(one(rest.slice(1), 'vm snapshot list NAME'))}/snapshots`,
-        );
+        const snaps = await api.get('/vms/{name}/snapshots', {
+          path: { name: one(rest.slice(1), 'vm snapshot list NAME') },
+        });
         return json ? printJson(snaps) : printTable(snaps, ['name', 'createdAt', 'running']);
       }
       if (rest[0] === 'delete') {
         if (rest.length !== 3) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot delete NAME SNAPSHOT');
-        await api.delete(`/vms/${enc(rest[1]!)}/snapshots/${enc(rest[2]!)}`);
+        await api.delete('/vms/{name}/snapshots/{snapshot}', { path: { name: rest[1]!, snapshot: rest[2]! } });
         return json
           ? printJson({ deleted: rest[2] })
           : void process.stdout.write(`snapshot ${rest[2]} of ${rest[1]} deleted\n`);
       }
       if (rest.length !== 2) throw new MamoriError('INVALID_INPUT', 'usage: mamori vm snapshot NAME SNAPSHOT');
-      const snap = await api.post<{ name: string; running: boolean }>(`/vms/${enc(rest[0]!)}/snapshots`, {
-        name: rest[1],
-      });
+      const snap = await api.post('/vms/{name}/snapshots', { path: { name: rest[0]! }, body: { name: rest[1]! } });
       return json
         ? printJson(snap)
         : void process.stdout.write(
@@ -216,16 +196,16 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           'INVALID_INPUT',
           'usage: mamori vm migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS]',
         );
-      const body: Record<string, unknown> = { to: values.to };
+      const body: RequestBody<'/vms/{name}/migrate', 'post'> = { to: values.to };
       if (values['downtime-limit'] !== undefined)
         body['downtimeLimitMs'] = int(values['downtime-limit'], '--downtime-limit');
       if (values.bandwidth !== undefined) body['bandwidthMbps'] = int(values.bandwidth, '--bandwidth');
       if (values['link-timeout'] !== undefined) body['linkTimeoutSec'] = int(values['link-timeout'], '--link-timeout');
-      const job = await api.post<Job>(`/vms/${enc(name)}/migrate`, body);
+      const job = await api.post('/vms/{name}/migrate', { path: { name }, body });
       if (values['no-wait'])
         return json ? printJson(job) : void process.stdout.write(`migration job ${job.id} started\n`);
       for (;;) {
-        const j = await api.get<Job>(`/jobs/${job.id}`);
+        const j = await api.get('/jobs/{id}', { path: { id: job.id } });
         if (j.state !== 'running') {
           if (j.state === 'failed') process.exitCode = 1;
           if (json) return printJson(j);
@@ -235,13 +215,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
               `migration failed: ${j.error?.message ?? ''}\nthe VM runs on at this site\n`,
             );
           }
-          const r = j.result as {
-            to: string;
-            downtimeMs: number | null;
-            totalMs: number;
-            ramBytes: number;
-            diskBytes: number;
-          };
+          const r = asView<MigrationResult>(j.result);
           return void process.stdout.write(
             `${name} now runs at ${r.to}: downtime ${r.downtimeMs ?? '?'} ms, total ${(r.totalMs / 1000).toFixed(1)} s, ` +
               `RAM ${formatBytes(r.ramBytes)}, disks ${formatBytes(r.diskBytes)}\n`,
@@ -277,22 +251,16 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         options: { planned: { type: 'boolean' }, 'no-reverse': { type: 'boolean' }, 'no-wait': { type: 'boolean' } },
       });
       const name = one(positionals, 'vm failover NAME --planned [--no-reverse]');
-      const job = await api.post<Job>(`/vms/${enc(name)}/failover`, {
-        planned: values.planned === true,
-        reverse: !values['no-reverse'],
+      const job = await api.post('/vms/{name}/failover', {
+        path: { name },
+        body: { planned: values.planned === true, reverse: !values['no-reverse'] },
       });
       if (values['no-wait'])
         return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
       for (;;) {
-        const j = await api.get<Job>(`/jobs/${job.id}`);
-        type Summary = {
-          run: string;
-          state: string;
-          steps: { total: number; done: number };
-          rtoSec: number | null;
-          vms: { dataLoss?: DataLoss | null; dataLossSec?: number | null }[];
-        };
-        const c = j.context as { to?: string; failover?: Summary; reprotect?: Summary } | null;
+        const j = await api.get('/jobs/{id}', { path: { id: job.id } });
+        // The failover job's context, as src/plans/vm-failover.ts writes it.
+        const c = asView<{ to?: string; failover?: RunSummary; reprotect?: RunSummary } | null>(j.context);
         if (j.state !== 'running') {
           if (json) {
             if (j.state === 'failed') process.exitCode = 1;
@@ -320,7 +288,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
     }
     case 'migrate-cancel': {
       const name = one(rest, 'vm migrate-cancel NAME');
-      await api.post(`/vms/${enc(name)}/migrate/cancel`, {});
+      await api.post('/vms/{name}/migrate/cancel', { path: { name } });
       return json
         ? printJson({ cancelled: name })
         : void process.stdout.write(`migration of ${name} cancelled; it runs on here\n`);
@@ -332,10 +300,11 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         strict: true,
         options: { lines: { type: 'string' } },
       });
-      const out = await api.get<{ lines: string[] }>(
-        `/vms/${enc(one(positionals, 'vm console NAME'))}/console?lines=${int(values.lines ?? '20', '--lines')}`,
-      );
-      return json ? printJson(out) : void process.stdout.write(out.lines.map((l) => `${l}\n`).join(''));
+      const out = await api.get('/vms/{name}/console', {
+        path: { name: one(positionals, 'vm console NAME') },
+        query: { lines: String(int(values.lines ?? '20', '--lines')) },
+      });
+      return json ? printJson(out) : void process.stdout.write((out.lines ?? []).map((l) => `${l}\n`).join(''));
     }
     default:
       throw new MamoriError('INVALID_INPUT', `unknown vm command ${JSON.stringify(sub ?? '')}\n${VM_USAGE}`);

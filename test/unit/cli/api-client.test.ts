@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { ensureSiteTls } from '../../../src/sites/site-tls.js';
-import { ApiClient } from '../../../src/cli/api-client.js';
+import { ApiClient, routeUrl } from '../../../src/cli/api-client.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 
 /** The CLI's client over core/https-json-client.ts: what the person sees for each answer and each failure. */
@@ -36,24 +36,27 @@ test("the CLI client: token and body out, the server's typed errors back, unreac
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const api = new ApiClient({ url, token: 'adm1n', ca: tls.caCertPem });
   try {
-    assert.deepEqual(await api.post('/vms', { name: 'a' }), {
+    assert.deepEqual(await api.request('POST', '/vms', { name: 'a' }), {
       auth: 'Bearer adm1n',
       method: 'POST',
       body: { name: 'a' },
     });
-    assert.deepEqual(await api.get('/vms'), { auth: 'Bearer adm1n', method: 'GET', body: null });
+    assert.deepEqual(await api.request('GET', '/vms'), { auth: 'Bearer adm1n', method: 'GET', body: null });
     await assert.rejects(
-      api.get('/vms/taken'),
+      api.request('GET', '/vms/taken'),
       (e: unknown) => isMamoriError(e, 'VM_EXISTS') && e.message === 'a VM named a exists' && e.details?.['vm'] === 'a',
     );
     await assert.rejects(
-      api.get('/newer'),
+      api.request('GET', '/newer'),
       (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'from a newer server',
     );
-    await assert.rejects(api.get('/bare'), (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500');
+    await assert.rejects(
+      api.request('GET', '/bare'),
+      (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'HTTP 500',
+    );
     // Without the site's CA: the system's CAs do not know it.
     await assert.rejects(
-      new ApiClient({ url, token: 'x' }).get('/vms'),
+      new ApiClient({ url, token: 'x' }).request('GET', '/vms'),
       (e: unknown) =>
         isMamoriError(e, 'SITE_UNREACHABLE') &&
         e.message.startsWith(`cannot reach the site at ${url}: `) &&
@@ -71,10 +74,29 @@ test("the CLI client: token and body out, the server's typed errors back, unreac
   const goneUrl = `https://127.0.0.1:${(gone.address() as AddressInfo).port}`;
   await new Promise((r) => gone.close(r));
   await assert.rejects(
-    new ApiClient({ url: goneUrl, token: 'x', ca: tls.caCertPem }).get('/vms'),
+    new ApiClient({ url: goneUrl, token: 'x', ca: tls.caCertPem }).request('GET', '/vms'),
     (e: unknown) =>
       isMamoriError(e, 'SITE_UNREACHABLE') &&
       e.message.startsWith(`cannot reach the site at ${goneUrl}: connect ECONNREFUSED`),
   );
   await rm(dir, { recursive: true, force: true });
+});
+
+/** The typed methods send what the route template and its parameters say, encoded. */
+test('routeUrl fills path parameters (encoded), appends the query, and refuses a missing parameter', () => {
+  assert.equal(routeUrl('/vms'), '/vms');
+  assert.equal(routeUrl('/vms/{name}/start', { name: 'a b/c' }), '/vms/a%20b%2Fc/start');
+  assert.equal(
+    routeUrl('/mappings/{peer}/{kind}/{source}', { peer: 'b', kind: 'network', source: 'lan' }),
+    '/mappings/b/network/lan',
+  );
+  assert.equal(
+    routeUrl('/jobs', undefined, { kind: 'replication cycle', limit: undefined }),
+    '/jobs?kind=replication+cycle',
+  );
+  assert.equal(routeUrl('/vms/{name}', { name: 'a' }, {}), '/vms/a');
+  assert.throws(
+    () => routeUrl('/vms/{name}', {}),
+    (e: unknown) => isMamoriError(e, 'INTERNAL') && e.message === 'route /vms/{name} called without its name',
+  );
 });

@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { writeFile, rm } from 'node:fs/promises';
-import { openSite, parseListen } from '../main.js';
-import { MamoriError } from '../core/mamori-error.js';
-import { parseDatabaseUrl } from '../store/postgres/database-url.js';
+import { openSite, parseListen } from '../../main.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { parseDatabaseUrl } from '../../store/postgres/database-url.js';
 
 /** serve's options (also what src/cli/parse-only.ts checks a command against). */
 export const SERVE_OPTIONS = {

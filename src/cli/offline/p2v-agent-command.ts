@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
-import { P2vAgent } from '../convert/p2v-agent.js';
-import { P2V_DEFAULT_PORT } from '../convert/p2v-protocol.js';
-import { MamoriError } from '../core/mamori-error.js';
-import { formatBytes, printJson } from './output.js';
+import { P2vAgent } from '../../convert/p2v-agent.js';
+import { P2V_DEFAULT_PORT } from '../../convert/p2v-protocol.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { formatBytes, printJson } from '../output.js';
 
 export const P2V_AGENT_USAGE = `mamori p2v-agent --device /dev/sdX [--listen ADDR] [--port N] [--freeze-limit SECONDS]
   Run on the machine to convert: serves the disk read-only over NBD with TLS on ADDR:N

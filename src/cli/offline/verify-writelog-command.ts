@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
-import { verifyWriteLog } from '../guest/writelog-verifier.js';
-import { printFields, printJson } from './output.js';
-import { MamoriError } from '../core/mamori-error.js';
+import { verifyWriteLog } from '../../guest/writelog-verifier.js';
+import { printFields, printJson } from '../output.js';
+import { MamoriError } from '../../core/mamori-error.js';
 
 /** Offline check of a test-guest data disk; needs no site. Exit 1 when the log is not consistent. */
 export async function verifyWritelogCommand(argv: string[], json: boolean): Promise<void> {

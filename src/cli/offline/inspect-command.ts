@@ -1,12 +1,12 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import { openSource } from '../inspect/image-source.js';
-import { inspectDisk, type InspectionReport } from '../inspect/inspector.js';
-import { formatBytes, printFields, printJson, printTable } from './output.js';
-import { MamoriError } from '../core/mamori-error.js';
-import { formatNbdUri, looksLikeNbdUri } from '../nbd/nbd-uri.js';
-import { readTlsCredsDir } from '../nbd/nbd-tls-creds.js';
-import { inspectNbdSource, nbdSource } from '../convert/nbd-source.js';
+import { openSource } from '../../inspect/image-source.js';
+import { inspectDisk, type InspectionReport } from '../../inspect/inspector.js';
+import { formatBytes, printFields, printJson, printTable } from '../output.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { formatNbdUri, looksLikeNbdUri } from '../../nbd/nbd-uri.js';
+import { readTlsCredsDir } from '../../nbd/nbd-tls-creds.js';
+import { inspectNbdSource, nbdSource } from '../../convert/nbd-source.js';
 
 export const INSPECT_USAGE = `mamori inspect SOURCE [--tls-creds DIR] [--json]
   SOURCE is a block device, an image (raw, qcow2, vmdk, vhd, vhdx), or a disk any NBD server

@@ -1,29 +1,29 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { MamoriError } from '../core/mamori-error.js';
-import { printJson } from './output.js';
-import { adapterPath } from '../adapters/bundled-adapters.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { printJson } from '../output.js';
+import { adapterPath } from '../../adapters/bundled-adapters.js';
 import {
   conformanceTable,
   runConformance,
   type ConformanceConfig,
   type ConformanceRow,
-} from '../adapters/conformance-suite.js';
-import { AdapterClient } from '../adapters/adapter-client.js';
-import { withZfsScratchArrays } from '../adapters/zfs/zfs-scratch.js';
+} from '../../adapters/conformance-suite.js';
+import { AdapterClient } from '../../adapters/adapter-client.js';
+import { withZfsScratchArrays } from '../../adapters/zfs/zfs-scratch.js';
 import {
   MAMORI_VERSION,
   featuresForRow,
   readCompatGuide,
   recordCompat,
   type CompatGuide,
-} from '../adapters/compat-guide.js';
+} from '../../adapters/compat-guide.js';
 import {
   ADAPTER_COMMANDS,
   RESPONSE_SCHEMA,
   RESULT_SCHEMAS,
   type AdapterCommand,
-} from '../adapters/adapter-protocol.js';
+} from '../../adapters/adapter-protocol.js';
 
 export const ADAPTER_USAGE = `mamori adapter <command>        storage adapters (docs/adapters.md)
   test PATH|NAME --config FILE [--record GUIDE]

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
-import { MamoriError } from '../core/mamori-error.js';
-import { printJson, printTable } from './output.js';
-import { describeSoftware, readCompatGuide, requiredFeaturesOf, searchCompat } from '../adapters/compat-guide.js';
+import { MamoriError } from '../../core/mamori-error.js';
+import { printJson, printTable } from '../output.js';
+import { describeSoftware, readCompatGuide, requiredFeaturesOf, searchCompat } from '../../adapters/compat-guide.js';
 
 /** compat search's options (also what src/cli/parse-only.ts checks a command against). */
 export const COMPAT_SEARCH_OPTIONS = {
