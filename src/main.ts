@@ -229,7 +229,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     replicas,
     source: peerMigrationSource(peers),
   });
-  const arrayGroups = new ArrayGroups({ db: store.handle, arrays: storageArrays, vms, log, peerExists });
+  const arrayGroups = new ArrayGroups({ db: store.handle, arrays: storageArrays, vms, log, jobs, peerExists });
   const protectedSite = new ProtectedSite({
     db: store.handle,
     siteName: opts.name,

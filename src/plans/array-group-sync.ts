@@ -4,6 +4,8 @@ import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { nextCycleAt, rpoStatus } from '../replication/rpo-scheduler.js';
 import type { ArrayGroups } from './array-groups.js';
+import type { JobJournal } from '../jobs/job-journal.js';
+import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
 
 import type { ArraySyncState } from '../store/records/protection-group-record.js';
 // The sync state's record type lives in store/ (issue 20: protection_groups.array_sync has one codec there); re-exported here.
@@ -14,6 +16,21 @@ export interface ArraySyncView extends ArraySyncState {
   lagSec: number | null;
   rpoViolated: boolean;
 }
+
+/**
+ * One sync of an array-based group, a job like a replication cycle: rollback, since nothing
+ * at this site is half-made by a cut sync (the adapter's syncOnce either made its point at the
+ * peer's array or not, and the next sync starts from the newest point both arrays hold).
+ */
+export const ARRAY_SYNC_JOB = defineJobKind<null>({
+  kind: 'array-sync',
+  policy: 'rollback',
+  steps: ['sync', 'record'],
+  summary: "One sync of an array-based group: the arrays' point and transfer (the adapter), then its record",
+  context: NO_CONTEXT,
+});
+/** Finished sync jobs kept per group (a sync on a short RPO would fill the table). */
+const KEEP_SYNC_JOBS = 20;
 
 const EMPTY: ArraySyncState = {
   lastPointAt: null,
@@ -37,6 +54,7 @@ export class ArrayGroupSync {
   #repo: ProtectionGroupRepo;
   #groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>;
   #log: Logger;
+  #jobs: JobJournal;
   #timers = new Map<string, NodeJS.Timeout>();
   #queues = new Map<string, Promise<unknown>>();
   #stopped = false;
@@ -44,11 +62,18 @@ export class ArrayGroupSync {
   constructor(deps: {
     db: StoreHandle;
     groups: Pick<ArrayGroups, 'bindings' | 'binding' | 'sync' | 'failedOverElsewhere'>;
+    jobs: JobJournal;
     log: Logger;
   }) {
     this.#repo = new ProtectionGroupRepo(deps.db);
     this.#groups = deps.groups;
     this.#log = deps.log;
+    this.#jobs = deps.jobs;
+    this.#jobs.define(
+      ARRAY_SYNC_JOB,
+      async (job) =>
+        `the site server stopped during a sync of group ${job.target}; nothing here was half-made, the next sync starts from the newest point both arrays hold`,
+    );
   }
 
   async start(): Promise<void> {
@@ -140,20 +165,28 @@ export class ArrayGroupSync {
     const row = await this.#row(name);
     const state = row?.state ?? EMPTY;
     const started = Date.now();
+    const job = await this.#jobs.create(ARRAY_SYNC_JOB, name);
     try {
-      const r = await this.#groups.sync(name);
-      const now = Date.now();
-      await this.#save(name, {
-        lastPointAt: new Date(started).toISOString(),
-        lastPoint: r.devices[0]?.point ?? null,
-        lastBytesSent: r.devices.reduce((n, d) => n + d.bytesSent, 0),
-        failures: 0,
-        lastError: null,
-        lastAttemptEndedAt: new Date(now).toISOString(),
-        recentMs: [...state.recentMs, now - started].slice(-5),
+      const r = await this.#jobs.step(job.id, 'sync', () => this.#groups.sync(name));
+      await this.#jobs.step(job.id, 'record', async () => {
+        const now = Date.now();
+        await this.#save(name, {
+          lastPointAt: new Date(started).toISOString(),
+          lastPoint: r.devices[0]?.point ?? null,
+          lastBytesSent: r.devices.reduce((n, d) => n + d.bytesSent, 0),
+          failures: 0,
+          lastError: null,
+          lastAttemptEndedAt: new Date(now).toISOString(),
+          recentMs: [...state.recentMs, now - started].slice(-5),
+        });
       });
+      await this.#jobs.succeed(job.id, r);
       return r;
     } catch (e) {
+      await this.#jobs.fail(job.id, {
+        code: (e as { code?: string }).code ?? 'INTERNAL',
+        message: (e as Error).message,
+      });
       await this.#save(name, {
         ...state,
         failures: state.failures + 1,
@@ -161,6 +194,8 @@ export class ArrayGroupSync {
         lastAttemptEndedAt: new Date().toISOString(),
       });
       throw e;
+    } finally {
+      await this.#jobs.prune(ARRAY_SYNC_JOB, name, KEEP_SYNC_JOBS).catch(() => undefined);
     }
   }
 

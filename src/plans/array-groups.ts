@@ -1,3 +1,4 @@
+import type { JobJournal } from '../jobs/job-journal.js';
 import { isAbsolute, relative } from 'node:path';
 import type { StoreHandle } from '../store/store-handle.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -57,13 +58,14 @@ export class ArrayGroups {
     arrays: StorageArrays;
     vms: VmService;
     log: Logger;
+    jobs: JobJournal;
     peerExists: (name: string) => Promise<void>;
   }) {
     this.#groups = new ProtectionGroupRepo(deps.db);
     this.#replications = new ReplicationRepo(deps.db);
     this.#replicas = new ReplicaRepo(deps.db);
     this.#vmRepo = new VmRepo(deps.db);
-    this.scheduler = new ArrayGroupSync({ db: deps.db, groups: this, log: deps.log });
+    this.scheduler = new ArrayGroupSync({ db: deps.db, groups: this, jobs: deps.jobs, log: deps.log });
     this.#peerExists = deps.peerExists;
     this.#arrays = deps.arrays;
     this.#vms = deps.vms;

@@ -1,3 +1,4 @@
+import { JobJournal } from '../../../src/jobs/job-journal.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -69,7 +70,8 @@ test('array-based group syncs: state kept, never overlapping, scheduled on the R
       },
       failedOverElsewhere: async (name: string) => name === 'moved',
     };
-    const sync = new ArrayGroupSync({ db: store.handle, groups, log: createLogger({ level: 'silent' }) });
+    const jobs = new JobJournal(store.handle);
+    const sync = new ArrayGroupSync({ db: store.handle, groups, jobs, log: createLogger({ level: 'silent' }) });
 
     await Promise.all([sync.syncNow('manual'), sync.syncNow('manual'), sync.syncNow('manual')]);
     assert.equal(most, 1, 'syncs of one group run one at a time');
@@ -87,6 +89,12 @@ test('array-based group syncs: state kept, never overlapping, scheduled on the R
       [failed.failures, failed.lastError, failed.lastPoint],
       [1, 'the peer array is unreachable', 'p3'],
       'a failure keeps the last good point',
+    );
+    // Each sync is a job of the journal (`mamori job list`), with its steps.
+    const syncJobs = await jobs.list({ kind: 'array-sync', target: 'manual' });
+    assert.deepEqual(
+      syncJobs.map((j) => [j.state, j.steps.map((st) => st.state).join(',')]),
+      [['failed', 'failed,pending'], ...Array(3).fill(['succeeded', 'done,done'])],
     );
     fail = false;
 
