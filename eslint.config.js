@@ -284,7 +284,7 @@ export default defineConfig(
       '@typescript-eslint/no-unsafe-return': 'off', // 6
       '@typescript-eslint/no-redundant-type-constituents': 'off', // 2
       '@typescript-eslint/unbound-method': 'off', // 1 (src/cli/parse-only.ts)
-      '@typescript-eslint/prefer-promise-reject-errors': 'off', // 1 (src/plans/array-run-actions.ts)
+      '@typescript-eslint/prefer-promise-reject-errors': 'off', // 1 (src/array-groups/array-run-actions.ts)
       'no-unused-private-class-members': 'off', // 1 (src/events/alert-notifier.ts #incidents)
       'prefer-const': 'off', // 1 (src/sites/https-json.ts)
       // Parsers of outside input reject control characters on purpose (ovf, ntfs names, nbd URIs).

@@ -259,7 +259,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);
       for (;;) {
         const j = await api.get('/jobs/{id}', { path: { id: job.id } });
-        // The failover job's context, as src/plans/vm-failover.ts writes it.
+        // The failover job's context, as src/site-roles/vm-failover.ts writes it.
         const c = asView<{ to?: string; failover?: RunSummary; reprotect?: RunSummary } | null>(j.context);
         if (j.state !== 'running') {
           if (json) {

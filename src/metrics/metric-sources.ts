@@ -1,7 +1,7 @@
 import type { StoreHandle } from '../store/store-handle.js';
 import { MetricsRepo } from '../store/repos/metrics-repo.js';
 import type { ReplicationService } from '../replication/replication-service.js';
-import type { ArrayGroups } from '../plans/array-groups.js';
+import type { ArrayGroups } from '../array-groups/array-groups.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import type { MetricSources } from './site-metrics.js';
 import type { ReplicaService } from '../replication/replica-service.js';

@@ -13,7 +13,7 @@ import {
   type PlanVmOptions,
 } from './plan-spec.js';
 import type { InventoryMappings, MappingView } from './inventory-mappings.js';
-import type { ProtectedInventory, ProtectedVm } from './protected-site.js';
+import type { ProtectedInventory, ProtectedVm } from '../site-roles/protected-site.js';
 import type { StorageArrays } from '../adapters/storage-arrays.js';
 import type { PlanView } from './plan-view.js';
 

@@ -5,8 +5,8 @@ import { VmRepo } from '../store/repos/vm-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { assertValidName } from '../core/names.js';
-import type { ArrayBinding, ArrayGroups } from './array-groups.js';
-import type { ArraySyncView } from './array-group-sync.js';
+import type { ArrayBinding, ArrayGroups } from '../array-groups/array-groups.js';
+import type { ArraySyncView } from '../array-groups/array-group-sync.js';
 
 export interface ProtectionGroupView {
   name: string;

@@ -7,14 +7,14 @@ import type { ReplicaService } from '../replication/replica-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import { powerOnAndWait, waitGuestIp } from './vm-heartbeat.js';
 import type { ResolvedPlan } from './plan-service.js';
-import type { PreparedFailover } from './protected-site.js';
+import type { PreparedFailover } from '../site-roles/protected-site.js';
 import type { PlanRun } from './run-journal.js';
 import type { PlannedStep } from './run-steps.js';
 import type { VmRecovery } from './vm-recovery.js';
 import type { ReplicationService, ReplicationStatus } from '../replication/replication-service.js';
-import type { ReplicaSeeding } from './replica-seeding.js';
-import type { PeerRecovery, PeerRecoveredVm } from './peer-recovery.js';
-import type { ArrayRunActions } from './array-run-actions.js';
+import type { ReplicaSeeding } from '../site-roles/replica-seeding.js';
+import type { PeerRecovery, PeerRecoveredVm } from '../site-roles/peer-recovery.js';
+import type { ArrayRunActions } from '../array-groups/array-run-actions.js';
 import type { PeerContact } from '../sites/peer-watch.js';
 import { dataLossBasis, dataLossBounds, noDataLoss } from './data-loss-bounds.js';
 

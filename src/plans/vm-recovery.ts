@@ -11,7 +11,7 @@ import { newShortId, newUuid } from '../core/ids.js';
 import { createQcow2 } from '../qemu/qemu-img-write.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { writeNoCloudDrive, type NoCloudInterface } from '../guest/nocloud-drive.js';
-import type { ProtectedVm } from './protected-site.js';
+import type { ProtectedVm } from '../site-roles/protected-site.js';
 import type { IpCustomization } from './plan-spec.js';
 import { SITE_POOLS } from './inventory-mappings.js';
 import { bitmapName, editImageBitmap } from '../replication/dirty-bitmaps.js';

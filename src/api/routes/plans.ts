@@ -7,7 +7,7 @@ import { MamoriError } from '../../core/mamori-error.js';
 import { PLAN_BODY_LIMIT } from '../../plans/plan-limits.js';
 import { errorResponses, nameParam } from '../schemas.js';
 import { callerOf } from '../request-caller.js';
-import { peerFailoverRun, startPeerFailover, type VmFailover } from '../../plans/vm-failover.js';
+import { peerFailoverRun, startPeerFailover, type VmFailover } from '../../site-roles/vm-failover.js';
 
 // Plans and runs carry nested documents (specs, journals, per-VM figures): passed through whole.
 const free = { type: 'object', additionalProperties: true } as const;

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { ProtectionGroups } from '../../plans/protection-groups.js';
 import { errorResponses, nameParam } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';
-import type { ArrayGroups } from '../../plans/array-groups.js';
+import type { ArrayGroups } from '../../array-groups/array-groups.js';
 
 const groupSchema = {
   type: 'object',

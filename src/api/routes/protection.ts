@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { ProtectedSite, ProtectedVm } from '../../plans/protected-site.js';
-import type { PeerRecovery } from '../../plans/peer-recovery.js';
-import type { ArrayGroups } from '../../plans/array-groups.js';
+import type { ProtectedSite, ProtectedVm } from '../../site-roles/protected-site.js';
+import type { PeerRecovery } from '../../site-roles/peer-recovery.js';
+import type { ArrayGroups } from '../../array-groups/array-groups.js';
 import { callerOf } from '../request-caller.js';
 import { errorResponses } from '../schemas.js';
 import { MamoriError } from '../../core/mamori-error.js';

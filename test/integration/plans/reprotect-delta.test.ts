@@ -10,7 +10,7 @@ import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { VmFailoverResult } from '../../../src/plans/vm-failover.js';
+import type { VmFailoverResult } from '../../../src/site-roles/vm-failover.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 

@@ -5,7 +5,7 @@ import { TwoSites } from '../../harness/two-sites.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
-import type { VmFailoverResult } from '../../../src/plans/vm-failover.js';
+import type { VmFailoverResult } from '../../../src/site-roles/vm-failover.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 
 /*

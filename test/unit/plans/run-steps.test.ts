@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { buildRunSteps } from '../../../src/plans/run-steps.js';
 import { checkPlan } from '../../../src/plans/plan-spec.js';
 import type { ResolvedPlan } from '../../../src/plans/plan-service.js';
-import type { ProtectedVm } from '../../../src/plans/protected-site.js';
+import type { ProtectedVm } from '../../../src/site-roles/protected-site.js';
 
 function vm(name: string): ProtectedVm {
   return {

@@ -10,13 +10,13 @@ import type { DiskRecord } from '../disks/disk-record.js';
 import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import type { VmService } from '../vms/vm-service.js';
-import type { ProtectionGroups } from './protection-groups.js';
-import type { ResolvedArrayGroup, ResolvedPlan } from './plan-service.js';
-import type { PlannedStep } from './run-steps.js';
-import type { RunArrayState } from './run-journal.js';
-import type { StepContext, StepOutcome } from './run-step-actions.js';
-import { recoveryConfigDrive, type RecoveredVm } from './vm-recovery.js';
-import { PEER_PROBE_MS, peerIsGone } from './peer-gone.js';
+import type { ProtectionGroups } from '../plans/protection-groups.js';
+import type { ResolvedArrayGroup, ResolvedPlan } from '../plans/plan-service.js';
+import type { PlannedStep } from '../plans/run-steps.js';
+import type { RunArrayState } from '../plans/run-journal.js';
+import type { StepContext, StepOutcome } from '../plans/run-step-actions.js';
+import { recoveryConfigDrive, type RecoveredVm } from '../plans/vm-recovery.js';
+import { PEER_PROBE_MS, peerIsGone } from '../plans/peer-gone.js';
 
 /**
  * The run steps of array-based groups, at the recovery site. The array does the copying;

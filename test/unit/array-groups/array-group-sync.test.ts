@@ -5,8 +5,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSqliteStore } from '../../../src/store/sqlite/open-sqlite-store.js';
-import { ArrayGroupSync } from '../../../src/plans/array-group-sync.js';
-import type { ArrayBinding } from '../../../src/plans/array-groups.js';
+import { ArrayGroupSync } from '../../../src/array-groups/array-group-sync.js';
+import type { ArrayBinding } from '../../../src/array-groups/array-groups.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { createLogger } from '../../../src/core/logger.js';
 

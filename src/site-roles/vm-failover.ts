@@ -4,10 +4,10 @@ import type { VmService } from '../vms/vm-service.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
 import { defineJobKind } from '../jobs/job-kind.js';
-import type { PlanService } from './plan-service.js';
-import type { PlanRunner } from './plan-runner.js';
-import type { PlanRun } from './run-journal.js';
-import { summarizeRun, type RunSummary } from './plan-report.js';
+import type { PlanService } from '../plans/plan-service.js';
+import type { PlanRunner } from '../plans/plan-runner.js';
+import type { PlanRun } from '../plans/run-journal.js';
+import { summarizeRun, type RunSummary } from '../plans/plan-report.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 

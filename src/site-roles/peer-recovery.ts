@@ -5,11 +5,11 @@ import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { ReplicaService, ReplicaView } from '../replication/replica-service.js';
 import type { ReplicationService, ReplicationStatus } from '../replication/replication-service.js';
 import type { VmService } from '../vms/vm-service.js';
-import type { ProtectionGroups } from './protection-groups.js';
+import type { ProtectionGroups } from '../plans/protection-groups.js';
 import type { ProtectedVm } from './protected-site.js';
 import type { ReplicaSeeding } from './replica-seeding.js';
-import type { VmRecovery } from './vm-recovery.js';
-import { powerOnAndWait } from './vm-heartbeat.js';
+import type { VmRecovery } from '../plans/vm-recovery.js';
+import { powerOnAndWait } from '../plans/vm-heartbeat.js';
 import { MamoriError } from '../core/mamori-error.js';
 
 export interface PeerRecoveredVm {

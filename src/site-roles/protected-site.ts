@@ -6,7 +6,7 @@ import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { PeerRef } from '../adapters/adapter-protocol.js';
-import type { ArrayGroups } from './array-groups.js';
+import type { ArrayGroups } from '../array-groups/array-groups.js';
 
 import type { ProtectedInventory, ProtectedVm } from '../store/records/plan-record.js';
 // The inventory's record types live in store/ (issue 20: plans.inventory has one codec there); re-exported here.
