@@ -42,7 +42,7 @@ export async function filesUnder(dir: string): Promise<string[]> {
 }
 
 /** What the site's rows name: every disk's file and overlays, every pool replica's files, every VM's id. */
-export function namedByRows(dataDir: string): { files: Set<string>; vmIds: Set<string> } {
+export function namedByRows(dataDir: string): { files: Set<string>; vmIds: Set<string>; replicaIds: Set<string> } {
   // Read-only, beside the running server (WAL): a snapshot of what its rows say now.
   const db = new Database(join(dataDir, 'mamori.db'), { readonly: true, fileMustExist: true });
   try {
@@ -53,22 +53,36 @@ export function namedByRows(dataDir: string): { files: Set<string>; vmIds: Set<s
     }
     for (const r of db.prepare('SELECT files FROM pool_replicas').all() as { files: string }[])
       for (const f of JSON.parse(r.files) as string[]) files.add(f);
+    // A replica's disks name the files they started from (a reprotected VM's own disks): any path in them counts.
+    for (const r of db.prepare('SELECT disks FROM replicas').all() as { disks: string }[])
+      for (const f of pathsIn(JSON.parse(r.disks))) files.add(f);
     const vmIds = new Set((db.prepare('SELECT id FROM vms').all() as { id: string }[]).map((v) => v.id));
-    return { files, vmIds };
+    const replicaIds = new Set((db.prepare('SELECT id FROM replicas').all() as { id: string }[]).map((r) => r.id));
+    return { files, vmIds, replicaIds };
   } finally {
     db.close();
   }
 }
 
 /**
- * Files under the site's storage pools no row names, and VM runtime folders of no VM: what a
- * cut left behind. Empty lists when the site is clean.
+ * Files under the site's storage pools no row names, VM runtime folders of no VM, replica
+ * folders of no replica: what a cut left behind. Empty lists when the site is clean.
  */
-export async function orphans(dataDir: string): Promise<{ files: string[]; vmDirs: string[] }> {
+export async function orphans(dataDir: string): Promise<{ files: string[]; vmDirs: string[]; replicaDirs: string[] }> {
   const named = namedByRows(dataDir);
   const files = (await filesUnder(join(dataDir, 'pools'))).filter((f) => !named.files.has(f));
   const vmDirs = (await readdir(join(dataDir, 'vms')).catch(() => [] as string[])).filter((id) => !named.vmIds.has(id));
-  return { files, vmDirs };
+  const replicaDirs = (await readdir(join(dataDir, 'replicas')).catch(() => [] as string[])).filter(
+    (id) => !named.replicaIds.has(id),
+  );
+  return { files, vmDirs, replicaDirs };
+}
+
+function pathsIn(v: unknown): string[] {
+  if (typeof v === 'string') return v.startsWith('/') ? [v] : [];
+  if (Array.isArray(v)) return v.flatMap(pathsIn);
+  if (v && typeof v === 'object') return Object.values(v).flatMap(pathsIn);
+  return [];
 }
 
 /** Pids of the QEMUs running on this site's files (their command line names its data folder), from /proc. */

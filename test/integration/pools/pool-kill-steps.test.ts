@@ -111,7 +111,7 @@ async function assertClean(pool: string, size: number, snapshot: string, storage
 
 async function assertSiteClean(): Promise<void> {
   const left = await orphans(site.dataDir);
-  assert.deepEqual(left, { files: [], vmDirs: [] }, 'nothing on disk that no row names');
+  assert.deepEqual(left, { files: [], vmDirs: [], replicaDirs: [] }, 'nothing on disk that no row names');
   await assertNoStrayQemu(site);
   assert.deepEqual(await masterSnapshots(), snapshots, "the master's snapshots (the pool's points) are all there");
 }
