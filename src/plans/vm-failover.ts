@@ -135,7 +135,13 @@ export class VmFailover {
       // A peer that does not answer for a moment is asked again: the run goes on there regardless.
       const s = await client.request<RunSummary>('GET', `/recovery/vm-failover/${started.run}`).catch(() => null);
       if (!s) continue;
-      await this.#jobs.setContext(jobId, { vm, to: peer, ...runs, [mode === 'planned' ? 'failover' : 'reprotect']: s });
+      await this.#jobs.setContext(jobId, {
+        vm,
+        to: peer,
+        plan: failoverPlanName(vm),
+        ...runs,
+        [mode === 'planned' ? 'failover' : 'reprotect']: s,
+      });
       if (s.state === 'running') continue;
       if (s.state === 'done' && (s.result === 'success' || s.result === 'warnings')) return s;
       const failed = s.vms.find((v) => v.error)?.error;
@@ -198,14 +204,16 @@ export async function peerFailoverRun(
  */
 export function cutFailoverMessage(job: Job): string | undefined {
   const c = job.context as { vm?: string; to?: string; plan?: string; failover?: RunSummary; reprotect?: RunSummary } | null;
-  if (!c?.vm || !c.to || !c.plan) return undefined;
+  if (!c?.vm || !c.to) return undefined;
+  // Contexts written before the plan was kept in each of them name it by the VM, as start() does.
+  const plan = c.plan ?? failoverPlanName(c.vm);
   const stopped = `the site server stopped during the failover of ${c.vm} to ${c.to}`;
-  const reprotect = `mamori plan run ${c.plan} --mode reprotect`;
+  const reprotect = `mamori plan run ${plan} --mode reprotect`;
   const wantsReprotect = job.steps.some((s) => s.name === 'reprotect');
   const ok = (r: RunSummary): boolean => r.state === 'done' && (r.result === 'success' || r.result === 'warnings');
   const run = c.reprotect ?? c.failover;
   if (!run)
-    return `${stopped}, as it asked ${c.to} to start the failover run; see 'mamori plan history ${c.plan}' at ${c.to}: a run there goes on by itself`;
+    return `${stopped}, as it asked ${c.to} to start the failover run; see 'mamori plan history ${plan}' at ${c.to}: a run there goes on by itself`;
   if (run.state === 'running')
     return `${stopped}; run ${run.run} goes on at ${c.to}: see 'mamori plan report ${run.run}' there${!c.reprotect && wantsReprotect ? `, and once it has ended, replicate back with '${reprotect}' there` : ''}`;
   if (!ok(run))

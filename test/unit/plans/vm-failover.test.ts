@@ -43,6 +43,11 @@ test('a run still going: it goes on there, and the reprotect is named when it is
   assert.doesNotMatch(noReverse, /reprotect/);
 });
 
+test('a context without the plan (as the follower wrote it before): the plan named by the VM', () => {
+  const m = cutFailoverMessage(job({ vm: 'fo', to: 'site-b', failover: run('run-1', 'done', 'success') }))!;
+  assert.match(m, /mamori plan run failover-fo --mode reprotect/);
+});
+
 test('failover ended, reprotect not started: the command that starts it', () => {
   const m = cutFailoverMessage(job({ ...base, failover: run('run-1', 'done', 'success') }))!;
   assert.match(m, /fo runs at site-b; the reprotect did not start: run it at site-b with 'mamori plan run failover-fo --mode reprotect'/);
