@@ -17,8 +17,10 @@ function parse(spec: string): Map<string, number> {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)) {
-    const [name, count] = part.split(':');
-    const n = Number(count ?? '1');
+    // Step points are named `job:KIND:STEP`: only a trailing `:N` is a count.
+    const tail = /^(.*):(\d+)$/.exec(part);
+    const name = tail ? tail[1] : part;
+    const n = Number(tail ? tail[2] : '1');
     if (name && Number.isInteger(n) && n > 0) m.set(name, n);
   }
   return m;

@@ -171,7 +171,11 @@ export class PoolOperations {
         return {
           steps: ['refresh'],
           run: async (jobId) => {
-            const r = await this.#rebuild(name, await this.#spec(name), 'refresh', { force: op.force, jobId });
+            const spec = await this.#spec(name);
+            // Journalled like every other step: the job says where it was, and its fault point is passed.
+            const r = await this.#jobs.step(jobId, 'refresh', () =>
+              this.#rebuild(name, spec, 'refresh', { force: op.force, jobId }),
+            );
             return { refreshed: r.rebuilt.length, skipped: r.skipped };
           },
         };

@@ -73,6 +73,9 @@ export class PoolService {
     });
     for (const kind of Object.values(OPERATION_JOB)) {
       this.#jobs.define(kind, async (job) => {
+        // A delete cut after its last row went has nothing left to resume: say so, not that it resumes.
+        if (job.target && !(await this.#pools.exists(job.target)))
+          return `the site server stopped during ${kind.kind} of ${job.target}, which had done its work: the pool is gone`;
         const message = `${kind.kind} was cut by a server stop; it resumes at start, where it stopped`;
         if (job.target) await this.#pools.markInterrupted(job.target, message, new Date().toISOString());
         return `the site server stopped during ${kind.kind} of ${job.target}: ${message}; a new job takes it up`;

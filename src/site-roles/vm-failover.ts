@@ -12,7 +12,7 @@ import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 
 /** Where the failover goes and the recovery site's runs as last seen (a restart says where to follow them). */
-interface FailoverJobContext {
+export interface FailoverJobContext {
   vm: string;
   to: string;
   plan?: string;
@@ -88,13 +88,8 @@ export class VmFailover {
     this.#peers = deps.peers;
     this.#jobs = deps.jobs;
     this.#log = deps.log;
-    // The runs are the recovery site's and go on without us: say where to follow them.
-    deps.jobs.define(FAILOVER_JOB, async (_job, c) => {
-      const run = c?.reprotect ?? c?.failover;
-      return run && c
-        ? `the site server stopped while following run ${run.run} at ${c.to}; that run goes on there: see 'mamori plan report ${run.run}' at ${c.to}`
-        : undefined;
-    });
+    // The runs are the recovery site's and go on without us: say what became of them and what is left.
+    deps.jobs.define(FAILOVER_JOB, async (job, c) => cutFailoverMessage(job, c));
   }
 
   async start(vmName: string, input: { planned: boolean; reverse?: boolean }): Promise<Job> {
@@ -175,6 +170,7 @@ export class VmFailover {
       await this.#jobs.setContext(FAILOVER_JOB, jobId, {
         vm,
         to: peer,
+        plan: failoverPlanName(vm),
         ...runs,
         [mode === 'planned' ? 'failover' : 'reprotect']: s,
       });
@@ -229,4 +225,31 @@ export async function peerFailoverRun(
   if (!plan || plan.protectedSite !== peer || !run.plan.startsWith('failover-'))
     throw new MamoriError('RUN_NOT_FOUND', `no failover run ${runId} for ${peer} here`);
   return summarizeRun(run);
+}
+
+/**
+ * The recovery of a failover cut by a stop of this (the protected) site. This side only asks
+ * the recovery site for runs and follows them: it changed nothing here of its own, so there is
+ * nothing to roll back. A run cut before the VM started there is that site's plan run, which it
+ * resumes (or rolls back) by its own journal. So the job ends with what the recorded runs say:
+ * done, going on there, or the reprotect left to start, with the command that starts it.
+ */
+export function cutFailoverMessage(job: Pick<Job, 'steps'>, c: FailoverJobContext | null): string | undefined {
+  if (!c) return undefined;
+  // Contexts written before the plan was kept in each of them name it by the VM, as start() does.
+  const plan = c.plan ?? failoverPlanName(c.vm);
+  const stopped = `the site server stopped during the failover of ${c.vm} to ${c.to}`;
+  const reprotect = `mamori plan run ${plan} --mode reprotect`;
+  const wantsReprotect = job.steps.some((s) => s.name === 'reprotect');
+  const ok = (r: RunSummary): boolean => r.state === 'done' && (r.result === 'success' || r.result === 'warnings');
+  const run = c.reprotect ?? c.failover;
+  if (!run)
+    return `${stopped}, as it asked ${c.to} to start the failover run; see 'mamori plan history ${plan}' at ${c.to}: a run there goes on by itself`;
+  if (run.state === 'running')
+    return `${stopped}; run ${run.run} goes on at ${c.to}: see 'mamori plan report ${run.run}' there${!c.reprotect && wantsReprotect ? `, and once it has ended, replicate back with '${reprotect}' there` : ''}`;
+  if (!ok(run))
+    return `${stopped}: run ${run.run} at ${c.to} ended ${run.result ?? run.state}; see 'mamori plan report ${run.run}' there (a cut run resumes with 'mamori plan resume ${run.run}')`;
+  if (!c.reprotect && wantsReprotect)
+    return `${stopped}, after the failover run ${run.run} had ended: ${c.vm} runs at ${c.to}; the reprotect did not start: run it at ${c.to} with '${reprotect}'`;
+  return `${stopped}, which had done its work: ${c.vm} runs at ${c.to} (run ${c.failover?.run ?? run.run})${c.reprotect ? ` and replicates back (run ${c.reprotect.run})` : ''}`;
 }
