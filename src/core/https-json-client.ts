@@ -181,12 +181,15 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
         resolve({ status: res.statusCode ?? 0, json, sentAt, rttMs, peerCertificate });
       });
     });
-    req.on('socket', (s) =>
+    // The round trip counts from the TLS handshake's end on a new connection, and from now on a
+    // kept-alive one: a listener added to a reused socket would never fire and would pile up.
+    req.on('socket', (s) => {
+      if (!s.connecting) return;
       s.once('secureConnect', () => {
         sentAt = Date.now();
         t0 = performance.now();
-      }),
-    );
+      });
+    });
     req.on('error', (e) => fail(classify(e)));
     timer = setTimeout(() => fail(new TransportError('timeout', `no answer within ${r.timeoutMs} ms`)), r.timeoutMs);
     req.end(payload);
