@@ -17,8 +17,11 @@ function parse(spec: string): Map<string, number> {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)) {
-    const [name, count] = part.split(':');
-    const n = Number(count ?? '1');
+    // Names hold colons themselves (job:KIND:STEP): only a numeric last part is the count.
+    const cut = part.lastIndexOf(':');
+    const counted = cut > 0 && /^\d+$/.test(part.slice(cut + 1));
+    const name = counted ? part.slice(0, cut) : part;
+    const n = counted ? Number(part.slice(cut + 1)) : 1;
     if (name && Number.isInteger(n) && n > 0) m.set(name, n);
   }
   return m;
