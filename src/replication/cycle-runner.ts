@@ -253,10 +253,15 @@ export class CycleRunner {
    * the recovery site committed the point (it is recorded right after): then the source moves
    * on to the new bitmap, otherwise it keeps the old one, which covers every change since the
    * last good point. Either way the fleecing machinery goes, and the peer's staging with it.
+   * The message left on the failed job says which of the two it was.
    */
-  async #recoverCycle(job: Job): Promise<void> {
+  async #recoverCycle(job: Job): Promise<string | undefined> {
     const ctx = job.context as CycleJobContext | null;
-    if (ctx === null) return;
+    if (ctx === null) return undefined;
+    const cut = job.steps.find((s) => s.state === 'running')?.name ?? 'start';
+    const head = `the site server stopped during this job (step ${cut})`;
+    const kept = 'the last good point is kept and the next cycle sends every change since it';
+    let message = `${head}; the cycle was aborted: its fleecing point was removed, ${kept}`;
     const row = await this.#repo.find(ctx.vmId);
     const qmp = this.#supervisor.qmpOf(ctx.vmId);
     if (ctx.point === null) {
@@ -270,6 +275,10 @@ export class CycleRunner {
     } else {
       const outcome = row?.generation === ctx.point.generation ? 'complete' : 'abort';
       await settleFleecingPoint(ctx.point, ctx.point.kind === 'live' ? qmp : null, outcome);
+      if (outcome === 'complete')
+        message =
+          `${head} after the recovery site committed point ${row?.lastPointId ?? '?'}: ` +
+          'the source moved on to its new bitmap and the fleecing point was removed';
       this.#log.warn(
         { jobId: job.id, vm: ctx.vmId, outcome },
         'settled the fleecing point of a cycle cut by a server restart',
@@ -282,5 +291,6 @@ export class CycleRunner {
         .remote(row)
         .then((r) => r.abortCycle())
         .catch(() => undefined);
+    return message;
   }
 }
