@@ -71,7 +71,9 @@ async function heartbeatGoesOn(which: 'a' | 'b', tag: string): Promise<VmView> {
 }
 
 test('vm-migration: kill -9 after each step rolls back before switchover and finishes after; one VM, nothing left', async () => {
-  await sites.cliJson('a', 'vm', 'create', 'fv', '--test-guest', '--data-disk', '32M', '--writelog-rate', '20');
+  // 4 records a second: the 32 MiB log (8192 records) lasts over half an hour, longer than the
+  // test, so the guest still writes and acknowledges at the end (a full disk acknowledges nothing).
+  await sites.cliJson('a', 'vm', 'create', 'fv', '--test-guest', '--data-disk', '32M', '--writelog-rate', '4');
   await sites.cliJson('a', 'vm', 'start', 'fv');
   await sites.a.waitFor(
     'heartbeat',
@@ -88,6 +90,7 @@ test('vm-migration: kill -9 after each step rolls back before switchover and fin
     assert.ok(vm.pid && (await alive(vm.pid)), `${tag} the VM runs at site-${src}`);
     const jobsBefore = new Set((await sites.cliJson<Job[]>(src, 'job', 'list', '--kind', MIGRATION_JOB)).map((j) => j.id));
     let destPids: number[] = [];
+    const logFrom = sites.site(src).serverLog.length;
 
     const cut = await killAtStep(
       sites.site(src),
@@ -138,7 +141,11 @@ test('vm-migration: kill -9 after each step rolls back before switchover and fin
       [[vm.id, 'running']],
       `${tag} one VM at site-${runsAt}`,
     );
-    if (!switched) assert.equal(running.pid, vm.pid, `${tag} the source QEMU was adopted, not restarted`);
+    if (!switched) {
+      assert.equal(running.pid, vm.pid, `${tag} the source QEMU was adopted, not restarted`);
+      // The rollback freed what it added to QEMU, its TLS credentials object included.
+      assert.doesNotMatch(sites.site(src).serverLog.slice(logFrom), /migration TLS credentials stay in QEMU/, tag);
+    }
     // Every QEMU of the cut other than the one that runs the VM is gone.
     for (const pid of [vm.pid, ...destPids].filter((p) => p !== running.pid))
       await sites.site(runsAt).waitFor(`${tag} QEMU ${pid} gone`, async () => !(await alive(pid)), 60_000);

@@ -60,7 +60,9 @@ async function replicaFiles(): Promise<{ layers: string[]; staging: string[] }> 
 }
 
 test('replication-cycle: kill -9 after each step rolls back or settles per the journal; nothing lost, nothing left', async () => {
-  await a('vm', 'create', 'fv', '--test-guest', '--data-disk', '32M', '--writelog-rate', '20');
+  // 4 records a second: the 32 MiB log (8192 records) lasts longer than the test, so each
+  // next point can be seen to hold newer writes (a full disk writes nothing more).
+  await a('vm', 'create', 'fv', '--test-guest', '--data-disk', '32M', '--writelog-rate', '4');
   await a('vm', 'start', 'fv');
   await sites.a.waitFor('heartbeat', async () => (await a<VmView>('vm', 'show', 'fv')).lastHeartbeatAt, 240_000);
   // A long RPO keeps the timer out of the way: every cycle here is started by hand.
@@ -135,12 +137,22 @@ test('replication-cycle: kill -9 after each step rolls back or settles per the j
     // The newest point before the cut still reads as a gap-free log.
     assert.ok((await verify(before.at(-1)!.id)) >= lastSeq);
     // The recovery site drops the aborted cycle's staging (asked by the restarted source).
-    await sites.b.waitFor(
-      `[${step}] the recovery site's cut cycle closed`,
-      async () =>
-        (await replicaFiles()).staging.length === 0 && (await livePidFiles(join(sites.b.dataDir, 'replicas'))).length === 0,
-      60_000,
-    );
+    const replicaState = async () => ({
+      staging: (await replicaFiles()).staging,
+      daemons: await livePidFiles(join(sites.b.dataDir, 'replicas')),
+    });
+    await sites.b
+      .waitFor(
+        `[${step}] the recovery site's cut cycle closed`,
+        async () => {
+          const r = await replicaState();
+          return r.staging.length === 0 && r.daemons.length === 0;
+        },
+        60_000,
+      )
+      .catch(async (e: unknown) =>
+        assert.fail(`${(e as Error).message.split('\n')[0]}: ${JSON.stringify(await replicaState())}\nsite-a log:\n${sites.a.serverLog.slice(-3000)}`),
+      );
 
     // The same operation again succeeds, incrementally (the bitmap was kept or moved on, never lost).
     const next = await sites.cli('a', 'replicate', 'sync-now', 'fv', '--json');
