@@ -172,11 +172,17 @@ export class LiveMigrations {
     });
   }
 
-  /** A migration the server died in: before switchover it is rolled back (the VM ran on, QEMU outlives the server). */
-  async #recover(job: Job, ctx: MigrationContext | null): Promise<void> {
-    if (!ctx) return;
+  /**
+   * A migration the server died in: before switchover it is rolled back (the VM ran on, QEMU
+   * outlives the server); after it the move is finished (the destination's copy is the VM).
+   * Returns the message the failed job is left with: what was undone or finished.
+   */
+  async #recover(job: Job, ctx: MigrationContext | null): Promise<string | undefined> {
+    if (!ctx) return undefined;
     const vm = await this.#vms.repo.findById(ctx.vmId);
     const qmp = this.#supervisor.qmpOf(ctx.vmId);
+    const cut = job.steps.find((s) => s.state === 'running')?.name ?? 'start';
+    const head = `the site server stopped during this job (step ${cut})`;
     // The journal may lag QEMU: a migration that completed after the last step write switched.
     const completed = qmp
       ? (await qmp.execute('query-migrate', undefined, { timeoutMs: 10_000 }).catch(() => null))?.status === 'completed'
@@ -189,8 +195,9 @@ export class LiveMigrations {
       // The destination runs the VM (or will, once activated): finish the move.
       await peer.request('POST', `/migrations/${ctx.vmId}/activate`, {}).catch(() => undefined);
       if (vm) await this.#vms.delete(vm.name, { force: true });
-      return;
+      return `${head} after the migration completed: the move was finished, the VM runs at ${ctx.to} and its copy here was removed`;
     }
     if (vm) await rollBackMigration(this.#runDeps, vm, ctx, qmp, peer);
+    return `${head} before switchover: the migration was rolled back, the VM runs on here and ${ctx.to} was asked to remove its copy`;
   }
 }

@@ -49,8 +49,9 @@ export async function rollBackMigration(
     let nodesGone = true;
     for (let i = 0; i < ctx.disks; i++) {
       await qmp.execute('blockdev-del', { 'node-name': `mig-tgt${i}` }).catch((e: unknown) => {
-        // Never added (an early failure) is fine; still in use is not.
-        if (!/not found|Cannot find/i.test((e as Error).message)) nodesGone = false;
+        // Never added (an early failure, or a cut before the mirror step) is fine; still in use
+        // is not. QEMU 7.2 says "Failed to find node with node-name=...".
+        if (!/not found|cannot find|failed to find/i.test((e as Error).message)) nodesGone = false;
       });
     }
     // Credentials are freed only when nothing can still use them (a freed TLS object under a

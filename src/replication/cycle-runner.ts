@@ -279,9 +279,14 @@ export class CycleRunner {
    * the recovery site committed the point (it is recorded right after): then the source moves
    * on to the new bitmap, otherwise it keeps the old one, which covers every change since the
    * last good point. Either way the fleecing machinery goes, and the peer's staging with it.
+   * The message left on the failed job says which of the two it was.
    */
-  async #recoverCycle(job: Job, ctx: CycleJobContext | null): Promise<void> {
-    if (ctx === null) return;
+  async #recoverCycle(job: Job, ctx: CycleJobContext | null): Promise<string | undefined> {
+    if (ctx === null) return undefined;
+    const cut = job.steps.find((s) => s.state === 'running')?.name ?? 'start';
+    const head = `the site server stopped during this job (step ${cut})`;
+    const kept = 'the last good point is kept and the next cycle sends every change since it';
+    let message = `${head}; the cycle was aborted: its fleecing point was removed, ${kept}`;
     const row = await this.#repo.find(ctx.vmId);
     const qmp = this.#supervisor.qmpOf(ctx.vmId);
     if (ctx.point === null) {
@@ -295,17 +300,45 @@ export class CycleRunner {
     } else {
       const outcome = row?.generation === ctx.point.generation ? 'complete' : 'abort';
       await settleFleecingPoint(ctx.point, ctx.point.kind === 'live' ? qmp : null, outcome);
+      if (outcome === 'complete')
+        message =
+          `${head} after the recovery site committed point ${row?.lastPointId ?? '?'}: ` +
+          'the source moved on to its new bitmap and the fleecing point was removed';
       this.#log.warn(
         { jobId: job.id, vm: ctx.vmId, outcome },
         'settled the fleecing point of a cycle cut by a server restart',
       );
     }
-    // Best effort and not awaited: an unreachable peer must not hold up the server's start;
-    // the peer discards its staging at the next cycle anyway.
-    if (row)
-      void this.#ends
-        .remote(row)
-        .then((r) => r.abortCycle())
-        .catch(() => undefined);
+    // Not awaited: an unreachable peer must not hold up the server's start. Retried: a cut
+    // cycle's storage daemon at the peer holds its staging until then (the kill -9 test of the
+    // begin step saw the one call time out on a loaded host and both left behind); the peer
+    // also discards staging at the next cycle.
+    if (row) void this.#abortAtPeer(row, job.id, ctx.vmId);
+    return message;
+  }
+
+  /**
+   * Asks the recovery site to close a cut cycle, a few times over a minute; logs if it never
+   * confirms. Each try runs under the VM's cycle lock and only while no later cycle of the VM
+   * has started: the peer's abort closes whatever cycle is open, and must never cut a new one.
+   */
+  async #abortAtPeer(row: ReplicationRecord, jobId: string, vmId: string): Promise<void> {
+    let last: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 5_000 * attempt));
+      const done = await this.#lock.run(vmId, async () => {
+        const newest = (await this.#jobs.list({ kind: CYCLE_JOB.kind, target: `vm:${vmId}`, limit: 1 }))[0];
+        if (newest !== undefined && newest.id !== jobId) return true; // a later cycle began: it discarded staging
+        try {
+          await (await this.#ends.remote(row)).abortCycle();
+          return true;
+        } catch (e) {
+          last = e;
+          return false;
+        }
+      });
+      if (done) return;
+    }
+    this.#log.warn({ jobId, vm: vmId, err: last }, 'the recovery site did not confirm the cut cycle aborted');
   }
 }
