@@ -60,9 +60,16 @@ export class ExportService {
     this.#log = deps.log;
     this.#defaultDir = deps.defaultDir;
     this.#jobs.registerRecovery(EXPORT_JOB, async (job) => {
-      const scratch = (job.context as { scratch?: string } | null)?.scratch;
-      if (scratch) await rm(scratch, { recursive: true, force: true });
-      return 'the site server stopped during the export; its partial files were removed, run it again';
+      const ctx = job.context as { scratch?: string; files?: string[] } | null;
+      if (ctx?.scratch) await rm(ctx.scratch, { recursive: true, force: true });
+      // Policy rollback: a cut in 'publish' may have renamed some or all files into place before
+      // the journal said so. They go too (start found none of those names taken), or the job's
+      // "run it again" would be refused on the names it left.
+      const publishing = job.steps.some((s) => s.name === 'publish' && s.state !== 'pending');
+      if (publishing) for (const f of ctx?.files ?? []) await rm(f, { force: true });
+      return publishing
+        ? 'the site server stopped while the export was put in place; its files were removed, run it again'
+        : 'the site server stopped during the export; its partial files were removed, run it again';
     });
   }
 

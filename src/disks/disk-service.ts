@@ -395,8 +395,11 @@ export class DiskService {
       // The row first (the database picks the one winner of a name), then the file is linked
       // into place without replacing anything; a loser removes only its own temporary file.
       const disk = await this.#jobs.step(jobId, 'register', async () => {
+        const id = newShortId('disk');
+        // Recovery needs the row's id: only a row of this job may be rolled back (a name race's winner stays).
+        await this.#jobs.setContext(jobId, { disk: id, path: finalPath });
         const d: DiskRecord = {
-          id: newShortId('disk'),
+          id,
           name: input.name,
           pool: DEFAULT_POOL,
           kind: 'image',
@@ -433,18 +436,24 @@ export class DiskService {
     }
   }
 
-  /** A server that died mid-import leaves at most a temporary file: remove it. */
-  async #recoverImport(job: Job): Promise<void> {
-    if (!job.target) return;
+  /**
+   * Policy rollback: a server that died mid-import leaves a temporary file, and if it died in
+   * 'register', maybe the row (by the id the job recorded) and the file linked into place. All
+   * of it goes: the job is failed, and a disk left under the name would refuse the "run it
+   * again" its message asks for.
+   */
+  async #recoverImport(job: Job): Promise<string | undefined> {
+    if (!job.target) return undefined;
     for (const fmt of IMAGE_FORMATS) {
-      const finalPath = join(this.poolDir(), `${job.target}.${fmt}`);
-      const temp = importTempPath(finalPath, job.id);
-      // 'register' may have written the row and died before linking the file into place.
-      const registerStep = job.steps.find((s) => s.name === 'register');
-      const row = registerStep?.state === 'running' ? await this.repo.findByPath(finalPath) : undefined;
-      if (row && !(await exists(finalPath)) && (await exists(temp))) await placeStaged(temp, finalPath);
-      else await rm(temp, { force: true });
+      await rm(importTempPath(join(this.poolDir(), `${job.target}.${fmt}`), job.id), { force: true });
     }
+    const ctx = job.context as { disk?: string; path?: string } | null;
+    const row = ctx?.disk ? (await this.repo.byIds([ctx.disk]))[0] : undefined;
+    if (!row) return undefined;
+    // The file only after the row: a crash in between leaves an orphan file at worst, never a row without it.
+    await this.repo.delete(row.id);
+    await rm(row.path, { force: true });
+    return `the site server stopped while disk ${row.name} was registered; it was removed again, run the import again`;
   }
 
   async #assertNameFree(name: string): Promise<void> {

@@ -49,11 +49,7 @@ export class StorageBench {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#jobs.registerRecovery(
-      STORAGE_BENCH_JOB,
-      async () =>
-        'the site server stopped during a storage benchmark; its scratch VM and disks (named bench-*) may be left: delete them, then run it again',
-    );
+    this.#jobs.registerRecovery(STORAGE_BENCH_JOB, (job) => this.#recover(job));
   }
 
   async start(opts: { mib?: number; seconds?: number } = {}): Promise<Job> {
@@ -85,6 +81,8 @@ export class StorageBench {
       files: [],
       vm: null,
     };
+    // Before anything is made: all a crash's recovery needs to find what this run made.
+    await this.#jobs.setContext(jobId, { tag });
     try {
       await this.#jobs.step(jobId, 'disks', async () => {
         for (const format of ['qcow2', 'raw'] as const) {
@@ -153,6 +151,36 @@ export class StorageBench {
         .step(jobId, 'cleanup', () => this.#cleanup(made))
         .catch((e: unknown) => this.#log.warn({ err: e }, 'storage bench cleanup failed'));
     }
+  }
+
+  /**
+   * Policy rollback, as the 'cleanup' step would have done it: a crash leaves the bench VM
+   * (re-attached and running, or not), its disks, loop devices and their files, all named after
+   * the run's tag. Loop devices are found by their backing file, since their names died with
+   * the process.
+   */
+  async #recover(job: Job): Promise<string> {
+    const tag = (job.context as { tag?: string } | null)?.tag;
+    if (!tag || !/^bench-[A-Za-z0-9_-]+$/.test(tag))
+      return 'the site server stopped before the storage benchmark made anything; run it again';
+    const made: { disks: string[]; loops: string[]; files: string[]; vm: string | null } = {
+      vm: (await this.#vms.repo.findByName(tag)) ? tag : null,
+      disks: [],
+      loops: [],
+      files: [],
+    };
+    for (const suffix of ['qcow2', 'raw', 'rdm-virtual', 'rdm-physical'])
+      if (await this.#disks.repo.findByName(`${tag}-${suffix}`)) made.disks.push(`${tag}-${suffix}`);
+    for (const mode of ['virtual', 'physical']) {
+      const file = join(this.#disks.poolDir(), `${tag}-lun-${mode}.raw`);
+      made.files.push(file);
+      const out = await runProcess('losetup', ['--associated', file, '--noheadings', '--output', 'NAME'], {
+        timeoutMs: 30_000,
+      }).catch(() => ({ stdout: '' }));
+      made.loops.push(...out.stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('/dev/')));
+    }
+    await this.#cleanup(made);
+    return `the site server stopped during a storage benchmark; its VM, disks and loop devices (${tag}) were removed, run it again`;
   }
 
   async #cleanup(made: { disks: string[]; loops: string[]; files: string[]; vm: string | null }): Promise<void> {
