@@ -17,8 +17,11 @@ function parse(spec: string): Map<string, number> {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)) {
-    const [name, count] = part.split(':');
-    const n = Number(count ?? '1');
+    // Names have colons of their own (job:KIND:STEP): only a number after the last one is a count.
+    const colon = part.lastIndexOf(':');
+    const counted = colon > 0 && /^\d+$/.test(part.slice(colon + 1));
+    const name = counted ? part.slice(0, colon) : part;
+    const n = counted ? Number(part.slice(colon + 1)) : 1;
     if (name && Number.isInteger(n) && n > 0) m.set(name, n);
   }
   return m;
