@@ -449,7 +449,8 @@ export class DiskService {
     }
     const ctx = job.context as { disk?: string; path?: string } | null;
     const row = ctx?.disk ? (await this.repo.byIds([ctx.disk]))[0] : undefined;
-    if (!row) return undefined;
+    if (!row)
+      return `the site server stopped during the import of disk ${job.target}; its temporary copy was removed, run the import again`;
     // The file only after the row: a crash in between leaves an orphan file at worst, never a row without it.
     await this.repo.delete(row.id);
     await rm(row.path, { force: true });

@@ -177,7 +177,12 @@ export class StorageBench {
       const out = await runProcess('losetup', ['--associated', file, '--noheadings', '--output', 'NAME'], {
         timeoutMs: 30_000,
       }).catch(() => ({ stdout: '' }));
-      made.loops.push(...out.stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('/dev/')));
+      made.loops.push(
+        ...out.stdout
+          .split('\n')
+          .map((l) => l.trim())
+          .filter((l) => l.startsWith('/dev/')),
+      );
     }
     await this.#cleanup(made);
     return `the site server stopped during a storage benchmark; its VM, disks and loop devices (${tag}) were removed, run it again`;
