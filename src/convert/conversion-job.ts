@@ -140,26 +140,36 @@ export class ConversionJobs {
     );
   }
 
-  /**
-   * A conversion cut by a crash never registered its VM (or did, and only the start was
-   * left): the copied disk goes unless a VM holds it, and a P2V's storage daemon is stopped.
-   */
   /** Records what the conversion makes, for its recovery. */
   setContext(jobId: string, ctx: ConvertJobContext): Promise<void> {
     return this.#jobs.setContext(CONVERT_JOB, jobId, ctx);
   }
 
+  /**
+   * Policy rollback: a conversion the crash cut did not succeed, so nothing it made stays. It
+   * may have registered (even started) its VM before the journal said so: that VM goes too,
+   * found by its name and known as ours by holding the job's disks (a VM of that name that
+   * holds none of them is someone else's and stays). Left in place, it would make the job's
+   * "run it again" fail on the taken name. A P2V's storage daemon is stopped.
+   */
   async #recover(job: Job, ctx: ConvertJobContext | null): Promise<string> {
-    const registered = job.steps.some((s) => s.name === 'register' && s.state === 'done');
     const runDir = this.runDir(job.id);
     await StorageDaemon.killLeftover({
       qmpSocket: join(runDir, 'qmp.sock'),
       pidFile: join(runDir, 'qemu-storage-daemon.pid'),
     }).catch(() => undefined);
     const disks = ctx?.p2v ? [ctx.p2v.disk] : (ctx?.disks ?? []);
-    if (!registered) for (const d of disks) await this.#disks.delete(d).catch(() => undefined);
-    return registered
-      ? 'the site server stopped after the VM was registered; it is there, start it yourself'
+    const diskIds: string[] = [];
+    for (const d of disks) {
+      const row = await this.#disks.repo.findByName(d);
+      if (row) diskIds.push(row.id);
+    }
+    const vm = job.target ? await this.#vms.repo.findByName(job.target) : undefined;
+    const ours = vm !== undefined && vm.definition.diskIds.some((id) => diskIds.includes(id));
+    if (ours) await this.#vms.delete(vm.name, { force: true });
+    for (const d of disks) await this.#disks.delete(d).catch(() => undefined);
+    return ours
+      ? `the site server stopped during the conversion; the VM ${vm.name} it had registered and its copied disks were removed, run it again`
       : 'the site server stopped during the conversion; the partial copy was removed, run it again';
   }
 

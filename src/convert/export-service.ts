@@ -79,9 +79,16 @@ export class ExportService {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     this.#defaultDir = deps.defaultDir;
-    this.#jobs.define(EXPORT_JOB, async (_job, ctx) => {
+    this.#jobs.define(EXPORT_JOB, async (job, ctx) => {
       if (ctx) await rm(ctx.scratch, { recursive: true, force: true });
-      return 'the site server stopped during the export; its partial files were removed, run it again';
+      // Policy rollback: a cut in 'publish' may have renamed some or all files into place before
+      // the journal said so. They go too (start found none of those names taken), or the job's
+      // "run it again" would be refused on the names it left.
+      const publishing = job.steps.some((s) => s.name === 'publish' && s.state !== 'pending');
+      if (publishing) for (const f of ctx?.files ?? []) await rm(f, { force: true });
+      return publishing
+        ? 'the site server stopped while the export was put in place; its files were removed, run it again'
+        : 'the site server stopped during the export; its partial files were removed, run it again';
     });
   }
 

@@ -16,20 +16,33 @@ import { checkUntrustedImage, untrustedImageInfo, untrustedImageName } from '../
 import { convertImage, createImage, createQcow2 } from '../qemu/qemu-img-write.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
-import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { runProcess } from '../core/run-process.js';
 import type { ArrayDeviceDirs } from './array-device-dirs.js';
 
-/** An image copied into the pool and registered as a disk; a cut one leaves neither (its recovery reads the target name). */
-export const IMPORT_JOB = defineJobKind<null>({
+/** An image copied into the pool and registered as a disk; a cut one leaves neither. */
+export const IMPORT_JOB = defineJobKind<ImportJobContext>({
   kind: 'disk-import',
   policy: 'rollback',
   steps: ['convert', 'register'],
   summary: 'An image imported into the disk pool: convert, register',
-  context: NO_CONTEXT,
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['disk', 'path'],
+      properties: { disk: { type: 'string' }, path: { type: 'string' } },
+    },
+  },
 });
+
+/** The disk the register step makes, written before its row: a recovery removes only that one. */
+interface ImportJobContext {
+  disk: string;
+  path: string;
+}
 export const DEFAULT_POOL = 'default';
 
 /** Formats QEMU imports from other hypervisors; the name is qemu-img's. */
@@ -97,7 +110,7 @@ export class DiskService {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     this.hostPaths = deps.hostPaths;
-    this.#jobs.define(IMPORT_JOB, (job) => this.#recoverImport(job));
+    this.#jobs.define(IMPORT_JOB, (job, ctx) => this.#recoverImport(job, ctx));
   }
 
   poolDir(pool = DEFAULT_POOL): string {
@@ -403,8 +416,11 @@ export class DiskService {
       // The row first (the database picks the one winner of a name), then the file is linked
       // into place without replacing anything; a loser removes only its own temporary file.
       const disk = await this.#jobs.step(jobId, 'register', async () => {
+        const id = newShortId('disk');
+        // Recovery needs the row's id: only a row of this job may be rolled back (a name race's winner stays).
+        await this.#jobs.setContext(IMPORT_JOB, jobId, { disk: id, path: finalPath });
         const d: DiskRecord = {
-          id: newShortId('disk'),
+          id,
           name: input.name,
           pool: DEFAULT_POOL,
           kind: 'image',
@@ -441,18 +457,24 @@ export class DiskService {
     }
   }
 
-  /** A server that died mid-import leaves at most a temporary file: remove it. */
-  async #recoverImport(job: Job): Promise<void> {
-    if (!job.target) return;
+  /**
+   * Policy rollback: a server that died mid-import leaves a temporary file, and if it died in
+   * 'register', maybe the row (by the id the job recorded) and the file linked into place. All
+   * of it goes: the job is failed, and a disk left under the name would refuse the "run it
+   * again" its message asks for.
+   */
+  async #recoverImport(job: Job, ctx: ImportJobContext | null): Promise<string | undefined> {
+    if (!job.target) return undefined;
     for (const fmt of IMAGE_FORMATS) {
-      const finalPath = join(this.poolDir(), `${job.target}.${fmt}`);
-      const temp = importTempPath(finalPath, job.id);
-      // 'register' may have written the row and died before linking the file into place.
-      const registerStep = job.steps.find((s) => s.name === 'register');
-      const row = registerStep?.state === 'running' ? await this.repo.findByPath(finalPath) : undefined;
-      if (row && !(await exists(finalPath)) && (await exists(temp))) await placeStaged(temp, finalPath);
-      else await rm(temp, { force: true });
+      await rm(importTempPath(join(this.poolDir(), `${job.target}.${fmt}`), job.id), { force: true });
     }
+    const row = ctx?.disk ? (await this.repo.byIds([ctx.disk]))[0] : undefined;
+    if (!row)
+      return `the site server stopped during the import of disk ${job.target}; its temporary copy was removed, run the import again`;
+    // The file only after the row: a crash in between leaves an orphan file at worst, never a row without it.
+    await this.repo.delete(row.id);
+    await rm(row.path, { force: true });
+    return `the site server stopped while disk ${row.name} was registered; it was removed again, run the import again`;
   }
 
   async #assertNameFree(name: string): Promise<void> {

@@ -3,19 +3,31 @@ import { join } from 'node:path';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from './disk-service.js';
 import type { JobJournal, Job } from '../jobs/job-journal.js';
-import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
+import { defineJobKind } from '../jobs/job-kind.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { runProcess } from '../core/run-process.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { newShortId } from '../core/ids.js';
 
-export const STORAGE_BENCH_JOB = defineJobKind<null>({
+/** The run's tag, written before anything is made: the scratch VM, disks and files are named after it. */
+interface StorageBenchContext {
+  tag: string;
+}
+
+export const STORAGE_BENCH_JOB = defineJobKind<StorageBenchContext>({
   kind: 'storage-bench',
   policy: 'rollback',
   steps: ['disks', 'guest', 'cleanup'],
   summary: "The site's storage measured with fio in a scratch guest: disks, guest, cleanup",
-  context: NO_CONTEXT,
+  context: {
+    version: 1,
+    schema: {
+      type: 'object',
+      required: ['tag'],
+      properties: { tag: { type: 'string', pattern: '^bench-[A-Za-z0-9_-]+$' } },
+    },
+  },
 });
 export const BENCH_KINDS = ['qcow2', 'raw', 'rdm-virtual', 'rdm-physical'] as const;
 export type BenchKind = (typeof BENCH_KINDS)[number];
@@ -56,11 +68,7 @@ export class StorageBench {
     this.#jobs = deps.jobs;
     this.#paths = deps.paths;
     this.#log = deps.log;
-    this.#jobs.define(
-      STORAGE_BENCH_JOB,
-      async () =>
-        'the site server stopped during a storage benchmark; its scratch VM and disks (named bench-*) may be left: delete them, then run it again',
-    );
+    this.#jobs.define(STORAGE_BENCH_JOB, (job, ctx) => this.#recover(job, ctx));
   }
 
   async start(opts: { mib?: number; seconds?: number } = {}): Promise<Job> {
@@ -92,6 +100,8 @@ export class StorageBench {
       files: [],
       vm: null,
     };
+    // Before anything is made: all a crash's recovery needs to find what this run made.
+    await this.#jobs.setContext(STORAGE_BENCH_JOB, jobId, { tag });
     try {
       await this.#jobs.step(jobId, 'disks', async () => {
         for (const format of ['qcow2', 'raw'] as const) {
@@ -160,6 +170,40 @@ export class StorageBench {
         .step(jobId, 'cleanup', () => this.#cleanup(made))
         .catch((e: unknown) => this.#log.warn({ err: e }, 'storage bench cleanup failed'));
     }
+  }
+
+  /**
+   * Policy rollback, as the 'cleanup' step would have done it: a crash leaves the bench VM
+   * (re-attached and running, or not), its disks, loop devices and their files, all named after
+   * the run's tag. Loop devices are found by their backing file, since their names died with
+   * the process.
+   */
+  async #recover(_job: Job, ctx: StorageBenchContext | null): Promise<string> {
+    const tag = ctx?.tag;
+    if (!tag) return 'the site server stopped before the storage benchmark made anything; run it again';
+    const made: { disks: string[]; loops: string[]; files: string[]; vm: string | null } = {
+      vm: (await this.#vms.repo.findByName(tag)) ? tag : null,
+      disks: [],
+      loops: [],
+      files: [],
+    };
+    for (const suffix of ['qcow2', 'raw', 'rdm-virtual', 'rdm-physical'])
+      if (await this.#disks.repo.findByName(`${tag}-${suffix}`)) made.disks.push(`${tag}-${suffix}`);
+    for (const mode of ['virtual', 'physical']) {
+      const file = join(this.#disks.poolDir(), `${tag}-lun-${mode}.raw`);
+      made.files.push(file);
+      const out = await runProcess('losetup', ['--associated', file, '--noheadings', '--output', 'NAME'], {
+        timeoutMs: 30_000,
+      }).catch(() => ({ stdout: '' }));
+      made.loops.push(
+        ...out.stdout
+          .split('\n')
+          .map((l) => l.trim())
+          .filter((l) => l.startsWith('/dev/')),
+      );
+    }
+    await this.#cleanup(made);
+    return `the site server stopped during a storage benchmark; its VM, disks and loop devices (${tag}) were removed, run it again`;
   }
 
   async #cleanup(made: { disks: string[]; loops: string[]; files: string[]; vm: string | null }): Promise<void> {

@@ -51,7 +51,7 @@ test('a server killed during an import leaves no half image: the next start clea
   const jobs = await site.cliJson<{ kind: string; state: string; error: { message: string } | null }[]>('job', 'list');
   const job = jobs.find((j) => j.kind === 'disk-import');
   assert.equal(job?.state, 'failed');
-  assert.match(job?.error?.message ?? '', /stopped during this job/);
+  assert.match(job?.error?.message ?? '', /stopped during the import of disk big; its temporary copy was removed/);
   assert.ok(!(await readdir(pool)).includes(temp), 'the temporary file is gone');
   assert.ok(!(await readdir(pool)).includes('big.qcow2'), 'no image under the disk name');
   assert.deepEqual(await site.cliJson('disk', 'list'), []);
