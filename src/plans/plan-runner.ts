@@ -171,7 +171,7 @@ export class PlanRunner {
     if (!(await this.#journal.leaveInterrupted(runId, 'cancelled')))
       throw new MamoriError(
         'RUN_INVALID_STATE',
-        `run ${runId} was resumed or cancelled meanwhile; see 'mamori plan show'`,
+        `run ${runId} was resumed or cancelled meanwhile; see 'mamori plan report ${runId}'`,
       );
     run.state = 'cancelled';
     run.result = 'cancelled';
