@@ -98,7 +98,9 @@ test('replication-cycle: kill -9 after each step rolls back or settles per the j
       job.error!.message,
       committed
         ? new RegExp(`site server stopped during this job \\(step ${step}\\) after the recovery site committed point`)
-        : new RegExp(`site server stopped during this job \\(step ${step}\\); the cycle was aborted.*last good point is kept`),
+        : new RegExp(
+            `site server stopped during this job \\(step ${step}\\); the cycle was aborted.*last good point is kept`,
+          ),
       `[${step}]`,
     );
 
@@ -151,7 +153,9 @@ test('replication-cycle: kill -9 after each step rolls back or settles per the j
         60_000,
       )
       .catch(async (e: unknown) =>
-        assert.fail(`${(e as Error).message.split('\n')[0]}: ${JSON.stringify(await replicaState())}\nsite-a log:\n${sites.a.serverLog.slice(-3000)}`),
+        assert.fail(
+          `${(e as Error).message.split('\n')[0]}: ${JSON.stringify(await replicaState())}\nsite-a log:\n${sites.a.serverLog.slice(-3000)}`,
+        ),
       );
 
     // The same operation again succeeds, incrementally (the bitmap was kept or moved on, never lost).
@@ -182,5 +186,8 @@ test('replication-cycle: kill -9 after each step rolls back or settles per the j
   const fin = await a<ReplicationStatus>('replicate', 'sync-now', 'fv');
   assert.equal(fin.failures, 0, fin.lastError ?? '');
   const newest = await verify();
-  assert.ok(acks.length > 0 && newest >= Math.max(...acks), `replica holds ${newest}, guest acknowledged ${Math.max(...acks)}`);
+  assert.ok(
+    acks.length > 0 && newest >= Math.max(...acks),
+    `replica holds ${newest}, guest acknowledged ${Math.max(...acks)}`,
+  );
 });
