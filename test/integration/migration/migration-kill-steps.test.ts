@@ -179,7 +179,15 @@ test('vm-migration: kill -9 after each step rolls back before switchover and fin
   const vm = await heartbeatGoesOn(dst, '[final]');
   for (const s of ['a', 'b'] as const) await assertNoOrphans(sites.site(s), s, '[final]');
 
-  // The write log holds every write the guest acknowledged, across all the moves.
+  // The write log holds every write the guest acknowledged, across all the moves. The console
+  // file is the last QEMU's, new with the last move: the guest's acks there are waited for first.
+  await sites
+    .site(dst)
+    .waitFor(
+      'the guest to acknowledge writes on its last console',
+      async () => parseSerialAcks(await readFile(vm.serialLog, 'utf8')).length > 0,
+      180_000,
+    );
   await sites.cliJson(dst, 'vm', 'stop', 'fv', '--timeout', '60');
   const acks = parseSerialAcks(await readFile(vm.serialLog, 'utf8'));
   const report = await sites.cliJson<{ consistent: boolean; lastSequence: number; tornCount: number }>(
