@@ -23,12 +23,14 @@ export interface FailoverJobContext {
 const runSummarySchema = { type: 'object', required: ['run', 'state'], properties: { run: { type: 'string' } } };
 
 /**
- * Resume, not rollback: the runs are the recovery site's, journalled and resumable there, and
- * go on without this side; undoing a failover half done would be the harm.
+ * Rollback, with nothing here to undo: the runs are the recovery site's, journalled and
+ * resumable there, and go on without this side. The cut job ends failed, saying what the runs
+ * did and what is left to run (the reprotect, when it had not started): nothing takes this job
+ * up again, so it is not `interrupted`.
  */
 export const FAILOVER_JOB = defineJobKind<FailoverJobContext>({
   kind: 'vm-failover',
-  policy: 'resume',
+  policy: 'rollback',
   steps: null,
   summary: "One VM's planned failover (and reprotect) run by the recovery site, followed from here",
   context: {
