@@ -61,18 +61,21 @@ async function ready(pool: string): Promise<PoolView> {
   );
 }
 
-/** The cut job failed saying it resumes; the job after it (the resumed operation) succeeded. */
+/** The cut job is interrupted (policy resume) saying it resumes; the job after it (the resumed operation) succeeded. */
 async function cutThenResumed(kind: string, pool: string, cutJobs: number): Promise<void> {
   const jobs = (await site.cliJson<Job[]>('job', 'list', '--kind', kind)).filter((j) => j.target === pool);
   assert.ok(
     jobs.every((j) => j.state !== 'running'),
     `no ${kind} job is left running: ${JSON.stringify(jobs.map((j) => [j.id, j.state]))}`,
   );
-  const failed = jobs.filter((j) => j.state === 'failed');
-  assert.equal(failed.length, cutJobs, `one failed ${kind} job per cut`);
-  for (const j of failed) assert.match(j.error?.message ?? '', new RegExp(`stopped during ${kind} of ${pool}`));
+  const cut = jobs.filter((j) => j.state === 'interrupted');
+  assert.equal(cut.length, cutJobs, `one interrupted ${kind} job per cut`);
+  for (const j of cut) {
+    assert.equal(j.error?.code, 'JOB_INTERRUPTED');
+    assert.match(j.error?.message ?? '', new RegExp(`stopped during ${kind} of ${pool}`));
+  }
   assert.ok(
-    jobs.some((j) => j.state === 'succeeded' && j.createdAt > failed[0]!.createdAt),
+    jobs.some((j) => j.state === 'succeeded' && j.createdAt > cut[0]!.createdAt),
     `a ${kind} job after the cut succeeded: ${JSON.stringify(jobs.map((j) => [j.state, j.createdAt]))}`,
   );
 }
@@ -231,7 +234,7 @@ test('delete cut after its desktops, or after its replicas, ends with the pool g
   assert.deepEqual(await site.cliJson<unknown[]>('pool', 'list'), []);
   const jobs = await site.cliJson<Job[]>('job', 'list', '--kind', 'pool-delete');
   const cut = jobs.find((j) => j.target === 'kq')!;
-  assert.equal(cut.state, 'failed');
+  assert.equal(cut.state, 'interrupted');
   assert.match(cut.error?.message ?? '', /had done its work/, 'the cut job says the pool is gone, not that it resumes');
   assert.deepEqual(
     (await site.cliJson<VmView[]>('vm', 'list')).map((v) => v.name),
