@@ -16,44 +16,21 @@ import { checkUntrustedImage, untrustedImageInfo, untrustedImageName } from '../
 import { convertImage, createImage, createQcow2 } from '../qemu/qemu-img-write.js';
 import { vetUntrustedImage } from '../images/untrusted-image.js';
 import type { Job, JobJournal } from '../jobs/job-journal.js';
-import { defineJobKind } from '../jobs/job-kind.js';
+import {
+  EXTENSION_FORMATS,
+  FORMAT_ALIASES,
+  IMPORT_FORMATS,
+  IMPORT_JOB,
+  importTempPath,
+  type ImportInput,
+  type ImportJobContext,
+} from './disk-import-job.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { runProcess } from '../core/run-process.js';
 import type { ArrayDeviceDirs } from './array-device-dirs.js';
 
-/** An image copied into the pool and registered as a disk; a cut one leaves neither. */
-export const IMPORT_JOB = defineJobKind<ImportJobContext>({
-  kind: 'disk-import',
-  policy: 'rollback',
-  steps: ['convert', 'register'],
-  summary: 'An image imported into the disk pool: convert, register',
-  context: {
-    version: 1,
-    schema: {
-      type: 'object',
-      required: ['disk', 'path'],
-      properties: { disk: { type: 'string' }, path: { type: 'string' } },
-    },
-  },
-});
-
-/** The disk the register step makes, written before its row: a recovery removes only that one. */
-interface ImportJobContext {
-  disk: string;
-  path: string;
-}
 export const DEFAULT_POOL = 'default';
-
-/** Formats QEMU imports from other hypervisors; the name is qemu-img's. */
-const IMPORT_FORMATS = ['qcow2', 'raw', 'vmdk', 'vpc', 'vhdx'] as const;
-const FORMAT_ALIASES: Record<string, string> = { vhd: 'vpc' };
-const EXTENSION_FORMATS: Record<string, string> = {
-  '.vmdk': 'vmdk',
-  '.vhd': 'vpc',
-  '.vhdx': 'vhdx',
-  '.qcow2': 'qcow2',
-};
 
 export interface CreateDiskInput {
   name: string;
@@ -71,15 +48,6 @@ export interface CreateRdmInput {
   device: string;
   mode: RdmMode;
   shared?: boolean;
-}
-
-export interface ImportInput {
-  name: string;
-  source: string;
-  /** The image is this byte range of `source` (a VMDK inside an OVA), read in place. */
-  member?: { offset: number; size: number };
-  format?: string;
-  targetFormat?: ImageFormat;
 }
 
 /** Image disks in storage pools and raw device mappings. */
@@ -490,10 +458,6 @@ export class DiskService {
     const realParent = await realpath(dirname(path));
     resolveInPool(await realpath(pool), join(realParent, basename(path)));
   }
-}
-
-function importTempPath(finalPath: string, jobId: string): string {
-  return join(dirname(finalPath), `.${basename(finalPath)}.${jobId}.importing`);
 }
 
 async function exists(p: string): Promise<boolean> {
