@@ -4,7 +4,7 @@ import { JobRepo } from '../store/repos/job-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { faultPoint } from '../core/fault-points.js';
-import type { JobKind, JobRecovery, RecoveryPolicy } from './job-kind.js';
+import type { JobKind, RecoveryPolicy } from './job-kind.js';
 
 /** `interrupted`: cut by a server stop, its kind's policy is resume: the work is (or waits to be) taken up. */
 export const JOB_STATES = ['running', 'succeeded', 'failed', 'interrupted'] as const;
@@ -34,6 +34,14 @@ export interface Job {
   createdAt: string;
   updatedAt: string;
 }
+
+/**
+ * What a kind does with a job cut by a stop, given the job as journalled and its context read
+ * through the kind's schema (null if the job never wrote one). `rollback` rules undo and may
+ * return the message the failed job keeps; `resume` rules take the work up (or leave it for
+ * the operator's resume, as plan runs do) and return what the interrupted job says.
+ */
+export type JobRecovery<C> = (job: Job, context: C | null) => Promise<void | string>;
 
 /** A kind as `mamori job kinds` lists it. */
 export interface JobKindView {

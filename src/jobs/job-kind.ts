@@ -1,5 +1,4 @@
 import { jsonShape, type JsonShape } from '../store/json-column.js';
-import type { Job } from './job-journal.js';
 
 /**
  * What is done with a job the server was running when it died:
@@ -44,14 +43,6 @@ export function defineJobKind<C>(spec: JobKindSpec<C>): JobKind<C> {
     throw new Error(`job kind ${spec.kind}: context version must be a positive integer`);
   return { ...spec, shape: jsonShape<C>(`jobs.context of ${spec.kind} v${spec.context.version}`, spec.context.schema) };
 }
-
-/**
- * What a kind does with a job cut by a stop, given the job as journalled and its context read
- * through the kind's schema (null if the job never wrote one). `rollback` rules undo and may
- * return the message the failed job keeps; `resume` rules take the work up (or leave it for
- * the operator's resume, as plan runs do) and return what the interrupted job says.
- */
-export type JobRecovery<C> = (job: Job, context: C | null) => Promise<void | string>;
 
 /** A context with no fields (kinds whose recovery reads only the job's target and steps). */
 export const NO_CONTEXT = { version: 1, schema: { type: 'null' } } as const;
