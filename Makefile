@@ -17,7 +17,11 @@ deps:
 	fi
 
 npm:
-	@[ -d node_modules/better-sqlite3/build/Release ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund
+	@# A node_modules that is a symlink belongs to another checkout (a git worktree sharing it): `npm ci` here would
+	@# empty that checkout's packages, so it is never run through one.
+	@if [ -L node_modules ]; then echo "node_modules is a symlink to another checkout: not running npm ci through it"; \
+	elif [ -d node_modules/better-sqlite3/build/Release ] && [ node_modules/.package-lock.json -nt package-lock.json ]; then :; \
+	else npm ci --no-audit --no-fund; fi
 
 build: npm
 	@# A clean output folder: a moved or deleted test must not keep running from a stale .js.
