@@ -1,6 +1,6 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { installErrorReplies } from './error-replies.js';
 import swagger from '@fastify/swagger';
-import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { ReplicaService } from '../replication/replica-service.js';
 import type { ReplicationService } from '../replication/replication-service.js';
@@ -155,67 +155,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     });
   }
 
-  app.setErrorHandler((err: FastifyError | MamoriError | Error, req, reply) => {
-    if (err instanceof MamoriError) {
-      if (err.httpStatus >= 500) req.log.error({ err, reqId: req.id }, 'request failed');
-      return reply.status(err.httpStatus).send({ error: { ...err.toJSON(), requestId: req.id } });
-    }
-    const fe = err as FastifyError;
-    if (fe.validation) {
-      return reply.status(400).send({
-        error: {
-          code: 'INVALID_INPUT',
-          message: `invalid request: ${fe.message}`,
-          retryable: false,
-          requestId: req.id,
-        },
-      });
-    }
-    if (
-      fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
-      fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ||
-      (fe.statusCode === 400 && err instanceof SyntaxError)
-    ) {
-      return reply.status(400).send({
-        error: {
-          code: 'MALFORMED_JSON',
-          message: `the request body is not valid JSON: ${fe.message}`,
-          retryable: false,
-          requestId: req.id,
-        },
-      });
-    }
-    if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.status(413).send({
-        error: {
-          code: 'BODY_TOO_LARGE',
-          message: `the request body is larger than this route accepts (${req.routeOptions.bodyLimit} bytes); nothing was changed`,
-          retryable: false,
-          requestId: req.id,
-        },
-      });
-    }
-    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-      return reply
-        .status(fe.statusCode)
-        .send({ error: { code: 'INVALID_INPUT', message: fe.message, retryable: false, requestId: req.id } });
-    }
-    // Not raised on purpose: log it whole, show a generic message with the request id.
-    req.log.error({ err, reqId: req.id }, 'unexpected error');
-    return reply.status(500).send({
-      error: {
-        code: 'INTERNAL',
-        message: `internal error; see the site server log for request ${req.id}`,
-        retryable: false,
-        requestId: req.id,
-      },
-    });
-  });
-  app.setNotFoundHandler((req, reply) =>
-    reply.status(404).send({
-      error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url}`, retryable: false, requestId: req.id },
-    }),
-  );
+  installErrorReplies(app);
 
   // time: the server's clock (ms since the epoch), for peers' clock offset estimates.
   app.get('/health', { schema: { hide: true } }, async () => ({ ok: true, site: deps.siteName, time: Date.now() }));

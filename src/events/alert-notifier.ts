@@ -34,7 +34,6 @@ const BATCH = 50;
  */
 export class AlertNotifier {
   #outbox: AlertOutbox;
-  #incidents: IncidentLog;
   #siteName: string;
   #log: Logger;
   #timeoutMs: number;
@@ -56,7 +55,6 @@ export class AlertNotifier {
     } & AlertNotifierOptions,
   ) {
     this.#outbox = new AlertOutbox(deps.db, deps.box);
-    this.#incidents = deps.incidents;
     this.#siteName = deps.siteName;
     this.#log = deps.log;
     this.#timeoutMs = deps.timeoutMs ?? 10_000;
