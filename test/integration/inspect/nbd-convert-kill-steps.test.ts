@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
 import { SiteProcess } from '../../harness/site-process.js';
+import { alive } from '../../harness/job-kill-repl.js';
 import { mbrRhel6 } from '../../harness/disk-fixtures.js';
 import { assertRolledBack, cutAtStep, killProcessesOver, leftovers } from '../../harness/job-kill-conv.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -34,6 +35,7 @@ let dir: string;
 let fixture: string;
 let socket: string;
 let server: ChildProcess;
+const servers: ChildProcess[] = [];
 let sourceSum: string;
 
 async function sha256(path: string): Promise<string> {
@@ -42,29 +44,34 @@ async function sha256(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** Starts an NBD server (argv) and waits for its unix socket; it is stopped in after(). */
+async function serve(cmd: string, args: string[], sock: string): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { stdio: 'ignore' });
+  servers.push(child);
+  const deadline = Date.now() + 20_000;
+  const isSocket = (): Promise<boolean> =>
+    stat(sock).then(
+      (s) => s.isSocket(),
+      () => false,
+    );
+  while (!(await isSocket())) {
+    if (child.exitCode !== null) throw new Error(`${cmd} exited (${child.exitCode})`);
+    if (Date.now() > deadline) throw new Error(`${cmd} did not listen within 20 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return child;
+}
+
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'mamori-nbd-kill-'));
   fixture = await mbrRhel6(dir);
   sourceSum = await sha256(fixture);
   socket = join(dir, 'nbd.sock');
-  server = spawn(
+  server = await serve(
     'qemu-nbd',
     ['--read-only', '--persistent', '--shared=8', '-f', 'raw', '-x', 'disk', '-k', socket, fixture],
-    {
-      stdio: 'ignore',
-    },
+    socket,
   );
-  const deadline = Date.now() + 20_000;
-  while (
-    !(await stat(socket).then(
-      (s) => s.isSocket(),
-      () => false,
-    ))
-  ) {
-    if (server.exitCode !== null) throw new Error(`qemu-nbd exited (${server.exitCode})`);
-    if (Date.now() > deadline) throw new Error('qemu-nbd did not listen within 20 s');
-    await new Promise((r) => setTimeout(r, 50));
-  }
   site = await SiteProcess.create('site-nbdk');
   await site.start();
 });
@@ -76,9 +83,9 @@ after(async () => {
     await site.destroy();
     await killProcessesOver(data);
   }
-  if (server && server.exitCode === null) {
-    const gone = new Promise((r) => server.once('exit', r));
-    server.kill('SIGTERM');
+  for (const child of servers.filter((c) => c.exitCode === null && c.signalCode === null)) {
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
     await gone;
   }
   if (dir) await rm(dir, { recursive: true, force: true });
@@ -114,6 +121,60 @@ for (const step of ['copy', 'register', 'start']) {
     await sourceUntouched();
   });
 }
+
+test("kill -9 in the middle of the copy: the copy's storage daemon and scratch folder go with the rollback", async () => {
+  // The same bytes served slowly (a QEMU throttle filter, 8 MiB/s): the copy is still under way
+  // when the test sees its storage daemon's pid file, whatever the machine's speed.
+  const slowSock = join(dir, 'slow.sock');
+  const slow = await serve(
+    'qemu-storage-daemon',
+    [
+      '--blockdev',
+      `driver=file,node-name=file0,filename=${fixture},read-only=on`,
+      '--blockdev',
+      'driver=raw,node-name=raw0,file=file0,read-only=on',
+      '--object',
+      'throttle-group,id=tg0,x-bps-read=8388608',
+      '--blockdev',
+      'driver=throttle,node-name=slow0,throttle-group=tg0,file=raw0,read-only=on',
+      '--nbd-server',
+      `addr.type=unix,addr.path=${slowSock}`,
+      '--export',
+      'type=nbd,id=exp0,node-name=slow0,name=disk',
+    ],
+    slowSock,
+  );
+  const jobsBefore = new Set((await site.cliJson<Job[]>('job', 'list')).map((j) => j.id));
+  const running = site.cli('--json', 'convert', `nbd+unix:///disk?socket=${slowSock}`, '--name', 'nbdslow');
+  const conversions = join(site.dataDir, 'conversions');
+  const pidFile = await site.waitFor(
+    "the copy's storage daemon",
+    async () => {
+      for (const d of await readdir(conversions).catch(() => [] as string[])) {
+        const f = join(conversions, d, 'qemu-storage-daemon.pid');
+        if (Number((await readFile(f, 'utf8').catch(() => '')).trim()) > 0) return f;
+      }
+      return undefined;
+    },
+    120_000,
+  );
+  const daemonPid = Number((await readFile(pidFile, 'utf8')).trim());
+  await site.crashServer();
+  assert.notEqual((await running).code, 0, 'the CLI saw its server go');
+  assert.ok(await alive(daemonPid), "the copy's daemon outlived the server");
+  await site.start();
+  const job = (await site.cliJson<Job[]>('job', 'list')).find((j) => j.kind === 'vm-convert' && !jobsBefore.has(j.id));
+  assert.ok(job, 'the cut conversion has its job');
+  assert.equal(job.steps.find((s) => s.name === 'copy')?.state, 'running', 'cut during the copy');
+  assertRolledBack(job, /partial copy was removed/);
+  assert.ok(!(await alive(daemonPid)), 'the daemon was stopped');
+  assert.deepEqual(await readdir(conversions).catch(() => []), [], 'no scratch folder stays');
+  assert.deepEqual(await site.cliJson<VmView[]>('vm', 'list'), []);
+  assert.deepEqual(await site.cliJson<DiskRecord[]>('disk', 'list'), []);
+  assert.deepEqual(await leftovers(site), []);
+  assert.equal(slow.exitCode, null, 'the source server is untouched');
+  await sourceUntouched();
+});
 
 test('after every cut, the same NBD conversion succeeds and its disk equals the source', async () => {
   const r = await site.cli('--json', ...convertArgs());
