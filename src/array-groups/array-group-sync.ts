@@ -4,7 +4,7 @@ import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { nextCycleAt, rpoStatus } from '../replication/rpo-scheduler.js';
 import type { ArrayGroups } from './array-groups.js';
-import type { JobJournal } from '../jobs/job-journal.js';
+import type { Job, JobJournal } from '../jobs/job-journal.js';
 import { defineJobKind, NO_CONTEXT } from '../jobs/job-kind.js';
 
 import type { ArraySyncState } from '../store/records/protection-group-record.js';
@@ -69,11 +69,28 @@ export class ArrayGroupSync {
     this.#groups = deps.groups;
     this.#log = deps.log;
     this.#jobs = deps.jobs;
-    this.#jobs.define(
-      ARRAY_SYNC_JOB,
-      async (job) =>
-        `the site server stopped during a sync of group ${job.target}; nothing here was half-made, the next sync starts from the newest point both arrays hold`,
-    );
+    this.#jobs.define(ARRAY_SYNC_JOB, (job) => this.#recover(job));
+  }
+
+  /**
+   * Policy rollback: nothing at this site is half-made. A point the adapter made and sent
+   * before the stop stays on the arrays unrecorded (the adapter's retention owns it, and the
+   * next sync starts from the newest point both hold); a point the record step wrote stays
+   * recorded (it is on both arrays). The attempt is counted as failed in the group's state, as
+   * #sync's catch does, so `group show` agrees with the job and the scheduler backs off.
+   */
+  async #recover(job: Job): Promise<string> {
+    const name = job.target ?? '';
+    const message = `the site server stopped during a sync of group ${name}; nothing here was half-made, the next sync starts from the newest point both arrays hold`;
+    const row = await this.#row(name);
+    if (row)
+      await this.#save(name, {
+        ...row.state,
+        failures: row.state.failures + 1,
+        lastError: message,
+        lastAttemptEndedAt: new Date().toISOString(),
+      });
+    return message;
   }
 
   async start(): Promise<void> {

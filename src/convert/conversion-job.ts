@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DiskService } from '../disks/disk-service.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -158,6 +159,9 @@ export class ConversionJobs {
       qmpSocket: join(runDir, 'qmp.sock'),
       pidFile: join(runDir, 'qemu-storage-daemon.pid'),
     }).catch(() => undefined);
+    // A copy cut mid-way (NBD or P2V) leaves its scratch folder: the daemon's NBD socket, which
+    // killLeftover does not know. Nothing in it is worth keeping once the daemon is gone.
+    await rm(runDir, { recursive: true, force: true });
     const disks = ctx?.p2v ? [ctx.p2v.disk] : (ctx?.disks ?? []);
     const diskIds: string[] = [];
     for (const d of disks) {

@@ -1,4 +1,4 @@
-import { readFile, rm, truncate, open } from 'node:fs/promises';
+import { readFile, rm, truncate, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskService } from './disk-service.js';
@@ -202,8 +202,19 @@ export class StorageBench {
           .filter((l) => l.startsWith('/dev/')),
       );
     }
+    const files: string[] = [];
+    for (const f of made.files) if (await stat(f).catch(() => null)) files.push(f);
     await this.#cleanup(made);
-    return `the site server stopped during a storage benchmark; its VM, disks and loop devices (${tag}) were removed, run it again`;
+    // Say what was found: a cut after the cleanup step leaves nothing, and "removed" would mislead.
+    const found = [
+      ...(made.vm ? [`VM ${made.vm}`] : []),
+      ...(made.disks.length > 0 ? [`${made.disks.length} disks`] : []),
+      ...(made.loops.length > 0 ? [`${made.loops.length} loop devices`] : []),
+      ...(files.length > 0 ? [`${files.length} scratch files`] : []),
+    ];
+    return found.length === 0
+      ? `the site server stopped during a storage benchmark (${tag}) after its cleanup; nothing of it was left, run it again`
+      : `the site server stopped during a storage benchmark; its ${found.join(', ')} (${tag}) were removed, run it again`;
   }
 
   async #cleanup(made: { disks: string[]; loops: string[]; files: string[]; vm: string | null }): Promise<void> {

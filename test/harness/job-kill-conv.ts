@@ -14,12 +14,16 @@ import type { VmView } from '../../src/vms/vm-service.js';
  * and the real API.
  */
 
-/** The server is restarted armed with `job:KIND:STEP`; `trigger` starts the operation through the CLI. */
+/**
+ * The server is restarted armed with `job:KIND:STEP`; `trigger` starts the operation through the CLI.
+ * `whileDown` runs between the death and the restart (to see what the cut left before recovery).
+ */
 export async function cutAtStep(
   site: SiteProcess,
   kind: string,
   step: string,
   trigger: () => Promise<CliResult>,
+  opts: { whileDown?: () => Promise<void> } = {},
 ): Promise<{ cut: CliResult; job: Job }> {
   const before = new Set((await site.cliJson<Job[]>('job', 'list')).map((j) => j.id));
   await site.stopServer();
@@ -31,6 +35,7 @@ export async function cutAtStep(
   assert.ok(await site.serverExited(15_000), `the fault point job:${kind}:${step} killed the server`);
   const cut = await running;
   assert.notEqual(cut.code, 0, `the CLI saw the server go: ${cut.stdout}${cut.stderr}`);
+  await opts.whileDown?.();
   // Unarmed: the interrupted job's recovery rule runs before the server listens.
   await site.start();
   const job = (await site.cliJson<Job[]>('job', 'list')).find((j) => j.kind === kind && !before.has(j.id));
