@@ -50,6 +50,9 @@ import { VmFailover } from './site-roles/vm-failover.js';
 import { ConversionService } from './convert/conversion-service.js';
 import { ExportService } from './convert/export-service.js';
 import { PoolService } from './pools/pool-service.js';
+import { poolMasterGuard } from './pools/pool-guards.js';
+import { DesktopPoolRepo } from './store/repos/desktop-pool-repo.js';
+import type { PowerOffListener } from './vms/power-off-listener.js';
 import { StorageArrays } from './adapters/storage-arrays.js';
 import { StorageBench } from './disks/storage-bench.js';
 import { HostPathPolicy, type HostPathAllowList } from './host/host-path-policy.js';
@@ -144,6 +147,19 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const disks = new DiskService({ db: store.handle, paths, jobs, log, hostPaths, arrays: storageArrays });
   const networks = new SiteNetworks({ db: store.handle, log });
   await networks.restore();
+  // Four pairs of services need each other. Each cycle is broken by a port made here, before
+  // both: the first service gets it at construction, and it is bound to the second at the end
+  // of step 5, the one place ports are bound. Used before that, a port throws, but for poweredOff.
+  //   startGate:  VmService -> ReplicationService (a start waits for the VM's cycle)
+  //   superseded: ReplicationService -> ProtectedSite (a peer failed the VM over)
+  //   cycleEnds:  ReplicationService -> SiteMetrics (the metrics read replication's status)
+  //   poweredOff: VmSupervisor -> the desktop pools' sessions (a desktop powered off loses its
+  //               session and disposable disk, and a spare replaces it). VMs step 4 finds dead
+  //               are told to no one: the pools do not exist yet, and step 6 makes up their spares.
+  const startGate = new Port<VmStartGate>('the VM start gate (replication)');
+  const superseded = new Port<SupersededHandler>('the superseded handler (protected site)');
+  const cycleEnds = new Port<CycleEndListener>('the cycle-end listener (metrics)');
+  const poweredOff = new Port<PowerOffListener>('the power-off listener (desktop pools)');
   const supervisor = new VmSupervisor({
     vms: new VmRepo(store.handle),
     disks: new DiskRepo(store.handle),
@@ -151,16 +167,12 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     host,
     log,
     bridgeOf: (n) => networks.bridgeOf(n),
+    powerOff: {
+      vmPoweredOff: async (vmId) => {
+        if (poweredOff.bound) await poweredOff.target.vmPoweredOff(vmId);
+      },
+    },
   });
-  // Three pairs of services need each other. Each cycle is broken by a port made here, before
-  // both: the first service gets it at construction, and it is bound to the second at the end
-  // of step 5, the one place ports are bound. Used before that, a port throws.
-  //   startGate:  VmService -> ReplicationService (a start waits for the VM's cycle)
-  //   superseded: ReplicationService -> ProtectedSite (a peer failed the VM over)
-  //   cycleEnds:  ReplicationService -> SiteMetrics (the metrics read replication's status)
-  const startGate = new Port<VmStartGate>('the VM start gate (replication)');
-  const superseded = new Port<SupersededHandler>('the superseded handler (protected site)');
-  const cycleEnds = new Port<CycleEndListener>('the cycle-end listener (metrics)');
   const vms = new VmService({
     db: store.handle,
     paths,
@@ -170,11 +182,13 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     testGuestAvailable: async () => void (await host.testGuest()),
     networkExists: async (n) => void (await networks.get(n)),
     startGate: { aroundVmStart: (vmId, start) => startGate.target.aroundVmStart(vmId, start) },
+    // What may refuse a VM's or a snapshot's deletion: a desktop pool's master and its snapshot.
+    deleteGuards: [poolMasterGuard(new DesktopPoolRepo(store.handle))],
   });
 
   // 4. Re-attach VMs (they outlive the server): what runs is known before any service above
   // reads it, and step 6 undoes a cut replication cycle through its VM's QMP. This comes before
-  // step 5, as it always has, so the power-off listeners added there (a desktop pool's) are not
+  // step 5, as it always has, so the power-off port (bound there, to the desktop pools) is not
   // told of VMs found dead here.
   await supervisor.reattachAll();
 
@@ -299,6 +313,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   startGate.bind(replication);
   superseded.bind(protectedSite);
   cycleEnds.bind(metrics);
+  poweredOff.bind(pools.sessions);
 
   // 6. Recover what the previous server left, now that VMs are re-attached (step 4) and every
   // recovery rule is registered (step 5): cut jobs first (a cut cycle is undone through its
@@ -437,6 +452,11 @@ class Port<T extends object> {
   get target(): T {
     if (!this.#target) throw new Error(`${this.#what} was used before openSite bound it`);
     return this.#target;
+  }
+
+  /** For the one port whose events before binding go to no one (poweredOff, step 4). */
+  get bound(): boolean {
+    return this.#target !== null;
   }
 }
 

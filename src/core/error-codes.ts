@@ -52,6 +52,7 @@ export const ERROR_CODES = {
   VM_SUPERSEDED: { httpStatus: 409, retryable: false },
   REPLICA_PROMOTED: { httpStatus: 409, retryable: false },
   REPLICA_IN_USE: { httpStatus: 409, retryable: false },
+  REPLICA_REMOVED: { httpStatus: 409, retryable: false },
   REPLICA_SOURCE_ACTIVE: { httpStatus: 409, retryable: false },
   DISK_EXISTS: { httpStatus: 409, retryable: false },
   DISK_IN_USE: { httpStatus: 409, retryable: false },

@@ -1,6 +1,7 @@
 import type { DesktopPoolRepo } from '../store/repos/desktop-pool-repo.js';
 import type { PoolDesktopRepo, PoolDesktopRecord } from '../store/repos/pool-desktop-repo.js';
 import type { VmService } from '../vms/vm-service.js';
+import type { PowerOffListener } from '../vms/power-off-listener.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -16,7 +17,7 @@ import { desktopsNamed } from './pool-desktops.js';
  * disk's contents. PoolService runs the operations that change the desktops themselves;
  * while one runs on a pool (`operationRunning`), spares are left to it.
  */
-export class DesktopSessions {
+export class DesktopSessions implements PowerOffListener {
   #pools: DesktopPoolRepo;
   #desktops: PoolDesktopRepo;
   #vms: VmService;
@@ -39,25 +40,31 @@ export class DesktopSessions {
     this.#paths = deps.paths;
     this.#log = deps.log;
     this.#operationRunning = deps.operationRunning;
+  }
+
+  /**
+   * A VM's QEMU has gone (VmSupervisor tells this through src/main.ts's power-off port): a
+   * desktop loses its session and its disposable disk's contents, and its pool's spares are
+   * made up again. Any other VM is none of this class's business.
+   */
+  async vmPoweredOff(vmId: string): Promise<void> {
+    const row = await this.#desktops.context(vmId);
+    if (!row) return;
+    const spec = row.spec;
+    const vm = await this.#vms.repo.findById(vmId);
     // View Composer's disposable disk: swap and temp files do not outlive a power-off.
-    this.#vms.onPowerOff(async (vmId) => {
-      const row = await this.#desktops.context(vmId);
-      if (!row) return;
-      const spec = row.spec;
-      const vm = await this.#vms.repo.findById(vmId);
-      if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await writeDisposableDisk(
-          desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, row.files.length),
-          spec.disposableDiskBytes,
-        );
-      }
-      // A desktop that is off has no session (the broker may not have said so).
-      if (vm && ['stopped', 'crashed'].includes(vm.state)) {
-        await this.#desktops.endSessionAtPowerOff(vmId);
-      }
-      // A spare that went down is replaced (not awaited: the listener must not wait for a boot).
-      void this.keepSpares(row.pool);
-    });
+    if (spec.disposableDiskBytes !== null && vm && ['stopped', 'crashed'].includes(vm.state)) {
+      await writeDisposableDisk(
+        desktopFiles(this.#paths.pool(row.storage), row.pool, vm.name, spec, row.files.length),
+        spec.disposableDiskBytes,
+      );
+    }
+    // A desktop that is off has no session (the broker may not have said so).
+    if (vm && ['stopped', 'crashed'].includes(vm.state)) {
+      await this.#desktops.endSessionAtPowerOff(vmId);
+    }
+    // A spare that went down is replaced (not awaited: the listener must not wait for a boot).
+    void this.keepSpares(row.pool);
   }
 
   /** Assigns a desktop to a user (a dedicated desktop): it is in use, so another may start as a spare. */

@@ -20,7 +20,6 @@ import { guestOsOf } from './master-guest.js';
 import { assertRoomFor } from './pool-network.js';
 import { isInUse } from './pool-spares.js';
 import { DesktopSessions } from './desktop-sessions.js';
-import { guardPoolMasters } from './pool-guards.js';
 import { desktopsNamed } from './pool-desktops.js';
 import { OPERATION_JOB, OPERATION_STATE, recordedOperation } from './pool-operation.js';
 
@@ -31,7 +30,9 @@ import { OPERATION_JOB, OPERATION_STATE, recordedOperation } from './pool-operat
  * operation runs as a job, one at a time per pool, recorded before it starts, so a server
  * stopped mid-way resumes it at its next start and a failed one resumes with `pool resume`.
  * Who uses the desktops (assignments, sessions) and the spares kept for them are `sessions`
- * (desktop-sessions.ts), built here because spares wait while an operation runs on a pool.
+ * (desktop-sessions.ts), built here because spares wait while an operation runs on a pool;
+ * src/main.ts binds VmSupervisor's power-off port to it, and gives VmService the pools' guard
+ * (pool-guards.ts) that keeps a master and its snapshot from deletion.
  */
 export class PoolService {
   #pools: DesktopPoolRepo;
@@ -62,7 +63,6 @@ export class PoolService {
     this.#paths = deps.paths;
     this.#log = deps.log;
     this.#ops = new PoolOperations({ ...deps, pools: this.#pools, desktops: this.#desktops });
-    guardPoolMasters(this.#vms, this.#pools);
     this.sessions = new DesktopSessions({
       vms: deps.vms,
       paths: deps.paths,

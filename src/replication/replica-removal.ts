@@ -17,10 +17,12 @@ import { faultPoint } from '../core/fault-points.js';
  *   1. its folder is renamed to `.deleting-<id>` (one rename: the folder is either whole and
  *      live or marked), after `removal.json` in it lists the files outside the folder it
  *      owns (seed layers of a reprotect: an old disk, a recovered VM's overlay);
- *   2. its rows go in one transaction (points, holds, the recovered-VM records, the replica);
+ *   2. its rows go in one transaction (points, holds, the recovered-VM records, the replica),
+ *      the one that locked the replica's row, found no VM holding it, and did step 1;
  *   3. the listed files no one else names, then the folder, are deleted.
  * repair() at start finishes every `.deleting-*` folder: rows first (a crash after 1), then
- * files. Nothing is ever rolled back: the checks that allowed the deletion ran before step 1.
+ * files. Nothing is ever rolled back: the checks that allowed the deletion ran before step 1,
+ * and a VM's hold, the one check a concurrent request can change, is taken under the row lock.
  */
 
 const DELETING = '.deleting-';
@@ -70,24 +72,43 @@ export class ReplicaRemoval {
     return { vms, replicas };
   }
 
-  /** Steps 1 to 3 above. The caller holds the replica's lock and checked its users. */
+  /**
+   * Steps 1 to 3 above. The caller holds the replica's lock and checked its users. A VM made
+   * over one of its points since (a recovery or an incoming migration takes no replica lock;
+   * on PostgreSQL another server may make it) still refuses the removal: steps 1 and 2 run in
+   * the transaction that locks the replica's row and finds no hold (ReplicaRepo.deleteUnlessHeld),
+   * so either the hold was first and this throws REPLICA_IN_USE having changed nothing, or
+   * this was first and the hold is refused (REPLICA_REMOVED). Never both.
+   */
   async remove(id: string): Promise<void> {
+    if (await this.#removeUnlessHeld(id)) return;
+    const vmName = (await this.#replicas.get(id))?.vmName ?? 'a VM';
+    throw replicaInUse(`the replica ${id} of ${vmName}`, await this.usersOf(id));
+  }
+
+  /** remove(), or false (nothing changed) when a VM holds one of its points. */
+  async #removeUnlessHeld(id: string): Promise<boolean> {
     const live = join(this.#root, id);
     const marked = join(this.#root, `${DELETING}${id}`);
     const disks = await this.#replicas.disksOf(id);
     const owned = disks ? await this.#seedsOf(id, disks, true) : [];
     const external = owned.filter((l) => !isInside(l.file, this.#root));
-    await mkdir(live, { recursive: true });
-    await writeJson(join(live, JOURNAL), { id, external: external.map((l) => l.file) });
-    await rename(live, marked);
-    await syncDirectory(this.#root);
-    faultPoint('replica-removal-marked');
-    await this.#finish(id, marked);
+    // Files only in here: the transaction is open (on SQLite, the store's one connection waits).
+    const removed = await this.#replicas.deleteUnlessHeld(id, async () => {
+      await mkdir(live, { recursive: true });
+      await writeJson(join(live, JOURNAL), { id, external: external.map((l) => l.file) });
+      await rename(live, marked);
+      await syncDirectory(this.#root);
+      faultPoint('replica-removal-marked');
+    });
+    if (!removed) return false;
+    await this.#deleteFiles(id, marked);
     // Retired replicas it read through (its seed) are released with it.
     await this.releaseSeed(
       owned.filter((l) => isInside(l.file, this.#root)),
       id,
     );
+    return true;
   }
 
   /**
@@ -114,7 +135,8 @@ export class ReplicaRemoval {
       const users = await this.usersOf(owner);
       if (users.vms.length > 0 || users.replicas.some((x) => x !== releasedBy)) continue;
       this.#log.info({ replica: owner, releasedBy }, 'deleting a retired replica no chain reads any more');
-      await this.remove(owner);
+      if (!(await this.#removeUnlessHeld(owner)))
+        this.#log.info({ replica: owner }, 'a VM was made over the retired replica meanwhile: it stays until released');
     }
   }
 
@@ -130,6 +152,11 @@ export class ReplicaRemoval {
 
   async #finish(id: string, marked: string): Promise<void> {
     await this.#replicas.deleteRows(id);
+    await this.#deleteFiles(id, marked);
+  }
+
+  /** Step 3: the listed files no one else names, then the marked folder. */
+  async #deleteFiles(id: string, marked: string): Promise<void> {
     const journal = await readFile(join(marked, JOURNAL), 'utf8').then(
       (t) => JSON.parse(t) as { external?: unknown },
       () => ({ external: [] }),

@@ -25,6 +25,7 @@ import {
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { VmSnapshots, type SnapshotView } from './vm-snapshots.js';
 import type { VmStartGate } from './vm-start-gate.js';
+import type { VmDeleteGuard } from './vm-delete-guard.js';
 
 export interface CreateVmInput {
   name: string;
@@ -92,6 +93,8 @@ export interface VmServiceDeps {
   networkExists(name: string): Promise<void>;
   /** Every start passes through it (replication's: a start never meets a copy of the stopped VM's images). */
   startGate: VmStartGate;
+  /** Asked before a VM or a snapshot is deleted, in order; any may refuse (a desktop pool's master). */
+  deleteGuards: readonly VmDeleteGuard[];
 }
 
 /** VM definitions and their lifecycle as the API sees them; one operation per VM at a time. */
@@ -101,8 +104,6 @@ export class VmService {
   #diskRepo: DiskRepo;
   #snapshots: VmSnapshots;
   #lock = new KeyedLock();
-  #deleteGuards: ((vm: VmRow) => Promise<void>)[] = [];
-  #snapshotGuards: ((vm: VmRow, snapshot: string) => Promise<void>)[] = [];
 
   constructor(deps: VmServiceDeps) {
     this.#deps = deps;
@@ -257,16 +258,6 @@ export class VmService {
     });
   }
 
-  /** Runs `fn` each time a VM's QEMU has gone (VmSupervisor.addPowerOffListener). */
-  onPowerOff(fn: (vmId: string) => Promise<void>): void {
-    this.#deps.supervisor.addPowerOffListener(fn);
-  }
-
-  /** A check run before a VM is deleted: it throws to refuse (a desktop pool's master, say). */
-  addDeleteGuard(guard: (vm: VmRow) => Promise<void>): void {
-    this.#deleteGuards.push(guard);
-  }
-
   async start(name: string, opts: { force?: boolean } = {}): Promise<VmRow> {
     return this.#withVm(name, async (vm) => {
       if (!['stopped', 'crashed'].includes(vm.state))
@@ -317,7 +308,7 @@ export class VmService {
 
   async delete(name: string, opts: { force?: boolean }): Promise<void> {
     await this.#withVm(name, async (vm) => {
-      for (const guard of this.#deleteGuards) await guard(vm);
+      for (const guard of this.#deps.deleteGuards) await guard.beforeVmDelete(vm);
       if (!['stopped', 'crashed'].includes(vm.state)) {
         if (!opts.force)
           throw new MamoriError(
@@ -388,7 +379,7 @@ export class VmService {
           `VM ${name} is ${vm.state} but mamori has no monitor connection to it; try again once the server has re-attached it`,
           { details: { state: vm.state } },
         );
-      for (const guard of this.#snapshotGuards) await guard(vm, snapshotName);
+      for (const guard of this.#deps.deleteGuards) await guard.beforeSnapshotDelete(vm, snapshotName);
       await this.#snapshots.delete(vm, snapshotName, qmp);
     });
   }
@@ -400,11 +391,6 @@ export class VmService {
    */
   async whileHeld<T>(id: string, fn: (vm: VmRow | undefined) => Promise<T>): Promise<T> {
     return this.#lock.run(id, async () => fn(await this.repo.findById(id)));
-  }
-
-  /** A check run before a snapshot is deleted: it throws to refuse. */
-  addSnapshotDeleteGuard(guard: (vm: VmRow, snapshot: string) => Promise<void>): void {
-    this.#snapshotGuards.push(guard);
   }
 
   async snapshots(name: string): Promise<SnapshotView[]> {

@@ -12,6 +12,7 @@ import type { HostRuntime } from '../host/host-runtime.js';
 import { isQemuOfVm, launchDaemonizedQemu, readPidFile, waitForExit } from './qemu-process.js';
 import { SerialWatcher } from './serial-watcher.js';
 import { attachTap } from '../networks/site-networks.js';
+import type { PowerOffListener } from './power-off-listener.js';
 
 interface LiveVm {
   vmId: string;
@@ -54,6 +55,8 @@ export class VmSupervisor {
     host: HostRuntime;
     log: Logger;
     bridgeOf?: (network: string) => Promise<string | null>;
+    /** Told each time a VM's QEMU has gone (see PowerOffListener). */
+    powerOff: PowerOffListener;
   }) {
     this.#bridgeOf = deps.bridgeOf ?? (async () => null);
     this.#vms = deps.vms;
@@ -61,22 +64,15 @@ export class VmSupervisor {
     this.#paths = deps.paths;
     this.#host = deps.host;
     this.#log = deps.log;
+    this.#powerOff = deps.powerOff;
   }
 
-  #powerOffListeners: ((vmId: string) => Promise<void>)[] = [];
-
-  /**
-   * Called once a VM's QEMU has gone (stopped, powered off by its guest, killed or crashed,
-   * or found dead at server start), after its state is written: a desktop's disposable disk
-   * is replaced then. A listener that fails is logged, never fatal.
-   */
-  addPowerOffListener(fn: (vmId: string) => Promise<void>): void {
-    this.#powerOffListeners.push(fn);
-  }
+  #powerOff: PowerOffListener;
 
   async #poweredOff(vmId: string): Promise<void> {
-    for (const fn of this.#powerOffListeners)
-      await fn(vmId).catch((e: unknown) => this.#log.warn({ vmId, err: e }, 'a power-off listener failed'));
+    await this.#powerOff
+      .vmPoweredOff(vmId)
+      .catch((e: unknown) => this.#log.warn({ vmId, err: e }, 'a power-off listener failed'));
   }
 
   lastHeartbeat(vmId: string): Heartbeat | null {

@@ -5,6 +5,7 @@ import type { VmDefinition } from '../records/vm-definition.js';
 import type { DiskRecord } from '../records/disk-record.js';
 import { VmRepo } from './vm-repo.js';
 import { DiskRepo } from './disk-repo.js';
+import { ReplicaRepo } from './replica-repo.js';
 
 /** The state_reason of a VM made for an incoming live migration until it is activated. */
 export const INCOMING_REASON = 'incoming migration';
@@ -61,10 +62,12 @@ export class IncomingMigrationRepo {
       await VmRepo.insert(tx, def, now, INCOMING_REASON);
       for (const d of disks) await DiskRepo.insert(tx, d);
       if (hold !== null)
-        await tx
-          .insertInto('replica_holds')
-          .values({ replica_id: hold.replicaId, holder: `vm:${def.id}`, point_id: hold.pointId, created_at: now })
-          .execute();
+        await ReplicaRepo.insertHold(tx, {
+          replicaId: hold.replicaId,
+          holder: `vm:${def.id}`,
+          pointId: hold.pointId,
+          createdAt: now,
+        });
     });
   }
 

@@ -5,6 +5,7 @@ import type { VmDefinition } from '../records/vm-definition.js';
 import type { DiskRecord } from '../records/disk-record.js';
 import { VmRepo } from './vm-repo.js';
 import { DiskRepo } from './disk-repo.js';
+import { ReplicaRepo } from './replica-repo.js';
 
 /** Which run made a VM from which replica point (recovered_vms). */
 export interface RecoveredVmRecord {
@@ -56,10 +57,12 @@ export class RecoveredVmRepo {
       await VmRepo.insert(tx, def, now);
       for (const d of input.disks) await DiskRepo.insert(tx, d);
       if (input.hold)
-        await tx
-          .insertInto('replica_holds')
-          .values({ replica_id: record.replicaId, holder: `vm:${def.id}`, point_id: record.pointId, created_at: now })
-          .execute();
+        await ReplicaRepo.insertHold(tx, {
+          replicaId: record.replicaId,
+          holder: `vm:${def.id}`,
+          pointId: record.pointId,
+          createdAt: now,
+        });
       await tx
         .insertInto('recovered_vms')
         .values({

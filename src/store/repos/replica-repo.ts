@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { PostgresAdapter, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../schema.js';
 import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
 import type { PointConsistency, ReplicaDiskSpec, ReplicaPointView, ReplicaView } from '../records/replica-record.js';
@@ -289,18 +289,89 @@ export class ReplicaRepo {
       .execute();
   }
 
-  /** One transaction: the replica's points, holds (on it and by it), recovered-VM records and row. */
-  async deleteRows(id: string): Promise<void> {
-    await this.#db.transaction().execute(async (tx) => {
-      await tx.deleteFrom('replica_points').where('replica_id', '=', id).execute();
-      await tx
-        .deleteFrom('replica_holds')
-        .where((eb) => eb.or([eb('replica_id', '=', id), eb('holder', '=', `replica:${id}`)]))
-        .execute();
-      await tx.deleteFrom('recovered_vms').where('replica_id', '=', id).execute();
-      await tx.deleteFrom('replicas').where('id', '=', id).execute();
+  /**
+   * A hold on a replica's point, inside the caller's transaction (a recovered or incoming VM
+   * made over it). The replica's row is locked first (PostgreSQL: FOR SHARE, so holds do not
+   * wait on each other but do on a removal's FOR UPDATE; SQLite: the transaction, one writer),
+   * and a replica that a removal deleted meanwhile refuses the hold with a typed error, so a
+   * hold never lands on a replica whose rows are going (see deleteUnlessHeld).
+   */
+  static async insertHold(
+    tx: Transaction<Database>,
+    hold: { replicaId: string; holder: string; pointId: string; createdAt: string },
+  ): Promise<void> {
+    if (!(await lockReplicaRow(tx, hold.replicaId, 'share')))
+      throw new MamoriError(
+        'REPLICA_REMOVED',
+        `the replica ${hold.replicaId} was deleted while a VM was being made from its point ${hold.pointId}; nothing was made: replicate the VM again, then retry`,
+        { details: { replica: hold.replicaId, point: hold.pointId } },
+      );
+    await tx
+      .insertInto('replica_holds')
+      .values({
+        replica_id: hold.replicaId,
+        holder: hold.holder,
+        point_id: hold.pointId,
+        created_at: hold.createdAt,
+      })
+      .execute();
+  }
+
+  /**
+   * A removal's rows, unless a VM uses the replica: in one transaction, its row is locked
+   * (PostgreSQL: FOR UPDATE, which waits for a hold being inserted and makes the next wait for
+   * this; SQLite: the transaction, one writer), then, when no VM holds its points and no
+   * recovered VM is recorded from it, `mark` runs (the removal's step 1, on files) and the rows
+   * go (step 2). So a hold and a removal never both succeed: the first to lock the row wins.
+   * Returns false, having changed nothing, when a VM uses it. A crash inside `mark` or before
+   * the commit leaves the rows in place; the marked folder tells the next start to remove them.
+   */
+  async deleteUnlessHeld(id: string, mark: () => Promise<void>): Promise<boolean> {
+    return this.#db.transaction().execute(async (tx) => {
+      await lockReplicaRow(tx, id, 'update');
+      const held = await tx
+        .selectFrom('replica_holds')
+        .select('holder')
+        .where('replica_id', '=', id)
+        .where('holder', 'like', 'vm:%')
+        .executeTakeFirst();
+      const recovered = await tx
+        .selectFrom('recovered_vms')
+        .select('vm_id')
+        .where('replica_id', '=', id)
+        .executeTakeFirst();
+      if (held !== undefined || recovered !== undefined) return false;
+      await mark();
+      await deleteReplicaRows(tx, id);
+      return true;
     });
   }
+
+  /** One transaction: the replica's points, holds (on it and by it), recovered-VM records and row. */
+  async deleteRows(id: string): Promise<void> {
+    await this.#db.transaction().execute((tx) => deleteReplicaRows(tx, id));
+  }
+}
+
+async function deleteReplicaRows(tx: Transaction<Database>, id: string): Promise<void> {
+  await tx.deleteFrom('replica_points').where('replica_id', '=', id).execute();
+  await tx
+    .deleteFrom('replica_holds')
+    .where((eb) => eb.or([eb('replica_id', '=', id), eb('holder', '=', `replica:${id}`)]))
+    .execute();
+  await tx.deleteFrom('recovered_vms').where('replica_id', '=', id).execute();
+  await tx.deleteFrom('replicas').where('id', '=', id).execute();
+}
+
+/**
+ * Locks a replica's row to the end of the transaction; false when there is no such row.
+ * PostgreSQL: FOR UPDATE (a removal) or FOR SHARE (a hold; holds share it). SQLite has no row
+ * locks and needs none: its one writer runs each transaction whole (the store's one connection).
+ */
+async function lockReplicaRow(tx: Transaction<Database>, id: string, mode: 'update' | 'share'): Promise<boolean> {
+  let q = tx.selectFrom('replicas').select('id').where('id', '=', id);
+  if (tx.getExecutor().adapter instanceof PostgresAdapter) q = mode === 'update' ? q.forUpdate() : q.forShare();
+  return (await q.executeTakeFirst()) !== undefined;
 }
 
 function toConsistency(c: string): PointConsistency {
