@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { protectWritingGuest } from '../../harness/protected-guest.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
-import { assertNoStrayQemu, cutAtStep, orphans } from '../../harness/job-kill-pools.js';
+import { assertNoStrayQemu, orphans } from '../../harness/job-kill-pools.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
@@ -18,9 +18,10 @@ import type { VmView } from '../../../src/vms/vm-service.js';
  * operator's `plan resume` (as SRM leaves a cut recovery to the operator). Each run step is a
  * fault point `job:plan-run:STEPKIND`, passed once the step's work is done and before the run
  * journal records it. Site-b (the recovery site, which runs the plans) is cut; its server is
- * restarted unarmed after each cut, checked, then cut again at the next step by `plan resume`,
- * so each resume also re-runs the step cut before it (the step whose re-run could make a
- * second copy). Cut, in order:
+ * started again after each cut (armed only with the next cut's point, which nothing passes
+ * before the next resume), checked, then cut again at the next step by `plan resume`, so each
+ * resume also re-runs the step cut before it (the step whose re-run could make a second copy).
+ * Cut, in order:
  *   test run:     recover, power-on, command
  *   cleanup run:  cleanup-vm
  *   planned run:  cleanup-vm (a test VM left on purpose), shutdown, promote, recover, power-on,
@@ -138,17 +139,38 @@ async function interruptedRun(): Promise<PlanRun> {
   return run;
 }
 
+/** The step whose point site-b's server is armed with now (undefined: none). */
+let armed: string | undefined;
+
 /**
  * Cuts site-b at `job:plan-run:STEP` under `args` (a plan run or resume, followed by the CLI
- * until its server dies), restarts it unarmed and checks what the cut left. Returns the run.
+ * until its server dies), starts it again and checks what the cut left. The start is armed only
+ * with `next`, the point of the next cut, which nothing passes before that cut's resume: what
+ * the start recovers and what the checks see are an unarmed server's, and a chain of cuts saves
+ * a stop and a start each. Returns the run.
  */
-async function cut(step: string, args: string[], vmsAtB: number, atA = 1): Promise<PlanRun> {
+async function cut(
+  step: string,
+  args: string[],
+  vmsAtB: number,
+  opts: { atA?: number; next?: string } = {},
+): Promise<PlanRun> {
   const points = await pointIds();
-  await cutAtStep(sites.b, `job:plan-run:${step}`, args);
+  const point = `job:plan-run:${step}`;
+  if (armed !== step) {
+    await sites.b.stopServer();
+    await sites.b.start({ MAMORI_FAULT_POINTS: point });
+  }
+  const r = await sites.b.cli(...args);
+  // A command that ended well never met the point: the step did not run, or is not a point.
+  assert.notEqual(r.code, 0, `${point} was never passed by mamori ${args.join(' ')}: ${r.stdout.slice(0, 2000)}`);
+  assert.ok(await sites.b.serverExited(120_000), `${point} did not kill the server: ${sites.b.serverLog.slice(-3000)}`);
+  armed = opts.next;
+  await sites.b.start(opts.next ? { MAMORI_FAULT_POINTS: `job:plan-run:${opts.next}` } : {});
   const run = await interruptedRun();
   const cutStep = run.steps.find((s) => s.kind === step && s.state === 'running');
   assert.ok(cutStep, `the ${step} step is the one cut: ${explain(run)}`);
-  await noDuplicate(vmsAtB, atA);
+  await noDuplicate(vmsAtB, opts.atA);
   await bothClean();
   const now = await pointIds();
   assert.deepEqual(
@@ -171,9 +193,9 @@ async function resumeToEnd(runId: string): Promise<PlanRun> {
 }
 
 test('a test run cut after its recover, power-on and command steps resumes to one running test VM', async () => {
-  const run = await cut('recover', ['plan', 'run', PLAN, '--mode', 'test'], 1);
+  const run = await cut('recover', ['plan', 'run', PLAN, '--mode', 'test'], 1, { next: 'power-on' });
   // Each resume re-runs the step cut before: recover must find the VM it made, not make another.
-  await cut('power-on', ['plan', 'resume', run.id], 1);
+  await cut('power-on', ['plan', 'resume', run.id], 1, { next: 'command' });
   await cut('command', ['plan', 'resume', run.id], 1);
   const done = await resumeToEnd(run.id);
   const testVm = await b<VmView>('vm', 'show', VM);
@@ -202,14 +224,14 @@ test('a cleanup run cut after its cleanup-vm step resumes to nothing left; a tes
 
 test('a planned run cut after each of its steps resumes to zero loss; reprotect and failback then bring the VM home', async () => {
   const source = await a<VmView>('vm', 'show', VM);
-  const run = await cut('cleanup-vm', ['plan', 'run', PLAN, '--mode', 'planned'], 0);
-  await cut('shutdown', ['plan', 'resume', run.id], 0);
+  const run = await cut('cleanup-vm', ['plan', 'run', PLAN, '--mode', 'planned'], 0, { next: 'shutdown' });
+  await cut('shutdown', ['plan', 'resume', run.id], 0, { next: 'promote' });
   assert.equal((await a<VmView>('vm', 'show', VM)).state, 'stopped', 'the shutdown step stopped it at site-a');
   // What the guest acknowledged before its shutdown: the ground truth for the planned run.
   const acked = Math.max(...parseSerialAcks(await readFile(source.serialLog, 'utf8')));
-  await cut('promote', ['plan', 'resume', run.id], 0);
-  await cut('recover', ['plan', 'resume', run.id], 1);
-  await cut('power-on', ['plan', 'resume', run.id], 1);
+  await cut('promote', ['plan', 'resume', run.id], 0, { next: 'recover' });
+  await cut('recover', ['plan', 'resume', run.id], 1, { next: 'power-on' });
+  await cut('power-on', ['plan', 'resume', run.id], 1, { next: 'command' });
   await cut('command', ['plan', 'resume', run.id], 1);
   const done = await resumeToEnd(run.id);
 
