@@ -162,9 +162,12 @@ async function cut(
     await sites.b.start({ MAMORI_FAULT_POINTS: point });
   }
   const r = await sites.b.cli(...args);
-  // A command that ended well never met the point: the step did not run, or is not a point.
-  assert.notEqual(r.code, 0, `${point} was never passed by mamori ${args.join(' ')}: ${r.stdout.slice(0, 2000)}`);
-  assert.ok(await sites.b.serverExited(120_000), `${point} did not kill the server: ${sites.b.serverLog.slice(-3000)}`);
+  // The CLI follows the run until it ends or its server dies: a server still up never met the
+  // point (the step failed or did not run; what the CLI printed says which).
+  assert.ok(
+    await sites.b.serverExited(30_000),
+    `${point} did not kill the server under mamori ${args.join(' ')}: ${r.stdout.slice(-2000)}${r.stderr}`,
+  );
   armed = opts.next;
   await sites.b.start(opts.next ? { MAMORI_FAULT_POINTS: `job:plan-run:${opts.next}` } : {});
   const run = await interruptedRun();
