@@ -2,9 +2,17 @@ import type { StoreHandle } from '../store/store-handle.js';
 import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
+import { faultPoint } from '../core/fault-points.js';
 import type { Logger } from '../core/logger.js';
 import type { PlanService, ResolvedPlan } from './plan-service.js';
-import { RUN_MODES, type PlanRun, type RunJournal, type RunMode, type RunVmOutcome } from './run-journal.js';
+import {
+  PLAN_RUN_JOB,
+  RUN_MODES,
+  type PlanRun,
+  type RunJournal,
+  type RunMode,
+  type RunVmOutcome,
+} from './run-journal.js';
 import { buildRunSteps, type CleanupTarget, type PlannedStep } from './run-steps.js';
 import type { RunStepActions } from './run-step-actions.js';
 import type { DryRun } from './dry-run.js';
@@ -250,6 +258,8 @@ export class PlanRunner {
       await this.#journal.save(run);
       try {
         const out = await this.#actions.run(step, ctx);
+        // The kill -9 tests' cut: the step's work is done and the run journal does not say so yet.
+        faultPoint(`job:${PLAN_RUN_JOB.kind}:${step.kind}`);
         step.state = out.skipped ? 'skipped' : 'done';
         if (out.message) step.message = out.message;
       } catch (e) {
