@@ -168,9 +168,22 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        const encoding = res.headers['content-encoding'];
+        let body: Buffer;
+        try {
+          body = decoded(Buffer.concat(chunks), encoding, maxBytes);
+        } catch (e) {
+          reject(
+            new TransportError(
+              'network',
+              `answered a ${encoding} body that does not decode into at most ${maxBytes} bytes (${(e as Error).message})`,
+            ),
+          );
+          return;
+        }
         let json: unknown;
         try {
-          const text = decoded(Buffer.concat(chunks), res.headers['content-encoding'], maxBytes).toString('utf8');
+          const text = body.toString('utf8');
           json = text ? JSON.parse(text) : undefined;
         } catch {
           reject(
