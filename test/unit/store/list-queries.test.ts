@@ -4,6 +4,8 @@ import { VmRepo } from '../../../src/store/repos/vm-repo.js';
 import { DiskRepo } from '../../../src/store/repos/disk-repo.js';
 import { ReplicationRepo } from '../../../src/store/repos/replication-repo.js';
 import { jsonColumn } from '../../../src/store/json-column.js';
+import { MIGRATIONS, POSTGRES_MIGRATION_DIALECT, SQLITE_MIGRATION_DIALECT } from '../../../src/store/migrations.js';
+import { sql } from 'kysely';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import type { CycleStats } from '../../../src/store/records/replica-record.js';
 import type { Store } from '../../../src/store/store.js';
@@ -117,8 +119,32 @@ describeEachDialect('list queries of GET /vms and GET /replication', (f) => {
     const store = await f.open();
     await addVm(store, 'v1', 'one');
     const reps = await replicate(store, 'v1');
-    await store.db.updateTable('replications').set({ stats: '[{"at":1}]' }).execute();
+    await store.db.updateTable('replications').set({ stats: '[{"at":1}]', last_cycle: '{"at":1}' }).execute();
     await assert.rejects(reps.listSummaries(), (e) => isMamoriError(e, 'STORE_ROW_INVALID'));
+  });
+
+  test("the migration that adds last_cycle fills it from each row's stats", async () => {
+    const store = await f.open();
+    await addVm(store, 'v1', 'one');
+    await addVm(store, 'v2', 'two');
+    const reps = await replicate(store, 'v1');
+    await replicate(store, 'v2');
+    const stats = [
+      cycle('2026-01-01T00:00:01.000Z'),
+      cycle('2026-01-01T00:00:02.000Z', { points: 1, chainLength: 2, bytes: 3, seedBytes: 0 }),
+    ];
+    // As a database of the version before has it: stats, and no last_cycle yet.
+    await store.db
+      .updateTable('replications')
+      .set({ stats: JSON.stringify(stats), last_cycle: null })
+      .where('vm_id', '=', 'v1')
+      .execute();
+    const step = MIGRATIONS.at(-1)!(f.dialect === 'postgres' ? POSTGRES_MIGRATION_DIALECT : SQLITE_MIGRATION_DIALECT);
+    await sql.raw(step.slice(step.indexOf('UPDATE'))).execute(store.db);
+    const byVm = new Map((await reps.listSummaries()).map((r) => [r.vmId, r]));
+    assert.deepEqual(byVm.get('v1')!.lastCycle, stats[1]);
+    assert.deepEqual(byVm.get('v1')!.replica, stats[1]!.replica);
+    assert.deepEqual([byVm.get('v2')!.lastCycle, byVm.get('v2')!.replica], [null, null]);
   });
 
   test("listShared and listSummaries: the VM list's rows, definitions shared and frozen, disks with the shown columns", async () => {
