@@ -168,7 +168,7 @@ export class VmService {
       diskBus: d.diskBus ?? 'virtio',
       lastHeartbeatAt: hb?.at ?? vm.lastHeartbeatAt,
       lastHeartbeat: hb?.line ?? null,
-      serialLog: this.#deps.paths.vmRuntime(vm.id).serialLog,
+      serialLog: this.#deps.paths.serialLog(vm.id),
       createdAt: vm.createdAt,
     };
   }
