@@ -8,7 +8,8 @@
  * same route on the same server and data folder, so the ratio is what the data size costs),
  * then 999 more (the figure). Each route is asked BENCH_REQUESTS times one after another with
  * the admin token, through the CLI's own client (cli/api-client.ts: HTTPS, the site's CA
- * pinned, one kept-alive connection), after BENCH_WARMUP requests that are not counted.
+ * pinned, one kept-alive connection, br or gzip accepted as every CLI call does), after
+ * BENCH_WARMUP requests that are not counted.
  *
  * PostgreSQL is a throwaway cluster (test/harness/pg-cluster.ts: initdb in a temporary
  * folder, a unix socket, stopped by its pid), the site started with `serve --db URL`.
@@ -206,7 +207,8 @@ const result = {
   })),
   notes:
     `Each figure is the p99 of ${REQUESTS} sequential requests (after ${WARMUP} not counted) timed in the client, as the CLI ` +
-    'makes them (HTTPS with the site CA pinned, JSON parsed, one kept-alive connection), against a real `mamori serve`. ' +
+    'makes them (HTTPS with the site CA pinned, br or gzip accepted and decoded, JSON parsed, one kept-alive connection), ' +
+    'against a real `mamori serve`. responseBytes is the decoded JSON; the server sends it brotli-compressed. ' +
     `The site holds ${VMS} stopped VMs with a disk each, each replicated to a peer (paused, ${POINTS_PER_REPLICA} points kept, ` +
     `the last 10 cycles' figures), and ${VMS} replicas of the peer's VMs with ${POINTS_PER_REPLICA} points each in replica_points. ` +
     'The baseline is the same route on the same server and data folder holding 1 VM and 24 points, measured first in the same run. ' +

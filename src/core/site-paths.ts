@@ -53,6 +53,10 @@ export class SitePaths {
   vmDir(vmId: string): string {
     return join(this.root, 'vms', vmId);
   }
+  /** The VM's serial console log (one path, not vmRuntime's five: GET /vms names it for every VM). */
+  serialLog(vmId: string): string {
+    return join(this.root, 'vms', vmId, 'serial.log');
+  }
   vmRuntime(vmId: string): {
     qmpSocket: string;
     pidFile: string;
@@ -64,7 +68,7 @@ export class SitePaths {
     return {
       qmpSocket: join(dir, 'qmp.sock'),
       pidFile: join(dir, 'qemu.pid'),
-      serialLog: join(dir, 'serial.log'),
+      serialLog: this.serialLog(vmId),
       uefiVars: join(dir, 'OVMF_VARS.fd'),
       guestAgentSocket: join(dir, 'qga.sock'),
     };

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import type { StoreHandle } from '../store/store-handle.js';
-import { ReplicationRepo } from '../store/repos/replication-repo.js';
+import { ReplicationRepo, type ReplicationSummary } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import type { CycleStats, ReplicationRecord } from '../store/records/replica-record.js';
 import type { VmService } from '../vms/vm-service.js';
@@ -285,17 +285,19 @@ export class ReplicationService {
   async status(vmName: string): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
-    return this.#statusOf(row, vm.name, await this.#incidents.rpoViolatedSince(row.vmId));
+    const replica = [...row.stats].reverse().find((c) => c.replica !== undefined)?.replica ?? null;
+    const summary = { ...row, vmName: vm.name, lastCycle: row.stats.at(-1) ?? null, replica };
+    return this.#statusOf(summary, await this.#incidents.rpoViolatedSince(row.vmId));
   }
 
   async statusAll(): Promise<ReplicationStatus[]> {
     // The open RPO incidents in one query, not one per VM: 1,000 replications made 1,001
     // round trips (bench/store).
     const [rows, violatedSince] = await Promise.all([
-      this.#repo.listWithVmNames(),
+      this.#repo.listSummaries(),
       this.#incidents.rpoViolatedSinceAll(),
     ]);
-    return rows.map((r) => this.#statusOf(r, r.vmName, violatedSince.get(r.vmId) ?? null));
+    return rows.map((r) => this.#statusOf(r, violatedSince.get(r.vmId) ?? null));
   }
 
   async points(vmName: string): Promise<ReplicaPointView[]> {
@@ -345,14 +347,13 @@ export class ReplicationService {
     this.#incidents.shutdown();
   }
 
-  #statusOf(r: ReplicationRecord, vmName: string, rpoViolatedSince: string | null): ReplicationStatus {
+  #statusOf(r: ReplicationSummary, rpoViolatedSince: string | null): ReplicationStatus {
     const now = Date.now();
     const lastAt = r.lastPointAt ? Date.parse(r.lastPointAt) : null;
     const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
-    const stats = r.stats;
     const next = this.#schedule.nextAt(r.vmId);
     return {
-      vm: vmName,
+      vm: r.vmName,
       to: r.peer,
       state: r.state,
       rpoSeconds: r.rpoMs / 1000,
@@ -364,10 +365,10 @@ export class ReplicationService {
       nextCycleAt: next ? new Date(next).toISOString() : null,
       failures: r.failures,
       lastError: r.lastError,
-      lastCycle: stats.at(-1) ?? null,
+      lastCycle: r.lastCycle,
       bandwidthBps: r.bandwidthBps,
       generation: r.generation,
-      replica: [...stats].reverse().find((c) => c.replica !== undefined)?.replica ?? null,
+      replica: r.replica,
     };
   }
 

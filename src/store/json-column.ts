@@ -14,34 +14,66 @@ const ajv = new Ajv({ allErrors: true, strict: false });
 export interface JsonColumn<T> {
   readonly column: string;
   decode(text: string): T;
+  /**
+   * `decode` for read-only callers (the API's big lists): the value of a text seen before comes
+   * from a cache keyed by the text itself, so an unchanged row is neither parsed nor validated
+   * again, and a changed row is a new key. The value is shared and deeply frozen: a caller that
+   * changes it throws rather than corrupting the next reader's copy.
+   */
+  decodeShared(text: string): T;
   encode(value: T): string;
+}
+
+/**
+ * Texts a column's shared cache holds: above a 1,000-VM site's rows, and a few MB at most. When
+ * full, the oldest entry goes (a row changed since is a new key; its old text is never asked again).
+ */
+const SHARED_CACHE_ENTRIES = 20_000;
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
 }
 
 /** A codec for `column` (as "table.column") whose values match `schema` (a JSON schema object). */
 export function jsonColumn<T>(column: string, schema: object): JsonColumn<T> {
   let validate: ValidateFunction | null = null;
+  const decode = (text: string): T => {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new MamoriError(
+        'STORE_ROW_INVALID',
+        `the database column ${column} holds text that is not JSON (${(e as Error).message}); the row was written by something other than mamori, or the file is damaged`,
+        { details: { column } },
+      );
+    }
+    validate ??= ajv.compile(schema);
+    if (!validate(value)) {
+      throw new MamoriError(
+        'STORE_ROW_INVALID',
+        `the database column ${column} holds a value of the wrong shape: ${ajv.errorsText(validate.errors)}; the row was written by something other than mamori, or by a newer version`,
+        { details: { column, errors: validate.errors } },
+      );
+    }
+    return value as T;
+  };
+  const shared = new Map<string, T>();
   return {
     column,
-    decode(text: string): T {
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (e) {
-        throw new MamoriError(
-          'STORE_ROW_INVALID',
-          `the database column ${column} holds text that is not JSON (${(e as Error).message}); the row was written by something other than mamori, or the file is damaged`,
-          { details: { column } },
-        );
+    decode,
+    decodeShared(text: string): T {
+      let value = shared.get(text);
+      if (value === undefined) {
+        value = deepFreeze(decode(text));
+        if (shared.size >= SHARED_CACHE_ENTRIES) shared.delete(shared.keys().next().value!);
+        shared.set(text, value);
       }
-      validate ??= ajv.compile(schema);
-      if (!validate(value)) {
-        throw new MamoriError(
-          'STORE_ROW_INVALID',
-          `the database column ${column} holds a value of the wrong shape: ${ajv.errorsText(validate.errors)}; the row was written by something other than mamori, or by a newer version`,
-          { details: { column, errors: validate.errors } },
-        );
-      }
-      return value as T;
+      return value;
     },
     encode(value: T): string {
       return JSON.stringify(value);

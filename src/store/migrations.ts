@@ -203,6 +203,14 @@ export const MIGRATIONS: readonly Migration[] = [
   // One journal engine (issue 20): a job's context carries the version of its kind's schema, so
   // a context written by another version is upgraded or refused, never misread.
   (d) => `ALTER TABLE jobs ADD COLUMN context_version ${d.int};`,
+  // The newest cycle's figures beside the last ten, written by the same update: the status of
+  // all replications reads it alone, not 2 KB of JSON a row that the database would have to
+  // parse (and on PostgreSQL, unTOAST) for each request (bench/store). Rows already there get it
+  // from their stats.
+  (d) => `ALTER TABLE replications ADD COLUMN last_cycle ${d.text};
+   UPDATE replications SET last_cycle = ${
+     d.name === 'postgres' ? `(stats::json -> -1)::text` : `json_extract(stats, '$[#-1]')`
+   };`,
 ];
 
 /** The steps' SQL for a dialect, in order. */

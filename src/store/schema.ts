@@ -147,6 +147,8 @@ export interface ReplicationTable {
   last_error: string | null;
   /** JSON: the last few cycles' figures (bytes, duration, mode). */
   stats: string;
+  /** JSON: the newest of `stats`, written with it (null: no cycle yet); what the status of all reads. */
+  last_cycle: ColumnType<string | null, string | null | undefined, string | null>;
   /** Bytes per second the copy may use on the link; null: unlimited. */
   bandwidth_bps: ColumnType<number | null, number | null | undefined, number | null>;
   created_at: string;

@@ -2,7 +2,7 @@ import { uniqueViolation } from '../store/unique-violation.js';
 import { readFile, rm } from 'node:fs/promises';
 import type { StoreHandle } from '../store/store-handle.js';
 import { VmRepo, type VmRow } from '../store/repos/vm-repo.js';
-import { DiskRepo } from '../store/repos/disk-repo.js';
+import { DiskRepo, type DiskSummary } from '../store/repos/disk-repo.js';
 import type { DiskService } from '../disks/disk-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
 import { assertValidName, parseSize } from '../core/names.js';
@@ -124,7 +124,9 @@ export class VmService {
   async list(): Promise<VmView[]> {
     // Every disk in one query, not one query per VM: a list of 1,000 VMs made 1,001 round
     // trips, a pool's worth on PostgreSQL (bench/store).
-    const [vms, disks] = await Promise.all([this.repo.list(), this.#diskRepo.list()]);
+    // Shared definitions and disk summaries: an unchanged VM is not parsed again, and only the
+    // columns the view shows are read.
+    const [vms, disks] = await Promise.all([this.repo.listShared(), this.#diskRepo.listSummaries()]);
     const byId = new Map(disks.map((d) => [d.id, d]));
     return vms.map((vm) => this.#viewWith(vm, byId));
   }
@@ -135,7 +137,7 @@ export class VmService {
   }
 
   /** The view of a VM whose disks (at least those it lists) are in `disks`. */
-  #viewWith(vm: VmRow, disks: ReadonlyMap<string, DiskRecord>): VmView {
+  #viewWith(vm: VmRow, disks: ReadonlyMap<string, DiskSummary>): VmView {
     const hb = this.#deps.supervisor.lastHeartbeat(vm.id);
     const d = vm.definition;
     return {
@@ -152,7 +154,7 @@ export class VmService {
       nics: d.nics,
       disks: d.diskIds
         .map((id) => disks.get(id))
-        .filter((x): x is DiskRecord => x !== undefined)
+        .filter((x): x is DiskSummary => x !== undefined)
         .map((x) => ({
           name: x.name,
           kind: x.kind,
@@ -167,7 +169,7 @@ export class VmService {
       diskBus: d.diskBus ?? 'virtio',
       lastHeartbeatAt: hb?.at ?? vm.lastHeartbeatAt,
       lastHeartbeat: hb?.line ?? null,
-      serialLog: this.#deps.paths.vmRuntime(vm.id).serialLog,
+      serialLog: this.#deps.paths.serialLog(vm.id),
       createdAt: vm.createdAt,
     };
   }

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ReplicationService } from '../../replication/replication-service.js';
 import { errorResponses, nameParam } from '../schemas.js';
+import { sendJsonList } from '../list-reply.js';
 
 const statusSchema = {
   type: 'object',
@@ -62,7 +63,7 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
           response: { 200: { type: 'array', items: statusSchema }, ...errorResponses },
         },
       },
-      async () => r.statusAll(),
+      async (req, reply) => sendJsonList(req, reply, await r.statusAll()),
     );
     app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number; bandwidth?: string } }>(
       '/vms/:name/replication',

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { VmService, CreateVmInput } from '../../vms/vm-service.js';
 import { errorResponses, nameParam } from '../schemas.js';
+import { sendJsonList } from '../list-reply.js';
 
 const vmResponse = { 200: { $ref: 'Vm#' }, ...errorResponses } as const;
 
@@ -46,7 +47,7 @@ export function vmRoutes(deps: { vms: VmService }): FastifyPluginAsync {
           response: { 200: { type: 'array', items: { $ref: 'Vm#' } }, ...errorResponses },
         },
       },
-      async () => vms.list(),
+      async (req, reply) => sendJsonList(req, reply, await vms.list()),
     );
 
     app.post<{ Body: CreateVmInput }>(

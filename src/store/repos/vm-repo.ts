@@ -80,7 +80,17 @@ export class VmRepo {
 
   async list(): Promise<VmRow[]> {
     const rows = await this.#db.selectFrom('vms').selectAll().orderBy('name').execute();
-    return rows.map(toRow);
+    return rows.map((r) => toRow(r));
+  }
+
+  /**
+   * `list` for read-only views (GET /vms): each definition is shared and frozen, decoded once
+   * per text (vmDefinitionColumn.decodeShared), so a list of 1,000 unchanged VMs parses and
+   * validates none of them again (bench/store). Never change what it returns.
+   */
+  async listShared(): Promise<VmRow[]> {
+    const rows = await this.#db.selectFrom('vms').selectAll().orderBy('name').execute();
+    return rows.map((r) => toRow(r, vmDefinitionColumn.decodeShared(r.definition)));
   }
 
   async findByName(name: string): Promise<VmRow | undefined> {
@@ -234,11 +244,11 @@ export class VmRepo {
   }
 }
 
-function toRow(r: Selectable<VmTable>): VmRow {
+function toRow(r: Selectable<VmTable>, definition = vmDefinitionColumn.decode(r.definition)): VmRow {
   return {
     id: r.id,
     name: r.name,
-    definition: vmDefinitionColumn.decode(r.definition),
+    definition,
     state: r.state as VmState,
     stateReason: r.state_reason,
     pid: r.pid,

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { ensureSiteTls, serverNamesFor } from '../../../src/sites/site-tls.js';
 import { httpsJson, knownErrorCode, readErrorBody, TransportError } from '../../../src/core/https-json-client.js';
 
@@ -146,5 +147,46 @@ test('one client for the CLI and for peers: bearer token, JSON body, pinned CA w
     plain.close();
     secure.closeAllConnections();
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a br or gzip answer is decoded, within the same bound; an unknown or broken encoding is refused', async () => {
+  const value = { items: Array.from({ length: 2000 }, (_, i) => ({ name: `vm-${i}`, state: 'stopped' })) };
+  const text = JSON.stringify(value);
+  const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20));
+  let acceptEncoding: string | undefined;
+  const server = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+    acceptEncoding = req.headers['accept-encoding'];
+    res.setHeader('content-type', 'application/json');
+    const [body, encoding] =
+      req.url === '/br'
+        ? [brotliCompressSync(text), 'br']
+        : req.url === '/gzip'
+          ? [gzipSync(text), 'gzip']
+          : req.url === '/bomb'
+            ? [bomb, 'gzip']
+            : req.url === '/broken'
+              ? [Buffer.from('not gzip'), 'gzip']
+              : [Buffer.from(text), 'zstd'];
+    res.setHeader('content-encoding', encoding);
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const get = (p: string) =>
+    httpsJson({
+      url: new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}${p}`),
+      method: 'GET',
+      trust: { insecure: true },
+      timeoutMs: 10_000,
+      maxBytes: 1024 * 1024,
+    });
+  try {
+    assert.deepEqual((await get('/br')).json, value);
+    assert.equal(acceptEncoding, 'br, gzip');
+    assert.deepEqual((await get('/gzip')).json, value);
+    for (const p of ['/bomb', '/broken', '/zstd'])
+      await assert.rejects(get(p), (e: unknown) => e instanceof TransportError && /does not decode/.test(e.message));
+  } finally {
+    server.close();
   }
 });
