@@ -70,12 +70,30 @@ export function namedByRows(dataDir: string): { files: Set<string>; vmIds: Set<s
  */
 export async function orphans(dataDir: string): Promise<{ files: string[]; vmDirs: string[]; replicaDirs: string[] }> {
   const named = namedByRows(dataDir);
-  const files = (await filesUnder(join(dataDir, 'pools'))).filter((f) => !named.files.has(f));
+  const seeds = await seedFilesOf(dataDir);
+  const files = (await filesUnder(join(dataDir, 'pools'))).filter((f) => !named.files.has(f) && !seeds.has(f));
   const vmDirs = (await readdir(join(dataDir, 'vms')).catch(() => [] as string[])).filter((id) => !named.vmIds.has(id));
   const replicaDirs = (await readdir(join(dataDir, 'replicas')).catch(() => [] as string[])).filter(
     (id) => !named.replicaIds.has(id),
   );
   return { files, vmDirs, replicaDirs };
+}
+
+/**
+ * The files a replica's chains read as their seed, or released and not yet deleted (a reprotect's
+ * old disks: the replica owns them, by its manifests, until its compaction absorbs and deletes them).
+ */
+async function seedFilesOf(dataDir: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  const root = join(dataDir, 'replicas');
+  for (const replica of await readdir(root).catch(() => [] as string[]))
+    for (const disk of await readdir(join(root, replica)).catch(() => [] as string[])) {
+      const text = await readFile(join(root, replica, disk, 'manifest.json'), 'utf8').catch(() => null);
+      if (text === null) continue;
+      const m = JSON.parse(text) as { seed?: { file: string }[]; releasedSeed?: { file: string }[] };
+      for (const l of [...(m.seed ?? []), ...(m.releasedSeed ?? [])]) out.add(l.file);
+    }
+  return out;
 }
 
 function pathsIn(v: unknown): string[] {
