@@ -102,8 +102,14 @@ export class ReplicaSeeding {
     if (existing) {
       // The replica this VM was recovered from (promoted at its failover) is done as a replica;
       // its files stay, as the lower layers of the seed. It is kept under a retired name so
-      // the new replica can take the VM's place.
-      await this.#replicaRepo.renameSource(existing.id, `${vmId}~retired-${existing.failoverGeneration}`);
+      // the new replica can take the VM's place. The name holds the replica's id: a VM moved
+      // back and forth onto its replicas retires one at each site per round trip, all at the
+      // same failover generation (live migrations raise none), and two retired under one name
+      // broke the (source site, source VM) key, failing the move's finish.
+      await this.#replicaRepo.renameSource(
+        existing.id,
+        `${vmId}~retired-${existing.failoverGeneration}-${existing.id}`,
+      );
     }
     const replica = await this.#replicas.create({
       sourceSite: peer,
