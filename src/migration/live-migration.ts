@@ -230,7 +230,8 @@ export class LiveMigrations {
   async #finishWhenServing(jobId: string, ctx: MigrationContext, finished: JobFinished): Promise<void> {
     const deadline = Date.now() + FINISH_RETRY_MS;
     for (let wait = 1_000; ; wait = Math.min(wait * 2, 15_000)) {
-      await new Promise((r) => setTimeout(r, wait));
+      // Unref'd: a server closing meanwhile is not held open by this wait (its next start takes the job up).
+      await new Promise((r) => setTimeout(r, wait).unref());
       try {
         await finishMigration(this.#runDeps, ctx.vmId, ctx);
         const result: RecoveredResult = { recovered: finished.finished, result: finished.result ?? null };
