@@ -36,12 +36,53 @@ export interface Job {
 }
 
 /**
+ * A recovery that finished the work rather than undid it or left it (a migration cut after
+ * switchover completed, a pool delete whose rows were all gone): the job ends `succeeded`, since
+ * reporting done work as failed would send an operator to redo or clean what is right.
+ */
+export interface JobFinished {
+  /** What the recovery found and did, kept in the job's result as `recovered`. */
+  finished: string;
+  /** The kind's own result, where the recovery can give it. */
+  result?: unknown;
+}
+
+/**
+ * A recovery that took the job up itself: the job stays `running`, and the kind ends it (succeed
+ * or fail) when the work it set going ends. For work that needs this site serving, which it does
+ * only after recovery (a migration's reversed replication: the peer's first cycle calls back
+ * here). A stop before then leaves the job running, so the next start recovers it again: the
+ * rule must be safe to run twice.
+ */
+export interface JobTakenUp {
+  /** What the recovery set going, for the log. */
+  takenUp: string;
+}
+
+/** The result a job finished by its recovery keeps: what was done, and the kind's result if any. */
+export interface RecoveredResult {
+  recovered: string;
+  result: unknown;
+}
+
+/**
  * What a kind does with a job cut by a stop, given the job as journalled and its context read
  * through the kind's schema (null if the job never wrote one). `rollback` rules undo and may
  * return the message the failed job keeps; `resume` rules take the work up (or leave it for
- * the operator's resume, as plan runs do) and return what the interrupted job says.
+ * the operator's resume, as plan runs do) and return what the interrupted job says. Either may
+ * return JobFinished instead when the work was (or was made) complete: the job succeeds.
  */
-export type JobRecovery<C> = (job: Job, context: C | null) => Promise<void | string>;
+export type JobRecovery<C> = (job: Job, context: C | null) => Promise<JobRecoveryOutcome>;
+export type JobRecoveryOutcome = void | string | JobFinished | JobTakenUp;
+
+/** Whether a recovery's answer says the work is done. */
+export function isJobFinished(outcome: JobRecoveryOutcome): outcome is JobFinished {
+  return typeof outcome === 'object' && outcome !== null && 'finished' in outcome;
+}
+
+function isJobTakenUp(outcome: JobRecoveryOutcome): outcome is JobTakenUp {
+  return typeof outcome === 'object' && outcome !== null && 'takenUp' in outcome;
+}
 
 /** A kind as `mamori job kinds` lists it. */
 export interface JobKindView {
@@ -232,7 +273,9 @@ export class JobJournal {
   /**
    * At server start: every job still 'running' was cut by a stop. Its kind's recovery runs with
    * its context; a `rollback` job ends failed (its partial work undone), a `resume` job ends
-   * interrupted (its work taken up, or waiting for the operator's resume). A job whose context
+   * interrupted (its work taken up, or waiting for the operator's resume), and a job of either
+   * policy whose recovery answers JobFinished ends succeeded (the work is done); one whose recovery
+   * answers JobTakenUp stays running, its kind ends it. A job whose context
    * cannot be read safely (JOB_CONTEXT_VERSION, a wrong shape) is not recovered: it ends failed
    * with that error, so an operator sees what to clean.
    */
@@ -259,7 +302,14 @@ export class JobJournal {
       }
       try {
         const message = await registered.recover(job, context);
-        if (registered.kind.policy === 'rollback')
+        if (isJobTakenUp(message)) {
+          log(`interrupted job taken up by its kind, running on: ${message.takenUp}`, job);
+          continue;
+        }
+        if (isJobFinished(message)) {
+          const result: RecoveredResult = { recovered: message.finished, result: message.result ?? null };
+          await this.#jobs.succeed(job.id, result, new Date().toISOString());
+        } else if (registered.kind.policy === 'rollback')
           await this.fail(job.id, {
             code: 'INTERNAL',
             message:

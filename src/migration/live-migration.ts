@@ -7,7 +7,7 @@ import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { SitePeers } from '../sites/site-peers.js';
 import type { SiteTls } from '../sites/site-tls.js';
 import type { SitePaths } from '../core/site-paths.js';
-import type { JobJournal, Job } from '../jobs/job-journal.js';
+import type { JobJournal, Job, JobFinished, JobRecoveryOutcome, RecoveredResult } from '../jobs/job-journal.js';
 import { MamoriError } from '../core/mamori-error.js';
 import type { Logger } from '../core/logger.js';
 import type { ReplicationService } from '../replication/replication-service.js';
@@ -15,10 +15,13 @@ import { MIGRATION_JOB, outgoingStateOf, type MigrationContext, type OutgoingSta
 import type { ReverseReplication } from './reverse-replication.js';
 import { runOutgoingMigration, type OutgoingMigrationDeps } from './outgoing-migration.js';
 import { rollBackMigration } from './migration-rollback.js';
+import { finishMigration } from './migration-finish.js';
 
 export { MIGRATION_JOB };
 /** Default time without progress after which the link counts as cut. */
 export const LINK_TIMEOUT_DEFAULT_SEC = 30;
+/** How long a cut migration's finish is tried again before its job fails (the peer may be down). */
+const FINISH_RETRY_MS = 10 * 60_000;
 
 /**
  * Live migration of a running VM to the paired site without shared storage (libvirt's
@@ -174,10 +177,11 @@ export class LiveMigrations {
 
   /**
    * A migration the server died in: before switchover it is rolled back (the VM ran on, QEMU
-   * outlives the server); after it the move is finished (the destination's copy is the VM).
-   * Returns the message the failed job is left with: what was undone or finished.
+   * outlives the server) and the job fails saying so; after it the move is finished as the
+   * `finish` step would (the destination's copy is the VM; onto a replica, replication is
+   * turned around) and the job succeeds: the VM moved, as asked.
    */
-  async #recover(job: Job, ctx: MigrationContext | null): Promise<string | undefined> {
+  async #recover(job: Job, ctx: MigrationContext | null): Promise<JobRecoveryOutcome> {
     if (!ctx) return undefined;
     const vm = await this.#vms.repo.findById(ctx.vmId);
     const qmp = this.#supervisor.qmpOf(ctx.vmId);
@@ -194,10 +198,57 @@ export class LiveMigrations {
       await this.#jobs.setContext(MIGRATION_JOB, job.id, { ...ctx, switched: true });
       // The destination runs the VM (or will, once activated): finish the move.
       await peer.request('POST', `/migrations/${ctx.vmId}/activate`, {}).catch(() => undefined);
-      if (vm) await this.#vms.delete(vm.name, { force: true });
-      return `${head} after the migration completed: the move was finished, the VM runs at ${ctx.to} and its copy here was removed`;
+      const finished: JobFinished = {
+        finished: ctx.replication
+          ? `${head} after the migration completed: the move was finished, the VM runs at ${ctx.to} and replicates back here, its old disks the seed`
+          : `${head} after the migration completed: the move was finished, the VM runs at ${ctx.to} and its copy here was removed`,
+        result: { to: ctx.to, replicaAware: ctx.replication !== null },
+      };
+      try {
+        // What the `finish` step does, whichever part of it the cut left undone.
+        await finishMigration(this.#runDeps, ctx.vmId, ctx);
+        return finished;
+      } catch (e) {
+        if (!ctx.replication) throw e;
+        // Onto a replica, the local part (the VM quit, superseded, made the seed) is done by
+        // now; the peer's replicating back calls this site, which serves only after recovery.
+        // The job runs on until it has.
+        this.#log.info({ job: job.id, err: e }, 'reverse replication waits for this site to serve');
+        void this.#finishWhenServing(job.id, ctx, finished);
+        return { takenUp: `the VM runs at ${ctx.to}; replication is turned around once this site serves` };
+      }
     }
     if (vm) await rollBackMigration(this.#runDeps, vm, ctx, qmp, peer);
     return `${head} before switchover: the migration was rolled back, the VM runs on here and ${ctx.to} was asked to remove its copy`;
+  }
+
+  /**
+   * The finish of a replica-aware migration taken up at start, tried again until the peer
+   * replicates back (it can once this site listens), then the job succeeds; failed after
+   * FINISH_RETRY_MS with what is left. Every part of the finish is safe to repeat.
+   */
+  async #finishWhenServing(jobId: string, ctx: MigrationContext, finished: JobFinished): Promise<void> {
+    const deadline = Date.now() + FINISH_RETRY_MS;
+    for (let wait = 1_000; ; wait = Math.min(wait * 2, 15_000)) {
+      // Unref'd: a server closing meanwhile is not held open by this wait (its next start takes the job up).
+      await new Promise((r) => setTimeout(r, wait).unref());
+      try {
+        await finishMigration(this.#runDeps, ctx.vmId, ctx);
+        const result: RecoveredResult = { recovered: finished.finished, result: finished.result ?? null };
+        await this.#jobs.succeed(jobId, result);
+        this.#log.info({ job: jobId, vm: ctx.vmId }, 'cut migration finished: replication runs back from the peer');
+        return;
+      } catch (e) {
+        if (Date.now() < deadline) continue;
+        this.#log.error({ job: jobId, err: e }, 'cut migration: reverse replication could not be started');
+        await this.#jobs
+          .fail(jobId, {
+            code: (e as { code?: string }).code ?? 'INTERNAL',
+            message: `the VM runs at ${ctx.to}, but it does not replicate back here: ${(e as Error).message}; make it replicate here from ${ctx.to} ('mamori replicate enable VM --to SITE' there)`,
+          })
+          .catch(() => undefined);
+        return;
+      }
+    }
   }
 }

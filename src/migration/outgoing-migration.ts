@@ -20,6 +20,7 @@ import { copyReplicaDelta } from './replica-delta-copy.js';
 import { MIGRATION_JOB, type MigrationContext } from './outgoing-state.js';
 import type { ReverseReplication } from './reverse-replication.js';
 import { MIGRATION_TLS_ID, rollBackMigration, waitJobsGone } from './migration-rollback.js';
+import { finishMigration } from './migration-finish.js';
 
 /** The source renews its claim on the destination's copy this often. */
 const KEEPALIVE_MS = 5_000;
@@ -243,21 +244,7 @@ export async function runOutgoingMigration(
     await deps.jobs.step(jobId, 'switchover', async () => {
       await peer.request('POST', `/migrations/${vm.id}/activate`, {});
     });
-    await deps.jobs.step(jobId, 'finish', async () => {
-      if (ctx.replication) {
-        // Quit, never cont; the disks here become the seed of the reversed replication.
-        await deps.vms.stop(vm.name, { force: true });
-        const r = ctx.replication;
-        await deps.reverse.reverse(ctx.to, vm.id, 1, {
-          rpoSeconds: r.rpoSeconds,
-          keepPoints: r.keepPoints,
-          ...(r.group !== null ? { group: r.group } : {}),
-        });
-      } else {
-        // Quit, never cont: the copy at the destination is the VM now.
-        await deps.vms.delete(vm.name, { force: true });
-      }
-    });
+    await deps.jobs.step(jobId, 'finish', () => finishMigration(deps, vm.id, ctx));
     const result: MigrationResult = {
       to: ctx.to,
       replicaAware: ctx.replication !== null,

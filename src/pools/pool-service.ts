@@ -73,9 +73,18 @@ export class PoolService {
     });
     for (const kind of Object.values(OPERATION_JOB)) {
       this.#jobs.define(kind, async (job) => {
-        // A delete cut after its last row went has nothing left to resume: say so, not that it resumes.
-        if (job.target && !(await this.#pools.exists(job.target)))
-          return `the site server stopped during ${kind.kind} of ${job.target}, which had done its work: the pool is gone`;
+        // Work that was complete is not resumed (nothing would take it up) nor called failed:
+        // the job succeeded. A delete cut after its last row went: the pool is gone. Any
+        // operation cut after its record ended (the pool ready, no operation), before its job did.
+        const row = job.target ? await this.#pools.find(job.target) : undefined;
+        if (job.target && !row)
+          return {
+            finished: `the site server stopped during ${kind.kind} of ${job.target}, which had done its work: the pool is gone`,
+          };
+        if (row && row.state === 'ready' && recordedOperation(row) === null)
+          return {
+            finished: `the site server stopped during ${kind.kind} of ${job.target}, which had done its work: the pool is ready`,
+          };
         const message = `${kind.kind} was cut by a server stop; it resumes at start, where it stopped`;
         if (job.target) await this.#pools.markInterrupted(job.target, message, new Date().toISOString());
         return `the site server stopped during ${kind.kind} of ${job.target}: ${message}; a new job takes it up`;

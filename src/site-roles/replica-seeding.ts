@@ -73,13 +73,13 @@ export class ReplicaSeeding {
     const configDrive = disks.find((d) => d.id === vm.definition.configDriveDiskId);
     const ordered = replicatedDiskIds(vm.definition).map((id) => disks.find((d) => d.id === id)!);
     const seeds: ChainLayer[][] = [];
-    for (const d of ordered) {
+    for (const [i, d] of ordered.entries()) {
       if (d.kind !== 'image')
         throw new MamoriError(
           'RDM_PHYSICAL_REFUSED',
           `disk ${d.name} of ${vm.name} is a device mapping; reprotect seeds from image disks only`,
         );
-      seeds.push(await this.#layersOf(vm.id, d.path, d.format, d.overlays));
+      seeds.push(await this.#layersOf(vm.id, i, d.path, d.format, d.overlays));
     }
     // What the old disks wrote after their last point (a disaster), read from their
     // replication bitmap before anything changes: the peer's first cycle overwrites it.
@@ -102,8 +102,14 @@ export class ReplicaSeeding {
     if (existing) {
       // The replica this VM was recovered from (promoted at its failover) is done as a replica;
       // its files stay, as the lower layers of the seed. It is kept under a retired name so
-      // the new replica can take the VM's place.
-      await this.#replicaRepo.renameSource(existing.id, `${vmId}~retired-${existing.failoverGeneration}`);
+      // the new replica can take the VM's place. The name holds the replica's id: a VM moved
+      // back and forth onto its replicas retires one at each site per round trip, all at the
+      // same failover generation (live migrations raise none), and two retired under one name
+      // broke the (source site, source VM) key, failing the move's finish.
+      await this.#replicaRepo.renameSource(
+        existing.id,
+        `${vmId}~retired-${existing.failoverGeneration}-${existing.id}`,
+      );
     }
     const replica = await this.#replicas.create({
       sourceSite: peer,
@@ -131,13 +137,25 @@ export class ReplicaSeeding {
     return replica;
   }
 
-  /** A disk's layers bottom first: a VM recovered here sits on an overlay over a replica point. */
-  async #layersOf(vmId: string, path: string, format: string, overlays: string[]): Promise<ChainLayer[]> {
+  /**
+   * A disk's layers bottom first: a VM recovered here, or migrated here onto its replica, sits
+   * on an overlay over a replica point. Both hold that point; the hold names it for a migrated
+   * one (which has no recovered record). Without the point's layers the seed was the overlay
+   * alone, and absorbing it into the new replica's base dropped all it read from below: a VM
+   * moved onto its replicas a third time lost its oldest writes.
+   */
+  async #layersOf(
+    vmId: string,
+    position: number,
+    path: string,
+    format: string,
+    overlays: string[],
+  ): Promise<ChainLayer[]> {
     const own: ChainLayer[] = [
       { file: path, format: format === 'raw' ? 'raw' : 'qcow2' },
       ...overlays.map((o) => ({ file: o, format: 'qcow2' as const })),
     ];
-    const rec = await this.#recovered.find(vmId);
+    const rec = (await this.#recovered.find(vmId)) ?? (await this.#replicaRepo.pointHeldByVm(vmId));
     if (!rec) return own;
     // The overlay's backing is the point's chain in the old replica (read from its manifest).
     const diskPoints = await this.#replicaRepo.diskPointsOf(rec.replicaId, rec.pointId);
@@ -147,7 +165,8 @@ export class ReplicaSeeding {
         `the point ${rec.pointId} VM ${vmId} was recovered from is no longer on record in replica ${rec.replicaId}`,
         { details: { replica: rec.replicaId, pointId: rec.pointId } },
       );
-    const index = Number(/disk(\d+)\.qcow2$/.exec(path)?.[1] ?? 0);
+    // A recovered disk is named diskN; a migrated one (VM-migN-ID) takes its place among the VM's disks.
+    const index = Number(/disk(\d+)\.qcow2$/.exec(path)?.[1] ?? position);
     const chain = await ReplicaChain.open(join(this.#replicasRoot, rec.replicaId, `disk${index}`));
     return [...chain.point(diskPoints[index]!).layers, ...own];
   }

@@ -91,7 +91,23 @@ export class VmFailover {
     this.#jobs = deps.jobs;
     this.#log = deps.log;
     // The runs are the recovery site's and go on without us: say what became of them and what is left.
-    deps.jobs.define(FAILOVER_JOB, async (job, c) => cutFailoverMessage(job, c));
+    // When the runs recorded had done it all (the failover, and the reprotect where asked), the
+    // failover is done: the job succeeded, with that message. Otherwise it fails saying what is left.
+    deps.jobs.define(FAILOVER_JOB, async (job, c) => {
+      const message = cutFailoverMessage(job, c);
+      const ok = (r?: RunSummary): boolean =>
+        r?.state === 'done' && (r.result === 'success' || r.result === 'warnings');
+      const done = job.steps.some((s) => s.name === 'reprotect') ? ok(c?.reprotect) : ok(c?.failover);
+      if (message === undefined || !done || !c?.failover) return message;
+      const result: VmFailoverResult = {
+        vm: c.vm,
+        to: c.to,
+        plan: c.plan ?? failoverPlanName(c.vm),
+        failover: c.failover,
+        reprotect: c.reprotect ?? null,
+      };
+      return { finished: message, result };
+    });
   }
 
   async start(vmName: string, input: { planned: boolean; reverse?: boolean }): Promise<Job> {

@@ -236,6 +236,16 @@ export class ReplicaRepo {
     )?.replica_id;
   }
 
+  /** The replica and point a VM's disks sit on (a VM made over a replica point: recovered, or migrated onto it), if any. */
+  async pointHeldByVm(vmId: string): Promise<{ replicaId: string; pointId: string } | undefined> {
+    const row = await this.#db
+      .selectFrom('replica_holds')
+      .select(['replica_id', 'point_id'])
+      .where('holder', '=', `vm:${vmId}`)
+      .executeTakeFirst();
+    return row ? { replicaId: row.replica_id, pointId: row.point_id } : undefined;
+  }
+
   async holdersOf(id: string): Promise<string[]> {
     return (await this.#db.selectFrom('replica_holds').select('holder').where('replica_id', '=', id).execute()).map(
       (r) => r.holder,

@@ -153,6 +153,79 @@ test('resume: a cut job ends interrupted with what its recovery says, and is nev
   });
 });
 
+test('a recovery that finished the work ends the job succeeded, with what it did and the result, under either policy', async () => {
+  for (const policy of ['rollback', 'resume'] as const) {
+    await withStore(async (file) => {
+      const move = kind(`move-${policy}`, ['copy', 'switch', 'finish'], policy);
+      const id = await cutInStep(file, move, 'switch');
+      const store = await openSqliteStore(file);
+      const jobs = new JobJournal(store.handle);
+      jobs.define(move, async (j) => ({ finished: `finished ${j.target} after the cut`, result: { to: 'b' } }));
+      const logged: string[] = [];
+      assert.equal(await jobs.recoverInterrupted((msg) => void logged.push(msg)), 1);
+      const after = await jobs.get(id);
+      assert.equal(after.state, 'succeeded', policy);
+      assert.equal(after.error, null, 'a finished job carries no error');
+      assert.equal(after.progress, 1);
+      assert.deepEqual(after.result, { recovered: 'finished thing after the cut', result: { to: 'b' } });
+      // Where it was cut stays visible: the journal says what it knew, the result what recovery did.
+      assert.equal(after.steps.find((s) => s.name === 'switch')?.state, 'running');
+      assert.deepEqual(logged, ['recovered interrupted job']);
+      assert.equal(await jobs.recoverInterrupted(() => undefined), 0, 'recovery runs once');
+      await store.close();
+    });
+  }
+});
+
+test('a finished recovery without a result keeps null; a string or nothing still fails (rollback) as before', async () => {
+  await withStore(async (file) => {
+    const k = kind('del', ['rows']);
+    const done = await cutInStep(file, k, 'rows');
+    const store = await openSqliteStore(file);
+    const jobs = new JobJournal(store.handle);
+    jobs.define(k, async () => ({ finished: 'the rows were all gone' }));
+    await jobs.recoverInterrupted(() => undefined);
+    assert.deepEqual((await jobs.get(done)).result, { recovered: 'the rows were all gone', result: null });
+    await store.close();
+  });
+  for (const answer of ['undid the copy', undefined]) {
+    await withStore(async (file) => {
+      const k = kind('copy', ['copy']);
+      const id = await cutInStep(file, k, 'copy');
+      const store = await openSqliteStore(file);
+      const jobs = new JobJournal(store.handle);
+      jobs.define(k, async () => answer);
+      await jobs.recoverInterrupted(() => undefined);
+      const after = await jobs.get(id);
+      assert.equal(after.state, 'failed');
+      assert.match(after.error?.message ?? '', answer ? /^undid the copy$/ : /rolled back/);
+      await store.close();
+    });
+  }
+});
+
+test('a recovery that took the job up leaves it running for its kind to end; the next start recovers it again', async () => {
+  await withStore(async (file) => {
+    const move = kind('move-later', ['switch', 'finish']);
+    const id = await cutInStep(file, move, 'finish');
+    for (const start of [1, 2]) {
+      const store = await openSqliteStore(file);
+      const jobs = new JobJournal(store.handle);
+      jobs.define(move, async () => ({ takenUp: `finishing, start ${start}` }));
+      const logged: string[] = [];
+      assert.equal(await jobs.recoverInterrupted((msg) => void logged.push(msg)), 1, `start ${start}`);
+      assert.equal((await jobs.get(id)).state, 'running', 'left to its kind');
+      assert.match(logged[0] ?? '', new RegExp(`taken up by its kind, running on: finishing, start ${start}`));
+      if (start === 2) {
+        await jobs.succeed(id, { recovered: 'finished later', result: null });
+        assert.equal((await jobs.get(id)).state, 'succeeded');
+        assert.equal(await jobs.recoverInterrupted(() => undefined), 0);
+      }
+      await store.close();
+    }
+  });
+});
+
 test('a context is checked against its kind when written and reaches the recovery typed', async () => {
   await withStore(async (file) => {
     const store = await openSqliteStore(file);
