@@ -7,7 +7,7 @@
  * (and against a full mirror of the same VM). Writes
  * bench/results/migration.json.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SiteProcess } from '../../test/harness/site-process.js';
@@ -145,6 +145,9 @@ try {
   // The newest point's own log (read at site-b), i.e. the last record the replica holds.
   const atPoint = (await a.cliJson<{ report: { lastSequence: number } }>('replicate', 'verify', 'ra')).report;
   const source = await a.cliJson<VmView>('vm', 'show', 'ra');
+  // The move turns the VM at site-a into the seed of the reverse replication and removes its
+  // runtime folder: its log is read through a handle opened before (an unlinked file stays readable).
+  const sourceLog = await open(source.serialLog, 'r');
   const ra = await migrate(a, 'ra');
   if (!ra.replicaAware) throw new Error('the migration onto the replica was not replica-aware');
   const there = await b.cliJson<VmView>('vm', 'show', 'ra');
@@ -156,7 +159,8 @@ try {
   );
   // The first record acknowledged at site-b was written after the switchover; all before it were written at site-a.
   const firstAtB = parseSerialAcks(await readFile(there.serialLog, 'utf8'))[0]!;
-  const lastAtA = Math.max(...parseSerialAcks(await readFile(source.serialLog, 'utf8')));
+  const lastAtA = Math.max(...parseSerialAcks(await sourceLog.readFile('utf8')));
+  await sourceLog.close();
   const seqAtSwitch = Math.max(lastAtA, firstAtB - 1);
   const records = seqAtSwitch - atPoint.lastSequence;
   replicaAware = {

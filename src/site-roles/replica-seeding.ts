@@ -31,6 +31,7 @@ export class ReplicaSeeding {
   #replicas: ReplicaService;
   #vms: VmService;
   #replicasRoot: string;
+  #vmsRoot: string;
   #log: Logger;
 
   constructor(deps: { db: StoreHandle; replicas: ReplicaService; vms: VmService; dataDir: string; log: Logger }) {
@@ -41,6 +42,7 @@ export class ReplicaSeeding {
     this.#replicas = deps.replicas;
     this.#vms = deps.vms;
     this.#replicasRoot = join(deps.dataDir, 'replicas');
+    this.#vmsRoot = join(deps.dataDir, 'vms');
     this.#log = deps.log;
   }
 
@@ -130,6 +132,9 @@ export class ReplicaSeeding {
       ordered.map((d) => d.id),
     );
     if (configDrive) await rm(configDrive.path, { force: true });
+    // Its runtime folder (serial log, sockets, cycle scratch) belonged to the VM row just gone;
+    // should the VM come back here, it is recovered or migrated in afresh and gets a new one.
+    await rm(join(this.#vmsRoot, vm.id), { recursive: true, force: true });
     this.#log.info(
       { vm: vm.name, replica: replica.id, peer },
       'superseded VM turned into the seed of a reverse replica',

@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile, mkdtemp, rm, access } from 'node:fs/promises';
+import { open, readFile, writeFile, mkdtemp, rm, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -395,9 +395,13 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
     [],
   );
 
-  // What each guest acknowledged at site-b before failback shuts it down (read after, from its console).
+  // What each guest acknowledged at site-b before failback shuts it down (read after, from its
+  // console, through a handle opened now: the failback turns the VM there into a seed and
+  // removes its runtime folder, and an unlinked file stays readable through an open handle).
   const serials = Object.fromEntries(
-    await Promise.all(VMS.map(async (vm) => [vm, (await b<VmView>('vm', 'show', vm)).serialLog] as const)),
+    await Promise.all(
+      VMS.map(async (vm) => [vm, await open((await b<VmView>('vm', 'show', vm)).serialLog, 'r')] as const),
+    ),
   );
   const fb = await sites.cli('b', 'plan', 'run', 'apps-plan', '--mode', 'failback');
   assert.equal(fb.code, 0, fb.stderr + fb.stdout);
@@ -406,7 +410,8 @@ test('reprotect sends only the difference; failback brings the VMs home with zer
   for (const vm of VMS) {
     const home = await a<VmView>('vm', 'show', vm);
     assert.equal(home.state, 'running', `${vm} runs at site-a again`);
-    const acked = Math.max(...parseSerialAcks(await readFile(serials[vm]!, 'utf8')));
+    const acked = Math.max(...parseSerialAcks(await serials[vm]!.readFile('utf8')));
+    await serials[vm]!.close();
     const resumed = await resumedAfter('a', vm);
     assert.ok(
       resumed >= acked,

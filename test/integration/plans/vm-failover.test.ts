@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { TwoSites } from '../../harness/two-sites.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -58,6 +58,9 @@ test('a planned failover of one writing VM: it runs at the replica site with not
     180_000,
   );
   const source = await a<VmView>('vm', 'show', 'fo');
+  // The reprotect turns the VM here into a seed and removes its runtime folder, serial log and
+  // all: its log is read through a handle opened before (an unlinked file stays readable).
+  const sourceLog = await open(source.serialLog, 'r');
 
   const r = await sites.cli('a', 'vm', 'failover', 'fo', '--planned', '--json');
   assert.equal(r.code, 0, r.stderr + r.stdout.slice(0, 3000));
@@ -88,7 +91,8 @@ test('a planned failover of one writing VM: it runs at the replica site with not
     plans.map((p) => [p.name, p.vms.map((v) => v.name)]),
     [['failover-fo', ['fo']]],
   );
-  const ackedAtA = Math.max(...parseSerialAcks(await readFile(source.serialLog, 'utf8')));
+  const ackedAtA = Math.max(...parseSerialAcks(await sourceLog.readFile('utf8')));
+  await sourceLog.close();
   await sites.b.waitFor(
     'writes at site-b',
     async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined,
