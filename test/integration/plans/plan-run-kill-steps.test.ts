@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
@@ -11,6 +11,7 @@ import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
+import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 
 /*
  * Kill -9 at every step of a plan run (issue 20, item 3). A plan run is a job of kind
@@ -26,18 +27,27 @@ import type { VmView } from '../../../src/vms/vm-service.js';
  *   cleanup run:  cleanup-vm
  *   planned run:  cleanup-vm (a test VM left on purpose), shutdown, promote, recover, power-on,
  *                 command
+ *   reprotect run: seed-peer, replicate
+ *   failback run:  shutdown-local, promote-peer, recover-peer, seed-local, replicate-peer
+ * seed-peer, promote-peer, recover-peer and replicate-peer do their work at site-a, asked by
+ * site-b through site-a's API: only site-b, which runs the plan, is cut (after site-a answered),
+ * and its resume asks site-a again, so site-a's side must be idempotent too. Site-a is not cut.
  * Left out: prompt (it changes nothing: shown again on resume); the array-* steps (they need
  * an array-based group, a zfs-fuse pool per site: array-recovery-plans.test.ts covers those
- * runs); the reprotect and failback steps (seed-peer, replicate, shutdown-local, promote-peer,
- * recover-peer, seed-local, replicate-peer: not of the three run types asked; they run here
- * uncut, after the planned run, as the proof the cuts left a clean state).
+ * runs).
  * Checked after every cut: the run and its job interrupted (not running, not failed), no VM
- * twice at either site, no file no row names and no QEMU no VM owns, no recovery point lost;
- * then `plan resume` ends the run with success. For the planned run, the recovered VM's disk
- * holds every record the protected guest acknowledged before its shutdown.
+ * twice at either site, no replica of the VM receiving twice at a site and no VM replicated
+ * twice (a second seed or a replication enabled again by a resume), no file no row names and no
+ * QEMU no VM owns, no recovery point lost at either site; then `plan resume` ends the run with
+ * success. For the planned run, the recovered VM's disk holds every record the protected guest
+ * acknowledged before its shutdown; after the failback, site-a's holds every record site-b's
+ * guest acknowledged.
  */
 let sites: TwoSites;
 let work: string;
+/** The protected VM at site-a before the planned run, and the VM it became at site-b. */
+let source: VmView;
+let there: VmView;
 const VM = 'kp';
 const PLAN = 'kp-plan';
 const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
@@ -79,14 +89,30 @@ after(async () => {
 interface SiteReplica {
   id: string;
   vmName: string;
+  state: string;
   points?: { id: string; time: string }[];
 }
 
-/** The ids of the points site-b holds for the VM's replica. */
-async function pointIds(): Promise<string[]> {
-  const r = (await b<SiteReplica[]>('replica', 'list')).filter((x) => x.vmName === VM);
-  assert.equal(r.length, 1, `one replica of ${VM} at site-b: ${JSON.stringify(r)}`);
-  return (r[0]!.points ?? []).map((p) => p.id);
+/**
+ * The points both sites hold for the VM's replicas (`site replica point`), checking on the way
+ * that a site has at most one replica of it receiving and replicates it at most once: a step
+ * re-run by a resume that seeded again or enabled replication again would show here. A retired
+ * replica's points count only with `retired`: once the replica a reprotect seeded from it has a
+ * point, the seed is absorbed into that replica's base and the retired replica is deleted by
+ * design (replica-upkeep.ts), so they are not recovery points to keep.
+ */
+async function pointIds(retired = false): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of ['a', 'b'] as const) {
+    const rs = (await sites.cliJson<SiteReplica[]>(s, 'replica', 'list')).filter((x) => x.vmName === VM);
+    const receiving = rs.filter((r) => r.state === 'receiving');
+    assert.ok(receiving.length <= 1, `site-${s}: one replica of ${VM} receiving at most: ${JSON.stringify(rs)}`);
+    const reps = (await sites.cliJson<ReplicationStatus[]>(s, 'replicate', 'status')).filter((r) => r.vm === VM);
+    assert.ok(reps.length <= 1, `site-${s}: ${VM} replicated once at most: ${JSON.stringify(reps)}`);
+    for (const r of rs.filter((x) => retired || x.state !== 'retired'))
+      for (const p of r.points ?? []) out.push(`site-${s} ${r.id} ${p.id}`);
+  }
+  return out;
 }
 
 function explain(run: PlanRun): string {
@@ -110,19 +136,36 @@ async function noDuplicate(atB: number, atA = 1): Promise<void> {
 }
 
 /**
+ * The files the site's replica chains read as their seed (a reprotected VM's old disks: its VM
+ * and disk rows went, its files stay under the replica's base until the chain absorbs them).
+ * Their manifests name them, not a row, so the orphan scan cannot see them named.
+ */
+async function seedFiles(dataDir: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  const root = join(dataDir, 'replicas');
+  for (const rep of await readdir(root).catch(() => [] as string[]))
+    for (const disk of await readdir(join(root, rep)).catch(() => [] as string[])) {
+      if (!disk.startsWith('disk')) continue;
+      const text = await readFile(join(root, rep, disk, 'manifest.json'), 'utf8').catch(() => '{}');
+      for (const l of (JSON.parse(text) as { seed?: { file: string }[] }).seed ?? []) out.add(l.file);
+    }
+  return out;
+}
+
+/**
  * No orphan at either site. `known`: the two leftovers of an uncut reprotect that
  * failover-kill-steps.test.ts names and leaves to the runs' reprotect to clean (the runtime
  * folder of the VM at the site that now holds it as a replica, and the recovered disk of the
- * site it was reprotected away from); only checked after the reprotect and failback.
+ * site it was reprotected away from); only allowed from the reprotect's first step on.
  */
 async function bothClean(known?: { vmId: string }): Promise<void> {
   for (const s of [sites.a, sites.b]) {
     const left = await orphans(s.dataDir);
+    const seeds = await seedFiles(s.dataDir);
     const disk = new RegExp(`^${s.dataDir}/pools/[^/]+/recovered/run-[^/]+/${VM}-disk\\d+\\.qcow2$`);
-    const seen = known
-      ? { ...left, files: left.files.filter((f) => !disk.test(f)), vmDirs: left.vmDirs.filter((d) => d !== known.vmId) }
-      : left;
-    assert.deepEqual(seen, { files: [], vmDirs: [], replicaDirs: [] }, `${s.name}: no orphan`);
+    const files = left.files.filter((f) => !seeds.has(f) && !(known && disk.test(f)));
+    const vmDirs = left.vmDirs.filter((d) => d !== known?.vmId);
+    assert.deepEqual({ ...left, files, vmDirs }, { files: [], vmDirs: [], replicaDirs: [] }, `${s.name}: no orphan`);
     await assertNoStrayQemu(s);
   }
 }
@@ -153,7 +196,7 @@ async function cut(
   step: string,
   args: string[],
   vmsAtB: number,
-  opts: { atA?: number; next?: string } = {},
+  opts: { atA?: number; next?: string; known?: { vmId: string } } = {},
 ): Promise<PlanRun> {
   const points = await pointIds();
   const point = `job:plan-run:${step}`;
@@ -174,8 +217,8 @@ async function cut(
   const cutStep = run.steps.find((s) => s.kind === step && s.state === 'running');
   assert.ok(cutStep, `the ${step} step is the one cut: ${explain(run)}`);
   await noDuplicate(vmsAtB, opts.atA);
-  await bothClean();
-  const now = await pointIds();
+  await bothClean(opts.known);
+  const now = await pointIds(true);
   assert.deepEqual(
     points.filter((p) => !now.includes(p)),
     [],
@@ -225,8 +268,8 @@ test('a cleanup run cut after its cleanup-vm step resumes to nothing left; a tes
   await bothClean();
 });
 
-test('a planned run cut after each of its steps resumes to zero loss; reprotect and failback then bring the VM home', async () => {
-  const source = await a<VmView>('vm', 'show', VM);
+test('a planned run cut after each of its steps resumes to zero loss', async () => {
+  source = await a<VmView>('vm', 'show', VM);
   const run = await cut('cleanup-vm', ['plan', 'run', PLAN, '--mode', 'planned'], 0, { next: 'shutdown' });
   await cut('shutdown', ['plan', 'resume', run.id], 0, { next: 'promote' });
   assert.equal((await a<VmView>('vm', 'show', VM)).state, 'stopped', 'the shutdown step stopped it at site-a');
@@ -235,10 +278,11 @@ test('a planned run cut after each of its steps resumes to zero loss; reprotect 
   await cut('promote', ['plan', 'resume', run.id], 0, { next: 'recover' });
   await cut('recover', ['plan', 'resume', run.id], 1, { next: 'power-on' });
   await cut('power-on', ['plan', 'resume', run.id], 1, { next: 'command' });
-  await cut('command', ['plan', 'resume', run.id], 1);
+  // Armed next with the reprotect's first point, which the planned run's resume never passes.
+  await cut('command', ['plan', 'resume', run.id], 1, { next: 'seed-peer' });
   const done = await resumeToEnd(run.id);
 
-  const there = await b<VmView>('vm', 'show', VM);
+  there = await b<VmView>('vm', 'show', VM);
   assert.equal(there.state, 'running');
   assert.equal(there.id, source.id, 'a failover keeps the VM identity');
   assert.equal((await a<VmView>('vm', 'show', VM)).state, 'stopped');
@@ -250,20 +294,44 @@ test('a planned run cut after each of its steps resumes to zero loss; reprotect 
   );
   await noDuplicate(1);
   await bothClean();
+});
 
-  // The clean state the cuts left: reprotect and failback (a planned run the other way) as the
-  // uncut tests run them, and the VM runs at site-a again with its whole log.
-  const rp = await sites.cli('b', 'plan', 'run', PLAN, '--mode', 'reprotect');
-  assert.equal(rp.code, 0, rp.stderr + rp.stdout);
-  const ackedAtB = async (): Promise<number> => Math.max(...parseSerialAcks(await readFile(there.serialLog, 'utf8')));
-  const fb = await sites.cli('b', 'plan', 'run', PLAN, '--mode', 'failback');
-  assert.equal(fb.code, 0, fb.stderr + fb.stdout);
+test('a reprotect and a failback cut after each of their steps resume to the VM at home with its whole log', async () => {
+  // From the reprotect's seed on, the two leftovers bothClean names are allowed (an uncut
+  // reprotect leaves them too); anything else a cut leaves fails.
+  const known = { vmId: source.id };
+  // seed-peer: site-a's superseded copy becomes the seed (its VM row goes: none at site-a).
+  const rp = await cut('seed-peer', ['plan', 'run', PLAN, '--mode', 'reprotect'], 1, {
+    atA: 0,
+    known,
+    next: 'replicate',
+  });
+  // Its resume seeds again at site-a: the replica made is found, not made twice.
+  await cut('replicate', ['plan', 'resume', rp.id], 1, { atA: 0, known, next: 'shutdown-local' });
+  // Its resume replicates again: the replication enabled is found, a cycle runs.
+  await resumeToEnd(rp.id);
+  assert.equal((await b<ReplicationStatus>('replicate', 'status', VM)).to, 'site-a', 'reprotected to site-a');
+
+  const fb = await cut('shutdown-local', ['plan', 'run', PLAN, '--mode', 'failback'], 1, {
+    atA: 0,
+    known,
+    next: 'promote-peer',
+  });
+  assert.equal((await b<VmView>('vm', 'show', VM)).state, 'stopped', 'the shutdown-local step stopped it at site-b');
+  // What site-b's guest acknowledged before its shutdown: the ground truth for the failback.
+  const ackedThere = Math.max(...parseSerialAcks(await readFile(there.serialLog, 'utf8')));
+  await cut('promote-peer', ['plan', 'resume', fb.id], 1, { atA: 0, known, next: 'recover-peer' });
+  await cut('recover-peer', ['plan', 'resume', fb.id], 1, { known, next: 'seed-local' });
+  await cut('seed-local', ['plan', 'resume', fb.id], 0, { known, next: 'replicate-peer' });
+  await cut('replicate-peer', ['plan', 'resume', fb.id], 0, { known });
+  await resumeToEnd(fb.id);
+
   const home = await a<VmView>('vm', 'show', VM);
   assert.equal(home.state, 'running');
   assert.equal(home.id, source.id);
   const resumedHome = await writerResumedAfter(sites.a, VM);
-  const ackedThere = await ackedAtB();
   assert.ok(resumedHome >= ackedThere, `site-a's log goes on after ${resumedHome}; site-b's guest acked ${ackedThere}`);
+  assert.equal((await a<ReplicationStatus>('replicate', 'status', VM)).to, 'site-b', 'replicated to site-b again');
   await noDuplicate(0);
-  await bothClean({ vmId: source.id });
+  await bothClean(known);
 });
