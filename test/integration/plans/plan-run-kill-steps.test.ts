@@ -1,6 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
@@ -136,36 +136,12 @@ async function noDuplicate(atB: number, atA = 1): Promise<void> {
 }
 
 /**
- * The files the site's replica chains read as their seed (a reprotected VM's old disks: its VM
- * and disk rows went, its files stay under the replica's base until the chain absorbs them).
- * Their manifests name them, not a row, so the orphan scan cannot see them named.
+ * No orphan at either site: no file no row names (a reprotected VM's old disks are named by the
+ * manifest of the replica they seed), no runtime folder of a VM gone, no stray QEMU.
  */
-async function seedFiles(dataDir: string): Promise<Set<string>> {
-  const out = new Set<string>();
-  const root = join(dataDir, 'replicas');
-  for (const rep of await readdir(root).catch(() => [] as string[]))
-    for (const disk of await readdir(join(root, rep)).catch(() => [] as string[])) {
-      if (!disk.startsWith('disk')) continue;
-      const text = await readFile(join(root, rep, disk, 'manifest.json'), 'utf8').catch(() => '{}');
-      for (const l of (JSON.parse(text) as { seed?: { file: string }[] }).seed ?? []) out.add(l.file);
-    }
-  return out;
-}
-
-/**
- * No orphan at either site. `known`: the two leftovers of an uncut reprotect that
- * failover-kill-steps.test.ts names and leaves to the runs' reprotect to clean (the runtime
- * folder of the VM at the site that now holds it as a replica, and the recovered disk of the
- * site it was reprotected away from); only allowed from the reprotect's first step on.
- */
-async function bothClean(known?: { vmId: string }): Promise<void> {
+async function bothClean(): Promise<void> {
   for (const s of [sites.a, sites.b]) {
-    const left = await orphans(s.dataDir);
-    const seeds = await seedFiles(s.dataDir);
-    const disk = new RegExp(`^${s.dataDir}/pools/[^/]+/recovered/run-[^/]+/${VM}-disk\\d+\\.qcow2$`);
-    const files = left.files.filter((f) => !seeds.has(f) && !(known && disk.test(f)));
-    const vmDirs = left.vmDirs.filter((d) => d !== known?.vmId);
-    assert.deepEqual({ ...left, files, vmDirs }, { files: [], vmDirs: [], replicaDirs: [] }, `${s.name}: no orphan`);
+    assert.deepEqual(await orphans(s.dataDir), { files: [], vmDirs: [], replicaDirs: [] }, `${s.name}: no orphan`);
     await assertNoStrayQemu(s);
   }
 }
@@ -196,7 +172,7 @@ async function cut(
   step: string,
   args: string[],
   vmsAtB: number,
-  opts: { atA?: number; next?: string; known?: { vmId: string } } = {},
+  opts: { atA?: number; next?: string } = {},
 ): Promise<PlanRun> {
   const points = await pointIds();
   const point = `job:plan-run:${step}`;
@@ -217,7 +193,7 @@ async function cut(
   const cutStep = run.steps.find((s) => s.kind === step && s.state === 'running');
   assert.ok(cutStep, `the ${step} step is the one cut: ${explain(run)}`);
   await noDuplicate(vmsAtB, opts.atA);
-  await bothClean(opts.known);
+  await bothClean();
   const now = await pointIds(true);
   assert.deepEqual(
     points.filter((p) => !now.includes(p)),
@@ -297,33 +273,28 @@ test('a planned run cut after each of its steps resumes to zero loss', async () 
 });
 
 test('a reprotect and a failback cut after each of their steps resume to the VM at home with its whole log', async () => {
-  // From the reprotect's seed on, the two leftovers bothClean names are allowed (an uncut
-  // reprotect leaves them too); anything else a cut leaves fails.
-  const known = { vmId: source.id };
   // seed-peer: site-a's superseded copy becomes the seed (its VM row goes: none at site-a).
   const rp = await cut('seed-peer', ['plan', 'run', PLAN, '--mode', 'reprotect'], 1, {
     atA: 0,
-    known,
     next: 'replicate',
   });
   // Its resume seeds again at site-a: the replica made is found, not made twice.
-  await cut('replicate', ['plan', 'resume', rp.id], 1, { atA: 0, known, next: 'shutdown-local' });
+  await cut('replicate', ['plan', 'resume', rp.id], 1, { atA: 0, next: 'shutdown-local' });
   // Its resume replicates again: the replication enabled is found, a cycle runs.
   await resumeToEnd(rp.id);
   assert.equal((await b<ReplicationStatus>('replicate', 'status', VM)).to, 'site-a', 'reprotected to site-a');
 
   const fb = await cut('shutdown-local', ['plan', 'run', PLAN, '--mode', 'failback'], 1, {
     atA: 0,
-    known,
     next: 'promote-peer',
   });
   assert.equal((await b<VmView>('vm', 'show', VM)).state, 'stopped', 'the shutdown-local step stopped it at site-b');
   // What site-b's guest acknowledged before its shutdown: the ground truth for the failback.
   const ackedThere = Math.max(...parseSerialAcks(await readFile(there.serialLog, 'utf8')));
-  await cut('promote-peer', ['plan', 'resume', fb.id], 1, { atA: 0, known, next: 'recover-peer' });
-  await cut('recover-peer', ['plan', 'resume', fb.id], 1, { known, next: 'seed-local' });
-  await cut('seed-local', ['plan', 'resume', fb.id], 0, { known, next: 'replicate-peer' });
-  await cut('replicate-peer', ['plan', 'resume', fb.id], 0, { known });
+  await cut('promote-peer', ['plan', 'resume', fb.id], 1, { atA: 0, next: 'recover-peer' });
+  await cut('recover-peer', ['plan', 'resume', fb.id], 1, { next: 'seed-local' });
+  await cut('seed-local', ['plan', 'resume', fb.id], 0, { next: 'replicate-peer' });
+  await cut('replicate-peer', ['plan', 'resume', fb.id], 0);
   await resumeToEnd(fb.id);
 
   const home = await a<VmView>('vm', 'show', VM);
@@ -333,5 +304,5 @@ test('a reprotect and a failback cut after each of their steps resume to the VM 
   assert.ok(resumedHome >= ackedThere, `site-a's log goes on after ${resumedHome}; site-b's guest acked ${ackedThere}`);
   assert.equal((await a<ReplicationStatus>('replicate', 'status', VM)).to, 'site-b', 'replicated to site-b again');
   await noDuplicate(0);
-  await bothClean(known);
+  await bothClean();
 });
