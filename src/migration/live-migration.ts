@@ -244,7 +244,7 @@ export class LiveMigrations {
         await this.#jobs
           .fail(jobId, {
             code: (e as { code?: string }).code ?? 'INTERNAL',
-            message: `the VM runs at ${ctx.to}, but it does not replicate back here: ${(e as Error).message}; make it replicate here from ${ctx.to} ('mamori replicate enable VM --to SITE' there)`,
+            message: `the VM runs at ${ctx.to}, but it does not replicate back here: ${(e as Error).message}; make it replicate here from ${ctx.to} ('mamori replicate enable VM --to SITE --rpo 30s' there, with this site as SITE and its RPO of ${ctx.replication?.rpoSeconds ?? '?'} s)`,
           })
           .catch(() => undefined);
         return;
