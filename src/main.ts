@@ -303,6 +303,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       vms,
       groups,
       poolDir: () => disks.poolDir(),
+      syncLock: (group, fn) => arrayGroups.scheduler.exclusive(group, fn),
       log,
     }),
     peerContact: (peer) => peerWatch.contact(peer),

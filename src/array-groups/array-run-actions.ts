@@ -39,6 +39,7 @@ export class ArrayRunActions {
   #vms: VmService;
   #groups: ProtectionGroups;
   #poolDir: (pool: string) => string;
+  #syncLock: <T>(group: string, fn: () => Promise<T>) => Promise<T>;
   #log: Logger;
 
   constructor(deps: {
@@ -48,6 +49,8 @@ export class ArrayRunActions {
     vms: VmService;
     groups: ProtectionGroups;
     poolDir: (pool: string) => string;
+    /** Runs fn with no sync of the group here in flight (ArrayGroupSync.exclusive). */
+    syncLock: <T>(group: string, fn: () => Promise<T>) => Promise<T>;
     log: Logger;
   }) {
     this.#recovered = new RecoveredVmRepo(deps.db);
@@ -56,6 +59,7 @@ export class ArrayRunActions {
     this.#vms = deps.vms;
     this.#groups = deps.groups;
     this.#poolDir = deps.poolDir;
+    this.#syncLock = deps.syncLock;
     this.#log = deps.log;
   }
 
@@ -193,9 +197,14 @@ export class ArrayRunActions {
       );
     }
     const client = await this.#arrays.client(g.storage);
-    const rev = await client.call('reverseReplication', { arrayId: g.arrayId, deviceIds: g.deviceIds });
-    // The first sync the other way, before the group exists here (so no scheduled one overlaps it).
-    const sync = await client.call('syncOnce', { arrayId: g.arrayId, deviceIds: g.deviceIds });
+    // The first sync the other way. On a first run the group does not exist here yet, so no
+    // scheduled sync can overlap it; on a resume after a cut past the group's creation it
+    // does, and the restart scheduled its first sync at once: under the group's sync lock, or
+    // the two syncs snapshot and send into the same devices at the same time.
+    const { rev, sync } = await this.#syncLock(g.name, async () => ({
+      rev: await client.call('reverseReplication', { arrayId: g.arrayId, deviceIds: g.deviceIds }),
+      sync: await client.call('syncOnce', { arrayId: g.arrayId, deviceIds: g.deviceIds }),
+    }));
     const bytesSent = Object.fromEntries(sync.devices.map((d) => [d.id, d.bytesSent]));
     const state: RunArrayState = ctx.run.arrays[g.name] ?? { point: sync.devices[0]!.point, pointAt: null, paths: {} };
     ctx.run.arrays[g.name] = { ...state, bytesSent };
