@@ -12,6 +12,7 @@ import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import { POINTS_KEPT, isPoint } from '../../../src/adapters/zfs/zfs-points.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
+import type { ProtectionGroupView } from '../../../src/plans/protection-groups.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 
 /*
@@ -25,9 +26,9 @@ import type { VmView } from '../../../src/vms/vm-service.js';
  * resume re-runs the step cut before it: a second clone, promote or reverse would show here.
  * Cut, in order:
  *   test run:      array-test-start, recover, power-on
- *   cleanup run:   array-test-stop (after its cleanup-vm)
- *   planned run:   array-prepare-failover (its work is site-a's, asked through site-a's API),
- *                  array-failover
+ *   cleanup run:   array-test-stop (after its cleanup-vm); then a test run again, uncut
+ *   planned run:   array-test-stop (the test copy that run left), array-prepare-failover (its
+ *                  work is site-a's, asked through site-a's API), array-failover
  *   reprotect run: array-prepare-reverse (site-a's, through its API), array-reverse
  * The plan protects the one array-based group alone: its host-based steps are cut by
  * plan-run-kill-steps.test.ts.
@@ -265,9 +266,15 @@ async function resumeToEnd(runId: string): Promise<PlanRun> {
   return run;
 }
 
+/** What a step said when the resume ran it again (its final message). */
+function said(run: PlanRun, kind: string): string {
+  const s = run.steps.find((x) => x.kind === kind);
+  return `${s?.state} ${s?.message ?? ''}`;
+}
+
 const FORWARD: Roles = ['source', 'target'];
 
-test('a test run cut after array-test-start, recover and power-on resumes to one test VM on one test copy', async () => {
+test('a test run cut after array-test-start, recover and power-on resumes to one test VM on one test copy', async (t) => {
   const run = await cut('array-test-start', ['plan', 'run', PLAN, '--mode', 'test'], {
     vms: [0, 1],
     roles: FORWARD,
@@ -278,6 +285,7 @@ test('a test run cut after array-test-start, recover and power-on resumes to one
   await cut('recover', ['plan', 'resume', run.id], { vms: [1, 1], roles: FORWARD, clone: true, next: 'power-on' });
   await cut('power-on', ['plan', 'resume', run.id], { vms: [1, 1], roles: FORWARD, clone: true });
   const done = await resumeToEnd(run.id);
+  t.diagnostic(`resumed array-test-start: ${said(done, 'array-test-start')}`);
   const testVm = await b<VmView>('vm', 'show', VM);
   assert.equal(testVm.state, 'running');
   assert.equal(testVm.id, done.vms[VM]!.recoveredVmId);
@@ -288,7 +296,7 @@ test('a test run cut after array-test-start, recover and power-on resumes to one
   await arraysClean(done, FORWARD, true);
 });
 
-test('a cleanup run cut after array-test-stop resumes to no test VM and no test copy', async () => {
+test('a cleanup run cut after array-test-stop resumes to no test VM and no test copy; a test then runs again', async (t) => {
   const run = await cut('array-test-stop', ['plan', 'run', PLAN, '--mode', 'cleanup'], {
     vms: [0, 1],
     roles: FORWARD,
@@ -296,15 +304,30 @@ test('a cleanup run cut after array-test-stop resumes to no test VM and no test 
   });
   // Its resume removes the test copies again: there are none, and that is no failure.
   const done = await resumeToEnd(run.id);
+  t.diagnostic(`resumed array-test-stop: ${said(done, 'array-test-stop')}`);
   await noDuplicate(0, 1);
   await bothClean();
   await arraysClean(done, FORWARD, false);
+
+  // From the state the cuts left, a test again, uncut; its VM and test copy are left for the
+  // planned run to clean up first.
+  const again = await sites.cli('b', 'plan', 'run', PLAN, '--mode', 'test');
+  assert.equal(again.code, 0, again.stderr + again.stdout);
+  assert.equal((await b<VmView>('vm', 'show', VM)).state, 'running');
+  await noDuplicate(1, 1);
 });
 
-test('a planned run cut after array-prepare-failover and array-failover resumes to zero loss', async () => {
+test('a planned run cut after array-test-stop, array-prepare-failover and array-failover resumes to zero loss', async (t) => {
   const source = await a<VmView>('vm', 'show', VM);
+  // The test VM left standing goes first (cleanup-vm), then its test copy: cut there.
+  const run = await cut('array-test-stop', ['plan', 'run', PLAN, '--mode', 'planned'], {
+    vms: [0, 1],
+    roles: FORWARD,
+    clone: false,
+    next: 'array-prepare-failover',
+  });
   // site-a's source is read-only and its last point sent: still the source until site-b promotes.
-  const run = await cut('array-prepare-failover', ['plan', 'run', PLAN, '--mode', 'planned'], {
+  await cut('array-prepare-failover', ['plan', 'resume', run.id], {
     vms: [0, 1],
     roles: FORWARD,
     clone: false,
@@ -319,6 +342,8 @@ test('a planned run cut after array-prepare-failover and array-failover resumes 
     clone: false,
   });
   const done = await resumeToEnd(run.id);
+  for (const k of ['array-test-stop', 'array-prepare-failover', 'array-failover'])
+    t.diagnostic(`resumed ${k}: ${said(done, k)}`);
   const there = await b<VmView>('vm', 'show', VM);
   assert.equal(there.state, 'running');
   assert.equal(there.id, source.id, 'a failover keeps the VM identity');
@@ -331,7 +356,7 @@ test('a planned run cut after array-prepare-failover and array-failover resumes 
   await arraysClean(done, ['source', 'failedOver'], false);
 });
 
-test('a reprotect cut after array-prepare-reverse and array-reverse resumes to site-b protecting the group', async () => {
+test('a reprotect cut after array-prepare-reverse and array-reverse resumes to site-b protecting the group', async (t) => {
   // prepare-reverse: site-a's dataset becomes a target at the common point; its superseded VM goes.
   const run = await cut('array-prepare-reverse', ['plan', 'run', PLAN, '--mode', 'reprotect'], {
     vms: [1, 0],
@@ -342,6 +367,12 @@ test('a reprotect cut after array-prepare-reverse and array-reverse resumes to s
   // Its resume asks site-a again (the group there is gone: nothing to do), then reverses.
   await cut('array-reverse', ['plan', 'resume', run.id], { vms: [1, 0], roles: ['target', 'source'], clone: false });
   const done = await resumeToEnd(run.id);
+  for (const k of ['array-prepare-reverse', 'array-reverse']) t.diagnostic(`resumed ${k}: ${said(done, k)}`);
+  // The restart after the cut scheduled the group's first sync here at once: the resumed
+  // reverse's sync and it ran one after the other, neither failed.
+  const sync = await b<ProtectionGroupView>('group', 'show', GROUP);
+  assert.equal(sync.array!.sync.failures, 0, sync.array!.sync.lastError ?? '');
+  assert.deepEqual(await b<Job[]>('job', 'list', '--kind', 'array-sync', '--state', 'failed'), []);
   await noDuplicate(1, 0);
   await bothClean();
   await arraysClean(done, ['target', 'source'], false);
