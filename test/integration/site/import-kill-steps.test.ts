@@ -6,17 +6,15 @@ import { join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
 import { SiteProcess } from '../../harness/site-process.js';
 import { assertRolledBack, cutAtStep, killProcessesOver, leftovers } from '../../harness/job-kill-conv.js';
-import type { VmView } from '../../../src/vms/vm-service.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { DiskRecord } from '../../../src/disks/disk-record.js';
-import type { StorageBenchResult } from '../../../src/disks/storage-bench.js';
 
 /*
- * Kill -9 at every step of a disk import (convert, register) and of a storage benchmark
- * (disks, guest, cleanup): a fault point `job:KIND:STEP` SIGKILLs the server after the step's
- * work and before the journal says done. Both kinds roll back: after the restart the job is
- * failed saying what was removed; no disk row, image file, temporary file, loop device or QEMU
- * of it is left; and the same operation then succeeds. One site, restarted per cut.
+ * Kill -9 at every step of a disk import (convert, register): a fault point `job:KIND:STEP`
+ * SIGKILLs the server after the step's work and before the journal says done. The kind rolls
+ * back: after the restart the job is failed saying what was removed; no disk row, image file,
+ * temporary file or QEMU of it is left; and the same import then succeeds. One site, restarted
+ * per cut. (The storage benchmark's cuts are in storage-bench-kill-steps.test.ts.)
  */
 let site: SiteProcess;
 let dir: string;
@@ -72,25 +70,5 @@ test('after every cut, the same import succeeds and equals its source', async ()
   });
   assert.equal(cmp.code, 0, cmp.stdout);
   await site.cliJson('disk', 'delete', 'imp');
-  assert.deepEqual(await leftovers(site), []);
-});
-
-const benchArgs = ['--json', 'bench', 'storage', '--mib', '16', '--seconds', '1'];
-
-for (const step of ['disks', 'guest', 'cleanup']) {
-  test(`storage-bench cut after '${step}': its VM, disks, loop devices and files are removed`, async () => {
-    const { job } = await cutAtStep(site, 'storage-bench', step, () => site.cli(...benchArgs));
-    assertRolledBack(job, /its VM, disks and loop devices \(bench-\w+\) were removed/);
-    assert.deepEqual(await site.cliJson<VmView[]>('vm', 'list'), []);
-    assert.deepEqual(await site.cliJson<DiskRecord[]>('disk', 'list'), []);
-    assert.deepEqual(await readdir(join(site.dataDir, 'pools', 'default')), []);
-    assert.deepEqual(await leftovers(site), []);
-  });
-}
-
-test('after every cut, the same storage benchmark succeeds', async () => {
-  const r = await site.cliJson<StorageBenchResult>(...benchArgs.slice(1));
-  assert.ok(r.kinds.qcow2.seq_read_mbps > 0, JSON.stringify(r));
-  assert.deepEqual(await site.cliJson('vm', 'list'), []);
   assert.deepEqual(await leftovers(site), []);
 });
