@@ -6,7 +6,7 @@ import { basename, join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
 import { ZfsFuse, type TestPool } from '../../harness/zfs-fuse.js';
-import { assertNoStrayQemu, orphans } from '../../harness/job-kill-pools.js';
+import { bothClean, explain, interruptedRun, noDuplicate } from '../../harness/job-kill-plans.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import { POINTS_KEPT, isPoint } from '../../../src/adapters/zfs/zfs-points.js';
@@ -107,14 +107,6 @@ async function zfsCmd(...args: string[]): Promise<string> {
   return (await runProcess('zfs', args, { timeoutMs: 120_000 })).stdout.trim();
 }
 
-function explain(run: PlanRun): string {
-  return JSON.stringify(
-    run.steps.map((s) => `${s.state} ${s.kind} ${s.label} ${s.message ?? ''}`),
-    null,
-    1,
-  );
-}
-
 /** Each site's vmstore role, a then b: which side is primary. */
 type Roles = [string, string];
 
@@ -186,36 +178,6 @@ async function arraysClean(run: PlanRun, roles: Roles, clone: boolean): Promise<
   }
 }
 
-/** No VM twice at either site; `atB` VMs named web at site-b, `atA` at site-a. */
-async function noDuplicate(atB: number, atA: number): Promise<void> {
-  for (const [s, want] of [
-    ['a', atA],
-    ['b', atB],
-  ] as const) {
-    const names = (await sites.cliJson<VmView[]>(s, 'vm', 'list')).map((v) => v.name);
-    assert.equal(new Set(names).size, names.length, `site-${s}: no VM twice: ${names.join(', ')}`);
-    assert.equal(names.filter((n) => n === VM).length, want, `site-${s}: ${want} ${VM}: ${names.join(', ')}`);
-  }
-}
-
-async function bothClean(): Promise<void> {
-  for (const s of [sites.a, sites.b]) {
-    assert.deepEqual(await orphans(s.dataDir), { files: [], vmDirs: [], replicaDirs: [] }, `${s.name}: no orphan`);
-    await assertNoStrayQemu(s);
-  }
-}
-
-async function interruptedRun(): Promise<PlanRun> {
-  const jobs = await b<Job[]>('job', 'list', '--kind', 'plan-run', '--state', 'interrupted');
-  assert.equal(jobs.length, 1, JSON.stringify(jobs));
-  const job = jobs[0]!;
-  assert.equal(job.error?.code, 'JOB_INTERRUPTED', JSON.stringify(job.error));
-  assert.equal((await b<Job[]>('job', 'list', '--kind', 'plan-run', '--state', 'running')).length, 0);
-  const run = await b<PlanRun>('plan', 'report', job.id, '--json');
-  assert.equal(run.state, 'interrupted', explain(run));
-  return run;
-}
-
 /** The step whose point site-b's server is armed with now (undefined: none). */
 let armed: string | undefined;
 
@@ -245,13 +207,13 @@ async function cut(step: string, args: string[], want: Expect): Promise<PlanRun>
   );
   armed = want.next;
   await sites.b.start(want.next ? { MAMORI_FAULT_POINTS: `job:plan-run:${want.next}` } : {});
-  const run = await interruptedRun();
+  const run = await interruptedRun(sites);
   assert.ok(
     run.steps.find((s) => s.kind === step && s.state === 'running'),
     `the ${step} step is the one cut: ${explain(run)}`,
   );
-  await noDuplicate(...want.vms);
-  await bothClean();
+  await noDuplicate(sites, VM, ...want.vms);
+  await bothClean(sites);
   await arraysClean(run, want.roles, want.clone);
   return run;
 }
@@ -291,8 +253,8 @@ test('a test run cut after array-test-start, recover and power-on resumes to one
   assert.equal(testVm.id, done.vms[VM]!.recoveredVmId);
   assert.ok(testVm.disks[0]!.path.startsWith(`${done.arrays[GROUP]!.paths['vmstore']!}/`), testVm.disks[0]!.path);
   assert.equal((await a<VmView>('vm', 'show', VM)).state, 'running', 'a test leaves the protected VM running');
-  await noDuplicate(1, 1);
-  await bothClean();
+  await noDuplicate(sites, VM, 1, 1);
+  await bothClean(sites);
   await arraysClean(done, FORWARD, true);
 });
 
@@ -305,8 +267,8 @@ test('a cleanup run cut after array-test-stop resumes to no test VM and no test 
   // Its resume removes the test copies again: there are none, and that is no failure.
   const done = await resumeToEnd(run.id);
   t.diagnostic(`resumed array-test-stop: ${said(done, 'array-test-stop')}`);
-  await noDuplicate(0, 1);
-  await bothClean();
+  await noDuplicate(sites, VM, 0, 1);
+  await bothClean(sites);
   await arraysClean(done, FORWARD, false);
 
   // From the state the cuts left, a test again, uncut; its VM and test copy are left for the
@@ -314,7 +276,7 @@ test('a cleanup run cut after array-test-stop resumes to no test VM and no test 
   const again = await sites.cli('b', 'plan', 'run', PLAN, '--mode', 'test');
   assert.equal(again.code, 0, again.stderr + again.stdout);
   assert.equal((await b<VmView>('vm', 'show', VM)).state, 'running');
-  await noDuplicate(1, 1);
+  await noDuplicate(sites, VM, 1, 1);
 });
 
 test('a planned run cut after array-test-stop, array-prepare-failover and array-failover resumes to zero loss', async (t) => {
@@ -351,8 +313,8 @@ test('a planned run cut after array-test-stop, array-prepare-failover and array-
   assert.deepEqual([done.vms[VM]!.dataLoss?.atLeastSec, done.vms[VM]!.dataLoss?.atMostSec], [0, 0]);
   const resumed = await writerResumedAfter(sites.b, VM);
   assert.ok(resumed >= acked, `site-b's log goes on after ${resumed}; site-a's guest acknowledged ${acked}`);
-  await noDuplicate(1, 1);
-  await bothClean();
+  await noDuplicate(sites, VM, 1, 1);
+  await bothClean(sites);
   await arraysClean(done, ['source', 'failedOver'], false);
 });
 
@@ -373,8 +335,8 @@ test('a reprotect cut after array-prepare-reverse and array-reverse resumes to s
   const sync = await b<ProtectionGroupView>('group', 'show', GROUP);
   assert.equal(sync.array!.sync.failures, 0, sync.array!.sync.lastError ?? '');
   assert.deepEqual(await b<Job[]>('job', 'list', '--kind', 'array-sync', '--state', 'failed'), []);
-  await noDuplicate(1, 0);
-  await bothClean();
+  await noDuplicate(sites, VM, 1, 0);
+  await bothClean(sites);
   await arraysClean(done, ['target', 'source'], false);
   const groups = await b<{ name: string; kind: string; peer: string }[]>('group', 'list');
   assert.deepEqual(

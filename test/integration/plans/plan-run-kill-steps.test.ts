@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { protectWritingGuest } from '../../harness/protected-guest.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
-import { assertNoStrayQemu, orphans } from '../../harness/job-kill-pools.js';
+import { bothClean, explain, interruptedRun, noDuplicate } from '../../harness/job-kill-plans.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
@@ -115,49 +115,6 @@ async function pointIds(retired = false): Promise<string[]> {
   return out;
 }
 
-function explain(run: PlanRun): string {
-  return JSON.stringify(
-    run.steps.map((s) => `${s.state} ${s.kind} ${s.label} ${s.message ?? ''}`),
-    null,
-    1,
-  );
-}
-
-/** No VM twice at either site; `atB` VMs named kp at site-b (0 or 1), and always the protected one at site-a unless `atA` says. */
-async function noDuplicate(atB: number, atA = 1): Promise<void> {
-  for (const [s, want] of [
-    ['a', atA],
-    ['b', atB],
-  ] as const) {
-    const names = (await sites.cliJson<VmView[]>(s, 'vm', 'list')).map((v) => v.name);
-    assert.equal(new Set(names).size, names.length, `site-${s}: no VM twice: ${names.join(', ')}`);
-    assert.equal(names.filter((n) => n === VM).length, want, `site-${s}: ${want} ${VM}: ${names.join(', ')}`);
-  }
-}
-
-/**
- * No orphan at either site: no file no row names (a reprotected VM's old disks are named by the
- * manifest of the replica they seed), no runtime folder of a VM gone, no stray QEMU.
- */
-async function bothClean(): Promise<void> {
-  for (const s of [sites.a, sites.b]) {
-    assert.deepEqual(await orphans(s.dataDir), { files: [], vmDirs: [], replicaDirs: [] }, `${s.name}: no orphan`);
-    await assertNoStrayQemu(s);
-  }
-}
-
-/** The one interrupted plan-run job: the cut run. */
-async function interruptedRun(): Promise<PlanRun> {
-  const jobs = await b<Job[]>('job', 'list', '--kind', 'plan-run', '--state', 'interrupted');
-  assert.equal(jobs.length, 1, JSON.stringify(jobs));
-  const job = jobs[0]!;
-  assert.equal(job.error?.code, 'JOB_INTERRUPTED', JSON.stringify(job.error));
-  assert.equal((await b<Job[]>('job', 'list', '--kind', 'plan-run', '--state', 'running')).length, 0);
-  const run = await b<PlanRun>('plan', 'report', job.id, '--json');
-  assert.equal(run.state, 'interrupted', explain(run));
-  return run;
-}
-
 /** The step whose point site-b's server is armed with now (undefined: none). */
 let armed: string | undefined;
 
@@ -189,11 +146,11 @@ async function cut(
   );
   armed = opts.next;
   await sites.b.start(opts.next ? { MAMORI_FAULT_POINTS: `job:plan-run:${opts.next}` } : {});
-  const run = await interruptedRun();
+  const run = await interruptedRun(sites);
   const cutStep = run.steps.find((s) => s.kind === step && s.state === 'running');
   assert.ok(cutStep, `the ${step} step is the one cut: ${explain(run)}`);
-  await noDuplicate(vmsAtB, opts.atA);
-  await bothClean();
+  await noDuplicate(sites, VM, vmsAtB, opts.atA ?? 1);
+  await bothClean(sites);
   const now = await pointIds(true);
   assert.deepEqual(
     points.filter((p) => !now.includes(p)),
@@ -225,23 +182,23 @@ test('a test run cut after its recover, power-on and command steps resumes to on
   assert.equal(testVm.id, done.vms[VM]!.recoveredVmId, 'the VM the run reports is the one that runs');
   assert.notEqual(testVm.id, (await a<VmView>('vm', 'show', VM)).id, 'a test copy has its own identity');
   assert.equal((await a<VmView>('vm', 'show', VM)).state, 'running', 'a test leaves the protected VM running');
-  await noDuplicate(1);
-  await bothClean();
+  await noDuplicate(sites, VM, 1, 1);
+  await bothClean(sites);
 });
 
 test('a cleanup run cut after its cleanup-vm step resumes to nothing left; a test then runs again', async () => {
   const run = await cut('cleanup-vm', ['plan', 'run', PLAN, '--mode', 'cleanup'], 0);
   await resumeToEnd(run.id);
-  await noDuplicate(0);
-  await bothClean();
+  await noDuplicate(sites, VM, 0, 1);
+  await bothClean(sites);
 
   // From the clean state the cuts left, the same run type again, uncut: it leaves its test VM
   // for the planned run's cleanup step.
   const again = await sites.cli('b', 'plan', 'run', PLAN, '--mode', 'test');
   assert.equal(again.code, 0, again.stderr + again.stdout);
   assert.equal((await b<VmView>('vm', 'show', VM)).state, 'running');
-  await noDuplicate(1);
-  await bothClean();
+  await noDuplicate(sites, VM, 1, 1);
+  await bothClean(sites);
 });
 
 test('a planned run cut after each of its steps resumes to zero loss', async () => {
@@ -268,8 +225,8 @@ test('a planned run cut after each of its steps resumes to zero loss', async () 
     resumed >= acked,
     `the recovered disk's log goes on after ${resumed}; site-a's guest acknowledged ${acked}`,
   );
-  await noDuplicate(1);
-  await bothClean();
+  await noDuplicate(sites, VM, 1, 1);
+  await bothClean(sites);
 });
 
 test('a reprotect and a failback cut after each of their steps resume to the VM at home with its whole log', async () => {
@@ -303,6 +260,6 @@ test('a reprotect and a failback cut after each of their steps resume to the VM 
   const resumedHome = await writerResumedAfter(sites.a, VM);
   assert.ok(resumedHome >= ackedThere, `site-a's log goes on after ${resumedHome}; site-b's guest acked ${ackedThere}`);
   assert.equal((await a<ReplicationStatus>('replicate', 'status', VM)).to, 'site-b', 'replicated to site-b again');
-  await noDuplicate(0);
-  await bothClean();
+  await noDuplicate(sites, VM, 0, 1);
+  await bothClean(sites);
 });
