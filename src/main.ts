@@ -1,13 +1,10 @@
-import { mkdir, open, readFile, writeFile, rm } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './api/build-app.js';
 import { createLogger, type Logger } from './core/logger.js';
 import { SitePaths } from './core/site-paths.js';
 import { assertValidName } from './core/names.js';
-import { MamoriError } from './core/mamori-error.js';
 import { openStore } from './store/open-store.js';
-import type { Store } from './store/store.js';
-import { TokenRepo } from './store/repos/token-repo.js';
 import { VmRepo } from './store/repos/vm-repo.js';
 import { DiskRepo } from './store/repos/disk-repo.js';
 import { JobJournal } from './jobs/job-journal.js';
@@ -23,13 +20,15 @@ import { ReplicaService } from './replication/replica-service.js';
 import { ReplicationService } from './replication/replication-service.js';
 import { IncidentLog } from './events/incident-log.js';
 import { AlertNotifier } from './events/alert-notifier.js';
-import { PeerWatch, DEFAULT_PEER_CHECK_MS } from './sites/peer-watch.js';
+import { PeerWatch } from './sites/peer-watch.js';
 import { SiteMetrics } from './metrics/site-metrics.js';
 import { siteMetricSources } from './metrics/metric-sources.js';
 import { ProtectionGroups } from './plans/protection-groups.js';
 import { SiteNetworks } from './networks/site-networks.js';
 import { InventoryMappings } from './plans/inventory-mappings.js';
 import { ProtectedSite } from './site-roles/protected-site.js';
+import { openSecrets } from './site-secrets.js';
+import { peerCheckFromEnv } from './serve-options.js';
 import { ArrayGroups } from './array-groups/array-groups.js';
 import { ArrayRunActions } from './array-groups/array-run-actions.js';
 import { PlanService } from './plans/plan-service.js';
@@ -57,9 +56,6 @@ import { StorageArrays } from './adapters/storage-arrays.js';
 import { StorageBench } from './disks/storage-bench.js';
 import { HostPathPolicy, type HostPathAllowList } from './host/host-path-policy.js';
 import { assertPrivateDataDir } from './core/data-dir-modes.js';
-import { loadSecretKey, type SecretBox } from './core/secret-box.js';
-import { holdsSealedValues } from './store/sealed-values.js';
-import { AlertOutbox } from './events/alert-outbox.js';
 import { AuditLog } from './audit/audit-log.js';
 import { AuditRepo } from './store/repos/audit-repo.js';
 import { AuthFailureLimiter } from './api/auth-failure-limiter.js';
@@ -479,100 +475,4 @@ function reverseReplication(d: {
       ).request('POST', `/protection/vms/${encodeURIComponent(vmId)}/replicate-back`, opts);
     },
   };
-}
-
-/**
- * The at-rest key and the tokens: the key is made only while the database holds nothing
- * sealed with one (SECRET_KEY_MISSING otherwise); the admin token at first start.
- */
-async function openSecrets(
-  store: Store,
-  paths: SitePaths,
-  log: Logger,
-): Promise<{ box: SecretBox; tokens: TokenRepo; createdAdminToken: string | null }> {
-  const { box, created } = await loadSecretKey(paths.secretKey, !(await holdsSealedValues(store.handle)));
-  if (created)
-    log.info(
-      { file: paths.secretKey },
-      "at-rest key made: back it up with the database (the database's secrets are sealed with it)",
-    );
-  const tokens = new TokenRepo(store.handle, box);
-  let createdAdminToken: string | null = null;
-  if (!(await tokens.hasAdmin())) {
-    createdAdminToken = await tokens.create('admin', 'admin');
-    await writeSecret(paths.adminToken, createdAdminToken);
-  }
-  await sealLegacySecrets({ db: store.handle, box, tokens, paths, log });
-  // A secret.key from another backup or site opens nothing here: say so now (SECRET_UNREADABLE),
-  // not at the first pairing or peer call.
-  await tokens.pairingKeys();
-  await new PeerRepo(store.handle, box).list();
-  return { box, tokens, createdAdminToken };
-}
-
-/**
- * Upgrade from before secrets were sealed: values kept in clear are sealed in place, and the
- * admin token's pairing key is made from DATA/admin-token when that file still matches it.
- */
-async function sealLegacySecrets(d: {
-  db: Store['handle'];
-  box: SecretBox;
-  tokens: TokenRepo;
-  paths: SitePaths;
-  log: Logger;
-}): Promise<void> {
-  const adminToken = await readFile(d.paths.adminToken, 'utf8').then(
-    (t) => t.trim(),
-    () => null,
-  );
-  const unkeyed = await d.tokens.sealMissingPairingKeys(adminToken);
-  if (unkeyed > 0) {
-    d.log.warn(
-      { adminTokens: unkeyed },
-      `an admin token made before pairing keys were sealed cannot be used to pair with this site (${d.paths.adminToken} is gone or holds another token): make a new admin token for pairing`,
-    );
-  }
-  const peers = await new PeerRepo(d.db, d.box).sealClearTokens();
-  const arrays = await new StorageArrays(d.db, d.box).sealClearConnections();
-  const webhook = await new AlertOutbox(d.db, d.box).sealClearWebhook();
-  if (peers + arrays > 0 || webhook)
-    d.log.info(
-      { peerTokens: peers, arrayConnections: arrays, webhook },
-      'secrets kept in clear were sealed with the at-rest key',
-    );
-}
-
-/** Written once with mode 0600; an existing file is replaced only when the database had no admin. */
-async function writeSecret(path: string, secret: string): Promise<void> {
-  await rm(path, { force: true });
-  const fh = await open(path, 'wx', 0o600);
-  try {
-    await fh.writeFile(`${secret}\n`);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** MAMORI_PEER_CHECK_MS: tests check peers every second or two instead of every 30 s. */
-function peerCheckFromEnv(): number {
-  const text = process.env['MAMORI_PEER_CHECK_MS'];
-  if (text === undefined || text === '') return DEFAULT_PEER_CHECK_MS;
-  const ms = Number(text);
-  if (!Number.isInteger(ms) || ms < 100 || ms > 3_600_000)
-    throw new MamoriError(
-      'OUT_OF_RANGE',
-      `MAMORI_PEER_CHECK_MS must be a whole number of milliseconds from 100 to 3600000, got ${JSON.stringify(text)}`,
-    );
-  return ms;
-}
-
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^(.*):(\d+)$/.exec(text);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !m[1] || port > 65535)
-    throw new MamoriError(
-      'INVALID_INPUT',
-      `--listen must be HOST:PORT (e.g. 127.0.0.1:8443), got ${JSON.stringify(text)}`,
-    );
-  return { host: m[1].replace(/^\[|\]$/g, ''), port };
 }

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { writeFile, rm } from 'node:fs/promises';
-import { openSite, parseListen } from '../../main.js';
+import { openSite } from '../../main.js';
+import { parseListen } from '../../serve-options.js';
 import { MamoriError } from '../../core/mamori-error.js';
 import { parseDatabaseUrl } from '../../store/postgres/database-url.js';
 
