@@ -33,20 +33,8 @@ export class DiskRepo {
    * overlays to decode, which on 1,000 disks is most of the query's cost (bench/store).
    */
   async listSummaries(): Promise<DiskSummary[]> {
-    const rows = await this.#db
-      .selectFrom('disks')
-      .select(['id', 'name', 'kind', 'format', 'path', 'size_bytes', 'rdm_mode', 'shared'])
-      .execute();
-    return rows.map((r) => ({
-      id: r.id,
-      name: r.name,
-      kind: r.kind as DiskKind,
-      format: r.format as ImageFormat,
-      path: r.path,
-      sizeBytes: r.size_bytes,
-      rdmMode: r.rdm_mode as RdmMode | null,
-      shared: r.shared === 1,
-    }));
+    const rows = await this.#db.selectFrom('disks').select(SUMMARY_COLUMNS).execute();
+    return rows.map(toSummary);
   }
 
   async findByName(name: string): Promise<DiskRecord | undefined> {
@@ -117,17 +105,26 @@ export class DiskRepo {
   }
 }
 
-export function toRecord(r: Selectable<DiskTable>): DiskRecord {
+/** The columns a DiskSummary is read from. */
+const SUMMARY_COLUMNS = ['id', 'name', 'kind', 'format', 'path', 'size_bytes', 'rdm_mode', 'shared'] as const;
+
+function toSummary(r: Pick<Selectable<DiskTable>, (typeof SUMMARY_COLUMNS)[number]>): DiskSummary {
   return {
     id: r.id,
     name: r.name,
-    pool: r.pool,
     kind: r.kind as DiskKind,
     format: r.format as ImageFormat,
     path: r.path,
     sizeBytes: r.size_bytes,
     rdmMode: r.rdm_mode as RdmMode | null,
     shared: r.shared === 1,
+  };
+}
+
+export function toRecord(r: Selectable<DiskTable>): DiskRecord {
+  return {
+    ...toSummary(r),
+    pool: r.pool,
     vmId: r.vm_id,
     ownedByVm: r.owned_by_vm === 1,
     createdAt: r.created_at,
