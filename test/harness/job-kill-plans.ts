@@ -54,3 +54,38 @@ export async function interruptedRun(sites: TwoSites): Promise<PlanRun> {
   assert.equal(run.state, 'interrupted', explain(run));
   return run;
 }
+
+/**
+ * Chained cuts of the plan runs site-b runs: each cut arms site-b with `job:plan-run:STEP`, runs
+ * `args` (a plan run or resume), waits for the server to die at the point, and starts it again
+ * armed only with the next cut's point, which nothing passes before that cut's resume: so what
+ * the start recovers and the checks see are an unarmed server's, and each cut saves a stop and
+ * a start. Returns the interrupted run.
+ */
+export class ChainedCuts {
+  #sites: TwoSites;
+  #armed: string | undefined;
+
+  constructor(sites: TwoSites) {
+    this.#sites = sites;
+  }
+
+  async cut(step: string, args: string[], next?: string): Promise<PlanRun> {
+    const b = this.#sites.b;
+    const point = `job:plan-run:${step}`;
+    if (this.#armed !== step) {
+      await b.stopServer();
+      await b.start({ MAMORI_FAULT_POINTS: point });
+    }
+    const r = await b.cli(...args);
+    // The CLI follows the run until it ends or its server dies: a server still up never met the
+    // point (the step failed or did not run; what the CLI printed says which).
+    assert.ok(
+      await b.serverExited(30_000),
+      `${point} did not kill the server under mamori ${args.join(' ')}: ${r.stdout.slice(-2000)}${r.stderr}`,
+    );
+    this.#armed = next;
+    await b.start(next ? { MAMORI_FAULT_POINTS: `job:plan-run:${next}` } : {});
+    return interruptedRun(this.#sites);
+  }
+}

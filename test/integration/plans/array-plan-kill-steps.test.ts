@@ -6,7 +6,7 @@ import { basename, join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
 import { ZfsFuse, type TestPool } from '../../harness/zfs-fuse.js';
-import { bothClean, explain, interruptedRun, noDuplicate } from '../../harness/job-kill-plans.js';
+import { ChainedCuts, bothClean, explain, noDuplicate } from '../../harness/job-kill-plans.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import { POINTS_KEPT, isPoint } from '../../../src/adapters/zfs/zfs-points.js';
@@ -63,6 +63,7 @@ before(async () => {
   // Replication starts with the source naming its peer (docs/adapters.md, "Starting replication").
   await zfsCmd('set', `mamori:peer=${poolB.name}/vmstore`, `${poolA.name}/vmstore`);
   sites = await TwoSites.create({ hostMounts: true });
+  cuts = new ChainedCuts(sites);
   await sites.pairBothWays();
   for (const [s, name, pool] of [
     ['a', 'store-a', poolA],
@@ -178,8 +179,8 @@ async function arraysClean(run: PlanRun, roles: Roles, clone: boolean): Promise<
   }
 }
 
-/** The step whose point site-b's server is armed with now (undefined: none). */
-let armed: string | undefined;
+/** Site-b's chained cuts (it runs the plans). */
+let cuts: ChainedCuts;
 
 interface Expect {
   /** web VMs at site-b and at site-a after the cut. */
@@ -195,19 +196,7 @@ interface Expect {
  * cut's point, which nothing passes before that cut's resume) and checks what the cut left.
  */
 async function cut(step: string, args: string[], want: Expect): Promise<PlanRun> {
-  const point = `job:plan-run:${step}`;
-  if (armed !== step) {
-    await sites.b.stopServer();
-    await sites.b.start({ MAMORI_FAULT_POINTS: point });
-  }
-  const r = await sites.b.cli(...args);
-  assert.ok(
-    await sites.b.serverExited(30_000),
-    `${point} did not kill the server under mamori ${args.join(' ')}: ${r.stdout.slice(-2000)}${r.stderr}`,
-  );
-  armed = want.next;
-  await sites.b.start(want.next ? { MAMORI_FAULT_POINTS: `job:plan-run:${want.next}` } : {});
-  const run = await interruptedRun(sites);
+  const run = await cuts.cut(step, args, want.next);
   assert.ok(
     run.steps.find((s) => s.kind === step && s.state === 'running'),
     `the ${step} step is the one cut: ${explain(run)}`,

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { protectWritingGuest } from '../../harness/protected-guest.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
-import { bothClean, explain, interruptedRun, noDuplicate } from '../../harness/job-kill-plans.js';
+import { ChainedCuts, bothClean, explain, noDuplicate } from '../../harness/job-kill-plans.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { Job } from '../../../src/jobs/job-journal.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
@@ -69,6 +69,7 @@ steps:
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'mamori-plankill-'));
   sites = await TwoSites.create();
+  cuts = new ChainedCuts(sites);
   await sites.pairBothWays();
   await b('network', 'create', 'testnet', '--isolated');
   await b('mapping', 'set', '--peer', 'site-a', 'network', 'user', 'user', '--test', 'testnet');
@@ -115,8 +116,8 @@ async function pointIds(retired = false): Promise<string[]> {
   return out;
 }
 
-/** The step whose point site-b's server is armed with now (undefined: none). */
-let armed: string | undefined;
+/** Site-b's chained cuts (it runs the plans). */
+let cuts: ChainedCuts;
 
 /**
  * Cuts site-b at `job:plan-run:STEP` under `args` (a plan run or resume, followed by the CLI
@@ -132,21 +133,7 @@ async function cut(
   opts: { atA?: number; next?: string } = {},
 ): Promise<PlanRun> {
   const points = await pointIds();
-  const point = `job:plan-run:${step}`;
-  if (armed !== step) {
-    await sites.b.stopServer();
-    await sites.b.start({ MAMORI_FAULT_POINTS: point });
-  }
-  const r = await sites.b.cli(...args);
-  // The CLI follows the run until it ends or its server dies: a server still up never met the
-  // point (the step failed or did not run; what the CLI printed says which).
-  assert.ok(
-    await sites.b.serverExited(30_000),
-    `${point} did not kill the server under mamori ${args.join(' ')}: ${r.stdout.slice(-2000)}${r.stderr}`,
-  );
-  armed = opts.next;
-  await sites.b.start(opts.next ? { MAMORI_FAULT_POINTS: `job:plan-run:${opts.next}` } : {});
-  const run = await interruptedRun(sites);
+  const run = await cuts.cut(step, args, opts.next);
   const cutStep = run.steps.find((s) => s.kind === step && s.state === 'running');
   assert.ok(cutStep, `the ${step} step is the one cut: ${explain(run)}`);
   await noDuplicate(sites, VM, vmsAtB, opts.atA ?? 1);
