@@ -199,8 +199,6 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const replicas = new ReplicaService({
     db: store.handle,
     dataDir: paths.root,
-    listenHost: () => listenHost,
-    tls: async () => tls,
     log,
   });
   const incidents = new IncidentLog(store.handle);

@@ -37,12 +37,8 @@ import { ReplicaChain, type ChainLayer } from '../../src/replication/replica-cha
 import { serveStaging } from './staging-export.js';
 import type { CycleTarget } from '../../src/replication/replica-cycle-server.js';
 import type { ReplicaPointView } from '../../src/replication/replica-service.js';
-import {
-  runReplicationCycle,
-  type CycleResult,
-  type CycleTls,
-  type RemoteReplica,
-} from '../../src/replication/replication-cycle.js';
+import { createConnection, type Socket } from 'node:net';
+import { runReplicationCycle, type CycleResult, type RemoteReplica } from '../../src/replication/replication-cycle.js';
 import { seedDiskDelta, seedSides } from '../../src/replication/seed-delta.js';
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
@@ -97,17 +93,21 @@ class SeededReplica implements RemoteReplica {
   constructor(
     private dir: string,
     readonly chain: ReplicaChain,
-    private site: SiteTls,
-    private peerCaPem: string,
   ) {}
 
   async beginCycle(): Promise<CycleTarget> {
     await this.abortCycle();
     const staging = await this.chain.beginCycle();
     this.#parents = staging.layers.slice(0, -1);
-    const { daemon, port } = await serveStaging(this.dir, staging.layers, this.site, this.peerCaPem);
+    const { daemon } = await serveStaging(this.dir, staging.layers);
     this.#daemon = daemon;
-    return { cycleId: `cyc${++this.#n}`, host: '127.0.0.1', port, exports: ['disk0'] };
+    return { cycleId: `cyc${++this.#n}`, exports: ['disk0'] };
+  }
+
+  async openStream(): Promise<Socket> {
+    const s = createConnection({ path: join(this.dir, 'sd-nbd.sock') });
+    await new Promise<void>((resolve, reject) => s.once('connect', resolve).once('error', reject));
+    return s;
   }
 
   async commitCycle(
@@ -253,19 +253,13 @@ async function reverseCycle(
     virtualSize: SIZE,
     seed: [{ file: seedFile, format: 'qcow2' }],
   });
-  const remote = new SeededReplica(rdir, chain, sites.dst, sites.src.caCertPem);
-  const tls: CycleTls = {
-    peerCaPem: sites.dst.caCertPem,
-    clientCertPem: sites.src.clientCertPem,
-    clientKeyPem: sites.src.clientKeyPem,
-  };
+  const remote = new SeededReplica(rdir, chain);
   try {
     const result = await runReplicationCycle({
       source: { kind: 'live', qmp: vm.qmp, nodes: ['disk0'] },
       workDir: join(rdir, 'work'),
       previousGeneration: 0,
       remote,
-      tls,
       seed,
     });
     return { result, bytesRead: result.bytesRead + remote.counter.bytesRead };

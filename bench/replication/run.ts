@@ -17,18 +17,23 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, stat, writeFile, open } from 'node:fs/promises';
 import { freePort } from '../../src/core/free-port.js';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { createServer as createHttpsServer } from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { pino } from 'pino';
+import { httpsJson } from '../../src/core/https-json-client.js';
+import { spliceCycleStream } from '../../src/api/cycle-streams.js';
 import { runProcess } from '../../src/core/run-process.js';
 import { QmpClient } from '../../src/qemu/qmp-client.js';
 import { StorageDaemon } from '../../src/qemu/storage-daemon.js';
 import { ReplicaChain } from '../../src/replication/replica-chain.js';
+import { runReplicationCycle, type CycleResult, type RemoteReplica } from '../../src/replication/replication-cycle.js';
 import {
-  runReplicationCycle,
-  type CycleResult,
-  type CycleTls,
-  type RemoteReplica,
-} from '../../src/replication/replication-cycle.js';
-import type { CycleTarget } from '../../src/replication/replica-cycle-server.js';
+  CYCLE_STREAM_PROTOCOL,
+  ReplicaCycleServer,
+  type CycleTarget,
+} from '../../src/replication/replica-cycle-server.js';
 import type { ReplicaPointView } from '../../src/replication/replica-service.js';
 import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/fleecing-point.js';
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
@@ -37,7 +42,6 @@ import { repoRoot } from '../../test/harness/repo-root.js';
 import { replaceFigure, type BenchFigure } from '../bench-common.js';
 import { measureMinRpo } from './min-rpo.js';
 import { reprotectFigures } from './reprotect.js';
-import { serveStaging } from './staging-export.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -52,6 +56,7 @@ function figure(f: Figure): void {
   figures.push(f);
   process.stdout.write(`${JSON.stringify(f)}\n`);
 }
+const silent = pino({ level: 'silent' });
 const log = (s: string): void => void process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
 const r3 = (x: number): number => Number(x.toFixed(3));
 
@@ -84,39 +89,50 @@ async function timed<T>(body: () => Promise<T>): Promise<[T, number]> {
   return [v, performance.now() - t0];
 }
 
-/** The recovery site's side of a cycle, as ReplicaService does it (without the database). */
+/**
+ * The recovery site's side of a cycle as ReplicaService does it, without the database: the
+ * product's ReplicaCycleServer (the long-lived staging daemon), reached through an HTTPS
+ * server with the site's certificate whose upgrade hands the connection to the product's
+ * spliceCycleStream, as the site API does (the token check aside).
+ */
 class BenchReplica implements RemoteReplica {
-  #daemon: StorageDaemon | null = null;
-  #n = 0;
   /** performance.now() at begin called/returned and commit called/returned, of the last cycle. */
   marks = { b0: 0, b1: 0, c0: 0, c1: 0 };
   constructor(
-    private dir: string,
+    private id: string,
     private chain: ReplicaChain,
-    private site: SiteTls,
-    private peerCaPem: string,
+    private server: ReplicaCycleServer,
+    private endpoint: { url: string; caPem: string },
   ) {}
 
   async beginCycle(): Promise<CycleTarget> {
     this.marks.b0 = performance.now();
     await this.abortCycle();
-    const staging = await this.chain.beginCycle();
-    const { daemon, port } = await serveStaging(this.dir, staging.layers, this.site, this.peerCaPem);
-    this.#daemon = daemon;
+    const target = await this.server.serve(this.id, [this.chain]);
     this.marks.b1 = performance.now();
-    return { cycleId: `cyc${++this.#n}`, host: '127.0.0.1', port, exports: ['disk0'] };
+    return target;
+  }
+
+  async openStream(cycleId: string, disk: number): Promise<Socket> {
+    const res = await httpsJson({
+      url: new URL(`/replicas/${this.id}/cycles/${cycleId}/disks/${disk}/stream`, this.endpoint.url),
+      method: 'GET',
+      trust: { ca: this.endpoint.caPem },
+      timeoutMs: 20_000,
+      upgrade: CYCLE_STREAM_PROTOCOL,
+    });
+    if (!res.socket) throw new Error(`no upgrade: HTTP ${res.status} ${JSON.stringify(res.json)}`);
+    return res.socket;
   }
 
   async commitCycle(
-    _cycleId: string,
+    cycleId: string,
     meta: { time: string; consistency: 'crash' | 'application' },
   ): Promise<ReplicaPointView> {
     this.marks.c0 = performance.now();
-    const d = this.#daemon!;
-    this.#daemon = null;
-    await d.stop();
-    const p = await this.chain.commitCycle(meta);
-    await this.chain.applyRetention(KEEP_POINTS);
+    const [chain] = await this.server.end(this.id, cycleId);
+    const p = await chain!.commitCycle(meta, { closedByDaemon: true });
+    await chain!.applyRetention(KEEP_POINTS);
     this.marks.c1 = performance.now();
     return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
   }
@@ -127,11 +143,25 @@ class BenchReplica implements RemoteReplica {
   }
 
   async abortCycle(): Promise<void> {
-    const d = this.#daemon;
-    this.#daemon = null;
-    if (d) await d.kill().catch(() => undefined);
-    if (this.chain.staging) await this.chain.discardCycle().catch(() => undefined);
+    await this.server.close(this.id);
   }
+}
+
+/** The recovery site's HTTPS port as far as cycles go: upgrades to a cycle's stream. */
+async function recoveryEndpoint(server: ReplicaCycleServer, site: SiteTls): Promise<{ url: string; close(): void }> {
+  const https = createHttpsServer({ key: site.serverKeyPem, cert: site.serverCertPem });
+  https.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const m = /^\/replicas\/([^/]+)\/cycles\/([^/]+)\/disks\/(\d+)\/stream$/.exec(req.url ?? '');
+    if (!m) return void socket.destroy();
+    try {
+      void spliceCycleStream(socket, head, server.stream(m[1]!, m[2]!, Number(m[3]))).catch(() => socket.destroy());
+    } catch {
+      socket.destroy();
+    }
+  });
+  await new Promise<void>((r) => https.listen(0, '127.0.0.1', r));
+  const port = (https.address() as AddressInfo).port;
+  return { url: `https://127.0.0.1:${port}`, close: () => https.close() };
 }
 
 /** A QEMU as mamori starts one (paused, TCG, no guest), with disk0 on `image`. */
@@ -224,19 +254,13 @@ type Phases = {
   replicaCommitMs: number;
   fleeceTeardownMs: number;
 };
-async function cycle(
-  vm: SourceVm,
-  workDir: string,
-  remote: BenchReplica,
-  tls: CycleTls,
-): Promise<CycleResult & { phases: Phases }> {
+async function cycle(vm: SourceVm, workDir: string, remote: BenchReplica): Promise<CycleResult & { phases: Phases }> {
   const t0 = performance.now();
   const res = await runReplicationCycle({
     source: { kind: 'live', qmp: vm.qmp, nodes: ['disk0'] },
     workDir,
     previousGeneration: vm.previousGeneration,
     remote,
-    tls,
   });
   const t1 = performance.now();
   vm.previousGeneration = res.generation;
@@ -251,9 +275,10 @@ async function cycle(
   return { ...res, phases };
 }
 
-async function newReplica(dir: string, size: number, siteB: SiteTls, siteA: SiteTls): Promise<BenchReplica> {
+let benchServer: { cycles: ReplicaCycleServer; url: string; caPem: string; close(): void } | null = null;
+async function newReplica(dir: string, size: number): Promise<BenchReplica> {
   const chain = await ReplicaChain.create(join(dir, 'disk0'), { virtualSize: size });
-  return new BenchReplica(dir, chain, siteB, siteA.caCertPem);
+  return new BenchReplica(basename(dir), chain, benchServer!.cycles, benchServer!);
 }
 
 async function qemuImg(args: string[]): Promise<number> {
@@ -271,11 +296,9 @@ try {
   // Two sites: A (source, NBD client) and B (recovery, NBD server). Each pins the other's CA.
   const siteA = await ensureSiteTls({ dir: join(dir, 'site-a'), siteName: 'bench-a' });
   const siteB = await ensureSiteTls({ dir: join(dir, 'site-b'), siteName: 'bench-b' });
-  const tls: CycleTls = {
-    peerCaPem: siteB.caCertPem,
-    clientCertPem: siteA.clientCertPem,
-    clientKeyPem: siteA.clientKeyPem,
-  };
+  const cycles = new ReplicaCycleServer({ root: join(dir, 'replicas'), stagingDir: join(dir, 'staging'), log: silent });
+  const endpoint = await recoveryEndpoint(cycles, siteB);
+  benchServer = { cycles, url: endpoint.url, caPem: siteB.caCertPem, close: endpoint.close };
 
   // Random data, so that neither rsync nor anything else can match or compress it.
   const chunkDir = join(dir, 'chunks');
@@ -304,10 +327,10 @@ try {
   ]);
   const vm8 = await SourceVm.start(await mkdtemp(join(dir, 'vm8-')), img8);
   vms.push(vm8);
-  const rep8 = await newReplica(join(dir, 'replica8'), size8, siteB, siteA);
+  const rep8 = await newReplica(join(dir, 'replica8'), size8);
   daemons.push(rep8);
   const work8 = join(dir, 'vm8-work');
-  const full8 = await cycle(vm8, work8, rep8, tls);
+  const full8 = await cycle(vm8, work8, rep8);
   log(`8 GiB disk, first (full) cycle: ${full8.bytesSent / MiB} MiB sent in ${full8.durationMs} ms (${full8.mode})`);
   // The copy rsync brings up to date: the image as the replica got it.
   await vm8.hmp('qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "flush"');
@@ -319,7 +342,7 @@ try {
   await vm8.qemuIo('flush');
   const changed = 64 * RUN;
   log(`wrote ${changed / MiB} MiB in 64 runs of 8 MiB through qemu-io (HMP)`);
-  const inc = await cycle(vm8, work8, rep8, tls);
+  const inc = await cycle(vm8, work8, rep8);
   log(
     `incremental cycle: ${inc.bytesSent / MiB} MiB sent (${inc.bytesChanged / MiB} MiB marked dirty) in ${inc.durationMs} ms (${inc.mode}); phases ${JSON.stringify(inc.phases)}`,
   );
@@ -517,9 +540,9 @@ try {
   }
   await rm(out20, { force: true });
   log(`qemu-img convert of the fleece export (2 GiB data in 20 GiB): ${fullImgMs.toFixed(0)} ms`);
-  const rep20 = await newReplica(join(dir, 'replica20'), size20, siteB, siteA);
+  const rep20 = await newReplica(join(dir, 'replica20'), size20);
   daemons.push(rep20);
-  const full20 = await cycle(vm20, join(dir, 'vm20-work'), rep20, tls);
+  const full20 = await cycle(vm20, join(dir, 'vm20-work'), rep20);
   log(
     `initial cycle: ${full20.bytesSent / MiB} MiB sent in ${full20.durationMs} ms (${full20.mode}); phases ${JSON.stringify(full20.phases)}`,
   );
@@ -562,6 +585,8 @@ try {
 } finally {
   for (const vm of vms) await vm.stop().catch(() => undefined);
   for (const d of daemons) await d.abortCycle().catch(() => undefined);
+  await benchServer?.cycles.shutdown().catch(() => undefined);
+  benchServer?.close();
   for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
   await rm(dir, { recursive: true, force: true });
 }

@@ -63,6 +63,7 @@ import type { AuditLog } from '../audit/audit-log.js';
 import type { AuthFailureLimiter } from './auth-failure-limiter.js';
 import { registerAuditHooks } from './audit-hooks.js';
 import { auditRoutes } from './routes/audit.js';
+import { cycleStreamRoutes, installCycleStreams } from './cycle-streams.js';
 
 export interface AppDeps {
   siteName: string;
@@ -167,6 +168,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(siteRoutes(deps));
   await app.register(replicationRoutes(deps));
   await app.register(replicaRoutes(deps));
+  await app.register(cycleStreamRoutes());
+  installCycleStreams(app, { tokens: deps.tokens, authFailures: deps.authFailures, replicas: deps.replicas });
   await app.register(eventRoutes(deps));
   await app.register(protectionGroupRoutes(deps));
   await app.register(networkRoutes(deps));

@@ -139,6 +139,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /replicas/:id/cycles/abort': r(SITE),
   'POST /replicas/:id/cycles/:cycleId/checksums': r(SITE),
   'POST /replicas/:id/cycles/:cycleId/commit': r(SITE),
+  'GET /replicas/:id/cycles/:cycleId/disks/:disk/stream': r(SITE),
   'POST /replicas/:id/verify': r(SITE),
   'GET /replicas/:id/seed-delta': r(SITE),
   'DELETE /replicas/:id': r(SITE),

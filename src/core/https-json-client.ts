@@ -1,6 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { ERROR_CODES, type ErrorCode } from './error-codes.js';
@@ -87,6 +88,11 @@ export interface HttpsJsonRequest {
    * connection). Default: a fresh connection each time (see httpsJson).
    */
   reuseConnection?: boolean;
+  /**
+   * Ask to switch the connection to this protocol (`Upgrade`): a 101 answer resolves with the
+   * connection itself in `socket`, TLS and all; any other answer is read as usual.
+   */
+  upgrade?: string;
 }
 
 /**
@@ -105,6 +111,8 @@ export interface HttpsJsonResponse {
   rttMs: number;
   /** The server's leaf certificate (DER), as presented on this connection. */
   peerCertificate: Buffer | null;
+  /** After a 101 to `upgrade`: the connection, now the caller's. */
+  socket?: Socket;
 }
 
 /**
@@ -143,6 +151,7 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
       req.destroy();
       reject(e);
     };
+    if (r.upgrade !== undefined) Object.assign(options.headers ?? {}, { connection: 'Upgrade', upgrade: r.upgrade });
     const req = request(r.url, options, (res) => {
       const rttMs = performance.now() - t0;
       const peerCertificate = (res.socket as TLSSocket).getPeerCertificate?.()?.raw ?? null;
@@ -207,6 +216,21 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
       });
     });
     req.on('error', (e) => fail(classify(e)));
+    req.on('upgrade', (res, socket: Socket, head: Buffer) => {
+      if (settled) return void socket.destroy();
+      settled = true;
+      clearTimeout(timer);
+      if (head.length > 0) socket.unshift(head);
+      const peerCertificate = (socket as TLSSocket).getPeerCertificate?.()?.raw ?? null;
+      resolve({
+        status: res.statusCode ?? 101,
+        json: undefined,
+        sentAt,
+        rttMs: performance.now() - t0,
+        peerCertificate,
+        socket,
+      });
+    });
     timer = setTimeout(() => fail(new TransportError('timeout', `no answer within ${r.timeoutMs} ms`)), r.timeoutMs);
     req.end(payload);
   });

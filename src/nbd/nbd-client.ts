@@ -1,4 +1,4 @@
-import { createConnection } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { MamoriError } from '../core/mamori-error.js';
 import { NbdError } from './nbd-error.js';
 import { NbdHandshake, type NbdNegotiated, type NbdTlsOptions } from './nbd-handshake.js';
@@ -11,7 +11,11 @@ import {
 } from './nbd-protocol.js';
 import { NbdTransmission, type NbdDisconnectOptions } from './nbd-transmission.js';
 
-export type NbdEndpoint = { socketPath: string } | { host: string; port: number };
+/**
+ * Where the server is. `stream`: a connection made already (a site's cycle stream: TLS to the
+ * peer's API, upgraded to carry NBD), named by `label` in messages.
+ */
+export type NbdEndpoint = { socketPath: string } | { host: string; port: number } | { stream: Socket; label: string };
 
 export interface NbdConnectOptions {
   exportName: string;
@@ -92,11 +96,19 @@ export class NbdClient {
   /** Connects, negotiates and enters the transmission phase. */
   static async connect(endpoint: NbdEndpoint, options: NbdConnectOptions): Promise<NbdClient> {
     const unix = 'socketPath' in endpoint;
-    const label = unix ? `NBD server at ${endpoint.socketPath}` : `NBD server at ${endpoint.host}:${endpoint.port}`;
+    const label =
+      'stream' in endpoint
+        ? endpoint.label
+        : unix
+          ? `NBD server at ${endpoint.socketPath}`
+          : `NBD server at ${endpoint.host}:${endpoint.port}`;
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const socket = unix
-      ? createConnection({ path: endpoint.socketPath })
-      : createConnection({ host: endpoint.host, port: endpoint.port });
+    const socket =
+      'stream' in endpoint
+        ? endpoint.stream
+        : unix
+          ? createConnection({ path: endpoint.socketPath })
+          : createConnection({ host: endpoint.host, port: endpoint.port });
     let timedOut = false;
     let expire: (e: Error) => void = () => undefined;
     // The deadline rejects by itself, whatever stage the negotiation waits in.
@@ -108,26 +120,28 @@ export class NbdClient {
       expire(new Error('connect deadline passed'));
     }, timeoutMs);
     try {
-      await Promise.race([
-        deadline,
-        new Promise<void>((resolve, reject) => {
-          socket.once('connect', resolve);
-          socket.once('error', reject);
-          socket.once('close', () => reject(new Error('socket closed')));
-        }),
-      ]).catch((err: Error) => {
-        throw new NbdError(
-          'NBD_CONNECT_FAILED',
-          `cannot connect to ${label}: ${err.message}. Check that the server runs and the address is right.`,
-          { cause: err, details: { endpoint } },
-        );
-      });
-      socket.removeAllListeners('connect').removeAllListeners('error').removeAllListeners('close');
+      if (!('stream' in endpoint))
+        await Promise.race([
+          deadline,
+          new Promise<void>((resolve, reject) => {
+            socket.once('connect', resolve);
+            socket.once('error', reject);
+            socket.once('close', () => reject(new Error('socket closed')));
+          }),
+        ]).catch((err: Error) => {
+          throw new NbdError(
+            'NBD_CONNECT_FAILED',
+            `cannot connect to ${label}: ${err.message}. Check that the server runs and the address is right.`,
+            { cause: err, details: { endpoint } },
+          );
+        });
+      if (!('stream' in endpoint))
+        socket.removeAllListeners('connect').removeAllListeners('error').removeAllListeners('close');
       if (!unix) socket.setNoDelay(true);
       const handshake = new NbdHandshake(socket, {
         exportName: options.exportName,
         label,
-        defaultServername: unix ? 'localhost' : endpoint.host,
+        defaultServername: 'host' in endpoint ? endpoint.host : 'localhost',
         ...(options.tls === undefined ? {} : { tls: options.tls }),
         ...(options.metaContexts === undefined ? {} : { metaContexts: options.metaContexts }),
       }).run();

@@ -297,6 +297,10 @@ export interface QmpCommands {
   'block-export-add': { args: QmpBlockExportAddArgs; ret: Empty };
   'block-export-del': { args: { id: string; mode?: 'safe' | 'hard' }; ret: Empty };
   'query-block-jobs': { args: NoArgs; ret: QmpBlockJobInfo[] };
+  'blockdev-create': { args: { 'job-id': string; options: QmpBlockdevOptions }; ret: Empty };
+  'query-jobs': { args: NoArgs; ret: { id: string; status: QmpJobStatus; error?: string }[] };
+  'job-dismiss': { args: { id: string }; ret: Empty };
+  'query-named-block-nodes': { args: { flat?: boolean }; ret: { 'node-name': string }[] };
   'block-job-cancel': { args: { device: string; force?: boolean }; ret: Empty };
   migrate: { args: QmpMigrateArgs; ret: Empty };
   'migrate-set-capabilities': { args: { capabilities: { capability: string; state: boolean }[] }; ret: Empty };

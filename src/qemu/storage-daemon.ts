@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { QmpClient } from './qmp-client.js';
-import type { QmpBlockExportAddArgs } from './qmp-types.js';
+import type { QmpBlockExportAddArgs, QmpBlockdevOptions } from './qmp-types.js';
 
 export const QEMU_STORAGE_DAEMON = process.env['MAMORI_QEMU_STORAGE_DAEMON'] ?? 'qemu-storage-daemon';
 
@@ -101,36 +101,7 @@ export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
       argv.push('--object', json({ 'qom-type': 'authz-simple', id: TLS_AUTHZ_ID, identity: nbd.tls.clientIdentity }));
     }
   }
-  for (const chain of config.chains) {
-    for (const [k, layer] of chain.layers.entries()) {
-      const top = k === chain.layers.length - 1;
-      const node = chainNodeName(chain.id, k, chain.layers.length);
-      const readOnly = !top || chain.readOnly === true;
-      argv.push(
-        '--blockdev',
-        json({
-          driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
-          filename: layer.file,
-          'node-name': `${node}-file`,
-          'read-only': readOnly,
-          ...(chain.directIo === true ? { cache: { direct: true } } : {}),
-        }),
-      );
-      const fmt: Record<string, unknown> = {
-        driver: layer.format,
-        file: `${node}-file`,
-        'node-name': node,
-        'read-only': readOnly,
-      };
-      if (layer.format === 'qcow2')
-        fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
-      else if (k !== 0)
-        throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, {
-          details: { chain: chain.id, layer: layer.file },
-        });
-      argv.push('--blockdev', json(fmt));
-    }
-  }
+  for (const chain of config.chains) for (const node of chainBlockdevs(chain)) argv.push('--blockdev', json(node));
   if (nbd !== undefined) {
     const addr =
       nbd.listen.type === 'unix'
@@ -150,6 +121,39 @@ export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
     argv.push('--export', json(exportArgs(e)));
   }
   return argv;
+}
+
+/**
+ * The blockdev objects of a chain, bottom first, each format node on its protocol node: the
+ * same for the command line and for blockdev-add over QMP (a daemon that lives across cycles).
+ */
+export function chainBlockdevs(chain: DaemonChain): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const [k, layer] of chain.layers.entries()) {
+    const top = k === chain.layers.length - 1;
+    const node = chainNodeName(chain.id, k, chain.layers.length);
+    const readOnly = !top || chain.readOnly === true;
+    out.push({
+      driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
+      filename: layer.file,
+      'node-name': `${node}-file`,
+      'read-only': readOnly,
+      ...(chain.directIo === true ? { cache: { direct: true } } : {}),
+    });
+    const fmt: Record<string, unknown> = {
+      driver: layer.format,
+      file: `${node}-file`,
+      'node-name': node,
+      'read-only': readOnly,
+    };
+    if (layer.format === 'qcow2') fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
+    else if (k !== 0)
+      throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, {
+        details: { chain: chain.id, layer: layer.file },
+      });
+    out.push(fmt);
+  }
+  return out;
 }
 
 /** Node name of layer k of a chain of n layers: the top is the chain id itself. */
@@ -304,6 +308,38 @@ export class StorageDaemon {
       }
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  /** Opens a chain in the running daemon (blockdev-add, bottom first), as the command line would. */
+  async addChain(chain: DaemonChain): Promise<void> {
+    const added: string[] = [];
+    try {
+      for (const node of chainBlockdevs(chain)) {
+        await this.#qmp.execute('blockdev-add', node as QmpBlockdevOptions, { timeoutMs: 10_000 });
+        added.push(node['node-name'] as string);
+      }
+    } catch (e) {
+      await this.#deleteNodes(added).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Closes a chain opened by addChain (top first; its exports must be gone): qcow2 metadata is written on close. */
+  async removeChain(chain: DaemonChain): Promise<void> {
+    await this.#deleteNodes(chainBlockdevs(chain).map((n) => n['node-name'] as string));
+  }
+
+  async #deleteNodes(bottomFirst: string[]): Promise<void> {
+    let first: Error | undefined;
+    for (const name of [...bottomFirst].reverse()) {
+      try {
+        await this.#qmp.execute('blockdev-del', { 'node-name': name }, { timeoutMs: 10_000 });
+      } catch (e) {
+        // One node that would not close must not keep the others open: go on, report the first.
+        first ??= e as Error;
+      }
+    }
+    if (first !== undefined) throw first;
   }
 
   async exportIds(): Promise<string[]> {

@@ -1,3 +1,4 @@
+import { open } from 'node:fs/promises';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { checkImageExclusive, openImageExclusive } from '../qemu/qemu-img-read.js';
 import { commitImage, rebaseSafe, rebaseUnsafe, type BackingRef } from '../qemu/qemu-img-write.js';
@@ -42,6 +43,30 @@ async function assertClosedAndSound(file: string): Promise<void> {
     }
     throw e;
   }
+}
+
+/**
+ * A staging overlay its writer closed cleanly: a qcow2 (magic, version 3) whose header marks
+ * it neither dirty (metadata not written back) nor corrupt (QEMU found it damaged). Reads 80
+ * bytes; the cheap check of a commit whose writer confirmed the close itself.
+ */
+export async function assertCleanQcow2Header(file: string): Promise<void> {
+  const fd = await open(file, 'r');
+  const header = Buffer.alloc(80);
+  try {
+    await fd.read(header, 0, 80, 0);
+  } finally {
+    await fd.close();
+  }
+  const damaged = (why: string): MamoriError =>
+    new MamoriError('IMAGE_CORRUPT', `staging image ${file} ${why}; the cycle cannot become a point`, {
+      details: { file },
+    });
+  if (header.readUInt32BE(0) !== 0x514649fb) throw damaged('is not a qcow2 image');
+  if (header.readUInt32BE(4) !== 3) throw damaged(`has qcow2 version ${header.readUInt32BE(4)}, not 3`);
+  const incompatible = header.readBigUInt64BE(72);
+  if ((incompatible & 2n) !== 0n) throw damaged('is marked corrupt by QEMU');
+  if ((incompatible & 1n) !== 0n) throw damaged('is marked dirty: its writer did not close it cleanly');
 }
 
 /** A file some process holds open must not be deleted under it; unreadable garbage may be. */

@@ -7,7 +7,7 @@ import type { SitePeers } from '../sites/site-peers.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import type { CycleSource, RemoteReplica } from './replication-cycle.js';
-import type { CycleTarget } from './replica-cycle-server.js';
+import { CYCLE_STREAM_PROTOCOL, type CycleTarget } from './replica-cycle-server.js';
 import type { ReplicaPointView } from './replica-service.js';
 import { guestFreezeHooks } from './guest-freeze.js';
 import { seedSides, type SeedDelta, type SeedSide } from './seed-delta.js';
@@ -105,6 +105,9 @@ export class CycleEnds {
       commitCycle: (cycleId, meta) => peer.request<ReplicaPointView>('POST', `${base}/cycles/${cycleId}/commit`, meta),
       // Best effort and quick: on a cut link the peer discards staging at its next cycle anyway.
       abortCycle: async () => void (await peer.request('POST', `${base}/cycles/abort`, {}, { timeoutMs: 10_000 })),
+      // Cut links must fail soon: the stream's TLS and upgrade within the API's deadline.
+      openStream: (cycleId, disk) =>
+        peer.openStream(`${base}/cycles/${cycleId}/disks/${disk}/stream`, CYCLE_STREAM_PROTOCOL, { timeoutMs: 20_000 }),
       checksums: async (cycleId, disk, range, chunkSize) =>
         Buffer.from(
           (

@@ -3,8 +3,6 @@ import type { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { CycleStats, ReplicationRecord } from '../store/records/replica-record.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
-import type { SitePeers } from '../sites/site-peers.js';
-import type { SiteTls } from '../sites/site-tls.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { isMamoriError } from '../core/mamori-error.js';
@@ -71,8 +69,6 @@ export class CycleRunner {
   readonly #ends: CycleEnds;
   readonly #vms: VmService;
   readonly #supervisor: VmSupervisor;
-  readonly #peers: SitePeers;
-  readonly #tls: SiteTls;
   readonly #paths: SitePaths;
   readonly #jobs: JobJournal;
   readonly #incidents: ReplicationIncidents;
@@ -90,8 +86,6 @@ export class CycleRunner {
     ends: CycleEnds;
     vms: VmService;
     supervisor: VmSupervisor;
-    peers: SitePeers;
-    tls: SiteTls;
     paths: SitePaths;
     jobs: JobJournal;
     incidents: ReplicationIncidents;
@@ -104,8 +98,6 @@ export class CycleRunner {
     this.#ends = deps.ends;
     this.#vms = deps.vms;
     this.#supervisor = deps.supervisor;
-    this.#peers = deps.peers;
-    this.#tls = deps.tls;
     this.#paths = deps.paths;
     this.#jobs = deps.jobs;
     this.#incidents = deps.incidents;
@@ -173,11 +165,6 @@ export class CycleRunner {
           workDir: this.workDir(vm.id),
           previousGeneration: row.generation,
           remote: await this.#ends.remote(row),
-          tls: {
-            peerCaPem: (await this.#peers.record(row.peer)).caCertPem,
-            clientCertPem: this.#tls.clientCertPem,
-            clientKeyPem: this.#tls.clientKeyPem,
-          },
           ...(row.bandwidthBps ? { bandwidthBps: row.bandwidthBps } : {}),
           journal: this.#journalFor(job.id, context, row),
           seed:

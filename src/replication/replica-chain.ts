@@ -1,10 +1,12 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
+import type { BackingRef } from '../qemu/qemu-img-write.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { createQcow2 } from '../qemu/qemu-img-write.js';
 import { syncDirectory, syncFile } from '../core/durable-sync.js';
 import {
   assertClosedAndSound,
+  assertCleanQcow2Header,
   assertNotInUse,
   chainImageSpec,
   commitChain,
@@ -53,6 +55,8 @@ export interface RecoveryPoint {
 
 export interface StagingCycle {
   file: string;
+  /** The overlay's backing as its header names it: the newest point (or the base), relative. */
+  backing: BackingRef;
   /** The newest point's layers plus the staging overlay on top: export the top writable. */
   layers: ChainLayer[];
   parentPointId: string | null;
@@ -193,17 +197,21 @@ export class ReplicaChain {
    * Starts a cycle: deletes what cut cycles and interrupted merges left (refusing files some
    * process still holds open), then puts a fresh staging overlay on the newest point.
    */
-  async beginCycle(): Promise<StagingCycle> {
+  async beginCycle(options: { create?: boolean } = {}): Promise<StagingCycle> {
     return this.#exclusive('begin a cycle', async () => {
       if (this.#staging !== null) throw busy(this.#dir, 'a cycle is already open; commit or discard it first');
       await this.#sweep();
       const parent = this.newestPoint();
       const below = parent?.file ?? join(this.#dir, this.#manifest.base);
       const file = join(this.#dir, `staging-${pad(this.#manifest.nextSeq)}.qcow2`);
-      await createQcow2(file, { backing: { file: basename(below), format: 'qcow2' }, sizeBytes: this.virtualSize });
-      await syncDirectory(this.#dir);
+      const backing: BackingRef = { file: basename(below), format: 'qcow2' };
+      // create false: the staging daemon makes the overlay itself (blockdev-create), no qemu-img.
+      if (options.create !== false) {
+        await createQcow2(file, { backing, sizeBytes: this.virtualSize });
+        await syncDirectory(this.#dir);
+      }
       const layers: ChainLayer[] = [...(parent?.layers ?? this.#baseLayers()), { file, format: 'qcow2' }];
-      this.#staging = { file, layers, parentPointId: parent?.id ?? null };
+      this.#staging = { file, backing, layers, parentPointId: parent?.id ?? null };
       return this.#staging;
     });
   }
@@ -213,11 +221,17 @@ export class ReplicaChain {
    * (storage daemon stopped with `quit`, which flushes qcow2 metadata): `qemu-img check`
    * without -U refuses an image still open elsewhere.
    */
-  async commitCycle(meta: { time: string; consistency: PointConsistency }): Promise<RecoveryPoint> {
+  async commitCycle(
+    meta: { time: string; consistency: PointConsistency },
+    options: { closedByDaemon?: boolean } = {},
+  ): Promise<RecoveryPoint> {
     return this.#exclusive('commit a cycle', async () => {
       const staging = this.#staging;
       if (staging === null) throw busy(this.#dir, 'no cycle is open');
-      await assertClosedAndSound(staging.file);
+      // The staging daemon confirmed it closed the overlay (blockdev-del): its header is what
+      // is left to check, without a qemu-img process on the cycle's path.
+      if (options.closedByDaemon === true) await assertCleanQcow2Header(staging.file);
+      else await assertClosedAndSound(staging.file);
       await syncFile(staging.file);
       const seq = this.#manifest.nextSeq;
       const file = `p${pad(seq)}.qcow2`;

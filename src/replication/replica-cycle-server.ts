@@ -1,113 +1,124 @@
 import { join } from 'node:path';
-import type { ReplicaDiskSpec } from '../store/records/replica-record.js';
 import type { ChainLayer, ReplicaChain } from './replica-chain.js';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { chunkDigests } from './block-checksums.js';
 import type { ByteRange } from '../nbd/extent-copy.js';
 import { StorageDaemon } from '../qemu/storage-daemon.js';
-import { writeQemuTlsCreds } from '../sites/qemu-tls-creds.js';
-import type { SiteTls } from '../sites/site-tls.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
-import { freePort } from '../core/free-port.js';
 import type { Logger } from '../core/logger.js';
+import type { Socket } from 'node:net';
+import { StagingDaemon, type StagingSet } from './staging-daemon.js';
 
-/** Where the source site writes a cycle: one NBD export per disk on the recovery site's storage daemon. */
+/** The protocol a cycle's stream upgrades the API connection to: NBD, inside its TLS. */
+export const CYCLE_STREAM_PROTOCOL = 'mamori-nbd';
+
+/**
+ * Where the source site writes a cycle: per disk, the staging daemon's export, reached through
+ * the site API (GET /replicas/ID/cycles/CYCLE/disks/N/stream, upgraded: api/cycle-streams.ts).
+ */
 export interface CycleTarget {
   cycleId: string;
-  host: string;
-  port: number;
   /** NBD export name per disk index. */
   exports: string[];
 }
 
 interface OpenCycle {
   id: string;
-  daemon: StorageDaemon;
+  set: StagingSet;
   chains: ReplicaChain[];
   /** Each disk's layers below staging (the newest point), for checksums. */
   parents: ChainLayer[][];
   /** Read-only daemon over the parents, started by the first checksum request of a resync. */
   reader: StorageDaemon | null;
+  /** The source's NBD streams into this cycle: cut when the cycle ends. */
+  streams: Set<Socket>;
 }
 
 /**
- * The storage daemons of the replicas' open cycles: per replica, a writable NBD+TLS server over
- * every disk's staging overlay for the source site's client, and a read-only one over the
- * newest point for the checksums of a resync. One daemon per replica lives in the replica's
+ * The open cycles of the replicas: their staging overlays, exported writable by the site's one
+ * long-lived staging daemon (staging-daemon.ts), and the source site's streams into them; and,
+ * for a resync, a read-only daemon over the newest point for checksums, in the replica's
  * folder (pid file, QMP socket), so one left by a killed server is found and killed.
  * Callers hold the replica's lock (ReplicaService): this class does not serialise.
  */
 export class ReplicaCycleServer {
   #root: string;
-  #listenHost: () => string;
-  #tls: () => Promise<SiteTls>;
   #log: Logger;
+  #staging: StagingDaemon;
   #cycles = new Map<string, OpenCycle>();
 
-  constructor(deps: { root: string; listenHost: () => string; tls: () => Promise<SiteTls>; log: Logger }) {
+  constructor(deps: { root: string; stagingDir: string; log: Logger }) {
     this.#root = deps.root;
-    this.#listenHost = deps.listenHost;
-    this.#tls = deps.tls;
     this.#log = deps.log;
+    this.#staging = new StagingDaemon({ dir: deps.stagingDir, log: deps.log });
   }
 
   isOpen(id: string): boolean {
     return this.#cycles.has(id);
   }
 
-  /** Opens staging on every chain and serves it over NBD+TLS for the peer's client certificate only. */
-  async serve(
-    id: string,
-    disks: ReplicaDiskSpec[],
-    chains: ReplicaChain[],
-    peer: { caPem: string },
-  ): Promise<CycleTarget> {
-    const dir = join(this.#root, id);
+  /** Opens staging on every chain and exports it on the staging daemon. */
+  async serve(id: string, chains: ReplicaChain[]): Promise<CycleTarget> {
     const staging = [];
-    for (const c of chains) staging.push(await c.beginCycle());
-    const site = await this.#tls();
-    const tlsDir = await writeQemuTlsCreds({
-      dir: join(dir, 'tls'),
-      site,
-      peerCaPem: peer.caPem,
-      endpoint: 'server',
-    });
-    const host = this.#listenHost();
-    const port = await freePort(host);
-    const cycleId = newShortId('cyc');
-    const exports = disks.map((d) => `disk${d.index}`);
     try {
-      const daemon = await StorageDaemon.start({
-        ...this.#daemonFiles(id),
-        chains: staging.map((s, i) => ({ id: exports[i]!, layers: s.layers })),
-        // verify-peer with a CA file holding only this peer's CA (and ours, which QEMU needs to
-        // load its own certificate): only the paired site's client certificate gets in.
-        nbd: { listen: { type: 'inet', host, port }, tls: { dir: tlsDir, verifyPeer: true } },
-        exports: exports.map((name) => ({ id: name, node: name, name, writable: true })),
-      });
+      for (const c of chains) staging.push(await c.beginCycle({ create: false }));
+      const set = await this.#staging.open(
+        staging.map((st, i) => ({
+          lower: st.layers.slice(0, -1),
+          staging: { file: st.file, backing: st.backing, sizeBytes: chains[i]!.virtualSize },
+        })),
+      );
+      const cycleId = newShortId('cyc');
       this.#cycles.set(id, {
         id: cycleId,
-        daemon,
+        set,
         chains,
         parents: staging.map((st) => st.layers.slice(0, -1)),
         reader: null,
+        streams: new Set(),
       });
+      return { cycleId, exports: set.exports };
     } catch (e) {
       for (const c of chains) await c.discardCycle().catch(() => undefined);
       throw e;
     }
-    return { cycleId, host, port, exports };
+  }
+
+  /**
+   * Where a stream of the source into a disk of the open cycle goes (the upgrade route checks
+   * the caller owns the replica); `track` ties the connection to the cycle, which cuts it at its end.
+   */
+  stream(
+    id: string,
+    cycleId: string,
+    disk: number,
+  ): { socketPath: string; exportName: string; track(s: Socket): void } {
+    const open = this.#open(id, cycleId);
+    const exportName = open.set.exports[disk];
+    if (exportName === undefined)
+      throw new MamoriError('OUT_OF_RANGE', `replica ${id} has no disk ${disk}`, { details: { disk } });
+    return {
+      socketPath: this.#staging.socketPath,
+      exportName,
+      track: (s) => {
+        if (this.#cycles.get(id) !== open) return void s.destroy();
+        open.streams.add(s);
+        s.once('close', () => open.streams.delete(s));
+      },
+    };
   }
 
   /**
    * Ends the serving of a cycle before its commit and hands back its chains, staging still on
-   * top. The writer must be gone before a commit: qemu-img check refuses open images.
+   * top: the streams are cut (the source flushed before it asked to commit) and the daemon
+   * closes the overlays, which writes their qcow2 metadata.
    */
   async end(id: string, cycleId: string): Promise<ReplicaChain[]> {
     const open = this.#open(id, cycleId);
     this.#cycles.delete(id);
-    await open.daemon.stop();
+    for (const s of open.streams) s.destroy();
+    await this.#staging.close(open.set, 'hard');
     if (open.reader) await open.reader.kill();
     return open.chains;
   }
@@ -153,7 +164,8 @@ export class ReplicaCycleServer {
     const open = this.#cycles.get(id);
     this.#cycles.delete(id);
     if (open) {
-      await open.daemon.kill().catch(() => undefined);
+      for (const st of open.streams) st.destroy();
+      await this.#staging.close(open.set, 'hard').catch(() => undefined);
       await open.reader?.kill().catch(() => undefined);
       for (const c of open.chains)
         await c
@@ -169,14 +181,22 @@ export class ReplicaCycleServer {
   async killLeftover(id: string): Promise<void> {
     if (this.#cycles.has(id)) return;
     await StorageDaemon.killLeftover(this.#readerFiles(id));
+    // Before the staging daemon, each cycle had a daemon of its own here.
     if (await StorageDaemon.killLeftover(this.#daemonFiles(id))) {
       this.#log.warn({ replica: id }, 'killed the storage daemon of a cycle cut by a server restart');
     }
   }
 
+  /** At server start, before the replicas' repair: the staging daemon a killed server left. */
+  async killStagingLeftover(): Promise<void> {
+    if (await this.#staging.killLeftover())
+      this.#log.warn('killed the staging daemon left by a server restart: the cycles it served were cut');
+  }
+
   /** Server shutdown: a cycle in flight is cut; its staging is discarded at the next attempt. */
   async shutdown(): Promise<void> {
     for (const id of [...this.#cycles.keys()]) await this.close(id);
+    await this.#staging.stop();
   }
 
   #open(id: string, cycleId: string): OpenCycle {

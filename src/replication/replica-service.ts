@@ -19,7 +19,6 @@ import { ReplicaChain, type ChainLayer, type PointConsistency } from './replica-
 import { ReplicaRemoval, replicaInUse, type ReplicaUsers } from './replica-removal.js';
 import { ReplicaCycleServer, type CycleTarget } from './replica-cycle-server.js';
 import { ReplicaUpkeep } from './replica-upkeep.js';
-import type { SiteTls } from '../sites/site-tls.js';
 import { newShortId } from '../core/ids.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
@@ -60,20 +59,13 @@ export class ReplicaService {
   #removal: ReplicaRemoval;
   #upkeep: ReplicaUpkeep;
 
-  constructor(deps: {
-    db: StoreHandle;
-    dataDir: string;
-    listenHost: () => string;
-    tls: () => Promise<SiteTls>;
-    log: Logger;
-  }) {
+  constructor(deps: { db: StoreHandle; dataDir: string; log: Logger }) {
     this.#repo = new ReplicaRepo(deps.db);
     this.#root = join(deps.dataDir, 'replicas');
     this.#log = deps.log;
     this.#cycles = new ReplicaCycleServer({
       root: this.#root,
-      listenHost: deps.listenHost,
-      tls: deps.tls,
+      stagingDir: join(deps.dataDir, 'staging-daemon'),
       log: deps.log,
     });
     this.#removal = new ReplicaRemoval({ db: deps.db, root: this.#root, log: deps.log });
@@ -194,8 +186,8 @@ export class ReplicaService {
     });
   }
 
-  /** Opens staging on every disk and serves it over NBD+TLS for the source site's client only. */
-  async beginCycle(id: string, peer: { name: string; caPem: string }): Promise<CycleTarget> {
+  /** Opens staging on every disk, exported on the staging daemon for the source site's streams. */
+  async beginCycle(id: string): Promise<CycleTarget> {
     return this.#lock.run(id, async () => {
       const replica = await this.get(id);
       if (replica.promotedAt !== null) {
@@ -212,7 +204,7 @@ export class ReplicaService {
       await this.#cycles.killLeftover(id);
       const chains = await Promise.all(replica.disks.map((d) => ReplicaChain.open(join(dir, `disk${d.index}`))));
       await this.#upkeep.withdrawUnrecordedPoints(id, chains);
-      return this.#cycles.serve(id, replica.disks, chains, peer);
+      return this.#cycles.serve(id, chains);
     });
   }
 
@@ -224,7 +216,7 @@ export class ReplicaService {
     return this.#lock.run(id, async () => {
       const chains = await this.#cycles.end(id, cycleId);
       const perDisk = [];
-      for (const c of chains) perDisk.push((await c.commitCycle(meta)).id);
+      for (const c of chains) perDisk.push((await c.commitCycle(meta, { closedByDaemon: true })).id);
       const committedAt = new Date().toISOString();
       const pointId = perDisk[0]!;
       await this.#repo.addPoint(id, {
@@ -244,6 +236,22 @@ export class ReplicaService {
         storage: await this.storage(id),
       };
     });
+  }
+
+  /**
+   * Where the calling site's stream into a disk of its open cycle goes (api/cycle-streams.ts):
+   * only the site the replica belongs to, only the cycle open now.
+   */
+  async cycleStream(
+    id: string,
+    cycleId: string,
+    disk: number,
+    caller: string,
+  ): Promise<ReturnType<ReplicaCycleServer['stream']>> {
+    const replica = await this.get(id).catch(() => null);
+    if (replica === null || replica.sourceSite !== caller)
+      throw new MamoriError('NOT_FOUND', `no replica ${id} for site ${caller}`);
+    return this.#cycles.stream(id, cycleId, disk);
   }
 
   /** Digests of a span of one disk's newest point, for a resync (ReplicaCycleServer.checksums). */

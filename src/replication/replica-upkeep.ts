@@ -47,6 +47,9 @@ export class ReplicaUpkeep {
       .catch((e: unknown) =>
         this.#log.error({ err: e }, 'finishing cut replica deletions failed; the next start tries again'),
       );
+    await this.#cycles
+      .killStagingLeftover()
+      .catch((e: unknown) => this.#log.error({ err: e }, 'could not kill the staging daemon a killed server left'));
     for (const r of await this.#repo.disksOfAll()) {
       await this.#lock
         .run(r.id, async () => {

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
 import {
@@ -38,13 +39,8 @@ export interface RemoteReplica {
   abortCycle(): Promise<void>;
   /** Digests of a span of a disk's newest point, hashed at the recovery site (block-checksums.ts). */
   checksums(cycleId: string, disk: number, range: ByteRange, chunkSize: number): Promise<Buffer>;
-}
-
-export interface CycleTls {
-  /** The peer's pinned CA: the replica's NBD server must chain to it. */
-  peerCaPem: string;
-  clientCertPem: string;
-  clientKeyPem: string;
+  /** An NBD stream into a disk of the open cycle, over the peer API's TLS (api/cycle-streams.ts). */
+  openStream(cycleId: string, disk: number): Promise<Socket>;
 }
 
 export interface CycleResult {
@@ -102,7 +98,6 @@ export async function runReplicationCycle(opts: {
   workDir: string;
   previousGeneration: number | null;
   remote: RemoteReplica;
-  tls: CycleTls;
   /** Bytes per second on the link; undefined: unlimited. */
   bandwidthBps?: number;
   journal?: CycleJournal;
@@ -153,10 +148,8 @@ export async function runReplicationCycle(opts: {
           seed,
           checksums: (range, chunk) => opts.remote.checksums(target.cycleId, i, range, chunk),
           resync: disk.mode === 'resync',
-          host: target.host,
-          port: target.port,
+          openTarget: () => opts.remote.openStream(target.cycleId, i),
           targetExport: target.exports[i]!,
-          tls: opts.tls,
           ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
         });
         totals.bytesSent += counters.bytesWritten;
@@ -207,10 +200,8 @@ async function copyDisk(o: {
   /** The replica's digests of a span (resync, or a seed whose bitmap is lost). */
   checksums: (range: ByteRange, chunkSize: number) => Promise<Buffer>;
   seed: SeedSide | null;
-  host: string;
-  port: number;
+  openTarget: () => Promise<Socket>;
   targetExport: string;
-  tls: CycleTls;
   bandwidthBps?: number;
 }): Promise<CopyCounters & { changed: number }> {
   // Checksums for the seed's side hash zero areas without reading them: that needs base:allocation as well.
@@ -226,10 +217,9 @@ async function copyDisk(o: {
   );
   try {
     const dst = await NbdClient.connect(
-      { host: o.host, port: o.port },
+      { stream: await o.openTarget(), label: `the recovery site's export ${o.targetExport}` },
       {
         exportName: o.targetExport,
-        tls: { ca: o.tls.peerCaPem, cert: o.tls.clientCertPem, key: o.tls.clientKeyPem },
         // A silent link (cut cable, dead peer) must fail the cycle soon, not after minutes:
         // requests are at most a few MiB, which take seconds even on a slow link.
         timeoutMs: 10_000,

@@ -111,8 +111,6 @@ export class ReplicationService {
       }),
       vms: deps.vms,
       supervisor: deps.supervisor,
-      peers: deps.peers,
-      tls: deps.tls,
       paths: deps.paths,
       jobs: deps.jobs,
       incidents: this.#incidents,

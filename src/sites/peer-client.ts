@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { MamoriError } from '../core/mamori-error.js';
 import { certFingerprint, parseCert } from './cert-fingerprint.js';
@@ -77,6 +78,19 @@ export class PeerClient {
     return res.json as T;
   }
 
+  /**
+   * A byte stream to the peer over its API's TLS: GET `path` asking to upgrade to `protocol`
+   * (a cycle's NBD stream). Same pinned CA, token and error mapping as a request.
+   */
+  async openStream(path: string, protocol: string, opts: { timeoutMs?: number } = {}): Promise<Socket> {
+    const res = await this.#send('GET', path, undefined, { ...opts, upgrade: protocol });
+    if (res.socket === undefined)
+      throw new MamoriError('PEER_UNREACHABLE', `${this.#target.name} did not switch ${path} to ${protocol}`, {
+        details: { peer: this.name, status: res.status },
+      });
+    return res.socket;
+  }
+
   /** GET /health with a short deadline: reachability, round trip and clock offset. */
   async health(timeoutMs = HEALTH_TIMEOUT_MS): Promise<PeerHealth> {
     const res = await this.#send('GET', '/health', undefined, { timeoutMs, auth: false });
@@ -93,7 +107,7 @@ export class PeerClient {
     method: string,
     path: string,
     body: unknown,
-    opts: { timeoutMs?: number; auth?: boolean },
+    opts: { timeoutMs?: number; auth?: boolean; upgrade?: string },
   ): Promise<HttpsJsonResponse> {
     const t = this.#target;
     const auth = opts.auth ?? true;
@@ -113,11 +127,12 @@ export class PeerClient {
         trust: { ca: t.caCertPem },
         timeoutMs: opts.timeoutMs ?? this.#timeoutMs,
         ...(auth && t.token ? { token: t.token } : {}),
+        ...(opts.upgrade === undefined ? {} : { upgrade: opts.upgrade }),
       });
     } catch (e) {
       throw await this.#transportError(e);
     }
-    if (res.status >= 200 && res.status < 300) return res;
+    if ((res.status >= 200 && res.status < 300) || res.socket !== undefined) return res;
     throw peerAnswerError(t.name, res);
   }
 

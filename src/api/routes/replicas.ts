@@ -194,15 +194,13 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       '/replicas/:id/cycles',
       {
         schema: {
-          summary: 'Open a staging layer and serve it over NBD with TLS',
+          summary: "Open a staging layer per disk; the data goes through each disk's stream (an upgraded GET)",
           params: idParam,
           response: {
             200: {
               type: 'object',
               properties: {
                 cycleId: { type: 'string' },
-                host: { type: 'string' },
-                port: { type: 'integer' },
                 exports: { type: 'array', items: { type: 'string' } },
               },
             },
@@ -212,8 +210,7 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
       },
       async (req) => {
         await owned(req, req.params.id);
-        const rec = await peers.record(peerName(req));
-        return replicas.beginCycle(req.params.id, { name: rec.name, caPem: rec.caCertPem });
+        return replicas.beginCycle(req.params.id);
       },
     );
     app.post<{ Params: { id: string; cycleId: string }; Body: { time: string; consistency: 'crash' | 'application' } }>(

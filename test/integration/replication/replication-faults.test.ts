@@ -32,15 +32,24 @@ after(async () => {
 const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
 const status = () => a<ReplicationStatus>('replicate', 'status', 'fv');
 
-/** Waits until the recovery site has a cycle open (its storage daemon's pid file exists). */
+/**
+ * Waits until the recovery site has a cycle open (a staging overlay exists) and returns the pid
+ * of its staging daemon, the one process that serves every open cycle there.
+ */
 async function openCyclePid(): Promise<number> {
   return sites.a.waitFor(
     'a cycle in flight at the recovery site',
     async () => {
+      const pid = Number(
+        (await readFile(join(sites.b.dataDir, 'staging-daemon', 'sd.pid'), 'utf8').catch(() => '')).trim(),
+      );
+      // A daemon killed earlier leaves its pid file behind: only a live one serves a cycle.
+      if (!(pid > 0 && (await alive(pid)))) return undefined;
       for (const rep of await readdir(replicasRoot).catch(() => [])) {
-        const pid = Number((await readFile(join(replicasRoot, rep, 'sd.pid'), 'utf8').catch(() => '')).trim());
-        // A daemon killed earlier leaves its pid file behind: only a live one is a cycle in flight.
-        if (pid > 0 && (await alive(pid))) return pid;
+        for (const disk of await readdir(join(replicasRoot, rep)).catch(() => [])) {
+          const files = await readdir(join(replicasRoot, rep, disk)).catch(() => []);
+          if (files.some((f) => f.startsWith('staging-'))) return pid;
+        }
       }
       return undefined;
     },

@@ -53,8 +53,6 @@ describeEachDialect('a replica deleted while VMs are made over its point', (f) =
       const service = new ReplicaService({
         db: first.handle,
         dataDir,
-        listenHost: () => '127.0.0.1',
-        tls: () => Promise.reject(new Error('no cycle is served in this test')),
         log: pino({ level: 'silent' }),
       });
       const replicas = new ReplicaRepo(first.handle);
@@ -149,8 +147,6 @@ describeEachDialect('a replica deleted while VMs are made over its point', (f) =
       const service = new ReplicaService({
         db: first.handle,
         dataDir,
-        listenHost: () => '127.0.0.1',
-        tls: () => Promise.reject(new Error('no cycle is served in this test')),
         log: pino({ level: 'silent' }),
       });
       const replicas = new ReplicaRepo(first.handle);

@@ -1,0 +1,162 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StorageDaemon, type DaemonChain, type DaemonLayer } from '../qemu/storage-daemon.js';
+import { createQcow2OverQmp } from '../qemu/qmp-image-create.js';
+import type { BackingRef } from '../qemu/qemu-img-write.js';
+import type { Logger } from '../core/logger.js';
+
+/** One disk of a cycle: the newest point's layers (read-only) and the staging overlay to create on them. */
+export interface StagingDisk {
+  lower: DaemonLayer[];
+  staging: { file: string; backing: BackingRef; sizeBytes: number };
+}
+
+/** What one cycle holds open in the daemon: per disk, its export (also its top node) and its lower chain. */
+export interface StagingSet {
+  exports: string[];
+  lower: DaemonChain[];
+}
+
+/**
+ * The recovery site's one qemu-storage-daemon for the staging overlays of every open cycle.
+ * It lives across cycles: a daemon start costs 150-600 ms here (notes/qemu-7.2.md), which
+ * was most of a small cycle's cost. A cycle adds its disks over QMP (the point's layers
+ * read-only, the staging overlay created by blockdev-create, so no qemu-img either) and one
+ * writable NBD export each, and removes them at its end, which writes the overlay's qcow2
+ * metadata (blockdev-del closes the image).
+ *
+ * The NBD server listens on a unix socket only, with no TLS of QEMU's: the source site
+ * reaches an export through the site API's own TLS (cycle-streams.ts), which terminates TLS
+ * in Node (about 4x what the daemon's one main loop decrypts) and lets a connection name
+ * only its own cycle's export.
+ *
+ * The daemon outlives a killed site server, holding cut cycles' staging open: the server
+ * kills it at start (killLeftover), before the replicas' upkeep sweeps staging. A daemon that
+ * dies or stops answering fails the cycles it served (their sources keep their bitmaps) and
+ * the next cycle starts a new one.
+ */
+export class StagingDaemon {
+  readonly #dir: string;
+  readonly #log: Logger;
+  #daemon: StorageDaemon | null = null;
+  #starting: Promise<StorageDaemon> | null = null;
+  #seq = 0;
+
+  constructor(deps: { dir: string; log: Logger }) {
+    this.#dir = deps.dir;
+    this.#log = deps.log;
+  }
+
+  get socketPath(): string {
+    return join(this.#dir, 'nbd.sock');
+  }
+
+  /** Its pid file: tests kill the daemon by it. */
+  get pidFile(): string {
+    return join(this.#dir, 'sd.pid');
+  }
+
+  /** Opens the disks of one cycle and exports their staging overlays, writable. */
+  async open(disks: StagingDisk[]): Promise<StagingSet> {
+    const daemon = await this.#ensure();
+    const qmp = daemon.qmp();
+    const set: StagingSet = { exports: [], lower: [] };
+    try {
+      for (const [i, d] of disks.entries()) {
+        const node = `s${++this.#seq}d${i}`;
+        const lower: DaemonChain = { id: `${node}b`, layers: d.lower, readOnly: true };
+        await daemon.addChain(lower);
+        set.lower.push(lower);
+        await createQcow2OverQmp(qmp, {
+          file: d.staging.file,
+          fileNode: `${node}-file`,
+          sizeBytes: d.staging.sizeBytes,
+          backing: d.staging.backing,
+          jobId: node,
+        });
+        set.exports.push(node);
+        await qmp.execute(
+          'blockdev-add',
+          { driver: 'qcow2', 'node-name': node, file: `${node}-file`, backing: lower.id },
+          { timeoutMs: 10_000 },
+        );
+        await daemon.addExport({ id: node, node, name: node, writable: true });
+      }
+      return set;
+    } catch (e) {
+      await this.close(set, 'hard').catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /**
+   * Closes a cycle's disks: exports first (`hard` drops a client still connected: a cut cycle),
+   * then the overlays (their metadata written) and the lower layers. If the daemon cannot do
+   * that, it is killed: an image it may still hold must never be committed or deleted under it.
+   */
+  async close(set: StagingSet, mode: 'safe' | 'hard'): Promise<void> {
+    const daemon = this.#daemon;
+    if (daemon === null) return;
+    try {
+      const exported = await daemon.exportIds();
+      for (const id of set.exports) if (exported.includes(id)) await daemon.removeExport(id, mode);
+      const open = new Set(
+        (await daemon.qmp().execute('query-named-block-nodes', { flat: true })).map((n) => n['node-name']),
+      );
+      for (const lower of set.lower) {
+        // Top first: the overlay (a failed open may have made only some of its nodes), then its file.
+        const top = lower.id.slice(0, -1);
+        for (const n of [top, `${top}-file`])
+          if (open.has(n)) await daemon.qmp().execute('blockdev-del', { 'node-name': n }, { timeoutMs: 10_000 });
+        if (open.has(lower.id)) await daemon.removeChain(lower);
+      }
+    } catch (e) {
+      this.#log.warn({ err: e }, 'the staging daemon could not close a cycle: killing it');
+      await this.#kill();
+      throw e;
+    }
+  }
+
+  /** At server start: a daemon a killed server left holds cut cycles' staging open. */
+  async killLeftover(): Promise<boolean> {
+    return StorageDaemon.killLeftover(this.#files());
+  }
+
+  async stop(): Promise<void> {
+    const d = this.#daemon;
+    this.#daemon = null;
+    if (d) await d.stop().catch(() => d.kill());
+  }
+
+  async #kill(): Promise<void> {
+    const d = this.#daemon;
+    this.#daemon = null;
+    if (d) await d.kill().catch(() => undefined);
+  }
+
+  async #ensure(): Promise<StorageDaemon> {
+    const d = this.#daemon;
+    if (d !== null && d.qmp().connected && (await d.isAlive())) return d;
+    this.#daemon = null;
+    this.#starting ??= this.#start().finally(() => (this.#starting = null));
+    return this.#starting;
+  }
+
+  async #start(): Promise<StorageDaemon> {
+    await mkdir(this.#dir, { recursive: true });
+    if (await StorageDaemon.killLeftover(this.#files()))
+      this.#log.warn({ dir: this.#dir }, 'killed a staging daemon that stopped answering');
+    const daemon = await StorageDaemon.start({
+      ...this.#files(),
+      chains: [],
+      nbd: { listen: { type: 'unix', path: this.socketPath } },
+    });
+    this.#daemon = daemon;
+    this.#log.info({ pid: daemon.pid }, 'staging daemon started');
+    return daemon;
+  }
+
+  #files(): { qmpSocket: string; pidFile: string } {
+    return { qmpSocket: join(this.#dir, 'qmp.sock'), pidFile: this.pidFile };
+  }
+}
