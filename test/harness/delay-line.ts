@@ -40,6 +40,11 @@ export class DelayLine {
   /** Bytes written to dst so far. */
   bytes = 0;
 
+  /** Bytes read and not yet written. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
   constructor(src: Socket, dst: Socket, opts: DelayLineOptions) {
     this.#src = src;
     this.#dst = dst;

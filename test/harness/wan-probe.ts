@@ -11,7 +11,8 @@ import { createInterface } from 'node:readline';
  *                            `echo` (echoes the rest) or `sink` (answers `{bytes,sha256}` at the end)
  *   rtt HOST:PORT COUNT      one byte echoed COUNT+1 times; prints {firstMs, rttMs[]} (firstMs
  *                            counts from connect(), so it holds the connection's setup too)
- *   bulk HOST:PORT BYTES     sends BYTES into a sink; prints {bytes, elapsedMs, sentSha256, reply}
+ *   bulk HOST:PORT BYTES     sends BYTES into a sink; prints {bytes, elapsedMs, cpuMs, sentSha256, reply}
+ *                            (reply: {bytes, sha256, cpuMs} from the sink; cpuMs: each process's CPU time)
  *   hold HOST:PORT           one echo connection: each stdin line is sent, each echoed line
  *                            printed as `pong LINE`; `error CODE` when the connection fails
  *
@@ -34,6 +35,7 @@ function serve(addr: { host: string; port: number }): void {
     let head = Buffer.alloc(0);
     let kind: 'echo' | 'sink' | null = null;
     const hash = createHash('sha256');
+    const cpu0 = process.cpuUsage();
     let bytes = 0;
     const body = (chunk: Buffer): void => {
       if (kind === 'echo') s.write(chunk);
@@ -51,12 +53,18 @@ function serve(addr: { host: string; port: number }): void {
       if (head.length > nl + 1) body(head.subarray(nl + 1));
     });
     s.on('end', () => {
-      if (kind === 'sink') s.end(`${JSON.stringify({ bytes, sha256: hash.digest('hex') })}\n`);
+      if (kind === 'sink') s.end(`${JSON.stringify({ bytes, sha256: hash.digest('hex'), cpuMs: cpuMs(cpu0) })}\n`);
       else s.end();
     });
     s.on('error', () => s.destroy());
   });
   server.listen(addr.port, addr.host, () => process.stdout.write('listening\n'));
+}
+
+/** CPU time (user + system) this process spent since `from`, in ms. */
+function cpuMs(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return (d.user + d.system) / 1000;
 }
 
 function open(addr: { host: string; port: number }): Socket {
@@ -96,6 +104,7 @@ async function rtt(addr: { host: string; port: number }, count: number): Promise
 async function bulk(addr: { host: string; port: number }, total: number): Promise<void> {
   const base = randomBytes(1 << 20);
   const sent = createHash('sha256');
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const s = open(addr);
   let reply = '';
@@ -117,7 +126,7 @@ async function bulk(addr: { host: string; port: number }, total: number): Promis
   await answered;
   const elapsedMs = performance.now() - t0;
   process.stdout.write(
-    `${JSON.stringify({ bytes: total, elapsedMs, sentSha256: sent.digest('hex'), reply: JSON.parse(reply) as unknown })}\n`,
+    `${JSON.stringify({ bytes: total, elapsedMs, cpuMs: cpuMs(cpu0), sentSha256: sent.digest('hex'), reply: JSON.parse(reply) as unknown })}\n`,
   );
 }
 

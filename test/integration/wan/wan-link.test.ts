@@ -1,6 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { runProcess } from '../../../src/core/run-process.js';
 import { NetNs, runTag } from '../../harness/netns.js';
@@ -97,6 +98,18 @@ class Hold {
   }
 }
 
+/** CPU seconds (user + system) a process has used, from /proc (clock ticks of 1/100 s). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function forwardersCpu(link: WanLink): Promise<number> {
+  let sum = 0;
+  for (const pid of link.forwarderPids) sum += await cpuSeconds(pid);
+  return sum;
+}
+
 function mbps(bytes: number, ms: number): string {
   return ((bytes * 8) / (ms * 1000)).toFixed(1);
 }
@@ -116,12 +129,15 @@ for (const name of WAN_PROFILE_NAMES) {
         for (const ms of rt.rttMs) assert.ok(ms >= profile.rttMs, `round trip to ${to} of ${ms} ms`);
 
         const n = BULK[name]!;
+        const fwdCpu0 = await forwardersCpu(r.link);
         const bulk = await probe<{
           bytes: number;
           elapsedMs: number;
+          cpuMs: number;
           sentSha256: string;
-          reply: { bytes: number; sha256: string };
+          reply: { bytes: number; sha256: string; cpuMs: number };
         }>(from, 'bulk', target, String(n));
+        const fwdCpu = (await forwardersCpu(r.link)) - fwdCpu0;
         assert.equal(bulk.reply.bytes, n);
         assert.equal(bulk.reply.sha256, bulk.sentSha256, 'the bytes arrived intact and in order');
         const floorMs = (n / profile.rateBps) * 1000;
@@ -130,7 +146,9 @@ for (const name of WAN_PROFILE_NAMES) {
         const payloadMs = bulk.elapsedMs - 2 * profile.rttMs;
         t.diagnostic(
           `${name} to ${to}: rtt ${Math.min(...rt.rttMs).toFixed(1)}-${Math.max(...rt.rttMs).toFixed(1)} ms, ` +
-            `${mbps(n, payloadMs)} Mbit/s of ${profile.rateBps * 8e-6} (${(((n / payloadMs) * 1000) / profile.rateBps).toFixed(3)} of the rate)`,
+            `${mbps(n, payloadMs)} Mbit/s of ${profile.rateBps * 8e-6} (${(((n / payloadMs) * 1000) / profile.rateBps).toFixed(3)} of the rate); ` +
+            `CPU s per GB: forwarders ${((fwdCpu * 1e9) / n).toFixed(2)}, sender ${((bulk.cpuMs * 1e6) / n).toFixed(2)}, ` +
+            `receiver ${((bulk.reply.cpuMs * 1e6) / n).toFixed(2)}`,
         );
       }
     } finally {
