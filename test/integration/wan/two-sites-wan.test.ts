@@ -47,18 +47,23 @@ test('the sites pair both ways over the WAN and see its round trip', async () =>
   assert.ok(ping.rttMs >= profile.rttMs, `ping ${ping.rttMs} ms`);
 });
 
-test('a blackholed WAN shows the peer unreachable, and reachable once restored', async () => {
-  await sites.cutLink('blackhole');
-  try {
-    const peers = await list('a');
-    assert.equal(peers[0]!.status.state, 'unreachable');
-    assert.equal(peers[0]!.status.error?.code, 'PEER_UNREACHABLE');
-  } finally {
-    await sites.restoreLink();
-  }
-  await sites.a.waitFor(
-    'site-b reachable again',
-    async () => (await list('a'))[0]!.status.state === 'reachable',
-    60_000,
-  );
-});
+for (const mode of ['blackhole', 'down', 'reset'] as const) {
+  test(`a WAN cut (${mode}) shows the peer unreachable, and reachable once restored`, async () => {
+    await sites.cutLink(mode);
+    try {
+      const peers = await list('a');
+      assert.equal(peers[0]!.status.state, 'unreachable');
+      assert.equal(peers[0]!.status.error?.code, 'PEER_UNREACHABLE');
+      const ping = await sites.cli('b', 'site', 'ping', 'site-a');
+      assert.equal(ping.code, 1);
+      assert.match(ping.stderr, /\[PEER_UNREACHABLE\]/);
+    } finally {
+      await sites.restoreLink();
+    }
+    await sites.a.waitFor(
+      'site-b reachable again',
+      async () => (await list('a'))[0]!.status.state === 'reachable',
+      60_000,
+    );
+  });
+}
