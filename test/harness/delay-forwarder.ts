@@ -42,6 +42,7 @@ const { values } = parseArgs({
     connect: { type: 'string' },
     'delay-ms': { type: 'string' },
     'max-buffer-bytes': { type: 'string' },
+    'read-batch-ms': { type: 'string' },
   },
   strict: true,
 });
@@ -49,6 +50,7 @@ const listen = hostPort(values.listen ?? '', '--listen');
 const upstream = hostPort(values.connect ?? '', '--connect');
 const delayMs = positive(values['delay-ms'], '--delay-ms');
 const maxBufferedBytes = Math.max(64 * 1024, positive(values['max-buffer-bytes'], '--max-buffer-bytes'));
+const readBatchMs = positive(values['read-batch-ms'] ?? '0', '--read-batch-ms');
 
 const open = new Set<{ client: Socket; up: Socket; lines: DelayLine[] }>();
 let refusing = false;
@@ -75,8 +77,9 @@ const server = createServer({ allowHalfOpen: true, noDelay: true }, (client) => 
     maxBufferedBytes,
     notBefore: accepted + 2 * delayMs,
     open: false,
+    readBatchMs,
   });
-  const toClient = new DelayLine(up, client, { delayMs, maxBufferedBytes });
+  const toClient = new DelayLine(up, client, { delayMs, maxBufferedBytes, readBatchMs });
   const entry = { client, up, lines: [toUp, toClient] };
   open.add(entry);
   // The SYN reaches the far side RTT/2 after the client sent it.

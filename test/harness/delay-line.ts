@@ -1,6 +1,9 @@
 import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 
+/** Reads shorter than this start a read batch (readBatchMs); Node reads at most 64 KiB at once. */
+const BATCH_BELOW_BYTES = 16 * 1024;
+
 export interface DelayLineOptions {
   /** Every chunk is written this long after it was read, never sooner. */
   delayMs: number;
@@ -14,6 +17,12 @@ export interface DelayLineOptions {
   notBefore?: number;
   /** Whether dst may be written yet (false until the upstream socket connected: call open()). */
   open?: boolean;
+  /**
+   * After each read, leave src unread this long (ms, 0: never) so that what arrives meanwhile is
+   * read at once: at 100 Mbit/s through tbf the segments come one by one, and a read and a timer
+   * per segment cost several times the CPU. Bytes wait up to this much longer than delayMs.
+   */
+  readBatchMs?: number;
 }
 
 /**
@@ -29,6 +38,8 @@ export class DelayLine {
   readonly #delayMs: number;
   readonly #max: number;
   readonly #notBefore: number;
+  readonly #readBatchMs: number;
+  #batchHold = false;
   #queue: { chunk: Buffer; due: number }[] = [];
   #buffered = 0;
   #open: boolean;
@@ -52,6 +63,7 @@ export class DelayLine {
     this.#max = opts.maxBufferedBytes;
     this.#notBefore = opts.notBefore ?? 0;
     this.#open = opts.open ?? true;
+    this.#readBatchMs = opts.readBatchMs ?? 0;
     src.on('data', (chunk: Buffer) => this.#onData(chunk));
     src.on('end', () => {
       this.#ended = true;
@@ -80,7 +92,22 @@ export class DelayLine {
     this.#queue.push({ chunk, due });
     this.#buffered += chunk.length;
     if (this.#buffered >= this.#max) this.#src.pause();
+    // A full read means more is waiting: keep reading. Only a trickle is worth waiting for.
+    if (this.#readBatchMs > 0 && !this.#batchHold && chunk.length < BATCH_BELOW_BYTES) {
+      this.#batchHold = true;
+      this.#src.pause();
+      setTimeout(() => {
+        this.#batchHold = false;
+        this.#maybeResume();
+      }, this.#readBatchMs);
+    }
     this.#pump();
+  }
+
+  #maybeResume(): void {
+    // Resume below half the bound, not at it: one pause/resume per chunk would cost CPU.
+    if (!this.#ended && !this.#finished && !this.#batchHold && this.#src.isPaused() && this.#buffered < this.#max / 2)
+      this.#src.resume();
   }
 
   #pump(): void {
@@ -99,8 +126,7 @@ export class DelayLine {
         break;
       }
     }
-    // Resume below half the bound, not at it: one pause/resume per chunk would cost CPU.
-    if (!this.#ended && this.#src.isPaused() && this.#buffered < this.#max / 2) this.#src.resume();
+    this.#maybeResume();
     if (this.#draining) return;
     const head = this.#queue[0];
     if (head) this.#arm(head.due);

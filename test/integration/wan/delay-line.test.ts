@@ -13,7 +13,7 @@ import { DelayLine } from '../../harness/delay-line.js';
  */
 
 /** Two connected socket pairs on loopback: sender -> (srcEnd | DelayLine | dstEnd) -> receiver. */
-async function pipeThroughLine(delayMs: number, maxBufferedBytes: number) {
+async function pipeThroughLine(delayMs: number, maxBufferedBytes: number, readBatchMs = 0) {
   const server: Server = createServer({ allowHalfOpen: true });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -25,7 +25,7 @@ async function pipeThroughLine(delayMs: number, maxBufferedBytes: number) {
   const acceptedReceiver = accept();
   const dstEnd = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   const receiver = await acceptedReceiver;
-  const line = new DelayLine(srcEnd, dstEnd, { delayMs, maxBufferedBytes });
+  const line = new DelayLine(srcEnd, dstEnd, { delayMs, maxBufferedBytes, readBatchMs });
   const close = (): void => {
     for (const s of [sender, srcEnd, dstEnd, receiver]) s.destroy();
     server.close();
@@ -33,40 +33,42 @@ async function pipeThroughLine(delayMs: number, maxBufferedBytes: number) {
   return { sender, receiver, line, srcEnd, close };
 }
 
-test('every record arrives at least the delay after it was sent, in order', async () => {
-  const delayMs = 30;
-  const p = await pipeThroughLine(delayMs, 1 << 20);
-  try {
-    const arrivals: { index: number; sentAt: number; at: number }[] = [];
-    let pending = Buffer.alloc(0);
-    p.receiver.on('data', (chunk: Buffer) => {
-      const at = performance.now();
-      pending = Buffer.concat([pending, chunk]);
-      while (pending.length >= 12) {
-        arrivals.push({ index: pending.readUInt32BE(0), sentAt: pending.readDoubleBE(4), at });
-        pending = pending.subarray(12);
+for (const readBatchMs of [0, 2]) {
+  test(`every record arrives at least the delay after it was sent, in order (read batches of ${readBatchMs} ms)`, async () => {
+    const delayMs = 30;
+    const p = await pipeThroughLine(delayMs, 1 << 20, readBatchMs);
+    try {
+      const arrivals: { index: number; sentAt: number; at: number }[] = [];
+      let pending = Buffer.alloc(0);
+      p.receiver.on('data', (chunk: Buffer) => {
+        const at = performance.now();
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 12) {
+          arrivals.push({ index: pending.readUInt32BE(0), sentAt: pending.readDoubleBE(4), at });
+          pending = pending.subarray(12);
+        }
+      });
+      const count = 40;
+      for (let i = 0; i < count; i++) {
+        const rec = Buffer.alloc(12);
+        rec.writeUInt32BE(i, 0);
+        rec.writeDoubleBE(performance.now(), 4);
+        p.sender.write(rec);
+        // Records spread over a few delays, so several are in the line at once.
+        await new Promise((r) => setTimeout(r, 3));
       }
-    });
-    const count = 40;
-    for (let i = 0; i < count; i++) {
-      const rec = Buffer.alloc(12);
-      rec.writeUInt32BE(i, 0);
-      rec.writeDoubleBE(performance.now(), 4);
-      p.sender.write(rec);
-      // Records spread over a few delays, so several are in the line at once.
-      await new Promise((r) => setTimeout(r, 3));
+      p.sender.end();
+      await once(p.receiver, 'end');
+      assert.deepEqual(
+        arrivals.map((a) => a.index),
+        [...Array(count).keys()],
+      );
+      for (const a of arrivals) assert.ok(a.at - a.sentAt >= delayMs, `record ${a.index} after ${a.at - a.sentAt} ms`);
+    } finally {
+      p.close();
     }
-    p.sender.end();
-    await once(p.receiver, 'end');
-    assert.deepEqual(
-      arrivals.map((a) => a.index),
-      [...Array(count).keys()],
-    );
-    for (const a of arrivals) assert.ok(a.at - a.sentAt >= delayMs, `record ${a.index} after ${a.at - a.sentAt} ms`);
-  } finally {
-    p.close();
-  }
-});
+  });
+}
 
 test('a receiver that stops reading pauses the line at its bound; everything arrives once it reads again', async () => {
   const max = 256 * 1024;
