@@ -60,7 +60,10 @@ function resetPair(near: Socket, far: Socket, lines: DelayLine[]): void {
   for (const l of lines) l.stop();
   if (!near.destroyed) near.resetAndDestroy();
   setTimeout(() => {
-    if (!far.destroyed) far.resetAndDestroy();
+    if (far.destroyed) return;
+    // resetAndDestroy() on a socket that never connected waits for a connect that will not come.
+    if (far.pending) far.destroy();
+    else far.resetAndDestroy();
   }, delayMs).unref();
 }
 
