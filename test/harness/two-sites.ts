@@ -1,5 +1,7 @@
 import { NetNs, VethLink, runTag, type CutMode } from './netns.js';
 import { SiteProcess, type CliResult } from './site-process.js';
+import { WanLink, type WanCutMode } from './wan-link.js';
+import type { WanProfile, WanProfileName } from './wan-profile.js';
 
 export const SITE_PORT = 8443;
 
@@ -16,15 +18,20 @@ export const SITE_PORT = 8443;
  *   after(() => sites.destroy());          // also runs when the test failed
  *   await sites.a.cliJson('site', 'pair', sites.b.url, '--token', await sites.b.adminToken());
  *   await sites.cutLink(); ... await sites.restoreLink();
+ *
+ * With `wan: '100m-50ms'` (a WAN_PROFILES name or a WanProfile) the sites are joined through
+ * an emulated WAN instead (wan-link.ts): same addresses, URLs and certificates, but a middle
+ * namespace `mamori-<pid>-<tag>-w` adds the profile's delay and rate to the site API port
+ * (and any `wanPorts`); other ports do not cross.
  */
 export class TwoSites {
   readonly tag: string;
   readonly a: SiteProcess;
   readonly b: SiteProcess;
-  readonly link: VethLink;
+  readonly link: VethLink | WanLink;
   readonly namespaces: NetNs[];
 
-  private constructor(tag: string, a: SiteProcess, b: SiteProcess, link: VethLink, namespaces: NetNs[]) {
+  private constructor(tag: string, a: SiteProcess, b: SiteProcess, link: VethLink | WanLink, namespaces: NetNs[]) {
     this.tag = tag;
     this.a = a;
     this.b = b;
@@ -35,24 +42,38 @@ export class TwoSites {
   /** Makes the namespaces and link, starts both servers; on any failure undoes what it made. */
   /** hostMounts: the sites see mounts made on the host after they started (see NetNs.hostMounts). */
   /** db: a PostgreSQL URL for either site (SiteProcessOptions.db); a site without one keeps SQLite. */
+  /** wan: an emulated WAN link instead of the veth; wanPorts: the ports it forwards (default [SITE_PORT]). */
   static async create(
-    opts: { names?: [string, string]; start?: boolean; hostMounts?: boolean; db?: { a?: string; b?: string } } = {},
+    opts: {
+      names?: [string, string];
+      start?: boolean;
+      hostMounts?: boolean;
+      db?: { a?: string; b?: string };
+      wan?: WanProfile | WanProfileName;
+      wanPorts?: number[];
+    } = {},
   ): Promise<TwoSites> {
     const tag = runTag();
     const short = tag.split('-')[1]!;
     const [nameA, nameB] = opts.names ?? ['site-a', 'site-b'];
     const made: NetNs[] = [];
     const sites: SiteProcess[] = [];
+    let wan: WanLink | undefined;
     try {
       made.push(await NetNs.create(`mamori-${tag}-a`));
       made.push(await NetNs.create(`mamori-${tag}-b`));
       const [nsA, nsB] = made as [NetNs, NetNs];
       for (const ns of made) ns.hostMounts = opts.hostMounts ?? false;
-      const link = await VethLink.create(nsA, nsB, {
-        devA: `mm${short}a`,
-        devB: `mm${short}b`,
-        addresses: ['10.213.0.1', '10.213.0.2'],
-      });
+      const addresses: [string, string] = ['10.213.0.1', '10.213.0.2'];
+      const link = opts.wan
+        ? (wan = await WanLink.create(nsA, nsB, {
+            profile: opts.wan,
+            tag: short,
+            middleName: `mamori-${tag}-w`,
+            addresses,
+            ports: opts.wanPorts ?? [SITE_PORT],
+          }))
+        : await VethLink.create(nsA, nsB, { devA: `mm${short}a`, devB: `mm${short}b`, addresses });
       const db = opts.db ?? {};
       sites.push(await SiteProcess.create(nameA, { netns: nsA, listen: `${link.a.address}:${SITE_PORT}`, db: db.a }));
       sites.push(await SiteProcess.create(nameB, { netns: nsB, listen: `${link.b.address}:${SITE_PORT}`, db: db.b }));
@@ -61,6 +82,7 @@ export class TwoSites {
       return two;
     } catch (e) {
       for (const s of sites) await s.destroy().catch(() => undefined);
+      await wan?.destroy().catch(() => undefined);
       for (const ns of made) await ns.delete().catch(() => undefined);
       throw e;
     }
@@ -84,9 +106,14 @@ export class TwoSites {
     await this.b.cliJson('site', 'pair', this.a.url, '--token', await this.a.adminToken());
   }
 
-  /** 'blackhole' (default): packets vanish silently both ways; 'down': both veth ends down. */
-  cutLink(mode: CutMode = 'blackhole'): Promise<void> {
-    return this.link.cut(mode);
+  /**
+   * 'blackhole' (default): packets vanish silently both ways; 'down': both veth ends down;
+   * 'reset' (WAN link only): every connection across is reset.
+   */
+  cutLink(mode: WanCutMode = 'blackhole'): Promise<void> {
+    if (this.link instanceof WanLink) return this.link.cut(mode);
+    if (mode === 'reset') throw new Error("cut mode 'reset' needs a WAN link: TwoSites.create({ wan: ... })");
+    return this.link.cut(mode satisfies CutMode);
   }
 
   restoreLink(): Promise<void> {
@@ -96,8 +123,8 @@ export class TwoSites {
   /**
    * Stops both servers, kills the QEMUs they reported (vm list --json) and then anything
    * else still running inside the two namespaces (storage daemons, qemu-nbd), deletes the
-   * namespaces by their own names (the veth pair goes with them) and the data folders.
-   * Every step runs even if an earlier one failed.
+   * namespaces by their own names (the veth pair goes with them) and the data folders; a WAN
+   * link's forwarders and middle namespace go too. Every step runs even if an earlier one failed.
    */
   async destroy(): Promise<void> {
     const errors: unknown[] = [];
@@ -112,6 +139,7 @@ export class TwoSites {
     for (const s of [this.a, this.b]) await step(async () => (await s.vmPids()).forEach((p) => s.trackPid(p)));
     for (const s of [this.a, this.b]) await step(() => s.stopServer());
     for (const s of [this.a, this.b]) await step(() => s.destroy());
+    if (this.link instanceof WanLink) await step(() => (this.link as WanLink).destroy());
     for (const ns of this.namespaces) await step(() => ns.delete());
     if (errors.length) throw new AggregateError(errors, `two-sites cleanup had ${errors.length} error(s)`);
   }
