@@ -18,25 +18,17 @@ import { mkdir, mkdtemp, rm, stat, writeFile, open } from 'node:fs/promises';
 import { freePort } from '../../src/core/free-port.js';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { createServer as createHttpsServer } from 'node:https';
-import type { IncomingMessage } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
-import { pino } from 'pino';
+import type { Socket } from 'node:net';
 import { httpsJson } from '../../src/core/https-json-client.js';
-import { spliceCycleStream } from '../../src/api/cycle-streams.js';
+import { createInterface } from 'node:readline';
 import { runProcess } from '../../src/core/run-process.js';
 import { QmpClient } from '../../src/qemu/qmp-client.js';
 import { StorageDaemon } from '../../src/qemu/storage-daemon.js';
-import { ReplicaChain } from '../../src/replication/replica-chain.js';
 import { runReplicationCycle, type CycleResult, type RemoteReplica } from '../../src/replication/replication-cycle.js';
-import {
-  CYCLE_STREAM_PROTOCOL,
-  ReplicaCycleServer,
-  type CycleTarget,
-} from '../../src/replication/replica-cycle-server.js';
+import { CYCLE_STREAM_PROTOCOL, type CycleTarget } from '../../src/replication/replica-cycle-server.js';
 import type { ReplicaPointView } from '../../src/replication/replica-service.js';
 import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/fleecing-point.js';
-import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
+import { ensureSiteTls } from '../../src/sites/site-tls.js';
 import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import { replaceFigure, type BenchFigure } from '../bench-common.js';
@@ -48,7 +40,6 @@ const GiB = 1024 * MiB;
 const RUN = 8 * MiB;
 const QCOW2_OPTS = 'cluster_size=131072,extended_l2=on';
 const RPO_SECONDS = Number(process.env['BENCH_RPO_SECONDS'] ?? 600);
-const KEEP_POINTS = 24; // the default of `mamori replication enable`
 
 type Figure = BenchFigure;
 const figures: Figure[] = [];
@@ -56,7 +47,6 @@ function figure(f: Figure): void {
   figures.push(f);
   process.stdout.write(`${JSON.stringify(f)}\n`);
 }
-const silent = pino({ level: 'silent' });
 const log = (s: string): void => void process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
 const r3 = (x: number): number => Number(x.toFixed(3));
 
@@ -90,34 +80,74 @@ async function timed<T>(body: () => Promise<T>): Promise<[T, number]> {
 }
 
 /**
- * The recovery site's side of a cycle as ReplicaService does it, without the database: the
- * product's ReplicaCycleServer (the long-lived staging daemon), reached through an HTTPS
- * server with the site's certificate whose upgrade hands the connection to the product's
- * spliceCycleStream, as the site API does (the token check aside).
+ * The recovery site (recovery-process.ts, a process of its own running the product's cycle
+ * server and stream splice), driven by JSON lines.
  */
+class RecoverySite {
+  #n = 0;
+  #waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private constructor(
+    readonly child: ChildProcess,
+    readonly url: string,
+    readonly caPem: string,
+  ) {}
+
+  static async start(dir: string, tlsDir: string, caPem: string): Promise<RecoverySite> {
+    const script = join(repoRoot, 'dist', 'bench', 'replication', 'recovery-process.js');
+    const child = spawn(process.execPath, [script, dir, tlsDir], { stdio: ['pipe', 'pipe', 'inherit'] });
+    children.add(child);
+    const lines = createInterface({ input: child.stdout! });
+    let site: RecoverySite | null = null;
+    return new Promise((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`the recovery process exited (${code})`)));
+      lines.on('line', (line) => {
+        const m = JSON.parse(line) as { ready?: boolean; url?: string; n?: number; ok?: boolean; result?: unknown };
+        if (m.ready) {
+          site = new RecoverySite(child, m.url!, caPem);
+          return resolve(site);
+        }
+        if (site) site.#settle(m.n!, m.ok === true, m.result, (m as { error?: string }).error);
+      });
+    });
+  }
+
+  #settle(n: number, ok: boolean, result: unknown, error: string | undefined): void {
+    const w = this.#waiting.get(n);
+    this.#waiting.delete(n);
+    if (ok) w?.resolve(result);
+    else w?.reject(new Error(error));
+  }
+
+  call<T>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    const n = ++this.#n;
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.set(n, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.stdin!.write(`${JSON.stringify({ n, op, ...args })}\n`);
+    });
+  }
+}
+
+/** The recovery site's side of one replica, as the source's cycle sees it. */
 class BenchReplica implements RemoteReplica {
   /** performance.now() at begin called/returned and commit called/returned, of the last cycle. */
   marks = { b0: 0, b1: 0, c0: 0, c1: 0 };
   constructor(
     private id: string,
-    private chain: ReplicaChain,
-    private server: ReplicaCycleServer,
-    private endpoint: { url: string; caPem: string },
+    private site: RecoverySite,
   ) {}
 
   async beginCycle(): Promise<CycleTarget> {
     this.marks.b0 = performance.now();
-    await this.abortCycle();
-    const target = await this.server.serve(this.id, [this.chain]);
+    const target = await this.site.call<CycleTarget>('begin', { id: this.id });
     this.marks.b1 = performance.now();
     return target;
   }
 
   async openStream(cycleId: string, disk: number): Promise<Socket> {
     const res = await httpsJson({
-      url: new URL(`/replicas/${this.id}/cycles/${cycleId}/disks/${disk}/stream`, this.endpoint.url),
+      url: new URL(`/replicas/${this.id}/cycles/${cycleId}/disks/${disk}/stream`, this.site.url),
       method: 'GET',
-      trust: { ca: this.endpoint.caPem },
+      trust: { ca: this.site.caPem },
       timeoutMs: 20_000,
       upgrade: CYCLE_STREAM_PROTOCOL,
     });
@@ -130,11 +160,9 @@ class BenchReplica implements RemoteReplica {
     meta: { time: string; consistency: 'crash' | 'application' },
   ): Promise<ReplicaPointView> {
     this.marks.c0 = performance.now();
-    const [chain] = await this.server.end(this.id, cycleId);
-    const p = await chain!.commitCycle(meta, { closedByDaemon: true });
-    await chain!.applyRetention(KEEP_POINTS);
+    const p = await this.site.call<ReplicaPointView>('commit', { id: this.id, cycleId, meta });
     this.marks.c1 = performance.now();
-    return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
+    return p;
   }
 
   /** The bench never loses a bitmap, so it never resyncs. */
@@ -143,25 +171,8 @@ class BenchReplica implements RemoteReplica {
   }
 
   async abortCycle(): Promise<void> {
-    await this.server.close(this.id);
+    await this.site.call('abort', { id: this.id });
   }
-}
-
-/** The recovery site's HTTPS port as far as cycles go: upgrades to a cycle's stream. */
-async function recoveryEndpoint(server: ReplicaCycleServer, site: SiteTls): Promise<{ url: string; close(): void }> {
-  const https = createHttpsServer({ key: site.serverKeyPem, cert: site.serverCertPem });
-  https.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-    const m = /^\/replicas\/([^/]+)\/cycles\/([^/]+)\/disks\/(\d+)\/stream$/.exec(req.url ?? '');
-    if (!m) return void socket.destroy();
-    try {
-      void spliceCycleStream(socket, head, server.stream(m[1]!, m[2]!, Number(m[3]))).catch(() => socket.destroy());
-    } catch {
-      socket.destroy();
-    }
-  });
-  await new Promise<void>((r) => https.listen(0, '127.0.0.1', r));
-  const port = (https.address() as AddressInfo).port;
-  return { url: `https://127.0.0.1:${port}`, close: () => https.close() };
 }
 
 /** A QEMU as mamori starts one (paused, TCG, no guest), with disk0 on `image`. */
@@ -275,10 +286,10 @@ async function cycle(vm: SourceVm, workDir: string, remote: BenchReplica): Promi
   return { ...res, phases };
 }
 
-let benchServer: { cycles: ReplicaCycleServer; url: string; caPem: string; close(): void } | null = null;
+let recovery: RecoverySite | null = null;
 async function newReplica(dir: string, size: number): Promise<BenchReplica> {
-  const chain = await ReplicaChain.create(join(dir, 'disk0'), { virtualSize: size });
-  return new BenchReplica(basename(dir), chain, benchServer!.cycles, benchServer!);
+  await recovery!.call('create', { id: basename(dir), size });
+  return new BenchReplica(basename(dir), recovery!);
 }
 
 async function qemuImg(args: string[]): Promise<number> {
@@ -296,9 +307,7 @@ try {
   // Two sites: A (source, NBD client) and B (recovery, NBD server). Each pins the other's CA.
   const siteA = await ensureSiteTls({ dir: join(dir, 'site-a'), siteName: 'bench-a' });
   const siteB = await ensureSiteTls({ dir: join(dir, 'site-b'), siteName: 'bench-b' });
-  const cycles = new ReplicaCycleServer({ root: join(dir, 'replicas'), stagingDir: join(dir, 'staging'), log: silent });
-  const endpoint = await recoveryEndpoint(cycles, siteB);
-  benchServer = { cycles, url: endpoint.url, caPem: siteB.caCertPem, close: endpoint.close };
+  recovery = await RecoverySite.start(join(dir, 'recovery'), join(dir, 'site-b'), siteB.caCertPem);
 
   // Random data, so that neither rsync nor anything else can match or compress it.
   const chunkDir = join(dir, 'chunks');
@@ -585,8 +594,7 @@ try {
 } finally {
   for (const vm of vms) await vm.stop().catch(() => undefined);
   for (const d of daemons) await d.abortCycle().catch(() => undefined);
-  await benchServer?.cycles.shutdown().catch(() => undefined);
-  benchServer?.close();
+  await recovery?.call('shutdown').catch(() => undefined);
   for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
   await rm(dir, { recursive: true, force: true });
 }
