@@ -65,13 +65,13 @@ test('site link: set and shown; bad input refused with typed errors; an operator
     sites.a.netns,
   );
   assert.match(asOperator.stderr, /\[FORBIDDEN\]/);
-  // Nothing above changed it; now the one cycle at a time the next test needs, with no cap.
-  assert.deepEqual(await a<Link>('site', 'link', 'site-b', '--bandwidth', 'none', '--concurrency', '1'), {
-    peer: 'site-b',
-    bitsPerSecond: null,
-    schedule: null,
-    concurrency: 1,
-  });
+  // Nothing above changed it; now the one cycle at a time the next test needs, with a cap at
+  // all hours, so every cycle sends through the link's budget (its WriteThrottle).
+  assert.deepEqual(
+    await a<Link>('site', 'link', 'site-b', '--bandwidth', '200M', '--schedule', 'none', '--concurrency', '1'),
+    { peer: 'site-b', bitsPerSecond: 200_000_000, schedule: null, concurrency: 1 },
+  );
+  assert.match((await sites.cli('a', 'site', 'list', '--no-check')).stdout, /200 Mbit\/s always, 1 cycle at once/);
 });
 
 test('with one cycle in flight on the link, three VMs take turns and each makes points', async () => {
