@@ -14,14 +14,16 @@ export interface BehindVm {
 }
 
 /**
- * Which VMs the link is not carrying in time, from its queue at `now`: a queued VM waiting
+ * Which VMs a full link is not carrying in time, from its queue at `now`: a queued VM waiting
  * past its slack (its point will be late however fast its cycle runs now; one with no point
  * yet, once it has waited a whole RPO for its first slot), and, while VMs wait, one whose
  * RPO is already broken (running or queued). Empty when the link keeps up: a short queue
  * that drains within everyone's slack is the scheduler doing its job, not an alert.
  */
 export function behindOnLink(link: LinkQueueState, now: number): BehindVm[] {
-  if (link.queued.length === 0) return [];
+  // Only a full link is saturated: with room, what waits is a VM due again behind its own
+  // running cycle, which is that cycle's slowness (its RPO incident says so), not the link's.
+  if (link.queued.length === 0 || link.inFlight < link.limit) return [];
   const out: BehindVm[] = [];
   const violated = (c: DueCycle): boolean => c.lastPointAt !== null && now - c.lastPointAt > c.rpoMs;
   link.queued.forEach((c, i) => {

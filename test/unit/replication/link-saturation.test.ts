@@ -30,6 +30,8 @@ const link = (over: Partial<LinkQueueState>): LinkQueueState => ({
 test('a link that keeps up is not saturated: nothing waits, or what waits is within its slack', () => {
   assert.deepEqual(behindOnLink(link({ running: [c('a', { lastPointAt: NOW - 90_000 })] }), NOW), []);
   assert.deepEqual(behindOnLink(link({ running: [c('a')], queued: [c('b'), c('c')] }), NOW), []);
+  // A link with room: what waits is a VM due again behind its own running cycle.
+  assert.deepEqual(behindOnLink(link({ limit: 2, queued: [c('a', { lastPointAt: NOW - 90_000 })] }), NOW), []);
   // A new VM waits for its first slot: not behind until it has waited a whole RPO.
   assert.deepEqual(behindOnLink(link({ queued: [c('new', { lastPointAt: null, dueAt: NOW - 30_000 })] }), NOW), []);
 });
@@ -63,6 +65,7 @@ test('the incident text names the link, its limit and cap, and each VM with its 
   const behind = behindOnLink(
     link({
       limit: 2,
+      inFlight: 2,
       running: [c('db', { lastPointAt: NOW - 75_000 })],
       queued: [c('mail', { lastPointAt: NOW - 100_000, rpoMs: 30_000, dueAt: NOW - 80_000 })],
     }),
