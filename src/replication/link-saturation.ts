@@ -38,7 +38,8 @@ export function behindOnLink(link: LinkQueueState, now: number): BehindVm[] {
 function behind(c: DueCycle, state: BehindVm['state'], place: number | null, now: number): BehindVm {
   return {
     vm: c.vmName,
-    lagSeconds: c.lastPointAt === null ? null : Math.round((now - c.lastPointAt) / 1000),
+    // Tenths: with RPOs of seconds, "lag 5s against an RPO of 5s" would hide that it is over.
+    lagSeconds: c.lastPointAt === null ? null : Math.round((now - c.lastPointAt) / 100) / 10,
     rpoSeconds: c.rpoMs / 1000,
     state,
     place,

@@ -118,3 +118,38 @@ test('with one cycle in flight on the link, three VMs take turns and each makes 
 
   for (const vm of vms) await a('replicate', 'disable', vm);
 });
+
+interface Incident {
+  id: string;
+  kind: string;
+  target: string;
+  message: string;
+  remedy: string | null;
+  clearedAt: string | null;
+}
+
+test('a link too slow for its VMs opens one incident naming the VMs behind; it clears once the link has room', async () => {
+  await a('site', 'link', 'site-b', '--bandwidth', '1M', '--concurrency', '1');
+  const vms = ['s1', 's2'];
+  for (const vm of vms) await a('vm', 'create', vm, '--test-guest', '--data-disk', '16M');
+  for (const vm of vms) await a('replicate', 'enable', vm, '--to', 'site-b', '--rpo', '5s');
+  // At 1 Mbit/s one cycle at a time cannot hold two 5 s RPOs: a VM waits past its slack.
+  const open = await sites.a.waitFor(
+    'the saturated-link incident',
+    async () => (await a<Incident[]>('events', '--open')).find((i) => i.kind === 'site.link-saturated'),
+    60_000,
+  );
+  assert.equal(open.target, 'site:site-b');
+  assert.match(
+    open.message,
+    /^the replication link to site-b cannot carry every VM's cycles in time \(1 cycle in flight at most, a cap of 1 Mbit\/s now, 1 waiting\): [12] VMs? (is|are) behind: s[12] (lag [\d.]+s against an RPO of 5s|no recovery point yet) \((sending now|queued #1, waiting \d+s)\)/,
+  );
+  assert.match(open.remedy ?? '', /'mamori site link site-b --concurrency 8'/);
+  await a('site', 'link', 'site-b', '--bandwidth', 'none', '--concurrency', '4');
+  await sites.a.waitFor(
+    'the incident cleared',
+    async () => (await a<Incident[]>('events')).find((i) => i.id === open.id && i.clearedAt !== null),
+    90_000,
+  );
+  for (const vm of vms) await a('replicate', 'disable', vm);
+});
