@@ -99,10 +99,23 @@ export class PeerLinks {
   }
 
   #cache(peer: string, link: PeerLink): void {
-    const windows = link.schedule === null ? null : parseBandwidthSchedule(link.schedule);
+    const windows = link.schedule === null ? null : windowsOrAlways(link.schedule);
     const was = this.#links.get(peer);
     // Cycles already on the link keep their budget: it reads the new rate at its next refill.
     this.#links.set(peer, { stored: link, windows, budget: was?.budget ?? null });
+  }
+}
+
+/**
+ * A stored schedule was checked when set; one that no longer parses (edited in the database,
+ * or written by a version whose syntax this one lacks) must not stop the server: the cap then
+ * applies at all hours, the safe side for a link someone chose to cap.
+ */
+function windowsOrAlways(schedule: string): ScheduleWindow[] | null {
+  try {
+    return parseBandwidthSchedule(schedule);
+  } catch {
+    return null;
   }
 }
 
