@@ -118,6 +118,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'GET /sites/:name': r(READ),
   'GET /sites/:name/ping': r(READ),
   'DELETE /sites/:name': r(ADMIN),
+  // A link's bandwidth and cycles in flight shape every VM's protection to that site: admin only.
+  'PUT /sites/:name/link': r(ADMIN),
   // Pairing as the peer sees it.
   'GET /site/pairing': r(SITE),
   'DELETE /site/pairing': r(SITE),

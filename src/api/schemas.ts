@@ -142,10 +142,24 @@ export const errorResponses = {
   507: { $ref: 'Error#' },
 } as const;
 
+/** Replication's budget on the link to a peer (PUT /sites/{name}/link sets it). */
+export const peerLinkSchema = {
+  type: 'object',
+  required: ['bitsPerSecond', 'schedule', 'concurrency'],
+  properties: {
+    bitsPerSecond: { type: ['integer', 'null'], description: 'bandwidth cap in bits per second; null: none' },
+    schedule: {
+      type: ['string', 'null'],
+      description: "windows the cap applies in, this site's local time ('Mon-Fri 08:00-18:00'); null: always",
+    },
+    concurrency: { type: 'integer', description: 'replication cycles in flight on the link at most' },
+  },
+} as const;
+
 export const peerSchema = {
   $id: 'Peer',
   type: 'object',
-  required: ['name', 'url', 'fingerprint', 'direction', 'pairedAt', 'status'],
+  required: ['name', 'url', 'fingerprint', 'direction', 'pairedAt', 'status', 'link'],
   properties: {
     name: { type: 'string' },
     url: nullableString,
@@ -167,6 +181,7 @@ export const peerSchema = {
         error: { type: ['object', 'null'], properties: { code: { type: 'string' }, message: { type: 'string' } } },
       },
     },
+    link: peerLinkSchema,
   },
 } as const;
 

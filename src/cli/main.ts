@@ -29,7 +29,8 @@ usage: mamori [--data DIR | --url URL --token TOKEN] [--json] <command> ...
                                                          database: SQLite in DIR, or PostgreSQL with
                                                          --db postgresql://... (or MAMORI_DB)
   host info                                              accelerator, QEMU version, machine types
-  site ...                                               pairing with other sites (mamori site --help)
+  site ...                                               pairing with other sites, their replication links
+                                                         (bandwidth, schedule, cycles at once; mamori site --help)
   vm ...                                                 VMs (mamori vm --help)
   disk ...                                               disks and raw device mappings
   job list [--kind K] [--state S] | job show ID | job kinds   long operations (every kind), their steps and recovery policies

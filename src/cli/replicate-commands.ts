@@ -8,8 +8,10 @@ import { asView, type CycleStats, type WriteLogReport } from './server-views.js'
 
 export const REPLICATE_USAGE = `mamori replicate <command>
   enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
-                          protect a VM on a paired site (RPO 5s..24h; bandwidth in bytes/s)
+                          protect a VM on a paired site (RPO 5s..24h; --bandwidth caps this VM
+                          alone, in bytes/s; the link's shared cap: mamori site link SITE --bandwidth)
   status [VM] | points VM | verify VM [--point ID]
+                          status: lag, and whether the VM's cycle runs or waits in its link's queue (#1 next)
   sync-now VM | pause VM | resume VM
   disable VM [--delete-replica]  stop replicating; --delete-replica has the recovery site delete the replica`;
 
@@ -53,8 +55,9 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
             lag: s.lagSeconds === null ? null : `${s.lagSeconds}s${s.rpoViolated ? ' RPO VIOLATED' : ''}`,
             points: s.replica?.points ?? null,
             stored: s.replica ? formatBytes(s.replica.bytes + s.replica.seedBytes) : null,
+            cycle: cycleState(s),
           })),
-          ['vm', 'to', 'state', 'rpo', 'lag', 'lastPointAt', 'points', 'stored', 'failures'],
+          ['vm', 'to', 'state', 'rpo', 'lag', 'cycle', 'lastPointAt', 'points', 'stored', 'failures'],
         );
       }
       const s = await api.get('/vms/{name}/replication', vmPath(one(rest, 'replicate status [VM]')));
@@ -68,6 +71,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         'RPO violated since': s.rpoViolatedSince,
         'last point': s.lastPointAt,
         'next cycle': s.nextCycleAt,
+        cycle: cycleState(s),
         failures: s.failures,
         'last error': s.lastError,
         'replica storage': s.replica
@@ -141,4 +145,11 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
 function cycleText(c: CycleStats | null): string | null {
   if (!c) return null;
   return `${c.mode}, ${formatBytes(c.bytesSent)} sent in ${c.durationMs} ms (${formatBytes(c.throughputBps)}/s)`;
+}
+
+/** The VM's cycle now: sending, queued for a slot on its peer link (and where), or waiting for its time. */
+function cycleState(s: { cycle: 'running' | 'queued' | 'idle'; queuePlace: number | null; to: string }): string {
+  if (s.cycle === 'running') return 'running';
+  if (s.cycle === 'queued') return `queued #${s.queuePlace ?? '?'} on the link to ${s.to}`;
+  return '-';
 }

@@ -4,7 +4,7 @@ import type { ApiClient } from './api-client.js';
 import type { Peer, RequestBody } from './api-types.js';
 import { printFields, printJson, printTable } from './output.js';
 import { MamoriError } from '../core/mamori-error.js';
-import { one } from './vm-commands.js';
+import { int, one } from './vm-commands.js';
 
 export const SITE_USAGE = `mamori site <command>
   ca [--pem]                         this site's CA fingerprint (what a peer may check with --fingerprint)
@@ -13,7 +13,13 @@ export const SITE_USAGE = `mamori site <command>
                                      other's admin token; --token-file FILE reads the token from a file)
   list [--no-check]                  paired sites: reachability, round trip, clock offset
   show NAME | ping NAME              one paired site; ping fails unless it answers with our token
-  unpair NAME                        forget the site here and ask it to forget us`;
+  unpair NAME                        forget the site here and ask it to forget us
+  link NAME [--bandwidth 50M|none] [--schedule 'Mon-Fri 08:00-18:00,Sat 09:00-12:00'|none]
+            [--concurrency N]        replication's budget on the link to NAME: a bandwidth cap in
+                                     bits per second (50M = 50 Mbit/s; K, M, G; none removes it),
+                                     the windows it applies in (days and times in this site's local
+                                     time zone; the full rate outside them; none: always), and the
+                                     cycles in flight at once (default 4); options left out stay`;
 
 export async function siteCommand(api: ApiClient, argv: string[], json: boolean): Promise<void> {
   const [sub, ...rest] = argv;
@@ -79,8 +85,9 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
           rtt: p.status.rttMs === null ? null : `${p.status.rttMs} ms`,
           clock: p.status.clockOffsetMs == null ? null : signedMs(p.status.clockOffsetMs),
           fingerprint: `${p.fingerprint.slice(0, 23)}...`,
+          link: linkText(p.link),
         })),
-        ['name', 'url', 'direction', 'state', 'rtt', 'clock', 'fingerprint'],
+        ['name', 'url', 'direction', 'state', 'rtt', 'clock', 'link', 'fingerprint'],
       );
     }
     case 'show': {
@@ -93,6 +100,7 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
         'CA SHA256': peer.fingerprint,
         'paired at': peer.pairedAt,
         status: statusText(peer),
+        'replication link': linkText(peer.link),
       });
     }
     case 'ping': {
@@ -101,6 +109,34 @@ export async function siteCommand(api: ApiClient, argv: string[], json: boolean)
       return void process.stdout.write(
         `${p.name} (${p.site}, knows us as ${p.knownThereAs}): rtt ${p.rttMs} ms, clock ${signedMs(p.clockOffsetMs)}\n`,
       );
+    }
+    case 'link': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        strict: true,
+        options: {
+          bandwidth: { type: 'string' },
+          schedule: { type: 'string' },
+          concurrency: { type: 'string' },
+        },
+      });
+      const name = one(
+        positionals,
+        "site link NAME [--bandwidth 50M|none] [--schedule 'Mon-Fri 08:00-18:00'|none] [--concurrency N]",
+      );
+      const body: RequestBody<'/sites/{name}/link', 'put'> = {};
+      if (values.bandwidth !== undefined) body.bandwidth = values.bandwidth;
+      if (values.schedule !== undefined) body.schedule = values.schedule;
+      if (values.concurrency !== undefined) body.concurrency = int(values.concurrency, '--concurrency');
+      if (Object.keys(body).length === 0)
+        throw new MamoriError(
+          'INVALID_INPUT',
+          "site link needs --bandwidth, --schedule or --concurrency (e.g. 'mamori site link site-b --bandwidth 50M')",
+        );
+      const link = await api.put('/sites/{name}/link', { path: { name }, body });
+      if (json) return printJson(link);
+      return void process.stdout.write(`${link.peer}: ${linkText(link)}\n`);
     }
     case 'unpair': {
       const r = await api.delete('/sites/{name}', { path: { name: one(rest, 'site unpair NAME') } });
@@ -126,4 +162,13 @@ function statusText(p: Peer): string {
 
 function signedMs(ms: number): string {
   return `${ms >= 0 ? '+' : ''}${ms} ms`;
+}
+
+/** A link's budget in a line: '50 Mbit/s Mon-Fri 08:00-18:00 (full rate outside), 4 cycles at once'. */
+function linkText(l: { bitsPerSecond: number | null; schedule: string | null; concurrency: number }): string {
+  const cap =
+    l.bitsPerSecond === null
+      ? 'no bandwidth cap'
+      : `${Number((l.bitsPerSecond / 1e6).toFixed(3))} Mbit/s ${l.schedule === null ? 'always' : `${l.schedule} (local time; full rate outside)`}`;
+  return `${cap}, ${l.concurrency} cycle${l.concurrency === 1 ? '' : 's'} at once`;
 }

@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   MALFORMED_JSON: { httpStatus: 400, retryable: false },
   BODY_TOO_LARGE: { httpStatus: 413, retryable: false },
   PLAN_TOO_LARGE: { httpStatus: 413, retryable: false },
+  LINK_SCHEDULE_INVALID: { httpStatus: 400, retryable: false },
   // auth
   UNAUTHORIZED: { httpStatus: 401, retryable: false },
   FORBIDDEN: { httpStatus: 403, retryable: false },

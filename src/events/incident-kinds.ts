@@ -11,3 +11,5 @@ export const CYCLE_FAILED = 'replication.cycle-failed';
 export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
 /** Open while a paired site has failed its health checks (PeerWatch). */
 export const PEER_UNREACHABLE = 'site.peer-unreachable';
+/** Open while a peer link cannot carry every VM's cycles in time (VMs wait past their slack); its text lists them. */
+export const LINK_SATURATED = 'site.link-saturated';

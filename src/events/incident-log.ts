@@ -71,6 +71,24 @@ export class IncidentLog {
     return { incident: toIncident(row), opened: true };
   }
 
+  /**
+   * Opens the incident, or rewrites the message and details of the one open (a condition that
+   * lasts and changes, such as which VMs a saturated link leaves behind). An update is not a
+   * transition: alerts fire when it opens and when it clears, not at each rewrite.
+   */
+  async raiseOrUpdate(input: {
+    kind: string;
+    target: string;
+    severity: IncidentSeverity;
+    message: string;
+    details?: Record<string, unknown>;
+  }): Promise<{ incident: Incident; opened: boolean }> {
+    const r = await this.raise(input);
+    if (r.opened) return r;
+    await this.#incidents.updateOpen(input.kind, input.target, input.message, input.details ?? null);
+    return { incident: { ...r.incident, message: input.message, details: input.details ?? null }, opened: false };
+  }
+
   /** Clears the open incident of this kind for the target, if any; true if one was open. */
   async clear(kind: string, target: string): Promise<boolean> {
     const cleared = await this.#incidents.clearOpen(kind, target, new Date().toISOString());

@@ -1,4 +1,4 @@
-import { CYCLE_FAILED, PEER_UNREACHABLE, POINT_VERIFY_FAILED, RPO_VIOLATED } from './incident-kinds.js';
+import { CYCLE_FAILED, LINK_SATURATED, PEER_UNREACHABLE, POINT_VERIFY_FAILED, RPO_VIOLATED } from './incident-kinds.js';
 
 /** What a remedy is written from: the incident's kind, target and details as raised. */
 export interface RemedyInput {
@@ -32,6 +32,11 @@ const REMEDIES: Readonly<Record<string, (i: RemedyInput) => string>> = {
     `check the network to ${peerOf(i)} and that its site server runs; ` +
     `'mamori site ping ${peerOf(i)}' asks it now, 'mamori site list' shows what this site sees. ` +
     `If ${peerOf(i)} is gone for good, recover its VMs here with a plan in disaster mode ('mamori plan run PLAN --mode disaster')`,
+  [LINK_SATURATED]: (i) =>
+    `'mamori replicate status' shows each VM's lag and place in the queue. Give the link room: ` +
+    `more cycles at once ('mamori site link ${peerOf(i)} --concurrency 8'), a higher or unscheduled cap ` +
+    `('mamori site link ${peerOf(i)} --bandwidth none'), or longer RPOs for VMs that can bear them. ` +
+    `It clears by itself once no VM waits past its slack`,
 };
 
 /** The remedy of an incident, or null for a kind that has none written (a test alert). */

@@ -18,6 +18,7 @@ import type { ReplicationIncidents } from './replication-incidents.js';
 import type { CycleEnds } from './cycle-ends.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
+import type { LinkSender } from './link-budget.js';
 
 const KEEP_STATS = 10;
 /** Finished cycle jobs kept per VM (one cycle every few seconds would fill the table). */
@@ -77,6 +78,8 @@ export class CycleRunner {
   readonly #cycleEnds: CycleEndListener;
   /** Told after every cycle that ran (ok or failed), so the next one is scheduled. */
   readonly #ran: (vmId: string) => void;
+  /** The cycle's place on its peer link (fair share, the VM's own cap); null: unthrottled. */
+  readonly #link: (row: ReplicationRecord) => LinkSender | null;
   readonly #lock = new KeyedLock();
   /** VMs whose cycle in flight reads their stopped images through a storage daemon. */
   readonly #offlineInFlight = new Set<string>();
@@ -93,6 +96,7 @@ export class CycleRunner {
     superseded: SupersededHandler;
     cycleEnds: CycleEndListener;
     ran: (vmId: string) => void;
+    link?: (row: ReplicationRecord) => LinkSender | null;
   }) {
     this.#repo = deps.repo;
     this.#ends = deps.ends;
@@ -105,6 +109,7 @@ export class CycleRunner {
     this.#superseded = deps.superseded;
     this.#cycleEnds = deps.cycleEnds;
     this.#ran = deps.ran;
+    this.#link = deps.link ?? (() => null);
     this.#jobs.define(CYCLE_JOB, (job, ctx) => this.#recoverCycle(job, ctx));
   }
 
@@ -159,13 +164,14 @@ export class CycleRunner {
       await this.#jobs.setContext(CYCLE_JOB, job.id, context);
       if (source.kind === 'offline') this.#offlineInFlight.add(vmId);
       const started = Date.now();
+      const link = this.#link(row);
       try {
         const result = await runReplicationCycle({
           source,
           workDir: this.workDir(vm.id),
           previousGeneration: row.generation,
           remote: await this.#ends.remote(row),
-          ...(row.bandwidthBps ? { bandwidthBps: row.bandwidthBps } : {}),
+          ...(link ? { throttle: link.throttle } : {}),
           journal: this.#journalFor(job.id, context, row),
           seed:
             row.generation === 0
@@ -225,6 +231,7 @@ export class CycleRunner {
         await this.#incidents.cycleFailed({ vmId, vmName: vm.name, peer: row.peer, jobId: job.id, code, message });
         if (manual) throw e;
       } finally {
+        link?.close();
         this.#offlineInFlight.delete(vmId);
         await this.#jobs.prune(CYCLE_JOB, `vm:${vmId}`, KEEP_CYCLE_JOBS).catch(() => undefined);
         this.#ran(vmId);

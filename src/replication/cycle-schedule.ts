@@ -2,14 +2,15 @@ import type { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { nextCycleAt } from './rpo-scheduler.js';
 
 /**
- * The timer of each enabled replication: when its next cycle runs, as the RPO asks
+ * The timer of each enabled replication: when its next cycle is due, as the RPO asks
  * (rpo-scheduler's nextCycleAt, from the row's last point, recent cycle times and failures).
- * At most one timer per VM; after stop() none is armed again, so no cycle begins while the
+ * Firing makes the VM due (SiteScheduler queues it; the queue decides when it starts). At
+ * most one timer per VM; after stop() none is armed again, so no cycle begins while the
  * server closes.
  */
 export class CycleSchedule {
   readonly #repo: ReplicationRepo;
-  /** Runs the VM's scheduled cycle; its failure is the cycle's to record, not the timer's. */
+  /** Makes the VM due; what follows (queue, cycle, failure) is not the timer's. */
   readonly #fire: (vmId: string) => Promise<void>;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #next = new Map<string, number>();

@@ -21,6 +21,7 @@ import type { QmpClient } from '../qemu/qmp-client.js';
 import type { DaemonLayer } from '../qemu/storage-daemon.js';
 import type { CycleTarget } from './replica-cycle-server.js';
 import type { ReplicaPointView } from './replica-service.js';
+import type { WriteThrottle } from './link-budget.js';
 import {
   chunkDigests,
   chunksOf,
@@ -98,8 +99,8 @@ export async function runReplicationCycle(opts: {
   workDir: string;
   previousGeneration: number | null;
   remote: RemoteReplica;
-  /** Bytes per second on the link; undefined: unlimited. */
-  bandwidthBps?: number;
+  /** Awaited before each write to the recovery site (the link's fair share, the VM's cap); undefined: unlimited. */
+  throttle?: WriteThrottle;
   journal?: CycleJournal;
   /**
    * The first cycle of a reprotect onto the old site's disks, per disk (seed-delta.ts): the
@@ -150,7 +151,7 @@ export async function runReplicationCycle(opts: {
           resync: disk.mode === 'resync',
           openTarget: () => opts.remote.openStream(target.cycleId, i),
           targetExport: target.exports[i]!,
-          ...(opts.bandwidthBps ? { bandwidthBps: opts.bandwidthBps } : {}),
+          ...(opts.throttle ? { throttle: opts.throttle } : {}),
         });
         totals.bytesSent += counters.bytesWritten;
         totals.zeroBytes += counters.zeroBytes;
@@ -202,7 +203,7 @@ async function copyDisk(o: {
   seed: SeedSide | null;
   openTarget: () => Promise<Socket>;
   targetExport: string;
-  bandwidthBps?: number;
+  throttle?: WriteThrottle;
 }): Promise<CopyCounters & { changed: number }> {
   // Checksums for the seed's side hash zero areas without reading them: that needs base:allocation as well.
   const contexts =
@@ -227,9 +228,9 @@ async function copyDisk(o: {
       },
     );
     try {
-      const target = o.bandwidthBps ? throttled(dst, o.bandwidthBps) : dst;
-      const small = o.bandwidthBps ? { chunkSize: 256 * 1024, concurrency: 1 } : {};
-      if (o.resync) return await resyncByChecksums(src, target, o.checksums, o.bandwidthBps !== undefined, []);
+      const target = o.throttle ? throttled(dst, o.throttle) : dst;
+      const small = o.throttle ? { chunkSize: 256 * 1024, concurrency: 1 } : {};
+      if (o.resync) return await resyncByChecksums(src, target, o.checksums, o.throttle !== undefined, []);
       const own = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
       // Reprotect: the old disks' own later writes are overwritten with this side's data too.
       const extents = o.seed?.kind === 'extents' ? union(own, o.seed.extents) : own;
@@ -240,7 +241,7 @@ async function copyDisk(o: {
       if (o.seed?.kind !== 'checksums') return { ...counters, changed };
       // The old side lost its bitmap: its later writes may be anywhere, so the rest of the
       // disk is compared by checksums; this side's own changes were just sent and are skipped.
-      const rest = await resyncByChecksums(src, target, o.checksums, o.bandwidthBps !== undefined, own);
+      const rest = await resyncByChecksums(src, target, o.checksums, o.throttle !== undefined, own);
       return {
         bytesRead: counters.bytesRead + rest.bytesRead,
         bytesWritten: counters.bytesWritten + rest.bytesWritten,
@@ -306,22 +307,8 @@ async function resyncByChecksums(
   return out;
 }
 
-/** A target whose writes wait for a token bucket refilled at `bps` bytes per second. */
-function throttled(dst: NbdClient, bps: number): CopyTarget {
-  let available = 0;
-  let last = Date.now();
-  const take = async (n: number): Promise<void> => {
-    for (;;) {
-      const now = Date.now();
-      available = Math.min(bps, available + ((now - last) * bps) / 1000);
-      last = now;
-      if (available >= n || (available >= bps && n > bps)) {
-        available -= n;
-        return;
-      }
-      await new Promise((r) => setTimeout(r, Math.max(5, ((n - available) * 1000) / bps)));
-    }
-  };
+/** A target whose writes wait for the throttle (the link budget's turn) before they go. */
+function throttled(dst: NbdClient, take: WriteThrottle): CopyTarget {
   return {
     get transmissionFlags() {
       return dst.transmissionFlags;

@@ -4,9 +4,13 @@ import type { IncidentLog } from '../events/incident-log.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { rpoStatus } from './rpo-scheduler.js';
 
-import { CYCLE_FAILED, POINT_VERIFY_FAILED, RPO_VIOLATED } from '../events/incident-kinds.js';
+import { CYCLE_FAILED, LINK_SATURATED, POINT_VERIFY_FAILED, RPO_VIOLATED } from '../events/incident-kinds.js';
+import { saturationMessage, type BehindVm } from './link-saturation.js';
 
-export { CYCLE_FAILED, POINT_VERIFY_FAILED, RPO_VIOLATED };
+export { CYCLE_FAILED, LINK_SATURATED, POINT_VERIFY_FAILED, RPO_VIOLATED };
+
+/** How often an open saturation incident is rewritten while the same VMs stay behind (their lags grow). */
+const SATURATION_REWRITE_MS = 30_000;
 
 /**
  * The incidents of host-based replication, each opened once and cleared when its condition
@@ -21,6 +25,8 @@ export class ReplicationIncidents {
   #row: (vmId: string) => Promise<ReplicationRecord | undefined>;
   #vmName: (vmId: string) => Promise<string>;
   #watches = new Map<string, NodeJS.Timeout>();
+  /** Per peer: the VMs the open saturation incident lists, and when it was last written. */
+  #saturated = new Map<string, { vms: string; at: number }>();
   #stopped = false;
 
   constructor(deps: {
@@ -152,6 +158,46 @@ export class ReplicationIncidents {
     });
   }
 
+  /**
+   * The link to a peer as the queue sees it now: opens the site's saturation incident when
+   * VMs are behind, rewrites it when which VMs changes (or every 30 s, as lags grow), clears it
+   * when none is. One incident per link, not one per VM: the cause is the link.
+   */
+  async linkSaturation(input: {
+    peer: string;
+    limit: number;
+    queued: number;
+    behind: readonly BehindVm[];
+    bitsPerSecond: number | null;
+    now: number;
+  }): Promise<void> {
+    const target = `site:${input.peer}`;
+    if (input.behind.length === 0) {
+      this.#saturated.delete(input.peer);
+      if (await this.#incidents.clear(LINK_SATURATED, target))
+        this.#log.info({ peer: input.peer }, 'replication link keeps up again; saturation incident cleared');
+      return;
+    }
+    const vms = input.behind.map((b) => b.vm).join(',');
+    const last = this.#saturated.get(input.peer);
+    if (last && last.vms === vms && input.now - last.at < SATURATION_REWRITE_MS) return;
+    this.#saturated.set(input.peer, { vms, at: input.now });
+    const { incident, opened } = await this.#incidents.raiseOrUpdate({
+      kind: LINK_SATURATED,
+      target,
+      severity: 'warning',
+      message: saturationMessage(input),
+      details: {
+        peer: input.peer,
+        limit: input.limit,
+        queued: input.queued,
+        bitsPerSecond: input.bitsPerSecond,
+        behind: input.behind.map((b) => ({ ...b })),
+      },
+    });
+    if (opened) this.#log.warn({ peer: input.peer, incident: incident.id, behind: vms }, 'replication link saturated');
+  }
+
   /** Replication of the VM is gone: nothing of it stays open. */
   async disabled(vmId: string): Promise<void> {
     await this.checkRpo(vmId);
@@ -163,7 +209,9 @@ export class ReplicationIncidents {
     this.#stopped = false;
     for (const id of vmIds) await this.checkRpo(id);
     for (const i of await this.#incidents.list({ open: true })) {
-      if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length))))
+      // The queue starts empty: a link found saturated again reopens its incident.
+      if (i.kind === LINK_SATURATED) await this.#incidents.clear(i.kind, i.target);
+      else if ((i.kind === RPO_VIOLATED || i.kind === CYCLE_FAILED) && !(await this.#row(i.target.slice('vm:'.length))))
         await this.#incidents.clear(i.kind, i.target);
     }
   }

@@ -22,7 +22,8 @@ import type { ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-se
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { CycleEnds } from './cycle-ends.js';
 import { CycleRunner } from './cycle-runner.js';
-import { CycleSchedule } from './cycle-schedule.js';
+import { SiteScheduler } from './site-scheduler.js';
+import type { LinkInput, LinkView } from './peer-links.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
 
@@ -45,6 +46,10 @@ export interface ReplicationStatus {
   lastError: string | null;
   lastCycle: CycleStats | null;
   bandwidthBps: number | null;
+  /** The VM's cycle now: running, queued for a slot on its peer link (at queuePlace, 1 = next), or neither. */
+  cycle: 'running' | 'queued' | 'idle';
+  /** Its place among the due VMs of its peer link, 1 = next; null when not queued. */
+  queuePlace: number | null;
   /** The replication generation: the dirty bitmap's, raised by each committed cycle; null before the first. */
   generation: number | null;
   /** Storage at the recovery site (points, chain length, bytes), as its last commit reported; null before. */
@@ -69,7 +74,7 @@ export class ReplicationService {
   #peers: SitePeers;
   #log: Logger;
   #incidents: ReplicationIncidents;
-  #schedule: CycleSchedule;
+  #scheduler: SiteScheduler;
   /** Told when a peer says it failed this site's VM over (the VM here is superseded). */
   #superseded: SupersededHandler;
 
@@ -117,9 +122,17 @@ export class ReplicationService {
       log: deps.log,
       superseded: deps.superseded,
       cycleEnds: deps.cycleEnds,
-      ran: (vmId) => void this.#schedule.fromRow(vmId, Date.now()),
+      ran: (vmId) => void this.#scheduler.fromRow(vmId, Date.now()),
+      link: (row) => this.#scheduler.sender(row),
     });
-    this.#schedule = new CycleSchedule({ repo: this.#repo, fire: (vmId) => this.#cycles.run(vmId, false) });
+    this.#scheduler = new SiteScheduler({
+      repo: this.#repo,
+      peers: deps.peers,
+      incidents: this.#incidents,
+      log: deps.log,
+      run: (vmId) => this.#cycles.run(vmId, false),
+      vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
+    });
   }
 
   /**
@@ -197,7 +210,7 @@ export class ReplicationService {
       updatedAt: now,
       bandwidthBps,
     });
-    this.#schedule.at(vm.id, Date.now());
+    this.#scheduler.at(vm.id, Date.now());
     return this.status(vmName);
   }
 
@@ -219,7 +232,7 @@ export class ReplicationService {
         { details: { vm: vmName, group } },
       );
     }
-    this.#schedule.cancel(vm.id);
+    this.#scheduler.cancel(vm.id);
     await this.#cycles.exclusive(vm.id, async () => {
       if (opts.deleteReplica === true) {
         const row = await this.#require(vm.id, vmName);
@@ -228,7 +241,7 @@ export class ReplicationService {
           await peer.request('DELETE', `/replicas/${row.replicaId}`);
         } catch (e) {
           if (!isMamoriError(e, 'NOT_FOUND')) {
-            void this.#schedule.fromRow(vm.id, Date.now());
+            void this.#scheduler.fromRow(vm.id, Date.now());
             throw e;
           }
         }
@@ -243,8 +256,8 @@ export class ReplicationService {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
     await this.#repo.setState(vm.id, paused ? 'paused' : 'enabled');
-    if (paused) this.#schedule.cancel(vm.id);
-    else this.#schedule.at(vm.id, Date.now());
+    if (paused) this.#scheduler.cancel(vm.id);
+    else this.#scheduler.at(vm.id, Date.now());
     await this.#incidents.checkRpo(vm.id);
     return this.status(vmName);
   }
@@ -255,7 +268,7 @@ export class ReplicationService {
     const row = await this.#require(vm.id, vmName);
     if (row.state === 'paused')
       throw new MamoriError('VM_INVALID_STATE', `replication of ${vmName} is paused; resume it first`);
-    await this.#cycles.run(vm.id, true);
+    await this.#scheduler.runNow(vm.id, row.peer, () => this.#cycles.run(vm.id, true));
     return this.status(vmName);
   }
 
@@ -267,8 +280,9 @@ export class ReplicationService {
   async finalSync(vmName: string): Promise<{ id: string; time: string; bytesSent: number }> {
     await this.setPaused(vmName, true);
     const vm = await this.#vms.get(vmName);
-    const before = (await this.#require(vm.id, vmName)).lastPointId;
-    await this.#cycles.run(vm.id, true);
+    const was = await this.#require(vm.id, vmName);
+    const before = was.lastPointId;
+    await this.#scheduler.runNow(vm.id, was.peer, () => this.#cycles.run(vm.id, true));
     const row = await this.#require(vm.id, vmName);
     if (row.lastPointId === null || row.lastPointAt === null)
       throw new MamoriError(
@@ -329,19 +343,25 @@ export class ReplicationService {
     await this.#cycles.aroundVmStart(vmId, start);
   }
 
+  /**
+   * Sets the replication budget of the link to a peer (bandwidth cap, its schedule, cycles
+   * in flight); cycles on the link read the new rate at once.
+   */
+  async setLink(peer: string, input: LinkInput): Promise<LinkView & { peer: string }> {
+    return { peer, ...(await this.#scheduler.setLink(peer, input)) };
+  }
+
   /** At server start: re-arm the timers of every enabled replication. */
   async start(): Promise<void> {
-    for (const vmId of await this.#repo.enabledVmIds()) {
-      // As the RPO asks (at once if the lag is already near it); a cycle cut by the server's
-      // death was undone by its job's recovery rule before this.
-      await this.#schedule.fromRow(vmId, Date.now());
-    }
+    // As the RPO asks (at once if the lag is already near it); a cycle cut by the server's
+    // death was undone by its job's recovery rule before this.
+    await this.#scheduler.start();
     // Incidents left open by the previous run, and the watches of those still running.
     await this.#incidents.start(await this.#repo.vmIds());
   }
 
   shutdown(): void {
-    this.#schedule.stop();
+    this.#scheduler.stop();
     this.#incidents.shutdown();
   }
 
@@ -349,7 +369,8 @@ export class ReplicationService {
     const now = Date.now();
     const lastAt = r.lastPointAt ? Date.parse(r.lastPointAt) : null;
     const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
-    const next = this.#schedule.nextAt(r.vmId);
+    const next = this.#scheduler.nextAt(r.vmId);
+    const queue = this.#scheduler.place(r.vmId);
     return {
       vm: r.vmName,
       to: r.peer,
@@ -365,6 +386,8 @@ export class ReplicationService {
       lastError: r.lastError,
       lastCycle: r.lastCycle,
       bandwidthBps: r.bandwidthBps,
+      cycle: queue.running ? 'running' : queue.place !== null ? 'queued' : 'idle',
+      queuePlace: queue.place,
       generation: r.generation,
       replica: r.replica,
     };

@@ -27,6 +27,17 @@ export interface PeerView {
   pairedAt: string;
   updatedAt: string;
   status: PeerStatus;
+  /** Replication's budget on the link to this peer ('mamori site link'). */
+  link: PeerLinkView;
+}
+
+export interface PeerLinkView {
+  /** The bandwidth cap, bits per second; null: none. */
+  bitsPerSecond: number | null;
+  /** When the cap applies, local time of this site; null: always (when there is a cap). */
+  schedule: string | null;
+  /** Replication cycles in flight at most. */
+  concurrency: number;
 }
 
 export function peerDirection(p: PeerRecord): PeerDirection {

@@ -1,5 +1,6 @@
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { PeerRepo } from '../store/repos/peer-repo.js';
+import { DEFAULT_LINK_CONCURRENCY, type PeerLink } from '../store/records/peer-record.js';
 import { PeerClient, HEALTH_TIMEOUT_MS, type PeerHealth } from './peer-client.js';
 import { peerDirection, type PeerRecord, type PeerStatus, type PeerView } from './peer-record.js';
 
@@ -25,6 +26,16 @@ export class SitePeers {
         { details: { name } },
       );
     return rec;
+  }
+
+  /** Every peer's record (the replication scheduler reads each link's budget). */
+  async records(): Promise<PeerRecord[]> {
+    return this.#peers.list();
+  }
+
+  /** Stores a link's replication budget (validated by src/replication/peer-links.ts). */
+  async setLink(name: string, link: PeerLink): Promise<void> {
+    if (!(await this.#peers.setLink(name, link))) await this.record(name);
   }
 
   /** A client pinned to the peer's CA with the token it issued us; PEER_AUTH_FAILED if we never paired this way. */
@@ -67,6 +78,11 @@ export class SitePeers {
       pairedAt: r.createdAt,
       updatedAt: r.updatedAt,
       status: check ? await this.#status(r) : notChecked(r),
+      link: {
+        bitsPerSecond: r.link?.bitsPerSecond ?? null,
+        schedule: r.link?.schedule ?? null,
+        concurrency: r.link?.concurrency ?? DEFAULT_LINK_CONCURRENCY,
+      },
     };
   }
 

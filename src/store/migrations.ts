@@ -211,6 +211,12 @@ export const MIGRATIONS: readonly Migration[] = [
    UPDATE replications SET last_cycle = ${
      d.name === 'postgres' ? `(stats::json -> -1)::text` : `json_extract(stats, '$[#-1]')`
    };`,
+  // A peer link's replication budget (issue 21): a bandwidth cap in bits per second (null: none)
+  // and the schedule it applies in (null: always), and the cycles it carries at once (null: the
+  // default), set with 'mamori site link'.
+  (d) => `ALTER TABLE peers ADD COLUMN link_bits_per_second ${d.int};
+   ALTER TABLE peers ADD COLUMN link_schedule ${d.text};
+   ALTER TABLE peers ADD COLUMN link_concurrency ${d.int};`,
 ];
 
 /** The steps' SQL for a dialect, in order. */

@@ -128,6 +128,12 @@ export interface PeerTable {
   inbound_token_id: string | null;
   created_at: string;
   updated_at: string;
+  /** Replication's bandwidth cap on the link to this peer, bits per second; null: none. */
+  link_bits_per_second: ColumnType<number | null, number | null | undefined, number | null>;
+  /** When the cap applies ('Mon-Fri 08:00-18:00,...', local time); null: always. */
+  link_schedule: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Replication cycles in flight on the link at most; null: the default. */
+  link_concurrency: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 /** Source side: a protected VM and where its replica lives. */

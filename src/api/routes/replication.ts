@@ -1,11 +1,11 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ReplicationService } from '../../replication/replication-service.js';
-import { errorResponses, nameParam } from '../schemas.js';
+import { errorResponses, nameParam, peerLinkSchema } from '../schemas.js';
 import { sendJsonList } from '../list-reply.js';
 
 const statusSchema = {
   type: 'object',
-  required: ['vm', 'to', 'state', 'rpoSeconds'],
+  required: ['vm', 'to', 'state', 'rpoSeconds', 'cycle', 'queuePlace'],
   properties: {
     vm: { type: 'string' },
     to: { type: 'string' },
@@ -21,6 +21,15 @@ const statusSchema = {
     lastError: { type: ['string', 'null'] },
     lastCycle: { type: ['object', 'null'], additionalProperties: true },
     bandwidthBps: { type: ['integer', 'null'] },
+    cycle: {
+      type: 'string',
+      enum: ['running', 'queued', 'idle'],
+      description: 'running, waiting for a slot on its peer link (queued), or neither',
+    },
+    queuePlace: {
+      type: ['integer', 'null'],
+      description: 'place among the due VMs of its peer link, 1 = next; null when not queued',
+    },
     replica: {
       type: ['object', 'null'],
       description:
@@ -135,6 +144,35 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
         async (req) => fn(req.params.name),
       );
     }
+    app.put<{ Params: { name: string }; Body: { bandwidth?: string; schedule?: string; concurrency?: number } }>(
+      '/sites/:name/link',
+      {
+        schema: {
+          summary:
+            "Replication's budget on the link to a paired site: a bandwidth cap ('50M' = 50 Mbit/s, 'none'), the windows it applies in (this site's local time; 'none': always) and the cycles in flight; fields left out stay",
+          params: nameParam,
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            minProperties: 1,
+            properties: {
+              bandwidth: { type: 'string', minLength: 1, maxLength: 32 },
+              schedule: { type: 'string', minLength: 1, maxLength: 1000 },
+              concurrency: { type: 'integer' },
+            },
+          },
+          response: {
+            200: {
+              ...peerLinkSchema,
+              required: [...peerLinkSchema.required, 'peer'],
+              properties: { ...peerLinkSchema.properties, peer: { type: 'string' } },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => r.setLink(req.params.name, req.body),
+    );
     app.get<{ Params: { name: string } }>(
       '/vms/:name/replication/points',
       {

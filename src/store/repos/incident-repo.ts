@@ -55,6 +55,23 @@ export class IncidentRepo {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  /** Rewrites what the open incident of this kind for the target says; true if one was open. */
+  async updateOpen(
+    kind: string,
+    target: string,
+    message: string,
+    details: Record<string, unknown> | null,
+  ): Promise<boolean> {
+    const r = await this.#db
+      .updateTable('events')
+      .set({ message, details: details === null ? null : incidentDetailsColumn.encode(details) })
+      .where('kind', '=', kind)
+      .where('target', '=', target)
+      .where('cleared_at', 'is', null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   async findOpen(kind: string, target: string): Promise<IncidentRecord | undefined> {
     const row = await this.#db
       .selectFrom('events')

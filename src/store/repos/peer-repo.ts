@@ -1,7 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, PeerTable } from '../schema.js';
 import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
-import type { PeerRecord } from '../records/peer-record.js';
+import type { PeerLink, PeerRecord } from '../records/peer-record.js';
 import { isSealed, type SecretBox } from '../../core/secret-box.js';
 
 /** The AAD of a peer's token: bound to its row, so a sealed token moved to another peer's row does not open. */
@@ -60,6 +60,24 @@ export class PeerRepo {
       .execute();
   }
 
+  /**
+   * Sets the replication budget of the link to a peer; false when no peer has that name. Apart
+   * from save(), which pairing calls, so re-pairing keeps the link's settings.
+   */
+  async setLink(name: string, link: PeerLink): Promise<boolean> {
+    const r = await this.#db
+      .updateTable('peers')
+      .set({
+        link_bits_per_second: link.bitsPerSecond,
+        link_schedule: link.schedule,
+        link_concurrency: link.concurrency,
+        updated_at: new Date().toISOString(),
+      })
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   async delete(id: string): Promise<void> {
     await this.#db.deleteFrom('peers').where('id', '=', id).execute();
   }
@@ -91,6 +109,11 @@ export class PeerRepo {
       inboundTokenId: r.inbound_token_id,
       createdAt: r.created_at,
       updatedAt: r.updated_at,
+      link: {
+        bitsPerSecond: r.link_bits_per_second,
+        schedule: r.link_schedule,
+        concurrency: r.link_concurrency,
+      },
     };
   }
 }

@@ -12,6 +12,10 @@ import type { CycleStats, ReplicationStatus } from '../../../src/replication/rep
  * point still verifies as a gap-free prefix, and the next cycle is incremental again:
  * it sends about what changed, not the disk.
  * Cycles are throttled (--bandwidth) so a cycle lasts long enough to be cut.
+ *
+ * The two sites are joined by the emulated WAN (100 Mbit/s, 50 ms round trip: test/harness/
+ * wan-link.ts), not a bare veth: every API call and every NBD request pays the round trip,
+ * as between real sites, and the cuts happen on that link.
  */
 interface Verified {
   point: { id: string };
@@ -21,7 +25,7 @@ interface Verified {
 let sites: TwoSites;
 let replicasRoot: string;
 before(async () => {
-  sites = await TwoSites.create();
+  sites = await TwoSites.create({ wan: '100m-50ms' });
   await sites.pairBothWays();
   replicasRoot = join(sites.b.dataDir, 'replicas');
 });

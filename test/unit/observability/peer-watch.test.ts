@@ -24,6 +24,7 @@ function peer(name: string, state: PeerState): PeerView {
       clockOffsetMs: null,
       error: state === 'unreachable' ? { code: 'PEER_UNREACHABLE', message: 'connect ETIMEDOUT' } : null,
     },
+    link: { bitsPerSecond: null, schedule: null, concurrency: 4 },
   };
 }
 

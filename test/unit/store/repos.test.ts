@@ -172,7 +172,16 @@ describeEachDialect('repositories', (f) => {
     };
     await peers.save(p);
     await peers.save({ ...p, url: 'https://b:8443', token: 'mamori_secret', updatedAt: 't1' });
-    assert.deepEqual(await peers.list(), [{ ...p, url: 'https://b:8443', token: 'mamori_secret', updatedAt: 't1' }]);
+    const noLink = { bitsPerSecond: null, schedule: null, concurrency: null };
+    assert.deepEqual(await peers.list(), [
+      { ...p, url: 'https://b:8443', token: 'mamori_secret', updatedAt: 't1', link: noLink },
+    ]);
+    // The link's budget is set apart from save(): pairing again keeps it.
+    const link = { bitsPerSecond: 50_000_000, schedule: 'Mon-Fri 08:00-18:00', concurrency: 2 };
+    assert.equal(await peers.setLink('site-b', link), true);
+    assert.equal(await peers.setLink('site-z', link), false);
+    await peers.save({ ...p, url: 'https://b:8443', token: 'mamori_secret', updatedAt: 't2' });
+    assert.deepEqual((await peers.findByName('site-b'))?.link, link);
     assert.equal((await peers.findByFingerprint('ab:cd'))?.name, 'site-b');
     assert.equal((await peers.findByInboundToken(inbound.id))?.name, 'site-b');
     const raw = await store.db.selectFrom('peers').select('token').executeTakeFirstOrThrow();
