@@ -229,14 +229,15 @@ async function copyDisk(o: {
     );
     try {
       const target = o.throttle ? throttled(dst, o.throttle) : dst;
-      const small = o.throttle ? { chunkSize: 256 * 1024, concurrency: 1 } : {};
+      const small = o.throttle ? THROTTLED_COPY : {};
       if (o.resync) return await resyncByChecksums(src, target, o.checksums, o.throttle !== undefined, []);
       const own = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
       // Reprotect: the old disks' own later writes are overwritten with this side's data too.
       const extents = o.seed?.kind === 'extents' ? union(own, o.seed.extents) : own;
       const changed = sum(extents);
       // A full first copy lands on an empty replica: zero areas need no write at all.
-      // Throttled copies go in small chunks so the rate holds over short spans too.
+      // Throttled copies go in small chunks so the rate holds over short spans too, with enough
+      // of them in flight to fill the link's bandwidth-delay product (THROTTLED_COPY).
       const counters = await copyExtents({ source: src, target, extents, targetIsZero: !o.metaContext, ...small });
       if (o.seed?.kind !== 'checksums') return { ...counters, changed };
       // The old side lost its bitmap: its later writes may be anywhere, so the rest of the
@@ -295,7 +296,7 @@ async function resyncByChecksums(
         target: dst,
         extents: diff.data,
         targetIsZero: false,
-        ...(throttledCopy ? { chunkSize: 256 * 1024, concurrency: 1 } : {}),
+        ...(throttledCopy ? THROTTLED_COPY : {}),
       });
       out.bytesRead += c.bytesRead;
       out.bytesWritten += c.bytesWritten;
@@ -306,6 +307,14 @@ async function resyncByChecksums(
   await dst.flush();
   return out;
 }
+
+/**
+ * A throttled copy: 256 KiB writes, so the link's token bucket paces it finely, 8 in flight
+ * (2 MiB): one at a time, each write waited a round trip for its reply, which capped a 50 ms
+ * link at 5 MB/s whatever its rate. 2 MiB covers the bandwidth-delay product of 100 Mbit/s at
+ * 160 ms, or 1 Gbit/s at 16 ms; the bucket, not the window, sets the rate.
+ */
+const THROTTLED_COPY = { chunkSize: 256 * 1024, concurrency: 8 } as const;
 
 /** A target whose writes wait for the throttle (the link budget's turn) before they go. */
 function throttled(dst: NbdClient, take: WriteThrottle): CopyTarget {

@@ -1,0 +1,150 @@
+/**
+ * bench/wan: replication between two real site servers over the emulated WAN of the two-site
+ * harness (test/harness/wan-link.ts: tc tbf for the rate, a userspace forwarder for the delay),
+ * at each profile: 1 Gbit/s with 10 ms RTT, 100 Mbit/s with 50 ms, 20 Mbit/s with 100 ms.
+ * Writes bench/results/wan.json.
+ *
+ * - `wan_throughput_vs_link`: the first (full) cycle of a running test guest whose data disk
+ *   was filled with random data, bytes sent over the whole cycle's time (freeze, begin,
+ *   copy, commit), against the link's rate.
+ * - `wan_incremental_cycle_vs_ideal`: a cycle after the guest wrote its log for a while
+ *   (random records, 1 MiB/s), against the ideal: the bytes it sent at the link's rate plus
+ *   one round trip. The median of three.
+ * Baselines are the profile's own figures (rate, RTT), which the emulator holds to (its tests).
+ * Environment: BENCH_WAN_PROFILES (comma-separated names; default all three).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runProcess } from '../../src/core/run-process.js';
+import { TwoSites } from '../../test/harness/two-sites.js';
+import { WAN_PROFILES, type WanProfile, type WanProfileName } from '../../test/harness/wan-profile.js';
+import { repoRoot } from '../../test/harness/repo-root.js';
+import { median, waitFor, type BenchFigure } from '../bench-common.js';
+import type { ReplicationStatus } from '../../src/replication/replication-service.js';
+
+const MiB = 1024 * 1024;
+const log = (s: string): void => void process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+const r3 = (x: number): number => Number(x.toFixed(3));
+
+/** Data to fill per profile: about 20 s at the link's rate, so setup and round trips are small beside it. */
+const FILL: Record<WanProfileName, number> = { '1g-10ms': 1024 * MiB, '100m-50ms': 256 * MiB, '20m-100ms': 48 * MiB };
+/** Seconds of guest writes (1 MiB/s) before each incremental cycle: some seconds at the rate. */
+const WRITE_SECONDS: Record<WanProfileName, number> = { '1g-10ms': 30, '100m-50ms': 20, '20m-100ms': 10 };
+
+const names = (process.env['BENCH_WAN_PROFILES'] ?? Object.keys(WAN_PROFILES).join(','))
+  .split(',')
+  .map((n) => n.trim()) as WanProfileName[];
+
+interface Disk {
+  path: string;
+}
+
+async function profileRun(profile: WanProfile, work: string): Promise<BenchFigure[]> {
+  const sites = await TwoSites.create({ wan: profile.name });
+  try {
+    await sites.pairBothWays();
+    const a = <T>(...args: string[]): Promise<T> => sites.cliJson<T>('a', ...args);
+    const fill = FILL[profile.name];
+    await a('vm', 'create', 'w', '--test-guest', '--data-disk', `${fill / MiB + 64}M`, '--writelog-rate', '256');
+    // Random data, which nothing can compress, in the data disk before the guest starts.
+    const disk = await a<Disk>('disk', 'show', 'w-data');
+    const random = join(work, `fill-${profile.name}.bin`);
+    await writeFile(random, randomBytes(fill));
+    await runProcess('qemu-io', ['-f', 'qcow2', '-c', `write -q -s ${random} ${64 * MiB} ${fill}`, disk.path], {
+      timeoutMs: 600_000,
+    });
+    await rm(random);
+    await a('vm', 'start', 'w');
+    await waitFor(
+      'the guest writes its log',
+      async () => (await a<{ lastHeartbeatAt: string | null }>('vm', 'show', 'w')).lastHeartbeatAt ?? undefined,
+      180_000,
+      1_000,
+    );
+    // A long RPO: the cycles here are the bench's, not the scheduler's.
+    await a('replicate', 'enable', 'w', '--to', 'site-b', '--rpo', '1h');
+    const first = await waitFor(
+      'the first point',
+      async () => {
+        const s = await a<ReplicationStatus>('replicate', 'status', 'w');
+        return s.lastPointAt ? s : undefined;
+      },
+      1800_000,
+      2_000,
+    );
+    const full = first.lastCycle!;
+    const throughput = (full.bytesSent * 1000) / full.durationMs;
+    log(
+      `${profile.name}: full cycle ${full.bytesSent / MiB} MiB in ${full.durationMs} ms: ${r3(throughput / MiB)} MiB/s`,
+    );
+    const incremental: { ms: number; bytes: number; ideal: number }[] = [];
+    for (let k = 0; k < 3; k++) {
+      await new Promise((r) => setTimeout(r, WRITE_SECONDS[profile.name] * 1000));
+      const s = await a<ReplicationStatus>('replicate', 'sync-now', 'w');
+      const c = s.lastCycle!;
+      const ideal = (c.bytesSent * 1000) / profile.rateBps + profile.rttMs;
+      incremental.push({ ms: c.durationMs, bytes: c.bytesSent, ideal });
+      log(
+        `${profile.name}: ${c.mode} cycle ${r3(c.bytesSent / MiB)} MiB in ${c.durationMs} ms (ideal ${r3(ideal)} ms)`,
+      );
+    }
+    const ratios = incremental.map((c) => c.ms / c.ideal);
+    const at = new Date().toISOString();
+    return [
+      {
+        metric: `wan_throughput_vs_link_${profile.name.replace(/-/g, '_')}`,
+        value: r3(throughput / MiB),
+        unit: 'MiB/s',
+        baseline: r3(profile.rateBps / MiB),
+        ratio: r3(throughput / profile.rateBps),
+        goal: 'ratio >= 0.9',
+        met: throughput / profile.rateBps >= 0.9,
+        profile: profile.name,
+        bytesSent: full.bytesSent,
+        cycleMs: full.durationMs,
+        note: 'first (full) cycle of a running test guest, its data disk filled with random data; the whole cycle time (freeze, begin, streams, copy, commit) over two real site servers',
+        measuredAt: at,
+      },
+      {
+        metric: `wan_incremental_cycle_vs_ideal_${profile.name.replace(/-/g, '_')}`,
+        value: Math.round(median(incremental.map((c) => c.ms))),
+        unit: 'ms',
+        baseline: Math.round(median(incremental.map((c) => c.ideal))),
+        ratio: r3(median(ratios)),
+        goal: 'ratio <= 1.3 (ideal: bytes sent at the link rate plus one round trip)',
+        met: median(ratios) <= 1.3,
+        profile: profile.name,
+        cycles: incremental.map((c) => ({ ms: c.ms, bytesSent: c.bytes, idealMs: Math.round(c.ideal) })),
+        note: `the guest wrote random 4 KiB records at 1 MiB/s for ${WRITE_SECONDS[profile.name]} s before each cycle; median of 3`,
+        measuredAt: at,
+      },
+    ];
+  } finally {
+    await sites.destroy();
+  }
+}
+
+const work = await mkdtemp(join(tmpdir(), 'mamori-bench-wan-'));
+const figures: BenchFigure[] = [];
+try {
+  for (const n of names) {
+    const profile = WAN_PROFILES[n];
+    if (!profile) throw new Error(`unknown profile ${n}`);
+    for (const f of await profileRun(profile, work)) {
+      figures.push(f);
+      process.stdout.write(`${JSON.stringify(f)}\n`);
+    }
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
+const out = {
+  name: 'wan',
+  machine: '2 cores, TCG, two site servers in network namespaces over the emulated WAN',
+  date: new Date().toISOString(),
+  figures,
+};
+await writeFile(join(repoRoot, 'bench', 'results', 'wan.json'), `${JSON.stringify(out, null, 2)}\n`);
+log('wrote bench/results/wan.json');
