@@ -13,7 +13,7 @@ import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { VmRepo } from '../store/repos/vm-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
-import { parseRpo, RPO_LIMITS } from '../replication/rpo-scheduler.js';
+import { parseRpo, ARRAY_RPO_LIMITS } from '../replication/rpo-scheduler.js';
 import { ArrayGroupSync } from './array-group-sync.js';
 
 import type { ArrayBinding, ArrayDisk } from '../store/records/protection-group-record.js';
@@ -86,11 +86,11 @@ export class ArrayGroups {
     force: boolean;
     rpo?: string | null;
   }): Promise<ArrayBinding> {
-    const rpoMs = input.rpo === undefined || input.rpo === null ? null : parseRpo(input.rpo);
+    const rpoMs = input.rpo === undefined || input.rpo === null ? null : parseRpo(input.rpo, ARRAY_RPO_LIMITS);
     if (input.rpo !== undefined && input.rpo !== null && rpoMs === null)
       throw new MamoriError(
         'OUT_OF_RANGE',
-        `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
+        `RPO ${JSON.stringify(input.rpo)} is out of range: give ${ARRAY_RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
       );
     if (input.deviceIds.length === 0)
       throw new MamoriError(

@@ -8,7 +8,7 @@ import { asView, type CycleStats, type WriteLogReport } from './server-views.js'
 
 export const REPLICATE_USAGE = `mamori replicate <command>
   enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
-                          protect a VM on a paired site (RPO 5s..24h; --bandwidth caps this VM
+                          protect a VM on a paired site (RPO 1s..24h; --bandwidth caps this VM
                           alone, in bytes/s; the link's shared cap: mamori site link SITE --bandwidth)
   status [VM] | points VM | verify VM [--point ID]
                           status: lag, and whether the VM's cycle runs or waits in its link's queue (#1 next)

@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nextCycleAt, parseRpo, rpoStatus, expectedCycleMs } from '../../../src/replication/rpo-scheduler.js';
+import {
+  ARRAY_RPO_LIMITS,
+  nextCycleAt,
+  parseRpo,
+  rpoStatus,
+  expectedCycleMs,
+} from '../../../src/replication/rpo-scheduler.js';
 
 const base = { rpoMs: 10_000, recentCycleMs: [], failures: 0, lastAttemptEndedAt: null };
 
@@ -37,11 +43,14 @@ test('lag and violation', () => {
   assert.deepEqual(rpoStatus({ rpoMs: 10_000, lastPointAt: 0 }, 10_001), { lagMs: 10_001, violated: true });
 });
 
-test('RPO text within 5 s .. 24 h', () => {
+test('RPO text within 1 s .. 24 h (5 s for array groups)', () => {
   assert.equal(parseRpo('30s'), 30_000);
   assert.equal(parseRpo('5s'), 5000);
+  assert.equal(parseRpo('1s'), 1000);
+  assert.equal(parseRpo('4s', ARRAY_RPO_LIMITS), null);
+  assert.equal(parseRpo('5s', ARRAY_RPO_LIMITS), 5000);
   assert.equal(parseRpo('15m'), 900_000);
   assert.equal(parseRpo('24h'), 86_400_000);
   assert.equal(parseRpo('60'), 60_000);
-  for (const bad of ['4s', '25h', '0', '-5s', '1d', 'soon', '']) assert.equal(parseRpo(bad), null, bad);
+  for (const bad of ['0s', '25h', '0', '-5s', '1d', 'soon', '']) assert.equal(parseRpo(bad), null, bad);
 });
