@@ -21,13 +21,23 @@ import {
  *
  * - `none`: every frame raw.
  * - `lz4`: every frame tried.
- * - `auto` (default): a frame is tried only while the link is the bottleneck, i.e. the wrapped
- *   stream has not taken the previous frame yet (it still buffers bytes, or we had to wait for
- *   'drain'). Then the CPU spent compressing is time we would have spent waiting, and every byte
- *   saved is link time saved. While the link keeps up (the kernel took the last frame whole), the
- *   compressor would only add latency and CPU, so frames go raw. The rule balances itself: if
- *   compressing makes us slower than the link, the buffer empties and we send raw until it fills
- *   again. Measured in bench/wire/compress.ts (figures in bench/README.md).
+ * - `auto` (default): compress while the link is slower than the compressor. lz4 pays exactly
+ *   then: compressed, a byte costs the compressor's time instead of the link's, so payload
+ *   throughput is min(compressor, link x ratio), more than the link alone whenever the compressor
+ *   is faster than the link. Both speeds are measured on the stream itself:
+ *   - the compressor's: input bytes per second of each lz4 call (a moving average);
+ *   - the link's: when the wrapped stream holds more than its budget we wait for 'drain', and the
+ *     bytes it held over the time it took to take them is the link's rate (the kernel's socket
+ *     buffer is full by then, so this is the rate the bytes leave at, not a burst into memory).
+ *   A frame is compressed when the last measured link rate is below the compressor's, or while
+ *   either is still unknown. When AUTO_PROBE_FRAMES full frames' worth of bytes went out without the link
+ *   pushing back, the link keeps up with whatever we send, and frames go raw until it pushes back
+ *   again (then its rate is measured anew). A stream therefore starts compressing (a WAN link is
+ *   slower than lz4; the first frames teach us the compressor's speed) and drops to raw on a link
+ *   that drains faster than we can compress. Measured in bench/wire/compress.ts (bench/README.md):
+ *   the simpler rule "compress whenever the socket buffer is not empty" sent the first ~13 MiB raw
+ *   on a 100 Mbit/s link (the kernel's buffers took them without pushing back) and compressed on
+ *   loopback where the compressor was the bottleneck.
  *
  * In both trying modes a frame is sent raw when lz4 did not save at least 1/16 of it, and after
  * such a miss the next tries are skipped for 1, 2, 4 ... 64 frames (reset by a hit), so a stream of
@@ -62,6 +72,8 @@ export interface WireCounters {
 /** Frames smaller than this go raw: headers and small NBD replies do not compress. */
 const MIN_TRY_BYTES = 1024;
 const MAX_SKIP_FRAMES = 64;
+/** auto: full frames' worth of bytes the link takes without pushing back before we stop compressing. */
+export const AUTO_PROBE_FRAMES = 64;
 
 export class CompressedStream extends Duplex {
   readonly #inner: Duplex;
@@ -76,8 +88,10 @@ export class CompressedStream extends Duplex {
     wireBytesIn: 0,
     bytesOut: 0,
   };
-  // write side
-  #waitedForDrain = false;
+  // write side: what the auto rule has measured (see the header comment)
+  #bytesSinceWait = 0;
+  #linkBytesPerS: number | null = null;
+  #lz4BytesPerS: number | null = null;
   #misses = 0;
   #skip = 0;
   // read side
@@ -156,7 +170,10 @@ export class CompressedStream extends Duplex {
     let payload = raw;
     if (this.#shouldTry(raw.length)) {
       this.#counters.lz4Attempts++;
+      const t0 = process.hrtime.bigint();
       const packed = lz4Payload(raw);
+      const speed = raw.length / (Math.max(1, Number(process.hrtime.bigint() - t0)) / 1e9);
+      this.#lz4BytesPerS = this.#lz4BytesPerS === null ? speed : this.#lz4BytesPerS * 0.75 + speed * 0.25;
       if (packed.length <= raw.length - (raw.length >>> 4)) {
         kind = FRAME_KIND.lz4;
         payload = packed;
@@ -176,10 +193,15 @@ export class CompressedStream extends Duplex {
     if (kind === FRAME_KIND.lz4) this.#counters.framesCompressed++;
     else this.#counters.framesRaw++;
     // Allow about one more frame in the wrapped stream than its own mark before we hold the writer.
-    this.#waitedForDrain = false;
-    if (inner.writableLength > inner.writableHighWaterMark + this.#maxFrame) {
-      this.#waitedForDrain = true;
+    const held = inner.writableLength;
+    if (held > inner.writableHighWaterMark + this.#maxFrame) {
+      const t0 = process.hrtime.bigint();
       await this.#drained();
+      const seconds = Math.max(1, Number(process.hrtime.bigint() - t0)) / 1e9;
+      this.#linkBytesPerS = held / seconds;
+      this.#bytesSinceWait = 0;
+    } else {
+      this.#bytesSinceWait += raw.length;
     }
   }
 
@@ -190,8 +212,10 @@ export class CompressedStream extends Duplex {
       return false;
     }
     if (this.#mode === 'lz4') return true;
-    // auto: only while the link is behind us (see the header comment).
-    return this.#waitedForDrain || this.#inner.writableLength > 0;
+    // auto (see the header comment)
+    if (this.#bytesSinceWait >= AUTO_PROBE_FRAMES * this.#maxFrame) return false;
+    if (this.#linkBytesPerS === null || this.#lz4BytesPerS === null) return true;
+    return this.#linkBytesPerS < this.#lz4BytesPerS;
   }
 
   #drained(): Promise<void> {

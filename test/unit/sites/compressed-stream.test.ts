@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { PassThrough, Duplex, Writable } from 'node:stream';
 import { once } from 'node:events';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
-import { CompressedStream, type WireCompressionMode } from '../../../src/sites/compressed-stream.js';
+import { AUTO_PROBE_FRAMES, CompressedStream, type WireCompressionMode } from '../../../src/sites/compressed-stream.js';
 import { FRAME_KIND, frameHeader, lz4Payload } from '../../../src/sites/wire-frame.js';
 import { encodeRecord } from '../../../src/guest/writelog-format.js';
 
@@ -261,29 +261,33 @@ test('read side: a reader that reads nothing pauses the link; zeros do not infla
   assert.equal(got, 256 * 1024 * 1024);
 });
 
-test('auto: a link that keeps up gets raw frames; a backed-up link gets compressed ones', async () => {
-  // A link that takes every frame at once (the kernel's socket buffer never fills).
+test('auto: a stream starts compressing, goes raw once the link has kept up for 64 frames, compresses on a slow link', async () => {
+  // A link that takes every frame at once (it is faster than anything we send).
   const keepsUp = new Writable({ write: (_c, _e, cb) => cb() });
-  const fast = new CompressedStream(Duplex.from({ readable: new PassThrough(), writable: keepsUp }), { mode: 'auto' });
-  fast.end(textLike(4 * MiB));
+  const fast = new CompressedStream(Duplex.from({ readable: new PassThrough(), writable: keepsUp }), {
+    mode: 'auto',
+    maxFrameBytes: 4096,
+  });
+  fast.end(textLike(200 * 4096));
   await once(fast, 'finish');
-  assert.equal(fast.counters.framesCompressed, 0);
-  assert.equal(fast.counters.framesRaw, 4);
+  assert.equal(fast.counters.framesCompressed, AUTO_PROBE_FRAMES);
+  assert.equal(fast.counters.framesRaw, 200 - AUTO_PROBE_FRAMES);
 
-  // The far end reads nothing until everything is queued: the link is the bottleneck.
-  const aToB = new PassThrough();
-  const bToA = new PassThrough();
-  const sender = new CompressedStream(Duplex.from({ readable: bToA, writable: aToB }), { mode: 'auto' });
-  const data = textLike(8 * MiB);
-  sender.end(data);
-  await new Promise((r) => setImmediate(r));
-  const receiver = new CompressedStream(Duplex.from({ readable: aToB, writable: bToA }));
-  const chunks: Buffer[] = [];
-  receiver.on('data', (c: Buffer) => chunks.push(c));
-  await once(receiver, 'end');
-  assert.ok(Buffer.concat(chunks).equals(data));
+  // A 10 MB/s link (each write is taken after its length at that rate): slower than lz4.
+  let wire = 0;
+  const slow = new Writable({
+    highWaterMark: 16 * 1024,
+    write: (c: Buffer, _e, cb) => {
+      wire += c.length;
+      setTimeout(cb, c.length / 10_000);
+    },
+  });
+  const sender = new CompressedStream(Duplex.from({ readable: new PassThrough(), writable: slow }), { mode: 'auto' });
+  sender.end(textLike(8 * MiB));
+  await once(sender, 'finish');
   const c = sender.counters;
-  assert.ok(c.framesCompressed >= 6, `${c.framesCompressed} of 8 frames compressed on a backed-up link`);
+  assert.equal(c.framesCompressed, 8, `${c.framesCompressed} of 8 frames compressed on a slow link`);
+  assert.equal(wire, c.wireBytesOut);
 
   // Incompressible data on the same backed-up link: raw, with few attempts.
   const aToB2 = new PassThrough();
