@@ -73,7 +73,7 @@ export interface WireCounters {
 const MIN_TRY_BYTES = 1024;
 const MAX_SKIP_FRAMES = 64;
 /** auto: full frames' worth of bytes the link takes without pushing back before we stop compressing. */
-export const AUTO_PROBE_FRAMES = 64;
+export const AUTO_PROBE_FRAMES = 32;
 
 export class CompressedStream extends Duplex {
   readonly #inner: Duplex;
@@ -100,6 +100,7 @@ export class CompressedStream extends Duplex {
   #header: ParsedHeader | null = null;
   #innerEnded = false;
   #wantMore = true;
+  #pausedInner = false;
   #ended = false;
 
   constructor(inner: Duplex, options: CompressedStreamOptions = {}) {
@@ -279,8 +280,15 @@ export class CompressedStream extends Duplex {
     if (this.destroyed) return;
     if (this.#wantMore) {
       if (this.#innerEnded) this.#finishRead();
-      else if (this.#inner.isPaused()) this.#inner.resume();
-    } else if (!this.#inner.isPaused()) this.#inner.pause();
+      else if (this.#pausedInner) {
+        // Only a pause of ours is lifted: whoever else paused the wrapped stream keeps it paused.
+        this.#pausedInner = false;
+        this.#inner.resume();
+      }
+    } else if (!this.#pausedInner && !this.#inner.isPaused()) {
+      this.#pausedInner = true;
+      this.#inner.pause();
+    }
   }
 
   /** Decodes at most one frame from what is pending; false when more bytes are needed. */

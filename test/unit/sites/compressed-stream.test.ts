@@ -261,7 +261,7 @@ test('read side: a reader that reads nothing pauses the link; zeros do not infla
   assert.equal(got, 256 * 1024 * 1024);
 });
 
-test('auto: a stream starts compressing, goes raw once the link has kept up for 64 frames, compresses on a slow link', async () => {
+test('auto: a stream starts compressing, goes raw once the link has kept up for 32 frames, compresses on a slow link', async () => {
   // A link that takes every frame at once (it is faster than anything we send).
   const keepsUp = new Writable({ write: (_c, _e, cb) => cb() });
   const fast = new CompressedStream(Duplex.from({ readable: new PassThrough(), writable: keepsUp }), {
