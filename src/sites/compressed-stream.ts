@@ -98,6 +98,8 @@ export class CompressedStream extends Duplex {
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   #header: ParsedHeader | null = null;
+  /** Bytes of the current raw frame already passed on. */
+  #rawDone = 0;
   #innerEnded = false;
   #wantMore = true;
   #pausedInner = false;
@@ -298,6 +300,21 @@ export class CompressedStream extends Duplex {
       this.#header = parseFrameHeader(this.#take(FRAME_HEADER_BYTES), this.#maxFrame);
     }
     const { kind, payloadLength } = this.#header;
+    if (kind === FRAME_KIND.raw) {
+      // Raw bytes are passed on as they arrive, chunk by chunk: no copy into a whole frame, and
+      // the reader sees them a frame's transfer time sooner.
+      if (this.#pending.length === 0) return false;
+      const first = this.#pending[0]!;
+      const data = this.#take(Math.min(first.length, payloadLength - this.#rawDone));
+      this.#rawDone += data.length;
+      if (this.#rawDone === payloadLength) {
+        this.#header = null;
+        this.#rawDone = 0;
+      }
+      this.#counters.bytesOut += data.length;
+      this.#wantMore = this.push(data);
+      return true;
+    }
     if (this.#pendingBytes < payloadLength) return false;
     const data = decodeFramePayload(kind, this.#take(payloadLength), this.#maxFrame);
     this.#header = null;
