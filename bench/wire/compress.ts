@@ -222,7 +222,8 @@ async function main(): Promise<void> {
       const plain = all.get('plain')!;
       for (const variant of ['none', 'auto', 'lz4'] as const) {
         const m = all.get(variant)!;
-        const goal = kind === 'incompressible' && variant !== 'lz4' ? '>= 0.95' : 'report';
+        // On loopback both ends are CPU-bound on a shared host: a report; the goal is for links.
+        const goal = kind === 'incompressible' && variant !== 'lz4' && link !== 'loopback' ? '>= 0.95' : 'report';
         const ratio = m.mibps / plain.mibps;
         fig({
           metric: `${link}_${kind}_${variant}_throughput_vs_plain_socket`,

@@ -38,6 +38,15 @@ import {
  *   the simpler rule "compress whenever the socket buffer is not empty" sent the first ~13 MiB raw
  *   on a 100 Mbit/s link (the kernel's buffers took them without pushing back) and compressed on
  *   loopback where the compressor was the bottleneck.
+ *   Known limit: a wait is charged to the link even when the receiver's lz4 decompression is what
+ *   holds it up, so a receiver slower at decompressing than the link keeps auto compressing. lz4
+ *   decompresses at GB/s on an idle core; only an oversubscribed host (this build machine) is
+ *   that slow. Pass `none` for a link known to be faster than the CPU.
+ *
+ * Use: both ends wrap their socket (`new CompressedStream(tlsSocket, { mode })`) once they agree
+ * the connection is framed (e.g. a header of the HTTP Upgrade), then use the wrapper as the
+ * socket (NbdClient on one side, `wire.pipe(unixSocket).pipe(wire)` on the other). `counters`
+ * gives bytesIn and wireBytesOut for wire bytes per changed byte.
  *
  * In both trying modes a frame is sent raw when lz4 did not save at least 1/16 of it, and after
  * such a miss the next tries are skipped for 1, 2, 4 ... 64 frames (reset by a hit), so a stream of
