@@ -300,6 +300,34 @@ test('auto: a stream starts compressing, goes raw once the link has kept up for 
   assert.ok(s2.counters.lz4Attempts <= 8, `${s2.counters.lz4Attempts} attempts on 32 incompressible frames`);
 });
 
+test('auto: a link that slows down brings compression back', async () => {
+  let slow = false;
+  const link = new Writable({
+    highWaterMark: 16 * 1024,
+    // Fast: taken at once. Slow: about 1 MB/s.
+    write: (c: Buffer, _e, cb) => (slow ? setTimeout(cb, c.length / 1000) : cb()),
+  });
+  const sender = new CompressedStream(Duplex.from({ readable: new PassThrough(), writable: link }), {
+    mode: 'auto',
+    maxFrameBytes: 4096,
+  });
+  const send = async (frames: number): Promise<void> => {
+    const data = textLike(frames * 4096);
+    for (let off = 0; off < data.length; off += 4096)
+      if (!sender.write(data.subarray(off, off + 4096))) await once(sender, 'drain');
+  };
+  await send(AUTO_PROBE_FRAMES + 8);
+  const fast = sender.counters;
+  assert.equal(fast.framesRaw, 8, 'raw once the fast link kept up for AUTO_PROBE_FRAMES frames');
+  slow = true;
+  await send(60);
+  sender.end();
+  await once(sender, 'finish');
+  const c = sender.counters;
+  // A few raw frames fill the slow link's buffer; the first wait measures it and lz4 comes back.
+  assert.ok(c.framesCompressed - fast.framesCompressed >= 50, `${c.framesCompressed - fast.framesCompressed} of 60`);
+});
+
 test('errors, end and destroy propagate between the wrapper and the wrapped stream', async () => {
   const a = new PassThrough();
   const s = new CompressedStream(a);
