@@ -119,6 +119,8 @@ export const ERROR_CODES = {
   NBD_DISCONNECTED: { httpStatus: 503, retryable: true },
   NBD_TIMEOUT: { httpStatus: 504, retryable: true },
   NBD_URI_INVALID: { httpStatus: 400, retryable: false },
+  // compression on the wire between sites (src/sites/compressed-stream.ts)
+  WIRE_FRAME_INVALID: { httpStatus: 502, retryable: false },
   // catch-all for errors the code did not raise on purpose
   // storage adapters
   ADAPTER_NOT_FOUND: { httpStatus: 400, retryable: false },

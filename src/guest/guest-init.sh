@@ -6,6 +6,8 @@
 # Kernel command line:
 #   mamori.wl=/dev/vdb | mamori.wl=serial:ID   write-log device (absent: no write log)
 #   mamori.wl_rate=N                           records per second (default 10, 0 = flat out)
+#   mamori.wl_payload=random|text              record payloads: random (default, incompressible)
+#                                              or text (compressible, about 2.8x with lz4)
 #   mamori.acpi=0|1                            1 (default): the ACPI power button stops the
 #                                              writer, syncs and powers off; 0: it is ignored
 #   mamori.diskbench=serial:ID1,serial:ID2,... disk benchmark mode (mamori bench storage): no
@@ -48,6 +50,7 @@ done < /lib/modules/load-order
 
 WL=
 RATE=10
+PAYLOAD=random
 ACPI=1
 DISKBENCH=
 DB_MIB=256
@@ -57,6 +60,7 @@ for arg in $(cat /proc/cmdline); do
   case "$arg" in
     mamori.wl=*) WL=${arg#mamori.wl=} ;;
     mamori.wl_rate=*) RATE=${arg#mamori.wl_rate=} ;;
+    mamori.wl_payload=*) PAYLOAD=${arg#mamori.wl_payload=} ;;
     mamori.acpi=*) ACPI=${arg#mamori.acpi=} ;;
     mamori.diskbench=*) DISKBENCH=${arg#mamori.diskbench=} ;;
     mamori.diskbench_mib=*) DB_MIB=${arg#mamori.diskbench_mib=} ;;
@@ -66,6 +70,10 @@ done
 set +f
 case "$RATE" in
   '' | *[!0-9]*) echo "mamori-guest warning mamori.wl_rate=$RATE is not a number, using 10"; RATE=10 ;;
+esac
+case "$PAYLOAD" in
+  random | text) ;;
+  *) echo "mamori-guest warning mamori.wl_payload=$PAYLOAD is not random or text, using random"; PAYLOAD=random ;;
 esac
 case "$DB_MIB" in
   '' | 0 | *[!0-9]*) echo "mamori-guest warning mamori.diskbench_mib=$DB_MIB is not a positive number, using 256"; DB_MIB=256 ;;
@@ -109,7 +117,7 @@ if [ -n "$WL" ]; then
   i=0
   until DEV=$(wl_device "$WL") || [ $i -ge 200 ]; do sleep 0.1; i=$((i + 1)); done
   if [ -n "$DEV" ]; then
-    /bin/mamori-wl --seq-file /run/mamori-wl.seq "$DEV" "$RATE" &
+    /bin/mamori-wl --seq-file /run/mamori-wl.seq --payload "$PAYLOAD" "$DEV" "$RATE" &
     WL_PID=$!
     echo "$WL_PID" > /run/mamori-wl.pid
   else

@@ -1,4 +1,5 @@
 import { crc32 } from 'node:zlib';
+import { writeLogTextPayload } from './writelog-text-payload.js';
 
 /**
  * The write-log record, shared by the in-guest writer (writelog-writer.c) and
@@ -8,6 +9,7 @@ import { crc32 } from 'node:zlib';
  *   0  magic "MAMORIWL"      8  u32 version      12 u32 record size
  *   16 u64 seq               24 u64 wall time ns 32 16-byte boot id
  *   48 payload (505 u64, xorshift64 from seq * 0x9E3779B97F4A7C15)
+ *      or, in text mode, 4040 bytes of text from the same generator (writelog-text-payload.ts)
  *   4088 u32 CRC-32 (zlib) of bytes 0..4087        4092 u32 zero
  */
 export const WL_MAGIC = Buffer.from('MAMORIWL', 'ascii');
@@ -17,6 +19,14 @@ export const WL_PAYLOAD_OFFSET = 48;
 export const WL_PAYLOAD_WORDS = 505;
 export const WL_CRC_OFFSET = 4088;
 export const WL_SEQ_MULTIPLIER = 0x9e3779b97f4a7c15n;
+
+/**
+ * What fills a record's payload: `random` (the default, incompressible) or `text` (compressible,
+ * for measuring compression on the wire). Both derive from the seq alone and the headers are the
+ * same, so a log verifies record by record whichever mode (or mix of modes) wrote it.
+ */
+export const WL_PAYLOAD_KINDS = ['random', 'text'] as const;
+export type WriteLogPayloadKind = (typeof WL_PAYLOAD_KINDS)[number];
 
 export interface WriteLogRecord {
   seq: number;
@@ -71,6 +81,10 @@ export function writeLogPayload(seq: number): Buffer {
   return out;
 }
 
+export function writeLogPayloadOf(kind: WriteLogPayloadKind, seq: number): Buffer {
+  return kind === 'text' ? writeLogTextPayload(seq, WL_PAYLOAD_WORDS * 8, WL_SEQ_MULTIPLIER) : writeLogPayload(seq);
+}
+
 export function bootIdToBytes(bootId: string): Buffer {
   const hex = bootId.replace(/-/g, '');
   if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new TypeError(`not a boot id: ${bootId}`);
@@ -82,7 +96,7 @@ export function bytesToBootId(bytes: Buffer): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
-export function encodeRecord(record: WriteLogRecord): Buffer {
+export function encodeRecord(record: WriteLogRecord, payload: WriteLogPayloadKind = 'random'): Buffer {
   const buf = Buffer.alloc(WL_RECORD_SIZE);
   WL_MAGIC.copy(buf, 0);
   buf.writeUInt32LE(WL_VERSION, 8);
@@ -90,7 +104,7 @@ export function encodeRecord(record: WriteLogRecord): Buffer {
   buf.writeBigUInt64LE(BigInt(record.seq), 16);
   buf.writeBigUInt64LE(record.timeNs, 24);
   bootIdToBytes(record.bootId).copy(buf, 32);
-  writeLogPayload(record.seq).copy(buf, WL_PAYLOAD_OFFSET);
+  writeLogPayloadOf(payload, record.seq).copy(buf, WL_PAYLOAD_OFFSET);
   buf.writeUInt32LE(crc32(buf.subarray(0, WL_CRC_OFFSET)), WL_CRC_OFFSET);
   return buf;
 }
@@ -117,7 +131,8 @@ export function decodeSlot(buf: Buffer, slot: number): SlotState {
     return { kind: 'torn', seq, reason: 'bad-header' };
   }
   if (seq !== slot + 1) return { kind: 'torn', seq, reason: 'wrong-seq' };
-  if (!buf.subarray(WL_PAYLOAD_OFFSET, WL_CRC_OFFSET).equals(writeLogPayload(seq))) {
+  const payload = buf.subarray(WL_PAYLOAD_OFFSET, WL_CRC_OFFSET);
+  if (!payload.equals(writeLogPayload(seq)) && !payload.equals(writeLogPayloadOf('text', seq))) {
     return { kind: 'torn', seq, reason: 'bad-payload' };
   }
   return {

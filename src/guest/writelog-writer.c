@@ -7,12 +7,14 @@
  * the promise a test checks a replica against, so it must never precede
  * durability.
  *
- * usage: mamori-wl [--count N] [--console PATH|-] [--seq-file PATH] DEVICE RATE
+ * usage: mamori-wl [--count N] [--console PATH|-] [--seq-file PATH] [--payload random|text] DEVICE RATE
  *   RATE      records per second, 0 = as fast as the device allows
  *   --count   stop after N records in this run (host tests)
  *   --console where acks go (default /dev/console; "-" = stdout)
  *   --seq-file file that always holds the last durable seq, replaced by rename
  *              so the heartbeat loop never reads a half-written number
+ *   --payload  random (default, incompressible) or text (compressible, about 2.8x with
+ *              lz4; the rule is in src/guest/writelog-text-payload.ts). Either verifies.
  *
  * Built with gcc -static -O2 by src/guest/build-test-guest.ts.
  */
@@ -92,6 +94,56 @@ static void fill_payload(uint8_t *p, uint64_t seq) {
   }
 }
 
+/* The text payload: keep in step with src/guest/writelog-text-payload.ts. */
+static const char *const PHRASES[8] = {
+    "INFO request served in ",      "WARN disk latency above ",     "kernel: eth0 link up, ",
+    "systemd[1]: Started session ", "GET /index.html HTTP/1.1 200 ", "sshd: Accepted publickey for ",
+    "cron: job finished with status ", "postgres: checkpoint complete: wrote ",
+};
+static const char *const WORDS[] = {
+    "the",     "of",    "and",    "to",    "in",     "is",     "that",   "for",   "it",      "as",    "was",
+    "with",    "be",    "by",     "on",    "not",    "he",     "this",   "are",   "or",      "his",   "from",
+    "at",      "which", "but",    "have",  "an",     "they",   "you",    "were",  "her",     "she",   "there",
+    "been",    "one",   "all",    "we",    "their",  "has",    "would",  "when",  "if",      "so",    "no",
+    "will",    "more",  "can",    "out",   "up",     "who",    "them",   "some",  "could",   "into",  "its",
+    "time",    "than",  "other",  "only",  "new",    "two",    "may",    "first", "then",    "do",    "any",
+    "like",    "my",    "now",    "over",  "such",   "our",    "man",    "me",    "even",    "most",  "made",
+    "after",   "also",  "did",    "many",  "before", "must",   "through", "back", "years",   "where", "much",
+    "your",    "way",   "well",   "down",  "should", "because", "each",  "just",  "those",   "people", "how",
+    "too",     "little", "state", "good",  "very",   "make",   "world",  "still", "own",     "see",   "men",
+    "work",    "long",  "here",   "get",   "both",   "between", "life",  "being", "under",   "never", "day",
+    "same",    "another", "know", "while", "last",   "might",  "us",     "great", "old",     "year",  "off",
+    "come",    "since", "against", "go",   "came",   "right",  "used",   "take",  "three",
+};
+#define NWORDS (sizeof WORDS / sizeof WORDS[0])
+
+/* Appends a string to p[*pos..len), cut at len. */
+static void put_text(uint8_t *p, size_t len, size_t *pos, const char *s) {
+  while (*s && *pos < len) p[(*pos)++] = (uint8_t)*s++;
+}
+
+static void fill_text_payload(uint8_t *p, uint64_t seq) {
+  const size_t len = PAYLOAD_WORDS * 8;
+  uint64_t state = seq * 0x9E3779B97F4A7C15ull;
+  size_t pos = 0;
+  while (pos < len) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    uint32_t r = (uint32_t)(state >> 32);
+    if ((r & 15) < 3) {
+      char num[16];
+      snprintf(num, sizeof num, "%u ", (r >> 7) % 10000u);
+      put_text(p, len, &pos, "\n");
+      put_text(p, len, &pos, PHRASES[(r >> 4) & 7]);
+      put_text(p, len, &pos, num);
+    } else {
+      put_text(p, len, &pos, WORDS[(r >> 8) % NWORDS]);
+      put_text(p, len, &pos, " ");
+    }
+  }
+}
+
 /* One write() per line: the tty layer serialises whole writes, so the heartbeat
  * loop's lines and ours never interleave mid-line. */
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -137,7 +189,10 @@ static int slot_valid(const uint8_t *r, uint64_t slot, uint8_t *scratch) {
   if (get_u64(r + 16) != slot + 1) return 0;
   if (get_u32(r + 4092) != 0) return 0;
   if (crc32_ieee(r, CRC_OFFSET) != get_u32(r + CRC_OFFSET)) return 0;
+  /* Either payload kind continues the log: a disk may be resumed in the other mode. */
   fill_payload(scratch, slot + 1);
+  if (memcmp(r + PAYLOAD_OFFSET, scratch, PAYLOAD_WORDS * 8) == 0) return 1;
+  fill_text_payload(scratch, slot + 1);
   return memcmp(r + PAYLOAD_OFFSET, scratch, PAYLOAD_WORDS * 8) == 0;
 }
 
@@ -186,7 +241,7 @@ static int before(const struct timespec *a, const struct timespec *b) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: mamori-wl [--count N] [--console PATH|-] [--seq-file PATH] DEVICE RATE\n");
+  fprintf(stderr, "usage: mamori-wl [--count N] [--console PATH|-] [--seq-file PATH] [--payload random|text] DEVICE RATE\n");
   exit(2);
 }
 
@@ -194,13 +249,18 @@ int main(int argc, char **argv) {
   const char *console_path = "/dev/console";
   const char *seq_file = NULL;
   uint64_t max_count = 0;
+  int text_payload = 0;
   int argi = 1;
   for (; argi < argc && strncmp(argv[argi], "--", 2) == 0; argi += 2) {
     if (argi + 1 >= argc) usage();
     if (strcmp(argv[argi], "--count") == 0) max_count = strtoull(argv[argi + 1], NULL, 10);
     else if (strcmp(argv[argi], "--console") == 0) console_path = argv[argi + 1];
     else if (strcmp(argv[argi], "--seq-file") == 0) seq_file = argv[argi + 1];
-    else usage();
+    else if (strcmp(argv[argi], "--payload") == 0) {
+      if (strcmp(argv[argi + 1], "text") == 0) text_payload = 1;
+      else if (strcmp(argv[argi + 1], "random") == 0) text_payload = 0;
+      else usage();
+    } else usage();
   }
   if (argc - argi != 2) usage();
   const char *device = argv[argi];
@@ -269,8 +329,8 @@ int main(int argc, char **argv) {
   }
   uint64_t last = (uint64_t)prefix;
   if (seq_file) write_seq_file(seq_file, last);
-  say("mamori-wl start resume_after=%llu slots=%llu rate=%lu\n", (unsigned long long)last,
-      (unsigned long long)slots, rate);
+  say("mamori-wl start resume_after=%llu slots=%llu rate=%lu%s\n", (unsigned long long)last,
+      (unsigned long long)slots, rate, text_payload ? " payload=text" : "");
 
   uint8_t *rec = buf; /* the scan buffer is aligned and no longer needed */
   uint64_t period_ns = rate ? 1000000000ull / rate : 0;
@@ -294,7 +354,8 @@ int main(int argc, char **argv) {
     put_u64(rec + 16, seq);
     put_u64(rec + 24, (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec);
     memcpy(rec + 32, boot_id, 16);
-    fill_payload(rec + PAYLOAD_OFFSET, seq);
+    if (text_payload) fill_text_payload(rec + PAYLOAD_OFFSET, seq);
+    else fill_payload(rec + PAYLOAD_OFFSET, seq);
     put_u32(rec + CRC_OFFSET, crc32_ieee(rec, CRC_OFFSET));
 
     off_t off = (off_t)((seq - 1) * RECORD_SIZE);

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTestGuest, type TestGuest } from '../../../src/guest/build-test-guest.js';
 import { parseGuestSerial, verifyWriteLog, type GuestSerialSummary } from '../../../src/guest/writelog-verifier.js';
+import { compressSync } from 'lz4-napi';
 import { repoRoot } from '../../harness/repo-root.js';
 
 // Boots the real test guest under plain QEMU (TCG: KVM hangs on these
@@ -292,3 +293,27 @@ test(
     assert.notEqual(report.bootIds[0], report.bootIds[1]);
   },
 );
+
+test('mamori.wl_payload=text: the log verifies record by record and compresses', { timeout: 180_000 }, async (t) => {
+  const sys = await rawDisk('c-sys.raw', 1 << 20);
+  const data = await rawDisk('c-data.raw', 64 << 20);
+  const vm = boot('c', sys, data, 'mamori.wl=/dev/vdb mamori.wl_rate=50 mamori.wl_payload=text');
+  try {
+    const ready = await waitSerial(vm, '100 acks', 90_000, (s) => (s.acks.at(-1) ?? 0) >= 100);
+    assert.deepEqual(ready.errors, []);
+    await qmp(vm.qmp, 'system_powerdown');
+    assert.equal(await exitWithin(vm, 60_000), 0);
+  } finally {
+    kill(vm);
+  }
+  const { text, s } = await serialOf(vm);
+  assert.match(text, /mamori-wl start resume_after=0 slots=\d+ rate=50 payload=text/);
+  const report = await verifyWriteLog(data);
+  t.diagnostic(JSON.stringify(report));
+  assert.equal(report.consistent, true);
+  assert.equal(report.lastSequence, s.acks.at(-1));
+  const bytes = (await readFile(data)).subarray(0, 100 * 4096);
+  const ratio = bytes.length / compressSync(bytes).length;
+  t.diagnostic(`lz4 ratio of the first 100 records: ${ratio.toFixed(2)}`);
+  assert.ok(ratio >= 2 && ratio <= 4, `ratio ${ratio}`);
+});

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32 } from 'node:zlib';
+import { WL_TEXT_PHRASES, WL_TEXT_WORDS } from '../../../src/guest/writelog-text-payload.js';
 import {
   bootIdToBytes,
   bytesToBootId,
@@ -11,6 +12,7 @@ import {
   WL_PAYLOAD_WORDS,
   WL_RECORD_SIZE,
   writeLogPayload,
+  writeLogPayloadOf,
 } from '../../../src/guest/writelog-format.js';
 
 const BOOT = '15c1dd0f-a454-4e32-8c2e-7b3cf2922b99';
@@ -91,4 +93,37 @@ test('decodeSlot tells empty, torn, misplaced and garbage slots apart', () => {
 test('boot ids convert to 16 bytes and back', () => {
   assert.equal(bytesToBootId(bootIdToBytes(BOOT)), BOOT);
   assert.throws(() => bootIdToBytes('not-a-uuid'), TypeError);
+});
+
+/** The text rule written the obvious (slow) way, with BigInt state and strings. */
+function referenceText(seq: number): Buffer {
+  const mask = (1n << 64n) - 1n;
+  let state = (BigInt(seq) * 0x9e3779b97f4a7c15n) & mask;
+  let text = '';
+  while (text.length < WL_PAYLOAD_WORDS * 8) {
+    state ^= (state << 13n) & mask;
+    state ^= state >> 7n;
+    state ^= (state << 17n) & mask;
+    const r = Number(state >> 32n);
+    if ((r & 15) < 3) text += `\n${WL_TEXT_PHRASES[(r >>> 4) & 7]}${(r >>> 7) % 10000} `;
+    else text += `${WL_TEXT_WORDS[(r >>> 8) % WL_TEXT_WORDS.length]} `;
+  }
+  return Buffer.from(text.slice(0, WL_PAYLOAD_WORDS * 8), 'latin1');
+}
+
+test('the text payload follows its rule, and its records verify like random ones with the same headers', () => {
+  for (const seq of [1, 2, 3, 4096, 1_000_003, 2 ** 40 + 7, Number.MAX_SAFE_INTEGER]) {
+    assert.deepEqual(writeLogPayloadOf('text', seq), referenceText(seq), `seq ${seq}`);
+  }
+  const rec = encodeRecord({ seq: 9, timeNs: 5n, bootId: BOOT }, 'text');
+  const rnd = encodeRecord({ seq: 9, timeNs: 5n, bootId: BOOT });
+  assert.deepEqual(rec.subarray(0, WL_PAYLOAD_OFFSET), rnd.subarray(0, WL_PAYLOAD_OFFSET));
+  assert.equal(rec.readUInt32LE(WL_CRC_OFFSET), crc32(rec.subarray(0, WL_CRC_OFFSET)));
+  assert.deepEqual(decodeSlot(rec, 8), { kind: 'valid', record: { seq: 9, timeNs: 5n, bootId: BOOT } });
+  // A text record in the wrong slot, or with a changed letter (CRC fixed up), is still caught.
+  assert.deepEqual(decodeSlot(rec, 9), { kind: 'torn', seq: 9, reason: 'wrong-seq' });
+  const forged = Buffer.from(rec);
+  forged[100] = forged[100]! ^ 0x20;
+  forged.writeUInt32LE(crc32(forged.subarray(0, WL_CRC_OFFSET)), WL_CRC_OFFSET);
+  assert.deepEqual(decodeSlot(forged, 8), { kind: 'torn', seq: 9, reason: 'bad-payload' });
 });

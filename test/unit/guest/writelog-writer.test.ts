@@ -5,6 +5,8 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProcess } from '../../../src/core/run-process.js';
+import { compressSync } from 'lz4-napi';
+import { writeLogPayloadOf } from '../../../src/guest/writelog-format.js';
 import { parseSerialAcks, verifyWriteLog } from '../../../src/guest/writelog-verifier.js';
 import { repoRoot } from '../../harness/repo-root.js';
 
@@ -113,7 +115,30 @@ test('SIGTERM stops the writer between records, at its rate', async () => {
   assert.equal(r.consistent, true);
 });
 
+test('--payload text writes compressible records that verify, and either mode resumes the other', async () => {
+  const path = await disk('text.raw', 1 << 20);
+  const first = await run(['--count', '100', '--payload', 'text', path, '0']);
+  assert.match(first, /^mamori-wl start resume_after=0 slots=256 rate=0 payload=text$/m);
+  const second = await run(['--count', '10', path, '0']);
+  assert.match(second, /resume_after=100 /);
+  const third = await run(['--count', '10', '--payload', 'text', path, '0']);
+  assert.match(third, /resume_after=110 /);
+  const r = await verifyWriteLog(path);
+  assert.equal(r.consistent, true);
+  assert.equal(r.gapFreePrefix, 120);
+  // The C writer and writeLogPayloadOf('text') agree byte for byte, and the text shrinks.
+  const bytes = await readFile(path);
+  const rec = bytes.subarray(41 * 4096, 42 * 4096);
+  assert.ok(rec.subarray(48, 4088).equals(writeLogPayloadOf('text', 42)));
+  const ratio = (100 * 4096) / compressSync(bytes.subarray(0, 100 * 4096)).length;
+  assert.ok(ratio >= 2 && ratio <= 4, `lz4 ratio of the text payload: ${ratio.toFixed(2)}`);
+  const rnd = bytes.subarray(100 * 4096, 110 * 4096);
+  assert.ok(compressSync(rnd).length > rnd.length * 0.95, 'the random payload stays incompressible');
+});
+
 test('bad arguments are refused with a usage line', async () => {
   const r = await runProcess(writer, ['/dev/null', 'fast'], { okCodes: [2] });
   assert.match(r.stderr, /usage: mamori-wl/);
+  const p = await runProcess(writer, ['--payload', 'zip', '/dev/null', '0'], { okCodes: [2] });
+  assert.match(p.stderr, /--payload random\|text/);
 });
