@@ -8,6 +8,7 @@ import type { AuthFailureLimiter } from './auth-failure-limiter.js';
 import { routeAccess } from './route-roles.js';
 import { errorResponses } from './schemas.js';
 import { NbdOptionGuard } from '../nbd/nbd-option-guard.js';
+import { CompressedStream } from '../sites/compressed-stream.js';
 import type { ReplicaService } from '../replication/replica-service.js';
 import { CYCLE_STREAM_PROTOCOL } from '../replication/replica-cycle-server.js';
 
@@ -18,7 +19,8 @@ const PATTERN = /^\/replicas\/([A-Za-z0-9_-]{1,64})\/cycles\/([A-Za-z0-9_-]{1,64
  * A replication cycle's data crosses to the recovery site on the site API's own HTTPS port:
  * the source asks `GET /replicas/ID/cycles/CYCLE/disks/N/stream` with `Upgrade: mamori-nbd`
  * and its site token, and from the 101 on the connection carries NBD to that disk's staging
- * export on the staging daemon's unix socket (staging-daemon.ts).
+ * export on the staging daemon's unix socket (staging-daemon.ts), in frames that are lz4
+ * compressed when the link is slower than the compressor (sites/compressed-stream.ts).
  *
  * Why here and not QEMU's own NBD+TLS on a port of its own: Node decrypts about 4x faster
  * than the daemon's one main loop (notes/qemu-7.2.md: 180 MiB/s), one port crosses firewalls
@@ -114,14 +116,18 @@ export async function spliceCycleStream(
   daemon.on('error', () => socket.destroy());
   socket.setNoDelay(true);
   socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${CYCLE_STREAM_PROTOCOL}\r\n\r\n`);
+  // After the 101 both ways are framed, compressed when it pays (compressed-stream.ts).
+  if (head.length > 0) socket.unshift(head);
+  const wire = new CompressedStream(socket, { mode: 'auto' });
   const guard = new NbdOptionGuard(target.exportName);
-  guard.on('error', () => {
+  const cut = (): void => {
     socket.destroy();
     daemon.destroy();
-  });
-  if (head.length > 0) guard.write(head);
-  socket.pipe(guard).pipe(daemon);
-  daemon.pipe(socket);
+  };
+  guard.on('error', cut);
+  wire.on('error', cut);
+  wire.pipe(guard).pipe(daemon);
+  daemon.pipe(wire);
   socket.on('close', () => daemon.destroy());
   daemon.on('close', () => socket.destroy());
   target.track(socket);

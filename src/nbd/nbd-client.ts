@@ -1,4 +1,5 @@
 import { createConnection, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { MamoriError } from '../core/mamori-error.js';
 import { NbdError } from './nbd-error.js';
 import { NbdHandshake, type NbdNegotiated, type NbdTlsOptions } from './nbd-handshake.js';
@@ -15,7 +16,7 @@ import { NbdTransmission, type NbdDisconnectOptions } from './nbd-transmission.j
  * Where the server is. `stream`: a connection made already (a site's cycle stream: TLS to the
  * peer's API, upgraded to carry NBD), named by `label` in messages.
  */
-export type NbdEndpoint = { socketPath: string } | { host: string; port: number } | { stream: Socket; label: string };
+export type NbdEndpoint = { socketPath: string } | { host: string; port: number } | { stream: Duplex; label: string };
 
 export interface NbdConnectOptions {
   exportName: string;
@@ -105,7 +106,8 @@ export class NbdClient {
     const timeoutMs = options.timeoutMs ?? 30_000;
     const socket =
       'stream' in endpoint
-        ? endpoint.stream
+        ? // NBD needs only the byte stream (no TLS is started on one of these): see the guard below.
+          (endpoint.stream as Socket)
         : unix
           ? createConnection({ path: endpoint.socketPath })
           : createConnection({ host: endpoint.host, port: endpoint.port });
@@ -137,7 +139,9 @@ export class NbdClient {
         });
       if (!('stream' in endpoint))
         socket.removeAllListeners('connect').removeAllListeners('error').removeAllListeners('close');
-      if (!unix) socket.setNoDelay(true);
+      if ('host' in endpoint) socket.setNoDelay(true);
+      if ('stream' in endpoint && options.tls !== undefined)
+        throw new MamoriError('INVALID_INPUT', `${label}: TLS is not started on a stream made already`);
       const handshake = new NbdHandshake(socket, {
         exportName: options.exportName,
         label,

@@ -9,6 +9,7 @@ import { isMamoriError } from '../core/mamori-error.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { CYCLE_STEPS, runReplicationCycle, type CycleJournal } from './replication-cycle.js';
+import { wireCompressionMode } from '../sites/compressed-stream.js';
 import { settleFleecingPoint, type FleecingPoint } from './fleecing-point.js';
 import { sweepFleecingLeftovers } from './fleecing-machinery.js';
 import { sweepOfflineFleecingLeftovers, type OfflineFleecingPoint } from './offline-fleecing-point.js';
@@ -172,6 +173,7 @@ export class CycleRunner {
           previousGeneration: row.generation,
           remote: await this.#ends.remote(row),
           ...(link ? { throttle: link.throttle } : {}),
+          compression: wireCompressionMode(),
           journal: this.#journalFor(job.id, context, row),
           seed:
             row.generation === 0
@@ -251,6 +253,7 @@ export class CycleRunner {
             at: result.point.time,
             mode: result.mode,
             bytesSent: result.bytesSent,
+            wireBytes: result.wireBytes,
             bytesChanged: result.bytesChanged,
             durationMs: result.durationMs,
             throughputBps: result.durationMs > 0 ? Math.round((result.bytesSent * 1000) / result.durationMs) : 0,

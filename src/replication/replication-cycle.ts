@@ -1,5 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
+import { CompressedStream, type WireCompressionMode, type WireCounters } from '../sites/compressed-stream.js';
 import { join } from 'node:path';
 import { NbdClient } from '../nbd/nbd-client.js';
 import {
@@ -50,6 +51,8 @@ export interface CycleResult {
   mode: 'full' | 'incremental' | 'resync';
   /** Bytes of data sent to the recovery site (NBD WRITE payloads). */
   bytesSent: number;
+  /** Bytes the cycle's streams put on the link (NBD requests, framed, lz4 where it paid), TLS aside. */
+  wireBytes: number;
   /** Bytes the source marked as needing a copy (dirty or allocated extents; with a seed, its extents too). */
   bytesChanged: number;
   /** Bytes the source read from its disks (copies and checksums). */
@@ -101,6 +104,8 @@ export async function runReplicationCycle(opts: {
   remote: RemoteReplica;
   /** Awaited before each write to the recovery site (the link's fair share, the VM's cap); undefined: unlimited. */
   throttle?: WriteThrottle;
+  /** How the streams compress (compressed-stream.ts); default auto. */
+  compression?: WireCompressionMode;
   journal?: CycleJournal;
   /**
    * The first cycle of a reprotect onto the old site's disks, per disk (seed-delta.ts): the
@@ -138,8 +143,8 @@ export async function runReplicationCycle(opts: {
     await journal.pointMade(point);
     const target = await journal.step('begin', () => opts.remote.beginCycle());
     remoteOpen = true;
-    const { bytesSent, zeroBytes, changed, bytesRead, compared } = await journal.step('copy', async () => {
-      const totals = { bytesSent: 0, zeroBytes: 0, changed: 0, bytesRead: 0, compared: false };
+    const { bytesSent, zeroBytes, changed, bytesRead, compared, wireBytes } = await journal.step('copy', async () => {
+      const totals = { bytesSent: 0, zeroBytes: 0, changed: 0, bytesRead: 0, compared: false, wireBytes: 0 };
       for (const [i, disk] of point.disks.entries()) {
         const seed = disk.metaContext !== null ? (opts.seed?.[i] ?? null) : null;
         const counters = await copyDisk({
@@ -150,6 +155,8 @@ export async function runReplicationCycle(opts: {
           checksums: (range, chunk) => opts.remote.checksums(target.cycleId, i, range, chunk),
           resync: disk.mode === 'resync',
           openTarget: () => opts.remote.openStream(target.cycleId, i),
+          onWire: (w) => (totals.wireBytes += w.wireBytesOut),
+          compression: opts.compression ?? 'auto',
           targetExport: target.exports[i]!,
           ...(opts.throttle ? { throttle: opts.throttle } : {}),
         });
@@ -174,6 +181,7 @@ export async function runReplicationCycle(opts: {
         generation: point.generation,
         mode,
         bytesSent,
+        wireBytes,
         bytesChanged: changed,
         bytesRead,
         zeroBytes,
@@ -202,6 +210,9 @@ async function copyDisk(o: {
   checksums: (range: ByteRange, chunkSize: number) => Promise<Buffer>;
   seed: SeedSide | null;
   openTarget: () => Promise<Socket>;
+  /** Told the stream's counters when it closes. */
+  onWire: (counters: WireCounters) => void;
+  compression: WireCompressionMode;
   targetExport: string;
   throttle?: WriteThrottle;
 }): Promise<CopyCounters & { changed: number }> {
@@ -217,8 +228,10 @@ async function copyDisk(o: {
     { exportName: o.exportName, metaContexts: contexts },
   );
   try {
+    // Framed both ways, lz4 when the link is slower than the compressor (compressed-stream.ts).
+    const wire = new CompressedStream(await o.openTarget(), { mode: o.compression });
     const dst = await NbdClient.connect(
-      { stream: await o.openTarget(), label: `the recovery site's export ${o.targetExport}` },
+      { stream: wire, label: `the recovery site's export ${o.targetExport}` },
       {
         exportName: o.targetExport,
         // A silent link (cut cable, dead peer) must fail the cycle soon, not after minutes:
@@ -252,6 +265,7 @@ async function copyDisk(o: {
       };
     } finally {
       await dst.disconnect().catch(() => undefined);
+      o.onWire(wire.counters);
     }
   } finally {
     await src.disconnect().catch(() => undefined);

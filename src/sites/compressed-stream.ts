@@ -58,6 +58,21 @@ import {
 export const WIRE_COMPRESSION_MODES = ['auto', 'lz4', 'none'] as const;
 export type WireCompressionMode = (typeof WIRE_COMPRESSION_MODES)[number];
 
+/**
+ * The mode a site's replication streams send in: MAMORI_WIRE_COMPRESSION (auto, lz4 or none),
+ * `auto` when unset. `none` for a link known to be faster than lz4 on this host; `lz4` to
+ * compress whatever the link's speed. An unknown value is refused, not ignored.
+ */
+export function wireCompressionMode(env: NodeJS.ProcessEnv = process.env): WireCompressionMode {
+  const v = env['MAMORI_WIRE_COMPRESSION'];
+  if (v === undefined || v === '') return 'auto';
+  if ((WIRE_COMPRESSION_MODES as readonly string[]).includes(v)) return v as WireCompressionMode;
+  throw new MamoriError(
+    'INVALID_INPUT',
+    `MAMORI_WIRE_COMPRESSION=${JSON.stringify(v)} is not a mode: give ${WIRE_COMPRESSION_MODES.join(', ')}`,
+  );
+}
+
 export interface CompressedStreamOptions {
   mode?: WireCompressionMode;
   /** Largest frame we send and accept, decompressed; both ends must use the same or a larger one. */

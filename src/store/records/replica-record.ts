@@ -51,6 +51,8 @@ export interface CycleStats {
   bytesChanged: number;
   durationMs: number;
   throughputBps: number;
+  /** Bytes the cycle put on the link (framed, lz4 where it paid): with bytesChanged, what compression saved. */
+  wireBytes?: number;
   /** What the replica held after this cycle's point (retention and compaction included). */
   replica?: ReplicaStorage;
 }

@@ -25,6 +25,7 @@ const cycleSchema = {
     bytesChanged: { type: 'number' },
     durationMs: { type: 'number' },
     throughputBps: { type: 'number' },
+    wireBytes: { type: 'number' },
     replica: storageSchema,
   },
 };
