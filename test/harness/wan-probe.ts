@@ -143,6 +143,9 @@ function hold(addr: { host: string; port: number }): void {
   process.stdin.on('end', () => s.end());
 }
 
+// `node --test dist/test/` runs every file under test/ as a test file, this program too, with
+// no arguments: it has nothing to test then. The harness always starts it with arguments.
+if (process.argv.length <= 2) process.exit(0);
 const [mode, target, arg] = process.argv.slice(2);
 const addr = hostPort(target);
 if (mode === 'serve') serve(addr);
