@@ -89,7 +89,17 @@ test('GET /metrics needs the token and shows a replicated VM: lag, RPO, bytes, c
 
   const r = await scrape(a, await a.adminToken());
   assert.match(r.type, /^text\/plain; version=0\.0\.4/);
-  const { families: f, text } = await metrics();
+  // The point is recorded at the commit, the cycle counted when its job ends, a moment later.
+  const { families: f, text } = await a.waitFor(
+    'the cycle counted',
+    async () => {
+      const m = await metrics();
+      return (sampleValue(m.families, 'mamori_replication_cycles_total', { vm: 'pg', outcome: 'ok' }) ?? 0) >= 1
+        ? m
+        : undefined;
+    },
+    30_000,
+  );
   for (const name of [
     'mamori_replication_lag_seconds',
     'mamori_replication_rpo_seconds',
