@@ -39,6 +39,8 @@ export interface FleetConfig {
   /** Per VM: one write of writeBytes every second. */
   writeBytes: number;
   bandwidth: string;
+  /** The link's cycles in flight (`mamori site link --concurrency`); undefined: the product's default. */
+  concurrency?: number;
   /** Seconds measured after every VM has its first point. */
   seconds: number;
   result: string;
@@ -262,7 +264,10 @@ try {
   log(`${cfg.vms} paused QEMUs and replicas in ${Math.round((Date.now() - t0) / 1000)} s`);
 
   scheduler = new SiteScheduler({ repo, peers, incidents, log: quiet, run: runCycle, vmName: async (id) => id });
-  await scheduler.setLink(PEER, { bandwidth: cfg.bandwidth });
+  await scheduler.setLink(PEER, {
+    bandwidth: cfg.bandwidth,
+    ...(cfg.concurrency === undefined ? {} : { concurrency: cfg.concurrency }),
+  });
   startWriters();
   const writeStart = Date.now();
   await scheduler.start();

@@ -25,7 +25,8 @@ const site = await ensureSiteTls({ dir: tlsDir, siteName: 'bench-b' });
 const cycles = new ReplicaCycleServer({
   root: join(dir, 'replicas'),
   stagingDir: join(dir, 'staging'),
-  log: pino({ level: 'silent' }),
+  // Warnings to stderr: a staging daemon killed or restarted under load is what to look for.
+  log: pino({ level: 'warn', base: { site: 'recovery' } }, pino.destination(2)),
 });
 const chains = new Map<string, ReplicaChain>();
 
