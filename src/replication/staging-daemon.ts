@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StorageDaemon, type DaemonChain, type DaemonLayer } from '../qemu/storage-daemon.js';
+import { StorageDaemon, chainBlockdevs, type DaemonChain, type DaemonLayer } from '../qemu/storage-daemon.js';
 import { createQcow2OverQmp } from '../qemu/qmp-image-create.js';
 import type { BackingRef } from '../qemu/qemu-img-write.js';
 import type { Logger } from '../core/logger.js';
@@ -11,10 +11,11 @@ export interface StagingDisk {
   staging: { file: string; backing: BackingRef; sizeBytes: number };
 }
 
-/** What one cycle holds open in the daemon: per disk, its export (also its top node) and its lower chain. */
+/** What one cycle holds open in the daemon: per disk, its export (also its top node); every node it added, in order. */
 export interface StagingSet {
   exports: string[];
-  lower: DaemonChain[];
+  /** Bottom first, as added: closed in reverse. Tracked here, not queried: see close(). */
+  nodes: string[];
 }
 
 /**
@@ -60,13 +61,13 @@ export class StagingDaemon {
   async open(disks: StagingDisk[]): Promise<StagingSet> {
     const daemon = await this.#ensure();
     const qmp = daemon.qmp();
-    const set: StagingSet = { exports: [], lower: [] };
+    const set: StagingSet = { exports: [], nodes: [] };
     try {
       for (const [i, d] of disks.entries()) {
         const node = `s${++this.#seq}d${i}`;
         const lower: DaemonChain = { id: `${node}b`, layers: d.lower, readOnly: true };
         await daemon.addChain(lower);
-        set.lower.push(lower);
+        set.nodes.push(...chainBlockdevs(lower).map((n) => n['node-name'] as string));
         await createQcow2OverQmp(qmp, {
           file: d.staging.file,
           fileNode: `${node}-file`,
@@ -74,12 +75,14 @@ export class StagingDaemon {
           backing: d.staging.backing,
           jobId: node,
         });
-        set.exports.push(node);
+        set.nodes.push(`${node}-file`);
         await qmp.execute(
           'blockdev-add',
           { driver: 'qcow2', 'node-name': node, file: `${node}-file`, backing: lower.id },
           { timeoutMs: 10_000 },
         );
+        set.nodes.push(node);
+        set.exports.push(node);
         await daemon.addExport({ id: node, node, name: node, writable: true });
       }
       return set;
@@ -100,16 +103,19 @@ export class StagingDaemon {
     try {
       const exported = await daemon.exportIds();
       for (const id of set.exports) if (exported.includes(id)) await daemon.removeExport(id, mode);
-      const open = new Set(
-        (await daemon.qmp().execute('query-named-block-nodes', { flat: true })).map((n) => n['node-name']),
-      );
-      for (const lower of set.lower) {
-        // Top first: the overlay (a failed open may have made only some of its nodes), then its file.
-        const top = lower.id.slice(0, -1);
-        for (const n of [top, `${top}-file`])
-          if (open.has(n)) await daemon.qmp().execute('blockdev-del', { 'node-name': n }, { timeoutMs: 10_000 });
-        if (open.has(lower.id)) await daemon.removeChain(lower);
+      // Each overlay before its file and its backing chain. The set says what was added: asking
+      // (query-named-block-nodes) returns every node's image info, hundreds of KB with many
+      // cycles open, and with 16 cycles at once this daemon's QMP connection dropped mid-reply.
+      for (const n of [...set.nodes].reverse()) {
+        await daemon
+          .qmp()
+          .execute('blockdev-del', { 'node-name': n }, { timeoutMs: 10_000 })
+          .catch((e: unknown) => {
+            // Closed already (a retried close, a failed open): nothing to do.
+            if (!/find node|not found|cannot find/i.test(String((e as Error).message))) throw e;
+          });
       }
+      set.nodes = [];
     } catch (e) {
       this.#log.warn({ err: e }, 'the staging daemon could not close a cycle: killing it');
       await this.#kill();
