@@ -37,7 +37,8 @@ import { ReplicaChain, type ChainLayer } from '../../src/replication/replica-cha
 import { serveStaging } from './staging-export.js';
 import type { CycleTarget } from '../../src/replication/replica-cycle-server.js';
 import type { ReplicaPointView } from '../../src/replication/replica-service.js';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { CompressedStream } from '../../src/sites/compressed-stream.js';
 import { runReplicationCycle, type CycleResult, type RemoteReplica } from '../../src/replication/replication-cycle.js';
 import { seedDiskDelta, seedSides } from '../../src/replication/seed-delta.js';
 import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
@@ -87,6 +88,7 @@ function runOffsets(count: number, seed: number, avoid: ReadonlySet<number>): nu
 class SeededReplica implements RemoteReplica {
   #daemon: StorageDaemon | null = null;
   #reader: StorageDaemon | null = null;
+  #relay: Server | null = null;
   #parents: ChainLayer[] = [];
   #n = 0;
   readonly counter = { bytesRead: 0 };
@@ -104,10 +106,32 @@ class SeededReplica implements RemoteReplica {
     return { cycleId: `cyc${++this.#n}`, exports: ['disk0'] };
   }
 
+  /**
+   * A cycle's stream is framed (compressed-stream.ts) at both ends: a relay on a unix socket
+   * plays the recovery site's end, unframing into the staging daemon's socket.
+   */
   async openStream(): Promise<Socket> {
-    const s = createConnection({ path: join(this.dir, 'sd-nbd.sock') });
+    const relay = join(this.dir, 'relay.sock');
+    if (this.#relay === null) {
+      this.#relay = createServer((client) => {
+        const wire = new CompressedStream(client, { mode: 'none' });
+        const daemon = createConnection({ path: join(this.dir, 'sd-nbd.sock') });
+        wire.pipe(daemon).pipe(wire);
+        const cut = (): void => {
+          client.destroy();
+          daemon.destroy();
+        };
+        for (const x of [wire, daemon, client]) x.on('error', cut).on('close', cut);
+      });
+      await new Promise<void>((r) => this.#relay!.listen(relay, r));
+    }
+    const s = createConnection({ path: relay });
     await new Promise<void>((resolve, reject) => s.once('connect', resolve).once('error', reject));
     return s;
+  }
+
+  close(): void {
+    this.#relay?.close();
   }
 
   async commitCycle(
@@ -265,6 +289,7 @@ async function reverseCycle(
     return { result, bytesRead: result.bytesRead + remote.counter.bytesRead };
   } finally {
     await remote.abortCycle();
+    remote.close();
   }
 }
 
