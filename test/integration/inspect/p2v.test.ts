@@ -196,7 +196,9 @@ test('P2V of a device a writer keeps changing converges and ends equal to the de
     '--converge-below',
     '0',
   );
-  await stopped;
+  // A conversion that failed before its second pass must fail the test, not leave it waiting.
+  if (r.code !== 0) await stopWriter(writer);
+  else await stopped;
   assert.equal(r.code, 0, r.stderr + r.stdout.slice(0, 2000));
   const job = JSON.parse(r.stdout) as Job & { result: ConvertResult };
   assert.equal(job.state, 'succeeded');
