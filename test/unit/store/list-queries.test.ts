@@ -139,7 +139,11 @@ describeEachDialect('list queries of GET /vms and GET /replication', (f) => {
       .set({ stats: JSON.stringify(stats), last_cycle: null })
       .where('vm_id', '=', 'v1')
       .execute();
-    const step = MIGRATIONS.at(-1)!(f.dialect === 'postgres' ? POSTGRES_MIGRATION_DIALECT : SQLITE_MIGRATION_DIALECT);
+    // Found by what it does, not by its place: later migrations follow it.
+    const dialect = f.dialect === 'postgres' ? POSTGRES_MIGRATION_DIALECT : SQLITE_MIGRATION_DIALECT;
+    const steps = MIGRATIONS.map((m) => m(dialect)).filter((s) => s.includes('ADD COLUMN last_cycle'));
+    assert.equal(steps.length, 1);
+    const step = steps[0]!;
     await sql.raw(step.slice(step.indexOf('UPDATE'))).execute(store.db);
     const byVm = new Map((await reps.listSummaries()).map((r) => [r.vmId, r]));
     assert.deepEqual(byVm.get('v1')!.lastCycle, stats[1]);
