@@ -21,6 +21,7 @@ import { ReplicationService } from './replication/replication-service.js';
 import { IncidentLog } from './events/incident-log.js';
 import { AlertNotifier } from './events/alert-notifier.js';
 import { PeerWatch } from './sites/peer-watch.js';
+import { wireCompressionMode } from './sites/compressed-stream.js';
 import { SiteMetrics } from './metrics/site-metrics.js';
 import { siteMetricSources } from './metrics/metric-sources.js';
 import { ProtectionGroups } from './plans/protection-groups.js';
@@ -214,7 +215,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     vms,
     supervisor,
     peers,
-    tls,
+    compression: wireCompressionMode(),
     paths,
     jobs,
     incidents,

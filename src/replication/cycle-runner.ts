@@ -9,7 +9,7 @@ import { isMamoriError } from '../core/mamori-error.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
 import { CYCLE_STEPS, runReplicationCycle, type CycleJournal } from './replication-cycle.js';
-import { wireCompressionMode } from '../sites/compressed-stream.js';
+import type { WireCompressionMode } from '../sites/compressed-stream.js';
 import { settleFleecingPoint, type FleecingPoint } from './fleecing-point.js';
 import { sweepFleecingLeftovers } from './fleecing-machinery.js';
 import { sweepOfflineFleecingLeftovers, type OfflineFleecingPoint } from './offline-fleecing-point.js';
@@ -81,6 +81,7 @@ export class CycleRunner {
   readonly #ran: (vmId: string) => void;
   /** The cycle's place on its peer link (fair share, the VM's own cap); null: unthrottled. */
   readonly #link: (row: ReplicationRecord) => LinkSender | null;
+  readonly #compression: WireCompressionMode;
   readonly #lock = new KeyedLock();
   /** VMs whose cycle in flight reads their stopped images through a storage daemon. */
   readonly #offlineInFlight = new Set<string>();
@@ -98,6 +99,7 @@ export class CycleRunner {
     cycleEnds: CycleEndListener;
     ran: (vmId: string) => void;
     link?: (row: ReplicationRecord) => LinkSender | null;
+    compression?: WireCompressionMode;
   }) {
     this.#repo = deps.repo;
     this.#ends = deps.ends;
@@ -111,6 +113,7 @@ export class CycleRunner {
     this.#cycleEnds = deps.cycleEnds;
     this.#ran = deps.ran;
     this.#link = deps.link ?? (() => null);
+    this.#compression = deps.compression ?? 'auto';
     this.#jobs.define(CYCLE_JOB, (job, ctx) => this.#recoverCycle(job, ctx));
   }
 
@@ -173,7 +176,7 @@ export class CycleRunner {
           previousGeneration: row.generation,
           remote: await this.#ends.remote(row),
           ...(link ? { throttle: link.throttle } : {}),
-          compression: wireCompressionMode(),
+          compression: this.#compression,
           journal: this.#journalFor(job.id, context, row),
           seed:
             row.generation === 0

@@ -7,7 +7,7 @@ import type { VmService } from '../vms/vm-service.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
 import type { SitePeers } from '../sites/site-peers.js';
-import type { SiteTls } from '../sites/site-tls.js';
+import type { WireCompressionMode } from '../sites/compressed-stream.js';
 import type { SitePaths } from '../core/site-paths.js';
 import type { Logger } from '../core/logger.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
@@ -83,7 +83,8 @@ export class ReplicationService {
     vms: VmService;
     supervisor: VmSupervisor;
     peers: SitePeers;
-    tls: SiteTls;
+    /** How cycle streams are sent: read once at start (serve-options), not per cycle. */
+    compression: WireCompressionMode;
     paths: SitePaths;
     jobs: JobJournal;
     incidents: IncidentLog;
@@ -124,6 +125,7 @@ export class ReplicationService {
       cycleEnds: deps.cycleEnds,
       ran: (vmId) => void this.#scheduler.fromRow(vmId, Date.now()),
       link: (row) => this.#scheduler.sender(row),
+      compression: deps.compression,
     });
     this.#scheduler = new SiteScheduler({
       repo: this.#repo,
