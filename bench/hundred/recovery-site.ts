@@ -11,12 +11,11 @@
  */
 import { createServer as createHttpsServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { ReplicaCycleServer } from '../../src/replication/replica-cycle-server.js';
 import { ReplicaChain } from '../../src/replication/replica-chain.js';
-import { spliceCycleStream } from '../../src/api/cycle-streams.js';
+import { acceptCycleStreams } from '../replication/bare-cycle-streams.js';
 import { ensureSiteTls } from '../../src/sites/site-tls.js';
 
 const KEEP_POINTS = 24; // the default of `mamori replication enable`
@@ -93,14 +92,6 @@ const https = createHttpsServer({ key: site.serverKeyPem, cert: site.serverCertP
     (e: unknown) => answer(res, 500, { error: String((e as Error).message ?? e) }),
   );
 });
-https.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-  const m = /^\/replicas\/([^/]+)\/cycles\/([^/]+)\/disks\/(\d+)\/stream$/.exec(req.url ?? '');
-  if (!m) return void socket.destroy();
-  try {
-    void spliceCycleStream(socket, head, cycles.stream(m[1]!, m[2]!, Number(m[3]))).catch(() => socket.destroy());
-  } catch {
-    socket.destroy();
-  }
-});
+acceptCycleStreams(https, cycles);
 await new Promise<void>((r) => https.listen(Number(port), host, r));
 process.stdout.write(`${JSON.stringify({ ready: true, url: `https://${host}:${port}` })}\n`);

@@ -10,14 +10,13 @@
  * Usage: node dist/bench/replication/recovery-process.js DIR SITE_TLS_DIR
  */
 import { createServer as createHttpsServer } from 'node:https';
-import type { IncomingMessage } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { ReplicaCycleServer } from '../../src/replication/replica-cycle-server.js';
 import { ReplicaChain } from '../../src/replication/replica-chain.js';
-import { spliceCycleStream } from '../../src/api/cycle-streams.js';
+import { acceptCycleStreams } from './bare-cycle-streams.js';
 import { ensureSiteTls } from '../../src/sites/site-tls.js';
 
 const KEEP_POINTS = 24; // the default of `mamori replication enable`
@@ -31,15 +30,7 @@ const cycles = new ReplicaCycleServer({
 const chains = new Map<string, ReplicaChain>();
 
 const https = createHttpsServer({ key: site.serverKeyPem, cert: site.serverCertPem });
-https.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-  const m = /^\/replicas\/([^/]+)\/cycles\/([^/]+)\/disks\/(\d+)\/stream$/.exec(req.url ?? '');
-  if (!m) return void socket.destroy();
-  try {
-    void spliceCycleStream(socket, head, cycles.stream(m[1]!, m[2]!, Number(m[3]))).catch(() => socket.destroy());
-  } catch {
-    socket.destroy();
-  }
-});
+acceptCycleStreams(https, cycles);
 await new Promise<void>((r) => https.listen(0, '127.0.0.1', r));
 
 type Command =

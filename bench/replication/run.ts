@@ -28,7 +28,7 @@ import { runReplicationCycle, type CycleResult, type RemoteReplica } from '../..
 import { CYCLE_STREAM_PROTOCOL, type CycleTarget } from '../../src/replication/replica-cycle-server.js';
 import type { ReplicaPointView } from '../../src/replication/replica-service.js';
 import { abortFleecingPoint, createFleecingPoint } from '../../src/replication/fleecing-point.js';
-import { ensureSiteTls } from '../../src/sites/site-tls.js';
+import { ensureSiteTls, type SiteTls } from '../../src/sites/site-tls.js';
 import { writeQemuTlsCreds } from '../../src/sites/qemu-tls-creds.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import { replaceFigure, type BenchFigure } from '../bench-common.js';
@@ -292,6 +292,51 @@ async function newReplica(dir: string, size: number): Promise<BenchReplica> {
   return new BenchReplica(basename(dir), recovery!);
 }
 
+/**
+ * Informational baseline: `qemu-img convert` of SOURCE over NBD with TLS into a fresh qcow2 in
+ * a storage daemon (QEMU's own wire), from site A's client certificate to site B's; timed in ms.
+ */
+async function qemuImgOverTls(
+  tdir: string,
+  source: string,
+  size: number,
+  [siteA, siteB]: [SiteTls, SiteTls],
+): Promise<number> {
+  await mkdir(tdir);
+  const target = join(tdir, 'target.qcow2');
+  await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, target, String(size)]);
+  const srvTls = await writeQemuTlsCreds({
+    dir: join(tdir, 'srv'),
+    site: siteB,
+    peerCaPem: siteA.caCertPem,
+    endpoint: 'server',
+  });
+  const cliTls = await writeQemuTlsCreds({
+    dir: join(tdir, 'cli'),
+    site: siteA,
+    peerCaPem: siteB.caCertPem,
+    endpoint: 'client',
+  });
+  const port = await freePort('127.0.0.1');
+  const sd = await StorageDaemon.start({
+    qmpSocket: join(tdir, 'qmp.sock'),
+    pidFile: join(tdir, 'sd.pid'),
+    chains: [{ id: 'disk0', layers: [{ file: target, format: 'qcow2' }] }],
+    nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
+    exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
+  });
+  try {
+    return await qemuImg([
+      ...['convert', '-W', '-n', '-f', 'raw'],
+      ...['--object', `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`, '--target-image-opts', source],
+      `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`,
+    ]);
+  } finally {
+    await sd.stop();
+    await rm(target, { force: true });
+  }
+}
+
 async function qemuImg(args: string[]): Promise<number> {
   const [, ms] = await timed(() => runProcess('qemu-img', args, { timeoutMs: 600_000 }));
   return ms;
@@ -378,46 +423,7 @@ try {
   // The same copy over NBD with TLS into a storage daemon (the wire ours uses): informational.
   let imgTlsMs: number | null = null;
   try {
-    const tdir = join(dir, 'img-tls');
-    await mkdir(tdir);
-    const target = join(tdir, 'target.qcow2');
-    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, target, String(size8)]);
-    const srvTls = await writeQemuTlsCreds({
-      dir: join(tdir, 'srv'),
-      site: siteB,
-      peerCaPem: siteA.caCertPem,
-      endpoint: 'server',
-    });
-    const cliTls = await writeQemuTlsCreds({
-      dir: join(tdir, 'cli'),
-      site: siteA,
-      peerCaPem: siteB.caCertPem,
-      endpoint: 'client',
-    });
-    const port = await freePort('127.0.0.1');
-    const sd = await StorageDaemon.start({
-      qmpSocket: join(tdir, 'qmp.sock'),
-      pidFile: join(tdir, 'sd.pid'),
-      chains: [{ id: 'disk0', layers: [{ file: target, format: 'qcow2' }] }],
-      nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
-      exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
-    });
-    try {
-      imgTlsMs = await qemuImg([
-        'convert',
-        '-W',
-        '-n',
-        '-f',
-        'raw',
-        '--object',
-        `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
-        '--target-image-opts',
-        changes,
-        `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`,
-      ]);
-    } finally {
-      await sd.stop();
-    }
+    imgTlsMs = await qemuImgOverTls(join(dir, 'img-tls'), changes, size8, [siteA, siteB]);
     log(`qemu-img convert of the 512 MiB over NBD+TLS into a storage daemon: ${imgTlsMs.toFixed(0)} ms`);
   } catch (e) {
     log(`qemu-img over NBD+TLS failed (informational only): ${(e as Error).message}`);
@@ -501,45 +507,7 @@ try {
     await rm(out20, { force: true });
     // Informational: the same read into a storage daemon over NBD+TLS (the wire ours uses).
     try {
-      const tdir = join(dir, 'img-tls20');
-      await mkdir(tdir);
-      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', QCOW2_OPTS, out20, String(size20)]);
-      const srvTls = await writeQemuTlsCreds({
-        dir: join(tdir, 'srv'),
-        site: siteB,
-        peerCaPem: siteA.caCertPem,
-        endpoint: 'server',
-      });
-      const cliTls = await writeQemuTlsCreds({
-        dir: join(tdir, 'cli'),
-        site: siteA,
-        peerCaPem: siteB.caCertPem,
-        endpoint: 'client',
-      });
-      const port = await freePort('127.0.0.1');
-      const sd = await StorageDaemon.start({
-        qmpSocket: join(tdir, 'qmp.sock'),
-        pidFile: join(tdir, 'sd.pid'),
-        chains: [{ id: 'disk0', layers: [{ file: out20, format: 'qcow2' }] }],
-        nbd: { listen: { type: 'inet', host: '127.0.0.1', port }, tls: { dir: srvTls, verifyPeer: true } },
-        exports: [{ id: 'disk0', node: 'disk0', name: 'disk0', writable: true }],
-      });
-      try {
-        fullImgTlsMs = await qemuImg([
-          'convert',
-          '-W',
-          '-n',
-          '-f',
-          'raw',
-          '--object',
-          `tls-creds-x509,id=tls0,dir=${cliTls},endpoint=client`,
-          '--target-image-opts',
-          srcUri,
-          `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk0,tls-creds=tls0`,
-        ]);
-      } finally {
-        await sd.stop();
-      }
+      fullImgTlsMs = await qemuImgOverTls(join(dir, 'img-tls20'), srcUri, size20, [siteA, siteB]);
       log(`qemu-img convert of the fleece export over NBD+TLS into a storage daemon: ${fullImgTlsMs.toFixed(0)} ms`);
     } catch (e) {
       log(`qemu-img over NBD+TLS failed (informational only): ${(e as Error).message}`);

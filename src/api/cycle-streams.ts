@@ -73,7 +73,7 @@ async function upgrade(
   head: Buffer,
   deps: { tokens: TokenRepo; authFailures?: AuthFailureLimiter; replicas: ReplicaService },
 ): Promise<void> {
-  const m = PATTERN.exec(new URL(req.url ?? '/', 'https://site').pathname);
+  const m = cycleStreamPath(req.url);
   if (req.method !== 'GET' || m === null)
     throw new MamoriError('NOT_FOUND', `no upgradable route ${req.method} ${req.url ?? ''}`);
   if ((req.headers.upgrade ?? '').toLowerCase() !== CYCLE_STREAM_PROTOCOL)
@@ -94,9 +94,14 @@ async function upgrade(
       'FORBIDDEN',
       `GET ${CYCLE_STREAM_ROUTE} needs a site token; the token sent is a ${who.role} token`,
     );
-  const [, id, cycleId, disk] = m as unknown as [string, string, string, string];
-  const target = await deps.replicas.cycleStream(id, cycleId, Number(disk), who.name.replace(/^site:/, ''));
+  const target = await deps.replicas.cycleStream(m.id, m.cycleId, m.disk, who.name.replace(/^site:/, ''));
   await spliceCycleStream(socket, head, target);
+}
+
+/** The replica, cycle and disk a stream request names, or null when the path is not one. */
+export function cycleStreamPath(url: string | undefined): { id: string; cycleId: string; disk: number } | null {
+  const m = PATTERN.exec(new URL(url ?? '/', 'https://site').pathname);
+  return m === null ? null : { id: m[1]!, cycleId: m[2]!, disk: Number(m[3]) };
 }
 
 /**
