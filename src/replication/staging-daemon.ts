@@ -82,8 +82,8 @@ export class StagingDaemon {
           { timeoutMs: 10_000 },
         );
         set.nodes.push(node);
-        set.exports.push(node);
         await daemon.addExport({ id: node, node, name: node, writable: true });
+        set.exports.push(node);
       }
       return set;
     } catch (e) {
@@ -101,21 +101,21 @@ export class StagingDaemon {
     const daemon = this.#daemon;
     if (daemon === null) return;
     try {
-      const exported = await daemon.exportIds();
-      for (const id of set.exports) if (exported.includes(id)) await daemon.removeExport(id, mode);
+      // The set holds what open() added and close() has not removed yet, as with the nodes below.
+      while (set.exports.length > 0) {
+        await daemon.removeExport(set.exports.at(-1)!, mode);
+        set.exports.pop();
+      }
       // Each overlay before its file and its backing chain. The set says what was added: asking
       // (query-named-block-nodes) returns every node's image info, hundreds of KB with many
       // cycles open, and with 16 cycles at once this daemon's QMP connection dropped mid-reply.
-      for (const n of [...set.nodes].reverse()) {
-        await daemon
-          .qmp()
-          .execute('blockdev-del', { 'node-name': n }, { timeoutMs: 10_000 })
-          .catch((e: unknown) => {
-            // Closed already (a retried close, a failed open): nothing to do.
-            if (!/find node|not found|cannot find/i.test(String((e as Error).message))) throw e;
-          });
+      // Only nodes that exist are in the set (open() records each after it was added; a failed
+      // step closes its own), and each leaves the set once closed: a second close does the rest.
+      while (set.nodes.length > 0) {
+        const n = set.nodes.at(-1)!;
+        await daemon.qmp().execute('blockdev-del', { 'node-name': n }, { timeoutMs: 10_000 });
+        set.nodes.pop();
       }
-      set.nodes = [];
     } catch (e) {
       this.#log.warn({ err: e }, 'the staging daemon could not close a cycle: killing it');
       await this.#kill();
