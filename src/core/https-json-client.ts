@@ -1,5 +1,5 @@
 import { request as httpRequest } from 'node:http';
-import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { request as httpsRequest, type Agent, type RequestOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -89,6 +89,11 @@ export interface HttpsJsonRequest {
    */
   reuseConnection?: boolean;
   /**
+   * Keep-alive on this agent instead (a site calling its peer: sites/peer-connections.ts).
+   * Wins over reuseConnection.
+   */
+  agent?: Agent;
+  /**
    * Ask to switch the connection to this protocol (`Upgrade`): a 101 answer resolves with the
    * connection itself in `socket`, TLS and all; any other answer is read as usual.
    */
@@ -117,15 +122,17 @@ export interface HttpsJsonResponse {
 
 /**
  * One JSON request over HTTPS with node:https (not fetch: undici costs a CLI call ~150 ms to
- * load), a fresh connection each time (no keep-alive: a pooled socket would outlive a
- * certificate change or a cut link), and one deadline for the whole exchange.
+ * load), and one deadline for the whole exchange. A fresh connection each time unless the
+ * caller pools (reuseConnection, agent): a pooled socket can outlive a certificate change or
+ * a cut link, so pooling is for callers whose pool is keyed by the trust it checked and whose
+ * deadline covers a dead socket (the request fails as a fresh one would).
  */
 export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
   const payload = r.body === undefined ? undefined : JSON.stringify(r.body);
   const https = r.url.protocol === 'https:';
   const options: RequestOptions = {
     method: r.method,
-    ...(r.reuseConnection === true ? {} : { agent: false }),
+    ...(r.agent !== undefined ? { agent: r.agent } : r.reuseConnection === true ? {} : { agent: false }),
     headers: {
       accept: 'application/json',
       // The big lists come compressed when asked (api/list-reply.ts): 700 KB for 1,000 VMs is ~60 KB.
@@ -221,6 +228,8 @@ export function httpsJson(r: HttpsJsonRequest): Promise<HttpsJsonResponse> {
       settled = true;
       clearTimeout(timer);
       if (head.length > 0) socket.unshift(head);
+      // Now the caller's: a pooled connection still carries its agent's idle timeout.
+      socket.setTimeout(0);
       const peerCertificate = (socket as TLSSocket).getPeerCertificate?.()?.raw ?? null;
       resolve({
         status: res.statusCode ?? 101,

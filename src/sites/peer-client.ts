@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { MamoriError } from '../core/mamori-error.js';
 import { certFingerprint, parseCert } from './cert-fingerprint.js';
+import { PEER_AGENT } from './peer-connections.js';
 import {
   httpsJson,
   knownErrorCode,
@@ -128,6 +129,8 @@ export class PeerClient {
         timeoutMs: opts.timeoutMs ?? this.#timeoutMs,
         ...(auth && t.token ? { token: t.token } : {}),
         ...(opts.upgrade === undefined ? {} : { upgrade: opts.upgrade }),
+        // The health check opens its own connection: it proves a new one works (the watch's job).
+        ...(auth ? { agent: PEER_AGENT } : {}),
       });
     } catch (e) {
       throw await this.#transportError(e);
