@@ -7,7 +7,7 @@ import { parseSize } from '../core/names.js';
 import { asView, dataLossText, storedDataLoss, type MigrationResult, type RunSummary } from './server-views.js';
 
 export const VM_USAGE = `mamori vm <command>
-  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--no-acpi] [--guest-agent]
+  create NAME [--test-guest] [--data-disk SIZE] [--writelog-rate N | --no-writelog] [--writelog-payload random|text] [--no-acpi] [--guest-agent]
               [--vcpus N] [--memory SIZE] [--firmware bios|uefi] [--machine TYPE]
               [--disk DISK]... [--disk-bus virtio|sata] [--stop-timeout SEC] [--network NET]...
   list | show NAME | start NAME [--force] | stop NAME [--timeout SEC] [--force]
@@ -43,6 +43,7 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
           'test-guest': { type: 'boolean' },
           'data-disk': { type: 'string' },
           'writelog-rate': { type: 'string' },
+          'writelog-payload': { type: 'string' },
           'no-writelog': { type: 'boolean' },
           'no-acpi': { type: 'boolean' },
           'guest-agent': { type: 'boolean' },
@@ -63,6 +64,8 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
       if (values['writelog-rate'] !== undefined) body['writelogRate'] = int(values['writelog-rate'], '--writelog-rate');
       if (values['no-acpi']) body['acpi'] = false;
       if (values['no-writelog']) body['writelog'] = false;
+      if (values['writelog-payload'] !== undefined)
+        body['writelogPayload'] = writelogPayload(values['writelog-payload']);
       if (values['guest-agent']) body['guestAgent'] = true;
       if (values.vcpus !== undefined) body['vcpus'] = int(values.vcpus, '--vcpus');
       if (values.memory !== undefined) body['memoryMiB'] = memoryMiB(values.memory);
@@ -320,6 +323,12 @@ export function int(text: string, flag: string): number {
   if (!/^-?\d+$/.test(text))
     throw new MamoriError('INVALID_INPUT', `${flag} needs a whole number, got ${JSON.stringify(text)}`);
   return Number(text);
+}
+
+/** --writelog-payload: checked here so the flag is named in the error (the server checks too). */
+function writelogPayload(text: string): 'random' | 'text' {
+  if (text === 'random' || text === 'text') return text;
+  throw new MamoriError('INVALID_INPUT', `--writelog-payload takes random or text, got ${JSON.stringify(text)}`);
 }
 
 /** --memory takes MiB as a plain number, or a size with a unit (512M, 2G). */

@@ -30,6 +30,7 @@ export type ArgvBoot =
       writelogRate: number;
       acpi: boolean;
       writelog?: false;
+      writelogPayload?: 'random' | 'text';
       diskbench?: { mib: number; seconds: number };
     };
 

@@ -185,7 +185,11 @@ function testGuestCmdline(def: ArgvMachine, disks: ArgvDisk[]): string {
   // The write log goes to the first disk, found by its virtio serial rather than a device
   // name, so the guest never writes the log onto the wrong disk if probing order changes.
   if (disks[0] && def.boot.writelog !== false)
-    parts.push(`mamori.wl=serial:${diskSerial(disks[0])}`, `mamori.wl_rate=${def.boot.writelogRate}`);
+    parts.push(
+      `mamori.wl=serial:${diskSerial(disks[0])}`,
+      `mamori.wl_rate=${def.boot.writelogRate}`,
+      ...(def.boot.writelogPayload === 'text' ? ['mamori.wl_payload=text'] : []),
+    );
   return parts.join(' ');
 }
 

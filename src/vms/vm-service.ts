@@ -16,11 +16,13 @@ import {
   NIC_MODELS,
   SATA_PORTS,
   VM_LIMITS,
+  WRITELOG_PAYLOADS,
   type DiskBus,
   type Firmware,
   type NicDefinition,
   type NicModel,
   type VmDefinition,
+  type WritelogPayload,
 } from './vm-definition.js';
 import { KeyedLock } from '../jobs/keyed-lock.js';
 import { VmSnapshots, type SnapshotView } from './vm-snapshots.js';
@@ -41,6 +43,8 @@ export interface CreateVmInput {
   writelogRate?: number;
   /** false: the test guest writes no log (it only beats), e.g. an idle guest for a benchmark. */
   writelog?: boolean;
+  /** What the log's records carry: random (incompressible, the default) or text (compressible). */
+  writelogPayload?: WritelogPayload;
   /** Internal (mamori bench storage; not in the API): the test guest benchmarks its disks. */
   diskbench?: { mib: number; seconds: number };
   acpi?: boolean;
@@ -189,6 +193,14 @@ export class VmService {
         throw new MamoriError('INVALID_INPUT', `firmware must be 'bios' or 'uefi', not ${JSON.stringify(firmware)}`);
       const machineType = await this.#deps.resolveMachineType(input.machineType ?? 'q35');
       const writelogRate = intInRange('writelogRate', input.writelogRate ?? 10, VM_LIMITS.writelogRate);
+      const writelogPayload = input.writelogPayload ?? 'random';
+      if (!WRITELOG_PAYLOADS.includes(writelogPayload))
+        throw new MamoriError(
+          'INVALID_INPUT',
+          `writelogPayload must be one of ${WRITELOG_PAYLOADS.join(', ')}, not ${JSON.stringify(writelogPayload)}`,
+        );
+      if (input.writelogPayload !== undefined && !input.testGuest)
+        throw new MamoriError('INVALID_INPUT', 'writelogPayload is a setting of the test guest: give testGuest too');
       const diskBus = input.diskBus ?? 'virtio';
       if (!DISK_BUSES.includes(diskBus))
         throw new MamoriError(
@@ -233,6 +245,7 @@ export class VmService {
               writelogRate,
               acpi: input.acpi ?? true,
               ...(input.writelog === false ? { writelog: false as const } : {}),
+              ...(writelogPayload === 'text' ? { writelogPayload } : {}),
               ...(input.diskbench ? { diskbench: input.diskbench } : {}),
             }
           : { kind: 'disk' },

@@ -20,6 +20,7 @@ const createBody = {
     testGuest: { type: 'boolean' },
     writelogRate: { type: 'integer' },
     writelog: { type: 'boolean' },
+    writelogPayload: { type: 'string', enum: ['random', 'text'] },
     acpi: { type: 'boolean' },
     guestAgent: { type: 'boolean' },
     diskBus: { type: 'string' },

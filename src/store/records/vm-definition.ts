@@ -70,8 +70,14 @@ export type BootDefinition =
       writelogRate: number;
       acpi: boolean;
       writelog?: false;
+      /** text: compressible records (a syslog-like text, about 2.8x with lz4); absent: random. */
+      writelogPayload?: WritelogPayload;
       diskbench?: { mib: number; seconds: number };
     };
+
+/** What the test guest's log records carry: random bytes (incompressible) or text. */
+export const WRITELOG_PAYLOADS = ['random', 'text'] as const;
+export type WritelogPayload = (typeof WRITELOG_PAYLOADS)[number];
 
 export const VM_LIMITS = {
   vcpus: { min: 1, max: 64 },

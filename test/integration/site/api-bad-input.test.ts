@@ -106,12 +106,14 @@ test('malformed JSON is a 400 and creates nothing', async () => {
   assert.deepEqual(await vmNames(), []);
 });
 
-test('memory or vCPUs out of range are refused and leave no VM, disk or file', async () => {
+test('memory, vCPUs or a test-guest setting out of range are refused and leave no VM, disk or file', async () => {
   for (const body of [
     { name: 'big', memoryMiB: 16 },
     { name: 'big', vcpus: 0 },
     { name: 'big', vcpus: 1000 },
     { name: 'big', memoryMiB: 1.5 },
+    { name: 'big', testGuest: true, writelogPayload: 'zip' },
+    { name: 'big', writelogPayload: 'text' },
   ]) {
     const r = await call('POST', '/vms', '/vms', { ...body, dataDisk: '8M' });
     assert.equal(r.status, 400, JSON.stringify(body));
