@@ -32,11 +32,7 @@ const REMEDIES: Readonly<Record<string, (i: RemedyInput) => string>> = {
     `check the network to ${peerOf(i)} and that its site server runs; ` +
     `'mamori site ping ${peerOf(i)}' asks it now, 'mamori site list' shows what this site sees. ` +
     `If ${peerOf(i)} is gone for good, recover its VMs here with a plan in disaster mode ('mamori plan run PLAN --mode disaster')`,
-  [LINK_SATURATED]: (i) =>
-    `'mamori replicate status' shows each VM's lag and place in the queue. Give the link room: ` +
-    `more cycles at once ('mamori site link ${peerOf(i)} --concurrency 8'), a higher or unscheduled cap ` +
-    `('mamori site link ${peerOf(i)} --bandwidth none'), or longer RPOs for VMs that can bear them. ` +
-    `It clears by itself once no VM waits past its slack`,
+  [LINK_SATURATED]: (i) => `'mamori replicate status' shows each VM's lag and place in the queue. ${linkRoom(i)}`,
 };
 
 /** The remedy of an incident, or null for a kind that has none written (a test alert). */
@@ -54,6 +50,34 @@ export function kindsWithRemedies(): string[] {
 function vmOf(i: RemedyInput): string {
   const vm = i.details?.['vm'];
   return typeof vm === 'string' ? vm : i.target.replace(/^vm:/, '');
+}
+
+/** What gives a saturated link room, first what holds it back as the incident found (details.limitedBy). */
+function linkRoom(i: RemedyInput): string {
+  const peer = peerOf(i);
+  const limit = i.details?.['limit'];
+  // Whole commands with literal numbers (every command named in src/ is parsed by a test).
+  const more =
+    typeof limit === 'number' && limit >= 8
+      ? `'mamori site link ${peer} --concurrency 32'`
+      : `'mamori site link ${peer} --concurrency 8'`;
+  const clears = `It clears once no VM has waited past its slack for half a minute`;
+  const lessData = `or longer RPOs for VMs that can bear them`;
+  if (i.details?.['limitedBy'] === 'bandwidth')
+    return (
+      `Its bandwidth cap is used up, so more cycles at once would only share it: raise the cap or narrow its ` +
+      `schedule ('mamori site link ${peer} --bandwidth none' lifts it), ${lessData}. ${clears}`
+    );
+  if (i.details?.['limitedBy'] === 'concurrency')
+    return (
+      `Its cycles in flight are the limit, not a bandwidth cap: let more run at once ` +
+      `(${more}), ${lessData}; if cycles stay slow with more in flight, ` +
+      `the network itself is full. ${clears}`
+    );
+  return (
+    `Give the link room: more cycles at once (${more}), a higher or ` +
+    `unscheduled cap ('mamori site link ${peer} --bandwidth none'), ${lessData}. ${clears}`
+  );
 }
 
 function peerOf(i: RemedyInput): string {

@@ -61,12 +61,21 @@ export class LinkBudget {
   #virtual = 0;
   readonly #senders = new Set<SenderState>();
   #pumping = false;
+  #throttledAt: number | null = null;
 
   /** rate: the link's bytes per second now; null: no cap. */
   constructor(rate: () => number | null, clock: BudgetClock = REAL_CLOCK) {
     this.#rate = rate;
     this.#clock = clock;
     this.#lastRefill = clock.now();
+  }
+
+  /**
+   * When the cap last made a write wait (clock ms; null: never): the bandwidth, not the number
+   * of cycles in flight, was what held the link back then (link-saturation.ts says which).
+   */
+  get throttledAt(): number | null {
+    return this.#throttledAt;
   }
 
   /** Cycles sending on the link now (open and not closed). */
@@ -145,6 +154,7 @@ export class LinkBudget {
         this.#grant(w);
         continue;
       }
+      this.#throttledAt = this.#clock.now();
       await this.#clock.sleep(Math.min(MAX_SLEEP_MS, Math.max(1, Math.ceil((-this.#tokens * 1000) / rate) + 1)));
     }
   }

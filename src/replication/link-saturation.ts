@@ -52,6 +52,13 @@ function overBy(b: BehindVm): number {
   return b.lagSeconds === null ? b.waitedSeconds + b.rpoSeconds : b.lagSeconds - b.rpoSeconds;
 }
 
+/**
+ * What holds a saturated link back: its bandwidth cap (the cap made cycles wait lately: more
+ * cycles at once would only share it), or the number of cycles it may run at once (the cap is
+ * not used up, or there is none: the cycles in flight, each as fast as it goes, are too few).
+ */
+export type LinkLimit = 'bandwidth' | 'concurrency';
+
 /** Names listed in the message; the rest are counted (details carry them all). */
 const LISTED = 10;
 
@@ -63,13 +70,15 @@ export function saturationMessage(input: {
   behind: readonly BehindVm[];
   /** The cap in force now, bits per second; null: none. */
   bitsPerSecond: number | null;
+  limitedBy: LinkLimit;
 }): string {
   const cap = input.bitsPerSecond === null ? 'no bandwidth cap' : `a cap of ${mbit(input.bitsPerSecond)} now`;
   const listed = input.behind.slice(0, LISTED).map(describe);
   const more = input.behind.length - listed.length;
   return (
     `the replication link to ${input.peer} cannot carry every VM's cycles in time ` +
-    `(${input.limit} cycle${input.limit === 1 ? '' : 's'} in flight at most, ${cap}, ${input.queued} waiting): ` +
+    `(${input.limit} cycle${input.limit === 1 ? '' : 's'} in flight at most, ${cap}, ${input.queued} waiting; ` +
+    `${input.limitedBy === 'bandwidth' ? 'held back by its bandwidth cap' : 'held back by the cycles in flight, not by a bandwidth cap'}): ` +
     `${input.behind.length} VM${input.behind.length === 1 ? ' is' : 's are'} behind: ${listed.join('; ')}` +
     (more > 0 ? `; and ${more} more` : '')
   );

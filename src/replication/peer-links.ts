@@ -84,6 +84,12 @@ export class PeerLinks {
     return l.budget.open(capBps);
   }
 
+  /** Whether the link's cap made a cycle wait at or after `since` (clock ms). */
+  throttledSince(peer: string, since: number): boolean {
+    const at = this.#links.get(peer)?.budget?.throttledAt ?? null;
+    return at !== null && at >= since;
+  }
+
   view(peer: string): LinkView {
     const s = this.#links.get(peer)?.stored ?? NO_LINK;
     return { bitsPerSecond: s.bitsPerSecond, schedule: s.schedule, concurrency: this.concurrency(peer) };

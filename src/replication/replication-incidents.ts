@@ -5,7 +5,7 @@ import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { rpoStatus } from './rpo-scheduler.js';
 
 import { CYCLE_FAILED, LINK_SATURATED, POINT_VERIFY_FAILED, RPO_VIOLATED } from '../events/incident-kinds.js';
-import { saturationMessage, type BehindVm } from './link-saturation.js';
+import { saturationMessage, type BehindVm, type LinkLimit } from './link-saturation.js';
 
 export { CYCLE_FAILED, LINK_SATURATED, POINT_VERIFY_FAILED, RPO_VIOLATED };
 
@@ -169,6 +169,7 @@ export class ReplicationIncidents {
     queued: number;
     behind: readonly BehindVm[];
     bitsPerSecond: number | null;
+    limitedBy: LinkLimit;
     now: number;
   }): Promise<void> {
     const target = `site:${input.peer}`;
@@ -178,7 +179,7 @@ export class ReplicationIncidents {
         this.#log.info({ peer: input.peer }, 'replication link keeps up again; saturation incident cleared');
       return;
     }
-    const vms = input.behind.map((b) => b.vm).join(',');
+    const vms = `${input.limitedBy}:${input.behind.map((b) => b.vm).join(',')}`;
     const last = this.#saturated.get(input.peer);
     if (last && last.vms === vms && input.now - last.at < SATURATION_REWRITE_MS) return;
     this.#saturated.set(input.peer, { vms, at: input.now });
@@ -192,6 +193,7 @@ export class ReplicationIncidents {
         limit: input.limit,
         queued: input.queued,
         bitsPerSecond: input.bitsPerSecond,
+        limitedBy: input.limitedBy,
         behind: input.behind.map((b) => ({ ...b })),
       },
     });

@@ -11,6 +11,12 @@ import { SiteCycleQueue, type QueuePlace } from './site-cycle-queue.js';
 
 /** How often a link with VMs waiting is checked for saturation between queue changes (lags grow meanwhile). */
 const SATURATION_CHECK_MS = 5_000;
+/**
+ * How long a saturated link must keep up before its incident clears: a link at the edge of
+ * its load drains its queue between two bursts, and an incident (and its alert) that opened
+ * and cleared with each would be noise the person on call learns to ignore.
+ */
+export const SATURATION_CLEAR_MS = 30_000;
 
 /**
  * The site's replication scheduler: each enabled replication's timer (CycleSchedule, as its
@@ -29,6 +35,9 @@ export class SiteScheduler {
   readonly #queue: SiteCycleQueue;
   /** Peers whose last check found VMs behind: checked again until they are not. */
   readonly #behind = new Set<string>();
+  /** Saturated peers that keep up again, since when (cleared after SATURATION_CLEAR_MS). */
+  readonly #keptUpSince = new Map<string, number>();
+  #clearCheck: NodeJS.Timeout | null = null;
   #checkQueued = false;
   #watch: NodeJS.Timeout | null = null;
   #stopped = false;
@@ -111,6 +120,8 @@ export class SiteScheduler {
     this.#queue.stop();
     if (this.#watch) clearInterval(this.#watch);
     this.#watch = null;
+    if (this.#clearCheck) clearTimeout(this.#clearCheck);
+    this.#clearCheck = null;
   }
 
   /** The VM's timer fired: it joins the queue with what orders it (its RPO, newest point, cycle time). */
@@ -125,6 +136,35 @@ export class SiteScheduler {
       lastPointAt: row.lastPointAt ? Date.parse(row.lastPointAt) : null,
       expectedMs: expectedCycleMs(row.stats.map((s) => s.durationMs)),
       dueAt: Date.now(),
+    });
+  }
+
+  /** A saturated link keeps up now: its incident clears once it has for SATURATION_CLEAR_MS. */
+  async #keptUp(peer: string, now: number): Promise<void> {
+    const since = this.#keptUpSince.get(peer) ?? now;
+    this.#keptUpSince.set(peer, since);
+    if (now - since < SATURATION_CLEAR_MS) {
+      // Nothing may change in the queue meanwhile: look again when the time is up.
+      this.#clearCheck ??= setTimeout(
+        () => {
+          this.#clearCheck = null;
+          this.#checkSoon();
+        },
+        since + SATURATION_CLEAR_MS - now,
+      );
+      this.#clearCheck.unref();
+      return;
+    }
+    this.#behind.delete(peer);
+    this.#keptUpSince.delete(peer);
+    await this.#incidents.linkSaturation({
+      peer,
+      limit: 0,
+      queued: 0,
+      behind: [],
+      bitsPerSecond: null,
+      limitedBy: 'concurrency',
+      now,
     });
   }
 
@@ -145,9 +185,12 @@ export class SiteScheduler {
     for (const link of links) {
       seen.add(link.peer);
       const behind = behindOnLink(link, now);
-      if (behind.length > 0) this.#behind.add(link.peer);
-      else if (!this.#behind.has(link.peer)) continue;
-      else this.#behind.delete(link.peer);
+      if (behind.length === 0) {
+        if (this.#behind.has(link.peer)) await this.#keptUp(link.peer, now);
+        continue;
+      }
+      this.#behind.add(link.peer);
+      this.#keptUpSince.delete(link.peer);
       const rate = this.links.rateNow(link.peer);
       await this.#incidents.linkSaturation({
         peer: link.peer,
@@ -155,14 +198,16 @@ export class SiteScheduler {
         queued: link.queued.length,
         behind,
         bitsPerSecond: rate === null ? null : rate * 8,
+        // The cap made a cycle wait within the last two checks: that is what holds it back.
+        limitedBy:
+          rate !== null && this.links.throttledSince(link.peer, now - 2 * SATURATION_CHECK_MS)
+            ? 'bandwidth'
+            : 'concurrency',
         now,
       });
     }
     // A link whose queue emptied keeps up again.
-    for (const peer of [...this.#behind].filter((p) => !seen.has(p))) {
-      this.#behind.delete(peer);
-      await this.#incidents.linkSaturation({ peer, limit: 0, queued: 0, behind: [], bitsPerSecond: null, now });
-    }
+    for (const peer of [...this.#behind].filter((p) => !seen.has(p))) await this.#keptUp(peer, now);
     // While VMs wait, their lags grow without the queue changing: look again soon.
     const waiting = links.some((l) => l.queued.length > 0);
     if (waiting && !this.#watch && !this.#stopped) {

@@ -90,7 +90,13 @@ test('every incident remedy names commands, and the CLI accepts each of them', a
   const kinds = kindsWithRemedies();
   assert.ok(kinds.length >= 4, kinds.join(', '));
   for (const kind of kinds) {
-    for (const details of [{ vm: 'db', peer: 'site-b', jobId: 'job-1' }, null]) {
+    for (const details of [
+      { vm: 'db', peer: 'site-b', jobId: 'job-1' },
+      { peer: 'site-b', limit: 1, limitedBy: 'concurrency' },
+      { peer: 'site-b', limit: 16, limitedBy: 'concurrency' },
+      { peer: 'site-b', limit: 4, limitedBy: 'bandwidth' },
+      null,
+    ]) {
       const remedy = incidentRemedy({ kind, target: kind.startsWith('site.') ? 'site:site-b' : 'vm:0b9e', details });
       assert.ok(remedy, kind);
       const commands = namedCommands(remedy);

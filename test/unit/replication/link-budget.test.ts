@@ -116,3 +116,24 @@ test('closing a cycle releases its waiting writes, and it leaves the link', asyn
   assert.equal(released, 5);
   assert.equal(link.senders, 0);
 });
+
+test('the budget tells when its cap last made a cycle wait: never while the link has room', async () => {
+  const clock = new FakeBudgetClock();
+  let rate = 1_000_000;
+  const link = new LinkBudget(() => rate, clock);
+  const light = link.open();
+  // 64 KiB every second against 1 MB/s: always within the bucket (filled for 0.1 s), never waits.
+  for (let i = 0; i < 5; i++) {
+    await clock.advance(1_000);
+    await light.throttle(CHUNK);
+  }
+  assert.equal(link.throttledAt, null);
+  light.close();
+  // A greedy cycle uses the cap up: it waits, and the budget says when.
+  rate = 100_000;
+  const heavy = greedy(link.open());
+  await clock.advance(3_000);
+  const at = link.throttledAt;
+  assert.ok(at !== null && at > clock.now() - 1_000, `throttled at ${at}, now ${clock.now()}`);
+  heavy.stop();
+});

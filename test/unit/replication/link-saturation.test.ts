@@ -72,9 +72,16 @@ test('the incident text names the link, its limit and cap, and each VM with its 
     NOW,
   );
   assert.equal(
-    saturationMessage({ peer: 'site-b', limit: 2, queued: 1, behind, bitsPerSecond: 50_000_000 }),
+    saturationMessage({
+      peer: 'site-b',
+      limit: 2,
+      queued: 1,
+      behind,
+      bitsPerSecond: 50_000_000,
+      limitedBy: 'bandwidth',
+    }),
     "the replication link to site-b cannot carry every VM's cycles in time (2 cycles in flight at most, " +
-      'a cap of 50 Mbit/s now, 1 waiting): 2 VMs are behind: ' +
+      'a cap of 50 Mbit/s now, 1 waiting; held back by its bandwidth cap): 2 VMs are behind: ' +
       'mail lag 100s against an RPO of 30s (queued #1, waiting 80s); db lag 75s against an RPO of 60s (sending now)',
   );
   const many = Array.from({ length: 13 }, (_, i) => ({
@@ -85,10 +92,17 @@ test('the incident text names the link, its limit and cap, and each VM with its 
     place: i + 1,
     waitedSeconds: 61,
   }));
-  const text = saturationMessage({ peer: 'site-b', limit: 1, queued: 13, behind: many, bitsPerSecond: null });
+  const text = saturationMessage({
+    peer: 'site-b',
+    limit: 1,
+    queued: 13,
+    behind: many,
+    bitsPerSecond: null,
+    limitedBy: 'concurrency',
+  });
   assert.match(
     text,
-    /1 cycle in flight at most, no bandwidth cap, 13 waiting\): 13 VMs are behind: vm0 no recovery point yet \(queued #1, waiting 61s\);/,
+    /1 cycle in flight at most, no bandwidth cap, 13 waiting; held back by the cycles in flight, not by a bandwidth cap\): 13 VMs are behind: vm0 no recovery point yet \(queued #1, waiting 61s\);/,
   );
   assert.match(text, /vm9 no recovery point yet \(queued #10, waiting 61s\); and 3 more$/);
 });

@@ -31,12 +31,14 @@ test('a saturated link: one incident per link, opened once (one alert), rewritte
       row: async () => undefined,
       vmName: async (id) => id,
     });
-    const link = { peer: 'site-b', limit: 1, queued: 2, bitsPerSecond: 50_000_000 };
+    const link = { peer: 'site-b', limit: 1, queued: 2, bitsPerSecond: 50_000_000, limitedBy: 'concurrency' as const };
     await incidents.linkSaturation({ ...link, behind: [vm('db', 70)], now: 0 });
     const first = await log.openFor(LINK_SATURATED, 'site:site-b');
     assert.ok(first);
     assert.match(first.message, /link to site-b .* 1 VM is behind: db lag 70s against an RPO of 60s/);
-    assert.match(first.remedy ?? '', /'mamori site link site-b --concurrency 8'/);
+    // Held back by its one cycle in flight: the remedy says to run more.
+    assert.match(first.message, /held back by the cycles in flight, not by a bandwidth cap/);
+    assert.match(first.remedy ?? '', /cycles in flight are the limit.*'mamori site link site-b --concurrency 8'/);
 
     // The same VM a moment later: not rewritten (lags grow every second; one write per 30 s).
     await incidents.linkSaturation({ ...link, behind: [vm('db', 75)], now: 5_000 });
@@ -54,6 +56,18 @@ test('a saturated link: one incident per link, opened once (one alert), rewritte
     await incidents.linkSaturation({ ...link, behind: [vm('db', 120), vm('web', 100)], now: 45_000 });
     assert.match((await log.openFor(LINK_SATURATED, 'site:site-b'))!.message, /db lag 120s/);
     assert.equal(transitions, 1, 'rewrites are not transitions: the alert fires once');
+    // Now the cap is what holds it back (the same VMs): rewritten at once, with the other remedy.
+    await incidents.linkSaturation({
+      ...link,
+      limitedBy: 'bandwidth',
+      behind: [vm('db', 121), vm('web', 101)],
+      now: 46_000,
+    });
+    const capped = (await log.openFor(LINK_SATURATED, 'site:site-b'))!;
+    assert.match(capped.message, /held back by its bandwidth cap/);
+    assert.equal(capped.details?.['limitedBy'], 'bandwidth');
+    assert.match(capped.remedy ?? '', /bandwidth cap is used up.*'mamori site link site-b --bandwidth none'/);
+    assert.equal(transitions, 1);
 
     await incidents.linkSaturation({ ...link, behind: [], now: 50_000 });
     assert.equal(await log.openFor(LINK_SATURATED, 'site:site-b'), null);
