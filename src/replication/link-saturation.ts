@@ -35,6 +35,25 @@ export function behindOnLink(link: LinkQueueState, now: number): BehindVm[] {
   return out.sort((a, b) => overBy(b) - overBy(a) || (a.vm < b.vm ? -1 : 1));
 }
 
+/**
+ * The next instant after `now` at which behindOnLink would find a VM behind that it does not
+ * find now, if the queue stays as it is: a queued VM's slack running out, a first sync having
+ * waited a whole RPO, a VM's lag passing its RPO. Null: none (the link has room or nothing
+ * waits). The scheduler looks again then: two VMs taking turns on a link, each breaking its RPO
+ * while the other runs, change the queue only at instants when neither is late yet.
+ */
+export function nextLateAt(link: LinkQueueState, now: number): number | null {
+  if (link.queued.length === 0 || link.inFlight < link.limit) return null;
+  const at: number[] = [];
+  for (const c of link.queued) {
+    if (c.lastPointAt === null) at.push(c.dueAt + c.rpoMs);
+    else at.push(c.lastPointAt + c.rpoMs - c.expectedMs, c.lastPointAt + c.rpoMs);
+  }
+  for (const c of link.running) if (c.lastPointAt !== null) at.push(c.lastPointAt + c.rpoMs);
+  const future = at.filter((t) => t > now);
+  return future.length === 0 ? null : Math.min(...future);
+}
+
 function behind(c: DueCycle, state: BehindVm['state'], place: number | null, now: number): BehindVm {
   return {
     vm: c.vmName,

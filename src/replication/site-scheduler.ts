@@ -2,7 +2,7 @@ import type { Logger } from '../core/logger.js';
 import type { ReplicationRepo } from '../store/repos/replication-repo.js';
 import type { ReplicationRecord } from '../store/records/replica-record.js';
 import { CycleSchedule } from './cycle-schedule.js';
-import { behindOnLink } from './link-saturation.js';
+import { behindOnLink, nextLateAt } from './link-saturation.js';
 import type { LinkSender } from './link-budget.js';
 import { PeerLinks, type LinkInput, type LinkRepo, type LinkView } from './peer-links.js';
 import type { ReplicationIncidents } from './replication-incidents.js';
@@ -38,6 +38,8 @@ export class SiteScheduler {
   /** Saturated peers that keep up again, since when (cleared after SATURATION_CLEAR_MS). */
   readonly #keptUpSince = new Map<string, number>();
   #clearCheck: NodeJS.Timeout | null = null;
+  /** A check at the next instant a waiting VM falls behind (nextLateAt). */
+  #lateCheck: NodeJS.Timeout | null = null;
   #checkQueued = false;
   #watch: NodeJS.Timeout | null = null;
   #stopped = false;
@@ -122,6 +124,8 @@ export class SiteScheduler {
     this.#watch = null;
     if (this.#clearCheck) clearTimeout(this.#clearCheck);
     this.#clearCheck = null;
+    if (this.#lateCheck) clearTimeout(this.#lateCheck);
+    this.#lateCheck = null;
   }
 
   /** The VM's timer fired: it joins the queue with what orders it (its RPO, newest point, cycle time). */
@@ -208,6 +212,20 @@ export class SiteScheduler {
     }
     // A link whose queue emptied keeps up again.
     for (const peer of [...this.#behind].filter((p) => !seen.has(p))) await this.#keptUp(peer, now);
+    // Look again the moment a waiting VM falls behind, not only at the next queue change or tick.
+    const late = links.map((l) => nextLateAt(l, now)).filter((t): t is number => t !== null);
+    if (this.#lateCheck) clearTimeout(this.#lateCheck);
+    this.#lateCheck = null;
+    if (late.length > 0 && !this.#stopped) {
+      this.#lateCheck = setTimeout(
+        () => {
+          this.#lateCheck = null;
+          this.#checkSoon();
+        },
+        Math.min(...late) - now + 1,
+      );
+      this.#lateCheck.unref();
+    }
     // While VMs wait, their lags grow without the queue changing: look again soon.
     const waiting = links.some((l) => l.queued.length > 0);
     if (waiting && !this.#watch && !this.#stopped) {

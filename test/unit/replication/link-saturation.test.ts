@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { behindOnLink, saturationMessage } from '../../../src/replication/link-saturation.js';
+import { behindOnLink, nextLateAt, saturationMessage } from '../../../src/replication/link-saturation.js';
 import type { DueCycle, LinkQueueState } from '../../../src/replication/site-cycle-queue.js';
 
 const NOW = 10_000_000;
@@ -105,4 +105,28 @@ test('the incident text names the link, its limit and cap, and each VM with its 
     /1 cycle in flight at most, no bandwidth cap, 13 waiting; held back by the cycles in flight, not by a bandwidth cap\): 13 VMs are behind: vm0 no recovery point yet \(queued #1, waiting 61s\);/,
   );
   assert.match(text, /vm9 no recovery point yet \(queued #10, waiting 61s\); and 3 more$/);
+});
+
+test('the next instant a waiting VM falls behind, so the scheduler looks then; none while the link has room', () => {
+  // b waits behind a: its slack (point 20 s old, RPO 60 s, cycles of 5 s) runs out in 35 s.
+  const waiting = link({ running: [c('a', { lastPointAt: NOW - 50_000 })], queued: [c('b')] });
+  assert.equal(nextLateAt(waiting, NOW), NOW + 10_000, "a's lag passes its RPO first, in 10 s");
+  const later = nextLateAt(waiting, NOW + 10_000)!;
+  assert.equal(later, NOW + 35_000);
+  assert.deepEqual(
+    behindOnLink(waiting, later - 1).map((b) => b.vm),
+    ['a'],
+  );
+  assert.deepEqual(
+    behindOnLink(waiting, later + 1)
+      .map((b) => b.vm)
+      .sort(),
+    ['a', 'b'],
+  );
+  // A first sync counts as behind once it has waited a whole RPO.
+  const first = link({ running: [c('a')], queued: [c('new', { lastPointAt: null, dueAt: NOW - 30_000 })] });
+  assert.equal(nextLateAt(first, NOW), NOW + 30_000);
+  // Room on the link, or nothing waiting: nothing to look for.
+  assert.equal(nextLateAt(link({ limit: 2, queued: [c('b')] }), NOW), null);
+  assert.equal(nextLateAt(link({ running: [c('a')] }), NOW), null);
 });
