@@ -7,8 +7,9 @@ import type { BackingRef } from './qemu-img-write.js';
  * A new qcow2 overlay made by a running QEMU process (blockdev-create over QMP) instead of
  * `qemu-img create`: a daemon that already runs makes one in a few milliseconds, where a
  * process start costs tens to hundreds on a loaded host. The layout is the site's (128 KiB
- * clusters, extended L2: qcow2-layouts.ts), and the header names its backing as given
- * (relative to the overlay), with its format pinned, as qemu-img would write it.
+ * clusters, extended L2: qcow2-layouts.ts) or QEMU's default (a fleecing scratch image), and
+ * the header names its backing as given (relative to the overlay), with its format pinned, as
+ * qemu-img would write it; or none (the backing is given when the node is opened).
  *
  * Leaves the new file's protocol node open as `fileNode` (writable), so the caller opens the
  * qcow2 node on it; on failure the node is closed again (the file may stay: the caller
@@ -16,7 +17,15 @@ import type { BackingRef } from './qemu-img-write.js';
  */
 export async function createQcow2OverQmp(
   qmp: QmpClient,
-  o: { file: string; fileNode: string; sizeBytes: number; backing: BackingRef; jobId: string; timeoutMs?: number },
+  o: {
+    file: string;
+    fileNode: string;
+    sizeBytes: number;
+    backing: BackingRef | null;
+    jobId: string;
+    layout?: 'site' | 'qemu-default';
+    timeoutMs?: number;
+  },
 ): Promise<void> {
   const timeoutMs = o.timeoutMs ?? 30_000;
   await runCreateJob(qmp, `${o.jobId}f`, { driver: 'file', filename: o.file, size: 0 }, timeoutMs);
@@ -29,10 +38,8 @@ export async function createQcow2OverQmp(
         driver: 'qcow2',
         file: o.fileNode,
         size: o.sizeBytes,
-        'backing-file': o.backing.file,
-        'backing-fmt': o.backing.format,
-        'cluster-size': 131072,
-        'extended-l2': true,
+        ...(o.backing === null ? {} : { 'backing-file': o.backing.file, 'backing-fmt': o.backing.format }),
+        ...(o.layout === 'qemu-default' ? {} : { 'cluster-size': 131072, 'extended-l2': true }),
       },
       timeoutMs,
     );

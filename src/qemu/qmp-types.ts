@@ -300,6 +300,7 @@ export interface QmpCommands {
   'blockdev-create': { args: { 'job-id': string; options: QmpBlockdevOptions }; ret: Empty };
   'query-jobs': { args: NoArgs; ret: { id: string; status: QmpJobStatus; error?: string }[] };
   'job-dismiss': { args: { id: string }; ret: Empty };
+  'job-cancel': { args: { id: string }; ret: Empty };
   'query-named-block-nodes': { args: { flat?: boolean }; ret: { 'node-name': string }[] };
   'block-job-cancel': { args: { device: string; force?: boolean }; ret: Empty };
   migrate: { args: QmpMigrateArgs; ret: Empty };

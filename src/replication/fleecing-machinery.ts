@@ -13,6 +13,8 @@ export interface FleeceMachinery {
   /** NBD export name (also the export id). */
   exportName: string;
   fleeceNode: string;
+  /** The protocol node of fleeceFile under fleeceNode (opened by blockdev-create's caller). */
+  fleeceFileNode: string;
   fleeceFile: string;
   jobId: string;
 }
@@ -27,6 +29,7 @@ export function machineryNames(node: string, workDir: string, prefix: string): F
   return {
     exportName: fleeceNode,
     fleeceNode,
+    fleeceFileNode: `${fleeceNode}-file`,
     fleeceFile: join(workDir, `${fleeceNode}.qcow2`),
     jobId: `${fleeceNode}-job`,
   };
@@ -85,10 +88,25 @@ export async function removeMachinery(qmp: QmpClient, disks: readonly FleeceMach
       ),
     'fleecing jobs to end',
   );
+  // The jobs that made the fleece image (createQcow2OverQmp: `${fleeceNode}-mk` then f or q),
+  // if a crash came between their end and their dismissal: their ids would be taken.
+  for (const j of await qmp.execute('query-jobs', undefined, { timeoutMs: QMP_MS })) {
+    if (!disks.some((d) => j.id.startsWith(`${d.fleeceNode}-mk`))) continue;
+    if (j.status !== 'concluded') await qmp.execute('job-cancel', { id: j.id }, { timeoutMs: QMP_MS });
+    await waitUntil(
+      async () =>
+        (await qmp.execute('query-jobs', undefined, { timeoutMs: QMP_MS })).find((k) => k.id === j.id)?.status ===
+        'concluded',
+      'a leftover image-creation job to end',
+    );
+    await qmp.execute('job-dismiss', { id: j.id }, { timeoutMs: QMP_MS });
+  }
   const nodes = await queryBlockNodes(qmp);
   for (const d of disks) {
     if (nodes.has(d.fleeceNode))
       await qmp.execute('blockdev-del', { 'node-name': d.fleeceNode }, { timeoutMs: QMP_MS });
+    if (nodes.has(d.fleeceFileNode))
+      await qmp.execute('blockdev-del', { 'node-name': d.fleeceFileNode }, { timeoutMs: QMP_MS });
     await rm(d.fleeceFile, { force: true });
   }
 }

@@ -74,6 +74,7 @@ describe('fleecingActions', () => {
     resyncReason: null,
     exportName: `f-${node}`,
     fleeceNode: `f-${node}`,
+    fleeceFileNode: `f-${node}-file`,
     fleeceFile: `/w/f-${node}.qcow2`,
     jobId: `f-${node}-job`,
     bitmap: 'mamori-3',
