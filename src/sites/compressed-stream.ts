@@ -144,7 +144,14 @@ export class CompressedStream extends Duplex {
     inner.on('end', () => this.#onEnd());
     inner.on('error', (err: Error) => this.destroy(err));
     inner.on('close', () => {
-      if (!this.destroyed && !this.#innerEnded) this.destroy();
+      if (this.destroyed) return;
+      // Closed under us: nothing more can be sent, so this stream closes too, once its reader
+      // has what arrived before the end (a user waiting for 'close', as an NBD client's
+      // disconnect does, would otherwise wait on a half-open stream until its own timeout: 2 s
+      // of every cycle).
+      if (!this.#innerEnded) this.destroy();
+      else if (this.readableEnded) this.destroy();
+      else this.once('end', () => this.destroy());
     });
   }
 

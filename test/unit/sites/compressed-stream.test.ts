@@ -353,3 +353,22 @@ test('errors, end and destroy propagate between the wrapper and the wrapped stre
   assert.equal(Buffer.concat(got).toString(), 'last words');
   assert.ok(e.writableFinished);
 });
+
+test('a peer that ends and closes the connection closes the wrapper too, after its reader has every byte', async () => {
+  const [a, b] = pipePair();
+  const sender = new CompressedStream(a, { mode: 'none' });
+  const receiver = new CompressedStream(b, { mode: 'none' });
+  const got: Buffer[] = [];
+  receiver.on('data', (c: Buffer) => got.push(c));
+  const closed = once(receiver, 'close');
+  const data = randomBytes(300_000);
+  sender.write(data);
+  sender.end();
+  await once(a, 'finish');
+  // The far end goes away (as the recovery site drops the socket when its daemon closes the
+  // export): the wrapper must close, not stay half open with its writable side waiting.
+  b.destroy();
+  await closed;
+  assert.ok(Buffer.concat(got).equals(data));
+  assert.equal(receiver.destroyed, true);
+});
