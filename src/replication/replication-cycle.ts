@@ -242,7 +242,7 @@ async function copyDisk(o: {
     );
     try {
       const target = o.throttle ? throttled(dst, o.throttle) : dst;
-      const small = o.throttle ? THROTTLED_COPY : {};
+      const small = o.throttle ? THROTTLED_COPY : FULL_SPEED_COPY;
       if (o.resync) return await resyncByChecksums(src, target, o.checksums, o.throttle !== undefined, []);
       const own = o.metaContext ? await dirtyExtents(src, o.metaContext) : await allocatedExtents(src);
       // Reprotect: the old disks' own later writes are overwritten with this side's data too.
@@ -329,6 +329,8 @@ async function resyncByChecksums(
  * 160 ms, or 1 Gbit/s at 16 ms; the bucket, not the window, sets the rate.
  */
 const THROTTLED_COPY = { chunkSize: 256 * 1024, concurrency: 8 } as const;
+/** Unthrottled: 2 MiB requests, 8 in flight (qemu-img convert's own -m default). */
+const FULL_SPEED_COPY = { chunkSize: 2 * 1024 * 1024, concurrency: 8 } as const;
 
 /** A target whose writes wait for the throttle (the link budget's turn) before they go. */
 function throttled(dst: NbdClient, take: WriteThrottle): CopyTarget {
