@@ -160,10 +160,15 @@ test("a linked replica costs no copy; the master's snapshot delete copies the la
     after1.storage.replicasBytes + after1.storage.desktopsBytes,
     "and it counts as the pool's own",
   );
-  assert.ok(
-    /wl_seq=|mamori-guest/.test(await readFile((await site.cliJson<VmView>('vm', 'show', 'lr-1')).serialLog, 'utf8')),
-    'lr-1 runs on',
+  // The desktop runs on over the v1 replica: its guest comes up and speaks (a TCG boot takes
+  // seconds; on a quick run everything above can finish first, so wait for it, do not sample).
+  const serialLog = (await site.cliJson<VmView>('vm', 'show', 'lr-1')).serialLog;
+  await site.waitFor(
+    'lr-1 to run on and print from its guest',
+    async () => (/wl_seq=|mamori-guest/.test(await readFile(serialLog, 'utf8')) ? true : undefined),
+    120_000,
   );
+  assert.equal((await site.cliJson<VmView>('vm', 'show', 'lr-1')).state, 'running');
 
   await site.cliJson('pool', 'session-end', 'lr', 'lr-1');
   await site.cliJson('vm', 'kill', 'lr-1');
