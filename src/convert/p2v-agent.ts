@@ -128,7 +128,9 @@ export class P2vAgent {
       const agent = new P2vAgent(
         o,
         dir,
-        randomBytes(18).toString('base64url'),
+        // Prefixed: a bare base64url key begins with '-' one time in 64, and `--agent-key -Xy...`
+        // then reads as another option (node's parseArgs refuses it; a CI run met one).
+        `p2v_${randomBytes(18).toString('base64url')}`,
         await read(TLS_FILES.caCert),
         daemon,
         local,
