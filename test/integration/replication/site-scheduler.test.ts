@@ -2,6 +2,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { TwoSites } from '../../harness/two-sites.js';
 import { runCli } from '../../harness/site-process.js';
+import { runProcess } from '../../../src/core/run-process.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 
 /*
@@ -12,6 +13,22 @@ import type { ReplicationStatus } from '../../../src/replication/replication-ser
  */
 let sites: TwoSites;
 const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
+
+/**
+ * Stopped test-guest VMs whose data disks hold `mib` MiB of data: cycles take about 150 ms on
+ * this path, so an empty disk's first sync is over before anyone sees a queue; data the first
+ * sync must send through the link's cap is what makes VMs wait their turn.
+ */
+async function vmsWithData(names: readonly string[], mib: number): Promise<void> {
+  for (const vm of names) {
+    const made = await a<{ id: string }>('vm', 'create', vm, '--test-guest', '--data-disk', '16M');
+    const disk = (await a<{ vmId: string | null; path: string; format: string }[]>('disk', 'list')).find(
+      (d) => d.vmId === made.id,
+    );
+    assert.ok(disk, `the data disk of ${vm}`);
+    await runProcess('qemu-io', ['-f', disk.format, '-c', `write -P 0x5a 0 ${mib}M`, disk.path], { timeoutMs: 30_000 });
+  }
+}
 
 interface Link {
   peer: string;
@@ -74,9 +91,14 @@ test('site link: set and shown; bad input refused with typed errors; an operator
   assert.match((await sites.cli('a', 'site', 'list', '--no-check')).stdout, /200 Mbit\/s always, 1 cycle at once/);
 });
 
-test('with one cycle in flight on the link, three VMs take turns and each makes points', async () => {
+test('with one cycle in flight on the link, three VMs take turns and each makes points', async (t) => {
   const vms = ['q1', 'q2', 'q3'];
-  for (const vm of vms) await a('vm', 'create', vm, '--test-guest', '--data-disk', '16M');
+  t.after(async () => {
+    for (const vm of vms) await a('replicate', 'disable', vm).catch(() => undefined);
+  });
+  // 2 MiB each through a 16 Mbit/s cap: a first sync takes about a second, so two VMs wait.
+  await a('site', 'link', 'site-b', '--bandwidth', '16M');
+  await vmsWithData(vms, 2);
   for (const vm of vms) await a('replicate', 'enable', vm, '--to', 'site-b', '--rpo', '5s', '--points', '2');
 
   // Each VM makes at least two points; meanwhile the status shows VMs waiting their turn.
@@ -113,10 +135,8 @@ test('with one cycle in flight on the link, three VMs take turns and each makes 
   assert.ok((sawQueued.queuePlace ?? 0) >= 1, JSON.stringify(sawQueued));
   assert.match(
     (await sites.cli('a', 'replicate', 'status')).stdout,
-    /\bCYCLE\b[\s\S]*\b(running|queued #\d on the link to site-b|-)\s/,
+    /\bCYCLE\b[\s\S]*\s(running|queued #\d on the link to site-b|-)\s/,
   );
-
-  for (const vm of vms) await a('replicate', 'disable', vm);
 });
 
 interface Incident {
@@ -128,10 +148,14 @@ interface Incident {
   clearedAt: string | null;
 }
 
-test('a link too slow for its VMs opens one incident naming the VMs behind; it clears once the link has room', async () => {
+test('a link too slow for its VMs opens one incident naming the VMs behind; it clears once the link has room', async (t) => {
   await a('site', 'link', 'site-b', '--bandwidth', '1M', '--concurrency', '1');
   const vms = ['s1', 's2'];
-  for (const vm of vms) await a('vm', 'create', vm, '--test-guest', '--data-disk', '16M');
+  t.after(async () => {
+    for (const vm of vms) await a('replicate', 'disable', vm).catch(() => undefined);
+  });
+  // 3 MiB each at 1 Mbit/s: a first sync takes about 25 s, and the other VM waits for its slot.
+  await vmsWithData(vms, 3);
   for (const vm of vms) await a('replicate', 'enable', vm, '--to', 'site-b', '--rpo', '5s');
   // At 1 Mbit/s, one cycle at a time, two 5 s RPOs cannot both hold: a VM waits past its slack.
   // The link's one incident (the test before may have left it open: it clears only after the
@@ -169,5 +193,4 @@ test('a link too slow for its VMs opens one incident naming the VMs behind; it c
     Date.parse(cleared.clearedAt!) >= lifted + 30_000,
     `cleared at ${cleared.clearedAt}, cap lifted ${new Date(lifted).toISOString()}`,
   );
-  for (const vm of vms) await a('replicate', 'disable', vm);
 });
