@@ -13,7 +13,8 @@ import type { BackingRef } from './qemu-img-write.js';
  *
  * Leaves the new file's protocol node open as `fileNode` (writable), so the caller opens the
  * qcow2 node on it; on failure the node is closed again (the file may stay: the caller
- * owns its name and removes it).
+ * owns its name and removes it). `directIo` opens it with O_DIRECT (cache.direct): QEMU
+ * refuses that where the filesystem has no O_DIRECT, and the caller may try again without.
  */
 export async function createQcow2OverQmp(
   qmp: QmpClient,
@@ -24,12 +25,22 @@ export async function createQcow2OverQmp(
     backing: BackingRef | null;
     jobId: string;
     layout?: 'site' | 'qemu-default';
+    directIo?: boolean;
     timeoutMs?: number;
   },
 ): Promise<void> {
   const timeoutMs = o.timeoutMs ?? 30_000;
   await runCreateJob(qmp, `${o.jobId}f`, { driver: 'file', filename: o.file, size: 0 }, timeoutMs);
-  await qmp.execute('blockdev-add', { driver: 'file', filename: o.file, 'node-name': o.fileNode }, { timeoutMs });
+  await qmp.execute(
+    'blockdev-add',
+    {
+      driver: 'file',
+      filename: o.file,
+      'node-name': o.fileNode,
+      ...(o.directIo === true ? { cache: { direct: true } } : {}),
+    },
+    { timeoutMs },
+  );
   try {
     await runCreateJob(
       qmp,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -29,6 +29,19 @@ async function pidOf(daemon: StagingDaemon): Promise<number> {
   return Number((await readFile(daemon.pidFile, 'utf8')).trim());
 }
 
+const O_DIRECT = 0o40000; // x86-64
+
+/** The open flags of the file descriptor a process holds on `file` (its /proc fdinfo). */
+async function openFlags(pid: number, file: string): Promise<number> {
+  for (const fd of await readdir(`/proc/${pid}/fd`)) {
+    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    if (target !== file) continue;
+    const info = await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    return parseInt(/^flags:\s+([0-7]+)/m.exec(info)![1]!, 8);
+  }
+  throw new Error(`process ${pid} does not hold ${file} open`);
+}
+
 async function write(socketPath: string, exportName: string, offset: number, byte: number): Promise<void> {
   const c = await NbdClient.connect({ socketPath }, { exportName });
   await c.write(offset, Buffer.alloc(MiB, byte));
@@ -42,6 +55,9 @@ test('cycles on one long-lived daemon: overlays made over QMP are sound, keep th
   try {
     await qcow2(join(dir, 'base.qcow2'));
     await qcow2(join(dir, 'p1.qcow2'), 'base.qcow2');
+    // Data in each lower layer, read back through the exports: the chain opened in one piece.
+    await runProcess('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 5M 1M', join(dir, 'base.qcow2')]);
+    await runProcess('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x44 6M 1M', join(dir, 'p1.qcow2')]);
     const lower = [
       { file: join(dir, 'base.qcow2'), format: 'qcow2' as const },
       { file: join(dir, 'p1.qcow2'), format: 'qcow2' as const },
@@ -53,7 +69,14 @@ test('cycles on one long-lived daemon: overlays made over QMP are sound, keep th
     const pids = new Set<number>();
     for (let k = 0; k < 3; k++) {
       const set = await daemon.open([disk(`st${k}.qcow2`)]);
-      pids.add(await pidOf(daemon));
+      const pid = await pidOf(daemon);
+      pids.add(pid);
+      // The overlay is written past the page cache: the daemon holds it open with O_DIRECT.
+      assert.equal((await openFlags(pid, join(dir, `st${k}.qcow2`))) & O_DIRECT, O_DIRECT, 'staging opened O_DIRECT');
+      const reader = await NbdClient.connect({ socketPath: daemon.socketPath }, { exportName: set.exports[0]! });
+      assert.ok((await reader.read(5 * MiB, MiB)).equals(Buffer.alloc(MiB, 0x33)), 'the base reads through');
+      assert.ok((await reader.read(6 * MiB, MiB)).equals(Buffer.alloc(MiB, 0x44)), 'the point reads through');
+      await reader.disconnect();
       await write(daemon.socketPath, set.exports[0]!, k * MiB, 0x10 + k);
       await daemon.close(set, 'safe');
       await assertCleanQcow2Header(join(dir, `st${k}.qcow2`));
