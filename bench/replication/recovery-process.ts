@@ -18,8 +18,8 @@ import { ReplicaCycleServer } from '../../src/replication/replica-cycle-server.j
 import { ReplicaChain } from '../../src/replication/replica-chain.js';
 import { acceptCycleStreams } from './bare-cycle-streams.js';
 import { ensureSiteTls } from '../../src/sites/site-tls.js';
+import { DEFAULT_KEEP_POINTS } from '../../src/replication/replication-service.js';
 
-const KEEP_POINTS = 24; // the default of `mamori replication enable`
 const [dir, tlsDir] = process.argv.slice(2) as [string, string];
 const site = await ensureSiteTls({ dir: tlsDir, siteName: 'bench-b' });
 const cycles = new ReplicaCycleServer({
@@ -58,7 +58,7 @@ async function run(c: Command): Promise<unknown> {
     case 'commit': {
       const [chain] = await cycles.end(c.id, c.cycleId);
       const p = await chain!.commitCycle(c.meta, { closedByDaemon: true });
-      await chain!.applyRetention(KEEP_POINTS);
+      await chain!.applyRetention(DEFAULT_KEEP_POINTS);
       return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
     }
     case 'abort':

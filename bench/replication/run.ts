@@ -34,6 +34,7 @@ import { repoRoot } from '../../test/harness/repo-root.js';
 import { median, replaceFigure, type BenchFigure } from '../bench-common.js';
 import { measureMinRpo } from './min-rpo.js';
 import { reprotectFigures } from './reprotect.js';
+import { DEFAULT_KEEP_POINTS as KEEP_POINTS } from '../../src/replication/replication-service.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -416,18 +417,24 @@ try {
   });
 
   // A small change: what a cycle costs besides its copy (item 1 of issue 21: begin, commit and
-  // teardown together within 100 ms). 64 KiB written before each of 11 cycles; the median.
+  // teardown together within 100 ms). 64 KiB written before each cycle. The chain grows a point
+  // per cycle until retention (the product's default, as recovery-process.ts keeps) merges the oldest into the
+  // base each time: the figure is the median of the 11 cycles after the chain is full (the
+  // steady state of every replica that has run a day), the young chain's beside it.
   const small: Phases[] = [];
-  for (let i = 0; i < 11; i++) {
+  const SMALL_CYCLES = KEEP_POINTS + 8;
+  for (let i = 0; i < SMALL_CYCLES; i++) {
     await vm8.qemuIo(`write -q -P ${(i % 200) + 1} ${i * 1024 * 1024} 64k`);
     const c = await cycle(vm8, work8, rep8);
     if (c.mode !== 'incremental') throw new Error(`expected an incremental cycle, got ${c.mode}`);
     small.push(c.phases);
   }
-  const fixed = small.map((p) => p.replicaBeginMs + p.replicaCommitMs + p.fleeceTeardownMs);
-  const fixedMedian = median(fixed);
+  const fixedOf = (p: Phases): number => p.replicaBeginMs + p.replicaCommitMs + p.fleeceTeardownMs;
+  const young = small.slice(0, 11);
+  const steady = small.slice(-11);
+  const fixedMedian = median(steady.map(fixedOf));
   log(
-    `small-change cycles (64 KiB): begin+commit+teardown ${fixed.join(' ')} ms; phases ${JSON.stringify(small.at(-1))}`,
+    `small-change cycles (64 KiB): begin+commit+teardown ${small.map(fixedOf).join(' ')} ms; last phases ${JSON.stringify(small.at(-1))}`,
   );
   figure({
     metric: 'cycle_begin_commit_teardown_ms',
@@ -437,13 +444,17 @@ try {
     ratio: fixedMedian,
     goal: '<= 100',
     met: fixedMedian <= 100,
-    workload: '64 KiB written before each of 11 incremental cycles of an 8 GiB disk; median',
-    fleeceSetupMsMedian: median(small.map((p) => p.fleeceSetupMs)),
-    copyMsMedian: median(small.map((p) => p.copyMs)),
+    workload: `64 KiB written before each of ${SMALL_CYCLES} incremental cycles of an 8 GiB disk; median of the last 11, with ${KEEP_POINTS} points kept and the oldest merged at each commit`,
+    replicaBeginMsMedian: median(steady.map((p) => p.replicaBeginMs)),
+    replicaCommitMsMedian: median(steady.map((p) => p.replicaCommitMs)),
+    fleeceTeardownMsMedian: median(steady.map((p) => p.fleeceTeardownMs)),
+    fleeceSetupMsMedian: median(steady.map((p) => p.fleeceSetupMs)),
+    copyMsMedian: median(steady.map((p) => p.copyMs)),
     cycleMsMedian: median(
-      small.map((p) => p.fleeceSetupMs + p.replicaBeginMs + p.copyMs + p.replicaCommitMs + p.fleeceTeardownMs),
+      steady.map((p) => p.fleeceSetupMs + p.replicaBeginMs + p.copyMs + p.replicaCommitMs + p.fleeceTeardownMs),
     ),
-    note: 'replica begin (over HTTPS to the recovery process: staging opened on its long-lived daemon) + replica commit + fleecing teardown at the source',
+    youngChainMedianMs: median(young.map(fixedOf)),
+    note: 'replica begin (over HTTPS to the recovery process: the point chain opened on the long-lived staging daemon, the overlay made there) + replica commit (with retention) + fleecing teardown at the source',
   });
 
   // qemu-img copying the same 512 MiB (a raw file of the same data) into a fresh qcow2.

@@ -57,6 +57,8 @@ export interface ReplicationStatus {
 }
 
 const MAX_POINTS = 1000;
+/** Points a replica keeps unless `--points` says otherwise. */
+export const DEFAULT_KEEP_POINTS = 24;
 export { RPO_VIOLATED, CYCLE_FAILED, POINT_VERIFY_FAILED } from './replication-incidents.js';
 
 /**
@@ -179,7 +181,7 @@ export class ReplicationService {
         'OUT_OF_RANGE',
         `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
       );
-    const keep = input.points ?? 24;
+    const keep = input.points ?? DEFAULT_KEEP_POINTS;
     if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS)
       throw new MamoriError('OUT_OF_RANGE', `points must be 1 to ${MAX_POINTS}`);
     const bandwidthBps = input.bandwidth === undefined ? null : parseSize(input.bandwidth);
