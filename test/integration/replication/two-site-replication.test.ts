@@ -6,6 +6,7 @@ import { TwoSites } from '../../harness/two-sites.js';
 import { LoopDevice } from '../../harness/loop-device.js';
 import { parseSerialAcks } from '../../../src/guest/writelog-verifier.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
+import { RPO_CLEAR_MS } from '../../../src/replication/replication-incidents.js';
 
 /*
  * Two real sites in their own network namespaces; site-a runs the test guest writing its
@@ -211,6 +212,13 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   // Other incidents open during the cut too (failed cycles, the unreachable peer): this part follows the RPO one.
   const rpoIncidents = async (...flags: string[]) =>
     ((await a('events', ...flags)) as Incident[]).filter((i) => i.kind === 'replication.rpo-violated');
+  // Resuming found the newest point older than the RPO: that incident clears once the RPO has
+  // held for RPO_CLEAR_MS after the resumed cycle. The outage below must be an incident of its own.
+  await sites.a.waitFor(
+    'no RPO incident open',
+    async () => ((await rpoIncidents('--open')).length === 0 ? true : undefined),
+    RPO_CLEAR_MS + 90_000,
+  );
   const before = await rpoIncidents();
   await sites.cutLink('blackhole');
   try {
