@@ -3,32 +3,9 @@ import { readFile, rm } from 'node:fs/promises';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { QmpClient } from './qmp-client.js';
 import type { QmpBlockExportAddArgs, QmpBlockdevOptions } from './qmp-types.js';
+import { chainBlockdevTree, chainBlockdevs, type DaemonChain } from './daemon-chain.js';
 
 export const QEMU_STORAGE_DAEMON = process.env['MAMORI_QEMU_STORAGE_DAEMON'] ?? 'qemu-storage-daemon';
-
-/** One image of a chain; layers are listed bottom (base) to top. */
-export interface DaemonLayer {
-  file: string;
-  format: 'qcow2' | 'raw';
-}
-
-/**
- * A chain of images opened with explicit node names and explicit `backing`, as vm-argv
- * does for VMs: nothing depends on backing paths written in image headers. The top node
- * is named `id`; lower layers `id-l<k>`; each format node sits on a protocol node `<node>-file`.
- * Lower layers are always read-only; the top is writable unless `readOnly`.
- */
-export interface DaemonChain {
-  id: string;
-  layers: DaemonLayer[];
-  readOnly?: boolean;
-  /**
-   * Open with O_DIRECT (cache.direct). Needed to read a block device that a mounted
-   * filesystem writes to: its file data goes to the device past the page cache, so a
-   * buffered reader could be served stale pages.
-   */
-  directIo?: boolean;
-}
 
 export interface DaemonExport {
   id: string;
@@ -121,63 +98,6 @@ export function buildStorageDaemonArgv(config: StorageDaemonConfig): string[] {
     argv.push('--export', json(exportArgs(e)));
   }
   return argv;
-}
-
-/**
- * The blockdev objects of a chain, bottom first, each format node on its protocol node: the
- * same for the command line and for blockdev-add over QMP (a daemon that lives across cycles).
- */
-export function chainBlockdevs(chain: DaemonChain): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = [];
-  for (const [k, layer] of chain.layers.entries()) {
-    const top = k === chain.layers.length - 1;
-    const node = chainNodeName(chain.id, k, chain.layers.length);
-    const readOnly = !top || chain.readOnly === true;
-    out.push({
-      driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
-      filename: layer.file,
-      'node-name': `${node}-file`,
-      'read-only': readOnly,
-      ...(chain.directIo === true ? { cache: { direct: true } } : {}),
-    });
-    const fmt: Record<string, unknown> = {
-      driver: layer.format,
-      file: `${node}-file`,
-      'node-name': node,
-      'read-only': readOnly,
-    };
-    if (layer.format === 'qcow2') fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
-    else if (k !== 0)
-      throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, {
-        details: { chain: chain.id, layer: layer.file },
-      });
-    out.push(fmt);
-  }
-  return out;
-}
-
-/**
- * The same chain as one blockdev object: the top format node with its file and its backing
- * chain inline, bottom layer last. One blockdev-add opens it all and one blockdev-del of the
- * top closes it all (the inner nodes belong to their parents), where the flat list costs two
- * QMP round trips per layer each way: with a replica's 24 points, most of a small cycle.
- */
-export function chainBlockdevTree(chain: DaemonChain): Record<string, unknown> {
-  const flat = chainBlockdevs(chain);
-  let below: Record<string, unknown> | null = null;
-  for (let k = 0; k < flat.length; k += 2) {
-    const fmt: Record<string, unknown> = { ...flat[k + 1]!, file: flat[k]! };
-    if (below !== null) fmt['backing'] = below;
-    below = fmt;
-  }
-  if (below === null)
-    throw new MamoriError('INVALID_INPUT', `chain ${chain.id} has no layers`, { details: { chain: chain.id } });
-  return below;
-}
-
-/** Node name of layer k of a chain of n layers: the top is the chain id itself. */
-export function chainNodeName(chainId: string, k: number, n: number): string {
-  return k === n - 1 ? chainId : `${chainId}-l${k}`;
 }
 
 function exportArgs(e: DaemonExport): QmpBlockExportAddArgs {
@@ -332,41 +252,9 @@ export class StorageDaemon {
     });
   }
 
-  /** Opens a chain in the running daemon (blockdev-add, bottom first), as the command line would. */
-  async addChain(chain: DaemonChain): Promise<void> {
-    const added: string[] = [];
-    try {
-      for (const node of chainBlockdevs(chain)) {
-        await this.#qmp.execute('blockdev-add', node as QmpBlockdevOptions, { timeoutMs: 10_000 });
-        added.push(node['node-name'] as string);
-      }
-    } catch (e) {
-      await this.#deleteNodes(added).catch(() => undefined);
-      throw e;
-    }
-  }
-
-  /** Opens a chain in the running daemon in one blockdev-add (chainBlockdevTree); blockdev-del of chain.id closes it. */
+  /** Opens a chain in the running daemon in one blockdev-add (chainBlockdevTree); blockdev-del of chain.id closes it all. */
   async addChainTree(chain: DaemonChain): Promise<void> {
     await this.#qmp.execute('blockdev-add', chainBlockdevTree(chain) as QmpBlockdevOptions, { timeoutMs: 10_000 });
-  }
-
-  /** Closes a chain opened by addChain (top first; its exports must be gone): qcow2 metadata is written on close. */
-  async removeChain(chain: DaemonChain): Promise<void> {
-    await this.#deleteNodes(chainBlockdevs(chain).map((n) => n['node-name'] as string));
-  }
-
-  async #deleteNodes(bottomFirst: string[]): Promise<void> {
-    let first: Error | undefined;
-    for (const name of [...bottomFirst].reverse()) {
-      try {
-        await this.#qmp.execute('blockdev-del', { 'node-name': name }, { timeoutMs: 10_000 });
-      } catch (e) {
-        // One node that would not close must not keep the others open: go on, report the first.
-        first ??= e as Error;
-      }
-    }
-    if (first !== undefined) throw first;
   }
 
   async exportIds(): Promise<string[]> {

@@ -1,7 +1,8 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
-import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';
+import { StorageDaemon } from '../qemu/storage-daemon.js';
+import type { DaemonLayer } from '../qemu/daemon-chain.js';
 import type { PointConsistency } from './replica-chain.js';
 import {
   DEFAULT_GRANULARITY,

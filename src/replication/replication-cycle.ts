@@ -19,7 +19,7 @@ import {
 } from './fleecing-point.js';
 import { createOfflineFleecingPoint, type OfflineFleecingPoint } from './offline-fleecing-point.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
-import type { DaemonLayer } from '../qemu/storage-daemon.js';
+import type { DaemonLayer } from '../qemu/daemon-chain.js';
 import type { CycleTarget } from './replica-cycle-server.js';
 import type { ReplicaPointView } from './replica-service.js';
 import type { WriteThrottle } from './link-budget.js';

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { dirtyExtents, type ByteRange } from '../nbd/extent-copy.js';
-import { StorageDaemon, type DaemonLayer } from '../qemu/storage-daemon.js';
+import { StorageDaemon } from '../qemu/storage-daemon.js';
+import type { DaemonLayer } from '../qemu/daemon-chain.js';
 import { bitmapName, judgeBitmaps, readImageBitmaps } from './dirty-bitmaps.js';
 
 /**

@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StorageDaemon, type DaemonChain, type DaemonLayer } from '../qemu/storage-daemon.js';
+import { StorageDaemon } from '../qemu/storage-daemon.js';
+import type { DaemonChain, DaemonLayer } from '../qemu/daemon-chain.js';
 import { createQcow2OverQmp } from '../qemu/qmp-image-create.js';
 import type { BackingRef } from '../qemu/qemu-img-write.js';
 import type { Logger } from '../core/logger.js';

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
-import { buildStorageDaemonArgv, chainBlockdevTree, chainNodeName } from '../../../src/qemu/storage-daemon.js';
+import { buildStorageDaemonArgv } from '../../../src/qemu/storage-daemon.js';
+import { chainBlockdevTree, chainNodeName } from '../../../src/qemu/daemon-chain.js';
 
 /** The values following each occurrence of `flag`. */
 function valuesOf(argv: string[], flag: string): string[] {

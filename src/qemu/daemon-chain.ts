@@ -1,0 +1,88 @@
+import { MamoriError } from '../core/mamori-error.js';
+
+/*
+ * How a chain of images is described to QEMU as blockdev objects: explicit node names and
+ * explicit backing, for the command line (storage-daemon.ts's argv) and for blockdev-add
+ * over QMP alike. Pure data, no process.
+ */
+
+/** One image of a chain; layers are listed bottom (base) to top. */
+export interface DaemonLayer {
+  file: string;
+  format: 'qcow2' | 'raw';
+}
+
+/**
+ * A chain of images opened with explicit node names and explicit `backing`, as vm-argv
+ * does for VMs: nothing depends on backing paths written in image headers. The top node
+ * is named `id`; lower layers `id-l<k>`; each format node sits on a protocol node `<node>-file`.
+ * Lower layers are always read-only; the top is writable unless `readOnly`.
+ */
+export interface DaemonChain {
+  id: string;
+  layers: DaemonLayer[];
+  readOnly?: boolean;
+  /**
+   * Open with O_DIRECT (cache.direct). Needed to read a block device that a mounted
+   * filesystem writes to: its file data goes to the device past the page cache, so a
+   * buffered reader could be served stale pages.
+   */
+  directIo?: boolean;
+}
+
+/**
+ * The blockdev objects of a chain, bottom first, each format node on its protocol node: the
+ * same for the command line and for blockdev-add over QMP (a daemon that lives across cycles).
+ */
+export function chainBlockdevs(chain: DaemonChain): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const [k, layer] of chain.layers.entries()) {
+    const top = k === chain.layers.length - 1;
+    const node = chainNodeName(chain.id, k, chain.layers.length);
+    const readOnly = !top || chain.readOnly === true;
+    out.push({
+      driver: layer.file.startsWith('/dev/') ? 'host_device' : 'file',
+      filename: layer.file,
+      'node-name': `${node}-file`,
+      'read-only': readOnly,
+      ...(chain.directIo === true ? { cache: { direct: true } } : {}),
+    });
+    const fmt: Record<string, unknown> = {
+      driver: layer.format,
+      file: `${node}-file`,
+      'node-name': node,
+      'read-only': readOnly,
+    };
+    if (layer.format === 'qcow2') fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
+    else if (k !== 0)
+      throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, {
+        details: { chain: chain.id, layer: layer.file },
+      });
+    out.push(fmt);
+  }
+  return out;
+}
+
+/**
+ * The same chain as one blockdev object: the top format node with its file and its backing
+ * chain inline, bottom layer last. One blockdev-add opens it all and one blockdev-del of the
+ * top closes it all (the inner nodes belong to their parents), where the flat list costs two
+ * QMP round trips per layer each way: with a replica's 24 points, most of a small cycle.
+ */
+export function chainBlockdevTree(chain: DaemonChain): Record<string, unknown> {
+  const flat = chainBlockdevs(chain);
+  let below: Record<string, unknown> | null = null;
+  for (let k = 0; k < flat.length; k += 2) {
+    const fmt: Record<string, unknown> = { ...flat[k + 1]!, file: flat[k]! };
+    if (below !== null) fmt['backing'] = below;
+    below = fmt;
+  }
+  if (below === null)
+    throw new MamoriError('INVALID_INPUT', `chain ${chain.id} has no layers`, { details: { chain: chain.id } });
+  return below;
+}
+
+/** Node name of layer k of a chain of n layers: the top is the chain id itself. */
+export function chainNodeName(chainId: string, k: number, n: number): string {
+  return k === n - 1 ? chainId : `${chainId}-l${k}`;
+}
