@@ -64,7 +64,7 @@ async function handle(req: IncomingMessage): Promise<unknown> {
     const p = await chain!.commitCycle(b['meta'] as { time: string; consistency: 'crash' | 'application' }, {
       closedByDaemon: true,
     });
-    await chain!.applyRetention(KEEP_POINTS);
+    await chain!.applyRetention(KEEP_POINTS, cycles.pointMerge);
     return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
   }
   m = /^\/replicas\/([\w-]+)\/abort$/.exec(url);

@@ -58,7 +58,7 @@ async function run(c: Command): Promise<unknown> {
     case 'commit': {
       const [chain] = await cycles.end(c.id, c.cycleId);
       const p = await chain!.commitCycle(c.meta, { closedByDaemon: true });
-      await chain!.applyRetention(DEFAULT_KEEP_POINTS);
+      await chain!.applyRetention(DEFAULT_KEEP_POINTS, cycles.pointMerge);
       return { id: p.id, time: p.time, consistency: p.consistency, committedAt: p.committedAt };
     }
     case 'abort':

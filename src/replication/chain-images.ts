@@ -81,6 +81,36 @@ export async function assertNotInUse(file: string): Promise<void> {
 
 type ChainLayerSpec = readonly { file: string; format: 'qcow2' | 'raw' }[];
 
+/** One step of retention: merge `layers.at(-2)` (a point) into the base below it. */
+export interface PointMergeStep {
+  /** The replica chain's folder. */
+  dir: string;
+  /** Bottom first: the seed layers (if any), the base, the point to merge, the point above it. */
+  layers: readonly { file: string; format: 'qcow2' | 'raw' }[];
+  /** The base's name as the point above must name it in its header (relative to the folder). */
+  baseName: string;
+  /** The disk's virtual size: what a merge by block-commit scans. */
+  virtualSize: number;
+}
+
+/** Commits a point into the base and rewrites the next point's header onto the base (ReplicaChain.applyRetention). */
+export type PointMerge = (step: PointMergeStep) => Promise<void>;
+
+/**
+ * The merge by qemu-img processes, for a chain no daemon holds open: `qemu-img commit` of the
+ * point through the explicit chain, stopping at the base when a seed lies below it (see
+ * notes: a json: chain cut at the base wrote zeros), then `qemu-img rebase -u` of the next point.
+ */
+export async function offlineMerge(step: PointMergeStep): Promise<void> {
+  const n = step.layers.length;
+  if (n < 3) throw new MamoriError('INVALID_INPUT', 'a merge needs the base, the point and the point above it');
+  const base = step.layers[n - 3]!.file;
+  const point = step.layers[n - 2]!.file;
+  const next = step.layers[n - 1]!.file;
+  await commitChain(step.layers.slice(0, -1), n > 3 ? base : null, point);
+  await rebaseHeader(next, { file: step.baseName, format: 'qcow2' }, next);
+}
+
 /** Commits the top layer of `layers` (opened with their explicit chain) down to `base` (its backing when null). */
 export async function commitChain(layers: ChainLayerSpec, base: string | null, file: string): Promise<void> {
   await mapLockError(file, () => commitImage(chainImageSpec(layers), base === null ? {} : { base }));

@@ -9,9 +9,8 @@ import {
   assertCleanQcow2Header,
   assertNotInUse,
   chainImageSpec,
-  commitChain,
   rebaseChain,
-  rebaseHeader,
+  type PointMerge,
 } from './chain-images.js';
 import {
   MANIFEST,
@@ -25,6 +24,7 @@ import {
 } from './replica-manifest.js';
 
 export type { ChainLayer, PointConsistency } from './replica-manifest.js';
+export type { PointMerge, PointMergeStep } from './chain-images.js';
 
 /**
  * The replica of one disk on the recovery site: a base qcow2 (the source's virtual size)
@@ -325,17 +325,19 @@ export class ReplicaChain {
    * locks refuse if another process has a layer open).
    *
    * Order, so that a crash at any step loses no listed point:
-   *  1. `qemu-img commit -d` the oldest point P into the base. Only areas P allocates change
-   *     in the base, and P still covers each of them, so P and every later point read the
-   *     same before, during and after; a half-done commit is simply redone. (What the base
-   *     alone read before is lost, but the base is not a point.)
-   *  2. `qemu-img rebase -u` the next point's header onto the base (header only; its data
+   *  1. `merge` commits the oldest point P into the base (qemu-img commit, or block-commit in
+   *     the staging daemon that holds the chain open). Only areas P allocates change in the
+   *     base, and P still covers each of them, so P and every later point read the same
+   *     before, during and after; a half-done commit is simply redone. (What the base alone
+   *     read before is lost, but the base is not a point.)
+   *  2. `merge` then rewrites the next point's header onto the base (header only; its data
    *     is unchanged since base now reads as P did). Reads use the manifest's explicit
-   *     chain, which still includes P until step 3, and give the same bytes either way.
-   *  3. Write the manifest without P (the commit of the merge).
-   *  4. Delete P's file (an orphan if we crash before: the next sweep removes it).
+   *     chain, which still includes P until step 4, and give the same bytes either way.
+   *  3. fsync the base and the next point: whoever merged, both are on disk before the commit.
+   *  4. Write the manifest without P (the commit of the merge).
+   *  5. Delete P's file (an orphan if we crash before: the next sweep removes it).
    */
-  async applyRetention(keep: number): Promise<RetentionResult> {
+  async applyRetention(keep: number, merge: PointMerge): Promise<RetentionResult> {
     if (!Number.isSafeInteger(keep) || keep < 1)
       throw new MamoriError('OUT_OF_RANGE', `retention must keep at least 1 point (got ${keep})`, {
         details: { keep },
@@ -354,9 +356,16 @@ export class ReplicaChain {
         // whole clusters, reading what the point leaves unallocated from below), and stop at the
         // base (-b), so the seed itself is never written.
         const seed = this.#manifest.seed ?? [];
-        const layers: ChainLayer[] = [...seed, { file: base, format: 'qcow2' }, { file: oldestFile, format: 'qcow2' }];
-        await commitChain(layers, seed.length > 0 ? base : null, oldestFile);
-        await rebaseHeader(join(this.#dir, next.file), { file: this.#manifest.base, format: 'qcow2' }, next.file);
+        const nextFile = join(this.#dir, next.file);
+        const layers: ChainLayer[] = [
+          ...seed,
+          { file: base, format: 'qcow2' },
+          { file: oldestFile, format: 'qcow2' },
+          { file: nextFile, format: 'qcow2' },
+        ];
+        await merge({ dir: this.#dir, layers, baseName: this.#manifest.base, virtualSize: this.virtualSize });
+        await syncFile(base);
+        await syncFile(nextFile);
         const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(1) };
         await writeManifest(this.#dir, manifest);
         this.#manifest = manifest;

@@ -1,5 +1,7 @@
-import { join } from 'node:path';
-import type { ChainLayer, ReplicaChain } from './replica-chain.js';
+import { join, resolve, sep } from 'node:path';
+import type { ChainLayer, PointMerge, ReplicaChain, StagingCycle } from './replica-chain.js';
+import { offlineMerge } from './chain-images.js';
+import { isMamoriError } from '../core/mamori-error.js';
 import { NbdClient } from '../nbd/nbd-client.js';
 import { chunkDigests } from './block-checksums.js';
 import type { ByteRange } from '../nbd/extent-copy.js';
@@ -60,11 +62,12 @@ export class ReplicaCycleServer {
 
   /** Opens staging on every chain and exports it on the staging daemon. */
   async serve(id: string, chains: ReplicaChain[]): Promise<CycleTarget> {
-    const staging = [];
+    const staging: StagingCycle[] = [];
     try {
-      for (const c of chains) staging.push(await c.beginCycle({ create: false }));
+      for (const c of chains) staging.push(await this.#begin(id, c));
       const set = await this.#staging.open(
         staging.map((st, i) => ({
+          key: chains[i]!.dir,
           lower: st.layers.slice(0, -1),
           staging: { file: st.file, backing: st.backing, sizeBytes: chains[i]!.virtualSize },
         })),
@@ -83,6 +86,38 @@ export class ReplicaCycleServer {
       for (const c of chains) await c.discardCycle().catch(() => undefined);
       throw e;
     }
+  }
+
+  /**
+   * A chain's cycle begins by sweeping what cut cycles and merges left: a point file the
+   * manifest no longer lists may still be open in the staging daemon (a merge cut after its
+   * manifest was written), which the sweep refuses to delete under it. Closed, and once more.
+   */
+  async #begin(id: string, chain: ReplicaChain): Promise<StagingCycle> {
+    try {
+      return await chain.beginCycle({ create: false });
+    } catch (e) {
+      if (!isMamoriError(e, 'DISK_IN_USE') || this.#staging.residentKeys(chain.dir).length === 0) throw e;
+      await this.release(id);
+      return chain.beginCycle({ create: false });
+    }
+  }
+
+  /**
+   * Retention's merge: inside the staging daemon when it holds the chain open (no process, and
+   * the daemon's locks would refuse qemu-img), by qemu-img otherwise.
+   */
+  readonly pointMerge: PointMerge = async (step) => {
+    if (await this.#staging.merge(step.dir, [...step.layers], step.baseName, step.virtualSize)) return;
+    await offlineMerge(step);
+  };
+
+  /**
+   * Closes a replica's chains in the staging daemon, where they stay open between cycles: before
+   * anything else writes or deletes its files (compaction, deletion, promotion).
+   */
+  async release(id: string): Promise<void> {
+    await this.#staging.release(this.#staging.residentKeys(resolve(this.#root, id) + sep));
   }
 
   /**

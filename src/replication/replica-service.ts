@@ -180,6 +180,7 @@ export class ReplicaService {
         throw replicaInUse(`the replica ${id} of ${replica.vmName}`, users);
       if (!ReplicaRemoval.isRetired(replica.sourceVmId) && replica.promotedAt === null) await assertSourceDone(replica);
       await this.#cycles.close(id);
+      await this.#cycles.release(id);
       await this.#cycles.killLeftover(id);
       await this.#removal.remove(id);
       this.#log.info({ replica: id, vm: replica.vmName, source: replica.sourceSite }, 'replica deleted');
@@ -300,6 +301,7 @@ export class ReplicaService {
       const r = await this.get(id);
       if (r.promotedAt !== null) return { generation: r.failoverGeneration, promotedAt: r.promotedAt };
       await this.#cycles.close(id);
+      await this.#cycles.release(id);
       await this.#cycles.killLeftover(id);
       const promotedAt = new Date().toISOString();
       await this.#repo.setPromoted(id, promotedAt, r.failoverGeneration + 1);

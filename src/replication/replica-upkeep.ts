@@ -93,7 +93,7 @@ export class ReplicaUpkeep {
     const replica = await this.#repo.get(id);
     if (!replica) throw new MamoriError('NOT_FOUND', `no replica ${id} on this site`);
     const keep = replica.keepPoints;
-    for (const c of chains) await c.applyRetention(keep);
+    for (const c of chains) await c.applyRetention(keep, this.#cycles.pointMerge);
     await this.#repo.keepNewestPoints(id, keep);
   }
 
@@ -122,6 +122,8 @@ export class ReplicaUpkeep {
     if (await this.#repo.isHeld(id)) return;
     const replica = await this.#repo.get(id).catch(() => undefined);
     if (!replica || replica.points.length === 0 || replica.promotedAt !== null) return;
+    // Absorbing writes the base, which the staging daemon's reader locks would refuse.
+    if (replica.disks.length > 0) await this.#cycles.release(id);
     for (const d of replica.disks) {
       const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
       const absorbed = await chain.absorbSeed();

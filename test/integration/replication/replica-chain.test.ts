@@ -9,7 +9,7 @@ import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { runProcess } from '../../../src/core/run-process.js';
 import { StorageDaemon, type StorageDaemonConfig } from '../../../src/qemu/storage-daemon.js';
 import { ReplicaChain, type ChainLayer } from '../../../src/replication/replica-chain.js';
-import { chainImageSpec } from '../../../src/replication/chain-images.js';
+import { chainImageSpec, offlineMerge } from '../../../src/replication/chain-images.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
@@ -341,7 +341,7 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
       (await qemuIo(['-r', ...unixTarget(sock, 'verify')], ['read -P 0x35 2M 64k', 'read -P 0x22 1056k 64k'])).code,
       0,
     );
-    assert.deepEqual(await chain.applyRetention(2), { merged: [], deferred: true });
+    assert.deepEqual(await chain.applyRetention(2, offlineMerge), { merged: [], deferred: true });
     await v.stop();
     lease.release();
 
@@ -351,7 +351,7 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
     await assertReads(p2.layers, expected(2));
     await assertReads(p3.layers, expected(3));
 
-    assert.deepEqual(await chain.applyRetention(2), { merged: ['p000001'], deferred: false });
+    assert.deepEqual(await chain.applyRetention(2, offlineMerge), { merged: ['p000001'], deferred: false });
     assert.deepEqual(
       chain.points().map((p) => p.id),
       ['p000002', 'p000003'],
@@ -367,7 +367,7 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
     });
     assert.equal(viaHeaders.code, 0, viaHeaders.stdout);
 
-    assert.deepEqual(await chain.applyRetention(1), { merged: ['p000002'], deferred: false });
+    assert.deepEqual(await chain.applyRetention(1, offlineMerge), { merged: ['p000002'], deferred: false });
     const reopened = await ReplicaChain.open(replicaDir);
     assert.deepEqual(
       reopened.points().map((p) => [p.id, p.layers.length]),
@@ -430,7 +430,7 @@ describe('replica chain served by qemu-storage-daemon (real qemu-img, qemu-io, q
     await chain.commitCycle({ time: new Date().toISOString(), consistency: 'crash' });
     await chain.beginCycle();
     await chain.commitCycle({ time: new Date().toISOString(), consistency: 'crash' });
-    assert.deepEqual(await chain.applyRetention(1), { merged: ['p000001'], deferred: false });
+    assert.deepEqual(await chain.applyRetention(1, offlineMerge), { merged: ['p000001'], deferred: false });
     const reopened = await ReplicaChain.open(seedDir);
     await assertReads(reopened.newestPoint()!.layers, want);
     assert.equal(reopened.newestPoint()!.layers[0]!.file, seed, 'the seed stays the bottom layer, where it is');

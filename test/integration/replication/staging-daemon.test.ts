@@ -63,6 +63,7 @@ test('cycles on one long-lived daemon: overlays made over QMP are sound, keep th
       { file: join(dir, 'p1.qcow2'), format: 'qcow2' as const },
     ];
     const disk = (name: string): StagingDisk => ({
+      key: dir,
       lower,
       staging: { file: join(dir, name), backing: { file: 'p1.qcow2', format: 'qcow2' }, sizeBytes: 64 * MiB },
     });
@@ -111,6 +112,7 @@ test('two cycles at once; a hard close cuts a client; a dead or leftover daemon 
     await qcow2(join(dir, 'a.qcow2'));
     await qcow2(join(dir, 'b.qcow2'));
     const on = (base: string, name: string): StagingDisk => ({
+      key: join(dir, base),
       lower: [{ file: join(dir, base), format: 'qcow2' }],
       staging: { file: join(dir, name), backing: { file: base, format: 'qcow2' }, sizeBytes: 64 * MiB },
     });
