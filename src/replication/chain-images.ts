@@ -89,8 +89,6 @@ export interface PointMergeStep {
   layers: readonly { file: string; format: 'qcow2' | 'raw' }[];
   /** The base's name as the point above must name it in its header (relative to the folder). */
   baseName: string;
-  /** The disk's virtual size: what a merge by block-commit scans. */
-  virtualSize: number;
 }
 
 /** Commits a point into the base and rewrites the next point's header onto the base (ReplicaChain.applyRetention). */

@@ -363,7 +363,7 @@ export class ReplicaChain {
           { file: oldestFile, format: 'qcow2' },
           { file: nextFile, format: 'qcow2' },
         ];
-        await merge({ dir: this.#dir, layers, baseName: this.#manifest.base, virtualSize: this.virtualSize });
+        await merge({ dir: this.#dir, layers, baseName: this.#manifest.base });
         await syncFile(base);
         await syncFile(nextFile);
         const manifest: ReplicaManifest = { ...this.#manifest, points: this.#manifest.points.slice(1) };

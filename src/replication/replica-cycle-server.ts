@@ -108,7 +108,7 @@ export class ReplicaCycleServer {
    * the daemon's locks would refuse qemu-img), by qemu-img otherwise.
    */
   readonly pointMerge: PointMerge = async (step) => {
-    if (await this.#staging.merge(step.dir, [...step.layers], step.baseName, step.virtualSize)) return;
+    if (await this.#staging.merge(step.dir, [...step.layers], step.baseName)) return;
     await offlineMerge(step);
   };
 

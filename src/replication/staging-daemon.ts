@@ -7,7 +7,6 @@ import type { BackingRef } from '../qemu/qemu-img-write.js';
 import type { Logger } from '../core/logger.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { ResidentChains } from './resident-chains.js';
-import { isMamoriError } from '../core/mamori-error.js';
 
 /** One disk of a cycle: the newest point's layers (read-only) and the staging overlay to create on them. */
 export interface StagingDisk {
@@ -28,16 +27,6 @@ export interface StagingSet {
 const RESIDENT_IDLE_MS = 15 * 60_000;
 /** A merge of a large point copies it whole: bounded as qemu-img's was. */
 const MERGE_TIMEOUT_MS = 6 * 3600_000;
-/**
- * The largest disk merged by block-commit inside the daemon. QEMU 7.2's commit of a point below
- * the top walks the whole virtual size in 512 KiB steps, yielding the daemon's one main loop at
- * each: about 7.6 ms per GiB here (12 ms for 1 GiB, 122 ms for 16 GiB), however little the
- * point holds. qemu-img's commit (a mirror, which finds what the point allocates in a few
- * steps) costs about 35 ms whatever the size, but the chain must then be closed for it and
- * opened again by the next cycle: about 3 ms per layer, 75 ms at 24 points. So the daemon
- * merges up to 8 GiB, where both come to about the same.
- */
-const DAEMON_MERGE_MAX_BYTES = 8 * 1024 ** 3;
 
 /**
  * The recovery site's one qemu-storage-daemon for the staging overlays of every open cycle.
@@ -180,21 +169,24 @@ export class StagingDaemon {
    * Retention's merge of the point `layers.at(-2)` into the base below it, inside the daemon,
    * when `layers` (seed, base, point, the point above) are open here as chain `key`; the header
    * of the point above then names the base as `baseName`. Returns false when the chain is not
-   * open here or the disk is too large for it (DAEMON_MERGE_MAX_BYTES): the chain is then
-   * closed, so that a merge by another process may write it.
+   * open here: it is then closed, so that a merge by another process may write it.
    */
-  async merge(key: string, layers: DaemonLayer[], baseName: string, virtualSize: number): Promise<boolean> {
+  async merge(key: string, layers: DaemonLayer[], baseName: string): Promise<boolean> {
+    // A daemon that died since its last cycle holds nothing (and no lock): qemu-img merges.
+    if (this.#daemon?.qmp().connected !== true) {
+      this.#resident = null;
+      return false;
+    }
     const resident = this.#resident;
     // The point above the merged one is the newest when the chain keeps few points: the cycle
     // that made it has not opened it yet.
     if (
       resident !== null &&
-      virtualSize <= DAEMON_MERGE_MAX_BYTES &&
       resident.nodesOf(key).length === layers.length - 1 &&
       (await resident.holds(key, layers.slice(0, -1)))
     )
       await resident.top(key, layers);
-    if (resident === null || virtualSize > DAEMON_MERGE_MAX_BYTES || !(await resident.holds(key, layers))) {
+    if (resident === null || !(await resident.holds(key, layers))) {
       await this.release([key]);
       return false;
     }
@@ -202,7 +194,7 @@ export class StagingDaemon {
       await resident.merge(key, layers.length - 2, baseName, `m${++this.#seq}`, MERGE_TIMEOUT_MS);
     } catch (e) {
       // The chain is closed after a failed merge; a daemon that could not close it must go.
-      if (isMamoriError(e, 'QMP_ERROR') && resident.keys().includes(key)) await this.#kill();
+      if (resident.keys().includes(key)) await this.#kill();
       throw e;
     }
     return true;
