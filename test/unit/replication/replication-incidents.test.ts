@@ -11,6 +11,7 @@ import {
   RPO_CLEAR_MS,
   RPO_VIOLATED,
   ReplicationIncidents,
+  SATURATION_MIN_REWRITE_MS,
 } from '../../../src/replication/replication-incidents.js';
 import type { ReplicationRecord } from '../../../src/store/records/replica-record.js';
 import type { BehindVm } from '../../../src/replication/link-saturation.js';
@@ -84,8 +85,24 @@ test('a saturated link: one incident per link, opened once (one alert), rewritte
     assert.equal(capped.details?.['limitedBy'], 'bandwidth');
     assert.match(capped.remedy ?? '', /bandwidth cap is used up.*'mamori site link site-b --bandwidth none'/);
     assert.equal(counter.transitions, 1);
+    // VMs changing at every check (one commits, another falls behind): at most one rewrite per
+    // SATURATION_MIN_REWRITE_MS; the next check after it writes the list as it is then.
+    const bw = { ...link, limitedBy: 'bandwidth' as const };
+    await incidents.linkSaturation({ ...bw, behind: [vm('db', 122), vm('mail', 61)], now: 47_000 });
+    assert.doesNotMatch((await log.openFor(LINK_SATURATED, 'site:site-b'))!.message, /mail/);
+    await incidents.linkSaturation({ ...bw, behind: [vm('web', 104), vm('mail', 63)], now: 48_000 });
+    assert.doesNotMatch((await log.openFor(LINK_SATURATED, 'site:site-b'))!.message, /mail/);
+    await incidents.linkSaturation({
+      ...bw,
+      behind: [vm('db', 126), vm('mail', 66)],
+      now: 46_000 + SATURATION_MIN_REWRITE_MS,
+    });
+    const later = (await log.openFor(LINK_SATURATED, 'site:site-b'))!;
+    assert.match(later.message, /2 VMs are behind: db lag 126s .*; mail lag 66s/);
+    assert.equal(later.id, first.id);
+    assert.equal(counter.transitions, 1);
 
-    await incidents.linkSaturation({ ...link, behind: [], now: 50_000 });
+    await incidents.linkSaturation({ ...link, behind: [], now: 60_000 });
     assert.equal(await log.openFor(LINK_SATURATED, 'site:site-b'), null);
     assert.equal(counter.transitions, 2, 'and once more when it clears');
     const all = await log.list({ kind: LINK_SATURATED });
