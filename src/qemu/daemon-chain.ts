@@ -2,8 +2,9 @@ import { MamoriError } from '../core/mamori-error.js';
 
 /*
  * How a chain of images is described to QEMU as blockdev objects: explicit node names and
- * explicit backing, for the command line (storage-daemon.ts's argv) and for blockdev-add
- * over QMP alike. Pure data, no process.
+ * explicit backing, for a storage daemon's command line (storage-daemon.ts's argv). Pure data,
+ * no process. (The staging daemon opens replica chains layer by layer over QMP instead:
+ * replication/resident-chains.ts.)
  */
 
 /** One image of a chain; layers are listed bottom (base) to top. */
@@ -31,8 +32,8 @@ export interface DaemonChain {
 }
 
 /**
- * The blockdev objects of a chain, bottom first, each format node on its protocol node: the
- * same for the command line and for blockdev-add over QMP (a daemon that lives across cycles).
+ * The blockdev objects of a chain, bottom first, each format node on its protocol node, for
+ * the command line.
  */
 export function chainBlockdevs(chain: DaemonChain): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
@@ -61,25 +62,6 @@ export function chainBlockdevs(chain: DaemonChain): Record<string, unknown>[] {
     out.push(fmt);
   }
   return out;
-}
-
-/**
- * The same chain as one blockdev object: the top format node with its file and its backing
- * chain inline, bottom layer last. One blockdev-add opens it all and one blockdev-del of the
- * top closes it all (the inner nodes belong to their parents), where the flat list costs two
- * QMP round trips per layer each way: with a replica's 24 points, most of a small cycle.
- */
-export function chainBlockdevTree(chain: DaemonChain): Record<string, unknown> {
-  const flat = chainBlockdevs(chain);
-  let below: Record<string, unknown> | null = null;
-  for (let k = 0; k < flat.length; k += 2) {
-    const fmt: Record<string, unknown> = { ...flat[k + 1]!, file: flat[k]! };
-    if (below !== null) fmt['backing'] = below;
-    below = fmt;
-  }
-  if (below === null)
-    throw new MamoriError('INVALID_INPUT', `chain ${chain.id} has no layers`, { details: { chain: chain.id } });
-  return below;
 }
 
 /** Node name of layer k of a chain of n layers: the top is the chain id itself. */

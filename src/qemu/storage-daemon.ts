@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { QmpClient } from './qmp-client.js';
-import type { QmpBlockExportAddArgs, QmpBlockdevOptions } from './qmp-types.js';
-import { chainBlockdevTree, chainBlockdevs, type DaemonChain } from './daemon-chain.js';
+import type { QmpBlockExportAddArgs } from './qmp-types.js';
+import { chainBlockdevs, type DaemonChain } from './daemon-chain.js';
 
 export const QEMU_STORAGE_DAEMON = process.env['MAMORI_QEMU_STORAGE_DAEMON'] ?? 'qemu-storage-daemon';
 
@@ -250,11 +250,6 @@ export class StorageDaemon {
         cause: e,
       });
     });
-  }
-
-  /** Opens a chain in the running daemon in one blockdev-add (chainBlockdevTree); blockdev-del of chain.id closes it all. */
-  async addChainTree(chain: DaemonChain): Promise<void> {
-    await this.#qmp.execute('blockdev-add', chainBlockdevTree(chain) as QmpBlockdevOptions, { timeoutMs: 10_000 });
   }
 
   async exportIds(): Promise<string[]> {

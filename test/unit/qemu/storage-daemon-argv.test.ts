@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { buildStorageDaemonArgv } from '../../../src/qemu/storage-daemon.js';
-import { chainBlockdevTree, chainNodeName } from '../../../src/qemu/daemon-chain.js';
+import { chainNodeName } from '../../../src/qemu/daemon-chain.js';
 
 /** The values following each occurrence of `flag`. */
 function valuesOf(argv: string[], flag: string): string[] {
@@ -138,51 +138,5 @@ describe('buildStorageDaemonArgv', () => {
   it('names the top node after the chain', () => {
     assert.equal(chainNodeName('c', 2, 3), 'c');
     assert.equal(chainNodeName('c', 0, 3), 'c-l0');
-  });
-});
-
-describe('chainBlockdevTree', () => {
-  it('nests the chain under its top: each layer its file inline and the layer below as its backing, the bottom none', () => {
-    const tree = chainBlockdevTree({
-      id: 'c',
-      readOnly: true,
-      layers: [
-        { file: '/r/base.qcow2', format: 'qcow2' },
-        { file: '/r/p1.qcow2', format: 'qcow2' },
-        { file: '/r/p2.qcow2', format: 'qcow2' },
-      ],
-    });
-    const file = (name: string, node: string): Record<string, unknown> => ({
-      driver: 'file',
-      filename: `/r/${name}`,
-      'node-name': node,
-      'read-only': true,
-    });
-    assert.deepEqual(tree, {
-      driver: 'qcow2',
-      'node-name': 'c',
-      'read-only': true,
-      file: file('p2.qcow2', 'c-file'),
-      backing: {
-        driver: 'qcow2',
-        'node-name': 'c-l1',
-        'read-only': true,
-        file: file('p1.qcow2', 'c-l1-file'),
-        backing: {
-          driver: 'qcow2',
-          'node-name': 'c-l0',
-          'read-only': true,
-          file: file('base.qcow2', 'c-l0-file'),
-          backing: null,
-        },
-      },
-    });
-  });
-
-  it('refuses a chain without layers', () => {
-    assert.throws(
-      () => chainBlockdevTree({ id: 'c', layers: [] }),
-      (e: unknown) => isMamoriError(e, 'INVALID_INPUT'),
-    );
   });
 });
