@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { IncomingMessage } from 'node:http';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, type NetConnectOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { TokenRepo } from '../store/repos/token-repo.js';
@@ -104,6 +104,11 @@ export function cycleStreamPath(url: string | undefined): { id: string; cycleId:
   return m === null ? null : { id: m[1]!, cycleId: m[2]!, disk: Number(m[3]) };
 }
 
+/** Bytes a cycle stream may gather for the staging daemon before the pipe waits (see spliceCycleStream). */
+const GATHER_BYTES = 4 * 1024 * 1024;
+/** After a client's clean close, how long its last bytes may take to reach the daemon before its side is dropped. */
+const CLOSE_GRACE_MS = 10_000;
+
 /**
  * Joins an upgraded connection to a disk's staging export: connects to the daemon's socket,
  * answers 101, then pipes both ways with the option guard on the client's side.
@@ -113,7 +118,10 @@ export async function spliceCycleStream(
   head: Buffer,
   target: { socketPath: string; exportName: string; track(s: Socket): void },
 ): Promise<void> {
-  const daemon = createConnection({ path: target.socketPath });
+  // Room for what one turn of the event loop gathers (below): with the default 16 KiB the pipe
+  // would pause the stream at the first record.
+  // (Node's net.Socket takes a stream's options; its types do not list them.)
+  const daemon = createConnection({ path: target.socketPath, writableHighWaterMark: GATHER_BYTES } as NetConnectOpts);
   await new Promise<void>((resolve, reject) => {
     daemon.once('connect', resolve);
     daemon.once('error', reject);
@@ -131,9 +139,39 @@ export async function spliceCycleStream(
   };
   guard.on('error', cut);
   wire.on('error', cut);
-  wire.pipe(guard).pipe(daemon);
+  // What arrives in one turn of the event loop goes to the daemon in one write. TLS hands its
+  // 16 KiB records over one by one; a write each cost a system call and a wakeup of the daemon
+  // per record. Registered before the pipe, so the first record of a turn is gathered too.
+  let gathering = false;
+  wire.on('data', () => {
+    if (gathering) return;
+    gathering = true;
+    daemon.cork();
+    setImmediate(() => {
+      gathering = false;
+      daemon.uncork();
+    });
+  });
+  // Once the guard lets everything through it leaves the path: what it holds goes first, then
+  // the stream goes straight to the daemon (a Transform per 16 KiB record is not free). A guard
+  // that ends before (a client gone in its handshake) ends the daemon's side.
+  let bypassed = false;
+  guard.once('passthrough', () => {
+    bypassed = true;
+    wire.unpipe(guard);
+    wire.pause();
+    guard.end();
+  });
+  guard.once('end', () => (bypassed ? wire.pipe(daemon) : daemon.end()));
+  wire.pipe(guard).pipe(daemon, { end: false });
   daemon.pipe(wire);
-  socket.on('close', () => daemon.destroy());
+  socket.on('close', () => {
+    // A cut drops the daemon's side at once: what it had not acknowledged is lost, with the
+    // cycle. A client that closed cleanly may still have its last bytes in the splice (gathered,
+    // or in the guard): the pipe ends the daemon's side once they are written.
+    if (!socket.readableEnded) daemon.destroy();
+    else setTimeout(() => daemon.destroy(), CLOSE_GRACE_MS).unref();
+  });
   daemon.on('close', () => socket.destroy());
   target.track(socket);
 }

@@ -15,7 +15,8 @@ REQUEST_MAGIC.writeUInt32BE(NBD_MAGIC.REQUEST);
  * export: GO, INFO, EXPORT_NAME, STRUCTURED_REPLY, SET/LIST_META_CONTEXT, ABORT. LIST (which
  * would name the other cycles' exports), STARTTLS and anything unknown end the connection.
  * Once the client sends its first transmission request (after a successful GO) every byte
- * passes unread: the guard costs nothing on the data path.
+ * passes unread, and the guard emits 'passthrough': its user may then take it out of the data
+ * path (spliceCycleStream does).
  */
 export class NbdOptionGuard extends Transform {
   readonly #exportName: string;
@@ -56,7 +57,7 @@ export class NbdOptionGuard extends Transform {
         continue;
       }
       if (b.length >= 4 && b.subarray(0, 4).equals(REQUEST_MAGIC)) {
-        this.#state = 'passthrough';
+        this.#passthrough();
         continue;
       }
       if (b.length < 16) return;
@@ -69,8 +70,14 @@ export class NbdOptionGuard extends Transform {
       this.#check(option, data);
       this.#forward(16 + length);
       // EXPORT_NAME has no reply to wait for: transmission follows it directly.
-      if (option === NBD_OPT.EXPORT_NAME) this.#state = 'passthrough';
+      if (option === NBD_OPT.EXPORT_NAME) this.#passthrough();
     }
+  }
+
+  /** From here on every byte passes: 'passthrough' tells a user that may take the guard out of its pipe. */
+  #passthrough(): void {
+    this.#state = 'passthrough';
+    this.emit('passthrough');
   }
 
   #check(option: number, data: Buffer): void {
