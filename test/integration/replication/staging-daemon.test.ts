@@ -131,6 +131,12 @@ test('two cycles at once; a hard close cuts a client; a dead or leftover daemon 
     // The daemon dies: the next cycle gets a new one.
     const first = await pidOf(daemon);
     process.kill(first, 'SIGKILL');
+    // Dead, not dying: a SIGKILLed process lingers a moment, and a cycle opened in that moment
+    // fails with the daemon (its source keeps its bitmap); the one after it gets a new daemon.
+    for (const deadline = Date.now() + 30_000; await isStorageDaemon(first, join(dir, 'sd', 'qmp.sock'));) {
+      if (Date.now() > deadline) throw new Error(`the killed daemon ${first} is still there`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const three = await daemon.open([on('a.qcow2', 'sc.qcow2')]);
     const second = await pidOf(daemon);
     assert.notEqual(second, first);
