@@ -17,10 +17,11 @@
  *   scheduler at the smallest RPO, a guest writing 1 MiB/s, BENCH_WAN_RPO_SECONDS, default 600).
  * Baselines are the profile's own figures (rate, RTT), which the emulator holds to (its tests).
  * Environment: BENCH_WAN_PROFILES (comma-separated names; default all three), BENCH_WAN_RPO_SECONDS
- * (0 skips the RPO runs).
+ * (0 skips the RPO runs). A run that skips some keeps the committed rows of what it skipped,
+ * marked `carriedOver`.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runProcess } from '../../src/core/run-process.js';
@@ -192,6 +193,32 @@ async function profileRun(profile: WanProfile, work: string): Promise<BenchFigur
   }
 }
 
+const resultsFile = join(repoRoot, 'bench', 'results', 'wan.json');
+
+/**
+ * The figures of this run, in the places of the committed file's rows they replace, and the
+ * committed rows this run did not measure (other profiles, or RPO runs skipped) kept beside
+ * them, marked `carriedOver` with when they were measured: a partial run never drops a figure.
+ */
+async function withUnmeasured(measured: BenchFigure[], date: string): Promise<BenchFigure[]> {
+  const before: { date?: string; figures?: BenchFigure[] } = await readFile(resultsFile, 'utf8').then(
+    (t) => JSON.parse(t) as { date?: string; figures?: BenchFigure[] },
+    () => ({}),
+  );
+  const fresh = new Map(measured.map((f) => [f.metric, f]));
+  const rows = (before.figures ?? []).map((old) => {
+    const now = fresh.get(old.metric);
+    if (now !== undefined) {
+      fresh.delete(old.metric);
+      return now;
+    }
+    if (old['carriedOver'] !== undefined) return old;
+    const when = typeof old['measuredAt'] === 'string' ? old['measuredAt'] : before.date;
+    return { ...old, carriedOver: `measured at ${when}; the run of ${date} did not measure it` };
+  });
+  return [...rows, ...fresh.values()];
+}
+
 const work = await mkdtemp(join(tmpdir(), 'mamori-bench-wan-'));
 const figures: BenchFigure[] = [];
 try {
@@ -208,11 +235,12 @@ try {
 } finally {
   await rm(work, { recursive: true, force: true });
 }
+const date = new Date().toISOString();
 const out = {
   name: 'wan',
   machine: '2 cores, TCG, two site servers in network namespaces over the emulated WAN',
-  date: new Date().toISOString(),
-  figures,
+  date,
+  figures: await withUnmeasured(figures, date),
 };
-await writeFile(join(repoRoot, 'bench', 'results', 'wan.json'), `${JSON.stringify(out, null, 2)}\n`);
+await writeFile(resultsFile, `${JSON.stringify(out, null, 2)}\n`);
 log('wrote bench/results/wan.json');
