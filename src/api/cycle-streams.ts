@@ -116,7 +116,13 @@ const CLOSE_GRACE_MS = 10_000;
 export async function spliceCycleStream(
   socket: Socket,
   head: Buffer,
-  target: { socketPath: string; exportName: string; track(s: Socket): void },
+  target: {
+    socketPath: string;
+    exportName: string;
+    track(s: Socket): void;
+    /** After a clean close, how long before the daemon's side is dropped (default CLOSE_GRACE_MS). */
+    closeGraceMs?: number;
+  },
 ): Promise<void> {
   // Room for what one turn of the event loop gathers (below): with the default 16 KiB the pipe
   // would pause the stream at the first record.
@@ -170,7 +176,7 @@ export async function spliceCycleStream(
     // cycle. A client that closed cleanly may still have its last bytes in the splice (gathered,
     // or in the guard): the pipe ends the daemon's side once they are written.
     if (!socket.readableEnded) daemon.destroy();
-    else setTimeout(() => daemon.destroy(), CLOSE_GRACE_MS).unref();
+    else setTimeout(() => daemon.destroy(), target.closeGraceMs ?? CLOSE_GRACE_MS).unref();
   });
   daemon.on('close', () => socket.destroy());
   target.track(socket);
