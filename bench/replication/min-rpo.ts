@@ -194,6 +194,7 @@ export async function measureMinRpo(opts: {
       guestMiBPerSecond: Number((written / MiB / measured).toFixed(3)),
       failures: final.failures,
       measuredSeconds: Math.round(measured),
+      measuredAt: new Date().toISOString(),
     };
   } finally {
     await sites.destroy().catch(() => undefined);

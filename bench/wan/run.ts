@@ -217,8 +217,9 @@ async function withUnmeasured(measured: BenchFigure[], date: string): Promise<Be
       return now;
     }
     if (old['carriedOver'] !== undefined) return old;
-    const when = typeof old['measuredAt'] === 'string' ? old['measuredAt'] : before.date;
-    return { ...old, carriedOver: `measured at ${when}; the run of ${date} did not measure it` };
+    const when =
+      typeof old['measuredAt'] === 'string' ? `at ${old['measuredAt']}` : `in the run that ended at ${before.date}`;
+    return { ...old, carriedOver: `measured ${when}; the run of ${date} did not measure it` };
   });
   return [...rows, ...fresh.values()];
 }
