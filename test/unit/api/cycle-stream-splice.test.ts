@@ -38,6 +38,21 @@ const handshake = Buffer.concat([
   encodeOption(NBD_OPT.GO, nameData('s1d0')),
 ]);
 
+/** Listens for the daemon on DIR/nbd.sock, and returns a loopback server that splices each connection to it. */
+async function spliceFront(daemon: Server, dir: string, closeGraceMs?: number): Promise<Server> {
+  await listening(daemon, join(dir, 'nbd.sock'));
+  const front = createServer((socket: Socket) => {
+    void spliceCycleStream(socket, Buffer.alloc(0), {
+      socketPath: join(dir, 'nbd.sock'),
+      exportName: 's1d0',
+      track: () => undefined,
+      ...(closeGraceMs === undefined ? {} : { closeGraceMs }),
+    });
+  });
+  await listening(front, 0, '127.0.0.1');
+  return front;
+}
+
 /** A client of the splice behind `front`: past the 101 answer, its framed stream. */
 async function upgraded(front: Server): Promise<{ client: Socket; wire: CompressedStream }> {
   const port = (front.address() as { port: number }).port;
@@ -70,15 +85,7 @@ test('every byte after the handshake reaches the daemon in order, across the gua
       daemonDone();
     });
   });
-  await listening(daemon, join(dir, 'nbd.sock'));
-  const front = createServer((socket: Socket) => {
-    void spliceCycleStream(socket, Buffer.alloc(0), {
-      socketPath: join(dir, 'nbd.sock'),
-      exportName: 's1d0',
-      track: () => undefined,
-    });
-  });
-  await listening(front, 0, '127.0.0.1');
+  const front = await spliceFront(daemon, dir);
   try {
     const { client, wire } = await upgraded(front);
     // The first request shares a write with the end of the handshake; then many writes of
@@ -129,17 +136,8 @@ test("a cut drops the daemon's side at once; a clean close hands the daemon ever
     conns.push(c);
     arrived();
   });
-  await listening(daemon, join(dir, 'nbd.sock'));
-  const front = createServer((socket: Socket) => {
-    void spliceCycleStream(socket, Buffer.alloc(0), {
-      socketPath: join(dir, 'nbd.sock'),
-      exportName: 's1d0',
-      track: () => undefined,
-      // An hour: a daemon's side dropped in this test was dropped by the cut, not by the grace.
-      closeGraceMs: 3_600_000,
-    });
-  });
-  await listening(front, 0, '127.0.0.1');
+  // An hour: a daemon's side dropped in this test was dropped by the cut, not by the grace.
+  const front = await spliceFront(daemon, dir, 3_600_000);
   const nextConn = (): Promise<Conn> => {
     const n = conns.length;
     return new Promise<Conn>((resolve) => {
