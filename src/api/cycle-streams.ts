@@ -11,6 +11,12 @@ import { NbdOptionGuard } from '../nbd/nbd-option-guard.js';
 import { CompressedStream } from '../sites/compressed-stream.js';
 import type { ReplicaService } from '../replication/replica-service.js';
 import { CYCLE_STREAM_PROTOCOL } from '../replication/replica-cycle-server.js';
+import {
+  JOURNAL_STREAM_PROTOCOL,
+  JOURNAL_STREAM_ROUTE,
+  journalStreamPath,
+  serveJournalStream,
+} from './journal-streams.js';
 
 export const CYCLE_STREAM_ROUTE = '/replicas/:id/cycles/:cycleId/disks/:disk/stream';
 const PATTERN = /^\/replicas\/([A-Za-z0-9_-]{1,64})\/cycles\/([A-Za-z0-9_-]{1,64})\/disks\/(\d{1,3})\/stream$/;
@@ -26,6 +32,8 @@ const PATTERN = /^\/replicas\/([A-Za-z0-9_-]{1,64})\/cycles\/([A-Za-z0-9_-]{1,64
  * than the daemon's one main loop (notes/qemu-7.2.md: 180 MiB/s), one port crosses firewalls
  * and WAN links for everything between two sites, and the credentials are the API's (pinned
  * CA, site token), checked once, with no per-cycle certificate files.
+ *
+ * The same handler takes a continuous replica's journal stream (journal-streams.ts).
  *
  * The caller is checked as any route's (route-roles.ts: site tokens only, failures counted
  * by the limiter); the replica must be the calling site's and the cycle open; the NBD
@@ -74,10 +82,13 @@ async function upgrade(
   deps: { tokens: TokenRepo; authFailures?: AuthFailureLimiter; replicas: ReplicaService },
 ): Promise<void> {
   const m = cycleStreamPath(req.url);
-  if (req.method !== 'GET' || m === null)
+  const j = m === null ? journalStreamPath(req.url) : null;
+  if (req.method !== 'GET' || (m === null && j === null))
     throw new MamoriError('NOT_FOUND', `no upgradable route ${req.method} ${req.url ?? ''}`);
-  if ((req.headers.upgrade ?? '').toLowerCase() !== CYCLE_STREAM_PROTOCOL)
-    throw new MamoriError('INVALID_INPUT', `this route upgrades to ${CYCLE_STREAM_PROTOCOL} only`);
+  const [route, protocol] =
+    m !== null ? [CYCLE_STREAM_ROUTE, CYCLE_STREAM_PROTOCOL] : [JOURNAL_STREAM_ROUTE, JOURNAL_STREAM_PROTOCOL];
+  if ((req.headers.upgrade ?? '').toLowerCase() !== protocol)
+    throw new MamoriError('INVALID_INPUT', `this route upgrades to ${protocol} only`);
   const ip = socket.remoteAddress ?? '';
   deps.authFailures?.check(ip);
   const header = req.headers.authorization;
@@ -88,14 +99,17 @@ async function upgrade(
     deps.authFailures?.failed(ip);
     throw new MamoriError('UNAUTHORIZED', 'the API token is not valid for this site (unknown, revoked or expired)');
   }
-  const access = routeAccess('GET', CYCLE_STREAM_ROUTE);
+  const access = routeAccess('GET', route);
   if (access === undefined || access.roles === 'public' || !(access.roles as readonly string[]).includes(who.role))
-    throw new MamoriError(
-      'FORBIDDEN',
-      `GET ${CYCLE_STREAM_ROUTE} needs a site token; the token sent is a ${who.role} token`,
-    );
-  const target = await deps.replicas.cycleStream(m.id, m.cycleId, m.disk, who.name.replace(/^site:/, ''));
-  await spliceCycleStream(socket, head, target);
+    throw new MamoriError('FORBIDDEN', `GET ${route} needs a site token; the token sent is a ${who.role} token`);
+  const caller = who.name.replace(/^site:/, '');
+  if (m !== null) {
+    const target = await deps.replicas.cycleStream(m.id, m.cycleId, m.disk, caller);
+    await spliceCycleStream(socket, head, target);
+  } else {
+    const receive = await deps.replicas.journalStream(j!.id, j!.disk, caller);
+    await serveJournalStream(socket, head, receive);
+  }
 }
 
 /** The replica, cycle and disk a stream request names, or null when the path is not one. */

@@ -76,8 +76,14 @@ export async function copyExtents(options: CopyExtentsOptions): Promise<CopyCoun
   let bytesDone = 0;
   let failed = false;
 
-  const copyOne = async ({ offset, length }: ByteRange): Promise<void> => {
-    const data = await source.read(offset, length);
+  /**
+   * Each worker reads into one buffer of its own, again and again: a write has settled (the
+   * target replied, so it holds none of the bytes) before that worker reads again. A new buffer
+   * per chunk was 100 MiB/s of fresh memory at WAN speed, and V8 answers that with major
+   * collections of the whole heap.
+   */
+  const copyOne = async ({ offset, length }: ByteRange, into: Buffer): Promise<void> => {
+    const data = await source.read(offset, length, { into });
     c.requests += 1;
     c.bytesRead += length;
     if (data.equals(zeros.subarray(0, length))) {
@@ -99,9 +105,10 @@ export async function copyExtents(options: CopyExtentsOptions): Promise<CopyCoun
 
   const queue = chunks(ranges, chunkSize);
   const worker = async (): Promise<void> => {
+    const into = Buffer.allocUnsafe(chunkSize);
     for (let next = queue.next(); !next.done && !failed; next = queue.next()) {
       try {
-        await copyOne(next.value);
+        await copyOne(next.value, into);
       } catch (err) {
         failed = true;
         throw err;

@@ -11,6 +11,7 @@ import {
   type NbdTransmissionFlags,
 } from './nbd-protocol.js';
 import { NbdTransmission, type NbdDisconnectOptions } from './nbd-transmission.js';
+import { ReusedReadBuffer } from './reused-read-buffer.js';
 
 /**
  * Where the server is. `stream`: a connection made already (a site's cycle stream: TLS to the
@@ -32,6 +33,13 @@ export interface NbdConnectOptions {
 
 export interface NbdRequestOptions {
   timeoutMs?: number;
+}
+export interface NbdReadOptions extends NbdRequestOptions {
+  /**
+   * Read into this buffer (at least `length` bytes; the result is its first `length` bytes)
+   * instead of a new one: a copy loop that reuses its buffers allocates nothing per request.
+   */
+  into?: Buffer;
 }
 export interface NbdWriteOptions extends NbdRequestOptions {
   /** Force unit access: the reply comes once the data is on stable storage. */
@@ -87,11 +95,16 @@ export class NbdClient {
   readonly #flags: NbdTransmissionFlags;
   readonly #wire: NbdTransmission;
 
-  private constructor(negotiated: NbdNegotiated, label: string, requestTimeoutMs: number) {
+  private constructor(
+    negotiated: NbdNegotiated,
+    label: string,
+    requestTimeoutMs: number,
+    reads: ReusedReadBuffer | null,
+  ) {
     this.#n = negotiated;
     this.#label = label;
     this.#flags = decodeTransmissionFlags(negotiated.transmissionFlags);
-    this.#wire = new NbdTransmission(negotiated, label, requestTimeoutMs);
+    this.#wire = new NbdTransmission(negotiated, label, requestTimeoutMs, reads);
   }
 
   /** Connects, negotiates and enters the transmission phase. */
@@ -104,13 +117,17 @@ export class NbdClient {
           ? `NBD server at ${endpoint.socketPath}`
           : `NBD server at ${endpoint.host}:${endpoint.port}`;
     const timeoutMs = options.timeoutMs ?? 30_000;
+    // A plain socket of our own reads into one reused buffer (TLS reads its socket itself).
+    const reads = !('stream' in endpoint) && options.tls === undefined ? new ReusedReadBuffer() : null;
+    const onread = reads === null ? {} : { onread: reads.onread };
     const socket =
       'stream' in endpoint
         ? // NBD needs only the byte stream (no TLS is started on one of these): see the guard below.
           (endpoint.stream as Socket)
         : unix
-          ? createConnection({ path: endpoint.socketPath })
-          : createConnection({ host: endpoint.host, port: endpoint.port });
+          ? createConnection({ path: endpoint.socketPath, ...onread })
+          : createConnection({ host: endpoint.host, port: endpoint.port, ...onread });
+    reads?.attach(socket);
     let timedOut = false;
     let expire: (e: Error) => void = () => undefined;
     // The deadline rejects by itself, whatever stage the negotiation waits in.
@@ -153,7 +170,7 @@ export class NbdClient {
       const negotiated = await Promise.race([deadline, handshake]);
       // with TLS the plain socket lives on underneath; its errors surface as the TLS socket closing
       if (negotiated.socket !== socket) socket.on('error', () => undefined);
-      return new NbdClient(negotiated, label, options.requestTimeoutMs ?? 120_000);
+      return new NbdClient(negotiated, label, options.requestTimeoutMs ?? 120_000, reads);
     } catch (err) {
       socket.destroy();
       if (timedOut) {
@@ -200,9 +217,14 @@ export class NbdClient {
     return Math.max(min, Math.floor(Math.min(max, MAX_IO) / min) * min);
   }
 
-  async read(offset: number, length: number, options: NbdRequestOptions = {}): Promise<Buffer> {
+  async read(offset: number, length: number, options: NbdReadOptions = {}): Promise<Buffer> {
     this.#checkRange('read', offset, length);
-    const buffer = Buffer.allocUnsafe(length);
+    if (options.into !== undefined && options.into.length < length) {
+      throw new MamoriError('INVALID_INPUT', `read of ${length} bytes into a buffer of ${options.into.length}`, {
+        details: { length, bufferLength: options.into.length },
+      });
+    }
+    const buffer = options.into?.subarray(0, length) ?? Buffer.allocUnsafe(length);
     await this.#split(offset, length, this.#ioPiece(), (at, n) =>
       this.#wire.send(NBD_CMD.READ, 0, at, n, null, buffer.subarray(at - offset, at - offset + n), options.timeoutMs),
     );

@@ -59,13 +59,20 @@ export class NbdReplyReader {
     this.#handlers = handlers;
   }
 
-  push(chunk: Buffer): void {
+  /**
+   * `transient`: the chunk is a view of a buffer the caller reuses once this returns
+   * (ReusedReadBuffer). What of it is still unparsed then is copied; it is always the last of
+   * the held chunks, as everything before it was copied at its own push or owned.
+   */
+  push(chunk: Buffer, transient = false): void {
     if (chunk.length === 0) return;
     this.#chunks.push(chunk);
     this.#available += chunk.length;
     while (this.#step()) {
       /* keep parsing while progress is made */
     }
+    const last = this.#chunks.length - 1;
+    if (transient && last >= 0) this.#chunks[last] = Buffer.from(this.#chunks[last]!);
   }
 
   /** One parsing step; false when more bytes are needed. */

@@ -4,6 +4,7 @@ import type { NbdNegotiated } from './nbd-handshake.js';
 import { PendingRequest, type PendingResult } from './nbd-pending-request.js';
 import { NBD_CMD, NbdProtocolViolation, encodeRequestHeader } from './nbd-protocol.js';
 import { NbdReplyReader } from './nbd-reply-reader.js';
+import type { ReusedReadBuffer } from './reused-read-buffer.js';
 
 export interface NbdDisconnectOptions {
   /** How long to let requests in flight finish before NBD_CMD_DISC (default 5 s). */
@@ -31,7 +32,13 @@ export class NbdTransmission {
   #state: 'open' | 'closing' | 'closed' = 'open';
   #failure: NbdError | null = null;
 
-  constructor(negotiated: NbdNegotiated, label: string, requestTimeoutMs: number) {
+  /** `reads`: the socket reads into one reused buffer; each read is parsed as a transient view. */
+  constructor(
+    negotiated: NbdNegotiated,
+    label: string,
+    requestTimeoutMs: number,
+    reads: ReusedReadBuffer | null = null,
+  ) {
     this.#socket = negotiated.socket;
     this.#label = label;
     this.#contextIds = new Set(negotiated.metaContexts.values());
@@ -48,13 +55,14 @@ export class NbdTransmission {
         resolve();
       }),
     );
-    this.#socket.on('data', (chunk: Buffer) => this.#push(chunk));
+    if (reads !== null) reads.take((view) => this.#push(view, true));
+    else this.#socket.on('data', (chunk: Buffer) => this.#push(chunk, false));
     this.#socket.on('error', (err) => {
       this.#failure ??= new NbdError('NBD_DISCONNECTED', `connection to ${this.#label} failed: ${err.message}`, {
         cause: err,
       });
     });
-    if (negotiated.leftover.length > 0) this.#push(negotiated.leftover);
+    if (negotiated.leftover.length > 0) this.#push(negotiated.leftover, false);
   }
 
   get connected(): boolean {
@@ -144,10 +152,10 @@ export class NbdTransmission {
     if (p.serverError?.errno === 'ESHUTDOWN') void this.disconnect({ drainTimeoutMs: 1000 });
   }
 
-  #push(chunk: Buffer): void {
+  #push(chunk: Buffer, transient: boolean): void {
     if (this.#state === 'closed') return;
     try {
-      this.#reader.push(chunk);
+      this.#reader.push(chunk, transient);
     } catch (err) {
       const message = err instanceof NbdProtocolViolation ? err.message : String(err);
       this.#failure = new NbdError(

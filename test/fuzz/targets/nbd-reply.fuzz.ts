@@ -8,7 +8,7 @@ import {
   NBD_REPLY_TYPE,
   NbdProtocolViolation,
 } from '../../../src/nbd/nbd-protocol.js';
-import { NbdReplyReader } from '../../../src/nbd/nbd-reply-reader.js';
+import { replyReaderFor } from '../../harness/reply-reader-for.js';
 import { applyOps, byteOps, type ByteOp } from '../byte-mutations.js';
 import type { FuzzTarget } from '../fuzz-target.js';
 
@@ -108,15 +108,7 @@ function simpleStream(): Buffer {
 
 function feed(structured: boolean, bytes: Buffer, splits: number[]): void {
   const pending = inFlight();
-  const done = (cookie: bigint, finished: boolean): void => {
-    if (finished) pending.delete(cookie);
-  };
-  const reader = new NbdReplyReader(structured, {
-    lookup: (cookie) => pending.get(cookie),
-    simple: (cookie, error) => done(cookie, pending.get(cookie)!.simple(error)),
-    data: (h, offset, length) => done(h.cookie, pending.get(h.cookie)!.data(h, offset, length)),
-    chunk: (h, payload) => done(h.cookie, pending.get(h.cookie)!.chunk(h, payload)),
-  });
+  const reader = replyReaderFor(structured, pending);
   let at = 0;
   for (const s of [...splits.map((x) => x % (bytes.length + 1)).sort((a, b) => a - b), bytes.length]) {
     if (s <= at) continue;

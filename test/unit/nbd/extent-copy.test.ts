@@ -41,8 +41,15 @@ class MemoryDisk implements CopySource, CopyTarget {
     this.log.push(what);
     return fn();
   }
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.#op(`read ${offset}+${length}`, offset, () => Buffer.from(this.data.subarray(offset, offset + length)));
+  /** Buffers reads were asked to land in (NbdClient's `into`). */
+  readonly intoBuffers = new Set<Buffer>();
+  read(offset: number, length: number, options: { into?: Buffer } = {}): Promise<Buffer> {
+    if (options.into) this.intoBuffers.add(options.into);
+    return this.#op(`read ${offset}+${length}`, offset, () => {
+      const out = options.into?.subarray(0, length) ?? Buffer.alloc(length);
+      this.data.copy(out, 0, offset, offset + length);
+      return out;
+    });
   }
   write(offset: number, data: Buffer): Promise<void> {
     return this.#op(`write ${offset}+${data.length}`, offset, () => {
@@ -143,6 +150,28 @@ describe('copyExtents', () => {
       source.log[0],
     );
     await assert.rejects(copyExtents({ source, target, extents: [{ offset: 100, length: 512 }] }), /not aligned/);
+  });
+
+  it('reads into one buffer per worker, reused only once its write has settled', async () => {
+    const source = new MemoryDisk(4096 * KiB);
+    for (let i = 0; i < source.data.length; i++) source.data[i] = (i * 13 + (i >> 16)) & 0xff;
+    const target = new MemoryDisk(4096 * KiB);
+    // Ranges of odd lengths: the last chunk of each is shorter than the buffer it lands in.
+    const extents = [
+      { offset: 0, length: 1000 * KiB },
+      { offset: 1024 * KiB, length: 2500 * KiB },
+    ];
+    const c = await copyExtents({ source, target, extents, concurrency: 3, chunkSize: 64 * KiB });
+    assert.equal(source.intoBuffers.size, 3, 'three workers, three buffers');
+    assert.equal(c.bytesWritten, 3500 * KiB);
+    for (const e of extents)
+      assert.ok(
+        target.data.subarray(e.offset, e.offset + e.length).equals(source.data.subarray(e.offset, e.offset + e.length)),
+      );
+    assert.ok(
+      target.data.subarray(1000 * KiB, 1024 * KiB).equals(Buffer.alloc(24 * KiB)),
+      'nothing outside the extents',
+    );
   });
 
   it('stops at the first failure and rethrows it', async () => {

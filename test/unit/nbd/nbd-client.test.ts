@@ -703,6 +703,30 @@ describe('NbdClient against a fake NBD server', () => {
       assert.deepEqual(await c.read(512 * 1024, 4), Buffer.alloc(4, 0x42));
     });
 
+    it('reads into a buffer the caller gives, and refuses one too small', async () => {
+      const data = pattern(1 << 20);
+      const s = await start({ exports: { disk: { data, blockSizes: { min: 512, preferred: 4096, max: 65536 } } } });
+      const c = await connect(s);
+      const into = Buffer.alloc(256 * 1024, 0xee);
+      const got = await c.read(8192, 200 * 1024, { into });
+      assert.equal(got.buffer, into.buffer, 'the result is a view of the given buffer');
+      assert.equal(got.length, 200 * 1024);
+      assert.deepEqual(got, data.subarray(8192, 8192 + 200 * 1024));
+      assert.deepEqual(into.subarray(200 * 1024), Buffer.alloc(56 * 1024, 0xee), 'nothing written past the read');
+      const again = await c.read(0, 4096, { into });
+      assert.deepEqual(again, data.subarray(0, 4096), 'the same buffer serves the next read');
+      const refused = await c.read(0, 8192, { into: Buffer.alloc(4096) }).then(
+        () => assert.fail('expected INVALID_INPUT'),
+        (e: { code?: string }) => e,
+      );
+      assert.equal(refused.code, 'INVALID_INPUT');
+      assert.equal(
+        s.requests.filter((r) => r.type === CMD.READ).length,
+        5,
+        'the refused read sent nothing (200 KiB went as four requests, then one)',
+      );
+    });
+
     it('splits reads and writes larger than the maximum payload', async () => {
       const data = pattern(1 << 20);
       const s = await start({ exports: { disk: { data, blockSizes: { min: 512, preferred: 4096, max: 65536 } } } });
