@@ -64,6 +64,7 @@ import type { AuthFailureLimiter } from './auth-failure-limiter.js';
 import { registerAuditHooks } from './audit-hooks.js';
 import { auditRoutes } from './routes/audit.js';
 import { cycleStreamRoutes, installCycleStreams } from './cycle-streams.js';
+import { journalStreamRoutes } from './journal-streams.js';
 
 export interface AppDeps {
   siteName: string;
@@ -169,6 +170,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(replicationRoutes(deps));
   await app.register(replicaRoutes(deps));
   await app.register(cycleStreamRoutes());
+  await app.register(journalStreamRoutes());
   installCycleStreams(app, { tokens: deps.tokens, authFailures: deps.authFailures, replicas: deps.replicas });
   await app.register(eventRoutes(deps));
   await app.register(protectionGroupRoutes(deps));

@@ -133,6 +133,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /vms/:name/replication/sync': r(OPERATE),
   'POST /vms/:name/replication/verify': r(OPERATE),
   'GET /vms/:name/replication/points': r(READ),
+  'GET /vms/:name/replication/checkpoints': r(READ),
 
   // The recovery side of replication, called by the protected site.
   'POST /replicas': r(SITE),
@@ -143,6 +144,9 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteAccess>> = {
   'POST /replicas/:id/cycles/:cycleId/commit': r(SITE),
   'GET /replicas/:id/cycles/:cycleId/disks/:disk/stream': r(SITE),
   'POST /replicas/:id/verify': r(SITE),
+  'POST /replicas/:id/journal': r(SITE),
+  'GET /replicas/:id/checkpoints': r(SITE),
+  'GET /replicas/:id/journal/disks/:disk/stream': r(SITE),
   'GET /replicas/:id/seed-delta': r(SITE),
   'DELETE /replicas/:id': r(SITE),
   // The same replicas as the recovery site's operator sees them. Deleting one is an operator's,

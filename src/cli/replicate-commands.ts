@@ -10,7 +10,7 @@ export const REPLICATE_USAGE = `mamori replicate <command>
   enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
                           protect a VM on a paired site (RPO 1s..24h; --bandwidth caps this VM
                           alone, in bytes/s; the link's shared cap: mamori site link SITE --bandwidth)
-  status [VM] | points VM | verify VM [--point ID]
+  status [VM] | points VM [--between T1 T2] | verify VM [--point ID | --at T]
                           status: lag, and whether the VM's cycle runs or waits in its link's queue (#1 next)
   sync-now VM | pause VM | resume VM
   disable VM [--delete-replica]  stop replicating; --delete-replica has the recovery site delete the replica`;
@@ -106,6 +106,20 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
           );
     }
     case 'points': {
+      // --between T1 T2: a continuous replica's points in time (journal checkpoints) in that window.
+      const at = rest.indexOf('--between');
+      if (at >= 0) {
+        const [from, to] = [rest[at + 1], rest[at + 2]];
+        if (from === undefined || to === undefined || from.startsWith('--') || to.startsWith('--'))
+          throw new MamoriError('INVALID_INPUT', 'usage: replicate points VM --between T1 T2 (ISO times)');
+        const vm = one([...rest.slice(0, at), ...rest.slice(at + 3)], 'replicate points VM --between T1 T2');
+        const checkpoints = await api.get('/vms/{name}/replication/checkpoints', {
+          ...vmPath(vm),
+          query: { from, to },
+        });
+        const rows = checkpoints.map((c) => ({ ...c, consistency: c.applicationConsistent ? 'application' : 'crash' }));
+        return json ? printJson(checkpoints) : printTable(rows, ['time', 'seq', 'consistency']);
+      }
       const points = await api.get('/vms/{name}/replication/points', vmPath(one(rest, 'replicate points VM')));
       return json ? printJson(points) : printTable(points, ['id', 'time', 'consistency']);
     }
@@ -114,11 +128,11 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         args: rest,
         allowPositionals: true,
         strict: true,
-        options: { point: { type: 'string' } },
+        options: { point: { type: 'string' }, at: { type: 'string' } },
       });
       const out = await api.post('/vms/{name}/replication/verify', {
-        ...vmPath(one(positionals, 'replicate verify VM [--point ID]')),
-        body: values.point ? { pointId: values.point } : {},
+        ...vmPath(one(positionals, 'replicate verify VM [--point ID | --at T]')),
+        body: { ...(values.point ? { pointId: values.point } : {}), ...(values.at ? { at: values.at } : {}) },
       });
       const report = asView<WriteLogReport>(out.report);
       if (json) printJson(out);

@@ -1,4 +1,5 @@
-import { open } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { runProcess } from './run-process.js';
 
 /*
@@ -26,6 +27,23 @@ async function fsyncOf(path: string, flags: 'r' | 'r+'): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Replaces `path` with `text` so that a crash leaves the old file or the new one, whole: written
+ * to `path.tmp`, fsynced, renamed over, then the folder fsynced.
+ */
+export async function replaceFileDurably(path: string, text: string, mode = 0o600): Promise<void> {
+  const tmp = join(dirname(path), `${basename(path)}.tmp`);
+  const fh = await open(tmp, 'w', mode);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await syncDirectory(dirname(path));
 }
 
 /** syncfs(2) of the filesystem holding `path` (sync -f): one flush for many files written there. */

@@ -2,9 +2,9 @@ import { MamoriError } from '../core/mamori-error.js';
 
 /*
  * How a chain of images is described to QEMU as blockdev objects: explicit node names and
- * explicit backing, for a storage daemon's command line (storage-daemon.ts's argv). Pure data,
- * no process. (The staging daemon opens replica chains layer by layer over QMP instead:
- * replication/resident-chains.ts.)
+ * explicit backing between the layers listed, for a storage daemon's command line
+ * (storage-daemon.ts's argv). Pure data, no process. (The staging daemon opens replica chains
+ * layer by layer over QMP instead: replication/resident-chains.ts.)
  */
 
 /** One image of a chain; layers are listed bottom (base) to top. */
@@ -14,10 +14,15 @@ export interface DaemonLayer {
 }
 
 /**
- * A chain of images opened with explicit node names and explicit `backing`, as vm-argv
- * does for VMs: nothing depends on backing paths written in image headers. The top node
- * is named `id`; lower layers `id-l<k>`; each format node sits on a protocol node `<node>-file`.
- * Lower layers are always read-only; the top is writable unless `readOnly`.
+ * A chain of images opened with explicit node names, as vm-argv does for VMs: each listed
+ * layer's `backing` is the layer below it. The bottom layer is opened as vm-argv opens a disk's
+ * image, with the backing its header names, if any: a VM recovered from a replica point or a
+ * linked clone has its image on a backing file that is no layer of the chain, and the guest reads
+ * through it. (It was `backing: null`, which reads every cluster the image does not hold as
+ * zeros: the final sync of such a stopped VM sent zeros for the blocks it had partly written, and
+ * a planned failback lost them.) The top node is named `id`; lower layers `id-l<k>`; each format
+ * node sits on a protocol node `<node>-file`. Lower layers are always read-only; the top is
+ * writable unless `readOnly`.
  */
 export interface DaemonChain {
   id: string;
@@ -54,8 +59,8 @@ export function chainBlockdevs(chain: DaemonChain): Record<string, unknown>[] {
       'node-name': node,
       'read-only': readOnly,
     };
-    if (layer.format === 'qcow2') fmt['backing'] = k === 0 ? null : chainNodeName(chain.id, k - 1, chain.layers.length);
-    else if (k !== 0)
+    if (k > 0 && layer.format === 'qcow2') fmt['backing'] = chainNodeName(chain.id, k - 1, chain.layers.length);
+    else if (k > 0)
       throw new MamoriError('INVALID_INPUT', `chain ${chain.id}: a raw image can only be the bottom layer`, {
         details: { chain: chain.id, layer: layer.file },
       });

@@ -1,7 +1,6 @@
-import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MamoriError } from '../core/mamori-error.js';
-import { syncDirectory } from '../core/durable-sync.js';
+import { replaceFileDurably } from '../core/durable-sync.js';
 
 /**
  * manifest.json of a replica chain: which files are its base, seed and points, in what order.
@@ -100,14 +99,6 @@ export function parseManifest(text: string, dir: string): ReplicaManifest {
 }
 
 export async function writeManifest(dir: string, manifest: ReplicaManifest): Promise<void> {
-  const tmp = join(dir, `${MANIFEST}.tmp`);
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(dir, MANIFEST));
-  await syncDirectory(dir);
+  // 0o666 as before (the process umask applies): the chain's files keep the modes they had.
+  await replaceFileDurably(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`, 0o666);
 }

@@ -25,6 +25,9 @@ import { KeyedLock } from '../jobs/keyed-lock.js';
 import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.js';
 import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
+import { RecoveryJournals, type JournalBase, type JournalCheckpoint } from '../cdp/recovery-journals.js';
+import { verifyAtPointInTime } from '../cdp/point-in-time-verify.js';
+import type { Duplex } from 'node:stream';
 
 /** A point's files, one per disk in disk order: the top layer a recovered VM's overlay is backed by. */
 export interface PointFiles {
@@ -58,6 +61,7 @@ export class ReplicaService {
   #cycles: ReplicaCycleServer;
   #removal: ReplicaRemoval;
   #upkeep: ReplicaUpkeep;
+  #journals: RecoveryJournals;
 
   constructor(deps: { db: StoreHandle; dataDir: string; log: Logger }) {
     this.#repo = new ReplicaRepo(deps.db);
@@ -69,6 +73,7 @@ export class ReplicaService {
       log: deps.log,
     });
     this.#removal = new ReplicaRemoval({ db: deps.db, root: this.#root, log: deps.log });
+    this.#journals = new RecoveryJournals({ root: this.#root, log: deps.log });
     this.#upkeep = new ReplicaUpkeep({
       repo: this.#repo,
       root: this.#root,
@@ -76,6 +81,7 @@ export class ReplicaService {
       cycles: this.#cycles,
       lock: this.#lock,
       log: deps.log,
+      journalBase: async (id) => (await this.#journals.base(id))?.basePointId ?? null,
     });
   }
 
@@ -180,6 +186,7 @@ export class ReplicaService {
         throw replicaInUse(`the replica ${id} of ${replica.vmName}`, users);
       if (!ReplicaRemoval.isRetired(replica.sourceVmId) && replica.promotedAt === null) await assertSourceDone(replica);
       await this.#cycles.close(id);
+      await this.#journals.close(id);
       await this.#cycles.release(id);
       await this.#cycles.killLeftover(id);
       await this.#removal.remove(id);
@@ -255,6 +262,55 @@ export class ReplicaService {
     return this.#cycles.stream(id, cycleId, disk);
   }
 
+  /**
+   * Continuous replication (issue 22): the source starts the replica's journal over one of its
+   * points, the newest it committed after its tap began (a journal there before goes).
+   */
+  async beginJournal(id: string, caller: string, basePointId: string): Promise<JournalBase> {
+    return this.#lock.run(id, async () => {
+      const replica = await this.#ownedBy(id, caller);
+      if (!replica.points.some((p) => p.id === basePointId))
+        throw new MamoriError('NOT_FOUND', `replica ${id} has no point ${basePointId} to start a journal over`);
+      return this.#journals.begin(id, { basePointId, disks: replica.disks.map((d) => d.index) });
+    });
+  }
+
+  /** What serves the source's journal stream of one disk (api/journal-streams.ts), once the caller is checked. */
+  async journalStream(id: string, disk: number, caller: string): Promise<(wire: Duplex) => Promise<void>> {
+    await this.#ownedBy(id, caller);
+    if ((await this.#journals.base(id)) === null)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `replica ${id} has no journal: the source starts one (POST /replicas/${id}/journal) before it streams`,
+      );
+    return (wire) => this.#journals.receive(id, disk, wire);
+  }
+
+  /** The replica's journal checkpoints within a range (µs since the epoch), oldest first. */
+  async checkpoints(id: string, range: { fromUs?: number; toUs?: number }): Promise<JournalCheckpoint[]> {
+    const replica = await this.get(id);
+    const listed = await this.#journals.checkpoints(id, range);
+    if (listed === null)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `${replica.vmName} replicates in cycles, without a journal: its points are listed by 'mamori replicate points ${replica.vmName}'`,
+      );
+    return listed;
+  }
+
+  /** The replica of a VM of `caller`, still receiving; NOT_FOUND for another site's, as cycleStream says. */
+  async #ownedBy(id: string, caller: string): Promise<ReplicaView> {
+    const replica = await this.get(id).catch(() => null);
+    if (replica === null || replica.sourceSite !== caller)
+      throw new MamoriError('NOT_FOUND', `no replica ${id} for site ${caller}`);
+    if (replica.promotedAt !== null)
+      throw new MamoriError(
+        'REPLICA_PROMOTED',
+        `replica ${id} was promoted at ${replica.promotedAt}: it takes no more writes from ${caller}`,
+      );
+    return replica;
+  }
+
   /** Digests of a span of one disk's newest point, for a resync (ReplicaCycleServer.checksums). */
   async checksums(
     id: string,
@@ -301,6 +357,7 @@ export class ReplicaService {
       const r = await this.get(id);
       if (r.promotedAt !== null) return { generation: r.failoverGeneration, promotedAt: r.promotedAt };
       await this.#cycles.close(id);
+      await this.#journals.close(id);
       await this.#cycles.release(id);
       await this.#cycles.killLeftover(id);
       const promotedAt = new Date().toISOString();
@@ -313,10 +370,22 @@ export class ReplicaService {
     await this.#lock.run(id, () => this.#cycles.close(id));
   }
 
-  /** Runs the write-log verifier on a point, holding it against retention while it reads. */
+  /**
+   * Runs the write-log verifier on a point; or, with `atUs`, on the continuous replica's disk at
+   * that point in time (the journal over its base point, rounded down to a checkpoint).
+   */
   async verify(
     id: string,
     pointId?: string,
+    atUs?: number,
+  ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
+    // Under the replica's lock, as a commit and its retention run: the point read stays put.
+    return this.#lock.run(id, () => (atUs !== undefined ? this.#verifyAt(id, atUs) : this.#verifyPoint(id, pointId)));
+  }
+
+  async #verifyPoint(
+    id: string,
+    pointId: string | undefined,
   ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
     const replica = await this.get(id);
     const point = pointId ? replica.points.find((p) => p.id === pointId) : replica.points.at(-1);
@@ -325,18 +394,37 @@ export class ReplicaService {
         'NOT_FOUND',
         pointId ? `replica ${id} has no point ${pointId}` : `replica ${id} has no recovery point yet`,
       );
+    const disk = replica.disks[0]!.index;
     const diskPoint = (await this.#recordedDiskPoints(id, point.id))[0]!;
-    const chain = await ReplicaChain.open(join(this.#root, id, `disk${replica.disks[0]!.index}`));
-    const lease = chain.openPointReadOnly(diskPoint);
-    try {
-      return {
-        point,
-        disk: replica.disks[0]!.index,
-        report: await verifyWriteLog(lease.point.file, { forceShare: true }),
-      };
-    } finally {
-      lease.release();
-    }
+    const chain = await ReplicaChain.open(join(this.#root, id, `disk${disk}`));
+    return { point, disk, report: await verifyWriteLog(chain.point(diskPoint).file, { forceShare: true }) };
+  }
+
+  async #verifyAt(
+    id: string,
+    atUs: number,
+  ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
+    const replica = await this.get(id);
+    const base = await this.#journals.base(id);
+    if (base === null)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `${replica.vmName} replicates in cycles, without a journal: verify one of its points (--point ID)`,
+      );
+    const disk = replica.disks[0]!.index;
+    const diskPoint = (await this.#recordedDiskPoints(id, base.basePointId))[0]!;
+    // The replica's lock (held by the caller) keeps commits and retention off the base meanwhile.
+    const chain = await ReplicaChain.open(join(this.#root, id, `disk${disk}`));
+    const v = await verifyAtPointInTime({
+      baseFile: chain.point(diskPoint).file,
+      journals: await this.#journals.indexes(id),
+      disk,
+      timeUs: atUs,
+    });
+    const time = new Date(v.timeUs / 1000).toISOString();
+    // The instant verified, as a point: the checkpoint the time asked rounded down to.
+    const point = { id: `journal@${time}`, time, consistency: 'crash' as const, committedAt: time };
+    return { point, disk, report: v.report };
   }
 
   /** At server start: bring every replica's chains back in line with its recorded points (ReplicaUpkeep). */
@@ -358,6 +446,7 @@ export class ReplicaService {
 
   /** Server shutdown: a cycle in flight is cut; its staging is discarded at the next attempt. */
   async shutdown(): Promise<void> {
+    await this.#journals.closeAll();
     await this.#cycles.shutdown();
   }
 }

@@ -23,6 +23,7 @@ export class ReplicaUpkeep {
   #cycles: ReplicaCycleServer;
   #lock: KeyedLock;
   #log: Logger;
+  #journalBase: (id: string) => Promise<string | null>;
 
   constructor(deps: {
     repo: ReplicaRepo;
@@ -31,6 +32,8 @@ export class ReplicaUpkeep {
     cycles: ReplicaCycleServer;
     lock: KeyedLock;
     log: Logger;
+    /** The point a continuous replica's journal replays over, or null (replica-service.ts's journals). */
+    journalBase: (id: string) => Promise<string | null>;
   }) {
     this.#repo = deps.repo;
     this.#root = deps.root;
@@ -38,6 +41,7 @@ export class ReplicaUpkeep {
     this.#cycles = deps.cycles;
     this.#lock = deps.lock;
     this.#log = deps.log;
+    this.#journalBase = deps.journalBase;
   }
 
   /** At server start: bring every replica's chains back in line with its recorded points. */
@@ -93,6 +97,13 @@ export class ReplicaUpkeep {
     const replica = await this.#repo.get(id);
     if (!replica) throw new MamoriError('NOT_FOUND', `no replica ${id} on this site`);
     const keep = replica.keepPoints;
+    // A continuous replica's journal replays over its base point: retention keeps points
+    // until that one would go (they pile up as under a hold, until the journal moves on).
+    const base = await this.#journalBase(id);
+    if (base !== null && !replica.points.slice(-keep).some((p) => p.id === base)) {
+      this.#log.info({ replica: id, basePoint: base }, "retention waits: the journal's base point would go");
+      return;
+    }
     for (const c of chains) await c.applyRetention(keep, this.#cycles.pointMerge);
     await this.#repo.keepNewestPoints(id, keep);
   }

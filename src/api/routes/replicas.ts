@@ -68,6 +68,41 @@ const summarySchema = {
   },
 } as const;
 
+export const checkpointSchema = {
+  type: 'object',
+  required: ['time', 'seq', 'applicationConsistent'],
+  properties: { time: { type: 'string' }, seq: { type: 'integer' }, applicationConsistent: { type: 'boolean' } },
+} as const;
+
+/** `from` and `to` (ISO times, either left out) as µs since the epoch; a time that does not parse is refused. */
+export function checkpointRange(q: { from?: string; to?: string }): { fromUs?: number; toUs?: number } {
+  const fromUs = timeUs('from', q.from);
+  const toUs = timeUs('to', q.to);
+  if (fromUs !== undefined && toUs !== undefined && fromUs > toUs)
+    throw new MamoriError('INVALID_INPUT', `from (${q.from}) is after to (${q.to})`);
+  return { ...(fromUs === undefined ? {} : { fromUs }), ...(toUs === undefined ? {} : { toUs }) };
+}
+
+/** `at` of a verify (an ISO time) as µs since the epoch; with a point id too it is refused. */
+export function pointInTime(body: { pointId?: string; at?: string }): number | undefined {
+  if (body.at === undefined) return undefined;
+  if (body.pointId !== undefined)
+    throw new MamoriError('INVALID_INPUT', 'give a point (--point ID) or a point in time (--at T), not both');
+  return timeUs('at', body.at);
+}
+
+/** An ISO time given as `name`, in µs since the epoch (undefined stays so); one that does not parse is refused. */
+function timeUs(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const ms = Date.parse(v);
+  if (!Number.isFinite(ms))
+    throw new MamoriError(
+      'INVALID_INPUT',
+      `${name} ${JSON.stringify(v)} is not a time: give ISO 8601, e.g. 2026-12-07T05:30:00Z`,
+    );
+  return ms * 1000;
+}
+
 /**
  * The recovery side, called by paired sites with their site token: the caller's name
  * comes from its token, never from the request body, and a site sees only its own replicas.
@@ -340,19 +375,69 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
         return { aborted: true };
       },
     );
-    app.post<{ Params: { id: string }; Body: { pointId?: string } }>(
+    app.post<{ Params: { id: string }; Body: { basePointId: string } }>(
+      '/replicas/:id/journal',
+      {
+        schema: {
+          summary: "Start the replica's continuous-replication journal over one of its points",
+          params: idParam,
+          body: {
+            type: 'object',
+            required: ['basePointId'],
+            additionalProperties: false,
+            properties: { basePointId: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } },
+          },
+          response: {
+            200: {
+              type: 'object',
+              properties: {
+                basePointId: { type: 'string' },
+                disks: { type: 'array', items: { type: 'integer' } },
+                startedAt: { type: 'string' },
+              },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      async (req) => replicas.beginJournal(req.params.id, peerName(req), req.body.basePointId),
+    );
+    app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>(
+      '/replicas/:id/checkpoints',
+      {
+        schema: {
+          summary: "The journal's checkpoints (points in time) within a range, oldest first",
+          params: idParam,
+          querystring: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { from: { type: 'string', maxLength: 40 }, to: { type: 'string', maxLength: 40 } },
+          },
+          response: { 200: { type: 'array', items: checkpointSchema }, ...errorResponses },
+        },
+      },
+      async (req) => {
+        await owned(req, req.params.id);
+        return replicas.checkpoints(req.params.id, checkpointRange(req.query));
+      },
+    );
+    app.post<{ Params: { id: string }; Body: { pointId?: string; at?: string } }>(
       '/replicas/:id/verify',
       {
         schema: {
-          summary: 'Verify the write log of a point',
+          summary: 'Verify the write log of a point, or of a continuous replica at a point in time',
           params: idParam,
-          body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } },
+          body: {
+            type: ['object', 'null'],
+            additionalProperties: false,
+            properties: { pointId: { type: 'string' }, at: { type: 'string', maxLength: 40 } },
+          },
           response: { 200: { type: 'object', additionalProperties: true }, ...errorResponses },
         },
       },
       async (req) => {
         await owned(req, req.params.id);
-        return replicas.verify(req.params.id, req.body?.pointId);
+        return replicas.verify(req.params.id, req.body?.pointId, pointInTime(req.body ?? {}));
       },
     );
   };

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { checkpointRange, checkpointSchema, pointInTime } from './replicas.js';
 import type { ReplicationService } from '../../replication/replication-service.js';
 import { errorResponses, nameParam, peerLinkSchema } from '../schemas.js';
 import { sendJsonList } from '../list-reply.js';
@@ -184,13 +185,33 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
       },
       async (req) => r.points(req.params.name),
     );
-    app.post<{ Params: { name: string }; Body: { pointId?: string } }>(
+    app.get<{ Params: { name: string }; Querystring: { from?: string; to?: string } }>(
+      '/vms/:name/replication/checkpoints',
+      {
+        schema: {
+          summary: "Points in time of a continuous replica's journal at the recovery site, oldest first",
+          params: nameParam,
+          querystring: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { from: { type: 'string', maxLength: 40 }, to: { type: 'string', maxLength: 40 } },
+          },
+          response: { 200: { type: 'array', items: checkpointSchema }, ...errorResponses },
+        },
+      },
+      async (req) => r.checkpoints(req.params.name, checkpointRange(req.query)),
+    );
+    app.post<{ Params: { name: string }; Body: { pointId?: string; at?: string } }>(
       '/vms/:name/replication/verify',
       {
         schema: {
-          summary: 'Run the write-log verifier on a recovery point at the recovery site',
+          summary: 'Run the write-log verifier on a recovery point, or a point in time, at the recovery site',
           params: nameParam,
-          body: { type: ['object', 'null'], additionalProperties: false, properties: { pointId: { type: 'string' } } },
+          body: {
+            type: ['object', 'null'],
+            additionalProperties: false,
+            properties: { pointId: { type: 'string' }, at: { type: 'string', maxLength: 40 } },
+          },
           response: {
             200: {
               type: 'object',
@@ -200,7 +221,7 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
           },
         },
       },
-      async (req) => r.verify(req.params.name, req.body?.pointId),
+      async (req) => r.verify(req.params.name, req.body?.pointId, pointInTime(req.body ?? {})),
     );
   };
 }

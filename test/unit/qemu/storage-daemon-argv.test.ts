@@ -10,7 +10,7 @@ function valuesOf(argv: string[], flag: string): string[] {
 }
 
 describe('buildStorageDaemonArgv', () => {
-  it('opens a chain bottom to top with explicit backing, only the top writable, and exports it over TLS TCP', () => {
+  it('opens a chain bottom to top with explicit backing above the bottom, only the top writable, and exports it over TLS TCP', () => {
     const argv = buildStorageDaemonArgv({
       qmpSocket: '/run/a,b/qmp.sock',
       pidFile: '/run/qsd.pid',
@@ -50,7 +50,8 @@ describe('buildStorageDaemonArgv', () => {
     assert.deepEqual(
       nodes.filter((n) => n['driver'] === 'qcow2'),
       [
-        { driver: 'qcow2', file: 'r0-l0-file', 'node-name': 'r0-l0', 'read-only': true, backing: null },
+        // The bottom's backing is whatever its header names, as for a VM's image (daemon-chain.ts).
+        { driver: 'qcow2', file: 'r0-l0-file', 'node-name': 'r0-l0', 'read-only': true },
         { driver: 'qcow2', file: 'r0-l1-file', 'node-name': 'r0-l1', 'read-only': true, backing: 'r0-l0' },
         { driver: 'qcow2', file: 'r0-file', 'node-name': 'r0', 'read-only': false, backing: 'r0-l1' },
       ],

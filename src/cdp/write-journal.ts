@@ -1,0 +1,320 @@
+import { mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MamoriError } from '../core/mamori-error.js';
+import { syncDirectory } from '../core/durable-sync.js';
+import {
+  RECORD_HEADER_BYTES,
+  SEGMENT_HEADER_BYTES,
+  decodeRecordHeader,
+  decodeSegmentHeader,
+  encodeRecordHeader,
+  encodeSegmentHeader,
+  payloadBytes,
+  payloadMatches,
+  type JournalRecordHeader,
+  type RecordKind,
+} from './journal-format.js';
+import { JournalIndex } from './journal-index.js';
+
+/*
+ * A continuous-replication journal in one folder: segment files appended in sequence order
+ * (journal-format.ts), and the index of every record they hold (journal-index.ts). Opening it
+ * scans the segments; a tail cut by a crash (a record whose header or payload does not check)
+ * is cut off the last segment. Appends are group-committed: each resolves once its record and
+ * every record before it are on stable storage (one fdatasync for what arrived meanwhile).
+ */
+
+/** A new segment once the current one holds this much (default). */
+const SEGMENT_BYTES = 64 * 1024 * 1024;
+const SEGMENT_NAME = /^seg-(\d{16})\.mjl$/;
+
+export interface WriteJournalOptions {
+  segmentBytes?: number;
+  /** The clock records are stamped with, in µs since the epoch (tests move it by hand). */
+  nowUs?: () => number;
+}
+
+export interface AppendedRecord {
+  seq: number;
+  timeUs: number;
+}
+
+interface Pending {
+  parts: Buffer[];
+  bytes: number;
+  record: { kind: RecordKind; flags: number; seq: number; timeUs: number; offset: number; length: number };
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export class WriteJournal {
+  readonly dir: string;
+  readonly index: JournalIndex;
+  readonly #segmentBytes: number;
+  readonly #nowUs: () => number;
+  #fh: FileHandle | null;
+  #segmentSize: number;
+  #queue: Pending[] = [];
+  #flushing: Promise<void> | null = null;
+  #failed: Error | null = null;
+  #lastTimeUs = 0;
+  /** The next record's sequence number: records queued are not in the index yet. */
+  #nextSeq: number;
+  /** The last record on stable storage (the index may already list records still being synced). */
+  #durableSeq: number;
+  #durableWaiters: (() => void)[] = [];
+  #closed = false;
+
+  private constructor(dir: string, index: JournalIndex, fh: FileHandle | null, size: number, o: WriteJournalOptions) {
+    this.dir = dir;
+    this.index = index;
+    this.#fh = fh;
+    this.#segmentSize = size;
+    this.#segmentBytes = o.segmentBytes ?? SEGMENT_BYTES;
+    this.#nowUs = o.nowUs ?? (() => Date.now() * 1000);
+    this.#nextSeq = index.nextSeq;
+    this.#durableSeq = index.nextSeq - 1;
+  }
+
+  /** Opens (or creates) the journal in `dir`, cutting a torn tail off its last segment. */
+  static async open(dir: string, options: WriteJournalOptions = {}): Promise<WriteJournal> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const index = new JournalIndex();
+    let names = (await readdir(dir)).filter((n) => SEGMENT_NAME.test(n)).sort();
+    // A crash between creating the newest segment and syncing its header leaves it short: it
+    // holds no record, so it goes (the next append makes it again).
+    const newest = names.at(-1);
+    if (newest !== undefined && (await stat(join(dir, newest))).size < SEGMENT_HEADER_BYTES) {
+      await unlink(join(dir, newest));
+      await syncDirectory(dir);
+      names = names.slice(0, -1);
+    }
+    let last: { fh: FileHandle; size: number } | null = null;
+    for (const [k, name] of names.entries()) {
+      const fh = await open(join(dir, name), 'r+');
+      try {
+        const end = await scanSegment(fh, join(dir, name), index, k === 0);
+        if (k < names.length - 1) {
+          await fh.close();
+        } else {
+          const { size } = await fh.stat();
+          if (end < size) await fh.truncate(end); // the torn tail of a crash
+          last = { fh, size: end };
+        }
+      } catch (e) {
+        await fh.close();
+        throw e;
+      }
+    }
+    const journal = new WriteJournal(dir, index, last?.fh ?? null, last?.size ?? 0, options);
+    if (index.count > 0) journal.#lastTimeUs = index.get(index.nextSeq - 1).timeUs;
+    return journal;
+  }
+
+  /** Guest data written at `offset`. `data` is copied before this returns. */
+  appendWrite(offset: number, data: Buffer): Promise<AppendedRecord> {
+    return this.#append('write', 0, offset, data.length, Buffer.from(data));
+  }
+
+  /** The range reads as zeros from here on. */
+  appendZero(offset: number, length: number): Promise<AppendedRecord> {
+    return this.#append('zero', 0, offset, length, null);
+  }
+
+  /**
+   * A consistent instant of everything appended before it. `timeUs` names the instant, the
+   * same in every journal of one VM or group (at least lastTimeUs of each: time never goes back).
+   */
+  appendCheckpoint(flags = 0, timeUs?: number): Promise<AppendedRecord> {
+    if (timeUs !== undefined && timeUs < this.#lastTimeUs)
+      return Promise.reject(
+        new MamoriError('INVALID_INPUT', `a checkpoint at ${timeUs} µs would go back before the journal's last record`),
+      );
+    return this.#append('checkpoint', flags, 0, 0, null, timeUs);
+  }
+
+  /** The time of the newest record appended (0 when there is none). */
+  get lastTimeUs(): number {
+    return this.#lastTimeUs;
+  }
+
+  /**
+   * A record another journal wrote (shipping keeps the source's numbers and times): it must be
+   * the next one, and its payload must match its checksum.
+   */
+  appendReplicated(r: JournalRecordHeader, payload: Buffer | null): Promise<AppendedRecord> {
+    if (r.seq !== this.#nextSeq)
+      return Promise.reject(
+        new MamoriError(
+          'JOURNAL_CORRUPT',
+          `record ${r.seq} arrived where ${this.#nextSeq} was due: the stream skipped or repeated`,
+        ),
+      );
+    if (payloadBytes(r) !== (payload?.length ?? 0) || (payload !== null && !payloadMatches(r, payload)))
+      return Promise.reject(
+        new MamoriError('JOURNAL_CORRUPT', `record ${r.seq} arrived with a payload that does not match it`),
+      );
+    this.#lastTimeUs = Math.max(this.#lastTimeUs, r.timeUs);
+    return this.#append(r.kind, r.flags, r.offset, r.length, payload, r.timeUs);
+  }
+
+  /** Why appends fail, once one write of the journal failed (null while it is whole). */
+  get failure(): Error | null {
+    return this.#failed;
+  }
+
+  /** The last record on stable storage (firstSeq - 1 when there is none). */
+  get durableSeq(): number {
+    return this.#durableSeq;
+  }
+
+  /** Resolves once a record after `seq` is durable, or the journal failed (at once if either is so). */
+  durableAfter(seq: number): Promise<void> {
+    if (this.#durableSeq > seq || this.#failed !== null) return Promise.resolve();
+    return new Promise((resolve) => this.#durableWaiters.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#drain();
+    await this.#fh?.close();
+    this.#fh = null;
+  }
+
+  async #append(
+    kind: RecordKind,
+    flags: number,
+    offset: number,
+    length: number,
+    payload: Buffer | null,
+    givenTimeUs?: number,
+  ): Promise<AppendedRecord> {
+    if (this.#failed !== null) throw this.#failed;
+    if (this.#closed) throw new MamoriError('JOURNAL_WRITE_FAILED', `the journal in ${this.dir} is closed`);
+    // Sequence and time are taken now, in call order: that order is the journal's.
+    const seq = this.#nextSeq++;
+    const timeUs = givenTimeUs ?? Math.max(this.#nowUs(), this.#lastTimeUs);
+    this.#lastTimeUs = timeUs;
+    const header = encodeRecordHeader({ kind, flags, seq, timeUs, offset, length }, payload);
+    const parts = payload === null ? [header] : [header, payload];
+    const record = { kind, flags, seq, timeUs, offset, length };
+    await new Promise<void>((resolve, reject) => {
+      this.#queue.push({ parts, bytes: header.length + (payload?.length ?? 0), record, resolve, reject });
+      this.#kick();
+    });
+    return { seq, timeUs };
+  }
+
+  #kick(): void {
+    if (this.#flushing !== null) return;
+    this.#flushing = this.#flushLoop().finally(() => (this.#flushing = null));
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#flushing !== null) await this.#flushing;
+  }
+
+  /** Writes what is queued, in order, one fdatasync per batch; then resolves the batch. */
+  async #flushLoop(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue;
+      this.#queue = [];
+      try {
+        for (let k = 0; k < batch.length;) {
+          if (this.#fh === null || this.#segmentSize >= this.#segmentBytes)
+            await this.#newSegment(batch[k]!.record.seq);
+          // As many records as fit in this segment go out in one writev.
+          const start = k;
+          let bytes = 0;
+          while (
+            k < batch.length &&
+            (k === start || this.#segmentSize + bytes + batch[k]!.bytes <= this.#segmentBytes)
+          ) {
+            bytes += batch[k]!.bytes;
+            k++;
+          }
+          const segment = this.index.segments.length - 1;
+          let at = this.#segmentSize;
+          await this.#fh!.writev(
+            batch.slice(start, k).flatMap((p) => p.parts),
+            this.#segmentSize,
+          );
+          for (let j = start; j < k; j++) {
+            this.index.add({ ...batch[j]!.record, segment, payloadAt: at + RECORD_HEADER_BYTES });
+            at += batch[j]!.bytes;
+          }
+          this.#segmentSize += bytes;
+        }
+        await this.#fh!.datasync();
+        this.#durableSeq = batch.at(-1)!.record.seq;
+        for (const p of batch) p.resolve();
+        const waiters = this.#durableWaiters;
+        this.#durableWaiters = [];
+        for (const w of waiters) w();
+      } catch (e) {
+        // A journal that failed to write is no longer known to be whole: every later append fails too.
+        this.#failed = new MamoriError(
+          'JOURNAL_WRITE_FAILED',
+          `writing the journal in ${this.dir} failed: ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
+        for (const p of [...batch, ...this.#queue]) p.reject(this.#failed);
+        for (const w of this.#durableWaiters.splice(0)) w();
+        this.#queue = [];
+        return;
+      }
+    }
+  }
+
+  async #newSegment(firstSeq: number): Promise<void> {
+    if (this.#fh !== null) await this.#fh.close();
+    const name = `seg-${String(firstSeq).padStart(16, '0')}.mjl`;
+    const fh = await open(join(this.dir, name), 'wx', 0o600);
+    await fh.write(encodeSegmentHeader(firstSeq, Math.floor(this.#nowUs() / 1000)), 0, SEGMENT_HEADER_BYTES, 0);
+    await fh.datasync();
+    await syncDirectory(this.dir);
+    if (this.index.count === 0) this.index.startAt(firstSeq);
+    this.index.addSegment(join(this.dir, name));
+    this.#fh = fh;
+    this.#segmentSize = SEGMENT_HEADER_BYTES;
+  }
+}
+
+/** Adds a segment's records to the index; returns where its valid records end. */
+async function scanSegment(fh: FileHandle, path: string, index: JournalIndex, first: boolean): Promise<number> {
+  const { size } = await fh.stat();
+  const head = Buffer.alloc(SEGMENT_HEADER_BYTES);
+  await fh.read(head, 0, SEGMENT_HEADER_BYTES, 0);
+  const h = decodeSegmentHeader(head);
+  if (h === null)
+    throw new MamoriError(
+      'JOURNAL_CORRUPT',
+      `${path} is not a journal segment (bad header): the journal cannot be read`,
+    );
+  if (first) index.startAt(h.firstSeq);
+  else if (h.firstSeq !== index.nextSeq)
+    throw new MamoriError(
+      'JOURNAL_CORRUPT',
+      `${path} starts at record ${h.firstSeq} where ${index.nextSeq} was due: a segment is missing`,
+    );
+  const segment = index.addSegment(path);
+  let at = SEGMENT_HEADER_BYTES;
+  const header = Buffer.alloc(RECORD_HEADER_BYTES);
+  while (at + RECORD_HEADER_BYTES <= size) {
+    await fh.read(header, 0, RECORD_HEADER_BYTES, at);
+    const r = decodeRecordHeader(header);
+    if ('invalid' in r || r.seq !== index.nextSeq) break;
+    const n = payloadBytes(r);
+    if (at + RECORD_HEADER_BYTES + n > size) break;
+    if (n > 0) {
+      const payload = Buffer.alloc(n);
+      await fh.read(payload, 0, n, at + RECORD_HEADER_BYTES);
+      if (!payloadMatches(r, payload)) break;
+    }
+    index.add({ ...r, segment, payloadAt: at + RECORD_HEADER_BYTES });
+    at += RECORD_HEADER_BYTES + n;
+  }
+  return at;
+}

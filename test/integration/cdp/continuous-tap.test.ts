@@ -1,0 +1,117 @@
+import { strict as assert } from 'node:assert';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runProcess } from '../../../src/core/run-process.js';
+import { WriteJournal } from '../../../src/cdp/write-journal.js';
+import { ContinuousTap } from '../../../src/cdp/continuous-tap.js';
+import { PointInTimeExport } from '../../../src/cdp/point-in-time-export.js';
+import { killPausedQemu, startPausedQemu, type PausedQemu } from '../../harness/paused-qemu.js';
+
+const KiB = 1024;
+const SIZE = 8 * 1024 * KiB;
+
+/*
+ * The protected side's tap on a real QEMU: writes journalled in order with checkpoints on a
+ * clock; and when the receiver side fails, the guest writes on, the tap says why it broke and
+ * takes its mirror away, and the last checkpoint before the break is still a true instant.
+ */
+describe('ContinuousTap', () => {
+  let dir: string;
+  let vm: PausedQemu | null = null;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mamori-tap-'));
+    await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', join(dir, 'd.qcow2'), String(SIZE)]);
+    vm = await startPausedQemu(
+      dir,
+      [
+        { driver: 'file', filename: join(dir, 'd.qcow2'), 'node-name': 'disk0-file' },
+        { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
+      ],
+      ['virtio-blk-pci,drive=disk0,id=disk0-dev'],
+    );
+  });
+  after(async () => {
+    await killPausedQemu(vm);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const write = async (pattern: number, offset: number, length: number): Promise<void> => {
+    const out = await vm!.qmp.execute('human-monitor-command', {
+      'command-line': `qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "write -P ${pattern} ${offset} ${length}"`,
+    });
+    assert.equal(out, '', String(out));
+  };
+  const jobs = async (): Promise<unknown[]> => (await vm!.qmp.execute('query-block-jobs')) as unknown[];
+
+  it('journals writes in order with checkpoints on its clock, and leaves nothing behind when stopped', async () => {
+    const journal = await WriteJournal.open(join(dir, 'j1'));
+    const socketPath = join(dir, 'cdp-disk0.sock');
+    const tap = await ContinuousTap.start({
+      qmp: vm!.qmp,
+      device: 'disk0',
+      sizeBytes: SIZE,
+      journal,
+      socketPath,
+      checkpointMs: 50,
+    });
+    for (let i = 0; i < 10; i++) await write(i + 1, i * 64 * KiB, 64 * KiB);
+    while (journal.index.checkpoints().length < 3) await new Promise((r) => setTimeout(r, 20));
+    const last = await tap.checkpoint();
+    await tap.stop();
+    assert.equal(tap.broken, null);
+    const writes = [];
+    for (let seq = journal.index.firstSeq; seq < journal.index.nextSeq; seq++) {
+      const e = journal.index.get(seq);
+      if (e.kind === 'write') writes.push([e.offset, e.length]);
+    }
+    assert.deepEqual(
+      writes,
+      Array.from({ length: 10 }, (_, i) => [i * 64 * KiB, 64 * KiB]),
+    );
+    const view = new PointInTimeExport(journal.index, last, {
+      size: SIZE,
+      read: (_o, n) => Promise.resolve(Buffer.alloc(n)),
+    });
+    const got = await view.read(0, 640 * KiB);
+    for (let i = 0; i < 10; i++) assert.equal(got[i * 64 * KiB], i + 1);
+    await view.close();
+    assert.deepEqual(await jobs(), [], 'the mirror is gone');
+    await assert.rejects(access(socketPath), 'the receiver socket is gone');
+    await journal.close();
+  });
+
+  it('breaks, never hurting the guest, when the receiving journal fails', async () => {
+    const journal = await WriteJournal.open(join(dir, 'j2'));
+    const reasons: string[] = [];
+    const tap = await ContinuousTap.start({
+      qmp: vm!.qmp,
+      device: 'disk0',
+      sizeBytes: SIZE,
+      journal,
+      socketPath: join(dir, 'cdp-disk0.sock'),
+      checkpointMs: 60_000,
+      onBroken: (r) => reasons.push(r),
+    });
+    await write(0x21, 0, 4 * KiB);
+    const before = await tap.checkpoint();
+    await journal.close(); // the receiving side's journal is gone: its next append fails
+    await write(0x22, 4 * KiB, 4 * KiB);
+    await write(0x23, 8 * KiB, 4 * KiB);
+    while (reasons.length === 0) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(reasons.length, 1);
+    assert.match(tap.broken!, /receiver|BLOCK_JOB_ERROR/);
+    while ((await jobs()).length > 0) await new Promise((r) => setTimeout(r, 20));
+    // The guest's writes all landed on its own disk.
+    const check = await vm!.qmp.execute('human-monitor-command', {
+      'command-line': 'qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "read -P 0x23 8192 4096"',
+    });
+    assert.equal(check, '');
+    // The checkpoint before the break holds exactly what was written before it.
+    const reopened = await WriteJournal.open(join(dir, 'j2'));
+    assert.equal(reopened.index.nextSeq - 1, before, 'nothing after the break was journalled');
+    await tap.stop();
+    await reopened.close();
+  });
+});
