@@ -157,8 +157,10 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const superseded = new Port<SupersededHandler>('the superseded handler (protected site)');
   const cycleEnds = new Port<CycleEndListener>('the cycle-end listener (metrics)');
   const poweredOff = new Port<PowerOffListener>('the power-off listener (desktop pools)');
+  const incidents = new IncidentLog(store.handle);
   const supervisor = new VmSupervisor({
     vms: new VmRepo(store.handle),
+    incidents,
     disks: new DiskRepo(store.handle),
     paths,
     host,
@@ -202,7 +204,6 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     dataDir: paths.root,
     log,
   });
-  const incidents = new IncidentLog(store.handle);
   const alerts = new AlertNotifier({ db: store.handle, box, incidents, siteName: opts.name, log });
   const peerWatch = new PeerWatch({
     peers,

@@ -13,3 +13,5 @@ export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
 export const PEER_UNREACHABLE = 'site.peer-unreachable';
 /** Open while a peer link cannot carry every VM's cycles in time (VMs wait past their slack); its text lists them. */
 export const LINK_SATURATED = 'site.link-saturated';
+/** Open while a VM waits paused on a host I/O error that outlasted its retries (io-error-resume.ts). */
+export const VM_IO_PAUSED = 'vm.io-paused';

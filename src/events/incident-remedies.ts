@@ -1,4 +1,11 @@
-import { CYCLE_FAILED, LINK_SATURATED, PEER_UNREACHABLE, POINT_VERIFY_FAILED, RPO_VIOLATED } from './incident-kinds.js';
+import {
+  CYCLE_FAILED,
+  LINK_SATURATED,
+  PEER_UNREACHABLE,
+  POINT_VERIFY_FAILED,
+  RPO_VIOLATED,
+  VM_IO_PAUSED,
+} from './incident-kinds.js';
 
 /** What a remedy is written from: the incident's kind, target and details as raised. */
 export interface RemedyInput {
@@ -32,6 +39,9 @@ const REMEDIES: Readonly<Record<string, (i: RemedyInput) => string>> = {
     `check the network to ${peerOf(i)} and that its site server runs; ` +
     `'mamori site ping ${peerOf(i)}' asks it now, 'mamori site list' shows what this site sees. ` +
     `If ${peerOf(i)} is gone for good, recover its VMs here with a plan in disaster mode ('mamori plan run PLAN --mode disaster')`,
+  [VM_IO_PAUSED]: (i) =>
+    `the guest's request is held, not failed: fix what the message names under ${vmOf(i)}'s disk (free space, ` +
+    `bring its storage back), then 'mamori vm resume ${vmOf(i)}' and QEMU retries it. It clears once the VM runs or stops`,
   [LINK_SATURATED]: (i) => `'mamori replicate status' shows each VM's lag and place in the queue. ${linkRoom(i)}`,
 };
 

@@ -163,6 +163,10 @@ function diskArgs(disk: ArgvDisk, i: number, bootable: boolean, sata = false): s
   const device = sata
     ? ['ide-hd', `drive=${top}`, `bus=ahci0.${i}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`]
     : ['virtio-blk-pci', `drive=${top}`, `id=${top}-dev`, `serial=${diskSerial(disk)}`];
+  // A host I/O error pauses the VM and the supervisor retries it (vms/io-error-resume.ts), rather
+  // than fail the guest's request: a guest filesystem that meets EIO goes read-only. A physical
+  // RDM is the guest's own device: its errors are the guest's to handle, as on real hardware.
+  if (!(isRdm && disk.rdmMode === 'physical')) device.push('werror=stop', 'rerror=stop');
   // share-rw lets a second VM open the same device for writing (guest clusters).
   if (disk.shared) device.push('share-rw=on');
   if (bootable) device.push('bootindex=1');

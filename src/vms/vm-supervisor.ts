@@ -1,5 +1,7 @@
 import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import type { Logger } from '../core/logger.js';
+import type { IncidentLog } from '../events/incident-log.js';
+import { VM_IO_PAUSED } from '../events/incident-kinds.js';
 import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import type { SitePaths } from '../core/site-paths.js';
 import { QmpClient } from '../qemu/qmp-client.js';
@@ -10,6 +12,7 @@ import type { DiskRepo } from '../store/repos/disk-repo.js';
 import type { VmRepo, VmRow } from '../store/repos/vm-repo.js';
 import type { HostRuntime } from '../host/host-runtime.js';
 import { isQemuOfVm, launchDaemonizedQemu, readPidFile, waitForExit } from './qemu-process.js';
+import { IoErrorResume, type BlockIoError } from './io-error-resume.js';
 import { SerialWatcher } from './serial-watcher.js';
 import { attachTap } from '../networks/site-networks.js';
 import type { PowerOffListener } from './power-off-listener.js';
@@ -24,6 +27,8 @@ interface LiveVm {
   /** The guest powered itself off (SHUTDOWN event): its exit is not a crash either. */
   sawShutdown: boolean;
   exited: Promise<void>;
+  /** Resumes the VM after a host I/O error paused it (io-error-resume.ts). */
+  ioErrors: IoErrorResume;
 }
 
 export interface Heartbeat {
@@ -46,6 +51,7 @@ export class VmSupervisor {
   #paths: SitePaths;
   #host: HostRuntime;
   #log: Logger;
+  #incidents: IncidentLog;
   #bridgeOf: (network: string) => Promise<string | null>;
 
   constructor(deps: {
@@ -54,6 +60,8 @@ export class VmSupervisor {
     paths: SitePaths;
     host: HostRuntime;
     log: Logger;
+    /** Where a VM held paused on an I/O error is raised (vm.io-paused). */
+    incidents: IncidentLog;
     bridgeOf?: (network: string) => Promise<string | null>;
     /** Told each time a VM's QEMU has gone (see PowerOffListener). */
     powerOff: PowerOffListener;
@@ -64,12 +72,15 @@ export class VmSupervisor {
     this.#paths = deps.paths;
     this.#host = deps.host;
     this.#log = deps.log;
+    this.#incidents = deps.incidents;
     this.#powerOff = deps.powerOff;
   }
 
   #powerOff: PowerOffListener;
 
   async #poweredOff(vmId: string): Promise<void> {
+    // A VM held paused on an I/O error and then stopped is held no more.
+    await this.#incidents.clear(VM_IO_PAUSED, `vm:${vmId}`).catch(() => undefined);
     await this.#powerOff
       .vmPoweredOff(vmId)
       .catch((e: unknown) => this.#log.warn({ vmId, err: e }, 'a power-off listener failed'));
@@ -235,6 +246,14 @@ export class VmSupervisor {
         const status = await live.qmp.execute('query-status', undefined, { timeoutMs: 5_000 });
         await this.#vms.setState(vm.id, status.running ? 'running' : 'paused', { pid });
         this.#log.info({ vm: vm.name, pid, status: status.status }, 'vm re-attached');
+        // Paused on a host I/O error while no server watched: its retries start now.
+        if (status.status === 'io-error')
+          live.ioErrors.onError({
+            device: '',
+            operation: 'write',
+            action: 'stop',
+            reason: 'paused on a host I/O error before this server started',
+          });
       } catch (e) {
         this.#log.error(
           { vm: vm.name, pid, err: e },
@@ -269,7 +288,15 @@ export class VmSupervisor {
       }
     });
     watcher.start();
-    const live: LiveVm = { vmId, pid, qmp, watcher, expectExit: false, sawShutdown: false, exited };
+    // A host I/O error pauses the VM (werror/rerror=stop) and is retried: always in the log,
+    // with the node and operation QEMU names; the guest sees EIO only for a physical RDM.
+    const ioErrors = new IoErrorResume({
+      runState: async () => (await qmp.execute('query-status', undefined, { timeoutMs: 5_000 })).status,
+      resume: async () => void (await qmp.execute('cont', undefined, { timeoutMs: 10_000 })),
+      giveUp: (e) => this.#heldOnIoError(vmId, e),
+      log: this.#log.child({ vmId }),
+    });
+    const live: LiveVm = { vmId, pid, qmp, watcher, expectExit: false, sawShutdown: false, exited, ioErrors };
     this.#live.set(vmId, live);
     qmp.on('SHUTDOWN', () => {
       live.sawShutdown = true;
@@ -278,9 +305,33 @@ export class VmSupervisor {
     qmp.on('STOP', () => {
       if (!live.sawShutdown && !live.expectExit) void this.#vms.setState(vmId, 'paused');
     });
-    qmp.on('RESUME', () => void this.#vms.setState(vmId, 'running'));
-    qmp.on('close', () => void this.#onQmpClosed(live).finally(resolveExited));
+    qmp.on('RESUME', () => {
+      void this.#vms.setState(vmId, 'running', { reason: null });
+      void this.#incidents.clear(VM_IO_PAUSED, `vm:${vmId}`).catch(() => undefined);
+    });
+    qmp.on('BLOCK_IO_ERROR', (e) => {
+      this.#log.warn({ vmId, event: e.data }, 'QEMU met a host I/O error');
+      ioErrors.onError(e.data);
+    });
+    qmp.on('close', () => {
+      ioErrors.stop();
+      void this.#onQmpClosed(live).finally(resolveExited);
+    });
     return live;
+  }
+
+  /** The retries ran out: the VM waits paused, saying why, with an incident for the person on call. */
+  async #heldOnIoError(vmId: string, e: BlockIoError): Promise<void> {
+    const reason = `paused on a host I/O error (${e.operation} of ${e['node-name'] ?? e.device}: ${e.reason}); resume it once its storage is fixed`;
+    await this.#vms.setState(vmId, 'paused', { reason });
+    const vm = (await this.#vms.findById(vmId))?.name ?? vmId;
+    await this.#incidents.raise({
+      kind: VM_IO_PAUSED,
+      target: `vm:${vmId}`,
+      severity: 'critical',
+      message: `${vm} is ${reason}`,
+      details: { vm, node: e['node-name'] ?? e.device, operation: e.operation, error: e.reason },
+    });
   }
 
   async #onQmpClosed(live: LiveVm): Promise<void> {
