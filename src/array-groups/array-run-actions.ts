@@ -139,6 +139,10 @@ export class ArrayRunActions {
         `/protection/array-groups/${encodeURIComponent(g.name)}/prepare-failover`,
         {},
       );
+      // The protected site refuses this while a VM of the group runs: these points hold every write.
+      for (const v of ctx.plan.vms.filter((x) => x.vm.group === g.name))
+        ctx.run.vms[v.vm.name]!.pointsTakenOff = r.devices.map((d) => d.point);
+      await ctx.save();
       return { message: `last point ${r.devices.map((d) => `${d.id}@${d.point}`).join(', ')}` };
     } catch (e) {
       if (ctx.run.mode === 'disaster' && peerIsGone(e)) {

@@ -55,6 +55,10 @@ export const ERROR_CODES = {
   REPLICA_IN_USE: { httpStatus: 409, retryable: false },
   REPLICA_REMOVED: { httpStatus: 409, retryable: false },
   REPLICA_SOURCE_ACTIVE: { httpStatus: 409, retryable: false },
+  FINAL_SYNC_FAILED: { httpStatus: 503, retryable: true },
+  // continuous replication's write journal
+  JOURNAL_CORRUPT: { httpStatus: 500, retryable: false },
+  JOURNAL_WRITE_FAILED: { httpStatus: 500, retryable: false },
   DISK_EXISTS: { httpStatus: 409, retryable: false },
   DISK_IN_USE: { httpStatus: 409, retryable: false },
   VM_INVALID_STATE: { httpStatus: 409, retryable: true },

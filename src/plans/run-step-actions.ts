@@ -339,8 +339,12 @@ export class RunStepActions {
     const out = ctx.run.vms[v.vm.name]!;
     out.recoveredVmId = r.vmId;
     out.point = r.point;
-    // The array cannot say when it took the point: nothing to measure the window from.
-    if (Date.parse(r.point.time) <= 0) {
+    if (out.protectedStoppedAt !== undefined && out.pointsTakenOff?.includes(r.point.id)) {
+      // The point the prepare step made with the group's VMs off: nothing is missing, whatever its time says.
+      out.dataLoss = noDataLoss(out.protectedStoppedAt);
+      out.dataLossNote = dataLossBasis(out.dataLoss);
+    } else if (Date.parse(r.point.time) <= 0) {
+      // The array cannot say when it took the point: nothing to measure the window from.
       delete out.dataLoss;
       out.dataLossNote = 'unknown: the array did not say when it took the point';
     } else {

@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import type { JournalCheckpoint } from '../cdp/recovery-journals.js';
 import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo, type ReplicationSummary } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
@@ -29,6 +30,10 @@ import type { CycleEndListener } from './cycle-end-listener.js';
 
 // CycleStats lives in store/ (issue 20: replications.stats has one codec there); re-exported for callers.
 export type { CycleStats } from '../store/records/replica-record.js';
+
+/** The final sync's cycle is tried this many times, waiting 2 s, then 4 s, between tries. */
+const FINAL_SYNC_ATTEMPTS = 3;
+const FINAL_SYNC_RETRY_MS = 2_000;
 
 export interface ReplicationStatus {
   vm: string;
@@ -280,22 +285,37 @@ export class ReplicationService {
    * The last cycle before the VM's disks change hands (planned migration, failback, live
    * migration onto the replica): replication is paused first, so no scheduled cycle follows,
    * then one cycle runs (a paused replication still runs a manual one) and its point is returned.
+   * A failed cycle is tried again (a cut link, a busy recovery site); if none succeeds,
+   * FINAL_SYNC_FAILED, naming the cycle's error, and replication as it was before.
    */
   async finalSync(vmName: string): Promise<{ id: string; time: string; bytesSent: number }> {
-    await this.setPaused(vmName, true);
     const vm = await this.#vms.get(vmName);
     const was = await this.#require(vm.id, vmName);
-    const before = was.lastPointId;
-    await this.#scheduler.runNow(vm.id, was.peer, () => this.#cycles.run(vm.id, true));
-    const row = await this.#require(vm.id, vmName);
-    if (row.lastPointId === null || row.lastPointAt === null)
-      throw new MamoriError(
-        'VM_INVALID_STATE',
-        `the replication of ${vmName} has no point yet (${row.lastError ?? 'no cycle yet'})`,
-      );
-    // What this last cycle sent (none when it failed and the point is the one before).
-    const bytesSent = row.lastPointId !== before ? (row.stats.at(-1)?.bytesSent ?? 0) : 0;
-    return { id: row.lastPointId, time: row.lastPointAt, bytesSent };
+    await this.setPaused(vmName, true);
+    let row = was;
+    let error = 'the cycle made no point';
+    for (let attempt = 1; attempt <= FINAL_SYNC_ATTEMPTS; attempt++) {
+      if (attempt > 1) await new Promise((r) => setTimeout(r, FINAL_SYNC_RETRY_MS * (attempt - 1)));
+      try {
+        await this.#scheduler.runNow(vm.id, was.peer, () => this.#cycles.run(vm.id, true));
+      } catch (e) {
+        // The VM's own state ends it at once: a superseded VM, or one gone or replicated no more.
+        if (isMamoriError(e, 'REPLICA_PROMOTED') || isMamoriError(e, 'VM_NOT_FOUND')) throw e;
+        error = (e as Error).message;
+      }
+      row = await this.#require(vm.id, vmName);
+      if (row.lastPointId !== null && row.lastPointAt !== null && row.lastPointId !== was.lastPointId)
+        return { id: row.lastPointId, time: row.lastPointAt, bytesSent: row.stats.at(-1)?.bytesSent ?? 0 };
+      this.#log.warn({ vm: vmName, attempt, error }, 'the final replication cycle failed');
+    }
+    if (was.state !== 'paused') await this.setPaused(vmName, false);
+    throw new MamoriError(
+      'FINAL_SYNC_FAILED',
+      `the last replication cycle of ${vmName} failed ${FINAL_SYNC_ATTEMPTS} times (${error}); ` +
+        `nothing was handed over, as the replica's newest point (${row.lastPointAt ?? 'none'}) lacks the writes since. ` +
+        'Fix the link or the recovery site and run again, or run a disaster recovery knowing those writes are lost',
+      { details: { vm: vmName, lastPointAt: row.lastPointAt, error } },
+    );
   }
 
   async status(vmName: string): Promise<ReplicationStatus> {
@@ -323,14 +343,36 @@ export class ReplicationService {
       .points;
   }
 
-  async verify(vmName: string, pointId?: string): Promise<{ point: ReplicaPointView; report: WriteLogReport }> {
+  /** A continuous replica's points in time within a range (µs since the epoch), from the recovery site. */
+  async checkpoints(vmName: string, range: { fromUs?: number; toUs?: number }): Promise<JournalCheckpoint[]> {
+    const vm = await this.#vms.get(vmName);
+    const row = await this.#require(vm.id, vmName);
+    const query = new URLSearchParams();
+    if (range.fromUs !== undefined) query.set('from', new Date(range.fromUs / 1000).toISOString());
+    if (range.toUs !== undefined) query.set('to', new Date(range.toUs / 1000).toISOString());
+    const q = query.toString();
+    return (await this.#peers.client(row.peer)).request<JournalCheckpoint[]>(
+      'GET',
+      `/replicas/${row.replicaId}/checkpoints${q === '' ? '' : `?${q}`}`,
+    );
+  }
+
+  /** The write-log verifier at the recovery site: on a point, or (`atUs`) on a continuous replica at a point in time. */
+  async verify(
+    vmName: string,
+    pointId?: string,
+    atUs?: number,
+  ): Promise<{ point: ReplicaPointView; report: WriteLogReport }> {
     const vm = await this.#vms.get(vmName);
     const row = await this.#require(vm.id, vmName);
     const peer = await this.#peers.client(row.peer, { timeoutMs: 300_000 });
     const verified = await peer.request<{ point: ReplicaPointView; report: WriteLogReport }>(
       'POST',
       `/replicas/${row.replicaId}/verify`,
-      pointId ? { pointId } : {},
+      {
+        ...(pointId === undefined ? {} : { pointId }),
+        ...(atUs === undefined ? {} : { at: new Date(atUs / 1000).toISOString() }),
+      },
     );
     await this.#incidents.verified({
       vmId: vm.id,

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './repo-root.js';
 import type { NetNs } from './netns.js';
+import { parseSerialAcks } from '../../src/guest/serial-log.js';
 
 export const MAMORI_BIN = join(repoRoot, 'bin', 'mamori');
 
@@ -172,7 +173,9 @@ export class SiteProcess {
   /** Runs the CLI with --json and parses its output; throws with the CLI's message on failure. */
   async cliJson<T>(...args: string[]): Promise<T> {
     const r = await this.cli(...args, '--json');
-    if (r.code !== 0) throw new Error(`mamori ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    // A command can fail with nothing on stderr (replicate verify exits 1 on an inconsistent log): its report is on stdout.
+    if (r.code !== 0)
+      throw new Error(`mamori ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout.slice(0, 4000)}`);
     const out = JSON.parse(r.stdout) as T;
     this.#notePids(out);
     return out;
@@ -203,14 +206,42 @@ export class SiteProcess {
       await sleep(250);
     }
     throw new Error(
-      `timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\nserver log:\n${this.#serverLog.slice(-3000)}`,
+      `timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\nserver warnings:\n${this.#warnings()}\nserver log:\n${this.#serverLog.slice(-3000)}`,
     );
+  }
+
+  /**
+   * Waits until the test guest writing to `serialLog` acknowledged `count` records. On timeout
+   * the guest's own lines lead the report (an I/O error the write log met shows there).
+   */
+  async waitForAcks(what: string, serialLog: string, count: number, timeoutMs = 120_000): Promise<void> {
+    try {
+      await this.waitFor(
+        what,
+        async () => parseSerialAcks(await readFile(serialLog, 'utf8')).length >= count || undefined,
+        timeoutMs,
+      );
+    } catch (e) {
+      const guest = (await readFile(serialLog, 'utf8').catch(() => ''))
+        .split('\n')
+        .filter((l) => !l.startsWith('mamori-hb') && !l.startsWith('mamori-wl ack'))
+        .slice(-15)
+        .join('\n');
+      throw new Error(`guest serial (its own lines, last 15):\n${guest}\n${(e as Error).message}`);
+    }
+  }
+
+  /** The server's warnings and errors (pino level 40 and up), last first: a truncated report still shows them. */
+  #warnings(): string {
+    const lines = this.#serverLog.split('\n').filter((l) => /^\{"level":[4-6]0,/.test(l));
+    return lines.reverse().join('\n').slice(0, 3000) || '(none)';
   }
 
   /** Kills the QEMUs this test saw (by pid), the server, and removes the data folder. */
   async destroy(): Promise<void> {
     await this.crashServer();
-    // MAMORI_TEST_LOG_DIR keeps each server's log after the test (the data folder goes).
+    // MAMORI_TEST_LOG_DIR keeps each server's log after the test (the data folder goes, unless
+    // MAMORI_TEST_KEEP_DATA is set).
     const keep = process.env['MAMORI_TEST_LOG_DIR'];
     if (keep)
       await writeFile(join(keep, `${this.name}-${process.pid}-${Date.now()}.log`), this.#serverLog).catch(
@@ -233,6 +264,9 @@ export class SiteProcess {
         // already gone
       }
     }
+    // MAMORI_TEST_KEEP_DATA keeps the data folder too (its QEMUs and daemons are stopped all the
+    // same): a flaky loss is read from the images it left, layer by layer.
+    if (process.env['MAMORI_TEST_KEEP_DATA']) return;
     await rm(this.dataDir, { recursive: true, force: true });
   }
 }

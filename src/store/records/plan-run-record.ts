@@ -72,6 +72,12 @@ export interface RunVmOutcome {
   dataLossNote?: string;
   ip?: string;
   protectedStoppedAt?: string;
+  /**
+   * Array-based, planned: the points the protected site's array took of this VM's devices once
+   * the group's VMs were off (the prepare step). Known by the order of the steps, not by clocks:
+   * an array's point time is whole seconds, too coarse to place it after the shutdown.
+   */
+  pointsTakenOff?: string[];
   forcedOff?: boolean;
   /** Reprotect: what the first reverse cycle sent (only the differences) against the disk size. */
   reprotect?: { mode: string; bytesSent: number; diskBytes: number; bytesChanged?: number };

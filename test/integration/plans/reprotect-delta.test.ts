@@ -243,6 +243,9 @@ test("disaster, then reprotect: the old site's writes after the point are discar
   for (const vm of ['dz', 'dk'] as const) {
     await b('vm', 'stop', vm, '--timeout', '60');
     const acked = Math.max(...(await acks(atB[vm].serialLog)));
+    // site-b's own disk first: a replica can only be as whole as the disk it copies.
+    const own = await b<{ consistent: boolean }>('verify-writelog', atB[vm].disks[0]!.path);
+    assert.equal(own.consistent, true, `${vm}: site-b's disk after the stop: ${JSON.stringify(own)}`);
     const s = await b<ReplicationStatus>('replicate', 'sync-now', vm);
     assert.equal(s.failures, 0, s.lastError ?? '');
     const cmp = await sameImages(await reverseReplicaPoint(atB[vm].id), atB[vm].disks[0]!.path);

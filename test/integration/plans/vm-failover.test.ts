@@ -1,6 +1,8 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runProcess } from '../../../src/core/run-process.js';
 import { TwoSites } from '../../harness/two-sites.js';
 import { parseSerialAcks } from '../../../src/guest/serial-log.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
@@ -62,6 +64,22 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   // all: its log is read through a handle opened before (an unlinked file stays readable).
   const sourceLog = await open(source.serialLog, 'r');
 
+  // A final sync that cannot complete hands nothing over: the replica's folder at site-b is made
+  // immutable, so the cycle cannot write its point. The run stops; the VM stays off here, its
+  // replication as it was, and nothing was promoted.
+  const [replicaId] = await readdir(join(sites.b.dataDir, 'replicas'));
+  const replicaDisk = join(sites.b.dataDir, 'replicas', replicaId!, 'disk0');
+  await runProcess('chattr', ['+i', replicaDisk]);
+  const refused = await sites
+    .cli('a', 'vm', 'failover', 'fo', '--planned', '--json')
+    .finally(() => runProcess('chattr', ['-i', replicaDisk]));
+  assert.notEqual(refused.code, 0, refused.stdout.slice(0, 2000));
+  assert.match(refused.stderr + refused.stdout, /the last replication cycle of fo failed 3 times/);
+  assert.equal((await a<VmView>('vm', 'show', 'fo')).state, 'stopped');
+  assert.equal((await a<ReplicationStatus>('replicate', 'status', 'fo')).state, 'enabled');
+  assert.deepEqual(await b<VmView[]>('vm', 'list'), [], 'site-b recovered nothing');
+
+  // Fixed, the same command goes through: the VM is off already, so only the final sync runs.
   const r = await sites.cli('a', 'vm', 'failover', 'fo', '--planned', '--json');
   assert.equal(r.code, 0, r.stderr + r.stdout.slice(0, 3000));
   const job = JSON.parse(r.stdout) as Job & { result: VmFailoverResult };
@@ -93,11 +111,7 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   );
   const ackedAtA = Math.max(...parseSerialAcks(await sourceLog.readFile('utf8')));
   await sourceLog.close();
-  await sites.b.waitFor(
-    'writes at site-b',
-    async () => parseSerialAcks(await readFile(there.serialLog, 'utf8')).length >= 10 || undefined,
-    120_000,
-  );
+  await sites.b.waitForAcks('writes at site-b', there.serialLog, 10);
 
   // And home again the same way, asked at site-b this time, without reversing.
   await a('network', 'create', 'testnet', '--isolated');
@@ -115,11 +129,7 @@ test('a planned failover of one writing VM: it runs at the replica site with not
   assert.equal(again.id, source.id);
 
   // Ground truth: every record the guest acknowledged at either site is in the log it writes on at site-a.
-  await sites.a.waitFor(
-    'writes at site-a again',
-    async () => parseSerialAcks(await readFile(again.serialLog, 'utf8')).length >= 5 || undefined,
-    120_000,
-  );
+  await sites.a.waitForAcks('writes at site-a again', again.serialLog, 5);
   await a('vm', 'stop', 'fo', '--timeout', '60');
   const ackedAgain = Math.max(...parseSerialAcks(await readFile(again.serialLog, 'utf8')));
   const report = await a<{ consistent: boolean; lastSequence: number; tornCount: number }>(

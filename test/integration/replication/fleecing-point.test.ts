@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { access, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createQcow2 } from '../../../src/qemu/qemu-img-write.js';
 import { after, before, describe, it } from 'node:test';
 import { runProcess } from '../../../src/core/run-process.js';
-import { QmpClient } from '../../../src/qemu/qmp-client.js';
+import { killPausedQemu, startPausedQemu, type PausedQemu } from '../../harness/paused-qemu.js';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import {
   ensureBitmap,
@@ -29,60 +29,27 @@ const MiB = 1024 * 1024;
 const KiB = 1024;
 const G = 64 * KiB; // bitmap granularity
 
-interface Vm {
-  child: ChildProcess;
-  qmp: QmpClient;
-  exited: Promise<void>;
-}
+type Vm = PausedQemu;
 
 /**
  * A VM laid out as vm-argv does: disk0 qcow2 (disk0-file + disk0), disk1 raw (disk1-file +
  * disk1), disk2 a virtual RDM (protocol node disk2 only). Paused, TCG, no guest.
  */
-async function startVm(dir: string): Promise<Vm> {
-  const sock = join(dir, 'vm.qmp');
-  await rm(sock, { force: true });
-  const nodes = [
-    { driver: 'file', filename: join(dir, 'd0.qcow2'), 'node-name': 'disk0-file' },
-    { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
-    { driver: 'file', filename: join(dir, 'd1.raw'), 'node-name': 'disk1-file' },
-    { driver: 'raw', file: 'disk1-file', 'node-name': 'disk1' },
-    { driver: 'file', filename: join(dir, 'd2.rdm'), 'node-name': 'disk2' },
-  ];
-  const args = [
-    '-machine',
-    'q35,accel=tcg',
-    '-nodefaults',
-    '-no-user-config',
-    '-display',
-    'none',
-    '-S',
-    '-chardev',
-    `socket,id=qmp,path=${sock},server=on,wait=off`,
-    '-mon',
-    'chardev=qmp,mode=control',
-    ...nodes.flatMap((n) => ['-blockdev', JSON.stringify(n)]),
-    ...[0, 1, 2].flatMap((i) => ['-device', `virtio-blk-pci,drive=disk${i},id=disk${i}-dev`]),
-  ];
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
-  const exited = new Promise<void>((r) => child.on('close', () => r()));
-  try {
-    const qmp = await QmpClient.connect(sock, { connectTimeoutMs: 2000, retryUntilMs: 15_000 });
-    return { child, qmp, exited };
-  } catch (e) {
-    child.kill('SIGKILL');
-    await exited;
-    throw e;
-  }
+function startVm(dir: string): Promise<Vm> {
+  return startPausedQemu(
+    dir,
+    [
+      { driver: 'file', filename: join(dir, 'd0.qcow2'), 'node-name': 'disk0-file' },
+      { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
+      { driver: 'file', filename: join(dir, 'd1.raw'), 'node-name': 'disk1-file' },
+      { driver: 'raw', file: 'disk1-file', 'node-name': 'disk1' },
+      { driver: 'file', filename: join(dir, 'd2.rdm'), 'node-name': 'disk2' },
+    ],
+    [0, 1, 2].map((i) => `virtio-blk-pci,drive=disk${i},id=disk${i}-dev`),
+  );
 }
 
-async function killVm(vm: Vm | null): Promise<void> {
-  if (vm === null) return;
-  await vm.qmp.close();
-  if (vm.child.exitCode === null && vm.child.signalCode === null && vm.child.pid !== undefined)
-    process.kill(vm.child.pid, 'SIGKILL');
-  await vm.exited;
-}
+const killVm = killPausedQemu;
 
 async function quitVm(vm: Vm): Promise<void> {
   await vm.qmp.execute('quit').catch(() => undefined);
@@ -387,5 +354,47 @@ describe('fleecing points and dirty bitmaps on a real QEMU (TCG, -S)', () => {
       (await readImageBitmaps(join(dir, 'd0.qcow2'))).map((b) => b.name),
       ['mamori-5'],
     );
+  });
+});
+
+describe('a stopped VM whose image stands on a backing file (recovered from a replica point, a linked clone)', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mamori-fleece-backed-it-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('exports what the VM reads: blocks it partly wrote hold the backing file data, not zeros', async () => {
+    // The backing: the replica point the VM was recovered from, its guest log up to 76 KiB.
+    const point = join(dir, 'point.qcow2');
+    const disk = join(dir, 'disk.qcow2');
+    await createQcow2(point, { sizeBytes: 4 * MiB });
+    await runProcess('qemu-io', ['-f', 'qcow2', point, '-c', `write -P 0x11 0 ${76 * KiB}`]);
+    // The VM's image, laid out as a site makes one (4 KiB subclusters), named on the point by its header.
+    await createQcow2(disk, { backing: { file: point, format: 'qcow2' } });
+    await runProcess('qemu-img', ['bitmap', '--add', disk, 'mamori-1']);
+    // The guest writes on at 76 KiB after the last point: 4 KiB of the dirty 64 KiB block at
+    // 64 KiB are the image's own, the 12 KiB before them are still the point's.
+    await runProcess('qemu-io', ['-f', 'qcow2', disk, '-c', `write -P 0x22 ${76 * KiB} ${4 * KiB}`]);
+
+    const p = await createOfflineFleecingPoint({
+      disks: [{ id: 'disk0', layers: [{ file: disk, format: 'qcow2' }] }],
+      runDir: dir,
+      previousGeneration: 1,
+    });
+    try {
+      const d = p.disks[0]!;
+      assert.equal(d.mode, 'incremental');
+      assert.deepEqual(await dirty(p, d), [[64 * KiB, 128 * KiB]]);
+      // The cycle sends the whole dirty block: its first 12 KiB must be the point's data.
+      assert.equal(await readsAs(p.nbdSocket, d.exportName, 0x11, 64 * KiB, 12 * KiB), true, 'backing data, not zeros');
+      assert.equal(await readsAs(p.nbdSocket, d.exportName, 0x22, 76 * KiB, 4 * KiB), true);
+      assert.equal(await readsAs(p.nbdSocket, d.exportName, 0x11, 0, 64 * KiB), true);
+      assert.equal(await readsAs(p.nbdSocket, d.exportName, 0, 80 * KiB, 48 * KiB), true);
+    } finally {
+      await abortOfflineFleecingPoint(p);
+    }
   });
 });

@@ -123,6 +123,23 @@ test('a running test guest replicates with a 10 s RPO; every point verifies; a c
   assert.ok(s.lagSeconds !== null && s.lagSeconds <= 10 + s.lastCycle!.durationMs / 1000 + 2, `lag ${s.lagSeconds}s`);
 
   const points = (await a('replicate', 'points', 'pg')) as { id: string; time: string; consistency: string }[];
+  // Points in time are a continuous replica's: asked of a cycle-based one, the recovery site says where its points are.
+  const between = await sites.cli('a', 'replicate', 'points', 'pg', '--between', '2026-01-01T00:00:00Z', 'now');
+  assert.match(between.stderr, /"now" is not a time.*\[INVALID_INPUT\]/, between.stderr);
+  const window = await sites.cli(
+    'a',
+    'replicate',
+    'points',
+    'pg',
+    '--between',
+    points[0]!.time,
+    new Date().toISOString(),
+  );
+  assert.match(
+    window.stderr,
+    /replicates in cycles.*'mamori replicate points pg'.*\[VM_INVALID_STATE\]/,
+    window.stderr,
+  );
   assert.ok(points.length >= 2 && points.length <= 3, `retention keeps 3, got ${points.length}`);
   let previous = 0;
   let verified = 0;
