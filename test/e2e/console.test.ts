@@ -316,6 +316,8 @@ test('destructive actions need the name typed; the whole name confirms and the a
   // The positive half, carried out: a VM made for this is deleted from its page.
   await b('vm', 'create', 'scratch', '--test-guest', '--data-disk', '16M');
   await atB.goto(`${sites.b.url}/ui/#/vms/scratch`);
+  // The list refreshes every 5 s; a loaded CI machine may take a few rounds to show it.
+  await atB.waitForSelector('.vm-detail h3:text-is("scratch")', { timeout: 120_000 });
   await atB.click('.vm-detail button:has-text("Delete…")');
   await atB.fill('.confirm-input', 'scratc');
   assert.ok(await atB.isDisabled('.confirm-go'), 'a partial name does not confirm');
