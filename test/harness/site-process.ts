@@ -211,23 +211,36 @@ export class SiteProcess {
   }
 
   /**
-   * Waits until the test guest writing to `serialLog` acknowledged `count` records. On timeout
-   * the guest's own lines lead the report (an I/O error the write log met shows there).
+   * Waits until the test guest writing to `serialLog` acknowledged `count` records (with
+   * `after`: records past that sequence number). On timeout the guest's own lines lead the
+   * report (an I/O error the write log met shows there), with its last heartbeat and last
+   * acknowledged record, which tell a guest that stopped from one that only writes slowly.
    */
-  async waitForAcks(what: string, serialLog: string, count: number, timeoutMs = 120_000): Promise<void> {
+  async waitForAcks(
+    what: string,
+    serialLog: string,
+    count: number,
+    opts: { after?: number; timeoutMs?: number } = {},
+  ): Promise<void> {
+    const after = opts.after ?? 0;
     try {
       await this.waitFor(
         what,
-        async () => parseSerialAcks(await readFile(serialLog, 'utf8')).length >= count || undefined,
-        timeoutMs,
+        async () =>
+          parseSerialAcks(await readFile(serialLog, 'utf8')).filter((s) => s > after).length >= count || undefined,
+        opts.timeoutMs ?? 120_000,
       );
     } catch (e) {
-      const guest = (await readFile(serialLog, 'utf8').catch(() => ''))
-        .split('\n')
+      const lines = (await readFile(serialLog, 'utf8').catch(() => '')).split('\n');
+      const guest = lines
         .filter((l) => !l.startsWith('mamori-hb') && !l.startsWith('mamori-wl ack'))
         .slice(-15)
         .join('\n');
-      throw new Error(`guest serial (its own lines, last 15):\n${guest}\n${(e as Error).message}`);
+      const lastHb = lines.filter((l) => l.startsWith('mamori-hb')).at(-1) ?? '(no heartbeat)';
+      const lastAck = lines.filter((l) => l.startsWith('mamori-wl ack')).at(-1) ?? '(no ack)';
+      throw new Error(
+        `guest serial (its own lines, last 15):\n${guest}\nlast heartbeat: ${lastHb}\nlast ack: ${lastAck} (at ${new Date().toISOString()})\n${(e as Error).message}`,
+      );
     }
   }
 

@@ -113,11 +113,7 @@ test('planned run, then reprotect: only what the VM wrote at the recovery site c
   const there = await b<VmView>('vm', 'show', 'pl');
   const resumedAtB = await writerResumedAfter(sites.b, 'pl');
   // The VM writes at site-b for a while before reprotect: that is what must cross.
-  await sites.b.waitFor(
-    '40 records at site-b',
-    async () => (await acks(there.serialLog)).filter((s) => s > resumedAtB).length >= 40 || undefined,
-    240_000,
-  );
+  await sites.b.waitForAcks('40 records at site-b', there.serialLog, 40, { after: resumedAtB, timeoutMs: 240_000 });
 
   const run = await runAtB('failover-pl', 'reprotect');
   assert.equal(run.result, 'success', explain(run));
@@ -154,11 +150,7 @@ test('planned run, then reprotect: only what the VM wrote at the recovery site c
     resumedAtA >= ackedAtB,
     `site-a's log continues after ${resumedAtA}; site-b's guest acknowledged ${ackedAtB}`,
   );
-  await sites.a.waitFor(
-    'writes at site-a again',
-    async () => (await acks(again.serialLog)).some((s) => s > resumedAtA) || undefined,
-    120_000,
-  );
+  await sites.a.waitForAcks('writes at site-a again', again.serialLog, 1, { after: resumedAtA });
   await a('vm', 'stop', 'pl', '--timeout', '60');
   const ackedAgain = Math.max(...(await acks(again.serialLog)));
   const report = await a<{ consistent: boolean; lastSequence: number }>('verify-writelog', again.disks[0]!.path);
@@ -184,11 +176,7 @@ test("disaster, then reprotect: the old site's writes after the point are discar
   for (const vm of ['dz', 'dk']) await a('replicate', 'sync-now', vm);
   const pointSeq = Math.max(...(await acks(dz.serialLog)));
   // The guests write on after the last point; then site-a is cut off (its VMs run on).
-  await sites.a.waitFor(
-    'writes after the point',
-    async () => (await acks(dz.serialLog)).some((s) => s > pointSeq + 20) || undefined,
-    120_000,
-  );
+  await sites.a.waitForAcks('writes after the point', dz.serialLog, 1, { after: pointSeq + 20 });
   await sites.cutLink('blackhole');
   const run = await runAtB('dz-plan', 'disaster');
   // warnings: site-a did not answer the shutdown step, as it should not.
@@ -196,11 +184,7 @@ test("disaster, then reprotect: the old site's writes after the point are discar
   const atB = { dz: await b<VmView>('vm', 'show', 'dz'), dk: await b<VmView>('vm', 'show', 'dk') };
   for (const vm of ['dz', 'dk'] as const) {
     const resumed = await writerResumedAfter(sites.b, vm);
-    await sites.b.waitFor(
-      `${vm} writes at site-b`,
-      async () => (await acks(atB[vm].serialLog)).filter((s) => s > resumed).length >= 10 || undefined,
-      240_000,
-    );
+    await sites.b.waitForAcks(`${vm} writes at site-b`, atB[vm].serialLog, 10, { after: resumed, timeoutMs: 240_000 });
   }
 
   // site-a is back: its next cycle is refused, so it learns of the failover and pauses its VMs.
