@@ -112,6 +112,7 @@ last_seq() {
 }
 
 WL_PID=
+DEV=
 if [ -n "$WL" ]; then
   # Disks are probed asynchronously after insmod: give them 20 s.
   i=0
@@ -147,6 +148,12 @@ apply_nocloud() {
   found=
   for dev in /dev/vd* /dev/sd* /dev/sr*; do
     [ -b "$dev" ] || continue
+    # Never the write log's disk: mounting it reads blocks 16-115 (32-232 KiB) through the page
+    # cache while the writer writes there with O_DIRECT|O_DSYNC, and a page the mount holds at
+    # that instant fails the kernel's invalidation after the direct write, which it reports as
+    # EIO from the write's sync (dio_warn_stale_pagecache: "Page cache invalidation failure on
+    # direct I/O"). The data was written; the writer stopped. Seen at a failover's first boot.
+    [ "$dev" = "$DEV" ] && continue
     mount -t iso9660 -o ro "$dev" /run/cidata 2>/dev/null || continue
     if [ -r /run/cidata/meta-data ]; then found=$dev; break; fi
     umount /run/cidata
