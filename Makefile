@@ -83,7 +83,7 @@ bench-deps:
 	@ls /boot/vmlinuz-* >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-image-amd64
 
 bench: setup bench-deps
-	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/wan/run.js && node dist/bench/hundred/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node dist/bench/convert/run.js && node dist/bench/pools/run.js && node dist/bench/storage/run.js && node dist/bench/security/run.js && node dist/bench/store/run.js && node scripts/bench-readme.mjs
+	node dist/bench/vm-start/run.js && node dist/bench/replication/run.js && node dist/bench/wan/run.js && node dist/bench/hundred/run.js && node dist/bench/recovery/run.js && node dist/bench/migration/run.js && node dist/bench/convert/run.js && node dist/bench/pools/run.js && node dist/bench/storage/run.js && node dist/bench/security/run.js && node dist/bench/store/run.js && node dist/bench/cdp/run.js && node scripts/bench-readme.mjs
 
 # The long fuzz run of every parser of outside input (test/fuzz/): FUZZ_EXECUTIONS inputs per target, or
 # FUZZ_ARGS='--seconds 600'; prints a table and writes bench/results/fuzz.json.
