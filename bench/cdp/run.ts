@@ -22,7 +22,7 @@ const r = await tapIopsByVariant({ rounds, mib, seconds, accel: 'tcg' });
 const base = r.unprotected.median;
 const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 const figures: BenchFigure[] = (
-  ['qemu-null', 'null', 'queued', 'durable', 'blklogwrites-file', 'mirror-blklogwrites'] as const
+  ['qemu-null', 'null', 'queued', 'durable', 'blklogwrites-file', 'mirror-blklogwrites', 'qemu-write-log-1s'] as const
 ).map((v) => ({
   metric: 'cdp_tap_write_iops_vs_unprotected',
   receiver: v,

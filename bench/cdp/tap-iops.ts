@@ -17,6 +17,9 @@
  *   mirror-blklogwrites
  *             the write-blocking mirror onto a blklogwrites node over null-co in the same QEMU:
  *             an ordered log of the guest's writes that can be attached to a running VM
+ *             (cdp/qemu-write-log.ts, no checkpoints)
+ *   qemu-write-log-1s
+ *             the same with a checkpoint every second (a flush of the log node and a drain)
  *
  * Each VM is started paused (vm-argv's -S), the tap attached, then resumed, so every write the
  * benchmark makes goes through the tap. Variants run in turns, `rounds` times; the figure is the
@@ -35,11 +38,19 @@ import { serveNbd, type NbdExportBackend } from '../../src/nbd/nbd-server.js';
 import { WriteJournal } from '../../src/cdp/write-journal.js';
 import { JournalReceiver } from '../../src/cdp/journal-receiver.js';
 import { startWriteBlockingMirror } from '../../src/cdp/write-blocking-mirror.js';
+import { QemuWriteLog } from '../../src/cdp/qemu-write-log.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import { median, waitFor } from '../bench-common.js';
 
 export type TapVariant =
-  'unprotected' | 'qemu-null' | 'null' | 'queued' | 'durable' | 'blklogwrites-file' | 'mirror-blklogwrites';
+  | 'unprotected'
+  | 'qemu-null'
+  | 'null'
+  | 'queued'
+  | 'durable'
+  | 'blklogwrites-file'
+  | 'mirror-blklogwrites'
+  | 'qemu-write-log-1s';
 export const TAP_VARIANTS: readonly TapVariant[] = [
   'unprotected',
   'qemu-null',
@@ -48,6 +59,7 @@ export const TAP_VARIANTS: readonly TapVariant[] = [
   'durable',
   'blklogwrites-file',
   'mirror-blklogwrites',
+  'qemu-write-log-1s',
 ];
 
 /** vm-argv's command line with a blklogwrites node between the device and disk0. */
@@ -134,7 +146,7 @@ async function listen(path: string, backend: NbdExportBackend): Promise<{ server
 export async function measureTapIops(
   variant: TapVariant,
   opts: { mib: number; seconds: number; accel: 'tcg' | 'kvm' },
-): Promise<{ iops: number; journalRecords: number | null; logBytes: number | null }> {
+): Promise<{ iops: number; journalRecords: number | null; logBytes: number | null; checkpoints: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-bench-cdp-'));
   const disk = join(dir, 'd0.qcow2');
   await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', disk, String(DISK_BYTES)]);
@@ -175,6 +187,9 @@ export async function measureTapIops(
   let pid: number | null = null;
   let listener: { server: Server; sockets: Set<Socket> } | null = null;
   let journal: WriteJournal | null = null;
+  let ticker: NodeJS.Timeout | null = null;
+  let checkpointing = false;
+  let checkpoints = 0;
   try {
     if (variant === 'blklogwrites-file')
       await runProcess('qemu-img', ['create', '-q', '-f', 'raw', join(dir, 'log'), '0']);
@@ -183,18 +198,20 @@ export async function measureTapIops(
     await runProcess('qemu-system-x86_64', argv, { timeoutMs: 60_000 });
     pid = Number((await readFile(join(dir, 'qemu.pid'), 'utf8')).trim());
     qmp = await QmpClient.connect(join(dir, 'qmp.sock'), { connectTimeoutMs: 5000, retryUntilMs: 15_000 });
-    if (variant === 'qemu-null' || variant === 'mirror-blklogwrites') {
-      if (variant === 'qemu-null')
-        await qmp.execute('blockdev-add', { driver: 'null-co', 'node-name': 'cdp-null', size: DISK_BYTES });
-      else {
-        await runProcess('qemu-img', ['create', '-q', '-f', 'raw', join(dir, 'log'), '0']);
-        await qmp.execute('blockdev-add', {
-          driver: 'blklogwrites',
-          'node-name': 'cdp-null',
-          file: { driver: 'null-co', size: DISK_BYTES },
-          log: { driver: 'file', filename: join(dir, 'log') },
-        });
-      }
+    if (variant === 'mirror-blklogwrites' || variant === 'qemu-write-log-1s') {
+      const log = await QemuWriteLog.attach({ qmp, device: 'disk0', sizeBytes: DISK_BYTES, logPath: join(dir, 'log') });
+      if (variant === 'qemu-write-log-1s')
+        ticker = setInterval(() => {
+          if (checkpointing) return;
+          checkpointing = true;
+          log
+            .checkpoint()
+            .then(() => (checkpoints += 1))
+            .catch(() => undefined) // the guest powers off at the end: the last one may find QEMU gone
+            .finally(() => (checkpointing = false));
+        }, 1000);
+    } else if (variant === 'qemu-null') {
+      await qmp.execute('blockdev-add', { driver: 'null-co', 'node-name': 'cdp-null', size: DISK_BYTES });
       await qmp.execute('blockdev-mirror', {
         'job-id': 'cdp-disk0',
         device: 'disk0',
@@ -209,7 +226,7 @@ export async function measureTapIops(
         30_000,
         50,
       );
-    } else if (variant !== 'unprotected' && variant !== 'blklogwrites-file') {
+    } else if (variant === 'null' || variant === 'queued' || variant === 'durable') {
       const socketPath = join(dir, 'tap.sock');
       if (variant !== 'null') journal = await WriteJournal.open(join(dir, 'journal'));
       const backend =
@@ -238,9 +255,11 @@ export async function measureTapIops(
     return {
       iops: Number(iops),
       journalRecords: journal === null ? null : journal.index.count,
-      logBytes: variant.includes('blklogwrites') ? (await stat(join(dir, 'log'))).size : null,
+      logBytes: variant.includes('log') ? (await stat(join(dir, 'log'))).size : null,
+      checkpoints,
     };
   } finally {
+    if (ticker !== null) clearInterval(ticker);
     await qmp?.close().catch(() => undefined);
     if (pid !== null) {
       try {
