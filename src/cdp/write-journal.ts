@@ -111,14 +111,26 @@ export class WriteJournal {
     return journal;
   }
 
-  /** Guest data written at `offset`. `data` is copied before this returns. */
-  appendWrite(offset: number, data: Buffer): Promise<AppendedRecord> {
-    return this.#append('write', 0, offset, data.length, Buffer.from(data));
+  /**
+   * Guest data written at `offset`. `data` is copied before this returns. `timeUs`: when the
+   * write is known to have happened by, for writes read from a log behind the guest (never
+   * before the journal's last record); now, when not given.
+   */
+  appendWrite(offset: number, data: Buffer, timeUs?: number): Promise<AppendedRecord> {
+    const late = this.#goesBack(timeUs);
+    return late ?? this.#append('write', 0, offset, data.length, Buffer.from(data), timeUs);
   }
 
-  /** The range reads as zeros from here on. */
-  appendZero(offset: number, length: number): Promise<AppendedRecord> {
-    return this.#append('zero', 0, offset, length, null);
+  /** The range reads as zeros from here on (`timeUs` as for appendWrite). */
+  appendZero(offset: number, length: number, timeUs?: number): Promise<AppendedRecord> {
+    return this.#goesBack(timeUs) ?? this.#append('zero', 0, offset, length, null, timeUs);
+  }
+
+  #goesBack(timeUs: number | undefined): Promise<never> | null {
+    if (timeUs === undefined || timeUs >= this.#lastTimeUs) return null;
+    return Promise.reject(
+      new MamoriError('INVALID_INPUT', `a record at ${timeUs} µs would go back before the journal's last record`),
+    );
   }
 
   /**
@@ -126,11 +138,7 @@ export class WriteJournal {
    * same in every journal of one VM or group (at least lastTimeUs of each: time never goes back).
    */
   appendCheckpoint(flags = 0, timeUs?: number): Promise<AppendedRecord> {
-    if (timeUs !== undefined && timeUs < this.#lastTimeUs)
-      return Promise.reject(
-        new MamoriError('INVALID_INPUT', `a checkpoint at ${timeUs} µs would go back before the journal's last record`),
-      );
-    return this.#append('checkpoint', flags, 0, 0, null, timeUs);
+    return this.#goesBack(timeUs) ?? this.#append('checkpoint', flags, 0, 0, null, timeUs);
   }
 
   /** The time of the newest record appended (0 when there is none). */

@@ -3,26 +3,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { WRITE_LOG_MAGIC, WriteLogReader, parseWriteLogSuperblock } from '../../../src/cdp/write-log-format.js';
+import { WriteLogReader, parseWriteLogSuperblock } from '../../../src/cdp/write-log-format.js';
+import { LOG_SECTOR, logEntry, logSuperblock } from '../../harness/write-log-bytes.js';
 
-const S = 512;
-
-function superblock(entries: number, sectorSize = S): Buffer {
-  const b = Buffer.alloc(S);
-  b.writeBigUInt64LE(WRITE_LOG_MAGIC, 0);
-  b.writeBigUInt64LE(1n, 8);
-  b.writeBigUInt64LE(BigInt(entries), 16);
-  b.writeUInt32LE(sectorSize, 24);
-  return b;
-}
-
-function entry(sector: number, sectors: number, flags: number, data?: Buffer): Buffer {
-  const h = Buffer.alloc(S);
-  h.writeBigUInt64LE(BigInt(sector), 0);
-  h.writeBigUInt64LE(BigInt(sectors), 8);
-  h.writeBigUInt64LE(BigInt(flags), 16);
-  return data ? Buffer.concat([h, data]) : h;
-}
+const S = LOG_SECTOR;
+const superblock = logSuperblock;
+const entry = logEntry;
 
 async function withLog(bytes: Buffer, fn: (path: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'mamori-wlf-'));
