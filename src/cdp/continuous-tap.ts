@@ -1,29 +1,23 @@
-import { createServer, type Server, type Socket } from 'node:net';
 import { rm } from 'node:fs/promises';
 import type { QmpClient } from '../qemu/qmp-client.js';
-import { serveNbd } from '../nbd/nbd-server.js';
-import { JournalReceiver } from './journal-receiver.js';
-import {
-  startWriteBlockingMirror,
-  stopWriteBlockingMirror,
-  type WriteBlockingMirror,
-} from './write-blocking-mirror.js';
+import { QemuWriteLog } from './qemu-write-log.js';
+import { WriteLogReader } from './write-log-format.js';
+import { pumpWriteLog } from './write-log-pump.js';
 import type { WriteJournal } from './write-journal.js';
 
 /*
- * The protected side of continuous replication for one disk of a running VM: the journal
- * receiver on a unix socket of the VM's runtime folder, the write-blocking mirror onto it,
- * and a crash-consistent checkpoint every interval (every write acknowledged to the guest
- * before a checkpoint record is in the journal before it).
+ * The protected side of continuous replication for one disk of a running VM: QEMU logs each
+ * guest write in order (cdp/qemu-write-log.ts), and every interval a checkpoint makes a prefix
+ * of that log whole and pumps it into the journal (cdp/write-log-pump.ts), behind the guest.
+ * No process of ours is in a guest write's path (bench/cdp).
  *
- * When the receiver or the mirror fails, the guest is not hurt: QEMU reports BLOCK_JOB_ERROR
- * and completes the guest's write on its disk alone (measured on 7.2, a closed connection
- * and a receiver answering EIO alike). But the job stays "ready" and only marks what it could
- * not send, to copy it later in the background: from then on the journal is no longer the
- * guest's writes in order. So the first error ends the tap: the mirror is cancelled, no more
- * checkpoints are taken, and `onBroken` tells the owner, which falls back to the replication
- * bitmap (it recorded every write all along) and resyncs. The journal's last checkpoint
- * before the break stays a true point in time.
+ * When the log or the journal fails, the guest is not hurt: a failed write to the log fails the
+ * mirror's copy, not the guest's write (QEMU reports BLOCK_JOB_ERROR), and a failed append only
+ * stops the pump. But from then on the journal is no longer the guest's writes in order. So the
+ * first error ends the tap: the mirror is cancelled, no more checkpoints are taken, and
+ * `onBroken` tells the owner, which falls back to the replication bitmap (it recorded every
+ * write all along) and resyncs. The journal's last checkpoint before the break stays a true
+ * point in time.
  */
 
 export interface ContinuousTapOptions {
@@ -32,51 +26,51 @@ export interface ContinuousTapOptions {
   device: string;
   sizeBytes: number;
   journal: WriteJournal;
-  /** The receiver's socket (in the VM's runtime folder: its mode keeps others out). */
-  socketPath: string;
+  /** QEMU's log of the disk's writes (in the VM's runtime folder: its mode keeps others out). */
+  logPath: string;
   /** Milliseconds between crash-consistent checkpoints. */
   checkpointMs: number;
-  /** The tap broke (receiver, journal or mirror failed); called once. */
+  /** The tap broke (log, journal or mirror failed); called once. */
   onBroken?: (reason: string) => void;
 }
 
 export class ContinuousTap {
   readonly #o: ContinuousTapOptions;
-  readonly #jobId: string;
-  #server: Server | null = null;
-  readonly #sockets = new Set<Socket>();
-  #mirror: WriteBlockingMirror | null = null;
+  #log: QemuWriteLog | null = null;
+  #reader: WriteLogReader | null = null;
   #timer: NodeJS.Timeout | null = null;
+  /** The checkpoint being taken: one at a time, in order. */
+  #taking: Promise<number> | null = null;
   #unsubscribe: (() => void)[] = [];
   #broken: string | null = null;
   #stopped = false;
 
   private constructor(o: ContinuousTapOptions) {
     this.#o = o;
-    this.#jobId = `cdp-${o.device}`;
   }
 
-  /** Starts receiving before the mirror starts: the first write forwarded finds the receiver up. */
   static async start(o: ContinuousTapOptions): Promise<ContinuousTap> {
     const tap = new ContinuousTap(o);
     try {
-      await tap.#listen();
+      await rm(o.logPath, { force: true });
+      const jobId = `cdp-${o.device}`;
       for (const ev of ['BLOCK_JOB_ERROR', 'BLOCK_JOB_CANCELLED', 'BLOCK_JOB_COMPLETED'])
         tap.#unsubscribe.push(
           o.qmp.on(ev, (e) => {
-            if ((e.data as { device?: string } | undefined)?.device === tap.#jobId && !tap.#stopped)
-              tap.#break(
-                `the mirror reported ${ev}${ev === 'BLOCK_JOB_ERROR' ? ' (the receiver failed a write)' : ''}`,
-              );
+            if ((e.data as { device?: string } | undefined)?.device === jobId && !tap.#stopped)
+              tap.#break(`the mirror reported ${ev}${ev === 'BLOCK_JOB_ERROR' ? ' (the write log failed)' : ''}`);
           }),
         );
-      tap.#mirror = await startWriteBlockingMirror(o.qmp, {
+      tap.#log = await QemuWriteLog.attach({
+        qmp: o.qmp,
         device: o.device,
-        jobId: tap.#jobId,
-        socketPath: o.socketPath,
-        exportName: o.device,
+        sizeBytes: o.sizeBytes,
+        logPath: o.logPath,
       });
-      tap.#timer = setInterval(() => tap.#checkpoint(), o.checkpointMs);
+      tap.#reader = await WriteLogReader.open(o.logPath);
+      tap.#timer = setInterval(() => {
+        if (tap.#taking === null) tap.checkpoint().catch(() => undefined); // a failure breaks the tap
+      }, o.checkpointMs);
       return tap;
     } catch (e) {
       await tap.stop();
@@ -89,48 +83,50 @@ export class ContinuousTap {
     return this.#broken;
   }
 
-  /** A checkpoint now (application-consistent ones are taken with the guest frozen around this). */
+  /**
+   * A checkpoint now, once the one being taken is done: its sequence number in the journal
+   * (application-consistent ones are taken with the guest frozen around this, `flags` saying so).
+   */
   async checkpoint(flags = 0): Promise<number> {
-    return (await this.#o.journal.appendCheckpoint(flags)).seq;
+    while (this.#taking !== null) await this.#taking.catch(() => undefined);
+    const taking = this.#take(flags);
+    this.#taking = taking;
+    try {
+      return await taking;
+    } finally {
+      this.#taking = null;
+    }
   }
 
-  /** Ends the tap: the mirror goes, then the receiver; the journal stays open (its owner's). */
+  /** Ends the tap: the mirror goes, then QEMU's log; the journal stays open (its owner's). */
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
+    await this.#taking?.catch(() => undefined);
     for (const u of this.#unsubscribe.splice(0)) u();
-    const mirror = this.#mirror;
-    this.#mirror = null;
-    if (mirror !== null) await stopWriteBlockingMirror(this.#o.qmp, mirror).catch(() => undefined);
-    for (const s of this.#sockets) s.destroy();
-    const server = this.#server;
-    this.#server = null;
-    if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
-    await rm(this.#o.socketPath, { force: true });
+    await this.#end();
   }
 
-  async #listen(): Promise<void> {
-    await rm(this.#o.socketPath, { force: true });
-    const receiver = new JournalReceiver(this.#o.journal, this.#o.sizeBytes);
-    const exports = new Map([[this.#o.device, receiver]]);
-    const server = createServer((s) => {
-      this.#sockets.add(s);
-      s.once('close', () => this.#sockets.delete(s));
-      serveNbd(s, { exports, onError: (e) => this.#break(`the receiver failed: ${e.message}`) });
-    });
-    this.#server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.#o.socketPath, () => resolve());
-    });
+  async #take(flags: number): Promise<number> {
+    if (this.#broken !== null) throw new Error(`the tap of ${this.#o.device} broke: ${this.#broken}`);
+    try {
+      const cp = await this.#log!.checkpoint();
+      return (await pumpWriteLog(this.#reader!, this.#o.journal, cp, flags)).checkpointSeq;
+    } catch (e) {
+      this.#break(`a checkpoint failed: ${(e as Error).message}`);
+      throw e;
+    }
   }
 
-  #checkpoint(): void {
-    if (this.#broken !== null) return;
-    this.#o.journal
-      .appendCheckpoint()
-      .catch((e: unknown) => this.#break(`a checkpoint failed: ${(e as Error).message}`));
+  async #end(): Promise<void> {
+    const log = this.#log;
+    this.#log = null;
+    if (log !== null) await log.detach().catch(() => undefined);
+    const reader = this.#reader;
+    this.#reader = null;
+    await reader?.close().catch(() => undefined);
+    await rm(this.#o.logPath, { force: true });
   }
 
   #break(reason: string): void {
@@ -139,9 +135,7 @@ export class ContinuousTap {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     // The mirror goes at once: a job that stays would copy what it missed later, out of order.
-    const mirror = this.#mirror;
-    this.#mirror = null;
-    if (mirror !== null) void stopWriteBlockingMirror(this.#o.qmp, mirror).catch(() => undefined);
+    void this.#end();
     this.#o.onBroken?.(reason);
   }
 }

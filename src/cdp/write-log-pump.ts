@@ -21,6 +21,8 @@ export async function pumpWriteLog(
   reader: WriteLogReader,
   journal: WriteJournal,
   checkpoint: WriteLogCheckpoint,
+  /** The checkpoint record's flags (application-consistent, for one). */
+  flags = 0,
 ): Promise<{ records: number; checkpointSeq: number }> {
   // Never before the journal's last record: a clock step back on the host must not reorder it.
   const timeUs = Math.max(checkpoint.at.getTime() * 1000, journal.lastTimeUs);
@@ -50,7 +52,7 @@ export async function pumpWriteLog(
     }
     if (failed.error !== null) throw failed.error;
   }
-  const cp = journal.appendCheckpoint(0, timeUs);
+  const cp = journal.appendCheckpoint(flags, timeUs);
   cp.catch(() => undefined); // awaited below, after the writes it follows
   await Promise.all(pending);
   if (failed.error !== null) throw failed.error;
