@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import { runProcess } from '../core/run-process.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { QemuWriteLog } from './qemu-write-log.js';
 import { WriteLogReader } from './write-log-format.js';
@@ -32,7 +33,12 @@ export interface ContinuousTapOptions {
   checkpointMs: number;
   /** The tap broke (log, journal or mirror failed); called once. */
   onBroken?: (reason: string) => void;
+  /** Bytes of the log read into the journal before their disk space is given back (64 MiB). */
+  releaseEveryBytes?: number;
 }
+
+/** Log bytes are freed in whole 4 KiB blocks, never the superblock's. */
+const BLOCK = 4096;
 
 export class ContinuousTap {
   readonly #o: ContinuousTapOptions;
@@ -44,6 +50,8 @@ export class ContinuousTap {
   #unsubscribe: (() => void)[] = [];
   #broken: string | null = null;
   #stopped = false;
+  /** The log's bytes before this were read and their space given back. */
+  #released = BLOCK;
 
   private constructor(o: ContinuousTapOptions) {
     this.#o = o;
@@ -112,11 +120,32 @@ export class ContinuousTap {
     if (this.#broken !== null) throw new Error(`the tap of ${this.#o.device} broke: ${this.#broken}`);
     try {
       const cp = await this.#log!.checkpoint();
-      return (await pumpWriteLog(this.#reader!, this.#o.journal, cp, flags)).checkpointSeq;
+      const { checkpointSeq } = await pumpWriteLog(this.#reader!, this.#o.journal, cp, flags);
+      await this.#release();
+      return checkpointSeq;
     } catch (e) {
       this.#break(`a checkpoint failed: ${(e as Error).message}`);
       throw e;
     }
+  }
+
+  /**
+   * QEMU only appends to its log, so what is read is freed by punching it out (the file keeps
+   * its length; its blocks go): the log holds on disk what is not yet in the journal, and a
+   * little more. Node has no fallocate; util-linux's is a process every releaseEveryBytes.
+   */
+  async #release(): Promise<void> {
+    const upTo = Math.floor(this.#reader!.offset / BLOCK) * BLOCK;
+    if (upTo - this.#released < (this.#o.releaseEveryBytes ?? 64 * 1024 * 1024)) return;
+    await runProcess('fallocate', [
+      '--punch-hole',
+      '--offset',
+      String(this.#released),
+      '--length',
+      String(upTo - this.#released),
+      this.#o.logPath,
+    ]);
+    this.#released = upTo;
   }
 
   async #end(): Promise<void> {

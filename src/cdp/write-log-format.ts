@@ -76,6 +76,11 @@ export class WriteLogReader {
     return this.#index;
   }
 
+  /** The byte where the next entry begins: everything before it (but the superblock) is read. */
+  get offset(): number {
+    return this.#offset;
+  }
+
   async superblock(): Promise<WriteLogSuperblock | null> {
     const buf = Buffer.alloc(this.#sectorSize);
     await this.#fh.read(buf, 0, buf.length, 0);

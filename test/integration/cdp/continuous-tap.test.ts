@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -79,6 +79,37 @@ describe('ContinuousTap', () => {
     await view.close();
     assert.deepEqual(await jobs(), [], 'the mirror is gone');
     await assert.rejects(access(logPath), "QEMU's log is gone");
+    await journal.close();
+  });
+
+  it("gives the log's disk space back once what it holds is in the journal, and logs on", async () => {
+    const journal = await WriteJournal.open(join(dir, 'j3'));
+    const logPath = join(dir, 'cdp-disk0-3.log');
+    const tap = await ContinuousTap.start({
+      qmp: vm!.qmp,
+      device: 'disk0',
+      sizeBytes: SIZE,
+      journal,
+      logPath,
+      checkpointMs: 60_000,
+      releaseEveryBytes: 64 * KiB,
+    });
+    for (let i = 0; i < 8; i++) await write(0x40 + i, i * 64 * KiB, 64 * KiB);
+    await tap.checkpoint();
+    const after1 = await stat(logPath);
+    assert.ok(after1.size > 8 * 64 * KiB, `the log is ${after1.size} bytes long`);
+    assert.ok(after1.blocks * 512 < 64 * KiB, `only ${after1.blocks * 512} bytes of it stay on disk`);
+    for (let i = 0; i < 8; i++) await write(0x50 + i, (8 + i) * 64 * KiB, 64 * KiB);
+    const last = await tap.checkpoint();
+    assert.ok((await stat(logPath)).blocks * 512 < 64 * KiB);
+    await tap.stop();
+    const view = new PointInTimeExport(journal.index, last, {
+      size: SIZE,
+      read: (_o, n) => Promise.resolve(Buffer.alloc(n)),
+    });
+    const got = await view.read(0, 16 * 64 * KiB);
+    await view.close();
+    for (let i = 0; i < 16; i++) assert.equal(got[i * 64 * KiB + 100], i < 8 ? 0x40 + i : 0x50 + i - 8, `chunk ${i}`);
     await journal.close();
   });
 
