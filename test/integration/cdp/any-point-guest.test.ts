@@ -10,31 +10,36 @@ import { buildVmArgv } from '../../../src/qemu/vm-argv.js';
 import { QmpClient } from '../../../src/qemu/qmp-client.js';
 import { serveNbd, type NbdExportBackend } from '../../../src/nbd/nbd-server.js';
 import { WriteJournal } from '../../../src/cdp/write-journal.js';
-import { JournalReceiver } from '../../../src/cdp/journal-receiver.js';
+import { ContinuousTap } from '../../../src/cdp/continuous-tap.js';
+import { receiveJournal, shipJournal } from '../../../src/cdp/journal-shipping.js';
 import { PointInTimeExport } from '../../../src/cdp/point-in-time-export.js';
-import { startWriteBlockingMirror } from '../../../src/cdp/write-blocking-mirror.js';
 import { parseSerialAcks, verifyWriteLog } from '../../../src/guest/writelog-verifier.js';
 import { repoRoot } from '../../harness/repo-root.js';
+import { closePair, socketPair, type SocketPair } from '../../harness/socket-pair.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 32 * MiB;
 const RATE = 200;
 
 /*
- * Issue 22's any-point ground truth, on the local half of the path: a booted test guest
- * writing its log at 200 records a second, its data disk mirrored with write-blocking into a
- * journal from its first write; a checkpoint every 500 ms, each taken after reading how far
- * the guest had acknowledged. Then the disk as of many checkpoints, read back from the
- * journal (base: the empty disk it started as): each is a gap-free write log holding at least
- * every record the guest acknowledged before that checkpoint.
+ * Issue 22's any-point ground truth, on the whole path but the site link: a booted test guest
+ * writing its log at 200 records a second, its data disk tapped from its first write (QEMU's
+ * write log, cdp/continuous-tap.ts) into a journal, shipped record by record into the recovery
+ * site's journal (cdp/journal-shipping.ts over a socket); a checkpoint every 500 ms, each taken
+ * after reading how far the guest had acknowledged. Then the disk as of many checkpoints, read
+ * back from the recovery side's journal (base: the empty disk it started as): each is a gap-free
+ * write log holding at least every record the guest acknowledged before that checkpoint.
  */
-describe('any point in time of a writing guest, from its journal', () => {
+describe("any point in time of a writing guest, from the recovery side's journal", () => {
   let dir: string;
   let server: Server;
   let sock: string;
   let qemuPid: number | null = null;
   let qmp: QmpClient | null = null;
   let journal: WriteJournal | null = null;
+  let remote: WriteJournal | null = null;
+  let tap: ContinuousTap | null = null;
+  let link: SocketPair | null = null;
   const exports = new Map<string, NbdExportBackend>();
   const errors: string[] = [];
   before(async () => {
@@ -52,7 +57,10 @@ describe('any point in time of a writing guest, from its journal', () => {
         // already gone
       }
     }
+    await tap?.stop();
+    if (link !== null) closePair(link);
     await journal?.close();
+    await remote?.close();
     for (const e of exports.values()) if (e instanceof PointInTimeExport) await e.close();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await rm(dir, { recursive: true, force: true });
@@ -60,7 +68,10 @@ describe('any point in time of a writing guest, from its journal', () => {
 
   it('every checkpoint is a gap-free log with everything acknowledged before it', async () => {
     journal = await WriteJournal.open(join(dir, 'journal'));
-    exports.set('receiver', new JournalReceiver(journal, SIZE));
+    remote = await WriteJournal.open(join(dir, 'recovery-journal'));
+    link = await socketPair(dir, 'link');
+    const shipping = shipJournal(journal, link.a);
+    const receiving = receiveJournal(remote, link.b);
     const disk = join(dir, 'data.qcow2');
     await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', disk, String(SIZE)]);
     const paths = {
@@ -93,7 +104,14 @@ describe('any point in time of a writing guest, from its journal', () => {
     await runProcess('qemu-system-x86_64', argv, { timeoutMs: 60_000 });
     qemuPid = Number((await readFile(paths.pidFile, 'utf8')).trim());
     qmp = await QmpClient.connect(paths.qmpSocket, { connectTimeoutMs: 2000, retryUntilMs: 15_000 });
-    await startWriteBlockingMirror(qmp, { device: 'disk0', jobId: 'cdp0', socketPath: sock, exportName: 'receiver' });
+    tap = await ContinuousTap.start({
+      qmp,
+      device: 'disk0',
+      sizeBytes: SIZE,
+      journal,
+      logPath: join(dir, 'disk0.log'),
+      checkpointMs: 3_600_000, // the test takes them
+    });
     await qmp.execute('cont');
 
     // Checkpoints every 500 ms once the guest writes, until it has acknowledged 1,500 records.
@@ -103,12 +121,19 @@ describe('any point in time of a writing guest, from its journal', () => {
     const deadline = Date.now() + 300_000;
     for (;;) {
       const before = await acked();
-      if (before > 0) points.push({ seq: (await journal.appendCheckpoint()).seq, ackedBefore: before });
+      if (before > 0) points.push({ seq: await tap.checkpoint(), ackedBefore: before });
       if (before >= 1500) break;
       assert.ok(Date.now() < deadline, `the guest acknowledged ${before} records in 300 s`);
       await new Promise((r) => setTimeout(r, 500));
     }
     assert.ok(points.length >= 5, `${points.length} checkpoints`);
+    assert.equal(tap.broken, null);
+    // The recovery side holds every checkpoint once the source's journal has them on disk.
+    const lastSeq = points.at(-1)!.seq;
+    while (remote.durableSeq < lastSeq) {
+      assert.ok(Date.now() < deadline + 60_000, `the recovery journal holds ${remote.durableSeq} of ${lastSeq}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
 
     // Twenty checkpoints spread over the window (all of them if fewer), and the last.
     const step = Math.max(1, Math.floor(points.length / 20));
@@ -117,7 +142,7 @@ describe('any point in time of a writing guest, from its journal', () => {
     let previous = 0;
     for (const p of picked) {
       const name = `at-${p.seq}`;
-      exports.set(name, new PointInTimeExport(journal.index, p.seq, zeroBase));
+      exports.set(name, new PointInTimeExport(remote.index, p.seq, zeroBase));
       const raw = join(dir, `${name}.raw`);
       await runProcess('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `nbd+unix:///${name}?socket=${sock}`, raw]);
       const report = await verifyWriteLog(raw);
@@ -131,5 +156,12 @@ describe('any point in time of a writing guest, from its journal', () => {
       previous = report.gapFreePrefix;
     }
     assert.deepEqual(errors, []);
+    await tap.stop();
+    tap = null;
+    link.a.end();
+    link.a.destroy();
+    await Promise.all([shipping, receiving]);
+    closePair(link);
+    link = null;
   });
 });
