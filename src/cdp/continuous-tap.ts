@@ -94,10 +94,11 @@ export class ContinuousTap {
   /**
    * A checkpoint now, once the one being taken is done: its sequence number in the journal
    * (application-consistent ones are taken with the guest frozen around this, `flags` saying so).
+   * With `instant`, the checkpoint is one of a consistency group's (checkpointTogether).
    */
-  async checkpoint(flags = 0): Promise<number> {
+  async checkpoint(flags = 0, instant?: SharedInstant): Promise<number> {
     while (this.#taking !== null) await this.#taking.catch(() => undefined);
-    const taking = this.#take(flags);
+    const taking = this.#take(flags, instant);
     this.#taking = taking;
     try {
       return await taking;
@@ -116,11 +117,25 @@ export class ContinuousTap {
     await this.#end();
   }
 
-  async #take(flags: number): Promise<number> {
-    if (this.#broken !== null) throw new Error(`the tap of ${this.#o.device} broke: ${this.#broken}`);
+  async #take(flags: number, instant?: SharedInstant): Promise<number> {
+    if (this.#broken !== null) {
+      const e = new Error(`the tap of ${this.#o.device} broke: ${this.#broken}`);
+      instant?.fail(e);
+      throw e;
+    }
+    let cp;
     try {
-      const cp = await this.#log!.checkpoint();
-      const { checkpointSeq } = await pumpWriteLog(this.#reader!, this.#o.journal, cp, flags);
+      cp = await this.#log!.checkpoint();
+    } catch (e) {
+      instant?.fail(e as Error);
+      this.#break(`a checkpoint failed: ${(e as Error).message}`);
+      throw e;
+    }
+    // In a group, every journal's checkpoint is stamped with the group's latest instant: the
+    // drained prefixes were taken at once, so they lie within the time the slowest one took.
+    const at = instant === undefined ? cp.at : await instant.arrive(cp.at);
+    try {
+      const { checkpointSeq } = await pumpWriteLog(this.#reader!, this.#o.journal, { entries: cp.entries, at }, flags);
       await this.#release();
       return checkpointSeq;
     } catch (e) {
@@ -167,4 +182,48 @@ export class ContinuousTap {
     void this.#end();
     this.#o.onBroken?.(reason);
   }
+}
+
+/**
+ * The one instant a consistency group's checkpoint is stamped with: each tap arrives with its
+ * own, and all go on with the latest once every tap has arrived. One tap failing fails the
+ * group's checkpoint for all (the others' taps go on: their next checkpoint holds it all).
+ */
+export class SharedInstant {
+  readonly #expected: number;
+  #arrived = 0;
+  #latest = 0;
+  #failure: Error | null = null;
+  readonly #waiters: { resolve: (at: Date) => void; reject: (e: Error) => void }[] = [];
+
+  constructor(taps: number) {
+    this.#expected = taps;
+  }
+
+  arrive(at: Date): Promise<Date> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    this.#latest = Math.max(this.#latest, at.getTime());
+    this.#arrived += 1;
+    const p = new Promise<Date>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    if (this.#arrived === this.#expected) for (const w of this.#waiters.splice(0)) w.resolve(new Date(this.#latest));
+    return p;
+  }
+
+  fail(e: Error): void {
+    this.#failure ??= new Error(`the group's checkpoint was abandoned: ${e.message}`);
+    for (const w of this.#waiters.splice(0)) w.reject(this.#failure);
+  }
+}
+
+/**
+ * A crash-consistent checkpoint of several disks (a consistency group's VMs) at one instant:
+ * their drained checkpoints are taken at once, and every journal gets the same time.
+ */
+export async function checkpointTogether(taps: readonly ContinuousTap[], flags = 0): Promise<number[]> {
+  const instant = new SharedInstant(taps.length);
+  const taken = taps.map((t) => t.checkpoint(flags, instant));
+  const settled = await Promise.allSettled(taken);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<number>).value);
 }

@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
-import { access, mkdtemp, rm, stat } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runProcess } from '../../../src/core/run-process.js';
 import { WriteJournal } from '../../../src/cdp/write-journal.js';
-import { ContinuousTap } from '../../../src/cdp/continuous-tap.js';
+import { ContinuousTap, checkpointTogether } from '../../../src/cdp/continuous-tap.js';
 import { PointInTimeExport } from '../../../src/cdp/point-in-time-export.js';
 import { killPausedQemu, startPausedQemu, type PausedQemu } from '../../harness/paused-qemu.js';
 
@@ -145,5 +145,79 @@ describe('ContinuousTap', () => {
     assert.equal(reopened.index.nextSeq - 1, before, 'nothing after the break was journalled');
     await tap.stop();
     await reopened.close();
+  });
+});
+
+/*
+ * A consistency group's checkpoint over three VMs: one instant in every journal; one VM's
+ * failure fails that checkpoint for the group but leaves the others' taps running.
+ */
+describe('checkpointTogether', () => {
+  let dir: string;
+  const vms: PausedQemu[] = [];
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mamori-tap-group-'));
+    for (let i = 0; i < 3; i++) {
+      const sub = join(dir, `vm${i}`);
+      await mkdir(sub);
+      await runProcess('qemu-img', ['create', '-q', '-f', 'qcow2', join(sub, 'd.qcow2'), String(SIZE)]);
+      vms.push(
+        await startPausedQemu(
+          sub,
+          [
+            { driver: 'file', filename: join(sub, 'd.qcow2'), 'node-name': 'disk0-file' },
+            { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
+          ],
+          ['virtio-blk-pci,drive=disk0,id=disk0-dev'],
+        ),
+      );
+    }
+  });
+  after(async () => {
+    for (const vm of vms) await killPausedQemu(vm);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('stamps one instant in every journal, and a failed member fails only that checkpoint', async () => {
+    const journals = await Promise.all(vms.map((_, i) => WriteJournal.open(join(dir, `vm${i}`, 'journal'))));
+    const taps = await Promise.all(
+      vms.map((vm, i) =>
+        ContinuousTap.start({
+          qmp: vm.qmp,
+          device: 'disk0',
+          sizeBytes: SIZE,
+          journal: journals[i]!,
+          logPath: join(dir, `vm${i}`, 'disk0.log'),
+          checkpointMs: 60_000,
+        }),
+      ),
+    );
+    const write = async (i: number, pattern: number): Promise<void> => {
+      const out = await vms[i]!.qmp.execute('human-monitor-command', {
+        'command-line': `qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "write -P ${pattern} 0 4k"`,
+      });
+      assert.equal(out, '', String(out));
+    };
+    for (let i = 0; i < 3; i++) await write(i, 0x60 + i);
+    const seqs = await checkpointTogether(taps);
+    const stamped = seqs.map((seq, i) => journals[i]!.index.get(seq));
+    assert.deepEqual(
+      stamped.map((e) => e.kind),
+      ['checkpoint', 'checkpoint', 'checkpoint'],
+    );
+    assert.equal(new Set(stamped.map((e) => e.timeUs)).size, 1, 'one instant in all three journals');
+
+    // One member's journal fails: the group's checkpoint fails; the other taps run on.
+    await journals[2]!.close();
+    await write(2, 0x70);
+    await assert.rejects(checkpointTogether(taps), /closed|abandoned/);
+    assert.equal(taps[0]!.broken, null);
+    assert.equal(taps[1]!.broken, null);
+    assert.match(taps[2]!.broken!, /a checkpoint failed/);
+    for (let i = 0; i < 2; i++) await write(i, 0x80 + i);
+    const again = await checkpointTogether(taps.slice(0, 2));
+    assert.equal(journals[0]!.index.get(again[0]!).timeUs, journals[1]!.index.get(again[1]!).timeUs);
+    for (const t of taps) await t.stop();
+    for (const j of journals.slice(0, 2)) await j.close();
   });
 });
