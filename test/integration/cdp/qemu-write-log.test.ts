@@ -69,6 +69,8 @@ describe('QemuWriteLog', () => {
         assert.equal(out, '', String(out));
       };
       const log = await QemuWriteLog.attach({ qmp, device: 'disk0', sizeBytes: SIZE, logPath: join(dir, 'd0.log') });
+      // Nothing written yet: QEMU skips the flush and writes no superblock; the prefix is empty.
+      assert.equal((await log.checkpoint()).entries, 0);
       await io('write -P 1 0 64k');
       await io('write -P 2 32k 8k'); // over the first: order matters
       await io('write -z 16k 4k');
