@@ -35,6 +35,11 @@ export interface ContinuousTapOptions {
   onBroken?: (reason: string) => void;
   /** Bytes of the log read into the journal before their disk space is given back (64 MiB). */
   releaseEveryBytes?: number;
+  /**
+   * The log's space could not be given back (a file system without hole punching, say): the
+   * tap runs on, and the log grows with every write until the owner acts. Called once.
+   */
+  onLogGrows?: (reason: string) => void;
 }
 
 /** Log bytes are freed in whole 4 KiB blocks, never the superblock's. */
@@ -52,6 +57,8 @@ export class ContinuousTap {
   #stopped = false;
   /** The log's bytes before this were read and their space given back. */
   #released = BLOCK;
+  /** Why the log's space is not given back (null while it is). */
+  #releaseFailed: string | null = null;
 
   private constructor(o: ContinuousTapOptions) {
     this.#o = o;
@@ -150,17 +157,24 @@ export class ContinuousTap {
    * little more. Node has no fallocate; util-linux's is a process every releaseEveryBytes.
    */
   async #release(): Promise<void> {
+    if (this.#releaseFailed !== null) return;
     const upTo = Math.floor(this.#reader!.offset / BLOCK) * BLOCK;
     if (upTo - this.#released < (this.#o.releaseEveryBytes ?? 64 * 1024 * 1024)) return;
-    await runProcess('fallocate', [
-      '--punch-hole',
-      '--offset',
-      String(this.#released),
-      '--length',
-      String(upTo - this.#released),
-      this.#o.logPath,
-    ]);
-    this.#released = upTo;
+    try {
+      await runProcess('fallocate', [
+        '--punch-hole',
+        '--offset',
+        String(this.#released),
+        '--length',
+        String(upTo - this.#released),
+        this.#o.logPath,
+      ]);
+      this.#released = upTo;
+    } catch (e) {
+      // Not a reason to stop protecting the VM: the journal is whole, only the log grows.
+      this.#releaseFailed = (e as Error).message;
+      this.#o.onLogGrows?.(this.#releaseFailed);
+    }
   }
 
   async #end(): Promise<void> {

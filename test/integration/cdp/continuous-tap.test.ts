@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { access, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { access, chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -111,6 +111,45 @@ describe('ContinuousTap', () => {
     await view.close();
     for (let i = 0; i < 16; i++) assert.equal(got[i * 64 * KiB + 100], i < 8 ? 0x40 + i : 0x50 + i - 8, `chunk ${i}`);
     await journal.close();
+  });
+
+  it("runs on, saying so once, when the log's space cannot be given back", async () => {
+    // A file system without hole punching, as fallocate reports it there.
+    const bin = join(dir, 'no-punch-bin');
+    await mkdir(bin);
+    await writeFile(
+      join(bin, 'fallocate'),
+      '#!/bin/sh\necho "fallocate: fallocate failed: Operation not supported" >&2\nexit 1\n',
+    );
+    await chmod(join(bin, 'fallocate'), 0o755);
+    const path = process.env['PATH'];
+    process.env['PATH'] = `${bin}:${path ?? ''}`;
+    const journal = await WriteJournal.open(join(dir, 'j4'));
+    const warnings: string[] = [];
+    try {
+      const tap = await ContinuousTap.start({
+        qmp: vm!.qmp,
+        device: 'disk0',
+        sizeBytes: SIZE,
+        journal,
+        logPath: join(dir, 'cdp-disk0-4.log'),
+        checkpointMs: 60_000,
+        releaseEveryBytes: 64 * KiB,
+        onLogGrows: (r) => warnings.push(r),
+      });
+      for (let round = 0; round < 2; round++) {
+        for (let i = 0; i < 4; i++) await write(0x30 + i, i * 64 * KiB, 64 * KiB);
+        await tap.checkpoint();
+      }
+      assert.equal(tap.broken, null, 'the tap runs on');
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]!, /Operation not supported/);
+      await tap.stop();
+      assert.equal(journal.index.checkpoints().length, 2);
+    } finally {
+      process.env['PATH'] = path;
+      await journal.close();
+    }
   });
 
   it('breaks, never hurting the guest, when the journal fails', async () => {
