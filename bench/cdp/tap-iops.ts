@@ -37,7 +37,7 @@ import { runProcess } from '../../src/core/run-process.js';
 import { serveNbd, type NbdExportBackend } from '../../src/nbd/nbd-server.js';
 import { WriteJournal } from '../../src/cdp/write-journal.js';
 import { JournalReceiver } from '../../src/cdp/journal-receiver.js';
-import { startWriteBlockingMirror } from '../../src/cdp/write-blocking-mirror.js';
+import { mirrorOnto, startWriteBlockingMirror } from '../../src/cdp/write-blocking-mirror.js';
 import { QemuWriteLog } from '../../src/cdp/qemu-write-log.js';
 import { repoRoot } from '../../test/harness/repo-root.js';
 import { median, waitFor } from '../bench-common.js';
@@ -212,20 +212,7 @@ export async function measureTapIops(
         }, 1000);
     } else if (variant === 'qemu-null') {
       await qmp.execute('blockdev-add', { driver: 'null-co', 'node-name': 'cdp-null', size: DISK_BYTES });
-      await qmp.execute('blockdev-mirror', {
-        'job-id': 'cdp-disk0',
-        device: 'disk0',
-        target: 'cdp-null',
-        sync: 'none',
-        'copy-mode': 'write-blocking',
-      });
-      await waitFor(
-        'the mirror to be ready',
-        async () =>
-          ((await qmp!.execute('query-block-jobs')) as { ready: boolean }[]).some((j) => j.ready) || undefined,
-        30_000,
-        50,
-      );
+      await mirrorOnto(qmp, { device: 'disk0', jobId: 'cdp-disk0', target: 'cdp-null' });
     } else if (variant === 'null' || variant === 'queued' || variant === 'durable') {
       const socketPath = join(dir, 'tap.sock');
       if (variant !== 'null') journal = await WriteJournal.open(join(dir, 'journal'));

@@ -2,6 +2,7 @@ import { open, rm, writeFile } from 'node:fs/promises';
 import { MamoriError } from '../core/mamori-error.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { parseWriteLogSuperblock } from './write-log-format.js';
+import { cancelMirror, mirrorOnto } from './write-blocking-mirror.js';
 
 /*
  * Continuous replication's tap, written by QEMU itself: a write-blocking mirror of the guest's
@@ -72,14 +73,12 @@ export class QemuWriteLog {
         log: { driver: 'file', filename: o.logPath },
       });
       log.#attached = true;
-      await o.qmp.execute('blockdev-mirror', {
-        'job-id': log.#jobId,
+      await mirrorOnto(o.qmp, {
         device: o.device,
+        jobId: log.#jobId,
         target: log.#node,
-        sync: 'none',
-        'copy-mode': 'write-blocking',
+        readyTimeoutMs: o.readyTimeoutMs,
       });
-      await log.#waitReady(o.readyTimeoutMs ?? 30_000);
       return log;
     } catch (e) {
       await log.detach().catch(() => undefined);
@@ -116,15 +115,7 @@ export class QemuWriteLog {
 
   /** Stops logging: the mirror goes (the guest writes to its disk alone), then the log node. The file stays. */
   async detach(): Promise<void> {
-    const jobs = (await this.#o.qmp.execute('query-block-jobs')) as { device: string }[];
-    if (jobs.some((j) => j.device === this.#jobId)) {
-      const ended = this.#o.qmp.waitForEvent('BLOCK_JOB_CANCELLED', {
-        timeoutMs: 30_000,
-        predicate: (ev) => ev.data?.['device'] === this.#jobId,
-      });
-      await this.#o.qmp.execute('block-job-cancel', { device: this.#jobId, force: true });
-      await ended;
-    }
+    await cancelMirror(this.#o.qmp, this.#jobId);
     if (this.#attached) await this.#o.qmp.execute('blockdev-del', { 'node-name': this.#node });
     this.#attached = false;
   }
@@ -132,24 +123,5 @@ export class QemuWriteLog {
   /** Removes the log file (after detach, once what it holds has been shipped). */
   async remove(): Promise<void> {
     await rm(this.#o.logPath, { force: true });
-  }
-
-  async #waitReady(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const jobs = (await this.#o.qmp.execute('query-block-jobs')) as {
-        device: string;
-        ready: boolean;
-        status: string;
-      }[];
-      const job = jobs.find((j) => j.device === this.#jobId);
-      if (job?.ready === true) return;
-      if (job === undefined || Date.now() > deadline)
-        throw new MamoriError(
-          'QMP_ERROR',
-          `the write log's mirror of ${this.#o.device} ${job === undefined ? 'ended' : 'was not ready in time'} (${job?.status ?? 'gone'})`,
-        );
-      await new Promise((r) => setTimeout(r, 50));
-    }
   }
 }

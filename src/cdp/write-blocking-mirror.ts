@@ -25,41 +25,57 @@ export async function startWriteBlockingMirror(
     export: o.exportName,
   });
   try {
-    await qmp.execute('blockdev-mirror', {
-      'job-id': o.jobId,
-      device: o.device,
-      target: o.jobId,
-      sync: 'none',
-      'copy-mode': 'write-blocking',
-    });
-    const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
-    for (;;) {
-      const jobs = (await qmp.execute('query-block-jobs')) as { device: string; ready: boolean; status: string }[];
-      const job = jobs.find((j) => j.device === o.jobId);
-      if (job?.ready === true) return { jobId: o.jobId, device: o.device };
-      if (job === undefined || Date.now() > deadline)
-        throw new MamoriError(
-          'QMP_ERROR',
-          `the write-blocking mirror of ${o.device} ${job === undefined ? 'ended' : 'was not ready in time'} (${job?.status ?? 'gone'})`,
-        );
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await mirrorOnto(qmp, { device: o.device, jobId: o.jobId, target: o.jobId, readyTimeoutMs: o.readyTimeoutMs });
+    return { jobId: o.jobId, device: o.device };
   } catch (e) {
     await stopWriteBlockingMirror(qmp, { jobId: o.jobId, device: o.device }).catch(() => undefined);
     throw e;
   }
 }
 
+/**
+ * The write-blocking mirror of `device` onto the node `target`, `sync: none`, once it is ready
+ * (from then on every guest write reaches the target before the guest sees it complete).
+ */
+export async function mirrorOnto(
+  qmp: QmpClient,
+  o: { device: string; jobId: string; target: string; readyTimeoutMs?: number },
+): Promise<void> {
+  await qmp.execute('blockdev-mirror', {
+    'job-id': o.jobId,
+    device: o.device,
+    target: o.target,
+    sync: 'none',
+    'copy-mode': 'write-blocking',
+  });
+  const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
+  for (;;) {
+    const jobs = (await qmp.execute('query-block-jobs')) as { device: string; ready: boolean; status: string }[];
+    const job = jobs.find((j) => j.device === o.jobId);
+    if (job?.ready === true) return;
+    if (job === undefined || Date.now() > deadline)
+      throw new MamoriError(
+        'QMP_ERROR',
+        `the write-blocking mirror of ${o.device} ${job === undefined ? 'ended' : 'was not ready in time'} (${job?.status ?? 'gone'})`,
+      );
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Cancels the mirror job `jobId` if it runs and waits until it is gone. */
+export async function cancelMirror(qmp: QmpClient, jobId: string): Promise<void> {
+  const jobs = (await qmp.execute('query-block-jobs')) as { device: string }[];
+  if (!jobs.some((j) => j.device === jobId)) return;
+  const ended = qmp.waitForEvent('BLOCK_JOB_CANCELLED', {
+    timeoutMs: 30_000,
+    predicate: (ev) => ev.data?.['device'] === jobId,
+  });
+  await qmp.execute('block-job-cancel', { device: jobId, force: true });
+  await ended;
+}
+
 /** Ends the mirror (the guest's writes go to its disk alone again) and drops its NBD node. */
 export async function stopWriteBlockingMirror(qmp: QmpClient, m: WriteBlockingMirror): Promise<void> {
-  const jobs = (await qmp.execute('query-block-jobs')) as { device: string }[];
-  if (jobs.some((j) => j.device === m.jobId)) {
-    const ended = qmp.waitForEvent('BLOCK_JOB_CANCELLED', {
-      timeoutMs: 30_000,
-      predicate: (ev) => ev.data?.['device'] === m.jobId,
-    });
-    await qmp.execute('block-job-cancel', { device: m.jobId, force: true });
-    await ended;
-  }
+  await cancelMirror(qmp, m.jobId);
   await qmp.execute('blockdev-del', { 'node-name': m.jobId });
 }
