@@ -107,7 +107,7 @@ async function upgrade(
     const target = await deps.replicas.cycleStream(m.id, m.cycleId, m.disk, caller);
     await spliceCycleStream(socket, head, target);
   } else {
-    const receive = await deps.replicas.journalStream(j!.id, j!.disk, caller);
+    const receive = await deps.replicas.journalStream(j!.id, j!.disk, caller, j!.basePointId);
     await serveJournalStream(socket, head, receive);
   }
 }

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { MamoriError } from '../core/mamori-error.js';
 import { errorResponses } from './schemas.js';
 import { CompressedStream } from '../sites/compressed-stream.js';
+import { JOURNAL_STREAM_PROTOCOL } from '../cdp/journal-shipping.js';
 
 /*
  * Continuous replication's journal crosses to the recovery site as the cycles' data does
@@ -13,14 +14,20 @@ import { CompressedStream } from '../sites/compressed-stream.js';
  * by the same upgrade handler as a cycle stream's (installCycleStreams).
  */
 
-export const JOURNAL_STREAM_PROTOCOL = 'mamori-journal';
+export { JOURNAL_STREAM_PROTOCOL } from '../cdp/journal-shipping.js';
 export const JOURNAL_STREAM_ROUTE = '/replicas/:id/journal/disks/:disk/stream';
 const PATTERN = /^\/replicas\/([A-Za-z0-9_-]{1,64})\/journal\/disks\/(\d{1,3})\/stream$/;
 
-/** The replica and disk a journal stream request names, or null when the path is not one. */
-export function journalStreamPath(url: string | undefined): { id: string; disk: number } | null {
-  const m = PATTERN.exec(new URL(url ?? '/', 'https://site').pathname);
-  return m === null ? null : { id: m[1]!, disk: Number(m[2]) };
+/**
+ * The replica and disk a journal stream request names, and (`?base=POINT`) the base point of the
+ * session that sends it, or null when the path is not one.
+ */
+export function journalStreamPath(
+  url: string | undefined,
+): { id: string; disk: number; basePointId: string | null } | null {
+  const u = new URL(url ?? '/', 'https://site');
+  const m = PATTERN.exec(u.pathname);
+  return m === null ? null : { id: m[1]!, disk: Number(m[2]), basePointId: u.searchParams.get('base') };
 }
 
 /** The route as the API lists it; without `Upgrade` it says what it is for. */

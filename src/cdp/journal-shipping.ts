@@ -16,6 +16,9 @@ import type { WriteJournal } from './write-journal.js';
  * local journal may drop.
  */
 
+/** The HTTP Upgrade a journal stream crosses the site link under (api/journal-streams.ts serves it). */
+export const JOURNAL_STREAM_PROTOCOL = 'mamori-journal';
+
 /** Bytes of records read and sent at a time. */
 const SEND_BATCH_BYTES = 4 * 1024 * 1024;
 /** Record bytes the receiver holds unanswered before it stops reading. */

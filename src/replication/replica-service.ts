@@ -81,7 +81,7 @@ export class ReplicaService {
       cycles: this.#cycles,
       lock: this.#lock,
       log: deps.log,
-      journalBase: async (id) => (await this.#journals.base(id))?.basePointId ?? null,
+      journalBases: (id) => this.#journals.basePoints(id),
     });
   }
 
@@ -266,22 +266,39 @@ export class ReplicaService {
    * Continuous replication (issue 22): the source starts the replica's journal over one of its
    * points, the newest it committed after its tap began (a journal there before goes).
    */
-  async beginJournal(id: string, caller: string, basePointId: string): Promise<JournalBase> {
+  async beginJournal(id: string, caller: string, basePointId: string, windowMs?: number): Promise<JournalBase> {
     return this.#lock.run(id, async () => {
       const replica = await this.#ownedBy(id, caller);
       if (!replica.points.some((p) => p.id === basePointId))
         throw new MamoriError('NOT_FOUND', `replica ${id} has no point ${basePointId} to start a journal over`);
-      return this.#journals.begin(id, { basePointId, disks: replica.disks.map((d) => d.index) });
+      return this.#journals.begin(id, {
+        basePointId,
+        disks: replica.disks.map((d) => d.index),
+        ...(windowMs === undefined ? {} : { windowMs }),
+      });
     });
   }
 
   /** What serves the source's journal stream of one disk (api/journal-streams.ts), once the caller is checked. */
-  async journalStream(id: string, disk: number, caller: string): Promise<(wire: Duplex) => Promise<void>> {
+  async journalStream(
+    id: string,
+    disk: number,
+    caller: string,
+    basePointId: string | null = null,
+  ): Promise<(wire: Duplex) => Promise<void>> {
     await this.#ownedBy(id, caller);
-    if ((await this.#journals.base(id)) === null)
+    const base = await this.#journals.base(id);
+    if (base === null)
       throw new MamoriError(
         'VM_INVALID_STATE',
         `replica ${id} has no journal: the source starts one (POST /replicas/${id}/journal) before it streams`,
+      );
+    // A stream of an ended session (a request delayed in the network) must not feed the new
+    // epoch: it would append another journal's records from its first.
+    if (basePointId !== null && basePointId !== base.basePointId)
+      throw new MamoriError(
+        'VM_INVALID_STATE',
+        `replica ${id}'s journal now replays over point ${base.basePointId}, not ${basePointId}: that session has ended`,
       );
     return (wire) => this.#journals.receive(id, disk, wire);
   }
@@ -405,19 +422,24 @@ export class ReplicaService {
     atUs: number,
   ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
     const replica = await this.get(id);
-    const base = await this.#journals.base(id);
-    if (base === null)
+    if ((await this.#journals.base(id)) === null)
       throw new MamoriError(
         'VM_INVALID_STATE',
         `${replica.vmName} replicates in cycles, without a journal: verify one of its points (--point ID)`,
       );
+    const epoch = await this.#journals.epochAt(id, atUs);
+    if (epoch === null)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `${replica.vmName} has no point in time at or before ${new Date(atUs / 1000).toISOString()}: its journal's window begins later`,
+      );
     const disk = replica.disks[0]!.index;
-    const diskPoint = (await this.#recordedDiskPoints(id, base.basePointId))[0]!;
+    const diskPoint = (await this.#recordedDiskPoints(id, epoch.base.basePointId))[0]!;
     // The replica's lock (held by the caller) keeps commits and retention off the base meanwhile.
     const chain = await ReplicaChain.open(join(this.#root, id, `disk${disk}`));
     const v = await verifyAtPointInTime({
       baseFile: chain.point(diskPoint).file,
-      journals: await this.#journals.indexes(id),
+      journals: epoch.indexes,
       disk,
       timeUs: atUs,
     });

@@ -23,7 +23,7 @@ export class ReplicaUpkeep {
   #cycles: ReplicaCycleServer;
   #lock: KeyedLock;
   #log: Logger;
-  #journalBase: (id: string) => Promise<string | null>;
+  #journalBases: (id: string) => Promise<string[]>;
 
   constructor(deps: {
     repo: ReplicaRepo;
@@ -32,8 +32,8 @@ export class ReplicaUpkeep {
     cycles: ReplicaCycleServer;
     lock: KeyedLock;
     log: Logger;
-    /** The point a continuous replica's journal replays over, or null (replica-service.ts's journals). */
-    journalBase: (id: string) => Promise<string | null>;
+    /** The points a continuous replica's journal epochs replay over (replica-service.ts's journals). */
+    journalBases: (id: string) => Promise<string[]>;
   }) {
     this.#repo = deps.repo;
     this.#root = deps.root;
@@ -41,7 +41,7 @@ export class ReplicaUpkeep {
     this.#cycles = deps.cycles;
     this.#lock = deps.lock;
     this.#log = deps.log;
-    this.#journalBase = deps.journalBase;
+    this.#journalBases = deps.journalBases;
   }
 
   /** At server start: bring every replica's chains back in line with its recorded points. */
@@ -97,11 +97,13 @@ export class ReplicaUpkeep {
     const replica = await this.#repo.get(id);
     if (!replica) throw new MamoriError('NOT_FOUND', `no replica ${id} on this site`);
     const keep = replica.keepPoints;
-    // A continuous replica's journal replays over its base point: retention keeps points
-    // until that one would go (they pile up as under a hold, until the journal moves on).
-    const base = await this.#journalBase(id);
-    if (base !== null && !replica.points.slice(-keep).some((p) => p.id === base)) {
-      this.#log.info({ replica: id, basePoint: base }, "retention waits: the journal's base point would go");
+    // A continuous replica's journal epochs replay over their base points: retention keeps
+    // points until none of those would go (they pile up as under a hold, until the oldest
+    // epoch leaves the journal's window).
+    const kept = new Set(replica.points.slice(-keep).map((p) => p.id));
+    const base = (await this.#journalBases(id)).find((b) => !kept.has(b));
+    if (base !== undefined) {
+      this.#log.info({ replica: id, basePoint: base }, "retention waits: a journal epoch's base point would go");
       return;
     }
     for (const c of chains) await c.applyRetention(keep, this.#cycles.pointMerge);

@@ -375,17 +375,21 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
         return { aborted: true };
       },
     );
-    app.post<{ Params: { id: string }; Body: { basePointId: string } }>(
+    app.post<{ Params: { id: string }; Body: { basePointId: string; windowSeconds?: number } }>(
       '/replicas/:id/journal',
       {
         schema: {
-          summary: "Start the replica's continuous-replication journal over one of its points",
+          summary:
+            "Start a new epoch of the replica's continuous-replication journal over one of its points (epochs older than the window go)",
           params: idParam,
           body: {
             type: 'object',
             required: ['basePointId'],
             additionalProperties: false,
-            properties: { basePointId: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } },
+            properties: {
+              basePointId: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' },
+              windowSeconds: { type: 'integer', minimum: 60, maximum: 2_592_000 },
+            },
           },
           response: {
             200: {
@@ -394,13 +398,20 @@ export function replicaRoutes(deps: { replicas: ReplicaService; peers: SitePeers
                 basePointId: { type: 'string' },
                 disks: { type: 'array', items: { type: 'integer' } },
                 startedAt: { type: 'string' },
+                windowMs: { type: 'integer' },
               },
             },
             ...errorResponses,
           },
         },
       },
-      async (req) => replicas.beginJournal(req.params.id, peerName(req), req.body.basePointId),
+      async (req) =>
+        replicas.beginJournal(
+          req.params.id,
+          peerName(req),
+          req.body.basePointId,
+          req.body.windowSeconds === undefined ? undefined : req.body.windowSeconds * 1000,
+        ),
     );
     app.get<{ Params: { id: string }; Querystring: { from?: string; to?: string } }>(
       '/replicas/:id/checkpoints',

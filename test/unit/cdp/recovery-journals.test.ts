@@ -96,14 +96,45 @@ describe('recovery journals', () => {
     await until(() => acked[0] === src[0]!.durableSeq && acked[1] === src[1]!.durableSeq);
     assert.equal((await journals.checkpoints('r1'))!.length, 3, 'the third instant, now on both disks');
 
-    // Closing the replica's journals cuts its streams; a new begin starts from nothing.
+    // Closing the replica's journals cuts its streams; a new begin starts a new epoch over its
+    // own point, and the old epoch's points in time stay listed and readable.
     await journals.close('r1');
     await Promise.all([rereceiving, receiving[1]]);
     await Promise.all([reshipping, shipping[1]]).catch(() => undefined);
+    const before = (await journals.checkpoints('r1'))!;
     await journals.begin('r1', { basePointId: 'p2', disks: [0] });
     assert.equal((await journals.base('r1'))?.basePointId, 'p2');
-    assert.deepEqual(await journals.checkpoints('r1'), []);
-    assert.deepEqual((await readdir(join(root, 'r1', 'journal'))).sort(), ['base.json', 'disk0']);
+    assert.deepEqual(await journals.basePoints('r1'), ['p1', 'p2'], 'retention keeps both bases');
+    assert.deepEqual(await journals.checkpoints('r1'), before);
+    assert.deepEqual((await readdir(join(root, 'r1', 'journal'))).sort(), ['e000001', 'e000002']);
+    const atT2 = await journals.epochAt('r1', t2);
+    assert.equal(atT2?.base.basePointId, 'p1', 'an instant of the first epoch reads over its base');
+    assert.deepEqual([...atT2!.indexes.keys()], [0, 1]);
+    assert.equal(await journals.epochAt('r1', t1 - 1), null, 'before the window: nothing');
+    // A stream of the new epoch lands there, not in the old one.
+    const src2 = await WriteJournal.open(join(dir, 'src2'));
+    await src2.appendWrite(0, Buffer.alloc(4096, 3));
+    // A minute ahead: whatever the clock does meanwhile, this epoch stays in the window below.
+    const t3 = Math.max(Date.now() * 1000, t2 + 2000) + 60_000_000;
+    await src2.appendCheckpoint(0, t3);
+    const p3 = await pairOf(dir, 's2');
+    let acked2 = 0;
+    const shipping2 = shipJournal(src2, p3.a, { onAck: (s) => (acked2 = s) });
+    const receiving2 = journals.receive('r1', 0, p3.b);
+    await until(() => acked2 === src2.durableSeq);
+    assert.deepEqual(
+      (await journals.checkpoints('r1'))!.map((c) => c.time),
+      [...before.map((c) => c.time), new Date(t3 / 1000).toISOString()],
+    );
+    assert.equal((await journals.epochAt('r1', t3))?.base.basePointId, 'p2');
+    // An epoch whose newest checkpoint left the window goes at the next begin; a newer one stays.
+    await journals.close('r1');
+    await receiving2;
+    await shipping2.catch(() => undefined);
+    await journals.begin('r1', { basePointId: 'p3', disks: [0], windowMs: Date.now() - t2 / 1000 - 1.5 });
+    assert.deepEqual(await journals.basePoints('r1'), ['p2', 'p3']);
+    assert.deepEqual((await readdir(join(root, 'r1', 'journal'))).sort(), ['e000002', 'e000003']);
+    await src2.close();
     await journals.closeAll();
     for (const j of src) await j.close();
     for (const p of opened.splice(0)) closePair(p);
