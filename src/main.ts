@@ -408,7 +408,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     async close() {
       // 9, undone. Replication stops first, though it started first: no cycle may begin while
       // the rest stops (the alerts' stop can wait on a webhook).
-      replication.shutdown();
+      await replication.shutdown();
       arrayGroups.scheduler.stop();
       await peerWatch.stop();
       await alerts.stop();

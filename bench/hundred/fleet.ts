@@ -111,6 +111,7 @@ async function startVm(i: number): Promise<void> {
     lastError: null,
     stats: [],
     bandwidthBps: null,
+    continuous: null,
     createdAt: now,
     updatedAt: now,
   });

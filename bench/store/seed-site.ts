@@ -112,6 +112,7 @@ export async function seedSite(store: Store, opts: SeedOptions): Promise<number>
           state: 'paused',
           generation: 1,
           bandwidthBps: null,
+          continuous: null,
           createdAt: iso(now),
           updatedAt: iso(now),
         });

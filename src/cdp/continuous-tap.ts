@@ -29,7 +29,10 @@ export interface ContinuousTapOptions {
   journal: WriteJournal;
   /** QEMU's log of the disk's writes (in the VM's runtime folder: its mode keeps others out). */
   logPath: string;
-  /** Milliseconds between crash-consistent checkpoints. */
+  /**
+   * Milliseconds between crash-consistent checkpoints; 0: none on the tap's own clock (its owner
+   * calls checkpoint(), as a VM's session does for all its disks at one instant).
+   */
   checkpointMs: number;
   /** The tap broke (log, journal or mirror failed); called once. */
   onBroken?: (reason: string) => void;
@@ -83,9 +86,10 @@ export class ContinuousTap {
         logPath: o.logPath,
       });
       tap.#reader = await WriteLogReader.open(o.logPath);
-      tap.#timer = setInterval(() => {
-        if (tap.#taking === null) tap.checkpoint().catch(() => undefined); // a failure breaks the tap
-      }, o.checkpointMs);
+      if (o.checkpointMs > 0)
+        tap.#timer = setInterval(() => {
+          if (tap.#taking === null) tap.checkpoint().catch(() => undefined); // a failure breaks the tap
+        }, o.checkpointMs);
       return tap;
     } catch (e) {
       await tap.stop();

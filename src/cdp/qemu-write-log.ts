@@ -64,6 +64,7 @@ export class QemuWriteLog {
   /** Starts logging: the log node, then the mirror onto it, ready (from then on every write is logged). */
   static async attach(o: QemuWriteLogOptions): Promise<QemuWriteLog> {
     const log = new QemuWriteLog(o);
+    await log.#clearLeftovers();
     await writeFile(o.logPath, Buffer.alloc(0), { flag: 'wx' });
     try {
       await o.qmp.execute('blockdev-add', {
@@ -84,6 +85,19 @@ export class QemuWriteLog {
       await log.detach().catch(() => undefined);
       throw e;
     }
+  }
+
+  /**
+   * A server killed while its tap ran leaves the mirror and the log node in the VM's QEMU (the
+   * VM runs on): they go before a new tap, whose names they hold. Their log is not read again:
+   * the new tap starts a new journal over a new base.
+   */
+  async #clearLeftovers(): Promise<void> {
+    await cancelMirror(this.#o.qmp, this.#jobId);
+    const nodes = (await this.#o.qmp.execute('query-named-block-nodes', { flat: true })) as { 'node-name': string }[];
+    if (nodes.some((n) => n['node-name'] === this.#node))
+      await this.#o.qmp.execute('blockdev-del', { 'node-name': this.#node });
+    await rm(this.#o.logPath, { force: true });
   }
 
   get logPath(): string {

@@ -7,6 +7,8 @@
 export const RPO_VIOLATED = 'replication.rpo-violated';
 /** Open from a failed cycle until the next cycle of the VM succeeds. */
 export const CYCLE_FAILED = 'replication.cycle-failed';
+/** Open from a break of a VM's continuous journal (tap, link, journal) until a new one streams. */
+export const JOURNAL_BROKEN = 'replication.journal-broken';
 /** Open from a verify whose write log is not consistent until a later verify of the VM is. */
 export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
 /** Open while a paired site has failed its health checks (PeerWatch). */

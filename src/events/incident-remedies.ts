@@ -1,5 +1,6 @@
 import {
   CYCLE_FAILED,
+  JOURNAL_BROKEN,
   LINK_SATURATED,
   PEER_UNREACHABLE,
   POINT_VERIFY_FAILED,
@@ -32,6 +33,10 @@ const REMEDIES: Readonly<Record<string, (i: RemedyInput) => string>> = {
       ? `, 'mamori job show ${i.details['jobId']}' the failed cycle's steps`
       : '') +
     `, and 'mamori replicate sync-now ${vmOf(i)}' retries now`,
+  [JOURNAL_BROKEN]: (i) =>
+    `the VM is protected by cycles meanwhile (its bitmap recorded every write), and the journal starts again by itself ` +
+    `over a new point; 'mamori replicate status ${vmOf(i)}' shows the journal's state and why it broke. ` +
+    `If the link is the cause, fix it; points in time before the break stay recoverable`,
   [POINT_VERIFY_FAILED]: (i) =>
     `take a new point with 'mamori replicate sync-now ${vmOf(i)}' and check it with ` +
     `'mamori replicate verify ${vmOf(i)}'; until one verifies, recover from an older point that did`,

@@ -41,6 +41,7 @@ export class ReplicationIncidents {
   #log: Logger;
   #row: (vmId: string) => Promise<ReplicationRecord | undefined>;
   #vmName: (vmId: string) => Promise<string>;
+  #journalAt: (vmId: string) => number | null;
   #watches = new Map<string, NodeJS.Timeout>();
   /** Per VM with an open RPO incident: when its RPO was last seen broken. */
   #brokenAt = new Map<string, number>();
@@ -54,6 +55,8 @@ export class ReplicationIncidents {
     log: Logger;
     row: (vmId: string) => Promise<ReplicationRecord | undefined>;
     vmName: (vmId: string) => Promise<string>;
+    /** A continuous replica's newest point in time at the recovery site (ms), or null: newer than its last cycle's. */
+    journalAt?: (vmId: string) => number | null;
     /** The clock (tests). */
     now?: () => number;
   }) {
@@ -62,6 +65,7 @@ export class ReplicationIncidents {
     this.#log = deps.log;
     this.#row = deps.row;
     this.#vmName = deps.vmName;
+    this.#journalAt = deps.journalAt ?? (() => null);
   }
 
   /**
@@ -83,7 +87,7 @@ export class ReplicationIncidents {
       return;
     }
     const now = this.#now();
-    const lastAt = Date.parse(row.lastPointAt);
+    const lastAt = Math.max(Date.parse(row.lastPointAt), this.#journalAt(vmId) ?? 0);
     if (rpoStatus({ rpoMs: row.rpoMs, lastPointAt: lastAt }, now).violated) {
       this.#brokenAt.set(vmId, now);
       const name = await this.#vmName(vmId);
@@ -92,7 +96,7 @@ export class ReplicationIncidents {
         target,
         severity: 'warning',
         message:
-          `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpoMs / 1000}s: the newest recovery point is from ${row.lastPointAt}` +
+          `replication of ${name} to ${row.peer} is behind its RPO of ${row.rpoMs / 1000}s: the newest recovery point is from ${new Date(lastAt).toISOString()}` +
           (row.lastError ? ` (last error: ${row.lastError})` : ''),
         details: { vm: name, peer: row.peer, rpoSeconds: row.rpoMs / 1000, lastPointAt: row.lastPointAt },
       });

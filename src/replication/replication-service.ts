@@ -27,6 +27,8 @@ import { SiteScheduler } from './site-scheduler.js';
 import type { LinkInput, LinkView } from './peer-links.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
+import { ContinuousReplication, type JournalStatus } from './continuous-replication.js';
+import type { ContinuousSettings } from '../store/records/replica-record.js';
 
 // CycleStats lives in store/ (issue 20: replications.stats has one codec there); re-exported for callers.
 export type { CycleStats } from '../store/records/replica-record.js';
@@ -59,7 +61,19 @@ export interface ReplicationStatus {
   generation: number | null;
   /** Storage at the recovery site (points, chain length, bytes), as its last commit reported; null before. */
   replica: ReplicaStorage | null;
+  /** Continuous replication's settings (seconds); null: cycles only. */
+  continuous: { checkpointSeconds: number; journalSeconds: number } | null;
+  /** The continuous journal's session now; null when none runs (cycles only, paused, or the VM stopped). */
+  journal: JournalStatus | null;
 }
+
+/** Continuous replication's defaults and bounds: checkpoints 1 s apart, a 4 h window. */
+const CHECKPOINT_DEFAULT_MS = 1_000;
+const CHECKPOINT_LIMITS_MS = { min: 200, max: 60_000 };
+const JOURNAL_DEFAULT_MS = 4 * 3600_000;
+const JOURNAL_LIMITS_MS = { min: 60_000, max: 30 * 24 * 3600_000 };
+/** A continuous replication's RPO when none is given: what cycles are held to while its journal is down. */
+const CONTINUOUS_DEFAULT_RPO = '10s';
 
 const MAX_POINTS = 1000;
 /** Points a replica keeps unless `--points` says otherwise. */
@@ -84,6 +98,7 @@ export class ReplicationService {
   #scheduler: SiteScheduler;
   /** Told when a peer says it failed this site's VM over (the VM here is superseded). */
   #superseded: SupersededHandler;
+  #continuous: ContinuousReplication;
 
   constructor(deps: {
     db: StoreHandle;
@@ -104,6 +119,7 @@ export class ReplicationService {
       incidents: deps.incidents,
       log: deps.log,
       row: (vmId) => this.#row(vmId),
+      journalAt: (vmId) => this.#continuous.shippedAtMs(vmId),
       vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
     });
     this.#repo = new ReplicationRepo(deps.db);
@@ -139,8 +155,29 @@ export class ReplicationService {
       peers: deps.peers,
       incidents: this.#incidents,
       log: deps.log,
-      run: (vmId) => this.#cycles.run(vmId, false),
+      // While a VM's journal streams, it is the VM's protection: its scheduled cycles wait, and
+      // come due again when the session ends.
+      run: async (vmId) => (this.#continuous.active(vmId) ? undefined : this.#cycles.run(vmId, false)),
       vmName: async (vmId) => (await this.#vms.repo.findById(vmId))?.name ?? vmId,
+    });
+    this.#continuous = new ContinuousReplication({
+      repo: this.#repo,
+      vms: deps.vms,
+      supervisor: deps.supervisor,
+      peers: deps.peers,
+      incidents: deps.incidents,
+      log: deps.log,
+      compression: deps.compression,
+      workDir: (vmId) => this.#cycles.workDir(vmId),
+      cycle: async (vmId) => {
+        const row = await this.#require(vmId, vmId);
+        await this.#scheduler.runNow(vmId, row.peer, () => this.#cycles.run(vmId, true));
+        const after = await this.#require(vmId, vmId);
+        if (after.lastPointId === null || after.failures > 0)
+          throw new Error(`the cycle before the journal failed: ${after.lastError ?? 'no point'}`);
+      },
+      exclusive: (vmId, fn) => this.#cycles.exclusive(vmId, fn),
+      cyclesDue: (vmId) => this.#scheduler.at(vmId, Date.now()),
     });
   }
 
@@ -177,14 +214,27 @@ export class ReplicationService {
    */
   async enable(
     vmName: string,
-    input: { to: string; rpo: string; points?: number; bandwidth?: string; seeded?: boolean },
+    input: {
+      to: string;
+      rpo?: string;
+      points?: number;
+      bandwidth?: string;
+      seeded?: boolean;
+      continuous?: boolean;
+      checkpoint?: string;
+      journal?: string;
+    },
   ): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
-    const rpoMs = parseRpo(String(input.rpo));
+    const continuous = continuousSettings(input);
+    if (input.rpo === undefined && continuous === null)
+      throw new MamoriError('INVALID_INPUT', 'give an RPO (--rpo 30s), or --continuous');
+    const rpo = input.rpo ?? CONTINUOUS_DEFAULT_RPO;
+    const rpoMs = parseRpo(String(rpo));
     if (rpoMs === null)
       throw new MamoriError(
         'OUT_OF_RANGE',
-        `RPO ${JSON.stringify(input.rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
+        `RPO ${JSON.stringify(rpo)} is out of range: give ${RPO_LIMITS.minMs / 1000}s to 24h (e.g. 30s, 15m, 4h)`,
       );
     const keep = input.points ?? DEFAULT_KEEP_POINTS;
     if (!Number.isInteger(keep) || keep < 1 || keep > MAX_POINTS)
@@ -218,6 +268,7 @@ export class ReplicationService {
       createdAt: now,
       updatedAt: now,
       bandwidthBps,
+      continuous,
     });
     this.#scheduler.at(vm.id, Date.now());
     return this.status(vmName);
@@ -242,6 +293,8 @@ export class ReplicationService {
       );
     }
     this.#scheduler.cancel(vm.id);
+    await this.#continuous.forget(vm.id);
+    this.#scheduler.cancel(vm.id);
     await this.#cycles.exclusive(vm.id, async () => {
       if (opts.deleteReplica === true) {
         const row = await this.#require(vm.id, vmName);
@@ -265,8 +318,10 @@ export class ReplicationService {
     const vm = await this.#vms.get(vmName);
     await this.#require(vm.id, vmName);
     await this.#repo.setState(vm.id, paused ? 'paused' : 'enabled');
-    if (paused) this.#scheduler.cancel(vm.id);
-    else this.#scheduler.at(vm.id, Date.now());
+    if (paused) {
+      await this.#continuous.end(vm.id);
+      this.#scheduler.cancel(vm.id);
+    } else this.#scheduler.at(vm.id, Date.now());
     await this.#incidents.checkRpo(vm.id);
     return this.status(vmName);
   }
@@ -277,6 +332,9 @@ export class ReplicationService {
     const row = await this.#require(vm.id, vmName);
     if (row.state === 'paused')
       throw new MamoriError('VM_INVALID_STATE', `replication of ${vmName} is paused; resume it first`);
+    // A cycle's fleecing cannot run beside the journal's tap (one block job per disk): the
+    // session ends, and the next begins over this cycle's point.
+    await this.#continuous.end(vm.id);
     await this.#scheduler.runNow(vm.id, row.peer, () => this.#cycles.run(vm.id, true));
     return this.status(vmName);
   }
@@ -404,11 +462,14 @@ export class ReplicationService {
     await this.#scheduler.start();
     // Incidents left open by the previous run, and the watches of those still running.
     await this.#incidents.start(await this.#repo.vmIds());
+    this.#continuous.start();
   }
 
-  shutdown(): void {
+  /** Cycles stop being started; journal sessions end (their taps leave the VMs, which run on). */
+  async shutdown(): Promise<void> {
     this.#scheduler.stop();
     this.#incidents.shutdown();
+    await this.#continuous.shutdown();
   }
 
   #statusOf(r: ReplicationSummary, rpoViolatedSince: string | null): ReplicationStatus {
@@ -417,6 +478,10 @@ export class ReplicationService {
     const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
     const next = this.#scheduler.nextAt(r.vmId);
     const queue = this.#scheduler.place(r.vmId);
+    const journal = this.#continuous.status(r.vmId);
+    const shippedAt = this.#continuous.shippedAtMs(r.vmId);
+    // A continuous replica's newest point in time is the journal's, when it is newer.
+    const lagMs = shippedAt !== null && (lastAt === null || shippedAt > lastAt) ? now - shippedAt : s.lagMs;
     return {
       vm: r.vmName,
       to: r.peer,
@@ -424,8 +489,8 @@ export class ReplicationService {
       rpoSeconds: r.rpoMs / 1000,
       points: r.keepPoints,
       lastPointAt: r.lastPointAt,
-      lagSeconds: s.lagMs === null ? null : Math.round(s.lagMs / 100) / 10,
-      rpoViolated: s.violated,
+      lagSeconds: lagMs === null ? null : Math.round(lagMs / 100) / 10,
+      rpoViolated: lagMs !== null && lagMs > r.rpoMs,
       rpoViolatedSince,
       nextCycleAt: next ? new Date(next).toISOString() : null,
       failures: r.failures,
@@ -436,6 +501,11 @@ export class ReplicationService {
       queuePlace: queue.place,
       generation: r.generation,
       replica: r.replica,
+      continuous:
+        r.continuous === null
+          ? null
+          : { checkpointSeconds: r.continuous.checkpointMs / 1000, journalSeconds: r.continuous.journalMs / 1000 },
+      journal,
     };
   }
 
@@ -452,4 +522,37 @@ export class ReplicationService {
       );
     return r;
   }
+}
+
+/** `--continuous [--checkpoint 1s] [--journal 4h]` as settings, checked; null without --continuous. */
+function continuousSettings(input: {
+  continuous?: boolean;
+  checkpoint?: string;
+  journal?: string;
+}): ContinuousSettings | null {
+  if (input.continuous !== true) {
+    if (input.checkpoint !== undefined || input.journal !== undefined)
+      throw new MamoriError('INVALID_INPUT', '--checkpoint and --journal are settings of --continuous: give it too');
+    return null;
+  }
+  const checkpointMs = input.checkpoint === undefined ? CHECKPOINT_DEFAULT_MS : parseDuration(input.checkpoint);
+  if (checkpointMs === null || checkpointMs < CHECKPOINT_LIMITS_MS.min || checkpointMs > CHECKPOINT_LIMITS_MS.max)
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `checkpoint interval ${JSON.stringify(input.checkpoint)} is out of range: give ${CHECKPOINT_LIMITS_MS.min}ms to ${CHECKPOINT_LIMITS_MS.max / 1000}s (e.g. 1s)`,
+    );
+  const journalMs = input.journal === undefined ? JOURNAL_DEFAULT_MS : parseDuration(input.journal);
+  if (journalMs === null || journalMs < JOURNAL_LIMITS_MS.min || journalMs > JOURNAL_LIMITS_MS.max)
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `journal window ${JSON.stringify(input.journal)} is out of range: give 1m to 30d (e.g. 4h)`,
+    );
+  return { checkpointMs, journalMs };
+}
+
+/** `500ms`, `1s`, `15m`, `4h`, `7d` (a bare number is seconds) in ms, or null. */
+function parseDuration(text: string): number | null {
+  const m = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!m) return null;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 }[(m[2] ?? 's') as 's'];
 }

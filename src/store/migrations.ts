@@ -217,6 +217,9 @@ export const MIGRATIONS: readonly Migration[] = [
   (d) => `ALTER TABLE peers ADD COLUMN link_bits_per_second ${d.int};
    ALTER TABLE peers ADD COLUMN link_schedule ${d.text};
    ALTER TABLE peers ADD COLUMN link_concurrency ${d.int};`,
+  // Continuous replication (issue 22): the journal's checkpoint interval and window, as JSON;
+  // null for a VM replicated in cycles.
+  (d) => `ALTER TABLE replications ADD COLUMN continuous ${d.text};`,
 ];
 
 /** The steps' SQL for a dialect, in order. */

@@ -157,6 +157,8 @@ export interface ReplicationTable {
   last_cycle: ColumnType<string | null, string | null | undefined, string | null>;
   /** Bytes per second the copy may use on the link; null: unlimited. */
   bandwidth_bps: ColumnType<number | null, number | null | undefined, number | null>;
+  /** JSON: continuous replication's settings (ContinuousSettings); null: cycles only. */
+  continuous: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: string;
   updated_at: string;
 }

@@ -48,6 +48,26 @@ const statusSchema = {
       description:
         'the replication generation: raised by each committed cycle; the source bitmap and the newest point agree on it',
     },
+    continuous: {
+      type: ['object', 'null'],
+      description: "continuous replication's settings; null: cycles only",
+      required: ['checkpointSeconds', 'journalSeconds'],
+      properties: { checkpointSeconds: { type: 'number' }, journalSeconds: { type: 'number' } },
+    },
+    journal: {
+      type: ['object', 'null'],
+      description:
+        "the continuous journal's session: starting, streaming, or broken (cycles protect the VM until it starts again); null when none runs",
+      required: ['state', 'basePointId', 'checkpointAt', 'shippedAt', 'backlogBytes', 'error'],
+      properties: {
+        state: { type: 'string', enum: ['starting', 'streaming', 'broken'] },
+        basePointId: { type: ['string', 'null'] },
+        checkpointAt: { type: ['string', 'null'], description: 'the newest checkpoint taken here' },
+        shippedAt: { type: ['string', 'null'], description: 'the newest point in time the recovery site holds' },
+        backlogBytes: { type: 'integer', description: 'journal bytes not yet acknowledged by the recovery site' },
+        error: { type: ['string', 'null'] },
+      },
+    },
   },
 } as const;
 
@@ -75,7 +95,18 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
       },
       async (req, reply) => sendJsonList(req, reply, await r.statusAll()),
     );
-    app.post<{ Params: { name: string }; Body: { to: string; rpo: string; points?: number; bandwidth?: string } }>(
+    app.post<{
+      Params: { name: string };
+      Body: {
+        to: string;
+        rpo?: string;
+        points?: number;
+        bandwidth?: string;
+        continuous?: boolean;
+        checkpoint?: string;
+        journal?: string;
+      };
+    }>(
       '/vms/:name/replication',
       {
         schema: {
@@ -83,13 +114,23 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
           params: nameParam,
           body: {
             type: 'object',
-            required: ['to', 'rpo'],
+            required: ['to'],
             additionalProperties: false,
             properties: {
               to: { type: 'string' },
-              rpo: { type: 'string' },
+              rpo: {
+                type: 'string',
+                description:
+                  'required without continuous; with it, the RPO cycles keep while the journal is down (10s)',
+              },
               points: { type: 'integer' },
               bandwidth: { type: 'string' },
+              continuous: {
+                type: 'boolean',
+                description: 'journal every write at the recovery site: any point in time within the window',
+              },
+              checkpoint: { type: 'string', description: 'continuous: time between checkpoints (1s; 200ms to 60s)' },
+              journal: { type: 'string', description: "continuous: the journal's window (4h; 1m to 30d)" },
             },
           },
           response: { 201: statusSchema, ...errorResponses },

@@ -57,6 +57,14 @@ export interface CycleStats {
   replica?: ReplicaStorage;
 }
 
+/** Continuous replication's settings: a journal at the recovery site instead of cycles alone. */
+export interface ContinuousSettings {
+  /** Milliseconds between crash-consistent checkpoints (points in time). */
+  checkpointMs: number;
+  /** How far back the journal reaches, in milliseconds. */
+  journalMs: number;
+}
+
 /** Source side: a protected VM and where its replica lives (a replications row). */
 export interface ReplicationRecord {
   vmId: string;
@@ -73,6 +81,8 @@ export interface ReplicationRecord {
   lastError: string | null;
   stats: CycleStats[];
   bandwidthBps: number | null;
+  /** Null: replicated in cycles only. */
+  continuous: ContinuousSettings | null;
   createdAt: string;
   updatedAt: string;
 }

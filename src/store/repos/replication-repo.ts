@@ -1,7 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Database, ReplicationTable } from '../schema.js';
 import { unwrapStoreHandle, type StoreHandle } from '../store-handle.js';
-import type { CycleStats, ReplicaStorage, ReplicationRecord } from '../records/replica-record.js';
+import type { ContinuousSettings, CycleStats, ReplicaStorage, ReplicationRecord } from '../records/replica-record.js';
 import { jsonColumn } from '../json-column.js';
 
 const storageSchema = {
@@ -34,6 +34,13 @@ const cycleSchema = {
 export const cycleStatsColumn = jsonColumn<CycleStats[]>('replications.stats', { type: 'array', items: cycleSchema });
 /** replications.last_cycle: the newest element of replications.stats, written with it. */
 const lastCycleColumn = jsonColumn<CycleStats>('replications.stats[last]', cycleSchema);
+
+/** replications.continuous: the journal's settings of a continuous replication. */
+const continuousColumn = jsonColumn<ContinuousSettings>('replications.continuous', {
+  type: 'object',
+  required: ['checkpointMs', 'journalMs'],
+  properties: { checkpointMs: { type: 'number' }, journalMs: { type: 'number' } },
+});
 
 /** A replication as the status of all lists it: its VM's name, and of its stats only the newest cycle and storage. */
 export type ReplicationSummary = Omit<
@@ -93,6 +100,7 @@ export class ReplicationRepo {
         'replications.failures',
         'replications.last_error',
         'replications.bandwidth_bps',
+        'replications.continuous',
         'vms.name as vm_name',
         'replications.last_cycle',
       ])
@@ -110,6 +118,7 @@ export class ReplicationRepo {
         failures: r.failures,
         lastError: r.last_error,
         bandwidthBps: r.bandwidth_bps,
+        continuous: r.continuous === null ? null : continuousColumn.decodeShared(r.continuous),
         vmName: r.vm_name,
         lastCycle: last,
         replica: last?.replica ?? null,
@@ -198,6 +207,7 @@ export class ReplicationRepo {
         created_at: r.createdAt,
         updated_at: r.updatedAt,
         bandwidth_bps: r.bandwidthBps,
+        continuous: r.continuous === null ? null : continuousColumn.encode(r.continuous),
       })
       .execute();
   }
@@ -261,6 +271,7 @@ function toRecord(r: Selectable<ReplicationTable>): ReplicationRecord {
     lastError: r.last_error,
     stats: cycleStatsColumn.decode(r.stats),
     bandwidthBps: r.bandwidth_bps,
+    continuous: r.continuous === null ? null : continuousColumn.decode(r.continuous),
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   };

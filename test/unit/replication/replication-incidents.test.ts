@@ -132,6 +132,7 @@ test('an RPO broken for a moment at each cycle is one incident, cleared once the
     lastError: null,
     stats: [],
     bandwidthBps: null,
+    continuous: null,
     createdAt: new Date(now).toISOString(),
     updatedAt: new Date(now).toISOString(),
   };

@@ -65,6 +65,7 @@ async function replicate(store: Store, vmId: string): Promise<ReplicationRepo> {
     state: 'enabled',
     generation: null,
     bandwidthBps: null,
+    continuous: null,
     createdAt: now,
     updatedAt: now,
   });

@@ -37,6 +37,7 @@ test('replication and replica repos: stats, disks and disk points go through the
       state: 'enabled',
       generation: null,
       bandwidthBps: null,
+      continuous: null,
       createdAt: now,
       updatedAt: now,
     });
