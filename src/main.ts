@@ -29,7 +29,7 @@ import { SiteNetworks } from './networks/site-networks.js';
 import { InventoryMappings } from './plans/inventory-mappings.js';
 import { ProtectedSite } from './site-roles/protected-site.js';
 import { openSecrets } from './site-secrets.js';
-import { peerCheckFromEnv } from './serve-options.js';
+import { cdpBacklogFromEnv, peerCheckFromEnv } from './serve-options.js';
 import { ArrayGroups } from './array-groups/array-groups.js';
 import { ArrayRunActions } from './array-groups/array-run-actions.js';
 import { PlanService } from './plans/plan-service.js';
@@ -217,6 +217,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     supervisor,
     peers,
     compression: wireCompressionMode(),
+    cdpBacklogBytes: cdpBacklogFromEnv(),
     paths,
     jobs,
     incidents,

@@ -16,6 +16,22 @@ export function peerCheckFromEnv(): number {
   return ms;
 }
 
+/**
+ * MAMORI_CDP_BACKLOG_BYTES: journal a continuous VM's session holds for a cut link before it
+ * breaks and cycles take over (default 1 GiB; tests make it small to see the break).
+ */
+export function cdpBacklogFromEnv(): number | undefined {
+  const text = process.env['MAMORI_CDP_BACKLOG_BYTES'];
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 65_536 || n > 2 ** 50)
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `MAMORI_CDP_BACKLOG_BYTES must be a whole number of bytes, at least 65536, got ${JSON.stringify(text)}`,
+    );
+  return n;
+}
+
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(text);
   const port = m ? Number(m[2]) : NaN;

@@ -64,7 +64,8 @@ export class QemuWriteLog {
   /** Starts logging: the log node, then the mirror onto it, ready (from then on every write is logged). */
   static async attach(o: QemuWriteLogOptions): Promise<QemuWriteLog> {
     const log = new QemuWriteLog(o);
-    await log.#clearLeftovers();
+    await QemuWriteLog.clearLeftovers(o.qmp, o.device);
+    await rm(o.logPath, { force: true });
     await writeFile(o.logPath, Buffer.alloc(0), { flag: 'wx' });
     try {
       await o.qmp.execute('blockdev-add', {
@@ -89,15 +90,19 @@ export class QemuWriteLog {
 
   /**
    * A server killed while its tap ran leaves the mirror and the log node in the VM's QEMU (the
-   * VM runs on): they go before a new tap, whose names they hold. Their log is not read again:
+   * VM runs on): they go before anything else uses the disk (a cycle's fleecing is refused
+   * beside the mirror) and before a new tap, whose names they hold. Their log is not read again:
    * the new tap starts a new journal over a new base.
    */
-  async #clearLeftovers(): Promise<void> {
-    await cancelMirror(this.#o.qmp, this.#jobId);
-    const nodes = (await this.#o.qmp.execute('query-named-block-nodes', { flat: true })) as { 'node-name': string }[];
-    if (nodes.some((n) => n['node-name'] === this.#node))
-      await this.#o.qmp.execute('blockdev-del', { 'node-name': this.#node });
-    await rm(this.#o.logPath, { force: true });
+  static async clearLeftovers(qmp: QmpClient, device: string): Promise<boolean> {
+    const jobId = `cdp-${device}`;
+    const node = `cdp-log-${device}`;
+    const jobs = (await qmp.execute('query-block-jobs')) as { device: string }[];
+    const nodes = (await qmp.execute('query-named-block-nodes', { flat: true })) as { 'node-name': string }[];
+    const found = jobs.some((j) => j.device === jobId) || nodes.some((n) => n['node-name'] === node);
+    await cancelMirror(qmp, jobId);
+    if (nodes.some((n) => n['node-name'] === node)) await qmp.execute('blockdev-del', { 'node-name': node });
+    return found;
   }
 
   get logPath(): string {

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { ContinuousSession } from '../cdp/continuous-session.js';
+import { QemuWriteLog } from '../cdp/qemu-write-log.js';
 import { JOURNAL_STREAM_PROTOCOL } from '../cdp/journal-shipping.js';
 import type { Logger } from '../core/logger.js';
 import type { IncidentLog } from '../events/incident-log.js';
@@ -97,7 +98,23 @@ export class ContinuousReplication {
     this.#d = deps;
   }
 
-  start(): void {
+  /**
+   * At server start, before any cycle: the taps a killed server left in its running VMs go (a
+   * cycle's fleecing is refused beside one); then the sessions begin again, each over a new point.
+   */
+  async start(): Promise<void> {
+    for (const row of await this.#d.repo.list()) {
+      const qmp = this.#d.supervisor.qmpOf(row.vmId);
+      const vm = qmp === null ? undefined : await this.#d.vms.repo.findById(row.vmId);
+      if (qmp === null || !vm) continue;
+      for (const [i] of replicatedDiskIds(vm.definition).entries()) {
+        const found = await QemuWriteLog.clearLeftovers(qmp, `disk${i}`).catch((e: unknown) => {
+          this.#d.log.warn({ vm: vm.name, err: (e as Error).message }, "could not clear a journal tap's leftovers");
+          return false;
+        });
+        if (found) this.#d.log.info({ vm: vm.name, disk: i }, 'cleared the journal tap a killed server left');
+      }
+    }
     this.#timer = setInterval(() => void this.#reconcile(), RECONCILE_MS);
     this.#timer.unref();
   }
@@ -284,33 +301,40 @@ export class ContinuousReplication {
     if (this.#entries.get(vmId) !== entry || entry.state === 'broken') return;
     entry.state = 'broken';
     entry.error = reason;
-    const session = entry.session;
-    entry.session = null;
-    if (session !== null) this.#keepShipped(vmId, session);
-    await session?.stop();
-    // A VM that stops takes its tap with it (QEMU cancels the mirror as it quits, a moment
-    // before the process is gone): an end, not a break.
-    if ((await this.#vmGone(vmId)) || (await this.#d.repo.find(vmId))?.state !== 'enabled') {
-      this.#entries.delete(vmId);
+    // Left alone by the reconcile until decided: a stop or a break, and when to try again.
+    const wasBusy = entry.busy;
+    entry.busy = true;
+    try {
+      const session = entry.session;
+      entry.session = null;
+      if (session !== null) this.#keepShipped(vmId, session);
+      await session?.stop();
+      // A VM that stops takes its tap with it (QEMU cancels the mirror as it quits, a moment
+      // before the process is gone): an end, not a break.
+      if ((await this.#vmGone(vmId)) || (await this.#d.repo.find(vmId))?.state !== 'enabled') {
+        if (this.#entries.get(vmId) === entry) this.#entries.delete(vmId);
+        this.#d.cyclesDue(vmId);
+        return;
+      }
+      entry.breaks += 1;
+      entry.retryAt = Date.now() + RETRY_MS[Math.min(entry.breaks, RETRY_MS.length) - 1]!;
+      this.#d.log.warn(
+        { vm: vmId, err: reason, retryInMs: entry.retryAt - Date.now() },
+        'continuous replication broke; cycles protect the VM until it starts again',
+      );
+      const vm = await this.#d.vms.repo.findById(vmId);
+      await this.#d.incidents
+        .raise({
+          kind: JOURNAL_BROKEN,
+          target: `vm:${vmId}`,
+          severity: 'warning',
+          message: `the continuous journal of ${vm?.name ?? vmId} broke (${reason}); cycles protect it until a new journal streams`,
+          details: { vm: vm?.name ?? vmId, reason },
+        })
+        .catch(() => undefined);
       this.#d.cyclesDue(vmId);
-      return;
+    } finally {
+      entry.busy = wasBusy;
     }
-    entry.breaks += 1;
-    entry.retryAt = Date.now() + RETRY_MS[Math.min(entry.breaks, RETRY_MS.length) - 1]!;
-    this.#d.log.warn(
-      { vm: vmId, err: reason },
-      'continuous replication broke; cycles protect the VM until it starts again',
-    );
-    const vm = await this.#d.vms.repo.findById(vmId);
-    await this.#d.incidents
-      .raise({
-        kind: JOURNAL_BROKEN,
-        target: `vm:${vmId}`,
-        severity: 'warning',
-        message: `the continuous journal of ${vm?.name ?? vmId} broke (${reason}); cycles protect it until a new journal streams`,
-        details: { vm: vm?.name ?? vmId, reason },
-      })
-      .catch(() => undefined);
-    this.#d.cyclesDue(vmId);
   }
 }

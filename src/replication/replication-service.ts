@@ -107,6 +107,8 @@ export class ReplicationService {
     peers: SitePeers;
     /** How cycle streams are sent: read once at start (serve-options), not per cycle. */
     compression: WireCompressionMode;
+    /** Journal a continuous VM holds for a cut link before its session breaks (default 1 GiB). */
+    cdpBacklogBytes?: number | undefined;
     paths: SitePaths;
     jobs: JobJournal;
     incidents: IncidentLog;
@@ -178,6 +180,7 @@ export class ReplicationService {
       },
       exclusive: (vmId, fn) => this.#cycles.exclusive(vmId, fn),
       cyclesDue: (vmId) => this.#scheduler.at(vmId, Date.now()),
+      ...(deps.cdpBacklogBytes === undefined ? {} : { maxBacklogBytes: deps.cdpBacklogBytes }),
     });
   }
 
@@ -457,12 +460,13 @@ export class ReplicationService {
 
   /** At server start: re-arm the timers of every enabled replication. */
   async start(): Promise<void> {
+    // Taps a killed server left go first: no cycle can fleece a disk beside one.
+    await this.#continuous.start();
     // As the RPO asks (at once if the lag is already near it); a cycle cut by the server's
     // death was undone by its job's recovery rule before this.
     await this.#scheduler.start();
     // Incidents left open by the previous run, and the watches of those still running.
     await this.#incidents.start(await this.#repo.vmIds());
-    this.#continuous.start();
   }
 
   /** Cycles stop being started; journal sessions end (their taps leave the VMs, which run on). */
