@@ -29,7 +29,7 @@ export interface JournalPointDisk {
 }
 
 /** The newest checkpoint time at or before `timeUs` that every journal holds, or null. */
-function commonCheckpointAtOrBefore(journals: JournalIndex[], timeUs: number): number | null {
+export function commonCheckpointAtOrBefore(journals: JournalIndex[], timeUs: number): number | null {
   const [first, ...others] = journals;
   if (first === undefined) return null;
   const held = others.map((j) => new Set(j.checkpointsBetween(-Infinity, timeUs).map((c) => c.timeUs)));

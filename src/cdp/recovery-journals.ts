@@ -35,6 +35,8 @@ export interface JournalBase {
 
 /** One epoch's journals, for reading the replica at a point in time. */
 export interface JournalEpoch {
+  /** Its folder's name under the replica's journal (e000001, ...). */
+  epoch: string;
   base: JournalBase;
   indexes: Map<number, JournalIndex>;
 }
@@ -90,12 +92,16 @@ export class RecoveryJournals {
    * the one before are cut (its records stay, its points in time too), and epochs whose newest
    * checkpoint is older than the window go.
    */
-  async begin(id: string, input: { basePointId: string; disks: number[]; windowMs?: number }): Promise<JournalBase> {
+  async begin(
+    id: string,
+    input: { basePointId: string; disks: number[]; windowMs?: number; keepAll?: boolean },
+  ): Promise<JournalBase> {
     await this.close(id);
     const epochs = await this.#epochs(id);
     const last = epochs.at(-1)?.epoch;
     const epoch = `e${String(last === undefined ? 1 : Number(EPOCH_NAME.exec(last)![1]) + 1).padStart(6, '0')}`;
-    await this.#prune(id, epochs, input.windowMs ?? DEFAULT_WINDOW_MS);
+    // A recovered VM may stand on an epoch's point in time (its hold says so): none goes meanwhile.
+    if (input.keepAll !== true) await this.#prune(id, epochs, input.windowMs ?? DEFAULT_WINDOW_MS);
     const folder = this.#folder(id, epoch);
     await rm(folder, { recursive: true, force: true });
     await mkdir(folder, { recursive: true, mode: 0o700 });
@@ -121,6 +127,11 @@ export class RecoveryJournals {
       await rm(this.#folder(id, e.epoch), { recursive: true, force: true });
       this.#log.info({ replica: id, epoch: e.epoch }, 'a journal epoch left the window');
     }
+  }
+
+  /** Where an epoch's points in time copied for recoveries go (cdp/journal-materialize.ts): they go with it. */
+  pointFolder(id: string, epoch: string, timeUs: number): string {
+    return join(this.#folder(id, epoch), 'points', String(timeUs));
   }
 
   /** The newest epoch's base (the one the source streams into), or null when the replica has no journal. */
@@ -200,7 +211,7 @@ export class RecoveryJournals {
       if ((await this.#epochCheckpoints(id, e.epoch, e.base, { toUs: timeUs })).length === 0) continue;
       const indexes = new Map<number, JournalIndex>();
       for (const d of e.base.disks) indexes.set(d, (await this.#journal(id, e.epoch, d)).index);
-      return { base: e.base, indexes };
+      return { epoch: e.epoch, base: e.base, indexes };
     }
     return null;
   }

@@ -379,12 +379,9 @@ export class RunStepActions {
     out.dataLossNote = dataLossBasis(d);
   }
 
+  /** A replica point, or a continuous replica's checkpoint when newer: the last at or before `time`. */
   async #pointAt(replicaId: string, time: string): Promise<string> {
-    const t = Date.parse(time);
-    const points = (await this.#replicas.get(replicaId)).points.filter((p) => Date.parse(p.time) <= t);
-    const p = points.at(-1);
-    if (!p) throw new MamoriError('NOT_FOUND', `no recovery point at or before ${time}`, { details: { time } });
-    return p.id;
+    return this.#replicas.pointIdAt(replicaId, Date.parse(time));
   }
 
   async #powerOn(step: PlannedStep, ctx: StepContext): Promise<StepOutcome> {

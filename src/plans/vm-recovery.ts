@@ -1,7 +1,7 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StoreHandle } from '../store/store-handle.js';
-import type { ReplicaService } from '../replication/replica-service.js';
+import { journalPointTime, type ReplicaService } from '../replication/replica-service.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { DiskRecord } from '../disks/disk-record.js';
 import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
@@ -74,7 +74,13 @@ export class VmRecovery {
   /** Idempotent: the VM this run already made for this protected VM, if any. */
   async existing(runId: string, sourceVmId: string): Promise<RecoveredVm | null> {
     const r = await this.#recovered.madeByRunWithPoint(runId, sourceVmId);
-    return r ? { vmId: r.vmId, name: r.name, point: { id: r.pointId, time: r.time }, created: false } : null;
+    if (r) return { vmId: r.vmId, name: r.name, point: { id: r.pointId, time: r.time }, created: false };
+    // A continuous replica's point in time has no point row: its id says its time.
+    const j = await this.#recovered.madeByRun(runId, sourceVmId);
+    const at = j ? journalPointTime(j.pointId) : null;
+    return j && at !== null
+      ? { vmId: j.vmId, name: j.name, point: { id: j.pointId, time: new Date(at).toISOString() }, created: false }
+      : null;
   }
 
   async recover(peer: string, input: RecoverVmInput): Promise<RecoveredVm> {

@@ -1,4 +1,5 @@
-import { mkdir, rm, statfs } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
@@ -27,6 +28,9 @@ import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
 import { RecoveryJournals, type JournalBase, type JournalCheckpoint } from '../cdp/recovery-journals.js';
 import { verifyAtPointInTime } from '../cdp/point-in-time-verify.js';
+import { materializePointInTime } from '../cdp/journal-materialize.js';
+import { commonCheckpointAtOrBefore } from '../cdp/journal-point-server.js';
+import { CHECKPOINT_FLAG } from '../cdp/journal-format.js';
 import type { Duplex } from 'node:stream';
 
 /** A point's files, one per disk in disk order: the top layer a recovered VM's overlay is backed by. */
@@ -275,6 +279,7 @@ export class ReplicaService {
         basePointId,
         disks: replica.disks.map((d) => d.index),
         ...(windowMs === undefined ? {} : { windowMs }),
+        keepAll: await this.#repo.isHeld(id),
       });
     });
   }
@@ -345,6 +350,8 @@ export class ReplicaService {
 
   /** The files of a point (the newest when pointId is null), for overlays of recovered VMs. */
   async pointFiles(id: string, pointId: string | null): Promise<PointFiles> {
+    const at = pointId === null ? null : journalPointTime(pointId);
+    if (at !== null) return this.#lock.run(id, () => this.#journalPointFiles(id, at));
     const replica = await this.get(id);
     const point = pointId === null ? replica.points.at(-1) : replica.points.find((p) => p.id === pointId);
     if (!point)
@@ -362,6 +369,72 @@ export class ReplicaService {
       files.push(chain.point(diskPoints[i]!).file);
     }
     return { point, files };
+  }
+
+  /**
+   * The newest point at or before `atMs` a recovery can stand on: a replica point, or a
+   * continuous replica's checkpoint (as `journal@TIME`) when one is newer.
+   */
+  async pointIdAt(id: string, atMs: number): Promise<string> {
+    const replica = await this.get(id);
+    const point = replica.points.filter((p) => Date.parse(p.time) <= atMs).at(-1);
+    const checkpoint = (await this.#journals.checkpoints(id, { toUs: atMs * 1000 + 999 }))?.at(-1);
+    if (checkpoint !== undefined && (point === undefined || Date.parse(checkpoint.time) > Date.parse(point.time)))
+      return journalPointId(checkpoint.time);
+    if (point === undefined)
+      throw new MamoriError('NOT_FOUND', `no recovery point at or before ${new Date(atMs).toISOString()}`, {
+        details: { replica: id, time: new Date(atMs).toISOString() },
+      });
+    return point.id;
+  }
+
+  /**
+   * A continuous replica at a point in time (`journal@TIME`, rounded down to a checkpoint) as
+   * files a recovery stands on: per disk, a layer over the epoch's base point with the journal's
+   * writes up to the checkpoint (cdp/journal-materialize.ts), made once and kept with the epoch.
+   * Under the replica's lock: no commit or retention moves the base meanwhile.
+   */
+  async #journalPointFiles(id: string, atMs: number): Promise<PointFiles> {
+    const replica = await this.get(id);
+    // The whole millisecond named: a checkpoint's time in µs lies within the ms its ISO time shows.
+    const atUs = atMs * 1000 + 999;
+    const epoch = await this.#journals.epochAt(id, atUs);
+    if (epoch === null)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `${replica.vmName} has no point in time at or before ${new Date(atMs).toISOString()}: its journal's window begins later`,
+        { details: { replica: id } },
+      );
+    const indexes = replica.disks.map((d) => epoch.indexes.get(d.index)!);
+    const timeUs = commonCheckpointAtOrBefore(indexes, atUs)!;
+    const diskPoints = await this.#recordedDiskPoints(id, epoch.base.basePointId);
+    const folder = this.#journals.pointFolder(id, epoch.epoch, timeUs);
+    const files: string[] = [];
+    let applicationConsistent = true;
+    for (const [i, d] of replica.disks.entries()) {
+      const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
+      const cp = indexes[i]!.checkpointsBetween(timeUs, timeUs)[0]!;
+      applicationConsistent &&= (cp.flags & CHECKPOINT_FLAG.applicationConsistent) !== 0;
+      const out = join(folder, `disk${d.index}.qcow2`);
+      await materializePointInTime({
+        baseFile: chain.point(diskPoints[i]!).file,
+        journal: indexes[i]!,
+        checkpointSeq: cp.seq,
+        out,
+        runDir: await mkdtemp(join(tmpdir(), 'mamori-pit-')),
+      });
+      files.push(out);
+    }
+    const time = new Date(timeUs / 1000).toISOString();
+    return {
+      point: {
+        id: journalPointId(time),
+        time,
+        consistency: applicationConsistent ? 'application' : 'crash',
+        committedAt: time,
+      },
+      files,
+    };
   }
 
   /**
@@ -471,4 +544,17 @@ export class ReplicaService {
     await this.#journals.closeAll();
     await this.#cycles.shutdown();
   }
+}
+
+/** The id a continuous replica's point in time goes by where a point's id is asked for: `journal@TIME`. */
+export function journalPointId(time: string): string {
+  return `journal@${time}`;
+}
+
+/** The time (epoch ms) a `journal@TIME` id names, or null for a replica point's id. */
+export function journalPointTime(pointId: string): number | null {
+  if (!pointId.startsWith('journal@')) return null;
+  const t = Date.parse(pointId.slice('journal@'.length));
+  if (Number.isNaN(t)) throw new MamoriError('INVALID_INPUT', `${JSON.stringify(pointId)} names no time`);
+  return t;
 }

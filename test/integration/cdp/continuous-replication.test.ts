@@ -1,6 +1,13 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
+import { writerResumedAfter } from '../../harness/writer-resume.js';
+import { logPrefixOf } from '../../harness/writelog-prefix.js';
+import type { PlanRun } from '../../../src/plans/run-journal.js';
+import type { VmView } from '../../../src/vms/vm-service.js';
 import { AckSamples, verifyInstant, waitStreaming } from '../../harness/continuous-guest.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 
@@ -33,6 +40,16 @@ after(async () => {
 });
 
 const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
+const b = <T>(...args: string[]) => sites.cliJson<T>('b', ...args);
+
+/** Runs the plan in `mode` at site-b to its end; returns the run. */
+async function runPlan(mode: string, ...args: string[]): Promise<PlanRun> {
+  const r = await sites.cli('b', 'plan', 'run', 'cdp-plan', '--mode', mode, ...args);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const id = /^run (run-\S+):/m.exec(r.stdout)?.[1];
+  assert.ok(id, `the CLI names the run: ${r.stdout}`);
+  return b<PlanRun>('plan', 'report', id, '--json');
+}
 
 test('bad continuous settings are refused and change nothing', async () => {
   await a('vm', 'create', 'quiet', '--test-guest', '--data-disk', '16M');
@@ -107,6 +124,45 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
     previous = v.report.gapFreePrefix;
   }
   assert.ok(previous > 0, 'the log reached the journal');
+
+  // A test recovery at an instant of the window: the plan run rounds it down to the checkpoint,
+  // copies nothing but the journal's writes over the base, and the test VM boots holding the
+  // log up to that checkpoint, record by record as the protected guest wrote it.
+  await a('group', 'create', 'cg', '--vm', 'cdp');
+  await b('network', 'create', 'testnet', '--isolated');
+  await b('mapping', 'set', '--peer', 'site-a', 'network', 'user', 'user', '--test', 'testnet');
+  await b('mapping', 'set', '--peer', 'site-a', 'pool', 'default', 'default');
+  const work = await mkdtemp(join(tmpdir(), 'mamori-cdp-plan-'));
+  after(() => rm(work, { recursive: true, force: true }));
+  const plan = join(work, 'plan.yaml');
+  await writeFile(
+    plan,
+    'name: cdp-plan\nprotectionGroups: [cg]\nvms:\n  cdp:\n    priority: 1\n    waitHeartbeat: 240s\n',
+  );
+  await b('plan', 'apply', plan);
+  const pickedMs = firstMs + (lastMs - firstMs) / 3;
+  const run = await runPlan('test', '--point', new Date(pickedMs).toISOString());
+  assert.equal(run.result, 'success', JSON.stringify(run.steps.map((x) => `${x.state} ${x.label} ${x.message ?? ''}`)));
+  const out = run.vms['cdp']!;
+  assert.match(out.point!.id, /^journal@/, 'recovered from a point in time of the journal');
+  const cpMs = Date.parse(out.point!.time);
+  assert.ok(
+    cpMs <= pickedMs && pickedMs - cpMs <= 2_500,
+    `asked ${new Date(pickedMs).toISOString()}, got ${out.point!.time}`,
+  );
+  const resumed = await writerResumedAfter(sites.b, 'cdp');
+  assert.ok(
+    resumed >= acks.ackedBy(cpMs),
+    `the test copy resumed after ${resumed}; ${acks.ackedBy(cpMs)} were acknowledged before its instant`,
+  );
+  const protectedVm = await a<VmView>('vm', 'show', 'cdp');
+  const testVm = (await b<VmView[]>('vm', 'list')).find((x) => x.id === out.recoveredVmId)!;
+  const held = await logPrefixOf(protectedVm.disks[0]!.path, testVm.disks[0]!.path, resumed);
+  assert.deepEqual(held.mismatched, [], 'no record up to the instant differs from the protected one');
+  assert.ok(held.prefix >= resumed, `the test copy holds 1..${held.prefix}, its writer resumed after ${resumed}`);
+  const clean = await runPlan('cleanup');
+  assert.equal(clean.result, 'success');
+  assert.deepEqual(await b<VmView[]>('vm', 'list'), []);
   // No break, no incident.
   const incidents = (await a<Incident[]>('events')).filter((i) => i.kind === 'replication.journal-broken');
   assert.deepEqual(incidents, []);
