@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../core/logger.js';
 import { isMamoriError } from '../core/mamori-error.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
-import { ContinuousTap, checkpointTogether } from './continuous-tap.js';
+import { ContinuousTap, SharedInstant, checkpointTogether } from './continuous-tap.js';
 import { RECORD_HEADER_BYTES } from './journal-format.js';
 import { shipJournal } from './journal-shipping.js';
 import { WriteJournal } from './write-journal.js';
@@ -40,6 +40,11 @@ export interface ContinuousSessionOptions {
   /** The session's folder (journals and QEMU's logs): emptied at start. */
   dir: string;
   checkpointMs: number;
+  /**
+   * The session's checkpoints after its first are taken by its owner with other sessions'
+   * (checkpointShared: a consistency group's VMs at one instant), not on its own clock.
+   */
+  sharedClock?: boolean;
   /** Puts the writes the base lacks from before the tap into disk `disk`'s journal. */
   fillGap: (disk: number, journal: WriteJournal) => Promise<void>;
   /** Bytes of journal not yet on the recovery site before the session gives up (the link is down too long). */
@@ -131,7 +136,7 @@ export class ContinuousSession {
       }
       for (const [i, d] of s.#disks.entries()) await o.fillGap(i, d.journal);
       await s.#checkpoint();
-      s.#timer = setInterval(() => void s.#tick(), o.checkpointMs);
+      if (o.sharedClock !== true) s.#timer = setInterval(() => void s.#tick(), o.checkpointMs);
       return s;
     } catch (e) {
       await s.stop();
@@ -179,22 +184,42 @@ export class ContinuousSession {
     }
   }
 
-  async #tick(): Promise<void> {
-    if (this.#taking || this.#stopped || this.#broken !== null) return;
+  /** Disks whose checkpoint a shared instant waits for; 0 while the session cannot take one now. */
+  get disksReady(): number {
+    return this.#taking || this.#stopped || this.#broken !== null ? 0 : this.#disks.length;
+  }
+
+  /**
+   * One checkpoint at the instant shared with other sessions (whose disks `instant` counts too):
+   * call only when disksReady counted this session. A failure fails the instant for all, and
+   * breaks only this session.
+   */
+  async checkpointShared(instant: SharedInstant): Promise<void> {
+    await this.#tick(instant);
+  }
+
+  async #tick(instant?: SharedInstant): Promise<void> {
+    if (this.#taking || this.#stopped || this.#broken !== null) {
+      instant?.fail(new Error('a session of the group could not take the checkpoint'));
+      return;
+    }
     this.#taking = true;
     try {
-      await this.#checkpoint();
+      await this.#checkpoint(instant);
       this.#watchLink();
     } catch (e) {
-      this.#break(`a checkpoint failed: ${(e as Error).message}`);
+      // Another session's failure abandoned the group's instant: this one's taps are whole,
+      // and its next checkpoint holds what this one would have.
+      const mine = this.#disks.some((d) => d.tap?.broken !== null);
+      if (instant?.abandoned !== true || mine) this.#break(`a checkpoint failed: ${(e as Error).message}`);
     } finally {
       this.#taking = false;
     }
   }
 
-  async #checkpoint(): Promise<void> {
+  async #checkpoint(instant?: SharedInstant): Promise<void> {
     const taps = this.#disks.map((d) => d.tap!);
-    const seqs = await checkpointTogether(taps);
+    const seqs = await checkpointTogether(taps, 0, instant);
     const timeUs = this.#disks[0]!.journal.index.get(seqs[0]!).timeUs;
     this.#checkpointUs = timeUs;
     this.#pending.push({ timeUs, seqs });

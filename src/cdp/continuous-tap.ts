@@ -142,7 +142,7 @@ export class ContinuousTap {
       this.#break(`a checkpoint failed: ${(e as Error).message}`);
       throw e;
     }
-    // In a group, every journal's checkpoint is stamped with the group's latest instant: the
+    // In a group, every journal's checkpoint is stamped with the group's earliest instant: the
     // drained prefixes were taken at once, so they lie within the time the slowest one took.
     const at = instant === undefined ? cp.at : await instant.arrive(cp.at);
     try {
@@ -204,13 +204,14 @@ export class ContinuousTap {
 
 /**
  * The one instant a consistency group's checkpoint is stamped with: each tap arrives with its
- * own, and all go on with the latest once every tap has arrived. One tap failing fails the
+ * own, and all go on with the earliest once every tap has arrived (every write any of them
+ * completed before it is in its tap's prefix, as each tap's instant is when its flush began). One tap failing fails the
  * group's checkpoint for all (the others' taps go on: their next checkpoint holds it all).
  */
 export class SharedInstant {
   readonly #expected: number;
   #arrived = 0;
-  #latest = 0;
+  #earliest = Infinity;
   #failure: Error | null = null;
   readonly #waiters: { resolve: (at: Date) => void; reject: (e: Error) => void }[] = [];
 
@@ -218,12 +219,17 @@ export class SharedInstant {
     this.#expected = taps;
   }
 
+  /** Some tap failed: the instant is abandoned for all (each tap's next checkpoint holds its writes). */
+  get abandoned(): boolean {
+    return this.#failure !== null;
+  }
+
   arrive(at: Date): Promise<Date> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
-    this.#latest = Math.max(this.#latest, at.getTime());
+    this.#earliest = Math.min(this.#earliest, at.getTime());
     this.#arrived += 1;
     const p = new Promise<Date>((resolve, reject) => this.#waiters.push({ resolve, reject }));
-    if (this.#arrived === this.#expected) for (const w of this.#waiters.splice(0)) w.resolve(new Date(this.#latest));
+    if (this.#arrived === this.#expected) for (const w of this.#waiters.splice(0)) w.resolve(new Date(this.#earliest));
     return p;
   }
 
@@ -234,11 +240,15 @@ export class SharedInstant {
 }
 
 /**
- * A crash-consistent checkpoint of several disks (a consistency group's VMs) at one instant:
- * their drained checkpoints are taken at once, and every journal gets the same time.
+ * A crash-consistent checkpoint of several disks (a VM's, or with a larger `instant` shared by
+ * other calls, a consistency group's VMs') at one instant: their drained checkpoints are taken
+ * at once, and every journal gets the same time.
  */
-export async function checkpointTogether(taps: readonly ContinuousTap[], flags = 0): Promise<number[]> {
-  const instant = new SharedInstant(taps.length);
+export async function checkpointTogether(
+  taps: readonly ContinuousTap[],
+  flags = 0,
+  instant: SharedInstant = new SharedInstant(taps.length),
+): Promise<number[]> {
   const taken = taps.map((t) => t.checkpoint(flags, instant));
   const settled = await Promise.allSettled(taken);
   const failed = settled.find((r) => r.status === 'rejected');

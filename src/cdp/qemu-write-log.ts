@@ -22,9 +22,11 @@ import { cancelMirror, mirrorOnto } from './write-blocking-mirror.js';
  * Every entry counted in step 2 began before step 3, so it is whole once step 3 returns. 7.2
  * does not order superblock writes (one every 4096 entries and one per flush may cross), so
  * the count read can be an older one: a shorter prefix, still whole, whose instant is a little
- * earlier. A flush with no write since the last one writes nothing; the old count then covers
- * every entry. The prefix is the disk at an instant close to `at`: writes completed before it
- * are in, writes in flight at it may be either way (crash-consistent).
+ * earlier than `at` (the race needs the periodic write in flight with the flush's: at most once
+ * in 4096 entries; the next checkpoint's count covers it). A flush with no write since the last one writes nothing; the old count then covers
+ * every entry. The prefix is the disk at `at`, when the flush was asked: writes completed before
+ * it are in; writes in flight at it, and some completed in the moment the checkpoint takes, may
+ * be either way (crash-consistent).
  *
  * Guest flushes never reach the log (the mirror's filter flushes its source only); its flush
  * entries are our checkpoints', and the mirror job's once before it is ready and at its end.
@@ -43,7 +45,7 @@ export interface QemuWriteLogOptions {
 export interface WriteLogCheckpoint {
   /** Entries [0, entries) of the log are whole and hold the disk's writes up to `at`. */
   entries: number;
-  /** When the prefix's instant was taken: between asking for the flush and reading its count. */
+  /** The prefix's instant: when the flush was asked. Every write completed before it is in the prefix. */
   at: Date;
 }
 
@@ -111,6 +113,9 @@ export class QemuWriteLog {
 
   /** A checkpoint: a prefix of the log known whole, and its instant (see the comment above). */
   async checkpoint(): Promise<WriteLogCheckpoint> {
+    // Taken before the flush is asked: every write the guest saw complete before this began its
+    // log entry before the flush, so the count read after it covers the write.
+    const at = new Date();
     const out = await this.#o.qmp.execute('human-monitor-command', {
       'command-line': `qemu-io ${this.#node} "flush"`,
     });
@@ -123,7 +128,6 @@ export class QemuWriteLog {
     } finally {
       await fh.close();
     }
-    const at = new Date();
     // No superblock after a flush: QEMU skipped the flush as nothing was written since the
     // node was opened (block/io.c compares write generations), so the log holds no entry.
     const sb = parseWriteLogSuperblock(head, this.#o.logPath);

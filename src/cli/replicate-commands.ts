@@ -99,6 +99,7 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
               journal: s.journal
                 ? `${s.journal.state}${s.journal.shippedAt ? `, recovery site holds up to ${s.journal.shippedAt}` : ''}` +
                   `${s.journal.backlogBytes > 0 ? `, ${formatBytes(s.journal.backlogBytes)} waiting` : ''}` +
+                  `${s.journal.group ? `, checkpoints shared with group ${s.journal.group}` : ''}` +
                   `${s.journal.error ? ` (${s.journal.error})` : ''}`
                 : 'not running (replication paused or the VM stopped: cycles protect it)',
             }

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { ContinuousSession } from '../cdp/continuous-session.js';
+import { SharedInstant } from '../cdp/continuous-tap.js';
 import { QemuWriteLog } from '../cdp/qemu-write-log.js';
 import { JOURNAL_STREAM_PROTOCOL } from '../cdp/journal-shipping.js';
 import type { Logger } from '../core/logger.js';
@@ -45,6 +46,8 @@ export interface JournalStatus {
   backlogBytes: number;
   /** Why the last session broke (while broken). */
   error: string | null;
+  /** The protection group whose VMs share the session's checkpoints (one instant for all), or null. */
+  group: string | null;
 }
 
 interface Entry {
@@ -57,6 +60,9 @@ interface Entry {
   breaks: number;
   /** A session being begun or ended: the next reconcile leaves the VM alone meanwhile. */
   busy: boolean;
+  /** The protection group whose clock takes the session's checkpoints, as it was when the session began. */
+  group: string | null;
+  checkpointMs: number;
 }
 
 const RECONCILE_MS = 1_000;
@@ -82,6 +88,8 @@ export interface ContinuousReplicationDeps {
   exclusive: <T>(vmId: string, fn: () => Promise<T>) => Promise<T>;
   /** The VM's cycles are due again (its session ended). */
   cyclesDue: (vmId: string) => void;
+  /** Each grouped VM's protection group: a group's continuous VMs share checkpoints (a consistency group). */
+  groups: () => Promise<Map<string, string>>;
   maxBacklogBytes?: number;
 }
 
@@ -90,6 +98,8 @@ export class ContinuousReplication {
   readonly #entries = new Map<string, Entry>();
   /** The newest point in time each VM's ended sessions left at the recovery site (its journal keeps them). */
   readonly #lastShipped = new Map<string, number>();
+  /** A consistency group's clock: one checkpoint of all its streaming sessions at one instant. */
+  readonly #groupClocks = new Map<string, { timer: NodeJS.Timeout; taking: boolean }>();
   #timer: NodeJS.Timeout | null = null;
   #reconciling = false;
   #stopped = false;
@@ -124,6 +134,8 @@ export class ContinuousReplication {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     for (const vmId of [...this.#entries.keys()]) await this.end(vmId);
+    for (const c of this.#groupClocks.values()) clearInterval(c.timer);
+    this.#groupClocks.clear();
   }
 
   /** A session begins or runs: the VM's scheduled cycles wait. */
@@ -143,6 +155,7 @@ export class ContinuousReplication {
       shippedAt: s?.shippedAt ?? null,
       backlogBytes: s?.backlogBytes ?? 0,
       error: e.error,
+      group: e.group,
     };
   }
 
@@ -183,9 +196,12 @@ export class ContinuousReplication {
     try {
       const rows = await this.#d.repo.list();
       const byVm = new Map(rows.map((r) => [r.vmId, r]));
+      const groups = await this.#d.groups();
       for (const [vmId, e] of this.#entries) {
         const row = byVm.get(vmId);
-        if (!e.busy && (row === undefined || !this.#wanted(row))) {
+        // A VM that joined or left a group since its session began: a new session, on the right clock.
+        const regrouped = e.state === 'streaming' && (groups.get(vmId) ?? null) !== e.group;
+        if (!e.busy && (row === undefined || !this.#wanted(row) || regrouped)) {
           // A broken VM's incident goes when continuous replication ends for it.
           if (e.state === 'broken') await this.#d.incidents.clear(JOURNAL_BROKEN, `vm:${vmId}`).catch(() => false);
           await this.end(vmId);
@@ -218,6 +234,8 @@ export class ContinuousReplication {
       retryAt: 0,
       breaks,
       busy: true,
+      group: (await this.#d.groups().catch(() => new Map<string, string>())).get(vmId) ?? null,
+      checkpointMs: row.continuous!.checkpointMs,
     };
     this.#entries.set(vmId, entry);
     try {
@@ -239,6 +257,7 @@ export class ContinuousReplication {
           disks: nodes.map((node) => ({ node, sizeBytes: info.get(node)?.virtualSize ?? 0 })),
           dir,
           checkpointMs: settings.checkpointMs,
+          sharedClock: entry.group !== null,
           fillGap: async (disk, journal) => {
             const { bytes } = await fillJournalGap({
               qmp,
@@ -277,6 +296,7 @@ export class ContinuousReplication {
       if (entry.state === 'starting') {
         entry.state = 'streaming';
         entry.breaks = 0;
+        if (entry.group !== null) this.#startGroupClock(entry.group);
         await this.#d.incidents.clear(JOURNAL_BROKEN, `vm:${vmId}`).catch(() => false);
         this.#d.log.info({ vm: vmId, basePoint: entry.basePointId }, 'continuous replication streams');
       }
@@ -285,6 +305,40 @@ export class ContinuousReplication {
     } finally {
       entry.busy = false;
     }
+  }
+
+  /**
+   * A consistency group's checkpoints: every interval (its members' shortest), one instant for
+   * the disks of all its streaming sessions (cdp/continuous-tap.ts SharedInstant): the drained
+   * checkpoints are taken at once and every journal is stamped with the earliest. The clock stops
+   * when no member streams.
+   */
+  #startGroupClock(group: string): void {
+    const members = (): Entry[] =>
+      [...this.#entries.values()].filter((e) => e.group === group && e.state === 'streaming' && e.session !== null);
+    const ms = Math.min(...members().map((e) => e.checkpointMs));
+    const running = this.#groupClocks.get(group);
+    if (running !== undefined) return;
+    const clock = {
+      taking: false,
+      timer: setInterval(() => {
+        const now = members();
+        if (now.length === 0) {
+          clearInterval(clock.timer);
+          this.#groupClocks.delete(group);
+          return;
+        }
+        if (clock.taking) return;
+        const ready = now.filter((e) => e.session!.disksReady > 0);
+        if (ready.length === 0) return;
+        const instant = new SharedInstant(ready.reduce((n, e) => n + e.session!.disksReady, 0));
+        clock.taking = true;
+        void Promise.allSettled(ready.map((e) => e.session!.checkpointShared(instant))).finally(
+          () => (clock.taking = false),
+        );
+      }, ms),
+    };
+    this.#groupClocks.set(group, clock);
   }
 
   /** Whether the VM's QEMU is gone, or goes within a few seconds. */

@@ -180,6 +180,7 @@ export class ReplicationService {
       },
       exclusive: (vmId, fn) => this.#cycles.exclusive(vmId, fn),
       cyclesDue: (vmId) => this.#scheduler.at(vmId, Date.now()),
+      groups: () => this.#groups.groupNamesByVm(),
       ...(deps.cdpBacklogBytes === undefined ? {} : { maxBacklogBytes: deps.cdpBacklogBytes }),
     });
   }

@@ -58,7 +58,7 @@ const statusSchema = {
       type: ['object', 'null'],
       description:
         "the continuous journal's session: starting, streaming, or broken (cycles protect the VM until it starts again); null when none runs",
-      required: ['state', 'basePointId', 'checkpointAt', 'shippedAt', 'backlogBytes', 'error'],
+      required: ['state', 'basePointId', 'checkpointAt', 'shippedAt', 'backlogBytes', 'error', 'group'],
       properties: {
         state: { type: 'string', enum: ['starting', 'streaming', 'broken'] },
         basePointId: { type: ['string', 'null'] },
@@ -66,6 +66,10 @@ const statusSchema = {
         shippedAt: { type: ['string', 'null'], description: 'the newest point in time the recovery site holds' },
         backlogBytes: { type: 'integer', description: 'journal bytes not yet acknowledged by the recovery site' },
         error: { type: ['string', 'null'] },
+        group: {
+          type: ['string', 'null'],
+          description: "the protection group whose VMs share the session's checkpoints (one instant for all)",
+        },
       },
     },
   },

@@ -238,6 +238,16 @@ export class ProtectionGroupRepo {
       .executeTakeFirst();
   }
 
+  /** Every grouped VM's group name, by VM id (one query: continuous replication looks each second). */
+  async groupNamesByVm(): Promise<Map<string, string>> {
+    const rows = await this.#db
+      .selectFrom('protection_group_vms')
+      .innerJoin('protection_groups', 'protection_groups.id', 'protection_group_vms.group_id')
+      .select(['protection_group_vms.vm_id as vmId', 'protection_groups.name as name'])
+      .execute();
+    return new Map(rows.map((r) => [r.vmId, r.name]));
+  }
+
   async groupNameOfVm(vmId: string): Promise<string | undefined> {
     return (await this.groupOfVm(vmId))?.name;
   }
