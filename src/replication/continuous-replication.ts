@@ -63,10 +63,16 @@ interface Entry {
   /** The protection group whose clock takes the session's checkpoints, as it was when the session began. */
   group: string | null;
   checkpointMs: number;
+  /** When the session began to stream (ms since the epoch). */
+  streamingSince: number;
+  /** A new session begins over a new point after this long (ms). */
+  rebaseMs: number;
 }
 
 const RECONCILE_MS = 1_000;
 const RETRY_MS = [5_000, 15_000, 60_000];
+/** The shortest a session streams before it rebases over a new point. */
+const REBASE_MIN_MS = 60_000;
 /** A tap ending this long before its VM's QEMU exits was ended by the stop. */
 const VM_GONE_GRACE_MS = 3_000;
 /** Journal held on the protected site for the recovery site, before the session gives up (the link is down). */
@@ -201,7 +207,11 @@ export class ContinuousReplication {
         const row = byVm.get(vmId);
         // A VM that joined or left a group since its session began: a new session, on the right clock.
         const regrouped = e.state === 'streaming' && (groups.get(vmId) ?? null) !== e.group;
-        if (!e.busy && (row === undefined || !this.#wanted(row) || regrouped)) {
+        // The journal's window is kept by epochs (cdp/recovery-journals.ts): a session past a
+        // quarter of it ends, and the next begins over a new point, so the oldest epoch can
+        // leave the window whole, and the local journal (the session's) never outgrows it.
+        const rebase = e.state === 'streaming' && Date.now() - e.streamingSince > e.rebaseMs;
+        if (!e.busy && (row === undefined || !this.#wanted(row) || regrouped || rebase)) {
           // A broken VM's incident goes when continuous replication ends for it.
           if (e.state === 'broken') await this.#d.incidents.clear(JOURNAL_BROKEN, `vm:${vmId}`).catch(() => false);
           await this.end(vmId);
@@ -236,6 +246,8 @@ export class ContinuousReplication {
       busy: true,
       group: (await this.#d.groups().catch(() => new Map<string, string>())).get(vmId) ?? null,
       checkpointMs: row.continuous!.checkpointMs,
+      streamingSince: 0,
+      rebaseMs: Math.max(REBASE_MIN_MS, row.continuous!.journalMs / 4),
     };
     this.#entries.set(vmId, entry);
     try {
@@ -295,6 +307,7 @@ export class ContinuousReplication {
       });
       if (entry.state === 'starting') {
         entry.state = 'streaming';
+        entry.streamingSince = Date.now();
         entry.breaks = 0;
         if (entry.group !== null) this.#startGroupClock(entry.group);
         await this.#d.incidents.clear(JOURNAL_BROKEN, `vm:${vmId}`).catch(() => false);
