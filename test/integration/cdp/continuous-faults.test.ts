@@ -1,5 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { TwoSites } from '../../harness/two-sites.js';
 import { AckSamples, verifyInstant, waitStreaming } from '../../harness/continuous-guest.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
@@ -145,3 +147,51 @@ test('the journal rides out a cut link and kill -9 of either server; a long cut 
     clearInterval(sampling);
   }
 });
+
+test('a journal of one minute: sessions rebase over a new point each minute, and an epoch that left the window goes whole', async () => {
+  await sites.a.cliJson('vm', 'create', 'win', '--test-guest', '--data-disk', '64M', '--writelog-rate', '20');
+  const vm = await sites.a.cliJson<{ serialLog: string }>('vm', 'start', 'win');
+  const acks = new AckSamples(vm.serialLog);
+  await sites.a.waitFor('the writer', async () => (await acks.sample()) > 0 || undefined, 120_000);
+  await sites.a.cliJson('replicate', 'enable', 'win', '--to', 'site-b', '--continuous', '--journal', '1m');
+  const first = await waitStreaming(sites.a, 'win');
+  const firstAt = first.journal!.shippedAt!;
+  // A quarter of the window is below the floor of a minute: each session streams about a minute.
+  const second = await waitStreaming(sites.a, 'win', { notBase: first.journal!.basePointId! });
+  const third = await waitStreaming(sites.a, 'win', { notBase: second.journal!.basePointId! });
+  await acks.sample();
+  // The first epoch's newest checkpoint is over a minute old when the third begins: it went.
+  const r = await sites.a.cli('replicate', 'verify', 'win', '--at', firstAt);
+  assert.notEqual(r.code, 0, "the first session's instant left the window");
+  assert.match(r.stderr, /no point in time at or before.*\[NOT_FOUND\]/, r.stderr);
+  const listed = await sites.a.cliJson<{ time: string }[]>(
+    'replicate',
+    'points',
+    'win',
+    '--between',
+    firstAt,
+    new Date().toISOString(),
+  );
+  assert.ok(listed.length > 0 && listed[0]!.time > firstAt, 'the listing starts after the first epoch');
+  const replica = (await sites.b.cliJson<{ id: string; vmName: string }[]>('replica', 'list')).find(
+    (x) => x.vmName === 'win',
+  )!;
+  const epochs = await readdir(join(sites.b.dataDir, 'replicas', replica.id, 'journal'));
+  assert.ok(epochs.length === 2, `two epochs kept (the second's and the third's): ${epochs.join(', ')}`);
+  // The second session's instants and the third's read back whole.
+  await verifyInstant(sites.a, 'win', listed[0]!.time, acks, 0);
+  await shippedAfterOf('win', Date.parse(third.journal!.shippedAt!));
+  await acks.sample();
+  await verifyInstant(sites.a, 'win', new Date().toISOString(), acks, 4_000);
+});
+
+async function shippedAfterOf(vm: string, ms: number): Promise<void> {
+  await sites.a.waitFor(
+    `${vm}: a checkpoint after ${new Date(ms).toISOString()} at site-b`,
+    async () => {
+      const s = await sites.a.cliJson<ReplicationStatus>('replicate', 'status', vm);
+      return s.journal?.shippedAt && Date.parse(s.journal.shippedAt) > ms ? true : undefined;
+    },
+    60_000,
+  );
+}
