@@ -11,7 +11,7 @@ for (const f of readdirSync(join(bench, 'results'))
   const r = JSON.parse(readFileSync(join(bench, 'results', f), 'utf8'));
   for (const fig of r.figures) {
     rows.push(
-      `| ${r.name} | \`${fig.metric}\`${(fig.disk ?? fig.receiver) ? ` (${fig.disk ?? fig.receiver})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`,
+      `| ${r.name} | \`${fig.metric}\`${(fig.disk ?? fig.receiver ?? fig.rate) ? ` (${fig.disk ?? fig.receiver ?? fig.rate})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`,
     );
   }
 }

@@ -244,13 +244,15 @@ export class ContinuousReplication {
       retryAt: 0,
       breaks,
       busy: true,
-      group: (await this.#d.groups().catch(() => new Map<string, string>())).get(vmId) ?? null,
+      group: null,
       checkpointMs: row.continuous!.checkpointMs,
       streamingSince: 0,
       rebaseMs: Math.max(REBASE_MIN_MS, row.continuous!.journalMs / 4),
     };
+    // Set before any await: the next reconcile must find it, however slow what follows.
     this.#entries.set(vmId, entry);
     try {
+      entry.group = (await this.#d.groups()).get(vmId) ?? null;
       await this.#d.cycle(vmId);
       const settings = row.continuous!;
       const session = await this.#d.exclusive(vmId, async () => {

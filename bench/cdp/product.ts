@@ -1,0 +1,144 @@
+/**
+ * Continuous replication's product figures (issue 22), through the product: two real site
+ * servers in their network namespaces (test/harness/two-sites.ts), the test guest writing its
+ * log (4 KiB records, each durable before the next) at a set rate, `replicate enable
+ * --continuous --checkpoint 1s` through the CLI, the journal shipped over the site link.
+ *
+ * - cdp_rpo_p99_seconds: every second, `replicate status` at site-a; the lag is now minus the
+ *   newest checkpoint site-b holds (journal.shippedAt). p99 and max over the run.
+ * - cdp_journal_bytes_per_written_byte: the journal's bytes at site-b (its segments, headers
+ *   and checkpoints included) over the bytes the guest acknowledged meanwhile.
+ * - any_point_accuracy_seconds: 20 instants T of the window, each read back at site-b
+ *   (`replicate verify --at T`): how far from T the disk was cut, located by its last record's
+ *   time on the guest's clock with that clock's offset from the host's taken out (the median,
+ *   over the instants, of checkpoint minus last record).
+ * The guest's achieved rate is recorded beside each: a TCG guest may not reach the one asked.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TwoSites } from '../../test/harness/two-sites.js';
+import { AckSamples } from '../../test/harness/continuous-guest.js';
+import type { ReplicationStatus } from '../../src/replication/replication-service.js';
+import { median } from '../bench-common.js';
+
+const RECORD_BYTES = 4096;
+
+export interface ProductRun {
+  recordsPerSecond: number;
+  seconds: number;
+  achievedBytesPerSecond: number;
+  lagsMs: number[];
+  journalBytes: number;
+  writtenBytes: number;
+  accuracyMs: number[];
+  journalBytesBefore: number;
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, e.name);
+    n += e.isDirectory() ? await dirBytes(p) : (await stat(p)).size;
+  }
+  return n;
+}
+
+export async function productRun(o: { recordsPerSecond: number; seconds: number }): Promise<ProductRun> {
+  const sites = await TwoSites.create();
+  try {
+    await sites.pairBothWays();
+    const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
+    // Room for the whole run's log, and a margin.
+    const mib = Math.ceil((o.recordsPerSecond * RECORD_BYTES * (o.seconds + 120)) / 1024 / 1024 / 64) * 64;
+    await a(
+      'vm',
+      'create',
+      'pg',
+      '--test-guest',
+      '--data-disk',
+      `${mib}M`,
+      '--writelog-rate',
+      String(o.recordsPerSecond),
+    );
+    const vm = await a<{ serialLog: string }>('vm', 'start', 'pg');
+    const acks = new AckSamples(vm.serialLog);
+    await sites.a.waitFor('the writer', async () => (await acks.sample()) > 0 || undefined, 180_000);
+    await a('replicate', 'enable', 'pg', '--to', 'site-b', '--continuous', '--checkpoint', '1s');
+    await sites.a.waitFor(
+      'the journal streams',
+      async () => {
+        const j = (await a<ReplicationStatus>('replicate', 'status', 'pg')).journal;
+        return j?.state === 'streaming' && j.shippedAt !== null ? j : undefined;
+      },
+      180_000,
+    );
+    const replica = (await sites.b.cliJson<{ id: string; vmName: string }[]>('replica', 'list')).find(
+      (x) => x.vmName === 'pg',
+    )!;
+    const journalDir = join(sites.b.dataDir, 'replicas', replica.id, 'journal');
+    const startJournal = await dirBytes(journalDir);
+    const startAcked = await acks.sample();
+    const started = Date.now();
+    const lagsMs: number[] = [];
+    while (Date.now() - started < o.seconds * 1000) {
+      const tick = Date.now();
+      const s = await a<ReplicationStatus>('replicate', 'status', 'pg');
+      const shipped = s.journal?.shippedAt ? Date.parse(s.journal.shippedAt) : null;
+      if (shipped !== null) lagsMs.push(Date.now() - shipped);
+      await acks.sample();
+      await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - tick))));
+    }
+    const endAcked = await acks.sample();
+    const ended = Date.now();
+    const elapsed = (ended - started) / 1000;
+    // Once site-b holds a checkpoint after the last sample, its journal holds every record counted.
+    await sites.a.waitFor(
+      'the journal caught up',
+      async () => {
+        const j = (await a<ReplicationStatus>('replicate', 'status', 'pg')).journal;
+        return j?.shippedAt && Date.parse(j.shippedAt) > ended ? true : undefined;
+      },
+      120_000,
+    );
+    const journalBytes = (await dirBytes(journalDir)) - startJournal;
+    const writtenBytes = (endAcked - startAcked) * RECORD_BYTES;
+    const checkpoints = await a<{ time: string }[]>(
+      'replicate',
+      'points',
+      'pg',
+      '--between',
+      new Date(started).toISOString(),
+      new Date().toISOString(),
+    );
+    const firstMs = Date.parse(checkpoints[0]!.time);
+    const lastMs = Date.parse(checkpoints.at(-1)!.time);
+    const cuts: { t: number; cp: number; lastMs: number }[] = [];
+    for (let k = 0; k < 20; k++) {
+      const t = firstMs + ((lastMs - firstMs) * (k + 0.5)) / 20;
+      const v = await a<{ point: { time: string }; report: { lastTime: string | null } }>(
+        'replicate',
+        'verify',
+        'pg',
+        '--at',
+        new Date(t).toISOString(),
+      );
+      if (v.report.lastTime !== null)
+        cuts.push({ t, cp: Date.parse(v.point.time), lastMs: Date.parse(v.report.lastTime) });
+    }
+    // The guest's clock against the host's: at a checkpoint the disk is cut, and its last record
+    // was written a record's spacing before; the median over the instants.
+    const offset = median(cuts.map((c) => c.cp - c.lastMs));
+    return {
+      recordsPerSecond: o.recordsPerSecond,
+      seconds: Math.round(elapsed),
+      achievedBytesPerSecond: Math.round(((endAcked - startAcked) * RECORD_BYTES) / elapsed),
+      lagsMs,
+      journalBytes,
+      writtenBytes,
+      accuracyMs: cuts.map((c) => Math.abs(c.t - (c.lastMs + offset))),
+      journalBytesBefore: startJournal,
+    };
+  } finally {
+    await sites.destroy().catch(() => undefined);
+  }
+}
