@@ -25,18 +25,23 @@ export function PlanPage({ name }: { name: string }) {
   const path = { name };
   const plan = useLoad(async () => (await api.get('/plans/{name}', { path })) as unknown as PlanView, [name]);
   const [mode, setMode] = useState<RunMode>('test');
+  // A test or disaster recovery may take an earlier point: the newest point at or before it
+  // (for a continuous replica, any checkpoint of its journal's window).
+  const [pointTime, setPointTime] = useState('');
+  const timed =
+    (mode === 'test' || mode === 'disaster') && pointTime.trim() !== '' ? { pointTime: pointTime.trim() } : {};
   const [dry, setDry] = useState<DryRun>();
   const [confirm, setConfirm] = useState<'run' | 'delete' | null>(null);
   const action = useAction();
   const can = useCan();
   const chosen = MODES.find((m) => m.mode === mode)!;
   const dryRun = async (): Promise<void> => {
-    const r = await action.run(() => api.post('/plans/{name}/runs', { path, body: { mode, dryRun: true } }));
+    const r = await action.run(() => api.post('/plans/{name}/runs', { path, body: { mode, dryRun: true, ...timed } }));
     if (r) setDry(r as unknown as DryRun);
   };
   const run = async (): Promise<void> => {
     setConfirm(null);
-    const r = await action.run(() => api.post('/plans/{name}/runs', { path, body: { mode } }));
+    const r = await action.run(() => api.post('/plans/{name}/runs', { path, body: { mode, ...timed } }));
     if (r) go('runs', (r as unknown as RunWithSummary).id);
   };
   const remove = async (): Promise<void> => {
@@ -72,6 +77,14 @@ export function PlanPage({ name }: { name: string }) {
               </option>
             ))}
           </select>
+          {mode === 'test' || mode === 'disaster' ? (
+            <input
+              aria-label="point in time"
+              placeholder="point in time (ISO 8601; newest if empty)"
+              value={pointTime}
+              onChange={(e) => setPointTime(e.target.value)}
+            />
+          ) : null}
           <button className="dry-run" disabled={action.busy} onClick={dryRun}>
             Dry run
           </button>

@@ -149,8 +149,14 @@ function VmReplication({ status, onChange }: { status: Status; onChange: () => v
         </div>
       ) : null}
       <ErrorBox error={action.error ?? points.error} />
-      <h4>Lag over time</h4>
-      <LagChart points={lagPoints} rpoSeconds={status.rpoSeconds} now={Date.now()} />
+      {status.continuous ? <ContinuousJournal status={status} /> : null}
+      {status.continuous ? null : (
+        <>
+          {/* The lag of cycle points: a continuous replica's is its journal's, above. */}
+          <h4>Lag over time</h4>
+          <LagChart points={lagPoints} rpoSeconds={status.rpoSeconds} now={Date.now()} />
+        </>
+      )}
       <h4>Recovery points at {status.to}</h4>
       <table className="points">
         <thead>
@@ -183,6 +189,76 @@ function VmReplication({ status, onChange }: { status: Status; onChange: () => v
           <strong>Write log of the point {time(verified.point)}</strong>: {verified.report.records} records, gap-free up
           to {verified.report.gapFreePrefix}, last {verified.report.lastSequence ?? '-'}, {verified.report.gaps.length}{' '}
           gaps, {verified.report.torn.length} torn.
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+/**
+ * A continuous replica's journal: its session now, the window of points in time at the recovery
+ * site, and a time picked on it read back there (the write-log verifier at that instant).
+ */
+function ContinuousJournal({ status }: { status: Status }) {
+  const path = { name: status.vm };
+  const j = status.journal;
+  const checkpoints = useLoad(
+    () => api.get('/vms/{name}/replication/checkpoints', { path }),
+    [status.vm, j?.basePointId ?? null],
+  );
+  const action = useAction();
+  const can = useCan();
+  const list = checkpoints.data ?? [];
+  const [picked, setPicked] = useState<number>();
+  const index = picked === undefined ? list.length - 1 : Math.min(picked, list.length - 1);
+  const at = list[index]?.time;
+  const [read, setRead] = useState<{ at: string; report: WriteLogReport }>();
+  return (
+    <div className="journal" data-journal={j?.state ?? 'none'}>
+      <h4>Continuous journal</h4>
+      <p>
+        {j
+          ? `${j.state}${j.group ? `, checkpoints shared with group ${j.group}` : ''}; ${status.to} holds up to ${time(j.shippedAt)}` +
+            (j.backlogBytes > 0 ? `, ${bytes(j.backlogBytes)} waiting` : '') +
+            (j.error ? ` (${j.error})` : '')
+          : 'not running: replication is paused or the VM is stopped, and cycles protect it'}
+        {status.continuous
+          ? ` · a checkpoint every ${seconds(status.continuous.checkpointSeconds)}, a window of ${seconds(status.continuous.journalSeconds)}`
+          : ''}
+      </p>
+      <ErrorBox error={checkpoints.error ?? action.error} />
+      {list.length > 0 ? (
+        <div className="window">
+          <span className="muted">
+            window {time(list[0]!.time)} – {time(list.at(-1)!.time)}, {list.length} points in time
+          </span>
+          <input
+            type="range"
+            aria-label="point in time"
+            min={0}
+            max={list.length - 1}
+            value={index}
+            onChange={(e) => setPicked(Number(e.target.value))}
+          />
+          <span data-picked>{time(at)}</span>
+          {can('post', '/vms/{name}/replication/verify') ? (
+            <button
+              disabled={action.busy || at === undefined}
+              onClick={async () => {
+                const r = await action.run(() => api.post('/vms/{name}/replication/verify', { path, body: { at } }));
+                if (r && at) setRead({ at, report: r.report as unknown as WriteLogReport });
+              }}
+            >
+              Read back at this time
+            </button>
+          ) : null}
+        </div>
+      ) : null}
+      {read ? (
+        <div className="verify-report">
+          <strong>Write log as of {time(read.at)}</strong>: {read.report.records} records, gap-free up to{' '}
+          {read.report.gapFreePrefix}, last {read.report.lastSequence ?? '-'}, {read.report.gaps.length} gaps,{' '}
+          {read.report.torn.length} torn.
         </div>
       ) : null}
     </div>
