@@ -1,5 +1,4 @@
-import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
@@ -27,17 +26,11 @@ import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.
 import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
 import { RecoveryJournals, type JournalBase, type JournalCheckpoint } from '../cdp/recovery-journals.js';
-import { verifyAtPointInTime } from '../cdp/point-in-time-verify.js';
-import { materializePointInTime } from '../cdp/journal-materialize.js';
-import { commonCheckpointAtOrBefore } from '../cdp/journal-point-server.js';
-import { CHECKPOINT_FLAG } from '../cdp/journal-format.js';
+import { ReplicaJournalPoints, journalPointTime, type PointFiles } from './replica-journal-points.js';
 import type { Duplex } from 'node:stream';
 
-/** A point's files, one per disk in disk order: the top layer a recovered VM's overlay is backed by. */
-export interface PointFiles {
-  point: ReplicaPointView;
-  files: string[];
-}
+// PointFiles lives with the journal's points, which make them too; re-exported for callers.
+export type { PointFiles } from './replica-journal-points.js';
 
 /** A replica as the recovery site's operator sees it. */
 export interface ReplicaSummary extends ReplicaView {
@@ -66,6 +59,7 @@ export class ReplicaService {
   #removal: ReplicaRemoval;
   #upkeep: ReplicaUpkeep;
   #journals: RecoveryJournals;
+  #journalPoints: ReplicaJournalPoints;
 
   constructor(deps: { db: StoreHandle; dataDir: string; log: Logger }) {
     this.#repo = new ReplicaRepo(deps.db);
@@ -78,6 +72,12 @@ export class ReplicaService {
     });
     this.#removal = new ReplicaRemoval({ db: deps.db, root: this.#root, log: deps.log });
     this.#journals = new RecoveryJournals({ root: this.#root, log: deps.log });
+    this.#journalPoints = new ReplicaJournalPoints({
+      journals: this.#journals,
+      root: this.#root,
+      replica: (id) => this.get(id),
+      recordedDiskPoints: (id, pointId) => this.#recordedDiskPoints(id, pointId),
+    });
     this.#upkeep = new ReplicaUpkeep({
       repo: this.#repo,
       root: this.#root,
@@ -351,7 +351,7 @@ export class ReplicaService {
   /** The files of a point (the newest when pointId is null), for overlays of recovered VMs. */
   async pointFiles(id: string, pointId: string | null): Promise<PointFiles> {
     const at = pointId === null ? null : journalPointTime(pointId);
-    if (at !== null) return this.#lock.run(id, () => this.#journalPointFiles(id, at));
+    if (at !== null) return this.#lock.run(id, () => this.#journalPoints.files(id, at));
     const replica = await this.get(id);
     const point = pointId === null ? replica.points.at(-1) : replica.points.find((p) => p.id === pointId);
     if (!point)
@@ -375,66 +375,8 @@ export class ReplicaService {
    * The newest point at or before `atMs` a recovery can stand on: a replica point, or a
    * continuous replica's checkpoint (as `journal@TIME`) when one is newer.
    */
-  async pointIdAt(id: string, atMs: number): Promise<string> {
-    const replica = await this.get(id);
-    const point = replica.points.filter((p) => Date.parse(p.time) <= atMs).at(-1);
-    const checkpoint = (await this.#journals.checkpoints(id, { toUs: atMs * 1000 + 999 }))?.at(-1);
-    if (checkpoint !== undefined && (point === undefined || Date.parse(checkpoint.time) > Date.parse(point.time)))
-      return journalPointId(checkpoint.time);
-    if (point === undefined)
-      throw new MamoriError('NOT_FOUND', `no recovery point at or before ${new Date(atMs).toISOString()}`, {
-        details: { replica: id, time: new Date(atMs).toISOString() },
-      });
-    return point.id;
-  }
-
-  /**
-   * A continuous replica at a point in time (`journal@TIME`, rounded down to a checkpoint) as
-   * files a recovery stands on: per disk, a layer over the epoch's base point with the journal's
-   * writes up to the checkpoint (cdp/journal-materialize.ts), made once and kept with the epoch.
-   * Under the replica's lock: no commit or retention moves the base meanwhile.
-   */
-  async #journalPointFiles(id: string, atMs: number): Promise<PointFiles> {
-    const replica = await this.get(id);
-    // The whole millisecond named: a checkpoint's time in µs lies within the ms its ISO time shows.
-    const atUs = atMs * 1000 + 999;
-    const epoch = await this.#journals.epochAt(id, atUs);
-    if (epoch === null)
-      throw new MamoriError(
-        'NOT_FOUND',
-        `${replica.vmName} has no point in time at or before ${new Date(atMs).toISOString()}: its journal's window begins later`,
-        { details: { replica: id } },
-      );
-    const indexes = replica.disks.map((d) => epoch.indexes.get(d.index)!);
-    const timeUs = commonCheckpointAtOrBefore(indexes, atUs)!;
-    const diskPoints = await this.#recordedDiskPoints(id, epoch.base.basePointId);
-    const folder = this.#journals.pointFolder(id, epoch.epoch, timeUs);
-    const files: string[] = [];
-    let applicationConsistent = true;
-    for (const [i, d] of replica.disks.entries()) {
-      const chain = await ReplicaChain.open(join(this.#root, id, `disk${d.index}`));
-      const cp = indexes[i]!.checkpointsBetween(timeUs, timeUs)[0]!;
-      applicationConsistent &&= (cp.flags & CHECKPOINT_FLAG.applicationConsistent) !== 0;
-      const out = join(folder, `disk${d.index}.qcow2`);
-      await materializePointInTime({
-        baseFile: chain.point(diskPoints[i]!).file,
-        journal: indexes[i]!,
-        checkpointSeq: cp.seq,
-        out,
-        runDir: await mkdtemp(join(tmpdir(), 'mamori-pit-')),
-      });
-      files.push(out);
-    }
-    const time = new Date(timeUs / 1000).toISOString();
-    return {
-      point: {
-        id: journalPointId(time),
-        time,
-        consistency: applicationConsistent ? 'application' : 'crash',
-        committedAt: time,
-      },
-      files,
-    };
+  pointIdAt(id: string, atMs: number): Promise<string> {
+    return this.#journalPoints.pointIdAt(id, atMs);
   }
 
   /**
@@ -470,7 +412,9 @@ export class ReplicaService {
     atUs?: number,
   ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
     // Under the replica's lock, as a commit and its retention run: the point read stays put.
-    return this.#lock.run(id, () => (atUs !== undefined ? this.#verifyAt(id, atUs) : this.#verifyPoint(id, pointId)));
+    return this.#lock.run(id, () =>
+      atUs !== undefined ? this.#journalPoints.verifyAt(id, atUs) : this.#verifyPoint(id, pointId),
+    );
   }
 
   async #verifyPoint(
@@ -488,38 +432,6 @@ export class ReplicaService {
     const diskPoint = (await this.#recordedDiskPoints(id, point.id))[0]!;
     const chain = await ReplicaChain.open(join(this.#root, id, `disk${disk}`));
     return { point, disk, report: await verifyWriteLog(chain.point(diskPoint).file, { forceShare: true }) };
-  }
-
-  async #verifyAt(
-    id: string,
-    atUs: number,
-  ): Promise<{ point: ReplicaPointView; disk: number; report: WriteLogReport }> {
-    const replica = await this.get(id);
-    if ((await this.#journals.base(id)) === null)
-      throw new MamoriError(
-        'VM_INVALID_STATE',
-        `${replica.vmName} replicates in cycles, without a journal: verify one of its points (--point ID)`,
-      );
-    const epoch = await this.#journals.epochAt(id, atUs);
-    if (epoch === null)
-      throw new MamoriError(
-        'NOT_FOUND',
-        `${replica.vmName} has no point in time at or before ${new Date(atUs / 1000).toISOString()}: its journal's window begins later`,
-      );
-    const disk = replica.disks[0]!.index;
-    const diskPoint = (await this.#recordedDiskPoints(id, epoch.base.basePointId))[0]!;
-    // The replica's lock (held by the caller) keeps commits and retention off the base meanwhile.
-    const chain = await ReplicaChain.open(join(this.#root, id, `disk${disk}`));
-    const v = await verifyAtPointInTime({
-      baseFile: chain.point(diskPoint).file,
-      journals: epoch.indexes,
-      disk,
-      timeUs: atUs,
-    });
-    const time = new Date(v.timeUs / 1000).toISOString();
-    // The instant verified, as a point: the checkpoint the time asked rounded down to.
-    const point = { id: `journal@${time}`, time, consistency: 'crash' as const, committedAt: time };
-    return { point, disk, report: v.report };
   }
 
   /** At server start: bring every replica's chains back in line with its recorded points (ReplicaUpkeep). */
@@ -546,15 +458,4 @@ export class ReplicaService {
   }
 }
 
-/** The id a continuous replica's point in time goes by where a point's id is asked for: `journal@TIME`. */
-export function journalPointId(time: string): string {
-  return `journal@${time}`;
-}
-
-/** The time (epoch ms) a `journal@TIME` id names, or null for a replica point's id. */
-export function journalPointTime(pointId: string): number | null {
-  if (!pointId.startsWith('journal@')) return null;
-  const t = Date.parse(pointId.slice('journal@'.length));
-  if (Number.isNaN(t)) throw new MamoriError('INVALID_INPUT', `${JSON.stringify(pointId)} names no time`);
-  return t;
-}
+export { journalPointId, journalPointTime } from './replica-journal-points.js';
