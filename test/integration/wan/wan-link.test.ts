@@ -208,8 +208,14 @@ test('destroy() removes the middle namespace, the veths with their qdiscs, and t
   const names = (await runProcess('ip', ['netns', 'list'])).stdout;
   assert.ok(!names.includes(middle), names);
   for (const pid of pids) assert.throws(() => process.kill(pid, 0), /ESRCH/);
+  // A veth end goes when the kernel's cleanup of the deleted middle namespace runs, a moment
+  // after `ip netns del` returns (asynchronously, in a workqueue): wait for it, within a bound.
   for (const end of [r.link.a, r.link.b]) {
-    const links = await end.ns.ip(['-o', 'link', 'show']);
+    let links = await end.ns.ip(['-o', 'link', 'show']);
+    for (const until = Date.now() + 15_000; links.stdout.includes(end.dev) && Date.now() < until;) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      links = await end.ns.ip(['-o', 'link', 'show']);
+    }
     assert.ok(!links.stdout.includes(end.dev), links.stdout);
   }
   await teardown(r);
