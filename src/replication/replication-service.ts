@@ -3,7 +3,7 @@ import type { JournalCheckpoint } from '../cdp/recovery-journals.js';
 import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo, type ReplicationSummary } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
-import type { CycleStats, ReplicationRecord } from '../store/records/replica-record.js';
+import type { ReplicationRecord } from '../store/records/replica-record.js';
 import type { VmService } from '../vms/vm-service.js';
 import type { VmSupervisor } from '../vms/vm-supervisor.js';
 import { DiskRepo } from '../store/repos/disk-repo.js';
@@ -15,11 +15,11 @@ import { MamoriError, isMamoriError } from '../core/mamori-error.js';
 import { parseSize } from '../core/names.js';
 import { assertLayerable } from '../vms/vm-snapshots.js';
 import { replicatedDiskIds } from '../vms/vm-definition.js';
-import { parseRpo, rpoStatus, RPO_LIMITS } from './rpo-scheduler.js';
+import { parseRpo, RPO_LIMITS } from './rpo-scheduler.js';
 import type { JobJournal } from '../jobs/job-journal.js';
 import type { IncidentLog } from '../events/incident-log.js';
 import { ReplicationIncidents } from './replication-incidents.js';
-import type { ReplicaPointView, ReplicaStorage, ReplicaView } from './replica-service.js';
+import type { ReplicaPointView, ReplicaView } from './replica-service.js';
 import type { WriteLogReport } from '../guest/writelog-verifier.js';
 import { CycleEnds } from './cycle-ends.js';
 import { CycleRunner } from './cycle-runner.js';
@@ -27,45 +27,17 @@ import { SiteScheduler } from './site-scheduler.js';
 import type { LinkInput, LinkView } from './peer-links.js';
 import type { SupersededHandler } from './superseded-handler.js';
 import type { CycleEndListener } from './cycle-end-listener.js';
-import { ContinuousReplication, type JournalStatus } from './continuous-replication.js';
+import { ContinuousReplication } from './continuous-replication.js';
+import { replicationStatusOf, type ReplicationStatus } from './replication-status.js';
 import { CONTINUOUS_DEFAULT_RPO, continuousSettings } from './continuous-settings.js';
 
+export type { ReplicationStatus } from './replication-status.js';
 // CycleStats lives in store/ (issue 20: replications.stats has one codec there); re-exported for callers.
 export type { CycleStats } from '../store/records/replica-record.js';
 
 /** The final sync's cycle is tried this many times, waiting 2 s, then 4 s, between tries. */
 const FINAL_SYNC_ATTEMPTS = 3;
 const FINAL_SYNC_RETRY_MS = 2_000;
-
-export interface ReplicationStatus {
-  vm: string;
-  to: string;
-  state: string;
-  rpoSeconds: number;
-  points: number;
-  lastPointAt: string | null;
-  lagSeconds: number | null;
-  rpoViolated: boolean;
-  /** When the open RPO-violation incident began; null when the RPO holds. */
-  rpoViolatedSince: string | null;
-  nextCycleAt: string | null;
-  failures: number;
-  lastError: string | null;
-  lastCycle: CycleStats | null;
-  bandwidthBps: number | null;
-  /** The VM's cycle now: running, queued for a slot on its peer link (at queuePlace, 1 = next), or neither. */
-  cycle: 'running' | 'queued' | 'idle';
-  /** Its place among the due VMs of its peer link, 1 = next; null when not queued. */
-  queuePlace: number | null;
-  /** The replication generation: the dirty bitmap's, raised by each committed cycle; null before the first. */
-  generation: number | null;
-  /** Storage at the recovery site (points, chain length, bytes), as its last commit reported; null before. */
-  replica: ReplicaStorage | null;
-  /** Continuous replication's settings (seconds); null: cycles only. */
-  continuous: { checkpointSeconds: number; journalSeconds: number } | null;
-  /** The continuous journal's session now; null when none runs (cycles only, paused, or the VM stopped). */
-  journal: JournalStatus | null;
-}
 
 const MAX_POINTS = 1000;
 /** Points a replica keeps unless `--points` says otherwise. */
@@ -470,40 +442,13 @@ export class ReplicationService {
   }
 
   #statusOf(r: ReplicationSummary, rpoViolatedSince: string | null): ReplicationStatus {
-    const now = Date.now();
-    const lastAt = r.lastPointAt ? Date.parse(r.lastPointAt) : null;
-    const s = rpoStatus({ rpoMs: r.rpoMs, lastPointAt: lastAt }, now);
-    const next = this.#scheduler.nextAt(r.vmId);
-    const queue = this.#scheduler.place(r.vmId);
-    const journal = this.#continuous.status(r.vmId);
-    const shippedAt = this.#continuous.shippedAtMs(r.vmId);
-    // A continuous replica's newest point in time is the journal's, when it is newer.
-    const lagMs = shippedAt !== null && (lastAt === null || shippedAt > lastAt) ? now - shippedAt : s.lagMs;
-    return {
-      vm: r.vmName,
-      to: r.peer,
-      state: r.state,
-      rpoSeconds: r.rpoMs / 1000,
-      points: r.keepPoints,
-      lastPointAt: r.lastPointAt,
-      lagSeconds: lagMs === null ? null : Math.round(lagMs / 100) / 10,
-      rpoViolated: lagMs !== null && lagMs > r.rpoMs,
+    return replicationStatusOf(r, {
       rpoViolatedSince,
-      nextCycleAt: next ? new Date(next).toISOString() : null,
-      failures: r.failures,
-      lastError: r.lastError,
-      lastCycle: r.lastCycle,
-      bandwidthBps: r.bandwidthBps,
-      cycle: queue.running ? 'running' : queue.place !== null ? 'queued' : 'idle',
-      queuePlace: queue.place,
-      generation: r.generation,
-      replica: r.replica,
-      continuous:
-        r.continuous === null
-          ? null
-          : { checkpointSeconds: r.continuous.checkpointMs / 1000, journalSeconds: r.continuous.journalMs / 1000 },
-      journal,
-    };
+      nextCycleAt: this.#scheduler.nextAt(r.vmId),
+      queue: this.#scheduler.place(r.vmId),
+      journal: this.#continuous.status(r.vmId),
+      journalAt: this.#continuous.shippedAtMs(r.vmId),
+    });
   }
 
   async #row(vmId: string): Promise<ReplicationRecord | undefined> {
