@@ -1,3 +1,4 @@
+import { after, before } from 'node:test';
 import { NetNs, VethLink, runTag, type CutMode } from './netns.js';
 import { SiteProcess, type CliResult } from './site-process.js';
 import { WanLink, type WanCutMode } from './wan-link.js';
@@ -143,4 +144,24 @@ export class TwoSites {
     for (const ns of this.namespaces) await step(() => ns.delete());
     if (errors.length) throw new AggregateError(errors, `two-sites cleanup had ${errors.length} error(s)`);
   }
+}
+
+/**
+ * Two sites paired both ways for a test file: made before its tests run, destroyed after them
+ * (also when one failed). Returns their getter: `const sites = pairedSitesForFile();` then
+ * `sites().a` inside the tests.
+ */
+export function pairedSitesForFile(): () => TwoSites {
+  let sites: TwoSites | undefined;
+  before(async () => {
+    sites = await TwoSites.create();
+    await sites.pairBothWays();
+  });
+  after(async () => {
+    await sites?.destroy();
+  });
+  return () => {
+    if (sites === undefined) throw new Error('the sites are made in before(): use them inside a test');
+    return sites;
+  };
 }

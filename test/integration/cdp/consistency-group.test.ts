@@ -1,6 +1,6 @@
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TwoSites } from '../../harness/two-sites.js';
+import { pairedSitesForFile } from '../../harness/two-sites.js';
 import { AckSamples, verifyInstant, type VerifiedInstant } from '../../harness/continuous-guest.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 
@@ -14,16 +14,9 @@ import type { ReplicationStatus } from '../../../src/replication/replication-ser
 const VMS = ['g1', 'g2', 'g3'];
 const RATE = 50;
 
-let sites: TwoSites;
-before(async () => {
-  sites = await TwoSites.create();
-  await sites.pairBothWays();
-});
-after(async () => {
-  await sites?.destroy();
-});
+const sites = pairedSitesForFile();
 
-const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
+const a = <T>(...args: string[]) => sites().cliJson<T>('a', ...args);
 
 test('the continuous VMs of a protection group share every checkpoint: at each instant, all three disks are cut at once', async () => {
   const acks = new Map<string, AckSamples>();
@@ -32,7 +25,7 @@ test('the continuous VMs of a protection group share every checkpoint: at each i
     acks.set(vm, new AckSamples((await a<{ serialLog: string }>('vm', 'start', vm)).serialLog));
   }
   for (const vm of VMS)
-    await sites.a.waitFor(`${vm} writes`, async () => (await acks.get(vm)!.sample()) > 0 || undefined, 180_000);
+    await sites().a.waitFor(`${vm} writes`, async () => (await acks.get(vm)!.sample()) > 0 || undefined, 180_000);
   for (const vm of VMS) await a('replicate', 'enable', vm, '--to', 'site-b', '--continuous', '--checkpoint', '1s');
   await a('group', 'create', 'cg', ...VMS.flatMap((vm) => ['--vm', vm]));
   const sampling = setInterval(() => {
@@ -41,7 +34,7 @@ test('the continuous VMs of a protection group share every checkpoint: at each i
   try {
     // Sessions that began before the group existed begin again on the group's clock.
     for (const vm of VMS)
-      await sites.a.waitFor(
+      await sites().a.waitFor(
         `${vm}'s session on the group clock`,
         async () => {
           const j = (await a<ReplicationStatus>('replicate', 'status', vm)).journal;
@@ -50,7 +43,7 @@ test('the continuous VMs of a protection group share every checkpoint: at each i
         240_000,
       );
     const from = new Date(Date.now() + 3_000).toISOString();
-    const listed = await sites.a.waitFor(
+    const listed = await sites().a.waitFor(
       'twenty-two shared checkpoints',
       async () => {
         const lists = await Promise.all(
@@ -75,7 +68,7 @@ test('the continuous VMs of a protection group share every checkpoint: at each i
     for (let k = 0; k < 20; k++) {
       const at = new Date(firstMs + ((lastMs - firstMs) * (k + 0.5)) / 20).toISOString();
       const read: VerifiedInstant[] = [];
-      for (const vm of VMS) read.push(await verifyInstant(sites.a, vm, at, acks.get(vm)!));
+      for (const vm of VMS) read.push(await verifyInstant(sites().a, vm, at, acks.get(vm)!));
       assert.deepEqual(
         read.map((v) => v.point.time),
         VMS.map(() => read[0]!.point.time),

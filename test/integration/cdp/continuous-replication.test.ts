@@ -1,9 +1,9 @@
-import { test, after, before } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TwoSites } from '../../harness/two-sites.js';
+import { pairedSitesForFile } from '../../harness/two-sites.js';
 import { writerResumedAfter } from '../../harness/writer-resume.js';
 import { logPrefixOf } from '../../harness/writelog-prefix.js';
 import type { PlanRun } from '../../../src/plans/run-journal.js';
@@ -30,21 +30,14 @@ interface Incident {
   clearedAt: string | null;
 }
 
-let sites: TwoSites;
-before(async () => {
-  sites = await TwoSites.create();
-  await sites.pairBothWays();
-});
-after(async () => {
-  await sites?.destroy();
-});
+const sites = pairedSitesForFile();
 
-const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
-const b = <T>(...args: string[]) => sites.cliJson<T>('b', ...args);
+const a = <T>(...args: string[]) => sites().cliJson<T>('a', ...args);
+const b = <T>(...args: string[]) => sites().cliJson<T>('b', ...args);
 
 /** Runs the plan in `mode` at site-b to its end; returns the run. */
 async function runPlan(mode: string, ...args: string[]): Promise<PlanRun> {
-  const r = await sites.cli('b', 'plan', 'run', 'cdp-plan', '--mode', mode, ...args);
+  const r = await sites().cli('b', 'plan', 'run', 'cdp-plan', '--mode', mode, ...args);
   assert.equal(r.code, 0, r.stderr + r.stdout);
   const id = /^run (run-\S+):/m.exec(r.stdout)?.[1];
   assert.ok(id, `the CLI names the run: ${r.stdout}`);
@@ -59,7 +52,7 @@ test('bad continuous settings are refused and change nothing', async () => {
     [['--continuous', '--journal', '31d'], 'OUT_OF_RANGE'],
     [['--rpo', '30s', '--journal', '4h'], 'INVALID_INPUT'],
   ] as const) {
-    const r = await sites.cli('a', 'replicate', 'enable', 'quiet', '--to', 'site-b', ...args);
+    const r = await sites().cli('a', 'replicate', 'enable', 'quiet', '--to', 'site-b', ...args);
     assert.notEqual(r.code, 0, args.join(' '));
     assert.match(r.stderr, new RegExp(`\\[${code}\\]`), r.stderr);
   }
@@ -69,7 +62,7 @@ test('bad continuous settings are refused and change nothing', async () => {
 test('a continuous replica at site-b holds the guest as of any checkpoint, each a gap-free log with everything acknowledged before it', async () => {
   await a('vm', 'create', 'cdp', '--test-guest', '--data-disk', '64M', '--writelog-rate', '200');
   const vm = await a<Vm>('vm', 'start', 'cdp');
-  await sites.a.waitFor('heartbeat', async () => (await a<Vm>('vm', 'show', 'cdp')).lastHeartbeatAt, 120_000);
+  await sites().a.waitFor('heartbeat', async () => (await a<Vm>('vm', 'show', 'cdp')).lastHeartbeatAt, 120_000);
 
   const enabled = await a<ReplicationStatus>(
     'replicate',
@@ -87,11 +80,11 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
 
   // What the guest had acknowledged, sampled on the host's clock while the journal streams.
   const acks = new AckSamples(vm.serialLog);
-  const streaming = await waitStreaming(sites.a, 'cdp');
+  const streaming = await waitStreaming(sites().a, 'cdp');
   assert.ok(streaming.journal!.basePointId, 'the journal replays over a replica point');
   const from = streaming.journal!.shippedAt!;
   let checkpoints: Checkpoint[] = [];
-  await sites.a.waitFor(
+  await sites().a.waitFor(
     'twenty-five checkpoints at site-b',
     async () => {
       await acks.sample();
@@ -115,7 +108,7 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   let previous = 0;
   for (let k = 0; k < 20; k++) {
     const at = new Date(firstMs + ((lastMs - firstMs) * (k + 0.5)) / 20).toISOString();
-    const v = await verifyInstant(sites.a, 'cdp', at, acks);
+    const v = await verifyInstant(sites().a, 'cdp', at, acks);
     assert.ok(
       checkpoints.some((c) => c.time === v.point.time),
       `${v.point.time} is a listed checkpoint`,
@@ -150,7 +143,7 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
     cpMs <= pickedMs && pickedMs - cpMs <= 2_500,
     `asked ${new Date(pickedMs).toISOString()}, got ${out.point!.time}`,
   );
-  const resumed = await writerResumedAfter(sites.b, 'cdp');
+  const resumed = await writerResumedAfter(sites().b, 'cdp');
   assert.ok(
     resumed >= acks.ackedBy(cpMs),
     `the test copy resumed after ${resumed}; ${acks.ackedBy(cpMs)} were acknowledged before its instant`,
@@ -171,14 +164,14 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   const paused = await a<ReplicationStatus>('replicate', 'pause', 'cdp');
   assert.equal(paused.journal, null);
   await a('replicate', 'resume', 'cdp');
-  const again = await waitStreaming(sites.a, 'cdp', { notBase: streaming.journal!.basePointId! });
+  const again = await waitStreaming(sites().a, 'cdp', { notBase: streaming.journal!.basePointId! });
   assert.notEqual(again.journal!.basePointId, streaming.journal!.basePointId, 'over a newer point');
   await acks.sample();
-  const v = await verifyInstant(sites.a, 'cdp', new Date().toISOString(), acks, 4_000);
+  const v = await verifyInstant(sites().a, 'cdp', new Date().toISOString(), acks, 4_000);
   assert.ok(v.report.gapFreePrefix >= previous, 'the new journal holds no less than the old one did');
   // The first session's points in time stay: an instant in it reads as before, over its own base.
   const middle = checkpoints[Math.floor(checkpoints.length / 2)]!;
-  const old = await verifyInstant(sites.a, 'cdp', middle.time, acks, 0);
+  const old = await verifyInstant(sites().a, 'cdp', middle.time, acks, 0);
   assert.equal(old.point.time, middle.time);
   const listed = await a<Checkpoint[]>('replicate', 'points', 'cdp', '--between', from, new Date().toISOString());
   assert.ok(
@@ -186,7 +179,7 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
     "the first session's checkpoints are still listed",
   );
   await a('vm', 'stop', 'cdp');
-  await sites.a.waitFor(
+  await sites().a.waitFor(
     'no session for a stopped VM',
     async () => (await a<ReplicationStatus>('replicate', 'status', 'cdp')).journal === null || undefined,
     30_000,
