@@ -1,4 +1,4 @@
-import { open, rm, writeFile } from 'node:fs/promises';
+import { open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { MamoriError } from '../core/mamori-error.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { parseWriteLogSuperblock } from './write-log-format.js';
@@ -54,6 +54,8 @@ export class QemuWriteLog {
   readonly #node: string;
   readonly #jobId: string;
   #attached = false;
+  /** The log, open for the superblock each checkpoint reads (once, not per checkpoint). */
+  #fh: FileHandle | null = null;
   /** The longest whole prefix seen: a checkpoint never goes back behind the one before. */
   #whole = 0;
 
@@ -122,12 +124,8 @@ export class QemuWriteLog {
     if (typeof out === 'string' && out.trim() !== '')
       throw new MamoriError('QMP_ERROR', `the write log of ${this.#o.device} could not be flushed: ${out.trim()}`);
     const head = Buffer.alloc(512);
-    const fh = await open(this.#o.logPath, 'r');
-    try {
-      await fh.read(head, 0, head.length, 0);
-    } finally {
-      await fh.close();
-    }
+    this.#fh ??= await open(this.#o.logPath, 'r');
+    await this.#fh.read(head, 0, head.length, 0);
     // No superblock after a flush: QEMU skipped the flush as nothing was written since the
     // node was opened (block/io.c compares write generations), so the log holds no entry.
     const sb = parseWriteLogSuperblock(head, this.#o.logPath);
@@ -138,9 +136,14 @@ export class QemuWriteLog {
 
   /** Stops logging: the mirror goes (the guest writes to its disk alone), then the log node. The file stays. */
   async detach(): Promise<void> {
-    await cancelMirror(this.#o.qmp, this.#jobId);
-    if (this.#attached) await this.#o.qmp.execute('blockdev-del', { 'node-name': this.#node });
-    this.#attached = false;
+    try {
+      await cancelMirror(this.#o.qmp, this.#jobId);
+      if (this.#attached) await this.#o.qmp.execute('blockdev-del', { 'node-name': this.#node });
+      this.#attached = false;
+    } finally {
+      await this.#fh?.close();
+      this.#fh = null;
+    }
   }
 
   /** Removes the log file (after detach, once what it holds has been shipped). */
