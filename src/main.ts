@@ -7,6 +7,8 @@ import { assertValidName } from './core/names.js';
 import { openStore } from './store/open-store.js';
 import { VmRepo } from './store/repos/vm-repo.js';
 import { DiskRepo } from './store/repos/disk-repo.js';
+import { RecoveredVmRepo } from './store/repos/recovered-vm-repo.js';
+import { InstantRecoveries } from './plans/instant-recoveries.js';
 import { JobJournal } from './jobs/job-journal.js';
 import { DiskService } from './disks/disk-service.js';
 import { VmService } from './vms/vm-service.js';
@@ -281,6 +283,14 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   const plans = new PlanService({ db: store.handle, peers, mappings, arrays: storageArrays });
   const runs = new RunJournal(store.handle, jobs);
   const recovery = new VmRecovery({ db: store.handle, replicas, vms, poolDir: () => disks.poolDir() });
+  const instantRecoveries = new InstantRecoveries({
+    recovered: new RecoveredVmRepo(store.handle),
+    vms: new VmRepo(store.handle),
+    disks: new DiskRepo(store.handle),
+    replicas,
+    qmpOf: (vmId) => supervisor.qmpOf(vmId),
+    log,
+  });
   const groups = new ProtectionGroups(store.handle, arrayGroups);
   const peerRecovery = new PeerRecovery({ db: store.handle, replicas, replication, vms, groups, seeding, recovery });
   const actions = new RunStepActions({
@@ -320,6 +330,9 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
   await jobs.recoverInterrupted((msg, job, err) => log.warn({ jobId: job.id, kind: job.kind, err }, msg));
   await disks.repairStaged();
   await replicas.repair();
+  // VMs recovered at a point in time whose overlays still read through its export (some kept
+  // running, waiting for it) get it served again before anything may start a VM.
+  await instantRecoveries.repair();
   await incoming.repair();
   await pools.resumeInterrupted();
   // A run in flight died with the previous server: it waits for 'mamori plan resume'.
@@ -385,6 +398,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       alerts.start();
       peerWatch.start();
       incoming.watchLeases();
+      instantRecoveries.start();
       // Did a peer fail our VMs over while we were away? Asked in the background: a peer
       // that is down must not hold up this site's start.
       void replication.learnSupersession();
@@ -414,6 +428,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       await peerWatch.stop();
       await alerts.stop();
       incoming.stopWatchingLeases();
+      instantRecoveries.stop();
       // Plan runs started through the API stop starting steps (left resumable) before it closes.
       await runner.shutdown();
       // 8 and 7, undone; the last answers' audit entries are written before the database closes.

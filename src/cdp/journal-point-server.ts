@@ -94,9 +94,12 @@ export class JournalPointServer {
       );
     await mkdir(o.dir, { recursive: true, mode: 0o700 });
     const baseSocket = join(o.dir, 'base.sock');
+    const where = { qmpSocket: join(o.dir, 'qmp.sock'), pidFile: join(o.dir, 'daemon.pid') };
+    // The folder of an instant is the same across restarts (point-in-time-exports.ts): a killed
+    // server's daemon may still serve the base there.
+    await StorageDaemon.killLeftover(where);
     const daemon = await StorageDaemon.start({
-      qmpSocket: join(o.dir, 'qmp.sock'),
-      pidFile: join(o.dir, 'daemon.pid'),
+      ...where,
       chains: o.disks.map((d) => ({
         id: `base${d.index}`,
         layers: [{ file: d.baseFile, format: 'qcow2' as const }],

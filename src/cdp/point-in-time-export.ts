@@ -44,25 +44,6 @@ export class PointInTimeExport implements NbdExportBackend {
     return this.#base.size;
   }
 
-  /** Extents the journal supplies at this checkpoint (the rest reads from the base). */
-  get overlaidExtents(): number {
-    return this.#map.size;
-  }
-
-  /**
-   * The ranges the journal supplies at this checkpoint, merged where they touch, in order: what
-   * a copy of this instant over its base has to write (cdp/journal-materialize.ts).
-   */
-  journalRanges(): { offset: number; length: number }[] {
-    const out: { offset: number; length: number }[] = [];
-    for (const x of this.#map.overlapping(0, Number.MAX_SAFE_INTEGER)) {
-      const last = out.at(-1);
-      if (last !== undefined && last.offset + last.length === x.start) last.length += x.end - x.start;
-      else out.push({ offset: x.start, length: x.end - x.start });
-    }
-    return out;
-  }
-
   async read(offset: number, length: number): Promise<Buffer> {
     const out = Buffer.alloc(length);
     let at = offset;

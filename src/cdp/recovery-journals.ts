@@ -129,11 +129,6 @@ export class RecoveryJournals {
     }
   }
 
-  /** Where an epoch's points in time copied for recoveries go (cdp/journal-materialize.ts): they go with it. */
-  pointFolder(id: string, epoch: string, timeUs: number): string {
-    return join(this.#folder(id, epoch), 'points', String(timeUs));
-  }
-
   /** The newest epoch's base (the one the source streams into), or null when the replica has no journal. */
   async base(id: string): Promise<JournalBase | null> {
     return (await this.#epochs(id)).at(-1)?.base ?? null;

@@ -8,7 +8,7 @@ import { RecoveredVmRepo } from '../store/repos/recovered-vm-repo.js';
 import { ReplicaRepo } from '../store/repos/replica-repo.js';
 import type { VmDefinition } from '../vms/vm-definition.js';
 import { newShortId, newUuid } from '../core/ids.js';
-import { createQcow2 } from '../qemu/qemu-img-write.js';
+import { createQcow2, type BackingRef } from '../qemu/qemu-img-write.js';
 import { MamoriError } from '../core/mamori-error.js';
 import { writeNoCloudDrive, type NoCloudInterface } from '../guest/nocloud-drive.js';
 import type { ProtectedVm } from '../site-roles/protected-site.js';
@@ -87,12 +87,6 @@ export class VmRecovery {
     const done = await this.existing(input.runId, input.vm.id);
     if (done) return done;
     const replicaId = await this.replicaOf(peer, input.vm);
-    const { point, files } = await this.#replicas.pointFiles(replicaId, input.pointId);
-    if (files.length !== input.vm.disks.length)
-      throw new MamoriError(
-        'IMAGE_CORRUPT',
-        `the replica of ${input.vm.name} has ${files.length} disks, the VM ${input.vm.disks.length}`,
-      );
     if (await this.#vms.repo.findByName(input.vm.name)) {
       throw new MamoriError(
         'VM_EXISTS',
@@ -102,17 +96,35 @@ export class VmRecovery {
     }
     // A test copy gets its own identity; a failover keeps the VM's (UUID, MACs) as SRM does.
     const vmId = input.mode === 'test' ? newUuid() : input.vm.id;
-    const dir = join(this.#poolDir(input.pool), 'recovered', input.runId);
-    await mkdir(dir, { recursive: true });
     const made: string[] = [];
     const disks: DiskRecord[] = [];
     const now = new Date().toISOString();
+    // A continuous replica's point in time is served, not copied (instant recovery): the
+    // overlays stand on its export, which stays while the VM does (a test copy) or until the VM
+    // has moved off it (a failover: InstantRecoveries streams it onto its overlays).
+    const at = input.pointId === null ? null : journalPointTime(input.pointId);
     try {
-      for (const [i, file] of files.entries()) {
+      const { point, backings } =
+        at === null
+          ? await this.#pointBackings(replicaId, input.pointId)
+          : await this.#replicas.servePointInTime(replicaId, at, vmId);
+      if (backings.length !== input.vm.disks.length)
+        throw new MamoriError(
+          'IMAGE_CORRUPT',
+          `the replica of ${input.vm.name} has ${backings.length} disks, the VM ${input.vm.disks.length}`,
+        );
+      const dir = join(this.#poolDir(input.pool), 'recovered', input.runId);
+      await mkdir(dir, { recursive: true });
+      for (const [i, backing] of backings.entries()) {
         const path = join(dir, `${input.vm.name}-disk${i}.qcow2`);
         await rm(path, { force: true });
         made.push(path);
-        await createQcow2(path, { backing: { file, format: 'qcow2' } });
+        await createQcow2(path, {
+          backing,
+          // An export-backed overlay is streamed into (block-stream): not the site layout, on
+          // which QEMU 7.2's copy-on-read aborts (cdp/instant-recovery.ts says when).
+          ...(backing.format === 'raw' ? { layout: 'replica' as const } : {}),
+        });
         // A failover: reprotect will replicate this VM back onto the old site's disks, which
         // hold this point (plus, after a disaster, their own later writes). A persistent
         // bitmap that starts before the VM ever runs records exactly what it writes from the
@@ -165,11 +177,21 @@ export class VmRecovery {
         hold: true,
         record: { runId: input.runId, mode: input.mode, replicaId, pointId: point.id, sourceVmId: input.vm.id },
       });
+      return { vmId, name: input.vm.name, point: { id: point.id, time: point.time }, created: true };
     } catch (e) {
       for (const f of made) await rm(f, { force: true });
+      await this.#replicas.releasePointInTime(vmId);
       throw e;
     }
-    return { vmId, name: input.vm.name, point: { id: point.id, time: point.time }, created: true };
+  }
+
+  /** A replica point's files as the backings of the recovered VM's overlays. */
+  async #pointBackings(
+    replicaId: string,
+    pointId: string | null,
+  ): Promise<{ point: { id: string; time: string }; backings: BackingRef[] }> {
+    const { point, files } = await this.#replicas.pointFiles(replicaId, pointId);
+    return { point, backings: files.map((file) => ({ file, format: 'qcow2' })) };
   }
 
   /**
@@ -180,6 +202,7 @@ export class VmRecovery {
     const rec = await this.#recovered.find(vmId);
     const vm = await this.#vms.repo.findById(vmId);
     if (vm) await this.#vms.delete(vm.name, { force: true });
+    await this.#replicas.releasePointInTime(vmId);
     await this.#recovered.releaseHold(vmId);
     if (!rec) return;
     await this.#recovered.delete(vmId);

@@ -1,9 +1,6 @@
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHECKPOINT_FLAG } from '../cdp/journal-format.js';
-import { materializePointInTime } from '../cdp/journal-materialize.js';
-import { commonCheckpointAtOrBefore } from '../cdp/journal-point-server.js';
+import { JournalPointServer, commonCheckpointAtOrBefore, type JournalPointDisk } from '../cdp/journal-point-server.js';
 import { verifyAtPointInTime } from '../cdp/point-in-time-verify.js';
 import type { RecoveryJournals } from '../cdp/recovery-journals.js';
 import { MamoriError } from '../core/mamori-error.js';
@@ -19,7 +16,7 @@ export interface PointFiles {
 
 /*
  * A continuous replica's points in time where the recovery site's replica points are used: the
- * newest point at or before a time, a checkpoint as files a recovery stands on, and the
+ * newest point at or before a time, a checkpoint served to the VMs recovered at it, and the
  * write-log verifier at an instant. ReplicaService holds the lock and delegates here.
  */
 
@@ -57,14 +54,12 @@ export class ReplicaJournalPoints {
   }
 
   /**
-   * A continuous replica at a point in time (`journal@TIME`, rounded down to a checkpoint) as
-   * files a recovery stands on: per disk, a layer over the epoch's base point with the journal's
-   * writes up to the checkpoint (cdp/journal-materialize.ts), made once and kept with the epoch.
-   * Call under the replica's lock: no commit or retention may move the base meanwhile.
+   * The instant a recovery at `atMs` stands on: the newest checkpoint at or before it that every
+   * disk's journal holds (the whole millisecond named: a checkpoint's time in µs lies within the
+   * ms its ISO time shows), as a point.
    */
-  async files(id: string, atMs: number): Promise<PointFiles> {
+  async instantAt(id: string, atMs: number): Promise<{ timeUs: number; point: ReplicaPointView }> {
     const replica = await this.#d.replica(id);
-    // The whole millisecond named: a checkpoint's time in µs lies within the ms its ISO time shows.
     const atUs = atMs * 1000 + 999;
     const epoch = await this.#d.journals.epochAt(id, atUs);
     if (epoch === null)
@@ -75,34 +70,44 @@ export class ReplicaJournalPoints {
       );
     const indexes = replica.disks.map((d) => epoch.indexes.get(d.index)!);
     const timeUs = commonCheckpointAtOrBefore(indexes, atUs)!;
-    const diskPoints = await this.#d.recordedDiskPoints(id, epoch.base.basePointId);
-    const folder = this.#d.journals.pointFolder(id, epoch.epoch, timeUs);
-    const files: string[] = [];
-    let applicationConsistent = true;
-    for (const [i, d] of replica.disks.entries()) {
-      const chain = await ReplicaChain.open(join(this.#d.root, id, `disk${d.index}`));
-      const cp = indexes[i]!.checkpointsBetween(timeUs, timeUs)[0]!;
-      applicationConsistent &&= (cp.flags & CHECKPOINT_FLAG.applicationConsistent) !== 0;
-      const out = join(folder, `disk${d.index}.qcow2`);
-      await materializePointInTime({
-        baseFile: chain.point(diskPoints[i]!).file,
-        journal: indexes[i]!,
-        checkpointSeq: cp.seq,
-        out,
-        runDir: await mkdtemp(join(tmpdir(), 'mamori-pit-')),
-      });
-      files.push(out);
-    }
+    const applicationConsistent = indexes.every(
+      (index) => (index.checkpointsBetween(timeUs, timeUs)[0]!.flags & CHECKPOINT_FLAG.applicationConsistent) !== 0,
+    );
     const time = new Date(timeUs / 1000).toISOString();
     return {
+      timeUs,
       point: {
         id: journalPointId(time),
         time,
         consistency: applicationConsistent ? 'application' : 'crash',
         committedAt: time,
       },
-      files,
     };
+  }
+
+  /**
+   * The replica's disks at instant `timeUs` (a checkpoint's, from instantAt), served from `dir`
+   * over NBD: each disk is its epoch's base point with the journal up to the checkpoint over it
+   * (cdp/journal-point-server.ts). Nothing is copied. Call under the replica's lock: no commit
+   * or retention may move the base while the server opens it (a recovered VM's hold keeps them
+   * off it after).
+   */
+  async serve(id: string, timeUs: number, dir: string): Promise<JournalPointServer> {
+    const replica = await this.#d.replica(id);
+    const epoch = await this.#d.journals.epochAt(id, timeUs);
+    if (epoch === null)
+      throw new MamoriError(
+        'NOT_FOUND',
+        `${replica.vmName}'s journal no longer holds ${new Date(timeUs / 1000).toISOString()}`,
+        { details: { replica: id } },
+      );
+    const diskPoints = await this.#d.recordedDiskPoints(id, epoch.base.basePointId);
+    const disks: JournalPointDisk[] = [];
+    for (const [i, d] of replica.disks.entries()) {
+      const chain = await ReplicaChain.open(join(this.#d.root, id, `disk${d.index}`));
+      disks.push({ index: d.index, baseFile: chain.point(diskPoints[i]!).file, journal: epoch.indexes.get(d.index)! });
+    }
+    return JournalPointServer.start({ dir, disks, timeUs });
   }
 
   /** The write-log verifier on disk 0 at a point in time (call under the replica's lock). */

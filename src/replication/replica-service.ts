@@ -26,6 +26,9 @@ import { verifyWriteLog, type WriteLogReport } from '../guest/writelog-verifier.
 import type { Logger } from '../core/logger.js';
 import { readSeedDelta, type SeedDelta } from './seed-delta.js';
 import { RecoveryJournals, type JournalBase, type JournalCheckpoint } from '../cdp/recovery-journals.js';
+import { JournalPointServer } from '../cdp/journal-point-server.js';
+import { PointInTimeExports } from '../cdp/point-in-time-exports.js';
+import type { BackingRef } from '../qemu/qemu-img-write.js';
 import { ReplicaJournalPoints, journalPointTime, type PointFiles } from './replica-journal-points.js';
 import type { Duplex } from 'node:stream';
 
@@ -60,6 +63,8 @@ export class ReplicaService {
   #upkeep: ReplicaUpkeep;
   #journals: RecoveryJournals;
   #journalPoints: ReplicaJournalPoints;
+  /** The points in time recovered VMs stand on (instant recovery). */
+  #exports: PointInTimeExports;
 
   constructor(deps: { db: StoreHandle; dataDir: string; log: Logger }) {
     this.#repo = new ReplicaRepo(deps.db);
@@ -77,6 +82,10 @@ export class ReplicaService {
       root: this.#root,
       replica: (id) => this.get(id),
       recordedDiskPoints: (id, pointId) => this.#recordedDiskPoints(id, pointId),
+    });
+    this.#exports = new PointInTimeExports({
+      root: join(deps.dataDir, 'pit'),
+      open: (key, dir) => this.#journalPoints.serve(key.replicaId, key.timeUs, dir),
     });
     this.#upkeep = new ReplicaUpkeep({
       repo: this.#repo,
@@ -351,7 +360,11 @@ export class ReplicaService {
   /** The files of a point (the newest when pointId is null), for overlays of recovered VMs. */
   async pointFiles(id: string, pointId: string | null): Promise<PointFiles> {
     const at = pointId === null ? null : journalPointTime(pointId);
-    if (at !== null) return this.#lock.run(id, () => this.#journalPoints.files(id, at));
+    if (at !== null)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `${pointId} is a point in time of a journal: it is served (servePointInTime), not a file`,
+      );
     const replica = await this.get(id);
     const point = pointId === null ? replica.points.at(-1) : replica.points.find((p) => p.id === pointId);
     if (!point)
@@ -451,8 +464,49 @@ export class ReplicaService {
     return diskPoints;
   }
 
+  /**
+   * Serves a continuous replica at a point in time (`journal@TIME`, rounded down to a checkpoint)
+   * to `user`, a VM recovered there (instant recovery): per disk in disk order, the backing name
+   * its overlay's header gives. Nothing is copied; the export stays until every user releases it.
+   */
+  async servePointInTime(
+    id: string,
+    atMs: number,
+    user: string,
+  ): Promise<{ point: ReplicaPointView; backings: BackingRef[] }> {
+    return this.#lock.run(id, async () => {
+      const replica = await this.get(id);
+      const { timeUs, point } = await this.#journalPoints.instantAt(id, atMs);
+      const key = { replicaId: id, timeUs };
+      await this.#exports.acquire(key, user);
+      return {
+        point,
+        backings: replica.disks.map((d) => ({
+          file: this.#exports.backingName(key, JournalPointServer.exportName(d.index)),
+          format: 'raw',
+        })),
+      };
+    });
+  }
+
+  /** `user` no longer stands on a point in time (its VM went, or moved off it); the last user's export closes. */
+  async releasePointInTime(user: string): Promise<void> {
+    await this.#exports.release(user);
+  }
+
+  /** The VMs standing on a point in time served here. */
+  pointInTimeUsers(): string[] {
+    return this.#exports.users().map((u) => u.user);
+  }
+
+  /** Whether an overlay's backing name is one of this site's point-in-time exports. */
+  isPointInTimeBacking(backing: string | null): boolean {
+    return this.#exports.parseBacking(backing) !== null;
+  }
+
   /** Server shutdown: a cycle in flight is cut; its staging is discarded at the next attempt. */
   async shutdown(): Promise<void> {
+    await this.#exports.closeAll();
     await this.#journals.closeAll();
     await this.#cycles.shutdown();
   }

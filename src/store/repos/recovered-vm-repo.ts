@@ -127,6 +127,21 @@ export class RecoveredVmRepo {
     return q.execute();
   }
 
+  /** The VMs still registered that were recovered at a continuous replica's point in time (`journal@TIME`). */
+  async atPointsInTime(): Promise<{ vmId: string; mode: string; replicaId: string; pointId: string }[]> {
+    return this.#db
+      .selectFrom('recovered_vms')
+      .innerJoin('vms', 'vms.id', 'recovered_vms.vm_id')
+      .select([
+        'recovered_vms.vm_id as vmId',
+        'recovered_vms.mode as mode',
+        'recovered_vms.replica_id as replicaId',
+        'recovered_vms.point_id as pointId',
+      ])
+      .where('recovered_vms.point_id', 'like', 'journal@%')
+      .execute();
+  }
+
   /** A VM's hold on the replica point under its disks goes. */
   async releaseHold(vmId: string): Promise<void> {
     await this.#db.deleteFrom('replica_holds').where('holder', '=', `vm:${vmId}`).execute();

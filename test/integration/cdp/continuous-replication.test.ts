@@ -1,6 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pairedSitesForFile } from '../../harness/two-sites.js';
@@ -10,6 +10,8 @@ import type { PlanRun } from '../../../src/plans/run-journal.js';
 import type { VmView } from '../../../src/vms/vm-service.js';
 import { AckSamples, verifyInstant, waitStreaming } from '../../harness/continuous-guest.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
+import { queryImageInfo } from '../../../src/qemu/qemu-img-read.js';
+import { parseSerialAcks } from '../../../src/guest/writelog-verifier.js';
 
 /*
  * Continuous replication through the product (issue 22): two real sites in their own network
@@ -119,8 +121,8 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   assert.ok(previous > 0, 'the log reached the journal');
 
   // A test recovery at an instant of the window: the plan run rounds it down to the checkpoint,
-  // copies nothing but the journal's writes over the base, and the test VM boots holding the
-  // log up to that checkpoint, record by record as the protected guest wrote it.
+  // copies nothing (the test VM boots from site-b's export of that instant), and the test VM
+  // holds the log up to that checkpoint, record by record as the protected guest wrote it.
   await a('group', 'create', 'cg', '--vm', 'cdp');
   await b('network', 'create', 'testnet', '--isolated');
   await b('mapping', 'set', '--peer', 'site-a', 'network', 'user', 'user', '--test', 'testnet');
@@ -153,9 +155,30 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   const held = await logPrefixOf(protectedVm.disks[0]!.path, testVm.disks[0]!.path, resumed);
   assert.deepEqual(held.mismatched, [], 'no record up to the instant differs from the protected one');
   assert.ok(held.prefix >= resumed, `the test copy holds 1..${held.prefix}, its writer resumed after ${resumed}`);
+  // Instant: each disk is an overlay on the instant's export, nothing was copied, and a test
+  // copy stays so for its life.
+  for (const d of testVm.disks.filter((x) => x.format === 'qcow2')) {
+    const info = await queryImageInfo(d.path, { format: 'qcow2', forceShare: true });
+    assert.match(info.backingFile ?? '', /"driver":"nbd"/, `${d.name} reads its point in time through the export`);
+  }
+  assert.equal((await pitFolders()).length, 1, 'one export serves the instant');
+  // A crash of site-b's server: the test copy's reads of its export wait (each new cluster of
+  // its log is copied on write from below), the next start serves the export again where the
+  // overlays say, and the guest goes on: it acknowledges records written after the restart.
+  const lastAck = async (): Promise<number> =>
+    parseSerialAcks(await readFile(testVm.serialLog, 'utf8').catch(() => '')).at(-1) ?? 0;
+  await sites().b.crashServer();
+  await sites().b.start();
+  const ackAtRestart = await lastAck();
+  await sites().b.waitFor(
+    'a record the test copy acknowledges after the restart',
+    async () => ((await lastAck()) > ackAtRestart + 200 ? true : undefined),
+    120_000,
+  );
   const clean = await runPlan('cleanup');
   assert.equal(clean.result, 'success');
   assert.deepEqual(await b<VmView[]>('vm', 'list'), []);
+  assert.deepEqual(await pitFolders(), [], 'the export closed with its last VM');
   // No break, no incident.
   const incidents = (await a<Incident[]>('events')).filter((i) => i.kind === 'replication.journal-broken');
   assert.deepEqual(incidents, []);
@@ -189,4 +212,37 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
     (await a<Incident[]>('events')).filter((i) => i.kind === 'replication.journal-broken'),
     [],
   );
+
+  // A disaster recovery at an instant of the first session: the VM boots at once from the
+  // export, then moves onto its own overlay while it runs (block-stream), and the export closes.
+  // Its disk then stands alone, holding the log up to the instant.
+  const drAt = Date.parse(checkpoints[Math.floor((checkpoints.length * 2) / 3)]!.time) + 300;
+  const dr = await runPlan('disaster', '--point', new Date(drAt).toISOString());
+  assert.equal(dr.result, 'success', JSON.stringify(dr.steps.map((x) => `${x.state} ${x.label} ${x.message ?? ''}`)));
+  assert.match(dr.vms['cdp']!.point!.id, /^journal@/);
+  const drCpMs = Date.parse(dr.vms['cdp']!.point!.time);
+  assert.ok(drCpMs <= drAt && drAt - drCpMs <= 2_500, `asked ${new Date(drAt).toISOString()}, got ${drCpMs}`);
+  const recovered = await b<VmView>('vm', 'show', 'cdp');
+  await sites().b.waitFor(
+    'the recovered VM on its own disks, its export closed',
+    async () => {
+      const info = await queryImageInfo(recovered.disks[0]!.path, { format: 'qcow2', forceShare: true });
+      return (info.backingFile === null && (await pitFolders()).length === 0) || undefined;
+    },
+    300_000,
+  );
+  assert.equal((await b<VmView>('vm', 'show', 'cdp')).state, 'running', 'it ran all along');
+  const drResumed = await writerResumedAfter(sites().b, 'cdp');
+  assert.ok(drResumed >= acks.ackedBy(drCpMs), `resumed after ${drResumed}, ${acks.ackedBy(drCpMs)} acknowledged`);
+  const drHeld = await logPrefixOf(protectedVm.disks[0]!.path, recovered.disks[0]!.path, drResumed);
+  assert.deepEqual(drHeld.mismatched, []);
+  assert.ok(drHeld.prefix >= drResumed, `the recovered VM holds 1..${drHeld.prefix}, resumed after ${drResumed}`);
+  await b('vm', 'stop', 'cdp', '--force');
 });
+
+/** The point-in-time exports site-b serves (one folder each). */
+async function pitFolders(): Promise<string[]> {
+  return readdir(join(sites().b.dataDir, 'pit')).catch((e: NodeJS.ErrnoException) =>
+    e.code === 'ENOENT' ? [] : Promise.reject(e),
+  );
+}

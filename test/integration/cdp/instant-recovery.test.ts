@@ -5,11 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runProcess } from '../../../src/core/run-process.js';
-import { queryBlockNodes } from '../../../src/replication/dirty-bitmaps.js';
+import { createQcow2 } from '../../../src/qemu/qemu-img-write.js';
+import type { QmpBlockInfo } from '../../../src/qemu/qmp-types.js';
 import { serveNbd, type NbdExportBackend } from '../../../src/nbd/nbd-server.js';
 import { WriteJournal } from '../../../src/cdp/write-journal.js';
 import { PointInTimeExport, type BaseReader } from '../../../src/cdp/point-in-time-export.js';
-import { exportBackedDisk, moveOffExport } from '../../../src/cdp/instant-recovery.js';
+import { moveOffExport, readsThroughBacking } from '../../../src/cdp/instant-recovery.js';
+import { exportBackingName } from '../../../src/cdp/point-in-time-exports.js';
 import { killPausedQemu, startPausedQemu, type PausedQemu } from '../../harness/paused-qemu.js';
 
 const KiB = 1024;
@@ -74,14 +76,19 @@ describe('instant recovery from a point-in-time export', () => {
     view = new PointInTimeExport(journal.index, seq, base);
     exports.set('point', view);
 
-    const disk = await exportBackedDisk({
-      node: 'disk0',
-      overlay: join(dir, 'recovered.qcow2'),
-      sizeBytes: SIZE,
-      socketPath: sock,
-      exportName: 'point',
-    });
-    vm = await startPausedQemu(dir, disk.blockdevs, ['virtio-blk-pci,drive=disk0,id=disk0-dev']);
+    // The overlay's header names the export as its backing, as a recovery writes it
+    // (point-in-time-exports.ts): the VM's command line opens the overlay as any disk.
+    const overlay = join(dir, 'recovered.qcow2');
+    const backing = exportBackingName(sock, 'point', 30);
+    await createQcow2(overlay, { layout: 'replica', backing: { file: backing, format: 'raw' } });
+    vm = await startPausedQemu(
+      dir,
+      [
+        { driver: 'file', filename: overlay, 'node-name': 'disk0-file' },
+        { driver: 'qcow2', file: 'disk0-file', 'node-name': 'disk0' },
+      ],
+      ['virtio-blk-pci,drive=disk0,id=disk0-dev'],
+    );
     const io = async (cmd: string): Promise<string> =>
       String(
         await vm!.qmp.execute('human-monitor-command', {
@@ -97,8 +104,10 @@ describe('instant recovery from a point-in-time export', () => {
     expected.fill(0x44, 2 * MiB, 2 * MiB + 64 * KiB);
     assert.ok(clients >= 1, 'the VM reads through the export');
 
-    await moveOffExport(vm.qmp, disk);
-    assert.ok(!(await queryBlockNodes(vm.qmp)).has(disk.exportNode), 'the export node is gone');
+    const blocks = async (): Promise<QmpBlockInfo[]> => (await vm!.qmp.execute('query-block')) as QmpBlockInfo[];
+    assert.ok(readsThroughBacking(await blocks(), overlay), 'the overlay reads through the export');
+    await moveOffExport(vm.qmp, 'disk0');
+    assert.ok(!readsThroughBacking(await blocks(), overlay), 'the overlay stands alone');
     for (let i = 0; clients > 0; i++) {
       assert.ok(i < 200, 'the export connection closed');
       await new Promise((r) => setTimeout(r, 50));
@@ -108,12 +117,12 @@ describe('instant recovery from a point-in-time export', () => {
     await killPausedQemu(vm);
     vm = null;
 
-    const info = JSON.parse(
-      (await runProcess('qemu-img', ['info', '--output=json', join(dir, 'recovered.qcow2')])).stdout,
-    ) as { 'backing-filename'?: string };
+    const info = JSON.parse((await runProcess('qemu-img', ['info', '--output=json', overlay])).stdout) as {
+      'backing-filename'?: string;
+    };
     assert.equal(info['backing-filename'], undefined, 'the overlay stands alone');
     const raw = join(dir, 'recovered.raw');
-    await runProcess('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', join(dir, 'recovered.qcow2'), raw]);
+    await runProcess('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', overlay, raw]);
     assert.equal(Buffer.compare(await readFile(raw), expected), 0);
     await fh.close();
     assert.deepEqual(errors, []);
