@@ -3,6 +3,9 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** What tells a metric's rows apart: a disk, a receiver, a rate, or the baseline a row is against. */
+const label = (fig) => fig.disk ?? fig.receiver ?? fig.rate ?? (fig.baselineName ? `vs ${fig.baselineName}` : null);
+
 const bench = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench');
 const rows = [];
 for (const f of readdirSync(join(bench, 'results'))
@@ -11,7 +14,7 @@ for (const f of readdirSync(join(bench, 'results'))
   const r = JSON.parse(readFileSync(join(bench, 'results', f), 'utf8'));
   for (const fig of r.figures) {
     rows.push(
-      `| ${r.name} | \`${fig.metric}\`${(fig.disk ?? fig.receiver ?? fig.rate) ? ` (${fig.disk ?? fig.receiver ?? fig.rate})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`,
+      `| ${r.name} | \`${fig.metric}\`${label(fig) ? ` (${label(fig)})` : ''} | ${fig.value} ${fig.unit} | ${fig.baseline ?? '-'} | **${fig.ratio}** | ${fig.goal} | ${fig.met === null ? 'report' : fig.met ? 'yes' : 'no'} | ${r.machine}, ${(fig.measuredAt ?? r.date).slice(0, 10)} |`,
     );
   }
 }
