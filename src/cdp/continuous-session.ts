@@ -82,6 +82,8 @@ interface DiskState {
 const DEFAULT_ACK_TIMEOUT_MS = 15_000;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
+/** How long a flagged checkpoint waits for the one being taken (a checkpoint takes milliseconds). */
+const FLAGGED_WAIT_MS = 5_000;
 
 export class ContinuousSession {
   readonly #o: ContinuousSessionOptions;
@@ -198,14 +200,32 @@ export class ContinuousSession {
     await this.#tick(instant);
   }
 
-  async #tick(instant?: SharedInstant): Promise<void> {
+  /** The session's disks (what a shared instant counts for it). */
+  get diskCount(): number {
+    return this.#disks.length;
+  }
+
+  /**
+   * One checkpoint labelled `flags` (an application-consistent one, taken while the caller holds
+   * the guest frozen), once the one being taken, if any, is done; at `instant` when shared with
+   * other sessions. True when it was taken.
+   */
+  async checkpointFlagged(flags: number, instant?: SharedInstant): Promise<boolean> {
+    for (let waited = 0; this.#taking && waited < FLAGGED_WAIT_MS; waited += 20)
+      await new Promise((r) => setTimeout(r, 20));
+    const before = this.#checkpointUs;
+    await this.#tick(instant, flags);
+    return this.#broken === null && this.#checkpointUs !== before;
+  }
+
+  async #tick(instant?: SharedInstant, flags = 0): Promise<void> {
     if (this.#taking || this.#stopped || this.#broken !== null) {
       instant?.fail(new Error('a session of the group could not take the checkpoint'));
       return;
     }
     this.#taking = true;
     try {
-      await this.#checkpoint(instant);
+      await this.#checkpoint(instant, flags);
       this.#watchLink();
     } catch (e) {
       // Another session's failure abandoned the group's instant: this one's taps are whole,
@@ -217,9 +237,9 @@ export class ContinuousSession {
     }
   }
 
-  async #checkpoint(instant?: SharedInstant): Promise<void> {
+  async #checkpoint(instant?: SharedInstant, flags = 0): Promise<void> {
     const taps = this.#disks.map((d) => d.tap!);
-    const seqs = await checkpointTogether(taps, 0, instant);
+    const seqs = await checkpointTogether(taps, flags, instant);
     const timeUs = this.#disks[0]!.journal.index.get(seqs[0]!).timeUs;
     this.#checkpointUs = timeUs;
     this.#pending.push({ timeUs, seqs });

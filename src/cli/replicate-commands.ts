@@ -10,7 +10,7 @@ export const REPLICATE_USAGE = `mamori replicate <command>
   enable VM --to SITE --rpo 30s [--points 24] [--bandwidth 50M]
                           protect a VM on a paired site (RPO 1s..24h; --bandwidth caps this VM
                           alone, in bytes/s; the link's shared cap: mamori site link SITE --bandwidth)
-  enable VM --to SITE --continuous [--journal 4h] [--checkpoint 1s] [--rpo 10s]
+  enable VM --to SITE --continuous [--journal 4h] [--checkpoint 1s] [--app-checkpoint 15m|off] [--rpo 10s]
                           journal every write at the recovery site: any point in time in the window
   status [VM] | points VM [--between T1 T2] | verify VM [--point ID | --at T]
                           status: lag, and whether the VM's cycle runs or waits in its link's queue (#1 next)
@@ -34,19 +34,21 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
           continuous: { type: 'boolean' },
           journal: { type: 'string' },
           checkpoint: { type: 'string' },
+          'app-checkpoint': { type: 'string' },
         },
       });
       const vm = one(positionals, 'replicate enable VM --to SITE --rpo 30s');
       if (!values.to || (!values.rpo && values.continuous !== true))
         throw new MamoriError(
           'INVALID_INPUT',
-          'usage: mamori replicate enable VM --to SITE --rpo 30s [--points 24], or --continuous [--journal 4h] [--checkpoint 1s]',
+          'usage: mamori replicate enable VM --to SITE --rpo 30s [--points 24], or --continuous [--journal 4h] [--checkpoint 1s] [--app-checkpoint 15m|off]',
         );
       const body: RequestBody<'/vms/{name}/replication', 'post'> = { to: values.to };
       if (values.rpo !== undefined) body['rpo'] = values.rpo;
       if (values.continuous === true) body['continuous'] = true;
       if (values.journal !== undefined) body['journal'] = values.journal;
       if (values.checkpoint !== undefined) body['checkpoint'] = values.checkpoint;
+      if (values['app-checkpoint'] !== undefined) body['appCheckpoint'] = values['app-checkpoint'];
       if (values.points !== undefined) body['points'] = int(values.points, '--points');
       if (values.bandwidth !== undefined) body['bandwidth'] = values.bandwidth;
       const s = await api.post('/vms/{name}/replication', { ...vmPath(vm), body });
@@ -54,7 +56,8 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         ? printJson(s)
         : void process.stdout.write(
             s.continuous !== null && s.continuous !== undefined
-              ? `replicating ${vm} to ${s.to} continuously: a checkpoint every ${s.continuous.checkpointSeconds}s, ` +
+              ? `replicating ${vm} to ${s.to} continuously: a checkpoint every ${s.continuous.checkpointSeconds}s` +
+                  `${s.continuous.appCheckpointSeconds !== null ? ` (application-consistent every ${s.continuous.appCheckpointSeconds}s)` : ''}, ` +
                   `a journal of ${s.continuous.journalSeconds}s; cycles keep an RPO of ${s.rpoSeconds}s while it is down\n`
               : `replicating ${vm} to ${s.to} with an RPO of ${s.rpoSeconds}s, keeping ${s.points} points\n`,
           );
@@ -95,12 +98,17 @@ export async function replicateCommand(api: ApiClient, argv: string[], json: boo
         'last cycle': cycleText(s.lastCycle ? asView<CycleStats>(s.lastCycle) : null),
         ...(s.continuous
           ? {
-              continuous: `a checkpoint every ${s.continuous.checkpointSeconds}s, a journal of ${s.continuous.journalSeconds}s`,
+              continuous:
+                `a checkpoint every ${s.continuous.checkpointSeconds}s` +
+                `${s.continuous.appCheckpointSeconds !== null ? ` (application-consistent every ${s.continuous.appCheckpointSeconds}s)` : ''}` +
+                `, a journal of ${s.continuous.journalSeconds}s`,
               journal: s.journal
                 ? `${s.journal.state}${s.journal.shippedAt ? `, recovery site holds up to ${s.journal.shippedAt}` : ''}` +
                   `${s.journal.backlogBytes > 0 ? `, ${formatBytes(s.journal.backlogBytes)} waiting` : ''}` +
                   `${s.journal.group ? `, checkpoints shared with group ${s.journal.group}` : ''}` +
-                  `${s.journal.error ? ` (${s.journal.error})` : ''}`
+                  `${s.journal.error ? ` (${s.journal.error})` : ''}` +
+                  `${s.journal.appCheckpointAt ? `; application-consistent at ${s.journal.appCheckpointAt}` : ''}` +
+                  `${s.journal.appCheckpointError ? `; last freeze failed: ${s.journal.appCheckpointError}` : ''}`
                 : 'not running (replication paused or the VM stopped: cycles protect it)',
             }
           : {}),

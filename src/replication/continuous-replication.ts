@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { ContinuousSession } from '../cdp/continuous-session.js';
 import { SharedInstant } from '../cdp/continuous-tap.js';
+import { takeAppConsistentCheckpoint } from './continuous-app-checkpoints.js';
 import { QemuWriteLog } from '../cdp/qemu-write-log.js';
 import { JOURNAL_STREAM_PROTOCOL } from '../cdp/journal-shipping.js';
 import type { Logger } from '../core/logger.js';
@@ -48,6 +49,10 @@ export interface JournalStatus {
   error: string | null;
   /** The protection group whose VMs share the session's checkpoints (one instant for all), or null. */
   group: string | null;
+  /** The newest application-consistent checkpoint this session took (the guest frozen), or null. */
+  appCheckpointAt: string | null;
+  /** Why the last application-consistent checkpoint was not taken, or null. */
+  appCheckpointError: string | null;
 }
 
 interface Entry {
@@ -67,6 +72,13 @@ interface Entry {
   streamingSince: number;
   /** A new session begins over a new point after this long (ms). */
   rebaseMs: number;
+  /** Between application-consistent checkpoints (ms); null: none. */
+  appEveryMs: number | null;
+  /** When the next one is due (ms since the epoch). */
+  appNextAt: number;
+  appTaking: boolean;
+  appAt: string | null;
+  appError: string | null;
 }
 
 const RECONCILE_MS = 1_000;
@@ -96,6 +108,8 @@ export interface ContinuousReplicationDeps {
   cyclesDue: (vmId: string) => void;
   /** Each grouped VM's protection group: a group's continuous VMs share checkpoints (a consistency group). */
   groups: () => Promise<Map<string, string>>;
+  /** The VM's guest agent socket (application-consistent checkpoints freeze through it). */
+  agentSocket: (vmId: string) => string;
   maxBacklogBytes?: number;
 }
 
@@ -162,6 +176,8 @@ export class ContinuousReplication {
       backlogBytes: s?.backlogBytes ?? 0,
       error: e.error,
       group: e.group,
+      appCheckpointAt: e.appAt,
+      appCheckpointError: e.appError,
     };
   }
 
@@ -223,6 +239,7 @@ export class ContinuousReplication {
         if (e === undefined || (e.state === 'broken' && !e.busy && Date.now() >= e.retryAt))
           void this.#begin(row, e?.breaks ?? 0);
       }
+      this.#appCheckpointsDue();
     } catch (e) {
       this.#d.log.warn({ err: (e as Error).message }, 'continuous replication could not look at its VMs');
     } finally {
@@ -248,6 +265,11 @@ export class ContinuousReplication {
       checkpointMs: row.continuous!.checkpointMs,
       streamingSince: 0,
       rebaseMs: Math.max(REBASE_MIN_MS, row.continuous!.journalMs / 4),
+      appEveryMs: row.continuous!.appCheckpointMs ?? null,
+      appNextAt: Date.now() + (row.continuous!.appCheckpointMs ?? 0),
+      appTaking: false,
+      appAt: null,
+      appError: null,
     };
     // Set before any await: the next reconcile must find it, however slow what follows.
     this.#entries.set(vmId, entry);
@@ -354,6 +376,59 @@ export class ContinuousReplication {
       }, ms),
     };
     this.#groupClocks.set(group, clock);
+  }
+
+  /**
+   * Application-consistent checkpoints that are due: a VM alone, or its consistency group's
+   * streaming members together (frozen together, one shared instant; the group's clock holds
+   * off meanwhile). Each runs in the background; the next is due an interval after it ends.
+   */
+  #appCheckpointsDue(): void {
+    const now = Date.now();
+    const streaming = [...this.#entries].filter(
+      ([, e]) => e.state === 'streaming' && e.session !== null && !e.busy && e.appEveryMs !== null,
+    );
+    const started = new Set<string>();
+    for (const [vmId, e] of streaming) {
+      if (e.appTaking || now < e.appNextAt || started.has(vmId)) continue;
+      const members = e.group === null ? [[vmId, e] as const] : streaming.filter(([, m]) => m.group === e.group);
+      if (members.some(([, m]) => m.appTaking)) continue;
+      for (const [id] of members) started.add(id);
+      void this.#appCheckpoint(members, e.group);
+    }
+  }
+
+  async #appCheckpoint(members: readonly (readonly [string, Entry])[], group: string | null): Promise<void> {
+    const clock = group === null ? undefined : this.#groupClocks.get(group);
+    if (clock !== undefined) clock.taking = true;
+    for (const [, e] of members) e.appTaking = true;
+    try {
+      const named = await Promise.all(
+        members.map(async ([vmId, e]) => ({
+          vmName: (await this.#d.vms.repo.nameAndState(vmId))?.name ?? vmId,
+          session: e.session!,
+          agentSocket: this.#d.agentSocket(vmId),
+        })),
+      );
+      const outcome = await takeAppConsistentCheckpoint(named, group !== null);
+      for (const [, e] of members) {
+        e.appError = outcome.error;
+        if (outcome.at !== null) e.appAt = outcome.at;
+      }
+      if (outcome.error !== null)
+        this.#d.log.warn(
+          { vms: named.map((n) => n.vmName), err: outcome.error },
+          'no application-consistent checkpoint',
+        );
+    } catch (err) {
+      for (const [, e] of members) e.appError = (err as Error).message;
+    } finally {
+      if (clock !== undefined) clock.taking = false;
+      for (const [, e] of members) {
+        e.appTaking = false;
+        e.appNextAt = Date.now() + (e.appEveryMs ?? 0);
+      }
+    }
   }
 
   /** Whether the VM's QEMU is gone, or goes within a few seconds. */

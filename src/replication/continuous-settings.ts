@@ -8,18 +8,32 @@ const CHECKPOINT_DEFAULT_MS = 1_000;
 const CHECKPOINT_LIMITS_MS = { min: 200, max: 60_000 };
 const JOURNAL_DEFAULT_MS = 4 * 3600_000;
 const JOURNAL_LIMITS_MS = { min: 60_000, max: 30 * 24 * 3600_000 };
+/** Application-consistent checkpoints (guest frozen through its agent): every 15 min by default, 10 s to 24 h. */
+const APP_CHECKPOINT_DEFAULT_MS = 15 * 60_000;
+const APP_CHECKPOINT_LIMITS_MS = { min: 10_000, max: 24 * 3600_000 };
 /** A continuous replication's RPO when none is given: what cycles are held to while its journal is down. */
 export const CONTINUOUS_DEFAULT_RPO = '10s';
 
-/** `--continuous [--checkpoint 1s] [--journal 4h]` as settings, checked; null without --continuous. */
-export function continuousSettings(input: {
-  continuous?: boolean;
-  checkpoint?: string;
-  journal?: string;
-}): ContinuousSettings | null {
+/**
+ * `--continuous [--checkpoint 1s] [--journal 4h] [--app-checkpoint 15m|off]` as settings,
+ * checked; null without --continuous. `guestAgent`: whether the VM has one; without it there
+ * are no application-consistent checkpoints unless asked for, which is refused.
+ */
+export function continuousSettings(
+  input: {
+    continuous?: boolean;
+    checkpoint?: string;
+    journal?: string;
+    appCheckpoint?: string;
+  },
+  guestAgent: boolean,
+): ContinuousSettings | null {
   if (input.continuous !== true) {
-    if (input.checkpoint !== undefined || input.journal !== undefined)
-      throw new MamoriError('INVALID_INPUT', '--checkpoint and --journal are settings of --continuous: give it too');
+    if (input.checkpoint !== undefined || input.journal !== undefined || input.appCheckpoint !== undefined)
+      throw new MamoriError(
+        'INVALID_INPUT',
+        '--checkpoint, --journal and --app-checkpoint are settings of --continuous: give it too',
+      );
     return null;
   }
   const checkpointMs = input.checkpoint === undefined ? CHECKPOINT_DEFAULT_MS : parseDuration(input.checkpoint);
@@ -34,7 +48,24 @@ export function continuousSettings(input: {
       'OUT_OF_RANGE',
       `journal window ${JSON.stringify(input.journal)} is out of range: give 1m to 30d (e.g. 4h)`,
     );
-  return { checkpointMs, journalMs };
+  return { checkpointMs, journalMs, appCheckpointMs: appCheckpointMs(input.appCheckpoint, guestAgent) };
+}
+
+function appCheckpointMs(text: string | undefined, guestAgent: boolean): number | null {
+  if (text === 'off') return null;
+  if (text === undefined) return guestAgent ? APP_CHECKPOINT_DEFAULT_MS : null;
+  if (!guestAgent)
+    throw new MamoriError(
+      'INVALID_INPUT',
+      'application-consistent checkpoints freeze the guest through its agent, and this VM has none (vm create --guest-agent); leave --app-checkpoint out',
+    );
+  const ms = parseDuration(text);
+  if (ms === null || ms < APP_CHECKPOINT_LIMITS_MS.min || ms > APP_CHECKPOINT_LIMITS_MS.max)
+    throw new MamoriError(
+      'OUT_OF_RANGE',
+      `application-consistent checkpoint interval ${JSON.stringify(text)} is out of range: give 10s to 24h (e.g. 15m), or off`,
+    );
+  return ms;
 }
 
 /** `500ms`, `1s`, `15m`, `4h`, `7d` (a bare number is seconds) in ms, or null. */

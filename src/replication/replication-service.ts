@@ -145,6 +145,7 @@ export class ReplicationService {
       exclusive: (vmId, fn) => this.#cycles.exclusive(vmId, fn),
       cyclesDue: (vmId) => this.#scheduler.at(vmId, Date.now()),
       groups: () => this.#groups.groupNamesByVm(),
+      agentSocket: (vmId) => deps.paths.vmRuntime(vmId).guestAgentSocket,
       ...(deps.cdpBacklogBytes === undefined ? {} : { maxBacklogBytes: deps.cdpBacklogBytes }),
     });
   }
@@ -191,10 +192,11 @@ export class ReplicationService {
       continuous?: boolean;
       checkpoint?: string;
       journal?: string;
+      appCheckpoint?: string;
     },
   ): Promise<ReplicationStatus> {
     const vm = await this.#vms.get(vmName);
-    const continuous = continuousSettings(input);
+    const continuous = continuousSettings(input, vm.definition.guestAgent === true);
     if (input.rpo === undefined && continuous === null)
       throw new MamoriError('INVALID_INPUT', 'give an RPO (--rpo 30s), or --continuous');
     const rpo = input.rpo ?? CONTINUOUS_DEFAULT_RPO;

@@ -30,7 +30,7 @@ export interface ReplicationStatus {
   /** Storage at the recovery site (points, chain length, bytes), as its last commit reported; null before. */
   replica: ReplicaStorage | null;
   /** Continuous replication's settings (seconds); null: cycles only. */
-  continuous: { checkpointSeconds: number; journalSeconds: number } | null;
+  continuous: { checkpointSeconds: number; journalSeconds: number; appCheckpointSeconds: number | null } | null;
   /** The continuous journal's session now; null when none runs (cycles only, paused, or the VM stopped). */
   journal: JournalStatus | null;
 }
@@ -78,7 +78,11 @@ export function replicationStatusOf(
     continuous:
       r.continuous === null
         ? null
-        : { checkpointSeconds: r.continuous.checkpointMs / 1000, journalSeconds: r.continuous.journalMs / 1000 },
+        : {
+            checkpointSeconds: r.continuous.checkpointMs / 1000,
+            journalSeconds: r.continuous.journalMs / 1000,
+            appCheckpointSeconds: r.continuous.appCheckpointMs == null ? null : r.continuous.appCheckpointMs / 1000,
+          },
     journal: live.journal,
   };
 }

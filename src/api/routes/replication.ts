@@ -51,14 +51,31 @@ const statusSchema = {
     continuous: {
       type: ['object', 'null'],
       description: "continuous replication's settings; null: cycles only",
-      required: ['checkpointSeconds', 'journalSeconds'],
-      properties: { checkpointSeconds: { type: 'number' }, journalSeconds: { type: 'number' } },
+      required: ['checkpointSeconds', 'journalSeconds', 'appCheckpointSeconds'],
+      properties: {
+        checkpointSeconds: { type: 'number' },
+        journalSeconds: { type: 'number' },
+        appCheckpointSeconds: {
+          type: ['number', 'null'],
+          description: 'between application-consistent checkpoints (the guest frozen through its agent); null: none',
+        },
+      },
     },
     journal: {
       type: ['object', 'null'],
       description:
         "the continuous journal's session: starting, streaming, or broken (cycles protect the VM until it starts again); null when none runs",
-      required: ['state', 'basePointId', 'checkpointAt', 'shippedAt', 'backlogBytes', 'error', 'group'],
+      required: [
+        'state',
+        'basePointId',
+        'checkpointAt',
+        'shippedAt',
+        'backlogBytes',
+        'error',
+        'group',
+        'appCheckpointAt',
+        'appCheckpointError',
+      ],
       properties: {
         state: { type: 'string', enum: ['starting', 'streaming', 'broken'] },
         basePointId: { type: ['string', 'null'] },
@@ -69,6 +86,15 @@ const statusSchema = {
         group: {
           type: ['string', 'null'],
           description: "the protection group whose VMs share the session's checkpoints (one instant for all)",
+        },
+        appCheckpointAt: {
+          type: ['string', 'null'],
+          description: "the session's newest application-consistent checkpoint (the guest frozen)",
+        },
+        appCheckpointError: {
+          type: ['string', 'null'],
+          description:
+            'why the last application-consistent checkpoint was not taken (the points stay crash-consistent)',
         },
       },
     },
@@ -109,6 +135,7 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
         continuous?: boolean;
         checkpoint?: string;
         journal?: string;
+        appCheckpoint?: string;
       };
     }>(
       '/vms/:name/replication',
@@ -135,6 +162,11 @@ export function replicationRoutes(deps: { replication: ReplicationService }): Fa
               },
               checkpoint: { type: 'string', description: 'continuous: time between checkpoints (1s; 200ms to 60s)' },
               journal: { type: 'string', description: "continuous: the journal's window (4h; 1m to 30d)" },
+              appCheckpoint: {
+                type: 'string',
+                description:
+                  'continuous: time between application-consistent checkpoints, the guest frozen through its agent (15m with an agent; 10s to 24h), or off',
+              },
             },
           },
           response: { 201: statusSchema, ...errorResponses },

@@ -63,6 +63,11 @@ export interface ContinuousSettings {
   checkpointMs: number;
   /** How far back the journal reaches, in milliseconds. */
   journalMs: number;
+  /**
+   * Milliseconds between application-consistent checkpoints (the guest frozen through its
+   * agent); null: none. Rows written before it existed lack it (none).
+   */
+  appCheckpointMs?: number | null;
 }
 
 /** Source side: a protected VM and where its replica lives (a replications row). */

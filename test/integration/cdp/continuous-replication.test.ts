@@ -26,6 +26,7 @@ interface Vm {
 interface Checkpoint {
   time: string;
   seq: number;
+  applicationConsistent: boolean;
 }
 interface Incident {
   kind: string;
@@ -53,6 +54,8 @@ test('bad continuous settings are refused and change nothing', async () => {
     [['--continuous', '--checkpoint', 'soon'], 'OUT_OF_RANGE'],
     [['--continuous', '--journal', '31d'], 'OUT_OF_RANGE'],
     [['--rpo', '30s', '--journal', '4h'], 'INVALID_INPUT'],
+    // Application-consistent checkpoints freeze through a guest agent, which this VM lacks.
+    [['--continuous', '--app-checkpoint', '15m'], 'INVALID_INPUT'],
   ] as const) {
     const r = await sites().cli('a', 'replicate', 'enable', 'quiet', '--to', 'site-b', ...args);
     assert.notEqual(r.code, 0, args.join(' '));
@@ -62,7 +65,7 @@ test('bad continuous settings are refused and change nothing', async () => {
 });
 
 test('a continuous replica at site-b holds the guest as of any checkpoint, each a gap-free log with everything acknowledged before it', async () => {
-  await a('vm', 'create', 'cdp', '--test-guest', '--data-disk', '64M', '--writelog-rate', '200');
+  await a('vm', 'create', 'cdp', '--test-guest', '--data-disk', '64M', '--writelog-rate', '200', '--guest-agent');
   const vm = await a<Vm>('vm', 'start', 'cdp');
   await sites().a.waitFor('heartbeat', async () => (await a<Vm>('vm', 'show', 'cdp')).lastHeartbeatAt, 120_000);
 
@@ -77,8 +80,10 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
     '1s',
     '--journal',
     '1h',
+    '--app-checkpoint',
+    '10s',
   );
-  assert.deepEqual(enabled.continuous, { checkpointSeconds: 1, journalSeconds: 3600 });
+  assert.deepEqual(enabled.continuous, { checkpointSeconds: 1, journalSeconds: 3600, appCheckpointSeconds: 10 });
 
   // What the guest had acknowledged, sampled on the host's clock while the journal streams.
   const acks = new AckSamples(vm.serialLog);
@@ -87,11 +92,11 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   const from = streaming.journal!.shippedAt!;
   let checkpoints: Checkpoint[] = [];
   await sites().a.waitFor(
-    'twenty-five checkpoints at site-b',
+    'twenty-five checkpoints at site-b, an application-consistent one among them',
     async () => {
       await acks.sample();
       checkpoints = await a<Checkpoint[]>('replicate', 'points', 'cdp', '--between', from, new Date().toISOString());
-      return checkpoints.length >= 25 || undefined;
+      return (checkpoints.length >= 25 && checkpoints.some((c) => c.applicationConsistent)) || undefined;
     },
     180_000,
   );
@@ -101,6 +106,25 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   // The RPO is the journal's: its newest point at site-b is seconds old, though no cycle ran since.
   assert.ok(status.lagSeconds !== null && status.lagSeconds < 10, `lag ${status.lagSeconds}s`);
   assert.equal(status.rpoViolated, false);
+  // Application-consistent checkpoints every 10 s: the guest frozen through its agent (its
+  // fsfreeze hook stops the log writer and says so on the console), then thawed, and the point
+  // labelled. The ordinary checkpoints between them stay crash-consistent.
+  assert.equal(status.journal?.appCheckpointError, null);
+  assert.ok(status.journal?.appCheckpointAt, 'the session took an application-consistent checkpoint');
+  const app = checkpoints.filter((c) => c.applicationConsistent);
+  assert.ok(app.length < checkpoints.length / 3, `${app.length} of ${checkpoints.length} are application-consistent`);
+  const serial = await readFile(vm.serialLog, 'utf8');
+  const freezes = serial.match(/mamori-fsfreeze freeze/g)?.length ?? 0;
+  assert.ok(freezes >= app.length, `${freezes} freezes for ${app.length} labelled checkpoints`);
+  await sites().a.waitFor(
+    'every freeze thawed',
+    async () =>
+      ((await readFile(vm.serialLog, 'utf8')).match(/mamori-fsfreeze thaw/g)?.length ?? 0) >=
+        ((await readFile(vm.serialLog, 'utf8')).match(/mamori-fsfreeze freeze/g)?.length ?? 0) || undefined,
+    30_000,
+  );
+  const appRead = await verifyInstant(sites().a, 'cdp', app[0]!.time, acks);
+  assert.equal(appRead.point.time, app[0]!.time, 'an application-consistent checkpoint reads back as itself');
 
   // Twenty instants spread over the window, each between two checkpoints: each rounds down to
   // a listed checkpoint within an interval or two, a gap-free log with everything acknowledged

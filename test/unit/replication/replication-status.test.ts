@@ -27,7 +27,7 @@ describe('replication status', () => {
     const s = replicationStatusOf(row, { ...live, journalAt: NOW - 800 }, NOW);
     assert.equal(s.lagSeconds, 0.8);
     assert.equal(s.rpoViolated, false);
-    assert.deepEqual(s.continuous, { checkpointSeconds: 1, journalSeconds: 3600 });
+    assert.deepEqual(s.continuous, { checkpointSeconds: 1, journalSeconds: 3600, appCheckpointSeconds: null });
   });
 
   it('falls back to the last cycle point when no journal has shipped, or when that point is newer', () => {
