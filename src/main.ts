@@ -9,6 +9,7 @@ import { VmRepo } from './store/repos/vm-repo.js';
 import { DiskRepo } from './store/repos/disk-repo.js';
 import { RecoveredVmRepo } from './store/repos/recovered-vm-repo.js';
 import { InstantRecoveries } from './plans/instant-recoveries.js';
+import { JournalSpaceWatch } from './replication/journal-space-watch.js';
 import { JobJournal } from './jobs/job-journal.js';
 import { DiskService } from './disks/disk-service.js';
 import { VmService } from './vms/vm-service.js';
@@ -206,6 +207,13 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
     dataDir: paths.root,
     log,
   });
+  // The recovery site's continuous replicas: does each journal's window fit in the room here?
+  const journalSpace = new JournalSpaceWatch({
+    replicas: () => replicas.list(),
+    forecast: (id) => replicas.journalForecast(id),
+    incidents,
+    log,
+  });
   const alerts = new AlertNotifier({ db: store.handle, box, incidents, siteName: opts.name, log });
   const peerWatch = new PeerWatch({
     peers,
@@ -399,6 +407,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       peerWatch.start();
       incoming.watchLeases();
       instantRecoveries.start();
+      journalSpace.start();
       // Did a peer fail our VMs over while we were away? Asked in the background: a peer
       // that is down must not hold up this site's start.
       void replication.learnSupersession();
@@ -429,6 +438,7 @@ export async function openSite(opts: SiteOptions): Promise<Site> {
       await alerts.stop();
       incoming.stopWatchingLeases();
       instantRecoveries.stop();
+      journalSpace.stop();
       // Plan runs started through the API stop starting steps (left resumable) before it closes.
       await runner.shutdown();
       // 8 and 7, undone; the last answers' audit entries are written before the database closes.

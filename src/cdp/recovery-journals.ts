@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { MamoriError } from '../core/mamori-error.js';
@@ -8,6 +8,7 @@ import { CHECKPOINT_FLAG } from './journal-format.js';
 import { receiveJournal } from './journal-shipping.js';
 import { WriteJournal } from './write-journal.js';
 import type { JournalIndex } from './journal-index.js';
+import type { JournalUsage } from './journal-forecast.js';
 
 /*
  * The journals a recovery site keeps for its continuous replicas. The source journals in
@@ -197,6 +198,28 @@ export class RecoveryJournals {
   }
 
   /**
+   * What the replica's journal holds now, for its forecast (journal-forecast.ts): the bytes of
+   * every epoch kept, the oldest and newest checkpoint, and the window asked. Null without one.
+   */
+  async usage(id: string): Promise<JournalUsage | null> {
+    const epochs = await this.#epochs(id);
+    const newest = epochs.at(-1);
+    if (newest === undefined) return null;
+    let bytes = 0;
+    let fromUs = Infinity;
+    let toUs = -Infinity;
+    for (const e of epochs) {
+      bytes += await folderBytes(this.#folder(id, e.epoch));
+      const cps = (await this.#journal(id, e.epoch, e.base.disks[0]!)).index.checkpoints();
+      if (cps.length === 0) continue;
+      fromUs = Math.min(fromUs, cps[0]!.timeUs);
+      toUs = Math.max(toUs, cps.at(-1)!.timeUs);
+    }
+    const windowMs = newest.base.windowMs ?? DEFAULT_WINDOW_MS;
+    return toUs < fromUs ? { bytes, fromUs: 0, toUs: 0, windowMs } : { bytes, fromUs, toUs, windowMs };
+  }
+
+  /**
    * The epoch that holds the newest checkpoint at or before `timeUs` (the journal keeps
    * growing: what a reader takes is what lies before its checkpoint); null when none does.
    */
@@ -256,4 +279,15 @@ export class RecoveryJournals {
     }
     return j;
   }
+}
+
+/** The bytes of the files under `dir`. */
+async function folderBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) n += await folderBytes(p);
+    else if (e.isFile()) n += (await stat(p).catch(() => ({ size: 0 }))).size;
+  }
+  return n;
 }

@@ -52,6 +52,12 @@ export async function replicaCommand(api: ApiClient, rest: string[], json: boole
           (r.storage?.seedBytes ?? 0) > 0
             ? `${formatBytes(r.storage!.seedBytes)} (read through until its next point compacts it)`
             : null,
+        journal: r.journal
+          ? `${formatBytes(r.journal.bytes)}` +
+            (r.journal.bytesPerSecond === null
+              ? ' (its rate is known once it covers a minute)'
+              : `, growing ${formatBytes(r.journal.bytesPerSecond)}/s: its ${r.journal.windowSeconds}s window needs ${formatBytes(r.journal.neededBytes ?? 0)} of the ${formatBytes(r.journal.availableBytes)} it has here${r.journal.fits === false ? ' (IT DOES NOT FIT)' : ''}`)
+          : null,
         'used by':
           [
             ...(r.usedBy?.vms ?? []).map((v) => `VM ${v.name} (${v.state})`),

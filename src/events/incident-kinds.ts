@@ -9,6 +9,8 @@ export const RPO_VIOLATED = 'replication.rpo-violated';
 export const CYCLE_FAILED = 'replication.cycle-failed';
 /** Open from a break of a VM's continuous journal (tap, link, journal) until a new one streams. */
 export const JOURNAL_BROKEN = 'replication.journal-broken';
+/** Open while a continuous replica's journal window, at the rate it grows, does not fit in the recovery site's room (JournalSpaceWatch). */
+export const JOURNAL_SPACE = 'replication.journal-space';
 /** Open from a verify whose write log is not consistent until a later verify of the VM is. */
 export const POINT_VERIFY_FAILED = 'replication.point-verify-failed';
 /** Open while a paired site has failed its health checks (PeerWatch). */

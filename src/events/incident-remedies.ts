@@ -1,6 +1,7 @@
 import {
   CYCLE_FAILED,
   JOURNAL_BROKEN,
+  JOURNAL_SPACE,
   LINK_SATURATED,
   PEER_UNREACHABLE,
   POINT_VERIFY_FAILED,
@@ -37,6 +38,11 @@ const REMEDIES: Readonly<Record<string, (i: RemedyInput) => string>> = {
     `the VM is protected by cycles meanwhile (its bitmap recorded every write), and the journal starts again by itself ` +
     `over a new point; 'mamori replicate status ${vmOf(i)}' shows the journal's state and why it broke. ` +
     `If the link is the cause, fix it; points in time before the break stay recoverable`,
+  [JOURNAL_SPACE]: (i) =>
+    `'mamori replica show ${i.target.slice(i.target.indexOf(':') + 1)}' shows what the journal holds, the rate it grows at and its room. ` +
+    `Free space where this site keeps its replicas, or shorten the window at ${String(i.details?.['source'] ?? 'the protected site')} ` +
+    `(disable continuous replication of the VM and enable it again with a shorter --journal). ` +
+    `Left as is, the journal fills the storage, its writes fail and the VM falls back to cycles`,
   [POINT_VERIFY_FAILED]: (i) =>
     `take a new point with 'mamori replicate sync-now ${vmOf(i)}' and check it with ` +
     `'mamori replicate verify ${vmOf(i)}'; until one verifies, recover from an older point that did`,

@@ -28,6 +28,7 @@ import { readSeedDelta, type SeedDelta } from './seed-delta.js';
 import { RecoveryJournals, type JournalBase, type JournalCheckpoint } from '../cdp/recovery-journals.js';
 import { JournalPointServer } from '../cdp/journal-point-server.js';
 import { PointInTimeExports } from '../cdp/point-in-time-exports.js';
+import { forecastJournal, type JournalForecast } from '../cdp/journal-forecast.js';
 import type { BackingRef } from '../qemu/qemu-img-write.js';
 import { ReplicaJournalPoints, journalPointTime, type PointFiles } from './replica-journal-points.js';
 import type { Duplex } from 'node:stream';
@@ -41,6 +42,8 @@ export interface ReplicaSummary extends ReplicaView {
   state: 'receiving' | 'promoted' | 'retired';
   storage: ReplicaStorage;
   usedBy: ReplicaUsers;
+  /** A continuous replica's journal and whether its window fits here; null without a journal. */
+  journal: JournalForecast | null;
 }
 
 /**
@@ -182,7 +185,21 @@ export class ReplicaService {
       : view.promotedAt !== null
         ? 'promoted'
         : 'receiving';
-    return { ...view, state, storage: await this.storage(id), usedBy: await this.#removal.usersOf(id) };
+    return {
+      ...view,
+      state,
+      storage: await this.storage(id),
+      usedBy: await this.#removal.usersOf(id),
+      journal: await this.journalForecast(id),
+    };
+  }
+
+  /** What a continuous replica's journal holds and will take over its window, against the room here; null without one. */
+  async journalForecast(id: string): Promise<JournalForecast | null> {
+    const usage = await this.#journals.usage(id);
+    if (usage === null) return null;
+    const st = await statfs(this.#root);
+    return forecastJournal(usage, st.bavail * st.bsize);
   }
 
   /**

@@ -65,6 +65,20 @@ const summarySchema = {
         replicas: { type: 'array', items: { type: 'string' } },
       },
     },
+    journal: {
+      type: ['object', 'null'],
+      description:
+        "a continuous replica's journal: what it holds, the rate it grows at (null until it covers a minute), what its window takes at that rate (epochs' overlap included) and the room it has here (its bytes and the free space); null without a journal",
+      required: ['bytes', 'bytesPerSecond', 'windowSeconds', 'neededBytes', 'availableBytes', 'fits'],
+      properties: {
+        bytes: { type: 'integer' },
+        bytesPerSecond: { type: ['integer', 'null'] },
+        windowSeconds: { type: 'number' },
+        neededBytes: { type: ['integer', 'null'] },
+        availableBytes: { type: 'integer' },
+        fits: { type: ['boolean', 'null'] },
+      },
+    },
   },
 } as const;
 

@@ -11,6 +11,7 @@ import type { VmView } from '../../../src/vms/vm-service.js';
 import { AckSamples, verifyInstant, waitStreaming } from '../../harness/continuous-guest.js';
 import type { ReplicationStatus } from '../../../src/replication/replication-service.js';
 import { queryImageInfo } from '../../../src/qemu/qemu-img-read.js';
+import type { JournalForecast } from '../../../src/cdp/journal-forecast.js';
 import { parseSerialAcks } from '../../../src/guest/writelog-verifier.js';
 
 /*
@@ -203,6 +204,33 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   assert.equal(clean.result, 'success');
   assert.deepEqual(await b<VmView[]>('vm', 'list'), []);
   assert.deepEqual(await pitFolders(), [], 'the export closed with its last VM');
+
+  // The journal's forecast at site-b: once it covers a minute, the rate it grows at is the
+  // guest's writes (each 4 KiB record once, with the journal's headers), against a window of
+  // the hour asked, which fits in this machine's free space.
+  const replicaId = (await b<{ id: string; vmName: string }[]>('replica', 'list')).find((r) => r.vmName === 'cdp')!.id;
+  const forecast = await sites().b.waitFor(
+    'a forecast of the journal',
+    async () => {
+      await acks.sample();
+      const j = (await b<{ journal: JournalForecast | null }>('replica', 'show', replicaId)).journal;
+      return j?.bytesPerSecond != null ? j : undefined;
+    },
+    180_000,
+  );
+  const nowMs = Date.now();
+  const guestRate = ((acks.ackedBy(nowMs) - acks.ackedBy(firstMs)) * 4096) / ((nowMs - firstMs) / 1000);
+  assert.ok(
+    forecast.bytesPerSecond! > guestRate * 0.6 && forecast.bytesPerSecond! < guestRate * 1.6,
+    `the journal grows ${forecast.bytesPerSecond} B/s, the guest wrote ${Math.round(guestRate)} B/s`,
+  );
+  assert.equal(forecast.windowSeconds, 3600);
+  assert.equal(forecast.fits, true);
+  // A window and a quarter (epochs leave whole) at that rate; the rate shown is rounded.
+  assert.ok(
+    Math.abs(forecast.neededBytes! - forecast.bytesPerSecond! * 3600 * 1.25) <= 3600,
+    'the window at that rate',
+  );
   // No break, no incident.
   const incidents = (await a<Incident[]>('events')).filter((i) => i.kind === 'replication.journal-broken');
   assert.deepEqual(incidents, []);

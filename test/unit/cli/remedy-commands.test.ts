@@ -97,7 +97,15 @@ test('every incident remedy names commands, and the CLI accepts each of them', a
       { peer: 'site-b', limit: 4, limitedBy: 'bandwidth' },
       null,
     ]) {
-      const remedy = incidentRemedy({ kind, target: kind.startsWith('site.') ? 'site:site-b' : 'vm:0b9e', details });
+      const remedy = incidentRemedy({
+        kind,
+        target: kind.startsWith('site.')
+          ? 'site:site-b'
+          : kind === 'replication.journal-space'
+            ? 'replica:rep-1'
+            : 'vm:0b9e',
+        details,
+      });
       assert.ok(remedy, kind);
       const commands = namedCommands(remedy);
       assert.ok(commands.length > 0, `${kind}: its remedy names no command: ${remedy}`);

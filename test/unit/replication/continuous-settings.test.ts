@@ -38,7 +38,7 @@ describe('continuous replication settings', () => {
     // Asked for on a VM that cannot freeze: refused, not silently crash-consistent.
     assert.throws(
       () => continuousSettings({ continuous: true, appCheckpoint: '15m' }, false),
-      (e) => isMamoriError(e, 'INVALID_INPUT') && /guest agent/.test(e.message),
+      (e) => isMamoriError(e, 'INVALID_INPUT') && /agent/.test(e.message),
     );
     assert.throws(
       () => continuousSettings({ appCheckpoint: '15m' }, true),
