@@ -157,6 +157,7 @@ export class RunStepActions {
     const status = await this.#peerRecovery.replicateBack(ctx.plan.peer, local.id, {
       rpoSeconds: v.vm.rpoSeconds,
       keepPoints: v.vm.keepPoints,
+      ...(v.vm.continuous ? { continuous: v.vm.continuous } : {}),
       ...groupOf(v.vm),
     });
     return this.#reprotected(ctx, v, status);
@@ -252,6 +253,7 @@ export class RunStepActions {
     ).request<ReplicationStatus>('POST', `/protection/vms/${encodeURIComponent(v.vm.id)}/replicate-back`, {
       rpoSeconds: v.vm.rpoSeconds,
       keepPoints: v.vm.keepPoints,
+      ...(v.vm.continuous ? { continuous: v.vm.continuous } : {}),
       ...groupOf(v.vm),
     });
     return this.#reprotected(ctx, v, status);

@@ -1,3 +1,4 @@
+import type { ContinuousSettings } from '../store/records/replica-record.js';
 import type { StoreHandle } from '../store/store-handle.js';
 import { ReplicationRepo } from '../store/repos/replication-repo.js';
 import { ProtectionGroupRepo } from '../store/repos/protection-group-repo.js';
@@ -67,7 +68,7 @@ export class PeerRecovery {
   async replicateBack(
     peer: string,
     vmId: string,
-    input: { rpoSeconds: number; keepPoints: number; group?: string },
+    input: { rpoSeconds: number; keepPoints: number; continuous?: ContinuousSettings; group?: string },
   ): Promise<ReplicationStatus> {
     const vm = await this.#vms.repo.findById(vmId);
     if (!vm) throw new MamoriError('VM_NOT_FOUND', `no VM ${vmId} here to replicate back`);
@@ -80,6 +81,15 @@ export class PeerRecovery {
         rpo: `${input.rpoSeconds}s`,
         points: input.keepPoints,
         seeded: true,
+        // Continuous before: continuous again, with the same checkpoints, window and freezes.
+        ...(input.continuous
+          ? {
+              continuous: true,
+              checkpoint: `${input.continuous.checkpointMs}ms`,
+              journal: `${Math.round(input.continuous.journalMs / 1000)}s`,
+              appCheckpoint: input.continuous.appCheckpointMs ? `${input.continuous.appCheckpointMs}ms` : 'off',
+            }
+          : {}),
       });
     const status = await this.#replication.syncNow(vm.name);
     if (input.group === undefined) return status;

@@ -70,6 +70,7 @@ export class ProtectedSite {
         replicaId: r.replicaId,
         rpoSeconds: Math.round(r.rpoMs / 1000),
         keepPoints: r.keepPoints,
+        continuous: r.continuous,
         definition,
         disks: view.disks.slice(0, replicated).map((d, index) => ({ index, sizeBytes: d.sizeBytes, pool: 'default' })),
         lastHeartbeatAt: view.lastHeartbeatAt,

@@ -1,3 +1,4 @@
+import type { ContinuousSettings } from '../../store/records/replica-record.js';
 import type { FastifyPluginAsync } from 'fastify';
 import type { ProtectedSite, ProtectedVm } from '../../site-roles/protected-site.js';
 import type { PeerRecovery } from '../../site-roles/peer-recovery.js';
@@ -124,7 +125,10 @@ export function protectionRoutes(deps: {
       },
       async (req) => deps.peerRecovery.seed(peerName(req), req.params.vm),
     );
-    app.post<{ Params: { vm: string }; Body: { rpoSeconds: number; keepPoints: number; group?: string } }>(
+    app.post<{
+      Params: { vm: string };
+      Body: { rpoSeconds: number; keepPoints: number; continuous?: ContinuousSettings; group?: string };
+    }>(
       '/protection/vms/:vm/replicate-back',
       {
         schema: {
@@ -138,6 +142,17 @@ export function protectionRoutes(deps: {
             properties: {
               rpoSeconds: { type: 'integer', minimum: 1 },
               keepPoints: { type: 'integer', minimum: 1, maximum: 1000 },
+              continuous: {
+                type: 'object',
+                description: "the protected VM's continuous settings: it replicates back continuously, with them",
+                required: ['checkpointMs', 'journalMs'],
+                additionalProperties: false,
+                properties: {
+                  checkpointMs: { type: 'integer', minimum: 1 },
+                  journalMs: { type: 'integer', minimum: 1 },
+                  appCheckpointMs: { type: ['integer', 'null'], minimum: 1 },
+                },
+              },
               group: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
             },
           },

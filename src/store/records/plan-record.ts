@@ -1,4 +1,5 @@
 /* A recovery plan and the protected inventory it was checked against, as the store keeps them (issue 20). */
+import type { ContinuousSettings } from './replica-record.js';
 import type { VmDefinition } from './vm-definition.js';
 import type { ArrayDisk } from './protection-group-record.js';
 
@@ -65,6 +66,8 @@ export interface ProtectedVm {
   replicaId: string | null;
   rpoSeconds: number;
   keepPoints: number;
+  /** Continuous replication's settings, or null (cycles); a reprotect replicates back the same way. Absent from older inventories. */
+  continuous?: ContinuousSettings | null;
   definition: Omit<VmDefinition, 'diskIds' | 'configDriveDiskId'>;
   disks: { index: number; sizeBytes: number; pool: string }[];
   lastHeartbeatAt: string | null;

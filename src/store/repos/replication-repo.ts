@@ -39,7 +39,11 @@ const lastCycleColumn = jsonColumn<CycleStats>('replications.stats[last]', cycle
 const continuousColumn = jsonColumn<ContinuousSettings>('replications.continuous', {
   type: 'object',
   required: ['checkpointMs', 'journalMs'],
-  properties: { checkpointMs: { type: 'number' }, journalMs: { type: 'number' } },
+  properties: {
+    checkpointMs: { type: 'number' },
+    journalMs: { type: 'number' },
+    appCheckpointMs: { type: ['number', 'null'] },
+  },
 });
 
 /** A replication as the status of all lists it: its VM's name, and of its stats only the newest cycle and storage. */
@@ -164,10 +168,17 @@ export class ReplicationRepo {
    * The replications to `peer`, oldest group name first then VM name, each with its VM's id and
    * protection group (null: in none): what the protected site's inventory lists.
    */
-  async toPeerWithGroups(
-    peer: string,
-  ): Promise<{ vmId: string; group: string | null; replicaId: string; rpoMs: number; keepPoints: number }[]> {
-    return this.#db
+  async toPeerWithGroups(peer: string): Promise<
+    {
+      vmId: string;
+      group: string | null;
+      replicaId: string;
+      rpoMs: number;
+      keepPoints: number;
+      continuous: ContinuousSettings | null;
+    }[]
+  > {
+    const rows = await this.#db
       .selectFrom('replications')
       .innerJoin('vms', 'vms.id', 'replications.vm_id')
       .leftJoin('protection_group_vms', 'protection_group_vms.vm_id', 'vms.id')
@@ -178,11 +189,16 @@ export class ReplicationRepo {
         'replications.replica_id as replicaId',
         'replications.rpo_ms as rpoMs',
         'replications.keep_points as keepPoints',
+        'replications.continuous as continuous',
       ])
       .where('replications.peer', '=', peer)
       .orderBy('protection_groups.name')
       .orderBy('vms.name')
       .execute();
+    return rows.map((r) => ({
+      ...r,
+      continuous: r.continuous === null ? null : continuousColumn.decodeShared(r.continuous),
+    }));
   }
 
   async insert(

@@ -289,6 +289,16 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   const drHeld = await logPrefixOf(protectedVm.disks[0]!.path, recovered.disks[0]!.path, drResumed);
   assert.deepEqual(drHeld.mismatched, []);
   assert.ok(drHeld.prefix >= drResumed, `the recovered VM holds 1..${drHeld.prefix}, resumed after ${drResumed}`);
+
+  // Reprotect: the recovered VM replicates back to site-a as it was protected, continuously
+  // (the same checkpoints, window and freezes), its journal streaming at site-a's replica.
+  const rp = await runPlan('reprotect');
+  assert.equal(rp.result, 'success', JSON.stringify(rp.steps.map((x) => `${x.state} ${x.label} ${x.message ?? ''}`)));
+  const back = await b<ReplicationStatus>('replicate', 'status', 'cdp');
+  assert.equal(back.to, 'site-a');
+  assert.deepEqual(back.continuous, { checkpointSeconds: 1, journalSeconds: 3600, appCheckpointSeconds: 10 });
+  const backStreaming = await waitStreaming(sites().b, 'cdp');
+  assert.ok(backStreaming.journal!.shippedAt, 'site-a holds the journal of the VM that now runs at site-b');
   await b('vm', 'stop', 'cdp', '--force');
 });
 
