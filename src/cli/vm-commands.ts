@@ -16,7 +16,7 @@ export const VM_USAGE = `mamori vm <command>
   snapshot NAME SNAPSHOT | snapshot list NAME | snapshot delete NAME SNAPSHOT (running or stopped)
   migrate NAME --to SITE [--downtime-limit MS] [--bandwidth MBPS] [--link-timeout SEC] [--no-wait]
   migrate-cancel NAME
-  failover NAME --planned [--no-reverse] [--no-wait]
+  failover NAME --planned [--point TIME] [--no-reverse] [--no-wait]
 
   migrate or failover?
     migrate   moves a running VM live: both sites up, the guest keeps running (downtime is
@@ -251,12 +251,21 @@ export async function vmCommand(api: ApiClient, argv: string[], json: boolean): 
         args: rest,
         allowPositionals: true,
         strict: true,
-        options: { planned: { type: 'boolean' }, 'no-reverse': { type: 'boolean' }, 'no-wait': { type: 'boolean' } },
+        options: {
+          planned: { type: 'boolean' },
+          'no-reverse': { type: 'boolean' },
+          'no-wait': { type: 'boolean' },
+          point: { type: 'string' },
+        },
       });
-      const name = one(positionals, 'vm failover NAME --planned [--no-reverse]');
+      const name = one(positionals, 'vm failover NAME --planned [--point TIME] [--no-reverse]');
       const job = await api.post('/vms/{name}/failover', {
         path: { name },
-        body: { planned: values.planned === true, reverse: !values['no-reverse'] },
+        body: {
+          planned: values.planned === true,
+          reverse: !values['no-reverse'],
+          ...(values.point === undefined ? {} : { point: values.point }),
+        },
       });
       if (values['no-wait'])
         return json ? printJson(job) : void process.stdout.write(`failover job ${job.id} started\n`);

@@ -80,10 +80,12 @@ export class PlanRunner {
   /** Checks everything, writes the run with its journal, and starts it; returns at once. */
   async start(planName: string, mode: RunMode, options: { pointTime?: string } = {}): Promise<PlanRun> {
     assertMode(mode);
-    if (options.pointTime !== undefined && mode !== 'test' && mode !== 'disaster')
+    // A planned run at a point rewinds on purpose (a failover to before a bad change): the VM is
+    // shut down and synced as ever, and what it wrote after the point is given up.
+    if (options.pointTime !== undefined && mode !== 'test' && mode !== 'disaster' && mode !== 'planned')
       throw new MamoriError(
         'INVALID_INPUT',
-        '--point chooses the point of a test or disaster recovery; a planned migration always syncs and uses the newest',
+        `--point chooses the point of a test, planned or disaster recovery, not of a ${mode} run`,
       );
     if (options.pointTime !== undefined && Number.isNaN(Date.parse(options.pointTime)))
       throw new MamoriError(

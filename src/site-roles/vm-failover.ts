@@ -110,13 +110,19 @@ export class VmFailover {
     });
   }
 
-  async start(vmName: string, input: { planned: boolean; reverse?: boolean }): Promise<Job> {
+  async start(vmName: string, input: { planned: boolean; reverse?: boolean; point?: string }): Promise<Job> {
     if (!input.planned) {
       throw new MamoriError(
         'INVALID_INPUT',
         "only a planned failover starts here (both sites up: the VM is shut down and synced first). When this site is gone, run the recovery site's plan in disaster mode there (mamori plan run PLAN --mode disaster); to move a running VM with no downtime, use mamori vm migrate",
       );
     }
+    if (input.point !== undefined && Number.isNaN(Date.parse(input.point)))
+      throw new MamoriError(
+        'INVALID_INPUT',
+        `--point ${JSON.stringify(input.point)} is not a time (ISO 8601, e.g. 2026-11-27T09:00:00Z)`,
+      );
+    const pointTime = input.point === undefined ? undefined : new Date(input.point).toISOString();
     const vm = await this.#vms.get(vmName);
     const rep = await this.#replications.find(vm.id);
     if (!rep)
@@ -140,16 +146,25 @@ export class VmFailover {
       steps: reverse ? ['failover', 'reprotect'] : ['failover'],
     });
     await this.#jobs.setContext(FAILOVER_JOB, job.id, { vm: vmName, to: rep.peer, plan });
-    void this.#run(job.id, vmName, rep.peer, plan, reverse).catch((e: unknown) =>
+    void this.#run(job.id, vmName, rep.peer, plan, reverse, pointTime).catch((e: unknown) =>
       this.#log.error({ job: job.id, err: e }, 'failover failed outside its steps'),
     );
     return job;
   }
 
-  async #run(jobId: string, vm: string, peer: string, plan: string, reverse: boolean): Promise<void> {
+  async #run(
+    jobId: string,
+    vm: string,
+    peer: string,
+    plan: string,
+    reverse: boolean,
+    pointTime: string | undefined,
+  ): Promise<void> {
     const runs: { failover?: RunSummary; reprotect?: RunSummary } = {};
     try {
-      runs.failover = await this.#jobs.step(jobId, 'failover', () => this.#runAtPeer(jobId, peer, vm, 'planned', runs));
+      runs.failover = await this.#jobs.step(jobId, 'failover', () =>
+        this.#runAtPeer(jobId, peer, vm, 'planned', runs, pointTime),
+      );
       if (reverse)
         runs.reprotect = await this.#jobs.step(jobId, 'reprotect', () =>
           this.#runAtPeer(jobId, peer, vm, 'reprotect', runs),
@@ -177,9 +192,14 @@ export class VmFailover {
     vm: string,
     mode: 'planned' | 'reprotect',
     runs: { failover?: RunSummary; reprotect?: RunSummary },
+    pointTime?: string,
   ): Promise<RunSummary> {
     const client = await this.#peers.client(peer, { timeoutMs: 60_000 });
-    const started = await client.request<RunSummary>('POST', '/recovery/vm-failover', { vm, mode });
+    const started = await client.request<RunSummary>('POST', '/recovery/vm-failover', {
+      vm,
+      mode,
+      ...(pointTime === undefined ? {} : { pointTime }),
+    });
     for (;;) {
       await new Promise((r) => setTimeout(r, POLL_MS));
       // A peer that does not answer for a moment is asked again: the run goes on there regardless.
@@ -211,7 +231,7 @@ export class VmFailover {
 export async function startPeerFailover(
   deps: { plans: PlanService; runner: PlanRunner },
   peer: string,
-  input: { vm: string; mode: 'planned' | 'reprotect' },
+  input: { vm: string; mode: 'planned' | 'reprotect'; pointTime?: string },
 ): Promise<RunSummary> {
   const name = failoverPlanName(input.vm);
   if (input.mode === 'planned') {
@@ -230,7 +250,9 @@ export async function startPeerFailover(
   const plan = await deps.plans.get(name);
   if (plan.protectedSite !== peer)
     throw new MamoriError('FORBIDDEN', `plan ${name} protects ${plan.protectedSite}, not ${peer}`);
-  return summarizeRun(await deps.runner.start(name, input.mode));
+  return summarizeRun(
+    await deps.runner.start(name, input.mode, input.pointTime === undefined ? {} : { pointTime: input.pointTime }),
+  );
 }
 
 export async function peerFailoverRun(

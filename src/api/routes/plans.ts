@@ -26,7 +26,7 @@ export function planRoutes(deps: {
 }): FastifyPluginAsync {
   const peerName = (req: Parameters<typeof callerOf>[0]): string => callerOf(req).name.replace(/^site:/, '');
   return async (app) => {
-    app.post<{ Params: { name: string }; Body: { planned: boolean; reverse?: boolean } }>(
+    app.post<{ Params: { name: string }; Body: { planned: boolean; reverse?: boolean; point?: string } }>(
       '/vms/:name/failover',
       {
         schema: {
@@ -37,14 +37,23 @@ export function planRoutes(deps: {
             type: 'object',
             required: ['planned'],
             additionalProperties: false,
-            properties: { planned: { type: 'boolean' }, reverse: { type: 'boolean' } },
+            properties: {
+              planned: { type: 'boolean' },
+              reverse: { type: 'boolean' },
+              point: {
+                type: 'string',
+                maxLength: 64,
+                description:
+                  'recover at this time (ISO 8601) rather than the final sync: the newest point at or before it, a continuous replica at its checkpoint; what the VM wrote after it is given up',
+              },
+            },
           },
           response: { 202: { $ref: 'Job#' }, ...errorResponses },
         },
       },
       async (req, reply) => reply.code(202).send(await deps.failover.start(req.params.name, req.body)),
     );
-    app.post<{ Body: { vm: string; mode: 'planned' | 'reprotect' } }>(
+    app.post<{ Body: { vm: string; mode: 'planned' | 'reprotect'; pointTime?: string } }>(
       '/recovery/vm-failover',
       {
         schema: {
@@ -57,6 +66,7 @@ export function planRoutes(deps: {
             properties: {
               vm: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
               mode: { type: 'string', enum: ['planned', 'reprotect'] },
+              pointTime: { type: 'string', maxLength: 64 },
             },
           },
           response: { 200: free, ...errorResponses },

@@ -299,7 +299,56 @@ test('a continuous replica at site-b holds the guest as of any checkpoint, each 
   assert.deepEqual(back.continuous, { checkpointSeconds: 1, journalSeconds: 3600, appCheckpointSeconds: 10 });
   const backStreaming = await waitStreaming(sites().b, 'cdp');
   assert.ok(backStreaming.journal!.shippedAt, 'site-a holds the journal of the VM that now runs at site-b');
-  await b('vm', 'stop', 'cdp', '--force');
+
+  // A planned failover back to site-a at a point in time (a rewind on purpose, as before a bad
+  // change): the VM is shut down at site-b and synced, and site-a recovers it at the checkpoint
+  // at or before the time asked, from its journal. Its log ends there.
+  const backAcks = new AckSamples(recovered.serialLog);
+  const backFrom = backStreaming.journal!.shippedAt!;
+  const backPoints = await sites().b.waitFor(
+    'six checkpoints of the reverse journal at site-a',
+    async () => {
+      await backAcks.sample();
+      const l = await b<Checkpoint[]>('replicate', 'points', 'cdp', '--between', backFrom, new Date().toISOString());
+      return l.length >= 6 ? l : undefined;
+    },
+    120_000,
+  );
+  await a('network', 'create', 'testnet', '--isolated');
+  await a('mapping', 'set', '--peer', 'site-b', 'network', 'user', 'user', '--test', 'testnet');
+  await a('mapping', 'set', '--peer', 'site-b', 'pool', 'default', 'default');
+  const rewindTo = Date.parse(backPoints[3]!.time) + 300;
+  const fo = await sites().cli(
+    'b',
+    'vm',
+    'failover',
+    'cdp',
+    '--planned',
+    '--point',
+    new Date(rewindTo).toISOString(),
+    '--no-reverse',
+    '--json',
+  );
+  assert.equal(fo.code, 0, fo.stderr + fo.stdout);
+  const foRun = (JSON.parse(fo.stdout) as { context: { failover: { run: string } } }).context.failover.run;
+  const atA = await a<PlanRun>('plan', 'report', foRun, '--json');
+  assert.equal(atA.mode, 'planned');
+  assert.match(atA.vms['cdp']!.point!.id, /^journal@/, "recovered from site-a's journal");
+  const atMs = Date.parse(atA.vms['cdp']!.point!.time);
+  assert.ok(atMs <= rewindTo && rewindTo - atMs <= 2_500, `asked ${new Date(rewindTo).toISOString()}, got ${atMs}`);
+  const rewound = await a<VmView>('vm', 'show', 'cdp');
+  const rewoundResumed = await writerResumedAfter(sites().a, 'cdp');
+  assert.ok(rewoundResumed >= backAcks.ackedBy(atMs), 'everything acknowledged before the point is there');
+  // Nothing after the point: the writer at site-b went on well past it before the shutdown.
+  await backAcks.sample();
+  assert.ok(
+    backAcks.ackedBy(Date.now()) > rewoundResumed,
+    `site-b acknowledged ${backAcks.ackedBy(Date.now())}, the rewound VM resumed after ${rewoundResumed}`,
+  );
+  const rewoundHeld = await logPrefixOf(recovered.disks[0]!.path, rewound.disks[0]!.path, rewoundResumed);
+  assert.deepEqual(rewoundHeld.mismatched, []);
+  assert.ok(rewoundHeld.prefix >= rewoundResumed);
+  await a('vm', 'stop', 'cdp', '--force');
 });
 
 /** The point-in-time exports site-b serves (one folder each). */
