@@ -143,6 +143,7 @@ export class LiveMigrations {
             rpoSeconds: Math.round(rep.rpoMs / 1000),
             keepPoints: rep.keepPoints,
             group: group ?? null,
+            continuous: rep.continuous,
           }
         : null,
     };

@@ -26,6 +26,7 @@ export async function finishMigration(
     await deps.reverse.reverse(ctx.to, vmId, 1, {
       rpoSeconds: r.rpoSeconds,
       keepPoints: r.keepPoints,
+      ...(r.continuous ? { continuous: r.continuous } : {}),
       ...(r.group !== null ? { group: r.group } : {}),
     });
   } else if (vm) {

@@ -1,3 +1,4 @@
+import type { ContinuousSettings } from '../store/records/replica-record.js';
 import { defineJobKind } from '../jobs/job-kind.js';
 import type { Job } from '../jobs/job-journal.js';
 import type { IncomingTarget } from './migration-target.js';
@@ -17,6 +18,8 @@ export interface MigrationContext {
     rpoSeconds: number;
     keepPoints: number;
     group: string | null;
+    /** Continuous before: the VM replicates back continuously, with these settings. */
+    continuous?: ContinuousSettings | null;
   } | null;
   disks: number;
   target: IncomingTarget | null;

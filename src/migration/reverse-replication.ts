@@ -1,3 +1,5 @@
+import type { ContinuousSettings } from '../store/records/replica-record.js';
+
 /**
  * What a replica-aware live migration does once the VM runs at the destination, given to
  * LiveMigrations at construction. The composition root builds it from the recovery plans'
@@ -10,6 +12,6 @@ export interface ReverseReplication {
     peer: string,
     vmId: string,
     generation: number,
-    opts: { rpoSeconds: number; keepPoints: number; group?: string },
+    opts: { rpoSeconds: number; keepPoints: number; continuous?: ContinuousSettings; group?: string },
   ): Promise<void>;
 }
