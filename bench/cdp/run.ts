@@ -11,28 +11,32 @@
  * guest's writer takes at most 1,000 records of 4 KiB a second; the issue's 20 MiB/s needs
  * another writer).
  *
+ * The product's `cdp_write_iops_vs_unprotected` (product-iops.ts): diskbench in two guests at
+ * site-a, one continuous, one not.
+ *
  * And instant recovery's RTO against a copy-first recovery of the same instant (instant-rto.ts):
  * `instant_recovery_rto_vs_copy_recovery`, a 20 GiB disk holding 8 GiB.
  *
  * BENCH_CDP_ROUNDS (default 3), BENCH_CDP_MIB (64), BENCH_CDP_SECONDS (5); BENCH_CDP_PRODUCT_SECONDS
  * (600 per rate); BENCH_CDP_IR_DISK_GIB (20) and BENCH_CDP_IR_FILLED_GIB (8); BENCH_CDP_ONLY, a
- * comma list of sections (product, tap, instant), measures those and keeps the others' rows of
+ * comma list of sections (product, iops, tap, instant), measures those and keeps the others' rows of
  * the last run, each saying when it was measured.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { repoRoot } from '../../test/harness/repo-root.js';
-import type { BenchFigure } from '../bench-common.js';
+import { median, type BenchFigure } from '../bench-common.js';
 import { tapIopsByVariant } from './tap-iops.js';
 import { productRun } from './product.js';
 import { instantRtoRun } from './instant-rto.js';
+import { productIopsRun } from './product-iops.js';
 
 const rounds = Number(process.env['BENCH_CDP_ROUNDS'] ?? 3);
 const mib = Number(process.env['BENCH_CDP_MIB'] ?? 64);
 const seconds = Number(process.env['BENCH_CDP_SECONDS'] ?? 5);
 
 const productSeconds = Number(process.env['BENCH_CDP_PRODUCT_SECONDS'] ?? 600);
-const sections = new Set((process.env['BENCH_CDP_ONLY'] ?? 'product,tap,instant').split(','));
+const sections = new Set((process.env['BENCH_CDP_ONLY'] ?? 'product,iops,tap,instant').split(','));
 const resultFile = join(repoRoot, 'bench', 'results', 'cdp.json');
 const last = (await readFile(resultFile, 'utf8')
   .then((t) => JSON.parse(t) as { date: string; workload: string; tapWorkload?: string; figures: BenchFigure[] })
@@ -119,6 +123,27 @@ if (!sections.has('tap')) {
   }));
   tapWorkload = `diskbench random 4 KiB writes, O_DIRECT, queue depth 1, ${seconds} s over ${mib} MiB, median of ${rounds}`;
 }
+let iops: BenchFigure[] = kept(['cdp_write_iops_vs_unprotected']);
+if (sections.has('iops')) {
+  const r = await productIopsRun({ rounds, mib, seconds: Math.max(seconds, 10) });
+  console.log(JSON.stringify(r));
+  const value = median(r.protected);
+  const baseline = median(r.unprotected);
+  iops = [
+    {
+      metric: 'cdp_write_iops_vs_unprotected',
+      value: round3(value),
+      unit: 'IOPS',
+      baseline: round3(baseline),
+      ratio: round3(value / baseline),
+      goal: '>= 0.8',
+      met: value / baseline >= 0.8,
+      workload: `diskbench random 4 KiB writes (O_DIRECT, queue depth 1, ${Math.max(seconds, 10)} s over ${mib} MiB) in the test guest, started through its agent; two guests at site-a, one continuous (checkpoints every second, journal streaming to site-b), one unprotected, in turns, median of ${rounds}`,
+      runs: r.protected,
+      baselineRuns: r.unprotected,
+    },
+  ];
+}
 let instant: BenchFigure[] = kept(['instant_recovery_rto_vs_copy_recovery']);
 if (sections.has('instant')) {
   const diskGiB = Number(process.env['BENCH_CDP_IR_DISK_GIB'] ?? 20);
@@ -158,7 +183,7 @@ const out = {
   date: new Date().toISOString(),
   workload: `product: two site servers, the test guest's log at the rate each row names, checkpoints every second, ${productSeconds} s; tap: see tapWorkload; instant: see each row`,
   tapWorkload,
-  figures: [...product, ...tap, ...instant],
+  figures: [...product, ...iops, ...tap, ...instant],
 };
 await writeFile(resultFile, `${JSON.stringify(out, null, 2)}\n`);
 for (const f of out.figures)
