@@ -11,10 +11,9 @@
 import { join } from 'node:path';
 import { TwoSites } from '../../test/harness/two-sites.js';
 import { waitStreaming } from '../../test/harness/continuous-guest.js';
-import { GuestAgent } from '../../src/qemu/guest-agent.js';
 import type { ReplicationStatus } from '../../src/replication/replication-service.js';
 import type { VmView } from '../../src/vms/vm-service.js';
-import { waitFor } from '../bench-common.js';
+import { connectGuestAgent, guestSpawn, guestWait } from './guest-exec.js';
 
 export interface ProductIopsRun {
   unprotected: number[];
@@ -69,44 +68,12 @@ export async function productIopsRun(o: { rounds: number; mib: number; seconds: 
 
 /** diskbench on the guest's data disk (its only disk, /dev/vda) through its agent; its random 4 KiB write IOPS. */
 async function guestDiskbench(socket: string, mib: number, seconds: number): Promise<number> {
-  const agent = await waitFor(
-    'the guest agent',
-    async () => {
-      const ga = await GuestAgent.connect(socket).catch(() => undefined);
-      if (ga === undefined) return undefined;
-      try {
-        await ga.sync(2_000);
-        return ga;
-      } catch {
-        ga.close();
-        return undefined;
-      }
-    },
-    120_000,
-    500,
-  );
+  const agent = await connectGuestAgent(socket);
   try {
-    const { pid } = await agent.execute<{ pid: number }>(
-      'guest-exec',
-      { path: '/bin/diskbench', arg: ['/dev/vda', String(mib), String(seconds)], 'capture-output': true },
-      10_000,
-    );
-    const status = await waitFor(
-      'diskbench to finish',
-      async () => {
-        const s = await agent.execute<{ exited: boolean; exitcode?: number; 'out-data'?: string }>(
-          'guest-exec-status',
-          { pid },
-          10_000,
-        );
-        return s.exited ? s : undefined;
-      },
-      (seconds * 4 + 300) * 1000,
-      500,
-    );
-    const text = Buffer.from(status['out-data'] ?? '', 'base64').toString('utf8');
-    const m = /rand_write_iops=([\d.]+)/.exec(text);
-    if (status.exitcode !== 0 || !m) throw new Error(`diskbench failed (exit ${status.exitcode}): ${text}`);
+    const pid = await guestSpawn(agent, '/bin/diskbench', ['/dev/vda', String(mib), String(seconds)], true);
+    const r = await guestWait(agent, pid, (seconds * 4 + 300) * 1000);
+    const m = /rand_write_iops=([\d.]+)/.exec(r.out);
+    if (r.code !== 0 || !m) throw new Error(`diskbench failed (exit ${r.code}): ${r.out}`);
     return Number(m[1]);
   } finally {
     agent.close();

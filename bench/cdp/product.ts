@@ -20,6 +20,7 @@ import { TwoSites } from '../../test/harness/two-sites.js';
 import { AckSamples } from '../../test/harness/continuous-guest.js';
 import type { ReplicationStatus } from '../../src/replication/replication-service.js';
 import { median } from '../bench-common.js';
+import { GuestLoad, LOAD_REGION_MIB } from './guest-load.js';
 
 const RECORD_BYTES = 4096;
 
@@ -43,13 +44,20 @@ async function dirBytes(dir: string): Promise<number> {
   return n;
 }
 
-export async function productRun(o: { recordsPerSecond: number; seconds: number }): Promise<ProductRun> {
+export async function productRun(o: {
+  recordsPerSecond: number;
+  seconds: number;
+  /** More guest writes beside the log, in MiB/s, on a second disk (guest-load.ts); none when absent. */
+  extraMiBPerSecond?: number;
+}): Promise<ProductRun> {
   const sites = await TwoSites.create();
   try {
     await sites.pairBothWays();
     const a = <T>(...args: string[]) => sites.cliJson<T>('a', ...args);
     // Room for the whole run's log, and a margin.
     const mib = Math.ceil((o.recordsPerSecond * RECORD_BYTES * (o.seconds + 120)) / 1024 / 1024 / 64) * 64;
+    const extra = o.extraMiBPerSecond ?? 0;
+    if (extra > 0) await a('disk', 'create', 'load', '--size', `${LOAD_REGION_MIB}M`);
     await a(
       'vm',
       'create',
@@ -59,11 +67,22 @@ export async function productRun(o: { recordsPerSecond: number; seconds: number 
       `${mib}M`,
       '--writelog-rate',
       String(o.recordsPerSecond),
+      ...(extra > 0 ? ['--disk', 'load', '--guest-agent'] : []),
     );
-    const vm = await a<{ serialLog: string }>('vm', 'start', 'pg');
+    const vm = await a<{ id: string; serialLog: string }>('vm', 'start', 'pg');
     const acks = new AckSamples(vm.serialLog);
     await sites.a.waitFor('the writer', async () => (await acks.sample()) > 0 || undefined, 180_000);
-    await a('replicate', 'enable', 'pg', '--to', 'site-b', '--continuous', '--checkpoint', '1s');
+    await a(
+      'replicate',
+      'enable',
+      'pg',
+      '--to',
+      'site-b',
+      '--continuous',
+      '--checkpoint',
+      '1s',
+      ...(extra > 0 ? ['--app-checkpoint', 'off'] : []),
+    );
     await sites.a.waitFor(
       'the journal streams',
       async () => {
@@ -76,8 +95,10 @@ export async function productRun(o: { recordsPerSecond: number; seconds: number 
       (x) => x.vmName === 'pg',
     )!;
     const journalDir = join(sites.b.dataDir, 'replicas', replica.id, 'journal');
+    const load = extra > 0 ? await GuestLoad.start(join(sites.a.dataDir, 'vms', vm.id, 'qga.sock'), extra) : null;
     const startJournal = await dirBytes(journalDir);
     const startAcked = await acks.sample();
+    const startLoad = (await load?.written()) ?? 0;
     const started = Date.now();
     const lagsMs: number[] = [];
     while (Date.now() - started < o.seconds * 1000) {
@@ -89,6 +110,7 @@ export async function productRun(o: { recordsPerSecond: number; seconds: number 
       await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - tick))));
     }
     const endAcked = await acks.sample();
+    const endLoad = (await load?.written()) ?? 0;
     const ended = Date.now();
     const elapsed = (ended - started) / 1000;
     // Once site-b holds a checkpoint after the last sample, its journal holds every record counted.
@@ -101,7 +123,7 @@ export async function productRun(o: { recordsPerSecond: number; seconds: number 
       120_000,
     );
     const journalBytes = (await dirBytes(journalDir)) - startJournal;
-    const writtenBytes = (endAcked - startAcked) * RECORD_BYTES;
+    const writtenBytes = (endAcked - startAcked) * RECORD_BYTES + (endLoad - startLoad);
     const checkpoints = await a<{ time: string }[]>(
       'replicate',
       'points',
@@ -131,7 +153,7 @@ export async function productRun(o: { recordsPerSecond: number; seconds: number 
     return {
       recordsPerSecond: o.recordsPerSecond,
       seconds: Math.round(elapsed),
-      achievedBytesPerSecond: Math.round(((endAcked - startAcked) * RECORD_BYTES) / elapsed),
+      achievedBytesPerSecond: Math.round(writtenBytes / elapsed),
       lagsMs,
       journalBytes,
       writtenBytes,
