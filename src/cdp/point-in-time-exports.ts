@@ -57,6 +57,8 @@ export class PointInTimeExports {
     string,
     { key: PointExportKey; server: Promise<JournalPointServer>; users: Set<string> }
   >();
+  /** Users whose VM is still being made (no record of it yet): not to be taken for gone. */
+  readonly #pending = new Set<string>();
 
   /**
    * `root`: the folder the exports' sockets live in (short: socket paths are); `open` starts the
@@ -101,8 +103,12 @@ export class PointInTimeExports {
     return { socketPath: s.server.path, exportName: s.export };
   }
 
-  /** Serves the instant (if not yet) for `user` (a VM's id); the instant served is the server's. */
-  async acquire(key: PointExportKey, user: string): Promise<JournalPointServer> {
+  /**
+   * Serves the instant (if not yet) for `user` (a VM's id); the instant served is the server's.
+   * `pending`: the user's VM is being made; it counts among users() once confirmed.
+   */
+  async acquire(key: PointExportKey, user: string, options: { pending?: boolean } = {}): Promise<JournalPointServer> {
+    if (options.pending === true) this.#pending.add(user);
     const k = `${key.replicaId}@${key.timeUs}`;
     let entry = this.#served.get(k);
     if (entry === undefined) {
@@ -118,17 +124,26 @@ export class PointInTimeExports {
       return await entry.server;
     } catch (e) {
       entry.users.delete(user);
+      this.#pending.delete(user);
       throw e;
     }
   }
 
-  /** The users of every export served, with their instant. */
+  /** The user's VM is on record now: from here on it is one of users(). */
+  confirm(user: string): void {
+    this.#pending.delete(user);
+  }
+
+  /** The confirmed users of every export served, with their instant. */
   users(): { user: string; key: PointExportKey }[] {
-    return [...this.#served.values()].flatMap((e) => [...e.users].map((user) => ({ user, key: e.key })));
+    return [...this.#served.values()].flatMap((e) =>
+      [...e.users].filter((user) => !this.#pending.has(user)).map((user) => ({ user, key: e.key })),
+    );
   }
 
   /** `user` lets go of its export; the last one out closes it. Idempotent. */
   async release(user: string): Promise<void> {
+    this.#pending.delete(user);
     for (const [k, entry] of [...this.#served]) {
       if (!entry.users.delete(user) || entry.users.size > 0) continue;
       this.#served.delete(k);
@@ -140,6 +155,7 @@ export class PointInTimeExports {
   async closeAll(): Promise<void> {
     const all = [...this.#served.values()];
     this.#served.clear();
+    this.#pending.clear();
     for (const entry of all) await this.#close(entry);
   }
 

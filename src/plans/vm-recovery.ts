@@ -107,7 +107,9 @@ export class VmRecovery {
       const { point, backings } =
         at === null
           ? await this.#pointBackings(replicaId, input.pointId)
-          : await this.#replicas.servePointInTime(replicaId, at, vmId);
+          : // Pending until the VM's rows are written: the watch that lets go of the exports of
+            // VMs gone (plans/instant-recoveries.ts) must not take this one for gone meanwhile.
+            await this.#replicas.servePointInTime(replicaId, at, vmId, { pending: true });
       if (backings.length !== input.vm.disks.length)
         throw new MamoriError(
           'IMAGE_CORRUPT',
@@ -177,6 +179,7 @@ export class VmRecovery {
         hold: true,
         record: { runId: input.runId, mode: input.mode, replicaId, pointId: point.id, sourceVmId: input.vm.id },
       });
+      this.#replicas.confirmPointInTime(vmId);
       return { vmId, name: input.vm.name, point: { id: point.id, time: point.time }, created: true };
     } catch (e) {
       for (const f of made) await rm(f, { force: true });

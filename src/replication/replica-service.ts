@@ -490,12 +490,13 @@ export class ReplicaService {
     id: string,
     atMs: number,
     user: string,
+    options: { pending?: boolean } = {},
   ): Promise<{ point: ReplicaPointView; backings: BackingRef[] }> {
     return this.#lock.run(id, async () => {
       const replica = await this.get(id);
       const { timeUs, point } = await this.#journalPoints.instantAt(id, atMs);
       const key = { replicaId: id, timeUs };
-      await this.#exports.acquire(key, user);
+      await this.#exports.acquire(key, user, options);
       return {
         point,
         backings: replica.disks.map((d) => ({
@@ -506,12 +507,17 @@ export class ReplicaService {
     });
   }
 
+  /** The VM `user` that servePointInTime was pending for is on record now. */
+  confirmPointInTime(user: string): void {
+    this.#exports.confirm(user);
+  }
+
   /** `user` no longer stands on a point in time (its VM went, or moved off it); the last user's export closes. */
   async releasePointInTime(user: string): Promise<void> {
     await this.#exports.release(user);
   }
 
-  /** The VMs standing on a point in time served here. */
+  /** The VMs on record standing on a point in time served here (not those still being made). */
   pointInTimeUsers(): string[] {
     return this.#exports.users().map((u) => u.user);
   }

@@ -81,6 +81,16 @@ describe('point-in-time exports', () => {
     assert.equal(exports.parseBacking('json:{not json'), null);
   });
 
+  it('keeps a VM still being made out of its users until it is confirmed', async () => {
+    const exports = make();
+    const key = { replicaId: 'rep-4', timeUs: 7 };
+    await exports.acquire(key, 'vm-new', { pending: true });
+    assert.deepEqual(exports.users(), [], 'not on record yet: no watch may take it for gone');
+    exports.confirm('vm-new');
+    assert.deepEqual(exports.users(), [{ user: 'vm-new', key }]);
+    await exports.closeAll();
+  });
+
   it('lets go of nothing when the instant cannot be served', async () => {
     const exports = make(true);
     await assert.rejects(exports.acquire({ replicaId: 'rep-3', timeUs: 1 }, 'vm-x'), /no longer holds/);
