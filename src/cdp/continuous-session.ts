@@ -112,7 +112,9 @@ export class ContinuousSession {
       await rm(o.dir, { recursive: true, force: true });
       await mkdir(o.dir, { recursive: true, mode: 0o700 });
       for (const [i, d] of o.disks.entries()) {
-        const journal = await WriteJournal.open(join(o.dir, `disk${i}`));
+        // Not synced: this journal is a buffer for the link, deleted at the next session's start;
+        // an acknowledgment is the recovery site's durable copy (WriteJournalOptions.sync).
+        const journal = await WriteJournal.open(join(o.dir, `disk${i}`), { sync: false });
         const state: DiskState = {
           journal,
           tap: null,

@@ -32,6 +32,13 @@ export interface WriteJournalOptions {
   segmentBytes?: number;
   /** The clock records are stamped with, in µs since the epoch (tests move it by hand). */
   nowUs?: () => number;
+  /**
+   * false: a batch counts as durable once written, without fdatasync. For a journal nothing
+   * relies on after a crash: the protected site's session journal, a buffer between the tap and
+   * the link, deleted at the next session's start (its VM resyncs from the bitmap then); only the
+   * recovery site's copy, synced, is what an acknowledgment promises.
+   */
+  sync?: boolean;
 }
 
 export interface AppendedRecord {
@@ -52,6 +59,7 @@ export class WriteJournal {
   readonly index: JournalIndex;
   readonly #segmentBytes: number;
   readonly #nowUs: () => number;
+  readonly #sync: boolean;
   #fh: FileHandle | null;
   #segmentSize: number;
   #queue: Pending[] = [];
@@ -72,6 +80,7 @@ export class WriteJournal {
     this.#segmentSize = size;
     this.#segmentBytes = o.segmentBytes ?? SEGMENT_BYTES;
     this.#nowUs = o.nowUs ?? (() => Date.now() * 1000);
+    this.#sync = o.sync ?? true;
     this.#nextSeq = index.nextSeq;
     this.#durableSeq = index.nextSeq - 1;
   }
@@ -253,7 +262,7 @@ export class WriteJournal {
           }
           this.#segmentSize += bytes;
         }
-        await this.#fh!.datasync();
+        if (this.#sync) await this.#fh!.datasync();
         this.#durableSeq = batch.at(-1)!.record.seq;
         for (const p of batch) p.resolve();
         const waiters = this.#durableWaiters;
@@ -281,8 +290,10 @@ export class WriteJournal {
     const name = `seg-${String(firstSeq).padStart(16, '0')}.mjl`;
     const fh = await open(join(this.dir, name), 'wx', 0o600);
     await fh.write(encodeSegmentHeader(firstSeq, Math.floor(this.#nowUs() / 1000)), 0, SEGMENT_HEADER_BYTES, 0);
-    await fh.datasync();
-    await syncDirectory(this.dir);
+    if (this.#sync) {
+      await fh.datasync();
+      await syncDirectory(this.dir);
+    }
     if (this.index.count === 0) this.index.startAt(firstSeq);
     this.index.addSegment(join(this.dir, name));
     this.#fh = fh;
