@@ -3,7 +3,7 @@ import { runProcess } from '../core/run-process.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { QemuWriteLog } from './qemu-write-log.js';
 import { WriteLogReader } from './write-log-format.js';
-import { pumpWriteLog } from './write-log-pump.js';
+import { pumpWriteLog, pumpWriteLogAhead } from './write-log-pump.js';
 import type { WriteJournal } from './write-journal.js';
 
 /*
@@ -11,6 +11,12 @@ import type { WriteJournal } from './write-journal.js';
  * guest write in order (cdp/qemu-write-log.ts), and every interval a checkpoint makes a prefix
  * of that log whole and pumps it into the journal (cdp/write-log-pump.ts), behind the guest.
  * No process of ours is in a guest write's path (bench/cdp).
+ *
+ * Between checkpoints, once the log has grown by a few MiB, the tap makes its prefix whole the
+ * same way and pumps it ahead of the checkpoint, without one. At 20 MiB/s a checkpoint's whole
+ * second of writes was pumped, shipped and synced at the recovery site only after it was taken,
+ * a third of a second on 2 cores; pumped ahead, the checkpoint finds a quarter of a second's
+ * writes left at most, and the recovery point follows it sooner (bench/cdp, the RPO).
  *
  * When the log or the journal fails, the guest is not hurt: a failed write to the log fails the
  * mirror's copy, not the guest's write (QEMU reports BLOCK_JOB_ERROR), and a failed append only
@@ -36,6 +42,10 @@ export interface ContinuousTapOptions {
   checkpointMs: number;
   /** The tap broke (log, journal or mirror failed); called once. */
   onBroken?: (reason: string) => void;
+  /** Milliseconds between looks at the log for writes to pump ahead of the next checkpoint; 0: none (250). */
+  pumpAheadMs?: number;
+  /** Bytes the log must have grown by for a pump ahead of the checkpoint (1 MiB). */
+  pumpAheadBytes?: number;
   /** Bytes of the log read into the journal before their disk space is given back (64 MiB). */
   releaseEveryBytes?: number;
   /**
@@ -47,14 +57,23 @@ export interface ContinuousTapOptions {
 
 /** Log bytes are freed in whole 4 KiB blocks, never the superblock's. */
 const BLOCK = 4096;
+const PUMP_AHEAD_MS = 250;
+const PUMP_AHEAD_BYTES = 1024 * 1024;
 
 export class ContinuousTap {
   readonly #o: ContinuousTapOptions;
   #log: QemuWriteLog | null = null;
   #reader: WriteLogReader | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #aheadTimer: NodeJS.Timeout | null = null;
   /** The checkpoint being taken: one at a time, in order. */
   #taking: Promise<number> | null = null;
+  /** The pump ahead running: a checkpoint's flush goes on beside it, its pump after it. */
+  #pumpingAhead: Promise<void> | null = null;
+  /** Checkpoints asked for and not yet begun: a pump ahead never starts before them. */
+  #wanted = 0;
+  /** No pump ahead before the first checkpoint: its owner puts the gap's writes first (ContinuousSession). */
+  #checkpointed = false;
   #unsubscribe: (() => void)[] = [];
   #broken: string | null = null;
   #stopped = false;
@@ -90,6 +109,8 @@ export class ContinuousTap {
         tap.#timer = setInterval(() => {
           if (tap.#taking === null) tap.checkpoint().catch(() => undefined); // a failure breaks the tap
         }, o.checkpointMs);
+      const aheadMs = o.pumpAheadMs ?? PUMP_AHEAD_MS;
+      if (aheadMs > 0) tap.#aheadTimer = setInterval(() => void tap.#pumpAhead(), aheadMs);
       return tap;
     } catch (e) {
       await tap.stop();
@@ -108,7 +129,9 @@ export class ContinuousTap {
    * With `instant`, the checkpoint is one of a consistency group's (checkpointTogether).
    */
   async checkpoint(flags = 0, instant?: SharedInstant): Promise<number> {
+    this.#wanted += 1;
     while (this.#taking !== null) await this.#taking.catch(() => undefined);
+    this.#wanted -= 1;
     const taking = this.#take(flags, instant);
     this.#taking = taking;
     try {
@@ -118,12 +141,59 @@ export class ContinuousTap {
     }
   }
 
+  /**
+   * Pumps the log's whole prefix into the journal ahead of the next checkpoint, when it has
+   * grown enough, and nothing else is being taken or waits: a checkpoint asked for goes first,
+   * so a consistency group's instant is never behind an ahead batch's flush.
+   */
+  async #pumpAhead(): Promise<void> {
+    if (!this.#idle()) return;
+    let grown: number;
+    try {
+      grown = (await this.#log!.size()) - this.#reader!.offset;
+    } catch {
+      return; // detached meanwhile: the tap is ending
+    }
+    if (grown < (this.#o.pumpAheadBytes ?? PUMP_AHEAD_BYTES) || !this.#idle()) return;
+    const pumping = this.#ahead();
+    this.#pumpingAhead = pumping;
+    try {
+      await pumping;
+    } catch {
+      // broken, and reported, by #ahead
+    } finally {
+      this.#pumpingAhead = null;
+    }
+  }
+
+  #idle(): boolean {
+    return (
+      this.#checkpointed &&
+      this.#taking === null &&
+      this.#pumpingAhead === null &&
+      this.#wanted === 0 &&
+      this.#broken === null &&
+      !this.#stopped
+    );
+  }
+
+  async #ahead(): Promise<void> {
+    try {
+      const prefix = await this.#log!.checkpoint();
+      await pumpWriteLogAhead(this.#reader!, this.#o.journal, prefix.entries);
+      await this.#release();
+    } catch (e) {
+      this.#break(`pumping the write log failed: ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
   /** Ends the tap: the mirror goes, then QEMU's log; the journal stays open (its owner's). */
   async stop(): Promise<void> {
     this.#stopped = true;
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
+    this.#stopTimers();
     await this.#taking?.catch(() => undefined);
+    await this.#pumpingAhead?.catch(() => undefined);
     for (const u of this.#unsubscribe.splice(0)) u();
     await this.#end();
   }
@@ -145,9 +215,13 @@ export class ContinuousTap {
     // In a group, every journal's checkpoint is stamped with the group's earliest instant: the
     // drained prefixes were taken at once, so they lie within the time the slowest one took.
     const at = instant === undefined ? cp.at : await instant.arrive(cp.at);
+    // The flush was not held back by a pump ahead; the reading of the log waits for it.
+    await this.#pumpingAhead?.catch(() => undefined);
+    if (this.#broken !== null) throw new Error(`the tap of ${this.#o.device} broke: ${this.#broken}`);
     try {
       const { checkpointSeq } = await pumpWriteLog(this.#reader!, this.#o.journal, { entries: cp.entries, at }, flags);
       await this.#release();
+      this.#checkpointed = true;
       return checkpointSeq;
     } catch (e) {
       this.#break(`a checkpoint failed: ${(e as Error).message}`);
@@ -181,6 +255,13 @@ export class ContinuousTap {
     }
   }
 
+  #stopTimers(): void {
+    if (this.#timer !== null) clearInterval(this.#timer);
+    if (this.#aheadTimer !== null) clearInterval(this.#aheadTimer);
+    this.#timer = null;
+    this.#aheadTimer = null;
+  }
+
   async #end(): Promise<void> {
     const log = this.#log;
     this.#log = null;
@@ -194,8 +275,7 @@ export class ContinuousTap {
   #break(reason: string): void {
     if (this.#broken !== null || this.#stopped) return;
     this.#broken = reason;
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
+    this.#stopTimers();
     // The mirror goes at once: a job that stays would copy what it missed later, out of order.
     void this.#end();
     this.#o.onBroken?.(reason);

@@ -3,9 +3,10 @@ import { MamoriError } from '../core/mamori-error.js';
 import { RECORD_HEADER_BYTES, decodeRecordHeader, payloadBytes, type JournalRecordHeader } from './journal-format.js';
 import type { JournalIndex } from './journal-index.js';
 
-/** One record as it lies in its segment: its header decoded, and its bytes (header and payload). */
-export interface StoredRecord {
-  header: JournalRecordHeader;
+/** Records as they lie in a segment, one after another: their headers decoded, and their bytes. */
+export interface StoredRun {
+  headers: JournalRecordHeader[];
+  /** Every record's header and payload, in order. */
   bytes: Buffer;
 }
 
@@ -21,26 +22,34 @@ export class JournalRecordReader {
     this.#index = index;
   }
 
-  async read(fromSeq: number, toSeq: number, maxBytes: number): Promise<StoredRecord[]> {
-    const out: StoredRecord[] = [];
-    let bytes = 0;
-    for (let seq = fromSeq; seq <= toSeq && (out.length === 0 || bytes < maxBytes); seq++) {
-      const e = this.#index.get(seq);
-      const length = RECORD_HEADER_BYTES + (e.kind === 'write' ? e.length : 0);
-      const buf = Buffer.allocUnsafe(length);
-      const { bytesRead } = await (await this.#file(e.segment)).read(buf, 0, length, e.payloadAt - RECORD_HEADER_BYTES);
-      const header = decodeRecordHeader(buf);
-      if (
-        bytesRead !== length ||
-        'invalid' in header ||
-        header.seq !== seq ||
-        payloadBytes(header) !== length - RECORD_HEADER_BYTES
-      )
-        throw new MamoriError('JOURNAL_CORRUPT', `journal record ${seq} does not read back as written`);
-      out.push({ header, bytes: buf });
-      bytes += length;
+  /**
+   * The records from `fromSeq` on that lie in its segment, up to `toSeq` and about `maxBytes`:
+   * one read for the run (a second of 4 KiB writes is thousands of records), each header
+   * checked as it is found.
+   */
+  async read(fromSeq: number, toSeq: number, maxBytes: number): Promise<StoredRun> {
+    const first = this.#index.get(fromSeq);
+    const start = first.payloadAt - RECORD_HEADER_BYTES;
+    let end = fromSeq;
+    let length = recordLength(first.kind, first.length);
+    while (end < toSeq && length < maxBytes) {
+      const e = this.#index.get(end + 1);
+      if (e.segment !== first.segment) break;
+      length += recordLength(e.kind, e.length);
+      end += 1;
     }
-    return out;
+    const bytes = Buffer.allocUnsafe(length);
+    const { bytesRead } = await (await this.#file(first.segment)).read(bytes, 0, length, start);
+    const headers: JournalRecordHeader[] = [];
+    for (let seq = fromSeq, at = 0; seq <= end; seq++) {
+      const header = at + RECORD_HEADER_BYTES <= bytesRead ? decodeRecordHeader(bytes.subarray(at)) : null;
+      const n = header === null || 'invalid' in header ? -1 : payloadBytes(header);
+      if (header === null || 'invalid' in header || header.seq !== seq || at + RECORD_HEADER_BYTES + n > bytesRead)
+        throw new MamoriError('JOURNAL_CORRUPT', `journal record ${seq} does not read back as written`);
+      headers.push(header);
+      at += RECORD_HEADER_BYTES + n;
+    }
+    return { headers, bytes };
   }
 
   async close(): Promise<void> {
@@ -57,4 +66,8 @@ export class JournalRecordReader {
     }
     return f;
   }
+}
+
+function recordLength(kind: string, length: number): number {
+  return RECORD_HEADER_BYTES + (kind === 'write' ? length : 0);
 }

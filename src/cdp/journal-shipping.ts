@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { MamoriError } from '../core/mamori-error.js';
 import { ByteQueue } from '../nbd/byte-queue.js';
-import { RECORD_HEADER_BYTES, decodeRecordHeader, payloadBytes } from './journal-format.js';
+import { RECORD_HEADER_BYTES, decodeRecordHeader, payloadBytes, type JournalRecordHeader } from './journal-format.js';
 import { JournalRecordReader } from './journal-records.js';
 import type { WriteJournal } from './write-journal.js';
 
@@ -9,11 +9,11 @@ import type { WriteJournal } from './write-journal.js';
  * Shipping a journal to the recovery site, over any byte stream (the site link's TLS in the
  * product). The receiving end speaks first: 8 bytes, the sequence number it needs next (what
  * it holds survives its restarts, so a new connection resumes where the journal there ends).
- * The sender then streams its durable records from there, as they lie in its segments; the
- * receiver checks each again (numbering, checksums), appends it keeping the source's number
- * and time, and answers with 8 bytes, the last sequence number on its stable storage. Those
- * answers are the source's proof of what the recovery site holds: its RPO, and what its
- * local journal may drop.
+ * The sender then streams its durable records from there, as they lie in its segments, a run
+ * at a time; the receiver checks each again (numbering, checksums), appends it keeping the
+ * source's number and time, and answers with 8 bytes, the last sequence number on its stable
+ * storage (once for all that one sync made durable). Those answers are the source's proof of
+ * what the recovery site holds: its RPO, and what its local journal may drop.
  */
 
 /** The HTTP Upgrade a journal stream crosses the site link under (api/journal-streams.ts serves it). */
@@ -84,12 +84,11 @@ export async function shipJournal(journal: WriteJournal, wire: Duplex, options: 
         await Promise.race([journal.durableAfter(next - 1), gone]);
         continue;
       }
-      const records = await reader.read(next, journal.durableSeq, SEND_BATCH_BYTES);
-      for (const r of records) {
-        if (closed) break;
-        if (!wire.write(r.bytes)) await Promise.race([new Promise((resolve) => wire.once('drain', resolve)), gone]);
-      }
-      next = records.at(-1)!.header.seq + 1;
+      // A run of records in one write: one TLS record for many, not one each.
+      const run = await reader.read(next, journal.durableSeq, SEND_BATCH_BYTES);
+      if (closed) break;
+      if (!wire.write(run.bytes)) await Promise.race([new Promise((resolve) => wire.once('drain', resolve)), gone]);
+      next = run.headers.at(-1)!.seq + 1;
     }
   } finally {
     await reader.close();
@@ -106,8 +105,21 @@ export async function receiveJournal(journal: WriteJournal, wire: Duplex): Promi
   let unacked = 0;
   let paused = false;
   let failure: Error | null = null;
-  const appends: Promise<unknown>[] = [];
+  let settled: Promise<unknown> = Promise.resolve();
   const done = new Promise<void>((resolve) => wire.once('close', () => resolve()));
+  // One answer for what one sync made durable (appends resolve in order, a batch at a time),
+  // not one per record: thousands of 8-byte TLS records a second cost the sender's CPU too.
+  let ackSeq = -1;
+  let ackQueued = false;
+  const acknowledge = (seq: number): void => {
+    ackSeq = Math.max(ackSeq, seq);
+    if (ackQueued) return;
+    ackQueued = true;
+    setImmediate(() => {
+      ackQueued = false;
+      if (!wire.destroyed) wire.write(u64(ackSeq));
+    });
+  };
   const fail = (e: Error): void => {
     failure ??= e;
     wire.destroy();
@@ -116,6 +128,9 @@ export async function receiveJournal(journal: WriteJournal, wire: Duplex): Promi
   wire.on('data', (chunk: Buffer) => {
     input.push(chunk);
     try {
+      // Every whole record of what arrived, appended at once.
+      const arrived: { header: JournalRecordHeader; payload: Buffer | null }[] = [];
+      let bytes = 0;
       while (input.length >= RECORD_HEADER_BYTES) {
         const header = decodeRecordHeader(input.peek(RECORD_HEADER_BYTES));
         if ('invalid' in header)
@@ -123,24 +138,27 @@ export async function receiveJournal(journal: WriteJournal, wire: Duplex): Promi
         const n = payloadBytes(header);
         if (input.length < RECORD_HEADER_BYTES + n) break;
         input.take(RECORD_HEADER_BYTES);
-        const payload = n > 0 ? Buffer.from(input.take(n)) : null;
-        unacked += RECORD_HEADER_BYTES + n;
-        const appended = journal.appendReplicated(header, payload).then(
-          ({ seq }) => {
-            unacked -= RECORD_HEADER_BYTES + n;
-            if (paused && unacked < MAX_UNACKED_BYTES / 2) {
-              paused = false;
-              wire.resume();
-            }
-            if (!wire.destroyed) wire.write(u64(seq));
-          },
-          (e: unknown) => fail(e instanceof Error ? e : new Error(String(e))),
-        );
-        appends.push(appended);
-        if (unacked > MAX_UNACKED_BYTES && !paused) {
-          paused = true;
-          wire.pause();
-        }
+        arrived.push({ header, payload: n > 0 ? input.take(n) : null });
+        bytes += RECORD_HEADER_BYTES + n;
+      }
+      if (arrived.length === 0) return;
+      unacked += bytes;
+      const appended = journal.appendReplicatedMany(arrived).then(
+        (last) => {
+          unacked -= bytes;
+          if (paused && unacked < MAX_UNACKED_BYTES / 2) {
+            paused = false;
+            wire.resume();
+          }
+          if (last !== null) acknowledge(last.seq);
+        },
+        (e: unknown) => fail(e instanceof Error ? e : new Error(String(e))),
+      );
+      // Settled in order: what the stream waits for at its end, without a promise a record kept.
+      settled = Promise.allSettled([settled, appended]);
+      if (unacked > MAX_UNACKED_BYTES && !paused) {
+        paused = true;
+        wire.pause();
       }
     } catch (e) {
       fail(e instanceof Error ? e : new Error(String(e)));
@@ -148,7 +166,7 @@ export async function receiveJournal(journal: WriteJournal, wire: Duplex): Promi
   });
   wire.write(u64(journal.durableSeq + 1));
   await done;
-  await Promise.allSettled(appends);
+  await settled;
   // (set in the callbacks above, which the compiler does not follow)
   const err = failure as Error | null;
   if (err !== null && isJournalError(err)) throw err;

@@ -138,6 +138,13 @@ export class QemuWriteLog {
     return { entries: this.#whole, at };
   }
 
+  /** The log file's length: QEMU appends, so it grows by every entry begun (holes punched behind the reader keep it). */
+  async size(): Promise<number> {
+    if (!this.#attached) throw new MamoriError('QMP_ERROR', `the write log of ${this.#o.device} is detached`);
+    this.#fh ??= await open(this.#o.logPath, 'r');
+    return (await this.#fh.stat()).size;
+  }
+
   /** Stops logging: the mirror goes (the guest writes to its disk alone), then the log node. The file stays. */
   async detach(): Promise<void> {
     try {

@@ -150,29 +150,64 @@ export class WriteJournal {
     return this.#goesBack(timeUs) ?? this.#append('checkpoint', flags, 0, 0, null, timeUs);
   }
 
-  /** The time of the newest record appended (0 when there is none). */
-  get lastTimeUs(): number {
-    return this.#lastTimeUs;
+  /**
+   * Many writes and zeroed ranges at once, in order, all at `timeUs` (as for appendWrite): one
+   * promise for the lot, resolved once the last is durable, where a record each cost the pump
+   * a promise and a copy per 4 KiB write. The data buffers are taken as they are, not copied:
+   * the caller must not change them after.
+   */
+  appendMany(records: readonly JournalWrite[], timeUs: number): Promise<AppendedRecord | null> {
+    const late = this.#goesBack(timeUs);
+    if (late !== null) return late;
+    if (records.length === 0) return Promise.resolve(null);
+    return this.#appendAll(
+      records.map((r) =>
+        r.kind === 'write'
+          ? { kind: 'write' as const, flags: 0, offset: r.offset, length: r.data.length, payload: r.data, timeUs }
+          : { kind: 'zero' as const, flags: 0, offset: r.offset, length: r.length, payload: null, timeUs },
+      ),
+    );
   }
 
   /**
-   * A record another journal wrote (shipping keeps the source's numbers and times): it must be
-   * the next one, and its payload must match its checksum.
+   * Records another journal wrote (shipping keeps the source's numbers and times), at once: each
+   * must be the next one, and its payload must match its checksum, all checked before any is
+   * queued. One promise for the lot, resolved once the last is durable. Payloads are taken as
+   * they are, not copied.
    */
-  appendReplicated(r: JournalRecordHeader, payload: Buffer | null): Promise<AppendedRecord> {
-    if (r.seq !== this.#nextSeq)
-      return Promise.reject(
-        new MamoriError(
-          'JOURNAL_CORRUPT',
-          `record ${r.seq} arrived where ${this.#nextSeq} was due: the stream skipped or repeated`,
-        ),
-      );
-    if (payloadBytes(r) !== (payload?.length ?? 0) || (payload !== null && !payloadMatches(r, payload)))
-      return Promise.reject(
-        new MamoriError('JOURNAL_CORRUPT', `record ${r.seq} arrived with a payload that does not match it`),
-      );
-    this.#lastTimeUs = Math.max(this.#lastTimeUs, r.timeUs);
-    return this.#append(r.kind, r.flags, r.offset, r.length, payload, r.timeUs);
+  appendReplicatedMany(
+    records: readonly { header: JournalRecordHeader; payload: Buffer | null }[],
+  ): Promise<AppendedRecord | null> {
+    if (this.#failed !== null) return Promise.reject(this.#failed);
+    for (const [k, { header: r, payload }] of records.entries()) {
+      if (r.seq !== this.#nextSeq + k)
+        return Promise.reject(
+          new MamoriError(
+            'JOURNAL_CORRUPT',
+            `record ${r.seq} arrived where ${this.#nextSeq + k} was due: the stream skipped or repeated`,
+          ),
+        );
+      if (payloadBytes(r) !== (payload?.length ?? 0) || (payload !== null && !payloadMatches(r, payload)))
+        return Promise.reject(
+          new MamoriError('JOURNAL_CORRUPT', `record ${r.seq} arrived with a payload that does not match it`),
+        );
+    }
+    if (records.length === 0) return Promise.resolve(null);
+    return this.#appendAll(
+      records.map(({ header: r, payload }) => ({
+        kind: r.kind,
+        flags: r.flags,
+        offset: r.offset,
+        length: r.length,
+        payload,
+        timeUs: r.timeUs,
+      })),
+    );
+  }
+
+  /** The time of the newest record appended (0 when there is none). */
+  get lastTimeUs(): number {
+    return this.#lastTimeUs;
   }
 
   /** Why appends fail, once one write of the journal failed (null while it is whole). */
@@ -222,9 +257,51 @@ export class WriteJournal {
     return { seq, timeUs };
   }
 
+  /** Queues records in order; one promise, settled with the last (batches are written in order). */
+  #appendAll(
+    records: {
+      kind: RecordKind;
+      flags: number;
+      offset: number;
+      length: number;
+      payload: Buffer | null;
+      timeUs: number;
+    }[],
+  ): Promise<AppendedRecord> {
+    if (this.#failed !== null) return Promise.reject(this.#failed);
+    if (this.#closed)
+      return Promise.reject(new MamoriError('JOURNAL_WRITE_FAILED', `the journal in ${this.dir} is closed`));
+    let last: AppendedRecord = { seq: 0, timeUs: 0 };
+    return new Promise<AppendedRecord>((resolve, reject) => {
+      for (const [k, r] of records.entries()) {
+        const seq = this.#nextSeq++;
+        // As given: appendMany checked it against the last record, a replicated one keeps the source's.
+        const timeUs = r.timeUs;
+        this.#lastTimeUs = Math.max(this.#lastTimeUs, timeUs);
+        const record = { kind: r.kind, flags: r.flags, seq, timeUs, offset: r.offset, length: r.length };
+        const header = encodeRecordHeader(record, r.payload);
+        last = { seq, timeUs };
+        const final = k === records.length - 1;
+        this.#queue.push({
+          parts: r.payload === null ? [header] : [header, r.payload],
+          bytes: header.length + (r.payload?.length ?? 0),
+          record,
+          resolve: final ? () => resolve(last) : noop,
+          reject: final ? reject : noop,
+        });
+      }
+      this.#kick();
+    });
+  }
+
   #kick(): void {
     if (this.#flushing !== null) return;
-    this.#flushing = this.#flushLoop().finally(() => (this.#flushing = null));
+    this.#flushing = this.#flushLoop().finally(() => {
+      this.#flushing = null;
+      // Appended after the loop found the queue empty and before this ran (a caller resumed by
+      // the loop's last batch, appending at once): no loop would write it otherwise.
+      if (this.#queue.length > 0) this.#kick();
+    });
   }
 
   async #drain(): Promise<void> {
@@ -300,6 +377,12 @@ export class WriteJournal {
     this.#segmentSize = SEGMENT_HEADER_BYTES;
   }
 }
+
+/** A guest write or zeroed range for appendMany. */
+export type JournalWrite =
+  { kind: 'write'; offset: number; data: Buffer } | { kind: 'zero'; offset: number; length: number };
+
+function noop(): void {}
 
 /** Adds a segment's records to the index; returns where its valid records end. */
 async function scanSegment(fh: FileHandle, path: string, index: JournalIndex, first: boolean): Promise<number> {

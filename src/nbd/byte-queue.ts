@@ -21,7 +21,12 @@ export class ByteQueue {
     if (n > this.#length) throw new RangeError(`peek(${n}) of ${this.#length} queued bytes`);
     const first = this.#chunks[0];
     if (first !== undefined && first.length >= n) return first.subarray(0, n);
-    return Buffer.concat(this.#chunks, this.#length).subarray(0, n);
+    // Only the chunks that hold the n bytes: a header across two chunks, with megabytes queued
+    // behind it (a large record arriving), must not copy them all at every look.
+    const out = Buffer.allocUnsafe(n);
+    for (let k = 0, done = 0; done < n; k++)
+      done += this.#chunks[k]!.copy(out, done, 0, Math.min(this.#chunks[k]!.length, n - done));
+    return out;
   }
 
   /** The first `n` bytes, removed; the caller checked `length` first. */

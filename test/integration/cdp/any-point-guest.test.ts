@@ -111,6 +111,9 @@ describe("any point in time of a writing guest, from the recovery side's journal
       journal,
       logPath: join(dir, 'disk0.log'),
       checkpointMs: 3_600_000, // the test takes them
+      // Pumps ahead of the checkpoints many times between two (the product's wait for 1 MiB).
+      pumpAheadMs: 50,
+      pumpAheadBytes: 16 * 1024,
     });
     await qmp.execute('cont');
 
@@ -134,6 +137,15 @@ describe("any point in time of a writing guest, from the recovery side's journal
       assert.ok(Date.now() < deadline + 60_000, `the recovery journal holds ${remote.durableSeq} of ${lastSeq}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+
+    // Writes pumped ahead carry the time of the checkpoint before them; some did, between most checkpoints.
+    let ahead = 0;
+    for (let seq = journal.index.firstSeq, cpTime = 0; seq < journal.index.nextSeq; seq++) {
+      const e = journal.index.get(seq);
+      if (e.kind === 'checkpoint') cpTime = e.timeUs;
+      else if (e.timeUs === cpTime) ahead++;
+    }
+    assert.ok(ahead > 0, 'no write was pumped ahead of its checkpoint');
 
     // Twenty checkpoints spread over the window (all of them if fewer), and the last.
     const step = Math.max(1, Math.floor(points.length / 20));

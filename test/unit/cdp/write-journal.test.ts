@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isMamoriError } from '../../../src/core/mamori-error.js';
 import { WriteJournal } from '../../../src/cdp/write-journal.js';
+import { JournalRecordReader } from '../../../src/cdp/journal-records.js';
+import { RECORD_HEADER_BYTES, type JournalRecordHeader } from '../../../src/cdp/journal-format.js';
 import { PointInTimeExport, type BaseReader } from '../../../src/cdp/point-in-time-export.js';
 
 const zeroBase = (size: number): BaseReader => ({
@@ -43,6 +45,60 @@ describe('WriteJournal and PointInTimeExport', () => {
     // Appends continue the sequence.
     assert.equal((await again.appendZero(0, 4096)).seq, 41);
     await again.close();
+  });
+
+  it('appends batches in order with one answer each, and takes a replicated batch only if every record checks', async () => {
+    const src = await WriteJournal.open(join(root, 'batch-src'), { segmentBytes: 16 * 1024 });
+    const first = await src.appendMany(
+      Array.from({ length: 30 }, (_, i) =>
+        i % 3 === 2
+          ? { kind: 'zero' as const, offset: i * 512, length: 512 }
+          : { kind: 'write' as const, offset: i * 512, data: Buffer.alloc(1024, i) },
+      ),
+      5_000_000,
+    );
+    assert.deepEqual(first, { seq: 30, timeUs: 5_000_000 });
+    assert.equal(src.durableSeq, 30, 'answered once the last is durable');
+    assert.equal(await src.appendMany([], 5_000_000), null);
+    await assert.rejects(src.appendMany([{ kind: 'zero', offset: 0, length: 512 }], 4_999_999), /go back/);
+    await src.appendCheckpoint(0, 6_000_000);
+    for (let seq = 1; seq <= 31; seq++) assert.equal(src.index.get(seq).timeUs, seq <= 30 ? 5_000_000 : 6_000_000);
+
+    const dst = await WriteJournal.open(join(root, 'batch-dst'));
+    const reader = new JournalRecordReader(src.index);
+    const stored: {
+      header: JournalRecordHeader;
+      payload: Buffer | null;
+    }[] = [];
+    for (let seq = 1; seq <= 31;) {
+      const run = await reader.read(seq, 31, 4096);
+      for (let k = 0, at = 0; k < run.headers.length; k++) {
+        const h = run.headers[k]!;
+        const n = h.kind === 'write' ? h.length : 0;
+        stored.push({
+          header: h,
+          payload: n > 0 ? run.bytes.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + n) : null,
+        });
+        at += RECORD_HEADER_BYTES + n;
+      }
+      seq = run.headers.at(-1)!.seq + 1;
+    }
+    await reader.close();
+    // One altered payload in the batch: none of it goes in.
+    const altered = stored.map((r, k) => (k === 10 ? { ...r, payload: Buffer.alloc(r.payload!.length, 0xee) } : r));
+    await assert.rejects(dst.appendReplicatedMany(altered.slice(0, 20)), (e: unknown) =>
+      isMamoriError(e, 'JOURNAL_CORRUPT'),
+    );
+    assert.equal(dst.index.count, 0);
+    await assert.rejects(dst.appendReplicatedMany(stored.slice(1, 5)), /arrived where 1 was due/);
+    assert.deepEqual((await dst.appendReplicatedMany(stored.slice(0, 20)))?.seq, 20);
+    assert.deepEqual((await dst.appendReplicatedMany(stored.slice(20)))?.seq, 31);
+    for (let seq = 1; seq <= 31; seq++) {
+      const [a, b] = [src.index.get(seq), dst.index.get(seq)];
+      assert.deepEqual([b.kind, b.offset, b.length, b.timeUs], [a.kind, a.offset, a.length, a.timeUs]);
+    }
+    await src.close();
+    await dst.close();
   });
 
   it('cuts a torn tail and refuses a journal with a segment missing', async () => {

@@ -80,3 +80,32 @@ test('no superblock yet is null; a wrong one, unknown flags, an empty entry or a
       }
     });
 });
+
+test('reads ahead in chunks, yet reads bytes past the count again once QEMU has written them', async () => {
+  // Small entries over several chunks, one entry larger than a chunk, then one begun and not whole.
+  const small = Array.from({ length: 3000 }, (_, i) => entry(i, 1, 0, Buffer.alloc(S, i % 251)));
+  const big = entry(5000, 3 * 2048, 0, Buffer.alloc(3 * 2048 * S, 0xbb)); // 3 MiB
+  const whole = Buffer.concat([superblock(3001), ...small, big]);
+  const next = entry(9000, 8, 0, Buffer.alloc(8 * S, 0xcc));
+  // The next entry's header is there, its data not yet: what a read ahead may see.
+  await withLog(Buffer.concat([whole, next.subarray(0, S), Buffer.alloc(7 * S)]), async (path) => {
+    const r = await WriteLogReader.open(path);
+    try {
+      let n = 0;
+      for await (const e of r.readTo(3001)) {
+        assert.equal(e.kind, 'write');
+        if (e.kind !== 'write') continue;
+        if (n < 3000) assert.deepEqual([e.offset, e.data], [n * S, Buffer.alloc(S, n % 251)]);
+        else assert.deepEqual([e.offset, e.data.length, e.data[e.data.length - 1]], [5000 * S, 3 * 2048 * S, 0xbb]);
+        n++;
+      }
+      assert.equal(n, 3001);
+      await writeFile(path, Buffer.concat([whole, next]));
+      const rest = [];
+      for await (const e of r.readTo(3002)) rest.push(e);
+      assert.deepEqual(rest, [{ index: 3001, kind: 'write', offset: 9000 * S, data: Buffer.alloc(8 * S, 0xcc) }]);
+    } finally {
+      await r.close();
+    }
+  });
+});
