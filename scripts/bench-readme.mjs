@@ -3,8 +3,12 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** What tells a metric's rows apart: a disk, a receiver, a rate, or the baseline a row is against. */
-const label = (fig) => fig.disk ?? fig.receiver ?? fig.rate ?? (fig.baselineName ? `vs ${fig.baselineName}` : null);
+/** What tells a metric's rows apart: a disk, a receiver, a rate (and checkpoint interval), or the baseline a row is against. */
+const label = (fig) =>
+  fig.disk ??
+  fig.receiver ??
+  (fig.rate && fig.checkpoint ? `${fig.rate}, checkpoints ${fig.checkpoint}` : fig.rate) ??
+  (fig.baselineName ? `vs ${fig.baselineName}` : null);
 
 const bench = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench');
 const rows = [];

@@ -18,7 +18,8 @@
  * `instant_recovery_rto_vs_copy_recovery`, a 20 GiB disk holding 8 GiB.
  *
  * BENCH_CDP_ROUNDS (default 3), BENCH_CDP_MIB (64), BENCH_CDP_SECONDS (5); BENCH_CDP_PRODUCT_SECONDS
- * (600 per rate); BENCH_CDP_IR_DISK_GIB (20) and BENCH_CDP_IR_FILLED_GIB (8); BENCH_CDP_ONLY, a
+ * (600 per rate); BENCH_CDP_PRODUCT_CHECKPOINTS (500ms,1s: the checkpoint intervals the product
+ * figures are measured at); BENCH_CDP_IR_DISK_GIB (20) and BENCH_CDP_IR_FILLED_GIB (8); BENCH_CDP_ONLY, a
  * comma list of sections (product, iops, tap, instant), measures those and keeps the others' rows of
  * the last run, each saying when it was measured.
  */
@@ -49,40 +50,57 @@ const kept = (metrics: string[]): BenchFigure[] =>
 const pct = (xs: number[], p: number): number =>
   [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 const productRates = (process.env['BENCH_CDP_PRODUCT_RATES'] ?? '1,20').split(',').map(Number);
-// Rows of rates not measured now stay, saying when they were.
+// The recovery point is the newest checkpoint the recovery site holds, so the lag, sampled at
+// random, runs up to a whole interval plus the pipeline's delay: the RPO's goal (<= 1 s) is
+// measured with checkpoints 500 ms apart; the default 1 s rows say what that interval gives.
+const productCheckpoints = (process.env['BENCH_CDP_PRODUCT_CHECKPOINTS'] ?? '500ms,1s').split(',');
+const RPO_GOAL_CHECKPOINT = '500ms';
+// Rows of rates and intervals not measured now stay, saying when they were (rows without an
+// interval were measured at 1 s).
 const product: BenchFigure[] = kept([
   'cdp_rpo_p99_seconds',
   'cdp_journal_bytes_per_written_byte',
   'any_point_accuracy_seconds',
-]).filter((f) => !sections.has('product') || !productRates.some((r) => f['rate'] === `${r} MiB/s`));
+]).filter(
+  (f) =>
+    !sections.has('product') ||
+    !productRates.some(
+      (r) => f['rate'] === `${r} MiB/s` && productCheckpoints.includes((f['checkpoint'] as string | undefined) ?? '1s'),
+    ),
+);
 // The rates of guest writes, in MiB/s (BENCH_CDP_PRODUCT_RATES, default 1,20). Up to 4 MiB/s the
 // log's writer makes them all (256 records of 4 KiB a second per MiB/s); it takes at most 1,000
 // records a second, so above that it writes 1 MiB/s and a load beside it (guest-load.ts) the rest.
-for (const mibps of sections.has('product') ? productRates : []) {
+const productRuns = productCheckpoints.flatMap((checkpoint) => productRates.map((mibps) => ({ checkpoint, mibps })));
+for (const { checkpoint, mibps } of sections.has('product') ? productRuns : []) {
   const rate = mibps <= 4 ? mibps * 256 : 256;
   const extra = mibps <= 4 ? 0 : mibps - 1;
-  const p = await productRun({ recordsPerSecond: rate, seconds: productSeconds, extraMiBPerSecond: extra });
+  const p = await productRun({ recordsPerSecond: rate, seconds: productSeconds, extraMiBPerSecond: extra, checkpoint });
   const asked = `${mibps} MiB/s`;
   const at =
     `${rate} log records/s${extra > 0 ? ` and ${extra} MiB/s of 1 MiB synced blocks beside` : ''} asked (${mibps} MiB/s), ` +
-    `${(p.achievedBytesPerSecond / 1024 / 1024).toFixed(2)} MiB/s achieved, ${p.seconds} s`;
+    `${(p.achievedBytesPerSecond / 1024 / 1024).toFixed(2)} MiB/s achieved, ${p.seconds} s, --checkpoint ${checkpoint}`;
+  const rpoGoal = checkpoint === RPO_GOAL_CHECKPOINT;
   product.push(
     {
       metric: 'cdp_rpo_p99_seconds',
       rate: asked,
+      checkpoint,
       value: Math.round(pct(p.lagsMs, 99)) / 1000,
       unit: 's',
       baseline: null,
       ratio: null,
-      goal: '<= 1',
-      met: pct(p.lagsMs, 99) <= 1000,
+      goal: rpoGoal ? '<= 1' : `report (the goal is measured at --checkpoint ${RPO_GOAL_CHECKPOINT})`,
+      met: rpoGoal ? pct(p.lagsMs, 99) <= 1000 : null,
       workload: at,
+      p50Seconds: Math.round(pct(p.lagsMs, 50)) / 1000,
       maxSeconds: Math.max(...p.lagsMs) / 1000,
       samples: p.lagsMs.length,
     },
     {
       metric: 'cdp_journal_bytes_per_written_byte',
       rate: asked,
+      checkpoint,
       value: Math.round((p.journalBytes / p.writtenBytes) * 1000) / 1000,
       unit: 'ratio',
       baseline: p.writtenBytes,
@@ -95,6 +113,7 @@ for (const mibps of sections.has('product') ? productRates : []) {
     {
       metric: 'any_point_accuracy_seconds',
       rate: asked,
+      checkpoint,
       value: Math.round(Math.max(...p.accuracyMs)) / 1000,
       unit: 's',
       baseline: null,
