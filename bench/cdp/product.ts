@@ -41,9 +41,9 @@ export interface ProductRun {
 
 /**
  * The lag (now minus the newest checkpoint site-b holds) about every second for `ms`, from one
- * sampler process inside site-a's namespace (lag-sampler.ts); `each` runs at every sample.
+ * sampler process inside site-a's namespace (lag-sampler.ts).
  */
-async function sampleLags(sites: TwoSites, vm: string, ms: number, each: () => void): Promise<number[]> {
+async function sampleLags(sites: TwoSites, vm: string, ms: number): Promise<number[]> {
   const script = join(repoRoot, 'dist', 'bench', 'cdp', 'lag-sampler.js');
   const [file, args] = sites.a.netns!.wrap(process.execPath, [script, sites.a.dataDir, vm]);
   const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -55,7 +55,6 @@ async function sampleLags(sites: TwoSites, vm: string, ms: number, each: () => v
     for (const line of lines) {
       const [now, shipped] = line.split(' ').map(Number);
       if (shipped! >= 0) lags.push(now! - shipped!);
-      each();
     }
   });
   const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
@@ -133,7 +132,7 @@ export async function productRun(o: {
     const startAcked = await acks.sample();
     const startLoad = (await load?.written()) ?? 0;
     const started = Date.now();
-    const lagsMs = await sampleLags(sites, 'pg', o.seconds * 1000, () => void acks.sample());
+    const lagsMs = await sampleLags(sites, 'pg', o.seconds * 1000);
     const endAcked = await acks.sample();
     const endLoad = (await load?.written()) ?? 0;
     const ended = Date.now();

@@ -25,14 +25,18 @@ export class AckSamples {
 
   /** Reads the highest acknowledged record now. */
   async sample(): Promise<number> {
-    const n = Math.max(0, ...parseSerialAcks(await readFile(this.#serialLog, 'utf8').catch(() => '')));
+    // A loop, not Math.max(...acks): ten minutes of records overflow the call's arguments.
+    let n = 0;
+    for (const a of parseSerialAcks(await readFile(this.#serialLog, 'utf8').catch(() => ''))) n = Math.max(n, a);
     this.#samples.push({ at: Date.now(), n });
     return n;
   }
 
   /** The most the guest had acknowledged by `ms` (epoch ms), as far as the samples tell. */
   ackedBy(ms: number): number {
-    return Math.max(0, ...this.#samples.filter((s) => s.at <= ms).map((s) => s.n));
+    let n = 0;
+    for (const s of this.#samples) if (s.at <= ms) n = Math.max(n, s.n);
+    return n;
   }
 }
 
