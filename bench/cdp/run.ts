@@ -51,8 +51,9 @@ const pct = (xs: number[], p: number): number =>
   [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 const productRates = (process.env['BENCH_CDP_PRODUCT_RATES'] ?? '1,20').split(',').map(Number);
 // The recovery point is the newest checkpoint the recovery site holds, so the lag, sampled at
-// random, runs up to a whole interval plus the pipeline's delay: the RPO's goal (<= 1 s) is
-// measured with checkpoints 500 ms apart; the default 1 s rows say what that interval gives.
+// random, runs up to a whole interval plus the pipeline's delay, and an instant T is cut up to
+// an interval (and a record's spacing) before T: the RPO's and the accuracy's goals (<= 1 s)
+// are measured with checkpoints 500 ms apart; the default 1 s rows say what that interval gives.
 const productCheckpoints = (process.env['BENCH_CDP_PRODUCT_CHECKPOINTS'] ?? '500ms,1s').split(',');
 const RPO_GOAL_CHECKPOINT = '500ms';
 // Rows of rates and intervals not measured now stay, saying when they were (rows without an
@@ -118,8 +119,8 @@ for (const { checkpoint, mibps } of sections.has('product') ? productRuns : []) 
       unit: 's',
       baseline: null,
       ratio: null,
-      goal: '<= 1',
-      met: Math.max(...p.accuracyMs) <= 1000,
+      goal: rpoGoal ? '<= 1' : `report (the goal is measured at --checkpoint ${RPO_GOAL_CHECKPOINT})`,
+      met: rpoGoal ? Math.max(...p.accuracyMs) <= 1000 : null,
       workload: at,
       instants: p.accuracyMs.length,
     },
