@@ -5,7 +5,7 @@ import type { Logger } from '../core/logger.js';
 import { isMamoriError } from '../core/mamori-error.js';
 import type { QmpClient } from '../qemu/qmp-client.js';
 import { ContinuousTap, SharedInstant, checkpointTogether } from './continuous-tap.js';
-import { RECORD_HEADER_BYTES } from './journal-format.js';
+import { recordBytes } from './journal-format.js';
 import { shipJournal } from './journal-shipping.js';
 import { WriteJournal } from './write-journal.js';
 
@@ -299,7 +299,7 @@ export class ContinuousSession {
     const d = this.#disks[disk]!;
     if (seq <= d.acked) return;
     for (let s = Math.max(d.acked + 1, d.journal.index.firstSeq); s <= seq && s < d.journal.index.nextSeq; s++)
-      d.ackedBytes += recordBytes(d.journal, s);
+      d.ackedBytes += recordBytes(d.journal.index.get(s));
     d.acked = seq;
     d.ackedAt = Date.now();
     this.#advanceShipped();
@@ -308,7 +308,7 @@ export class ContinuousSession {
   #countAppended(d: DiskState): void {
     const next = d.journal.index.nextSeq;
     for (let s = Math.max(d.counted + 1, d.journal.index.firstSeq); s < next; s++)
-      d.appendedBytes += recordBytes(d.journal, s);
+      d.appendedBytes += recordBytes(d.journal.index.get(s));
     d.counted = next - 1;
   }
 
@@ -327,9 +327,4 @@ export class ContinuousSession {
     void this.#end();
     this.#o.onBroken(reason);
   }
-}
-
-function recordBytes(journal: WriteJournal, seq: number): number {
-  const e = journal.index.get(seq);
-  return RECORD_HEADER_BYTES + (e.kind === 'write' ? e.length : 0);
 }

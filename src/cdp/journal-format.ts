@@ -93,9 +93,14 @@ export function decodeRecordHeader(b: Buffer): JournalRecordHeader | { invalid: 
   };
 }
 
-/** Bytes of payload that follow a record's header. */
-export function payloadBytes(h: JournalRecordHeader): number {
+/** Bytes of payload that follow a record's header (only a write carries its data). */
+export function payloadBytes(h: Pick<JournalRecordHeader, 'kind' | 'length'>): number {
   return h.kind === 'write' ? h.length : 0;
+}
+
+/** A whole record's bytes in a segment: its header and its payload. */
+export function recordBytes(h: Pick<JournalRecordHeader, 'kind' | 'length'>): number {
+  return RECORD_HEADER_BYTES + payloadBytes(h);
 }
 
 export function payloadMatches(h: JournalRecordHeader, payload: Buffer): boolean {

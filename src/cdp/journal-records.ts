@@ -1,6 +1,12 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { MamoriError } from '../core/mamori-error.js';
-import { RECORD_HEADER_BYTES, decodeRecordHeader, payloadBytes, type JournalRecordHeader } from './journal-format.js';
+import {
+  RECORD_HEADER_BYTES,
+  decodeRecordHeader,
+  payloadBytes,
+  recordBytes,
+  type JournalRecordHeader,
+} from './journal-format.js';
 import type { JournalIndex } from './journal-index.js';
 
 /** Records as they lie in a segment, one after another: their headers decoded, and their bytes. */
@@ -31,11 +37,11 @@ export class JournalRecordReader {
     const first = this.#index.get(fromSeq);
     const start = first.payloadAt - RECORD_HEADER_BYTES;
     let end = fromSeq;
-    let length = recordLength(first.kind, first.length);
+    let length = recordBytes(first);
     while (end < toSeq && length < maxBytes) {
       const e = this.#index.get(end + 1);
       if (e.segment !== first.segment) break;
-      length += recordLength(e.kind, e.length);
+      length += recordBytes(e);
       end += 1;
     }
     const bytes = Buffer.allocUnsafe(length);
@@ -66,8 +72,4 @@ export class JournalRecordReader {
     }
     return f;
   }
-}
-
-function recordLength(kind: string, length: number): number {
-  return RECORD_HEADER_BYTES + (kind === 'write' ? length : 0);
 }

@@ -233,7 +233,8 @@ export class WriteJournal {
     this.#fh = null;
   }
 
-  async #append(
+  /** One record; its time is now, when not given (never before the last record's). */
+  #append(
     kind: RecordKind,
     flags: number,
     offset: number,
@@ -241,23 +242,14 @@ export class WriteJournal {
     payload: Buffer | null,
     givenTimeUs?: number,
   ): Promise<AppendedRecord> {
-    if (this.#failed !== null) throw this.#failed;
-    if (this.#closed) throw new MamoriError('JOURNAL_WRITE_FAILED', `the journal in ${this.dir} is closed`);
-    // Sequence and time are taken now, in call order: that order is the journal's.
-    const seq = this.#nextSeq++;
     const timeUs = givenTimeUs ?? Math.max(this.#nowUs(), this.#lastTimeUs);
-    this.#lastTimeUs = timeUs;
-    const header = encodeRecordHeader({ kind, flags, seq, timeUs, offset, length }, payload);
-    const parts = payload === null ? [header] : [header, payload];
-    const record = { kind, flags, seq, timeUs, offset, length };
-    await new Promise<void>((resolve, reject) => {
-      this.#queue.push({ parts, bytes: header.length + (payload?.length ?? 0), record, resolve, reject });
-      this.#kick();
-    });
-    return { seq, timeUs };
+    return this.#appendAll([{ kind, flags, offset, length, payload, timeUs }]);
   }
 
-  /** Queues records in order; one promise, settled with the last (batches are written in order). */
+  /**
+   * Queues records in order; one promise, settled with the last (batches are written in order).
+   * Sequence numbers are taken here, synchronously, in call order: that order is the journal's.
+   */
   #appendAll(
     records: {
       kind: RecordKind;
@@ -275,7 +267,7 @@ export class WriteJournal {
     return new Promise<AppendedRecord>((resolve, reject) => {
       for (const [k, r] of records.entries()) {
         const seq = this.#nextSeq++;
-        // As given: appendMany checked it against the last record, a replicated one keeps the source's.
+        // As given: checked against the last record by the caller, or a replicated one keeps the source's.
         const timeUs = r.timeUs;
         this.#lastTimeUs = Math.max(this.#lastTimeUs, timeUs);
         const record = { kind: r.kind, flags: r.flags, seq, timeUs, offset: r.offset, length: r.length };
